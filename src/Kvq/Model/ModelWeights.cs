@@ -1,0 +1,56 @@
+using Kvq.Tensors;
+
+namespace Kvq.Model;
+
+/// <summary>
+/// All weights of a Llama-family model, whatever file they came from. Keys produced with these weights are
+/// handed to the KV cache before RoPE, in the layout named by <see cref="ModelConfig.RopeStyle"/>.
+/// </summary>
+public sealed class ModelWeights : IDisposable
+{
+    public required ModelConfig Config { get; init; }
+    public required WeightMatrix TokenEmbedding { get; init; }  // (vocab, dim)
+    public required LayerWeights[] Layers { get; init; }
+    public required float[] OutputNorm { get; init; }           // (dim)
+    public required WeightMatrix Output { get; init; }          // (vocab, dim); the embedding itself when tied
+    public bool TiedOutput => ReferenceEquals(Output, TokenEmbedding);
+    /// <summary>Source file(s) held open by the weights (memory maps), released on dispose.</summary>
+    public IDisposable? Owner { get; init; }
+    /// <summary>A hash identifying the weights (for calibration profiles).</summary>
+    public required string Fingerprint { get; init; }
+    public required string SourcePath { get; init; }
+
+    public long ParameterCount
+    {
+        get
+        {
+            long n = (long)TokenEmbedding.Rows * TokenEmbedding.Cols + OutputNorm.Length;
+            if (!TiedOutput) n += (long)Output.Rows * Output.Cols;
+            foreach (var l in Layers)
+            {
+                n += l.AttnNorm.Length + l.FfnNorm.Length;
+                foreach (var m in new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.WGate, l.WUp, l.WDown }) n += (long)m.Rows * m.Cols;
+                n += (l.Bq?.Length ?? 0) + (l.Bk?.Length ?? 0) + (l.Bv?.Length ?? 0);
+            }
+            return n;
+        }
+    }
+
+    public long WeightBytes
+    {
+        get
+        {
+            long n = TokenEmbedding.ByteSize + OutputNorm.Length * 4L;
+            if (!TiedOutput) n += Output.ByteSize;
+            foreach (var l in Layers)
+            {
+                n += (l.AttnNorm.Length + l.FfnNorm.Length) * 4L;
+                foreach (var m in new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.WGate, l.WUp, l.WDown }) n += m.ByteSize;
+                n += ((l.Bq?.Length ?? 0) + (l.Bk?.Length ?? 0) + (l.Bv?.Length ?? 0)) * 4L;
+            }
+            return n;
+        }
+    }
+
+    public void Dispose() => Owner?.Dispose();
+}

@@ -1,0 +1,104 @@
+using Kvq.Tensors.Quant;
+
+namespace Kvq.Tensors;
+
+/// <summary>
+/// A (rows x cols) weight matrix in any supported ggml type, row-major, read in place (memory map or native buffer
+/// owned elsewhere). y = W x computes one dot per row, rows spread over threads.
+/// </summary>
+public sealed unsafe class WeightMatrix
+{
+    public string Name { get; }
+    public int Rows { get; }
+    public int Cols { get; }
+    public GgmlType Type { get; }
+    public long RowBytes { get; }
+    public byte* Data { get; }
+    public long ByteSize => RowBytes * Rows;
+
+    /// <summary>Keeps whatever owns <see cref="Data"/> alive (a pinned array, a native buffer, a map).</summary>
+    private readonly object? _owner;
+
+    public WeightMatrix(string name, int rows, int cols, GgmlType type, byte* data, object? owner = null)
+    {
+        if (cols % GgmlTypeInfo.BlockSize(type) != 0)
+            throw new ArgumentException($"{name}: {cols} columns is not a multiple of the {type} block size");
+        Name = name;
+        Rows = rows;
+        Cols = cols;
+        Type = type;
+        RowBytes = GgmlTypeInfo.RowBytes(type, cols);
+        Data = data;
+        _owner = owner;
+    }
+
+    /// <summary>A matrix over managed f32 values (copied into a pinned array that the matrix owns).</summary>
+    public static WeightMatrix FromFloats(string name, int rows, int cols, ReadOnlySpan<float> values)
+    {
+        if (values.Length != (long)rows * cols) throw new ArgumentException($"{name}: expected {rows}x{cols} values, got {values.Length}");
+        var arr = GC.AllocateUninitializedArray<float>(values.Length, pinned: true);
+        values.CopyTo(arr);
+        fixed (float* p = arr) return new WeightMatrix(name, rows, cols, GgmlType.F32, (byte*)p, arr);
+    }
+
+    /// <summary>A matrix over raw encoded bytes (copied into a pinned array that the matrix owns).</summary>
+    public static WeightMatrix FromBytes(string name, int rows, int cols, GgmlType type, ReadOnlySpan<byte> bytes)
+    {
+        var arr = GC.AllocateUninitializedArray<byte>(bytes.Length, pinned: true);
+        bytes.CopyTo(arr);
+        fixed (byte* p = arr) return new WeightMatrix(name, rows, cols, type, p, arr);
+    }
+
+    public byte* Row(int r) => Data + r * RowBytes;
+
+    public void DequantizeRow(int r, Span<float> dst) => RowKernels.Dequantize(Type, Row(r), dst[..Cols]);
+
+    public float DotRow(int r, ReadOnlySpan<float> x) => RowKernels.Dot(Type, Row(r), x[..Cols]);
+
+    /// <summary>y[r] = W[r,:] . x for all rows.</summary>
+    public void MatVec(ReadOnlySpan<float> x, Span<float> y, Parallelism par)
+    {
+        if (x.Length < Cols || y.Length < Rows) throw new ArgumentException($"{Name}: MatVec shapes x {x.Length} y {y.Length} vs {Rows}x{Cols}");
+        fixed (float* px = x)
+        fixed (float* py = y)
+        {
+            var job = new MatVecJob(this, px, py);
+            par.For(Rows, 64, ref job);
+        }
+    }
+
+    /// <summary>Y[t, r] = W[r,:] . X[t,:] for t in [0, n): X is (n, Cols), Y is (n, Rows), both row-major.</summary>
+    public void MatMul(ReadOnlySpan<float> x, Span<float> y, int n, Parallelism par)
+    {
+        if (x.Length < n * Cols || y.Length < n * Rows) throw new ArgumentException($"{Name}: MatMul shapes");
+        fixed (float* px = x)
+        fixed (float* py = y)
+        {
+            var job = new MatMulJob(this, px, py, n);
+            par.For(Rows, 16, ref job);
+        }
+    }
+
+    private readonly struct MatVecJob(WeightMatrix w, float* x, float* y) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            var xs = new ReadOnlySpan<float>(x, w.Cols);
+            for (int r = start; r < end; r++) y[r] = RowKernels.Dot(w.Type, w.Row(r), xs);
+        }
+    }
+
+    private readonly struct MatMulJob(WeightMatrix w, float* x, float* y, int n) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            // Each row of W is read once per chunk of tokens and dotted with every token (row stays in L1/L2).
+            for (int r = start; r < end; r++)
+            {
+                byte* row = w.Row(r);
+                for (int t = 0; t < n; t++)
+                    y[(long)t * w.Rows + r] = RowKernels.Dot(w.Type, row, new ReadOnlySpan<float>(x + (long)t * w.Cols, w.Cols));
+            }
+        }
+    }
+}

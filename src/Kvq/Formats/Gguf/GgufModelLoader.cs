@@ -1,0 +1,147 @@
+using System.Security.Cryptography;
+using Kvq.Model;
+using Kvq.Tensors;
+
+namespace Kvq.Formats.Gguf;
+
+/// <summary>
+/// Maps a GGUF file of architecture llama / mistral / qwen2 onto <see cref="ModelWeights"/>. Matrices point into the
+/// memory map (quantized ones stay quantized); norms and biases are small and decoded to f32.
+/// </summary>
+public static unsafe class GgufModelLoader
+{
+    public static readonly string[] Architectures = ["llama", "mistral", "qwen2"];
+
+    public static ModelWeights Load(string path)
+    {
+        var gguf = GgufFile.Open(path);
+        try { return Load(gguf); }
+        catch { gguf.Dispose(); throw; }
+    }
+
+    /// <summary>Builds the weights over an open file; the weights take ownership of it.</summary>
+    public static ModelWeights Load(GgufFile gguf)
+    {
+        var config = ReadConfig(gguf);
+        var embd = Matrix(gguf, "token_embd.weight", config.VocabSize, config.Dim);
+        var layers = new LayerWeights[config.Layers];
+        for (int i = 0; i < config.Layers; i++)
+        {
+            string p = $"blk.{i}.";
+            bool bias = gguf.HasTensor(p + "attn_q.bias");
+            layers[i] = new LayerWeights
+            {
+                AttnNorm = Vector(gguf, p + "attn_norm.weight", config.Dim, isNorm: true),
+                Wq = Matrix(gguf, p + "attn_q.weight", config.QDim, config.Dim),
+                Wk = Matrix(gguf, p + "attn_k.weight", config.KvDim, config.Dim),
+                Wv = Matrix(gguf, p + "attn_v.weight", config.KvDim, config.Dim),
+                Wo = Matrix(gguf, p + "attn_output.weight", config.Dim, config.QDim),
+                Bq = bias ? Vector(gguf, p + "attn_q.bias", config.QDim) : null,
+                Bk = bias ? Vector(gguf, p + "attn_k.bias", config.KvDim) : null,
+                Bv = bias ? Vector(gguf, p + "attn_v.bias", config.KvDim) : null,
+                FfnNorm = Vector(gguf, p + "ffn_norm.weight", config.Dim, isNorm: true),
+                WGate = Matrix(gguf, p + "ffn_gate.weight", config.FfnDim, config.Dim),
+                WUp = Matrix(gguf, p + "ffn_up.weight", config.FfnDim, config.Dim),
+                WDown = Matrix(gguf, p + "ffn_down.weight", config.Dim, config.FfnDim),
+            };
+        }
+        var output = gguf.HasTensor("output.weight") ? Matrix(gguf, "output.weight", config.VocabSize, config.Dim) : embd;
+        return new ModelWeights
+        {
+            Config = config,
+            TokenEmbedding = embd,
+            Layers = layers,
+            OutputNorm = Vector(gguf, "output_norm.weight", config.Dim, isNorm: true),
+            Output = output,
+            Owner = gguf,
+            Fingerprint = Fingerprint(gguf),
+            SourcePath = gguf.Path,
+        };
+    }
+
+    public static ModelConfig ReadConfig(GgufFile gguf)
+    {
+        string arch = gguf.TryGetString("general.architecture")
+            ?? throw new ModelFormatException(gguf.Path, "metadata 'general.architecture'", 0, "required key is missing");
+        if (Array.IndexOf(Architectures, arch) < 0)
+            throw new ModelFormatException(gguf.Path, "metadata 'general.architecture'", 0,
+                $"architecture '{arch}' is not supported (expected one of {string.Join(", ", Architectures)})");
+        int I(string key) => checked((int)gguf.GetInt($"{arch}.{key}"));
+        int dim = I("embedding_length");
+        int heads = I("attention.head_count");
+        int kvHeads = (int)(gguf.TryGetInt($"{arch}.attention.head_count_kv") ?? heads);
+        int headDim = (int)(gguf.TryGetInt($"{arch}.attention.key_length") ?? (heads > 0 ? dim / heads : 0));
+        var embd = gguf.Tensor("token_embd.weight");
+        int vocab = (int)(gguf.TryGetInt($"{arch}.vocab_size") ?? (embd.Dims.Length == 2 ? embd.Dims[1] : 0));
+        float scale = 1f;
+        string? scalingType = gguf.TryGetString($"{arch}.rope.scaling.type");
+        if (scalingType is "linear")
+            scale = (float)(gguf.TryGetFloat($"{arch}.rope.scaling.factor") ?? 1.0);
+        else if (scalingType is not (null or "none"))
+            throw new ModelFormatException(gguf.Path, $"metadata '{arch}.rope.scaling.type'", 0,
+                $"rope scaling '{scalingType}' is not supported (expected none or linear)");
+        var config = new ModelConfig
+        {
+            Architecture = arch,
+            Dim = dim,
+            Layers = I("block_count"),
+            Heads = heads,
+            KvHeads = kvHeads,
+            HeadDim = headDim,
+            FfnDim = I("feed_forward_length"),
+            VocabSize = vocab,
+            NormEps = (float)(gguf.TryGetFloat($"{arch}.attention.layer_norm_rms_epsilon") ?? 1e-5),
+            RopeBase = (float)(gguf.TryGetFloat($"{arch}.rope.freq_base") ?? 10000.0),
+            RopeScale = scale,
+            RopeDims = (int)(gguf.TryGetInt($"{arch}.rope.dimension_count") ?? headDim),
+            // llama.cpp: llama/mistral rotate adjacent pairs (Q/K rows were permuted at conversion); qwen2 uses neox.
+            RopeStyle = arch == "qwen2" ? RopeStyle.Neox : RopeStyle.Normal,
+            ContextLength = (int)(gguf.TryGetInt($"{arch}.context_length") ?? 2048),
+        };
+        config.Validate(gguf.Path);
+        return config;
+    }
+
+    private static WeightMatrix Matrix(GgufFile gguf, string name, int rows, int cols)
+    {
+        var t = gguf.Tensor(name);
+        long r = t.Dims.Length > 1 ? t.Rows : 1;
+        if (t.Dims.Length != 2 || t.Dims[0] != cols || r != rows)
+            throw new ModelFormatException(gguf.Path, $"tensor '{name}'", t.HeaderOffset,
+                $"expected shape [{cols}, {rows}], found {t.Shape}");
+        return new WeightMatrix(name, rows, cols, t.Type, gguf.TensorPointer(t));
+    }
+
+    private static float[] Vector(GgufFile gguf, string name, int length, bool isNorm = false)
+    {
+        var t = gguf.Tensor(name);
+        if (t.Elements != length)
+            throw new ModelFormatException(gguf.Path, $"tensor '{name}'", t.HeaderOffset,
+                $"expected {length} elements, found {t.Shape}");
+        var v = new float[length];
+        Kvq.Tensors.Quant.RowKernels.Dequantize(t.Type, gguf.TensorPointer(t), v);
+        for (int i = 0; i < v.Length; i++)
+            if (!float.IsFinite(v[i]))
+                throw new ModelFormatException(gguf.Path, $"tensor '{name}'", t.DataOffset + i * (t.ByteSize / length),
+                    $"element {i} is {v[i]} (expected a finite {(isNorm ? "norm weight" : "value")})");
+        return v;
+    }
+
+    /// <summary>
+    /// Identity of the weights for calibration profiles: SHA-256 over the header (metadata + tensor table) and the
+    /// first 4 KiB of every tensor's data. Cheap on multi-GB files, and any re-quantization or fine-tune changes it.
+    /// </summary>
+    public static string Fingerprint(GgufFile gguf)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using (var fs = new FileStream(gguf.Path, FileMode.Open, FileAccess.Read, FileShare.Read))
+        {
+            var header = new byte[gguf.DataStart];
+            fs.ReadExactly(header);
+            sha.AppendData(header);
+        }
+        foreach (var t in gguf.Tensors)
+            sha.AppendData(new ReadOnlySpan<byte>(gguf.TensorPointer(t), (int)Math.Min(4096, t.ByteSize)));
+        return Convert.ToHexString(sha.GetHashAndReset().AsSpan(0, 16)).ToLowerInvariant();
+    }
+}

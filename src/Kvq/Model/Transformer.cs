@@ -1,0 +1,134 @@
+using System.Numerics.Tensors;
+using Kvq.Cache;
+using Kvq.Tensors;
+
+namespace Kvq.Model;
+
+/// <summary>
+/// The forward pass of a Llama-family decoder, as straight-line code. Tokens go through in chunks of at most
+/// <see cref="MaxBatch"/> (batched prefill uses matrix-matrix products; decode is a chunk of one). Keys are handed to
+/// the cache before RoPE; queries are rotated here.
+/// </summary>
+public sealed class Transformer
+{
+    public ModelWeights Weights { get; }
+    public ModelConfig Config => Weights.Config;
+    public int MaxBatch { get; }
+    public Parallelism Parallelism { get; }
+    private readonly Rope _rope;
+
+    // Run state, reused across calls (no allocation per token). Shapes are (batch, width) row-major.
+    private readonly float[] _x;      // (batch, dim) residual stream
+    private readonly float[] _xn;     // (batch, dim) normed input of a sub-block
+    private readonly float[] _q;      // (batch, heads*headDim)
+    private readonly float[] _k;      // (batch, kvHeads*headDim)
+    private readonly float[] _v;      // (batch, kvHeads*headDim)
+    private readonly float[] _att;    // (batch, heads*headDim) attention output
+    private readonly float[] _proj;   // (batch, dim) output of Wo / WDown
+    private readonly float[] _gate;   // (batch, ffn)
+    private readonly float[] _up;     // (batch, ffn)
+
+    public Transformer(ModelWeights weights, Parallelism? parallelism = null, int maxBatch = 64)
+    {
+        Weights = weights;
+        MaxBatch = maxBatch;
+        Parallelism = parallelism ?? Parallelism.Default;
+        var c = weights.Config;
+        _rope = Rope.For(c);
+        _x = new float[maxBatch * c.Dim];
+        _xn = new float[maxBatch * c.Dim];
+        _q = new float[maxBatch * c.QDim];
+        _k = new float[maxBatch * c.KvDim];
+        _v = new float[maxBatch * c.KvDim];
+        _att = new float[maxBatch * c.QDim];
+        _proj = new float[maxBatch * c.Dim];
+        _gate = new float[maxBatch * c.FfnDim];
+        _up = new float[maxBatch * c.FfnDim];
+    }
+
+    public KvShape KvShape => KvShape.For(Config);
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> at positions kv.Length, kv.Length+1, ... and appends them to the cache.
+    /// Writes logits of the last token to <paramref name="lastLogits"/> (vocab), or, when <paramref name="allLogits"/>
+    /// is given, of every token ((tokens, vocab) row-major).
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, IKvSequence kv, Span<float> lastLogits, Span<float> allLogits = default)
+    {
+        int vocab = Config.VocabSize;
+        for (int done = 0; done < tokens.Length; )
+        {
+            int n = Math.Min(MaxBatch, tokens.Length - done);
+            bool lastChunk = done + n == tokens.Length;
+            ForwardChunk(tokens.Slice(done, n), kv);
+            if (!allLogits.IsEmpty)
+                Logits(0, n, allLogits.Slice(done * vocab, n * vocab));
+            else if (lastChunk)
+                Logits(n - 1, 1, lastLogits);
+            done += n;
+        }
+        if (!allLogits.IsEmpty && !lastLogits.IsEmpty)
+            allLogits.Slice((tokens.Length - 1) * vocab, vocab).CopyTo(lastLogits);
+    }
+
+    private void ForwardChunk(ReadOnlySpan<int> tokens, IKvSequence kv)
+    {
+        var c = Config;
+        int n = tokens.Length;
+        int dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim, ffn = c.FfnDim;
+        var par = Parallelism;
+        for (int t = 0; t < n; t++)
+        {
+            int id = tokens[t];
+            if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} is outside the vocabulary (0..{c.VocabSize - 1})");
+            Weights.TokenEmbedding.DequantizeRow(id, _x.AsSpan(t * dim, dim));
+        }
+        int pos0 = kv.Length;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var w = Weights.Layers[l];
+            // Attention block.
+            for (int t = 0; t < n; t++)
+                Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.AttnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
+            Project(w.Wq, _xn, _q, n);
+            Project(w.Wk, _xn, _k, n);
+            Project(w.Wv, _xn, _v, n);
+            for (int t = 0; t < n; t++)
+            {
+                if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
+                if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
+                if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
+                _rope.RotateHeads(_q.AsSpan(t * qDim, qDim), c.Heads, pos0 + t);
+            }
+            kv.Append(l, _k.AsSpan(0, n * kvDim), _v.AsSpan(0, n * kvDim), n);
+            kv.Attend(l, _q.AsSpan(0, n * qDim), n, _att.AsSpan(0, n * qDim), par);
+            Project(w.Wo, _att, _proj, n);
+            TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
+            // Feed-forward block (SwiGLU).
+            for (int t = 0; t < n; t++)
+                Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
+            Project(w.WGate, _xn, _gate, n);
+            Project(w.WUp, _xn, _up, n);
+            Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+            Project(w.WDown, _gate, _proj, n);
+            TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
+        }
+        kv.Commit(n);
+    }
+
+    private void Project(WeightMatrix w, float[] input, float[] output, int n)
+    {
+        if (n == 1) w.MatVec(input.AsSpan(0, w.Cols), output.AsSpan(0, w.Rows), Parallelism);
+        else w.MatMul(input.AsSpan(0, n * w.Cols), output.AsSpan(0, n * w.Rows), n, Parallelism);
+    }
+
+    /// <summary>Final norm and output projection for chunk rows [first, first+count).</summary>
+    private void Logits(int first, int count, Span<float> logits)
+    {
+        int dim = Config.Dim;
+        for (int t = 0; t < count; t++)
+            Kernels.RmsNorm(_x.AsSpan((first + t) * dim, dim), Weights.OutputNorm, Config.NormEps, _xn.AsSpan(t * dim, dim));
+        if (count == 1) Weights.Output.MatVec(_xn.AsSpan(0, dim), logits, Parallelism);
+        else Weights.Output.MatMul(_xn.AsSpan(0, count * dim), logits, count, Parallelism);
+    }
+}

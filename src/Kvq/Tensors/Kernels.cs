@@ -1,0 +1,49 @@
+using System.Numerics.Tensors;
+
+namespace Kvq.Tensors;
+
+/// <summary>Element-wise kernels of the forward pass, over spans (SIMD through TensorPrimitives).</summary>
+public static class Kernels
+{
+    /// <summary>out = x / rms(x) * weight.</summary>
+    public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> output)
+    {
+        float ss = TensorPrimitives.Dot(x, x) / x.Length;
+        float scale = 1f / MathF.Sqrt(ss + eps);
+        TensorPrimitives.Multiply(x, scale, output);
+        TensorPrimitives.Multiply(output, weight, output);
+    }
+
+    /// <summary>Scalar twin of <see cref="RmsNorm"/> in double precision (test oracle).</summary>
+    public static void RmsNormReference(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> output)
+    {
+        double ss = 0;
+        foreach (var v in x) ss += (double)v * v;
+        double scale = 1 / Math.Sqrt(ss / x.Length + eps);
+        for (int i = 0; i < x.Length; i++) output[i] = (float)(x[i] * scale * weight[i]);
+    }
+
+    /// <summary>gate = silu(gate) * up, in place.</summary>
+    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float g = gate[i];
+            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
+        }
+    }
+
+    /// <summary>In-place softmax over <paramref name="x"/>.</summary>
+    public static void Softmax(Span<float> x)
+    {
+        float max = TensorPrimitives.Max(x);
+        float sum = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float e = MathF.Exp(x[i] - max);
+            x[i] = e;
+            sum += e;
+        }
+        TensorPrimitives.Multiply(x, 1f / sum, x);
+    }
+}

@@ -1,0 +1,74 @@
+using Kvq.Model;
+
+namespace Kvq.Tensors;
+
+/// <summary>
+/// Rotary position embedding. Angles follow llama.cpp's float recurrence (theta_i = p * base^(-2i/d), computed as
+/// repeated float multiplication) so that logits agree with it closely at long positions.
+/// </summary>
+public sealed class Rope
+{
+    public int HeadDim { get; }
+    public int RopeDims { get; }
+    public RopeStyle Style { get; }
+    public float Base { get; }
+    public float Scale { get; }
+    private readonly float _thetaScale;
+
+    public Rope(int headDim, int ropeDims, float ropeBase, float scale, RopeStyle style)
+    {
+        HeadDim = headDim;
+        RopeDims = ropeDims;
+        Base = ropeBase;
+        Scale = scale;
+        Style = style;
+        _thetaScale = MathF.Pow(ropeBase, -2.0f / ropeDims);
+    }
+
+    public static Rope For(ModelConfig c) => new(c.HeadDim, c.RopeDims, c.RopeBase, c.RopeScale, c.RopeStyle);
+
+    /// <summary>cos and sin of each rotated pair's angle at <paramref name="position"/> (RopeDims/2 each).</summary>
+    public void Angles(long position, Span<float> cos, Span<float> sin)
+    {
+        float theta = position / Scale;
+        for (int i = 0; i < RopeDims / 2; i++)
+        {
+            cos[i] = MathF.Cos(theta);
+            sin[i] = MathF.Sin(theta);
+            theta *= _thetaScale;
+        }
+    }
+
+    /// <summary>Rotates one head vector in place with precomputed angles.</summary>
+    public void Rotate(Span<float> head, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        int half = RopeDims / 2;
+        if (Style == RopeStyle.Normal)
+        {
+            for (int i = 0; i < half; i++)
+            {
+                float a = head[2 * i], b = head[2 * i + 1];
+                head[2 * i] = a * cos[i] - b * sin[i];
+                head[2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        }
+        else
+        {
+            for (int i = 0; i < half; i++)
+            {
+                float a = head[i], b = head[i + half];
+                head[i] = a * cos[i] - b * sin[i];
+                head[i + half] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+
+    /// <summary>Rotates every head of a (heads*headDim) vector at one position.</summary>
+    public void RotateHeads(Span<float> vec, int heads, long position)
+    {
+        Span<float> cos = stackalloc float[RopeDims / 2];
+        Span<float> sin = stackalloc float[RopeDims / 2];
+        Angles(position, cos, sin);
+        for (int h = 0; h < heads; h++) Rotate(vec.Slice(h * HeadDim, HeadDim), cos, sin);
+    }
+}

@@ -1,0 +1,61 @@
+using System.CommandLine;
+using Kvq.Generation;
+using Kvq.Model;
+using Kvq.Sampling;
+
+namespace Kvq.Cli.Commands;
+
+/// <summary>kvq generate: stream a continuation of a prompt to stdout, timing to stderr.</summary>
+public static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var prompt = new Option<string>("--prompt", "-p") { Description = "prompt text", DefaultValueFactory = _ => "" };
+        var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate", DefaultValueFactory = _ => 128 };
+        var temperature = new Option<float>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0.8f };
+        var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0 = off)", DefaultValueFactory = _ => 40 };
+        var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass (1 = off)", DefaultValueFactory = _ => 0.95f };
+        var minP = new Option<float>("--min-p") { Description = "drop tokens below min-p x the top probability (0 = off)", DefaultValueFactory = _ => 0.05f };
+        var repeat = new Option<float>("--repeat-penalty") { Description = "repetition penalty over the last 64 tokens (1 = off)", DefaultValueFactory = _ => 1.0f };
+        var seed = new Option<ulong>("--seed") { Description = "random seed", DefaultValueFactory = _ => 42UL };
+        var stop = new Option<string[]>("--stop") { Description = "stop when this text appears (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var threads = CommonOptions.Threads();
+        var kv = CommonOptions.Kv();
+        var cmd = new Command("generate", "generate text from a prompt")
+        {
+            model, prompt, maxTokens, temperature, topK, topP, minP, repeat, seed, stop, threads, kv,
+        };
+        cmd.SetAction(r => CommandRunner.Run(() =>
+        {
+            using var loaded = ModelLoader.Load(DefaultPaths.ResolveModel(r.GetValue(model)));
+            var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(r.GetValue(threads)));
+            var cache = KvCacheFactory.CreateSequence(transformer.KvShape, r.GetValue(kv)!);
+            var generator = new Generator(transformer, loaded.Tokenizer);
+            var options = new GenerationOptions
+            {
+                MaxTokens = r.GetValue(maxTokens),
+                StopStrings = r.GetValue(stop) ?? [],
+                Sampler = new SamplerOptions
+                {
+                    Temperature = r.GetValue(temperature),
+                    TopK = r.GetValue(topK),
+                    TopP = r.GetValue(topP),
+                    MinP = r.GetValue(minP),
+                    RepetitionPenalty = r.GetValue(repeat),
+                    Seed = r.GetValue(seed),
+                },
+            };
+            var p = r.GetValue(prompt) ?? "";
+            var stdout = Console.Out;
+            stdout.Write(p);
+            var result = generator.Generate(p, options, cache, s => { stdout.Write(s); stdout.Flush(); });
+            stdout.WriteLine();
+            Console.Error.WriteLine(
+                $"prompt: {result.PromptTokens} tokens, {result.PromptTokensPerSecond:F1} tok/s | " +
+                $"decode: {result.GeneratedTokens} tokens, {result.DecodeTokensPerSecond:F1} tok/s | stop: {result.StopReason}");
+            return 0;
+        }));
+        return cmd;
+    }
+}

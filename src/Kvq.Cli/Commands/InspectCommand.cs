@@ -1,0 +1,67 @@
+using System.CommandLine;
+using Kvq.Formats.Gguf;
+using Kvq.Model;
+
+namespace Kvq.Cli.Commands;
+
+/// <summary>kvq inspect: what is in a model file (metadata, tensors, parameters, memory).</summary>
+public static class InspectCommand
+{
+    public static Command Create()
+    {
+        var path = new Argument<string?>("model") { Description = "model file (default: books-19m.gguf)", Arity = ArgumentArity.ZeroOrOne };
+        var all = new Option<bool>("--all") { Description = "print long metadata arrays in full" };
+        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory") { path, all };
+        cmd.SetAction(r => CommandRunner.Run(() =>
+        {
+            var file = DefaultPaths.ResolveModel(r.GetValue(path));
+            if (file.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)) PrintGguf(file, r.GetValue(all));
+            using var loaded = ModelLoader.Load(file);
+            PrintModel(loaded);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static void PrintGguf(string file, bool all)
+    {
+        using var g = GgufFile.Open(file);
+        Console.WriteLine($"file: {file} (GGUF v{g.Version}, {g.FileLength:N0} bytes, data at {g.DataStart})");
+        Console.WriteLine($"metadata ({g.MetadataTypes.Count} keys):");
+        foreach (var (key, type) in g.MetadataTypes)
+            Console.WriteLine($"  {key,-45} {type,-8} {Format(g.Metadata[key], all)}");
+        Console.WriteLine($"tensors ({g.Tensors.Count}):");
+        Console.WriteLine($"  {"name",-32} {"type",-6} {"shape",-18} {"bytes",12} {"offset",12}");
+        foreach (var t in g.Tensors)
+            Console.WriteLine($"  {t.Name,-32} {t.Type,-6} {t.Shape,-18} {t.ByteSize,12:N0} {t.DataOffset,12}");
+    }
+
+    private static void PrintModel(LoadedModel m)
+    {
+        var c = m.Weights.Config;
+        Console.WriteLine($"model: {c.Architecture}, {c.Layers} layers, dim {c.Dim}, heads {c.Heads} (kv {c.KvHeads}, head dim {c.HeadDim}), " +
+                          $"ffn {c.FfnDim}, vocab {c.VocabSize}, rope {c.RopeStyle} base {c.RopeBase} scale {c.RopeScale}, context {c.ContextLength}");
+        Console.WriteLine($"parameters: {m.Weights.ParameterCount:N0}; weight memory: {m.Weights.WeightBytes:N0} bytes ({m.Weights.WeightBytes / 1048576.0:F1} MiB)" +
+                          (m.Weights.TiedOutput ? "; output tied to embedding" : ""));
+        long kvPerToken = 2L * c.Layers * c.KvDim * 2;
+        Console.WriteLine($"KV cache at f16: {kvPerToken:N0} bytes per token; {kvPerToken * c.ContextLength / 1048576.0:F1} MiB at {c.ContextLength} tokens");
+        Console.WriteLine($"tokenizer: {m.Tokenizer.GetType().Name}, vocab {m.Tokenizer.VocabSize}, bos {m.Tokenizer.BosId}, eos {m.Tokenizer.EosId}");
+        Console.WriteLine($"fingerprint: {m.Weights.Fingerprint}");
+    }
+
+    private static string Format(object v, bool all)
+    {
+        if (v is string s) return s.Length > 80 && !all ? $"\"{s[..77]}...\"" : $"\"{s}\"";
+        if (v is Array a)
+        {
+            var items = new List<string>();
+            foreach (var x in a)
+            {
+                if (!all && items.Count == 8) { items.Add($"... ({a.Length} items)"); break; }
+                items.Add(x is string xs ? $"\"{xs}\"" : Convert.ToString(x, System.Globalization.CultureInfo.InvariantCulture) ?? "");
+            }
+            return "[" + string.Join(", ", items) + "]";
+        }
+        return Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture) ?? "";
+    }
+}

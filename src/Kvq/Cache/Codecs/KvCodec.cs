@@ -1,0 +1,69 @@
+namespace Kvq.Cache.Codecs;
+
+/// <summary>
+/// One storage format for the vectors of one KV head: how a block of <see cref="BlockTokens"/> tokens x
+/// <see cref="HeadDim"/> values is laid out in bytes, how tokens are encoded into it and how it is read back.
+/// Per-token codecs encode each token as it arrives; per-channel codecs (<see cref="EncodesWholeBlocks"/>) need the
+/// whole block and leave recent tokens staged in f16 until then. Attention reads blocks through
+/// <see cref="DecodeBlock"/> into a small tile (never the whole cache); codecs may override the fused
+/// <see cref="Scores"/> / <see cref="Accumulate"/> with faster kernels that must agree with the tile path.
+/// </summary>
+public abstract class KvCodec
+{
+    protected KvCodec(int blockTokens, int headDim)
+    {
+        BlockTokens = blockTokens;
+        HeadDim = headDim;
+    }
+
+    /// <summary>The spec name this codec answers to (as the CLI takes it).</summary>
+    public abstract string Name { get; }
+    public int BlockTokens { get; }
+    public int HeadDim { get; }
+
+    /// <summary>Bytes of one block (one KV head), by kind.</summary>
+    public abstract KvBytes BlockLayout { get; }
+    public int BlockBytes => (int)BlockLayout.Total;
+
+    /// <summary>Stored bits per value of a full block, metadata included.</summary>
+    public double BitsPerElement => BlockBytes * 8.0 / ((double)BlockTokens * HeadDim);
+
+    /// <summary>Whether keys are stored before RoPE (attention rotates them at their positions after decoding).</summary>
+    public virtual bool PreRope => false;
+
+    /// <summary>True when a block can only be encoded once all its tokens are present (per-channel scaling).</summary>
+    public virtual bool EncodesWholeBlocks => false;
+
+    /// <summary>Recent tokens kept in f16 beyond the partial block (KIVI's residual window), in tokens.</summary>
+    public virtual int ResidualTokens => 0;
+
+    /// <summary>Encodes one token (HeadDim values) into slot <paramref name="slot"/> of a block (per-token codecs).</summary>
+    public virtual void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) =>
+        throw new NotSupportedException($"{Name} encodes whole blocks only");
+
+    /// <summary>Encodes a full block from (BlockTokens, HeadDim) values (per-channel codecs).</summary>
+    public virtual void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block)
+    {
+        for (int t = 0; t < BlockTokens; t++) EncodeToken(xs.Slice(t * HeadDim, HeadDim), block, t);
+    }
+
+    /// <summary>Decodes the first <paramref name="count"/> tokens of a block into (count, HeadDim) values.</summary>
+    public abstract void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst);
+
+    /// <summary>scores[i, j] = q_i . k_j for nq queries (nq, HeadDim) and the first count tokens of a key block.
+    /// <paramref name="tile"/> is scratch of at least BlockTokens*HeadDim floats.</summary>
+    public virtual void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        DecodeBlock(block, count, tile);
+        Attention.TileMath.Scores(tile[..(count * HeadDim)], count, HeadDim, q, nq, scores);
+    }
+
+    /// <summary>acc[i, :] += sum_j w[i, j] v_j for nq weight rows (nq, count) and the first count tokens of a value block.</summary>
+    public virtual void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
+    {
+        DecodeBlock(block, count, tile);
+        Attention.TileMath.Accumulate(tile[..(count * HeadDim)], count, HeadDim, w, nq, acc);
+    }
+
+    public override string ToString() => $"{Name} ({BitsPerElement:F2} bits/value)";
+}

@@ -1,0 +1,23 @@
+using Kvq.Cache.Codecs;
+
+namespace Kvq.Cache;
+
+/// <summary>What formats a cache stores keys and values in, and its block size in tokens.</summary>
+public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int BlockTokens = 32)
+{
+    /// <summary>The name used in reports: "f16", or "q4_0/f16" when keys and values differ.</summary>
+    public string Name => KeyFormat == ValueFormat ? KeyFormat : $"{KeyFormat}/{ValueFormat}";
+
+    /// <summary>Parses "NAME" (both) or "KEYS/VALUES".</summary>
+    public static KvCacheConfig Parse(string spec, int blockTokens = 32)
+    {
+        spec = spec.Trim();
+        if (spec.Length == 0) throw new KvSpecException("empty KV spec");
+        var parts = spec.Split('/');
+        if (parts.Length > 2) throw new KvSpecException($"KV spec '{spec}': expected NAME or KEYS/VALUES");
+        return new KvCacheConfig(parts[0], parts.Length == 2 ? parts[1] : parts[0], blockTokens);
+    }
+
+    public KvCodec CreateKeyCodec(int headDim) => KvCodecRegistry.Create(KeyFormat, KvSide.Key, BlockTokens, headDim);
+    public KvCodec CreateValueCodec(int headDim) => KvCodecRegistry.Create(ValueFormat, KvSide.Value, BlockTokens, headDim);
+}

@@ -1,0 +1,266 @@
+using Kvq.Cache.Codecs;
+using Kvq.Cache.Storage;
+using Kvq.Tensors;
+
+namespace Kvq.Cache;
+
+/// <summary>
+/// One sequence in a <see cref="PagedKvCache"/>: a list of block ids (shared by all layers) plus, for whole-block
+/// codecs, an f16 staging buffer of recent tokens. Keys are rotated before encoding unless the key codec is pre-RoPE,
+/// in which case attention rotates decoded keys at their positions.
+/// </summary>
+public sealed class PagedKvSequence : IKvSequence, IDisposable
+{
+    private readonly PagedKvCache _cache;
+    private readonly KvShape _shape;
+    private readonly List<int> _blocks = [];
+    private readonly int[] _count;            // per layer: tokens appended
+    private readonly Side _keys, _values;
+    private readonly float[] _rotated;        // (headDim) scratch for a key being rotated before encoding
+
+    public int Length { get; private set; }
+    public IReadOnlyList<int> Blocks => _blocks;
+
+    internal PagedKvSequence(PagedKvCache cache)
+    {
+        _cache = cache;
+        _shape = cache.Shape;
+        _count = new int[_shape.Layers];
+        _rotated = new float[_shape.HeadDim];
+        _keys = new Side(cache.KeyCodec, cache.Keys, _shape);
+        _values = new Side(cache.ValueCodec, cache.Values, _shape);
+    }
+
+    /// <summary>Keys or values: codec, arenas, and staging for whole-block codecs.</summary>
+    private sealed class Side
+    {
+        public readonly KvCodec Codec;
+        public readonly BlockArena[] Arenas;
+        public readonly StagingBuffer[]? Staging;   // per layer
+        public readonly int[] Sealed;               // per layer: tokens encoded into blocks (multiple of block size)
+
+        public Side(KvCodec codec, BlockArena[] arenas, KvShape shape)
+        {
+            Codec = codec;
+            Arenas = arenas;
+            Sealed = new int[shape.Layers];
+            if (codec.EncodesWholeBlocks)
+            {
+                Staging = new StagingBuffer[shape.Layers];
+                for (int l = 0; l < shape.Layers; l++)
+                    Staging[l] = new StagingBuffer(shape.KvHeads, shape.HeadDim, codec.BlockTokens + codec.ResidualTokens);
+            }
+        }
+
+        /// <summary>Tokens [0, EncodedTokens) are read from blocks, the rest from staging.</summary>
+        public int EncodedTokens(int layer, int count) => Staging == null ? count : Sealed[layer];
+    }
+
+    public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
+    {
+        int hd = _shape.HeadDim, bt = _cache.Config.BlockTokens;
+        var rope = _shape.Rope;
+        Span<float> cos = stackalloc float[rope.RopeDims / 2];
+        Span<float> sin = stackalloc float[rope.RopeDims / 2];
+        var rotated = _rotated;
+        for (int t = 0; t < n; t++)
+        {
+            int pos = _count[layer];
+            int bi = pos / bt;
+            while (_blocks.Count <= bi) _blocks.Add(_cache.AllocateBlock());
+            bool rotate = !_keys.Codec.PreRope;
+            if (rotate) rope.Angles(pos, cos, sin);
+            for (int h = 0; h < _shape.KvHeads; h++)
+            {
+                var kh = k.Slice(t * _shape.KvDim + h * hd, hd);
+                if (rotate)
+                {
+                    kh.CopyTo(rotated);
+                    rope.Rotate(rotated, cos, sin);
+                    Store(_keys, layer, h, pos, rotated);
+                }
+                else Store(_keys, layer, h, pos, kh);
+                Store(_values, layer, h, pos, v.Slice(t * _shape.KvDim + h * hd, hd));
+            }
+            _count[layer] = pos + 1;
+            Seal(_keys, layer);
+            Seal(_values, layer);
+        }
+    }
+
+    private void Store(Side side, int layer, int head, int pos, ReadOnlySpan<float> x)
+    {
+        if (side.Staging is { } staging)
+            staging[layer].Add(head, pos - side.Sealed[layer], x);
+        else
+        {
+            int bt = _cache.Config.BlockTokens;
+            side.Codec.EncodeToken(x, side.Arenas[layer].Block(_blocks[pos / bt], head), pos % bt);
+        }
+    }
+
+    /// <summary>Encodes the oldest staged block once it is full and older than the residual window.</summary>
+    private void Seal(Side side, int layer)
+    {
+        if (side.Staging is not { } all) return;
+        var staging = all[layer];
+        int bt = _cache.Config.BlockTokens, hd = _shape.HeadDim;
+        staging.SetCount(_count[layer] - side.Sealed[layer]);
+        if (staging.Count < bt + side.Codec.ResidualTokens) return;
+        var tile = new float[bt * hd];
+        int block = _blocks[side.Sealed[layer] / bt];
+        for (int h = 0; h < _shape.KvHeads; h++)
+        {
+            staging.Read(h, 0, bt, tile);
+            side.Codec.EncodeBlock(tile, side.Arenas[layer].Block(block, h));
+        }
+        staging.DropFront(bt);
+        side.Sealed[layer] += bt;
+    }
+
+    public void Commit(int n) => Length += n;
+
+    public unsafe void Attend(int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par)
+    {
+        const int QueryChunk = 16;
+        int chunks = (n + QueryChunk - 1) / QueryChunk;
+        fixed (float* pq = q)
+        fixed (float* po = output)
+        {
+            var job = new AttendJob(this, layer, pq, po, n, QueryChunk, chunks);
+            par.For(_shape.KvHeads * chunks, 1, ref job);
+        }
+    }
+
+    private unsafe readonly struct AttendJob(PagedKvSequence s, int layer, float* q, float* o, int n, int qChunk, int chunks) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            var scratch = new AttentionScratch(s._shape, s._cache.Config.BlockTokens, qChunk);
+            for (int item = start; item < end; item++)
+            {
+                int head = item / chunks, c = item % chunks;
+                int t0 = c * qChunk, t1 = Math.Min(n, t0 + qChunk);
+                s.AttendHead(layer, head, q, o, n, t0, t1, scratch);
+            }
+        }
+    }
+
+    /// <summary>Online-softmax attention of query tokens [t0, t1) of the batch, for the query heads of one KV head.</summary>
+    private unsafe void AttendHead(int layer, int head, float* q, float* o, int n, int t0, int t1, AttentionScratch sc)
+    {
+        int hd = _shape.HeadDim, g = _shape.GroupSize, bt = _cache.Config.BlockTokens;
+        int count = _count[layer];
+        int nq = (t1 - t0) * g;
+        float scale = _shape.ScoreScale;
+        // Gather the group's query rows (token-major), pre-scaled.
+        for (int t = t0; t < t1; t++)
+            for (int j = 0; j < g; j++)
+            {
+                var src = new ReadOnlySpan<float>(q + (long)t * _shape.QDim + (head * g + j) * hd, hd);
+                System.Numerics.Tensors.TensorPrimitives.Multiply(src, scale, sc.Q.AsSpan(((t - t0) * g + j) * hd, hd));
+            }
+        var qs = sc.Q.AsSpan(0, nq * hd);
+        var acc = sc.Acc.AsSpan(0, nq * hd);
+        acc.Clear();
+        var m = sc.Max.AsSpan(0, nq);
+        var l = sc.Sum.AsSpan(0, nq);
+        m.Fill(float.NegativeInfinity);
+        l.Clear();
+        int lastVisible = count - n + t1; // tokens the last query of this chunk sees
+        int keysEncoded = _keys.EncodedTokens(layer, count), valuesEncoded = _values.EncodedTokens(layer, count);
+        for (int s0 = 0; s0 < lastVisible; s0 += bt)
+        {
+            int cnt = Math.Min(bt, lastVisible - s0);
+            var scores = sc.Scores.AsSpan(0, nq * cnt);
+            int block = _blocks[s0 / bt];
+            // Keys -> scores.
+            if (s0 < keysEncoded && !_keys.Codec.PreRope)
+                _keys.Codec.Scores(_keys.Arenas[layer].Block(block, head), cnt, qs, nq, scores, sc.Tile);
+            else
+            {
+                var tile = sc.Tile.AsSpan(0, cnt * hd);
+                if (s0 < keysEncoded) _keys.Codec.DecodeBlock(_keys.Arenas[layer].Block(block, head), cnt, tile);
+                else _keys.Staging![layer].Read(head, s0 - _keys.Sealed[layer], cnt, tile);
+                if (_keys.Codec.PreRope) RotateRows(tile, cnt, s0);
+                Attention.TileMath.Scores(tile, cnt, hd, qs, nq, scores);
+            }
+            // Causal mask + online softmax: rescale what was accumulated when the running max grows.
+            for (int r = 0; r < nq; r++)
+            {
+                int visible = count - n + t0 + r / g + 1;
+                var row = scores.Slice(r * cnt, cnt);
+                int valid = Math.Clamp(visible - s0, 0, cnt);
+                float mx = m[r];
+                for (int j = 0; j < valid; j++) mx = Math.Max(mx, row[j]);
+                float corr = float.IsNegativeInfinity(m[r]) ? 0f : MathF.Exp(m[r] - mx);
+                float sum = 0;
+                for (int j = 0; j < valid; j++) { row[j] = MathF.Exp(row[j] - mx); sum += row[j]; }
+                for (int j = valid; j < cnt; j++) row[j] = 0f;
+                if (valid > 0)
+                {
+                    if (corr != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(acc.Slice(r * hd, hd), corr, acc.Slice(r * hd, hd));
+                    l[r] = l[r] * corr + sum;
+                    m[r] = mx;
+                }
+            }
+            // Values: acc += w x V.
+            if (s0 < valuesEncoded)
+                _values.Codec.Accumulate(_values.Arenas[layer].Block(block, head), cnt, scores, nq, acc, sc.Tile);
+            else
+            {
+                var tile = sc.Tile.AsSpan(0, cnt * hd);
+                _values.Staging![layer].Read(head, s0 - _values.Sealed[layer], cnt, tile);
+                Attention.TileMath.Accumulate(tile, cnt, hd, scores, nq, acc);
+            }
+        }
+        for (int r = 0; r < nq; r++)
+        {
+            int t = t0 + r / g, j = r % g;
+            var dst = new Span<float>(o + (long)t * _shape.QDim + (head * g + j) * hd, hd);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(acc.Slice(r * hd, hd), 1f / l[r], dst);
+        }
+    }
+
+    private void RotateRows(Span<float> tile, int cnt, int firstPos)
+    {
+        var rope = _shape.Rope;
+        Span<float> cos = stackalloc float[rope.RopeDims / 2];
+        Span<float> sin = stackalloc float[rope.RopeDims / 2];
+        for (int j = 0; j < cnt; j++)
+        {
+            rope.Angles(firstPos + j, cos, sin);
+            rope.Rotate(tile.Slice(j * _shape.HeadDim, _shape.HeadDim), cos, sin);
+        }
+    }
+
+    /// <summary>Exact bytes this sequence holds: its blocks in every layer and head, plus staging buffers.</summary>
+    public KvMemory Memory()
+    {
+        long blocks = _blocks.Count;
+        var keys = _keys.Codec.BlockLayout * (blocks * _shape.Layers * _shape.KvHeads);
+        var values = _values.Codec.BlockLayout * (blocks * _shape.Layers * _shape.KvHeads);
+        long staging = 0;
+        foreach (var side in new[] { _keys, _values })
+            if (side.Staging != null) foreach (var s in side.Staging) staging += s.AllocatedBytes;
+        return new KvMemory(keys, values, staging, Length, _shape.Layers * _shape.KvDim);
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _blocks) _cache.FreeBlock(b);
+        _blocks.Clear();
+    }
+}
+
+/// <summary>Per-thread scratch for one attention call.</summary>
+internal sealed class AttentionScratch(KvShape shape, int blockTokens, int queryChunk)
+{
+    private readonly int _nq = shape.GroupSize * queryChunk;
+    public readonly float[] Q = new float[shape.GroupSize * queryChunk * shape.HeadDim];
+    public readonly float[] Acc = new float[shape.GroupSize * queryChunk * shape.HeadDim];
+    public readonly float[] Max = new float[shape.GroupSize * queryChunk];
+    public readonly float[] Sum = new float[shape.GroupSize * queryChunk];
+    public readonly float[] Scores = new float[shape.GroupSize * queryChunk * blockTokens];
+    public readonly float[] Tile = new float[blockTokens * shape.HeadDim];
+}

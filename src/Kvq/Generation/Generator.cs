@@ -1,0 +1,65 @@
+using System.Diagnostics;
+using System.Text;
+using Kvq.Cache;
+using Kvq.Model;
+using Kvq.Sampling;
+using Kvq.Tokenizers;
+
+namespace Kvq.Generation;
+
+/// <summary>Prompt in, streamed text out: tokenize, prefill, then sample and decode one token at a time.</summary>
+public sealed class Generator(Transformer model, ITokenizer tokenizer)
+{
+    public Transformer Model => model;
+    public ITokenizer Tokenizer => tokenizer;
+
+    /// <param name="onText">Called with each piece of text as soon as it is final.</param>
+    public GenerationResult Generate(string prompt, GenerationOptions options, IKvSequence kv, Action<string>? onText = null,
+        CancellationToken cancel = default)
+    {
+        var promptTokens = tokenizer.Encode(prompt, options.AddBos ?? tokenizer.AddBos);
+        if (promptTokens.Length == 0) throw new ArgumentException("the prompt is empty and the model adds no BOS token");
+        return Generate(promptTokens, options, kv, onText, cancel);
+    }
+
+    public GenerationResult Generate(int[] promptTokens, GenerationOptions options, IKvSequence kv, Action<string>? onText = null,
+        CancellationToken cancel = default)
+    {
+        int vocab = model.Config.VocabSize;
+        var logits = new float[vocab];
+        var sampler = new Sampler(options.Sampler);
+        var history = new List<int>(promptTokens);
+        var decoder = new TokenDecoder(tokenizer);
+        var stop = new StopStringFilter(options.StopStrings);
+        var text = new StringBuilder();
+        void Emit(string s)
+        {
+            if (s.Length == 0) return;
+            text.Append(s);
+            onText?.Invoke(s);
+        }
+
+        var sw = Stopwatch.StartNew();
+        model.Forward(promptTokens, kv, logits);
+        double promptSeconds = sw.Elapsed.TotalSeconds;
+        sw.Restart();
+        int generated = 0;
+        var reason = StopReason.MaxTokens;
+        var one = new int[1];
+        while (generated < options.MaxTokens)
+        {
+            if (cancel.IsCancellationRequested) { reason = StopReason.Cancelled; break; }
+            int next = sampler.Sample(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
+            generated++;
+            if (tokenizer.IsEndOfGeneration(next)) { reason = StopReason.EndOfGeneration; break; }
+            history.Add(next);
+            Emit(stop.Push(decoder.Add(next)));
+            if (stop.Stopped) { reason = StopReason.StopString; break; }
+            if (generated >= options.MaxTokens) break;
+            one[0] = next;
+            model.Forward(one, kv, logits);
+        }
+        Emit(stop.Flush());
+        return new GenerationResult(text.ToString(), promptTokens.Length, generated, promptSeconds, sw.Elapsed.TotalSeconds, reason);
+    }
+}

@@ -1,0 +1,97 @@
+namespace Kvq.Sampling;
+
+/// <summary>
+/// Picks the next token from logits, in llama.cpp's order: repetition penalty, top-k, top-p, min-p, temperature,
+/// then a seeded draw. Deterministic for a seed.
+/// </summary>
+public sealed class Sampler
+{
+    private readonly SamplerOptions _o;
+    private readonly Random _rng;
+    private (int Id, float Logit)[] _cand = [];
+
+    public SamplerOptions Options => _o;
+
+    public Sampler(SamplerOptions options)
+    {
+        _o = options;
+        _rng = new Random(unchecked((int)(options.Seed ^ (options.Seed >> 32))));
+    }
+
+    public int Sample(ReadOnlySpan<float> logits, ReadOnlySpan<int> history)
+    {
+        int vocab = logits.Length;
+        if (_cand.Length < vocab) _cand = new (int, float)[vocab];
+        var cand = _cand.AsSpan(0, vocab);
+        for (int i = 0; i < vocab; i++) cand[i] = (i, logits[i]);
+        ApplyRepetitionPenalty(cand, history);
+        if (_o.Temperature <= 0) return Argmax(cand);
+
+        int n = vocab;
+        // Sort descending by logit (only the kept prefix matters afterwards).
+        cand.Sort(static (a, b) => b.Logit.CompareTo(a.Logit));
+        if (_o.TopK > 0) n = Math.Min(n, _o.TopK);
+        Span<double> p = n <= 4096 ? stackalloc double[n] : new double[n];
+        Softmax(cand[..n], p, 1f);
+        if (_o.TopP < 1f)
+        {
+            double cum = 0;
+            int keep = n;
+            for (int i = 0; i < n; i++)
+            {
+                cum += p[i];
+                if (cum >= _o.TopP) { keep = i + 1; break; }
+            }
+            n = keep;
+        }
+        if (_o.MinP > 0f)
+        {
+            double threshold = p[0] * _o.MinP;
+            int keep = 1;
+            while (keep < n && p[keep] >= threshold) keep++;
+            n = keep;
+        }
+        Softmax(cand[..n], p, _o.Temperature);
+        double r = _rng.NextDouble(), acc = 0;
+        for (int i = 0; i < n; i++)
+        {
+            acc += p[i];
+            if (r < acc) return cand[i].Id;
+        }
+        return cand[n - 1].Id;
+    }
+
+    private void ApplyRepetitionPenalty(Span<(int Id, float Logit)> cand, ReadOnlySpan<int> history)
+    {
+        if (_o.RepetitionPenalty == 1f || history.IsEmpty) return;
+        var window = history[Math.Max(0, history.Length - _o.RepetitionWindow)..];
+        var seen = new HashSet<int>();
+        foreach (var id in window)
+        {
+            if ((uint)id >= (uint)cand.Length || !seen.Add(id)) continue;
+            ref var c = ref cand[id];
+            c.Logit = c.Logit > 0 ? c.Logit / _o.RepetitionPenalty : c.Logit * _o.RepetitionPenalty;
+        }
+    }
+
+    private static int Argmax(ReadOnlySpan<(int Id, float Logit)> cand)
+    {
+        int best = 0;
+        for (int i = 1; i < cand.Length; i++)
+            if (cand[i].Logit > cand[best].Logit) best = i;
+        return cand[best].Id;
+    }
+
+    private static void Softmax(ReadOnlySpan<(int Id, float Logit)> cand, Span<double> p, float temperature)
+    {
+        double max = double.NegativeInfinity;
+        foreach (var c in cand) max = Math.Max(max, c.Logit);
+        double sum = 0;
+        for (int i = 0; i < cand.Length; i++)
+        {
+            p[i] = Math.Exp((cand[i].Logit - max) / temperature);
+            sum += p[i];
+        }
+        for (int i = 0; i < cand.Length; i++) p[i] /= sum;
+    }
+}

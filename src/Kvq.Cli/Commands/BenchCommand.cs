@@ -1,0 +1,37 @@
+using System.CommandLine;
+using System.Text.Json;
+using Kvq.Bench;
+using Kvq.Model;
+
+namespace Kvq.Cli.Commands;
+
+/// <summary>kvq bench: prefill and decode speed and peak memory at a context length.</summary>
+public static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var ctx = new Option<int>("--ctx", "-c") { Description = "prompt length in tokens", DefaultValueFactory = _ => 512 };
+        var decode = new Option<int>("--decode") { Description = "tokens to decode after the prompt", DefaultValueFactory = _ => 32 };
+        var kv = CommonOptions.Kv();
+        kv.DefaultValueFactory = _ => "f16";
+        var threads = CommonOptions.Threads();
+        var json = CommonOptions.Json();
+        var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { model, ctx, decode, kv, threads, json };
+        cmd.SetAction(r => CommandRunner.Run(() =>
+        {
+            var path = DefaultPaths.ResolveModel(r.GetValue(model));
+            using var loaded = ModelLoader.Load(path);
+            var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(r.GetValue(threads)));
+            // Warm-up: JIT and page in the weights.
+            ThroughputBenchmark.Run(transformer, Path.GetFileName(path), Math.Min(64, r.GetValue(ctx)), r.GetValue(kv)!, 4);
+            var res = ThroughputBenchmark.Run(transformer, Path.GetFileName(path), r.GetValue(ctx), r.GetValue(kv)!, r.GetValue(decode));
+            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(res, EvalCommand.Json));
+            else
+                Console.WriteLine($"{res.Model} ctx {res.Ctx} kv {res.Kv} threads {res.Threads}: prefill {res.PrefillTokS:F1} tok/s, " +
+                                  $"decode {res.DecodeTokS:F1} tok/s, peak memory {res.PeakMemoryBytes / 1048576.0:F1} MiB, KV {res.KvBytes / 1048576.0:F2} MiB ({res.Machine})");
+            return 0;
+        }));
+        return cmd;
+    }
+}

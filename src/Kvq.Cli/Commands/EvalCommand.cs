@@ -1,0 +1,61 @@
+using System.CommandLine;
+using System.Text.Json;
+using Kvq.Eval;
+using Kvq.Model;
+using Kvq.Text;
+
+namespace Kvq.Cli.Commands;
+
+/// <summary>kvq eval: quality of KV cache formats on real text.</summary>
+public static class EvalCommand
+{
+    public static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public static Command Create()
+    {
+        var cmd = new Command("eval", "measure the quality of KV cache formats");
+        cmd.Add(CreatePpl());
+        return cmd;
+    }
+
+    private static Command CreatePpl()
+    {
+        var model = CommonOptions.Model();
+        var text = new Option<string>("--text") { Description = "UTF-8 text file (BOM dropped, CRLF -> LF)", Required = true };
+        var ctx = new Option<int>("--ctx", "-c") { Description = "window length in tokens (BOS + ctx-1 text tokens)", DefaultValueFactory = _ => 512 };
+        var kv = new Option<string>("--kv") { Description = "comma-separated KV specs: NAME or KEYS/VALUES, e.g. f16,q8_0,q4_0", DefaultValueFactory = _ => "f16" };
+        var windows = new Option<int>("--windows", "-w") { Description = "windows to evaluate (0 = all)", DefaultValueFactory = _ => 0 };
+        var threads = CommonOptions.Threads();
+        var json = CommonOptions.Json();
+        var cmd = new Command("ppl", "perplexity over non-overlapping windows, the cache fresh for each window") { model, text, ctx, kv, windows, threads, json };
+        cmd.SetAction(r => CommandRunner.Run(() =>
+        {
+            var textPath = r.GetValue(text)!;
+            if (!File.Exists(textPath)) throw new CliException($"text file not found: {textPath}");
+            var specs = r.GetValue(kv)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            foreach (var s in specs) Kvq.Cache.KvCacheConfig.Parse(s).CreateKeyCodec(64); // fail fast on unknown names
+            using var loaded = ModelLoader.Load(DefaultPaths.ResolveModel(r.GetValue(model)));
+            int c = r.GetValue(ctx);
+            var tokens = loaded.Tokenizer.Encode(TextNormalizer.ReadNormalized(textPath), addBos: false);
+            if (PerplexityWindows.Count(tokens.Length, Math.Max(2, c)) == 0)
+                throw new CliException($"--ctx {c} is longer than the text ({tokens.Length} tokens in {textPath})");
+            var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(r.GetValue(threads)));
+            var evaluator = new PerplexityEvaluator(transformer, loaded.Tokenizer.BosId);
+            bool asJson = r.GetValue(json);
+            if (!asJson)
+            {
+                Console.WriteLine($"model {Path.GetFileName(loaded.Weights.SourcePath)} ({loaded.Weights.Fingerprint}), text {Path.GetFileName(textPath)}, ctx {c}, threads {transformer.Parallelism.Threads}");
+                Console.WriteLine("| kv | ppl | tokens | bits/element | KV bytes/token |");
+                Console.WriteLine("|---|---:|---:|---:|---:|");
+            }
+            foreach (var spec in specs)
+            {
+                var res = Progress.Run($"ppl {spec}", p => evaluator.Evaluate(tokens, c, r.GetValue(windows), spec, p));
+                if (asJson) Console.WriteLine(JsonSerializer.Serialize(res, Json));
+                else Console.WriteLine($"| {res.Kv} | {res.Ppl:F4} | {res.Tokens} | {res.BitsPerElement:F2} | {res.KvBytesPerToken:F0} |");
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+}

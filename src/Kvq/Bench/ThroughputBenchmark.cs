@@ -1,0 +1,49 @@
+using System.Diagnostics;
+using Kvq.Cache;
+using Kvq.Model;
+
+namespace Kvq.Bench;
+
+/// <summary>
+/// Prefill of <c>ctx</c> tokens, then greedy decode of a few more, timed separately. Token ids are drawn from a
+/// seeded generator: speed does not depend on the text, and both engines get the same ids.
+/// </summary>
+public static class ThroughputBenchmark
+{
+    public static int[] PromptTokens(int ctx, int vocab, int seed = 1234)
+    {
+        var rng = new Random(seed);
+        var t = new int[ctx];
+        t[0] = 1;
+        for (int i = 1; i < ctx; i++) t[i] = rng.Next(3, vocab);
+        return t;
+    }
+
+    public static ThroughputResult Run(Transformer model, string modelName, int ctx, string kvSpec, int decodeTokens)
+    {
+        var prompt = PromptTokens(ctx, model.Config.VocabSize);
+        var seq = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(kvSpec)).CreateSequence();
+        var logits = new float[model.Config.VocabSize];
+        var sw = Stopwatch.StartNew();
+        model.Forward(prompt, seq, logits);
+        double prefill = sw.Elapsed.TotalSeconds;
+        var one = new int[1];
+        sw.Restart();
+        for (int i = 0; i < decodeTokens; i++)
+        {
+            one[0] = Argmax(logits);
+            model.Forward(one, seq, logits);
+        }
+        double decode = sw.Elapsed.TotalSeconds;
+        return new ThroughputResult("kvq", modelName, ctx, kvSpec, model.Parallelism.Threads, decodeTokens,
+            ctx / prefill, decodeTokens / decode, Process.GetCurrentProcess().PeakWorkingSet64, seq.Memory().TotalBytes,
+            MachineInfo.Describe());
+    }
+
+    private static int Argmax(ReadOnlySpan<float> x)
+    {
+        int best = 0;
+        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+        return best;
+    }
+}

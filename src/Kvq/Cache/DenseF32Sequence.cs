@@ -32,6 +32,8 @@ public sealed class DenseF32Sequence : IKvSequence
         }
     }
 
+    public void BeginChunk(ReadOnlySpan<int> tokens) { }
+
     public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
     {
         int hd = _shape.HeadDim;

@@ -13,6 +13,10 @@ public interface IKvSequence
     /// <summary>Tokens fully processed (all layers appended): the position of the next token.</summary>
     int Length { get; }
 
+    /// <summary>Called once per chunk before any layer appends: the token ids about to be stored at positions
+    /// Length.. (used for block placement and prefix hashing).</summary>
+    void BeginChunk(ReadOnlySpan<int> tokens);
+
     /// <summary>Appends <paramref name="n"/> tokens to one layer. k and v are (n, kvHeads*headDim) row-major; keys pre-RoPE.
     /// Their positions are Length, Length+1, ... .</summary>
     void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n);

@@ -1,4 +1,5 @@
 using Kvq.Cache.Codecs;
+using Kvq.Cache.Paging;
 using Kvq.Cache.Storage;
 
 namespace Kvq.Cache;
@@ -15,10 +16,14 @@ public sealed class PagedKvCache
     public KvCodec ValueCodec { get; }
     internal BlockArena[] Keys { get; }     // per layer
     internal BlockArena[] Values { get; }   // per layer
-    private readonly Stack<int> _free = new();
-    private int _next;
+    /// <summary>Block bookkeeping: tables, reference counts, prefix index (no tensors).</summary>
+    public PagedSequences Sequences { get; }
 
-    public PagedKvCache(KvShape shape, KvCacheConfig config)
+    /// <summary>Whether full blocks can be shared between sequences: not when a codec keeps recent tokens outside blocks.</summary>
+    public bool SupportsPrefixSharing => !KeyCodec.EncodesWholeBlocks && !ValueCodec.EncodesWholeBlocks;
+
+    /// <param name="maxTokens">Capacity of the block pool in tokens (all sequences together); arenas grow as blocks are used.</param>
+    public PagedKvCache(KvShape shape, KvCacheConfig config, int maxTokens = 1 << 20)
     {
         Shape = shape;
         Config = config;
@@ -32,9 +37,17 @@ public sealed class PagedKvCache
             Keys[l] = new BlockArena(shape.KvHeads, KeyCodec.BlockBytes);
             Values[l] = new BlockArena(shape.KvHeads, ValueCodec.BlockBytes);
         }
+        int blocks = Math.Max(1, (int)(((long)maxTokens + config.BlockTokens - 1) / config.BlockTokens));
+        Sequences = new PagedSequences(blocks, config.BlockTokens);
     }
 
-    public PagedKvSequence CreateSequence() => new(this);
+    /// <summary>A new sequence. With a prompt, leading full blocks already cached for the same tokens are reused:
+    /// the returned sequence's Length tells how many prompt tokens are already present.</summary>
+    public PagedKvSequence CreateSequence(ReadOnlySpan<int> prompt = default) =>
+        new(this, SupportsPrefixSharing ? prompt : default);
+
+    /// <summary>Bytes of all blocks held by live sequences, each shared block counted once.</summary>
+    public long HeldBytes => (long)Sequences.Pool.Usage.HeldBlocks * BytesPerBlock;
 
     /// <summary>Bytes of one block in every layer and head, keys and values.</summary>
     public long BytesPerBlock => (long)Shape.Layers * Shape.KvHeads * (KeyCodec.BlockBytes + ValueCodec.BlockBytes);
@@ -50,6 +63,14 @@ public sealed class PagedKvCache
         }
     }
 
-    internal int AllocateBlock() => _free.Count > 0 ? _free.Pop() : _next++;
-    internal void FreeBlock(int id) => _free.Push(id);
+    /// <summary>Copies a block's bytes in every layer and head (copy-on-write of a shared partial block).</summary>
+    internal void CopyBlock(BlockCopy copy)
+    {
+        for (int l = 0; l < Shape.Layers; l++)
+            for (int h = 0; h < Shape.KvHeads; h++)
+            {
+                Keys[l].Block(copy.SourceBlockId, h).CopyTo(Keys[l].Block(copy.DestinationBlockId, h));
+                Values[l].Block(copy.SourceBlockId, h).CopyTo(Values[l].Block(copy.DestinationBlockId, h));
+            }
+    }
 }

@@ -1,4 +1,5 @@
 using Kvq.Cache.Codecs;
+using Kvq.Cache.Paging;
 using Kvq.Cache.Storage;
 using Kvq.Tensors;
 
@@ -13,15 +14,18 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
 {
     private readonly PagedKvCache _cache;
     private readonly KvShape _shape;
-    private readonly List<int> _blocks = [];
+    private readonly int _id;                 // sequence id in the cache's bookkeeping
+    private TokenSlot[] _slots = new TokenSlot[64];
     private readonly int[] _count;            // per layer: tokens appended
     private readonly Side _keys, _values;
     private readonly float[] _rotated;        // (headDim) scratch for a key being rotated before encoding
 
     public int Length { get; private set; }
-    public IReadOnlyList<int> Blocks => _blocks;
+    /// <summary>Physical block ids, in order (shared with the bookkeeping; do not hold across appends).</summary>
+    public ReadOnlySpan<int> Blocks => _cache.Sequences.BlockIds(_id);
+    public PagedKvCache Cache => _cache;
 
-    internal PagedKvSequence(PagedKvCache cache)
+    internal PagedKvSequence(PagedKvCache cache, ReadOnlySpan<int> prompt)
     {
         _cache = cache;
         _shape = cache.Shape;
@@ -29,6 +33,36 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         _rotated = new float[_shape.HeadDim];
         _keys = new Side(cache.KeyCodec, cache.Keys, _shape);
         _values = new Side(cache.ValueCodec, cache.Values, _shape);
+        _id = cache.Sequences.Create(prompt, out int cached);
+        Length = cached;
+        Array.Fill(_count, cached);
+    }
+
+    private PagedKvSequence(PagedKvSequence parent)
+    {
+        _cache = parent._cache;
+        _shape = parent._shape;
+        _count = (int[])parent._count.Clone();
+        _rotated = new float[_shape.HeadDim];
+        _keys = new Side(_cache.KeyCodec, _cache.Keys, _shape);
+        _values = new Side(_cache.ValueCodec, _cache.Values, _shape);
+        _id = _cache.Sequences.Fork(parent._id);
+        Length = parent.Length;
+    }
+
+    /// <summary>A sequence that shares all of this one's tokens (copy-on-write on the partial last block).</summary>
+    public PagedKvSequence Fork()
+    {
+        if (!_cache.SupportsPrefixSharing)
+            throw new KvSpecException($"{_cache.Config.Name}: sequences cannot be forked while a codec keeps recent tokens in staging");
+        return new PagedKvSequence(this);
+    }
+
+    public void BeginChunk(ReadOnlySpan<int> tokens)
+    {
+        if (_slots.Length < tokens.Length) _slots = new TokenSlot[tokens.Length];
+        var copy = _cache.Sequences.Append(_id, tokens, _slots);
+        if (copy is { } c) _cache.CopyBlock(c);
     }
 
     /// <summary>Keys or values: codec, arenas, and staging for whole-block codecs.</summary>
@@ -66,8 +100,6 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         for (int t = 0; t < n; t++)
         {
             int pos = _count[layer];
-            int bi = pos / bt;
-            while (_blocks.Count <= bi) _blocks.Add(_cache.AllocateBlock());
             bool rotate = !_keys.Codec.PreRope;
             if (rotate) rope.Angles(pos, cos, sin);
             for (int h = 0; h < _shape.KvHeads; h++)
@@ -95,7 +127,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         else
         {
             int bt = _cache.Config.BlockTokens;
-            side.Codec.EncodeToken(x, side.Arenas[layer].Block(_blocks[pos / bt], head), pos % bt);
+            side.Codec.EncodeToken(x, side.Arenas[layer].Block(Blocks[pos / bt], head), pos % bt);
         }
     }
 
@@ -108,7 +140,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         staging.SetCount(_count[layer] - side.Sealed[layer]);
         if (staging.Count < bt + side.Codec.ResidualTokens) return;
         var tile = new float[bt * hd];
-        int block = _blocks[side.Sealed[layer] / bt];
+        int block = Blocks[side.Sealed[layer] / bt];
         for (int h = 0; h < _shape.KvHeads; h++)
         {
             staging.Read(h, 0, bt, tile);
@@ -168,12 +200,13 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         m.Fill(float.NegativeInfinity);
         l.Clear();
         int lastVisible = count - n + t1; // tokens the last query of this chunk sees
+        var blocks = Blocks;
         int keysEncoded = _keys.EncodedTokens(layer, count), valuesEncoded = _values.EncodedTokens(layer, count);
         for (int s0 = 0; s0 < lastVisible; s0 += bt)
         {
             int cnt = Math.Min(bt, lastVisible - s0);
             var scores = sc.Scores.AsSpan(0, nq * cnt);
-            int block = _blocks[s0 / bt];
+            int block = blocks[s0 / bt];
             // Keys -> scores.
             if (s0 < keysEncoded && !_keys.Codec.PreRope)
                 _keys.Codec.Scores(_keys.Arenas[layer].Block(block, head), cnt, qs, nq, scores, sc.Tile);
@@ -234,10 +267,10 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         }
     }
 
-    /// <summary>Exact bytes this sequence holds: its blocks in every layer and head, plus staging buffers.</summary>
+    /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), plus staging.</summary>
     public KvMemory Memory()
     {
-        long blocks = _blocks.Count;
+        long blocks = Blocks.Length;
         var keys = _keys.Codec.BlockLayout * (blocks * _shape.Layers * _shape.KvHeads);
         var values = _values.Codec.BlockLayout * (blocks * _shape.Layers * _shape.KvHeads);
         long staging = 0;
@@ -246,10 +279,15 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         return new KvMemory(keys, values, staging, Length, _shape.Layers * _shape.KvDim);
     }
 
+    public SequenceBlockUsage BlockUsage => _cache.Sequences.Usage(_id);
+
+    private bool _disposed;
+
     public void Dispose()
     {
-        foreach (var b in _blocks) _cache.FreeBlock(b);
-        _blocks.Clear();
+        if (_disposed) return;
+        _disposed = true;
+        _cache.Sequences.Free(_id);
     }
 }
 

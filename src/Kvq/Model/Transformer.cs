@@ -84,6 +84,7 @@ public sealed class Transformer
             Weights.TokenEmbedding.DequantizeRow(id, _x.AsSpan(t * dim, dim));
         }
         int pos0 = kv.Length;
+        kv.BeginChunk(tokens);
         for (int l = 0; l < c.Layers; l++)
         {
             var w = Weights.Layers[l];

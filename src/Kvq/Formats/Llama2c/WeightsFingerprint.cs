@@ -28,22 +28,26 @@ internal static class WeightsFingerprint
     }
 
     /// <summary>Adds a mapped file (whole or sampled, see the class summary) under a label, e.g. its file name.</summary>
-    public static void AppendFile(IncrementalHash h, MappedFile file, string label)
+    public static void AppendFile(IncrementalHash h, MappedFile file, string label) =>
+        AppendFile(h, file, label, WholeFileLimit, SampleBytes);
+
+    /// <summary>The same with other limits, so tests can reach the sampled path with a small file.</summary>
+    internal static void AppendFile(IncrementalHash h, MappedFile file, string label, long wholeFileLimit, int sampleBytes)
     {
         h.AppendData(Encoding.UTF8.GetBytes(label + "\n"));
         Span<byte> len = stackalloc byte[8];
         BinaryPrimitives.WriteInt64LittleEndian(len, file.Length);
         h.AppendData(len);
-        if (file.Length <= WholeFileLimit)
+        if (file.Length <= wholeFileLimit || file.Length < sampleBytes)
         {
             for (long at = 0; at < file.Length; at += ChunkBytes)
                 h.AppendData(file.Span(at, (int)Math.Min(ChunkBytes, file.Length - at)));
             return;
         }
-        h.AppendData(file.Span(0, SampleBytes));
-        long last = file.Length - SampleBytes;
+        h.AppendData(file.Span(0, sampleBytes));
+        long last = file.Length - sampleBytes;
         for (int i = 0; i < Samples; i++)
-            h.AppendData(file.Span(last * (i + 1) / Samples, SampleBytes));
+            h.AppendData(file.Span(last * (i + 1) / Samples, sampleBytes));
     }
 
     public static string Finish(IncrementalHash h) => Convert.ToHexStringLower(h.GetHashAndReset().AsSpan(0, 16));

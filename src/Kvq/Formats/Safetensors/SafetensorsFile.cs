@@ -96,7 +96,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
         if (begin > end) throw Error($"expected data_offsets [begin, end] with begin <= end, found [{begin}, {end}]");
 
         Int128 bytes = elementBytes;
-        foreach (var d in shape) bytes *= d;
+        foreach (var d in shape)
+        {
+            bytes *= d;   // both factors < 2^63: no Int128 wrap-around
+            if (bytes > long.MaxValue) throw Error($"expected a shape that fits in a file, found {dtype} {ShapeText(shape)}");
+        }
         if (end - begin != bytes)
             throw Error($"expected data_offsets spanning {bytes} bytes ({dtype} {ShapeText(shape)}), found [{begin}, {end}) = {end - begin} bytes");
         if (end > dataLength)

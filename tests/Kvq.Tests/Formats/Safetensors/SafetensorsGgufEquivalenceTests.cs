@@ -3,6 +3,8 @@ using Kvq.Formats.Gguf;
 using Kvq.Formats.Safetensors;
 using Kvq.Model;
 using Kvq.Tensors;
+using Kvq.Tests.Formats.Llama2c;
+using Xunit.Abstractions;
 
 namespace Kvq.Tests.Formats.Safetensors;
 
@@ -11,9 +13,9 @@ namespace Kvq.Tests.Formats.Safetensors;
 /// un-permuted back to HF's layout), loaded, and compared with the GGUF: same weights, and the same attention
 /// scores when HF weights use rotate-half (neox) RoPE and GGUF weights use adjacent-pair (normal) RoPE.
 /// </summary>
-public sealed unsafe class SafetensorsGgufEquivalenceTests : IDisposable
+public sealed unsafe class SafetensorsGgufEquivalenceTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "kvq-st-gguf-" + Guid.NewGuid().ToString("N"));
+    private readonly string _dir = Directory.CreateTempSubdirectory("kvq-st-gguf-").FullName;
 
     public void Dispose()
     {
@@ -232,5 +234,37 @@ public sealed unsafe class SafetensorsGgufEquivalenceTests : IDisposable
         Assert.Equal(5 * 8 * 4, checks);
         Assert.True(worstRel < 1e-12, $"worst relative score difference {worstRel}");
         Assert.True(wrongStyleAgrees < checks / 10, $"the wrong RoPE style agreed in {wrongStyleAgrees} of {checks} checks");
+    }
+
+    /// <summary>The same check through the whole forward pass: 200 tokens, every position's logits.</summary>
+    [Fact]
+    public void Forward_pass_with_neox_rope_matches_the_gguf_logits()
+    {
+        using (var g = GgufFile.Open(Fixtures.StoriesGguf)) WriteStoriesAsHf(g, _dir);
+        using var hf = SafetensorsLoader.Load(_dir);
+        using var gguf = GgufModelLoader.Load(Fixtures.StoriesGguf);
+        Assert.Equal((RopeStyle.Neox, RopeStyle.Normal), (hf.Config.RopeStyle, gguf.Config.RopeStyle));
+        int vocab = hf.Config.VocabSize;
+        var tokens = Llama2cForwardTests.Tokens(seed: 6, n: 200, vocab);
+        var expected = Llama2cForwardTests.Logits(gguf, tokens);
+        double Worst(float[] actual)
+        {
+            double worst = 0;
+            for (int i = 0; i < actual.Length; i++) worst = Math.Max(worst, Math.Abs(actual[i] - expected[i]));
+            return worst;
+        }
+        double worst = Worst(Llama2cForwardTests.Logits(hf, tokens));
+        Assert.True(worst < 1e-4, $"worst logit difference {worst}");
+
+        // Control: the same HF weights run with adjacent-pair RoPE must be visibly wrong.
+        var wrongStyle = new ModelWeights
+        {
+            Config = hf.Config with { RopeStyle = RopeStyle.Normal },
+            TokenEmbedding = hf.TokenEmbedding, Layers = hf.Layers, OutputNorm = hf.OutputNorm, Output = hf.Output,
+            Fingerprint = hf.Fingerprint, SourcePath = hf.SourcePath,
+        };
+        double wrong = Worst(Llama2cForwardTests.Logits(wrongStyle, tokens));
+        output.WriteLine($"stories260K, 200 tokens: max |logit diff| HF+neox vs GGUF+normal {worst:G3}; HF+normal vs GGUF+normal {wrong:G3}");
+        Assert.True(wrong > 0.5, $"adjacent-pair RoPE on HF weights only moved logits by {wrong}");
     }
 }

@@ -6,7 +6,7 @@ namespace Kvq.Tests.Formats.Safetensors;
 
 public sealed class SafetensorsLoaderTests : IDisposable
 {
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "kvq-st-" + Guid.NewGuid().ToString("N"));
+    private readonly string _dir = Directory.CreateTempSubdirectory("kvq-st-").FullName;
 
     public void Dispose()
     {

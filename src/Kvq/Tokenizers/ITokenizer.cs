@@ -9,6 +9,12 @@ public interface ITokenizer
     /// <summary>Whether a BOS token is put in front of a prompt (from the model's metadata).</summary>
     bool AddBos { get; }
 
+    /// <summary>
+    /// Whether encoding puts a space in front of the text (SentencePiece's "dummy prefix"). Whole-sequence decoding
+    /// then drops one leading space from the sequence's first token unless that token is BOS, as llama.cpp does.
+    /// </summary>
+    bool AddSpacePrefix { get; }
+
     /// <summary>Tokens of <paramref name="text"/>; BOS first when <paramref name="addBos"/> and the vocabulary has one.
     /// Special/control token texts inside <paramref name="text"/> are treated as plain text unless <paramref name="parseSpecial"/>.</summary>
     int[] Encode(string text, bool addBos, bool parseSpecial = false);

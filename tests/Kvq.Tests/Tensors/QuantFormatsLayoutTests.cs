@@ -194,6 +194,48 @@ public class QuantFormatsLayoutTests
         }
     }
 
+    [Fact]
+    public void ScaleConversionIsExactForEveryF16()
+    {
+        for (int h = 0; h < 65536; h++)
+        {
+            float expect = (float)BitConverter.UInt16BitsToHalf((ushort)h);
+            float got = QuantFormats.HalfToSingle((ushort)h);
+            if (float.IsNaN(expect)) Assert.True(float.IsNaN(got), $"0x{h:X4}");
+            else Assert.True(BitConverter.SingleToUInt32Bits(expect) == BitConverter.SingleToUInt32Bits(got),
+                $"f16 0x{h:X4}: expected {expect}, got {got}");
+        }
+    }
+
+    [Fact]
+    public void ScaleEncodingRoundsToNearestEvenLikeHalf()
+    {
+        void Check(float f)
+        {
+            ushort expect = BitConverter.HalfToUInt16Bits((Half)f);
+            ushort got = QuantFormats.SingleToHalf(f);
+            if (float.IsNaN(f)) Assert.True(got == 0x7e00 || got == 0xfe00, $"NaN -> 0x{got:X4}");
+            else Assert.True(expect == got, $"{f:R} (0x{BitConverter.SingleToUInt32Bits(f):X8}): expected 0x{expect:X4}, got 0x{got:X4}");
+        }
+        // Every f16 value, every midpoint between neighbours (the ties) and the floats just either side of them.
+        for (int h = 0; h < 0x7c00; h++)
+        {
+            float a = (float)BitConverter.UInt16BitsToHalf((ushort)h);
+            float b = h + 1 < 0x7c00 ? (float)BitConverter.UInt16BitsToHalf((ushort)(h + 1)) : 65520f;
+            float mid = (float)(((double)a + b) / 2);
+            foreach (var f in new[] { a, mid, MathF.BitDecrement(mid), MathF.BitIncrement(mid), MathF.BitIncrement(a) })
+            {
+                Check(f);
+                Check(-f);
+            }
+        }
+        var rng = new Random(10);
+        for (int i = 0; i < 200_000; i++) Check(BitConverter.UInt32BitsToSingle((uint)rng.NextInt64(0, 1L << 32)));
+        foreach (var f in new[] { 0f, -0f, 65504f, 65519.99f, 65520f, 65536f, 1e10f, float.PositiveInfinity, float.NegativeInfinity,
+                     float.NaN, float.Epsilon, 1e-40f, 2.9802322e-8f, 2.9802326e-8f, 5.9604645e-8f, 6.097555e-5f, 6.1035156e-5f })
+            Check(f);
+    }
+
     // ---- ggml's own decoder on random blocks ----
 
     [Theory]

@@ -66,10 +66,40 @@ public static unsafe partial class QuantFormats
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreF16(byte* p, float v) => Unsafe.WriteUnaligned(p, BitConverter.HalfToUInt16Bits((Half)v));
+    private static void StoreF16(byte* p, float v) => Unsafe.WriteUnaligned(p, SingleToHalf(v));
+
+    /// <summary>
+    /// f32 -> f16 bits, round to nearest even (as (Half)v and as ggml), inlined: (Half)v is an out-of-line call that
+    /// spills every vector register. Normal results round with integer ops; subnormal results are aligned by adding
+    /// a magic float, so the FPU's own round-to-nearest-even does the rounding. NaN becomes the quiet NaN 0x7E00.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ushort SingleToHalf(float v)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(v);
+        uint sign = (u >> 16) & 0x8000;
+        u &= 0x7fffffff;
+        uint h;
+        if (u >= (127 + 16) << 23) // >= 65536, inf, NaN
+            h = u > 0x7f800000 ? 0x7e00u : 0x7c00u;
+        else if (u < (127 - 14) << 23) // below the smallest normal f16, 2^-14
+        {
+            const uint magic = (127 - 15 + 23 - 10 + 1) << 23; // 0.5f: its ulp is the f16 subnormal step 2^-24
+            float f = BitConverter.UInt32BitsToSingle(u) + BitConverter.UInt32BitsToSingle(magic);
+            h = BitConverter.SingleToUInt32Bits(f) - magic;
+        }
+        else
+        {
+            // Rebias 127 -> 15 and round the 13 dropped bits to nearest even; a carry may reach inf (>= 65520).
+            uint odd = (u >> 13) & 1;
+            h = (u - ((127 - 15) << 23) + 0xfff + odd) >> 13;
+        }
+        return (ushort)(h | sign);
+    }
 
     // ---- scalar references ----
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeQ8_0Ref(float* x, byte* y, int nb)
     {
         for (int i = 0; i < nb; i++, x += 32, y += 34)
@@ -84,6 +114,7 @@ public static unsafe partial class QuantFormats
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeQ4_0Ref(float* x, byte* y, int nb)
     {
         for (int i = 0; i < nb; i++, x += 32, y += 18)
@@ -113,6 +144,7 @@ public static unsafe partial class QuantFormats
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeQ4_1Ref(float* x, byte* y, int nb)
     {
         for (int i = 0; i < nb; i++, x += 32, y += 20)
@@ -138,6 +170,7 @@ public static unsafe partial class QuantFormats
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeQ5_0Ref(float* x, byte* y, int nb)
     {
         for (int i = 0; i < nb; i++, x += 32, y += 22)
@@ -169,6 +202,7 @@ public static unsafe partial class QuantFormats
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeQ5_1Ref(float* x, byte* y, int nb)
     {
         for (int i = 0; i < nb; i++, x += 32, y += 24)
@@ -216,9 +250,10 @@ public static unsafe partial class QuantFormats
         var t = Vector256.Truncate(p);
         var half = Vector256.GreaterThanOrEqual(Vector256.Abs(p - t), Vector256.Create(0.5f));
         var step = Vector256.CopySign(Vector256<float>.One, p) & half;
-        return Vector256.ConvertToInt32(t + step);
+        return Vector256.ConvertToInt32Native(t + step); // |values| <= 127: no saturation fix-up needed
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeQ8_0V256(float* x, byte* y, int nb)
     {
         for (int i = 0; i < nb; i++, x += 32, y += 34)
@@ -240,6 +275,7 @@ public static unsafe partial class QuantFormats
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeQ4_0V256(float* x, byte* y, int nb)
     {
         for (int i = 0; i < nb; i++, x += 32, y += 18)
@@ -270,11 +306,12 @@ public static unsafe partial class QuantFormats
             var vid = Vector256.Create(id);
             var bias = Vector256.Create(8.5f);
             var fifteen = Vector256.Create(15);
-            // Multiply and add stay two roundings, as in ggml (no fused multiply-add).
-            var q0 = Vector256.Min(Vector256.ConvertToInt32(v0 * vid + bias), fifteen);
-            var q1 = Vector256.Min(Vector256.ConvertToInt32(v1 * vid + bias), fifteen);
-            var q2 = Vector256.Min(Vector256.ConvertToInt32(v2 * vid + bias), fifteen);
-            var q3 = Vector256.Min(Vector256.ConvertToInt32(v3 * vid + bias), fifteen);
+            // Multiply and add stay two roundings, as in ggml (no fused multiply-add). Values lie in [0, 17), so the
+            // native truncating conversion needs no saturation fix-up.
+            var q0 = Vector256.Min(Vector256.ConvertToInt32Native(v0 * vid + bias), fifteen);
+            var q1 = Vector256.Min(Vector256.ConvertToInt32Native(v1 * vid + bias), fifteen);
+            var q2 = Vector256.Min(Vector256.ConvertToInt32Native(v2 * vid + bias), fifteen);
+            var q3 = Vector256.Min(Vector256.ConvertToInt32Native(v3 * vid + bias), fifteen);
             var packed = Vector256.Narrow(q0 | (q2 << 4), q1 | (q3 << 4)).AsUInt16(); // 16 bytes' worth in 16-bit lanes
             Vector128.Narrow(packed.GetLower(), packed.GetUpper()).Store(y + 2);
         }

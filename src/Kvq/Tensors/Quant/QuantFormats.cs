@@ -118,8 +118,26 @@ public static unsafe partial class QuantFormats
     private static NotSupportedException Unsupported(GgmlType type) =>
         new($"ggml type {type} ({(uint)type}) is not a block format QuantFormats implements");
 
+    /// <summary>The f16 at <paramref name="p"/> as f32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float F16(byte* p) => (float)BitConverter.UInt16BitsToHalf(Unsafe.ReadUnaligned<ushort>(p));
+    private static float F16(byte* p) => HalfToSingle(Unsafe.ReadUnaligned<ushort>(p));
+
+    /// <summary>
+    /// Exact f16 -> f32, inlined. (float)Half is an out-of-line call, and on SysV x64 every call spills all vector
+    /// registers, which cost the 32-value formats half their speed. Normal numbers rebias the exponent with integer
+    /// ops; subnormals (common for K-quant super-block scales) go through int -> float times 2^-24, so no arithmetic
+    /// ever sees an f32 denormal (which would take a microcode assist).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float HalfToSingle(ushort h)
+    {
+        uint em = h & 0x7fffu;
+        uint sign = (uint)(h & 0x8000) << 16;
+        uint bits = (em << 13) + ((127 - 15) << 23);
+        if (em >= 0x7c00) bits += (128 - 16) << 23; // inf/NaN: exponent all ones, payload kept
+        if (em < 0x400) bits = BitConverter.SingleToUInt32Bits((int)em * (1.0f / (1 << 24))); // zero, subnormals
+        return BitConverter.UInt32BitsToSingle(bits | sign);
+    }
 
     /// <summary>
     /// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block <paramref name="j"/> (0..7) from the 12 packed
@@ -144,6 +162,7 @@ public static unsafe partial class QuantFormats
     // ---- scalar reference decoders (block layouts in the comments, offsets in bytes) ----
 
     // Q4_0, 18 bytes: d f16 @0, qs[16] @2. Value j (0..15) = (qs[j] & 15) - 8, value j+16 = (qs[j] >> 4) - 8; times d.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizeQ4_0(byte* s, float* y, int nb)
     {
         for (int i = 0; i < nb; i++, s += 18, y += 32)
@@ -159,6 +178,7 @@ public static unsafe partial class QuantFormats
     }
 
     // Q4_1, 20 bytes: d f16 @0, m f16 @2, qs[16] @4. Value = q * d + m, q unsigned 0..15, nibble order as Q4_0.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizeQ4_1(byte* s, float* y, int nb)
     {
         for (int i = 0; i < nb; i++, s += 20, y += 32)
@@ -174,6 +194,7 @@ public static unsafe partial class QuantFormats
     }
 
     // Q5_0, 22 bytes: d f16 @0, qh u32 @2 (bit j = 5th bit of value j), qs[16] @6. Value = (q5 - 16) * d.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizeQ5_0(byte* s, float* y, int nb)
     {
         for (int i = 0; i < nb; i++, s += 22, y += 32)
@@ -192,6 +213,7 @@ public static unsafe partial class QuantFormats
     }
 
     // Q5_1, 24 bytes: d f16 @0, m f16 @2, qh u32 @4, qs[16] @8. Value = q5 * d + m.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizeQ5_1(byte* s, float* y, int nb)
     {
         for (int i = 0; i < nb; i++, s += 24, y += 32)
@@ -210,6 +232,7 @@ public static unsafe partial class QuantFormats
     }
 
     // Q8_0, 34 bytes: d f16 @0, qs[32] int8 @2. Value = q * d.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizeQ8_0(byte* s, float* y, int nb)
     {
         for (int i = 0; i < nb; i++, s += 34, y += 32)
@@ -223,6 +246,7 @@ public static unsafe partial class QuantFormats
     // Q4_K, 144 bytes: d f16 @0, dmin f16 @2, scales[12] @4 (8 x 6-bit scale + 6-bit min), qs[128] @16.
     // 4 chunks of 64 values: chunk c reads qs[32c .. 32c+32); low nibbles are sub-block 2c, high nibbles 2c+1.
     // Value = d * scale_j * q - dmin * min_j.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizeQ4_K(byte* s, float* y, int nb)
     {
         for (int i = 0; i < nb; i++, s += 144)
@@ -243,6 +267,7 @@ public static unsafe partial class QuantFormats
 
     // Q5_K, 176 bytes: d f16 @0, dmin f16 @2, scales[12] @4, qh[32] @16, qs[128] @48. As Q4_K; the 5th bit of value
     // l of chunk c is bit 2c (low nibbles) or 2c+1 (high nibbles) of qh[l].
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizeQ5_K(byte* s, float* y, int nb)
     {
         for (int i = 0; i < nb; i++, s += 176)
@@ -267,6 +292,7 @@ public static unsafe partial class QuantFormats
     // Two halves of 128 values; half n uses ql[64n..], qh[32n..], scales[8n..]. For l in 0..31:
     // value l, l+32, l+64, l+96 = low(ql[l]), low(ql[l+32]), high(ql[l]), high(ql[l+32]) with qh[l] bits 0-1, 2-3,
     // 4-5, 6-7 on top, minus 32; 16 values share one scale: value v of the half uses scales[v / 16].
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizeQ6_K(byte* s, float* y, int nb)
     {
         for (int i = 0; i < nb; i++, s += 210)

@@ -134,13 +134,15 @@ public sealed class GgufWriter
         }
     }
 
-    private static GgufValueType ElementType(Array a) => a switch
+    // By the exact element type: CLR type tests let sbyte[] pass as byte[], int[] as uint[], short[] as ushort[] and
+    // long[] as ulong[], so a pattern switch (byte[] => ..., sbyte[] => ...) wrote int[] as UINT32, sbyte[] as UINT8.
+    private static GgufValueType ElementType(Array a) => Type.GetTypeCode(a.GetType().GetElementType()) switch
     {
-        byte[] => GgufValueType.UInt8, sbyte[] => GgufValueType.Int8, ushort[] => GgufValueType.UInt16,
-        short[] => GgufValueType.Int16, uint[] => GgufValueType.UInt32, int[] => GgufValueType.Int32,
-        float[] => GgufValueType.Float32, bool[] => GgufValueType.Bool, string[] => GgufValueType.String,
-        ulong[] => GgufValueType.UInt64, long[] => GgufValueType.Int64, double[] => GgufValueType.Float64,
-        object[] => GgufValueType.Array,
+        TypeCode.Byte => GgufValueType.UInt8, TypeCode.SByte => GgufValueType.Int8, TypeCode.UInt16 => GgufValueType.UInt16,
+        TypeCode.Int16 => GgufValueType.Int16, TypeCode.UInt32 => GgufValueType.UInt32, TypeCode.Int32 => GgufValueType.Int32,
+        TypeCode.Single => GgufValueType.Float32, TypeCode.Boolean => GgufValueType.Bool, TypeCode.String => GgufValueType.String,
+        TypeCode.UInt64 => GgufValueType.UInt64, TypeCode.Int64 => GgufValueType.Int64, TypeCode.Double => GgufValueType.Float64,
+        _ when a is object[] => GgufValueType.Array, // arrays of arrays (object[] or jagged T[][])
         _ => throw new ArgumentException($"no GGUF array type for {a.GetType().Name}"),
     };
 }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cache;
 using Kvq.Generation;
 using Kvq.Model;
 using Kvq.Sampling;
@@ -51,6 +52,7 @@ public static class GenerateCommand
             stdout.Write(p);
             var result = generator.Generate(p, options, cache, s => { stdout.Write(s); stdout.Flush(); });
             stdout.WriteLine();
+            stdout.Flush();
             Console.Error.WriteLine(
                 $"prompt: {result.PromptTokens} tokens, {result.PromptTokensPerSecond:F1} tok/s | " +
                 $"decode: {result.GeneratedTokens} tokens, {result.DecodeTokensPerSecond:F1} tok/s | stop: {result.StopReason}");

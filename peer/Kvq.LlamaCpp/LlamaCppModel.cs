@@ -16,8 +16,9 @@ public sealed class LlamaCppModel : IDisposable
 
     static LlamaCppModel()
     {
-        // Quiet: llama.cpp logs every load to stderr otherwise.
-        NativeLibraryConfig.All.WithLogCallback((level, msg) => { });
+        // Quiet: llama.cpp logs every load to stderr otherwise. llama_log_set works before or after the native
+        // library is loaded (another component may have loaded it first).
+        NativeLogConfig.llama_log_set((NativeLogConfig.LLamaLogCallback)((level, msg) => { }));
     }
 
     public LlamaCppModel(string path)

@@ -8,8 +8,9 @@ namespace Kvq.Tokenizers;
 /// adjacent pair whose concatenation is the vocabulary piece with the highest score (leftmost on ties); pieces left
 /// that are not in the vocabulary fall back to &lt;0xNN&gt; byte tokens. Written by hand because llama.cpp is the
 /// oracle: Microsoft.ML.Tokenizers' SentencePiece BPE needs the .model protobuf (a GGUF only carries pieces, scores
-/// and types) and differs in corner cases (which piece types take part in merges, unknown characters). The same
-/// core serves llama2.c's tokenizer, whose encode is this algorithm with a leading-space prefix.
+/// and types), and real SentencePiece parts from llama.cpp on runs of spaces before punctuation and on the order of
+/// equal-score merges (see the tokenizer tests). The same core serves llama2.c's tokenizer, whose encode is this
+/// algorithm with a leading-space prefix.
 /// </summary>
 internal sealed class SpmEncoder
 {
@@ -28,18 +29,14 @@ internal sealed class SpmEncoder
         _unkId = unkId;
         _freezeUnknownChars = freezeUnknownChars;
         _byteTokens = new int[256];
-        Span<char> hex = stackalloc char[6];
         for (int b = 0; b < 256; b++)
         {
-            // byte_to_token: "<0xNN>" first, then the byte itself as a one-character piece.
-            $"<0x{b:X2}>".AsSpan().CopyTo(hex);
-            int id = vocab.Find(hex);
+            // llama.cpp's byte_to_token: "<0xNN>" first, then the byte itself as a one-character piece.
+            int id = vocab.Find($"<0x{b:X2}>");
             if (id < 0 && b < 0x80) id = vocab.Find(((char)b).ToString());
             _byteTokens[b] = id;
         }
     }
-
-    public int ByteToken(byte b) => _byteTokens[b];
 
     /// <summary>
     /// Appends the tokens of one text fragment; <paramref name="spacePrefix"/> puts the dummy-prefix space first.

@@ -20,6 +20,13 @@ internal sealed unsafe class LlamaCppVocab
 
     private readonly LLamaWeights _weights;
 
+    static LlamaCppVocab()
+    {
+        // The peer project configures LLamaSharp's native library (quiet logs) in its static constructor, which
+        // throws once the library is loaded: let it go first.
+        System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(Kvq.LlamaCpp.LlamaCppModel).TypeHandle);
+    }
+
     private LlamaCppVocab(string path)
     {
         _weights = LLamaWeights.LoadFromFile(new ModelParams(path) { GpuLayerCount = 0, VocabOnly = true });

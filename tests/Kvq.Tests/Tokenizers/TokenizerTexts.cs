@@ -13,8 +13,8 @@ internal static class TokenizerTexts
         return data;
     }
 
-    /// <summary>A whole text file, BOM dropped and CRLF turned into LF (as MANIFEST.md says to feed Moby Dick).</summary>
-    public static string Read(string relative) => File.ReadAllText(Fixtures.Text(relative)).Replace("\r\n", "\n");
+    /// <summary>A whole text file as evaluation reads it: BOM dropped, CRLF turned into LF.</summary>
+    public static string Read(string relative) => TextFixtures.Read(Fixtures.Text(relative));
 
     public static readonly string[] EdgeCases =
     [

@@ -22,8 +22,7 @@ internal sealed unsafe class LlamaCppVocab
 
     static LlamaCppVocab()
     {
-        // The peer project configures LLamaSharp's native library (quiet logs) in its static constructor, which
-        // throws once the library is loaded: let it go first.
+        // The peer project's static setup silences llama.cpp's logs; run it before the first load here.
         System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(Kvq.LlamaCpp.LlamaCppModel).TypeHandle);
     }
 

@@ -59,6 +59,7 @@ public sealed class Generator(Transformer model, ITokenizer tokenizer)
             one[0] = next;
             model.Forward(one, kv, logits);
         }
+        Emit(stop.Push(decoder.Flush()));
         Emit(stop.Flush());
         return new GenerationResult(text.ToString(), promptTokens.Length, generated, promptSeconds, sw.Elapsed.TotalSeconds, reason);
     }

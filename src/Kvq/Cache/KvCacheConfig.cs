@@ -3,7 +3,11 @@ using Kvq.Cache.Codecs;
 namespace Kvq.Cache;
 
 /// <summary>What formats a cache stores keys and values in, and its block size in tokens.</summary>
-public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int BlockTokens = 32)
+/// <param name="SinkTokens">The first tokens of every sequence additionally kept in f16 and read from there
+/// (attention sinks, as KVQuant keeps them exact).</param>
+/// <param name="Profile">Calibration data for calibrated formats (KVQuant); must belong to the model.</param>
+public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int BlockTokens = 32, int SinkTokens = 0,
+    IKvProfile? Profile = null)
 {
     /// <summary>The name used in reports: "f16", or "q4_0/f16" when keys and values differ.</summary>
     public string Name => KeyFormat == ValueFormat ? KeyFormat : $"{KeyFormat}/{ValueFormat}";
@@ -20,4 +24,9 @@ public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int Blo
 
     public KvCodec CreateKeyCodec(int headDim) => KvCodecRegistry.Create(KeyFormat, KvSide.Key, BlockTokens, headDim);
     public KvCodec CreateValueCodec(int headDim) => KvCodecRegistry.Create(ValueFormat, KvSide.Value, BlockTokens, headDim);
+
+    /// <summary>The codec of one (side, layer, KV head).</summary>
+    public KvCodec CreateCodec(KvSide side, int layer, int kvHead, int headDim) =>
+        KvCodecRegistry.Create(side == KvSide.Key ? KeyFormat : ValueFormat,
+            new KvCodecContext(side, BlockTokens, headDim, layer, kvHead, Profile));
 }

@@ -12,23 +12,28 @@ public sealed class PagedKvCache
 {
     public KvShape Shape { get; }
     public KvCacheConfig Config { get; }
-    public KvCodec KeyCodec { get; }
-    public KvCodec ValueCodec { get; }
+    /// <summary>Codec of layer 0, head 0 (all heads of all layers share its block layout).</summary>
+    public KvCodec KeyCodec => KeyCodecs[0][0];
+    public KvCodec ValueCodec => ValueCodecs[0][0];
+    /// <summary>Per layer, per KV head.</summary>
+    internal KvCodec[][] KeyCodecs { get; }
+    internal KvCodec[][] ValueCodecs { get; }
     internal BlockArena[] Keys { get; }     // per layer
     internal BlockArena[] Values { get; }   // per layer
     /// <summary>Block bookkeeping: tables, reference counts, prefix index (no tensors).</summary>
     public PagedSequences Sequences { get; }
 
-    /// <summary>Whether full blocks can be shared between sequences: not when a codec keeps recent tokens outside blocks.</summary>
-    public bool SupportsPrefixSharing => !KeyCodec.EncodesWholeBlocks && !ValueCodec.EncodesWholeBlocks;
+    /// <summary>Whether full blocks can be shared between sequences: not when a codec keeps recent tokens outside blocks,
+    /// nor (yet) with attention sinks, whose exact copies live with the sequence rather than with block 0.</summary>
+    public bool SupportsPrefixSharing => !KeyCodec.EncodesWholeBlocks && !ValueCodec.EncodesWholeBlocks && Config.SinkTokens == 0;
 
     /// <param name="maxTokens">Capacity of the block pool in tokens (all sequences together); arenas grow as blocks are used.</param>
     public PagedKvCache(KvShape shape, KvCacheConfig config, int maxTokens = 1 << 20)
     {
         Shape = shape;
         Config = config;
-        KeyCodec = config.CreateKeyCodec(shape.HeadDim);
-        ValueCodec = config.CreateValueCodec(shape.HeadDim);
+        KeyCodecs = CreateCodecs(KvSide.Key);
+        ValueCodecs = CreateCodecs(KvSide.Value);
         if (ValueCodec.PreRope) throw new KvSpecException($"'{ValueCodec.Name}' is a key format (pre-RoPE) and cannot store values");
         Keys = new BlockArena[shape.Layers];
         Values = new BlockArena[shape.Layers];
@@ -61,6 +66,24 @@ public sealed class PagedKvCache
             for (int l = 0; l < Shape.Layers; l++) n += Keys[l].AllocatedBytes + Values[l].AllocatedBytes;
             return n;
         }
+    }
+
+    private KvCodec[][] CreateCodecs(KvSide side)
+    {
+        var all = new KvCodec[Shape.Layers][];
+        for (int l = 0; l < Shape.Layers; l++)
+        {
+            all[l] = new KvCodec[Shape.KvHeads];
+            for (int h = 0; h < Shape.KvHeads; h++)
+            {
+                var c = Config.CreateCodec(side, l, h, Shape.HeadDim);
+                if (l + h > 0 && (c.BlockBytes != all[0][0].BlockBytes || c.PreRope != all[0][0].PreRope
+                                  || c.EncodesWholeBlocks != all[0][0].EncodesWholeBlocks || c.ResidualTokens != all[0][0].ResidualTokens))
+                    throw new KvSpecException($"{c.Name}: layer {l} head {h} has a block layout unlike layer 0 head 0");
+                all[l][h] = c;
+            }
+        }
+        return all;
     }
 
     /// <summary>Copies a block's bytes in every layer and head (copy-on-write of a shared partial block).</summary>

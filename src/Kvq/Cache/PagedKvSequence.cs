@@ -31,8 +31,8 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         _shape = cache.Shape;
         _count = new int[_shape.Layers];
         _rotated = new float[_shape.HeadDim];
-        _keys = new Side(cache.KeyCodec, cache.Keys, _shape);
-        _values = new Side(cache.ValueCodec, cache.Values, _shape);
+        _keys = new Side(cache.KeyCodecs, cache.Keys, _shape, cache.Config.SinkTokens);
+        _values = new Side(cache.ValueCodecs, cache.Values, _shape, cache.Config.SinkTokens);
         _id = cache.Sequences.Create(prompt, out int cached);
         Length = cached;
         Array.Fill(_count, cached);
@@ -44,8 +44,10 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         _shape = parent._shape;
         _count = (int[])parent._count.Clone();
         _rotated = new float[_shape.HeadDim];
-        _keys = new Side(_cache.KeyCodec, _cache.Keys, _shape);
-        _values = new Side(_cache.ValueCodec, _cache.Values, _shape);
+        _keys = new Side(_cache.KeyCodecs, _cache.Keys, _shape, _cache.Config.SinkTokens);
+        _keys.CopySinkFrom(parent._keys);
+        _values = new Side(_cache.ValueCodecs, _cache.Values, _shape, _cache.Config.SinkTokens);
+        _values.CopySinkFrom(parent._values);
         _id = _cache.Sequences.Fork(parent._id);
         Length = parent.Length;
     }
@@ -68,14 +70,19 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
     /// <summary>Keys or values: codec, arenas, and staging for whole-block codecs.</summary>
     private sealed class Side
     {
-        public readonly KvCodec Codec;
+        public readonly KvCodec Codec;              // layer 0 head 0: the layout all share
+        public readonly KvCodec[][] Codecs;         // per layer, per head
         public readonly BlockArena[] Arenas;
+        public readonly SinkStore? Sink;            // exact f16 copies of the first tokens
         public readonly StagingBuffer[]? Staging;   // per layer
         public readonly int[] Sealed;               // per layer: tokens encoded into blocks (multiple of block size)
 
-        public Side(KvCodec codec, BlockArena[] arenas, KvShape shape)
+        public Side(KvCodec[][] codecs, BlockArena[] arenas, KvShape shape, int sinkTokens)
         {
-            Codec = codec;
+            Codecs = codecs;
+            Codec = codecs[0][0];
+            var codec = Codec;
+            if (sinkTokens > 0) Sink = new SinkStore(shape.Layers, shape.KvHeads, shape.HeadDim, sinkTokens);
             Arenas = arenas;
             Sealed = new int[shape.Layers];
             if (codec.EncodesWholeBlocks)
@@ -85,6 +92,8 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
                     Staging[l] = new StagingBuffer(shape.KvHeads, shape.HeadDim, codec.BlockTokens + codec.ResidualTokens);
             }
         }
+
+        public void CopySinkFrom(Side parent) => Sink?.CopyFrom(parent.Sink!);
 
         /// <summary>Tokens [0, EncodedTokens) are read from blocks, the rest from staging.</summary>
         public int EncodedTokens(int layer, int count) => Staging == null ? count : Sealed[layer];
@@ -122,12 +131,13 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
 
     private void Store(Side side, int layer, int head, int pos, ReadOnlySpan<float> x)
     {
+        if (side.Sink is { } sink && pos < sink.Tokens) sink.Set(layer, head, pos, x);
         if (side.Staging is { } staging)
             staging[layer].Add(head, pos - side.Sealed[layer], x);
         else
         {
             int bt = _cache.Config.BlockTokens;
-            side.Codec.EncodeToken(x, side.Arenas[layer].Block(Blocks[pos / bt], head), pos % bt);
+            side.Codecs[layer][head].EncodeToken(x, side.Arenas[layer].Block(Blocks[pos / bt], head), pos % bt);
         }
     }
 
@@ -144,7 +154,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         for (int h = 0; h < _shape.KvHeads; h++)
         {
             staging.Read(h, 0, bt, tile);
-            side.Codec.EncodeBlock(tile, side.Arenas[layer].Block(block, h));
+            side.Codecs[layer][h].EncodeBlock(tile, side.Arenas[layer].Block(block, h));
         }
         staging.DropFront(bt);
         side.Sealed[layer] += bt;
@@ -208,13 +218,15 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
             var scores = sc.Scores.AsSpan(0, nq * cnt);
             int block = blocks[s0 / bt];
             // Keys -> scores.
-            if (s0 < keysEncoded && !_keys.Codec.PreRope)
-                _keys.Codec.Scores(_keys.Arenas[layer].Block(block, head), cnt, qs, nq, scores, sc.Tile);
+            bool sinkTile = s0 == 0 && _keys.Sink != null;
+            if (s0 < keysEncoded && !_keys.Codec.PreRope && !sinkTile)
+                _keys.Codecs[layer][head].Scores(_keys.Arenas[layer].Block(block, head), cnt, qs, nq, scores, sc.Tile);
             else
             {
                 var tile = sc.Tile.AsSpan(0, cnt * hd);
-                if (s0 < keysEncoded) _keys.Codec.DecodeBlock(_keys.Arenas[layer].Block(block, head), cnt, tile);
+                if (s0 < keysEncoded) _keys.Codecs[layer][head].DecodeBlock(_keys.Arenas[layer].Block(block, head), cnt, tile);
                 else _keys.Staging![layer].Read(head, s0 - _keys.Sealed[layer], cnt, tile);
+                if (sinkTile) _keys.Sink!.Overwrite(layer, head, tile, cnt);
                 if (_keys.Codec.PreRope) RotateRows(tile, cnt, s0);
                 Attention.TileMath.Scores(tile, cnt, hd, qs, nq, scores);
             }
@@ -238,12 +250,15 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
                 }
             }
             // Values: acc += w x V.
-            if (s0 < valuesEncoded)
-                _values.Codec.Accumulate(_values.Arenas[layer].Block(block, head), cnt, scores, nq, acc, sc.Tile);
+            bool valueSinkTile = s0 == 0 && _values.Sink != null;
+            if (s0 < valuesEncoded && !valueSinkTile)
+                _values.Codecs[layer][head].Accumulate(_values.Arenas[layer].Block(block, head), cnt, scores, nq, acc, sc.Tile);
             else
             {
                 var tile = sc.Tile.AsSpan(0, cnt * hd);
-                _values.Staging![layer].Read(head, s0 - _values.Sealed[layer], cnt, tile);
+                if (s0 < valuesEncoded) _values.Codecs[layer][head].DecodeBlock(_values.Arenas[layer].Block(block, head), cnt, tile);
+                else _values.Staging![layer].Read(head, s0 - _values.Sealed[layer], cnt, tile);
+                if (valueSinkTile) _values.Sink!.Overwrite(layer, head, tile, cnt);
                 Attention.TileMath.Accumulate(tile, cnt, hd, scores, nq, acc);
             }
         }
@@ -275,7 +290,10 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         var values = _values.Codec.BlockLayout * (blocks * _shape.Layers * _shape.KvHeads);
         long staging = 0;
         foreach (var side in new[] { _keys, _values })
+        {
             if (side.Staging != null) foreach (var s in side.Staging) staging += s.AllocatedBytes;
+            if (side.Sink != null) staging += side.Sink.AllocatedBytes;
+        }
         return new KvMemory(keys, values, staging, Length, _shape.Layers * _shape.KvDim);
     }
 

@@ -25,3 +25,32 @@ public class PagedSequenceTests
         Assert.Equal(tokens.Length, seq.Length);
     }
 }
+
+public class SinkTokenTests
+{
+    /// <summary>Sink rows are read from their exact f16 copies: with an f16 codec the result is unchanged, and with a
+    /// coarse codec the first tokens' contribution becomes exact (the logits move toward the f32 reference).</summary>
+    [Fact]
+    public void SinkRowsAreReadFromTheirExactCopies()
+    {
+        var model = new Kvq.Model.Transformer(SharedModels.Books, new Parallelism(2), maxBatch: 16);
+        var tokens = SharedModels.MobyDickTokens.AsSpan(2000, 90).ToArray();
+        tokens[0] = 1;
+        int vocab = model.Config.VocabSize;
+        float[] Run(KvCacheConfig c)
+        {
+            var logits = new float[tokens.Length * vocab];
+            model.Forward(tokens, new PagedKvCache(model.KvShape, c).CreateSequence(), default, logits);
+            return logits;
+        }
+        var f16 = Run(new KvCacheConfig("f16", "f16", 32));
+        var f16Sink = Run(new KvCacheConfig("f16", "f16", 32, SinkTokens: 4));
+        Assert.Equal(f16, f16Sink); // sink copies are f16 too: identical arithmetic
+        var reference = Run(new KvCacheConfig("f32", "f32", 32));
+        var bf16 = Run(new KvCacheConfig("bf16", "bf16", 32));
+        var bf16Sink = Run(new KvCacheConfig("bf16", "bf16", 32, SinkTokens: 1));
+        double Err(float[] x) { double e = 0; for (int i = 0; i < x.Length; i++) e += Math.Abs(x[i] - reference[i]); return e; }
+        Assert.NotEqual(bf16, bf16Sink);
+        Assert.True(Err(bf16Sink) < Err(bf16), $"sink error {Err(bf16Sink)} vs {Err(bf16)}");
+    }
+}

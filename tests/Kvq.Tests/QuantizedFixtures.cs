@@ -83,22 +83,16 @@ public static class QuantizedFixtures
 
     private static bool LoadLlama()
     {
-        if (!NativeLibraryConfig.LLama.LibraryHasLoaded)
-        {
-            try
-            {
-                NativeLibraryConfig.All.WithLogCallback((level, msg) =>
-                {
-                    if (level >= LLamaLogLevel.Warning) Log.Enqueue(msg);
-                    while (Log.Count > 200) Log.TryDequeue(out _);
-                });
-            }
-            catch (Exception e) when (e is InvalidOperationException or NotImplementedException)
-            {
-                // Someone else configured or loaded the library first: keep their settings.
-            }
-        }
+        // No NativeLibraryConfig here: LLamaSharp refuses configuration once anything has loaded the library, so it
+        // would depend on which test runs first. llama_log_set works either way (the peer sets its own, also quiet).
         NativeApi.llama_empty_call();
+        // Keep warnings and errors (quietly) for the message of a failed quantization.
+        NativeLogConfig.llama_log_set((level, msg) =>
+        {
+            if (level < LLamaLogLevel.Warning) return;
+            Log.Enqueue(msg);
+            while (Log.Count > 200) Log.TryDequeue(out _);
+        });
         return true;
     }
 

@@ -7,7 +7,8 @@ namespace Kvq.Tensors.Quant;
 /// <summary>16 floats per vector (AVX-512F). Bytes are widened with vpmovzxbd/vpmovsxbd straight from memory.</summary>
 internal readonly unsafe struct Avx512QuantLanes : IQuantLanes<Vector512<float>>
 {
-    public static bool IsSupported => Avx512F.IsSupported;
+    /// <summary>Also honours the runtime's hint (false where 512-bit ops would lower the clock), as TensorPrimitives does.</summary>
+    public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
     public static int Count => 16;
     public static Vector512<float> Zero => Vector512<float>.Zero;
 

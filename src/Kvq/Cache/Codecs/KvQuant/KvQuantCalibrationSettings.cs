@@ -1,0 +1,12 @@
+namespace Kvq.Cache.Codecs.KvQuant;
+
+/// <summary>How a profile was calibrated (recorded in it so that numbers can be reproduced).</summary>
+/// <param name="Text">File name of the calibration text.</param>
+/// <param name="TextSha256">SHA-256 of the normalized calibration text (hex).</param>
+/// <param name="Samples">Calibration windows.</param>
+/// <param name="Length">Tokens per window, BOS included.</param>
+/// <param name="SinkTokens">Leading tokens of each window left out of calibration (kept exact at inference).</param>
+/// <param name="Seed">Seed of the window choice and of k-means' restarts.</param>
+/// <param name="Fisher">Whether k-means was weighted by Fisher information (else uniformly).</param>
+public sealed record KvQuantCalibrationSettings(string Text, string TextSha256, int Samples, int Length, int SinkTokens,
+    ulong Seed, bool Fisher);

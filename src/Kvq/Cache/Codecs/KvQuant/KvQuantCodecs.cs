@@ -1,0 +1,65 @@
+using System.Runtime.CompilerServices;
+
+namespace Kvq.Cache.Codecs.KvQuant;
+
+/// <summary>
+/// The nuq family in the codec registry: <c>nuq4</c>, <c>nuq3</c>, <c>nuq2</c>, each with an optional outlier
+/// suffix (<c>nuq3-1%</c>) and ablation modifiers (<see cref="KvQuantSpec"/>). Keys are
+/// <see cref="NuqChannelCodec"/> (per-channel, pre-RoPE) or <see cref="NuqTokenCodec"/> (":token"); values are
+/// <see cref="NuqTokenCodec"/>. Calibrated data comes from a <see cref="KvQuantProfile"/> in the codec context.
+/// </summary>
+public static class KvQuantCodecs
+{
+    private static int _registered;
+
+#pragma warning disable CA2255 // The registry has no other hook for codec families that live in their own folder.
+    [ModuleInitializer]
+#pragma warning restore CA2255
+    internal static void RegisterOnLoad() => Register();
+
+    /// <summary>Adds the family to <see cref="KvCodecRegistry"/> (once).</summary>
+    public static void Register()
+    {
+        if (Interlocked.Exchange(ref _registered, 1) != 0) return;
+        foreach (int bits in new[] { 4, 3, 2 })
+        {
+            int b = bits;
+            KvCodecRegistry.Register($"nuq{b}",
+                $"KVQuant {b}-bit non-uniform (calibrated, needs --profile): keys per channel pre-RoPE, values per token; " +
+                $"nuq{b}-1% keeps 1% outliers exact; modifiers :uniform :token :post :qnorm :noqnorm",
+                (name, ctx) => KvQuantSpec.TryParse(name) is { } spec && spec.Bits == b ? Create(spec, ctx) : null);
+        }
+    }
+
+    public static KvCodec Create(KvQuantSpec spec, KvCodecContext ctx)
+    {
+        var stream = KvQuantStreams.For(ctx.Side, spec);
+        bool perToken = ctx.Side == KvSide.Value || spec.KeyScaling == KeyScaling.PerToken;
+        if (perToken)
+        {
+            var book = spec.Uniform ? NuqCodebook.Uniform(spec.Bits) : Codebook(Calibration(spec, ctx), stream, spec, ctx);
+            return new NuqTokenCodec(spec, ctx.Side, ctx.BlockTokens, ctx.HeadDim, book);
+        }
+        var cal = Calibration(spec, ctx);
+        var scales = cal.Keys(spec.PostRope);
+        var codebook = spec.Uniform ? NuqCodebook.Uniform(spec.Bits) : Codebook(cal, stream, spec, ctx);
+        return new NuqChannelCodec(spec, ctx.Side, ctx.BlockTokens, ctx.HeadDim,
+            scales.Zeros(ctx.Layer, ctx.KvHead), scales.Ranges(ctx.Layer, ctx.KvHead), codebook);
+    }
+
+    private static KvQuantCalibration Calibration(KvQuantSpec spec, KvCodecContext ctx)
+    {
+        if (ctx.Profile is null)
+            throw new KvSpecException($"'{spec.Name}' needs a calibration profile: run 'kvq calibrate' and pass --profile");
+        if (ctx.Profile is not KvQuantProfile p)
+            throw new KvSpecException($"'{spec.Name}' needs a KVQuant profile, not {ctx.Profile.GetType().Name}");
+        if (ctx.HeadDim != p.HeadDim || ctx.Layer >= p.Layers || ctx.KvHead >= p.KvHeads)
+            throw new KvSpecException($"'{spec.Name}': the profile is for {p.Layers} layers x {p.KvHeads} KV heads x head dim {p.HeadDim}, " +
+                                      $"asked for layer {ctx.Layer}, head {ctx.KvHead}, head dim {ctx.HeadDim}");
+        return p.For(spec.OutlierFraction, spec.Name);
+    }
+
+    private static NuqCodebook Codebook(KvQuantCalibration cal, KvQuantStream stream, KvQuantSpec spec, KvCodecContext ctx) =>
+        cal.Codebook(stream, ctx.Layer, spec.Bits)
+        ?? throw new KvSpecException($"'{spec.Name}': the profile has no {spec.Bits}-bit codebook for {stream.Describe()} in layer {ctx.Layer}");
+}

@@ -1,0 +1,253 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text;
+using Kvq.Formats;
+using Kvq.IO;
+
+namespace Kvq.Cache.Codecs.KvQuant;
+
+/// <summary>
+/// The binary profile format, version 1 (all little-endian):
+/// <code>
+/// "KVQPROF\0"                          8-byte magic
+/// u32 version = 1
+/// str model fingerprint                 (str = u16 byte length + UTF-8)
+/// str text, str text sha256, i32 samples, i32 length, i32 sink tokens, u64 seed, u8 fisher
+/// i32 layers, i32 kv heads, i32 head dim
+/// i32 calibrations; each:
+///   f64 outlier fraction (0 = dense only)
+///   keys pre-RoPE:  f32 zero[layers*heads*dim], f32 range[layers*heads*dim]   ((layer, head, channel) order)
+///   keys post-RoPE: the same
+///   i32 codebooks; each: u8 stream, i32 layer, u8 bits, f32 qnorm scale, f32 qnorm offset, f32 level[2^bits]
+/// 32 bytes SHA-256 of everything above
+/// </code>
+/// Written atomically; any malformed or corrupted file is a <see cref="ModelFormatException"/> naming the item and offset.
+/// </summary>
+public static class KvQuantProfileFile
+{
+    public const int Version = 1;
+    private static readonly byte[] Magic = "KVQPROF\0"u8.ToArray();
+    private const int MaxString = 4096;
+    private const int MaxDim = 1 << 16;
+
+    public static void Write(KvQuantProfile p, string path)
+    {
+        var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
+        {
+            w.Write(Magic);
+            w.Write((uint)Version);
+            Str(w, p.ModelFingerprint);
+            var s = p.Settings;
+            Str(w, s.Text);
+            Str(w, s.TextSha256);
+            w.Write(s.Samples);
+            w.Write(s.Length);
+            w.Write(s.SinkTokens);
+            w.Write(s.Seed);
+            w.Write((byte)(s.Fisher ? 1 : 0));
+            w.Write(p.Layers);
+            w.Write(p.KvHeads);
+            w.Write(p.HeadDim);
+            w.Write(p.Calibrations.Count);
+            foreach (var c in p.Calibrations)
+            {
+                w.Write(c.OutlierFraction);
+                foreach (var scales in new[] { c.KeysPreRope, c.KeysPostRope })
+                {
+                    foreach (var z in scales.Zero) w.Write(z);
+                    foreach (var r in scales.Range) w.Write(r);
+                }
+                var books = c.Codebooks.ToList();
+                w.Write(books.Count);
+                foreach (var (stream, layer, book) in books)
+                {
+                    w.Write((byte)stream);
+                    w.Write(layer);
+                    w.Write((byte)book.Bits);
+                    w.Write(book.NormScale);
+                    w.Write(book.NormOffset);
+                    foreach (var l in book.Levels) w.Write(l);
+                }
+            }
+        }
+        var body = ms.ToArray();
+        var hash = SHA256.HashData(body);
+        AtomicFile.Write(path, f =>
+        {
+            f.Write(body);
+            f.Write(hash);
+        });
+    }
+
+    private static void Str(BinaryWriter w, string s)
+    {
+        var b = Encoding.UTF8.GetBytes(s);
+        if (b.Length > MaxString) throw new ArgumentException($"profile string longer than {MaxString} bytes");
+        w.Write((ushort)b.Length);
+        w.Write(b);
+    }
+
+    public static KvQuantProfile Read(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"profile not found: {path}", path);
+        var info = new FileInfo(path);
+        if (info.Length > int.MaxValue) throw new ModelFormatException(path, "file", 0, $"{info.Length} bytes is too large for a profile");
+        var data = File.ReadAllBytes(path);
+        var r = new Reader(data, path);
+        r.Need(Magic.Length + 4 + 32, "header");
+        if (!data.AsSpan(0, Magic.Length).SequenceEqual(Magic))
+            throw new ModelFormatException(path, "magic", 0, "not a KVQuant profile (expected \"KVQPROF\\0\")");
+        r.Skip(Magic.Length);
+        uint version = r.U32("version");
+        if (version != Version) throw new ModelFormatException(path, "version", 8, $"version {version} is not supported (this build reads version {Version})");
+        int bodyLength = data.Length - 32;
+        var expected = SHA256.HashData(data.AsSpan(0, bodyLength));
+        if (!expected.AsSpan().SequenceEqual(data.AsSpan(bodyLength)))
+            throw new ModelFormatException(path, "checksum", bodyLength, "SHA-256 of the contents does not match: the file is corrupted or truncated");
+        r.End = bodyLength;
+        try
+        {
+            return Parse(r);
+        }
+        catch (ArgumentException e) when (e is not KvSpecException)
+        {
+            throw new ModelFormatException(path, "contents", r.Offset, e.Message, e);
+        }
+    }
+
+    private static KvQuantProfile Parse(Reader r)
+    {
+        string fingerprint = r.Str("model fingerprint");
+        string text = r.Str("text");
+        string sha = r.Str("text sha256");
+        int samples = r.I32("samples", 0, int.MaxValue);
+        int length = r.I32("length", 0, int.MaxValue);
+        int sink = r.I32("sink tokens", 0, int.MaxValue);
+        ulong seed = r.U64("seed");
+        byte fisher = r.U8("fisher");
+        if (fisher > 1) r.Fail("fisher", $"flag is {fisher}, expected 0 or 1");
+        int layers = r.I32("layers", 1, MaxDim);
+        int heads = r.I32("kv heads", 1, MaxDim);
+        int dim = r.I32("head dim", 1, MaxDim);
+        long perScales = (long)layers * heads * dim;
+        int count = r.I32("calibrations", 1, 64);
+        var calibrations = new List<KvQuantCalibration>();
+        for (int i = 0; i < count; i++)
+        {
+            long at = r.Offset;
+            double fraction = r.F64("outlier fraction");
+            if (!(fraction >= 0 && fraction < 0.5)) r.Fail("outlier fraction", $"{fraction} is outside [0, 0.5)", at);
+            var pre = Scales(r, layers, heads, dim, perScales, "keys pre-RoPE");
+            var post = Scales(r, layers, heads, dim, perScales, "keys post-RoPE");
+            int books = r.I32("codebooks", 0, KvQuantStreams.All.Length * layers * KvQuantProfile.BitWidths.Length);
+            var list = new List<(KvQuantStream, int, NuqCodebook)>(books);
+            for (int b = 0; b < books; b++)
+            {
+                at = r.Offset;
+                byte stream = r.U8("codebook stream");
+                if (stream > (byte)KvQuantStream.Value) r.Fail("codebook stream", $"stream {stream} is unknown", at);
+                int layer = r.I32("codebook layer", 0, layers - 1);
+                byte bits = r.U8("codebook bits");
+                if (bits < 1 || bits > 8) r.Fail("codebook bits", $"{bits} bits", at);
+                float scale = r.F32("codebook qnorm scale"), offset = r.F32("codebook qnorm offset");
+                var levels = new float[1 << bits];
+                for (int k = 0; k < levels.Length; k++) levels[k] = r.F32("codebook level");
+                try
+                {
+                    list.Add(((KvQuantStream)stream, layer, new NuqCodebook(levels, scale, offset)));
+                }
+                catch (ArgumentException e)
+                {
+                    r.Fail("codebook", $"{((KvQuantStream)stream).Describe()} layer {layer}: {e.Message}", at);
+                }
+            }
+            calibrations.Add(new KvQuantCalibration(fraction, pre, post, list));
+        }
+        if (r.Offset != r.End) r.Fail("end", $"{r.End - r.Offset} unexpected bytes before the checksum");
+        var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1);
+        return new KvQuantProfile(fingerprint, settings, layers, heads, dim, calibrations);
+    }
+
+    private static ChannelScales Scales(Reader r, int layers, int heads, int dim, long n, string item)
+    {
+        long at = r.Offset;
+        r.Need(n * 8, item);
+        var zero = new float[n];
+        var range = new float[n];
+        for (long i = 0; i < n; i++) zero[i] = r.F32(item);
+        for (long i = 0; i < n; i++) range[i] = r.F32(item);
+        try
+        {
+            return new ChannelScales(layers, heads, dim, zero, range);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ModelFormatException(r.Path, item, at, e.Message);
+        }
+    }
+
+    /// <summary>Bounds-checked little-endian reads that name the item and offset on failure.</summary>
+    private sealed class Reader(byte[] data, string path)
+    {
+        public int Offset;
+        public int End = data.Length;
+        public string Path => path;
+
+        public void Need(long bytes, string item)
+        {
+            if (bytes < 0 || Offset + bytes > End)
+                throw new ModelFormatException(path, item, Offset, $"needs {bytes} bytes, {End - Offset} left: the file is truncated");
+        }
+
+        public void Skip(int n) { Need(n, "header"); Offset += n; }
+
+        public void Fail(string item, string message, long at = -1) =>
+            throw new ModelFormatException(path, item, at < 0 ? Offset : at, message);
+
+        private ReadOnlySpan<byte> Take(int n, string item)
+        {
+            Need(n, item);
+            var s = data.AsSpan(Offset, n);
+            Offset += n;
+            return s;
+        }
+
+        public byte U8(string item) => Take(1, item)[0];
+        public uint U32(string item) => BinaryPrimitives.ReadUInt32LittleEndian(Take(4, item));
+        public ulong U64(string item) => BinaryPrimitives.ReadUInt64LittleEndian(Take(8, item));
+        public double F64(string item) => BinaryPrimitives.ReadDoubleLittleEndian(Take(8, item));
+
+        public float F32(string item)
+        {
+            long at = Offset;
+            float v = BinaryPrimitives.ReadSingleLittleEndian(Take(4, item));
+            if (!float.IsFinite(v)) Fail(item, $"value {v} is not finite", at);
+            return v;
+        }
+
+        public int I32(string item, int min, int max)
+        {
+            long at = Offset;
+            int v = BinaryPrimitives.ReadInt32LittleEndian(Take(4, item));
+            if (v < min || v > max) Fail(item, $"{v} is outside [{min}, {max}]", at);
+            return v;
+        }
+
+        public string Str(string item)
+        {
+            long at = Offset;
+            int n = BinaryPrimitives.ReadUInt16LittleEndian(Take(2, item));
+            if (n > MaxString) Fail(item, $"string of {n} bytes (at most {MaxString})", at);
+            try
+            {
+                return new UTF8Encoding(false, true).GetString(Take(n, item));
+            }
+            catch (DecoderFallbackException)
+            {
+                Fail(item, "invalid UTF-8", at);
+                return "";
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+using System.Globalization;
+
+namespace Kvq.Cache.Codecs.KvQuant;
+
+/// <summary>How keys are scaled: KVQuant's static per-channel scales, or per-token dynamic scales (the ablation).</summary>
+public enum KeyScaling { PerChannel, PerToken }
+
+/// <summary>
+/// A parsed KVQuant spec: <c>nuqB[-F%][:modifier...]</c>, B in 2..4, F the dense-and-sparse outlier fraction
+/// (absent = dense only). Modifiers select the paper's ablations:
+/// <list type="bullet">
+/// <item><c>uniform</c>: uniform levels on [-1, 1] (intB with KVQuant's scaling) instead of the calibrated codebook;</item>
+/// <item><c>token</c>: keys scaled per token like values (keys only);</item>
+/// <item><c>post</c>: keys quantized after RoPE with post-RoPE calibration (keys only);</item>
+/// <item><c>qnorm</c> / <c>noqnorm</c>: decode with Q-Norm's mean/std-matched levels or without (default: on at 2 bits only).</item>
+/// </list>
+/// Value codecs ignore the key-only modifiers, so one name can serve both sides ("--kv nuq3-1%:post").
+/// </summary>
+public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, bool Uniform, KeyScaling KeyScaling,
+    bool PostRope, bool QNorm)
+{
+    public const string Prefix = "nuq";
+
+    public int Levels => 1 << Bits;
+    public bool HasOutliers => OutlierFraction > 0;
+
+    /// <summary>Parses a name of the family; null when the name is not a nuq spec at all; throws on a malformed one.</summary>
+    public static KvQuantSpec? TryParse(string name)
+    {
+        if (!name.StartsWith(Prefix, StringComparison.Ordinal)) return null;
+        var parts = name.Split(':');
+        var head = parts[0];
+        int dash = head.IndexOf('-');
+        var bitsText = dash < 0 ? head[Prefix.Length..] : head[Prefix.Length..dash];
+        if (!int.TryParse(bitsText, NumberStyles.None, CultureInfo.InvariantCulture, out int bits) || bits < 2 || bits > 4)
+            throw new KvSpecException($"'{name}': expected nuq2, nuq3 or nuq4 (bits 2..4), optionally with -F% outliers");
+        double fraction = 0;
+        if (dash >= 0) fraction = ParseFraction(head[(dash + 1)..], name);
+        bool uniform = false, post = false;
+        bool? qnorm = null;
+        var scaling = KeyScaling.PerChannel;
+        for (int i = 1; i < parts.Length; i++)
+        {
+            switch (parts[i])
+            {
+                case "uniform": uniform = true; break;
+                case "token": scaling = KeyScaling.PerToken; break;
+                case "post": post = true; break;
+                case "qnorm": qnorm = true; break;
+                case "noqnorm": qnorm = false; break;
+                default:
+                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm)");
+            }
+        }
+        if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
+        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? bits == 2));
+    }
+
+    /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>
+    public static double ParseFraction(string text, string context)
+    {
+        if (!text.EndsWith('%')
+            || !double.TryParse(text[..^1], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double pct)
+            || !(pct > 0 && pct < 50))
+            throw new KvSpecException($"'{context}': outlier fraction '{text}' must be a percentage in (0%, 50%), e.g. 1% or 0.5%");
+        return pct / 100;
+    }
+
+    public static string FormatFraction(double fraction) =>
+        (fraction * 100).ToString("0.###", CultureInfo.InvariantCulture) + "%";
+
+    /// <summary>Outlier slots per token for keys (static thresholds, so the count varies by token): twice the expected
+    /// count plus one, so that overflow (handled by clamping) stays rare. 0 without outliers.</summary>
+    public static int KeyOutlierSlots(double fraction, int headDim) =>
+        fraction <= 0 ? 0 : (int)Math.Ceiling(2 * fraction * headDim - 1e-9) + 1;
+
+    /// <summary>Outliers per tail for per-token (dynamic) scaling: the fraction split over both tails, at least one.</summary>
+    public static int TokenOutliersPerTail(double fraction, int headDim) =>
+        fraction <= 0 ? 0 : Math.Max(1, (int)Math.Ceiling(fraction / 2 * headDim - 1e-9));
+}

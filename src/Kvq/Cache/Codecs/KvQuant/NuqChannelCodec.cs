@@ -1,0 +1,125 @@
+using System.Runtime.CompilerServices;
+
+namespace Kvq.Cache.Codecs.KvQuant;
+
+/// <summary>
+/// KVQuant keys: static per-channel scaling from the profile (this layer and KV head), nearest level of this layer's
+/// codebook, B-bit codes, and values outside [-1, 1] after normalization kept exactly (f16 + channel index) in
+/// <see cref="KvQuantSpec.KeyOutlierSlots"/> fixed per-token slots. When a token has more outliers than slots, the
+/// ones with the largest |normalized value| keep a slot and the rest are clamped to the extreme level (counted in
+/// <see cref="Counters"/>). Pre-RoPE unless the spec says post (then the sequence rotates keys before encoding and
+/// the scales and codebook are the post-RoPE ones).
+/// Block layout (T tokens): outlier values T*S*2 | codes T*ceil(D*B/8) | outlier indices T*S*(1 or 2).
+/// </summary>
+public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting
+{
+    private readonly KvQuantSpec _spec;
+    private readonly KvSide _side;
+    private readonly float[] _zero, _range;   // (HeadDim)
+    private readonly float[] _mids;           // codebook decision thresholds (levels - 1)
+    private readonly float[] _decode;         // (HeadDim, levels): zero_c + range_c * level
+    private readonly int _levels, _codeBytes, _codesOffset;
+    private readonly OutlierSlots _slots;
+
+    public override string Name => _spec.Name;
+    public override bool PreRope => !_spec.PostRope;
+    public KvQuantSpec Spec => _spec;
+    public NuqCodebook Codebook { get; }
+    public KvQuantCounters Counters { get; } = new();
+    public int OutlierSlots => _slots.Slots;
+
+    public NuqChannelCodec(KvQuantSpec spec, KvSide side, int blockTokens, int headDim,
+        ReadOnlySpan<float> zero, ReadOnlySpan<float> range, NuqCodebook codebook) : base(blockTokens, headDim)
+    {
+        if (zero.Length != headDim || range.Length != headDim)
+            throw new ArgumentException($"{spec.Name}: {zero.Length} zeros / {range.Length} ranges for head dim {headDim}");
+        if (codebook.Bits != spec.Bits) throw new ArgumentException($"{spec.Name}: a {codebook.Bits}-bit codebook");
+        _spec = spec;
+        _side = side;
+        Codebook = codebook;
+        _zero = zero.ToArray();
+        _range = range.ToArray();
+        _levels = codebook.Levels.Length;
+        _mids = codebook.Midpoints;
+        var levels = codebook.DecodeLevels(spec.QNorm);
+        _decode = new float[headDim * _levels];
+        for (int c = 0; c < headDim; c++)
+            for (int q = 0; q < _levels; q++) _decode[c * _levels + q] = _zero[c] + _range[c] * levels[q];
+        _codeBytes = NuqBits.Bytes(headDim, spec.Bits);
+        int slots = KvQuantSpec.KeyOutlierSlots(spec.OutlierFraction, headDim);
+        _codesOffset = blockTokens * slots * 2;
+        _slots = new OutlierSlots(slots, headDim, blockTokens, 0, _codesOffset + blockTokens * _codeBytes);
+    }
+
+    public override KvBytes BlockLayout =>
+        new(BlockTokens * (long)_codeBytes, 0, 0, _slots.ValueBytes, _slots.IndicesBytes, 0);
+
+    public double KvQuantBitsPerElement => KvQuantAccounting.PerChannel(_spec.Bits, _spec.OutlierFraction, HeadDim);
+
+    /// <summary>Normalized value of channel c: (x - zero) / range.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float Normalize(float x, int c) => (x - _zero[c]) / _range[c];
+
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)
+    {
+        if (x.Length != HeadDim || block.Length < BlockBytes || (uint)slot >= (uint)BlockTokens)
+            throw new ArgumentException($"{Name}: encode of {x.Length} values into slot {slot} of a {block.Length}-byte block");
+        int d = HeadDim;
+        Span<byte> codes = stackalloc byte[d];
+        Span<int> outliers = stackalloc int[d];
+        Span<float> mag = stackalloc float[d];
+        int n = 0;
+        var mids = _mids;
+        bool sparse = _slots.Slots > 0;
+        for (int c = 0; c < d; c++)
+        {
+            float u = (x[c] - _zero[c]) / _range[c];
+            if (sparse && (u > 1f || u < -1f))
+            {
+                outliers[n] = c;
+                mag[n++] = Math.Abs(u);
+            }
+            int code = 0;
+            for (int i = 0; i < mids.Length; i++) code += u > mids[i] ? 1 : 0;
+            codes[c] = (byte)code;
+        }
+        NuqBits.Pack(codes, _spec.Bits, block.Slice(_codesOffset + slot * _codeBytes, _codeBytes));
+        int s = _slots.Slots, kept = Math.Min(n, s);
+        if (n > s)
+        {
+            // Keep the s largest |u| (ties to the lower channel), in channel order.
+            Span<bool> keep = stackalloc bool[n];
+            for (int k = 0; k < s; k++)
+            {
+                int best = -1;
+                for (int i = 0; i < n; i++)
+                    if (!keep[i] && (best < 0 || mag[i] > mag[best])) best = i;
+                keep[best] = true;
+            }
+            int w = 0;
+            for (int i = 0; i < n; i++) if (keep[i]) outliers[w++] = outliers[i];
+        }
+        for (int k = 0; k < s; k++)
+        {
+            if (k < kept) _slots.Set(block, slot, k, outliers[k], x[outliers[k]]);
+            else _slots.Set(block, slot, k, -1, 0f);
+        }
+        KvQuantCounters.Record(Counters, _side, d, kept, n - kept);
+    }
+
+    public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    {
+        if (block.Length < BlockBytes || (uint)count > (uint)BlockTokens || dst.Length < count * HeadDim)
+            throw new ArgumentException($"{Name}: decode of {count} tokens from a {block.Length}-byte block into {dst.Length} values");
+        int d = HeadDim, levels = _levels;
+        Span<byte> codes = stackalloc byte[d];
+        var lut = _decode;
+        for (int t = 0; t < count; t++)
+        {
+            NuqBits.Unpack(block.Slice(_codesOffset + t * _codeBytes, _codeBytes), _spec.Bits, codes);
+            var row = dst.Slice(t * d, d);
+            for (int c = 0; c < d; c++) row[c] = lut[c * levels + codes[c]];
+            if (_slots.Slots > 0) _slots.Apply(block, t, row);
+        }
+    }
+}

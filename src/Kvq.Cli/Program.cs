@@ -13,6 +13,7 @@ public static class Program
             InspectCommand.Create(),
             EvalCommand.Create(),
             BenchCommand.Create(),
+            CalibrateCommand.Create(),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

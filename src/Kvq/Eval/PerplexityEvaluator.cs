@@ -8,6 +8,11 @@ public sealed class PerplexityEvaluator(Transformer model, int bos)
 {
     /// <param name="progress">Called after each window with (windows done, windows total).</param>
     public PerplexityResult Evaluate(ReadOnlySpan<int> textTokens, int ctx, int windows, string kvSpec,
+        Action<int, int>? progress = null, CancellationToken cancel = default) =>
+        Evaluate(textTokens, ctx, windows, KvCacheConfig.Parse(kvSpec), progress, cancel);
+
+    /// <summary>The same with a full cache config (calibration profile, attention sinks).</summary>
+    public PerplexityResult Evaluate(ReadOnlySpan<int> textTokens, int ctx, int windows, KvCacheConfig config,
         Action<int, int>? progress = null, CancellationToken cancel = default)
     {
         if (ctx < 2) throw new ArgumentException($"context {ctx} is too short (need at least 2)");
@@ -15,7 +20,6 @@ public sealed class PerplexityEvaluator(Transformer model, int bos)
         if (available == 0)
             throw new ArgumentException($"the text has {textTokens.Length} tokens: too short for one window of {ctx}");
         if (windows <= 0 || windows > available) windows = available;
-        var config = KvCacheConfig.Parse(kvSpec);
         var cache = new PagedKvCache(model.KvShape, config);
         int vocab = model.Config.VocabSize;
         var logits = new float[ctx * vocab];

@@ -12,12 +12,13 @@ public enum KeyScaling { PerChannel, PerToken }
 /// <item><c>uniform</c>: uniform levels on [-1, 1] (intB with KVQuant's scaling) instead of the calibrated codebook;</item>
 /// <item><c>token</c>: keys scaled per token like values (keys only);</item>
 /// <item><c>post</c>: keys quantized after RoPE with post-RoPE calibration (keys only);</item>
-/// <item><c>qnorm</c> / <c>noqnorm</c>: decode with Q-Norm's mean/std-matched levels or without (default: on at 2 bits only).</item>
+/// <item><c>qnorm</c> / <c>noqnorm</c>: decode with Q-Norm's mean/std-matched levels or without (default: on at 2 bits only);</item>
+/// <item><c>slotsN</c>: N outlier slots per key token instead of <see cref="KeyOutlierSlots"/>.</item>
 /// </list>
 /// Value codecs ignore the key-only modifiers, so one name can serve both sides ("--kv nuq3-1%:post").
 /// </summary>
 public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, bool Uniform, KeyScaling KeyScaling,
-    bool PostRope, bool QNorm)
+    bool PostRope, bool QNorm, int? KeySlots = null)
 {
     public const string Prefix = "nuq";
 
@@ -39,8 +40,17 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
         bool uniform = false, post = false;
         bool? qnorm = null;
         var scaling = KeyScaling.PerChannel;
+        int? slots = null;
         for (int i = 1; i < parts.Length; i++)
         {
+            if (parts[i].StartsWith("slots", StringComparison.Ordinal))
+            {
+                if (!int.TryParse(parts[i].AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out int sl) || sl < 1 || sl > 255)
+                    throw new KvSpecException($"'{name}': '{parts[i]}' must be slotsN with N in 1..255 (key outlier slots per token)");
+                if (dash < 0) throw new KvSpecException($"'{name}': outlier slots need an outlier fraction (e.g. nuq3-1%:{parts[i]})");
+                slots = sl;
+                continue;
+            }
             switch (parts[i])
             {
                 case "uniform": uniform = true; break;
@@ -49,11 +59,11 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                 case "qnorm": qnorm = true; break;
                 case "noqnorm": qnorm = false; break;
                 default:
-                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm)");
+                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN)");
             }
         }
         if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
-        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? bits == 2));
+        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? bits == 2), slots);
     }
 
     /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>

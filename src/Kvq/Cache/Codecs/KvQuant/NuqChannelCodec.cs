@@ -46,7 +46,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting
         for (int c = 0; c < headDim; c++)
             for (int q = 0; q < _levels; q++) _decode[c * _levels + q] = _zero[c] + _range[c] * levels[q];
         _codeBytes = NuqBits.Bytes(headDim, spec.Bits);
-        int slots = KvQuantSpec.KeyOutlierSlots(spec.OutlierFraction, headDim);
+        int slots = spec.KeySlots ?? KvQuantSpec.KeyOutlierSlots(spec.OutlierFraction, headDim);
         _codesOffset = blockTokens * slots * 2;
         _slots = new OutlierSlots(slots, headDim, blockTokens, 0, _codesOffset + blockTokens * _codeBytes);
     }

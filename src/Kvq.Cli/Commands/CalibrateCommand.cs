@@ -1,0 +1,90 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Kvq.Calibration;
+using Kvq.Calibration.KvQuant;
+using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Model;
+using Kvq.Text;
+
+namespace Kvq.Cli.Commands;
+
+/// <summary>kvq calibrate: fit a KVQuant profile (per-channel key scales, NUQ codebooks) for a model on a text.</summary>
+public static class CalibrateCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var text = new Option<string>("--text") { Description = "UTF-8 calibration text (BOM dropped, CRLF -> LF)", Required = true };
+        var samples = new Option<int>("--samples") { Description = "calibration windows", DefaultValueFactory = _ => 16 };
+        var length = new Option<int>("--length") { Description = "tokens per window (BOS + length-1 text tokens)", DefaultValueFactory = _ => 2048 };
+        var outliers = new Option<string>("--outliers")
+        {
+            Description = "outlier fractions to calibrate, comma-separated (dense-only is always calibrated too), e.g. 1% or 0.5%,1%",
+            DefaultValueFactory = _ => "1%",
+        };
+        var sink = new Option<int>("--sink") { Description = "leading tokens of each window left out (attention sinks, kept exact at inference)", DefaultValueFactory = _ => 1 };
+        var seed = new Option<ulong>("--seed") { Description = "seed of the window choice and of k-means", DefaultValueFactory = _ => 0UL };
+        var noFisher = new Option<bool>("--no-fisher") { Description = "weight k-means uniformly instead of by Fisher information" };
+        var output = new Option<string>("--out", "-o") { Description = "profile file to write", Required = true };
+        var threads = CommonOptions.Threads();
+        var cmd = new Command("calibrate", "calibrate KVQuant (nuq2/3/4) for a model: per-channel key scales and codebooks")
+        {
+            model, text, samples, length, outliers, sink, seed, noFisher, output, threads,
+        };
+        cmd.SetAction(r => CommandRunner.Run(() =>
+        {
+            var textPath = r.GetValue(text)!;
+            if (!File.Exists(textPath)) throw new CliException($"text file not found: {textPath}");
+            var fractions = ParseFractions(r.GetValue(outliers)!);
+            int sinkTokens = r.GetValue(sink), len = r.GetValue(length);
+            if (sinkTokens < 0 || sinkTokens >= len) throw new CliException($"--sink {sinkTokens} must be in [0, --length)");
+            bool fisher = !r.GetValue(noFisher);
+            var modelPath = DefaultPaths.ResolveModel(r.GetValue(model));
+            using var loaded = ModelLoader.Load(modelPath);
+            int nThreads = r.GetValue(threads);
+            var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(nThreads));
+            var content = TextNormalizer.ReadNormalized(textPath);
+            var options = new KvQuantCalibrateOptions(r.GetValue(samples), len, fractions, sinkTokens, r.GetValue(seed), nThreads);
+            var sw = Stopwatch.StartNew();
+            var tokens = loaded.Tokenizer.Encode(content, addBos: false);
+            var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, loaded.Tokenizer.BosId, options.Seed);
+            IKvActivationSource source = fisher ? FisherSource() : new KvActivationCollector();
+            var acts = Progress.Run(fisher ? "forward + backward (Fisher)" : "forward", p => source.Collect(transformer, windows, sinkTokens, p));
+            double collectSeconds = sw.Elapsed.TotalSeconds;
+            var fit = new KvQuantFitOptions(options.Fractions, options.Seed, nThreads);
+            var calibrations = Progress.Run("fit scales and codebooks", p => KvQuantFitter.Fit(acts, fit, p));
+            var profile = KvQuantCalibrator.Profile(transformer, options, KvQuantCalibrator.TextHash(content), Path.GetFileName(textPath),
+                fisher, calibrations);
+            var outPath = r.GetValue(output)!;
+            profile.Save(outPath);
+            Console.WriteLine($"wrote {outPath}: model {Path.GetFileName(modelPath)} ({profile.ModelFingerprint}), text {Path.GetFileName(textPath)}, " +
+                              $"{options.Samples} x {options.Length} tokens (sink {sinkTokens}), outliers " +
+                              $"{string.Join(", ", calibrations.Select(c => c.OutlierFraction == 0 ? "0%" : KvQuantSpec.FormatFraction(c.OutlierFraction)))}, " +
+                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}; {collectSeconds:F1} s activations, " +
+                              $"{sw.Elapsed.TotalSeconds - collectSeconds:F1} s fit");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static IKvActivationSource FisherSource() =>
+        throw new CliException("Fisher information is not available in this build yet; pass --no-fisher");
+
+    private static List<double> ParseFractions(string text)
+    {
+        var list = new List<double>();
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (part is "0" or "0%") continue;
+            try
+            {
+                list.Add(KvQuantSpec.ParseFraction(part, "--outliers"));
+            }
+            catch (Kvq.Cache.KvSpecException e)
+            {
+                throw new CliException(e.Message);
+            }
+        }
+        return list;
+    }
+}

@@ -1,0 +1,78 @@
+using Kvq.Cache;
+using Kvq.Cache.Codecs;
+using Kvq.Cache.Codecs.KvQuant;
+
+namespace Kvq.Tests.Cache.Codecs.KvQuant;
+
+public class KvQuantSpecTests
+{
+    [Theory]
+    [InlineData("nuq4", 4, 0.0, false, KeyScaling.PerChannel, false, false)]
+    [InlineData("nuq3-1%", 3, 0.01, false, KeyScaling.PerChannel, false, false)]
+    [InlineData("nuq3-0.5%", 3, 0.005, false, KeyScaling.PerChannel, false, false)]
+    [InlineData("nuq2-1%", 2, 0.01, false, KeyScaling.PerChannel, false, true)]
+    [InlineData("nuq2-1%:noqnorm", 2, 0.01, false, KeyScaling.PerChannel, false, false)]
+    [InlineData("nuq3-1%:qnorm", 3, 0.01, false, KeyScaling.PerChannel, false, true)]
+    [InlineData("nuq3-1%:uniform", 3, 0.01, true, KeyScaling.PerChannel, false, false)]
+    [InlineData("nuq3:token:post", 3, 0.0, false, KeyScaling.PerToken, true, false)]
+    public void Parses(string name, int bits, double fraction, bool uniform, KeyScaling scaling, bool post, bool qnorm)
+    {
+        var s = KvQuantSpec.TryParse(name)!;
+        Assert.Equal(name, s.Name);
+        Assert.Equal(bits, s.Bits);
+        Assert.Equal(fraction, s.OutlierFraction, 12);
+        Assert.Equal(uniform, s.Uniform);
+        Assert.Equal(scaling, s.KeyScaling);
+        Assert.Equal(post, s.PostRope);
+        Assert.Equal(qnorm, s.QNorm);
+    }
+
+    [Theory]
+    [InlineData("nuq5")]
+    [InlineData("nuq1-1%")]
+    [InlineData("nuq3-1")]
+    [InlineData("nuq3-0%")]
+    [InlineData("nuq3-60%")]
+    [InlineData("nuq3-x%")]
+    [InlineData("nuq3-1%:bogus")]
+    [InlineData("nuq3-1%:uniform:qnorm")]
+    [InlineData("nuq3:slots4")]
+    [InlineData("nuq3-1%:slots0")]
+    public void RejectsMalformedNames(string name) => Assert.Throws<KvSpecException>(() => KvQuantSpec.TryParse(name));
+
+    [Fact]
+    public void OtherNamesAreNotOurs()
+    {
+        Assert.Null(KvQuantSpec.TryParse("f16"));
+        Assert.Null(KvQuantSpec.TryParse("int4"));
+    }
+
+    [Fact]
+    public void RegistryCreatesTheFamilyFromAProfile()
+    {
+        var shape = KvQuantTestData.Shape(2, 2, 16);
+        var profile = KvQuantTestData.Profile(shape, tokens: 300);
+        var cfg = KvCacheConfig.Parse("nuq3-1%") with { Profile = profile };
+        Assert.IsType<NuqChannelCodec>(cfg.CreateCodec(KvSide.Key, 1, 1, 16));
+        Assert.IsType<NuqTokenCodec>(cfg.CreateCodec(KvSide.Value, 1, 1, 16));
+        Assert.True(cfg.CreateCodec(KvSide.Key, 0, 0, 16).PreRope);
+        Assert.False((KvCacheConfig.Parse("nuq3-1%:post") with { Profile = profile }).CreateCodec(KvSide.Key, 0, 0, 16).PreRope);
+        Assert.IsType<NuqTokenCodec>((KvCacheConfig.Parse("nuq3-1%:token") with { Profile = profile }).CreateCodec(KvSide.Key, 0, 0, 16));
+        Assert.Contains(KvCodecRegistry.Formats, f => f.Name == "nuq3");
+    }
+
+    [Fact]
+    public void MissingOrMismatchedCalibrationIsASpecError()
+    {
+        var shape = KvQuantTestData.Shape(2, 2, 16);
+        var profile = KvQuantTestData.Profile(shape, tokens: 300);
+        var noProfile = Assert.Throws<KvSpecException>(() => KvCacheConfig.Parse("nuq3-1%").CreateCodec(KvSide.Key, 0, 0, 16));
+        Assert.Contains("profile", noProfile.Message);
+        var fraction = Assert.Throws<KvSpecException>(() => (KvCacheConfig.Parse("nuq3-0.5%") with { Profile = profile }).CreateCodec(KvSide.Key, 0, 0, 16));
+        Assert.Contains("0.5%", fraction.Message);
+        var geometry = Assert.Throws<KvSpecException>(() => (KvCacheConfig.Parse("nuq3-1%") with { Profile = profile }).CreateCodec(KvSide.Key, 2, 0, 16));
+        Assert.Contains("2 layers", geometry.Message);
+        // Uniform values need no profile at all.
+        Assert.IsType<NuqTokenCodec>(KvCacheConfig.Parse("nuq3-1%:uniform").CreateCodec(KvSide.Value, 0, 0, 16));
+    }
+}

@@ -85,14 +85,18 @@ public class CalibrationForwardTests(ITestOutputHelper output)
         var weights = SharedModels.Books;
         var par = Parallelism.Default;
         new CalibrationBackward(weights, par).Run(new CalibrationForward(weights, par).Run(tokens[..16]));   // JIT warm-up
+        var process = Process.GetCurrentProcess();
+        var cpu0 = process.TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         var tape = new CalibrationForward(weights, par).Run(tokens);
         double fwd = sw.Elapsed.TotalSeconds;
         var g = new CalibrationBackward(weights, par).Run(tape);
         double total = sw.Elapsed.TotalSeconds;
+        process.Refresh();
+        double cpu = (process.TotalProcessorTime - cpu0).TotalSeconds;   // other tests may run beside this one
         output.WriteLine($"books-19m, {n}-token window, {par.Threads} threads ({Environment.ProcessorCount} cores): " +
-            $"forward {fwd:F2} s, backward {total - fwd:F2} s, total {total:F2} s; loss {g.Loss:F4} " +
-            $"(perplexity {Math.Exp(g.Loss):F1})");
+            $"forward {fwd:F2} s, backward {total - fwd:F2} s, total {total:F2} s wall, process CPU {cpu:F2} s; " +
+            $"loss {g.Loss:F4} (perplexity {Math.Exp(g.Loss):F1})");
         Assert.Equal(weights.Config.Layers, g.Layers.Length);
         Assert.All(g.Layers, l => Assert.All(l.KeyGradients, x => Assert.True(float.IsFinite(x))));
     }

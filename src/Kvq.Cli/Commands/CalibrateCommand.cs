@@ -48,7 +48,7 @@ public static class CalibrateCommand
             var sw = Stopwatch.StartNew();
             var tokens = loaded.Tokenizer.Encode(content, addBos: false);
             var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, loaded.Tokenizer.BosId, options.Seed);
-            IKvActivationSource source = fisher ? FisherSource() : new KvActivationCollector();
+            IKvActivationSource source = fisher ? new FisherActivationSource() : new KvActivationCollector();
             var acts = Progress.Run(fisher ? "forward + backward (Fisher)" : "forward", p => source.Collect(transformer, windows, sinkTokens, p));
             double collectSeconds = sw.Elapsed.TotalSeconds;
             var fit = new KvQuantFitOptions(options.Fractions, options.Seed, nThreads);
@@ -66,9 +66,6 @@ public static class CalibrateCommand
         }));
         return cmd;
     }
-
-    private static IKvActivationSource FisherSource() =>
-        throw new CliException("Fisher information is not available in this build yet; pass --no-fisher");
 
     private static List<double> ParseFractions(string text)
     {

@@ -1,0 +1,44 @@
+using Kvq.Cache.Codecs;
+using Kvq.Calibration.Fisher;
+using Kvq.Model;
+
+namespace Kvq.Calibration;
+
+/// <summary>
+/// Activations with Fisher information ("Fisher on"): per window, a forward and a backward pass
+/// (<see cref="CalibrationBackward"/>) give the pre-RoPE keys and values and the gradient of the window's mean
+/// next-token loss with respect to each; the weights are the squared gradients (<see cref="FisherAccumulator"/>).
+/// </summary>
+public sealed class FisherActivationSource : IKvActivationSource
+{
+    public KvActivations Collect(Transformer model, IReadOnlyList<int[]> windows, int sink, Action<int, int>? progress = null,
+        CancellationToken cancel = default)
+    {
+        var shape = model.KvShape;
+        var acc = new FisherAccumulator(shape.Layers, shape.KvDim, sink);
+        var positions = new List<int>();
+        for (int i = 0; i < windows.Count; i++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            var w = windows[i];
+            acc.Add(CalibrationBackward.Compute(model.Weights, w, model.Parallelism));
+            for (int p = sink; p < w.Length; p++) positions.Add(p);
+            progress?.Invoke(i + 1, windows.Count);
+        }
+        if (acc.Rows == 0) throw new ArgumentException($"no calibration tokens left after the {sink} sink tokens of each window");
+        var keys = new float[shape.Layers][];
+        var values = new float[shape.Layers][];
+        var kw = new float[shape.Layers][];
+        var vw = new float[shape.Layers][];
+        for (int l = 0; l < shape.Layers; l++)
+        {
+            var k = acc.Samples(l, KvSide.Key);
+            var v = acc.Samples(l, KvSide.Value);
+            keys[l] = k.Values.ToArray();
+            kw[l] = k.Weights.ToArray();
+            values[l] = v.Values.ToArray();
+            vw[l] = v.Weights.ToArray();
+        }
+        return new KvActivations(shape, [.. positions], keys, values, kw, vw);
+    }
+}

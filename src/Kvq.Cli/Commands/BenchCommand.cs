@@ -17,15 +17,19 @@ public static class BenchCommand
         kv.DefaultValueFactory = _ => "f16";
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { model, ctx, decode, kv, threads, json };
+        var profile = KvProfileOptions.Profile();
+        var sink = KvProfileOptions.Sink();
+        var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { model, ctx, decode, kv, threads, json, profile, sink };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var path = DefaultPaths.ResolveModel(r.GetValue(model));
             using var loaded = ModelLoader.Load(path);
             var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(r.GetValue(threads)));
+            var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
+            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink));
             // Warm-up: JIT and page in the weights.
-            ThroughputBenchmark.Run(transformer, Path.GetFileName(path), Math.Min(64, r.GetValue(ctx)), r.GetValue(kv)!, 4);
-            var res = ThroughputBenchmark.Run(transformer, Path.GetFileName(path), r.GetValue(ctx), r.GetValue(kv)!, r.GetValue(decode));
+            ThroughputBenchmark.Run(transformer, Path.GetFileName(path), Math.Min(64, r.GetValue(ctx)), config, 4);
+            var res = ThroughputBenchmark.Run(transformer, Path.GetFileName(path), r.GetValue(ctx), config, r.GetValue(decode));
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(res, EvalCommand.Json));
             else
                 Console.WriteLine($"{res.Model} ctx {res.Ctx} kv {res.Kv} threads {res.Threads}: prefill {res.PrefillTokS:F1} tok/s, " +

@@ -23,15 +23,18 @@ public static class GenerateCommand
         var stop = new Option<string[]>("--stop") { Description = "stop when this text appears (repeatable)", AllowMultipleArgumentsPerToken = false };
         var threads = CommonOptions.Threads();
         var kv = CommonOptions.Kv();
+        var profile = KvProfileOptions.Profile();
+        var sink = KvProfileOptions.Sink();
         var cmd = new Command("generate", "generate text from a prompt")
         {
-            model, prompt, maxTokens, temperature, topK, topP, minP, repeat, seed, stop, threads, kv,
+            model, prompt, maxTokens, temperature, topK, topP, minP, repeat, seed, stop, threads, kv, profile, sink,
         };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             using var loaded = ModelLoader.Load(DefaultPaths.ResolveModel(r.GetValue(model)));
             var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(r.GetValue(threads)));
-            var cache = KvCacheFactory.CreateSequence(transformer.KvShape, r.GetValue(kv)!);
+            var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
+            var cache = new PagedKvCache(transformer.KvShape, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink))).CreateSequence();
             var generator = new Generator(transformer, loaded.Tokenizer);
             var options = new GenerationOptions
             {

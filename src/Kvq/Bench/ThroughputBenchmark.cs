@@ -19,10 +19,14 @@ public static class ThroughputBenchmark
         return t;
     }
 
-    public static ThroughputResult Run(Transformer model, string modelName, int ctx, string kvSpec, int decodeTokens)
+    public static ThroughputResult Run(Transformer model, string modelName, int ctx, string kvSpec, int decodeTokens) =>
+        Run(model, modelName, ctx, KvCacheConfig.Parse(kvSpec), decodeTokens);
+
+    /// <summary>The same with a full cache config (calibration profile, attention sinks).</summary>
+    public static ThroughputResult Run(Transformer model, string modelName, int ctx, KvCacheConfig config, int decodeTokens)
     {
         var prompt = PromptTokens(ctx, model.Config.VocabSize);
-        var seq = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(kvSpec)).CreateSequence();
+        var seq = new PagedKvCache(model.KvShape, config).CreateSequence();
         var logits = new float[model.Config.VocabSize];
         var sw = Stopwatch.StartNew();
         model.Forward(prompt, seq, logits);
@@ -35,7 +39,7 @@ public static class ThroughputBenchmark
             model.Forward(one, seq, logits);
         }
         double decode = sw.Elapsed.TotalSeconds;
-        return new ThroughputResult("kvq", modelName, ctx, kvSpec, model.Parallelism.Threads, decodeTokens,
+        return new ThroughputResult("kvq", modelName, ctx, config.Name, model.Parallelism.Threads, decodeTokens,
             ctx / prefill, decodeTokens / decode, Process.GetCurrentProcess().PeakWorkingSet64, seq.Memory().TotalBytes,
             MachineInfo.Describe());
     }

@@ -12,7 +12,8 @@ public enum KeyScaling { PerChannel, PerToken }
 /// <item><c>uniform</c>: uniform levels on [-1, 1] (intB with KVQuant's scaling) instead of the calibrated codebook;</item>
 /// <item><c>token</c>: keys scaled per token like values (keys only);</item>
 /// <item><c>post</c>: keys quantized after RoPE with post-RoPE calibration (keys only);</item>
-/// <item><c>qnorm</c> / <c>noqnorm</c>: decode with Q-Norm's mean/std-matched levels or without (default: on at 2 bits only);</item>
+/// <item><c>qnorm</c> / <c>noqnorm</c>: decode with Q-Norm's mean/std-matched levels, or not (the default: on books-19m
+/// Q-Norm did not help at 2 bits with Fisher weights and hurt without; see docs/kvquant.md);</item>
 /// <item><c>slotsN</c>: N outlier slots per key token instead of <see cref="KeyOutlierSlots"/>.</item>
 /// </list>
 /// Value codecs ignore the key-only modifiers, so one name can serve both sides ("--kv nuq3-1%:post").
@@ -63,7 +64,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
             }
         }
         if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
-        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? bits == 2), slots);
+        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots);
     }
 
     /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>

@@ -54,7 +54,7 @@ public class NuqChannelCodecTests
     [InlineData("nuq4-1%", 300)]
     [InlineData("nuq3", 64)]
     [InlineData("nuq3-1%:uniform", 96)]
-    [InlineData("nuq2-1%:noqnorm", 64)]
+    [InlineData("nuq2-1%:qnorm", 64)]
     public void DecodeMatchesReferenceAndErrorIsBounded(string spec, int d)
     {
         var codec = Codec(spec, d, d * 31 + spec.Length, out var zero, out var range);

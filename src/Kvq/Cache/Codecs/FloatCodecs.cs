@@ -27,7 +27,7 @@ public sealed class F16Codec(int blockTokens, int headDim) : KvCodec(blockTokens
         TensorPrimitives.ConvertToHalf(x, MemoryMarshal.Cast<byte, Half>(block).Slice(slot * HeadDim, HeadDim));
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) =>
-        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], dst);
+        HalfDot.ToSingle(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], dst);
 }
 
 /// <summary>bfloat16 storage (round to nearest even).</summary>

@@ -109,6 +109,25 @@ public class GgmlBlockTests
         Assert.Equal(d4, o4);
     }
 
+    /// <summary>The codecs' own block code agrees with Kvq.Tensors.Quant.QuantFormats (the weight-side implementation).</summary>
+    [Theory, MemberData(nameof(Vectors))]
+    public void Q8_0AndQ4_0AgreeWithQuantFormats(string what, float[] x)
+    {
+        foreach (var (type, codec) in new (Kvq.Tensors.GgmlType, KvCodec)[] { (Kvq.Tensors.GgmlType.Q8_0, new Q8_0Codec(1, x.Length)), (Kvq.Tensors.GgmlType.Q4_0, new Q4_0Codec(1, x.Length)) })
+        {
+            var expected = new byte[codec.BlockBytes];
+            Kvq.Tensors.Quant.QuantFormats.Quantize(type, x, expected);
+            var block = new byte[codec.BlockBytes];
+            codec.EncodeToken(x, block, 0);
+            Assert.True(expected.AsSpan().SequenceEqual(block), $"{type} {what}");
+            var a = new float[x.Length];
+            var b = new float[x.Length];
+            Kvq.Tensors.Quant.QuantFormats.Dequantize(type, block, a);
+            codec.DecodeBlock(block, 1, b);
+            Assert.Equal(a, b);
+        }
+    }
+
     // ggml's formulas, restated independently of the codecs.
     private static byte[] FormulaQ8_0(float[] x)
     {

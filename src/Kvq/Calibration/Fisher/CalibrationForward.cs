@@ -1,0 +1,125 @@
+using System.Numerics.Tensors;
+using Kvq.Model;
+using Kvq.Tensors;
+
+namespace Kvq.Calibration.Fisher;
+
+/// <summary>
+/// The forward pass of <see cref="Transformer"/> over one calibration window (tokens at positions 0..T-1), in f32 with
+/// the same kernels, keeping the activations <see cref="CalibrationBackward"/> needs. The loss is the mean next-token
+/// cross-entropy over the window's T-1 predictions.
+/// </summary>
+public sealed class CalibrationForward
+{
+    public ModelWeights Weights { get; }
+    public Parallelism Parallelism { get; }
+    /// <summary>Optional hook on each layer's pre-RoPE keys and values (see <see cref="KvInjection"/>).</summary>
+    public KvInjection? Injection { get; set; }
+    private readonly Rope _rope;
+
+    public CalibrationForward(ModelWeights weights, Parallelism? parallelism = null)
+    {
+        Weights = weights;
+        Parallelism = parallelism ?? Parallelism.Default;
+        _rope = Rope.For(weights.Config);
+    }
+
+    public CalibrationTape Run(ReadOnlySpan<int> tokens)
+    {
+        var c = Weights.Config;
+        int n = tokens.Length;
+        if (n < 2) throw new ArgumentException($"a calibration window needs at least 2 tokens, got {n}", nameof(tokens));
+        int dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim, ffn = c.FfnDim, vocab = c.VocabSize;
+        var par = Parallelism;
+        var x = new float[n * dim];       // (T, dim) residual stream
+        var xn = new float[n * dim];      // (T, dim) normed input of a sub-block
+        var att = new float[n * qDim];    // (T, qDim) attention output
+        var proj = new float[n * dim];    // (T, dim) output of Wo / WDown
+        var h = new float[n * ffn];       // (T, ffn) silu(gate) * up
+        for (int t = 0; t < n; t++)
+        {
+            int id = tokens[t];
+            if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} at {t} is outside the vocabulary (0..{vocab - 1})");
+            Weights.TokenEmbedding.DequantizeRow(id, x.AsSpan(t * dim, dim));
+        }
+        var layers = new LayerTape[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var w = Weights.Layers[l];
+            var xIn = (float[])x.Clone();
+            for (int t = 0; t < n; t++)
+                Kernels.RmsNorm(x.AsSpan(t * dim, dim), w.AttnNorm, c.NormEps, xn.AsSpan(t * dim, dim));
+            var q = new float[n * qDim];
+            var kPre = new float[n * kvDim];
+            var v = new float[n * kvDim];
+            w.Wq.MatMul(xn, q, n, par);
+            w.Wk.MatMul(xn, kPre, n, par);
+            w.Wv.MatMul(xn, v, n, par);
+            for (int t = 0; t < n; t++)
+            {
+                if (w.Bq != null) TensorPrimitives.Add(q.AsSpan(t * qDim, qDim), w.Bq, q.AsSpan(t * qDim, qDim));
+                if (w.Bk != null) TensorPrimitives.Add(kPre.AsSpan(t * kvDim, kvDim), w.Bk, kPre.AsSpan(t * kvDim, kvDim));
+                if (w.Bv != null) TensorPrimitives.Add(v.AsSpan(t * kvDim, kvDim), w.Bv, v.AsSpan(t * kvDim, kvDim));
+            }
+            Injection?.Invoke(l, kPre, v);
+            var kRot = (float[])kPre.Clone();
+            for (int t = 0; t < n; t++)
+            {
+                _rope.RotateHeads(q.AsSpan(t * qDim, qDim), c.Heads, t);
+                _rope.RotateHeads(kRot.AsSpan(t * kvDim, kvDim), c.KvHeads, t);
+            }
+            CausalAttention.Forward(q, kRot, v, att, n, c.Heads, c.KvHeads, c.HeadDim, par);
+            w.Wo.MatMul(att, proj, n, par);
+            TensorPrimitives.Add(x, proj, x);
+            var xMid = (float[])x.Clone();
+            for (int t = 0; t < n; t++)
+                Kernels.RmsNorm(x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, xn.AsSpan(t * dim, dim));
+            var gate = new float[n * ffn];
+            var up = new float[n * ffn];
+            w.WGate.MatMul(xn, gate, n, par);
+            w.WUp.MatMul(xn, up, n, par);
+            gate.CopyTo(h, 0);
+            Kernels.SwiGlu(h, up);
+            w.WDown.MatMul(h, proj, n, par);
+            TensorPrimitives.Add(x, proj, x);
+            layers[l] = new LayerTape { XIn = xIn, Q = q, KPre = kPre, KRot = kRot, V = v, XMid = xMid, Gate = gate, Up = up };
+        }
+        for (int t = 0; t < n; t++)
+            Kernels.RmsNorm(x.AsSpan(t * dim, dim), Weights.OutputNorm, c.NormEps, xn.AsSpan(t * dim, dim));
+        var logits = new float[(long)n * vocab];
+        Weights.Output.MatMul(xn, logits, n, par);
+        double loss = CrossEntropy(logits, tokens, vocab, par);
+        return new CalibrationTape(tokens.ToArray(), loss, logits, x, layers);
+    }
+
+    /// <summary>Mean cross-entropy of rows 0..T-2 against the next token; turns logits into d loss / d logits in place.</summary>
+    private static unsafe double CrossEntropy(float[] logits, ReadOnlySpan<int> tokens, int vocab, Parallelism par)
+    {
+        int n = tokens.Length;
+        var nll = new double[n - 1];
+        var targets = tokens.ToArray();
+        fixed (float* pl = logits)
+        {
+            var job = new CrossEntropyJob(pl, targets, nll, vocab, 1f / (n - 1));
+            par.For(n - 1, 64, ref job);
+        }
+        logits.AsSpan((n - 1) * vocab, vocab).Clear();
+        double sum = 0;
+        foreach (var v in nll) sum += v;
+        return sum / (n - 1);
+    }
+
+    private readonly unsafe struct CrossEntropyJob(float* logits, int[] targets, double[] nll, int vocab, float scale) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            var scratch = new float[vocab];
+            for (int t = start; t < end; t++)
+            {
+                var row = new Span<float>(logits + (long)t * vocab, vocab);
+                row.CopyTo(scratch);
+                nll[t] = BackwardKernels.SoftmaxCrossEntropy(scratch, targets[t + 1], scale, row);
+            }
+        }
+    }
+}

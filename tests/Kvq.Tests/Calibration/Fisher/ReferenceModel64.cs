@@ -1,0 +1,135 @@
+using Kvq.Model;
+using Kvq.Tensors;
+
+namespace Kvq.Tests.Calibration.Fisher;
+
+/// <summary>One pre-RoPE K or V element of the forward pass, moved by <see cref="Delta"/>.</summary>
+internal readonly record struct KvNudge(int Layer, bool Key, int Token, int Column, double Delta);
+
+/// <summary>
+/// The forward pass written again in float64, straight-line and scalar (test oracle for small models): the loss of a
+/// window as a function of one nudged pre-RoPE K or V element, for finite differences with no f32 rounding in the way.
+/// RoPE uses the model's own float angles (they are constants of the function, not a source of error).
+/// </summary>
+internal sealed class ReferenceModel64
+{
+    private readonly ModelConfig _c;
+    private readonly Rope _rope;
+    private readonly double[] _embedding, _output, _outputNorm;
+    private readonly Layer[] _layers;
+
+    private sealed record Layer(double[] AttnNorm, double[] Wq, double[] Wk, double[] Wv, double[] Wo,
+        double[]? Bq, double[]? Bk, double[]? Bv, double[] FfnNorm, double[] WGate, double[] WUp, double[] WDown);
+
+    public ReferenceModel64(ModelWeights w)
+    {
+        _c = w.Config;
+        _rope = Rope.For(_c);
+        _embedding = Dense(w.TokenEmbedding);
+        _output = Dense(w.Output);
+        _outputNorm = D(w.OutputNorm)!;
+        _layers = w.Layers.Select(l => new Layer(D(l.AttnNorm)!, Dense(l.Wq), Dense(l.Wk), Dense(l.Wv), Dense(l.Wo),
+            D(l.Bq), D(l.Bk), D(l.Bv), D(l.FfnNorm)!, Dense(l.WGate), Dense(l.WUp), Dense(l.WDown))).ToArray();
+    }
+
+    private static double[]? D(float[]? a) => a?.Select(x => (double)x).ToArray();
+
+    private static double[] Dense(WeightMatrix m)
+    {
+        var row = new float[m.Cols];
+        var d = new double[(long)m.Rows * m.Cols];
+        for (int r = 0; r < m.Rows; r++)
+        {
+            m.DequantizeRow(r, row);
+            for (int c = 0; c < m.Cols; c++) d[(long)r * m.Cols + c] = row[c];
+        }
+        return d;
+    }
+
+    /// <summary>Mean next-token cross-entropy of the window (nats), with <paramref name="nudge"/> applied.</summary>
+    public double Loss(int[] tokens, KvNudge? nudge = null)
+    {
+        int n = tokens.Length, dim = _c.Dim, qDim = _c.QDim, kvDim = _c.KvDim, ffn = _c.FfnDim, hd = _c.HeadDim;
+        var x = new double[n * dim];
+        for (int t = 0; t < n; t++) Array.Copy(_embedding, (long)tokens[t] * dim, x, t * dim, dim);
+        var xn = new double[n * dim];
+        for (int l = 0; l < _c.Layers; l++)
+        {
+            var w = _layers[l];
+            Norm(x, w.AttnNorm, xn, n);
+            var q = MatMul(w.Wq, w.Bq, xn, n, qDim, dim);
+            var k = MatMul(w.Wk, w.Bk, xn, n, kvDim, dim);
+            var v = MatMul(w.Wv, w.Bv, xn, n, kvDim, dim);
+            if (nudge is { } p && p.Layer == l) (p.Key ? k : v)[p.Token * kvDim + p.Column] += p.Delta;
+            for (int t = 0; t < n; t++)
+            {
+                Rotate(q, t * qDim, _c.Heads, t);
+                Rotate(k, t * kvDim, _c.KvHeads, t);
+            }
+            var att = CausalAttentionTests.Forward64(q, k, v, n, _c.Heads, _c.KvHeads, hd);
+            var o = MatMul(w.Wo, null, att, n, dim, qDim);
+            for (int i = 0; i < x.Length; i++) x[i] += o[i];
+            Norm(x, w.FfnNorm, xn, n);
+            var gate = MatMul(w.WGate, null, xn, n, ffn, dim);
+            var up = MatMul(w.WUp, null, xn, n, ffn, dim);
+            for (int i = 0; i < gate.Length; i++) gate[i] = gate[i] / (1 + Math.Exp(-gate[i])) * up[i];
+            var down = MatMul(w.WDown, null, gate, n, dim, ffn);
+            for (int i = 0; i < x.Length; i++) x[i] += down[i];
+        }
+        Norm(x, _outputNorm, xn, n);
+        int vocab = _c.VocabSize;
+        var logits = MatMul(_output, null, xn, n, vocab, dim);
+        double nll = 0;
+        for (int t = 0; t + 1 < n; t++)
+        {
+            double max = double.NegativeInfinity, sum = 0;
+            for (int i = 0; i < vocab; i++) max = Math.Max(max, logits[t * vocab + i]);
+            for (int i = 0; i < vocab; i++) sum += Math.Exp(logits[t * vocab + i] - max);
+            nll += Math.Log(sum) + max - logits[t * vocab + tokens[t + 1]];
+        }
+        return nll / (n - 1);
+    }
+
+    private void Norm(double[] x, double[] w, double[] y, int n)
+    {
+        int dim = _c.Dim;
+        for (int t = 0; t < n; t++)
+        {
+            double ss = 0;
+            for (int i = 0; i < dim; i++) ss += x[t * dim + i] * x[t * dim + i];
+            double r = 1 / Math.Sqrt(ss / dim + _c.NormEps);
+            for (int i = 0; i < dim; i++) y[t * dim + i] = x[t * dim + i] * r * w[i];
+        }
+    }
+
+    /// <summary>(n, rows) = (n, cols) W^T + b, W (rows, cols) row-major.</summary>
+    private static double[] MatMul(double[] w, double[]? b, double[] x, int n, int rows, int cols)
+    {
+        var y = new double[n * rows];
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < rows; r++)
+            {
+                double s = b?[r] ?? 0;
+                for (int c = 0; c < cols; c++) s += w[(long)r * cols + c] * x[t * cols + c];
+                y[t * rows + r] = s;
+            }
+        return y;
+    }
+
+    private void Rotate(double[] vec, int offset, int heads, int position)
+    {
+        int half = _rope.RopeDims / 2, hd = _c.HeadDim;
+        var cos = new float[half];
+        var sin = new float[half];
+        _rope.Angles(position, cos, sin);
+        bool normal = _rope.Style == RopeStyle.Normal;
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < half; i++)
+            {
+                int a = offset + h * hd + (normal ? 2 * i : i), b = offset + h * hd + (normal ? 2 * i + 1 : i + half);
+                double va = vec[a], vb = vec[b];
+                vec[a] = va * cos[i] - vb * sin[i];
+                vec[b] = va * sin[i] + vb * cos[i];
+            }
+    }
+}

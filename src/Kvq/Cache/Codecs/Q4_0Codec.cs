@@ -13,8 +13,8 @@ namespace Kvq.Cache.Codecs;
 /// code = min(15, trunc(x * (1/d) + 8.5)), so codes span [-8, 7] around 8 and the value -m clamps to 7 (one full step
 /// of error at that end). Decoding is (code - 8) * f16(d).
 /// Block layout: token t's groups at t * (HeadDim / 32) * 18 bytes, each [d: f16 LE][qs: 16 bytes].
-/// The block format lives here, not in Kvq.Tensors.Quant.QuantFormats (being added on another branch), so the
-/// cache does not depend on that work; both follow ggml and can share code once merged.
+/// Encoding is ggml's (shared with the weight formats in Kvq.Tensors.Quant); decoding and the fused scores are
+/// specialised here for the cache's token-major blocks.
 /// </summary>
 public sealed class Q4_0Codec : KvCodec, IKvCodecReference
 {
@@ -40,35 +40,10 @@ public sealed class Q4_0Codec : KvCodec, IKvCodecReference
     public override KvBytes BlockLayout =>
         new((long)BlockTokens * HeadDim / 2, 2L * BlockTokens * _groups, 0, 0, 0, 0);
 
-    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)
-    {
-        var dst = block.Slice(slot * _tokenBytes, _tokenBytes);
-        for (int g = 0; g < _groups; g++)
-            QuantizeGroup(x.Slice(g * GroupValues, GroupValues), dst.Slice(g * GroupBytes, GroupBytes));
-    }
-
-    /// <summary>One ggml block_q4_0 from 32 values, with quantize_row_q4_0_ref's arithmetic.</summary>
-    public static void QuantizeGroup(ReadOnlySpan<float> x, Span<byte> dst)
-    {
-        float amax = 0f, max = 0f;
-        for (int j = 0; j < GroupValues; j++)
-        {
-            float a = MathF.Abs(x[j]);
-            if (amax < a) { amax = a; max = x[j]; }
-        }
-        float d = max / -8f;
-        float id = d != 0f ? 1f / d : 0f;
-        BinaryPrimitives.WriteHalfLittleEndian(dst, (Half)d);
-        const int Half16 = GroupValues / 2;
-        for (int j = 0; j < Half16; j++)
-        {
-            float x0 = x[j] * id, x1 = x[Half16 + j] * id;
-            // x * id lies in [-8, 8], so x + 8.5 >= 0 and the truncating cast is a floor (ggml casts to int8_t).
-            int c0 = Math.Min(15, (int)(x0 + 8.5f));
-            int c1 = Math.Min(15, (int)(x1 + 8.5f));
-            dst[2 + j] = (byte)(c0 | (c1 << 4));
-        }
-    }
+    /// <summary>ggml's encoder (Kvq.Tensors.Quant.QuantFormats, SIMD and bit-exact to quantize_row_q4_0_ref):
+    /// a token's HeadDim values are HeadDim / 32 consecutive ggml blocks.</summary>
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) =>
+        Kvq.Tensors.Quant.QuantFormats.Quantize(Kvq.Tensors.GgmlType.Q4_0, x[..HeadDim], block.Slice(slot * _tokenBytes, _tokenBytes));
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst)
     {

@@ -11,8 +11,8 @@ namespace Kvq.Cache.Codecs;
 /// (34 bytes per 32 values = 8.5 bits). Encoding follows ggml's quantize_row_q8_0_ref: x is multiplied by the f32
 /// reciprocal of the unrounded d and rounded half away from zero; decoding is code * f16(d).
 /// Block layout: token t's groups at t * (HeadDim / 32) * 34 bytes, each [d: f16 LE][qs: 32 x int8].
-/// The block format lives here, not in Kvq.Tensors.Quant.QuantFormats (being added on another branch), so the
-/// cache does not depend on that work; both follow ggml and can share code once merged.
+/// Encoding is ggml's (shared with the weight formats in Kvq.Tensors.Quant); decoding and the fused scores are
+/// specialised here for the cache's token-major blocks.
 /// </summary>
 public sealed class Q8_0Codec : KvCodec, IKvCodecReference
 {
@@ -38,28 +38,10 @@ public sealed class Q8_0Codec : KvCodec, IKvCodecReference
     public override KvBytes BlockLayout =>
         new((long)BlockTokens * HeadDim, 2L * BlockTokens * _groups, 0, 0, 0, 0);
 
-    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)
-    {
-        var dst = block.Slice(slot * _tokenBytes, _tokenBytes);
-        for (int g = 0; g < _groups; g++)
-            QuantizeGroup(x.Slice(g * GroupValues, GroupValues), dst.Slice(g * GroupBytes, GroupBytes));
-    }
-
-    /// <summary>One ggml block_q8_0 from 32 values, with quantize_row_q8_0_ref's arithmetic.</summary>
-    public static void QuantizeGroup(ReadOnlySpan<float> x, Span<byte> dst)
-    {
-        float amax = 0f;
-        for (int j = 0; j < GroupValues; j++)
-        {
-            float a = MathF.Abs(x[j]);
-            amax = amax > a ? amax : a;
-        }
-        float d = amax / 127f;
-        float id = d != 0f ? 1f / d : 0f;
-        BinaryPrimitives.WriteHalfLittleEndian(dst, (Half)d);
-        for (int j = 0; j < GroupValues; j++)
-            dst[2 + j] = (byte)(sbyte)(int)MathF.Round(x[j] * id, MidpointRounding.AwayFromZero);
-    }
+    /// <summary>ggml's encoder (Kvq.Tensors.Quant.QuantFormats, SIMD and bit-exact to quantize_row_q8_0_ref):
+    /// a token's HeadDim values are HeadDim / 32 consecutive ggml blocks.</summary>
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) =>
+        Kvq.Tensors.Quant.QuantFormats.Quantize(Kvq.Tensors.GgmlType.Q8_0, x[..HeadDim], block.Slice(slot * _tokenBytes, _tokenBytes));
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst)
     {

@@ -30,3 +30,30 @@ public class TileMathTests
         for (int i = 0; i < a1.Length; i++) Assert.True(Math.Abs(a1[i] - a2[i]) <= 1e-5f * (1 + Math.Abs(a2[i])), $"acc {i}");
     }
 }
+
+public class HalfTileMathTests
+{
+    [Theory]
+    [InlineData(32, 64, 3)]
+    [InlineData(5, 128, 8)]
+    [InlineData(1, 16, 1)]
+    public void FusedHalfEqualsDecodeThenTile(int count, int d, int nq)
+    {
+        if (!HalfTileMath.IsSupported(d)) return; // the codec falls back to the tile path, which TileMathTests cover
+        var r = new Random(count + d + nq);
+        var tile = Enumerable.Range(0, count * d).Select(_ => (Half)(r.NextDouble() * 4 - 2)).ToArray();
+        var wide = tile.Select(h => (float)h).ToArray();
+        var q = Enumerable.Range(0, nq * d).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var s1 = new float[nq * count];
+        var s2 = new float[nq * count];
+        HalfTileMath.Scores(tile, count, d, q, nq, s1);
+        TileMath.ScoresReference(wide, count, d, q, nq, s2);
+        for (int i = 0; i < s1.Length; i++) Assert.True(Math.Abs(s1[i] - s2[i]) <= 1e-4f * (1 + Math.Abs(s2[i])), $"score {i}");
+        var w = Enumerable.Range(0, nq * count).Select(_ => (float)r.NextDouble()).ToArray();
+        var a1 = Enumerable.Range(0, nq * d).Select(_ => (float)r.NextDouble()).ToArray();
+        var a2 = (float[])a1.Clone();
+        HalfTileMath.Accumulate(tile, count, d, w, nq, a1);
+        TileMath.AccumulateReference(wide, count, d, w, nq, a2);
+        for (int i = 0; i < a1.Length; i++) Assert.True(Math.Abs(a1[i] - a2[i]) <= 1e-4f * (1 + Math.Abs(a2[i])), $"acc {i}");
+    }
+}

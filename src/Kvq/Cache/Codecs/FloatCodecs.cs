@@ -15,6 +15,13 @@ public sealed class F32Codec(int blockTokens, int headDim) : KvCodec(blockTokens
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) =>
         MemoryMarshal.Cast<byte, float>(block)[..(count * HeadDim)].CopyTo(dst);
+
+    // The block already is a tile: no copy.
+    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
+        Attention.TileMath.Scores(MemoryMarshal.Cast<byte, float>(block)[..(count * HeadDim)], count, HeadDim, q, nq, scores);
+
+    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile) =>
+        Attention.TileMath.Accumulate(MemoryMarshal.Cast<byte, float>(block)[..(count * HeadDim)], count, HeadDim, w, nq, acc);
 }
 
 /// <summary>IEEE half storage (round to nearest even), as llama.cpp's default f16 cache.</summary>
@@ -28,6 +35,19 @@ public sealed class F16Codec(int blockTokens, int headDim) : KvCodec(blockTokens
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) =>
         HalfDot.ToSingle(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], dst);
+
+    // Fused: halves are widened in registers and used at once, no tile written and read back.
+    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        if (!Attention.HalfTileMath.IsSupported(HeadDim)) { base.Scores(block, count, q, nq, scores, tile); return; }
+        Attention.HalfTileMath.Scores(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], count, HeadDim, q, nq, scores);
+    }
+
+    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
+    {
+        if (!Attention.HalfTileMath.IsSupported(HeadDim)) { base.Accumulate(block, count, w, nq, acc, tile); return; }
+        Attention.HalfTileMath.Accumulate(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], count, HeadDim, w, nq, acc);
+    }
 }
 
 /// <summary>bfloat16 storage (round to nearest even).</summary>

@@ -25,7 +25,7 @@ public static unsafe class HalfDot
     // .NET exposes no vcvtph2ps intrinsic, so f16 -> f32 is done with integer ops plus one multiply
     // (exact for normals, subnormals, inf and NaN).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> F16ToF32(Vector256<ushort> h)
+    internal static Vector512<float> F16ToF32(Vector256<ushort> h)
     {
         var w = Avx512F.ConvertToVector512UInt32(h);
         var sign = (w & Vector512.Create(0x8000u)) << 16;

@@ -43,3 +43,52 @@ public class TileGemmTests
         }
     }
 }
+
+public class ParallelismTests
+{
+    private struct SumJob(long[] slots) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            for (int i = start; i < end; i++) Interlocked.Add(ref slots[i % slots.Length], i);
+        }
+    }
+
+    private struct ThrowJob : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            if (start > 0) throw new InvalidOperationException("boom");
+        }
+    }
+
+    /// <summary>Every index runs exactly once, for many regions in a row and odd sizes, with 1..5 threads.</summary>
+    [Fact]
+    public void EveryIndexRunsOnceAcrossManyRegions()
+    {
+        foreach (int threads in new[] { 1, 2, 3, 5 })
+        {
+            using var par = new Parallelism(threads);
+            for (int round = 0; round < 500; round++)
+            {
+                int count = 1 + round % 97;
+                var slots = new long[count];
+                var job = new SumJob(slots);
+                par.For(count, 1, ref job);
+                for (int i = 0; i < count; i++) Assert.Equal(i, slots[i]);
+            }
+        }
+    }
+
+    [Fact]
+    public void AWorkerExceptionReachesTheCaller()
+    {
+        using var par = new Parallelism(3);
+        var job = new ThrowJob();
+        Assert.Throws<AggregateException>(() => par.For(30, 1, ref job));
+        var slots = new long[10];
+        var ok = new SumJob(slots);
+        par.For(10, 1, ref ok); // still usable afterwards
+        Assert.Equal(9, slots[9]);
+    }
+}

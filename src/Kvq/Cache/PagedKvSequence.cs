@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using Kvq.Cache.Codecs;
 using Kvq.Cache.Paging;
 using Kvq.Cache.Storage;
@@ -289,18 +290,23 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
                 int visible = count - n + t0 + r / g + 1;
                 var row = scores.Slice(r * cnt, cnt);
                 int valid = Math.Clamp(visible - s0, 0, cnt);
-                float mx = m[r];
-                for (int j = 0; j < valid; j++) mx = Math.Max(mx, row[j]);
-                float corr = float.IsNegativeInfinity(m[r]) ? 0f : MathF.Exp(m[r] - mx);
-                float sum = 0;
-                for (int j = 0; j < valid; j++) { row[j] = MathF.Exp(row[j] - mx); sum += row[j]; }
-                for (int j = valid; j < cnt; j++) row[j] = 0f;
-                if (valid > 0)
+                row[valid..].Clear();
+                if (valid == 0) continue;
+                var live = row[..valid];
+                // Vectorised exp over the row (a scalar MathF.Exp per score was ~20% of prefill).
+                float mx, sum;
+                if (valid == 32 && Vector512.IsHardwareAccelerated) ExpRow32(live, m[r], out mx, out sum);
+                else
                 {
-                    if (corr != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(acc.Slice(r * hd, hd), corr, acc.Slice(r * hd, hd));
-                    l[r] = l[r] * corr + sum;
-                    m[r] = mx;
+                    mx = Math.Max(m[r], System.Numerics.Tensors.TensorPrimitives.Max(live));
+                    System.Numerics.Tensors.TensorPrimitives.Subtract(live, mx, live);
+                    System.Numerics.Tensors.TensorPrimitives.Exp(live, live);
+                    sum = System.Numerics.Tensors.TensorPrimitives.Sum(live);
                 }
+                float corr = float.IsNegativeInfinity(m[r]) ? 0f : MathF.Exp(m[r] - mx);
+                if (corr != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(acc.Slice(r * hd, hd), corr, acc.Slice(r * hd, hd));
+                l[r] = l[r] * corr + sum;
+                m[r] = mx;
             }
             // Values: acc += w x V.
             bool valueSinkTile = s0 == 0 && _values.Sink != null;
@@ -328,6 +334,31 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
             var dst = new Span<float>(o + (long)t * _shape.QDim + (head * g + j) * hd, hd);
             System.Numerics.Tensors.TensorPrimitives.Multiply(acc.Slice(r * hd, hd), 1f / l[r], dst);
         }
+    }
+
+    /// <summary>A full 32-score row in two registers: new running max, exp(x - max) in place, and the row sum
+    /// (the common case of the softmax update, without five library calls per row).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void ExpRow32(Span<float> row, float runningMax, out float mx, out float sum)
+    {
+        var a = Vector512.Create((ReadOnlySpan<float>)row[..16]);
+        var b = Vector512.Create((ReadOnlySpan<float>)row[16..32]);
+        mx = Math.Max(runningMax, MaxOf(Vector512.Max(a, b)));
+        var vm = Vector512.Create(mx);
+        a = Vector512.Exp(a - vm);
+        b = Vector512.Exp(b - vm);
+        a.CopyTo(row);
+        b.CopyTo(row[16..]);
+        sum = Vector512.Sum(a + b);
+    }
+
+    private static float MaxOf(Vector512<float> v)
+    {
+        var m = Vector256.Max(v.GetLower(), v.GetUpper());
+        var m2 = Vector128.Max(m.GetLower(), m.GetUpper());
+        m2 = Vector128.Max(m2, Vector128.Shuffle(m2, Vector128.Create(2, 3, 0, 1)));
+        m2 = Vector128.Max(m2, Vector128.Shuffle(m2, Vector128.Create(1, 0, 3, 2)));
+        return m2.ToScalar();
     }
 
     private void RotateRows(Span<float> tile, int cnt, int firstPos)

@@ -45,7 +45,8 @@ public sealed class F16Codec(int blockTokens, int headDim) : KvCodec(blockTokens
 
     public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
     {
-        if (!Attention.HalfTileMath.IsSupported(HeadDim)) { base.Accumulate(block, count, w, nq, acc, tile); return; }
+        // With many query rows (prefill) widening the tile once beats widening it once per row.
+        if (!Attention.HalfTileMath.IsSupported(HeadDim) || nq > 4) { base.Accumulate(block, count, w, nq, acc, tile); return; }
         Attention.HalfTileMath.Accumulate(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], count, HeadDim, w, nq, acc);
     }
 }

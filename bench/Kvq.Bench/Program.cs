@@ -7,8 +7,15 @@ using Kvq.Model;
 using Kvq.Tensors;
 
 // Usage: dotnet run --project bench/Kvq.Bench -c Release -- [--model M] [--ctx 512,4000] [--kv f16] [--peer-kv f16] [--threads 2] [--decode 32]
-// Prints one JSON line per (engine, ctx, kv) and a markdown table with kvq/llama.cpp ratios.
+//        dotnet run --project bench/Kvq.Bench -c Release -- --mode ppl [--model M] [--text T] [--ctx 512] [--windows 60] [--kv f16,q8_0,q4_0] [--peer-kv f16,q8_0,q4_0]
+// Throughput mode prints one JSON line per (engine, ctx, kv) and a markdown table with kvq/llama.cpp ratios.
+// Perplexity mode evaluates both engines on the same windows of the same tokens (llama.cpp's tokenizer).
 var opts = Args.Parse(args);
+if (opts.Get("--mode", "speed") == "ppl")
+{
+    PerplexityMode.Run(opts);
+    return;
+}
 var modelPath = opts.Get("--model", Path.Combine("..", "shared", "models", "books-19m.gguf"));
 var ctxs = opts.Get("--ctx", "512,4000").Split(',').Select(int.Parse).ToArray();
 var kvs = opts.Get("--kv", "f16").Split(',');
@@ -80,7 +87,7 @@ static ThroughputResult LlamaCppThroughput(LlamaCppModel peer, string name, int 
         Process.GetCurrentProcess().PeakWorkingSet64, 0, MachineInfo.Describe());
 }
 
-sealed class Args(Dictionary<string, string> values)
+public sealed class Args(Dictionary<string, string> values)
 {
     public static Args Parse(string[] a)
     {

@@ -59,6 +59,9 @@ public static class GenerateCommand
             Console.Error.WriteLine(
                 $"prompt: {result.PromptTokens} tokens, {result.PromptTokensPerSecond:F1} tok/s | " +
                 $"decode: {result.GeneratedTokens} tokens, {result.DecodeTokensPerSecond:F1} tok/s | stop: {result.StopReason}");
+            var mem = cache.Memory();
+            Console.Error.WriteLine($"KV cache {cache.Cache.Config.Name}: {mem.Tokens} tokens, {mem.TotalBytes:N0} bytes held " +
+                                    $"({mem.BitsPerElement:F2} bits/element, {mem.BytesPerToken:F0} bytes/token)");
             return 0;
         }));
         return cmd;

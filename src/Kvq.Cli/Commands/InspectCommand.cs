@@ -11,13 +11,16 @@ public static class InspectCommand
     {
         var path = new Argument<string?>("model") { Description = "model file (default: books-19m.gguf)", Arity = ArgumentArity.ZeroOrOne };
         var all = new Option<bool>("--all") { Description = "print long metadata arrays in full" };
-        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory") { path, all };
+        var kv = new Option<string?>("--kv") { Description = "also print the KV cache layout and memory of these specs (comma-separated)" };
+        var ctx = new Option<int>("--ctx") { Description = "context length for the KV memory figures", DefaultValueFactory = _ => 4096 };
+        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's") { path, all, kv, ctx };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
             if (file.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
             PrintModel(loaded);
+            if (r.GetValue(kv) is { } specs) PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx));
             return 0;
         }));
         return cmd;
@@ -47,6 +50,27 @@ public static class InspectCommand
         Console.WriteLine($"KV cache at f16: {kvPerToken:N0} bytes per token; {kvPerToken * c.ContextLength / 1048576.0:F1} MiB at {c.ContextLength} tokens");
         Console.WriteLine($"tokenizer: {m.Tokenizer.GetType().Name}, vocab {m.Tokenizer.VocabSize}, bos {m.Tokenizer.BosId}, eos {m.Tokenizer.EosId}");
         Console.WriteLine($"fingerprint: {m.Weights.Fingerprint}");
+    }
+
+    /// <summary>Layout of each spec's blocks and the bytes a sequence of <paramref name="ctx"/> tokens would hold
+    /// (whole blocks, as allocated, plus staging and sink buffers).</summary>
+    private static void PrintCache(ModelConfig c, string specs, int ctx)
+    {
+        var shape = Kvq.Cache.KvShape.For(c);
+        Console.WriteLine($"KV cache at {ctx} tokens ({c.Layers} layers x {c.KvHeads} KV heads x head dim {c.HeadDim}, keys and values):");
+        Console.WriteLine("| kv | block tokens | K bytes/block/head | V bytes/block/head | codes | scales | zeros | outliers+indices | bits/element | bytes/token | MiB at ctx |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var spec in specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var cache = new Kvq.Cache.PagedKvCache(shape, Kvq.Cache.KvCacheConfig.Parse(spec), maxTokens: ctx);
+            var k = cache.KeyCodec.BlockLayout;
+            var v = cache.ValueCodec.BlockLayout;
+            long blocks = (ctx + cache.Config.BlockTokens - 1) / cache.Config.BlockTokens;
+            var all = (k + v) * (blocks * c.Layers * c.KvHeads);
+            double bits = all.Total * 8.0 / (2.0 * ctx * c.Layers * c.KvDim);
+            Console.WriteLine($"| {cache.Config.Name} | {cache.Config.BlockTokens} | {k.Total} | {v.Total} | {all.Codes:N0} | {all.Scales:N0} | {all.Zeros:N0} | " +
+                              $"{all.Outliers + all.Indices:N0} | {bits:F3} | {all.Total / (double)ctx:F1} | {all.Total / 1048576.0:F2} |");
+        }
     }
 
     private static string Format(object v, bool all)

@@ -1,7 +1,8 @@
-using Kvq.Formats;
 using Kvq.Formats.Gguf;
 using Kvq.Formats.Llama2c;
+using Kvq.Formats.Safetensors;
 using Kvq.Tokenizers;
+using Kvq.Tokenizers.HuggingFace;
 
 namespace Kvq.Model;
 
@@ -9,12 +10,17 @@ namespace Kvq.Model;
 public static class ModelLoader
 {
     /// <param name="path">A .gguf file, a llama2.c .bin checkpoint (tokenizer: <paramref name="tokenizerPath"/>, else
-    /// tok*.bin or tokenizer.bin beside it), or a Hugging Face folder.</param>
+    /// tok*.bin or tokenizer.bin beside it), or a Hugging Face folder (config.json, safetensors weights and
+    /// tokenizer.json, or the tokenizer.json at <paramref name="tokenizerPath"/>; tokenizer_config.json if present).</param>
     public static LoadedModel Load(string path, string? tokenizerPath = null)
     {
         if (Directory.Exists(path))
-            throw new ModelFormatException(path, "folder", 0,
-                "Hugging Face folders load their weights (SafetensorsLoader) but their tokenizer.json is not supported yet; convert to GGUF");
+        {
+            // The tokenizer first: it is quick to read and checks the folder's config before the weights are mapped.
+            var info = SafetensorsLoader.ReadInfo(path);
+            var tokenizer = HfTokenizerLoader.Load(info, tokenizerPath);
+            return new LoadedModel(SafetensorsLoader.Load(path), tokenizer);
+        }
         if (!File.Exists(path)) throw new FileNotFoundException($"model file not found: {path}", path);
         if (IsGguf(path))
         {

@@ -92,12 +92,20 @@ public sealed unsafe class WeightMatrix
     {
         public void Run(int start, int end)
         {
-            // Each row of W is read once per chunk of tokens and dotted with every token (row stays in L1/L2).
-            for (int r = start; r < end; r++)
+            // Panels of 4 rows are decoded to f32 once (not once per token) and multiplied with all n tokens by a
+            // 4x4 register-blocked kernel.
+            int k = w.Cols;
+            var panel = w.Type == GgmlType.F32 ? null : GC.AllocateUninitializedArray<float>(4 * k, pinned: true);
+            for (int r = start; r < end; r += 4)
             {
-                byte* row = w.Row(r);
-                for (int t = 0; t < n; t++)
-                    y[(long)t * w.Rows + r] = RowKernels.Dot(w.Type, row, new ReadOnlySpan<float>(x + (long)t * w.Cols, w.Cols));
+                int rows = Math.Min(4, end - r);
+                if (panel == null)
+                    TileGemm.Panel((float*)w.Row(r), rows, k, x, n, y + r, w.Rows);
+                else
+                {
+                    for (int i = 0; i < rows; i++) RowKernels.Dequantize(w.Type, w.Row(r + i), panel.AsSpan(i * k, k));
+                    fixed (float* pp = panel) TileGemm.Panel(pp, rows, k, x, n, y + r, w.Rows);
+                }
             }
         }
     }

@@ -54,3 +54,27 @@ public class SinkTokenTests
         Assert.True(Err(bf16Sink) < Err(bf16), $"sink error {Err(bf16Sink)} vs {Err(bf16)}");
     }
 }
+
+public class SplitKTests
+{
+    /// <summary>Decode with more threads than KV heads splits each head's blocks across threads and merges the
+    /// partial softmax states: the result equals the dense reference.</summary>
+    [Theory]
+    [InlineData("f32", 8)]
+    [InlineData("f16", 5)]
+    public void SplitKDecodeEqualsDense(string spec, int threads)
+    {
+        var model = new Kvq.Model.Transformer(SharedModels.Books, new Parallelism(threads), maxBatch: 1);
+        var tokens = SharedModels.MobyDickTokens.AsSpan(9000, 300).ToArray();
+        int vocab = model.Config.VocabSize;
+        var expected = new float[vocab];
+        var actual = new float[vocab];
+        var reference = new Kvq.Model.Transformer(SharedModels.Books, new Parallelism(1), maxBatch: 64);
+        reference.Forward(tokens, new DenseF32Sequence(reference.KvShape), expected);
+        var seq = new PagedKvCache(model.KvShape, new KvCacheConfig(spec, spec, 16)).CreateSequence();
+        model.Forward(tokens, seq, actual); // maxBatch 1: every token is a decode step
+        float tol = spec == "f32" ? 1e-3f : 2e-2f;
+        for (int i = 0; i < vocab; i++)
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= tol * (1 + Math.Abs(expected[i])), $"logit {i}: {expected[i]} vs {actual[i]}");
+    }
+}

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Kvq.Eval;
 using Kvq.Model;
 using Kvq.Tensors;
@@ -11,14 +12,14 @@ public class PerplexityVsLlamaCppTests(ITestOutputHelper output)
     private const int Ctx = 512;
     private const int Windows = 6;
 
-    private static double LlamaCppPerplexity(string cacheType)
+    internal static double LlamaCppPerplexity(string cacheType, int windows = Windows)
     {
         var tokens = SharedModels.MobyDickTokens;
         int vocab = SharedModels.Books.Config.VocabSize;
         using var session = SharedModels.BooksLlamaCpp.CreateSession(Ctx, threads: 2, cacheType: cacheType);
         double nll = 0;
         long n = 0;
-        for (int w = 0; w < Windows; w++)
+        for (int w = 0; w < windows; w++)
         {
             session.Reset();
             var win = PerplexityWindows.Window(tokens, Ctx, w, bos: 1);
@@ -29,9 +30,9 @@ public class PerplexityVsLlamaCppTests(ITestOutputHelper output)
         return Math.Exp(nll / n);
     }
 
-    private double Kvq(string spec) =>
+    internal static double Kvq(string spec, int windows = Windows) =>
         new PerplexityEvaluator(new Transformer(SharedModels.Books, new Parallelism(2)), bos: 1)
-            .Evaluate(SharedModels.MobyDickTokens, Ctx, Windows, spec).Ppl;
+            .Evaluate(SharedModels.MobyDickTokens, Ctx, windows, spec).Ppl;
 
     [Fact]
     public void F32CacheMatchesLlamaCppF16Within02Percent()
@@ -50,4 +51,79 @@ public class PerplexityVsLlamaCppTests(ITestOutputHelper output)
         Assert.InRange(f16 / f32, 0.999, 1.001);
         Assert.NotEqual(f32, f16); // the codec really ran
     }
+
+    /// <summary>Uniform int and KIVI caches run end to end: finite perplexity, fewer bits never better.</summary>
+    [Fact]
+    public void IntAndKiviCachesDegradeWithFewerBits()
+    {
+        const int windows = 2;
+        var ppl = new Dictionary<string, double>();
+        foreach (var spec in new[] { "f16", "int8", "int4", "int2", "kivi4", "kivi2" })
+        {
+            ppl[spec] = Kvq(spec, windows);
+            output.WriteLine($"books-19m, Moby Dick, {windows} windows x {Ctx} tokens: kvq {spec,-6} {ppl[spec]:F4}  ({(ppl[spec] / ppl["f16"] - 1) * 100:+0.000;-0.000}% vs f16)");
+            Assert.True(double.IsFinite(ppl[spec]) && ppl[spec] > 1, $"{spec}: perplexity {ppl[spec]}");
+        }
+        Assert.InRange(ppl["int8"] / ppl["f16"], 0.995, 1.005);
+        Assert.True(ppl["int8"] < ppl["int4"] && ppl["int4"] < ppl["int2"], "int8 < int4 < int2");
+        Assert.True(ppl["kivi4"] < ppl["kivi2"], "kivi4 < kivi2");
+        // Same 3 bits per value, but KIVI keeps the last 128 tokens in f16 and scales keys per channel.
+        Assert.True(ppl["kivi2"] < ppl["int2"], "kivi2 < int2");
+    }
+}
+
+/// <summary>Tests that change llama.cpp's process environment run alone (no other test creates a context meanwhile).</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class LlamaCppEnvironmentCollection
+{
+    public const string Name = "llama.cpp process environment";
+}
+
+/// <summary>
+/// Our q8_0 / q4_0 caches (llama.cpp's block formats, byte for byte) against llama.cpp's own cache of the same type,
+/// on the same windows. llama.cpp (since PR #21038) rotates Q, K and V by a Hadamard matrix before storing a quantized
+/// cache unless LLAMA_ATTN_ROT_DISABLE is set; that changes what the blocks hold, so the peer runs with it disabled.
+/// It also quantizes the query to q8_0 for its K dot product (CPU flash attention), which we do not.
+/// </summary>
+[Collection(LlamaCppEnvironmentCollection.Name)]
+public class GgmlCacheTypesVsLlamaCppTests(ITestOutputHelper output)
+{
+    /// <summary>
+    /// Windows per type. Two correct q4_0 pipelines that differ only in rounding order still disagree by ~0.15 nats
+    /// rms per token (a flipped 4-bit code in one layer changes what later layers store), about 0.9% of perplexity
+    /// per 512-token window, so q4_0 needs ~24 windows to resolve a 0.5% bar (standard error ~0.18%); q8_0 disagrees
+    /// ~10x less and 6 windows suffice.
+    /// </summary>
+    [Theory]
+    [InlineData("q8_0", 6)]
+    [InlineData("q4_0", 24)]
+    public void WithinHalfPercentOfLlamaCppSameCacheType(string type, int windows)
+    {
+        double peer;
+        SetNativeEnvironment("LLAMA_ATTN_ROT_DISABLE", "1");
+        try { peer = PerplexityVsLlamaCppTests.LlamaCppPerplexity(type, windows); }
+        finally { SetNativeEnvironment("LLAMA_ATTN_ROT_DISABLE", null); }
+        double ours = PerplexityVsLlamaCppTests.Kvq(type, windows);
+        output.WriteLine($"books-19m, Moby Dick, {windows} windows x 512 tokens, 2 threads: llama.cpp {type} (no rotation) {peer:F4}  " +
+            $"kvq {type} {ours:F4}  diff {(ours / peer - 1) * 100:+0.000;-0.000}%");
+        Assert.InRange(ours / peer, 0.995, 1.005);
+    }
+
+    /// <summary>llama.cpp reads its settings with getenv, which does not see Environment.SetEnvironmentVariable.</summary>
+    private static void SetNativeEnvironment(string name, string? value)
+    {
+        int rc = OperatingSystem.IsWindows()
+            ? PutEnvWindows(name, value ?? "")
+            : value == null ? UnsetEnv(name) : SetEnv(name, value, 1);
+        if (rc != 0) throw new InvalidOperationException($"could not set {name} in the native environment (rc {rc})");
+    }
+
+    [DllImport("libc", EntryPoint = "setenv")]
+    private static extern int SetEnv([MarshalAs(UnmanagedType.LPUTF8Str)] string name, [MarshalAs(UnmanagedType.LPUTF8Str)] string value, int overwrite);
+
+    [DllImport("libc", EntryPoint = "unsetenv")]
+    private static extern int UnsetEnv([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
+
+    [DllImport("ucrtbase", EntryPoint = "_putenv_s")]
+    private static extern int PutEnvWindows([MarshalAs(UnmanagedType.LPStr)] string name, [MarshalAs(UnmanagedType.LPStr)] string value);
 }

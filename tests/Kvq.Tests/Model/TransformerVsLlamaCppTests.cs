@@ -15,8 +15,9 @@ public class TransformerVsLlamaCppTests(ITestOutputHelper output)
     {
         using var peer = new LlamaCppModel(Fixtures.BooksGguf);
         var text = TextFixtures.Read(Fixtures.MobyDick);
-        var tokens = peer.Tokenize(text[..20000], addBos: true)[..512];
-        using var session = peer.CreateSession(512);
+        // 2,048 positions of one context: far-back keys are exercised too.
+        var tokens = peer.Tokenize(text[..40000], addBos: true)[..2048];
+        using var session = peer.CreateSession(2048);
         var expected = session.Eval(tokens, allLogits: true);
 
         using var weights = GgufModelLoader.Load(Fixtures.BooksGguf);
@@ -29,6 +30,7 @@ public class TransformerVsLlamaCppTests(ITestOutputHelper output)
         var stats = LogitComparison.Compare(expected, actual, tokens.Length, vocab);
         output.WriteLine(stats.ToString());
         Assert.True(stats.Top1Agreement >= 0.995, stats.ToString());
-        Assert.True(stats.MaxRelativeError < 0.01, stats.ToString());
+        // llama.cpp rounds activations to f16 before its f16 matmuls; we stay in f32: ~1e-3 relative.
+        Assert.True(stats.MaxRelativeError < 5e-3, stats.ToString());
     }
 }

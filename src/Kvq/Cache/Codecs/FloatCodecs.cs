@@ -15,6 +15,13 @@ public sealed class F32Codec(int blockTokens, int headDim) : KvCodec(blockTokens
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) =>
         MemoryMarshal.Cast<byte, float>(block)[..(count * HeadDim)].CopyTo(dst);
+
+    // The block already is a tile: no copy.
+    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
+        Attention.TileMath.Scores(MemoryMarshal.Cast<byte, float>(block)[..(count * HeadDim)], count, HeadDim, q, nq, scores);
+
+    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile) =>
+        Attention.TileMath.Accumulate(MemoryMarshal.Cast<byte, float>(block)[..(count * HeadDim)], count, HeadDim, w, nq, acc);
 }
 
 /// <summary>IEEE half storage (round to nearest even), as llama.cpp's default f16 cache.</summary>
@@ -27,7 +34,21 @@ public sealed class F16Codec(int blockTokens, int headDim) : KvCodec(blockTokens
         TensorPrimitives.ConvertToHalf(x, MemoryMarshal.Cast<byte, Half>(block).Slice(slot * HeadDim, HeadDim));
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) =>
-        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], dst);
+        HalfDot.ToSingle(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], dst);
+
+    // Fused: halves are widened in registers and used at once, no tile written and read back.
+    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        if (!Attention.HalfTileMath.IsSupported(HeadDim)) { base.Scores(block, count, q, nq, scores, tile); return; }
+        Attention.HalfTileMath.Scores(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], count, HeadDim, q, nq, scores);
+    }
+
+    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
+    {
+        // With many query rows (prefill) widening the tile once beats widening it once per row.
+        if (!Attention.HalfTileMath.IsSupported(HeadDim) || nq > 4) { base.Accumulate(block, count, w, nq, acc, tile); return; }
+        Attention.HalfTileMath.Accumulate(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], count, HeadDim, w, nq, acc);
+    }
 }
 
 /// <summary>bfloat16 storage (round to nearest even).</summary>

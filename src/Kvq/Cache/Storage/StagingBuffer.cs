@@ -18,7 +18,7 @@ public sealed class StagingBuffer(int kvHeads, int headDim, int capacityTokens)
     public void SetCount(int n) => Count = n;
 
     public void Read(int head, int first, int count, Span<float> dst) =>
-        TensorPrimitives.ConvertToSingle(_data.AsSpan((head * capacityTokens + first) * headDim, count * headDim), dst);
+        Kvq.Tensors.Quant.HalfDot.ToSingle(_data.AsSpan((head * capacityTokens + first) * headDim, count * headDim), dst);
 
     /// <summary>Drops the oldest <paramref name="n"/> tokens of every head.</summary>
     public void DropFront(int n)

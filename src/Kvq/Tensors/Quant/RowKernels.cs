@@ -19,7 +19,7 @@ public static unsafe class RowKernels
                 new ReadOnlySpan<float>(row, n).CopyTo(dst);
                 break;
             case GgmlType.F16:
-                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(row, n), dst);
+                HalfDot.ToSingle(new ReadOnlySpan<Half>(row, n), dst);
                 break;
             case GgmlType.BF16:
                 Bf16.ToSingle(new ReadOnlySpan<ushort>(row, n), dst);

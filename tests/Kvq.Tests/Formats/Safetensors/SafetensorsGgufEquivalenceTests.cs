@@ -54,7 +54,8 @@ public sealed unsafe class SafetensorsGgufEquivalenceTests(ITestOutputHelper out
         return new TestTensor(hfName, "F32", shape, data);
     }
 
-    private static void WriteStoriesAsHf(GgufFile g, string dir)
+    /// <summary>Writes stories260K.gguf as a Hugging Face folder (config.json + model.safetensors); other tests reuse it.</summary>
+    internal static void WriteStoriesAsHf(GgufFile g, string dir)
     {
         int dim = (int)g.GetInt("llama.embedding_length"), heads = (int)g.GetInt("llama.attention.head_count");
         int layers = (int)g.GetInt("llama.block_count"), headDim = dim / heads;

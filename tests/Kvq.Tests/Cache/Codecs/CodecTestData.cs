@@ -1,0 +1,99 @@
+using Kvq.Cache;
+using Kvq.Cache.Codecs;
+
+namespace Kvq.Tests.Cache.Codecs;
+
+/// <summary>Inputs for the codec matrix: geometries, and random KV-like vectors.</summary>
+internal static class CodecTestData
+{
+    public static readonly int[] HeadDims = [8, 32, 64, 96, 128];
+    public static readonly int[] BlockSizes = [7, 32, 48];
+    public static readonly KvSide[] Sides = [KvSide.Key, KvSide.Value];
+
+    /// <summary>Every registered name, for [MemberData].</summary>
+    public static IEnumerable<object[]> Names()
+    {
+        foreach (var (name, _) in KvCodecRegistry.Formats) yield return [name];
+    }
+
+    /// <summary>
+    /// Whether a codec is expected to refuse a geometry: ggml blocks need head dims that are multiples of 32, groups
+    /// of 64 must tile the head dim, and KIVI's key groups are 32-token blocks.
+    /// </summary>
+    public static bool Rejects(string name, int blockTokens, int headDim) =>
+        (name is "q8_0" or "q4_0" && headDim % 32 != 0)
+        || (name.EndsWith("-g64") && headDim > 64 && headDim % 64 != 0)
+        || (name.StartsWith("kivi") && blockTokens != 32);
+
+    /// <summary>The codecs a name builds over the matrix (geometries it accepts), with their side.</summary>
+    public static IEnumerable<(KvCodec Codec, KvSide Side)> Codecs(string name)
+    {
+        foreach (var side in Sides)
+            foreach (int hd in HeadDims)
+                foreach (int bt in BlockSizes)
+                    if (!Rejects(name, bt, hd)) yield return (KvCodecRegistry.Create(name, side, bt, hd), side);
+    }
+
+    /// <summary>
+    /// n tokens x hd values: N(0.3, 1) with outlier channels (channel 1 around +6 with 4x spread, channel hd-3 around
+    /// -3, every 9th token of channel 0 spiking to 12), as keys have; never exactly zero.
+    /// </summary>
+    public static float[] Tokens(int n, int hd, int seed)
+    {
+        var rng = new Random(seed);
+        var x = new float[n * hd];
+        for (int t = 0; t < n; t++)
+            for (int c = 0; c < hd; c++)
+            {
+                double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
+                float g = (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
+                float v = 0.3f + g;
+                if (c == 1) v = 6f + 4f * g;
+                else if (c == hd - 3) v = -3f + 0.5f * g;
+                else if (c == 0 && t % 9 == 4) v = 12f;
+                x[t * hd + c] = v == 0f ? 1e-3f : v;
+            }
+        return x;
+    }
+
+    /// <summary>Random bytes, as an arena block reused after another sequence freed it.</summary>
+    public static byte[] Garbage(int n, int seed)
+    {
+        var b = new byte[n];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    /// <summary>Encodes (BlockTokens, HeadDim) values into a block full of garbage (per-token codecs: slots in scrambled order).</summary>
+    public static byte[] Encode(KvCodec codec, float[] xs, int seed)
+    {
+        var block = Garbage(codec.BlockBytes, seed);
+        int bt = codec.BlockTokens, hd = codec.HeadDim;
+        if (codec.EncodesWholeBlocks) codec.EncodeBlock(xs, block);
+        else
+        {
+            var order = Enumerable.Range(0, bt).OrderBy(t => (t * 7919 + seed) % 101).ThenBy(t => t).ToArray();
+            foreach (int t in order) codec.EncodeToken(xs.AsSpan(t * hd, hd), block, t);
+        }
+        return block;
+    }
+
+    /// <summary>
+    /// Error bounds of the float codecs, which carry none themselves: f32 exact; f16 and bf16 half an ulp of the value
+    /// (2^-11 and 2^-8 relative), plus half of f16's subnormal spacing.
+    /// </summary>
+    public static void FloatBound(KvCodec codec, ReadOnlySpan<float> xs, Span<float> bound)
+    {
+        float rel = codec.Name switch { "f32" => 0f, "f16" => 1f / 2048, "bf16" => 1f / 256, _ => throw new InvalidOperationException(codec.Name) };
+        float abs = codec.Name == "f16" ? 1f / (1 << 25) : 0f;
+        for (int i = 0; i < xs.Length; i++) bound[i] = MathF.Abs(xs[i]) * rel + abs;
+    }
+
+    public static void Bound(KvCodec codec, ReadOnlySpan<float> xs, Span<float> bound)
+    {
+        if (codec is IKvCodecReference r) r.MaxAbsError(xs, bound);
+        else FloatBound(codec, xs, bound);
+    }
+
+    public static string Describe(KvCodec c, KvSide side) => $"{c.Name} {side} hd={c.HeadDim} bt={c.BlockTokens}";
+}

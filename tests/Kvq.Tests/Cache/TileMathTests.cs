@@ -1,0 +1,59 @@
+using Kvq.Cache.Attention;
+
+namespace Kvq.Tests.Cache;
+
+public class TileMathTests
+{
+    [Theory]
+    [InlineData(32, 64, 3)]
+    [InlineData(7, 64, 1)]
+    [InlineData(33, 128, 8)]
+    [InlineData(5, 16, 2)]
+    [InlineData(9, 8, 4)]    // head dim 8: reference path
+    [InlineData(11, 96, 5)]
+    public void FastPathsEqualReferences(int count, int d, int nq)
+    {
+        var r = new Random(count * 100 + d + nq);
+        float[] Rand(int n) => Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var tile = Rand(count * d);
+        var q = Rand(nq * d);
+        var s1 = new float[nq * count];
+        var s2 = new float[nq * count];
+        TileMath.Scores(tile, count, d, q, nq, s1);
+        TileMath.ScoresReference(tile, count, d, q, nq, s2);
+        for (int i = 0; i < s1.Length; i++) Assert.True(Math.Abs(s1[i] - s2[i]) <= 1e-5f * (1 + Math.Abs(s2[i])), $"score {i}");
+        var w = Rand(nq * count);
+        var a1 = Rand(nq * d);
+        var a2 = (float[])a1.Clone();
+        TileMath.Accumulate(tile, count, d, w, nq, a1);
+        TileMath.AccumulateReference(tile, count, d, w, nq, a2);
+        for (int i = 0; i < a1.Length; i++) Assert.True(Math.Abs(a1[i] - a2[i]) <= 1e-5f * (1 + Math.Abs(a2[i])), $"acc {i}");
+    }
+}
+
+public class HalfTileMathTests
+{
+    [Theory]
+    [InlineData(32, 64, 3)]
+    [InlineData(5, 128, 8)]
+    [InlineData(1, 16, 1)]
+    public void FusedHalfEqualsDecodeThenTile(int count, int d, int nq)
+    {
+        if (!HalfTileMath.IsSupported(d)) return; // the codec falls back to the tile path, which TileMathTests cover
+        var r = new Random(count + d + nq);
+        var tile = Enumerable.Range(0, count * d).Select(_ => (Half)(r.NextDouble() * 4 - 2)).ToArray();
+        var wide = tile.Select(h => (float)h).ToArray();
+        var q = Enumerable.Range(0, nq * d).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var s1 = new float[nq * count];
+        var s2 = new float[nq * count];
+        HalfTileMath.Scores(tile, count, d, q, nq, s1);
+        TileMath.ScoresReference(wide, count, d, q, nq, s2);
+        for (int i = 0; i < s1.Length; i++) Assert.True(Math.Abs(s1[i] - s2[i]) <= 1e-4f * (1 + Math.Abs(s2[i])), $"score {i}");
+        var w = Enumerable.Range(0, nq * count).Select(_ => (float)r.NextDouble()).ToArray();
+        var a1 = Enumerable.Range(0, nq * d).Select(_ => (float)r.NextDouble()).ToArray();
+        var a2 = (float[])a1.Clone();
+        HalfTileMath.Accumulate(tile, count, d, w, nq, a1);
+        TileMath.AccumulateReference(wide, count, d, w, nq, a2);
+        for (int i = 0; i < a1.Length; i++) Assert.True(Math.Abs(a1[i] - a2[i]) <= 1e-4f * (1 + Math.Abs(a2[i])), $"acc {i}");
+    }
+}

@@ -31,7 +31,26 @@ internal static class CodecTestData
         foreach (var side in Sides)
             foreach (int hd in HeadDims)
                 foreach (int bt in BlockSizes)
-                    if (!Rejects(name, bt, hd)) yield return (KvCodecRegistry.Create(name, side, bt, hd), side);
+                    if (!Rejects(name, bt, hd)) yield return (Create(name, side, bt, hd), side);
+    }
+
+    /// <summary>A codec for the matrix. Calibrated formats (KVQuant's nuq*) get a profile fitted on <see cref="Tokens"/>
+    /// for the head dim, so that they run on the same data as every other format.</summary>
+    public static KvCodec Create(string name, KvSide side, int bt, int hd) =>
+        Kvq.Cache.Codecs.KvQuant.KvQuantSpec.TryParse(name) is null ? KvCodecRegistry.Create(name, side, bt, hd)
+            : KvCodecRegistry.Create(name, new KvCodecContext(side, bt, hd, 0, 0, CalibratedProfiles.GetOrAdd(hd, CalibratedProfile)));
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, IKvProfile> CalibratedProfiles = new();
+
+    private static IKvProfile CalibratedProfile(int hd)
+    {
+        const int n = 2000;
+        var shape = new KvShape(1, 1, 1, hd, new Kvq.Tensors.Rope(hd, hd, 10000f, 1f, Kvq.Model.RopeStyle.Normal));
+        var positions = Enumerable.Range(1, n).ToArray();
+        var acts = new Kvq.Calibration.KvActivations(shape, positions, [Tokens(n, hd, 101)], [Tokens(n, hd, 102)]);
+        var fit = Kvq.Calibration.KvQuant.KvQuantFitter.Fit(acts, new Kvq.Calibration.KvQuant.KvQuantFitOptions([0.01], Bins: 4096, Restarts: 1));
+        var settings = new Kvq.Cache.Codecs.KvQuant.KvQuantCalibrationSettings("CodecTestData.Tokens", "", 1, n, 0, 0, false);
+        return new Kvq.Cache.Codecs.KvQuant.KvQuantProfile("codec-matrix", settings, 1, 1, hd, fit);
     }
 
     /// <summary>

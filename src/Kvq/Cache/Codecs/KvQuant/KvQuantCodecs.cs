@@ -24,10 +24,13 @@ public static class KvQuantCodecs
         foreach (int bits in new[] { 4, 3, 2 })
         {
             int b = bits;
-            KvCodecRegistry.Register($"nuq{b}",
-                $"KVQuant {b}-bit non-uniform (calibrated, needs --profile): keys per channel pre-RoPE, values per token; " +
-                $"nuq{b}-1% keeps 1% outliers exact; modifiers :uniform :token :post :qnorm :noqnorm",
+            // "nuqB-1%" answers the whole family (any fraction and modifiers); "nuqB" is listed for the dense-only variant.
+            KvCodecRegistry.Register($"nuq{b}-1%",
+                $"KVQuant {b}-bit non-uniform, 1% outliers kept exact (calibrated: needs --profile); any -F%, and modifiers " +
+                ":uniform :token :post :qnorm :slotsN (docs/kvquant.md)",
                 (name, ctx) => KvQuantSpec.TryParse(name) is { } spec && spec.Bits == b ? Create(spec, ctx) : null);
+            KvCodecRegistry.Register($"nuq{b}", $"KVQuant {b}-bit non-uniform, dense only (calibrated: needs --profile)",
+                (name, ctx) => name == $"nuq{b}" ? Create(KvQuantSpec.TryParse(name)!, ctx) : null);
         }
     }
 
@@ -50,7 +53,8 @@ public static class KvQuantCodecs
     private static KvQuantCalibration Calibration(KvQuantSpec spec, KvCodecContext ctx)
     {
         if (ctx.Profile is null)
-            throw new KvSpecException($"'{spec.Name}' needs a calibration profile: run 'kvq calibrate' and pass --profile");
+            throw new KvSpecException($"'{spec.Name}' ({ctx.Side.ToString().ToLowerInvariant()}s, head dim {ctx.HeadDim}) needs a calibration profile: " +
+                                      "run 'kvq calibrate' and pass --profile");
         if (ctx.Profile is not KvQuantProfile p)
             throw new KvSpecException($"'{spec.Name}' needs a KVQuant profile, not {ctx.Profile.GetType().Name}");
         if (ctx.HeadDim != p.HeadDim || ctx.Layer >= p.Layers || ctx.KvHead >= p.KvHeads)

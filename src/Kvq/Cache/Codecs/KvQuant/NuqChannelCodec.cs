@@ -11,7 +11,7 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// the scales and codebook are the post-RoPE ones).
 /// Block layout (T tokens): outlier values T*S*2 | codes T*ceil(D*B/8) | outlier indices T*S*(1 or 2).
 /// </summary>
-public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting
+public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecReference
 {
     private readonly KvQuantSpec _spec;
     private readonly KvSide _side;
@@ -19,6 +19,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting
     private readonly float[] _mids;           // codebook decision thresholds (levels - 1)
     private readonly float[] _decode;         // (HeadDim, levels): zero_c + range_c * level
     private readonly int _levels, _codeBytes, _codesOffset;
+    private readonly float[] _decodeLevels;  // what each code decodes to on [-1, 1] (Q-Norm applied)
     private readonly OutlierSlots _slots;
 
     public override string Name => _spec.Name;
@@ -41,7 +42,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting
         _range = range.ToArray();
         _levels = codebook.Levels.Length;
         _mids = codebook.Midpoints;
-        var levels = codebook.DecodeLevels(spec.QNorm);
+        var levels = _decodeLevels = codebook.DecodeLevels(spec.QNorm);
         _decode = new float[headDim * _levels];
         for (int c = 0; c < headDim; c++)
             for (int q = 0; q < _levels; q++) _decode[c * _levels + q] = _zero[c] + _range[c] * levels[q];
@@ -66,45 +67,29 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting
             throw new ArgumentException($"{Name}: encode of {x.Length} values into slot {slot} of a {block.Length}-byte block");
         int d = HeadDim;
         Span<byte> codes = stackalloc byte[d];
-        Span<int> outliers = stackalloc int[d];
-        Span<float> mag = stackalloc float[d];
-        int n = 0;
         var mids = _mids;
-        bool sparse = _slots.Slots > 0;
         for (int c = 0; c < d; c++)
         {
             float u = (x[c] - _zero[c]) / _range[c];
-            if (sparse && (u > 1f || u < -1f))
-            {
-                outliers[n] = c;
-                mag[n++] = Math.Abs(u);
-            }
             int code = 0;
             for (int i = 0; i < mids.Length; i++) code += u > mids[i] ? 1 : 0;
-            codes[c] = (byte)code;
+            codes[c] = (byte)code;   // outliers too: a clamped one decodes to its extreme level
         }
         NuqBits.Pack(codes, _spec.Bits, block.Slice(_codesOffset + slot * _codeBytes, _codeBytes));
-        int s = _slots.Slots, kept = Math.Min(n, s);
-        if (n > s)
+        int s = _slots.Slots;
+        if (s == 0)
         {
-            // Keep the s largest |u| (ties to the lower channel), in channel order.
-            Span<bool> keep = stackalloc bool[n];
-            for (int k = 0; k < s; k++)
-            {
-                int best = -1;
-                for (int i = 0; i < n; i++)
-                    if (!keep[i] && (best < 0 || mag[i] > mag[best])) best = i;
-                keep[best] = true;
-            }
-            int w = 0;
-            for (int i = 0; i < n; i++) if (keep[i]) outliers[w++] = outliers[i];
+            KvQuantCounters.Record(Counters, _side, d, 0, 0);
+            return;
         }
-        for (int k = 0; k < s; k++)
+        Span<int> kept = stackalloc int[s];
+        var (n, k) = SelectOutliers(x, kept);
+        for (int j = 0; j < s; j++)
         {
-            if (k < kept) _slots.Set(block, slot, k, outliers[k], x[outliers[k]]);
-            else _slots.Set(block, slot, k, -1, 0f);
+            if (j < k) _slots.Set(block, slot, j, kept[j], x[kept[j]]);
+            else _slots.Set(block, slot, j, -1, 0f);
         }
-        KvQuantCounters.Record(Counters, _side, d, kept, n - kept);
+        KvQuantCounters.Record(Counters, _side, d, k, n - k);
     }
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst)
@@ -120,6 +105,72 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting
             var row = dst.Slice(t * d, d);
             for (int c = 0; c < d; c++) row[c] = lut[c * levels + codes[c]];
             if (_slots.Slots > 0) _slots.Apply(block, t, row);
+        }
+    }
+
+    /// <summary>Which of a token's outliers keep a slot: the <see cref="OutlierSlots"/> largest |u| (ties to the lower
+    /// channel). Writes the kept channels in channel order and returns how many there are of each.</summary>
+    private (int Outliers, int Kept) SelectOutliers(ReadOnlySpan<float> x, Span<int> kept)
+    {
+        int d = HeadDim, s = _slots.Slots, n = 0;
+        if (s == 0) return (0, 0);
+        Span<int> all = stackalloc int[d];
+        Span<float> mag = stackalloc float[d];
+        for (int c = 0; c < d; c++)
+        {
+            float u = (x[c] - _zero[c]) / _range[c];
+            if (u > 1f || u < -1f) { all[n] = c; mag[n++] = Math.Abs(u); }
+        }
+        if (n <= s)
+        {
+            all[..n].CopyTo(kept);
+            return (n, n);
+        }
+        Span<bool> keep = stackalloc bool[n];
+        for (int k = 0; k < s; k++)
+        {
+            int best = -1;
+            for (int i = 0; i < n; i++)
+                if (!keep[i] && (best < 0 || mag[i] > mag[best])) best = i;
+            keep[best] = true;
+        }
+        int w = 0;
+        for (int i = 0; i < n; i++) if (keep[i]) kept[w++] = all[i];
+        return (n, s);
+    }
+
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    {
+        int d = HeadDim, s = _slots.Slots, ib = _slots.IndexBytes, idxAt = _codesOffset + BlockTokens * _codeBytes;
+        for (int t = 0; t < count; t++)
+        {
+            var codes = block.Slice(_codesOffset + t * _codeBytes, _codeBytes);
+            for (int c = 0; c < d; c++) dst[t * d + c] = _zero[c] + _range[c] * _decodeLevels[NuqErrorBound.Code(codes, c, _spec.Bits)];
+            for (int j = 0; j < s; j++)
+            {
+                int i = t * s + j, idx = NuqErrorBound.Index(block, idxAt + i * ib, ib);
+                if (idx != _slots.Empty) dst[t * d + idx] = NuqErrorBound.Half(block, 2 * i);
+            }
+        }
+    }
+
+    /// <summary>Outliers that keep a slot: f16 rounding. Everything else: the range times the widest error of the
+    /// code interval holding its normalized value (reaching out to the value when it was clamped).</summary>
+    public void MaxAbsError(ReadOnlySpan<float> xs, Span<float> bound)
+    {
+        int d = HeadDim;
+        Span<int> kept = stackalloc int[Math.Max(1, _slots.Slots)];
+        for (int t = 0; t < xs.Length / d; t++)
+        {
+            var x = xs.Slice(t * d, d);
+            var b = bound.Slice(t * d, d);
+            for (int c = 0; c < d; c++)
+            {
+                float u = (x[c] - _zero[c]) / _range[c];
+                b[c] = _range[c] * NuqErrorBound.Interval(u, Codebook, _decodeLevels) + NuqErrorBound.Slack(_zero[c], _range[c] * (1 + Math.Abs(u)));
+            }
+            var (_, k) = SelectOutliers(x, kept);
+            for (int j = 0; j < k; j++) b[kept[j]] = NuqErrorBound.F16(x[kept[j]]);
         }
     }
 }

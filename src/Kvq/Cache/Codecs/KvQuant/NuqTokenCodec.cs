@@ -11,7 +11,7 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// layer's codebook for the stream. Block layout (T tokens): outlier values T*2k*2 | ranges T*2 | zeros T*2 |
 /// codes T*ceil(D*B/8) | outlier indices T*2k*(1 or 2).
 /// </summary>
-public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting
+public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReference
 {
     private readonly KvQuantSpec _spec;
     private readonly KvSide _side;
@@ -96,6 +96,46 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting
             var row = dst.Slice(t * d, d);
             for (int c = 0; c < d; c++) row[c] = lut[codes[c]];
             if (_slots.Slots > 0) _slots.Apply(block, t, row);
+        }
+    }
+
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    {
+        int d = HeadDim, s = 2 * _k, ib = _slots.IndexBytes, idxAt = _codesOffset + BlockTokens * _codeBytes;
+        for (int t = 0; t < count; t++)
+        {
+            float range = NuqErrorBound.Half(block, _rangesOffset + 2 * t), zero = NuqErrorBound.Half(block, _zerosOffset + 2 * t);
+            var codes = block.Slice(_codesOffset + t * _codeBytes, _codeBytes);
+            for (int c = 0; c < d; c++) dst[t * d + c] = zero + range * _levels[NuqErrorBound.Code(codes, c, _spec.Bits)];
+            for (int j = 0; j < s; j++)
+            {
+                int i = t * s + j;
+                dst[t * d + NuqErrorBound.Index(block, idxAt + i * ib, ib)] = NuqErrorBound.Half(block, 2 * i);
+            }
+        }
+    }
+
+    /// <summary>The 2k outliers: f16 rounding. The rest: the token's f16 range times the widest error of the code
+    /// interval holding the normalized value.</summary>
+    public void MaxAbsError(ReadOnlySpan<float> xs, Span<float> bound)
+    {
+        int d = HeadDim;
+        Span<bool> isOutlier = stackalloc bool[d];
+        Span<int> idx = stackalloc int[Math.Max(1, 2 * _k)];
+        for (int t = 0; t < xs.Length / d; t++)
+        {
+            var x = xs.Slice(t * d, d);
+            var b = bound.Slice(t * d, d);
+            var (min, max) = TokenOutliers.Split(x, _k, isOutlier, idx);
+            float zero = QuantFormats.HalfToSingle(QuantFormats.SingleToHalf(Math.Clamp((max + min) * 0.5f, -65504f, 65504f)));
+            float range = QuantFormats.HalfToSingle(QuantFormats.SingleToHalf(Math.Min((max - min) * 0.5f, 65504f)));
+            for (int c = 0; c < d; c++)
+            {
+                if (isOutlier[c]) { b[c] = NuqErrorBound.F16(x[c]); continue; }
+                if (!(range > 0)) { b[c] = Math.Abs(x[c] - zero) + NuqErrorBound.Slack(zero, 0); continue; }
+                float u = (x[c] - zero) / range;
+                b[c] = range * NuqErrorBound.Interval(u, Codebook, _levels) + NuqErrorBound.Slack(zero, range * (1 + Math.Abs(u)));
+            }
         }
     }
 }

@@ -361,17 +361,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         return m2.ToScalar();
     }
 
-    private void RotateRows(Span<float> tile, int cnt, int firstPos)
-    {
-        var rope = _shape.Rope;
-        Span<float> cos = stackalloc float[rope.RopeDims / 2];
-        Span<float> sin = stackalloc float[rope.RopeDims / 2];
-        for (int j = 0; j < cnt; j++)
-        {
-            rope.Angles(firstPos + j, cos, sin);
-            rope.Rotate(tile.Slice(j * _shape.HeadDim, _shape.HeadDim), cos, sin);
-        }
-    }
+    private void RotateRows(Span<float> tile, int cnt, int firstPos) => _shape.Rope.RotateRun(tile, cnt, firstPos);
 
     /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), plus staging.</summary>
     public KvMemory Memory()

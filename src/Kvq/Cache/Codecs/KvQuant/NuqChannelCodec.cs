@@ -96,14 +96,11 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     {
         if (block.Length < BlockBytes || (uint)count > (uint)BlockTokens || dst.Length < count * HeadDim)
             throw new ArgumentException($"{Name}: decode of {count} tokens from a {block.Length}-byte block into {dst.Length} values");
-        int d = HeadDim, levels = _levels;
-        Span<byte> codes = stackalloc byte[d];
-        var lut = _decode;
+        int d = HeadDim;
         for (int t = 0; t < count; t++)
         {
-            NuqBits.Unpack(block.Slice(_codesOffset + t * _codeBytes, _codeBytes), _spec.Bits, codes);
             var row = dst.Slice(t * d, d);
-            for (int c = 0; c < d; c++) row[c] = lut[c * levels + codes[c]];
+            NuqDecode.Row(block.Slice(_codesOffset + t * _codeBytes, _codeBytes), _spec.Bits, _decode, _levels, row);
             if (_slots.Slots > 0) _slots.Apply(block, t, row);
         }
     }

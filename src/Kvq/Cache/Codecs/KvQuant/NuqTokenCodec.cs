@@ -84,7 +84,6 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         if (block.Length < BlockBytes || (uint)count > (uint)BlockTokens || dst.Length < count * HeadDim)
             throw new ArgumentException($"{Name}: decode of {count} tokens from a {block.Length}-byte block into {dst.Length} values");
         int d = HeadDim;
-        Span<byte> codes = stackalloc byte[d];
         Span<float> lut = stackalloc float[_levels.Length];
         ref byte b0 = ref MemoryMarshal.GetReference(block);
         for (int t = 0; t < count; t++)
@@ -92,9 +91,8 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
             float range = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref b0, _rangesOffset + 2 * t)));
             float zero = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref b0, _zerosOffset + 2 * t)));
             for (int q = 0; q < lut.Length; q++) lut[q] = zero + range * _levels[q];
-            NuqBits.Unpack(block.Slice(_codesOffset + t * _codeBytes, _codeBytes), _spec.Bits, codes);
             var row = dst.Slice(t * d, d);
-            for (int c = 0; c < d; c++) row[c] = lut[codes[c]];
+            NuqDecode.Row(block.Slice(_codesOffset + t * _codeBytes, _codeBytes), _spec.Bits, lut, 0, row);
             if (_slots.Slots > 0) _slots.Apply(block, t, row);
         }
     }

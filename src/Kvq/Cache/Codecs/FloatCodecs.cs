@@ -39,7 +39,8 @@ public sealed class F16Codec(int blockTokens, int headDim) : KvCodec(blockTokens
     // Fused: halves are widened in registers and used at once, no tile written and read back.
     public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
     {
-        if (!Attention.HalfTileMath.IsSupported(HeadDim)) { base.Scores(block, count, q, nq, scores, tile); return; }
+        // Many query rows (prefill): widen the tile once, then the f32 kernel's two-rows-per-load scheme wins.
+        if (!Attention.HalfTileMath.IsSupported(HeadDim) || nq > 4) { base.Scores(block, count, q, nq, scores, tile); return; }
         Attention.HalfTileMath.Scores(MemoryMarshal.Cast<byte, Half>(block)[..(count * HeadDim)], count, HeadDim, q, nq, scores);
     }
 

@@ -1,0 +1,94 @@
+using System.Globalization;
+using ScottPlot;
+
+namespace Kvq.Cli.Commands.Eval;
+
+/// <summary>The report's PNG plots (ScottPlot): labelled points, lines per spec, and a matrix as a heat map.</summary>
+public static class EvalPlots
+{
+    private const int Width = 900, Height = 560;
+
+    /// <summary>One marker per point with its label beside it (e.g. perplexity vs bits per element, one point per spec).</summary>
+    public static void LabeledPoints(string path, string title, string xLabel, string yLabel,
+        IReadOnlyList<(string Label, double X, double Y)> points)
+    {
+        var plt = new Plot();
+        var xs = points.Select(p => p.X).ToArray();
+        var ys = points.Select(p => p.Y).ToArray();
+        var sp = plt.Add.ScatterPoints(xs, ys);
+        sp.MarkerSize = 9;
+        foreach (var p in points)
+        {
+            var t = plt.Add.Text(p.Label, p.X, p.Y);
+            t.LabelFontSize = 13;
+            t.LabelAlignment = Alignment.LowerLeft;
+            t.OffsetX = 5;
+            t.OffsetY = -4;
+        }
+        Finish(plt, path, title, xLabel, yLabel, legend: false);
+    }
+
+    /// <summary>One line with markers per series (e.g. KV memory vs context, one line per spec).</summary>
+    /// <param name="log2X">Plot x on a log2 axis with ticks at the data's x values.</param>
+    /// <param name="reference">A horizontal line (e.g. the model's weights), with its legend text.</param>
+    public static void Lines(string path, string title, string xLabel, string yLabel,
+        IReadOnlyList<(string Name, double[] X, double[] Y)> series, bool log2X = false, (string Name, double Y)? reference = null)
+    {
+        var plt = new Plot();
+        var ticks = new SortedSet<double>();
+        foreach (var (name, x, y) in series)
+        {
+            var sx = log2X ? x.Select(Math.Log2).ToArray() : x;
+            var s = plt.Add.Scatter(sx, y);
+            s.LegendText = name;
+            s.MarkerSize = 7;
+            s.LineWidth = 2;
+            foreach (var v in x) ticks.Add(v);
+        }
+        if (reference is { } r)
+        {
+            var h = plt.Add.HorizontalLine(r.Y);
+            h.LegendText = r.Name;
+            h.LinePattern = LinePattern.Dashed;
+        }
+        if (log2X && ticks.Count > 0)
+            plt.Axes.Bottom.SetTicks(ticks.Select(Math.Log2).ToArray(), ticks.Select(v => v.ToString("0", CultureInfo.InvariantCulture)).ToArray());
+        Finish(plt, path, title, xLabel, yLabel, legend: true);
+    }
+
+    /// <summary>A matrix (rows x columns, e.g. depth x length) as coloured cells with their values written in.</summary>
+    /// <param name="values">values[row, column]; row 0 is drawn at the top.</param>
+    public static void Heatmap(string path, string title, string xLabel, string yLabel, string[] columns, string[] rows,
+        double[,] values, double min = 0, double max = 1)
+    {
+        var plt = new Plot();
+        int nr = rows.Length, nc = columns.Length;
+        var hm = plt.Add.Heatmap(values);
+        hm.Colormap = new ScottPlot.Colormaps.Viridis();
+        hm.ManualRange = new ScottPlot.Range(min, max);
+        // Cell (r, c) covers x in [c, c+1), y in [nr-1-r, nr-r): row 0 on top.
+        hm.Extent = new CoordinateRect(0, nc, 0, nr);
+        plt.Add.ColorBar(hm);
+        for (int r = 0; r < nr; r++)
+            for (int c = 0; c < nc; c++)
+            {
+                var t = plt.Add.Text(values[r, c].ToString("0.00", CultureInfo.InvariantCulture), c + 0.5, nr - r - 0.5);
+                t.LabelAlignment = Alignment.MiddleCenter;
+                t.LabelFontSize = 14;
+                t.LabelFontColor = values[r, c] > (min + max) / 2 ? Colors.Black : Colors.White;
+            }
+        plt.Axes.Bottom.SetTicks(Enumerable.Range(0, nc).Select(c => c + 0.5).ToArray(), columns);
+        plt.Axes.Left.SetTicks(Enumerable.Range(0, nr).Select(r => nr - r - 0.5).ToArray(), rows);
+        plt.Axes.SetLimits(0, nc, 0, nr);
+        Finish(plt, path, title, xLabel, yLabel, legend: false);
+    }
+
+    private static void Finish(Plot plt, string path, string title, string xLabel, string yLabel, bool legend)
+    {
+        plt.Title(title);
+        plt.XLabel(xLabel);
+        plt.YLabel(yLabel);
+        if (legend) plt.ShowLegend(Alignment.UpperLeft);
+        plt.SavePng(path, Width, Height);
+    }
+}

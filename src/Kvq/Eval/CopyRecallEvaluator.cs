@@ -56,7 +56,8 @@ public sealed class CopyRecallEvaluator(Transformer model, int bos)
                 memory[f] = seq.Memory();
                 count[f]++;
                 seconds[f] += sw.Elapsed.TotalSeconds;
-                progress?.Invoke(++done, samples * nf);
+                done++;
+                progress?.Invoke(done, samples * nf);
             }
         if (done == 0) throw new OperationCanceledException(cancel);
         var results = new List<CopyRecallResult>(nf);

@@ -155,3 +155,76 @@ public sealed class EvalCommandTests : IDisposable
         Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, bytes[..4]);
     }
 }
+
+/// <summary>Ctrl-C (SIGINT) on the real kvq process: it stops after the current window, keeps the finished rows, writes the report.</summary>
+public sealed class EvalCtrlCTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("kvq-eval-ctrlc-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task SigintKeepsFinishedRowsAndWritesTheReport()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        var text = Path.Combine(_dir, "stories.txt");
+        File.WriteAllText(text, TextFixtures.Read(Fixtures.Text("tinystories/TinyStories-valid.first1000.txt"))[..60_000]);
+        var report = Path.Combine(_dir, "report");
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kvq.dll"), "eval", "ppl", "-m", Fixtures.StoriesGguf, "--text", text,
+                     "--ctx", "512", "--kv", "f32,f16,int8,int4,int2,kivi4,kivi2,bf16", "-t", "1", "--report", report })
+            psi.ArgumentList.Add(a);
+        // A process started with SIGINT ignored (a background job, some test runners) passes that on, and .NET then leaves
+        // SIGINT ignored: give the child the default disposition so that it installs its Ctrl-C handler.
+        bool ignored = SigintIgnored(Environment.ProcessId);
+        if (ignored) Signal(SigInt, SigDfl);
+        System.Diagnostics.Process p;
+        try
+        {
+            p = System.Diagnostics.Process.Start(psi)!;
+        }
+        finally
+        {
+            if (ignored) Signal(SigInt, SigIgn);
+        }
+        using var _ = p;
+        Assert.False(SigintIgnored(p.Id), "the child ignores SIGINT");
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        var results = Path.Combine(report, "results.jsonl");
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (!(File.Exists(results) && File.ReadAllText(results).Length > 0) && !p.HasExited && sw.Elapsed.TotalSeconds < 30) await Task.Delay(10);
+        if (p.HasExited) Assert.Fail("kvq finished before the first row appeared + Ctrl-C: " + await stderr);
+        double firstRow = sw.Elapsed.TotalSeconds;
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-INT", p.Id.ToString()])) await kill.WaitForExitAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await p.WaitForExitAsync(timeout.Token);
+        var err = await stderr;
+        Assert.True(p.ExitCode == 130, $"exit code {p.ExitCode} after {sw.Elapsed.TotalSeconds:F1} s (first row at {firstRow:F1} s): {err[Math.Max(0, err.Length - 600)..]}");
+        Assert.Contains("stopped by Ctrl-C", err);
+        int rows = File.ReadAllLines(results).Length;
+        Assert.InRange(rows, 1, 7);
+        Assert.Equal(rows, (await stdout).Split('\n').Count(l => l.StartsWith("| ", StringComparison.Ordinal)) - 1); // minus the header row
+        foreach (var f in new[] { "table.md", "run.json", "index.md", "index.html" }) Assert.True(File.Exists(Path.Combine(report, f)), f);
+        Assert.Contains("Stopped by Ctrl-C", File.ReadAllText(Path.Combine(report, "table.md")));
+    }
+
+    private const int SigInt = 2;
+    private static readonly IntPtr SigDfl = 0, SigIgn = 1;
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "signal")]
+    private static extern IntPtr Signal(int signal, IntPtr handler);
+
+    /// <summary>Bit 1 of SigIgn in /proc/PID/status (signal 2).</summary>
+    private static bool SigintIgnored(int pid)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            if (line.StartsWith("SigIgn:", StringComparison.Ordinal))
+                return (Convert.ToUInt64(line[7..].Trim(), 16) & (1UL << (SigInt - 1))) != 0;
+        return false;
+    }
+}

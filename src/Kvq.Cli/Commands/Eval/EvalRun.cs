@@ -128,6 +128,11 @@ public sealed class EvalRun : IDisposable
     /// <summary>Writes the report (if asked) and says whether Ctrl-C cut the run short; the exit code.</summary>
     public int Finish()
     {
+        if (Cancelled)
+        {
+            Output.Markdown("");
+            Output.Markdown("Stopped by Ctrl-C: rows cover the work finished; the last may cover only part of it (see its windows, samples or trials).");
+        }
         Output.Finish(this);
         if (!Cancelled) return 0;
         Console.Error.WriteLine($"kvq: stopped by Ctrl-C; kept {Output.Rows} finished row(s)" +

@@ -8,7 +8,10 @@ namespace Kvq.Eval;
 /// on the same non-overlapping windows (<see cref="PerplexityWindows"/>), every position scored. Windows are the outer
 /// loop, so the reference runs once per window for all formats and a cancelled run has the same windows for each.
 /// </summary>
-public sealed class KlEvaluator(Transformer model, int bos)
+/// <param name="referenceModel">The model of the reference run (default: <paramref name="model"/>), e.g. the unquantized
+/// weights when <paramref name="model"/> has llama.cpp-quantized ones: KL then measures weights and cache together.
+/// It must share the vocabulary.</param>
+public sealed class KlEvaluator(Transformer model, int bos, Transformer? referenceModel = null)
 {
     /// <param name="progress">Called after each (window, format) run with (runs done, runs total).</param>
     /// <remarks>Stops between windows when <paramref name="cancel"/> fires; rows cover the windows done, or
@@ -23,8 +26,11 @@ public sealed class KlEvaluator(Transformer model, int bos)
             throw new ArgumentException($"the text has {textTokens.Length} tokens: too short for one window of {ctx}");
         if (windows <= 0 || windows > available) windows = available;
         reference ??= KvCacheConfig.Parse("f32");
+        var refModel = referenceModel ?? model;
         int vocab = model.Config.VocabSize;
-        var refCache = new PagedKvCache(model.KvShape, reference);
+        if (refModel.Config.VocabSize != vocab)
+            throw new ArgumentException($"the reference model's vocabulary ({refModel.Config.VocabSize}) differs from the model's ({vocab})");
+        var refCache = new PagedKvCache(refModel.KvShape, reference);
         var caches = new PagedKvCache[configs.Count];
         for (int i = 0; i < caches.Length; i++) caches[i] = new PagedKvCache(model.KvShape, configs[i]);
         var refLogits = new float[ctx * vocab];
@@ -39,7 +45,7 @@ public sealed class KlEvaluator(Transformer model, int bos)
         for (int w = 0; w < windows && !cancel.IsCancellationRequested; w++)
         {
             var win = PerplexityWindows.Window(textTokens, ctx, w, bos);
-            using (var seq = refCache.CreateSequence()) model.Forward(win, seq, default, refLogits);
+            using (var seq = refCache.CreateSequence()) refModel.Forward(win, seq, default, refLogits);
             refNll += PerplexityWindows.NegativeLogLikelihood(refLogits, win, vocab);
             progress?.Invoke(w * (configs.Count + 1) + 1, runs);
             for (int c = 0; c < configs.Count; c++)

@@ -30,16 +30,21 @@ public static class EvalPlots
 
     /// <summary>One line with markers per series (e.g. KV memory vs context, one line per spec).</summary>
     /// <param name="log2X">Plot x on a log2 axis with ticks at the data's x values.</param>
+    /// <param name="logY">Plot y on a log10 axis with 1-2-5 ticks (values must be positive).</param>
     /// <param name="reference">A horizontal line (e.g. the model's weights), with its legend text.</param>
     public static void Lines(string path, string title, string xLabel, string yLabel,
-        IReadOnlyList<(string Name, double[] X, double[] Y)> series, bool log2X = false, (string Name, double Y)? reference = null)
+        IReadOnlyList<(string Name, double[] X, double[] Y)> series, bool log2X = false, bool logY = false,
+        (string Name, double Y)? reference = null)
     {
         var plt = new Plot();
         var ticks = new SortedSet<double>();
+        double yMin = double.PositiveInfinity, yMax = double.NegativeInfinity;
         foreach (var (name, x, y) in series)
         {
             var sx = log2X ? x.Select(Math.Log2).ToArray() : x;
-            var s = plt.Add.Scatter(sx, y);
+            var sy = logY ? y.Select(Math.Log10).ToArray() : y;
+            foreach (var v in y) { yMin = Math.Min(yMin, v); yMax = Math.Max(yMax, v); }
+            var s = plt.Add.Scatter(sx, sy);
             s.LegendText = name;
             s.MarkerSize = 7;
             s.LineWidth = 2;
@@ -47,12 +52,21 @@ public static class EvalPlots
         }
         if (reference is { } r)
         {
-            var h = plt.Add.HorizontalLine(r.Y);
+            yMin = Math.Min(yMin, r.Y);
+            yMax = Math.Max(yMax, r.Y);
+            var h = plt.Add.HorizontalLine(logY ? Math.Log10(r.Y) : r.Y);
             h.LegendText = r.Name;
             h.LinePattern = LinePattern.Dashed;
         }
         if (log2X && ticks.Count > 0)
             plt.Axes.Bottom.SetTicks(ticks.Select(Math.Log2).ToArray(), ticks.Select(v => v.ToString("0", CultureInfo.InvariantCulture)).ToArray());
+        if (logY && yMin > 0 && yMax >= yMin)
+        {
+            var yTicks = new List<double>();
+            for (int e = (int)Math.Floor(Math.Log10(yMin)); e <= (int)Math.Ceiling(Math.Log10(yMax)); e++)
+                foreach (double m in new[] { 1.0, 2.0, 5.0 }) yTicks.Add(m * Math.Pow(10, e));
+            plt.Axes.Left.SetTicks(yTicks.Select(Math.Log10).ToArray(), yTicks.Select(v => v.ToString("0.###", CultureInfo.InvariantCulture)).ToArray());
+        }
         Finish(plt, path, title, xLabel, yLabel, legend: true);
     }
 

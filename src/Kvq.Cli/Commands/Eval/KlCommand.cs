@@ -13,11 +13,16 @@ public static class KlCommand
         var ctx = new Option<int>("--ctx", "-c") { Description = "window length in tokens (BOS + ctx-1 text tokens)", DefaultValueFactory = _ => 512 };
         var windows = new Option<int>("--windows", "-w") { Description = "windows to evaluate (0 = all)", DefaultValueFactory = _ => 8 };
         var reference = new Option<string>("--reference") { Description = "the reference cache spec", DefaultValueFactory = _ => "f32" };
+        var referenceModel = new Option<string?>("--reference-model")
+        {
+            Description = "model of the reference run (default: --model), e.g. the unquantized GGUF when --model is a llama.cpp-quantized copy",
+        };
         var cmd = new Command("kl", "mean KL(reference || spec) and top-1 agreement of next-token distributions, same windows, reference f32 cache");
         o.AddTo(cmd);
         cmd.Add(ctx);
         cmd.Add(windows);
         cmd.Add(reference);
+        cmd.Add(referenceModel);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             int c = r.GetValue(ctx);
@@ -33,11 +38,21 @@ public static class KlCommand
             w = w <= 0 || w > available ? available : w;
             run.Settings.Add(("ctx", c.ToString()));
             run.Settings.Add(("windows", w.ToString()));
-            run.Settings.Add(("reference", refConfig.Name));
+            using var refLoaded = r.GetValue(referenceModel) is { } refPath ? Kvq.Model.ModelLoader.Load(DefaultPaths.ResolveModel(refPath)) : null;
+            Kvq.Model.Transformer? refModel = null;
+            if (refLoaded != null)
+            {
+                if (refLoaded.Weights.Config.VocabSize != run.Transformer.Config.VocabSize)
+                    throw new CliException($"--reference-model {r.GetValue(referenceModel)}: vocabulary {refLoaded.Weights.Config.VocabSize} differs from the model's {run.Transformer.Config.VocabSize}");
+                refModel = new Kvq.Model.Transformer(refLoaded.Weights, run.Transformer.Parallelism);
+            }
+            string refModelName = refLoaded == null ? "the same model"
+                : $"{Path.GetFileName(refLoaded.Weights.SourcePath)} ({refLoaded.Weights.Fingerprint})";
+            run.Settings.Add(("reference", $"{refConfig.Name} cache, {refModelName}"));
             var table = Table();
             run.Output.Header(run.HeaderLine());
             run.Output.Markdown(table.HeaderLines());
-            var evaluator = new KlEvaluator(run.Transformer, run.Loaded.Tokenizer.BosId);
+            var evaluator = new KlEvaluator(run.Transformer, run.Loaded.Tokenizer.BosId, refModel);
             // One pass over the windows for all specs (the reference runs once per window): rows come at the end.
             var rows = run.Measure($"kl {string.Join(',', run.Configs.Select(x => x.Name))}",
                 (p, cancel) => evaluator.Evaluate(run.TextTokens, c, w, run.Configs, refConfig, p, cancel)) ?? [];

@@ -47,10 +47,10 @@ public static class MemoryCommand
                 }
             }
             run.Output.Plot("kv_memory_vs_ctx.png", "KV cache MiB held by one sequence vs context length, one line per spec (dashed: model weights)", path =>
-                EvalPlots.Lines(path, $"KV memory vs context ({Path.GetFileName(run.ModelPath)})", "context (tokens, log scale)", "KV cache MiB",
+                EvalPlots.Lines(path, $"KV memory vs context ({Path.GetFileName(run.ModelPath)})", "context (tokens, log scale)", "KV cache MiB (log scale)",
                     rows.GroupBy(x => x.Kv).Select(g => (g.Key, g.Select(x => (double)x.Ctx).ToArray(),
                         g.Select(x => x.KvBytes / 1048576.0).ToArray())).ToList(),
-                    log2X: true, reference: ("weights", weights / 1048576.0)));
+                    log2X: true, logY: true, reference: ("weights", weights / 1048576.0)));
             return run.Finish();
         }));
         return cmd;

@@ -58,19 +58,13 @@ public sealed class RetrievalEvaluator(Transformer model, ITokenizer tokenizer)
     {
         var cells = new List<RetrievalCell>();
         var index = new Dictionary<(int, double), List<RetrievalTrial>>();
-        var order = new List<(int, double)>();
         foreach (var t in trials)
         {
-            if (!index.TryGetValue((t.Length, t.Depth), out var list))
-            {
-                index[(t.Length, t.Depth)] = list = [];
-                order.Add((t.Length, t.Depth));
-            }
+            if (!index.TryGetValue((t.Length, t.Depth), out var list)) index[(t.Length, t.Depth)] = list = [];
             list.Add(t);
         }
-        foreach (var key in order)
+        foreach (var (key, list) in index)
         {
-            var list = index[key];
             int correct = 0;
             double tokens = 0, depth = 0, bits = 0, bytes = 0, seconds = 0;
             foreach (var t in list)

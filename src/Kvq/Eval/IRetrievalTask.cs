@@ -11,4 +11,7 @@ public interface IRetrievalTask
     RetrievalPrompt Build(int length, double depth, int trial, int seed);
     /// <summary>Whether the generated continuation gives exactly the answer.</summary>
     bool IsCorrect(string generated, string answer);
+    /// <summary>A graded score in [0, 1]: the fraction of the answer's characters that the model's answer matches from
+    /// its start (1 when correct). Tells near misses (the first digits of a key) from no recall at all.</summary>
+    double PrefixMatch(string generated, string answer);
 }

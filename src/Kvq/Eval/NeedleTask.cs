@@ -88,6 +88,13 @@ public sealed partial class NeedleTask : IRetrievalTask
         return m.Success && string.Equals(m.Value, answer, StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>Leading letters of the first word that agree with the name (case ignored), as a fraction of the name.</summary>
+    public double PrefixMatch(string generated, string answer)
+    {
+        var m = FirstWord().Match(generated);
+        return m.Success ? RetrievalPromptBuilder.CommonPrefix(m.Value, answer, ignoreCase: true) / (double)answer.Length : 0;
+    }
+
     [GeneratedRegex("[A-Za-z]+")]
     private static partial Regex FirstWord();
 }

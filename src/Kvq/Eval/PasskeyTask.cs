@@ -45,6 +45,13 @@ public sealed partial class PasskeyTask(ITokenizer tokenizer) : IRetrievalTask
         return m.Success && m.Value == answer;
     }
 
+    /// <summary>Leading digits of the first number that agree with the key, as a fraction of the key's digits.</summary>
+    public double PrefixMatch(string generated, string answer)
+    {
+        var m = FirstNumber().Match(generated);
+        return m.Success ? RetrievalPromptBuilder.CommonPrefix(m.Value, answer, ignoreCase: false) / (double)answer.Length : 0;
+    }
+
     [GeneratedRegex("[0-9]+")]
     private static partial Regex FirstNumber();
 }

@@ -46,7 +46,7 @@ public sealed class RetrievalEvaluator(Transformer model, ITokenizer tokenizer)
             var result = generator.Generate(p.Tokens, options, seq);
             var memory = seq.Memory();
             trials.Add(new RetrievalTrial(config.Name, task.Name, p.Length, p.Depth, p.Trial, p.Tokens.Length, p.NeedleDepth,
-                p.Answer, result.Text, task.IsCorrect(result.Text, p.Answer), memory.BitsPerElement, memory.BytesPerToken,
+                p.Answer, result.Text, task.IsCorrect(result.Text, p.Answer), task.PrefixMatch(result.Text, p.Answer), memory.BitsPerElement, memory.BytesPerToken,
                 sw.Elapsed.TotalSeconds));
             progress?.Invoke(i + 1, prompts.Count);
         }
@@ -66,10 +66,11 @@ public sealed class RetrievalEvaluator(Transformer model, ITokenizer tokenizer)
         foreach (var (key, list) in index)
         {
             int correct = 0;
-            double tokens = 0, depth = 0, bits = 0, bytes = 0, seconds = 0;
+            double prefix = 0, tokens = 0, depth = 0, bits = 0, bytes = 0, seconds = 0;
             foreach (var t in list)
             {
                 if (t.Correct) correct++;
+                prefix += t.PrefixMatch;
                 tokens += t.PromptTokens;
                 depth += t.NeedleDepth;
                 bits += t.BitsPerElement;
@@ -78,7 +79,7 @@ public sealed class RetrievalEvaluator(Transformer model, ITokenizer tokenizer)
             }
             int n = list.Count;
             cells.Add(new RetrievalCell(list[0].Kv, list[0].Task, key.Item1, key.Item2, n, correct, correct / (double)n,
-                tokens / n, depth / n, bits / n, bytes / n, seconds));
+                prefix / n, tokens / n, depth / n, bits / n, bytes / n, seconds));
         }
         cells.Sort((a, b) => a.Length != b.Length ? a.Length.CompareTo(b.Length) : a.Depth.CompareTo(b.Depth));
         return cells;

@@ -38,6 +38,15 @@ internal static class RetrievalPromptBuilder
         return new RetrievalPrompt(b + f, tokens, answer, Math.Min(needle, tokens.Length), length, depth, trial);
     }
 
+    /// <summary>Characters at the start of <paramref name="candidate"/> that equal those of <paramref name="answer"/>.</summary>
+    public static int CommonPrefix(string candidate, string answer, bool ignoreCase)
+    {
+        int n = 0;
+        while (n < candidate.Length && n < answer.Length
+               && (ignoreCase ? char.ToLowerInvariant(candidate[n]) == char.ToLowerInvariant(answer[n]) : candidate[n] == answer[n])) n++;
+        return n;
+    }
+
     /// <summary>Units before the needle: round(depth x n), halves away from zero.</summary>
     public static int Split(int units, double depth) => (int)Math.Round(depth * units, MidpointRounding.AwayFromZero);
 

@@ -15,6 +15,7 @@ public class RetrievalEvaluatorTests
         public RetrievalPrompt Build(int length, double depth, int trial, int seed) =>
             new("Once upon a time", tok.Encode("Once upon a time", true), answer, 1, length, depth, trial);
         public bool IsCorrect(string generated, string expected) => generated.Contains(" " + expected, StringComparison.Ordinal);
+        public double PrefixMatch(string generated, string expected) => IsCorrect(generated, expected) ? 1 : 0;
     }
 
     [Fact]
@@ -45,12 +46,13 @@ public class RetrievalEvaluatorTests
     public void SummaryCountsCorrectTrialsPerCell()
     {
         RetrievalTrial T(int len, double depth, int trial, bool ok) =>
-            new("f16", "passkey", len, depth, trial, len - 3, depth, "12345", ok ? " 12345" : " 1", ok, 16.0 + trial, 4096, 0.5);
+            new("f16", "passkey", len, depth, trial, len - 3, depth, "12345", ok ? " 12345" : " 1", ok, ok ? 1 : 0.2, 16.0 + trial, 4096, 0.5);
         var cells = RetrievalEvaluator.Summarize([T(512, 0.5, 0, true), T(256, 0, 0, false), T(512, 0.5, 1, false), T(512, 0.5, 2, true)]);
         Assert.Equal(2, cells.Count);
         Assert.Equal((256, 0.0, 1, 0, 0.0), (cells[0].Length, cells[0].Depth, cells[0].Trials, cells[0].Correct, cells[0].Accuracy));
         Assert.Equal((512, 0.5, 3, 2), (cells[1].Length, cells[1].Depth, cells[1].Trials, cells[1].Correct));
         Assert.Equal(2 / 3.0, cells[1].Accuracy, 12);
+        Assert.Equal(2.2 / 3, cells[1].PrefixMatch, 12);
         Assert.Equal(17.0, cells[1].BitsPerElement, 12);
         Assert.Equal(509, cells[1].PromptTokens, 12);
         Assert.Equal(1.5, cells[1].Seconds, 12);

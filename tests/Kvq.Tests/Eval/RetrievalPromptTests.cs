@@ -113,6 +113,22 @@ public class RetrievalPromptTests
         Assert.Equal(correct, new PasskeyTask(Tok).IsCorrect(output, answer));
 
     [Theory]
+    [InlineData(" 73665. Remember", 1.0)]
+    [InlineData(" 7400. The wind", 0.2)]
+    [InlineData(" 73. 73665", 0.4)]
+    [InlineData(" 736650", 1.0)]  // all of the key's digits, though not an exact match
+    [InlineData(" gold. The sky", 0.0)]
+    public void PasskeyPrefixMatchCountsLeadingDigits(string output, double expected) =>
+        Assert.Equal(expected, new PasskeyTask(Tok).PrefixMatch(output, "73665"), 12);
+
+    [Theory]
+    [InlineData(" Saffron.", 1.0)]
+    [InlineData(" saffire", 4.0 / 7)]   // s-a-f-f of s-a-f-f-r-o-n
+    [InlineData(" a pinch", 0.0)]
+    public void NeedlePrefixMatchCountsLeadingLetters(string output, double expected) =>
+        Assert.Equal(expected, new NeedleTask(Tok, EvalFixtures.MobyDick).PrefixMatch(output, "saffron"), 12);
+
+    [Theory]
     [InlineData(" saffron.\n\n\"I", "saffron", true)]
     [InlineData(" Saffron", "saffron", true)]
     [InlineData(" saffrons", "saffron", false)]

@@ -8,24 +8,49 @@ public static class EvalPlots
 {
     private const int Width = 900, Height = 560;
 
-    /// <summary>One marker per point with its label beside it (e.g. perplexity vs bits per element, one point per spec).</summary>
+    /// <summary>One marker per point with its label beside it (e.g. perplexity vs bits per element, one point per spec).
+    /// Labels of points close to an earlier one are stacked below it so they stay readable.</summary>
+    /// <param name="logY">Plot y on a log10 axis (points with y &lt;= 0 are left out).</param>
     public static void LabeledPoints(string path, string title, string xLabel, string yLabel,
-        IReadOnlyList<(string Label, double X, double Y)> points)
+        IReadOnlyList<(string Label, double X, double Y)> points, bool logY = false)
     {
         var plt = new Plot();
-        var xs = points.Select(p => p.X).ToArray();
-        var ys = points.Select(p => p.Y).ToArray();
-        var sp = plt.Add.ScatterPoints(xs, ys);
-        sp.MarkerSize = 9;
-        foreach (var p in points)
+        var shown = points.Where(p => !logY || p.Y > 0).Select(p => (p.Label, p.X, Y: logY ? Math.Log10(p.Y) : p.Y)).ToList();
+        if (shown.Count > 0)
         {
+            var sp = plt.Add.ScatterPoints(shown.Select(p => p.X).ToArray(), shown.Select(p => p.Y).ToArray());
+            sp.MarkerSize = 9;
+        }
+        double xr = Span(shown.Select(p => p.X)), yr = Span(shown.Select(p => p.Y));
+        for (int i = 0; i < shown.Count; i++)
+        {
+            var p = shown[i];
+            int near = 0; // earlier points within ~4% of both axes: stack this label under theirs
+            for (int j = 0; j < i; j++)
+                if (Math.Abs(shown[j].X - p.X) < 0.04 * xr && Math.Abs(shown[j].Y - p.Y) < 0.04 * yr) near++;
             var t = plt.Add.Text(p.Label, p.X, p.Y);
             t.LabelFontSize = 13;
             t.LabelAlignment = Alignment.LowerLeft;
-            t.OffsetX = 5;
-            t.OffsetY = -4;
+            t.OffsetX = 6;
+            t.OffsetY = -4 + 16 * near;
         }
+        if (logY && shown.Count > 0) LogTicks(plt, shown.Min(p => p.Y), shown.Max(p => p.Y));
         Finish(plt, path, title, xLabel, yLabel, legend: false);
+    }
+
+    private static double Span(IEnumerable<double> values)
+    {
+        var list = values.ToList();
+        return list.Count < 2 ? 1 : Math.Max(1e-12, list.Max() - list.Min());
+    }
+
+    /// <summary>1-2-5 ticks on a left axis that holds log10 values in [lo, hi].</summary>
+    private static void LogTicks(Plot plt, double lo, double hi)
+    {
+        var ticks = new List<double>();
+        for (int e = (int)Math.Floor(lo); e <= (int)Math.Ceiling(hi); e++)
+            foreach (double m in new[] { 1.0, 2.0, 5.0 }) ticks.Add(m * Math.Pow(10, e));
+        plt.Axes.Left.SetTicks(ticks.Select(Math.Log10).ToArray(), ticks.Select(v => v.ToString("G3", CultureInfo.InvariantCulture)).ToArray());
     }
 
     /// <summary>One line with markers per series (e.g. KV memory vs context, one line per spec).</summary>
@@ -60,13 +85,7 @@ public static class EvalPlots
         }
         if (log2X && ticks.Count > 0)
             plt.Axes.Bottom.SetTicks(ticks.Select(Math.Log2).ToArray(), ticks.Select(v => v.ToString("0", CultureInfo.InvariantCulture)).ToArray());
-        if (logY && yMin > 0 && yMax >= yMin)
-        {
-            var yTicks = new List<double>();
-            for (int e = (int)Math.Floor(Math.Log10(yMin)); e <= (int)Math.Ceiling(Math.Log10(yMax)); e++)
-                foreach (double m in new[] { 1.0, 2.0, 5.0 }) yTicks.Add(m * Math.Pow(10, e));
-            plt.Axes.Left.SetTicks(yTicks.Select(Math.Log10).ToArray(), yTicks.Select(v => v.ToString("0.###", CultureInfo.InvariantCulture)).ToArray());
-        }
+        if (logY && yMin > 0 && yMax >= yMin) LogTicks(plt, Math.Log10(yMin), Math.Log10(yMax));
         Finish(plt, path, title, xLabel, yLabel, legend: true);
     }
 

@@ -59,7 +59,7 @@ public static class KlCommand
             foreach (var row in rows) run.Output.Row(row, table);
             run.Output.Plot("kl_vs_bits.png", "mean KL divergence from the reference vs stored bits per element, one point per KV spec", path =>
                 EvalPlots.LabeledPoints(path, $"KL({refConfig.Name} || spec) vs bits per element, ctx {c}", "bits per element",
-                    "mean KL (nats per token)", rows.Select(x => (x.Kv, x.BitsPerElement, x.MeanKl)).ToList()));
+                    "mean KL, nats per token (log scale; 0 not shown)", rows.Select(x => (x.Kv, x.BitsPerElement, x.MeanKl)).ToList(), logY: true));
             run.Output.Plot("top1_vs_bits.png", "top-1 agreement with the reference vs stored bits per element", path =>
                 EvalPlots.LabeledPoints(path, $"Top-1 agreement with {refConfig.Name} vs bits per element, ctx {c}", "bits per element",
                     "top-1 agreement", rows.Select(x => (x.Kv, x.BitsPerElement, x.Top1Agreement)).ToList()));
@@ -70,7 +70,7 @@ public static class KlCommand
 
     private static MarkdownTable<KlResult> Table() => new MarkdownTable<KlResult>()
         .Left("kv", x => x.Kv)
-        .Right("mean KL", x => x.MeanKl.ToString("0.000000", System.Globalization.CultureInfo.InvariantCulture))
+        .Right("mean KL", x => x.MeanKl.ToString("G3", System.Globalization.CultureInfo.InvariantCulture))
         .Right("top-1 agree", x => MarkdownTable<KlResult>.F(x.Top1Agreement * 100, 2) + "%")
         .Right("ppl", x => MarkdownTable<KlResult>.F(x.Ppl, 4))
         .Right("ref ppl", x => MarkdownTable<KlResult>.F(x.ReferencePpl, 4))

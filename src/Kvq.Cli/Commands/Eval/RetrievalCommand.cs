@@ -50,7 +50,7 @@ internal static class RetrievalCommand
             });
             run.Output.Header(run.HeaderLine());
             var evaluator = new RetrievalEvaluator(run.Transformer, run.Loaded.Tokenizer);
-            var summary = new List<(string Kv, int Correct, int Trials, double Bits)>();
+            var summary = new List<(string Kv, int Correct, int Trials, double Prefix, double Bits)>();
             var matrices = new List<(string Kv, IReadOnlyList<RetrievalCell> Cells)>();
             foreach (var config in run.Configs)
             {
@@ -61,11 +61,11 @@ internal static class RetrievalCommand
                 foreach (var c in cells) run.Output.Row(c);
                 int correct = done.Count(t => t.Correct);
                 double bits = done.Average(t => t.BitsPerElement);
-                summary.Add((config.Name, correct, done.Count, bits));
+                summary.Add((config.Name, correct, done.Count, done.Average(t => t.PrefixMatch), bits));
                 matrices.Add((config.Name, cells));
                 run.Output.Markdown("");
                 run.Output.Markdown($"### {name} {config.Name}: exact match {correct}/{done.Count} ({100.0 * correct / done.Count:F1}%), " +
-                                    $"{bits:F2} bits/element; rows depth, columns length in tokens");
+                                    $"answer prefix matched {100 * summary[^1].Prefix:F1}%, {bits:F2} bits/element; rows depth, columns length in tokens");
                 run.Output.Markdown("");
                 run.Output.Markdown(Matrix(cells, ls, ds));
             }
@@ -74,10 +74,10 @@ internal static class RetrievalCommand
                 run.Output.Markdown("");
                 run.Output.Markdown($"### {name}: all lengths and depths");
                 run.Output.Markdown("");
-                run.Output.Markdown("| kv | exact match | correct | trials | bits/element |");
-                run.Output.Markdown("|---|---:|---:|---:|---:|");
+                run.Output.Markdown("| kv | exact match | correct | trials | answer prefix matched | bits/element |");
+                run.Output.Markdown("|---|---:|---:|---:|---:|---:|");
                 foreach (var s in summary)
-                    run.Output.Markdown($"| {s.Kv} | {100.0 * s.Correct / s.Trials:F1}% | {s.Correct} | {s.Trials} | {s.Bits:F2} |");
+                    run.Output.Markdown($"| {s.Kv} | {100.0 * s.Correct / s.Trials:F1}% | {s.Correct} | {s.Trials} | {100 * s.Prefix:F1}% | {s.Bits:F2} |");
             }
             foreach (var (kv, cells) in matrices)
             {

@@ -89,26 +89,28 @@ public static class EvalPlots
         Finish(plt, path, title, xLabel, yLabel, legend: true);
     }
 
-    /// <summary>A matrix (rows x columns, e.g. depth x length) as coloured cells with their values written in.</summary>
+    /// <summary>A matrix (rows x columns, e.g. depth x length) as coloured cells (viridis over [min, max]) with their values written in.</summary>
     /// <param name="values">values[row, column]; row 0 is drawn at the top.</param>
     public static void Heatmap(string path, string title, string xLabel, string yLabel, string[] columns, string[] rows,
         double[,] values, double min = 0, double max = 1)
     {
         var plt = new Plot();
         int nr = rows.Length, nc = columns.Length;
-        var hm = plt.Add.Heatmap(values);
-        hm.Colormap = new ScottPlot.Colormaps.Viridis();
-        hm.ManualRange = new ScottPlot.Range(min, max);
-        // Cell (r, c) covers x in [c, c+1), y in [nr-1-r, nr-r): row 0 on top.
-        hm.Extent = new CoordinateRect(0, nc, 0, nr);
-        plt.Add.ColorBar(hm);
+        var colormap = new ScottPlot.Colormaps.Viridis();
+        // Cell (r, c) is the rectangle x in [c, c+1], y in [nr-1-r, nr-r] (row 0 on top), coloured by its value and with
+        // the value written in it (drawn as rectangles: exact cell edges for any matrix size, 1 x n included).
         for (int r = 0; r < nr; r++)
             for (int c = 0; c < nc; c++)
             {
-                var t = plt.Add.Text(values[r, c].ToString("0.00", CultureInfo.InvariantCulture), c + 0.5, nr - r - 0.5);
+                double v = values[r, c];
+                var cell = plt.Add.Rectangle(c, c + 1, nr - 1 - r, nr - r);
+                cell.FillStyle.Color = double.IsNaN(v) ? Colors.LightGray : colormap.GetColor(Math.Clamp((v - min) / (max - min), 0, 1));
+                cell.LineStyle.Color = Colors.White;
+                cell.LineStyle.Width = 1;
+                var t = plt.Add.Text(double.IsNaN(v) ? "-" : v.ToString("0.00", CultureInfo.InvariantCulture), c + 0.5, nr - r - 0.5);
                 t.LabelAlignment = Alignment.MiddleCenter;
                 t.LabelFontSize = 14;
-                t.LabelFontColor = values[r, c] > (min + max) / 2 ? Colors.Black : Colors.White;
+                t.LabelFontColor = v > (min + max) / 2 ? Colors.Black : Colors.White;
             }
         plt.Axes.Bottom.SetTicks(Enumerable.Range(0, nc).Select(c => c + 0.5).ToArray(), columns);
         plt.Axes.Left.SetTicks(Enumerable.Range(0, nr).Select(r => nr - r - 0.5).ToArray(), rows);

@@ -54,10 +54,10 @@ public static class RecallCommand
             var model = Path.GetFileName(run.ModelPath);
             run.Output.Plot("recall_vs_filler.png", "second-copy perplexity vs filler length, one line per KV spec (lower = better recall)", path =>
                 EvalPlots.Lines(path, $"Copy recall: second-copy perplexity ({model}, passage {p})", "filler tokens between the copies",
-                    "second-copy perplexity", Series(rows, x => x.SecondCopyPpl)));
+                    "second-copy perplexity (log scale)", Series(rows, x => x.SecondCopyPpl), logY: true));
             run.Output.Plot("recall_vs_bits.png", $"second-copy perplexity at the longest filler ({fillers.Max()} tokens) vs stored bits per element", path =>
                 EvalPlots.LabeledPoints(path, $"Second-copy perplexity after {fillers.Max()} tokens vs bits per element", "bits per element",
-                    "second-copy perplexity", rows.Where(x => x.FillerTokens == fillers.Max()).Select(x => (x.Kv, x.BitsPerElement, x.SecondCopyPpl)).ToList()));
+                    "second-copy perplexity (log scale)", rows.Where(x => x.FillerTokens == fillers.Max()).Select(x => (x.Kv, x.BitsPerElement, x.SecondCopyPpl)).ToList(), logY: true));
             return run.Finish();
         }));
         return cmd;

@@ -8,12 +8,18 @@ using Kvq.Tensors;
 
 // Usage: dotnet run --project bench/Kvq.Bench -c Release -- [--model M] [--ctx 512,4000] [--kv f16] [--peer-kv f16] [--threads 2] [--decode 32]
 //        dotnet run --project bench/Kvq.Bench -c Release -- --mode ppl [--model M] [--text T] [--ctx 512] [--windows 60] [--kv f16,q8_0,q4_0] [--peer-kv f16,q8_0,q4_0]
+//        dotnet run --project bench/Kvq.Bench -c Release -- --mode quantize [--model M] [--type Q4_K_M] [--out path.gguf]
 // Throughput mode prints one JSON line per (engine, ctx, kv) and a markdown table with kvq/llama.cpp ratios.
 // Perplexity mode evaluates both engines on the same windows of the same tokens (llama.cpp's tokenizer).
 var opts = Args.Parse(args);
 if (opts.Get("--mode", "speed") == "ppl")
 {
     PerplexityMode.Run(opts);
+    return;
+}
+if (opts.Get("--mode", "speed") == "quantize")
+{
+    QuantizeMode.Run(opts);
     return;
 }
 var modelPath = opts.Get("--model", Path.Combine("..", "shared", "models", "books-19m.gguf"));

@@ -4,6 +4,18 @@ namespace Kvq.Cli.Commands;
 public static class DefaultPaths
 {
     public const string DefaultModelFile = "books-19m.gguf";
+    public const string DefaultBookFile = "books/pg2489_moby_dick.txt";
+
+    /// <summary>A text under shared/text (used when --text is not given).</summary>
+    public static string ResolveText(string relative)
+    {
+        foreach (var dir in SharedCandidates())
+        {
+            var p = Path.Combine(dir, "text", relative);
+            if (File.Exists(p)) return p;
+        }
+        throw new CliException($"no --text given and the default {relative} was not found in ../shared/text (set KVQ_SHARED)");
+    }
 
     public static string ResolveModel(string? given)
     {

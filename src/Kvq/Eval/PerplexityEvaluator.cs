@@ -9,14 +9,24 @@ public sealed class PerplexityEvaluator(Transformer model, int bos)
     /// <param name="progress">Called after each window with (windows done, windows total).</param>
     public PerplexityResult Evaluate(ReadOnlySpan<int> textTokens, int ctx, int windows, string kvSpec,
         Action<int, int>? progress = null, CancellationToken cancel = default) =>
-        Evaluate(textTokens, ctx, windows, KvCacheConfig.Parse(kvSpec), progress, cancel);
+        Evaluate(textTokens, ctx, windows, KvCacheConfig.Parse(kvSpec), stride: 0, progress, cancel);
 
-    /// <summary>The same with a full cache config (calibration profile, attention sinks).</summary>
+    /// <summary>Non-overlapping windows with a full cache config (calibration profile, attention sinks).</summary>
     public PerplexityResult Evaluate(ReadOnlySpan<int> textTokens, int ctx, int windows, KvCacheConfig config,
+        Action<int, int>? progress = null, CancellationToken cancel = default) =>
+        Evaluate(textTokens, ctx, windows, config, stride: 0, progress, cancel);
+
+    /// <param name="stride">0: non-overlapping windows, every position scored. S &gt; 0: windows advance by S tokens and
+    /// only their last S positions are scored (see <see cref="PerplexityWindows"/>).</param>
+    /// <param name="windows">Windows to evaluate; 0 or more than the text holds = all.</param>
+    /// <remarks>Stops between windows when <paramref name="cancel"/> fires; the result covers the windows done
+    /// (<see cref="PerplexityResult.Windows"/>), or throws <see cref="OperationCanceledException"/> if none was.</remarks>
+    public PerplexityResult Evaluate(ReadOnlySpan<int> textTokens, int ctx, int windows, KvCacheConfig config, int stride,
         Action<int, int>? progress = null, CancellationToken cancel = default)
     {
         if (ctx < 2) throw new ArgumentException($"context {ctx} is too short (need at least 2)");
-        int available = PerplexityWindows.Count(textTokens.Length, ctx);
+        int available = stride == 0 ? PerplexityWindows.Count(textTokens.Length, ctx)
+            : PerplexityWindows.StridedCount(textTokens.Length, ctx, stride);
         if (available == 0)
             throw new ArgumentException($"the text has {textTokens.Length} tokens: too short for one window of {ctx}");
         if (windows <= 0 || windows > available) windows = available;
@@ -30,16 +40,19 @@ public sealed class PerplexityEvaluator(Transformer model, int bos)
         int done = 0;
         for (int w = 0; w < windows && !cancel.IsCancellationRequested; w++)
         {
-            var win = PerplexityWindows.Window(textTokens, ctx, w, bos);
+            var win = stride == 0 ? PerplexityWindows.Window(textTokens, ctx, w, bos)
+                : PerplexityWindows.StridedWindow(textTokens, ctx, stride, w, bos);
             using var seq = cache.CreateSequence();
             model.Forward(win, seq, default, logits);
-            nll += PerplexityWindows.NegativeLogLikelihood(logits, win, vocab);
-            predicted += ctx - 1;
+            int first = stride == 0 ? 1 : ctx - stride;
+            nll += PerplexityWindows.NegativeLogLikelihood(logits, win, vocab, first, ctx);
+            predicted += ctx - first;
             memory = seq.Memory();
             done++;
             progress?.Invoke(w + 1, windows);
         }
+        if (done == 0) throw new OperationCanceledException(cancel);
         return new PerplexityResult(config.Name, Math.Exp(nll / predicted), predicted, done, ctx,
-            memory!.BitsPerElement, memory.BytesPerToken, sw.Elapsed.TotalSeconds);
+            memory!.BitsPerElement, memory.BytesPerToken, sw.Elapsed.TotalSeconds, stride);
     }
 }

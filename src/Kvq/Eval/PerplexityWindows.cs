@@ -1,8 +1,12 @@
 namespace Kvq.Eval;
 
 /// <summary>
-/// Non-overlapping evaluation windows: window w is BOS followed by text tokens [w(ctx-1), (w+1)(ctx-1)); every text
-/// token in it is predicted from the tokens before it in the same window (ctx-1 predictions per window).
+/// Evaluation windows over a token stream, each BOS followed by ctx-1 text tokens.
+/// Non-overlapping: window w holds text tokens [w(ctx-1), (w+1)(ctx-1)); every text token in it is predicted from the
+/// tokens before it in the same window (ctx-1 predictions per window).
+/// Strided (sliding): window w holds text tokens [w*stride, w*stride + ctx-1) and only its last <c>stride</c> tokens are
+/// scored, so every scored token sees at least ctx-1-stride text tokens before it (the first ctx-1-stride text tokens of
+/// the stream are context only).
 /// </summary>
 public static class PerplexityWindows
 {
@@ -16,19 +20,55 @@ public static class PerplexityWindows
         return win;
     }
 
-    /// <summary>Sum of -log p(window[i+1] | window[..i]) from (ctx, vocab) logits, in nats, in double precision.</summary>
-    public static double NegativeLogLikelihood(ReadOnlySpan<float> logits, ReadOnlySpan<int> window, int vocab)
+    /// <summary>Strided windows that fit in <paramref name="textTokens"/> (0 if the text is shorter than ctx-1 tokens).</summary>
+    public static int StridedCount(int textTokens, int ctx, int stride)
     {
+        CheckStride(ctx, stride);
+        return textTokens < ctx - 1 ? 0 : (textTokens - (ctx - 1)) / stride + 1;
+    }
+
+    public static int[] StridedWindow(ReadOnlySpan<int> textTokens, int ctx, int stride, int w, int bos)
+    {
+        CheckStride(ctx, stride);
+        var win = new int[ctx];
+        win[0] = bos;
+        textTokens.Slice(w * stride, ctx - 1).CopyTo(win.AsSpan(1));
+        return win;
+    }
+
+    public static void CheckStride(int ctx, int stride)
+    {
+        if (stride < 1 || stride > ctx - 1)
+            throw new ArgumentException($"--stride {stride} must be between 1 and ctx-1 ({ctx - 1})");
+    }
+
+    /// <summary>Sum of -log p(window[i+1] | window[..i]) from (ctx, vocab) logits, in nats, in double precision.</summary>
+    public static double NegativeLogLikelihood(ReadOnlySpan<float> logits, ReadOnlySpan<int> window, int vocab) =>
+        NegativeLogLikelihood(logits, window, vocab, 1, window.Length);
+
+    /// <summary>Sum of -log p(window[t] | window[..t]) for target positions t in [<paramref name="firstTarget"/>,
+    /// <paramref name="endTarget"/>), from the logits of row t-1.</summary>
+    public static double NegativeLogLikelihood(ReadOnlySpan<float> logits, ReadOnlySpan<int> window, int vocab,
+        int firstTarget, int endTarget)
+    {
+        if (firstTarget < 1 || endTarget > window.Length || firstTarget > endTarget)
+            throw new ArgumentOutOfRangeException(nameof(firstTarget), $"targets [{firstTarget}, {endTarget}) outside 1..{window.Length}");
         double nll = 0;
-        for (int i = 0; i + 1 < window.Length; i++)
+        for (int t = firstTarget; t < endTarget; t++)
         {
-            var row = logits.Slice(i * vocab, vocab);
-            float max = float.NegativeInfinity;
-            foreach (var x in row) max = Math.Max(max, x);
-            double sum = 0;
-            foreach (var x in row) sum += Math.Exp(x - max);
-            nll += Math.Log(sum) + max - row[window[i + 1]];
+            var row = logits.Slice((t - 1) * vocab, vocab);
+            nll += LogSumExp(row) - row[window[t]];
         }
         return nll;
+    }
+
+    /// <summary>log(sum(exp(row))) in double precision, shifted by the row's max.</summary>
+    public static double LogSumExp(ReadOnlySpan<float> row)
+    {
+        float max = float.NegativeInfinity;
+        foreach (var x in row) max = Math.Max(max, x);
+        double sum = 0;
+        foreach (var x in row) sum += Math.Exp(x - max);
+        return Math.Log(sum) + max;
     }
 }

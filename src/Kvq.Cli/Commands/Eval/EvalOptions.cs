@@ -1,0 +1,73 @@
+using System.CommandLine;
+using Kvq.Cache;
+
+namespace Kvq.Cli.Commands.Eval;
+
+/// <summary>
+/// The options every `kvq eval` subcommand shares, defined once: model, KV grid, threads, JSON, report folder, and
+/// (for those that read a book) the text. A cache option that applies to every spec (e.g. a calibration profile) goes
+/// here: add it in <see cref="AddTo"/> and apply it in <see cref="Configs"/>.
+/// </summary>
+public sealed class EvalOptions
+{
+    public Option<string?> Model { get; } = CommonOptions.Model();
+    public Option<string?> Text { get; }
+    public Option<string> Kv { get; }
+    public Option<int> Threads { get; } = CommonOptions.Threads();
+    public Option<bool> Json { get; } = CommonOptions.Json();
+    public Option<string?> Profile { get; } = KvProfileOptions.Profile();
+    public Option<int?> Sink { get; } = KvProfileOptions.Sink();
+    public Option<string?> Report { get; } = new("--report")
+    {
+        Description = "also write a report folder: table.md, results.jsonl, run.json, PNG plots, index.md and index.html",
+    };
+    private readonly bool _usesText;
+
+    /// <param name="text">Whether the command reads a text; <paramref name="textRequired"/>: no default text.</param>
+    public EvalOptions(string defaultKv, bool text = true, bool textRequired = false)
+    {
+        _usesText = text;
+        Kv = new Option<string>("--kv")
+        {
+            Description = "comma-separated KV specs to compare (a grid): NAME or KEYS/VALUES, e.g. f16,q8_0,q4_0,kivi2 (kvq eval --list)",
+            DefaultValueFactory = _ => defaultKv,
+        };
+        Text = new Option<string?>("--text")
+        {
+            Description = textRequired ? "UTF-8 text file (BOM dropped, CRLF -> LF)"
+                : "UTF-8 text file (BOM dropped, CRLF -> LF); default: ../shared/text/books/pg2489_moby_dick.txt",
+            Required = textRequired,
+        };
+    }
+
+    public void AddTo(Command cmd)
+    {
+        cmd.Add(Model);
+        if (_usesText) cmd.Add(Text);
+        cmd.Add(Kv);
+        cmd.Add(Threads);
+        cmd.Add(Json);
+        cmd.Add(Profile);
+        cmd.Add(Sink);
+        cmd.Add(Report);
+    }
+
+    /// <summary>The specs of --kv with --profile (checked against the model's fingerprint) and --sink applied
+    /// (not yet checked against the model's shape: <see cref="EvalRun"/> does that).</summary>
+    public IReadOnlyList<KvCacheConfig> Configs(ParseResult r, string modelFingerprint)
+    {
+        var specs = (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (specs.Length == 0) throw new CliException("--kv: no KV spec given");
+        var profile = KvProfileOptions.Load(r.GetValue(Profile), modelFingerprint);
+        var configs = new List<KvCacheConfig>(specs.Length);
+        foreach (var s in specs) configs.Add(KvProfileOptions.Config(s, profile, r.GetValue(Sink)));
+        return configs;
+    }
+
+    /// <summary>Fails fast on malformed --kv before the model is loaded.</summary>
+    public void CheckSpecs(ParseResult r)
+    {
+        foreach (var s in (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            KvCacheConfig.Parse(s);
+    }
+}

@@ -1,0 +1,63 @@
+using System.CommandLine;
+using Kvq.Eval;
+
+namespace Kvq.Cli.Commands.Eval;
+
+/// <summary>kvq eval ppl: perplexity per KV spec over non-overlapping (or, with --stride, sliding) windows.</summary>
+public static class PplCommand
+{
+    public static Command Create()
+    {
+        var o = new EvalOptions(defaultKv: "f16", textRequired: true);
+        var ctx = new Option<int>("--ctx", "-c") { Description = "window length in tokens (BOS + ctx-1 text tokens)", DefaultValueFactory = _ => 512 };
+        var windows = new Option<int>("--windows", "-w") { Description = "windows to evaluate (0 = all)", DefaultValueFactory = _ => 0 };
+        var stride = new Option<int>("--stride") { Description = "sliding windows: advance by S tokens and score only the last S positions of each (0 = non-overlapping, every position scored)", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("ppl", "perplexity over non-overlapping windows, the cache fresh for each window");
+        o.AddTo(cmd);
+        cmd.Add(ctx);
+        cmd.Add(windows);
+        cmd.Add(stride);
+        cmd.SetAction(r => CommandRunner.Run(() =>
+        {
+            int c = r.GetValue(ctx), s = r.GetValue(stride);
+            if (c < 2) throw new CliException($"--ctx {c}: need at least 2");
+            if (s != 0) PerplexityWindows.CheckStride(c, s);
+            using var run = EvalRun.Open("ppl", r, o, readText: true);
+            run.CheckContext(c);
+            int available = s == 0 ? PerplexityWindows.Count(run.TextTokens.Length, c) : PerplexityWindows.StridedCount(run.TextTokens.Length, c, s);
+            if (available == 0)
+                throw new CliException($"--ctx {c} is longer than the text ({run.TextTokens.Length} tokens in {run.TextPath})");
+            int w = r.GetValue(windows);
+            run.Settings.Add(("ctx", c.ToString()));
+            if (s != 0) run.Settings.Add(("stride", s.ToString()));
+            run.Settings.Add(("windows", (w <= 0 || w > available ? available : w).ToString()));
+            var table = Table();
+            run.Output.Header(run.HeaderLine());
+            run.Output.Markdown(table.HeaderLines());
+            var evaluator = new PerplexityEvaluator(run.Transformer, run.Loaded.Tokenizer.BosId);
+            var rows = new List<PerplexityResult>();
+            foreach (var config in run.Configs)
+            {
+                var res = run.Measure($"ppl {config.Name}", (p, cancel) => evaluator.Evaluate(run.TextTokens, c, w, config, s, p, cancel));
+                if (res == null) break;
+                rows.Add(res);
+                run.Output.Row(res, table);
+            }
+            run.Output.Plot("ppl_vs_bits.png", "perplexity vs stored bits per K/V element, one point per KV spec", path =>
+                EvalPlots.LabeledPoints(path, $"Perplexity vs bits per element ({Path.GetFileName(run.ModelPath)}, ctx {c})",
+                    "bits per element", "perplexity", rows.Select(x => (x.Kv, x.BitsPerElement, x.Ppl)).ToList()));
+            return run.Finish();
+        }));
+        return cmd;
+    }
+
+    private static MarkdownTable<PerplexityResult> Table()
+    {
+        return new MarkdownTable<PerplexityResult>()
+            .Left("kv", x => x.Kv)
+            .Right("ppl", x => MarkdownTable<PerplexityResult>.F(x.Ppl, 4))
+            .Right("tokens", x => x.Tokens.ToString())
+            .Right("bits/element", x => MarkdownTable<PerplexityResult>.F(x.BitsPerElement, 2))
+            .Right("KV bytes/token", x => MarkdownTable<PerplexityResult>.F(x.KvBytesPerToken, 0));
+    }
+}

@@ -29,10 +29,9 @@ public static class BenchCommand
             var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink));
             // Warm-up as in bench/Kvq.Bench: enough work for the JIT's optimised tier, weights paged in; then the
             // better of two runs, so `kvq bench` and the side-by-side tool report comparable figures.
-            for (int i = 0; i < 3; i++) ThroughputBenchmark.Run(transformer, Path.GetFileName(path), Math.Min(256, r.GetValue(ctx)), config, 16);
-            var a = ThroughputBenchmark.Run(transformer, Path.GetFileName(path), r.GetValue(ctx), config, r.GetValue(decode));
-            var b = ThroughputBenchmark.Run(transformer, Path.GetFileName(path), r.GetValue(ctx), config, r.GetValue(decode));
-            var res = a.DecodeTokS + a.PrefillTokS >= b.DecodeTokS + b.PrefillTokS ? a : b;
+            ThroughputBenchmark.WarmUp(transformer, Path.GetFileName(path), r.GetValue(ctx), config);
+            var res = ThroughputBenchmark.Best(() =>
+                ThroughputBenchmark.Run(transformer, Path.GetFileName(path), r.GetValue(ctx), config, r.GetValue(decode)));
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(res, EvalCommand.Json));
             else
                 Console.WriteLine($"{res.Model} ctx {res.Ctx} kv {res.Kv} threads {res.Threads}: prefill {res.PrefillTokS:F1} tok/s, " +

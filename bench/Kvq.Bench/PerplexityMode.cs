@@ -33,15 +33,10 @@ public static class PerplexityMode
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
             using var session = peer.CreateSession(ctx, threads, kv);
-            double nll = 0;
-            for (int w = 0; w < windows; w++)
-            {
-                session.Reset();
-                var win = PerplexityWindows.Window(tokens, ctx, w, bos: 1);
-                nll += PerplexityWindows.NegativeLogLikelihood(session.Eval(win, allLogits: true), win, vocab);
-            }
+            double ppl = PerplexityWindows.Perplexity(win => { session.Reset(); return session.Eval(win, allLogits: true); },
+                tokens, ctx, windows, bos: 1, vocab);
             double bits = kv switch { "f16" => 16, "q8_0" => 8.5, "q4_0" => 4.5, "f32" => 32, _ => double.NaN };
-            Console.WriteLine($"| llama.cpp | {kv} | {Math.Exp(nll / ((double)windows * (ctx - 1))):F4} | {bits:F2} | {sw.Elapsed.TotalSeconds:F0} |");
+            Console.WriteLine($"| llama.cpp | {kv} | {ppl:F4} | {bits:F2} | {sw.Elapsed.TotalSeconds:F0} |");
         }
         var evaluator = new PerplexityEvaluator(new Transformer(weights, new Parallelism(threads)), bos: 1);
         foreach (var kv in kvs)

@@ -21,6 +21,22 @@ public static class PerplexityWindows
     }
 
     /// <summary>Strided windows that fit in <paramref name="textTokens"/> (0 if the text is shorter than ctx-1 tokens).</summary>
+    /// <summary>
+    /// Perplexity of any engine over the first <paramref name="windows"/> non-overlapping windows: <paramref name="allLogits"/>
+    /// runs one window on a fresh cache and returns its (ctx, vocab) logits. Used to evaluate a peer (llama.cpp) on
+    /// exactly the windows <see cref="PerplexityEvaluator"/> uses.
+    /// </summary>
+    public static double Perplexity(Func<int[], float[]> allLogits, ReadOnlySpan<int> textTokens, int ctx, int windows, int bos, int vocab)
+    {
+        double nll = 0;
+        for (int w = 0; w < windows; w++)
+        {
+            var win = Window(textTokens, ctx, w, bos);
+            nll += NegativeLogLikelihood(allLogits(win), win, vocab);
+        }
+        return Math.Exp(nll / ((double)windows * (ctx - 1)));
+    }
+
     public static int StridedCount(int textTokens, int ctx, int stride)
     {
         CheckStride(ctx, stride);

@@ -14,20 +14,9 @@ public class PerplexityVsLlamaCppTests(ITestOutputHelper output)
 
     internal static double LlamaCppPerplexity(string cacheType, int windows = Windows)
     {
-        var tokens = SharedModels.MobyDickTokens;
-        int vocab = SharedModels.Books.Config.VocabSize;
         using var session = SharedModels.BooksLlamaCpp.CreateSession(Ctx, threads: 2, cacheType: cacheType);
-        double nll = 0;
-        long n = 0;
-        for (int w = 0; w < windows; w++)
-        {
-            session.Reset();
-            var win = PerplexityWindows.Window(tokens, Ctx, w, bos: 1);
-            var logits = session.Eval(win, allLogits: true);
-            nll += PerplexityWindows.NegativeLogLikelihood(logits, win, vocab);
-            n += Ctx - 1;
-        }
-        return Math.Exp(nll / n);
+        return PerplexityWindows.Perplexity(win => { session.Reset(); return session.Eval(win, allLogits: true); },
+            SharedModels.MobyDickTokens, Ctx, windows, bos: 1, SharedModels.Books.Config.VocabSize);
     }
 
     internal static double Kvq(string spec, int windows = Windows) =>

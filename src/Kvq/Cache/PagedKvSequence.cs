@@ -281,7 +281,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
                 if (s0 < keysEncoded) _keys.Codecs[layer][head].DecodeBlock(_keys.Arenas[layer].Block(block, head), cnt, tile);
                 else _keys.Staging![layer].Read(head, s0 - _keys.Sealed[layer], cnt, tile);
                 if (sinkTile) _keys.Sink!.Overwrite(layer, head, tile, cnt);
-                if (_keys.Codec.PreRope) RotateRows(tile, cnt, s0);
+                if (_keys.Codec.PreRope) _shape.Rope.RotateRun(tile, cnt, s0);
                 Attention.TileMath.Scores(tile, cnt, hd, qs, nq, scores);
             }
             // Causal mask + online softmax: rescale what was accumulated when the running max grows.
@@ -360,8 +360,6 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         m2 = Vector128.Max(m2, Vector128.Shuffle(m2, Vector128.Create(1, 0, 3, 2)));
         return m2.ToScalar();
     }
-
-    private void RotateRows(Span<float> tile, int cnt, int firstPos) => _shape.Rope.RotateRun(tile, cnt, firstPos);
 
     /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), plus staging.</summary>
     public KvMemory Memory()

@@ -227,6 +227,9 @@ public sealed partial class PagedKvSequence
         public ReadOnlySpan<float> Keys(int layer, int head) => Decode(s._keys, layer, Math.Max(0, head), ref _keys);
         public ReadOnlySpan<float> Values(int layer, int head) => Decode(s._values, layer, Math.Max(0, head), ref _values);
 
+        private readonly float[][] _work = [[], [], [], []];
+
+        public Span<float> Work(int id, int length) => Buffer(ref _work[id], length);
         public Span<float> Scratch(int layer) => Buffer(ref _scratch, s._count[layer]);
         public Span<float> Scratch2(int layer) => Buffer(ref _scratch2, s._count[layer]);
 

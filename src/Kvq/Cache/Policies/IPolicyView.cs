@@ -35,6 +35,9 @@ public interface IPolicyView
     /// <summary>A float buffer of Count(layer) for a policy's own use (scores); a second one for partial results.</summary>
     Span<float> Scratch(int layer);
     Span<float> Scratch2(int layer);
+    /// <summary>Working buffer number <paramref name="id"/> (0..3) of at least <paramref name="length"/> floats, reused
+    /// across selections of this sequence (no allocation per decode step); not cleared.</summary>
+    Span<float> Work(int id, int length);
 }
 
 /// <summary>A view that may also rewrite slots (merging): new key and value (stored form), log-weight and attention.</summary>

@@ -24,39 +24,41 @@ public sealed class MergePolicy(KvPolicy inner, double threshold) : KvPolicy("me
     public override void BeforeEviction(IPolicyEditor editor, int layer, int head, ReadOnlySpan<bool> kept)
     {
         int n = editor.Count(layer), hd = editor.HeadDim, sinks = editor.Sinks(layer, head);
-        // Working copies: merges into one slot add up before it is re-encoded once.
-        var keys = editor.Keys(layer, head).ToArray();
-        var values = editor.Values(layer, head).ToArray();
-        var logw = editor.LogWeights(layer, head).ToArray();
-        var att = editor.Attention(layer, head).ToArray();
-        var norms = new float[n];
-        for (int s = 0; s < n; s++) norms[s] = Math.Max(1e-20f, System.Numerics.Tensors.TensorPrimitives.Norm(keys.AsSpan(s * hd, hd)));
-        var changed = new bool[n];
+        // Working copies (the sequence's reusable buffers): merges into one slot add up before it is re-encoded once.
+        var keys = editor.Work(0, n * hd)[..(n * hd)];
+        var values = editor.Work(1, n * hd)[..(n * hd)];
+        var logw = editor.Work(2, n)[..n];
+        var att = editor.Work(3, 2 * n)[..n];
+        var norms = editor.Work(3, 2 * n).Slice(n, n); // second half: changed slots are marked by a negative norm
+        editor.Keys(layer, head).CopyTo(keys);
+        editor.Values(layer, head).CopyTo(values);
+        editor.LogWeights(layer, head).CopyTo(logw);
+        editor.Attention(layer, head).CopyTo(att);
+        for (int s = 0; s < n; s++) norms[s] = Math.Max(1e-20f, System.Numerics.Tensors.TensorPrimitives.Norm(keys.Slice(s * hd, hd)));
         for (int e = sinks; e < n; e++)
         {
             if (kept[e]) continue;
-            var ke = keys.AsSpan(e * hd, hd);
+            var ke = keys.Slice(e * hd, hd);
             int best = -1;
             float bestSim = float.NegativeInfinity;
             for (int k = sinks; k < n; k++)
             {
                 if (!kept[k]) continue;
-                float sim = System.Numerics.Tensors.TensorPrimitives.Dot(ke, keys.AsSpan(k * hd, hd)) / (norms[e] * norms[k]);
+                float sim = System.Numerics.Tensors.TensorPrimitives.Dot(ke, keys.Slice(k * hd, hd)) / (norms[e] * Math.Abs(norms[k]));
                 if (sim > bestSim) { bestSim = sim; best = k; }
             }
             if (best < 0 || bestSim < threshold) continue;
             // Weights w = exp(log-weight); the merged slot stands for w_k + w_e tokens.
             double wk = Math.Exp(logw[best]), we = Math.Exp(logw[e]), total = wk + we;
             float a = (float)(wk / total), b = (float)(we / total);
-            Blend(keys.AsSpan(best * hd, hd), ke, a, b);
-            Blend(values.AsSpan(best * hd, hd), values.AsSpan(e * hd, hd), a, b);
+            Blend(keys.Slice(best * hd, hd), ke, a, b);
+            Blend(values.Slice(best * hd, hd), values.Slice(e * hd, hd), a, b);
             logw[best] = (float)Math.Log(total);
             att[best] += att[e];
-            norms[best] = Math.Max(1e-20f, System.Numerics.Tensors.TensorPrimitives.Norm(keys.AsSpan(best * hd, hd)));
-            changed[best] = true;
+            norms[best] = -Math.Max(1e-20f, System.Numerics.Tensors.TensorPrimitives.Norm(keys.Slice(best * hd, hd)));
         }
         for (int s = 0; s < n; s++)
-            if (changed[s]) editor.Rewrite(layer, head, s, keys.AsSpan(s * hd, hd), values.AsSpan(s * hd, hd), logw[s], att[s]);
+            if (norms[s] < 0) editor.Rewrite(layer, head, s, keys.Slice(s * hd, hd), values.Slice(s * hd, hd), logw[s], att[s]);
     }
 
     private static void Blend(Span<float> dst, ReadOnlySpan<float> other, float a, float b)

@@ -1,4 +1,5 @@
 using Kvq.Cache;
+using Kvq.Cache.Codecs;
 using Kvq.Cache.Policies;
 using Kvq.Model;
 using Kvq.Tensors;
@@ -18,22 +19,34 @@ public class PolicyReferenceTests
     private static readonly int[] Chunks = [9, 13, 1, 1, 17, 1, 5, 2, 1];
     private static readonly KvShape Shape = new(Layers, KvHeads, KvHeads * Group, HeadDim, new Rope(HeadDim, HeadDim, 10000f, 1f, RopeStyle.Normal));
 
-    public static IEnumerable<object[]> Specs() =>
+    private static readonly Lazy<IKvProfile> Profile = new(() => Kvq.Tests.Cache.Codecs.KvQuant.KvQuantTestData.Profile(Shape, tokens: 600));
+
+    /// <summary>Each spec with f32 (exact), int4 (lossy, post-RoPE) and nuq3-1% (lossy, pre-RoPE: rotated at each
+    /// slot's position inside attention).</summary>
+    public static IEnumerable<object[]> Specs()
+    {
+        foreach (var row in SpecRows())
+            foreach (var codec in new[] { "f32", "int4", "nuq3-1%" })
+                yield return [.. row, codec];
+    }
+
+    private static IEnumerable<object[]> SpecRows() =>
     [
         ["streaming:sink=3", "20", "head"], ["h2o", "20", "head"], ["h2o:recent=4", "0.4", "layer"], ["snapkv:window=5,pool=3", "20", "head"],
         ["tova", "18", "head"], ["knorm:sink=1", "0.5", "head"], ["pyramid:h2o", "20", "head"], ["compose:knorm+h2o", "19", "layer"],
     ];
 
     [Theory, MemberData(nameof(Specs))]
-    public void AttentionAndStatisticsMatchPlainReference(string spec, string budget, string scope)
+    public void AttentionAndStatisticsMatchPlainReference(string spec, string budget, string scope, string codec)
     {
         var policy = KvPolicyRegistry.Parse(spec);
-        var config = new KvCacheConfig("f32", "f32", BlockTokens, SinkTokens, Policy: new KvPolicyConfig(policy, KvBudget.Parse(budget, scope)));
+        var config = new KvCacheConfig(codec, codec, BlockTokens, SinkTokens, codec.StartsWith("nuq") ? Profile.Value : null,
+            new KvPolicyConfig(policy, KvBudget.Parse(budget, scope)));
         var cache = new PagedKvCache(Shape, config, maxTokens: 4096);
         using var seq = cache.CreateSequence();
         var rng = new Random(spec.GetHashCode() & 0xffff);
-        var keys = new List<float[]>[Layers];     // per layer: pre-RoPE key (KvDim) of each position
-        var values = new List<float[]>[Layers];
+        var keys = new List<float[]>[Layers];     // per layer: (KvDim) key of each position as attention must see it
+        var values = new List<float[]>[Layers];   // (post-RoPE, through the codec: what a full cache would hold)
         for (int l = 0; l < Layers; l++) { keys[l] = []; values[l] = []; }
         bool evicted = false;
         foreach (int n in Chunks)
@@ -47,8 +60,8 @@ public class PolicyReferenceTests
                 var q = Random(rng, n * Shape.QDim);
                 for (int t = 0; t < n; t++)
                 {
-                    keys[l].Add(k.AsSpan(t * Shape.KvDim, Shape.KvDim).ToArray());
-                    values[l].Add(v.AsSpan(t * Shape.KvDim, Shape.KvDim).ToArray());
+                    keys[l].Add(Stored(config, KvSide.Key, l, k.AsSpan(t * Shape.KvDim, Shape.KvDim), seq.Length + t));
+                    values[l].Add(Stored(config, KvSide.Value, l, v.AsSpan(t * Shape.KvDim, Shape.KvDim), seq.Length + t));
                     Shape.Rope.RotateHeads(q.AsSpan(t * Shape.QDim, Shape.QDim), Shape.Heads, seq.Length + t);
                 }
                 seq.Append(l, k, v, n);
@@ -62,7 +75,7 @@ public class PolicyReferenceTests
                             for (int d = 0; d < HeadDim; d++)
                             {
                                 int i = t * Shape.QDim + (h * Group + j) * HeadDim + d;
-                                Assert.True(Math.Abs(expect[i] - output[i]) < 2e-4, $"{spec}: layer {l} head {h} token {t} dim {d}: {output[i]} vs {expect[i]}");
+                                Assert.True(Math.Abs(expect[i] - output[i]) < 2e-4, $"{spec} {codec}: layer {l} head {h} token {t} dim {d}: {output[i]} vs {expect[i]}");
                             }
                     if (policy.ObservedQueries == 0) continue;
                     var stats = seq.SlotAttention(l, h);
@@ -70,7 +83,7 @@ public class PolicyReferenceTests
                     for (int s = 0; s < stats.Length; s++)
                     {
                         double want = probs[s] + (policy.AccumulatesAttention && before[h].TryGetValue(pos[s], out var old) ? old : 0);
-                        Assert.True(Math.Abs(stats[s] - want) < 1e-4, $"{spec}: layer {l} head {h} slot {s} (position {pos[s]}): attention {stats[s]} vs {want}");
+                        Assert.True(Math.Abs(stats[s] - want) < 1e-4, $"{spec} {codec}: layer {l} head {h} slot {s} (position {pos[s]}): attention {stats[s]} vs {want}");
                     }
                 }
             }
@@ -127,6 +140,33 @@ public class PolicyReferenceTests
             }
     }
 
+    /// <summary>What attention must read for a token at <paramref name="position"/> (every head of a (KvDim) row): the
+    /// codec's round trip of the key (pre-RoPE codecs: rotated after decoding; others: rotated before encoding) or
+    /// of the value, or for the cache's sinks their exact f16 copies. Per-token codecs encode each token alone, so a
+    /// one-token block gives what the cache stores.</summary>
+    private static float[] Stored(KvCacheConfig config, KvSide side, int layer, ReadOnlySpan<float> x, int position)
+    {
+        var row = x.ToArray();
+        var rope = Shape.Rope;
+        for (int h = 0; h < KvHeads; h++)
+        {
+            var head = row.AsSpan(h * HeadDim, HeadDim);
+            var codec = config.CreateCodec(side, layer, h, HeadDim);
+            bool rotateFirst = side == KvSide.Key && !codec.PreRope;
+            if (rotateFirst) rope.RotateAt(head, 1, [position]);
+            if (position < SinkTokens)
+                for (int d = 0; d < HeadDim; d++) head[d] = (float)(Half)head[d];
+            else
+            {
+                var block = new byte[codec.BlockBytes];
+                codec.EncodeToken(head, block, 0);
+                codec.DecodeBlock(block, 1, head);
+            }
+            if (side == KvSide.Key && codec.PreRope) rope.RotateAt(head, 1, [position]);
+        }
+        return row;
+    }
+
     /// <summary>Reported attention of each slot of a layer by position, per head (before the chunk is appended).</summary>
     private static Dictionary<int, double>[] AttentionByPosition(PagedKvSequence seq, int layer)
     {
@@ -151,16 +191,8 @@ public class PolicyReferenceTests
         int count = pos.Length;
         var rotated = new float[count * HeadDim];
         for (int s = 0; s < count; s++) keys[pos[s]].AsSpan(head * HeadDim, HeadDim).CopyTo(rotated.AsSpan(s * HeadDim));
-        Shape.Rope.RotateAt(rotated, count, pos);
         var vals = new float[count * HeadDim];
         for (int s = 0; s < count; s++) values[pos[s]].AsSpan(head * HeadDim, HeadDim).CopyTo(vals.AsSpan(s * HeadDim));
-        // The cache's sink (position 0) is read from its exact f16 copy.
-        for (int s = 0; s < count && pos[s] < SinkTokens; s++)
-            for (int d = 0; d < HeadDim; d++)
-            {
-                rotated[s * HeadDim + d] = (float)(Half)rotated[s * HeadDim + d];
-                vals[s * HeadDim + d] = (float)(Half)vals[s * HeadDim + d];
-            }
         var output = new float[n * Shape.QDim];
         var probs = new double[count];
         for (int t = 0; t < n; t++)

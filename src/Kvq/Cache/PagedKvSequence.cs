@@ -352,8 +352,8 @@ public sealed partial class PagedKvSequence : IKvSequence, IDisposable
         }
     }
 
-    /// <summary>The RoPE positions of stored slots [slot0, slot0+count) of one layer and KV head. Today every slot
-    /// holds the token of the same position; token policies that evict or merge slots will keep positions here.</summary>
+    /// <summary>The RoPE positions of stored slots [slot0, slot0+count) of one layer and KV head: the slot index
+    /// without a policy; with one (evicted or merged tokens), the positions <see cref="Policies.PolicySlots"/> keeps.</summary>
     private ReadOnlySpan<int> Positions(int layer, int head, int slot0, int count) => _policySlots == null
         ? IdentityPositions.Span(slot0 + count).Slice(slot0, count)
         : _policySlots.Positions(layer, head).Slice(slot0, count);

@@ -25,8 +25,8 @@ public static class KvPolicyRegistry
             a => Wrapper("pyramid", a, "snapkv", (args, inner) => new PyramidPolicy(Parse(inner), args.Double("beta", 20, 1, 1e6)), "beta")),
         new("merge", "merge evicted tokens into their most similar kept token (CaM/D2O): merge[:threshold=-1,]INNER (default inner h2o)",
             a => Wrapper("merge", a, "h2o", (args, inner) => new MergePolicy(Parse(inner), args.Double("threshold", -1, -1, 1)), "threshold")),
-        new("compose", "two policies in sequence: compose[:first=2,]A+B (A keeps first x budget, B the budget among them)",
-            a => Wrapper("compose", a, null, (args, inner) => Compose(inner, args.Double("first", 2, 1, 1e6)), "first")),
+        new("compose", "two policies sharing the budget: compose[:share=0.5,]A+B (A keeps share x budget, B the rest)",
+            a => Wrapper("compose", a, null, (args, inner) => Compose(inner, args.Double("share", 0.5, 0, 1)), "share")),
     ];
 
     public static IEnumerable<(string Name, string Description)> Policies
@@ -69,11 +69,11 @@ public static class KvPolicyRegistry
         return policy;
     }
 
-    private static ComposedPolicy Compose(string inner, double first)
+    private static ComposedPolicy Compose(string inner, double share)
     {
         var parts = inner.Split('+', StringSplitOptions.TrimEntries);
         if (parts.Length != 2 || parts[0].Length == 0 || parts[1].Length == 0)
             throw new KvSpecException($"policy 'compose': '{inner}' must be two policies joined by '+', e.g. knorm+h2o");
-        return new ComposedPolicy(Parse(parts[0]), Parse(parts[1]), first);
+        return new ComposedPolicy(Parse(parts[0]), Parse(parts[1]), share);
     }
 }

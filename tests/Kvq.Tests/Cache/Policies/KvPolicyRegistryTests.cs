@@ -17,7 +17,7 @@ public class KvPolicyRegistryTests
     [InlineData("pyramid:beta=10,h2o:recent=4", typeof(PyramidPolicy))]
     [InlineData("merge:h2o:recent=0.25,sink=4", typeof(MergePolicy))]
     [InlineData("merge:threshold=0.5,snapkv", typeof(MergePolicy))]
-    [InlineData("compose:first=3,knorm+h2o:recent=0.25", typeof(ComposedPolicy))]
+    [InlineData("compose:share=0.25,knorm+h2o:recent=0.25", typeof(ComposedPolicy))]
     [InlineData("merge:pyramid:compose:knorm+snapkv", typeof(MergePolicy))]
     public void ParsesEverySpecForm(string spec, Type type)
     {

@@ -40,8 +40,27 @@ public sealed class LowRankBasis
         Vectors = vectors;
     }
 
-    /// <summary>The projection onto the first <paramref name="rank"/> directions.</summary>
-    public LowRankProjection Projection(int rank) => new(Mean, Vectors.AsSpan(0, rank * HeadDim).ToArray(), rank);
+    /// <summary>The projection onto the first <paramref name="rank"/> directions; with <paramref name="hadamard"/>, onto
+    /// the same subspace in the basis H B / sqrt(R) (H the Sylvester Hadamard matrix of order R, a power of two):
+    /// still orthonormal, so reconstruction is unchanged up to rounding, but every latent channel gets the same share
+    /// of the variance.</summary>
+    public LowRankProjection Projection(int rank, bool hadamard = false)
+    {
+        var rows = Vectors.AsSpan(0, rank * HeadDim).ToArray();
+        if (!hadamard) return new(Mean, rows, rank);
+        if (rank < 1 || (rank & (rank - 1)) != 0) throw new ArgumentException($"a Hadamard rotation needs a power-of-two rank, not {rank}");
+        var rotated = new float[rows.Length];
+        double norm = 1 / Math.Sqrt(rank);
+        for (int i = 0; i < rank; i++)
+            for (int c = 0; c < HeadDim; c++)
+            {
+                double sum = 0;
+                // Sylvester's H[i, j] = (-1)^popcount(i & j).
+                for (int j = 0; j < rank; j++) sum += ((System.Numerics.BitOperations.PopCount((uint)(i & j)) & 1) == 0 ? 1 : -1) * (double)rows[j * HeadDim + c];
+                rotated[i * HeadDim + c] = (float)(sum * norm);
+            }
+        return new(Mean, rotated, rank);
+    }
 
     /// <summary>Share of the variance the first <paramref name="rank"/> directions keep (1 at full rank).</summary>
     public double Energy(int rank)

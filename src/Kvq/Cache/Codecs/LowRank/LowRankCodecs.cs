@@ -24,7 +24,7 @@ public static class LowRankCodecs
         if (Interlocked.Exchange(ref _registered, 1) != 0) return;
         KvCodecRegistry.Register(ListedName,
             "low-rank (Palu-style): project onto the first R calibrated principal directions of the layer and KV head " +
-            "(keys before RoPE) and store the R-dim latent in FORMAT; any lrR+FORMAT, e.g. lr32+f16 (needs --profile from 'kvq calibrate --lowrank')",
+            "(keys before RoPE) and store the R-dim latent in FORMAT; any lrR+FORMAT, e.g. lr32+f16, or lrRh+FORMAT for a Hadamard-rotated latent (needs --profile from 'kvq calibrate --lowrank')",
             (name, ctx) => LowRankSpec.TryParse(name) is { } spec ? Create(spec, ctx) : null);
     }
 
@@ -38,7 +38,7 @@ public static class LowRankCodecs
         if (bases.HeadDim != ctx.HeadDim || ctx.Layer >= bases.Layers || ctx.KvHead >= bases.KvHeads)
             throw new KvSpecException($"'{spec.Name}': the profile's bases are for {bases.Layers} layers x {bases.KvHeads} KV heads x head dim " +
                                       $"{bases.HeadDim}, asked for {where}, head dim {ctx.HeadDim}");
-        var projection = bases.For(ctx.Side, ctx.Layer, ctx.KvHead).Projection(spec.Rank);
+        var projection = bases.For(ctx.Side, ctx.Layer, ctx.KvHead).Projection(spec.Rank, spec.Hadamard);
         KvCodec inner;
         try
         {

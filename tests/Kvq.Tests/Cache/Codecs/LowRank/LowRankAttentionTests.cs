@@ -16,6 +16,7 @@ public class LowRankAttentionTests
     [InlineData("lr32+f16/f16", 0)]
     [InlineData("lr16+f16/f16", 1)]
     [InlineData("lr10+int4/f16", 1)]
+    [InlineData("lr16h+int4/f16", 0)]
     [InlineData("lr16+int4-ch/f16", 0)]
     [InlineData("lr12+int4-ch/int4", 1)]
     [InlineData("lr64+f32/lr5+f16", 0)]

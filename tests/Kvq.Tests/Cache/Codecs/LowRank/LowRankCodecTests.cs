@@ -140,6 +140,8 @@ public class LowRankCodecTests
     [InlineData("lr25+f16", "rank 25 exceeds head dim 24 (keys of layer 1, KV head 1)")]
     [InlineData("lr8+nope", "latent format 'nope' at head dim 8 (keys of layer 1, KV head 1): unknown KV format 'nope'")]
     [InlineData("lr8+q4_0", "latent format 'q4_0'")]
+    [InlineData("lr12h+f16", "power-of-two rank, not 12")]
+    [InlineData("lrh+f16", "unknown KV format")]
     public void BadSpecsAreTypedErrors(string spec, string message)
     {
         var e = Assert.Throws<KvSpecException>(() => Codec(spec));
@@ -162,12 +164,51 @@ public class LowRankCodecTests
     }
 
     [Fact]
+    public void HadamardLatentSpansTheSameSubspaceWithEvenChannelVariance()
+    {
+        var plain = (LowRankCodec)Codec("lr8+f32");
+        var rotated = (LowRankCodec)Codec("lr8h+f32");
+        var b = rotated.Projection.Basis;
+        for (int i = 0; i < 8; i++)
+            for (int j = i; j < 8; j++)
+            {
+                double dot = 0;
+                for (int c = 0; c < 24; c++) dot += (double)b[i * 24 + c] * b[j * 24 + c];
+                Assert.True(Math.Abs(dot - (i == j ? 1 : 0)) < 1e-5, $"rows {i}, {j}: {dot}");
+            }
+        var both = LowRankTestData.Activations(32, 48, 24, 8, structureSeed: 2); // layer 1 keys; the codecs are head 1's
+        var xs = new float[32 * 24];
+        for (int t = 0; t < 32; t++) both.AsSpan(t * 48 + 24, 24).CopyTo(xs.AsSpan(t * 24));
+        var y1 = new float[xs.Length];
+        var y2 = new float[xs.Length];
+        plain.DecodeBlock(CodecTestData.Encode(plain, xs, 1), 32, y1);
+        rotated.DecodeBlock(CodecTestData.Encode(rotated, xs, 1), 32, y2);
+        for (int i = 0; i < xs.Length; i++) Assert.True(Math.Abs(y1[i] - y2[i]) < 1e-4 * (1 + Math.Abs(y1[i])), $"{i}: {y1[i]} vs {y2[i]}");
+        // Channel variances of the latent: principal coordinates fall off (scales 4, 2, 1, ...); rotated ones are level.
+        double Spread(LowRankCodec c)
+        {
+            var v = new double[8];
+            var latent = new float[8];
+            var centered = new float[24];
+            for (int t = 0; t < 32; t++)
+            {
+                c.Projection.Project(xs.AsSpan(t * 24, 24), latent, centered);
+                for (int i = 0; i < 8; i++) v[i] += latent[i] * latent[i];
+            }
+            return v.Max() / v.Min();
+        }
+        Assert.True(Spread(plain) > 100, $"plain spread {Spread(plain)}");
+        Assert.True(Spread(rotated) < 10, $"rotated spread {Spread(rotated)}");
+    }
+
+    [Fact]
     public void SpecParsing()
     {
         Assert.Null(LowRankSpec.TryParse("f16"));
         Assert.Null(LowRankSpec.TryParse("lr"));
         Assert.Null(LowRankSpec.TryParse("lrx+f16"));
         Assert.Equal(new LowRankSpec("lr32+nuq4-1%", 32, "nuq4-1%"), LowRankSpec.TryParse("lr32+nuq4-1%"));
+        Assert.Equal(new LowRankSpec("lr16h+int4", 16, "int4", Hadamard: true), LowRankSpec.TryParse("lr16h+int4"));
         var cfg = KvCacheConfig.Parse("lr32+int4/f16");
         Assert.Equal(("lr32+int4", "f16"), (cfg.KeyFormat, cfg.ValueFormat));
     }

@@ -30,11 +30,15 @@ public static class CalibrateCommand
         {
             Description = "also fit low-rank bases (all principal directions of pre-RoPE keys and of values per layer and KV head) for the lrR+FORMAT formats",
         };
+        var lowRankNuq = new Option<string?>("--lowrank-nuq")
+        {
+            Description = "ranks whose key latent gets a KVQuant calibration (per-channel scales, codebooks) for lrR+nuq*, comma-separated, e.g. 32,16 (implies --lowrank)",
+        };
         var output = new Option<string>("--out", "-o") { Description = "profile file to write", Required = true };
         var threads = CommonOptions.Threads();
         var cmd = new Command("calibrate", "calibrate KVQuant (nuq2/3/4) for a model: per-channel key scales and codebooks")
         {
-            model, text, samples, length, outliers, sink, seed, noFisher, lowRank, output, threads,
+            model, text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, output, threads,
         };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
@@ -61,9 +65,12 @@ public static class CalibrateCommand
             var profile = KvQuantCalibrator.Profile(transformer, options, KvQuantCalibrator.TextHash(content), Path.GetFileName(textPath),
                 fisher, calibrations);
             string lowRankNote = "";
-            if (r.GetValue(lowRank))
+            var latentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim);
+            if (r.GetValue(lowRank) || latentRanks.Count > 0)
             {
                 var bases = Progress.Run("fit low-rank bases", p => { var b = LowRankFitter.Fit(acts, nThreads); p(1, 1); return b; });
+                if (latentRanks.Count > 0)
+                    bases = Progress.Run("fit KVQuant on the key latents", p => LatentCalibration.Fit(acts, bases, latentRanks, fit, p));
                 profile = profile.WithLowRank(bases);
                 int hd = bases.HeadDim;
                 lowRankNote = $"; low-rank bases: key variance kept at rank {hd / 2} / {hd / 4} = {bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Key, hd / 2):P1} / " +
@@ -80,6 +87,20 @@ public static class CalibrateCommand
             return 0;
         }));
         return cmd;
+    }
+
+    private static List<int> ParseRanks(string? text, int headDim)
+    {
+        var list = new List<int>();
+        if (string.IsNullOrWhiteSpace(text)) return list;
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!int.TryParse(part, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int rank)
+                || rank < LatentCalibration.MinRank || rank > headDim)
+                throw new CliException($"--lowrank-nuq: rank '{part}' must be a whole number in [{LatentCalibration.MinRank}, {headDim}] (the model's head dim)");
+            list.Add(rank);
+        }
+        return list;
     }
 
     private static List<double> ParseFractions(string text)

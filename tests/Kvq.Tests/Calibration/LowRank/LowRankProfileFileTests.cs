@@ -13,7 +13,7 @@ namespace Kvq.Tests.Calibration.LowRank;
 public sealed class LowRankProfileFileTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "kvq-lowrank-profile-" + Guid.NewGuid().ToString("N"));
-    private static readonly Lazy<KvQuantProfile> Sample = new(() => LowRankTestData.Profile(KvQuantTestData.Shape(2, 2, 16), tokens: 600));
+    private static readonly Lazy<KvQuantProfile> Sample = new(() => LowRankTestData.Profile(KvQuantTestData.Shape(2, 2, 16), tokens: 600, latentRanks: [4, 8]));
 
     public LowRankProfileFileTests() => Directory.CreateDirectory(_dir);
     public void Dispose() => Directory.Delete(_dir, recursive: true);
@@ -45,9 +45,20 @@ public sealed class LowRankProfileFileTests : IDisposable
                     Assert.Equal(a.Vectors, b.Vectors);
                 }
         Assert.Equal(p.Calibrations[0].KeysPreRope.Zero, q.Calibrations[0].KeysPreRope.Zero);
+        Assert.Equal([4, 8], q.LowRank.Latent.Select(e => e.Rank));
+        for (int i = 0; i < 2; i++)
+        {
+            var (a, b) = (p.LowRank.Latent[i].Calibrations, q.LowRank.Latent[i].Calibrations);
+            Assert.Equal(a.Count, b.Count);
+            for (int j = 0; j < a.Count; j++)
+            {
+                Assert.Equal(a[j].KeysPreRope.Range, b[j].KeysPreRope.Range);
+                Assert.Equal(a[j].Codebooks.Select(c => c.Codebook.Levels), b[j].Codebooks.Select(c => c.Codebook.Levels));
+            }
+        }
         var x = LowRankTestData.Activations(1, 16, 16, 3);
-        var c1 = (KvCacheConfig.Parse("lr5+f16") with { Profile = p }).CreateCodec(KvSide.Key, 1, 0, 16);
-        var c2 = (KvCacheConfig.Parse("lr5+f16") with { Profile = q }).CreateCodec(KvSide.Key, 1, 0, 16);
+        var c1 = (KvCacheConfig.Parse("lr4+nuq3-1%") with { Profile = p }).CreateCodec(KvSide.Key, 1, 0, 16);
+        var c2 = (KvCacheConfig.Parse("lr4+nuq3-1%") with { Profile = q }).CreateCodec(KvSide.Key, 1, 0, 16);
         var b1 = new byte[c1.BlockBytes];
         var b2 = new byte[c2.BlockBytes];
         c1.EncodeToken(x, b1, 2);
@@ -98,10 +109,28 @@ public sealed class LowRankProfileFileTests : IDisposable
         var nan = (byte[])body.Clone();
         BitConverter.GetBytes(float.NaN).CopyTo(nan, section + 8 + 4 * basisBytes + 4); // first value basis, a mean value
         Expect(nan, "low-rank value basis of layer 0 head 0");
-        Expect(body[..^4], "low-rank bases");        // truncated section (checksum recomputed)
+        Expect(body[..(section + 108)], "low-rank bases");   // truncated bases (checksum recomputed)
+        Expect(body[..^4], "codebook level");                // truncated latent calibrations: the last codebook's last level
+        var twice = (byte[])body.Clone();
+        int latentStart = section + 8 + 8 * basisBytes + 4;  // i32 count, then the first latent's i32 rank (4)
+        int secondRank = SecondLatentRankOffset(twice, latentStart);
+        BitConverter.GetBytes(4).CopyTo(twice, secondRank);
+        Expect(twice, "latent rank");
         Expect([.. body, 0], "end");                  // trailing byte
         var v1WithSection = (byte[])body.Clone();
         BitConverter.GetBytes(1u).CopyTo(v1WithSection, 8);
         Expect(v1WithSection, "end");                 // a version 1 file has no section: its bytes are unexpected
+    }
+
+    /// <summary>Offset of the second latent calibration's rank: after the first one's rank and calibrations, whose size
+    /// follows from re-serialising a profile with only that latent.</summary>
+    private int SecondLatentRankOffset(byte[] body, int firstRank)
+    {
+        var p = Sample.Value;
+        var onlyFirst = p.WithLowRank(p.LowRank!.WithLatent([p.LowRank.Latent[0]]));
+        var noLatent = p.WithLowRank(p.LowRank.WithLatent([]));
+        int firstSize = File.ReadAllBytes(Saved(onlyFirst, "first.kvqp")).Length - File.ReadAllBytes(Saved(noLatent, "none.kvqp")).Length;
+        Assert.Equal(4, BitConverter.ToInt32(body, firstRank));
+        return firstRank + firstSize;
     }
 }

@@ -44,6 +44,10 @@ public sealed class KvQuantProfile : ILowRankProfile
         LowRank = lowRank;
     }
 
+    /// <summary>The keys' rank-R latent calibrations as a profile of head dim R (same model and settings), or null.</summary>
+    public IKvProfile? LatentProfile(int rank) =>
+        LowRank?.LatentCalibrations(rank) is { } cals ? new KvQuantProfile(ModelFingerprint, Settings, Layers, KvHeads, rank, cals) : null;
+
     /// <summary>The same profile with low-rank bases added (or replaced).</summary>
     public KvQuantProfile WithLowRank(LowRankBases lowRank) =>
         new(ModelFingerprint, Settings, Layers, KvHeads, HeadDim, Calibrations, lowRank);

@@ -22,7 +22,9 @@ namespace Kvq.Cache.Codecs.KvQuant;
 ///   i32 codebooks; each: u8 stream, i32 layer, u8 bits, f32 qnorm scale, f32 qnorm offset, f32 level[2^bits]
 /// version 2 only: low-rank bases (kvq calibrate --lowrank)
 ///   i64 calibration tokens; for keys then values, per (layer, head): f32 mean[dim], f32 eigenvalue[dim] (non-increasing,
-///   >= 0), f32 eigenvector[dim*dim] (rows, orthonormal)
+///   >= 0), f32 eigenvector[dim*dim] (rows, orthonormal);
+///   i32 latent calibrations; each: i32 rank R, then calibrations as above with head dim R (KVQuant fitted on the
+///   rank-R latent of the keys, for lrR+nuq*)
 /// 32 bytes SHA-256 of everything above
 /// </code>
 /// A profile without bases is written as version 1, byte for byte as before, so older builds still read it.
@@ -56,27 +58,7 @@ public static class KvQuantProfileFile
             w.Write(p.Layers);
             w.Write(p.KvHeads);
             w.Write(p.HeadDim);
-            w.Write(p.Calibrations.Count);
-            foreach (var c in p.Calibrations)
-            {
-                w.Write(c.OutlierFraction);
-                foreach (var scales in new[] { c.KeysPreRope, c.KeysPostRope })
-                {
-                    foreach (var z in scales.Zero) w.Write(z);
-                    foreach (var r in scales.Range) w.Write(r);
-                }
-                var books = c.Codebooks.ToList();
-                w.Write(books.Count);
-                foreach (var (stream, layer, book) in books)
-                {
-                    w.Write((byte)stream);
-                    w.Write(layer);
-                    w.Write((byte)book.Bits);
-                    w.Write(book.NormScale);
-                    w.Write(book.NormOffset);
-                    foreach (var l in book.Levels) w.Write(l);
-                }
-            }
+            WriteCalibrations(w, p.Calibrations);
             if (p.LowRank is { } lr) WriteLowRank(w, lr);
         }
         var body = ms.ToArray();
@@ -86,6 +68,31 @@ public static class KvQuantProfileFile
             f.Write(body);
             f.Write(hash);
         });
+    }
+
+    private static void WriteCalibrations(BinaryWriter w, IReadOnlyList<KvQuantCalibration> calibrations)
+    {
+        w.Write(calibrations.Count);
+        foreach (var c in calibrations)
+        {
+            w.Write(c.OutlierFraction);
+            foreach (var scales in new[] { c.KeysPreRope, c.KeysPostRope })
+            {
+                foreach (var z in scales.Zero) w.Write(z);
+                foreach (var r in scales.Range) w.Write(r);
+            }
+            var books = c.Codebooks.ToList();
+            w.Write(books.Count);
+            foreach (var (stream, layer, book) in books)
+            {
+                w.Write((byte)stream);
+                w.Write(layer);
+                w.Write((byte)book.Bits);
+                w.Write(book.NormScale);
+                w.Write(book.NormOffset);
+                foreach (var l in book.Levels) w.Write(l);
+            }
+        }
     }
 
     private static void WriteLowRank(BinaryWriter w, LowRankBases lr)
@@ -100,6 +107,12 @@ public static class KvQuantProfileFile
                     foreach (var x in b.Eigenvalues) w.Write(x);
                     foreach (var x in b.Vectors) w.Write(x);
                 }
+        w.Write(lr.Latent.Count);
+        foreach (var (rank, cals) in lr.Latent)
+        {
+            w.Write(rank);
+            WriteCalibrations(w, cals);
+        }
     }
 
     private static void Str(BinaryWriter w, string s)
@@ -153,6 +166,15 @@ public static class KvQuantProfileFile
         int layers = r.I32("layers", 1, MaxDim);
         int heads = r.I32("kv heads", 1, MaxDim);
         int dim = r.I32("head dim", 1, MaxDim);
+        var calibrations = ReadCalibrations(r, layers, heads, dim);
+        var bases = lowRank ? ReadLowRank(r, layers, heads, dim) : null;
+        if (r.Offset != r.End) r.Fail("end", $"{r.End - r.Offset} unexpected bytes before the checksum");
+        var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1);
+        return new KvQuantProfile(fingerprint, settings, layers, heads, dim, calibrations, bases);
+    }
+
+    private static List<KvQuantCalibration> ReadCalibrations(Reader r, int layers, int heads, int dim)
+    {
         long perScales = (long)layers * heads * dim;
         int count = r.I32("calibrations", 1, 64);
         var calibrations = new List<KvQuantCalibration>();
@@ -187,10 +209,7 @@ public static class KvQuantProfileFile
             }
             calibrations.Add(new KvQuantCalibration(fraction, pre, post, list));
         }
-        var bases = lowRank ? ReadLowRank(r, layers, heads, dim) : null;
-        if (r.Offset != r.End) r.Fail("end", $"{r.End - r.Offset} unexpected bytes before the checksum");
-        var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1);
-        return new KvQuantProfile(fingerprint, settings, layers, heads, dim, calibrations, bases);
+        return calibrations;
     }
 
     private static LowRankBases ReadLowRank(Reader r, int layers, int heads, int dim)
@@ -221,7 +240,16 @@ public static class KvQuantProfileFile
                     r.Fail(item, e.Message, at);
                 }
             }
-        return new LowRankBases(layers, heads, dim, tokens, all[0], all[1]);
+        int latents = r.I32("latent calibrations", 0, dim);
+        var latent = new List<(int, IReadOnlyList<KvQuantCalibration>)>();
+        for (int i = 0; i < latents; i++)
+        {
+            at = r.Offset;
+            int rank = r.I32("latent rank", 1, dim);
+            if (latent.Exists(e => e.Item1 == rank)) r.Fail("latent rank", $"rank {rank} appears twice", at);
+            latent.Add((rank, ReadCalibrations(r, layers, heads, rank)));
+        }
+        return new LowRankBases(layers, heads, dim, tokens, all[0], all[1], latent);
     }
 
     private static ChannelScales Scales(Reader r, int layers, int heads, int dim, long n, string item)

@@ -39,14 +39,19 @@ public static class LowRankCodecs
             throw new KvSpecException($"'{spec.Name}': the profile's bases are for {bases.Layers} layers x {bases.KvHeads} KV heads x head dim " +
                                       $"{bases.HeadDim}, asked for {where}, head dim {ctx.HeadDim}");
         var projection = bases.For(ctx.Side, ctx.Layer, ctx.KvHead).Projection(spec.Rank, spec.Hadamard);
+        // A latent calibrated at this rank (KVQuant scales and codebooks of the principal coordinates) serves calibrated
+        // latent formats; the Hadamard basis has other coordinates, so it gets the outer profile and nuq refuses it.
+        var latentProfile = spec.Hadamard || ctx.Side != KvSide.Key ? null : ((ILowRankProfile)ctx.Profile).LatentProfile(spec.Rank);
         KvCodec inner;
         try
         {
-            inner = KvCodecRegistry.Create(spec.Inner, ctx with { HeadDim = spec.Rank });
+            inner = KvCodecRegistry.Create(spec.Inner, ctx with { HeadDim = spec.Rank, Profile = latentProfile ?? ctx.Profile });
         }
         catch (KvSpecException e)
         {
-            throw new KvSpecException($"'{spec.Name}': latent format '{spec.Inner}' at head dim {spec.Rank} ({where}): {e.Message}");
+            string hint = latentProfile == null && KvQuant.KvQuantSpec.TryParse(spec.Inner) != null
+                ? $" (calibrated latent formats need 'kvq calibrate --lowrank-nuq {spec.Rank}', keys only and without h)" : "";
+            throw new KvSpecException($"'{spec.Name}': latent format '{spec.Inner}' at head dim {spec.Rank} ({where}): {e.Message}{hint}");
         }
         if (inner.BlockTokens != ctx.BlockTokens)
             throw new KvSpecException($"'{spec.Name}': latent format '{spec.Inner}' has blocks of {inner.BlockTokens} tokens, the cache {ctx.BlockTokens}");

@@ -12,6 +12,9 @@ namespace Kvq.Tests.Cache.Codecs.LowRank;
 /// </summary>
 public class LowRankAttentionTests
 {
+    private static readonly Lazy<Kvq.Cache.Codecs.KvQuant.KvQuantProfile> Profile =
+        new(() => LowRankTestData.Profile(KvQuantTestData.Shape(2, 2, 64, groupSize: 3), tokens: 1200, latentRanks: [16]));
+
     [Theory]
     [InlineData("lr32+f16/f16", 0)]
     [InlineData("lr16+f16/f16", 1)]
@@ -20,11 +23,13 @@ public class LowRankAttentionTests
     [InlineData("lr16+int4-ch/f16", 0)]
     [InlineData("lr12+int4-ch/int4", 1)]
     [InlineData("lr64+f32/lr5+f16", 0)]
+    [InlineData("lr16+nuq4-1%/f16", 1)]
+    [InlineData("lr16+nuq2/nuq3-1%", 0)]
     public void AttentionEqualsHandRotatedReconstructedKeys(string spec, int sink)
     {
         const int layers = 2, kvHeads = 2, headDim = 64, n = 75, layer = 1, bt = 32;
         var shape = KvQuantTestData.Shape(layers, kvHeads, headDim, groupSize: 3);
-        var profile = LowRankTestData.Profile(shape, tokens: 1200);
+        var profile = Profile.Value;
         var cfg = KvCacheConfig.Parse(spec, bt) with { Profile = profile, SinkTokens = sink };
         var cache = new PagedKvCache(shape, cfg);
         using var seq = cache.CreateSequence();

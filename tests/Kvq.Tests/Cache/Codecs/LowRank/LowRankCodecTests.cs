@@ -9,7 +9,7 @@ namespace Kvq.Tests.Cache.Codecs.LowRank;
 public class LowRankCodecTests
 {
     private static readonly Lazy<Kvq.Cache.Codecs.KvQuant.KvQuantProfile> Profile24 =
-        new(() => LowRankTestData.Profile(KvQuantTestData.Shape(2, 2, 24), tokens: 1200));
+        new(() => LowRankTestData.Profile(KvQuantTestData.Shape(2, 2, 24), tokens: 1200, latentRanks: [5, 8]));
 
     private static KvCodec Codec(string spec, KvSide side = KvSide.Key, int layer = 1, int head = 1, int bt = 32) =>
         KvCodecRegistry.Create(spec, new KvCodecContext(side, bt, 24, layer, head, Profile24.Value));
@@ -199,6 +199,33 @@ public class LowRankCodecTests
         }
         Assert.True(Spread(plain) > 100, $"plain spread {Spread(plain)}");
         Assert.True(Spread(rotated) < 10, $"rotated spread {Spread(rotated)}");
+    }
+
+    [Fact]
+    public void NuqLatentUsesTheLatentCalibrationOfItsRank()
+    {
+        // lr5+nuq3-1% must be exactly NuqChannelCodec over the latent, with the rank-5 latent's scales and codebook.
+        var codec = (LowRankCodec)Codec("lr5+nuq3-1%", layer: 1, head: 0);
+        var latentProfile = Profile24.Value.LatentProfile(5)!;
+        var nuq = KvCodecRegistry.Create("nuq3-1%", new KvCodecContext(KvSide.Key, 32, 5, 1, 0, latentProfile));
+        Assert.Equal(nuq.BlockLayout, codec.BlockLayout);
+        Assert.Equal(nuq.GetType(), codec.Inner.GetType());
+        var xs = LowRankTestData.Activations(32, 24, 24, 6, structureSeed: 2);
+        var latents = new float[32 * 5];
+        var centered = new float[24];
+        for (int t = 0; t < 32; t++) codec.Projection.Project(xs.AsSpan(t * 24, 24), latents.AsSpan(t * 5, 5), centered);
+        var expected = new byte[nuq.BlockBytes];
+        for (int t = 0; t < 32; t++) nuq.EncodeToken(latents.AsSpan(t * 5, 5), expected, t);
+        var actual = new byte[codec.BlockBytes];
+        for (int t = 0; t < 32; t++) codec.EncodeToken(xs.AsSpan(t * 24, 24), actual, t);
+        Assert.Equal(expected, actual);
+        // Rank 8 has its own calibration; rank 6 has none: nuq refuses with a hint, f16 latents still work.
+        Assert.Equal(8, ((LowRankCodec)Codec("lr8+nuq2")).Inner.HeadDim);
+        var e = Assert.Throws<KvSpecException>(() => Codec("lr6+nuq3-1%"));
+        Assert.Contains("--lowrank-nuq 6", e.Message);
+        e = Assert.Throws<KvSpecException>(() => Codec("lr8h+nuq3-1%"));
+        Assert.Contains("without h", e.Message);
+        Codec("lr6+f16");
     }
 
     [Fact]

@@ -60,11 +60,15 @@ public static class LowRankTestData
     }
 
     /// <summary>A KVQuant profile (for nuq on the same data) with low-rank bases of <see cref="ActivationSet"/>.</summary>
-    public static KvQuantProfile Profile(KvShape shape, int tokens = 1500, int seed = 1)
+    /// <param name="latentRanks">Ranks whose key latent also gets a KVQuant calibration (for lrR+nuq*).</param>
+    public static KvQuantProfile Profile(KvShape shape, int tokens = 1500, int seed = 1, int[]? latentRanks = null)
     {
         var acts = ActivationSet(shape, tokens, seed);
-        var cals = Kvq.Calibration.KvQuant.KvQuantFitter.Fit(acts, new Kvq.Calibration.KvQuant.KvQuantFitOptions([0.01], Seed: 7, Threads: 1, Bins: 4096, Restarts: 1));
+        var fit = new Kvq.Calibration.KvQuant.KvQuantFitOptions([0.01], Seed: 7, Threads: 1, Bins: 4096, Restarts: 1);
+        var cals = Kvq.Calibration.KvQuant.KvQuantFitter.Fit(acts, fit);
         var settings = new KvQuantCalibrationSettings("synthetic-lowrank", new string('0', 64), 1, tokens, 0, 7, false);
-        return new KvQuantProfile("test-model", settings, shape.Layers, shape.KvHeads, shape.HeadDim, cals, LowRankFitter.Fit(acts));
+        var bases = LowRankFitter.Fit(acts);
+        if (latentRanks != null) bases = LatentCalibration.Fit(acts, bases, latentRanks, fit);
+        return new KvQuantProfile("test-model", settings, shape.Layers, shape.KvHeads, shape.HeadDim, cals, bases);
     }
 }

@@ -52,8 +52,11 @@ public sealed class PagedKvCache
         {
             foreach (var codec in new[] { KeyCodec, ValueCodec })
                 if (!codec.CanCopySlots)
-                    throw new KvSpecException($"policy '{policy.Policy.Name}' evicts single tokens, but '{codec.Name}' encodes whole blocks " +
-                                              "(recent tokens staged, then quantized together); use a per-token format");
+                    throw new KvSpecException(codec.EncodesWholeBlocks
+                        ? $"policy '{policy.Policy.Name}' evicts single tokens, but '{codec.Name}' encodes whole blocks " +
+                          "(recent tokens staged, then quantized together); use a per-token format"
+                        : $"policy '{policy.Policy.Name}' moves single tokens, but '{codec.Name}' does not describe its per-token " +
+                          "layout (KvCodec.TokenSections)");
             LayerPools = new BlockPool[shape.Layers];
             for (int l = 0; l < shape.Layers; l++) LayerPools[l] = new BlockPool(blocks, config.BlockTokens);
         }

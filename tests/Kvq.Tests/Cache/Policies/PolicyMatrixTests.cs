@@ -8,7 +8,8 @@ using Kvq.Tests.Eval;
 namespace Kvq.Tests.Cache.Policies;
 
 /// <summary>
-/// Every policy x every codec on a small real model (stories260K; books-19m for the formats that need head dims of 32),
+/// Every policy x every codec on a small real model (stories260K; books-19m for the formats that need head dims of 32
+/// and for low-rank keys),
 /// fed as a prompt chunk, three small chunks and decode steps, with two exact-copy sinks. After every chunk: each layer
 /// holds exactly min(tokens seen, its budget) slots, sinks are kept in every head, positions increase, the layer pools
 /// hold exactly the blocks the slots need and the sequence's bytes equal the pools', merged slots still count every
@@ -25,6 +26,17 @@ public class PolicyMatrixTests
 
     private static readonly Lazy<IKvProfile> StoriesProfile = new(() => KvQuantTestData.Profile(EvalFixtures.StoriesTransformer().KvShape, tokens: 600));
 
+    /// <summary>KVQuant calibration and low-rank bases for books-19m's shape, fitted on synthetic activations.</summary>
+    private static readonly Lazy<IKvProfile> BooksProfile = new(() =>
+    {
+        var shape = EvalFixtures.BooksTransformer().KvShape;
+        var acts = KvQuantTestData.ActivationSet(shape, 600, 1);
+        var cals = Kvq.Calibration.KvQuant.KvQuantFitter.Fit(acts, new Kvq.Calibration.KvQuant.KvQuantFitOptions([0.01], Seed: 7, Threads: 1, Bins: 1024, Restarts: 1));
+        var settings = new Kvq.Cache.Codecs.KvQuant.KvQuantCalibrationSettings("synthetic", new string('0', 64), 1, 600, 1, 7, false);
+        return new Kvq.Cache.Codecs.KvQuant.KvQuantProfile("test-model", settings, shape.Layers, shape.KvHeads, shape.HeadDim, cals,
+            Kvq.Calibration.LowRank.LowRankFitter.Fit(acts));
+    });
+
     public static IEnumerable<object[]> Codecs()
     {
         foreach (var (name, _) in KvCodecRegistry.Formats) yield return [name];
@@ -33,10 +45,12 @@ public class PolicyMatrixTests
     [Theory, MemberData(nameof(Codecs))]
     public void EveryPolicyKeepsItsInvariants(string codec)
     {
-        bool small = !(codec is "q8_0" or "q4_0"); // ggml blocks need head dims of 32: books-19m (64) then
+        // ggml blocks need head dims of 32 and low-rank latents a head dim above the rank: books-19m (64) for those.
+        bool lowRank = Kvq.Cache.Codecs.LowRank.LowRankSpec.TryParse(codec) != null;
+        bool small = !(codec is "q8_0" or "q4_0") && !lowRank;
         var model = small ? EvalFixtures.StoriesTransformer() : EvalFixtures.BooksTransformer();
         var tokens = small ? EvalFixtures.StoriesTokens : EvalFixtures.MobyDickHeadTokens;
-        var profile = codec.StartsWith("nuq") ? StoriesProfile.Value : null;
+        var profile = lowRank ? BooksProfile.Value : codec.StartsWith("nuq") ? StoriesProfile.Value : null;
         foreach (var (spec, scope) in PolicyRows)
         {
             var policy = KvPolicyRegistry.Parse(spec);

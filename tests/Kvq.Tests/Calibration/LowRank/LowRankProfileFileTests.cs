@@ -13,7 +13,9 @@ namespace Kvq.Tests.Calibration.LowRank;
 public sealed class LowRankProfileFileTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "kvq-lowrank-profile-" + Guid.NewGuid().ToString("N"));
-    private static readonly Lazy<KvQuantProfile> Sample = new(() => LowRankTestData.Profile(KvQuantTestData.Shape(2, 2, 16), tokens: 600, latentRanks: [4, 8]));
+    // Without codebook sensitivities, so the file is version 2 (version 3 adds them: KvQuantProfileSensitivityTests).
+    private static readonly Lazy<KvQuantProfile> Sample = new(() => Kvq.Tests.Calibration.KvQuant.KvQuantProfileSensitivityTests.WithoutSensitivities(
+        LowRankTestData.Profile(KvQuantTestData.Shape(2, 2, 16), tokens: 600, latentRanks: [4, 8])));
 
     public LowRankProfileFileTests() => Directory.CreateDirectory(_dir);
     public void Dispose() => Directory.Delete(_dir, recursive: true);

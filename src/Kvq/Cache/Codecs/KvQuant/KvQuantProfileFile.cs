@@ -8,7 +8,8 @@ using Kvq.IO;
 namespace Kvq.Cache.Codecs.KvQuant;
 
 /// <summary>
-/// The binary profile format, version 1, or 2 when low-rank bases are present (all little-endian):
+/// The binary profile format, version 1, 2 when low-rank bases are present, 3 when codebooks carry their calibration
+/// errors (all little-endian):
 /// <code>
 /// "KVQPROF\0"                          8-byte magic
 /// u32 version = 1
@@ -25,9 +26,13 @@ namespace Kvq.Cache.Codecs.KvQuant;
 ///   >= 0), f32 eigenvector[dim*dim] (rows, orthonormal);
 ///   i32 latent calibrations; each: i32 rank R, then calibrations as above with head dim R (KVQuant fitted on the
 ///   rank-R latent of the keys, for lrR+nuq*)
+/// version 3: as version 2, except that every codebook record ends with f64 sensitivity (the Fisher-weighted squared
+///   error the codebook leaves on the calibration data, NaN = unknown; used by :mixed bit allocation), and the
+///   low-rank section is preceded by u8 present (0 or 1)
 /// 32 bytes SHA-256 of everything above
 /// </code>
-/// A profile without bases is written as version 1, byte for byte as before, so older builds still read it.
+/// The oldest version that holds the profile is written (no sensitivities and no bases: version 1, byte for byte as
+/// before), so older builds still read what they can use.
 /// Written atomically; any malformed or corrupted file is a <see cref="ModelFormatException"/> naming the item and offset.
 /// </summary>
 public static class KvQuantProfileFile
@@ -35,6 +40,8 @@ public static class KvQuantProfileFile
     public const int Version = 1;
     /// <summary>Version 1 plus the low-rank section.</summary>
     public const int VersionLowRank = 2;
+    /// <summary>Codebook sensitivities; the low-rank section optional.</summary>
+    public const int VersionSensitivity = 3;
     private static readonly byte[] Magic = "KVQPROF\0"u8.ToArray();
     private const int MaxString = 4096;
     private const int MaxDim = 1 << 16;
@@ -45,7 +52,8 @@ public static class KvQuantProfileFile
         using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
         {
             w.Write(Magic);
-            w.Write((uint)(p.LowRank == null ? Version : VersionLowRank));
+            bool sens = HasSensitivities(p);
+            w.Write((uint)(sens ? VersionSensitivity : p.LowRank == null ? Version : VersionLowRank));
             Str(w, p.ModelFingerprint);
             var s = p.Settings;
             Str(w, s.Text);
@@ -58,8 +66,9 @@ public static class KvQuantProfileFile
             w.Write(p.Layers);
             w.Write(p.KvHeads);
             w.Write(p.HeadDim);
-            WriteCalibrations(w, p.Calibrations);
-            if (p.LowRank is { } lr) WriteLowRank(w, lr);
+            WriteCalibrations(w, p.Calibrations, sens);
+            if (sens) w.Write((byte)(p.LowRank == null ? 0 : 1));
+            if (p.LowRank is { } lr) WriteLowRank(w, lr, sens);
         }
         var body = ms.ToArray();
         var hash = SHA256.HashData(body);
@@ -70,7 +79,14 @@ public static class KvQuantProfileFile
         });
     }
 
-    private static void WriteCalibrations(BinaryWriter w, IReadOnlyList<KvQuantCalibration> calibrations)
+    private static bool HasSensitivities(KvQuantProfile p)
+    {
+        static bool Any(IEnumerable<KvQuantCalibration> cals) =>
+            cals.Any(c => c.Codebooks.Any(b => !double.IsNaN(b.Codebook.Sensitivity)));
+        return Any(p.Calibrations) || (p.LowRank?.Latent.Any(l => Any(l.Calibrations)) ?? false);
+    }
+
+    private static void WriteCalibrations(BinaryWriter w, IReadOnlyList<KvQuantCalibration> calibrations, bool sensitivities)
     {
         w.Write(calibrations.Count);
         foreach (var c in calibrations)
@@ -91,11 +107,12 @@ public static class KvQuantProfileFile
                 w.Write(book.NormScale);
                 w.Write(book.NormOffset);
                 foreach (var l in book.Levels) w.Write(l);
+                if (sensitivities) w.Write(book.Sensitivity);
             }
         }
     }
 
-    private static void WriteLowRank(BinaryWriter w, LowRankBases lr)
+    private static void WriteLowRank(BinaryWriter w, LowRankBases lr, bool sensitivities)
     {
         w.Write(lr.Tokens);
         foreach (var side in new[] { KvSide.Key, KvSide.Value })
@@ -111,7 +128,7 @@ public static class KvQuantProfileFile
         foreach (var (rank, cals) in lr.Latent)
         {
             w.Write(rank);
-            WriteCalibrations(w, cals);
+            WriteCalibrations(w, cals, sensitivities);
         }
     }
 
@@ -135,8 +152,9 @@ public static class KvQuantProfileFile
             throw new ModelFormatException(path, "magic", 0, "not a KVQuant profile (expected \"KVQPROF\\0\")");
         r.Skip(Magic.Length);
         uint version = r.U32("version");
-        if (version != Version && version != VersionLowRank)
-            throw new ModelFormatException(path, "version", 8, $"version {version} is not supported (this build reads versions {Version} and {VersionLowRank})");
+        if (version is not (Version or VersionLowRank or VersionSensitivity))
+            throw new ModelFormatException(path, "version", 8,
+                $"version {version} is not supported (this build reads versions {Version} to {VersionSensitivity})");
         int bodyLength = data.Length - 32;
         var expected = SHA256.HashData(data.AsSpan(0, bodyLength));
         if (!expected.AsSpan().SequenceEqual(data.AsSpan(bodyLength)))
@@ -144,7 +162,7 @@ public static class KvQuantProfileFile
         r.End = bodyLength;
         try
         {
-            return Parse(r, version == VersionLowRank);
+            return Parse(r, (int)version);
         }
         catch (ArgumentException e) when (e is not KvSpecException)
         {
@@ -152,7 +170,7 @@ public static class KvQuantProfileFile
         }
     }
 
-    private static KvQuantProfile Parse(Reader r, bool lowRank)
+    private static KvQuantProfile Parse(Reader r, int version)
     {
         string fingerprint = r.Str("model fingerprint");
         string text = r.Str("text");
@@ -166,14 +184,23 @@ public static class KvQuantProfileFile
         int layers = r.I32("layers", 1, MaxDim);
         int heads = r.I32("kv heads", 1, MaxDim);
         int dim = r.I32("head dim", 1, MaxDim);
-        var calibrations = ReadCalibrations(r, layers, heads, dim);
-        var bases = lowRank ? ReadLowRank(r, layers, heads, dim) : null;
+        bool sens = version == VersionSensitivity;
+        var calibrations = ReadCalibrations(r, layers, heads, dim, sens);
+        bool lowRank = version == VersionLowRank;
+        if (sens)
+        {
+            long at = r.Offset;
+            byte present = r.U8("low-rank present");
+            if (present > 1) r.Fail("low-rank present", $"flag is {present}, expected 0 or 1", at);
+            lowRank = present == 1;
+        }
+        var bases = lowRank ? ReadLowRank(r, layers, heads, dim, sens) : null;
         if (r.Offset != r.End) r.Fail("end", $"{r.End - r.Offset} unexpected bytes before the checksum");
         var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1);
         return new KvQuantProfile(fingerprint, settings, layers, heads, dim, calibrations, bases);
     }
 
-    private static List<KvQuantCalibration> ReadCalibrations(Reader r, int layers, int heads, int dim)
+    private static List<KvQuantCalibration> ReadCalibrations(Reader r, int layers, int heads, int dim, bool sensitivities)
     {
         long perScales = (long)layers * heads * dim;
         int count = r.I32("calibrations", 1, 64);
@@ -198,9 +225,10 @@ public static class KvQuantProfileFile
                 float scale = r.F32("codebook qnorm scale"), offset = r.F32("codebook qnorm offset");
                 var levels = new float[1 << bits];
                 for (int k = 0; k < levels.Length; k++) levels[k] = r.F32("codebook level");
+                double sensitivity = sensitivities ? r.F64("codebook sensitivity") : double.NaN;
                 try
                 {
-                    list.Add(((KvQuantStream)stream, layer, new NuqCodebook(levels, scale, offset)));
+                    list.Add(((KvQuantStream)stream, layer, new NuqCodebook(levels, scale, offset, sensitivity)));
                 }
                 catch (ArgumentException e)
                 {
@@ -212,7 +240,7 @@ public static class KvQuantProfileFile
         return calibrations;
     }
 
-    private static LowRankBases ReadLowRank(Reader r, int layers, int heads, int dim)
+    private static LowRankBases ReadLowRank(Reader r, int layers, int heads, int dim, bool sensitivities)
     {
         long at = r.Offset;
         long tokens = (long)r.U64("low-rank tokens");
@@ -247,7 +275,7 @@ public static class KvQuantProfileFile
             at = r.Offset;
             int rank = r.I32("latent rank", 1, dim);
             if (latent.Exists(e => e.Item1 == rank)) r.Fail("latent rank", $"rank {rank} appears twice", at);
-            latent.Add((rank, ReadCalibrations(r, layers, heads, rank)));
+            latent.Add((rank, ReadCalibrations(r, layers, heads, rank, sensitivities)));
         }
         return new LowRankBases(layers, heads, dim, tokens, all[0], all[1], latent);
     }

@@ -66,7 +66,8 @@ public static class InspectCommand
             var k = cache.KeyCodec.BlockLayout;
             var v = cache.ValueCodec.BlockLayout;
             long blocks = (ctx + cache.Config.BlockTokens - 1) / cache.Config.BlockTokens;
-            var all = (k + v) * (blocks * c.Layers * c.KvHeads);
+            Kvq.Cache.Codecs.KvBytes all = default;   // layers may differ in width (:mixed): sum them
+            for (int l = 0; l < c.Layers; l++) all += (cache.KeyLayout(l) + cache.ValueLayout(l)) * (blocks * c.KvHeads);
             double bits = all.Total * 8.0 / (2.0 * ctx * c.Layers * c.KvDim);
             Console.WriteLine($"| {cache.Config.Name} | {cache.Config.BlockTokens} | {k.Total} | {v.Total} | {all.Codes:N0} | {all.Scales:N0} | {all.Zeros:N0} | " +
                               $"{all.Outliers + all.Indices:N0} | {bits:F3} | {all.Total / (double)ctx:F1} | {all.Total / 1048576.0:F2} |");

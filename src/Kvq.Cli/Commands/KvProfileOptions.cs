@@ -45,26 +45,26 @@ public static class KvProfileOptions
 /// <summary>The eval table with KVQuant's own bit accounting and the outliers the nuq codecs stored and clamped.</summary>
 public static class KvQuantColumns
 {
-    public const string Header = "| kv | ppl | tokens | bits/element | KVQuant bits/element | KV bytes/token | outliers/element K, V | clamped K |";
-    public const string Rule = "|---|---:|---:|---:|---:|---:|---:|---:|";
 
-    /// <summary>Per side: KVQuant's accounting for nuq codecs, the stored bits for any other format; the mean of both sides.</summary>
-    public static double KvQuantBits(KvCacheConfig cfg, int headDim)
+    /// <summary>Per side: KVQuant's accounting for nuq codecs, the stored bits for any other format; the mean of both
+    /// sides and of the layers (which differ under :mixed).</summary>
+    public static double KvQuantBits(KvCacheConfig cfg, int headDim, int layers)
     {
-        double Side(Kvq.Cache.Codecs.KvSide side)
+        double Side(Kvq.Cache.Codecs.KvSide side, int layer)
         {
-            var codec = cfg.CreateCodec(side, 0, 0, headDim);
+            var codec = cfg.CreateCodec(side, layer, 0, headDim);
             return codec is IKvQuantAccounting a ? a.KvQuantBitsPerElement : codec.BitsPerElement;
         }
-        return (Side(Kvq.Cache.Codecs.KvSide.Key) + Side(Kvq.Cache.Codecs.KvSide.Value)) / 2;
+        double sum = 0;
+        for (int l = 0; l < layers; l++) sum += Side(Kvq.Cache.Codecs.KvSide.Key, l) + Side(Kvq.Cache.Codecs.KvSide.Value, l);
+        return sum / (2.0 * layers);
     }
 
-    public static string Row(Kvq.Eval.PerplexityResult res, KvCacheConfig cfg, int headDim)
+    /// <summary>What the nuq codecs counted since <see cref="KvQuantCounters.ResetTotals"/>, with the config's accounting.</summary>
+    public static Kvq.Eval.KvQuantStats Stats(KvCacheConfig cfg, int headDim, int layers)
     {
         var k = KvQuantCounters.TotalKeys;
         var v = KvQuantCounters.TotalValues;
-        string outliers = k.Elements + v.Elements == 0 ? "-" : $"{k.OutlierRate * 100:F2}%, {v.OutlierRate * 100:F2}%";
-        string clamped = k.Elements == 0 ? "-" : $"{k.ClampedRate * 100:F3}%";
-        return $"| {res.Kv} | {res.Ppl:F4} | {res.Tokens} | {res.BitsPerElement:F2} | {KvQuantBits(cfg, headDim):F2} | {res.KvBytesPerToken:F0} | {outliers} | {clamped} |";
+        return new Kvq.Eval.KvQuantStats(KvQuantBits(cfg, headDim, layers), k.OutlierRate, v.OutlierRate, k.ClampedRate);
     }
 }

@@ -12,7 +12,8 @@ public sealed class PagedKvCache
 {
     public KvShape Shape { get; }
     public KvCacheConfig Config { get; }
-    /// <summary>Codec of layer 0, head 0 (all heads of all layers share its block layout).</summary>
+    /// <summary>Codec of layer 0, head 0. The heads of a layer share one block layout; layers may differ in width
+    /// (KVQuant's :mixed) but not in kind (pre-RoPE, whole-block encoding, residual window).</summary>
     public KvCodec KeyCodec => KeyCodecs[0][0];
     public KvCodec ValueCodec => ValueCodecs[0][0];
     /// <summary>Per layer, per KV head.</summary>
@@ -43,8 +44,8 @@ public sealed class PagedKvCache
         Values = new BlockArena[shape.Layers];
         for (int l = 0; l < shape.Layers; l++)
         {
-            Keys[l] = new BlockArena(shape.KvHeads, KeyCodec.BlockBytes);
-            Values[l] = new BlockArena(shape.KvHeads, ValueCodec.BlockBytes);
+            Keys[l] = new BlockArena(shape.KvHeads, KeyCodecs[l][0].BlockBytes);
+            Values[l] = new BlockArena(shape.KvHeads, ValueCodecs[l][0].BlockBytes);
         }
         int blocks = Math.Max(1, (int)(((long)maxTokens + config.BlockTokens - 1) / config.BlockTokens));
         Sequences = new PagedSequences(blocks, config.BlockTokens);
@@ -74,16 +75,28 @@ public sealed class PagedKvCache
         {
             if (LayerPools == null) return (long)Sequences.Pool.Usage.HeldBlocks * BytesPerBlock;
             long blocks = 0;
-            foreach (var p in LayerPools) blocks += p.HeldBlockCount;
-            return blocks * BytesPerLayerBlock;
+            for (int l = 0; l < LayerPools.Length; l++) blocks += LayerPools[l].HeldBlockCount * BytesPerLayerBlock(l);
+            return blocks;
         }
     }
 
     /// <summary>Bytes of one block of one layer, every head, keys and values.</summary>
-    public long BytesPerLayerBlock => (long)Shape.KvHeads * (KeyCodec.BlockBytes + ValueCodec.BlockBytes);
+    public long BytesPerLayerBlock(int layer) => (long)Shape.KvHeads * (KeyCodecs[layer][0].BlockBytes + ValueCodecs[layer][0].BlockBytes);
+
+    /// <summary>Bytes of one block of one KV head of a layer, by kind.</summary>
+    public KvBytes KeyLayout(int layer) => KeyCodecs[layer][0].BlockLayout;
+    public KvBytes ValueLayout(int layer) => ValueCodecs[layer][0].BlockLayout;
 
     /// <summary>Bytes of one block in every layer and head, keys and values.</summary>
-    public long BytesPerBlock => (long)Shape.Layers * Shape.KvHeads * (KeyCodec.BlockBytes + ValueCodec.BlockBytes);
+    public long BytesPerBlock
+    {
+        get
+        {
+            long n = 0;
+            for (int l = 0; l < Shape.Layers; l++) n += BytesPerLayerBlock(l);
+            return n;
+        }
+    }
 
     /// <summary>Bytes the arenas hold right now (all chunks allocated).</summary>
     public long AllocatedBytes
@@ -105,9 +118,12 @@ public sealed class PagedKvCache
             for (int h = 0; h < Shape.KvHeads; h++)
             {
                 var c = Config.CreateCodec(side, l, h, Shape.HeadDim);
-                if (l + h > 0 && (c.BlockBytes != all[0][0].BlockBytes || c.PreRope != all[0][0].PreRope
-                                  || c.EncodesWholeBlocks != all[0][0].EncodesWholeBlocks || c.ResidualTokens != all[0][0].ResidualTokens))
-                    throw new KvSpecException($"{c.Name}: layer {l} head {h} has a block layout unlike layer 0 head 0");
+                if (h > 0 && c.BlockBytes != all[l][0].BlockBytes)
+                    throw new KvSpecException($"{c.Name}: layer {l} head {h} has a block layout unlike head 0 of the layer");
+                if (l + h > 0 && (c.PreRope != all[0][0].PreRope || c.EncodesWholeBlocks != all[0][0].EncodesWholeBlocks
+                                  || c.ResidualTokens != all[0][0].ResidualTokens))
+                    throw new KvSpecException($"{c.Name}: layer {l} head {h} is a different kind of format than layer 0 head 0 " +
+                                              "(pre-RoPE, whole-block encoding or residual window)");
                 all[l][h] = c;
             }
         }

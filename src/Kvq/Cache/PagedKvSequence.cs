@@ -386,10 +386,15 @@ public sealed partial class PagedKvSequence : IKvSequence, IDisposable
     /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), plus staging.</summary>
     public KvMemory Memory()
     {
-        // Without a policy every layer uses the sequence's blocks; with one, each layer holds its own.
-        long layerBlocks = _policySlots?.HeldBlocks ?? (long)Blocks.Length * _shape.Layers;
-        var keys = _keys.Codec.BlockLayout * (layerBlocks * _shape.KvHeads);
-        var values = _values.Codec.BlockLayout * (layerBlocks * _shape.KvHeads);
+        // Without a policy every layer uses the sequence's blocks; with one, each layer holds its own. Layers may
+        // differ in block layout (KVQuant :mixed widths).
+        KvBytes keys = default, values = default;
+        for (int l = 0; l < _shape.Layers; l++)
+        {
+            long blocks = _policySlots?.Blocks(l).Length ?? Blocks.Length;
+            keys += _cache.KeyLayout(l) * (blocks * _shape.KvHeads);
+            values += _cache.ValueLayout(l) * (blocks * _shape.KvHeads);
+        }
         long staging = 0;
         foreach (var side in new[] { _keys, _values })
         {

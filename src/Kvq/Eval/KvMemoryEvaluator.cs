@@ -20,7 +20,7 @@ public static class KvMemoryEvaluator
         Fill(seq, shape, ctx, seed, cancel);
         var mem = seq.Memory();
         long blocks = (ctx + config.BlockTokens - 1) / config.BlockTokens;
-        long layout = blocks * shape.Layers * shape.KvHeads * (cache.KeyCodec.BlockBytes + cache.ValueCodec.BlockBytes);
+        long layout = blocks * cache.BytesPerBlock;
         var all = mem.Keys + mem.Values;
         return new KvMemoryRow(config.Name, ctx, mem.TotalBytes, layout, mem.StagingBytes, cache.HeldBytes, all.Codes, all.Scales,
             all.Zeros, all.Outliers + all.Indices, all.Residual, mem.BitsPerElement, mem.BytesPerToken,

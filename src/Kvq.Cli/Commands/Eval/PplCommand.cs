@@ -31,15 +31,19 @@ public static class PplCommand
             run.Settings.Add(("ctx", c.ToString()));
             if (s != 0) run.Settings.Add(("stride", s.ToString()));
             run.Settings.Add(("windows", (w <= 0 || w > available ? available : w).ToString()));
-            var table = Table();
+            bool kvquant = run.Configs.Any(x => x.Profile != null);
+            var table = Table(kvquant);
             run.Output.Header(run.HeaderLine());
             run.Output.Markdown(table.HeaderLines());
             var evaluator = new PerplexityEvaluator(run.Transformer, run.Loaded.Tokenizer.BosId);
             var rows = new List<PerplexityResult>();
             foreach (var config in run.Configs)
             {
+                Kvq.Cache.Codecs.KvQuant.KvQuantCounters.ResetTotals();
                 var res = run.Measure($"ppl {config.Name}", (p, cancel) => evaluator.Evaluate(run.TextTokens, c, w, config, s, p, cancel));
                 if (res == null) break;
+                if (config.Profile != null)
+                    res = res with { KvQuant = KvQuantColumns.Stats(config, run.Transformer.KvShape.HeadDim, run.Transformer.KvShape.Layers) };
                 rows.Add(res);
                 run.Output.Row(res, table);
             }
@@ -57,13 +61,24 @@ public static class PplCommand
         return cmd;
     }
 
-    private static MarkdownTable<PerplexityResult> Table()
+    /// <param name="kvquant">With a calibration profile: KVQuant's bit accounting and the outliers the nuq codecs
+    /// stored and clamped ("-" for rows that store no nuq side).</param>
+    private static MarkdownTable<PerplexityResult> Table(bool kvquant)
     {
-        return new MarkdownTable<PerplexityResult>()
+        var t = new MarkdownTable<PerplexityResult>()
             .Left("kv", x => x.Kv)
             .Right("ppl", x => MarkdownTable<PerplexityResult>.F(x.Ppl, 4))
             .Right("tokens", x => x.Tokens.ToString())
-            .Right("bits/element", x => MarkdownTable<PerplexityResult>.F(x.BitsPerElement, 2))
-            .Right("KV bytes/token", x => MarkdownTable<PerplexityResult>.F(x.KvBytesPerToken, 0));
+            .Right("bits/element", x => MarkdownTable<PerplexityResult>.F(x.BitsPerElement, 2));
+        if (kvquant)
+            t.Right("KVQuant bits/element", x => x.KvQuant is { } q ? MarkdownTable<PerplexityResult>.F(q.BitsPerElement, 2) : "-");
+        t.Right("KV bytes/token", x => MarkdownTable<PerplexityResult>.F(x.KvBytesPerToken, 0));
+        if (kvquant)
+        {
+            t.Right("outliers/element K, V", x => x.KvQuant is { } q && q.KeyOutlierRate + q.ValueOutlierRate > 0
+                ? $"{q.KeyOutlierRate * 100:F2}%, {q.ValueOutlierRate * 100:F2}%" : "-");
+            t.Right("clamped K", x => x.KvQuant is { } q && q.KeyOutlierRate > 0 ? $"{q.KeyClampedRate * 100:F3}%" : "-");
+        }
+        return t;
     }
 }

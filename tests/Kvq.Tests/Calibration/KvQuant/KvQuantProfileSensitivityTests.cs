@@ -118,4 +118,60 @@ public sealed class KvQuantProfileSensitivityTests : IDisposable
         Assert.Contains("kvq calibrate", e.Message);
         Assert.Contains("uniform", Assert.Throws<KvSpecException>(() => KvQuantSpec.TryParse("nuq3-1%:mixed:uniform")).Message);
     }
+
+    /// <summary>The fitted profile with chosen sensitivities: layer 0 far more sensitive than layer 2.</summary>
+    private static KvQuantProfile Skewed()
+    {
+        var p = Fitted.Value;
+        static double Sens(int layer, int bits) => Math.Pow(10, 2 - layer) * Math.Pow(4, -bits);
+        var cals = p.Calibrations.Select(c => new KvQuantCalibration(c.OutlierFraction, c.KeysPreRope, c.KeysPostRope,
+            c.Codebooks.Select(b => (b.Stream, b.Layer, new NuqCodebook(b.Codebook.Levels, b.Codebook.NormScale, b.Codebook.NormOffset,
+                Sens(b.Layer, b.Codebook.Bits)))))).ToList();
+        return new KvQuantProfile(p.ModelFingerprint, p.Settings, p.Layers, p.KvHeads, p.HeadDim, cals);
+    }
+
+    [Fact]
+    public void LayersOfDifferentWidthsShareOneCacheAndItsByteAccounting()
+    {
+        var p = Skewed();
+        var shape = KvQuantTestData.Shape(p.Layers, p.KvHeads, p.HeadDim);
+        var cache = new PagedKvCache(shape, KvCacheConfig.Parse("nuq3-1%:mixed") with { Profile = p, SinkTokens = 1 });
+        int[] widths = [.. Enumerable.Range(0, p.Layers).Select(l => ((NuqChannelCodec)cache.KeyCodecs[l][0]).Codebook.Bits)];
+        Assert.Equal([4, 3, 2], widths);
+        Assert.True(cache.KeyLayout(0).Total > cache.KeyLayout(1).Total && cache.KeyLayout(1).Total > cache.KeyLayout(2).Total);
+        const int n = 70;
+        using var seq = cache.CreateSequence();
+        var k = KvQuantTestData.Activations(n, shape.KvDim, 21);
+        var v = KvQuantTestData.Activations(n, shape.KvDim, 22);
+        var q = KvQuantTestData.Activations(n, shape.QDim, 23);
+        seq.BeginChunk(new int[n]);
+        var outputs = new float[p.Layers][];
+        for (int l = 0; l < p.Layers; l++)
+        {
+            seq.Append(l, k, v, n);
+            outputs[l] = new float[n * shape.QDim];
+            seq.Attend(l, q, n, outputs[l], new Kvq.Tensors.Parallelism(2));
+            Assert.All(outputs[l], x => Assert.True(float.IsFinite(x)));
+        }
+        seq.Commit(n);
+        // Same inputs in every layer: the 4-bit layer's output is closest to exact attention over the inputs.
+        var exact = new float[n * shape.QDim];
+        var f32 = new PagedKvCache(shape, KvCacheConfig.Parse("f32"));
+        using (var s32 = f32.CreateSequence())
+        {
+            s32.BeginChunk(new int[n]);
+            s32.Append(0, k, v, n);
+            s32.Attend(0, q, n, exact, new Kvq.Tensors.Parallelism(1));
+        }
+        double Err(float[] o) => o.Select((x, i) => (double)(x - exact[i]) * (x - exact[i])).Sum();
+        Assert.True(Err(outputs[0]) < Err(outputs[1]) && Err(outputs[1]) < Err(outputs[2]),
+            $"errors by layer (4, 3, 2 bits): {Err(outputs[0])}, {Err(outputs[1])}, {Err(outputs[2])}");
+        long blocks = (n + 31) / 32;
+        var mem = seq.Memory();
+        long keys = Enumerable.Range(0, p.Layers).Sum(l => cache.KeyLayout(l).Total * blocks * p.KvHeads);
+        long values = Enumerable.Range(0, p.Layers).Sum(l => cache.ValueLayout(l).Total * blocks * p.KvHeads);
+        Assert.Equal(keys, mem.Keys.Total);
+        Assert.Equal(values, mem.Values.Total);
+        Assert.Equal(blocks * cache.BytesPerBlock, keys + values);
+    }
 }

@@ -1,0 +1,166 @@
+namespace Kvq.Cuda.Attention;
+
+/// <summary>
+/// One layer's KV cache in device memory in the GPU layout, filled on the device from the synthetic source
+/// (kv_encode.cu's gen) and read by the decode kernels. Subclasses: <see cref="F16LayerCache"/> (post-RoPE keys) and
+/// <see cref="NuqLayerCache"/> (KVQuant: pre-RoPE nuq keys with outlier slots, nuq values, f16 sink).
+/// </summary>
+public abstract class GpuLayerCache : IDisposable
+{
+    protected readonly List<DeviceBuffer> Buffers = new();
+    public DecodeShape Shape { get; }
+    public long Tokens { get; }
+    public long Padded { get; }
+    public int Sink { get; }
+    public abstract string Name { get; }
+    public abstract int KeyBits { get; }
+
+    protected GpuLayerCache(DecodeShape shape, long tokens, int sink)
+    {
+        shape.Validate();
+        Shape = shape;
+        Tokens = tokens;
+        Sink = sink;
+        Padded = DecodeShape.Padded(tokens);
+    }
+
+    /// <summary>Device bytes this cache holds.</summary>
+    public long DeviceBytes => Buffers.Sum(b => b.Bytes);
+
+    /// <summary>Bytes one decode pass must read from this cache (the stream's real tokens, not the padding).</summary>
+    public abstract long BytesPerDecode { get; }
+
+    protected DeviceBuffer Alloc(CudaContext ctx, long bytes)
+    {
+        var b = ctx.Allocate(Math.Max(bytes, 16));
+        b.Fill(0);   // padding must decode to finite values: masked tokens still meet p = 0 in the value sum
+        Buffers.Add(b);
+        return b;
+    }
+
+    internal abstract void AddAttentionArgs(KernelArgs args, ulong q);
+    internal virtual (ulong SinkK, ulong SinkV) SinkBuffers => (0, 0);
+
+    public void Dispose()
+    {
+        foreach (var b in Buffers) b.Dispose();
+        Buffers.Clear();
+    }
+}
+
+public sealed class F16LayerCache : GpuLayerCache
+{
+    private readonly DeviceBuffer _k, _v;
+    public override string Name => "f16";
+    public override int KeyBits => 16;
+
+    public F16LayerCache(DecodeKernels kernels, DecodeShape shape, long tokens, uint seedK, uint seedV, double log2Base)
+        : base(shape, tokens, 0)
+    {
+        var ctx = kernels.Context;
+        long elems = shape.KvHeads * Padded * shape.HeadDim;
+        _k = Alloc(ctx, elems * 2);
+        _v = Alloc(ctx, elems * 2);
+        Write(kernels, seedK, 1, log2Base, _k);
+        Write(kernels, seedV, 0, log2Base, _v);
+    }
+
+    private void Write(DecodeKernels kernels, uint seed, int rope, double log2Base, DeviceBuffer dst)
+    {
+        long total = Shape.KvHeads * Padded * Shape.HeadDim;
+        using var a = new KernelArgs();
+        a.Add(seed).Add(Shape.KvHeads).Add(0L).Add(Tokens).Add(Padded).Add(rope).Add(log2Base).Add(dst);
+        kernels.WriteF16().Launch(LaunchShape.Grid1((total + 255) / 256, 256), a);
+    }
+
+    public override long BytesPerDecode => 2L * Shape.KvHeads * Tokens * Shape.HeadDim * 2;
+
+    internal override void AddAttentionArgs(KernelArgs args, ulong q) => args.Add(q).Add(_k).Add(_v);
+}
+
+public sealed class NuqLayerCache : GpuLayerCache
+{
+    private readonly DeviceBuffer _kcodes, _kslotv, _kslotc, _kz, _kr, _kcb, _vcodes, _vzr, _vslotv, _vslotc, _vcb, _sinkK, _sinkV;
+    public NuqLayerProfile Profile { get; }
+    public override string Name => $"nuq{Profile.Bits}-1%";
+    public override int KeyBits => Profile.Bits;
+
+    public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long tokens, int sink,
+        uint seedK, uint seedV) : base(shape, tokens, sink)
+    {
+        var ctx = kernels.Context;
+        Profile = profile;
+        int b = profile.Bits, h = shape.KvHeads, d = shape.HeadDim;
+        long tiles = Padded / DecodeShape.Tile;
+        _kcodes = Alloc(ctx, h * tiles * b * 32 * 4);
+        _kslotv = Alloc(ctx, h * Padded * DecodeShape.KeySlots * 2);
+        _kslotc = Alloc(ctx, h * Padded * DecodeShape.KeySlots);
+        _kz = Upload(ctx, profile.KeyZero);
+        _kr = Upload(ctx, profile.KeyRange);
+        _kcb = Upload(ctx, Pad16(profile.KeyCodebook.DecodeLevels(false)));
+        _vcodes = Alloc(ctx, h * tiles * b * 32 * 4);
+        _vzr = Alloc(ctx, h * Padded * 4);
+        _vslotv = Alloc(ctx, h * Padded * DecodeShape.ValueSlots * 2);
+        _vslotc = Alloc(ctx, h * Padded * DecodeShape.ValueSlots);
+        _vcb = Upload(ctx, Pad16(profile.ValueCodebook.DecodeLevels(false)));
+        _sinkK = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
+        _sinkV = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
+        using var kmids = ctx.Upload<float>(Pad16(profile.KeyCodebook.Midpoints));
+        using var vmids = ctx.Upload<float>(Pad16(profile.ValueCodebook.Midpoints));
+        var grid = new LaunchShape((uint)((tiles + 3) / 4), (uint)h, 1, 128);
+        using (var a = new KernelArgs())
+        {
+            a.Add(seedK).Add(sink).Add(tokens).Add(Padded).Add(_kz).Add(_kr).Add(kmids).Add(_kcodes).Add(_kslotv).Add(_kslotc);
+            kernels.EncodeKeys(b).Launch(grid, a);
+        }
+        using (var a = new KernelArgs())
+        {
+            a.Add(seedV).Add(sink).Add(tokens).Add(Padded).Add(vmids).Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc);
+            kernels.EncodeValues(b).Launch(grid, a);
+        }
+        if (sink > 0)
+        {
+            // The sink keeps exact (f16) pre-RoPE copies of positions 0 .. sink-1.
+            foreach (var (seed, dst) in new[] { (seedK, _sinkK), (seedV, _sinkV) })
+            {
+                using var a = new KernelArgs();
+                long total = (long)h * sink * d;
+                a.Add(seed).Add(h).Add(0L).Add((long)sink).Add((long)sink).Add(0).Add(0.0).Add(dst);
+                kernels.WriteF16().Launch(LaunchShape.Grid1((total + 255) / 256, 256), a);
+            }
+        }
+        ctx.Synchronize();
+    }
+
+    private DeviceBuffer Upload(CudaContext ctx, float[] data)
+    {
+        var buf = ctx.Upload<float>(data);
+        Buffers.Add(buf);
+        return buf;
+    }
+
+    private static float[] Pad16(float[] x)
+    {
+        var r = new float[16];
+        x.AsSpan().CopyTo(r);
+        return r;
+    }
+
+    /// <summary>Codes, key slots (f16 + u8), value zero/range and slots, for the real tokens; the sink's f16 copies.</summary>
+    public override long BytesPerDecode
+    {
+        get
+        {
+            long h = Shape.KvHeads, d = Shape.HeadDim, b = Profile.Bits;
+            long keys = Tokens * (d * b / 8 + DecodeShape.KeySlots * 3);
+            long values = Tokens * (d * b / 8 + 4 + DecodeShape.ValueSlots * 3);
+            return h * (keys + values + 2L * Sink * d * 2);
+        }
+    }
+
+    internal override void AddAttentionArgs(KernelArgs a, ulong q) =>
+        a.Add(q).Add(_kcodes).Add(_kslotv).Add(_kslotc).Add(_kz).Add(_kr).Add(_kcb)
+         .Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc).Add(_vcb);
+
+    internal override (ulong SinkK, ulong SinkV) SinkBuffers => (_sinkK.Pointer, _sinkV.Pointer);
+}

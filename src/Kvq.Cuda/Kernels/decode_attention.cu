@@ -1,0 +1,464 @@
+// Decode attention for one layer, batch 1, one query token per head: f16 cache (post-RoPE keys) and the KVQuant
+// family (pre-RoPE nuq keys with per-channel scales, per-token nuq values, sparse outliers in fixed per-token slots,
+// f16 attention-sink tokens). Head dim 128. Split-K: a block serves one KV head and all of its query heads (GQA:
+// G = query heads per KV head) over a range of 256-token chunks and writes an unnormalised partial (m, l, acc);
+// attn_reduce merges the splits and the sink tokens.
+//
+// GPU layout (the backend's own; the CPU codec's math): a lane owns channels 4*lane .. 4*lane+3 (RoPE pairs
+// 2*lane, 2*lane+1 in the adjacent-pair style). Codes come in tiles of 8 tokens: B 32-bit words per lane, stored
+// [tile][word][lane] so that a warp reads 128 contiguous bytes per word. Word contents for lane l, token t of the
+// tile, channel i of the lane:
+//   B=4: word t/2 bits (t%2)*16 + 4i .. +3
+//   B=2: word t/4 bits (t%4)*8 + 2i .. +1
+//   B=3: low two bits as B=2 in words 0..1, high bit in word 2 bit 4t + i
+// Key outliers: S slots per token (f16 value, u8 channel, 0xFF = empty); the dense code of an outlier channel is
+// still stored (clamped), so the kernels add (value - dense) as a sparse correction. Values: per token u32
+// (f16 zero | f16 range << 16) and 2 slots (the largest and the smallest value, KVQuant's k = 1 per tail at D=128).
+
+#define D 128
+#define CHUNK 256
+#define WARPS 4
+#define THREADS (WARPS * 32)
+#define TILE 8
+#define TILES_PER_WARP (CHUNK / WARPS / TILE)
+#define FULL 0xffffffffu
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#define KSLOTS 4
+#define VSLOTS 2
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+__device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+
+template <int B>
+__device__ __forceinline__ int code_of(const u32 (&w)[B], int t, int i)
+{
+    if constexpr (B == 4) return (w[t >> 1] >> ((t & 1) * 16 + 4 * i)) & 15;
+    else if constexpr (B == 2) return (w[t >> 2] >> ((t & 3) * 8 + 2 * i)) & 3;
+    else return ((w[t >> 2] >> ((t & 3) * 8 + 2 * i)) & 3) | (((w[2] >> (4 * t + i)) & 1) << 2);
+}
+
+// Code of channel c of stream token tok for one head (random access: the sparse passes).
+template <int B>
+__device__ __forceinline__ int code_at(const u32* codes, long tok, int c)
+{
+    long tile = tok / TILE;
+    int t = (int)(tok % TILE), lane = c >> 2, i = c & 3;
+    const u32* base = codes + tile * B * 32 + lane;
+    if constexpr (B == 4) return (base[(t >> 1) * 32] >> ((t & 1) * 16 + 4 * i)) & 15;
+    else if constexpr (B == 2) return (base[(t >> 2) * 32] >> ((t & 3) * 8 + 2 * i)) & 3;
+    else return ((base[(t >> 2) * 32] >> ((t & 3) * 8 + 2 * i)) & 3) | (((base[2 * 32] >> (4 * t + i)) & 1) << 2);
+}
+
+// RoPE frequency of pair j (adjacent-pair style): base^(-2j/D), in double so that long positions stay exact.
+__device__ __forceinline__ double rope_theta(int j, double log2base) { return exp2(-2.0 * j / D * log2base); }
+
+// Reduce-scatter of N partial sums across the warp (N a power of two <= 32): afterwards the lane holds in v[0] the
+// warp-wide sum of value lane >> (5 - log2 N). Half of the values travel at each step, so N values cost N - 1
+// shuffles plus the remaining plain steps, instead of 5 N.
+template <int N, int M>
+__device__ __forceinline__ void rs_step(float* v, int lane)
+{
+    if constexpr (M == 0) return;
+    else
+    {
+        if constexpr (N > 1)
+        {
+            constexpr int H = N / 2;
+            bool up = (lane & M) != 0;
+#pragma unroll
+            for (int i = 0; i < H; ++i)
+            {
+                float send = up ? v[i] : v[i + H];
+                float keep = up ? v[i + H] : v[i];
+                v[i] = keep + __shfl_xor_sync(FULL, send, M);
+            }
+            rs_step<H, M / 2>(v, lane);
+        }
+        else
+        {
+            v[0] += __shfl_xor_sync(FULL, v[0], M);
+            rs_step<1, M / 2>(v, lane);
+        }
+    }
+}
+
+template <int N> struct Log2 { static constexpr int value = 1 + Log2<N / 2>::value; };
+template <> struct Log2<1> { static constexpr int value = 0; };
+
+struct AttnArgs
+{
+    int n;            // tokens in the stream (quantized or f16), positions sink .. sink + n - 1
+    int sink;         // f16 sink tokens before the stream (positions 0 .. sink-1), merged by attn_reduce
+    int chunksPerSplit;
+    int splits;
+    float scale;
+    double log2base;  // log2 of the RoPE base (double: angles at 1M positions)
+};
+
+// Shared by both cache kinds: online softmax over one chunk of scores (s_sc holds raw scaled scores on entry and
+// probabilities on exit), per query head g handled by warp g.
+template <int G>
+__device__ __forceinline__ void chunk_softmax(float (*s_sc)[CHUNK], float* s_m, float* s_l, float* s_alpha, int warp, int lane)
+{
+    for (int g = warp; g < G; g += WARPS)
+    {
+        float v[CHUNK / 32];
+        float cm = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < CHUNK / 32; ++j) { v[j] = s_sc[g][lane + 32 * j]; cm = fmaxf(cm, v[j]); }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+        float mo = s_m[g], mn = fmaxf(mo, cm);
+        // Nothing seen yet and nothing in this chunk (all masked): keep everything as is.
+        float alpha = mn == -INFINITY ? 1.f : __expf(mo - mn);
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < CHUNK / 32; ++j)
+        {
+            float p = mn == -INFINITY ? 0.f : __expf(v[j] - mn);
+            s_sc[g][lane + 32 * j] = p;
+            sum += p;
+        }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(FULL, sum, o);
+        __syncwarp();
+        if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// KB, VB: bits of key and value codes, 16 = the f16 cache. G: query heads per KV head.
+template <int KB, int VB, int G>
+__device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
+    const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
+    const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
+    const u32* __restrict__ vcodes, const u32* __restrict__ vzr, const u16* __restrict__ vslotv,
+    const u8* __restrict__ vslotc, const float* __restrict__ vcb,
+    const u16* __restrict__ kf16, const u16* __restrict__ vf16,
+    float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
+{
+    constexpr bool F16 = KB == 16;
+    const int h = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int numChunks = (a.n + CHUNK - 1) / CHUNK;
+    const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
+
+    __shared__ __align__(16) float s_sc[G][CHUNK];
+    __shared__ float s_q[G][D];
+    __shared__ float s_kcb[16], s_vcb[16];
+    __shared__ float s_kz[D], s_kr[D];
+    __shared__ float s_vout[G][D];
+    __shared__ float s_m[G], s_l[G], s_alpha[G];
+    __shared__ float s_red[WARPS][G][D];
+
+    for (int i = threadIdx.x; i < G * D; i += THREADS)
+    {
+        s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
+        s_vout[i / D][i % D] = 0.f;
+    }
+    if constexpr (!F16)
+    {
+        if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & ((1 << KB) - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & ((1 << VB) - 1)]; }
+        for (int i = threadIdx.x; i < D; i += THREADS) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
+    }
+    if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; }
+    __syncthreads();
+
+    float qr[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[g][i] = s_q[g][4 * lane + i];
+    float kz[4], kr[4];
+    float stepc[2], steps[2];
+    if constexpr (!F16)
+    {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { kz[i] = s_kz[4 * lane + i]; kr[i] = s_kr[4 * lane + i]; }
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+        {
+            double s, c;
+            sincos(rope_theta(2 * lane + p, a.log2base), &s, &c);
+            stepc[p] = (float)c; steps[p] = (float)s;
+        }
+    }
+    float acc[G][4], accz[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) { accz[g] = 0.f; acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f; }
+
+    const long hb = (long)h * padded;   // first stream token of this head
+    for (int chunk = c0; chunk < c1; ++chunk)
+    {
+        // ---- scores -------------------------------------------------------------------------------------------
+        const long tok0 = (long)chunk * CHUNK + warp * (CHUNK / WARPS);
+        float rc[2], rs[2];
+        if constexpr (!F16)
+        {
+            // Exact angles at the warp's first token (double), then a float recurrence over its 64 tokens: the
+            // rotation by theta per token costs 4 flops per pair instead of a sincos.
+#pragma unroll
+            for (int p = 0; p < 2; ++p)
+            {
+                double s, c;
+                sincos((double)(a.sink + tok0) * rope_theta(2 * lane + p, a.log2base), &s, &c);
+                rc[p] = (float)c; rs[p] = (float)s;
+            }
+        }
+#pragma unroll 1
+        for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+        {
+            const long t0 = tok0 + tile * TILE;
+            float part[TILE * G];
+            if constexpr (F16)
+            {
+                uint2 raw[TILE];
+#pragma unroll
+                for (int t = 0; t < TILE; ++t) raw[t] = *(const uint2*)(kf16 + (hb + t0 + t) * D + 4 * lane);
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    float k0 = h2f(raw[t].x & 0xffff), k1 = h2f(raw[t].x >> 16), k2 = h2f(raw[t].y & 0xffff), k3 = h2f(raw[t].y >> 16);
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * k0 + qr[g][1] * k1 + qr[g][2] * k2 + qr[g][3] * k3;
+                }
+            }
+            else
+            {
+                u32 w[KB];
+                const u32* src = kcodes + ((hb + t0) / TILE) * KB * 32 + lane;
+#pragma unroll
+                for (int b = 0; b < KB; ++b) w[b] = src[b * 32];
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    float k[4];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) k[i] = fmaf(kr[i], s_kcb[code_of<KB>(w, t, i)], kz[i]);
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+            }
+            rs_step<TILE * G, 16>(part, lane);
+            constexpr int SH = 5 - Log2<TILE * G>::value;
+            if ((lane & ((1 << SH) - 1)) == 0)
+            {
+                int idx = lane >> SH, t = idx / G, g = idx % G;
+                s_sc[g][warp * (CHUNK / WARPS) + tile * TILE + t] = t0 + t < a.n ? part[0] : -INFINITY;
+            }
+        }
+        __syncthreads();
+
+        // ---- key outliers: sparse corrections to the scores (value - dense decode), rotated at their position ---
+        if constexpr (!F16)
+        {
+            const long cbase = (long)chunk * CHUNK;
+            for (int e = threadIdx.x; e < CHUNK * KSLOTS; e += THREADS)
+            {
+                long tok = cbase + e / KSLOTS;
+                if (tok >= a.n) break;
+                int c = kslotc[(hb + tok) * KSLOTS + e % KSLOTS];
+                if (c == 0xff) continue;
+                float val = h2f(kslotv[(hb + tok) * KSLOTS + e % KSLOTS]);
+                float dense = fmaf(s_kr[c], s_kcb[code_at<KB>(kcodes + (hb / TILE) * KB * 32, tok, c)], s_kz[c]);
+                float d = val - dense;
+                double sn, cs;
+                sincos((double)(a.sink + tok) * rope_theta(c >> 1, a.log2base), &sn, &cs);
+                // Rotating d at channel c: (d cos, d sin) on (c, c+1) when c is even, (-d sin, d cos) on (c-1, c) when odd.
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * (float)sn : d * (float)cs, x1 = (c & 1) ? d * (float)cs : d * (float)sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][e / KSLOTS], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+            __syncthreads();
+        }
+
+        chunk_softmax<G>(s_sc, s_m, s_l, s_alpha, warp, lane);
+        __syncthreads();
+
+        // ---- values ---------------------------------------------------------------------------------------------
+        float alpha[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+        {
+            alpha[g] = s_alpha[g];
+            accz[g] *= alpha[g];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[g][i] *= alpha[g];
+        }
+        if constexpr (!F16)
+            for (int i = threadIdx.x; i < G * D; i += THREADS) s_vout[i / D][i % D] *= s_alpha[i / D];
+#pragma unroll 1
+        for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+        {
+            const long t0 = tok0 + tile * TILE;
+            const int st = warp * (CHUNK / WARPS) + tile * TILE;
+            float p[G][TILE];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float4 a0 = *(const float4*)&s_sc[g][st], a1 = *(const float4*)&s_sc[g][st + 4];
+                p[g][0] = a0.x; p[g][1] = a0.y; p[g][2] = a0.z; p[g][3] = a0.w;
+                p[g][4] = a1.x; p[g][5] = a1.y; p[g][6] = a1.z; p[g][7] = a1.w;
+            }
+            if constexpr (F16)
+            {
+                uint2 raw[TILE];
+#pragma unroll
+                for (int t = 0; t < TILE; ++t) raw[t] = *(const uint2*)(vf16 + (hb + t0 + t) * D + 4 * lane);
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    float v0 = h2f(raw[t].x & 0xffff), v1 = h2f(raw[t].x >> 16), v2 = h2f(raw[t].y & 0xffff), v3 = h2f(raw[t].y >> 16);
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+                    {
+                        acc[g][0] = fmaf(p[g][t], v0, acc[g][0]); acc[g][1] = fmaf(p[g][t], v1, acc[g][1]);
+                        acc[g][2] = fmaf(p[g][t], v2, acc[g][2]); acc[g][3] = fmaf(p[g][t], v3, acc[g][3]);
+                    }
+                }
+            }
+            else
+            {
+                u32 w[VB];
+                const u32* src = vcodes + ((hb + t0) / TILE) * VB * 32 + lane;
+#pragma unroll
+                for (int b = 0; b < VB; ++b) w[b] = src[b * 32];
+                uint4 zr0 = *(const uint4*)(vzr + hb + t0), zr1 = *(const uint4*)(vzr + hb + t0 + 4);
+                u32 zr[TILE] = {zr0.x, zr0.y, zr0.z, zr0.w, zr1.x, zr1.y, zr1.z, zr1.w};
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    // v = zero + range * level: the zero part is the same for all channels, so it is summed once
+                    // per token (accz) and the range folds into the probability.
+                    float z = h2f(zr[t] & 0xffff), r = h2f(zr[t] >> 16);
+                    float l0 = s_vcb[code_of<VB>(w, t, 0)], l1 = s_vcb[code_of<VB>(w, t, 1)];
+                    float l2 = s_vcb[code_of<VB>(w, t, 2)], l3 = s_vcb[code_of<VB>(w, t, 3)];
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+                    {
+                        float pr = p[g][t] * r;
+                        accz[g] = fmaf(p[g][t], z, accz[g]);
+                        acc[g][0] = fmaf(pr, l0, acc[g][0]); acc[g][1] = fmaf(pr, l1, acc[g][1]);
+                        acc[g][2] = fmaf(pr, l2, acc[g][2]); acc[g][3] = fmaf(pr, l3, acc[g][3]);
+                    }
+                }
+            }
+        }
+        if constexpr (!F16)
+        {
+            __syncthreads();   // s_vout rescaled by every thread before the corrections land
+            const long cbase = (long)chunk * CHUNK;
+            for (int e = threadIdx.x; e < CHUNK * VSLOTS; e += THREADS)
+            {
+                long tok = cbase + e / VSLOTS;
+                if (tok >= a.n) break;
+                int c = vslotc[(hb + tok) * VSLOTS + e % VSLOTS];
+                float val = h2f(vslotv[(hb + tok) * VSLOTS + e % VSLOTS]);
+                u32 zrt = vzr[hb + tok];
+                float dense = fmaf(h2f(zrt >> 16), s_vcb[code_at<VB>(vcodes + (hb / TILE) * VB * 32, tok, c)], h2f(zrt & 0xffff));
+                float d = val - dense;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_vout[g][c], s_sc[g][e / VSLOTS] * d);
+            }
+        }
+        __syncthreads();   // s_sc is rewritten by the next chunk
+    }
+
+    // ---- merge the warps and write this split's partial --------------------------------------------------------
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_red[warp][g][4 * lane + i] = acc[g][i] + accz[g];
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += THREADS)
+    {
+        int g = i / D, c = i % D;
+        float v = s_vout[g][c];
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) v += s_red[w][g][c];
+        part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+    }
+    if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
+}
+
+// Merge the splits of each query head and the f16 sink tokens (pre-RoPE keys, rotated here): one block per query
+// head, one thread per channel.
+extern "C" __global__ void __launch_bounds__(D) attn_reduce(const AttnArgs a, int group, const float* __restrict__ q,
+    const float* __restrict__ part_acc, const float2* __restrict__ part_ml,
+    const u16* __restrict__ sink_k, const u16* __restrict__ sink_v, float* __restrict__ out)
+{
+    const int qh = blockIdx.x, kvh = qh / group, c = threadIdx.x;
+    __shared__ float s_red[D / 32];
+    float M = -INFINITY;
+    for (int s = 0; s < a.splits; ++s) M = fmaxf(M, part_ml[(long)qh * a.splits + s].x);
+    float sink_s[8];
+    for (int j = 0; j < a.sink && j < 8; ++j)
+    {
+        float kc = h2f(sink_k[((long)kvh * a.sink + j) * D + c]), kp = h2f(sink_k[((long)kvh * a.sink + j) * D + (c ^ 1)]);
+        double sn, cs;
+        sincos((double)j * rope_theta(c >> 1, a.log2base), &sn, &cs);
+        float rot = (c & 1) ? kp * (float)sn + kc * (float)cs : kc * (float)cs - kp * (float)sn;
+        float v = q[(long)qh * D + c] * a.scale * rot;
+        for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+        if ((c & 31) == 0) s_red[c >> 5] = v;
+        __syncthreads();
+        float s = 0.f;
+        for (int w = 0; w < D / 32; ++w) s += s_red[w];
+        __syncthreads();
+        sink_s[j] = s;
+        M = fmaxf(M, s);
+    }
+    float num = 0.f, den = 0.f;
+    for (int s = 0; s < a.splits; ++s)
+    {
+        float2 ml = part_ml[(long)qh * a.splits + s];
+        if (ml.x == -INFINITY) continue;
+        float f = __expf(ml.x - M);
+        num += f * part_acc[((long)qh * a.splits + s) * D + c];
+        den += f * ml.y;
+    }
+    for (int j = 0; j < a.sink && j < 8; ++j)
+    {
+        float f = __expf(sink_s[j] - M);
+        num += f * h2f(sink_v[((long)kvh * a.sink + j) * D + c]);
+        den += f;
+    }
+    out[(long)qh * D + c] = num / den;
+}
+
+#define NUQ_ENTRY(KB, VB, G) \
+extern "C" __global__ void __launch_bounds__(THREADS) attn_nuq_k##KB##_v##VB##_g##G(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_split<KB, VB, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, nullptr, nullptr, part_acc, part_ml, padded); }
+
+#define F16_ENTRY(G) \
+extern "C" __global__ void __launch_bounds__(THREADS) attn_f16_g##G(const AttnArgs a, const float* q, const u16* k, const u16* v, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_split<16, 16, G>(a, q, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, k, v, part_acc, part_ml, padded); }
+
+NUQ_ENTRY(4, 4, 1)
+NUQ_ENTRY(3, 3, 1)
+NUQ_ENTRY(2, 2, 1)
+NUQ_ENTRY(4, 4, 4)
+NUQ_ENTRY(3, 3, 4)
+NUQ_ENTRY(2, 2, 4)
+F16_ENTRY(1)
+F16_ENTRY(4)

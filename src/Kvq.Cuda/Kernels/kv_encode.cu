@@ -1,0 +1,255 @@
+// Device-side append for the KVQuant GPU layout (see decode_attention.cu for the layout) and a synthetic KV source.
+// The encoders follow the CPU codecs' math exactly (NuqChannelCodec: u = (x - zero) / range per channel, code =
+// number of midpoints below u, |u| > 1 outliers in S slots keeping the largest |u|, ties to the lower channel;
+// NuqTokenCodec: the largest then the smallest value are outliers (ties to the lower channel), f16 zero and range
+// from the rest), so a token encoded here decodes to what the CPU codec decodes it to.
+
+#define D 128
+#define TILE 8
+#define KSLOTS 4
+#define VSLOTS 2
+#define FULL 0xffffffffu
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+__device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+
+__device__ __forceinline__ u32 mix(u32 x) { x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16; return x; }
+__device__ __forceinline__ float unif(u32 seed, u32 a, u32 b, u32 c)
+{
+    u32 h = mix(seed ^ mix(a * 0x9E3779B9u + mix(b * 0x85EBCA6Bu + mix(c + 0x27d4eb2fu))));
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
+
+// Synthetic activations: per (head, channel) a mean and spread (so per-channel scaling matters), a roughly normal
+// body and 0.4% of values eight times further out (outliers). Explicit _rn operations: the same value whichever
+// kernel inlines this (no contraction into FMA).
+__device__ float gen(u32 seed, int h, long pos, int c)
+{
+    float mu = __fmul_rn(__fadd_rn(unif(seed, h, 0x7fffffffu, c), -0.5f), 1.6f);
+    float sg = __fadd_rn(0.3f, __fmul_rn(1.2f, unif(seed, h, 0x7ffffffeu, c)));
+    u32 p = (u32)pos, ph = (u32)(pos >> 32) * 0x3c6ef372u;
+    float g = __fadd_rn(__fadd_rn(__fadd_rn(unif(seed, h, p ^ ph, c), unif(seed + 1, h, p ^ ph, c)), unif(seed + 2, h, p ^ ph, c)), -1.5f);
+    g = __fmul_rn(g, 2.0f);
+    if (unif(seed + 3, h, p ^ ph, c) < 0.004f) g = __fmul_rn(g, 8.0f);
+    return __fadd_rn(mu, __fmul_rn(sg, g));
+}
+
+// Raw values [head][pos][D] for pos in [pos0, pos0 + count) (checks and calibration samples).
+extern "C" __global__ void kv_materialize(u32 seed, int heads, long pos0, long count, float* out)
+{
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x, total = (long)heads * count * D;
+    if (i >= total) return;
+    int c = (int)(i % D);
+    long t = (i / D) % count;
+    int h = (int)(i / D / count);
+    out[i] = gen(seed, h, pos0 + t, c);
+}
+
+// f16 cache rows [head][token][D] for positions pos0 + token, token < n (padding rows zero), rotated when rope != 0
+// (the f16 cache keeps post-RoPE keys; the sink keeps pre-RoPE copies).
+extern "C" __global__ void kv_write_f16(u32 seed, int heads, long pos0, long n, long padded, int rope, double log2base, u16* out)
+{
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x, total = (long)heads * padded * D;
+    if (i >= total) return;
+    int c = (int)(i % D);
+    long t = (i / D) % padded;
+    int h = (int)(i / D / padded);
+    if (t >= n) { out[i] = 0; return; }
+    float x = gen(seed, h, pos0 + t, c);
+    if (rope)
+    {
+        float xp = gen(seed, h, pos0 + t, c ^ 1);
+        double s, co;
+        sincos((double)(pos0 + t) * exp2(-2.0 * (c >> 1) / D * log2base), &s, &co);
+        double r = (c & 1) ? (double)xp * s + (double)x * co : (double)x * co - (double)xp * s;
+        x = (float)r;
+    }
+    out[i] = f2h(x);
+}
+
+template <int B>
+__device__ __forceinline__ void put_code(u32 (&w)[B], int t, int i, int code)
+{
+    if constexpr (B == 4) w[t >> 1] |= (u32)code << ((t & 1) * 16 + 4 * i);
+    else if constexpr (B == 2) w[t >> 2] |= (u32)code << ((t & 3) * 8 + 2 * i);
+    else { w[t >> 2] |= (u32)(code & 3) << ((t & 3) * 8 + 2 * i); w[2] |= (u32)(code >> 2) << (4 * t + i); }
+}
+
+template <int B>
+__device__ __forceinline__ int nearest(float u, const float* mids)
+{
+    int code = 0;
+#pragma unroll
+    for (int m = 0; m < (1 << B) - 1; ++m) code += u > mids[m] ? 1 : 0;
+    return code;
+}
+
+// Exclusive prefix count across the warp.
+__device__ __forceinline__ int warp_prefix(int v, int lane, int& total)
+{
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) { int y = __shfl_up_sync(FULL, x, o); if (lane >= o) x += y; }
+    total = __shfl_sync(FULL, x, 31);
+    return x - v;
+}
+
+// One warp per tile of 8 stream tokens (positions sink + token). 4 warps per block.
+template <int B>
+__device__ void encode_keys(u32 seed, int sink, long n, long padded, const float* kzero, const float* krange, const float* mids_g,
+    u32* codes, u16* slotv, u8* slotc)
+{
+    const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long tile = (long)blockIdx.x * 4 + warp;
+    if (tile * TILE >= padded) return;
+    float mids[15];
+#pragma unroll
+    for (int m = 0; m < (1 << B) - 1; ++m) mids[m] = mids_g[m];
+    float kz[4], kr[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { kz[i] = kzero[h * D + 4 * lane + i]; kr[i] = krange[h * D + 4 * lane + i]; }
+    u32 w[B];
+#pragma unroll
+    for (int b = 0; b < B; ++b) w[b] = 0;
+    const long hb = (long)h * padded;
+    for (int t = 0; t < TILE; ++t)
+    {
+        long tok = tile * TILE + t;
+        bool valid = tok < n;
+        float x[4], mag[4];
+        int flag = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+        {
+            x[i] = valid ? gen(seed, h, sink + tok, 4 * lane + i) : 0.f;
+            float u = (x[i] - kz[i]) / kr[i];
+            put_code<B>(w, t, i, nearest<B>(u, mids));
+            mag[i] = fabsf(u);
+            if (valid && (u > 1.f || u < -1.f)) flag |= 1 << i;
+        }
+        int total, cnt = __popc(flag);
+        warp_prefix(cnt, lane, total);
+        int chosen = flag;
+        if (total > KSLOTS)
+        {
+            // Keep the KSLOTS largest |u|, ties to the lower channel, like NuqChannelCodec.SelectOutliers.
+            chosen = 0;
+            for (int s = 0; s < KSLOTS; ++s)
+            {
+                float best = -1.f; int bc = 0x7fffffff;
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+                    if ((flag >> i & 1) && !(chosen >> i & 1) && mag[i] > best) { best = mag[i]; bc = 4 * lane + i; }
+#pragma unroll
+                for (int o = 16; o; o >>= 1)
+                {
+                    float ob = __shfl_xor_sync(FULL, best, o); int oc = __shfl_xor_sync(FULL, bc, o);
+                    if (ob > best || (ob == best && oc < bc)) { best = ob; bc = oc; }
+                }
+                if ((bc >> 2) == lane) chosen |= 1 << (bc & 3);
+            }
+            cnt = __popc(chosen);
+        }
+        int kept, rank = warp_prefix(cnt, lane, kept);
+        long sb = (hb + tok) * KSLOTS;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            if (chosen >> i & 1) { slotv[sb + rank] = f2h(x[i]); slotc[sb + rank] = (u8)(4 * lane + i); ++rank; }
+        if (lane == 0)
+            for (int s = kept; s < KSLOTS; ++s) { slotv[sb + s] = 0; slotc[sb + s] = 0xff; }
+    }
+    u32* dst = codes + (hb / TILE + tile) * B * 32 + lane;
+#pragma unroll
+    for (int b = 0; b < B; ++b) dst[b * 32] = w[b];
+}
+
+template <int B>
+__device__ void encode_values(u32 seed, int sink, long n, long padded, const float* mids_g, u32* codes, u32* zr, u16* slotv, u8* slotc)
+{
+    const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long tile = (long)blockIdx.x * 4 + warp;
+    if (tile * TILE >= padded) return;
+    float mids[15];
+#pragma unroll
+    for (int m = 0; m < (1 << B) - 1; ++m) mids[m] = mids_g[m];
+    u32 w[B];
+#pragma unroll
+    for (int b = 0; b < B; ++b) w[b] = 0;
+    const long hb = (long)h * padded;
+    for (int t = 0; t < TILE; ++t)
+    {
+        long tok = tile * TILE + t;
+        bool valid = tok < n;
+        float x[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) x[i] = valid ? gen(seed, h, sink + tok, 4 * lane + i) : 0.f;
+        // The largest value (ties to the lower channel), then the smallest of the rest.
+        float bv = -INFINITY; int bc = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) if (x[i] > bv) { bv = x[i]; bc = 4 * lane + i; }
+#pragma unroll
+        for (int o = 16; o; o >>= 1)
+        {
+            float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
+            if (ov > bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+        }
+        const int cmax = bc;
+        bv = INFINITY; bc = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && x[i] < bv) { bv = x[i]; bc = 4 * lane + i; }
+#pragma unroll
+        for (int o = 16; o; o >>= 1)
+        {
+            float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
+            if (ov < bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+        }
+        const int cmin = bc;
+        float lo = INFINITY, hi = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && 4 * lane + i != cmin) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) { lo = fminf(lo, __shfl_xor_sync(FULL, lo, o)); hi = fmaxf(hi, __shfl_xor_sync(FULL, hi, o)); }
+        u16 zh = f2h(fminf(fmaxf(__fmul_rn(__fadd_rn(hi, lo), 0.5f), -65504.f), 65504.f));
+        u16 rh = f2h(fminf(__fmul_rn(__fadd_rn(hi, -lo), 0.5f), 65504.f));
+        float zero = h2f(zh), range = h2f(rh);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+        {
+            float u = range > 0.f ? (x[i] - zero) / range : 0.f;
+            put_code<B>(w, t, i, nearest<B>(u, mids));
+        }
+        long tb = hb + tok;
+        if (lane == 0)
+        {
+            zr[tb] = (u32)zh | ((u32)rh << 16);
+            int a = min(cmax, cmin), b = max(cmax, cmin);
+            slotc[tb * VSLOTS] = (u8)a; slotc[tb * VSLOTS + 1] = (u8)b;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+        {
+            int c = 4 * lane + i;
+            if (c == cmax || c == cmin) slotv[tb * VSLOTS + (c == min(cmax, cmin) ? 0 : 1)] = f2h(x[i]);
+        }
+    }
+    u32* dst = codes + (hb / TILE + tile) * B * 32 + lane;
+#pragma unroll
+    for (int b = 0; b < B; ++b) dst[b * 32] = w[b];
+}
+
+#define ENC(B) \
+extern "C" __global__ void __launch_bounds__(128) encode_keys_b##B(u32 seed, int sink, long n, long padded, const float* kz, const float* kr, \
+    const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B>(seed, sink, n, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) encode_values_b##B(u32 seed, int sink, long n, long padded, const float* mids, \
+    u32* codes, u32* zr, u16* slotv, u8* slotc) { encode_values<B>(seed, sink, n, padded, mids, codes, zr, slotv, slotc); }
+
+ENC(4)
+ENC(3)
+ENC(2)

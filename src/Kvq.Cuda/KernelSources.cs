@@ -43,7 +43,9 @@ public sealed class KernelLoader
     /// <summary>Loads a module compiled from <paramref name="source"/>; <paramref name="defines"/> become -D options.</summary>
     public CudaModule Load(string source, string name, params string[] options)
     {
-        var opts = new List<string> { "-lineinfo", "--use_fast_math" };
+        // No --use_fast_math: the encoders divide exactly like the CPU codecs (a fast division could move a value
+        // across a midpoint); the attention kernels ask for fast exponentials explicitly (__expf).
+        var opts = new List<string> { "-lineinfo" };
         opts.AddRange(options);
         var key = KernelCache.Key(source, Arch, opts, _compiler);
         var cubin = _cache.GetOrCompile(key, () => NvrtcCompiler.Compile(source, name, Arch, opts));

@@ -16,9 +16,9 @@ try
     var sw = System.Diagnostics.Stopwatch.StartNew();
     using var kernels = new DecodeKernels(ctx);
     Console.WriteLine($"kernels: {sw.ElapsedMilliseconds} ms to compile/load (cache {kernels.Loader.Cache.Folder}: {kernels.Loader.Cache.Hits} hits, {kernels.Loader.Cache.Compiles} compiles)");
-    foreach (var (kb, g) in new[] { (16, 1), (4, 1), (3, 1), (2, 1), (16, 4), (4, 4), (3, 4), (2, 4) })
+    foreach (var (kb, g, v) in new[] { (16, 1, 1), (16, 4, 1), (4, 1, 1), (4, 4, 1), (4, 1, 2), (3, 1, 2), (2, 1, 2), (4, 4, 2), (3, 4, 2), (2, 4, 2) })
     {
-        var k = kernels.Attention(kb, kb, g);
+        var k = kernels.Attention(kb, kb, g, v);
         Console.WriteLine($"  {k.Name}: {k.Registers} registers, {k.LocalBytes} B local, {k.StaticSharedBytes} B shared");
     }
     using var json = opt.Json != null ? new StreamWriter(opt.Json) : null;
@@ -31,7 +31,7 @@ try
     foreach (var shape in opt.Shapes)
     {
         var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, LabOptions.SeedK, LabOptions.SeedV);
-        foreach (var f in opt.Formats)
+        foreach (var f in opt.Formats.Concat(opt.Formats.Where(f => f.Contains('@')).Select(f => Split(f).Cache)).Distinct())
             if (opt.CheckTokens > 0 && !Check(kernels, attn, shape, f, profiles, opt.CheckTokens, json)) failures++;
         foreach (long n in opt.Sizes)
             foreach (var f in opt.Formats)
@@ -54,8 +54,15 @@ catch (CudaUnavailableException e)
     return 3;
 }
 
+// A format is f16, nuq4, nuq3 or nuq2, optionally @version of the nuq kernel (nuq4@1); no version = the latest.
+static (string Cache, int Version) Split(string format)
+{
+    var parts = format.Split('@');
+    return (parts[0], parts.Length > 1 ? int.Parse(parts[1]) : DecodeKernels.LatestVersion);
+}
+
 static GpuLayerCache Build(DecodeKernels k, DecodeShape shape, string format, Dictionary<int, NuqLayerProfile> profiles, long n) =>
-    format == "f16"
+    Split(format).Cache == "f16"
         ? new F16LayerCache(k, shape, n, LabOptions.SeedK, LabOptions.SeedV, Math.Log2(10000))
         : new NuqLayerCache(k, shape, profiles[format[3] - '0'], n, LabOptions.Sink, LabOptions.SeedK, LabOptions.SeedV);
 
@@ -70,6 +77,7 @@ static float[] RandomQuery(int heads, int seed)
 static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, string format, Dictionary<int, NuqLayerProfile> profiles, long n, StreamWriter? json)
 {
     var ctx = k.Context;
+    attn.Version = Split(format).Version;
     using var cache = Build(k, shape, format, profiles, n);
     int sink = cache.Sink, positions = (int)(n + sink);
     var q = RandomQuery(shape.QueryHeads, 11);
@@ -81,8 +89,8 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
     var got = outd.Download<float>(shape.QueryHeads * 128);
     var rawK = SyntheticProfile.Materialize(k, LabOptions.SeedK, shape.KvHeads, 0, positions);
     var rawV = SyntheticProfile.Materialize(k, LabOptions.SeedV, shape.KvHeads, 0, positions);
-    var prof = format == "f16" ? null : profiles[format[3] - '0'];
-    var (kd, vd) = CpuReference.DecodedCache(format, prof, rawK, rawV, shape.KvHeads, positions, sink);
+    var prof = Split(format).Cache == "f16" ? null : profiles[format[3] - '0'];
+    var (kd, vd) = CpuReference.DecodedCache(Split(format).Cache, prof, rawK, rawV, shape.KvHeads, positions, sink);
     var want = CpuReference.Attention(q, kd, vd, shape.KvHeads, shape.Group, positions);
     var (ke, ve) = CpuReference.Exact(rawK, rawV, shape.KvHeads, positions);
     var exact = CpuReference.Attention(q, ke, ve, shape.KvHeads, shape.Group, positions);
@@ -99,6 +107,7 @@ static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, str
     long n, double copyBw, int reps, StreamWriter? json)
 {
     var ctx = k.Context;
+    attn.Version = Split(format).Version;
     // Rotate over enough copies of the layer that the 50 MB L2 cannot hold them: every pass reads from memory.
     var caches = new List<GpuLayerCache> { Build(k, shape, format, profiles, n) };
     long per = caches[0].DeviceBytes;

@@ -11,7 +11,9 @@ public sealed class DecodeAttention : IDisposable
     private readonly KernelArgs _args = new(), _rargs = new();
     private DeviceBuffer? _acc, _ml;
     public double Log2Base { get; }
-    public int BlocksPerSm { get; set; } = 4;
+    public int BlocksPerSm { get; set; } = 8;
+    /// <summary>Which nuq kernel version runs (the lab times older ones too).</summary>
+    public int Version { get; set; } = DecodeKernels.LatestVersion;
 
     public DecodeAttention(DecodeKernels kernels, double ropeBase = 10000.0)
     {
@@ -38,7 +40,7 @@ public sealed class DecodeAttention : IDisposable
         _args.Clear().Add(args);
         cache.AddAttentionArgs(_args, q.Pointer);
         _args.Add(_acc).Add(_ml).Add(cache.Padded);
-        _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group)
+        _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version)
             .Launch(new LaunchShape((uint)plan.Splits, (uint)s.KvHeads, 1, 128), _args, stream);
         var (sk, sv) = cache.SinkBuffers;
         _rargs.Clear().Add(args).Add(s.Group).Add(q).Add(_acc).Add(_ml).Add(sk).Add(sv).Add(output);

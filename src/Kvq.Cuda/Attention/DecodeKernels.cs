@@ -15,9 +15,12 @@ public sealed class DecodeKernels : IDisposable
         _encode = Loader.Load(KernelSources.Read("kv_encode.cu"), "kv_encode.cu");
     }
 
-    public CudaKernel Attention(int keyBits, int valueBits, int group) => keyBits == 16
+    /// <summary>Latest version of the nuq decode kernel (decode_attention.cu lists what each one changed).</summary>
+    public const int LatestVersion = 2;
+
+    public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion) => keyBits == 16
         ? _attn.Kernel($"attn_f16_g{group}")
-        : _attn.Kernel($"attn_nuq_k{keyBits}_v{valueBits}_g{group}");
+        : _attn.Kernel($"attn_nuq_k{keyBits}_v{valueBits}_g{group}_r{version}");
 
     public CudaKernel Reduce() => _attn.Kernel("attn_reduce");
     public CudaKernel EncodeKeys(int bits) => _encode.Kernel($"encode_keys_b{bits}");

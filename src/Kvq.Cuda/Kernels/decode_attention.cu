@@ -133,8 +133,13 @@ __device__ __forceinline__ void chunk_softmax(float (*s_sc)[CHUNK], float* s_m, 
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// KB, VB: bits of key and value codes, 16 = the f16 cache. G: query heads per KV head.
-template <int KB, int VB, int G>
+// KB, VB: bits of key and value codes, 16 = the f16 cache. G: query heads per KV head. VER: kernel version of the
+// nuq path (the lab times each; see dev/kernels/README.md):
+//   1: one tile (8 tokens) of codes loaded at a time, outlier angles by double sincos, byte loads of slot indices;
+//   2: a warp's 8 tiles of codes loaded at once before any use (8x the bytes in flight: v1 was latency-bound),
+//      slot indices read as one word per token, outlier angles from a per-chunk table (double) and a float
+//      sincos of the offset inside the chunk.
+template <int KB, int VB, int G, int VER>
 __device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -156,6 +161,7 @@ __device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
     __shared__ float s_vout[G][D];
     __shared__ float s_m[G], s_l[G], s_alpha[G];
     __shared__ float s_red[WARPS][G][D];
+    __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];   // v2: theta per pair, cos/sin at the chunk start
 
     for (int i = threadIdx.x; i < G * D; i += THREADS)
     {
@@ -168,6 +174,7 @@ __device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
         for (int i = threadIdx.x; i < D; i += THREADS) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
     }
     if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; }
+    if (threadIdx.x < D / 2) s_th[threadIdx.x] = (float)rope_theta(threadIdx.x, a.log2base);
     __syncthreads();
 
     float qr[G][4];
@@ -198,6 +205,13 @@ __device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
     {
         // ---- scores -------------------------------------------------------------------------------------------
         const long tok0 = (long)chunk * CHUNK + warp * (CHUNK / WARPS);
+        if constexpr (!F16 && VER >= 2)
+            if (threadIdx.x < D / 2)
+            {
+                double sn, cs;
+                sincos((double)(a.sink + (long)chunk * CHUNK) * rope_theta(threadIdx.x, a.log2base), &sn, &cs);
+                s_cb[threadIdx.x] = (float)cs; s_sb[threadIdx.x] = (float)sn;
+            }
         float rc[2], rs[2];
         if constexpr (!F16)
         {
@@ -211,7 +225,47 @@ __device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
                 rc[p] = (float)c; rs[p] = (float)s;
             }
         }
-#pragma unroll 1
+        if constexpr (!F16 && VER >= 2)
+        {
+            u32 kw[TILES_PER_WARP][KB];
+            const u32* src = kcodes + ((hb + tok0) / TILE) * KB * 32 + lane;
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+#pragma unroll
+                for (int b = 0; b < KB; ++b) kw[tile][b] = src[(tile * KB + b) * 32];
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+            {
+                const long t0 = tok0 + tile * TILE;
+                float part[TILE * G];
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    float k[4];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) k[i] = fmaf(kr[i], s_kcb[code_of<KB>(kw[tile], t, i)], kz[i]);
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+                rs_step<TILE * G, 16>(part, lane);
+                constexpr int SH = 5 - Log2<TILE * G>::value;
+                if ((lane & ((1 << SH) - 1)) == 0)
+                {
+                    int idx = lane >> SH, t = idx / G, g = idx % G;
+                    s_sc[g][warp * (CHUNK / WARPS) + tile * TILE + t] = t0 + t < a.n ? part[0] : -INFINITY;
+                }
+            }
+        }
+        else _Pragma("unroll 1")
         for (int tile = 0; tile < TILES_PER_WARP; ++tile)
         {
             const long t0 = tok0 + tile * TILE;
@@ -265,7 +319,35 @@ __device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
         __syncthreads();
 
         // ---- key outliers: sparse corrections to the scores (value - dense decode), rotated at their position ---
-        if constexpr (!F16)
+        if constexpr (!F16 && VER >= 2)
+        {
+            const long cbase = (long)chunk * CHUNK;
+            const u32* khead = kcodes + (hb / TILE) * KB * 32;
+            for (int tt = threadIdx.x; tt < CHUNK; tt += THREADS)
+            {
+                long tok = cbase + tt;
+                if (tok >= a.n) break;
+                u32 cs4 = *(const u32*)(kslotc + (hb + tok) * KSLOTS);   // KSLOTS == 4: one word per token
+                if (cs4 == 0xffffffffu) continue;
+#pragma unroll
+                for (int sl = 0; sl < KSLOTS; ++sl)
+                {
+                    int c = (cs4 >> (8 * sl)) & 0xff;
+                    if (c == 0xff) continue;
+                    float d = h2f(kslotv[(hb + tok) * KSLOTS + sl]) - fmaf(s_kr[c], s_kcb[code_at<KB>(khead, tok, c)], s_kz[c]);
+                    float so, co;
+                    sincosf((float)tt * s_th[c >> 1], &so, &co);
+                    float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                    float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                    int c0e = c & ~1;
+                    float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                    for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+                }
+            }
+            __syncthreads();
+        }
+        else if constexpr (!F16)
         {
             const long cbase = (long)chunk * CHUNK;
             for (int e = threadIdx.x; e < CHUNK * KSLOTS; e += THREADS)
@@ -303,7 +385,47 @@ __device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
         }
         if constexpr (!F16)
             for (int i = threadIdx.x; i < G * D; i += THREADS) s_vout[i / D][i % D] *= s_alpha[i / D];
-#pragma unroll 1
+        if constexpr (!F16 && VER >= 2)
+        {
+            u32 vw[TILES_PER_WARP][VB];
+            const u32* src = vcodes + ((hb + tok0) / TILE) * VB * 32 + lane;
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+#pragma unroll
+                for (int b = 0; b < VB; ++b) vw[tile][b] = src[(tile * VB + b) * 32];
+            // zero/range of the warp's 64 tokens: two words per lane, handed out by shuffles.
+            const u32 zrA = vzr[hb + tok0 + lane], zrB = vzr[hb + tok0 + 32 + lane];
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+            {
+                const int st = warp * (CHUNK / WARPS) + tile * TILE;
+                float p[G][TILE];
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                {
+                    float4 a0 = *(const float4*)&s_sc[g][st], a1 = *(const float4*)&s_sc[g][st + 4];
+                    p[g][0] = a0.x; p[g][1] = a0.y; p[g][2] = a0.z; p[g][3] = a0.w;
+                    p[g][4] = a1.x; p[g][5] = a1.y; p[g][6] = a1.z; p[g][7] = a1.w;
+                }
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    u32 zrt = __shfl_sync(FULL, tile < TILES_PER_WARP / 2 ? zrA : zrB, (tile * TILE + t) & 31);
+                    float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+                    float l0 = s_vcb[code_of<VB>(vw[tile], t, 0)], l1 = s_vcb[code_of<VB>(vw[tile], t, 1)];
+                    float l2 = s_vcb[code_of<VB>(vw[tile], t, 2)], l3 = s_vcb[code_of<VB>(vw[tile], t, 3)];
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+                    {
+                        float pr = p[g][t] * r;
+                        accz[g] = fmaf(p[g][t], z, accz[g]);
+                        acc[g][0] = fmaf(pr, l0, acc[g][0]); acc[g][1] = fmaf(pr, l1, acc[g][1]);
+                        acc[g][2] = fmaf(pr, l2, acc[g][2]); acc[g][3] = fmaf(pr, l3, acc[g][3]);
+                    }
+                }
+            }
+        }
+        else _Pragma("unroll 1")
         for (int tile = 0; tile < TILES_PER_WARP; ++tile)
         {
             const long t0 = tok0 + tile * TILE;
@@ -364,7 +486,29 @@ __device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
         {
             __syncthreads();   // s_vout rescaled by every thread before the corrections land
             const long cbase = (long)chunk * CHUNK;
-            for (int e = threadIdx.x; e < CHUNK * VSLOTS; e += THREADS)
+            if constexpr (VER >= 2)
+            {
+                for (int tt = threadIdx.x; tt < CHUNK; tt += THREADS)
+                {
+                    long tok = cbase + tt;
+                    if (tok >= a.n) break;
+                    u32 cc = *(const u16*)(vslotc + (hb + tok) * VSLOTS);   // VSLOTS == 2: one half-word per token
+                    u32 vv = *(const u32*)(vslotv + (hb + tok) * VSLOTS);
+                    u32 zrt = vzr[hb + tok];
+                    float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+                    const u32* vhead = vcodes + (hb / TILE) * VB * 32;
+#pragma unroll
+                    for (int sl = 0; sl < VSLOTS; ++sl)
+                    {
+                        int c = (cc >> (8 * sl)) & 0xff;
+                        float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<VB>(vhead, tok, c)], z);
+#pragma unroll
+                        for (int g = 0; g < G; ++g) atomicAdd(&s_vout[g][c], s_sc[g][tt] * d);
+                    }
+                }
+            }
+            else
+                for (int e = threadIdx.x; e < CHUNK * VSLOTS; e += THREADS)
             {
                 long tok = cbase + e / VSLOTS;
                 if (tok >= a.n) break;
@@ -442,23 +586,23 @@ extern "C" __global__ void __launch_bounds__(D) attn_reduce(const AttnArgs a, in
     out[(long)qh * D + c] = num / den;
 }
 
-#define NUQ_ENTRY(KB, VB, G) \
-extern "C" __global__ void __launch_bounds__(THREADS) attn_nuq_k##KB##_v##VB##_g##G(const AttnArgs a, const float* q, \
+#define NUQ_ENTRY(KB, VB, G, VER, MINB) \
+extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##KB##_v##VB##_g##G##_r##VER(const AttnArgs a, const float* q, \
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_split<KB, VB, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, nullptr, nullptr, part_acc, part_ml, padded); }
+{ attn_split<KB, VB, G, VER>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, nullptr, nullptr, part_acc, part_ml, padded); }
 
 #define F16_ENTRY(G) \
 extern "C" __global__ void __launch_bounds__(THREADS) attn_f16_g##G(const AttnArgs a, const float* q, const u16* k, const u16* v, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_split<16, 16, G>(a, q, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, k, v, part_acc, part_ml, padded); }
+{ attn_split<16, 16, G, 1>(a, q, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, k, v, part_acc, part_ml, padded); }
 
-NUQ_ENTRY(4, 4, 1)
-NUQ_ENTRY(3, 3, 1)
-NUQ_ENTRY(2, 2, 1)
-NUQ_ENTRY(4, 4, 4)
-NUQ_ENTRY(3, 3, 4)
-NUQ_ENTRY(2, 2, 4)
+#define NUQ_VERSIONS(B) \
+NUQ_ENTRY(B, B, 1, 1, 1) NUQ_ENTRY(B, B, 4, 1, 1) NUQ_ENTRY(B, B, 1, 2, 4) NUQ_ENTRY(B, B, 4, 2, 3)
+
+NUQ_VERSIONS(4)
+NUQ_VERSIONS(3)
+NUQ_VERSIONS(2)
 F16_ENTRY(1)
 F16_ENTRY(4)

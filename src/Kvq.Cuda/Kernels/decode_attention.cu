@@ -8,9 +8,7 @@
 // 2*lane, 2*lane+1 in the adjacent-pair style). Codes come in tiles of 8 tokens: B 32-bit words per lane, stored
 // [tile][word][lane] so that a warp reads 128 contiguous bytes per word. Word contents for lane l, token t of the
 // tile, channel i of the lane:
-//   B=4: word t/2 bits (t%2)*16 + 4i .. +3
-//   B=2: word t/4 bits (t%4)*8 + 2i .. +1
-//   B=3: low two bits as B=2 in words 0..1, high bit in word 2 bit 4t + i
+//   bit (4t + i) * B of the lane's B words, as one little-endian bit stream (3-bit codes may straddle words).
 // Key outliers: S slots per token (f16 value, u8 channel, 0xFF = empty); the dense code of an outlier channel is
 // still stored (clamped), so the kernels add (value - dense) as a sparse correction. Values: per token u32
 // (f16 zero | f16 range << 16) and 2 slots (the largest and the smallest value, KVQuant's k = 1 per tail at D=128).
@@ -35,12 +33,14 @@ typedef unsigned char u8;
 __device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 
+// Codes of a lane form one bit stream per tile: token t, lane channel i at bit (4t + i) * B of the lane's B words
+// (3-bit codes may straddle two words).
 template <int B>
 __device__ __forceinline__ int code_of(const u32 (&w)[B], int t, int i)
 {
-    if constexpr (B == 4) return (w[t >> 1] >> ((t & 1) * 16 + 4 * i)) & 15;
-    else if constexpr (B == 2) return (w[t >> 2] >> ((t & 3) * 8 + 2 * i)) & 3;
-    else return ((w[t >> 2] >> ((t & 3) * 8 + 2 * i)) & 3) | (((w[2] >> (4 * t + i)) & 1) << 2);
+    const int o = (4 * t + i) * B, wi = o >> 5, bi = o & 31;
+    if (bi + B <= 32) return (w[wi] >> bi) & ((1 << B) - 1);
+    return __funnelshift_r(w[wi], w[wi + 1], bi) & ((1 << B) - 1);
 }
 
 // Code of channel c of stream token tok for one head (random access: the sparse passes).
@@ -50,9 +50,9 @@ __device__ __forceinline__ int code_at(const u32* codes, long tok, int c)
     long tile = tok / TILE;
     int t = (int)(tok % TILE), lane = c >> 2, i = c & 3;
     const u32* base = codes + tile * B * 32 + lane;
-    if constexpr (B == 4) return (base[(t >> 1) * 32] >> ((t & 1) * 16 + 4 * i)) & 15;
-    else if constexpr (B == 2) return (base[(t >> 2) * 32] >> ((t & 3) * 8 + 2 * i)) & 3;
-    else return ((base[(t >> 2) * 32] >> ((t & 3) * 8 + 2 * i)) & 3) | (((base[2 * 32] >> (4 * t + i)) & 1) << 2);
+    const int o = (4 * t + i) * B, wi = o >> 5, bi = o & 31;
+    if (bi + B <= 32) return (base[wi * 32] >> bi) & ((1 << B) - 1);
+    return __funnelshift_r(base[wi * 32], base[(wi + 1) * 32], bi) & ((1 << B) - 1);
 }
 
 // RoPE frequency of pair j (adjacent-pair style): base^(-2j/D), in double so that long positions stay exact.
@@ -586,6 +586,314 @@ extern "C" __global__ void __launch_bounds__(D) attn_reduce(const AttnArgs a, in
     out[(long)qh * D + c] = num / den;
 }
 
+
+// ---------------------------------------------------------------------------------------------------------------
+// Version 3 of the nuq path (v2 measured about 45 SM cycles per token and KV head on an H200; the budget for 2.5x
+// over fp16 SDPA is about 12). Changes, each cutting instructions per token:
+//  - no double precision in the token loops: the chunk's start angles are advanced in double by 64 threads (one
+//    complex multiply per chunk) and each warp derives its start from them and a per-lane constant;
+//  - G = 1: the query is rotated instead of the keys, and the rotation recurrence runs on the rotated, range-scaled
+//    query u_i = r_i (R(-theta t) q)_i itself, so the per-token work per pair is the recurrence (4) and two FMAs
+//    with a per-lane table T_i[code] = level + zero_i / range_i (the dot then equals q . R(k)). G > 1: the table
+//    holds zero_i + range_i * level (no dequant FMA) and the keys are rotated once for the G heads;
+//  - per-lane tables laid out [code][lane channel][lane]: every lane reads its own bank, never a conflict;
+//  - the value's per-token zero and range fold into the softmax pass: p * range is stored beside p and
+//    sum(p * zero) is one scalar per head, so the value loop is lookups and FMAs only.
+template <int B, int G>
+__device__ void attn_v3(const AttnArgs a, const float* __restrict__ q,
+    const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
+    const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
+    const u32* __restrict__ vcodes, const u32* __restrict__ vzr, const u16* __restrict__ vslotv,
+    const u8* __restrict__ vslotc, const float* __restrict__ vcb,
+    float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
+{
+    constexpr int L = 1 << B;
+    const int h = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int numChunks = (a.n + CHUNK - 1) / CHUNK;
+    const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
+
+    __shared__ __align__(16) float s_sc[G][CHUNK];
+    __shared__ __align__(16) float s_pr[G][CHUNK];
+    __shared__ float s_q[G][D];
+    __shared__ float s_kt[L][4][32];
+    __shared__ float s_kcb[16], s_vcb[16];
+    __shared__ float s_kz[D], s_kr[D];
+    __shared__ float s_vout[G][D];
+    __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
+    __shared__ float s_red[WARPS][G][D];
+    __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
+
+    for (int i = threadIdx.x; i < G * D; i += THREADS)
+    {
+        s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
+        s_vout[i / D][i % D] = 0.f;
+    }
+    if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & (L - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & (L - 1)]; }
+    for (int i = threadIdx.x; i < D; i += THREADS) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
+    for (int i = threadIdx.x; i < L * D; i += THREADS)
+    {
+        int l = i / D, ci = (i % D) / 32, ln = i % 32, c = 4 * ln + ci;
+        float z = kzero[h * D + c], r = krange[h * D + c], lev = kcb[l];
+        s_kt[l][ci][ln] = G == 1 ? lev + z / r : fmaf(r, lev, z);
+    }
+    if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; s_pz[threadIdx.x] = 0.f; }
+    // Chunk start angles, pair j = threadIdx.x < 64, kept in double across chunks.
+    double dc = 1, ds = 0, stc = 1, sts = 0;
+    if (threadIdx.x < D / 2)
+    {
+        double th = rope_theta(threadIdx.x, a.log2base);
+        s_th[threadIdx.x] = (float)th;
+        sincos((double)(a.sink + (long)c0 * CHUNK) * th, &ds, &dc);
+        sincos((double)CHUNK * th, &sts, &stc);
+    }
+    __syncthreads();
+
+    float qr[G][4], kr[4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[g][i] = s_q[g][4 * lane + i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) kr[i] = s_kr[4 * lane + i];
+    float stepc[2], steps[2], wc[2], ws[2], ua[2], ub[2];
+#pragma unroll
+    for (int p = 0; p < 2; ++p)
+    {
+        double th = rope_theta(2 * lane + p, a.log2base), sn, cs;
+        sincos(th, &sn, &cs);
+        stepc[p] = (float)cs; steps[p] = (float)sn;
+        sincos((double)(warp * (CHUNK / WARPS)) * th, &sn, &cs);
+        wc[p] = (float)cs; ws[p] = (float)sn;
+        // u recurrence constants (G == 1): u0' = u0 c + u1 (r0/r1) s, u1' = u1 c - u0 (r1/r0) s.
+        ua[p] = kr[2 * p] / kr[2 * p + 1] * steps[p];
+        ub[p] = kr[2 * p + 1] / kr[2 * p] * steps[p];
+    }
+    float acc[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+
+    const long hb = (long)h * padded;
+    const u32* khead = kcodes + (hb / TILE) * B * 32;
+    const u32* vhead = vcodes + (hb / TILE) * B * 32;
+    for (int chunk = c0; chunk < c1; ++chunk)
+    {
+        const long cbase = (long)chunk * CHUNK;
+        if (threadIdx.x < D / 2)
+        {
+            s_cb[threadIdx.x] = (float)dc; s_sb[threadIdx.x] = (float)ds;
+            double t = dc * stc - ds * sts;
+            ds = ds * stc + dc * sts;
+            dc = t;
+        }
+        __syncthreads();
+        const long tok0 = cbase + warp * (CHUNK / WARPS);
+        u32 kw[TILES_PER_WARP][B];
+        {
+            const u32* src = kcodes + ((hb + tok0) / TILE) * B * 32 + lane;
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+#pragma unroll
+                for (int b = 0; b < B; ++b) kw[tile][b] = src[(tile * B + b) * 32];
+        }
+        float rc[2], rs[2];
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+        {
+            float cb = s_cb[2 * lane + p], sb = s_sb[2 * lane + p];
+            rc[p] = cb * wc[p] - sb * ws[p];
+            rs[p] = sb * wc[p] + cb * ws[p];
+        }
+        float u[4];
+        if constexpr (G == 1)
+        {
+#pragma unroll
+            for (int p = 0; p < 2; ++p)
+            {
+                float qa = qr[0][2 * p], qb = qr[0][2 * p + 1];
+                u[2 * p] = (qa * rc[p] + qb * rs[p]) * kr[2 * p];
+                u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
+            }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+        {
+            const long t0 = tok0 + tile * TILE;
+            float part[TILE * G];
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float k[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) k[i] = s_kt[code_of<B>(kw[tile], t, i)][i][lane];
+                if constexpr (G == 1)
+                {
+                    part[t] = u[0] * k[0] + u[1] * k[1] + u[2] * k[2] + u[3] * k[3];
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float u0 = u[2 * p], u1 = u[2 * p + 1];
+                        u[2 * p] = u0 * stepc[p] + u1 * ua[p];
+                        u[2 * p + 1] = u1 * stepc[p] - u0 * ub[p];
+                    }
+                }
+                else
+                {
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+            }
+            rs_step<TILE * G, 16>(part, lane);
+            constexpr int SH = 5 - Log2<TILE * G>::value;
+            if ((lane & ((1 << SH) - 1)) == 0)
+            {
+                int idx = lane >> SH, t = idx / G, g = idx % G;
+                s_sc[g][warp * (CHUNK / WARPS) + tile * TILE + t] = t0 + t < a.n ? part[0] : -INFINITY;
+            }
+        }
+        __syncthreads();
+
+        // Key outliers (as v2).
+        for (int tt = threadIdx.x; tt < CHUNK; tt += THREADS)
+        {
+            long tok = cbase + tt;
+            if (tok >= a.n) break;
+            u32 cs4 = *(const u32*)(kslotc + (hb + tok) * KSLOTS);
+            if (cs4 == 0xffffffffu) continue;
+#pragma unroll
+            for (int sl = 0; sl < KSLOTS; ++sl)
+            {
+                int c = (cs4 >> (8 * sl)) & 0xff;
+                if (c == 0xff) continue;
+                float d = h2f(kslotv[(hb + tok) * KSLOTS + sl]) - fmaf(s_kr[c], s_kcb[code_at<B>(khead, tok, c)], s_kz[c]);
+                float so, co;
+                sincosf((float)tt * s_th[c >> 1], &so, &co);
+                float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+        }
+        __syncthreads();
+
+        // Softmax over the chunk, with the value scales folded in: s_pr = p * range_t, s_pz += sum p * zero_t.
+        for (int g = warp; g < G; g += WARPS)
+        {
+            float v[CHUNK / 32];
+            float cm = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j) { v[j] = s_sc[g][lane + 32 * j]; cm = fmaxf(cm, v[j]); }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+            float mo = s_m[g], mn = fmaxf(mo, cm);
+            float alpha = mn == -INFINITY ? 1.f : __expf(mo - mn);
+            float sum = 0.f, pz = 0.f;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j)
+            {
+                float p = mn == -INFINITY ? 0.f : __expf(v[j] - mn);
+                u32 zr = vzr[hb + cbase + lane + 32 * j];
+                s_sc[g][lane + 32 * j] = p;
+                s_pr[g][lane + 32 * j] = p * h2f(zr >> 16);
+                sum += p;
+                pz = fmaf(p, h2f(zr & 0xffff), pz);
+            }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+            __syncwarp();
+            if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; s_pz[g] = s_pz[g] * alpha + pz; }
+        }
+        __syncthreads();
+
+        u32 vw[TILES_PER_WARP][B];
+        {
+            const u32* src = vcodes + ((hb + tok0) / TILE) * B * 32 + lane;
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+#pragma unroll
+                for (int b = 0; b < B; ++b) vw[tile][b] = src[(tile * B + b) * 32];
+        }
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+        {
+            float al = s_alpha[g];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[g][i] *= al;
+        }
+        for (int i = threadIdx.x; i < G * D; i += THREADS) s_vout[i / D][i % D] *= s_alpha[i / D];
+#pragma unroll
+        for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+        {
+            const int st = warp * (CHUNK / WARPS) + tile * TILE;
+            float pr[G][TILE];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float4 a0 = *(const float4*)&s_pr[g][st], a1 = *(const float4*)&s_pr[g][st + 4];
+                pr[g][0] = a0.x; pr[g][1] = a0.y; pr[g][2] = a0.z; pr[g][3] = a0.w;
+                pr[g][4] = a1.x; pr[g][5] = a1.y; pr[g][6] = a1.z; pr[g][7] = a1.w;
+            }
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float l0 = s_vcb[code_of<B>(vw[tile], t, 0)], l1 = s_vcb[code_of<B>(vw[tile], t, 1)];
+                float l2 = s_vcb[code_of<B>(vw[tile], t, 2)], l3 = s_vcb[code_of<B>(vw[tile], t, 3)];
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                {
+                    acc[g][0] = fmaf(pr[g][t], l0, acc[g][0]); acc[g][1] = fmaf(pr[g][t], l1, acc[g][1]);
+                    acc[g][2] = fmaf(pr[g][t], l2, acc[g][2]); acc[g][3] = fmaf(pr[g][t], l3, acc[g][3]);
+                }
+            }
+        }
+        __syncthreads();   // s_vout rescaled everywhere before the corrections land
+        for (int tt = threadIdx.x; tt < CHUNK; tt += THREADS)
+        {
+            long tok = cbase + tt;
+            if (tok >= a.n) break;
+            u32 cc = *(const u16*)(vslotc + (hb + tok) * VSLOTS);
+            u32 vv = *(const u32*)(vslotv + (hb + tok) * VSLOTS);
+            u32 zrt = vzr[hb + tok];
+            float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+#pragma unroll
+            for (int sl = 0; sl < VSLOTS; ++sl)
+            {
+                int c = (cc >> (8 * sl)) & 0xff;
+                float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<B>(vhead, tok, c)], z);
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_vout[g][c], s_sc[g][tt] * d);
+            }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_red[warp][g][4 * lane + i] = acc[g][i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += THREADS)
+    {
+        int g = i / D, c = i % D;
+        float v = s_vout[g][c] + s_pz[g];
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) v += s_red[w][g][c];
+        part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+    }
+    if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
+}
+
 #define NUQ_ENTRY(KB, VB, G, VER, MINB) \
 extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##KB##_v##VB##_g##G##_r##VER(const AttnArgs a, const float* q, \
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
@@ -598,8 +906,15 @@ extern "C" __global__ void __launch_bounds__(THREADS) attn_f16_g##G(const AttnAr
     float* part_acc, float2* part_ml, long padded) \
 { attn_split<16, 16, G, 1>(a, q, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, k, v, part_acc, part_ml, padded); }
 
+#define NUQ_V3(B, G, MINB) \
+extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##B##_v##B##_g##G##_r3(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v3<B, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+
 #define NUQ_VERSIONS(B) \
-NUQ_ENTRY(B, B, 1, 1, 1) NUQ_ENTRY(B, B, 4, 1, 1) NUQ_ENTRY(B, B, 1, 2, 4) NUQ_ENTRY(B, B, 4, 2, 3)
+NUQ_ENTRY(B, B, 1, 1, 1) NUQ_ENTRY(B, B, 4, 1, 1) NUQ_ENTRY(B, B, 1, 2, 4) NUQ_ENTRY(B, B, 4, 2, 3) NUQ_V3(B, 1, 4) NUQ_V3(B, 4, 3)
 
 NUQ_VERSIONS(4)
 NUQ_VERSIONS(3)

@@ -74,12 +74,13 @@ extern "C" __global__ void kv_write_f16(u32 seed, int heads, long pos0, long n, 
     out[i] = f2h(x);
 }
 
+// Token t, lane channel i at bit (4t + i) * B of the lane's bit stream (decode_attention.cu, code_of).
 template <int B>
 __device__ __forceinline__ void put_code(u32 (&w)[B], int t, int i, int code)
 {
-    if constexpr (B == 4) w[t >> 1] |= (u32)code << ((t & 1) * 16 + 4 * i);
-    else if constexpr (B == 2) w[t >> 2] |= (u32)code << ((t & 3) * 8 + 2 * i);
-    else { w[t >> 2] |= (u32)(code & 3) << ((t & 3) * 8 + 2 * i); w[2] |= (u32)(code >> 2) << (4 * t + i); }
+    const int o = (4 * t + i) * B, wi = o >> 5, bi = o & 31;
+    w[wi] |= (u32)code << bi;
+    if (bi + B > 32) w[wi + 1] |= (u32)code >> (32 - bi);
 }
 
 template <int B>

@@ -10,7 +10,17 @@ public sealed class DecodeAttention : IDisposable
     private readonly DecodeKernels _kernels;
     private readonly KernelArgs _args = new(), _rargs = new();
     private DeviceBuffer? _acc, _ml;
+    private readonly HashSet<string> _sharedSet = new();
     public double Log2Base { get; }
+
+    /// <summary>v4's two shared-memory stages (decode_attention.cu, Stage&lt;B&gt;): per 256-token chunk the key and
+    /// value codes, key slots (f16 + u8), value zero/range words and value slots.</summary>
+    public static int StageBytes(int bits)
+    {
+        int codes = DecodeShape.Chunk * 128 * bits / 8;
+        int rest = DecodeShape.Chunk * (DecodeShape.KeySlots * 3 + 4 + DecodeShape.ValueSlots * 3);
+        return 2 * (2 * codes + rest);
+    }
     public int BlocksPerSm { get; set; } = 8;
     /// <summary>Which nuq kernel version runs (the lab times older ones too).</summary>
     public int Version { get; set; } = DecodeKernels.LatestVersion;
@@ -40,8 +50,11 @@ public sealed class DecodeAttention : IDisposable
         _args.Clear().Add(args);
         cache.AddAttentionArgs(_args, q.Pointer);
         _args.Add(_acc).Add(_ml).Add(cache.Padded);
-        _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version)
-            .Launch(new LaunchShape((uint)plan.Splits, (uint)s.KvHeads, 1, 128), _args, stream);
+        var kernel = _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version);
+        bool staged = cache.KeyBits != 16 && Version >= 4;
+        int shared = staged ? StageBytes(cache.KeyBits) : 0;
+        if (staged && _sharedSet.Add(kernel.Name)) kernel.SetMaxDynamicShared(shared);
+        kernel.Launch(new LaunchShape((uint)plan.Splits, (uint)s.KvHeads, 1, staged ? 256u : 128u, (uint)shared), _args, stream);
         var (sk, sv) = cache.SinkBuffers;
         _rargs.Clear().Add(args).Add(s.Group).Add(q).Add(_acc).Add(_ml).Add(sk).Add(sv).Add(output);
         _kernels.Reduce().Launch(new LaunchShape((uint)s.QueryHeads, 1, 1, (uint)s.HeadDim), _rargs, stream);

@@ -13,7 +13,7 @@ public sealed class DecodeAttention : IDisposable
     private readonly HashSet<string> _sharedSet = new();
     public double Log2Base { get; }
 
-    /// <summary>v4's two shared-memory stages (decode_attention.cu, Stage&lt;B&gt;): per 256-token chunk the key and
+    /// <summary>v4's two shared-memory stages (v5 keeps one) (decode_attention.cu, Stage&lt;B&gt;): per 256-token chunk the key and
     /// value codes, key slots (f16 + u8), value zero/range words and value slots.</summary>
     public static int StageBytes(int bits)
     {
@@ -52,7 +52,7 @@ public sealed class DecodeAttention : IDisposable
         _args.Add(_acc).Add(_ml).Add(cache.Padded);
         var kernel = _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version);
         bool staged = cache.KeyBits != 16 && Version >= 4;
-        int shared = staged ? StageBytes(cache.KeyBits) : 0;
+        int shared = staged ? StageBytes(cache.KeyBits) / (Version >= 5 ? 2 : 1) : 0;
         if (staged && _sharedSet.Add(kernel.Name)) kernel.SetMaxDynamicShared(shared);
         kernel.Launch(new LaunchShape((uint)plan.Splits, (uint)s.KvHeads, 1, staged ? 256u : 128u, (uint)shared), _args, stream);
         var (sk, sv) = cache.SinkBuffers;

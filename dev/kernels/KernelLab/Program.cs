@@ -37,6 +37,11 @@ try
             foreach (var f in opt.Formats)
                 rows.Add(Time(kernels, attn, shape, f, profiles, n, copyBw, opt.Reps, json));
     }
+    if (opt.CapacityTokens > 0)
+    {
+        var profiles = SyntheticProfile.Fit(kernels, 32, LabOptions.SeedK, LabOptions.SeedV);
+        Capacity.Run(kernels, attn, profiles, opt.CapacityBits, opt.CapacityTokens, opt.CapacityLayers, 5, json);
+    }
     Console.WriteLine();
     Console.WriteLine("| shape | tokens | cache | us | MB read | GB/s | % of copy BW |");
     Console.WriteLine("|---|---:|---|---:|---:|---:|---:|");
@@ -129,7 +134,8 @@ static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, str
 
 static string Describe(DecodeShape s) => $"{s.QueryHeads}q/{s.KvHeads}kv";
 
-sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<long> Sizes, long CheckTokens, int Reps, string? Json)
+sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<long> Sizes, long CheckTokens, int Reps, string? Json,
+    long CapacityTokens = 0, int CapacityLayers = 32, int CapacityBits = 2)
 {
     public const uint SeedK = 0x1234567u, SeedV = 0x89abcdefu;
     public const int Sink = 1;
@@ -151,6 +157,9 @@ sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<lo
                 case "--check": o = o with { CheckTokens = long.Parse(Next()) }; break;
                 case "--reps": o = o with { Reps = int.Parse(Next()) }; break;
                 case "--json": o = o with { Json = Next() }; break;
+                case "--capacity": o = o with { CapacityTokens = long.Parse(Next()) }; break;
+                case "--capacity-layers": o = o with { CapacityLayers = int.Parse(Next()) }; break;
+                case "--capacity-bits": o = o with { CapacityBits = int.Parse(Next()) }; break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
         }

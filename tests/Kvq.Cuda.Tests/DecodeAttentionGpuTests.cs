@@ -16,7 +16,7 @@ public class DecodeAttentionGpuTests
         foreach (var shape in new[] { new DecodeShape(4, 1), new DecodeShape(2, 4) })
         {
             var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
-            foreach (var (bits, version) in new[] { (16, 1), (4, 1), (4, 2), (4, 3), (4, 4), (4, 5), (3, 5), (2, 5) })
+            foreach (var (bits, version) in new[] { (16, 1), (4, 1), (4, 2), (4, 3), (4, 4), (4, 5), (4, 6), (3, 6), (2, 6) })
             {
                 attn.Version = version;
                 const long n = 517;

@@ -16,7 +16,7 @@ try
     var sw = System.Diagnostics.Stopwatch.StartNew();
     using var kernels = new DecodeKernels(ctx);
     Console.WriteLine($"kernels: {sw.ElapsedMilliseconds} ms to compile/load (cache {kernels.Loader.Cache.Folder}: {kernels.Loader.Cache.Hits} hits, {kernels.Loader.Cache.Compiles} compiles)");
-    foreach (var (kb, g, v) in new[] { (16, 1, 1), (16, 4, 1), (4, 1, 1), (4, 4, 1), (4, 1, 2), (4, 4, 2), (4, 1, 3), (4, 4, 3), (4, 1, 4), (4, 4, 4), (4, 1, 5), (3, 1, 5), (2, 1, 5), (4, 4, 5), (3, 4, 5), (2, 4, 5) })
+    foreach (var (kb, g, v) in new[] { (16, 1, 1), (16, 4, 1), (4, 1, 1), (4, 4, 1), (4, 1, 2), (4, 4, 2), (4, 1, 3), (4, 4, 3), (4, 1, 4), (4, 4, 4), (4, 1, 5), (4, 4, 5), (4, 1, 6), (3, 1, 6), (2, 1, 6), (4, 4, 6), (3, 4, 6), (2, 4, 6) })
     {
         var k = kernels.Attention(kb, kb, g, v);
         Console.WriteLine($"  {k.Name}: {k.Registers} registers, {k.LocalBytes} B local, {k.StaticSharedBytes} B shared");

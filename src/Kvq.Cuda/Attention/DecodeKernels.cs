@@ -16,7 +16,7 @@ public sealed class DecodeKernels : IDisposable
     }
 
     /// <summary>Latest version of the nuq decode kernel (decode_attention.cu lists what each one changed).</summary>
-    public const int LatestVersion = 5;
+    public const int LatestVersion = 6;
 
     public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion) => keyBits == 16
         ? _attn.Kernel($"attn_f16_g{group}")

@@ -43,3 +43,36 @@ public class DecodeAttentionGpuTests
         }
     }
 }
+
+public class AppendGpuTests
+{
+    [GpuFact]
+    public void AppendingInPiecesGivesTheBulkEncodersBytes()
+    {
+        using var ctx = CudaContext.Create();
+        using var kernels = new DecodeKernels(ctx);
+        var shape = new DecodeShape(2, 4);
+        var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, 1u, 2u, tokens: 256);
+        foreach (int bits in new[] { 2, 3, 4 })
+        {
+            const long n = 301;
+            using var bulk = new NuqLayerCache(kernels, shape, profiles[bits], n, 1, 1u, 2u);
+            using var inc = new NuqLayerCache(kernels, shape, profiles[bits], n, 1);
+            inc.FillSyntheticSink(1u, 2u);
+            long at = 0;
+            foreach (int c in new[] { 1, 7, 8, 100, 3, 182 })
+            {
+                var k = SyntheticProfile.Materialize(kernels, 1u, shape.KvHeads, 1 + at, c);
+                var v = SyntheticProfile.Materialize(kernels, 2u, shape.KvHeads, 1 + at, c);
+                using var kb = ctx.Upload<float>(k);
+                using var vb = ctx.Upload<float>(v);
+                inc.Append(kb, vb, c);
+                at += c;
+            }
+            Assert.Equal(n, inc.Tokens);
+            Assert.Equal(bulk.DownloadAll(), inc.DownloadAll());
+            using var more = ctx.Allocate(4);
+            Assert.Throws<ArgumentException>(() => inc.Append(more, more, 1));
+        }
+    }
+}

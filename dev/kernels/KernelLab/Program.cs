@@ -105,6 +105,40 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
     bool ok = rel <= Tolerance;
     Console.WriteLine($"check {Describe(shape)} {format} n={n} sink={sink}: rel L2 {rel:E2} (max abs {max:E2}) vs CPU codec reference, tolerance {Tolerance:E0}: {(ok ? "ok" : "FAIL")}; quantization error vs exact f32 {qrel:E2}");
     json?.WriteLine($"{{\"kind\":\"check\",\"shape\":\"{Describe(shape)}\",\"cache\":\"{format}\",\"tokens\":{n},\"rel\":{rel:E3},\"maxabs\":{max:E3},\"quant_rel\":{qrel:E3},\"ok\":{(ok ? "true" : "false")}}}");
+    if (prof != null && cache is NuqLayerCache bulk) ok &= CheckAppend(k, shape, prof, bulk, n);
+    return ok;
+}
+
+// The append path (a real model's: new tokens' K and V from a device buffer, in pieces that start and end inside
+// tiles) must leave exactly the bytes the bulk encoder leaves.
+static bool CheckAppend(DecodeKernels k, DecodeShape shape, NuqLayerProfile prof, NuqLayerCache bulk, long n)
+{
+    var ctx = k.Context;
+    using var inc = new NuqLayerCache(k, shape, prof, n, bulk.Sink);
+    inc.FillSyntheticSink(LabOptions.SeedK, LabOptions.SeedV);
+    long at = 0;
+    int[] pieces = [1, 7, 8, 100, 3, 13, 1];
+    for (int i = 0; at < n; i++)
+    {
+        int c = (int)Math.Min(i < pieces.Length ? pieces[i] : 509, n - at);
+        long total = (long)shape.KvHeads * c * 128;
+        using var kb = ctx.Allocate(total * 4);
+        using var vb = ctx.Allocate(total * 4);
+        foreach (var (seed, dst) in new[] { (LabOptions.SeedK, kb), (LabOptions.SeedV, vb) })
+        {
+            using var a = new KernelArgs();
+            a.Add(seed).Add(shape.KvHeads).Add(bulk.Sink + at).Add((long)c).Add(dst);
+            k.Materialize().Launch(LaunchShape.Grid1((total + 255) / 256, 256), a);
+        }
+        inc.Append(kb, vb, c);
+        at += c;
+    }
+    ctx.Synchronize();
+    byte[] x = bulk.DownloadAll(), y = inc.DownloadAll();
+    int diff = 0;
+    for (int i = 0; i < x.Length; i++) if (x[i] != y[i]) diff++;
+    bool ok = x.Length == y.Length && diff == 0;
+    Console.WriteLine($"check {Describe(shape)} {prof.Bits}-bit append in pieces of 1, 7, 8, 100, 3, 13, 1, 509...: {diff} of {x.Length} bytes differ from the bulk encoder: {(ok ? "ok" : "FAIL")}");
     return ok;
 }
 

@@ -25,6 +25,8 @@ public sealed class DecodeKernels : IDisposable
     public CudaKernel Reduce() => _attn.Kernel("attn_reduce");
     public CudaKernel EncodeKeys(int bits) => _encode.Kernel($"encode_keys_b{bits}");
     public CudaKernel EncodeValues(int bits) => _encode.Kernel($"encode_values_b{bits}");
+    public CudaKernel AppendKeys(int bits) => _encode.Kernel($"append_keys_b{bits}");
+    public CudaKernel AppendValues(int bits) => _encode.Kernel($"append_values_b{bits}");
     public CudaKernel Materialize() => _encode.Kernel("kv_materialize");
     public CudaKernel WriteF16() => _encode.Kernel("kv_write_f16");
 

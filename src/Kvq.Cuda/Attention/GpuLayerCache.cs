@@ -9,7 +9,7 @@ public abstract class GpuLayerCache : IDisposable
 {
     protected readonly List<DeviceBuffer> Buffers = new();
     public DecodeShape Shape { get; }
-    public long Tokens { get; }
+    public long Tokens { get; protected set; }
     public long Padded { get; }
     public int Sink { get; }
     public abstract string Name { get; }
@@ -26,6 +26,19 @@ public abstract class GpuLayerCache : IDisposable
 
     /// <summary>Device bytes this cache holds.</summary>
     public long DeviceBytes => Buffers.Sum(b => b.Bytes);
+
+    /// <summary>Every buffer's bytes, in allocation order (tests compare two caches built different ways).</summary>
+    public byte[] DownloadAll()
+    {
+        var all = new byte[DeviceBytes];
+        long at = 0;
+        foreach (var b in Buffers)
+        {
+            b.CopyTo(all.AsSpan((int)at, (int)b.Bytes));
+            at += b.Bytes;
+        }
+        return all;
+    }
 
     /// <summary>Bytes one decode pass must read from this cache (the stream's real tokens, not the padding).</summary>
     public abstract long BytesPerDecode { get; }
@@ -85,9 +98,38 @@ public sealed class NuqLayerCache : GpuLayerCache
     public override string Name => $"nuq{Profile.Bits}-1%";
     public override int KeyBits => Profile.Bits;
 
+    private readonly DecodeKernels _kernels;
+    private readonly DeviceBuffer _kmids, _vmids;
+
+    /// <summary>A cache filled on the device from the synthetic source (kv_encode.cu gen): stream tokens 0 .. tokens-1
+    /// at positions sink .. sink + tokens - 1, and the sink's f16 copies of positions 0 .. sink-1.</summary>
     public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long tokens, int sink,
-        uint seedK, uint seedV) : base(shape, tokens, sink)
+        uint seedK, uint seedV) : this(kernels, shape, profile, tokens, sink)
     {
+        int b = profile.Bits, h = shape.KvHeads;
+        var grid = new LaunchShape((uint)((Padded / DecodeShape.Tile + 3) / 4), (uint)h, 1, 128);
+        using (var a = new KernelArgs())
+        {
+            a.Add(seedK).Add(sink).Add(tokens).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(_kslotv).Add(_kslotc);
+            kernels.EncodeKeys(b).Launch(grid, a);
+        }
+        using (var a = new KernelArgs())
+        {
+            a.Add(seedV).Add(sink).Add(tokens).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc);
+            kernels.EncodeValues(b).Launch(grid, a);
+        }
+        FillSyntheticSink(seedK, seedV);
+        Tokens = tokens;
+        kernels.Context.Synchronize();
+    }
+
+    /// <summary>An empty cache with room for <paramref name="capacity"/> stream tokens; fill it with
+    /// <see cref="Append"/> (and the sink with <see cref="FillSyntheticSink"/> or by the caller).</summary>
+    public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long capacity, int sink)
+        : base(shape, capacity, sink)
+    {
+        _kernels = kernels;
+        Tokens = 0;
         var ctx = kernels.Context;
         Profile = profile;
         int b = profile.Bits, h = shape.KvHeads, d = shape.HeadDim;
@@ -105,31 +147,48 @@ public sealed class NuqLayerCache : GpuLayerCache
         _vcb = Upload(ctx, Pad16(profile.ValueCodebook.DecodeLevels(false)));
         _sinkK = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
         _sinkV = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
-        using var kmids = ctx.Upload<float>(Pad16(profile.KeyCodebook.Midpoints));
-        using var vmids = ctx.Upload<float>(Pad16(profile.ValueCodebook.Midpoints));
-        var grid = new LaunchShape((uint)((tiles + 3) / 4), (uint)h, 1, 128);
-        using (var a = new KernelArgs())
-        {
-            a.Add(seedK).Add(sink).Add(tokens).Add(Padded).Add(_kz).Add(_kr).Add(kmids).Add(_kcodes).Add(_kslotv).Add(_kslotc);
-            kernels.EncodeKeys(b).Launch(grid, a);
-        }
-        using (var a = new KernelArgs())
-        {
-            a.Add(seedV).Add(sink).Add(tokens).Add(Padded).Add(vmids).Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc);
-            kernels.EncodeValues(b).Launch(grid, a);
-        }
-        if (sink > 0)
-        {
-            // The sink keeps exact (f16) pre-RoPE copies of positions 0 .. sink-1.
-            foreach (var (seed, dst) in new[] { (seedK, _sinkK), (seedV, _sinkV) })
-            {
-                using var a = new KernelArgs();
-                long total = (long)h * sink * d;
-                a.Add(seed).Add(h).Add(0L).Add((long)sink).Add((long)sink).Add(0).Add(0.0).Add(dst);
-                kernels.WriteF16().Launch(LaunchShape.Grid1((total + 255) / 256, 256), a);
-            }
-        }
+        _kmids = Upload(ctx, Pad16(profile.KeyCodebook.Midpoints));
+        _vmids = Upload(ctx, Pad16(profile.ValueCodebook.Midpoints));
         ctx.Synchronize();
+    }
+
+    /// <summary>Encodes <paramref name="count"/> new tokens on the device: <paramref name="keys"/> (pre-RoPE) and
+    /// <paramref name="values"/> are float32 [KV head][count][head dim]. The codec math is the CPU codecs'.</summary>
+    public void Append(DeviceBuffer keys, DeviceBuffer values, int count, CudaStream? stream = null)
+    {
+        long need = (long)Shape.KvHeads * count * Shape.HeadDim * 4;
+        if (count <= 0 || keys.Bytes < need || values.Bytes < need)
+            throw new ArgumentException($"append of {count} tokens needs {need}-byte key and value buffers (got {keys.Bytes}, {values.Bytes})");
+        if (Tokens + count > Padded)
+            throw new InvalidOperationException($"{Name} cache: {Tokens} tokens + {count} exceed its capacity of {Padded}");
+        int b = Profile.Bits;
+        long firstTile = Tokens / DecodeShape.Tile, lastTile = (Tokens + count - 1) / DecodeShape.Tile;
+        var grid = new LaunchShape((uint)((lastTile - firstTile + 1 + 3) / 4), (uint)Shape.KvHeads, 1, 128);
+        using (var a = new KernelArgs())
+        {
+            a.Add(keys).Add(Tokens).Add((long)count).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(_kslotv).Add(_kslotc);
+            _kernels.AppendKeys(b).Launch(grid, a, stream);
+        }
+        using (var a = new KernelArgs())
+        {
+            a.Add(values).Add(Tokens).Add((long)count).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc);
+            _kernels.AppendValues(b).Launch(grid, a, stream);
+        }
+        Tokens += count;
+    }
+
+    /// <summary>The sink's exact (f16) pre-RoPE copies of positions 0 .. sink-1 from the synthetic source.</summary>
+    public void FillSyntheticSink(uint seedK, uint seedV)
+    {
+        if (Sink == 0) return;
+        int h = Shape.KvHeads, d = Shape.HeadDim;
+        foreach (var (seed, dst) in new[] { (seedK, _sinkK), (seedV, _sinkV) })
+        {
+            using var a = new KernelArgs();
+            long total = (long)h * Sink * d;
+            a.Add(seed).Add(h).Add(0L).Add((long)Sink).Add((long)Sink).Add(0).Add(0.0).Add(dst);
+            _kernels.WriteF16().Launch(LaunchShape.Grid1((total + 255) / 256, 256), a);
+        }
     }
 
     private DeviceBuffer Upload(CudaContext ctx, float[] data)

@@ -102,38 +102,63 @@ __device__ __forceinline__ int warp_prefix(int v, int lane, int& total)
     return x - v;
 }
 
-// One warp per tile of 8 stream tokens (positions sink + token). 4 warps per block.
+// Where the values to encode come from: the synthetic source (positions sink + token) or a device buffer holding
+// [head][count][D] floats for stream tokens tok0 .. tok0 + count - 1 (the append path of a real model).
+struct GenSource
+{
+    u32 seed; int sink;
+    __device__ float operator()(int h, long tok, int c) const { return gen(seed, h, sink + tok, c); }
+};
+struct BufferSource
+{
+    const float* p; long tok0, count;
+    __device__ float operator()(int h, long tok, int c) const { return p[((long)h * count + (tok - tok0)) * D + c]; }
+};
+
+// Stores a lane's code words of one tile: whole tiles are written, partly covered ones (an append that starts or
+// ends inside a tile) keep the other tokens' bits. One launch must not cover a tile from two warps (it never does:
+// a warp owns a tile).
 template <int B>
-__device__ void encode_keys(u32 seed, int sink, long n, long padded, const float* kzero, const float* krange, const float* mids_g,
+__device__ __forceinline__ void store_words(u32* dst, const u32 (&w)[B], const u32 (&m)[B])
+{
+#pragma unroll
+    for (int b = 0; b < B; ++b)
+        dst[b * 32] = m[b] == 0xffffffffu ? w[b] : (dst[b * 32] & ~m[b]) | w[b];
+}
+
+// One warp per tile of 8 stream tokens; encodes the tokens in [tok0, tok1). 4 warps per block.
+template <int B, class Src>
+__device__ void encode_keys(Src src, long tok0, long tok1, long padded, const float* kzero, const float* krange, const float* mids_g,
     u32* codes, u16* slotv, u8* slotc)
 {
     const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const long tile = (long)blockIdx.x * 4 + warp;
-    if (tile * TILE >= padded) return;
+    const long tile = tok0 / TILE + (long)blockIdx.x * 4 + warp;
+    if (tile * TILE >= tok1 || tile * TILE >= padded) return;
     float mids[15];
 #pragma unroll
     for (int m = 0; m < (1 << B) - 1; ++m) mids[m] = mids_g[m];
     float kz[4], kr[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) { kz[i] = kzero[h * D + 4 * lane + i]; kr[i] = krange[h * D + 4 * lane + i]; }
-    u32 w[B];
+    u32 w[B], m[B];
 #pragma unroll
-    for (int b = 0; b < B; ++b) w[b] = 0;
+    for (int b = 0; b < B; ++b) w[b] = m[b] = 0;
     const long hb = (long)h * padded;
     for (int t = 0; t < TILE; ++t)
     {
         long tok = tile * TILE + t;
-        bool valid = tok < n;
+        if (tok < tok0 || tok >= tok1) continue;   // the same for the whole warp
         float x[4], mag[4];
         int flag = 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i)
         {
-            x[i] = valid ? gen(seed, h, sink + tok, 4 * lane + i) : 0.f;
+            x[i] = src(h, tok, 4 * lane + i);
             float u = (x[i] - kz[i]) / kr[i];
             put_code<B>(w, t, i, nearest<B>(u, mids));
+            put_code<B>(m, t, i, (1 << B) - 1);
             mag[i] = fabsf(u);
-            if (valid && (u > 1.f || u < -1.f)) flag |= 1 << i;
+            if (u > 1.f || u < -1.f) flag |= 1 << i;
         }
         int total, cnt = __popc(flag);
         warp_prefix(cnt, lane, total);
@@ -166,31 +191,29 @@ __device__ void encode_keys(u32 seed, int sink, long n, long padded, const float
         if (lane == 0)
             for (int s = kept; s < KSLOTS; ++s) { slotv[sb + s] = 0; slotc[sb + s] = 0xff; }
     }
-    u32* dst = codes + (hb / TILE + tile) * B * 32 + lane;
-#pragma unroll
-    for (int b = 0; b < B; ++b) dst[b * 32] = w[b];
+    store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
 }
 
-template <int B>
-__device__ void encode_values(u32 seed, int sink, long n, long padded, const float* mids_g, u32* codes, u32* zr, u16* slotv, u8* slotc)
+template <int B, class Src>
+__device__ void encode_values(Src src, long tok0, long tok1, long padded, const float* mids_g, u32* codes, u32* zr, u16* slotv, u8* slotc)
 {
     const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const long tile = (long)blockIdx.x * 4 + warp;
-    if (tile * TILE >= padded) return;
+    const long tile = tok0 / TILE + (long)blockIdx.x * 4 + warp;
+    if (tile * TILE >= tok1 || tile * TILE >= padded) return;
     float mids[15];
 #pragma unroll
     for (int m = 0; m < (1 << B) - 1; ++m) mids[m] = mids_g[m];
-    u32 w[B];
+    u32 w[B], m[B];
 #pragma unroll
-    for (int b = 0; b < B; ++b) w[b] = 0;
+    for (int b = 0; b < B; ++b) w[b] = m[b] = 0;
     const long hb = (long)h * padded;
     for (int t = 0; t < TILE; ++t)
     {
         long tok = tile * TILE + t;
-        bool valid = tok < n;
+        if (tok < tok0 || tok >= tok1) continue;   // the same for the whole warp
         float x[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) x[i] = valid ? gen(seed, h, sink + tok, 4 * lane + i) : 0.f;
+        for (int i = 0; i < 4; ++i) x[i] = src(h, tok, 4 * lane + i);
         // The largest value (ties to the lower channel), then the smallest of the rest.
         float bv = -INFINITY; int bc = 0x7fffffff;
 #pragma unroll
@@ -225,6 +248,7 @@ __device__ void encode_values(u32 seed, int sink, long n, long padded, const flo
         {
             float u = range > 0.f ? (x[i] - zero) / range : 0.f;
             put_code<B>(w, t, i, nearest<B>(u, mids));
+            put_code<B>(m, t, i, (1 << B) - 1);
         }
         long tb = hb + tok;
         if (lane == 0)
@@ -240,16 +264,22 @@ __device__ void encode_values(u32 seed, int sink, long n, long padded, const flo
             if (c == cmax || c == cmin) slotv[tb * VSLOTS + (c == min(cmax, cmin) ? 0 : 1)] = f2h(x[i]);
         }
     }
-    u32* dst = codes + (hb / TILE + tile) * B * 32 + lane;
-#pragma unroll
-    for (int b = 0; b < B; ++b) dst[b * 32] = w[b];
+    store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
 }
 
+// encode_*: the synthetic source for stream tokens 0 .. n-1; append_*: count tokens from a buffer at stream index
+// tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block).
 #define ENC(B) \
 extern "C" __global__ void __launch_bounds__(128) encode_keys_b##B(u32 seed, int sink, long n, long padded, const float* kz, const float* kr, \
-    const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B>(seed, sink, n, padded, kz, kr, mids, codes, slotv, slotc); } \
+    const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B>(GenSource{seed, sink}, 0, n, padded, kz, kr, mids, codes, slotv, slotc); } \
 extern "C" __global__ void __launch_bounds__(128) encode_values_b##B(u32 seed, int sink, long n, long padded, const float* mids, \
-    u32* codes, u32* zr, u16* slotv, u8* slotc) { encode_values<B>(seed, sink, n, padded, mids, codes, zr, slotv, slotc); }
+    u32* codes, u32* zr, u16* slotv, u8* slotc) { encode_values<B>(GenSource{seed, sink}, 0, n, padded, mids, codes, zr, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_keys_b##B(const float* src, long tok0, long count, long padded, const float* kz, \
+    const float* kr, const float* mids, u32* codes, u16* slotv, u8* slotc) \
+{ encode_keys<B>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_values_b##B(const float* src, long tok0, long count, long padded, const float* mids, \
+    u32* codes, u32* zr, u16* slotv, u8* slotc) \
+{ encode_values<B>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); }
 
 ENC(4)
 ENC(3)

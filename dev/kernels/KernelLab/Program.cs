@@ -37,10 +37,21 @@ try
             foreach (var f in opt.Formats)
                 rows.Add(Time(kernels, attn, shape, f, profiles, n, copyBw, opt.Reps, json));
     }
-    if (opt.CapacityTokens > 0)
+    if (opt.CapacityTokens.Count > 0)
     {
         var profiles = SyntheticProfile.Fit(kernels, 32, LabOptions.SeedK, LabOptions.SeedV);
-        Capacity.Run(kernels, attn, profiles, opt.CapacityBits, opt.CapacityTokens, opt.CapacityLayers, 5, json);
+        using var blas = opt.Weights ? new CublasHandle(ctx) : null;
+        if (blas != null)
+        {
+            double err = SevenB.CheckLinear(kernels, blas);
+            bool ok = err < 1e-4;
+            Console.WriteLine($"check cublas f16 x f16 -> f32 linear vs CPU double: rel L2 {err:E2}, tolerance 1E-004: {(ok ? "ok" : "FAIL")}");
+            if (!ok) failures++;
+        }
+        using var model = blas != null ? new SevenB(kernels, blas, opt.CapacityLayers) : null;
+        foreach (var f in opt.CapacityFormats)
+            foreach (long n in opt.CapacityTokens)
+                Capacity.Run(kernels, attn, profiles, f, n, opt.CapacityLayers, 5, json, model);
     }
     Console.WriteLine();
     Console.WriteLine("| shape | tokens | cache | us | MB read | GB/s | % of copy BW |");
@@ -169,7 +180,7 @@ static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, str
 static string Describe(DecodeShape s) => $"{s.QueryHeads}q/{s.KvHeads}kv";
 
 sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<long> Sizes, long CheckTokens, int Reps, string? Json,
-    long CapacityTokens = 0, int CapacityLayers = 32, int CapacityBits = 2)
+    List<long> CapacityTokens, List<string> CapacityFormats, int CapacityLayers = 32, bool Weights = false)
 {
     public const uint SeedK = 0x1234567u, SeedV = 0x89abcdefu;
     public const int Sink = 1;
@@ -177,13 +188,13 @@ sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<lo
     public static LabOptions Parse(string[] args)
     {
         var o = new LabOptions([new DecodeShape(32, 1), new DecodeShape(8, 4)], ["f16", "nuq4", "nuq3", "nuq2"],
-            [4096, 32768, 131072, 1048576], 4099, 30, null);
+            [4096, 32768, 131072, 1048576], 4099, 30, null, [], ["nuq2"]);
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i])
             {
-                case "--sizes": o = o with { Sizes = Next().Split(',').Select(long.Parse).ToList() }; break;
+                case "--sizes": { var v = Next(); o = o with { Sizes = v == "none" ? [] : v.Split(',').Select(long.Parse).ToList() }; break; }
                 case "--formats": o = o with { Formats = Next().Split(',').ToList() }; break;
                 case "--shapes":
                     o = o with { Shapes = Next().Split(',').Select(s => s == "mha" ? new DecodeShape(32, 1) : s == "gqa" ? new DecodeShape(8, 4) : throw new ArgumentException($"shape {s}: mha or gqa")).ToList() };
@@ -191,9 +202,10 @@ sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<lo
                 case "--check": o = o with { CheckTokens = long.Parse(Next()) }; break;
                 case "--reps": o = o with { Reps = int.Parse(Next()) }; break;
                 case "--json": o = o with { Json = Next() }; break;
-                case "--capacity": o = o with { CapacityTokens = long.Parse(Next()) }; break;
+                case "--capacity": o = o with { CapacityTokens = Next().Split(',').Select(long.Parse).ToList() }; break;
+                case "--capacity-formats": o = o with { CapacityFormats = Next().Split(',').ToList() }; break;
                 case "--capacity-layers": o = o with { CapacityLayers = int.Parse(Next()) }; break;
-                case "--capacity-bits": o = o with { CapacityBits = int.Parse(Next()) }; break;
+                case "--weights": o = o with { Weights = true }; break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
         }

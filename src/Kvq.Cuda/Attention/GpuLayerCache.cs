@@ -72,8 +72,16 @@ public sealed class F16LayerCache : GpuLayerCache
     {
         var ctx = kernels.Context;
         long elems = shape.KvHeads * Padded * shape.HeadDim;
-        _k = Alloc(ctx, elems * 2);
-        _v = Alloc(ctx, elems * 2);
+        try
+        {
+            _k = Alloc(ctx, elems * 2);
+            _v = Alloc(ctx, elems * 2);
+        }
+        catch
+        {
+            Dispose();   // a cache that could not be built gives back what it had already taken
+            throw;
+        }
         Write(kernels, seedK, 1, log2Base, _k);
         Write(kernels, seedV, 0, log2Base, _v);
     }
@@ -134,21 +142,29 @@ public sealed class NuqLayerCache : GpuLayerCache
         Profile = profile;
         int b = profile.Bits, h = shape.KvHeads, d = shape.HeadDim;
         long tiles = Padded / DecodeShape.Tile;
-        _kcodes = Alloc(ctx, h * tiles * b * 32 * 4);
-        _kslotv = Alloc(ctx, h * Padded * DecodeShape.KeySlots * 2);
-        _kslotc = Alloc(ctx, h * Padded * DecodeShape.KeySlots);
-        _kz = Upload(ctx, profile.KeyZero);
-        _kr = Upload(ctx, profile.KeyRange);
-        _kcb = Upload(ctx, Pad16(profile.KeyCodebook.DecodeLevels(false)));
-        _vcodes = Alloc(ctx, h * tiles * b * 32 * 4);
-        _vzr = Alloc(ctx, h * Padded * 4);
-        _vslotv = Alloc(ctx, h * Padded * DecodeShape.ValueSlots * 2);
-        _vslotc = Alloc(ctx, h * Padded * DecodeShape.ValueSlots);
-        _vcb = Upload(ctx, Pad16(profile.ValueCodebook.DecodeLevels(false)));
-        _sinkK = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
-        _sinkV = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
-        _kmids = Upload(ctx, Pad16(profile.KeyCodebook.Midpoints));
-        _vmids = Upload(ctx, Pad16(profile.ValueCodebook.Midpoints));
+        try
+        {
+            _kcodes = Alloc(ctx, h * tiles * b * 32 * 4);
+            _kslotv = Alloc(ctx, h * Padded * DecodeShape.KeySlots * 2);
+            _kslotc = Alloc(ctx, h * Padded * DecodeShape.KeySlots);
+            _kz = Upload(ctx, profile.KeyZero);
+            _kr = Upload(ctx, profile.KeyRange);
+            _kcb = Upload(ctx, Pad16(profile.KeyCodebook.DecodeLevels(false)));
+            _vcodes = Alloc(ctx, h * tiles * b * 32 * 4);
+            _vzr = Alloc(ctx, h * Padded * 4);
+            _vslotv = Alloc(ctx, h * Padded * DecodeShape.ValueSlots * 2);
+            _vslotc = Alloc(ctx, h * Padded * DecodeShape.ValueSlots);
+            _vcb = Upload(ctx, Pad16(profile.ValueCodebook.DecodeLevels(false)));
+            _sinkK = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
+            _sinkV = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
+            _kmids = Upload(ctx, Pad16(profile.KeyCodebook.Midpoints));
+            _vmids = Upload(ctx, Pad16(profile.ValueCodebook.Midpoints));
+        }
+        catch
+        {
+            Dispose();   // a cache that could not be built gives back what it had already taken
+            throw;
+        }
         ctx.Synchronize();
     }
 

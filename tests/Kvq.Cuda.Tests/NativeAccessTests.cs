@@ -53,3 +53,22 @@ public class NativeAccessTests
         a.Clear().Add(1.0).Add(2L);
     }
 }
+
+public class CublasTests
+{
+    [Fact]
+    public void CublasIsFoundOrReportedByName()
+    {
+        try { Kvq.Cuda.Native.NativeLibraries.Require(Kvq.Cuda.Native.NativeLibraries.Cublas); }
+        catch (CudaUnavailableException e) { Assert.Contains("cublas", e.Reason); }
+    }
+
+    [GpuFact]
+    public void LinearMatchesTheCpu()
+    {
+        using var ctx = CudaContext.Create();
+        using var kernels = new Kvq.Cuda.Attention.DecodeKernels(ctx);
+        using var blas = new CublasHandle(ctx);
+        Assert.True(Kvq.KernelLab.SevenB.CheckLinear(kernels, blas) < 1e-4);
+    }
+}

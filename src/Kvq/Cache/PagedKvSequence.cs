@@ -273,15 +273,20 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
             int block = blocks[s0 / bt];
             // Keys -> scores.
             bool sinkTile = s0 == 0 && _keys.Sink != null;
-            if (s0 < keysEncoded && !_keys.Codec.PreRope && !sinkTile)
-                _keys.Codecs[layer][head].Scores(_keys.Arenas[layer].Block(block, head), cnt, qs, nq, scores, sc.Tile);
+            if (s0 < keysEncoded && !sinkTile)
+            {
+                var kb = _keys.Arenas[layer].Block(block, head);
+                if (_keys.Codec.PreRope)
+                    _keys.Codecs[layer][head].ScoresPreRope(kb, cnt, Positions(layer, head, s0, cnt), _shape.Rope, qs, nq, scores, sc.Tile);
+                else _keys.Codecs[layer][head].Scores(kb, cnt, qs, nq, scores, sc.Tile);
+            }
             else
             {
                 var tile = sc.Tile.AsSpan(0, cnt * hd);
                 if (s0 < keysEncoded) _keys.Codecs[layer][head].DecodeBlock(_keys.Arenas[layer].Block(block, head), cnt, tile);
                 else _keys.Staging![layer].Read(head, s0 - _keys.Sealed[layer], cnt, tile);
                 if (sinkTile) _keys.Sink!.Overwrite(layer, head, tile, cnt);
-                if (_keys.Codec.PreRope) _shape.Rope.RotateRun(tile, cnt, s0);
+                if (_keys.Codec.PreRope) _shape.Rope.RotateAt(tile, cnt, Positions(layer, head, s0, cnt));
                 Attention.TileMath.Scores(tile, cnt, hd, qs, nq, scores);
             }
             // Causal mask + online softmax: rescale what was accumulated when the running max grows.
@@ -335,6 +340,11 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
             System.Numerics.Tensors.TensorPrimitives.Multiply(acc.Slice(r * hd, hd), 1f / l[r], dst);
         }
     }
+
+    /// <summary>The RoPE positions of stored slots [slot0, slot0+count) of one layer and KV head. Today every slot
+    /// holds the token of the same position; token policies that evict or merge slots will keep positions here.</summary>
+    private static ReadOnlySpan<int> Positions(int layer, int head, int slot0, int count) =>
+        IdentityPositions.Span(slot0 + count).Slice(slot0, count);
 
     /// <summary>A full 32-score row in two registers: new running max, exp(x - max) in place, and the row sum
     /// (the common case of the softmax update, without five library calls per row).</summary>

@@ -91,6 +91,23 @@ public sealed class Rope
         }
     }
 
+    /// <summary>
+    /// Rotates <paramref name="count"/> head vectors (rows of HeadDim), row j at <paramref name="positions"/>[j].
+    /// Runs of consecutive positions (the common case: no token was evicted) go through <see cref="RotateRun"/>;
+    /// other rows get their own angles (a cache whose policy evicted or merged tokens keeps each slot's position).
+    /// </summary>
+    public void RotateAt(Span<float> rows, int count, ReadOnlySpan<int> positions)
+    {
+        int j = 0;
+        while (j < count)
+        {
+            int run = 1;
+            while (j + run < count && positions[j + run] == positions[j] + run) run++;
+            RotateRun(rows.Slice(j * HeadDim, run * HeadDim), run, positions[j]);
+            j += run;
+        }
+    }
+
     /// <summary>Rotates every head of a (heads*headDim) vector at one position.</summary>
     public void RotateHeads(Span<float> vec, int heads, long position)
     {

@@ -53,4 +53,27 @@ public class RopeRunTests
         float tol = 1e-4f + first * 1.5e-7f;
         for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= tol, $"{i}: {a[i]} vs {b[i]}");
     }
+
+    [Theory]
+    [InlineData(Kvq.Model.RopeStyle.Normal, 64)]
+    [InlineData(Kvq.Model.RopeStyle.Neox, 128)]
+    public void RotateAtFollowsEachRowsPosition(Kvq.Model.RopeStyle style, int headDim)
+    {
+        var rope = new Kvq.Tensors.Rope(headDim, headDim, 10000f, 1f, style);
+        var r = new Random(headDim + 1);
+        // Runs, gaps and a repeat, as a cache whose policy evicted tokens holds them.
+        int[] positions = [3, 4, 5, 9, 10, 40, 41, 42, 43, 7, 7, 2000, 2001, 13];
+        int rows = positions.Length;
+        var a = Enumerable.Range(0, rows * headDim).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var b = (float[])a.Clone();
+        rope.RotateAt(a, rows, positions);
+        Span<float> cos = stackalloc float[headDim / 2];
+        Span<float> sin = stackalloc float[headDim / 2];
+        for (int j = 0; j < rows; j++)
+        {
+            rope.Angles(positions[j], cos, sin);
+            rope.Rotate(b.AsSpan(j * headDim, headDim), cos, sin);
+        }
+        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4f, $"{i}: {a[i]} vs {b[i]}");
+    }
 }

@@ -58,6 +58,18 @@ public abstract class KvCodec
         Attention.TileMath.Scores(tile[..(count * HeadDim)], count, HeadDim, q, nq, scores);
     }
 
+    /// <summary>Scores against pre-RoPE keys (<see cref="PreRope"/>): scores[i, j] = q_i . R(positions[j]) k_j, with
+    /// q already rotated at its own position. positions has count entries (consecutive unless a policy evicted or
+    /// merged tokens). Codecs may override with a fused kernel that must agree with this tile path.</summary>
+    public virtual void ScoresPreRope(ReadOnlySpan<byte> block, int count, ReadOnlySpan<int> positions, Tensors.Rope rope,
+        ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        var t = tile[..(count * HeadDim)];
+        DecodeBlock(block, count, t);
+        rope.RotateAt(t, count, positions);
+        Attention.TileMath.Scores(t, count, HeadDim, q, nq, scores);
+    }
+
     /// <summary>acc[i, :] += sum_j w[i, j] v_j for nq weight rows (nq, count) and the first count tokens of a value block.</summary>
     public virtual void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
     {

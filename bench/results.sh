@@ -30,6 +30,15 @@ kvq eval passkey -m "$MODEL" --kv "$KV" --lengths 512,1024,2048,3500 --depths 0,
 kvq eval needle  -m "$MODEL" --kv f16,q4_0,int2,kivi2 --lengths 512,1024,2048,3500 --depths 0,0.25,0.5,0.75,1 --trials "$TRIALS" -t 2 --report reports/needle
 kvq eval memory  -m "$MODEL" --kv "f32,$KV,$NUQ" --profile reports/books19m.kvqp -t 2 --report reports/memory
 
+# Token policies at a 25% budget, alone and with nuq3-1% (docs/policies.md).
+POL=(--policy none --policy streaming --policy h2o --policy snapkv --policy tova --policy knorm --policy pyramid:snapkv --policy merge:h2o --policy compose:knorm+h2o)
+# A fixed cache of 512 tokens (25% of a 2048 window), then 25% of the tokens seen at every step.
+for B in 512 0.25; do
+  S=${B/0.25/fraction}
+  kvq eval ppl    -m "$MODEL" --text "$BOOK" --ctx 2048 --windows "$W2048" --kv f16,nuq3-1% --profile reports/books19m.kvqp "${POL[@]}" --budget $B -t 2 --report reports/policies-ppl-$S
+  kvq eval recall -m "$MODEL" --text "$BOOK" --kv f16,nuq3-1% --profile reports/books19m.kvqp "${POL[@]}" --budget $B --passage 200 --filler 500,1500 --samples "$SAMPLES" -t 2 --report reports/policies-recall-$S
+done
+
 # Full quantization: llama.cpp-quantized weights with low-bit caches.
 for Q in Q8_0 Q4_K_M; do
   dotnet run --project bench/Kvq.Bench -c Release -- --mode quantize --type $Q --out "reports/books-19m.$Q.gguf"

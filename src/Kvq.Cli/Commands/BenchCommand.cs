@@ -19,14 +19,18 @@ public static class BenchCommand
         var json = CommonOptions.Json();
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
+        var policy = new KvPolicyOptions(grid: false);
         var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { model, ctx, decode, kv, threads, json, profile, sink };
+        policy.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
+            var policies = policy.Parse(r);
+            if (policies.Count > 1) throw new CliException("bench takes one --policy");
             var path = DefaultPaths.ResolveModel(r.GetValue(model));
             using var loaded = ModelLoader.Load(path);
             var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(r.GetValue(threads)));
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink));
+            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0] };
             // Warm-up as in bench/Kvq.Bench: enough work for the JIT's optimised tier, weights paged in; then the
             // better of two runs, so `kvq bench` and the side-by-side tool report comparable figures.
             ThroughputBenchmark.WarmUp(transformer, Path.GetFileName(path), r.GetValue(ctx), config);

@@ -17,7 +17,7 @@ public static class EvalCommand
 
     public static Command Create()
     {
-        var list = new Option<bool>("--list") { Description = "print the registered KV formats (names for --kv) and exit" };
+        var list = new Option<bool>("--list") { Description = "print the registered KV formats (names for --kv) and token policies (--policy) and exit" };
         var cmd = new Command("eval", "measure the quality of KV cache formats (ppl, kl, recall, passkey, needle, memory)") { list };
         cmd.Add(PplCommand.Create());
         cmd.Add(KlCommand.Create());
@@ -42,6 +42,10 @@ public static class EvalCommand
     {
         Console.WriteLine("KV formats (--kv NAME, or KEYS/VALUES for different key and value formats):");
         foreach (var (name, description) in KvCodecRegistry.Formats)
+            Console.WriteLine($"  {name,-10} {description}");
+        Console.WriteLine();
+        Console.WriteLine("Token policies (--policy NAME[:ARGS] with --budget 0.25|512 and --budget-per head|layer; 'none' keeps every token):");
+        foreach (var (name, description) in Kvq.Cache.Policies.KvPolicyRegistry.Policies)
             Console.WriteLine($"  {name,-10} {description}");
     }
 }

@@ -25,16 +25,21 @@ public static class GenerateCommand
         var kv = CommonOptions.Kv();
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
+        var policy = new KvPolicyOptions(grid: false);
         var cmd = new Command("generate", "generate text from a prompt")
         {
             model, prompt, maxTokens, temperature, topK, topP, minP, repeat, seed, stop, threads, kv, profile, sink,
         };
+        policy.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
+            var policies = policy.Parse(r);
+            if (policies.Count > 1) throw new CliException("generate takes one --policy");
             using var loaded = ModelLoader.Load(DefaultPaths.ResolveModel(r.GetValue(model)));
             var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(r.GetValue(threads)));
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var cache = new PagedKvCache(transformer.KvShape, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink))).CreateSequence();
+            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0] };
+            var cache = new PagedKvCache(transformer.KvShape, config).CreateSequence();
             var generator = new Generator(transformer, loaded.Tokenizer);
             var options = new GenerationOptions
             {
@@ -60,7 +65,7 @@ public static class GenerateCommand
                 $"prompt: {result.PromptTokens} tokens, {result.PromptTokensPerSecond:F1} tok/s | " +
                 $"decode: {result.GeneratedTokens} tokens, {result.DecodeTokensPerSecond:F1} tok/s | stop: {result.StopReason}");
             var mem = cache.Memory();
-            Console.Error.WriteLine($"KV cache {cache.Cache.Config.Name}: {mem.Tokens} tokens, {mem.TotalBytes:N0} bytes held " +
+            Console.Error.WriteLine($"KV cache {cache.Cache.Config.Name}: {mem.Tokens} tokens seen, {cache.SlotCount(0)} kept in layer 0, {mem.TotalBytes:N0} bytes held " +
                                     $"({mem.BitsPerElement:F2} bits/element, {mem.BytesPerToken:F0} bytes/token)");
             return 0;
         }));

@@ -6,11 +6,13 @@ namespace Kvq.Cache;
 /// <param name="SinkTokens">The first tokens of every sequence additionally kept in f16 and read from there
 /// (attention sinks, as KVQuant keeps them exact).</param>
 /// <param name="Profile">Calibration data for calibrated formats (KVQuant); must belong to the model.</param>
+/// <param name="Policy">Which tokens stay (eviction, merging) and the budget; null = every token stays.</param>
 public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int BlockTokens = 32, int SinkTokens = 0,
-    IKvProfile? Profile = null)
+    IKvProfile? Profile = null, Policies.KvPolicyConfig? Policy = null)
 {
-    /// <summary>The name used in reports: "f16", or "q4_0/f16" when keys and values differ.</summary>
-    public string Name => KeyFormat == ValueFormat ? KeyFormat : $"{KeyFormat}/{ValueFormat}";
+    /// <summary>The name used in reports: "f16", or "q4_0/f16" when keys and values differ; with a policy,
+    /// "f16 h2o@25%".</summary>
+    public string Name => (KeyFormat == ValueFormat ? KeyFormat : $"{KeyFormat}/{ValueFormat}") + (Policy is { } p ? " " + p.Name : "");
 
     /// <summary>Parses "NAME" (both) or "KEYS/VALUES".</summary>
     public static KvCacheConfig Parse(string spec, int blockTokens = 32)

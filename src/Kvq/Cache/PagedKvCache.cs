@@ -22,10 +22,14 @@ public sealed class PagedKvCache
     internal BlockArena[] Values { get; }   // per layer
     /// <summary>Block bookkeeping: tables, reference counts, prefix index (no tensors).</summary>
     public PagedSequences Sequences { get; }
+    /// <summary>With a token policy: one pool per layer (layers keep different numbers of tokens, PyramidKV), whose
+    /// block ids address that layer's arenas; null without a policy (all layers share <see cref="Sequences"/>' ids).</summary>
+    public BlockPool[]? LayerPools { get; }
 
     /// <summary>Whether full blocks can be shared between sequences: not when a codec keeps recent tokens outside blocks,
     /// nor (yet) with attention sinks, whose exact copies live with the sequence rather than with block 0.</summary>
-    public bool SupportsPrefixSharing => !KeyCodec.EncodesWholeBlocks && !ValueCodec.EncodesWholeBlocks && Config.SinkTokens == 0;
+    public bool SupportsPrefixSharing => !KeyCodec.EncodesWholeBlocks && !ValueCodec.EncodesWholeBlocks && Config.SinkTokens == 0
+                                         && Config.Policy == null;
 
     /// <param name="maxTokens">Capacity of the block pool in tokens (all sequences together); arenas grow as blocks are used.</param>
     public PagedKvCache(KvShape shape, KvCacheConfig config, int maxTokens = 1 << 20)
@@ -44,6 +48,18 @@ public sealed class PagedKvCache
         }
         int blocks = Math.Max(1, (int)(((long)maxTokens + config.BlockTokens - 1) / config.BlockTokens));
         Sequences = new PagedSequences(blocks, config.BlockTokens);
+        if (config.Policy is { } policy)
+        {
+            foreach (var codec in new[] { KeyCodec, ValueCodec })
+                if (!codec.CanCopySlots)
+                    throw new KvSpecException(codec.EncodesWholeBlocks
+                        ? $"policy '{policy.Policy.Name}' evicts single tokens, but '{codec.Name}' encodes whole blocks " +
+                          "(recent tokens staged, then quantized together); use a per-token format"
+                        : $"policy '{policy.Policy.Name}' moves single tokens, but '{codec.Name}' does not describe its per-token " +
+                          "layout (KvCodec.TokenSections)");
+            LayerPools = new BlockPool[shape.Layers];
+            for (int l = 0; l < shape.Layers; l++) LayerPools[l] = new BlockPool(blocks, config.BlockTokens);
+        }
     }
 
     /// <summary>A new sequence. With a prompt, leading full blocks already cached for the same tokens are reused:
@@ -52,7 +68,19 @@ public sealed class PagedKvCache
         new(this, SupportsPrefixSharing ? prompt : default);
 
     /// <summary>Bytes of all blocks held by live sequences, each shared block counted once.</summary>
-    public long HeldBytes => (long)Sequences.Pool.Usage.HeldBlocks * BytesPerBlock;
+    public long HeldBytes
+    {
+        get
+        {
+            if (LayerPools == null) return (long)Sequences.Pool.Usage.HeldBlocks * BytesPerBlock;
+            long blocks = 0;
+            foreach (var p in LayerPools) blocks += p.HeldBlockCount;
+            return blocks * BytesPerLayerBlock;
+        }
+    }
+
+    /// <summary>Bytes of one block of one layer, every head, keys and values.</summary>
+    public long BytesPerLayerBlock => (long)Shape.KvHeads * (KeyCodec.BlockBytes + ValueCodec.BlockBytes);
 
     /// <summary>Bytes of one block in every layer and head, keys and values.</summary>
     public long BytesPerBlock => (long)Shape.Layers * Shape.KvHeads * (KeyCodec.BlockBytes + ValueCodec.BlockBytes);

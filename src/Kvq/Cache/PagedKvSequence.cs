@@ -11,7 +11,7 @@ namespace Kvq.Cache;
 /// codecs, an f16 staging buffer of recent tokens. Keys are rotated before encoding unless the key codec is pre-RoPE,
 /// in which case attention rotates decoded keys at their positions.
 /// </summary>
-public sealed class PagedKvSequence : IKvSequence, IDisposable
+public sealed partial class PagedKvSequence : IKvSequence, IDisposable
 {
     private readonly PagedKvCache _cache;
     private readonly KvShape _shape;
@@ -37,6 +37,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         _id = cache.Sequences.Create(prompt, out int cached);
         Length = cached;
         Array.Fill(_count, cached);
+        _policySlots = CreatePolicySlots();
     }
 
     private PagedKvSequence(PagedKvSequence parent)
@@ -51,18 +52,21 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         _values.CopySinkFrom(parent._values);
         _id = _cache.Sequences.Fork(parent._id);
         Length = parent.Length;
+        _policySlots = CreatePolicySlots();
     }
 
     /// <summary>A sequence that shares all of this one's tokens (copy-on-write on the partial last block).</summary>
     public PagedKvSequence Fork()
     {
         if (!_cache.SupportsPrefixSharing)
-            throw new KvSpecException($"{_cache.Config.Name}: sequences cannot be forked while a codec keeps recent tokens in staging");
+            throw new KvSpecException($"{_cache.Config.Name}: sequences cannot be forked while a codec keeps recent tokens in staging, " +
+                                      "sinks are kept apart, or a token policy owns the blocks");
         return new PagedKvSequence(this);
     }
 
     public void BeginChunk(ReadOnlySpan<int> tokens)
     {
+        if (_policySlots != null) { _policySlots.Reserve(_count, tokens.Length, Length); return; }
         if (_slots.Length < tokens.Length) _slots = new TokenSlot[tokens.Length];
         var copy = _cache.Sequences.Append(_id, tokens, _slots);
         if (copy is { } c) _cache.CopyBlock(c);
@@ -109,7 +113,8 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         var rotated = _rotated;
         for (int t = 0; t < n; t++)
         {
-            int pos = _count[layer];
+            int slot = _count[layer];
+            int pos = _policySlots == null ? slot : _policySlots.Positions(layer, 0)[slot];
             bool rotate = !_keys.Codec.PreRope;
             if (rotate) rope.Angles(pos, cos, sin);
             for (int h = 0; h < _shape.KvHeads; h++)
@@ -119,18 +124,18 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
                 {
                     kh.CopyTo(rotated);
                     rope.Rotate(rotated, cos, sin);
-                    Store(_keys, layer, h, pos, rotated);
+                    Store(_keys, layer, h, slot, pos, rotated);
                 }
-                else Store(_keys, layer, h, pos, kh);
-                Store(_values, layer, h, pos, v.Slice(t * _shape.KvDim + h * hd, hd));
+                else Store(_keys, layer, h, slot, pos, kh);
+                Store(_values, layer, h, slot, pos, v.Slice(t * _shape.KvDim + h * hd, hd));
             }
-            _count[layer] = pos + 1;
+            _count[layer] = slot + 1;
             Seal(_keys, layer);
             Seal(_values, layer);
         }
     }
 
-    private void Store(Side side, int layer, int head, int pos, ReadOnlySpan<float> x)
+    private void Store(Side side, int layer, int head, int slot, int pos, ReadOnlySpan<float> x)
     {
         if (side.Sink is { } sink && pos < sink.Tokens) sink.Set(layer, head, pos, x);
         if (side.Staging is { } staging)
@@ -138,7 +143,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         else
         {
             int bt = _cache.Config.BlockTokens;
-            side.Codecs[layer][head].EncodeToken(x, side.Arenas[layer].Block(Blocks[pos / bt], head), pos % bt);
+            side.Codecs[layer][head].EncodeToken(x, side.Arenas[layer].Block(LayerBlocks(layer)[slot / bt], head), slot % bt);
         }
     }
 
@@ -161,7 +166,11 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         side.Sealed[layer] += bt;
     }
 
-    public void Commit(int n) => Length += n;
+    public void Commit(int n)
+    {
+        Length += n;
+        if (_policySlots != null) ApplyPolicy(n);
+    }
 
     public unsafe void Attend(int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par)
     {
@@ -181,6 +190,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
             par.For(items * splits, 1, ref job);
             if (partial != null) MergeSplits(partial, items, splits, po, n, QueryChunk, chunks);
         }
+        if (_policySlots is { HasAttention: true }) ObserveAttention(layer, q, n);
     }
 
     /// <summary>Softmax states of block ranges: running max, sum and unnormalised accumulator per query row.</summary>
@@ -264,7 +274,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         m.Fill(float.NegativeInfinity);
         l.Clear();
         int lastVisible = count - n + t1; // tokens the last query of this chunk sees
-        var blocks = Blocks;
+        var blocks = LayerBlocks(layer);
         int keysEncoded = _keys.EncodedTokens(layer, count), valuesEncoded = _values.EncodedTokens(layer, count);
         for (int s0 = sBegin; s0 < Math.Min(lastVisible, sEnd); s0 += bt)
         {
@@ -289,6 +299,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
                 if (_keys.Codec.PreRope) _shape.Rope.RotateAt(tile, cnt, Positions(layer, head, s0, cnt));
                 Attention.TileMath.Scores(tile, cnt, hd, qs, nq, scores);
             }
+            if (_policySlots is { HasLogWeights: true }) AddLogWeights(layer, head, s0, cnt, scores, nq);
             // Causal mask + online softmax: rescale what was accumulated when the running max grows.
             for (int r = 0; r < nq; r++)
             {
@@ -341,10 +352,11 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
         }
     }
 
-    /// <summary>The RoPE positions of stored slots [slot0, slot0+count) of one layer and KV head. Today every slot
-    /// holds the token of the same position; token policies that evict or merge slots will keep positions here.</summary>
-    private static ReadOnlySpan<int> Positions(int layer, int head, int slot0, int count) =>
-        IdentityPositions.Span(slot0 + count).Slice(slot0, count);
+    /// <summary>The RoPE positions of stored slots [slot0, slot0+count) of one layer and KV head: the slot index
+    /// without a policy; with one (evicted or merged tokens), the positions <see cref="Policies.PolicySlots"/> keeps.</summary>
+    private ReadOnlySpan<int> Positions(int layer, int head, int slot0, int count) => _policySlots == null
+        ? IdentityPositions.Span(slot0 + count).Slice(slot0, count)
+        : _policySlots.Positions(layer, head).Slice(slot0, count);
 
     /// <summary>A full 32-score row in two registers: new running max, exp(x - max) in place, and the row sum
     /// (the common case of the softmax update, without five library calls per row).</summary>
@@ -374,9 +386,10 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
     /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), plus staging.</summary>
     public KvMemory Memory()
     {
-        long blocks = Blocks.Length;
-        var keys = _keys.Codec.BlockLayout * (blocks * _shape.Layers * _shape.KvHeads);
-        var values = _values.Codec.BlockLayout * (blocks * _shape.Layers * _shape.KvHeads);
+        // Without a policy every layer uses the sequence's blocks; with one, each layer holds its own.
+        long layerBlocks = _policySlots?.HeldBlocks ?? (long)Blocks.Length * _shape.Layers;
+        var keys = _keys.Codec.BlockLayout * (layerBlocks * _shape.KvHeads);
+        var values = _values.Codec.BlockLayout * (layerBlocks * _shape.KvHeads);
         long staging = 0;
         foreach (var side in new[] { _keys, _values })
         {
@@ -394,6 +407,7 @@ public sealed class PagedKvSequence : IKvSequence, IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        _policySlots?.ReleaseAll();
         _cache.Sequences.Free(_id);
     }
 }

@@ -17,6 +17,7 @@ public sealed class EvalOptions
     public Option<bool> Json { get; } = CommonOptions.Json();
     public Option<string?> Profile { get; } = KvProfileOptions.Profile();
     public Option<int?> Sink { get; } = KvProfileOptions.Sink();
+    public KvPolicyOptions Policy { get; } = new(grid: true);
     public Option<string?> Report { get; } = new("--report")
     {
         Description = "also write a report folder: table.md, results.jsonl, run.json, PNG plots, index.md and index.html",
@@ -49,18 +50,20 @@ public sealed class EvalOptions
         cmd.Add(Json);
         cmd.Add(Profile);
         cmd.Add(Sink);
+        Policy.AddTo(cmd);
         cmd.Add(Report);
     }
 
-    /// <summary>The specs of --kv with --profile (checked against the model's fingerprint) and --sink applied
-    /// (not yet checked against the model's shape: <see cref="EvalRun"/> does that).</summary>
+    /// <summary>The specs of --kv with --profile (checked against the model's fingerprint) and --sink applied, each
+    /// crossed with every --policy (not yet checked against the model's shape: <see cref="EvalRun"/> does that).</summary>
     public IReadOnlyList<KvCacheConfig> Configs(ParseResult r, string modelFingerprint)
     {
         var specs = (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (specs.Length == 0) throw new CliException("--kv: no KV spec given");
         var profile = KvProfileOptions.Load(r.GetValue(Profile), modelFingerprint);
-        var configs = new List<KvCacheConfig>(specs.Length);
-        foreach (var s in specs) configs.Add(KvProfileOptions.Config(s, profile, r.GetValue(Sink)));
+        var policies = Policy.Parse(r);
+        var configs = new List<KvCacheConfig>(specs.Length * policies.Count);
+        foreach (var s in specs) configs.AddRange(KvPolicyOptions.Cross(KvProfileOptions.Config(s, profile, r.GetValue(Sink)), policies));
         return configs;
     }
 
@@ -69,5 +72,6 @@ public sealed class EvalOptions
     {
         foreach (var s in (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             KvCacheConfig.Parse(s);
+        Policy.Parse(r);
     }
 }

@@ -89,6 +89,50 @@ public static class EvalPlots
         Finish(plt, path, title, xLabel, yLabel, legend: true);
     }
 
+    /// <summary>Grouped bars: one group per category (e.g. a token policy), one coloured bar per series in each
+    /// (e.g. a KV format), with the value written above each bar.</summary>
+    /// <param name="values">values[series][category]; NaN = no bar.</param>
+    public static void GroupedBars(string path, string title, string yLabel, IReadOnlyList<string> categories,
+        IReadOnlyList<(string Name, double[] Values)> series, (string Name, double Y)? reference = null)
+    {
+        var plt = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        int ns = series.Count;
+        double width = 0.8 / Math.Max(1, ns);
+        double top = 0;
+        for (int si = 0; si < ns; si++)
+        {
+            var color = palette.GetColor(si);
+            var bars = new List<Bar>();
+            for (int c = 0; c < categories.Count; c++)
+            {
+                double v = series[si].Values[c];
+                if (double.IsNaN(v)) continue;
+                top = Math.Max(top, v);
+                bars.Add(new Bar { Position = c + (si - (ns - 1) / 2.0) * width, Value = v, FillColor = color, Size = width * 0.95 });
+                var t = plt.Add.Text(v.ToString(v >= 100 ? "0" : "0.0", CultureInfo.InvariantCulture), c + (si - (ns - 1) / 2.0) * width, v);
+                t.LabelAlignment = Alignment.LowerCenter;
+                t.LabelFontSize = 10;
+            }
+            plt.Add.Bars(bars);
+            plt.Legend.ManualItems.Add(new LegendItem { LabelText = series[si].Name, FillColor = color });
+        }
+        if (reference is { } r)
+        {
+            var h = plt.Add.HorizontalLine(r.Y);
+            h.LinePattern = LinePattern.Dashed;
+            h.Color = Colors.Gray;
+            plt.Legend.ManualItems.Add(new LegendItem { LabelText = r.Name, LineColor = Colors.Gray, LinePattern = LinePattern.Dashed, LineWidth = 2 });
+            top = Math.Max(top, r.Y);
+        }
+        plt.Axes.Bottom.SetTicks(Enumerable.Range(0, categories.Count).Select(c => (double)c).ToArray(), categories.ToArray());
+        plt.Axes.Bottom.TickLabelStyle.Rotation = -30;
+        plt.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleRight;
+        plt.Axes.Bottom.MinimumSize = 110;
+        plt.Axes.SetLimits(-0.6, categories.Count - 0.4, 0, top * 1.12);
+        Finish(plt, path, title, "", yLabel, legend: true);
+    }
+
     /// <summary>A matrix (rows x columns, e.g. depth x length) as coloured cells (viridis over [min, max]) with their values written in.</summary>
     /// <param name="values">values[row, column]; row 0 is drawn at the top.</param>
     public static void Heatmap(string path, string title, string xLabel, string yLabel, string[] columns, string[] rows,

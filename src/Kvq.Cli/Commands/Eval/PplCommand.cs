@@ -46,6 +46,12 @@ public static class PplCommand
             run.Output.Plot("ppl_vs_bits.png", "perplexity vs stored bits per K/V element, one point per KV spec", path =>
                 EvalPlots.LabeledPoints(path, $"Perplexity vs bits per element ({Path.GetFileName(run.ModelPath)}, ctx {c})",
                     "bits per element", "perplexity", rows.Select(x => (x.Kv, x.BitsPerElement, x.Ppl)).ToList()));
+            if (PolicyGrouping.HasPolicies(run.Configs))
+            {
+                var (policies, series) = PolicyGrouping.Group(run.Configs, rows, x => x.Kv, x => x.Ppl);
+                run.Output.Plot("ppl_by_policy.png", "perplexity per token policy (groups) and KV format (bars)", path =>
+                    EvalPlots.GroupedBars(path, $"Perplexity by token policy ({Path.GetFileName(run.ModelPath)}, ctx {c})", "perplexity", policies, series));
+            }
             return run.Finish();
         }));
         return cmd;

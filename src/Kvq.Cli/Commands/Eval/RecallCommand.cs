@@ -58,6 +58,15 @@ public static class RecallCommand
             run.Output.Plot("recall_vs_bits.png", $"second-copy perplexity at the longest filler ({fillers.Max()} tokens) vs stored bits per element", path =>
                 EvalPlots.LabeledPoints(path, $"Second-copy perplexity after {fillers.Max()} tokens vs bits per element", "bits per element",
                     "second-copy perplexity (log scale)", rows.Where(x => x.FillerTokens == fillers.Max()).Select(x => (x.Kv, x.BitsPerElement, x.SecondCopyPpl)).ToList(), logY: true));
+            if (PolicyGrouping.HasPolicies(run.Configs))
+                foreach (int f in fillers)
+                {
+                    var (policies, series) = PolicyGrouping.Group(run.Configs, rows.Where(x => x.FillerTokens == f), x => x.Kv, x => x.SecondCopyPpl);
+                    double firstCopy = rows.Where(x => x.FillerTokens == f).Select(x => x.FirstCopyPpl).DefaultIfEmpty(double.NaN).Average();
+                    run.Output.Plot($"recall_by_policy_{f}.png", $"second-copy perplexity after {f} filler tokens per token policy and KV format (lower = better recall; dashed: first copy, nothing recalled)", path =>
+                        EvalPlots.GroupedBars(path, $"Copy recall after {f} filler tokens ({model}, passage {p})", "second-copy perplexity", policies, series,
+                            reference: ("first copy (mean)", firstCopy)));
+                }
             return run.Finish();
         }));
         return cmd;

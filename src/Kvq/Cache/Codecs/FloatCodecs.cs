@@ -9,6 +9,7 @@ public sealed class F32Codec(int blockTokens, int headDim) : KvCodec(blockTokens
 {
     public override string Name => "f32";
     public override KvBytes BlockLayout => KvBytes.CodesOnly(4L * BlockTokens * HeadDim);
+    protected override TokenSection[] DescribeTokenSections() => [new(0, 4 * HeadDim)];
 
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) =>
         x.CopyTo(MemoryMarshal.Cast<byte, float>(block).Slice(slot * HeadDim, HeadDim));
@@ -29,6 +30,7 @@ public sealed class F16Codec(int blockTokens, int headDim) : KvCodec(blockTokens
 {
     public override string Name => "f16";
     public override KvBytes BlockLayout => KvBytes.CodesOnly(2L * BlockTokens * HeadDim);
+    protected override TokenSection[] DescribeTokenSections() => [new(0, 2 * HeadDim)];
 
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) =>
         TensorPrimitives.ConvertToHalf(x, MemoryMarshal.Cast<byte, Half>(block).Slice(slot * HeadDim, HeadDim));
@@ -57,6 +59,7 @@ public sealed class Bf16Codec(int blockTokens, int headDim) : KvCodec(blockToken
 {
     public override string Name => "bf16";
     public override KvBytes BlockLayout => KvBytes.CodesOnly(2L * BlockTokens * HeadDim);
+    protected override TokenSection[] DescribeTokenSections() => [new(0, 2 * HeadDim)];
 
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)
     {

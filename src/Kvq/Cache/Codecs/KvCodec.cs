@@ -77,5 +77,30 @@ public abstract class KvCodec
         Attention.TileMath.Accumulate(tile[..(count * HeadDim)], count, HeadDim, w, nq, acc);
     }
 
+    private TokenSection[]? _sections;
+
+    /// <summary>The per-token regions of a block (<see cref="TokenSection"/>), or null when tokens share bytes (whole-block
+    /// codecs). Together they must cover the block exactly (tests check it).</summary>
+    public TokenSection[]? TokenSections => _sections ??= DescribeTokenSections();
+
+    /// <summary>Per-token codecs override this to describe their layout; null = slots cannot be copied one by one.</summary>
+    protected virtual TokenSection[]? DescribeTokenSections() => null;
+
+    /// <summary>Whether <see cref="CopySlot"/> works (token policies need it to compact blocks after an eviction).</summary>
+    public bool CanCopySlots => !EncodesWholeBlocks && TokenSections != null;
+
+    /// <summary>Copies the encoded token in slot <paramref name="srcSlot"/> of <paramref name="src"/> to slot
+    /// <paramref name="dstSlot"/> of <paramref name="dst"/> (the same block or another), bit for bit.</summary>
+    public virtual void CopySlot(ReadOnlySpan<byte> src, int srcSlot, Span<byte> dst, int dstSlot)
+    {
+        var sections = TokenSections;
+        if (sections == null || EncodesWholeBlocks)
+            throw new KvSpecException($"{Name}: tokens share bytes within a block, so single slots cannot be copied");
+        if ((uint)srcSlot >= (uint)BlockTokens || (uint)dstSlot >= (uint)BlockTokens)
+            throw new ArgumentOutOfRangeException(nameof(srcSlot), $"{Name}: slots {srcSlot} -> {dstSlot} outside 0..{BlockTokens - 1}");
+        foreach (var s in sections)
+            src.Slice(s.Offset + srcSlot * s.BytesPerToken, s.BytesPerToken).CopyTo(dst.Slice(s.Offset + dstSlot * s.BytesPerToken, s.BytesPerToken));
+    }
+
     public override string ToString() => $"{Name} ({BitsPerElement:F2} bits/value)";
 }

@@ -38,6 +38,8 @@ public sealed class Q8_0Codec : KvCodec, IKvCodecReference
     public override KvBytes BlockLayout =>
         new((long)BlockTokens * HeadDim, 2L * BlockTokens * _groups, 0, 0, 0, 0);
 
+    protected override TokenSection[] DescribeTokenSections() => [new(0, _tokenBytes)];
+
     /// <summary>ggml's encoder (Kvq.Tensors.Quant.QuantFormats, SIMD and bit-exact to quantize_row_q8_0_ref):
     /// a token's HeadDim values are HeadDim / 32 consecutive ggml blocks.</summary>
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) =>

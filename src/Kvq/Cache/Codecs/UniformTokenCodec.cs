@@ -43,6 +43,9 @@ public sealed class UniformTokenCodec : KvCodec, IKvCodecReference
 
     public override KvBytes BlockLayout => new(_codesBytes, _scalesBytes, _scalesBytes, 0, 0, 0);
 
+    protected override TokenSection[] DescribeTokenSections() =>
+        [new(0, _groups * _groupBytes), new(_codesBytes, 2 * _groups), new(_codesBytes + _scalesBytes, 2 * _groups)];
+
     private Span<Half> Scales(Span<byte> block) => MemoryMarshal.Cast<byte, Half>(block.Slice(_codesBytes, _scalesBytes));
     private Span<Half> Zeros(Span<byte> block) => MemoryMarshal.Cast<byte, Half>(block.Slice(_codesBytes + _scalesBytes, _scalesBytes));
     private ReadOnlySpan<Half> Scales(ReadOnlySpan<byte> block) => MemoryMarshal.Cast<byte, Half>(block.Slice(_codesBytes, _scalesBytes));

@@ -55,6 +55,10 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     public override KvBytes BlockLayout =>
         new(BlockTokens * (long)_codeBytes, 0, 0, _slots.ValueBytes, _slots.IndicesBytes, 0);
 
+    /// <summary>Outlier values, codes, outlier indices: each a fixed record per token (static scales live in the codec).</summary>
+    protected override TokenSection[] DescribeTokenSections() =>
+        [new(0, 2 * _slots.Slots), new(_codesOffset, _codeBytes), new(_codesOffset + BlockTokens * _codeBytes, _slots.Slots * _slots.IndexBytes)];
+
     public double KvQuantBitsPerElement => KvQuantAccounting.PerChannel(_spec.Bits, _spec.OutlierFraction, HeadDim);
 
     /// <summary>Normalized value of channel c: (x - zero) / range.</summary>

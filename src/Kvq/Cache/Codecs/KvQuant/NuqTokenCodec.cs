@@ -50,6 +50,11 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     public override KvBytes BlockLayout =>
         new(BlockTokens * (long)_codeBytes, BlockTokens * 2L, BlockTokens * 2L, _slots.ValueBytes, _slots.IndicesBytes, 0);
 
+    /// <summary>Outlier values, ranges, zeros, codes, outlier indices: each a fixed record per token.</summary>
+    protected override TokenSection[] DescribeTokenSections() =>
+        [new(0, 2 * 2 * _k), new(_rangesOffset, 2), new(_zerosOffset, 2), new(_codesOffset, _codeBytes),
+         new(_codesOffset + BlockTokens * _codeBytes, 2 * _k * _slots.IndexBytes)];
+
     public double KvQuantBitsPerElement => KvQuantAccounting.PerToken(_spec.Bits, 2 * _k, HeadDim);
 
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)

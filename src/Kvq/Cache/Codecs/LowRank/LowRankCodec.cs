@@ -36,6 +36,8 @@ public sealed class LowRankCodec : KvCodec, IKvCodecReference
     public override bool PreRope => _side == KvSide.Key;
     public override bool EncodesWholeBlocks => Inner.EncodesWholeBlocks;
     public override int ResidualTokens => Inner.ResidualTokens;
+    /// <summary>The inner codec's per-token regions: a slot's latent moves as its bytes (token policies).</summary>
+    protected override TokenSection[]? DescribeTokenSections() => Inner.TokenSections;
 
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)
     {

@@ -1,0 +1,69 @@
+using Kvq.Cuda;
+using Kvq.Cuda.Attention;
+
+namespace Kvq.KernelLab;
+
+/// <summary>
+/// The long-context runs of a LLaMA-7B-shaped model: a KV cache of every layer (32 KV heads x 128, one sequence)
+/// filled on the device with <c>tokens</c> tokens in one format, then decode steps: attention over every layer, and,
+/// with <see cref="SevenB"/> weights resident, the weights' products too. Reports device memory in use, and says so
+/// when the cache does not fit.
+/// </summary>
+public static class Capacity
+{
+    public static void Run(DecodeKernels kernels, DecodeAttention attn, Dictionary<int, NuqLayerProfile> profiles,
+        string format, long tokens, int layers, int steps, StreamWriter? json, SevenB? model)
+    {
+        var ctx = kernels.Context;
+        var shape = new DecodeShape(32, 1);
+        var (free0, total) = ctx.MemoryInfo();
+        long perLayerF16 = 2L * shape.KvHeads * tokens * shape.HeadDim * 2;
+        var caches = new List<GpuLayerCache>();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            for (int l = 0; l < layers; l++)
+                caches.Add(format == "f16"
+                    ? new F16LayerCache(kernels, shape, tokens, LabOptions.SeedK + (uint)l * 7919u, LabOptions.SeedV + (uint)l * 7919u, Math.Log2(10000))
+                    : new NuqLayerCache(kernels, shape, profiles[format[3] - '0'], tokens, LabOptions.Sink,
+                        LabOptions.SeedK + (uint)l * 7919u, LabOptions.SeedV + (uint)l * 7919u));
+        }
+        catch (CudaException e) when (e.Code == 2)
+        {
+            Console.WriteLine($"capacity {format} x {tokens} tokens: does not fit: layer {caches.Count} of {layers} failed ({e.Message}); " +
+                $"{format} would need {(caches.Count > 0 ? caches[0].DeviceBytes * (double)layers : perLayerF16 * (double)layers) / (1L << 30):F0} GiB of KV");
+            json?.WriteLine($"{{\"kind\":\"capacity\",\"cache\":\"{format}\",\"tokens\":{tokens},\"layers\":{layers},\"fits\":false,\"layers_made\":{caches.Count}}}");
+            foreach (var c in caches) c.Dispose();
+            return;
+        }
+        ctx.Synchronize();
+        double fillS = sw.Elapsed.TotalSeconds;
+        var (free1, _) = ctx.MemoryInfo();
+        long cacheBytes = caches.Sum(c => c.DeviceBytes);
+        var rng = new Random(5);
+        var q = new float[32 * 128];
+        for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 2 - 1);
+        using var qd = ctx.Upload<float>(q);
+        using var outd = ctx.Allocate(32 * 128 * 4);
+        // One decode step = attention over every layer (the layers' queries would differ; the cost does not).
+        double us = LabTimer.MedianMicroseconds(_ => { foreach (var c in caches) attn.Run(c, qd, outd); }, 1, steps);
+        bool finite = outd.Download<float>(32 * 128).All(float.IsFinite);
+        Console.WriteLine($"capacity {format} x {tokens} tokens x {layers} layers: filled in {fillS:F1} s; KV cache {cacheBytes / (double)(1L << 30):F2} GiB " +
+            $"({cacheBytes / (double)(layers * tokens * 32L * 128 * 2):F3} bytes per element incl. padding and sink); device in use {(total - free1) / (double)(1L << 30):F2} GiB of {total / (double)(1L << 30):F0}; " +
+            $"attention over {layers} layers: {us / 1000:F2} ms per token ({1e6 / us:F1} tok/s, attention only); outputs finite: {finite}; f16 would need {layers * perLayerF16 / (double)(1L << 30):F1} GiB");
+        double gemm = 0, full = 0;
+        if (model != null)
+        {
+            gemm = LabTimer.MedianMicroseconds(_ => { for (int l = 0; l < layers; l++) model.Layer(l); model.Head(); }, 2, steps);
+            full = LabTimer.MedianMicroseconds(_ =>
+            {
+                for (int l = 0; l < layers; l++) { model.Layer(l); attn.Run(caches[l], qd, outd); }
+                model.Head();
+            }, 1, steps);
+            Console.WriteLine($"capacity {format} x {tokens} tokens: one decode token, weights' products only {gemm / 1000:F2} ms; products + attention " +
+                $"{full / 1000:F2} ms = {1e6 / full:F2} tok/s (norms, RoPE, SwiGLU, residuals not run); weights {model.WeightBytes / (double)(1L << 30):F2} GiB resident");
+        }
+        json?.WriteLine($"{{\"kind\":\"capacity\",\"cache\":\"{format}\",\"tokens\":{tokens},\"layers\":{layers},\"fits\":true,\"cache_bytes\":{cacheBytes},\"used_bytes\":{total - free1},\"total_bytes\":{total},\"attn_step_us\":{us:F1},\"gemm_us\":{gemm:F1},\"step_us\":{full:F1},\"finite\":{(finite ? "true" : "false")}}}");
+        foreach (var c in caches) c.Dispose();
+    }
+}

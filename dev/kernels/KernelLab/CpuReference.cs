@@ -1,0 +1,144 @@
+using Kvq.Cache.Codecs;
+using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cuda.Attention;
+
+namespace Kvq.KernelLab;
+
+/// <summary>
+/// Plain decode attention in double on the CPU, the keys and values decoded by Kvq's own codecs
+/// (<see cref="NuqChannelCodec"/> for pre-RoPE keys, <see cref="NuqTokenCodec"/> for values, the same profile) or
+/// rounded to f16 for the f16 cache, keys rotated per position, softmax, weighted sum. What the GPU must reproduce.
+/// </summary>
+public static class CpuReference
+{
+    public const int D = 128;
+
+    public static double Theta(int pair, double log2Base) => Math.Pow(2, -2.0 * pair / D * log2Base);
+
+    /// <summary>Rows [head][pos][D] as the cache stores them (pre-RoPE for nuq and the sink, f16-rounded for f16)
+    /// then rotated at their positions; returns post-RoPE keys and values in double.</summary>
+    public static (double[] K, double[] V) DecodedCache(string format, NuqLayerProfile? profile, float[] rawK, float[] rawV,
+        int heads, int positions, int sink)
+    {
+        var k = new double[rawK.Length];
+        var v = new double[rawV.Length];
+        for (int h = 0; h < heads; h++)
+        {
+            NuqChannelCodec? kc = null;
+            NuqTokenCodec? vc = null;
+            if (profile != null)
+            {
+                var spec = KvQuantSpec.TryParse($"nuq{profile.Bits}-1%") ?? throw new InvalidOperationException("spec");
+                kc = new NuqChannelCodec(spec, KvSide.Key, 1, D, profile.KeyZero.AsSpan(h * D, D), profile.KeyRange.AsSpan(h * D, D), profile.KeyCodebook);
+                vc = new NuqTokenCodec(spec, KvSide.Value, 1, D, profile.ValueCodebook);
+            }
+            var kblock = new byte[kc?.BlockBytes ?? 1];
+            var vblock = new byte[vc?.BlockBytes ?? 1];
+            var row = new float[D];
+            for (int p = 0; p < positions; p++)
+            {
+                long o = ((long)h * positions + p) * D;
+                var kr = rawK.AsSpan((int)o, D);
+                var vr = rawV.AsSpan((int)o, D);
+                if (format == "f16")
+                {
+                    // The f16 cache keeps post-RoPE keys: rotate exactly, then round to f16.
+                    var rot = Rotate(kr, p, Math.Log2(10000));
+                    for (int c = 0; c < D; c++) { k[o + c] = (double)(Half)rot[c]; v[o + c] = (double)(Half)vr[c]; }
+                    continue;
+                }
+                if (p < sink)
+                {
+                    for (int c = 0; c < D; c++) row[c] = (float)(Half)kr[c];
+                    Store(k, o, Rotate(row, p, Math.Log2(10000)));
+                    for (int c = 0; c < D; c++) v[o + c] = (double)(Half)vr[c];
+                    continue;
+                }
+                kc!.EncodeToken(kr, kblock, 0);
+                kc.DecodeBlock(kblock, 1, row);
+                Store(k, o, Rotate(row, p, Math.Log2(10000)));
+                vc!.EncodeToken(vr, vblock, 0);
+                vc.DecodeBlock(vblock, 1, row);
+                for (int c = 0; c < D; c++) v[o + c] = row[c];
+            }
+        }
+        return (k, v);
+    }
+
+    /// <summary>Exact attention over unquantized f32 keys and values (to show the quantization error separately).</summary>
+    public static (double[] K, double[] V) Exact(float[] rawK, float[] rawV, int heads, int positions)
+    {
+        var k = new double[rawK.Length];
+        var v = new double[rawV.Length];
+        for (int h = 0; h < heads; h++)
+            for (int p = 0; p < positions; p++)
+            {
+                long o = ((long)h * positions + p) * D;
+                Store(k, o, Rotate(rawK.AsSpan((int)o, D), p, Math.Log2(10000)));
+                for (int c = 0; c < D; c++) v[o + c] = rawV[o + c];
+            }
+        return (k, v);
+    }
+
+    private static void Store(double[] dst, long o, double[] x)
+    {
+        for (int c = 0; c < D; c++) dst[o + c] = x[c];
+    }
+
+    public static double[] Rotate(ReadOnlySpan<float> x, long pos, double log2Base)
+    {
+        var r = new double[D];
+        for (int j = 0; j < D / 2; j++)
+        {
+            double a = pos * Theta(j, log2Base), c = Math.Cos(a), s = Math.Sin(a);
+            double x0 = x[2 * j], x1 = x[2 * j + 1];
+            r[2 * j] = x0 * c - x1 * s;
+            r[2 * j + 1] = x0 * s + x1 * c;
+        }
+        return r;
+    }
+
+    /// <summary>out[qh] = softmax(q . k / sqrt(D)) v over all positions of the query head's KV head.</summary>
+    public static double[] Attention(float[] q, double[] k, double[] v, int kvHeads, int group, int positions)
+    {
+        var outp = new double[kvHeads * group * D];
+        var s = new double[positions];
+        double scale = 1 / Math.Sqrt(D);
+        for (int qh = 0; qh < kvHeads * group; qh++)
+        {
+            int h = qh / group;
+            double m = double.NegativeInfinity;
+            for (int p = 0; p < positions; p++)
+            {
+                long o = ((long)h * positions + p) * D;
+                double dot = 0;
+                for (int c = 0; c < D; c++) dot += q[qh * D + c] * k[o + c];
+                s[p] = dot * scale;
+                m = Math.Max(m, s[p]);
+            }
+            double l = 0;
+            for (int p = 0; p < positions; p++) { s[p] = Math.Exp(s[p] - m); l += s[p]; }
+            for (int p = 0; p < positions; p++)
+            {
+                long o = ((long)h * positions + p) * D;
+                double w = s[p] / l;
+                for (int c = 0; c < D; c++) outp[qh * D + c] += w * v[o + c];
+            }
+        }
+        return outp;
+    }
+
+    public static (double Rel, double MaxAbs) Compare(ReadOnlySpan<float> got, double[] want)
+    {
+        double num = 0, den = 0, max = 0;
+        for (int i = 0; i < want.Length; i++)
+        {
+            double e = got[i] - want[i];
+            if (double.IsNaN(got[i])) return (double.NaN, double.NaN);
+            num += e * e;
+            den += want[i] * want[i];
+            max = Math.Max(max, Math.Abs(e));
+        }
+        return (Math.Sqrt(num / den), max);
+    }
+}

@@ -1,0 +1,70 @@
+namespace Kvq.Cuda.Attention;
+
+/// <summary>
+/// Runs decode attention for one query token per head over a <see cref="GpuLayerCache"/>: the split kernel (one
+/// block per KV head and split, all the head's query heads at once) then the reduce kernel (splits and sink merged).
+/// Owns the partial-result buffers for the largest plan it has seen.
+/// </summary>
+public sealed class DecodeAttention : IDisposable
+{
+    private readonly DecodeKernels _kernels;
+    private readonly KernelArgs _args = new(), _rargs = new();
+    private DeviceBuffer? _acc, _ml;
+    private readonly HashSet<string> _sharedSet = new();
+    public double Log2Base { get; }
+
+    /// <summary>v4's two shared-memory stages (v5 keeps one) (decode_attention.cu, Stage&lt;B&gt;): per 256-token chunk the key and
+    /// value codes, key slots (f16 + u8), value zero/range words and value slots.</summary>
+    public static int StageBytes(int bits)
+    {
+        int codes = DecodeShape.Chunk * 128 * bits / 8;
+        int rest = DecodeShape.Chunk * (DecodeShape.KeySlots * 3 + 4 + DecodeShape.ValueSlots * 3);
+        return 2 * (2 * codes + rest);
+    }
+    public int BlocksPerSm { get; set; } = 8;
+    /// <summary>Which nuq kernel version runs (the lab times older ones too).</summary>
+    public int Version { get; set; } = DecodeKernels.LatestVersion;
+
+    public DecodeAttention(DecodeKernels kernels, double ropeBase = 10000.0)
+    {
+        _kernels = kernels;
+        Log2Base = Math.Log2(ropeBase);
+    }
+
+    public SplitPlan Plan(GpuLayerCache cache) =>
+        SplitPlan.For(cache.Tokens, cache.Shape.KvHeads, _kernels.Context.Device.Multiprocessors, BlocksPerSm);
+
+    /// <summary>out[qh][d] = softmax(q . R k / sqrt(d)) v; q is [query heads][head dim] float32, already rotated.</summary>
+    public void Run(GpuLayerCache cache, DeviceBuffer q, DeviceBuffer output, CudaStream? stream = null)
+    {
+        var s = cache.Shape;
+        var plan = Plan(cache);
+        long accBytes = (long)s.QueryHeads * plan.Splits * s.HeadDim * 4, mlBytes = (long)s.QueryHeads * plan.Splits * 8;
+        if (_acc == null || _acc.Bytes < accBytes) { _acc?.Dispose(); _acc = _kernels.Context.Allocate(accBytes); }
+        if (_ml == null || _ml.Bytes < mlBytes) { _ml?.Dispose(); _ml = _kernels.Context.Allocate(mlBytes); }
+        var args = new AttnArgs
+        {
+            N = (int)cache.Tokens, Sink = cache.Sink, ChunksPerSplit = plan.ChunksPerSplit, Splits = plan.Splits,
+            Scale = 1f / MathF.Sqrt(s.HeadDim), Log2Base = Log2Base,
+        };
+        _args.Clear().Add(args);
+        cache.AddAttentionArgs(_args, q.Pointer);
+        _args.Add(_acc).Add(_ml).Add(cache.Padded);
+        var kernel = _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version);
+        bool staged = cache.KeyBits != 16 && Version >= 4;
+        int shared = staged ? StageBytes(cache.KeyBits) / (Version >= 5 ? 2 : 1) : 0;
+        if (staged && _sharedSet.Add(kernel.Name)) kernel.SetMaxDynamicShared(shared);
+        kernel.Launch(new LaunchShape((uint)plan.Splits, (uint)s.KvHeads, 1, staged ? 256u : 128u, (uint)shared), _args, stream);
+        var (sk, sv) = cache.SinkBuffers;
+        _rargs.Clear().Add(args).Add(s.Group).Add(q).Add(_acc).Add(_ml).Add(sk).Add(sv).Add(output);
+        _kernels.Reduce().Launch(new LaunchShape((uint)s.QueryHeads, 1, 1, (uint)s.HeadDim), _rargs, stream);
+    }
+
+    public void Dispose()
+    {
+        _args.Dispose();
+        _rargs.Dispose();
+        _acc?.Dispose();
+        _ml?.Dispose();
+    }
+}

@@ -1,0 +1,33 @@
+namespace Kvq.Cuda.Attention;
+
+/// <summary>One layer's decode-attention geometry: KV heads, query heads per KV head (GQA group) and head dim
+/// (the kernels are written for 128).</summary>
+public sealed record DecodeShape(int KvHeads, int Group, int HeadDim = 128)
+{
+    public const int Chunk = 256, Tile = 8, KeySlots = 4, ValueSlots = 2;
+    public int QueryHeads => KvHeads * Group;
+
+    public void Validate()
+    {
+        if (HeadDim != 128) throw new NotSupportedException($"the CUDA decode kernels are written for head dim 128 (got {HeadDim})");
+        if (Group != 1 && Group != 4) throw new NotSupportedException($"compiled GQA groups are 1 and 4 query heads per KV head (got {Group})");
+        if (KvHeads <= 0) throw new ArgumentOutOfRangeException(nameof(KvHeads), KvHeads, "need at least one KV head");
+    }
+
+    /// <summary>Tokens rounded up to whole chunks: every per-head array is this long (padding encodes zeros).</summary>
+    public static long Padded(long tokens) => (tokens + Chunk - 1) / Chunk * Chunk;
+}
+
+/// <summary>How a decode pass is cut: split-K so that the grid fills the device even with few heads, each split a
+/// run of whole chunks.</summary>
+public readonly record struct SplitPlan(int Splits, int ChunksPerSplit)
+{
+    /// <summary>About <paramref name="blocksPerSm"/> blocks per multiprocessor in all (kv heads x splits).</summary>
+    public static SplitPlan For(long tokens, int kvHeads, int multiprocessors, int blocksPerSm = 4)
+    {
+        int chunks = (int)Math.Max(1, (tokens + DecodeShape.Chunk - 1) / DecodeShape.Chunk);
+        int want = Math.Clamp((multiprocessors * blocksPerSm + kvHeads - 1) / kvHeads, 1, chunks);
+        int per = (chunks + want - 1) / want;
+        return new SplitPlan((chunks + per - 1) / per, per);
+    }
+}

@@ -1,0 +1,241 @@
+namespace Kvq.Cuda.Attention;
+
+/// <summary>
+/// One layer's KV cache in device memory in the GPU layout, filled on the device from the synthetic source
+/// (kv_encode.cu's gen) and read by the decode kernels. Subclasses: <see cref="F16LayerCache"/> (post-RoPE keys) and
+/// <see cref="NuqLayerCache"/> (KVQuant: pre-RoPE nuq keys with outlier slots, nuq values, f16 sink).
+/// </summary>
+public abstract class GpuLayerCache : IDisposable
+{
+    protected readonly List<DeviceBuffer> Buffers = new();
+    public DecodeShape Shape { get; }
+    public long Tokens { get; protected set; }
+    public long Padded { get; }
+    public int Sink { get; }
+    public abstract string Name { get; }
+    public abstract int KeyBits { get; }
+
+    protected GpuLayerCache(DecodeShape shape, long tokens, int sink)
+    {
+        shape.Validate();
+        Shape = shape;
+        Tokens = tokens;
+        Sink = sink;
+        Padded = DecodeShape.Padded(tokens);
+    }
+
+    /// <summary>Device bytes this cache holds.</summary>
+    public long DeviceBytes => Buffers.Sum(b => b.Bytes);
+
+    /// <summary>Every buffer's bytes, in allocation order (tests compare two caches built different ways).</summary>
+    public byte[] DownloadAll()
+    {
+        var all = new byte[DeviceBytes];
+        long at = 0;
+        foreach (var b in Buffers)
+        {
+            b.CopyTo(all.AsSpan((int)at, (int)b.Bytes));
+            at += b.Bytes;
+        }
+        return all;
+    }
+
+    /// <summary>Bytes one decode pass must read from this cache (the stream's real tokens, not the padding).</summary>
+    public abstract long BytesPerDecode { get; }
+
+    protected DeviceBuffer Alloc(CudaContext ctx, long bytes)
+    {
+        var b = ctx.Allocate(Math.Max(bytes, 16));
+        b.Fill(0);   // padding must decode to finite values: masked tokens still meet p = 0 in the value sum
+        Buffers.Add(b);
+        return b;
+    }
+
+    internal abstract void AddAttentionArgs(KernelArgs args, ulong q);
+    internal virtual (ulong SinkK, ulong SinkV) SinkBuffers => (0, 0);
+
+    public void Dispose()
+    {
+        foreach (var b in Buffers) b.Dispose();
+        Buffers.Clear();
+    }
+}
+
+public sealed class F16LayerCache : GpuLayerCache
+{
+    private readonly DeviceBuffer _k, _v;
+    public override string Name => "f16";
+    public override int KeyBits => 16;
+
+    public F16LayerCache(DecodeKernels kernels, DecodeShape shape, long tokens, uint seedK, uint seedV, double log2Base)
+        : base(shape, tokens, 0)
+    {
+        var ctx = kernels.Context;
+        long elems = shape.KvHeads * Padded * shape.HeadDim;
+        try
+        {
+            _k = Alloc(ctx, elems * 2);
+            _v = Alloc(ctx, elems * 2);
+        }
+        catch
+        {
+            Dispose();   // a cache that could not be built gives back what it had already taken
+            throw;
+        }
+        Write(kernels, seedK, 1, log2Base, _k);
+        Write(kernels, seedV, 0, log2Base, _v);
+    }
+
+    private void Write(DecodeKernels kernels, uint seed, int rope, double log2Base, DeviceBuffer dst)
+    {
+        long total = Shape.KvHeads * Padded * Shape.HeadDim;
+        using var a = new KernelArgs();
+        a.Add(seed).Add(Shape.KvHeads).Add(0L).Add(Tokens).Add(Padded).Add(rope).Add(log2Base).Add(dst);
+        kernels.WriteF16().Launch(LaunchShape.Grid1((total + 255) / 256, 256), a);
+    }
+
+    public override long BytesPerDecode => 2L * Shape.KvHeads * Tokens * Shape.HeadDim * 2;
+
+    internal override void AddAttentionArgs(KernelArgs args, ulong q) => args.Add(q).Add(_k).Add(_v);
+}
+
+public sealed class NuqLayerCache : GpuLayerCache
+{
+    private readonly DeviceBuffer _kcodes, _kslotv, _kslotc, _kz, _kr, _kcb, _vcodes, _vzr, _vslotv, _vslotc, _vcb, _sinkK, _sinkV;
+    public NuqLayerProfile Profile { get; }
+    public override string Name => $"nuq{Profile.Bits}-1%";
+    public override int KeyBits => Profile.Bits;
+
+    private readonly DecodeKernels _kernels;
+    private readonly DeviceBuffer _kmids, _vmids;
+
+    /// <summary>A cache filled on the device from the synthetic source (kv_encode.cu gen): stream tokens 0 .. tokens-1
+    /// at positions sink .. sink + tokens - 1, and the sink's f16 copies of positions 0 .. sink-1.</summary>
+    public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long tokens, int sink,
+        uint seedK, uint seedV) : this(kernels, shape, profile, tokens, sink)
+    {
+        int b = profile.Bits, h = shape.KvHeads;
+        var grid = new LaunchShape((uint)((Padded / DecodeShape.Tile + 3) / 4), (uint)h, 1, 128);
+        using (var a = new KernelArgs())
+        {
+            a.Add(seedK).Add(sink).Add(tokens).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(_kslotv).Add(_kslotc);
+            kernels.EncodeKeys(b).Launch(grid, a);
+        }
+        using (var a = new KernelArgs())
+        {
+            a.Add(seedV).Add(sink).Add(tokens).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc);
+            kernels.EncodeValues(b).Launch(grid, a);
+        }
+        FillSyntheticSink(seedK, seedV);
+        Tokens = tokens;
+        kernels.Context.Synchronize();
+    }
+
+    /// <summary>An empty cache with room for <paramref name="capacity"/> stream tokens; fill it with
+    /// <see cref="Append"/> (and the sink with <see cref="FillSyntheticSink"/> or by the caller).</summary>
+    public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long capacity, int sink)
+        : base(shape, capacity, sink)
+    {
+        _kernels = kernels;
+        Tokens = 0;
+        var ctx = kernels.Context;
+        Profile = profile;
+        int b = profile.Bits, h = shape.KvHeads, d = shape.HeadDim;
+        long tiles = Padded / DecodeShape.Tile;
+        try
+        {
+            _kcodes = Alloc(ctx, h * tiles * b * 32 * 4);
+            _kslotv = Alloc(ctx, h * Padded * DecodeShape.KeySlots * 2);
+            _kslotc = Alloc(ctx, h * Padded * DecodeShape.KeySlots);
+            _kz = Upload(ctx, profile.KeyZero);
+            _kr = Upload(ctx, profile.KeyRange);
+            _kcb = Upload(ctx, Pad16(profile.KeyCodebook.DecodeLevels(false)));
+            _vcodes = Alloc(ctx, h * tiles * b * 32 * 4);
+            _vzr = Alloc(ctx, h * Padded * 4);
+            _vslotv = Alloc(ctx, h * Padded * DecodeShape.ValueSlots * 2);
+            _vslotc = Alloc(ctx, h * Padded * DecodeShape.ValueSlots);
+            _vcb = Upload(ctx, Pad16(profile.ValueCodebook.DecodeLevels(false)));
+            _sinkK = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
+            _sinkV = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
+            _kmids = Upload(ctx, Pad16(profile.KeyCodebook.Midpoints));
+            _vmids = Upload(ctx, Pad16(profile.ValueCodebook.Midpoints));
+        }
+        catch
+        {
+            Dispose();   // a cache that could not be built gives back what it had already taken
+            throw;
+        }
+        ctx.Synchronize();
+    }
+
+    /// <summary>Encodes <paramref name="count"/> new tokens on the device: <paramref name="keys"/> (pre-RoPE) and
+    /// <paramref name="values"/> are float32 [KV head][count][head dim]. The codec math is the CPU codecs'.</summary>
+    public void Append(DeviceBuffer keys, DeviceBuffer values, int count, CudaStream? stream = null)
+    {
+        long need = (long)Shape.KvHeads * count * Shape.HeadDim * 4;
+        if (count <= 0 || keys.Bytes < need || values.Bytes < need)
+            throw new ArgumentException($"append of {count} tokens needs {need}-byte key and value buffers (got {keys.Bytes}, {values.Bytes})");
+        if (Tokens + count > Padded)
+            throw new InvalidOperationException($"{Name} cache: {Tokens} tokens + {count} exceed its capacity of {Padded}");
+        int b = Profile.Bits;
+        long firstTile = Tokens / DecodeShape.Tile, lastTile = (Tokens + count - 1) / DecodeShape.Tile;
+        var grid = new LaunchShape((uint)((lastTile - firstTile + 1 + 3) / 4), (uint)Shape.KvHeads, 1, 128);
+        using (var a = new KernelArgs())
+        {
+            a.Add(keys).Add(Tokens).Add((long)count).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(_kslotv).Add(_kslotc);
+            _kernels.AppendKeys(b).Launch(grid, a, stream);
+        }
+        using (var a = new KernelArgs())
+        {
+            a.Add(values).Add(Tokens).Add((long)count).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc);
+            _kernels.AppendValues(b).Launch(grid, a, stream);
+        }
+        Tokens += count;
+    }
+
+    /// <summary>The sink's exact (f16) pre-RoPE copies of positions 0 .. sink-1 from the synthetic source.</summary>
+    public void FillSyntheticSink(uint seedK, uint seedV)
+    {
+        if (Sink == 0) return;
+        int h = Shape.KvHeads, d = Shape.HeadDim;
+        foreach (var (seed, dst) in new[] { (seedK, _sinkK), (seedV, _sinkV) })
+        {
+            using var a = new KernelArgs();
+            long total = (long)h * Sink * d;
+            a.Add(seed).Add(h).Add(0L).Add((long)Sink).Add((long)Sink).Add(0).Add(0.0).Add(dst);
+            _kernels.WriteF16().Launch(LaunchShape.Grid1((total + 255) / 256, 256), a);
+        }
+    }
+
+    private DeviceBuffer Upload(CudaContext ctx, float[] data)
+    {
+        var buf = ctx.Upload<float>(data);
+        Buffers.Add(buf);
+        return buf;
+    }
+
+    private static float[] Pad16(float[] x)
+    {
+        var r = new float[16];
+        x.AsSpan().CopyTo(r);
+        return r;
+    }
+
+    /// <summary>Codes, key slots (f16 + u8), value zero/range and slots, for the real tokens; the sink's f16 copies.</summary>
+    public override long BytesPerDecode
+    {
+        get
+        {
+            long h = Shape.KvHeads, d = Shape.HeadDim, b = Profile.Bits;
+            long keys = Tokens * (d * b / 8 + DecodeShape.KeySlots * 3);
+            long values = Tokens * (d * b / 8 + 4 + DecodeShape.ValueSlots * 3);
+            return h * (keys + values + 2L * Sink * d * 2);
+        }
+    }
+
+    internal override void AddAttentionArgs(KernelArgs a, ulong q) =>
+        a.Add(q).Add(_kcodes).Add(_kslotv).Add(_kslotc).Add(_kz).Add(_kr).Add(_kcb)
+         .Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc).Add(_vcb);
+
+    internal override (ulong SinkK, ulong SinkV) SinkBuffers => (_sinkK.Pointer, _sinkV.Pointer);
+}

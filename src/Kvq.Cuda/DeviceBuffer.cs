@@ -1,0 +1,85 @@
+using System.Runtime.InteropServices;
+using Kvq.Cuda.Native;
+
+namespace Kvq.Cuda;
+
+/// <summary>Owns one device allocation (cuMemAlloc); freed on Dispose or, failing that, by the finalizer. The
+/// context is made current before freeing because the finalizer thread has none.</summary>
+public sealed class DeviceBuffer : SafeHandle
+{
+    private readonly IntPtr _ctx;
+    public long Bytes { get; }
+    public ulong Pointer => IsInvalid || IsClosed ? throw new ObjectDisposedException(nameof(DeviceBuffer)) : (ulong)handle;
+
+    private DeviceBuffer(IntPtr ctx, ulong ptr, long bytes) : base(IntPtr.Zero, ownsHandle: true)
+    {
+        _ctx = ctx;
+        Bytes = bytes;
+        SetHandle((IntPtr)(long)ptr);
+    }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    internal static DeviceBuffer Allocate(CudaContext ctx, long bytes)
+    {
+        if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "a device buffer needs at least one byte");
+        int r = Driver.cuMemAlloc(out ulong p, (nuint)bytes);
+        if (r != 0)
+        {
+            var e = Driver.Error(r, $"cuMemAlloc_v2({bytes} bytes)");
+            var (free, total) = r == 2 ? SafeInfo() : (0, 0);
+            if (r == 2) throw new CudaException(e.Call, e.Code, e.ErrorName, $"{e.Message} ({free / (1L << 20)} MiB free of {total / (1L << 20)} MiB)");
+            throw e;
+        }
+        return new DeviceBuffer(ctx.Live(), p, bytes);
+    }
+
+    private static (long, long) SafeInfo()
+    {
+        try { return Driver.cuMemGetInfo(out nuint f, out nuint t) == 0 ? ((long)f, (long)t) : (0, 0); }
+        catch (Exception) { return (0, 0); }
+    }
+
+    public unsafe void CopyFrom<T>(ReadOnlySpan<T> src, long byteOffset = 0) where T : unmanaged
+    {
+        long n = (long)src.Length * sizeof(T);
+        CheckRange(byteOffset, n, "upload");
+        fixed (T* p = src) Driver.Check(Driver.cuMemcpyHtoD(Pointer + (ulong)byteOffset, p, (nuint)n), $"cuMemcpyHtoD_v2({n} bytes)");
+    }
+
+    public unsafe void CopyTo<T>(Span<T> dst, long byteOffset = 0) where T : unmanaged
+    {
+        long n = (long)dst.Length * sizeof(T);
+        CheckRange(byteOffset, n, "download");
+        fixed (T* p = dst) Driver.Check(Driver.cuMemcpyDtoH(p, Pointer + (ulong)byteOffset, (nuint)n), $"cuMemcpyDtoH_v2({n} bytes)");
+    }
+
+    public T[] Download<T>(long count, long byteOffset = 0) where T : unmanaged
+    {
+        var a = new T[count];
+        CopyTo<T>(a, byteOffset);
+        return a;
+    }
+
+    /// <summary>Device-to-device copy of all of <paramref name="src"/> (at most this buffer's size).</summary>
+    public void CopyFromDevice(DeviceBuffer src, CudaStream? stream = null)
+    {
+        if (src.Bytes > Bytes) throw new ArgumentException($"copy of {src.Bytes} bytes into a {Bytes}-byte device buffer");
+        Driver.Check(Driver.cuMemcpyDtoDAsync(Pointer, src.Pointer, (nuint)src.Bytes, stream?.Handle ?? IntPtr.Zero), $"cuMemcpyDtoDAsync_v2({src.Bytes} bytes)");
+    }
+
+    public void Fill(byte value, CudaStream? stream = null) =>
+        Driver.Check(Driver.cuMemsetD8Async(Pointer, value, (nuint)Bytes, stream?.Handle ?? IntPtr.Zero), "cuMemsetD8Async");
+
+    private void CheckRange(long offset, long n, string what)
+    {
+        if (offset < 0 || n < 0 || offset + n > Bytes)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"{what} of {n} bytes at {offset} outside a {Bytes}-byte device buffer");
+    }
+
+    protected override bool ReleaseHandle()
+    {
+        Driver.cuCtxSetCurrent(_ctx);
+        return Driver.cuMemFree((ulong)handle) == 0;
+    }
+}

@@ -1,0 +1,1940 @@
+// Decode attention for one layer, batch 1, one query token per head: f16 cache (post-RoPE keys) and the KVQuant
+// family (pre-RoPE nuq keys with per-channel scales, per-token nuq values, sparse outliers in fixed per-token slots,
+// f16 attention-sink tokens). Head dim 128. Split-K: a block serves one KV head and all of its query heads (GQA:
+// G = query heads per KV head) over a range of 256-token chunks and writes an unnormalised partial (m, l, acc);
+// attn_reduce merges the splits and the sink tokens.
+//
+// GPU layout (the backend's own; the CPU codec's math): a lane owns channels 4*lane .. 4*lane+3 (RoPE pairs
+// 2*lane, 2*lane+1 in the adjacent-pair style). Codes come in tiles of 8 tokens: B 32-bit words per lane, stored
+// [tile][word][lane] so that a warp reads 128 contiguous bytes per word. Word contents for lane l, token t of the
+// tile, channel i of the lane:
+//   bit (4t + i) * B of the lane's B words, as one little-endian bit stream (3-bit codes may straddle words).
+// Key outliers: S slots per token (f16 value, u8 channel, 0xFF = empty); the dense code of an outlier channel is
+// still stored (clamped), so the kernels add (value - dense) as a sparse correction. Values: per token u32
+// (f16 zero | f16 range << 16) and 2 slots (the largest and the smallest value, KVQuant's k = 1 per tail at D=128).
+
+#define D 128
+#define CHUNK 256
+#define WARPS 4
+#define THREADS (WARPS * 32)
+#define TILE 8
+#define TILES_PER_WARP (CHUNK / WARPS / TILE)
+#define FULL 0xffffffffu
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#define KSLOTS 4
+#define VSLOTS 2
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+__device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+
+// Codes of a lane form one bit stream per tile: token t, lane channel i at bit (4t + i) * B of the lane's B words
+// (3-bit codes may straddle two words).
+template <int B>
+__device__ __forceinline__ int code_of(const u32 (&w)[B], int t, int i)
+{
+    const int o = (4 * t + i) * B, wi = o >> 5, bi = o & 31;
+    if (bi + B <= 32) return (w[wi] >> bi) & ((1 << B) - 1);
+    return __funnelshift_r(w[wi], w[wi + 1], bi) & ((1 << B) - 1);
+}
+
+// Code of channel c of stream token tok for one head (random access: the sparse passes).
+template <int B>
+__device__ __forceinline__ int code_at(const u32* codes, long tok, int c)
+{
+    long tile = tok / TILE;
+    int t = (int)(tok % TILE), lane = c >> 2, i = c & 3;
+    const u32* base = codes + tile * B * 32 + lane;
+    const int o = (4 * t + i) * B, wi = o >> 5, bi = o & 31;
+    if (bi + B <= 32) return (base[wi * 32] >> bi) & ((1 << B) - 1);
+    return __funnelshift_r(base[wi * 32], base[(wi + 1) * 32], bi) & ((1 << B) - 1);
+}
+
+// RoPE frequency of pair j (adjacent-pair style): base^(-2j/D), in double so that long positions stay exact.
+__device__ __forceinline__ double rope_theta(int j, double log2base) { return exp2(-2.0 * j / D * log2base); }
+
+// Reduce-scatter of N partial sums across the warp (N a power of two <= 32): afterwards the lane holds in v[0] the
+// warp-wide sum of value lane >> (5 - log2 N). Half of the values travel at each step, so N values cost N - 1
+// shuffles plus the remaining plain steps, instead of 5 N.
+template <int N, int M>
+__device__ __forceinline__ void rs_step(float* v, int lane)
+{
+    if constexpr (M == 0) return;
+    else
+    {
+        if constexpr (N > 1)
+        {
+            constexpr int H = N / 2;
+            bool up = (lane & M) != 0;
+#pragma unroll
+            for (int i = 0; i < H; ++i)
+            {
+                float send = up ? v[i] : v[i + H];
+                float keep = up ? v[i + H] : v[i];
+                v[i] = keep + __shfl_xor_sync(FULL, send, M);
+            }
+            rs_step<H, M / 2>(v, lane);
+        }
+        else
+        {
+            v[0] += __shfl_xor_sync(FULL, v[0], M);
+            rs_step<1, M / 2>(v, lane);
+        }
+    }
+}
+
+template <int N> struct Log2 { static constexpr int value = 1 + Log2<N / 2>::value; };
+template <> struct Log2<1> { static constexpr int value = 0; };
+
+struct AttnArgs
+{
+    int n;            // tokens in the stream (quantized or f16), positions sink .. sink + n - 1
+    int sink;         // f16 sink tokens before the stream (positions 0 .. sink-1), merged by attn_reduce
+    int chunksPerSplit;
+    int splits;
+    float scale;
+    double log2base;  // log2 of the RoPE base (double: angles at 1M positions)
+};
+
+// Shared by both cache kinds: online softmax over one chunk of scores (s_sc holds raw scaled scores on entry and
+// probabilities on exit), per query head g handled by warp g.
+template <int G>
+__device__ __forceinline__ void chunk_softmax(float (*s_sc)[CHUNK], float* s_m, float* s_l, float* s_alpha, int warp, int lane)
+{
+    for (int g = warp; g < G; g += WARPS)
+    {
+        float v[CHUNK / 32];
+        float cm = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < CHUNK / 32; ++j) { v[j] = s_sc[g][lane + 32 * j]; cm = fmaxf(cm, v[j]); }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+        float mo = s_m[g], mn = fmaxf(mo, cm);
+        // Nothing seen yet and nothing in this chunk (all masked): keep everything as is.
+        float alpha = mn == -INFINITY ? 1.f : __expf(mo - mn);
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < CHUNK / 32; ++j)
+        {
+            float p = mn == -INFINITY ? 0.f : __expf(v[j] - mn);
+            s_sc[g][lane + 32 * j] = p;
+            sum += p;
+        }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(FULL, sum, o);
+        __syncwarp();
+        if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// KB, VB: bits of key and value codes, 16 = the f16 cache. G: query heads per KV head. VER: kernel version of the
+// nuq path (the lab times each; see dev/kernels/README.md):
+//   1: one tile (8 tokens) of codes loaded at a time, outlier angles by double sincos, byte loads of slot indices;
+//   2: a warp's 8 tiles of codes loaded at once before any use (8x the bytes in flight: v1 was latency-bound),
+//      slot indices read as one word per token, outlier angles from a per-chunk table (double) and a float
+//      sincos of the offset inside the chunk.
+template <int KB, int VB, int G, int VER>
+__device__ void attn_split(const AttnArgs a, const float* __restrict__ q,
+    const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
+    const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
+    const u32* __restrict__ vcodes, const u32* __restrict__ vzr, const u16* __restrict__ vslotv,
+    const u8* __restrict__ vslotc, const float* __restrict__ vcb,
+    const u16* __restrict__ kf16, const u16* __restrict__ vf16,
+    float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
+{
+    constexpr bool F16 = KB == 16;
+    const int h = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int numChunks = (a.n + CHUNK - 1) / CHUNK;
+    const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
+
+    __shared__ __align__(16) float s_sc[G][CHUNK];
+    __shared__ float s_q[G][D];
+    __shared__ float s_kcb[16], s_vcb[16];
+    __shared__ float s_kz[D], s_kr[D];
+    __shared__ float s_vout[G][D];
+    __shared__ float s_m[G], s_l[G], s_alpha[G];
+    __shared__ float s_red[WARPS][G][D];
+    __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];   // v2: theta per pair, cos/sin at the chunk start
+
+    for (int i = threadIdx.x; i < G * D; i += THREADS)
+    {
+        s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
+        s_vout[i / D][i % D] = 0.f;
+    }
+    if constexpr (!F16)
+    {
+        if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & ((1 << KB) - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & ((1 << VB) - 1)]; }
+        for (int i = threadIdx.x; i < D; i += THREADS) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
+    }
+    if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; }
+    if (threadIdx.x < D / 2) s_th[threadIdx.x] = (float)rope_theta(threadIdx.x, a.log2base);
+    __syncthreads();
+
+    float qr[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[g][i] = s_q[g][4 * lane + i];
+    float kz[4], kr[4];
+    float stepc[2], steps[2];
+    if constexpr (!F16)
+    {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { kz[i] = s_kz[4 * lane + i]; kr[i] = s_kr[4 * lane + i]; }
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+        {
+            double s, c;
+            sincos(rope_theta(2 * lane + p, a.log2base), &s, &c);
+            stepc[p] = (float)c; steps[p] = (float)s;
+        }
+    }
+    float acc[G][4], accz[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) { accz[g] = 0.f; acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f; }
+
+    const long hb = (long)h * padded;   // first stream token of this head
+    for (int chunk = c0; chunk < c1; ++chunk)
+    {
+        // ---- scores -------------------------------------------------------------------------------------------
+        const long tok0 = (long)chunk * CHUNK + warp * (CHUNK / WARPS);
+        if constexpr (!F16 && VER >= 2)
+            if (threadIdx.x < D / 2)
+            {
+                double sn, cs;
+                sincos((double)(a.sink + (long)chunk * CHUNK) * rope_theta(threadIdx.x, a.log2base), &sn, &cs);
+                s_cb[threadIdx.x] = (float)cs; s_sb[threadIdx.x] = (float)sn;
+            }
+        float rc[2], rs[2];
+        if constexpr (!F16)
+        {
+            // Exact angles at the warp's first token (double), then a float recurrence over its 64 tokens: the
+            // rotation by theta per token costs 4 flops per pair instead of a sincos.
+#pragma unroll
+            for (int p = 0; p < 2; ++p)
+            {
+                double s, c;
+                sincos((double)(a.sink + tok0) * rope_theta(2 * lane + p, a.log2base), &s, &c);
+                rc[p] = (float)c; rs[p] = (float)s;
+            }
+        }
+        if constexpr (!F16 && VER >= 2)
+        {
+            u32 kw[TILES_PER_WARP][KB];
+            const u32* src = kcodes + ((hb + tok0) / TILE) * KB * 32 + lane;
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+#pragma unroll
+                for (int b = 0; b < KB; ++b) kw[tile][b] = src[(tile * KB + b) * 32];
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+            {
+                const long t0 = tok0 + tile * TILE;
+                float part[TILE * G];
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    float k[4];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) k[i] = fmaf(kr[i], s_kcb[code_of<KB>(kw[tile], t, i)], kz[i]);
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+                rs_step<TILE * G, 16>(part, lane);
+                constexpr int SH = 5 - Log2<TILE * G>::value;
+                if ((lane & ((1 << SH) - 1)) == 0)
+                {
+                    int idx = lane >> SH, t = idx / G, g = idx % G;
+                    s_sc[g][warp * (CHUNK / WARPS) + tile * TILE + t] = t0 + t < a.n ? part[0] : -INFINITY;
+                }
+            }
+        }
+        else _Pragma("unroll 1")
+        for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+        {
+            const long t0 = tok0 + tile * TILE;
+            float part[TILE * G];
+            if constexpr (F16)
+            {
+                uint2 raw[TILE];
+#pragma unroll
+                for (int t = 0; t < TILE; ++t) raw[t] = *(const uint2*)(kf16 + (hb + t0 + t) * D + 4 * lane);
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    float k0 = h2f(raw[t].x & 0xffff), k1 = h2f(raw[t].x >> 16), k2 = h2f(raw[t].y & 0xffff), k3 = h2f(raw[t].y >> 16);
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * k0 + qr[g][1] * k1 + qr[g][2] * k2 + qr[g][3] * k3;
+                }
+            }
+            else
+            {
+                u32 w[KB];
+                const u32* src = kcodes + ((hb + t0) / TILE) * KB * 32 + lane;
+#pragma unroll
+                for (int b = 0; b < KB; ++b) w[b] = src[b * 32];
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    float k[4];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) k[i] = fmaf(kr[i], s_kcb[code_of<KB>(w, t, i)], kz[i]);
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+            }
+            rs_step<TILE * G, 16>(part, lane);
+            constexpr int SH = 5 - Log2<TILE * G>::value;
+            if ((lane & ((1 << SH) - 1)) == 0)
+            {
+                int idx = lane >> SH, t = idx / G, g = idx % G;
+                s_sc[g][warp * (CHUNK / WARPS) + tile * TILE + t] = t0 + t < a.n ? part[0] : -INFINITY;
+            }
+        }
+        __syncthreads();
+
+        // ---- key outliers: sparse corrections to the scores (value - dense decode), rotated at their position ---
+        if constexpr (!F16 && VER >= 2)
+        {
+            const long cbase = (long)chunk * CHUNK;
+            const u32* khead = kcodes + (hb / TILE) * KB * 32;
+            for (int tt = threadIdx.x; tt < CHUNK; tt += THREADS)
+            {
+                long tok = cbase + tt;
+                if (tok >= a.n) break;
+                u32 cs4 = *(const u32*)(kslotc + (hb + tok) * KSLOTS);   // KSLOTS == 4: one word per token
+                if (cs4 == 0xffffffffu) continue;
+#pragma unroll
+                for (int sl = 0; sl < KSLOTS; ++sl)
+                {
+                    int c = (cs4 >> (8 * sl)) & 0xff;
+                    if (c == 0xff) continue;
+                    float d = h2f(kslotv[(hb + tok) * KSLOTS + sl]) - fmaf(s_kr[c], s_kcb[code_at<KB>(khead, tok, c)], s_kz[c]);
+                    float so, co;
+                    sincosf((float)tt * s_th[c >> 1], &so, &co);
+                    float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                    float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                    int c0e = c & ~1;
+                    float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                    for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+                }
+            }
+            __syncthreads();
+        }
+        else if constexpr (!F16)
+        {
+            const long cbase = (long)chunk * CHUNK;
+            for (int e = threadIdx.x; e < CHUNK * KSLOTS; e += THREADS)
+            {
+                long tok = cbase + e / KSLOTS;
+                if (tok >= a.n) break;
+                int c = kslotc[(hb + tok) * KSLOTS + e % KSLOTS];
+                if (c == 0xff) continue;
+                float val = h2f(kslotv[(hb + tok) * KSLOTS + e % KSLOTS]);
+                float dense = fmaf(s_kr[c], s_kcb[code_at<KB>(kcodes + (hb / TILE) * KB * 32, tok, c)], s_kz[c]);
+                float d = val - dense;
+                double sn, cs;
+                sincos((double)(a.sink + tok) * rope_theta(c >> 1, a.log2base), &sn, &cs);
+                // Rotating d at channel c: (d cos, d sin) on (c, c+1) when c is even, (-d sin, d cos) on (c-1, c) when odd.
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * (float)sn : d * (float)cs, x1 = (c & 1) ? d * (float)cs : d * (float)sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][e / KSLOTS], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+            __syncthreads();
+        }
+
+        chunk_softmax<G>(s_sc, s_m, s_l, s_alpha, warp, lane);
+        __syncthreads();
+
+        // ---- values ---------------------------------------------------------------------------------------------
+        float alpha[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+        {
+            alpha[g] = s_alpha[g];
+            accz[g] *= alpha[g];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[g][i] *= alpha[g];
+        }
+        if constexpr (!F16)
+            for (int i = threadIdx.x; i < G * D; i += THREADS) s_vout[i / D][i % D] *= s_alpha[i / D];
+        if constexpr (!F16 && VER >= 2)
+        {
+            u32 vw[TILES_PER_WARP][VB];
+            const u32* src = vcodes + ((hb + tok0) / TILE) * VB * 32 + lane;
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+#pragma unroll
+                for (int b = 0; b < VB; ++b) vw[tile][b] = src[(tile * VB + b) * 32];
+            // zero/range of the warp's 64 tokens: two words per lane, handed out by shuffles.
+            const u32 zrA = vzr[hb + tok0 + lane], zrB = vzr[hb + tok0 + 32 + lane];
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+            {
+                const int st = warp * (CHUNK / WARPS) + tile * TILE;
+                float p[G][TILE];
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                {
+                    float4 a0 = *(const float4*)&s_sc[g][st], a1 = *(const float4*)&s_sc[g][st + 4];
+                    p[g][0] = a0.x; p[g][1] = a0.y; p[g][2] = a0.z; p[g][3] = a0.w;
+                    p[g][4] = a1.x; p[g][5] = a1.y; p[g][6] = a1.z; p[g][7] = a1.w;
+                }
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    u32 zrt = __shfl_sync(FULL, tile < TILES_PER_WARP / 2 ? zrA : zrB, (tile * TILE + t) & 31);
+                    float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+                    float l0 = s_vcb[code_of<VB>(vw[tile], t, 0)], l1 = s_vcb[code_of<VB>(vw[tile], t, 1)];
+                    float l2 = s_vcb[code_of<VB>(vw[tile], t, 2)], l3 = s_vcb[code_of<VB>(vw[tile], t, 3)];
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+                    {
+                        float pr = p[g][t] * r;
+                        accz[g] = fmaf(p[g][t], z, accz[g]);
+                        acc[g][0] = fmaf(pr, l0, acc[g][0]); acc[g][1] = fmaf(pr, l1, acc[g][1]);
+                        acc[g][2] = fmaf(pr, l2, acc[g][2]); acc[g][3] = fmaf(pr, l3, acc[g][3]);
+                    }
+                }
+            }
+        }
+        else _Pragma("unroll 1")
+        for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+        {
+            const long t0 = tok0 + tile * TILE;
+            const int st = warp * (CHUNK / WARPS) + tile * TILE;
+            float p[G][TILE];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float4 a0 = *(const float4*)&s_sc[g][st], a1 = *(const float4*)&s_sc[g][st + 4];
+                p[g][0] = a0.x; p[g][1] = a0.y; p[g][2] = a0.z; p[g][3] = a0.w;
+                p[g][4] = a1.x; p[g][5] = a1.y; p[g][6] = a1.z; p[g][7] = a1.w;
+            }
+            if constexpr (F16)
+            {
+                uint2 raw[TILE];
+#pragma unroll
+                for (int t = 0; t < TILE; ++t) raw[t] = *(const uint2*)(vf16 + (hb + t0 + t) * D + 4 * lane);
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    float v0 = h2f(raw[t].x & 0xffff), v1 = h2f(raw[t].x >> 16), v2 = h2f(raw[t].y & 0xffff), v3 = h2f(raw[t].y >> 16);
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+                    {
+                        acc[g][0] = fmaf(p[g][t], v0, acc[g][0]); acc[g][1] = fmaf(p[g][t], v1, acc[g][1]);
+                        acc[g][2] = fmaf(p[g][t], v2, acc[g][2]); acc[g][3] = fmaf(p[g][t], v3, acc[g][3]);
+                    }
+                }
+            }
+            else
+            {
+                u32 w[VB];
+                const u32* src = vcodes + ((hb + t0) / TILE) * VB * 32 + lane;
+#pragma unroll
+                for (int b = 0; b < VB; ++b) w[b] = src[b * 32];
+                uint4 zr0 = *(const uint4*)(vzr + hb + t0), zr1 = *(const uint4*)(vzr + hb + t0 + 4);
+                u32 zr[TILE] = {zr0.x, zr0.y, zr0.z, zr0.w, zr1.x, zr1.y, zr1.z, zr1.w};
+#pragma unroll
+                for (int t = 0; t < TILE; ++t)
+                {
+                    // v = zero + range * level: the zero part is the same for all channels, so it is summed once
+                    // per token (accz) and the range folds into the probability.
+                    float z = h2f(zr[t] & 0xffff), r = h2f(zr[t] >> 16);
+                    float l0 = s_vcb[code_of<VB>(w, t, 0)], l1 = s_vcb[code_of<VB>(w, t, 1)];
+                    float l2 = s_vcb[code_of<VB>(w, t, 2)], l3 = s_vcb[code_of<VB>(w, t, 3)];
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+                    {
+                        float pr = p[g][t] * r;
+                        accz[g] = fmaf(p[g][t], z, accz[g]);
+                        acc[g][0] = fmaf(pr, l0, acc[g][0]); acc[g][1] = fmaf(pr, l1, acc[g][1]);
+                        acc[g][2] = fmaf(pr, l2, acc[g][2]); acc[g][3] = fmaf(pr, l3, acc[g][3]);
+                    }
+                }
+            }
+        }
+        if constexpr (!F16)
+        {
+            __syncthreads();   // s_vout rescaled by every thread before the corrections land
+            const long cbase = (long)chunk * CHUNK;
+            if constexpr (VER >= 2)
+            {
+                for (int tt = threadIdx.x; tt < CHUNK; tt += THREADS)
+                {
+                    long tok = cbase + tt;
+                    if (tok >= a.n) break;
+                    u32 cc = *(const u16*)(vslotc + (hb + tok) * VSLOTS);   // VSLOTS == 2: one half-word per token
+                    u32 vv = *(const u32*)(vslotv + (hb + tok) * VSLOTS);
+                    u32 zrt = vzr[hb + tok];
+                    float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+                    const u32* vhead = vcodes + (hb / TILE) * VB * 32;
+#pragma unroll
+                    for (int sl = 0; sl < VSLOTS; ++sl)
+                    {
+                        int c = (cc >> (8 * sl)) & 0xff;
+                        float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<VB>(vhead, tok, c)], z);
+#pragma unroll
+                        for (int g = 0; g < G; ++g) atomicAdd(&s_vout[g][c], s_sc[g][tt] * d);
+                    }
+                }
+            }
+            else
+                for (int e = threadIdx.x; e < CHUNK * VSLOTS; e += THREADS)
+            {
+                long tok = cbase + e / VSLOTS;
+                if (tok >= a.n) break;
+                int c = vslotc[(hb + tok) * VSLOTS + e % VSLOTS];
+                float val = h2f(vslotv[(hb + tok) * VSLOTS + e % VSLOTS]);
+                u32 zrt = vzr[hb + tok];
+                float dense = fmaf(h2f(zrt >> 16), s_vcb[code_at<VB>(vcodes + (hb / TILE) * VB * 32, tok, c)], h2f(zrt & 0xffff));
+                float d = val - dense;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_vout[g][c], s_sc[g][e / VSLOTS] * d);
+            }
+        }
+        __syncthreads();   // s_sc is rewritten by the next chunk
+    }
+
+    // ---- merge the warps and write this split's partial --------------------------------------------------------
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_red[warp][g][4 * lane + i] = acc[g][i] + accz[g];
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += THREADS)
+    {
+        int g = i / D, c = i % D;
+        float v = s_vout[g][c];
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) v += s_red[w][g][c];
+        part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+    }
+    if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
+}
+
+// Merge the splits of each query head and the f16 sink tokens (pre-RoPE keys, rotated here): one block per query
+// head, one thread per channel.
+extern "C" __global__ void __launch_bounds__(D) attn_reduce(const AttnArgs a, int group, const float* __restrict__ q,
+    const float* __restrict__ part_acc, const float2* __restrict__ part_ml,
+    const u16* __restrict__ sink_k, const u16* __restrict__ sink_v, float* __restrict__ out)
+{
+    const int qh = blockIdx.x, kvh = qh / group, c = threadIdx.x;
+    __shared__ float s_red[D / 32];
+    float M = -INFINITY;
+    for (int s = 0; s < a.splits; ++s) M = fmaxf(M, part_ml[(long)qh * a.splits + s].x);
+    float sink_s[8];
+    for (int j = 0; j < a.sink && j < 8; ++j)
+    {
+        float kc = h2f(sink_k[((long)kvh * a.sink + j) * D + c]), kp = h2f(sink_k[((long)kvh * a.sink + j) * D + (c ^ 1)]);
+        double sn, cs;
+        sincos((double)j * rope_theta(c >> 1, a.log2base), &sn, &cs);
+        float rot = (c & 1) ? kp * (float)sn + kc * (float)cs : kc * (float)cs - kp * (float)sn;
+        float v = q[(long)qh * D + c] * a.scale * rot;
+        for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+        if ((c & 31) == 0) s_red[c >> 5] = v;
+        __syncthreads();
+        float s = 0.f;
+        for (int w = 0; w < D / 32; ++w) s += s_red[w];
+        __syncthreads();
+        sink_s[j] = s;
+        M = fmaxf(M, s);
+    }
+    float num = 0.f, den = 0.f;
+    for (int s = 0; s < a.splits; ++s)
+    {
+        float2 ml = part_ml[(long)qh * a.splits + s];
+        if (ml.x == -INFINITY) continue;
+        float f = __expf(ml.x - M);
+        num += f * part_acc[((long)qh * a.splits + s) * D + c];
+        den += f * ml.y;
+    }
+    for (int j = 0; j < a.sink && j < 8; ++j)
+    {
+        float f = __expf(sink_s[j] - M);
+        num += f * h2f(sink_v[((long)kvh * a.sink + j) * D + c]);
+        den += f;
+    }
+    out[(long)qh * D + c] = num / den;
+}
+
+
+// ---------------------------------------------------------------------------------------------------------------
+// Version 3 of the nuq path (v2 measured about 45 SM cycles per token and KV head on an H200; the budget for 2.5x
+// over fp16 SDPA is about 12). Changes, each cutting instructions per token:
+//  - no double precision in the token loops: the chunk's start angles are advanced in double by 64 threads (one
+//    complex multiply per chunk) and each warp derives its start from them and a per-lane constant;
+//  - G = 1: the query is rotated instead of the keys, and the rotation recurrence runs on the rotated, range-scaled
+//    query u_i = r_i (R(-theta t) q)_i itself, so the per-token work per pair is the recurrence (4) and two FMAs
+//    with a per-lane table T_i[code] = level + zero_i / range_i (the dot then equals q . R(k)). G > 1: the table
+//    holds zero_i + range_i * level (no dequant FMA) and the keys are rotated once for the G heads;
+//  - per-lane tables laid out [code][lane channel][lane]: every lane reads its own bank, never a conflict;
+//  - the value's per-token zero and range fold into the softmax pass: p * range is stored beside p and
+//    sum(p * zero) is one scalar per head, so the value loop is lookups and FMAs only.
+template <int B, int G>
+__device__ void attn_v3(const AttnArgs a, const float* __restrict__ q,
+    const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
+    const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
+    const u32* __restrict__ vcodes, const u32* __restrict__ vzr, const u16* __restrict__ vslotv,
+    const u8* __restrict__ vslotc, const float* __restrict__ vcb,
+    float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
+{
+    constexpr int L = 1 << B;
+    const int h = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int numChunks = (a.n + CHUNK - 1) / CHUNK;
+    const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
+
+    __shared__ __align__(16) float s_sc[G][CHUNK];
+    __shared__ __align__(16) float s_pr[G][CHUNK];
+    __shared__ float s_q[G][D];
+    __shared__ float s_kt[L][4][32];
+    __shared__ float s_kcb[16], s_vcb[16];
+    __shared__ float s_kz[D], s_kr[D];
+    __shared__ float s_vout[G][D];
+    __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
+    __shared__ float s_red[WARPS][G][D];
+    __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
+
+    for (int i = threadIdx.x; i < G * D; i += THREADS)
+    {
+        s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
+        s_vout[i / D][i % D] = 0.f;
+    }
+    if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & (L - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & (L - 1)]; }
+    for (int i = threadIdx.x; i < D; i += THREADS) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
+    for (int i = threadIdx.x; i < L * D; i += THREADS)
+    {
+        int l = i / D, ci = (i % D) / 32, ln = i % 32, c = 4 * ln + ci;
+        float z = kzero[h * D + c], r = krange[h * D + c], lev = kcb[l];
+        s_kt[l][ci][ln] = G == 1 ? lev + z / r : fmaf(r, lev, z);
+    }
+    if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; s_pz[threadIdx.x] = 0.f; }
+    // Chunk start angles, pair j = threadIdx.x < 64, kept in double across chunks.
+    double dc = 1, ds = 0, stc = 1, sts = 0;
+    if (threadIdx.x < D / 2)
+    {
+        double th = rope_theta(threadIdx.x, a.log2base);
+        s_th[threadIdx.x] = (float)th;
+        sincos((double)(a.sink + (long)c0 * CHUNK) * th, &ds, &dc);
+        sincos((double)CHUNK * th, &sts, &stc);
+    }
+    __syncthreads();
+
+    float qr[G][4], kr[4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[g][i] = s_q[g][4 * lane + i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) kr[i] = s_kr[4 * lane + i];
+    float stepc[2], steps[2], wc[2], ws[2], ua[2], ub[2];
+#pragma unroll
+    for (int p = 0; p < 2; ++p)
+    {
+        double th = rope_theta(2 * lane + p, a.log2base), sn, cs;
+        sincos(th, &sn, &cs);
+        stepc[p] = (float)cs; steps[p] = (float)sn;
+        sincos((double)(warp * (CHUNK / WARPS)) * th, &sn, &cs);
+        wc[p] = (float)cs; ws[p] = (float)sn;
+        // u recurrence constants (G == 1): u0' = u0 c + u1 (r0/r1) s, u1' = u1 c - u0 (r1/r0) s.
+        ua[p] = kr[2 * p] / kr[2 * p + 1] * steps[p];
+        ub[p] = kr[2 * p + 1] / kr[2 * p] * steps[p];
+    }
+    float acc[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+
+    const long hb = (long)h * padded;
+    const u32* khead = kcodes + (hb / TILE) * B * 32;
+    const u32* vhead = vcodes + (hb / TILE) * B * 32;
+    for (int chunk = c0; chunk < c1; ++chunk)
+    {
+        const long cbase = (long)chunk * CHUNK;
+        if (threadIdx.x < D / 2)
+        {
+            s_cb[threadIdx.x] = (float)dc; s_sb[threadIdx.x] = (float)ds;
+            double t = dc * stc - ds * sts;
+            ds = ds * stc + dc * sts;
+            dc = t;
+        }
+        __syncthreads();
+        const long tok0 = cbase + warp * (CHUNK / WARPS);
+        u32 kw[TILES_PER_WARP][B];
+        {
+            const u32* src = kcodes + ((hb + tok0) / TILE) * B * 32 + lane;
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+#pragma unroll
+                for (int b = 0; b < B; ++b) kw[tile][b] = src[(tile * B + b) * 32];
+        }
+        float rc[2], rs[2];
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+        {
+            float cb = s_cb[2 * lane + p], sb = s_sb[2 * lane + p];
+            rc[p] = cb * wc[p] - sb * ws[p];
+            rs[p] = sb * wc[p] + cb * ws[p];
+        }
+        float u[4];
+        if constexpr (G == 1)
+        {
+#pragma unroll
+            for (int p = 0; p < 2; ++p)
+            {
+                float qa = qr[0][2 * p], qb = qr[0][2 * p + 1];
+                u[2 * p] = (qa * rc[p] + qb * rs[p]) * kr[2 * p];
+                u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
+            }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+        {
+            const long t0 = tok0 + tile * TILE;
+            float part[TILE * G];
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float k[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) k[i] = s_kt[code_of<B>(kw[tile], t, i)][i][lane];
+                if constexpr (G == 1)
+                {
+                    part[t] = u[0] * k[0] + u[1] * k[1] + u[2] * k[2] + u[3] * k[3];
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float u0 = u[2 * p], u1 = u[2 * p + 1];
+                        u[2 * p] = u0 * stepc[p] + u1 * ua[p];
+                        u[2 * p + 1] = u1 * stepc[p] - u0 * ub[p];
+                    }
+                }
+                else
+                {
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+            }
+            rs_step<TILE * G, 16>(part, lane);
+            constexpr int SH = 5 - Log2<TILE * G>::value;
+            if ((lane & ((1 << SH) - 1)) == 0)
+            {
+                int idx = lane >> SH, t = idx / G, g = idx % G;
+                s_sc[g][warp * (CHUNK / WARPS) + tile * TILE + t] = t0 + t < a.n ? part[0] : -INFINITY;
+            }
+        }
+        __syncthreads();
+
+        // Key outliers (as v2).
+        for (int tt = threadIdx.x; tt < CHUNK; tt += THREADS)
+        {
+            long tok = cbase + tt;
+            if (tok >= a.n) break;
+            u32 cs4 = *(const u32*)(kslotc + (hb + tok) * KSLOTS);
+            if (cs4 == 0xffffffffu) continue;
+#pragma unroll
+            for (int sl = 0; sl < KSLOTS; ++sl)
+            {
+                int c = (cs4 >> (8 * sl)) & 0xff;
+                if (c == 0xff) continue;
+                float d = h2f(kslotv[(hb + tok) * KSLOTS + sl]) - fmaf(s_kr[c], s_kcb[code_at<B>(khead, tok, c)], s_kz[c]);
+                float so, co;
+                sincosf((float)tt * s_th[c >> 1], &so, &co);
+                float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+        }
+        __syncthreads();
+
+        // Softmax over the chunk, with the value scales folded in: s_pr = p * range_t, s_pz += sum p * zero_t.
+        for (int g = warp; g < G; g += WARPS)
+        {
+            float v[CHUNK / 32];
+            float cm = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j) { v[j] = s_sc[g][lane + 32 * j]; cm = fmaxf(cm, v[j]); }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+            float mo = s_m[g], mn = fmaxf(mo, cm);
+            float alpha = mn == -INFINITY ? 1.f : __expf(mo - mn);
+            float sum = 0.f, pz = 0.f;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j)
+            {
+                float p = mn == -INFINITY ? 0.f : __expf(v[j] - mn);
+                u32 zr = vzr[hb + cbase + lane + 32 * j];
+                s_sc[g][lane + 32 * j] = p;
+                s_pr[g][lane + 32 * j] = p * h2f(zr >> 16);
+                sum += p;
+                pz = fmaf(p, h2f(zr & 0xffff), pz);
+            }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+            __syncwarp();
+            if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; s_pz[g] = s_pz[g] * alpha + pz; }
+        }
+        __syncthreads();
+
+        u32 vw[TILES_PER_WARP][B];
+        {
+            const u32* src = vcodes + ((hb + tok0) / TILE) * B * 32 + lane;
+#pragma unroll
+            for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+#pragma unroll
+                for (int b = 0; b < B; ++b) vw[tile][b] = src[(tile * B + b) * 32];
+        }
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+        {
+            float al = s_alpha[g];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[g][i] *= al;
+        }
+        for (int i = threadIdx.x; i < G * D; i += THREADS) s_vout[i / D][i % D] *= s_alpha[i / D];
+#pragma unroll
+        for (int tile = 0; tile < TILES_PER_WARP; ++tile)
+        {
+            const int st = warp * (CHUNK / WARPS) + tile * TILE;
+            float pr[G][TILE];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float4 a0 = *(const float4*)&s_pr[g][st], a1 = *(const float4*)&s_pr[g][st + 4];
+                pr[g][0] = a0.x; pr[g][1] = a0.y; pr[g][2] = a0.z; pr[g][3] = a0.w;
+                pr[g][4] = a1.x; pr[g][5] = a1.y; pr[g][6] = a1.z; pr[g][7] = a1.w;
+            }
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float l0 = s_vcb[code_of<B>(vw[tile], t, 0)], l1 = s_vcb[code_of<B>(vw[tile], t, 1)];
+                float l2 = s_vcb[code_of<B>(vw[tile], t, 2)], l3 = s_vcb[code_of<B>(vw[tile], t, 3)];
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                {
+                    acc[g][0] = fmaf(pr[g][t], l0, acc[g][0]); acc[g][1] = fmaf(pr[g][t], l1, acc[g][1]);
+                    acc[g][2] = fmaf(pr[g][t], l2, acc[g][2]); acc[g][3] = fmaf(pr[g][t], l3, acc[g][3]);
+                }
+            }
+        }
+        __syncthreads();   // s_vout rescaled everywhere before the corrections land
+        for (int tt = threadIdx.x; tt < CHUNK; tt += THREADS)
+        {
+            long tok = cbase + tt;
+            if (tok >= a.n) break;
+            u32 cc = *(const u16*)(vslotc + (hb + tok) * VSLOTS);
+            u32 vv = *(const u32*)(vslotv + (hb + tok) * VSLOTS);
+            u32 zrt = vzr[hb + tok];
+            float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+#pragma unroll
+            for (int sl = 0; sl < VSLOTS; ++sl)
+            {
+                int c = (cc >> (8 * sl)) & 0xff;
+                float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<B>(vhead, tok, c)], z);
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_vout[g][c], s_sc[g][tt] * d);
+            }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_red[warp][g][4 * lane + i] = acc[g][i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += THREADS)
+    {
+        int g = i / D, c = i % D;
+        float v = s_vout[g][c] + s_pz[g];
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) v += s_red[w][g][c];
+        part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+    }
+    if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
+}
+
+
+// ---------------------------------------------------------------------------------------------------------------
+// Version 4. v3 ran at 1.4 instructions per SM cycle: each 256-token chunk went through five barrier-separated
+// phases, and four of them began with a global load whose latency nobody covered (codes, key slots, the value
+// scales in the softmax pass, value slots). Here everything a chunk needs (codes, slots, value scales: one
+// contiguous range per array) is copied into shared memory with cp.async one chunk ahead (two stages), and the
+// outlier passes are warp-local (each warp corrects its own 32 tokens; value corrections go to per-warp
+// accumulators), leaving three barriers per chunk. 8 warps per block, 32 tokens per warp.
+#define W4 8
+#define T4 (W4 * 32)
+#define TPW4 (CHUNK / W4 / TILE)
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+template <int B>
+struct Stage
+{
+    static constexpr int KC = 0, VC = CHUNK * D * B / 8, KSV = 2 * VC, KSC = KSV + CHUNK * KSLOTS * 2,
+        VZR = KSC + CHUNK * KSLOTS, VSV = VZR + CHUNK * 4, VSC = VSV + CHUNK * VSLOTS * 2, BYTES = VSC + CHUNK * VSLOTS;
+};
+
+__device__ __forceinline__ void copy_range(char* dst, const char* src, int bytes)
+{
+    for (int off = threadIdx.x * 16; off < bytes; off += T4 * 16) cp_async16(dst + off, src + off);
+}
+
+template <int B>
+__device__ __forceinline__ void issue_chunk(char* st, long hb, long cbase, const u32* kcodes, const u16* kslotv, const u8* kslotc,
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc)
+{
+    using S = Stage<B>;
+    copy_range(st + S::KC, (const char*)(kcodes + (hb + cbase) / TILE * B * 32), S::VC);
+    copy_range(st + S::VC, (const char*)(vcodes + (hb + cbase) / TILE * B * 32), S::VC);
+    copy_range(st + S::KSV, (const char*)(kslotv + (hb + cbase) * KSLOTS), CHUNK * KSLOTS * 2);
+    copy_range(st + S::KSC, (const char*)(kslotc + (hb + cbase) * KSLOTS), CHUNK * KSLOTS);
+    copy_range(st + S::VZR, (const char*)(vzr + hb + cbase), CHUNK * 4);
+    copy_range(st + S::VSV, (const char*)(vslotv + (hb + cbase) * VSLOTS), CHUNK * VSLOTS * 2);
+    copy_range(st + S::VSC, (const char*)(vslotc + (hb + cbase) * VSLOTS), CHUNK * VSLOTS);
+    cp_async_commit();
+}
+
+template <int B, int G>
+__device__ void attn_v4(const AttnArgs a, const float* __restrict__ q,
+    const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
+    const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
+    const u32* __restrict__ vcodes, const u32* __restrict__ vzr, const u16* __restrict__ vslotv,
+    const u8* __restrict__ vslotc, const float* __restrict__ vcb,
+    float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
+{
+    using S = Stage<B>;
+    constexpr int L = 1 << B;
+    extern __shared__ __align__(16) char s_stage[];   // 2 x S::BYTES
+    const int h = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int numChunks = (a.n + CHUNK - 1) / CHUNK;
+    const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
+    const long hb = (long)h * padded;
+    if (c0 < c1) issue_chunk<B>(s_stage, hb, (long)c0 * CHUNK, kcodes, kslotv, kslotc, vcodes, vzr, vslotv, vslotc);
+
+    __shared__ __align__(16) float s_sc[G][CHUNK];
+    __shared__ __align__(16) float s_pr[G][CHUNK];
+    __shared__ float s_q[G][D];
+    __shared__ float s_kt[L][4][32];
+    __shared__ float s_kcb[16], s_vcb[16];
+    __shared__ float s_kz[D], s_kr[D];
+    __shared__ float s_vout[W4][G][D];
+    __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
+    __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
+
+    for (int i = threadIdx.x; i < G * D; i += T4) s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
+    for (int i = threadIdx.x; i < W4 * G * D; i += T4) (&s_vout[0][0][0])[i] = 0.f;
+    if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & (L - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & (L - 1)]; }
+    for (int i = threadIdx.x; i < D; i += T4) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
+    for (int i = threadIdx.x; i < L * D; i += T4)
+    {
+        int l = i / D, ci = (i % D) / 32, ln = i % 32, c = 4 * ln + ci;
+        float z = kzero[h * D + c], r = krange[h * D + c], lev = kcb[l];
+        s_kt[l][ci][ln] = G == 1 ? lev + z / r : fmaf(r, lev, z);
+    }
+    if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; s_pz[threadIdx.x] = 0.f; }
+    double dc = 1, ds = 0, stc = 1, sts = 0;
+    if (threadIdx.x < D / 2)
+    {
+        double th = rope_theta(threadIdx.x, a.log2base);
+        s_th[threadIdx.x] = (float)th;
+        sincos((double)(a.sink + (long)c0 * CHUNK) * th, &ds, &dc);
+        sincos((double)CHUNK * th, &sts, &stc);
+    }
+    __syncthreads();
+
+    float qr[G][4], kr[4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[g][i] = s_q[g][4 * lane + i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) kr[i] = s_kr[4 * lane + i];
+    float stepc[2], steps[2], wc[2], ws[2], ua[2], ub[2];
+#pragma unroll
+    for (int p = 0; p < 2; ++p)
+    {
+        double th = rope_theta(2 * lane + p, a.log2base), sn, cs;
+        sincos(th, &sn, &cs);
+        stepc[p] = (float)cs; steps[p] = (float)sn;
+        sincos((double)(warp * (CHUNK / W4)) * th, &sn, &cs);
+        wc[p] = (float)cs; ws[p] = (float)sn;
+        ua[p] = kr[2 * p] / kr[2 * p + 1] * steps[p];
+        ub[p] = kr[2 * p + 1] / kr[2 * p] * steps[p];
+    }
+    float acc[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+
+    for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
+    {
+        const long cbase = (long)chunk * CHUNK;
+        char* st = s_stage + (it & 1) * S::BYTES;
+        if (threadIdx.x < D / 2)
+        {
+            s_cb[threadIdx.x] = (float)dc; s_sb[threadIdx.x] = (float)ds;
+            double t = dc * stc - ds * sts;
+            ds = ds * stc + dc * sts;
+            dc = t;
+        }
+        cp_async_wait_all();
+        __syncthreads();   // this chunk's stage landed for everyone; everyone is done with the previous chunk
+        if (chunk + 1 < c1)
+            issue_chunk<B>(s_stage + ((it + 1) & 1) * S::BYTES, hb, cbase + CHUNK, kcodes, kslotv, kslotc, vcodes, vzr, vslotv, vslotc);
+        const u32* kc = (const u32*)(st + S::KC);
+        const u32* vc = (const u32*)(st + S::VC);
+        const int w0 = warp * (CHUNK / W4);      // the warp's first token in the chunk
+
+        // ---- scores ----
+        float rc[2], rs[2];
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+        {
+            float cb = s_cb[2 * lane + p], sb = s_sb[2 * lane + p];
+            rc[p] = cb * wc[p] - sb * ws[p];
+            rs[p] = sb * wc[p] + cb * ws[p];
+        }
+        float u[4];
+        if constexpr (G == 1)
+        {
+#pragma unroll
+            for (int p = 0; p < 2; ++p)
+            {
+                float qa = qr[0][2 * p], qb = qr[0][2 * p + 1];
+                u[2 * p] = (qa * rc[p] + qb * rs[p]) * kr[2 * p];
+                u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
+            }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TPW4; ++tile)
+        {
+            u32 kw[B];
+#pragma unroll
+            for (int b = 0; b < B; ++b) kw[b] = kc[((w0 / TILE + tile) * B + b) * 32 + lane];
+            float part[TILE * G];
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float k[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) k[i] = s_kt[code_of<B>(kw, t, i)][i][lane];
+                if constexpr (G == 1)
+                {
+                    part[t] = u[0] * k[0] + u[1] * k[1] + u[2] * k[2] + u[3] * k[3];
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float u0 = u[2 * p], u1 = u[2 * p + 1];
+                        u[2 * p] = u0 * stepc[p] + u1 * ua[p];
+                        u[2 * p + 1] = u1 * stepc[p] - u0 * ub[p];
+                    }
+                }
+                else
+                {
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+            }
+            rs_step<TILE * G, 16>(part, lane);
+            constexpr int SH = 5 - Log2<TILE * G>::value;
+            if ((lane & ((1 << SH) - 1)) == 0)
+            {
+                int idx = lane >> SH, t = idx / G, g = idx % G;
+                s_sc[g][w0 + tile * TILE + t] = cbase + w0 + tile * TILE + t < a.n ? part[0] : -INFINITY;
+            }
+        }
+        __syncwarp();
+        // Key outliers of the warp's own tokens (lane = token), from the stage.
+        {
+            const int tt = w0 + lane;
+            u32 cs4 = *(const u32*)(st + S::KSC + tt * KSLOTS);
+            if (cbase + tt < a.n && cs4 != 0xffffffffu)
+            {
+                const u16* ksv = (const u16*)(st + S::KSV);
+#pragma unroll
+                for (int sl = 0; sl < KSLOTS; ++sl)
+                {
+                    int c = (cs4 >> (8 * sl)) & 0xff;
+                    if (c == 0xff) continue;
+                    float d = h2f(ksv[tt * KSLOTS + sl]) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
+                    float so, co;
+                    sincosf((float)tt * s_th[c >> 1], &so, &co);
+                    float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                    float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                    int c0e = c & ~1;
+                    float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                    for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+                }
+            }
+        }
+        __syncthreads();
+
+        // ---- softmax, value scales folded in ----
+        const u32* zr = (const u32*)(st + S::VZR);
+        for (int g = warp; g < G; g += W4)
+        {
+            float v[CHUNK / 32];
+            float cm = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j) { v[j] = s_sc[g][lane + 32 * j]; cm = fmaxf(cm, v[j]); }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+            float mo = s_m[g], mn = fmaxf(mo, cm);
+            float alpha = mn == -INFINITY ? 1.f : __expf(mo - mn);
+            float sum = 0.f, pz = 0.f;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j)
+            {
+                float p = mn == -INFINITY ? 0.f : __expf(v[j] - mn);
+                u32 z = zr[lane + 32 * j];
+                s_sc[g][lane + 32 * j] = p;
+                s_pr[g][lane + 32 * j] = p * h2f(z >> 16);
+                sum += p;
+                pz = fmaf(p, h2f(z & 0xffff), pz);
+            }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+            __syncwarp();
+            if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; s_pz[g] = s_pz[g] * alpha + pz; }
+        }
+        __syncthreads();
+
+        // ---- values ----
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+        {
+            float al = s_alpha[g];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { acc[g][i] *= al; s_vout[warp][g][4 * lane + i] *= al; }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TPW4; ++tile)
+        {
+            u32 vw[B];
+#pragma unroll
+            for (int b = 0; b < B; ++b) vw[b] = vc[((w0 / TILE + tile) * B + b) * 32 + lane];
+            const int stt = w0 + tile * TILE;
+            float pr[G][TILE];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float4 a0 = *(const float4*)&s_pr[g][stt], a1 = *(const float4*)&s_pr[g][stt + 4];
+                pr[g][0] = a0.x; pr[g][1] = a0.y; pr[g][2] = a0.z; pr[g][3] = a0.w;
+                pr[g][4] = a1.x; pr[g][5] = a1.y; pr[g][6] = a1.z; pr[g][7] = a1.w;
+            }
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float l0 = s_vcb[code_of<B>(vw, t, 0)], l1 = s_vcb[code_of<B>(vw, t, 1)];
+                float l2 = s_vcb[code_of<B>(vw, t, 2)], l3 = s_vcb[code_of<B>(vw, t, 3)];
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                {
+                    acc[g][0] = fmaf(pr[g][t], l0, acc[g][0]); acc[g][1] = fmaf(pr[g][t], l1, acc[g][1]);
+                    acc[g][2] = fmaf(pr[g][t], l2, acc[g][2]); acc[g][3] = fmaf(pr[g][t], l3, acc[g][3]);
+                }
+            }
+        }
+        __syncwarp();   // the warp's value accumulators were rescaled by their own lanes before any correction
+        {
+            const int tt = w0 + lane;
+            if (cbase + tt < a.n)
+            {
+                u32 cc = *(const u16*)(st + S::VSC + tt * VSLOTS);
+                u32 vv = *(const u32*)(st + S::VSV + tt * VSLOTS * 2);
+                u32 zrt = zr[tt];
+                float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+#pragma unroll
+                for (int sl = 0; sl < VSLOTS; ++sl)
+                {
+                    int c = (cc >> (8 * sl)) & 0xff;
+                    float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<B>(vc, tt, c)], z);
+#pragma unroll
+                    for (int g = 0; g < G; ++g) atomicAdd(&s_vout[warp][g][c], s_sc[g][tt] * d);
+                }
+            }
+        }
+    }
+    __syncthreads();
+    // Merge: per-warp accumulators (stored over the warp's own correction rows) and the zero term.
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] += acc[g][i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += T4)
+    {
+        int g = i / D, c = i % D;
+        float v = s_pz[g];
+#pragma unroll
+        for (int w = 0; w < W4; ++w) v += s_vout[w][g][c];
+        part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+    }
+    if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
+}
+
+// Version 5 (from v4, whose profile showed 79 instructions per token and KV head, the integer pipe the busiest,
+// 2.5 instructions per cycle with 4 warps per scheduler, occupancy limited by registers and by the two 38 KB
+// stages): one stage whose key half is refilled as soon as the scores are done and whose value half is refilled at
+// the top of the next chunk (half the shared memory, same latency hiding), a register cap for 3 blocks per SM, and
+// table addresses built with one shift and one LOP3 per code: tables are [code][lane], so the byte address is
+// (code << 7) | (lane << 2) and the mask-and-or is a single instruction.
+template <int B>
+__device__ __forceinline__ u32 code_addr(const u32 (&w)[B], int t, int i, u32 laneOff)
+{
+    const int o = (4 * t + i) * B, wi = o >> 5, bi = o & 31;
+    u32 x;
+    if (bi + B <= 32) x = bi >= 7 ? (w[wi] >> (bi - 7)) : (w[wi] << (7 - bi));
+    else x = __funnelshift_r(w[wi], w[wi + 1], bi - 7);
+    return (x & ((u32)((1 << B) - 1) << 7)) | laneOff;
+}
+
+template <int B>
+__device__ __forceinline__ void issue_keys(char* st, long hb, long cbase, const u32* kcodes, const u16* kslotv, const u8* kslotc)
+{
+    using S = Stage<B>;
+    copy_range(st + S::KC, (const char*)(kcodes + (hb + cbase) / TILE * B * 32), S::VC);
+    copy_range(st + S::KSV, (const char*)(kslotv + (hb + cbase) * KSLOTS), CHUNK * KSLOTS * 2);
+    copy_range(st + S::KSC, (const char*)(kslotc + (hb + cbase) * KSLOTS), CHUNK * KSLOTS);
+    cp_async_commit();
+}
+
+template <int B>
+__device__ __forceinline__ void issue_values(char* st, long hb, long cbase, const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc)
+{
+    using S = Stage<B>;
+    copy_range(st + S::VC, (const char*)(vcodes + (hb + cbase) / TILE * B * 32), S::VC);
+    copy_range(st + S::VZR, (const char*)(vzr + hb + cbase), CHUNK * 4);
+    copy_range(st + S::VSV, (const char*)(vslotv + (hb + cbase) * VSLOTS), CHUNK * VSLOTS * 2);
+    copy_range(st + S::VSC, (const char*)(vslotc + (hb + cbase) * VSLOTS), CHUNK * VSLOTS);
+    cp_async_commit();
+}
+
+template <int B, int G>
+__device__ void attn_v5(const AttnArgs a, const float* __restrict__ q,
+    const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
+    const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
+    const u32* __restrict__ vcodes, const u32* __restrict__ vzr, const u16* __restrict__ vslotv,
+    const u8* __restrict__ vslotc, const float* __restrict__ vcb,
+    float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
+{
+    using S = Stage<B>;
+    constexpr int L = 1 << B;
+    extern __shared__ __align__(16) char s_stage[];   // one S::BYTES stage: the key half and the value half refill apart
+    const int h = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int numChunks = (a.n + CHUNK - 1) / CHUNK;
+    const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
+    const long hb = (long)h * padded;
+    if (c0 < c1) issue_keys<B>(s_stage, hb, (long)c0 * CHUNK, kcodes, kslotv, kslotc);
+
+    __shared__ __align__(16) float s_sc[G][CHUNK];
+    __shared__ __align__(16) float s_pr[G][CHUNK];
+    __shared__ float s_q[G][D];
+    __shared__ float s_kt[4][L][32];   // [lane channel][code][lane]: address = (code << 7 | lane << 2) + channel offset
+    __shared__ float s_vt[L][32];      // the value codebook once per lane, same addressing
+    __shared__ float s_kcb[16], s_vcb[16];
+    __shared__ float s_kz[D], s_kr[D];
+    __shared__ float s_vout[W4][G][D];
+    __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
+    __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
+
+    for (int i = threadIdx.x; i < G * D; i += T4) s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
+    for (int i = threadIdx.x; i < W4 * G * D; i += T4) (&s_vout[0][0][0])[i] = 0.f;
+    if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & (L - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & (L - 1)]; }
+    for (int i = threadIdx.x; i < D; i += T4) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
+    for (int i = threadIdx.x; i < L * D; i += T4)
+    {
+        int l = i / D, ci = (i % D) / 32, ln = i % 32, c = 4 * ln + ci;
+        float z = kzero[h * D + c], r = krange[h * D + c], lev = kcb[l];
+        s_kt[ci][l][ln] = G == 1 ? lev + z / r : fmaf(r, lev, z);
+    }
+    for (int i = threadIdx.x; i < L * 32; i += T4) s_vt[i / 32][i % 32] = vcb[i / 32];
+    const u32 laneOff = lane << 2;
+    if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; s_pz[threadIdx.x] = 0.f; }
+    double dc = 1, ds = 0, stc = 1, sts = 0;
+    if (threadIdx.x < D / 2)
+    {
+        double th = rope_theta(threadIdx.x, a.log2base);
+        s_th[threadIdx.x] = (float)th;
+        sincos((double)(a.sink + (long)c0 * CHUNK) * th, &ds, &dc);
+        sincos((double)CHUNK * th, &sts, &stc);
+    }
+    __syncthreads();
+
+    float qr[G][4], kr[4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[g][i] = s_q[g][4 * lane + i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) kr[i] = s_kr[4 * lane + i];
+    float stepc[2], steps[2], wc[2], ws[2], ua[2], ub[2];
+#pragma unroll
+    for (int p = 0; p < 2; ++p)
+    {
+        double th = rope_theta(2 * lane + p, a.log2base), sn, cs;
+        sincos(th, &sn, &cs);
+        stepc[p] = (float)cs; steps[p] = (float)sn;
+        sincos((double)(warp * (CHUNK / W4)) * th, &sn, &cs);
+        wc[p] = (float)cs; ws[p] = (float)sn;
+        ua[p] = kr[2 * p] / kr[2 * p + 1] * steps[p];
+        ub[p] = kr[2 * p + 1] / kr[2 * p] * steps[p];
+    }
+    float acc[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+
+    for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
+    {
+        const long cbase = (long)chunk * CHUNK;
+        char* st = s_stage;
+        if (threadIdx.x < D / 2)
+        {
+            s_cb[threadIdx.x] = (float)dc; s_sb[threadIdx.x] = (float)ds;
+            double t = dc * stc - ds * sts;
+            ds = ds * stc + dc * sts;
+            dc = t;
+        }
+        cp_async_wait_all();
+        __syncthreads();   // this chunk's keys landed for everyone; everyone is done with the previous chunk's values
+        issue_values<B>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
+        const u32* kc = (const u32*)(st + S::KC);
+        const u32* vc = (const u32*)(st + S::VC);
+        const int w0 = warp * (CHUNK / W4);      // the warp's first token in the chunk
+
+        // ---- scores ----
+        float rc[2], rs[2];
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+        {
+            float cb = s_cb[2 * lane + p], sb = s_sb[2 * lane + p];
+            rc[p] = cb * wc[p] - sb * ws[p];
+            rs[p] = sb * wc[p] + cb * ws[p];
+        }
+        float u[4];
+        if constexpr (G == 1)
+        {
+#pragma unroll
+            for (int p = 0; p < 2; ++p)
+            {
+                float qa = qr[0][2 * p], qb = qr[0][2 * p + 1];
+                u[2 * p] = (qa * rc[p] + qb * rs[p]) * kr[2 * p];
+                u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
+            }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TPW4; ++tile)
+        {
+            u32 kw[B];
+#pragma unroll
+            for (int b = 0; b < B; ++b) kw[b] = kc[((w0 / TILE + tile) * B + b) * 32 + lane];
+            float part[TILE * G];
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float k[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) k[i] = *(const float*)((const char*)&s_kt[i][0][0] + code_addr<B>(kw, t, i, laneOff));
+                if constexpr (G == 1)
+                {
+                    part[t] = u[0] * k[0] + u[1] * k[1] + u[2] * k[2] + u[3] * k[3];
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float u0 = u[2 * p], u1 = u[2 * p + 1];
+                        u[2 * p] = u0 * stepc[p] + u1 * ua[p];
+                        u[2 * p + 1] = u1 * stepc[p] - u0 * ub[p];
+                    }
+                }
+                else
+                {
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+            }
+            rs_step<TILE * G, 16>(part, lane);
+            constexpr int SH = 5 - Log2<TILE * G>::value;
+            if ((lane & ((1 << SH) - 1)) == 0)
+            {
+                int idx = lane >> SH, t = idx / G, g = idx % G;
+                s_sc[g][w0 + tile * TILE + t] = cbase + w0 + tile * TILE + t < a.n ? part[0] : -INFINITY;
+            }
+        }
+        __syncwarp();
+        // Key outliers of the warp's own tokens (lane = token), from the stage.
+        {
+            const int tt = w0 + lane;
+            u32 cs4 = *(const u32*)(st + S::KSC + tt * KSLOTS);
+            if (cbase + tt < a.n && cs4 != 0xffffffffu)
+            {
+                const u16* ksv = (const u16*)(st + S::KSV);
+#pragma unroll
+                for (int sl = 0; sl < KSLOTS; ++sl)
+                {
+                    int c = (cs4 >> (8 * sl)) & 0xff;
+                    if (c == 0xff) continue;
+                    float d = h2f(ksv[tt * KSLOTS + sl]) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
+                    float so, co;
+                    sincosf((float)tt * s_th[c >> 1], &so, &co);
+                    float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                    float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                    int c0e = c & ~1;
+                    float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                    for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+                }
+            }
+        }
+        cp_async_wait_all();   // this chunk's values (issued at the top)
+        __syncthreads();
+        if (chunk + 1 < c1) issue_keys<B>(st, hb, cbase + CHUNK, kcodes, kslotv, kslotc);
+
+        // ---- softmax, value scales folded in ----
+        const u32* zr = (const u32*)(st + S::VZR);
+        for (int g = warp; g < G; g += W4)
+        {
+            float v[CHUNK / 32];
+            float cm = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j) { v[j] = s_sc[g][lane + 32 * j]; cm = fmaxf(cm, v[j]); }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+            float mo = s_m[g], mn = fmaxf(mo, cm);
+            float alpha = mn == -INFINITY ? 1.f : __expf(mo - mn);
+            float sum = 0.f, pz = 0.f;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j)
+            {
+                float p = mn == -INFINITY ? 0.f : __expf(v[j] - mn);
+                u32 z = zr[lane + 32 * j];
+                s_sc[g][lane + 32 * j] = p;
+                s_pr[g][lane + 32 * j] = p * h2f(z >> 16);
+                sum += p;
+                pz = fmaf(p, h2f(z & 0xffff), pz);
+            }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+            __syncwarp();
+            if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; s_pz[g] = s_pz[g] * alpha + pz; }
+        }
+        __syncthreads();
+
+        // ---- values ----
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+        {
+            float al = s_alpha[g];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { acc[g][i] *= al; s_vout[warp][g][4 * lane + i] *= al; }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TPW4; ++tile)
+        {
+            u32 vw[B];
+#pragma unroll
+            for (int b = 0; b < B; ++b) vw[b] = vc[((w0 / TILE + tile) * B + b) * 32 + lane];
+            const int stt = w0 + tile * TILE;
+            float pr[G][TILE];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float4 a0 = *(const float4*)&s_pr[g][stt], a1 = *(const float4*)&s_pr[g][stt + 4];
+                pr[g][0] = a0.x; pr[g][1] = a0.y; pr[g][2] = a0.z; pr[g][3] = a0.w;
+                pr[g][4] = a1.x; pr[g][5] = a1.y; pr[g][6] = a1.z; pr[g][7] = a1.w;
+            }
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                const char* vt = (const char*)&s_vt[0][0];
+                float l0 = *(const float*)(vt + code_addr<B>(vw, t, 0, laneOff)), l1 = *(const float*)(vt + code_addr<B>(vw, t, 1, laneOff));
+                float l2 = *(const float*)(vt + code_addr<B>(vw, t, 2, laneOff)), l3 = *(const float*)(vt + code_addr<B>(vw, t, 3, laneOff));
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                {
+                    acc[g][0] = fmaf(pr[g][t], l0, acc[g][0]); acc[g][1] = fmaf(pr[g][t], l1, acc[g][1]);
+                    acc[g][2] = fmaf(pr[g][t], l2, acc[g][2]); acc[g][3] = fmaf(pr[g][t], l3, acc[g][3]);
+                }
+            }
+        }
+        __syncwarp();   // the warp's value accumulators were rescaled by their own lanes before any correction
+        {
+            const int tt = w0 + lane;
+            if (cbase + tt < a.n)
+            {
+                u32 cc = *(const u16*)(st + S::VSC + tt * VSLOTS);
+                u32 vv = *(const u32*)(st + S::VSV + tt * VSLOTS * 2);
+                u32 zrt = zr[tt];
+                float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+#pragma unroll
+                for (int sl = 0; sl < VSLOTS; ++sl)
+                {
+                    int c = (cc >> (8 * sl)) & 0xff;
+                    float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<B>(vc, tt, c)], z);
+#pragma unroll
+                    for (int g = 0; g < G; ++g) atomicAdd(&s_vout[warp][g][c], s_sc[g][tt] * d);
+                }
+            }
+        }
+    }
+    __syncthreads();
+    // Merge: per-warp accumulators (stored over the warp's own correction rows) and the zero term.
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] += acc[g][i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += T4)
+    {
+        int g = i / D, c = i % D;
+        float v = s_pz[g];
+#pragma unroll
+        for (int w = 0; w < W4; ++w) v += s_vout[w][g][c];
+        part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+    }
+    if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
+}
+
+#define NUQ_V5(B, G, MINB) \
+extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r5(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v5<B, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+
+#define NUQ_V4(B, G, MINB) \
+extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r4(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v4<B, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+
+
+// Version 6 (from v5: its SASS spent two LOP3 per code because the compiler re-derived lane << 2 from threadIdx in
+// every address, and ran most of the four key-slot bodies per token although ~1.3 are filled): the mask-and-or is
+// one explicit lop3 on a lane offset held in a register, and the key outliers are compacted per warp.
+__device__ __forceinline__ u32 and_or(u32 a, u32 mask, u32 c)
+{
+    u32 d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(mask), "r"(c));   // (a & mask) | c
+    return d;
+}
+
+template <int B>
+__device__ __forceinline__ u32 code_addr6(const u32 (&w)[B], int t, int i, u32 laneOff)
+{
+    const int o = (4 * t + i) * B, wi = o >> 5, bi = o & 31;
+    u32 x;
+    if (bi + B <= 32) x = bi >= 7 ? (w[wi] >> (bi - 7)) : (w[wi] << (7 - bi));
+    else x = __funnelshift_r(w[wi], w[wi + 1], bi - 7);
+    return and_or(x, (u32)((1 << B) - 1) << 7, laneOff);
+}
+
+// Exclusive prefix count across the warp.
+__device__ __forceinline__ int warp_prefix(int v, int lane, int& total)
+{
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) { int y = __shfl_up_sync(FULL, x, o); if (lane >= o) x += y; }
+    total = __shfl_sync(FULL, x, 31);
+    return x - v;
+}
+
+template <int B, int G>
+__device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
+    const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
+    const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
+    const u32* __restrict__ vcodes, const u32* __restrict__ vzr, const u16* __restrict__ vslotv,
+    const u8* __restrict__ vslotc, const float* __restrict__ vcb,
+    float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
+{
+    using S = Stage<B>;
+    constexpr int L = 1 << B;
+    extern __shared__ __align__(16) char s_stage[];   // one S::BYTES stage: the key half and the value half refill apart
+    const int h = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int numChunks = (a.n + CHUNK - 1) / CHUNK;
+    const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
+    const long hb = (long)h * padded;
+    if (c0 < c1) issue_keys<B>(s_stage, hb, (long)c0 * CHUNK, kcodes, kslotv, kslotc);
+
+    __shared__ __align__(16) float s_sc[G][CHUNK];
+    __shared__ __align__(16) float s_pr[G][CHUNK];
+    __shared__ float s_q[G][D];
+    __shared__ float s_kt[4][L][32];   // [lane channel][code][lane]: address = (code << 7 | lane << 2) + channel offset
+    __shared__ float s_vt[L][32];      // the value codebook once per lane, same addressing
+    __shared__ float s_kcb[16], s_vcb[16];
+    __shared__ float s_kz[D], s_kr[D];
+    __shared__ float s_vout[W4][G][D];
+    __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
+    __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
+    __shared__ u8 s_olist[W4][32 * KSLOTS];   // per warp: the chunk's filled key slots, (token lane << 2) | slot
+
+    for (int i = threadIdx.x; i < G * D; i += T4) s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
+    for (int i = threadIdx.x; i < W4 * G * D; i += T4) (&s_vout[0][0][0])[i] = 0.f;
+    if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & (L - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & (L - 1)]; }
+    for (int i = threadIdx.x; i < D; i += T4) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
+    for (int i = threadIdx.x; i < L * D; i += T4)
+    {
+        int l = i / D, ci = (i % D) / 32, ln = i % 32, c = 4 * ln + ci;
+        float z = kzero[h * D + c], r = krange[h * D + c], lev = kcb[l];
+        s_kt[ci][l][ln] = G == 1 ? lev + z / r : fmaf(r, lev, z);
+    }
+    for (int i = threadIdx.x; i < L * 32; i += T4) s_vt[i / 32][i % 32] = vcb[i / 32];
+    u32 laneOff;   // opaque to the compiler: otherwise it re-derives threadIdx << 2 inside every address
+    asm("mov.b32 %0, %1;" : "=r"(laneOff) : "r"(lane << 2));
+    if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; s_pz[threadIdx.x] = 0.f; }
+    double dc = 1, ds = 0, stc = 1, sts = 0;
+    if (threadIdx.x < D / 2)
+    {
+        double th = rope_theta(threadIdx.x, a.log2base);
+        s_th[threadIdx.x] = (float)th;
+        sincos((double)(a.sink + (long)c0 * CHUNK) * th, &ds, &dc);
+        sincos((double)CHUNK * th, &sts, &stc);
+    }
+    __syncthreads();
+
+    float qr[G][4], kr[4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[g][i] = s_q[g][4 * lane + i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) kr[i] = s_kr[4 * lane + i];
+    float stepc[2], steps[2], wc[2], ws[2], ua[2], ub[2];
+#pragma unroll
+    for (int p = 0; p < 2; ++p)
+    {
+        double th = rope_theta(2 * lane + p, a.log2base), sn, cs;
+        sincos(th, &sn, &cs);
+        stepc[p] = (float)cs; steps[p] = (float)sn;
+        sincos((double)(warp * (CHUNK / W4)) * th, &sn, &cs);
+        wc[p] = (float)cs; ws[p] = (float)sn;
+        ua[p] = kr[2 * p] / kr[2 * p + 1] * steps[p];
+        ub[p] = kr[2 * p + 1] / kr[2 * p] * steps[p];
+    }
+    float acc[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+
+    for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
+    {
+        const long cbase = (long)chunk * CHUNK;
+        char* st = s_stage;
+        if (threadIdx.x < D / 2)
+        {
+            s_cb[threadIdx.x] = (float)dc; s_sb[threadIdx.x] = (float)ds;
+            double t = dc * stc - ds * sts;
+            ds = ds * stc + dc * sts;
+            dc = t;
+        }
+        cp_async_wait_all();
+        __syncthreads();   // this chunk's keys landed for everyone; everyone is done with the previous chunk's values
+        issue_values<B>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
+        const u32* kc = (const u32*)(st + S::KC);
+        const u32* vc = (const u32*)(st + S::VC);
+        const int w0 = warp * (CHUNK / W4);      // the warp's first token in the chunk
+
+        // ---- scores ----
+        float rc[2], rs[2];
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+        {
+            float cb = s_cb[2 * lane + p], sb = s_sb[2 * lane + p];
+            rc[p] = cb * wc[p] - sb * ws[p];
+            rs[p] = sb * wc[p] + cb * ws[p];
+        }
+        float u[4];
+        if constexpr (G == 1)
+        {
+#pragma unroll
+            for (int p = 0; p < 2; ++p)
+            {
+                float qa = qr[0][2 * p], qb = qr[0][2 * p + 1];
+                u[2 * p] = (qa * rc[p] + qb * rs[p]) * kr[2 * p];
+                u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
+            }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TPW4; ++tile)
+        {
+            u32 kw[B];
+#pragma unroll
+            for (int b = 0; b < B; ++b) kw[b] = kc[((w0 / TILE + tile) * B + b) * 32 + lane];
+            float part[TILE * G];
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float k[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) k[i] = *(const float*)((const char*)&s_kt[i][0][0] + code_addr6<B>(kw, t, i, laneOff));
+                if constexpr (G == 1)
+                {
+                    part[t] = u[0] * k[0] + u[1] * k[1] + u[2] * k[2] + u[3] * k[3];
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float u0 = u[2 * p], u1 = u[2 * p + 1];
+                        u[2 * p] = u0 * stepc[p] + u1 * ua[p];
+                        u[2 * p + 1] = u1 * stepc[p] - u0 * ub[p];
+                    }
+                }
+                else
+                {
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+#pragma unroll
+                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+            }
+            rs_step<TILE * G, 16>(part, lane);
+            constexpr int SH = 5 - Log2<TILE * G>::value;
+            if ((lane & ((1 << SH) - 1)) == 0)
+            {
+                int idx = lane >> SH, t = idx / G, g = idx % G;
+                s_sc[g][w0 + tile * TILE + t] = cbase + w0 + tile * TILE + t < a.n ? part[0] : -INFINITY;
+            }
+        }
+        __syncwarp();
+        // Key outliers of the warp's own tokens, compacted: slots fill from 0, so a token's count is the number of
+        // low bytes that are not 0xff; the warp lists (token, slot) pairs and each lane takes every 32nd pair, instead
+        // of every lane walking four slots while most of them are empty.
+        {
+            const u32* ksc = (const u32*)(st + S::KSC);
+            const u16* ksv = (const u16*)(st + S::KSV);
+            u32 cs4 = ksc[w0 + lane];
+            int cnt = cbase + w0 + lane < a.n ? __popc(~__vcmpeq4(cs4, 0xffffffffu)) >> 3 : 0;
+            int total, at = warp_prefix(cnt, lane, total);
+            for (int k = 0; k < cnt; ++k) s_olist[warp][at + k] = (u8)((lane << 2) | k);
+            __syncwarp();
+            for (int e = lane; e < total; e += 32)
+            {
+                int ent = s_olist[warp][e], tt = w0 + (ent >> 2), sl = ent & 3;
+                int c = (ksc[tt] >> (8 * sl)) & 0xff;
+                float d = h2f(ksv[tt * KSLOTS + sl]) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
+                float so, co;
+                sincosf((float)tt * s_th[c >> 1], &so, &co);
+                float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+        }
+        cp_async_wait_all();   // this chunk's values (issued at the top)
+        __syncthreads();
+        if (chunk + 1 < c1) issue_keys<B>(st, hb, cbase + CHUNK, kcodes, kslotv, kslotc);
+
+        // ---- softmax, value scales folded in ----
+        const u32* zr = (const u32*)(st + S::VZR);
+        for (int g = warp; g < G; g += W4)
+        {
+            float v[CHUNK / 32];
+            float cm = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j) { v[j] = s_sc[g][lane + 32 * j]; cm = fmaxf(cm, v[j]); }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+            float mo = s_m[g], mn = fmaxf(mo, cm);
+            float alpha = mn == -INFINITY ? 1.f : __expf(mo - mn);
+            float sum = 0.f, pz = 0.f;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j)
+            {
+                float p = mn == -INFINITY ? 0.f : __expf(v[j] - mn);
+                u32 z = zr[lane + 32 * j];
+                s_sc[g][lane + 32 * j] = p;
+                s_pr[g][lane + 32 * j] = p * h2f(z >> 16);
+                sum += p;
+                pz = fmaf(p, h2f(z & 0xffff), pz);
+            }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+            __syncwarp();
+            if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; s_pz[g] = s_pz[g] * alpha + pz; }
+        }
+        __syncthreads();
+
+        // ---- values ----
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+        {
+            float al = s_alpha[g];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { acc[g][i] *= al; s_vout[warp][g][4 * lane + i] *= al; }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TPW4; ++tile)
+        {
+            u32 vw[B];
+#pragma unroll
+            for (int b = 0; b < B; ++b) vw[b] = vc[((w0 / TILE + tile) * B + b) * 32 + lane];
+            const int stt = w0 + tile * TILE;
+            float pr[G][TILE];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float4 a0 = *(const float4*)&s_pr[g][stt], a1 = *(const float4*)&s_pr[g][stt + 4];
+                pr[g][0] = a0.x; pr[g][1] = a0.y; pr[g][2] = a0.z; pr[g][3] = a0.w;
+                pr[g][4] = a1.x; pr[g][5] = a1.y; pr[g][6] = a1.z; pr[g][7] = a1.w;
+            }
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                const char* vt = (const char*)&s_vt[0][0];
+                float l0 = *(const float*)(vt + code_addr6<B>(vw, t, 0, laneOff)), l1 = *(const float*)(vt + code_addr6<B>(vw, t, 1, laneOff));
+                float l2 = *(const float*)(vt + code_addr6<B>(vw, t, 2, laneOff)), l3 = *(const float*)(vt + code_addr6<B>(vw, t, 3, laneOff));
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                {
+                    acc[g][0] = fmaf(pr[g][t], l0, acc[g][0]); acc[g][1] = fmaf(pr[g][t], l1, acc[g][1]);
+                    acc[g][2] = fmaf(pr[g][t], l2, acc[g][2]); acc[g][3] = fmaf(pr[g][t], l3, acc[g][3]);
+                }
+            }
+        }
+        __syncwarp();   // the warp's value accumulators were rescaled by their own lanes before any correction
+        {
+            const int tt = w0 + lane;
+            if (cbase + tt < a.n)
+            {
+                u32 cc = *(const u16*)(st + S::VSC + tt * VSLOTS);
+                u32 vv = *(const u32*)(st + S::VSV + tt * VSLOTS * 2);
+                u32 zrt = zr[tt];
+                float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+#pragma unroll
+                for (int sl = 0; sl < VSLOTS; ++sl)
+                {
+                    int c = (cc >> (8 * sl)) & 0xff;
+                    float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<B>(vc, tt, c)], z);
+#pragma unroll
+                    for (int g = 0; g < G; ++g) atomicAdd(&s_vout[warp][g][c], s_sc[g][tt] * d);
+                }
+            }
+        }
+    }
+    __syncthreads();
+    // Merge: per-warp accumulators (stored over the warp's own correction rows) and the zero term.
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] += acc[g][i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += T4)
+    {
+        int g = i / D, c = i % D;
+        float v = s_pz[g];
+#pragma unroll
+        for (int w = 0; w < W4; ++w) v += s_vout[w][g][c];
+        part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+    }
+    if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
+}
+
+#define NUQ_V6(B, G, MINB) \
+extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r6(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v6<B, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+
+#define NUQ_ENTRY(KB, VB, G, VER, MINB) \
+extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##KB##_v##VB##_g##G##_r##VER(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_split<KB, VB, G, VER>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, nullptr, nullptr, part_acc, part_ml, padded); }
+
+#define F16_ENTRY(G) \
+extern "C" __global__ void __launch_bounds__(THREADS) attn_f16_g##G(const AttnArgs a, const float* q, const u16* k, const u16* v, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_split<16, 16, G, 1>(a, q, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, k, v, part_acc, part_ml, padded); }
+
+#define NUQ_V3(B, G, MINB) \
+extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##B##_v##B##_g##G##_r3(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v3<B, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+
+#define NUQ_VERSIONS(B) \
+NUQ_ENTRY(B, B, 1, 1, 1) NUQ_ENTRY(B, B, 4, 1, 1) NUQ_ENTRY(B, B, 1, 2, 4) NUQ_ENTRY(B, B, 4, 2, 3) NUQ_V3(B, 1, 4) NUQ_V3(B, 4, 3) NUQ_V4(B, 1, 2) NUQ_V4(B, 4, 1) NUQ_V5(B, 1, 3) NUQ_V5(B, 4, 2) NUQ_V6(B, 1, 3) NUQ_V6(B, 4, 2)
+
+NUQ_VERSIONS(4)
+NUQ_VERSIONS(3)
+NUQ_VERSIONS(2)
+F16_ENTRY(1)
+F16_ENTRY(4)

@@ -1,0 +1,286 @@
+// Device-side append for the KVQuant GPU layout (see decode_attention.cu for the layout) and a synthetic KV source.
+// The encoders follow the CPU codecs' math exactly (NuqChannelCodec: u = (x - zero) / range per channel, code =
+// number of midpoints below u, |u| > 1 outliers in S slots keeping the largest |u|, ties to the lower channel;
+// NuqTokenCodec: the largest then the smallest value are outliers (ties to the lower channel), f16 zero and range
+// from the rest), so a token encoded here decodes to what the CPU codec decodes it to.
+
+#define D 128
+#define TILE 8
+#define KSLOTS 4
+#define VSLOTS 2
+#define FULL 0xffffffffu
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+__device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+
+__device__ __forceinline__ u32 mix(u32 x) { x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16; return x; }
+__device__ __forceinline__ float unif(u32 seed, u32 a, u32 b, u32 c)
+{
+    u32 h = mix(seed ^ mix(a * 0x9E3779B9u + mix(b * 0x85EBCA6Bu + mix(c + 0x27d4eb2fu))));
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
+
+// Synthetic activations: per (head, channel) a mean and spread (so per-channel scaling matters), a roughly normal
+// body and 0.4% of values eight times further out (outliers). Explicit _rn operations: the same value whichever
+// kernel inlines this (no contraction into FMA).
+__device__ float gen(u32 seed, int h, long pos, int c)
+{
+    float mu = __fmul_rn(__fadd_rn(unif(seed, h, 0x7fffffffu, c), -0.5f), 1.6f);
+    float sg = __fadd_rn(0.3f, __fmul_rn(1.2f, unif(seed, h, 0x7ffffffeu, c)));
+    u32 p = (u32)pos, ph = (u32)(pos >> 32) * 0x3c6ef372u;
+    float g = __fadd_rn(__fadd_rn(__fadd_rn(unif(seed, h, p ^ ph, c), unif(seed + 1, h, p ^ ph, c)), unif(seed + 2, h, p ^ ph, c)), -1.5f);
+    g = __fmul_rn(g, 2.0f);
+    if (unif(seed + 3, h, p ^ ph, c) < 0.004f) g = __fmul_rn(g, 8.0f);
+    return __fadd_rn(mu, __fmul_rn(sg, g));
+}
+
+// Raw values [head][pos][D] for pos in [pos0, pos0 + count) (checks and calibration samples).
+extern "C" __global__ void kv_materialize(u32 seed, int heads, long pos0, long count, float* out)
+{
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x, total = (long)heads * count * D;
+    if (i >= total) return;
+    int c = (int)(i % D);
+    long t = (i / D) % count;
+    int h = (int)(i / D / count);
+    out[i] = gen(seed, h, pos0 + t, c);
+}
+
+// f16 cache rows [head][token][D] for positions pos0 + token, token < n (padding rows zero), rotated when rope != 0
+// (the f16 cache keeps post-RoPE keys; the sink keeps pre-RoPE copies).
+extern "C" __global__ void kv_write_f16(u32 seed, int heads, long pos0, long n, long padded, int rope, double log2base, u16* out)
+{
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x, total = (long)heads * padded * D;
+    if (i >= total) return;
+    int c = (int)(i % D);
+    long t = (i / D) % padded;
+    int h = (int)(i / D / padded);
+    if (t >= n) { out[i] = 0; return; }
+    float x = gen(seed, h, pos0 + t, c);
+    if (rope)
+    {
+        float xp = gen(seed, h, pos0 + t, c ^ 1);
+        double s, co;
+        sincos((double)(pos0 + t) * exp2(-2.0 * (c >> 1) / D * log2base), &s, &co);
+        double r = (c & 1) ? (double)xp * s + (double)x * co : (double)x * co - (double)xp * s;
+        x = (float)r;
+    }
+    out[i] = f2h(x);
+}
+
+// Token t, lane channel i at bit (4t + i) * B of the lane's bit stream (decode_attention.cu, code_of).
+template <int B>
+__device__ __forceinline__ void put_code(u32 (&w)[B], int t, int i, int code)
+{
+    const int o = (4 * t + i) * B, wi = o >> 5, bi = o & 31;
+    w[wi] |= (u32)code << bi;
+    if (bi + B > 32) w[wi + 1] |= (u32)code >> (32 - bi);
+}
+
+template <int B>
+__device__ __forceinline__ int nearest(float u, const float* mids)
+{
+    int code = 0;
+#pragma unroll
+    for (int m = 0; m < (1 << B) - 1; ++m) code += u > mids[m] ? 1 : 0;
+    return code;
+}
+
+// Exclusive prefix count across the warp.
+__device__ __forceinline__ int warp_prefix(int v, int lane, int& total)
+{
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) { int y = __shfl_up_sync(FULL, x, o); if (lane >= o) x += y; }
+    total = __shfl_sync(FULL, x, 31);
+    return x - v;
+}
+
+// Where the values to encode come from: the synthetic source (positions sink + token) or a device buffer holding
+// [head][count][D] floats for stream tokens tok0 .. tok0 + count - 1 (the append path of a real model).
+struct GenSource
+{
+    u32 seed; int sink;
+    __device__ float operator()(int h, long tok, int c) const { return gen(seed, h, sink + tok, c); }
+};
+struct BufferSource
+{
+    const float* p; long tok0, count;
+    __device__ float operator()(int h, long tok, int c) const { return p[((long)h * count + (tok - tok0)) * D + c]; }
+};
+
+// Stores a lane's code words of one tile: whole tiles are written, partly covered ones (an append that starts or
+// ends inside a tile) keep the other tokens' bits. One launch must not cover a tile from two warps (it never does:
+// a warp owns a tile).
+template <int B>
+__device__ __forceinline__ void store_words(u32* dst, const u32 (&w)[B], const u32 (&m)[B])
+{
+#pragma unroll
+    for (int b = 0; b < B; ++b)
+        dst[b * 32] = m[b] == 0xffffffffu ? w[b] : (dst[b * 32] & ~m[b]) | w[b];
+}
+
+// One warp per tile of 8 stream tokens; encodes the tokens in [tok0, tok1). 4 warps per block.
+template <int B, class Src>
+__device__ void encode_keys(Src src, long tok0, long tok1, long padded, const float* kzero, const float* krange, const float* mids_g,
+    u32* codes, u16* slotv, u8* slotc)
+{
+    const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long tile = tok0 / TILE + (long)blockIdx.x * 4 + warp;
+    if (tile * TILE >= tok1 || tile * TILE >= padded) return;
+    float mids[15];
+#pragma unroll
+    for (int m = 0; m < (1 << B) - 1; ++m) mids[m] = mids_g[m];
+    float kz[4], kr[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { kz[i] = kzero[h * D + 4 * lane + i]; kr[i] = krange[h * D + 4 * lane + i]; }
+    u32 w[B], m[B];
+#pragma unroll
+    for (int b = 0; b < B; ++b) w[b] = m[b] = 0;
+    const long hb = (long)h * padded;
+    for (int t = 0; t < TILE; ++t)
+    {
+        long tok = tile * TILE + t;
+        if (tok < tok0 || tok >= tok1) continue;   // the same for the whole warp
+        float x[4], mag[4];
+        int flag = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+        {
+            x[i] = src(h, tok, 4 * lane + i);
+            float u = (x[i] - kz[i]) / kr[i];
+            put_code<B>(w, t, i, nearest<B>(u, mids));
+            put_code<B>(m, t, i, (1 << B) - 1);
+            mag[i] = fabsf(u);
+            if (u > 1.f || u < -1.f) flag |= 1 << i;
+        }
+        int total, cnt = __popc(flag);
+        warp_prefix(cnt, lane, total);
+        int chosen = flag;
+        if (total > KSLOTS)
+        {
+            // Keep the KSLOTS largest |u|, ties to the lower channel, like NuqChannelCodec.SelectOutliers.
+            chosen = 0;
+            for (int s = 0; s < KSLOTS; ++s)
+            {
+                float best = -1.f; int bc = 0x7fffffff;
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+                    if ((flag >> i & 1) && !(chosen >> i & 1) && mag[i] > best) { best = mag[i]; bc = 4 * lane + i; }
+#pragma unroll
+                for (int o = 16; o; o >>= 1)
+                {
+                    float ob = __shfl_xor_sync(FULL, best, o); int oc = __shfl_xor_sync(FULL, bc, o);
+                    if (ob > best || (ob == best && oc < bc)) { best = ob; bc = oc; }
+                }
+                if ((bc >> 2) == lane) chosen |= 1 << (bc & 3);
+            }
+            cnt = __popc(chosen);
+        }
+        int kept, rank = warp_prefix(cnt, lane, kept);
+        long sb = (hb + tok) * KSLOTS;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            if (chosen >> i & 1) { slotv[sb + rank] = f2h(x[i]); slotc[sb + rank] = (u8)(4 * lane + i); ++rank; }
+        if (lane == 0)
+            for (int s = kept; s < KSLOTS; ++s) { slotv[sb + s] = 0; slotc[sb + s] = 0xff; }
+    }
+    store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
+}
+
+template <int B, class Src>
+__device__ void encode_values(Src src, long tok0, long tok1, long padded, const float* mids_g, u32* codes, u32* zr, u16* slotv, u8* slotc)
+{
+    const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long tile = tok0 / TILE + (long)blockIdx.x * 4 + warp;
+    if (tile * TILE >= tok1 || tile * TILE >= padded) return;
+    float mids[15];
+#pragma unroll
+    for (int m = 0; m < (1 << B) - 1; ++m) mids[m] = mids_g[m];
+    u32 w[B], m[B];
+#pragma unroll
+    for (int b = 0; b < B; ++b) w[b] = m[b] = 0;
+    const long hb = (long)h * padded;
+    for (int t = 0; t < TILE; ++t)
+    {
+        long tok = tile * TILE + t;
+        if (tok < tok0 || tok >= tok1) continue;   // the same for the whole warp
+        float x[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) x[i] = src(h, tok, 4 * lane + i);
+        // The largest value (ties to the lower channel), then the smallest of the rest.
+        float bv = -INFINITY; int bc = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) if (x[i] > bv) { bv = x[i]; bc = 4 * lane + i; }
+#pragma unroll
+        for (int o = 16; o; o >>= 1)
+        {
+            float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
+            if (ov > bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+        }
+        const int cmax = bc;
+        bv = INFINITY; bc = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && x[i] < bv) { bv = x[i]; bc = 4 * lane + i; }
+#pragma unroll
+        for (int o = 16; o; o >>= 1)
+        {
+            float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
+            if (ov < bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+        }
+        const int cmin = bc;
+        float lo = INFINITY, hi = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && 4 * lane + i != cmin) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) { lo = fminf(lo, __shfl_xor_sync(FULL, lo, o)); hi = fmaxf(hi, __shfl_xor_sync(FULL, hi, o)); }
+        u16 zh = f2h(fminf(fmaxf(__fmul_rn(__fadd_rn(hi, lo), 0.5f), -65504.f), 65504.f));
+        u16 rh = f2h(fminf(__fmul_rn(__fadd_rn(hi, -lo), 0.5f), 65504.f));
+        float zero = h2f(zh), range = h2f(rh);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+        {
+            float u = range > 0.f ? (x[i] - zero) / range : 0.f;
+            put_code<B>(w, t, i, nearest<B>(u, mids));
+            put_code<B>(m, t, i, (1 << B) - 1);
+        }
+        long tb = hb + tok;
+        if (lane == 0)
+        {
+            zr[tb] = (u32)zh | ((u32)rh << 16);
+            int a = min(cmax, cmin), b = max(cmax, cmin);
+            slotc[tb * VSLOTS] = (u8)a; slotc[tb * VSLOTS + 1] = (u8)b;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+        {
+            int c = 4 * lane + i;
+            if (c == cmax || c == cmin) slotv[tb * VSLOTS + (c == min(cmax, cmin) ? 0 : 1)] = f2h(x[i]);
+        }
+    }
+    store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
+}
+
+// encode_*: the synthetic source for stream tokens 0 .. n-1; append_*: count tokens from a buffer at stream index
+// tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block).
+#define ENC(B) \
+extern "C" __global__ void __launch_bounds__(128) encode_keys_b##B(u32 seed, int sink, long n, long padded, const float* kz, const float* kr, \
+    const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B>(GenSource{seed, sink}, 0, n, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) encode_values_b##B(u32 seed, int sink, long n, long padded, const float* mids, \
+    u32* codes, u32* zr, u16* slotv, u8* slotc) { encode_values<B>(GenSource{seed, sink}, 0, n, padded, mids, codes, zr, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_keys_b##B(const float* src, long tok0, long count, long padded, const float* kz, \
+    const float* kr, const float* mids, u32* codes, u16* slotv, u8* slotc) \
+{ encode_keys<B>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_values_b##B(const float* src, long tok0, long count, long padded, const float* mids, \
+    u32* codes, u32* zr, u16* slotv, u8* slotc) \
+{ encode_values<B>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); }
+
+ENC(4)
+ENC(3)
+ENC(2)

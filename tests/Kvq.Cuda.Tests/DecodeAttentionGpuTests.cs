@@ -1,0 +1,78 @@
+using Kvq.Cuda;
+using Kvq.Cuda.Attention;
+using Kvq.KernelLab;
+
+namespace Kvq.Cuda.Tests;
+
+/// <summary>The lab's check as a test: each cache format and kernel version against the CPU codec reference.</summary>
+public class DecodeAttentionGpuTests
+{
+    [GpuFact]
+    public void EveryVersionMatchesTheCpuCodecReference()
+    {
+        using var ctx = CudaContext.Create();
+        using var kernels = new DecodeKernels(ctx);
+        using var attn = new DecodeAttention(kernels);
+        foreach (var shape in new[] { new DecodeShape(4, 1), new DecodeShape(2, 4) })
+        {
+            var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
+            foreach (var (bits, version) in new[] { (16, 1), (4, 1), (4, 2), (4, 3), (4, 4), (4, 5), (4, 6), (3, 6), (2, 6) })
+            {
+                attn.Version = version;
+                const long n = 517;
+                using GpuLayerCache cache = bits == 16
+                    ? new F16LayerCache(kernels, shape, n, 0x1234567u, 0x89abcdefu, Math.Log2(10000))
+                    : new NuqLayerCache(kernels, shape, profiles[bits], n, 1, 0x1234567u, 0x89abcdefu);
+                int positions = (int)n + cache.Sink;
+                var q = new float[shape.QueryHeads * 128];
+                var rng = new Random(bits * 10 + version);
+                for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 2 - 1);
+                using var qd = ctx.Upload<float>(q);
+                using var outd = ctx.Allocate(q.Length * 4);
+                outd.Fill(0xff);
+                attn.Run(cache, qd, outd);
+                ctx.Synchronize();
+                var got = outd.Download<float>(q.Length);
+                var rawK = SyntheticProfile.Materialize(kernels, 0x1234567u, shape.KvHeads, 0, positions);
+                var rawV = SyntheticProfile.Materialize(kernels, 0x89abcdefu, shape.KvHeads, 0, positions);
+                var (k, v) = CpuReference.DecodedCache(bits == 16 ? "f16" : "nuq", bits == 16 ? null : profiles[bits], rawK, rawV, shape.KvHeads, positions, cache.Sink);
+                var want = CpuReference.Attention(q, k, v, shape.KvHeads, shape.Group, positions);
+                var (rel, _) = CpuReference.Compare(got, want);
+                Assert.True(rel < 2e-4, $"{shape} bits {bits} v{version}: relative error {rel}");
+            }
+        }
+    }
+}
+
+public class AppendGpuTests
+{
+    [GpuFact]
+    public void AppendingInPiecesGivesTheBulkEncodersBytes()
+    {
+        using var ctx = CudaContext.Create();
+        using var kernels = new DecodeKernels(ctx);
+        var shape = new DecodeShape(2, 4);
+        var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, 1u, 2u, tokens: 256);
+        foreach (int bits in new[] { 2, 3, 4 })
+        {
+            const long n = 301;
+            using var bulk = new NuqLayerCache(kernels, shape, profiles[bits], n, 1, 1u, 2u);
+            using var inc = new NuqLayerCache(kernels, shape, profiles[bits], n, 1);
+            inc.FillSyntheticSink(1u, 2u);
+            long at = 0;
+            foreach (int c in new[] { 1, 7, 8, 100, 3, 182 })
+            {
+                var k = SyntheticProfile.Materialize(kernels, 1u, shape.KvHeads, 1 + at, c);
+                var v = SyntheticProfile.Materialize(kernels, 2u, shape.KvHeads, 1 + at, c);
+                using var kb = ctx.Upload<float>(k);
+                using var vb = ctx.Upload<float>(v);
+                inc.Append(kb, vb, c);
+                at += c;
+            }
+            Assert.Equal(n, inc.Tokens);
+            Assert.Equal(bulk.DownloadAll(), inc.DownloadAll());
+            using var more = ctx.Allocate(4);
+            Assert.Throws<ArgumentException>(() => inc.Append(more, more, 1));
+        }
+    }
+}

@@ -26,8 +26,11 @@ public class PolicyAllocationTests
             for (int t = 80; t < 120; t++) model.Forward(tokens.AsSpan(t, 1), seq, logits);
             return GC.GetAllocatedBytesForCurrentThread() - before;
         }
-        long plain = Measure(null);
-        long withPolicy = Measure(new KvPolicyConfig(KvPolicyRegistry.Parse(spec), new KvBudget(24)));
+        // Best of two runs each: one-off allocations of shared state (a static table grown by whichever thread gets
+        // there first while other tests run in parallel) landed in one measurement under load and made this flaky.
+        var policy = new KvPolicyConfig(KvPolicyRegistry.Parse(spec), new KvBudget(24));
+        long plain = Math.Min(Measure(null), Measure(null));
+        long withPolicy = Math.Min(Measure(policy), Measure(policy));
         Assert.True(withPolicy <= plain + 40 * 64, $"{spec}: {withPolicy} bytes over 40 decode steps, {plain} without a policy");
     }
 }

@@ -32,54 +32,6 @@ internal static unsafe class NuqKernels
         return b;
     }
 
-    /// <summary>Decodes (and optionally rotates) key tokens of a block in lane order, one row at a time, calling
-    /// <paramref name="sink"/>.Row with the decoded row held in <paramref name="buf"/> (Vectors registers' worth).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void DecodeKeyRow(NuqLanes lanes, byte* block, int blockBytes, int codesOffset, int codeBytes,
-        int slots, int valuesOffset, int indicesOffset, int empty, Vector512<float> lut, float* zero, float* range,
-        int t, Vector512<float>* buf)
-    {
-        int nv = lanes.Vectors;
-        var row = lanes.LoadRow(block, blockBytes, codesOffset + t * codeBytes);
-        for (int v = 0; v < nv; v++)
-        {
-            var idx = NuqLanes.Codes(row, lanes.Control[v], lanes.Shift[v]);
-            buf[v] = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, idx), Vector512.Load(range + 16 * v), Vector512.Load(zero + 16 * v));
-        }
-        // Exact outliers replace their channel's lane (slots are filled from the first; the first empty one ends them).
-        for (int s = 0; s < slots; s++)
-        {
-            int i = t * slots + s;
-            int c = block[indicesOffset + i];
-            if (c == empty) break;
-            float x = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + valuesOffset + 2 * i));
-            int v = lanes.VectorOf[c];
-            var m = Vector512.Equals(lanes.Channel[v], Vector512.Create(c));
-            buf[v] = Vector512.ConditionalSelect(m.AsSingle(), Vector512.Create(x), buf[v]);
-        }
-    }
-
-    /// <summary>Rotates a decoded key (RoPE lane order) at position p in registers.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void RotateRow(Vector512<float>* buf, int pairVectors, int pairs, float* baseCos, float* baseSin,
-        float* deltaCos, float* deltaSin, int p)
-    {
-        int b = (p / RopeAngleTable.Step) * pairs, d = (p % RopeAngleTable.Step) * pairs;
-        for (int m = 0; m < pairVectors; m++)
-        {
-            var cb = Vector512.Load(baseCos + b + 16 * m);
-            var sb = Vector512.Load(baseSin + b + 16 * m);
-            var cd = Vector512.Load(deltaCos + d + 16 * m);
-            var sd = Vector512.Load(deltaSin + d + 16 * m);
-            var cos = Vector512.FusedMultiplyAdd(cb, cd, -(sb * sd));
-            var sin = Vector512.FusedMultiplyAdd(sb, cd, cb * sd);
-            var f = buf[2 * m];
-            var g = buf[2 * m + 1];
-            buf[2 * m] = Vector512.FusedMultiplyAdd(f, cos, -(g * sin));
-            buf[2 * m + 1] = Vector512.FusedMultiplyAdd(f, sin, g * cos);
-        }
-    }
-
     /// <summary>scores[i, j] = q_i . R(positions[j]) k_j (or q_i . k_j when <paramref name="positions"/> is empty: keys
     /// stored after RoPE) for a block of per-channel keys.</summary>
     public static void KeyScores(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, ReadOnlySpan<int> positions, Rope? rope,
@@ -97,33 +49,188 @@ internal static unsafe class NuqKernels
             for (int j = 0; j < count; j++) maxPos = Math.Max(maxPos, positions[j]);
             (baseCos, baseSin) = table.Bases(maxPos);
         }
-        var qBuf = QBuffer(nq * d);
-        var buf = stackalloc Vector512<float>[nv];
-        fixed (byte* block = blockSpan)
+        // Query rows in lane order: on the stack for the register kernel, a per-thread buffer for the tile path.
+        Span<float> qBuf = nq <= MaxFusedRows ? stackalloc float[nq * d] : QBuffer(nq * d);
+        bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
+        Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
+        var part = stackalloc Vector512<float>[4 * MaxFusedRows];
+        var outliers = stackalloc float[count * slots + 16];
+        fixed (byte* block = blockSpan, pad = padded)
         fixed (float* pq = q, ps = scores, pt = tile, ql = qBuf, z = zeroLanes, r = rangeLanes)
         fixed (float* bc = baseCos, bs = baseSin, dc = table == null ? default : table.DeltaCos, ds = table == null ? default : table.DeltaSin)
         fixed (int* pos = positions)
         {
+            byte* rows = block + codesOffset;
+            if (copy) rows = lanes.CopyRows(rows, count, pad);
             lanes.Gather(pq, nq, ql);
             bool fused = nq <= MaxFusedRows;
-            int pairs = table?.Pairs ?? 0;
-            for (int j = 0; j < count; j++)
-            {
-                DecodeKeyRow(lanes, block, blockSpan.Length, codesOffset, codeBytes, slots, valuesOffset, indicesOffset, empty, lut, z, r, j, buf);
-                if (rotate) RotateRow(buf, nv / 2, pairs, bc, bs, dc, ds, pos[j]);
-                if (fused)
-                {
-                    for (int i = 0; i < nq; i++)
-                    {
-                        float* qi = ql + i * d;
-                        var a = Vector512.Load(qi) * buf[0];
-                        for (int v = 1; v < nv; v++) a = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 16 * v), buf[v], a);
-                        ps[i * count + j] = Vector512.Sum(a);
-                    }
-                }
-                else for (int v = 0; v < nv; v++) buf[v].Store(pt + j * d + 16 * v);
-            }
+            OutlierFloats(block + valuesOffset, count * slots, outliers);
+            var k = new KeyRows(rows, codeBytes, block + valuesOffset, block + indicesOffset, slots, empty, lut, z, r,
+                rotate, bc, bs, dc, ds, table?.Pairs ?? 0, pos, outliers);
+            if (d == 64) KeyScores64(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt, part);
+            else KeyScoresAnyDim(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt);
             if (!fused) Attention.TileMath.Scores(tile[..(count * d)], count, d, new ReadOnlySpan<float>(ql, nq * d), nq, scores);
+        }
+    }
+
+    /// <summary>What the key kernels read: code rows, outlier slots, per-channel scale/zero in lane order, angles.</summary>
+    private readonly struct KeyRows(byte* rows, int codeBytes, byte* values, byte* indices, int slots, int empty,
+        Vector512<float> lut, float* zero, float* range, bool rotate, float* baseCos, float* baseSin, float* deltaCos,
+        float* deltaSin, int pairs, int* positions, float* outlierValues)
+    {
+        public readonly float* OutlierValues = outlierValues;
+        public readonly byte* Rows = rows, Values = values, Indices = indices;
+        public readonly int CodeBytes = codeBytes, Slots = slots, Empty = empty, Pairs = pairs;
+        public readonly Vector512<float> Lut = lut;
+        public readonly float* Zero = zero, Range = range, BaseCos = baseCos, BaseSin = baseSin, DeltaCos = deltaCos, DeltaSin = deltaSin;
+        public readonly bool Rotate = rotate;
+        public readonly int* Positions = positions;
+    }
+
+    /// <summary>Head dim 64 (books-19m): the decoded key lives in four registers from codes to dots; the group's dot
+    /// vectors of 4 tokens are reduced together (<see cref="Sum4"/>: ~3.5 instructions per score instead of the ~24
+    /// of Vector512.Sum, which adds 128-bit lanes separately). With <paramref name="scores"/> null, rows go to
+    /// <paramref name="tile"/> instead (lane order) for the dense tile kernel.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KeyScores64(NuqLanes lanes, in KeyRows k, int count, float* q, int nq, float* scores, float* tile, Vector512<float>* part)
+    {
+        var c0 = lanes.Control[0]; var c1 = lanes.Control[1]; var c2 = lanes.Control[2]; var c3 = lanes.Control[3];
+        var s0 = lanes.Shift[0]; var s1 = lanes.Shift[1]; var s2 = lanes.Shift[2]; var s3 = lanes.Shift[3];
+        var z0 = Vector512.Load(k.Zero); var z1 = Vector512.Load(k.Zero + 16); var z2 = Vector512.Load(k.Zero + 32); var z3 = Vector512.Load(k.Zero + 48);
+        var r0 = Vector512.Load(k.Range); var r1 = Vector512.Load(k.Range + 16); var r2 = Vector512.Load(k.Range + 32); var r3 = Vector512.Load(k.Range + 48);
+        var lut = k.Lut;
+        byte* rows = k.Rows;
+        int cb = k.CodeBytes, slots = k.Slots, pairs = k.Pairs;
+        for (int j0 = 0; j0 < count; j0 += 4)
+        {
+            int n4 = Math.Min(4, count - j0);
+            for (int t = 0; t < n4; t++)
+            {
+                int j = j0 + t;
+                var row = Vector256.Load(rows + j * cb).ToVector512Unsafe();
+                var k0 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c0, s0)), r0, z0);
+                var k1 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1)), r1, z1);
+                var k2 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2)), r2, z2);
+                var k3 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c3, s3)), r3, z3);
+                // Exact outliers replace their lane. Every slot is blended, empty ones included (their index matches
+                // no channel): whether a token has outliers is data-dependent, and a branch on it mispredicted often
+                // enough to cost more than the blends.
+                byte* idx = k.Indices + j * slots;
+                float* ov = k.OutlierValues + j * slots;
+                for (int s = 0; s < slots; s++)
+                {
+                    var vc = Vector512.Create((int)idx[s]);
+                    var vx = Vector512.Create(ov[s]);
+                    k0 = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[0], vc).AsSingle(), vx, k0);
+                    k1 = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[1], vc).AsSingle(), vx, k1);
+                    k2 = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[2], vc).AsSingle(), vx, k2);
+                    k3 = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[3], vc).AsSingle(), vx, k3);
+                }
+                if (k.Rotate)
+                {
+                    uint p = (uint)k.Positions[j];
+                    int bo = (int)(p / RopeAngleTable.Step) * pairs, dO = (int)(p % RopeAngleTable.Step) * pairs;
+                    float* bc = k.BaseCos + bo, bs = k.BaseSin + bo, dc = k.DeltaCos + dO, ds = k.DeltaSin + dO;
+                    var cbv = Vector512.Load(bc); var sbv = Vector512.Load(bs); var cdv = Vector512.Load(dc); var sdv = Vector512.Load(ds);
+                    var cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
+                    var sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+                    var f = k0;
+                    k0 = Avx512F.FusedMultiplySubtract(f, cos, k1 * sin);
+                    k1 = Vector512.FusedMultiplyAdd(f, sin, k1 * cos);
+                    cbv = Vector512.Load(bc + 16); sbv = Vector512.Load(bs + 16); cdv = Vector512.Load(dc + 16); sdv = Vector512.Load(ds + 16);
+                    cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
+                    sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+                    f = k2;
+                    k2 = Avx512F.FusedMultiplySubtract(f, cos, k3 * sin);
+                    k3 = Vector512.FusedMultiplyAdd(f, sin, k3 * cos);
+                }
+                if (scores == null)
+                {
+                    float* o = tile + j * 64;
+                    k0.Store(o); k1.Store(o + 16); k2.Store(o + 32); k3.Store(o + 48);
+                    continue;
+                }
+                for (int i = 0; i < nq; i++)
+                {
+                    float* qi = q + i * 64;
+                    var a = Vector512.Load(qi) * k0;
+                    a = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 16), k1, a);
+                    a = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 32), k2, a);
+                    part[i * 4 + t] = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 48), k3, a);
+                }
+            }
+            if (scores == null) continue;
+            for (int i = 0; i < nq; i++)
+            {
+                var s4 = Sum4(part[i * 4], part[i * 4 + 1], part[i * 4 + 2], part[i * 4 + 3]);
+                if (n4 == 4) s4.Store(scores + i * count + j0);
+                else for (int t = 0; t < n4; t++) scores[i * count + j0 + t] = s4.GetElement(t);
+            }
+        }
+    }
+
+    /// <summary>The four horizontal sums of a, b, c, d: halves folded pairwise across registers, so the 16 -> 1
+    /// reduction is shared by four results.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        var ab = Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE);     // a's 8 partials | b's 8
+        var cd = Avx512F.Shuffle4x128(c, d, 0x44) + Avx512F.Shuffle4x128(c, d, 0xEE);
+        var x = Avx512F.Shuffle4x128(ab, cd, 0x88) + Avx512F.Shuffle4x128(ab, cd, 0xDD);  // 4 partials each: a | b | c | d
+        x += Avx512F.Shuffle(x, x, 0xB1);
+        x += Avx512F.Shuffle(x, x, 0x4E);
+        return Avx512F.PermuteVar16x32(x, Vector512.Create(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)).GetLower().GetLower();
+    }
+
+    /// <summary>Any head dim the lanes take (multiple of 32, up to 128): the decoded key goes through a small buffer.</summary>
+    private static void KeyScoresAnyDim(NuqLanes lanes, in KeyRows k, int count, float* q, int nq, float* scores, float* tile)
+    {
+        int d = lanes.HeadDim, nv = lanes.Vectors;
+        var buf = stackalloc Vector512<float>[nv];
+        for (int j = 0; j < count; j++)
+        {
+            var row = lanes.LoadBytes == 32 ? Vector256.Load(k.Rows + j * k.CodeBytes).ToVector512Unsafe() : Vector512.Load(k.Rows + j * k.CodeBytes);
+            for (int v = 0; v < nv; v++)
+            {
+                var idx = NuqLanes.Codes(row, lanes.Control[v], lanes.Shift[v]);
+                buf[v] = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(k.Lut, idx), Vector512.Load(k.Range + 16 * v), Vector512.Load(k.Zero + 16 * v));
+            }
+            for (int s = 0; s < k.Slots; s++)
+            {
+                int i = j * k.Slots + s;
+                int c = k.Indices[i];
+                if (c == k.Empty) break;
+                float x = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(k.Values + 2 * i));
+                int v = lanes.VectorOf[c];
+                buf[v] = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[v], Vector512.Create(c)).AsSingle(), Vector512.Create(x), buf[v]);
+            }
+            if (k.Rotate)
+            {
+                int p = k.Positions[j], b = (p / RopeAngleTable.Step) * k.Pairs, dd = (p % RopeAngleTable.Step) * k.Pairs;
+                for (int m = 0; m < nv / 2; m++)
+                {
+                    var cbv = Vector512.Load(k.BaseCos + b + 16 * m); var sbv = Vector512.Load(k.BaseSin + b + 16 * m);
+                    var cdv = Vector512.Load(k.DeltaCos + dd + 16 * m); var sdv = Vector512.Load(k.DeltaSin + dd + 16 * m);
+                    var cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
+                    var sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+                    var f = buf[2 * m];
+                    var g = buf[2 * m + 1];
+                    buf[2 * m] = Vector512.FusedMultiplyAdd(f, cos, -(g * sin));
+                    buf[2 * m + 1] = Vector512.FusedMultiplyAdd(f, sin, g * cos);
+                }
+            }
+            if (scores == null)
+            {
+                for (int v = 0; v < nv; v++) buf[v].Store(tile + j * d + 16 * v);
+                continue;
+            }
+            for (int i = 0; i < nq; i++)
+            {
+                float* qi = q + i * d;
+                var a = Vector512.Load(qi) * buf[0];
+                for (int v = 1; v < nv; v++) a = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 16 * v), buf[v], a);
+                scores[i * count + j] = Vector512.Sum(a);
+            }
         }
     }
 
@@ -140,35 +247,48 @@ internal static unsafe class NuqKernels
     {
         int d = lanes.HeadDim;
         var luts = stackalloc Vector512<float>[count];
-        fixed (byte* block = blockSpan)
+        bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
+        Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
+        fixed (byte* block = blockSpan, pad = padded)
         fixed (float* pw = w, pa = acc, pt = tile)
         {
-            // Each token's table: zero_j + range_j * level (16 lanes).
-            for (int j = 0; j < count; j++)
-            {
-                float range = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + rangesOffset + 2 * j));
-                float zero = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + zerosOffset + 2 * j));
-                luts[j] = Vector512.FusedMultiplyAdd(levels, Vector512.Create(range), Vector512.Create(zero));
-            }
+            byte* rows = block + codesOffset;
+            if (copy) rows = lanes.CopyRows(rows, count, pad);
+            TokenTables(block, count, rangesOffset, zerosOffset, levels, luts);
             if (nq > 4)
             {
-                DecodeValues(lanes, block, blockSpan.Length, count, codesOffset, codeBytes, luts, pt);
+                DecodeValues(lanes, rows, count, codeBytes, luts, pt);
                 ApplyValueOutliers(block, count, slots, valuesOffset, indicesOffset, d, pt);
                 Attention.TileMath.Accumulate(tile[..(count * d)], count, d, w, nq, acc);
                 return;
             }
-            switch (nq)
+            if (d == 64)
             {
-                case 1: Accumulate<Rows1>(lanes, block, blockSpan.Length, count, codesOffset, codeBytes, luts, pw, pa); break;
-                case 2: Accumulate<Rows2>(lanes, block, blockSpan.Length, count, codesOffset, codeBytes, luts, pw, pa); break;
-                case 3: Accumulate<Rows3>(lanes, block, blockSpan.Length, count, codesOffset, codeBytes, luts, pw, pa); break;
-                default: Accumulate<Rows4>(lanes, block, blockSpan.Length, count, codesOffset, codeBytes, luts, pw, pa); break;
+                // Outliers blended into the decoded registers (every token has 2k of them: no branch).
+                var ov = stackalloc float[count * slots + 16];
+                OutlierFloats(block + valuesOffset, count * slots, ov);
+                var o = new ValueOutliers(block + indicesOffset, ov, slots);
+                switch (nq)
+                {
+                    case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                    case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                    case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                    default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                }
+                return;
             }
+                switch (nq)
+                {
+                    case 1: Accumulate<Rows1>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                    case 2: Accumulate<Rows2>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                    case 3: Accumulate<Rows3>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                    default: Accumulate<Rows4>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                }
             // Exact outliers: acc += w * (x - decoded) at their channels (2k per token, scalar).
             int bits = lanes.Bits, mask = (1 << bits) - 1;
             for (int j = 0; j < count; j++)
             {
-                byte* codes = block + codesOffset + j * codeBytes;
+                byte* codes = rows + j * codeBytes;
                 float* lut = (float*)&luts[j];
                 for (int s = 0; s < slots; s++)
                 {
@@ -185,11 +305,99 @@ internal static unsafe class NuqKernels
         }
     }
 
+    /// <summary>The block's first n outlier values (f16) as floats, 16 at a time (dst has room for n rounded up to 16).</summary>
+    private static void OutlierFloats(byte* values, int n, float* dst)
+    {
+        int i = 0;
+        for (; i + 16 <= n; i += 16) HalfDot.F16ToF32(Vector256.Load((ushort*)values + i)).Store(dst + i);
+        for (; i < n; i++) dst[i] = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(values + 2 * i));
+    }
+
+    /// <summary>Each token's 16-lane table zero_j + range_j * level.</summary>
+    private static void TokenTables(byte* block, int count, int rangesOffset, int zerosOffset, Vector512<float> levels, Vector512<float>* luts)
+    {
+        for (int j = 0; j < count; j++)
+        {
+            float range = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + rangesOffset + 2 * j));
+            float zero = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + zerosOffset + 2 * j));
+            luts[j] = Vector512.FusedMultiplyAdd(levels, Vector512.Create(range), Vector512.Create(zero));
+        }
+    }
+
+    private readonly struct ValueOutliers(byte* indices, float* values, int slots)
+    {
+        public readonly byte* Indices = indices;
+        public readonly float* Values = values;
+        public readonly int Slots = slots;
+    }
+
+    /// <summary>Head dim 64: a token's four value registers are decoded once (outliers blended in) and feed every
+    /// row's accumulators, which stay in registers for the whole block (up to 4 rows x 4 registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate<TRows>(NuqLanes lanes, byte* block, int blockBytes, int count, int codesOffset, int codeBytes,
+    private static void Accumulate64<TRows>(NuqLanes lanes, byte* rows, int count, int codeBytes, Vector512<float>* luts,
+        in ValueOutliers o, float* w, float* acc) where TRows : struct, IRows
+    {
+        var ch0 = lanes.Channel[0]; var ch1 = lanes.Channel[1]; var ch2 = lanes.Channel[2]; var ch3 = lanes.Channel[3];
+        int slots = o.Slots;
+        var c0 = lanes.Control[0]; var c1 = lanes.Control[1]; var c2 = lanes.Control[2]; var c3 = lanes.Control[3];
+        var s0 = lanes.Shift[0]; var s1 = lanes.Shift[1]; var s2 = lanes.Shift[2]; var s3 = lanes.Shift[3];
+        var a00 = Vector512.Load(acc); var a01 = Vector512.Load(acc + 16); var a02 = Vector512.Load(acc + 32); var a03 = Vector512.Load(acc + 48);
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a20 = default, a21 = default, a22 = default, a23 = default,
+            a30 = default, a31 = default, a32 = default, a33 = default;
+        if (TRows.N > 1) { a10 = Vector512.Load(acc + 64); a11 = Vector512.Load(acc + 80); a12 = Vector512.Load(acc + 96); a13 = Vector512.Load(acc + 112); }
+        if (TRows.N > 2) { a20 = Vector512.Load(acc + 128); a21 = Vector512.Load(acc + 144); a22 = Vector512.Load(acc + 160); a23 = Vector512.Load(acc + 176); }
+        if (TRows.N > 3) { a30 = Vector512.Load(acc + 192); a31 = Vector512.Load(acc + 208); a32 = Vector512.Load(acc + 224); a33 = Vector512.Load(acc + 240); }
+        for (int j = 0; j < count; j++)
+        {
+            var row = Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
+            var lut = luts[j];
+            var x0 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c0, s0));
+            var x1 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1));
+            var x2 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2));
+            var x3 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c3, s3));
+            for (int s = 0; s < slots; s++)
+            {
+                var vc = Vector512.Create((int)o.Indices[j * slots + s]);
+                var vx = Vector512.Create(o.Values[j * slots + s]);
+                x0 = Vector512.ConditionalSelect(Vector512.Equals(ch0, vc).AsSingle(), vx, x0);
+                x1 = Vector512.ConditionalSelect(Vector512.Equals(ch1, vc).AsSingle(), vx, x1);
+                x2 = Vector512.ConditionalSelect(Vector512.Equals(ch2, vc).AsSingle(), vx, x2);
+                x3 = Vector512.ConditionalSelect(Vector512.Equals(ch3, vc).AsSingle(), vx, x3);
+            }
+            var wv = Vector512.Create(w[j]);
+            a00 = Vector512.FusedMultiplyAdd(x0, wv, a00); a01 = Vector512.FusedMultiplyAdd(x1, wv, a01);
+            a02 = Vector512.FusedMultiplyAdd(x2, wv, a02); a03 = Vector512.FusedMultiplyAdd(x3, wv, a03);
+            if (TRows.N > 1)
+            {
+                wv = Vector512.Create(w[count + j]);
+                a10 = Vector512.FusedMultiplyAdd(x0, wv, a10); a11 = Vector512.FusedMultiplyAdd(x1, wv, a11);
+                a12 = Vector512.FusedMultiplyAdd(x2, wv, a12); a13 = Vector512.FusedMultiplyAdd(x3, wv, a13);
+            }
+            if (TRows.N > 2)
+            {
+                wv = Vector512.Create(w[2 * count + j]);
+                a20 = Vector512.FusedMultiplyAdd(x0, wv, a20); a21 = Vector512.FusedMultiplyAdd(x1, wv, a21);
+                a22 = Vector512.FusedMultiplyAdd(x2, wv, a22); a23 = Vector512.FusedMultiplyAdd(x3, wv, a23);
+            }
+            if (TRows.N > 3)
+            {
+                wv = Vector512.Create(w[3 * count + j]);
+                a30 = Vector512.FusedMultiplyAdd(x0, wv, a30); a31 = Vector512.FusedMultiplyAdd(x1, wv, a31);
+                a32 = Vector512.FusedMultiplyAdd(x2, wv, a32); a33 = Vector512.FusedMultiplyAdd(x3, wv, a33);
+            }
+        }
+        a00.Store(acc); a01.Store(acc + 16); a02.Store(acc + 32); a03.Store(acc + 48);
+        if (TRows.N > 1) { a10.Store(acc + 64); a11.Store(acc + 80); a12.Store(acc + 96); a13.Store(acc + 112); }
+        if (TRows.N > 2) { a20.Store(acc + 128); a21.Store(acc + 144); a22.Store(acc + 160); a23.Store(acc + 176); }
+        if (TRows.N > 3) { a30.Store(acc + 192); a31.Store(acc + 208); a32.Store(acc + 224); a33.Store(acc + 240); }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Accumulate<TRows>(NuqLanes lanes, byte* rows, int count, int codeBytes,
         Vector512<float>* luts, float* w, float* acc) where TRows : struct, IRows
     {
         int d = lanes.HeadDim;
+        bool wide = lanes.LoadBytes == 64;
         for (int v = 0; v < lanes.Vectors; v++)
         {
             var ctrl = lanes.Control[v];
@@ -200,7 +408,7 @@ internal static unsafe class NuqKernels
             var a3 = TRows.N > 3 ? Vector512.Load(acc + 3 * d + 16 * v) : default;
             for (int j = 0; j < count; j++)
             {
-                var row = lanes.LoadRow(block, blockBytes, codesOffset + j * codeBytes);
+                var row = wide ? Vector512.Load(rows + j * codeBytes) : Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
                 var x = Avx512F.PermuteVar16x32(luts[j], NuqLanes.Codes(row, ctrl, shift));
                 a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(w[j]), a0);
                 if (TRows.N > 1) a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(w[count + j]), a1);
@@ -215,13 +423,13 @@ internal static unsafe class NuqKernels
     }
 
     /// <summary>Per-token values of a block decoded into a (count, HeadDim) tile, outliers not yet applied.</summary>
-    private static void DecodeValues(NuqLanes lanes, byte* block, int blockBytes, int count, int codesOffset, int codeBytes,
-        Vector512<float>* luts, float* dst)
+    private static void DecodeValues(NuqLanes lanes, byte* rows, int count, int codeBytes, Vector512<float>* luts, float* dst)
     {
         int d = lanes.HeadDim;
+        bool wide = lanes.LoadBytes == 64;
         for (int j = 0; j < count; j++)
         {
-            var row = lanes.LoadRow(block, blockBytes, codesOffset + j * codeBytes);
+            var row = wide ? Vector512.Load(rows + j * codeBytes) : Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
             for (int v = 0; v < lanes.Vectors; v++)
                 Avx512F.PermuteVar16x32(luts[j], NuqLanes.Codes(row, lanes.Control[v], lanes.Shift[v])).Store(dst + j * d + 16 * v);
         }
@@ -236,24 +444,5 @@ internal static unsafe class NuqKernels
                 if (c == 0xFF) continue;
                 dst[j * d + c] = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + valuesOffset + 2 * i));
             }
-    }
-
-    /// <summary>A block of per-token values decoded into a tile (DecodeBlock's fast path).</summary>
-    public static void DecodeValueBlock(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, int rangesOffset, int zerosOffset,
-        int codesOffset, int codeBytes, int slots, int valuesOffset, int indicesOffset, Vector512<float> levels, Span<float> dst)
-    {
-        var luts = stackalloc Vector512<float>[count];
-        fixed (byte* block = blockSpan)
-        fixed (float* pd = dst)
-        {
-            for (int j = 0; j < count; j++)
-            {
-                float range = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + rangesOffset + 2 * j));
-                float zero = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + zerosOffset + 2 * j));
-                luts[j] = Vector512.FusedMultiplyAdd(levels, Vector512.Create(range), Vector512.Create(zero));
-            }
-            DecodeValues(lanes, block, blockSpan.Length, count, codesOffset, codeBytes, luts, pd);
-            ApplyValueOutliers(block, count, slots, valuesOffset, indicesOffset, lanes.HeadDim, pd);
-        }
     }
 }

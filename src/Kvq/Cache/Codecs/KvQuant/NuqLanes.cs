@@ -61,6 +61,7 @@ internal sealed class NuqLanes
             Shift[v] = Vector512.Create((ReadOnlySpan<uint>)shift);
             Channel[v] = Vector512.Create((ReadOnlySpan<int>)chan);
         }
+        (_gatherA, _gatherB, _gatherControl) = GatherPlan(laneChannel, Vectors);
     }
 
     /// <summary>Channel order: vector v holds channels 16v..16v+15.</summary>
@@ -108,23 +109,57 @@ internal sealed class NuqLanes
     public static Vector512<int> Codes(Vector512<byte> row, Vector512<byte> control, Vector512<uint> shift) =>
         Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(row, control).AsUInt32(), shift).AsInt32();
 
-    /// <summary>Loads a token's code row; rows whose 32/64-byte load would run past the block are copied first.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public unsafe Vector512<byte> LoadRow(byte* block, int blockBytes, int offset)
+    /// <summary>Bytes of a padded copy of count code rows.</summary>
+    public int PaddedRowsBytes(int count) => count * CodeBytes + 64;
+
+    /// <summary>Whether every row's <see cref="LoadBytes"/>-byte load stays inside the block (outlier indices follow
+    /// the codes in both KVQuant layouts; without outliers the last rows would read past the block).</summary>
+    public bool RowsLoadable(int blockBytes, int codesOffset, int count) => codesOffset + (count - 1) * CodeBytes + LoadBytes <= blockBytes;
+
+    /// <summary>Copies count code rows into <paramref name="padded"/> (PaddedRowsBytes(count)) and returns it.</summary>
+    public unsafe byte* CopyRows(byte* rows, int count, byte* padded)
     {
-        if (offset + LoadBytes <= blockBytes)
-            return LoadBytes == 32 ? Vector256.Load(block + offset).ToVector512Unsafe() : Vector512.Load(block + offset);
-        var tmp = stackalloc byte[64];
-        Vector512<byte>.Zero.Store(tmp);
-        Buffer.MemoryCopy(block + offset, tmp, 64, CodeBytes);
-        return Vector512.Load(tmp);
+        Buffer.MemoryCopy(rows, padded, PaddedRowsBytes(count), (long)count * CodeBytes);
+        return padded;
     }
 
-    /// <summary>dst[i, k] = src[i, LaneChannel[k]] for n rows of HeadDim.</summary>
+    /// <summary>dst[i, k] = src[i, LaneChannel[k]] for n rows of HeadDim: one two-source permute (vpermt2ps) per
+    /// lane vector, from the two 16-channel source vectors its lanes come from.</summary>
     public unsafe void Gather(float* src, int n, float* dst)
     {
         int d = HeadDim;
         for (int i = 0; i < n; i++)
-            for (int k = 0; k < d; k++) dst[i * d + k] = src[i * d + LaneChannel[k]];
+            for (int v = 0; v < Vectors; v++)
+                Avx512F.PermuteVar16x32x2(Vector512.Load(src + i * d + 16 * _gatherA[v]), _gatherControl[v],
+                    Vector512.Load(src + i * d + 16 * _gatherB[v])).Store(dst + i * d + 16 * v);
+    }
+
+    private readonly int[] _gatherA = [], _gatherB = [];
+    private readonly Vector512<int>[] _gatherControl = [];
+
+    /// <summary>For each lane vector, the (at most two) 16-channel source vectors its lanes come from.</summary>
+    private static (int[] A, int[] B, Vector512<int>[] Control) GatherPlan(int[] laneChannel, int vectors)
+    {
+        var a = new int[vectors];
+        var b = new int[vectors];
+        var ctrl = new Vector512<int>[vectors];
+        Span<int> idx = stackalloc int[16];
+        for (int v = 0; v < vectors; v++)
+        {
+            a[v] = b[v] = laneChannel[v * 16] / 16;
+            for (int l = 0; l < 16; l++)
+            {
+                int src = laneChannel[v * 16 + l] / 16;
+                if (src != a[v]) b[v] = src;
+            }
+            for (int l = 0; l < 16; l++)
+            {
+                int c = laneChannel[v * 16 + l], src = c / 16;
+                if (src != a[v] && src != b[v]) throw new InvalidOperationException("a lane vector draws on more than two source vectors");
+                idx[l] = c % 16 + (src == a[v] ? 0 : 16);
+            }
+            ctrl[v] = Vector512.Create((ReadOnlySpan<int>)idx);
+        }
+        return (a, b, ctrl);
     }
 }

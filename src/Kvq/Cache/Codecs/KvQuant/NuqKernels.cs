@@ -88,7 +88,7 @@ internal static unsafe class NuqKernels
     }
 
     /// <summary>Head dim 64 (books-19m): the decoded key lives in four registers from codes to dots; the group's dot
-    /// vectors of 4 tokens are reduced together (<see cref="Sum4"/>: ~3.5 instructions per score instead of the ~24
+    /// vectors of 4 tokens are reduced together (<see cref="Attention.TileMath.Sum4"/>: ~3.5 instructions per score instead of the ~24
     /// of Vector512.Sum, which adds 128-bit lanes separately). With <paramref name="scores"/> null, rows go to
     /// <paramref name="tile"/> instead (lane order) for the dense tile kernel.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -162,24 +162,11 @@ internal static unsafe class NuqKernels
             if (scores == null) continue;
             for (int i = 0; i < nq; i++)
             {
-                var s4 = Sum4(part[i * 4], part[i * 4 + 1], part[i * 4 + 2], part[i * 4 + 3]);
+                var s4 = Attention.TileMath.Sum4(part[i * 4], part[i * 4 + 1], part[i * 4 + 2], part[i * 4 + 3]);
                 if (n4 == 4) s4.Store(scores + i * count + j0);
                 else for (int t = 0; t < n4; t++) scores[i * count + j0 + t] = s4.GetElement(t);
             }
         }
-    }
-
-    /// <summary>The four horizontal sums of a, b, c, d: halves folded pairwise across registers, so the 16 -> 1
-    /// reduction is shared by four results.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
-    {
-        var ab = Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE);     // a's 8 partials | b's 8
-        var cd = Avx512F.Shuffle4x128(c, d, 0x44) + Avx512F.Shuffle4x128(c, d, 0xEE);
-        var x = Avx512F.Shuffle4x128(ab, cd, 0x88) + Avx512F.Shuffle4x128(ab, cd, 0xDD);  // 4 partials each: a | b | c | d
-        x += Avx512F.Shuffle(x, x, 0xB1);
-        x += Avx512F.Shuffle(x, x, 0x4E);
-        return Avx512F.PermuteVar16x32(x, Vector512.Create(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)).GetLower().GetLower();
     }
 
     /// <summary>Any head dim the lanes take (multiple of 32, up to 128): the decoded key goes through a small buffer.</summary>

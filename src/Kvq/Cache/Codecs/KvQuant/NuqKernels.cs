@@ -100,7 +100,8 @@ internal static unsafe class NuqKernels
         var r0 = Vector512.Load(k.Range); var r1 = Vector512.Load(k.Range + 16); var r2 = Vector512.Load(k.Range + 32); var r3 = Vector512.Load(k.Range + 48);
         var lut = k.Lut;
         byte* rows = k.Rows;
-        int cb = k.CodeBytes, slots = k.Slots, pairs = k.Pairs;
+        int cb = k.CodeBytes, slots = k.Slots, empty = k.Empty, pairs = k.Pairs;
+        var ch0 = lanes.Channel[0]; var ch1 = lanes.Channel[1]; var ch2 = lanes.Channel[2]; var ch3 = lanes.Channel[3];
         for (int j0 = 0; j0 < count; j0 += 4)
         {
             int n4 = Math.Min(4, count - j0);
@@ -112,19 +113,30 @@ internal static unsafe class NuqKernels
                 var k1 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1)), r1, z1);
                 var k2 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2)), r2, z2);
                 var k3 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c3, s3)), r3, z3);
-                // Exact outliers replace their lane. Every slot is blended, empty ones included (their index matches
-                // no channel): whether a token has outliers is data-dependent, and a branch on it mispredicted often
-                // enough to cost more than the blends.
+                // Exact outliers replace their lane. The first slot is blended unconditionally (an empty slot's index
+                // matches no channel): whether a token has an outlier at all is data-dependent (about half of them at
+                // 1%), and a branch on it mispredicted more than the blend costs. Slots fill from the first, and a
+                // second outlier is rare, so the rest sit behind one mostly-not-taken branch.
                 byte* idx = k.Indices + j * slots;
                 float* ov = k.OutlierValues + j * slots;
-                for (int s = 0; s < slots; s++)
+                if (slots > 0)
                 {
-                    var vc = Vector512.Create((int)idx[s]);
-                    var vx = Vector512.Create(ov[s]);
-                    k0 = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[0], vc).AsSingle(), vx, k0);
-                    k1 = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[1], vc).AsSingle(), vx, k1);
-                    k2 = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[2], vc).AsSingle(), vx, k2);
-                    k3 = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[3], vc).AsSingle(), vx, k3);
+                    var vc = Vector512.Create((int)idx[0]);
+                    var vx = Vector512.Create(ov[0]);
+                    k0 = Vector512.ConditionalSelect(Vector512.Equals(ch0, vc).AsSingle(), vx, k0);
+                    k1 = Vector512.ConditionalSelect(Vector512.Equals(ch1, vc).AsSingle(), vx, k1);
+                    k2 = Vector512.ConditionalSelect(Vector512.Equals(ch2, vc).AsSingle(), vx, k2);
+                    k3 = Vector512.ConditionalSelect(Vector512.Equals(ch3, vc).AsSingle(), vx, k3);
+                    if (slots > 1 && idx[1] != empty)
+                        for (int s = 1; s < slots; s++)
+                        {
+                            vc = Vector512.Create((int)idx[s]);
+                            vx = Vector512.Create(ov[s]);
+                            k0 = Vector512.ConditionalSelect(Vector512.Equals(ch0, vc).AsSingle(), vx, k0);
+                            k1 = Vector512.ConditionalSelect(Vector512.Equals(ch1, vc).AsSingle(), vx, k1);
+                            k2 = Vector512.ConditionalSelect(Vector512.Equals(ch2, vc).AsSingle(), vx, k2);
+                            k3 = Vector512.ConditionalSelect(Vector512.Equals(ch3, vc).AsSingle(), vx, k3);
+                        }
                 }
                 if (k.Rotate)
                 {

@@ -123,18 +123,10 @@ public static unsafe class TileMath
         }
     }
 
-    /// <summary>The four horizontal sums of a, b, c, d: halves folded pairwise across registers, so the 16 -> 1
-    /// reduction is shared by four results.</summary>
+    /// <summary>See <see cref="Tensors.Reductions.Sum4"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
-    {
-        var ab = Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE);     // a's 8 partials | b's 8
-        var cd = Avx512F.Shuffle4x128(c, d, 0x44) + Avx512F.Shuffle4x128(c, d, 0xEE);
-        var x = Avx512F.Shuffle4x128(ab, cd, 0x88) + Avx512F.Shuffle4x128(ab, cd, 0xDD);  // 4 partials each: a | b | c | d
-        x += Avx512F.Shuffle(x, x, 0xB1);
-        x += Avx512F.Shuffle(x, x, 0x4E);
-        return Avx512F.PermuteVar16x32(x, Vector512.Create(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)).GetLower().GetLower();
-    }
+    public static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) =>
+        Tensors.Reductions.Sum4(a, b, c, d);
 
     /// <summary>Two weight rows x 64 output columns per pass (8 accumulators): every tile load feeds two FMAs and
     /// eight independent chains hide the FMA latency (one row x 16 columns per pass was one dependent chain).</summary>

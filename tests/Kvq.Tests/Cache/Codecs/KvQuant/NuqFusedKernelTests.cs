@@ -17,28 +17,29 @@ public class NuqFusedKernelTests
 {
     private const int HeadDim = 64;
 
-    private static (KvCodec Codec, byte[] Block, float[] X) Block(string spec, KvSide side, int count, int seed, RopeStyle style = RopeStyle.Normal)
+    private static (KvCodec Codec, byte[] Block, float[] X) Block(string spec, KvSide side, int count, int seed,
+        RopeStyle style = RopeStyle.Normal, int headDim = HeadDim)
     {
-        var shape = new KvShape(1, 1, 3, HeadDim, new Rope(HeadDim, HeadDim, 10000f, 1f, style));
+        var shape = new KvShape(1, 1, 3, headDim, new Rope(headDim, headDim, 10000f, 1f, style));
         var profile = KvQuantTestData.Profile(shape, tokens: 1500);
         var cfg = KvCacheConfig.Parse(spec) with { Profile = profile };
-        var codec = cfg.CreateCodec(side, 0, 0, HeadDim);
-        var x = KvQuantTestData.Activations(count, HeadDim, seed);
+        var codec = cfg.CreateCodec(side, 0, 0, headDim);
+        var x = KvQuantTestData.Activations(count, headDim, seed);
         var block = new byte[codec.BlockBytes];
         if (codec.EncodesWholeBlocks)
         {
-            var full = new float[codec.BlockTokens * HeadDim];
+            var full = new float[codec.BlockTokens * headDim];
             x.CopyTo(full, 0);
             codec.EncodeBlock(full, block);
         }
-        else for (int t = 0; t < count; t++) codec.EncodeToken(x.AsSpan(t * HeadDim, HeadDim), block, t);
+        else for (int t = 0; t < count; t++) codec.EncodeToken(x.AsSpan(t * headDim, headDim), block, t);
         return (codec, block, x);
     }
 
-    private static float[] Queries(int nq, int seed)
+    private static float[] Queries(int nq, int seed, int headDim = HeadDim)
     {
         var rng = new Random(seed);
-        var q = new float[nq * HeadDim];
+        var q = new float[nq * headDim];
         for (int i = 0; i < q.Length; i++) q[i] = (float)KvQuantTestData.Gaussian(rng);
         return q;
     }
@@ -168,5 +169,43 @@ public class NuqFusedKernelTests
                 Assert.True(diff <= 1e-5 * Math.Max(1, scale), $"{spec}: acc ({i}, {c}) {got[i * HeadDim + c]} vs {expected[i * HeadDim + c]}");
             }
         }
+    }
+
+    /// <summary>Head dims other than 64 take the buffered kernels (any multiple of 32 up to 128).</summary>
+    [Theory]
+    [InlineData("nuq4-1%", 128, 32, 3)]
+    [InlineData("nuq3-1%", 96, 13, 2)]
+    [InlineData("nuq2-1%", 128, 7, 12)]
+    public void OtherHeadDimsMatchTilePath(string spec, int d, int count, int nq)
+    {
+        var (keys, kb, _) = Block(spec, KvSide.Key, count, seed: 3, headDim: d);
+        var rope = new Rope(d, d, 10000f, 1f, RopeStyle.Normal);
+        var positions = Positions("gaps", count, 9);
+        var q = Queries(nq, 4, d);
+        var got = new float[nq * count];
+        keys.ScoresPreRope(kb, count, positions, rope, q, nq, got, new float[keys.BlockTokens * d]);
+        var tile = new float[count * d];
+        keys.DecodeBlock(kb, count, tile);
+        rope.RotateAt(tile, count, positions);
+        var expected = new float[nq * count];
+        TileMath.ScoresReference(tile, count, d, q, nq, expected);
+        for (int i = 0; i < nq; i++)
+            for (int j = 0; j < count; j++)
+            {
+                double qn = Norm(q.AsSpan(i * d, d)), kn = Norm(tile.AsSpan(j * d, d));
+                Assert.True(Math.Abs(expected[i * count + j] - got[i * count + j]) <= 2e-4 * qn * kn, $"{spec} d {d}: score ({i}, {j})");
+            }
+
+        var (values, vb, _) = Block(spec, KvSide.Value, count, seed: 4, headDim: d);
+        var w = Queries(nq, 5, count);   // nq x count weights
+        for (int i = 0; i < w.Length; i++) w[i] = Math.Abs(w[i]);
+        var acc = new float[nq * d];
+        values.Accumulate(vb, count, w, nq, acc, new float[values.BlockTokens * d]);
+        var vt = new float[count * d];
+        values.DecodeBlock(vb, count, vt);
+        var accRef = new float[nq * d];
+        TileMath.AccumulateReference(vt, count, d, w, nq, accRef);
+        for (int i = 0; i < acc.Length; i++)
+            Assert.True(Math.Abs(acc[i] - accRef[i]) <= 1e-4 * (1 + Math.Abs(accRef[i])), $"{spec} d {d}: acc {i} {acc[i]} vs {accRef[i]}");
     }
 }

@@ -69,12 +69,13 @@ Console.WriteLine();
 Console.WriteLine($"Machine: {MachineInfo.Describe()}; model {name}; {threads} threads; decode {decode} tokens after the prompt; " +
     $"best of {rounds} round(s); load average {LoadAverage()}.");
 Console.WriteLine();
-Console.WriteLine("| engine | ctx | kv | prefill tok/s | decode tok/s | decode vs llama.cpp f16 | peak RSS MiB |");
-Console.WriteLine("|---|---:|---|---:|---:|---:|---:|");
+Console.WriteLine("| engine | ctx | kv | prefill tok/s | decode tok/s | decode vs llama.cpp f16 | prefill CPU us/token | decode CPU us/token | peak RSS MiB |");
+Console.WriteLine("|---|---:|---|---:|---:|---:|---:|---:|---:|");
 foreach (var r in rows)
 {
     var baseline = rows.First(x => x.Engine == "llama.cpp" && x.Ctx == r.Ctx && x.Kv == peerKvs[0]);
-    Console.WriteLine($"| {r.Engine} | {r.Ctx} | {r.Kv} | {r.PrefillTokS:F0} | {r.DecodeTokS:F1} | {r.DecodeTokS / baseline.DecodeTokS:F2}x | {r.PeakMemoryBytes / 1048576.0:F0} |");
+    Console.WriteLine($"| {r.Engine} | {r.Ctx} | {r.Kv} | {r.PrefillTokS:F0} | {r.DecodeTokS:F1} | {r.DecodeTokS / baseline.DecodeTokS:F2}x | " +
+        $"{r.PrefillCpuS * 1e6 / r.Ctx:F0} | {r.DecodeCpuS * 1e6 / r.DecodeTokens:F0} | {r.PeakMemoryBytes / 1048576.0:F0} |");
 }
 
 static string LoadAverage()
@@ -89,9 +90,11 @@ static ThroughputResult LlamaCppThroughput(LlamaCppModel peer, string name, int 
     using var s = peer.CreateSession(ctx + decode + 8, threads, kv);
     s.Eval(prompt[..Math.Min(64, ctx)], false); // warm-up
     s.Reset();
+    var cpu0 = ThroughputBenchmark.CpuSeconds();
     var sw = Stopwatch.StartNew();
     var logits = s.Eval(prompt, false);
     double prefill = sw.Elapsed.TotalSeconds;
+    var cpu1 = ThroughputBenchmark.CpuSeconds();
     sw.Restart();
     var one = new int[1];
     for (int i = 0; i < decode; i++)
@@ -100,8 +103,9 @@ static ThroughputResult LlamaCppThroughput(LlamaCppModel peer, string name, int 
         logits = s.Eval(one, false);
     }
     double dec = sw.Elapsed.TotalSeconds;
+    var cpu2 = ThroughputBenchmark.CpuSeconds();
     return new ThroughputResult("llama.cpp", name, ctx, kv, threads, decode, ctx / prefill, decode / dec,
-        Process.GetCurrentProcess().PeakWorkingSet64, 0, MachineInfo.Describe());
+        Process.GetCurrentProcess().PeakWorkingSet64, 0, MachineInfo.Describe(), cpu1 - cpu0, cpu2 - cpu1);
 }
 
 public sealed class Args(Dictionary<string, string> values)

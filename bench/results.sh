@@ -41,4 +41,13 @@ done
 kvq eval ppl -m "$SHARED/models/stories260K.gguf" --text "$SHARED/text/tinystories/TinyStories-valid.first1000.txt" --ctx 256 \
   --windows 100 --kv "f32,f16,int8,int4,int4-ch/int4,int2,kivi4,kivi2,$NUQ,nuq3" --profile reports/stories260K.kvqp -t 2 --report reports/stories260K-ppl
 
+# Low-rank keys (docs/results.md "Low-rank keys"): bases + KVQuant on the rank-32/16 key latents, same calibration text.
+kvq calibrate -m "$MODEL" --text "$SHARED/text/tinyshakespeare/input.txt" --samples 16 --length 2048 --lowrank --lowrank-nuq 32,16 \
+  --out reports/books19m-lr.kvqp
+LR=f16,lr48+f16/f16,lr32+f16/f16,lr16+f16/f16,lr48+int4-ch/f16,lr32+int4/f16,lr32h+int4/f16,lr32+int4-ch/f16,lr16+int4/f16
+LR=$LR,lr32+nuq4-1%/f16,lr32+nuq3-1%/f16,lr32+nuq2-1%/f16,lr16+nuq4-1%/f16,q8_0/f16,int4/f16,int2/f16,nuq4-1%/f16,nuq3-1%/f16,nuq2-1%/f16
+kvq eval ppl    -m "$MODEL" --text "$BOOK" --ctx 2048 --windows 8 --kv "$LR" --profile reports/books19m-lr.kvqp -t 2 --report reports/lowrank-ppl
+kvq eval recall -m "$MODEL" --text "$BOOK" --kv "$LR" --profile reports/books19m-lr.kvqp --passage 200 --filler 500,1000,1500 \
+  --samples "$SAMPLES" -t 2 --report reports/lowrank-recall
+
 echo "reports written under reports/ (open reports/*/index.html)"

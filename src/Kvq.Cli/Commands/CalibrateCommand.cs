@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
+using Kvq.Calibration.LowRank;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Model;
 using Kvq.Text;
@@ -25,11 +26,19 @@ public static class CalibrateCommand
         var sink = new Option<int>("--sink") { Description = "leading tokens of each window left out (attention sinks, kept exact at inference)", DefaultValueFactory = _ => 1 };
         var seed = new Option<ulong>("--seed") { Description = "seed of the window choice and of k-means", DefaultValueFactory = _ => 0UL };
         var noFisher = new Option<bool>("--no-fisher") { Description = "weight k-means uniformly instead of by Fisher information" };
+        var lowRank = new Option<bool>("--lowrank")
+        {
+            Description = "also fit low-rank bases (all principal directions of pre-RoPE keys and of values per layer and KV head) for the lrR+FORMAT formats",
+        };
+        var lowRankNuq = new Option<string?>("--lowrank-nuq")
+        {
+            Description = "ranks whose key latent gets a KVQuant calibration (per-channel scales, codebooks) for lrR+nuq*, comma-separated, e.g. 32,16 (implies --lowrank)",
+        };
         var output = new Option<string>("--out", "-o") { Description = "profile file to write", Required = true };
         var threads = CommonOptions.Threads();
         var cmd = new Command("calibrate", "calibrate KVQuant (nuq2/3/4) for a model: per-channel key scales and codebooks")
         {
-            model, text, samples, length, outliers, sink, seed, noFisher, output, threads,
+            model, text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, output, threads,
         };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
@@ -55,16 +64,43 @@ public static class CalibrateCommand
             var calibrations = Progress.Run("fit scales and codebooks", p => KvQuantFitter.Fit(acts, fit, p));
             var profile = KvQuantCalibrator.Profile(transformer, options, KvQuantCalibrator.TextHash(content), Path.GetFileName(textPath),
                 fisher, calibrations);
+            string lowRankNote = "";
+            var latentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim);
+            if (r.GetValue(lowRank) || latentRanks.Count > 0)
+            {
+                var bases = Progress.Run("fit low-rank bases", p => { var b = LowRankFitter.Fit(acts, nThreads); p(1, 1); return b; });
+                if (latentRanks.Count > 0)
+                    bases = Progress.Run("fit KVQuant on the key latents", p => LatentCalibration.Fit(acts, bases, latentRanks, fit, p));
+                profile = profile.WithLowRank(bases);
+                int hd = bases.HeadDim;
+                lowRankNote = $"; low-rank bases: key variance kept at rank {hd / 2} / {hd / 4} = {bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Key, hd / 2):P1} / " +
+                              $"{bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Key, hd / 4):P1}, values {bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Value, hd / 2):P1} / " +
+                              $"{bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Value, hd / 4):P1} (mean over layers and heads)";
+            }
             var outPath = r.GetValue(output)!;
             profile.Save(outPath);
             Console.WriteLine($"wrote {outPath}: model {Path.GetFileName(modelPath)} ({profile.ModelFingerprint}), text {Path.GetFileName(textPath)}, " +
                               $"{options.Samples} x {options.Length} tokens (sink {sinkTokens}), outliers " +
                               $"{string.Join(", ", calibrations.Select(c => c.OutlierFraction == 0 ? "0%" : KvQuantSpec.FormatFraction(c.OutlierFraction)))}, " +
                               $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}; {collectSeconds:F1} s activations, " +
-                              $"{sw.Elapsed.TotalSeconds - collectSeconds:F1} s fit");
+                              $"{sw.Elapsed.TotalSeconds - collectSeconds:F1} s fit{lowRankNote}");
             return 0;
         }));
         return cmd;
+    }
+
+    private static List<int> ParseRanks(string? text, int headDim)
+    {
+        var list = new List<int>();
+        if (string.IsNullOrWhiteSpace(text)) return list;
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!int.TryParse(part, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int rank)
+                || rank < LatentCalibration.MinRank || rank > headDim)
+                throw new CliException($"--lowrank-nuq: rank '{part}' must be a whole number in [{LatentCalibration.MinRank}, {headDim}] (the model's head dim)");
+            list.Add(rank);
+        }
+        return list;
     }
 
     private static List<double> ParseFractions(string text)

@@ -10,7 +10,7 @@ public static class KvProfileOptions
 {
     public static Option<string?> Profile() => new("--profile")
     {
-        Description = "KVQuant calibration profile from 'kvq calibrate' (needed by nuq2/nuq3/nuq4)",
+        Description = "calibration profile from 'kvq calibrate' (needed by nuq2/nuq3/nuq4, and by lrR+FORMAT when calibrated with --lowrank)",
     };
 
     public static Option<int?> Sink() => new("--sink")

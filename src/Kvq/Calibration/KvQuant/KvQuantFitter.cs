@@ -140,7 +140,7 @@ public static class KvQuantFitter
                     var fit = WeightedKMeans1D.Fit(cells, 1 << bits, seed, options.Restarts, options.MaxIterations);
                     var raw = new NuqCodebook(fit.Levels);
                     var (s, o) = hist.QNorm(raw);
-                    result[f].Add((stream, layer, new NuqCodebook(fit.Levels, s, o)));
+                    result[f].Add((stream, layer, new NuqCodebook(fit.Levels, s, o, Math.Max(0, fit.Objective))));
                 }
             }
         }

@@ -23,7 +23,8 @@ internal static class CodecTestData
     public static bool Rejects(string name, int blockTokens, int headDim) =>
         (name is "q8_0" or "q4_0" && headDim % 32 != 0)
         || (name.EndsWith("-g64") && headDim > 64 && headDim % 64 != 0)
-        || (name.StartsWith("kivi") && blockTokens != 32);
+        || (name.StartsWith("kivi") && blockTokens != 32)
+        || (Kvq.Cache.Codecs.LowRank.LowRankSpec.TryParse(name) is { } lr && lr.Rank > headDim);
 
     /// <summary>The codecs a name builds over the matrix (geometries it accepts), with their side.</summary>
     public static IEnumerable<(KvCodec Codec, KvSide Side)> Codecs(string name)
@@ -34,10 +35,11 @@ internal static class CodecTestData
                     if (!Rejects(name, bt, hd)) yield return (Create(name, side, bt, hd), side);
     }
 
-    /// <summary>A codec for the matrix. Calibrated formats (KVQuant's nuq*) get a profile fitted on <see cref="Tokens"/>
-    /// for the head dim, so that they run on the same data as every other format.</summary>
+    /// <summary>A codec for the matrix. Calibrated formats (KVQuant's nuq*, low-rank lrR+*) get a profile fitted on
+    /// <see cref="Tokens"/> for the head dim, so that they run on the same data as every other format.</summary>
     public static KvCodec Create(string name, KvSide side, int bt, int hd) =>
-        Kvq.Cache.Codecs.KvQuant.KvQuantSpec.TryParse(name) is null ? KvCodecRegistry.Create(name, side, bt, hd)
+        Kvq.Cache.Codecs.KvQuant.KvQuantSpec.TryParse(name) is null && Kvq.Cache.Codecs.LowRank.LowRankSpec.TryParse(name) is null
+            ? KvCodecRegistry.Create(name, side, bt, hd)
             : KvCodecRegistry.Create(name, new KvCodecContext(side, bt, hd, 0, 0, CalibratedProfiles.GetOrAdd(hd, CalibratedProfile)));
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, IKvProfile> CalibratedProfiles = new();
@@ -50,7 +52,8 @@ internal static class CodecTestData
         var acts = new Kvq.Calibration.KvActivations(shape, positions, [Tokens(n, hd, 101)], [Tokens(n, hd, 102)]);
         var fit = Kvq.Calibration.KvQuant.KvQuantFitter.Fit(acts, new Kvq.Calibration.KvQuant.KvQuantFitOptions([0.01], Bins: 4096, Restarts: 1));
         var settings = new Kvq.Cache.Codecs.KvQuant.KvQuantCalibrationSettings("CodecTestData.Tokens", "", 1, n, 0, 0, false);
-        return new Kvq.Cache.Codecs.KvQuant.KvQuantProfile("codec-matrix", settings, 1, 1, hd, fit);
+        return new Kvq.Cache.Codecs.KvQuant.KvQuantProfile("codec-matrix", settings, 1, 1, hd, fit,
+            Kvq.Calibration.LowRank.LowRankFitter.Fit(acts));
     }
 
     /// <summary>

@@ -27,7 +27,7 @@ public static class KvQuantCodecs
             // "nuqB-1%" answers the whole family (any fraction and modifiers); "nuqB" is listed for the dense-only variant.
             KvCodecRegistry.Register($"nuq{b}-1%",
                 $"KVQuant {b}-bit non-uniform, 1% outliers kept exact (calibrated: needs --profile); any -F%, and modifiers " +
-                ":uniform :token :post :qnorm :slotsN (docs/kvquant.md)",
+                ":uniform :token :post :qnorm :slotsN :mixed (docs/kvquant.md)",
                 (name, ctx) => KvQuantSpec.TryParse(name) is { } spec && spec.Bits == b ? Create(spec, ctx) : null);
             KvCodecRegistry.Register($"nuq{b}", $"KVQuant {b}-bit non-uniform, dense only (calibrated: needs --profile)",
                 (name, ctx) => name == $"nuq{b}" ? Create(KvQuantSpec.TryParse(name)!, ctx) : null);
@@ -37,6 +37,7 @@ public static class KvQuantCodecs
     public static KvCodec Create(KvQuantSpec spec, KvCodecContext ctx)
     {
         var stream = KvQuantStreams.For(ctx.Side, spec);
+        if (spec.Mixed) spec = spec with { Bits = LayerBits(spec, stream, ctx) };
         bool perToken = ctx.Side == KvSide.Value || spec.KeyScaling == KeyScaling.PerToken;
         if (perToken)
         {
@@ -48,6 +49,30 @@ public static class KvQuantCodecs
         var codebook = spec.Uniform ? NuqCodebook.Uniform(spec.Bits) : Codebook(cal, stream, spec, ctx);
         return new NuqChannelCodec(spec, ctx.Side, ctx.BlockTokens, ctx.HeadDim,
             scales.Zeros(ctx.Layer, ctx.KvHead), scales.Ranges(ctx.Layer, ctx.KvHead), codebook);
+    }
+
+    /// <summary>This layer's width under a <c>:mixed</c> spec: the allocation of spec.Bits mean bits over the layers
+    /// that minimises the summed calibration error of this side's codebooks.</summary>
+    private static int LayerBits(KvQuantSpec spec, KvQuantStream stream, KvCodecContext ctx)
+    {
+        var cal = Calibration(spec, ctx);
+        int layers = ((KvQuantProfile)ctx.Profile!).Layers;
+        var sens = new double[layers][];
+        for (int l = 0; l < layers; l++)
+        {
+            sens[l] = new double[KvQuantProfile.BitWidths.Length];
+            for (int i = 0; i < sens[l].Length; i++)
+            {
+                int b = KvQuantProfile.BitWidths[i];
+                var book = cal.Codebook(stream, l, b)
+                           ?? throw new KvSpecException($"'{spec.Name}': the profile has no {b}-bit codebook for {stream.Describe()} in layer {l}");
+                if (double.IsNaN(book.Sensitivity))
+                    throw new KvSpecException($"'{spec.Name}': the profile has no calibration errors for its codebooks (written by an " +
+                                              "older kvq); run 'kvq calibrate' again to use :mixed");
+                sens[l][i] = book.Sensitivity;
+            }
+        }
+        return KvQuantBitAllocation.Allocate(sens, KvQuantProfile.BitWidths, spec.Bits)[ctx.Layer];
     }
 
     private static KvQuantCalibration Calibration(KvQuantSpec spec, KvCodecContext ctx)

@@ -1,11 +1,14 @@
+using Kvq.Cache.Codecs.LowRank;
+
 namespace Kvq.Cache.Codecs.KvQuant;
 
 /// <summary>
 /// A KVQuant calibration of one model: per outlier fraction, per-channel key scales and per-layer codebooks
 /// (see <see cref="KvQuantCalibration"/>). Written by <c>kvq calibrate</c>, read by the nuq codecs through
-/// <see cref="KvCacheConfig.Profile"/>. File format: <see cref="KvQuantProfileFile"/>.
+/// <see cref="KvCacheConfig.Profile"/>. File format: <see cref="KvQuantProfileFile"/>. Optionally carries the low-rank
+/// bases of the same calibration run (<c>kvq calibrate --lowrank</c>), read by the lrR+FORMAT codecs.
 /// </summary>
-public sealed class KvQuantProfile : IKvProfile
+public sealed class KvQuantProfile : ILowRankProfile
 {
     public string ModelFingerprint { get; }
     public KvQuantCalibrationSettings Settings { get; }
@@ -15,10 +18,14 @@ public sealed class KvQuantProfile : IKvProfile
     /// <summary>Bit widths with codebooks.</summary>
     public static readonly int[] BitWidths = [2, 3, 4];
     public IReadOnlyList<KvQuantCalibration> Calibrations { get; }
+    /// <summary>Principal bases of pre-RoPE keys and of values, when calibrated with --lowrank.</summary>
+    public LowRankBases? LowRank { get; }
 
     public KvQuantProfile(string modelFingerprint, KvQuantCalibrationSettings settings, int layers, int kvHeads, int headDim,
-        IReadOnlyList<KvQuantCalibration> calibrations)
+        IReadOnlyList<KvQuantCalibration> calibrations, LowRankBases? lowRank = null)
     {
+        if (lowRank != null && (lowRank.Layers != layers || lowRank.KvHeads != kvHeads || lowRank.HeadDim != headDim))
+            throw new ArgumentException($"low-rank bases are ({lowRank.Layers}, {lowRank.KvHeads}, {lowRank.HeadDim}), the profile ({layers}, {kvHeads}, {headDim})");
         if (calibrations.Count == 0) throw new ArgumentException("a profile needs at least one calibration");
         foreach (var c in calibrations)
         {
@@ -34,7 +41,16 @@ public sealed class KvQuantProfile : IKvProfile
         KvHeads = kvHeads;
         HeadDim = headDim;
         Calibrations = calibrations;
+        LowRank = lowRank;
     }
+
+    /// <summary>The keys' rank-R latent calibrations as a profile of head dim R (same model and settings), or null.</summary>
+    public IKvProfile? LatentProfile(int rank) =>
+        LowRank?.LatentCalibrations(rank) is { } cals ? new KvQuantProfile(ModelFingerprint, Settings, Layers, KvHeads, rank, cals) : null;
+
+    /// <summary>The same profile with low-rank bases added (or replaced).</summary>
+    public KvQuantProfile WithLowRank(LowRankBases lowRank) =>
+        new(ModelFingerprint, Settings, Layers, KvHeads, HeadDim, Calibrations, lowRank);
 
     /// <summary>The calibration for an outlier fraction, or a spec error naming the ones present.</summary>
     public KvQuantCalibration For(double fraction, string spec)

@@ -2,12 +2,14 @@ using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
 using Kvq.Formats;
+using Kvq.Cache.Codecs.LowRank;
 using Kvq.IO;
 
 namespace Kvq.Cache.Codecs.KvQuant;
 
 /// <summary>
-/// The binary profile format, version 1 (all little-endian):
+/// The binary profile format, version 1, 2 when low-rank bases are present, 3 when codebooks carry their calibration
+/// errors (all little-endian):
 /// <code>
 /// "KVQPROF\0"                          8-byte magic
 /// u32 version = 1
@@ -19,13 +21,27 @@ namespace Kvq.Cache.Codecs.KvQuant;
 ///   keys pre-RoPE:  f32 zero[layers*heads*dim], f32 range[layers*heads*dim]   ((layer, head, channel) order)
 ///   keys post-RoPE: the same
 ///   i32 codebooks; each: u8 stream, i32 layer, u8 bits, f32 qnorm scale, f32 qnorm offset, f32 level[2^bits]
+/// version 2 only: low-rank bases (kvq calibrate --lowrank)
+///   i64 calibration tokens; for keys then values, per (layer, head): f32 mean[dim], f32 eigenvalue[dim] (non-increasing,
+///   >= 0), f32 eigenvector[dim*dim] (rows, orthonormal);
+///   i32 latent calibrations; each: i32 rank R, then calibrations as above with head dim R (KVQuant fitted on the
+///   rank-R latent of the keys, for lrR+nuq*)
+/// version 3: as version 2, except that every codebook record ends with f64 sensitivity (the Fisher-weighted squared
+///   error the codebook leaves on the calibration data, NaN = unknown; used by :mixed bit allocation), and the
+///   low-rank section is preceded by u8 present (0 or 1)
 /// 32 bytes SHA-256 of everything above
 /// </code>
+/// The oldest version that holds the profile is written (no sensitivities and no bases: version 1, byte for byte as
+/// before), so older builds still read what they can use.
 /// Written atomically; any malformed or corrupted file is a <see cref="ModelFormatException"/> naming the item and offset.
 /// </summary>
 public static class KvQuantProfileFile
 {
     public const int Version = 1;
+    /// <summary>Version 1 plus the low-rank section.</summary>
+    public const int VersionLowRank = 2;
+    /// <summary>Codebook sensitivities; the low-rank section optional.</summary>
+    public const int VersionSensitivity = 3;
     private static readonly byte[] Magic = "KVQPROF\0"u8.ToArray();
     private const int MaxString = 4096;
     private const int MaxDim = 1 << 16;
@@ -36,7 +52,8 @@ public static class KvQuantProfileFile
         using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
         {
             w.Write(Magic);
-            w.Write((uint)Version);
+            bool sens = HasSensitivities(p);
+            w.Write((uint)(sens ? VersionSensitivity : p.LowRank == null ? Version : VersionLowRank));
             Str(w, p.ModelFingerprint);
             var s = p.Settings;
             Str(w, s.Text);
@@ -49,27 +66,9 @@ public static class KvQuantProfileFile
             w.Write(p.Layers);
             w.Write(p.KvHeads);
             w.Write(p.HeadDim);
-            w.Write(p.Calibrations.Count);
-            foreach (var c in p.Calibrations)
-            {
-                w.Write(c.OutlierFraction);
-                foreach (var scales in new[] { c.KeysPreRope, c.KeysPostRope })
-                {
-                    foreach (var z in scales.Zero) w.Write(z);
-                    foreach (var r in scales.Range) w.Write(r);
-                }
-                var books = c.Codebooks.ToList();
-                w.Write(books.Count);
-                foreach (var (stream, layer, book) in books)
-                {
-                    w.Write((byte)stream);
-                    w.Write(layer);
-                    w.Write((byte)book.Bits);
-                    w.Write(book.NormScale);
-                    w.Write(book.NormOffset);
-                    foreach (var l in book.Levels) w.Write(l);
-                }
-            }
+            WriteCalibrations(w, p.Calibrations, sens);
+            if (sens) w.Write((byte)(p.LowRank == null ? 0 : 1));
+            if (p.LowRank is { } lr) WriteLowRank(w, lr, sens);
         }
         var body = ms.ToArray();
         var hash = SHA256.HashData(body);
@@ -78,6 +77,59 @@ public static class KvQuantProfileFile
             f.Write(body);
             f.Write(hash);
         });
+    }
+
+    private static bool HasSensitivities(KvQuantProfile p)
+    {
+        static bool Any(IEnumerable<KvQuantCalibration> cals) =>
+            cals.Any(c => c.Codebooks.Any(b => !double.IsNaN(b.Codebook.Sensitivity)));
+        return Any(p.Calibrations) || (p.LowRank?.Latent.Any(l => Any(l.Calibrations)) ?? false);
+    }
+
+    private static void WriteCalibrations(BinaryWriter w, IReadOnlyList<KvQuantCalibration> calibrations, bool sensitivities)
+    {
+        w.Write(calibrations.Count);
+        foreach (var c in calibrations)
+        {
+            w.Write(c.OutlierFraction);
+            foreach (var scales in new[] { c.KeysPreRope, c.KeysPostRope })
+            {
+                foreach (var z in scales.Zero) w.Write(z);
+                foreach (var r in scales.Range) w.Write(r);
+            }
+            var books = c.Codebooks.ToList();
+            w.Write(books.Count);
+            foreach (var (stream, layer, book) in books)
+            {
+                w.Write((byte)stream);
+                w.Write(layer);
+                w.Write((byte)book.Bits);
+                w.Write(book.NormScale);
+                w.Write(book.NormOffset);
+                foreach (var l in book.Levels) w.Write(l);
+                if (sensitivities) w.Write(book.Sensitivity);
+            }
+        }
+    }
+
+    private static void WriteLowRank(BinaryWriter w, LowRankBases lr, bool sensitivities)
+    {
+        w.Write(lr.Tokens);
+        foreach (var side in new[] { KvSide.Key, KvSide.Value })
+            for (int l = 0; l < lr.Layers; l++)
+                for (int h = 0; h < lr.KvHeads; h++)
+                {
+                    var b = lr.For(side, l, h);
+                    foreach (var x in b.Mean) w.Write(x);
+                    foreach (var x in b.Eigenvalues) w.Write(x);
+                    foreach (var x in b.Vectors) w.Write(x);
+                }
+        w.Write(lr.Latent.Count);
+        foreach (var (rank, cals) in lr.Latent)
+        {
+            w.Write(rank);
+            WriteCalibrations(w, cals, sensitivities);
+        }
     }
 
     private static void Str(BinaryWriter w, string s)
@@ -100,7 +152,9 @@ public static class KvQuantProfileFile
             throw new ModelFormatException(path, "magic", 0, "not a KVQuant profile (expected \"KVQPROF\\0\")");
         r.Skip(Magic.Length);
         uint version = r.U32("version");
-        if (version != Version) throw new ModelFormatException(path, "version", 8, $"version {version} is not supported (this build reads version {Version})");
+        if (version is not (Version or VersionLowRank or VersionSensitivity))
+            throw new ModelFormatException(path, "version", 8,
+                $"version {version} is not supported (this build reads versions {Version} to {VersionSensitivity})");
         int bodyLength = data.Length - 32;
         var expected = SHA256.HashData(data.AsSpan(0, bodyLength));
         if (!expected.AsSpan().SequenceEqual(data.AsSpan(bodyLength)))
@@ -108,7 +162,7 @@ public static class KvQuantProfileFile
         r.End = bodyLength;
         try
         {
-            return Parse(r);
+            return Parse(r, (int)version);
         }
         catch (ArgumentException e) when (e is not KvSpecException)
         {
@@ -116,7 +170,7 @@ public static class KvQuantProfileFile
         }
     }
 
-    private static KvQuantProfile Parse(Reader r)
+    private static KvQuantProfile Parse(Reader r, int version)
     {
         string fingerprint = r.Str("model fingerprint");
         string text = r.Str("text");
@@ -130,6 +184,24 @@ public static class KvQuantProfileFile
         int layers = r.I32("layers", 1, MaxDim);
         int heads = r.I32("kv heads", 1, MaxDim);
         int dim = r.I32("head dim", 1, MaxDim);
+        bool sens = version == VersionSensitivity;
+        var calibrations = ReadCalibrations(r, layers, heads, dim, sens);
+        bool lowRank = version == VersionLowRank;
+        if (sens)
+        {
+            long at = r.Offset;
+            byte present = r.U8("low-rank present");
+            if (present > 1) r.Fail("low-rank present", $"flag is {present}, expected 0 or 1", at);
+            lowRank = present == 1;
+        }
+        var bases = lowRank ? ReadLowRank(r, layers, heads, dim, sens) : null;
+        if (r.Offset != r.End) r.Fail("end", $"{r.End - r.Offset} unexpected bytes before the checksum");
+        var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1);
+        return new KvQuantProfile(fingerprint, settings, layers, heads, dim, calibrations, bases);
+    }
+
+    private static List<KvQuantCalibration> ReadCalibrations(Reader r, int layers, int heads, int dim, bool sensitivities)
+    {
         long perScales = (long)layers * heads * dim;
         int count = r.I32("calibrations", 1, 64);
         var calibrations = new List<KvQuantCalibration>();
@@ -153,9 +225,10 @@ public static class KvQuantProfileFile
                 float scale = r.F32("codebook qnorm scale"), offset = r.F32("codebook qnorm offset");
                 var levels = new float[1 << bits];
                 for (int k = 0; k < levels.Length; k++) levels[k] = r.F32("codebook level");
+                double sensitivity = sensitivities ? r.F64("codebook sensitivity") : double.NaN;
                 try
                 {
-                    list.Add(((KvQuantStream)stream, layer, new NuqCodebook(levels, scale, offset)));
+                    list.Add(((KvQuantStream)stream, layer, new NuqCodebook(levels, scale, offset, sensitivity)));
                 }
                 catch (ArgumentException e)
                 {
@@ -164,9 +237,47 @@ public static class KvQuantProfileFile
             }
             calibrations.Add(new KvQuantCalibration(fraction, pre, post, list));
         }
-        if (r.Offset != r.End) r.Fail("end", $"{r.End - r.Offset} unexpected bytes before the checksum");
-        var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1);
-        return new KvQuantProfile(fingerprint, settings, layers, heads, dim, calibrations);
+        return calibrations;
+    }
+
+    private static LowRankBases ReadLowRank(Reader r, int layers, int heads, int dim, bool sensitivities)
+    {
+        long at = r.Offset;
+        long tokens = (long)r.U64("low-rank tokens");
+        if (tokens < 1) r.Fail("low-rank tokens", $"{tokens} calibration tokens", at);
+        double bytes = 2.0 * layers * heads * (2.0 * dim + (double)dim * dim) * 4; // double: the product can pass 2^63 for hostile counts
+        if (bytes > r.End - r.Offset) r.Fail("low-rank bases", $"needs {bytes} bytes, {r.End - r.Offset} left: the file is truncated");
+        var all = new[] { new LowRankBasis[layers * heads], new LowRankBasis[layers * heads] };
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < layers * heads; i++)
+            {
+                at = r.Offset;
+                string item = $"low-rank {(s == 0 ? "key" : "value")} basis of layer {i / heads} head {i % heads}";
+                var mean = new float[dim];
+                var eig = new float[dim];
+                var vec = new float[dim * dim];
+                for (int c = 0; c < dim; c++) mean[c] = r.F32(item);
+                for (int c = 0; c < dim; c++) eig[c] = r.F32(item);
+                for (int c = 0; c < dim * dim; c++) vec[c] = r.F32(item);
+                try
+                {
+                    all[s][i] = new LowRankBasis(mean, eig, vec);
+                }
+                catch (ArgumentException e)
+                {
+                    r.Fail(item, e.Message, at);
+                }
+            }
+        int latents = r.I32("latent calibrations", 0, dim);
+        var latent = new List<(int, IReadOnlyList<KvQuantCalibration>)>();
+        for (int i = 0; i < latents; i++)
+        {
+            at = r.Offset;
+            int rank = r.I32("latent rank", 1, dim);
+            if (latent.Exists(e => e.Item1 == rank)) r.Fail("latent rank", $"rank {rank} appears twice", at);
+            latent.Add((rank, ReadCalibrations(r, layers, heads, rank, sensitivities)));
+        }
+        return new LowRankBases(layers, heads, dim, tokens, all[0], all[1], latent);
     }
 
     private static ChannelScales Scales(Reader r, int layers, int heads, int dim, long n, string item)

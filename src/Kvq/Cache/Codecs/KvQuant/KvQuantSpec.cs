@@ -14,12 +14,14 @@ public enum KeyScaling { PerChannel, PerToken }
 /// <item><c>post</c>: keys quantized after RoPE with post-RoPE calibration (keys only);</item>
 /// <item><c>qnorm</c> / <c>noqnorm</c>: decode with Q-Norm's mean/std-matched levels, or not (the default: on books-19m
 /// Q-Norm did not help at 2 bits with Fisher weights and hurt without; see docs/kvquant.md);</item>
-/// <item><c>slotsN</c>: N outlier slots per key token instead of <see cref="KeyOutlierSlots"/>.</item>
+/// <item><c>slotsN</c>: N outlier slots per key token instead of <see cref="KeyOutlierSlots"/>;</item>
+/// <item><c>mixed</c>: B is the mean width: each layer gets 2, 3 or 4 bits, chosen from the profile's calibration
+/// sensitivities (<see cref="KvQuantBitAllocation"/>), keys and values separately.</item>
 /// </list>
 /// Value codecs ignore the key-only modifiers, so one name can serve both sides ("--kv nuq3-1%:post").
 /// </summary>
 public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, bool Uniform, KeyScaling KeyScaling,
-    bool PostRope, bool QNorm, int? KeySlots = null)
+    bool PostRope, bool QNorm, int? KeySlots = null, bool Mixed = false)
 {
     public const string Prefix = "nuq";
 
@@ -38,7 +40,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
             throw new KvSpecException($"'{name}': expected nuq2, nuq3 or nuq4 (bits 2..4), optionally with -F% outliers");
         double fraction = 0;
         if (dash >= 0) fraction = ParseFraction(head[(dash + 1)..], name);
-        bool uniform = false, post = false;
+        bool uniform = false, post = false, mixed = false;
         bool? qnorm = null;
         var scaling = KeyScaling.PerChannel;
         int? slots = null;
@@ -59,12 +61,14 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                 case "post": post = true; break;
                 case "qnorm": qnorm = true; break;
                 case "noqnorm": qnorm = false; break;
+                case "mixed": mixed = true; break;
                 default:
-                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN)");
+                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN, mixed)");
             }
         }
+        if (uniform && mixed) throw new KvSpecException($"'{name}': mixed widths are chosen from calibrated codebooks' errors; they do not apply to uniform levels");
         if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
-        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots);
+        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots, mixed);
     }
 
     /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>

@@ -17,7 +17,12 @@ public sealed class NuqCodebook
 
     public int Bits { get; }
 
-    public NuqCodebook(float[] levels, float normScale = 1f, float normOffset = 0f)
+    /// <summary>The error this codebook leaves on its calibration data: sum of weight x (value - level)^2 in the
+    /// original units (Fisher-weighted: KVQuant's estimate of the loss increase). NaN when unknown (older profiles,
+    /// uniform levels). Drives the per-layer bit allocation of <c>:mixed</c> specs.</summary>
+    public double Sensitivity { get; }
+
+    public NuqCodebook(float[] levels, float normScale = 1f, float normOffset = 0f, double sensitivity = double.NaN)
     {
         int n = levels.Length;
         if (n < 2 || (n & (n - 1)) != 0 || n > 256) throw new ArgumentException($"a codebook needs 2^B levels (got {n})");
@@ -27,7 +32,10 @@ public sealed class NuqCodebook
             if (i > 0 && !(levels[i] > levels[i - 1])) throw new ArgumentException($"codebook levels must increase strictly (level {i}: {levels[i]} after {levels[i - 1]})");
         }
         if (!float.IsFinite(normScale) || !float.IsFinite(normOffset)) throw new ArgumentException("Q-Norm scale and offset must be finite");
+        if (!double.IsNaN(sensitivity) && !(sensitivity >= 0 && double.IsFinite(sensitivity)))
+            throw new ArgumentException($"codebook sensitivity {sensitivity} must be a finite value >= 0 (or unknown)");
         Levels = (float[])levels.Clone();
+        Sensitivity = sensitivity;
         NormScale = normScale;
         NormOffset = normOffset;
         Bits = System.Numerics.BitOperations.Log2((uint)n);

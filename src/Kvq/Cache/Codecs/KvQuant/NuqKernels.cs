@@ -13,7 +13,8 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// <see cref="RopeAngleTable"/>: 4 multiplies per pair, no cos/sin), and dot it with the group's query rows, so no
 /// tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
 /// zero_j + range_j * cb built once per block, accumulator rows in registers across the block's tokens, and the
-/// token's exact outliers added afterwards as sparse corrections w_j * (x - decoded). With more query rows than the
+/// token's exact outliers blended into its decoded registers (head dim 64) or added afterwards as sparse corrections
+/// w_j * (x - decoded) (other head dims). With more query rows than the
 /// register kernels take (prefill), blocks are decoded once into a tile by the same vector decode and the dense
 /// <see cref="Attention.TileMath"/> kernels serve all rows.
 /// Every kernel is checked against the codec's DecodeBlock + Rope.RotateAt + TileMath path in the tests.

@@ -28,9 +28,11 @@ public static class ThroughputBenchmark
         var prompt = PromptTokens(ctx, model.Config.VocabSize);
         var seq = new PagedKvCache(model.KvShape, config).CreateSequence();
         var logits = new float[model.Config.VocabSize];
+        var cpu0 = CpuSeconds();
         var sw = Stopwatch.StartNew();
         model.Forward(prompt, seq, logits);
         double prefill = sw.Elapsed.TotalSeconds;
+        var cpu1 = CpuSeconds();
         var one = new int[1];
         sw.Restart();
         for (int i = 0; i < decodeTokens; i++)
@@ -39,9 +41,17 @@ public static class ThroughputBenchmark
             model.Forward(one, seq, logits);
         }
         double decode = sw.Elapsed.TotalSeconds;
+        var cpu2 = CpuSeconds();
         return new ThroughputResult("kvq", modelName, ctx, config.Name, model.Parallelism.Threads, decodeTokens,
             ctx / prefill, decodeTokens / decode, Process.GetCurrentProcess().PeakWorkingSet64, seq.Memory().TotalBytes,
-            MachineInfo.Describe());
+            MachineInfo.Describe(), cpu1 - cpu0, cpu2 - cpu1);
+    }
+
+    /// <summary>CPU time of this process so far, all threads (user + system).</summary>
+    public static double CpuSeconds()
+    {
+        using var p = Process.GetCurrentProcess();
+        return p.TotalProcessorTime.TotalSeconds;
     }
 
     /// <summary>Enough work for the JIT to reach its optimised tier, and the weights paged in.</summary>

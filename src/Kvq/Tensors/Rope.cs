@@ -25,6 +25,11 @@ public sealed class Rope
         _thetaScale = MathF.Pow(ropeBase, -2.0f / ropeDims);
     }
 
+    private RopeAngleTable? _table;
+
+    /// <summary>Cached angles for kernels that rotate many positions per call (fused pre-RoPE key scores).</summary>
+    public RopeAngleTable Table => _table ?? Interlocked.CompareExchange(ref _table, new RopeAngleTable(this), null) ?? _table!;
+
     public static Rope For(ModelConfig c) => new(c.HeadDim, c.RopeDims, c.RopeBase, c.RopeScale, c.RopeStyle);
 
     /// <summary>cos and sin of each rotated pair's angle at <paramref name="position"/> (RopeDims/2 each).</summary>

@@ -11,6 +11,8 @@ public class TileMathTests
     [InlineData(5, 16, 2)]
     [InlineData(9, 8, 4)]    // head dim 8: reference path
     [InlineData(11, 96, 5)]
+    [InlineData(30, 64, 48)]
+    [InlineData(2, 64, 3)]
     public void FastPathsEqualReferences(int count, int d, int nq)
     {
         var r = new Random(count * 100 + d + nq);

@@ -1,4 +1,7 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using Kvq.Model;
+using Kvq.Tensors;
 
 namespace Kvq.Cache.Codecs.KvQuant;
 
@@ -21,6 +24,16 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     private readonly int _levels, _codeBytes, _codesOffset;
     private readonly float[] _decodeLevels;  // what each code decodes to on [-1, 1] (Q-Norm applied)
     private readonly OutlierSlots _slots;
+    // Fused kernels (NuqKernels): lane layouts built on first use, per RoPE style (pre-RoPE) or channel order (post).
+    private readonly bool _fused;
+    private readonly Vector512<float> _lut;
+    private KeyLanes? _normal, _neox, _natural;
+
+    private sealed class KeyLanes(NuqLanes lanes, float[] zero, float[] range)
+    {
+        public readonly NuqLanes Lanes = lanes;
+        public readonly float[] Zero = zero, Range = range;
+    }
 
     public override string Name => _spec.Name;
     public override bool PreRope => !_spec.PostRope;
@@ -50,6 +63,51 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         int slots = spec.KeySlots ?? KvQuantSpec.KeyOutlierSlots(spec.OutlierFraction, headDim);
         _codesOffset = blockTokens * slots * 2;
         _slots = new OutlierSlots(slots, headDim, blockTokens, 0, _codesOffset + blockTokens * _codeBytes);
+        _fused = NuqLanes.IsSupported(headDim, spec.Bits);
+        if (_fused) _lut = NuqLanes.Repeat(levels);
+    }
+
+    private KeyLanes Lanes(NuqLanes lanes) => new(lanes, lanes.InLaneOrder(_zero), lanes.InLaneOrder(_range));
+
+    /// <summary>Fused: codes -> codebook -> scale/zero -> outliers -> RoPE at each position -> dots, in registers
+    /// (NuqKernels.KeyScores); the base class's decode + rotate + tile path where the kernel does not apply.</summary>
+    public override void ScoresPreRope(ReadOnlySpan<byte> block, int count, ReadOnlySpan<int> positions, Rope rope,
+        ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        if (!_fused || rope.RopeDims != HeadDim || rope.HeadDim != HeadDim || count == 0)
+        {
+            base.ScoresPreRope(block, count, positions, rope, q, nq, scores, tile);
+            return;
+        }
+        Check(block, count, q, nq, scores, tile);
+        if (positions.Length < count) throw new ArgumentException($"{Name}: {positions.Length} positions for {count} tokens");
+        var set = rope.Style == RopeStyle.Normal
+            ? _normal ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, RopeStyle.Normal))
+            : _neox ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, rope.Style));
+        NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, _codesOffset, _codeBytes, _slots.Slots, 0,
+            _codesOffset + BlockTokens * _codeBytes, _slots.Empty, _lut, set.Zero, set.Range, q, nq, scores, tile);
+    }
+
+    /// <summary>Post-RoPE keys (the :post ablation): the same fused kernel without the rotation.</summary>
+    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        if (!_fused || count == 0)
+        {
+            base.Scores(block, count, q, nq, scores, tile);
+            return;
+        }
+        Check(block, count, q, nq, scores, tile);
+        var set = _natural ??= Lanes(NuqLanes.Natural(HeadDim, _spec.Bits));
+        NuqKernels.KeyScores(set.Lanes, block, count, default, null, _codesOffset, _codeBytes, _slots.Slots, 0,
+            _codesOffset + BlockTokens * _codeBytes, _slots.Empty, _lut, set.Zero, set.Range, q, nq, scores, tile);
+    }
+
+    private void Check(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        if (block.Length < BlockBytes || (uint)count > (uint)BlockTokens || q.Length < nq * HeadDim || scores.Length < nq * count
+            || tile.Length < count * HeadDim)
+            throw new ArgumentException($"{Name}: scores of {nq} rows over {count} tokens with a {block.Length}-byte block, " +
+                $"{q.Length} query values, {scores.Length} scores, {tile.Length} tile values");
     }
 
     public override KvBytes BlockLayout =>

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Kvq.Tensors.Quant;
 
 namespace Kvq.Cache.Codecs.KvQuant;
@@ -19,6 +20,8 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     private readonly float[] _mids, _levels;
     private readonly int _k, _codeBytes, _rangesOffset, _zerosOffset, _codesOffset;
     private readonly OutlierSlots _slots;
+    private readonly NuqLanes? _lanes;          // fused value kernels (NuqKernels), when the machine has them
+    private readonly Vector512<float> _lut;
 
     public override string Name => _spec.Name;
     public override bool PreRope => _preRope;
@@ -45,6 +48,28 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         _zerosOffset = _rangesOffset + blockTokens * 2;
         _codesOffset = _zerosOffset + blockTokens * 2;
         _slots = new OutlierSlots(s, headDim, blockTokens, 0, _codesOffset + blockTokens * _codeBytes);
+        if (NuqLanes.IsSupported(headDim, spec.Bits))
+        {
+            _lanes = NuqLanes.Natural(headDim, spec.Bits);
+            _lut = NuqLanes.Repeat(_levels);
+        }
+    }
+
+    /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes, outliers as sparse corrections
+    /// (NuqKernels.ValueAccumulate); the base class's decode + tile path where the kernel does not apply.</summary>
+    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
+    {
+        if (_lanes == null || count == 0)
+        {
+            base.Accumulate(block, count, w, nq, acc, tile);
+            return;
+        }
+        if (block.Length < BlockBytes || (uint)count > (uint)BlockTokens || w.Length < nq * count || acc.Length < nq * HeadDim
+            || tile.Length < count * HeadDim)
+            throw new ArgumentException($"{Name}: accumulate of {nq} rows over {count} tokens with a {block.Length}-byte block, " +
+                $"{w.Length} weights, {acc.Length} accumulator values, {tile.Length} tile values");
+        NuqKernels.ValueAccumulate(_lanes, block, count, _rangesOffset, _zerosOffset, _codesOffset, _codeBytes, _slots.Slots, 0,
+            _codesOffset + BlockTokens * _codeBytes, _lut, w, nq, acc, tile);
     }
 
     public override KvBytes BlockLayout =>

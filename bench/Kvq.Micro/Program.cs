@@ -1,0 +1,57 @@
+using System.Diagnostics;
+using BenchmarkDotNet.Running;
+using Kvq.Micro;
+
+// dotnet run --project bench/Kvq.Micro -c Release -- --filter '*'          BenchmarkDotNet (all benchmarks)
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick [specs] [rows]   interleaved best-of timing, no BDN
+// --quick exists for a shared, loaded machine: every kernel is timed in rounds that interleave the specs, and the
+// minimum over rounds is reported (load only ever adds time), so A/B comparisons come from one run.
+if (args.Length > 0 && args[0] == "--quick-weights")
+{
+    var types = (args.Length > 1 ? args[1] : "F16,Q8_0,Q4_0").Split(',').Select(Enum.Parse<Kvq.Tensors.GgmlType>).ToArray();
+    var wb = types.Select(t => { var b = new WeightKernels { Type = t }; b.Setup(); return b; }).ToArray();
+    var bw = new double[types.Length, 2];
+    for (int i = 0; i < types.Length; i++) bw[i, 0] = bw[i, 1] = double.MaxValue;
+    for (int round = 0; round < 30; round++)
+        for (int i = 0; i < types.Length; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            for (int k = 0; k < 20; k++) wb[i].MatVec();
+            bw[i, 0] = Math.Min(bw[i, 0], sw.Elapsed.TotalMicroseconds / 20);
+            sw.Restart();
+            wb[i].MatMul();
+            bw[i, 1] = Math.Min(bw[i, 1], sw.Elapsed.TotalMicroseconds);
+        }
+    var w0 = wb[0];
+    Console.WriteLine($"{w0.Rows} x {w0.Cols}, 1 thread, microseconds (best of 30 rounds); MatMul over {w0.Tokens} tokens");
+    Console.WriteLine("| type | matvec | matmul | matmul per token |");
+    Console.WriteLine("|---|---:|---:|---:|");
+    for (int i = 0; i < types.Length; i++)
+        Console.WriteLine($"| {types[i]} | {bw[i, 0]:F1} | {bw[i, 1]:F0} | {bw[i, 1] / w0.Tokens:F2} |");
+    return;
+}
+if (args.Length > 0 && args[0] == "--quick")
+{
+    var specs = (args.Length > 1 ? args[1] : "f16,q4_0,nuq4-1%,nuq3-1%").Split(',');
+    int rows = args.Length > 2 ? int.Parse(args[2]) : 3;
+    var benches = specs.Select(s => { var b = new AttentionKernels { Spec = s, Rows = rows }; b.Setup(); return b; }).ToArray();
+    var best = new double[specs.Length, 2];
+    for (int i = 0; i < specs.Length; i++) best[i, 0] = best[i, 1] = double.MaxValue;
+    for (int round = 0; round < 200; round++)
+        for (int i = 0; i < specs.Length; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            for (int k = 0; k < 5; k++) benches[i].Scores();
+            best[i, 0] = Math.Min(best[i, 0], sw.Elapsed.TotalNanoseconds / 5);
+            sw.Restart();
+            for (int k = 0; k < 5; k++) benches[i].Accumulate();
+            best[i, 1] = Math.Min(best[i, 1], sw.Elapsed.TotalNanoseconds / 5);
+        }
+    Console.WriteLine($"rows {rows}, {AttentionKernels.Tokens} tokens, ns per cached token (best of 200 rounds)");
+    Console.WriteLine("| kv | scores | accumulate | total |");
+    Console.WriteLine("|---|---:|---:|---:|");
+    for (int i = 0; i < specs.Length; i++)
+        Console.WriteLine($"| {specs[i]} | {best[i, 0] / AttentionKernels.Tokens:F2} | {best[i, 1] / AttentionKernels.Tokens:F2} | {(best[i, 0] + best[i, 1]) / AttentionKernels.Tokens:F2} |");
+    return;
+}
+BenchmarkSwitcher.FromAssembly(typeof(AttentionKernels).Assembly).Run(args);

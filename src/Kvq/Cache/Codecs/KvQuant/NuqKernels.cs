@@ -1,0 +1,448 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Kvq.Tensors;
+using Kvq.Tensors.Quant;
+
+namespace Kvq.Cache.Codecs.KvQuant;
+
+/// <summary>
+/// Fused attention kernels for the KVQuant codecs (AVX-512 + VBMI; <see cref="NuqLanes"/> says how codes reach
+/// registers). Keys: decode a token's codes through the per-layer codebook (vpermps) and the per-channel scale/zero
+/// (one FMA), put its exact outliers in by lane blends, rotate it at its position in registers (angles from
+/// <see cref="RopeAngleTable"/>: 4 multiplies per pair, no cos/sin), and dot it with the group's query rows, so no
+/// tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
+/// zero_j + range_j * cb built once per block, accumulator rows in registers across the block's tokens, and the
+/// token's exact outliers blended into its decoded registers (head dim 64) or added afterwards as sparse corrections
+/// w_j * (x - decoded) (other head dims). With more query rows than the
+/// register kernels take (prefill), blocks are decoded once into a tile by the same vector decode and the dense
+/// <see cref="Attention.TileMath"/> kernels serve all rows.
+/// Every kernel is checked against the codec's DecodeBlock + Rope.RotateAt + TileMath path in the tests.
+/// </summary>
+internal static unsafe class NuqKernels
+{
+    /// <summary>Most query rows the fused key kernel serves; above it the block goes through a decoded tile.</summary>
+    public const int MaxFusedRows = 8;
+
+    [ThreadStatic] private static float[]? _qLanes;
+
+    private static float[] QBuffer(int floats)
+    {
+        var b = _qLanes;
+        if (b == null || b.Length < floats) _qLanes = b = new float[Math.Max(floats, 4096)];
+        return b;
+    }
+
+    /// <summary>scores[i, j] = q_i . R(positions[j]) k_j (or q_i . k_j when <paramref name="positions"/> is empty: keys
+    /// stored after RoPE) for a block of per-channel keys.</summary>
+    public static void KeyScores(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, ReadOnlySpan<int> positions, Rope? rope,
+        int codesOffset, int codeBytes, int slots, int valuesOffset, int indicesOffset, int empty,
+        Vector512<float> lut, float[] zeroLanes, float[] rangeLanes, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        int d = lanes.HeadDim, nv = lanes.Vectors;
+        bool rotate = !positions.IsEmpty;
+        float[] baseCos = [], baseSin = [];
+        RopeAngleTable? table = null;
+        if (rotate)
+        {
+            table = rope!.Table;
+            int maxPos = 0;
+            for (int j = 0; j < count; j++) maxPos = Math.Max(maxPos, positions[j]);
+            (baseCos, baseSin) = table.Bases(maxPos);
+        }
+        // Query rows in lane order: on the stack for the register kernel, a per-thread buffer for the tile path.
+        Span<float> qBuf = nq <= MaxFusedRows ? stackalloc float[nq * d] : QBuffer(nq * d);
+        bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
+        Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
+        var part = stackalloc Vector512<float>[4 * MaxFusedRows];
+        var outliers = stackalloc float[count * slots + 16];
+        fixed (byte* block = blockSpan, pad = padded)
+        fixed (float* pq = q, ps = scores, pt = tile, ql = qBuf, z = zeroLanes, r = rangeLanes)
+        fixed (float* bc = baseCos, bs = baseSin, dc = table == null ? default : table.DeltaCos, ds = table == null ? default : table.DeltaSin)
+        fixed (int* pos = positions)
+        {
+            byte* rows = block + codesOffset;
+            if (copy) rows = lanes.CopyRows(rows, count, pad);
+            lanes.Gather(pq, nq, ql);
+            bool fused = nq <= MaxFusedRows;
+            OutlierFloats(block + valuesOffset, count * slots, outliers);
+            var k = new KeyRows(rows, codeBytes, block + valuesOffset, block + indicesOffset, slots, empty, lut, z, r,
+                rotate, bc, bs, dc, ds, table?.Pairs ?? 0, pos, outliers);
+            if (d == 64) KeyScores64(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt, part);
+            else KeyScoresAnyDim(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt);
+            if (!fused) Attention.TileMath.Scores(tile[..(count * d)], count, d, new ReadOnlySpan<float>(ql, nq * d), nq, scores);
+        }
+    }
+
+    /// <summary>What the key kernels read: code rows, outlier slots, per-channel scale/zero in lane order, angles.</summary>
+    private readonly struct KeyRows(byte* rows, int codeBytes, byte* values, byte* indices, int slots, int empty,
+        Vector512<float> lut, float* zero, float* range, bool rotate, float* baseCos, float* baseSin, float* deltaCos,
+        float* deltaSin, int pairs, int* positions, float* outlierValues)
+    {
+        public readonly float* OutlierValues = outlierValues;
+        public readonly byte* Rows = rows, Values = values, Indices = indices;
+        public readonly int CodeBytes = codeBytes, Slots = slots, Empty = empty, Pairs = pairs;
+        public readonly Vector512<float> Lut = lut;
+        public readonly float* Zero = zero, Range = range, BaseCos = baseCos, BaseSin = baseSin, DeltaCos = deltaCos, DeltaSin = deltaSin;
+        public readonly bool Rotate = rotate;
+        public readonly int* Positions = positions;
+    }
+
+    /// <summary>Head dim 64 (books-19m): the decoded key lives in four registers from codes to dots; the group's dot
+    /// vectors of 4 tokens are reduced together (<see cref="Attention.TileMath.Sum4"/>: ~3.5 instructions per score instead of the ~24
+    /// of Vector512.Sum, which adds 128-bit lanes separately). With <paramref name="scores"/> null, rows go to
+    /// <paramref name="tile"/> instead (lane order) for the dense tile kernel.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KeyScores64(NuqLanes lanes, in KeyRows k, int count, float* q, int nq, float* scores, float* tile, Vector512<float>* part)
+    {
+        var c0 = lanes.Control[0]; var c1 = lanes.Control[1]; var c2 = lanes.Control[2]; var c3 = lanes.Control[3];
+        var s0 = lanes.Shift[0]; var s1 = lanes.Shift[1]; var s2 = lanes.Shift[2]; var s3 = lanes.Shift[3];
+        var z0 = Vector512.Load(k.Zero); var z1 = Vector512.Load(k.Zero + 16); var z2 = Vector512.Load(k.Zero + 32); var z3 = Vector512.Load(k.Zero + 48);
+        var r0 = Vector512.Load(k.Range); var r1 = Vector512.Load(k.Range + 16); var r2 = Vector512.Load(k.Range + 32); var r3 = Vector512.Load(k.Range + 48);
+        var lut = k.Lut;
+        byte* rows = k.Rows;
+        int cb = k.CodeBytes, slots = k.Slots, empty = k.Empty, pairs = k.Pairs;
+        var ch0 = lanes.Channel[0]; var ch1 = lanes.Channel[1]; var ch2 = lanes.Channel[2]; var ch3 = lanes.Channel[3];
+        for (int j0 = 0; j0 < count; j0 += 4)
+        {
+            int n4 = Math.Min(4, count - j0);
+            for (int t = 0; t < n4; t++)
+            {
+                int j = j0 + t;
+                var row = Vector256.Load(rows + j * cb).ToVector512Unsafe();
+                var k0 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c0, s0)), r0, z0);
+                var k1 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1)), r1, z1);
+                var k2 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2)), r2, z2);
+                var k3 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c3, s3)), r3, z3);
+                // Exact outliers replace their lane. The first slot is blended unconditionally (an empty slot's index
+                // matches no channel): whether a token has an outlier at all is data-dependent (about half of them at
+                // 1%), and a branch on it mispredicted more than the blend costs. Slots fill from the first, and a
+                // second outlier is rare, so the rest sit behind one mostly-not-taken branch.
+                byte* idx = k.Indices + j * slots;
+                float* ov = k.OutlierValues + j * slots;
+                if (slots > 0)
+                {
+                    var vc = Vector512.Create((int)idx[0]);
+                    var vx = Vector512.Create(ov[0]);
+                    k0 = Vector512.ConditionalSelect(Vector512.Equals(ch0, vc).AsSingle(), vx, k0);
+                    k1 = Vector512.ConditionalSelect(Vector512.Equals(ch1, vc).AsSingle(), vx, k1);
+                    k2 = Vector512.ConditionalSelect(Vector512.Equals(ch2, vc).AsSingle(), vx, k2);
+                    k3 = Vector512.ConditionalSelect(Vector512.Equals(ch3, vc).AsSingle(), vx, k3);
+                    if (slots > 1 && idx[1] != empty)
+                        for (int s = 1; s < slots; s++)
+                        {
+                            vc = Vector512.Create((int)idx[s]);
+                            vx = Vector512.Create(ov[s]);
+                            k0 = Vector512.ConditionalSelect(Vector512.Equals(ch0, vc).AsSingle(), vx, k0);
+                            k1 = Vector512.ConditionalSelect(Vector512.Equals(ch1, vc).AsSingle(), vx, k1);
+                            k2 = Vector512.ConditionalSelect(Vector512.Equals(ch2, vc).AsSingle(), vx, k2);
+                            k3 = Vector512.ConditionalSelect(Vector512.Equals(ch3, vc).AsSingle(), vx, k3);
+                        }
+                }
+                if (k.Rotate)
+                {
+                    uint p = (uint)k.Positions[j];
+                    int bo = (int)(p / RopeAngleTable.Step) * pairs, dO = (int)(p % RopeAngleTable.Step) * pairs;
+                    float* bc = k.BaseCos + bo, bs = k.BaseSin + bo, dc = k.DeltaCos + dO, ds = k.DeltaSin + dO;
+                    var cbv = Vector512.Load(bc); var sbv = Vector512.Load(bs); var cdv = Vector512.Load(dc); var sdv = Vector512.Load(ds);
+                    var cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
+                    var sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+                    var f = k0;
+                    k0 = Avx512F.FusedMultiplySubtract(f, cos, k1 * sin);
+                    k1 = Vector512.FusedMultiplyAdd(f, sin, k1 * cos);
+                    cbv = Vector512.Load(bc + 16); sbv = Vector512.Load(bs + 16); cdv = Vector512.Load(dc + 16); sdv = Vector512.Load(ds + 16);
+                    cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
+                    sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+                    f = k2;
+                    k2 = Avx512F.FusedMultiplySubtract(f, cos, k3 * sin);
+                    k3 = Vector512.FusedMultiplyAdd(f, sin, k3 * cos);
+                }
+                if (scores == null)
+                {
+                    float* o = tile + j * 64;
+                    k0.Store(o); k1.Store(o + 16); k2.Store(o + 32); k3.Store(o + 48);
+                    continue;
+                }
+                for (int i = 0; i < nq; i++)
+                {
+                    float* qi = q + i * 64;
+                    var a = Vector512.Load(qi) * k0;
+                    a = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 16), k1, a);
+                    a = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 32), k2, a);
+                    part[i * 4 + t] = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 48), k3, a);
+                }
+            }
+            if (scores == null) continue;
+            for (int i = 0; i < nq; i++)
+            {
+                var s4 = Attention.TileMath.Sum4(part[i * 4], part[i * 4 + 1], part[i * 4 + 2], part[i * 4 + 3]);
+                if (n4 == 4) s4.Store(scores + i * count + j0);
+                else for (int t = 0; t < n4; t++) scores[i * count + j0 + t] = s4.GetElement(t);
+            }
+        }
+    }
+
+    /// <summary>Any head dim the lanes take (multiple of 32, up to 128): the decoded key goes through a small buffer.</summary>
+    private static void KeyScoresAnyDim(NuqLanes lanes, in KeyRows k, int count, float* q, int nq, float* scores, float* tile)
+    {
+        int d = lanes.HeadDim, nv = lanes.Vectors;
+        var buf = stackalloc Vector512<float>[nv];
+        for (int j = 0; j < count; j++)
+        {
+            var row = lanes.LoadBytes == 32 ? Vector256.Load(k.Rows + j * k.CodeBytes).ToVector512Unsafe() : Vector512.Load(k.Rows + j * k.CodeBytes);
+            for (int v = 0; v < nv; v++)
+            {
+                var idx = NuqLanes.Codes(row, lanes.Control[v], lanes.Shift[v]);
+                buf[v] = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(k.Lut, idx), Vector512.Load(k.Range + 16 * v), Vector512.Load(k.Zero + 16 * v));
+            }
+            for (int s = 0; s < k.Slots; s++)
+            {
+                int i = j * k.Slots + s;
+                int c = k.Indices[i];
+                if (c == k.Empty) break;
+                float x = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(k.Values + 2 * i));
+                int v = lanes.VectorOf[c];
+                buf[v] = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[v], Vector512.Create(c)).AsSingle(), Vector512.Create(x), buf[v]);
+            }
+            if (k.Rotate)
+            {
+                int p = k.Positions[j], b = (p / RopeAngleTable.Step) * k.Pairs, dd = (p % RopeAngleTable.Step) * k.Pairs;
+                for (int m = 0; m < nv / 2; m++)
+                {
+                    var cbv = Vector512.Load(k.BaseCos + b + 16 * m); var sbv = Vector512.Load(k.BaseSin + b + 16 * m);
+                    var cdv = Vector512.Load(k.DeltaCos + dd + 16 * m); var sdv = Vector512.Load(k.DeltaSin + dd + 16 * m);
+                    var cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
+                    var sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+                    var f = buf[2 * m];
+                    var g = buf[2 * m + 1];
+                    buf[2 * m] = Vector512.FusedMultiplyAdd(f, cos, -(g * sin));
+                    buf[2 * m + 1] = Vector512.FusedMultiplyAdd(f, sin, g * cos);
+                }
+            }
+            if (scores == null)
+            {
+                for (int v = 0; v < nv; v++) buf[v].Store(tile + j * d + 16 * v);
+                continue;
+            }
+            for (int i = 0; i < nq; i++)
+            {
+                float* qi = q + i * d;
+                var a = Vector512.Load(qi) * buf[0];
+                for (int v = 1; v < nv; v++) a = Vector512.FusedMultiplyAdd(Vector512.Load(qi + 16 * v), buf[v], a);
+                scores[i * count + j] = Vector512.Sum(a);
+            }
+        }
+    }
+
+    private interface IRows { static abstract int N { get; } }
+    private struct Rows1 : IRows { public static int N => 1; }
+    private struct Rows2 : IRows { public static int N => 2; }
+    private struct Rows3 : IRows { public static int N => 3; }
+    private struct Rows4 : IRows { public static int N => 4; }
+
+    /// <summary>acc[i, :] += sum_j w[i, j] v_j for a block of per-token values (channel lane order).</summary>
+    public static void ValueAccumulate(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, int rangesOffset, int zerosOffset,
+        int codesOffset, int codeBytes, int slots, int valuesOffset, int indicesOffset, Vector512<float> levels,
+        ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
+    {
+        int d = lanes.HeadDim;
+        var luts = stackalloc Vector512<float>[count];
+        bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
+        Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
+        fixed (byte* block = blockSpan, pad = padded)
+        fixed (float* pw = w, pa = acc, pt = tile)
+        {
+            byte* rows = block + codesOffset;
+            if (copy) rows = lanes.CopyRows(rows, count, pad);
+            TokenTables(block, count, rangesOffset, zerosOffset, levels, luts);
+            if (nq > 4)
+            {
+                DecodeValues(lanes, rows, count, codeBytes, luts, pt);
+                ApplyValueOutliers(block, count, slots, valuesOffset, indicesOffset, d, pt);
+                Attention.TileMath.Accumulate(tile[..(count * d)], count, d, w, nq, acc);
+                return;
+            }
+            if (d == 64)
+            {
+                // Outliers blended into the decoded registers (every token has 2k of them: no branch).
+                var ov = stackalloc float[count * slots + 16];
+                OutlierFloats(block + valuesOffset, count * slots, ov);
+                var o = new ValueOutliers(block + indicesOffset, ov, slots);
+                switch (nq)
+                {
+                    case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                    case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                    case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                    default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                }
+                return;
+            }
+                switch (nq)
+                {
+                    case 1: Accumulate<Rows1>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                    case 2: Accumulate<Rows2>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                    case 3: Accumulate<Rows3>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                    default: Accumulate<Rows4>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                }
+            // Exact outliers: acc += w * (x - decoded) at their channels (2k per token, scalar).
+            int bits = lanes.Bits, mask = (1 << bits) - 1;
+            for (int j = 0; j < count; j++)
+            {
+                byte* codes = rows + j * codeBytes;
+                float* lut = (float*)&luts[j];
+                for (int s = 0; s < slots; s++)
+                {
+                    int i = j * slots + s;
+                    int c = block[indicesOffset + i];
+                    if (c == 0xFF) continue;   // an empty slot (the value codec fills all of them today)
+                    float x = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + valuesOffset + 2 * i));
+                    int bit = c * bits;
+                    int code = (Unsafe.ReadUnaligned<ushort>(codes + (bit >> 3)) >> (bit & 7)) & mask;
+                    float delta = x - lut[code];
+                    for (int r = 0; r < nq; r++) pa[r * d + c] += pw[r * count + j] * delta;
+                }
+            }
+        }
+    }
+
+    /// <summary>The block's first n outlier values (f16) as floats, 16 at a time (dst has room for n rounded up to 16).</summary>
+    private static void OutlierFloats(byte* values, int n, float* dst)
+    {
+        int i = 0;
+        for (; i + 16 <= n; i += 16) HalfDot.F16ToF32(Vector256.Load((ushort*)values + i)).Store(dst + i);
+        for (; i < n; i++) dst[i] = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(values + 2 * i));
+    }
+
+    /// <summary>Each token's 16-lane table zero_j + range_j * level.</summary>
+    private static void TokenTables(byte* block, int count, int rangesOffset, int zerosOffset, Vector512<float> levels, Vector512<float>* luts)
+    {
+        for (int j = 0; j < count; j++)
+        {
+            float range = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + rangesOffset + 2 * j));
+            float zero = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + zerosOffset + 2 * j));
+            luts[j] = Vector512.FusedMultiplyAdd(levels, Vector512.Create(range), Vector512.Create(zero));
+        }
+    }
+
+    private readonly struct ValueOutliers(byte* indices, float* values, int slots)
+    {
+        public readonly byte* Indices = indices;
+        public readonly float* Values = values;
+        public readonly int Slots = slots;
+    }
+
+    /// <summary>Head dim 64: a token's four value registers are decoded once (outliers blended in) and feed every
+    /// row's accumulators, which stay in registers for the whole block (up to 4 rows x 4 registers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Accumulate64<TRows>(NuqLanes lanes, byte* rows, int count, int codeBytes, Vector512<float>* luts,
+        in ValueOutliers o, float* w, float* acc) where TRows : struct, IRows
+    {
+        var ch0 = lanes.Channel[0]; var ch1 = lanes.Channel[1]; var ch2 = lanes.Channel[2]; var ch3 = lanes.Channel[3];
+        int slots = o.Slots;
+        var c0 = lanes.Control[0]; var c1 = lanes.Control[1]; var c2 = lanes.Control[2]; var c3 = lanes.Control[3];
+        var s0 = lanes.Shift[0]; var s1 = lanes.Shift[1]; var s2 = lanes.Shift[2]; var s3 = lanes.Shift[3];
+        var a00 = Vector512.Load(acc); var a01 = Vector512.Load(acc + 16); var a02 = Vector512.Load(acc + 32); var a03 = Vector512.Load(acc + 48);
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a20 = default, a21 = default, a22 = default, a23 = default,
+            a30 = default, a31 = default, a32 = default, a33 = default;
+        if (TRows.N > 1) { a10 = Vector512.Load(acc + 64); a11 = Vector512.Load(acc + 80); a12 = Vector512.Load(acc + 96); a13 = Vector512.Load(acc + 112); }
+        if (TRows.N > 2) { a20 = Vector512.Load(acc + 128); a21 = Vector512.Load(acc + 144); a22 = Vector512.Load(acc + 160); a23 = Vector512.Load(acc + 176); }
+        if (TRows.N > 3) { a30 = Vector512.Load(acc + 192); a31 = Vector512.Load(acc + 208); a32 = Vector512.Load(acc + 224); a33 = Vector512.Load(acc + 240); }
+        for (int j = 0; j < count; j++)
+        {
+            var row = Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
+            var lut = luts[j];
+            var x0 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c0, s0));
+            var x1 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1));
+            var x2 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2));
+            var x3 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c3, s3));
+            for (int s = 0; s < slots; s++)
+            {
+                var vc = Vector512.Create((int)o.Indices[j * slots + s]);
+                var vx = Vector512.Create(o.Values[j * slots + s]);
+                x0 = Vector512.ConditionalSelect(Vector512.Equals(ch0, vc).AsSingle(), vx, x0);
+                x1 = Vector512.ConditionalSelect(Vector512.Equals(ch1, vc).AsSingle(), vx, x1);
+                x2 = Vector512.ConditionalSelect(Vector512.Equals(ch2, vc).AsSingle(), vx, x2);
+                x3 = Vector512.ConditionalSelect(Vector512.Equals(ch3, vc).AsSingle(), vx, x3);
+            }
+            var wv = Vector512.Create(w[j]);
+            a00 = Vector512.FusedMultiplyAdd(x0, wv, a00); a01 = Vector512.FusedMultiplyAdd(x1, wv, a01);
+            a02 = Vector512.FusedMultiplyAdd(x2, wv, a02); a03 = Vector512.FusedMultiplyAdd(x3, wv, a03);
+            if (TRows.N > 1)
+            {
+                wv = Vector512.Create(w[count + j]);
+                a10 = Vector512.FusedMultiplyAdd(x0, wv, a10); a11 = Vector512.FusedMultiplyAdd(x1, wv, a11);
+                a12 = Vector512.FusedMultiplyAdd(x2, wv, a12); a13 = Vector512.FusedMultiplyAdd(x3, wv, a13);
+            }
+            if (TRows.N > 2)
+            {
+                wv = Vector512.Create(w[2 * count + j]);
+                a20 = Vector512.FusedMultiplyAdd(x0, wv, a20); a21 = Vector512.FusedMultiplyAdd(x1, wv, a21);
+                a22 = Vector512.FusedMultiplyAdd(x2, wv, a22); a23 = Vector512.FusedMultiplyAdd(x3, wv, a23);
+            }
+            if (TRows.N > 3)
+            {
+                wv = Vector512.Create(w[3 * count + j]);
+                a30 = Vector512.FusedMultiplyAdd(x0, wv, a30); a31 = Vector512.FusedMultiplyAdd(x1, wv, a31);
+                a32 = Vector512.FusedMultiplyAdd(x2, wv, a32); a33 = Vector512.FusedMultiplyAdd(x3, wv, a33);
+            }
+        }
+        a00.Store(acc); a01.Store(acc + 16); a02.Store(acc + 32); a03.Store(acc + 48);
+        if (TRows.N > 1) { a10.Store(acc + 64); a11.Store(acc + 80); a12.Store(acc + 96); a13.Store(acc + 112); }
+        if (TRows.N > 2) { a20.Store(acc + 128); a21.Store(acc + 144); a22.Store(acc + 160); a23.Store(acc + 176); }
+        if (TRows.N > 3) { a30.Store(acc + 192); a31.Store(acc + 208); a32.Store(acc + 224); a33.Store(acc + 240); }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Accumulate<TRows>(NuqLanes lanes, byte* rows, int count, int codeBytes,
+        Vector512<float>* luts, float* w, float* acc) where TRows : struct, IRows
+    {
+        int d = lanes.HeadDim;
+        bool wide = lanes.LoadBytes == 64;
+        for (int v = 0; v < lanes.Vectors; v++)
+        {
+            var ctrl = lanes.Control[v];
+            var shift = lanes.Shift[v];
+            var a0 = Vector512.Load(acc + 16 * v);
+            var a1 = TRows.N > 1 ? Vector512.Load(acc + d + 16 * v) : default;
+            var a2 = TRows.N > 2 ? Vector512.Load(acc + 2 * d + 16 * v) : default;
+            var a3 = TRows.N > 3 ? Vector512.Load(acc + 3 * d + 16 * v) : default;
+            for (int j = 0; j < count; j++)
+            {
+                var row = wide ? Vector512.Load(rows + j * codeBytes) : Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
+                var x = Avx512F.PermuteVar16x32(luts[j], NuqLanes.Codes(row, ctrl, shift));
+                a0 = Vector512.FusedMultiplyAdd(x, Vector512.Create(w[j]), a0);
+                if (TRows.N > 1) a1 = Vector512.FusedMultiplyAdd(x, Vector512.Create(w[count + j]), a1);
+                if (TRows.N > 2) a2 = Vector512.FusedMultiplyAdd(x, Vector512.Create(w[2 * count + j]), a2);
+                if (TRows.N > 3) a3 = Vector512.FusedMultiplyAdd(x, Vector512.Create(w[3 * count + j]), a3);
+            }
+            a0.Store(acc + 16 * v);
+            if (TRows.N > 1) a1.Store(acc + d + 16 * v);
+            if (TRows.N > 2) a2.Store(acc + 2 * d + 16 * v);
+            if (TRows.N > 3) a3.Store(acc + 3 * d + 16 * v);
+        }
+    }
+
+    /// <summary>Per-token values of a block decoded into a (count, HeadDim) tile, outliers not yet applied.</summary>
+    private static void DecodeValues(NuqLanes lanes, byte* rows, int count, int codeBytes, Vector512<float>* luts, float* dst)
+    {
+        int d = lanes.HeadDim;
+        bool wide = lanes.LoadBytes == 64;
+        for (int j = 0; j < count; j++)
+        {
+            var row = wide ? Vector512.Load(rows + j * codeBytes) : Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
+            for (int v = 0; v < lanes.Vectors; v++)
+                Avx512F.PermuteVar16x32(luts[j], NuqLanes.Codes(row, lanes.Control[v], lanes.Shift[v])).Store(dst + j * d + 16 * v);
+        }
+    }
+
+    private static void ApplyValueOutliers(byte* block, int count, int slots, int valuesOffset, int indicesOffset, int d, float* dst)
+    {
+        for (int j = 0; j < count; j++)
+            for (int s = 0; s < slots; s++)
+            {
+                int i = j * slots + s, c = block[indicesOffset + i];
+                if (c == 0xFF) continue;
+                dst[j * d + c] = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + valuesOffset + 2 * i));
+            }
+    }
+}

@@ -1,0 +1,211 @@
+using Kvq.Cache;
+using Kvq.Cache.Attention;
+using Kvq.Cache.Codecs;
+using Kvq.Model;
+using Kvq.Tensors;
+
+namespace Kvq.Tests.Cache.Codecs.KvQuant;
+
+/// <summary>
+/// The fused KVQuant kernels (NuqChannelCodec.ScoresPreRope / Scores, NuqTokenCodec.Accumulate) against the base
+/// class's tile path (DecodeBlock, Rope.RotateAt, TileMath reference) on random blocks: odd token counts, outliers
+/// present, query row counts on both sides of the register kernels' limit, consecutive and non-consecutive positions.
+/// Tolerance per score: 2e-4 |q_i| |k_j| (float rounding plus the angle table's addition formula, which differs from
+/// Rope.Angles by a few ulps of an angle of up to ~5000 rad); per accumulated value: 1e-5 sum_j |w_ij| max|v_j|.
+/// </summary>
+public class NuqFusedKernelTests
+{
+    private const int HeadDim = 64;
+
+    private static (KvCodec Codec, byte[] Block, float[] X) Block(string spec, KvSide side, int count, int seed,
+        RopeStyle style = RopeStyle.Normal, int headDim = HeadDim)
+    {
+        var shape = new KvShape(1, 1, 3, headDim, new Rope(headDim, headDim, 10000f, 1f, style));
+        var profile = KvQuantTestData.Profile(shape, tokens: 1500);
+        var cfg = KvCacheConfig.Parse(spec) with { Profile = profile };
+        var codec = cfg.CreateCodec(side, 0, 0, headDim);
+        var x = KvQuantTestData.Activations(count, headDim, seed);
+        var block = new byte[codec.BlockBytes];
+        if (codec.EncodesWholeBlocks)
+        {
+            var full = new float[codec.BlockTokens * headDim];
+            x.CopyTo(full, 0);
+            codec.EncodeBlock(full, block);
+        }
+        else for (int t = 0; t < count; t++) codec.EncodeToken(x.AsSpan(t * headDim, headDim), block, t);
+        return (codec, block, x);
+    }
+
+    private static float[] Queries(int nq, int seed, int headDim = HeadDim)
+    {
+        var rng = new Random(seed);
+        var q = new float[nq * headDim];
+        for (int i = 0; i < q.Length; i++) q[i] = (float)KvQuantTestData.Gaussian(rng);
+        return q;
+    }
+
+    public static TheoryData<string, int, int, string> KeyCases()
+    {
+        var d = new TheoryData<string, int, int, string>();
+        foreach (var spec in new[] { "nuq4-1%", "nuq3-1%", "nuq2-1%", "nuq3", "nuq4-1%:qnorm" })
+            foreach (var (count, nq) in new[] { (32, 3), (31, 1), (7, 8), (1, 3), (32, 9), (19, 48) })
+                foreach (var pos in new[] { "run0", "run4000", "gaps" })
+                    d.Add(spec, count, nq, pos);
+        return d;
+    }
+
+    private static int[] Positions(string kind, int count, int seed)
+    {
+        var p = new int[count];
+        if (kind == "gaps")
+        {
+            var rng = new Random(seed);
+            int at = rng.Next(0, 50);
+            for (int j = 0; j < count; j++) { p[j] = at; at += rng.Next(1, 4) == 1 ? rng.Next(2, 40) : 1; }
+        }
+        else
+        {
+            int first = kind == "run4000" ? 4000 : 0;
+            for (int j = 0; j < count; j++) p[j] = first + j;
+        }
+        return p;
+    }
+
+    [Theory]
+    [MemberData(nameof(KeyCases))]
+    public void KeyScoresPreRopeMatchTilePath(string spec, int count, int nq, string positionKind)
+    {
+        foreach (var style in new[] { RopeStyle.Normal, RopeStyle.Neox })
+        {
+            var (codec, block, _) = Block(spec, KvSide.Key, count, seed: count * 7 + nq);
+            Assert.True(codec.PreRope);
+            var rope = new Rope(HeadDim, HeadDim, 10000f, 1f, style);
+            var positions = Positions(positionKind, count, count + nq);
+            var q = Queries(nq, nq * 13 + count);
+            var got = new float[nq * count];
+            codec.ScoresPreRope(block, count, positions, rope, q, nq, got, new float[codec.BlockTokens * HeadDim]);
+
+            var tile = new float[count * HeadDim];
+            codec.DecodeBlock(block, count, tile);
+            rope.RotateAt(tile, count, positions);
+            var expected = new float[nq * count];
+            TileMath.ScoresReference(tile, count, HeadDim, q, nq, expected);
+            AssertScores(expected, got, q, tile, nq, count, $"{spec} {style}");
+        }
+    }
+
+    [Theory]
+    [InlineData("nuq4-1%:post", 32, 3)]
+    [InlineData("nuq3-1%:post", 13, 1)]
+    [InlineData("nuq2-1%:post", 32, 12)]
+    public void PostRopeKeyScoresMatchTilePath(string spec, int count, int nq)
+    {
+        var (codec, block, _) = Block(spec, KvSide.Key, count, seed: 5);
+        Assert.False(codec.PreRope);
+        var q = Queries(nq, 3);
+        var got = new float[nq * count];
+        codec.Scores(block, count, q, nq, got, new float[codec.BlockTokens * HeadDim]);
+        var tile = new float[count * HeadDim];
+        codec.DecodeBlock(block, count, tile);
+        var expected = new float[nq * count];
+        TileMath.ScoresReference(tile, count, HeadDim, q, nq, expected);
+        AssertScores(expected, got, q, tile, nq, count, spec);
+    }
+
+    private static void AssertScores(float[] expected, float[] got, float[] q, float[] tile, int nq, int count, string what)
+    {
+        for (int i = 0; i < nq; i++)
+            for (int j = 0; j < count; j++)
+            {
+                double qn = Norm(q.AsSpan(i * HeadDim, HeadDim)), kn = Norm(tile.AsSpan(j * HeadDim, HeadDim));
+                double diff = Math.Abs(expected[i * count + j] - got[i * count + j]);
+                Assert.True(diff <= 2e-4 * qn * kn, $"{what}: score ({i}, {j}) {got[i * count + j]} vs {expected[i * count + j]}");
+            }
+    }
+
+    private static double Norm(ReadOnlySpan<float> x)
+    {
+        double s = 0;
+        foreach (var v in x) s += (double)v * v;
+        return Math.Sqrt(s);
+    }
+
+    [Theory]
+    [InlineData("nuq4-1%", 32, 3)]
+    [InlineData("nuq3-1%", 31, 1)]
+    [InlineData("nuq2-1%", 7, 2)]
+    [InlineData("nuq3-1%", 1, 4)]
+    [InlineData("nuq4", 32, 3)]
+    [InlineData("nuq3-1%", 32, 5)]
+    [InlineData("nuq4-1%", 19, 48)]
+    [InlineData("nuq3-1%:uniform", 25, 3)]
+    public void ValueAccumulateMatchesTilePath(string spec, int count, int nq)
+    {
+        var (codec, block, _) = Block(spec, KvSide.Value, count, seed: count + nq);
+        var rng = new Random(nq);
+        var w = new float[nq * count];
+        for (int i = 0; i < w.Length; i++) w[i] = rng.NextDouble() < 0.1 ? 0f : (float)rng.NextDouble();
+        var acc0 = new float[nq * HeadDim];
+        for (int i = 0; i < acc0.Length; i++) acc0[i] = (float)KvQuantTestData.Gaussian(rng);
+        var got = (float[])acc0.Clone();
+        codec.Accumulate(block, count, w, nq, got, new float[codec.BlockTokens * HeadDim]);
+
+        var tile = new float[count * HeadDim];
+        codec.DecodeBlock(block, count, tile);
+        var expected = (float[])acc0.Clone();
+        TileMath.AccumulateReference(tile, count, HeadDim, w, nq, expected);
+        for (int i = 0; i < nq; i++)
+        {
+            double scale = 0;
+            for (int j = 0; j < count; j++)
+            {
+                float mx = 0;
+                for (int c = 0; c < HeadDim; c++) mx = Math.Max(mx, Math.Abs(tile[j * HeadDim + c]));
+                scale += Math.Abs(w[i * count + j]) * mx;
+            }
+            for (int c = 0; c < HeadDim; c++)
+            {
+                double diff = Math.Abs(expected[i * HeadDim + c] - got[i * HeadDim + c]);
+                Assert.True(diff <= 1e-5 * Math.Max(1, scale), $"{spec}: acc ({i}, {c}) {got[i * HeadDim + c]} vs {expected[i * HeadDim + c]}");
+            }
+        }
+    }
+
+    /// <summary>Head dims other than 64 take the buffered kernels (any multiple of 32 up to 128).</summary>
+    [Theory]
+    [InlineData("nuq4-1%", 128, 32, 3)]
+    [InlineData("nuq3-1%", 96, 13, 2)]
+    [InlineData("nuq2-1%", 128, 7, 12)]
+    public void OtherHeadDimsMatchTilePath(string spec, int d, int count, int nq)
+    {
+        var (keys, kb, _) = Block(spec, KvSide.Key, count, seed: 3, headDim: d);
+        var rope = new Rope(d, d, 10000f, 1f, RopeStyle.Normal);
+        var positions = Positions("gaps", count, 9);
+        var q = Queries(nq, 4, d);
+        var got = new float[nq * count];
+        keys.ScoresPreRope(kb, count, positions, rope, q, nq, got, new float[keys.BlockTokens * d]);
+        var tile = new float[count * d];
+        keys.DecodeBlock(kb, count, tile);
+        rope.RotateAt(tile, count, positions);
+        var expected = new float[nq * count];
+        TileMath.ScoresReference(tile, count, d, q, nq, expected);
+        for (int i = 0; i < nq; i++)
+            for (int j = 0; j < count; j++)
+            {
+                double qn = Norm(q.AsSpan(i * d, d)), kn = Norm(tile.AsSpan(j * d, d));
+                Assert.True(Math.Abs(expected[i * count + j] - got[i * count + j]) <= 2e-4 * qn * kn, $"{spec} d {d}: score ({i}, {j})");
+            }
+
+        var (values, vb, _) = Block(spec, KvSide.Value, count, seed: 4, headDim: d);
+        var w = Queries(nq, 5, count);   // nq x count weights
+        for (int i = 0; i < w.Length; i++) w[i] = Math.Abs(w[i]);
+        var acc = new float[nq * d];
+        values.Accumulate(vb, count, w, nq, acc, new float[values.BlockTokens * d]);
+        var vt = new float[count * d];
+        values.DecodeBlock(vb, count, vt);
+        var accRef = new float[nq * d];
+        TileMath.AccumulateReference(vt, count, d, w, nq, accRef);
+        for (int i = 0; i < acc.Length; i++)
+            Assert.True(Math.Abs(acc[i] - accRef[i]) <= 1e-4 * (1 + Math.Abs(accRef[i])), $"{spec} d {d}: acc {i} {acc[i]} vs {accRef[i]}");
+    }
+}

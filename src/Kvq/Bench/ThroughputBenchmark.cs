@@ -54,10 +54,14 @@ public static class ThroughputBenchmark
         return p.TotalProcessorTime.TotalSeconds;
     }
 
-    /// <summary>Enough work for the JIT to reach its optimised tier, and the weights paged in.</summary>
+    /// <summary>Enough work for the JIT to reach its optimised tier, and the weights paged in. Decode steps are
+    /// what tier up last (one call per token): with 16 of them the first configuration of a sweep still ran
+    /// partly unoptimised code (f16 at 512 tokens: 0.87x where the same build measured second gave 1.11x), so 48,
+    /// then a pause for the background compiler to install what it queued.</summary>
     public static void WarmUp(Transformer model, string modelName, int ctx, KvCacheConfig config)
     {
-        for (int i = 0; i < 3; i++) Run(model, modelName, Math.Min(256, ctx), config, 16);
+        for (int i = 0; i < 3; i++) Run(model, modelName, Math.Min(256, ctx), config, 48);
+        Thread.Sleep(300);
     }
 
     /// <summary>The better of two runs: the machine may be shared, and the first run of a context pays for page faults.</summary>

@@ -13,14 +13,21 @@ public static class InspectCommand
         var all = new Option<bool>("--all") { Description = "print long metadata arrays in full" };
         var kv = new Option<string?>("--kv") { Description = "also print the KV cache layout and memory of these specs (comma-separated)" };
         var ctx = new Option<int>("--ctx") { Description = "context length for the KV memory figures", DefaultValueFactory = _ => 4096 };
-        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's") { path, all, kv, ctx };
+        var profile = KvProfileOptions.Profile();
+        var sink = KvProfileOptions.Sink();
+        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's")
+            { path, all, kv, ctx, profile, sink };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
             if (file.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
             PrintModel(loaded);
-            if (r.GetValue(kv) is { } specs) PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx));
+            if (r.GetValue(kv) is { } specs)
+            {
+                var p = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
+                PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx), spec => KvProfileOptions.Config(spec, p, r.GetValue(sink)));
+            }
             return 0;
         }));
         return cmd;
@@ -54,15 +61,17 @@ public static class InspectCommand
 
     /// <summary>Layout of each spec's blocks and the bytes a sequence of <paramref name="ctx"/> tokens would hold
     /// (whole blocks, as allocated, plus staging and sink buffers).</summary>
-    private static void PrintCache(ModelConfig c, string specs, int ctx)
+    private static void PrintCache(ModelConfig c, string specs, int ctx, Func<string, Kvq.Cache.KvCacheConfig> config)
     {
         var shape = Kvq.Cache.KvShape.For(c);
         Console.WriteLine($"KV cache at {ctx} tokens ({c.Layers} layers x {c.KvHeads} KV heads x head dim {c.HeadDim}, keys and values):");
         Console.WriteLine("| kv | block tokens | K bytes/block/head | V bytes/block/head | codes | scales | zeros | outliers+indices | bits/element | bytes/token | MiB at ctx |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        var widths = new List<(string Name, string? Widths)>();
         foreach (var spec in specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            var cache = new Kvq.Cache.PagedKvCache(shape, Kvq.Cache.KvCacheConfig.Parse(spec), maxTokens: ctx);
+            var cache = new Kvq.Cache.PagedKvCache(shape, config(spec), maxTokens: ctx);
+            widths.Add((cache.Config.Name, Widths(cache, c.Layers)));
             var k = cache.KeyCodec.BlockLayout;
             var v = cache.ValueCodec.BlockLayout;
             long blocks = (ctx + cache.Config.BlockTokens - 1) / cache.Config.BlockTokens;
@@ -72,6 +81,24 @@ public static class InspectCommand
             Console.WriteLine($"| {cache.Config.Name} | {cache.Config.BlockTokens} | {k.Total} | {v.Total} | {all.Codes:N0} | {all.Scales:N0} | {all.Zeros:N0} | " +
                               $"{all.Outliers + all.Indices:N0} | {bits:F3} | {all.Total / (double)ctx:F1} | {all.Total / 1048576.0:F2} |");
         }
+        foreach (var (name, w) in widths)
+            if (w != null) Console.WriteLine($"{name}: layers differ ({w}); K/V bytes/block/head above are layer 0's");
+    }
+
+    /// <summary>Per-layer widths when the layers of a cache differ (KVQuant :mixed), else null: nominal bits for the
+    /// nuq formats, stored bits per value for any other.</summary>
+    private static string? Widths(Kvq.Cache.PagedKvCache cache, int layers)
+    {
+        static string Bits(Kvq.Cache.Codecs.KvCodec c) => c switch
+        {
+            Kvq.Cache.Codecs.KvQuant.NuqChannelCodec k => k.Codebook.Bits.ToString(),
+            Kvq.Cache.Codecs.KvQuant.NuqTokenCodec t => t.Codebook.Bits.ToString(),
+            _ => c.BitsPerElement.ToString("F2", System.Globalization.CultureInfo.InvariantCulture),
+        };
+        var k = Enumerable.Range(0, layers).Select(l => Bits(cache.KeyCodecOf(l))).ToArray();
+        var v = Enumerable.Range(0, layers).Select(l => Bits(cache.ValueCodecOf(l))).ToArray();
+        if (k.Distinct().Count() == 1 && v.Distinct().Count() == 1) return null;
+        return $"key bits by layer {string.Join(",", k)}; value bits {string.Join(",", v)}";
     }
 
     private static string Format(object v, bool all)

@@ -83,6 +83,10 @@ public sealed class PagedKvCache
     /// <summary>Bytes of one block of one layer, every head, keys and values.</summary>
     public long BytesPerLayerBlock(int layer) => (long)Shape.KvHeads * (KeyCodecs[layer][0].BlockBytes + ValueCodecs[layer][0].BlockBytes);
 
+    /// <summary>The codec of a layer's head 0 (the heads of a layer share its layout; layers may differ under :mixed).</summary>
+    public KvCodec KeyCodecOf(int layer) => KeyCodecs[layer][0];
+    public KvCodec ValueCodecOf(int layer) => ValueCodecs[layer][0];
+
     /// <summary>Bytes of one block of one KV head of a layer, by kind.</summary>
     public KvBytes KeyLayout(int layer) => KeyCodecs[layer][0].BlockLayout;
     public KvBytes ValueLayout(int layer) => ValueCodecs[layer][0].BlockLayout;

@@ -57,22 +57,24 @@ public static class KvQuantCodecs
     {
         var cal = Calibration(spec, ctx);
         int layers = ((KvQuantProfile)ctx.Profile!).Layers;
+        var widths = KvQuantProfile.MixedWidths(spec.Bits);
         var sens = new double[layers][];
         for (int l = 0; l < layers; l++)
         {
-            sens[l] = new double[KvQuantProfile.BitWidths.Length];
+            sens[l] = new double[widths.Length];
             for (int i = 0; i < sens[l].Length; i++)
             {
-                int b = KvQuantProfile.BitWidths[i];
+                int b = widths[i];
                 var book = cal.Codebook(stream, l, b)
-                           ?? throw new KvSpecException($"'{spec.Name}': the profile has no {b}-bit codebook for {stream.Describe()} in layer {l}");
+                           ?? throw new KvSpecException($"'{spec.Name}': the profile has no {b}-bit codebook for {stream.Describe()} in layer {l} " +
+                                                        "(profiles before 1-bit codebooks: run 'kvq calibrate' again)");
                 if (double.IsNaN(book.Sensitivity))
                     throw new KvSpecException($"'{spec.Name}': the profile has no calibration errors for its codebooks (written by an " +
                                               "older kvq); run 'kvq calibrate' again to use :mixed");
                 sens[l][i] = book.Sensitivity;
             }
         }
-        return KvQuantBitAllocation.Allocate(sens, KvQuantProfile.BitWidths, spec.Bits)[ctx.Layer];
+        return KvQuantBitAllocation.Allocate(sens, widths, spec.Bits)[ctx.Layer];
     }
 
     private static KvQuantCalibration Calibration(KvQuantSpec spec, KvCodecContext ctx)

@@ -15,8 +15,12 @@ public sealed class KvQuantProfile : ILowRankProfile
     public int Layers { get; }
     public int KvHeads { get; }
     public int HeadDim { get; }
-    /// <summary>Bit widths with codebooks.</summary>
-    public static readonly int[] BitWidths = [2, 3, 4];
+    /// <summary>Bit widths with codebooks. 1 bit is never a spec of its own (nuq2..nuq4); it is there for :mixed,
+    /// which gives layers the mean width plus or minus one.</summary>
+    public static readonly int[] BitWidths = [1, 2, 3, 4];
+
+    /// <summary>The widths a :mixed spec of mean <paramref name="meanBits"/> chooses from: the mean and its neighbours.</summary>
+    public static int[] MixedWidths(int meanBits) => [.. BitWidths.Where(b => Math.Abs(b - meanBits) <= 1)];
     public IReadOnlyList<KvQuantCalibration> Calibrations { get; }
     /// <summary>Principal bases of pre-RoPE keys and of values, when calibrated with --lowrank.</summary>
     public LowRankBases? LowRank { get; }

@@ -16,7 +16,7 @@ mkdir -p reports
 # KVQuant profiles (calibration text is never Moby Dick).
 kvq calibrate -m "$MODEL" --text "$SHARED/text/tinyshakespeare/input.txt" --samples 16 --length 2048 --out reports/books19m.kvqp
 kvq calibrate -m "$SHARED/models/stories260K.gguf" --text "$SHARED/text/tinyshakespeare/input.txt" --samples 16 --length 512 --out reports/stories260K.kvqp
-NUQ=nuq4-1%,nuq3-1%,nuq3-1%:mixed,nuq2-1%
+NUQ=nuq4-1%,nuq3-1%,nuq3-1%:mixed,nuq2-1%,nuq2-1%:mixed
 
 # Baseline formats beside llama.cpp's own cache types (same windows, same ids).
 LLAMA_ATTN_ROT_DISABLE=1 dotnet run --project bench/Kvq.Bench -c Release -- --mode ppl --model "$MODEL" --text "$BOOK" \

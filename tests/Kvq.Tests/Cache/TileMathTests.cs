@@ -39,6 +39,8 @@ public class HalfTileMathTests
     [InlineData(32, 64, 3)]
     [InlineData(5, 128, 8)]
     [InlineData(1, 16, 1)]
+    [InlineData(31, 64, 4)]
+    [InlineData(7, 48, 2)]
     public void FusedHalfEqualsDecodeThenTile(int count, int d, int nq)
     {
         if (!HalfTileMath.IsSupported(d)) return; // the codec falls back to the tile path, which TileMathTests cover

@@ -19,10 +19,30 @@ public static unsafe class HalfTileMath
         fixed (Half* pt = tile) fixed (float* pq = q) fixed (float* ps = scores)
         {
             ushort* t = (ushort*)pt;
-            for (int j = 0; j < count; j++)
+            int j = 0;
+            // Four keys at a time: one Sum4 reduces their four dots with a query row (~14 instructions for four
+            // scores, where Vector512.Sum took ~24 for one), and the four scores are stored together.
+            for (; j + 4 <= count; j += 4)
+            {
+                ushort* k0 = t + j * d, k1 = k0 + d, k2 = k1 + d, k3 = k2 + d;
+                for (int i = 0; i < nq; i++)
+                {
+                    float* qi = pq + i * d;
+                    Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                    for (int c = 0; c < d; c += 16)
+                    {
+                        var qv = Vector512.Load(qi + c);
+                        a0 = Vector512.FusedMultiplyAdd(HalfDot.F16ToF32(Vector256.Load(k0 + c)), qv, a0);
+                        a1 = Vector512.FusedMultiplyAdd(HalfDot.F16ToF32(Vector256.Load(k1 + c)), qv, a1);
+                        a2 = Vector512.FusedMultiplyAdd(HalfDot.F16ToF32(Vector256.Load(k2 + c)), qv, a2);
+                        a3 = Vector512.FusedMultiplyAdd(HalfDot.F16ToF32(Vector256.Load(k3 + c)), qv, a3);
+                    }
+                    Kvq.Tensors.Reductions.Sum4(a0, a1, a2, a3).Store(ps + i * count + j);
+                }
+            }
+            for (; j < count; j++)
             {
                 ushort* k = t + j * d;
-                // Widen the key row once per token; all nq queries use it (GQA).
                 for (int i = 0; i < nq; i++)
                 {
                     float* qi = pq + i * d;

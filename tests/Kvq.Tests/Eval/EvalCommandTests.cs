@@ -20,24 +20,6 @@ public sealed class EvalCommandTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Out, string Err) Kvq(params string[] args)
-    {
-        var (stdout, stderr) = (Console.Out, Console.Error);
-        var o = new StringWriter();
-        var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try
-        {
-            return (Program.Main(args), o.ToString(), e.ToString());
-        }
-        finally
-        {
-            Console.SetOut(stdout);
-            Console.SetError(stderr);
-        }
-    }
-
     private string StoriesText(int chars)
     {
         var path = Path.Combine(_dir, $"stories{chars}.txt");
@@ -45,38 +27,29 @@ public sealed class EvalCommandTests : IDisposable
         return path;
     }
 
-    private static void AssertUserError((int Code, string Out, string Err) r, string expected)
-    {
-        Assert.Equal(2, r.Code);
-        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("kvq: ", lines[0]);
-        Assert.Contains(expected, lines[0]);
-    }
-
     [Fact]
     public void BadArgumentsAreOneLineAndExitCode2()
     {
         string text = StoriesText(3000);
-        AssertUserError(Kvq("eval", "ppl", "-m", Stories, "--text", text, "--kv", "f16,nope"), "unknown KV format 'nope'");
-        AssertUserError(Kvq("eval", "ppl", "-m", Stories, "--text", Path.Combine(_dir, "missing.txt")), "text file not found");
-        AssertUserError(Kvq("eval", "ppl", "-m", Path.Combine(_dir, "missing.gguf"), "--text", text), "model not found");
-        AssertUserError(Kvq("eval", "ppl", "-m", Stories, "--text", text, "--ctx", "2000"), "longer than the text");
-        AssertUserError(Kvq("eval", "kl", "-m", Stories, "--text", text, "--kv", "f16", "--ctx", "4096"), "longer than the model's context");
-        AssertUserError(Kvq("eval", "ppl", "-m", Stories, "--text", text, "--ctx", "128", "--stride", "200"), "--stride 200");
-        AssertUserError(Kvq("eval", "recall", "-m", Stories, "--text", text, "--kv", "f16", "--filler", "1500"), "too short");
-        AssertUserError(Kvq("eval", "recall", "-m", Stories, "--text", text, "--kv", "f16", "--filler", "100,x"), "--filler: 'x'");
-        AssertUserError(Kvq("eval", "passkey", "-m", Stories, "--kv", "f16", "--lengths", "100000"), "longer than the model's context");
-        AssertUserError(Kvq("eval", "needle", "-m", Stories, "--text", text, "--kv", "f16", "--depths", "1.5"), "--depths: '1.5'");
-        AssertUserError(Kvq("eval", "memory", "-m", Stories, "--kv", "f16/int4-bad"), "unknown KV format 'int4-bad'");
-        AssertUserError(Kvq("eval"), "needs a subcommand");
-        Assert.Equal(2, Kvq("eval", "ppl", "--no-such-option").Code);
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", text, "--kv", "f16,nope"), "unknown KV format 'nope'");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", Path.Combine(_dir, "missing.txt")), "text file not found");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "ppl", "-m", Path.Combine(_dir, "missing.gguf"), "--text", text), "model not found");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", text, "--ctx", "2000"), "longer than the text");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "kl", "-m", Stories, "--text", text, "--kv", "f16", "--ctx", "4096"), "longer than the model's context");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", text, "--ctx", "128", "--stride", "200"), "--stride 200");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "recall", "-m", Stories, "--text", text, "--kv", "f16", "--filler", "1500"), "too short");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "recall", "-m", Stories, "--text", text, "--kv", "f16", "--filler", "100,x"), "--filler: 'x'");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "passkey", "-m", Stories, "--kv", "f16", "--lengths", "100000"), "longer than the model's context");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "needle", "-m", Stories, "--text", text, "--kv", "f16", "--depths", "1.5"), "--depths: '1.5'");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "memory", "-m", Stories, "--kv", "f16/int4-bad"), "unknown KV format 'int4-bad'");
+        InProcessCli.AssertUserError(InProcessCli.Run("eval"), "needs a subcommand");
+        Assert.Equal(2, InProcessCli.Run("eval", "ppl", "--no-such-option").Code);
     }
 
     [Fact]
     public void ListPrintsTheRegisteredFormats()
     {
-        var r = Kvq("eval", "--list");
+        var r = InProcessCli.Run("eval", "--list");
         Assert.Equal(0, r.Code);
         foreach (var (name, _) in global::Kvq.Cache.Codecs.KvCodecRegistry.Formats) Assert.Contains($"  {name} ", r.Out);
     }
@@ -84,7 +57,7 @@ public sealed class EvalCommandTests : IDisposable
     [Fact]
     public void PplJsonRowsKeepTheirFieldNames()
     {
-        var r = Kvq("eval", "ppl", "-m", Stories, "--text", StoriesText(20_000), "--ctx", "128", "--windows", "2", "--kv", "f32,int8", "-t", "2", "--json");
+        var r = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", StoriesText(20_000), "--ctx", "128", "--windows", "2", "--kv", "f32,int8", "-t", "2", "--json");
         Assert.Equal(0, r.Code);
         var rows = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
         Assert.Equal(["f32", "int8"], rows.Select(x => x.GetProperty("kv").GetString()));
@@ -101,7 +74,7 @@ public sealed class EvalCommandTests : IDisposable
     public void PplReportFolderHasTableRowsPlotAndIndex()
     {
         var report = Path.Combine(_dir, "ppl-report");
-        var r = Kvq("eval", "ppl", "-m", Stories, "--text", StoriesText(20_000), "--ctx", "128", "--windows", "2", "--kv", "f32,int4,kivi2", "-t", "2", "--report", report);
+        var r = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", StoriesText(20_000), "--ctx", "128", "--windows", "2", "--kv", "f32,int4,kivi2", "-t", "2", "--report", report);
         Assert.Equal(0, r.Code);
         Assert.Contains("| kv | ppl | tokens | bits/element | KV bytes/token |", r.Out);
         foreach (var f in new[] { "table.md", "results.jsonl", "run.json", "index.md", "index.html", "ppl_vs_bits.png" })
@@ -122,7 +95,7 @@ public sealed class EvalCommandTests : IDisposable
     public void NeedleAndMemoryReportsHaveHeatMapsAndMemoryPlot()
     {
         var needle = Path.Combine(_dir, "needle");
-        var r = Kvq("eval", "needle", "-m", Stories, "--text", StoriesText(40_000), "--kv", "f32,int2", "--lengths", "160,256",
+        var r = InProcessCli.Run("eval", "needle", "-m", Stories, "--text", StoriesText(40_000), "--kv", "f32,int2", "--lengths", "160,256",
             "--depths", "0,1", "--trials", "1", "-t", "2", "--report", needle);
         Assert.Equal(0, r.Code);
         Assert.Contains("| depth \\ length | 160 | 256 |", r.Out);
@@ -132,7 +105,7 @@ public sealed class EvalCommandTests : IDisposable
         Assert.Equal(2 * 4, File.ReadAllLines(Path.Combine(needle, "results.jsonl")).Length); // spec x length x depth cells
 
         var memory = Path.Combine(_dir, "memory");
-        r = Kvq("eval", "memory", "-m", Stories, "--kv", "f16,int4", "--ctx", "64,512", "--report", memory, "--json");
+        r = InProcessCli.Run("eval", "memory", "-m", Stories, "--kv", "f16,int4", "--ctx", "64,512", "--report", memory, "--json");
         Assert.Equal(0, r.Code);
         var rows = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
         Assert.Equal(4, rows.Count);

@@ -12,32 +12,14 @@ public sealed class MixedWidthsCommandTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Out, string Err) Kvq(params string[] args)
-    {
-        var (stdout, stderr) = (Console.Out, Console.Error);
-        var o = new StringWriter();
-        var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try
-        {
-            return (Program.Main(args), o.ToString(), e.ToString());
-        }
-        finally
-        {
-            Console.SetOut(stdout);
-            Console.SetError(stderr);
-        }
-    }
-
     [Fact]
     public void InspectShowsTheWidthsAndEvalStoresTheSameBytesAsTheUniformWidth()
     {
         string model = Fixtures.StoriesGguf, profile = Path.Combine(_dir, "s.kvqp");
-        var cal = Kvq("calibrate", "-m", model, "--text", Fixtures.Text("tinyshakespeare/input.txt"), "--samples", "4",
+        var cal = InProcessCli.Run("calibrate", "-m", model, "--text", Fixtures.Text("tinyshakespeare/input.txt"), "--samples", "4",
             "--length", "256", "--out", profile, "-t", "2");
         Assert.True(cal.Code == 0, cal.Err);
-        var inspect = Kvq("inspect", model, "--kv", "nuq3-1%,nuq3-1%:mixed", "--profile", profile, "--ctx", "256");
+        var inspect = InProcessCli.Run("inspect", model, "--kv", "nuq3-1%,nuq3-1%:mixed", "--profile", profile, "--ctx", "256");
         Assert.True(inspect.Code == 0, inspect.Err);
         Assert.Contains("| nuq3-1%:mixed |", inspect.Out);
         int layers = 5;   // stories260K
@@ -56,7 +38,7 @@ public sealed class MixedWidthsCommandTests : IDisposable
         }
         var text = Path.Combine(_dir, "t.txt");
         File.WriteAllText(text, TextFixtures.Read(Fixtures.Text("tinystories/TinyStories-valid.first1000.txt"))[..6000]);
-        var ppl = Kvq("eval", "ppl", "-m", model, "--text", text, "--ctx", "128", "--windows", "2", "--profile", profile,
+        var ppl = InProcessCli.Run("eval", "ppl", "-m", model, "--text", text, "--ctx", "128", "--windows", "2", "--profile", profile,
             "--kv", "nuq3-1%,nuq3-1%:mixed,nuq2-1%", "--json", "-t", "2");
         Assert.True(ppl.Code == 0, ppl.Err);
         var rows = ppl.Out.Split('\n').Where(l => l.StartsWith('{')).Select(l => JsonDocument.Parse(l).RootElement).ToArray();

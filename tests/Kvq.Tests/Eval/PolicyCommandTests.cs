@@ -12,21 +12,6 @@ public sealed class PolicyCommandTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Out, string Err) Kvq(params string[] args)
-    {
-        var (stdout, stderr) = (Console.Out, Console.Error);
-        var o = new StringWriter();
-        var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally
-        {
-            Console.SetOut(stdout);
-            Console.SetError(stderr);
-        }
-    }
-
     private string Text()
     {
         var path = Path.Combine(_dir, "stories.txt");
@@ -44,18 +29,13 @@ public sealed class PolicyCommandTests : IDisposable
     [InlineData("'kivi2' encodes whole blocks", "--policy", "h2o", "--budget", "0.5", "--kv", "f16,kivi2")]
     public void MistakesAreOneLineAndExitCode2(string expected, params string[] extra)
     {
-        var r = Kvq(["eval", "ppl", "-m", Fixtures.StoriesGguf, "--text", Text(), "--ctx", "64", .. extra]);
-        Assert.Equal(2, r.Code);
-        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("kvq: ", lines[0]);
-        Assert.Contains(expected, lines[0]);
+        InProcessCli.AssertUserError(InProcessCli.Run(["eval", "ppl", "-m", Fixtures.StoriesGguf, "--text", Text(), "--ctx", "64", .. extra]), expected);
     }
 
     [Fact]
     public void ListNamesEveryPolicy()
     {
-        var r = Kvq("eval", "--list");
+        var r = InProcessCli.Run("eval", "--list");
         Assert.Equal(0, r.Code);
         foreach (var (name, _) in global::Kvq.Cache.Policies.KvPolicyRegistry.Policies) Assert.Contains($"  {name} ", r.Out);
     }
@@ -64,7 +44,7 @@ public sealed class PolicyCommandTests : IDisposable
     public void PplGridCrossesPoliciesWithFormats()
     {
         var report = Path.Combine(_dir, "report");
-        var r = Kvq("eval", "ppl", "-m", Fixtures.StoriesGguf, "--text", Text(), "--ctx", "128", "--windows", "1", "--kv", "f32,int8",
+        var r = InProcessCli.Run("eval", "ppl", "-m", Fixtures.StoriesGguf, "--text", Text(), "--ctx", "128", "--windows", "1", "--kv", "f32,int8",
             "--policy", "none", "--policy", "snapkv:window=8,pool=3", "--budget", "0.5", "--budget-per", "layer", "-t", "2", "--json", "--report", report);
         Assert.Equal(0, r.Code);
         var rows = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
@@ -83,7 +63,7 @@ public sealed class PolicyCommandTests : IDisposable
     [Fact]
     public void GenerateRunsUnderAPolicy()
     {
-        var r = Kvq("generate", "-m", Fixtures.StoriesGguf, "-p", "Once upon a time", "-n", "60", "--temperature", "0",
+        var r = InProcessCli.Run("generate", "-m", Fixtures.StoriesGguf, "-p", "Once upon a time", "-n", "60", "--temperature", "0",
             "--kv", "f16", "--policy", "merge:streaming", "--budget", "24", "-t", "2");
         Assert.Equal(0, r.Code);
         Assert.Contains("24 kept in layer 0", r.Err);

@@ -1,3 +1,4 @@
+using Kvq.Tests.Cache;
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
 using Kvq.Tensors;
@@ -68,7 +69,7 @@ public class KvQuantAttentionTests
                 row.CopyTo(vHat.AsSpan(t * shape.KvDim + h * headDim, headDim));
             }
         }
-        var expected = Attention(shape, q, kHat, vHat, n);
+        var expected = ReferenceAttention.CausalGqa(shape, q, kHat, vHat, n);
         double maxDiff = 0, maxAbs = 0;
         for (int i = 0; i < got.Length; i++)
         {
@@ -81,31 +82,5 @@ public class KvQuantAttentionTests
     private static void RoundToHalf(Span<float> x)
     {
         for (int i = 0; i < x.Length; i++) x[i] = (float)(Half)x[i];
-    }
-
-    /// <summary>Causal GQA attention in f64 over keys already rotated, queries as given.</summary>
-    private static double[] Attention(KvShape shape, float[] q, float[] k, float[] v, int n)
-    {
-        int d = shape.HeadDim, g = shape.GroupSize;
-        var o = new double[n * shape.QDim];
-        var w = new double[n];
-        for (int t = 0; t < n; t++)
-            for (int hq = 0; hq < shape.Heads; hq++)
-            {
-                int hk = hq / g;
-                double max = double.NegativeInfinity;
-                for (int s = 0; s <= t; s++)
-                {
-                    double dot = 0;
-                    for (int c = 0; c < d; c++) dot += (double)q[t * shape.QDim + hq * d + c] * k[s * shape.KvDim + hk * d + c];
-                    w[s] = dot / Math.Sqrt(d);
-                    max = Math.Max(max, w[s]);
-                }
-                double sum = 0;
-                for (int s = 0; s <= t; s++) { w[s] = Math.Exp(w[s] - max); sum += w[s]; }
-                for (int s = 0; s <= t; s++)
-                    for (int c = 0; c < d; c++) o[t * shape.QDim + hq * d + c] += w[s] / sum * v[s * shape.KvDim + hk * d + c];
-            }
-        return o;
     }
 }

@@ -1,0 +1,36 @@
+using Kvq.Cli;
+
+namespace Kvq.Tests.Eval;
+
+/// <summary>`kvq` run in process through Program.Main with the console captured (tests using it join
+/// <see cref="ConsoleCollection"/>: redirection is process-wide).</summary>
+internal static class InProcessCli
+{
+    public static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (stdout, stderr) = (Console.Out, Console.Error);
+        var o = new StringWriter();
+        var e = new StringWriter();
+        Console.SetOut(o);
+        Console.SetError(e);
+        try
+        {
+            return (Program.Main(args), o.ToString(), e.ToString());
+        }
+        finally
+        {
+            Console.SetOut(stdout);
+            Console.SetError(stderr);
+        }
+    }
+
+    /// <summary>A user mistake: exit code 2 and one line on stderr, "kvq: ..." containing <paramref name="expected"/>.</summary>
+    public static void AssertUserError((int Code, string Out, string Err) r, string expected)
+    {
+        Assert.Equal(2, r.Code);
+        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("kvq: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+    }
+}

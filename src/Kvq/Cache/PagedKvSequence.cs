@@ -11,7 +11,7 @@ namespace Kvq.Cache;
 /// codecs, an f16 staging buffer of recent tokens. Keys are rotated before encoding unless the key codec is pre-RoPE,
 /// in which case attention rotates decoded keys at their positions.
 /// </summary>
-public sealed partial class PagedKvSequence : IKvSequence, IDisposable
+public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable
 {
     private readonly PagedKvCache _cache;
     private readonly KvShape _shape;

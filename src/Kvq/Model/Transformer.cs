@@ -9,7 +9,7 @@ namespace Kvq.Model;
 /// <see cref="MaxBatch"/> (batched prefill uses matrix-matrix products; decode is a chunk of one). Keys are handed to
 /// the cache before RoPE; queries are rotated here.
 /// </summary>
-public sealed class Transformer
+public sealed class Transformer : ILanguageModel
 {
     public ModelWeights Weights { get; }
     public ModelConfig Config => Weights.Config;
@@ -47,6 +47,11 @@ public sealed class Transformer
     }
 
     public KvShape KvShape => KvShape.For(Config);
+    public string Device => $"cpu, {Parallelism.Threads} thread{(Parallelism.Threads == 1 ? "" : "s")}";
+    public int Threads => Parallelism.Threads;
+
+    /// <summary>A sequence in a new paged host cache (it grows as needed; <paramref name="maxTokens"/> is a hint).</summary>
+    public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens) => new PagedKvCache(KvShape, config).CreateSequence();
 
     /// <summary>
     /// Runs <paramref name="tokens"/> at positions kv.Length, kv.Length+1, ... and appends them to the cache.

@@ -1,0 +1,19 @@
+namespace Kvq.Cuda.Model;
+
+/// <summary>How weights are held on the device: f16 (half the memory; activations are rounded to f16 for the
+/// products, f32 accumulation) or f32 (exact products, to compare with the CPU).</summary>
+public enum CudaWeightType { F16, F32 }
+
+/// <summary>Options of a model on a CUDA device.</summary>
+/// <param name="Weights">Storage of the weight matrices on the device.</param>
+/// <param name="DeviceOrdinal">Which device.</param>
+/// <param name="MaxBatch">Tokens per forward chunk (prefill runs in chunks of this many).</param>
+public sealed record CudaModelOptions(CudaWeightType Weights = CudaWeightType.F16, int DeviceOrdinal = 0, int MaxBatch = 64)
+{
+    public static CudaWeightType ParseWeights(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "f16" => CudaWeightType.F16,
+        "f32" => CudaWeightType.F32,
+        _ => throw new ArgumentException($"device weight type '{s}': expected f16 or f32"),
+    };
+}

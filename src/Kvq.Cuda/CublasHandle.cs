@@ -36,5 +36,28 @@ public sealed class CublasHandle : SafeHandle
             $"cublasGemmEx(linear {rows}x{k} -> {outFeatures})");
     }
 
+    /// <summary>The same in f32: x [rows][k], W [outFeatures][k], y [rows][outFeatures], all f32, f32 compute
+    /// (no TF32: the default math mode), for products that must match the CPU's f32 arithmetic.</summary>
+    public unsafe void LinearF32(ulong x, DeviceBuffer w, ulong y, int rows, int k, int outFeatures)
+    {
+        if (w.Bytes < (long)outFeatures * k * 4)
+            throw new ArgumentException($"linear f32 {rows}x{k} by {outFeatures}x{k}: weight buffer of {w.Bytes} bytes");
+        float alpha = 1f, beta = 0f;
+        Cublas.Check(Cublas.cublasGemmEx(handle, Cublas.OpT, Cublas.OpN, outFeatures, rows, k, &alpha, w.Pointer, Cublas.R32F, k,
+            x, Cublas.R32F, k, &beta, y, Cublas.R32F, outFeatures, Cublas.Compute32F, Cublas.GemmDefault),
+            $"cublasGemmEx(linear f32 {rows}x{k} -> {outFeatures})");
+    }
+
+    /// <summary>f16 x and W, f32 y, by raw device addresses (activation buffers are sliced per chunk).</summary>
+    public unsafe void LinearF16(ulong x, DeviceBuffer w, ulong y, int rows, int k, int outFeatures)
+    {
+        if (w.Bytes < (long)outFeatures * k * 2)
+            throw new ArgumentException($"linear f16 {rows}x{k} by {outFeatures}x{k}: weight buffer of {w.Bytes} bytes");
+        float alpha = 1f, beta = 0f;
+        Cublas.Check(Cublas.cublasGemmEx(handle, Cublas.OpT, Cublas.OpN, outFeatures, rows, k, &alpha, w.Pointer, Cublas.R16F, k,
+            x, Cublas.R16F, k, &beta, y, Cublas.R32F, outFeatures, Cublas.Compute32F, Cublas.GemmDefault),
+            $"cublasGemmEx(linear f16 {rows}x{k} -> {outFeatures})");
+    }
+
     protected override bool ReleaseHandle() => Cublas.cublasDestroy(handle) == 0;
 }

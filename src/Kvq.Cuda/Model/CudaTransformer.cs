@@ -4,31 +4,179 @@ using Kvq.Model;
 namespace Kvq.Cuda.Model;
 
 /// <summary>
-/// A Llama-family decoder whose weights, activations and KV cache live on a CUDA device. (Being written: see
-/// issue 8.)
+/// A Llama-family decoder on a CUDA device: weights, activations and the KV cache in device memory, cuBLAS for the
+/// products, model.cu for RMSNorm, RoPE, SwiGLU, residual adds and attention. The same straight-line forward pass
+/// as the CPU <see cref="Transformer"/> (keys handed to the cache before RoPE, queries rotated here), so both give
+/// the same logits to f32 rounding with f32 weights; with f16 weights the products take f16 activations.
+/// Only the logits travel back to the host.
 /// </summary>
 public sealed class CudaTransformer : ILanguageModel, IDisposable
 {
+    private readonly CudaContext _ctx;
+    private readonly KernelLoader _loader;
+    private readonly ModelKernels _kernels;
+    private readonly CublasHandle _blas;
+    private readonly DeviceWeights _w;
+    private readonly RopeParams _rope;
+    private readonly bool _f16;
+    // Activations for one chunk of at most MaxBatch tokens, row-major [token][width].
+    private readonly DeviceBuffer _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits;
+
     public ModelConfig Config { get; }
     public KvShape KvShape => KvShape.For(Config);
-    public string Device => "cuda";
+    public string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights";
     public int Threads => 1;
+    public int MaxBatch { get; }
+    public CudaDeviceInfo DeviceInfo => _ctx.Device;
+    /// <summary>Device bytes of the weights.</summary>
+    public long WeightBytes => _w.Bytes;
 
-    private CudaTransformer(ModelConfig config) => Config = config;
-
-    /// <summary>Uploads <paramref name="weights"/> to the device. Throws <see cref="CudaUnavailableException"/>
-    /// where there is no CUDA driver or device.</summary>
-    public static CudaTransformer Load(ModelWeights weights, CudaModelOptions? options = null)
+    private CudaTransformer(CudaContext ctx, ModelWeights weights, CudaModelOptions o)
     {
-        using var probe = CudaContext.Create((options ?? new()).DeviceOrdinal);
-        throw new NotSupportedException("the CUDA model is not written yet");
+        _ctx = ctx;
+        Config = weights.Config;
+        MaxBatch = Math.Max(1, o.MaxBatch);
+        _f16 = o.Weights == CudaWeightType.F16;
+        var shape = KvShape;
+        CudaKvSequence.Check(new KvCacheConfig("f16", "f16"), shape);
+        _rope = RopeParams.For(Config);
+        _loader = new KernelLoader(ctx);
+        _kernels = new ModelKernels(_loader);
+        _blas = new CublasHandle(ctx);
+        var c = Config;
+        var owned = new List<IDisposable>();
+        DeviceBuffer A(long floats, int elem = 4)
+        {
+            var b = ctx.Allocate(Math.Max(floats * elem, 256));
+            owned.Add(b);
+            return b;
+        }
+        try
+        {
+            _w = new DeviceWeights(ctx, weights, o.Weights);
+            int b = MaxBatch;
+            _ids = A(b);
+            _x = A((long)b * c.Dim);
+            _xn = A((long)b * c.Dim);
+            _xh = A((long)b * c.Dim, 2);
+            _q = A((long)b * c.QDim);
+            _k = A((long)b * c.KvDim);
+            _v = A((long)b * c.KvDim);
+            _att = A((long)b * c.QDim);
+            _atth = A((long)b * c.QDim, 2);
+            _proj = A((long)b * c.Dim);
+            _gate = A((long)b * c.FfnDim);
+            _up = A((long)b * c.FfnDim);
+            _gateh = A((long)b * c.FfnDim, 2);
+            _logits = A((long)b * c.VocabSize);
+        }
+        catch
+        {
+            foreach (var d in owned) d.Dispose();
+            _w?.Dispose();
+            _blas.Dispose();
+            _kernels.Dispose();
+            throw;
+        }
     }
 
-    public void Forward(ReadOnlySpan<int> tokens, IKvSequence kv, Span<float> lastLogits, Span<float> allLogits = default) =>
-        throw new NotSupportedException("the CUDA model is not written yet");
+    /// <summary>Uploads <paramref name="weights"/> to the device. Throws <see cref="CudaUnavailableException"/>
+    /// where there is no CUDA driver or device, <see cref="NotSupportedException"/> for shapes the kernels lack.</summary>
+    public static CudaTransformer Load(ModelWeights weights, CudaModelOptions? options = null)
+    {
+        var o = options ?? new CudaModelOptions();
+        var ctx = CudaContext.Create(o.DeviceOrdinal);
+        try
+        {
+            return new CudaTransformer(ctx, weights, o);
+        }
+        catch
+        {
+            ctx.Dispose();
+            throw;
+        }
+    }
 
-    public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens) =>
-        throw new NotSupportedException("the CUDA model is not written yet");
+    /// <summary>A sequence whose cache lives on this device, with room for <paramref name="maxTokens"/> tokens.</summary>
+    public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens) => new CudaKvSequence(_ctx, _kernels, KvShape, config, maxTokens);
 
-    public void Dispose() { }
+    public void Forward(ReadOnlySpan<int> tokens, IKvSequence kv, Span<float> lastLogits, Span<float> allLogits = default)
+    {
+        if (kv is not CudaKvSequence seq)
+            throw new ArgumentException($"the CUDA model attends over its own device cache (CreateSequence), not a {kv.GetType().Name}", nameof(kv));
+        int vocab = Config.VocabSize;
+        _ctx.MakeCurrent();
+        for (int done = 0; done < tokens.Length;)
+        {
+            int n = Math.Min(MaxBatch, tokens.Length - done);
+            bool lastChunk = done + n == tokens.Length;
+            ForwardChunk(tokens.Slice(done, n), seq);
+            if (!allLogits.IsEmpty)
+                Logits(0, n, allLogits.Slice(done * vocab, n * vocab));
+            else if (lastChunk)
+                Logits(n - 1, 1, lastLogits);
+            done += n;
+        }
+        if (!allLogits.IsEmpty && !lastLogits.IsEmpty)
+            allLogits.Slice((tokens.Length - 1) * vocab, vocab).CopyTo(lastLogits);
+    }
+
+    private void ForwardChunk(ReadOnlySpan<int> tokens, CudaKvSequence kv)
+    {
+        var c = Config;
+        int n = tokens.Length;
+        foreach (var id in tokens)
+            if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} is outside the vocabulary (0..{c.VocabSize - 1})");
+        _ids.CopyFrom(tokens);
+        _kernels.Embed(_w.Embedding.Buffer, _f16, _ids, n, c.Dim, _x.Pointer);
+        long pos0 = kv.Length;
+        kv.BeginChunk(tokens);
+        ulong xin = _f16 ? _xh.Pointer : _xn.Pointer;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var w = _w.Layers[l];
+            // Attention block.
+            _kernels.RmsNorm(_x.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+            w.Wq.Apply(_blas, xin, _q.Pointer, n);
+            w.Wk.Apply(_blas, xin, _k.Pointer, n);
+            w.Wv.Apply(_blas, xin, _v.Pointer, n);
+            if (w.Bq != null) _kernels.AddBias(_q.Pointer, w.Bq, c.QDim, (long)n * c.QDim);
+            if (w.Bk != null) _kernels.AddBias(_k.Pointer, w.Bk, c.KvDim, (long)n * c.KvDim);
+            if (w.Bv != null) _kernels.AddBias(_v.Pointer, w.Bv, c.KvDim, (long)n * c.KvDim);
+            _kernels.Rope(_q.Pointer, n, c.Heads, _rope, pos0);
+            kv.AppendDevice(l, _k.Pointer, _v.Pointer, n);
+            kv.AttendDevice(l, _q.Pointer, n, _att.Pointer);
+            if (_f16) _kernels.ToF16(_att.Pointer, _atth.Pointer, (long)n * c.QDim);
+            w.Wo.Apply(_blas, _f16 ? _atth.Pointer : _att.Pointer, _proj.Pointer, n);
+            _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
+            // Feed-forward block (SwiGLU).
+            _kernels.RmsNorm(_x.Pointer, w.FfnNorm, n, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+            w.WGate.Apply(_blas, xin, _gate.Pointer, n);
+            w.WUp.Apply(_blas, xin, _up.Pointer, n);
+            _kernels.SwiGlu(_gate.Pointer, _up.Pointer, (long)n * c.FfnDim);
+            if (_f16) _kernels.ToF16(_gate.Pointer, _gateh.Pointer, (long)n * c.FfnDim);
+            w.WDown.Apply(_blas, _f16 ? _gateh.Pointer : _gate.Pointer, _proj.Pointer, n);
+            _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
+        }
+        kv.Commit(n);
+    }
+
+    /// <summary>Final norm and output projection for chunk rows [first, first+count), copied to the host.</summary>
+    private void Logits(int first, int count, Span<float> logits)
+    {
+        var c = Config;
+        ulong x = _x.Pointer + (ulong)((long)first * c.Dim * 4);
+        _kernels.RmsNorm(x, _w.OutputNorm, count, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+        _w.Output.Apply(_blas, _f16 ? _xh.Pointer : _xn.Pointer, _logits.Pointer, count);
+        _logits.CopyTo(logits[..(count * c.VocabSize)]);
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in new[] { _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits }) b?.Dispose();
+        _w?.Dispose();
+        _blas.Dispose();
+        _kernels.Dispose();
+        _ctx.Dispose();
+    }
 }

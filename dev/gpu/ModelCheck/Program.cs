@@ -1,0 +1,141 @@
+using System.Diagnostics;
+using System.Globalization;
+using Kvq.Cache;
+using Kvq.Cuda;
+using Kvq.Cuda.Model;
+using Kvq.Model;
+using Kvq.Tensors;
+
+// CPU vs GPU on a real model, in one process on a GPU machine (NativeAOT: the machine has no .NET):
+//  1. logits of every position of a text window, CPU Transformer vs CudaTransformer (f32 and f16 weights);
+//  2. greedy continuations of a prompt, token for token;
+//  3. the CPU Transformer over the device cache (CudaKvSequence behind IKvSequence) vs over the CPU cache;
+//  4. GPU prefill and decode tok/s at several context lengths (and the CPU's, same machine, for scale).
+// Exit code 1 when a check fails. Usage: ModelCheck --model M.gguf --text T.txt [--window 300] [--gen 64]
+//   [--contexts 512,2048,4000] [--decode 64] [--cpu-threads N]
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+string Arg(string name, string def) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : def; }
+var modelPath = Arg("--model", "models/books-19m.gguf");
+var textPath = Arg("--text", "text/moby.txt");
+int window = int.Parse(Arg("--window", "300"));
+int gen = int.Parse(Arg("--gen", "64"));
+int decode = int.Parse(Arg("--decode", "64"));
+var contexts = Arg("--contexts", "512,2048,4000").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
+int threads = int.Parse(Arg("--cpu-threads", Math.Min(Environment.ProcessorCount, 16).ToString()));
+int failures = 0;
+
+using var loaded = ModelLoader.Load(modelPath);
+var cfg = loaded.Weights.Config;
+var cpu = new Transformer(loaded.Weights, new Parallelism(threads));
+var text = File.ReadAllText(textPath).Replace("\r\n", "\n").TrimStart('\uFEFF');
+var tokens = loaded.Tokenizer.Encode(text, true);
+Console.WriteLine($"model {modelPath}: {cfg.Layers} layers, {cfg.Heads}/{cfg.KvHeads} heads x {cfg.HeadDim}, vocab {cfg.VocabSize}; text {tokens.Length} tokens; cpu {threads} threads");
+var win = tokens.AsSpan(0, Math.Min(window, tokens.Length)).ToArray();
+var kv16 = new KvCacheConfig("f16", "f16");
+float[] cpuLogits = new float[win.Length * cfg.VocabSize];
+using (var seq = new PagedKvCache(cpu.KvShape, kv16).CreateSequence()) cpu.Forward(win, seq, default, cpuLogits);
+
+foreach (var wt in new[] { CudaWeightType.F32, CudaWeightType.F16 })
+{
+    var sw = Stopwatch.StartNew();
+    using var gpu = CudaTransformer.Load(loaded.Weights, new CudaModelOptions(wt));
+    Console.WriteLine($"\n== {gpu.Device}: loaded in {sw.ElapsedMilliseconds} ms, weights {gpu.WeightBytes / 1048576.0:F1} MiB");
+    // 1. Logits over the window (prefill in chunks of MaxBatch).
+    var gpuLogits = new float[cpuLogits.Length];
+    using (var seq = (CudaKvSequence)gpu.CreateSequence(kv16, win.Length)) gpu.Forward(win, seq, default, gpuLogits);
+    var (maxAbs, relL2, agree) = Compare(cpuLogits, gpuLogits, cfg.VocabSize);
+    double tol = wt == CudaWeightType.F32 ? 1e-4 : 2e-2;
+    bool ok = relL2 <= tol;
+    if (!ok) failures++;
+    Console.WriteLine($"check logits {win.Length} positions, {wt}: rel L2 {relL2:E2} (tolerance {tol:E0}), max |diff| {maxAbs:E2}, argmax agrees {agree:P1}: {(ok ? "ok" : "FAIL")}");
+    // 2. Greedy continuation.
+    int[] prompt = win.AsSpan(0, Math.Min(64, win.Length)).ToArray();
+    var a = Greedy(cpu, new PagedKvCache(cpu.KvShape, kv16).CreateSequence(), prompt, gen, cfg.VocabSize);
+    var b = Greedy(gpu, gpu.CreateSequence(kv16, prompt.Length + gen), prompt, gen, cfg.VocabSize);
+    int same = 0;
+    while (same < gen && a[same] == b[same]) same++;
+    bool textOk = same == gen || wt == CudaWeightType.F16;   // f16 products may part at a near-tie; reported
+    if (!textOk) failures++;
+    Console.WriteLine($"check greedy {gen} tokens, {wt}: {(same == gen ? "SAME" : $"DIFFERENT from token {same}")}: {(textOk ? "ok" : "FAIL")}");
+    Console.WriteLine($"  cpu: {Escape(Decode(loaded.Tokenizer, a))}");
+    if (same != gen) Console.WriteLine($"  gpu: {Escape(Decode(loaded.Tokenizer, b))}");
+    // 3. The CPU model over the device cache (host spans through IKvSequence).
+    if (wt == CudaWeightType.F32)
+    {
+        var viaDevice = new float[cpuLogits.Length];
+        using (var seq = (CudaKvSequence)gpu.CreateSequence(kv16, win.Length)) cpu.Forward(win, seq, default, viaDevice);
+        var (m3, r3, a3) = Compare(cpuLogits, viaDevice, cfg.VocabSize);
+        bool ok3 = r3 <= 1e-4;
+        if (!ok3) failures++;
+        Console.WriteLine($"check CPU model over the device cache vs the CPU cache: rel L2 {r3:E2}, max |diff| {m3:E2}, argmax {a3:P1}: {(ok3 ? "ok" : "FAIL")}");
+    }
+    // 4. Speed.
+    foreach (int ctx in contexts)
+    {
+        var ids = Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, cfg.VocabSize);
+        var logits = new float[cfg.VocabSize];
+        using var seq = (CudaKvSequence)gpu.CreateSequence(kv16, ctx + decode);
+        var t0 = Stopwatch.StartNew();
+        gpu.Forward(ids, seq, logits);
+        double pre = t0.Elapsed.TotalSeconds;
+        var one = new int[1];
+        t0.Restart();
+        for (int i = 0; i < decode; i++)
+        {
+            one[0] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
+            gpu.Forward(one, seq, logits);
+        }
+        double dec = t0.Elapsed.TotalSeconds;
+        Console.WriteLine($"speed {wt} ctx {ctx}: prefill {ctx / pre:F0} tok/s, decode {decode / dec:F1} tok/s ({dec / decode * 1e3:F2} ms/token)");
+        Console.WriteLine($"{{\"kind\":\"speed\",\"device\":\"{gpu.DeviceInfo.Name}\",\"weights\":\"{wt}\",\"ctx\":{ctx},\"prefill_tok_s\":{ctx / pre:F1},\"decode_tok_s\":{decode / dec:F2}}}");
+    }
+}
+// CPU speed on this machine, for scale (not the project's reference machine).
+foreach (int ctx in contexts.Take(1))
+{
+    var r = Kvq.Bench.ThroughputBenchmark.Run(cpu, "books", ctx, kv16, decode);
+    Console.WriteLine($"speed cpu ({threads} threads) ctx {ctx}: prefill {r.PrefillTokS:F0} tok/s, decode {r.DecodeTokS:F1} tok/s");
+}
+Console.WriteLine(failures == 0 ? "\nall checks passed" : $"\n{failures} check(s) FAILED");
+return failures == 0 ? 0 : 1;
+
+static (double MaxAbs, double RelL2, double ArgmaxAgree) Compare(float[] a, float[] b, int vocab)
+{
+    double num = 0, den = 0, max = 0;
+    int agree = 0, rows = a.Length / vocab;
+    for (int i = 0; i < a.Length; i++)
+    {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)a[i] * a[i];
+        max = Math.Max(max, Math.Abs(d));
+    }
+    for (int r = 0; r < rows; r++)
+        if (Kvq.Bench.ThroughputBenchmark.Argmax(a.AsSpan(r * vocab, vocab)) == Kvq.Bench.ThroughputBenchmark.Argmax(b.AsSpan(r * vocab, vocab))) agree++;
+    return (max, Math.Sqrt(num / Math.Max(den, 1e-300)), (double)agree / rows);
+}
+
+static int[] Greedy(ILanguageModel m, IKvSequence seq, int[] prompt, int n, int vocab)
+{
+    var logits = new float[vocab];
+    var outp = new int[n];
+    m.Forward(prompt, seq, logits);
+    var one = new int[1];
+    for (int i = 0; i < n; i++)
+    {
+        outp[i] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
+        one[0] = outp[i];
+        if (i + 1 < n) m.Forward(one, seq, logits);
+    }
+    (seq as IDisposable)?.Dispose();
+    return outp;
+}
+
+static string Decode(Kvq.Tokenizers.ITokenizer t, int[] ids)
+{
+    var bytes = new List<byte>();
+    foreach (var id in ids) bytes.AddRange(t.TokenBytes(id).ToArray());
+    return System.Text.Encoding.UTF8.GetString(bytes.ToArray());
+}
+
+static string Escape(string s) => s.Replace("\n", "\\n");

@@ -1,0 +1,155 @@
+using Kvq.Cache;
+using Kvq.Cache.Codecs;
+using Kvq.Tensors;
+
+namespace Kvq.Cuda.Model;
+
+/// <summary>
+/// One sequence's KV cache in device memory, for <see cref="CudaTransformer"/>: per layer, keys (rotated at their
+/// positions, then rounded to f16, as the CPU f16 cache keeps them) and values in f16, [KV head][slot][head dim],
+/// sized up front. The model appends and attends through device addresses; the <see cref="IKvSequence"/> methods
+/// take host spans (copied up and down), so the CPU <c>Transformer</c> can run over this cache too.
+/// </summary>
+public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
+{
+    private readonly CudaContext _ctx;
+    private readonly ModelKernels _kernels;
+    private readonly KvShape _shape;
+    private readonly RopeParams _rope;
+    private readonly DeviceBuffer[] _k, _v;
+    private readonly DeviceBuffer _part;
+    private readonly int[] _count;
+    private readonly int _maxStates;
+    private DeviceBuffer? _hostK, _hostV, _hostQ, _hostOut;   // staging for the host-span methods, grown on demand
+
+    public int Length { get; private set; }
+    /// <summary>Tokens this sequence has room for.</summary>
+    public long Capacity { get; }
+    public KvCacheConfig Config { get; }
+
+    internal CudaKvSequence(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, int maxTokens)
+    {
+        Check(config, shape);
+        if (maxTokens <= 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "a device KV cache needs room for at least one token");
+        _ctx = ctx;
+        _kernels = kernels;
+        _shape = shape;
+        Config = config;
+        _rope = new RopeParams(shape.HeadDim, shape.Rope.RopeDims, shape.Rope.Style == Kvq.Model.RopeStyle.Neox, shape.Rope.Scale,
+            MathF.Pow(shape.Rope.Base, -2.0f / shape.Rope.RopeDims));
+        Capacity = (maxTokens + 127L) / 128 * 128;
+        _count = new int[shape.Layers];
+        _k = new DeviceBuffer[shape.Layers];
+        _v = new DeviceBuffer[shape.Layers];
+        _maxStates = 1024;
+        try
+        {
+            long bytes = shape.KvHeads * Capacity * shape.HeadDim * 2;
+            for (int l = 0; l < shape.Layers; l++)
+            {
+                _k[l] = ctx.Allocate(bytes);
+                _v[l] = ctx.Allocate(bytes);
+            }
+            _part = ctx.Allocate((long)_maxStates * shape.Heads * (shape.HeadDim + 2) * 4);
+        }
+        catch
+        {
+            Dispose();   // a cache that could not be built gives back what it had taken
+            throw;
+        }
+    }
+
+    /// <summary>What this cache can store: f16 keys and values, every token (no policy), no separate sink.</summary>
+    internal static void Check(KvCacheConfig config, KvShape shape)
+    {
+        if (config.KeyFormat != "f16" || config.ValueFormat != "f16")
+            throw new KvSpecException($"KV format '{config.Name}' is not available on the CUDA device yet: the device cache stores f16 keys and values (--kv f16)");
+        if (config.Policy != null)
+            throw new KvSpecException($"KV policy '{config.Policy.Name}' is not available on the CUDA device (every token is kept there)");
+        if (shape.HeadDim != 64 && shape.HeadDim != 128)
+            throw new NotSupportedException($"the CUDA attention kernels are built for head dim 64 and 128 (this model: {shape.HeadDim})");
+        if (shape.GroupSize < 1 || shape.GroupSize > 8)
+            throw new NotSupportedException($"the CUDA attention kernels take 1 to 8 query heads per KV head (this model: {shape.GroupSize})");
+    }
+
+    public void BeginChunk(ReadOnlySpan<int> tokens) { }
+
+    /// <summary>Device-side append: <paramref name="k"/> (pre-RoPE) and <paramref name="v"/> are f32 [n][KV dim].</summary>
+    internal void AppendDevice(int layer, ulong k, ulong v, int n)
+    {
+        int slot = _count[layer];
+        if (slot + n > Capacity)
+            throw new InvalidOperationException($"CUDA KV cache full: {slot} + {n} tokens exceed its capacity of {Capacity} (create the sequence with a larger maxTokens)");
+        _kernels.AppendF16(k, v, n, _shape.KvHeads, _rope, slot, slot, Capacity, _k[layer], _v[layer]);
+        _count[layer] = slot + n;
+    }
+
+    /// <summary>Device-side causal attention of the last <paramref name="n"/> appended tokens: q f32 [n][Q dim]
+    /// (post-RoPE), output f32 [n][Q dim].</summary>
+    internal void AttendDevice(int layer, ulong q, int n, ulong output)
+    {
+        long count = _count[layer];
+        var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
+        _kernels.AttentionF16(q, _k[layer], _v[layer], Capacity, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
+            _shape.ScoreScale, _part, output);
+    }
+
+    public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
+    {
+        int len = n * _shape.KvDim;
+        Stage(ref _hostK, k[..len]);
+        Stage(ref _hostV, v[..len]);
+        AppendDevice(layer, _hostK!.Pointer, _hostV!.Pointer, n);
+    }
+
+    public void Attend(int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par)
+    {
+        int len = n * _shape.QDim;
+        Stage(ref _hostQ, q[..len]);
+        Grow(ref _hostOut, len * 4L);
+        AttendDevice(layer, _hostQ!.Pointer, n, _hostOut!.Pointer);
+        _hostOut.CopyTo(output[..len]);
+    }
+
+    public void Commit(int n)
+    {
+        Length += n;
+        for (int l = 0; l < _count.Length; l++)
+            if (_count[l] != Length)
+                throw new InvalidOperationException($"commit of {n} tokens: layer {l} holds {_count[l]} tokens, expected {Length}");
+    }
+
+    public KvMemory Memory()
+    {
+        long perSide = 2L * _shape.Layers * _shape.KvHeads * Length * _shape.HeadDim;
+        long reserved = 2L * _shape.Layers * _shape.KvHeads * (Capacity - Length) * _shape.HeadDim;
+        return new KvMemory(KvBytes.CodesOnly(perSide), KvBytes.CodesOnly(perSide), 2 * reserved, Length, _shape.Layers * _shape.KvDim);
+    }
+
+    /// <summary>Device bytes this sequence holds (cache at full capacity plus the attention partials).</summary>
+    public long DeviceBytes => _k.Sum(b => b?.Bytes ?? 0) + _v.Sum(b => b?.Bytes ?? 0) + (_part?.Bytes ?? 0);
+
+    private void Stage(ref DeviceBuffer? buf, ReadOnlySpan<float> data)
+    {
+        Grow(ref buf, data.Length * 4L);
+        buf!.CopyFrom(data);
+    }
+
+    private void Grow(ref DeviceBuffer? buf, long bytes)
+    {
+        if (buf != null && buf.Bytes >= bytes) return;
+        buf?.Dispose();
+        buf = _ctx.Allocate(Math.Max(bytes, 256));
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _k) b?.Dispose();
+        foreach (var b in _v) b?.Dispose();
+        _part?.Dispose();
+        _hostK?.Dispose();
+        _hostV?.Dispose();
+        _hostQ?.Dispose();
+        _hostOut?.Dispose();
+    }
+}

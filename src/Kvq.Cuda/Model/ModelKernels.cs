@@ -1,0 +1,87 @@
+namespace Kvq.Cuda.Model;
+
+/// <summary>
+/// The forward-pass kernels of model.cu for one context (compiled by NVRTC for the device, cached on disk), with
+/// typed launchers. All launches go to the legacy default stream, in order with cuBLAS and the copies.
+/// </summary>
+internal sealed class ModelKernels : IDisposable
+{
+    private readonly CudaModule _module;
+    private readonly Dictionary<string, CudaKernel> _kernels = new();
+    private readonly KernelArgs _a = new();
+    private const int Threads = 256;
+
+    public ModelKernels(KernelLoader loader) => _module = loader.Load(KernelSources.Read("model.cu"), "model.cu");
+
+    private CudaKernel K(string name)
+    {
+        if (!_kernels.TryGetValue(name, out var k)) _kernels[name] = k = _module.Kernel(name);
+        return k;
+    }
+
+    private static LaunchShape Elementwise(long n) => LaunchShape.Grid1((n + Threads - 1) / Threads, Threads);
+
+    public void Embed(DeviceBuffer table, bool f16, DeviceBuffer ids, int n, int dim, ulong x) =>
+        K("embed_rows").Launch(LaunchShape.Grid1(n, 128), _a.Clear().Add(table).Add(f16 ? 1 : 0).Add(ids).Add(dim).Add(x));
+
+    /// <summary>RMSNorm of <paramref name="rows"/> rows to f32 <paramref name="y"/> and/or f16 <paramref name="yh"/> (0 = skip).</summary>
+    public void RmsNorm(ulong x, DeviceBuffer w, int rows, int dim, float eps, ulong y, ulong yh) =>
+        K("rmsnorm_rows").Launch(LaunchShape.Grid1(rows, 256), _a.Clear().Add(x).Add(w).Add(dim).Add(eps).Add(y).Add(yh));
+
+    public void ToF16(ulong x, ulong y, long n) => K("to_f16").Launch(Elementwise(n), _a.Clear().Add(x).Add(y).Add(n));
+    public void Add(ulong x, ulong y, long n) => K("add_inplace").Launch(Elementwise(n), _a.Clear().Add(x).Add(y).Add(n));
+    public void AddBias(ulong x, DeviceBuffer b, int width, long n) =>
+        K("add_bias_rows").Launch(Elementwise(n), _a.Clear().Add(x).Add(b).Add(width).Add(n));
+    public void SwiGlu(ulong gate, ulong up, long n) => K("swiglu").Launch(Elementwise(n), _a.Clear().Add(gate).Add(up).Add(n));
+
+    public void Rope(ulong x, int rows, int heads, RopeParams r, long pos0) =>
+        K("rope_rows").Launch(LaunchShape.Grid1((long)rows * heads, Pad32(r.HeadDim)),
+            _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(r.Scale).Add(r.ThetaScale));
+
+    /// <summary>Stores n tokens' keys (rotated at pos0 + t, f16) and values (f16) at slots slot0 + t.</summary>
+    public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc) =>
+        K("kv_append_f16").Launch(LaunchShape.Grid1((long)n * kvHeads, Pad32(r.HeadDim)),
+            _a.Clear().Add(k).Add(v).Add(kvHeads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(slot0).Add(cap)
+              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc));
+
+    /// <summary>Split partials of causal attention over the f16 cache, then their merge into <paramref name="output"/>.</summary>
+    public void AttentionF16(ulong q, DeviceBuffer kc, DeviceBuffer vc, long cap, int kvHeads, int group, int headDim, long count,
+        int n, AttentionSplit split, float scale, DeviceBuffer part, ulong output)
+    {
+        K($"attn_f16_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
+            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part));
+        K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
+            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
+    }
+
+    private static int Pad32(int x) => (x + 31) / 32 * 32;
+
+    public void Dispose()
+    {
+        _a.Dispose();
+        _module.Dispose();
+    }
+}
+
+/// <summary>RoPE as the kernels take it: the CPU <see cref="Kvq.Tensors.Rope"/>'s float recurrence (theta = pos /
+/// scale, times base^(-2/ropeDims) per pair).</summary>
+internal readonly record struct RopeParams(int HeadDim, int RopeDims, bool Neox, float Scale, float ThetaScale)
+{
+    public static RopeParams For(Kvq.Model.ModelConfig c) =>
+        new(c.HeadDim, c.RopeDims, c.RopeStyle == Kvq.Model.RopeStyle.Neox, c.RopeScale, MathF.Pow(c.RopeBase, -2.0f / c.RopeDims));
+}
+
+/// <summary>How one attention call is cut along the stored tokens: <see cref="Splits"/> ranges of
+/// <see cref="PerSplit"/> tokens (a multiple of 128), enough blocks to fill the device, within the partials' room.</summary>
+internal readonly record struct AttentionSplit(int Splits, int PerSplit)
+{
+    public static AttentionSplit For(long tokens, int n, int kvHeads, int multiprocessors, int maxStates)
+    {
+        int tiles = (int)Math.Max(1, (tokens + 127) / 128);
+        int want = Math.Max(1, multiprocessors * 4 / Math.Max(1, n * kvHeads));
+        int cap = Math.Max(1, maxStates / Math.Max(1, n));
+        int splits = Math.Clamp(want, 1, Math.Min(tiles, cap));
+        int per = (tiles + splits - 1) / splits;
+        return new AttentionSplit((tiles + per - 1) / per, per * 128);
+    }
+}

@@ -22,6 +22,9 @@ int gen = int.Parse(Arg("--gen", "64"));
 int decode = int.Parse(Arg("--decode", "64"));
 var contexts = Arg("--contexts", "512,2048,4000").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
 int threads = int.Parse(Arg("--cpu-threads", Math.Min(Environment.ProcessorCount, 16).ToString()));
+var profilePath = Arg("--profile", "");
+var nuqSpecs = Arg("--nuq", "nuq4-1%,nuq3-1%,nuq2-1%,nuq3-1%:mixed").Split(',', StringSplitOptions.RemoveEmptyEntries);
+int sink = int.Parse(Arg("--sink", "1"));
 int failures = 0;
 
 using var loaded = ModelLoader.Load(modelPath);
@@ -90,6 +93,58 @@ foreach (var wt in new[] { CudaWeightType.F32, CudaWeightType.F16 })
         Console.WriteLine($"{{\"kind\":\"speed\",\"device\":\"{gpu.DeviceInfo.Name}\",\"weights\":\"{wt}\",\"ctx\":{ctx},\"prefill_tok_s\":{ctx / pre:F1},\"decode_tok_s\":{decode / dec:F2}}}");
     }
 }
+// 5. KVQuant caches on the device (encoded there) vs the CPU's, same model (f32 weights), same profile.
+if (profilePath.Length > 0)
+{
+    var profile = Kvq.Cache.Codecs.KvQuant.KvQuantProfileFile.Read(profilePath);
+    using var gpu = CudaTransformer.Load(loaded.Weights, new CudaModelOptions(CudaWeightType.F32));
+    Console.WriteLine($"\n== KVQuant on {gpu.Device}, profile {profilePath}, sink {sink}");
+    foreach (var spec in nuqSpecs)
+    {
+        var cfgN = new KvCacheConfig(spec, spec, 32, sink, profile);
+        var cpuN = new float[cpuLogits.Length];
+        using (var seq = new PagedKvCache(cpu.KvShape, cfgN).CreateSequence()) cpu.Forward(win, seq, default, cpuN);
+        var gpuN = new float[cpuLogits.Length];
+        using (var seq = (CudaKvSequence)gpu.CreateSequence(cfgN, win.Length))
+        {
+            gpu.Forward(win, seq, default, gpuN);
+            var mem = seq.Memory();
+            Console.WriteLine($"  {spec}: device cache {seq.DeviceBytes / 1048576.0:F2} MiB for {seq.Capacity} slots, {mem.BitsPerElement:F2} bits/element held");
+        }
+        var (mN, rN, aN) = Compare(cpuN, gpuN, cfg.VocabSize);
+        var (mQ, rQ, _) = Compare(cpuLogits, cpuN, cfg.VocabSize);
+        bool okN = rN <= Math.Max(2e-3, rQ / 10);
+        if (!okN) failures++;
+        Console.WriteLine($"check {spec} logits {win.Length} positions, GPU vs CPU (same codec): rel L2 {rN:E2}, max |diff| {mN:E2}, argmax {aN:P1} " +
+                          $"(the codec itself moves logits from f16 by rel L2 {rQ:E2}): {(okN ? "ok" : "FAIL")}");
+        int[] promptN = win.AsSpan(0, Math.Min(64, win.Length)).ToArray();
+        var ca = Greedy(cpu, new PagedKvCache(cpu.KvShape, cfgN).CreateSequence(), promptN, gen, cfg.VocabSize);
+        var cb = Greedy(gpu, gpu.CreateSequence(cfgN, promptN.Length + gen), promptN, gen, cfg.VocabSize);
+        int sameN = 0;
+        while (sameN < gen && ca[sameN] == cb[sameN]) sameN++;
+        Console.WriteLine($"check {spec} greedy {gen} tokens: {(sameN == gen ? "SAME" : $"DIFFERENT from token {sameN}")}");
+        foreach (int ctx in contexts)
+        {
+            var ids = Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, cfg.VocabSize);
+            var logits = new float[cfg.VocabSize];
+            using var seq = (CudaKvSequence)gpu.CreateSequence(cfgN, ctx + decode);
+            var t0 = Stopwatch.StartNew();
+            gpu.Forward(ids, seq, logits);
+            double pre = t0.Elapsed.TotalSeconds;
+            var one = new int[1];
+            t0.Restart();
+            for (int i = 0; i < decode; i++)
+            {
+                one[0] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
+                gpu.Forward(one, seq, logits);
+            }
+            double dec = t0.Elapsed.TotalSeconds;
+            Console.WriteLine($"speed {spec} ctx {ctx}: prefill {ctx / pre:F0} tok/s, decode {decode / dec:F1} tok/s ({dec / decode * 1e3:F2} ms/token)");
+            Console.WriteLine($"{{\"kind\":\"speed\",\"device\":\"{gpu.DeviceInfo.Name}\",\"weights\":\"F32\",\"kv\":\"{spec}\",\"ctx\":{ctx},\"prefill_tok_s\":{ctx / pre:F1},\"decode_tok_s\":{decode / dec:F2}}}");
+        }
+    }
+}
+
 // CPU speed on this machine, for scale (not the project's reference machine).
 foreach (int ctx in contexts.Take(1))
 {

@@ -278,3 +278,348 @@ extern "C" __global__ void attn_merge(const float* part, int splits, int hd, flo
     }
     if (c < hd) out[(long)blockIdx.x * hd + c] = a / l;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// KVQuant cache of the model path (any head dim up to 128, any bit width 1..4 per layer, :mixed included): the CPU
+// codecs' math (NuqChannelCodec pre-RoPE keys, NuqTokenCodec values), a layout of the device's own, per layer:
+//   key codes   u32 [KV head][slot][kw], channel c at bit c * B (LSB first, the CPU's packing), kw = ceil(D B / 32) + 1
+//   key slots   u16 value + u8 channel (0xFF empty) [KV head][slot][S]: the S largest |u| > 1, in channel order
+//   value codes u32 [KV head][slot][vw]; value zero | range << 16 (f16) [KV head][slot]
+//   value slots u16 + u8 [KV head][slot][2k]: the k largest and k smallest values, in channel order
+//   sink        f16 pre-RoPE keys and values of positions < sink, [KV head][sink][D], read instead of codes
+// plus per sequence a table of (cos, sin) per position and RoPE pair (the CPU's float recurrence), filled as tokens
+// arrive, from which attention rotates the decoded pre-RoPE keys.
+
+__device__ __forceinline__ int code_at(const u32* row, int c, int bits, u32 mask)
+{
+    int b = c * bits;
+    unsigned long long w = row[b >> 5] | ((unsigned long long)row[(b >> 5) + 1] << 32);
+    return (int)((w >> (b & 31)) & mask);
+}
+
+// Packs codes[0..D) of B bits into kw words (lane-strided), as NuqBits.Pack.
+__device__ __forceinline__ void pack_codes(const unsigned char* codes, int D, int bits, int kw, u32* dst, int lane)
+{
+    for (int w = lane; w < kw; w += 32)
+    {
+        u32 word = 0;
+        int lo = 32 * w;
+        for (int c = 0; c < D; ++c)
+        {
+            int b = c * bits;
+            if (b + bits <= lo || b >= lo + 32) continue;
+            u32 cv = codes[c];
+            int sh = b - lo;
+            word |= sh >= 0 ? cv << sh : cv >> (-sh);
+        }
+        dst[w] = word;
+    }
+}
+
+__device__ __forceinline__ float clamp_half(float x) { return fminf(fmaxf(x, -65504.0f), 65504.0f); }
+
+// (cos, sin) of every RoPE pair at positions pos0 .. pos0 + n - 1. Grid: n blocks of >= half threads.
+extern "C" __global__ void rope_table(long pos0, int half, float scale, float thetaScale, float* table)
+{
+    int i = threadIdx.x;
+    if (i >= half) return;
+    long pos = pos0 + blockIdx.x;
+    float c, s;
+    rope_angle(pos, scale, thetaScale, i, c, s);
+    table[(pos * half + i) * 2] = c;
+    table[(pos * half + i) * 2 + 1] = s;
+}
+
+// Keys of n tokens [n][kvHeads][D] (pre-RoPE) into slots slot0 + t. One warp per (token, KV head).
+extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k, int kvHeads, int D, long slot0, long cap, int bits,
+    int S, const float* kzero, const float* krange, const float* kmids, int nmids, u32* codes, u16* slotv, unsigned char* slotc,
+    int sink, u16* sinkK)
+{
+    __shared__ float su[128], smag[128];
+    __shared__ unsigned char scode[128], skeep[128];
+    __shared__ short scand[128];
+    int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, lane = threadIdx.x;
+    long slot = slot0 + t;
+    const float* x = k + (long)blockIdx.x * D;
+    for (int c = lane; c < D; c += 32)
+    {
+        float u = __fdiv_rn(__fsub_rn(x[c], kzero[h * D + c]), krange[h * D + c]);
+        int code = 0;
+        for (int i = 0; i < nmids; ++i) code += u > kmids[h * 16 + i] ? 1 : 0;
+        su[c] = u;
+        scode[c] = (unsigned char)code;   // outliers too: a clamped one decodes to its extreme level
+        if (slot < sink) sinkK[((long)h * sink + slot) * D + c] = f2h(x[c]);
+    }
+    __syncwarp();
+    int kw = (D * bits + 31) / 32 + 1;
+    pack_codes(scode, D, bits, kw, codes + ((long)h * cap + slot) * kw, lane);
+    if (S == 0 || lane != 0) return;
+    // Outlier slots: every |u| > 1 when they fit, else the S largest |u| (ties to the lower channel), in channel order.
+    u16* sv = slotv + ((long)h * cap + slot) * S;
+    unsigned char* sc = slotc + ((long)h * cap + slot) * S;
+    int n = 0;
+    for (int c = 0; c < D; ++c)
+        if (su[c] > 1.0f || su[c] < -1.0f) { scand[n] = (short)c; smag[n] = fabsf(su[c]); skeep[n] = n < S; ++n; }
+    if (n > S)
+    {
+        for (int i = 0; i < n; ++i) skeep[i] = 0;
+        for (int r = 0; r < S; ++r)
+        {
+            int best = -1;
+            for (int i = 0; i < n; ++i)
+                if (!skeep[i] && (best < 0 || smag[i] > smag[best])) best = i;
+            skeep[best] = 1;
+        }
+    }
+    int w = 0;
+    for (int i = 0; i < n; ++i)
+        if (skeep[i]) { sv[w] = f2h(clamp_half(x[scand[i]])); sc[w] = (unsigned char)scand[i]; ++w; }
+    for (; w < S; ++w) { sv[w] = 0; sc[w] = 0xFF; }
+}
+
+// Values of n tokens [n][kvHeads][D] into slots slot0 + t: k largest and k smallest kept exactly, f16 zero and
+// range from the rest, codes of (x - zero) / range. One warp per (token, KV head).
+extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* v, int kvHeads, int D, long slot0, long cap, int bits,
+    int K, const float* vmids, int nmids, u32* codes, u32* vzr, u16* slotv, unsigned char* slotc, int sink, u16* sinkV)
+{
+    __shared__ unsigned char sout[128], scode[128];
+    __shared__ float szr[2];
+    int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, lane = threadIdx.x;
+    long slot = slot0 + t;
+    const float* x = v + (long)blockIdx.x * D;
+    if (lane == 0)
+    {
+        for (int c = 0; c < D; ++c) sout[c] = 0;
+        for (int j = 0; j < K; ++j)
+        {
+            int best = -1;
+            for (int c = 0; c < D; ++c) if (!sout[c] && (best < 0 || x[c] > x[best])) best = c;
+            sout[best] = 1;
+        }
+        for (int j = 0; j < K; ++j)
+        {
+            int best = -1;
+            for (int c = 0; c < D; ++c) if (!sout[c] && (best < 0 || x[c] < x[best])) best = c;
+            sout[best] = 1;
+        }
+        float mn = INFINITY, mx = -INFINITY;
+        u16* sv = slotv + ((long)h * cap + slot) * 2 * K;
+        unsigned char* sc = slotc + ((long)h * cap + slot) * 2 * K;
+        int w = 0;
+        for (int c = 0; c < D; ++c)
+        {
+            if (sout[c]) { sv[w] = f2h(clamp_half(x[c])); sc[w] = (unsigned char)c; ++w; continue; }
+            mn = fminf(mn, x[c]);
+            mx = fmaxf(mx, x[c]);
+        }
+        u16 zh = f2h(clamp_half(__fmul_rn(__fadd_rn(mx, mn), 0.5f)));
+        u16 rh = f2h(fminf(__fmul_rn(__fsub_rn(mx, mn), 0.5f), 65504.0f));
+        vzr[(long)h * cap + slot] = (u32)zh | ((u32)rh << 16);
+        szr[0] = h2f(zh);
+        szr[1] = h2f(rh);
+    }
+    __syncwarp();
+    float zero = szr[0], range = szr[1];
+    for (int c = lane; c < D; c += 32)
+    {
+        float u = range > 0.0f ? __fdiv_rn(__fsub_rn(x[c], zero), range) : 0.0f;
+        int code = 0;
+        for (int i = 0; i < nmids; ++i) code += u > vmids[h * 16 + i] ? 1 : 0;
+        scode[c] = (unsigned char)code;
+        if (slot < sink) sinkV[((long)h * sink + slot) * D + c] = f2h(x[c]);
+    }
+    __syncwarp();
+    int vw = (D * bits + 31) / 32 + 1;
+    pack_codes(scode, D, bits, vw, codes + ((long)h * cap + slot) * vw, lane);
+}
+
+struct NuqLayer
+{
+    const u32* kcodes; const u16* kslotv; const unsigned char* kslotc; const float* kzero; const float* krange; const float* klev;
+    const u32* vcodes;
+};
+
+// Causal attention over the KVQuant cache: as attn_f16_part (split-K, thread per token for scores, (head, channel)
+// threads for values), decoding codes in place: keys = zero_c + range_c * level[code] with outliers as sparse
+// corrections (delta times the rotated query's component), rotated by the position's (cos, sin); values = token
+// zero + range * level[code], outlier slots overriding; sink tokens from their f16 copies.
+template <int D, int G>
+__device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const NuqLayer L,
+    const u32* __restrict__ vzr, const u16* __restrict__ vslotv, const unsigned char* __restrict__ vslotc, const float* __restrict__ vlev,
+    const u16* __restrict__ sinkK, const u16* __restrict__ sinkV, const float2* __restrict__ table,
+    long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part,
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox)
+{
+    constexpr int OUTS = (G * D + AT - 1) / AT;
+    __shared__ float sq[G][D];
+    __shared__ float sp[G][AT];
+    __shared__ float sm[G], sl[G], sa[G];
+    __shared__ float skz[D], skr[D], sklev[16], svlev[16], svz[AT], svr[AT];
+    const int split = blockIdx.x, h = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
+    const int heads = kvHeads * G, half = ropeDims >> 1;
+    const long visible = count - n + t + 1;
+    const long s0 = (long)split * per, s1 = min(s0 + per, visible);
+    const int kw = (D * kbits + 31) / 32 + 1, vw = (D * vbits + 31) / 32 + 1;
+    const u32 kmask = (1u << kbits) - 1, vmask = (1u << vbits) - 1;
+    for (int i = tid; i < G * D; i += AT)
+    {
+        int g = i / D, c = i % D;
+        sq[g][c] = __fmul_rn(q[((long)t * heads + h * G + g) * D + c], scale);
+    }
+    for (int c = tid; c < D; c += AT) { skz[c] = L.kzero[h * D + c]; skr[c] = L.krange[h * D + c]; }
+    if (tid < 16) { sklev[tid] = L.klev[h * 16 + tid]; svlev[tid] = vlev[h * 16 + tid]; }
+    if (tid < G) { sm[tid] = -INFINITY; sl[tid] = 0.0f; }
+    const int outs = G * D;
+    float acc[OUTS];
+#pragma unroll
+    for (int k = 0; k < OUTS; ++k) acc[k] = 0.0f;
+    __syncthreads();
+    for (long base = s0; base < s1; base += AT)
+    {
+        int cnt = (int)min((long)AT, s1 - base);
+        if (tid < cnt)
+        {
+            long j = base + tid;
+            float dot[G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) dot[g] = 0.0f;
+            const float2* cs = table + j * half;
+            if (j < sink)
+            {
+                const u16* kr = sinkK + ((long)h * sink + j) * D;
+                for (int i = 0; i < half; ++i)
+                {
+                    int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                    float ka = h2f(kr[a]), kb = h2f(kr[b]);
+                    float2 r = cs[i];
+                    float ra = __fsub_rn(__fmul_rn(ka, r.x), __fmul_rn(kb, r.y)), rb = __fadd_rn(__fmul_rn(ka, r.y), __fmul_rn(kb, r.x));
+#pragma unroll
+                    for (int g = 0; g < G; ++g) dot[g] = fmaf(sq[g][a], ra, fmaf(sq[g][b], rb, dot[g]));
+                }
+                for (int c = ropeDims; c < D; ++c)
+                {
+                    float kc = h2f(kr[c]);
+#pragma unroll
+                    for (int g = 0; g < G; ++g) dot[g] = fmaf(sq[g][c], kc, dot[g]);
+                }
+            }
+            else
+            {
+                const u32* cw = L.kcodes + ((long)h * cap + j) * kw;
+                for (int i = 0; i < half; ++i)
+                {
+                    int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                    float ka = __fadd_rn(skz[a], __fmul_rn(skr[a], sklev[code_at(cw, a, kbits, kmask)]));
+                    float kb = __fadd_rn(skz[b], __fmul_rn(skr[b], sklev[code_at(cw, b, kbits, kmask)]));
+                    float2 r = cs[i];
+                    float ra = __fsub_rn(__fmul_rn(ka, r.x), __fmul_rn(kb, r.y)), rb = __fadd_rn(__fmul_rn(ka, r.y), __fmul_rn(kb, r.x));
+#pragma unroll
+                    for (int g = 0; g < G; ++g) dot[g] = fmaf(sq[g][a], ra, fmaf(sq[g][b], rb, dot[g]));
+                }
+                for (int c = ropeDims; c < D; ++c)
+                {
+                    float kc = __fadd_rn(skz[c], __fmul_rn(skr[c], sklev[code_at(cw, c, kbits, kmask)]));
+#pragma unroll
+                    for (int g = 0; g < G; ++g) dot[g] = fmaf(sq[g][c], kc, dot[g]);
+                }
+                // Outliers: the exact value replaces the clamped one; its rotated contribution is added as a delta.
+                for (int s = 0; s < S; ++s)
+                {
+                    int idx = L.kslotc[((long)h * cap + j) * S + s];
+                    if (idx == 0xFF) continue;
+                    float dense = __fadd_rn(skz[idx], __fmul_rn(skr[idx], sklev[code_at(cw, idx, kbits, kmask)]));
+                    float delta = h2f(L.kslotv[((long)h * cap + j) * S + s]) - dense;
+                    if (idx >= ropeDims)
+                    {
+#pragma unroll
+                        for (int g = 0; g < G; ++g) dot[g] = fmaf(sq[g][idx], delta, dot[g]);
+                        continue;
+                    }
+                    int i = neox ? (idx < half ? idx : idx - half) : idx >> 1;
+                    int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                    float2 r = cs[i];
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+                    {
+                        float w = idx == a ? sq[g][a] * r.x + sq[g][b] * r.y : sq[g][b] * r.x - sq[g][a] * r.y;
+                        dot[g] = fmaf(delta, w, dot[g]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < G; ++g) sp[g][tid] = dot[g];
+            u32 zr = vzr[(long)h * cap + j];
+            svz[tid] = h2f((u16)(zr & 0xffff));
+            svr[tid] = h2f((u16)(zr >> 16));
+        }
+        __syncthreads();
+        int warp = tid >> 5, lane = tid & 31;
+        for (int g = warp; g < G; g += AT / 32)
+        {
+            float mx = -INFINITY;
+            for (int j = lane; j < cnt; j += 32) mx = fmaxf(mx, sp[g][j]);
+            mx = fmaxf(warp_max(mx), sm[g]);
+            float sum = 0.0f;
+            for (int j = lane; j < cnt; j += 32) { float p = expf(sp[g][j] - mx); sp[g][j] = p; sum += p; }
+            sum = warp_sum(sum);
+            if (lane == 0)
+            {
+                float al = sm[g] == -INFINITY ? 0.0f : expf(sm[g] - mx);
+                sa[g] = al;
+                sl[g] = sl[g] * al + sum;
+                sm[g] = mx;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < OUTS; ++k)
+        {
+            int o = tid + k * AT;
+            if (o >= outs) break;
+            int g = o / D, c = o % D;
+            float a = acc[k] * sa[g];
+            for (int jj = 0; jj < cnt; ++jj)
+            {
+                long j = base + jj;
+                float vv;
+                if (j < sink) vv = h2f(sinkV[((long)h * sink + j) * D + c]);
+                else
+                {
+                    vv = __fadd_rn(svz[jj], __fmul_rn(svr[jj], svlev[code_at(L.vcodes + ((long)h * cap + j) * vw, c, vbits, vmask)]));
+                    const unsigned char* sc = vslotc + ((long)h * cap + j) * VS;
+                    for (int s = 0; s < VS; ++s)
+                        if (sc[s] == c) vv = h2f(vslotv[((long)h * cap + j) * VS + s]);
+                }
+                a = fmaf(sp[g][jj], vv, a);
+            }
+            acc[k] = a;
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int k = 0; k < OUTS; ++k)
+    {
+        int o = tid + k * AT;
+        if (o >= outs) break;
+        int g = o / D, c = o % D;
+        part[(((long)t * heads + h * G + g) * splits + split) * (D + 2) + c] = acc[k];
+    }
+    if (tid < G)
+    {
+        float* st = part + (((long)t * heads + h * G + tid) * splits + split) * (D + 2);
+        st[D] = sm[tid];
+        st[D + 1] = sl[tid];
+    }
+}
+
+// attn_nuq_d{D}_g{G}: the layer's key arrays in a struct (kernel parameter space), the rest as arguments.
+#define ATTN_NUQ(D, G) \
+extern "C" __global__ void __launch_bounds__(AT) attn_nuq_d##D##_g##G(const float* q, const NuqLayer L, const u32* vzr, \
+    const u16* vslotv, const unsigned char* vslotc, const float* vlev, const u16* sinkK, const u16* sinkV, const float* table, \
+    long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* part, \
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox) \
+{ attn_nuq_part<D, G>(q, L, vzr, vslotv, vslotc, vlev, sinkK, sinkV, (const float2*)table, cap, kvHeads, count, n, per, splits, \
+    scale, part, kbits, vbits, S, VS, sink, ropeDims, neox); }
+#define ATTN_NUQ_D(D) ATTN_NUQ(D, 1) ATTN_NUQ(D, 2) ATTN_NUQ(D, 3) ATTN_NUQ(D, 4) ATTN_NUQ(D, 5) ATTN_NUQ(D, 6) ATTN_NUQ(D, 7) ATTN_NUQ(D, 8)
+ATTN_NUQ_D(64)
+ATTN_NUQ_D(128)

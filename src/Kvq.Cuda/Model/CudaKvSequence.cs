@@ -1,13 +1,15 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
+using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Tensors;
 
 namespace Kvq.Cuda.Model;
 
 /// <summary>
-/// One sequence's KV cache in device memory, for <see cref="CudaTransformer"/>: per layer, keys (rotated at their
-/// positions, then rounded to f16, as the CPU f16 cache keeps them) and values in f16, [KV head][slot][head dim],
-/// sized up front. The model appends and attends through device addresses; the <see cref="IKvSequence"/> methods
+/// One sequence's KV cache in device memory, for <see cref="CudaTransformer"/>, sized up front. f16: per layer, keys
+/// (rotated at their positions, then rounded to f16, as the CPU f16 cache keeps them) and values, [KV head][slot][head
+/// dim]. KVQuant (nuqB, nuqB-F%, :mixed, with sink tokens): <see cref="NuqDeviceLayer"/> per layer, encoded on the
+/// device with the CPU codecs' math, pre-RoPE keys rotated inside attention from a per-position angle table. The model appends and attends through device addresses; the <see cref="IKvSequence"/> methods
 /// take host spans (copied up and down), so the CPU <c>Transformer</c> can run over this cache too.
 /// </summary>
 public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
@@ -16,10 +18,13 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     private readonly ModelKernels _kernels;
     private readonly KvShape _shape;
     private readonly RopeParams _rope;
-    private readonly DeviceBuffer[] _k, _v;
+    private readonly DeviceBuffer[] _k, _v;           // f16 cache
+    private readonly NuqDeviceLayer[]? _nuq;          // KVQuant cache
+    private readonly DeviceBuffer? _table;            // KVQuant: (cos, sin) per position and RoPE pair
     private readonly DeviceBuffer _part;
     private readonly int[] _count;
     private readonly int _maxStates;
+    private long _tableFilled;                        // positions with angles in _table
     private DeviceBuffer? _hostK, _hostV, _hostQ, _hostOut;   // staging for the host-span methods, grown on demand
 
     public int Length { get; private set; }
@@ -29,7 +34,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
 
     internal CudaKvSequence(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, int maxTokens)
     {
-        Check(config, shape);
+        var nuq = Check(config, shape);
         if (maxTokens <= 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "a device KV cache needs room for at least one token");
         _ctx = ctx;
         _kernels = kernels;
@@ -44,11 +49,20 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         _maxStates = 1024;
         try
         {
-            long bytes = shape.KvHeads * Capacity * shape.HeadDim * 2;
-            for (int l = 0; l < shape.Layers; l++)
+            if (nuq != null)
             {
-                _k[l] = ctx.Allocate(bytes);
-                _v[l] = ctx.Allocate(bytes);
+                _nuq = new NuqDeviceLayer[shape.Layers];
+                for (int l = 0; l < shape.Layers; l++) _nuq[l] = new NuqDeviceLayer(ctx, nuq[l].Keys, nuq[l].Values, Capacity, config.SinkTokens);
+                _table = ctx.Allocate(Capacity * (shape.Rope.RopeDims / 2) * 8);
+            }
+            else
+            {
+                long bytes = shape.KvHeads * Capacity * shape.HeadDim * 2;
+                for (int l = 0; l < shape.Layers; l++)
+                {
+                    _k[l] = ctx.Allocate(bytes);
+                    _v[l] = ctx.Allocate(bytes);
+                }
             }
             _part = ctx.Allocate((long)_maxStates * shape.Heads * (shape.HeadDim + 2) * 4);
         }
@@ -59,13 +73,24 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         }
     }
 
-    /// <summary>What this cache can store: f16 keys and values, every token (no policy), no separate sink.</summary>
-    internal static void Check(KvCacheConfig config, KvShape shape)
+    /// <summary>What this cache can store: f16 keys and values, or KVQuant pre-RoPE per-channel nuq keys with per-token
+    /// nuq values (returns their CPU codecs per layer); every token (no policy).</summary>
+    internal static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? Check(KvCacheConfig config, KvShape shape)
     {
-        if (config.KeyFormat != "f16" || config.ValueFormat != "f16")
-            throw new KvSpecException($"KV format '{config.Name}' is not available on the CUDA device yet: the device cache stores f16 keys and values (--kv f16)");
+        CheckShape(shape);
         if (config.Policy != null)
             throw new KvSpecException($"KV policy '{config.Policy.Name}' is not available on the CUDA device (every token is kept there)");
+        if (config.KeyFormat == "f16" && config.ValueFormat == "f16") return null;
+        var layers = new (NuqChannelCodec[], NuqTokenCodec[])[shape.Layers];
+        for (int l = 0; l < shape.Layers; l++)
+            layers[l] = NuqDeviceLayer.Codecs(config, l, shape)
+                ?? throw new KvSpecException($"KV format '{config.Name}' is not available on the CUDA device: it stores f16, or KVQuant nuqB[-F%] " +
+                                             "with pre-RoPE per-channel keys and per-token values (optionally :mixed, with --sink)");
+        return layers;
+    }
+
+    internal static void CheckShape(KvShape shape)
+    {
         if (shape.HeadDim != 64 && shape.HeadDim != 128)
             throw new NotSupportedException($"the CUDA attention kernels are built for head dim 64 and 128 (this model: {shape.HeadDim})");
         if (shape.GroupSize < 1 || shape.GroupSize > 8)
@@ -80,7 +105,13 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         int slot = _count[layer];
         if (slot + n > Capacity)
             throw new InvalidOperationException($"CUDA KV cache full: {slot} + {n} tokens exceed its capacity of {Capacity} (create the sequence with a larger maxTokens)");
-        _kernels.AppendF16(k, v, n, _shape.KvHeads, _rope, slot, slot, Capacity, _k[layer], _v[layer]);
+        if (_nuq != null)
+        {
+            if (slot >= _tableFilled) { _kernels.RopeTable(slot, n, _rope, _table!); _tableFilled = slot + n; }
+            _kernels.AppendNuqKeys(k, n, _shape.KvHeads, _shape.HeadDim, slot, _nuq[layer], Config.SinkTokens);
+            _kernels.AppendNuqValues(v, n, _shape.KvHeads, _shape.HeadDim, slot, _nuq[layer], Config.SinkTokens);
+        }
+        else _kernels.AppendF16(k, v, n, _shape.KvHeads, _rope, slot, slot, Capacity, _k[layer], _v[layer]);
         _count[layer] = slot + n;
     }
 
@@ -90,6 +121,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     {
         long count = _count[layer];
         var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
+        if (_nuq != null)
+        {
+            _kernels.AttentionNuq(q, _nuq[layer], _table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
+                _part, output, Config.SinkTokens, _rope);
+            return;
+        }
         _kernels.AttentionF16(q, _k[layer], _v[layer], Capacity, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
             _shape.ScoreScale, _part, output);
     }
@@ -119,15 +156,23 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
                 throw new InvalidOperationException($"commit of {n} tokens: layer {l} holds {_count[l]} tokens, expected {Length}");
     }
 
+    /// <summary>Bytes of the tokens held (codes, slots, scales; the sink's copies as staging); the device
+    /// allocation itself is <see cref="DeviceBytes"/> (sized for <see cref="Capacity"/>).</summary>
     public KvMemory Memory()
     {
+        if (_nuq != null)
+        {
+            long held = _nuq.Sum(l => l.BytesPerToken) * Length;
+            long sink = 2L * _shape.Layers * _shape.KvHeads * Math.Min(Config.SinkTokens, Length) * _shape.HeadDim * 2;
+            return new KvMemory(KvBytes.CodesOnly(held / 2), KvBytes.CodesOnly(held - held / 2), sink, Length, _shape.Layers * _shape.KvDim);
+        }
         long perSide = 2L * _shape.Layers * _shape.KvHeads * Length * _shape.HeadDim;
-        long reserved = 2L * _shape.Layers * _shape.KvHeads * (Capacity - Length) * _shape.HeadDim;
-        return new KvMemory(KvBytes.CodesOnly(perSide), KvBytes.CodesOnly(perSide), 2 * reserved, Length, _shape.Layers * _shape.KvDim);
+        return new KvMemory(KvBytes.CodesOnly(perSide), KvBytes.CodesOnly(perSide), 0, Length, _shape.Layers * _shape.KvDim);
     }
 
-    /// <summary>Device bytes this sequence holds (cache at full capacity plus the attention partials).</summary>
-    public long DeviceBytes => _k.Sum(b => b?.Bytes ?? 0) + _v.Sum(b => b?.Bytes ?? 0) + (_part?.Bytes ?? 0);
+    /// <summary>Device bytes this sequence holds (cache at full capacity, angle table, attention partials).</summary>
+    public long DeviceBytes => _k.Sum(b => b?.Bytes ?? 0) + _v.Sum(b => b?.Bytes ?? 0) + (_nuq?.Sum(l => l?.DeviceBytes ?? 0) ?? 0)
+                               + (_table?.Bytes ?? 0) + (_part?.Bytes ?? 0);
 
     private void Stage(ref DeviceBuffer? buf, ReadOnlySpan<float> data)
     {
@@ -146,6 +191,8 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     {
         foreach (var b in _k) b?.Dispose();
         foreach (var b in _v) b?.Dispose();
+        if (_nuq != null) foreach (var l in _nuq) l?.Dispose();
+        _table?.Dispose();
         _part?.Dispose();
         _hostK?.Dispose();
         _hostV?.Dispose();

@@ -38,7 +38,7 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
         MaxBatch = Math.Max(1, o.MaxBatch);
         _f16 = o.Weights == CudaWeightType.F16;
         var shape = KvShape;
-        CudaKvSequence.Check(new KvCacheConfig("f16", "f16"), shape);
+        CudaKvSequence.CheckShape(shape);
         _rope = RopeParams.For(Config);
         _loader = new KernelLoader(ctx);
         _kernels = new ModelKernels(_loader);

@@ -54,6 +54,36 @@ internal sealed class ModelKernels : IDisposable
             _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
     }
 
+    /// <summary>(cos, sin) of every RoPE pair for positions pos0 .. pos0 + n - 1 into the sequence's table.</summary>
+    public void RopeTable(long pos0, int n, RopeParams r, DeviceBuffer table) =>
+        K("rope_table").Launch(LaunchShape.Grid1(n, Pad32(r.RopeDims / 2)), _a.Clear().Add(pos0).Add(r.RopeDims / 2).Add(r.Scale).Add(r.ThetaScale).Add(table));
+
+    public void AppendNuqKeys(ulong k, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink) =>
+        K("nuq_append_keys").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),
+            _a.Clear().Add(k).Add(kvHeads).Add(headDim).Add(slot0).Add(l.Capacity).Add(l.KeyBits).Add(l.KeySlots).Add(l.KZero).Add(l.KRange)
+              .Add(l.KMids).Add(l.KMidCount).Add(l.KCodes).Add(l.KSlotV).Add(l.KSlotC).Add(sink).Add(l.SinkK));
+
+    public void AppendNuqValues(ulong v, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink) =>
+        K("nuq_append_values").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),
+            _a.Clear().Add(v).Add(kvHeads).Add(headDim).Add(slot0).Add(l.Capacity).Add(l.ValueBits).Add(l.ValueOutliersPerTail).Add(l.VMids)
+              .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(l.SinkV));
+
+    public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
+        AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, RopeParams r)
+    {
+        var keys = new NuqKeyArgs(l.KCodes.Pointer, l.KSlotV.Pointer, l.KSlotC.Pointer, l.KZero.Pointer, l.KRange.Pointer, l.KLevels.Pointer, l.VCodes.Pointer);
+        K($"attn_nuq_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
+            _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(l.SinkK).Add(l.SinkV).Add(table)
+              .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part)
+              .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0));
+        K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
+            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
+    }
+
+    /// <summary>model.cu's NuqLayer: the key arrays and the value codes, passed by value.</summary>
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private readonly record struct NuqKeyArgs(ulong KCodes, ulong KSlotV, ulong KSlotC, ulong KZero, ulong KRange, ulong KLevels, ulong VCodes);
+
     private static int Pad32(int x) => (x + 31) / 32 * 32;
 
     public void Dispose()

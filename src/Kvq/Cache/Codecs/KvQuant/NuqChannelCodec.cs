@@ -41,6 +41,11 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     public NuqCodebook Codebook { get; }
     public KvQuantCounters Counters { get; } = new();
     public int OutlierSlots => _slots.Slots;
+    /// <summary>Per-channel zero and range of this (layer, KV head): u = (x - zero) / range (device backends).</summary>
+    public ReadOnlySpan<float> Zeros => _zero;
+    public ReadOnlySpan<float> Ranges => _range;
+    /// <summary>What each code decodes to on [-1, 1] (the codebook with Q-Norm applied when the spec asks).</summary>
+    public ReadOnlySpan<float> DecodeLevels => _decodeLevels;
 
     public NuqChannelCodec(KvQuantSpec spec, KvSide side, int blockTokens, int headDim,
         ReadOnlySpan<float> zero, ReadOnlySpan<float> range, NuqCodebook codebook) : base(blockTokens, headDim)

@@ -29,6 +29,8 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     public NuqCodebook Codebook { get; }
     public KvQuantCounters Counters { get; } = new();
     public int OutliersPerTail => _k;
+    /// <summary>What each code decodes to on [-1, 1] before the token's zero and range (device backends).</summary>
+    public ReadOnlySpan<float> DecodeLevels => _levels;
 
     public NuqTokenCodec(KvQuantSpec spec, KvSide side, int blockTokens, int headDim, NuqCodebook codebook) : base(blockTokens, headDim)
     {

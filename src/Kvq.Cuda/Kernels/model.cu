@@ -282,7 +282,8 @@ extern "C" __global__ void attn_merge(const float* part, int splits, int hd, flo
 // ---------------------------------------------------------------------------------------------------------------
 // KVQuant cache of the model path (any head dim up to 128, any bit width 1..4 per layer, :mixed included): the CPU
 // codecs' math (NuqChannelCodec pre-RoPE keys, NuqTokenCodec values), a layout of the device's own, per layer:
-//   key codes   u32 [KV head][slot][kw], channel c at bit c * B (LSB first, the CPU's packing), kw = ceil(D B / 32) + 1
+//   key codes   u32 [KV head][slot][kw], channel c at bit c * B (LSB first, the CPU's packing), kw = ceil(D B / 32) (one spare word
+//               after the last row: a code is read as a 64-bit window)
 //   key slots   u16 value + u8 channel (0xFF empty) [KV head][slot][S]: the S largest |u| > 1, in channel order
 //   value codes u32 [KV head][slot][vw]; value zero | range << 16 (f16) [KV head][slot]
 //   value slots u16 + u8 [KV head][slot][2k]: the k largest and k smallest values, in channel order
@@ -318,16 +319,26 @@ __device__ __forceinline__ void pack_codes(const unsigned char* codes, int D, in
 
 __device__ __forceinline__ float clamp_half(float x) { return fminf(fmaxf(x, -65504.0f), 65504.0f); }
 
-// (cos, sin) of every RoPE pair at positions pos0 .. pos0 + n - 1. Grid: n blocks of >= half threads.
-extern "C" __global__ void rope_table(long pos0, int half, float scale, float thetaScale, float* table)
+// The sequence's angle table, rows of (cos, sin) per RoPE pair: rows 0..127 for positions 0..127 ("lo"), row
+// 128 + k for position 128 k ("hi"); attention rotates position 128 k + r by hi[k] * lo[r] (angle addition), so the
+// table stays small and hot in cache instead of a row per position. Each row by the CPU's float recurrence.
+// Grid: rows blocks of >= half threads.
+extern "C" __global__ void rope_table(int half, float scale, float thetaScale, float* table)
 {
     int i = threadIdx.x;
     if (i >= half) return;
-    long pos = pos0 + blockIdx.x;
+    long row = blockIdx.x, pos = row < 128 ? row : (row - 128) * 128;
     float c, s;
     rope_angle(pos, scale, thetaScale, i, c, s);
-    table[(pos * half + i) * 2] = c;
-    table[(pos * half + i) * 2 + 1] = s;
+    table[(row * half + i) * 2] = c;
+    table[(row * half + i) * 2 + 1] = s;
+}
+
+// (cos, sin) of position 128 k + r for pair i: lo[r][i] times the tile's hi[k][i] (in shared memory).
+__device__ __forceinline__ float2 rot_at(const float2* lo, const float2* shi, int r, int i, int half)
+{
+    float2 a = lo[r * half + i], b = shi[i];
+    return make_float2(a.x * b.x - a.y * b.y, a.y * b.x + a.x * b.y);
 }
 
 // Keys of n tokens [n][kvHeads][D] (pre-RoPE) into slots slot0 + t. One warp per (token, KV head).
@@ -351,7 +362,7 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k,
         if (slot < sink) sinkK[((long)h * sink + slot) * D + c] = f2h(x[c]);
     }
     __syncwarp();
-    int kw = (D * bits + 31) / 32 + 1;
+    int kw = (D * bits + 31) / 32;
     pack_codes(scode, D, bits, kw, codes + ((long)h * cap + slot) * kw, lane);
     if (S == 0 || lane != 0) return;
     // Outlier slots: every |u| > 1 when they fit, else the S largest |u| (ties to the lower channel), in channel order.
@@ -429,7 +440,7 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* 
         if (slot < sink) sinkV[((long)h * sink + slot) * D + c] = f2h(x[c]);
     }
     __syncwarp();
-    int vw = (D * bits + 31) / 32 + 1;
+    int vw = (D * bits + 31) / 32;
     pack_codes(scode, D, bits, vw, codes + ((long)h * cap + slot) * vw, lane);
 }
 
@@ -455,11 +466,12 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     __shared__ float sp[G][AT];
     __shared__ float sm[G], sl[G], sa[G];
     __shared__ float skz[D], skr[D], sklev[16], svlev[16], svz[AT], svr[AT];
+    __shared__ float2 shi[D / 2];
     const int split = blockIdx.x, h = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
     const int heads = kvHeads * G, half = ropeDims >> 1;
     const long visible = count - n + t + 1;
     const long s0 = (long)split * per, s1 = min(s0 + per, visible);
-    const int kw = (D * kbits + 31) / 32 + 1, vw = (D * vbits + 31) / 32 + 1;
+    const int kw = (D * kbits + 31) / 32, vw = (D * vbits + 31) / 32;
     const u32 kmask = (1u << kbits) - 1, vmask = (1u << vbits) - 1;
     for (int i = tid; i < G * D; i += AT)
     {
@@ -474,16 +486,17 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
 #pragma unroll
     for (int k = 0; k < OUTS; ++k) acc[k] = 0.0f;
     __syncthreads();
-    for (long base = s0; base < s1; base += AT)
+    for (long base = s0; base < s1; base += AT)   // base is a multiple of 128: the tile's positions share one hi row
     {
         int cnt = (int)min((long)AT, s1 - base);
+        if (tid < half) shi[tid] = table[(128 + base / 128) * half + tid];
+        __syncthreads();
         if (tid < cnt)
         {
             long j = base + tid;
             float dot[G];
 #pragma unroll
             for (int g = 0; g < G; ++g) dot[g] = 0.0f;
-            const float2* cs = table + j * half;
             if (j < sink)
             {
                 const u16* kr = sinkK + ((long)h * sink + j) * D;
@@ -491,7 +504,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
                 {
                     int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
                     float ka = h2f(kr[a]), kb = h2f(kr[b]);
-                    float2 r = cs[i];
+                    float2 r = rot_at(table, shi, tid, i, half);
                     float ra = __fsub_rn(__fmul_rn(ka, r.x), __fmul_rn(kb, r.y)), rb = __fadd_rn(__fmul_rn(ka, r.y), __fmul_rn(kb, r.x));
 #pragma unroll
                     for (int g = 0; g < G; ++g) dot[g] = fmaf(sq[g][a], ra, fmaf(sq[g][b], rb, dot[g]));
@@ -511,7 +524,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
                     int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
                     float ka = __fadd_rn(skz[a], __fmul_rn(skr[a], sklev[code_at(cw, a, kbits, kmask)]));
                     float kb = __fadd_rn(skz[b], __fmul_rn(skr[b], sklev[code_at(cw, b, kbits, kmask)]));
-                    float2 r = cs[i];
+                    float2 r = rot_at(table, shi, tid, i, half);
                     float ra = __fsub_rn(__fmul_rn(ka, r.x), __fmul_rn(kb, r.y)), rb = __fadd_rn(__fmul_rn(ka, r.y), __fmul_rn(kb, r.x));
 #pragma unroll
                     for (int g = 0; g < G; ++g) dot[g] = fmaf(sq[g][a], ra, fmaf(sq[g][b], rb, dot[g]));
@@ -537,7 +550,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
                     }
                     int i = neox ? (idx < half ? idx : idx - half) : idx >> 1;
                     int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-                    float2 r = cs[i];
+                    float2 r = rot_at(table, shi, tid, i, half);
 #pragma unroll
                     for (int g = 0; g < G; ++g)
                     {

@@ -20,11 +20,10 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     private readonly RopeParams _rope;
     private readonly DeviceBuffer[] _k, _v;           // f16 cache
     private readonly NuqDeviceLayer[]? _nuq;          // KVQuant cache
-    private readonly DeviceBuffer? _table;            // KVQuant: (cos, sin) per position and RoPE pair
+    private readonly DeviceBuffer? _table;            // KVQuant: (cos, sin) per RoPE pair, lo and hi rows (model.cu rope_table)
     private readonly DeviceBuffer _part;
     private readonly int[] _count;
     private readonly int _maxStates;
-    private long _tableFilled;                        // positions with angles in _table
     private DeviceBuffer? _hostK, _hostV, _hostQ, _hostOut;   // staging for the host-span methods, grown on demand
 
     public int Length { get; private set; }
@@ -53,7 +52,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
             {
                 _nuq = new NuqDeviceLayer[shape.Layers];
                 for (int l = 0; l < shape.Layers; l++) _nuq[l] = new NuqDeviceLayer(ctx, nuq[l].Keys, nuq[l].Values, Capacity, config.SinkTokens);
-                _table = ctx.Allocate(Capacity * (shape.Rope.RopeDims / 2) * 8);
+                long rows = 128 + Capacity / 128;   // lo rows for positions 0..127, a hi row per 128 positions
+                _table = ctx.Allocate(rows * (shape.Rope.RopeDims / 2) * 8);
+                kernels.RopeTable(rows, _rope, _table);
             }
             else
             {
@@ -107,7 +108,6 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
             throw new InvalidOperationException($"CUDA KV cache full: {slot} + {n} tokens exceed its capacity of {Capacity} (create the sequence with a larger maxTokens)");
         if (_nuq != null)
         {
-            if (slot >= _tableFilled) { _kernels.RopeTable(slot, n, _rope, _table!); _tableFilled = slot + n; }
             _kernels.AppendNuqKeys(k, n, _shape.KvHeads, _shape.HeadDim, slot, _nuq[layer], Config.SinkTokens);
             _kernels.AppendNuqValues(v, n, _shape.KvHeads, _shape.HeadDim, slot, _nuq[layer], Config.SinkTokens);
         }

@@ -54,9 +54,9 @@ internal sealed class ModelKernels : IDisposable
             _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
     }
 
-    /// <summary>(cos, sin) of every RoPE pair for positions pos0 .. pos0 + n - 1 into the sequence's table.</summary>
-    public void RopeTable(long pos0, int n, RopeParams r, DeviceBuffer table) =>
-        K("rope_table").Launch(LaunchShape.Grid1(n, Pad32(r.RopeDims / 2)), _a.Clear().Add(pos0).Add(r.RopeDims / 2).Add(r.Scale).Add(r.ThetaScale).Add(table));
+    /// <summary>The sequence's angle table (model.cu rope_table): <paramref name="rows"/> rows of (cos, sin) per pair.</summary>
+    public void RopeTable(long rows, RopeParams r, DeviceBuffer table) =>
+        K("rope_table").Launch(LaunchShape.Grid1(rows, Pad32(r.RopeDims / 2)), _a.Clear().Add(r.RopeDims / 2).Add(r.Scale).Add(r.ThetaScale).Add(table));
 
     public void AppendNuqKeys(ulong k, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink) =>
         K("nuq_append_keys").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),

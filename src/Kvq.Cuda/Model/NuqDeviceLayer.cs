@@ -48,7 +48,7 @@ internal sealed class NuqDeviceLayer : IDisposable
         for (int i = 1; i < h; i++)
             if (keys[i].Spec.Bits != KeyBits || values[i].Spec.Bits != ValueBits || keys[i].OutlierSlots != KeySlots || values[i].OutliersPerTail != ValueOutliersPerTail)
                 throw new NotSupportedException("the CUDA KVQuant cache takes one bit width and outlier count per layer for all KV heads");
-        int kw = (d * KeyBits + 31) / 32 + 1, vw = (d * ValueBits + 31) / 32 + 1, vs = 2 * ValueOutliersPerTail;
+        int kw = (d * KeyBits + 31) / 32, vw = (d * ValueBits + 31) / 32, vs = 2 * ValueOutliersPerTail;
         var kz = new float[h * d];
         var kr = new float[h * d];
         var kmids = new float[h * 16];
@@ -68,14 +68,14 @@ internal sealed class NuqDeviceLayer : IDisposable
         VMidCount = values[0].Codebook.Midpoints.Length;
         try
         {
-            KCodes = Alloc(ctx, h * capacity * kw * 4);
+            KCodes = Alloc(ctx, h * capacity * kw * 4 + 16);   // + a spare word: codes are read as 64-bit windows
             KSlotV = Alloc(ctx, h * capacity * Math.Max(KeySlots, 1) * 2);
             KSlotC = Alloc(ctx, h * capacity * Math.Max(KeySlots, 1));
             KZero = Up(ctx, kz);
             KRange = Up(ctx, kr);
             KMids = Up(ctx, kmids);
             KLevels = Up(ctx, klev);
-            VCodes = Alloc(ctx, h * capacity * vw * 4);
+            VCodes = Alloc(ctx, h * capacity * vw * 4 + 16);
             VZeroRange = Alloc(ctx, h * capacity * 4);
             VSlotV = Alloc(ctx, h * capacity * Math.Max(vs, 1) * 2);
             VSlotC = Alloc(ctx, h * capacity * Math.Max(vs, 1));
@@ -89,7 +89,7 @@ internal sealed class NuqDeviceLayer : IDisposable
             Dispose();
             throw;
         }
-        BytesPerToken = h * ((kw - 1) * 4L + KeySlots * 3L + (vw - 1) * 4L + 4 + vs * 3L);
+        BytesPerToken = h * (kw * 4L + KeySlots * 3L + vw * 4L + 4 + vs * 3L);
     }
 
     /// <summary>The CPU codecs of one layer's KV heads when they are ones this cache mirrors (pre-RoPE per-channel

@@ -111,12 +111,20 @@ if (profilePath.Length > 0)
             var mem = seq.Memory();
             Console.WriteLine($"  {spec}: device cache {seq.DeviceBytes / 1048576.0:F2} MiB for {seq.Capacity} slots, {mem.BitsPerElement:F2} bits/element held");
         }
+        // The cache alone, same inputs on both sides: codes must agree, so attention outputs agree to f32 rounding.
+        double rc = CacheCheck(cpu.KvShape, cfgN, gpu, 300, 11);
+        bool okC = rc <= 1e-4;
+        if (!okC) failures++;
+        Console.WriteLine($"check {spec} cache alone (random K/V/Q, 300 tokens in chunks then decode steps, every layer): GPU vs CPU attention rel L2 {rc:E2}: {(okC ? "ok" : "FAIL")}");
+        // The whole model: quantization is discontinuous, so f32-rounding differences flip a few codes in layer 0 and the
+        // flips cascade through the layers; compare what matters, the window's perplexity.
         var (mN, rN, aN) = Compare(cpuN, gpuN, cfg.VocabSize);
-        var (mQ, rQ, _) = Compare(cpuLogits, cpuN, cfg.VocabSize);
-        bool okN = rN <= Math.Max(2e-3, rQ / 10);
+        var (_, rQ, _) = Compare(cpuLogits, cpuN, cfg.VocabSize);
+        double pF = Ppl(cpuLogits, win, cfg.VocabSize), pC = Ppl(cpuN, win, cfg.VocabSize), pG = Ppl(gpuN, win, cfg.VocabSize);
+        bool okN = Math.Abs(pG - pC) <= 0.25 * Math.Abs(pC - pF) + 0.002 * pC;
         if (!okN) failures++;
-        Console.WriteLine($"check {spec} logits {win.Length} positions, GPU vs CPU (same codec): rel L2 {rN:E2}, max |diff| {mN:E2}, argmax {aN:P1} " +
-                          $"(the codec itself moves logits from f16 by rel L2 {rQ:E2}): {(okN ? "ok" : "FAIL")}");
+        Console.WriteLine($"check {spec} model, {win.Length} positions: ppl f16 {pF:F4}, CPU {spec} {pC:F4}, GPU {spec} {pG:F4}; logits GPU vs CPU rel L2 {rN:E2} " +
+                          $"(codec vs f16 {rQ:E2}), max |diff| {mN:E2}, argmax {aN:P1}: {(okN ? "ok" : "FAIL")}");
         int[] promptN = win.AsSpan(0, Math.Min(64, win.Length)).ToArray();
         var ca = Greedy(cpu, new PagedKvCache(cpu.KvShape, cfgN).CreateSequence(), promptN, gen, cfg.VocabSize);
         var cb = Greedy(gpu, gpu.CreateSequence(cfgN, promptN.Length + gen), promptN, gen, cfg.VocabSize);
@@ -184,6 +192,71 @@ static int[] Greedy(ILanguageModel m, IKvSequence seq, int[] prompt, int n, int 
     }
     (seq as IDisposable)?.Dispose();
     return outp;
+}
+
+// Perplexity of the window's next tokens from all-position logits.
+static double Ppl(float[] logits, int[] ids, int vocab)
+{
+    double nll = 0;
+    for (int t = 0; t + 1 < ids.Length; t++)
+    {
+        var row = logits.AsSpan(t * vocab, vocab);
+        float mx = float.NegativeInfinity;
+        foreach (var v in row) mx = Math.Max(mx, v);
+        double sum = 0;
+        foreach (var v in row) sum += Math.Exp(v - mx);
+        nll += mx + Math.Log(sum) - row[ids[t + 1]];
+    }
+    return Math.Exp(nll / (ids.Length - 1));
+}
+
+// A CPU cache and a device cache fed the same random keys (around the profile's per-channel range, some outliers),
+// values and queries through IKvSequence: prefill chunks, then decode steps; worst rel L2 of the attention outputs.
+static double CacheCheck(KvShape shape, KvCacheConfig config, CudaTransformer gpu, int tokens, int seed)
+{
+    var rng = new Random(seed);
+    using var a = new PagedKvCache(shape, config).CreateSequence();
+    using var b = (CudaKvSequence)gpu.CreateSequence(config, tokens + 8);
+    double worst = 0;
+    int done = 0;
+    foreach (int n in new[] { 64, 64, 37, 64, 1, 7, 63, 1, 1, 1, 1 })
+    {
+        if (done + n > tokens + 8) break;
+        var k = Rand(rng, n * shape.KvDim, 3f);
+        var v = Rand(rng, n * shape.KvDim, 2f);
+        var q = Rand(rng, n * shape.QDim, 1f);
+        var ids = new int[n];
+        for (int i = 0; i < n; i++) ids[i] = 3 + rng.Next(100);
+        a.BeginChunk(ids);
+        b.BeginChunk(ids);
+        for (int l = 0; l < shape.Layers; l++)
+        {
+            a.Append(l, k, v, n);
+            b.Append(l, k, v, n);
+            var oa = new float[n * shape.QDim];
+            var ob = new float[n * shape.QDim];
+            a.Attend(l, q, n, oa, Parallelism.Default);
+            b.Attend(l, q, n, ob, Parallelism.Default);
+            double num = 0, den = 0;
+            for (int i = 0; i < oa.Length; i++) { double d = oa[i] - ob[i]; num += d * d; den += (double)oa[i] * oa[i]; }
+            worst = Math.Max(worst, Math.Sqrt(num / Math.Max(den, 1e-300)));
+        }
+        a.Commit(n);
+        b.Commit(n);
+        done += n;
+    }
+    return worst;
+}
+
+static float[] Rand(Random rng, int n, float scale)
+{
+    var x = new float[n];
+    for (int i = 0; i < n; i++)
+    {
+        double g = rng.NextDouble() + rng.NextDouble() + rng.NextDouble() - 1.5;
+        x[i] = (float)(scale * g * (rng.NextDouble() < 0.01 ? 6 : 1) + 0.3 * Math.Sin(i));
+    }
+    return x;
 }
 
 static string Decode(Kvq.Tokenizers.ITokenizer t, int[] ids)

@@ -7,9 +7,9 @@ using Kvq.Text;
 namespace Kvq.Cli.Commands.Eval;
 
 /// <summary>
-/// One `kvq eval` run: the model (on the CPU or a CUDA device), the text's tokens, the checked KV specs, Ctrl-C as a cancellation token, and the
-/// output (stdout table or JSON rows, plus the report folder). Arguments are checked before any long work starts so a
-/// user error is one line and exit code 2.
+/// One `kvq eval` run: the model (on the CPU or a CUDA device), the text's tokens, the checked KV specs, Ctrl-C as a
+/// cancellation token, and the output (stdout table or JSON rows, plus the report folder). Arguments are checked before
+/// any long work starts so a user error is one line and exit code 2.
 /// </summary>
 public sealed class EvalRun : IDisposable
 {

@@ -1,6 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using Kvq.Cache.Codecs;
 using Kvq.Cli.Commands.Eval;
 
@@ -9,12 +7,6 @@ namespace Kvq.Cli.Commands;
 /// <summary>kvq eval: quality of KV cache formats on real text; one subcommand per measure (Commands/Eval/).</summary>
 public static class EvalCommand
 {
-    public static readonly JsonSerializerOptions Json = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
-
     public static Command Create()
     {
         var list = new Option<bool>("--list") { Description = "print the registered KV formats (names for --kv) and token policies (--policy) and exit" };

@@ -26,21 +26,23 @@ public static class GenerateCommand
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
+        var device = new DeviceOptions();
         var cmd = new Command("generate", "generate text from a prompt")
         {
             model, prompt, maxTokens, temperature, topK, topP, minP, repeat, seed, stop, threads, kv, profile, sink,
         };
         policy.AddTo(cmd);
+        device.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var policies = policy.Parse(r);
             if (policies.Count > 1) throw new CliException("generate takes one --policy");
+            var where = device.Parse(r, policies);
             using var loaded = ModelLoader.Load(DefaultPaths.ResolveModel(r.GetValue(model)));
-            var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(r.GetValue(threads)));
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
             var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0] };
-            var cache = new PagedKvCache(transformer.KvShape, config).CreateSequence();
-            var generator = new Generator(transformer, loaded.Tokenizer);
+            var lm = where.Load(loaded.Weights, r.GetValue(threads));
+            using var lmOwner = lm as IDisposable;
             var options = new GenerationOptions
             {
                 MaxTokens = r.GetValue(maxTokens),
@@ -55,20 +57,32 @@ public static class GenerateCommand
                     Seed = r.GetValue(seed),
                 },
             };
+            var generator = new Generator(lm, loaded.Tokenizer);
             var p = r.GetValue(prompt) ?? "";
+            var promptTokens = generator.EncodePrompt(p, options);
+            var seq = lm.CreateSequence(config, promptTokens.Length + Math.Max(0, options.MaxTokens));
+            using var seqOwner = seq as IDisposable;
             var stdout = Console.Out;
             stdout.Write(p);
-            var result = generator.Generate(p, options, cache, s => { stdout.Write(s); stdout.Flush(); });
+            var result = generator.Generate(promptTokens, options, seq, s => { stdout.Write(s); stdout.Flush(); });
             stdout.WriteLine();
             stdout.Flush();
             Console.Error.WriteLine(
                 $"prompt: {result.PromptTokens} tokens, {result.PromptTokensPerSecond:F1} tok/s | " +
-                $"decode: {result.GeneratedTokens} tokens, {result.DecodeTokensPerSecond:F1} tok/s | stop: {result.StopReason}");
-            var mem = cache.Memory();
-            Console.Error.WriteLine($"KV cache {cache.Cache.Config.Name}: {mem.Tokens} tokens seen, {cache.SlotCount(0)} kept in layer 0, {mem.TotalBytes:N0} bytes held " +
-                                    $"({mem.BitsPerElement:F2} bits/element, {mem.BytesPerToken:F0} bytes/token)");
+                $"decode: {result.GeneratedTokens} tokens, {result.DecodeTokensPerSecond:F1} tok/s | stop: {result.StopReason} | {lm.Device}");
+            Console.Error.WriteLine(MemoryLine(config, seq, where));
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>What the cache holds; "kept in layer 0" where a token policy may have dropped some (host cache).</summary>
+    private static string MemoryLine(KvCacheConfig config, IKvSequence seq, DeviceChoice where)
+    {
+        var mem = seq.ReportMemory();
+        var kept = seq is PagedKvSequence paged ? $", {paged.SlotCount(0)} kept in layer 0" : "";
+        var held = where.Cuda ? $"bytes of {where.MemoryKind}" : "bytes held";
+        return $"KV cache {config.Name}: {mem.Tokens} tokens seen{kept}, {mem.TotalBytes:N0} {held} " +
+               $"({mem.BitsPerElement:F2} bits/element, {mem.BytesPerToken:F0} bytes/token)";
     }
 }

@@ -6,7 +6,8 @@ namespace Kvq.Bench;
 
 /// <summary>
 /// Prefill of <c>ctx</c> tokens, then greedy decode of a few more, timed separately. Token ids are drawn from a
-/// seeded generator: speed does not depend on the text, and both engines get the same ids.
+/// seeded generator: speed does not depend on the text, and both engines get the same ids. Runs on any
+/// <see cref="ILanguageModel"/> (a GPU model's sequence lives in device memory; its bytes are reported the same way).
 /// </summary>
 public static class ThroughputBenchmark
 {
@@ -19,14 +20,15 @@ public static class ThroughputBenchmark
         return t;
     }
 
-    public static ThroughputResult Run(Transformer model, string modelName, int ctx, string kvSpec, int decodeTokens) =>
+    public static ThroughputResult Run(ILanguageModel model, string modelName, int ctx, string kvSpec, int decodeTokens) =>
         Run(model, modelName, ctx, KvCacheConfig.Parse(kvSpec), decodeTokens);
 
     /// <summary>The same with a full cache config (calibration profile, attention sinks).</summary>
-    public static ThroughputResult Run(Transformer model, string modelName, int ctx, KvCacheConfig config, int decodeTokens)
+    public static ThroughputResult Run(ILanguageModel model, string modelName, int ctx, KvCacheConfig config, int decodeTokens)
     {
         var prompt = PromptTokens(ctx, model.Config.VocabSize);
-        var seq = new PagedKvCache(model.KvShape, config).CreateSequence();
+        var seq = model.CreateSequence(config, ctx + decodeTokens);
+        using var owner = seq as IDisposable;
         var logits = new float[model.Config.VocabSize];
         var cpu0 = CpuSeconds();
         var sw = Stopwatch.StartNew();
@@ -42,9 +44,9 @@ public static class ThroughputBenchmark
         }
         double decode = sw.Elapsed.TotalSeconds;
         var cpu2 = CpuSeconds();
-        return new ThroughputResult("kvq", modelName, ctx, config.Name, model.Parallelism.Threads, decodeTokens,
-            ctx / prefill, decodeTokens / decode, Process.GetCurrentProcess().PeakWorkingSet64, seq.Memory().TotalBytes,
-            MachineInfo.Describe(), cpu1 - cpu0, cpu2 - cpu1);
+        return new ThroughputResult("kvq", modelName, ctx, config.Name, model.Threads, decodeTokens,
+            ctx / prefill, decodeTokens / decode, Process.GetCurrentProcess().PeakWorkingSet64, seq.ReportMemory().TotalBytes,
+            MachineInfo.Describe(), cpu1 - cpu0, cpu2 - cpu1, model.Device);
     }
 
     /// <summary>CPU time of this process so far, all threads (user + system).</summary>
@@ -58,7 +60,7 @@ public static class ThroughputBenchmark
     /// what tier up last (one call per token): with 16 of them the first configuration of a sweep still ran
     /// partly unoptimised code (f16 at 512 tokens: 0.87x where the same build measured second gave 1.11x), so 48,
     /// then a pause for the background compiler to install what it queued.</summary>
-    public static void WarmUp(Transformer model, string modelName, int ctx, KvCacheConfig config)
+    public static void WarmUp(ILanguageModel model, string modelName, int ctx, KvCacheConfig config)
     {
         for (int i = 0; i < 3; i++) Run(model, modelName, Math.Min(256, ctx), config, 48);
         Thread.Sleep(300);

@@ -9,7 +9,7 @@ namespace Kvq.Eval;
 /// far-back keys and values show up as a higher second-copy perplexity. Same placements for every filler length and
 /// format (paired), deterministic for the seed.
 /// </summary>
-public sealed class CopyRecallEvaluator(Transformer model, int bos)
+public sealed class CopyRecallEvaluator(ILanguageModel model, int bos)
 {
     /// <param name="progress">Called after each sequence with (sequences done, samples x fillers).</param>
     /// <remarks>Samples are the outer loop: a cancelled run returns rows over the samples done for every filler length
@@ -30,7 +30,6 @@ public sealed class CopyRecallEvaluator(Transformer model, int bos)
             throw new ArgumentException($"passage {passageTokens} x 2 + filler {maxFiller} + BOS = {longest} tokens is longer than " +
                                         $"the model's context ({model.Config.ContextLength})");
         var placements = CopyRecallSample.Place(bookTokens.Length, passageTokens, maxFiller, samples, seed);
-        var cache = new PagedKvCache(model.KvShape, config);
         int vocab = model.Config.VocabSize;
         var logits = new float[longest * vocab];
         int nf = fillerTokens.Count;
@@ -46,14 +45,15 @@ public sealed class CopyRecallEvaluator(Transformer model, int bos)
                 var sw = System.Diagnostics.Stopwatch.StartNew();
                 int filler = fillerTokens[f];
                 var seqTokens = placements[s].Sequence(bookTokens, passageTokens, filler, bos);
-                using var seq = cache.CreateSequence();
+                var seq = model.CreateSequence(config, seqTokens.Length);
+                using var owner = seq as IDisposable;
                 var rows = logits.AsSpan(0, seqTokens.Length * vocab);
                 model.Forward(seqTokens, seq, default, rows);
                 var (a0, a1) = CopyRecallSample.FirstCopy(passageTokens);
                 var (b0, b1) = CopyRecallSample.SecondCopy(passageTokens, filler);
                 first[f] += PerplexityWindows.NegativeLogLikelihood(rows, seqTokens, vocab, a0, a1);
                 second[f] += PerplexityWindows.NegativeLogLikelihood(rows, seqTokens, vocab, b0, b1);
-                memory[f] = seq.Memory();
+                memory[f] = seq.ReportMemory();
                 count[f]++;
                 seconds[f] += sw.Elapsed.TotalSeconds;
                 done++;

@@ -11,7 +11,7 @@ namespace Kvq.Eval;
 /// <param name="referenceModel">The model of the reference run (default: <paramref name="model"/>), e.g. the unquantized
 /// weights when <paramref name="model"/> has llama.cpp-quantized ones: KL then measures weights and cache together.
 /// It must share the vocabulary.</param>
-public sealed class KlEvaluator(Transformer model, int bos, Transformer? referenceModel = null)
+public sealed class KlEvaluator(ILanguageModel model, int bos, ILanguageModel? referenceModel = null)
 {
     /// <param name="progress">Called after each (window, format) run with (runs done, runs total).</param>
     /// <remarks>Stops between windows when <paramref name="cancel"/> fires; rows cover the windows done, or
@@ -30,9 +30,6 @@ public sealed class KlEvaluator(Transformer model, int bos, Transformer? referen
         int vocab = model.Config.VocabSize;
         if (refModel.Config.VocabSize != vocab)
             throw new ArgumentException($"the reference model's vocabulary ({refModel.Config.VocabSize}) differs from the model's ({vocab})");
-        var refCache = new PagedKvCache(refModel.KvShape, reference);
-        var caches = new PagedKvCache[configs.Count];
-        for (int i = 0; i < caches.Length; i++) caches[i] = new PagedKvCache(model.KvShape, configs[i]);
         var refLogits = new float[ctx * vocab];
         var logits = new float[ctx * vocab];
         var kl = new double[configs.Count];
@@ -45,15 +42,17 @@ public sealed class KlEvaluator(Transformer model, int bos, Transformer? referen
         for (int w = 0; w < windows && !cancel.IsCancellationRequested; w++)
         {
             var win = PerplexityWindows.Window(textTokens, ctx, w, bos);
-            using (var seq = refCache.CreateSequence()) refModel.Forward(win, seq, default, refLogits);
+            var refSeq = refModel.CreateSequence(reference, ctx);
+            using (refSeq as IDisposable) refModel.Forward(win, refSeq, default, refLogits);
             refNll += PerplexityWindows.NegativeLogLikelihood(refLogits, win, vocab);
             progress?.Invoke(w * (configs.Count + 1) + 1, runs);
             for (int c = 0; c < configs.Count; c++)
             {
                 var sw = System.Diagnostics.Stopwatch.StartNew();
-                using var seq = caches[c].CreateSequence();
+                var seq = model.CreateSequence(configs[c], ctx);
+                using var owner = seq as IDisposable;
                 model.Forward(win, seq, default, logits);
-                memory[c] = seq.Memory();
+                memory[c] = seq.ReportMemory();
                 nll[c] += PerplexityWindows.NegativeLogLikelihood(logits, win, vocab);
                 for (int t = 0; t + 1 < ctx; t++)
                 {

@@ -3,8 +3,9 @@ using Kvq.Model;
 
 namespace Kvq.Eval;
 
-/// <summary>Perplexity of a model over windows of a token stream with a given KV cache format (fresh cache per window).</summary>
-public sealed class PerplexityEvaluator(Transformer model, int bos)
+/// <summary>Perplexity of a model over windows of a token stream with a given KV cache format (a fresh sequence from
+/// the model per window, so a GPU model gets device sequences).</summary>
+public sealed class PerplexityEvaluator(ILanguageModel model, int bos)
 {
     /// <param name="progress">Called after each window with (windows done, windows total).</param>
     public PerplexityResult Evaluate(ReadOnlySpan<int> textTokens, int ctx, int windows, string kvSpec,
@@ -30,7 +31,6 @@ public sealed class PerplexityEvaluator(Transformer model, int bos)
         if (available == 0)
             throw new ArgumentException($"the text has {textTokens.Length} tokens: too short for one window of {ctx}");
         if (windows <= 0 || windows > available) windows = available;
-        var cache = new PagedKvCache(model.KvShape, config);
         int vocab = model.Config.VocabSize;
         var logits = new float[ctx * vocab];
         double nll = 0;
@@ -42,12 +42,13 @@ public sealed class PerplexityEvaluator(Transformer model, int bos)
         {
             var win = stride == 0 ? PerplexityWindows.Window(textTokens, ctx, w, bos)
                 : PerplexityWindows.StridedWindow(textTokens, ctx, stride, w, bos);
-            using var seq = cache.CreateSequence();
+            var seq = model.CreateSequence(config, ctx);
+            using var owner = seq as IDisposable;
             model.Forward(win, seq, default, logits);
             int first = stride == 0 ? 1 : ctx - stride;
             nll += PerplexityWindows.NegativeLogLikelihood(logits, win, vocab, first, ctx);
             predicted += ctx - first;
-            memory = seq.Memory();
+            memory = seq.ReportMemory();
             done++;
             progress?.Invoke(w + 1, windows);
         }

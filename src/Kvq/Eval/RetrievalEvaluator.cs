@@ -10,7 +10,7 @@ namespace Kvq.Eval;
 /// Runs retrieval prompts (passkey, needle) through a cache format: prefill, greedy-decode the task's few tokens, score
 /// exact match. Build the prompts once with <see cref="BuildPrompts"/> and reuse them for every format (paired trials).
 /// </summary>
-public sealed class RetrievalEvaluator(Transformer model, ITokenizer tokenizer)
+public sealed class RetrievalEvaluator(ILanguageModel model, ITokenizer tokenizer)
 {
     /// <summary>Prompts for trials x lengths x depths, trial the outer loop (so a cancelled run has whole trials first).</summary>
     public static IReadOnlyList<RetrievalPrompt> BuildPrompts(IRetrievalTask task, IReadOnlyList<int> lengths,
@@ -34,7 +34,6 @@ public sealed class RetrievalEvaluator(Transformer model, ITokenizer tokenizer)
     public IReadOnlyList<RetrievalTrial> Evaluate(IRetrievalTask task, IReadOnlyList<RetrievalPrompt> prompts, KvCacheConfig config,
         Action<int, int>? progress = null, CancellationToken cancel = default)
     {
-        var cache = new PagedKvCache(model.KvShape, config);
         var generator = new Generator(model, tokenizer);
         var options = new GenerationOptions { MaxTokens = task.MaxNewTokens, Sampler = SamplerOptions.Greedy };
         var trials = new List<RetrievalTrial>(prompts.Count);
@@ -42,9 +41,10 @@ public sealed class RetrievalEvaluator(Transformer model, ITokenizer tokenizer)
         {
             var p = prompts[i];
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            using var seq = cache.CreateSequence();
+            var seq = model.CreateSequence(config, p.Tokens.Length + task.MaxNewTokens);
+            using var owner = seq as IDisposable;
             var result = generator.Generate(p.Tokens, options, seq);
-            var memory = seq.Memory();
+            var memory = seq.ReportMemory();
             trials.Add(new RetrievalTrial(config.Name, task.Name, p.Length, p.Depth, p.Trial, p.Tokens.Length, p.NeedleDepth,
                 p.Answer, result.Text, task.IsCorrect(result.Text, p.Answer), task.PrefixMatch(result.Text, p.Answer), memory.BitsPerElement, memory.BytesPerToken,
                 sw.Elapsed.TotalSeconds));

@@ -7,19 +7,25 @@ using Kvq.Tokenizers;
 
 namespace Kvq.Generation;
 
-/// <summary>Prompt in, streamed text out: tokenize, prefill, then sample and decode one token at a time.</summary>
-public sealed class Generator(Transformer model, ITokenizer tokenizer)
+/// <summary>Prompt in, streamed text out: tokenize, prefill, then sample and decode one token at a time. The sequence
+/// passed in must come from the model's <see cref="ILanguageModel.CreateSequence"/> (or be one it can attend over).</summary>
+public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
 {
-    public Transformer Model => model;
+    public ILanguageModel Model => model;
     public ITokenizer Tokenizer => tokenizer;
 
     /// <param name="onText">Called with each piece of text as soon as it is final.</param>
     public GenerationResult Generate(string prompt, GenerationOptions options, IKvSequence kv, Action<string>? onText = null,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default) =>
+        Generate(EncodePrompt(prompt, options), options, kv, onText, cancel);
+
+    /// <summary>The prompt's tokens as <see cref="Generate(string, GenerationOptions, IKvSequence, Action{string}?, CancellationToken)"/>
+    /// feeds them (to size a sequence before generating: prompt + <see cref="GenerationOptions.MaxTokens"/>).</summary>
+    public int[] EncodePrompt(string prompt, GenerationOptions options)
     {
         var promptTokens = tokenizer.Encode(prompt, options.AddBos ?? tokenizer.AddBos);
         if (promptTokens.Length == 0) throw new ArgumentException("the prompt is empty and the model adds no BOS token");
-        return Generate(promptTokens, options, kv, onText, cancel);
+        return promptTokens;
     }
 
     public GenerationResult Generate(int[] promptTokens, GenerationOptions options, IKvSequence kv, Action<string>? onText = null,

@@ -4,8 +4,8 @@ using Kvq.Cache;
 namespace Kvq.Cli.Commands.Eval;
 
 /// <summary>
-/// The options every `kvq eval` subcommand shares, defined once: model, KV grid, threads, JSON, report folder, and
-/// (for those that read a book) the text. A cache option that applies to every spec (e.g. a calibration profile) goes
+/// The options every `kvq eval` subcommand shares, defined once: model, KV grid, threads, JSON, report folder,
+/// (for those that read a book) the text, and (for those that run the model) the device. A cache option that applies to every spec (e.g. a calibration profile) goes
 /// here: add it in <see cref="AddTo"/> and apply it in <see cref="Configs"/>.
 /// </summary>
 public sealed class EvalOptions
@@ -18,6 +18,8 @@ public sealed class EvalOptions
     public Option<string?> Profile { get; } = KvProfileOptions.Profile();
     public Option<int?> Sink { get; } = KvProfileOptions.Sink();
     public KvPolicyOptions Policy { get; } = new(grid: true);
+    /// <summary>--device and --device-weights; null for a measure that runs no model (memory).</summary>
+    public DeviceOptions? Device { get; }
     public Option<string?> Report { get; } = new("--report")
     {
         Description = "also write a report folder: table.md, results.jsonl, run.json, PNG plots, index.md and index.html",
@@ -25,9 +27,11 @@ public sealed class EvalOptions
     private readonly bool _usesText;
 
     /// <param name="text">Whether the command reads a text; <paramref name="textRequired"/>: no default text.</param>
-    public EvalOptions(string defaultKv, bool text = true, bool textRequired = false)
+    /// <param name="device">Whether the command runs the model (and so takes --device).</param>
+    public EvalOptions(string defaultKv, bool text = true, bool textRequired = false, bool device = true)
     {
         _usesText = text;
+        Device = device ? new DeviceOptions() : null;
         Kv = new Option<string>("--kv")
         {
             Description = "comma-separated KV specs to compare (a grid): NAME or KEYS/VALUES, e.g. f16,q8_0,q4_0,kivi2 (kvq eval --list)",
@@ -51,6 +55,7 @@ public sealed class EvalOptions
         cmd.Add(Profile);
         cmd.Add(Sink);
         Policy.AddTo(cmd);
+        Device?.AddTo(cmd);
         cmd.Add(Report);
     }
 
@@ -67,11 +72,12 @@ public sealed class EvalOptions
         return configs;
     }
 
-    /// <summary>Fails fast on malformed --kv before the model is loaded.</summary>
-    public void CheckSpecs(ParseResult r)
+    /// <summary>Fails fast on malformed --kv, --policy and --device before the model is loaded; the device to use.</summary>
+    public DeviceChoice CheckSpecs(ParseResult r)
     {
         foreach (var s in (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             KvCacheConfig.Parse(s);
-        Policy.Parse(r);
+        var policies = Policy.Parse(r);
+        return Device?.Parse(r, policies) ?? DeviceChoice.Cpu;
     }
 }

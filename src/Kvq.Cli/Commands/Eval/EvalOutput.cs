@@ -1,5 +1,3 @@
-using System.Text.Json;
-
 namespace Kvq.Cli.Commands.Eval;
 
 /// <summary>
@@ -36,7 +34,7 @@ public sealed class EvalOutput(bool json, EvalReport? report)
     public void Row<T>(T row)
     {
         Rows++;
-        var line = JsonSerializer.Serialize(row, EvalCommand.Json);
+        var line = CliJson.Line(row);
         if (json) Console.WriteLine(line);
         report?.Row(line);
     }
@@ -49,7 +47,7 @@ public sealed class EvalOutput(bool json, EvalReport? report)
     }
 
     /// <summary>Extra per-item detail kept in the report only (e.g. every passkey answer), as JSON lines in <paramref name="file"/>.</summary>
-    public void Detail<T>(string file, T item) => report?.Detail(file, JsonSerializer.Serialize(item, EvalCommand.Json));
+    public void Detail<T>(string file, T item) => report?.Detail(file, CliJson.Line(item));
 
     /// <summary>A plot for the report, drawn when the report is written.</summary>
     public void Plot(string file, string caption, Action<string> draw) => report?.Plot(file, caption, draw);

@@ -58,7 +58,7 @@ public sealed class EvalReport
         File.WriteAllLines(Path.Combine(Folder, Table), table);
         var info = new Dictionary<string, string>();
         foreach (var (n, v) in about) info[n.Replace(' ', '_')] = v;
-        File.WriteAllText(Path.Combine(Folder, Run), JsonSerializer.Serialize(info, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        File.WriteAllText(Path.Combine(Folder, Run), JsonSerializer.Serialize(info, RunInfoJson.Default.DictionaryStringString) + "\n");
         var plots = new List<(string File, string Caption)>();
         foreach (var (file, caption, draw) in _plots)
         {

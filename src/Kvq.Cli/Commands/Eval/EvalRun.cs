@@ -7,9 +7,9 @@ using Kvq.Text;
 namespace Kvq.Cli.Commands.Eval;
 
 /// <summary>
-/// One `kvq eval` run: the model, the text's tokens, the checked KV specs, Ctrl-C as a cancellation token, and the
-/// output (stdout table or JSON rows, plus the report folder). Arguments are checked before any long work starts so a
-/// user error is one line and exit code 2.
+/// One `kvq eval` run: the model (on the CPU or a CUDA device), the text's tokens, the checked KV specs, Ctrl-C as a
+/// cancellation token, and the output (stdout table or JSON rows, plus the report folder). Arguments are checked before
+/// any long work starts so a user error is one line and exit code 2.
 /// </summary>
 public sealed class EvalRun : IDisposable
 {
@@ -21,11 +21,13 @@ public sealed class EvalRun : IDisposable
     public string Command { get; }
     public LoadedModel Loaded { get; }
     public string ModelPath { get; }
-    public Transformer Transformer { get; }
+    public ILanguageModel Model { get; }
+    public DeviceChoice Device { get; }
     public string? TextPath { get; }
     public int[] TextTokens { get; } = [];
     public IReadOnlyList<KvCacheConfig> Configs { get; }
-    public int Threads => Transformer.Parallelism.Threads;
+    public int Threads => Model.Threads;
+    private readonly int _threadsOption;
     public EvalOutput Output { get; }
     /// <summary>Settings of this measure (ctx, windows, lengths, ...), in the order they are printed.</summary>
     public List<(string Name, string Value)> Settings { get; } = [];
@@ -35,7 +37,8 @@ public sealed class EvalRun : IDisposable
     private EvalRun(string command, ParseResult r, EvalOptions o, bool readText, bool tokenize)
     {
         Command = command;
-        o.CheckSpecs(r);
+        Device = o.CheckSpecs(r);
+        _threadsOption = r.GetValue(o.Threads);
         ModelPath = DefaultPaths.ResolveModel(r.GetValue(o.Model));
         if (readText)
         {
@@ -48,12 +51,13 @@ public sealed class EvalRun : IDisposable
         try
         {
             Configs = o.Configs(r, Loaded.Weights.Fingerprint);
-            Transformer = new Transformer(Loaded.Weights, new Tensors.Parallelism(r.GetValue(o.Threads)));
-            foreach (var c in Configs) _ = new PagedKvCache(Transformer.KvShape, c, maxTokens: c.BlockTokens); // unknown names, values in a key-only format
+            Model = LoadModel(Loaded.Weights);
+            foreach (var c in Configs) DeviceChoice.Check(Model, c); // unknown names, values in a key-only format
             if (readText && tokenize) TextTokens = Loaded.Tokenizer.Encode(TextNormalizer.ReadNormalized(TextPath!), addBos: false);
         }
         catch
         {
+            (Model as IDisposable)?.Dispose();
             Loaded.Dispose();
             throw;
         }
@@ -71,20 +75,23 @@ public sealed class EvalRun : IDisposable
     public static EvalRun Open(string command, ParseResult r, EvalOptions o, bool readText, bool tokenize = true) =>
         new(command, r, o, readText, tokenize);
 
+    /// <summary>A model of other weights (a reference) on the same device with the same threads; dispose it if IDisposable.</summary>
+    public ILanguageModel LoadModel(ModelWeights weights) => Device.Load(weights, _threadsOption);
+
     /// <summary>Windows longer than the model's context are a user error (positions it never saw, and ctx x vocab logits).</summary>
     public void CheckContext(int ctx)
     {
-        int max = Transformer.Config.ContextLength;
+        int max = Model.Config.ContextLength;
         if (ctx > max) throw new CliException($"--ctx {ctx} is longer than the model's context ({max} tokens)");
     }
 
-    /// <summary>"model X (fingerprint), text T, settings..., threads N": the first line of the table and of the report.</summary>
+    /// <summary>"model X (fingerprint), text T, settings..., device cpu, N threads": the first line of the table and of the report.</summary>
     public string HeaderLine()
     {
         var parts = new List<string> { $"model {Path.GetFileName(ModelPath)} ({Loaded.Weights.Fingerprint})" };
         if (TextPath != null) parts.Add($"text {Path.GetFileName(TextPath)}");
         foreach (var (n, v) in Settings) parts.Add($"{n} {v}");
-        parts.Add($"threads {Threads}");
+        parts.Add($"device {Model.Device}");
         return string.Join(", ", parts);
     }
 
@@ -106,6 +113,7 @@ public sealed class EvalRun : IDisposable
         foreach (var s in Settings) list.Add(s);
         list.Add(("kv specs", string.Join(", ", Configs.Select(c => c.Name))));
         list.Add(("threads", Threads.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        list.Add(("device", Model.Device));
         list.Add(("machine", MachineInfo.Describe()));
         list.Add(("kvq", KvqInfo.Version));
         list.Add(("date", DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", System.Globalization.CultureInfo.InvariantCulture)));
@@ -145,6 +153,7 @@ public sealed class EvalRun : IDisposable
     {
         Console.CancelKeyPress -= _onCtrlC;
         _cts.Dispose();
+        (Model as IDisposable)?.Dispose();
         Loaded.Dispose();
     }
 }

@@ -29,7 +29,7 @@ public static class KlCommand
             if (c < 2) throw new CliException($"--ctx {c}: need at least 2");
             var refConfig = KvCacheConfig.Parse(r.GetValue(reference)!);
             using var run = EvalRun.Open("kl", r, o, readText: true);
-            _ = new PagedKvCache(run.Transformer.KvShape, refConfig, maxTokens: refConfig.BlockTokens);
+            DeviceChoice.Check(run.Model, refConfig);
             run.CheckContext(c);
             int available = PerplexityWindows.Count(run.TextTokens.Length, c);
             if (available == 0)
@@ -39,20 +39,21 @@ public static class KlCommand
             run.Settings.Add(("ctx", c.ToString()));
             run.Settings.Add(("windows", w.ToString()));
             using var refLoaded = r.GetValue(referenceModel) is { } refPath ? Kvq.Model.ModelLoader.Load(DefaultPaths.ResolveModel(refPath)) : null;
-            Kvq.Model.Transformer? refModel = null;
+            Kvq.Model.ILanguageModel? refModel = null;
             if (refLoaded != null)
             {
-                if (refLoaded.Weights.Config.VocabSize != run.Transformer.Config.VocabSize)
-                    throw new CliException($"--reference-model {r.GetValue(referenceModel)}: vocabulary {refLoaded.Weights.Config.VocabSize} differs from the model's {run.Transformer.Config.VocabSize}");
-                refModel = new Kvq.Model.Transformer(refLoaded.Weights, run.Transformer.Parallelism);
+                if (refLoaded.Weights.Config.VocabSize != run.Model.Config.VocabSize)
+                    throw new CliException($"--reference-model {r.GetValue(referenceModel)}: vocabulary {refLoaded.Weights.Config.VocabSize} differs from the model's {run.Model.Config.VocabSize}");
+                refModel = run.LoadModel(refLoaded.Weights);
             }
+            using var refOwner = refModel as IDisposable;
             string refModelName = refLoaded == null ? "the same model"
                 : $"{Path.GetFileName(refLoaded.Weights.SourcePath)} ({refLoaded.Weights.Fingerprint})";
             run.Settings.Add(("reference", $"{refConfig.Name} cache, {refModelName}"));
             var table = Table();
             run.Output.Header(run.HeaderLine());
             run.Output.Markdown(table.HeaderLines());
-            var evaluator = new KlEvaluator(run.Transformer, run.Loaded.Tokenizer.BosId, refModel);
+            var evaluator = new KlEvaluator(run.Model, run.Loaded.Tokenizer.BosId, refModel);
             // One pass over the windows for all specs (the reference runs once per window): rows come at the end.
             var rows = run.Measure($"kl {string.Join(',', run.Configs.Select(x => x.Name))}",
                 (p, cancel) => evaluator.Evaluate(run.TextTokens, c, w, run.Configs, refConfig, p, cancel)) ?? [];

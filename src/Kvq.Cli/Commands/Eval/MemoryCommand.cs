@@ -8,7 +8,7 @@ public static class MemoryCommand
 {
     public static Command Create()
     {
-        var o = new EvalOptions(defaultKv: "f32,f16,q8_0,q4_0,int4,int2,kivi4,kivi2", text: false);
+        var o = new EvalOptions(defaultKv: "f32,f16,q8_0,q4_0,int4,int2,kivi4,kivi2", text: false, device: false);
         var ctx = new Option<string>("--ctx", "-c") { Description = "comma-separated context lengths in tokens", DefaultValueFactory = _ => "512,1024,2048,4096,8192,16384,32768" };
         var seed = new Option<int>("--seed") { Description = "seed of the random keys and values", DefaultValueFactory = _ => 1 };
         var cmd = new Command("memory", "KV cache bytes and bits per element per spec at context lengths: a real cache filled with random K/V (no model run), beside the block-layout figure");
@@ -24,7 +24,7 @@ public static class MemoryCommand
             var table = Table();
             run.Output.Header(run.HeaderLine());
             run.Output.Markdown(table.HeaderLines());
-            var shape = run.Transformer.KvShape;
+            var shape = run.Model.KvShape;
             long weights = run.Loaded.Weights.WeightBytes;
             var rows = new List<KvMemoryRow>();
             foreach (var config in run.Configs)

@@ -35,7 +35,7 @@ public static class PplCommand
             var table = Table(kvquant);
             run.Output.Header(run.HeaderLine());
             run.Output.Markdown(table.HeaderLines());
-            var evaluator = new PerplexityEvaluator(run.Transformer, run.Loaded.Tokenizer.BosId);
+            var evaluator = new PerplexityEvaluator(run.Model, run.Loaded.Tokenizer.BosId);
             var rows = new List<PerplexityResult>();
             foreach (var config in run.Configs)
             {
@@ -43,7 +43,7 @@ public static class PplCommand
                 var res = run.Measure($"ppl {config.Name}", (p, cancel) => evaluator.Evaluate(run.TextTokens, c, w, config, s, p, cancel));
                 if (res == null) break;
                 if (config.Profile != null)
-                    res = res with { KvQuant = KvQuantColumns.Stats(config, run.Transformer.KvShape.HeadDim, run.Transformer.KvShape.Layers) };
+                    res = res with { KvQuant = KvQuantColumns.Stats(config, run.Model.KvShape.HeadDim, run.Model.KvShape.Layers) };
                 rows.Add(res);
                 run.Output.Row(res, table);
             }

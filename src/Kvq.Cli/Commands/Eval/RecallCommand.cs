@@ -26,7 +26,7 @@ public static class RecallCommand
             if (n < 1) throw new CliException($"--samples {n}: need at least 1");
             var fillers = ListArgument.Ints("--filler", r.GetValue(filler), min: 0);
             using var run = EvalRun.Open("recall", r, o, readText: true);
-            int longest = 1 + 2 * p + fillers.Max(), ctxMax = run.Transformer.Config.ContextLength;
+            int longest = 1 + 2 * p + fillers.Max(), ctxMax = run.Model.Config.ContextLength;
             if (longest > ctxMax)
                 throw new CliException($"--passage {p} x 2 + --filler {fillers.Max()} + BOS = {longest} tokens is longer than the model's context ({ctxMax})");
             if (run.TextTokens.Length < p + fillers.Max() + CopyRecallSample.MinGap)
@@ -39,7 +39,7 @@ public static class RecallCommand
             var table = Table();
             run.Output.Header(run.HeaderLine());
             run.Output.Markdown(table.HeaderLines());
-            var evaluator = new CopyRecallEvaluator(run.Transformer, run.Loaded.Tokenizer.BosId);
+            var evaluator = new CopyRecallEvaluator(run.Model, run.Loaded.Tokenizer.BosId);
             var rows = new List<CopyRecallResult>();
             foreach (var config in run.Configs)
             {

@@ -32,7 +32,7 @@ internal static class RetrievalCommand
             if (n < 1) throw new CliException($"--trials {n}: need at least 1");
             using var run = EvalRun.Open(name, r, o, readText, tokenize: false);
             var task = createTask(run);
-            int ctxMax = run.Transformer.Config.ContextLength;
+            int ctxMax = run.Model.Config.ContextLength;
             foreach (int l in ls)
                 if (l + task.MaxNewTokens > ctxMax)
                     throw new CliException($"--lengths {l}: with {task.MaxNewTokens} answer tokens it is longer than the model's context ({ctxMax})");
@@ -49,7 +49,7 @@ internal static class RetrievalCommand
                 return all;
             });
             run.Output.Header(run.HeaderLine());
-            var evaluator = new RetrievalEvaluator(run.Transformer, run.Loaded.Tokenizer);
+            var evaluator = new RetrievalEvaluator(run.Model, run.Loaded.Tokenizer);
             var summary = new List<(string Kv, int Correct, int Trials, double Prefix, double Bits)>();
             var matrices = new List<(string Kv, IReadOnlyList<RetrievalCell> Cells)>();
             foreach (var config in run.Configs)

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the checkout root (staged by dev/gpu/stage-model-run.sh; no .NET needed): kvq on the
+# CPU and on CUDA with the same model and prompt. Greedy generation (CPU vs CUDA with f16 and f32 weights, texts
+# compared), perplexity on 2 windows of 512 tokens, and speed at 512/2048/4000 tokens. Every step runs even when
+# one fails; the exit code is non-zero if any did. Logs (NAME.out, NAME.err) land in $OUT (default /tmp/kvq-model).
+set -uo pipefail
+stage="${STAGE:-.devrun-model}"
+out="${OUT:-/tmp/kvq-model}"
+mkdir -p "$out"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export KVQ_CUBIN_CACHE=/tmp/kvq-cubin
+export KVQ_SHARED="$PWD/$stage" # the default model and text are looked up here, never in ../shared
+kvq="$stage/kvq/kvq"
+model="$stage/models/books-19m.gguf"
+text="$stage/text/moby-dick-60k.txt"
+prompt="It was a dark and stormy night"
+threads="$(nproc)"
+failed=()
+
+# step NAME COMMAND...: stdout to $out/NAME.out, stderr to $out/NAME.err, both shown; a failure is recorded.
+step() {
+  local name=$1
+  shift
+  echo "== $name: $(printf "%q " "$@")"
+  "$@" >"$out/$name.out" 2>"$out/$name.err"
+  local rc=$?
+  cat "$out/$name.out"
+  tail -n 20 "$out/$name.err" | sed 's/^/   | /'
+  if [ $rc -ne 0 ]; then
+    echo "== $name FAILED (exit $rc)"
+    failed+=("$name")
+  fi
+}
+
+# same A B: whether two generations wrote the same text.
+same() {
+  if ! [ -s "$out/$1.out" ] || ! [ -s "$out/$2.out" ]; then
+    echo "== $1 vs $2: NOT COMPARED (a run failed)"
+  elif cmp -s "$out/$1.out" "$out/$2.out"; then
+    echo "== $1 vs $2: SAME"
+  else
+    echo "== $1 vs $2: DIFFERENT"
+    diff "$out/$1.out" "$out/$2.out" | sed 's/^/   /'
+  fi
+}
+
+step gpu nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
+echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads," \
+  "$(grep -qw avx512bw /proc/cpuinfo && echo AVX-512 || echo 'no AVX-512: restage with KVQ_ISA=x86-64-v3')" | tee "$out/host.txt"
+step version "$kvq" --version
+
+gen=(generate -m "$model" -p "$prompt" -n 64 --temperature 0 --kv f16)
+step gen-cpu "$kvq" "${gen[@]}" --device cpu -t "$threads"
+step gen-cuda-f16 "$kvq" "${gen[@]}" --device cuda --device-weights f16
+step gen-cuda-f32 "$kvq" "${gen[@]}" --device cuda --device-weights f32
+same gen-cpu gen-cuda-f32
+same gen-cpu gen-cuda-f16
+
+ppl=(eval ppl -m "$model" --text "$text" --ctx 512 --windows 2 --kv f16)
+step ppl-cpu "$kvq" "${ppl[@]}" --device cpu -t "$threads"
+step ppl-cuda-f16 "$kvq" "${ppl[@]}" --device cuda --device-weights f16
+step ppl-cuda-f32 "$kvq" "${ppl[@]}" --device cuda --device-weights f32
+
+step bench-cpu-512 "$kvq" bench -m "$model" --ctx 512 --kv f16 --device cpu -t "$threads"
+for ctx in 512 2048 4000; do
+  step "bench-cuda-$ctx" "$kvq" bench -m "$model" --ctx "$ctx" --kv f16 --device cuda
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed: ${failed[*]} (logs in $out)"
+  exit 1
+fi
+echo "all steps passed (logs in $out)"

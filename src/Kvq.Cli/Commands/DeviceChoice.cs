@@ -1,0 +1,45 @@
+using Kvq.Cache;
+using Kvq.Cuda;
+using Kvq.Cuda.Model;
+using Kvq.Model;
+using Kvq.Tensors;
+
+namespace Kvq.Cli.Commands;
+
+/// <summary>Where a command runs its model (from <see cref="DeviceOptions"/>): the CPU <see cref="Transformer"/> or the
+/// <see cref="CudaTransformer"/>. A model from <see cref="Load"/> may be IDisposable (the GPU one is): dispose it.</summary>
+public sealed record DeviceChoice(bool Cuda, CudaWeightType Weights)
+{
+    public static readonly DeviceChoice Cpu = new(false, CudaWeightType.F16);
+
+    /// <summary>How KV bytes are described in reports: a GPU sequence's live in device memory.</summary>
+    public string MemoryKind => Cuda ? "device memory" : "host memory";
+
+    public ILanguageModel Load(ModelWeights weights, int threads)
+    {
+        if (!Cuda) return new Transformer(weights, new Parallelism(threads));
+        try
+        {
+            return CudaTransformer.Load(weights, new CudaModelOptions(Weights));
+        }
+        catch (CudaUnavailableException e)
+        {
+            throw new CliException($"--device cuda: CUDA is not available: {e.Reason}");
+        }
+    }
+
+    /// <summary>Fails fast when the model cannot hold <paramref name="config"/> (unknown names, values in a key-only
+    /// format, a format the GPU does not store): one sequence is made and dropped.</summary>
+    public static void Check(ILanguageModel model, KvCacheConfig config)
+    {
+        try
+        {
+            var seq = model.CreateSequence(config, config.BlockTokens);
+            (seq as IDisposable)?.Dispose();
+        }
+        catch (NotSupportedException e)
+        {
+            throw new CliException($"--kv {config.Name}: not supported on {model.Device}: {e.Message}");
+        }
+    }
+}

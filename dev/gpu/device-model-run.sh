@@ -61,6 +61,26 @@ step ppl-cpu "$kvq" "${ppl[@]}" --device cpu -t "$threads"
 step ppl-cuda-f16 "$kvq" "${ppl[@]}" --device cuda --device-weights f16
 step ppl-cuda-f32 "$kvq" "${ppl[@]}" --device cuda --device-weights f32
 
+# KVQuant on the device (encoded there): generate, perplexity and speed with a profile, when one was staged.
+prof="$stage/models/books19m.kvqp"
+if [ -f "$prof" ]; then
+  for kv in nuq4-1% nuq2-1%; do
+    step "gen-cpu-$kv" "$kvq" generate -m "$model" -p "$prompt" -n 64 --temperature 0 --kv "$kv" --profile "$prof" --sink 1 --device cpu -t "$threads"
+    step "gen-cuda-$kv" "$kvq" generate -m "$model" -p "$prompt" -n 64 --temperature 0 --kv "$kv" --profile "$prof" --sink 1 --device cuda --device-weights f32
+    same "gen-cpu-$kv" "gen-cuda-$kv"
+  done
+  step ppl-cuda-nuq "$kvq" eval ppl -m "$model" --text "$text" --ctx 512 --windows 2 --kv f16,nuq4-1%,nuq3-1%,nuq2-1% --profile "$prof" --sink 1 --device cuda --device-weights f32
+  step ppl-cpu-nuq "$kvq" eval ppl -m "$model" --text "$text" --ctx 512 --windows 2 --kv f16,nuq4-1%,nuq3-1%,nuq2-1% --profile "$prof" --sink 1 --device cpu -t "$threads"
+  for kv in nuq4-1% nuq2-1%; do
+    for ctx in 512 4000; do
+      step "bench-cuda-$kv-$ctx" "$kvq" bench -m "$model" --ctx "$ctx" --kv "$kv" --profile "$prof" --sink 1 --device cuda
+    done
+  done
+  step model-check "$stage/check/ModelCheck" --model "$model" --text "$text" --profile "$prof" --contexts 512,2048,4000
+else
+  step model-check "$stage/check/ModelCheck" --model "$model" --text "$text" --contexts 512,2048,4000
+fi
+
 step bench-cpu-512 "$kvq" bench -m "$model" --ctx 512 --kv f16 --device cpu -t "$threads"
 for ctx in 512 2048 4000; do
   step "bench-cuda-$ctx" "$kvq" bench -m "$model" --ctx "$ctx" --kv f16 --device cuda

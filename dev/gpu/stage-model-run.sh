@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Stages what a model run on the GPU machine needs in <main checkout>/.devrun-model (well under the 64 MiB that the
-# `run` tool carries): kvq as a NativeAOT binary (no .NET there; no plotting libraries, nothing there plots), the
+# `run` tool carries): kvq and dev/gpu/ModelCheck as NativeAOT binaries (no .NET there; no plotting libraries, nothing there plots), the
 # books-19m model and the first ~60 KB of Moby Dick.
 # Then, on the GPU machine (the `run` tool, carry [".devrun-model"]), from the checkout root:
 #   bash .devrun-model/device-model-run.sh            (logs in $OUT, default /tmp/kvq-model)
-# Usage: dev/gpu/stage-model-run.sh [STAGE_DIR]. KVQ_ISA picks the CPU instruction set the binary assumes
+# Usage: dev/gpu/stage-model-run.sh [STAGE_DIR]. KVQ_PROFILE: a books-19m KVQuant profile to stage. KVQ_ISA picks the CPU instruction set the binary assumes
 # (default x86-64-v4, AVX-512, as the JIT uses here; x86-64-v3 for a host without AVX-512). KVQ_SHARED: fixtures.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -20,7 +20,18 @@ if ! dotnet publish "$repo/src/Kvq.Cli" -r linux-x64 -c Release -p:PublishAot=tr
   cat "$log"
   exit 1
 fi
-rm -f "$log"
+# ModelCheck: CPU vs GPU logits, greedy text and the KVQuant device cache, in one process (dev/gpu/ModelCheck).
+rm -rf "$stage/check"
+if ! dotnet publish "$here/ModelCheck" -r linux-x64 -c Release -p:PublishAot=true -p:IlcInstructionSet="$isa" \
+     -o "$stage/check" >"$log" 2>&1; then
+  cat "$log"
+  exit 1
+fi
+rm -f "$log" "$stage"/check/*.dbg "$stage"/check/*.pdb
+# A KVQuant profile of books-19m (kvq calibrate; bench/results.sh makes reports/books19m.kvqp), for the nuq runs.
+profile="${KVQ_PROFILE:-$repo/reports/books19m.kvqp}"
+if [ -f "$profile" ]; then install -m 644 "$profile" "$stage/models/books19m.kvqp"
+else rm -f "$stage/models/books19m.kvqp"; echo "no KVQuant profile at $profile (KVQ_PROFILE=...): the nuq steps will be skipped"; fi
 # Debug symbols, and SkiaSharp/HarfBuzz (only the eval report's PNG plots load them; kvq runs without).
 rm -f "$stage"/kvq/*.dbg "$stage"/kvq/*.pdb "$stage"/kvq/libSkiaSharp.so "$stage"/kvq/libHarfBuzzSharp.so
 install -m 644 "$shared/models/books-19m.gguf" "$shared/models/books-19m.tokenizer.model" "$stage/models/"

@@ -134,6 +134,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
     {
         int len = n * _shape.KvDim;
+        _ctx.MakeCurrent();
         Stage(ref _hostK, k[..len]);
         Stage(ref _hostV, v[..len]);
         AppendDevice(layer, _hostK!.Pointer, _hostV!.Pointer, n);
@@ -142,6 +143,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     public void Attend(int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par)
     {
         int len = n * _shape.QDim;
+        _ctx.MakeCurrent();
         Stage(ref _hostQ, q[..len]);
         Grow(ref _hostOut, len * 4L);
         AttendDevice(layer, _hostQ!.Pointer, n, _hostOut!.Pointer);

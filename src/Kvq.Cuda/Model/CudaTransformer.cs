@@ -98,7 +98,11 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     }
 
     /// <summary>A sequence whose cache lives on this device, with room for <paramref name="maxTokens"/> tokens.</summary>
-    public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens) => new CudaKvSequence(_ctx, _kernels, KvShape, config, maxTokens);
+    public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens)
+    {
+        _ctx.MakeCurrent();   // callers may run on another thread than Load's (the driver binds contexts to threads)
+        return new CudaKvSequence(_ctx, _kernels, KvShape, config, maxTokens);
+    }
 
     public void Forward(ReadOnlySpan<int> tokens, IKvSequence kv, Span<float> lastLogits, Span<float> allLogits = default)
     {

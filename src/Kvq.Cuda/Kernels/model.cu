@@ -461,8 +461,9 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part,
     int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox)
 {
-    constexpr int OUTS = (G * D + AT - 1) / AT;
+    constexpr int TPC = AT / D;                 // token lanes per value channel (2 at D = 64, 1 at D = 128)
     __shared__ float sq[G][D];
+    __shared__ float sred[G][D];
     __shared__ float sp[G][AT];
     __shared__ float sm[G], sl[G], sa[G];
     __shared__ float skz[D], skr[D], sklev[16], svlev[16], svz[AT], svr[AT];
@@ -481,10 +482,10 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     for (int c = tid; c < D; c += AT) { skz[c] = L.kzero[h * D + c]; skr[c] = L.krange[h * D + c]; }
     if (tid < 16) { sklev[tid] = L.klev[h * 16 + tid]; svlev[tid] = vlev[h * 16 + tid]; }
     if (tid < G) { sm[tid] = -INFINITY; sl[tid] = 0.0f; }
-    const int outs = G * D;
-    float acc[OUTS];
+    const int vc = tid % D, vpart = tid / D;
+    float acc[G];
 #pragma unroll
-    for (int k = 0; k < OUTS; ++k) acc[k] = 0.0f;
+    for (int g = 0; g < G; ++g) acc[g] = 0.0f;
     __syncthreads();
     for (long base = s0; base < s1; base += AT)   // base is a multiple of 128: the tile's positions share one hi row
     {
@@ -584,39 +585,38 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
             }
         }
         __syncthreads();
+        // Values: thread (part, c) decodes channel c of tokens part, part + TPC, ... once for all G query heads.
 #pragma unroll
-        for (int k = 0; k < OUTS; ++k)
+        for (int g = 0; g < G; ++g) acc[g] *= sa[g];
+        for (int jj = vpart; jj < cnt; jj += TPC)
         {
-            int o = tid + k * AT;
-            if (o >= outs) break;
-            int g = o / D, c = o % D;
-            float a = acc[k] * sa[g];
-            for (int jj = 0; jj < cnt; ++jj)
+            long j = base + jj;
+            float vv;
+            if (j < sink) vv = h2f(sinkV[((long)h * sink + j) * D + vc]);
+            else
             {
-                long j = base + jj;
-                float vv;
-                if (j < sink) vv = h2f(sinkV[((long)h * sink + j) * D + c]);
-                else
-                {
-                    vv = __fadd_rn(svz[jj], __fmul_rn(svr[jj], svlev[code_at(L.vcodes + ((long)h * cap + j) * vw, c, vbits, vmask)]));
-                    const unsigned char* sc = vslotc + ((long)h * cap + j) * VS;
-                    for (int s = 0; s < VS; ++s)
-                        if (sc[s] == c) vv = h2f(vslotv[((long)h * cap + j) * VS + s]);
-                }
-                a = fmaf(sp[g][jj], vv, a);
+                vv = __fadd_rn(svz[jj], __fmul_rn(svr[jj], svlev[code_at(L.vcodes + ((long)h * cap + j) * vw, vc, vbits, vmask)]));
+                const unsigned char* sc = vslotc + ((long)h * cap + j) * VS;
+                for (int s = 0; s < VS; ++s)
+                    if (sc[s] == vc) vv = h2f(vslotv[((long)h * cap + j) * VS + s]);
             }
-            acc[k] = a;
+#pragma unroll
+            for (int g = 0; g < G; ++g) acc[g] = fmaf(sp[g][jj], vv, acc[g]);
         }
         __syncthreads();
     }
-#pragma unroll
-    for (int k = 0; k < OUTS; ++k)
+    // Partial state [t][query head][split][D + 2]: the TPC token lanes of each channel summed, then m and l.
+    for (int pp = TPC - 1; pp > 0; --pp)
     {
-        int o = tid + k * AT;
-        if (o >= outs) break;
-        int g = o / D, c = o % D;
-        part[(((long)t * heads + h * G + g) * splits + split) * (D + 2) + c] = acc[k];
+        if (vpart == pp)
+#pragma unroll
+            for (int g = 0; g < G; ++g) sred[g][vc] = pp == TPC - 1 ? acc[g] : sred[g][vc] + acc[g];
+        __syncthreads();
     }
+    if (vpart == 0)
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+            part[(((long)t * heads + h * G + g) * splits + split) * (D + 2) + vc] = TPC > 1 ? acc[g] + sred[g][vc] : acc[g];
     if (tid < G)
     {
         float* st = part + (((long)t * heads + h * G + tid) * splits + split) * (D + 2);

@@ -1,0 +1,76 @@
+using Kvq.Cache;
+using Kvq.Cuda.Model;
+using Kvq.Model;
+using Kvq.Tensors;
+
+namespace Kvq.Cuda.Tests;
+
+/// <summary>The model on the device against the CPU Transformer on books-19m (dev/gpu/ModelCheck runs the same
+/// checks, with KVQuant and timings, on a GPU machine without .NET).</summary>
+public class CudaModelGpuTests
+{
+    private static string BooksGguf()
+    {
+        var env = Environment.GetEnvironmentVariable("KVQ_SHARED");
+        if (!string.IsNullOrEmpty(env)) return Path.Combine(env, "models", "books-19m.gguf");
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+        {
+            var p = Path.Combine(dir.FullName, "shared", "models", "books-19m.gguf");
+            if (File.Exists(p)) return p;
+        }
+        throw new FileNotFoundException("books-19m.gguf: set KVQ_SHARED to the fixtures folder");
+    }
+
+    [GpuFact]
+    public void LogitsAndGreedyTextMatchTheCpu()
+    {
+        using var loaded = ModelLoader.Load(BooksGguf());
+        var cfg = loaded.Weights.Config;
+        var cpu = new Transformer(loaded.Weights, new Parallelism(2));
+        using var gpu = CudaTransformer.Load(loaded.Weights, new CudaModelOptions(CudaWeightType.F32, MaxBatch: 48));
+        var rng = new Random(5);
+        var ids = new int[131];   // odd length: chunks of 48, 48, 35
+        ids[0] = 1;
+        for (int i = 1; i < ids.Length; i++) ids[i] = rng.Next(3, cfg.VocabSize);
+        var kv = new KvCacheConfig("f16", "f16");
+        var want = new float[ids.Length * cfg.VocabSize];
+        var got = new float[want.Length];
+        using (var s = new PagedKvCache(cpu.KvShape, kv).CreateSequence()) cpu.Forward(ids, s, default, want);
+        using (var s = (CudaKvSequence)gpu.CreateSequence(kv, ids.Length)) gpu.Forward(ids, s, default, got);
+        double num = 0, den = 0;
+        for (int i = 0; i < want.Length; i++) { double d = want[i] - got[i]; num += d * d; den += (double)want[i] * want[i]; }
+        Assert.True(Math.Sqrt(num / den) < 1e-4, $"logits rel L2 {Math.Sqrt(num / den):E2}");
+
+        var a = Greedy(cpu, new PagedKvCache(cpu.KvShape, kv).CreateSequence(), ids[..20], 24, cfg.VocabSize);
+        var b = Greedy(gpu, gpu.CreateSequence(kv, 44), ids[..20], 24, cfg.VocabSize);
+        Assert.Equal(a, b);
+    }
+
+    [GpuFact]
+    public void DeviceCacheRefusesWhatItCannotStore()
+    {
+        using var loaded = ModelLoader.Load(BooksGguf());
+        using var gpu = CudaTransformer.Load(loaded.Weights);
+        var e = Assert.Throws<KvSpecException>(() => gpu.CreateSequence(new KvCacheConfig("q4_0", "q4_0"), 16));
+        Assert.Contains("q4_0", e.Message);
+        using var seq = (CudaKvSequence)gpu.CreateSequence(new KvCacheConfig("f16", "f16"), 8);
+        var logits = new float[loaded.Weights.Config.VocabSize];
+        gpu.Forward(new[] { 1, 5, 9 }, seq, logits);
+        var full = Assert.Throws<InvalidOperationException>(() => gpu.Forward(new int[200], seq, logits));
+        Assert.Contains("capacity", full.Message);
+    }
+
+    private static int[] Greedy(ILanguageModel m, IKvSequence seq, int[] prompt, int n, int vocab)
+    {
+        var logits = new float[vocab];
+        var outp = new int[n];
+        m.Forward(prompt, seq, logits);
+        for (int i = 0; i < n; i++)
+        {
+            outp[i] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
+            if (i + 1 < n) m.Forward(new[] { outp[i] }, seq, logits);
+        }
+        (seq as IDisposable)?.Dispose();
+        return outp;
+    }
+}

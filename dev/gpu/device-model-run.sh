@@ -86,6 +86,9 @@ for ctx in 512 2048 4000; do
   step "bench-cuda-$ctx" "$kvq" bench -m "$model" --ctx "$ctx" --kv f16 --device cuda
 done
 
+# The run tool brings back at most 8 files: the logs travel as one archive.
+(cd "$out" && tar czf logs.tgz *.out *.err *.txt 2>/dev/null && rm -f *.out *.err)
+
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed: ${failed[*]} (logs in $out)"
   exit 1

@@ -121,7 +121,9 @@ if (profilePath.Length > 0)
         var (mN, rN, aN) = Compare(cpuN, gpuN, cfg.VocabSize);
         var (_, rQ, _) = Compare(cpuLogits, cpuN, cfg.VocabSize);
         double pF = Ppl(cpuLogits, win, cfg.VocabSize), pC = Ppl(cpuN, win, cfg.VocabSize), pG = Ppl(gpuN, win, cfg.VocabSize);
-        bool okN = Math.Abs(pG - pC) <= 0.25 * Math.Abs(pC - pF) + 0.002 * pC;
+        // Both are one realisation of the same quantisation noise: the GPU may not be further from the CPU than the
+        // codec itself moves the perplexity from f16 (plus 0.5%).
+        bool okN = Math.Abs(Math.Log(pG / pC)) <= Math.Abs(Math.Log(pC / pF)) + 0.005;
         if (!okN) failures++;
         Console.WriteLine($"check {spec} model, {win.Length} positions: ppl f16 {pF:F4}, CPU {spec} {pC:F4}, GPU {spec} {pG:F4}; logits GPU vs CPU rel L2 {rN:E2} " +
                           $"(codec vs f16 {rQ:E2}), max |diff| {mN:E2}, argmax {aN:P1}: {(okN ? "ok" : "FAIL")}");

@@ -636,3 +636,194 @@ extern "C" __global__ void __launch_bounds__(AT) attn_nuq_d##D##_g##G(const floa
 #define ATTN_NUQ_D(D) ATTN_NUQ(D, 1) ATTN_NUQ(D, 2) ATTN_NUQ(D, 3) ATTN_NUQ(D, 4) ATTN_NUQ(D, 5) ATTN_NUQ(D, 6) ATTN_NUQ(D, 7) ATTN_NUQ(D, 8)
 ATTN_NUQ_D(64)
 ATTN_NUQ_D(128)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tiled causal attention for a prefill chunk (flash style, CUDA cores): block (split, KV head, row block) takes RB
+// query rows (row = token t * G + g of the chunk) and walks its split of the stored tokens in tiles of KT keys and
+// values staged once in shared memory (decoded and rotated there for the KVQuant cache), so every key is read once
+// per RB rows instead of once per row. 256 threads: scores by (row, 8 keys), online softmax by the 8 threads of a
+// row, values by (row, D / 8 channels). Writes the same partial states as the per-token kernels (attn_merge).
+#define RB 32
+#define KT 64
+#define TT 256
+
+struct TileArgs
+{
+    // f16 cache
+    const u16* kc; const u16* vc;
+    // KVQuant cache
+    NuqLayer L; const u32* vzr; const u16* vslotv; const unsigned char* vslotc; const float* vlev;
+    const u16* sinkK; const u16* sinkV; const float* table;
+    int kbits, vbits, S, VS, sink, ropeDims, neox;
+};
+
+template <int D, bool NUQ>
+__device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, long base, int cnt, float* sk, float* sv, int tid)
+{
+    constexpr int DP = D + 1;
+    if (!NUQ)
+    {
+        for (int i = tid; i < cnt * D; i += TT)
+        {
+            int j = i / D, c = i % D;
+            long src = ((long)h * cap + base + j) * D + c;
+            sk[j * DP + c] = h2f(A.kc[src]);
+            sv[j * D + c] = h2f(A.vc[src]);
+        }
+        return;
+    }
+    const int kw = (D * A.kbits + 31) / 32, vw = (D * A.vbits + 31) / 32;
+    const u32 kmask = (1u << A.kbits) - 1, vmask = (1u << A.vbits) - 1;
+    // Dense decode (sink tokens from their f16 copies), pre-RoPE keys.
+    for (int i = tid; i < cnt * D; i += TT)
+    {
+        int j = i / D, c = i % D;
+        long p = base + j;
+        float kx, vx;
+        if (p < A.sink)
+        {
+            kx = h2f(A.sinkK[((long)h * A.sink + p) * D + c]);
+            vx = h2f(A.sinkV[((long)h * A.sink + p) * D + c]);
+        }
+        else
+        {
+            kx = __fadd_rn(A.L.kzero[h * D + c], __fmul_rn(A.L.krange[h * D + c],
+                     A.L.klev[h * 16 + code_at(A.L.kcodes + ((long)h * cap + p) * kw, c, A.kbits, kmask)]));
+            u32 zr = A.vzr[(long)h * cap + p];
+            vx = __fadd_rn(h2f((u16)(zr & 0xffff)), __fmul_rn(h2f((u16)(zr >> 16)),
+                     A.vlev[h * 16 + code_at(A.L.vcodes + ((long)h * cap + p) * vw, c, A.vbits, vmask)]));
+        }
+        sk[j * DP + c] = kx;
+        sv[j * D + c] = vx;
+    }
+    __syncthreads();
+    // Outliers replace their clamped values.
+    for (int j = tid; j < cnt; j += TT)
+    {
+        long p = base + j;
+        if (p < A.sink) continue;
+        for (int s = 0; s < A.S; ++s)
+        {
+            int idx = A.L.kslotc[((long)h * cap + p) * A.S + s];
+            if (idx != 0xFF) sk[j * DP + idx] = h2f(A.L.kslotv[((long)h * cap + p) * A.S + s]);
+        }
+        for (int s = 0; s < A.VS; ++s)
+            sv[j * D + A.vslotc[((long)h * cap + p) * A.VS + s]] = h2f(A.vslotv[((long)h * cap + p) * A.VS + s]);
+    }
+    __syncthreads();
+    // RoPE at each key's position: (cos, sin) = lo[p % 128] * hi[p / 128] (rope_table).
+    const int half = A.ropeDims >> 1;
+    const float2* tab = (const float2*)A.table;
+    for (int i = tid; i < cnt * half; i += TT)
+    {
+        int j = i / half, pi = i % half;
+        long p = base + j;
+        float2 lo = tab[(p & 127) * half + pi], hi = tab[(128 + (p >> 7)) * half + pi];
+        float2 r = make_float2(lo.x * hi.x - lo.y * hi.y, lo.y * hi.x + lo.x * hi.y);
+        int a = A.neox ? pi : 2 * pi, b = A.neox ? pi + half : 2 * pi + 1;
+        float ka = sk[j * DP + a], kb = sk[j * DP + b];
+        sk[j * DP + a] = __fsub_rn(__fmul_rn(ka, r.x), __fmul_rn(kb, r.y));
+        sk[j * DP + b] = __fadd_rn(__fmul_rn(ka, r.y), __fmul_rn(kb, r.x));
+    }
+}
+
+template <int D, bool NUQ>
+__device__ __forceinline__ void attn_tile(const float* __restrict__ q, const TileArgs& A, long cap, int kvHeads, int G, long count,
+    int n, long per, int splits, float scale, float* __restrict__ part)
+{
+    constexpr int DP = D + 1, CPT = D / 8;   // channels per thread in the value sum
+    extern __shared__ float smem[];
+    float* sq = smem;                        // [RB][DP]
+    float* sk = sq + RB * DP;                // [KT][DP]
+    float* sv = sk + KT * DP;                // [KT][D]
+    float* ss = sv + KT * D;                 // [RB][KT]
+    __shared__ long slimit[RB];
+    const int split = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+    const int heads = kvHeads * G, R = n * G, r0 = blockIdx.z * RB;
+    const int rows = min(RB, R - r0);
+    for (int i = tid; i < RB * D; i += TT)
+    {
+        int r = i / D, c = i % D, row = r0 + r;
+        float v = 0.0f;
+        if (r < rows)
+        {
+            int t = row / G, g = row % G;
+            v = __fmul_rn(q[((long)t * heads + h * G + g) * D + c], scale);
+        }
+        sq[r * DP + c] = v;
+    }
+    if (tid < RB) slimit[tid] = tid < rows ? count - n + (r0 + tid) / G + 1 : 0;
+    const long s0 = (long)split * per;
+    const long s1 = min(s0 + per, count - n + (r0 + rows - 1) / G + 1);
+    const int r = tid >> 3, sub = tid & 7;   // this thread's row, and its eighth of the keys / channels
+    float m = -INFINITY, l = 0.0f, acc[CPT];
+#pragma unroll
+    for (int k = 0; k < CPT; ++k) acc[k] = 0.0f;
+    __syncthreads();
+    const long lim = slimit[r];
+    for (long base = s0; base < s1; base += KT)
+    {
+        int cnt = (int)min((long)KT, s1 - base);
+        load_tile<D, NUQ>(A, h, cap, base, cnt, sk, sv, tid);
+        __syncthreads();
+        float sc[KT / 8];
+        float mx = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < KT / 8; ++k)
+        {
+            int j = sub + 8 * k;
+            float d = -INFINITY;
+            if (j < cnt && base + j < lim)
+            {
+                d = 0.0f;
+#pragma unroll 8
+                for (int c = 0; c < D; ++c) d = fmaf(sq[r * DP + c], sk[j * DP + c], d);
+            }
+            sc[k] = d;
+            mx = fmaxf(mx, d);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 2));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 4));
+        float mnew = fmaxf(m, mx), sum = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KT / 8; ++k)
+        {
+            float p = sc[k] == -INFINITY ? 0.0f : expf(sc[k] - mnew);
+            ss[r * KT + sub + 8 * k] = p;
+            sum += p;
+        }
+        sum += __shfl_xor_sync(FULL, sum, 1);
+        sum += __shfl_xor_sync(FULL, sum, 2);
+        sum += __shfl_xor_sync(FULL, sum, 4);
+        float alpha = m == -INFINITY ? 0.0f : expf(m - mnew);
+        if (mnew != -INFINITY) { l = l * alpha + sum; m = mnew; }
+        __syncwarp();
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) acc[k] *= (mnew == -INFINITY ? 1.0f : alpha);
+        for (int j = 0; j < cnt; ++j)
+        {
+            float p = ss[r * KT + j];
+#pragma unroll
+            for (int k = 0; k < CPT; ++k) acc[k] = fmaf(p, sv[j * D + sub + 8 * k], acc[k]);
+        }
+        __syncthreads();
+    }
+    if (r < rows)
+    {
+        int row = r0 + r, t = row / G, g = row % G;
+        float* st = part + (((long)t * heads + h * G + g) * splits + split) * (D + 2);
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) st[sub + 8 * k] = acc[k];
+        if (sub == 0) { st[D] = m; st[D + 1] = l; }
+    }
+}
+
+#define ATTN_TILE(D, NAME, NUQ) \
+extern "C" __global__ void __launch_bounds__(TT) attn_tile_##NAME##_d##D(const float* q, const TileArgs A, long cap, int kvHeads, \
+    int G, long count, int n, long per, int splits, float scale, float* part) \
+{ attn_tile<D, NUQ>(q, A, cap, kvHeads, G, count, n, per, splits, scale, part); }
+ATTN_TILE(64, f16, false)
+ATTN_TILE(128, f16, false)
+ATTN_TILE(64, nuq, true)
+ATTN_TILE(128, nuq, true)

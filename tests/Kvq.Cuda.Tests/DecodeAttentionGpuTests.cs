@@ -4,7 +4,8 @@ using Kvq.KernelLab;
 
 namespace Kvq.Cuda.Tests;
 
-/// <summary>The lab's check as a test: each cache format and kernel version against the CPU codec reference.</summary>
+/// <summary>The lab's check as a test: each cache format and kernel version against the CPU codec reference
+/// (nuqB-1% layouts and the dense nuqB layout without outlier slots).</summary>
 public class DecodeAttentionGpuTests
 {
     [GpuFact]
@@ -15,14 +16,16 @@ public class DecodeAttentionGpuTests
         using var attn = new DecodeAttention(kernels);
         foreach (var shape in new[] { new DecodeShape(4, 1), new DecodeShape(2, 4) })
         {
-            var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
-            foreach (var (bits, version) in new[] { (16, 1), (4, 1), (4, 2), (4, 3), (4, 4), (4, 5), (4, 6), (3, 6), (2, 6) })
+            var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
+            foreach (var (bits, version, dense) in new[] { (16, 1, false), (4, 1, false), (4, 2, false), (4, 3, false), (4, 4, false),
+                (4, 5, false), (4, 6, false), (3, 6, false), (2, 6, false), (4, 6, true), (3, 6, true), (2, 6, true) })
             {
                 attn.Version = version;
                 const long n = 517;
+                var profile = bits == 16 ? null : profiles[dense ? $"nuq{bits}d" : $"nuq{bits}"];
                 using GpuLayerCache cache = bits == 16
                     ? new F16LayerCache(kernels, shape, n, 0x1234567u, 0x89abcdefu, Math.Log2(10000))
-                    : new NuqLayerCache(kernels, shape, profiles[bits], n, 1, 0x1234567u, 0x89abcdefu);
+                    : new NuqLayerCache(kernels, shape, profile!, n, 1, 0x1234567u, 0x89abcdefu, dense);
                 int positions = (int)n + cache.Sink;
                 var q = new float[shape.QueryHeads * 128];
                 var rng = new Random(bits * 10 + version);
@@ -35,10 +38,10 @@ public class DecodeAttentionGpuTests
                 var got = outd.Download<float>(q.Length);
                 var rawK = SyntheticProfile.Materialize(kernels, 0x1234567u, shape.KvHeads, 0, positions);
                 var rawV = SyntheticProfile.Materialize(kernels, 0x89abcdefu, shape.KvHeads, 0, positions);
-                var (k, v) = CpuReference.DecodedCache(bits == 16 ? "f16" : "nuq", bits == 16 ? null : profiles[bits], rawK, rawV, shape.KvHeads, positions, cache.Sink);
+                var (k, v) = CpuReference.DecodedCache(cache.Name, profile, rawK, rawV, shape.KvHeads, positions, cache.Sink);
                 var want = CpuReference.Attention(q, k, v, shape.KvHeads, shape.Group, positions);
                 var (rel, _) = CpuReference.Compare(got, want);
-                Assert.True(rel < 2e-4, $"{shape} bits {bits} v{version}: relative error {rel}");
+                Assert.True(rel < 2e-4, $"{shape} {cache.Name} v{version}: relative error {rel}");
             }
         }
     }
@@ -52,12 +55,13 @@ public class AppendGpuTests
         using var ctx = CudaContext.Create();
         using var kernels = new DecodeKernels(ctx);
         var shape = new DecodeShape(2, 4);
-        var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, 1u, 2u, tokens: 256);
-        foreach (int bits in new[] { 2, 3, 4 })
+        var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, 1u, 2u, tokens: 256);
+        foreach (var (bits, dense) in new[] { (2, false), (3, false), (4, false), (2, true), (4, true) })
         {
             const long n = 301;
-            using var bulk = new NuqLayerCache(kernels, shape, profiles[bits], n, 1, 1u, 2u);
-            using var inc = new NuqLayerCache(kernels, shape, profiles[bits], n, 1);
+            var profile = profiles[dense ? $"nuq{bits}d" : $"nuq{bits}"];
+            using var bulk = new NuqLayerCache(kernels, shape, profile, n, 1, 1u, 2u, dense);
+            using var inc = new NuqLayerCache(kernels, shape, profile, n, 1, dense);
             inc.FillSyntheticSink(1u, 2u);
             long at = 0;
             foreach (int c in new[] { 1, 7, 8, 100, 3, 182 })

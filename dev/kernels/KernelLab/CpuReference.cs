@@ -16,7 +16,9 @@ public static class CpuReference
     public static double Theta(int pair, double log2Base) => Math.Pow(2, -2.0 * pair / D * log2Base);
 
     /// <summary>Rows [head][pos][D] as the cache stores them (pre-RoPE for nuq and the sink, f16-rounded for f16)
-    /// then rotated at their positions; returns post-RoPE keys and values in double.</summary>
+    /// then rotated at their positions; returns post-RoPE keys and values in double. <paramref name="format"/>: f16,
+    /// or the KVQuant spec the GPU cache implements (<see cref="NuqLayerCache.Name"/>: nuqB-1%, or nuqB when dense),
+    /// whose CPU codecs decode the tokens.</summary>
     public static (double[] K, double[] V) DecodedCache(string format, NuqLayerProfile? profile, float[] rawK, float[] rawV,
         int heads, int positions, int sink)
     {
@@ -28,7 +30,8 @@ public static class CpuReference
             NuqTokenCodec? vc = null;
             if (profile != null)
             {
-                var spec = KvQuantSpec.TryParse($"nuq{profile.Bits}-1%") ?? throw new InvalidOperationException("spec");
+                var spec = KvQuantSpec.TryParse(format) ?? throw new ArgumentException($"'{format}' is not a KVQuant spec");
+                if (spec.Bits != profile.Bits) throw new ArgumentException($"{format} with a {profile.Bits}-bit profile");
                 kc = new NuqChannelCodec(spec, KvSide.Key, 1, D, profile.KeyZero.AsSpan(h * D, D), profile.KeyRange.AsSpan(h * D, D), profile.KeyCodebook);
                 vc = new NuqTokenCodec(spec, KvSide.Value, 1, D, profile.ValueCodebook);
             }

@@ -4,6 +4,8 @@ namespace Kvq.Cuda.Attention;
 /// (the kernels are written for 128).</summary>
 public sealed record DecodeShape(int KvHeads, int Group, int HeadDim = 128)
 {
+    /// <summary>KeySlots, ValueSlots: outlier slots per token and KV head of the nuqB-1% layout (the dense layout has
+    /// none).</summary>
     public const int Chunk = 256, Tile = 8, KeySlots = 4, ValueSlots = 2;
     public int QueryHeads => KvHeads * Group;
 

@@ -3,6 +3,9 @@
 // number of midpoints below u, |u| > 1 outliers in S slots keeping the largest |u|, ties to the lower channel;
 // NuqTokenCodec: the largest then the smallest value are outliers (ties to the lower channel), f16 zero and range
 // from the rest), so a token encoded here decodes to what the CPU codec decodes it to.
+// KS, VS: key slots and value slots per token: 4 and 2 for nuqB-1%, 0 and 0 for the dense layout (nuqB, "nuqBd" in
+// the lab: no outliers, every value clamped into its code like the CPU codecs without an outlier fraction, the
+// value zero and range from the token's min and max).
 
 #define D 128
 #define TILE 8
@@ -127,7 +130,7 @@ __device__ __forceinline__ void store_words(u32* dst, const u32 (&w)[B], const u
 }
 
 // One warp per tile of 8 stream tokens; encodes the tokens in [tok0, tok1). 4 warps per block.
-template <int B, class Src>
+template <int B, int KS, class Src>
 __device__ void encode_keys(Src src, long tok0, long tok1, long padded, const float* kzero, const float* krange, const float* mids_g,
     u32* codes, u16* slotv, u8* slotc)
 {
@@ -160,14 +163,15 @@ __device__ void encode_keys(Src src, long tok0, long tok1, long padded, const fl
             mag[i] = fabsf(u);
             if (u > 1.f || u < -1.f) flag |= 1 << i;
         }
+        if constexpr (KS == 0) continue;   // dense: outliers stay clamped in their codes
         int total, cnt = __popc(flag);
         warp_prefix(cnt, lane, total);
         int chosen = flag;
-        if (total > KSLOTS)
+        if (total > KS)
         {
-            // Keep the KSLOTS largest |u|, ties to the lower channel, like NuqChannelCodec.SelectOutliers.
+            // Keep the KS largest |u|, ties to the lower channel, like NuqChannelCodec.SelectOutliers.
             chosen = 0;
-            for (int s = 0; s < KSLOTS; ++s)
+            for (int s = 0; s < KS; ++s)
             {
                 float best = -1.f; int bc = 0x7fffffff;
 #pragma unroll
@@ -184,17 +188,17 @@ __device__ void encode_keys(Src src, long tok0, long tok1, long padded, const fl
             cnt = __popc(chosen);
         }
         int kept, rank = warp_prefix(cnt, lane, kept);
-        long sb = (hb + tok) * KSLOTS;
+        long sb = (hb + tok) * KS;
 #pragma unroll
         for (int i = 0; i < 4; ++i)
             if (chosen >> i & 1) { slotv[sb + rank] = f2h(x[i]); slotc[sb + rank] = (u8)(4 * lane + i); ++rank; }
         if (lane == 0)
-            for (int s = kept; s < KSLOTS; ++s) { slotv[sb + s] = 0; slotc[sb + s] = 0xff; }
+            for (int s = kept; s < KS; ++s) { slotv[sb + s] = 0; slotc[sb + s] = 0xff; }
     }
     store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
 }
 
-template <int B, class Src>
+template <int B, int VS, class Src>
 __device__ void encode_values(Src src, long tok0, long tok1, long padded, const float* mids_g, u32* codes, u32* zr, u16* slotv, u8* slotc)
 {
     const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -214,27 +218,32 @@ __device__ void encode_values(Src src, long tok0, long tok1, long padded, const 
         float x[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) x[i] = src(h, tok, 4 * lane + i);
-        // The largest value (ties to the lower channel), then the smallest of the rest.
-        float bv = -INFINITY; int bc = 0x7fffffff;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) if (x[i] > bv) { bv = x[i]; bc = 4 * lane + i; }
-#pragma unroll
-        for (int o = 16; o; o >>= 1)
+        // The largest value (ties to the lower channel), then the smallest of the rest (VS = 2: KVQuant's k = 1 per
+        // tail at D = 128); dense (VS = 0): no outliers, the zero and range come from all values.
+        int cmax = -1, cmin = -1;
+        if constexpr (VS > 0)
         {
-            float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
-            if (ov > bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
-        }
-        const int cmax = bc;
-        bv = INFINITY; bc = 0x7fffffff;
+            float bv = -INFINITY; int bc = 0x7fffffff;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && x[i] < bv) { bv = x[i]; bc = 4 * lane + i; }
+            for (int i = 0; i < 4; ++i) if (x[i] > bv) { bv = x[i]; bc = 4 * lane + i; }
 #pragma unroll
-        for (int o = 16; o; o >>= 1)
-        {
-            float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
-            if (ov < bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+            for (int o = 16; o; o >>= 1)
+            {
+                float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
+                if (ov > bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+            }
+            cmax = bc;
+            bv = INFINITY; bc = 0x7fffffff;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && x[i] < bv) { bv = x[i]; bc = 4 * lane + i; }
+#pragma unroll
+            for (int o = 16; o; o >>= 1)
+            {
+                float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
+                if (ov < bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+            }
+            cmin = bc;
         }
-        const int cmin = bc;
         float lo = INFINITY, hi = -INFINITY;
 #pragma unroll
         for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && 4 * lane + i != cmin) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
@@ -251,35 +260,41 @@ __device__ void encode_values(Src src, long tok0, long tok1, long padded, const 
             put_code<B>(m, t, i, (1 << B) - 1);
         }
         long tb = hb + tok;
-        if (lane == 0)
+        if (lane == 0) zr[tb] = (u32)zh | ((u32)rh << 16);
+        if constexpr (VS > 0)
         {
-            zr[tb] = (u32)zh | ((u32)rh << 16);
-            int a = min(cmax, cmin), b = max(cmax, cmin);
-            slotc[tb * VSLOTS] = (u8)a; slotc[tb * VSLOTS + 1] = (u8)b;
-        }
+            static_assert(VS == 2, "value slots: the largest and the smallest value");
+            if (lane == 0)
+            {
+                int a = min(cmax, cmin), b = max(cmax, cmin);
+                slotc[tb * VS] = (u8)a; slotc[tb * VS + 1] = (u8)b;
+            }
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-        {
-            int c = 4 * lane + i;
-            if (c == cmax || c == cmin) slotv[tb * VSLOTS + (c == min(cmax, cmin) ? 0 : 1)] = f2h(x[i]);
+            for (int i = 0; i < 4; ++i)
+            {
+                int c = 4 * lane + i;
+                if (c == cmax || c == cmin) slotv[tb * VS + (c == min(cmax, cmin) ? 0 : 1)] = f2h(x[i]);
+            }
         }
     }
     store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
 }
 
 // encode_*: the synthetic source for stream tokens 0 .. n-1; append_*: count tokens from a buffer at stream index
-// tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block).
-#define ENC(B) \
-extern "C" __global__ void __launch_bounds__(128) encode_keys_b##B(u32 seed, int sink, long n, long padded, const float* kz, const float* kr, \
-    const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B>(GenSource{seed, sink}, 0, n, padded, kz, kr, mids, codes, slotv, slotc); } \
-extern "C" __global__ void __launch_bounds__(128) encode_values_b##B(u32 seed, int sink, long n, long padded, const float* mids, \
-    u32* codes, u32* zr, u16* slotv, u8* slotc) { encode_values<B>(GenSource{seed, sink}, 0, n, padded, mids, codes, zr, slotv, slotc); } \
-extern "C" __global__ void __launch_bounds__(128) append_keys_b##B(const float* src, long tok0, long count, long padded, const float* kz, \
+// tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block). SUF: "" for nuqB-1% (KS = 4,
+// VS = 2), _dense for the dense layout (no slots; the slot pointers are not touched and may be null).
+#define ENC_L(B, KS, VS, SUF) \
+extern "C" __global__ void __launch_bounds__(128) encode_keys_b##B##SUF(u32 seed, int sink, long n, long padded, const float* kz, const float* kr, \
+    const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B, KS>(GenSource{seed, sink}, 0, n, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) encode_values_b##B##SUF(u32 seed, int sink, long n, long padded, const float* mids, \
+    u32* codes, u32* zr, u16* slotv, u8* slotc) { encode_values<B, VS>(GenSource{seed, sink}, 0, n, padded, mids, codes, zr, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_keys_b##B##SUF(const float* src, long tok0, long count, long padded, const float* kz, \
     const float* kr, const float* mids, u32* codes, u16* slotv, u8* slotc) \
-{ encode_keys<B>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, mids, codes, slotv, slotc); } \
-extern "C" __global__ void __launch_bounds__(128) append_values_b##B(const float* src, long tok0, long count, long padded, const float* mids, \
+{ encode_keys<B, KS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_values_b##B##SUF(const float* src, long tok0, long count, long padded, const float* mids, \
     u32* codes, u32* zr, u16* slotv, u8* slotc) \
-{ encode_values<B>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); }
+{ encode_values<B, VS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); }
+#define ENC(B) ENC_L(B, KSLOTS, VSLOTS, ) ENC_L(B, 0, 0, _dense)
 
 ENC(4)
 ENC(3)

@@ -12,6 +12,9 @@
 // Key outliers: S slots per token (f16 value, u8 channel, 0xFF = empty); the dense code of an outlier channel is
 // still stored (clamped), so the kernels add (value - dense) as a sparse correction. Values: per token u32
 // (f16 zero | f16 range << 16) and 2 slots (the largest and the smallest value, KVQuant's k = 1 per tail at D=128).
+// Dense layout (v6 only, kernels *_r6_dense; the CPU spec nuqB without outliers): no slots at all, keys clamped into
+// their codes and the value zero/range over all of the token's values; the slot counts are template parameters
+// (KS, VS = 0) and the outlier passes compile out.
 
 #define D 128
 #define CHUNK 256

@@ -81,7 +81,7 @@ public static class Capacity
                 $"{full / 1000:F2} ms = {1e6 / full:F2} tok/s (norms, RoPE, SwiGLU, residuals not run); weights {model.WeightBytes / GiB:F2} GiB resident; " +
                 $"KV {cacheBytes / GiB:F2} GiB; device in use {(total - free1) / GiB:F2} GiB of {total / GiB:F2}");
         }
-        json?.WriteLine($"{{\"kind\":\"capacity\",\"cache\":\"{format}\",\"tokens\":{tokens},\"layers\":{layers},\"fits\":true,\"cache_bytes\":{cacheBytes},\"need_bytes\":{need},\"weight_bytes\":{model?.WeightBytes ?? 0},\"used_bytes\":{total - free1},\"total_bytes\":{total},\"attn_step_us\":{us:F1},\"gemm_us\":{gemm:F1},\"step_us\":{full:F1},\"finite\":{(finite ? "true" : "false")}}}");
+        json?.WriteLine($"{{\"kind\":\"capacity\",\"cache\":\"{format}\",\"tokens\":{tokens},\"layers\":{layers},\"fits\":true,\"cache_bytes\":{cacheBytes},\"need_bytes\":{need},\"weight_bytes\":{model?.WeightBytes ?? 0},\"used_bytes\":{total - free1},\"total_bytes\":{total},\"attn_step_us\":{us:F1},\"gemm_us\":{gemm:F1},\"step_us\":{full:F1},\"kv_gib\":{cacheBytes / GiB:F2},\"weights_gib\":{(model?.WeightBytes ?? 0) / GiB:F2},\"used_gib\":{(total - free1) / GiB:F2},\"tok_s\":{(full > 0 ? 1e6 / full : 1e6 / us):F2},\"finite\":{(finite ? "true" : "false")}}}");
         foreach (var c in caches) c.Dispose();
     }
 }

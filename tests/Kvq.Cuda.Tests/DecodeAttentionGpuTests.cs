@@ -17,15 +17,16 @@ public class DecodeAttentionGpuTests
         foreach (var shape in new[] { new DecodeShape(4, 1), new DecodeShape(2, 4) })
         {
             var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
-            foreach (var (bits, version, dense) in new[] { (16, 1, false), (4, 1, false), (4, 2, false), (4, 3, false), (4, 4, false),
-                (4, 5, false), (4, 6, false), (3, 6, false), (2, 6, false), (4, 6, true), (3, 6, true), (2, 6, true) })
+            var S = NuqLayout.Slots;
+            foreach (var (bits, version, layout) in new[] { (16, 1, S), (4, 1, S), (4, 2, S), (4, 3, S), (4, 4, S), (4, 5, S), (4, 6, S), (3, 6, S), (2, 6, S),
+                (4, 6, NuqLayout.Dense), (3, 6, NuqLayout.Dense), (2, 6, NuqLayout.Dense), (4, 6, NuqLayout.SparseKeys), (2, 6, NuqLayout.SparseKeys) })
             {
                 attn.Version = version;
                 const long n = 517;
-                var profile = bits == 16 ? null : profiles[dense ? $"nuq{bits}d" : $"nuq{bits}"];
+                var profile = bits == 16 ? null : profiles[$"nuq{bits}{Suffix(layout)}"];
                 using GpuLayerCache cache = bits == 16
                     ? new F16LayerCache(kernels, shape, n, 0x1234567u, 0x89abcdefu, Math.Log2(10000))
-                    : new NuqLayerCache(kernels, shape, profile!, n, 1, 0x1234567u, 0x89abcdefu, dense);
+                    : new NuqLayerCache(kernels, shape, profile!, n, 1, 0x1234567u, 0x89abcdefu, layout);
                 int positions = (int)n + cache.Sink;
                 var q = new float[shape.QueryHeads * 128];
                 var rng = new Random(bits * 10 + version);
@@ -38,13 +39,17 @@ public class DecodeAttentionGpuTests
                 var got = outd.Download<float>(q.Length);
                 var rawK = SyntheticProfile.Materialize(kernels, 0x1234567u, shape.KvHeads, 0, positions);
                 var rawV = SyntheticProfile.Materialize(kernels, 0x89abcdefu, shape.KvHeads, 0, positions);
-                var (k, v) = CpuReference.DecodedCache(cache.Name, profile, rawK, rawV, shape.KvHeads, positions, cache.Sink);
+                var nuq = cache as NuqLayerCache;
+                var (k, v) = CpuReference.DecodedCache(nuq?.KeySpec ?? "f16", profile, rawK, rawV, shape.KvHeads, positions, cache.Sink,
+                    nuq?.ValueSpec, nuq?.KeyListWords > 0 ? DecodeShape.KeyListWords - 1 : 0);
                 var want = CpuReference.Attention(q, k, v, shape.KvHeads, shape.Group, positions);
                 var (rel, _) = CpuReference.Compare(got, want);
                 Assert.True(rel < 2e-4, $"{shape} {cache.Name} v{version}: relative error {rel}");
             }
         }
     }
+
+    internal static string Suffix(NuqLayout layout) => layout switch { NuqLayout.Dense => "d", NuqLayout.SparseKeys => "s", _ => "" };
 }
 
 public class AppendGpuTests
@@ -56,12 +61,13 @@ public class AppendGpuTests
         using var kernels = new DecodeKernels(ctx);
         var shape = new DecodeShape(2, 4);
         var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, 1u, 2u, tokens: 256);
-        foreach (var (bits, dense) in new[] { (2, false), (3, false), (4, false), (2, true), (4, true) })
+        foreach (var (bits, layout) in new[] { (2, NuqLayout.Slots), (3, NuqLayout.Slots), (4, NuqLayout.Slots), (2, NuqLayout.Dense), (4, NuqLayout.Dense),
+            (2, NuqLayout.SparseKeys), (3, NuqLayout.SparseKeys) })
         {
             const long n = 301;
-            var profile = profiles[dense ? $"nuq{bits}d" : $"nuq{bits}"];
-            using var bulk = new NuqLayerCache(kernels, shape, profile, n, 1, 1u, 2u, dense);
-            using var inc = new NuqLayerCache(kernels, shape, profile, n, 1, dense);
+            var profile = profiles[$"nuq{bits}{DecodeAttentionGpuTests.Suffix(layout)}"];
+            using var bulk = new NuqLayerCache(kernels, shape, profile, n, 1, 1u, 2u, layout);
+            using var inc = new NuqLayerCache(kernels, shape, profile, n, 1, layout);
             inc.FillSyntheticSink(1u, 2u);
             long at = 0;
             foreach (int c in new[] { 1, 7, 8, 100, 3, 182 })

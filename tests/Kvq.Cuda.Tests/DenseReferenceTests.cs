@@ -32,4 +32,26 @@ public class DenseReferenceTests
             "the dense value codes are coarser (the outlier stretched the token's range)");
         Assert.Throws<ArgumentException>(() => CpuReference.DecodedCache("nuq3", profile, rawK, rawV, 1, positions, sink));
     }
+
+    [Fact]
+    public void TheSparseReferenceKeepsKeyOutliersUpToTheChunksCap()
+    {
+        // Stream tokens 0 and 1 (positions 1 and 2) share a chunk and have one key outlier each; with a cap of one per
+        // chunk the first keeps its exact value and the second decodes clamped, as the sparse layout's record does.
+        const int d = 128, positions = 3, sink = 1;
+        var levels = new[] { -1f, -0.3f, 0.3f, 1f };
+        var profile = new NuqLayerProfile(1, d, new float[d], Enumerable.Repeat(1f, d).ToArray(), new NuqCodebook(levels), new NuqCodebook(levels));
+        var rawK = new float[positions * d];
+        var rawV = new float[positions * d];
+        rawK[1 * d + 6] = 5f;
+        rawK[2 * d + 6] = 5f;
+        double Norm(double[] k, int p) => Math.Sqrt(k[p * d + 6] * k[p * d + 6] + k[p * d + 7] * k[p * d + 7]);
+        var (kAll, _) = CpuReference.DecodedCache("nuq2-0.1%", profile, rawK, rawV, 1, positions, sink, "nuq2", keyChunkCap: 47);
+        var (kCap, _) = CpuReference.DecodedCache("nuq2-0.1%", profile, rawK, rawV, 1, positions, sink, "nuq2", keyChunkCap: 1);
+        // Channel 7 (zero) decodes to a level of +-0.3, so the pair's norm is sqrt(5^2 + 0.09) when kept, sqrt(1 + 0.09) when clamped.
+        Assert.InRange(Norm(kAll, 1), 4.95, 5.05);
+        Assert.InRange(Norm(kAll, 2), 4.95, 5.05);
+        Assert.InRange(Norm(kCap, 1), 4.95, 5.05);
+        Assert.InRange(Norm(kCap, 2), 0.95, 1.1);
+    }
 }

@@ -17,10 +17,12 @@ public class KernelSourceTests
                 Assert.Contains($"NUQ_VERSIONS({b})", attn);
         }
         foreach (var macro in new[] { "NUQ_ENTRY(B, B, 1, 1, 1)", "NUQ_ENTRY(B, B, 1, 2, 4)", "NUQ_V3(B, 1, 4)", "NUQ_V4(B, 1, 2)", "NUQ_V5(B, 1, 3)", "NUQ_V6(B, 1, 3)",
-            "NUQ_V6_DENSE(B, 1, 3)", "NUQ_V6_DENSE(B, 4, 2)", "_r##VER", "_r6_dense" })
+            "NUQ_V6_DENSE(B, 1, 3)", "NUQ_V6_DENSE(B, 4, 2)", "NUQ_V6_SPARSE(B, 1, 3)", "NUQ_V6_SPARSE(B, 4, 2)", "_r##VER", "_r6_dense", "_r6_sparse" })
             Assert.Contains(macro, attn);
         Assert.Contains("attn_reduce", attn);
-        foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)", "ENC_L(B, 0, 0, _dense)" }) Assert.Contains(name, enc);
+        foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)", "ENC_L(B, 0, 0, _dense)", "KLIST_ENC(2)", "#define KLIST 48" })
+            Assert.Contains(name, enc);
+        Assert.Equal(48, DecodeShape.KeyListWords);
         Assert.Equal(6, DecodeKernels.LatestVersion);
     }
 
@@ -47,6 +49,7 @@ public class KernelSourceTests
         Assert.True(DecodeAttention.StageBytes(2) < DecodeAttention.StageBytes(3));
         // The dense layout's stage: codes and the value zero/range words only (2 bits: 2 x 8192 + 1024 per stage).
         Assert.Equal(2 * (2 * 8192 + 1024), DecodeAttention.StageBytes(2, 0, 0));
+        Assert.Equal(2 * (2 * 8192 + 1024 + 192), DecodeAttention.StageBytes(2, 0, 0, DecodeShape.KeyListWords));
     }
 
     [Fact]
@@ -58,9 +61,11 @@ public class KernelSourceTests
         long padded = DecodeShape.Padded(1_000_000);
         Assert.Equal(1_000_192, padded);
         long sink = 2L * 32 * 128 * 2;
-        Assert.Equal(32 * padded * 68 + sink, NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, dense: true));
-        Assert.Equal(32 * padded * 86 + sink, NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, dense: false));
-        double gib = 32.0 * NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, dense: true) / (1L << 30);
+        Assert.Equal(32 * padded * 68 + sink, NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, NuqLayout.Dense));
+        Assert.Equal(32 * padded * 86 + sink, NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, NuqLayout.Slots));
+        // Sparse keys: one 48-word record per chunk and KV head (0.75 B per token and KV head, 0.72 GiB for 32 layers).
+        Assert.Equal(32 * padded * 68 + 32 * (padded / 256) * 192 + sink, NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, NuqLayout.SparseKeys));
+        double gib = 32.0 * NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, NuqLayout.Dense) / (1L << 30);
         Assert.InRange(gib, 64.8, 64.9);
         Assert.Equal(2L * 32 * padded * 128 * 2, F16LayerCache.BytesFor(shape, 1_000_000));
     }

@@ -23,8 +23,8 @@ public static class Capacity
         var shape = new DecodeShape(32, 1);
         var (free0, total) = ctx.MemoryInfo();
         long perLayerF16 = F16LayerCache.BytesFor(shape, tokens);
-        bool dense = LabOptions.IsDense(format);
-        long perLayer = format == "f16" ? perLayerF16 : NuqLayerCache.BytesFor(shape, profiles[format].Bits, tokens, LabOptions.Sink, dense);
+        var layout = LabOptions.Layout(format);
+        long perLayer = format == "f16" ? perLayerF16 : NuqLayerCache.BytesFor(shape, profiles[format].Bits, tokens, LabOptions.Sink, layout);
         long need = perLayer * layers;
         double weights = (model?.WeightBytes ?? 0) / GiB;
         Console.WriteLine($"capacity {format} x {tokens} tokens x {layers} layers: needs {need / GiB:F2} GiB of KV ({perLayer} B per layer, " +
@@ -38,7 +38,7 @@ public static class Capacity
                 caches.Add(format == "f16"
                     ? new F16LayerCache(kernels, shape, tokens, LabOptions.SeedK + (uint)l * 7919u, LabOptions.SeedV + (uint)l * 7919u, Math.Log2(10000))
                     : new NuqLayerCache(kernels, shape, profiles[format], tokens, LabOptions.Sink,
-                        LabOptions.SeedK + (uint)l * 7919u, LabOptions.SeedV + (uint)l * 7919u, dense));
+                        LabOptions.SeedK + (uint)l * 7919u, LabOptions.SeedV + (uint)l * 7919u, layout));
         }
         catch (CudaException e) when (e.Code == 2)
         {

@@ -20,8 +20,11 @@ try
         (4, 4, 2, false), (4, 1, 3, false), (4, 4, 3, false), (4, 1, 4, false), (4, 4, 4, false), (4, 1, 5, false), (4, 4, 5, false), (4, 1, 6, false),
         (3, 1, 6, false), (2, 1, 6, false), (4, 4, 6, false), (3, 4, 6, false), (2, 4, 6, false), (4, 1, 6, true), (2, 1, 6, true), (4, 4, 6, true), (2, 4, 6, true) })
     {
-        var k = kernels.Attention(kb, kb, g, v, dense);
-        Console.WriteLine($"  {k.Name}: {k.Registers} registers, {k.LocalBytes} B local, {k.StaticSharedBytes} B shared");
+        foreach (var layout in dense ? new[] { NuqLayout.Dense, NuqLayout.SparseKeys } : [NuqLayout.Slots])
+        {
+            var k = kernels.Attention(kb, kb, g, v, layout);
+            Console.WriteLine($"  {k.Name}: {k.Registers} registers, {k.LocalBytes} B local, {k.StaticSharedBytes} B shared");
+        }
     }
     using var json = opt.Json != null ? new StreamWriter(opt.Json) : null;
     double copyBw = LabTimer.CopyBandwidth(ctx);
@@ -75,8 +78,9 @@ catch (CudaUnavailableException e)
 }
 
 // A format is f16, nuq4, nuq3 or nuq2 (= nuqB-1%: 4 key and 2 value outlier slots per token) or nuq4d, nuq3d,
-// nuq2d (dense: no outlier slots, the CPU spec nuqB), optionally @version of the nuq kernel (nuq4@1); no version =
-// the latest (the dense layout exists in v6 only).
+// nuq2d (dense: no outlier slots, the CPU spec nuqB) or nuq4s, nuq3s, nuq2s (dense codes + per-chunk key outlier
+// records: keys nuqB-0.1% capped at 47 per chunk, values nuqB), optionally @version of the nuq kernel (nuq4@1); no
+// version = the latest (the dense and sparse layouts exist in v6 only).
 static (string Cache, int Version) Split(string format)
 {
     var parts = format.Split('@');
@@ -91,7 +95,7 @@ static GpuLayerCache Build(DecodeKernels k, DecodeShape shape, string format, Di
     var cache = Split(format).Cache;
     return cache == "f16"
         ? new F16LayerCache(k, shape, n, LabOptions.SeedK, LabOptions.SeedV, Math.Log2(10000))
-        : new NuqLayerCache(k, shape, profiles[cache], n, LabOptions.Sink, LabOptions.SeedK, LabOptions.SeedV, LabOptions.IsDense(cache));
+        : new NuqLayerCache(k, shape, profiles[cache], n, LabOptions.Sink, LabOptions.SeedK, LabOptions.SeedV, LabOptions.Layout(cache));
 }
 
 static float[] RandomQuery(int heads, int seed)
@@ -118,8 +122,11 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
     var rawK = SyntheticProfile.Materialize(k, LabOptions.SeedK, shape.KvHeads, 0, positions);
     var rawV = SyntheticProfile.Materialize(k, LabOptions.SeedV, shape.KvHeads, 0, positions);
     var prof = Split(format).Cache == "f16" ? null : profiles[Split(format).Cache];
-    // The GPU cache's name is the CPU spec it implements (f16, nuqB-1%, or nuqB when dense): its codecs decode the reference.
-    var (kd, vd) = CpuReference.DecodedCache(cache.Name, prof, rawK, rawV, shape.KvHeads, positions, sink);
+    // The CPU specs the GPU cache implements (f16, nuqB-1%, nuqB when dense; sparse: nuqB-0.1% keys capped per chunk,
+    // nuqB values): their codecs decode the reference.
+    var nuq = cache as NuqLayerCache;
+    var (kd, vd) = CpuReference.DecodedCache(nuq?.KeySpec ?? "f16", prof, rawK, rawV, shape.KvHeads, positions, sink, nuq?.ValueSpec,
+        nuq?.KeyListWords > 0 ? DecodeShape.KeyListWords - 1 : 0);
     var want = CpuReference.Attention(q, kd, vd, shape.KvHeads, shape.Group, positions);
     var (ke, ve) = CpuReference.Exact(rawK, rawV, shape.KvHeads, positions);
     var exact = CpuReference.Attention(q, ke, ve, shape.KvHeads, shape.Group, positions);
@@ -138,7 +145,7 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
 static bool CheckAppend(DecodeKernels k, DecodeShape shape, NuqLayerProfile prof, NuqLayerCache bulk, long n)
 {
     var ctx = k.Context;
-    using var inc = new NuqLayerCache(k, shape, prof, n, bulk.Sink, bulk.Dense);
+    using var inc = new NuqLayerCache(k, shape, prof, n, bulk.Sink, bulk.Layout);
     inc.FillSyntheticSink(LabOptions.SeedK, LabOptions.SeedV);
     long at = 0;
     int[] pieces = [1, 7, 8, 100, 3, 13, 1];
@@ -197,8 +204,8 @@ sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<lo
 {
     public const uint SeedK = 0x1234567u, SeedV = 0x89abcdefu;
     public const int Sink = 1;
-    public static readonly string[] NuqFormats = ["nuq4", "nuq3", "nuq2", "nuq4d", "nuq3d", "nuq2d"];
-    public static bool IsDense(string cache) => cache.StartsWith("nuq", StringComparison.Ordinal) && cache.EndsWith('d');
+    public static readonly string[] NuqFormats = ["nuq4", "nuq3", "nuq2", "nuq4d", "nuq3d", "nuq2d", "nuq4s", "nuq3s", "nuq2s"];
+    public static NuqLayout Layout(string cache) => cache.EndsWith('d') ? NuqLayout.Dense : cache.EndsWith('s') ? NuqLayout.SparseKeys : NuqLayout.Slots;
 
     public static LabOptions Parse(string[] args)
     {

@@ -17,16 +17,19 @@ public static class SyntheticProfile
 {
     public const long CalibrationPos0 = 1L << 36;
 
-    /// <summary>Profiles for the lab's format names: nuqB (fitted for 1% outliers) and nuqBd (dense: no outliers).</summary>
+    /// <summary>Profiles for the lab's format names: nuqB (fitted for 1% outliers), nuqBd (dense: no outliers) and nuqBs
+    /// (sparse keys: 0.1% key outliers, dense values).</summary>
     public static Dictionary<string, NuqLayerProfile> FitFormats(DecodeKernels kernels, int kvHeads, uint seedK, uint seedV, int tokens = 512)
     {
         var result = new Dictionary<string, NuqLayerProfile>();
         foreach (var (b, p) in Fit(kernels, kvHeads, seedK, seedV, tokens, 0.01)) result[$"nuq{b}"] = p;
         foreach (var (b, p) in Fit(kernels, kvHeads, seedK, seedV, tokens, 0)) result[$"nuq{b}d"] = p;
+        // Sparse keys: key scales at the 0.05% / 99.95% percentiles (nuqB-0.1%), values without outliers (nuqB).
+        foreach (var (b, p) in Fit(kernels, kvHeads, seedK, seedV, tokens, 0.001, valueFraction: 0)) result[$"nuq{b}s"] = p;
         return result;
     }
 
-    public static Dictionary<int, NuqLayerProfile> Fit(DecodeKernels kernels, int kvHeads, uint seedK, uint seedV, int tokens = 512, double fraction = 0.01)
+    public static Dictionary<int, NuqLayerProfile> Fit(DecodeKernels kernels, int kvHeads, uint seedK, uint seedV, int tokens = 512, double fraction = 0.01, double? valueFraction = null)
     {
         const int d = 128;
         var keys = Materialize(kernels, seedK, kvHeads, CalibrationPos0, tokens);
@@ -53,7 +56,7 @@ public static class SyntheticProfile
         var normV = new List<float>();
         var row = new float[d];
         var isOut = new bool[d];
-        int perTail = KvQuantSpec.TokenOutliersPerTail(fraction, d);
+        int perTail = KvQuantSpec.TokenOutliersPerTail(valueFraction ?? fraction, d);
         var idx = new int[Math.Max(1, 2 * perTail)];
         for (long r = 0; r < (long)kvHeads * tokens; r++)
         {

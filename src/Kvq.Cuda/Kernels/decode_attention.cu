@@ -917,12 +917,13 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem)
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// KS, VS: key and value slots per token (v6 also compiles the dense layout, KS = VS = 0: no slot arrays).
-template <int B, int KS = KSLOTS, int VS = VSLOTS>
+// KS, VS: key and value slots per token (v6 also compiles the dense layout, KS = VS = 0: no slot arrays). KL: u32
+// words of the sparse layout's per-chunk key outlier record (kv_encode.cu, KLIST; 0 = none).
+template <int B, int KS = KSLOTS, int VS = VSLOTS, int KL = 0>
 struct Stage
 {
     static constexpr int KC = 0, VC = CHUNK * D * B / 8, KSV = 2 * VC, KSC = KSV + CHUNK * KS * 2,
-        VZR = KSC + CHUNK * KS, VSV = VZR + CHUNK * 4, VSC = VSV + CHUNK * VS * 2, BYTES = VSC + CHUNK * VS;
+        KLR = KSC + CHUNK * KS, VZR = KLR + KL * 4, VSV = VZR + CHUNK * 4, VSC = VSV + CHUNK * VS * 2, BYTES = VSC + CHUNK * VS;
 };
 
 __device__ __forceinline__ void copy_range(char* dst, const char* src, int bytes)
@@ -1250,23 +1251,25 @@ __device__ __forceinline__ u32 code_addr(const u32 (&w)[B], int t, int i, u32 la
     return (x & ((u32)((1 << B) - 1) << 7)) | laneOff;
 }
 
-template <int B, int KS = KSLOTS>
+template <int B, int KS = KSLOTS, int KL = 0>
 __device__ __forceinline__ void issue_keys(char* st, long hb, long cbase, const u32* kcodes, const u16* kslotv, const u8* kslotc)
 {
-    using S = Stage<B, KS>;
+    using S = Stage<B, KS, VSLOTS, KL>;
     copy_range(st + S::KC, (const char*)(kcodes + (hb + cbase) / TILE * B * 32), S::VC);
     if constexpr (KS > 0)
     {
         copy_range(st + S::KSV, (const char*)(kslotv + (hb + cbase) * KS), CHUNK * KS * 2);
         copy_range(st + S::KSC, (const char*)(kslotc + (hb + cbase) * KS), CHUNK * KS);
     }
+    // The sparse layout passes its key outlier records as kslotv (KL words per head and chunk; hb + cbase is a multiple of CHUNK).
+    if constexpr (KL > 0) copy_range(st + S::KLR, (const char*)kslotv + (hb + cbase) / CHUNK * KL * 4, KL * 4);
     cp_async_commit();
 }
 
-template <int B, int KS = KSLOTS, int VS = VSLOTS>
+template <int B, int KS = KSLOTS, int VS = VSLOTS, int KL = 0>
 __device__ __forceinline__ void issue_values(char* st, long hb, long cbase, const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc)
 {
-    using S = Stage<B, KS, VS>;
+    using S = Stage<B, KS, VS, KL>;
     copy_range(st + S::VC, (const char*)(vcodes + (hb + cbase) / TILE * B * 32), S::VC);
     copy_range(st + S::VZR, (const char*)(vzr + hb + cbase), CHUNK * 4);
     if constexpr (VS > 0)
@@ -1618,7 +1621,7 @@ __device__ __forceinline__ int warp_prefix(int v, int lane, int& total)
 
 // KS, VS: key and value slots per token: 4 and 2 (nuqB-1%), or 0 and 0 for the dense layout (no outliers: the
 // slot arrays are neither copied nor read, the outlier passes are compiled out).
-template <int B, int G, int KS = KSLOTS, int VS = VSLOTS>
+template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0>
 __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -1627,7 +1630,8 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
     float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
 {
     static_assert((KS == 0 || KS == 4) && (VS == 0 || VS == 2), "slot layouts: 4 + 2 (nuqB-1%) or none (dense)");
-    using S = Stage<B, KS, VS>;
+    static_assert(KL == 0 || (KS == 0 && KL % 4 == 0), "the sparse key list replaces the key slots; whole 16-byte copies");
+    using S = Stage<B, KS, VS, KL>;
     constexpr int L = 1 << B;
     extern __shared__ __align__(16) char s_stage[];   // one S::BYTES stage: the key half and the value half refill apart
     const int h = blockIdx.y, split = blockIdx.x;
@@ -1635,7 +1639,7 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
     const int numChunks = (a.n + CHUNK - 1) / CHUNK;
     const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
     const long hb = (long)h * padded;
-    if (c0 < c1) issue_keys<B, KS>(s_stage, hb, (long)c0 * CHUNK, kcodes, kslotv, kslotc);
+    if (c0 < c1) issue_keys<B, KS, KL>(s_stage, hb, (long)c0 * CHUNK, kcodes, kslotv, kslotc);
 
     __shared__ __align__(16) float s_sc[G][CHUNK];
     __shared__ __align__(16) float s_pr[G][CHUNK];
@@ -1709,7 +1713,7 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
         }
         cp_async_wait_all();
         __syncthreads();   // this chunk's keys landed for everyone; everyone is done with the previous chunk's values
-        issue_values<B, KS, VS>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
+        issue_values<B, KS, VS, KL>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
         const u32* kc = (const u32*)(st + S::KC);
         const u32* vc = (const u32*)(st + S::VC);
         const int w0 = warp * (CHUNK / W4);      // the warp's first token in the chunk
@@ -1809,9 +1813,31 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
                 for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
             }
         }
+        if constexpr (KL > 0)
+        {
+            // The sparse layout's key outliers: the chunk's record (count, then entries in token order); each warp takes
+            // the entries of its own 32 tokens, whose scores it has just written.
+            const u32* rec = (const u32*)(st + S::KLR);
+            const int total = (int)rec[0];
+            for (int e = lane; e < total; e += 32)
+            {
+                u32 ent = rec[1 + e];
+                int tt = (ent >> 8) & 0xff, c = ent & 0xff;
+                if (tt < w0 || tt >= w0 + CHUNK / W4) continue;
+                float d = h2f(ent >> 16) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
+                float so, co;
+                sincosf((float)tt * s_th[c >> 1], &so, &co);
+                float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+        }
         cp_async_wait_all();   // this chunk's values (issued at the top)
         __syncthreads();
-        if (chunk + 1 < c1) issue_keys<B, KS>(st, hb, cbase + CHUNK, kcodes, kslotv, kslotc);
+        if (chunk + 1 < c1) issue_keys<B, KS, KL>(st, hb, cbase + CHUNK, kcodes, kslotv, kslotc);
 
         // ---- softmax, value scales folded in ----
         const u32* zr = (const u32*)(st + S::VZR);
@@ -1927,6 +1953,14 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
 { attn_v6<B, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 
 // The dense layout (no outlier slots; same parameters, the slot pointers unused): v6 only.
+// The sparse layout (dense codes + a per-chunk key outlier record of 48 words, passed as kslotv): v6 only.
+#define NUQ_V6_SPARSE(B, G, MINB) \
+extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r6_sparse(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v6<B, G, 0, 0, 48>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+
 #define NUQ_V6_DENSE(B, G, MINB) \
 extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r6_dense(const AttnArgs a, const float* q, \
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
@@ -1955,7 +1989,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##B##_v##B
 
 #define NUQ_VERSIONS(B) \
 NUQ_ENTRY(B, B, 1, 1, 1) NUQ_ENTRY(B, B, 4, 1, 1) NUQ_ENTRY(B, B, 1, 2, 4) NUQ_ENTRY(B, B, 4, 2, 3) NUQ_V3(B, 1, 4) NUQ_V3(B, 4, 3) NUQ_V4(B, 1, 2) NUQ_V4(B, 4, 1) NUQ_V5(B, 1, 3) NUQ_V5(B, 4, 2) NUQ_V6(B, 1, 3) NUQ_V6(B, 4, 2) \
-NUQ_V6_DENSE(B, 1, 3) NUQ_V6_DENSE(B, 4, 2)
+NUQ_V6_DENSE(B, 1, 3) NUQ_V6_DENSE(B, 4, 2) NUQ_V6_SPARSE(B, 1, 3) NUQ_V6_SPARSE(B, 4, 2)
 
 NUQ_VERSIONS(4)
 NUQ_VERSIONS(3)

@@ -105,6 +105,32 @@ __device__ __forceinline__ int warp_prefix(int v, int lane, int& total)
     return x - v;
 }
 
+// Which of a token's key outliers (flag: the lane's channels with |u| > 1) keep a place: all when there are at most
+// KS, else the KS largest |u|, ties to the lower channel, like NuqChannelCodec.SelectOutliers.
+template <int KS>
+__device__ __forceinline__ int select_outliers(int flag, const float (&mag)[4], int lane)
+{
+    int total;
+    warp_prefix(__popc(flag), lane, total);
+    if (total <= KS) return flag;
+    int chosen = 0;
+    for (int s = 0; s < KS; ++s)
+    {
+        float best = -1.f; int bc = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            if ((flag >> i & 1) && !(chosen >> i & 1) && mag[i] > best) { best = mag[i]; bc = 4 * lane + i; }
+#pragma unroll
+        for (int o = 16; o; o >>= 1)
+        {
+            float ob = __shfl_xor_sync(FULL, best, o); int oc = __shfl_xor_sync(FULL, bc, o);
+            if (ob > best || (ob == best && oc < bc)) { best = ob; bc = oc; }
+        }
+        if ((bc >> 2) == lane) chosen |= 1 << (bc & 3);
+    }
+    return chosen;
+}
+
 // Where the values to encode come from: the synthetic source (positions sink + token) or a device buffer holding
 // [head][count][D] floats for stream tokens tok0 .. tok0 + count - 1 (the append path of a real model).
 struct GenSource
@@ -163,31 +189,9 @@ __device__ void encode_keys(Src src, long tok0, long tok1, long padded, const fl
             mag[i] = fabsf(u);
             if (u > 1.f || u < -1.f) flag |= 1 << i;
         }
-        if constexpr (KS == 0) continue;   // dense: outliers stay clamped in their codes
-        int total, cnt = __popc(flag);
-        warp_prefix(cnt, lane, total);
-        int chosen = flag;
-        if (total > KS)
-        {
-            // Keep the KS largest |u|, ties to the lower channel, like NuqChannelCodec.SelectOutliers.
-            chosen = 0;
-            for (int s = 0; s < KS; ++s)
-            {
-                float best = -1.f; int bc = 0x7fffffff;
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-                    if ((flag >> i & 1) && !(chosen >> i & 1) && mag[i] > best) { best = mag[i]; bc = 4 * lane + i; }
-#pragma unroll
-                for (int o = 16; o; o >>= 1)
-                {
-                    float ob = __shfl_xor_sync(FULL, best, o); int oc = __shfl_xor_sync(FULL, bc, o);
-                    if (ob > best || (ob == best && oc < bc)) { best = ob; bc = oc; }
-                }
-                if ((bc >> 2) == lane) chosen |= 1 << (bc & 3);
-            }
-            cnt = __popc(chosen);
-        }
-        int kept, rank = warp_prefix(cnt, lane, kept);
+        if constexpr (KS == 0) continue;   // dense (and the sparse list's codes): outliers stay clamped in their codes
+        int chosen = select_outliers<KS>(flag, mag, lane);
+        int kept, rank = warp_prefix(__popc(chosen), lane, kept);
         long sb = (hb + tok) * KS;
 #pragma unroll
         for (int i = 0; i < 4; ++i)
@@ -279,6 +283,61 @@ __device__ void encode_values(Src src, long tok0, long tok1, long padded, const 
     }
     store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
 }
+
+// Sparse key outliers (the "sparse" layout, lab nuqBs: dense codes + this list): per (KV head, 256-token chunk) one
+// record of KLIST u32 words: word 0 = the count, then up to KLIST - 1 entries (f16 value << 16 | token in the chunk
+// << 8 | channel) in token order, channels ascending within a token. Per token at most KS outliers are chosen like
+// NuqChannelCodec with KS slots; a chunk whose record is full keeps the first entries (the rest stay clamped in their
+// codes). One warp per chunk walks its tokens in order, so appends in any pieces leave the bulk encoder's bytes.
+#define CHUNK 256
+#define KLIST 48
+template <int KS, class Src>
+__device__ void encode_key_list(Src src, long tok0, long tok1, long padded, const float* kzero, const float* krange, u32* list)
+{
+    const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long chunk = tok0 / CHUNK + (long)blockIdx.x * 4 + warp;
+    const long a = max(tok0, chunk * CHUNK), b = min(tok1, (chunk + 1) * CHUNK);
+    if (a >= b || chunk * CHUNK >= padded) return;
+    float kz[4], kr[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { kz[i] = kzero[h * D + 4 * lane + i]; kr[i] = krange[h * D + 4 * lane + i]; }
+    u32* rec = list + ((long)h * (padded / CHUNK) + chunk) * KLIST;
+    int n = (int)rec[0];   // entries of earlier appends into this chunk (0 in a fresh cache: buffers start zeroed)
+    for (long tok = a; tok < b; ++tok)
+    {
+        float x[4], mag[4];
+        int flag = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+        {
+            x[i] = src(h, tok, 4 * lane + i);
+            float u = (x[i] - kz[i]) / kr[i];
+            mag[i] = fabsf(u);
+            if (u > 1.f || u < -1.f) flag |= 1 << i;
+        }
+        int chosen = select_outliers<KS>(flag, mag, lane);
+        int kept, rank = warp_prefix(__popc(chosen), lane, kept);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            if (chosen >> i & 1)
+            {
+                int e = n + rank++;
+                if (e < KLIST - 1) rec[1 + e] = ((u32)f2h(x[i]) << 16) | ((u32)(tok - chunk * CHUNK) << 8) | (u32)(4 * lane + i);
+            }
+        n = min(n + kept, KLIST - 1);
+    }
+    __syncwarp();
+    if (lane == 0) rec[0] = (u32)n;
+}
+
+// encode_key_list_s{KS}: the synthetic source, stream tokens 0 .. n-1; append_key_list_s{KS}: count tokens from a buffer
+// at stream index tok0 (grid: the chunks from tok0 / 256 to (tok0 + count - 1) / 256, four per block).
+#define KLIST_ENC(KS) \
+extern "C" __global__ void __launch_bounds__(128) encode_key_list_s##KS(u32 seed, int sink, long n, long padded, const float* kz, \
+    const float* kr, u32* list) { encode_key_list<KS>(GenSource{seed, sink}, 0, n, padded, kz, kr, list); } \
+extern "C" __global__ void __launch_bounds__(128) append_key_list_s##KS(const float* src, long tok0, long count, long padded, \
+    const float* kz, const float* kr, u32* list) { encode_key_list<KS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, list); }
+KLIST_ENC(2)
 
 // encode_*: the synthetic source for stream tokens 0 .. n-1; append_*: count tokens from a buffer at stream index
 // tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block). SUF: "" for nuqB-1% (KS = 4,

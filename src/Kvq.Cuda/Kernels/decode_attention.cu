@@ -14,7 +14,9 @@
 // (f16 zero | f16 range << 16) and 2 slots (the largest and the smallest value, KVQuant's k = 1 per tail at D=128).
 // Dense layout (v6 only, kernels *_r6_dense; the CPU spec nuqB without outliers): no slots at all, keys clamped into
 // their codes and the value zero/range over all of the token's values; the slot counts are template parameters
-// (KS, VS = 0) and the outlier passes compile out.
+// (KS, VS = 0) and the outlier passes compile out. Sparse-key layout (*_r6_sparse): the dense codes plus, per KV
+// head and 256-token chunk, a record of KL = 48 u32 words (count, then up to 47 key outliers: f16 value << 16 | token
+// in the chunk << 8 | channel), passed in the kslotv argument (kv_encode.cu, encode_key_list).
 
 #define D 128
 #define CHUNK 256

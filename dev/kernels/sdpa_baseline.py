@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--lab", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--shapes", default="mha,gqa", help="mha (32q/32kv), gqa (32q/8kv)")
     a = ap.parse_args()
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
@@ -33,7 +34,8 @@ def main():
     print(f"torch copy bandwidth (read + write): {copy / 1e9:.0f} GB/s")
     del x, y
     rows = []
-    for hq, hkv in [(32, 32), (32, 8)]:
+    shapes = {"mha": (32, 32), "gqa": (32, 8)}
+    for hq, hkv in [shapes[s] for s in a.shapes.split(",")]:
         for n in [int(s) for s in a.sizes.split(",")]:
             per = 2 * hkv * n * 128 * 2
             copies = max(1, min(32, (1 << 30) // per))
@@ -59,16 +61,19 @@ def main():
         times = {(r["shape"], r["tokens"], r["cache"]): r for r in lab if r["kind"] == "time"}
         print()
         print(f"Decode attention, one layer, batch 1, {name} (same run): time in us, speed-up = SDPA fp16 / ours")
-        print("| shape | tokens | SDPA fp16 | ours f16 | nuq4-1% | nuq3-1% | nuq2-1% | x nuq4 | x nuq3 | x nuq2 | nuq2 % copy BW |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        names = {"nuq4": "nuq4-1%", "nuq3": "nuq3-1%", "nuq2": "nuq2-1%", "nuq4d": "nuq4 dense", "nuq3d": "nuq3 dense", "nuq2d": "nuq2 dense",
+                 "nuq4s": "nuq4 sparse-k", "nuq3s": "nuq3 sparse-k", "nuq2s": "nuq2 sparse-k"}
+        caches = [c for c in ["f16", "nuq4", "nuq3", "nuq2", "nuq4d", "nuq3d", "nuq2d", "nuq4s", "nuq3s", "nuq2s"] if any(k[2] == c for k in times)]
+        nuq = [c for c in caches if c != "f16"]
+        print("| shape | tokens | SDPA fp16 | " + " | ".join("ours f16" if c == "f16" else names[c] for c in caches) + " | "
+              + " | ".join(f"x {c}" for c in nuq) + " | " + " | ".join(f"{c} % copy BW" for c in nuq) + " |")
+        print("|---|---:|---:|" + "---:|" * (len(caches) + 2 * len(nuq)))
         for r in rows:
-            key = lambda c: times.get((r["shape"], r["tokens"], c))
-            cells = [key(c) for c in ["f16", "nuq4", "nuq3", "nuq2"]]
+            cells = [times.get((r["shape"], r["tokens"], c)) for c in caches]
             us = [f"{c['us']:.1f}" if c else "-" for c in cells]
-            sp = [f"{r['us'] / c['us']:.2f}" if c else "-" for c in cells[1:]]
-            bw = f"{100 * cells[3]['copy_frac']:.0f}%" if cells[3] else "-"
-            print(f"| {r['shape']} | {r['tokens']} | {r['us']:.1f} | " + " | ".join(us) + " | " + " | ".join(sp) + f" | {bw} |")
-
+            sp = [f"{r['us'] / c['us']:.2f}" if c else "-" for c, n in zip(cells, caches) if n != "f16"]
+            bw = [f"{100 * c['copy_frac']:.0f}%" if c else "-" for c, n in zip(cells, caches) if n != "f16"]
+            print(f"| {r['shape']} | {r['tokens']} | {r['us']:.1f} | " + " | ".join(us + sp + bw) + " |")
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,8 @@ using Kvq.KernelLab;
 
 namespace Kvq.Cuda.Tests;
 
-/// <summary>The lab's check as a test: each cache format and kernel version against the CPU codec reference.</summary>
+/// <summary>The lab's check as a test: each cache format and kernel version against the CPU codec reference
+/// (nuqB-1% layouts and the dense nuqB layout without outlier slots).</summary>
 public class DecodeAttentionGpuTests
 {
     [GpuFact]
@@ -15,14 +16,17 @@ public class DecodeAttentionGpuTests
         using var attn = new DecodeAttention(kernels);
         foreach (var shape in new[] { new DecodeShape(4, 1), new DecodeShape(2, 4) })
         {
-            var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
-            foreach (var (bits, version) in new[] { (16, 1), (4, 1), (4, 2), (4, 3), (4, 4), (4, 5), (4, 6), (3, 6), (2, 6) })
+            var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
+            var S = NuqLayout.Slots;
+            foreach (var (bits, version, layout) in new[] { (16, 1, S), (4, 1, S), (4, 2, S), (4, 3, S), (4, 4, S), (4, 5, S), (4, 6, S), (3, 6, S), (2, 6, S),
+                (4, 6, NuqLayout.Dense), (3, 6, NuqLayout.Dense), (2, 6, NuqLayout.Dense), (4, 6, NuqLayout.SparseKeys), (2, 6, NuqLayout.SparseKeys) })
             {
                 attn.Version = version;
                 const long n = 517;
+                var profile = bits == 16 ? null : profiles[$"nuq{bits}{Suffix(layout)}"];
                 using GpuLayerCache cache = bits == 16
                     ? new F16LayerCache(kernels, shape, n, 0x1234567u, 0x89abcdefu, Math.Log2(10000))
-                    : new NuqLayerCache(kernels, shape, profiles[bits], n, 1, 0x1234567u, 0x89abcdefu);
+                    : new NuqLayerCache(kernels, shape, profile!, n, 1, 0x1234567u, 0x89abcdefu, layout);
                 int positions = (int)n + cache.Sink;
                 var q = new float[shape.QueryHeads * 128];
                 var rng = new Random(bits * 10 + version);
@@ -35,13 +39,17 @@ public class DecodeAttentionGpuTests
                 var got = outd.Download<float>(q.Length);
                 var rawK = SyntheticProfile.Materialize(kernels, 0x1234567u, shape.KvHeads, 0, positions);
                 var rawV = SyntheticProfile.Materialize(kernels, 0x89abcdefu, shape.KvHeads, 0, positions);
-                var (k, v) = CpuReference.DecodedCache(bits == 16 ? "f16" : "nuq", bits == 16 ? null : profiles[bits], rawK, rawV, shape.KvHeads, positions, cache.Sink);
+                var nuq = cache as NuqLayerCache;
+                var (k, v) = CpuReference.DecodedCache(nuq?.KeySpec ?? "f16", profile, rawK, rawV, shape.KvHeads, positions, cache.Sink,
+                    nuq?.ValueSpec, nuq?.KeyListWords > 0 ? DecodeShape.KeyListWords - 1 : 0);
                 var want = CpuReference.Attention(q, k, v, shape.KvHeads, shape.Group, positions);
                 var (rel, _) = CpuReference.Compare(got, want);
-                Assert.True(rel < 2e-4, $"{shape} bits {bits} v{version}: relative error {rel}");
+                Assert.True(rel < 2e-4, $"{shape} {cache.Name} v{version}: relative error {rel}");
             }
         }
     }
+
+    internal static string Suffix(NuqLayout layout) => layout switch { NuqLayout.Dense => "d", NuqLayout.SparseKeys => "s", _ => "" };
 }
 
 public class AppendGpuTests
@@ -52,12 +60,14 @@ public class AppendGpuTests
         using var ctx = CudaContext.Create();
         using var kernels = new DecodeKernels(ctx);
         var shape = new DecodeShape(2, 4);
-        var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, 1u, 2u, tokens: 256);
-        foreach (int bits in new[] { 2, 3, 4 })
+        var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, 1u, 2u, tokens: 256);
+        foreach (var (bits, layout) in new[] { (2, NuqLayout.Slots), (3, NuqLayout.Slots), (4, NuqLayout.Slots), (2, NuqLayout.Dense), (4, NuqLayout.Dense),
+            (2, NuqLayout.SparseKeys), (3, NuqLayout.SparseKeys) })
         {
             const long n = 301;
-            using var bulk = new NuqLayerCache(kernels, shape, profiles[bits], n, 1, 1u, 2u);
-            using var inc = new NuqLayerCache(kernels, shape, profiles[bits], n, 1);
+            var profile = profiles[$"nuq{bits}{DecodeAttentionGpuTests.Suffix(layout)}"];
+            using var bulk = new NuqLayerCache(kernels, shape, profile, n, 1, 1u, 2u, layout);
+            using var inc = new NuqLayerCache(kernels, shape, profile, n, 1, layout);
             inc.FillSyntheticSink(1u, 2u);
             long at = 0;
             foreach (int c in new[] { 1, 7, 8, 100, 3, 182 })

@@ -16,10 +16,13 @@ public class KernelSourceTests
             foreach (int b in new[] { 2, 3, 4 })
                 Assert.Contains($"NUQ_VERSIONS({b})", attn);
         }
-        foreach (var macro in new[] { "NUQ_ENTRY(B, B, 1, 1, 1)", "NUQ_ENTRY(B, B, 1, 2, 4)", "NUQ_V3(B, 1, 4)", "NUQ_V4(B, 1, 2)", "NUQ_V5(B, 1, 3)", "NUQ_V6(B, 1, 3)" })
+        foreach (var macro in new[] { "NUQ_ENTRY(B, B, 1, 1, 1)", "NUQ_ENTRY(B, B, 1, 2, 4)", "NUQ_V3(B, 1, 4)", "NUQ_V4(B, 1, 2)", "NUQ_V5(B, 1, 3)", "NUQ_V6(B, 1, 3)",
+            "NUQ_V6_DENSE(B, 1, 3)", "NUQ_V6_DENSE(B, 4, 2)", "NUQ_V6_SPARSE(B, 1, 3)", "NUQ_V6_SPARSE(B, 4, 2)", "_r##VER", "_r6_dense", "_r6_sparse" })
             Assert.Contains(macro, attn);
         Assert.Contains("attn_reduce", attn);
-        foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)" }) Assert.Contains(name, enc);
+        foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)", "ENC_L(B, 0, 0, _dense)", "KLIST_ENC(2)", "#define KLIST 48" })
+            Assert.Contains(name, enc);
+        Assert.Equal(48, DecodeShape.KeyListWords);
         Assert.Equal(6, DecodeKernels.LatestVersion);
     }
 
@@ -44,5 +47,26 @@ public class KernelSourceTests
         // ncu on an H200 reported 76.80 KB of dynamic shared memory for v4's two nuq4 stages.
         Assert.Equal(76800, DecodeAttention.StageBytes(4));
         Assert.True(DecodeAttention.StageBytes(2) < DecodeAttention.StageBytes(3));
+        // The dense layout's stage: codes and the value zero/range words only (2 bits: 2 x 8192 + 1024 per stage).
+        Assert.Equal(2 * (2 * 8192 + 1024), DecodeAttention.StageBytes(2, 0, 0));
+        Assert.Equal(2 * (2 * 8192 + 1024 + 192), DecodeAttention.StageBytes(2, 0, 0, DecodeShape.KeyListWords));
+    }
+
+    [Fact]
+    public void TheDenseLayoutHoldsTwoBitCodesAndTheValueScalesOnly()
+    {
+        // LLaMA-7B shape, 1,000,000 tokens (padded to 1,000,192): 68 bytes per token and KV head at 2 bits, 86 with
+        // the 1% slots; 32 layers of dense nuq2 = 64.9 GiB (+ 12.3 GiB of f16 weights fits an 80 GB H100).
+        var shape = new DecodeShape(32, 1);
+        long padded = DecodeShape.Padded(1_000_000);
+        Assert.Equal(1_000_192, padded);
+        long sink = 2L * 32 * 128 * 2;
+        Assert.Equal(32 * padded * 68 + sink, NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, NuqLayout.Dense));
+        Assert.Equal(32 * padded * 86 + sink, NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, NuqLayout.Slots));
+        // Sparse keys: one 48-word record per chunk and KV head (0.75 B per token and KV head, 0.72 GiB for 32 layers).
+        Assert.Equal(32 * padded * 68 + 32 * (padded / 256) * 192 + sink, NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, NuqLayout.SparseKeys));
+        double gib = 32.0 * NuqLayerCache.BytesFor(shape, 2, 1_000_000, 1, NuqLayout.Dense) / (1L << 30);
+        Assert.InRange(gib, 64.8, 64.9);
+        Assert.Equal(2L * 32 * padded * 128 * 2, F16LayerCache.BytesFor(shape, 1_000_000));
     }
 }

@@ -16,25 +16,41 @@ public static class CpuReference
     public static double Theta(int pair, double log2Base) => Math.Pow(2, -2.0 * pair / D * log2Base);
 
     /// <summary>Rows [head][pos][D] as the cache stores them (pre-RoPE for nuq and the sink, f16-rounded for f16)
-    /// then rotated at their positions; returns post-RoPE keys and values in double.</summary>
+    /// then rotated at their positions; returns post-RoPE keys and values in double. <paramref name="format"/>: f16,
+    /// or the KVQuant spec the GPU cache implements (<see cref="NuqLayerCache.KeySpec"/>: nuqB-1%, nuqB when dense,
+    /// nuqB-0.1% for the sparse layout's keys), whose CPU codecs decode the tokens; <paramref name="valueSpec"/> for the
+    /// values when it differs. <paramref name="keyChunkCap"/> &gt; 0: at most that many key outliers per 256-token chunk
+    /// of the stream keep their exact value, in token and channel order (the sparse layout's record); later ones decode
+    /// as the spec without outliers does (clamped).</summary>
     public static (double[] K, double[] V) DecodedCache(string format, NuqLayerProfile? profile, float[] rawK, float[] rawV,
-        int heads, int positions, int sink)
+        int heads, int positions, int sink, string? valueSpec = null, int keyChunkCap = 0)
     {
         var k = new double[rawK.Length];
         var v = new double[rawV.Length];
         for (int h = 0; h < heads; h++)
         {
-            NuqChannelCodec? kc = null;
+            NuqChannelCodec? kc = null, kclamp = null;
             NuqTokenCodec? vc = null;
             if (profile != null)
             {
-                var spec = KvQuantSpec.TryParse($"nuq{profile.Bits}-1%") ?? throw new InvalidOperationException("spec");
+                KvQuantSpec Parse(string name)
+                {
+                    var sp = KvQuantSpec.TryParse(name) ?? throw new ArgumentException($"'{name}' is not a KVQuant spec");
+                    return sp.Bits == profile.Bits ? sp : throw new ArgumentException($"{name} with a {profile.Bits}-bit profile");
+                }
+                var spec = Parse(format);
                 kc = new NuqChannelCodec(spec, KvSide.Key, 1, D, profile.KeyZero.AsSpan(h * D, D), profile.KeyRange.AsSpan(h * D, D), profile.KeyCodebook);
-                vc = new NuqTokenCodec(spec, KvSide.Value, 1, D, profile.ValueCodebook);
+                vc = new NuqTokenCodec(Parse(valueSpec ?? format), KvSide.Value, 1, D, profile.ValueCodebook);
+                if (keyChunkCap > 0)
+                    kclamp = new NuqChannelCodec(Parse($"nuq{profile.Bits}"), KvSide.Key, 1, D, profile.KeyZero.AsSpan(h * D, D), profile.KeyRange.AsSpan(h * D, D), profile.KeyCodebook);
             }
             var kblock = new byte[kc?.BlockBytes ?? 1];
             var vblock = new byte[vc?.BlockBytes ?? 1];
+            var cblock = new byte[kclamp?.BlockBytes ?? 1];
             var row = new float[D];
+            var clamped = new float[D];
+            long chunk = -1;
+            int inChunk = 0;
             for (int p = 0; p < positions; p++)
             {
                 long o = ((long)h * positions + p) * D;
@@ -56,6 +72,21 @@ public static class CpuReference
                 }
                 kc!.EncodeToken(kr, kblock, 0);
                 kc.DecodeBlock(kblock, 1, row);
+                if (kclamp != null)
+                {
+                    if ((p - sink) / 256 != chunk) { chunk = (p - sink) / 256; inChunk = 0; }
+                    kclamp.EncodeToken(kr, cblock, 0);
+                    kclamp.DecodeBlock(cblock, 1, clamped);
+                    // One token's block: slot values (2 S) | codes | slot channels (S bytes at D = 128, 0xFF = empty).
+                    int s = kc.OutlierSlots, at = 2 * s + D * profile!.Bits / 8;
+                    for (int j = 0; j < s; j++)
+                    {
+                        int c = kblock[at + j];
+                        if (c == 0xFF) continue;
+                        if (inChunk < keyChunkCap) inChunk++;
+                        else row[c] = clamped[c];
+                    }
+                }
                 Store(k, o, Rotate(row, p, Math.Log2(10000)));
                 vc!.EncodeToken(vr, vblock, 0);
                 vc.DecodeBlock(vblock, 1, row);

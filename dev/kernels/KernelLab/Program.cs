@@ -16,10 +16,15 @@ try
     var sw = System.Diagnostics.Stopwatch.StartNew();
     using var kernels = new DecodeKernels(ctx);
     Console.WriteLine($"kernels: {sw.ElapsedMilliseconds} ms to compile/load (cache {kernels.Loader.Cache.Folder}: {kernels.Loader.Cache.Hits} hits, {kernels.Loader.Cache.Compiles} compiles)");
-    foreach (var (kb, g, v) in new[] { (16, 1, 1), (16, 4, 1), (4, 1, 1), (4, 4, 1), (4, 1, 2), (4, 4, 2), (4, 1, 3), (4, 4, 3), (4, 1, 4), (4, 4, 4), (4, 1, 5), (4, 4, 5), (4, 1, 6), (3, 1, 6), (2, 1, 6), (4, 4, 6), (3, 4, 6), (2, 4, 6) })
+    foreach (var (kb, g, v, dense) in new[] { (16, 1, 1, false), (16, 4, 1, false), (4, 1, 1, false), (4, 4, 1, false), (4, 1, 2, false),
+        (4, 4, 2, false), (4, 1, 3, false), (4, 4, 3, false), (4, 1, 4, false), (4, 4, 4, false), (4, 1, 5, false), (4, 4, 5, false), (4, 1, 6, false),
+        (3, 1, 6, false), (2, 1, 6, false), (4, 4, 6, false), (3, 4, 6, false), (2, 4, 6, false), (4, 1, 6, true), (2, 1, 6, true), (4, 4, 6, true), (2, 4, 6, true) })
     {
-        var k = kernels.Attention(kb, kb, g, v);
-        Console.WriteLine($"  {k.Name}: {k.Registers} registers, {k.LocalBytes} B local, {k.StaticSharedBytes} B shared");
+        foreach (var layout in dense ? new[] { NuqLayout.Dense, NuqLayout.SparseKeys } : [NuqLayout.Slots])
+        {
+            var k = kernels.Attention(kb, kb, g, v, layout);
+            Console.WriteLine($"  {k.Name}: {k.Registers} registers, {k.LocalBytes} B local, {k.StaticSharedBytes} B shared");
+        }
     }
     using var json = opt.Json != null ? new StreamWriter(opt.Json) : null;
     double copyBw = LabTimer.CopyBandwidth(ctx);
@@ -28,18 +33,20 @@ try
     using var attn = new DecodeAttention(kernels);
     int failures = 0;
     var rows = new List<string>();
-    foreach (var shape in opt.Shapes)
+    foreach (var shape in (opt.CheckShapes ?? opt.Shapes).Concat(opt.Shapes).Distinct())
     {
-        var profiles = SyntheticProfile.Fit(kernels, shape.KvHeads, LabOptions.SeedK, LabOptions.SeedV);
-        foreach (var f in opt.Formats.Concat(opt.Formats.Where(f => f.Contains('@')).Select(f => Split(f).Cache)).Distinct())
-            if (opt.CheckTokens > 0 && !Check(kernels, attn, shape, f, profiles, opt.CheckTokens, json)) failures++;
-        foreach (long n in opt.Sizes)
-            foreach (var f in opt.Formats)
-                rows.Add(Time(kernels, attn, shape, f, profiles, n, copyBw, opt.Reps, json));
+        var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, LabOptions.SeedK, LabOptions.SeedV);
+        if ((opt.CheckShapes ?? opt.Shapes).Contains(shape))
+            foreach (var f in opt.Formats.Concat(opt.Formats.Where(f => f.Contains('@')).Select(f => Split(f).Cache)).Distinct())
+                if (opt.CheckTokens > 0 && !Check(kernels, attn, shape, f, profiles, opt.CheckTokens, json)) failures++;
+        if (opt.Shapes.Contains(shape))
+            foreach (long n in opt.Sizes)
+                foreach (var f in opt.Formats)
+                    rows.Add(Time(kernels, attn, shape, f, profiles, n, copyBw, opt.Reps, json));
     }
     if (opt.CapacityTokens.Count > 0)
     {
-        var profiles = SyntheticProfile.Fit(kernels, 32, LabOptions.SeedK, LabOptions.SeedV);
+        var profiles = SyntheticProfile.FitFormats(kernels, 32, LabOptions.SeedK, LabOptions.SeedV);
         using var blas = opt.Weights ? new CublasHandle(ctx) : null;
         if (blas != null)
         {
@@ -70,17 +77,26 @@ catch (CudaUnavailableException e)
     return 3;
 }
 
-// A format is f16, nuq4, nuq3 or nuq2, optionally @version of the nuq kernel (nuq4@1); no version = the latest.
+// A format is f16, nuq4, nuq3 or nuq2 (= nuqB-1%: 4 key and 2 value outlier slots per token) or nuq4d, nuq3d,
+// nuq2d (dense: no outlier slots, the CPU spec nuqB) or nuq4s, nuq3s, nuq2s (dense codes + per-chunk key outlier
+// records: keys nuqB-0.1% capped at 47 per chunk, values nuqB), optionally @version of the nuq kernel (nuq4@1); no
+// version = the latest (the dense and sparse layouts exist in v6 only).
 static (string Cache, int Version) Split(string format)
 {
     var parts = format.Split('@');
-    return (parts[0], parts.Length > 1 ? int.Parse(parts[1]) : DecodeKernels.LatestVersion);
+    var cache = parts[0];
+    if (cache != "f16" && !LabOptions.NuqFormats.Contains(cache))
+        throw new ArgumentException($"format {cache}: f16, {string.Join(", ", LabOptions.NuqFormats)}");
+    return (cache, parts.Length > 1 ? int.Parse(parts[1]) : DecodeKernels.LatestVersion);
 }
 
-static GpuLayerCache Build(DecodeKernels k, DecodeShape shape, string format, Dictionary<int, NuqLayerProfile> profiles, long n) =>
-    Split(format).Cache == "f16"
+static GpuLayerCache Build(DecodeKernels k, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles, long n)
+{
+    var cache = Split(format).Cache;
+    return cache == "f16"
         ? new F16LayerCache(k, shape, n, LabOptions.SeedK, LabOptions.SeedV, Math.Log2(10000))
-        : new NuqLayerCache(k, shape, profiles[format[3] - '0'], n, LabOptions.Sink, LabOptions.SeedK, LabOptions.SeedV);
+        : new NuqLayerCache(k, shape, profiles[cache], n, LabOptions.Sink, LabOptions.SeedK, LabOptions.SeedV, LabOptions.Layout(cache));
+}
 
 static float[] RandomQuery(int heads, int seed)
 {
@@ -90,7 +106,7 @@ static float[] RandomQuery(int heads, int seed)
     return q;
 }
 
-static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, string format, Dictionary<int, NuqLayerProfile> profiles, long n, StreamWriter? json)
+static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles, long n, StreamWriter? json)
 {
     var ctx = k.Context;
     attn.Version = Split(format).Version;
@@ -105,8 +121,12 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
     var got = outd.Download<float>(shape.QueryHeads * 128);
     var rawK = SyntheticProfile.Materialize(k, LabOptions.SeedK, shape.KvHeads, 0, positions);
     var rawV = SyntheticProfile.Materialize(k, LabOptions.SeedV, shape.KvHeads, 0, positions);
-    var prof = Split(format).Cache == "f16" ? null : profiles[format[3] - '0'];
-    var (kd, vd) = CpuReference.DecodedCache(Split(format).Cache, prof, rawK, rawV, shape.KvHeads, positions, sink);
+    var prof = Split(format).Cache == "f16" ? null : profiles[Split(format).Cache];
+    // The CPU specs the GPU cache implements (f16, nuqB-1%, nuqB when dense; sparse: nuqB-0.1% keys capped per chunk,
+    // nuqB values): their codecs decode the reference.
+    var nuq = cache as NuqLayerCache;
+    var (kd, vd) = CpuReference.DecodedCache(nuq?.KeySpec ?? "f16", prof, rawK, rawV, shape.KvHeads, positions, sink, nuq?.ValueSpec,
+        nuq?.KeyListWords > 0 ? DecodeShape.KeyListWords - 1 : 0);
     var want = CpuReference.Attention(q, kd, vd, shape.KvHeads, shape.Group, positions);
     var (ke, ve) = CpuReference.Exact(rawK, rawV, shape.KvHeads, positions);
     var exact = CpuReference.Attention(q, ke, ve, shape.KvHeads, shape.Group, positions);
@@ -114,7 +134,7 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
     var (qrel, _) = CpuReference.Compare(Array.ConvertAll(want, x => (float)x), exact);
     const double Tolerance = 2e-4;
     bool ok = rel <= Tolerance;
-    Console.WriteLine($"check {Describe(shape)} {format} n={n} sink={sink}: rel L2 {rel:E2} (max abs {max:E2}) vs CPU codec reference, tolerance {Tolerance:E0}: {(ok ? "ok" : "FAIL")}; quantization error vs exact f32 {qrel:E2}");
+    Console.WriteLine($"check {Describe(shape)} {format} ({cache.Name}, {cache.BytesPerDecode / (double)(n * shape.KvHeads):F1} B per token and KV head) n={n} sink={sink}: rel L2 {rel:E2} (max abs {max:E2}) vs CPU codec reference, tolerance {Tolerance:E0}: {(ok ? "ok" : "FAIL")}; quantization error vs exact f32 {qrel:E2}");
     json?.WriteLine($"{{\"kind\":\"check\",\"shape\":\"{Describe(shape)}\",\"cache\":\"{format}\",\"tokens\":{n},\"rel\":{rel:E3},\"maxabs\":{max:E3},\"quant_rel\":{qrel:E3},\"ok\":{(ok ? "true" : "false")}}}");
     if (prof != null && cache is NuqLayerCache bulk) ok &= CheckAppend(k, shape, prof, bulk, n);
     return ok;
@@ -125,7 +145,7 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
 static bool CheckAppend(DecodeKernels k, DecodeShape shape, NuqLayerProfile prof, NuqLayerCache bulk, long n)
 {
     var ctx = k.Context;
-    using var inc = new NuqLayerCache(k, shape, prof, n, bulk.Sink);
+    using var inc = new NuqLayerCache(k, shape, prof, n, bulk.Sink, bulk.Layout);
     inc.FillSyntheticSink(LabOptions.SeedK, LabOptions.SeedV);
     long at = 0;
     int[] pieces = [1, 7, 8, 100, 3, 13, 1];
@@ -149,11 +169,11 @@ static bool CheckAppend(DecodeKernels k, DecodeShape shape, NuqLayerProfile prof
     int diff = 0;
     for (int i = 0; i < x.Length; i++) if (x[i] != y[i]) diff++;
     bool ok = x.Length == y.Length && diff == 0;
-    Console.WriteLine($"check {Describe(shape)} {prof.Bits}-bit append in pieces of 1, 7, 8, 100, 3, 13, 1, 509...: {diff} of {x.Length} bytes differ from the bulk encoder: {(ok ? "ok" : "FAIL")}");
+    Console.WriteLine($"check {Describe(shape)} {bulk.Name} append in pieces of 1, 7, 8, 100, 3, 13, 1, 509...: {diff} of {x.Length} bytes differ from the bulk encoder: {(ok ? "ok" : "FAIL")}");
     return ok;
 }
 
-static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, string format, Dictionary<int, NuqLayerProfile> profiles,
+static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles,
     long n, double copyBw, int reps, StreamWriter? json)
 {
     var ctx = k.Context;
@@ -180,10 +200,12 @@ static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, str
 static string Describe(DecodeShape s) => $"{s.QueryHeads}q/{s.KvHeads}kv";
 
 sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<long> Sizes, long CheckTokens, int Reps, string? Json,
-    List<long> CapacityTokens, List<string> CapacityFormats, int CapacityLayers = 32, bool Weights = false)
+    List<long> CapacityTokens, List<string> CapacityFormats, int CapacityLayers = 32, bool Weights = false, List<DecodeShape>? CheckShapes = null)
 {
     public const uint SeedK = 0x1234567u, SeedV = 0x89abcdefu;
     public const int Sink = 1;
+    public static readonly string[] NuqFormats = ["nuq4", "nuq3", "nuq2", "nuq4d", "nuq3d", "nuq2d", "nuq4s", "nuq3s", "nuq2s"];
+    public static NuqLayout Layout(string cache) => cache.EndsWith('d') ? NuqLayout.Dense : cache.EndsWith('s') ? NuqLayout.SparseKeys : NuqLayout.Slots;
 
     public static LabOptions Parse(string[] args)
     {
@@ -196,9 +218,8 @@ sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<lo
             {
                 case "--sizes": { var v = Next(); o = o with { Sizes = v == "none" ? [] : v.Split(',').Select(long.Parse).ToList() }; break; }
                 case "--formats": o = o with { Formats = Next().Split(',').ToList() }; break;
-                case "--shapes":
-                    o = o with { Shapes = Next().Split(',').Select(s => s == "mha" ? new DecodeShape(32, 1) : s == "gqa" ? new DecodeShape(8, 4) : throw new ArgumentException($"shape {s}: mha or gqa")).ToList() };
-                    break;
+                case "--shapes": o = o with { Shapes = ParseShapes(Next()) }; break;
+                case "--check-shapes": o = o with { CheckShapes = ParseShapes(Next()) }; break;   // default: the --shapes
                 case "--check": o = o with { CheckTokens = long.Parse(Next()) }; break;
                 case "--reps": o = o with { Reps = int.Parse(Next()) }; break;
                 case "--json": o = o with { Json = Next() }; break;
@@ -209,6 +230,11 @@ sealed record LabOptions(List<DecodeShape> Shapes, List<string> Formats, List<lo
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
         }
+        foreach (var f in o.Formats.Concat(o.CapacityFormats)) if (f.Split('@')[0] is var c && c != "f16" && !NuqFormats.Contains(c))
+            throw new ArgumentException($"format {f}: f16, {string.Join(", ", NuqFormats)} (optionally @version)");
         return o;
     }
+
+    private static List<DecodeShape> ParseShapes(string v) =>
+        v.Split(',').Select(s => s == "mha" ? new DecodeShape(32, 1) : s == "gqa" ? new DecodeShape(8, 4) : throw new ArgumentException($"shape {s}: mha or gqa")).ToList();
 }

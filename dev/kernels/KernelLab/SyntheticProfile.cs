@@ -9,13 +9,27 @@ namespace Kvq.KernelLab;
 /// A KVQuant calibration for the synthetic source, made the way <c>kvq calibrate</c> makes one (without Fisher
 /// weights): a sample of tokens at positions the benchmark never uses, per (head, channel) key percentiles at
 /// F/2 and 1 - F/2 (zero, range), 1-D k-means codebooks on the normalized non-outlier keys and on the values
-/// normalized per token after <see cref="TokenOutliers"/> removed the token's extremes.
+/// normalized per token after <see cref="TokenOutliers"/> removed the token's extremes. With no outlier fraction (the
+/// dense formats) the key scales are the sample's min and max and the values keep every channel, as calibrate does
+/// for a spec without F%.
 /// </summary>
 public static class SyntheticProfile
 {
     public const long CalibrationPos0 = 1L << 36;
 
-    public static Dictionary<int, NuqLayerProfile> Fit(DecodeKernels kernels, int kvHeads, uint seedK, uint seedV, int tokens = 512, double fraction = 0.01)
+    /// <summary>Profiles for the lab's format names: nuqB (fitted for 1% outliers), nuqBd (dense: no outliers) and nuqBs
+    /// (sparse keys: 0.1% key outliers, dense values).</summary>
+    public static Dictionary<string, NuqLayerProfile> FitFormats(DecodeKernels kernels, int kvHeads, uint seedK, uint seedV, int tokens = 512)
+    {
+        var result = new Dictionary<string, NuqLayerProfile>();
+        foreach (var (b, p) in Fit(kernels, kvHeads, seedK, seedV, tokens, 0.01)) result[$"nuq{b}"] = p;
+        foreach (var (b, p) in Fit(kernels, kvHeads, seedK, seedV, tokens, 0)) result[$"nuq{b}d"] = p;
+        // Sparse keys: key scales at the 0.05% / 99.95% percentiles (nuqB-0.1%), values without outliers (nuqB).
+        foreach (var (b, p) in Fit(kernels, kvHeads, seedK, seedV, tokens, 0.001, valueFraction: 0)) result[$"nuq{b}s"] = p;
+        return result;
+    }
+
+    public static Dictionary<int, NuqLayerProfile> Fit(DecodeKernels kernels, int kvHeads, uint seedK, uint seedV, int tokens = 512, double fraction = 0.01, double? valueFraction = null)
     {
         const int d = 128;
         var keys = Materialize(kernels, seedK, kvHeads, CalibrationPos0, tokens);
@@ -42,11 +56,12 @@ public static class SyntheticProfile
         var normV = new List<float>();
         var row = new float[d];
         var isOut = new bool[d];
-        var idx = new int[2];
+        int perTail = KvQuantSpec.TokenOutliersPerTail(valueFraction ?? fraction, d);
+        var idx = new int[Math.Max(1, 2 * perTail)];
         for (long r = 0; r < (long)kvHeads * tokens; r++)
         {
             Array.Copy(values, r * d, row, 0, d);
-            var (min, max) = TokenOutliers.Split(row, 1, isOut, idx);
+            var (min, max) = TokenOutliers.Split(row, perTail, isOut, idx);
             float z = (float)(Half)((max + min) * 0.5f), rg = (float)(Half)((max - min) * 0.5f);
             if (!(rg > 0)) continue;
             for (int c = 0; c < d; c++) if (!isOut[c]) normV.Add((row[c] - z) / rg);

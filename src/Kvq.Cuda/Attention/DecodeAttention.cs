@@ -13,12 +13,14 @@ public sealed class DecodeAttention : IDisposable
     private readonly HashSet<string> _sharedSet = new();
     public double Log2Base { get; }
 
-    /// <summary>v4's two shared-memory stages (v5 keeps one) (decode_attention.cu, Stage&lt;B&gt;): per 256-token chunk the key and
-    /// value codes, key slots (f16 + u8), value zero/range words and value slots.</summary>
-    public static int StageBytes(int bits)
+    /// <summary>v4's two shared-memory stages (v5 keeps one) (decode_attention.cu, Stage&lt;B, KS, VS&gt;): per 256-token
+    /// chunk the key and value codes, key slots (f16 + u8), value zero/range words and value slots. The dense layout
+    /// has no slots (<paramref name="keySlots"/> = <paramref name="valueSlots"/> = 0); the sparse one adds its key
+    /// outlier record (<paramref name="keyListWords"/> u32).</summary>
+    public static int StageBytes(int bits, int keySlots = DecodeShape.KeySlots, int valueSlots = DecodeShape.ValueSlots, int keyListWords = 0)
     {
         int codes = DecodeShape.Chunk * 128 * bits / 8;
-        int rest = DecodeShape.Chunk * (DecodeShape.KeySlots * 3 + 4 + DecodeShape.ValueSlots * 3);
+        int rest = DecodeShape.Chunk * (keySlots * 3 + 4 + valueSlots * 3) + keyListWords * 4;
         return 2 * (2 * codes + rest);
     }
     public int BlocksPerSm { get; set; } = 8;
@@ -50,9 +52,10 @@ public sealed class DecodeAttention : IDisposable
         _args.Clear().Add(args);
         cache.AddAttentionArgs(_args, q.Pointer);
         _args.Add(_acc).Add(_ml).Add(cache.Padded);
-        var kernel = _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version);
+        var nuq = cache as NuqLayerCache;
+        var kernel = _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version, nuq?.Layout ?? NuqLayout.Slots);
         bool staged = cache.KeyBits != 16 && Version >= 4;
-        int shared = staged ? StageBytes(cache.KeyBits) / (Version >= 5 ? 2 : 1) : 0;
+        int shared = staged ? StageBytes(cache.KeyBits, nuq!.KeySlots, nuq.ValueSlots, nuq.KeyListWords) / (Version >= 5 ? 2 : 1) : 0;
         if (staged && _sharedSet.Add(kernel.Name)) kernel.SetMaxDynamicShared(shared);
         kernel.Launch(new LaunchShape((uint)plan.Splits, (uint)s.KvHeads, 1, staged ? 256u : 128u, (uint)shared), _args, stream);
         var (sk, sv) = cache.SinkBuffers;

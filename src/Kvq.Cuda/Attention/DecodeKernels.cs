@@ -18,15 +18,25 @@ public sealed class DecodeKernels : IDisposable
     /// <summary>Latest version of the nuq decode kernel (decode_attention.cu lists what each one changed).</summary>
     public const int LatestVersion = 6;
 
-    public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion) => keyBits == 16
-        ? _attn.Kernel($"attn_f16_g{group}")
-        : _attn.Kernel($"attn_nuq_k{keyBits}_v{valueBits}_g{group}_r{version}");
+    /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 only.</summary>
+    public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots)
+    {
+        if (keyBits == 16) return _attn.Kernel($"attn_f16_g{group}");
+        if (layout != NuqLayout.Slots && version != 6)
+            throw new NotSupportedException($"the {layout} nuq layout is compiled for kernel version 6 only (asked: v{version})");
+        var suffix = layout switch { NuqLayout.Dense => "_dense", NuqLayout.SparseKeys => "_sparse", _ => "" };
+        return _attn.Kernel($"attn_nuq_k{keyBits}_v{valueBits}_g{group}_r{version}{suffix}");
+    }
 
     public CudaKernel Reduce() => _attn.Kernel("attn_reduce");
-    public CudaKernel EncodeKeys(int bits) => _encode.Kernel($"encode_keys_b{bits}");
-    public CudaKernel EncodeValues(int bits) => _encode.Kernel($"encode_values_b{bits}");
-    public CudaKernel AppendKeys(int bits) => _encode.Kernel($"append_keys_b{bits}");
-    public CudaKernel AppendValues(int bits) => _encode.Kernel($"append_values_b{bits}");
+    public CudaKernel EncodeKeys(int bits, bool dense = false) => _encode.Kernel($"encode_keys_b{bits}{Suffix(dense)}");
+    public CudaKernel EncodeValues(int bits, bool dense = false) => _encode.Kernel($"encode_values_b{bits}{Suffix(dense)}");
+    public CudaKernel AppendKeys(int bits, bool dense = false) => _encode.Kernel($"append_keys_b{bits}{Suffix(dense)}");
+    public CudaKernel AppendValues(int bits, bool dense = false) => _encode.Kernel($"append_values_b{bits}{Suffix(dense)}");
+    private static string Suffix(bool dense) => dense ? "_dense" : "";
+    /// <summary>The sparse layout's per-chunk key outlier records (2 outliers per token at most, like nuqB-0.1%).</summary>
+    public CudaKernel EncodeKeyList() => _encode.Kernel("encode_key_list_s2");
+    public CudaKernel AppendKeyList() => _encode.Kernel("append_key_list_s2");
     public CudaKernel Materialize() => _encode.Kernel("kv_materialize");
     public CudaKernel WriteF16() => _encode.Kernel("kv_write_f16");
 

@@ -4,7 +4,10 @@ namespace Kvq.Cuda.Attention;
 /// (the kernels are written for 128).</summary>
 public sealed record DecodeShape(int KvHeads, int Group, int HeadDim = 128)
 {
-    public const int Chunk = 256, Tile = 8, KeySlots = 4, ValueSlots = 2;
+    /// <summary>KeySlots, ValueSlots: outlier slots per token and KV head of the nuqB-1% layout (the dense layout has
+    /// none). KeyListWords: u32 words of the sparse layout's key outlier record per KV head and chunk (a count and up to 47
+    /// entries; kv_encode.cu KLIST).</summary>
+    public const int Chunk = 256, Tile = 8, KeySlots = 4, ValueSlots = 2, KeyListWords = 48;
     public int QueryHeads => KvHeads * Group;
 
     public void Validate()

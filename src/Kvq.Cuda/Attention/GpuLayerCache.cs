@@ -3,7 +3,8 @@ namespace Kvq.Cuda.Attention;
 /// <summary>
 /// One layer's KV cache in device memory in the GPU layout, filled on the device from the synthetic source
 /// (kv_encode.cu's gen) and read by the decode kernels. Subclasses: <see cref="F16LayerCache"/> (post-RoPE keys) and
-/// <see cref="NuqLayerCache"/> (KVQuant: pre-RoPE nuq keys with outlier slots, nuq values, f16 sink).
+/// <see cref="NuqLayerCache"/> (KVQuant: pre-RoPE nuq keys with outlier slots, nuq values, f16 sink; or the dense
+/// layout without outlier slots).
 /// </summary>
 public abstract class GpuLayerCache : IDisposable
 {
@@ -96,15 +97,43 @@ public sealed class F16LayerCache : GpuLayerCache
 
     public override long BytesPerDecode => 2L * Shape.KvHeads * Tokens * Shape.HeadDim * 2;
 
+    /// <summary>Device bytes of one layer's f16 cache of <paramref name="tokens"/> tokens (padded to whole chunks).</summary>
+    public static long BytesFor(DecodeShape shape, long tokens) => 2L * shape.KvHeads * DecodeShape.Padded(tokens) * shape.HeadDim * 2;
+
     internal override void AddAttentionArgs(KernelArgs args, ulong q) => args.Add(q).Add(_k).Add(_v);
 }
 
+/// <summary>The GPU nuq layouts: <see cref="Slots"/> = nuqB-1% (4 key and 2 value outlier slots per token and KV
+/// head), <see cref="Dense"/> = nuqB (none), <see cref="SparseKeys"/> = the dense codes plus per-chunk records of key
+/// outliers (at most 2 per token like nuqB-0.1%, at most 47 per 256-token chunk and KV head; values dense).</summary>
+public enum NuqLayout { Slots, Dense, SparseKeys }
+
+/// <summary>
+/// KVQuant's layout on the device. nuqB-1% (the default): <see cref="DecodeShape.KeySlots"/> key outlier slots and
+/// <see cref="DecodeShape.ValueSlots"/> value slots per token and KV head. Dense (<see cref="NuqLayout.Dense"/>, the CPU spec
+/// <c>nuqB</c> without an outlier fraction): no slots at all, every key clamped into its code and the value zero and
+/// range taken from all of the token's values: 2 x D x B / 8 + 4 bytes per token and KV head (68 at 2 bits), so
+/// that 1M tokens of a 7B-shaped model fit one 80 GB card beside the weights. Sparse keys: the dense layout plus
+/// 192 bytes per 256-token chunk and KV head of key outliers (0.75 B per token and KV head).
+/// </summary>
 public sealed class NuqLayerCache : GpuLayerCache
 {
-    private readonly DeviceBuffer _kcodes, _kslotv, _kslotc, _kz, _kr, _kcb, _vcodes, _vzr, _vslotv, _vslotc, _vcb, _sinkK, _sinkV;
+    private readonly DeviceBuffer _kcodes, _kz, _kr, _kcb, _vcodes, _vzr, _vcb, _sinkK, _sinkV;
+    private readonly DeviceBuffer? _kslotv, _kslotc, _vslotv, _vslotc, _klist;
     public NuqLayerProfile Profile { get; }
-    public override string Name => $"nuq{Profile.Bits}-1%";
+    /// <summary>The KVQuant spec this layout implements on the CPU (nuqB-1%, or nuqB when dense); the sparse layout:
+    /// "nuqB-0.1%k" (<see cref="KeySpec"/> for keys, capped per chunk, <see cref="ValueSpec"/> for values).</summary>
+    public override string Name => Layout == NuqLayout.SparseKeys ? $"{KeySpec}k" : KeySpec;
+    /// <summary>The CPU specs whose codecs decode the keys and the values to what this cache holds (the sparse
+    /// layout's keys also drop what overflows a chunk's record).</summary>
+    public string KeySpec => Layout switch { NuqLayout.Slots => $"nuq{Profile.Bits}-1%", NuqLayout.Dense => $"nuq{Profile.Bits}", _ => $"nuq{Profile.Bits}-0.1%" };
+    public string ValueSpec => Layout == NuqLayout.Slots ? $"nuq{Profile.Bits}-1%" : $"nuq{Profile.Bits}";
     public override int KeyBits => Profile.Bits;
+    public NuqLayout Layout { get; }
+    public bool Dense => Layout == NuqLayout.Dense;
+    public int KeySlots => Layout == NuqLayout.Slots ? DecodeShape.KeySlots : 0;
+    public int ValueSlots => Layout == NuqLayout.Slots ? DecodeShape.ValueSlots : 0;
+    public int KeyListWords => Layout == NuqLayout.SparseKeys ? DecodeShape.KeyListWords : 0;
 
     private readonly DecodeKernels _kernels;
     private readonly DeviceBuffer _kmids, _vmids;
@@ -112,19 +141,25 @@ public sealed class NuqLayerCache : GpuLayerCache
     /// <summary>A cache filled on the device from the synthetic source (kv_encode.cu gen): stream tokens 0 .. tokens-1
     /// at positions sink .. sink + tokens - 1, and the sink's f16 copies of positions 0 .. sink-1.</summary>
     public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long tokens, int sink,
-        uint seedK, uint seedV) : this(kernels, shape, profile, tokens, sink)
+        uint seedK, uint seedV, NuqLayout layout = NuqLayout.Slots) : this(kernels, shape, profile, tokens, sink, layout)
     {
         int b = profile.Bits, h = shape.KvHeads;
         var grid = new LaunchShape((uint)((Padded / DecodeShape.Tile + 3) / 4), (uint)h, 1, 128);
         using (var a = new KernelArgs())
         {
-            a.Add(seedK).Add(sink).Add(tokens).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(_kslotv).Add(_kslotc);
-            kernels.EncodeKeys(b).Launch(grid, a);
+            a.Add(seedK).Add(sink).Add(tokens).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(Ptr(_kslotv)).Add(Ptr(_kslotc));
+            kernels.EncodeKeys(b, KeySlots == 0).Launch(grid, a);
         }
+        if (_klist != null)
+            using (var a = new KernelArgs())
+            {
+                a.Add(seedK).Add(sink).Add(tokens).Add(Padded).Add(_kz).Add(_kr).Add(_klist);
+                kernels.EncodeKeyList().Launch(new LaunchShape((uint)((Padded / DecodeShape.Chunk + 3) / 4), (uint)h, 1, 128), a);
+            }
         using (var a = new KernelArgs())
         {
-            a.Add(seedV).Add(sink).Add(tokens).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc);
-            kernels.EncodeValues(b).Launch(grid, a);
+            a.Add(seedV).Add(sink).Add(tokens).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(Ptr(_vslotv)).Add(Ptr(_vslotc));
+            kernels.EncodeValues(b, ValueSlots == 0).Launch(grid, a);
         }
         FillSyntheticSink(seedK, seedV);
         Tokens = tokens;
@@ -133,10 +168,12 @@ public sealed class NuqLayerCache : GpuLayerCache
 
     /// <summary>An empty cache with room for <paramref name="capacity"/> stream tokens; fill it with
     /// <see cref="Append"/> (and the sink with <see cref="FillSyntheticSink"/> or by the caller).</summary>
-    public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long capacity, int sink)
+    public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long capacity, int sink, NuqLayout layout = NuqLayout.Slots)
         : base(shape, capacity, sink)
     {
         _kernels = kernels;
+        Layout = layout;
+        bool slots = layout == NuqLayout.Slots;
         Tokens = 0;
         var ctx = kernels.Context;
         Profile = profile;
@@ -145,15 +182,22 @@ public sealed class NuqLayerCache : GpuLayerCache
         try
         {
             _kcodes = Alloc(ctx, h * tiles * b * 32 * 4);
-            _kslotv = Alloc(ctx, h * Padded * DecodeShape.KeySlots * 2);
-            _kslotc = Alloc(ctx, h * Padded * DecodeShape.KeySlots);
+            if (slots)
+            {
+                _kslotv = Alloc(ctx, h * Padded * DecodeShape.KeySlots * 2);
+                _kslotc = Alloc(ctx, h * Padded * DecodeShape.KeySlots);
+            }
+            if (layout == NuqLayout.SparseKeys) _klist = Alloc(ctx, h * (Padded / DecodeShape.Chunk) * DecodeShape.KeyListWords * 4);
             _kz = Upload(ctx, profile.KeyZero);
             _kr = Upload(ctx, profile.KeyRange);
             _kcb = Upload(ctx, Pad16(profile.KeyCodebook.DecodeLevels(false)));
             _vcodes = Alloc(ctx, h * tiles * b * 32 * 4);
             _vzr = Alloc(ctx, h * Padded * 4);
-            _vslotv = Alloc(ctx, h * Padded * DecodeShape.ValueSlots * 2);
-            _vslotc = Alloc(ctx, h * Padded * DecodeShape.ValueSlots);
+            if (slots)
+            {
+                _vslotv = Alloc(ctx, h * Padded * DecodeShape.ValueSlots * 2);
+                _vslotc = Alloc(ctx, h * Padded * DecodeShape.ValueSlots);
+            }
             _vcb = Upload(ctx, Pad16(profile.ValueCodebook.DecodeLevels(false)));
             _sinkK = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
             _sinkV = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
@@ -182,13 +226,20 @@ public sealed class NuqLayerCache : GpuLayerCache
         var grid = new LaunchShape((uint)((lastTile - firstTile + 1 + 3) / 4), (uint)Shape.KvHeads, 1, 128);
         using (var a = new KernelArgs())
         {
-            a.Add(keys).Add(Tokens).Add((long)count).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(_kslotv).Add(_kslotc);
-            _kernels.AppendKeys(b).Launch(grid, a, stream);
+            a.Add(keys).Add(Tokens).Add((long)count).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(Ptr(_kslotv)).Add(Ptr(_kslotc));
+            _kernels.AppendKeys(b, KeySlots == 0).Launch(grid, a, stream);
         }
+        if (_klist != null)
+            using (var a = new KernelArgs())
+            {
+                long firstChunk = Tokens / DecodeShape.Chunk, lastChunk = (Tokens + count - 1) / DecodeShape.Chunk;
+                a.Add(keys).Add(Tokens).Add((long)count).Add(Padded).Add(_kz).Add(_kr).Add(_klist);
+                _kernels.AppendKeyList().Launch(new LaunchShape((uint)((lastChunk - firstChunk + 1 + 3) / 4), (uint)Shape.KvHeads, 1, 128), a, stream);
+            }
         using (var a = new KernelArgs())
         {
-            a.Add(values).Add(Tokens).Add((long)count).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc);
-            _kernels.AppendValues(b).Launch(grid, a, stream);
+            a.Add(values).Add(Tokens).Add((long)count).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(Ptr(_vslotv)).Add(Ptr(_vslotc));
+            _kernels.AppendValues(b, ValueSlots == 0).Launch(grid, a, stream);
         }
         Tokens += count;
     }
@@ -207,6 +258,25 @@ public sealed class NuqLayerCache : GpuLayerCache
         }
     }
 
+    /// <summary>A slot buffer's device address, 0 for the dense layout (the dense kernels never touch it).</summary>
+    private static ulong Ptr(DeviceBuffer? b) => b?.Pointer ?? 0UL;
+
+    /// <summary>Device bytes of the per-token arrays of one layer's cache of <paramref name="tokens"/> tokens (padded to
+    /// whole chunks) and the sink, before it is made: what a capacity plan adds up. The profile's scales and tables
+    /// (a few KB) come on top.</summary>
+    public static long BytesFor(DecodeShape shape, int bits, long tokens, int sink, NuqLayout layout)
+    {
+        long h = shape.KvHeads, d = shape.HeadDim, padded = DecodeShape.Padded(tokens);
+        long codes = 2 * h * padded * d * bits / 8;
+        long slots = layout switch
+        {
+            NuqLayout.Slots => h * padded * (DecodeShape.KeySlots * 3 + DecodeShape.ValueSlots * 3),
+            NuqLayout.SparseKeys => h * (padded / DecodeShape.Chunk) * DecodeShape.KeyListWords * 4,
+            _ => 0,
+        };
+        return codes + h * padded * 4 + slots + 2 * h * Math.Max(sink, 1) * d * 2;
+    }
+
     private DeviceBuffer Upload(CudaContext ctx, float[] data)
     {
         var buf = ctx.Upload<float>(data);
@@ -221,21 +291,22 @@ public sealed class NuqLayerCache : GpuLayerCache
         return r;
     }
 
-    /// <summary>Codes, key slots (f16 + u8), value zero/range and slots, for the real tokens; the sink's f16 copies.</summary>
+    /// <summary>Codes, key slots (f16 + u8), value zero/range and slots (none when dense), for the real tokens; the
+    /// sink's f16 copies.</summary>
     public override long BytesPerDecode
     {
         get
         {
             long h = Shape.KvHeads, d = Shape.HeadDim, b = Profile.Bits;
-            long keys = Tokens * (d * b / 8 + DecodeShape.KeySlots * 3);
-            long values = Tokens * (d * b / 8 + 4 + DecodeShape.ValueSlots * 3);
+            long keys = Tokens * (d * b / 8 + KeySlots * 3) + (Tokens + DecodeShape.Chunk - 1) / DecodeShape.Chunk * KeyListWords * 4;
+            long values = Tokens * (d * b / 8 + 4 + ValueSlots * 3);
             return h * (keys + values + 2L * Sink * d * 2);
         }
     }
 
     internal override void AddAttentionArgs(KernelArgs a, ulong q) =>
-        a.Add(q).Add(_kcodes).Add(_kslotv).Add(_kslotc).Add(_kz).Add(_kr).Add(_kcb)
-         .Add(_vcodes).Add(_vzr).Add(_vslotv).Add(_vslotc).Add(_vcb);
+        a.Add(q).Add(_kcodes).Add(Ptr(_kslotv ?? _klist)).Add(Ptr(_kslotc)).Add(_kz).Add(_kr).Add(_kcb)
+         .Add(_vcodes).Add(_vzr).Add(Ptr(_vslotv)).Add(Ptr(_vslotc)).Add(_vcb);
 
     internal override (ulong SinkK, ulong SinkV) SinkBuffers => (_sinkK.Pointer, _sinkV.Pointer);
 }

@@ -12,6 +12,11 @@
 // Key outliers: S slots per token (f16 value, u8 channel, 0xFF = empty); the dense code of an outlier channel is
 // still stored (clamped), so the kernels add (value - dense) as a sparse correction. Values: per token u32
 // (f16 zero | f16 range << 16) and 2 slots (the largest and the smallest value, KVQuant's k = 1 per tail at D=128).
+// Dense layout (v6 only, kernels *_r6_dense; the CPU spec nuqB without outliers): no slots at all, keys clamped into
+// their codes and the value zero/range over all of the token's values; the slot counts are template parameters
+// (KS, VS = 0) and the outlier passes compile out. Sparse-key layout (*_r6_sparse): the dense codes plus, per KV
+// head and 256-token chunk, a record of KL = 48 u32 words (count, then up to 47 key outliers: f16 value << 16 | token
+// in the chunk << 8 | channel), passed in the kslotv argument (kv_encode.cu, encode_key_list).
 
 #define D 128
 #define CHUNK 256
@@ -914,11 +919,13 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem)
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-template <int B>
+// KS, VS: key and value slots per token (v6 also compiles the dense layout, KS = VS = 0: no slot arrays). KL: u32
+// words of the sparse layout's per-chunk key outlier record (kv_encode.cu, KLIST; 0 = none).
+template <int B, int KS = KSLOTS, int VS = VSLOTS, int KL = 0>
 struct Stage
 {
-    static constexpr int KC = 0, VC = CHUNK * D * B / 8, KSV = 2 * VC, KSC = KSV + CHUNK * KSLOTS * 2,
-        VZR = KSC + CHUNK * KSLOTS, VSV = VZR + CHUNK * 4, VSC = VSV + CHUNK * VSLOTS * 2, BYTES = VSC + CHUNK * VSLOTS;
+    static constexpr int KC = 0, VC = CHUNK * D * B / 8, KSV = 2 * VC, KSC = KSV + CHUNK * KS * 2,
+        KLR = KSC + CHUNK * KS, VZR = KLR + KL * 4, VSV = VZR + CHUNK * 4, VSC = VSV + CHUNK * VS * 2, BYTES = VSC + CHUNK * VS;
 };
 
 __device__ __forceinline__ void copy_range(char* dst, const char* src, int bytes)
@@ -1246,24 +1253,32 @@ __device__ __forceinline__ u32 code_addr(const u32 (&w)[B], int t, int i, u32 la
     return (x & ((u32)((1 << B) - 1) << 7)) | laneOff;
 }
 
-template <int B>
+template <int B, int KS = KSLOTS, int KL = 0>
 __device__ __forceinline__ void issue_keys(char* st, long hb, long cbase, const u32* kcodes, const u16* kslotv, const u8* kslotc)
 {
-    using S = Stage<B>;
+    using S = Stage<B, KS, VSLOTS, KL>;
     copy_range(st + S::KC, (const char*)(kcodes + (hb + cbase) / TILE * B * 32), S::VC);
-    copy_range(st + S::KSV, (const char*)(kslotv + (hb + cbase) * KSLOTS), CHUNK * KSLOTS * 2);
-    copy_range(st + S::KSC, (const char*)(kslotc + (hb + cbase) * KSLOTS), CHUNK * KSLOTS);
+    if constexpr (KS > 0)
+    {
+        copy_range(st + S::KSV, (const char*)(kslotv + (hb + cbase) * KS), CHUNK * KS * 2);
+        copy_range(st + S::KSC, (const char*)(kslotc + (hb + cbase) * KS), CHUNK * KS);
+    }
+    // The sparse layout passes its key outlier records as kslotv (KL words per head and chunk; hb + cbase is a multiple of CHUNK).
+    if constexpr (KL > 0) copy_range(st + S::KLR, (const char*)kslotv + (hb + cbase) / CHUNK * KL * 4, KL * 4);
     cp_async_commit();
 }
 
-template <int B>
+template <int B, int KS = KSLOTS, int VS = VSLOTS, int KL = 0>
 __device__ __forceinline__ void issue_values(char* st, long hb, long cbase, const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc)
 {
-    using S = Stage<B>;
+    using S = Stage<B, KS, VS, KL>;
     copy_range(st + S::VC, (const char*)(vcodes + (hb + cbase) / TILE * B * 32), S::VC);
     copy_range(st + S::VZR, (const char*)(vzr + hb + cbase), CHUNK * 4);
-    copy_range(st + S::VSV, (const char*)(vslotv + (hb + cbase) * VSLOTS), CHUNK * VSLOTS * 2);
-    copy_range(st + S::VSC, (const char*)(vslotc + (hb + cbase) * VSLOTS), CHUNK * VSLOTS);
+    if constexpr (VS > 0)
+    {
+        copy_range(st + S::VSV, (const char*)(vslotv + (hb + cbase) * VS), CHUNK * VS * 2);
+        copy_range(st + S::VSC, (const char*)(vslotc + (hb + cbase) * VS), CHUNK * VS);
+    }
     cp_async_commit();
 }
 
@@ -1606,7 +1621,9 @@ __device__ __forceinline__ int warp_prefix(int v, int lane, int& total)
     return x - v;
 }
 
-template <int B, int G>
+// KS, VS: key and value slots per token: 4 and 2 (nuqB-1%), or 0 and 0 for the dense layout (no outliers: the
+// slot arrays are neither copied nor read, the outlier passes are compiled out).
+template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0>
 __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -1614,7 +1631,9 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
     const u8* __restrict__ vslotc, const float* __restrict__ vcb,
     float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
 {
-    using S = Stage<B>;
+    static_assert((KS == 0 || KS == 4) && (VS == 0 || VS == 2), "slot layouts: 4 + 2 (nuqB-1%) or none (dense)");
+    static_assert(KL == 0 || (KS == 0 && KL % 4 == 0), "the sparse key list replaces the key slots; whole 16-byte copies");
+    using S = Stage<B, KS, VS, KL>;
     constexpr int L = 1 << B;
     extern __shared__ __align__(16) char s_stage[];   // one S::BYTES stage: the key half and the value half refill apart
     const int h = blockIdx.y, split = blockIdx.x;
@@ -1622,7 +1641,7 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
     const int numChunks = (a.n + CHUNK - 1) / CHUNK;
     const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
     const long hb = (long)h * padded;
-    if (c0 < c1) issue_keys<B>(s_stage, hb, (long)c0 * CHUNK, kcodes, kslotv, kslotc);
+    if (c0 < c1) issue_keys<B, KS, KL>(s_stage, hb, (long)c0 * CHUNK, kcodes, kslotv, kslotc);
 
     __shared__ __align__(16) float s_sc[G][CHUNK];
     __shared__ __align__(16) float s_pr[G][CHUNK];
@@ -1634,7 +1653,7 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
     __shared__ float s_vout[W4][G][D];
     __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
     __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
-    __shared__ u8 s_olist[W4][32 * KSLOTS];   // per warp: the chunk's filled key slots, (token lane << 2) | slot
+    __shared__ u8 s_olist[W4][32 * (KS > 0 ? KS : 1)];   // per warp: the chunk's filled key slots, (token lane << 2) | slot
 
     for (int i = threadIdx.x; i < G * D; i += T4) s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
     for (int i = threadIdx.x; i < W4 * G * D; i += T4) (&s_vout[0][0][0])[i] = 0.f;
@@ -1696,7 +1715,7 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
         }
         cp_async_wait_all();
         __syncthreads();   // this chunk's keys landed for everyone; everyone is done with the previous chunk's values
-        issue_values<B>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
+        issue_values<B, KS, VS, KL>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
         const u32* kc = (const u32*)(st + S::KC);
         const u32* vc = (const u32*)(st + S::VC);
         const int w0 = warp * (CHUNK / W4);      // the warp's first token in the chunk
@@ -1772,6 +1791,7 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
         // Key outliers of the warp's own tokens, compacted: slots fill from 0, so a token's count is the number of
         // low bytes that are not 0xff; the warp lists (token, slot) pairs and each lane takes every 32nd pair, instead
         // of every lane walking four slots while most of them are empty.
+        if constexpr (KS > 0)
         {
             const u32* ksc = (const u32*)(st + S::KSC);
             const u16* ksv = (const u16*)(st + S::KSV);
@@ -1784,7 +1804,29 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
             {
                 int ent = s_olist[warp][e], tt = w0 + (ent >> 2), sl = ent & 3;
                 int c = (ksc[tt] >> (8 * sl)) & 0xff;
-                float d = h2f(ksv[tt * KSLOTS + sl]) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
+                float d = h2f(ksv[tt * KS + sl]) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
+                float so, co;
+                sincosf((float)tt * s_th[c >> 1], &so, &co);
+                float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+        }
+        if constexpr (KL > 0)
+        {
+            // The sparse layout's key outliers: the chunk's record (count, then entries in token order); each warp takes
+            // the entries of its own 32 tokens, whose scores it has just written.
+            const u32* rec = (const u32*)(st + S::KLR);
+            const int total = (int)rec[0];
+            for (int e = lane; e < total; e += 32)
+            {
+                u32 ent = rec[1 + e];
+                int tt = (ent >> 8) & 0xff, c = ent & 0xff;
+                if (tt < w0 || tt >= w0 + CHUNK / W4) continue;
+                float d = h2f(ent >> 16) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
                 float so, co;
                 sincosf((float)tt * s_th[c >> 1], &so, &co);
                 float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
@@ -1797,7 +1839,7 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
         }
         cp_async_wait_all();   // this chunk's values (issued at the top)
         __syncthreads();
-        if (chunk + 1 < c1) issue_keys<B>(st, hb, cbase + CHUNK, kcodes, kslotv, kslotc);
+        if (chunk + 1 < c1) issue_keys<B, KS, KL>(st, hb, cbase + CHUNK, kcodes, kslotv, kslotc);
 
         // ---- softmax, value scales folded in ----
         const u32* zr = (const u32*)(st + S::VZR);
@@ -1867,16 +1909,17 @@ __device__ void attn_v6(const AttnArgs a, const float* __restrict__ q,
             }
         }
         __syncwarp();   // the warp's value accumulators were rescaled by their own lanes before any correction
+        if constexpr (VS > 0)
         {
             const int tt = w0 + lane;
             if (cbase + tt < a.n)
             {
-                u32 cc = *(const u16*)(st + S::VSC + tt * VSLOTS);
-                u32 vv = *(const u32*)(st + S::VSV + tt * VSLOTS * 2);
+                u32 cc = *(const u16*)(st + S::VSC + tt * VS);
+                u32 vv = *(const u32*)(st + S::VSV + tt * VS * 2);
                 u32 zrt = zr[tt];
                 float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
 #pragma unroll
-                for (int sl = 0; sl < VSLOTS; ++sl)
+                for (int sl = 0; sl < VS; ++sl)
                 {
                     int c = (cc >> (8 * sl)) & 0xff;
                     float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<B>(vc, tt, c)], z);
@@ -1911,6 +1954,22 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
     float* part_acc, float2* part_ml, long padded) \
 { attn_v6<B, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 
+// The dense layout (no outlier slots; same parameters, the slot pointers unused): v6 only.
+// The sparse layout (dense codes + a per-chunk key outlier record of 48 words, passed as kslotv): v6 only.
+#define NUQ_V6_SPARSE(B, G, MINB) \
+extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r6_sparse(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v6<B, G, 0, 0, 48>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+
+#define NUQ_V6_DENSE(B, G, MINB) \
+extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r6_dense(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v6<B, G, 0, 0>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+
 #define NUQ_ENTRY(KB, VB, G, VER, MINB) \
 extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##KB##_v##VB##_g##G##_r##VER(const AttnArgs a, const float* q, \
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
@@ -1931,7 +1990,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##B##_v##B
 { attn_v3<B, G>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 
 #define NUQ_VERSIONS(B) \
-NUQ_ENTRY(B, B, 1, 1, 1) NUQ_ENTRY(B, B, 4, 1, 1) NUQ_ENTRY(B, B, 1, 2, 4) NUQ_ENTRY(B, B, 4, 2, 3) NUQ_V3(B, 1, 4) NUQ_V3(B, 4, 3) NUQ_V4(B, 1, 2) NUQ_V4(B, 4, 1) NUQ_V5(B, 1, 3) NUQ_V5(B, 4, 2) NUQ_V6(B, 1, 3) NUQ_V6(B, 4, 2)
+NUQ_ENTRY(B, B, 1, 1, 1) NUQ_ENTRY(B, B, 4, 1, 1) NUQ_ENTRY(B, B, 1, 2, 4) NUQ_ENTRY(B, B, 4, 2, 3) NUQ_V3(B, 1, 4) NUQ_V3(B, 4, 3) NUQ_V4(B, 1, 2) NUQ_V4(B, 4, 1) NUQ_V5(B, 1, 3) NUQ_V5(B, 4, 2) NUQ_V6(B, 1, 3) NUQ_V6(B, 4, 2) \
+NUQ_V6_DENSE(B, 1, 3) NUQ_V6_DENSE(B, 4, 2) NUQ_V6_SPARSE(B, 1, 3) NUQ_V6_SPARSE(B, 4, 2)
 
 NUQ_VERSIONS(4)
 NUQ_VERSIONS(3)

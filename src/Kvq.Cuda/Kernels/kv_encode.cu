@@ -3,6 +3,9 @@
 // number of midpoints below u, |u| > 1 outliers in S slots keeping the largest |u|, ties to the lower channel;
 // NuqTokenCodec: the largest then the smallest value are outliers (ties to the lower channel), f16 zero and range
 // from the rest), so a token encoded here decodes to what the CPU codec decodes it to.
+// KS, VS: key slots and value slots per token: 4 and 2 for nuqB-1%, 0 and 0 for the dense layout (nuqB, "nuqBd" in
+// the lab: no outliers, every value clamped into its code like the CPU codecs without an outlier fraction, the
+// value zero and range from the token's min and max).
 
 #define D 128
 #define TILE 8
@@ -102,6 +105,32 @@ __device__ __forceinline__ int warp_prefix(int v, int lane, int& total)
     return x - v;
 }
 
+// Which of a token's key outliers (flag: the lane's channels with |u| > 1) keep a place: all when there are at most
+// KS, else the KS largest |u|, ties to the lower channel, like NuqChannelCodec.SelectOutliers.
+template <int KS>
+__device__ __forceinline__ int select_outliers(int flag, const float (&mag)[4], int lane)
+{
+    int total;
+    warp_prefix(__popc(flag), lane, total);
+    if (total <= KS) return flag;
+    int chosen = 0;
+    for (int s = 0; s < KS; ++s)
+    {
+        float best = -1.f; int bc = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            if ((flag >> i & 1) && !(chosen >> i & 1) && mag[i] > best) { best = mag[i]; bc = 4 * lane + i; }
+#pragma unroll
+        for (int o = 16; o; o >>= 1)
+        {
+            float ob = __shfl_xor_sync(FULL, best, o); int oc = __shfl_xor_sync(FULL, bc, o);
+            if (ob > best || (ob == best && oc < bc)) { best = ob; bc = oc; }
+        }
+        if ((bc >> 2) == lane) chosen |= 1 << (bc & 3);
+    }
+    return chosen;
+}
+
 // Where the values to encode come from: the synthetic source (positions sink + token) or a device buffer holding
 // [head][count][D] floats for stream tokens tok0 .. tok0 + count - 1 (the append path of a real model).
 struct GenSource
@@ -127,7 +156,7 @@ __device__ __forceinline__ void store_words(u32* dst, const u32 (&w)[B], const u
 }
 
 // One warp per tile of 8 stream tokens; encodes the tokens in [tok0, tok1). 4 warps per block.
-template <int B, class Src>
+template <int B, int KS, class Src>
 __device__ void encode_keys(Src src, long tok0, long tok1, long padded, const float* kzero, const float* krange, const float* mids_g,
     u32* codes, u16* slotv, u8* slotc)
 {
@@ -160,41 +189,20 @@ __device__ void encode_keys(Src src, long tok0, long tok1, long padded, const fl
             mag[i] = fabsf(u);
             if (u > 1.f || u < -1.f) flag |= 1 << i;
         }
-        int total, cnt = __popc(flag);
-        warp_prefix(cnt, lane, total);
-        int chosen = flag;
-        if (total > KSLOTS)
-        {
-            // Keep the KSLOTS largest |u|, ties to the lower channel, like NuqChannelCodec.SelectOutliers.
-            chosen = 0;
-            for (int s = 0; s < KSLOTS; ++s)
-            {
-                float best = -1.f; int bc = 0x7fffffff;
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-                    if ((flag >> i & 1) && !(chosen >> i & 1) && mag[i] > best) { best = mag[i]; bc = 4 * lane + i; }
-#pragma unroll
-                for (int o = 16; o; o >>= 1)
-                {
-                    float ob = __shfl_xor_sync(FULL, best, o); int oc = __shfl_xor_sync(FULL, bc, o);
-                    if (ob > best || (ob == best && oc < bc)) { best = ob; bc = oc; }
-                }
-                if ((bc >> 2) == lane) chosen |= 1 << (bc & 3);
-            }
-            cnt = __popc(chosen);
-        }
-        int kept, rank = warp_prefix(cnt, lane, kept);
-        long sb = (hb + tok) * KSLOTS;
+        if constexpr (KS == 0) continue;   // dense (and the sparse list's codes): outliers stay clamped in their codes
+        int chosen = select_outliers<KS>(flag, mag, lane);
+        int kept, rank = warp_prefix(__popc(chosen), lane, kept);
+        long sb = (hb + tok) * KS;
 #pragma unroll
         for (int i = 0; i < 4; ++i)
             if (chosen >> i & 1) { slotv[sb + rank] = f2h(x[i]); slotc[sb + rank] = (u8)(4 * lane + i); ++rank; }
         if (lane == 0)
-            for (int s = kept; s < KSLOTS; ++s) { slotv[sb + s] = 0; slotc[sb + s] = 0xff; }
+            for (int s = kept; s < KS; ++s) { slotv[sb + s] = 0; slotc[sb + s] = 0xff; }
     }
     store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
 }
 
-template <int B, class Src>
+template <int B, int VS, class Src>
 __device__ void encode_values(Src src, long tok0, long tok1, long padded, const float* mids_g, u32* codes, u32* zr, u16* slotv, u8* slotc)
 {
     const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -214,27 +222,32 @@ __device__ void encode_values(Src src, long tok0, long tok1, long padded, const 
         float x[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) x[i] = src(h, tok, 4 * lane + i);
-        // The largest value (ties to the lower channel), then the smallest of the rest.
-        float bv = -INFINITY; int bc = 0x7fffffff;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) if (x[i] > bv) { bv = x[i]; bc = 4 * lane + i; }
-#pragma unroll
-        for (int o = 16; o; o >>= 1)
+        // The largest value (ties to the lower channel), then the smallest of the rest (VS = 2: KVQuant's k = 1 per
+        // tail at D = 128); dense (VS = 0): no outliers, the zero and range come from all values.
+        int cmax = -1, cmin = -1;
+        if constexpr (VS > 0)
         {
-            float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
-            if (ov > bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
-        }
-        const int cmax = bc;
-        bv = INFINITY; bc = 0x7fffffff;
+            float bv = -INFINITY; int bc = 0x7fffffff;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && x[i] < bv) { bv = x[i]; bc = 4 * lane + i; }
+            for (int i = 0; i < 4; ++i) if (x[i] > bv) { bv = x[i]; bc = 4 * lane + i; }
 #pragma unroll
-        for (int o = 16; o; o >>= 1)
-        {
-            float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
-            if (ov < bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+            for (int o = 16; o; o >>= 1)
+            {
+                float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
+                if (ov > bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+            }
+            cmax = bc;
+            bv = INFINITY; bc = 0x7fffffff;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && x[i] < bv) { bv = x[i]; bc = 4 * lane + i; }
+#pragma unroll
+            for (int o = 16; o; o >>= 1)
+            {
+                float ov = __shfl_xor_sync(FULL, bv, o); int oc = __shfl_xor_sync(FULL, bc, o);
+                if (ov < bv || (ov == bv && oc < bc)) { bv = ov; bc = oc; }
+            }
+            cmin = bc;
         }
-        const int cmin = bc;
         float lo = INFINITY, hi = -INFINITY;
 #pragma unroll
         for (int i = 0; i < 4; ++i) if (4 * lane + i != cmax && 4 * lane + i != cmin) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
@@ -251,35 +264,96 @@ __device__ void encode_values(Src src, long tok0, long tok1, long padded, const 
             put_code<B>(m, t, i, (1 << B) - 1);
         }
         long tb = hb + tok;
-        if (lane == 0)
+        if (lane == 0) zr[tb] = (u32)zh | ((u32)rh << 16);
+        if constexpr (VS > 0)
         {
-            zr[tb] = (u32)zh | ((u32)rh << 16);
-            int a = min(cmax, cmin), b = max(cmax, cmin);
-            slotc[tb * VSLOTS] = (u8)a; slotc[tb * VSLOTS + 1] = (u8)b;
-        }
+            static_assert(VS == 2, "value slots: the largest and the smallest value");
+            if (lane == 0)
+            {
+                int a = min(cmax, cmin), b = max(cmax, cmin);
+                slotc[tb * VS] = (u8)a; slotc[tb * VS + 1] = (u8)b;
+            }
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-        {
-            int c = 4 * lane + i;
-            if (c == cmax || c == cmin) slotv[tb * VSLOTS + (c == min(cmax, cmin) ? 0 : 1)] = f2h(x[i]);
+            for (int i = 0; i < 4; ++i)
+            {
+                int c = 4 * lane + i;
+                if (c == cmax || c == cmin) slotv[tb * VS + (c == min(cmax, cmin) ? 0 : 1)] = f2h(x[i]);
+            }
         }
     }
     store_words<B>(codes + (hb / TILE + tile) * B * 32 + lane, w, m);
 }
 
+// Sparse key outliers (the "sparse" layout, lab nuqBs: dense codes + this list): per (KV head, 256-token chunk) one
+// record of KLIST u32 words: word 0 = the count, then up to KLIST - 1 entries (f16 value << 16 | token in the chunk
+// << 8 | channel) in token order, channels ascending within a token. Per token at most KS outliers are chosen like
+// NuqChannelCodec with KS slots; a chunk whose record is full keeps the first entries (the rest stay clamped in their
+// codes). One warp per chunk walks its tokens in order, so appends in any pieces leave the bulk encoder's bytes.
+#define CHUNK 256
+#define KLIST 48
+template <int KS, class Src>
+__device__ void encode_key_list(Src src, long tok0, long tok1, long padded, const float* kzero, const float* krange, u32* list)
+{
+    const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long chunk = tok0 / CHUNK + (long)blockIdx.x * 4 + warp;
+    const long a = max(tok0, chunk * CHUNK), b = min(tok1, (chunk + 1) * CHUNK);
+    if (a >= b || chunk * CHUNK >= padded) return;
+    float kz[4], kr[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { kz[i] = kzero[h * D + 4 * lane + i]; kr[i] = krange[h * D + 4 * lane + i]; }
+    u32* rec = list + ((long)h * (padded / CHUNK) + chunk) * KLIST;
+    int n = (int)rec[0];   // entries of earlier appends into this chunk (0 in a fresh cache: buffers start zeroed)
+    for (long tok = a; tok < b; ++tok)
+    {
+        float x[4], mag[4];
+        int flag = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+        {
+            x[i] = src(h, tok, 4 * lane + i);
+            float u = (x[i] - kz[i]) / kr[i];
+            mag[i] = fabsf(u);
+            if (u > 1.f || u < -1.f) flag |= 1 << i;
+        }
+        int chosen = select_outliers<KS>(flag, mag, lane);
+        int kept, rank = warp_prefix(__popc(chosen), lane, kept);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            if (chosen >> i & 1)
+            {
+                int e = n + rank++;
+                if (e < KLIST - 1) rec[1 + e] = ((u32)f2h(x[i]) << 16) | ((u32)(tok - chunk * CHUNK) << 8) | (u32)(4 * lane + i);
+            }
+        n = min(n + kept, KLIST - 1);
+    }
+    __syncwarp();
+    if (lane == 0) rec[0] = (u32)n;
+}
+
+// encode_key_list_s{KS}: the synthetic source, stream tokens 0 .. n-1; append_key_list_s{KS}: count tokens from a buffer
+// at stream index tok0 (grid: the chunks from tok0 / 256 to (tok0 + count - 1) / 256, four per block).
+#define KLIST_ENC(KS) \
+extern "C" __global__ void __launch_bounds__(128) encode_key_list_s##KS(u32 seed, int sink, long n, long padded, const float* kz, \
+    const float* kr, u32* list) { encode_key_list<KS>(GenSource{seed, sink}, 0, n, padded, kz, kr, list); } \
+extern "C" __global__ void __launch_bounds__(128) append_key_list_s##KS(const float* src, long tok0, long count, long padded, \
+    const float* kz, const float* kr, u32* list) { encode_key_list<KS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, list); }
+KLIST_ENC(2)
+
 // encode_*: the synthetic source for stream tokens 0 .. n-1; append_*: count tokens from a buffer at stream index
-// tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block).
-#define ENC(B) \
-extern "C" __global__ void __launch_bounds__(128) encode_keys_b##B(u32 seed, int sink, long n, long padded, const float* kz, const float* kr, \
-    const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B>(GenSource{seed, sink}, 0, n, padded, kz, kr, mids, codes, slotv, slotc); } \
-extern "C" __global__ void __launch_bounds__(128) encode_values_b##B(u32 seed, int sink, long n, long padded, const float* mids, \
-    u32* codes, u32* zr, u16* slotv, u8* slotc) { encode_values<B>(GenSource{seed, sink}, 0, n, padded, mids, codes, zr, slotv, slotc); } \
-extern "C" __global__ void __launch_bounds__(128) append_keys_b##B(const float* src, long tok0, long count, long padded, const float* kz, \
+// tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block). SUF: "" for nuqB-1% (KS = 4,
+// VS = 2), _dense for the dense layout (no slots; the slot pointers are not touched and may be null).
+#define ENC_L(B, KS, VS, SUF) \
+extern "C" __global__ void __launch_bounds__(128) encode_keys_b##B##SUF(u32 seed, int sink, long n, long padded, const float* kz, const float* kr, \
+    const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B, KS>(GenSource{seed, sink}, 0, n, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) encode_values_b##B##SUF(u32 seed, int sink, long n, long padded, const float* mids, \
+    u32* codes, u32* zr, u16* slotv, u8* slotc) { encode_values<B, VS>(GenSource{seed, sink}, 0, n, padded, mids, codes, zr, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_keys_b##B##SUF(const float* src, long tok0, long count, long padded, const float* kz, \
     const float* kr, const float* mids, u32* codes, u16* slotv, u8* slotc) \
-{ encode_keys<B>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, mids, codes, slotv, slotc); } \
-extern "C" __global__ void __launch_bounds__(128) append_values_b##B(const float* src, long tok0, long count, long padded, const float* mids, \
+{ encode_keys<B, KS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_values_b##B##SUF(const float* src, long tok0, long count, long padded, const float* mids, \
     u32* codes, u32* zr, u16* slotv, u8* slotc) \
-{ encode_values<B>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); }
+{ encode_values<B, VS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); }
+#define ENC(B) ENC_L(B, KSLOTS, VSLOTS, ) ENC_L(B, 0, 0, _dense)
 
 ENC(4)
 ENC(3)

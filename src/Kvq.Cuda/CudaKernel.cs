@@ -51,7 +51,7 @@ public sealed class CudaKernel
 /// to the slots, as cuLaunchKernel wants them. Add them in the kernel's parameter order.</summary>
 public sealed unsafe class KernelArgs : IDisposable
 {
-    private const int MaxArgs = 32, SlotBytes = 64;
+    private const int MaxArgs = 32, SlotBytes = 256;   // a slot holds a struct argument of up to 256 bytes
     private byte* _slots;
     private void** _ptrs;
     private int _count;

@@ -121,6 +121,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     {
         long count = _count[layer];
         var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
+        if (n > 1)   // a prefill chunk: the tiled kernel reads each key once per 32 query rows
+        {
+            _kernels.AttentionTile(q, _nuq == null ? _k[layer] : null, _nuq == null ? _v[layer] : null, _nuq?[layer], _table, Capacity,
+                _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale, _part, output, Config.SinkTokens, _rope);
+            return;
+        }
         if (_nuq != null)
         {
             _kernels.AttentionNuq(q, _nuq[layer], _table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,

@@ -80,6 +80,44 @@ internal sealed class ModelKernels : IDisposable
             _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
     }
 
+    /// <summary>Tiled prefill attention (model.cu attn_tile): RB query rows share each staged key/value tile. f16
+    /// cache when <paramref name="nuq"/> is null (then <paramref name="kc"/>/<paramref name="vc"/>), else the KVQuant layer.</summary>
+    public void AttentionTile(ulong q, DeviceBuffer? kc, DeviceBuffer? vc, NuqDeviceLayer? nuq, DeviceBuffer? table, long cap, int kvHeads,
+        int group, int headDim, long count, int n, AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, RopeParams r)
+    {
+        var args = nuq == null
+            ? new TileArgs { Kc = kc!.Pointer, Vc = vc!.Pointer }
+            : new TileArgs
+            {
+                L = new NuqKeyArgs(nuq.KCodes.Pointer, nuq.KSlotV.Pointer, nuq.KSlotC.Pointer, nuq.KZero.Pointer, nuq.KRange.Pointer, nuq.KLevels.Pointer, nuq.VCodes.Pointer),
+                Vzr = nuq.VZeroRange.Pointer, VSlotV = nuq.VSlotV.Pointer, VSlotC = nuq.VSlotC.Pointer, VLev = nuq.VLevels.Pointer,
+                SinkK = nuq.SinkK.Pointer, SinkV = nuq.SinkV.Pointer, Table = table!.Pointer,
+                KBits = nuq.KeyBits, VBits = nuq.ValueBits, S = nuq.KeySlots, VS = 2 * nuq.ValueOutliersPerTail, Sink = sink,
+                RopeDims = r.RopeDims, Neox = r.Neox ? 1 : 0,
+            };
+        var k = K($"attn_tile_{(nuq == null ? "f16" : "nuq")}_d{headDim}");
+        int dp = headDim + 1, shared = (TileRows * dp + TileKeys * dp + TileKeys * headDim + TileRows * TileKeys) * 4;
+        if (_tileShared.Add(k.Name)) k.SetMaxDynamicShared(shared);
+        int rowBlocks = (n * group + TileRows - 1) / TileRows;
+        k.Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)rowBlocks, 256, (uint)shared),
+            _a.Clear().Add(q).Add(args).Add(cap).Add(kvHeads).Add(group).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part));
+        K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
+            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
+    }
+
+    private const int TileRows = 32, TileKeys = 64;   // model.cu RB, KT
+    private readonly HashSet<string> _tileShared = new();
+
+    /// <summary>model.cu's TileArgs (160 bytes with padding), passed by value.</summary>
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private struct TileArgs
+    {
+        public ulong Kc, Vc;
+        public NuqKeyArgs L;
+        public ulong Vzr, VSlotV, VSlotC, VLev, SinkK, SinkV, Table;
+        public int KBits, VBits, S, VS, Sink, RopeDims, Neox;
+    }
+
     /// <summary>model.cu's NuqLayer: the key arrays and the value codes, passed by value.</summary>
     [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
     private readonly record struct NuqKeyArgs(ulong KCodes, ulong KSlotV, ulong KSlotC, ulong KZero, ulong KRange, ulong KLevels, ulong VCodes);

@@ -5,6 +5,7 @@ using Kvq.Cuda;
 using Kvq.Cuda.Model;
 using Kvq.Model;
 using Kvq.Tensors;
+using Kvq.ModelCheck;
 
 // CPU vs GPU on a real model, in one process on a GPU machine (NativeAOT: the machine has no .NET):
 //  1. logits of every position of a text window, CPU Transformer vs CudaTransformer (f32 and f16 weights);
@@ -26,6 +27,8 @@ var profilePath = Arg("--profile", "");
 var nuqSpecs = Arg("--nuq", "nuq4-1%,nuq3-1%,nuq2-1%,nuq3-1%:mixed").Split(',', StringSplitOptions.RemoveEmptyEntries);
 int sink = int.Parse(Arg("--sink", "1"));
 int failures = 0;
+var sevenB = Arg("--sevenb", "");
+if (sevenB.Length > 0) return SevenB.Run(sevenB.Split(',').Select(int.Parse).ToArray(), int.Parse(Arg("--decode", "32")));
 
 using var loaded = ModelLoader.Load(modelPath);
 var cfg = loaded.Weights.Config;

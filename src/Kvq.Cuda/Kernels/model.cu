@@ -827,3 +827,14 @@ ATTN_TILE(64, f16, false)
 ATTN_TILE(128, f16, false)
 ATTN_TILE(64, nuq, true)
 ATTN_TILE(128, nuq, true)
+
+// Random weights for timing runs (CudaTransformer.CreateRandom): n uniform values in [-scale, scale).
+__device__ __forceinline__ u32 hash32(u32 x) { x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16; return x; }
+extern "C" __global__ void fill_random(void* p, long n, int f16, u32 seed, float scale)
+{
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float u = (float)(hash32(seed ^ hash32((u32)i) ^ hash32((u32)(i >> 32) + 0x68bc21ebu)) >> 8) * (1.0f / 16777216.0f);
+    float v = (2.0f * u - 1.0f) * scale;
+    if (f16) ((u16*)p)[i] = f2h(v); else ((float*)p)[i] = v;
+}

@@ -31,9 +31,11 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     public long Capacity { get; }
     public KvCacheConfig Config { get; }
 
-    internal CudaKvSequence(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, int maxTokens)
+    internal CudaKvSequence(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, int maxTokens,
+        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs = null)
     {
-        var nuq = Check(config, shape);
+        var nuq = codecs ?? Check(config, shape);
+        if (codecs != null) CheckShape(shape);
         if (maxTokens <= 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "a device KV cache needs room for at least one token");
         _ctx = ctx;
         _kernels = kernels;

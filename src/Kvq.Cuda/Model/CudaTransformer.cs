@@ -1,4 +1,5 @@
 using Kvq.Cache;
+using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Model;
 
 namespace Kvq.Cuda.Model;
@@ -32,9 +33,15 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     public long WeightBytes => _w.Bytes;
 
     private CudaTransformer(CudaContext ctx, ModelWeights weights, CudaModelOptions o)
+        : this(ctx, weights.Config, o, k => new DeviceWeights(ctx, weights, o.Weights)) { }
+
+    private CudaTransformer(CudaContext ctx, ModelConfig config, CudaModelOptions o, uint seed)
+        : this(ctx, config, o, k => DeviceWeights.Random(ctx, k, config, o.Weights, seed)) { }
+
+    private CudaTransformer(CudaContext ctx, ModelConfig config, CudaModelOptions o, Func<ModelKernels, DeviceWeights> weights)
     {
         _ctx = ctx;
-        Config = weights.Config;
+        Config = config;
         MaxBatch = Math.Max(1, o.MaxBatch);
         _f16 = o.Weights == CudaWeightType.F16;
         var shape = KvShape;
@@ -53,7 +60,7 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
         }
         try
         {
-            _w = new DeviceWeights(ctx, weights, o.Weights);
+            _w = weights(_kernels);
             int b = MaxBatch;
             _ids = A(b);
             _x = A((long)b * c.Dim);
@@ -102,6 +109,34 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     {
         _ctx.MakeCurrent();   // callers may run on another thread than Load's (the driver binds contexts to threads)
         return new CudaKvSequence(_ctx, _kernels, KvShape, config, maxTokens);
+    }
+
+    /// <summary>A KVQuant sequence from codecs given per layer (one per KV head) instead of a calibration profile:
+    /// for shapes no profile exists for (timing runs on random weights, research on hand-made codebooks).</summary>
+    public CudaKvSequence CreateKvQuantSequence(Func<int, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)> layerCodecs, int sink, int maxTokens)
+    {
+        _ctx.MakeCurrent();
+        var codecs = Enumerable.Range(0, Config.Layers).Select(layerCodecs).ToArray();
+        var name = codecs[0].Keys[0].Spec.Name;
+        return new CudaKvSequence(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs);
+    }
+
+    /// <summary>A model of <paramref name="config"/>'s shape with random weights made on the device (uniform,
+    /// scaled by 1/sqrt(fan-in) so activations stay bounded; norms 1): for timing and capacity runs at sizes whose
+    /// weights are not at hand (LLaMA-7B's), never for text.</summary>
+    public static CudaTransformer CreateRandom(ModelConfig config, CudaModelOptions? options = null, uint seed = 1)
+    {
+        var o = options ?? new CudaModelOptions();
+        var ctx = CudaContext.Create(o.DeviceOrdinal);
+        try
+        {
+            return new CudaTransformer(ctx, config, o, seed);
+        }
+        catch
+        {
+            ctx.Dispose();
+            throw;
+        }
     }
 
     public void Forward(ReadOnlySpan<int> tokens, IKvSequence kv, Span<float> lastLogits, Span<float> allLogits = default)

@@ -45,6 +45,15 @@ internal sealed class DeviceMatrix : IDisposable
         }
     }
 
+    /// <summary>An uninitialised matrix (filled on the device by the caller).</summary>
+    public DeviceMatrix(CudaContext ctx, int rows, int cols, CudaWeightType type)
+    {
+        Rows = rows;
+        Cols = cols;
+        Type = type;
+        Buffer = ctx.Allocate((long)rows * cols * (type == CudaWeightType.F16 ? 2 : 4));
+    }
+
     /// <summary>y [rows][Rows] f32 = x W^T; x is f16 [rows][Cols] for f16 weights, f32 for f32 weights.</summary>
     public void Apply(CublasHandle blas, ulong x, ulong y, int rows)
     {

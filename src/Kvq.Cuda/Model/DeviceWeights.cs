@@ -31,7 +31,7 @@ internal sealed class DeviceLayer : IDisposable
 /// matrix is the embedding itself.</summary>
 internal sealed class DeviceWeights : IDisposable
 {
-    private readonly List<IDisposable> _owned = new();
+    private readonly List<IDisposable> _owned = new();   // a layer's matrices are owned by its DeviceLayer or, for random weights, listed here
     public DeviceMatrix Embedding { get; }
     public DeviceLayer[] Layers { get; }
     public DeviceBuffer OutputNorm { get; }
@@ -69,6 +69,57 @@ internal sealed class DeviceWeights : IDisposable
         catch
         {
             Dispose();   // a half-uploaded model gives back what it took
+            throw;
+        }
+    }
+
+    private DeviceWeights(DeviceMatrix embedding, DeviceLayer[] layers, DeviceBuffer outputNorm, DeviceMatrix output, List<IDisposable> owned)
+    {
+        Embedding = embedding;
+        Layers = layers;
+        OutputNorm = outputNorm;
+        Output = output;
+        _owned = owned;
+    }
+
+    /// <summary>Random weights of a shape, made on the device (see CudaTransformer.CreateRandom).</summary>
+    public static DeviceWeights Random(CudaContext ctx, ModelKernels kernels, ModelConfig c, CudaWeightType type, uint seed)
+    {
+        var owned = new List<IDisposable>();
+        uint next = seed;
+        DeviceMatrix M(int rows, int cols, float scale)
+        {
+            var m = new DeviceMatrix(ctx, rows, cols, type);
+            owned.Add(m);
+            kernels.FillRandom(m.Buffer.Pointer, (long)rows * cols, type == CudaWeightType.F16, next++ * 0x9E3779B9u, scale);
+            return m;
+        }
+        DeviceBuffer Ones(int n)
+        {
+            var b = ctx.Upload<float>(Enumerable.Repeat(1f, n).ToArray());
+            owned.Add(b);
+            return b;
+        }
+        try
+        {
+            var emb = M(c.VocabSize, c.Dim, 1f);
+            var layers = new DeviceLayer[c.Layers];
+            for (int l = 0; l < c.Layers; l++)
+            {
+                float sd = 1f / MathF.Sqrt(c.Dim), sf = 1f / MathF.Sqrt(c.FfnDim), sq = 1f / MathF.Sqrt(c.QDim);
+                layers[l] = new DeviceLayer
+                {
+                    AttnNorm = Ones(c.Dim), Wq = M(c.QDim, c.Dim, sd), Wk = M(c.KvDim, c.Dim, sd), Wv = M(c.KvDim, c.Dim, sd), Wo = M(c.Dim, c.QDim, sq),
+                    FfnNorm = Ones(c.Dim), WGate = M(c.FfnDim, c.Dim, sd), WUp = M(c.FfnDim, c.Dim, sd), WDown = M(c.Dim, c.FfnDim, sf),
+                };
+            }
+            var outNorm = Ones(c.Dim);
+            var output = M(c.VocabSize, c.Dim, 1f / MathF.Sqrt(c.Dim));
+            return new DeviceWeights(emb, layers, outNorm, output, owned);
+        }
+        catch
+        {
+            foreach (var d in owned) d.Dispose();
             throw;
         }
     }

@@ -28,6 +28,10 @@ internal sealed class ModelKernels : IDisposable
     public void RmsNorm(ulong x, DeviceBuffer w, int rows, int dim, float eps, ulong y, ulong yh) =>
         K("rmsnorm_rows").Launch(LaunchShape.Grid1(rows, 256), _a.Clear().Add(x).Add(w).Add(dim).Add(eps).Add(y).Add(yh));
 
+    /// <summary>n uniform values in [-scale, scale) from a counter hash (f16 or f32).</summary>
+    public void FillRandom(ulong p, long n, bool f16, uint seed, float scale) =>
+        K("fill_random").Launch(Elementwise(n), _a.Clear().Add(p).Add(n).Add(f16 ? 1 : 0).Add(seed).Add(scale));
+
     public void ToF16(ulong x, ulong y, long n) => K("to_f16").Launch(Elementwise(n), _a.Clear().Add(x).Add(y).Add(n));
     public void Add(ulong x, ulong y, long n) => K("add_inplace").Launch(Elementwise(n), _a.Clear().Add(x).Add(y).Add(n));
     public void AddBias(ulong x, DeviceBuffer b, int width, long n) =>

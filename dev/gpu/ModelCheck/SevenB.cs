@@ -25,14 +25,27 @@ internal static class SevenB
         var sw = Stopwatch.StartNew();
         using var model = CudaTransformer.CreateRandom(Config, new CudaModelOptions(CudaWeightType.F16, MaxBatch: 512));
         Console.WriteLine($"7B-shaped model, random f16 weights on {model.Device}: {model.WeightBytes / (double)(1L << 30):F2} GiB, made in {sw.ElapsedMilliseconds} ms");
+        int failures = 0;
+        // The kernel lab's decode layout behind the model (v6) against the model's own KVQuant layout: same codecs,
+        // same random keys, values and queries through IKvSequence (prefill chunks, then decode steps).
+        foreach (var kv in new[] { "nuq4-1%", "nuq2-1%", "nuq2" })
+        {
+            using var lab = model.CreateKvQuantSequence(_ => Codecs(kv), 1, 700, labDecode: true);
+            using var own = model.CreateKvQuantSequence(_ => Codecs(kv), 1, 700, labDecode: false);
+            double rel = Compare(lab, own, new Random(7));
+            bool ok = rel < 1e-3;
+            if (!ok) failures++;
+            Console.WriteLine($"check {kv}: lab decode layout (v6) vs the model's KVQuant layout, 7B shape: rel L2 {rel:E2} (tolerance 1E-003; RoPE angles " +
+                              $"in double there, in float here): {(ok ? "ok" : "FAIL")}");
+        }
         foreach (int ctx in contexts)
-            foreach (var kv in new[] { "f16", "nuq4-1%", "nuq2-1%" })
+            foreach (var kv in new[] { "f16", "nuq4-1%", "nuq2-1%", "nuq2", "nuq4-1%*" })   // *: the model's own layout (model.cu), not the lab's
             {
                 var ids = Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize);
                 var logits = new float[Config.VocabSize];
                 using var seq = kv == "f16"
                     ? (CudaKvSequence)model.CreateSequence(new Kvq.Cache.KvCacheConfig("f16", "f16"), ctx + decode)
-                    : model.CreateKvQuantSequence(_ => Codecs(kv), 1, ctx + decode);
+                    : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, ctx + decode, labDecode: !kv.EndsWith('*'));
                 var t = Stopwatch.StartNew();
                 model.Forward(ids, seq, logits);
                 double pre = t.Elapsed.TotalSeconds;
@@ -49,7 +62,42 @@ internal static class SevenB
                                   $"KV device {seq.DeviceBytes / (double)(1L << 30):F2} GiB, logits finite {finite}");
                 Console.WriteLine($"{{\"kind\":\"7b\",\"kv\":\"{kv}\",\"ctx\":{ctx},\"prefill_tok_s\":{ctx / pre:F1},\"decode_tok_s\":{decode / dec:F2},\"kv_gib\":{seq.DeviceBytes / (double)(1L << 30):F3}}}");
             }
-        return 0;
+        return failures == 0 ? 0 : 1;
+    }
+
+    private static double Compare(CudaKvSequence a, CudaKvSequence b, Random rng)
+    {
+        var c = Config;
+        double worst = 0;
+        foreach (int n in new[] { 64, 37, 1, 200, 1, 1 })
+        {
+            var k = Rand(rng, n * c.KvDim);
+            var v = Rand(rng, n * c.KvDim);
+            var q = Rand(rng, n * c.QDim);
+            for (int l = 0; l < 2; l++)
+            {
+                var oa = new float[n * c.QDim];
+                var ob = new float[n * c.QDim];
+                a.Append(l, k, v, n);
+                a.Attend(l, q, n, oa, Kvq.Tensors.Parallelism.Default);
+                b.Append(l, k, v, n);
+                b.Attend(l, q, n, ob, Kvq.Tensors.Parallelism.Default);
+                double num = 0, den = 0;
+                for (int i = 0; i < oa.Length; i++) { double d = oa[i] - ob[i]; num += d * d; den += (double)ob[i] * ob[i]; }
+                worst = Math.Max(worst, Math.Sqrt(num / den));
+            }
+            for (int l = 2; l < c.Layers; l++) { a.Append(l, k, v, n); b.Append(l, k, v, n); }
+            a.Commit(n);
+            b.Commit(n);
+        }
+        return worst;
+    }
+
+    private static float[] Rand(Random rng, int n)
+    {
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float)((rng.NextDouble() + rng.NextDouble() + rng.NextDouble() - 1.5) * 1.2 * (rng.NextDouble() < 0.01 ? 4 : 1));
+        return x;
     }
 
     private static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values) Codecs(string spec)

@@ -37,7 +37,11 @@ public sealed class DecodeAttention : IDisposable
         SplitPlan.For(cache.Tokens, cache.Shape.KvHeads, _kernels.Context.Device.Multiprocessors, BlocksPerSm);
 
     /// <summary>out[qh][d] = softmax(q . R k / sqrt(d)) v; q is [query heads][head dim] float32, already rotated.</summary>
-    public void Run(GpuLayerCache cache, DeviceBuffer q, DeviceBuffer output, CudaStream? stream = null)
+    public void Run(GpuLayerCache cache, DeviceBuffer q, DeviceBuffer output, CudaStream? stream = null) =>
+        Run(cache, q.Pointer, output.Pointer, stream);
+
+    /// <summary>The same from raw device addresses (a model's query and output rows).</summary>
+    public void Run(GpuLayerCache cache, ulong q, ulong output, CudaStream? stream = null)
     {
         var s = cache.Shape;
         var plan = Plan(cache);
@@ -50,7 +54,7 @@ public sealed class DecodeAttention : IDisposable
             Scale = 1f / MathF.Sqrt(s.HeadDim), Log2Base = Log2Base,
         };
         _args.Clear().Add(args);
-        cache.AddAttentionArgs(_args, q.Pointer);
+        cache.AddAttentionArgs(_args, q);
         _args.Add(_acc).Add(_ml).Add(cache.Padded);
         var nuq = cache as NuqLayerCache;
         var kernel = _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version, nuq?.Layout ?? NuqLayout.Slots);

@@ -219,6 +219,13 @@ public sealed class NuqLayerCache : GpuLayerCache
         long need = (long)Shape.KvHeads * count * Shape.HeadDim * 4;
         if (count <= 0 || keys.Bytes < need || values.Bytes < need)
             throw new ArgumentException($"append of {count} tokens needs {need}-byte key and value buffers (got {keys.Bytes}, {values.Bytes})");
+        Append(keys.Pointer, values.Pointer, count, stream);
+    }
+
+    /// <summary>The same from raw device addresses (a model's activation rows; the caller vouches for the sizes).</summary>
+    public void Append(ulong keys, ulong values, int count, CudaStream? stream = null)
+    {
+        if (count <= 0) throw new ArgumentOutOfRangeException(nameof(count), count, "append of no tokens");
         if (Tokens + count > Padded)
             throw new InvalidOperationException($"{Name} cache: {Tokens} tokens + {count} exceed its capacity of {Padded}");
         int b = Profile.Bits;

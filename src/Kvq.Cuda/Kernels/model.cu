@@ -838,3 +838,21 @@ extern "C" __global__ void fill_random(void* p, long n, int f16, u32 seed, float
     float v = (2.0f * u - 1.0f) * scale;
     if (f16) ((u16*)p)[i] = f2h(v); else ((float*)p)[i] = v;
 }
+
+// The KVQuant decode layout of the kernel lab (decode_attention.cu v6) behind the model: the f16 sink copies of one
+// token at position pos < sink (k, v: [kvHeads][D] rows of the chunk). Grid: kvHeads blocks of D threads.
+extern "C" __global__ void sink_write(const float* k, const float* v, int D, long pos, int sink, u16* sinkK, u16* sinkV)
+{
+    int h = blockIdx.x, c = threadIdx.x;
+    if (c >= D) return;
+    sinkK[((long)h * sink + pos) * D + c] = f2h(k[(long)h * D + c]);
+    sinkV[((long)h * sink + pos) * D + c] = f2h(v[(long)h * D + c]);
+}
+
+// Attention of position 0 when it is the only token and a sink token: the output is its value (f16 copy).
+// Grid: kvHeads * G blocks of D threads.
+extern "C" __global__ void sink_only(const u16* sinkV, int G, int D, int sink, float* out)
+{
+    int qh = blockIdx.x, c = threadIdx.x;
+    if (c < D) out[(long)qh * D + c] = h2f(sinkV[((long)(qh / G) * sink) * D + c]);
+}

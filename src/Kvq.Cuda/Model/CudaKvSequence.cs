@@ -1,6 +1,7 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cuda.Attention;
 using Kvq.Tensors;
 
 namespace Kvq.Cuda.Model;
@@ -9,7 +10,9 @@ namespace Kvq.Cuda.Model;
 /// One sequence's KV cache in device memory, for <see cref="CudaTransformer"/>, sized up front. f16: per layer, keys
 /// (rotated at their positions, then rounded to f16, as the CPU f16 cache keeps them) and values, [KV head][slot][head
 /// dim]. KVQuant (nuqB, nuqB-F%, :mixed, with sink tokens): <see cref="NuqDeviceLayer"/> per layer, encoded on the
-/// device with the CPU codecs' math, pre-RoPE keys rotated inside attention from a per-position angle table. The model appends and attends through device addresses; the <see cref="IKvSequence"/> methods
+/// device with the CPU codecs' math, pre-RoPE keys rotated inside attention from a per-position angle table; where
+/// the kernel lab's faster decode layout holds the codecs (<see cref="LabLayout"/>), its <see cref="NuqLayerCache"/>
+/// per layer instead, decoded by the v6 kernels. The model appends and attends through device addresses; the <see cref="IKvSequence"/> methods
 /// take host spans (copied up and down), so the CPU <c>Transformer</c> can run over this cache too.
 /// </summary>
 public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
@@ -19,7 +22,10 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     private readonly KvShape _shape;
     private readonly RopeParams _rope;
     private readonly DeviceBuffer[] _k, _v;           // f16 cache
-    private readonly NuqDeviceLayer[]? _nuq;          // KVQuant cache
+    private readonly NuqDeviceLayer[]? _nuq;          // KVQuant cache, the model's layout
+    private readonly NuqLayerCache[]? _lab;           // KVQuant cache, the kernel lab's decode layout (v6 kernels)
+    private readonly DecodeAttention? _labAttn;
+    private readonly ulong[] _pendK, _pendV;          // lab layout: the chunk's key/value rows, encoded token by token at attention
     private readonly DeviceBuffer? _table;            // KVQuant: (cos, sin) per RoPE pair, lo and hi rows (model.cu rope_table)
     private readonly DeviceBuffer _part;
     private readonly int[] _count;
@@ -32,7 +38,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     public KvCacheConfig Config { get; }
 
     internal CudaKvSequence(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, int maxTokens,
-        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs = null)
+        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs = null, Func<DecodeKernels>? labKernels = null)
     {
         var nuq = codecs ?? Check(config, shape);
         if (codecs != null) CheckShape(shape);
@@ -47,10 +53,32 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         _count = new int[shape.Layers];
         _k = new DeviceBuffer[shape.Layers];
         _v = new DeviceBuffer[shape.Layers];
+        _pendK = new ulong[shape.Layers];
+        _pendV = new ulong[shape.Layers];
         _maxStates = 1024;
         try
         {
-            if (nuq != null)
+            var labLayout = nuq != null && labKernels != null ? LabLayout(nuq, shape, config.SinkTokens) : null;
+            if (labLayout is { } layout)
+            {
+                var dk = labKernels!();
+                _lab = new NuqLayerCache[shape.Layers];
+                for (int l = 0; l < shape.Layers; l++)
+                {
+                    var (keys, values) = nuq![l];
+                    var kz = new float[shape.KvDim];
+                    var kr = new float[shape.KvDim];
+                    for (int h = 0; h < shape.KvHeads; h++)
+                    {
+                        keys[h].Zeros.CopyTo(kz.AsSpan(h * shape.HeadDim));
+                        keys[h].Ranges.CopyTo(kr.AsSpan(h * shape.HeadDim));
+                    }
+                    var profile = new NuqLayerProfile(shape.KvHeads, shape.HeadDim, kz, kr, keys[0].Codebook, values[0].Codebook);
+                    _lab[l] = new NuqLayerCache(dk, new DecodeShape(shape.KvHeads, shape.GroupSize, shape.HeadDim), profile, Capacity, config.SinkTokens, layout);
+                }
+                _labAttn = new DecodeAttention(dk, shape.Rope.Base);
+            }
+            else if (nuq != null)
             {
                 _nuq = new NuqDeviceLayer[shape.Layers];
                 for (int l = 0; l < shape.Layers; l++) _nuq[l] = new NuqDeviceLayer(ctx, nuq[l].Keys, nuq[l].Values, Capacity, config.SinkTokens);
@@ -92,6 +120,37 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         return layers;
     }
 
+    /// <summary>The kernel lab's layout when it holds exactly these codecs: head dim 128, 1 or 4 query heads per KV
+    /// head, adjacent-pair RoPE over the whole head without scaling, 2-4 bits, one codebook per layer (no Q-Norm), and
+    /// either 4 key slots with 1 value outlier per tail (nuqB-1% at D = 128) or none (nuqB); sink 0 or 1.</summary>
+    internal static NuqLayout? LabLayout((NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[] layers, KvShape shape, int sink)
+    {
+        var r = shape.Rope;
+        if (shape.HeadDim != 128 || shape.GroupSize is not (1 or 4) || r.Style != Kvq.Model.RopeStyle.Normal || r.RopeDims != 128
+            || r.Scale != 1f || sink > 1)
+            return null;
+        NuqLayout? layout = null;
+        foreach (var (keys, values) in layers)
+        {
+            var k0 = keys[0];
+            var v0 = values[0];
+            if (k0.Spec.Bits is < 2 or > 4 || v0.Spec.Bits != k0.Spec.Bits) return null;
+            NuqLayout l = (k0.OutlierSlots, v0.OutliersPerTail) switch
+            {
+                (DecodeShape.KeySlots, 1) => NuqLayout.Slots,
+                (0, 0) => NuqLayout.Dense,
+                _ => (NuqLayout)(-1),
+            };
+            if ((int)l < 0 || (layout != null && layout != l)) return null;
+            layout = l;
+            for (int h = 0; h < keys.Length; h++)
+                if (!keys[h].DecodeLevels.SequenceEqual(k0.Codebook.DecodeLevels(false)) || !keys[h].Codebook.Levels.AsSpan().SequenceEqual(k0.Codebook.Levels)
+                    || !values[h].DecodeLevels.SequenceEqual(v0.Codebook.DecodeLevels(false)) || !values[h].Codebook.Levels.AsSpan().SequenceEqual(v0.Codebook.Levels))
+                    return null;
+        }
+        return layout;
+    }
+
     internal static void CheckShape(KvShape shape)
     {
         if (shape.HeadDim != 64 && shape.HeadDim != 128)
@@ -108,7 +167,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         int slot = _count[layer];
         if (slot + n > Capacity)
             throw new InvalidOperationException($"CUDA KV cache full: {slot} + {n} tokens exceed its capacity of {Capacity} (create the sequence with a larger maxTokens)");
-        if (_nuq != null)
+        if (_lab != null)
+        {
+            _pendK[layer] = k;   // encoded one token at a time in AttendDevice, each before its own query
+            _pendV[layer] = v;
+        }
+        else if (_nuq != null)
         {
             _kernels.AppendNuqKeys(k, n, _shape.KvHeads, _shape.HeadDim, slot, _nuq[layer], Config.SinkTokens);
             _kernels.AppendNuqValues(v, n, _shape.KvHeads, _shape.HeadDim, slot, _nuq[layer], Config.SinkTokens);
@@ -122,6 +186,11 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     internal void AttendDevice(int layer, ulong q, int n, ulong output)
     {
         long count = _count[layer];
+        if (_lab != null)
+        {
+            AttendLab(layer, q, n, output, count);
+            return;
+        }
         var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
         if (n > 1)   // a prefill chunk: the tiled kernel reads each key once per 32 query rows
         {
@@ -137,6 +206,25 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         }
         _kernels.AttentionF16(q, _k[layer], _v[layer], Capacity, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
             _shape.ScoreScale, _part, output);
+    }
+
+    /// <summary>The lab layout decodes one query token per launch: each token of the chunk is encoded (or, at a sink
+    /// position, copied to the sink) right before its own query attends, which keeps attention causal.</summary>
+    private void AttendLab(int layer, ulong q, int n, ulong output, long count)
+    {
+        var cache = _lab![layer];
+        var (sinkK, sinkV) = cache.SinkBuffers;
+        long kvRow = (long)_shape.KvDim * 4, qRow = (long)_shape.QDim * 4;
+        for (int t = 0; t < n; t++)
+        {
+            long pos = count - n + t;
+            ulong kt = _pendK[layer] + (ulong)(t * kvRow), vt = _pendV[layer] + (ulong)(t * kvRow);
+            if (pos < Config.SinkTokens) _kernels.SinkWrite(kt, vt, _shape.KvHeads, _shape.HeadDim, pos, Config.SinkTokens, sinkK, sinkV);
+            else cache.Append(kt, vt, 1);
+            ulong qt = q + (ulong)(t * qRow), ot = output + (ulong)(t * qRow);
+            if (cache.Tokens == 0) _kernels.SinkOnly(sinkV, _shape.Heads, _shape.GroupSize, _shape.HeadDim, Config.SinkTokens, ot);
+            else _labAttn!.Run(cache, qt, ot);
+        }
     }
 
     public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
@@ -170,6 +258,11 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     /// allocation itself is <see cref="DeviceBytes"/> (sized for <see cref="Capacity"/>).</summary>
     public KvMemory Memory()
     {
+        if (_lab != null)
+        {
+            long held = _lab.Sum(c => c.BytesPerDecode);
+            return new KvMemory(KvBytes.CodesOnly(held / 2), KvBytes.CodesOnly(held - held / 2), 0, Length, _shape.Layers * _shape.KvDim);
+        }
         if (_nuq != null)
         {
             long held = _nuq.Sum(l => l.BytesPerToken) * Length;
@@ -182,6 +275,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
 
     /// <summary>Device bytes this sequence holds (cache at full capacity, angle table, attention partials).</summary>
     public long DeviceBytes => _k.Sum(b => b?.Bytes ?? 0) + _v.Sum(b => b?.Bytes ?? 0) + (_nuq?.Sum(l => l?.DeviceBytes ?? 0) ?? 0)
+                               + (_lab?.Sum(l => l?.DeviceBytes ?? 0) ?? 0)
                                + (_table?.Bytes ?? 0) + (_part?.Bytes ?? 0);
 
     private void Stage(ref DeviceBuffer? buf, ReadOnlySpan<float> data)
@@ -202,6 +296,8 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         foreach (var b in _k) b?.Dispose();
         foreach (var b in _v) b?.Dispose();
         if (_nuq != null) foreach (var l in _nuq) l?.Dispose();
+        if (_lab != null) foreach (var l in _lab) l?.Dispose();
+        _labAttn?.Dispose();
         _table?.Dispose();
         _part?.Dispose();
         _hostK?.Dispose();

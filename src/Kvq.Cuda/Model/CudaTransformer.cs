@@ -19,7 +19,10 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     private readonly CublasHandle _blas;
     private readonly DeviceWeights _w;
     private readonly RopeParams _rope;
-    private readonly bool _f16;
+    private readonly bool _f16, _labDecode;
+    private Attention.DecodeKernels? _lab;   // the kernel lab's decode and append modules, compiled on first use
+
+    private Attention.DecodeKernels LabKernels() => _lab ??= new Attention.DecodeKernels(_ctx, _loader);
     // Activations for one chunk of at most MaxBatch tokens, row-major [token][width].
     private readonly DeviceBuffer _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits;
 
@@ -44,6 +47,7 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
         Config = config;
         MaxBatch = Math.Max(1, o.MaxBatch);
         _f16 = o.Weights == CudaWeightType.F16;
+        _labDecode = o.LabDecode;
         var shape = KvShape;
         CudaKvSequence.CheckShape(shape);
         _rope = RopeParams.For(Config);
@@ -108,17 +112,18 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens)
     {
         _ctx.MakeCurrent();   // callers may run on another thread than Load's (the driver binds contexts to threads)
-        return new CudaKvSequence(_ctx, _kernels, KvShape, config, maxTokens);
+        return new CudaKvSequence(_ctx, _kernels, KvShape, config, maxTokens, labKernels: _labDecode ? LabKernels : null);
     }
 
     /// <summary>A KVQuant sequence from codecs given per layer (one per KV head) instead of a calibration profile:
     /// for shapes no profile exists for (timing runs on random weights, research on hand-made codebooks).</summary>
-    public CudaKvSequence CreateKvQuantSequence(Func<int, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)> layerCodecs, int sink, int maxTokens)
+    public CudaKvSequence CreateKvQuantSequence(Func<int, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)> layerCodecs, int sink, int maxTokens,
+        bool? labDecode = null)
     {
         _ctx.MakeCurrent();
         var codecs = Enumerable.Range(0, Config.Layers).Select(layerCodecs).ToArray();
         var name = codecs[0].Keys[0].Spec.Name;
-        return new CudaKvSequence(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs);
+        return new CudaKvSequence(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs, labDecode ?? _labDecode ? LabKernels : null);
     }
 
     /// <summary>A model of <paramref name="config"/>'s shape with random weights made on the device (uniform,
@@ -214,6 +219,7 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     {
         foreach (var b in new[] { _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits }) b?.Dispose();
         _w?.Dispose();
+        _lab?.Dispose();
         _blas.Dispose();
         _kernels.Dispose();
         _ctx.Dispose();

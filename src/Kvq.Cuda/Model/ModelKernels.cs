@@ -28,6 +28,12 @@ internal sealed class ModelKernels : IDisposable
     public void RmsNorm(ulong x, DeviceBuffer w, int rows, int dim, float eps, ulong y, ulong yh) =>
         K("rmsnorm_rows").Launch(LaunchShape.Grid1(rows, 256), _a.Clear().Add(x).Add(w).Add(dim).Add(eps).Add(y).Add(yh));
 
+    public void SinkWrite(ulong k, ulong v, int kvHeads, int headDim, long pos, int sink, ulong sinkK, ulong sinkV) =>
+        K("sink_write").Launch(LaunchShape.Grid1(kvHeads, Pad32(headDim)), _a.Clear().Add(k).Add(v).Add(headDim).Add(pos).Add(sink).Add(sinkK).Add(sinkV));
+
+    public void SinkOnly(ulong sinkV, int queryHeads, int group, int headDim, int sink, ulong output) =>
+        K("sink_only").Launch(LaunchShape.Grid1(queryHeads, Pad32(headDim)), _a.Clear().Add(sinkV).Add(group).Add(headDim).Add(sink).Add(output));
+
     /// <summary>n uniform values in [-scale, scale) from a counter hash (f16 or f32).</summary>
     public void FillRandom(ulong p, long n, bool f16, uint seed, float scale) =>
         K("fill_random").Launch(Elementwise(n), _a.Clear().Add(p).Add(n).Add(f16 ? 1 : 0).Add(seed).Add(scale));

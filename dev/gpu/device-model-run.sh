@@ -87,7 +87,8 @@ for ctx in 512 2048 4000; do
 done
 
 # The whole forward pass of a LLaMA-7B-shaped model (random f16 weights made on the device), f16 vs KVQuant caches.
-step sevenb "$stage/check/ModelCheck" --sevenb "${SEVENB:-4096,16384,32768}" --decode 32
+step sevenb "$stage/check/ModelCheck" --sevenb "${SEVENB:-4096,16384}" --decode 32
+step sevenb-32k "$stage/check/ModelCheck" --sevenb 32768 --decode 32 --sevenb-kv f16,nuq4-1%,nuq2-1% --no-check
 
 # The run tool brings back at most 8 files: the logs travel as one archive.
 (cd "$out" && tar czf logs.tgz *.out *.err *.txt 2>/dev/null && rm -f *.out *.err)

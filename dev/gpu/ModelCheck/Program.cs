@@ -28,7 +28,9 @@ var nuqSpecs = Arg("--nuq", "nuq4-1%,nuq3-1%,nuq2-1%,nuq3-1%:mixed").Split(',', 
 int sink = int.Parse(Arg("--sink", "1"));
 int failures = 0;
 var sevenB = Arg("--sevenb", "");
-if (sevenB.Length > 0) return SevenB.Run(sevenB.Split(',').Select(int.Parse).ToArray(), int.Parse(Arg("--decode", "32")));
+if (sevenB.Length > 0)
+    return SevenB.Run(sevenB.Split(',').Select(int.Parse).ToArray(), int.Parse(Arg("--decode", "32")),
+        Arg("--sevenb-kv", "f16,nuq4-1%,nuq2-1%,nuq2,nuq4-1%*").Split(','), args.Contains("--no-check"));
 
 using var loaded = ModelLoader.Load(modelPath);
 var cfg = loaded.Weights.Config;

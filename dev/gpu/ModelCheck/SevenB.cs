@@ -20,7 +20,7 @@ internal static class SevenB
         NormEps = 1e-5f, RopeBase = 10000f, RopeDims = 128, RopeStyle = RopeStyle.Normal, ContextLength = 1 << 20,
     };
 
-    public static int Run(int[] contexts, int decode)
+    public static int Run(int[] contexts, int decode, string[] formats, bool noCheck)
     {
         var sw = Stopwatch.StartNew();
         using var model = CudaTransformer.CreateRandom(Config, new CudaModelOptions(CudaWeightType.F16, MaxBatch: 512));
@@ -28,7 +28,7 @@ internal static class SevenB
         int failures = 0;
         // The kernel lab's decode layout behind the model (v6) against the model's own KVQuant layout: same codecs,
         // same random keys, values and queries through IKvSequence (prefill chunks, then decode steps).
-        foreach (var kv in new[] { "nuq4-1%", "nuq2-1%", "nuq2" })
+        foreach (var kv in noCheck ? [] : new[] { "nuq4-1%", "nuq2-1%", "nuq2" })
         {
             using var lab = model.CreateKvQuantSequence(_ => Codecs(kv), 1, 700, labDecode: true);
             using var own = model.CreateKvQuantSequence(_ => Codecs(kv), 1, 700, labDecode: false);
@@ -39,7 +39,7 @@ internal static class SevenB
                               $"in double there, in float here): {(ok ? "ok" : "FAIL")}");
         }
         foreach (int ctx in contexts)
-            foreach (var kv in new[] { "f16", "nuq4-1%", "nuq2-1%", "nuq2", "nuq4-1%*" })   // *: the model's own layout (model.cu), not the lab's
+            foreach (var kv in formats)   // nuq...*: the model's own KVQuant layout (model.cu), not the lab's
             {
                 var ids = Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize);
                 var logits = new float[Config.VocabSize];

@@ -316,4 +316,11 @@ public sealed class NuqLayerCache : GpuLayerCache
          .Add(_vcodes).Add(_vzr).Add(Ptr(_vslotv)).Add(Ptr(_vslotc)).Add(_vcb);
 
     internal override (ulong SinkK, ulong SinkV) SinkBuffers => (_sinkK.Pointer, _sinkV.Pointer);
+
+    /// <summary>Device addresses of the layout's arrays (0 where the layout has none), for kernels outside the lab
+    /// that read it (the model's tiled prefill attention, model.cu load_tile).</summary>
+    internal (ulong KCodes, ulong KSlotV, ulong KSlotC, ulong KZero, ulong KRange, ulong KLevels, ulong VCodes, ulong VZeroRange,
+        ulong VSlotV, ulong VSlotC, ulong VLevels) Arrays =>
+        (_kcodes.Pointer, Ptr(_kslotv), Ptr(_kslotc), _kz.Pointer, _kr.Pointer, _kcb.Pointer, _vcodes.Pointer, _vzr.Pointer,
+         Ptr(_vslotv), Ptr(_vslotc), _vcb.Pointer);
 }

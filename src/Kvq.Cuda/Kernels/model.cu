@@ -655,13 +655,64 @@ struct TileArgs
     NuqLayer L; const u32* vzr; const u16* vslotv; const unsigned char* vslotc; const float* vlev;
     const u16* sinkK; const u16* sinkV; const float* table;
     int kbits, vbits, S, VS, sink, ropeDims, neox;
+    long labPadded;   // the kernel lab's layout (LAB loader): stream tokens per KV head in its arrays
 };
 
-template <int D, bool NUQ>
+// MODE 0: f16 cache; 1: the model's KVQuant layout; 2: the kernel lab's KVQuant layout (decode_attention.cu: stream
+// token s = position - sink, codes [KV head][8-token tile][word][lane], lane owns channels 4 lane .. 4 lane + 3 at bit
+// (4 t + i) B of its words; slots [KV head][token][S]; one codebook per layer).
+template <int D, int MODE>
 __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, long base, int cnt, float* sk, float* sv, int tid)
 {
     constexpr int DP = D + 1;
-    if (!NUQ)
+    constexpr bool NUQ = MODE != 0;
+    if (MODE == 2)
+    {
+        const int B = A.kbits;
+        const u32 mask = (1u << B) - 1;
+        const long P = A.labPadded, tiles = P / 8;
+        for (int i = tid; i < cnt * D; i += TT)
+        {
+            int j = i / D, c = i % D;
+            long p = base + j;
+            float kx, vx;
+            if (p < A.sink)
+            {
+                kx = h2f(A.sinkK[((long)h * A.sink + p) * D + c]);
+                vx = h2f(A.sinkV[((long)h * A.sink + p) * D + c]);
+            }
+            else
+            {
+                long st = p - A.sink;
+                int o = (4 * (int)(st & 7) + (c & 3)) * B, wi = o >> 5, bi = o & 31;
+                long at = ((long)h * tiles + (st >> 3)) * B * 32 + (c >> 2);
+                const u32* kw = A.L.kcodes + at;
+                const u32* vw = A.L.vcodes + at;
+                int kcode = bi + B <= 32 ? (int)((kw[wi * 32] >> bi) & mask) : (int)(__funnelshift_r(kw[wi * 32], kw[(wi + 1) * 32], bi) & mask);
+                int vcode = bi + B <= 32 ? (int)((vw[wi * 32] >> bi) & mask) : (int)(__funnelshift_r(vw[wi * 32], vw[(wi + 1) * 32], bi) & mask);
+                kx = __fadd_rn(A.L.kzero[h * D + c], __fmul_rn(A.L.krange[h * D + c], A.L.klev[kcode]));
+                u32 zr = A.vzr[(long)h * P + st];
+                vx = __fadd_rn(h2f((u16)(zr & 0xffff)), __fmul_rn(h2f((u16)(zr >> 16)), A.vlev[vcode]));
+            }
+            sk[j * DP + c] = kx;
+            sv[j * D + c] = vx;
+        }
+        __syncthreads();
+        for (int j = tid; j < cnt; j += TT)
+        {
+            long p = base + j;
+            if (p < A.sink) continue;
+            long st = p - A.sink;
+            for (int s = 0; s < A.S; ++s)
+            {
+                int idx = A.L.kslotc[((long)h * P + st) * A.S + s];
+                if (idx != 0xFF) sk[j * DP + idx] = h2f(A.L.kslotv[((long)h * P + st) * A.S + s]);
+            }
+            for (int s = 0; s < A.VS; ++s)
+                sv[j * D + A.vslotc[((long)h * P + st) * A.VS + s]] = h2f(A.vslotv[((long)h * P + st) * A.VS + s]);
+        }
+    }
+    else if (MODE == 0)
     {
         for (int i = tid; i < cnt * D; i += TT)
         {
@@ -672,6 +723,8 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
         }
         return;
     }
+    else
+    {
     const int kw = (D * A.kbits + 31) / 32, vw = (D * A.vbits + 31) / 32;
     const u32 kmask = (1u << A.kbits) - 1, vmask = (1u << A.vbits) - 1;
     // Dense decode (sink tokens from their f16 copies), pre-RoPE keys.
@@ -710,6 +763,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
         for (int s = 0; s < A.VS; ++s)
             sv[j * D + A.vslotc[((long)h * cap + p) * A.VS + s]] = h2f(A.vslotv[((long)h * cap + p) * A.VS + s]);
     }
+    }
     __syncthreads();
     // RoPE at each key's position: (cos, sin) = lo[p % 128] * hi[p / 128] (rope_table).
     const int half = A.ropeDims >> 1;
@@ -727,7 +781,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
     }
 }
 
-template <int D, bool NUQ>
+template <int D, int MODE>
 __device__ __forceinline__ void attn_tile(const float* __restrict__ q, const TileArgs& A, long cap, int kvHeads, int G, long count,
     int n, long per, int splits, float scale, float* __restrict__ part)
 {
@@ -764,7 +818,7 @@ __device__ __forceinline__ void attn_tile(const float* __restrict__ q, const Til
     for (long base = s0; base < s1; base += KT)
     {
         int cnt = (int)min((long)KT, s1 - base);
-        load_tile<D, NUQ>(A, h, cap, base, cnt, sk, sv, tid);
+        load_tile<D, MODE>(A, h, cap, base, cnt, sk, sv, tid);
         __syncthreads();
         float sc[KT / 8];
         float mx = -INFINITY;
@@ -819,14 +873,15 @@ __device__ __forceinline__ void attn_tile(const float* __restrict__ q, const Til
     }
 }
 
-#define ATTN_TILE(D, NAME, NUQ) \
+#define ATTN_TILE(D, NAME, MODE) \
 extern "C" __global__ void __launch_bounds__(TT) attn_tile_##NAME##_d##D(const float* q, const TileArgs A, long cap, int kvHeads, \
     int G, long count, int n, long per, int splits, float scale, float* part) \
-{ attn_tile<D, NUQ>(q, A, cap, kvHeads, G, count, n, per, splits, scale, part); }
-ATTN_TILE(64, f16, false)
-ATTN_TILE(128, f16, false)
-ATTN_TILE(64, nuq, true)
-ATTN_TILE(128, nuq, true)
+{ attn_tile<D, MODE>(q, A, cap, kvHeads, G, count, n, per, splits, scale, part); }
+ATTN_TILE(64, f16, 0)
+ATTN_TILE(128, f16, 0)
+ATTN_TILE(64, nuq, 1)
+ATTN_TILE(128, nuq, 1)
+ATTN_TILE(128, lab, 2)
 
 // Random weights for timing runs (CudaTransformer.CreateRandom): n uniform values in [-scale, scale).
 __device__ __forceinline__ u32 hash32(u32 x) { x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16; return x; }

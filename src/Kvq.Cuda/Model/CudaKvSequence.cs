@@ -77,6 +77,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
                     _lab[l] = new NuqLayerCache(dk, new DecodeShape(shape.KvHeads, shape.GroupSize, shape.HeadDim), profile, Capacity, config.SinkTokens, layout);
                 }
                 _labAttn = new DecodeAttention(dk, shape.Rope.Base);
+                long rows = 128 + Capacity / 128;   // angles for the tiled prefill kernel, as below
+                _table = ctx.Allocate(rows * (shape.Rope.RopeDims / 2) * 8);
+                kernels.RopeTable(rows, _rope, _table);
             }
             else if (nuq != null)
             {
@@ -208,13 +211,28 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
             _shape.ScoreScale, _part, output);
     }
 
-    /// <summary>The lab layout decodes one query token per launch: each token of the chunk is encoded (or, at a sink
-    /// position, copied to the sink) right before its own query attends, which keeps attention causal.</summary>
+    /// <summary>The lab layout's decode kernels take one query token: for a decode step each token is encoded (or, at
+    /// a sink position, copied to the sink) right before its own query attends, which keeps attention causal; a
+    /// prefill chunk is encoded whole, then the tiled kernel reads the lab layout with a causal mask per row.</summary>
     private void AttendLab(int layer, ulong q, int n, ulong output, long count)
     {
         var cache = _lab![layer];
         var (sinkK, sinkV) = cache.SinkBuffers;
         long kvRow = (long)_shape.KvDim * 4, qRow = (long)_shape.QDim * 4;
+        if (n > 1)
+        {
+            for (int t = 0; t < n; t++)
+            {
+                long pos = count - n + t;
+                ulong kt = _pendK[layer] + (ulong)(t * kvRow), vt = _pendV[layer] + (ulong)(t * kvRow);
+                if (pos < Config.SinkTokens) _kernels.SinkWrite(kt, vt, _shape.KvHeads, _shape.HeadDim, pos, Config.SinkTokens, sinkK, sinkV);
+                else cache.Append(kt, vt, 1);
+            }
+            var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
+            _kernels.AttentionTileLab(q, cache, _table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
+                _part, output, Config.SinkTokens, _rope);
+            return;
+        }
         for (int t = 0; t < n; t++)
         {
             long pos = count - n + t;

@@ -105,7 +105,29 @@ internal sealed class ModelKernels : IDisposable
                 KBits = nuq.KeyBits, VBits = nuq.ValueBits, S = nuq.KeySlots, VS = 2 * nuq.ValueOutliersPerTail, Sink = sink,
                 RopeDims = r.RopeDims, Neox = r.Neox ? 1 : 0,
             };
-        var k = K($"attn_tile_{(nuq == null ? "f16" : "nuq")}_d{headDim}");
+        LaunchTile($"attn_tile_{(nuq == null ? "f16" : "nuq")}_d{headDim}", q, args, cap, kvHeads, group, headDim, count, n, split, scale, part, output);
+    }
+
+    /// <summary>Tiled prefill attention over a KVQuant cache in the kernel lab's layout (model.cu load_tile mode 2).</summary>
+    public void AttentionTileLab(ulong q, Attention.NuqLayerCache lab, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
+        AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, RopeParams r)
+    {
+        var a = lab.Arrays;
+        var (sinkK, sinkV) = lab.SinkBuffers;
+        var args = new TileArgs
+        {
+            L = new NuqKeyArgs(a.KCodes, a.KSlotV, a.KSlotC, a.KZero, a.KRange, a.KLevels, a.VCodes),
+            Vzr = a.VZeroRange, VSlotV = a.VSlotV, VSlotC = a.VSlotC, VLev = a.VLevels, SinkK = sinkK, SinkV = sinkV, Table = table.Pointer,
+            KBits = lab.KeyBits, VBits = lab.KeyBits, S = lab.KeySlots, VS = lab.ValueSlots, Sink = sink, RopeDims = r.RopeDims,
+            Neox = r.Neox ? 1 : 0, LabPadded = lab.Padded,
+        };
+        LaunchTile($"attn_tile_lab_d{headDim}", q, args, 0, kvHeads, group, headDim, count, n, split, scale, part, output);
+    }
+
+    private void LaunchTile(string name, ulong q, TileArgs args, long cap, int kvHeads, int group, int headDim, long count, int n,
+        AttentionSplit split, float scale, DeviceBuffer part, ulong output)
+    {
+        var k = K(name);
         int dp = headDim + 1, shared = (TileRows * dp + TileKeys * dp + TileKeys * headDim + TileRows * TileKeys) * 4;
         if (_tileShared.Add(k.Name)) k.SetMaxDynamicShared(shared);
         int rowBlocks = (n * group + TileRows - 1) / TileRows;
@@ -118,7 +140,7 @@ internal sealed class ModelKernels : IDisposable
     private const int TileRows = 32, TileKeys = 64;   // model.cu RB, KT
     private readonly HashSet<string> _tileShared = new();
 
-    /// <summary>model.cu's TileArgs (160 bytes with padding), passed by value.</summary>
+    /// <summary>model.cu's TileArgs (168 bytes with padding), passed by value.</summary>
     [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
     private struct TileArgs
     {
@@ -126,6 +148,7 @@ internal sealed class ModelKernels : IDisposable
         public NuqKeyArgs L;
         public ulong Vzr, VSlotV, VSlotC, VLev, SinkK, SinkV, Table;
         public int KBits, VBits, S, VS, Sink, RopeDims, Neox;
+        public long LabPadded;
     }
 
     /// <summary>model.cu's NuqLayer: the key arrays and the value codes, passed by value.</summary>

@@ -38,6 +38,20 @@ internal static class SevenB
             Console.WriteLine($"check {kv}: lab decode layout (v6) vs the model's KVQuant layout, 7B shape: rel L2 {rel:E2} (tolerance 1E-003; RoPE angles " +
                               $"in double there, in float here): {(ok ? "ok" : "FAIL")}");
         }
+        // Tensor-core prefill (f16 products) against the f32 tiles, every cache layout: same inputs, the flag flipped
+        // between the two sequences' calls.
+        foreach (var kv in noCheck ? [] : new[] { "f16", "nuq4-1%", "nuq4-1%*" })
+        {
+            CudaKvSequence Make() => kv == "f16" ? (CudaKvSequence)model.CreateSequence(new Kvq.Cache.KvCacheConfig("f16", "f16"), 700)
+                : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, 700, labDecode: !kv.EndsWith('*'));
+            using var tc = Make();
+            using var f32 = Make();
+            double rel = Compare(tc, f32, new Random(9), model);
+            bool ok = rel < 1e-2;
+            if (!ok) failures++;
+            Console.WriteLine($"check {kv}: tensor-core prefill vs f32 tiles, 7B shape: rel L2 {rel:E2} (tolerance 1E-002, f16 products): {(ok ? "ok" : "FAIL")}");
+        }
+        model.TensorCorePrefill = true;
         foreach (int ctx in contexts)
             foreach (var kv in formats)   // nuq...*: the model's own KVQuant layout (model.cu), not the lab's
             {
@@ -65,7 +79,7 @@ internal static class SevenB
         return failures == 0 ? 0 : 1;
     }
 
-    private static double Compare(CudaKvSequence a, CudaKvSequence b, Random rng)
+    private static double Compare(CudaKvSequence a, CudaKvSequence b, Random rng, CudaTransformer? flip = null)
     {
         var c = Config;
         double worst = 0;
@@ -78,8 +92,10 @@ internal static class SevenB
             {
                 var oa = new float[n * c.QDim];
                 var ob = new float[n * c.QDim];
+                if (flip != null) flip.TensorCorePrefill = true;
                 a.Append(l, k, v, n);
                 a.Attend(l, q, n, oa, Kvq.Tensors.Parallelism.Default);
+                if (flip != null) flip.TensorCorePrefill = false;
                 b.Append(l, k, v, n);
                 b.Attend(l, q, n, ob, Kvq.Tensors.Parallelism.Default);
                 double num = 0, den = 0;

@@ -662,7 +662,7 @@ struct TileArgs
 // token s = position - sink, codes [KV head][8-token tile][word][lane], lane owns channels 4 lane .. 4 lane + 3 at bit
 // (4 t + i) B of its words; slots [KV head][token][S]; one codebook per layer).
 template <int D, int MODE>
-__device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, long base, int cnt, float* sk, float* sv, int tid)
+__device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, long base, int cnt, float* sk, float* sv, int tid, int nt = TT)
 {
     constexpr int DP = D + 1;
     constexpr bool NUQ = MODE != 0;
@@ -671,7 +671,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
         const int B = A.kbits;
         const u32 mask = (1u << B) - 1;
         const long P = A.labPadded, tiles = P / 8;
-        for (int i = tid; i < cnt * D; i += TT)
+        for (int i = tid; i < cnt * D; i += nt)
         {
             int j = i / D, c = i % D;
             long p = base + j;
@@ -698,7 +698,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
             sv[j * D + c] = vx;
         }
         __syncthreads();
-        for (int j = tid; j < cnt; j += TT)
+        for (int j = tid; j < cnt; j += nt)
         {
             long p = base + j;
             if (p < A.sink) continue;
@@ -714,7 +714,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
     }
     else if (MODE == 0)
     {
-        for (int i = tid; i < cnt * D; i += TT)
+        for (int i = tid; i < cnt * D; i += nt)
         {
             int j = i / D, c = i % D;
             long src = ((long)h * cap + base + j) * D + c;
@@ -728,7 +728,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
     const int kw = (D * A.kbits + 31) / 32, vw = (D * A.vbits + 31) / 32;
     const u32 kmask = (1u << A.kbits) - 1, vmask = (1u << A.vbits) - 1;
     // Dense decode (sink tokens from their f16 copies), pre-RoPE keys.
-    for (int i = tid; i < cnt * D; i += TT)
+    for (int i = tid; i < cnt * D; i += nt)
     {
         int j = i / D, c = i % D;
         long p = base + j;
@@ -751,7 +751,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
     }
     __syncthreads();
     // Outliers replace their clamped values.
-    for (int j = tid; j < cnt; j += TT)
+    for (int j = tid; j < cnt; j += nt)
     {
         long p = base + j;
         if (p < A.sink) continue;
@@ -768,7 +768,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
     // RoPE at each key's position: (cos, sin) = lo[p % 128] * hi[p / 128] (rope_table).
     const int half = A.ropeDims >> 1;
     const float2* tab = (const float2*)A.table;
-    for (int i = tid; i < cnt * half; i += TT)
+    for (int i = tid; i < cnt * half; i += nt)
     {
         int j = i / half, pi = i % half;
         long p = base + j;
@@ -911,3 +911,167 @@ extern "C" __global__ void sink_only(const u16* sinkV, int G, int D, int sink, f
     int qh = blockIdx.x, c = threadIdx.x;
     if (c < D) out[(long)qh * D + c] = h2f(sinkV[((long)(qh / G) * sink) * D + c]);
 }
+
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tensor-core prefill attention (the model's fast mode, f16 weights): as attn_tile, with the products on
+// mma.sync m16n8k16 (f16 inputs, f32 accumulation), FlashAttention-2 style: 4 warps of 16 query rows each (64 rows per
+// block), Q fragments in registers, S = Q K^T and O += P V on tensor cores with the online softmax on the S fragments
+// (each thread holds two rows' values), tiles of 64 keys staged in shared memory by load_tile (any cache layout) and
+// rounded to f16 there. Query rows are rounded to f16 after scaling: the f32 (exact) mode keeps attn_tile.
+#define MR 64
+
+__device__ __forceinline__ u32 pack_h2(float a, float b) { return (u32)f2h(a) | ((u32)f2h(b) << 16); }
+
+__device__ __forceinline__ void mma16816(float (&c)[4], const u32 (&a)[4], u32 b0, u32 b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int D, int MODE>
+__device__ __forceinline__ void attn_mma(const float* __restrict__ q, const TileArgs& A, long cap, int kvHeads, int G, long count,
+    int n, long per, int splits, float scale, float* __restrict__ part)
+{
+    constexpr int DP = D + 1, KP = D + 8, VP = KT + 8, NT = 128;
+    extern __shared__ float smem[];
+    float* sk = smem;                        // [KT][DP] f32 (load_tile)
+    float* sv = sk + KT * DP;                // [KT][D]  f32
+    u16* k16 = (u16*)(sv + KT * D);          // [KT][KP] keys, f16
+    u16* vt16 = k16 + KT * KP;               // [D][VP]  values transposed, f16
+    u16* q16 = vt16 + D * VP;                // [MR][KP] scaled query rows, f16
+    const int split = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+    const int heads = kvHeads * G, R = n * G, r0 = blockIdx.z * MR, rows = min(MR, R - r0);
+    for (int i = tid; i < MR * D; i += NT)
+    {
+        int r = i / D, c = i % D;
+        float v = 0.0f;
+        if (r < rows)
+        {
+            int row = r0 + r, t = row / G, gg = row % G;
+            v = __fmul_rn(q[((long)t * heads + h * G + gg) * D + c], scale);
+        }
+        q16[r * KP + c] = f2h(v);
+    }
+    __syncthreads();
+    u32 qa[D / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+    {
+        int rb = warp * 16;
+        qa[ks][0] = *(const u32*)&q16[(rb + g) * KP + ks * 16 + tg * 2];
+        qa[ks][1] = *(const u32*)&q16[(rb + g + 8) * KP + ks * 16 + tg * 2];
+        qa[ks][2] = *(const u32*)&q16[(rb + g) * KP + ks * 16 + 8 + tg * 2];
+        qa[ks][3] = *(const u32*)&q16[(rb + g + 8) * KP + ks * 16 + 8 + tg * 2];
+    }
+    const int ra = warp * 16 + g, rbw = ra + 8;   // this thread's two rows (block-local)
+    const long limA = ra < rows ? count - n + (r0 + ra) / G + 1 : 0;
+    const long limB = rbw < rows ? count - n + (r0 + rbw) / G + 1 : 0;
+    const long s0 = (long)split * per;
+    const long s1 = min(s0 + per, count - n + (r0 + rows - 1) / G + 1);
+    float o[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+    float mA = -INFINITY, mB = -INFINITY, lA = 0.0f, lB = 0.0f;
+    for (long base = s0; base < s1; base += KT)
+    {
+        int cnt = (int)min((long)KT, s1 - base);
+        load_tile<D, MODE>(A, h, cap, base, cnt, sk, sv, tid, NT);
+        __syncthreads();
+        for (int i = tid; i < KT * D; i += NT)
+        {
+            int j = i / D, c = i % D;
+            k16[j * KP + c] = f2h(j < cnt ? sk[j * DP + c] : 0.0f);
+            vt16[c * VP + j] = f2h(j < cnt ? sv[j * D + c] : 0.0f);
+        }
+        __syncthreads();
+        float sc[KT / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < KT / 8; ++nt)
+        {
+            sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ++ks)
+            {
+                const u16* kr = k16 + (nt * 8 + g) * KP + ks * 16 + tg * 2;
+                mma16816(sc[nt], qa[ks], *(const u32*)kr, *(const u32*)(kr + 8));
+            }
+        }
+        float mxA = -INFINITY, mxB = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < KT / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+            {
+                int jj = nt * 8 + tg * 2 + e;
+                long key = base + jj;
+                if (jj >= cnt || key >= limA) sc[nt][e] = -INFINITY;
+                if (jj >= cnt || key >= limB) sc[nt][2 + e] = -INFINITY;
+                mxA = fmaxf(mxA, sc[nt][e]);
+                mxB = fmaxf(mxB, sc[nt][2 + e]);
+            }
+        mxA = fmaxf(mxA, __shfl_xor_sync(FULL, mxA, 1));
+        mxA = fmaxf(mxA, __shfl_xor_sync(FULL, mxA, 2));
+        mxB = fmaxf(mxB, __shfl_xor_sync(FULL, mxB, 1));
+        mxB = fmaxf(mxB, __shfl_xor_sync(FULL, mxB, 2));
+        float nA = fmaxf(mA, mxA), nB = fmaxf(mB, mxB), sumA = 0.0f, sumB = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < KT / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+            {
+                sc[nt][e] = sc[nt][e] == -INFINITY ? 0.0f : expf(sc[nt][e] - nA);
+                sc[nt][2 + e] = sc[nt][2 + e] == -INFINITY ? 0.0f : expf(sc[nt][2 + e] - nB);
+                sumA += sc[nt][e];
+                sumB += sc[nt][2 + e];
+            }
+        sumA += __shfl_xor_sync(FULL, sumA, 1);
+        sumA += __shfl_xor_sync(FULL, sumA, 2);
+        sumB += __shfl_xor_sync(FULL, sumB, 1);
+        sumB += __shfl_xor_sync(FULL, sumB, 2);
+        float aA = nA == -INFINITY ? 1.0f : (mA == -INFINITY ? 0.0f : expf(mA - nA));
+        float aB = nB == -INFINITY ? 1.0f : (mB == -INFINITY ? 0.0f : expf(mB - nB));
+        if (nA != -INFINITY) { lA = lA * aA + sumA; mA = nA; }
+        if (nB != -INFINITY) { lB = lB * aB + sumB; mB = nB; }
+#pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt) { o[dt][0] *= aA; o[dt][1] *= aA; o[dt][2] *= aB; o[dt][3] *= aB; }
+#pragma unroll
+        for (int kk = 0; kk < KT / 16; ++kk)
+        {
+            u32 pa[4] = { pack_h2(sc[2 * kk][0], sc[2 * kk][1]), pack_h2(sc[2 * kk][2], sc[2 * kk][3]),
+                          pack_h2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack_h2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]) };
+#pragma unroll
+            for (int dt = 0; dt < D / 8; ++dt)
+            {
+                const u16* vr = vt16 + (dt * 8 + g) * VP + kk * 16 + tg * 2;
+                mma16816(o[dt], pa, *(const u32*)vr, *(const u32*)(vr + 8));
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int half2i = 0; half2i < 2; ++half2i)
+    {
+        int r = half2i == 0 ? ra : rbw;
+        if (r >= rows) continue;
+        int row = r0 + r, t = row / G, gg = row % G;
+        float* st = part + (((long)t * heads + h * G + gg) * splits + split) * (D + 2);
+#pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt)
+        {
+            st[dt * 8 + tg * 2] = o[dt][2 * half2i];
+            st[dt * 8 + tg * 2 + 1] = o[dt][2 * half2i + 1];
+        }
+        if (tg == 0) { st[D] = half2i == 0 ? mA : mB; st[D + 1] = half2i == 0 ? lA : lB; }
+    }
+}
+
+#define ATTN_MMA(D, NAME, MODE) \
+extern "C" __global__ void __launch_bounds__(128) attn_mma_##NAME##_d##D(const float* q, const TileArgs A, long cap, int kvHeads, \
+    int G, long count, int n, long per, int splits, float scale, float* part) \
+{ attn_mma<D, MODE>(q, A, cap, kvHeads, G, count, n, per, splits, scale, part); }
+ATTN_MMA(64, f16, 0)
+ATTN_MMA(128, f16, 0)
+ATTN_MMA(64, nuq, 1)
+ATTN_MMA(128, nuq, 1)
+ATTN_MMA(128, lab, 2)

@@ -31,6 +31,13 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     public string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights";
     public int Threads => 1;
     public int MaxBatch { get; }
+
+    /// <summary>Prefill attention on tensor cores (only with f16 weights; see <see cref="CudaModelOptions"/>).</summary>
+    public bool TensorCorePrefill
+    {
+        get => _kernels.TensorCorePrefill;
+        set => _kernels.TensorCorePrefill = value && _f16;
+    }
     public CudaDeviceInfo DeviceInfo => _ctx.Device;
     /// <summary>Device bytes of the weights.</summary>
     public long WeightBytes => _w.Bytes;
@@ -52,7 +59,7 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
         CudaKvSequence.CheckShape(shape);
         _rope = RopeParams.For(Config);
         _loader = new KernelLoader(ctx);
-        _kernels = new ModelKernels(_loader);
+        _kernels = new ModelKernels(_loader) { TensorCorePrefill = _f16 && o.TensorCorePrefill };
         _blas = new CublasHandle(ctx);
         var c = Config;
         var owned = new List<IDisposable>();

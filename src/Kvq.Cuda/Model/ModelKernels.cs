@@ -124,20 +124,37 @@ internal sealed class ModelKernels : IDisposable
         LaunchTile($"attn_tile_lab_d{headDim}", q, args, 0, kvHeads, group, headDim, count, n, split, scale, part, output);
     }
 
+    /// <summary>Prefill chunks on tensor cores (attn_mma_*: f16 products, the fast mode of f16 weights) instead of the
+    /// f32 CUDA-core tiles (attn_tile_*, exact to f32 rounding).</summary>
+    public bool TensorCorePrefill { get; set; }
+
     private void LaunchTile(string name, ulong q, TileArgs args, long cap, int kvHeads, int group, int headDim, long count, int n,
         AttentionSplit split, float scale, DeviceBuffer part, ulong output)
     {
+        int dp = headDim + 1, shared, rowsPerBlock, threads;
+        if (TensorCorePrefill)
+        {
+            name = name.Replace("attn_tile_", "attn_mma_");
+            rowsPerBlock = MmaRows;
+            threads = 128;
+            shared = (TileKeys * dp + TileKeys * headDim) * 4 + (TileKeys * (headDim + 8) + headDim * (TileKeys + 8) + MmaRows * (headDim + 8)) * 2;
+        }
+        else
+        {
+            rowsPerBlock = TileRows;
+            threads = 256;
+            shared = (TileRows * dp + TileKeys * dp + TileKeys * headDim + TileRows * TileKeys) * 4;
+        }
         var k = K(name);
-        int dp = headDim + 1, shared = (TileRows * dp + TileKeys * dp + TileKeys * headDim + TileRows * TileKeys) * 4;
         if (_tileShared.Add(k.Name)) k.SetMaxDynamicShared(shared);
-        int rowBlocks = (n * group + TileRows - 1) / TileRows;
-        k.Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)rowBlocks, 256, (uint)shared),
+        int rowBlocks = (n * group + rowsPerBlock - 1) / rowsPerBlock;
+        k.Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)rowBlocks, (uint)threads, (uint)shared),
             _a.Clear().Add(q).Add(args).Add(cap).Add(kvHeads).Add(group).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part));
         K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
             _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
     }
 
-    private const int TileRows = 32, TileKeys = 64;   // model.cu RB, KT
+    private const int TileRows = 32, TileKeys = 64, MmaRows = 64;   // model.cu RB, KT, MR
     private readonly HashSet<string> _tileShared = new();
 
     /// <summary>model.cu's TileArgs (168 bytes with padding), passed by value.</summary>

@@ -77,6 +77,57 @@ foreach (var wt in new[] { CudaWeightType.F32, CudaWeightType.F16 })
         if (!ok3) failures++;
         Console.WriteLine($"check CPU model over the device cache vs the CPU cache: rel L2 {r3:E2}, max |diff| {m3:E2}, argmax {a3:P1}: {(ok3 ? "ok" : "FAIL")}");
     }
+    // 3b. Paging: two sequences in one pool, chunks interleaved (their blocks alternate in the pool), against each run
+    // alone; then one disposed and a third reusing its blocks. The same arithmetic, so the logits must be identical.
+    if (wt == CudaWeightType.F32)
+    {
+        foreach (var pcfg in new List<KvCacheConfig> { kv16 }.Concat(profilePath.Length > 0
+                     ? [new KvCacheConfig("nuq3-1%", "nuq3-1%", 32, sink, Kvq.Cache.Codecs.KvQuant.KvQuantProfileFile.Read(profilePath))] : []))
+        {
+            int half = win.Length / 2;
+            int[] w1 = win[..half], w2 = win[half..];
+            float[] Alone(int[] w)
+            {
+                var o = new float[w.Length * cfg.VocabSize];
+                using var s1 = (CudaKvSequence)gpu.CreateSequence(pcfg, w.Length);
+                for (int at = 0; at < w.Length; at += 40)   // the same chunks as below: the same kernels and split plans
+                {
+                    int m = Math.Min(40, w.Length - at);
+                    gpu.Forward(w.AsSpan(at, m), s1, default, o.AsSpan(at * cfg.VocabSize, m * cfg.VocabSize));
+                }
+                return o;
+            }
+            var a1 = Alone(w1);
+            var a2 = Alone(w2);
+            using var pool = gpu.CreateCache(pcfg, w1.Length + w2.Length + 256);
+            var g1 = new float[a1.Length];
+            var g2 = new float[a2.Length];
+            bool identical;
+            using (var s1 = pool.CreateSequence(w1.Length))
+            using (var s2 = pool.CreateSequence(w2.Length))
+            {
+                for (int at = 0; at < Math.Max(w1.Length, w2.Length); at += 40)   // 40-token chunks: blocks fill unevenly
+                {
+                    if (at < w1.Length) { int m = Math.Min(40, w1.Length - at); gpu.Forward(w1.AsSpan(at, m), s1, default, g1.AsSpan(at * cfg.VocabSize, m * cfg.VocabSize)); }
+                    if (at < w2.Length) { int m = Math.Min(40, w2.Length - at); gpu.Forward(w2.AsSpan(at, m), s2, default, g2.AsSpan(at * cfg.VocabSize, m * cfg.VocabSize)); }
+                }
+                identical = a1.AsSpan().SequenceEqual(g1) && a2.AsSpan().SequenceEqual(g2);
+            }
+            int freeAfter = pool.FreeBlocks;
+            var g3 = new float[a2.Length];
+            using (var s3 = pool.CreateSequence(w2.Length))
+                for (int at = 0; at < w2.Length; at += 40)
+                {
+                    int m = Math.Min(40, w2.Length - at);
+                    gpu.Forward(w2.AsSpan(at, m), s3, default, g3.AsSpan(at * cfg.VocabSize, m * cfg.VocabSize));
+                }
+            bool reuse = a2.AsSpan().SequenceEqual(g3) && freeAfter == pool.Blocks;
+            if (!identical || !reuse) failures++;
+            Console.WriteLine($"check paging, {pcfg.Name}: two sequences interleaved in one pool of {pool.Blocks} blocks give the logits of each alone: " +
+                              $"{(identical ? "identical" : "DIFFERENT")}; blocks back after dispose {freeAfter}/{pool.Blocks}, reused: {(reuse ? "identical" : "DIFFERENT")}: " +
+                              $"{(identical && reuse ? "ok" : "FAIL")}");
+        }
+    }
     // 4. Speed.
     foreach (int ctx in contexts)
     {

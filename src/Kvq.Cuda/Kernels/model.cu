@@ -27,6 +27,12 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
+// Paged caches: a sequence's token j lives in physical slot bt[j / PB] * PB + j % PB of the pool (per KV head).
+// PB is a multiple of every tile (128 tokens in the per-token kernels, 64 in the prefill tiles), so a tile never
+// straddles two blocks and its first token's slot gives the rest.
+#define PB 128
+__device__ __forceinline__ long phys(const int* bt, long j) { return (long)bt[j >> 7] * PB + (j & (PB - 1)); }
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 __device__ __forceinline__ float block_sum(float v)
 {
@@ -128,14 +134,14 @@ extern "C" __global__ void rope_rows(float* x, int heads, int hd, int ropeDims, 
 }
 
 // Appends n tokens' keys (rotated at positions pos0 + t, then rounded to f16, as the CPU f16 cache) and values to
-// slots slot0 + t of the f16 cache [kvHeads][cap][hd]. k, v: [n][kvHeads][hd]. Grid: n * kvHeads blocks of hd threads.
+// slots slot0 + t (through the block table) of the f16 cache [kvHeads][cap][hd]. k, v: [n][kvHeads][hd]. Grid: n * kvHeads blocks of hd threads.
 extern "C" __global__ void kv_append_f16(const float* k, const float* v, int kvHeads, int hd, int ropeDims, int neox,
-    long pos0, long slot0, long cap, float scale, float thetaScale, u16* kc, u16* vc)
+    long pos0, long slot0, long cap, float scale, float thetaScale, u16* kc, u16* vc, const int* bt)
 {
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, ch = threadIdx.x;
     if (ch >= hd) return;
     const float* kr = k + (long)blockIdx.x * hd;
-    long dst = ((long)h * cap + slot0 + t) * hd + ch;
+    long dst = ((long)h * cap + phys(bt, slot0 + t)) * hd + ch;
     kc[dst] = f2h(rope_channel(kr, ch, ropeDims, neox, pos0 + t, scale, thetaScale));
     vc[dst] = f2h(v[(long)blockIdx.x * hd + ch]);
 }
@@ -151,7 +157,7 @@ extern "C" __global__ void kv_append_f16(const float* k, const float* v, int kvH
 
 template <int D, int G>
 __device__ __forceinline__ void attn_f16_part(const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
-    long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part)
+    long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part, const int* __restrict__ bt)
 {
     constexpr int group = G, OUTS = (G * D + AT - 1) / AT;
     __shared__ float sq[G][D];
@@ -177,10 +183,11 @@ __device__ __forceinline__ void attn_f16_part(const float* __restrict__ q, const
     for (long base = s0; base < s1; base += AT)
     {
         int cnt = (int)min((long)AT, s1 - base);
+        const long pb = phys(bt, base);           // the tile's first physical slot (a tile is one block)
         // Scores: thread tid takes token base + tid.
         if (tid < cnt)
         {
-            const uint4* kr = (const uint4*)(kh + (base + tid) * D);
+            const uint4* kr = (const uint4*)(kh + (pb + tid) * D);
             float dot[G];
 #pragma unroll
             for (int g = 0; g < G; ++g) dot[g] = 0.0f;
@@ -228,7 +235,7 @@ __device__ __forceinline__ void attn_f16_part(const float* __restrict__ q, const
             if (o >= outs) break;
             int g = o / D, c = o % D;
             float a = acc[k] * sa[g];
-            const u16* vcol = vh + base * D + c;
+            const u16* vcol = vh + pb * D + c;
             for (int j = 0; j < cnt; ++j) a = fmaf(sp[g][j], h2f(vcol[(long)j * D]), a);
             acc[k] = a;
         }
@@ -254,8 +261,8 @@ __device__ __forceinline__ void attn_f16_part(const float* __restrict__ q, const
 // attn_f16_d{D}_g{G}: head dim 64 or 128, G query heads per KV head (1..8).
 #define ATTN_F16(D, G) \
 extern "C" __global__ void __launch_bounds__(AT) attn_f16_d##D##_g##G(const float* q, const u16* kc, const u16* vc, long cap, \
-    int kvHeads, long count, int n, long per, int splits, float scale, float* part) \
-{ attn_f16_part<D, G>(q, kc, vc, cap, kvHeads, count, n, per, splits, scale, part); }
+    int kvHeads, long count, int n, long per, int splits, float scale, float* part, const int* bt) \
+{ attn_f16_part<D, G>(q, kc, vc, cap, kvHeads, count, n, per, splits, scale, part, bt); }
 #define ATTN_F16_D(D) ATTN_F16(D, 1) ATTN_F16(D, 2) ATTN_F16(D, 3) ATTN_F16(D, 4) ATTN_F16(D, 5) ATTN_F16(D, 6) ATTN_F16(D, 7) ATTN_F16(D, 8)
 ATTN_F16_D(64)
 ATTN_F16_D(128)
@@ -344,7 +351,7 @@ __device__ __forceinline__ float2 rot_at(const float2* lo, const float2* shi, in
 // Keys of n tokens [n][kvHeads][D] (pre-RoPE) into slots slot0 + t. One warp per (token, KV head).
 extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k, int kvHeads, int D, long slot0, long cap, int bits,
     int S, const float* kzero, const float* krange, const float* kmids, int nmids, u32* codes, u16* slotv, unsigned char* slotc,
-    int sink, u16* sinkK)
+    int sink, u16* sinkK, const int* bt)
 {
     __shared__ float su[128], smag[128];
     __shared__ unsigned char scode[128], skeep[128];
@@ -363,11 +370,12 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k,
     }
     __syncwarp();
     int kw = (D * bits + 31) / 32;
-    pack_codes(scode, D, bits, kw, codes + ((long)h * cap + slot) * kw, lane);
+    const long ps = phys(bt, slot);
+    pack_codes(scode, D, bits, kw, codes + ((long)h * cap + ps) * kw, lane);
     if (S == 0 || lane != 0) return;
     // Outlier slots: every |u| > 1 when they fit, else the S largest |u| (ties to the lower channel), in channel order.
-    u16* sv = slotv + ((long)h * cap + slot) * S;
-    unsigned char* sc = slotc + ((long)h * cap + slot) * S;
+    u16* sv = slotv + ((long)h * cap + ps) * S;
+    unsigned char* sc = slotc + ((long)h * cap + ps) * S;
     int n = 0;
     for (int c = 0; c < D; ++c)
         if (su[c] > 1.0f || su[c] < -1.0f) { scand[n] = (short)c; smag[n] = fabsf(su[c]); skeep[n] = n < S; ++n; }
@@ -391,12 +399,13 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k,
 // Values of n tokens [n][kvHeads][D] into slots slot0 + t: k largest and k smallest kept exactly, f16 zero and
 // range from the rest, codes of (x - zero) / range. One warp per (token, KV head).
 extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* v, int kvHeads, int D, long slot0, long cap, int bits,
-    int K, const float* vmids, int nmids, u32* codes, u32* vzr, u16* slotv, unsigned char* slotc, int sink, u16* sinkV)
+    int K, const float* vmids, int nmids, u32* codes, u32* vzr, u16* slotv, unsigned char* slotc, int sink, u16* sinkV, const int* bt)
 {
     __shared__ unsigned char sout[128], scode[128];
     __shared__ float szr[2];
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, lane = threadIdx.x;
     long slot = slot0 + t;
+    const long ps = phys(bt, slot);
     const float* x = v + (long)blockIdx.x * D;
     if (lane == 0)
     {
@@ -414,8 +423,8 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* 
             sout[best] = 1;
         }
         float mn = INFINITY, mx = -INFINITY;
-        u16* sv = slotv + ((long)h * cap + slot) * 2 * K;
-        unsigned char* sc = slotc + ((long)h * cap + slot) * 2 * K;
+        u16* sv = slotv + ((long)h * cap + ps) * 2 * K;
+        unsigned char* sc = slotc + ((long)h * cap + ps) * 2 * K;
         int w = 0;
         for (int c = 0; c < D; ++c)
         {
@@ -425,7 +434,7 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* 
         }
         u16 zh = f2h(clamp_half(__fmul_rn(__fadd_rn(mx, mn), 0.5f)));
         u16 rh = f2h(fminf(__fmul_rn(__fsub_rn(mx, mn), 0.5f), 65504.0f));
-        vzr[(long)h * cap + slot] = (u32)zh | ((u32)rh << 16);
+        vzr[(long)h * cap + ps] = (u32)zh | ((u32)rh << 16);
         szr[0] = h2f(zh);
         szr[1] = h2f(rh);
     }
@@ -441,7 +450,7 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* 
     }
     __syncwarp();
     int vw = (D * bits + 31) / 32;
-    pack_codes(scode, D, bits, vw, codes + ((long)h * cap + slot) * vw, lane);
+    pack_codes(scode, D, bits, vw, codes + ((long)h * cap + ps) * vw, lane);
 }
 
 struct NuqLayer
@@ -459,7 +468,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     const u32* __restrict__ vzr, const u16* __restrict__ vslotv, const unsigned char* __restrict__ vslotc, const float* __restrict__ vlev,
     const u16* __restrict__ sinkK, const u16* __restrict__ sinkV, const float2* __restrict__ table,
     long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part,
-    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox)
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* __restrict__ bt)
 {
     constexpr int TPC = AT / D;                 // token lanes per value channel (2 at D = 64, 1 at D = 128)
     __shared__ float sq[G][D];
@@ -491,10 +500,11 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     {
         int cnt = (int)min((long)AT, s1 - base);
         if (tid < half) shi[tid] = table[(128 + base / 128) * half + tid];
+        const long pb = phys(bt, base);           // the tile's first physical slot (a tile is one block)
         __syncthreads();
         if (tid < cnt)
         {
-            long j = base + tid;
+            long j = base + tid, pj = pb + tid;
             float dot[G];
 #pragma unroll
             for (int g = 0; g < G; ++g) dot[g] = 0.0f;
@@ -519,7 +529,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
             }
             else
             {
-                const u32* cw = L.kcodes + ((long)h * cap + j) * kw;
+                const u32* cw = L.kcodes + ((long)h * cap + pj) * kw;
                 for (int i = 0; i < half; ++i)
                 {
                     int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
@@ -539,10 +549,10 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
                 // Outliers: the exact value replaces the clamped one; its rotated contribution is added as a delta.
                 for (int s = 0; s < S; ++s)
                 {
-                    int idx = L.kslotc[((long)h * cap + j) * S + s];
+                    int idx = L.kslotc[((long)h * cap + pj) * S + s];
                     if (idx == 0xFF) continue;
                     float dense = __fadd_rn(skz[idx], __fmul_rn(skr[idx], sklev[code_at(cw, idx, kbits, kmask)]));
-                    float delta = h2f(L.kslotv[((long)h * cap + j) * S + s]) - dense;
+                    float delta = h2f(L.kslotv[((long)h * cap + pj) * S + s]) - dense;
                     if (idx >= ropeDims)
                     {
 #pragma unroll
@@ -562,7 +572,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
             }
 #pragma unroll
             for (int g = 0; g < G; ++g) sp[g][tid] = dot[g];
-            u32 zr = vzr[(long)h * cap + j];
+            u32 zr = vzr[(long)h * cap + pj];
             svz[tid] = h2f((u16)(zr & 0xffff));
             svr[tid] = h2f((u16)(zr >> 16));
         }
@@ -590,15 +600,15 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
         for (int g = 0; g < G; ++g) acc[g] *= sa[g];
         for (int jj = vpart; jj < cnt; jj += TPC)
         {
-            long j = base + jj;
+            long j = base + jj, pj = pb + jj;
             float vv;
             if (j < sink) vv = h2f(sinkV[((long)h * sink + j) * D + vc]);
             else
             {
-                vv = __fadd_rn(svz[jj], __fmul_rn(svr[jj], svlev[code_at(L.vcodes + ((long)h * cap + j) * vw, vc, vbits, vmask)]));
-                const unsigned char* sc = vslotc + ((long)h * cap + j) * VS;
+                vv = __fadd_rn(svz[jj], __fmul_rn(svr[jj], svlev[code_at(L.vcodes + ((long)h * cap + pj) * vw, vc, vbits, vmask)]));
+                const unsigned char* sc = vslotc + ((long)h * cap + pj) * VS;
                 for (int s = 0; s < VS; ++s)
-                    if (sc[s] == vc) vv = h2f(vslotv[((long)h * cap + j) * VS + s]);
+                    if (sc[s] == vc) vv = h2f(vslotv[((long)h * cap + pj) * VS + s]);
             }
 #pragma unroll
             for (int g = 0; g < G; ++g) acc[g] = fmaf(sp[g][jj], vv, acc[g]);
@@ -630,9 +640,9 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
 extern "C" __global__ void __launch_bounds__(AT) attn_nuq_d##D##_g##G(const float* q, const NuqLayer L, const u32* vzr, \
     const u16* vslotv, const unsigned char* vslotc, const float* vlev, const u16* sinkK, const u16* sinkV, const float* table, \
     long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* part, \
-    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox) \
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* bt) \
 { attn_nuq_part<D, G>(q, L, vzr, vslotv, vslotc, vlev, sinkK, sinkV, (const float2*)table, cap, kvHeads, count, n, per, splits, \
-    scale, part, kbits, vbits, S, VS, sink, ropeDims, neox); }
+    scale, part, kbits, vbits, S, VS, sink, ropeDims, neox, bt); }
 #define ATTN_NUQ_D(D) ATTN_NUQ(D, 1) ATTN_NUQ(D, 2) ATTN_NUQ(D, 3) ATTN_NUQ(D, 4) ATTN_NUQ(D, 5) ATTN_NUQ(D, 6) ATTN_NUQ(D, 7) ATTN_NUQ(D, 8)
 ATTN_NUQ_D(64)
 ATTN_NUQ_D(128)
@@ -656,6 +666,7 @@ struct TileArgs
     const u16* sinkK; const u16* sinkV; const float* table;
     int kbits, vbits, S, VS, sink, ropeDims, neox;
     long labPadded;   // the kernel lab's layout (LAB loader): stream tokens per KV head in its arrays
+    const int* bt;    // block table of a paged cache (modes 0 and 1)
 };
 
 // MODE 0: f16 cache; 1: the model's KVQuant layout; 2: the kernel lab's KVQuant layout (decode_attention.cu: stream
@@ -714,10 +725,11 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
     }
     else if (MODE == 0)
     {
+        const long pb = phys(A.bt, base);     // a tile (64 tokens) lies in one block
         for (int i = tid; i < cnt * D; i += nt)
         {
             int j = i / D, c = i % D;
-            long src = ((long)h * cap + base + j) * D + c;
+            long src = ((long)h * cap + pb + j) * D + c;
             sk[j * DP + c] = h2f(A.kc[src]);
             sv[j * D + c] = h2f(A.vc[src]);
         }
@@ -725,6 +737,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
     }
     else
     {
+    const long pb = phys(A.bt, base);
     const int kw = (D * A.kbits + 31) / 32, vw = (D * A.vbits + 31) / 32;
     const u32 kmask = (1u << A.kbits) - 1, vmask = (1u << A.vbits) - 1;
     // Dense decode (sink tokens from their f16 copies), pre-RoPE keys.
@@ -741,10 +754,10 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
         else
         {
             kx = __fadd_rn(A.L.kzero[h * D + c], __fmul_rn(A.L.krange[h * D + c],
-                     A.L.klev[h * 16 + code_at(A.L.kcodes + ((long)h * cap + p) * kw, c, A.kbits, kmask)]));
-            u32 zr = A.vzr[(long)h * cap + p];
+                     A.L.klev[h * 16 + code_at(A.L.kcodes + ((long)h * cap + pb + j) * kw, c, A.kbits, kmask)]));
+            u32 zr = A.vzr[(long)h * cap + pb + j];
             vx = __fadd_rn(h2f((u16)(zr & 0xffff)), __fmul_rn(h2f((u16)(zr >> 16)),
-                     A.vlev[h * 16 + code_at(A.L.vcodes + ((long)h * cap + p) * vw, c, A.vbits, vmask)]));
+                     A.vlev[h * 16 + code_at(A.L.vcodes + ((long)h * cap + pb + j) * vw, c, A.vbits, vmask)]));
         }
         sk[j * DP + c] = kx;
         sv[j * D + c] = vx;
@@ -757,11 +770,11 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
         if (p < A.sink) continue;
         for (int s = 0; s < A.S; ++s)
         {
-            int idx = A.L.kslotc[((long)h * cap + p) * A.S + s];
-            if (idx != 0xFF) sk[j * DP + idx] = h2f(A.L.kslotv[((long)h * cap + p) * A.S + s]);
+            int idx = A.L.kslotc[((long)h * cap + pb + j) * A.S + s];
+            if (idx != 0xFF) sk[j * DP + idx] = h2f(A.L.kslotv[((long)h * cap + pb + j) * A.S + s]);
         }
         for (int s = 0; s < A.VS; ++s)
-            sv[j * D + A.vslotc[((long)h * cap + p) * A.VS + s]] = h2f(A.vslotv[((long)h * cap + p) * A.VS + s]);
+            sv[j * D + A.vslotc[((long)h * cap + pb + j) * A.VS + s]] = h2f(A.vslotv[((long)h * cap + pb + j) * A.VS + s]);
     }
     }
     __syncthreads();

@@ -7,26 +7,31 @@ using Kvq.Tensors;
 namespace Kvq.Cuda.Model;
 
 /// <summary>
-/// One sequence's KV cache in device memory, for <see cref="CudaTransformer"/>, sized up front. f16: per layer, keys
-/// (rotated at their positions, then rounded to f16, as the CPU f16 cache keeps them) and values, [KV head][slot][head
-/// dim]. KVQuant (nuqB, nuqB-F%, :mixed, with sink tokens): <see cref="NuqDeviceLayer"/> per layer, encoded on the
-/// device with the CPU codecs' math, pre-RoPE keys rotated inside attention from a per-position angle table; where
-/// the kernel lab's faster decode layout holds the codecs (<see cref="LabLayout"/>), its <see cref="NuqLayerCache"/>
-/// per layer instead, decoded by the v6 kernels. The model appends and attends through device addresses; the <see cref="IKvSequence"/> methods
-/// take host spans (copied up and down), so the CPU <c>Transformer</c> can run over this cache too.
+/// One sequence's KV cache in device memory, for <see cref="CudaTransformer"/>: a block table into a
+/// <see cref="CudaKvCache"/> pool (blocks taken as it grows, given back on dispose) and the sequence's own sink copies.
+/// f16: keys rotated at their positions, then rounded to f16 (as the CPU f16 cache keeps them), and values. KVQuant
+/// (nuqB, nuqB-F%, :mixed, with sink tokens): <see cref="NuqDeviceLayer"/>, encoded on the device with the CPU codecs'
+/// math, pre-RoPE keys rotated inside attention from the pool's angle table; where the kernel lab's faster decode
+/// layout holds the codecs (<see cref="LabLayout"/>), a contiguous <see cref="NuqLayerCache"/> per layer of this
+/// sequence, decoded by the v6 kernels. The model appends and attends through device addresses; the
+/// <see cref="IKvSequence"/> methods take host spans (copied up and down), so the CPU <c>Transformer</c> can run over
+/// this cache too.
 /// </summary>
 public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
 {
+    private readonly CudaKvCache _cache;
+    private readonly bool _ownsCache;
     private readonly CudaContext _ctx;
     private readonly ModelKernels _kernels;
     private readonly KvShape _shape;
     private readonly RopeParams _rope;
-    private readonly DeviceBuffer[] _k, _v;           // f16 cache
-    private readonly NuqDeviceLayer[]? _nuq;          // KVQuant cache, the model's layout
-    private readonly NuqLayerCache[]? _lab;           // KVQuant cache, the kernel lab's decode layout (v6 kernels)
+    private readonly int[] _blocks;                   // logical block -> physical block of the pool
+    private int _held;                                // blocks taken
+    private readonly DeviceBuffer? _bt;               // the block table on the device
+    private readonly DeviceBuffer[] _sinkK, _sinkV;   // KVQuant: per layer, the sink tokens' f16 pre-RoPE copies
+    private readonly NuqLayerCache[]? _lab;           // KVQuant in the kernel lab's decode layout (v6 kernels), contiguous
     private readonly DecodeAttention? _labAttn;
     private readonly ulong[] _pendK, _pendV;          // lab layout: the chunk's key/value rows, encoded token by token at attention
-    private readonly DeviceBuffer? _table;            // KVQuant: (cos, sin) per RoPE pair, lo and hi rows (model.cu rope_table)
     private readonly DeviceBuffer _part;
     private readonly int[] _count;
     private readonly int _maxStates;
@@ -35,74 +40,64 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     public int Length { get; private set; }
     /// <summary>Tokens this sequence has room for.</summary>
     public long Capacity { get; }
-    public KvCacheConfig Config { get; }
+    public KvCacheConfig Config => _cache.Config;
+    public CudaKvCache Cache => _cache;
 
-    internal CudaKvSequence(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, int maxTokens,
-        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs = null, Func<DecodeKernels>? labKernels = null)
+    internal CudaKvSequence(CudaKvCache cache, int maxTokens, bool ownsCache)
     {
-        var nuq = codecs ?? Check(config, shape);
-        if (codecs != null) CheckShape(shape);
-        if (maxTokens <= 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "a device KV cache needs room for at least one token");
-        _ctx = ctx;
-        _kernels = kernels;
-        _shape = shape;
-        Config = config;
-        _rope = new RopeParams(shape.HeadDim, shape.Rope.RopeDims, shape.Rope.Style == Kvq.Model.RopeStyle.Neox, shape.Rope.Scale,
-            MathF.Pow(shape.Rope.Base, -2.0f / shape.Rope.RopeDims));
-        Capacity = (maxTokens + 127L) / 128 * 128;
-        _count = new int[shape.Layers];
-        _k = new DeviceBuffer[shape.Layers];
-        _v = new DeviceBuffer[shape.Layers];
-        _pendK = new ulong[shape.Layers];
-        _pendV = new ulong[shape.Layers];
+        if (maxTokens <= 0 || maxTokens > cache.MaxTokens)
+            throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, $"a sequence of this cache holds 1 to {cache.MaxTokens} tokens");
+        _cache = cache;
+        _ownsCache = ownsCache;
+        _ctx = cache.Context;
+        _kernels = cache.Kernels;
+        _shape = cache.Shape;
+        _rope = cache.Rope;
+        Capacity = (maxTokens + CudaKvCache.BlockTokens - 1L) / CudaKvCache.BlockTokens * CudaKvCache.BlockTokens;
+        _count = new int[_shape.Layers];
+        _blocks = new int[Capacity / CudaKvCache.BlockTokens];
+        _pendK = new ulong[_shape.Layers];
+        _pendV = new ulong[_shape.Layers];
+        _sinkK = new DeviceBuffer[_shape.Layers];
+        _sinkV = new DeviceBuffer[_shape.Layers];
         _maxStates = 1024;
+        int sink = Config.SinkTokens;
         try
         {
-            var labLayout = nuq != null && labKernels != null ? LabLayout(nuq, shape, config.SinkTokens) : null;
-            if (labLayout is { } layout)
+            if (cache.LabLayout is { } layout)
             {
-                var dk = labKernels!();
-                _lab = new NuqLayerCache[shape.Layers];
-                for (int l = 0; l < shape.Layers; l++)
+                var dk = cache.LabKernels!();
+                _lab = new NuqLayerCache[_shape.Layers];
+                for (int l = 0; l < _shape.Layers; l++)
                 {
-                    var (keys, values) = nuq![l];
-                    var kz = new float[shape.KvDim];
-                    var kr = new float[shape.KvDim];
-                    for (int h = 0; h < shape.KvHeads; h++)
+                    var (keys, values) = cache.Codecs![l];
+                    var kz = new float[_shape.KvDim];
+                    var kr = new float[_shape.KvDim];
+                    for (int h = 0; h < _shape.KvHeads; h++)
                     {
-                        keys[h].Zeros.CopyTo(kz.AsSpan(h * shape.HeadDim));
-                        keys[h].Ranges.CopyTo(kr.AsSpan(h * shape.HeadDim));
+                        keys[h].Zeros.CopyTo(kz.AsSpan(h * _shape.HeadDim));
+                        keys[h].Ranges.CopyTo(kr.AsSpan(h * _shape.HeadDim));
                     }
-                    var profile = new NuqLayerProfile(shape.KvHeads, shape.HeadDim, kz, kr, keys[0].Codebook, values[0].Codebook);
-                    _lab[l] = new NuqLayerCache(dk, new DecodeShape(shape.KvHeads, shape.GroupSize, shape.HeadDim), profile, Capacity, config.SinkTokens, layout);
+                    var profile = new NuqLayerProfile(_shape.KvHeads, _shape.HeadDim, kz, kr, keys[0].Codebook, values[0].Codebook);
+                    _lab[l] = new NuqLayerCache(dk, new DecodeShape(_shape.KvHeads, _shape.GroupSize, _shape.HeadDim), profile, Capacity, sink, layout);
                 }
-                _labAttn = new DecodeAttention(dk, shape.Rope.Base);
-                long rows = 128 + Capacity / 128;   // angles for the tiled prefill kernel, as below
-                _table = ctx.Allocate(rows * (shape.Rope.RopeDims / 2) * 8);
-                kernels.RopeTable(rows, _rope, _table);
-            }
-            else if (nuq != null)
-            {
-                _nuq = new NuqDeviceLayer[shape.Layers];
-                for (int l = 0; l < shape.Layers; l++) _nuq[l] = new NuqDeviceLayer(ctx, nuq[l].Keys, nuq[l].Values, Capacity, config.SinkTokens);
-                long rows = 128 + Capacity / 128;   // lo rows for positions 0..127, a hi row per 128 positions
-                _table = ctx.Allocate(rows * (shape.Rope.RopeDims / 2) * 8);
-                kernels.RopeTable(rows, _rope, _table);
+                _labAttn = new DecodeAttention(dk, _shape.Rope.Base);
             }
             else
             {
-                long bytes = shape.KvHeads * Capacity * shape.HeadDim * 2;
-                for (int l = 0; l < shape.Layers; l++)
-                {
-                    _k[l] = ctx.Allocate(bytes);
-                    _v[l] = ctx.Allocate(bytes);
-                }
+                _bt = _ctx.Allocate(_blocks.Length * 4L);
+                if (cache.Nuq != null)
+                    for (int l = 0; l < _shape.Layers; l++)
+                    {
+                        _sinkK[l] = _ctx.Allocate((long)_shape.KvHeads * Math.Max(sink, 1) * _shape.HeadDim * 2);
+                        _sinkV[l] = _ctx.Allocate((long)_shape.KvHeads * Math.Max(sink, 1) * _shape.HeadDim * 2);
+                    }
             }
-            _part = ctx.Allocate((long)_maxStates * shape.Heads * (shape.HeadDim + 2) * 4);
+            _part = _ctx.Allocate((long)_maxStates * _shape.Heads * (_shape.HeadDim + 2) * 4);
         }
         catch
         {
-            Dispose();   // a cache that could not be built gives back what it had taken
+            Dispose();   // a sequence that could not be built gives back what it had taken
             throw;
         }
     }
@@ -174,14 +169,27 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         {
             _pendK[layer] = k;   // encoded one token at a time in AttendDevice, each before its own query
             _pendV[layer] = v;
+            _count[layer] = slot + n;
+            return;
         }
-        else if (_nuq != null)
+        Hold(slot + n);
+        if (_cache.Nuq is { } nuq)
         {
-            _kernels.AppendNuqKeys(k, n, _shape.KvHeads, _shape.HeadDim, slot, _nuq[layer], Config.SinkTokens);
-            _kernels.AppendNuqValues(v, n, _shape.KvHeads, _shape.HeadDim, slot, _nuq[layer], Config.SinkTokens);
+            _kernels.AppendNuqKeys(k, n, _shape.KvHeads, _shape.HeadDim, slot, nuq[layer], Config.SinkTokens, _sinkK[layer].Pointer, _bt!.Pointer);
+            _kernels.AppendNuqValues(v, n, _shape.KvHeads, _shape.HeadDim, slot, nuq[layer], Config.SinkTokens, _sinkV[layer].Pointer, _bt.Pointer);
         }
-        else _kernels.AppendF16(k, v, n, _shape.KvHeads, _rope, slot, slot, Capacity, _k[layer], _v[layer]);
+        else _kernels.AppendF16(k, v, n, _shape.KvHeads, _rope, slot, slot, _cache.MaxTokens, _cache.K[layer], _cache.V[layer], _bt!.Pointer);
         _count[layer] = slot + n;
+    }
+
+    /// <summary>Takes pool blocks until the sequence has room for <paramref name="tokens"/> tokens; the new block-table
+    /// entries go to the device.</summary>
+    private void Hold(int tokens)
+    {
+        int need = (tokens + CudaKvCache.BlockTokens - 1) / CudaKvCache.BlockTokens;
+        int first = _held;
+        while (_held < need) _blocks[_held++] = _cache.Rent();
+        if (_held > first) _bt!.CopyFrom<int>(_blocks.AsSpan(first, _held - first), first * 4L);
     }
 
     /// <summary>Device-side causal attention of the last <paramref name="n"/> appended tokens: q f32 [n][Q dim]
@@ -195,20 +203,23 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
             return;
         }
         var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
-        if (n > 1)   // a prefill chunk: the tiled kernel reads each key once per 32 query rows
+        var nuq = _cache.Nuq?[layer];
+        var sinks = nuq != null ? (_sinkK[layer].Pointer, _sinkV[layer].Pointer) : (0UL, 0UL);
+        if (n > 1)   // a prefill chunk: the tiled kernel reads each key once per block of query rows
         {
-            _kernels.AttentionTile(q, _nuq == null ? _k[layer] : null, _nuq == null ? _v[layer] : null, _nuq?[layer], _table, Capacity,
-                _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale, _part, output, Config.SinkTokens, _rope);
+            _kernels.AttentionTile(q, nuq == null ? _cache.K[layer] : null, nuq == null ? _cache.V[layer] : null, nuq, _cache.Table, _cache.MaxTokens,
+                _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale, _part, output, Config.SinkTokens, sinks, _rope,
+                _bt!.Pointer);
             return;
         }
-        if (_nuq != null)
+        if (nuq != null)
         {
-            _kernels.AttentionNuq(q, _nuq[layer], _table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
-                _part, output, Config.SinkTokens, _rope);
+            _kernels.AttentionNuq(q, nuq, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
+                _part, output, Config.SinkTokens, sinks, _rope, _bt!.Pointer);
             return;
         }
-        _kernels.AttentionF16(q, _k[layer], _v[layer], Capacity, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
-            _shape.ScoreScale, _part, output);
+        _kernels.AttentionF16(q, _cache.K[layer], _cache.V[layer], _cache.MaxTokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
+            _shape.ScoreScale, _part, output, _bt!.Pointer);
     }
 
     /// <summary>The lab layout's decode kernels take one query token: for a decode step each token is encoded (or, at
@@ -229,7 +240,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
                 else cache.Append(kt, vt, 1);
             }
             var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
-            _kernels.AttentionTileLab(q, cache, _table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
+            _kernels.AttentionTileLab(q, cache, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
                 _part, output, Config.SinkTokens, _rope);
             return;
         }
@@ -281,9 +292,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
             long held = _lab.Sum(c => c.BytesPerDecode);
             return new KvMemory(KvBytes.CodesOnly(held / 2), KvBytes.CodesOnly(held - held / 2), 0, Length, _shape.Layers * _shape.KvDim);
         }
-        if (_nuq != null)
+        if (_cache.Nuq != null)
         {
-            long held = _nuq.Sum(l => l.BytesPerToken) * Length;
+            long held = _cache.BytesPerToken * Length;
             long sink = 2L * _shape.Layers * _shape.KvHeads * Math.Min(Config.SinkTokens, Length) * _shape.HeadDim * 2;
             return new KvMemory(KvBytes.CodesOnly(held / 2), KvBytes.CodesOnly(held - held / 2), sink, Length, _shape.Layers * _shape.KvDim);
         }
@@ -291,10 +302,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         return new KvMemory(KvBytes.CodesOnly(perSide), KvBytes.CodesOnly(perSide), 0, Length, _shape.Layers * _shape.KvDim);
     }
 
-    /// <summary>Device bytes this sequence holds (cache at full capacity, angle table, attention partials).</summary>
-    public long DeviceBytes => _k.Sum(b => b?.Bytes ?? 0) + _v.Sum(b => b?.Bytes ?? 0) + (_nuq?.Sum(l => l?.DeviceBytes ?? 0) ?? 0)
-                               + (_lab?.Sum(l => l?.DeviceBytes ?? 0) ?? 0)
-                               + (_table?.Bytes ?? 0) + (_part?.Bytes ?? 0);
+    /// <summary>Device bytes this sequence holds: its pool blocks (or its own contiguous lab-layout cache), sink copies
+    /// and attention partials; with a cache of its own (<see cref="CudaTransformer.CreateSequence"/>), the whole pool.</summary>
+    public long DeviceBytes =>
+        (_ownsCache ? _cache.DeviceBytes : (long)_held * CudaKvCache.BlockTokens * _cache.BytesPerToken)
+        + (_lab?.Sum(l => l?.DeviceBytes ?? 0) ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
+        + (_bt?.Bytes ?? 0) + (_part?.Bytes ?? 0);
 
     private void Stage(ref DeviceBuffer? buf, ReadOnlySpan<float> data)
     {
@@ -311,16 +324,18 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
 
     public void Dispose()
     {
-        foreach (var b in _k) b?.Dispose();
-        foreach (var b in _v) b?.Dispose();
-        if (_nuq != null) foreach (var l in _nuq) l?.Dispose();
+        for (int i = 0; i < _held; i++) _cache.Return(_blocks[i]);
+        _held = 0;
+        foreach (var b in _sinkK) b?.Dispose();
+        foreach (var b in _sinkV) b?.Dispose();
         if (_lab != null) foreach (var l in _lab) l?.Dispose();
         _labAttn?.Dispose();
-        _table?.Dispose();
+        _bt?.Dispose();
         _part?.Dispose();
         _hostK?.Dispose();
         _hostV?.Dispose();
         _hostQ?.Dispose();
         _hostOut?.Dispose();
+        if (_ownsCache) _cache.Dispose();
     }
 }

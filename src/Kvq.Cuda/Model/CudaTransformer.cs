@@ -119,7 +119,25 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens)
     {
         _ctx.MakeCurrent();   // callers may run on another thread than Load's (the driver binds contexts to threads)
-        return new CudaKvSequence(_ctx, _kernels, KvShape, config, maxTokens, labKernels: _labDecode ? LabKernels : null);
+        var cache = CreateCache(config, maxTokens);
+        try
+        {
+            return cache.CreateOwnedSequence(maxTokens);
+        }
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A paged cache on this device whose sequences (<see cref="CudaKvCache.CreateSequence"/>) share a pool of
+    /// <paramref name="poolTokens"/> tokens: many sequences, each taking 128-token blocks only as it grows.</summary>
+    public CudaKvCache CreateCache(KvCacheConfig config, int poolTokens)
+    {
+        _ctx.MakeCurrent();
+        var codecs = CudaKvSequence.Check(config, KvShape);
+        return new CudaKvCache(_ctx, _kernels, KvShape, config, poolTokens, codecs, codecs != null && _labDecode ? LabKernels : null);
     }
 
     /// <summary>A KVQuant sequence from codecs given per layer (one per KV head) instead of a calibration profile:
@@ -128,9 +146,20 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
         bool? labDecode = null)
     {
         _ctx.MakeCurrent();
+        CudaKvSequence.CheckShape(KvShape);
         var codecs = Enumerable.Range(0, Config.Layers).Select(layerCodecs).ToArray();
         var name = codecs[0].Keys[0].Spec.Name;
-        return new CudaKvSequence(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs, labDecode ?? _labDecode ? LabKernels : null);
+        var cache = new CudaKvCache(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs,
+            labDecode ?? _labDecode ? LabKernels : null);
+        try
+        {
+            return cache.CreateOwnedSequence(maxTokens);
+        }
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
     }
 
     /// <summary>A model of <paramref name="config"/>'s shape with random weights made on the device (uniform,

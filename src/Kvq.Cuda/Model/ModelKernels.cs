@@ -49,17 +49,17 @@ internal sealed class ModelKernels : IDisposable
             _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(r.Scale).Add(r.ThetaScale));
 
     /// <summary>Stores n tokens' keys (rotated at pos0 + t, f16) and values (f16) at slots slot0 + t.</summary>
-    public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc) =>
+    public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc, ulong bt) =>
         K("kv_append_f16").Launch(LaunchShape.Grid1((long)n * kvHeads, Pad32(r.HeadDim)),
             _a.Clear().Add(k).Add(v).Add(kvHeads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(slot0).Add(cap)
-              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc));
+              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc).Add(bt));
 
     /// <summary>Split partials of causal attention over the f16 cache, then their merge into <paramref name="output"/>.</summary>
     public void AttentionF16(ulong q, DeviceBuffer kc, DeviceBuffer vc, long cap, int kvHeads, int group, int headDim, long count,
-        int n, AttentionSplit split, float scale, DeviceBuffer part, ulong output)
+        int n, AttentionSplit split, float scale, DeviceBuffer part, ulong output, ulong bt)
     {
         K($"attn_f16_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
-            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part));
+            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part).Add(bt));
         K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
             _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
     }
@@ -68,24 +68,24 @@ internal sealed class ModelKernels : IDisposable
     public void RopeTable(long rows, RopeParams r, DeviceBuffer table) =>
         K("rope_table").Launch(LaunchShape.Grid1(rows, Pad32(r.RopeDims / 2)), _a.Clear().Add(r.RopeDims / 2).Add(r.Scale).Add(r.ThetaScale).Add(table));
 
-    public void AppendNuqKeys(ulong k, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink) =>
+    public void AppendNuqKeys(ulong k, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkK, ulong bt) =>
         K("nuq_append_keys").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),
             _a.Clear().Add(k).Add(kvHeads).Add(headDim).Add(slot0).Add(l.Capacity).Add(l.KeyBits).Add(l.KeySlots).Add(l.KZero).Add(l.KRange)
-              .Add(l.KMids).Add(l.KMidCount).Add(l.KCodes).Add(l.KSlotV).Add(l.KSlotC).Add(sink).Add(l.SinkK));
+              .Add(l.KMids).Add(l.KMidCount).Add(l.KCodes).Add(l.KSlotV).Add(l.KSlotC).Add(sink).Add(sinkK).Add(bt));
 
-    public void AppendNuqValues(ulong v, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink) =>
+    public void AppendNuqValues(ulong v, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkV, ulong bt) =>
         K("nuq_append_values").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),
             _a.Clear().Add(v).Add(kvHeads).Add(headDim).Add(slot0).Add(l.Capacity).Add(l.ValueBits).Add(l.ValueOutliersPerTail).Add(l.VMids)
-              .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(l.SinkV));
+              .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(sinkV).Add(bt));
 
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, RopeParams r)
+        AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt)
     {
         var keys = new NuqKeyArgs(l.KCodes.Pointer, l.KSlotV.Pointer, l.KSlotC.Pointer, l.KZero.Pointer, l.KRange.Pointer, l.KLevels.Pointer, l.VCodes.Pointer);
         K($"attn_nuq_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
-            _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(l.SinkK).Add(l.SinkV).Add(table)
+            _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(sinks.K).Add(sinks.V).Add(table)
               .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part)
-              .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0));
+              .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(bt));
         K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
             _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
     }
@@ -93,17 +93,18 @@ internal sealed class ModelKernels : IDisposable
     /// <summary>Tiled prefill attention (model.cu attn_tile): RB query rows share each staged key/value tile. f16
     /// cache when <paramref name="nuq"/> is null (then <paramref name="kc"/>/<paramref name="vc"/>), else the KVQuant layer.</summary>
     public void AttentionTile(ulong q, DeviceBuffer? kc, DeviceBuffer? vc, NuqDeviceLayer? nuq, DeviceBuffer? table, long cap, int kvHeads,
-        int group, int headDim, long count, int n, AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, RopeParams r)
+        int group, int headDim, long count, int n, AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, (ulong K, ulong V) sinks,
+        RopeParams r, ulong bt)
     {
         var args = nuq == null
-            ? new TileArgs { Kc = kc!.Pointer, Vc = vc!.Pointer }
+            ? new TileArgs { Kc = kc!.Pointer, Vc = vc!.Pointer, Bt = bt }
             : new TileArgs
             {
                 L = new NuqKeyArgs(nuq.KCodes.Pointer, nuq.KSlotV.Pointer, nuq.KSlotC.Pointer, nuq.KZero.Pointer, nuq.KRange.Pointer, nuq.KLevels.Pointer, nuq.VCodes.Pointer),
                 Vzr = nuq.VZeroRange.Pointer, VSlotV = nuq.VSlotV.Pointer, VSlotC = nuq.VSlotC.Pointer, VLev = nuq.VLevels.Pointer,
-                SinkK = nuq.SinkK.Pointer, SinkV = nuq.SinkV.Pointer, Table = table!.Pointer,
+                SinkK = sinks.K, SinkV = sinks.V, Table = table!.Pointer,
                 KBits = nuq.KeyBits, VBits = nuq.ValueBits, S = nuq.KeySlots, VS = 2 * nuq.ValueOutliersPerTail, Sink = sink,
-                RopeDims = r.RopeDims, Neox = r.Neox ? 1 : 0,
+                RopeDims = r.RopeDims, Neox = r.Neox ? 1 : 0, Bt = bt,
             };
         LaunchTile($"attn_tile_{(nuq == null ? "f16" : "nuq")}_d{headDim}", q, args, cap, kvHeads, group, headDim, count, n, split, scale, part, output);
     }
@@ -157,7 +158,7 @@ internal sealed class ModelKernels : IDisposable
     private const int TileRows = 32, TileKeys = 64, MmaRows = 64;   // model.cu RB, KT, MR
     private readonly HashSet<string> _tileShared = new();
 
-    /// <summary>model.cu's TileArgs (168 bytes with padding), passed by value.</summary>
+    /// <summary>model.cu's TileArgs (176 bytes), passed by value.</summary>
     [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
     private struct TileArgs
     {
@@ -166,6 +167,7 @@ internal sealed class ModelKernels : IDisposable
         public ulong Vzr, VSlotV, VSlotC, VLev, SinkK, SinkV, Table;
         public int KBits, VBits, S, VS, Sink, RopeDims, Neox;
         public long LabPadded;
+        public ulong Bt;
     }
 
     /// <summary>model.cu's NuqLayer: the key arrays and the value codes, passed by value.</summary>

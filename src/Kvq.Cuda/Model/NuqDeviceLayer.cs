@@ -7,7 +7,8 @@ namespace Kvq.Cuda.Model;
 /// <summary>
 /// One layer's KVQuant cache in device memory (model.cu's layout), with the parameters of the CPU codecs it mirrors:
 /// per KV head the pre-RoPE key zero/range, key and value codebook thresholds and levels, the layer's bit widths
-/// (they differ per layer under :mixed), key outlier slots S and value outliers per tail k, and the sink's f16 copies.
+/// (they differ per layer under :mixed), key outlier slots S and value outliers per tail k. Paged: slots are a pool's
+/// (<see cref="CudaKvCache"/>); the sink's f16 copies belong to each sequence.
 /// </summary>
 internal sealed class NuqDeviceLayer : IDisposable
 {
@@ -32,12 +33,10 @@ internal sealed class NuqDeviceLayer : IDisposable
     public DeviceBuffer VSlotC { get; }
     public DeviceBuffer VMids { get; }
     public DeviceBuffer VLevels { get; }
-    public DeviceBuffer SinkK { get; }
-    public DeviceBuffer SinkV { get; }
     /// <summary>Bytes per stored token (all KV heads): codes, slots, value zero/range.</summary>
     public long BytesPerToken { get; }
 
-    public NuqDeviceLayer(CudaContext ctx, NuqChannelCodec[] keys, NuqTokenCodec[] values, long capacity, int sink)
+    public NuqDeviceLayer(CudaContext ctx, NuqChannelCodec[] keys, NuqTokenCodec[] values, long capacity)
     {
         int h = keys.Length, d = keys[0].HeadDim;
         Capacity = capacity;
@@ -81,8 +80,6 @@ internal sealed class NuqDeviceLayer : IDisposable
             VSlotC = Alloc(ctx, h * capacity * Math.Max(vs, 1));
             VMids = Up(ctx, vmids);
             VLevels = Up(ctx, vlev);
-            SinkK = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
-            SinkV = Alloc(ctx, (long)h * Math.Max(sink, 1) * d * 2);
         }
         catch
         {

@@ -1,0 +1,115 @@
+using Kvq.Cache;
+using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cuda.Attention;
+
+namespace Kvq.Cuda.Model;
+
+/// <summary>
+/// Paged KV storage in device memory for one model and one KV format: per layer, a pool of blocks of
+/// <see cref="BlockTokens"/> tokens (f16, or the model's KVQuant layout <see cref="NuqDeviceLayer"/>), shared by the
+/// sequences made from it. A sequence takes blocks as it grows and gives them back when disposed; its block table
+/// maps its tokens to physical slots (model.cu phys). The kernel lab's KVQuant decode layout (<see cref="LabLayout"/>)
+/// is not paged: there every sequence holds its own contiguous cache and the pool is empty.
+/// </summary>
+public sealed class CudaKvCache : IDisposable
+{
+    /// <summary>Tokens per block: a multiple of every attention tile (model.cu PB).</summary>
+    public const int BlockTokens = 128;
+
+    private readonly Stack<int> _free = new();
+    internal CudaContext Context { get; }
+    internal ModelKernels Kernels { get; }
+    internal KvShape Shape { get; }
+    internal RopeParams Rope { get; }
+    internal (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? Codecs { get; }
+    internal NuqLayout? LabLayout { get; }
+    internal Func<DecodeKernels>? LabKernels { get; }
+    internal DeviceBuffer[] K { get; }
+    internal DeviceBuffer[] V { get; }
+    internal NuqDeviceLayer[]? Nuq { get; }
+    /// <summary>(cos, sin) per RoPE pair: rows for positions 0..127 and one per 128 positions (model.cu rope_table).</summary>
+    internal DeviceBuffer? Table { get; }
+    public KvCacheConfig Config { get; }
+    /// <summary>Physical blocks in the pool (0 for the lab layout).</summary>
+    public int Blocks { get; }
+    /// <summary>The longest sequence this cache serves (positions covered by the angle table).</summary>
+    public long MaxTokens { get; }
+    public int FreeBlocks => _free.Count;
+    public bool Paged => LabLayout == null;
+
+    internal CudaKvCache(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, long poolTokens,
+        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs, Func<DecodeKernels>? labKernels)
+    {
+        if (poolTokens <= 0) throw new ArgumentOutOfRangeException(nameof(poolTokens), poolTokens, "a device KV cache needs room for at least one token");
+        Context = ctx;
+        Kernels = kernels;
+        Shape = shape;
+        Config = config;
+        Codecs = codecs;
+        Rope = new RopeParams(shape.HeadDim, shape.Rope.RopeDims, shape.Rope.Style == Kvq.Model.RopeStyle.Neox, shape.Rope.Scale,
+            MathF.Pow(shape.Rope.Base, -2.0f / shape.Rope.RopeDims));
+        LabLayout = codecs != null && labKernels != null ? CudaKvSequence.LabLayout(codecs, shape, config.SinkTokens) : null;
+        LabKernels = LabLayout != null ? labKernels : null;
+        int blocks = (int)((poolTokens + BlockTokens - 1) / BlockTokens);
+        MaxTokens = (long)blocks * BlockTokens;
+        K = new DeviceBuffer[shape.Layers];
+        V = new DeviceBuffer[shape.Layers];
+        try
+        {
+            if (codecs != null)
+            {
+                long rows = 128 + MaxTokens / 128;
+                Table = ctx.Allocate(rows * (shape.Rope.RopeDims / 2) * 8);
+                kernels.RopeTable(rows, Rope, Table);
+            }
+            if (LabLayout == null)
+            {
+                Blocks = blocks;
+                if (codecs != null)
+                {
+                    Nuq = new NuqDeviceLayer[shape.Layers];
+                    for (int l = 0; l < shape.Layers; l++) Nuq[l] = new NuqDeviceLayer(ctx, codecs[l].Keys, codecs[l].Values, MaxTokens);
+                }
+                else
+                {
+                    long bytes = shape.KvHeads * MaxTokens * shape.HeadDim * 2;
+                    for (int l = 0; l < shape.Layers; l++)
+                    {
+                        K[l] = ctx.Allocate(bytes);
+                        V[l] = ctx.Allocate(bytes);
+                    }
+                }
+                for (int b = Blocks - 1; b >= 0; b--) _free.Push(b);
+            }
+        }
+        catch
+        {
+            Dispose();   // a cache that could not be built gives back what it had taken
+            throw;
+        }
+    }
+
+    /// <summary>A new, empty sequence of at most <paramref name="maxTokens"/> tokens (at most <see cref="MaxTokens"/>).</summary>
+    public CudaKvSequence CreateSequence(int maxTokens) => new(this, maxTokens, ownsCache: false);
+
+    internal CudaKvSequence CreateOwnedSequence(int maxTokens) => new(this, maxTokens, ownsCache: true);
+
+    internal int Rent() => _free.Count > 0 ? _free.Pop()
+        : throw new InvalidOperationException($"CUDA KV cache full: all {Blocks} blocks of {BlockTokens} tokens are held by sequences");
+
+    internal void Return(int block) => _free.Push(block);
+
+    /// <summary>Device bytes of the pool (every block, held or free) and the angle table.</summary>
+    public long DeviceBytes => K.Sum(b => b?.Bytes ?? 0) + V.Sum(b => b?.Bytes ?? 0) + (Nuq?.Sum(l => l?.DeviceBytes ?? 0) ?? 0) + (Table?.Bytes ?? 0);
+
+    /// <summary>Stored bytes per token over all layers (codes, slots, scales), for memory reports.</summary>
+    internal long BytesPerToken => Nuq != null ? Nuq.Sum(l => l.BytesPerToken) : 2L * 2 * Shape.Layers * Shape.KvDim;
+
+    public void Dispose()
+    {
+        foreach (var b in K) b?.Dispose();
+        foreach (var b in V) b?.Dispose();
+        if (Nuq != null) foreach (var l in Nuq) l?.Dispose();
+        Table?.Dispose();
+    }
+}

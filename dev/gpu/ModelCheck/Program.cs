@@ -131,22 +131,9 @@ foreach (var wt in new[] { CudaWeightType.F32, CudaWeightType.F16 })
     // 4. Speed.
     foreach (int ctx in contexts)
     {
-        var ids = Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, cfg.VocabSize);
-        var logits = new float[cfg.VocabSize];
-        using var seq = (CudaKvSequence)gpu.CreateSequence(kv16, ctx + decode);
-        var t0 = Stopwatch.StartNew();
-        gpu.Forward(ids, seq, logits);
-        double pre = t0.Elapsed.TotalSeconds;
-        var one = new int[1];
-        t0.Restart();
-        for (int i = 0; i < decode; i++)
-        {
-            one[0] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
-            gpu.Forward(one, seq, logits);
-        }
-        double dec = t0.Elapsed.TotalSeconds;
-        Console.WriteLine($"speed {wt} ctx {ctx}: prefill {ctx / pre:F0} tok/s, decode {decode / dec:F1} tok/s ({dec / decode * 1e3:F2} ms/token)");
-        Console.WriteLine($"{{\"kind\":\"speed\",\"device\":\"{gpu.DeviceInfo.Name}\",\"weights\":\"{wt}\",\"ctx\":{ctx},\"prefill_tok_s\":{ctx / pre:F1},\"decode_tok_s\":{decode / dec:F2}}}");
+        var (pre, dec) = Timing.Run(gpu, gpu.CreateSequence(kv16, ctx + decode), Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, cfg.VocabSize), decode);
+        Console.WriteLine($"speed {wt} ctx {ctx}: prefill {pre:F0} tok/s, decode {dec:F1} tok/s ({1e3 / dec:F2} ms/token)");
+        Console.WriteLine($"{{\"kind\":\"speed\",\"device\":\"{gpu.DeviceInfo.Name}\",\"weights\":\"{wt}\",\"ctx\":{ctx},\"prefill_tok_s\":{pre:F1},\"decode_tok_s\":{dec:F2}}}");
     }
 }
 // 5. KVQuant caches on the device (encoded there) vs the CPU's, same model (f32 weights), same profile.
@@ -191,22 +178,9 @@ if (profilePath.Length > 0)
         Console.WriteLine($"check {spec} greedy {gen} tokens: {(sameN == gen ? "SAME" : $"DIFFERENT from token {sameN}")}");
         foreach (int ctx in contexts)
         {
-            var ids = Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, cfg.VocabSize);
-            var logits = new float[cfg.VocabSize];
-            using var seq = (CudaKvSequence)gpu.CreateSequence(cfgN, ctx + decode);
-            var t0 = Stopwatch.StartNew();
-            gpu.Forward(ids, seq, logits);
-            double pre = t0.Elapsed.TotalSeconds;
-            var one = new int[1];
-            t0.Restart();
-            for (int i = 0; i < decode; i++)
-            {
-                one[0] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
-                gpu.Forward(one, seq, logits);
-            }
-            double dec = t0.Elapsed.TotalSeconds;
-            Console.WriteLine($"speed {spec} ctx {ctx}: prefill {ctx / pre:F0} tok/s, decode {decode / dec:F1} tok/s ({dec / decode * 1e3:F2} ms/token)");
-            Console.WriteLine($"{{\"kind\":\"speed\",\"device\":\"{gpu.DeviceInfo.Name}\",\"weights\":\"F32\",\"kv\":\"{spec}\",\"ctx\":{ctx},\"prefill_tok_s\":{ctx / pre:F1},\"decode_tok_s\":{decode / dec:F2}}}");
+            var (pre, dec) = Timing.Run(gpu, gpu.CreateSequence(cfgN, ctx + decode), Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, cfg.VocabSize), decode);
+            Console.WriteLine($"speed {spec} ctx {ctx}: prefill {pre:F0} tok/s, decode {dec:F1} tok/s ({1e3 / dec:F2} ms/token)");
+            Console.WriteLine($"{{\"kind\":\"speed\",\"device\":\"{gpu.DeviceInfo.Name}\",\"weights\":\"F32\",\"kv\":\"{spec}\",\"ctx\":{ctx},\"prefill_tok_s\":{pre:F1},\"decode_tok_s\":{dec:F2}}}");
         }
     }
 }

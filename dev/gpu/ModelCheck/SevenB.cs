@@ -55,26 +55,13 @@ internal static class SevenB
         foreach (int ctx in contexts)
             foreach (var kv in formats)   // nuq...*: the model's own KVQuant layout (model.cu), not the lab's
             {
-                var ids = Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize);
-                var logits = new float[Config.VocabSize];
-                using var seq = kv == "f16"
+                var seq = kv == "f16"
                     ? (CudaKvSequence)model.CreateSequence(new Kvq.Cache.KvCacheConfig("f16", "f16"), ctx + decode)
                     : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, ctx + decode, labDecode: !kv.EndsWith('*'));
-                var t = Stopwatch.StartNew();
-                model.Forward(ids, seq, logits);
-                double pre = t.Elapsed.TotalSeconds;
-                var one = new int[1];
-                t.Restart();
-                for (int i = 0; i < decode; i++)
-                {
-                    one[0] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
-                    model.Forward(one, seq, logits);
-                }
-                double dec = t.Elapsed.TotalSeconds;
-                bool finite = logits.All(float.IsFinite);
-                Console.WriteLine($"7B {kv} ctx {ctx}: prefill {ctx / pre:F0} tok/s ({pre:F1} s), decode {decode / dec:F1} tok/s ({dec / decode * 1e3:F2} ms/token), " +
-                                  $"KV device {seq.DeviceBytes / (double)(1L << 30):F2} GiB, logits finite {finite}");
-                Console.WriteLine($"{{\"kind\":\"7b\",\"kv\":\"{kv}\",\"ctx\":{ctx},\"prefill_tok_s\":{ctx / pre:F1},\"decode_tok_s\":{decode / dec:F2},\"kv_gib\":{seq.DeviceBytes / (double)(1L << 30):F3}}}");
+                double kvGib = seq.DeviceBytes / (double)(1L << 30);
+                var (pre, dec) = Timing.Run(model, seq, Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize), decode);
+                Console.WriteLine($"7B {kv} ctx {ctx}: prefill {pre:F0} tok/s ({ctx / pre:F1} s), decode {dec:F1} tok/s ({1e3 / dec:F2} ms/token), KV device {kvGib:F2} GiB");
+                Console.WriteLine($"{{\"kind\":\"7b\",\"kv\":\"{kv}\",\"ctx\":{ctx},\"prefill_tok_s\":{pre:F1},\"decode_tok_s\":{dec:F2},\"kv_gib\":{kvGib:F3}}}");
             }
         return failures == 0 ? 0 : 1;
     }

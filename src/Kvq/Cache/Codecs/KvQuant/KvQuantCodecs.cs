@@ -51,12 +51,26 @@ public static class KvQuantCodecs
             scales.Zeros(ctx.Layer, ctx.KvHead), scales.Ranges(ctx.Layer, ctx.KvHead), codebook);
     }
 
+    /// <summary>Allocations already made, per profile (weakly held) and (spec, stream): a cache creates one codec per
+    /// (layer, KV head) and side, and all of them share the layer widths.</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<KvQuantProfile,
+        System.Collections.Concurrent.ConcurrentDictionary<(string Spec, KvQuantStream Stream), int[]>> Allocations = new();
+
     /// <summary>This layer's width under a <c>:mixed</c> spec: the allocation of spec.Bits mean bits over the layers
-    /// that minimises the summed calibration error of this side's codebooks.</summary>
+    /// that minimises the summed calibration error of this side's codebooks (computed once per profile, spec and side).</summary>
     private static int LayerBits(KvQuantSpec spec, KvQuantStream stream, KvCodecContext ctx)
     {
         var cal = Calibration(spec, ctx);
-        int layers = ((KvQuantProfile)ctx.Profile!).Layers;
+        var profile = (KvQuantProfile)ctx.Profile!;
+        var byProfile = Allocations.GetValue(profile, _ => new());
+        if (byProfile.TryGetValue((spec.Name, stream), out var done)) return done[ctx.Layer];
+        var widthsOf = AllocateLayers(spec, stream, cal, profile.Layers);
+        byProfile.TryAdd((spec.Name, stream), widthsOf);
+        return widthsOf[ctx.Layer];
+    }
+
+    private static int[] AllocateLayers(KvQuantSpec spec, KvQuantStream stream, KvQuantCalibration cal, int layers)
+    {
         var widths = KvQuantProfile.MixedWidths(spec.Bits);
         var sens = new double[layers][];
         for (int l = 0; l < layers; l++)
@@ -74,7 +88,7 @@ public static class KvQuantCodecs
                 sens[l][i] = book.Sensitivity;
             }
         }
-        return KvQuantBitAllocation.Allocate(sens, widths, spec.Bits)[ctx.Layer];
+        return KvQuantBitAllocation.Allocate(sens, widths, spec.Bits);
     }
 
     private static KvQuantCalibration Calibration(KvQuantSpec spec, KvCodecContext ctx)

@@ -11,7 +11,7 @@ namespace Kvq.Cuda.Model;
 /// the same logits to f32 rounding with f32 weights; with f16 weights the products take f16 activations.
 /// Only the logits travel back to the host.
 /// </summary>
-public sealed class CudaTransformer : ILanguageModel, IDisposable
+public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
 {
     private readonly CudaContext _ctx;
     private readonly KernelLoader _loader;
@@ -26,11 +26,11 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     // Activations for one chunk of at most MaxBatch tokens, row-major [token][width].
     private readonly DeviceBuffer _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits;
 
-    public ModelConfig Config { get; }
-    public KvShape KvShape => KvShape.For(Config);
-    public string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights";
-    public int Threads => 1;
-    public int MaxBatch { get; }
+    public override ModelConfig Config { get; }
+    public override KvShape KvShape => KvShape.For(Config);
+    public override string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights";
+    public override int Threads => 1;
+    public override int MaxBatch { get; }
 
     /// <summary>Prefill attention on tensor cores (only with f16 weights; see <see cref="CudaModelOptions"/>).</summary>
     public bool TensorCorePrefill
@@ -116,19 +116,10 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     }
 
     /// <summary>A sequence whose cache lives on this device, with room for <paramref name="maxTokens"/> tokens.</summary>
-    public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens)
+    public override IKvSequence CreateSequence(KvCacheConfig config, int maxTokens)
     {
         _ctx.MakeCurrent();   // callers may run on another thread than Load's (the driver binds contexts to threads)
-        var cache = CreateCache(config, maxTokens);
-        try
-        {
-            return cache.CreateOwnedSequence(maxTokens);
-        }
-        catch
-        {
-            cache.Dispose();
-            throw;
-        }
+        return CreateCache(config, maxTokens).CreateOwnedSequence(maxTokens);
     }
 
     /// <summary>A paged cache on this device whose sequences (<see cref="CudaKvCache.CreateSequence"/>) share a pool of
@@ -149,17 +140,8 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
         CudaKvSequence.CheckShape(KvShape);
         var codecs = Enumerable.Range(0, Config.Layers).Select(layerCodecs).ToArray();
         var name = codecs[0].Keys[0].Spec.Name;
-        var cache = new CudaKvCache(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs,
-            labDecode ?? _labDecode ? LabKernels : null);
-        try
-        {
-            return cache.CreateOwnedSequence(maxTokens);
-        }
-        catch
-        {
-            cache.Dispose();
-            throw;
-        }
+        return new CudaKvCache(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs,
+            labDecode ?? _labDecode ? LabKernels : null).CreateOwnedSequence(maxTokens);
     }
 
     /// <summary>A model of <paramref name="config"/>'s shape with random weights made on the device (uniform,
@@ -180,29 +162,16 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
         }
     }
 
-    public void Forward(ReadOnlySpan<int> tokens, IKvSequence kv, Span<float> lastLogits, Span<float> allLogits = default)
+    protected override void Prepare(IKvSequence kv)
     {
-        if (kv is not CudaKvSequence seq)
+        if (kv is not CudaKvSequence)
             throw new ArgumentException($"the CUDA model attends over its own device cache (CreateSequence), not a {kv.GetType().Name}", nameof(kv));
-        int vocab = Config.VocabSize;
         _ctx.MakeCurrent();
-        for (int done = 0; done < tokens.Length;)
-        {
-            int n = Math.Min(MaxBatch, tokens.Length - done);
-            bool lastChunk = done + n == tokens.Length;
-            ForwardChunk(tokens.Slice(done, n), seq);
-            if (!allLogits.IsEmpty)
-                Logits(0, n, allLogits.Slice(done * vocab, n * vocab));
-            else if (lastChunk)
-                Logits(n - 1, 1, lastLogits);
-            done += n;
-        }
-        if (!allLogits.IsEmpty && !lastLogits.IsEmpty)
-            allLogits.Slice((tokens.Length - 1) * vocab, vocab).CopyTo(lastLogits);
     }
 
-    private void ForwardChunk(ReadOnlySpan<int> tokens, CudaKvSequence kv)
+    protected override void ForwardChunk(ReadOnlySpan<int> tokens, IKvSequence sequence)
     {
+        var kv = (CudaKvSequence)sequence;   // Prepare checked it
         var c = Config;
         int n = tokens.Length;
         foreach (var id in tokens)
@@ -242,7 +211,7 @@ public sealed class CudaTransformer : ILanguageModel, IDisposable
     }
 
     /// <summary>Final norm and output projection for chunk rows [first, first+count), copied to the host.</summary>
-    private void Logits(int first, int count, Span<float> logits)
+    protected override void Logits(int first, int count, Span<float> logits)
     {
         var c = Config;
         ulong x = _x.Pointer + (ulong)((long)first * c.Dim * 4);

@@ -9,11 +9,11 @@ namespace Kvq.Model;
 /// <see cref="MaxBatch"/> (batched prefill uses matrix-matrix products; decode is a chunk of one). Keys are handed to
 /// the cache before RoPE; queries are rotated here.
 /// </summary>
-public sealed class Transformer : ILanguageModel
+public sealed class Transformer : ChunkedLanguageModel
 {
     public ModelWeights Weights { get; }
-    public ModelConfig Config => Weights.Config;
-    public int MaxBatch { get; }
+    public override ModelConfig Config => Weights.Config;
+    public override int MaxBatch { get; }
     public Parallelism Parallelism { get; }
     private readonly Rope _rope;
 
@@ -46,37 +46,14 @@ public sealed class Transformer : ILanguageModel
         _up = new float[maxBatch * c.FfnDim];
     }
 
-    public KvShape KvShape => KvShape.For(Config);
-    public string Device => $"cpu, {Parallelism.Threads} thread{(Parallelism.Threads == 1 ? "" : "s")}";
-    public int Threads => Parallelism.Threads;
+    public override KvShape KvShape => KvShape.For(Config);
+    public override string Device => $"cpu, {Parallelism.Threads} thread{(Parallelism.Threads == 1 ? "" : "s")}";
+    public override int Threads => Parallelism.Threads;
 
     /// <summary>A sequence in a new paged host cache (it grows as needed; <paramref name="maxTokens"/> is a hint).</summary>
-    public IKvSequence CreateSequence(KvCacheConfig config, int maxTokens) => new PagedKvCache(KvShape, config).CreateSequence();
+    public override IKvSequence CreateSequence(KvCacheConfig config, int maxTokens) => new PagedKvCache(KvShape, config).CreateSequence();
 
-    /// <summary>
-    /// Runs <paramref name="tokens"/> at positions kv.Length, kv.Length+1, ... and appends them to the cache.
-    /// Writes logits of the last token to <paramref name="lastLogits"/> (vocab), or, when <paramref name="allLogits"/>
-    /// is given, of every token ((tokens, vocab) row-major).
-    /// </summary>
-    public void Forward(ReadOnlySpan<int> tokens, IKvSequence kv, Span<float> lastLogits, Span<float> allLogits = default)
-    {
-        int vocab = Config.VocabSize;
-        for (int done = 0; done < tokens.Length; )
-        {
-            int n = Math.Min(MaxBatch, tokens.Length - done);
-            bool lastChunk = done + n == tokens.Length;
-            ForwardChunk(tokens.Slice(done, n), kv);
-            if (!allLogits.IsEmpty)
-                Logits(0, n, allLogits.Slice(done * vocab, n * vocab));
-            else if (lastChunk)
-                Logits(n - 1, 1, lastLogits);
-            done += n;
-        }
-        if (!allLogits.IsEmpty && !lastLogits.IsEmpty)
-            allLogits.Slice((tokens.Length - 1) * vocab, vocab).CopyTo(lastLogits);
-    }
-
-    private void ForwardChunk(ReadOnlySpan<int> tokens, IKvSequence kv)
+    protected override void ForwardChunk(ReadOnlySpan<int> tokens, IKvSequence kv)
     {
         var c = Config;
         int n = tokens.Length;
@@ -129,7 +106,7 @@ public sealed class Transformer : ILanguageModel
     }
 
     /// <summary>Final norm and output projection for chunk rows [first, first+count).</summary>
-    private void Logits(int first, int count, Span<float> logits)
+    protected override void Logits(int first, int count, Span<float> logits)
     {
         int dim = Config.Dim;
         for (int t = 0; t < count; t++)

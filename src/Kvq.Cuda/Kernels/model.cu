@@ -676,7 +676,6 @@ template <int D, int MODE>
 __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, long base, int cnt, float* sk, float* sv, int tid, int nt = TT)
 {
     constexpr int DP = D + 1;
-    constexpr bool NUQ = MODE != 0;
     if (MODE == 2)
     {
         const int B = A.kbits;

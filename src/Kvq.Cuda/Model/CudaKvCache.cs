@@ -92,7 +92,19 @@ public sealed class CudaKvCache : IDisposable
     /// <summary>A new, empty sequence of at most <paramref name="maxTokens"/> tokens (at most <see cref="MaxTokens"/>).</summary>
     public CudaKvSequence CreateSequence(int maxTokens) => new(this, maxTokens, ownsCache: false);
 
-    internal CudaKvSequence CreateOwnedSequence(int maxTokens) => new(this, maxTokens, ownsCache: true);
+    /// <summary>A sequence that owns this cache (disposes it with itself); a sequence that cannot be made disposes it at once.</summary>
+    internal CudaKvSequence CreateOwnedSequence(int maxTokens)
+    {
+        try
+        {
+            return new(this, maxTokens, ownsCache: true);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
 
     internal int Rent() => _free.Count > 0 ? _free.Pop()
         : throw new InvalidOperationException($"CUDA KV cache full: all {Blocks} blocks of {BlockTokens} tokens are held by sequences");

@@ -81,7 +81,7 @@ internal sealed class ModelKernels : IDisposable
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
         AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt)
     {
-        var keys = new NuqKeyArgs(l.KCodes.Pointer, l.KSlotV.Pointer, l.KSlotC.Pointer, l.KZero.Pointer, l.KRange.Pointer, l.KLevels.Pointer, l.VCodes.Pointer);
+        var keys = NuqKeyArgs.Of(l);
         K($"attn_nuq_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
             _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(sinks.K).Add(sinks.V).Add(table)
               .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part)
@@ -100,7 +100,7 @@ internal sealed class ModelKernels : IDisposable
             ? new TileArgs { Kc = kc!.Pointer, Vc = vc!.Pointer, Bt = bt }
             : new TileArgs
             {
-                L = new NuqKeyArgs(nuq.KCodes.Pointer, nuq.KSlotV.Pointer, nuq.KSlotC.Pointer, nuq.KZero.Pointer, nuq.KRange.Pointer, nuq.KLevels.Pointer, nuq.VCodes.Pointer),
+                L = NuqKeyArgs.Of(nuq),
                 Vzr = nuq.VZeroRange.Pointer, VSlotV = nuq.VSlotV.Pointer, VSlotC = nuq.VSlotC.Pointer, VLev = nuq.VLevels.Pointer,
                 SinkK = sinks.K, SinkV = sinks.V, Table = table!.Pointer,
                 KBits = nuq.KeyBits, VBits = nuq.ValueBits, S = nuq.KeySlots, VS = 2 * nuq.ValueOutliersPerTail, Sink = sink,
@@ -172,7 +172,11 @@ internal sealed class ModelKernels : IDisposable
 
     /// <summary>model.cu's NuqLayer: the key arrays and the value codes, passed by value.</summary>
     [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
-    private readonly record struct NuqKeyArgs(ulong KCodes, ulong KSlotV, ulong KSlotC, ulong KZero, ulong KRange, ulong KLevels, ulong VCodes);
+    private readonly record struct NuqKeyArgs(ulong KCodes, ulong KSlotV, ulong KSlotC, ulong KZero, ulong KRange, ulong KLevels, ulong VCodes)
+    {
+        public static NuqKeyArgs Of(NuqDeviceLayer l) =>
+            new(l.KCodes.Pointer, l.KSlotV.Pointer, l.KSlotC.Pointer, l.KZero.Pointer, l.KRange.Pointer, l.KLevels.Pointer, l.VCodes.Pointer);
+    }
 
     private static int Pad32(int x) => (x + 31) / 32 * 32;
 

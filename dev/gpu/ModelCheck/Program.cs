@@ -196,18 +196,25 @@ return failures == 0 ? 0 : 1;
 
 static (double MaxAbs, double RelL2, double ArgmaxAgree) Compare(float[] a, float[] b, int vocab)
 {
-    double num = 0, den = 0, max = 0;
+    double max = 0;
     int agree = 0, rows = a.Length / vocab;
+    for (int i = 0; i < a.Length; i++) max = Math.Max(max, Math.Abs((double)a[i] - b[i]));
+    for (int r = 0; r < rows; r++)
+        if (Kvq.Bench.ThroughputBenchmark.Argmax(a.AsSpan(r * vocab, vocab)) == Kvq.Bench.ThroughputBenchmark.Argmax(b.AsSpan(r * vocab, vocab))) agree++;
+    return (max, RelL2(a, b), (double)agree / rows);
+}
+
+// ||b - a|| / ||a||, a the reference.
+static double RelL2(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+{
+    double num = 0, den = 0;
     for (int i = 0; i < a.Length; i++)
     {
         double d = (double)a[i] - b[i];
         num += d * d;
         den += (double)a[i] * a[i];
-        max = Math.Max(max, Math.Abs(d));
     }
-    for (int r = 0; r < rows; r++)
-        if (Kvq.Bench.ThroughputBenchmark.Argmax(a.AsSpan(r * vocab, vocab)) == Kvq.Bench.ThroughputBenchmark.Argmax(b.AsSpan(r * vocab, vocab))) agree++;
-    return (max, Math.Sqrt(num / Math.Max(den, 1e-300)), (double)agree / rows);
+    return Math.Sqrt(num / Math.Max(den, 1e-300));
 }
 
 static int[] Greedy(ILanguageModel m, IKvSequence seq, int[] prompt, int n, int vocab)
@@ -269,9 +276,7 @@ static double CacheCheck(KvShape shape, KvCacheConfig config, CudaTransformer gp
             var ob = new float[n * shape.QDim];
             a.Attend(l, q, n, oa, Parallelism.Default);
             b.Attend(l, q, n, ob, Parallelism.Default);
-            double num = 0, den = 0;
-            for (int i = 0; i < oa.Length; i++) { double d = oa[i] - ob[i]; num += d * d; den += (double)oa[i] * oa[i]; }
-            worst = Math.Max(worst, Math.Sqrt(num / Math.Max(den, 1e-300)));
+            worst = Math.Max(worst, RelL2(oa, ob));
         }
         a.Commit(n);
         b.Commit(n);

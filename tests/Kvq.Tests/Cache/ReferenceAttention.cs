@@ -5,6 +5,18 @@ namespace Kvq.Tests.Cache;
 /// <summary>The plain reference the cache's attention is checked against.</summary>
 internal static class ReferenceAttention
 {
+    /// <summary>Every output within 1e-4 of the reference, relative to the largest reference output (at least 1).</summary>
+    public static void AssertClose(float[] got, double[] expected)
+    {
+        double maxDiff = 0, maxAbs = 0;
+        for (int i = 0; i < got.Length; i++)
+        {
+            maxDiff = Math.Max(maxDiff, Math.Abs(got[i] - expected[i]));
+            maxAbs = Math.Max(maxAbs, Math.Abs(expected[i]));
+        }
+        Xunit.Assert.True(maxDiff <= 1e-4 * Math.Max(1, maxAbs), $"max |diff| {maxDiff} (max |out| {maxAbs})");
+    }
+
     /// <summary>Causal GQA attention in f64 over keys already rotated, queries as given; q (n, QDim), k and v (n, KvDim).</summary>
     public static double[] CausalGqa(KvShape shape, float[] q, float[] k, float[] v, int n)
     {

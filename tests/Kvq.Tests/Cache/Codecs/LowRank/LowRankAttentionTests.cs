@@ -53,13 +53,7 @@ public class LowRankAttentionTests
             for (int h = 0; h < kvHeads; h++) shape.Rope.Rotate(kHat.AsSpan(t * shape.KvDim + h * headDim, headDim), cos, sin);
         }
         var expected = ReferenceAttention.CausalGqa(shape, q, kHat, vHat, n);
-        double maxDiff = 0, maxAbs = 0;
-        for (int i = 0; i < got.Length; i++)
-        {
-            maxDiff = Math.Max(maxDiff, Math.Abs(got[i] - expected[i]));
-            maxAbs = Math.Max(maxAbs, Math.Abs(expected[i]));
-        }
-        Assert.True(maxDiff <= 1e-4 * Math.Max(1, maxAbs), $"max |diff| {maxDiff} (max |out| {maxAbs})");
+        ReferenceAttention.AssertClose(got, expected);
     }
 
     /// <summary>What the cache holds for one side of a layer, decoded (pre-RoPE for keys): the sink as f16 copies,

@@ -40,14 +40,14 @@ public sealed class PagedKvCache
         KeyCodecs = CreateCodecs(KvSide.Key);
         ValueCodecs = CreateCodecs(KvSide.Value);
         if (ValueCodec.PreRope) throw new KvSpecException($"'{ValueCodec.Name}' is a key format (pre-RoPE) and cannot store values");
+        int blocks = Math.Max(1, (int)(((long)maxTokens + config.BlockTokens - 1) / config.BlockTokens));
         Keys = new BlockArena[shape.Layers];
         Values = new BlockArena[shape.Layers];
         for (int l = 0; l < shape.Layers; l++)
         {
-            Keys[l] = new BlockArena(shape.KvHeads, KeyCodecs[l][0].BlockBytes);
-            Values[l] = new BlockArena(shape.KvHeads, ValueCodecs[l][0].BlockBytes);
+            Keys[l] = new BlockArena(shape.KvHeads, KeyCodecs[l][0].BlockBytes, blocks);
+            Values[l] = new BlockArena(shape.KvHeads, ValueCodecs[l][0].BlockBytes, blocks);
         }
-        int blocks = Math.Max(1, (int)(((long)maxTokens + config.BlockTokens - 1) / config.BlockTokens));
         Sequences = new PagedSequences(blocks, config.BlockTokens);
         if (config.Policy is { } policy)
         {

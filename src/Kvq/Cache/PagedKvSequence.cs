@@ -406,6 +406,10 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
 
     public SequenceBlockUsage BlockUsage => _cache.Sequences.Usage(_id);
 
+    /// <summary>Fresh blocks an append of <paramref name="tokens"/> tokens would take from the pool (admission and
+    /// preemption decisions; a shared partial last block counts, as it is copied first).</summary>
+    public int BlocksNeededToAppend(int tokens) => _cache.Sequences.BlocksNeededToAppend(_id, tokens);
+
     private bool _disposed;
 
     public void Dispose()

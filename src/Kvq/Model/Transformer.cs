@@ -9,7 +9,7 @@ namespace Kvq.Model;
 /// <see cref="MaxBatch"/> (batched prefill uses matrix-matrix products; decode is a chunk of one). Keys are handed to
 /// the cache before RoPE; queries are rotated here.
 /// </summary>
-public sealed class Transformer : ChunkedLanguageModel
+public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
 {
     public ModelWeights Weights { get; }
     public override ModelConfig Config => Weights.Config;
@@ -27,6 +27,7 @@ public sealed class Transformer : ChunkedLanguageModel
     private readonly float[] _proj;   // (batch, dim) output of Wo / WDown
     private readonly float[] _gate;   // (batch, ffn)
     private readonly float[] _up;     // (batch, ffn)
+    private readonly float[] _last;   // (batch, dim) last rows of a batch's segments, normed, for the logits
 
     public Transformer(ModelWeights weights, Parallelism? parallelism = null, int maxBatch = 64)
     {
@@ -44,7 +45,10 @@ public sealed class Transformer : ChunkedLanguageModel
         _proj = new float[maxBatch * c.Dim];
         _gate = new float[maxBatch * c.FfnDim];
         _up = new float[maxBatch * c.FfnDim];
+        _last = new float[maxBatch * c.Dim];
     }
+
+    public int MaxBatchTokens => MaxBatch;
 
     public override KvShape KvShape => KvShape.For(Config);
     public override string Device => $"cpu, {Parallelism.Threads} thread{(Parallelism.Threads == 1 ? "" : "s")}";
@@ -97,6 +101,93 @@ public sealed class Transformer : ChunkedLanguageModel
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         kv.Commit(n);
+    }
+
+    public void ForwardBatch(ReadOnlySpan<int> tokens, ReadOnlySpan<BatchSegment> segments, Span<float> logits)
+    {
+        var c = Config;
+        int n = tokens.Length;
+        int dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim, ffn = c.FfnDim;
+        int decodeRows = CheckBatch(tokens, segments);
+        var par = Parallelism;
+        for (int t = 0; t < n; t++)
+        {
+            int id = tokens[t];
+            if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} is outside the vocabulary (0..{c.VocabSize - 1})");
+            Weights.TokenEmbedding.DequantizeRow(id, _x.AsSpan(t * dim, dim));
+        }
+        foreach (var s in segments) s.Kv.BeginChunk(tokens.Slice(s.Start, s.Count));
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var w = Weights.Layers[l];
+            for (int t = 0; t < n; t++)
+                Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.AttnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
+            ProjectBatch(w.Wq, _xn, _q, segments, decodeRows);
+            ProjectBatch(w.Wk, _xn, _k, segments, decodeRows);
+            ProjectBatch(w.Wv, _xn, _v, segments, decodeRows);
+            foreach (var s in segments)
+            {
+                int pos0 = s.Kv.Length;
+                for (int t = s.Start; t < s.Start + s.Count; t++)
+                {
+                    if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
+                    if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
+                    if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
+                    _rope.RotateHeads(_q.AsSpan(t * qDim, qDim), c.Heads, pos0 + t - s.Start);
+                }
+                s.Kv.Append(l, _k.AsSpan(s.Start * kvDim, s.Count * kvDim), _v.AsSpan(s.Start * kvDim, s.Count * kvDim), s.Count);
+                s.Kv.Attend(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count, _att.AsSpan(s.Start * qDim, s.Count * qDim), par);
+            }
+            ProjectBatch(w.Wo, _att, _proj, segments, decodeRows);
+            TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
+            for (int t = 0; t < n; t++)
+                Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
+            ProjectBatch(w.WGate, _xn, _gate, segments, decodeRows);
+            ProjectBatch(w.WUp, _xn, _up, segments, decodeRows);
+            Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+            ProjectBatch(w.WDown, _gate, _proj, segments, decodeRows);
+            TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
+        }
+        foreach (var s in segments) s.Kv.Commit(s.Count);
+        // Logits of the wanted rows through the matrix-vector kernels: what a lone sequence's last row gets.
+        int wanted = 0;
+        foreach (var s in segments)
+            if (s.Logits)
+                Kernels.RmsNorm(_x.AsSpan((s.Start + s.Count - 1) * dim, dim), Weights.OutputNorm, c.NormEps, _last.AsSpan(wanted++ * dim, dim));
+        if (wanted > 0) Weights.Output.MatVecRows(_last.AsSpan(0, wanted * dim), logits[..(wanted * c.VocabSize)], wanted, par);
+    }
+
+    /// <summary>Checks a batch's layout; returns its decode rows (they come first).</summary>
+    private int CheckBatch(ReadOnlySpan<int> tokens, ReadOnlySpan<BatchSegment> segments)
+    {
+        if (tokens.Length > MaxBatch) throw new ArgumentException($"a batch of {tokens.Length} tokens exceeds the model's {MaxBatch}");
+        int next = 0, decodeRows = 0;
+        bool prefillSeen = false;
+        for (int i = 0; i < segments.Length; i++)
+        {
+            var s = segments[i];
+            if (s.Start != next || s.Count <= 0) throw new ArgumentException($"batch segment {i} does not continue at row {next}");
+            if (s.Decode && prefillSeen) throw new ArgumentException($"batch segment {i}: decode segments must come before prompt chunks");
+            for (int j = 0; j < i; j++)
+                if (ReferenceEquals(segments[j].Kv, s.Kv)) throw new ArgumentException($"batch segments {j} and {i} are the same sequence");
+            if (s.Decode) decodeRows += s.Count;
+            else prefillSeen = true;
+            next += s.Count;
+        }
+        if (next != tokens.Length) throw new ArgumentException($"batch segments cover {next} of {tokens.Length} tokens");
+        return decodeRows;
+    }
+
+    /// <summary>Decode rows [0, decodeRows) through the matrix-vector kernels, together; each prompt chunk through
+    /// matrix-matrix products on its own, so that a token's sums do not depend on what else is in the step (the
+    /// matrix-matrix kernel treats rows by their offset within the product).</summary>
+    private void ProjectBatch(WeightMatrix w, float[] input, float[] output, ReadOnlySpan<BatchSegment> segments, int decodeRows)
+    {
+        if (decodeRows > 0)
+            w.MatVecRows(input.AsSpan(0, decodeRows * w.Cols), output.AsSpan(0, decodeRows * w.Rows), decodeRows, Parallelism);
+        foreach (var s in segments)
+            if (!s.Decode) // MatMul even for one row: the last row of a prompt sums as it does in a longer chunk
+                w.MatMul(input.AsSpan(s.Start * w.Cols, s.Count * w.Cols), output.AsSpan(s.Start * w.Rows, s.Count * w.Rows), s.Count, Parallelism);
     }
 
     private void Project(WeightMatrix w, float[] input, float[] output, int n)

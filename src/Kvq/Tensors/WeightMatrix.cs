@@ -79,6 +79,42 @@ public sealed unsafe class WeightMatrix
         }
     }
 
+    /// <summary>
+    /// Y[t, r] = W[r,:] . X[t,:] for t in [0, n), each value bitwise equal to what <see cref="MatVec"/> gives for
+    /// X[t,:] alone: the serving engine's decode rows go through this, so a sequence decodes the same tokens whether
+    /// it runs alone or batched with others. Each weight row is read from memory once for all n vectors (unlike n
+    /// MatVecs); <see cref="MatMul"/> is faster for long prefill chunks but sums in another order.
+    /// </summary>
+    public void MatVecRows(ReadOnlySpan<float> x, Span<float> y, int n, Parallelism par)
+    {
+        if (x.Length < n * Cols || y.Length < n * Rows) throw new ArgumentException($"{Name}: MatVecRows shapes");
+        if (n == 1) { MatVec(x, y, par); return; }
+        fixed (float* px = x)
+        fixed (float* py = y)
+        {
+            var job = new MatVecRowsJob(this, px, py, n);
+            par.For(Rows, 16, ref job);
+        }
+    }
+
+    private readonly struct MatVecRowsJob(WeightMatrix w, float* x, float* y, int n) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            int k = w.Cols;
+            if (w.Type == GgmlType.F16)
+            {
+                for (int r = start; r < end; r++)
+                    HalfDot.DotMany(new ReadOnlySpan<Half>(w.Row(r), k), x, k, n, y + r, w.Rows);
+                return;
+            }
+            // Other types: the row stays in L1 across the n dots, so it is still read from memory once.
+            for (int r = start; r < end; r++)
+                for (int t = 0; t < n; t++)
+                    y[(long)t * w.Rows + r] = RowKernels.Dot(w.Type, w.Row(r), new ReadOnlySpan<float>(x + (long)t * k, k));
+        }
+    }
+
     private readonly struct MatVecJob(WeightMatrix w, float* x, float* y) : IRangeJob
     {
         public void Run(int start, int end)

@@ -1,0 +1,51 @@
+using System.Diagnostics.Metrics;
+
+namespace Kvq.Serving;
+
+/// <summary>
+/// The engine's instruments on a <see cref="Meter"/> named "Kvq.Serving", for OpenTelemetry, Prometheus or
+/// dotnet-counters: queue length, running sequences, KV blocks used and free (tagged with the format), prefix-cache
+/// hits, preemptions, time to first token and inter-token latency (seconds).
+/// </summary>
+public sealed class EngineMetrics : IDisposable
+{
+    public const string MeterName = "Kvq.Serving";
+    private readonly Meter _meter;
+
+    internal EngineMetrics(Func<EngineSnapshot> snapshot, string format)
+    {
+        _meter = new Meter(MeterName);
+        var tag = new KeyValuePair<string, object?>("kv.format", format);
+        _meter.CreateObservableGauge("kvq.engine.requests.waiting", () => snapshot().Waiting, "{request}", "Requests waiting for KV blocks");
+        _meter.CreateObservableGauge("kvq.engine.requests.running", () => snapshot().Running, "{request}", "Requests prefilling or decoding");
+        _meter.CreateObservableGauge("kvq.engine.kv.blocks.used", () => new Measurement<int>(snapshot().BlocksUsed, tag), "{block}", "KV blocks held by running sequences");
+        _meter.CreateObservableGauge("kvq.engine.kv.blocks.free", () => new Measurement<int>(snapshot().BlocksFree, tag), "{block}", "KV blocks free (cached prefixes included)");
+        _meter.CreateObservableGauge("kvq.engine.kv.bytes", () => new Measurement<long>(snapshot().KvBytes, tag), "By", "KV bytes allocated");
+        PromptTokens = _meter.CreateCounter<long>("kvq.engine.prompt_tokens", "{token}", "Prompt tokens submitted");
+        PrefixHitTokens = _meter.CreateCounter<long>("kvq.engine.prefix_cache.hit_tokens", "{token}", "Prompt tokens found in the prefix cache");
+        GeneratedTokens = _meter.CreateCounter<long>("kvq.engine.generated_tokens", "{token}", "Tokens generated");
+        Preemptions = _meter.CreateCounter<long>("kvq.engine.preemptions", "{preemption}", "Sequences preempted (blocks taken back)");
+        Requests = _meter.CreateCounter<long>("kvq.engine.requests", "{request}", "Requests finished, by finish reason");
+        TimeToFirstToken = _meter.CreateHistogram<double>("kvq.engine.time_to_first_token", "s", "From submission to the first token");
+        InterTokenLatency = _meter.CreateHistogram<double>("kvq.engine.inter_token_latency", "s", "Between consecutive tokens of a request");
+    }
+
+    internal Counter<long> PromptTokens { get; }
+    internal Counter<long> PrefixHitTokens { get; }
+    internal Counter<long> GeneratedTokens { get; }
+    internal Counter<long> Preemptions { get; }
+    internal Counter<long> Requests { get; }
+    internal Histogram<double> TimeToFirstToken { get; }
+    internal Histogram<double> InterTokenLatency { get; }
+
+    public void Dispose() => _meter.Dispose();
+}
+
+/// <summary>The engine's state after its latest step (read from any thread).</summary>
+public sealed record EngineSnapshot(
+    long Step, int Waiting, int Running, int BlocksUsed, int BlocksFree, long KvBytes, long KvBudgetBytes,
+    long Preemptions, long PromptTokens, long PrefixHitTokens, long GeneratedTokens)
+{
+    /// <summary>Share of admitted prompt tokens found in the prefix cache.</summary>
+    public double PrefixHitRate => PromptTokens == 0 ? 0 : (double)PrefixHitTokens / PromptTokens;
+}

@@ -1,0 +1,33 @@
+using Kvq.Cache;
+
+namespace Kvq.Serving;
+
+/// <summary>How an <see cref="InferenceEngine"/> runs: the cache format, its byte budget and the scheduler's limits.</summary>
+public sealed record EngineOptions
+{
+    /// <summary>The format every sequence's KV is stored in (and its profile, sink tokens, block size).</summary>
+    public required KvCacheConfig Kv { get; init; }
+
+    /// <summary>Bytes the KV cache may hold, all sequences together (blocks, plus staging and sink copies per
+    /// running sequence). The block pool is sized from it once; it is never exceeded.</summary>
+    public required long KvBudgetBytes { get; init; }
+
+    /// <summary>Sequences in flight at most (decoding or prefilling).</summary>
+    public int MaxRunning { get; init; } = 64;
+
+    /// <summary>Tokens per step, decode tokens and prompt chunks together (Sarathi's token budget); at most the
+    /// model's batch size. Null: the model's batch size.</summary>
+    public int? StepTokens { get; init; }
+
+    /// <summary>Decode tokens whose blocks must be free beyond the prompt's before a request is admitted.</summary>
+    public int DecodeReserveTokens { get; init; } = 32;
+
+    /// <summary>Reuse cached blocks of earlier requests' prompts (a radix of full blocks, LRU eviction).</summary>
+    public bool PrefixCache { get; init; } = true;
+
+    /// <summary>Requests waiting at most; more are refused at once.</summary>
+    public int MaxQueued { get; init; } = 4096;
+
+    /// <summary>Tokens a sequence may reach (prompt + output); null: the model's trained context.</summary>
+    public int? ContextTokens { get; init; }
+}

@@ -1,0 +1,9 @@
+namespace Kvq.Serving;
+
+/// <summary>A request the engine refuses at once (never queued): what is wrong, in the caller's terms, with a
+/// machine-readable <see cref="Code"/> (OpenAI's codes where one fits) and the offending field.</summary>
+public sealed class EngineRequestException(string message, string code, string? param = null) : ArgumentException(message, param)
+{
+    /// <summary>"context_length_exceeded", "invalid_value", "kv_budget_exceeded", "queue_full", "engine_stopped".</summary>
+    public string Code { get; } = code;
+}

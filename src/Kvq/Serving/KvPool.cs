@@ -1,0 +1,54 @@
+using Kvq.Cache;
+
+namespace Kvq.Serving;
+
+/// <summary>
+/// The engine's one KV cache, sized from a byte budget: a block pool of <see cref="Blocks"/> blocks, plus what each
+/// running sequence keeps outside blocks (staging of recent tokens for whole-block formats, exact sink copies),
+/// reserved as <see cref="BlocksPerSequence"/> blocks of the pool's count while the sequence runs. Blocks held,
+/// blocks cached for prefix reuse and the reservations together never pass the budget.
+/// </summary>
+public sealed class KvPool
+{
+    public PagedKvCache Cache { get; }
+    public long BudgetBytes { get; }
+    /// <summary>Blocks in the pool (all layers and heads, keys and values).</summary>
+    public int Blocks { get; }
+    /// <summary>Bytes of one block: every layer and KV head, keys and values.</summary>
+    public long BytesPerBlock { get; }
+    /// <summary>Bytes a running sequence keeps outside blocks (staging, sinks).</summary>
+    public long BytesPerSequence { get; }
+    /// <summary><see cref="BytesPerSequence"/> in whole blocks, reserved per running sequence.</summary>
+    public int BlocksPerSequence { get; }
+    public int BlockTokens => Cache.Config.BlockTokens;
+
+    public KvPool(KvShape shape, KvCacheConfig config, long budgetBytes)
+    {
+        if (config.Policy != null)
+            throw new EngineRequestException($"{config.Name}: the serving engine does not run token policies yet (each layer keeps its own " +
+                                             "blocks under a policy); serve without --policy", "invalid_value", "kv");
+        // One block of the format tells its size in bytes and what a sequence keeps outside blocks.
+        var probe = new PagedKvCache(shape, config, config.BlockTokens);
+        BytesPerBlock = probe.BytesPerBlock;
+        using (var seq = probe.CreateSequence()) BytesPerSequence = seq.Memory().StagingBytes;
+        BlocksPerSequence = (int)((BytesPerSequence + BytesPerBlock - 1) / BytesPerBlock);
+        long blocks = budgetBytes / BytesPerBlock;
+        if (blocks < 1 + BlocksPerSequence)
+            throw new EngineRequestException($"a KV budget of {Bytes.Format(budgetBytes)} holds no sequence of {config.Name}: one block is " +
+                                             $"{Bytes.Format(BytesPerBlock)} ({config.BlockTokens} tokens) and a sequence keeps " +
+                                             $"{Bytes.Format(BytesPerSequence)} outside blocks", "kv_budget_exceeded", "kv_budget");
+        Blocks = (int)Math.Min(blocks, int.MaxValue / 2);
+        BudgetBytes = budgetBytes;
+        Cache = new PagedKvCache(shape, config, checked(Blocks * config.BlockTokens));
+    }
+
+    /// <summary>Blocks a sequence of <paramref name="tokens"/> tokens takes, counted from empty.</summary>
+    public int BlocksFor(long tokens) => (int)((tokens + BlockTokens - 1) / BlockTokens);
+
+    /// <summary>Blocks the pool can still hand out: free (cached ones included: reusing one evicts its prefix).</summary>
+    public int FreeBlocks => Cache.Sequences.Pool.FreeBlockCount;
+
+    /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>) plus the reservations of
+    /// <paramref name="running"/> sequences.</summary>
+    public long BytesInUse(int running) => Cache.AllocatedBytes + (long)running * BlocksPerSequence * BytesPerBlock;
+}

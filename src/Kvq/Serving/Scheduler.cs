@@ -1,0 +1,190 @@
+namespace Kvq.Serving;
+
+/// <summary>
+/// Iteration-level scheduling (Orca) with chunked prefill (Sarathi) over one block pool: each step first gives
+/// every running decode its token, then continues prompt chunks, then admits waiting requests, all under a per-step
+/// token budget. A request is admitted only when the blocks its whole prompt needs, plus a decode reserve, are free
+/// beyond what running prompts still need. When a decode finds no block, the lowest-priority, latest-arrived running
+/// request is preempted: its blocks go back (full ones stay cached for its return) and it waits to be recomputed.
+/// Touched only by the engine thread.
+/// </summary>
+internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepTokens, EngineMetrics metrics)
+{
+    /// <summary>Prompt chunks other than a prompt's last are multiples of this many tokens, so every prompt token
+    /// meets the same matrix-matrix kernel path however the prompt was cut (the kernels work in groups of 4 rows).</summary>
+    public const int ChunkAlignment = 16;
+
+    private readonly SortedSet<EngineRequest> _waiting = new(RankOrder.Instance);
+    private readonly List<EngineRequest> _running = [];
+    private readonly List<StepItem> _plan = [];
+    private readonly List<EngineRequest> _ranked = [];
+    private int _plannedBlocks;
+
+    public int Waiting => _waiting.Count;
+    public int Running => _running.Count;
+    public long Preemptions { get; private set; }
+    /// <summary>Prompt tokens of requests admitted (first admission only) and how many of them the prefix cache held.</summary>
+    public long AdmittedPromptTokens { get; private set; }
+    public long PrefixHitTokens { get; private set; }
+    public bool HasWork => _waiting.Count > 0 || _running.Count > 0;
+    public IEnumerable<EngineRequest> All => _running.Concat(_waiting);
+
+    public void Add(EngineRequest r) => _waiting.Add(r);
+
+    /// <summary>Takes a request out (cancelled or failed): its blocks go back at once.</summary>
+    public void Remove(EngineRequest r)
+    {
+        if (r.State == RequestState.Waiting) _waiting.Remove(r);
+        else if (r.State == RequestState.Running) Release(r);
+    }
+
+    /// <summary>A finished request's blocks go back (full registered ones stay cached for prefix reuse).</summary>
+    public void Release(EngineRequest r)
+    {
+        r.Kv?.Dispose();
+        r.Kv = null;
+        _running.Remove(r);
+    }
+
+    /// <summary>The next step's work, decode items first. Preempts and admits as needed.</summary>
+    public IReadOnlyList<StepItem> Plan()
+    {
+        _plan.Clear();
+        _plannedBlocks = 0;
+        int budget = stepTokens;
+        Rank();
+        // 1. Decodes (and recomputation of generated tokens), highest rank first.
+        foreach (var r in _ranked)
+            if (budget > 0 && r.State == RequestState.Running && !r.InPrompt && TryPlan(r, Math.Min(budget, r.Pending), decode: true))
+                budget -= _plan[^1].Count;
+        // 2. Prompts already under way.
+        foreach (var r in _ranked)
+            if (budget > 0 && r.State == RequestState.Running && r.InPrompt && PromptChunk(r, budget) is > 0 and var k && TryPlan(r, k, decode: false))
+                budget -= k;
+        // 3. Admissions, in rank order; the head of the queue waits for room rather than being overtaken.
+        while (budget > 0 && _running.Count < options.MaxRunning && _waiting.Count > 0)
+        {
+            var r = _waiting.Min!;
+            if (!TryAdmit(r)) break;
+            int k = r.InPrompt ? PromptChunk(r, budget) : Math.Min(budget, r.Pending);
+            if (k > 0 && TryPlan(r, k, decode: !r.InPrompt)) budget -= k;
+            else break;
+        }
+        // Decode items first (the model runs their rows through the matrix-vector kernels together).
+        _plan.Sort(static (a, b) => (b.Decode ? 1 : 0) - (a.Decode ? 1 : 0));
+        return _plan;
+    }
+
+    private void Rank()
+    {
+        _ranked.Clear();
+        _ranked.AddRange(_running);
+        _ranked.Sort(RankOrder.Instance);
+    }
+
+    /// <summary>The next prompt chunk within <paramref name="budget"/>: the rest of the prompt, or an aligned part.</summary>
+    private static int PromptChunk(EngineRequest r, int budget)
+    {
+        int rest = r.PromptLength - r.Computed;
+        return rest <= budget ? rest : budget / ChunkAlignment * ChunkAlignment;
+    }
+
+    /// <summary>Blocks that can still be promised this step: free ones, less each running sequence's reservation and
+    /// the blocks already planned.</summary>
+    private int Available => pool.FreeBlocks - _running.Count * pool.BlocksPerSequence - _plannedBlocks;
+
+    /// <summary>Plans <paramref name="count"/> tokens of a running request, preempting lower-ranked requests for
+    /// blocks. False when the request itself had to go (preempted, or finished because nothing else can give way).</summary>
+    private bool TryPlan(EngineRequest r, int count, bool decode)
+    {
+        int need = r.Kv!.BlocksNeededToAppend(count);
+        while (need > Available)
+        {
+            var victim = LowestRanked();
+            if (victim == r && _running.Count == 1)
+            {
+                // Alone and still out of blocks: the sequence has outgrown the whole budget.
+                OutOfBudget?.Invoke(r);
+                return false;
+            }
+            Preempt(victim);
+            if (victim == r) return false;
+        }
+        _plan.Add(new StepItem(r, count, decode, need));
+        _plannedBlocks += need;
+        return true;
+    }
+
+    /// <summary>Called when a lone request can grow no further within the budget (the engine ends it: length).</summary>
+    public Action<EngineRequest>? OutOfBudget { get; set; }
+
+    private EngineRequest LowestRanked()
+    {
+        EngineRequest worst = _running[0];
+        foreach (var r in _running)
+            if (RankOrder.Instance.Compare(r, worst) > 0) worst = r;
+        return worst;
+    }
+
+    private void Preempt(EngineRequest victim)
+    {
+        int at = _plan.FindIndex(i => i.Request == victim);
+        if (at >= 0)
+        {
+            _plannedBlocks -= _plan[at].Blocks;
+            _plan.RemoveAt(at);
+        }
+        Release(victim);
+        victim.State = RequestState.Waiting;
+        victim.Preemptions++;
+        _waiting.Add(victim);
+        Preemptions++;
+        metrics.Preemptions.Add(1);
+    }
+
+    /// <summary>Starts a waiting request if its prompt (what the prefix cache lacks) and the decode reserve fit in
+    /// what is free beyond the blocks running prompts still need.</summary>
+    private bool TryAdmit(EngineRequest r)
+    {
+        int promised = 0;
+        foreach (var other in _running)
+            if (other.InPrompt) promised += other.Kv!.BlocksNeededToAppend(other.PromptLength - other.Computed);
+        // Blocks of prompt chunks planned this step are part of `promised` already.
+        foreach (var item in _plan)
+            if (!item.Decode) promised -= item.Blocks;
+        var kv = pool.Cache.CreateSequence(options.PrefixCache ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens) : default);
+        int need = kv.BlocksNeededToAppend(r.Tokens.Count - kv.Length + options.DecodeReserveTokens);
+        if (need > Available - pool.BlocksPerSequence - promised)
+        {
+            kv.Dispose();
+            return false;
+        }
+        _waiting.Remove(r);
+        r.Kv = kv;
+        r.State = RequestState.Running;
+        _running.Add(r);
+        if (r.Preemptions == 0)
+        {
+            r.CachedPromptTokens = Math.Min(kv.Length, r.PromptLength);
+            metrics.PrefixHitTokens.Add(r.CachedPromptTokens);
+            AdmittedPromptTokens += r.PromptLength;
+            PrefixHitTokens += r.CachedPromptTokens;
+        }
+        return true;
+    }
+
+    /// <summary>Higher priority first, then earlier arrival.</summary>
+    private sealed class RankOrder : IComparer<EngineRequest>
+    {
+        public static readonly RankOrder Instance = new();
+
+        public int Compare(EngineRequest? a, EngineRequest? b)
+        {
+            if (ReferenceEquals(a, b)) return 0;
+            int c = b!.Priority.CompareTo(a!.Priority);
+            if (c != 0) return c;
+            c = a.Arrival.CompareTo(b.Arrival);
+            return c != 0 ? c : a.Id.CompareTo(b.Id);
+        }
+    }
+}

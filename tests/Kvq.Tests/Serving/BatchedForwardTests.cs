@@ -1,0 +1,125 @@
+using Kvq.Cache;
+using Kvq.Model;
+using Kvq.Tensors;
+using Kvq.Tensors.Quant;
+
+namespace Kvq.Tests.Serving;
+
+/// <summary>The batched step gives each sequence bitwise what it gets alone: the serving engine's exactness rests on it.</summary>
+public class BatchedForwardTests
+{
+    [Theory]
+    [InlineData(GgmlType.F16, 1, 37)]
+    [InlineData(GgmlType.F16, 7, 384)]
+    [InlineData(GgmlType.F16, 13, 67)]
+    [InlineData(GgmlType.F32, 5, 96)]
+    [InlineData(GgmlType.Q8_0, 6, 64)]
+    public unsafe void MatVecRowsEqualsMatVecPerRowBitwise(GgmlType type, int n, int cols)
+    {
+        var rng = new Random(1234 + n * 31 + cols);
+        int rows = 45;
+        var w = RandomMatrix(type, rows, cols, rng);
+        var x = new float[n * cols];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        var batched = new float[n * rows];
+        w.MatVecRows(x, batched, n, new Parallelism(2));
+        for (int t = 0; t < n; t++)
+        {
+            var alone = new float[rows];
+            w.MatVec(x.AsSpan(t * cols, cols), alone, Parallelism.Single);
+            for (int r = 0; r < rows; r++)
+                Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(batched[t * rows + r]),
+                    $"{type} n={n} cols={cols}: token {t} row {r}: alone {alone[r]:R}, batched {batched[t * rows + r]:R}");
+        }
+    }
+
+    /// <summary>Three sequences prefilled alone, then decoded together in one batched step per token (with a
+    /// prompt chunk of a fourth sequence in the same steps): every decode row's logits equal a lone decode's.</summary>
+    [Fact]
+    public void BatchedDecodeEqualsLoneDecodeOnBooks()
+    {
+        var m = EngineFixtures.Books;
+        var batchedModel = EngineFixtures.Model(m, 96);
+        var soloModel = EngineFixtures.Model(m, 64);
+        var cache = new PagedKvCache(batchedModel.KvShape, KvCacheConfig.Parse("f16"));
+        var soloCache = new PagedKvCache(soloModel.KvShape, KvCacheConfig.Parse("f16"));
+        int vocab = m.Weights.Config.VocabSize;
+        int[][] prompts = [EngineFixtures.MobyPrompt(100, 45), EngineFixtures.MobyPrompt(900, 70), EngineFixtures.MobyPrompt(3000, 18)];
+        var batched = prompts.Select(_ => cache.CreateSequence()).ToArray();
+        var solo = prompts.Select(_ => soloCache.CreateSequence()).ToArray();
+        var logits = new float[vocab];
+        var next = new int[prompts.Length];
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            batchedModel.Forward(prompts[i], batched[i], logits);
+            soloModel.Forward(prompts[i], solo[i], logits);
+            next[i] = Argmax(logits);
+        }
+        var extra = cache.CreateSequence();
+        var extraPrompt = EngineFixtures.MobyPrompt(5000, 48);
+        var batchLogits = new float[4 * vocab];
+        for (int step = 0; step < 6; step++)
+        {
+            var tokens = new List<int>(next);
+            var segments = new List<BatchSegment>();
+            for (int i = 0; i < prompts.Length; i++) segments.Add(new BatchSegment(batched[i], i, 1, Decode: true, Logits: true));
+            int chunk = step < 3 ? 16 : 0;
+            if (chunk > 0)
+            {
+                tokens.AddRange(extraPrompt.AsSpan(step * 16, 16).ToArray());
+                segments.Add(new BatchSegment(extra, prompts.Length, 16, Decode: false, Logits: step == 2));
+            }
+            batchedModel.ForwardBatch(tokens.ToArray(), segments.ToArray(), batchLogits);
+            for (int i = 0; i < prompts.Length; i++)
+            {
+                soloModel.Forward([next[i]], solo[i], logits);
+                var row = batchLogits.AsSpan(i * vocab, vocab);
+                for (int v = 0; v < vocab; v++)
+                    Assert.True(BitConverter.SingleToInt32Bits(logits[v]) == BitConverter.SingleToInt32Bits(row[v]),
+                        $"step {step} sequence {i} vocab {v}: alone {logits[v]:R}, batched {row[v]:R}");
+                next[i] = Argmax(logits);
+            }
+        }
+    }
+
+    [Fact]
+    public void MalformedBatchesAreRefused()
+    {
+        var model = EngineFixtures.Model(EngineFixtures.Stories, 16);
+        var cache = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f32"));
+        var a = cache.CreateSequence();
+        var b = cache.CreateSequence();
+        var logits = new float[2 * model.Config.VocabSize];
+        var e = Assert.Throws<ArgumentException>(() => model.ForwardBatch([1, 2], [new(a, 0, 1, false, true), new(b, 1, 1, true, true)], logits));
+        Assert.Contains("decode segments must come before", e.Message);
+        e = Assert.Throws<ArgumentException>(() => model.ForwardBatch([1, 2], [new(a, 0, 1, true, true), new(a, 1, 1, true, true)], logits));
+        Assert.Contains("same sequence", e.Message);
+        e = Assert.Throws<ArgumentException>(() => model.ForwardBatch([1, 2, 3], [new(a, 0, 2, true, true)], logits));
+        Assert.Contains("cover 2 of 3", e.Message);
+        e = Assert.Throws<ArgumentException>(() => model.ForwardBatch(new int[17], [new(a, 0, 17, false, true)], logits));
+        Assert.Contains("exceeds", e.Message);
+    }
+
+    private static WeightMatrix RandomMatrix(GgmlType type, int rows, int cols, Random rng)
+    {
+        var values = Kvq.Tests.Tensors.QuantTestData.RandomVector(rows * cols, rng);
+        switch (type)
+        {
+            case GgmlType.F32:
+                return WeightMatrix.FromFloats("w", rows, cols, values);
+            case GgmlType.F16:
+                var halves = values.Select(v => (Half)v).ToArray();
+                return WeightMatrix.FromBytes("w", rows, cols, type, System.Runtime.InteropServices.MemoryMarshal.AsBytes(halves.AsSpan()));
+            default:
+                return WeightMatrix.FromBytes("w", rows, cols, type,
+                    Kvq.Tests.Tensors.QuantTestData.RandomBlocks(type, rows * cols / GgmlTypeInfo.BlockSize(type), rng));
+        }
+    }
+
+    private static int Argmax(ReadOnlySpan<float> x)
+    {
+        int best = 0;
+        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+        return best;
+    }
+}

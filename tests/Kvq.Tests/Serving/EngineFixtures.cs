@@ -1,0 +1,76 @@
+using Kvq.Cache;
+using Kvq.Cache.Codecs;
+using Kvq.Generation;
+using Kvq.Model;
+using Kvq.Sampling;
+using Kvq.Serving;
+using Kvq.Tensors;
+using Kvq.Tokenizers;
+
+namespace Kvq.Tests.Serving;
+
+/// <summary>Models, prompts and solo references for the engine tests.</summary>
+internal static class EngineFixtures
+{
+    private static readonly Lazy<LoadedModel> StoriesModel = new(() => ModelLoader.Load(Fixtures.StoriesGguf));
+    private static readonly Lazy<LoadedModel> BooksModel = new(() => ModelLoader.Load(Fixtures.BooksGguf));
+    private static readonly Lazy<int[]> Moby = new(() =>
+        BooksModel.Value.Tokenizer.Encode(TextFixtures.Read(Fixtures.MobyDick), addBos: false));
+
+    public static LoadedModel Stories => StoriesModel.Value;
+    public static LoadedModel Books => BooksModel.Value;
+
+    /// <summary>A model instance of its own (run state is per instance) with room for <paramref name="stepTokens"/>.</summary>
+    public static Transformer Model(LoadedModel m, int stepTokens = 128) => new(m.Weights, new Parallelism(2), stepTokens);
+
+    /// <summary>BOS + <paramref name="length"/> tokens of Moby Dick from <paramref name="offset"/>.</summary>
+    public static int[] MobyPrompt(int offset, int length)
+    {
+        var p = new int[length + 1];
+        p[0] = Books.Tokenizer.BosId;
+        Moby.Value.AsSpan(offset, length).CopyTo(p.AsSpan(1));
+        return p;
+    }
+
+    public static int[] StoriesPrompt(string text) => Stories.Tokenizer.Encode(text, addBos: true);
+
+    public static InferenceEngine Engine(LoadedModel m, string kv, long budget, int maxRunning = 64, int stepTokens = 128,
+        bool prefixCache = true, IKvProfile? profile = null) =>
+        new(Model(m, stepTokens), m.Tokenizer, new EngineOptions
+        {
+            Kv = KvCacheConfig.Parse(kv) with { Profile = profile },
+            KvBudgetBytes = budget,
+            MaxRunning = maxRunning,
+            PrefixCache = prefixCache,
+        });
+
+    public static CompletionRequest Greedy(int[] prompt, int maxTokens, int priority = 0) =>
+        new() { PromptTokens = prompt, MaxTokens = maxTokens, Sampler = SamplerOptions.Greedy, Priority = priority };
+
+    /// <summary>The tokens <see cref="Generator"/> produces for the prompt on its own, greedy, outside the engine.</summary>
+    public static int[] SoloGreedy(LoadedModel m, int[] prompt, int maxTokens, string kv = "f16")
+    {
+        var model = Model(m, 64);
+        var ids = new List<int>();
+        var sampler = new Sampler(SamplerOptions.Greedy);
+        using var seq = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(kv)).CreateSequence();
+        var logits = new float[model.Config.VocabSize];
+        model.Forward(prompt, seq, logits);
+        var history = new List<int>(prompt);
+        for (int i = 0; i < maxTokens; i++)
+        {
+            int next = sampler.Sample(logits, history.ToArray());
+            if (m.Tokenizer.IsEndOfGeneration(next)) break;
+            ids.Add(next);
+            history.Add(next);
+            if (i + 1 < maxTokens) model.Forward([next], seq, logits);
+        }
+        return ids.ToArray();
+    }
+
+    public static async Task<CompletionResult> Collect(RequestStream stream, List<TokenEvent>? events = null)
+    {
+        await foreach (var e in stream) events?.Add(e);
+        return await stream.Completion;
+    }
+}

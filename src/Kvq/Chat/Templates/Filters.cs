@@ -74,9 +74,9 @@ internal static partial class Filters
                 args.Check(name);
                 return v switch
                 {
-                    long l => l == long.MinValue ? throw at.Render("integer overflow in abs") : Math.Abs(l),
-                    double d => Math.Abs(d),
-                    bool b => b ? 1L : 0L,
+                    long l => (object)(l == long.MinValue ? throw at.Render("integer overflow in abs") : Math.Abs(l)),
+                    double d => (object)Math.Abs(d),
+                    bool b => (object)(b ? 1L : 0L),
                     _ => throw at.Render($"bad operand type for abs(): '{Py.TypeName(v)}'"),
                 };
             case "round":

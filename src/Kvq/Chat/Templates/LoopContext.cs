@@ -5,7 +5,7 @@ internal sealed class LoopContext(IReadOnlyList<object?> items, int index)
 {
     public object? Attribute(string name) => name switch
     {
-        "index" => (long)index + 1,
+        "index" => (object)((long)index + 1),
         "index0" => (long)index,
         "revindex" => (long)(items.Count - index),
         "revindex0" => (long)(items.Count - index - 1),

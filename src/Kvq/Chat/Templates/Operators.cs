@@ -74,12 +74,12 @@ internal static class Operators
         {
             return op switch
             {
-                "+" => checked(p + q),
+                "+" => (object)checked(p + q),
                 "-" => checked(p - q),
                 "*" => checked(p * q),
                 "//" => q == 0 ? throw at.Render("integer division by zero") : FloorDiv(p, q),
                 "%" => q == 0 ? throw at.Render("integer modulo by zero") : p - q * FloorDiv(p, q),
-                "**" => q < 0 ? Math.Pow(p, q) : Power(p, q),
+                "**" => q < 0 ? (object)Math.Pow(p, q) : Power(p, q),
                 _ => throw at.Render($"unknown operator '{op}'"),
             };
         }

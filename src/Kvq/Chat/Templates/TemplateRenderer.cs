@@ -222,9 +222,10 @@ internal sealed class TemplateRenderer(int maxOutputChars)
         return v switch
         {
             Undefined un => throw u.At.Render(un.Hint),
-            long l => u.Op == "-" ? (l == long.MinValue ? throw u.At.Render("integer overflow") : -l) : l,
-            double d => u.Op == "-" ? -d : d,
-            bool b => u.Op == "-" ? -(b ? 1L : 0L) : (b ? 1L : 0L),
+            // Each arm boxed on its own: a switch over long and double arms would otherwise widen ints to double.
+            long l => u.Op == "-" ? (object)(l == long.MinValue ? throw u.At.Render("integer overflow") : -l) : l,
+            double d => (object)(u.Op == "-" ? -d : d),
+            bool b => (object)(u.Op == "-" ? -(b ? 1L : 0L) : (b ? 1L : 0L)),
             _ => throw u.At.Render($"bad operand type for unary {u.Op}: '{Py.TypeName(v)}'"),
         };
     }

@@ -10,6 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Template } from "@huggingface/jinja";
+import { snippets, snippetVariables } from "./snippets.mjs";
 
 const FIXED_NOW = "2024-09-05T14:30:00Z";
 const RealDate = Date;
@@ -118,3 +119,15 @@ for (const file of fs.readdirSync(templatesDir).filter((f) => f.endsWith(".jinja
   console.log(`${name}: ${count((c) => c.expected !== undefined)} rendered, ${count((c) => c.error !== undefined)} raised, ` +
     `${count((c) => c.reference_error !== undefined)} not renderable by the reference`);
 }
+
+const snippetOut = { variables: snippetVariables, snippets: [] };
+for (const [name, source] of snippets) {
+  // Snippets that the reference cannot render would be useless as goldens: fail loudly instead.
+  try {
+    snippetOut.snippets.push({ name, template: source, expected: new Template(source).render({ ...snippetVariables }) });
+  } catch (e) {
+    throw new Error(`snippet ${name}: ${e.message}`);
+  }
+}
+fs.writeFileSync(path.join(chatTests, "Snippets.json"), JSON.stringify(snippetOut, null, 2) + "\n");
+console.log(`snippets: ${snippetOut.snippets.length} rendered`);

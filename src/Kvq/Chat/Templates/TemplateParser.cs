@@ -533,7 +533,7 @@ internal sealed class TemplateParser
                 value = Subscript(value, t.At);
             }
             else if (t.IsOperator("("))
-                value = new Expr.Call(value, CallArguments(), t.At);
+                value = new Expr.Call(value, CallArguments(), value.At); // errors point at the callee
             else return value;
         }
     }

@@ -56,7 +56,7 @@ internal static class TemplateValues
             case JsonValueKind.False: return false;
             case JsonValueKind.String: return e.GetString();
             case JsonValueKind.Number:
-                return e.TryGetInt64(out long l) ? l : e.GetDouble();
+                return e.TryGetInt64(out long l) ? (object)l : e.GetDouble();
             case JsonValueKind.Array:
                 var list = new List<object?>();
                 foreach (var item in e.EnumerateArray()) list.Add(FromJson(item, depth + 1));

@@ -1,3 +1,4 @@
+using Kvq.Chat;
 using Kvq.Formats.Gguf;
 using Kvq.Formats.Llama2c;
 using Kvq.Formats.Safetensors;
@@ -6,7 +7,8 @@ using Kvq.Tokenizers.HuggingFace;
 
 namespace Kvq.Model;
 
-/// <summary>The front door for model files: picks the reader by what the path is, and the tokenizer that goes with it.</summary>
+/// <summary>The front door for model files: picks the reader by what the path is, and the tokenizer and chat template
+/// that go with it.</summary>
 public static class ModelLoader
 {
     /// <param name="path">A .gguf file, a llama2.c .bin checkpoint (tokenizer: <paramref name="tokenizerPath"/>, else
@@ -19,7 +21,8 @@ public static class ModelLoader
             // The tokenizer first: it is quick to read and checks the folder's config before the weights are mapped.
             var info = SafetensorsLoader.ReadInfo(path);
             var tokenizer = HfTokenizerLoader.Load(info, tokenizerPath);
-            return new LoadedModel(SafetensorsLoader.Load(path), tokenizer);
+            var chatTemplate = ChatTemplates.FromHfFolder(info.Directory, info.TokenizerConfigPath);
+            return new LoadedModel(SafetensorsLoader.Load(path), tokenizer, chatTemplate);
         }
         if (!File.Exists(path)) throw new FileNotFoundException($"model file not found: {path}", path);
         if (IsGguf(path))
@@ -28,7 +31,8 @@ public static class ModelLoader
             try
             {
                 var tokenizer = TokenizerFactory.FromGguf(gguf);
-                return new LoadedModel(GgufModelLoader.Load(gguf), tokenizer);
+                var chatTemplate = ChatTemplates.FromGguf(gguf);
+                return new LoadedModel(GgufModelLoader.Load(gguf), tokenizer, chatTemplate);
             }
             catch
             {

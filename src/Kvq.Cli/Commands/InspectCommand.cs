@@ -20,7 +20,7 @@ public static class InspectCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
-            if (file.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)) PrintGguf(file, r.GetValue(all));
+            if (Kvq.Formats.ModelSniffer.Detect(file).Format == Kvq.Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
             PrintModel(loaded);
             if (r.GetValue(kv) is { } specs)

@@ -19,7 +19,7 @@ public static class Program
         if (parse.Errors.Count > 0)
         {
             foreach (var e in parse.Errors) Console.Error.WriteLine($"kvq: {e.Message}");
-            Console.Error.WriteLine("kvq: see 'kvq --help'");
+            Console.Error.WriteLine($"kvq: see '{HelpCommand(parse)} --help'");
             return 2;
         }
         try
@@ -31,5 +31,15 @@ public static class Program
             Console.Error.WriteLine($"kvq: {e.Message}");
             return 2;
         }
+    }
+
+    /// <summary>"kvq eval ppl": the command whose options were wrong, for the help hint.</summary>
+    private static string HelpCommand(ParseResult parse)
+    {
+        var names = new List<string>();
+        for (var c = parse.CommandResult; c != null; c = c.Parent as System.CommandLine.Parsing.CommandResult)
+            names.Add(c.Parent == null ? "kvq" : c.Command.Name);
+        names.Reverse();
+        return string.Join(' ', names);
     }
 }

@@ -24,11 +24,12 @@ internal static class InProcessCli
         }
     }
 
-    /// <summary>A user mistake: exit code 2 and one line on stderr, "kvq: ..." containing <paramref name="expected"/>.</summary>
+    /// <summary>A user mistake: exit code 2 and one line on stderr, "kvq: ..." containing <paramref name="expected"/>
+    /// (a parse error may be followed by the hint "kvq: see 'kvq COMMAND --help'").</summary>
     public static void AssertUserError((int Code, string Out, string Err) r, string expected)
     {
         Assert.Equal(2, r.Code);
-        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => !l.StartsWith("kvq: see 'kvq", StringComparison.Ordinal)).ToArray();
         Assert.Single(lines);
         Assert.StartsWith("kvq: ", lines[0]);
         Assert.Contains(expected, lines[0]);

@@ -15,6 +15,7 @@ public static class Program
             BenchCommand.Create(),
             CalibrateCommand.Create(),
         };
+        foreach (var option in root.Options.OfType<VersionOption>()) option.Action = new PrintVersion();
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
@@ -41,5 +42,16 @@ public static class Program
             names.Add(c.Parent == null ? "kvq" : c.Command.Name);
         names.Reverse();
         return string.Join(' ', names);
+    }
+
+    /// <summary>--version prints <see cref="KvqInfo.InformationalVersion"/>, as reports do (not the entry assembly's,
+    /// which differs when kvq runs inside another process, such as the tests).</summary>
+    private sealed class PrintVersion : System.CommandLine.Invocation.SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            Console.Out.WriteLine(Kvq.KvqInfo.InformationalVersion);
+            return 0;
+        }
     }
 }

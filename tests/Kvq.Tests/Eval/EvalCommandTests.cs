@@ -85,6 +85,7 @@ public sealed class EvalCommandTests : IDisposable
         foreach (var key in new[] { "model", "text", "ctx", "windows", "kv_specs", "threads", "machine" })
             Assert.True(run.TryGetProperty(key, out _), key);
         Assert.Contains(EvalFixtures.Stories.Weights.Fingerprint, run.GetProperty("model").GetString());
+        Assert.Equal(InProcessCli.Run("--version").Out.Trim(), run.GetProperty("kvq").GetString()); // one version everywhere
         var index = File.ReadAllText(Path.Combine(report, "index.md"));
         Assert.Contains("![", index);
         Assert.Contains("| kivi2 |", index);

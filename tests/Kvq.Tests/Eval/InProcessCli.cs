@@ -6,13 +6,17 @@ namespace Kvq.Tests.Eval;
 /// <see cref="ConsoleCollection"/>: redirection is process-wide).</summary>
 internal static class InProcessCli
 {
-    public static (int Code, string Out, string Err) Run(params string[] args)
+    public static (int Code, string Out, string Err) Run(params string[] args) => RunWithInput("", args);
+
+    /// <summary>The same with <paramref name="stdin"/> as standard input.</summary>
+    public static (int Code, string Out, string Err) RunWithInput(string stdin, params string[] args)
     {
-        var (stdout, stderr) = (Console.Out, Console.Error);
+        var (stdout, stderr, input) = (Console.Out, Console.Error, Console.In);
         var o = new StringWriter();
         var e = new StringWriter();
         Console.SetOut(o);
         Console.SetError(e);
+        Console.SetIn(new StringReader(stdin));
         try
         {
             return (Program.Main(args), o.ToString(), e.ToString());
@@ -21,6 +25,7 @@ internal static class InProcessCli
         {
             Console.SetOut(stdout);
             Console.SetError(stderr);
+            Console.SetIn(input);
         }
     }
 

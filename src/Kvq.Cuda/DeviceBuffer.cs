@@ -68,6 +68,16 @@ public sealed class DeviceBuffer : SafeHandle
         Driver.Check(Driver.cuMemcpyDtoDAsync(Pointer, src.Pointer, (nuint)src.Bytes, stream?.Handle ?? IntPtr.Zero), $"cuMemcpyDtoDAsync_v2({src.Bytes} bytes)");
     }
 
+    /// <summary>Device-to-device copy of <paramref name="bytes"/> bytes of <paramref name="src"/> at
+    /// <paramref name="srcOffset"/> to this buffer at <paramref name="dstOffset"/>.</summary>
+    public void CopyFromDevice(DeviceBuffer src, long srcOffset, long dstOffset, long bytes, CudaStream? stream = null)
+    {
+        src.CheckRange(srcOffset, bytes, "device copy");
+        CheckRange(dstOffset, bytes, "device copy");
+        Driver.Check(Driver.cuMemcpyDtoDAsync(Pointer + (ulong)dstOffset, src.Pointer + (ulong)srcOffset, (nuint)bytes, stream?.Handle ?? IntPtr.Zero),
+            $"cuMemcpyDtoDAsync_v2({bytes} bytes)");
+    }
+
     public void Fill(byte value, CudaStream? stream = null) =>
         Driver.Check(Driver.cuMemsetD8Async(Pointer, value, (nuint)Bytes, stream?.Handle ?? IntPtr.Zero), "cuMemsetD8Async");
 

@@ -41,6 +41,19 @@ public abstract class GpuLayerCache : IDisposable
         return all;
     }
 
+    /// <summary>Makes this cache a device copy of <paramref name="source"/> (every array and the token count): a fork of
+    /// a sequence's cache. Both must have been made alike (same layout, shape, capacity and sink).</summary>
+    internal void CopyFrom(GpuLayerCache source)
+    {
+        if (source.GetType() != GetType() || source.Buffers.Count != Buffers.Count || source.Name != Name || source.Sink != Sink)
+            throw new ArgumentException($"a {source.Name} cache cannot be copied into a {Name} cache");
+        for (int i = 0; i < Buffers.Count; i++)
+            if (Buffers[i].Bytes != source.Buffers[i].Bytes)
+                throw new ArgumentException($"caches of different capacities ({source.Padded} and {Padded} tokens) cannot be copied into each other");
+        for (int i = 0; i < Buffers.Count; i++) Buffers[i].CopyFromDevice(source.Buffers[i]);
+        Tokens = source.Tokens;
+    }
+
     /// <summary>Bytes one decode pass must read from this cache (the stream's real tokens, not the padding).</summary>
     public abstract long BytesPerDecode { get; }
 

@@ -8,17 +8,29 @@ namespace Kvq.Cuda;
 public sealed class DeviceBuffer : SafeHandle
 {
     private readonly IntPtr _ctx;
+    private readonly DeviceBuffer? _parent;   // a slice keeps its allocation alive; only the allocation is freed
     public long Bytes { get; }
     public ulong Pointer => IsInvalid || IsClosed ? throw new ObjectDisposedException(nameof(DeviceBuffer)) : (ulong)handle;
 
-    private DeviceBuffer(IntPtr ctx, ulong ptr, long bytes) : base(IntPtr.Zero, ownsHandle: true)
+    private DeviceBuffer(IntPtr ctx, ulong ptr, long bytes, DeviceBuffer? parent = null) : base(IntPtr.Zero, ownsHandle: parent == null)
     {
         _ctx = ctx;
+        _parent = parent;
         Bytes = bytes;
         SetHandle((IntPtr)(long)ptr);
     }
 
     public override bool IsInvalid => handle == IntPtr.Zero;
+
+    /// <summary>Bytes [offset, offset + bytes) of this allocation as a buffer of its own that frees nothing (the
+    /// allocation is freed with this buffer): many small arrays in one cuMemAlloc, which rounds every allocation up
+    /// to its page (2 MiB).</summary>
+    public DeviceBuffer Slice(long offset, long bytes)
+    {
+        if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "a device buffer needs at least one byte");
+        CheckRange(offset, bytes, "slice");
+        return new DeviceBuffer(_ctx, Pointer + (ulong)offset, bytes, _parent ?? this);
+    }
 
     internal static DeviceBuffer Allocate(CudaContext ctx, long bytes)
     {

@@ -58,29 +58,85 @@ internal static class BatchCheck
     }
     private const int Rows = 6, Budget = 48;
 
+    /// <summary>Each sequence's prompt chunks in the batched steps of <see cref="Run"/>: decode rows first, then prompt
+    /// chunks of at most 29 tokens in sequence order while the step has room.</summary>
+    internal static List<int>[] Schedule(int[] lengths)
+    {
+        int s = lengths.Length;
+        var chunks = Enumerable.Range(0, s).Select(_ => new List<int>()).ToArray();
+        var done = new int[s];
+        var got = new int[s];
+        while (got.Any(g => g < Rows))
+        {
+            int n = 0;
+            for (int i = 0; i < s; i++)
+                if (done[i] == lengths[i] && got[i] > 0 && got[i] < Rows) { n++; got[i]++; }
+            for (int i = 0; i < s && n < Budget; i++)
+                if (done[i] < lengths[i])
+                {
+                    int m = Math.Min(Math.Min(29, lengths[i] - done[i]), Budget - n);
+                    chunks[i].Add(m);
+                    done[i] += m;
+                    n += m;
+                    if (done[i] == lengths[i]) got[i]++;
+                }
+        }
+        return chunks;
+    }
+
     /// <summary>Runs the checks on one model and cache kind; returns the failures.</summary>
     public static int Run(string label, CudaTransformer model, Func<int, CudaKvSequence> make, double tolerance, bool greedyMustAgree)
     {
         int vocab = model.Config.VocabSize, s = PromptLengths.Length;
         var rng = new Random(17);
         var prompts = PromptLengths.Select(n => Enumerable.Range(0, n).Select(i => i == 0 ? 1 : rng.Next(3, vocab)).ToArray()).ToArray();
-        // Alone: prefill, then Rows - 1 greedy decode steps; the logits of each.
+        // Alone: the prompt in the chunks the batched steps will give it, then Rows - 1 greedy decode steps; the logits
+        // of each. Then the same tokens with the prompt in one Forward (the model's own chunks): how far chunking alone
+        // moves the logits (quantized caches amplify f32 rounding differences: a code flips at a threshold).
+        var chunks = Schedule(PromptLengths);
         var want = new float[s][][];
+        var whole = new float[s][][];
         var greedy = new int[s][];
         for (int i = 0; i < s; i++)
         {
             want[i] = new float[Rows][];
+            whole[i] = new float[Rows][];
             greedy[i] = new int[Rows];
-            using var seq = make(i);
             var logits = new float[vocab];
-            model.Forward(prompts[i], seq, logits);
-            for (int r = 0; r < Rows; r++)
+            using (var seq = make(i))
             {
-                want[i][r] = (float[])logits.Clone();
-                greedy[i][r] = Argmax(logits);
-                if (r + 1 < Rows) model.Forward([greedy[i][r]], seq, logits);
+                int at = 0;
+                foreach (int m in chunks[i])
+                {
+                    model.Forward(prompts[i].AsSpan(at, m), seq, logits);
+                    at += m;
+                }
+                for (int r = 0; r < Rows; r++)
+                {
+                    want[i][r] = (float[])logits.Clone();
+                    greedy[i][r] = Argmax(logits);
+                    if (r + 1 < Rows) model.Forward([greedy[i][r]], seq, logits);
+                }
+            }
+            using (var seq = make(i))
+            {
+                model.Forward(prompts[i], seq, logits);
+                for (int r = 0; r < Rows; r++)
+                {
+                    whole[i][r] = (float[])logits.Clone();
+                    if (r + 1 < Rows) model.Forward([greedy[i][r]], seq, logits);
+                }
             }
         }
+        double chunkNum = 0, chunkDen = 0;
+        for (int i = 0; i < s; i++)
+            for (int r = 0; r < Rows; r++)
+                for (int v = 0; v < vocab; v++)
+                {
+                    double d = (double)whole[i][r][v] - want[i][r][v];
+                    chunkNum += d * d;
+                    chunkDen += (double)want[i][r][v] * want[i][r][v];
+                }
         // Together: decode rows first, then prompt chunks of at most 29 tokens, under the step budget.
         var seqs = Enumerable.Range(0, s).Select(make).ToArray();
         double num = 0, den = 0;
@@ -142,8 +198,9 @@ internal static class BatchCheck
         }
         double rel = Math.Sqrt(num / den);
         bool ok = rel <= tolerance && (agree == total || !greedyMustAgree);
-        Console.WriteLine($"check batch {label}: {s} sequences in {steps} batched steps ({mixed} mixing decode rows and prompt chunks) vs each alone: " +
-                          $"logits rel L2 {rel:E2} (tolerance {tolerance:E0}) over {total} rows, greedy tokens equal {agree}/{total}: {(ok ? "ok" : "FAIL")}");
+        Console.WriteLine($"check batch {label}: {s} sequences in {steps} batched steps ({mixed} mixing decode rows and prompt chunks) vs each alone " +
+                          $"(same chunks): logits rel L2 {rel:E2} (tolerance {tolerance:E0}) over {total} rows, greedy tokens equal {agree}/{total}: " +
+                          $"{(ok ? "ok" : "FAIL")}; for scale, alone in other chunks vs alone: rel L2 {Math.Sqrt(chunkNum / chunkDen):E2}");
         int failures = ok ? 0 : 1;
 
         // A batch of one decode row vs the lone Forward; a device copy of a sequence vs its source.
@@ -201,9 +258,17 @@ internal static class ServingBatch
             var seqs = new List<CudaKvSequence>();
             try
             {
+                // One sequence's footprint: what the device lost to it (cuMemGetInfo, allocation pages included) once
+                // it was made and prefilled (its lazily made attention buffers too), at least the bytes it holds.
+                long before = model.DeviceMemory().Free;
                 var first = Make();
                 seqs.Add(first);
-                long perSeq = first.DeviceBytes;
+                var t = Stopwatch.StartNew();
+                var prompt = PromptTokens(ctx, c.VocabSize);
+                var logits = new float[c.VocabSize];
+                model.Forward(prompt, first, logits);
+                double prefill = ctx / t.Elapsed.TotalSeconds;
+                long perSeq = Math.Max(first.DeviceBytes, before - model.DeviceMemory().Free);
                 long kvBudget = budget - model.WeightBytes;
                 int fit = (int)Math.Min(kvBudget / perSeq, 4096);
                 if (fit < 1)
@@ -212,11 +277,6 @@ internal static class ServingBatch
                     failures++;
                     continue;
                 }
-                var t = Stopwatch.StartNew();
-                var prompt = PromptTokens(ctx, c.VocabSize);
-                var logits = new float[c.VocabSize];
-                model.Forward(prompt, first, logits);
-                double prefill = ctx / t.Elapsed.TotalSeconds;
                 t.Restart();
                 try
                 {
@@ -233,16 +293,18 @@ internal static class ServingBatch
                     failures++;
                     continue;
                 }
-                Console.WriteLine($"{kv}: {perSeq / 1e9:F3} GB per sequence ({perSeq / (double)(ctx + Slack):F0} B per token slot incl. partials and " +
-                                  $"tables), {kvBudget / 1e9:F2} GB for KV -> {fit} sequences fit; all {fit} allocated, sequence 0 prefilled " +
-                                  $"({prefill:F0} tok/s), {fit - 1} device copies in {t.Elapsed.TotalSeconds:F1} s");
+                Console.WriteLine($"{kv}: {perSeq / 1e9:F3} GB per sequence on the device ({first.DeviceBytes / 1e9:F3} GB of buffers; " +
+                                  $"{perSeq / (double)(ctx + Slack):F0} B per token slot incl. partials and tables), {kvBudget / 1e9:F2} GB for KV -> " +
+                                  $"{fit} sequences fit; all {fit} allocated, sequence 0 prefilled ({prefill:F0} tok/s), {fit - 1} device copies in " +
+                                  $"{t.Elapsed.TotalSeconds:F1} s");
+                long used = before - model.DeviceMemory().Free;   // all sequences, measured
                 var (free, total) = MemoryInfo(model);
                 long held = seqs.Sum(s => s.DeviceBytes);
-                bool fits = model.WeightBytes + held <= budget;
+                bool fits = model.WeightBytes + used <= budget;
                 if (!fits) failures++;
-                Console.WriteLine($"{kv}: weights {model.WeightBytes / 1e9:F2} GB + KV {held / 1e9:F2} GB = {(model.WeightBytes + held) / 1e9:F2} GB " +
-                                  $"(budget {budgetGb:F0} GB: {(fits ? "ok" : "FAIL")}); device memory in use {(total - free) / 1e9:F2} of {total / 1e9:F2} GB " +
-                                  "(with activations, cuBLAS and the context)");
+                Console.WriteLine($"{kv}: weights {model.WeightBytes / 1e9:F2} GB + KV {used / 1e9:F2} GB on the device ({held / 1e9:F2} GB of buffers) = " +
+                                  $"{(model.WeightBytes + used) / 1e9:F2} GB (budget {budgetGb:F0} GB: {(fits ? "ok" : "FAIL")}); device memory in use " +
+                                  $"{(total - free) / 1e9:F2} of {total / 1e9:F2} GB (with activations, cuBLAS and the context)");
                 // Batched decode: the batches to time, each from sequence 0 on.
                 var batches = new SortedSet<int> { Math.Min(fit, maxBatch), fit };
                 if (kv != "f16" && f16Batch > 0 && f16Batch < fit) batches.Add(f16Batch);

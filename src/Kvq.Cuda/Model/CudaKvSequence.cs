@@ -30,6 +30,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     private readonly DeviceBuffer? _bt;               // the block table on the device
     private readonly DeviceBuffer[] _sinkK, _sinkV;   // KVQuant: per layer, the sink tokens' f16 pre-RoPE copies
     private readonly NuqLayerCache[]? _lab;           // KVQuant in the kernel lab's decode layout (v6 kernels), contiguous
+    private readonly DeviceArena? _labArena;          // all layers' lab arrays in one allocation
     private readonly DecodeAttention? _labAttn;
     private readonly ulong[] _pendK, _pendV;          // lab layout: the chunk's key/value rows, encoded token by token at attention
     private readonly DeviceBuffer _part;
@@ -68,6 +69,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
             {
                 var dk = cache.LabKernels!();
                 _lab = new NuqLayerCache[_shape.Layers];
+                var decodeShape = new DecodeShape(_shape.KvHeads, _shape.GroupSize, _shape.HeadDim);
+                _labArena = new DeviceArena(_ctx, cache.Codecs!.Sum(c =>
+                    DeviceArena.SizeFor(NuqLayerCache.ArraySizes(decodeShape, c.Keys[0].Spec.Bits, Capacity, sink, layout))));
                 for (int l = 0; l < _shape.Layers; l++)
                 {
                     var (keys, values) = cache.Codecs![l];
@@ -79,7 +83,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
                         keys[h].Ranges.CopyTo(kr.AsSpan(h * _shape.HeadDim));
                     }
                     var profile = new NuqLayerProfile(_shape.KvHeads, _shape.HeadDim, kz, kr, keys[0].Codebook, values[0].Codebook);
-                    _lab[l] = new NuqLayerCache(dk, new DecodeShape(_shape.KvHeads, _shape.GroupSize, _shape.HeadDim), profile, Capacity, sink, layout);
+                    _lab[l] = new NuqLayerCache(dk, decodeShape, profile, Capacity, sink, layout, _labArena);
                 }
                 _labAttn = new DecodeAttention(dk, _shape.Rope.Base);
             }
@@ -366,7 +370,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     /// and attention partials; with a cache of its own (<see cref="CudaTransformer.CreateSequence"/>), the whole pool.</summary>
     public long DeviceBytes =>
         (_ownsCache ? _cache.DeviceBytes : (long)_held * CudaKvCache.BlockTokens * _cache.BytesPerToken)
-        + (_lab?.Sum(l => l?.DeviceBytes ?? 0) ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
+        + (_labArena?.Bytes ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
         + (_bt?.Bytes ?? 0) + (_part?.Bytes ?? 0);
 
     private void Stage(ref DeviceBuffer? buf, ReadOnlySpan<float> data)
@@ -389,6 +393,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         foreach (var b in _sinkK) b?.Dispose();
         foreach (var b in _sinkV) b?.Dispose();
         if (_lab != null) foreach (var l in _lab) l?.Dispose();
+        _labArena?.Dispose();
         _labAttn?.Dispose();
         _bt?.Dispose();
         _part?.Dispose();

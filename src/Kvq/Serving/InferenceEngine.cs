@@ -264,7 +264,7 @@ public sealed class InferenceEngine : IDisposable
             _batched.ForwardBatch(tokens, segments, logits);
             return;
         }
-        // A model without a batched step (the GPU model for now): each sequence on its own.
+        // A model without a batched step: each sequence on its own.
         int vocab = _model.Config.VocabSize, row = 0;
         var scratch = new float[vocab];
         foreach (var s in segments)

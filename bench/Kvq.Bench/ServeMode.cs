@@ -52,8 +52,8 @@ public static class ServeMode
             using var peer = new LlamaCppServe(modelPath, budget, (long)Math.Ceiling(perToken), workload.PromptTokens + workload.OutputTokens,
                 threads, pkv, step);
             var (timings, seconds) = LoadGenerator.Run(requests, workload, peer.Send).GetAwaiter().GetResult();
-            var row = ServeBenchResult.From("llama.cpp", name, pkv, workload, timings, seconds, peer.Slots,
-                (long)peer.ContextTokens * (long)Math.Ceiling(perToken), budget, 0, 0, threads);
+            long peerKv = (long)peer.ContextTokens * (long)Math.Ceiling(perToken);
+            var row = ServeBenchResult.From("llama.cpp", name, pkv, workload, timings, seconds, peer.Slots, peerKv, peerKv, budget, 0, 0, threads);
             rows.Add(row);
             Console.WriteLine(JsonSerializer.Serialize(row, json));
         }

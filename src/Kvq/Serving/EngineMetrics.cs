@@ -21,6 +21,7 @@ public sealed class EngineMetrics : IDisposable
         _meter.CreateObservableGauge("kvq.engine.kv.blocks.used", () => new Measurement<int>(snapshot().BlocksUsed, tag), "{block}", "KV blocks held by running sequences");
         _meter.CreateObservableGauge("kvq.engine.kv.blocks.free", () => new Measurement<int>(snapshot().BlocksFree, tag), "{block}", "KV blocks free (cached prefixes included)");
         _meter.CreateObservableGauge("kvq.engine.kv.bytes", () => new Measurement<long>(snapshot().KvBytes, tag), "By", "KV bytes allocated");
+        _meter.CreateObservableGauge("kvq.engine.kv.held_bytes", () => new Measurement<long>(snapshot().KvHeldBytes, tag), "By", "KV bytes held by running requests");
         PromptTokens = _meter.CreateCounter<long>("kvq.engine.prompt_tokens", "{token}", "Prompt tokens submitted");
         PrefixHitTokens = _meter.CreateCounter<long>("kvq.engine.prefix_cache.hit_tokens", "{token}", "Prompt tokens found in the prefix cache");
         GeneratedTokens = _meter.CreateCounter<long>("kvq.engine.generated_tokens", "{token}", "Tokens generated");
@@ -41,9 +42,11 @@ public sealed class EngineMetrics : IDisposable
     public void Dispose() => _meter.Dispose();
 }
 
-/// <summary>The engine's state after its latest step (read from any thread).</summary>
+/// <summary>The engine's state after its latest step (read from any thread). <see cref="KvBytes"/>: allocated (block
+/// arenas, which keep cached prefixes, plus reservations) — never above <see cref="KvBudgetBytes"/>;
+/// <see cref="KvHeldBytes"/>: what the running requests hold (their blocks, shared ones once, and reservations).</summary>
 public sealed record EngineSnapshot(
-    long Step, int Waiting, int Running, int BlocksUsed, int BlocksFree, long KvBytes, long KvBudgetBytes,
+    long Step, int Waiting, int Running, int BlocksUsed, int BlocksFree, long KvBytes, long KvHeldBytes, long KvBudgetBytes,
     long Preemptions, long PromptTokens, long PrefixHitTokens, long GeneratedTokens)
 {
     /// <summary>Share of admitted prompt tokens found in the prefix cache.</summary>

@@ -43,7 +43,7 @@ public sealed class InferenceEngine : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), $"a step must carry at least {Scheduler.ChunkAlignment} tokens");
         _context = options.ContextTokens ?? model.Config.ContextLength;
         Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes);
-        _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
+        _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
         Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
         _scheduler = new Scheduler(Pool, options, _stepTokens, Metrics) { OutOfBudget = r => Finish(r, FinishReason.Length) };
         _snapshot = Snapshot(0);
@@ -285,7 +285,7 @@ public sealed class InferenceEngine : IDisposable
     {
         var pool = Pool.Cache.Sequences.Pool;
         return new EngineSnapshot(step, _scheduler.Waiting, _scheduler.Running, pool.HeldBlockCount, pool.FreeBlockCount,
-            Pool.BytesInUse(_scheduler.Running), Pool.BudgetBytes, _scheduler.Preemptions, _scheduler.AdmittedPromptTokens,
+            Pool.BytesInUse(_scheduler.Running), Pool.BytesHeld(_scheduler.Running), Pool.BudgetBytes, _scheduler.Preemptions, _scheduler.AdmittedPromptTokens,
             _scheduler.PrefixHitTokens, _generated);
     }
 

@@ -54,5 +54,8 @@ public sealed class KvPool
 
     /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>) plus the reservations of
     /// <paramref name="running"/> sequences.</summary>
+    /// <summary>Bytes the <paramref name="running"/> sequences hold: their blocks (a shared block once) and reservations.</summary>
+    public long BytesHeld(int running) => (Cache.Sequences.Pool.HeldBlockCount + (long)running * BlocksPerSequence) * BytesPerBlock;
+
     public long BytesInUse(int running) => Cache.AllocatedBytes + (long)running * BlocksPerSequence * BytesPerBlock + SinkBankBytes;
 }

@@ -1,15 +1,17 @@
 namespace Kvq.Bench.Serving;
 
-/// <summary>One row of `kvq bench serve` (JSON names are read by other tools and the docs).</summary>
+/// <summary>One row of `kvq bench serve` (JSON names are read by other tools and the docs). PeakKvBytes: the most KV
+/// the running requests held at once; PeakKvAllocatedBytes: the most allocated (cached prefixes included), never above
+/// KvBudgetBytes.</summary>
 public sealed record ServeBenchResult(
     string Engine, string Model, string Kv, int Requests, int Completed, int Failed, int Concurrency, int MaxRunning,
     double OutputTokS, double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, long PeakKvBytes,
-    long KvBudgetBytes, long Preemptions, double PrefixHitRate, double Seconds, int Threads, string Workload, string Machine)
+    long PeakKvAllocatedBytes, long KvBudgetBytes, long Preemptions, double PrefixHitRate, double Seconds, int Threads, string Workload, string Machine)
 {
     /// <summary>Aggregates per-request timings: throughput over the whole run, percentiles over requests (time to
     /// first token) and over every gap between consecutive tokens of a request (inter-token latency).</summary>
     public static ServeBenchResult From(string engine, string model, string kv, ServeWorkload w, IReadOnlyList<RequestTiming> timings,
-        double seconds, int maxRunning, long peakKvBytes, long budget, long preemptions, double prefixHitRate, int threads)
+        double seconds, int maxRunning, long peakKvBytes, long peakAllocated, long budget, long preemptions, double prefixHitRate, int threads)
     {
         var ttft = new List<double>();
         var itl = new List<double>();
@@ -25,7 +27,7 @@ public sealed record ServeBenchResult(
         return new ServeBenchResult(engine, model, kv, timings.Count, completed, timings.Count - completed,
             w.ArrivalRate == null ? w.Concurrency : 0, maxRunning, tokens / Math.Max(seconds, 1e-9),
             Percentile(ttft, 0.5) * 1e3, Percentile(ttft, 0.99) * 1e3, Percentile(itl, 0.5) * 1e3, Percentile(itl, 0.99) * 1e3,
-            peakKvBytes, budget, preemptions, prefixHitRate, seconds, threads, w.Describe(), MachineInfo.Describe());
+            peakKvBytes, peakAllocated, budget, preemptions, prefixHitRate, seconds, threads, w.Describe(), MachineInfo.Describe());
     }
 
     /// <summary>Nearest-rank percentile; NaN for no values.</summary>

@@ -15,11 +15,12 @@ public static class ServeBenchmark
     {
         using var engine = new InferenceEngine(model, tokenizer, options);
         int maxRunning = 0;
-        long peak = 0;
+        long peakHeld = 0, peakAllocated = 0;
         engine.StepCompleted += s =>
         {
             maxRunning = Math.Max(maxRunning, s.Running);
-            peak = Math.Max(peak, s.KvBytes);
+            peakHeld = Math.Max(peakHeld, s.KvHeldBytes);
+            peakAllocated = Math.Max(peakAllocated, s.KvBytes);
         };
         async Task<RequestTiming> Send(ServeRequest q)
         {
@@ -35,7 +36,7 @@ public static class ServeBenchmark
         }
         var (timings, seconds) = await LoadGenerator.Run(requests, workload, Send, progress);
         var snap = engine.Snapshot();
-        return ServeBenchResult.From("kvq", modelName, options.Kv.Name, workload, timings, seconds, maxRunning, peak,
-            options.KvBudgetBytes, snap.Preemptions, snap.PrefixHitRate, model.Threads);
+        return ServeBenchResult.From("kvq", modelName, options.Kv.Name, workload, timings, seconds, maxRunning, peakHeld,
+            peakAllocated, options.KvBudgetBytes, snap.Preemptions, snap.PrefixHitRate, model.Threads);
     }
 }

@@ -133,6 +133,10 @@ public sealed class InferenceEngine : IDisposable
         if (s.TopK < 0) throw new EngineRequestException($"top_k must be >= 0 (got {s.TopK})", "invalid_value", "top_k");
         if (!(s.RepetitionPenalty > 0) || !float.IsFinite(s.RepetitionPenalty))
             throw new EngineRequestException($"repetition penalty must be a finite number > 0 (got {s.RepetitionPenalty})", "invalid_value", "repetition_penalty");
+        if (!(s.PresencePenalty is >= -2 and <= 2))
+            throw new EngineRequestException($"presence_penalty must be in [-2, 2] (got {s.PresencePenalty})", "invalid_value", "presence_penalty");
+        if (!(s.FrequencyPenalty is >= -2 and <= 2))
+            throw new EngineRequestException($"frequency_penalty must be in [-2, 2] (got {s.FrequencyPenalty})", "invalid_value", "frequency_penalty");
         if (s.RepetitionWindow < 0) throw new EngineRequestException($"repetition window must be >= 0 (got {s.RepetitionWindow})", "invalid_value", "repetition_window");
     }
 

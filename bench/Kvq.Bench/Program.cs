@@ -9,6 +9,8 @@ using Kvq.Tensors;
 // Usage: dotnet run --project bench/Kvq.Bench -c Release -- [--model M] [--ctx 512,4000] [--kv f16] [--peer-kv f16] [--threads 2] [--decode 32]
 //                                                           [--profile P.kvqp] [--sink N] [--rounds 1]
 //        dotnet run --project bench/Kvq.Bench -c Release -- --mode ppl [--model M] [--text T] [--ctx 512] [--windows 60] [--kv f16,q8_0,q4_0] [--peer-kv f16,q8_0,q4_0]
+//        dotnet run --project bench/Kvq.Bench -c Release -- --mode serve [--model M] [--kv f16,nuq3-1%] [--profile P] [--peer-kv f16] [--kv-budget 64MiB]
+//                                                           [--requests 32] [--prompt-tokens 2000] [--output-tokens 200] [--concurrency 32] [--shared-prefix 0]
 //        dotnet run --project bench/Kvq.Bench -c Release -- --mode quantize [--model M] [--type Q4_K_M] [--out path.gguf]
 // Throughput mode prints one JSON line per (engine, ctx, kv) and a markdown table with kvq/llama.cpp ratios.
 // Perplexity mode evaluates both engines on the same windows of the same tokens (llama.cpp's tokenizer).
@@ -16,6 +18,11 @@ var opts = Args.Parse(args);
 if (opts.Get("--mode", "speed") == "ppl")
 {
     PerplexityMode.Run(opts);
+    return;
+}
+if (opts.Get("--mode", "speed") == "serve")
+{
+    ServeMode.Run(opts);
     return;
 }
 if (opts.Get("--mode", "speed") == "quantize")

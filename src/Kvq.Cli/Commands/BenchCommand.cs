@@ -24,6 +24,7 @@ public static class BenchCommand
         var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { model, ctx, decode, kv, threads, json, profile, sink };
         policy.AddTo(cmd);
         device.AddTo(cmd);
+        cmd.Subcommands.Add(BenchServeCommand.Create());
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var policies = policy.Parse(r);

@@ -13,6 +13,8 @@ public sealed record CompletionRequest
     /// <summary>Higher runs first; equal priorities run in arrival order (FCFS). Under memory pressure the lowest
     /// priority, latest arrival is preempted first.</summary>
     public int Priority { get; init; }
+    /// <summary>Keep going past end-of-generation tokens until <see cref="MaxTokens"/> (load generators, benchmarks).</summary>
+    public bool IgnoreEndOfGeneration { get; init; }
     /// <summary>Report each token's log-probability (under the model's distribution before sampling settings).</summary>
     public bool Logprobs { get; init; }
     /// <summary>With <see cref="Logprobs"/>: the most likely alternatives reported per token (0..20).</summary>

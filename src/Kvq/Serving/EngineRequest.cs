@@ -82,7 +82,7 @@ internal sealed class EngineRequest
         else metrics.InterTokenLatency.Record((now - _lastToken).TotalSeconds);
         _lastToken = now;
         int index = Generated;
-        if (tokenizer.IsEndOfGeneration(next)) return FinishReason.Stop;
+        if (!Request.IgnoreEndOfGeneration && tokenizer.IsEndOfGeneration(next)) return FinishReason.Stop;
         Tokens.Add(next);
         metrics.GeneratedTokens.Add(1);
         float logprob = float.NaN;

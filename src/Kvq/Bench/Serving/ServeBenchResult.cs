@@ -1,0 +1,39 @@
+namespace Kvq.Bench.Serving;
+
+/// <summary>One row of `kvq bench serve` (JSON names are read by other tools and the docs).</summary>
+public sealed record ServeBenchResult(
+    string Engine, string Model, string Kv, int Requests, int Completed, int Failed, int Concurrency, int MaxRunning,
+    double OutputTokS, double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, long PeakKvBytes,
+    long KvBudgetBytes, long Preemptions, double PrefixHitRate, double Seconds, int Threads, string Workload, string Machine)
+{
+    /// <summary>Aggregates per-request timings: throughput over the whole run, percentiles over requests (time to
+    /// first token) and over every gap between consecutive tokens of a request (inter-token latency).</summary>
+    public static ServeBenchResult From(string engine, string model, string kv, ServeWorkload w, IReadOnlyList<RequestTiming> timings,
+        double seconds, int maxRunning, long peakKvBytes, long budget, long preemptions, double prefixHitRate, int threads)
+    {
+        var ttft = new List<double>();
+        var itl = new List<double>();
+        long tokens = 0;
+        int completed = 0;
+        foreach (var t in timings)
+        {
+            if (t.Completed) completed++;
+            tokens += t.TokenSeconds.Length;
+            if (t.TimeToFirstToken is { } f) ttft.Add(f);
+            for (int i = 1; i < t.TokenSeconds.Length; i++) itl.Add(t.TokenSeconds[i] - t.TokenSeconds[i - 1]);
+        }
+        return new ServeBenchResult(engine, model, kv, timings.Count, completed, timings.Count - completed,
+            w.ArrivalRate == null ? w.Concurrency : 0, maxRunning, tokens / Math.Max(seconds, 1e-9),
+            Percentile(ttft, 0.5) * 1e3, Percentile(ttft, 0.99) * 1e3, Percentile(itl, 0.5) * 1e3, Percentile(itl, 0.99) * 1e3,
+            peakKvBytes, budget, preemptions, prefixHitRate, seconds, threads, w.Describe(), MachineInfo.Describe());
+    }
+
+    /// <summary>Nearest-rank percentile; NaN for no values.</summary>
+    public static double Percentile(List<double> values, double p)
+    {
+        if (values.Count == 0) return double.NaN;
+        values.Sort();
+        int rank = (int)Math.Ceiling(p * values.Count);
+        return values[Math.Clamp(rank - 1, 0, values.Count - 1)];
+    }
+}

@@ -125,5 +125,12 @@ internal static class TokenText
 {
     public static string Of(ITokenizer tokenizer, int token) => TokenDecoder.Decode(tokenizer, [token]);
 
-    public static byte[] Bytes(ITokenizer tokenizer, int token) => tokenizer.TokenBytes(token).ToArray();
+    /// <summary>The token's UTF-8 bytes as OpenAI lists them (integers, so partial characters survive).</summary>
+    public static int[] Bytes(ITokenizer tokenizer, int token)
+    {
+        var bytes = tokenizer.TokenBytes(token);
+        var list = new int[bytes.Length];
+        for (int i = 0; i < list.Length; i++) list[i] = bytes[i];
+        return list;
+    }
 }

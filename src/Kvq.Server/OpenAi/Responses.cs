@@ -28,9 +28,9 @@ internal sealed record AssistantMessage(string Role, string Content);
 
 internal sealed record ChatLogprobs(List<ChatTokenLogprob> Content);
 
-internal sealed record ChatTokenLogprob(string Token, float Logprob, byte[]? Bytes, List<ChatTopLogprob> TopLogprobs);
+internal sealed record ChatTokenLogprob(string Token, float Logprob, int[]? Bytes, List<ChatTopLogprob> TopLogprobs);
 
-internal sealed record ChatTopLogprob(string Token, float Logprob, byte[]? Bytes);
+internal sealed record ChatTopLogprob(string Token, float Logprob, int[]? Bytes);
 
 internal sealed record ChatCompletionChunk(
     string Id, string Object, long Created, string Model, List<ChatChunkChoice> Choices, Usage? Usage = null);

@@ -169,15 +169,22 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>New submissions in, cancelled requests out (their blocks back at once).</summary>
     private void Drain()
     {
+        bool changed = false;
         while (_inbox.TryDequeue(out var r))
         {
             Interlocked.Decrement(ref _queued);
             if (r.CancelRequested) r.Finish(FinishReason.Cancelled);
             else _scheduler.Add(r);
+            changed = true;
         }
         while (_cancels.TryDequeue(out var r))
             if (r.State != RequestState.Finished && (r.State == RequestState.Running || _scheduler.All.Contains(r)))
+            {
                 Finish(r, FinishReason.Cancelled);
+                changed = true;
+            }
+        // Cancellations free blocks between steps: the snapshot shows it even when no step follows.
+        if (changed) _snapshot = Snapshot(_steps);
     }
 
     private void Finish(EngineRequest r, FinishReason reason)

@@ -14,6 +14,7 @@ public static class Program
             EvalCommand.Create(),
             BenchCommand.Create(),
             CalibrateCommand.Create(),
+            ServeCommand.Create(),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -91,11 +91,11 @@ public sealed class KvqServer : IAsyncDisposable
         IPAddress address = host.Equals("localhost", StringComparison.OrdinalIgnoreCase) ? IPAddress.Loopback
             : host is "*" or "+" ? IPAddress.Any
             : IPAddress.TryParse(host.Trim('[', ']'), out var ip) ? ip
-            : throw new ArgumentException($"--host {host}: give an IP address (127.0.0.1, ::1, 0.0.0.0) or localhost", "host");
+            : throw new ArgumentException($"--host {host}: give an IP address (127.0.0.1, ::1, 0.0.0.0) or localhost");
         if (!IPAddress.IsLoopback(address) && string.IsNullOrEmpty(options.ApiKey))
             throw new ArgumentException($"--host {host} is reachable from other machines: it needs an API key (--api-key or KVQ_API_KEY); " +
-                                        "without one the server binds loopback only", "host");
-        if (options.Port is < 0 or > 65535) throw new ArgumentException($"--port {options.Port}: expected 0..65535", "port");
+                                        "without one the server binds loopback only");
+        if (options.Port is < 0 or > 65535) throw new ArgumentException($"--port {options.Port}: expected 0..65535");
         return address;
     }
 
@@ -138,14 +138,25 @@ public sealed class KvqServer : IAsyncDisposable
         }
     }
 
-    public Task StartAsync(CancellationToken cancel = default) => _app.StartAsync(cancel);
+    private bool _started;
+
+    public async Task StartAsync(CancellationToken cancel = default)
+    {
+        await _app.StartAsync(cancel);
+        _started = true;
+    }
 
     /// <summary>Stops listening, lets in-flight requests finish within <see cref="KvqServerOptions.ShutdownTimeout"/>,
     /// then cuts off the rest (their engine requests are cancelled).</summary>
     public Task StopAsync(CancellationToken cancel = default) => _app.StopAsync(cancel);
 
-    /// <summary>Runs until SIGTERM or Ctrl-C (or <paramref name="cancel"/>), then stops as <see cref="StopAsync"/> does.</summary>
-    public Task RunAsync(CancellationToken cancel = default) => _app.RunAsync(cancel);
+    /// <summary>Starts (unless started) and runs until SIGTERM or Ctrl-C (or <paramref name="cancel"/>), then stops as
+    /// <see cref="StopAsync"/> does.</summary>
+    public async Task RunAsync(CancellationToken cancel = default)
+    {
+        if (!_started) await StartAsync(cancel);
+        await _app.WaitForShutdownAsync(cancel);
+    }
 
     /// <summary>Fires when the server begins to stop.</summary>
     public CancellationToken Stopping => _app.Lifetime.ApplicationStopping;

@@ -100,6 +100,17 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
 
         public void CopySinkFrom(Side parent) => Sink?.CopyFrom(parent.Sink!);
 
+        /// <summary>What lives outside blocks: sealed counts, staged tokens, sink copies.</summary>
+        public SwappedKv.SideState Save() => new((int[])Sealed.Clone(), Staging?.Select(s => s.Save()).ToArray(), Sink?.Save());
+
+        public void Restore(SwappedKv.SideState state)
+        {
+            state.Sealed.CopyTo(Sealed, 0);
+            if (Staging != null)
+                for (int l = 0; l < Staging.Length; l++) Staging[l].Restore(state.Staging![l]);
+            if (state.Sink != null) Sink!.Restore(state.Sink);
+        }
+
         /// <summary>Tokens [0, EncodedTokens) are read from blocks, the rest from staging.</summary>
         public int EncodedTokens(int layer, int count) => Staging == null ? count : Sealed[layer];
     }
@@ -402,6 +413,75 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
             if (side.Sink != null) staging += side.Sink.AllocatedBytes;
         }
         return new KvMemory(keys, values, staging, Length, _shape.Layers * _shape.KvDim);
+    }
+
+    /// <summary>
+    /// Copies this sequence's stored KV (its blocks' encoded bytes, staging, sink copies, token ids) to host memory
+    /// and releases its blocks: preemption by swapping, where the compressed bytes are a cheap copy. The sequence is
+    /// disposed; <see cref="SwapIn"/> makes an identical one.
+    /// </summary>
+    public SwappedKv SwapOut()
+    {
+        if (_policySlots != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence under a token policy cannot be swapped");
+        if (_count.Any(c => c != Length)) throw new InvalidOperationException("swap out between chunks only (every layer at the same length)");
+        var blocks = Blocks.ToArray();
+        var keys = new byte[_shape.Layers][];
+        var values = new byte[_shape.Layers][];
+        for (int l = 0; l < _shape.Layers; l++)
+        {
+            keys[l] = CopyBlocks(_cache.Keys[l], blocks);
+            values[l] = CopyBlocks(_cache.Values[l], blocks);
+        }
+        var swapped = new SwappedKv(_cache.Sequences.TokenIds(_id).ToArray(), Length, keys, values, _keys.Save(), _values.Save());
+        Dispose();
+        return swapped;
+    }
+
+    /// <summary>A sequence in <paramref name="cache"/> (the one it was swapped out of, or one of the same shape and
+    /// formats) holding exactly what <paramref name="swapped"/> held, in freshly allocated blocks.</summary>
+    /// <exception cref="Paging.KvCacheFullException">Not enough free blocks; nothing changed.</exception>
+    public static PagedKvSequence SwapIn(PagedKvCache cache, SwappedKv swapped)
+    {
+        var seq = new PagedKvSequence(cache, default);
+        try
+        {
+            var slots = new TokenSlot[swapped.Tokens.Length];
+            cache.Sequences.Append(seq._id, swapped.Tokens, slots);
+            var blocks = seq.Blocks.ToArray();
+            for (int l = 0; l < seq._shape.Layers; l++)
+            {
+                RestoreBlocks(cache.Keys[l], blocks, swapped.Keys[l]);
+                RestoreBlocks(cache.Values[l], blocks, swapped.Values[l]);
+            }
+            seq._keys.Restore(swapped.KeyState);
+            seq._values.Restore(swapped.ValueState);
+            Array.Fill(seq._count, swapped.Length);
+            seq.Length = swapped.Length;
+            return seq;
+        }
+        catch
+        {
+            seq.Dispose();
+            throw;
+        }
+    }
+
+    private byte[] CopyBlocks(Storage.BlockArena arena, int[] blocks)
+    {
+        int bb = arena.BlockBytes, heads = _shape.KvHeads;
+        var bytes = new byte[blocks.Length * heads * bb];
+        for (int i = 0; i < blocks.Length; i++)
+            for (int h = 0; h < heads; h++)
+                arena.Block(blocks[i], h).CopyTo(bytes.AsSpan((i * heads + h) * bb, bb));
+        return bytes;
+    }
+
+    private static void RestoreBlocks(Storage.BlockArena arena, int[] blocks, byte[] bytes)
+    {
+        int bb = arena.BlockBytes, heads = bytes.Length / Math.Max(1, blocks.Length * bb);
+        for (int i = 0; i < blocks.Length; i++)
+            for (int h = 0; h < heads; h++)
+                bytes.AsSpan((i * heads + h) * bb, bb).CopyTo(arena.Block(blocks[i], h));
     }
 
     public SequenceBlockUsage BlockUsage => _cache.Sequences.Usage(_id);

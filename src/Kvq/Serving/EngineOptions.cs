@@ -25,9 +25,22 @@ public sealed record EngineOptions
     /// <summary>Reuse cached blocks of earlier requests' prompts (a radix of full blocks, LRU eviction).</summary>
     public bool PrefixCache { get; init; } = true;
 
+    /// <summary>What preemption does with a sequence's blocks: drop them and recompute later (full blocks stay in the
+    /// prefix cache until evicted, so often little is recomputed), or copy them to host memory and back.</summary>
+    public PreemptionMode Preemption { get; init; } = PreemptionMode.Recompute;
+
     /// <summary>Requests waiting at most; more are refused at once.</summary>
     public int MaxQueued { get; init; } = 4096;
 
     /// <summary>Tokens a sequence may reach (prompt + output); null: the model's trained context.</summary>
     public int? ContextTokens { get; init; }
+}
+
+/// <summary>How a preempted sequence gets its KV back.</summary>
+public enum PreemptionMode
+{
+    /// <summary>Its blocks are released; on return its tokens are run again (minus cached prefix blocks).</summary>
+    Recompute,
+    /// <summary>Its encoded blocks are copied to host memory and copied back on return (no model work).</summary>
+    Swap,
 }

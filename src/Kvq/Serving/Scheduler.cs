@@ -1,3 +1,5 @@
+using Kvq.Cache;
+
 namespace Kvq.Serving;
 
 /// <summary>
@@ -23,6 +25,8 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
     public int Waiting => _waiting.Count;
     public int Running => _running.Count;
     public long Preemptions { get; private set; }
+    /// <summary>Sequences copied to host memory (swap preemption).</summary>
+    public long SwappedOut { get; private set; }
     /// <summary>Prompt tokens of requests admitted (first admission only) and how many of them the prefix cache held.</summary>
     public long AdmittedPromptTokens { get; private set; }
     public long PrefixHitTokens { get; private set; }
@@ -134,6 +138,12 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             _plannedBlocks -= _plan[at].Blocks;
             _plan.RemoveAt(at);
         }
+        if (options.Preemption == PreemptionMode.Swap)
+        {
+            victim.Swapped = victim.Kv!.SwapOut();
+            victim.Kv = null;
+            SwappedOut++;
+        }
         Release(victim);
         victim.State = RequestState.Waiting;
         victim.Preemptions++;
@@ -152,12 +162,23 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         // Blocks of prompt chunks planned this step are part of `promised` already.
         foreach (var item in _plan)
             if (!item.Decode) promised -= item.Blocks;
-        var kv = pool.Cache.CreateSequence(options.PrefixCache ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens) : default);
-        int need = kv.BlocksNeededToAppend(r.Tokens.Count - kv.Length + options.DecodeReserveTokens);
-        if (need > Available - pool.BlocksPerSequence - promised)
+        PagedKvSequence kv;
+        if (r.Swapped is { } swapped)
         {
-            kv.Dispose();
-            return false;
+            // Swapped out: its blocks come back as they were (no prefix lookup, no model work).
+            if (pool.BlocksFor(swapped.Length + options.DecodeReserveTokens) > Available - pool.BlocksPerSequence - promised) return false;
+            kv = PagedKvSequence.SwapIn(pool.Cache, swapped);
+            r.Swapped = null;
+        }
+        else
+        {
+            kv = pool.Cache.CreateSequence(options.PrefixCache ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens) : default);
+            int need = kv.BlocksNeededToAppend(r.Tokens.Count - kv.Length + options.DecodeReserveTokens);
+            if (need > Available - pool.BlocksPerSequence - promised)
+            {
+                kv.Dispose();
+                return false;
+            }
         }
         _waiting.Remove(r);
         r.Kv = kv;

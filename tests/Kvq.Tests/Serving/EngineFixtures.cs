@@ -35,13 +35,14 @@ internal static class EngineFixtures
     public static int[] StoriesPrompt(string text) => Stories.Tokenizer.Encode(text, addBos: true);
 
     public static InferenceEngine Engine(LoadedModel m, string kv, long budget, int maxRunning = 64, int stepTokens = 128,
-        bool prefixCache = true, IKvProfile? profile = null) =>
+        bool prefixCache = true, IKvProfile? profile = null, PreemptionMode preemption = PreemptionMode.Recompute) =>
         new(Model(m, stepTokens), m.Tokenizer, new EngineOptions
         {
             Kv = KvCacheConfig.Parse(kv) with { Profile = profile },
             KvBudgetBytes = budget,
             MaxRunning = maxRunning,
             PrefixCache = prefixCache,
+            Preemption = preemption,
         });
 
     public static CompletionRequest Greedy(int[] prompt, int maxTokens, int priority = 0) =>

@@ -26,8 +26,10 @@ public class InferenceEngineTests
 
     /// <summary>Twelve requests of different lengths and priorities at once, on a budget too small for all: each
     /// gets exactly its lone greedy tokens, some are preempted, and the bytes in use never pass the budget.</summary>
-    [Fact]
-    public async Task ConcurrentRequestsUnderMemoryPressureGiveTheirLoneTokens()
+    [Theory]
+    [InlineData(PreemptionMode.Recompute)]
+    [InlineData(PreemptionMode.Swap)]
+    public async Task ConcurrentRequestsUnderMemoryPressureGiveTheirLoneTokens(PreemptionMode preemption)
     {
         var m = EngineFixtures.Books;
         var prompts = Enumerable.Range(0, 12).Select(i => EngineFixtures.MobyPrompt(1000 + 700 * i, 60 + 37 * i % 150)).ToArray();
@@ -35,7 +37,7 @@ public class InferenceEngineTests
         var expected = prompts.Select((p, i) => EngineFixtures.SoloGreedy(m, p, maxTokens[i])).ToArray();
         // f16 books-19m: 32 tokens x 8 layers x 2 KV heads x 64 dims x 2 sides x 2 bytes = 128 KiB a block.
         long budget = 40 * 128 * 1024;
-        using var engine = EngineFixtures.Engine(m, "f16", budget, stepTokens: 96);
+        using var engine = EngineFixtures.Engine(m, "f16", budget, stepTokens: 96, preemption: preemption);
         var violations = new ConcurrentBag<string>();
         int maxRunning = 0;
         engine.StepCompleted += s =>

@@ -25,4 +25,8 @@ public sealed class SinkStore(int layers, int kvHeads, int headDim, int tokens)
     }
 
     public void CopyFrom(SinkStore other) => other._data.CopyTo(_data, 0);
+
+    public Half[] Save() => (Half[])_data.Clone();
+
+    public void Restore(Half[] saved) => saved.CopyTo(_data, 0);
 }

@@ -17,6 +17,15 @@ public sealed class StagingBuffer(int kvHeads, int headDim, int capacityTokens)
 
     public void SetCount(int n) => Count = n;
 
+    /// <summary>A copy of the staged tokens (swap out); <see cref="Restore"/> puts them back.</summary>
+    public (Half[] Data, int Count) Save() => ((Half[])_data.Clone(), Count);
+
+    public void Restore((Half[] Data, int Count) saved)
+    {
+        saved.Data.CopyTo(_data, 0);
+        Count = saved.Count;
+    }
+
     public void Read(int head, int first, int count, Span<float> dst) =>
         Kvq.Tensors.Quant.HalfDot.ToSingle(_data.AsSpan((head * capacityTokens + first) * headDim, count * headDim), dst);
 

@@ -15,6 +15,7 @@ public static class Program
             BenchCommand.Create(),
             CalibrateCommand.Create(),
             ServeCommand.Create(),
+            ChatCommand.Create(),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

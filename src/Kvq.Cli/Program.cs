@@ -17,11 +17,12 @@ public static class Program
             ServeCommand.Create(),
             ChatCommand.Create(),
         };
+        foreach (var option in root.Options.OfType<VersionOption>()) option.Action = new PrintVersion();
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
             foreach (var e in parse.Errors) Console.Error.WriteLine($"kvq: {e.Message}");
-            Console.Error.WriteLine("kvq: see 'kvq --help'");
+            Console.Error.WriteLine($"kvq: see '{HelpCommand(parse)} --help'");
             return 2;
         }
         try
@@ -32,6 +33,27 @@ public static class Program
         {
             Console.Error.WriteLine($"kvq: {e.Message}");
             return 2;
+        }
+    }
+
+    /// <summary>"kvq eval ppl": the command whose options were wrong, for the help hint.</summary>
+    private static string HelpCommand(ParseResult parse)
+    {
+        var names = new List<string>();
+        for (var c = parse.CommandResult; c != null; c = c.Parent as System.CommandLine.Parsing.CommandResult)
+            names.Add(c.Parent == null ? "kvq" : c.Command.Name);
+        names.Reverse();
+        return string.Join(' ', names);
+    }
+
+    /// <summary>--version prints <see cref="KvqInfo.InformationalVersion"/>, as reports do (not the entry assembly's,
+    /// which differs when kvq runs inside another process, such as the tests).</summary>
+    private sealed class PrintVersion : System.CommandLine.Invocation.SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            Console.Out.WriteLine(Kvq.KvqInfo.InformationalVersion);
+            return 0;
         }
     }
 }

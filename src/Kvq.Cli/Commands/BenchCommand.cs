@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Kvq.Bench;
-using Kvq.Model;
+using Kvq.Cli.Validation;
 
 namespace Kvq.Cli.Commands;
 
@@ -10,18 +10,21 @@ public static class BenchCommand
 {
     public static Command Create()
     {
-        var model = CommonOptions.Model();
-        var ctx = new Option<int>("--ctx", "-c") { Description = "prompt length in tokens", DefaultValueFactory = _ => 512 };
-        var decode = new Option<int>("--decode") { Description = "tokens to decode after the prompt", DefaultValueFactory = _ => 32 };
+        var model = new ModelOptions();
+        var ctx = CheckedOption.Int("--ctx", "prompt length in tokens (at most the model's trained context, with --decode)", 512,
+            ValueRange.Between(1, int.MaxValue), null, "-c");
+        var decode = CheckedOption.Int("--decode", "tokens to decode after the prompt", 32, ValueRange.Between(1, int.MaxValue));
+        var repetitions = CheckedOption.Int("--repetitions", "measured runs after the warm-up; the best is reported, with the spread of all",
+            2, ValueRange.Between(1, 1000), null, "-r");
         var kv = CommonOptions.Kv();
-        kv.DefaultValueFactory = _ => "f16";
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
         var device = new DeviceOptions();
-        var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { model, ctx, decode, kv, threads, json, profile, sink };
+        var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { ctx, decode, repetitions, kv, threads, json, profile, sink };
+        model.AddTo(cmd);
         policy.AddTo(cmd);
         device.AddTo(cmd);
         cmd.Subcommands.Add(BenchServeCommand.Create());
@@ -30,24 +33,30 @@ public static class BenchCommand
             var policies = policy.Parse(r);
             if (policies.Count > 1) throw new CliException("bench takes one --policy");
             var where = device.Parse(r, policies);
-            var path = DefaultPaths.ResolveModel(r.GetValue(model));
-            using var loaded = ModelLoader.Load(path);
+            var path = model.Path(r);
+            using var loaded = ModelOptions.Load(path, r.GetValue(model.Tokenizer));
+            int c = r.GetValue(ctx), d = r.GetValue(decode);
+            ContextOption.Check("--ctx", c, loaded.Weights.Config);
+            ContextOption.Check($"--ctx {c} + --decode", (long)c + d, loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
             var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0] };
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             DeviceChoice.Check(lm, config);
             // Warm-up as in bench/Kvq.Bench: enough work for the JIT's optimised tier, weights paged in (on a GPU:
-            // kernels compiled or read from the cubin cache); then the better of two runs, so `kvq bench` and the
-            // side-by-side tool report comparable figures.
-            ThroughputBenchmark.WarmUp(lm, Path.GetFileName(path), r.GetValue(ctx), config);
-            var res = ThroughputBenchmark.Best(() =>
-                ThroughputBenchmark.Run(lm, Path.GetFileName(path), r.GetValue(ctx), config, r.GetValue(decode)));
+            // kernels compiled or read from the cubin cache); then the best of the runs (two by default), so `kvq bench`
+            // and the side-by-side tool report comparable figures.
+            ThroughputBenchmark.WarmUp(lm, Path.GetFileName(path), c, config);
+            var res = ThroughputBenchmark.Repeat(r.GetValue(repetitions), () =>
+                ThroughputBenchmark.Run(lm, Path.GetFileName(path), c, config, d));
             if (r.GetValue(json)) Console.WriteLine(CliJson.Line(res));
             else
+            {
                 Console.WriteLine($"{res.Model} ctx {res.Ctx} kv {res.Kv} on {lm.Device}: prefill {res.PrefillTokS:F1} tok/s, " +
                                   $"decode {res.DecodeTokS:F1} tok/s, peak host memory {res.PeakMemoryBytes / 1048576.0:F1} MiB, " +
                                   $"KV {res.KvBytes / 1048576.0:F2} MiB of {where.MemoryKind} ({res.Machine})");
+                Console.WriteLine($"over {res.Repetitions} runs (best above): prefill tok/s {res.PrefillSpread}; decode tok/s {res.DecodeSpread}");
+            }
             return 0;
         }));
         return cmd;

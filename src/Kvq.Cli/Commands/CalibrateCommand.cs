@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using System.Diagnostics;
 using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
@@ -14,17 +15,17 @@ public static class CalibrateCommand
 {
     public static Command Create()
     {
-        var model = CommonOptions.Model();
+        var model = new ModelOptions();
         var text = new Option<string>("--text") { Description = "UTF-8 calibration text (BOM dropped, CRLF -> LF)", Required = true };
-        var samples = new Option<int>("--samples") { Description = "calibration windows", DefaultValueFactory = _ => 16 };
-        var length = new Option<int>("--length") { Description = "tokens per window (BOS + length-1 text tokens)", DefaultValueFactory = _ => 2048 };
+        var samples = CheckedOption.Int("--samples", "calibration windows", 16, ValueRange.Between(1, int.MaxValue));
+        var length = CheckedOption.Int("--length", "tokens per window (BOS + length-1 text tokens; at most the model's trained context)", 2048, ValueRange.Between(2, int.MaxValue));
         var outliers = new Option<string>("--outliers")
         {
             Description = "outlier fractions to calibrate, comma-separated (dense-only is always calibrated too), e.g. 1% or 0.5%,1%",
             DefaultValueFactory = _ => "1%",
         };
-        var sink = new Option<int>("--sink") { Description = "leading tokens of each window left out (attention sinks, kept exact at inference)", DefaultValueFactory = _ => 1 };
-        var seed = new Option<ulong>("--seed") { Description = "seed of the window choice and of k-means", DefaultValueFactory = _ => 0UL };
+        var sink = CheckedOption.Int("--sink", "leading tokens of each window left out (attention sinks, kept exact at inference)", 1, ValueRange.Between(0, int.MaxValue));
+        var seed = SeedOption.Create("seed of the window choice and of k-means", 0);
         var noFisher = new Option<bool>("--no-fisher") { Description = "weight k-means uniformly instead of by Fisher information" };
         var lowRank = new Option<bool>("--lowrank")
         {
@@ -38,22 +39,25 @@ public static class CalibrateCommand
         var threads = CommonOptions.Threads();
         var cmd = new Command("calibrate", "calibrate KVQuant (nuq2/3/4) for a model: per-channel key scales and codebooks")
         {
-            model, text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, output, threads,
+            text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, output, threads,
         };
+        model.AddTo(cmd);
+        CheckedOption.Require(cmd, r => r.GetValue(sink) >= r.GetValue(length)
+            ? $"--sink {r.GetValue(sink)} leaves nothing to calibrate in windows of --length {r.GetValue(length)}: give a sink below the length" : null);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var textPath = r.GetValue(text)!;
-            if (!File.Exists(textPath)) throw new CliException($"text file not found: {textPath}");
+            TextInput.Check(textPath, "--text", Console.Error);
             var fractions = ParseFractions(r.GetValue(outliers)!);
             int sinkTokens = r.GetValue(sink), len = r.GetValue(length);
-            if (sinkTokens < 0 || sinkTokens >= len) throw new CliException($"--sink {sinkTokens} must be in [0, --length)");
             bool fisher = !r.GetValue(noFisher);
-            var modelPath = DefaultPaths.ResolveModel(r.GetValue(model));
-            using var loaded = ModelLoader.Load(modelPath);
+            var modelPath = model.Path(r);
+            using var loaded = ModelOptions.Load(modelPath, r.GetValue(model.Tokenizer));
+            ContextOption.Check("--length", len, loaded.Weights.Config);
             int nThreads = r.GetValue(threads);
             var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(nThreads));
             var content = TextNormalizer.ReadNormalized(textPath);
-            var options = new KvQuantCalibrateOptions(r.GetValue(samples), len, fractions, sinkTokens, r.GetValue(seed), nThreads);
+            var options = new KvQuantCalibrateOptions(r.GetValue(samples), len, fractions, sinkTokens, SeedOption.Resolve(r.GetValue(seed), Console.Error), nThreads);
             var sw = Stopwatch.StartNew();
             var tokens = loaded.Tokenizer.Encode(content, addBos: false);
             var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, loaded.Tokenizer.BosId, options.Seed);

@@ -11,7 +11,7 @@ public static class CommandRunner
         {
             return body();
         }
-        catch (Exception e) when (e is CliException or ModelFormatException or FileNotFoundException
+        catch (Exception e) when (e is CliException or ModelFormatException or NotAModelException or FileNotFoundException
                                       or DirectoryNotFoundException or ArgumentException or Kvq.Cache.KvSpecException)
         {
             Console.Error.WriteLine($"kvq: {e.Message}");

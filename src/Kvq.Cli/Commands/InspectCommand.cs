@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using Kvq.Formats.Gguf;
 using Kvq.Model;
 
@@ -12,7 +13,7 @@ public static class InspectCommand
         var path = new Argument<string?>("model") { Description = "model file (default: books-19m.gguf)", Arity = ArgumentArity.ZeroOrOne };
         var all = new Option<bool>("--all") { Description = "print long metadata arrays in full" };
         var kv = new Option<string?>("--kv") { Description = "also print the KV cache layout and memory of these specs (comma-separated)" };
-        var ctx = new Option<int>("--ctx") { Description = "context length for the KV memory figures", DefaultValueFactory = _ => 4096 };
+        var ctx = ContextOption.Create("context length for the KV memory figures");
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's")
@@ -20,13 +21,13 @@ public static class InspectCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
-            if (file.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)) PrintGguf(file, r.GetValue(all));
+            if (Kvq.Formats.ModelSniffer.Detect(file).Format == Kvq.Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
             PrintModel(loaded);
             if (r.GetValue(kv) is { } specs)
             {
                 var p = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-                PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx), spec => KvProfileOptions.Config(spec, p, r.GetValue(sink)));
+                PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, spec => KvProfileOptions.Config(spec, p, r.GetValue(sink)));
             }
             return 0;
         }));

@@ -74,6 +74,21 @@ public static class ThroughputBenchmark
         return a.DecodeTokS + a.PrefillTokS >= b.DecodeTokS + b.PrefillTokS ? a : b;
     }
 
+    /// <summary><paramref name="repetitions"/> runs: the best (as <see cref="Best"/>) with the spread of all of them.</summary>
+    public static ThroughputResult Repeat(int repetitions, Func<ThroughputResult> run)
+    {
+        if (repetitions < 1) throw new ArgumentOutOfRangeException(nameof(repetitions), repetitions, "at least one run");
+        var runs = new List<ThroughputResult>(repetitions);
+        for (int i = 0; i < repetitions; i++) runs.Add(run());
+        var best = runs.MaxBy(x => x.DecodeTokS + x.PrefillTokS)!;
+        return best with
+        {
+            Repetitions = repetitions,
+            PrefillSpread = Spread.Of(runs.Select(x => x.PrefillTokS).ToList()),
+            DecodeSpread = Spread.Of(runs.Select(x => x.DecodeTokS).ToList()),
+        };
+    }
+
     public static int Argmax(ReadOnlySpan<float> x)
     {
         int best = 0;

@@ -27,13 +27,20 @@ public sealed class PagedKvCache
     /// block ids address that layer's arenas; null without a policy (all layers share <see cref="Sequences"/>' ids).</summary>
     public BlockPool[]? LayerPools { get; }
 
-    /// <summary>Whether full blocks can be shared between sequences: not when a codec keeps recent tokens outside blocks,
-    /// nor (yet) with attention sinks, whose exact copies live with the sequence rather than with block 0.</summary>
-    public bool SupportsPrefixSharing => !KeyCodec.EncodesWholeBlocks && !ValueCodec.EncodesWholeBlocks && Config.SinkTokens == 0
-                                         && Config.Policy == null;
+    /// <summary>Whether full blocks can be shared between sequences: every format can (a staging format's blocks are
+    /// registered once sealed, sink copies travel through <see cref="Sinks"/>), except under a token policy, whose
+    /// layers each keep their own blocks.</summary>
+    public bool SupportsPrefixSharing => Config.Policy == null;
+
+    /// <summary>Sink copies of registered first blocks (null without sink tokens).</summary>
+    internal SinkBank? Sinks { get; }
+
+    /// <summary>Bytes reserved beside the blocks for <see cref="Sinks"/> (0 without sink tokens).</summary>
+    public long SinkBankBytes => Sinks?.ReservedBytes ?? 0;
 
     /// <param name="maxTokens">Capacity of the block pool in tokens (all sequences together); arenas grow as blocks are used.</param>
-    public PagedKvCache(KvShape shape, KvCacheConfig config, int maxTokens = 1 << 20)
+    /// <param name="sinkBankEntries">With sink tokens: how many cached prefixes keep their sink copies.</param>
+    public PagedKvCache(KvShape shape, KvCacheConfig config, int maxTokens = 1 << 20, int sinkBankEntries = 64)
     {
         Shape = shape;
         Config = config;
@@ -49,6 +56,12 @@ public sealed class PagedKvCache
             Values[l] = new BlockArena(shape.KvHeads, ValueCodecs[l][0].BlockBytes, blocks);
         }
         Sequences = new PagedSequences(blocks, config.BlockTokens);
+        if (config.SinkTokens > 0 && config.Policy == null)
+        {
+            long entry = 2L * 2 * shape.Layers * shape.KvHeads * shape.HeadDim * config.SinkTokens; // keys + values, f16
+            Sinks = new SinkBank(sinkBankEntries, entry);
+            Sequences.Pool.Evicted += Sinks.Remove;
+        }
         if (config.Policy is { } policy)
         {
             foreach (var codec in new[] { KeyCodec, ValueCodec })

@@ -35,9 +35,42 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
         _keys = new Side(cache.KeyCodecs, cache.Keys, _shape, cache.Config.SinkTokens);
         _values = new Side(cache.ValueCodecs, cache.Values, _shape, cache.Config.SinkTokens);
         _id = cache.Sequences.Create(prompt, out int cached);
+        _deferRegister = _keys.Staging != null || _values.Staging != null || _keys.Sink != null;
+        if (cached > 0 && _keys.Sink != null && !cache.Sinks!.TryRestore(Blocks[0], _keys.Sink, _values.Sink!))
+        {
+            // The prefix's sink copies are gone (cannot happen while the bank unregisters what it drops): start empty.
+            cache.Sequences.Truncate(_id, 0);
+            cached = 0;
+        }
+        _sinkPublished = cached > 0;
         Length = cached;
         Array.Fill(_count, cached);
+        // Reused blocks are sealed: a staging format's new tokens stage from here.
+        Array.Fill(_keys.Sealed, _keys.Staging != null ? cached : 0);
+        Array.Fill(_values.Sealed, _values.Staging != null ? cached : 0);
         _policySlots = CreatePolicySlots();
+    }
+
+    // Blocks are registered for prefix sharing only once their content is final: at append for formats that encode
+    // each token as it comes; after sealing (and with the sink copies banked) otherwise.
+    private readonly bool _deferRegister;
+    private bool _sinkPublished;
+
+    /// <summary>Registers the full blocks whose content is final (staging formats: sealed on both sides), first
+    /// banking the sink copies beside block 0.</summary>
+    private void PublishBlocks()
+    {
+        int durable = Length;
+        if (_keys.Staging != null) foreach (int sealedTokens in _keys.Sealed) durable = Math.Min(durable, sealedTokens);
+        if (_values.Staging != null) foreach (int sealedTokens in _values.Sealed) durable = Math.Min(durable, sealedTokens);
+        if (durable < Math.Max(_cache.Config.BlockTokens, _cache.Config.SinkTokens)) return;
+        if (_keys.Sink != null && !_sinkPublished)
+        {
+            int dropped = _cache.Sinks!.Put(Blocks[0], _keys.Sink, _values.Sink!);
+            if (dropped >= 0) _cache.Sequences.Pool.Unregister(dropped);
+            _sinkPublished = true;
+        }
+        _cache.Sequences.Register(_id, durable);
     }
 
     private PagedKvSequence(PagedKvSequence parent)
@@ -51,6 +84,8 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
         _values = new Side(_cache.ValueCodecs, _cache.Values, _shape, _cache.Config.SinkTokens);
         _values.CopySinkFrom(parent._values);
         _id = _cache.Sequences.Fork(parent._id);
+        _deferRegister = parent._deferRegister;
+        _sinkPublished = parent._sinkPublished;
         Length = parent.Length;
         _policySlots = CreatePolicySlots();
     }
@@ -58,9 +93,9 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
     /// <summary>A sequence that shares all of this one's tokens (copy-on-write on the partial last block).</summary>
     public PagedKvSequence Fork()
     {
-        if (!_cache.SupportsPrefixSharing)
-            throw new KvSpecException($"{_cache.Config.Name}: sequences cannot be forked while a codec keeps recent tokens in staging, " +
-                                      "sinks are kept apart, or a token policy owns the blocks");
+        if (!_cache.SupportsPrefixSharing || _keys.Staging != null || _values.Staging != null)
+            throw new KvSpecException($"{_cache.Config.Name}: sequences cannot be forked while a codec keeps recent tokens in staging " +
+                                      "or a token policy owns the blocks");
         return new PagedKvSequence(this);
     }
 
@@ -68,7 +103,7 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
     {
         if (_policySlots != null) { _policySlots.Reserve(_count, tokens.Length, Length); return; }
         if (_slots.Length < tokens.Length) _slots = new TokenSlot[tokens.Length];
-        var copy = _cache.Sequences.Append(_id, tokens, _slots);
+        var copy = _cache.Sequences.Append(_id, tokens, _slots, register: !_deferRegister);
         if (copy is { } c) _cache.CopyBlock(c);
     }
 
@@ -181,6 +216,7 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
     {
         Length += n;
         if (_policySlots != null) ApplyPolicy(n);
+        else if (_deferRegister) PublishBlocks();
     }
 
     public unsafe void Attend(int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par)
@@ -446,7 +482,7 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
         try
         {
             var slots = new TokenSlot[swapped.Tokens.Length];
-            cache.Sequences.Append(seq._id, swapped.Tokens, slots);
+            cache.Sequences.Append(seq._id, swapped.Tokens, slots, register: !seq._deferRegister);
             var blocks = seq.Blocks.ToArray();
             for (int l = 0; l < seq._shape.Layers; l++)
             {
@@ -457,6 +493,7 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
             seq._values.Restore(swapped.ValueState);
             Array.Fill(seq._count, swapped.Length);
             seq.Length = swapped.Length;
+            if (seq._deferRegister) seq.PublishBlocks();
             return seq;
         }
         catch

@@ -33,8 +33,7 @@ public sealed class PerplexityEvaluator(ILanguageModel model, int bos)
         if (windows <= 0 || windows > available) windows = available;
         int vocab = model.Config.VocabSize;
         var logits = new float[ctx * vocab];
-        double nll = 0;
-        long predicted = 0;
+        var nll = new NllSums();
         KvMemory? memory = null;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         int done = 0;
@@ -46,14 +45,13 @@ public sealed class PerplexityEvaluator(ILanguageModel model, int bos)
             using var owner = seq as IDisposable;
             model.Forward(win, seq, default, logits);
             int first = stride == 0 ? 1 : ctx - stride;
-            nll += PerplexityWindows.NegativeLogLikelihood(logits, win, vocab, first, ctx);
-            predicted += ctx - first;
+            nll += PerplexityWindows.NllSums(logits, win, vocab, first, ctx);
             memory = seq.ReportMemory();
             done++;
             progress?.Invoke(w + 1, windows);
         }
         if (done == 0) throw new OperationCanceledException(cancel);
-        return new PerplexityResult(config.Name, Math.Exp(nll / predicted), predicted, done, ctx,
-            memory!.BitsPerElement, memory.BytesPerToken, sw.Elapsed.TotalSeconds, stride);
+        return new PerplexityResult(config.Name, nll.Perplexity, nll.Count, done, ctx,
+            memory!.BitsPerElement, memory.BytesPerToken, sw.Elapsed.TotalSeconds, stride) { PplError = nll.PerplexityError };
     }
 }

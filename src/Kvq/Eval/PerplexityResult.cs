@@ -4,7 +4,12 @@ namespace Kvq.Eval;
 /// <param name="Stride">0 for non-overlapping windows; else the sliding windows' step (only the last Stride positions scored).</param>
 /// <param name="KvQuant">For calibrated (KVQuant) caches: KVQuant's own bit accounting and what the codecs did with outliers.</param>
 public sealed record PerplexityResult(string Kv, double Ppl, long Tokens, int Windows, int Ctx, double BitsPerElement,
-    double KvBytesPerToken, double Seconds, int Stride = 0, KvQuantStats? KvQuant = null);
+    double KvBytesPerToken, double Seconds, int Stride = 0, KvQuantStats? KvQuant = null)
+{
+    /// <summary>The standard error of <see cref="Ppl"/> as llama-perplexity reports it ("PPL = x +/- y"): the standard
+    /// error of the mean per-token NLL, propagated through exp (JSON: ppl_error).</summary>
+    public double PplError { get; init; }
+}
 
 /// <param name="BitsPerElement">KVQuant's accounting (codes + amortised scales + 32 bits per outlier + pointer), mean
 /// over keys, values and layers; the stored bits for a side that is not a nuq format.</param>

@@ -65,17 +65,23 @@ public static class PerplexityWindows
     /// <summary>Sum of -log p(window[t] | window[..t]) for target positions t in [<paramref name="firstTarget"/>,
     /// <paramref name="endTarget"/>), from the logits of row t-1.</summary>
     public static double NegativeLogLikelihood(ReadOnlySpan<float> logits, ReadOnlySpan<int> window, int vocab,
-        int firstTarget, int endTarget)
+        int firstTarget, int endTarget) => NllSums(logits, window, vocab, firstTarget, endTarget).Sum;
+
+    /// <summary>The sum of the per-token negative log-likelihoods over targets [<paramref name="firstTarget"/>,
+    /// <paramref name="endTarget"/>) and the sum of their squares (for the standard error of the mean).</summary>
+    public static NllSums NllSums(ReadOnlySpan<float> logits, ReadOnlySpan<int> window, int vocab, int firstTarget, int endTarget)
     {
         if (firstTarget < 1 || endTarget > window.Length || firstTarget > endTarget)
             throw new ArgumentOutOfRangeException(nameof(firstTarget), $"targets [{firstTarget}, {endTarget}) outside 1..{window.Length}");
-        double nll = 0;
+        double nll = 0, squares = 0;
         for (int t = firstTarget; t < endTarget; t++)
         {
             var row = logits.Slice((t - 1) * vocab, vocab);
-            nll += LogSumExp(row) - row[window[t]];
+            double x = LogSumExp(row) - row[window[t]];
+            nll += x;
+            squares += x * x;
         }
-        return nll;
+        return new NllSums(nll, squares, endTarget - firstTarget);
     }
 
     /// <summary>log(sum(exp(row))) in double precision, shifted by the row's max.</summary>
@@ -86,5 +92,26 @@ public static class PerplexityWindows
         double sum = 0;
         foreach (var x in row) sum += Math.Exp(x - max);
         return Math.Log(sum) + max;
+    }
+}
+
+/// <summary>Running sums of per-token negative log-likelihoods (nats): enough for perplexity and its standard error.</summary>
+public readonly record struct NllSums(double Sum, double SumOfSquares, long Count)
+{
+    public static NllSums operator +(NllSums a, NllSums b) => new(a.Sum + b.Sum, a.SumOfSquares + b.SumOfSquares, a.Count + b.Count);
+
+    public double Mean => Count == 0 ? double.NaN : Sum / Count;
+    public double Perplexity => Math.Exp(Mean);
+
+    /// <summary>The standard error of the perplexity as llama-perplexity prints it (PPL = x +/- y): the standard error of
+    /// the mean NLL, sqrt((E[x^2] - E[x]^2) / (n - 1)), propagated through exp (times the perplexity). 0 with one token.</summary>
+    public double PerplexityError
+    {
+        get
+        {
+            if (Count < 2) return 0;
+            double mean = Mean, variance = SumOfSquares / Count - mean * mean;
+            return variance > 0 ? Math.Sqrt(variance / (Count - 1)) * Perplexity : 0;
+        }
     }
 }

@@ -31,6 +31,18 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
     public GenerationResult Generate(int[] promptTokens, GenerationOptions options, IKvSequence kv, Action<string>? onText = null,
         CancellationToken cancel = default)
     {
+        using var window = ContextWindow.Over(kv);
+        return Generate(promptTokens, options, window, onText, cancel);
+    }
+
+    /// <summary>Generates in <paramref name="window"/>: a full fixed window stops with <see cref="StopReason.ContextFull"/>,
+    /// a shifting one drops old tokens and goes on. The prompt must fit in the window.</summary>
+    public GenerationResult Generate(int[] promptTokens, GenerationOptions options, ContextWindow window, Action<string>? onText = null,
+        CancellationToken cancel = default)
+    {
+        if (!window.Fits(promptTokens.Length))
+            throw new ArgumentException($"the prompt is {promptTokens.Length} tokens, more than the context window of {window.Size} " +
+                                        $"(with {window.Sequence.Length} already in it)");
         int vocab = model.Config.VocabSize;
         var logits = new float[vocab];
         var sampler = new Sampler(options.Sampler);
@@ -46,7 +58,7 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
         }
 
         var sw = Stopwatch.StartNew();
-        model.Forward(promptTokens, kv, logits);
+        model.Forward(promptTokens, window.Sequence, logits);
         double promptSeconds = sw.Elapsed.TotalSeconds;
         sw.Restart();
         int generated = 0;
@@ -63,10 +75,12 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
             if (stop.Stopped) { reason = StopReason.StopString; break; }
             if (generated >= options.MaxTokens) break;
             one[0] = next;
-            model.Forward(one, kv, logits);
+            if (window.Fits(1)) model.Forward(one, window.Sequence, logits);
+            else if (window.CanShift) model.Forward(window.Shift(history), window.Sequence, logits);
+            else { reason = StopReason.ContextFull; break; }
         }
         Emit(stop.Push(decoder.Flush()));
         Emit(stop.Flush());
-        return new GenerationResult(text.ToString(), promptTokens.Length, generated, promptSeconds, sw.Elapsed.TotalSeconds, reason);
+        return new GenerationResult(text.ToString(), promptTokens.Length, generated, promptSeconds, sw.Elapsed.TotalSeconds, reason, window.Shifts);
     }
 }

@@ -1,3 +1,5 @@
+using Kvq.Chat;
+using Kvq.Formats;
 using Kvq.Formats.Gguf;
 using Kvq.Formats.Llama2c;
 using Kvq.Formats.Safetensors;
@@ -6,7 +8,8 @@ using Kvq.Tokenizers.HuggingFace;
 
 namespace Kvq.Model;
 
-/// <summary>The front door for model files: picks the reader by what the path is, and the tokenizer that goes with it.</summary>
+/// <summary>The front door for model files: picks the reader by what the file holds (<see cref="ModelSniffer"/>, never
+/// by its name), and the tokenizer and chat template that go with it.</summary>
 public static class ModelLoader
 {
     /// <param name="path">A .gguf file, a llama2.c .bin checkpoint (tokenizer: <paramref name="tokenizerPath"/>, else
@@ -14,33 +17,53 @@ public static class ModelLoader
     /// tokenizer.json, or the tokenizer.json at <paramref name="tokenizerPath"/>; tokenizer_config.json if present).</param>
     public static LoadedModel Load(string path, string? tokenizerPath = null)
     {
-        if (Directory.Exists(path))
+        var sniffed = ModelSniffer.Detect(path);
+        return sniffed.Format switch
         {
-            // The tokenizer first: it is quick to read and checks the folder's config before the weights are mapped.
-            var info = SafetensorsLoader.ReadInfo(path);
-            var tokenizer = HfTokenizerLoader.Load(info, tokenizerPath);
-            return new LoadedModel(SafetensorsLoader.Load(path), tokenizer);
-        }
-        if (!File.Exists(path)) throw new FileNotFoundException($"model file not found: {path}", path);
-        if (IsGguf(path))
+            ModelFormat.HuggingFaceFolder => LoadFolder(sniffed.Path, tokenizerPath),
+            ModelFormat.Gguf => LoadGguf(sniffed.Path, tokenizerPath),
+            _ => LoadLlama2c(sniffed.Path, tokenizerPath),
+        };
+    }
+
+    private static LoadedModel LoadFolder(string dir, string? tokenizerPath)
+    {
+        // The tokenizer first: it is quick to read and checks the folder's config before the weights are mapped.
+        var info = SafetensorsLoader.ReadInfo(dir);
+        var tokenizer = HfTokenizerLoader.Load(info, tokenizerPath);
+        var chatTemplate = ChatTemplates.FromHfFolder(info.Directory, info.TokenizerConfigPath);
+        return new LoadedModel(SafetensorsLoader.Load(dir), tokenizer, chatTemplate);
+    }
+
+    private static LoadedModel LoadGguf(string path, string? tokenizerPath)
+    {
+        if (tokenizerPath != null)
+            throw new ArgumentException($"{Path.GetFileName(path)} is a GGUF file, which carries its own tokenizer: a separate tokenizer ({tokenizerPath}) is not used");
+        var gguf = GgufFile.Open(path);
+        try
         {
-            var gguf = GgufFile.Open(path);
-            try
-            {
-                var tokenizer = TokenizerFactory.FromGguf(gguf);
-                return new LoadedModel(GgufModelLoader.Load(gguf), tokenizer);
-            }
-            catch
-            {
-                gguf.Dispose();
-                throw;
-            }
+            var tokenizer = TokenizerFactory.FromGguf(gguf);
+            var chatTemplate = ChatTemplates.FromGguf(gguf);
+            return new LoadedModel(GgufModelLoader.Load(gguf), tokenizer, chatTemplate);
         }
+        catch
+        {
+            gguf.Dispose();
+            throw;
+        }
+    }
+
+    private static LoadedModel LoadLlama2c(string path, string? tokenizerPath)
+    {
         var weights = Llama2cLoader.Load(path);
         try
         {
+            if (tokenizerPath != null && !File.Exists(tokenizerPath))
+                throw new FileNotFoundException($"tokenizer not found: {tokenizerPath}", tokenizerPath);
             var tok = tokenizerPath ?? FindLlama2cTokenizer(path)
-                ?? throw new FileNotFoundException($"no tokenizer found beside {path} (expected tok*.bin or tokenizer.bin; pass one explicitly)");
+                ?? throw new FileNotFoundException(
+                    $"no tokenizer found beside {path} (expected tok{weights.Config.VocabSize}.bin or tokenizer.bin there): " +
+                    "give its path (kvq: --tokenizer FILE)");
             return new LoadedModel(weights, Llama2cTokenizer.Load(tok, weights.Config.VocabSize));
         }
         catch
@@ -50,22 +73,18 @@ public static class ModelLoader
         }
     }
 
-    private static bool IsGguf(string path)
-    {
-        using var fs = File.OpenRead(path);
-        Span<byte> magic = stackalloc byte[4];
-        return fs.Read(magic) == 4 && BitConverter.ToUInt32(magic) == GgufFile.Magic;
-    }
-
+    /// <summary>tok{vocab}.bin or tokenizer.bin beside the checkpoint, else (for a symbolic link) beside its target.</summary>
     private static string? FindLlama2cTokenizer(string checkpoint)
     {
-        var dir = Path.GetDirectoryName(Path.GetFullPath(checkpoint))!;
         var vocab = Llama2cLoader.ReadHeader(checkpoint).VocabSize;
-        foreach (var name in new[] { $"tok{vocab}.bin", "tokenizer.bin" })
-        {
-            var p = Path.Combine(dir, name);
-            if (File.Exists(p)) return p;
-        }
+        var dirs = new[] { Path.GetFullPath(checkpoint), MappedFile.ResolveLinks(checkpoint).FullName }
+            .Select(p => Path.GetDirectoryName(p)!).Distinct(StringComparer.Ordinal);
+        foreach (var dir in dirs)
+            foreach (var name in new[] { $"tok{vocab}.bin", "tokenizer.bin" })
+            {
+                var p = Path.Combine(dir, name);
+                if (File.Exists(p)) return p;
+            }
         return null;
     }
 }

@@ -19,6 +19,9 @@ public sealed class ModelWeights : IDisposable
     /// <summary>A hash identifying the weights (for calibration profiles).</summary>
     public required string Fingerprint { get; init; }
     public required string SourcePath { get; init; }
+    /// <summary>What the loader decided that the file did not state (e.g. an output matrix tied to the embeddings because
+    /// the GGUF has none), for a front end to show the user.</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
 
     public long ParameterCount
     {

@@ -47,3 +47,59 @@ public class PrefixSharingTests(ITestOutputHelper output)
         }
     }
 }
+
+/// <summary>Prefix sharing with formats that keep data outside blocks: staging formats (blocks shared once sealed)
+/// and sink tokens (their exact copies banked beside the first block). A reused prefix is read as it is stored: with
+/// KIVI's f16 window of recent tokens, a sequence that reuses sealed blocks reads quantized some tokens that a run
+/// of its own would still hold in f16, so its logits differ from a fresh run by the codec's noise, not more.</summary>
+public class PrefixSharingFormatTests
+{
+    [Theory]
+    [InlineData("kivi2", 0, 1376, 2e-2)]      // KIVI keeps the last 128 tokens staged: blocks sealed up to 1504 - 128, in 32s
+    [InlineData("int4-ch/f16", 0, 1472, 1e-4)] // per-channel keys encode whole blocks (no residual window)
+    [InlineData("f16", 4, 1472, 1e-4)]
+    [InlineData("q8_0", 1, 1472, 1e-4)]
+    public void SharedPromptIsReusedAndGivesTheFreshRunsLogits(string spec, int sink, int expectedReuse, double relL2)
+    {
+        var model = new Transformer(SharedModels.Books, new Parallelism(2));
+        int vocab = model.Config.VocabSize;
+        var moby = SharedModels.MobyDickTokens;
+        var shared = moby.AsSpan(9000, 1500).ToArray();
+        int[] promptA = [1, .. shared, .. moby.AsSpan(40000, 3)];
+        int[] promptB = [1, .. shared, .. moby.AsSpan(50000, 29)];
+        var config = KvCacheConfig.Parse(spec) with { SinkTokens = sink };
+        var cache = new PagedKvCache(model.KvShape, config);
+        var logits = new float[vocab];
+        using (var a = cache.CreateSequence(promptA)) model.Forward(promptA, a, logits);
+        using var b = cache.CreateSequence(promptB);
+        Assert.Equal(expectedReuse, b.Length);
+        model.Forward(promptB.AsSpan(b.Length), b, logits);
+        var fresh = new PagedKvCache(model.KvShape, config).CreateSequence();
+        var expected = new float[vocab];
+        model.Forward(promptB, fresh, expected);
+        double diff = 0, norm = 0;
+        for (int i = 0; i < vocab; i++)
+        {
+            diff += (expected[i] - logits[i]) * (double)(expected[i] - logits[i]);
+            norm += expected[i] * (double)expected[i];
+        }
+        Assert.True(Math.Sqrt(diff / norm) <= relL2, $"{spec}: relative L2 {Math.Sqrt(diff / norm):E2} > {relL2:E0}");
+        Assert.Equal(Array.IndexOf(expected, expected.Max()), Array.IndexOf(logits, logits.Max()));
+    }
+
+    [Fact]
+    public void ABankAtCapacityUnregistersTheOldestPrefix()
+    {
+        var model = new Transformer(SharedModels.Books, new Parallelism(2));
+        var config = KvCacheConfig.Parse("f16") with { SinkTokens = 2 };
+        var cache = new PagedKvCache(model.KvShape, config, sinkBankEntries: 2);
+        var logits = new float[model.Config.VocabSize];
+        var moby = SharedModels.MobyDickTokens;
+        int[][] prompts = [.. Enumerable.Range(0, 3).Select(i => (int[])[1, .. moby.AsSpan(1000 * (i + 1), 70)])];
+        foreach (var p in prompts)
+            using (var s = cache.CreateSequence(p)) model.Forward(p, s, logits);
+        // Three first blocks banked into two entries: the first prompt's prefix is no longer reusable.
+        Assert.Equal(0, cache.CreateSequence(prompts[0]).Length);
+        Assert.Equal(64, cache.CreateSequence(prompts[2]).Length);
+    }
+}

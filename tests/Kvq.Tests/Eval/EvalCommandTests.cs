@@ -76,7 +76,7 @@ public sealed class EvalCommandTests : IDisposable
         var report = Path.Combine(_dir, "ppl-report");
         var r = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", StoriesText(20_000), "--ctx", "128", "--windows", "2", "--kv", "f32,int4,kivi2", "-t", "2", "--report", report);
         Assert.Equal(0, r.Code);
-        Assert.Contains("| kv | ppl | tokens | bits/element | KV bytes/token |", r.Out);
+        Assert.Contains("| kv | ppl | ± | tokens | bits/element | KV bytes/token |", r.Out);
         foreach (var f in new[] { "table.md", "results.jsonl", "run.json", "index.md", "index.html", "ppl_vs_bits.png" })
             Assert.True(File.Exists(Path.Combine(report, f)), f);
         Assert.Equal(3, File.ReadAllLines(Path.Combine(report, "results.jsonl")).Length);
@@ -85,6 +85,7 @@ public sealed class EvalCommandTests : IDisposable
         foreach (var key in new[] { "model", "text", "ctx", "windows", "kv_specs", "threads", "machine" })
             Assert.True(run.TryGetProperty(key, out _), key);
         Assert.Contains(EvalFixtures.Stories.Weights.Fingerprint, run.GetProperty("model").GetString());
+        Assert.Equal(InProcessCli.Run("--version").Out.Trim(), run.GetProperty("kvq").GetString()); // one version everywhere
         var index = File.ReadAllText(Path.Combine(report, "index.md"));
         Assert.Contains("![", index);
         Assert.Contains("| kivi2 |", index);

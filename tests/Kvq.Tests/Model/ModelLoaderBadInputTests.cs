@@ -80,6 +80,35 @@ public class ModelLoaderBadInputTests : IDisposable
     }
 
     [Fact]
+    public void UnknownExtraTensorIsNamed()
+    {
+        var path = TinyModelWriter.Write(new TinyModelSpec(), _dir, w => w.AddTensor("blk.0.attn_rot_embd", [4], new float[4]));
+        var e = Load(path);
+        Assert.Equal("tensor 'blk.0.attn_rot_embd'", e.Item);
+        Assert.Contains("1 tensor(s) not part of a llama model as kvq reads it: 'blk.0.attn_rot_embd'", e.Message);
+        Assert.Contains("llama.cpp refuses such a file too", e.Message);
+    }
+
+    [Fact]
+    public void RopeFrequencyFactorsAreNamedAsUnsupported()
+    {
+        var path = TinyModelWriter.Write(new TinyModelSpec(), _dir, w => w.AddTensor("rope_freqs.weight", [8], new float[8]));
+        Assert.Contains("RoPE frequency factors", Load(path).Message);
+    }
+
+    [Fact]
+    public void MissingOutputTiesToTheEmbeddingsWithANote()
+    {
+        var path = TinyModelWriter.Write(new TinyModelSpec(Tied: true), _dir);
+        using var loaded = ModelLoader.Load(path);
+        Assert.True(loaded.Weights.TiedOutput);
+        var note = Assert.Single(loaded.Weights.Notes);
+        Assert.Contains("has no output.weight: the output is tied to token_embd.weight", note);
+        using var untied = ModelLoader.Load(WriteTiny());
+        Assert.Empty(untied.Weights.Notes);
+    }
+
+    [Fact]
     public void MissingFileIsFileNotFound() =>
         Assert.Throws<FileNotFoundException>(() => ModelLoader.Load(Path.Combine(_dir, "nope.gguf")));
 

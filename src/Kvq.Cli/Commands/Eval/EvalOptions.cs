@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using Kvq.Cache;
 
 namespace Kvq.Cli.Commands.Eval;
@@ -10,7 +11,7 @@ namespace Kvq.Cli.Commands.Eval;
 /// </summary>
 public sealed class EvalOptions
 {
-    public Option<string?> Model { get; } = CommonOptions.Model();
+    public ModelOptions Model { get; } = new();
     public Option<string?> Text { get; }
     public Option<string> Kv { get; }
     public Option<int> Threads { get; } = CommonOptions.Threads();
@@ -47,7 +48,7 @@ public sealed class EvalOptions
 
     public void AddTo(Command cmd)
     {
-        cmd.Add(Model);
+        Model.AddTo(cmd);
         if (_usesText) cmd.Add(Text);
         cmd.Add(Kv);
         cmd.Add(Threads);

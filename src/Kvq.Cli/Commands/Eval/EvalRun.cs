@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Kvq.Bench;
 using Kvq.Cache;
+using Kvq.Cli.Validation;
 using Kvq.Model;
 using Kvq.Text;
 
@@ -39,15 +40,15 @@ public sealed class EvalRun : IDisposable
         Command = command;
         Device = o.CheckSpecs(r);
         _threadsOption = r.GetValue(o.Threads);
-        ModelPath = DefaultPaths.ResolveModel(r.GetValue(o.Model));
+        ModelPath = o.Model.Path(r);
         if (readText)
         {
             TextPath = r.GetValue(o.Text) ?? DefaultPaths.ResolveText(DefaultPaths.DefaultBookFile);
-            if (!File.Exists(TextPath)) throw new CliException($"text file not found: {TextPath}");
+            TextInput.Check(TextPath, "--text", Console.Error);
         }
         var report = r.GetValue(o.Report);
         if (report != null && File.Exists(report)) throw new CliException($"--report {report}: a file of that name exists (give a folder)");
-        Loaded = ModelLoader.Load(ModelPath);
+        Loaded = ModelOptions.Load(ModelPath, r.GetValue(o.Model.Tokenizer));
         try
         {
             Configs = o.Configs(r, Loaded.Weights.Fingerprint);
@@ -81,8 +82,7 @@ public sealed class EvalRun : IDisposable
     /// <summary>Windows longer than the model's context are a user error (positions it never saw, and ctx x vocab logits).</summary>
     public void CheckContext(int ctx)
     {
-        int max = Model.Config.ContextLength;
-        if (ctx > max) throw new CliException($"--ctx {ctx} is longer than the model's context ({max} tokens)");
+        ContextOption.Check("--ctx", ctx, Model.Config);
     }
 
     /// <summary>"model X (fingerprint), text T, settings..., device cpu, N threads": the first line of the table and of the report.</summary>
@@ -115,7 +115,7 @@ public sealed class EvalRun : IDisposable
         list.Add(("threads", Threads.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         list.Add(("device", Model.Device));
         list.Add(("machine", MachineInfo.Describe()));
-        list.Add(("kvq", KvqInfo.Version));
+        list.Add(("kvq", KvqInfo.InformationalVersion));
         list.Add(("date", DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", System.Globalization.CultureInfo.InvariantCulture)));
         return list;
     }

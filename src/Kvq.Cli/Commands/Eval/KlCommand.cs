@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using Kvq.Cache;
 using Kvq.Eval;
 
@@ -10,8 +11,8 @@ public static class KlCommand
     public static Command Create()
     {
         var o = new EvalOptions(defaultKv: "f16,q8_0,q4_0");
-        var ctx = new Option<int>("--ctx", "-c") { Description = "window length in tokens (BOS + ctx-1 text tokens)", DefaultValueFactory = _ => 512 };
-        var windows = new Option<int>("--windows", "-w") { Description = "windows to evaluate (0 = all)", DefaultValueFactory = _ => 8 };
+        var ctx = CheckedOption.Int("--ctx", "window length in tokens (BOS + ctx-1 text tokens)", 512, ValueRange.Between(2, int.MaxValue), null, "-c");
+        var windows = CheckedOption.Int("--windows", "windows to evaluate (0 = all)", 8, ValueRange.Between(0, int.MaxValue), "0 = all", "-w");
         var reference = new Option<string>("--reference") { Description = "the reference cache spec", DefaultValueFactory = _ => "f32" };
         var referenceModel = new Option<string?>("--reference-model")
         {
@@ -26,7 +27,6 @@ public static class KlCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             int c = r.GetValue(ctx);
-            if (c < 2) throw new CliException($"--ctx {c}: need at least 2");
             var refConfig = KvCacheConfig.Parse(r.GetValue(reference)!);
             using var run = EvalRun.Open("kl", r, o, readText: true);
             DeviceChoice.Check(run.Model, refConfig);

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using Kvq.Eval;
 
 namespace Kvq.Cli.Commands.Eval;
@@ -10,7 +11,7 @@ public static class MemoryCommand
     {
         var o = new EvalOptions(defaultKv: "f32,f16,q8_0,q4_0,int4,int2,kivi4,kivi2", text: false, device: false);
         var ctx = new Option<string>("--ctx", "-c") { Description = "comma-separated context lengths in tokens", DefaultValueFactory = _ => "512,1024,2048,4096,8192,16384,32768" };
-        var seed = new Option<int>("--seed") { Description = "seed of the random keys and values", DefaultValueFactory = _ => 1 };
+        var seed = CheckedOption.Int("--seed", "seed of the random keys and values", 1, ValueRange.Between(0, int.MaxValue));
         var cmd = new Command("memory", "KV cache bytes and bits per element per spec at context lengths: a real cache filled with random K/V (no model run), beside the block-layout figure");
         o.AddTo(cmd);
         cmd.Add(ctx);

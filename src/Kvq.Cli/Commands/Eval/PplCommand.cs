@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using Kvq.Eval;
 
 namespace Kvq.Cli.Commands.Eval;
@@ -9,9 +10,9 @@ public static class PplCommand
     public static Command Create()
     {
         var o = new EvalOptions(defaultKv: "f16", textRequired: true);
-        var ctx = new Option<int>("--ctx", "-c") { Description = "window length in tokens (BOS + ctx-1 text tokens)", DefaultValueFactory = _ => 512 };
-        var windows = new Option<int>("--windows", "-w") { Description = "windows to evaluate (0 = all)", DefaultValueFactory = _ => 0 };
-        var stride = new Option<int>("--stride") { Description = "sliding windows: advance by S tokens and score only the last S positions of each (0 = non-overlapping, every position scored)", DefaultValueFactory = _ => 0 };
+        var ctx = CheckedOption.Int("--ctx", "window length in tokens (BOS + ctx-1 text tokens)", 512, ValueRange.Between(2, int.MaxValue), null, "-c");
+        var windows = CheckedOption.Int("--windows", "windows to evaluate (0 = all)", 0, ValueRange.Between(0, int.MaxValue), "0 = all", "-w");
+        var stride = CheckedOption.Int("--stride", "sliding windows: advance by S tokens and score only the last S positions of each (0 = non-overlapping, every position scored)", 0, ValueRange.Between(0, int.MaxValue), "0 = non-overlapping");
         var cmd = new Command("ppl", "perplexity over non-overlapping windows, the cache fresh for each window");
         o.AddTo(cmd);
         cmd.Add(ctx);
@@ -20,7 +21,6 @@ public static class PplCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             int c = r.GetValue(ctx), s = r.GetValue(stride);
-            if (c < 2) throw new CliException($"--ctx {c}: need at least 2");
             if (s != 0) PerplexityWindows.CheckStride(c, s);
             using var run = EvalRun.Open("ppl", r, o, readText: true);
             run.CheckContext(c);
@@ -68,6 +68,7 @@ public static class PplCommand
         var t = new MarkdownTable<PerplexityResult>()
             .Left("kv", x => x.Kv)
             .Right("ppl", x => MarkdownTable<PerplexityResult>.F(x.Ppl, 4))
+            .Right("±", x => MarkdownTable<PerplexityResult>.F(x.PplError, 4))
             .Right("tokens", x => x.Tokens.ToString())
             .Right("bits/element", x => MarkdownTable<PerplexityResult>.F(x.BitsPerElement, 2));
         if (kvquant)

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using Kvq.Eval;
 
 namespace Kvq.Cli.Commands.Eval;
@@ -9,10 +10,10 @@ public static class RecallCommand
     public static Command Create()
     {
         var o = new EvalOptions(defaultKv: "f16,q8_0,q4_0");
-        var passage = new Option<int>("--passage") { Description = "passage length in tokens", DefaultValueFactory = _ => 200 };
+        var passage = CheckedOption.Int("--passage", "passage length in tokens", 200, ValueRange.Between(1, int.MaxValue));
         var filler = new Option<string>("--filler") { Description = "comma-separated filler lengths in tokens (other text of the book between the copies)", DefaultValueFactory = _ => "500,1000,1500" };
-        var samples = new Option<int>("--samples") { Description = "passages (random positions) averaged per filler length", DefaultValueFactory = _ => 4 };
-        var seed = new Option<int>("--seed") { Description = "seed for the passage and filler positions", DefaultValueFactory = _ => 1 };
+        var samples = CheckedOption.Int("--samples", "passages (random positions) averaged per filler length", 4, ValueRange.Between(1, int.MaxValue));
+        var seed = CheckedOption.Int("--seed", "seed for the passage and filler positions", 1, ValueRange.Between(0, int.MaxValue));
         var cmd = new Command("recall", "copy recall: perplexity of a passage's second copy after F tokens of other text (and of its first copy)");
         o.AddTo(cmd);
         cmd.Add(passage);

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using System.Globalization;
 using Kvq.Eval;
 
@@ -16,8 +17,8 @@ internal static class RetrievalCommand
         var o = new EvalOptions(defaultKv: "f16,q8_0,q4_0", text: readText);
         var lengths = new Option<string>("--lengths") { Description = "comma-separated prompt lengths in tokens (each prompt is the longest that fits)", DefaultValueFactory = _ => defaultLengths };
         var depths = new Option<string>("--depths") { Description = "comma-separated needle depths, 0 (start) .. 1 (just before the question)", DefaultValueFactory = _ => "0,0.25,0.5,0.75,1" };
-        var trials = new Option<int>("--trials") { Description = "trials per (length, depth), each with its own key and text position", DefaultValueFactory = _ => 3 };
-        var seed = new Option<int>("--seed") { Description = "seed for keys and text positions", DefaultValueFactory = _ => 1 };
+        var trials = CheckedOption.Int("--trials", "trials per (length, depth), each with its own key and text position", 3, ValueRange.Between(1, int.MaxValue));
+        var seed = CheckedOption.Int("--seed", "seed for keys and text positions", 1, ValueRange.Between(0, int.MaxValue));
         var cmd = new Command(name, description);
         o.AddTo(cmd);
         cmd.Add(lengths);

@@ -35,6 +35,10 @@ public sealed class BlockPool
     /// <summary>Cached blocks reused for new content since creation (prefix entries lost to memory pressure).</summary>
     public long EvictionCount { get; private set; }
 
+    /// <summary>Raised when a cached block is reused for new content (its prefix entry dropped): the storage layer
+    /// drops what it kept beside the block.</summary>
+    public event Action<int>? Evicted;
+
     public PoolBlockUsage Usage =>
         new(BlockCount, HeldBlockCount, SharedBlockCount, ReferenceCount, CachedFreeBlockCount, FreeBlockCount);
 
@@ -67,6 +71,7 @@ public sealed class BlockPool
             Prefixes.Forget(id);
             CachedFreeBlockCount--;
             EvictionCount++;
+            Evicted?.Invoke(id);
         }
         _refCounts[id] = 1;
         ReferenceCount++;
@@ -122,6 +127,18 @@ public sealed class BlockPool
         {
             _free.PushFront(blockId);
         }
+    }
+
+    /// <summary>Drops a block's prefix entry (its side data is gone, so no prompt may find it): a cached free block
+    /// becomes a plain free one, reused first. No-op for an unregistered block.</summary>
+    public void Unregister(int blockId)
+    {
+        if (!Prefixes.IsRegistered(CheckId(blockId))) return;
+        Prefixes.Forget(blockId);
+        if (_refCounts[blockId] != 0) return;
+        _free.Remove(blockId);
+        _free.PushFront(blockId);
+        CachedFreeBlockCount--;
     }
 
     /// <summary>Writes the free list front (next reused) to back (last evicted) into <paramref name="destination"/>;

@@ -44,11 +44,13 @@ internal sealed class PagedSequence
         return new PagedSequence(pool, table, tokenList, hashList);
     }
 
-    public BlockCopy? Append(ReadOnlySpan<int> tokens, Span<TokenSlot> slots)
+    /// <param name="register">Register blocks that fill up now; false when their content is written later (staging
+    /// formats, sink copies), and <see cref="Register"/> publishes them once it is.</param>
+    public BlockCopy? Append(ReadOnlySpan<int> tokens, Span<TokenSlot> slots, bool register = true)
     {
         var copy = Table.Append(tokens.Length, slots);
         _tokens.AddRange(tokens);
-        RegisterFullBlocks();
+        if (register) Register(int.MaxValue);
         return copy;
     }
 
@@ -65,12 +67,12 @@ internal sealed class PagedSequence
 
     public void Free() => Truncate(0);
 
-    // Every block that filled up since the last call gets its chained hash and, unless another block already holds
-    // the same prefix, an index entry that later prompts can hit.
-    private void RegisterFullBlocks()
+    /// <summary>Every full block within the first <paramref name="tokenCount"/> tokens not registered yet gets its
+    /// chained hash and, unless another block already holds the same prefix, an index entry later prompts can hit.</summary>
+    public void Register(int tokenCount)
     {
         int b = _pool.TokensPerBlock;
-        int fullBlocks = Table.TokenCount / b;
+        int fullBlocks = Math.Min(Table.TokenCount, tokenCount) / b;
         var tokens = CollectionsMarshal.AsSpan(_tokens);
         for (int i = _hashes.Count; i < fullBlocks; i++)
         {

@@ -40,8 +40,13 @@ public sealed class PagedSequences
     /// layer must do before writing the slots, when the partial last block was shared.
     /// </summary>
     /// <exception cref="KvCacheFullException">Not enough blocks; nothing changed.</exception>
-    public BlockCopy? Append(int sequenceId, ReadOnlySpan<int> tokens, Span<TokenSlot> slots) =>
-        Get(sequenceId).Append(tokens, slots);
+    /// <param name="register">False when the blocks' content is written later (see <see cref="Register"/>).</param>
+    public BlockCopy? Append(int sequenceId, ReadOnlySpan<int> tokens, Span<TokenSlot> slots, bool register = true) =>
+        Get(sequenceId).Append(tokens, slots, register);
+
+    /// <summary>Registers the full blocks within the sequence's first <paramref name="tokenCount"/> tokens for prefix
+    /// sharing: the storage layer calls this once their content is final (a staging format seals blocks late).</summary>
+    public void Register(int sequenceId, int tokenCount) => Get(sequenceId).Register(tokenCount);
 
     /// <summary>A new sequence sharing all of this one's blocks (beam search, parallel sampling). Returns its id.</summary>
     public int Fork(int sequenceId)

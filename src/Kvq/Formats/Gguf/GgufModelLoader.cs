@@ -12,6 +12,10 @@ public static unsafe class GgufModelLoader
 {
     public static readonly string[] Architectures = ["llama", "mistral", "qwen2"];
 
+    /// <summary>Architectures whose output matrix llama.cpp takes from token_embd.weight when output.weight is absent
+    /// (tied embeddings); for any other, a missing output.weight is an error.</summary>
+    public static readonly string[] TiedOutputArchitectures = ["llama", "mistral", "qwen2"];
+
     public static ModelWeights Load(string path)
     {
         var gguf = GgufFile.Open(path);
@@ -23,7 +27,10 @@ public static unsafe class GgufModelLoader
     public static ModelWeights Load(GgufFile gguf)
     {
         var config = ReadConfig(gguf);
-        var embd = Matrix(gguf, "token_embd.weight", config.VocabSize, config.Dim);
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        WeightMatrix Matrix(string name, int rows, int cols) { used.Add(name); return GgufModelLoader.Matrix(gguf, name, rows, cols); }
+        float[] Vector(string name, int length, bool isNorm = false) { used.Add(name); return GgufModelLoader.Vector(gguf, name, length, isNorm); }
+        var embd = Matrix("token_embd.weight", config.VocabSize, config.Dim);
         var layers = new LayerWeights[config.Layers];
         for (int i = 0; i < config.Layers; i++)
         {
@@ -31,32 +38,62 @@ public static unsafe class GgufModelLoader
             bool bias = gguf.HasTensor(p + "attn_q.bias");
             layers[i] = new LayerWeights
             {
-                AttnNorm = Vector(gguf, p + "attn_norm.weight", config.Dim, isNorm: true),
-                Wq = Matrix(gguf, p + "attn_q.weight", config.QDim, config.Dim),
-                Wk = Matrix(gguf, p + "attn_k.weight", config.KvDim, config.Dim),
-                Wv = Matrix(gguf, p + "attn_v.weight", config.KvDim, config.Dim),
-                Wo = Matrix(gguf, p + "attn_output.weight", config.Dim, config.QDim),
-                Bq = bias ? Vector(gguf, p + "attn_q.bias", config.QDim) : null,
-                Bk = bias ? Vector(gguf, p + "attn_k.bias", config.KvDim) : null,
-                Bv = bias ? Vector(gguf, p + "attn_v.bias", config.KvDim) : null,
-                FfnNorm = Vector(gguf, p + "ffn_norm.weight", config.Dim, isNorm: true),
-                WGate = Matrix(gguf, p + "ffn_gate.weight", config.FfnDim, config.Dim),
-                WUp = Matrix(gguf, p + "ffn_up.weight", config.FfnDim, config.Dim),
-                WDown = Matrix(gguf, p + "ffn_down.weight", config.Dim, config.FfnDim),
+                AttnNorm = Vector(p + "attn_norm.weight", config.Dim, isNorm: true),
+                Wq = Matrix(p + "attn_q.weight", config.QDim, config.Dim),
+                Wk = Matrix(p + "attn_k.weight", config.KvDim, config.Dim),
+                Wv = Matrix(p + "attn_v.weight", config.KvDim, config.Dim),
+                Wo = Matrix(p + "attn_output.weight", config.Dim, config.QDim),
+                Bq = bias ? Vector(p + "attn_q.bias", config.QDim) : null,
+                Bk = bias ? Vector(p + "attn_k.bias", config.KvDim) : null,
+                Bv = bias ? Vector(p + "attn_v.bias", config.KvDim) : null,
+                FfnNorm = Vector(p + "ffn_norm.weight", config.Dim, isNorm: true),
+                WGate = Matrix(p + "ffn_gate.weight", config.FfnDim, config.Dim),
+                WUp = Matrix(p + "ffn_up.weight", config.FfnDim, config.Dim),
+                WDown = Matrix(p + "ffn_down.weight", config.Dim, config.FfnDim),
             };
         }
-        var output = gguf.HasTensor("output.weight") ? Matrix(gguf, "output.weight", config.VocabSize, config.Dim) : embd;
+        var notes = new List<string>();
+        WeightMatrix output;
+        if (gguf.HasTensor("output.weight")) output = Matrix("output.weight", config.VocabSize, config.Dim);
+        else if (Array.IndexOf(TiedOutputArchitectures, config.Architecture) >= 0)
+        {
+            output = embd;
+            notes.Add($"{Path.GetFileName(gguf.Path)} has no output.weight: the output is tied to token_embd.weight " +
+                      $"(tied embeddings, as llama.cpp does for {config.Architecture})");
+        }
+        else throw new ModelFormatException(gguf.Path, "tensor 'output.weight'", 0,
+            $"missing, and a {config.Architecture} model does not tie its output to the embeddings");
+        var outputNorm = Vector("output_norm.weight", config.Dim, isNorm: true);
+        CheckInventory(gguf, used, config.Architecture);
         return new ModelWeights
         {
             Config = config,
             TokenEmbedding = embd,
             Layers = layers,
-            OutputNorm = Vector(gguf, "output_norm.weight", config.Dim, isNorm: true),
+            OutputNorm = outputNorm,
             Output = output,
             Owner = gguf,
             Fingerprint = Fingerprint(gguf),
             SourcePath = gguf.Path,
+            Notes = notes,
         };
+    }
+
+    /// <summary>Every tensor in the file must be one the model uses: like llama.cpp, which counts the tensors it created
+    /// and refuses a file with others, an unknown tensor is an error naming it (it may be a part of the model this
+    /// loader would silently leave out, such as Llama 3.1's rope_freqs.weight).</summary>
+    private static void CheckInventory(GgufFile gguf, HashSet<string> used, string arch)
+    {
+        var extra = gguf.Tensors.Where(t => !used.Contains(t.Name)).ToList();
+        if (extra.Count == 0) return;
+        var first = extra[0];
+        string names = string.Join(", ", extra.Take(5).Select(t => $"'{t.Name}'")) + (extra.Count > 5 ? $" and {extra.Count - 5} more" : "");
+        string hint = extra.Any(t => t.Name == "rope_freqs.weight")
+            ? " (rope_freqs.weight holds RoPE frequency factors, e.g. Llama 3.1's long-context scaling, which kvq does not support)"
+            : "";
+        throw new ModelFormatException(gguf.Path, $"tensor '{first.Name}'", first.HeaderOffset,
+            $"{extra.Count} tensor(s) not part of a {arch} model as kvq reads it: {names}{hint}; llama.cpp refuses such a file too " +
+            $"(it expects {used.Count} tensors, the file has {gguf.Tensors.Count})");
     }
 
     public static ModelConfig ReadConfig(GgufFile gguf)

@@ -1,0 +1,148 @@
+using System.Text;
+using Kvq.Tests.Eval;
+
+namespace Kvq.Tests.Cli;
+
+/// <summary>Bad option values on every command: one line naming the option and what it accepts, exit code 2, before any
+/// model work. Each case is a row of the issue ("accepted silently", ".NET type name", "unhandled exception").</summary>
+[Collection(ConsoleCollection.Name)]
+public sealed class OptionValidationTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("kvq-options-test-").FullName;
+    private static string Stories => Fixtures.StoriesGguf;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static readonly int MaxThreads = 4 * Environment.ProcessorCount;
+
+    /// <summary>generate with <paramref name="extra"/>, and -n 2 unless they set it.</summary>
+    private static string[] Generate(params string[] extra) =>
+        ["generate", "-m", Stories, "-p", "Once", .. extra.Any(a => a is "-n" or "--max-tokens") ? [] : new[] { "-n", "2" }, .. extra];
+
+    [Theory]
+    [InlineData("-n 0", "-n 0: expected a whole number from 1 to 2147483647")]
+    [InlineData("-n -5", "-n -5: expected a whole number from 1 to 2147483647")]
+    [InlineData("--max-tokens 10000000000", "--max-tokens 10000000000: expected a whole number from 1 to 2147483647")]
+    [InlineData("-n many", "-n many: expected a whole number")]
+    [InlineData("--temperature -1", "--temperature -1: expected a number >= 0 (0 = greedy)")]
+    [InlineData("--temperature NaN", "--temperature NaN: not a finite number")]
+    [InlineData("--temperature Infinity", "--temperature Infinity: not a finite number")]
+    [InlineData("--top-p 2", "--top-p 2: expected a number in (0, 1] (1 = off)")]
+    [InlineData("--top-p 0", "--top-p 0: expected a number in (0, 1]")]
+    [InlineData("--min-p 1.5", "--min-p 1.5: expected a number in [0, 1] (0 = off)")]
+    [InlineData("--min-p -0.1", "--min-p -0.1: expected a number in [0, 1]")]
+    [InlineData("--top-k -1", "--top-k -1: expected a whole number >= 0 (0 = off)")]
+    [InlineData("--repeat-penalty 0", "--repeat-penalty 0: expected a number > 0 (1 = off)")]
+    [InlineData("--repeat-penalty -1", "--repeat-penalty -1: expected a number > 0")]
+    [InlineData("--seed -2", "--seed -2: expected a whole number >= -1 (-1 = random)")]
+    [InlineData("--threads 0", "--threads 0: expected a whole number from 1 to")]
+    [InlineData("-t -1", "-t -1: expected a whole number from 1 to")]
+    [InlineData("--ctx 1", "--ctx 1: expected a whole number from 2 to")]
+    public void GenerateRefusesBadValues(string option, string expected)
+    {
+        var r = InProcessCli.Run(Generate(option.Split(' ')));
+        InProcessCli.AssertUserError(r, expected);
+        Assert.Equal("", r.Out);
+    }
+
+    [Fact]
+    public void ThreadsAreCappedAtFourPerCore()
+    {
+        InProcessCli.AssertUserError(InProcessCli.Run(Generate("--threads", "1000")),
+            $"--threads 1000: expected a whole number from 1 to {MaxThreads} (up to 4 x the {Environment.ProcessorCount} cores)");
+        Assert.Equal(0, InProcessCli.Run(Generate("--threads", MaxThreads.ToString())).Code);
+    }
+
+    [Fact]
+    public void PromptAndFileTogetherAreRefused() =>
+        InProcessCli.AssertUserError(InProcessCli.Run(Generate("-f", "x.txt")), "--prompt and --file both give the prompt: use one");
+
+    [Fact]
+    public void SeedMinusOneIsRandomAndPrinted()
+    {
+        var r = InProcessCli.Run(Generate("--seed", "-1"));
+        Assert.Equal(0, r.Code);
+        var line = r.Err.Split('\n').Single(l => l.StartsWith("kvq: seed ", StringComparison.Ordinal));
+        Assert.Matches(@"^kvq: seed \d+ \(random, from --seed -1\)$", line.TrimEnd('\r'));
+    }
+
+    [Theory]
+    [InlineData("--ctx 0", "--ctx 0: expected a whole number from 1 to")]
+    [InlineData("--decode -1", "--decode -1: expected a whole number from 1 to")]
+    [InlineData("-r 0", "-r 0: expected a whole number from 1 to 1000")]
+    [InlineData("--ctx 4096", "--ctx 4096 is longer than the model's context (2048 tokens, the length it was trained on)")]
+    [InlineData("--ctx 2040 --decode 32", "--ctx 2040 + --decode 2072 is longer than the model's context (2048 tokens")]
+    public void BenchRefusesBadValues(string option, string expected) =>
+        InProcessCli.AssertUserError(InProcessCli.Run(["bench", "-m", Stories, .. option.Split(' ')]), expected);
+
+    [Fact]
+    public void EvalPplRefusesNegativeWindows() =>
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", "x.txt", "--windows", "-1"),
+            "--windows -1: expected a whole number from 0 to 2147483647 (0 = all)");
+
+    [Fact]
+    public void CalibrateRefusesWindowsPastTheContextAndASinkAsLongAsThem()
+    {
+        var text = Path.Combine(_dir, "t.txt");
+        File.WriteAllText(text, "Once upon a time. ");
+        var outPath = Path.Combine(_dir, "p.kvqp");
+        InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "4096"),
+            "--length 4096 is longer than the model's context (2048 tokens");
+        InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "64", "--sink", "64"),
+            "--sink 64 leaves nothing to calibrate in windows of --length 64");
+        Assert.False(File.Exists(outPath));
+    }
+
+    [Fact]
+    public void DirectoryAsTextSaysSo() =>
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", _dir), $"--text {_dir} is a directory: give a text file");
+
+    [Fact]
+    public void Latin1TextIsScoredWithAWarning()
+    {
+        var text = Path.Combine(_dir, "latin1.txt");
+        var story = TextFixtures.Read(Fixtures.Text("tinystories/TinyStories-valid.first1000.txt"))[..3_000];
+        File.WriteAllBytes(text, Encoding.Latin1.GetBytes("Caf\u00e9 na\u00efve. " + story));
+        var r = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", text, "--ctx", "64", "--windows", "1", "-t", "1");
+        Assert.Equal(0, r.Code);
+        Assert.Contains($"kvq: warning: --text {text} is not valid UTF-8 (first bad byte at offset 3; Latin-1 or another legacy encoding?)", r.Err);
+    }
+
+    [Fact]
+    public void BinaryTextGetsAWarning()
+    {
+        var text = Path.Combine(_dir, "binary.txt");
+        File.WriteAllBytes(text, [.. Encoding.UTF8.GetBytes(new string('a', 500)), 0, 0xff, 0xfe, 0, 1, 2]);
+        var r = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", text, "--ctx", "32", "--windows", "1", "-t", "1");
+        Assert.Contains("is not valid UTF-8 (first bad byte at offset 501; it holds NUL bytes, so it may be binary)", r.Err);
+    }
+
+    [Fact]
+    public void TextFileAsModelNamesWhatItLooksLike()
+    {
+        var path = Path.Combine(_dir, "story.bin");
+        File.WriteAllText(path, "Once upon a time there was a text file passed as a model.\n");
+        InProcessCli.AssertUserError(InProcessCli.Run("generate", "-m", path, "-p", "x"), $"{path} is not a model: it looks like a text file");
+    }
+
+    [Fact]
+    public void Llama2cWithoutATokenizerBesideItTakesTokenizer()
+    {
+        var model = Path.Combine(_dir, "stories.bin");
+        File.CreateSymbolicLink(model, Fixtures.StoriesBin);
+        // Beside the link's target there is tok512.bin; a copy of the checkpoint alone has none.
+        var alone = Directory.CreateDirectory(Path.Combine(_dir, "alone")).FullName;
+        var copy = Path.Combine(alone, "model.bin");
+        File.Copy(Fixtures.StoriesBin, copy);
+        InProcessCli.AssertUserError(InProcessCli.Run("generate", "-m", copy, "-p", "Once", "-n", "2"),
+            "no tokenizer found beside");
+        Assert.Contains("--tokenizer FILE", InProcessCli.Run("generate", "-m", copy, "-p", "Once", "-n", "2").Err);
+        var ok = InProcessCli.Run("generate", "-m", copy, "--tokenizer", Fixtures.StoriesTokenizerBin, "-p", "Once upon a time", "-n", "4", "--temperature", "0");
+        Assert.Equal(0, ok.Code);
+        Assert.StartsWith("Once upon a time", ok.Out);
+        InProcessCli.AssertUserError(InProcessCli.Run("generate", "-m", copy, "--tokenizer", Path.Combine(_dir, "nope.bin"), "-p", "x"),
+            "--tokenizer " + Path.Combine(_dir, "nope.bin") + ": file not found");
+        InProcessCli.AssertUserError(InProcessCli.Run("generate", "-m", Stories, "--tokenizer", Fixtures.StoriesTokenizerBin, "-p", "x"),
+            "is a GGUF file, which carries its own tokenizer");
+    }
+}

@@ -21,7 +21,7 @@ public sealed class KvqChatClientTests : IDisposable
         var m = Stories.Value;
         _engine = new InferenceEngine(new Transformer(m.Weights, new Parallelism(2), 128), m.Tokenizer,
             new EngineOptions { Kv = KvCacheConfig.Parse("f16"), KvBudgetBytes = 4 << 20 });
-        _client = new KvqChatClient(_engine, new ChatMlPrompt(), new KvqChatClientOptions { ModelId = "stories260K" });
+        _client = new KvqChatClient(_engine, ChatMl.For(Stories.Value.Tokenizer), new KvqChatClientOptions { ModelId = "stories260K" });
     }
 
     public void Dispose()
@@ -102,7 +102,7 @@ public sealed class KvqChatClientTests : IDisposable
     public async Task DependencyInjectionComposesWithTheBuilder()
     {
         var services = new ServiceCollection();
-        services.AddKvqChatClient(_engine, new ChatMlPrompt(), new KvqChatClientOptions { ModelId = "stories260K" })
+        services.AddKvqChatClient(_engine, ChatMl.For(Stories.Value.Tokenizer), new KvqChatClientOptions { ModelId = "stories260K" })
             .UseOpenTelemetry(sourceName: "kvq-test")
             .UseLogging();
         services.AddLogging();

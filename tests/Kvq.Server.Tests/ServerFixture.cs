@@ -9,17 +9,17 @@ using Kvq.Tests;
 
 namespace Kvq.Server.Tests;
 
-/// <summary>A ChatML prompt, written out by hand (a stand-in for a model's chat template in these tests).</summary>
-internal sealed class ChatMlPrompt : IChatPrompt
+/// <summary>The chat prompt of these tests: a ChatML Jinja template through the real renderer (Kvq.Chat), which
+/// refuses (raise_exception) any message containing "RAISE".</summary>
+internal static class ChatMl
 {
-    public string Render(IReadOnlyList<ChatTurn> messages)
-    {
-        if (messages.Any(m => m.Content.Contains("RAISE", StringComparison.Ordinal)))
-            throw new ChatPromptException("the template refused: RAISE is not allowed", refused: true);
-        var sb = new StringBuilder();
-        foreach (var m in messages) sb.Append("<|im_start|>").Append(m.Role).Append('\n').Append(m.Content).Append("<|im_end|>\n");
-        return sb.Append("<|im_start|>assistant\n").ToString();
-    }
+    public const string Source =
+        "{% for message in messages %}" +
+        "{% if 'RAISE' in message['content'] %}{{ raise_exception('the template refused: RAISE is not allowed') }}{% endif %}" +
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}" +
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    public static IChatPrompt For(Kvq.Tokenizers.ITokenizer tokenizer) => TemplateChatPrompt.Parse(Source, tokenizer);
 }
 
 /// <summary>A real Kestrel server on a free loopback port over stories260K, and an HttpClient pointed at it.</summary>
@@ -48,7 +48,7 @@ public sealed class TestServer : IAsyncDisposable
         {
             Kv = KvCacheConfig.Parse("f16"), KvBudgetBytes = kvBudget, MaxRunning = maxRunning,
         });
-        var options = new KvqServerOptions { ModelId = ModelId, Port = 0, ChatPrompt = chat ? new ChatMlPrompt() : null };
+        var options = new KvqServerOptions { ModelId = ModelId, Port = 0, ChatPrompt = chat ? ChatMl.For(m.Tokenizer) : null };
         if (configure != null) options = configure(options);
         var server = KvqServer.Create(engine, options);
         await server.StartAsync();

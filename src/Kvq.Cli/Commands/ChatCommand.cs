@@ -26,7 +26,7 @@ public static class ChatCommand
             if (r.GetValue(maxTokens) < 1) throw new CliException($"--max-tokens must be at least 1 (got {r.GetValue(maxTokens)})");
             using var built = setup.Build(r);
             var prompt = built.Chat ?? throw new CliException(
-                $"the model '{built.ModelId}' has no chat template: pass one with --chat-template FILE (or use 'kvq generate')");
+                $"{built.ModelId}: {built.ChatMissing}: pass one with --chat-template FILE (or use 'kvq generate')");
             var settings = new ChatSession.Settings
             {
                 ModelId = built.ModelId,

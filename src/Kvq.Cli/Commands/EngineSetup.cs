@@ -12,7 +12,7 @@ namespace Kvq.Cli.Commands;
 /// </summary>
 public sealed class EngineSetup
 {
-    public Option<string?> Model { get; } = CommonOptions.Model();
+    public ModelOptions Model { get; } = new();
     public Option<string> Kv { get; } = new("--kv")
     {
         Description = "KV cache format (f16, q8_0, nuq3-1%, ...; see 'kvq eval --list')",
@@ -39,16 +39,19 @@ public sealed class EngineSetup
 
     public void AddTo(Command cmd)
     {
-        foreach (var o in new Option[] { Model, Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads }) cmd.Add(o);
+        Model.AddTo(cmd);
+        foreach (var o in new Option[] { Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads }) cmd.Add(o);
         Device.AddTo(cmd);
     }
 
     /// <summary>The loaded model, its engine and its chat prompt (null when the model has no template and none was given).</summary>
-    public sealed class Built(LoadedModel loaded, ILanguageModel model, InferenceEngine engine, IChatPrompt? chat, string modelId) : IDisposable
+    public sealed class Built(LoadedModel loaded, ILanguageModel model, InferenceEngine engine, IChatPrompt? chat, string? chatMissing, string modelId) : IDisposable
     {
         public LoadedModel Loaded { get; } = loaded;
         public InferenceEngine Engine { get; } = engine;
         public IChatPrompt? Chat { get; } = chat;
+        /// <summary>Why <see cref="Chat"/> is null.</summary>
+        public string? ChatMissing { get; } = chatMissing;
         /// <summary>The model's file or folder name without extension: what clients call it.</summary>
         public string ModelId { get; } = modelId;
 
@@ -74,14 +77,14 @@ public sealed class EngineSetup
         var templateFile = r.GetValue(ChatTemplate);
         if (templateFile != null && !File.Exists(templateFile)) throw new CliException($"--chat-template: '{templateFile}' not found");
 
-        var path = DefaultPaths.ResolveModel(r.GetValue(Model));
-        var loaded = ModelLoader.Load(path);
+        var path = Model.Path(r);
+        var loaded = ModelOptions.Load(path, r.GetValue(Model.Tokenizer));
         ILanguageModel? lm = null;
         try
         {
             var profile = KvProfileOptions.Load(r.GetValue(Profile), loaded.Weights.Fingerprint);
             var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink));
-            var chat = ChatPromptSource.Load(templateFile, path, loaded.Tokenizer);
+            var (chat, missing) = ChatPromptSource.Load(templateFile, loaded);
             lm = where.Cuda ? where.Load(loaded.Weights, threads) : new Transformer(loaded.Weights, new Parallelism(threads), 256);
             if (where.Cuda) DeviceChoice.Check(lm, config);
             InferenceEngine engine;
@@ -94,7 +97,7 @@ public sealed class EngineSetup
                 throw new CliException($"--kv-budget: {e.Message}");
             }
             var id = Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
-            return new Built(loaded, lm, engine, chat, id);
+            return new Built(loaded, lm, engine, chat, missing, id);
         }
         catch
         {

@@ -68,7 +68,7 @@ public static class ServeCommand
             var e = built.Engine;
             Console.Error.WriteLine($"kvq serve: {options.ModelId} on {e.Model.Device}, KV {e.Options.Kv.Name} in {Bytes.Format(e.Pool.BudgetBytes)} " +
                                     $"({e.Pool.Blocks} blocks of {e.Pool.BlockTokens} tokens), context {e.ContextTokens}, " +
-                                    $"chat {(options.ChatPrompt != null ? "on" : "off (no chat template)")}, " +
+                                    $"chat {(options.ChatPrompt != null ? "on" : $"off ({built.ChatMissing}; --chat-template FILE)")}, " +
                                     $"API key {(options.ApiKey != null ? "required" : "off")}");
             Console.Error.WriteLine($"kvq serve: listening on {server.BaseAddress} (Ctrl-C or SIGTERM to stop)");
             // Returns once a stop signal has come and in-flight requests drained (or were cut off at the bound).

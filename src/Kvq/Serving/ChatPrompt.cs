@@ -1,5 +1,5 @@
-using System.Text.Json;
-using Kvq.Formats.Gguf;
+using Kvq.Chat;
+using Kvq.Model;
 using Kvq.Tokenizers;
 
 namespace Kvq.Serving;
@@ -26,37 +26,9 @@ public sealed class ChatPromptException(string message, bool refused, Exception?
     public bool Refused { get; } = refused;
 }
 
-/// <summary>Finding a model's chat template, and turning rendered prompts into tokens.</summary>
+/// <summary>Turning rendered prompts into tokens.</summary>
 public static class ChatPrompts
 {
-    /// <summary>The chat template a model ships: GGUF metadata <c>tokenizer.chat_template</c>, or
-    /// <c>chat_template</c> in a Hugging Face folder's tokenizer_config.json (a string, or a list of named templates of
-    /// which "default" is taken); null when it has none (llama2.c checkpoints never do).</summary>
-    public static string? FindTemplateSource(string modelPath)
-    {
-        if (Directory.Exists(modelPath))
-        {
-            var config = Path.Combine(modelPath, "tokenizer_config.json");
-            if (!File.Exists(config)) return null;
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(config));
-            if (!doc.RootElement.TryGetProperty("chat_template", out var t)) return null;
-            if (t.ValueKind == JsonValueKind.String) return t.GetString();
-            if (t.ValueKind == JsonValueKind.Array)
-                foreach (var named in t.EnumerateArray())
-                    if (named.TryGetProperty("name", out var n) && n.GetString() == "default" && named.TryGetProperty("template", out var s))
-                        return s.GetString();
-            return null;
-        }
-        if (!File.Exists(modelPath)) return null;
-        using (var fs = File.OpenRead(modelPath))
-        {
-            Span<byte> magic = stackalloc byte[4];
-            if (fs.Read(magic) != 4 || BitConverter.ToUInt32(magic) != GgufFile.Magic) return null;
-        }
-        using var gguf = GgufFile.Open(modelPath);
-        return gguf.TryGetString("tokenizer.chat_template");
-    }
-
     /// <summary>Prompt tokens of a rendered conversation. The template writes special tokens as text (its turn
     /// markers, often BOS), so they are parsed as special tokens; BOS is put in front only when the model wants one and
     /// the template did not write it.</summary>
@@ -65,5 +37,37 @@ public static class ChatPrompts
         string bos = tokenizer.BosId >= 0 ? tokenizer.Piece(tokenizer.BosId) : "";
         bool bosWritten = bos.Length > 0 && prompt.StartsWith(bos, StringComparison.Ordinal);
         return tokenizer.Encode(prompt, addBos: tokenizer.AddBos && !bosWritten, parseSpecial: true);
+    }
+}
+
+/// <summary>The <see cref="IChatPrompt"/> of a Jinja chat template (<see cref="ChatTemplate"/>), rendered with the
+/// model's bos/eos tokens and the generation prompt on.</summary>
+public sealed class TemplateChatPrompt(ChatTemplate template, ChatTemplateContext context) : IChatPrompt
+{
+    public ChatTemplate Template { get; } = template;
+
+    /// <summary>The model's own template; null when it has none.</summary>
+    /// <exception cref="ChatTemplateException">the model's template is not one Kvq can parse.</exception>
+    public static TemplateChatPrompt? For(LoadedModel model) =>
+        model.ChatTemplate is { } t ? new TemplateChatPrompt(t, model.ChatContext()) : null;
+
+    /// <summary>A template's source (e.g. --chat-template FILE) for this tokenizer.</summary>
+    /// <exception cref="ChatTemplateException">the source is not a template Kvq can parse.</exception>
+    public static TemplateChatPrompt Parse(string source, ITokenizer tokenizer) =>
+        new(ChatTemplate.Parse(source), ChatTemplateContext.For(tokenizer));
+
+    public string Render(IReadOnlyList<ChatTurn> messages)
+    {
+        var list = new List<ChatMessage>(messages.Count);
+        foreach (var m in messages) list.Add(new ChatMessage(m.Role, m.Content));
+        try
+        {
+            return Template.Render(list, context);
+        }
+        catch (ChatTemplateException e)
+        {
+            bool refused = e.Kind == ChatTemplateErrorKind.Raised;
+            throw new ChatPromptException(refused ? e.Reason : e.Message, refused, e);
+        }
     }
 }

@@ -105,3 +105,49 @@ public sealed class ChatSessionTests : IDisposable
         Assert.Equal(["system", "user", "assistant"], session.History.Select(t => t.Role));
     }
 }
+
+/// <summary>`kvq chat` end to end through Program.Main, stdin and stdout redirected: with the model's own template
+/// (a GGUF carrying tokenizer.chat_template) and with --chat-template FILE.</summary>
+[Collection(Kvq.Tests.Eval.ConsoleCollection.Name)]
+public sealed class ChatCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("kvq-chat-cli-").FullName;
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
+    }
+
+    private const string ChatMl = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}" +
+                                  "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    private static (int Code, string Out, string Err) Chat(string stdin, params string[] args) =>
+        Kvq.Tests.Eval.InProcessCli.RunWithInput(stdin, ["chat", .. args]);
+
+    [Fact]
+    public void ChatsWithTheTemplateInTheModelFile()
+    {
+        var model = Kvq.Tests.Model.TinyModelWriter.Write(new Kvq.Tests.Model.TinyModelSpec(), _dir, w => w.Add(Kvq.Chat.ChatTemplates.GgufKey, ChatMl));
+        var save = Path.Combine(_dir, "c.json");
+        var r = Chat($"Hello there\nAnd again\n/save {save}\n", "--model", model, "--max-tokens", "5", "--temperature", "0", "--threads", "1");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Equal(2, r.Err.Split('\n').Count(l => l.StartsWith("[5 tokens", StringComparison.Ordinal)));
+        Assert.StartsWith("> ", r.Out);
+        var saved = JsonDocument.Parse(File.ReadAllText(save)).RootElement.GetProperty("messages");
+        Assert.Equal(4, saved.GetArrayLength());
+        Assert.Equal("And again", saved[2].GetProperty("content").GetString());
+    }
+
+    [Fact]
+    public void ChatsWithATemplateFileAndRefusesAModelWithout()
+    {
+        var template = Path.Combine(_dir, "chatml.jinja");
+        File.WriteAllText(template, ChatMl);
+        var r = Chat("Once upon a time\n/exit\n", "--model", Fixtures.StoriesGguf, "--chat-template", template, "--max-tokens", "8", "--threads", "1");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.True(r.Err.Contains("[8 tokens"), r.Err + "\nOUT:" + r.Out);
+        Kvq.Tests.Eval.InProcessCli.AssertUserError(Chat("hi\n", "--model", Fixtures.StoriesGguf), "no chat template");
+        File.WriteAllText(template, "{% if %}");
+        Kvq.Tests.Eval.InProcessCli.AssertUserError(Chat("hi\n", "--model", Fixtures.StoriesGguf, "--chat-template", template), "--chat-template");
+    }
+}

@@ -6,6 +6,14 @@ using Kvq.Micro;
 // dotnet run --project bench/Kvq.Micro -c Release -- --quick [specs] [rows]   interleaved best-of timing, no BDN
 // --quick exists for a shared, loaded machine: every kernel is timed in rounds that interleave the specs, and the
 // minimum over rounds is reported (load only ever adds time), so A/B comparisons come from one run.
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick-batch [model] [threads] [context] [batches] [kv]   batched decode
+if (args.Length > 0 && args[0] == "--quick-batch")
+{
+    BatchedDecode.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
+        args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 512,
+        (args.Length > 4 ? args[4] : "1,4,16,32").Split(',').Select(int.Parse).ToArray(), args.Length > 5 ? args[5] : "f16");
+    return;
+}
 if (args.Length > 0 && args[0] == "--quick-weights")
 {
     var types = (args.Length > 1 ? args[1] : "F16,Q8_0,Q4_0").Split(',').Select(Enum.Parse<Kvq.Tensors.GgmlType>).ToArray();

@@ -3,6 +3,7 @@
 # CPU and on CUDA with the same model and prompt. Greedy generation (CPU vs CUDA with f16 and f32 weights, texts
 # compared), perplexity on 2 windows of 512 tokens, and speed at 512/2048/4000 tokens. Every step runs even when
 # one fails; the exit code is non-zero if any did. Logs (NAME.out, NAME.err) land in $OUT (default /tmp/kvq-model).
+# STEPS="batch sevenb-batch ..." runs only the steps named (the others, and comparisons of steps not run, are skipped).
 set -uo pipefail
 stage="${STAGE:-.devrun-model}"
 out="${OUT:-/tmp/kvq-model}"
@@ -21,6 +22,7 @@ failed=()
 step() {
   local name=$1
   shift
+  if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then return 0; fi
   echo "== $name: $(printf "%q " "$@")"
   "$@" >"$out/$name.out" 2>"$out/$name.err"
   local rc=$?
@@ -34,6 +36,7 @@ step() {
 
 # same A B: whether two generations wrote the same text.
 same() {
+  if [ -n "${STEPS:-}" ] && { [[ " $STEPS " != *" $1 "* ]] || [[ " $STEPS " != *" $2 "* ]]; }; then return 0; fi
   if ! [ -s "$out/$1.out" ] || ! [ -s "$out/$2.out" ]; then
     echo "== $1 vs $2: NOT COMPARED (a run failed)"
   elif cmp -s "$out/$1.out" "$out/$2.out"; then
@@ -89,6 +92,12 @@ done
 # The whole forward pass of a LLaMA-7B-shaped model (random f16 weights made on the device), f16 vs KVQuant caches.
 step sevenb "$stage/check/ModelCheck" --sevenb "${SEVENB:-4096,16384}" --decode 32
 step sevenb-32k "$stage/check/ModelCheck" --sevenb 32768 --decode 32 --sevenb-kv f16,nuq4-1%,nuq2-1% --no-check
+
+# Batched steps (CudaTransformer.ForwardBatch, the serving engine's) against separate Forward calls, books-19m and 7B
+# shape; then the serving row: the largest batch of 8k-token sequences in 70 GB and its batched decode tok/s.
+if [ -f "$prof" ]; then step batch "$stage/check/ModelCheck" --batch --model "$model" --text "$text" --profile "$prof"
+else step batch "$stage/check/ModelCheck" --batch --model "$model" --text "$text"; fi
+step sevenb-batch "$stage/check/ModelCheck" --sevenb-batch "${SEVENB_BATCH_CTX:-8192}" --batch-steps 32 --batch-kv "${SEVENB_BATCH_KV:-f16,nuq4-1%,nuq2-1%}"
 
 # The run tool brings back at most 8 files: the logs travel as one archive.
 (cd "$out" && tar czf logs.tgz *.out *.err *.txt 2>/dev/null && rm -f *.out *.err)

@@ -8,17 +8,29 @@ namespace Kvq.Cuda;
 public sealed class DeviceBuffer : SafeHandle
 {
     private readonly IntPtr _ctx;
+    private readonly DeviceBuffer? _parent;   // a slice keeps its allocation alive; only the allocation is freed
     public long Bytes { get; }
     public ulong Pointer => IsInvalid || IsClosed ? throw new ObjectDisposedException(nameof(DeviceBuffer)) : (ulong)handle;
 
-    private DeviceBuffer(IntPtr ctx, ulong ptr, long bytes) : base(IntPtr.Zero, ownsHandle: true)
+    private DeviceBuffer(IntPtr ctx, ulong ptr, long bytes, DeviceBuffer? parent = null) : base(IntPtr.Zero, ownsHandle: parent == null)
     {
         _ctx = ctx;
+        _parent = parent;
         Bytes = bytes;
         SetHandle((IntPtr)(long)ptr);
     }
 
     public override bool IsInvalid => handle == IntPtr.Zero;
+
+    /// <summary>Bytes [offset, offset + bytes) of this allocation as a buffer of its own that frees nothing (the
+    /// allocation is freed with this buffer): many small arrays in one cuMemAlloc, which rounds every allocation up
+    /// to its page (2 MiB).</summary>
+    public DeviceBuffer Slice(long offset, long bytes)
+    {
+        if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "a device buffer needs at least one byte");
+        CheckRange(offset, bytes, "slice");
+        return new DeviceBuffer(_ctx, Pointer + (ulong)offset, bytes, _parent ?? this);
+    }
 
     internal static DeviceBuffer Allocate(CudaContext ctx, long bytes)
     {
@@ -66,6 +78,16 @@ public sealed class DeviceBuffer : SafeHandle
     {
         if (src.Bytes > Bytes) throw new ArgumentException($"copy of {src.Bytes} bytes into a {Bytes}-byte device buffer");
         Driver.Check(Driver.cuMemcpyDtoDAsync(Pointer, src.Pointer, (nuint)src.Bytes, stream?.Handle ?? IntPtr.Zero), $"cuMemcpyDtoDAsync_v2({src.Bytes} bytes)");
+    }
+
+    /// <summary>Device-to-device copy of <paramref name="bytes"/> bytes of <paramref name="src"/> at
+    /// <paramref name="srcOffset"/> to this buffer at <paramref name="dstOffset"/>.</summary>
+    public void CopyFromDevice(DeviceBuffer src, long srcOffset, long dstOffset, long bytes, CudaStream? stream = null)
+    {
+        src.CheckRange(srcOffset, bytes, "device copy");
+        CheckRange(dstOffset, bytes, "device copy");
+        Driver.Check(Driver.cuMemcpyDtoDAsync(Pointer + (ulong)dstOffset, src.Pointer + (ulong)srcOffset, (nuint)bytes, stream?.Handle ?? IntPtr.Zero),
+            $"cuMemcpyDtoDAsync_v2({bytes} bytes)");
     }
 
     public void Fill(byte value, CudaStream? stream = null) =>

@@ -60,6 +60,40 @@ public class CudaModelGpuTests
         Assert.Contains("capacity", full.Message);
     }
 
+    [GpuFact]
+    public void BatchedStepsGiveTheLogitsOfSeparateForwards()
+    {
+        using var loaded = ModelLoader.Load(BooksGguf());
+        var cfg = loaded.Weights.Config;
+        using var gpu = CudaTransformer.Load(loaded.Weights, new CudaModelOptions(CudaWeightType.F32, MaxBatch: 48));
+        var kv = new KvCacheConfig("f16", "f16");
+        using var pool = gpu.CreateCache(kv, 1024);
+        var rng = new Random(9);
+        int[] p0 = [.. Enumerable.Range(0, 30).Select(_ => rng.Next(3, cfg.VocabSize))], p1 = [.. Enumerable.Range(0, 17).Select(_ => rng.Next(3, cfg.VocabSize))];
+        // Alone: p0 then one decode token; p1 whole.
+        var w0 = new float[cfg.VocabSize];
+        var w1 = new float[cfg.VocabSize];
+        using (var s = pool.CreateSequence(64)) { gpu.Forward(p0, s, w0); gpu.Forward([5], s, w0); }
+        using (var s = pool.CreateSequence(64)) gpu.Forward(p1, s, w1);
+        // Together: p0's prompt, then its decode row beside p1's prompt in one step.
+        using var a = pool.CreateSequence(64);
+        using var b = pool.CreateSequence(64);
+        var scratch = new float[cfg.VocabSize];
+        gpu.ForwardBatch(p0, [new BatchSegment(a, 0, p0.Length, Decode: false, Logits: false)], scratch);
+        var both = new float[2 * cfg.VocabSize];
+        int[] step = [5, .. p1];
+        gpu.ForwardBatch(step, [new BatchSegment(a, 0, 1, Decode: true, Logits: true), new BatchSegment(b, 1, p1.Length, Decode: false, Logits: true)], both);
+        Assert.Equal(p0.Length + 1, a.Length);
+        Assert.Equal(p1.Length, b.Length);
+        foreach (var (want, got) in new[] { (w0, both[..cfg.VocabSize]), (w1, both[cfg.VocabSize..]) })
+        {
+            double num = 0, den = 0;
+            for (int i = 0; i < want.Length; i++) { double d = want[i] - got[i]; num += d * d; den += (double)want[i] * want[i]; }
+            Assert.True(Math.Sqrt(num / den) < 1e-4, $"logits rel L2 {Math.Sqrt(num / den):E2}");
+            Assert.Equal(Kvq.Bench.ThroughputBenchmark.Argmax(want), Kvq.Bench.ThroughputBenchmark.Argmax(got));
+        }
+    }
+
     private static int[] Greedy(ILanguageModel m, IKvSequence seq, int[] prompt, int n, int vocab)
     {
         var logits = new float[vocab];

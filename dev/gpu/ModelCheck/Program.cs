@@ -32,6 +32,13 @@ if (sevenB.Length > 0)
     return SevenB.Run(sevenB.Split(',').Select(int.Parse).ToArray(), int.Parse(Arg("--decode", "32")),
         Arg("--sevenb-kv", "f16,nuq4-1%,nuq2-1%,nuq2,nuq4-1%*").Split(','), args.Contains("--no-check"));
 
+if (args.Contains("--batch"))
+    return BatchCheck.RunAll(modelPath, profilePath, sink);
+var servingBatch = Arg("--sevenb-batch", "");
+if (servingBatch.Length > 0)
+    return ServingBatch.Run(int.Parse(servingBatch), int.Parse(Arg("--batch-steps", "32")), Arg("--batch-kv", "f16,nuq4-1%").Split(','),
+        double.Parse(Arg("--batch-budget-gb", "70")), int.Parse(Arg("--batch-max", "32")));
+
 using var loaded = ModelLoader.Load(modelPath);
 var cfg = loaded.Weights.Config;
 var cpu = new Transformer(loaded.Weights, new Parallelism(threads));

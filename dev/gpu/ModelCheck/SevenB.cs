@@ -103,17 +103,20 @@ internal static class SevenB
         return x;
     }
 
-    private static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values) Codecs(string spec)
+    internal static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values) Codecs(string spec) => Codecs(spec, Config.KvHeads, Config.HeadDim);
+
+    /// <summary>Hand-made KVQuant codecs (zero 0, range 1.75 per channel, uniform codebooks) for any shape.</summary>
+    internal static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values) Codecs(string spec, int kvHeads, int headDim)
     {
         var s = KvQuantSpec.TryParse(spec) ?? throw new ArgumentException(spec);
-        var zero = new float[Config.HeadDim];
-        var range = Enumerable.Repeat(1.75f, Config.HeadDim).ToArray();
-        var keys = new NuqChannelCodec[Config.KvHeads];
-        var values = new NuqTokenCodec[Config.KvHeads];
+        var zero = new float[headDim];
+        var range = Enumerable.Repeat(1.75f, headDim).ToArray();
+        var keys = new NuqChannelCodec[kvHeads];
+        var values = new NuqTokenCodec[kvHeads];
         for (int h = 0; h < keys.Length; h++)
         {
-            keys[h] = new NuqChannelCodec(s, KvSide.Key, 32, Config.HeadDim, zero, range, NuqCodebook.Uniform(s.Bits));
-            values[h] = new NuqTokenCodec(s, KvSide.Value, 32, Config.HeadDim, NuqCodebook.Uniform(s.Bits));
+            keys[h] = new NuqChannelCodec(s, KvSide.Key, 32, headDim, zero, range, NuqCodebook.Uniform(s.Bits));
+            values[h] = new NuqTokenCodec(s, KvSide.Value, 32, headDim, NuqCodebook.Uniform(s.Bits));
         }
         return (keys, values);
     }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Kvq.Bench.Serving;
 using Kvq.Cli.Commands.Eval;
+using Kvq.Cli.Validation;
 using Kvq.IO;
 using Kvq.Model;
 using Kvq.Serving;
@@ -25,17 +26,17 @@ public static class BenchServeCommand
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var budget = new Option<string>("--kv-budget") { Description = "bytes the KV cache may hold, e.g. 64MiB, 2GiB", DefaultValueFactory = _ => "64MiB" };
-        var requests = new Option<int>("--requests", "-n") { Description = "requests to send", DefaultValueFactory = _ => 32 };
-        var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length in tokens", DefaultValueFactory = _ => 2000 };
-        var outputTokens = new Option<int>("--output-tokens") { Description = "tokens each request generates", DefaultValueFactory = _ => 200 };
-        var spread = new Option<double>("--length-spread") { Description = "lengths uniform in [L(1-s), L(1+s)], seeded (0: fixed)" };
-        var shared = new Option<double>("--shared-prefix") { Description = "share of each prompt that is the same in every request (0..1)" };
+        var requests = CheckedOption.Int("--requests", "requests to send", 32, ValueRange.Between(1, 1_000_000), null, "-n");
+        var promptTokens = CheckedOption.Int("--prompt-tokens", "prompt length in tokens", 2000, ValueRange.AtLeast(1));
+        var outputTokens = CheckedOption.Int("--output-tokens", "tokens each request generates", 200, ValueRange.AtLeast(1));
+        var spread = CheckedOption.Float("--length-spread", "lengths uniform in [L(1-s), L(1+s)], seeded (0: fixed)", 0, ValueRange.Between(0, 0.99));
+        var shared = CheckedOption.Float("--shared-prefix", "share of each prompt that is the same in every request", 0, ValueRange.Between(0, 1));
         var concurrency = new Option<string>("--concurrency", "-C") { Description = "closed-loop clients; a list gives one row each, e.g. 1,8,32", DefaultValueFactory = _ => "32" };
-        var rate = new Option<double?>("--rate") { Description = "open loop instead: Poisson arrivals, requests per second" };
-        var seed = new Option<int>("--seed") { Description = "seed of lengths and arrivals", DefaultValueFactory = _ => 1 };
+        var rate = CheckedOption.Float("--rate", "open loop instead: Poisson arrivals, requests per second (0: closed loop)", 0, ValueRange.AtLeast(0));
+        var seed = CheckedOption.Int("--seed", "seed of lengths and arrivals", 1, ValueRange.AtLeast(0));
         var noPrefix = new Option<bool>("--no-prefix-cache") { Description = "turn the prefix cache off" };
-        var maxRunning = new Option<int>("--max-running") { Description = "sequences in flight at most", DefaultValueFactory = _ => 256 };
-        var step = new Option<int>("--step-tokens") { Description = "tokens per step (decode tokens + prompt chunks)", DefaultValueFactory = _ => 256 };
+        var maxRunning = CheckedOption.Int("--max-running", "sequences in flight at most", 256, ValueRange.Between(1, 65536));
+        var step = CheckedOption.Int("--step-tokens", "tokens per step (decode tokens + prompt chunks)", 256, ValueRange.Between(16, 65536));
         var text = new Option<string?>("--text") { Description = "text the prompts are cut from (default: ../shared/text/books/pg2489_moby_dick.txt)" };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
@@ -48,18 +49,11 @@ public static class BenchServeCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             long kvBudget = ParseBudget(r.GetValue(budget)!);
-            int n = Positive("--requests", r.GetValue(requests));
-            int pt = Positive("--prompt-tokens", r.GetValue(promptTokens));
-            int ot = Positive("--output-tokens", r.GetValue(outputTokens));
+            int n = r.GetValue(requests), pt = r.GetValue(promptTokens), ot = r.GetValue(outputTokens);
             double sp = r.GetValue(spread), sh = r.GetValue(shared);
-            if (!(sp >= 0 && sp < 1)) throw new CliException($"--length-spread must be in [0, 1) (got {sp})");
-            if (!(sh >= 0 && sh <= 1)) throw new CliException($"--shared-prefix must be in [0, 1] (got {sh})");
+            double? arrivals = r.GetValue(rate) is > 0 and var q ? q : null;
             var clients = ListArgument.Ints("--concurrency", r.GetValue(concurrency), 1);
-            if (r.GetValue(rate) is { } q && !(q > 0 && double.IsFinite(q))) throw new CliException($"--rate must be a positive number (got {q})");
-            int th = r.GetValue(threads);
-            if (th < 1 || th > 4 * Environment.ProcessorCount) throw new CliException($"--threads must be in 1..{4 * Environment.ProcessorCount} (got {th})");
-            int stepTokens = r.GetValue(step);
-            if (stepTokens < 16) throw new CliException($"--step-tokens must be at least 16 (got {stepTokens})");
+            int th = r.GetValue(threads), stepTokens = r.GetValue(step);
 
             var path = DefaultPaths.ResolveModel(r.GetValue(model));
             using var loaded = ModelLoader.Load(path);
@@ -81,7 +75,7 @@ public static class BenchServeCommand
                 var workload = new ServeWorkload
                 {
                     Requests = n, PromptTokens = pt, OutputTokens = ot, LengthSpread = sp, SharedPrefix = sh, Concurrency = c,
-                    ArrivalRate = r.GetValue(rate), Seed = r.GetValue(seed),
+                    ArrivalRate = arrivals, Seed = r.GetValue(seed),
                 };
                 IReadOnlyList<ServeRequest> list;
                 try { list = workload.Build(tokens, loaded.Tokenizer.AddBos ? loaded.Tokenizer.BosId : -1); }
@@ -116,9 +110,6 @@ public static class BenchServeCommand
         try { return Bytes.Parse(text); }
         catch (FormatException e) { throw new CliException($"--kv-budget: {e.Message}"); }
     }
-
-    private static int Positive(string option, int value) =>
-        value >= 1 ? value : throw new CliException($"{option} must be at least 1 (got {value})");
 
     private static void Print(List<ServeBenchResult> rows, ILanguageModel model)
     {

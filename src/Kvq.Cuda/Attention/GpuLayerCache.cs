@@ -9,6 +9,8 @@ namespace Kvq.Cuda.Attention;
 public abstract class GpuLayerCache : IDisposable
 {
     protected readonly List<DeviceBuffer> Buffers = new();
+    /// <summary>Where the arrays come from when given (a sequence's one allocation for all its layers), else cuMemAlloc each.</summary>
+    protected DeviceArena? Arena;
     public DecodeShape Shape { get; }
     public long Tokens { get; protected set; }
     public long Padded { get; }
@@ -41,12 +43,25 @@ public abstract class GpuLayerCache : IDisposable
         return all;
     }
 
+    /// <summary>Makes this cache a device copy of <paramref name="source"/> (every array and the token count): a fork of
+    /// a sequence's cache. Both must have been made alike (same layout, shape, capacity and sink).</summary>
+    internal void CopyFrom(GpuLayerCache source)
+    {
+        if (source.GetType() != GetType() || source.Buffers.Count != Buffers.Count || source.Name != Name || source.Sink != Sink)
+            throw new ArgumentException($"a {source.Name} cache cannot be copied into a {Name} cache");
+        for (int i = 0; i < Buffers.Count; i++)
+            if (Buffers[i].Bytes != source.Buffers[i].Bytes)
+                throw new ArgumentException($"caches of different capacities ({source.Padded} and {Padded} tokens) cannot be copied into each other");
+        for (int i = 0; i < Buffers.Count; i++) Buffers[i].CopyFromDevice(source.Buffers[i]);
+        Tokens = source.Tokens;
+    }
+
     /// <summary>Bytes one decode pass must read from this cache (the stream's real tokens, not the padding).</summary>
     public abstract long BytesPerDecode { get; }
 
     protected DeviceBuffer Alloc(CudaContext ctx, long bytes)
     {
-        var b = ctx.Allocate(Math.Max(bytes, 16));
+        var b = Arena?.Take(Math.Max(bytes, 16)) ?? ctx.Allocate(Math.Max(bytes, 16));
         b.Fill(0);   // padding must decode to finite values: masked tokens still meet p = 0 in the value sum
         Buffers.Add(b);
         return b;
@@ -168,9 +183,12 @@ public sealed class NuqLayerCache : GpuLayerCache
 
     /// <summary>An empty cache with room for <paramref name="capacity"/> stream tokens; fill it with
     /// <see cref="Append"/> (and the sink with <see cref="FillSyntheticSink"/> or by the caller).</summary>
-    public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long capacity, int sink, NuqLayout layout = NuqLayout.Slots)
+    /// <param name="arena">Where the arrays come from (else one cuMemAlloc each); the caller disposes it after this cache.</param>
+    public NuqLayerCache(DecodeKernels kernels, DecodeShape shape, NuqLayerProfile profile, long capacity, int sink, NuqLayout layout = NuqLayout.Slots,
+        DeviceArena? arena = null)
         : base(shape, capacity, sink)
     {
+        Arena = arena;
         _kernels = kernels;
         Layout = layout;
         bool slots = layout == NuqLayout.Slots;
@@ -286,9 +304,41 @@ public sealed class NuqLayerCache : GpuLayerCache
 
     private DeviceBuffer Upload(CudaContext ctx, float[] data)
     {
-        var buf = ctx.Upload<float>(data);
+        var buf = Arena?.Take(data.Length * 4L) ?? ctx.Upload<float>(data);
+        if (Arena != null) buf.CopyFrom<float>(data);
         Buffers.Add(buf);
         return buf;
+    }
+
+    /// <summary>The sizes of the arrays an empty cache of <paramref name="capacity"/> tokens allocates, in order (for
+    /// sizing a <see cref="DeviceArena"/>).</summary>
+    public static IEnumerable<long> ArraySizes(DecodeShape shape, int bits, long capacity, int sink, NuqLayout layout)
+    {
+        long h = shape.KvHeads, d = shape.HeadDim, padded = DecodeShape.Padded(capacity);
+        long codes = h * (padded / DecodeShape.Tile) * bits * 32 * 4;
+        bool slots = layout == NuqLayout.Slots;
+        yield return codes;
+        if (slots)
+        {
+            yield return h * padded * DecodeShape.KeySlots * 2;
+            yield return h * padded * DecodeShape.KeySlots;
+        }
+        if (layout == NuqLayout.SparseKeys) yield return h * (padded / DecodeShape.Chunk) * DecodeShape.KeyListWords * 4;
+        yield return h * d * 4;
+        yield return h * d * 4;
+        yield return 64;
+        yield return codes;
+        yield return h * padded * 4;
+        if (slots)
+        {
+            yield return h * padded * DecodeShape.ValueSlots * 2;
+            yield return h * padded * DecodeShape.ValueSlots;
+        }
+        yield return 64;
+        yield return h * Math.Max(sink, 1) * d * 2;
+        yield return h * Math.Max(sink, 1) * d * 2;
+        yield return 64;
+        yield return 64;
     }
 
     private static float[] Pad16(float[] x)

@@ -55,10 +55,9 @@ extern "C" __global__ void embed_rows(const void* table, int f16, const int* ids
     else for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = ((const float*)table)[row * dim + i];
 }
 
-// y = x / sqrt(mean(x^2) + eps) * w per row (the CPU's (x * scale) * w), to f32 y and/or f16 yh. Grid: rows.
-extern "C" __global__ void rmsnorm_rows(const float* x, const float* w, int dim, float eps, float* y, u16* yh)
+// y = x / sqrt(mean(x^2) + eps) * w for one row xr (the CPU's (x * scale) * w), to row `out` of f32 y and/or f16 yh.
+__device__ __forceinline__ void rmsnorm_row(const float* xr, const float* w, int dim, float eps, long out, float* y, u16* yh)
 {
-    const float* xr = x + (long)blockIdx.x * dim;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss = __fadd_rn(ss, __fmul_rn(xr[i], xr[i]));
     ss = block_sum(ss);
@@ -66,9 +65,21 @@ extern "C" __global__ void rmsnorm_rows(const float* x, const float* w, int dim,
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
     {
         float v = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
-        if (y) y[(long)blockIdx.x * dim + i] = v;
-        if (yh) yh[(long)blockIdx.x * dim + i] = f2h(v);
+        if (y) y[out * dim + i] = v;
+        if (yh) yh[out * dim + i] = f2h(v);
     }
+}
+
+// RMSNorm per row, to f32 y and/or f16 yh (0 = skip). Grid: rows.
+extern "C" __global__ void rmsnorm_rows(const float* x, const float* w, int dim, float eps, float* y, u16* yh)
+{
+    rmsnorm_row(x + (long)blockIdx.x * dim, w, dim, eps, blockIdx.x, y, yh);
+}
+
+// RMSNorm of the rows rows[i] of x, to rows i of y / yh (a batch's last rows, for its logits). Grid: count.
+extern "C" __global__ void rmsnorm_gather(const float* x, const int* rows, const float* w, int dim, float eps, float* y, u16* yh)
+{
+    rmsnorm_row(x + (long)rows[blockIdx.x] * dim, w, dim, eps, blockIdx.x, y, yh);
 }
 
 extern "C" __global__ void to_f16(const float* x, u16* y, long n)
@@ -129,6 +140,18 @@ extern "C" __global__ void rope_rows(float* x, int heads, int hd, int ropeDims, 
     float* row = x + (long)blockIdx.x * hd;
     int ch = threadIdx.x;
     float r = ch < hd ? rope_channel(row, ch, ropeDims, neox, pos0 + t, scale, thetaScale) : 0.0f;
+    __syncthreads();
+    if (ch < hd) row[ch] = r;
+}
+
+// Rotates rows [n][heads][hd] in place, row t at its own position pos[t] (a batch of several sequences). Grid: n * heads
+// blocks of hd threads.
+extern "C" __global__ void rope_rows_at(float* x, int heads, int hd, int ropeDims, int neox, const int* pos, float scale, float thetaScale)
+{
+    int t = blockIdx.x / heads;
+    float* row = x + (long)blockIdx.x * hd;
+    int ch = threadIdx.x;
+    float r = ch < hd ? rope_channel(row, ch, ropeDims, neox, pos[t], scale, thetaScale) : 0.0f;
     __syncthreads();
     if (ch < hd) row[ch] = r;
 }

@@ -30,6 +30,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     private readonly DeviceBuffer? _bt;               // the block table on the device
     private readonly DeviceBuffer[] _sinkK, _sinkV;   // KVQuant: per layer, the sink tokens' f16 pre-RoPE copies
     private readonly NuqLayerCache[]? _lab;           // KVQuant in the kernel lab's decode layout (v6 kernels), contiguous
+    private readonly DeviceArena? _labArena;          // all layers' lab arrays in one allocation
     private readonly DecodeAttention? _labAttn;
     private readonly ulong[] _pendK, _pendV;          // lab layout: the chunk's key/value rows, encoded token by token at attention
     private readonly DeviceBuffer _part;
@@ -68,6 +69,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
             {
                 var dk = cache.LabKernels!();
                 _lab = new NuqLayerCache[_shape.Layers];
+                var decodeShape = new DecodeShape(_shape.KvHeads, _shape.GroupSize, _shape.HeadDim);
+                _labArena = new DeviceArena(_ctx, cache.Codecs!.Sum(c =>
+                    DeviceArena.SizeFor(NuqLayerCache.ArraySizes(decodeShape, c.Keys[0].Spec.Bits, Capacity, sink, layout))));
                 for (int l = 0; l < _shape.Layers; l++)
                 {
                     var (keys, values) = cache.Codecs![l];
@@ -79,7 +83,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
                         keys[h].Ranges.CopyTo(kr.AsSpan(h * _shape.HeadDim));
                     }
                     var profile = new NuqLayerProfile(_shape.KvHeads, _shape.HeadDim, kz, kr, keys[0].Codebook, values[0].Codebook);
-                    _lab[l] = new NuqLayerCache(dk, new DecodeShape(_shape.KvHeads, _shape.GroupSize, _shape.HeadDim), profile, Capacity, sink, layout);
+                    _lab[l] = new NuqLayerCache(dk, decodeShape, profile, Capacity, sink, layout, _labArena);
                 }
                 _labAttn = new DecodeAttention(dk, _shape.Rope.Base);
             }
@@ -256,6 +260,66 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         }
     }
 
+    /// <summary>
+    /// Makes this empty sequence a device copy of <paramref name="source"/>'s tokens (same model and KV format; a fork:
+    /// both go on independently). Paged layouts: this sequence takes blocks of its own pool and the source's blocks are
+    /// copied into them (every KV head and per-token array), with the sink copies; the kernel lab's contiguous layout:
+    /// every array of every layer (both sequences made with the same capacity).
+    /// </summary>
+    public void CopyFrom(CudaKvSequence source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (Length != 0 || _count.Any(c => c != 0)) throw new InvalidOperationException($"copy into a sequence that holds {Length} tokens");
+        if (!ReferenceEquals(source._kernels, _kernels) || source.Config.Name != Config.Name || source.Config.SinkTokens != Config.SinkTokens
+            || (source._lab == null) != (_lab == null) || (source._cache.Nuq == null) != (_cache.Nuq == null))
+            throw new ArgumentException($"a {source.Config.Name} sequence cannot be copied into a {Config.Name} sequence of {(ReferenceEquals(source._kernels, _kernels) ? "this" : "another")} model");
+        if (source._count.Any(c => c != source.Length)) throw new InvalidOperationException("copy of a sequence in the middle of a chunk");
+        if (source.Length > Capacity) throw new InvalidOperationException($"CUDA KV cache full: a copy of {source.Length} tokens exceeds its capacity of {Capacity}");
+        _ctx.MakeCurrent();
+        if (_lab != null)
+            for (int l = 0; l < _lab.Length; l++) _lab[l].CopyFrom(source._lab![l]);
+        else
+        {
+            Hold(source.Length);
+            int blocks = (source.Length + CudaKvCache.BlockTokens - 1) / CudaKvCache.BlockTokens;
+            for (int l = 0; l < _shape.Layers; l++)
+            {
+                if (_cache.Nuq is { } nuq)
+                {
+                    var from = source._cache.Nuq![l].PagedArrays;
+                    var to = nuq[l].PagedArrays;
+                    for (int a = 0; a < to.Length; a++) CopyBlocks(from[a].Buffer, source._cache.MaxTokens, source._blocks, to[a].Buffer, _cache.MaxTokens, to[a].SlotBytes, blocks);
+                    _sinkK[l].CopyFromDevice(source._sinkK[l]);
+                    _sinkV[l].CopyFromDevice(source._sinkV[l]);
+                }
+                else
+                {
+                    int slot = _shape.HeadDim * 2;
+                    CopyBlocks(source._cache.K[l], source._cache.MaxTokens, source._blocks, _cache.K[l], _cache.MaxTokens, slot, blocks);
+                    CopyBlocks(source._cache.V[l], source._cache.MaxTokens, source._blocks, _cache.V[l], _cache.MaxTokens, slot, blocks);
+                }
+            }
+        }
+        Array.Fill(_count, source.Length);
+        Length = source.Length;
+    }
+
+    /// <summary>Copies logical blocks [0, blocks) of an array laid out [KV head][cap][slotBytes] from the source's physical
+    /// blocks to this sequence's, one copy per KV head and run of blocks contiguous on both sides.</summary>
+    private void CopyBlocks(DeviceBuffer src, long srcCap, int[] srcBlocks, DeviceBuffer dst, long dstCap, int slotBytes, int blocks)
+    {
+        const int bt = CudaKvCache.BlockTokens;
+        for (int b = 0; b < blocks;)
+        {
+            int run = 1;
+            while (b + run < blocks && srcBlocks[b + run] == srcBlocks[b] + run && _blocks[b + run] == _blocks[b] + run) run++;
+            for (int h = 0; h < _shape.KvHeads; h++)
+                dst.CopyFromDevice(src, ((long)h * srcCap + (long)srcBlocks[b] * bt) * slotBytes, ((long)h * dstCap + (long)_blocks[b] * bt) * slotBytes,
+                    (long)run * bt * slotBytes);
+            b += run;
+        }
+    }
+
     public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
     {
         int len = n * _shape.KvDim;
@@ -306,7 +370,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
     /// and attention partials; with a cache of its own (<see cref="CudaTransformer.CreateSequence"/>), the whole pool.</summary>
     public long DeviceBytes =>
         (_ownsCache ? _cache.DeviceBytes : (long)_held * CudaKvCache.BlockTokens * _cache.BytesPerToken)
-        + (_lab?.Sum(l => l?.DeviceBytes ?? 0) ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
+        + (_labArena?.Bytes ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
         + (_bt?.Bytes ?? 0) + (_part?.Bytes ?? 0);
 
     private void Stage(ref DeviceBuffer? buf, ReadOnlySpan<float> data)
@@ -329,6 +393,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         foreach (var b in _sinkK) b?.Dispose();
         foreach (var b in _sinkV) b?.Dispose();
         if (_lab != null) foreach (var l in _lab) l?.Dispose();
+        _labArena?.Dispose();
         _labAttn?.Dispose();
         _bt?.Dispose();
         _part?.Dispose();

@@ -9,9 +9,10 @@ namespace Kvq.Cuda.Model;
 /// products, model.cu for RMSNorm, RoPE, SwiGLU, residual adds and attention. The same straight-line forward pass
 /// as the CPU <see cref="Transformer"/> (keys handed to the cache before RoPE, queries rotated here), so both give
 /// the same logits to f32 rounding with f32 weights; with f16 weights the products take f16 activations.
-/// Only the logits travel back to the host.
+/// Only the logits travel back to the host. Batched steps (<see cref="ForwardBatch"/>, the serving engine's): the rows
+/// of all sequences go through each weight matrix in one cuBLAS product, attention per sequence over its own cache.
 /// </summary>
-public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
+public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageModel, IDisposable
 {
     private readonly CudaContext _ctx;
     private readonly KernelLoader _loader;
@@ -24,6 +25,9 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
 
     private Attention.DecodeKernels LabKernels() => _lab ??= new Attention.DecodeKernels(_ctx, _loader);
     // Activations for one chunk of at most MaxBatch tokens, row-major [token][width].
+    // A batched step's ids, positions and logit rows (BatchLayout), uploaded once per step.
+    private readonly DeviceBuffer _step;
+    private readonly int[] _stepHost;
     private readonly DeviceBuffer _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits;
 
     public override ModelConfig Config { get; }
@@ -31,6 +35,8 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
     public override string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights";
     public override int Threads => 1;
     public override int MaxBatch { get; }
+    /// <summary>Most tokens one <see cref="ForwardBatch"/> step carries (all segments together): <see cref="MaxBatch"/>.</summary>
+    public int MaxBatchTokens => MaxBatch;
 
     /// <summary>Prefill attention on tensor cores (only with f16 weights; see <see cref="CudaModelOptions"/>).</summary>
     public bool TensorCorePrefill
@@ -41,6 +47,12 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
     public CudaDeviceInfo DeviceInfo => _ctx.Device;
     /// <summary>Device bytes of the weights.</summary>
     public long WeightBytes => _w.Bytes;
+    /// <summary>Free and total bytes of the device (cuMemGetInfo).</summary>
+    public (long Free, long Total) DeviceMemory()
+    {
+        _ctx.MakeCurrent();
+        return _ctx.MemoryInfo();
+    }
 
     private CudaTransformer(CudaContext ctx, ModelWeights weights, CudaModelOptions o)
         : this(ctx, weights.Config, o, k => new DeviceWeights(ctx, weights, o.Weights)) { }
@@ -74,6 +86,8 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
             _w = weights(_kernels);
             int b = MaxBatch;
             _ids = A(b);
+            _step = A(BatchLayout.StagingInts(b));
+            _stepHost = new int[BatchLayout.StagingInts(b)];
             _x = A((long)b * c.Dim);
             _xn = A((long)b * c.Dim);
             _xh = A((long)b * c.Dim, 2);
@@ -180,7 +194,52 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
         _kernels.Embed(_w.Embedding.Buffer, _f16, _ids, n, c.Dim, _x.Pointer);
         long pos0 = kv.Length;
         kv.BeginChunk(tokens);
+        Layers(n, kv, pos0, default, 0);
+        kv.Commit(n);
+    }
+
+    /// <summary>
+    /// One step over the rows of several sequences (<see cref="IBatchedLanguageModel"/>): every weight matrix is one
+    /// cuBLAS product over all rows (read once per step), RMSNorm, RoPE (each row at its own position) and SwiGLU run
+    /// over all rows, K/V appends and attention per segment on its sequence's device cache, and only the wanted rows'
+    /// logits are computed and copied back. The segments' sequences come from this model (<see cref="CreateSequence"/>,
+    /// <see cref="CreateCache"/>, <see cref="CreateKvQuantSequence"/>). No allocation per step: ids, positions and
+    /// logit rows go up in one copy into a buffer sized for <see cref="MaxBatchTokens"/>.
+    /// </summary>
+    public void ForwardBatch(ReadOnlySpan<int> tokens, ReadOnlySpan<BatchSegment> segments, Span<float> logits)
+    {
+        var c = Config;
+        int n = tokens.Length;
+        int wanted = BatchLayout.Stage(tokens, segments, MaxBatch, c.VocabSize, _stepHost);
+        if (logits.Length < (long)wanted * c.VocabSize)
+            throw new ArgumentException($"logits hold {logits.Length} floats; {wanted} rows of {c.VocabSize} are wanted", nameof(logits));
+        foreach (var s in segments)
+        {
+            if (s.Kv is not CudaKvSequence kv || !ReferenceEquals(kv.Cache.Kernels, _kernels))
+                throw new ArgumentException($"the CUDA model attends over its own device caches (CreateSequence), not a {s.Kv.GetType().Name}", nameof(segments));
+            if (kv.Length + s.Count > kv.Capacity)
+                throw new InvalidOperationException($"CUDA KV cache full: {kv.Length} + {s.Count} tokens exceed its capacity of {kv.Capacity} (create the sequence with a larger maxTokens)");
+        }
+        _ctx.MakeCurrent();
+        _step.CopyFrom<int>(_stepHost.AsSpan(0, 2 * n + wanted));
+        ulong ids = _step.Pointer, pos = ids + (ulong)(4L * n), rows = pos + (ulong)(4L * n);
+        _kernels.Embed(_w.Embedding.Buffer, _f16, ids, n, c.Dim, _x.Pointer);
+        foreach (var s in segments) s.Kv.BeginChunk(tokens.Slice(s.Start, s.Count));
+        Layers(n, null, 0, segments, pos);
+        foreach (var s in segments) s.Kv.Commit(s.Count);
+        if (wanted == 0) return;
+        _kernels.RmsNormGather(_x.Pointer, rows, wanted, _w.OutputNorm, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+        _w.Output.Apply(_blas, _f16 ? _xh.Pointer : _xn.Pointer, _logits.Pointer, wanted);
+        _logits.CopyTo(logits[..(wanted * c.VocabSize)]);
+    }
+
+    /// <summary>The layers over the n rows in _x: for one sequence <paramref name="one"/> at positions pos0.. (the
+    /// chunk path), else for <paramref name="segments"/>, row t at position pos[t] (device ints).</summary>
+    private void Layers(int n, CudaKvSequence? one, long pos0, ReadOnlySpan<BatchSegment> segments, ulong pos)
+    {
+        var c = Config;
         ulong xin = _f16 ? _xh.Pointer : _xn.Pointer;
+        ulong kvRow = (ulong)c.KvDim * 4, qRow = (ulong)c.QDim * 4;
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _w.Layers[l];
@@ -192,9 +251,23 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
             if (w.Bq != null) _kernels.AddBias(_q.Pointer, w.Bq, c.QDim, (long)n * c.QDim);
             if (w.Bk != null) _kernels.AddBias(_k.Pointer, w.Bk, c.KvDim, (long)n * c.KvDim);
             if (w.Bv != null) _kernels.AddBias(_v.Pointer, w.Bv, c.KvDim, (long)n * c.KvDim);
-            _kernels.Rope(_q.Pointer, n, c.Heads, _rope, pos0);
-            kv.AppendDevice(l, _k.Pointer, _v.Pointer, n);
-            kv.AttendDevice(l, _q.Pointer, n, _att.Pointer);
+            if (one != null)
+            {
+                _kernels.Rope(_q.Pointer, n, c.Heads, _rope, pos0);
+                one.AppendDevice(l, _k.Pointer, _v.Pointer, n);
+                one.AttendDevice(l, _q.Pointer, n, _att.Pointer);
+            }
+            else
+            {
+                _kernels.RopeAt(_q.Pointer, n, c.Heads, _rope, pos);
+                foreach (var s in segments)
+                {
+                    var kv = (CudaKvSequence)s.Kv;
+                    ulong at = (ulong)s.Start;
+                    kv.AppendDevice(l, _k.Pointer + at * kvRow, _v.Pointer + at * kvRow, s.Count);
+                    kv.AttendDevice(l, _q.Pointer + at * qRow, s.Count, _att.Pointer + at * qRow);
+                }
+            }
             if (_f16) _kernels.ToF16(_att.Pointer, _atth.Pointer, (long)n * c.QDim);
             w.Wo.Apply(_blas, _f16 ? _atth.Pointer : _att.Pointer, _proj.Pointer, n);
             _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
@@ -207,7 +280,6 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
             w.WDown.Apply(_blas, _f16 ? _gateh.Pointer : _gate.Pointer, _proj.Pointer, n);
             _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
         }
-        kv.Commit(n);
     }
 
     /// <summary>Final norm and output projection for chunk rows [first, first+count), copied to the host.</summary>
@@ -222,7 +294,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IDisposable
 
     public void Dispose()
     {
-        foreach (var b in new[] { _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits }) b?.Dispose();
+        foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits }) b?.Dispose();
         _w?.Dispose();
         _lab?.Dispose();
         _blas.Dispose();

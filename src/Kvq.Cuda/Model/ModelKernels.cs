@@ -21,12 +21,18 @@ internal sealed class ModelKernels : IDisposable
 
     private static LaunchShape Elementwise(long n) => LaunchShape.Grid1((n + Threads - 1) / Threads, Threads);
 
-    public void Embed(DeviceBuffer table, bool f16, DeviceBuffer ids, int n, int dim, ulong x) =>
+    public void Embed(DeviceBuffer table, bool f16, DeviceBuffer ids, int n, int dim, ulong x) => Embed(table, f16, ids.Pointer, n, dim, x);
+
+    public void Embed(DeviceBuffer table, bool f16, ulong ids, int n, int dim, ulong x) =>
         K("embed_rows").Launch(LaunchShape.Grid1(n, 128), _a.Clear().Add(table).Add(f16 ? 1 : 0).Add(ids).Add(dim).Add(x));
 
     /// <summary>RMSNorm of <paramref name="rows"/> rows to f32 <paramref name="y"/> and/or f16 <paramref name="yh"/> (0 = skip).</summary>
     public void RmsNorm(ulong x, DeviceBuffer w, int rows, int dim, float eps, ulong y, ulong yh) =>
         K("rmsnorm_rows").Launch(LaunchShape.Grid1(rows, 256), _a.Clear().Add(x).Add(w).Add(dim).Add(eps).Add(y).Add(yh));
+
+    /// <summary>RMSNorm of rows <paramref name="rows"/>[i] (device int array) of x to rows i of y / yh (0 = skip).</summary>
+    public void RmsNormGather(ulong x, ulong rows, int count, DeviceBuffer w, int dim, float eps, ulong y, ulong yh) =>
+        K("rmsnorm_gather").Launch(LaunchShape.Grid1(count, 256), _a.Clear().Add(x).Add(rows).Add(w).Add(dim).Add(eps).Add(y).Add(yh));
 
     public void SinkWrite(ulong k, ulong v, int kvHeads, int headDim, long pos, int sink, ulong sinkK, ulong sinkV) =>
         K("sink_write").Launch(LaunchShape.Grid1(kvHeads, Pad32(headDim)), _a.Clear().Add(k).Add(v).Add(headDim).Add(pos).Add(sink).Add(sinkK).Add(sinkV));
@@ -47,6 +53,11 @@ internal sealed class ModelKernels : IDisposable
     public void Rope(ulong x, int rows, int heads, RopeParams r, long pos0) =>
         K("rope_rows").Launch(LaunchShape.Grid1((long)rows * heads, Pad32(r.HeadDim)),
             _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(r.Scale).Add(r.ThetaScale));
+
+    /// <summary>RoPE of rows [n][heads][head dim], row t at position <paramref name="pos"/>[t] (device int array).</summary>
+    public void RopeAt(ulong x, int rows, int heads, RopeParams r, ulong pos) =>
+        K("rope_rows_at").Launch(LaunchShape.Grid1((long)rows * heads, Pad32(r.HeadDim)),
+            _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos).Add(r.Scale).Add(r.ThetaScale));
 
     /// <summary>Stores n tokens' keys (rotated at pos0 + t, f16) and values (f16) at slots slot0 + t.</summary>
     public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc, ulong bt) =>

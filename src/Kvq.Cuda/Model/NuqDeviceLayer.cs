@@ -87,7 +87,15 @@ internal sealed class NuqDeviceLayer : IDisposable
             throw;
         }
         BytesPerToken = h * (kw * 4L + KeySlots * 3L + vw * 4L + 4 + vs * 3L);
+        PagedArrays =
+        [
+            (KCodes, kw * 4), (KSlotV, Math.Max(KeySlots, 1) * 2), (KSlotC, Math.Max(KeySlots, 1)),
+            (VCodes, vw * 4), (VZeroRange, 4), (VSlotV, Math.Max(vs, 1) * 2), (VSlotC, Math.Max(vs, 1)),
+        ];
     }
+
+    /// <summary>The per-token arrays, each [KV head][<see cref="Capacity"/>][bytes per slot]: what a block copy moves.</summary>
+    public (DeviceBuffer Buffer, int SlotBytes)[] PagedArrays { get; }
 
     /// <summary>The CPU codecs of one layer's KV heads when they are ones this cache mirrors (pre-RoPE per-channel
     /// nuq keys, per-token nuq values), else null.</summary>

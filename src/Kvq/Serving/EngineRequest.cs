@@ -67,6 +67,8 @@ internal sealed class EngineRequest
     public int CachedPromptTokens { get; set; }
     public int Preemptions { get; set; }
     public volatile bool CancelRequested;
+    /// <summary>The caller's cancellation hook, removed when the request ends (a long-lived token must not collect them).</summary>
+    public CancellationTokenRegistration Registration { get; set; }
 
     public TimeSpan Elapsed => _clock.Elapsed;
 
@@ -113,6 +115,7 @@ internal sealed class EngineRequest
             }
         }
         _events.Writer.TryComplete();
+        Registration.Dispose();
         _done.TrySetResult(new CompletionResult(_text.ToString(), Tokens.GetRange(PromptLength, Generated), PromptLength, Generated,
             CachedPromptTokens, reason, _firstToken, _clock.Elapsed, Preemptions));
     }
@@ -121,6 +124,7 @@ internal sealed class EngineRequest
     public void Fail(Exception error)
     {
         State = RequestState.Finished;
+        Registration.Dispose();
         _events.Writer.TryComplete(error);
         _done.TrySetException(error);
     }

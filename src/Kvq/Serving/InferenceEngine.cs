@@ -84,7 +84,7 @@ public sealed class InferenceEngine : IDisposable
         var r = new EngineRequest(id, id, request, Tokenizer);
         Metrics.PromptTokens.Add(r.PromptLength);
         if (cancel.CanBeCanceled)
-            cancel.Register(static state =>
+            r.Registration = cancel.Register(static state =>
             {
                 var (engine, req) = ((InferenceEngine, EngineRequest))state!;
                 engine.Cancel(req);
@@ -158,6 +158,16 @@ public sealed class InferenceEngine : IDisposable
             catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
                 break;
+            }
+            catch (Exception e)
+            {
+                // A fault outside any one request (scheduling, a step handler): the requests in flight end with it,
+                // the engine goes on with new ones.
+                foreach (var r in _scheduler.All.ToList())
+                {
+                    _scheduler.Remove(r);
+                    r.Fail(new InvalidOperationException($"the engine failed while request {r.Id} was in flight: {e.Message}", e));
+                }
             }
         }
         // Shutting down: whatever is still queued or running ends as cancelled.
@@ -265,7 +275,7 @@ public sealed class InferenceEngine : IDisposable
             _batched.ForwardBatch(tokens, segments, logits);
             return;
         }
-        // A model without a batched step (the GPU model for now): each sequence on its own.
+        // A model without a batched step: each sequence on its own.
         int vocab = _model.Config.VocabSize, row = 0;
         var scratch = new float[vocab];
         foreach (var s in segments)

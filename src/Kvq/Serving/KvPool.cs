@@ -5,8 +5,9 @@ namespace Kvq.Serving;
 /// <summary>
 /// The engine's one KV cache, sized from a byte budget: a block pool of <see cref="Blocks"/> blocks, plus what each
 /// running sequence keeps outside blocks (staging of recent tokens for whole-block formats, exact sink copies),
-/// reserved as <see cref="BlocksPerSequence"/> blocks of the pool's count while the sequence runs. Blocks held,
-/// blocks cached for prefix reuse and the reservations together never pass the budget.
+/// reserved as <see cref="BlocksPerSequence"/> blocks of the pool's count while the sequence runs, and, with sink
+/// tokens, the fixed bank of cached prefixes' sink copies. Blocks held, blocks cached for prefix reuse and the
+/// reservations together never pass the budget.
 /// </summary>
 public sealed class KvPool
 {
@@ -21,6 +22,8 @@ public sealed class KvPool
     /// <summary><see cref="BytesPerSequence"/> in whole blocks, reserved per running sequence.</summary>
     public int BlocksPerSequence { get; }
     public int BlockTokens => Cache.Config.BlockTokens;
+    /// <summary>Bytes reserved for the sink copies of cached prefixes (0 without sink tokens).</summary>
+    public long SinkBankBytes { get; }
 
     public KvPool(KvShape shape, KvCacheConfig config, long budgetBytes)
     {
@@ -32,7 +35,8 @@ public sealed class KvPool
         BytesPerBlock = probe.BytesPerBlock;
         using (var seq = probe.CreateSequence()) BytesPerSequence = seq.Memory().StagingBytes;
         BlocksPerSequence = (int)((BytesPerSequence + BytesPerBlock - 1) / BytesPerBlock);
-        long blocks = budgetBytes / BytesPerBlock;
+        SinkBankBytes = probe.SinkBankBytes;
+        long blocks = (budgetBytes - SinkBankBytes) / BytesPerBlock;
         if (blocks < 1 + BlocksPerSequence)
             throw new EngineRequestException($"a KV budget of {Bytes.Format(budgetBytes)} holds no sequence of {config.Name}: one block is " +
                                              $"{Bytes.Format(BytesPerBlock)} ({config.BlockTokens} tokens) and a sequence keeps " +
@@ -50,5 +54,5 @@ public sealed class KvPool
 
     /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>) plus the reservations of
     /// <paramref name="running"/> sequences.</summary>
-    public long BytesInUse(int running) => Cache.AllocatedBytes + (long)running * BlocksPerSequence * BytesPerBlock;
+    public long BytesInUse(int running) => Cache.AllocatedBytes + (long)running * BlocksPerSequence * BytesPerBlock + SinkBankBytes;
 }

@@ -69,7 +69,18 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         while (budget > 0 && _running.Count < options.MaxRunning && _waiting.Count > 0)
         {
             var r = _waiting.Min!;
-            if (!TryAdmit(r)) break;
+            if (!TryAdmit(r))
+            {
+                // Nothing runs and it still does not fit: it has outgrown the whole budget (a preempted request that
+                // grew); waiting would never end.
+                if (_running.Count == 0)
+                {
+                    _waiting.Remove(r);
+                    OutOfBudget?.Invoke(r);
+                    continue;
+                }
+                break;
+            }
             int k = r.InPrompt ? PromptChunk(r, budget) : Math.Min(budget, r.Pending);
             if (k > 0 && TryPlan(r, k, decode: !r.InPrompt)) budget -= k;
             else break;

@@ -12,6 +12,7 @@ public class BatchedForwardTests
     [InlineData(GgmlType.F16, 1, 37)]
     [InlineData(GgmlType.F16, 7, 384)]
     [InlineData(GgmlType.F16, 13, 67)]
+    [InlineData(GgmlType.F16, 21, 160)]
     [InlineData(GgmlType.F32, 5, 96)]
     [InlineData(GgmlType.Q8_0, 6, 64)]
     public unsafe void MatVecRowsEqualsMatVecPerRowBitwise(GgmlType type, int n, int cols)
@@ -80,6 +81,25 @@ public class BatchedForwardTests
                 next[i] = Argmax(logits);
             }
         }
+    }
+
+    /// <summary>A steady-state batched decode step allocates nothing on the calling thread (no per-step buffers,
+    /// segment lists or scratch): 16 sequences, between block boundaries.</summary>
+    [Fact]
+    public void ABatchedDecodeStepAllocatesNothing()
+    {
+        var model = EngineFixtures.Model(EngineFixtures.Books, 64);
+        var cache = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f16"));
+        int vocab = model.Config.VocabSize, b = 16;
+        var seqs = Enumerable.Range(0, b).Select(_ => cache.CreateSequence()).ToArray();
+        var logits = new float[b * vocab];
+        for (int i = 0; i < b; i++) model.Forward(EngineFixtures.MobyPrompt(300 * i, 99), seqs[i], logits.AsSpan(0, vocab));
+        var segments = seqs.Select((s, i) => new BatchSegment(s, i, 1, Decode: true, Logits: true)).ToArray();
+        var tokens = Enumerable.Range(100, b).ToArray();
+        for (int step = 0; step < 5; step++) model.ForwardBatch(tokens, segments, logits); // positions 100..105, inside the 32-token block 96..127
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        model.ForwardBatch(tokens, segments, logits);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 
     [Fact]

@@ -35,10 +35,14 @@ internal static class EngineFixtures
     public static int[] StoriesPrompt(string text) => Stories.Tokenizer.Encode(text, addBos: true);
 
     public static InferenceEngine Engine(LoadedModel m, string kv, long budget, int maxRunning = 64, int stepTokens = 128,
-        bool prefixCache = true, IKvProfile? profile = null, PreemptionMode preemption = PreemptionMode.Recompute) =>
+        bool prefixCache = true, PreemptionMode preemption = PreemptionMode.Recompute) =>
+        Engine(m, KvCacheConfig.Parse(kv), budget, maxRunning, stepTokens, prefixCache, preemption);
+
+    public static InferenceEngine Engine(LoadedModel m, KvCacheConfig kv, long budget, int maxRunning = 64, int stepTokens = 128,
+        bool prefixCache = true, PreemptionMode preemption = PreemptionMode.Recompute) =>
         new(Model(m, stepTokens), m.Tokenizer, new EngineOptions
         {
-            Kv = KvCacheConfig.Parse(kv) with { Profile = profile },
+            Kv = kv,
             KvBudgetBytes = budget,
             MaxRunning = maxRunning,
             PrefixCache = prefixCache,
@@ -49,12 +53,15 @@ internal static class EngineFixtures
         new() { PromptTokens = prompt, MaxTokens = maxTokens, Sampler = SamplerOptions.Greedy, Priority = priority };
 
     /// <summary>The tokens <see cref="Generator"/> produces for the prompt on its own, greedy, outside the engine.</summary>
-    public static int[] SoloGreedy(LoadedModel m, int[] prompt, int maxTokens, string kv = "f16")
+    public static int[] SoloGreedy(LoadedModel m, int[] prompt, int maxTokens, string kv = "f16") =>
+        SoloGreedy(m, prompt, maxTokens, KvCacheConfig.Parse(kv));
+
+    public static int[] SoloGreedy(LoadedModel m, int[] prompt, int maxTokens, KvCacheConfig kv)
     {
         var model = Model(m, 64);
         var ids = new List<int>();
         var sampler = new Sampler(SamplerOptions.Greedy);
-        using var seq = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(kv)).CreateSequence();
+        using var seq = new PagedKvCache(model.KvShape, kv).CreateSequence();
         var logits = new float[model.Config.VocabSize];
         model.Forward(prompt, seq, logits);
         var history = new List<int>(prompt);

@@ -57,6 +57,26 @@ public class InferenceEngineTests
         Assert.Equal(results.Sum(r => r.Preemptions), engine.Snapshot().Preemptions);
     }
 
+    /// <summary>A lossy 3-bit KVQuant cache with an exact sink token, shared prompt prefixes and preemptions: each
+    /// request still gets exactly what it gets alone with the same cache format.</summary>
+    [Fact]
+    public async Task KvQuantRequestsSharingPrefixesUnderPressureGiveTheirLoneTokens()
+    {
+        var m = EngineFixtures.Books;
+        var profile = Kvq.Tests.Cache.Codecs.KvQuant.KvQuantTestData.Profile(EngineFixtures.Model(m).KvShape, tokens: 600);
+        var config = Kvq.Cache.KvCacheConfig.Parse("nuq3-1%") with { Profile = profile, SinkTokens = 1 };
+        var shared = EngineFixtures.MobyPrompt(20000, 100);
+        var prompts = Enumerable.Range(0, 8).Select(i => (int[])[.. shared, .. EngineFixtures.MobyPrompt(30000 + 500 * i, 30 + 11 * i).AsSpan(1)]).ToArray();
+        var expected = prompts.Select(p => EngineFixtures.SoloGreedy(m, p, 24, config)).ToArray();
+        var probe = new Kvq.Serving.KvPool(EngineFixtures.Model(m).KvShape, config, 64 << 20);
+        long budget = 30 * probe.BytesPerBlock + probe.Cache.SinkBankBytes;
+        using var engine = EngineFixtures.Engine(m, config, budget, stepTokens: 64);
+        var results = await Task.WhenAll(prompts.Select(p => EngineFixtures.Collect(engine.Submit(EngineFixtures.Greedy(p, 24)))));
+        for (int i = 0; i < prompts.Length; i++)
+            Assert.True(expected[i].SequenceEqual(results[i].Tokens), $"request {i} (preempted {results[i].Preemptions}x, cached {results[i].CachedPromptTokens})");
+        Assert.Contains(results, r => r.CachedPromptTokens == 96);
+    }
+
     [Fact]
     public async Task CancellingHalfTheRequestsMidStreamReturnsAllTheirBlocks()
     {
@@ -219,5 +239,61 @@ public class InferenceEngineTests
         Assert.Equal(FinishReason.Length, r.FinishReason);
         // 256 tokens in the cache, plus the last one sampled (it never needs a slot).
         Assert.Equal(257, r.PromptTokens + r.CompletionTokens);
+    }
+}
+
+/// <summary>A fault in a model step ends the requests in that step; the engine serves the next ones.</summary>
+public class InferenceEngineFaultTests
+{
+    /// <summary>The real model, except that a step carrying <see cref="Poison"/> throws.</summary>
+    private sealed class FaultyModel(Kvq.Model.Transformer inner) : Kvq.Model.IBatchedLanguageModel
+    {
+        public const int Poison = 313;
+        public Kvq.Model.ModelConfig Config => inner.Config;
+        public Kvq.Cache.KvShape KvShape => inner.KvShape;
+        public string Device => inner.Device;
+        public int Threads => inner.Threads;
+        public int MaxBatchTokens => inner.MaxBatchTokens;
+        public void Forward(ReadOnlySpan<int> tokens, Kvq.Cache.IKvSequence kv, Span<float> lastLogits, Span<float> allLogits = default) =>
+            inner.Forward(tokens, kv, lastLogits, allLogits);
+        public Kvq.Cache.IKvSequence CreateSequence(Kvq.Cache.KvCacheConfig config, int maxTokens) => inner.CreateSequence(config, maxTokens);
+        public void ForwardBatch(ReadOnlySpan<int> tokens, ReadOnlySpan<Kvq.Model.BatchSegment> segments, Span<float> logits)
+        {
+            if (tokens.Contains(Poison)) throw new InvalidOperationException("poisoned step");
+            inner.ForwardBatch(tokens, segments, logits);
+        }
+    }
+
+    [Fact]
+    public async Task AFailingStepEndsItsRequestsNotTheEngine()
+    {
+        var m = EngineFixtures.Stories;
+        using var engine = new InferenceEngine(new FaultyModel(EngineFixtures.Model(m)), m.Tokenizer, new EngineOptions
+        {
+            Kv = Kvq.Cache.KvCacheConfig.Parse("f32"), KvBudgetBytes = 4 << 20,
+        });
+        var bad = engine.Submit(EngineFixtures.Greedy([1, 50, FaultyModel.Poison, 60], 5));
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => bad.Completion);
+        Assert.Contains("poisoned step", e.Message);
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => { await foreach (var _ in bad) { } });
+        var good = await EngineFixtures.Collect(engine.Submit(EngineFixtures.Greedy(EngineFixtures.StoriesPrompt("Once upon a time"), 8)));
+        Assert.Equal(8, good.CompletionTokens);
+        Assert.Equal(0, engine.Pool.Cache.Sequences.Pool.HeldBlockCount);
+    }
+
+    [Fact]
+    public async Task AThrowingStepHandlerFailsTheRequestsInFlightAndTheEngineGoesOn()
+    {
+        using var engine = EngineFixtures.Engine(EngineFixtures.Stories, "f32", 4 << 20);
+        int throws = 1;
+        engine.StepCompleted += _ =>
+        {
+            if (Interlocked.Exchange(ref throws, 0) == 1) throw new InvalidOperationException("handler fault");
+        };
+        var first = engine.Submit(EngineFixtures.Greedy(EngineFixtures.StoriesPrompt("Once upon a time"), 30));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => first.Completion);
+        var next = await EngineFixtures.Collect(engine.Submit(EngineFixtures.Greedy(EngineFixtures.StoriesPrompt("Once upon a time"), 8)));
+        Assert.Equal(8, next.CompletionTokens);
+        Assert.Equal(0, engine.Pool.Cache.Sequences.Pool.HeldBlockCount);
     }
 }

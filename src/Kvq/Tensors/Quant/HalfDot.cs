@@ -67,8 +67,63 @@ public static unsafe class HalfDot
     {
         int t = 0;
         if (Avx512F.IsSupported && a.Length >= 16)
+        {
+            for (; t + 8 <= n; t += 8) Dot8Avx512(a, x + (long)t * xStride, xStride, y + (long)t * yStride, yStride);
             for (; t + 4 <= n; t += 4) Dot4Avx512(a, x + (long)t * xStride, xStride, y + (long)t * yStride, yStride);
+        }
         for (; t < n; t++) y[(long)t * yStride] = Dot(a, new ReadOnlySpan<float>(x + (long)t * xStride, a.Length));
+    }
+
+    /// <summary>Eight <see cref="DotAvx512"/>s sharing each converted chunk of the row (16 accumulators + 2 weight
+    /// registers of the 32: the f16 conversion, ~9 instructions per 16 weights, is paid once per 8 vectors).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot8Avx512(ReadOnlySpan<Half> a, float* x, int xStride, float* y, int yStride)
+    {
+        int n = a.Length;
+        fixed (Half* pa = a)
+        {
+            Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default;
+            Vector512<float> a30 = default, a31 = default, a40 = default, a41 = default, a50 = default, a51 = default;
+            Vector512<float> a60 = default, a61 = default, a70 = default, a71 = default;
+            float* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+            float* x4 = x + 4 * xStride, x5 = x + 5 * xStride, x6 = x + 6 * xStride, x7 = x + 7 * xStride;
+            int i = 0;
+            for (; i + 32 <= n; i += 32)
+            {
+                var w0 = F16ToF32(Vector256.Load((ushort*)pa + i));
+                var w1 = F16ToF32(Vector256.Load((ushort*)pa + i + 16));
+                a00 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x0 + i), a00); a01 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x0 + i + 16), a01);
+                a10 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x1 + i), a10); a11 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x1 + i + 16), a11);
+                a20 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x2 + i), a20); a21 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x2 + i + 16), a21);
+                a30 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x3 + i), a30); a31 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x3 + i + 16), a31);
+                a40 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x4 + i), a40); a41 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x4 + i + 16), a41);
+                a50 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x5 + i), a50); a51 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x5 + i + 16), a51);
+                a60 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x6 + i), a60); a61 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x6 + i + 16), a61);
+                a70 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x7 + i), a70); a71 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x7 + i + 16), a71);
+            }
+            for (; i + 16 <= n; i += 16)
+            {
+                var w0 = F16ToF32(Vector256.Load((ushort*)pa + i));
+                a00 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x0 + i), a00);
+                a10 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x1 + i), a10);
+                a20 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x2 + i), a20);
+                a30 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x3 + i), a30);
+                a40 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x4 + i), a40);
+                a50 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x5 + i), a50);
+                a60 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x6 + i), a60);
+                a70 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x7 + i), a70);
+            }
+            float s0 = Vector512.Sum(a00 + a01), s1 = Vector512.Sum(a10 + a11), s2 = Vector512.Sum(a20 + a21), s3 = Vector512.Sum(a30 + a31);
+            float s4 = Vector512.Sum(a40 + a41), s5 = Vector512.Sum(a50 + a51), s6 = Vector512.Sum(a60 + a61), s7 = Vector512.Sum(a70 + a71);
+            for (; i < n; i++)
+            {
+                float w = (float)pa[i];
+                s0 += w * x0[i]; s1 += w * x1[i]; s2 += w * x2[i]; s3 += w * x3[i];
+                s4 += w * x4[i]; s5 += w * x5[i]; s6 += w * x6[i]; s7 += w * x7[i];
+            }
+            y[0] = s0; y[yStride] = s1; y[2L * yStride] = s2; y[3L * yStride] = s3;
+            y[4L * yStride] = s4; y[5L * yStride] = s5; y[6L * yStride] = s6; y[7L * yStride] = s7;
+        }
     }
 
     /// <summary>Four <see cref="DotAvx512"/>s sharing each converted chunk of the row.</summary>

@@ -1,0 +1,64 @@
+using System.Diagnostics;
+using Kvq.Cache;
+using Kvq.Formats.Gguf;
+using Kvq.Model;
+using Kvq.Tensors;
+
+namespace Kvq.Micro;
+
+/// <summary>
+/// --quick-batch: decode speed of the serving engine's batched step (IBatchedLanguageModel.ForwardBatch, B decode
+/// rows through MatVecRows) against B sequences decoded one Forward at a time, books-19m, f16 cache. Interleaved
+/// rounds, best of each (load only adds time). A steady-state step allocates nothing (BatchedForwardTests).
+/// </summary>
+public static class BatchedDecode
+{
+    public static void Run(string modelPath, int threads, int context, int[] batches, string kv)
+    {
+        using var weights = GgufModelLoader.Load(modelPath);
+        var model = new Transformer(weights, new Parallelism(threads), 256);
+        int vocab = weights.Config.VocabSize;
+        const int Steps = 32, Rounds = 3;
+        var rng = new Random(11);
+        Console.WriteLine($"books-19m, {threads} threads, kv {kv}, context {context}, {Steps} decode steps, best of {Rounds} rounds");
+        Console.WriteLine("| sequences | batched tok/s | one at a time tok/s | batched / one at a time | vs 1 sequence |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|");
+        double single = 0;
+        foreach (int b in batches)
+        {
+            double bestBatched = 0, bestSeq = 0;
+            for (int round = 0; round < Rounds; round++)
+            {
+                foreach (bool batched in new[] { true, false })
+                {
+                    var cache = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(kv));
+                    var seqs = new PagedKvSequence[b];
+                    var logits = new float[b * vocab];
+                    for (int i = 0; i < b; i++)
+                    {
+                        seqs[i] = cache.CreateSequence();
+                        var prompt = new int[context];
+                        for (int t = 0; t < context; t++) prompt[t] = rng.Next(3, vocab);
+                        model.Forward(prompt, seqs[i], logits.AsSpan(0, vocab));
+                    }
+                    var tokens = new int[b];
+                    var segments = new BatchSegment[b];
+                    for (int i = 0; i < b; i++) segments[i] = new BatchSegment(seqs[i], i, 1, Decode: true, Logits: true);
+                    var sw = Stopwatch.StartNew();
+                    for (int s = 0; s < Steps; s++)
+                    {
+                        for (int i = 0; i < b; i++) tokens[i] = rng.Next(3, vocab);
+                        if (batched) model.ForwardBatch(tokens, segments, logits);
+                        else
+                            for (int i = 0; i < b; i++) model.Forward(tokens.AsSpan(i, 1), seqs[i], logits.AsSpan(i * vocab, vocab));
+                    }
+                    double tokS = b * Steps / sw.Elapsed.TotalSeconds;
+                    if (batched) bestBatched = Math.Max(bestBatched, tokS);
+                    else bestSeq = Math.Max(bestSeq, tokS);
+                }
+            }
+            if (b == batches[0]) single = bestBatched;
+            Console.WriteLine($"| {b} | {bestBatched:F0} | {bestSeq:F0} | {bestBatched / bestSeq:F2}x | {bestBatched / single:F2}x |");
+        }
+    }
+}

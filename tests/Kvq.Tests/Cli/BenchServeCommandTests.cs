@@ -1,0 +1,59 @@
+using System.Text.Json;
+using Kvq.Tests.Eval;
+
+namespace Kvq.Tests.Cli;
+
+/// <summary>kvq bench serve as a user runs it: rows per (kv, concurrency), a report folder, bad input refused.</summary>
+[Collection(ConsoleCollection.Name)]
+public sealed class BenchServeCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("kvq-bench-serve-test-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void RowsPerFormatAndConcurrencyWithAReport()
+    {
+        var text = Path.Combine(_dir, "stories.txt");
+        File.WriteAllText(text, TextFixtures.Read(Fixtures.Text("tinystories/TinyStories-valid.first1000.txt"))[..30_000]);
+        var report = Path.Combine(_dir, "report");
+        var r = InProcessCli.Run("bench", "serve", "-m", Fixtures.StoriesGguf, "--text", text, "--kv", "f32,f16", "--kv-budget", "2MiB",
+            "--requests", "6", "--prompt-tokens", "140", "--output-tokens", "9", "-C", "1,3", "--shared-prefix", "0.8", "-t", "1",
+            "--json", "--report", report);
+        Assert.True(r.Code == 0, r.Err);
+        var rows = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(4, rows.Count);
+        Assert.Equal(["f32", "f16", "f32", "f16"], rows.Select(x => x.GetProperty("kv").GetString()));
+        Assert.Equal([1, 1, 3, 3], rows.Select(x => x.GetProperty("concurrency").GetInt32()));
+        foreach (var row in rows)
+        {
+            Assert.Equal(6, row.GetProperty("completed").GetInt32());
+            Assert.Equal(0, row.GetProperty("failed").GetInt32());
+            Assert.InRange(row.GetProperty("max_running").GetInt32(), 1, row.GetProperty("concurrency").GetInt32());
+            Assert.True(row.GetProperty("output_tok_s").GetDouble() > 0);
+            Assert.InRange(row.GetProperty("peak_kv_bytes").GetInt64(), 1, 2 << 20);
+            Assert.True(row.GetProperty("ttft_p50_ms").GetDouble() <= row.GetProperty("ttft_p99_ms").GetDouble());
+            // BOS + 112 shared tokens of each 140-token prompt: 3 full blocks (96 tokens) come from the cache for every request
+            // admitted after the first one has run (5 of 6 one at a time; at least 3 of 6 with 3 clients).
+            Assert.InRange(row.GetProperty("prefix_hit_rate").GetDouble(), 0.33, 0.58);
+        }
+        foreach (var file in new[] { "rows.jsonl", "throughput.png", "ttft.png", "itl.png" })
+            Assert.True(File.Exists(Path.Combine(report, file)), file);
+    }
+
+    [Theory]
+    [InlineData("--kv-budget", "lots", "not a size")]
+    [InlineData("--kv-budget", "1KiB", "holds no sequence")]
+    [InlineData("--requests", "0", "--requests")]
+    [InlineData("--shared-prefix", "1.5", "--shared-prefix")]
+    [InlineData("--concurrency", "0", "--concurrency")]
+    [InlineData("--prompt-tokens", "5000", "context")]
+    public void BadInputExitsWithTwo(string option, string value, string message)
+    {
+        var args = new Dictionary<string, string> { ["--requests"] = "2", ["--prompt-tokens"] = "20", ["--output-tokens"] = "2", ["-t"] = "1" };
+        args[option] = value;
+        var r = InProcessCli.Run(["bench", "serve", "-m", Fixtures.StoriesGguf, .. args.SelectMany(a => new[] { a.Key, a.Value })]);
+        Assert.Equal(2, r.Code);
+        Assert.Contains(message, r.Err);
+    }
+}

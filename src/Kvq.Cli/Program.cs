@@ -14,6 +14,8 @@ public static class Program
             EvalCommand.Create(),
             BenchCommand.Create(),
             CalibrateCommand.Create(),
+            ServeCommand.Create(),
+            ChatCommand.Create(),
         };
         foreach (var option in root.Options.OfType<VersionOption>()) option.Action = new PrintVersion();
         var parse = root.Parse(args);

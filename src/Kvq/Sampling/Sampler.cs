@@ -2,7 +2,8 @@ namespace Kvq.Sampling;
 
 /// <summary>
 /// Picks the next token from logits, in llama.cpp's order: repetition penalty, top-k, top-p, min-p, temperature,
-/// then a seeded draw. Deterministic for a seed.
+/// then a seeded draw. Deterministic for a seed. OpenAI's presence and frequency penalties come first, over the
+/// generated tokens only (the history after <c>promptLength</c>).
 /// </summary>
 public sealed class Sampler
 {
@@ -18,12 +19,16 @@ public sealed class Sampler
         _rng = new Random(unchecked((int)(options.Seed ^ (options.Seed >> 32))));
     }
 
-    public int Sample(ReadOnlySpan<float> logits, ReadOnlySpan<int> history)
+    /// <param name="history">The tokens so far (prompt, then generated), for the penalties.</param>
+    /// <param name="promptLength">How many of <paramref name="history"/> are prompt tokens: the presence and frequency
+    /// penalties count only the tokens after them.</param>
+    public int Sample(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int promptLength = 0)
     {
         int vocab = logits.Length;
         if (_cand.Length < vocab) _cand = new (int, float)[vocab];
         var cand = _cand.AsSpan(0, vocab);
         for (int i = 0; i < vocab; i++) cand[i] = (i, logits[i]);
+        ApplyPresenceAndFrequency(cand, history[Math.Clamp(promptLength, 0, history.Length)..]);
         ApplyRepetitionPenalty(cand, history);
         if (_o.Temperature <= 0) return Argmax(cand);
 
@@ -59,6 +64,16 @@ public sealed class Sampler
             if (r < acc) return cand[i].Id;
         }
         return cand[n - 1].Id;
+    }
+
+    /// <summary>OpenAI's penalties: logit -= count * frequency + (count > 0) * presence, counts over <paramref name="generated"/>.</summary>
+    private void ApplyPresenceAndFrequency(Span<(int Id, float Logit)> cand, ReadOnlySpan<int> generated)
+    {
+        if ((_o.PresencePenalty == 0f && _o.FrequencyPenalty == 0f) || generated.IsEmpty) return;
+        var counts = new Dictionary<int, int>();
+        foreach (var id in generated)
+            if ((uint)id < (uint)cand.Length) counts[id] = counts.GetValueOrDefault(id) + 1;
+        foreach (var (id, count) in counts) cand[id].Logit -= count * _o.FrequencyPenalty + _o.PresencePenalty;
     }
 
     private void ApplyRepetitionPenalty(Span<(int Id, float Logit)> cand, ReadOnlySpan<int> history)

@@ -76,7 +76,7 @@ internal sealed class EngineRequest
     /// request is done (an end-of-generation token, a stop string, max tokens or the context limit).</summary>
     public FinishReason? Accept(ReadOnlySpan<float> logits, ITokenizer tokenizer, int contextTokens, EngineMetrics metrics)
     {
-        int next = _sampler.Sample(logits, CollectionsMarshal.AsSpan(Tokens));
+        int next = _sampler.Sample(logits, CollectionsMarshal.AsSpan(Tokens), PromptLength);
         var now = _clock.Elapsed;
         if (_firstToken == null)
         {

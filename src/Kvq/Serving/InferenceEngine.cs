@@ -133,6 +133,10 @@ public sealed class InferenceEngine : IDisposable
         if (s.TopK < 0) throw new EngineRequestException($"top_k must be >= 0 (got {s.TopK})", "invalid_value", "top_k");
         if (!(s.RepetitionPenalty > 0) || !float.IsFinite(s.RepetitionPenalty))
             throw new EngineRequestException($"repetition penalty must be a finite number > 0 (got {s.RepetitionPenalty})", "invalid_value", "repetition_penalty");
+        if (!(s.PresencePenalty is >= -2 and <= 2))
+            throw new EngineRequestException($"presence_penalty must be in [-2, 2] (got {s.PresencePenalty})", "invalid_value", "presence_penalty");
+        if (!(s.FrequencyPenalty is >= -2 and <= 2))
+            throw new EngineRequestException($"frequency_penalty must be in [-2, 2] (got {s.FrequencyPenalty})", "invalid_value", "frequency_penalty");
         if (s.RepetitionWindow < 0) throw new EngineRequestException($"repetition window must be >= 0 (got {s.RepetitionWindow})", "invalid_value", "repetition_window");
     }
 
@@ -175,15 +179,22 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>New submissions in, cancelled requests out (their blocks back at once).</summary>
     private void Drain()
     {
+        bool changed = false;
         while (_inbox.TryDequeue(out var r))
         {
             Interlocked.Decrement(ref _queued);
             if (r.CancelRequested) r.Finish(FinishReason.Cancelled);
             else _scheduler.Add(r);
+            changed = true;
         }
         while (_cancels.TryDequeue(out var r))
             if (r.State != RequestState.Finished && (r.State == RequestState.Running || _scheduler.All.Contains(r)))
+            {
                 Finish(r, FinishReason.Cancelled);
+                changed = true;
+            }
+        // Cancellations free blocks between steps: the snapshot shows it even when no step follows.
+        if (changed) _snapshot = Snapshot(_steps);
     }
 
     private void Finish(EngineRequest r, FinishReason reason)

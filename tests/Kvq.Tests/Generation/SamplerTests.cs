@@ -64,6 +64,31 @@ public class SamplerTests
         Assert.Equal(3, s.Sample(logits, [5]));
     }
 
+    /// <summary>OpenAI's semantics: logit -= count x frequency + presence, counting generated tokens only.</summary>
+    [Fact]
+    public void PresenceAndFrequencyPenaltiesCountOnlyGeneratedTokens()
+    {
+        var logits = new float[10];
+        logits[3] = 2f;
+        logits[4] = 1.5f;
+        logits[5] = 1.2f;
+        // Token 3 is in the prompt only: no penalty.
+        var presence = new Sampler(new SamplerOptions { Temperature = 0, PresencePenalty = 0.6f });
+        Assert.Equal(3, presence.Sample(logits, [3, 3, 3], promptLength: 3));
+        // Once generated: 2 - 0.6 < 1.5.
+        Assert.Equal(4, presence.Sample(logits, [3, 3, 3, 3], promptLength: 3));
+        // Presence counts once: generated twice is still 2 - 0.6 = 1.4 (above token 5's 1.2, below token 4's 1.5).
+        Assert.Equal(4, presence.Sample(logits, [1, 3, 3], promptLength: 1));
+        Assert.Equal(3, presence.Sample(logits, [1, 3, 3, 4], promptLength: 1));
+        var frequency = new Sampler(new SamplerOptions { Temperature = 0, FrequencyPenalty = 0.3f });
+        Assert.Equal(3, frequency.Sample(logits, [0, 3], promptLength: 1));          // 1.7 > 1.5
+        Assert.Equal(4, frequency.Sample(logits, [0, 3, 3], promptLength: 1));       // 1.4 < 1.5
+        Assert.Equal(5, frequency.Sample(logits, [0, 3, 3, 3, 4, 4], promptLength: 1)); // 1.1, 0.9 < 1.2
+        // Negative penalties encourage repeats.
+        var encourage = new Sampler(new SamplerOptions { Temperature = 0, PresencePenalty = -1f });
+        Assert.Equal(5, encourage.Sample(logits, [5], promptLength: 0));
+    }
+
     [Fact]
     public void DrawFrequenciesFollowTheSoftmax()
     {

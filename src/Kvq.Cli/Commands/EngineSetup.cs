@@ -1,0 +1,109 @@
+using System.CommandLine;
+using Kvq.Model;
+using Kvq.Serving;
+using Kvq.Tensors;
+
+namespace Kvq.Cli.Commands;
+
+/// <summary>
+/// The options of commands that run an <see cref="InferenceEngine"/> for people (serve, chat): the model and its
+/// device, the KV format and budget, the engine's concurrency, and the chat template. <see cref="Build"/> loads
+/// everything or fails with one clear line.
+/// </summary>
+public sealed class EngineSetup
+{
+    public ModelOptions Model { get; } = new();
+    public Option<string> Kv { get; } = new("--kv")
+    {
+        Description = "KV cache format (f16, q8_0, nuq3-1%, ...; see 'kvq eval --list')",
+        DefaultValueFactory = _ => "f16",
+    };
+    public Option<string?> Profile { get; } = KvProfileOptions.Profile();
+    public Option<int?> Sink { get; } = KvProfileOptions.Sink();
+    public Option<string> KvBudget { get; } = new("--kv-budget")
+    {
+        Description = "bytes the KV cache may hold, all requests together (e.g. 256MiB, 4GiB)",
+        DefaultValueFactory = _ => "256MiB",
+    };
+    public Option<int> MaxConcurrency { get; } = new("--max-concurrency")
+    {
+        Description = "sequences generated at once (one batched step); more requests wait in the engine's queue",
+        DefaultValueFactory = _ => 32,
+    };
+    public Option<string?> ChatTemplate { get; } = new("--chat-template")
+    {
+        Description = "a Jinja chat template file (default: the model's own, from GGUF or tokenizer_config.json)",
+    };
+    public Option<int> Threads { get; } = CommonOptions.Threads();
+    public DeviceOptions Device { get; } = new();
+
+    public void AddTo(Command cmd)
+    {
+        Model.AddTo(cmd);
+        foreach (var o in new Option[] { Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads }) cmd.Add(o);
+        Device.AddTo(cmd);
+    }
+
+    /// <summary>The loaded model, its engine and its chat prompt (null when the model has no template and none was given).</summary>
+    public sealed class Built(LoadedModel loaded, ILanguageModel model, InferenceEngine engine, IChatPrompt? chat, string? chatMissing, string modelId) : IDisposable
+    {
+        public LoadedModel Loaded { get; } = loaded;
+        public InferenceEngine Engine { get; } = engine;
+        public IChatPrompt? Chat { get; } = chat;
+        /// <summary>Why <see cref="Chat"/> is null.</summary>
+        public string? ChatMissing { get; } = chatMissing;
+        /// <summary>The model's file or folder name without extension: what clients call it.</summary>
+        public string ModelId { get; } = modelId;
+
+        public void Dispose()
+        {
+            Engine.Dispose();
+            (model as IDisposable)?.Dispose();
+            Loaded.Dispose();
+        }
+    }
+
+    public Built Build(ParseResult r)
+    {
+        int threads = r.GetValue(Threads);
+        if (threads < 1 || threads > 4 * Environment.ProcessorCount)
+            throw new CliException($"--threads must be in 1..{4 * Environment.ProcessorCount} (got {threads})");
+        int concurrency = r.GetValue(MaxConcurrency);
+        if (concurrency < 1) throw new CliException($"--max-concurrency must be at least 1 (got {concurrency})");
+        long budget;
+        try { budget = Bytes.Parse(r.GetValue(KvBudget)!); }
+        catch (FormatException e) { throw new CliException($"--kv-budget: {e.Message}"); }
+        var where = Device.Parse(r, [null]);
+        var templateFile = r.GetValue(ChatTemplate);
+        if (templateFile != null && !File.Exists(templateFile)) throw new CliException($"--chat-template: '{templateFile}' not found");
+
+        var path = Model.Path(r);
+        var loaded = ModelOptions.Load(path, r.GetValue(Model.Tokenizer));
+        ILanguageModel? lm = null;
+        try
+        {
+            var profile = KvProfileOptions.Load(r.GetValue(Profile), loaded.Weights.Fingerprint);
+            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink));
+            var (chat, missing) = ChatPromptSource.Load(templateFile, loaded);
+            lm = where.Cuda ? where.Load(loaded.Weights, threads) : new Transformer(loaded.Weights, new Parallelism(threads), 256);
+            if (where.Cuda) DeviceChoice.Check(lm, config);
+            InferenceEngine engine;
+            try
+            {
+                engine = new InferenceEngine(lm, loaded.Tokenizer, new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency });
+            }
+            catch (EngineRequestException e)
+            {
+                throw new CliException($"--kv-budget: {e.Message}");
+            }
+            var id = Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
+            return new Built(loaded, lm, engine, chat, missing, id);
+        }
+        catch
+        {
+            (lm as IDisposable)?.Dispose();
+            loaded.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,84 @@
+using System.CommandLine;
+using Kvq.Server;
+using Kvq.Serving;
+
+namespace Kvq.Cli.Commands;
+
+/// <summary>kvq serve: an OpenAI-compatible HTTP server over one engine (docs/serving.md).</summary>
+public static class ServeCommand
+{
+    public static Command Create()
+    {
+        var setup = new EngineSetup();
+        var host = new Option<string>("--host") { Description = "address to listen on; anything but loopback needs an API key", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "port (0: any free one)", DefaultValueFactory = _ => 8080 };
+        var apiKey = new Option<string?>("--api-key") { Description = "require 'Authorization: Bearer KEY' (default: $KVQ_API_KEY)" };
+        var modelId = new Option<string?>("--model-id") { Description = "the name clients pass as \"model\" (default: the model file's name)" };
+        var maxTokens = new Option<int>("--max-tokens-limit") { Description = "most max_tokens a request may ask for (also its default)", DefaultValueFactory = _ => 4096 };
+        var maxRequests = new Option<int>("--max-requests") { Description = "generation requests in flight at most; more get 429", DefaultValueFactory = _ => 256 };
+        var maxBody = new Option<string>("--max-body") { Description = "largest request body", DefaultValueFactory = _ => "4MiB" };
+        var timeout = new Option<int>("--request-timeout") { Description = "seconds a generation request may take, streaming included", DefaultValueFactory = _ => 600 };
+        var drain = new Option<int>("--shutdown-timeout") { Description = "seconds a stop (SIGTERM, Ctrl-C) waits for in-flight requests", DefaultValueFactory = _ => 10 };
+        var cors = new Option<string[]>("--cors-origin") { Description = "allow browser calls from this origin (repeatable; default: no CORS)" };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "log every request" };
+        var cmd = new Command("serve", "serve the model over an OpenAI-compatible HTTP API")
+        {
+            host, port, apiKey, modelId, maxTokens, maxRequests, maxBody, timeout, drain, cors, verbose,
+        };
+        setup.AddTo(cmd);
+        cmd.SetAction(r => CommandRunner.Run(() =>
+        {
+            var key = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("KVQ_API_KEY");
+            if (key is { Length: < 8 }) throw new CliException("--api-key: use at least 8 characters");
+            long body;
+            try { body = Bytes.Parse(r.GetValue(maxBody)!); }
+            catch (FormatException e) { throw new CliException($"--max-body: {e.Message}"); }
+            if (r.GetValue(timeout) < 1 || r.GetValue(drain) < 0 || r.GetValue(maxTokens) < 1 || r.GetValue(maxRequests) < 1)
+                throw new CliException("--request-timeout, --max-tokens-limit and --max-requests must be at least 1, --shutdown-timeout at least 0");
+            using var built = setup.Build(r);
+            var options = new KvqServerOptions
+            {
+                ModelId = r.GetValue(modelId) ?? built.ModelId,
+                Host = r.GetValue(host)!,
+                Port = r.GetValue(port),
+                ApiKey = string.IsNullOrEmpty(key) ? null : key,
+                ChatPrompt = built.Chat,
+                MaxTokensLimit = r.GetValue(maxTokens),
+                MaxConcurrentRequests = r.GetValue(maxRequests),
+                MaxRequestBodyBytes = body,
+                RequestTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
+                ShutdownTimeout = TimeSpan.FromSeconds(r.GetValue(drain)),
+                CorsOrigins = r.GetValue(cors) ?? [],
+                Verbose = r.GetValue(verbose),
+            };
+            return Run(built, options);
+        }));
+        return cmd;
+    }
+
+    private static int Run(EngineSetup.Built built, KvqServerOptions options)
+    {
+        KvqServer server;
+        try { server = KvqServer.Create(built.Engine, options); }
+        catch (ArgumentException e) { throw new CliException(e.Message); }
+        try
+        {
+            try { server.StartAsync().GetAwaiter().GetResult(); }
+            catch (IOException io) { throw new CliException($"cannot listen on {options.Host}:{options.Port}: {io.Message}"); }
+            var e = built.Engine;
+            Console.Error.WriteLine($"kvq serve: {options.ModelId} on {e.Model.Device}, KV {e.Options.Kv.Name} in {Bytes.Format(e.Pool.BudgetBytes)} " +
+                                    $"({e.Pool.Blocks} blocks of {e.Pool.BlockTokens} tokens), context {e.ContextTokens}, " +
+                                    $"chat {(options.ChatPrompt != null ? "on" : $"off ({built.ChatMissing}; --chat-template FILE)")}, " +
+                                    $"API key {(options.ApiKey != null ? "required" : "off")}");
+            Console.Error.WriteLine($"kvq serve: listening on {server.BaseAddress} (Ctrl-C or SIGTERM to stop)");
+            // Returns once a stop signal has come and in-flight requests drained (or were cut off at the bound).
+            server.RunAsync().GetAwaiter().GetResult();
+            Console.Error.WriteLine("kvq serve: stopped");
+            return 0;
+        }
+        finally
+        {
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+    }
+}

@@ -4,6 +4,7 @@
 #      decoding at the same budget (bench/Kvq.Bench --mode serve).
 #   2. Batched decode: 1 vs 16 concurrent sequences (kvq bench serve) and the step itself (bench/Kvq.Micro --quick-batch).
 #   3. 100 requests sharing a 1500-token prefix, prefix cache on vs off (kvq bench serve --shared-prefix).
+#   4. Throughput and time to first token at 1/8/32 clients, f16 vs nuq3-1% (docs/serving.md).
 # Usage: dev/bench/serve-tables.sh PROFILE.kvqp [OUT_DIR]   (a books-19m profile from `kvq calibrate`; quiet machine)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,4 +23,6 @@ for p in "" "--no-prefix-cache"; do
   "$kvq" bench serve --kv f16 --kv-budget 64MiB --requests 100 --prompt-tokens 1600 --shared-prefix 0.9375 --output-tokens 16 -C 4 -t 2 $p \
     | tee -a "$out/3-prefix.txt"
 done
+"$kvq" bench serve --kv f16,nuq3-1% --profile "$profile" --kv-budget 64MiB --requests 32 --prompt-tokens 1000 --output-tokens 100 \
+  -C 1,8,32 -t 2 --report "$out/4-clients" | tee "$out/4-clients.txt"
 echo "load: $(cat /proc/loadavg)" | tee -a "$out/load.txt"

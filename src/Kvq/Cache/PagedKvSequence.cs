@@ -438,9 +438,9 @@ public sealed partial class PagedKvSequence : IKvSequence, IKvMemoryReport, IDis
         KvBytes keys = default, values = default;
         for (int l = 0; l < _shape.Layers; l++)
         {
-            long blocks = _policySlots?.Blocks(l).Length ?? Blocks.Length;
-            keys += _cache.KeyLayout(l) * (blocks * _shape.KvHeads);
-            values += _cache.ValueLayout(l) * (blocks * _shape.KvHeads);
+            var (k, v) = _cache.Plan.LayerBlockBytes(l, _policySlots?.Blocks(l).Length ?? Blocks.Length);
+            keys += k;
+            values += v;
         }
         long staging = 0;
         foreach (var side in new[] { _keys, _values })

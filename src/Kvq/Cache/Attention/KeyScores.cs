@@ -42,6 +42,7 @@ internal static class KeyScores
         int hd = shape.HeadDim, g = shape.GroupSize;
         for (int t = t0; t < t1; t++)
             for (int j = 0; j < g; j++)
-                TensorPrimitives.Multiply(q.Slice(t * shape.QDim + (head * g + j) * hd, hd), shape.ScoreScale, qs.Slice(((t - t0) * g + j) * hd, hd));
+                TensorPrimitives.Multiply(q.Slice(t * shape.QDim + (head * g + j) * hd, hd), shape.ScoreScale,
+                    qs.Slice(((t - t0) * g + j) * hd, hd));
     }
 }

@@ -22,8 +22,9 @@ public static class KvCodecRegistry
             c => new Q4_0Codec(c.BlockTokens, c.HeadDim)));
         foreach (int bits in new[] { 8, 4, 2 }) AddUniform(bits);
         foreach (int bits in new[] { 4, 2 })
-            Add(KvFormat.Fixed($"kivi{bits}", $"KIVI {bits}-bit: keys per channel over 32-token blocks, values per token in groups of 32, " +
-                                              "last 128 tokens f16 (block size 32)", c => new KiviCodec(bits, c.Side, c.BlockTokens, c.HeadDim)));
+            Add(KvFormat.Fixed($"kivi{bits}",
+                $"KIVI {bits}-bit: keys per channel over 32-token blocks, values per token in groups of 32, last 128 tokens f16 (block size 32)",
+                c => new KiviCodec(bits, c.Side, c.BlockTokens, c.HeadDim)));
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using Kvq.Cache;
+using Kvq.Cache.Layout;
 using Kvq.Cuda;
 using Kvq.Cuda.Model;
 using Kvq.Model;
@@ -29,9 +30,12 @@ public sealed record DeviceChoice(bool Cuda, CudaWeightType Weights)
     }
 
     /// <summary>Fails fast when the model cannot hold <paramref name="config"/> (unknown names, values in a key-only
-    /// format, a format the GPU does not store): one sequence is made and dropped.</summary>
+    /// format, a profile of another model shape): the layout plan is built (no cache). A GPU model also makes and drops
+    /// one sequence, as only its device cache knows which formats it stores.</summary>
     public static void Check(ILanguageModel model, KvCacheConfig config)
     {
+        KvLayoutPlan.Build(model.KvShape, config);
+        if (model is Transformer) return;
         try
         {
             var seq = model.CreateSequence(config, config.BlockTokens);

@@ -1,5 +1,9 @@
 using System.CommandLine;
 using Kvq.Cli.Validation;
+using Kvq.Cache;
+using Kvq.Cache.Codecs;
+using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cache.Layout;
 using Kvq.Formats.Gguf;
 using Kvq.Model;
 
@@ -61,43 +65,42 @@ public static class InspectCommand
     }
 
     /// <summary>Layout of each spec's blocks and the bytes a sequence of <paramref name="ctx"/> tokens would hold
-    /// (whole blocks, as allocated, plus staging and sink buffers).</summary>
-    private static void PrintCache(ModelConfig c, string specs, int ctx, Func<string, Kvq.Cache.KvCacheConfig> config)
+    /// (whole blocks, as allocated; staging and sink buffers are counted by eval memory), from each spec's layout plan.</summary>
+    private static void PrintCache(ModelConfig c, string specs, int ctx, Func<string, KvCacheConfig> config)
     {
-        var shape = Kvq.Cache.KvShape.For(c);
+        var shape = KvShape.For(c);
         Console.WriteLine($"KV cache at {ctx} tokens ({c.Layers} layers x {c.KvHeads} KV heads x head dim {c.HeadDim}, keys and values):");
         Console.WriteLine("| kv | block tokens | K bytes/block/head | V bytes/block/head | codes | scales | zeros | outliers+indices | bits/element | bytes/token | MiB at ctx |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var widths = new List<(string Name, string? Widths)>();
         foreach (var spec in specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            var cache = new Kvq.Cache.PagedKvCache(shape, config(spec), maxTokens: ctx);
-            widths.Add((cache.Config.Name, Widths(cache, c.Layers)));
-            var k = cache.KeyCodec.BlockLayout;
-            var v = cache.ValueCodec.BlockLayout;
-            long blocks = (ctx + cache.Config.BlockTokens - 1) / cache.Config.BlockTokens;
-            Kvq.Cache.Codecs.KvBytes all = default;   // layers may differ in width (:mixed): sum them
-            for (int l = 0; l < c.Layers; l++) all += (cache.KeyLayout(l) + cache.ValueLayout(l)) * (blocks * c.KvHeads);
+            var plan = KvLayoutPlan.Build(shape, config(spec));
+            widths.Add((plan.Config.Name, Widths(plan)));
+            var k = plan.Keys.BlockLayout(0);
+            var v = plan.Values.BlockLayout(0);
+            var mem = plan.MemoryAt(ctx);
+            var all = mem.Keys + mem.Values;   // layers may differ in width (:mixed): the plan sums them
             double bits = all.Total * 8.0 / (2.0 * ctx * c.Layers * c.KvDim);
-            Console.WriteLine($"| {cache.Config.Name} | {cache.Config.BlockTokens} | {k.Total} | {v.Total} | {all.Codes:N0} | {all.Scales:N0} | {all.Zeros:N0} | " +
+            Console.WriteLine($"| {plan.Config.Name} | {plan.BlockTokens} | {k.Total} | {v.Total} | {all.Codes:N0} | {all.Scales:N0} | {all.Zeros:N0} | " +
                               $"{all.Outliers + all.Indices:N0} | {bits:F3} | {all.Total / (double)ctx:F1} | {all.Total / 1048576.0:F2} |");
         }
         foreach (var (name, w) in widths)
             if (w != null) Console.WriteLine($"{name}: layers differ ({w}); K/V bytes/block/head above are layer 0's");
     }
 
-    /// <summary>Per-layer widths when the layers of a cache differ (KVQuant :mixed), else null: nominal bits for the
+    /// <summary>Per-layer widths when the layers of a plan differ (KVQuant :mixed), else null: nominal bits for the
     /// nuq formats, stored bits per value for any other.</summary>
-    private static string? Widths(Kvq.Cache.PagedKvCache cache, int layers)
+    private static string? Widths(KvLayoutPlan plan)
     {
-        static string Bits(Kvq.Cache.Codecs.KvCodec c) => c switch
+        static string Bits(KvCodecSpec spec, KvCodec c) => spec switch
         {
-            Kvq.Cache.Codecs.KvQuant.NuqChannelCodec k => k.Codebook.Bits.ToString(),
-            Kvq.Cache.Codecs.KvQuant.NuqTokenCodec t => t.Codebook.Bits.ToString(),
+            KvQuantSpec q => q.Bits.ToString(System.Globalization.CultureInfo.InvariantCulture),
             _ => c.BitsPerElement.ToString("F2", System.Globalization.CultureInfo.InvariantCulture),
         };
-        var k = Enumerable.Range(0, layers).Select(l => Bits(cache.KeyCodecOf(l))).ToArray();
-        var v = Enumerable.Range(0, layers).Select(l => Bits(cache.ValueCodecOf(l))).ToArray();
+        int layers = plan.Shape.Layers;
+        var k = Enumerable.Range(0, layers).Select(l => Bits(plan.Keys.LayerSpecs[l], plan.Keys.CodecOf(l))).ToArray();
+        var v = Enumerable.Range(0, layers).Select(l => Bits(plan.Values.LayerSpecs[l], plan.Values.CodecOf(l))).ToArray();
         if (k.Distinct().Count() == 1 && v.Distinct().Count() == 1) return null;
         return $"key bits by layer {string.Join(",", k)}; value bits {string.Join(",", v)}";
     }

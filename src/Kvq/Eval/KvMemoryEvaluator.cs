@@ -1,11 +1,12 @@
 using Kvq.Cache;
+using Kvq.Cache.Layout;
 
 namespace Kvq.Eval;
 
 /// <summary>
 /// KV memory measured on real caches, no model run: a sequence of ctx tokens is filled with seeded random keys and
 /// values through <see cref="IKvSequence"/> (BeginChunk, Append for every layer, Commit), as the model would, and its
-/// <see cref="PagedKvSequence.Memory"/> is read and set beside the block-layout figure.
+/// <see cref="PagedKvSequence.Memory"/> is read and set beside the figure of its <see cref="KvLayoutPlan"/>.
 /// </summary>
 public static class KvMemoryEvaluator
 {
@@ -15,12 +16,12 @@ public static class KvMemoryEvaluator
         CancellationToken cancel = default)
     {
         if (ctx < 1) throw new ArgumentException($"context {ctx}: need at least 1 token");
-        var cache = new PagedKvCache(shape, config, maxTokens: ctx);
+        var plan = KvLayoutPlan.Build(shape, config);
+        var cache = new PagedKvCache(plan, maxTokens: ctx);
         using var seq = cache.CreateSequence();
         Fill(seq, shape, ctx, seed, cancel);
         var mem = seq.Memory();
-        long blocks = (ctx + config.BlockTokens - 1) / config.BlockTokens;
-        long layout = blocks * cache.BytesPerBlock;
+        long layout = plan.BlocksFor(ctx) * plan.BytesPerBlock;
         var all = mem.Keys + mem.Values;
         return new KvMemoryRow(config.Name, ctx, mem.TotalBytes, layout, mem.StagingBytes, cache.HeldBytes, all.Codes, all.Scales,
             all.Zeros, all.Outliers + all.Indices, all.Residual, mem.BitsPerElement, mem.BytesPerToken,

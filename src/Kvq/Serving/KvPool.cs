@@ -1,4 +1,5 @@
 using Kvq.Cache;
+using Kvq.Cache.Layout;
 
 namespace Kvq.Serving;
 
@@ -30,12 +31,11 @@ public sealed class KvPool
         if (config.Policy != null)
             throw new EngineRequestException($"{config.Name}: the serving engine does not run token policies yet (each layer keeps its own " +
                                              "blocks under a policy); serve without --policy", "invalid_value", "kv");
-        // One block of the format tells its size in bytes and what a sequence keeps outside blocks.
-        var probe = new PagedKvCache(shape, config, config.BlockTokens);
-        BytesPerBlock = probe.BytesPerBlock;
-        using (var seq = probe.CreateSequence()) BytesPerSequence = seq.Memory().StagingBytes;
+        var plan = KvLayoutPlan.Build(shape, config);
+        BytesPerBlock = plan.BytesPerBlock;
+        BytesPerSequence = plan.BytesPerSequence;
         BlocksPerSequence = (int)((BytesPerSequence + BytesPerBlock - 1) / BytesPerBlock);
-        SinkBankBytes = probe.SinkBankBytes;
+        SinkBankBytes = plan.SinkBankBytes;
         long blocks = (budgetBytes - SinkBankBytes) / BytesPerBlock;
         if (blocks < 1 + BlocksPerSequence)
             throw new EngineRequestException($"a KV budget of {Bytes.Format(budgetBytes)} holds no sequence of {config.Name}: one block is " +
@@ -43,7 +43,7 @@ public sealed class KvPool
                                              $"{Bytes.Format(BytesPerSequence)} outside blocks", "kv_budget_exceeded", "kv_budget");
         Blocks = (int)Math.Min(blocks, int.MaxValue / 2);
         BudgetBytes = budgetBytes;
-        Cache = new PagedKvCache(shape, config, checked(Blocks * config.BlockTokens));
+        Cache = new PagedKvCache(plan, checked(Blocks * config.BlockTokens));
     }
 
     /// <summary>Blocks a sequence of <paramref name="tokens"/> tokens takes, counted from empty.</summary>

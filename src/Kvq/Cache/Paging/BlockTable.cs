@@ -44,13 +44,14 @@ public sealed class BlockTable
     }
 
     /// <summary>
-    /// Reserves slots for <paramref name="tokens"/> more tokens and writes them to <paramref name="slots"/>. Returns
-    /// the copy the storage layer must perform before writing those slots, if the last block had to be copied.
+    /// Reserves slots for <paramref name="tokens"/> more tokens and writes them to <paramref name="slots"/> (unless empty:
+    /// storage that addresses tokens by index needs no slots). Returns the copy the storage layer must perform before
+    /// writing those slots, if the last block had to be copied.
     /// </summary>
     /// <exception cref="KvCacheFullException">Not enough free blocks; the table and pool are unchanged.</exception>
     public BlockCopy? Append(int tokens, Span<TokenSlot> slots)
     {
-        if (slots.Length < tokens)
+        if (!slots.IsEmpty && slots.Length < tokens)
             throw new ArgumentException($"{slots.Length} slots given for {tokens} tokens", nameof(slots));
         int needed = BlocksNeededToAppend(tokens);
         if (needed > _pool.FreeBlockCount) throw _pool.Full(needed);
@@ -81,7 +82,7 @@ public sealed class BlockTable
         {
             offset = TokenCount % b;
             if (offset == 0) Push(_pool.Allocate());
-            slots[i] = new TokenSlot(_blockIds[BlockCount - 1], offset);
+            if (!slots.IsEmpty) slots[i] = new TokenSlot(_blockIds[BlockCount - 1], offset);
             TokenCount++;
         }
         return copy;

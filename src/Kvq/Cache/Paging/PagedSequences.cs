@@ -44,6 +44,11 @@ public sealed class PagedSequences
     public BlockCopy? Append(int sequenceId, ReadOnlySpan<int> tokens, Span<TokenSlot> slots, bool register = true) =>
         Get(sequenceId).Append(tokens, slots, register);
 
+    /// <summary><see cref="Append(int, ReadOnlySpan{int}, Span{TokenSlot}, bool)"/> without the slots (storage that
+    /// addresses tokens by their index in the sequence).</summary>
+    public BlockCopy? Append(int sequenceId, ReadOnlySpan<int> tokens, bool register = true) =>
+        Get(sequenceId).Append(tokens, default, register);
+
     /// <summary>Registers the full blocks within the sequence's first <paramref name="tokenCount"/> tokens for prefix
     /// sharing: the storage layer calls this once their content is final (a staging format seals blocks late).</summary>
     public void Register(int sequenceId, int tokenCount) => Get(sequenceId).Register(tokenCount);

@@ -28,4 +28,22 @@ public sealed class BlockArena(int kvHeads, int blockBytes, int capacityBlocks =
         }
         return _chunks[chunk].AsSpan(((blockId % ChunkBlocks) * kvHeads + head) * blockBytes, blockBytes);
     }
+
+    /// <summary>The bytes of <paramref name="blocks"/>, every head, as (block, head, bytes) (swap out).</summary>
+    public byte[] CopyOut(int[] blocks)
+    {
+        var bytes = new byte[(long)blocks.Length * kvHeads * blockBytes];
+        for (int i = 0; i < blocks.Length; i++)
+            for (int h = 0; h < kvHeads; h++)
+                Block(blocks[i], h).CopyTo(bytes.AsSpan((i * kvHeads + h) * blockBytes, blockBytes));
+        return bytes;
+    }
+
+    /// <summary>Writes what <see cref="CopyOut"/> returned into <paramref name="blocks"/> (swap in).</summary>
+    public void CopyIn(int[] blocks, byte[] bytes)
+    {
+        for (int i = 0; i < blocks.Length; i++)
+            for (int h = 0; h < kvHeads; h++)
+                bytes.AsSpan((i * kvHeads + h) * blockBytes, blockBytes).CopyTo(Block(blocks[i], h));
+    }
 }

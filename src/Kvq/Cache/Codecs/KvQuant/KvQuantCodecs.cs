@@ -23,21 +23,20 @@ public static class KvQuantCodecs
         if (Interlocked.Exchange(ref _registered, 1) != 0) return;
         foreach (int bits in new[] { 4, 3, 2 })
         {
-            int b = bits;
-            // "nuqB-1%" answers the whole family (any fraction and modifiers); "nuqB" is listed for the dense-only variant.
-            KvCodecRegistry.Register($"nuq{b}-1%",
-                $"KVQuant {b}-bit non-uniform, 1% outliers kept exact (calibrated: needs --profile); any -F%, and modifiers " +
-                ":uniform :token :post :qnorm :slotsN :mixed (docs/kvquant.md)",
-                (name, ctx) => KvQuantSpec.TryParse(name) is { } spec && spec.Bits == b ? Create(spec, ctx) : null);
-            KvCodecRegistry.Register($"nuq{b}", $"KVQuant {b}-bit non-uniform, dense only (calibrated: needs --profile)",
-                (name, ctx) => name == $"nuq{b}" ? Create(KvQuantSpec.TryParse(name)!, ctx) : null);
+            // "nuqB-1%" parses the whole family (any fraction and modifiers); "nuqB" is listed for the dense-only variant.
+            KvCodecRegistry.Register(new KvFormat($"nuq{bits}-1%",
+                $"KVQuant {bits}-bit non-uniform, 1% outliers kept exact (calibrated: needs --profile); any -F%, and modifiers " +
+                ":uniform :token :post :qnorm :slotsN :mixed (docs/kvquant.md)", KvQuantSpec.TryParse), KvQuantSpec.Prefix);
+            KvCodecRegistry.Register(new KvFormat($"nuq{bits}", $"KVQuant {bits}-bit non-uniform, dense only (calibrated: needs --profile)",
+                KvQuantSpec.TryParse));
         }
     }
 
     public static KvCodec Create(KvQuantSpec spec, KvCodecContext ctx)
     {
         var stream = KvQuantStreams.For(ctx.Side, spec);
-        if (spec.Mixed) spec = spec with { Bits = LayerBits(spec, stream, ctx) };
+        // A plan chose the layer's width already (KvQuantSpec.ForLayers); a lone codec allocates for itself.
+        if (spec.Mixed && !spec.Allocated) spec = spec with { Bits = LayerWidths(spec, ctx)[ctx.Layer], Allocated = true };
         bool perToken = ctx.Side == KvSide.Value || spec.KeyScaling == KeyScaling.PerToken;
         if (perToken)
         {
@@ -51,22 +50,12 @@ public static class KvQuantCodecs
             scales.Zeros(ctx.Layer, ctx.KvHead), scales.Ranges(ctx.Layer, ctx.KvHead), codebook);
     }
 
-    /// <summary>Allocations already made, per profile (weakly held) and (spec, stream): a cache creates one codec per
-    /// (layer, KV head) and side, and all of them share the layer widths.</summary>
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<KvQuantProfile,
-        System.Collections.Concurrent.ConcurrentDictionary<(string Spec, KvQuantStream Stream), int[]>> Allocations = new();
-
-    /// <summary>This layer's width under a <c>:mixed</c> spec: the allocation of spec.Bits mean bits over the layers
-    /// that minimises the summed calibration error of this side's codebooks (computed once per profile, spec and side).</summary>
-    private static int LayerBits(KvQuantSpec spec, KvQuantStream stream, KvCodecContext ctx)
+    /// <summary>Per-layer widths under a <c>:mixed</c> spec: the allocation of spec.Bits mean bits over the profile's
+    /// layers that minimises the summed calibration error of this side's codebooks.</summary>
+    internal static int[] LayerWidths(KvQuantSpec spec, KvCodecContext ctx)
     {
         var cal = Calibration(spec, ctx);
-        var profile = (KvQuantProfile)ctx.Profile!;
-        var byProfile = Allocations.GetValue(profile, _ => new());
-        if (byProfile.TryGetValue((spec.Name, stream), out var done)) return done[ctx.Layer];
-        var widthsOf = AllocateLayers(spec, stream, cal, profile.Layers);
-        byProfile.TryAdd((spec.Name, stream), widthsOf);
-        return widthsOf[ctx.Layer];
+        return AllocateLayers(spec, KvQuantStreams.For(ctx.Side, spec), cal, ((KvQuantProfile)ctx.Profile!).Layers);
     }
 
     private static int[] AllocateLayers(KvQuantSpec spec, KvQuantStream stream, KvQuantCalibration cal, int layers)

@@ -21,9 +21,25 @@ public enum KeyScaling { PerChannel, PerToken }
 /// Value codecs ignore the key-only modifiers, so one name can serve both sides ("--kv nuq3-1%:post").
 /// </summary>
 public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, bool Uniform, KeyScaling KeyScaling,
-    bool PostRope, bool QNorm, int? KeySlots = null, bool Mixed = false)
+    bool PostRope, bool QNorm, int? KeySlots = null, bool Mixed = false) : KvCodecSpec(Name)
 {
     public const string Prefix = "nuq";
+
+    /// <summary>Under <c>:mixed</c>: <see cref="Bits"/> is this layer's width, already chosen (not the mean).</summary>
+    public bool Allocated { get; init; }
+
+    public override KvCodec Create(KvCodecContext context) => KvQuantCodecs.Create(this, context);
+
+    /// <summary>Under <c>:mixed</c>, each layer's width, chosen once per plan from the profile's sensitivities.</summary>
+    public override KvCodecSpec[] ForLayers(KvCodecContext context, int layers)
+    {
+        var all = base.ForLayers(context, layers);
+        if (!Mixed || Allocated) return all;
+        var widths = KvQuantCodecs.LayerWidths(this, context);
+        // Layers past the profile's keep the mean spec: creating their codecs reports the mismatch.
+        for (int l = 0; l < Math.Min(layers, widths.Length); l++) all[l] = this with { Bits = widths[l], Allocated = true };
+        return all;
+    }
 
     public int Levels => 1 << Bits;
     public bool HasOutliers => OutlierFraction > 0;

@@ -22,10 +22,10 @@ public static class LowRankCodecs
     public static void Register()
     {
         if (Interlocked.Exchange(ref _registered, 1) != 0) return;
-        KvCodecRegistry.Register(ListedName,
+        KvCodecRegistry.Register(new KvFormat(ListedName,
             "low-rank (Palu-style): project onto the first R calibrated principal directions of the layer and KV head " +
             "(keys before RoPE) and store the R-dim latent in FORMAT; any lrR+FORMAT, e.g. lr32+f16, or lrRh+FORMAT for a Hadamard-rotated latent (needs --profile from 'kvq calibrate --lowrank')",
-            (name, ctx) => LowRankSpec.TryParse(name) is { } spec ? Create(spec, ctx) : null);
+            LowRankSpec.TryParse), LowRankSpec.Prefix);
     }
 
     public static LowRankCodec Create(LowRankSpec spec, KvCodecContext ctx)

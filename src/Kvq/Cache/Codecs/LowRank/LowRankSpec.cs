@@ -11,8 +11,10 @@ namespace Kvq.Cache.Codecs.LowRank;
 /// (Palu's remedy for per-token quantization of the latent): principal coordinates have very unequal variances, so a
 /// per-token group's scale is set by the first few; the rotation spreads the variance evenly over the R channels.
 /// </summary>
-public sealed record LowRankSpec(string Name, int Rank, string Inner, bool Hadamard = false)
+public sealed record LowRankSpec(string Name, int Rank, string Inner, bool Hadamard = false) : KvCodecSpec(Name)
 {
+    public override KvCodec Create(KvCodecContext context) => LowRankCodecs.Create(this, context);
+
     public const string Prefix = "lr";
 
     /// <summary>Null when the name is not of the family (does not start with "lr" and a digit); throws on a malformed one.</summary>

@@ -1,0 +1,142 @@
+using System.Numerics.Tensors;
+using Kvq.Tensors;
+
+namespace Kvq.Cache.Attention;
+
+/// <summary>
+/// Causal attention of a chunk of queries over a sequence's stored tokens, block by block with an online softmax, so
+/// only one decoded tile per thread is ever live. Work items are (KV head, chunk of 16 query tokens); when there are
+/// fewer items than threads (decode, few KV heads), each item's blocks are cut into ranges attended separately
+/// (split-K) and their partial softmax states merged after.
+/// </summary>
+internal static unsafe class BlockAttention
+{
+    private const int QueryChunk = 16;
+
+    /// <summary>output (n, qDim) = attention of queries q (n, qDim), the chunk's last token being the layer's last, over
+    /// the layer's stored tokens.</summary>
+    public static void Attend(IKvBlockReader kv, int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par)
+    {
+        var shape = kv.Shape;
+        int chunks = (n + QueryChunk - 1) / QueryChunk;
+        int blocks = (kv.Count(layer) + kv.BlockTokens - 1) / kv.BlockTokens;
+        int items = shape.KvHeads * chunks;
+        int splits = items >= par.Threads ? 1 : Math.Clamp(par.Threads * 2 / items, 1, Math.Max(1, blocks / 8));
+        fixed (float* pq = q)
+        fixed (float* po = output)
+        {
+            var partial = splits > 1 ? PartialStates.For(items * splits, shape.GroupSize * Math.Min(n, QueryChunk), shape.HeadDim) : null;
+            var job = new Job(kv, layer, pq, po, n, chunks, splits, blocks, partial);
+            par.For(items * splits, 1, ref job);
+            if (partial != null) MergeSplits(shape, partial, items, splits, po, n, chunks);
+        }
+    }
+
+    private readonly struct Job(IKvBlockReader kv, int layer, float* q, float* o, int n, int chunks, int splits, int blocks,
+        PartialStates? partial) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            var scratch = AttentionScratch.For(kv.Shape, kv.BlockTokens, QueryChunk);
+            int bt = kv.BlockTokens;
+            for (int work = start; work < end; work++)
+            {
+                int item = work / splits, sp = work % splits;
+                int head = item / chunks, c = item % chunks;
+                int t0 = c * QueryChunk, t1 = Math.Min(n, t0 + QueryChunk);
+                int b0 = (int)((long)blocks * sp / splits), b1 = (int)((long)blocks * (sp + 1) / splits);
+                Head(kv, layer, head, q, o, n, t0, t1, b0 * bt, b1 * bt, scratch, partial, work);
+            }
+        }
+    }
+
+    /// <summary>Online-softmax attention of query tokens [t0, t1) of the batch, for the query heads of one KV head,
+    /// over stored tokens [sBegin, sEnd) (block-aligned). Writes the normalised output, or with
+    /// <paramref name="partial"/> the unnormalised state number <paramref name="state"/> for a later merge.</summary>
+    private static void Head(IKvBlockReader kv, int layer, int head, float* q, float* o, int n, int t0, int t1, int sBegin, int sEnd,
+        AttentionScratch sc, PartialStates? partial, int state)
+    {
+        var shape = kv.Shape;
+        int hd = shape.HeadDim, g = shape.GroupSize, bt = kv.BlockTokens;
+        int count = kv.Count(layer);
+        int nq = (t1 - t0) * g;
+        var qs = sc.Q.AsSpan(0, nq * hd);
+        KeyScores.GatherQueries(shape, new ReadOnlySpan<float>(q, n * shape.QDim), head, t0, t1, qs);
+        var acc = sc.Acc.AsSpan(0, nq * hd);
+        acc.Clear();
+        var m = sc.Max.AsSpan(0, nq);
+        var l = sc.Sum.AsSpan(0, nq);
+        m.Fill(float.NegativeInfinity);
+        l.Clear();
+        int lastVisible = count - n + t1; // tokens the last query of this chunk sees
+        var blocks = kv.Blocks(layer);
+        var values = kv.Values;
+        for (int s0 = sBegin; s0 < Math.Min(lastVisible, sEnd); s0 += bt)
+        {
+            int cnt = Math.Min(bt, lastVisible - s0);
+            var scores = sc.Scores.AsSpan(0, nq * cnt);
+            int block = blocks[s0 / bt];
+            KeyScores.Block(kv, layer, head, s0, cnt, block, qs, nq, scores, sc.Tile);
+            // Causal mask + online softmax.
+            for (int r = 0; r < nq; r++)
+            {
+                int visible = count - n + t0 + r / g + 1;
+                var row = scores.Slice(r * cnt, cnt);
+                int valid = Math.Clamp(visible - s0, 0, cnt);
+                row[valid..].Clear();
+                if (valid > 0) OnlineSoftmax.Update(row[..valid], ref m[r], ref l[r], acc.Slice(r * hd, hd));
+            }
+            // Values: acc += w x V.
+            if (values.IsEncodedTile(layer, s0))
+                values.Codecs[layer][head].Accumulate(values.Block(layer, block, head), cnt, scores, nq, acc, sc.Tile);
+            else
+            {
+                var tile = sc.Tile.AsSpan(0, cnt * hd);
+                values.ReadTile(layer, head, s0, cnt, block, tile);
+                TileMath.Accumulate(tile, cnt, hd, scores, nq, acc);
+            }
+        }
+        if (partial != null)
+        {
+            m.CopyTo(partial.Max.AsSpan(state * partial.Rows, nq));
+            l.CopyTo(partial.Sum.AsSpan(state * partial.Rows, nq));
+            acc.CopyTo(partial.Acc.AsSpan(state * partial.Rows * hd, nq * hd));
+            return;
+        }
+        for (int r = 0; r < nq; r++)
+        {
+            int t = t0 + r / g, j = r % g;
+            var dst = new Span<float>(o + (long)t * shape.QDim + (head * g + j) * hd, hd);
+            TensorPrimitives.Multiply(acc.Slice(r * hd, hd), 1f / l[r], dst);
+        }
+    }
+
+    private static void MergeSplits(KvShape shape, PartialStates p, int items, int splits, float* o, int n, int chunks)
+    {
+        int hd = shape.HeadDim, g = shape.GroupSize;
+        Span<float> outRow = hd <= 1024 ? stackalloc float[hd] : new float[hd];
+        for (int item = 0; item < items; item++)
+        {
+            int head = item / chunks, c = item % chunks;
+            int t0 = c * QueryChunk, t1 = Math.Min(n, t0 + QueryChunk);
+            for (int r = 0; r < (t1 - t0) * g; r++)
+            {
+                float mx = float.NegativeInfinity;
+                for (int sp = 0; sp < splits; sp++) mx = Math.Max(mx, p.Max[(item * splits + sp) * p.Rows + r]);
+                double total = 0;
+                outRow.Clear();
+                for (int sp = 0; sp < splits; sp++)
+                {
+                    int st = (item * splits + sp) * p.Rows + r;
+                    if (p.Sum[st] == 0f) continue;
+                    float f = MathF.Exp(p.Max[st] - mx);
+                    total += p.Sum[st] * f;
+                    TensorPrimitives.MultiplyAdd(p.Acc.AsSpan(st * hd, hd), f, outRow, outRow);
+                }
+                int t = t0 + r / g, j = r % g;
+                var dst = new Span<float>(o + (long)t * shape.QDim + (head * g + j) * hd, hd);
+                TensorPrimitives.Multiply(outRow, (float)(1 / total), dst);
+            }
+        }
+    }
+}

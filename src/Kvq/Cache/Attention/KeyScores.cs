@@ -1,0 +1,48 @@
+using System.Numerics.Tensors;
+
+namespace Kvq.Cache.Attention;
+
+/// <summary>
+/// Raw attention scores of query rows against one block of stored keys: the one routine that both attention and the
+/// policies' observation pass use, so both see the same numbers bit for bit.
+/// </summary>
+internal static class KeyScores
+{
+    /// <summary>scores (nq, count) = qs (nq, headDim, pre-scaled) x keys of slots [s0, s0 + count) of one head (in
+    /// block <paramref name="blockId"/>), plus the slots' log-weights under a merging policy. A codec's fused kernel
+    /// reads encoded blocks; staged tokens and the sink block go through a decoded <paramref name="tile"/>.</summary>
+    public static void Block(IKvBlockReader kv, int layer, int head, int s0, int count, int blockId, ReadOnlySpan<float> qs, int nq,
+        Span<float> scores, float[] tile)
+    {
+        var keys = kv.Keys;
+        var codec = keys.Codecs[layer][head];
+        if (keys.IsEncodedTile(layer, s0))
+        {
+            var kb = keys.Block(layer, blockId, head);
+            if (codec.PreRope) codec.ScoresPreRope(kb, count, kv.Positions(layer, head, s0, count), kv.Shape.Rope, qs, nq, scores, tile);
+            else codec.Scores(kb, count, qs, nq, scores, tile);
+        }
+        else
+        {
+            var t = tile.AsSpan(0, count * kv.Shape.HeadDim);
+            keys.ReadTile(layer, head, s0, count, blockId, t);
+            if (codec.PreRope) kv.Shape.Rope.RotateAt(t, count, kv.Positions(layer, head, s0, count));
+            TileMath.Scores(t, count, kv.Shape.HeadDim, qs, nq, scores);
+        }
+        // Scores of merged slots get + ln(weight): a slot standing for w tokens draws their attention.
+        var w = kv.LogWeights(layer, head, s0, count);
+        if (w.IsEmpty) return;
+        for (int r = 0; r < nq; r++) TensorPrimitives.Add(scores.Slice(r * count, count), w, scores.Slice(r * count, count));
+    }
+
+    /// <summary>Gathers the query rows of one KV head's group for query tokens [t0, t1) of a (n, qDim) batch, token-major,
+    /// scaled by 1/sqrt(headDim): rows (t1 - t0) x group x headDim.</summary>
+    public static void GatherQueries(KvShape shape, ReadOnlySpan<float> q, int head, int t0, int t1, Span<float> qs)
+    {
+        int hd = shape.HeadDim, g = shape.GroupSize;
+        for (int t = t0; t < t1; t++)
+            for (int j = 0; j < g; j++)
+                TensorPrimitives.Multiply(q.Slice(t * shape.QDim + (head * g + j) * hd, hd), shape.ScoreScale,
+                    qs.Slice(((t - t0) * g + j) * hd, hd));
+    }
+}

@@ -1,0 +1,100 @@
+using Kvq.Cache.Codecs;
+
+namespace Kvq.Cache.Layout;
+
+/// <summary>
+/// What a KV cache of one model and one <c>--kv</c> spec stores, decided once: per side and layer the parsed spec and
+/// its codecs, the bytes of a block, and the bytes at any token count, including what a sequence keeps outside blocks
+/// (f16 staging for whole-block formats, exact sink copies) and the cache's bank of sink copies for shared prefixes.
+/// Caches, the serving pool, <c>inspect</c>, <c>eval memory</c> and spec validation all read their bytes here.
+/// </summary>
+public sealed class KvLayoutPlan
+{
+    public KvShape Shape { get; }
+    public KvCacheConfig Config { get; }
+    public KvSidePlan Keys { get; }
+    public KvSidePlan Values { get; }
+    /// <summary>With sink tokens and no token policy: cached prefixes whose sink copies the bank keeps.</summary>
+    public int SinkBankEntries { get; }
+
+    public int BlockTokens => Config.BlockTokens;
+    public int SinkTokens => Config.SinkTokens;
+
+    private KvLayoutPlan(KvShape shape, KvCacheConfig config, int sinkBankEntries)
+    {
+        Shape = shape;
+        Config = config;
+        SinkBankEntries = sinkBankEntries;
+        Keys = new KvSidePlan(KvSide.Key, KvCodecRegistry.Parse(config.KeyFormat), shape, config.BlockTokens, config.Profile);
+        Values = new KvSidePlan(KvSide.Value, KvCodecRegistry.Parse(config.ValueFormat), shape, config.BlockTokens, config.Profile);
+        if (Values.PreRope) throw new KvSpecException($"'{Values.Codec.Name}' is a key format (pre-RoPE) and cannot store values");
+        if (config.Policy is { } policy)
+            foreach (var codec in new[] { Keys.Codec, Values.Codec })
+                if (!codec.CanCopySlots)
+                    throw new KvSpecException(codec.EncodesWholeBlocks
+                        ? $"policy '{policy.Policy.Name}' evicts single tokens, but '{codec.Name}' encodes whole blocks " +
+                          "(recent tokens staged, then quantized together); use a per-token format"
+                        : $"policy '{policy.Policy.Name}' moves single tokens, but '{codec.Name}' does not describe its per-token " +
+                          "layout (KvCodec.TokenSections)");
+    }
+
+    /// <summary>Parses the spec's formats and builds every codec; throws <see cref="KvSpecException"/> when the model
+    /// cannot hold the spec (unknown names, a key-only format for values, a profile of another shape, ...).</summary>
+    /// <param name="sinkBankEntries">With sink tokens: how many cached prefixes keep their sink copies.</param>
+    public static KvLayoutPlan Build(KvShape shape, KvCacheConfig config, int sinkBankEntries = 64) => new(shape, config, sinkBankEntries);
+
+    /// <summary>The side's plan: keys or values.</summary>
+    public KvSidePlan Of(KvSide side) => side == KvSide.Key ? Keys : Values;
+
+    /// <summary>Bytes of one block of one layer, every head, keys and values.</summary>
+    public long BytesPerLayerBlock(int layer) => (long)Shape.KvHeads * (Keys.BlockLayout(layer).Total + Values.BlockLayout(layer).Total);
+
+    /// <summary>Bytes of one block in every layer and head, keys and values.</summary>
+    public long BytesPerBlock
+    {
+        get
+        {
+            long n = 0;
+            for (int l = 0; l < Shape.Layers; l++) n += BytesPerLayerBlock(l);
+            return n;
+        }
+    }
+
+    /// <summary>Blocks that hold <paramref name="tokens"/> tokens (the last one partial).</summary>
+    public long BlocksFor(long tokens) => (tokens + BlockTokens - 1) / BlockTokens;
+
+    /// <summary>Keys and values of <paramref name="blocks"/> blocks of one layer, every head, by kind.</summary>
+    public (KvBytes Keys, KvBytes Values) LayerBlockBytes(int layer, long blocks) =>
+        (Keys.BlockLayout(layer) * (blocks * Shape.KvHeads), Values.BlockLayout(layer) * (blocks * Shape.KvHeads));
+
+    /// <summary>Bytes of f16 sink copies of one sequence, one side (every layer and KV head); 0 without sink tokens.</summary>
+    public long SinkBytesPerSide => 2L * Shape.Layers * Shape.KvHeads * Shape.HeadDim * SinkTokens;
+
+    /// <summary>Bytes of f16 staging of one sequence, one side (every layer and KV head); 0 for per-token formats.</summary>
+    public long StagingBytes(KvSide side) => 2L * Shape.Layers * Shape.KvHeads * Shape.HeadDim * Of(side).StagingTokens;
+
+    /// <summary>Bytes a sequence keeps outside blocks whatever its length: staging and sink copies, keys and values.</summary>
+    public long BytesPerSequence => StagingBytes(KvSide.Key) + StagingBytes(KvSide.Value) + 2 * SinkBytesPerSide;
+
+    /// <summary>Bytes the cache reserves for the sink copies of cached prefixes (keys and values of every entry); 0 without
+    /// sink tokens or under a token policy (whose blocks are never shared).</summary>
+    public long SinkBankBytes => Config.Policy == null ? SinkBankEntries * 2 * SinkBytesPerSide : 0;
+
+    /// <summary>What one sequence of <paramref name="tokens"/> tokens holds when every layer keeps them all (no token
+    /// policy): whole blocks, the last one partial, plus <see cref="BytesPerSequence"/>.</summary>
+    public KvMemory MemoryAt(int tokens)
+    {
+        long blocks = BlocksFor(tokens);
+        KvBytes keys = default, values = default;
+        for (int l = 0; l < Shape.Layers; l++)
+        {
+            var (k, v) = LayerBlockBytes(l, blocks);
+            keys += k;
+            values += v;
+        }
+        return new KvMemory(keys, values, BytesPerSequence, tokens, Shape.KvDim * Shape.Layers);
+    }
+
+    /// <summary>The name used in reports ("f16", "q4_0/f16", "f16 h2o@25%").</summary>
+    public override string ToString() => Config.Name;
+}

@@ -1,0 +1,109 @@
+using Kvq.Cache.Codecs;
+using Kvq.Cache.Layout;
+
+namespace Kvq.Cache.Storage;
+
+/// <summary>
+/// The keys (or values) of one sequence as attention reads them: encoded blocks in the cache's arenas, the f16 staging
+/// of recent tokens a whole-block codec has not encoded yet, and exact f16 copies of the sink tokens, which replace the
+/// first rows of block 0 whenever it is read.
+/// </summary>
+internal sealed class KvSideStore
+{
+    public readonly KvCodec[][] Codecs;         // per layer, per head
+    public readonly BlockArena[] Arenas;        // per layer (the cache's)
+    public readonly SinkStore? Sink;            // exact f16 copies of the first tokens
+    public readonly StagingBuffer[]? Staging;   // per layer
+    public readonly int[] Sealed;               // per layer: tokens encoded into blocks (multiple of block size)
+    private readonly int _blockTokens, _kvHeads;
+    private readonly float[] _sealTile;         // (blockTokens, headDim) scratch for a staged block being encoded
+
+    public KvSideStore(KvSidePlan plan, BlockArena[] arenas, KvShape shape, int sinkTokens)
+    {
+        Codecs = plan.Codecs;
+        Arenas = arenas;
+        Sealed = new int[shape.Layers];
+        _blockTokens = plan.Codec.BlockTokens;
+        _kvHeads = shape.KvHeads;
+        _sealTile = plan.EncodesWholeBlocks ? new float[_blockTokens * shape.HeadDim] : [];
+        if (sinkTokens > 0) Sink = new SinkStore(shape.Layers, shape.KvHeads, shape.HeadDim, sinkTokens);
+        if (plan.EncodesWholeBlocks)
+        {
+            Staging = new StagingBuffer[shape.Layers];
+            for (int l = 0; l < shape.Layers; l++) Staging[l] = new StagingBuffer(shape.KvHeads, shape.HeadDim, plan.StagingTokens);
+        }
+    }
+
+    /// <summary>Layer 0, head 0: the kind every codec of the side shares.</summary>
+    public KvCodec Codec => Codecs[0][0];
+
+    /// <summary>Whether tokens from <paramref name="s0"/> on are read straight from their encoded block, so a codec's
+    /// fused kernel may score or accumulate them: not when staged, nor block 0 while sink rows replace its first tokens.</summary>
+    public bool IsEncodedTile(int layer, int s0) => (Staging == null || s0 < Sealed[layer]) && !(s0 == 0 && Sink != null);
+
+    public Span<byte> Block(int layer, int blockId, int head) => Arenas[layer].Block(blockId, head);
+
+    /// <summary>Tokens [s0, s0 + count) of one head as (count, headDim) f32 rows: decoded from block
+    /// <paramref name="blockId"/> or read from staging, with the sink rows from their exact copies.</summary>
+    public void ReadTile(int layer, int head, int s0, int count, int blockId, Span<float> tile)
+    {
+        if (Staging == null || s0 < Sealed[layer]) Codecs[layer][head].DecodeBlock(Arenas[layer].Block(blockId, head), count, tile);
+        else Staging[layer].Read(head, s0 - Sealed[layer], count, tile);
+        if (s0 == 0 && Sink != null) Sink.Overwrite(layer, head, tile, count);
+    }
+
+    /// <summary>Stores one head's vector of the token in <paramref name="slot"/> (at RoPE position <paramref name="pos"/>):
+    /// encoded into its block, or staged for a whole-block codec; the sink tokens also as exact copies.</summary>
+    public void Store(int layer, int head, int slot, int pos, ReadOnlySpan<float> x, ReadOnlySpan<int> blocks)
+    {
+        if (Sink is { } sink && pos < sink.Tokens) sink.Set(layer, head, pos, x);
+        if (Staging is { } staging) staging[layer].Add(head, pos - Sealed[layer], x);
+        else Codecs[layer][head].EncodeToken(x, Arenas[layer].Block(blocks[slot / _blockTokens], head), slot % _blockTokens);
+    }
+
+    /// <summary>Encodes the oldest staged block once it is full and older than the residual window (the layer holds
+    /// <paramref name="count"/> tokens).</summary>
+    public void Seal(int layer, int count, ReadOnlySpan<int> blocks)
+    {
+        if (Staging is not { } all) return;
+        var staging = all[layer];
+        int bt = _blockTokens;
+        staging.SetCount(count - Sealed[layer]);
+        if (staging.Count < bt + Codec.ResidualTokens) return;
+        int block = blocks[Sealed[layer] / bt];
+        for (int h = 0; h < _kvHeads; h++)
+        {
+            staging.Read(h, 0, bt, _sealTile);
+            Codecs[layer][h].EncodeBlock(_sealTile, Arenas[layer].Block(block, h));
+        }
+        staging.DropFront(bt);
+        Sealed[layer] += bt;
+    }
+
+    /// <summary>Bytes held outside blocks: staging and sink copies.</summary>
+    public long OutsideBlockBytes
+    {
+        get
+        {
+            long n = Sink?.AllocatedBytes ?? 0;
+            if (Staging != null) foreach (var s in Staging) n += s.AllocatedBytes;
+            return n;
+        }
+    }
+
+    public void CopySinkFrom(KvSideStore parent)
+    {
+        if (Sink != null && parent.Sink != null) Sink.CopyFrom(parent.Sink);
+    }
+
+    /// <summary>What lives outside blocks: sealed counts, staged tokens, sink copies.</summary>
+    public SwappedKv.SideState Save() => new((int[])Sealed.Clone(), Staging?.Select(s => s.Save()).ToArray(), Sink?.Save());
+
+    public void Restore(SwappedKv.SideState state)
+    {
+        state.Sealed.CopyTo(Sealed, 0);
+        if (Staging != null && state.Staging != null)
+            for (int l = 0; l < Staging.Length; l++) Staging[l].Restore(state.Staging[l]);
+        if (state.Sink != null) Sink?.Restore(state.Sink);
+    }
+}

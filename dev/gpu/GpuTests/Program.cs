@@ -73,6 +73,12 @@ public static class Program
         }
 
         Console.WriteLine($"{assembly.GetName().Name} {assembly.GetName().Version}: {tests.Count} tests; {Environment.ProcessorCount} threads; {Device()}");
+        if (AssertionsMisbehave() is { } broken)
+        {
+            Console.WriteLine($"FAIL  self-check: {broken}");
+            return 1;
+        }
+        Console.WriteLine("self-check: xunit's assertions pass on equal values and fail on different ones in this binary");
         var total = Stopwatch.StartNew();
         int passed = 0, failed = 0, skipped = 0;
         var failures = new List<string>();
@@ -114,6 +120,39 @@ public static class Program
         foreach (var n in failures) Console.WriteLine($"  failed: {n}");
         if (noSkip && skipped > 0) Console.WriteLine($"--no-skip: {skipped} skipped tests count as failures");
         return failed > 0 || (noSkip && skipped > 0) ? 1 : 0;
+    }
+
+    /// <summary>xunit.assert compares collections by reflection (GpuTests.csproj): whether, in this binary, what the
+    /// tests compare still passes when equal and throws when not. Null when it does; else what went wrong.</summary>
+    private static string? AssertionsMisbehave()
+    {
+        int[] ints = [1, 2, 3];
+        byte[] bytes = [1, 2, 3];
+        string[] names = ["a.cubin"];
+        var checks = new (string Name, Action Equal, Action Different)[]
+        {
+            ("int[]", () => Assert.Equal(ints, new[] { 1, 2, 3 }), () => Assert.Equal(ints, new[] { 1, 2, 4 })),
+            ("byte[]", () => Assert.Equal(bytes, new byte[] { 1, 2, 3 }), () => Assert.Equal(bytes, new byte[] { 1, 2 })),
+            ("string[] vs IEnumerable<string?>", () => Assert.Equal(names, names.Select(n => (string?)n)), () => Assert.Equal(names, new[] { "b.cubin" }.Select(n => (string?)n))),
+            ("float[]", () => Assert.Equal(new[] { 1f, 2f }, new[] { 1f, 2f }), () => Assert.Equal(new[] { 1f, 2f }, new[] { 1f, 2.5f })),
+            ("long[] vs List<long>", () => Assert.Equal(new[] { 1L, 2L }, new List<long> { 1, 2 }), () => Assert.Equal(new[] { 1L, 2L }, new List<long> { 1, 3 })),
+            ("double", () => Assert.Equal(1.0, 1.0), () => Assert.Equal(1.0, 1.5)),
+            ("All", () => Assert.All(bytes, b => Assert.InRange(b, (byte)1, (byte)3)), () => Assert.All(bytes, b => Assert.Equal(1, b))),
+            ("Contains", () => Assert.Contains("q4", "no q4_0 here"), () => Assert.Contains("q8", "no q4_0 here")),
+        };
+        foreach (var (name, equal, different) in checks)
+        {
+            try { equal(); }
+            catch (Exception e) { return $"Assert over {name} threw on equal values: {e.GetType().Name}: {e.Message}"; }
+            try
+            {
+                different();
+                return $"Assert over {name} passed on different values";
+            }
+            catch (XunitException) { }
+            catch (Exception e) { return $"Assert over {name} threw {e.GetType().Name}, not an assertion failure: {e.Message}"; }
+        }
+        return null;
     }
 
     private static string Device()

@@ -2,8 +2,11 @@ using Kvq.Cuda;
 
 namespace Kvq.Cuda.Tests;
 
-/// <summary>A test that needs a CUDA device: skipped, with the reason, where there is none (CI has no GPU; the GPU
-/// image has no .NET, so on a GPU machine the kernel lab's checks play this role: dev/kernels/README.md).</summary>
+/// <summary>A test that needs a CUDA device: skipped, with the reason, where there is none (CI has no GPU). On a GPU
+/// machine (no .NET there) these tests, and every other test of this assembly, run through dev/gpu/GpuTests, a NativeAOT
+/// runner with this assembly compiled in: dev/gpu/stage-gpu-tests.sh stages it, dev/gpu/device-gpu-tests.sh runs it
+/// with --no-skip (a GpuFact that skips there is a failure); logs in docs/gpu-runs/ (dev/gpu/README.md). The runner
+/// reads Skip as xunit does, so this attribute needs nothing more.</summary>
 public sealed class GpuFactAttribute : FactAttribute
 {
     private static readonly Lazy<string?> Missing = new(() =>

@@ -30,6 +30,7 @@ public class PolicyDecisionTests(ITestOutputHelper output)
         { "h2o", "19", "head", 0 },
         { "h2o:recent=4,sink=2", "0.45", "layer", 0 },
         { "h2o:recent=0.25", "21", "head", 1 },
+        { "h2o:recent=1", "17", "head", 0 },    // 1 is a token count, not the whole budget
         { "snapkv:window=5,pool=3", "19", "head", 0 },
         { "snapkv:window=3,pool=5,sink=1", "0.4", "layer", 0 },
         { "snapkv", "15", "head", 0 },
@@ -53,6 +54,7 @@ public class PolicyDecisionTests(ITestOutputHelper output)
         "h2o" => new RefH2o(0.5, 0),
         "h2o:recent=4,sink=2" => new RefH2o(4, 2),
         "h2o:recent=0.25" => new RefH2o(0.25, 0),
+        "h2o:recent=1" => new RefH2o(1, 0),
         "snapkv:window=5,pool=3" => new RefSnapKv(5, 3, 0),
         "snapkv:window=3,pool=5,sink=1" => new RefSnapKv(3, 5, 1),
         "snapkv" => new RefSnapKv(32, 7, 0),
@@ -78,7 +80,8 @@ public class PolicyDecisionTests(ITestOutputHelper output)
         var rng = new Random(seed);
         var config = new KvCacheConfig("f32", "f32", BlockTokens, cacheSinks, Policy: new KvPolicyConfig(KvPolicyRegistry.Parse(spec), KvBudget.Parse(budget, scope)));
         using var seq = new PagedKvCache(Shape, config, maxTokens: 1024).CreateSequence();
-        var reference = new RefCache(ReferenceOf(spec), Layers, KvHeads, Group, HeadDim,
+        var refPolicy = ReferenceOf(spec);
+        var reference = new RefCache(refPolicy, Layers, KvHeads, Group, HeadDim,
             double.Parse(budget, System.Globalization.CultureInfo.InvariantCulture), cacheSinks);
         var history = new List<float[]>[Layers];
         for (int l = 0; l < Layers; l++) history[l] = [];
@@ -120,7 +123,7 @@ public class PolicyDecisionTests(ITestOutputHelper output)
                 }
             }
             for (int l = 0; l < Layers; l++)
-                for (int h = 0; h < KvHeads; h++) AssertStatistics(seq, reference.Heads[l][h], l, h, $"{spec} (seed {seed}), length {reference.Length}");
+                for (int h = 0; h < KvHeads; h++) AssertStatistics(seq, reference.Heads[l][h], l, h, refPolicy.MergeThreshold != null, $"{spec} (seed {seed}), length {reference.Length}");
         }
         output.WriteLine($"{cuts} cuts checked, {ties} exact ties split by the boundary, {excused} slots within a float rounding of it");
         Assert.True(cuts >= Chunks.Length, $"{spec}: only {cuts} cuts (the budget hardly made the policy evict: the test would prove little)");
@@ -157,10 +160,11 @@ public class PolicyDecisionTests(ITestOutputHelper output)
     private static string Describe(RefHead head, bool[] kept) =>
         "[" + string.Join(", ", Enumerable.Range(0, kept.Length).Where(s => kept[s]).Select(s => head.Positions[s])) + "]";
 
-    private static void AssertStatistics(PagedKvSequence seq, RefHead head, int layer, int h, string spec)
+    private static void AssertStatistics(PagedKvSequence seq, RefHead head, int layer, int h, bool merges, string spec)
     {
         var att = seq.SlotAttention(layer, h);
         var logw = seq.SlotLogWeights(layer, h);
+        Assert.True(merges == (logw.Length > 0), $"{spec}: {logw.Length} log-weights (a sequence keeps them only under merging)");
         for (int s = 0; s < head.Count; s++)
         {
             if (att.Length > 0)

@@ -43,16 +43,19 @@ public class SamplerBoundaryTests
     public void LogitsFarFromZeroKeepTheirTailAndDoNotOverflow()
     {
         // One logit 45+ above the rest: at temperature 1 the rest sum to ~1e-18 of the mass (1 - that rounds to 1.0),
-        // yet with top-p off every token keeps its (tiny) probability; at 300 and beyond, exp(logit / T) would overflow.
+        // yet with top-p off every token keeps its (tiny) probability; at 300 and beyond, exp(2 logit / T) would overflow.
         var rng = new Random(TestSeeds.Of(nameof(LogitsFarFromZeroKeepTheirTailAndDoNotOverflow)));
         var logits = Enumerable.Range(0, 51).Select(_ => (float)(300 + rng.NextDouble() * 15)).ToArray();
         logits[17] = 361.5f;
-        var o = Plain with { Temperature = 1.7f };
-        var expect = ReferenceSampling.Probabilities(logits, [], o);
-        var d = new Sampler(o).Distribution(logits, []);
-        Assert.Equal(logits.Length, d.Length);
-        foreach (var (id, p) in d)
-            Assert.True(p > 0 && Math.Abs(p - expect[id]) <= 1e-9, $"token {id}: {p} vs {expect[id]}");
+        foreach (float temperature in new[] { 1.7f, 0.5f })
+        {
+            var o = Plain with { Temperature = temperature };
+            var expect = ReferenceSampling.Probabilities(logits, [], o);
+            var d = new Sampler(o).Distribution(logits, []);
+            Assert.Equal(logits.Length, d.Length);
+            foreach (var (id, p) in d)
+                Assert.True(p > 0 && Math.Abs(p - expect[id]) <= 1e-9, $"T={temperature} token {id}: {p} vs {expect[id]}");
+        }
     }
 
     [Fact]

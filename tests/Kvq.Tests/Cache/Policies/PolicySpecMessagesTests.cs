@@ -46,7 +46,11 @@ public class PolicySpecMessagesTests
     }
 
     [Fact]
-    public void BlankSpecsMeanNoPolicy() => Assert.Null(KvPolicyRegistry.TryParse(" \t "));
+    public void BlankSpecsMeanNoPolicy()
+    {
+        Assert.Null(KvPolicyRegistry.TryParse(" \t "));
+        Assert.IsType<H2oPolicy>(KvPolicyRegistry.TryParse(" h2o "));
+    }
 
     [Fact]
     public void PoliciesMadeDirectlyCarryTheirNames()
@@ -75,6 +79,7 @@ public class PolicySpecMessagesTests
     [Theory]
     [InlineData("0.25", "head", "h2o@25%")]
     [InlineData("12.5%", "head", "h2o@12.5%")]
+    [InlineData("0.33333", "head", "h2o@33.33%")]
     [InlineData("512", "layer", "h2o@512/layer")]
     [InlineData("0.3", "layer", "h2o@30%/layer")]
     public void BudgetsPrintAsTheyAreGiven(string budget, string scope, string name) =>

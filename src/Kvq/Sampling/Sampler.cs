@@ -10,6 +10,7 @@ public sealed class Sampler
     private readonly SamplerOptions _o;
     private readonly Random _rng;
     private (int Id, float Logit)[] _cand = [];
+    private double[] _p = [];
 
     public SamplerOptions Options => _o;
 
@@ -24,19 +25,50 @@ public sealed class Sampler
     /// penalties count only the tokens after them.</param>
     public int Sample(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int promptLength = 0)
     {
+        int n = Candidates(logits, history, promptLength);
+        if (_o.Temperature <= 0) return _cand[0].Id;
+        double r = _rng.NextDouble(), acc = 0;
+        for (int i = 0; i < n; i++)
+        {
+            acc += _p[i];
+            if (r < acc) return _cand[i].Id;
+        }
+        return _cand[n - 1].Id;
+    }
+
+    /// <summary>The distribution a draw picks from (what <see cref="Sample"/> draws from, without drawing): token ids
+    /// and their probabilities, most likely first; greedy gives the argmax alone with probability 1.</summary>
+    internal (int Id, double P)[] Distribution(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int promptLength = 0)
+    {
+        int n = Candidates(logits, history, promptLength);
+        var d = new (int Id, double P)[n];
+        for (int i = 0; i < n; i++) d[i] = (_cand[i].Id, _p[i]);
+        return d;
+    }
+
+    /// <summary>Fills the first n candidates (<see cref="_cand"/>) and their final probabilities (<see cref="_p"/>) in
+    /// llama.cpp's order and returns n.</summary>
+    private int Candidates(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int promptLength)
+    {
         int vocab = logits.Length;
         if (_cand.Length < vocab) _cand = new (int, float)[vocab];
+        if (_p.Length < vocab) _p = new double[vocab];
         var cand = _cand.AsSpan(0, vocab);
         for (int i = 0; i < vocab; i++) cand[i] = (i, logits[i]);
         ApplyPresenceAndFrequency(cand, history[Math.Clamp(promptLength, 0, history.Length)..]);
         ApplyRepetitionPenalty(cand, history);
-        if (_o.Temperature <= 0) return Argmax(cand);
+        if (_o.Temperature <= 0)
+        {
+            cand[0] = cand[Argmax(cand)];
+            _p[0] = 1;
+            return 1;
+        }
 
         int n = vocab;
         // Sort descending by logit (only the kept prefix matters afterwards).
         cand.Sort(static (a, b) => b.Logit.CompareTo(a.Logit));
         if (_o.TopK > 0) n = Math.Min(n, _o.TopK);
-        Span<double> p = n <= 4096 ? stackalloc double[n] : new double[n];
+        var p = _p.AsSpan(0, n);
         Softmax(cand[..n], p, 1f);
         if (_o.TopP < 1f)
         {
@@ -57,13 +89,7 @@ public sealed class Sampler
             n = keep;
         }
         Softmax(cand[..n], p, _o.Temperature);
-        double r = _rng.NextDouble(), acc = 0;
-        for (int i = 0; i < n; i++)
-        {
-            acc += p[i];
-            if (r < acc) return cand[i].Id;
-        }
-        return cand[n - 1].Id;
+        return n;
     }
 
     /// <summary>OpenAI's penalties: logit -= count * frequency + (count > 0) * presence, counts over <paramref name="generated"/>.</summary>
@@ -94,7 +120,7 @@ public sealed class Sampler
         int best = 0;
         for (int i = 1; i < cand.Length; i++)
             if (cand[i].Logit > cand[best].Logit) best = i;
-        return cand[best].Id;
+        return best;
     }
 
     private static void Softmax(ReadOnlySpan<(int Id, float Logit)> cand, Span<double> p, float temperature)

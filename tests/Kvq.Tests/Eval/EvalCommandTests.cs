@@ -137,10 +137,9 @@ public sealed class EvalCtrlCTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    [Fact]
+    [LinuxFact("sends SIGINT to a child kvq process and sets its signal disposition through libc")]
     public async Task SigintKeepsFinishedRowsAndWritesTheReport()
     {
-        if (!OperatingSystem.IsLinux()) return;
         var text = Path.Combine(_dir, "stories.txt");
         File.WriteAllText(text, TextFixtures.Read(Fixtures.Text("tinystories/TinyStories-valid.first1000.txt"))[..60_000]);
         var report = Path.Combine(_dir, "report");

@@ -6,8 +6,8 @@ namespace Kvq.Tests.Tensors;
 /// <summary>
 /// ggml's own scalar reference codecs, called in the libggml-base that LLamaSharp's llama.cpp loaded into this
 /// process: dequantize_row_* (the to_float of ggml's type traits) and quantize_row_*_ref. These are the oracle that
-/// QuantFormats must match bit for bit. <see cref="Available"/> is false where the library cannot be found (then
-/// the tests that need it say so and pass vacuously only on platforms other than Linux).
+/// QuantFormats must match bit for bit. <see cref="Available"/> is false where the library cannot be found; it is found
+/// on Linux (the tests that need it are [LinuxTheory]: skipped with the reason elsewhere, failing on Linux without it).
 /// </summary>
 internal static unsafe class GgmlReference
 {

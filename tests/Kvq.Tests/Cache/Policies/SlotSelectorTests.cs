@@ -27,4 +27,15 @@ public class SlotSelectorTests
             Assert.Equal(expect, kept);
         }
     }
+
+    [Fact]
+    public void FlagsMustCoverEverySlot()
+    {
+        float[] scores = [0.7f, -1.3f, 2.1f, 0.4f, 1.9f];
+        var e = Assert.Throws<ArgumentException>(() => SlotSelector.TopK(scores.ToArray(), 0, 2, new bool[4]));
+        Assert.Equal("4 flags for 5 slots", e.Message);
+        var kept = new bool[7]; // more flags than slots: those past the slots are left alone
+        SlotSelector.TopK(scores.ToArray(), 1, 3, kept);
+        Assert.Equal([true, false, true, false, true, false, false], kept);
+    }
 }

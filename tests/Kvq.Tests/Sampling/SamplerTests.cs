@@ -1,6 +1,6 @@
 using Kvq.Sampling;
 
-namespace Kvq.Tests.Generation;
+namespace Kvq.Tests.Sampling;
 
 public class SamplerTests
 {

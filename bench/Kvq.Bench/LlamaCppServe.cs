@@ -9,8 +9,10 @@ using LLama.Native;
 namespace Kvq.Bench;
 
 /// <summary>
-/// The serving peer: llama.cpp's batched decoding (one context, a unified KV cache shared by its sequences, one
-/// llama_decode per step carrying every running sequence's decode token plus prompt chunks, as llama-server does).
+/// The serving peer: llama.cpp's batched decoding (one context whose KV cache is split into one stream per slot, as
+/// llama-server runs with --parallel N; one llama_decode per step carrying every running sequence's decode token plus
+/// prompt chunks). A unified cache was measured too: there every token's attention spans all slots' cells, several
+/// times slower at this size.
 /// Its KV cache is sized to the same byte budget as Kvq's; without preemption it admits a request only when the
 /// cache can hold its whole prompt and output (llama-server's fixed slots), so its concurrency is what the budget
 /// holds at its format. Greedy, end-of-generation ignored, like Kvq's load test.
@@ -50,7 +52,7 @@ public sealed class LlamaCppServe : IDisposable
             BatchSize = (uint)stepTokens,
             UBatchSize = (uint)stepTokens,
             SeqMax = (uint)_slots,
-            KVUnified = true,
+            KVUnified = false,
             Threads = threads,
             BatchThreads = threads,
             TypeK = LlamaCppModel.CacheType(cacheType),

@@ -42,7 +42,7 @@ public sealed class InferenceEngine : IDisposable
         if (_stepTokens < Scheduler.ChunkAlignment)
             throw new ArgumentOutOfRangeException(nameof(options), $"a step must carry at least {Scheduler.ChunkAlignment} tokens");
         _context = options.ContextTokens ?? model.Config.ContextLength;
-        Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes);
+        Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes, options.MaxRunning);
         _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
         Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
         _scheduler = new Scheduler(Pool, options, _stepTokens, Metrics) { OutOfBudget = r => Finish(r, FinishReason.Length) };
@@ -113,7 +113,7 @@ public sealed class InferenceEngine : IDisposable
         if (n >= _context)
             throw new EngineRequestException($"the prompt has {n} tokens; this model's context is {_context} tokens, and at least one must be left " +
                                              "for the answer", "context_length_exceeded", "messages");
-        int blocks = Pool.BlocksFor(n + Options.DecodeReserveTokens) + Pool.BlocksPerSequence;
+        int blocks = Pool.BlocksFor(n + Options.DecodeReserveTokens);
         if (blocks > Pool.Blocks)
             throw new EngineRequestException($"the prompt has {n} tokens; with {Options.DecodeReserveTokens} tokens of room to answer it needs {blocks} " +
                                              $"KV blocks of {Options.Kv.Name}, and the whole budget ({Bytes.Format(Pool.BudgetBytes)}) is {Pool.Blocks}",

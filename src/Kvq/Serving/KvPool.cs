@@ -4,11 +4,11 @@ using Kvq.Cache.Layout;
 namespace Kvq.Serving;
 
 /// <summary>
-/// The engine's one KV cache, sized from a byte budget: a block pool of <see cref="Blocks"/> blocks, plus what each
-/// running sequence keeps outside blocks (staging of recent tokens for whole-block formats, exact sink copies),
-/// reserved as <see cref="BlocksPerSequence"/> blocks of the pool's count while the sequence runs, and, with sink
-/// tokens, the fixed bank of cached prefixes' sink copies. Blocks held, blocks cached for prefix reuse and the
-/// reservations together never pass the budget.
+/// The engine's one KV cache, sized from a byte budget: the budget is split once into what running sequences keep
+/// outside blocks (staging of recent tokens for whole-block formats, exact sink copies: <see cref="BytesPerSequence"/>
+/// for each of at most <see cref="MaxRunning"/> sequences), the fixed bank of cached prefixes' sink copies, and a
+/// block pool of <see cref="Blocks"/> blocks (the arenas never grow past it, cached prefixes included). So the bytes
+/// allocated never pass the budget, whatever runs.
 /// </summary>
 public sealed class KvPool
 {
@@ -20,13 +20,14 @@ public sealed class KvPool
     public long BytesPerBlock { get; }
     /// <summary>Bytes a running sequence keeps outside blocks (staging, sinks).</summary>
     public long BytesPerSequence { get; }
-    /// <summary><see cref="BytesPerSequence"/> in whole blocks, reserved per running sequence.</summary>
-    public int BlocksPerSequence { get; }
+    /// <summary>Sequences that may run at once: the engine's limit, lowered where their outside-block bytes would take
+    /// more than half the budget (KIVI's f16 window of recent tokens, say).</summary>
+    public int MaxRunning { get; }
     public int BlockTokens => Cache.Config.BlockTokens;
     /// <summary>Bytes reserved for the sink copies of cached prefixes (0 without sink tokens).</summary>
     public long SinkBankBytes { get; }
 
-    public KvPool(KvShape shape, KvCacheConfig config, long budgetBytes)
+    public KvPool(KvShape shape, KvCacheConfig config, long budgetBytes, int maxRunning = 64)
     {
         if (config.Policy != null)
             throw new EngineRequestException($"{config.Name}: the serving engine does not run token policies yet (each layer keeps its own " +
@@ -34,10 +35,10 @@ public sealed class KvPool
         var plan = KvLayoutPlan.Build(shape, config);
         BytesPerBlock = plan.BytesPerBlock;
         BytesPerSequence = plan.BytesPerSequence;
-        BlocksPerSequence = (int)((BytesPerSequence + BytesPerBlock - 1) / BytesPerBlock);
         SinkBankBytes = plan.SinkBankBytes;
-        long blocks = (budgetBytes - SinkBankBytes) / BytesPerBlock;
-        if (blocks < 1 + BlocksPerSequence)
+        MaxRunning = BytesPerSequence == 0 ? maxRunning : (int)Math.Clamp(budgetBytes / 2 / BytesPerSequence, 1, maxRunning);
+        long blocks = (budgetBytes - SinkBankBytes - MaxRunning * BytesPerSequence) / BytesPerBlock;
+        if (blocks < 1)
             throw new EngineRequestException($"a KV budget of {Bytes.Format(budgetBytes)} holds no sequence of {config.Name}: one block is " +
                                              $"{Bytes.Format(BytesPerBlock)} ({config.BlockTokens} tokens) and a sequence keeps " +
                                              $"{Bytes.Format(BytesPerSequence)} outside blocks", "kv_budget_exceeded", "kv_budget");
@@ -52,10 +53,11 @@ public sealed class KvPool
     /// <summary>Blocks the pool can still hand out: free (cached ones included: reusing one evicts its prefix).</summary>
     public int FreeBlocks => Cache.Sequences.Pool.FreeBlockCount;
 
-    /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>) plus the reservations of
-    /// <paramref name="running"/> sequences.</summary>
-    /// <summary>Bytes the <paramref name="running"/> sequences hold: their blocks (a shared block once) and reservations.</summary>
-    public long BytesHeld(int running) => (Cache.Sequences.Pool.HeldBlockCount + (long)running * BlocksPerSequence) * BytesPerBlock;
+    /// <summary>Bytes the <paramref name="running"/> sequences hold: their blocks (a shared block once) and what they
+    /// keep outside blocks.</summary>
+    public long BytesHeld(int running) => Cache.Sequences.Pool.HeldBlockCount * BytesPerBlock + running * BytesPerSequence;
 
-    public long BytesInUse(int running) => Cache.AllocatedBytes + (long)running * BlocksPerSequence * BytesPerBlock + SinkBankBytes;
+    /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>), the running sequences'
+    /// outside-block bytes and the sink bank.</summary>
+    public long BytesInUse(int running) => Cache.AllocatedBytes + running * BytesPerSequence + SinkBankBytes;
 }

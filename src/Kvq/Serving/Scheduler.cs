@@ -66,7 +66,7 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             if (budget > 0 && r.State == RequestState.Running && r.InPrompt && PromptChunk(r, budget) is > 0 and var k && TryPlan(r, k, decode: false))
                 budget -= k;
         // 3. Admissions, in rank order; the head of the queue waits for room rather than being overtaken.
-        while (budget > 0 && _running.Count < options.MaxRunning && _waiting.Count > 0)
+        while (budget > 0 && _running.Count < pool.MaxRunning && _waiting.Count > 0)
         {
             var r = _waiting.Min!;
             if (!TryAdmit(r))
@@ -104,9 +104,8 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         return rest <= budget ? rest : budget / ChunkAlignment * ChunkAlignment;
     }
 
-    /// <summary>Blocks that can still be promised this step: free ones, less each running sequence's reservation and
-    /// the blocks already planned.</summary>
-    private int Available => pool.FreeBlocks - _running.Count * pool.BlocksPerSequence - _plannedBlocks;
+    /// <summary>Blocks that can still be promised this step: free ones, less the blocks already planned.</summary>
+    private int Available => pool.FreeBlocks - _plannedBlocks;
 
     /// <summary>Plans <paramref name="count"/> tokens of a running request, preempting lower-ranked requests for
     /// blocks. False when the request itself had to go (preempted, or finished because nothing else can give way).</summary>
@@ -177,7 +176,7 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         if (r.Swapped is { } swapped)
         {
             // Swapped out: its blocks come back as they were (no prefix lookup, no model work).
-            if (pool.BlocksFor(swapped.Length + options.DecodeReserveTokens) > Available - pool.BlocksPerSequence - promised) return false;
+            if (pool.BlocksFor(swapped.Length + options.DecodeReserveTokens) > Available - promised) return false;
             kv = PagedKvSequence.SwapIn(pool.Cache, swapped);
             r.Swapped = null;
         }
@@ -185,7 +184,7 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         {
             kv = pool.Cache.CreateSequence(options.PrefixCache ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens) : default);
             int need = kv.BlocksNeededToAppend(r.Tokens.Count - kv.Length + options.DecodeReserveTokens);
-            if (need > Available - pool.BlocksPerSequence - promised)
+            if (need > Available - promised)
             {
                 kv.Dispose();
                 return false;

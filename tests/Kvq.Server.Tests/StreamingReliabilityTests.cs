@@ -13,25 +13,28 @@ public sealed class DisconnectTests
     {
         await using var server = await TestServer.StartAsync();
         var freeAtRest = server.Engine.Pool.Cache.Sequences.Pool.FreeBlockCount;
-        for (int i = 0; i < 4; i++)
+        // A sampled story may end (end-of-generation) before the client leaves, on a fast machine: the test needs some
+        // of the clients, not all, to leave while their request runs.
+        int leftWhileRunning = 0;
+        for (int i = 0; i < 6; i++)
         {
             using var client = new HttpClient { BaseAddress = server.BaseAddress };
             var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
             {
-                Content = new StringContent($$"""{"messages":[{"role":"user","content":"Tell me story {{i}}"}],"max_tokens":400,"stream":true,"temperature":1,"seed":{{i}}}""",
+                Content = new StringContent($$"""{"messages":[{"role":"user","content":"Tell me story {{i}}"}],"max_tokens":1500,"stream":true,"temperature":1,"seed":{{i}}}""",
                     Encoding.UTF8, "application/json"),
             };
             var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
             var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
             for (int events = 0; events < 3;)
                 if ((await reader.ReadLineAsync())?.StartsWith("data: ", StringComparison.Ordinal) == true) events++;
-            Assert.True(server.Engine.Pool.Cache.Sequences.Pool.HeldBlockCount > 0 || server.Engine.Snapshot().Running > 0,
-                "the request was meant to be running when the client left");
+            if (server.Engine.Pool.Cache.Sequences.Pool.HeldBlockCount > 0 || server.Engine.Snapshot().Running > 0) leftWhileRunning++;
             // Gone: the connection closes without reading the rest.
             response.Dispose();
             client.Dispose();
             await server.WaitIdleAsync();
         }
+        Assert.True(leftWhileRunning > 0, "no client left while its request was running");
         Assert.Equal(0, server.Engine.Pool.Cache.Sequences.Pool.HeldBlockCount);
         Assert.True(server.Engine.Pool.Cache.Sequences.Pool.FreeBlockCount >= freeAtRest);
     }

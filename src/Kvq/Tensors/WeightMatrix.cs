@@ -104,8 +104,11 @@ public sealed unsafe class WeightMatrix
             int k = w.Cols;
             if (w.Type == GgmlType.F16)
             {
-                for (int r = start; r < end; r++)
-                    HalfDot.DotMany(new ReadOnlySpan<Half>(w.Row(r), k), x, k, n, y + r, w.Rows);
+                if (HalfRowBlock.Supported(k))
+                    HalfRowBlock.Rows(w.Row(start), w.RowBytes, end - start, k, x, n, y + start, w.Rows, Decoded(2 * k));
+                else
+                    for (int r = start; r < end; r++)
+                        HalfDot.DotMany(new ReadOnlySpan<Half>(w.Row(r), k), x, k, n, y + r, w.Rows);
                 return;
             }
             // Other types: the row stays in L1 across the n dots, so it is still read from memory once.

@@ -57,7 +57,7 @@ internal sealed class RequestMapper(InferenceEngine engine, KvqServerOptions opt
         {
             PromptTokens = tokens,
             MaxTokens = MaxTokens(r.MaxCompletionTokens ?? r.MaxTokens, r.MaxCompletionTokens != null ? "max_completion_tokens" : "max_tokens"),
-            Sampler = Sampler(r.Temperature, r.TopP, r.TopK, r.MinP, r.RepetitionPenalty, r.PresencePenalty, r.FrequencyPenalty, r.Seed),
+            Sampler = Sampler(r),
             StopStrings = Stops(r.Stop),
             Logprobs = r.Logprobs == true,
             TopLogprobs = r.TopLogprobs ?? 0,
@@ -82,7 +82,7 @@ internal sealed class RequestMapper(InferenceEngine engine, KvqServerOptions opt
         {
             PromptTokens = tokens,
             MaxTokens = MaxTokens(r.MaxTokens, "max_tokens", legacyDefault: true),
-            Sampler = Sampler(r.Temperature, r.TopP, r.TopK, r.MinP, r.RepetitionPenalty, r.PresencePenalty, r.FrequencyPenalty, r.Seed),
+            Sampler = Sampler(r),
             StopStrings = Stops(r.Stop),
             Logprobs = r.Logprobs != null,
             TopLogprobs = r.Logprobs ?? 0,
@@ -150,9 +150,10 @@ internal sealed class RequestMapper(InferenceEngine engine, KvqServerOptions opt
         return asked.Value;
     }
 
-    private static SamplerOptions Sampler(float? temperature, float? topP, int? topK, float? minP, float? repetition,
-        float? presence, float? frequency, long? seed)
+    private static SamplerOptions Sampler(GenerationRequestDto r)
     {
+        var (temperature, topP, topK, minP, repetition, presence, frequency, seed) =
+            (r.Temperature, r.TopP, r.TopK, r.MinP, r.RepetitionPenalty, r.PresencePenalty, r.FrequencyPenalty, r.Seed);
         if (temperature is < 0 or > 2 || temperature is { } tt && !float.IsFinite(tt))
             throw new ApiException(400, $"temperature must be in [0, 2] (got {temperature})", "temperature");
         var s = new SamplerOptions

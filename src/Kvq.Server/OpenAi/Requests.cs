@@ -6,14 +6,13 @@ namespace Kvq.Server.OpenAi;
 // OpenAI's request bodies, as far as Kvq reads them. Unknown fields are ignored (clients send many); fields Kvq cannot
 // honour are refused by RequestMapper rather than silently dropped.
 
-internal sealed class ChatCompletionRequest
+/// <summary>The fields chat and text completions share: model, streaming, length, sampling, stops.</summary>
+internal abstract class GenerationRequestDto
 {
     public string? Model { get; set; }
-    public List<ChatMessageDto?>? Messages { get; set; }
     public bool? Stream { get; set; }
     public StreamOptions? StreamOptions { get; set; }
     public int? MaxTokens { get; set; }
-    public int? MaxCompletionTokens { get; set; }
     public float? Temperature { get; set; }
     public float? TopP { get; set; }
     public int? TopK { get; set; }
@@ -24,13 +23,19 @@ internal sealed class ChatCompletionRequest
     public long? Seed { get; set; }
     [JsonConverter(typeof(StopConverter))]
     public List<string>? Stop { get; set; }
+    public int? N { get; set; }
+    public JsonElement? LogitBias { get; set; }
+}
+
+internal sealed class ChatCompletionRequest : GenerationRequestDto
+{
+    public List<ChatMessageDto?>? Messages { get; set; }
+    public int? MaxCompletionTokens { get; set; }
     public bool? Logprobs { get; set; }
     public int? TopLogprobs { get; set; }
-    public int? N { get; set; }
     public JsonElement? Tools { get; set; }
     public JsonElement? ToolChoice { get; set; }
     public JsonElement? ResponseFormat { get; set; }
-    public JsonElement? LogitBias { get; set; }
 }
 
 internal sealed class ChatMessageDto
@@ -46,31 +51,15 @@ internal sealed class StreamOptions
     public bool? IncludeUsage { get; set; }
 }
 
-internal sealed class CompletionRequestDto
+internal sealed class CompletionRequestDto : GenerationRequestDto
 {
-    public string? Model { get; set; }
     [JsonConverter(typeof(PromptConverter))]
     public PromptInput? Prompt { get; set; }
-    public bool? Stream { get; set; }
-    public StreamOptions? StreamOptions { get; set; }
-    public int? MaxTokens { get; set; }
-    public float? Temperature { get; set; }
-    public float? TopP { get; set; }
-    public int? TopK { get; set; }
-    public float? MinP { get; set; }
-    public float? RepetitionPenalty { get; set; }
-    public float? PresencePenalty { get; set; }
-    public float? FrequencyPenalty { get; set; }
-    public long? Seed { get; set; }
-    [JsonConverter(typeof(StopConverter))]
-    public List<string>? Stop { get; set; }
     /// <summary>The legacy API's logprobs: how many alternatives per token (0..5), null for none.</summary>
     public int? Logprobs { get; set; }
     public bool? Echo { get; set; }
-    public int? N { get; set; }
     public int? BestOf { get; set; }
     public string? Suffix { get; set; }
-    public JsonElement? LogitBias { get; set; }
 }
 
 /// <summary>A completion prompt: text, or token ids.</summary>

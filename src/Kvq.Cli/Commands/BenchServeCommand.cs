@@ -41,13 +41,16 @@ public static class BenchServeCommand
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var report = new Option<string?>("--report") { Description = "folder for rows.jsonl and plots of throughput and latency against concurrency" };
+        var policies = new KvPolicyOptions(grid: true);
         var cmd = new Command("serve", "load-test the serving engine: many requests over one compressed KV budget")
         {
             model, kv, profile, sink, budget, requests, promptTokens, outputTokens, spread, shared, concurrency, rate, seed, noPrefix,
             maxRunning, step, text, threads, json, report,
         };
+        policies.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
+            var policyList = policies.Parse(r);
             long kvBudget = ParseBudget(r.GetValue(budget)!);
             int n = r.GetValue(requests), pt = r.GetValue(promptTokens), ot = r.GetValue(outputTokens);
             double sp = r.GetValue(spread), sh = r.GetValue(shared);
@@ -60,7 +63,7 @@ public static class BenchServeCommand
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
             var specs = r.GetValue(kv)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             if (specs.Length == 0) throw new CliException("--kv: no KV spec given");
-            var configs = specs.Select(s => KvProfileOptions.Config(s, prof, r.GetValue(sink))).ToArray();
+            var configs = specs.SelectMany(s => policyList.Select(p => KvProfileOptions.Config(s, prof, r.GetValue(sink)) with { Policy = p })).ToArray();
             int ctx = loaded.Weights.Config.ContextLength;
             if (pt * (1 + sp) + ot * (1 + sp) > ctx)
                 throw new CliException($"--prompt-tokens {pt} + --output-tokens {ot} (with spread {sp}) pass the model's context of {ctx} tokens");
@@ -95,6 +98,8 @@ public static class BenchServeCommand
                     }
                     catch (EngineRequestException e) { throw new CliException($"{config.Name}: {e.Message}"); }
                     rows.Add(row);
+                    if (row.Failed > 0)
+                        Console.Error.WriteLine($"kvq: {config.Name}, {c} clients: {row.Failed} of {row.Requests} requests failed; the first: {row.FirstError}");
                     if (r.GetValue(json)) Console.WriteLine(CliJson.Line(row));
                 }
             }

@@ -35,12 +35,15 @@ public sealed class EngineSetup
         Description = "a Jinja chat template file (default: the model's own, from GGUF or tokenizer_config.json)",
     };
     public Option<int> Threads { get; } = CommonOptions.Threads();
+    /// <summary>A token policy per request (each keeps at most its budget, so more long requests fit the pool).</summary>
+    public KvPolicyOptions Policy { get; } = new(grid: false);
     public DeviceOptions Device { get; } = new();
 
     public void AddTo(Command cmd)
     {
         Model.AddTo(cmd);
         foreach (var o in new Option[] { Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads }) cmd.Add(o);
+        Policy.AddTo(cmd);
         Device.AddTo(cmd);
     }
 
@@ -74,6 +77,8 @@ public sealed class EngineSetup
         try { budget = Bytes.Parse(r.GetValue(KvBudget)!); }
         catch (FormatException e) { throw new CliException($"--kv-budget: {e.Message}"); }
         var where = Device.Parse(r, [null]);
+        var policy = Policy.Parse(r);
+        if (policy.Count > 1) throw new CliException("--policy: give one token policy (the engine runs every request under it)");
         var templateFile = r.GetValue(ChatTemplate);
         if (templateFile != null && !File.Exists(templateFile)) throw new CliException($"--chat-template: '{templateFile}' not found");
 
@@ -83,7 +88,7 @@ public sealed class EngineSetup
         try
         {
             var profile = KvProfileOptions.Load(r.GetValue(Profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink));
+            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink)) with { Policy = policy[0] };
             var (chat, missing) = ChatPromptSource.Load(templateFile, loaded);
             lm = where.Cuda ? where.Load(loaded.Weights, threads) : new Transformer(loaded.Weights, new Parallelism(threads), 256);
             if (where.Cuda) DeviceChoice.Check(lm, config);

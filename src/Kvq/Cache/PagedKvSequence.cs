@@ -232,7 +232,10 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
 
     /// <summary>Fresh blocks an append of <paramref name="tokens"/> tokens would take from the pool (admission and
     /// preemption decisions; a shared partial last block counts, as it is copied first).</summary>
-    public int BlocksNeededToAppend(int tokens) => _cache.Sequences.BlocksNeededToAppend(_id, tokens);
+    /// <remarks>Under a token policy: the most any one layer takes (layers draw from pools of their own), a layer
+    /// counted to at most <paramref name="slotCap"/> slots (the policy's peak: appends beyond it follow evictions).</remarks>
+    public int BlocksNeededToAppend(int tokens, int slotCap = int.MaxValue) =>
+        _policy != null ? _policy.Slots.BlocksNeeded(_count, tokens, slotCap) : _cache.Sequences.BlocksNeededToAppend(_id, tokens);
 
     public void Dispose()
     {

@@ -19,6 +19,11 @@ public sealed record EngineOptions
     /// model's batch size. Null: the model's batch size.</summary>
     public int? StepTokens { get; init; }
 
+    /// <summary>Prompt chunk of a request under a token policy (a multiple of 16, at most the step's tokens): the policy
+    /// runs after each chunk, so fixed chunks keep its choices, and the request's tokens, the same whatever else runs.
+    /// A solo run that prefills in chunks of this size and decodes one token at a time gives the same tokens.</summary>
+    public int PolicyChunkTokens { get; init; } = 64;
+
     /// <summary>Decode tokens whose blocks must be free beyond the prompt's before a request is admitted.</summary>
     public int DecodeReserveTokens { get; init; } = 32;
 

@@ -41,8 +41,12 @@ public sealed class InferenceEngine : IDisposable
         _stepTokens = Math.Min(options.StepTokens ?? int.MaxValue, _batched?.MaxBatchTokens ?? 512);
         if (_stepTokens < Scheduler.ChunkAlignment)
             throw new ArgumentOutOfRangeException(nameof(options), $"a step must carry at least {Scheduler.ChunkAlignment} tokens");
+        if (options.Kv.Policy != null && (options.PolicyChunkTokens < Scheduler.ChunkAlignment || options.PolicyChunkTokens > _stepTokens ||
+                                          options.PolicyChunkTokens % Scheduler.ChunkAlignment != 0))
+            throw new ArgumentOutOfRangeException(nameof(options), $"PolicyChunkTokens {options.PolicyChunkTokens}: under a token policy the prompt " +
+                $"chunk must be a multiple of {Scheduler.ChunkAlignment} and at most the step's {_stepTokens} tokens");
         _context = options.ContextTokens ?? model.Config.ContextLength;
-        Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes, options.MaxRunning);
+        Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes, options.MaxRunning, options.PolicyChunkTokens);
         _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
         Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
         _scheduler = new Scheduler(Pool, options, _stepTokens, Metrics) { OutOfBudget = r => Finish(r, FinishReason.Length) };
@@ -113,7 +117,7 @@ public sealed class InferenceEngine : IDisposable
         if (n >= _context)
             throw new EngineRequestException($"the prompt has {n} tokens; this model's context is {_context} tokens, and at least one must be left " +
                                              "for the answer", "context_length_exceeded", "messages");
-        int blocks = Pool.BlocksFor(n + Options.DecodeReserveTokens);
+        int blocks = Pool.PeakBlocks(n + Options.DecodeReserveTokens);
         if (blocks > Pool.Blocks)
             throw new EngineRequestException($"the prompt has {n} tokens; with {Options.DecodeReserveTokens} tokens of room to answer it needs {blocks} " +
                                              $"KV blocks of {Options.Kv.Name}, and the whole budget ({Bytes.Format(Pool.BudgetBytes)}) is {Pool.Blocks}",
@@ -294,8 +298,7 @@ public sealed class InferenceEngine : IDisposable
 
     private EngineSnapshot Snapshot(long step)
     {
-        var pool = Pool.Cache.Sequences.Pool;
-        return new EngineSnapshot(step, _scheduler.Waiting, _scheduler.Running, pool.HeldBlockCount, pool.FreeBlockCount,
+        return new EngineSnapshot(step, _scheduler.Waiting, _scheduler.Running, Pool.HeldBlocks, Pool.FreeBlocks,
             Pool.BytesInUse(_scheduler.Running), Pool.BytesHeld(_scheduler.Running), Pool.BudgetBytes, _scheduler.Preemptions, _scheduler.AdmittedPromptTokens,
             _scheduler.PrefixHitTokens, _generated);
     }

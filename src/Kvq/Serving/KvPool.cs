@@ -1,5 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Layout;
+using Kvq.Cache.Policies;
 
 namespace Kvq.Serving;
 
@@ -27,11 +28,13 @@ public sealed class KvPool
     /// <summary>Bytes reserved for the sink copies of cached prefixes (0 without sink tokens).</summary>
     public long SinkBankBytes { get; }
 
-    public KvPool(KvShape shape, KvCacheConfig config, long budgetBytes, int maxRunning = 64)
+    private readonly int _policyChunk;
+
+    /// <param name="policyChunk">Under a token policy: the tokens appended at most before the policy runs (the engine's
+    /// prompt chunk), part of a sequence's peak.</param>
+    public KvPool(KvShape shape, KvCacheConfig config, long budgetBytes, int maxRunning = 64, int policyChunk = 64)
     {
-        if (config.Policy != null)
-            throw new EngineRequestException($"{config.Name}: the serving engine does not run token policies yet (each layer keeps its own " +
-                                             "blocks under a policy); serve without --policy", "invalid_value", "kv");
+        _policyChunk = policyChunk;
         var plan = KvLayoutPlan.Build(shape, config);
         BytesPerBlock = plan.BytesPerBlock;
         BytesPerSequence = plan.BytesPerSequence;
@@ -47,15 +50,52 @@ public sealed class KvPool
         Cache = new PagedKvCache(plan, checked(Blocks * config.BlockTokens));
     }
 
+    /// <summary>Whether sequences run under a token policy: each layer then draws blocks from a pool of its own (all
+    /// of <see cref="Blocks"/> blocks), no prefix is shared, and preemption recomputes.</summary>
+    public bool HasPolicy => Cache.LayerPools != null;
+
+    /// <summary>
+    /// The most slots a layer of a sequence growing to <paramref name="tokens"/> tokens holds at once: the tokens
+    /// themselves, or under a token policy its budget at that length plus one chunk (<see cref="KvPolicyConfig.PeakSlots"/>).
+    /// </summary>
+    public int SlotCap(long tokens) => Cache.Config.Policy is { } p
+        ? p.PeakSlots((int)Math.Min(tokens, int.MaxValue), _policyChunk, Cache.Shape.Layers, Cache.Config.SinkTokens)
+        : (int)Math.Min(tokens, int.MaxValue);
+
+    /// <summary>Blocks (in every layer) a sequence growing to <paramref name="tokens"/> tokens holds at its peak.</summary>
+    public int PeakBlocks(long tokens) => BlocksFor(Math.Min(tokens, SlotCap(tokens)));
+
     /// <summary>Blocks a sequence of <paramref name="tokens"/> tokens takes, counted from empty.</summary>
     public int BlocksFor(long tokens) => (int)((tokens + BlockTokens - 1) / BlockTokens);
 
-    /// <summary>Blocks the pool can still hand out: free (cached ones included: reusing one evicts its prefix).</summary>
-    public int FreeBlocks => Cache.Sequences.Pool.FreeBlockCount;
+    /// <summary>Blocks the pool can still hand out: free (cached ones included: reusing one evicts its prefix). Under a
+    /// token policy, the fewest any layer's pool has left.</summary>
+    public int FreeBlocks
+    {
+        get
+        {
+            if (Cache.LayerPools is not { } pools) return Cache.Sequences.Pool.FreeBlockCount;
+            int free = int.MaxValue;
+            foreach (var p in pools) free = Math.Min(free, p.FreeBlockCount);
+            return free;
+        }
+    }
 
-    /// <summary>Bytes the <paramref name="running"/> sequences hold: their blocks (a shared block once) and what they
-    /// keep outside blocks.</summary>
-    public long BytesHeld(int running) => Cache.Sequences.Pool.HeldBlockCount * BytesPerBlock + running * BytesPerSequence;
+    /// <summary>Blocks held by sequences (a shared block once). Under a token policy, the most any layer holds.</summary>
+    public int HeldBlocks
+    {
+        get
+        {
+            if (Cache.LayerPools is not { } pools) return Cache.Sequences.Pool.HeldBlockCount;
+            int held = 0;
+            foreach (var p in pools) held = Math.Max(held, p.HeldBlockCount);
+            return held;
+        }
+    }
+
+    /// <summary>Bytes the <paramref name="running"/> sequences hold: their blocks (a shared block once, each layer's own
+    /// under a token policy) and what they keep outside blocks.</summary>
+    public long BytesHeld(int running) => Cache.HeldBytes + running * BytesPerSequence;
 
     /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>), the running sequences'
     /// outside-block bytes and the sink bank.</summary>

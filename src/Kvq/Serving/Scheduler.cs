@@ -9,6 +9,12 @@ namespace Kvq.Serving;
 /// beyond what running prompts still need. When a decode finds no block, the lowest-priority, latest-arrived running
 /// request is preempted: its blocks go back (full ones stay cached for its return) and it waits to be recomputed.
 /// Touched only by the engine thread.
+/// <para>
+/// Under a token policy the policy runs after every chunk, so its choices depend on where chunks end. To keep a
+/// request's tokens independent of what else runs, its prompt goes in chunks of exactly
+/// <see cref="EngineOptions.PolicyChunkTokens"/> (the last one shorter) and its generated tokens one per step, also
+/// when recomputed after a preemption; and preemption always recomputes (no prefix is shared under a policy).
+/// </para>
 /// </summary>
 internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepTokens, EngineMetrics metrics)
 {
@@ -59,7 +65,7 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         Rank();
         // 1. Decodes (and recomputation of generated tokens), highest rank first.
         foreach (var r in _ranked)
-            if (budget > 0 && r.State == RequestState.Running && !r.InPrompt && TryPlan(r, Math.Min(budget, r.Pending), decode: true))
+            if (budget > 0 && r.State == RequestState.Running && !r.InPrompt && TryPlan(r, DecodeChunk(budget, r), decode: true))
                 budget -= _plan[^1].Count;
         // 2. Prompts already under way.
         foreach (var r in _ranked)
@@ -81,7 +87,7 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
                 }
                 break;
             }
-            int k = r.InPrompt ? PromptChunk(r, budget) : Math.Min(budget, r.Pending);
+            int k = r.InPrompt ? PromptChunk(r, budget) : DecodeChunk(budget, r);
             if (k > 0 && TryPlan(r, k, decode: !r.InPrompt)) budget -= k;
             else break;
         }
@@ -97,12 +103,22 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         _ranked.Sort(RankOrder.Instance);
     }
 
-    /// <summary>The next prompt chunk within <paramref name="budget"/>: the rest of the prompt, or an aligned part.</summary>
-    private static int PromptChunk(EngineRequest r, int budget)
+    /// <summary>The next prompt chunk within <paramref name="budget"/>: the rest of the prompt, or an aligned part.
+    /// Under a token policy: the next whole policy chunk, or nothing this step.</summary>
+    private int PromptChunk(EngineRequest r, int budget)
     {
         int rest = r.PromptLength - r.Computed;
+        if (pool.HasPolicy)
+        {
+            int chunk = Math.Min(rest, options.PolicyChunkTokens);
+            return chunk <= budget ? chunk : 0;
+        }
         return rest <= budget ? rest : budget / ChunkAlignment * ChunkAlignment;
     }
+
+    /// <summary>Generated tokens to run this step: one when decoding; when recomputing after a preemption, as many as
+    /// fit (one at a time under a token policy, as they first ran).</summary>
+    private int DecodeChunk(int budget, EngineRequest r) => pool.HasPolicy ? 1 : Math.Min(budget, r.Pending);
 
     /// <summary>Blocks that can still be promised this step: free ones, less the blocks already planned.</summary>
     private int Available => pool.FreeBlocks - _plannedBlocks;
@@ -148,7 +164,7 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             _plannedBlocks -= _plan[at].Blocks;
             _plan.RemoveAt(at);
         }
-        if (options.Preemption == PreemptionMode.Swap)
+        if (options.Preemption == PreemptionMode.Swap && !pool.HasPolicy)
         {
             victim.Swapped = victim.Kv!.SwapOut();
             victim.Kv = null;
@@ -168,7 +184,8 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
     {
         int promised = 0;
         foreach (var other in _running)
-            if (other.InPrompt) promised += other.Kv!.BlocksNeededToAppend(other.PromptLength - other.Computed);
+            if (other.InPrompt)
+                promised += other.Kv!.BlocksNeededToAppend(other.PromptLength - other.Computed, pool.SlotCap(other.PromptLength + options.DecodeReserveTokens));
         // Blocks of prompt chunks planned this step are part of `promised` already.
         foreach (var item in _plan)
             if (!item.Decode) promised -= item.Blocks;
@@ -183,7 +200,8 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         else
         {
             kv = pool.Cache.CreateSequence(options.PrefixCache ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens) : default);
-            int need = kv.BlocksNeededToAppend(r.Tokens.Count - kv.Length + options.DecodeReserveTokens);
+            int total = r.Tokens.Count + options.DecodeReserveTokens;
+            int need = kv.BlocksNeededToAppend(total - kv.Length, pool.SlotCap(total));
             if (need > Available - promised)
             {
                 kv.Dispose();

@@ -41,6 +41,24 @@ public sealed class BenchServeCommandTests : IDisposable
             Assert.True(File.Exists(Path.Combine(report, file)), file);
     }
 
+    /// <summary>A token policy in the engine: each request keeps at most 48 tokens per layer, so at the same budget more
+    /// of the 150-token requests run at once than with every token kept.</summary>
+    [Fact]
+    public void APolicyRowRunsMoreRequestsAtOnce()
+    {
+        var text = Path.Combine(_dir, "stories.txt");
+        File.WriteAllText(text, TextFixtures.Read(Fixtures.Text("tinystories/TinyStories-valid.first1000.txt"))[..30_000]);
+        var r = InProcessCli.Run("bench", "serve", "-m", Fixtures.StoriesGguf, "--text", text, "--kv", "f32", "--kv-budget", "1MiB",
+            "--requests", "6", "--prompt-tokens", "150", "--output-tokens", "12", "-C", "6", "-t", "1", "--step-tokens", "64",
+            "--policy", "none", "--policy", "streaming", "--budget", "48", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        var rows = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(["f32", "f32 streaming@48"], rows.Select(x => x.GetProperty("kv").GetString()));
+        Assert.All(rows, row => Assert.Equal(6, row.GetProperty("completed").GetInt32()));
+        Assert.True(rows[1].GetProperty("max_running").GetInt32() > rows[0].GetProperty("max_running").GetInt32(),
+            $"max_running {rows[1].GetProperty("max_running")} under the policy vs {rows[0].GetProperty("max_running")} without");
+    }
+
     [Theory]
     [InlineData("--kv-budget", "lots", "not a size")]
     [InlineData("--kv-budget", "1KiB", "holds no sequence")]

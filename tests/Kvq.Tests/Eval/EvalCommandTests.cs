@@ -47,6 +47,17 @@ public sealed class EvalCommandTests : IDisposable
     }
 
     [Fact]
+    public void PasskeyThatNoFormatAnswersSaysTheModelIsWhy()
+    {
+        // stories260K cannot retrieve a 5-digit key at any length: every format scores 0, and the CLI says why.
+        var r = InProcessCli.Run("eval", "passkey", "-m", Stories, "--kv", "f16,int4", "--lengths", "250", "--depths", "0.5", "--trials", "1");
+        Assert.Equal(0, r.Code);
+        Assert.Contains("| f16 | 0.0% |", r.Out);
+        Assert.Contains("kvq: note: no format answered any passkey prompt exactly", r.Err);
+        Assert.Contains("the model (stories260K.gguf) cannot do this task", r.Err);
+    }
+
+    [Fact]
     public void ListPrintsTheRegisteredFormats()
     {
         var r = InProcessCli.Run("eval", "--list");

@@ -79,6 +79,13 @@ internal static class RetrievalCommand
                 run.Output.Markdown("|---|---:|---:|---:|---:|---:|");
                 foreach (var s in summary)
                     run.Output.Markdown($"| {s.Kv} | {100.0 * s.Correct / s.Trials:F1}% | {s.Correct} | {s.Trials} | {100 * s.Prefix:F1}% | {s.Bits:F2} |");
+                if (summary.All(s => s.Correct == 0))
+                {
+                    string hint = NoneCorrectHint(name, Path.GetFileName(run.ModelPath));
+                    Console.Error.WriteLine($"kvq: note: {hint}");
+                    run.Output.Markdown("");
+                    run.Output.Markdown($"Note: {hint}");
+                }
             }
             foreach (var (kv, cells) in matrices)
             {
@@ -118,6 +125,15 @@ internal static class RetrievalCommand
                          string.Join(" | ", lengths.Select(l => Cell(cells.Where(c => c.Depth == d && c.Length == l)))) + " |";
         yield return "| all | " + string.Join(" | ", lengths.Select(l => Cell(cells.Where(c => c.Length == l)))) + " |";
     }
+
+    /// <summary>
+    /// Why every format can score 0%: the model, not the cache. Said so that a 0% row is not read as a broken cache.
+    /// </summary>
+    internal static string NoneCorrectHint(string task, string model) =>
+        $"no format answered any {task} prompt exactly, so 0% here says the model ({model}) cannot do this task at these " +
+        "lengths, not that a cache lost the key: small models rarely retrieve a hidden key. The 'answer prefix matched' " +
+        "column still compares the formats; 'kvq eval recall' (copying a passage the model has seen) separates them on " +
+        "small models, and a larger instruction-tuned model gives passkey/needle scores that mean something.";
 
     private static string FileSafe(string kv) => kv.Replace('/', '-').Replace('%', 'p');
 }

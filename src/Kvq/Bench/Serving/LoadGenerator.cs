@@ -21,7 +21,7 @@ public static class LoadGenerator
         async Task One(int i)
         {
             try { timings[i] = await send(requests[i]); }
-            catch (Exception) { timings[i] = new RequestTiming([], false); }
+            catch (Exception e) { timings[i] = new RequestTiming([], false, e.Message); }
             progress?.Report(Interlocked.Increment(ref done));
         }
         if (w.ArrivalRate is { } rate)

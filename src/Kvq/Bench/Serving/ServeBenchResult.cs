@@ -6,7 +6,8 @@ namespace Kvq.Bench.Serving;
 public sealed record ServeBenchResult(
     string Engine, string Model, string Kv, int Requests, int Completed, int Failed, int Concurrency, int MaxRunning,
     double OutputTokS, double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, long PeakKvBytes,
-    long PeakKvAllocatedBytes, long KvBudgetBytes, long Preemptions, double PrefixHitRate, double Seconds, int Threads, string Workload, string Machine)
+    long PeakKvAllocatedBytes, long KvBudgetBytes, long Preemptions, double PrefixHitRate, double Seconds, int Threads, string Workload, string Machine,
+    string? FirstError = null)
 {
     /// <summary>Aggregates per-request timings: throughput over the whole run, percentiles over requests (time to
     /// first token) and over every gap between consecutive tokens of a request (inter-token latency).</summary>
@@ -27,7 +28,8 @@ public sealed record ServeBenchResult(
         return new ServeBenchResult(engine, model, kv, timings.Count, completed, timings.Count - completed,
             w.ArrivalRate == null ? w.Concurrency : 0, maxRunning, tokens / Math.Max(seconds, 1e-9),
             Percentile(ttft, 0.5) * 1e3, Percentile(ttft, 0.99) * 1e3, Percentile(itl, 0.5) * 1e3, Percentile(itl, 0.99) * 1e3,
-            peakKvBytes, peakAllocated, budget, preemptions, prefixHitRate, seconds, threads, w.Describe(), MachineInfo.Describe());
+            peakKvBytes, peakAllocated, budget, preemptions, prefixHitRate, seconds, threads, w.Describe(), MachineInfo.Describe(),
+            timings.FirstOrDefault(t => t.Error != null)?.Error);
     }
 
     /// <summary>Nearest-rank percentile; NaN for no values.</summary>

@@ -46,4 +46,18 @@ public sealed record KvPolicyConfig(KvPolicy Policy, KvBudget Budget)
 {
     /// <summary>"h2o@25%", "snapkv:window=16@512".</summary>
     public string Name => $"{Policy.Name}@{Budget}";
+
+    /// <summary>
+    /// The most slots any layer of a sequence holds on its way to <paramref name="length"/> tokens when tokens come in
+    /// chunks of at most <paramref name="chunk"/>: what the policy keeps at that length (budgets grow with the length)
+    /// plus one chunk appended before the policy runs, never more than the tokens themselves.
+    /// </summary>
+    public int PeakSlots(int length, int chunk, int layers, int sinkTokens)
+    {
+        int average = Budget.Tokens(length), peak = 0;
+        int sinks = Math.Max(sinkTokens, Policy.SinkTokens);
+        for (int l = 0; l < layers; l++)
+            peak = Math.Max(peak, Math.Max(Policy.LayerBudget(l, layers, average), sinks + 1) + chunk);
+        return Math.Min(length, peak);
+    }
 }

@@ -92,6 +92,19 @@ internal sealed class PolicySlots
         }
     }
 
+    /// <summary>Fresh blocks the layer that needs most takes to hold <paramref name="n"/> more slots (layer l holds
+    /// counts[l]), no layer counted past <paramref name="slotCap"/> slots (what the policy lets it keep).</summary>
+    public int BlocksNeeded(ReadOnlySpan<int> counts, int n, int slotCap = int.MaxValue)
+    {
+        int most = 0;
+        for (int l = 0; l < _pools.Length; l++)
+        {
+            long slots = Math.Min((long)counts[l] + n, Math.Max(slotCap, counts[l]));
+            most = Math.Max(most, (int)((slots + _bt - 1) / _bt) - _blockCount[l]);
+        }
+        return most;
+    }
+
     /// <summary>Moves slot <paramref name="from"/>'s bookkeeping to slot <paramref name="to"/> (compaction).</summary>
     public void Move(int layer, int head, int from, int to)
     {

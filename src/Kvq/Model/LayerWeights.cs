@@ -13,6 +13,8 @@ public sealed class LayerWeights
     public float[]? Bq { get; init; }                  // (heads*headDim) qwen2 only
     public float[]? Bk { get; init; }                  // (kvHeads*headDim)
     public float[]? Bv { get; init; }                  // (kvHeads*headDim)
+    public float[]? QNorm { get; init; }               // (headDim) per-head RMSNorm of queries before RoPE (QK-norm)
+    public float[]? KNorm { get; init; }               // (headDim) per-head RMSNorm of keys before RoPE; the cache gets normed keys
     public required float[] FfnNorm { get; init; }     // (dim)
     public required WeightMatrix WGate { get; init; }  // (ffn, dim)  "w1"
     public required WeightMatrix WUp { get; init; }    // (ffn, dim)  "w3"

@@ -33,7 +33,7 @@ public sealed class ModelWeights : IDisposable
             {
                 n += l.AttnNorm.Length + l.FfnNorm.Length;
                 foreach (var m in new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.WGate, l.WUp, l.WDown }) n += (long)m.Rows * m.Cols;
-                n += (l.Bq?.Length ?? 0) + (l.Bk?.Length ?? 0) + (l.Bv?.Length ?? 0);
+                n += (l.Bq?.Length ?? 0) + (l.Bk?.Length ?? 0) + (l.Bv?.Length ?? 0) + (l.QNorm?.Length ?? 0) + (l.KNorm?.Length ?? 0);
             }
             return n;
         }
@@ -49,7 +49,7 @@ public sealed class ModelWeights : IDisposable
             {
                 n += (l.AttnNorm.Length + l.FfnNorm.Length) * 4L;
                 foreach (var m in new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.WGate, l.WUp, l.WDown }) n += m.ByteSize;
-                n += ((l.Bq?.Length ?? 0) + (l.Bk?.Length ?? 0) + (l.Bv?.Length ?? 0)) * 4L;
+                n += ((l.Bq?.Length ?? 0) + (l.Bk?.Length ?? 0) + (l.Bv?.Length ?? 0) + (l.QNorm?.Length ?? 0) + (l.KNorm?.Length ?? 0)) * 4L;
             }
             return n;
         }

@@ -10,6 +10,10 @@ public sealed record RotatedSpec(string Name, KvCodecSpec Inner) : KvCodecSpec(N
 {
     public const string Suffix = ":rot";
 
+    /// <summary>Appended to a KVQuant profile's text name by <c>kvq calibrate --rotate</c>: the profile's channels are
+    /// the rotated ones (the profile file has no field of its own for it).</summary>
+    public const string ProfileTextMarker = " [Hadamard-rotated]";
+
     public override KvCodec Create(KvCodecContext context) => RotationCodecs.Create(this, context);
 
     /// <summary>Per-layer inner specs (KVQuant's <c>:mixed</c> widths), each behind the rotation.</summary>

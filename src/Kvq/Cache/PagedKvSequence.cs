@@ -168,16 +168,18 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     public ReadOnlySpan<float> SlotAttention(int layer, int head) =>
         _policy is { Slots.HasAttention: true } ? _policy.Slots.Attention(layer, head)[.._count[layer]] : default;
 
-    /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), plus staging
-    /// and sink copies. Without a policy every layer uses the sequence's blocks; with one, each layer holds its own.</summary>
+    /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), the sparse
+    /// outlier rows beside them (as <see cref="KvBytes.Outliers"/>), plus staging and sink copies. Without a policy every
+    /// layer uses the sequence's blocks; with one, each layer holds its own.</summary>
     public KvMemory Memory()
     {
         KvBytes keys = default, values = default;
         for (int l = 0; l < _shape.Layers; l++)
         {
-            var (k, v) = _cache.Plan.LayerBlockBytes(l, ((IKvBlockReader)this).Blocks(l).Length);
-            keys += k;
-            values += v;
+            var blocks = ((IKvBlockReader)this).Blocks(l);
+            var (k, v) = _cache.Plan.LayerBlockBytes(l, blocks.Length);
+            keys += k + new KvBytes(0, 0, 0, _cache.Keys[l].OutlierBytesOf(blocks), 0, 0);
+            values += v + new KvBytes(0, 0, 0, _cache.Values[l].OutlierBytesOf(blocks), 0, 0);
         }
         return new KvMemory(keys, values, _keys.OutsideBlockBytes + _values.OutsideBlockBytes, Length, _shape.Layers * _shape.KvDim);
     }

@@ -94,7 +94,8 @@ internal static unsafe class BlockAttention
             }
             // Values: acc += w x V.
             if (values.IsEncodedTile(layer, s0))
-                values.Codecs[layer][head].Accumulate(values.Block(layer, block, head), cnt, scores, nq, acc, sc.Tile);
+                values.Codecs[layer][head].Accumulate(values.Block(layer, block, head), values.Outliers(layer, block, head), cnt, scores, nq,
+                    acc, sc.Tile);
             else
             {
                 var tile = sc.Tile.AsSpan(0, cnt * hd);

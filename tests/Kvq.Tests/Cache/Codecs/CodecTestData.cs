@@ -38,10 +38,14 @@ internal static class CodecTestData
 
     /// <summary>A codec for the matrix. Calibrated formats (KVQuant's nuq*, low-rank lrR+*) get a profile fitted on
     /// <see cref="Tokens"/> for the head dim, so that they run on the same data as every other format.</summary>
-    public static KvCodec Create(string name, KvSide side, int bt, int hd) =>
-        Kvq.Cache.Codecs.KvQuant.KvQuantSpec.TryParse(name) is null && Kvq.Cache.Codecs.LowRank.LowRankSpec.TryParse(name) is null
+    /// Codecs with sparse rows beside their blocks come wrapped in <see cref="BlockOutliersTestCodec"/>.
+    public static KvCodec Create(string name, KvSide side, int bt, int hd)
+    {
+        var codec = Kvq.Cache.Codecs.KvQuant.KvQuantSpec.TryParse(name) is null && Kvq.Cache.Codecs.LowRank.LowRankSpec.TryParse(name) is null
             ? KvCodecRegistry.Create(name, side, bt, hd)
             : KvCodecRegistry.Create(name, new KvCodecContext(side, bt, hd, 0, 0, CalibratedProfiles.GetOrAdd(hd, CalibratedProfile)));
+        return codec.HasBlockOutliers ? new BlockOutliersTestCodec(codec) : codec;
+    }
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, IKvProfile> CalibratedProfiles = new();
 
@@ -91,6 +95,7 @@ internal static class CodecTestData
     public static byte[] Encode(KvCodec codec, float[] xs, int seed)
     {
         var block = Garbage(codec.BlockBytes, seed);
+        (codec as BlockOutliersTestCodec)?.Rows.Clear();
         int bt = codec.BlockTokens, hd = codec.HeadDim;
         if (codec.EncodesWholeBlocks) codec.EncodeBlock(xs, block);
         else

@@ -1,5 +1,8 @@
 using System.CommandLine;
+using System.Diagnostics;
 using Kvq.Cache;
+using Kvq.Cache.Layout;
+using Kvq.Cache.Sessions;
 using Kvq.Cli.Validation;
 using Kvq.Generation;
 using Kvq.Sampling;
@@ -30,9 +33,20 @@ public static class GenerateCommand
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
         var device = new DeviceOptions();
+        var saveSession = new Option<string?>("--save-session")
+        {
+            Description = "once the prompt is in, save its compressed KV cache and last logits to this file (atomic; bound to the " +
+                          "model and to --kv, --kv-profile and --sink)",
+        };
+        var loadSession = new Option<string?>("--load-session")
+        {
+            Description = "start from a session saved by --save-session: the prompt must begin with the session's tokens (only the " +
+                          "rest is run); without --prompt/--file the session's own tokens are the prompt",
+        };
         var cmd = new Command("generate", "generate text from a prompt")
         {
             prompt, promptFile, maxTokens, ctx, temperature, topK, topP, minP, repeat, seed, stop, threads, kv, profile, sink,
+            saveSession, loadSession,
         };
         model.AddTo(cmd);
         policy.AddTo(cmd);
@@ -66,15 +80,41 @@ public static class GenerateCommand
                 },
             };
             var generator = new Generator(lm, loaded.Tokenizer);
-            var promptTokens = generator.EncodePrompt(p, options);
+            string? savePath = r.GetValue(saveSession), loadPath = r.GetValue(loadSession);
+            KvSessionIdentity? identity = null;
+            if (savePath != null || loadPath != null)
+            {
+                if (where.Cuda) throw new CliException("--save-session/--load-session keep the host cache: use --device cpu");
+                if (policies[0] != null) throw new CliException("--save-session/--load-session: a cache under a token policy (--policy) cannot be saved");
+                identity = KvSessionIdentity.For(loaded.Weights, loaded.Tokenizer, KvLayoutPlan.Build(lm.KvShape, config));
+            }
+            var loadClock = Stopwatch.StartNew();
+            KvSession? session = loadPath == null ? null : KvSession.Load(loadPath, identity!);
+            bool promptGiven = r.GetValue(prompt) != null || r.GetValue(promptFile) != null;
+            var promptTokens = session != null && !promptGiven ? session.Tokens.ToArray() : generator.EncodePrompt(p, options);
+            if (session != null) CheckSessionPrefix(loadPath!, session.Tokens, promptTokens);
+            var restored = session?.Restore();
+            double loadSeconds = loadClock.Elapsed.TotalSeconds;
+            if (session != null && !promptGiven) p = DecodeTokens(loaded.Tokenizer, promptTokens);
             if (promptTokens.Length >= window)
                 throw new CliException($"the prompt is {promptTokens.Length} tokens, which leaves no room in the context window of {window} " +
                                        $"(--ctx; the model was trained on {loaded.Weights.Config.ContextLength}): shorten the prompt" +
                                        (window < loaded.Weights.Config.ContextLength ? " or give a larger --ctx" : ""));
-            using var ctxWindow = ContextWindow.Shifting(lm, config, window);
+            using var ctxWindow = ContextWindow.Shifting(lm, config, window, first: restored);
             var stdout = Console.Out;
             stdout.Write(p);
-            var result = generator.Generate(promptTokens, options, ctxWindow, s => { stdout.Write(s); stdout.Flush(); });
+            var promptState = identity == null ? null : new PromptState
+            {
+                RestoredLogits = session?.Logits,
+                AfterPrompt = savePath == null ? null : (seq, logits) =>
+                {
+                    var saveClock = Stopwatch.StartNew();
+                    KvSession.Capture((PagedKvSequence)seq, identity, logits).Save(savePath);
+                    Console.Error.WriteLine($"session: saved {seq.Length} tokens to {savePath} ({new FileInfo(savePath).Length:N0} bytes) " +
+                                            $"in {saveClock.Elapsed.TotalMilliseconds:F0} ms");
+                },
+            };
+            var result = generator.Generate(promptTokens, options, ctxWindow, s => { stdout.Write(s); stdout.Flush(); }, prompt: promptState);
             stdout.WriteLine();
             stdout.Flush();
             Console.Error.WriteLine(
@@ -84,9 +124,33 @@ public static class GenerateCommand
                 Console.Error.WriteLine($"context: window of {window} tokens full {result.ContextShifts} time(s); each time the first " +
                                         $"{ctxWindow.Keep} and the most recent {(window - ctxWindow.Keep) / 2} tokens were kept and re-read");
             Console.Error.WriteLine(MemoryLine(config, ctxWindow.Sequence, where));
+            if (session != null)
+                Console.Error.WriteLine($"session: loaded {session.Tokens.Length} tokens from {loadPath} in {loadSeconds * 1000:F1} ms, " +
+                                        $"ran {promptTokens.Length - session.Tokens.Length} more prompt tokens");
+            if (identity != null)
+                Console.Error.WriteLine($"time to first token: {(loadSeconds + result.PromptSeconds) * 1000:F1} ms " +
+                                        $"(session load {loadSeconds * 1000:F1} ms + prompt {result.PromptSeconds * 1000:F1} ms)");
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>A restored session continues only a prompt that starts with its tokens.</summary>
+    private static void CheckSessionPrefix(string path, ReadOnlySpan<int> session, int[] prompt)
+    {
+        int n = Math.Min(session.Length, prompt.Length), i = 0;
+        while (i < n && session[i] == prompt[i]) i++;
+        if (i < session.Length)
+            throw new CliException($"--load-session {path}: the prompt ({prompt.Length} tokens) does not start with the session's " +
+                                   $"{session.Length} tokens (they differ at token {i}); give the session's text plus what follows, or no prompt");
+    }
+
+    private static string DecodeTokens(Kvq.Tokenizers.ITokenizer tokenizer, ReadOnlySpan<int> tokens)
+    {
+        var decoder = new Kvq.Tokenizers.TokenDecoder(tokenizer);
+        var sb = new System.Text.StringBuilder();
+        foreach (int t in tokens) sb.Append(decoder.Add(t));
+        return sb.Append(decoder.Flush()).ToString();
     }
 
     /// <summary>The prompt from --prompt, or from --file (a file, or '-' for standard input); empty when neither is given.</summary>

@@ -189,14 +189,21 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     /// </summary>
     public SwappedKv SwapOut()
     {
-        if (_policy != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence under a token policy cannot be swapped");
+        var swapped = Snapshot();
+        Dispose();
+        return swapped;
+    }
+
+    /// <summary>A host copy of what this sequence stores, as <see cref="SwapOut"/> takes it, leaving the sequence as it
+    /// is (session files: <see cref="Sessions.KvSession"/>).</summary>
+    public SwappedKv Snapshot()
+    {
+        if (_policy != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence under a token policy cannot be swapped or saved");
         if (_count.Any(c => c != Length)) throw new InvalidOperationException("swap out between chunks only (every layer at the same length)");
         var blocks = Blocks.ToArray();
         var keys = Array.ConvertAll(_cache.Keys, a => a.CopyOut(blocks));
         var values = Array.ConvertAll(_cache.Values, a => a.CopyOut(blocks));
-        var swapped = new SwappedKv(_cache.Sequences.TokenIds(_id).ToArray(), Length, keys, values, _keys.Save(), _values.Save());
-        Dispose();
-        return swapped;
+        return new SwappedKv(_cache.Sequences.TokenIds(_id).ToArray(), Length, keys, values, _keys.Save(), _values.Save());
     }
 
     /// <summary>A sequence in <paramref name="cache"/> (the one it was swapped out of, or one of the same shape and

@@ -32,6 +32,7 @@ public static class GenerateCommand
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
+        var offload = new KvOffloadOptions(grid: false);
         var device = new DeviceOptions();
         var saveSession = new Option<string?>("--save-session")
         {
@@ -50,6 +51,7 @@ public static class GenerateCommand
         };
         model.AddTo(cmd);
         policy.AddTo(cmd);
+        offload.AddTo(cmd);
         device.AddTo(cmd);
         CheckedOption.Require(cmd, r => r.GetValue(prompt) != null && r.GetValue(promptFile) != null
             ? "--prompt and --file both give the prompt: use one" : null);
@@ -58,11 +60,13 @@ public static class GenerateCommand
             var policies = policy.Parse(r);
             if (policies.Count > 1) throw new CliException("generate takes one --policy");
             var where = device.Parse(r, policies);
+            var offloads = offload.Parse(r);
+            if (offloads.Count > 0 && where.Cuda) throw new CliException("--offload-budget runs on the host cache: use --device cpu");
             var p = ReadPrompt(r.GetValue(prompt), r.GetValue(promptFile));
             using var loaded = model.Load(r);
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0] };
+            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0], Offload = offloads.FirstOrDefault() };
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             var options = new GenerationOptions
@@ -90,11 +94,12 @@ public static class GenerateCommand
             }
             var loadClock = Stopwatch.StartNew();
             KvSession? session = loadPath == null ? null : KvSession.Load(loadPath, identity!);
+            double loadSeconds = loadClock.Elapsed.TotalSeconds;
             bool promptGiven = r.GetValue(prompt) != null || r.GetValue(promptFile) != null;
             var promptTokens = session != null && !promptGiven ? session.Tokens.ToArray() : generator.EncodePrompt(p, options);
             if (session != null) CheckSessionPrefix(loadPath!, session.Tokens, promptTokens);
             var restored = session?.Restore();
-            double loadSeconds = loadClock.Elapsed.TotalSeconds;
+            double startSeconds = loadClock.Elapsed.TotalSeconds;   // tokenizing (and with a session, reading and restoring it)
             if (session != null && !promptGiven) p = DecodeTokens(loaded.Tokenizer, promptTokens);
             if (promptTokens.Length >= window)
                 throw new CliException($"the prompt is {promptTokens.Length} tokens, which leaves no room in the context window of {window} " +
@@ -117,8 +122,10 @@ public static class GenerateCommand
             var result = generator.Generate(promptTokens, options, ctxWindow, s => { stdout.Write(s); stdout.Flush(); }, prompt: promptState);
             stdout.WriteLine();
             stdout.Flush();
+            int ran = result.PromptTokens - (session?.Tokens.Length ?? 0);
             Console.Error.WriteLine(
-                $"prompt: {result.PromptTokens} tokens, {result.PromptTokensPerSecond:F1} tok/s | " +
+                (ran > 0 ? $"prompt: {result.PromptTokens} tokens, {ran / result.PromptSeconds:F1} tok/s | "
+                         : $"prompt: {result.PromptTokens} tokens, all from the session | ") +
                 $"decode: {result.GeneratedTokens} tokens, {result.DecodeTokensPerSecond:F1} tok/s | stop: {result.StopReason} | {lm.Device}");
             if (result.ContextShifts > 0)
                 Console.Error.WriteLine($"context: window of {window} tokens full {result.ContextShifts} time(s); each time the first " +
@@ -126,10 +133,10 @@ public static class GenerateCommand
             Console.Error.WriteLine(MemoryLine(config, ctxWindow.Sequence, where));
             if (session != null)
                 Console.Error.WriteLine($"session: loaded {session.Tokens.Length} tokens from {loadPath} in {loadSeconds * 1000:F1} ms, " +
-                                        $"ran {promptTokens.Length - session.Tokens.Length} more prompt tokens");
+                                        $"ran {ran} more prompt tokens");
             if (identity != null)
-                Console.Error.WriteLine($"time to first token: {(loadSeconds + result.PromptSeconds) * 1000:F1} ms " +
-                                        $"(session load {loadSeconds * 1000:F1} ms + prompt {result.PromptSeconds * 1000:F1} ms)");
+                Console.Error.WriteLine($"time to first token: {(startSeconds + result.PromptSeconds) * 1000:F1} ms " +
+                                        $"(tokenize and load session {startSeconds * 1000:F1} ms + run prompt {result.PromptSeconds * 1000:F1} ms)");
             return 0;
         }));
         return cmd;
@@ -147,7 +154,9 @@ public static class GenerateCommand
 
     private static string DecodeTokens(Kvq.Tokenizers.ITokenizer tokenizer, ReadOnlySpan<int> tokens)
     {
-        var decoder = new Kvq.Tokenizers.TokenDecoder(tokenizer);
+        // As the prompt was written: BOS and the space the tokenizer put in front of the text dropped.
+        if (tokens.Length > 0 && tokens[0] == tokenizer.BosId) tokens = tokens[1..];
+        var decoder = new Kvq.Tokenizers.TokenDecoder(tokenizer, atSequenceStart: true);
         var sb = new System.Text.StringBuilder();
         foreach (int t in tokens) sb.Append(decoder.Add(t));
         return sb.Append(decoder.Flush()).ToString();

@@ -33,7 +33,8 @@ public sealed class PagedKvCache
     /// <summary>Whether full blocks can be shared between sequences: every format can (a staging format's blocks are
     /// registered once sealed, sink copies travel through <see cref="Sinks"/>), except under a token policy, whose
     /// layers each keep their own blocks.</summary>
-    public bool SupportsPrefixSharing => Config.Policy == null;
+    /// Offloaded sequences keep block summaries of their own, so they do not share either.
+    public bool SupportsPrefixSharing => Config.Policy == null && Config.Offload == null;
 
     /// <summary>Sink copies of registered first blocks (null without sink tokens).</summary>
     internal SinkBank? Sinks { get; }

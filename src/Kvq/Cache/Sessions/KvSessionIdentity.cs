@@ -18,7 +18,8 @@ public sealed class KvSessionIdentity
     public string ModelDescription { get; }
     public string Format { get; }
     public string FormatDescription { get; }
-    /// <summary>The layout the session is restored into (never written; the file holds <see cref="Format"/>).</summary>
+    /// <summary>The layout the session is restored into (never written; the file holds <see cref="Format"/>). Offloading
+    /// (<see cref="KvCacheConfig.Offload"/>) is not part of the identity: it changes what attention reads, not what is stored.</summary>
     public KvLayoutPlan Plan { get; }
 
     private KvSessionIdentity(string model, string modelDescription, KvLayoutPlan plan)
@@ -34,7 +35,7 @@ public sealed class KvSessionIdentity
             KvQuantProfile p => KvQuantProfileFile.ContentHash(p),
             { } other => "model " + other.ModelFingerprint,
         };
-        FormatDescription = $"{c.Name}, block {c.BlockTokens} tokens, {c.SinkTokens} sink tokens, profile {profile}";
+        FormatDescription = $"{c.FormatName}, block {c.BlockTokens} tokens, {c.SinkTokens} sink tokens, profile {profile}";
         var sb = new StringBuilder(FormatDescription);
         var s = plan.Shape;
         sb.Append($"|shape {s.Layers}x{s.KvHeads}x{s.HeadDim}|staging {plan.Keys.StagingTokens},{plan.Values.StagingTokens}");

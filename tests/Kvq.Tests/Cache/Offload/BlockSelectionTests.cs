@@ -40,11 +40,11 @@ public class BlockSelectionTests
         var rotated = new float[blocks * bt * hd];
         Span<float> cos = stackalloc float[shape.Rope.RopeDims / 2], sin = stackalloc float[shape.Rope.RopeDims / 2];
         int pos0 = rng.Next(0, 3000);
-        // Keys as a model makes them: a per-channel offset (some channels large) plus smaller noise.
+        // Keys as a model makes them: a per-channel offset plus much smaller noise (tight boxes, as in a real model).
         var mean = Gaussian(rng, hd, 2f);
         for (int t = 0; t < blocks * bt; t++)
         {
-            var k = Gaussian(rng, hd, 0.5f);
+            var k = Gaussian(rng, hd, 0.05f);
             for (int i = 0; i < hd; i++) k[i] = mean[i] + k[i] * (1 + (i % 5));
             pre.Add(0, 0, t, k);
             shape.Rope.Angles(pos0 + t, cos, sin);

@@ -66,7 +66,7 @@ public static class GenerateCommand
             using var loaded = model.Load(r);
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0], Offload = offloads.FirstOrDefault() };
+            var config = offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0], Offload = offloads.FirstOrDefault() });
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             var options = new GenerationOptions

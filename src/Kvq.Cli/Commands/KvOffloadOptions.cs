@@ -16,7 +16,20 @@ public sealed class KvOffloadOptions(bool grid)
         AllowMultipleArgumentsPerToken = false,
     };
 
-    public void AddTo(Command cmd) => cmd.Add(Budget);
+    public Option<string?> Dir { get; } = new("--offload-dir")
+    {
+        Description = "the file tier: keep the cache's blocks in memory-mapped temporary files in this folder (deleted at exit) instead of RAM",
+    };
+
+    public void AddTo(Command cmd)
+    {
+        cmd.Add(Budget);
+        cmd.Add(Dir);
+    }
+
+    /// <summary>--offload-dir applied to a config.</summary>
+    public KvCacheConfig WithDir(ParseResult r, KvCacheConfig config) =>
+        r.GetValue(Dir) is { } dir ? config with { BlockDirectory = Path.GetFullPath(dir) } : config;
 
     /// <summary>The budgets given (checked: a bad one is a <see cref="KvSpecException"/>, exit code 2).</summary>
     public IReadOnlyList<KvOffloadBudget> Parse(ParseResult r)

@@ -12,6 +12,10 @@ namespace Kvq.Cache;
 public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int BlockTokens = 32, int SinkTokens = 0,
     IKvProfile? Profile = null, Policies.KvPolicyConfig? Policy = null, Offload.KvOffloadBudget? Offload = null)
 {
+    /// <summary>The file tier: keep the blocks in memory-mapped temporary files in this folder (deleted when the cache
+    /// is collected or the process ends) instead of RAM; null = RAM. Where the bytes live changes no result.</summary>
+    public string? BlockDirectory { get; init; }
+
     /// <summary>The name used in reports: "f16", or "q4_0/f16" when keys and values differ; with a policy,
     /// "f16 h2o@25%"; offloaded, "f16 offload@25%".</summary>
     public string Name => FormatName + (Policy is { } p ? " " + p.Name : "") + (Offload is { } o ? " " + o.Name : "");

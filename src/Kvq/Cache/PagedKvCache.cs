@@ -61,8 +61,9 @@ public sealed class PagedKvCache
         Values = new BlockArena[shape.Layers];
         for (int l = 0; l < shape.Layers; l++)
         {
-            Keys[l] = new BlockArena(shape.KvHeads, (int)plan.Keys.BlockLayout(l).Total, blocks);
-            Values[l] = new BlockArena(shape.KvHeads, (int)plan.Values.BlockLayout(l).Total, blocks);
+            var dir = plan.Config.BlockDirectory;
+            Keys[l] = new BlockArena(shape.KvHeads, (int)plan.Keys.BlockLayout(l).Total, blocks, dir == null ? null : new BlockFile(dir));
+            Values[l] = new BlockArena(shape.KvHeads, (int)plan.Values.BlockLayout(l).Total, blocks, dir == null ? null : new BlockFile(dir));
         }
         Sequences = new PagedSequences(blocks, bt);
         if (plan.SinkTokens > 0 && plan.Config.Policy == null)

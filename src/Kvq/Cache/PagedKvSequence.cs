@@ -46,7 +46,8 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
         _deferRegister = _keys.Staging != null || _values.Staging != null || _keys.Sink != null;
         _policy = SequencePolicy.For(cache, this, _count);
         if (cache.Config.Offload is { } offload)
-            _offload = new BlockSelector(offload, new BlockSummaries(_shape.Layers, _shape.KvHeads, _shape.HeadDim, cache.Config.BlockTokens));
+            _offload = new BlockSelector(offload, new BlockSummaries(_shape.Layers, _shape.KvHeads, _shape.HeadDim, cache.Config.BlockTokens,
+                offload.BoxTokens));
         if (parent != null)
         {
             _keys.CopySinkFrom(parent._keys);

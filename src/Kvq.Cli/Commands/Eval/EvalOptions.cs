@@ -74,7 +74,7 @@ public sealed class EvalOptions
         var offloads = Offload.Parse(r);
         foreach (var s in specs)
         {
-            var config = KvProfileOptions.Config(s, profile, r.GetValue(Sink));
+            var config = Offload.WithDir(r, KvProfileOptions.Config(s, profile, r.GetValue(Sink)));
             configs.AddRange(KvPolicyOptions.Cross(config, policies));
             foreach (var o in offloads) configs.Add(config with { Offload = o });
         }

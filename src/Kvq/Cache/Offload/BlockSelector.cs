@@ -9,6 +9,7 @@ namespace Kvq.Cache.Offload;
 public sealed class BlockSelector(KvOffloadBudget budget, BlockSummaries summaries)
 {
     public KvOffloadBudget Budget => budget;
+
     public BlockSummaries Summaries => summaries;
 
     /// <summary>Writes the chosen block indices (logical, ascending) into <paramref name="chosen"/> and returns how many.</summary>

@@ -11,17 +11,24 @@ namespace Kvq.Cache.Offload;
 /// </summary>
 public sealed class BlockSummaries
 {
-    private readonly int _layers, _kvHeads, _headDim, _blockTokens;
-    private readonly float[][] _data;   // per (layer, head): (block, [min | max], headDim)
+    private readonly int _layers, _kvHeads, _headDim, _blockTokens, _boxTokens, _boxes;
+    private readonly float[][] _data;   // per (layer, head): (box, [min | max], headDim), boxes of _boxTokens tokens
     private readonly int[] _blocks;     // per layer: blocks summarised
 
-    public BlockSummaries(int layers, int kvHeads, int headDim, int blockTokens)
+    /// <param name="boxTokens">Tokens one min/max box covers (a divisor of the block size; default the whole block): a
+    /// block's bound is the largest of its boxes' bounds, tighter with smaller boxes (RoPE turns fast channels within a
+    /// block), at twice the summary bytes per halving.</param>
+    public BlockSummaries(int layers, int kvHeads, int headDim, int blockTokens, int boxTokens = 0)
     {
-        (_layers, _kvHeads, _headDim, _blockTokens) = (layers, kvHeads, headDim, blockTokens);
+        if (boxTokens <= 0 || blockTokens % boxTokens != 0) boxTokens = blockTokens;
+        (_layers, _kvHeads, _headDim, _blockTokens, _boxTokens) = (layers, kvHeads, headDim, blockTokens, boxTokens);
+        _boxes = blockTokens / boxTokens;
         _data = new float[layers * kvHeads][];
         for (int i = 0; i < _data.Length; i++) _data[i] = new float[16 * 2 * headDim];
         _blocks = new int[layers];
     }
+
+    public int BoxTokens => _boxTokens;
 
     public int BlockTokens => _blockTokens;
 
@@ -42,12 +49,12 @@ public sealed class BlockSummaries
     /// <summary>Adds one post-RoPE key of token <paramref name="slot"/> (slots in order, from 0) to its block's box.</summary>
     public void Add(int layer, int head, int slot, ReadOnlySpan<float> key)
     {
-        int b = slot / _blockTokens, hd = _headDim;
+        int b = slot / _blockTokens, x = slot / _boxTokens, hd = _headDim;
         ref var data = ref _data[layer * _kvHeads + head];
-        if ((b + 1) * 2 * hd > data.Length) Array.Resize(ref data, Math.Max(data.Length * 2, (b + 1) * 2 * hd));
-        var min = data.AsSpan(b * 2 * hd, hd);
-        var max = data.AsSpan(b * 2 * hd + hd, hd);
-        if (slot % _blockTokens == 0)
+        if ((x + 1) * 2 * hd > data.Length) Array.Resize(ref data, Math.Max(data.Length * 2, (x + 1) * 2 * hd));
+        var min = data.AsSpan(x * 2 * hd, hd);
+        var max = data.AsSpan(x * 2 * hd + hd, hd);
+        if (slot % _boxTokens == 0)
         {
             key.CopyTo(min);
             key.CopyTo(max);
@@ -67,17 +74,20 @@ public sealed class BlockSummaries
     public float UpperBound(int layer, int head, int block, ReadOnlySpan<float> qs, int nq)
     {
         int hd = _headDim;
-        var data = _data[layer * _kvHeads + head].AsSpan(block * 2 * hd, 2 * hd);
-        var min = data[..hd];
-        var max = data[hd..];
+        var all = _data[layer * _kvHeads + head];
         float best = float.NegativeInfinity;
-        for (int r = 0; r < nq; r++)
+        for (int x = block * _boxes; x < (block + 1) * _boxes; x++)
         {
-            var q = qs.Slice(r * hd, hd);
-            float s = 0;
-            // Scalar on purpose: 2 x headDim products per block and row, next to the block's 32 x headDim of attention.
-            for (int i = 0; i < hd; i++) s += MathF.Max(q[i] * min[i], q[i] * max[i]);
-            best = MathF.Max(best, s);
+            var min = all.AsSpan(x * 2 * hd, hd);
+            var max = all.AsSpan(x * 2 * hd + hd, hd);
+            for (int r = 0; r < nq; r++)
+            {
+                var q = qs.Slice(r * hd, hd);
+                float s = 0;
+                // Scalar on purpose: 2 x headDim products per box and row, next to the block's 32 x headDim of attention.
+                for (int i = 0; i < hd; i++) s += MathF.Max(q[i] * min[i], q[i] * max[i]);
+                best = MathF.Max(best, s);
+            }
         }
         return best;
     }

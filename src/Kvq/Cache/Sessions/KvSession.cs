@@ -14,11 +14,14 @@ public sealed record KvSession(KvSessionIdentity Identity, SwappedKv Kv, float[]
     /// <summary>A copy of <paramref name="sequence"/>'s cache (left as it is) with the logits after its last token.</summary>
     public static KvSession Capture(PagedKvSequence sequence, KvSessionIdentity identity, ReadOnlySpan<float> logits)
     {
-        if (sequence.Cache.Config != identity.Plan.Config || sequence.Cache.Shape.Layers != identity.Plan.Shape.Layers
+        if (Stored(sequence.Cache.Config) != Stored(identity.Plan.Config) || sequence.Cache.Shape.Layers != identity.Plan.Shape.Layers
             || sequence.Cache.Shape.KvDim != identity.Plan.Shape.KvDim)
             throw new ArgumentException($"the sequence's cache is {sequence.Cache.Config.Name}, the session identity's {identity.Plan.Config.Name}");
         return new KvSession(identity, sequence.Snapshot(), logits.ToArray());
     }
+
+    /// <summary>What decides the stored bytes: not where they live (file tier) nor which blocks attention reads.</summary>
+    private static KvCacheConfig Stored(KvCacheConfig c) => c with { BlockDirectory = null, Offload = null };
 
     /// <summary>A new sequence in <paramref name="cache"/> holding exactly what was saved (a fresh cache of the
     /// identity's plan when null).</summary>

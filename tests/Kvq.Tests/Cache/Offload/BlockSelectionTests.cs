@@ -204,6 +204,8 @@ public class BlockSelectionTests
     [InlineData("25%", "offload@25%")]
     [InlineData("0.1", "offload@10%")]
     [InlineData("16", "offload@16blk")]
+    [InlineData("25%:recent=96,box=4", "offload@25%:recent=96,box=4")]
+    [InlineData("10%:sink=0", "offload@10%:sink=0")]
     public void BudgetsParse(string text, string name) => Assert.Equal(name, KvOffloadBudget.Parse(text).Name);
 
     [Theory]
@@ -212,6 +214,9 @@ public class BlockSelectionTests
     [InlineData("150%")]
     [InlineData("2.5")]
     [InlineData("lots")]
+    [InlineData("25%:recent")]
+    [InlineData("25%:window=3")]
+    [InlineData("25%:box=-1")]
     public void BadBudgetsAreSpecErrors(string text) =>
         Assert.Contains($"offload budget '{text}'", Assert.Throws<KvSpecException>(() => KvOffloadBudget.Parse(text)).Message);
 

@@ -33,7 +33,8 @@ public sealed class PagedKvCache
     /// <summary>Whether full blocks can be shared between sequences: every format can (a staging format's blocks are
     /// registered once sealed, sink copies travel through <see cref="Sinks"/>), except under a token policy, whose
     /// layers each keep their own blocks.</summary>
-    public bool SupportsPrefixSharing => Config.Policy == null;
+    /// Offloaded sequences keep block summaries of their own, so they do not share either.
+    public bool SupportsPrefixSharing => Config.Policy == null && Config.Offload == null;
 
     /// <summary>Sink copies of registered first blocks (null without sink tokens).</summary>
     internal SinkBank? Sinks { get; }
@@ -60,8 +61,11 @@ public sealed class PagedKvCache
         Values = new BlockArena[shape.Layers];
         for (int l = 0; l < shape.Layers; l++)
         {
-            Keys[l] = new BlockArena(shape.KvHeads, (int)plan.Keys.BlockLayout(l).Total, blocks, plan.Keys.CodecOf(l).HasBlockOutliers);
-            Values[l] = new BlockArena(shape.KvHeads, (int)plan.Values.BlockLayout(l).Total, blocks, plan.Values.CodecOf(l).HasBlockOutliers);
+            var dir = plan.Config.BlockDirectory;
+            Keys[l] = new BlockArena(shape.KvHeads, (int)plan.Keys.BlockLayout(l).Total, blocks, plan.Keys.CodecOf(l).HasBlockOutliers,
+                dir == null ? null : new BlockFile(dir));
+            Values[l] = new BlockArena(shape.KvHeads, (int)plan.Values.BlockLayout(l).Total, blocks, plan.Values.CodecOf(l).HasBlockOutliers,
+                dir == null ? null : new BlockFile(dir));
         }
         Sequences = new PagedSequences(blocks, bt);
         if (plan.SinkTokens > 0 && plan.Config.Policy == null)

@@ -45,15 +45,16 @@ internal static unsafe class BlockAttention
                 int head = item / chunks, c = item % chunks;
                 int t0 = c * QueryChunk, t1 = Math.Min(n, t0 + QueryChunk);
                 int b0 = (int)((long)blocks * sp / splits), b1 = (int)((long)blocks * (sp + 1) / splits);
-                Head(kv, layer, head, q, o, n, t0, t1, b0 * bt, b1 * bt, scratch, partial, work);
+                Head(kv, layer, head, q, o, n, t0, t1, b0, b1, scratch, partial, work);
             }
         }
     }
 
     /// <summary>Online-softmax attention of query tokens [t0, t1) of the batch, for the query heads of one KV head,
-    /// over stored tokens [sBegin, sEnd) (block-aligned). Writes the normalised output, or with
-    /// <paramref name="partial"/> the unnormalised state number <paramref name="state"/> for a later merge.</summary>
-    private static void Head(IKvBlockReader kv, int layer, int head, float* q, float* o, int n, int t0, int t1, int sBegin, int sEnd,
+    /// over the stored tokens of blocks [b0, b1) (offloaded: of those the selector picks for this chunk). Writes the
+    /// normalised output, or with <paramref name="partial"/> the unnormalised state number <paramref name="state"/>
+    /// for a later merge.</summary>
+    private static void Head(IKvBlockReader kv, int layer, int head, float* q, float* o, int n, int t0, int t1, int b0, int b1,
         AttentionScratch sc, PartialStates? partial, int state)
     {
         var shape = kv.Shape;
@@ -75,8 +76,21 @@ internal static unsafe class BlockAttention
         int firstSeen = window > 0 ? Math.Max(0, count - n + t0 + 1 - window) : 0;
         var blocks = kv.Blocks(layer);
         var values = kv.Values;
-        for (int s0 = Math.Max(sBegin, firstSeen / bt * bt); s0 < Math.Min(lastVisible, sEnd); s0 += bt)
+        // Logical block indices to read, ascending: all of them, or the selector's choice for this chunk. A split reads
+        // those in its range [b0, b1) of the layer's blocks, so reading every block splits exactly as without offload.
+        ReadOnlySpan<int> order;
+        if (kv.Offload is { } selector)
         {
+            int visible = (lastVisible + bt - 1) / bt;
+            sc.EnsureBlocks(visible);
+            order = sc.Chosen.AsSpan(0, selector.Select(layer, head, qs, nq, count - n + t0 + 1, lastVisible, sc.Chosen, sc.Bounds, sc.Order));
+        }
+        else order = IdentityPositions.Span(b1);
+        foreach (int bi in order)
+        {
+            if (bi < b0 || bi < firstSeen / bt) continue;
+            int s0 = bi * bt;
+            if (bi >= b1 || s0 >= lastVisible) break;
             int cnt = Math.Min(bt, lastVisible - s0);
             var scores = sc.Scores.AsSpan(0, nq * cnt);
             int block = blocks[s0 / bt];

@@ -28,6 +28,8 @@ public sealed class KvLayoutPlan
         Keys = new KvSidePlan(KvSide.Key, KvCodecRegistry.Parse(config.KeyFormat), shape, config.BlockTokens, config.Profile);
         Values = new KvSidePlan(KvSide.Value, KvCodecRegistry.Parse(config.ValueFormat), shape, config.BlockTokens, config.Profile);
         if (Values.PreRope) throw new KvSpecException($"'{Values.Codec.Name}' is a key format (pre-RoPE) and cannot store values");
+        if (config.Policy != null && config.Offload != null)
+            throw new KvSpecException($"offload ({config.Offload.Name}) keeps every token and a token policy ({config.Policy.Name}) drops some: use one");
         if (config.Policy is { } policy)
             foreach (var codec in new[] { Keys.Codec, Values.Codec })
                 if (!codec.CanCopySlots)

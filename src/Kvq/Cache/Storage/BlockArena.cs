@@ -11,16 +11,22 @@ namespace Kvq.Cache.Storage;
 /// each (block, head) also has its outlier rows, created on first use, moved with the block by copies and swaps, and
 /// counted in <see cref="AllocatedBytes"/> as they are really held.
 /// </summary>
-public sealed class BlockArena(int kvHeads, int blockBytes, int capacityBlocks = int.MaxValue, bool outliers = false)
+/// <param name="file">The file tier: chunks live in this memory-mapped file instead of managed arrays (sparse outlier
+/// rows stay in RAM).</param>
+public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityBlocks = int.MaxValue, bool outliers = false,
+    BlockFile? file = null)
 {
     public const int ChunkBlocks = 64;
     private readonly List<byte[]> _chunks = [];
+    private readonly List<IntPtr> _mapped = [];   // file tier: where each chunk is mapped
     private readonly List<BlockOutliers?[]> _outliers = [];
     private readonly OutlierBytes _outlierBytes = new();
     private long _allocated;
 
     public int BlockBytes => blockBytes;
     public bool HasOutliers => outliers;
+    /// <summary>The file holding the blocks (file tier), or null when they are in RAM.</summary>
+    public string? FilePath => file?.Path;
     /// <summary>Fixed block bytes of every chunk handed out plus the sparse rows held beside blocks.</summary>
     public long AllocatedBytes => _allocated + _outlierBytes.Total;
     /// <summary>Bytes of sparse rows held beside blocks (part of <see cref="AllocatedBytes"/>).</summary>
@@ -74,13 +80,22 @@ public sealed class BlockArena(int kvHeads, int blockBytes, int capacityBlocks =
         if ((uint)blockId >= (uint)capacityBlocks)
             throw new ArgumentOutOfRangeException(nameof(blockId), blockId, $"block id must be below the arena's {capacityBlocks} blocks");
         int chunk = blockId / ChunkBlocks;
-        while (_chunks.Count <= chunk)
+        int offset = ((blockId % ChunkBlocks) * kvHeads + head) * blockBytes;
+        if (file != null)
         {
-            int blocks = (int)Math.Min(ChunkBlocks, (long)capacityBlocks - (long)_chunks.Count * ChunkBlocks);
-            _chunks.Add(new byte[blocks * kvHeads * blockBytes]);
-            _allocated += (long)blocks * kvHeads * blockBytes;
+            while (_mapped.Count <= chunk) _mapped.Add((IntPtr)file.AddChunk(NextChunkBytes(_mapped.Count)));
+            return new Span<byte>((byte*)_mapped[chunk] + offset, blockBytes);
         }
-        return _chunks[chunk].AsSpan(((blockId % ChunkBlocks) * kvHeads + head) * blockBytes, blockBytes);
+        while (_chunks.Count <= chunk) _chunks.Add(new byte[NextChunkBytes(_chunks.Count)]);
+        return _chunks[chunk].AsSpan(offset, blockBytes);
+    }
+
+    /// <summary>Bytes of chunk <paramref name="index"/> (the last one cut at the capacity), counted as allocated.</summary>
+    private int NextChunkBytes(int index)
+    {
+        int blocks = (int)Math.Min(ChunkBlocks, (long)capacityBlocks - (long)index * ChunkBlocks);
+        _allocated += (long)blocks * kvHeads * blockBytes;
+        return blocks * kvHeads * blockBytes;
     }
 
     /// <summary>The bytes of <paramref name="blocks"/>, every head, as (block, head, bytes) (swap out), then with

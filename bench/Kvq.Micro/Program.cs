@@ -28,6 +28,12 @@ if (args.Length > 0 && args[0] == "--quick-matvec")
     MatVecSweep.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"), args.Length > 2 ? int.Parse(args[2]) : 200);
     return;
 }
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick-half-attention [rounds]   f16 decode attention kernels, old vs new
+if (args.Length > 0 && args[0] == "--quick-half-attention")
+{
+    HalfAttentionAB.Run(args.Length > 1 ? int.Parse(args[1]) : 300);
+    return;
+}
 if (args.Length > 0 && args[0] == "--quick-weights")
 {
     var types = (args.Length > 1 ? args[1] : "F16,Q8_0,Q4_0").Split(',').Select(Enum.Parse<Kvq.Tensors.GgmlType>).ToArray();

@@ -105,7 +105,7 @@ public sealed unsafe class WeightMatrix
             if (w.Type == GgmlType.F16)
             {
                 if (HalfRowBlock.Supported(k))
-                    HalfRowBlock.Rows(w.Row(start), w.RowBytes, end - start, k, x, n, y + start, w.Rows, Decoded(2 * k));
+                    HalfRowBlock.Rows(w.Row(start), w.RowBytes, end - start, k, x, n, y + start, w.Rows, Decoded(2 * k), w.FiniteHalf);
                 else
                     for (int r = start; r < end; r++)
                         HalfDot.DotMany(new ReadOnlySpan<Half>(w.Row(r), k), x, k, n, y + r, w.Rows);
@@ -167,7 +167,10 @@ public sealed unsafe class WeightMatrix
             else
             {
                 decoded = Decoded(rows * k);
-                for (int i = 0; i < rows; i++) RowKernels.Dequantize(w.Type, w.Row(start + i), decoded.AsSpan(i * k, k));
+                if (w.FiniteHalf) // the same floats as RowKernels.Dequantize, with the cheaper exact widening
+                    for (int i = 0; i < rows; i++) HalfDot.ToSingleFinite(new ReadOnlySpan<Half>(w.Row(start + i), k), decoded.AsSpan(i * k, k));
+                else
+                    for (int i = 0; i < rows; i++) RowKernels.Dequantize(w.Type, w.Row(start + i), decoded.AsSpan(i * k, k));
                 a = null;
             }
             int chunk = Math.Max(4, (TokenChunkBytes / (4 * k)) & ~3);

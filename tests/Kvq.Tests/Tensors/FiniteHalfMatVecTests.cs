@@ -26,6 +26,22 @@ public class FiniteHalfMatVecTests
             }
     }
 
+    [Fact]
+    public void ToSingleFiniteEqualsToSingleOnEveryFiniteBitPatternAndOddLengths()
+    {
+        var finite = Enumerable.Range(0, 65536).Where(i => (i & 0x7c00) != 0x7c00).Select(i => BitConverter.UInt16BitsToHalf((ushort)i)).ToArray();
+        foreach (int n in new[] { finite.Length, 0, 1, 15, 17, 33, 100 })
+        {
+            var src = finite.AsSpan(n == finite.Length ? 0 : 7, n);
+            var a = new float[n];
+            var b = new float[n];
+            HalfDot.ToSingle(src, a);
+            HalfDot.ToSingleFinite(src, b);
+            for (int i = 0; i < n; i++)
+                Assert.True(BitConverter.SingleToUInt32Bits(a[i]) == BitConverter.SingleToUInt32Bits(b[i]), $"n {n}, {i}: {a[i]:R} vs {b[i]:R}");
+        }
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(5)]

@@ -80,6 +80,26 @@ public class ParallelismTests
         }
     }
 
+    /// <summary>Regions separated by pauses longer than the workers' polling, so they go to sleep and are woken (or
+    /// the caller takes their pieces): every index still runs exactly once.</summary>
+    [Fact]
+    public void EveryIndexRunsOnceWhenWorkersSleepBetweenRegions()
+    {
+        foreach (int threads in new[] { 2, 3 })
+        {
+            using var par = new Parallelism(threads);
+            for (int round = 0; round < 60; round++)
+            {
+                if (round % 3 == 0) Thread.Sleep(1 + Parallelism.SpinMicroseconds / 1000);
+                int count = 7 + round;
+                var slots = new long[count];
+                var job = new SumJob(slots);
+                par.For(count, 1, ref job);
+                for (int i = 0; i < count; i++) Assert.Equal(i, slots[i]);
+            }
+        }
+    }
+
     [Fact]
     public void AWorkerExceptionReachesTheCaller()
     {

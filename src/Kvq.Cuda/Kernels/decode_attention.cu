@@ -2006,7 +2006,7 @@ __device__ __forceinline__ u32 pair_addr(const u32 (&w)[B], int t, int p, u32 la
     return and_or(x, (u32)((1 << (2 * B)) - 1) << SH, laneOff);
 }
 
-template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0>
+template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -2045,6 +2045,10 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
     __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
     __shared__ u8 s_olist[W4][32 * (KS > 0 ? KS : 1)];
+    __shared__ float s_wm[WS ? W4 : 1][G], s_wl[WS ? W4 : 1][G], s_wpz[WS ? W4 : 1][G];   // v8: each warp's softmax state
+    float wm[G], wl[G], wpz[G];   // v8: the warp's running max, sum and zero term (the same in every lane)
+#pragma unroll
+    for (int g = 0; g < G; ++g) { wm[g] = -INFINITY; wl[g] = 0.f; wpz[g] = 0.f; }
 
     for (int i = threadIdx.x; i < G * D; i += T4) s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
     for (int i = threadIdx.x; i < W4 * G * D; i += T4) (&s_vout[0][0][0])[i] = 0.f;
@@ -2250,6 +2254,35 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
 
         // ---- softmax, value scales folded in ----
         const u32* zr = (const u32*)(st + S::VZR);
+        if constexpr (WS)
+        {
+            // v8: every warp runs its own online softmax over its own 32 tokens (one per lane) and keeps its own
+            // max and sums, like a split of its own; the warps merge once at the end. No block barrier between the
+            // softmax and the values, and no phase where one warp per head works while the others wait.
+            const u32 z = zr[w0 + lane];
+            const float zz = h2f(z & 0xffff), zrng = h2f(z >> 16);
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                const float v = s_sc[g][w0 + lane];
+                float cm = v;
+#pragma unroll
+                for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+                const float mn = fmaxf(wm[g], cm);
+                const float alpha = mn == -INFINITY ? 1.f : __expf(wm[g] - mn);
+                const float p = mn == -INFINITY ? 0.f : __expf(v - mn);
+                s_sc[g][w0 + lane] = p;
+                s_pr[g][w0 + lane] = p * zrng;
+                float sum = p, pz = p * zz;
+#pragma unroll
+                for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+                wm[g] = mn; wl[g] = wl[g] * alpha + sum; wpz[g] = wpz[g] * alpha + pz;
+#pragma unroll
+                for (int i = 0; i < 4; ++i) { acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
+            }
+            __syncwarp();
+        }
+        else
         for (int g = warp; g < G; g += W4)
         {
             float v[CHUNK / 32];
@@ -2276,16 +2309,19 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             __syncwarp();
             if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; s_pz[g] = s_pz[g] * alpha + pz; }
         }
-        __syncthreads();
+        if constexpr (!WS)
+        {
+            __syncthreads();
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float al = s_alpha[g];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) { acc[g][i] *= al; s_vout[warp][g][4 * lane + i] *= al; }
+            }
+        }
 
         // ---- values: two codes per lookup ----
-#pragma unroll
-        for (int g = 0; g < G; ++g)
-        {
-            float al = s_alpha[g];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) { acc[g][i] *= al; s_vout[warp][g][4 * lane + i] *= al; }
-        }
 #pragma unroll
         for (int tile = 0; tile < TPW4; ++tile)
         {
@@ -2341,6 +2377,33 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     for (int g = 0; g < G; ++g)
 #pragma unroll
         for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] += acc[g][i];
+    if constexpr (WS)
+    {
+        if (lane == 0)
+#pragma unroll
+            for (int g = 0; g < G; ++g) { s_wm[warp][g] = wm[g]; s_wl[warp][g] = wl[g]; s_wpz[warp][g] = wpz[g]; }
+        __syncthreads();
+        // Merge the warps as attn_reduce merges splits: rescale each to the largest max (a warp that saw only masked
+        // tokens has max -inf and weight 0).
+        for (int i = threadIdx.x; i < G * D; i += T4)
+        {
+            int g = i / D, c = i % D;
+            float M = -INFINITY;
+#pragma unroll
+            for (int w = 0; w < W4; ++w) M = fmaxf(M, s_wm[w][g]);
+            float v = 0.f, l = 0.f;
+#pragma unroll
+            for (int w = 0; w < W4; ++w)
+            {
+                float f = s_wm[w][g] == -INFINITY ? 0.f : __expf(s_wm[w][g] - M);
+                v += f * (s_vout[w][g][c] + s_wpz[w][g]);
+                l += f * s_wl[w][g];
+            }
+            part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+            if (c == 0) part_ml[(long)(h * G + g) * a.splits + split] = make_float2(M, l);
+        }
+        return;
+    }
     __syncthreads();
     for (int i = threadIdx.x; i < G * D; i += T4)
     {
@@ -2353,13 +2416,16 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
 }
 
-#define NUQ_V7_ANY(B, G, MINB, SUFFIX, KS, VS, KL) \
-extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r7##SUFFIX(const AttnArgs a, const float* q, \
+#define NUQ_V7_ANY(B, G, MINB, VER, SUFFIX, KS, VS, KL) \
+extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r##VER##SUFFIX(const AttnArgs a, const float* q, \
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_v7<B, G, KS, VS, KL>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
-#define NUQ_V7(B, G, MINB) NUQ_V7_ANY(B, G, MINB, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, _dense, 0, 0, 0) NUQ_V7_ANY(B, G, MINB, _sparse, 0, 0, 48)
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+#define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
+    NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
+// Version 8 = v7 with the warp-local online softmax (attn_v7's WS: each warp a split of its own, merged at the end).
+#define NUQ_V7(B, G, MINB) NUQ_V7_LAYOUTS(B, G, MINB, 7) NUQ_V7_LAYOUTS(B, G, MINB, 8)
 
 #define NUQ_ENTRY(KB, VB, G, VER, MINB) \
 extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##KB##_v##VB##_g##G##_r##VER(const AttnArgs a, const float* q, \

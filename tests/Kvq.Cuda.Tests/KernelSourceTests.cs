@@ -20,7 +20,8 @@ public class KernelSourceTests
             "NUQ_V6_DENSE(B, 1, 3)", "NUQ_V6_DENSE(B, 4, 2)", "NUQ_V6_SPARSE(B, 1, 3)", "NUQ_V6_SPARSE(B, 4, 2)", "_r##VER", "_r6_dense", "_r6_sparse",
             "NUQ_V7(4, 1, 2)", "NUQ_V7(4, 4, 2)", "NUQ_V7(3, 1, 2)", "NUQ_V7(3, 4, 2)", "NUQ_V7(2, 1, 3)", "NUQ_V7(2, 4, 2)", "_r##VER##SUFFIX",
             "NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0)", "NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)",
-            "NUQ_V7_LAYOUTS(B, G, MINB, 7) NUQ_V7_LAYOUTS(B, G, MINB, 8)" })
+            "NUQ_V7_LAYOUTS(B, G, MINB, 7) NUQ_V7_LAYOUTS(B, G, MINB, 8)", "NUQ_V9(4) NUQ_V9(3) NUQ_V9(2)", "NUQ_V7_LAYOUTS(4, 1, 3, 10)",
+            "NUQ_V7_LAYOUTS(4, 4, 2, 10)" })
             Assert.Contains(macro, attn);
         Assert.Contains("attn_reduce", attn);
         foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)", "ENC_L(B, 0, 0, _dense)", "KLIST_ENC(2)", "#define KLIST 48" })
@@ -60,6 +61,11 @@ public class KernelSourceTests
         Assert.Equal(DecodeAttention.StageBytes(3) / 2 + 64 * 32 * 8 + 2 * 64 * 32 * 8, DecodeAttention.SharedBytes(7, 3, 4, 2, 0));
         Assert.Equal(2 * 8192 + 1024 + 16 * 32 * 8 + 2 * 16 * 32 * 8, DecodeAttention.SharedBytes(7, 2, 0, 0, 0));
         Assert.True(DecodeAttention.SharedBytes(7, 4, 4, 2, 0) < 227 * 1024 / 2, "two v7 blocks fit one SM");
+        // v9: key pairs at 2 bits only, value pairs at 2-3 bits (4 bits: v6's single lookups); v10: 4-bit value pairs in 8 copies.
+        Assert.Equal(76800 / 2, DecodeAttention.SharedBytes(9, 4, 4, 2, 0));
+        Assert.Equal(DecodeAttention.StageBytes(3) / 2 + 64 * 32 * 8, DecodeAttention.SharedBytes(9, 3, 4, 2, 0));
+        Assert.Equal(DecodeAttention.SharedBytes(8, 2, 4, 2, 0), DecodeAttention.SharedBytes(9, 2, 4, 2, 0));
+        Assert.Equal(76800 / 2 + 256 * 8 * 8, DecodeAttention.SharedBytes(10, 4, 4, 2, 0));
     }
 
     [Fact]

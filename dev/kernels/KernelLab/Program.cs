@@ -21,7 +21,8 @@ try
         (3, 1, 6, false), (2, 1, 6, false), (4, 4, 6, false), (3, 4, 6, false), (2, 4, 6, false), (4, 1, 6, true), (2, 1, 6, true), (4, 4, 6, true), (2, 4, 6, true),
         (4, 1, 7, false), (3, 1, 7, false), (2, 1, 7, false), (4, 4, 7, false), (3, 4, 7, false), (2, 4, 7, false), (4, 1, 7, true), (3, 1, 7, true),
         (2, 1, 7, true), (4, 4, 7, true), (2, 4, 7, true), (4, 1, 8, false), (3, 1, 8, false), (2, 1, 8, false), (4, 4, 8, false), (2, 4, 8, false),
-        (4, 1, 8, true), (2, 1, 8, true), (4, 4, 8, true) })
+        (4, 1, 8, true), (2, 1, 8, true), (4, 4, 8, true), (4, 1, 9, false), (3, 1, 9, false), (2, 1, 9, false), (4, 4, 9, false), (3, 4, 9, false),
+        (4, 1, 9, true), (3, 1, 9, true), (4, 1, 10, false), (4, 4, 10, false), (4, 1, 10, true) })
     {
         foreach (var layout in dense ? new[] { NuqLayout.Dense, NuqLayout.SparseKeys } : [NuqLayout.Slots])
         {
@@ -83,7 +84,7 @@ catch (CudaUnavailableException e)
 // A format is f16, nuq4, nuq3 or nuq2 (= nuqB-1%: 4 key and 2 value outlier slots per token) or nuq4d, nuq3d,
 // nuq2d (dense: no outlier slots, the CPU spec nuqB) or nuq4s, nuq3s, nuq2s (dense codes + per-chunk key outlier
 // records: keys nuqB-0.1% capped at 47 per chunk, values nuqB), optionally @version of the nuq kernel (nuq4@1); no
-// version = the latest (the dense and sparse layouts exist in v6 and v7).
+// version = the latest (the dense and sparse layouts exist in v6 to v10).
 static (string Cache, int Version) Split(string format)
 {
     var parts = format.Split('@');

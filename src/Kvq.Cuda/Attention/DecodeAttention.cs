@@ -23,16 +23,19 @@ public sealed class DecodeAttention : IDisposable
         int rest = DecodeShape.Chunk * (keySlots * 3 + 4 + valueSlots * 3) + keyListWords * 4;
         return 2 * (2 * codes + rest);
     }
-    /// <summary>Dynamic shared memory of a nuq kernel version: v4 two stages, v5/v6 one, v7 one stage and its lookup
-    /// tables (decode_attention.cu, Tabs7: a float2 value pair table, 16 copies at 4 bits and 32 below; per-lane key pair
-    /// tables at 2 and 3 bits).</summary>
+    /// <summary>Dynamic shared memory of a nuq kernel version: v4 two stages, v5/v6 one, v7-v10 one stage and their
+    /// lookup tables (decode_attention.cu, Tabs7: a float2 value pair table in 8-32 copies, per-lane key pair tables;
+    /// which ones per version and width: kpair7, vrep7).</summary>
     public static int SharedBytes(int version, int bits, int keySlots, int valueSlots, int keyListWords)
     {
         int stage = StageBytes(bits, keySlots, valueSlots, keyListWords);
         if (version < 5) return stage;
         if (version < 7) return stage / 2;
+        // decode_attention.cu kpair7 / vrep7: per version, key pair tables or not, and the value table's copies.
+        bool keyPairs = version >= 9 ? bits == 2 : bits < 4;
+        int copies = version == 10 ? 8 : version == 9 ? (bits == 4 ? 0 : 32) : (bits == 4 ? 16 : 32);
         int entries = 1 << (2 * bits);
-        int values = entries * (bits == 4 ? 16 : 32) * 8, keys = bits == 4 ? 0 : 2 * entries * 32 * 8;
+        int values = entries * copies * 8, keys = keyPairs ? 2 * entries * 32 * 8 : 0;
         return stage / 2 + values + keys;
     }
     public int BlocksPerSm { get; set; } = 8;

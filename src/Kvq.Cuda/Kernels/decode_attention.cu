@@ -1985,13 +1985,21 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
 // keys (2-3 bits) 2 x 3 instead of 4 x 3. The tables live in dynamic shared memory after the stage
 // (DecodeAttention.SharedBytes mirrors the sizes; the kernel traps if it was given less). Table addresses are
 // (field | copy offset) + a constant: the base folds into the load's immediate.
-template <int B> struct Tabs7
+// Which tables a version uses (v7 and v8: key pairs below 4 bits, value pairs everywhere; v9 and v10, after run 25
+// showed that v7's 32 KB tables cost the 3- and 4-bit kernels their third block per SM: key pairs at 2 bits only,
+// value pairs at 2 and 3 bits (v9) and at 4 bits in 8 copies (v10; 16 KB; a half-warp then hits each bank pair about
+// twice, as many wavefronts as v6's four single loads); VREP 0 = v6's single lookups in a 2 KB per-lane codebook.
+__device__ constexpr bool kpair7(int B, int ver) { return ver >= 9 ? B == 2 : B < 4; }
+__device__ constexpr int vrep7(int B, int ver) { return ver == 10 ? 8 : ver == 9 ? (B == 4 ? 0 : 32) : (B == 4 ? 16 : 32); }
+__device__ constexpr int log2c(int x) { return x <= 1 ? 0 : 1 + log2c(x / 2); }
+
+template <int B, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32)> struct Tabs7
 {
     static constexpr int E = 1 << (2 * B);                        // entries of a pair table
-    static constexpr int VREP = B == 4 ? 16 : 32;                  // value table copies
-    static constexpr int VSH = B == 4 ? 7 : 8;                     // log2 of an entry's bytes (copies x 8)
-    static constexpr int VBYTES = E * VREP * 8;
-    static constexpr int KBYTES = B == 4 ? 0 : 2 * E * 32 * 8;    // per-lane key pair tables (2 and 3 bits)
+    static constexpr int VREP = VR;                                // value table copies (0: single lookups)
+    static constexpr int VSH = log2c(VR * 8);                      // log2 of an entry's bytes (copies x 8)
+    static constexpr int VBYTES = VR ? E * VR * 8 : 0;
+    static constexpr int KBYTES = KP ? 2 * E * 32 * 8 : 0;        // per-lane key pair tables
 };
 
 // Byte address of the pair field (token t, lane pair p) of a lane's B code words in a [e][copies] float2 table whose
@@ -2006,7 +2014,7 @@ __device__ __forceinline__ u32 pair_addr(const u32 (&w)[B], int t, int p, u32 la
     return and_or(x, (u32)((1 << (2 * B)) - 1) << SH, laneOff);
 }
 
-template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false>
+template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32)>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -2017,9 +2025,9 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     static_assert((KS == 0 || KS == 4) && (VS == 0 || VS == 2), "slot layouts: 4 + 2 (nuqB-1%) or none (dense)");
     static_assert(KL == 0 || (KS == 0 && KL % 4 == 0), "the sparse key list replaces the key slots; whole 16-byte copies");
     using S = Stage<B, KS, VS, KL>;
-    using T = Tabs7<B>;
+    using T = Tabs7<B, KP, VR>;
     constexpr int L = 1 << B;
-    constexpr bool KPAIR = B < 4;
+    constexpr bool KPAIR = KP;
     extern __shared__ __align__(16) char s_stage[];   // the stage, then the value pair table, then the key pair tables
     const char* const s_vt2 = s_stage + S::BYTES;
     const char* const s_kt2 = s_vt2 + T::VBYTES;
@@ -2038,7 +2046,8 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     __shared__ __align__(16) float s_sc[G][CHUNK];
     __shared__ __align__(16) float s_pr[G][CHUNK];
     __shared__ float s_q[G][D];
-    __shared__ float s_kt[KPAIR ? 1 : 4][KPAIR ? 1 : L][32];   // 4-bit keys: v6's [lane channel][code][lane]
+    __shared__ float s_kt[KPAIR ? 1 : 4][KPAIR ? 1 : L][32];   // single key lookups: v6's [lane channel][code][lane]
+    __shared__ float s_vt[VR ? 1 : L][32];                       // single value lookups: v6's codebook once per lane
     __shared__ float s_kcb[16], s_vcb[16];
     __shared__ float s_kz[D], s_kr[D];
     __shared__ float s_vout[W4][G][D];
@@ -2069,11 +2078,14 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             float l0 = kcb[e & (L - 1)], l1 = kcb[e >> B];
             ((float2*)(s_stage + S::BYTES + T::VBYTES))[i] = G == 1 ? make_float2(l0 + z0 / r0, l1 + z1 / r1) : make_float2(fmaf(r0, l0, z0), fmaf(r1, l1, z1));
         }
-    for (int i = threadIdx.x; i < T::E * T::VREP; i += T4)
-        ((float2*)(s_stage + S::BYTES))[i] = make_float2(vcb[(i / T::VREP) & (L - 1)], vcb[(i / T::VREP) >> B]);
+    if constexpr (VR > 0)
+        for (int i = threadIdx.x; i < T::E * T::VREP; i += T4)
+            ((float2*)(s_stage + S::BYTES))[i] = make_float2(vcb[(i / T::VREP) & (L - 1)], vcb[(i / T::VREP) >> B]);
+    else
+        for (int i = threadIdx.x; i < L * 32; i += T4) s_vt[i / 32][i % 32] = vcb[i / 32];
     u32 laneOff, vOff, kOff;   // opaque to the compiler: otherwise it re-derives threadIdx << 2 inside every address
     asm("mov.b32 %0, %1;" : "=r"(laneOff) : "r"(lane << 2));
-    asm("mov.b32 %0, %1;" : "=r"(vOff) : "r"((B == 4 ? (lane & 15) : lane) << 3));
+    asm("mov.b32 %0, %1;" : "=r"(vOff) : "r"((lane & (VR > 0 ? VR - 1 : 0)) << 3));
     asm("mov.b32 %0, %1;" : "=r"(kOff) : "r"(lane << 3));
     if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; s_pz[threadIdx.x] = 0.f; }
     double dc = 1, ds = 0, stc = 1, sts = 0;
@@ -2340,9 +2352,19 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
 #pragma unroll
             for (int t = 0; t < TILE; ++t)
             {
-                const float2 v01 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 0, vOff));
-                const float2 v23 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 1, vOff));
-                const float l0 = v01.x, l1 = v01.y, l2 = v23.x, l3 = v23.y;
+                float l0, l1, l2, l3;
+                if constexpr (VR > 0)
+                {
+                    const float2 v01 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 0, vOff));
+                    const float2 v23 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 1, vOff));
+                    l0 = v01.x; l1 = v01.y; l2 = v23.x; l3 = v23.y;
+                }
+                else
+                {
+                    const char* vt = (const char*)&s_vt[0][0];
+                    l0 = *(const float*)(vt + code_addr6<B>(vw, t, 0, laneOff)); l1 = *(const float*)(vt + code_addr6<B>(vw, t, 1, laneOff));
+                    l2 = *(const float*)(vt + code_addr6<B>(vw, t, 2, laneOff)); l3 = *(const float*)(vt + code_addr6<B>(vw, t, 3, laneOff));
+                }
 #pragma unroll
                 for (int g = 0; g < G; ++g)
                 {
@@ -2421,11 +2443,13 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_v7<B, G, KS, VS, KL, (VER >= 8)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 #define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
     NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
 // Version 8 = v7 with the warp-local online softmax (attn_v7's WS: each warp a split of its own, merged at the end).
 #define NUQ_V7(B, G, MINB) NUQ_V7_LAYOUTS(B, G, MINB, 7) NUQ_V7_LAYOUTS(B, G, MINB, 8)
+// Versions 9 and 10 = v8 with smaller tables (kpair7, vrep7) so that MHA keeps 3 blocks per SM.
+#define NUQ_V9(B) NUQ_V7_LAYOUTS(B, 1, 3, 9) NUQ_V7_LAYOUTS(B, 4, 2, 9)
 
 #define NUQ_ENTRY(KB, VB, G, VER, MINB) \
 extern "C" __global__ void __launch_bounds__(THREADS, MINB) attn_nuq_k##KB##_v##VB##_g##G##_r##VER(const AttnArgs a, const float* q, \
@@ -2455,5 +2479,6 @@ NUQ_VERSIONS(3)
 NUQ_VERSIONS(2)
 // v7: the tables take 4-32 KB more shared memory (Tabs7), hence 2 blocks per SM except 2-bit MHA.
 NUQ_V7(4, 1, 2) NUQ_V7(4, 4, 2) NUQ_V7(3, 1, 2) NUQ_V7(3, 4, 2) NUQ_V7(2, 1, 3) NUQ_V7(2, 4, 2)
+NUQ_V9(4) NUQ_V9(3) NUQ_V9(2) NUQ_V7_LAYOUTS(4, 1, 3, 10) NUQ_V7_LAYOUTS(4, 4, 2, 10)
 F16_ENTRY(1)
 F16_ENTRY(4)

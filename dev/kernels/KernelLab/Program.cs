@@ -85,14 +85,17 @@ catch (CudaUnavailableException e)
 // nuq2d (dense: no outlier slots, the CPU spec nuqB) or nuq4s, nuq3s, nuq2s (dense codes + per-chunk key outlier
 // records: keys nuqB-0.1% capped at 47 per chunk, values nuqB), optionally @version of the nuq kernel (nuq4@1); no
 // version = the latest (the dense and sparse layouts exist in v6 to v10).
+// A ":N" after the version (nuq2d@9:3) plans the split-K for N blocks per SM instead of DecodeAttention's default.
 static (string Cache, int Version) Split(string format)
 {
-    var parts = format.Split('@');
+    var parts = format.Split(':')[0].Split('@');
     var cache = parts[0];
     if (cache != "f16" && !LabOptions.NuqFormats.Contains(cache))
         throw new ArgumentException($"format {cache}: f16, {string.Join(", ", LabOptions.NuqFormats)}");
     return (cache, parts.Length > 1 ? int.Parse(parts[1]) : DecodeKernels.LatestVersion);
 }
+
+static int BlocksPerSm(string format) => format.Contains(':') ? int.Parse(format.Split(':')[1]) : DecodeAttention.DefaultBlocksPerSm;
 
 static GpuLayerCache Build(DecodeKernels k, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles, long n)
 {
@@ -114,6 +117,7 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
 {
     var ctx = k.Context;
     attn.Version = Split(format).Version;
+    attn.BlocksPerSm = BlocksPerSm(format);
     using var cache = Build(k, shape, format, profiles, n);
     int sink = cache.Sink, positions = (int)(n + sink);
     var q = RandomQuery(shape.QueryHeads, 11);
@@ -182,6 +186,7 @@ static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, str
 {
     var ctx = k.Context;
     attn.Version = Split(format).Version;
+    attn.BlocksPerSm = BlocksPerSm(format);
     // Rotate over enough copies of the layer that the 50 MB L2 cannot hold them: every pass reads from memory.
     var caches = new List<GpuLayerCache> { Build(k, shape, format, profiles, n) };
     long per = caches[0].DeviceBytes;

@@ -38,7 +38,9 @@ public sealed class DecodeAttention : IDisposable
         int values = entries * copies * 8, keys = keyPairs ? 2 * entries * 32 * 8 : 0;
         return stage / 2 + values + keys;
     }
-    public int BlocksPerSm { get; set; } = 8;
+    /// <summary>Blocks per SM the split-K plan aims at (kv heads x splits), more than fit at once: the waves even out.</summary>
+    public const int DefaultBlocksPerSm = 8;
+    public int BlocksPerSm { get; set; } = DefaultBlocksPerSm;
     /// <summary>Which nuq kernel version runs (the lab times older ones too).</summary>
     public int Version { get; set; } = DecodeKernels.LatestVersion;
 

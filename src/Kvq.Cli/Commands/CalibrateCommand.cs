@@ -46,14 +46,15 @@ public static class CalibrateCommand
             text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, rotate, output, threads,
         };
         model.AddTo(cmd);
-        CheckedOption.Require(cmd, r => r.GetValue(sink) >= r.GetValue(length)
-            ? $"--sink {r.GetValue(sink)} leaves nothing to calibrate in windows of --length {r.GetValue(length)}: give a sink below the length" : null);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var textPath = r.GetValue(text)!;
             TextInput.Check(textPath, "--text", Console.Error);
             var fractions = ParseFractions(r.GetValue(outliers)!);
             int sinkTokens = r.GetValue(sink), len = r.GetValue(length);
+            // Checked here, not in a command validator: validators see 0 for options left at their defaults.
+            if (sinkTokens >= len)
+                throw new CliException($"--sink {sinkTokens} leaves nothing to calibrate in windows of --length {len}: give a sink below the length");
             bool fisher = !r.GetValue(noFisher);
             var modelPath = model.Path(r);
             using var loaded = ModelOptions.Load(modelPath, r.GetValue(model.Tokenizer));

@@ -21,7 +21,14 @@ public static class SyntheticFixtures
         return d;
     });
 
-    private static readonly Lazy<SyntheticVocabularies> Vocabularies = new(() => new SyntheticVocabularies(new CopiedVocabulary(Fixtures.StoriesGguf)));
+    /// <summary>SentencePiece: stories260K's. BPE: 700 merges learned from the first 60,000 characters of tinyshakespeare with
+    /// each family's pre-tokenizer (tests tokenize other text with them).</summary>
+    private static readonly Lazy<SyntheticVocabularies> Vocabularies = new(() =>
+    {
+        var text = TextFixtures.Read(Fixtures.Text("tinyshakespeare/input.txt"))[..60000];
+        return new SyntheticVocabularies(new CopiedVocabulary(Fixtures.StoriesGguf),
+            TrainedBpeVocabulary.Llama3(text), TrainedBpeVocabulary.Qwen2(text));
+    });
     private static readonly ConcurrentDictionary<string, Lazy<string>> Made = new(StringComparer.Ordinal);
 
     public static SyntheticVocabularies Vocabs => Vocabularies.Value;

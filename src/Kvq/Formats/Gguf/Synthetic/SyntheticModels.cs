@@ -96,7 +96,11 @@ public static class SyntheticModels
 
 /// <summary>Where the synthetic models' vocabularies come from: a SentencePiece one copied from a GGUF (stories260K's
 /// 512 tokens by default in tests), and byte-level BPE ones of each pre-tokenizer where a family uses them.</summary>
-public sealed class SyntheticVocabularies(SyntheticVocabulary sentencePiece)
+public sealed class SyntheticVocabularies(SyntheticVocabulary sentencePiece, SyntheticVocabulary? llama3Bpe = null, SyntheticVocabulary? qwen2Bpe = null)
 {
     public SyntheticVocabulary SentencePiece { get; } = sentencePiece;
+    /// <summary>Byte-level BPE with the llama-bpe pre-tokenizer (<see cref="TrainedBpeVocabulary.Llama3"/>); null: not made.</summary>
+    public SyntheticVocabulary? Llama3Bpe { get; } = llama3Bpe;
+    /// <summary>Byte-level BPE with the qwen2 pre-tokenizer (<see cref="TrainedBpeVocabulary.Qwen2"/>); null: not made.</summary>
+    public SyntheticVocabulary? Qwen2Bpe { get; } = qwen2Bpe;
 }

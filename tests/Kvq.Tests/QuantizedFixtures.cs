@@ -22,7 +22,7 @@ public static class QuantizedFixtures
 {
     /// <summary>The variants the quantization tests cover, by llama.cpp's names (LLamaFtype without MOSTLY_).</summary>
     public static readonly IReadOnlyList<string> Names =
-        ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K"];
+        ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS"];
 
     private static readonly ConcurrentDictionary<string, Lazy<string>> Made = new(StringComparer.Ordinal);
     private static readonly ConcurrentQueue<string> Log = new();

@@ -62,6 +62,9 @@ public static class QuantizedFixtures
         return Made.GetOrAdd(path, p => new Lazy<string>(() => Make(source, p, ftype))).Value;
     }
 
+    /// <summary>llama.cpp's recent warnings and errors (for the message of a failed load).</summary>
+    public static string RecentLog => string.Join("", Log);
+
     /// <summary>Loads llama.cpp once, routing its warnings and errors into a buffer that failures report.</summary>
     public static void EnsureLlamaLoaded() => _ = Loaded.Value;
 

@@ -17,6 +17,7 @@ public sealed record ModelConfig
     public int RopeDims { get; init; }                   // dims of each head that rotate (= HeadDim normally)
     public required RopeStyle RopeStyle { get; init; }
     public required int ContextLength { get; init; }     // trained context, for information
+    public Experts.ExpertConfig? Experts { get; init; }  // mixture-of-experts feed-forward (null: dense SwiGLU)
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
     public int GroupSize => Heads / KvHeads;             // query heads per KV head
@@ -34,5 +35,6 @@ public sealed record ModelConfig
         Check(RopeDims > 0 && RopeDims <= HeadDim && RopeDims % 2 == 0, $"rope dims {RopeDims} must be even and <= head dim {HeadDim}");
         Check(NormEps > 0 && float.IsFinite(NormEps), $"norm epsilon {NormEps} must be positive");
         Check(RopeBase > 0 && float.IsFinite(RopeBase), $"rope base {RopeBase} must be positive");
+        Experts?.Validate(source);
     }
 }

@@ -5,12 +5,12 @@ using Kvq.Tensors;
 namespace Kvq.Formats.Gguf;
 
 /// <summary>
-/// Maps a GGUF file of architecture llama / mistral / qwen2 onto <see cref="ModelWeights"/>. Matrices point into the
+/// Maps a GGUF file of architecture llama (also Mixtral) / mistral / qwen2 / phi3 / qwen2moe onto <see cref="ModelWeights"/>. Matrices point into the
 /// memory map (quantized ones stay quantized); norms and biases are small and decoded to f32.
 /// </summary>
 public static unsafe class GgufModelLoader
 {
-    public static readonly string[] Architectures = ["llama", "mistral", "qwen2"];
+    public static readonly string[] Architectures = ["llama", "mistral", "qwen2", "phi3", "qwen2moe"];
 
     /// <summary>Architectures whose output matrix llama.cpp takes from token_embd.weight when output.weight is absent
     /// (tied embeddings); for any other, a missing output.weight is an error.</summary>
@@ -32,24 +32,28 @@ public static unsafe class GgufModelLoader
         float[] Vector(string name, int length, bool isNorm = false) { used.Add(name); return GgufModelLoader.Vector(gguf, name, length, isNorm); }
         var embd = Matrix("token_embd.weight", config.VocabSize, config.Dim);
         var layers = new LayerWeights[config.Layers];
+        var parts = new GgufLayerParts(gguf, config, Matrix, (name, n) => Vector(name, n), name => used.Add(name));
         for (int i = 0; i < config.Layers; i++)
         {
             string p = $"blk.{i}.";
             bool bias = gguf.HasTensor(p + "attn_q.bias");
+            var (wq, wk, wv) = parts.Attention(p);
+            var (gate, up, down, experts) = parts.FeedForward(p);
             layers[i] = new LayerWeights
             {
                 AttnNorm = Vector(p + "attn_norm.weight", config.Dim, isNorm: true),
-                Wq = Matrix(p + "attn_q.weight", config.QDim, config.Dim),
-                Wk = Matrix(p + "attn_k.weight", config.KvDim, config.Dim),
-                Wv = Matrix(p + "attn_v.weight", config.KvDim, config.Dim),
+                Wq = wq,
+                Wk = wk,
+                Wv = wv,
                 Wo = Matrix(p + "attn_output.weight", config.Dim, config.QDim),
                 Bq = bias ? Vector(p + "attn_q.bias", config.QDim) : null,
                 Bk = bias ? Vector(p + "attn_k.bias", config.KvDim) : null,
                 Bv = bias ? Vector(p + "attn_v.bias", config.KvDim) : null,
                 FfnNorm = Vector(p + "ffn_norm.weight", config.Dim, isNorm: true),
-                WGate = Matrix(p + "ffn_gate.weight", config.FfnDim, config.Dim),
-                WUp = Matrix(p + "ffn_up.weight", config.FfnDim, config.Dim),
-                WDown = Matrix(p + "ffn_down.weight", config.Dim, config.FfnDim),
+                WGate = gate,
+                WUp = up,
+                WDown = down,
+                Experts = experts,
             };
         }
         var notes = new List<string>();
@@ -131,9 +135,11 @@ public static unsafe class GgufModelLoader
             RopeBase = (float)(gguf.TryGetFloat($"{arch}.rope.freq_base") ?? 10000.0),
             RopeScale = scale,
             RopeDims = (int)(gguf.TryGetInt($"{arch}.rope.dimension_count") ?? headDim),
-            // llama.cpp: llama/mistral rotate adjacent pairs (Q/K rows were permuted at conversion); qwen2 uses neox.
-            RopeStyle = arch == "qwen2" ? RopeStyle.Neox : RopeStyle.Normal,
+            // llama.cpp: llama/mistral rotate adjacent pairs (Q/K rows were permuted at conversion); qwen2, qwen2moe
+            // and phi3 use neox.
+            RopeStyle = arch is "qwen2" or "qwen2moe" or "phi3" ? RopeStyle.Neox : RopeStyle.Normal,
             ContextLength = (int)(gguf.TryGetInt($"{arch}.context_length") ?? 2048),
+            Experts = GgufLayerParts.ReadExperts(gguf, arch, I("feed_forward_length")),
         };
         config.Validate(gguf.Path);
         return config;

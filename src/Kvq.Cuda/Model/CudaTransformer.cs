@@ -64,6 +64,10 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     {
         _ctx = ctx;
         Config = config;
+        var extended = config.ExtendedFeatures();
+        if (extended.Count > 0)
+            throw new NotSupportedException($"the CUDA backend does not implement {string.Join(", ", extended)} " +
+                $"(a {config.Architecture} model needs it); run this model on the CPU backend");
         MaxBatch = Math.Max(1, o.MaxBatch);
         _f16 = o.Weights == CudaWeightType.F16;
         _labDecode = o.LabDecode;

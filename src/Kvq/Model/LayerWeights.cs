@@ -13,6 +13,8 @@ public sealed class LayerWeights
     public float[]? Bq { get; init; }                  // (heads*headDim) qwen2 only
     public float[]? Bk { get; init; }                  // (kvHeads*headDim)
     public float[]? Bv { get; init; }                  // (kvHeads*headDim)
+    public float[]? QNorm { get; init; }               // (headDim) per-head RMSNorm of queries before RoPE (QK-norm)
+    public float[]? KNorm { get; init; }               // (headDim) per-head RMSNorm of keys before RoPE; the cache gets normed keys
     public required float[] FfnNorm { get; init; }     // (dim)
     // The dense SwiGLU feed-forward; null in a mixture-of-experts layer (then Experts holds it).
     public WeightMatrix? WGate { get; init; }          // (ffn, dim)  "w1"
@@ -36,7 +38,7 @@ public sealed class LayerWeights
         }
     }
 
-    /// <summary>Floats held outside the matrices (norms, biases, the shared expert's gate vector).</summary>
+    /// <summary>Floats held outside the matrices (norms, QK-norms, biases, the shared expert's gate vector).</summary>
     public long VectorFloats => AttnNorm.Length + FfnNorm.Length + (Bq?.Length ?? 0) + (Bk?.Length ?? 0) + (Bv?.Length ?? 0)
-                                + (Experts?.SharedGateInput?.Length ?? 0);
+                                + (QNorm?.Length ?? 0) + (KNorm?.Length ?? 0) + (Experts?.SharedGateInput?.Length ?? 0);
 }

@@ -87,7 +87,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
                 if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
                 if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
                 if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
-                _rope.RotateHeads(_q.AsSpan(t * qDim, qDim), c.Heads, pos0 + t);
+                PrepareQueryAndKey(w, t, pos0 + t);
             }
             kv.Append(l, _k.AsSpan(0, n * kvDim), _v.AsSpan(0, n * kvDim), n);
             kv.Attend(l, _q.AsSpan(0, n * qDim), n, _att.AsSpan(0, n * qDim), par);
@@ -139,7 +139,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
                     if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
                     if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
                     if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
-                    _rope.RotateHeads(_q.AsSpan(t * qDim, qDim), c.Heads, pos0 + t - s.Start);
+                    PrepareQueryAndKey(w, t, pos0 + t - s.Start);
                 }
                 s.Kv.Append(l, _k.AsSpan(s.Start * kvDim, s.Count * kvDim), _v.AsSpan(s.Start * kvDim, s.Count * kvDim), s.Count);
                 s.Kv.Attend(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count, _att.AsSpan(s.Start * qDim, s.Count * qDim), par);
@@ -165,6 +165,28 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             if (s.Logits)
                 Kernels.RmsNorm(_x.AsSpan((s.Start + s.Count - 1) * dim, dim), Weights.OutputNorm, c.NormEps, _last.AsSpan(wanted++ * dim, dim));
         if (wanted > 0) Weights.Output.MatVecRows(_last.AsSpan(0, wanted * dim), logits[..(wanted * c.VocabSize)], wanted, par);
+    }
+
+    /// <summary>Row <paramref name="t"/>'s query and key after projection: QK-norm (per-head RMSNorm of both, before RoPE;
+    /// the cache gets the normed keys), then RoPE on the query and YaRN's magnitude (<see cref="Rope.QueryScale"/>).</summary>
+    private void PrepareQueryAndKey(LayerWeights w, int t, long position)
+    {
+        var c = Config;
+        var q = _q.AsSpan(t * c.QDim, c.QDim);
+        if (w.QNorm != null) HeadNorm(q, c.Heads, c.HeadDim, w.QNorm, c.NormEps);
+        if (w.KNorm != null) HeadNorm(_k.AsSpan(t * c.KvDim, c.KvDim), c.KvHeads, c.HeadDim, w.KNorm, c.NormEps);
+        _rope.RotateHeads(q, c.Heads, position);
+        if (_rope.QueryScale != 1f) TensorPrimitives.Multiply(q, _rope.QueryScale, q);
+    }
+
+    /// <summary>RMSNorm of each head of a (heads*headDim) vector with one (headDim) weight, in place.</summary>
+    public static void HeadNorm(Span<float> vec, int heads, int headDim, ReadOnlySpan<float> weight, float eps)
+    {
+        for (int h = 0; h < heads; h++)
+        {
+            var head = vec.Slice(h * headDim, headDim);
+            Kernels.RmsNorm(head, weight, eps, head);
+        }
     }
 
     /// <summary>Checks a batch's layout; returns its decode rows (they come first).</summary>

@@ -33,23 +33,22 @@ public class FamilyModelsVsLlamaCppTests(ITestOutputHelper output)
     private static bool IsMoe(string name) => name is "mixtral" or "qwen2moe";
 
     /// <summary>
-    /// Bounds, measured on this 2-core AVX-512 machine (numbers in docs/models.md). The relative error of a position is
-    /// its largest logit error over its largest |logit|. F32 weights differ only by summation order (measured <= 5e-4);
-    /// F16: llama.cpp rounds activations to f16 for its f16 dot products, Kvq keeps f32 (measured 1e-3); bound 1% for
-    /// both. Q8_0: llama.cpp rounds activations to 8 bits in its quantized dot products (as in the books-19m quantized
-    /// comparison): phi3 top-1 98.4%, max 2.6%, so 98% and 5% (the 99% is missed, as for every quantized file).
-    /// Mixture-of-experts models: that rounding moves a router's input enough to flip a near-tied expert choice at a
-    /// few positions (the router weights themselves stay f32, as llama-quantize leaves them), and a flipped choice
-    /// changes that position's logits by O(1) (measured up to 19% with f16, 30% with Q8_0). So the MoE rows bound the
-    /// error on a share of the positions instead of all: 99% of them within 1% (f32, f16; measured 99.8-100%), 98% within
-    /// 5% (Q8_0; measured 99.2%, top-1 96.9% / 98.2%, greedy continuations not compared: one flip ends them). A wrong expert layout or
-    /// router gives errors of O(1) everywhere and fails every row.
+    /// Bounds, measured on a 2-core AVX-512 machine under load (numbers in docs/models.md). The relative error of a
+    /// position is its largest logit error over its largest |logit|. F32 weights differ only by summation order
+    /// (measured <= 3.2e-4); F16: llama.cpp rounds activations to f16 for its f16 dot products, Kvq keeps f32 (measured
+    /// <= 7.3e-4 where no route flips); bound 1%. Q8_0: llama.cpp rounds activations to 8 bits in its quantized dot
+    /// products (phi3: top-1 1.000, max 1.5e-2), bound 5%. Mixture-of-experts models: that rounding moves a router's input
+    /// enough to flip a near-tied expert choice at a few positions (the router weights stay f32, as llama-quantize leaves
+    /// them), and a flipped choice changes that position's logits by O(1) (measured 0.11 with f16 at 1 of 512
+    /// positions, 0.20 with Q8_0 at 1%). So the MoE rows bound the error on a share of the positions: 99% within 1%
+    /// (f32, f16), 98% within 5% (Q8_0, measured 99.0-99.2%), without greedy tokens for Q8_0 (one flip ends them). A
+    /// wrong expert layout or router gives errors of O(1) everywhere and fails every row.
     /// </summary>
     private static (double Top1, double Rel, double Share, bool Greedy) Bounds(string name, GgmlType t) => (IsMoe(name), t) switch
     {
-        (false, GgmlType.Q8_0) => (0.98, 0.05, 1.0, true),
+        (false, GgmlType.Q8_0) => (0.99, 0.05, 1.0, true),
         (false, _) => (0.99, 0.01, 1.0, true),
-        (true, GgmlType.Q8_0) => (0.95, 0.05, 0.98, false),
+        (true, GgmlType.Q8_0) => (0.99, 0.05, 0.98, false),
         (true, _) => (0.99, 0.01, 0.99, true),
     };
 

@@ -69,9 +69,13 @@ internal static unsafe class BlockAttention
         m.Fill(float.NegativeInfinity);
         l.Clear();
         int lastVisible = count - n + t1; // tokens the last query of this chunk sees
+        // Sliding window: a query sees only the latest `window` stored tokens up to itself; blocks before the first
+        // query's window are skipped whole.
+        int window = shape.WindowOf(layer);
+        int firstSeen = window > 0 ? Math.Max(0, count - n + t0 + 1 - window) : 0;
         var blocks = kv.Blocks(layer);
         var values = kv.Values;
-        for (int s0 = sBegin; s0 < Math.Min(lastVisible, sEnd); s0 += bt)
+        for (int s0 = Math.Max(sBegin, firstSeen / bt * bt); s0 < Math.Min(lastVisible, sEnd); s0 += bt)
         {
             int cnt = Math.Min(bt, lastVisible - s0);
             var scores = sc.Scores.AsSpan(0, nq * cnt);
@@ -83,8 +87,10 @@ internal static unsafe class BlockAttention
                 int visible = count - n + t0 + r / g + 1;
                 var row = scores.Slice(r * cnt, cnt);
                 int valid = Math.Clamp(visible - s0, 0, cnt);
+                int from = window > 0 ? Math.Clamp(visible - window - s0, 0, valid) : 0;
                 row[valid..].Clear();
-                if (valid > 0) OnlineSoftmax.Update(row[..valid], ref m[r], ref l[r], acc.Slice(r * hd, hd));
+                row[..from].Clear();
+                if (valid > from) OnlineSoftmax.Update(row[from..valid], ref m[r], ref l[r], acc.Slice(r * hd, hd));
             }
             // Values: acc += w x V.
             if (values.IsEncodedTile(layer, s0))

@@ -13,7 +13,7 @@ public class SyntheticModelWriterTests(ITestOutputHelper output)
     public static TheoryData<string, GgmlType> Models()
     {
         var d = new TheoryData<string, GgmlType>();
-        foreach (var n in SyntheticModels.Names)
+        foreach (var n in SyntheticModels.LlamaCppNames)
         {
             d.Add(n, GgmlType.F32);
             d.Add(n, GgmlType.Q8_0);
@@ -73,7 +73,7 @@ public class SyntheticModelWriterTests(ITestOutputHelper output)
     [Fact]
     public void DuplicateTensorIsRefused()
     {
-        var spec = SyntheticFixtures.Spec("llama") with { ExtraTensors = [SyntheticTensor.Norm("output_norm.weight", 64)] };
+        var spec = SyntheticFixtures.Spec("llama") with { ExtraTensors = [SyntheticTensor.Norm("output_norm.weight", 128)] };
         var e = Assert.Throws<ArgumentException>(() => SyntheticModelWriter.Build(spec));
         Assert.Contains("output_norm.weight", e.Message);
     }

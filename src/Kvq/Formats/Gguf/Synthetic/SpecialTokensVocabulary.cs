@@ -16,6 +16,11 @@ public sealed class SpecialTokensVocabulary : SyntheticVocabulary
     {
         Count = source.Count;
         int first = Count - controlTokens.Count;
+        if (Count == 0)   // a stand-in vocabulary (only the spec's architecture is wanted): nothing to rename
+        {
+            _entries.AddRange(source.Metadata());
+            return;
+        }
         if (first < 3) throw new ArgumentException($"a vocabulary of {Count} tokens cannot take {controlTokens.Count} control tokens");
         foreach (var m in source.Metadata())
         {

@@ -19,5 +19,8 @@ public sealed class SyntheticArchitecture
     /// <summary>Tensors of block <c>layer</c>, named "blk.{layer}.*".</summary>
     public required Func<SyntheticModelSpec, int, IEnumerable<SyntheticTensor>> LayerTensors { get; init; }
 
+    /// <summary>False where llama.cpp has no such architecture (its models are checked against references in Kvq).</summary>
+    public bool LlamaCppRuns { get; init; } = true;
+
     public override string ToString() => Name;
 }

@@ -13,7 +13,8 @@ public static class SyntheticArchitectures
     {
         yield return Embedding("token_embd.weight", s.Dim, s.Vocabulary.Count);
         yield return Norm("output_norm.weight", s.Dim);
-        if (!s.TiedOutput) yield return Matrix("output.weight", s.Dim, s.Vocabulary.Count, s.OutputGain);
+        if (!s.TiedOutput)
+            yield return Matrix("output.weight", s.Dim, s.Vocabulary.Count, s.OutputGain) with { Echo = "token_embd.weight", EchoGain = s.OutputEcho };
     }
 
     /// <summary>attn_norm, q/k/v (with biases when the spec asks), attn_output.</summary>
@@ -74,11 +75,22 @@ public static class SyntheticArchitectures
         LayerTensors = (s, l) => Attention(s, l).Concat(QkNorm(s, l)).Concat(SwiGlu(s, l)),
     };
 
+    /// <summary>Mistral with its sliding window in {arch}.attention.sliding_window (Kvq's "mistral"; llama.cpp names
+    /// Mistral GGUFs "llama" and runs them with full attention).</summary>
+    public static readonly SyntheticArchitecture Mistral = new()
+    {
+        Name = "mistral",
+        LlamaCppRuns = false,
+        Metadata = s => s.SlidingWindow > 0 ? [SyntheticMetadata.U32(s.Key("attention.sliding_window"), s.SlidingWindow)] : [],
+        GlobalTensors = EmbeddingAndOutput,
+        LayerTensors = (s, l) => Attention(s, l).Concat(SwiGlu(s, l)),
+    };
+
     private static readonly Dictionary<string, SyntheticArchitecture> Registry = new(StringComparer.Ordinal);
 
     static SyntheticArchitectures()
     {
-        foreach (var a in new[] { Llama, Qwen2, Qwen3 }) Register(a);
+        foreach (var a in new[] { Llama, Qwen2, Qwen3, Mistral }) Register(a);
         // Mixtral is a llama file (same name), so only its catalog entry refers to it.
         foreach (var a in new[] { SyntheticFamilyArchitectures.Phi3, SyntheticFamilyArchitectures.Qwen2Moe }) Register(a);
     }

@@ -12,13 +12,13 @@ public sealed record SyntheticModelSpec
     public required string Name { get; init; }
     public required SyntheticArchitecture Architecture { get; init; }
     public required SyntheticVocabulary Vocabulary { get; init; }
-    public int Dim { get; init; } = 64;
+    public int Dim { get; init; } = 128;
     public int Layers { get; init; } = 2;
     public int Heads { get; init; } = 4;
     public int KvHeads { get; init; } = 2;
     /// <summary>Head width; 0 means Dim / Heads. Written as attention.key_length/value_length when it differs.</summary>
     public int HeadDim { get; init; }
-    public int FfnDim { get; init; } = 128;
+    public int FfnDim { get; init; } = 256;
     public int ContextLength { get; init; } = 4096;
     public float NormEps { get; init; } = 1e-5f;
     public float RopeBase { get; init; } = 10000f;
@@ -39,6 +39,9 @@ public sealed record SyntheticModelSpec
     /// <summary>Scale of the output logits (multiplies the output matrix's gain): larger makes the next-token
     /// distribution more peaked, so that top-1 comparisons are not decided by near-ties.</summary>
     public float OutputGain { get; init; } = 6f;
+    /// <summary>Gain of the embedding rows (permuted) added to the output matrix: each token's own embedding then
+    /// votes for one successor (see <see cref="SyntheticTensor.Echo"/>); 0: none.</summary>
+    public float OutputEcho { get; init; } = 16f;
     public int Seed { get; init; } = 1;
     /// <summary>Keys added after the shared and architecture ones (RoPE scaling, chat template, ...).</summary>
     public IReadOnlyList<SyntheticMetadata> ExtraMetadata { get; init; } = [];

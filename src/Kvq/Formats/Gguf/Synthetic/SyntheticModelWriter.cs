@@ -21,11 +21,13 @@ public static class SyntheticModelWriter
         var tensors = s.Architecture.GlobalTensors(s)
             .Concat(Enumerable.Range(0, s.Layers).SelectMany(l => s.Architecture.LayerTensors(s, l)))
             .Concat(s.ExtraTensors);
-        var names = new HashSet<string>(StringComparer.Ordinal);
+        var written = new Dictionary<string, float[]>(StringComparer.Ordinal);
         foreach (var t in tensors)
         {
-            if (!names.Add(t.Name)) throw new ArgumentException($"synthetic model '{s.Name}': tensor '{t.Name}' is listed twice");
+            if (written.ContainsKey(t.Name)) throw new ArgumentException($"synthetic model '{s.Name}': tensor '{t.Name}' is listed twice");
             var values = Values(t, rng);
+            if (t.Echo != null && t.EchoGain != 0) AddEcho(s, t, values, written, rng);
+            written[t.Name] = values;
             var type = TypeOf(s, t);
             if (type == GgmlType.F32) w.AddTensor(t.Name, t.Dims, values);
             else w.AddTensor(t.Name, t.Dims, type, Encode(type, values));
@@ -109,6 +111,20 @@ public static class SyntheticModelWriter
         var v = new float[n];
         for (long i = 0; i < n; i++) v[i] = center + (float)(rng.NextDouble() * 2 - 1) * a;
         return v;
+    }
+
+    /// <summary>values[row r] += EchoGain sqrt(3 / fan-in) source[row perm(r)]: source rows are uniform +-1 (variance 1/3).</summary>
+    private static void AddEcho(SyntheticModelSpec s, SyntheticTensor t, float[] values, Dictionary<string, float[]> written, Random rng)
+    {
+        if (!written.TryGetValue(t.Echo!, out var src) || src.Length != values.Length)
+            throw new ArgumentException($"synthetic model '{s.Name}': tensor '{t.Name}' echoes '{t.Echo}', which must come before it with the same shape");
+        int cols = (int)t.Dims[0], rows = values.Length / cols;
+        var perm = new int[rows];
+        for (int i = 0; i < rows; i++) perm[i] = i;
+        rng.Shuffle(perm);
+        float g = t.EchoGain * MathF.Sqrt(3f / cols);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) values[(long)r * cols + c] += g * src[(long)perm[r] * cols + c];
     }
 
     private static byte[] Encode(GgmlType type, float[] values)

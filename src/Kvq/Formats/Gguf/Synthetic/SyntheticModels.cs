@@ -13,17 +13,47 @@ public static class SyntheticModels
     [
         // GQA 2:1, untied, as Llama 2 / Mistral 7B files (llama.cpp names Mistral GGUFs "llama").
         ("llama", v => new SyntheticModelSpec { Name = "llama", Architecture = SyntheticArchitectures.Llama, Vocabulary = v.SentencePiece, Seed = 11 }),
-        // Qwen2.5: neox RoPE, q/k/v biases, tied output, large RoPE base.
+        // Qwen2.5: neox RoPE, q/k/v biases, large RoPE base (tied output: TinyModelsVsLlamaCppTests; tied to random
+        // embeddings, every token would predict itself).
         ("qwen2", v => new SyntheticModelSpec
         {
             Name = "qwen2", Architecture = SyntheticArchitectures.Qwen2, Vocabulary = v.SentencePiece, Seed = 12,
-            QkvBiases = true, TiedOutput = true, RopeBase = 1000000f,
+            QkvBiases = true, RopeBase = 1000000f,
         }),
-        // Qwen3: QK-norm; head width 32 with 4 heads over a width of 64 (q is wider than the model, as in Qwen3-0.6B).
+        // Qwen3: QK-norm; 8 heads of 32 over a width of 128 (q is wider than the model, as in Qwen3-0.6B), GQA 4:1.
         ("qwen3", v => new SyntheticModelSpec
         {
             Name = "qwen3", Architecture = SyntheticArchitectures.Qwen3, Vocabulary = v.SentencePiece, Seed = 13,
-            HeadDim = 32, RopeBase = 1000000f,
+            HeadDim = 32, Heads = 8, KvHeads = 2, RopeBase = 1000000f,
+        }),
+        // Llama 3.x: GQA 4:1, head width 32, RoPE base 500000 and Llama 3.1's frequency factors in rope_freqs.weight. The
+        // factors are computed for an original context of 64 tokens (8192 in the real model) so that the blend and the
+        // slowed pairs are reached within a test's few hundred positions.
+        ("llama3", v => new SyntheticModelSpec
+        {
+            Name = "llama3", Architecture = SyntheticArchitectures.Llama, Vocabulary = v.SentencePiece, Seed = 14,
+            Heads = 4, KvHeads = 1, RopeBase = 500000f,
+            ExtraTensors = [SyntheticTensor.Exact("rope_freqs.weight", Model.RopeFrequencyFactors.Llama3(32, 500000f, 8f, 1f, 4f, 64))],
+        }),
+        // Qwen2.5 with YaRN (rope.scaling.type yarn, factor 4) over an original context of 64 tokens, as its long-context
+        // GGUFs do over 32768.
+        ("qwen2-yarn", v => new SyntheticModelSpec
+        {
+            Name = "qwen2-yarn", Architecture = SyntheticArchitectures.Qwen2, Vocabulary = v.SentencePiece, Seed = 15,
+            QkvBiases = true, RopeBase = 1000000f, KvHeads = 1,
+            ExtraMetadata =
+            [
+                SyntheticMetadata.Str("qwen2.rope.scaling.type", "yarn"),
+                SyntheticMetadata.F32("qwen2.rope.scaling.factor", 4f),
+                SyntheticMetadata.U32("qwen2.rope.scaling.original_context_length", 64),
+            ],
+        }),
+        // Mistral with a 32-token sliding window on every layer. llama.cpp has no "mistral" architecture (it runs Mistral
+        // GGUFs as "llama", with full attention), so this one is checked against Kvq's own references.
+        ("mistral-swa", v => new SyntheticModelSpec
+        {
+            Name = "mistral-swa", Architecture = SyntheticArchitectures.Mistral, Vocabulary = v.SentencePiece, Seed = 17,
+            SlidingWindow = 32,
         }),
         // Phi-3: fused q|k|v and gate|up, neox RoPE, MHA as Phi-3-mini.
         ("phi3", v => new SyntheticModelSpec
@@ -47,6 +77,19 @@ public static class SyntheticModels
     ];
 
     public static IReadOnlyList<string> Names => Entries.Select(e => e.Name).ToList();
+
+    /// <summary>The models whose architecture llama.cpp runs (the ones compared with it).</summary>
+    public static IReadOnlyList<string> LlamaCppNames => Entries.Where(e => LlamaCppRuns(e.Name)).Select(e => e.Name).ToList();
+
+    private static bool LlamaCppRuns(string name) =>
+        Create(name, new SyntheticVocabularies(new EmptyVocabulary())).Architecture.LlamaCppRuns;
+
+    /// <summary>Stands in for a vocabulary where only the spec's architecture is wanted.</summary>
+    private sealed class EmptyVocabulary : SyntheticVocabulary
+    {
+        public override int Count => 0;
+        public override IEnumerable<SyntheticMetadata> Metadata() => [];
+    }
 
     /// <summary>Adds a named model (replacing one of the same name).</summary>
     public static void Register(string name, Func<SyntheticVocabularies, SyntheticModelSpec> make)

@@ -20,6 +20,13 @@ public enum SyntheticInit
 /// <summary>One tensor of a synthetic model: its GGUF name, shape in ggml order (dims[0] contiguous) and how to fill it.</summary>
 public sealed record SyntheticTensor(string Name, long[] Dims, SyntheticInit Init, float Gain = 1f, float[]? Values = null)
 {
+    /// <summary>An earlier tensor of the same shape whose rows, in a seeded random order, are added with gain
+    /// <see cref="EchoGain"/> (per element variance EchoGain^2 / fan-in): an output matrix that echoes the embeddings
+    /// makes each token predict one successor strongly (a bigram), so that logits are peaked the way a trained model's
+    /// are and top-1 comparisons are not decided by near-ties.</summary>
+    public string? Echo { get; init; }
+    public float EchoGain { get; init; }
+
     public static SyntheticTensor Matrix(string name, long cols, long rows, float gain = 1f) => new(name, [cols, rows], SyntheticInit.Matrix, gain);
     public static SyntheticTensor Embedding(string name, long cols, long rows, float gain = 1f) => new(name, [cols, rows], SyntheticInit.Embedding, gain);
     public static SyntheticTensor Norm(string name, long n, float spread = 0.2f) => new(name, [n], SyntheticInit.Norm, spread);

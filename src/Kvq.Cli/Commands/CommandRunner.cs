@@ -13,7 +13,8 @@ public static class CommandRunner
         }
         catch (Exception e) when (e is CliException or ModelFormatException or NotAModelException or FileNotFoundException
                                       or DirectoryNotFoundException or ArgumentException or Kvq.Cache.KvSpecException
-                                      or Kvq.Cache.Sessions.KvSessionException)
+                                      or Kvq.Cache.Sessions.KvSessionException
+                                      or Kvq.Model.UnsupportedArchitectureException)
         {
             Console.Error.WriteLine($"kvq: {e.Message}");
             return 2;

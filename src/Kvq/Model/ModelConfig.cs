@@ -42,6 +42,7 @@ public sealed record ModelConfig
         return f;
     }
     public required int ContextLength { get; init; }     // trained context, for information
+    public Experts.ExpertConfig? Experts { get; init; }  // mixture-of-experts feed-forward (null: dense SwiGLU)
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
     public int GroupSize => Heads / KvHeads;             // query heads per KV head
@@ -67,5 +68,6 @@ public sealed record ModelConfig
             $"YaRN factor {RopeYarn?.Factor} must be >= 1 and its original context {RopeYarn?.OriginalContext} positive");
         Check(SlidingWindow >= 0, $"sliding window {SlidingWindow} must not be negative");
         Check(SlidingLayers == null || SlidingLayers.Length == Layers, $"{SlidingLayers?.Length} sliding-layer flags for {Layers} layers");
+        Experts?.Validate(source);
     }
 }

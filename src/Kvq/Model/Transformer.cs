@@ -28,6 +28,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     private readonly float[] _gate;   // (batch, ffn)
     private readonly float[] _up;     // (batch, ffn)
     private readonly float[] _last;   // (batch, dim) last rows of a batch's segments, normed, for the logits
+    private readonly Experts.ExpertFeedForward? _experts;   // mixture-of-experts layers' feed-forward
 
     public Transformer(ModelWeights weights, Parallelism? parallelism = null, int maxBatch = 64)
     {
@@ -46,6 +47,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         _gate = new float[maxBatch * c.FfnDim];
         _up = new float[maxBatch * c.FfnDim];
         _last = new float[maxBatch * c.Dim];
+        if (c.Experts != null) _experts = new Experts.ExpertFeedForward(c.Experts, c.Dim, maxBatch);
     }
 
     public int MaxBatchTokens => MaxBatch;
@@ -94,10 +96,14 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             // Feed-forward block (SwiGLU).
             for (int t = 0; t < n; t++)
                 Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
-            Project(w.WGate, _xn, _gate, n);
-            Project(w.WUp, _xn, _up, n);
-            Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
-            Project(w.WDown, _gate, _proj, n);
+            if (w.Experts != null) _experts!.Forward(w.Experts, _xn, _proj, 0, n, vectorRows: n == 1, par);
+            else
+            {
+                Project(w.WGate!, _xn, _gate, n);
+                Project(w.WUp!, _xn, _up, n);
+                Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                Project(w.WDown!, _gate, _proj, n);
+            }
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         kv.Commit(n);
@@ -142,10 +148,14 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
             for (int t = 0; t < n; t++)
                 Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
-            ProjectBatch(w.WGate, _xn, _gate, segments, decodeRows);
-            ProjectBatch(w.WUp, _xn, _up, segments, decodeRows);
-            Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
-            ProjectBatch(w.WDown, _gate, _proj, segments, decodeRows);
+            if (w.Experts != null) ExpertsBatch(w.Experts, segments, decodeRows);
+            else
+            {
+                ProjectBatch(w.WGate!, _xn, _gate, segments, decodeRows);
+                ProjectBatch(w.WUp!, _xn, _up, segments, decodeRows);
+                Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                ProjectBatch(w.WDown!, _gate, _proj, segments, decodeRows);
+            }
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         foreach (var s in segments) s.Kv.Commit(s.Count);
@@ -210,6 +220,15 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         foreach (var s in segments)
             if (!s.Decode) // MatMul even for one row: the last row of a prompt sums as it does in a longer chunk
                 w.MatMul(input.AsSpan(s.Start * w.Cols, s.Count * w.Cols), output.AsSpan(s.Start * w.Rows, s.Count * w.Rows), s.Count, Parallelism);
+    }
+
+    /// <summary>The mixture-of-experts feed-forward of a batch, split as <see cref="ProjectBatch"/> splits: the decode
+    /// rows together (each expert's weights read once for all of them), each prompt chunk on its own.</summary>
+    private void ExpertsBatch(Experts.ExpertWeights w, ReadOnlySpan<BatchSegment> segments, int decodeRows)
+    {
+        if (decodeRows > 0) _experts!.Forward(w, _xn, _proj, 0, decodeRows, vectorRows: true, Parallelism);
+        foreach (var s in segments)
+            if (!s.Decode) _experts!.Forward(w, _xn, _proj, s.Start, s.Count, vectorRows: false, Parallelism);
     }
 
     private void Project(WeightMatrix w, float[] input, float[] output, int n)

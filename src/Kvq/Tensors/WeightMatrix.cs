@@ -51,6 +51,15 @@ public sealed unsafe class WeightMatrix
 
     public byte* Row(int r) => Data + r * RowBytes;
 
+    /// <summary>Rows [<paramref name="first"/>, first + <paramref name="count"/>) as a matrix of their own, over the same
+    /// bytes (no copy): the parts of a fused tensor (Phi-3's q|k|v, gate|up) or one expert of a stacked tensor.</summary>
+    public WeightMatrix SliceRows(string name, int first, int count)
+    {
+        if (first < 0 || count <= 0 || first + count > Rows)
+            throw new ArgumentOutOfRangeException(nameof(count), $"{Name}: rows [{first}, {first + count}) are outside 0..{Rows}");
+        return new WeightMatrix(name, count, Cols, Type, Row(first), _owner);
+    }
+
     public void DequantizeRow(int r, Span<float> dst) => RowKernels.Dequantize(Type, Row(r), dst[..Cols]);
 
     public float DotRow(int r, ReadOnlySpan<float> x) => RowKernels.Dot(Type, Row(r), x[..Cols]);

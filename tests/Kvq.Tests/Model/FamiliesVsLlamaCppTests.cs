@@ -22,10 +22,14 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
     private static int EnvInt(string name, int fallback) =>
         int.TryParse(Environment.GetEnvironmentVariable(name), out int v) && v > 0 ? v : fallback;
 
+    /// <summary>The dense families. Mixtures of experts have their own bounds (a routing flip under llama.cpp's activation
+    /// rounding moves a position by O(1)): FamilyModelsVsLlamaCppTests.</summary>
+    private static IEnumerable<string> Dense => SyntheticModels.LlamaCppNames.Where(n => SyntheticFixtures.Spec(n).Experts == 0);
+
     public static TheoryData<string, GgmlType> Cases()
     {
         var d = new TheoryData<string, GgmlType>();
-        foreach (var n in SyntheticModels.LlamaCppNames)
+        foreach (var n in Dense)
         {
             d.Add(n, GgmlType.F32);
             d.Add(n, GgmlType.Q8_0);
@@ -33,7 +37,7 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
         return d;
     }
 
-    public static TheoryData<string> Names() => new(SyntheticModels.LlamaCppNames);
+    public static TheoryData<string> Names() => new(Dense);
 
     /// <summary>Max relative logit error allowed: llama.cpp rounds activations to f16 (f32 weights) or to 8 bits (Q8_0
     /// weights, its quantized dot products) where Kvq stays in f32.</summary>

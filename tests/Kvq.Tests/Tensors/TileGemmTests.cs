@@ -30,7 +30,7 @@ public class TileGemmTests
     [InlineData(64)]
     public void MatMulEqualsMatVecPerToken(int n)
     {
-        var w = SharedModels.Books.Layers[0].WGate; // f16 (1024 x 384)
+        var w = SharedModels.Books.Layers[0].WGate!; // f16 (1024 x 384)
         var r = new Random(n);
         var x = Enumerable.Range(0, n * w.Cols).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
         var y = new float[n * w.Rows];

@@ -51,12 +51,13 @@ public sealed class CalibrationBackward
             var w = Weights.Layers[l];
             var s = tape.Layers[l];
             // Feed-forward block: x_out = XMid + WDown (silu(gate) * up), gate/up = WGate/WUp RmsNorm(XMid).
+            var (wGate, wUp, wDown) = w.DenseFfn("the calibration's Fisher backward pass (kvq calibrate)");
             Array.Clear(dh);
-            TransposedProduct.AddTo(w.WDown, dx, dh, n, par);
+            TransposedProduct.AddTo(wDown, dx, dh, n, par);
             BackwardKernels.SwiGluBackward(s.Gate, s.Up, dh, dGate, dUp);
             Array.Clear(dxn);
-            TransposedProduct.AddTo(w.WGate, dGate, dxn, n, par);
-            TransposedProduct.AddTo(w.WUp, dUp, dxn, n, par);
+            TransposedProduct.AddTo(wGate, dGate, dxn, n, par);
+            TransposedProduct.AddTo(wUp, dUp, dxn, n, par);
             for (int t = 0; t < n; t++)
                 BackwardKernels.RmsNormBackwardAdd(s.XMid.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps,
                     dxn.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim));

@@ -19,6 +19,10 @@ public sealed class CalibrationForward
 
     public CalibrationForward(ModelWeights weights, Parallelism? parallelism = null)
     {
+        if (weights.Config.Experts != null)
+            throw new UnsupportedArchitectureException(
+                $"kvq calibrate: the Fisher backward pass does not cover mixture-of-experts routing ({weights.Config.Architecture}, " +
+                $"{weights.Config.Experts.Count} experts); calibrate a dense model or use a KV format without a profile");
         Weights = weights;
         Parallelism = parallelism ?? Parallelism.Default;
         _rope = Rope.For(weights.Config);
@@ -90,11 +94,12 @@ public sealed class CalibrationForward
                 Kernels.RmsNorm(x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, xn.AsSpan(t * dim, dim));
             var gate = new float[n * ffn];
             var up = new float[n * ffn];
-            w.WGate.MatMul(xn, gate, n, par);
-            w.WUp.MatMul(xn, up, n, par);
+            var (wGate, wUp, wDown) = w.DenseFfn("the calibration's Fisher backward pass (kvq calibrate)");
+            wGate.MatMul(xn, gate, n, par);
+            wUp.MatMul(xn, up, n, par);
             gate.CopyTo(h, 0);
             Kernels.SwiGlu(h, up);
-            w.WDown.MatMul(h, proj, n, par);
+            wDown.MatMul(h, proj, n, par);
             TensorPrimitives.Add(x, proj, x);
             layers[l] = new LayerTape { XIn = xIn, Q = q, KPre = kPre, KRot = kRot, V = v, XMid = xMid, Gate = gate, Up = up, QRaw = qRaw, KRaw = kRaw };
         }

@@ -5,12 +5,12 @@ using Kvq.Tensors;
 namespace Kvq.Formats.Gguf;
 
 /// <summary>
-/// Maps a GGUF file of architecture llama / mistral / qwen2 / qwen3 onto <see cref="ModelWeights"/>. Matrices point into the
+/// Maps a GGUF file of architecture llama (also Mixtral) / mistral / qwen2 / qwen3 / phi3 / qwen2moe onto <see cref="ModelWeights"/>. Matrices point into the
 /// memory map (quantized ones stay quantized); norms and biases are small and decoded to f32.
 /// </summary>
 public static unsafe class GgufModelLoader
 {
-    public static readonly string[] Architectures = ["llama", "mistral", "qwen2", "qwen3"];
+    public static readonly string[] Architectures = ["llama", "mistral", "qwen2", "qwen3", "phi3", "qwen2moe"];
 
     /// <summary>Architectures whose output matrix llama.cpp takes from token_embd.weight when output.weight is absent
     /// (tied embeddings); for any other, a missing output.weight is an error.</summary>
@@ -36,16 +36,19 @@ public static unsafe class GgufModelLoader
         if (config.RopeFreqFactors != null) used.Add(RopeFreqsTensor);
         var embd = Matrix("token_embd.weight", config.VocabSize, config.Dim);
         var layers = new LayerWeights[config.Layers];
+        var parts = new GgufLayerParts(gguf, config, Matrix, (name, n) => Vector(name, n), name => used.Add(name));
         for (int i = 0; i < config.Layers; i++)
         {
             string p = $"blk.{i}.";
             bool bias = gguf.HasTensor(p + "attn_q.bias");
+            var (wq, wk, wv) = parts.Attention(p);
+            var (gate, up, down, experts) = parts.FeedForward(p);
             layers[i] = new LayerWeights
             {
                 AttnNorm = Vector(p + "attn_norm.weight", config.Dim, isNorm: true),
-                Wq = Matrix(p + "attn_q.weight", config.QDim, config.Dim),
-                Wk = Matrix(p + "attn_k.weight", config.KvDim, config.Dim),
-                Wv = Matrix(p + "attn_v.weight", config.KvDim, config.Dim),
+                Wq = wq,
+                Wk = wk,
+                Wv = wv,
                 Wo = Matrix(p + "attn_output.weight", config.Dim, config.QDim),
                 Bq = bias ? Vector(p + "attn_q.bias", config.QDim) : null,
                 Bk = bias ? Vector(p + "attn_k.bias", config.KvDim) : null,
@@ -53,9 +56,10 @@ public static unsafe class GgufModelLoader
                 QNorm = config.QkNorm ? Vector(p + "attn_q_norm.weight", config.HeadDim, isNorm: true) : null,
                 KNorm = config.QkNorm ? Vector(p + "attn_k_norm.weight", config.HeadDim, isNorm: true) : null,
                 FfnNorm = Vector(p + "ffn_norm.weight", config.Dim, isNorm: true),
-                WGate = Matrix(p + "ffn_gate.weight", config.FfnDim, config.Dim),
-                WUp = Matrix(p + "ffn_up.weight", config.FfnDim, config.Dim),
-                WDown = Matrix(p + "ffn_down.weight", config.Dim, config.FfnDim),
+                WGate = gate,
+                WUp = up,
+                WDown = down,
+                Experts = experts,
             };
         }
         var notes = new List<string>();
@@ -143,13 +147,16 @@ public static unsafe class GgufModelLoader
             RopeBase = (float)(gguf.TryGetFloat($"{arch}.rope.freq_base") ?? 10000.0),
             RopeScale = scale,
             RopeDims = ropeDims,
-            // llama.cpp: llama/mistral rotate adjacent pairs (Q/K rows were permuted at conversion); qwen2/3 use neox.
-            RopeStyle = arch is "qwen2" or "qwen3" ? RopeStyle.Neox : RopeStyle.Normal,
+            // llama.cpp: llama/mistral rotate adjacent pairs (Q/K rows were permuted at conversion); qwen2/3, qwen2moe
+            // and phi3 use neox.
+            RopeStyle = arch is "qwen2" or "qwen3" or "qwen2moe" or "phi3" ? RopeStyle.Neox : RopeStyle.Normal,
             RopeFreqFactors = gguf.HasTensor(RopeFreqsTensor) ? Vector(gguf, RopeFreqsTensor, ropeDims / 2) : null,
             RopeYarn = yarn,
             QkNorm = qkNorm,
-            SlidingWindow = (int)(gguf.TryGetInt($"{arch}.attention.sliding_window") ?? 0),
+            // llama.cpp ignores phi3's sliding_window (Phi-3 SWA is disabled there), so Kvq does too, to stay comparable.
+            SlidingWindow = arch == "phi3" ? 0 : (int)(gguf.TryGetInt($"{arch}.attention.sliding_window") ?? 0),
             ContextLength = context,
+            Experts = GgufLayerParts.ReadExperts(gguf, arch, I("feed_forward_length")),
         };
         config.Validate(gguf.Path);
         return config;

@@ -83,6 +83,7 @@ public class CalibrationGradientTests(ITestOutputHelper output)
     [InlineData("llama3")]
     [InlineData("qwen2-yarn")]
     [InlineData("mistral-swa")]
+    [InlineData("phi3")]   // fused q|k|v and gate|up: row views of one matrix each
     public void Family_gradients_match_float64_finite_differences(string name)
     {
         var spec = SyntheticFixtures.Spec(name) with { Layers = 2 };

@@ -30,7 +30,7 @@ internal sealed class ReferenceModel64
         _output = Dense(w.Output);
         _outputNorm = D(w.OutputNorm)!;
         _layers = w.Layers.Select(l => new Layer(D(l.AttnNorm)!, Dense(l.Wq), Dense(l.Wk), Dense(l.Wv), Dense(l.Wo),
-            D(l.Bq), D(l.Bk), D(l.Bv), D(l.FfnNorm)!, Dense(l.WGate), Dense(l.WUp), Dense(l.WDown), D(l.QNorm), D(l.KNorm))).ToArray();
+            D(l.Bq), D(l.Bk), D(l.Bv), D(l.FfnNorm)!, Dense(l.WGate!), Dense(l.WUp!), Dense(l.WDown!), D(l.QNorm), D(l.KNorm))).ToArray();
     }
 
     private static double[]? D(float[]? a) => a?.Select(x => (double)x).ToArray();

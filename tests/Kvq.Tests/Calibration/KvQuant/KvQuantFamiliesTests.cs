@@ -21,7 +21,9 @@ public class KvQuantFamiliesTests(ITestOutputHelper output)
 {
     private static readonly Parallelism Two = new(2);
 
-    public static TheoryData<string> Names() => new(SyntheticModels.Names);
+    /// <summary>Every synthetic family but the mixtures of experts, whose routing the Fisher pass does not cover (they are
+    /// refused with a typed error: FamilyModelsVsLlamaCppTests.ExpertModelsRefuseCalibrationAndCudaWithTypedErrors).</summary>
+    public static TheoryData<string> Names() => new(SyntheticModels.Names.Where(n => SyntheticFixtures.Spec(n).Experts == 0));
 
     public static double Bound(string spec) => spec switch { "f32" => 1e-5, "nuq4-1%" => 0.2, _ => 0.4 };
 

@@ -91,6 +91,8 @@ public static class SyntheticArchitectures
     static SyntheticArchitectures()
     {
         foreach (var a in new[] { Llama, Qwen2, Qwen3, Mistral }) Register(a);
+        // Mixtral is a llama file (same name), so only its catalog entry refers to it.
+        foreach (var a in new[] { SyntheticFamilyArchitectures.Phi3, SyntheticFamilyArchitectures.Qwen2Moe }) Register(a);
     }
 
     /// <summary>Adds an architecture (by its general.architecture name) to the registry.</summary>

@@ -86,6 +86,9 @@ public static class SyntheticModelWriter
     private static GgmlType TypeOf(SyntheticModelSpec s, SyntheticTensor t)
     {
         if (t.Init is not (SyntheticInit.Matrix or SyntheticInit.Embedding) || s.WeightType == GgmlType.F32) return GgmlType.F32;
+        // llama-quantize never quantizes an expert router (ffn_gate_inp): published MoE files keep it in f32/f16, and
+        // a quantized router would let activation rounding flip near-tied expert choices between engines.
+        if (t.Name.EndsWith(".ffn_gate_inp.weight", StringComparison.Ordinal)) return GgmlType.F32;
         return t.Dims[0] % GgmlTypeInfo.BlockSize(s.WeightType) == 0 ? s.WeightType : GgmlType.F32;
     }
 

@@ -55,6 +55,25 @@ public static class SyntheticModels
             Name = "mistral-swa", Architecture = SyntheticArchitectures.Mistral, Vocabulary = v.SentencePiece, Seed = 17,
             SlidingWindow = 32,
         }),
+        // Phi-3: fused q|k|v and gate|up, neox RoPE, MHA as Phi-3-mini.
+        ("phi3", v => new SyntheticModelSpec
+        {
+            Name = "phi3", Architecture = SyntheticFamilyArchitectures.Phi3, Seed = 21,
+            Vocabulary = new SpecialTokensVocabulary(v.SentencePiece, ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]),
+            KvHeads = 4, FfnDim = 96,
+        }),
+        // Mixtral: 4 experts of width 64, 2 per token, GQA 2:1.
+        ("mixtral", v => new SyntheticModelSpec
+        {
+            Name = "mixtral", Architecture = SyntheticFamilyArchitectures.Mixtral, Vocabulary = v.SentencePiece, Seed = 22,
+            FfnDim = 64, Experts = 4, ExpertsUsed = 2, RopeBase = 1000000f,
+        }),
+        // Qwen2-MoE: 6 experts of width 32, 2 per token, shared expert of width 96, q/k/v biases.
+        ("qwen2moe", v => new SyntheticModelSpec
+        {
+            Name = "qwen2moe", Architecture = SyntheticFamilyArchitectures.Qwen2Moe, Vocabulary = v.SentencePiece, Seed = 23,
+            FfnDim = 96, Experts = 6, ExpertsUsed = 2, ExpertFfnDim = 32, QkvBiases = true, RopeBase = 1000000f,
+        }),
     ];
 
     public static IReadOnlyList<string> Names => Entries.Select(e => e.Name).ToList();

@@ -30,6 +30,8 @@ public class PlanTests
         var p = SplitPlan.For(tokens, kvHeads, sms, Kvq.Cuda.Attention.DecodeAttention.DefaultBlocksPerSm);
         Assert.Equal(per, p.ChunksPerSplit);
         Assert.True((long)p.Splits * kvHeads >= sms || p.ChunksPerSplit == 1);
+        // The f16 cache keeps one chunk per split at short contexts (its kernel was slower with two, run 27).
+        if (tokens <= 8192) Assert.Equal(1, SplitPlan.For(tokens, kvHeads, sms, Kvq.Cuda.Attention.DecodeAttention.DefaultBlocksPerSm, pairShortSplits: false).ChunksPerSplit);
     }
 
     [Fact]

@@ -51,7 +51,7 @@ public sealed class DecodeAttention : IDisposable
     }
 
     public SplitPlan Plan(GpuLayerCache cache) =>
-        SplitPlan.For(cache.Tokens, cache.Shape.KvHeads, _kernels.Context.Device.Multiprocessors, BlocksPerSm);
+        SplitPlan.For(cache.Tokens, cache.Shape.KvHeads, _kernels.Context.Device.Multiprocessors, BlocksPerSm, pairShortSplits: cache.KeyBits != 16);
 
     /// <summary>out[qh][d] = softmax(q . R k / sqrt(d)) v; q is [query heads][head dim] float32, already rotated.</summary>
     public void Run(GpuLayerCache cache, DeviceBuffer q, DeviceBuffer output, CudaStream? stream = null) =>

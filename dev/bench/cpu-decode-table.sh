@@ -8,12 +8,16 @@
 #   C. summary.md: one table from the JSON lines (best of 5 and min..max for every figure).
 # Usage: dev/bench/cpu-decode-table.sh PROFILE.kvqp [OUT_DIR] [MODEL]   (a books-19m profile from `kvq calibrate`;
 #        run on a quiet machine: the load average is recorded before and after)
+# Environment (for a smoke run): CTXS="512 4000" (A), MID=4000 and LONG=16000 (B), REPS=5.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 profile=${1:?a books-19m KVQuant profile (kvq calibrate --text ../shared/text/tinyshakespeare/input.txt --out P)}
 out=${2:-cpu-decode-table}
 model=${3:-../shared/models/books-19m.gguf}
-reps=5
+reps=${REPS:-5}
+ctxs=${CTXS:-512 4000}
+mid=${MID:-4000}
+long=${LONG:-16000}
 mkdir -p "$out"
 dotnet build -c Release src/Kvq.Cli >/dev/null
 dotnet build -c Release bench/Kvq.Bench >/dev/null
@@ -28,28 +32,28 @@ lscpu | grep -E "Model name|^CPU\(s\)" | tee -a "$out/load.txt"
 # carries the profile's sink (1 token), f16 included.
 side_by_side() { # ctx threads decode kv-list
   local prof=()
-  [[ "$4" == *nuq* ]] && prof=(--profile "$profile")
+  if [[ "$4" == *nuq* ]]; then prof=(--profile "$profile"); fi
   $peer --model "$model" --ctx "$1" --threads "$2" --decode "$3" --kv "$4" --peer-kv f16,q4_0 "${prof[@]}" \
     --repetitions $reps | tee "$out/side-$1-$2t-$4.txt" | grep '^{' >> "$out/side-by-side.jsonl"
   grep '^|' "$out/side-$1-$2t-$4.txt" || true
 }
 cli() { # ctx threads decode kv [profile for the sink of f16 beside nuq]
   local prof=()
-  [[ "$4" == *nuq* || -n "${5:-}" ]] && prof=(--profile "$profile")
+  if [[ "$4" == *nuq* || -n "${5:-}" ]]; then prof=(--profile "$profile"); fi
   "$kvq" bench -m "$model" --ctx "$1" -t "$2" --decode "$3" --kv "$4" "${prof[@]}" -r $reps --json | tee -a "$out/cli.jsonl"
 }
 
 # A. f16 at 512 and 4000, 1 and 2 threads (64 decode tokens, as in the issue's measurement).
 for threads in 1 2; do
-  for ctx in 512 4000; do
+  for ctx in $ctxs; do
     side_by_side $ctx $threads 64 f16
     cli $ctx $threads 64 f16
   done
 done
 # B. KVQuant at 4000 (both tools) and 16000 (bench/Kvq.Bench), 2 threads, 32 decode tokens.
-side_by_side 4000 2 32 f16,nuq4-1%,nuq3-1%
-for kv in f16 nuq4-1% nuq3-1%; do cli 4000 2 32 $kv with-sink; done
-side_by_side 16000 2 32 f16,nuq4-1%,nuq3-1%
+side_by_side $mid 2 32 f16,nuq4-1%,nuq3-1%
+for kv in f16 nuq4-1% nuq3-1%; do cli $mid 2 32 $kv with-sink; done
+side_by_side $long 2 32 f16,nuq4-1%,nuq3-1%
 echo "end load: $(cat /proc/loadavg)" | tee -a "$out/load.txt"
 
 # C. Summary: best of 5 (min..max) per row; ratios against llama.cpp f16 of the same tool run, context and threads.

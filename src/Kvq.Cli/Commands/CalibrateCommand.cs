@@ -48,6 +48,9 @@ public static class CalibrateCommand
         model.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
+            bool rotated = r.GetValue(rotate);
+            if (rotated && (r.GetValue(lowRank) || !string.IsNullOrWhiteSpace(r.GetValue(lowRankNuq))))
+                throw new CliException("--rotate fits the rotated channels; low-rank bases (--lowrank, --lowrank-nuq) need the plain ones: calibrate them apart");
             var textPath = r.GetValue(text)!;
             TextInput.Check(textPath, "--text", Console.Error);
             var fractions = ParseFractions(r.GetValue(outliers)!);
@@ -68,9 +71,6 @@ public static class CalibrateCommand
             var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, loaded.Tokenizer.BosId, options.Seed);
             IKvActivationSource source = fisher ? new FisherActivationSource() : new KvActivationCollector();
             var acts = Progress.Run(fisher ? "forward + backward (Fisher)" : "forward", p => source.Collect(transformer, windows, sinkTokens, p));
-            bool rotated = r.GetValue(rotate);
-            if (rotated && (r.GetValue(lowRank) || !string.IsNullOrWhiteSpace(r.GetValue(lowRankNuq))))
-                throw new CliException("--rotate fits the rotated channels; low-rank bases (--lowrank, --lowrank-nuq) need the plain ones: calibrate them apart");
             if (rotated) acts = RotatedActivations.Rotate(acts);
             double collectSeconds = sw.Elapsed.TotalSeconds;
             var fit = new KvQuantFitOptions(options.Fractions, options.Seed, nThreads);

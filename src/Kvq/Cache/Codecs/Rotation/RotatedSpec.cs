@@ -33,6 +33,8 @@ public sealed record RotatedSpec(string Name, KvCodecSpec Inner) : KvCodecSpec(N
         if (innerName.Length == 0) throw new KvSpecException($"'{name}': the format to rotate is missing before ':rot' (e.g. q4_0:rot)");
         var inner = KvCodecRegistry.Parse(innerName);
         if (inner is RotatedSpec) throw new KvSpecException($"'{name}': rotating twice changes nothing (one ':rot')");
+        if (inner is LowRank.LowRankSpec)
+            throw new KvSpecException($"'{name}': low-rank bases are fitted to unrotated vectors; rotate the latent instead (lrRh+FORMAT)");
         return new RotatedSpec(name, inner);
     }
 }

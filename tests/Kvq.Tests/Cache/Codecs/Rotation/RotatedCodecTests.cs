@@ -88,6 +88,7 @@ public class RotatedCodecTests
         Assert.Equal("kivi4:rot", KvCodecRegistry.Create("kivi4:rot", KvSide.Value, 32, 64).Name);
         Assert.Contains("twice", Assert.Throws<KvSpecException>(() => KvCodecRegistry.Parse("q4_0:rot:rot")).Message);
         Assert.Contains("missing", Assert.Throws<KvSpecException>(() => KvCodecRegistry.Parse(":rot")).Message);
+        Assert.Contains("lrRh+FORMAT", Assert.Throws<KvSpecException>(() => KvCodecRegistry.Parse("lr32+int4:rot")).Message);
         Assert.Contains("int5", Assert.Throws<KvSpecException>(() => KvCodecRegistry.Parse("int5:rot")).Message);
         var cfg = KvCacheConfig.Parse("q4_0:rot/int4:rot");
         Assert.Equal("q4_0:rot/int4:rot", cfg.Name);

@@ -22,6 +22,8 @@ public static class DecodeProfile
     public static void Run(string modelPath, int threads, int ctx, int steps, string kv, int rounds)
     {
         using var weights = GgufModelLoader.Load(modelPath);
+        if (weights.Layers.Any(l => l.WGate == null))
+            throw new NotSupportedException($"{modelPath}: the decode profile replays dense feed-forward layers only (this model has experts)");
         var par = new Parallelism(threads);
         var model = new Transformer(weights, par);
         var c = weights.Config;
@@ -104,9 +106,9 @@ public static class DecodeProfile
                 Op.Wk => ls.Sum(l => l.Wk.ByteSize),
                 Op.Wv => ls.Sum(l => l.Wv.ByteSize),
                 Op.Wo => ls.Sum(l => l.Wo.ByteSize),
-                Op.Gate => ls.Sum(l => l.WGate.ByteSize),
-                Op.Up => ls.Sum(l => l.WUp.ByteSize),
-                Op.Down => ls.Sum(l => l.WDown.ByteSize),
+                Op.Gate => ls.Sum(l => l.WGate!.ByteSize),
+                Op.Up => ls.Sum(l => l.WUp!.ByteSize),
+                Op.Down => ls.Sum(l => l.WDown!.ByteSize),
                 Op.Output => m.Weights.Output.ByteSize,
                 _ => 0,
             };
@@ -153,13 +155,13 @@ public static class DecodeProfile
                 Mark(Op.Residual);
                 Kernels.RmsNorm(_x, w.FfnNorm, c.NormEps, _xn);
                 Mark(Op.Norms);
-                w.WGate.MatVec(_xn, _gate, par);
+                w.WGate!.MatVec(_xn, _gate, par);
                 Mark(Op.Gate);
-                w.WUp.MatVec(_xn, _up, par);
+                w.WUp!.MatVec(_xn, _up, par);
                 Mark(Op.Up);
                 Kernels.SwiGlu(_gate, _up);
                 Mark(Op.SwiGlu);
-                w.WDown.MatVec(_gate, _proj, par);
+                w.WDown!.MatVec(_gate, _proj, par);
                 Mark(Op.Down);
                 TensorPrimitives.Add(_x, _proj, _x);
                 Mark(Op.Residual);

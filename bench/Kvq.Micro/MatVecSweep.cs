@@ -17,7 +17,7 @@ public static class MatVecSweep
     {
         using var weights = GgufModelLoader.Load(modelPath);
         var mats = new List<WeightMatrix>();
-        foreach (var l in weights.Layers) mats.AddRange([l.Wq, l.Wk, l.Wv, l.Wo, l.WGate, l.WUp, l.WDown]);
+        foreach (var l in weights.Layers) mats.AddRange([l.Wq, l.Wk, l.Wv, l.Wo, .. new[] { l.WGate, l.WUp, l.WDown }.OfType<WeightMatrix>()]);
         mats.Add(weights.Output);
         long bytes = mats.Sum(m => m.ByteSize);
         var rng = new Random(3);

@@ -76,10 +76,10 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
 
     private KeyLanes Lanes(NuqLanes lanes) => new(lanes, lanes.InLaneOrder(_zero), lanes.InLaneOrder(_range));
 
-    private BlockOutliers? Need(BlockOutliers? outliers) =>
-        outliers == null && _spec.HasOutliers
-            ? throw new ArgumentException($"{Name}: blocks of this format keep their outliers beside them; pass the block's BlockOutliers")
-            : outliers;
+    /// <summary>The block's sparse rows for a format that keeps them (refusing to go without), null for a dense spec
+    /// (rows passed to a dense spec are left untouched).</summary>
+    private BlockOutliers? Need(BlockOutliers? outliers) => !(_spec.HasOutliers) ? null
+        : outliers ?? throw new ArgumentException($"{Name}: blocks of this format keep their outliers beside them; pass the block's BlockOutliers");
 
     public override void ScoresPreRope(ReadOnlySpan<byte> block, int count, ReadOnlySpan<int> positions, Rope rope,
         ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
@@ -234,6 +234,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
 
     public void DecodeBlockReference(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
     {
+        outliers = Need(outliers);
         int d = HeadDim;
         for (int t = 0; t < count; t++)
         {

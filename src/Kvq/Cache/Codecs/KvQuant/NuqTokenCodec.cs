@@ -60,10 +60,10 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         }
     }
 
-    private BlockOutliers? Need(BlockOutliers? outliers) =>
-        outliers == null && _k > 0
-            ? throw new ArgumentException($"{Name}: blocks of this format keep their outliers beside them; pass the block's BlockOutliers")
-            : outliers;
+    /// <summary>The block's sparse rows for a format that keeps them (refusing to go without), null for a dense spec
+    /// (rows passed to a dense spec are left untouched).</summary>
+    private BlockOutliers? Need(BlockOutliers? outliers) => !(_k > 0) ? null
+        : outliers ?? throw new ArgumentException($"{Name}: blocks of this format keep their outliers beside them; pass the block's BlockOutliers");
 
     /// <summary>Token t's zero and range as stored.</summary>
     private static (float Zero, float Range) ScaleOf(ReadOnlySpan<byte> block, int t) =>
@@ -191,6 +191,7 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
 
     public void DecodeBlockReference(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
     {
+        outliers = Need(outliers);
         int d = HeadDim;
         for (int t = 0; t < count; t++)
         {

@@ -198,8 +198,10 @@ public static class KvSessionFile
         var values = new byte[shape.Layers][];
         for (int l = 0; l < shape.Layers; l++)
         {
-            keys[l] = r.Bytes($"layer {l} keys", blocks * shape.KvHeads * plan.Keys.BlockLayout(l).Total);
-            values[l] = r.Bytes($"layer {l} values", blocks * shape.KvHeads * plan.Values.BlockLayout(l).Total);
+            keys[l] = r.BlockBytes($"layer {l} keys", blocks * shape.KvHeads * plan.Keys.BlockLayout(l).Total,
+                plan.Keys.CodecOf(l).HasBlockOutliers ? blocks * shape.KvHeads : 0);
+            values[l] = r.BlockBytes($"layer {l} values", blocks * shape.KvHeads * plan.Values.BlockLayout(l).Total,
+                plan.Values.CodecOf(l).HasBlockOutliers ? blocks * shape.KvHeads : 0);
         }
         var keyState = ReadSide(r, "keys", plan.Keys.EncodesWholeBlocks, plan.Keys.StagingTokens, plan, length);
         var valueState = ReadSide(r, "values", plan.Values.EncodesWholeBlocks, plan.Values.StagingTokens, plan, length);
@@ -295,6 +297,32 @@ public static class KvSessionFile
             Need(item, (long)count * Marshal.SizeOf<T>());
             var a = new T[count];
             s.ReadExactly(MemoryMarshal.AsBytes(a.AsSpan()));
+            return a;
+        }
+
+        /// <summary>A layer's blocks as <see cref="Storage.BlockArena.CopyOut"/> wrote them: <paramref name="dense"/> bytes,
+        /// then for a format with sparse rows beside its blocks, <paramref name="sparseEntries"/> (i32 length, rows) entries,
+        /// each length checked to stay inside the item.</summary>
+        public byte[] BlockBytes(string item, long dense, long sparseEntries)
+        {
+            if (sparseEntries == 0) return Bytes(item, dense);
+            Need(item + " size", 8);
+            Span<byte> b = stackalloc byte[8];
+            s.ReadExactly(b);
+            long size = BitConverter.ToInt64(b);
+            long least = dense + 4 * sparseEntries;
+            if (size < least || size > int.MaxValue) throw Bad(item + " size", $"{size} is outside {least}..{int.MaxValue}");
+            Need(item, size);
+            var a = new byte[size];
+            s.ReadExactly(a);
+            long at = dense;
+            for (long e = 0; e < sparseEntries; e++)
+            {
+                int n = at + 4 <= size ? BitConverter.ToInt32(a, (int)at) : -1;
+                if (n < 0 || at + 4 + n > size) throw Bad(item, $"sparse rows {e} run past the item's {size} bytes");
+                at += 4 + n;
+            }
+            if (at != size) throw Bad(item, $"{size - at} bytes after the last sparse rows");
             return a;
         }
 

@@ -38,6 +38,10 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
     public override bool EncodesWholeBlocks => Inner.EncodesWholeBlocks;
     public override int ResidualTokens => Inner.ResidualTokens;
     protected override TokenSection[]? DescribeTokenSections() => Inner.TokenSections;
+    // The inner codec's sparse part (KVQuant's outliers) holds rotated values like its dense codes: every overload below
+    // hands it through, and the rotation is undone after both are read.
+    public override bool HasBlockOutliers => Inner.HasBlockOutliers;
+    public override double ExpectedOutlierBytesPerBlock => Inner.ExpectedOutlierBytesPerBlock;
 
     /// <summary>y = R x for each of the n-value rows of <paramref name="x"/>, in place.</summary>
     public void Rotate(Span<float> x)
@@ -67,7 +71,17 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
         Inner.EncodeToken(y, block, slot);
     }
 
-    public override void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block)
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, BlockOutliers? outliers, int slot)
+    {
+        Span<float> y = HeadDim <= 1024 ? stackalloc float[HeadDim] : new float[HeadDim];
+        x[..HeadDim].CopyTo(y);
+        Rotate(y);
+        Inner.EncodeToken(y, block, outliers, slot);
+    }
+
+    public override void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block) => EncodeBlock(xs, block, null);
+
+    public override void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block, BlockOutliers? outliers)
     {
         int n = BlockTokens * HeadDim;
         var ys = ArrayPool<float>.Shared.Rent(n);
@@ -75,7 +89,8 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
         {
             xs[..n].CopyTo(ys);
             Rotate(ys.AsSpan(0, n));
-            Inner.EncodeBlock(ys.AsSpan(0, n), block);
+            if (outliers != null) Inner.EncodeBlock(ys.AsSpan(0, n), block, outliers);
+            else Inner.EncodeBlock(ys.AsSpan(0, n), block);
         }
         finally { ArrayPool<float>.Shared.Return(ys); }
     }
@@ -85,6 +100,15 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
         Inner.DecodeBlock(block, count, dst);
         Unrotate(dst[..(count * HeadDim)]);
     }
+
+    public override void DecodeBlock(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
+    {
+        Inner.DecodeBlock(block, outliers, count, dst);
+        Unrotate(dst[..(count * HeadDim)]);
+    }
+
+    public override void CopySlot(ReadOnlySpan<byte> src, BlockOutliers? srcOutliers, int srcSlot, Span<byte> dst,
+        BlockOutliers? dstOutliers, int dstSlot) => Inner.CopySlot(src, srcOutliers, srcSlot, dst, dstOutliers, dstSlot);
 
     public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
     {
@@ -115,10 +139,12 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
         finally { if (rented != null) ArrayPool<float>.Shared.Return(rented); }
     }
 
-    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlockReference(block, null, count, dst);
+
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
     {
-        if (Inner is IKvCodecReference r) r.DecodeBlockReference(block, count, dst);
-        else Inner.DecodeBlock(block, count, dst);
+        if (Inner is IKvCodecReference r) r.DecodeBlockReference(block, outliers, count, dst);
+        else Inner.DecodeBlock(block, outliers, count, dst);
         var d = dst[..(count * HeadDim)];
         Hadamard.TransformReference(d, _n);
         if (_signs != null)

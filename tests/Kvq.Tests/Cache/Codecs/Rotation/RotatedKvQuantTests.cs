@@ -98,12 +98,22 @@ public class RotatedKvQuantTests
                 shape.Rope.Angles(t, cos, sin);
                 k.AsSpan(t * shape.KvDim + h * headDim, headDim).CopyTo(row);
                 if (t < sink) for (int i = 0; i < headDim; i++) row[i] = (float)(Half)row[i];
-                else { kc.EncodeToken(row, kb, 0); kc.DecodeBlock(kb, 1, row); }
+                else
+                {
+                    var rows = kc.HasBlockOutliers ? new BlockOutliers() : null;
+                    kc.EncodeToken(row, kb, rows, 0);
+                    kc.DecodeBlock(kb, rows, 1, row);
+                }
                 shape.Rope.Rotate(row, cos, sin); // RoPE after un-rotating the decoded key
                 row.CopyTo(kHat.AsSpan(t * shape.KvDim + h * headDim));
                 v.AsSpan(t * shape.KvDim + h * headDim, headDim).CopyTo(row);
                 if (t < sink) for (int i = 0; i < headDim; i++) row[i] = (float)(Half)row[i];
-                else { vc.EncodeToken(row, vb, 0); vc.DecodeBlock(vb, 1, row); }
+                else
+                {
+                    var rows = vc.HasBlockOutliers ? new BlockOutliers() : null;
+                    vc.EncodeToken(row, vb, rows, 0);
+                    vc.DecodeBlock(vb, rows, 1, row);
+                }
                 row.CopyTo(vHat.AsSpan(t * shape.KvDim + h * headDim));
             }
         }

@@ -8,7 +8,7 @@
 #   C. summary.md: one table from the JSON lines (best of 5 and min..max for every figure).
 # Usage: dev/bench/cpu-decode-table.sh PROFILE.kvqp [OUT_DIR] [MODEL]   (a books-19m profile from `kvq calibrate`;
 #        run on a quiet machine: the load average is recorded before and after)
-# Environment (for a smoke run): CTXS="512 4000" (A), MID=4000 and LONG=16000 (B), REPS=5.
+# Environment (for a smoke run): CTXS="512 4000" (A), MID=4000 and LONG=16000 (B; LONG= skips it), REPS=5.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 profile=${1:?a books-19m KVQuant profile (kvq calibrate --text ../shared/text/tinyshakespeare/input.txt --out P)}
@@ -17,7 +17,7 @@ model=${3:-../shared/models/books-19m.gguf}
 reps=${REPS:-5}
 ctxs=${CTXS:-512 4000}
 mid=${MID:-4000}
-long=${LONG:-16000}
+long=${LONG-16000}
 mkdir -p "$out"
 dotnet build -c Release src/Kvq.Cli >/dev/null
 dotnet build -c Release bench/Kvq.Bench >/dev/null
@@ -53,7 +53,7 @@ done
 # B. KVQuant at 4000 (both tools) and 16000 (bench/Kvq.Bench), 2 threads, 32 decode tokens.
 side_by_side $mid 2 32 f16,nuq4-1%,nuq3-1%
 for kv in f16 nuq4-1% nuq3-1%; do cli $mid 2 32 $kv with-sink; done
-side_by_side $long 2 32 f16,nuq4-1%,nuq3-1%
+if [ -n "$long" ]; then side_by_side $long 2 32 f16,nuq4-1%,nuq3-1%; fi
 echo "end load: $(cat /proc/loadavg)" | tee -a "$out/load.txt"
 
 # C. Summary: best of 5 (min..max) per row; ratios against llama.cpp f16 of the same tool run, context and threads.

@@ -32,13 +32,16 @@ if (opts.Get("--mode", "speed") == "quantize")
 }
 var modelPath = opts.Get("--model", Path.Combine("..", "shared", "models", "books-19m.gguf"));
 var ctxs = opts.Get("--ctx", "512,4000").Split(',').Select(int.Parse).ToArray();
-var kvs = opts.Get("--kv", "f16").Split(',');
+var kvs = opts.Get("--kv", "f16") is "none" ? Array.Empty<string>() : opts.Get("--kv", "f16").Split(','); // "none": llama.cpp only
 var peerKvs = opts.Get("--peer-kv", "f16").Split(',');
 int threads = int.Parse(opts.Get("--threads", "2"));
 int decode = int.Parse(opts.Get("--decode", "32"));
 // --rounds R repeats the whole (peer, kvq) sweep of a context R times and keeps each row's best: on a shared
 // machine the engines then see the same stretches of load, instead of one engine measured in a quiet minute.
 int rounds = int.Parse(opts.Get("--rounds", "1"));
+// --repetitions N: each row of a round is the best of N runs, with the spread of all N printed (as `kvq bench -r N`);
+// 2 by default (ThroughputBenchmark.Best).
+int repetitions = int.Parse(opts.Get("--repetitions", "2"));
 string? profilePath = opts.Get("--profile", "");
 int? sinkOpt = opts.Get("--sink", "") is { Length: > 0 } sk ? int.Parse(sk) : null;
 var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
@@ -65,23 +68,23 @@ foreach (var ctx in ctxs)
     for (int round = 0; round < rounds; round++)
     {
         foreach (var pkv in peerKvs)
-            Keep("peer " + pkv, ThroughputBenchmark.Best(() => LlamaCppThroughput(peer, name, ctx, pkv, threads, decode)));
+            Keep("peer " + pkv, ThroughputBenchmark.Repeat(repetitions, () => LlamaCppThroughput(peer, name, ctx, pkv, threads, decode)));
         foreach (var kv in kvs)
-            Keep("kvq " + kv, ThroughputBenchmark.Best(() => ThroughputBenchmark.Run(model, name, ctx, Config(kv), decode)));
+            Keep("kvq " + kv, ThroughputBenchmark.Repeat(repetitions, () => ThroughputBenchmark.Run(model, name, ctx, Config(kv), decode)));
     }
     foreach (var pkv in peerKvs) rows.Add(best["peer " + pkv]);
     foreach (var kv in kvs) rows.Add(best["kvq " + kv]);
 }
 Console.WriteLine();
 Console.WriteLine($"Machine: {MachineInfo.Describe()}; model {name}; {threads} threads; decode {decode} tokens after the prompt; " +
-    $"best of {rounds} round(s); load average {LoadAverage()}.");
+    $"best of {rounds} round(s) of {repetitions} runs each; load average {LoadAverage()}.");
 Console.WriteLine();
-Console.WriteLine("| engine | ctx | kv | prefill tok/s | decode tok/s | decode vs llama.cpp f16 | prefill CPU us/token | decode CPU us/token | peak RSS MiB |");
-Console.WriteLine("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+Console.WriteLine("| engine | ctx | kv | prefill tok/s | decode tok/s | decode vs llama.cpp f16 | decode spread (tok/s) | prefill CPU us/token | decode CPU us/token | peak RSS MiB |");
+Console.WriteLine("|---|---:|---|---:|---:|---:|---|---:|---:|---:|");
 foreach (var r in rows)
 {
     var baseline = rows.First(x => x.Engine == "llama.cpp" && x.Ctx == r.Ctx && x.Kv == peerKvs[0]);
-    Console.WriteLine($"| {r.Engine} | {r.Ctx} | {r.Kv} | {r.PrefillTokS:F0} | {r.DecodeTokS:F1} | {r.DecodeTokS / baseline.DecodeTokS:F2}x | " +
+    Console.WriteLine($"| {r.Engine} | {r.Ctx} | {r.Kv} | {r.PrefillTokS:F0} | {r.DecodeTokS:F1} | {r.DecodeTokS / baseline.DecodeTokS:F2}x | {r.DecodeSpread} | " +
         $"{r.PrefillCpuS * 1e6 / r.Ctx:F0} | {r.DecodeCpuS * 1e6 / r.DecodeTokens:F0} | {r.PeakMemoryBytes / 1048576.0:F0} |");
 }
 

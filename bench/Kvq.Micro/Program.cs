@@ -14,6 +14,26 @@ if (args.Length > 0 && args[0] == "--quick-batch")
         (args.Length > 4 ? args[4] : "1,4,16,32").Split(',').Select(int.Parse).ToArray(), args.Length > 5 ? args[5] : "f16");
     return;
 }
+// dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv] [rounds]   per-op decode breakdown
+if (args.Length > 0 && args[0] == "--decode-profile")
+{
+    DecodeProfile.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
+        args.Length > 2 ? int.Parse(args[2]) : 1, args.Length > 3 ? int.Parse(args[3]) : 512,
+        args.Length > 4 ? int.Parse(args[4]) : 64, args.Length > 5 ? args[5] : "f16", args.Length > 6 ? int.Parse(args[6]) : 5);
+    return;
+}
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick-matvec [model] [rounds]   a token's weight products, old vs new
+if (args.Length > 0 && args[0] == "--quick-matvec")
+{
+    MatVecSweep.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"), args.Length > 2 ? int.Parse(args[2]) : 200);
+    return;
+}
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick-half-attention [rounds]   f16 decode attention kernels, old vs new
+if (args.Length > 0 && args[0] == "--quick-half-attention")
+{
+    HalfAttentionAB.Run(args.Length > 1 ? int.Parse(args[1]) : 300);
+    return;
+}
 if (args.Length > 0 && args[0] == "--quick-weights")
 {
     var types = (args.Length > 1 ? args[1] : "F16,Q8_0,Q4_0").Split(',').Select(Enum.Parse<Kvq.Tensors.GgmlType>).ToArray();

@@ -63,9 +63,14 @@ def main():
         print(f"Decode attention, one layer, batch 1, {name} (same run): time in us, speed-up = SDPA fp16 / ours")
         names = {"nuq4": "nuq4-1%", "nuq3": "nuq3-1%", "nuq2": "nuq2-1%", "nuq4d": "nuq4 dense", "nuq3d": "nuq3 dense", "nuq2d": "nuq2 dense",
                  "nuq4s": "nuq4 sparse-k", "nuq3s": "nuq3 sparse-k", "nuq2s": "nuq2 sparse-k"}
-        caches = [c for c in ["f16", "nuq4", "nuq3", "nuq2", "nuq4d", "nuq3d", "nuq2d", "nuq4s", "nuq3s", "nuq2s"] if any(k[2] == c for k in times)]
+        # Formats in the lab's order; "nuq4@7" = kernel version 7 of nuq4 (a column per version timed).
+        caches = list(dict.fromkeys(r["cache"] for r in lab if r["kind"] == "time"))
         nuq = [c for c in caches if c != "f16"]
-        print("| shape | tokens | SDPA fp16 | " + " | ".join("ours f16" if c == "f16" else names[c] for c in caches) + " | "
+
+        def label(c):
+            base, _, ver = c.partition("@")
+            return "ours f16" if c == "f16" else names.get(base, base) + (f" v{ver}" if ver else "")
+        print("| shape | tokens | SDPA fp16 | " + " | ".join(label(c) for c in caches) + " | "
               + " | ".join(f"x {c}" for c in nuq) + " | " + " | ".join(f"{c} % copy BW" for c in nuq) + " |")
         print("|---|---:|---:|" + "---:|" * (len(caches) + 2 * len(nuq)))
         for r in rows:

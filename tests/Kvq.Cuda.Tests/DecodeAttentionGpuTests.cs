@@ -19,7 +19,11 @@ public class DecodeAttentionGpuTests
             var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
             var S = NuqLayout.Slots;
             foreach (var (bits, version, layout) in new[] { (16, 1, S), (4, 1, S), (4, 2, S), (4, 3, S), (4, 4, S), (4, 5, S), (4, 6, S), (3, 6, S), (2, 6, S),
-                (4, 6, NuqLayout.Dense), (3, 6, NuqLayout.Dense), (2, 6, NuqLayout.Dense), (4, 6, NuqLayout.SparseKeys), (2, 6, NuqLayout.SparseKeys) })
+                (4, 6, NuqLayout.Dense), (3, 6, NuqLayout.Dense), (2, 6, NuqLayout.Dense), (4, 6, NuqLayout.SparseKeys), (2, 6, NuqLayout.SparseKeys),
+                (4, 7, S), (3, 7, S), (2, 7, S), (4, 7, NuqLayout.Dense), (3, 7, NuqLayout.Dense), (2, 7, NuqLayout.Dense), (4, 7, NuqLayout.SparseKeys),
+                (3, 7, NuqLayout.SparseKeys), (2, 7, NuqLayout.SparseKeys), (4, 8, S), (3, 8, S), (2, 8, S), (4, 8, NuqLayout.Dense),
+                (2, 8, NuqLayout.Dense), (3, 8, NuqLayout.SparseKeys), (4, 9, S), (3, 9, S), (2, 9, S), (4, 9, NuqLayout.Dense), (3, 9, NuqLayout.Dense),
+                (4, 9, NuqLayout.SparseKeys), (3, 9, NuqLayout.SparseKeys), (4, 10, S), (4, 10, NuqLayout.Dense), (4, 10, NuqLayout.SparseKeys) })
             {
                 attn.Version = version;
                 const long n = 517;

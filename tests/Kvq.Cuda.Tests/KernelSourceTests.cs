@@ -17,13 +17,17 @@ public class KernelSourceTests
                 Assert.Contains($"NUQ_VERSIONS({b})", attn);
         }
         foreach (var macro in new[] { "NUQ_ENTRY(B, B, 1, 1, 1)", "NUQ_ENTRY(B, B, 1, 2, 4)", "NUQ_V3(B, 1, 4)", "NUQ_V4(B, 1, 2)", "NUQ_V5(B, 1, 3)", "NUQ_V6(B, 1, 3)",
-            "NUQ_V6_DENSE(B, 1, 3)", "NUQ_V6_DENSE(B, 4, 2)", "NUQ_V6_SPARSE(B, 1, 3)", "NUQ_V6_SPARSE(B, 4, 2)", "_r##VER", "_r6_dense", "_r6_sparse" })
+            "NUQ_V6_DENSE(B, 1, 3)", "NUQ_V6_DENSE(B, 4, 2)", "NUQ_V6_SPARSE(B, 1, 3)", "NUQ_V6_SPARSE(B, 4, 2)", "_r##VER", "_r6_dense", "_r6_sparse",
+            "NUQ_V7(4, 1, 2)", "NUQ_V7(4, 4, 2)", "NUQ_V7(3, 1, 2)", "NUQ_V7(3, 4, 2)", "NUQ_V7(2, 1, 3)", "NUQ_V7(2, 4, 2)", "_r##VER##SUFFIX",
+            "NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0)", "NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)",
+            "NUQ_V7_LAYOUTS(B, G, MINB, 7) NUQ_V7_LAYOUTS(B, G, MINB, 8)", "NUQ_V9(4) NUQ_V9(3) NUQ_V9(2)", "NUQ_V7_LAYOUTS(4, 1, 3, 10)",
+            "NUQ_V7_LAYOUTS(4, 4, 2, 10)" })
             Assert.Contains(macro, attn);
         Assert.Contains("attn_reduce", attn);
         foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)", "ENC_L(B, 0, 0, _dense)", "KLIST_ENC(2)", "#define KLIST 48" })
             Assert.Contains(name, enc);
         Assert.Equal(48, DecodeShape.KeyListWords);
-        Assert.Equal(6, DecodeKernels.LatestVersion);
+        Assert.Equal(9, DecodeKernels.LatestVersion);
     }
 
     [Fact]
@@ -50,6 +54,18 @@ public class KernelSourceTests
         // The dense layout's stage: codes and the value zero/range words only (2 bits: 2 x 8192 + 1024 per stage).
         Assert.Equal(2 * (2 * 8192 + 1024), DecodeAttention.StageBytes(2, 0, 0));
         Assert.Equal(2 * (2 * 8192 + 1024 + 192), DecodeAttention.StageBytes(2, 0, 0, DecodeShape.KeyListWords));
+        // v5/v6 keep one stage; v7 adds its pair tables (Tabs7): 4 bits a 256-entry float2 value table in 16 copies,
+        // 3 bits 64 entries in 32 copies plus two per-lane key tables, 2 bits 16 entries.
+        Assert.Equal(76800 / 2, DecodeAttention.SharedBytes(6, 4, 4, 2, 0));
+        Assert.Equal(76800 / 2 + 256 * 16 * 8, DecodeAttention.SharedBytes(7, 4, 4, 2, 0));
+        Assert.Equal(DecodeAttention.StageBytes(3) / 2 + 64 * 32 * 8 + 2 * 64 * 32 * 8, DecodeAttention.SharedBytes(7, 3, 4, 2, 0));
+        Assert.Equal(2 * 8192 + 1024 + 16 * 32 * 8 + 2 * 16 * 32 * 8, DecodeAttention.SharedBytes(7, 2, 0, 0, 0));
+        Assert.True(DecodeAttention.SharedBytes(7, 4, 4, 2, 0) < 227 * 1024 / 2, "two v7 blocks fit one SM");
+        // v9: key pairs at 2 bits only, value pairs at 2-3 bits (4 bits: v6's single lookups); v10: 4-bit value pairs in 8 copies.
+        Assert.Equal(76800 / 2, DecodeAttention.SharedBytes(9, 4, 4, 2, 0));
+        Assert.Equal(DecodeAttention.StageBytes(3) / 2 + 64 * 32 * 8, DecodeAttention.SharedBytes(9, 3, 4, 2, 0));
+        Assert.Equal(DecodeAttention.SharedBytes(8, 2, 4, 2, 0), DecodeAttention.SharedBytes(9, 2, 4, 2, 0));
+        Assert.Equal(76800 / 2 + 256 * 8 * 8, DecodeAttention.SharedBytes(10, 4, 4, 2, 0));
     }
 
     [Fact]

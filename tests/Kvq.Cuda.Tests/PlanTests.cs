@@ -20,6 +20,20 @@ public class PlanTests
         Assert.True(p.Splits >= 1 && p.ChunksPerSplit >= 1);
     }
 
+    [Theory]
+    [InlineData(4096, 32, 132, 2)]     // LLaMA-7B at 4k: 8 splits of two chunks (256 blocks) beat 16 of one
+    [InlineData(4096, 8, 132, 1)]      // GQA at 4k: two chunks per split would leave SMs idle (64 blocks)
+    [InlineData(8192, 32, 132, 2)]
+    [InlineData(131072, 32, 132, 16)]  // long contexts: unchanged, about 8 blocks per SM
+    public void ShortContextsTakeTwoChunksPerSplitWhileEverySmKeepsABlock(long tokens, int kvHeads, int sms, int per)
+    {
+        var p = SplitPlan.For(tokens, kvHeads, sms, Kvq.Cuda.Attention.DecodeAttention.DefaultBlocksPerSm);
+        Assert.Equal(per, p.ChunksPerSplit);
+        Assert.True((long)p.Splits * kvHeads >= sms || p.ChunksPerSplit == 1);
+        // The f16 cache keeps one chunk per split at short contexts (its kernel was slower with two, run 27).
+        if (tokens <= 8192) Assert.Equal(1, SplitPlan.For(tokens, kvHeads, sms, Kvq.Cuda.Attention.DecodeAttention.DefaultBlocksPerSm, pairShortSplits: false).ChunksPerSplit);
+    }
+
     [Fact]
     public void ShapesTheKernelsDoNotCoverAreRefused()
     {

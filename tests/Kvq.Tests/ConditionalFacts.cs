@@ -33,3 +33,12 @@ public sealed class Avx512TheoryAttribute : TheoryAttribute
         if (!Supported) Skip = $"this machine has no AVX-512: {why}";
     }
 }
+
+/// <summary>A [Fact] of AVX-512 kernels; skipped, saying so, on a machine without AVX-512.</summary>
+public sealed class Avx512FactAttribute : FactAttribute
+{
+    public Avx512FactAttribute(string why)
+    {
+        if (!Avx512TheoryAttribute.Supported) Skip = $"this machine has no AVX-512: {why}";
+    }
+}

@@ -22,7 +22,7 @@ public static class QuantizedFixtures
 {
     /// <summary>The variants the quantization tests cover, by llama.cpp's names (LLamaFtype without MOSTLY_).</summary>
     public static readonly IReadOnlyList<string> Names =
-        ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K"];
+        ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS"];
 
     private static readonly ConcurrentDictionary<string, Lazy<string>> Made = new(StringComparer.Ordinal);
     private static readonly ConcurrentQueue<string> Log = new();
@@ -61,6 +61,9 @@ public static class QuantizedFixtures
         string path = Path.Combine(CacheDir, $"{Path.GetFileNameWithoutExtension(source)}.{name}.{hash}.gguf");
         return Made.GetOrAdd(path, p => new Lazy<string>(() => Make(source, p, ftype))).Value;
     }
+
+    /// <summary>llama.cpp's recent warnings and errors (for the message of a failed load).</summary>
+    public static string RecentLog => string.Join("", Log);
 
     /// <summary>Loads llama.cpp once, routing its warnings and errors into a buffer that failures report.</summary>
     public static void EnsureLlamaLoaded() => _ = Loaded.Value;

@@ -47,6 +47,8 @@ public static class CpuReference
             var kblock = new byte[kc?.BlockBytes ?? 1];
             var vblock = new byte[vc?.BlockBytes ?? 1];
             var cblock = new byte[kclamp?.BlockBytes ?? 1];
+            var krows = new Kvq.Cache.Codecs.BlockOutliers();   // the sparse rows of the one-token block
+            var vrows = new Kvq.Cache.Codecs.BlockOutliers();
             var row = new float[D];
             var clamped = new float[D];
             long chunk = -1;
@@ -70,26 +72,30 @@ public static class CpuReference
                     for (int c = 0; c < D; c++) v[o + c] = (double)(Half)vr[c];
                     continue;
                 }
-                kc!.EncodeToken(kr, kblock, 0);
-                kc.DecodeBlock(kblock, 1, row);
+                kc!.EncodeToken(kr, kblock, krows, 0);
+                kc.DecodeBlock(kblock, krows, 1, row);
                 if (kclamp != null)
                 {
                     if ((p - sink) / 256 != chunk) { chunk = (p - sink) / 256; inChunk = 0; }
                     kclamp.EncodeToken(kr, cblock, 0);
                     kclamp.DecodeBlock(cblock, 1, clamped);
-                    // One token's block: slot values (2 S) | codes | slot channels (S bytes at D = 128, 0xFF = empty).
-                    int s = kc.OutlierSlots, at = 2 * s + D * profile!.Bits / 8;
-                    for (int j = 0; j < s; j++)
+                    // The device keeps S outlier slots per token (the largest |u|, the rest clamped) where the CPU keeps
+                    // every outlier in sparse rows: take the token's rows and apply the device's slots and chunk cap.
+                    int s = ((Kvq.Cache.Codecs.KvQuant.NuqChannelCodec)kc).OutlierSlots;
+                    var key = kr.ToArray();
+                    var nuqKeys = (Kvq.Cache.Codecs.KvQuant.NuqChannelCodec)kc;
+                    var channels = Enumerable.Range(0, krows.Count).Select(i => krows.Entry(i).Index)
+                        .OrderByDescending(c => Math.Abs(nuqKeys.Normalize(key[c], c))).ThenBy(c => c).ToArray();
+                    for (int j = 0; j < channels.Length; j++)
                     {
-                        int c = kblock[at + j];
-                        if (c == 0xFF) continue;
-                        if (inChunk < keyChunkCap) inChunk++;
+                        int c = channels[j];
+                        if (j < s && inChunk < keyChunkCap) inChunk++;
                         else row[c] = clamped[c];
                     }
                 }
                 Store(k, o, Rotate(row, p, Math.Log2(10000)));
-                vc!.EncodeToken(vr, vblock, 0);
-                vc.DecodeBlock(vblock, 1, row);
+                vc!.EncodeToken(vr, vblock, vrows, 0);
+                vc.DecodeBlock(vblock, vrows, 1, row);
                 for (int c = 0; c < D; c++) v[o + c] = row[c];
             }
         }

@@ -18,7 +18,11 @@ try
     Console.WriteLine($"kernels: {sw.ElapsedMilliseconds} ms to compile/load (cache {kernels.Loader.Cache.Folder}: {kernels.Loader.Cache.Hits} hits, {kernels.Loader.Cache.Compiles} compiles)");
     foreach (var (kb, g, v, dense) in new[] { (16, 1, 1, false), (16, 4, 1, false), (4, 1, 1, false), (4, 4, 1, false), (4, 1, 2, false),
         (4, 4, 2, false), (4, 1, 3, false), (4, 4, 3, false), (4, 1, 4, false), (4, 4, 4, false), (4, 1, 5, false), (4, 4, 5, false), (4, 1, 6, false),
-        (3, 1, 6, false), (2, 1, 6, false), (4, 4, 6, false), (3, 4, 6, false), (2, 4, 6, false), (4, 1, 6, true), (2, 1, 6, true), (4, 4, 6, true), (2, 4, 6, true) })
+        (3, 1, 6, false), (2, 1, 6, false), (4, 4, 6, false), (3, 4, 6, false), (2, 4, 6, false), (4, 1, 6, true), (2, 1, 6, true), (4, 4, 6, true), (2, 4, 6, true),
+        (4, 1, 7, false), (3, 1, 7, false), (2, 1, 7, false), (4, 4, 7, false), (3, 4, 7, false), (2, 4, 7, false), (4, 1, 7, true), (3, 1, 7, true),
+        (2, 1, 7, true), (4, 4, 7, true), (2, 4, 7, true), (4, 1, 8, false), (3, 1, 8, false), (2, 1, 8, false), (4, 4, 8, false), (2, 4, 8, false),
+        (4, 1, 8, true), (2, 1, 8, true), (4, 4, 8, true), (4, 1, 9, false), (3, 1, 9, false), (2, 1, 9, false), (4, 4, 9, false), (3, 4, 9, false),
+        (4, 1, 9, true), (3, 1, 9, true), (4, 1, 10, false), (4, 4, 10, false), (4, 1, 10, true) })
     {
         foreach (var layout in dense ? new[] { NuqLayout.Dense, NuqLayout.SparseKeys } : [NuqLayout.Slots])
         {
@@ -80,15 +84,18 @@ catch (CudaUnavailableException e)
 // A format is f16, nuq4, nuq3 or nuq2 (= nuqB-1%: 4 key and 2 value outlier slots per token) or nuq4d, nuq3d,
 // nuq2d (dense: no outlier slots, the CPU spec nuqB) or nuq4s, nuq3s, nuq2s (dense codes + per-chunk key outlier
 // records: keys nuqB-0.1% capped at 47 per chunk, values nuqB), optionally @version of the nuq kernel (nuq4@1); no
-// version = the latest (the dense and sparse layouts exist in v6 only).
+// version = the latest (the dense and sparse layouts exist in v6 to v10).
+// A ":N" after the version (nuq2d@9:3) plans the split-K for N blocks per SM instead of DecodeAttention's default.
 static (string Cache, int Version) Split(string format)
 {
-    var parts = format.Split('@');
+    var parts = format.Split(':')[0].Split('@');
     var cache = parts[0];
     if (cache != "f16" && !LabOptions.NuqFormats.Contains(cache))
         throw new ArgumentException($"format {cache}: f16, {string.Join(", ", LabOptions.NuqFormats)}");
     return (cache, parts.Length > 1 ? int.Parse(parts[1]) : DecodeKernels.LatestVersion);
 }
+
+static int BlocksPerSm(string format) => format.Contains(':') ? int.Parse(format.Split(':')[1]) : DecodeAttention.DefaultBlocksPerSm;
 
 static GpuLayerCache Build(DecodeKernels k, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles, long n)
 {
@@ -110,6 +117,7 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
 {
     var ctx = k.Context;
     attn.Version = Split(format).Version;
+    attn.BlocksPerSm = BlocksPerSm(format);
     using var cache = Build(k, shape, format, profiles, n);
     int sink = cache.Sink, positions = (int)(n + sink);
     var q = RandomQuery(shape.QueryHeads, 11);
@@ -178,6 +186,7 @@ static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, str
 {
     var ctx = k.Context;
     attn.Version = Split(format).Version;
+    attn.BlocksPerSm = BlocksPerSm(format);
     // Rotate over enough copies of the layer that the 50 MB L2 cannot hold them: every pass reads from memory.
     var caches = new List<GpuLayerCache> { Build(k, shape, format, profiles, n) };
     long per = caches[0].DeviceBytes;

@@ -35,21 +35,29 @@ public static class CalibrateCommand
         {
             Description = "ranks whose key latent gets a KVQuant calibration (per-channel scales, codebooks) for lrR+nuq*, comma-separated, e.g. 32,16 (implies --lowrank)",
         };
+        var rotate = new Option<bool>("--rotate")
+        {
+            Description = "fit on Hadamard-rotated keys and values (each KV head over the head dim), for the nuqB:rot formats",
+        };
         var output = new Option<string>("--out", "-o") { Description = "profile file to write", Required = true };
         var threads = CommonOptions.Threads();
         var cmd = new Command("calibrate", "calibrate KVQuant (nuq2/3/4) for a model: per-channel key scales and codebooks")
         {
-            text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, output, threads,
+            text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, rotate, output, threads,
         };
         model.AddTo(cmd);
-        CheckedOption.Require(cmd, r => r.GetValue(sink) >= r.GetValue(length)
-            ? $"--sink {r.GetValue(sink)} leaves nothing to calibrate in windows of --length {r.GetValue(length)}: give a sink below the length" : null);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
+            bool rotated = r.GetValue(rotate);
+            if (rotated && (r.GetValue(lowRank) || !string.IsNullOrWhiteSpace(r.GetValue(lowRankNuq))))
+                throw new CliException("--rotate fits the rotated channels; low-rank bases (--lowrank, --lowrank-nuq) need the plain ones: calibrate them apart");
             var textPath = r.GetValue(text)!;
             TextInput.Check(textPath, "--text", Console.Error);
             var fractions = ParseFractions(r.GetValue(outliers)!);
             int sinkTokens = r.GetValue(sink), len = r.GetValue(length);
+            // Checked here, not in a command validator: validators see 0 for options left at their defaults.
+            if (sinkTokens >= len)
+                throw new CliException($"--sink {sinkTokens} leaves nothing to calibrate in windows of --length {len}: give a sink below the length");
             bool fisher = !r.GetValue(noFisher);
             var modelPath = model.Path(r);
             using var loaded = ModelOptions.Load(modelPath, r.GetValue(model.Tokenizer));
@@ -63,11 +71,12 @@ public static class CalibrateCommand
             var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, loaded.Tokenizer.BosId, options.Seed);
             IKvActivationSource source = fisher ? new FisherActivationSource() : new KvActivationCollector();
             var acts = Progress.Run(fisher ? "forward + backward (Fisher)" : "forward", p => source.Collect(transformer, windows, sinkTokens, p));
+            if (rotated) acts = RotatedActivations.Rotate(acts);
             double collectSeconds = sw.Elapsed.TotalSeconds;
             var fit = new KvQuantFitOptions(options.Fractions, options.Seed, nThreads);
             var calibrations = Progress.Run("fit scales and codebooks", p => KvQuantFitter.Fit(acts, fit, p));
-            var profile = KvQuantCalibrator.Profile(transformer, options, KvQuantCalibrator.TextHash(content), Path.GetFileName(textPath),
-                fisher, calibrations);
+            var profile = KvQuantCalibrator.Profile(transformer, options, KvQuantCalibrator.TextHash(content),
+                Path.GetFileName(textPath) + (rotated ? Kvq.Cache.Codecs.Rotation.RotatedSpec.ProfileTextMarker : ""), fisher, calibrations);
             string lowRankNote = "";
             var latentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim);
             if (r.GetValue(lowRank) || latentRanks.Count > 0)
@@ -86,7 +95,7 @@ public static class CalibrateCommand
             Console.WriteLine($"wrote {outPath}: model {Path.GetFileName(modelPath)} ({profile.ModelFingerprint}), text {Path.GetFileName(textPath)}, " +
                               $"{options.Samples} x {options.Length} tokens (sink {sinkTokens}), outliers " +
                               $"{string.Join(", ", calibrations.Select(c => c.OutlierFraction == 0 ? "0%" : KvQuantSpec.FormatFraction(c.OutlierFraction)))}, " +
-                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}; {collectSeconds:F1} s activations, " +
+                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}{(rotated ? ", Hadamard-rotated" : "")}; {collectSeconds:F1} s activations, " +
                               $"{sw.Elapsed.TotalSeconds - collectSeconds:F1} s fit{lowRankNote}");
             return 0;
         }));

@@ -1,5 +1,8 @@
 using System.CommandLine;
+using System.Diagnostics;
 using Kvq.Cache;
+using Kvq.Cache.Layout;
+using Kvq.Cache.Sessions;
 using Kvq.Cli.Validation;
 using Kvq.Generation;
 using Kvq.Sampling;
@@ -29,13 +32,26 @@ public static class GenerateCommand
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
+        var offload = new KvOffloadOptions(grid: false);
         var device = new DeviceOptions();
+        var saveSession = new Option<string?>("--save-session")
+        {
+            Description = "once the prompt is in, save its compressed KV cache and last logits to this file (atomic; bound to the " +
+                          "model and to --kv, --kv-profile and --sink)",
+        };
+        var loadSession = new Option<string?>("--load-session")
+        {
+            Description = "start from a session saved by --save-session: the prompt must begin with the session's tokens (only the " +
+                          "rest is run); without --prompt/--file the session's own tokens are the prompt",
+        };
         var cmd = new Command("generate", "generate text from a prompt")
         {
             prompt, promptFile, maxTokens, ctx, temperature, topK, topP, minP, repeat, seed, stop, threads, kv, profile, sink,
+            saveSession, loadSession,
         };
         model.AddTo(cmd);
         policy.AddTo(cmd);
+        offload.AddTo(cmd);
         device.AddTo(cmd);
         CheckedOption.Require(cmd, r => r.GetValue(prompt) != null && r.GetValue(promptFile) != null
             ? "--prompt and --file both give the prompt: use one" : null);
@@ -44,11 +60,13 @@ public static class GenerateCommand
             var policies = policy.Parse(r);
             if (policies.Count > 1) throw new CliException("generate takes one --policy");
             var where = device.Parse(r, policies);
+            var offloads = offload.Parse(r);
+            if (offloads.Count > 0 && where.Cuda) throw new CliException("--offload-budget runs on the host cache: use --device cpu");
             var p = ReadPrompt(r.GetValue(prompt), r.GetValue(promptFile));
             using var loaded = model.Load(r);
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0] };
+            var config = offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0], Offload = offloads.FirstOrDefault() });
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             var options = new GenerationOptions
@@ -66,27 +84,82 @@ public static class GenerateCommand
                 },
             };
             var generator = new Generator(lm, loaded.Tokenizer);
-            var promptTokens = generator.EncodePrompt(p, options);
+            string? savePath = r.GetValue(saveSession), loadPath = r.GetValue(loadSession);
+            KvSessionIdentity? identity = null;
+            if (savePath != null || loadPath != null)
+            {
+                if (where.Cuda) throw new CliException("--save-session/--load-session keep the host cache: use --device cpu");
+                if (policies[0] != null) throw new CliException("--save-session/--load-session: a cache under a token policy (--policy) cannot be saved");
+                identity = KvSessionIdentity.For(loaded.Weights, loaded.Tokenizer, KvLayoutPlan.Build(lm.KvShape, config));
+            }
+            var loadClock = Stopwatch.StartNew();
+            KvSession? session = loadPath == null ? null : KvSession.Load(loadPath, identity!);
+            double loadSeconds = loadClock.Elapsed.TotalSeconds;
+            bool promptGiven = r.GetValue(prompt) != null || r.GetValue(promptFile) != null;
+            var promptTokens = session != null && !promptGiven ? session.Tokens.ToArray() : generator.EncodePrompt(p, options);
+            if (session != null) CheckSessionPrefix(loadPath!, session.Tokens, promptTokens);
+            var restored = session?.Restore();
+            double startSeconds = loadClock.Elapsed.TotalSeconds;   // tokenizing (and with a session, reading and restoring it)
+            if (session != null && !promptGiven) p = DecodeTokens(loaded.Tokenizer, promptTokens);
             if (promptTokens.Length >= window)
                 throw new CliException($"the prompt is {promptTokens.Length} tokens, which leaves no room in the context window of {window} " +
                                        $"(--ctx; the model was trained on {loaded.Weights.Config.ContextLength}): shorten the prompt" +
                                        (window < loaded.Weights.Config.ContextLength ? " or give a larger --ctx" : ""));
-            using var ctxWindow = ContextWindow.Shifting(lm, config, window);
+            using var ctxWindow = ContextWindow.Shifting(lm, config, window, first: restored);
             var stdout = Console.Out;
             stdout.Write(p);
-            var result = generator.Generate(promptTokens, options, ctxWindow, s => { stdout.Write(s); stdout.Flush(); });
+            var promptState = identity == null ? null : new PromptState
+            {
+                RestoredLogits = session?.Logits,
+                AfterPrompt = savePath == null ? null : (seq, logits) =>
+                {
+                    var saveClock = Stopwatch.StartNew();
+                    KvSession.Capture((PagedKvSequence)seq, identity, logits).Save(savePath);
+                    Console.Error.WriteLine($"session: saved {seq.Length} tokens to {savePath} ({new FileInfo(savePath).Length:N0} bytes) " +
+                                            $"in {saveClock.Elapsed.TotalMilliseconds:F0} ms");
+                },
+            };
+            var result = generator.Generate(promptTokens, options, ctxWindow, s => { stdout.Write(s); stdout.Flush(); }, prompt: promptState);
             stdout.WriteLine();
             stdout.Flush();
+            int ran = result.PromptTokens - (session?.Tokens.Length ?? 0);
             Console.Error.WriteLine(
-                $"prompt: {result.PromptTokens} tokens, {result.PromptTokensPerSecond:F1} tok/s | " +
+                (ran > 0 ? $"prompt: {result.PromptTokens} tokens, {ran / result.PromptSeconds:F1} tok/s | "
+                         : $"prompt: {result.PromptTokens} tokens, all from the session | ") +
                 $"decode: {result.GeneratedTokens} tokens, {result.DecodeTokensPerSecond:F1} tok/s | stop: {result.StopReason} | {lm.Device}");
             if (result.ContextShifts > 0)
                 Console.Error.WriteLine($"context: window of {window} tokens full {result.ContextShifts} time(s); each time the first " +
                                         $"{ctxWindow.Keep} and the most recent {(window - ctxWindow.Keep) / 2} tokens were kept and re-read");
             Console.Error.WriteLine(MemoryLine(config, ctxWindow.Sequence, where));
+            if (session != null)
+                Console.Error.WriteLine($"session: loaded {session.Tokens.Length} tokens from {loadPath} in {loadSeconds * 1000:F1} ms, " +
+                                        $"ran {ran} more prompt tokens");
+            if (identity != null)
+                Console.Error.WriteLine($"time to first token: {(startSeconds + result.PromptSeconds) * 1000:F1} ms " +
+                                        $"(tokenize and load session {startSeconds * 1000:F1} ms + run prompt {result.PromptSeconds * 1000:F1} ms)");
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>A restored session continues only a prompt that starts with its tokens.</summary>
+    private static void CheckSessionPrefix(string path, ReadOnlySpan<int> session, int[] prompt)
+    {
+        int n = Math.Min(session.Length, prompt.Length), i = 0;
+        while (i < n && session[i] == prompt[i]) i++;
+        if (i < session.Length)
+            throw new CliException($"--load-session {path}: the prompt ({prompt.Length} tokens) does not start with the session's " +
+                                   $"{session.Length} tokens (they differ at token {i}); give the session's text plus what follows, or no prompt");
+    }
+
+    private static string DecodeTokens(Kvq.Tokenizers.ITokenizer tokenizer, ReadOnlySpan<int> tokens)
+    {
+        // As the prompt was written: BOS and the space the tokenizer put in front of the text dropped.
+        if (tokens.Length > 0 && tokens[0] == tokenizer.BosId) tokens = tokens[1..];
+        var decoder = new Kvq.Tokenizers.TokenDecoder(tokenizer, atSequenceStart: true);
+        var sb = new System.Text.StringBuilder();
+        foreach (int t in tokens) sb.Append(decoder.Add(t));
+        return sb.Append(decoder.Flush()).ToString();
     }
 
     /// <summary>The prompt from --prompt, or from --file (a file, or '-' for standard input); empty when neither is given.</summary>

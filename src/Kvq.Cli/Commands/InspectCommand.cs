@@ -79,7 +79,7 @@ public static class InspectCommand
             widths.Add((plan.Config.Name, Widths(plan)));
             var k = plan.Keys.BlockLayout(0);
             var v = plan.Values.BlockLayout(0);
-            var mem = plan.MemoryAt(ctx);
+            var mem = plan.MemoryAt(ctx, expectedOutliers: true);   // KVQuant's sparse rows at the nominal rate
             var all = mem.Keys + mem.Values;   // layers may differ in width (:mixed): the plan sums them
             double bits = all.Total * 8.0 / (2.0 * ctx * c.Layers * c.KvDim);
             Console.WriteLine($"| {plan.Config.Name} | {plan.BlockTokens} | {k.Total} | {v.Total} | {all.Codes:N0} | {all.Scales:N0} | {all.Zeros:N0} | " +

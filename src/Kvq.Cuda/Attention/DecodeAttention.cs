@@ -23,7 +23,24 @@ public sealed class DecodeAttention : IDisposable
         int rest = DecodeShape.Chunk * (keySlots * 3 + 4 + valueSlots * 3) + keyListWords * 4;
         return 2 * (2 * codes + rest);
     }
-    public int BlocksPerSm { get; set; } = 8;
+    /// <summary>Dynamic shared memory of a nuq kernel version: v4 two stages, v5/v6 one, v7-v10 one stage and their
+    /// lookup tables (decode_attention.cu, Tabs7: a float2 value pair table in 8-32 copies, per-lane key pair tables;
+    /// which ones per version and width: kpair7, vrep7).</summary>
+    public static int SharedBytes(int version, int bits, int keySlots, int valueSlots, int keyListWords)
+    {
+        int stage = StageBytes(bits, keySlots, valueSlots, keyListWords);
+        if (version < 5) return stage;
+        if (version < 7) return stage / 2;
+        // decode_attention.cu kpair7 / vrep7: per version, key pair tables or not, and the value table's copies.
+        bool keyPairs = version >= 9 ? bits == 2 : bits < 4;
+        int copies = version == 10 ? 8 : version == 9 ? (bits == 4 ? 0 : 32) : (bits == 4 ? 16 : 32);
+        int entries = 1 << (2 * bits);
+        int values = entries * copies * 8, keys = keyPairs ? 2 * entries * 32 * 8 : 0;
+        return stage / 2 + values + keys;
+    }
+    /// <summary>Blocks per SM the split-K plan aims at (kv heads x splits), more than fit at once: the waves even out.</summary>
+    public const int DefaultBlocksPerSm = 8;
+    public int BlocksPerSm { get; set; } = DefaultBlocksPerSm;
     /// <summary>Which nuq kernel version runs (the lab times older ones too).</summary>
     public int Version { get; set; } = DecodeKernels.LatestVersion;
 
@@ -34,7 +51,7 @@ public sealed class DecodeAttention : IDisposable
     }
 
     public SplitPlan Plan(GpuLayerCache cache) =>
-        SplitPlan.For(cache.Tokens, cache.Shape.KvHeads, _kernels.Context.Device.Multiprocessors, BlocksPerSm);
+        SplitPlan.For(cache.Tokens, cache.Shape.KvHeads, _kernels.Context.Device.Multiprocessors, BlocksPerSm, pairShortSplits: cache.KeyBits != 16);
 
     /// <summary>out[qh][d] = softmax(q . R k / sqrt(d)) v; q is [query heads][head dim] float32, already rotated.</summary>
     public void Run(GpuLayerCache cache, DeviceBuffer q, DeviceBuffer output, CudaStream? stream = null) =>
@@ -59,7 +76,7 @@ public sealed class DecodeAttention : IDisposable
         var nuq = cache as NuqLayerCache;
         var kernel = _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version, nuq?.Layout ?? NuqLayout.Slots);
         bool staged = cache.KeyBits != 16 && Version >= 4;
-        int shared = staged ? StageBytes(cache.KeyBits, nuq!.KeySlots, nuq.ValueSlots, nuq.KeyListWords) / (Version >= 5 ? 2 : 1) : 0;
+        int shared = staged ? SharedBytes(Version, cache.KeyBits, nuq!.KeySlots, nuq.ValueSlots, nuq.KeyListWords) : 0;
         if (staged && _sharedSet.Add(kernel.Name)) kernel.SetMaxDynamicShared(shared);
         kernel.Launch(new LaunchShape((uint)plan.Splits, (uint)s.KvHeads, 1, staged ? 256u : 128u, (uint)shared), _args, stream);
         var (sk, sv) = cache.SinkBuffers;

@@ -16,14 +16,14 @@ public sealed class DecodeKernels : IDisposable
     }
 
     /// <summary>Latest version of the nuq decode kernel (decode_attention.cu lists what each one changed).</summary>
-    public const int LatestVersion = 6;
+    public const int LatestVersion = 9;
 
-    /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 only.</summary>
+    /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 to v10.</summary>
     public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots)
     {
         if (keyBits == 16) return _attn.Kernel($"attn_f16_g{group}");
-        if (layout != NuqLayout.Slots && version != 6)
-            throw new NotSupportedException($"the {layout} nuq layout is compiled for kernel version 6 only (asked: v{version})");
+        if (layout != NuqLayout.Slots && version < 6)
+            throw new NotSupportedException($"the {layout} nuq layout is compiled for kernel versions 6 and 7 only (asked: v{version})");
         var suffix = layout switch { NuqLayout.Dense => "_dense", NuqLayout.SparseKeys => "_sparse", _ => "" };
         return _attn.Kernel($"attn_nuq_k{keyBits}_v{valueBits}_g{group}_r{version}{suffix}");
     }

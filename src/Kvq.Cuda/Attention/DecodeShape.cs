@@ -25,12 +25,17 @@ public sealed record DecodeShape(int KvHeads, int Group, int HeadDim = 128)
 /// run of whole chunks.</summary>
 public readonly record struct SplitPlan(int Splits, int ChunksPerSplit)
 {
-    /// <summary>About <paramref name="blocksPerSm"/> blocks per multiprocessor in all (kv heads x splits).</summary>
-    public static SplitPlan For(long tokens, int kvHeads, int multiprocessors, int blocksPerSm = 4)
+    /// <summary>About <paramref name="blocksPerSm"/> blocks per multiprocessor in all (kv heads x splits), but at least
+    /// two chunks per split while that still leaves a block for every multiprocessor: a block's set-up (tables, angles
+    /// in double) and the reduce cost about as much as one chunk (H100 run 26, LLaMA-7B shape at 4k tokens: 16 splits of
+    /// one chunk 37.6 us for nuq4-1%, 8 splits of two 33.2 us; nuq2-1% 34.0 vs 30.2 us). Not for the f16 cache
+    /// (<paramref name="pairShortSplits"/> false): its kernel slowed from 37.1 to 44.7 us with it (run 27).</summary>
+    public static SplitPlan For(long tokens, int kvHeads, int multiprocessors, int blocksPerSm = 4, bool pairShortSplits = true)
     {
         int chunks = (int)Math.Max(1, (tokens + DecodeShape.Chunk - 1) / DecodeShape.Chunk);
         int want = Math.Clamp((multiprocessors * blocksPerSm + kvHeads - 1) / kvHeads, 1, chunks);
         int per = (chunks + want - 1) / want;
+        if (pairShortSplits && per == 1 && chunks >= 2 && (long)kvHeads * ((chunks + 1) / 2) >= multiprocessors) per = 2;
         return new SplitPlan((chunks + per - 1) / per, per);
     }
 }

@@ -64,6 +64,10 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     {
         _ctx = ctx;
         Config = config;
+        var extended = config.ExtendedFeatures();
+        if (extended.Count > 0)
+            throw new NotSupportedException($"the CUDA backend does not implement {string.Join(", ", extended)} " +
+                $"(a {config.Architecture} model needs it); run this model on the CPU backend");
         MaxBatch = Math.Max(1, o.MaxBatch);
         _f16 = o.Weights == CudaWeightType.F16;
         _labDecode = o.LabDecode;
@@ -116,6 +120,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     /// where there is no CUDA driver or device, <see cref="NotSupportedException"/> for shapes the kernels lack.</summary>
     public static CudaTransformer Load(ModelWeights weights, CudaModelOptions? options = null)
     {
+        CudaArchitectureSupport.Check(weights.Config);
         var o = options ?? new CudaModelOptions();
         var ctx = CudaContext.Create(o.DeviceOrdinal);
         try
@@ -163,6 +168,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     /// weights are not at hand (LLaMA-7B's), never for text.</summary>
     public static CudaTransformer CreateRandom(ModelConfig config, CudaModelOptions? options = null, uint seed = 1)
     {
+        CudaArchitectureSupport.Check(config);
         var o = options ?? new CudaModelOptions();
         var ctx = CudaContext.Create(o.DeviceOrdinal);
         try

@@ -46,6 +46,7 @@ internal sealed class DeviceWeights : IDisposable
             for (int l = 0; l < Layers.Length; l++)
             {
                 var s = w.Layers[l];
+                var (gate, up, down) = s.DenseFfn("the CUDA backend");
                 Layers[l] = Own(new DeviceLayer
                 {
                     AttnNorm = ctx.Upload<float>(s.AttnNorm),
@@ -57,9 +58,9 @@ internal sealed class DeviceWeights : IDisposable
                     Bk = s.Bk == null ? null : ctx.Upload<float>(s.Bk),
                     Bv = s.Bv == null ? null : ctx.Upload<float>(s.Bv),
                     FfnNorm = ctx.Upload<float>(s.FfnNorm),
-                    WGate = new DeviceMatrix(ctx, s.WGate, type),
-                    WUp = new DeviceMatrix(ctx, s.WUp, type),
-                    WDown = new DeviceMatrix(ctx, s.WDown, type),
+                    WGate = new DeviceMatrix(ctx, gate, type),
+                    WUp = new DeviceMatrix(ctx, up, type),
+                    WDown = new DeviceMatrix(ctx, down, type),
                 });
                 progress?.Invoke(l + 1, Layers.Length);
             }

@@ -86,16 +86,18 @@ public sealed class DenseF32Sequence : IKvSequence
                 int t = item / shape.Heads, h = item % shape.Heads;
                 int kvh = h / shape.GroupSize;
                 int visible = stored - n + t + 1;
+                int window = shape.WindowOf(layer);
+                int first = window > 0 ? Math.Max(0, visible - window) : 0; // sliding window: the latest `window` tokens
                 var qh = new ReadOnlySpan<float>(q + (long)t * shape.QDim + h * hd, hd);
                 var kh = s._k[layer].AsSpan(kvh * s._capacity * hd);
                 var vh = s._v[layer].AsSpan(kvh * s._capacity * hd);
-                var sc = scores.AsSpan(0, visible);
-                for (int j = 0; j < visible; j++) sc[j] = TensorPrimitives.Dot(qh, kh.Slice(j * hd, hd)) * shape.ScoreScale;
+                var sc = scores.AsSpan(0, visible - first);
+                for (int j = first; j < visible; j++) sc[j - first] = TensorPrimitives.Dot(qh, kh.Slice(j * hd, hd)) * shape.ScoreScale;
                 Kernels.Softmax(sc);
                 var oh = new Span<float>(o + (long)t * shape.QDim + h * hd, hd);
                 oh.Clear();
-                for (int j = 0; j < visible; j++)
-                    TensorPrimitives.MultiplyAdd(vh.Slice(j * hd, hd), sc[j], oh, oh);
+                for (int j = first; j < visible; j++)
+                    TensorPrimitives.MultiplyAdd(vh.Slice(j * hd, hd), sc[j - first], oh, oh);
             }
         }
     }

@@ -7,12 +7,21 @@ namespace Kvq.Cache;
 /// (attention sinks, as KVQuant keeps them exact).</param>
 /// <param name="Profile">Calibration data for calibrated formats (KVQuant); must belong to the model.</param>
 /// <param name="Policy">Which tokens stay (eviction, merging) and the budget; null = every token stays.</param>
+/// <param name="Offload">Every token stays, but attention reads only the blocks a per-block key bound picks under this
+/// budget (Quest-style selection, <see cref="Offload.BlockSelector"/>); null = every block is read.</param>
 public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int BlockTokens = 32, int SinkTokens = 0,
-    IKvProfile? Profile = null, Policies.KvPolicyConfig? Policy = null)
+    IKvProfile? Profile = null, Policies.KvPolicyConfig? Policy = null, Offload.KvOffloadBudget? Offload = null)
 {
+    /// <summary>The file tier: keep the blocks in memory-mapped temporary files in this folder (deleted when the cache
+    /// is collected or the process ends) instead of RAM; null = RAM. Where the bytes live changes no result.</summary>
+    public string? BlockDirectory { get; init; }
+
     /// <summary>The name used in reports: "f16", or "q4_0/f16" when keys and values differ; with a policy,
-    /// "f16 h2o@25%".</summary>
-    public string Name => (KeyFormat == ValueFormat ? KeyFormat : $"{KeyFormat}/{ValueFormat}") + (Policy is { } p ? " " + p.Name : "");
+    /// "f16 h2o@25%"; offloaded, "f16 offload@25%".</summary>
+    public string Name => FormatName + (Policy is { } p ? " " + p.Name : "") + (Offload is { } o ? " " + o.Name : "");
+
+    /// <summary>The formats alone: "f16", "q4_0/f16".</summary>
+    public string FormatName => KeyFormat == ValueFormat ? KeyFormat : $"{KeyFormat}/{ValueFormat}";
 
     /// <summary>Parses "NAME" (both) or "KEYS/VALUES".</summary>
     public static KvCacheConfig Parse(string spec, int blockTokens = 32)

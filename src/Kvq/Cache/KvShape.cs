@@ -11,5 +11,14 @@ public sealed record KvShape(int Layers, int KvHeads, int Heads, int HeadDim, Ro
     public int GroupSize => Heads / KvHeads;
     public float ScoreScale => 1f / MathF.Sqrt(HeadDim);
 
-    public static KvShape For(ModelConfig c) => new(c.Layers, c.KvHeads, c.Heads, c.HeadDim, Rope.For(c));
+    /// <summary>Sliding attention window per layer in tokens (0: the whole context); null: no layer slides.</summary>
+    public int[]? LayerWindows { get; init; }
+
+    /// <summary>How many of the latest stored tokens a query of <paramref name="layer"/> sees, itself included (0: all).</summary>
+    public int WindowOf(int layer) => LayerWindows?[layer] ?? 0;
+
+    public static KvShape For(ModelConfig c) => new(c.Layers, c.KvHeads, c.Heads, c.HeadDim, Rope.For(c))
+    {
+        LayerWindows = c.SlidingWindow > 0 ? Enumerable.Range(0, c.Layers).Select(c.WindowOf).ToArray() : null,
+    };
 }

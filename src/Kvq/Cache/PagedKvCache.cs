@@ -33,7 +33,8 @@ public sealed class PagedKvCache
     /// <summary>Whether full blocks can be shared between sequences: every format can (a staging format's blocks are
     /// registered once sealed, sink copies travel through <see cref="Sinks"/>), except under a token policy, whose
     /// layers each keep their own blocks.</summary>
-    public bool SupportsPrefixSharing => Config.Policy == null;
+    /// Offloaded sequences keep block summaries of their own, so they do not share either.
+    public bool SupportsPrefixSharing => Config.Policy == null && Config.Offload == null;
 
     /// <summary>Sink copies of registered first blocks (null without sink tokens).</summary>
     internal SinkBank? Sinks { get; }
@@ -60,8 +61,11 @@ public sealed class PagedKvCache
         Values = new BlockArena[shape.Layers];
         for (int l = 0; l < shape.Layers; l++)
         {
-            Keys[l] = new BlockArena(shape.KvHeads, (int)plan.Keys.BlockLayout(l).Total, blocks);
-            Values[l] = new BlockArena(shape.KvHeads, (int)plan.Values.BlockLayout(l).Total, blocks);
+            var dir = plan.Config.BlockDirectory;
+            Keys[l] = new BlockArena(shape.KvHeads, (int)plan.Keys.BlockLayout(l).Total, blocks, plan.Keys.CodecOf(l).HasBlockOutliers,
+                dir == null ? null : new BlockFile(dir));
+            Values[l] = new BlockArena(shape.KvHeads, (int)plan.Values.BlockLayout(l).Total, blocks, plan.Values.CodecOf(l).HasBlockOutliers,
+                dir == null ? null : new BlockFile(dir));
         }
         Sequences = new PagedSequences(blocks, bt);
         if (plan.SinkTokens > 0 && plan.Config.Policy == null)
@@ -73,6 +77,31 @@ public sealed class PagedKvCache
         {
             LayerPools = new BlockPool[shape.Layers];
             for (int l = 0; l < shape.Layers; l++) LayerPools[l] = new BlockPool(blocks, bt);
+        }
+        // Sparse outlier rows beside blocks (KVQuant) go when their block is freed or reused for new content.
+        if (Keys.Any(a => a.HasOutliers) || Values.Any(a => a.HasOutliers))
+        {
+            if (LayerPools == null)
+            {
+                Sequences.Pool.Freed += ClearOutliers;
+                Sequences.Pool.Evicted += ClearOutliers;
+            }
+            else
+                for (int l = 0; l < shape.Layers; l++)
+                {
+                    int layer = l;
+                    LayerPools[l].Freed += id => { Keys[layer].ClearOutliers(id); Values[layer].ClearOutliers(id); };
+                    LayerPools[l].Evicted += id => { Keys[layer].ClearOutliers(id); Values[layer].ClearOutliers(id); };
+                }
+        }
+    }
+
+    private void ClearOutliers(int blockId)
+    {
+        for (int l = 0; l < Shape.Layers; l++)
+        {
+            Keys[l].ClearOutliers(blockId);
+            Values[l].ClearOutliers(blockId);
         }
     }
 
@@ -86,11 +115,28 @@ public sealed class PagedKvCache
     {
         get
         {
-            if (LayerPools == null) return (long)Sequences.Pool.Usage.HeldBlocks * BytesPerBlock;
+            if (LayerPools == null) return (long)Sequences.Pool.Usage.HeldBlocks * BytesPerBlock + HeldOutlierBytes(Sequences.Pool, -1);
             long blocks = 0;
-            for (int l = 0; l < LayerPools.Length; l++) blocks += LayerPools[l].HeldBlockCount * BytesPerLayerBlock(l);
+            for (int l = 0; l < LayerPools.Length; l++)
+                blocks += LayerPools[l].HeldBlockCount * BytesPerLayerBlock(l) + HeldOutlierBytes(LayerPools[l], l);
             return blocks;
         }
+    }
+
+    /// <summary>Sparse outlier rows beside the held blocks of a pool (one layer's, or every layer's for -1).</summary>
+    private long HeldOutlierBytes(BlockPool pool, int layer)
+    {
+        if (!Keys.Any(a => a.HasOutliers) && !Values.Any(a => a.HasOutliers)) return 0;
+        long n = 0;
+        Span<int> one = stackalloc int[1];
+        for (int id = 0; id < pool.BlockCount; id++)
+        {
+            if (pool.IsFree(id)) continue;
+            one[0] = id;
+            for (int l = layer < 0 ? 0 : layer; l < (layer < 0 ? Shape.Layers : layer + 1); l++)
+                n += Keys[l].OutlierBytesOf(one) + Values[l].OutlierBytesOf(one);
+        }
+        return n;
     }
 
     /// <summary>Bytes of one block of one layer, every head, keys and values.</summary>
@@ -122,10 +168,9 @@ public sealed class PagedKvCache
     internal void CopyBlock(BlockCopy copy)
     {
         for (int l = 0; l < Shape.Layers; l++)
-            for (int h = 0; h < Shape.KvHeads; h++)
-            {
-                Keys[l].Block(copy.SourceBlockId, h).CopyTo(Keys[l].Block(copy.DestinationBlockId, h));
-                Values[l].Block(copy.SourceBlockId, h).CopyTo(Values[l].Block(copy.DestinationBlockId, h));
-            }
+        {
+            Keys[l].CopyBlock(copy.SourceBlockId, copy.DestinationBlockId);
+            Values[l].CopyBlock(copy.SourceBlockId, copy.DestinationBlockId);
+        }
     }
 }

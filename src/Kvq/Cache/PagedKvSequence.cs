@@ -1,5 +1,6 @@
 using Kvq.Cache.Attention;
 using Kvq.Cache.Codecs;
+using Kvq.Cache.Offload;
 using Kvq.Cache.Paging;
 using Kvq.Cache.Policies;
 using Kvq.Cache.Storage;
@@ -22,6 +23,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     private readonly int[] _count;            // per layer: tokens (slots) held
     private readonly KvSideStore _keys, _values;
     private readonly SequencePolicy? _policy;
+    private readonly BlockSelector? _offload;   // block summaries and the budget, when attention reads selected blocks
     private readonly float[] _rotated;        // (headDim) scratch for a key being rotated before encoding
     // Blocks are registered for prefix sharing only once their content is final: at append for formats that encode
     // each token as it comes; after sealing (and with the sink copies banked) otherwise.
@@ -43,6 +45,9 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
         _values = new KvSideStore(cache.Plan.Values, cache.Values, _shape, cache.Config.SinkTokens);
         _deferRegister = _keys.Staging != null || _values.Staging != null || _keys.Sink != null;
         _policy = SequencePolicy.For(cache, this, _count);
+        if (cache.Config.Offload is { } offload)
+            _offload = new BlockSelector(offload, new BlockSummaries(_shape.Layers, _shape.KvHeads, _shape.HeadDim, cache.Config.BlockTokens,
+                offload.BoxTokens));
         if (parent != null)
         {
             _keys.CopySinkFrom(parent._keys);
@@ -112,15 +117,17 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
         {
             int slot = _count[layer];
             int pos = _policy == null ? slot : _policy.Slots.Positions(layer, 0)[slot];
-            if (rotate) rope.Angles(pos, cos, sin);
+            if (rotate || _offload != null) rope.Angles(pos, cos, sin);
             for (int h = 0; h < _shape.KvHeads; h++)
             {
                 var kh = k.Slice(t * _shape.KvDim + h * hd, hd);
-                if (rotate)
+                if (rotate || _offload != null)
                 {
                     kh.CopyTo(_rotated);
                     rope.Rotate(_rotated, cos, sin);
-                    kh = _rotated;
+                    // Summaries bound post-RoPE keys (what attention scores), whatever the codec stores.
+                    _offload?.Summaries.Add(layer, h, slot, _rotated);
+                    if (rotate) kh = _rotated;
                 }
                 _keys.Store(layer, h, slot, pos, kh, blocks);
                 _values.Store(layer, h, slot, pos, v.Slice(t * _shape.KvDim + h * hd, hd), blocks);
@@ -149,6 +156,8 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     KvSideStore IKvBlockReader.Keys => _keys;
     KvSideStore IKvBlockReader.Values => _values;
     int IKvBlockReader.Count(int layer) => _count[layer];
+    /// <summary>Offloaded: the block summaries and the selection attention reads through; null otherwise.</summary>
+    public BlockSelector? Offload => _offload;
     ReadOnlySpan<int> IKvBlockReader.Blocks(int layer) => _policy != null ? _policy.Slots.Blocks(layer) : Blocks;
     ReadOnlySpan<int> IKvBlockReader.Positions(int layer, int head, int slot0, int count) => _policy == null
         ? IdentityPositions.Span(slot0 + count).Slice(slot0, count) : _policy.Slots.Positions(layer, head).Slice(slot0, count);
@@ -168,18 +177,21 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     public ReadOnlySpan<float> SlotAttention(int layer, int head) =>
         _policy is { Slots.HasAttention: true } ? _policy.Slots.Attention(layer, head)[.._count[layer]] : default;
 
-    /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), plus staging
-    /// and sink copies. Without a policy every layer uses the sequence's blocks; with one, each layer holds its own.</summary>
+    /// <summary>Exact bytes this sequence holds: its blocks in every layer and head (shared ones included), the sparse
+    /// outlier rows beside them (as <see cref="KvBytes.Outliers"/>), plus staging and sink copies. Without a policy every
+    /// layer uses the sequence's blocks; with one, each layer holds its own.</summary>
     public KvMemory Memory()
     {
         KvBytes keys = default, values = default;
         for (int l = 0; l < _shape.Layers; l++)
         {
-            var (k, v) = _cache.Plan.LayerBlockBytes(l, ((IKvBlockReader)this).Blocks(l).Length);
-            keys += k;
-            values += v;
+            var blocks = ((IKvBlockReader)this).Blocks(l);
+            var (k, v) = _cache.Plan.LayerBlockBytes(l, blocks.Length);
+            keys += k + new KvBytes(0, 0, 0, _cache.Keys[l].OutlierBytesOf(blocks), 0, 0);
+            values += v + new KvBytes(0, 0, 0, _cache.Values[l].OutlierBytesOf(blocks), 0, 0);
         }
-        return new KvMemory(keys, values, _keys.OutsideBlockBytes + _values.OutsideBlockBytes, Length, _shape.Layers * _shape.KvDim);
+        return new KvMemory(keys, values, _keys.OutsideBlockBytes + _values.OutsideBlockBytes + (_offload?.Summaries.AllocatedBytes ?? 0),
+            Length, _shape.Layers * _shape.KvDim);
     }
 
     /// <summary>
@@ -189,14 +201,21 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     /// </summary>
     public SwappedKv SwapOut()
     {
-        if (_policy != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence under a token policy cannot be swapped");
+        var swapped = Snapshot();
+        Dispose();
+        return swapped;
+    }
+
+    /// <summary>A host copy of what this sequence stores, as <see cref="SwapOut"/> takes it, leaving the sequence as it
+    /// is (session files: <see cref="Sessions.KvSession"/>).</summary>
+    public SwappedKv Snapshot()
+    {
+        if (_policy != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence under a token policy cannot be swapped or saved");
         if (_count.Any(c => c != Length)) throw new InvalidOperationException("swap out between chunks only (every layer at the same length)");
         var blocks = Blocks.ToArray();
         var keys = Array.ConvertAll(_cache.Keys, a => a.CopyOut(blocks));
         var values = Array.ConvertAll(_cache.Values, a => a.CopyOut(blocks));
-        var swapped = new SwappedKv(_cache.Sequences.TokenIds(_id).ToArray(), Length, keys, values, _keys.Save(), _values.Save());
-        Dispose();
-        return swapped;
+        return new SwappedKv(_cache.Sequences.TokenIds(_id).ToArray(), Length, keys, values, _keys.Save(), _values.Save());
     }
 
     /// <summary>A sequence in <paramref name="cache"/> (the one it was swapped out of, or one of the same shape and
@@ -218,6 +237,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
             seq._values.Restore(swapped.ValueState);
             Array.Fill(seq._count, swapped.Length);
             seq.Length = swapped.Length;
+            seq.RebuildSummaries();
             if (seq._deferRegister) seq.PublishBlocks();
             return seq;
         }
@@ -226,6 +246,28 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
             seq.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Offloaded: the block summaries of a sequence whose blocks came from host memory or a session file,
+    /// from its keys as stored (decoded, rotated at their positions).</summary>
+    private void RebuildSummaries()
+    {
+        if (_offload == null) return;
+        int bt = _cache.Config.BlockTokens, hd = _shape.HeadDim;
+        var tile = new float[bt * hd];
+        var reader = (IKvBlockReader)this;
+        for (int l = 0; l < _shape.Layers; l++)
+            for (int s0 = 0; s0 < _count[l]; s0 += bt)
+            {
+                int cnt = Math.Min(bt, _count[l] - s0);
+                for (int h = 0; h < _shape.KvHeads; h++)
+                {
+                    var t = tile.AsSpan(0, cnt * hd);
+                    _keys.ReadTile(l, h, s0, cnt, Blocks[s0 / bt], t);
+                    if (_keys.Codec.PreRope) _shape.Rope.RotateAt(t, cnt, reader.Positions(l, h, s0, cnt));
+                    for (int i = 0; i < cnt; i++) _offload.Summaries.Add(l, h, s0 + i, t.Slice(i * hd, hd));
+                }
+            }
     }
 
     public SequenceBlockUsage BlockUsage => _cache.Sequences.Usage(_id);

@@ -4,8 +4,8 @@ using Kvq.Model;
 namespace Kvq.Eval;
 
 /// <summary>
-/// KL divergence and top-1 agreement of next-token distributions: each cache format against a reference format (f32)
-/// on the same non-overlapping windows (<see cref="PerplexityWindows"/>), every position scored. Windows are the outer
+/// KL divergence (mean and tail percentiles) and top-1 agreement of next-token distributions: each cache format
+/// against a reference format (f16 by default: the cache llama.cpp and the tables compare to) on the same non-overlapping windows (<see cref="PerplexityWindows"/>), every position scored. Windows are the outer
 /// loop, so the reference runs once per window for all formats and a cancelled run has the same windows for each.
 /// </summary>
 /// <param name="referenceModel">The model of the reference run (default: <paramref name="model"/>), e.g. the unquantized
@@ -13,6 +13,20 @@ namespace Kvq.Eval;
 /// It must share the vocabulary.</param>
 public sealed class KlEvaluator(ILanguageModel model, int bos, ILanguageModel? referenceModel = null)
 {
+    /// <summary>The reference cache when none is given.</summary>
+    public const string DefaultReference = "f16";
+
+    /// <summary>The p-quantile of ascending values by linear interpolation between closest ranks (numpy's default):
+    /// position p (n - 1).</summary>
+    public static double Percentile(ReadOnlySpan<double> sorted, double p)
+    {
+        if (sorted.IsEmpty) throw new ArgumentException("no values");
+        double pos = p * (sorted.Length - 1);
+        int lo = (int)Math.Floor(pos);
+        int hi = Math.Min(lo + 1, sorted.Length - 1);
+        return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
+    }
+
     /// <param name="progress">Called after each (window, format) run with (runs done, runs total).</param>
     /// <remarks>Stops between windows when <paramref name="cancel"/> fires; rows cover the windows done, or
     /// <see cref="OperationCanceledException"/> is thrown if none was.</remarks>
@@ -25,7 +39,7 @@ public sealed class KlEvaluator(ILanguageModel model, int bos, ILanguageModel? r
         if (available == 0)
             throw new ArgumentException($"the text has {textTokens.Length} tokens: too short for one window of {ctx}");
         if (windows <= 0 || windows > available) windows = available;
-        reference ??= KvCacheConfig.Parse("f32");
+        reference ??= KvCacheConfig.Parse(DefaultReference);
         var refModel = referenceModel ?? model;
         int vocab = model.Config.VocabSize;
         if (refModel.Config.VocabSize != vocab)
@@ -33,6 +47,8 @@ public sealed class KlEvaluator(ILanguageModel model, int bos, ILanguageModel? r
         var refLogits = new float[ctx * vocab];
         var logits = new float[ctx * vocab];
         var kl = new double[configs.Count];
+        var perToken = new double[configs.Count][]; // every scored position's KL, for the tail percentiles
+        for (int c = 0; c < perToken.Length; c++) perToken[c] = new double[(long)windows * (ctx - 1)];
         var nll = new double[configs.Count];
         var agree = new long[configs.Count];
         var seconds = new double[configs.Count];
@@ -58,7 +74,9 @@ public sealed class KlEvaluator(ILanguageModel model, int bos, ILanguageModel? r
                 {
                     var p = refLogits.AsSpan(t * vocab, vocab);
                     var q = logits.AsSpan(t * vocab, vocab);
-                    kl[c] += NextTokenDivergence.KlDivergence(p, q);
+                    double d = NextTokenDivergence.KlDivergence(p, q);
+                    kl[c] += d;
+                    perToken[c][(long)w * (ctx - 1) + t] = d;
                     if (NextTokenDivergence.Argmax(p) == NextTokenDivergence.Argmax(q)) agree[c]++;
                 }
                 seconds[c] += sw.Elapsed.TotalSeconds;
@@ -70,8 +88,13 @@ public sealed class KlEvaluator(ILanguageModel model, int bos, ILanguageModel? r
         long n = (long)done * (ctx - 1);
         var rows = new KlResult[configs.Count];
         for (int c = 0; c < rows.Length; c++)
+        {
+            var sorted = perToken[c].AsSpan(0, (int)n);
+            sorted.Sort();
             rows[c] = new KlResult(configs[c].Name, reference.Name, kl[c] / n, agree[c] / (double)n, Math.Exp(nll[c] / n),
-                Math.Exp(refNll / n), n, done, ctx, memory[c].BitsPerElement, memory[c].BytesPerToken, seconds[c]);
+                Math.Exp(refNll / n), n, done, ctx, memory[c].BitsPerElement, memory[c].BytesPerToken, seconds[c],
+                Percentile(sorted, 0.99), Percentile(sorted, 0.999), sorted[^1]);
+        }
         return rows;
     }
 }

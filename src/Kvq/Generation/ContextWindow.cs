@@ -40,11 +40,14 @@ public sealed class ContextWindow : IDisposable
 
     /// <summary>A window of <paramref name="size"/> tokens in sequences of <paramref name="model"/> with
     /// <paramref name="config"/>, shifting when full; it owns (and disposes) its sequences.</summary>
-    public static ContextWindow Shifting(ILanguageModel model, KvCacheConfig config, int size, int keep = DefaultKeep)
+    /// <param name="first">The sequence to start in (a restored session), owned by the window from here; a new one when null.</param>
+    public static ContextWindow Shifting(ILanguageModel model, KvCacheConfig config, int size, int keep = DefaultKeep, IKvSequence? first = null)
     {
         if (size < 2) throw new ArgumentOutOfRangeException(nameof(size), size, "a context window needs room for at least 2 tokens");
+        if (first != null && first.Length > size)
+            throw new ArgumentOutOfRangeException(nameof(first), first.Length, $"the sequence holds more tokens than the window of {size}");
         keep = Math.Clamp(keep, 0, size / 2);
-        return new ContextWindow(model.CreateSequence(config, size), () => model.CreateSequence(config, size), size, keep, owned: true);
+        return new ContextWindow(first ?? model.CreateSequence(config, size), () => model.CreateSequence(config, size), size, keep, owned: true);
     }
 
     /// <summary>Whether <paramref name="tokens"/> more fit in the current sequence.</summary>

@@ -37,10 +37,19 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
 
     /// <summary>Generates in <paramref name="window"/>: a full fixed window stops with <see cref="StopReason.ContextFull"/>,
     /// a shifting one drops old tokens and goes on. The prompt must fit in the window.</summary>
+    /// <param name="prompt">With a restored session: the window's sequence already holds the prompt's first tokens (they
+    /// must be its first tokens; only the rest is run), and the logits after them; and a hook to save the prompt.</param>
     public GenerationResult Generate(int[] promptTokens, GenerationOptions options, ContextWindow window, Action<string>? onText = null,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default, PromptState? prompt = null)
     {
-        if (!window.Fits(promptTokens.Length))
+        int held = prompt == null ? 0 : window.Sequence.Length;
+        if (held > promptTokens.Length)
+            throw new ArgumentException($"the sequence already holds {held} tokens, more than the prompt's {promptTokens.Length}");
+        if (held > 0 && held == promptTokens.Length && prompt!.RestoredLogits == null)
+            throw new ArgumentException("the sequence holds the whole prompt but no logits were restored for its last token");
+        if (prompt?.RestoredLogits is { } restored && restored.Length != model.Config.VocabSize)
+            throw new ArgumentException($"{restored.Length} restored logits for a vocabulary of {model.Config.VocabSize}");
+        if (!window.Fits(promptTokens.Length - held))
             throw new ArgumentException($"the prompt is {promptTokens.Length} tokens, more than the context window of {window.Size} " +
                                         $"(with {window.Sequence.Length} already in it)");
         int vocab = model.Config.VocabSize;
@@ -58,8 +67,10 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
         }
 
         var sw = Stopwatch.StartNew();
-        model.Forward(promptTokens, window.Sequence, logits);
+        if (held < promptTokens.Length) model.Forward(promptTokens.AsSpan(held), window.Sequence, logits);
+        else prompt!.RestoredLogits.AsSpan().CopyTo(logits);
         double promptSeconds = sw.Elapsed.TotalSeconds;
+        prompt?.AfterPrompt?.Invoke(window.Sequence, logits);
         sw.Restart();
         int generated = 0;
         var reason = StopReason.MaxTokens;

@@ -16,7 +16,33 @@ public sealed record ModelConfig
     public float RopeScale { get; init; } = 1f;          // linear position scaling (positions are divided by it)
     public int RopeDims { get; init; }                   // dims of each head that rotate (= HeadDim normally)
     public required RopeStyle RopeStyle { get; init; }
+    /// <summary>Per-pair divisors of the RoPE angle (RopeDims/2): Llama 3.1's long-context scaling (GGUF rope_freqs.weight,
+    /// or computed from an HF rope_scaling of type llama3); null: none.</summary>
+    public float[]? RopeFreqFactors { get; init; }
+    /// <summary>YaRN scaling (GGUF rope.scaling.type yarn); null: none.</summary>
+    public RopeYarn? RopeYarn { get; init; }
+    /// <summary>Per-head RMSNorm of queries and keys before RoPE (Qwen3, Gemma 3); weights in LayerWeights.QNorm/KNorm.</summary>
+    public bool QkNorm { get; init; }
+    /// <summary>Sliding attention window in tokens (a query sees itself and the Window-1 tokens before it) on the layers
+    /// <see cref="SlidingLayers"/> marks (all when null); 0: every layer attends to the whole context.</summary>
+    public int SlidingWindow { get; init; }
+    public bool[]? SlidingLayers { get; init; }
+
+    /// <summary>The window of <paramref name="layer"/> in tokens, or 0 where it sees the whole context.</summary>
+    public int WindowOf(int layer) => SlidingWindow > 0 && (SlidingLayers == null || SlidingLayers[layer]) ? SlidingWindow : 0;
+
+    /// <summary>The features of this config beyond a plain Llama decoder (named for a backend that must refuse them).</summary>
+    public IReadOnlyList<string> ExtendedFeatures()
+    {
+        var f = new List<string>();
+        if (RopeFreqFactors != null) f.Add("RoPE frequency factors (llama3 scaling)");
+        if (RopeYarn != null) f.Add("YaRN RoPE scaling");
+        if (QkNorm) f.Add("QK-norm");
+        if (SlidingWindow > 0) f.Add($"sliding-window attention ({SlidingWindow} tokens)");
+        return f;
+    }
     public required int ContextLength { get; init; }     // trained context, for information
+    public Experts.ExpertConfig? Experts { get; init; }  // mixture-of-experts feed-forward (null: dense SwiGLU)
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
     public int GroupSize => Heads / KvHeads;             // query heads per KV head
@@ -34,5 +60,14 @@ public sealed record ModelConfig
         Check(RopeDims > 0 && RopeDims <= HeadDim && RopeDims % 2 == 0, $"rope dims {RopeDims} must be even and <= head dim {HeadDim}");
         Check(NormEps > 0 && float.IsFinite(NormEps), $"norm epsilon {NormEps} must be positive");
         Check(RopeBase > 0 && float.IsFinite(RopeBase), $"rope base {RopeBase} must be positive");
+        Check(RopeFreqFactors == null || RopeFreqFactors.Length == RopeDims / 2,
+            $"{RopeFreqFactors?.Length} RoPE frequency factors, expected one per rotated pair ({RopeDims / 2})");
+        if (RopeFreqFactors != null)
+            foreach (var f in RopeFreqFactors) Check(f > 0 && float.IsFinite(f), $"RoPE frequency factor {f} must be positive and finite");
+        Check(RopeYarn == null || (RopeYarn.Factor >= 1 && float.IsFinite(RopeYarn.Factor) && RopeYarn.OriginalContext > 0),
+            $"YaRN factor {RopeYarn?.Factor} must be >= 1 and its original context {RopeYarn?.OriginalContext} positive");
+        Check(SlidingWindow >= 0, $"sliding window {SlidingWindow} must not be negative");
+        Check(SlidingLayers == null || SlidingLayers.Length == Layers, $"{SlidingLayers?.Length} sliding-layer flags for {Layers} layers");
+        Experts?.Validate(source);
     }
 }

@@ -31,9 +31,8 @@ public sealed class ModelWeights : IDisposable
             if (!TiedOutput) n += (long)Output.Rows * Output.Cols;
             foreach (var l in Layers)
             {
-                n += l.AttnNorm.Length + l.FfnNorm.Length;
-                foreach (var m in new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.WGate, l.WUp, l.WDown }) n += (long)m.Rows * m.Cols;
-                n += (l.Bq?.Length ?? 0) + (l.Bk?.Length ?? 0) + (l.Bv?.Length ?? 0);
+                n += l.VectorFloats;
+                foreach (var m in l.Matrices) n += (long)m.Rows * m.Cols;
             }
             return n;
         }
@@ -47,9 +46,8 @@ public sealed class ModelWeights : IDisposable
             if (!TiedOutput) n += Output.ByteSize;
             foreach (var l in Layers)
             {
-                n += (l.AttnNorm.Length + l.FfnNorm.Length) * 4L;
-                foreach (var m in new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.WGate, l.WUp, l.WDown }) n += m.ByteSize;
-                n += ((l.Bq?.Length ?? 0) + (l.Bk?.Length ?? 0) + (l.Bv?.Length ?? 0)) * 4L;
+                n += l.VectorFloats * 4L;
+                foreach (var m in l.Matrices) n += m.ByteSize;
             }
             return n;
         }

@@ -28,6 +28,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     private readonly float[] _gate;   // (batch, ffn)
     private readonly float[] _up;     // (batch, ffn)
     private readonly float[] _last;   // (batch, dim) last rows of a batch's segments, normed, for the logits
+    private readonly Experts.ExpertFeedForward? _experts;   // mixture-of-experts layers' feed-forward
 
     public Transformer(ModelWeights weights, Parallelism? parallelism = null, int maxBatch = 64)
     {
@@ -46,6 +47,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         _gate = new float[maxBatch * c.FfnDim];
         _up = new float[maxBatch * c.FfnDim];
         _last = new float[maxBatch * c.Dim];
+        if (c.Experts != null) _experts = new Experts.ExpertFeedForward(c.Experts, c.Dim, maxBatch);
     }
 
     public int MaxBatchTokens => MaxBatch;
@@ -85,7 +87,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
                 if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
                 if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
                 if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
-                _rope.RotateHeads(_q.AsSpan(t * qDim, qDim), c.Heads, pos0 + t);
+                PrepareQueryAndKey(w, t, pos0 + t);
             }
             kv.Append(l, _k.AsSpan(0, n * kvDim), _v.AsSpan(0, n * kvDim), n);
             kv.Attend(l, _q.AsSpan(0, n * qDim), n, _att.AsSpan(0, n * qDim), par);
@@ -94,10 +96,14 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             // Feed-forward block (SwiGLU).
             for (int t = 0; t < n; t++)
                 Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
-            Project(w.WGate, _xn, _gate, n);
-            Project(w.WUp, _xn, _up, n);
-            Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
-            Project(w.WDown, _gate, _proj, n);
+            if (w.Experts != null) _experts!.Forward(w.Experts, _xn, _proj, 0, n, vectorRows: n == 1, par);
+            else
+            {
+                Project(w.WGate!, _xn, _gate, n);
+                Project(w.WUp!, _xn, _up, n);
+                Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                Project(w.WDown!, _gate, _proj, n);
+            }
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         kv.Commit(n);
@@ -133,7 +139,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
                     if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
                     if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
                     if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
-                    _rope.RotateHeads(_q.AsSpan(t * qDim, qDim), c.Heads, pos0 + t - s.Start);
+                    PrepareQueryAndKey(w, t, pos0 + t - s.Start);
                 }
                 s.Kv.Append(l, _k.AsSpan(s.Start * kvDim, s.Count * kvDim), _v.AsSpan(s.Start * kvDim, s.Count * kvDim), s.Count);
                 s.Kv.Attend(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count, _att.AsSpan(s.Start * qDim, s.Count * qDim), par);
@@ -142,10 +148,14 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
             for (int t = 0; t < n; t++)
                 Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
-            ProjectBatch(w.WGate, _xn, _gate, segments, decodeRows);
-            ProjectBatch(w.WUp, _xn, _up, segments, decodeRows);
-            Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
-            ProjectBatch(w.WDown, _gate, _proj, segments, decodeRows);
+            if (w.Experts != null) ExpertsBatch(w.Experts, segments, decodeRows);
+            else
+            {
+                ProjectBatch(w.WGate!, _xn, _gate, segments, decodeRows);
+                ProjectBatch(w.WUp!, _xn, _up, segments, decodeRows);
+                Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                ProjectBatch(w.WDown!, _gate, _proj, segments, decodeRows);
+            }
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         foreach (var s in segments) s.Kv.Commit(s.Count);
@@ -155,6 +165,28 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             if (s.Logits)
                 Kernels.RmsNorm(_x.AsSpan((s.Start + s.Count - 1) * dim, dim), Weights.OutputNorm, c.NormEps, _last.AsSpan(wanted++ * dim, dim));
         if (wanted > 0) Weights.Output.MatVecRows(_last.AsSpan(0, wanted * dim), logits[..(wanted * c.VocabSize)], wanted, par);
+    }
+
+    /// <summary>Row <paramref name="t"/>'s query and key after projection: QK-norm (per-head RMSNorm of both, before RoPE;
+    /// the cache gets the normed keys), then RoPE on the query and YaRN's magnitude (<see cref="Rope.QueryScale"/>).</summary>
+    private void PrepareQueryAndKey(LayerWeights w, int t, long position)
+    {
+        var c = Config;
+        var q = _q.AsSpan(t * c.QDim, c.QDim);
+        if (w.QNorm != null) HeadNorm(q, c.Heads, c.HeadDim, w.QNorm, c.NormEps);
+        if (w.KNorm != null) HeadNorm(_k.AsSpan(t * c.KvDim, c.KvDim), c.KvHeads, c.HeadDim, w.KNorm, c.NormEps);
+        _rope.RotateHeads(q, c.Heads, position);
+        if (_rope.QueryScale != 1f) TensorPrimitives.Multiply(q, _rope.QueryScale, q);
+    }
+
+    /// <summary>RMSNorm of each head of a (heads*headDim) vector with one (headDim) weight, in place.</summary>
+    public static void HeadNorm(Span<float> vec, int heads, int headDim, ReadOnlySpan<float> weight, float eps)
+    {
+        for (int h = 0; h < heads; h++)
+        {
+            var head = vec.Slice(h * headDim, headDim);
+            Kernels.RmsNorm(head, weight, eps, head);
+        }
     }
 
     /// <summary>Checks a batch's layout; returns its decode rows (they come first).</summary>
@@ -188,6 +220,15 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         foreach (var s in segments)
             if (!s.Decode) // MatMul even for one row: the last row of a prompt sums as it does in a longer chunk
                 w.MatMul(input.AsSpan(s.Start * w.Cols, s.Count * w.Cols), output.AsSpan(s.Start * w.Rows, s.Count * w.Rows), s.Count, Parallelism);
+    }
+
+    /// <summary>The mixture-of-experts feed-forward of a batch, split as <see cref="ProjectBatch"/> splits: the decode
+    /// rows together (each expert's weights read once for all of them), each prompt chunk on its own.</summary>
+    private void ExpertsBatch(Experts.ExpertWeights w, ReadOnlySpan<BatchSegment> segments, int decodeRows)
+    {
+        if (decodeRows > 0) _experts!.Forward(w, _xn, _proj, 0, decodeRows, vectorRows: true, Parallelism);
+        foreach (var s in segments)
+            if (!s.Decode) _experts!.Forward(w, _xn, _proj, s.Start, s.Count, vectorRows: false, Parallelism);
     }
 
     private void Project(WeightMatrix w, float[] input, float[] output, int n)

@@ -17,7 +17,8 @@ public sealed class KvPool
     public long BudgetBytes { get; }
     /// <summary>Blocks in the pool (all layers and heads, keys and values).</summary>
     public int Blocks { get; }
-    /// <summary>Bytes of one block: every layer and KV head, keys and values.</summary>
+    /// <summary>Bytes of one block: every layer and KV head, keys and values, plus the reserve for sparse outlier rows
+    /// beside it (<see cref="KvLayoutPlan.OutlierReservePerBlock"/>; 0 for formats without them).</summary>
     public long BytesPerBlock { get; }
     /// <summary>Bytes a running sequence keeps outside blocks (staging, sinks).</summary>
     public long BytesPerSequence { get; }
@@ -36,7 +37,9 @@ public sealed class KvPool
     {
         _policyChunk = policyChunk;
         var plan = KvLayoutPlan.Build(shape, config);
-        BytesPerBlock = plan.BytesPerBlock;
+        // KVQuant's exact outliers live beside blocks (their number depends on the text): each block's share of the
+        // budget includes a reserve for them, so the arenas plus the sparse rows stay within the budget.
+        BytesPerBlock = plan.BytesPerBlock + plan.OutlierReservePerBlock;
         BytesPerSequence = plan.BytesPerSequence;
         SinkBankBytes = plan.SinkBankBytes;
         MaxRunning = BytesPerSequence == 0 ? maxRunning : (int)Math.Clamp(budgetBytes / 2 / BytesPerSequence, 1, maxRunning);

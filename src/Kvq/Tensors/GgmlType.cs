@@ -4,7 +4,7 @@ namespace Kvq.Tensors;
 public enum GgmlType : uint
 {
     F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
-    Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
+    Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, IQ4_NL = 20, IQ4_XS = 23, BF16 = 30,
 }
 
 /// <summary>Block geometry of each type: values per block and bytes per block (ggml's type traits).</summary>
@@ -13,7 +13,8 @@ public static class GgmlTypeInfo
     public static bool IsSupported(GgmlType t) => t switch
     {
         GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0
-            or GgmlType.Q5_1 or GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K => true,
+            or GgmlType.Q5_1 or GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.IQ4_NL
+            or GgmlType.IQ4_XS => true,
         _ => false,
     };
 
@@ -21,8 +22,8 @@ public static class GgmlTypeInfo
     public static int BlockSize(GgmlType t) => t switch
     {
         GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => 1,
-        GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q8_0 or GgmlType.Q8_1 => 32,
-        GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K => 256,
+        GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q8_0 or GgmlType.Q8_1 or GgmlType.IQ4_NL => 32,
+        GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K or GgmlType.IQ4_XS => 256,
         _ => throw new NotSupportedException($"ggml type {(uint)t} is not supported"),
     };
 
@@ -43,6 +44,8 @@ public static class GgmlTypeInfo
         GgmlType.Q5_K => 176,
         GgmlType.Q6_K => 210,
         GgmlType.Q8_K => 292,
+        GgmlType.IQ4_NL => 18,
+        GgmlType.IQ4_XS => 136,
         _ => throw new NotSupportedException($"ggml type {(uint)t} is not supported"),
     };
 

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace Kvq.Tensors;
 
 /// <summary>A job over an index range [start, end); a struct so the loop body is not a delegate call per item.</summary>
@@ -7,10 +9,15 @@ public interface IRangeJob
 }
 
 /// <summary>
-/// How many threads kernels may use. Splits a range into at most <see cref="Threads"/> contiguous chunks; the
-/// calling thread runs chunk 0 and persistent workers run the rest. Decode issues ~60 parallel regions per token
-/// of ~10-50 us each, so hand-off latency matters: workers spin briefly before sleeping (ManualResetEventSlim's
-/// spin-then-block), and nothing is allocated per call. With one thread, or a small range, the job runs inline.
+/// How many threads kernels may use. Splits a range into at most <see cref="Threads"/> contiguous pieces (the same
+/// boundaries whoever runs them, so results never depend on timing) that the calling thread and persistent workers
+/// claim one at a time from a shared counter: the caller starts on piece 0 at once and, when it runs out of its own,
+/// takes any piece no worker has claimed yet. So a worker that is late (its core busy with another process, or
+/// waking from sleep) costs nothing: the caller runs that piece itself instead of waiting for a thread the OS has
+/// not scheduled. The caller waits only for pieces a worker has already started.
+/// Decode issues ~60 regions per token of ~5-50 us each, so hand-off latency matters: between regions workers spin
+/// on the counter (pause instructions) for <see cref="SpinMicroseconds"/>, then block until woken; nothing is
+/// allocated per call. With one thread, or a small range, the job runs inline.
 /// Not reentrant: one region at a time per instance (a model run owns its instance).
 /// </summary>
 public sealed class Parallelism : IDisposable
@@ -18,25 +25,30 @@ public sealed class Parallelism : IDisposable
     public int Threads { get; }
     public static readonly Parallelism Single = new(1);
 
-    private readonly Worker[] _workers;
+    /// <summary>How long an idle worker polls for the next region before it blocks (a decode token's regions are
+    /// microseconds apart; between tokens and runs the gap is longer and the worker sleeps).</summary>
+    public const int SpinMicroseconds = 200;
+
+    private readonly Shared _s;
     private readonly Dictionary<Type, IChunkRunner> _runners = new();
-    private IChunkRunner? _current;
-    private int _count, _chunks, _remaining;
-    private Exception? _error;
 
     public Parallelism(int threads)
     {
         Threads = Math.Max(1, threads);
-        _workers = new Worker[Threads - 1];
-        for (int i = 0; i < _workers.Length; i++) _workers[i] = new Worker(this, i + 1);
+        _s = new Shared(Threads - 1);
+        for (int i = 0; i < Threads - 1; i++)
+        {
+            var t = new Thread(_s.WorkerLoop) { IsBackground = true, Name = $"kvq-worker-{i + 1}" };
+            t.Start(i);
+        }
     }
 
     public static Parallelism Default => new(Environment.ProcessorCount);
 
     public void For<TJob>(int count, int minChunk, ref TJob job) where TJob : struct, IRangeJob
     {
-        int chunks = Math.Min(Threads, Math.Max(1, count / Math.Max(1, minChunk)));
-        if (chunks <= 1)
+        int pieces = Math.Min(Threads, Math.Max(1, count / Math.Max(1, minChunk)));
+        if (pieces <= 1)
         {
             job.Run(0, count);
             return;
@@ -48,96 +60,129 @@ public sealed class Parallelism : IDisposable
             runner = (JobRunner<TJob>)r;
         }
         runner.Job = job;
-        _current = runner;
-        _count = count;
-        _chunks = chunks;
-        _error = null;
-        Volatile.Write(ref _remaining, chunks - 1);
-        for (int w = 0; w < chunks - 1; w++) _workers[w].Start.Set();
-        try
-        {
-            runner.Run(0, count, chunks);
-        }
-        finally
-        {
-            var spin = new SpinWait();
-            while (Volatile.Read(ref _remaining) > 0) spin.SpinOnce(sleep1Threshold: -1);
-            _current = null;
-        }
-        if (_error != null) throw new AggregateException("a parallel kernel chunk failed", _error);
+        _s.Run(runner, count, pieces);
     }
 
     private interface IChunkRunner
     {
-        void Run(int chunk, int count, int chunks);
+        void Run(int piece, int count, int pieces);
     }
 
     private sealed class JobRunner<TJob> : IChunkRunner where TJob : struct, IRangeJob
     {
         public TJob Job;
 
-        public void Run(int chunk, int count, int chunks)
+        public void Run(int piece, int count, int pieces)
         {
-            int start = (int)((long)count * chunk / chunks);
-            int end = (int)((long)count * (chunk + 1) / chunks);
+            int start = (int)((long)count * piece / pieces);
+            int end = (int)((long)count * (piece + 1) / pieces);
             Job.Run(start, end);
         }
     }
 
-    /// <summary>A persistent thread running one chunk per region. It holds its owner weakly, so an undisposed
-    /// Parallelism is still collected and its finalizer stops the threads.</summary>
-    private sealed class Worker
+    /// <summary>
+    /// The state the calling thread and the workers share (the workers hold this, not the <see cref="Parallelism"/>,
+    /// so an undisposed instance is still collected and its finalizer stops them).
+    /// A region is published as a claim word: generation in the high 32 bits, next unclaimed piece in the low 32.
+    /// A thread claims by compare-and-swap on the word it read, after reading the region's parameters; the swap
+    /// fails if the region changed meanwhile (the caller publishes a new region only after every piece of the last
+    /// was claimed and finished), so a piece is never run with another region's parameters.
+    /// </summary>
+    private sealed class Shared(int workers)
     {
-        public readonly ManualResetEventSlim Start = new(false, spinCount: 2000);
-        public volatile bool Stop;
-        private readonly WeakReference<Parallelism> _owner;
-        private readonly int _chunk;
+        private long _claim;            // (generation << 32) | next piece
+        private IChunkRunner? _runner;
+        private int _count, _pieces;
+        private int _done;              // pieces finished in the current region
+        private Exception? _error;
+        private volatile bool _stop;
+        private readonly int[] _sleeping = new int[workers];
+        private readonly ManualResetEventSlim[] _wake = Enumerable.Range(0, workers).Select(_ => new ManualResetEventSlim(false, 1)).ToArray();
 
-        public Worker(Parallelism owner, int chunk)
+        public void Run(IChunkRunner runner, int count, int pieces)
         {
-            _owner = new WeakReference<Parallelism>(owner);
-            _chunk = chunk;
-            var t = new Thread(Loop) { IsBackground = true, Name = $"kvq-worker-{chunk}" };
-            t.Start();
+            _runner = runner;
+            _count = count;
+            _pieces = pieces;
+            _error = null;
+            Volatile.Write(ref _done, 0);
+            long gen = (Volatile.Read(ref _claim) >> 32) + 1;
+            Interlocked.Exchange(ref _claim, gen << 32); // full fence: workers see the parameters, then the word
+            for (int w = 0; w < _sleeping.Length; w++)
+                if (Volatile.Read(ref _sleeping[w]) != 0) _wake[w].Set();
+            RunPieces();
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _done) < pieces) spin.SpinOnce(sleep1Threshold: -1);
+            if (_error != null) throw new AggregateException("a parallel kernel chunk failed", _error);
         }
 
-        private void Loop()
+        /// <summary>Claims and runs pieces of the current region until none is left; whether it ran any.</summary>
+        private bool RunPieces()
         {
+            bool ran = false;
             while (true)
             {
-                Start.Wait();
-                Start.Reset();
-                if (Stop || !_owner.TryGetTarget(out var o)) return;
+                long c = Volatile.Read(ref _claim);
+                int piece = (int)c;
+                var runner = _runner;
+                int count = _count, pieces = _pieces;
+                if (piece >= pieces || runner == null) return ran;
+                if (Interlocked.CompareExchange(ref _claim, c + 1, c) != c) continue;
                 try
                 {
-                    o._current!.Run(_chunk, o._count, o._chunks);
+                    runner.Run(piece, count, pieces);
                 }
                 catch (Exception e)
                 {
-                    o._error = e;
+                    Interlocked.CompareExchange(ref _error, e, null);
                 }
                 finally
                 {
-                    Interlocked.Decrement(ref o._remaining);
+                    Interlocked.Increment(ref _done);
                 }
+                ran = true;
             }
+        }
+
+        public void WorkerLoop(object? index)
+        {
+            int w = (int)index!;
+            long spinTicks = Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
+            while (!_stop)
+            {
+                // Read before looking for pieces: a region published after this read changes the word, so the poll
+                // below sees it at once; one published before it is found by RunPieces.
+                long seen = Volatile.Read(ref _claim);
+                if (RunPieces()) continue;
+                // Poll for the next region, then sleep until the caller wakes this worker.
+                long until = Stopwatch.GetTimestamp() + spinTicks;
+                bool changed = false;
+                for (int i = 0; !_stop; i++)
+                {
+                    if (Volatile.Read(ref _claim) != seen) { changed = true; break; }
+                    Thread.SpinWait(1);
+                    if ((i & 63) == 63 && Stopwatch.GetTimestamp() > until) break;
+                }
+                if (changed || _stop) continue;
+                Interlocked.Exchange(ref _sleeping[w], 1); // full fence, paired with the caller's exchange of _claim
+                if (Volatile.Read(ref _claim) == seen && !_stop) _wake[w].Wait();
+                _wake[w].Reset();
+                Volatile.Write(ref _sleeping[w], 0);
+            }
+        }
+
+        public void Stop()
+        {
+            _stop = true;
+            foreach (var e in _wake) e.Set();
         }
     }
 
     public void Dispose()
     {
-        StopWorkers();
+        _s.Stop();
         GC.SuppressFinalize(this);
     }
 
-    ~Parallelism() => StopWorkers();
-
-    private void StopWorkers()
-    {
-        foreach (var w in _workers)
-        {
-            w.Stop = true;
-            w.Start.Set();
-        }
-    }
+    ~Parallelism() => _s.Stop();
 }

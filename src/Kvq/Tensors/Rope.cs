@@ -4,7 +4,12 @@ namespace Kvq.Tensors;
 
 /// <summary>
 /// Rotary position embedding. Angles follow llama.cpp's float recurrence (theta_i = p * base^(-2i/d), computed as
-/// repeated float multiplication) so that logits agree with it closely at long positions.
+/// repeated float multiplication) so that logits agree with it closely at long positions. Variants: linear scaling
+/// (positions divided by <see cref="Scale"/>), per-pair frequency factors (Llama 3.1's rope_freqs: theta_i / f_i),
+/// YaRN (<see cref="RopeYarn"/>) and partial rotation (only the first <see cref="RopeDims"/> of a head turn). Every
+/// variant keeps the angle linear in the position, so the angle-addition shortcuts (<see cref="RotateRun"/>,
+/// <see cref="RopeAngleTable"/>) hold; YaRN's magnitude is not part of the angles but <see cref="QueryScale"/>, which
+/// the model multiplies into its queries (scores = q.k, so scaling q by m^2 equals scaling q and k by m).
 /// </summary>
 public sealed class Rope
 {
@@ -13,16 +18,29 @@ public sealed class Rope
     public RopeStyle Style { get; }
     public float Base { get; }
     public float Scale { get; }
+    /// <summary>Per-pair divisors of the angle (RopeDims/2), or null.</summary>
+    public float[]? FreqFactors { get; }
+    public RopeYarn? Yarn { get; }
+    /// <summary>Factor the model multiplies queries by after rotating them: YaRN's magnitude squared, else 1.</summary>
+    public float QueryScale { get; }
     private readonly float _thetaScale;
+    private readonly float _rampLow, _rampHigh;
 
-    public Rope(int headDim, int ropeDims, float ropeBase, float scale, RopeStyle style)
+    public Rope(int headDim, int ropeDims, float ropeBase, float scale, RopeStyle style, float[]? freqFactors = null, RopeYarn? yarn = null)
     {
         HeadDim = headDim;
         RopeDims = ropeDims;
         Base = ropeBase;
-        Scale = scale;
+        Scale = yarn?.Factor ?? scale;
         Style = style;
+        if (freqFactors != null && freqFactors.Length != ropeDims / 2)
+            throw new ArgumentException($"{freqFactors.Length} RoPE frequency factors for {ropeDims / 2} rotated pairs", nameof(freqFactors));
+        FreqFactors = freqFactors;
+        Yarn = yarn;
         _thetaScale = MathF.Pow(ropeBase, -2.0f / ropeDims);
+        if (yarn != null) (_rampLow, _rampHigh) = yarn.CorrectionDims(ropeDims, ropeBase);
+        float m = yarn?.Magnitude ?? 1f;
+        QueryScale = m * m;
     }
 
     private RopeAngleTable? _table;
@@ -30,16 +48,45 @@ public sealed class Rope
     /// <summary>Cached angles for kernels that rotate many positions per call (fused pre-RoPE key scores).</summary>
     public RopeAngleTable Table => _table ?? Interlocked.CompareExchange(ref _table, new RopeAngleTable(this), null) ?? _table!;
 
-    public static Rope For(ModelConfig c) => new(c.HeadDim, c.RopeDims, c.RopeBase, c.RopeScale, c.RopeStyle);
+    public static Rope For(ModelConfig c) => new(c.HeadDim, c.RopeDims, c.RopeBase, c.RopeScale, c.RopeStyle, c.RopeFreqFactors, c.RopeYarn);
 
     /// <summary>cos and sin of each rotated pair's angle at <paramref name="position"/> (RopeDims/2 each).</summary>
     public void Angles(long position, Span<float> cos, Span<float> sin)
     {
+        if (FreqFactors != null || Yarn != null)
+        {
+            ScaledAngles(position, cos, sin);
+            return;
+        }
         float theta = position / Scale;
         for (int i = 0; i < RopeDims / 2; i++)
         {
             cos[i] = MathF.Cos(theta);
             sin[i] = MathF.Sin(theta);
+            theta *= _thetaScale;
+        }
+    }
+
+    /// <summary>ggml's rope cache with frequency factors and YaRN, in its order of float operations: theta_extrap =
+    /// p base^(-2i/d) / f_i, theta_interp = theta_extrap / factor, and for YaRN a ramp mix of the two.</summary>
+    private void ScaledAngles(long position, Span<float> cos, Span<float> sin)
+    {
+        float freqScale = 1f / Scale;
+        float ext = Yarn?.ExtFactor ?? 0f;
+        float theta = position;
+        for (int i = 0; i < RopeDims / 2; i++)
+        {
+            float extrap = FreqFactors != null ? theta / FreqFactors[i] : theta;
+            float interp = freqScale * extrap;
+            float angle = interp;
+            if (ext != 0)
+            {
+                float y = (i - _rampLow) / MathF.Max(0.001f, _rampHigh - _rampLow);
+                float mix = (1 - MathF.Min(1, MathF.Max(0, y))) * ext;
+                angle = interp * (1 - mix) + extrap * mix;
+            }
+            cos[i] = MathF.Cos(angle);
+            sin[i] = MathF.Sin(angle);
             theta *= _thetaScale;
         }
     }

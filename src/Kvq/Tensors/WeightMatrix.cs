@@ -51,6 +51,15 @@ public sealed unsafe class WeightMatrix
 
     public byte* Row(int r) => Data + r * RowBytes;
 
+    /// <summary>Rows [<paramref name="first"/>, first + <paramref name="count"/>) as a matrix of their own, over the same
+    /// bytes (no copy): the parts of a fused tensor (Phi-3's q|k|v, gate|up) or one expert of a stacked tensor.</summary>
+    public WeightMatrix SliceRows(string name, int first, int count)
+    {
+        if (first < 0 || count <= 0 || first + count > Rows)
+            throw new ArgumentOutOfRangeException(nameof(count), $"{Name}: rows [{first}, {first + count}) are outside 0..{Rows}");
+        return new WeightMatrix(name, count, Cols, Type, Row(first), _owner);
+    }
+
     public void DequantizeRow(int r, Span<float> dst) => RowKernels.Dequantize(Type, Row(r), dst[..Cols]);
 
     public float DotRow(int r, ReadOnlySpan<float> x) => RowKernels.Dot(Type, Row(r), x[..Cols]);
@@ -62,7 +71,7 @@ public sealed unsafe class WeightMatrix
         fixed (float* px = x)
         fixed (float* py = y)
         {
-            var job = new MatVecJob(this, px, py);
+            var job = new MatVecJob(this, px, py, FiniteHalf);
             par.For(Rows, 64, ref job);
         }
     }
@@ -105,7 +114,7 @@ public sealed unsafe class WeightMatrix
             if (w.Type == GgmlType.F16)
             {
                 if (HalfRowBlock.Supported(k))
-                    HalfRowBlock.Rows(w.Row(start), w.RowBytes, end - start, k, x, n, y + start, w.Rows, Decoded(2 * k));
+                    HalfRowBlock.Rows(w.Row(start), w.RowBytes, end - start, k, x, n, y + start, w.Rows, Decoded(2 * k), w.FiniteHalf);
                 else
                     for (int r = start; r < end; r++)
                         HalfDot.DotMany(new ReadOnlySpan<Half>(w.Row(r), k), x, k, n, y + r, w.Rows);
@@ -118,12 +127,38 @@ public sealed unsafe class WeightMatrix
         }
     }
 
-    private readonly struct MatVecJob(WeightMatrix w, float* x, float* y) : IRangeJob
+    private readonly struct MatVecJob(WeightMatrix w, float* x, float* y, bool finiteHalf) : IRangeJob
     {
         public void Run(int start, int end)
         {
+            if (finiteHalf)
+            {
+                HalfDot.DotRowsFinite(w.Row(start), w.RowBytes, end - start, w.Cols, x, y + start);
+                return;
+            }
             var xs = new ReadOnlySpan<float>(x, w.Cols);
             for (int r = start; r < end; r++) y[r] = RowKernels.Dot(w.Type, w.Row(r), xs);
+        }
+    }
+
+    /// <summary>0 not yet known, 1 every value finite, 2 some inf or NaN (f16 only; see <see cref="FiniteHalf"/>).</summary>
+    private int _finite;
+
+    /// <summary>Whether this is an f16 matrix without inf/NaN values, so <see cref="MatVec"/> may use the cheaper exact
+    /// conversion (<see cref="HalfDot.DotRowsFinite"/>, bitwise the same sums). Scanned once, on first use.</summary>
+    internal bool FiniteHalf
+    {
+        get
+        {
+            if (Type != GgmlType.F16) return false;
+            int f = Volatile.Read(ref _finite);
+            if (f == 0)
+            {
+                bool all = true;
+                for (int r = 0; r < Rows && all; r++) all = HalfDot.AllFinite(new ReadOnlySpan<Half>(Row(r), Cols));
+                Volatile.Write(ref _finite, f = all ? 1 : 2);
+            }
+            return f == 1;
         }
     }
 
@@ -141,7 +176,10 @@ public sealed unsafe class WeightMatrix
             else
             {
                 decoded = Decoded(rows * k);
-                for (int i = 0; i < rows; i++) RowKernels.Dequantize(w.Type, w.Row(start + i), decoded.AsSpan(i * k, k));
+                if (w.FiniteHalf) // the same floats as RowKernels.Dequantize, with the cheaper exact widening
+                    for (int i = 0; i < rows; i++) HalfDot.ToSingleFinite(new ReadOnlySpan<Half>(w.Row(start + i), k), decoded.AsSpan(i * k, k));
+                else
+                    for (int i = 0; i < rows; i++) RowKernels.Dequantize(w.Type, w.Row(start + i), decoded.AsSpan(i * k, k));
                 a = null;
             }
             int chunk = Math.Max(4, (TokenChunkBytes / (4 * k)) & ~3);

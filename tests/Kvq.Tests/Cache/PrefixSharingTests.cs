@@ -59,6 +59,7 @@ public class PrefixSharingFormatTests
     [InlineData("int4-ch/f16", 0, 1472, 1e-4)] // per-channel keys encode whole blocks (no residual window)
     [InlineData("f16", 4, 1472, 1e-4)]
     [InlineData("q8_0", 1, 1472, 1e-4)]
+    [InlineData("nuq3-1%", 1, 1472, 1e-4)]   // cached blocks keep their sparse outlier rows (KVQuant)
     public void SharedPromptIsReusedAndGivesTheFreshRunsLogits(string spec, int sink, int expectedReuse, double relL2)
     {
         var model = new Transformer(SharedModels.Books, new Parallelism(2));
@@ -68,6 +69,7 @@ public class PrefixSharingFormatTests
         int[] promptA = [1, .. shared, .. moby.AsSpan(40000, 3)];
         int[] promptB = [1, .. shared, .. moby.AsSpan(50000, 29)];
         var config = KvCacheConfig.Parse(spec) with { SinkTokens = sink };
+        if (spec.StartsWith("nuq")) config = config with { Profile = Codecs.KvQuant.KvQuantTestData.Profile(model.KvShape) };
         var cache = new PagedKvCache(model.KvShape, config);
         var logits = new float[vocab];
         using (var a = cache.CreateSequence(promptA)) model.Forward(promptA, a, logits);

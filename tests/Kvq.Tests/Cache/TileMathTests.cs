@@ -60,4 +60,34 @@ public class HalfTileMathTests
         TileMath.AccumulateReference(wide, count, d, w, nq, a2);
         for (int i = 0; i < a1.Length; i++) Assert.True(Math.Abs(a1[i] - a2[i]) <= 1e-4f * (1 + Math.Abs(a2[i])), $"acc {i}");
     }
+
+    /// <summary>The decode kernels (keys widened once for all query rows, values once per token for every row's
+    /// accumulators) give bitwise the sums of the per-row kernels they replaced.</summary>
+    [Avx512Theory("HalfTileMath is the AVX-512 f16 kernel")]
+    [InlineData(32, 64, 3)]
+    [InlineData(32, 64, 1)]
+    [InlineData(31, 64, 4)]
+    [InlineData(6, 128, 2)]
+    [InlineData(3, 64, 3)]
+    [InlineData(13, 48, 3)]
+    [InlineData(32, 64, 6)]
+    public void DecodeKernelsEqualPerRowKernelsBitwise(int count, int d, int nq)
+    {
+        var r = new Random(TestSeeds.Of("halfdecode", count, d, nq));
+        var tile = Enumerable.Range(0, count * d).Select(_ => (Half)(r.NextDouble() * 4 - 2)).ToArray();
+        var q = Enumerable.Range(0, nq * d).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var s1 = new float[nq * count];
+        var s2 = new float[nq * count];
+        HalfTileMath.Scores(tile, count, d, q, nq, s1);
+        HalfTileMath.ScoresPerRow(tile, count, d, q, nq, s2);
+        for (int i = 0; i < s1.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(s1[i]) == BitConverter.SingleToInt32Bits(s2[i]), $"score {i}: {s1[i]:R} vs {s2[i]:R}");
+        var w = Enumerable.Range(0, nq * count).Select(_ => (float)r.NextDouble()).ToArray();
+        var a1 = Enumerable.Range(0, nq * d).Select(_ => (float)r.NextDouble()).ToArray();
+        var a2 = (float[])a1.Clone();
+        HalfTileMath.Accumulate(tile, count, d, w, nq, a1);
+        HalfTileMath.AccumulatePerRow(tile, count, d, w, nq, a2);
+        for (int i = 0; i < a1.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(a1[i]) == BitConverter.SingleToInt32Bits(a2[i]), $"acc {i}: {a1[i]:R} vs {a2[i]:R}");
+    }
 }

@@ -90,6 +90,20 @@ public sealed class OptionValidationTests : IDisposable
             "--length 4096 is longer than the model's context (2048 tokens");
         InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "64", "--sink", "64"),
             "--sink 64 leaves nothing to calibrate in windows of --length 64");
+        // Defaults (--length 2048, --sink 1) are not mistaken for zeros: the error is about the short text, not the sink.
+        var defaults = InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath);
+        Assert.DoesNotContain("leaves nothing to calibrate", defaults.Err);
+        Assert.False(File.Exists(outPath));
+    }
+
+    [Fact]
+    public void CalibrateRefusesRotationWithLowRankBases()
+    {
+        var text = Path.Combine(_dir, "t.txt");
+        File.WriteAllText(text, "Once upon a time. ");
+        var outPath = Path.Combine(_dir, "p.kvqp");
+        InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "64", "--rotate", "--lowrank"),
+            "--rotate fits the rotated channels; low-rank bases");
         Assert.False(File.Exists(outPath));
     }
 

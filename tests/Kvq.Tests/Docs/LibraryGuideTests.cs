@@ -1,5 +1,8 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cache.Layout;
+using Kvq.Cache.Offload;
+using Kvq.Cache.Sessions;
 using Kvq.Cache.Policies;
 using Kvq.Eval;
 using Kvq.Generation;
@@ -49,5 +52,30 @@ public class LibraryGuideTests
         var ppl = new PerplexityEvaluator(model, loaded.Tokenizer.BosId).Evaluate(tokens, ctx: 128, windows: 2, "q4_0");
         Assert.InRange(ppl.Ppl, 5, 500);                               // ppl.PplError: its standard error
         _ = typeof(KvQuantProfile); // KVQuant formats: KvCacheConfig.Parse("nuq3-1%") with { Profile = KvQuantProfile.Load(path, weights.Fingerprint) }
+
+        var dir = Directory.CreateTempSubdirectory("kvq-guide-");
+        string sessionPath = Path.Combine(dir.FullName, "ishmael.kvqs");
+        // -- 5. Save a prompt's compressed cache and restore it: session files --
+        var config = KvCacheConfig.Parse("q8_0");
+        var identity = KvSessionIdentity.For(loaded, KvLayoutPlan.Build(model.KvShape, config));   // this model and format
+        var promptTokens = loaded.Tokenizer.Encode("Call me Ishmael. Some years ago", addBos: true);
+        var logits = new float[model.Config.VocabSize];
+        using (var kv = new PagedKvCache(identity.Plan).CreateSequence())
+        {
+            model.Forward(promptTokens, kv, logits);
+            KvSession.Capture(kv, identity, logits).Save(sessionPath);   // atomic, versioned, checksummed
+        }
+        var session = KvSession.Load(sessionPath, identity);             // KvSessionException: another model or format, cut, corrupted
+        using (var window = ContextWindow.Over(session.Restore()))
+        {
+            var resumed = generator.Generate(promptTokens, new GenerationOptions { MaxTokens = 8, Sampler = SamplerOptions.Greedy }, window,
+                prompt: new PromptState { RestoredLogits = session.Logits });   // no prompt token is run again
+            Assert.Equal(8, resumed.GeneratedTokens);
+        }
+
+        // -- 6. Offloaded attention: every token stays, each step reads a quarter of the blocks --
+        using (var kv = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f16") with { Offload = KvOffloadBudget.Parse("25%") }).CreateSequence())
+            generator.Generate("Call me Ishmael.", new GenerationOptions { MaxTokens = 8 }, kv);
+        dir.Delete(recursive: true);
     }
 }

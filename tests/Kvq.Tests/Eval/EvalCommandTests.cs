@@ -82,6 +82,23 @@ public sealed class EvalCommandTests : IDisposable
     }
 
     [Fact]
+    public void KlRowsCarryTailPercentilesAndTheF16Reference()
+    {
+        var r = InProcessCli.Run("eval", "kl", "-m", Stories, "--text", StoriesText(20_000), "--ctx", "128", "--windows", "2", "--kv", "f16,int4:rot", "-t", "2", "--json");
+        Assert.Equal(0, r.Code);
+        var rows = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(["f16", "int4:rot"], rows.Select(x => x.GetProperty("kv").GetString()));
+        Assert.All(rows, x => Assert.Equal("f16", x.GetProperty("reference").GetString()));
+        Assert.Equal(0, rows[0].GetProperty("p999_kl").GetDouble());
+        var q = rows[1];
+        Assert.True(q.GetProperty("p999_kl").GetDouble() > q.GetProperty("p99_kl").GetDouble());
+        Assert.True(q.GetProperty("p99_kl").GetDouble() > q.GetProperty("mean_kl").GetDouble());
+        Assert.True(q.GetProperty("max_kl").GetDouble() >= q.GetProperty("p999_kl").GetDouble());
+        var table = InProcessCli.Run("eval", "kl", "-m", Stories, "--text", StoriesText(20_000), "--ctx", "64", "--windows", "1", "--kv", "int8", "-t", "2");
+        Assert.Contains("| kv | mean KL | KL 99% | KL 99.9% | top-1 agree |", table.Out);
+    }
+
+    [Fact]
     public void PplReportFolderHasTableRowsPlotAndIndex()
     {
         var report = Path.Combine(_dir, "ppl-report");

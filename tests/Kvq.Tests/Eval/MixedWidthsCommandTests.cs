@@ -43,8 +43,9 @@ public sealed class MixedWidthsCommandTests : IDisposable
         var rows = ppl.Out.Split('\n').Where(l => l.StartsWith('{')).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
         double Bits(string kv) => rows.Single(r => r.GetProperty("kv").GetString() == kv).GetProperty("bits_per_element").GetDouble();
         double Ppl(string kv) => rows.Single(r => r.GetProperty("kv").GetString() == kv).GetProperty("ppl").GetDouble();
-        // Head dim 8: B-bit codes take B bytes a token, so widths with the same sum take the same bytes.
-        Assert.Equal(Bits("nuq3-1%"), Bits("nuq3-1%:mixed"), 9);
+        // Head dim 8: B-bit codes take B bytes a token, so widths with the same sum take the same block bytes; the sparse
+        // outlier rows beside the blocks depend on the activations, which the layers' widths change a little.
+        Assert.InRange(Math.Abs(Bits("nuq3-1%") - Bits("nuq3-1%:mixed")), 0, 0.05);
         Assert.True(Bits("nuq2-1%") < Bits("nuq3-1%"));
         Assert.True(double.IsFinite(Ppl("nuq3-1%:mixed")) && Ppl("nuq3-1%:mixed") > 1);
     }

@@ -98,6 +98,24 @@ public class GgmlCacheTypesVsLlamaCppTests(ITestOutputHelper output)
         Assert.InRange(ours / peer, 0.995, 1.005);
     }
 
+    /// <summary>
+    /// llama.cpp's default for a quantized cache (since PR #21038): Q and K after RoPE, and V, multiplied by the
+    /// orthonormal Walsh-Hadamard matrix of the head dim (64 here) before the cache, the attention output rotated
+    /// back. Kvq's <c>q4_0:rot</c> stores the same rotated blocks; its perplexity must agree to 0.5% on the windows
+    /// the unrotated q4_0 needs for that bar (see above). Unrotated, llama.cpp's q4_0 gives 46.40 on 60 windows, rotated 45.71.
+    /// </summary>
+    [Fact]
+    public void RotatedQ4_0WithinHalfPercentOfLlamaCppDefaultRotation()
+    {
+        const int windows = 24;
+        SetNativeEnvironment("LLAMA_ATTN_ROT_DISABLE", null);
+        double peer = PerplexityVsLlamaCppTests.LlamaCppPerplexity("q4_0", windows);
+        double ours = PerplexityVsLlamaCppTests.Kvq("q4_0:rot", windows);
+        output.WriteLine($"books-19m, Moby Dick, {windows} windows x 512 tokens, 2 threads: llama.cpp q4_0 (rotated, its default) {peer:F4}  " +
+            $"kvq q4_0:rot {ours:F4}  diff {(ours / peer - 1) * 100:+0.000;-0.000}%");
+        Assert.InRange(ours / peer, 0.995, 1.005);
+    }
+
     /// <summary>llama.cpp reads its settings with getenv, which does not see Environment.SetEnvironmentVariable.</summary>
     private static void SetNativeEnvironment(string name, string? value)
     {

@@ -90,10 +90,15 @@ public class ModelLoaderBadInputTests : IDisposable
     }
 
     [Fact]
-    public void RopeFrequencyFactorsAreNamedAsUnsupported()
+    public void RopeFrequencyFactorsMustBePositiveAndOnePerPair()
     {
-        var path = TinyModelWriter.Write(new TinyModelSpec(), _dir, w => w.AddTensor("rope_freqs.weight", [8], new float[8]));
-        Assert.Contains("RoPE frequency factors", Load(path).Message);
+        // Llama 3.1's rope_freqs.weight is read (one factor per rotated pair: head dim 16 -> 8); zeros and a wrong count are named.
+        var zeros = TinyModelWriter.Write(new TinyModelSpec(Seed: 21), _dir, w => w.AddTensor("rope_freqs.weight", [8], new float[8]));
+        Assert.Contains("RoPE frequency factor 0 must be positive", Load(zeros).Message);
+        var wrong = TinyModelWriter.Write(new TinyModelSpec(Seed: 22), _dir, w => w.AddTensor("rope_freqs.weight", [6], new float[] { 1, 1, 1, 1, 1, 1 }));
+        var e = Load(wrong);
+        Assert.Equal("tensor 'rope_freqs.weight'", e.Item);
+        Assert.Contains("expected 8 elements", e.Message);
     }
 
     [Fact]

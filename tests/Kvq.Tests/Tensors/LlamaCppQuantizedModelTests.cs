@@ -28,6 +28,8 @@ public unsafe class LlamaCppQuantizedModelTests(ITestOutputHelper output)
         [GgmlType.Q4_0] = 0.12,
         [GgmlType.Q4_1] = 0.10,
         [GgmlType.Q4_K] = 0.10,
+        [GgmlType.IQ4_NL] = 0.12,
+        [GgmlType.IQ4_XS] = 0.12,
     };
 
     public static TheoryData<string> Variants()

@@ -173,6 +173,49 @@ public class QuantFormatsLayoutTests
         AssertDecodes(GgmlType.Q6_K, b, expect);
     }
 
+    /// <summary>ggml-common.h's kvalues_iq4nl, written out here independently of the decoder's copy.</summary>
+    private static readonly int[] Iq4Levels = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+    [Fact]
+    public void IQ4_NL_NibblesIndexTheNonLinearLevels()
+    {
+        var b = new byte[18];
+        QuantTestData.WriteHalf(b, 0, -0.375f);
+        for (int j = 0; j < 16; j++) b[2 + j] = (byte)(j | (((j * 11 + 4) & 15) << 4));
+        var expect = new float[32];
+        for (int j = 0; j < 16; j++)
+        {
+            expect[j] = -0.375f * Iq4Levels[j];
+            expect[16 + j] = -0.375f * Iq4Levels[(j * 11 + 4) & 15];
+        }
+        AssertDecodes(GgmlType.IQ4_NL, b, expect);
+    }
+
+    [Fact]
+    public void IQ4_XS_SixBitScalesSplitAcrossScalesLAndScalesH()
+    {
+        var b = new byte[136];
+        QuantTestData.WriteHalf(b, 0, 0.25f);
+        var ls = new int[8];
+        ushort scalesH = 0;
+        for (int ib = 0; ib < 8; ib++)
+        {
+            ls[ib] = ib == 0 ? 0 : ib == 1 ? 63 : (ib * 9 + 5) % 64; // extremes of the 6-bit range too
+            b[4 + ib / 2] |= (byte)((ls[ib] & 15) << (4 * (ib % 2)));
+            scalesH |= (ushort)((ls[ib] >> 4) << (2 * ib));
+        }
+        BitConverter.TryWriteBytes(b.AsSpan(2, 2), scalesH);
+        var expect = new float[256];
+        for (int v = 0; v < 256; v++)
+        {
+            int ib = v / 32, r = v % 32, code = (v * 7 + 3) % 16;
+            // Sub-block ib owns qs[16ib .. 16ib+16): values 0-15 in the low nibbles, 16-31 in the high nibbles.
+            b[8 + 16 * ib + r % 16] |= (byte)(r < 16 ? code : code << 4);
+            expect[v] = 0.25f * (ls[ib] - 32) * Iq4Levels[code];
+        }
+        AssertDecodes(GgmlType.IQ4_XS, b, expect);
+    }
+
     private static void AssertDecodes(GgmlType t, byte[] block, float[] expect)
     {
         var got = new float[expect.Length];

@@ -6,7 +6,8 @@ namespace Kvq.Tests.Tensors;
 internal static class QuantTestData
 {
     public static readonly GgmlType[] BlockTypes =
-        [GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
+        [GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K,
+         GgmlType.IQ4_NL, GgmlType.IQ4_XS];
 
     public static readonly GgmlType[] EncodableTypes =
         [GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0];
@@ -21,7 +22,7 @@ internal static class QuantTestData
     /// <summary>Byte offsets of the f16 scale fields (d, and m/dmin where present) inside one block.</summary>
     public static int[] HalfFields(GgmlType t) => t switch
     {
-        GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.Q8_0 => [0],
+        GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.Q8_0 or GgmlType.IQ4_NL or GgmlType.IQ4_XS => [0],
         GgmlType.Q4_1 or GgmlType.Q5_1 or GgmlType.Q4_K or GgmlType.Q5_K => [0, 2],
         GgmlType.Q6_K => [208],
         _ => throw new ArgumentException(t.ToString()),

@@ -30,7 +30,7 @@ public class TileGemmTests
     [InlineData(64)]
     public void MatMulEqualsMatVecPerToken(int n)
     {
-        var w = SharedModels.Books.Layers[0].WGate; // f16 (1024 x 384)
+        var w = SharedModels.Books.Layers[0].WGate!; // f16 (1024 x 384)
         var r = new Random(n);
         var x = Enumerable.Range(0, n * w.Cols).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
         var y = new float[n * w.Rows];
@@ -72,6 +72,26 @@ public class ParallelismTests
             for (int round = 0; round < 500; round++)
             {
                 int count = 1 + round % 97;
+                var slots = new long[count];
+                var job = new SumJob(slots);
+                par.For(count, 1, ref job);
+                for (int i = 0; i < count; i++) Assert.Equal(i, slots[i]);
+            }
+        }
+    }
+
+    /// <summary>Regions separated by pauses longer than the workers' polling, so they go to sleep and are woken (or
+    /// the caller takes their pieces): every index still runs exactly once.</summary>
+    [Fact]
+    public void EveryIndexRunsOnceWhenWorkersSleepBetweenRegions()
+    {
+        foreach (int threads in new[] { 2, 3 })
+        {
+            using var par = new Parallelism(threads);
+            for (int round = 0; round < 60; round++)
+            {
+                if (round % 3 == 0) Thread.Sleep(1 + Parallelism.SpinMicroseconds / 1000);
+                int count = 7 + round;
                 var slots = new long[count];
                 var job = new SumJob(slots);
                 par.For(count, 1, ref job);

@@ -19,6 +19,7 @@ public sealed class EvalOptions
     public Option<string?> Profile { get; } = KvProfileOptions.Profile();
     public Option<int?> Sink { get; } = KvProfileOptions.Sink();
     public KvPolicyOptions Policy { get; } = new(grid: true);
+    public KvOffloadOptions Offload { get; } = new(grid: true);
     /// <summary>--device and --device-weights; null for a measure that runs no model (memory).</summary>
     public DeviceOptions? Device { get; }
     public Option<string?> Report { get; } = new("--report")
@@ -56,6 +57,7 @@ public sealed class EvalOptions
         cmd.Add(Profile);
         cmd.Add(Sink);
         Policy.AddTo(cmd);
+        Offload.AddTo(cmd);
         Device?.AddTo(cmd);
         cmd.Add(Report);
     }
@@ -69,7 +71,13 @@ public sealed class EvalOptions
         var profile = KvProfileOptions.Load(r.GetValue(Profile), modelFingerprint);
         var policies = Policy.Parse(r);
         var configs = new List<KvCacheConfig>(specs.Length * policies.Count);
-        foreach (var s in specs) configs.AddRange(KvPolicyOptions.Cross(KvProfileOptions.Config(s, profile, r.GetValue(Sink)), policies));
+        var offloads = Offload.Parse(r);
+        foreach (var s in specs)
+        {
+            var config = Offload.WithDir(r, KvProfileOptions.Config(s, profile, r.GetValue(Sink)));
+            configs.AddRange(KvPolicyOptions.Cross(config, policies));
+            foreach (var o in offloads) configs.Add(config with { Offload = o });
+        }
         return configs;
     }
 
@@ -79,6 +87,8 @@ public sealed class EvalOptions
         foreach (var s in (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             KvCacheConfig.Parse(s);
         var policies = Policy.Parse(r);
-        return Device?.Parse(r, policies) ?? DeviceChoice.Cpu;
+        var device = Device?.Parse(r, policies) ?? DeviceChoice.Cpu;
+        if (Offload.Parse(r).Count > 0 && device.Cuda) throw new CliException("--offload-budget runs on the host cache: use --device cpu");
+        return device;
     }
 }

@@ -5,7 +5,8 @@ using Kvq.Eval;
 
 namespace Kvq.Cli.Commands.Eval;
 
-/// <summary>kvq eval kl: KL divergence and top-1 agreement of each spec's next-token distributions against an f32 cache's.</summary>
+/// <summary>kvq eval kl: KL divergence (mean, 99th and 99.9th percentiles) and top-1 agreement of each spec's next-token
+/// distributions against a reference cache's (f16 unless --reference says otherwise).</summary>
 public static class KlCommand
 {
     public static Command Create()
@@ -13,12 +14,16 @@ public static class KlCommand
         var o = new EvalOptions(defaultKv: "f16,q8_0,q4_0");
         var ctx = CheckedOption.Int("--ctx", "window length in tokens (BOS + ctx-1 text tokens)", 512, ValueRange.Between(2, int.MaxValue), null, "-c");
         var windows = CheckedOption.Int("--windows", "windows to evaluate (0 = all)", 8, ValueRange.Between(0, int.MaxValue), "0 = all", "-w");
-        var reference = new Option<string>("--reference") { Description = "the reference cache spec", DefaultValueFactory = _ => "f32" };
+        var reference = new Option<string>("--reference")
+        {
+            Description = "the reference cache spec (f16 as llama.cpp's default cache; f32 for the exact attention)",
+            DefaultValueFactory = _ => KlEvaluator.DefaultReference,
+        };
         var referenceModel = new Option<string?>("--reference-model")
         {
             Description = "model of the reference run (default: --model), e.g. the unquantized GGUF when --model is a llama.cpp-quantized copy",
         };
-        var cmd = new Command("kl", "mean KL(reference || spec) and top-1 agreement of next-token distributions, same windows, reference f32 cache");
+        var cmd = new Command("kl", "KL(reference || spec) of next-token distributions (mean, 99th and 99.9th percentiles) and top-1 agreement, same windows, reference f16 cache unless --reference");
         o.AddTo(cmd);
         cmd.Add(ctx);
         cmd.Add(windows);
@@ -72,6 +77,8 @@ public static class KlCommand
     private static MarkdownTable<KlResult> Table() => new MarkdownTable<KlResult>()
         .Left("kv", x => x.Kv)
         .Right("mean KL", x => x.MeanKl.ToString("G3", System.Globalization.CultureInfo.InvariantCulture))
+        .Right("KL 99%", x => x.P99Kl.ToString("G3", System.Globalization.CultureInfo.InvariantCulture))
+        .Right("KL 99.9%", x => x.P999Kl.ToString("G3", System.Globalization.CultureInfo.InvariantCulture))
         .Right("top-1 agree", x => MarkdownTable<KlResult>.F(x.Top1Agreement * 100, 2) + "%")
         .Right("ppl", x => MarkdownTable<KlResult>.F(x.Ppl, 4))
         .Right("ref ppl", x => MarkdownTable<KlResult>.F(x.ReferencePpl, 4))

@@ -20,4 +20,17 @@ internal sealed class AttentionScratch(KvShape shape, int blockTokens, int query
     public readonly float[] Sum = new float[shape.GroupSize * queryChunk];
     public readonly float[] Scores = new float[shape.GroupSize * queryChunk * blockTokens];
     public readonly float[] Tile = new float[blockTokens * shape.HeadDim];
+    // Offloaded attention: chosen block indices, and the selector's per-block bounds and sort order (grown on demand).
+    public int[] Chosen = [];
+    public float[] Bounds = [];
+    public int[] Order = [];
+
+    public void EnsureBlocks(int blocks)
+    {
+        if (Chosen.Length >= blocks) return;
+        int n = Math.Max(blocks, Chosen.Length * 2);
+        Chosen = new int[n];
+        Bounds = new float[n];
+        Order = new int[n];
+    }
 }

@@ -45,15 +45,16 @@ internal static unsafe class BlockAttention
                 int head = item / chunks, c = item % chunks;
                 int t0 = c * QueryChunk, t1 = Math.Min(n, t0 + QueryChunk);
                 int b0 = (int)((long)blocks * sp / splits), b1 = (int)((long)blocks * (sp + 1) / splits);
-                Head(kv, layer, head, q, o, n, t0, t1, b0 * bt, b1 * bt, scratch, partial, work);
+                Head(kv, layer, head, q, o, n, t0, t1, b0, b1, scratch, partial, work);
             }
         }
     }
 
     /// <summary>Online-softmax attention of query tokens [t0, t1) of the batch, for the query heads of one KV head,
-    /// over stored tokens [sBegin, sEnd) (block-aligned). Writes the normalised output, or with
-    /// <paramref name="partial"/> the unnormalised state number <paramref name="state"/> for a later merge.</summary>
-    private static void Head(IKvBlockReader kv, int layer, int head, float* q, float* o, int n, int t0, int t1, int sBegin, int sEnd,
+    /// over the stored tokens of blocks [b0, b1) (offloaded: of those the selector picks for this chunk). Writes the
+    /// normalised output, or with <paramref name="partial"/> the unnormalised state number <paramref name="state"/>
+    /// for a later merge.</summary>
+    private static void Head(IKvBlockReader kv, int layer, int head, float* q, float* o, int n, int t0, int t1, int b0, int b1,
         AttentionScratch sc, PartialStates? partial, int state)
     {
         var shape = kv.Shape;
@@ -69,10 +70,27 @@ internal static unsafe class BlockAttention
         m.Fill(float.NegativeInfinity);
         l.Clear();
         int lastVisible = count - n + t1; // tokens the last query of this chunk sees
+        // Sliding window: a query sees only the latest `window` stored tokens up to itself; blocks before the first
+        // query's window are skipped whole.
+        int window = shape.WindowOf(layer);
+        int firstSeen = window > 0 ? Math.Max(0, count - n + t0 + 1 - window) : 0;
         var blocks = kv.Blocks(layer);
         var values = kv.Values;
-        for (int s0 = sBegin; s0 < Math.Min(lastVisible, sEnd); s0 += bt)
+        // Logical block indices to read, ascending: all of them, or the selector's choice for this chunk. A split reads
+        // those in its range [b0, b1) of the layer's blocks, so reading every block splits exactly as without offload.
+        ReadOnlySpan<int> order;
+        if (kv.Offload is { } selector)
         {
+            int visible = (lastVisible + bt - 1) / bt;
+            sc.EnsureBlocks(visible);
+            order = sc.Chosen.AsSpan(0, selector.Select(layer, head, qs, nq, count - n + t0 + 1, lastVisible, sc.Chosen, sc.Bounds, sc.Order));
+        }
+        else order = IdentityPositions.Span(b1);
+        foreach (int bi in order)
+        {
+            if (bi < b0 || bi < firstSeen / bt) continue;
+            int s0 = bi * bt;
+            if (bi >= b1 || s0 >= lastVisible) break;
             int cnt = Math.Min(bt, lastVisible - s0);
             var scores = sc.Scores.AsSpan(0, nq * cnt);
             int block = blocks[s0 / bt];
@@ -83,12 +101,15 @@ internal static unsafe class BlockAttention
                 int visible = count - n + t0 + r / g + 1;
                 var row = scores.Slice(r * cnt, cnt);
                 int valid = Math.Clamp(visible - s0, 0, cnt);
+                int from = window > 0 ? Math.Clamp(visible - window - s0, 0, valid) : 0;
                 row[valid..].Clear();
-                if (valid > 0) OnlineSoftmax.Update(row[..valid], ref m[r], ref l[r], acc.Slice(r * hd, hd));
+                row[..from].Clear();
+                if (valid > from) OnlineSoftmax.Update(row[from..valid], ref m[r], ref l[r], acc.Slice(r * hd, hd));
             }
             // Values: acc += w x V.
             if (values.IsEncodedTile(layer, s0))
-                values.Codecs[layer][head].Accumulate(values.Block(layer, block, head), cnt, scores, nq, acc, sc.Tile);
+                values.Codecs[layer][head].Accumulate(values.Block(layer, block, head), values.Outliers(layer, block, head), cnt, scores, nq,
+                    acc, sc.Tile);
             else
             {
                 var tile = sc.Tile.AsSpan(0, cnt * hd);

@@ -23,6 +23,9 @@ internal interface IKvBlockReader
     /// <summary>RoPE positions of slots [slot0, slot0 + count) of one layer and KV head.</summary>
     ReadOnlySpan<int> Positions(int layer, int head, int slot0, int count);
 
+    /// <summary>With offloading: which blocks each KV head's queries read (null: all of them).</summary>
+    Offload.BlockSelector? Offload { get; }
+
     /// <summary>ln(tokens a slot stands for) of slots [slot0, slot0 + count); empty when slots are never merged.</summary>
     ReadOnlySpan<float> LogWeights(int layer, int head, int slot0, int count);
 }

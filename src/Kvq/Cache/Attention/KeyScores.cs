@@ -19,8 +19,9 @@ internal static class KeyScores
         if (keys.IsEncodedTile(layer, s0))
         {
             var kb = keys.Block(layer, blockId, head);
-            if (codec.PreRope) codec.ScoresPreRope(kb, count, kv.Positions(layer, head, s0, count), kv.Shape.Rope, qs, nq, scores, tile);
-            else codec.Scores(kb, count, qs, nq, scores, tile);
+            var ko = keys.Outliers(layer, blockId, head);
+            if (codec.PreRope) codec.ScoresPreRope(kb, ko, count, kv.Positions(layer, head, s0, count), kv.Shape.Rope, qs, nq, scores, tile);
+            else codec.Scores(kb, ko, count, qs, nq, scores, tile);
         }
         else
         {

@@ -10,6 +10,10 @@ public interface IKvCodecReference
     /// <summary>Scalar twin of <see cref="KvCodec.DecodeBlock"/>; must give bit-identical output.</summary>
     void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst);
 
+    /// <summary>The scalar twin with the block's sparse part (<see cref="KvCodec.HasBlockOutliers"/>).</summary>
+    void DecodeBlockReference(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst) =>
+        DecodeBlockReference(block, count, dst);
+
     /// <summary>
     /// bound[i] = the largest |decode(encode(x))[i] - x[i]| this codec allows, for the tokens
     /// <paramref name="xs"/> (n, HeadDim) encoded together: any n for per-token codecs, exactly BlockTokens for

@@ -77,6 +77,72 @@ public abstract class KvCodec
         Attention.TileMath.Accumulate(tile[..(count * HeadDim)], count, HeadDim, w, nq, acc);
     }
 
+    /// <summary>Whether blocks carry a sparse part beside their fixed bytes (<see cref="BlockOutliers"/>: KVQuant's
+    /// exact outliers, whose number depends on the data). The cache keeps one per block and head and passes it to the
+    /// overloads below; codecs without one ignore it.</summary>
+    public virtual bool HasBlockOutliers => false;
+
+    /// <summary>Bytes a block's sparse part is expected to hold at the format's nominal outlier rate (planning of budgets;
+    /// the cache counts what is really held). 0 without a sparse part.</summary>
+    public virtual double ExpectedOutlierBytesPerBlock => 0;
+
+    /// <summary><see cref="EncodeToken(ReadOnlySpan{float}, Span{byte}, int)"/> with the block's sparse part.</summary>
+    public virtual void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, BlockOutliers? outliers, int slot) => EncodeToken(x, block, slot);
+
+    /// <summary><see cref="EncodeBlock(ReadOnlySpan{float}, Span{byte})"/> with the block's sparse part.</summary>
+    public virtual void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block, BlockOutliers? outliers) => EncodeBlock(xs, block);
+
+    /// <summary><see cref="DecodeBlock(ReadOnlySpan{byte}, int, Span{float})"/> with the block's sparse part.</summary>
+    public virtual void DecodeBlock(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst) => DecodeBlock(block, count, dst);
+
+    /// <summary><see cref="Scores(ReadOnlySpan{byte}, int, ReadOnlySpan{float}, int, Span{float}, Span{float})"/> with the
+    /// block's sparse part.</summary>
+    public virtual void Scores(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> q, int nq,
+        Span<float> scores, Span<float> tile)
+    {
+        if (!HasBlockOutliers)
+        {
+            Scores(block, count, q, nq, scores, tile);
+            return;
+        }
+        DecodeBlock(block, outliers, count, tile);
+        Attention.TileMath.Scores(tile[..(count * HeadDim)], count, HeadDim, q, nq, scores);
+    }
+
+    /// <summary><see cref="ScoresPreRope(ReadOnlySpan{byte}, int, ReadOnlySpan{int}, Tensors.Rope, ReadOnlySpan{float}, int, Span{float}, Span{float})"/>
+    /// with the block's sparse part.</summary>
+    public virtual void ScoresPreRope(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<int> positions,
+        Tensors.Rope rope, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    {
+        if (!HasBlockOutliers)
+        {
+            ScoresPreRope(block, count, positions, rope, q, nq, scores, tile);
+            return;
+        }
+        var t = tile[..(count * HeadDim)];
+        DecodeBlock(block, outliers, count, t);
+        rope.RotateAt(t, count, positions);
+        Attention.TileMath.Scores(t, count, HeadDim, q, nq, scores);
+    }
+
+    /// <summary><see cref="Accumulate(ReadOnlySpan{byte}, int, ReadOnlySpan{float}, int, Span{float}, Span{float})"/> with
+    /// the block's sparse part.</summary>
+    public virtual void Accumulate(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> w, int nq,
+        Span<float> acc, Span<float> tile)
+    {
+        if (!HasBlockOutliers)
+        {
+            Accumulate(block, count, w, nq, acc, tile);
+            return;
+        }
+        DecodeBlock(block, outliers, count, tile);
+        Attention.TileMath.Accumulate(tile[..(count * HeadDim)], count, HeadDim, w, nq, acc);
+    }
+
+    /// <summary><see cref="CopySlot(ReadOnlySpan{byte}, int, Span{byte}, int)"/> with the blocks' sparse parts.</summary>
+    public virtual void CopySlot(ReadOnlySpan<byte> src, BlockOutliers? srcOutliers, int srcSlot, Span<byte> dst,
+        BlockOutliers? dstOutliers, int dstSlot) => CopySlot(src, srcSlot, dst, dstSlot);
+
     private TokenSection[]? _sections;
 
     /// <summary>The per-token regions of a block (<see cref="TokenSection"/>), or null when tokens share bytes (whole-block

@@ -10,6 +10,7 @@ public static class KvCodecRegistry
     private static readonly List<KvFormat> Rows = [];
     private static readonly Dictionary<string, KvFormat> ByName = new(StringComparer.Ordinal);
     private static readonly Dictionary<string, KvFormat> ByFamilyPrefix = new(StringComparer.Ordinal);
+    private static readonly List<(string Suffix, Func<string, KvCodecSpec?> Parse)> BySuffix = [];
 
     static KvCodecRegistry()
     {
@@ -72,17 +73,29 @@ public static class KvCodecRegistry
         }
     }
 
+    /// <summary>Adds a modifier that wraps any format: names ending in <paramref name="suffix"/> (and not rows themselves)
+    /// go to <paramref name="parse"/>, which parses the rest of the name itself (e.g. <c>q4_0:rot</c>).</summary>
+    public static void RegisterSuffix(string suffix, Func<string, KvCodecSpec?> parse)
+    {
+        lock (Rows) BySuffix.Add((suffix, parse));
+    }
+
     /// <summary>The typed spec of a format name (as <c>--kv</c> takes it, one side).</summary>
     /// <exception cref="KvSpecException">Unknown or malformed name.</exception>
     public static KvCodecSpec Parse(string name)
     {
         KvFormat? row;
+        Func<string, KvCodecSpec?>? modifier = null;
         lock (Rows)
         {
             if (!ByName.TryGetValue(name, out row))
+                foreach (var (suffix, parse) in BySuffix)
+                    if (name.EndsWith(suffix, StringComparison.Ordinal)) { modifier = parse; break; }
+            if (row == null && modifier == null)
                 foreach (var (prefix, family) in ByFamilyPrefix)
                     if (name.StartsWith(prefix, StringComparison.Ordinal)) { row = family; break; }
         }
+        if (modifier != null) return modifier(name) ?? throw new KvSpecException($"unknown KV format '{name}'");
         return row?.Parse(name)
                ?? throw new KvSpecException($"unknown KV format '{name}' (known: {string.Join(", ", Table.Select(e => e.Name))})");
     }

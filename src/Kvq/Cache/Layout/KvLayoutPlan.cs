@@ -28,6 +28,8 @@ public sealed class KvLayoutPlan
         Keys = new KvSidePlan(KvSide.Key, KvCodecRegistry.Parse(config.KeyFormat), shape, config.BlockTokens, config.Profile);
         Values = new KvSidePlan(KvSide.Value, KvCodecRegistry.Parse(config.ValueFormat), shape, config.BlockTokens, config.Profile);
         if (Values.PreRope) throw new KvSpecException($"'{Values.Codec.Name}' is a key format (pre-RoPE) and cannot store values");
+        if (config.Policy != null && config.Offload != null)
+            throw new KvSpecException($"offload ({config.Offload.Name}) keeps every token and a token policy ({config.Policy.Name}) drops some: use one");
         if (config.Policy is { } policy)
             foreach (var codec in new[] { Keys.Codec, Values.Codec })
                 if (!codec.CanCopySlots)
@@ -60,6 +62,27 @@ public sealed class KvLayoutPlan
         }
     }
 
+    /// <summary>Bytes of sparse rows beside one block of one layer and head at the nominal outlier rate (formats that keep
+    /// exact outliers beside blocks: KVQuant's), keys and values; the cache counts what is really held.</summary>
+    public (double Keys, double Values) ExpectedOutlierBytes(int layer) =>
+        (Keys.CodecOf(layer).ExpectedOutlierBytesPerBlock, Values.CodecOf(layer).ExpectedOutlierBytesPerBlock);
+
+    /// <summary>What a budget sets aside per block (every layer and head, keys and values) for the sparse rows beside it:
+    /// twice the nominal rate's bytes (text unlike the calibration's has more outliers), 0 without sparse rows.</summary>
+    public long OutlierReservePerBlock
+    {
+        get
+        {
+            double n = 0;
+            for (int l = 0; l < Shape.Layers; l++)
+            {
+                var (k, v) = ExpectedOutlierBytes(l);
+                n += Shape.KvHeads * (k + v);
+            }
+            return (long)Math.Ceiling(2 * n);
+        }
+    }
+
     /// <summary>Blocks that hold <paramref name="tokens"/> tokens (the last one partial).</summary>
     public long BlocksFor(long tokens) => (tokens + BlockTokens - 1) / BlockTokens;
 
@@ -81,8 +104,10 @@ public sealed class KvLayoutPlan
     public long SinkBankBytes => Config.Policy == null ? SinkBankEntries * 2 * SinkBytesPerSide : 0;
 
     /// <summary>What one sequence of <paramref name="tokens"/> tokens holds when every layer keeps them all (no token
-    /// policy): whole blocks, the last one partial, plus <see cref="BytesPerSequence"/>.</summary>
-    public KvMemory MemoryAt(int tokens)
+    /// policy): whole blocks, the last one partial, plus <see cref="BytesPerSequence"/>; with
+    /// <paramref name="expectedOutliers"/>, plus the sparse rows beside blocks at the nominal outlier rate (as
+    /// <see cref="KvBytes.Outliers"/>; a real cache counts what the data gave).</summary>
+    public KvMemory MemoryAt(int tokens, bool expectedOutliers = false)
     {
         long blocks = BlocksFor(tokens);
         KvBytes keys = default, values = default;
@@ -91,6 +116,10 @@ public sealed class KvLayoutPlan
             var (k, v) = LayerBlockBytes(l, blocks);
             keys += k;
             values += v;
+            if (!expectedOutliers) continue;
+            var (ek, ev) = ExpectedOutlierBytes(l);
+            keys += new KvBytes(0, 0, 0, (long)Math.Round(ek * blocks * Shape.KvHeads), 0, 0);
+            values += new KvBytes(0, 0, 0, (long)Math.Round(ev * blocks * Shape.KvHeads), 0, 0);
         }
         return new KvMemory(keys, values, BytesPerSequence, tokens, Shape.KvDim * Shape.Layers);
     }

@@ -39,6 +39,10 @@ public sealed class BlockPool
     /// drops what it kept beside the block.</summary>
     public event Action<int>? Evicted;
 
+    /// <summary>Raised when a block becomes free with nothing worth keeping (released and not a cached prefix, or a
+    /// free block unregistered): the storage layer may drop what it kept beside the block (sparse outlier rows).</summary>
+    public event Action<int>? Freed;
+
     public PoolBlockUsage Usage =>
         new(BlockCount, HeldBlockCount, SharedBlockCount, ReferenceCount, CachedFreeBlockCount, FreeBlockCount);
 
@@ -126,6 +130,7 @@ public sealed class BlockPool
         else
         {
             _free.PushFront(blockId);
+            Freed?.Invoke(blockId);
         }
     }
 
@@ -139,6 +144,7 @@ public sealed class BlockPool
         _free.Remove(blockId);
         _free.PushFront(blockId);
         CachedFreeBlockCount--;
+        Freed?.Invoke(blockId);
     }
 
     /// <summary>Writes the free list front (next reused) to back (last evicted) into <paramref name="destination"/>;

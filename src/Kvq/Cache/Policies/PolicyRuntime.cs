@@ -52,8 +52,9 @@ internal sealed class PolicyRuntime(SequencePolicy s) : IPolicyEditor
         if (slot < Sinks(layer, head)) throw new InvalidOperationException($"slot {slot} of layer {layer} is a sink and cannot be rewritten");
         int bt = s.Kv.BlockTokens;
         int block = s.Slots.Blocks(layer)[slot / bt];
-        s.Kv.Keys.Codecs[layer][head].EncodeToken(key, s.Kv.Keys.Block(layer, block, head), slot % bt);
-        s.Kv.Values.Codecs[layer][head].EncodeToken(value, s.Kv.Values.Block(layer, block, head), slot % bt);
+        s.Kv.Keys.Codecs[layer][head].EncodeToken(key, s.Kv.Keys.Block(layer, block, head), s.Kv.Keys.Outliers(layer, block, head), slot % bt);
+        s.Kv.Values.Codecs[layer][head].EncodeToken(value, s.Kv.Values.Block(layer, block, head), s.Kv.Values.Outliers(layer, block, head),
+            slot % bt);
         if (s.Slots.HasLogWeights) s.Slots.LogWeights(layer, head)[slot] = logWeight;
         if (s.Slots.HasAttention) s.Slots.Attention(layer, head)[slot] = attention;
     }

@@ -152,6 +152,8 @@ internal sealed class SequencePolicy
     private void MoveSlot(KvSideStore side, int layer, int head, ReadOnlySpan<int> blocks, int from, int to)
     {
         int bt = _kv.BlockTokens;
-        side.Codecs[layer][head].CopySlot(side.Block(layer, blocks[from / bt], head), from % bt, side.Block(layer, blocks[to / bt], head), to % bt);
+        int bf = blocks[from / bt], bto = blocks[to / bt];
+        side.Codecs[layer][head].CopySlot(side.Block(layer, bf, head), side.Outliers(layer, bf, head), from % bt,
+            side.Block(layer, bto, head), side.Outliers(layer, bto, head), to % bt);
     }
 }

@@ -1,3 +1,5 @@
+using Kvq.Cache.Codecs;
+
 namespace Kvq.Cache.Storage;
 
 /// <summary>
@@ -5,37 +7,119 @@ namespace Kvq.Cache.Storage;
 /// blockBytes inside chunk b / ChunkBlocks. Chunks are allocated as block ids first reach them, so the arena's
 /// size is exactly what has been handed out (rounded up to a chunk, and never past <paramref name="capacityBlocks"/>:
 /// the last chunk is cut short, so a pool sized to a byte budget allocates at most that budget).
+/// With <paramref name="outliers"/> (a format whose blocks keep a sparse part beside them, <see cref="BlockOutliers"/>),
+/// each (block, head) also has its outlier rows, created on first use, moved with the block by copies and swaps, and
+/// counted in <see cref="AllocatedBytes"/> as they are really held.
 /// </summary>
-public sealed class BlockArena(int kvHeads, int blockBytes, int capacityBlocks = int.MaxValue)
+/// <param name="file">The file tier: chunks live in this memory-mapped file instead of managed arrays (sparse outlier
+/// rows stay in RAM).</param>
+public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityBlocks = int.MaxValue, bool outliers = false,
+    BlockFile? file = null)
 {
     public const int ChunkBlocks = 64;
     private readonly List<byte[]> _chunks = [];
+    private readonly List<IntPtr> _mapped = [];   // file tier: where each chunk is mapped
+    private readonly List<BlockOutliers?[]> _outliers = [];
+    private readonly OutlierBytes _outlierBytes = new();
     private long _allocated;
 
     public int BlockBytes => blockBytes;
-    public long AllocatedBytes => _allocated;
+    public bool HasOutliers => outliers;
+    /// <summary>The file holding the blocks (file tier), or null when they are in RAM.</summary>
+    public string? FilePath => file?.Path;
+    /// <summary>Fixed block bytes of every chunk handed out plus the sparse rows held beside blocks.</summary>
+    public long AllocatedBytes => _allocated + _outlierBytes.Total;
+    /// <summary>Bytes of sparse rows held beside blocks (part of <see cref="AllocatedBytes"/>).</summary>
+    public long OutlierBytes => _outlierBytes.Total;
+
+    /// <summary>The sparse rows of (block, head), or null for a format without them.</summary>
+    public BlockOutliers? Outliers(int blockId, int head)
+    {
+        if (!outliers) return null;
+        if ((uint)blockId >= (uint)capacityBlocks)
+            throw new ArgumentOutOfRangeException(nameof(blockId), blockId, $"block id must be below the arena's {capacityBlocks} blocks");
+        int chunk = blockId / ChunkBlocks;
+        while (_outliers.Count <= chunk) _outliers.Add(new BlockOutliers?[ChunkBlocks * kvHeads]);
+        ref var o = ref _outliers[chunk][(blockId % ChunkBlocks) * kvHeads + head];
+        return o ??= new BlockOutliers(_outlierBytes);
+    }
+
+    /// <summary>Bytes of the sparse rows of the given blocks, every head (what a sequence holds beside its blocks).</summary>
+    public long OutlierBytesOf(ReadOnlySpan<int> blocks)
+    {
+        if (!outliers) return 0;
+        long n = 0;
+        foreach (int b in blocks)
+        {
+            int chunk = b / ChunkBlocks;
+            if (chunk >= _outliers.Count) continue;
+            for (int h = 0; h < kvHeads; h++) n += _outliers[chunk][(b % ChunkBlocks) * kvHeads + h]?.Bytes ?? 0;
+        }
+        return n;
+    }
+
+    /// <summary>Drops the sparse rows of a block (every head): the block was freed or is reused for new content.</summary>
+    public void ClearOutliers(int blockId)
+    {
+        if (!outliers || blockId / ChunkBlocks >= _outliers.Count) return;
+        for (int h = 0; h < kvHeads; h++) _outliers[blockId / ChunkBlocks][(blockId % ChunkBlocks) * kvHeads + h]?.Clear();
+    }
+
+    /// <summary>Copies block <paramref name="src"/> to <paramref name="dst"/> in every head, sparse rows included.</summary>
+    public void CopyBlock(int src, int dst)
+    {
+        for (int h = 0; h < kvHeads; h++)
+        {
+            Block(src, h).CopyTo(Block(dst, h));
+            if (outliers) Outliers(dst, h)!.CopyFrom(Outliers(src, h)!);
+        }
+    }
 
     public Span<byte> Block(int blockId, int head)
     {
         if ((uint)blockId >= (uint)capacityBlocks)
             throw new ArgumentOutOfRangeException(nameof(blockId), blockId, $"block id must be below the arena's {capacityBlocks} blocks");
         int chunk = blockId / ChunkBlocks;
-        while (_chunks.Count <= chunk)
+        int offset = ((blockId % ChunkBlocks) * kvHeads + head) * blockBytes;
+        if (file != null)
         {
-            int blocks = (int)Math.Min(ChunkBlocks, (long)capacityBlocks - (long)_chunks.Count * ChunkBlocks);
-            _chunks.Add(new byte[blocks * kvHeads * blockBytes]);
-            _allocated += (long)blocks * kvHeads * blockBytes;
+            while (_mapped.Count <= chunk) _mapped.Add((IntPtr)file.AddChunk(NextChunkBytes(_mapped.Count)));
+            return new Span<byte>((byte*)_mapped[chunk] + offset, blockBytes);
         }
-        return _chunks[chunk].AsSpan(((blockId % ChunkBlocks) * kvHeads + head) * blockBytes, blockBytes);
+        while (_chunks.Count <= chunk) _chunks.Add(new byte[NextChunkBytes(_chunks.Count)]);
+        return _chunks[chunk].AsSpan(offset, blockBytes);
     }
 
-    /// <summary>The bytes of <paramref name="blocks"/>, every head, as (block, head, bytes) (swap out).</summary>
+    /// <summary>Bytes of chunk <paramref name="index"/> (the last one cut at the capacity), counted as allocated.</summary>
+    private int NextChunkBytes(int index)
+    {
+        int blocks = (int)Math.Min(ChunkBlocks, (long)capacityBlocks - (long)index * ChunkBlocks);
+        _allocated += (long)blocks * kvHeads * blockBytes;
+        return blocks * kvHeads * blockBytes;
+    }
+
+    /// <summary>The bytes of <paramref name="blocks"/>, every head, as (block, head, bytes) (swap out), then with
+    /// sparse rows, per (block, head) an i32 length and the rows' bytes.</summary>
     public byte[] CopyOut(int[] blocks)
     {
-        var bytes = new byte[(long)blocks.Length * kvHeads * blockBytes];
+        long dense = (long)blocks.Length * kvHeads * blockBytes, total = dense;
+        if (outliers)
+            foreach (int b in blocks)
+                for (int h = 0; h < kvHeads; h++) total += 4 + Outliers(b, h)!.Raw.Length;
+        var bytes = new byte[total];
         for (int i = 0; i < blocks.Length; i++)
             for (int h = 0; h < kvHeads; h++)
                 Block(blocks[i], h).CopyTo(bytes.AsSpan((i * kvHeads + h) * blockBytes, blockBytes));
+        if (!outliers) return bytes;
+        int at = (int)dense;
+        foreach (int b in blocks)
+            for (int h = 0; h < kvHeads; h++)
+            {
+                var raw = Outliers(b, h)!.Raw;
+                System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(at), raw.Length);
+                raw.CopyTo(bytes.AsSpan(at + 4));
+                at += 4 + raw.Length;
+            }
         return bytes;
     }
 
@@ -45,5 +129,14 @@ public sealed class BlockArena(int kvHeads, int blockBytes, int capacityBlocks =
         for (int i = 0; i < blocks.Length; i++)
             for (int h = 0; h < kvHeads; h++)
                 bytes.AsSpan((i * kvHeads + h) * blockBytes, blockBytes).CopyTo(Block(blocks[i], h));
+        if (!outliers) return;
+        int at = blocks.Length * kvHeads * blockBytes;
+        foreach (int b in blocks)
+            for (int h = 0; h < kvHeads; h++)
+            {
+                int n = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(at));
+                Outliers(b, h)!.Load(bytes.AsSpan(at + 4, n));
+                at += 4 + n;
+            }
     }
 }

@@ -43,11 +43,14 @@ internal sealed class KvSideStore
 
     public Span<byte> Block(int layer, int blockId, int head) => Arenas[layer].Block(blockId, head);
 
+    /// <summary>The sparse rows beside a block (formats with <see cref="KvCodec.HasBlockOutliers"/>), else null.</summary>
+    public BlockOutliers? Outliers(int layer, int blockId, int head) => Arenas[layer].Outliers(blockId, head);
+
     /// <summary>Tokens [s0, s0 + count) of one head as (count, headDim) f32 rows: decoded from block
     /// <paramref name="blockId"/> or read from staging, with the sink rows from their exact copies.</summary>
     public void ReadTile(int layer, int head, int s0, int count, int blockId, Span<float> tile)
     {
-        if (Staging == null || s0 < Sealed[layer]) Codecs[layer][head].DecodeBlock(Arenas[layer].Block(blockId, head), count, tile);
+        if (Staging == null || s0 < Sealed[layer]) Codecs[layer][head].DecodeBlock(Arenas[layer].Block(blockId, head), Arenas[layer].Outliers(blockId, head), count, tile);
         else Staging[layer].Read(head, s0 - Sealed[layer], count, tile);
         if (s0 == 0 && Sink != null) Sink.Overwrite(layer, head, tile, count);
     }
@@ -58,7 +61,11 @@ internal sealed class KvSideStore
     {
         if (Sink is { } sink && pos < sink.Tokens) sink.Set(layer, head, pos, x);
         if (Staging is { } staging) staging[layer].Add(head, pos - Sealed[layer], x);
-        else Codecs[layer][head].EncodeToken(x, Arenas[layer].Block(blocks[slot / _blockTokens], head), slot % _blockTokens);
+        else
+        {
+            int b = blocks[slot / _blockTokens];
+            Codecs[layer][head].EncodeToken(x, Arenas[layer].Block(b, head), Arenas[layer].Outliers(b, head), slot % _blockTokens);
+        }
     }
 
     /// <summary>Encodes the oldest staged block once it is full and older than the residual window (the layer holds
@@ -74,7 +81,7 @@ internal sealed class KvSideStore
         for (int h = 0; h < _kvHeads; h++)
         {
             staging.Read(h, 0, bt, _sealTile);
-            Codecs[layer][h].EncodeBlock(_sealTile, Arenas[layer].Block(block, h));
+            Codecs[layer][h].EncodeBlock(_sealTile, Arenas[layer].Block(block, h), Arenas[layer].Outliers(block, h));
         }
         staging.DropFront(bt);
         Sealed[layer] += bt;

@@ -51,12 +51,13 @@ public sealed class CalibrationBackward
             var w = Weights.Layers[l];
             var s = tape.Layers[l];
             // Feed-forward block: x_out = XMid + WDown (silu(gate) * up), gate/up = WGate/WUp RmsNorm(XMid).
+            var (wGate, wUp, wDown) = w.DenseFfn("the calibration's Fisher backward pass (kvq calibrate)");
             Array.Clear(dh);
-            TransposedProduct.AddTo(w.WDown, dx, dh, n, par);
+            TransposedProduct.AddTo(wDown, dx, dh, n, par);
             BackwardKernels.SwiGluBackward(s.Gate, s.Up, dh, dGate, dUp);
             Array.Clear(dxn);
-            TransposedProduct.AddTo(w.WGate, dGate, dxn, n, par);
-            TransposedProduct.AddTo(w.WUp, dUp, dxn, n, par);
+            TransposedProduct.AddTo(wGate, dGate, dxn, n, par);
+            TransposedProduct.AddTo(wUp, dUp, dxn, n, par);
             for (int t = 0; t < n; t++)
                 BackwardKernels.RmsNormBackwardAdd(s.XMid.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps,
                     dxn.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim));
@@ -64,7 +65,7 @@ public sealed class CalibrationBackward
             Array.Clear(dAtt);
             TransposedProduct.AddTo(w.Wo, dx, dAtt, n, par);
             var dV = new float[n * kvDim];
-            CausalAttention.Backward(s.Q, s.KRot, s.V, dAtt, dQ, dKRot, dV, n, c.Heads, c.KvHeads, c.HeadDim, par);
+            CausalAttention.Backward(s.Q, s.KRot, s.V, dAtt, dQ, dKRot, dV, n, c.Heads, c.KvHeads, c.HeadDim, par, c.WindowOf(l));
             var dK = dKRot;
             dKRot = new float[n * kvDim];
             for (int t = 0; t < n; t++)
@@ -72,9 +73,18 @@ public sealed class CalibrationBackward
                 BackwardKernels.RotateHeadsTransposed(_rope, dQ.AsSpan(t * qDim, qDim), c.Heads, t);
                 BackwardKernels.RotateHeadsTransposed(_rope, dK.AsSpan(t * kvDim, kvDim), c.KvHeads, t);
             }
+            if (_rope.QueryScale != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(dQ, _rope.QueryScale, dQ);
+            // Through QK-norm: dK stays the gradient of the normed keys (what the cache holds); the projections get the raw ones.
+            var dQIn = dQ;
+            var dKIn = dK;
+            if (s.QRaw != null && s.KRaw != null && w.QNorm != null && w.KNorm != null)
+            {
+                dQIn = HeadNormBackward(s.QRaw, w.QNorm, dQ, n, c.Heads, c.HeadDim, c.NormEps);
+                dKIn = HeadNormBackward(s.KRaw, w.KNorm, dK, n, c.KvHeads, c.HeadDim, c.NormEps);
+            }
             Array.Clear(dxn);
-            TransposedProduct.AddTo(w.Wq, dQ, dxn, n, par);
-            TransposedProduct.AddTo(w.Wk, dK, dxn, n, par);
+            TransposedProduct.AddTo(w.Wq, dQIn, dxn, n, par);
+            TransposedProduct.AddTo(w.Wk, dKIn, dxn, n, par);
             TransposedProduct.AddTo(w.Wv, dV, dxn, n, par);
             for (int t = 0; t < n; t++)
                 BackwardKernels.RmsNormBackwardAdd(s.XIn.AsSpan(t * dim, dim), w.AttnNorm, c.NormEps,
@@ -82,5 +92,14 @@ public sealed class CalibrationBackward
             result[l] = new LayerKvGradients(s.KPre, s.V, dK, dV);
         }
         return new KvGradients(n, kvDim, tape.Loss, result);
+    }
+
+    /// <summary>Gradient before <see cref="Transformer.HeadNorm"/> of every (token, head) of <paramref name="raw"/>.</summary>
+    private static float[] HeadNormBackward(float[] raw, float[] weight, float[] dy, int n, int heads, int headDim, float eps)
+    {
+        var dx = new float[raw.Length];
+        for (int r = 0; r < n * heads; r++)
+            BackwardKernels.RmsNormBackwardAdd(raw.AsSpan(r * headDim, headDim), weight, eps, dy.AsSpan(r * headDim, headDim), dx.AsSpan(r * headDim, headDim));
+        return dx;
     }
 }

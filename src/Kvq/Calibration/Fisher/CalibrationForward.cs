@@ -19,6 +19,10 @@ public sealed class CalibrationForward
 
     public CalibrationForward(ModelWeights weights, Parallelism? parallelism = null)
     {
+        if (weights.Config.Experts != null)
+            throw new UnsupportedArchitectureException(
+                $"kvq calibrate: the Fisher backward pass does not cover mixture-of-experts routing ({weights.Config.Architecture}, " +
+                $"{weights.Config.Experts.Count} experts); calibrate a dense model or use a KV format without a profile");
         Weights = weights;
         Parallelism = parallelism ?? Parallelism.Default;
         _rope = Rope.For(weights.Config);
@@ -61,6 +65,19 @@ public sealed class CalibrationForward
                 if (w.Bk != null) TensorPrimitives.Add(kPre.AsSpan(t * kvDim, kvDim), w.Bk, kPre.AsSpan(t * kvDim, kvDim));
                 if (w.Bv != null) TensorPrimitives.Add(v.AsSpan(t * kvDim, kvDim), w.Bv, v.AsSpan(t * kvDim, kvDim));
             }
+            // QK-norm: the cache (and so the injection and the Fisher gradient) sees the normed keys; the raw ones are kept
+            // for the backward pass through the norm.
+            float[]? qRaw = null, kRaw = null;
+            if (w.QNorm != null && w.KNorm != null)
+            {
+                qRaw = (float[])q.Clone();
+                kRaw = (float[])kPre.Clone();
+                for (int t = 0; t < n; t++)
+                {
+                    Transformer.HeadNorm(q.AsSpan(t * qDim, qDim), c.Heads, c.HeadDim, w.QNorm, c.NormEps);
+                    Transformer.HeadNorm(kPre.AsSpan(t * kvDim, kvDim), c.KvHeads, c.HeadDim, w.KNorm, c.NormEps);
+                }
+            }
             Injection?.Invoke(l, kPre, v);
             var kRot = (float[])kPre.Clone();
             for (int t = 0; t < n; t++)
@@ -68,7 +85,8 @@ public sealed class CalibrationForward
                 _rope.RotateHeads(q.AsSpan(t * qDim, qDim), c.Heads, t);
                 _rope.RotateHeads(kRot.AsSpan(t * kvDim, kvDim), c.KvHeads, t);
             }
-            CausalAttention.Forward(q, kRot, v, att, n, c.Heads, c.KvHeads, c.HeadDim, par);
+            if (_rope.QueryScale != 1f) TensorPrimitives.Multiply(q, _rope.QueryScale, q);
+            CausalAttention.Forward(q, kRot, v, att, n, c.Heads, c.KvHeads, c.HeadDim, par, c.WindowOf(l));
             w.Wo.MatMul(att, proj, n, par);
             TensorPrimitives.Add(x, proj, x);
             var xMid = (float[])x.Clone();
@@ -76,13 +94,14 @@ public sealed class CalibrationForward
                 Kernels.RmsNorm(x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, xn.AsSpan(t * dim, dim));
             var gate = new float[n * ffn];
             var up = new float[n * ffn];
-            w.WGate.MatMul(xn, gate, n, par);
-            w.WUp.MatMul(xn, up, n, par);
+            var (wGate, wUp, wDown) = w.DenseFfn("the calibration's Fisher backward pass (kvq calibrate)");
+            wGate.MatMul(xn, gate, n, par);
+            wUp.MatMul(xn, up, n, par);
             gate.CopyTo(h, 0);
             Kernels.SwiGlu(h, up);
-            w.WDown.MatMul(h, proj, n, par);
+            wDown.MatMul(h, proj, n, par);
             TensorPrimitives.Add(x, proj, x);
-            layers[l] = new LayerTape { XIn = xIn, Q = q, KPre = kPre, KRot = kRot, V = v, XMid = xMid, Gate = gate, Up = up };
+            layers[l] = new LayerTape { XIn = xIn, Q = q, KPre = kPre, KRot = kRot, V = v, XMid = xMid, Gate = gate, Up = up, QRaw = qRaw, KRaw = kRaw };
         }
         for (int t = 0; t < n; t++)
             Kernels.RmsNorm(x.AsSpan(t * dim, dim), Weights.OutputNorm, c.NormEps, xn.AsSpan(t * dim, dim));

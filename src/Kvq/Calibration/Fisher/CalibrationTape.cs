@@ -41,4 +41,6 @@ internal sealed class LayerTape
     public required float[] XMid { get; init; }  // (T, dim) residual stream after the attention block
     public required float[] Gate { get; init; }  // (T, ffn) WGate x before silu
     public required float[] Up { get; init; }    // (T, ffn) WUp x
+    public float[]? QRaw { get; init; }          // (T, qDim) queries before QK-norm (null without it)
+    public float[]? KRaw { get; init; }          // (T, kvDim) keys before QK-norm
 }

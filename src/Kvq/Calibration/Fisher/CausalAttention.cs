@@ -14,9 +14,9 @@ namespace Kvq.Calibration.Fisher;
 public static unsafe class CausalAttention
 {
     public static void Forward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o,
-        int tokens, int heads, int kvHeads, int headDim, Parallelism par)
+        int tokens, int heads, int kvHeads, int headDim, Parallelism par, int window = 0)
     {
-        var g = new Geometry(tokens, heads, kvHeads, headDim);
+        var g = new Geometry(tokens, heads, kvHeads, headDim, window);
         g.Check(q.Length, k.Length, v.Length, o.Length);
         fixed (float* pq = q)
         fixed (float* pk = k)
@@ -36,9 +36,9 @@ public static unsafe class CausalAttention
     /// A KV head's gradient sums the gradients of its query heads.
     /// </summary>
     public static void Backward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> dO,
-        Span<float> dQ, Span<float> dK, Span<float> dV, int tokens, int heads, int kvHeads, int headDim, Parallelism par)
+        Span<float> dQ, Span<float> dK, Span<float> dV, int tokens, int heads, int kvHeads, int headDim, Parallelism par, int window = 0)
     {
-        var g = new Geometry(tokens, heads, kvHeads, headDim);
+        var g = new Geometry(tokens, heads, kvHeads, headDim, window);
         g.Check(q.Length, k.Length, v.Length, dO.Length);
         g.Check(dQ.Length, dK.Length, dV.Length, dQ.Length);
         // Per query head: (heads, T, headDim), so that heads run in parallel without sharing a KV gradient.
@@ -74,8 +74,12 @@ public static unsafe class CausalAttention
         }
     }
 
-    private readonly record struct Geometry(int Tokens, int Heads, int KvHeads, int HeadDim)
+    /// <summary>Window: a query at t sees keys t-Window+1..t (sliding-window layers); 0: all keys up to t.</summary>
+    private readonly record struct Geometry(int Tokens, int Heads, int KvHeads, int HeadDim, int Window = 0)
     {
+        /// <summary>Key j is outside query t's sliding window (its score becomes -inf, its probability 0).</summary>
+        public bool Hidden(int t, int j) => Window > 0 && j <= t - Window;
+
         public int QDim => Heads * HeadDim;
         public int KvDim => KvHeads * HeadDim;
         public int Group => Heads / KvHeads;
@@ -114,7 +118,8 @@ public static unsafe class CausalAttention
                     for (int j = 0; j < t1; j++)
                     {
                         float* kj = k + (long)j * g.KvDim + kvOff;
-                        for (int t = Math.Max(t0, j); t < t1; t++) s[(t - t0) * n + j] = Dot(qh + (long)t * g.QDim, kj, hd) * g.Scale;
+                        for (int t = Math.Max(t0, j); t < t1; t++)
+                            s[(t - t0) * n + j] = g.Hidden(t, j) ? float.NegativeInfinity : Dot(qh + (long)t * g.QDim, kj, hd) * g.Scale;
                     }
                     for (int t = t0; t < t1; t++)
                     {
@@ -161,7 +166,7 @@ public static unsafe class CausalAttention
                             {
                                 int b = (t - t0) * n + j;
                                 TwoDots(qh + (long)t * g.QDim, k + at, doh + (long)t * g.QDim, v + at, hd, out float sc, out ds[b]);
-                                p[b] = sc * scale;
+                                p[b] = g.Hidden(t, j) ? float.NegativeInfinity : sc * scale;
                             }
                         }
                         for (int t = t0; t < t1; t++)

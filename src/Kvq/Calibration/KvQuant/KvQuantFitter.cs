@@ -177,11 +177,11 @@ public static class KvQuantFitter
             {
                 long off = ((long)t * heads + h) * dim;
                 var v = x.AsSpan((int)off, dim);
-                var (min, max) = TokenOutliers.Split(v, k, isOutlier, idx);
-                // The codec stores zero and range in f16 and normalizes with those.
-                float zero = QuantFormats.HalfToSingle(QuantFormats.SingleToHalf((max + min) * 0.5f));
-                float range = QuantFormats.HalfToSingle(QuantFormats.SingleToHalf((max - min) * 0.5f));
-                if (!(range > 0)) continue;
+                // The same split and stored scale as the codec (NuqTokenCodec): outliers beyond the margin, 16-bit scale.
+                var (min, max, _) = k > 0 ? TokenOutliers.SplitBeyond(v, k, KvQuantSpec.ValueOutlierMargin, isOutlier, idx)
+                    : Dense(v, isOutlier);
+                if (!(max > min)) continue;
+                var (_, zero, range) = TokenScale.Encode(min, max);
                 for (int c = 0; c < dim; c++)
                 {
                     if (isOutlier[c]) continue;
@@ -190,6 +190,14 @@ public static class KvQuantFitter
                     hist.Add(u, w);
                 }
             }
+    }
+
+    private static (float Min, float Max, int Count) Dense(ReadOnlySpan<float> v, Span<bool> isOutlier)
+    {
+        isOutlier[..v.Length].Clear();
+        float min = float.PositiveInfinity, max = float.NegativeInfinity;
+        foreach (float x in v) { min = Math.Min(min, x); max = Math.Max(max, x); }
+        return (min, max, 0);
     }
 
     /// <summary>Keys rotated at their positions (what a post-RoPE cache stores).</summary>

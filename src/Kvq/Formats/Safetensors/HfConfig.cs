@@ -79,6 +79,7 @@ public sealed record HfConfig
         string ropeKey = Has("rope_parameters") ? "rope_parameters" : "rope_scaling";
         double theta = Float(json, "rope_theta") ?? 10000.0;
         float scale = 1f;
+        float[]? freqFactors = null;
         if (Has(ropeKey))
         {
             var rs = root.GetProperty(ropeKey);
@@ -92,8 +93,20 @@ public sealed record HfConfig
                     throw json.Error(ropeKey, $"expected a positive number 'factor' for linear scaling, found {(f.ValueKind == JsonValueKind.Undefined ? "none" : JsonSource.Describe(f))}");
                 scale = (float)f.GetDouble();
             }
+            else if (kind == "llama3")
+            {
+                // Llama 3.1: per-pair frequency factors, as llama.cpp's converter writes them to rope_freqs.weight.
+                double Num(string key) => rs.TryGetProperty(key, out var e) && e.ValueKind == JsonValueKind.Number ? e.GetDouble()
+                    : throw json.Error(ropeKey, $"expected a number '{key}' for llama3 scaling, found {(e.ValueKind == JsonValueKind.Undefined ? "none" : JsonSource.Describe(e))}");
+                try
+                {
+                    freqFactors = RopeFrequencyFactors.Llama3(headDim, (float)theta, (float)Num("factor"), (float)Num("low_freq_factor"),
+                        (float)Num("high_freq_factor"), (int)Num("original_max_position_embeddings"));
+                }
+                catch (ArgumentException e) { throw json.Error(ropeKey, e.Message); }
+            }
             else if (kind is not (null or "default"))
-                throw json.Error(ropeKey, $"expected no scaling or type 'linear', found type '{kind}' (not supported)");
+                throw json.Error(ropeKey, $"expected no scaling or type 'linear' or 'llama3', found type '{kind}' (not supported)");
         }
         if (!(theta > 0) || !double.IsFinite(theta)) throw json.Error("rope_theta", $"expected a positive number, found {theta}");
         double eps = Float(json, "rms_norm_eps") ?? 1e-6;
@@ -114,6 +127,7 @@ public sealed record HfConfig
             RopeScale = scale,
             RopeDims = headDim,
             RopeStyle = RopeStyle.Neox,
+            RopeFreqFactors = freqFactors,
             ContextLength = Has("max_position_embeddings") ? PositiveInt(json, "max_position_embeddings")
                 : type switch { "mistral" => 4096 * 32, "qwen2" => 32768, _ => 2048 },
         };

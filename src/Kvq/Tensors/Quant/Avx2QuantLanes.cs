@@ -88,4 +88,15 @@ internal readonly unsafe struct Avx2QuantLanes : IQuantLanes<Vector256<float>>
         q3 = F(((a >> 4) | (h & m48)) - b);
         q4 = F(((c >> 4) | ((h >> 2) & m48)) - b);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Iq4(byte* p, out Vector256<float> lo, out Vector256<float> hi)
+    {
+        var v = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<ulong>(p)).AsByte();   // 8 bytes: only Count lanes are read
+        var levels = Vector128.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+        var m15 = Vector128.Create((byte)15);
+        // pshufb: byte i of the result is levels[index byte i] (indices are 0..15, so no lane is zeroed).
+        lo = F(Avx2.ConvertToVector256Int32(Ssse3.Shuffle(levels, (v & m15).AsSByte())));
+        hi = F(Avx2.ConvertToVector256Int32(Ssse3.Shuffle(levels, ((v >> 4) & m15).AsSByte())));
+    }
 }

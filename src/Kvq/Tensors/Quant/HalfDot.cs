@@ -40,6 +40,93 @@ public static unsafe class HalfDot
         return (fixedUp | sign).AsSingle();
     }
 
+    /// <summary>
+    /// f16 -> f32 for values known to be finite (no inf/NaN bit pattern): sign-extend, shift the sign, exponent and
+    /// mantissa into place, clear the three copies of the sign that land in the f32 exponent, and rebias with the
+    /// same multiply by 2^112 as <see cref="F16ToF32"/> (exact for normals, subnormals and zeros). 4 instructions
+    /// (the load folds into vpmovsxwd) instead of ~9, and bitwise the same floats as <see cref="F16ToF32"/> on every
+    /// finite input; an inf or NaN would come out as a finite +-2^16 x (1 + m/1024), so callers check first
+    /// (<see cref="AllFinite"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> F16ToF32Finite(Half* p)
+    {
+        var w = Avx512F.ConvertToVector512Int32(Vector256.Load((short*)p));
+        var f = (w << 13) & Vector512.Create(unchecked((int)0x8FFFE000));
+        return f.AsSingle() * Vector512.Create(0x77800000u).AsSingle();
+    }
+
+    /// <summary>Whether no value is an inf or NaN (exponent bits all ones): then <see cref="F16ToF32Finite"/> is exact.</summary>
+    public static bool AllFinite(ReadOnlySpan<Half> a)
+    {
+        int n = a.Length, i = 0;
+        fixed (Half* p = a)
+        {
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var exp = Vector256.Create((ushort)0x7c00);
+                var any = Vector256<ushort>.Zero;
+                for (; i + 16 <= n; i += 16)
+                    any |= Vector256.Equals(Vector256.Load((ushort*)p + i) & exp, exp);
+                if (any != Vector256<ushort>.Zero) return false;
+            }
+            for (; i < n; i++)
+                if ((((ushort*)p)[i] & 0x7c00) == 0x7c00) return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// y[r] = Dot(row r, x) for <paramref name="rows"/> f16 rows of <paramref name="k"/> values,
+    /// <paramref name="rowStride"/> bytes apart, all finite (<see cref="AllFinite"/>): each result bitwise what
+    /// <see cref="Dot"/> gives (same two accumulators, same order, same reduction; the conversion is exact either
+    /// way), with the cheaper <see cref="F16ToF32Finite"/>. Rows go one after another: four rows per pass (sharing
+    /// the activation loads) ran 2x faster hot in L2 but 2-4x slower streaming a model's weights from memory, as
+    /// four interleaved streams defeat the hardware prefetcher that a single forward stream keeps busy.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void DotRowsFinite(byte* w, long rowStride, int rows, int k, float* x, float* y)
+    {
+        if (!Avx512F.IsSupported || k < 16)
+        {
+            for (int r = 0; r < rows; r++) y[r] = Dot(new ReadOnlySpan<Half>(w + r * rowStride, k), new ReadOnlySpan<float>(x, k));
+            return;
+        }
+        for (int row = 0; row < rows; row++)
+        {
+            Half* p = (Half*)(w + row * rowStride);
+            Vector512<float> acc0 = default, acc1 = default;
+            int i = 0;
+            for (; i + 32 <= k; i += 32)
+            {
+                acc0 = Avx512F.FusedMultiplyAdd(F16ToF32Finite(p + i), Vector512.Load(x + i), acc0);
+                acc1 = Avx512F.FusedMultiplyAdd(F16ToF32Finite(p + i + 16), Vector512.Load(x + i + 16), acc1);
+            }
+            for (; i + 16 <= k; i += 16)
+                acc0 = Avx512F.FusedMultiplyAdd(F16ToF32Finite(p + i), Vector512.Load(x + i), acc0);
+            float s = Vector512.Sum(acc0 + acc1);
+            for (; i < k; i++) s += (float)p[i] * x[i];
+            y[row] = s;
+        }
+    }
+
+    /// <summary><see cref="ToSingle"/> for values known to be finite (<see cref="AllFinite"/>): the same floats with
+    /// the 4-instruction widening.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ToSingleFinite(ReadOnlySpan<Half> src, Span<float> dst)
+    {
+        if (dst.Length < src.Length) throw new ArgumentException("destination too short");
+        int n = src.Length, i = 0;
+        fixed (Half* ps = src)
+        fixed (float* pd = dst)
+        {
+            if (Avx512F.IsSupported)
+                for (; i + 16 <= n; i += 16)
+                    F16ToF32Finite(ps + i).Store(pd + i);
+            for (; i < n; i++) pd[i] = (float)ps[i];
+        }
+    }
+
     /// <summary>f16 -> f32 for a span. TensorPrimitives.ConvertToSingle(Half) measured ~1 ns/value here (it is not
     /// vectorised for Half on this runtime), which made the f16 KV cache slower than f32; this runs at memory speed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

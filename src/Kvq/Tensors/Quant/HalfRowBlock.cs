@@ -18,8 +18,10 @@ public static unsafe class HalfRowBlock
     public static bool Supported(int k) => Avx512F.IsSupported && k >= 16;
 
     /// <summary>y[t * yStride + r] = row r (of <paramref name="rows"/>, <paramref name="k"/> halves each, rows
-    /// <paramref name="rowStride"/> bytes apart) . x[t] for t in [0, n); <paramref name="scratch"/> holds 2 * k floats.</summary>
-    public static void Rows(byte* w, long rowStride, int rows, int k, float* x, int n, float* y, int yStride, Span<float> scratch)
+    /// <paramref name="rowStride"/> bytes apart) . x[t] for t in [0, n); <paramref name="scratch"/> holds 2 * k floats;
+    /// <paramref name="finite"/>: no row holds an inf or NaN (<see cref="HalfDot.AllFinite"/>).</summary>
+    public static void Rows(byte* w, long rowStride, int rows, int k, float* x, int n, float* y, int yStride, Span<float> scratch,
+        bool finite = false)
     {
         fixed (float* buf = scratch)
         {
@@ -27,8 +29,17 @@ public static unsafe class HalfRowBlock
             int r = 0;
             for (; r + 2 <= rows; r += 2)
             {
-                HalfDot.ToSingle(new ReadOnlySpan<Half>(w + r * rowStride, k), new Span<float>(f0, k));
-                HalfDot.ToSingle(new ReadOnlySpan<Half>(w + (r + 1) * rowStride, k), new Span<float>(f1, k));
+                // Finite rows (the matrix was scanned) widen with the cheaper exact conversion: the same floats.
+                if (finite)
+                {
+                    HalfDot.ToSingleFinite(new ReadOnlySpan<Half>(w + r * rowStride, k), new Span<float>(f0, k));
+                    HalfDot.ToSingleFinite(new ReadOnlySpan<Half>(w + (r + 1) * rowStride, k), new Span<float>(f1, k));
+                }
+                else
+                {
+                    HalfDot.ToSingle(new ReadOnlySpan<Half>(w + r * rowStride, k), new Span<float>(f0, k));
+                    HalfDot.ToSingle(new ReadOnlySpan<Half>(w + (r + 1) * rowStride, k), new Span<float>(f1, k));
+                }
                 int t = 0;
                 for (; t + 4 <= n; t += 4) Dot2x4(f0, f1, k, x + (long)t * k, y + (long)t * yStride + r, yStride);
                 for (; t < n; t++)

@@ -46,4 +46,10 @@ internal unsafe interface IQuantLanes<TV> where TV : struct
     /// q4 = high(ql[i+32]) | bits 6-7.
     /// </summary>
     static abstract void Six(byte* ql, byte* qh, out TV q1, out TV q2, out TV q3, out TV q4);
+
+    /// <summary>
+    /// IQ4_NL/IQ4_XS: lane i of lo = levels[p[i] &amp; 15], of hi = levels[p[i] &gt;&gt; 4], with the 16 non-linear
+    /// levels of <see cref="QuantFormats.Iq4Levels"/> (a byte shuffle looks them up in a register).
+    /// </summary>
+    static abstract void Iq4(byte* p, out TV lo, out TV hi);
 }

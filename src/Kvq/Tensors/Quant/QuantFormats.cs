@@ -6,7 +6,8 @@ namespace Kvq.Tensors.Quant;
 
 /// <summary>
 /// ggml block-quantized formats, byte-compatible with ggml/GGUF: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32 values per
-/// block) and the K-quants Q4_K, Q5_K, Q6_K (256-value super-blocks).
+/// block), the K-quants Q4_K, Q5_K, Q6_K (256-value super-blocks) and the non-linear 4-bit IQ4_NL (32) and IQ4_XS
+/// (256), see QuantFormats.Iq4.cs.
 /// <list type="bullet">
 /// <item><see cref="Dequantize"/> is the scalar reference, written to follow ggml's dequantize_row_* step by step; it is
 /// the oracle for everything else.</item>
@@ -23,7 +24,8 @@ public static unsafe partial class QuantFormats
 {
     /// <summary>True for the block formats this class decodes (and dots with a fused kernel).</summary>
     public static bool HasFusedDot(GgmlType type) => type is GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0
-        or GgmlType.Q5_1 or GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
+        or GgmlType.Q5_1 or GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.IQ4_NL
+        or GgmlType.IQ4_XS;
 
     /// <summary>Which SIMD width <see cref="Dot"/> uses on this machine (for logs and benchmarks).</summary>
     public static string DotKernel => Avx512QuantLanes.IsSupported ? "avx512" : Avx2QuantLanes.IsSupported ? "avx2" : "scalar";
@@ -45,6 +47,8 @@ public static unsafe partial class QuantFormats
                 case GgmlType.Q4_K: DequantizeQ4_K(s, y, nb); break;
                 case GgmlType.Q5_K: DequantizeQ5_K(s, y, nb); break;
                 case GgmlType.Q6_K: DequantizeQ6_K(s, y, nb); break;
+                case GgmlType.IQ4_NL: DequantizeIq4Nl(s, y, nb); break;
+                case GgmlType.IQ4_XS: DequantizeIq4Xs(s, y, nb); break;
                 default: throw Unsupported(type);
             }
         }
@@ -96,6 +100,8 @@ public static unsafe partial class QuantFormats
                 GgmlType.Q4_K => DotQ4_K<TV, TL>(s, px, nb),
                 GgmlType.Q5_K => DotQ5_K<TV, TL>(s, px, nb),
                 GgmlType.Q6_K => DotQ6_K<TV, TL>(s, px, nb),
+                GgmlType.IQ4_NL => DotIq4Nl<TV, TL>(s, px, nb),
+                GgmlType.IQ4_XS => DotIq4Xs<TV, TL>(s, px, nb),
                 _ => throw Unsupported(type),
             };
         }

@@ -21,6 +21,7 @@ internal static class CodecTestData
     /// of 64 must tile the head dim, and KIVI's key groups are 32-token blocks.
     /// </summary>
     public static bool Rejects(string name, int blockTokens, int headDim) =>
+        name.EndsWith(":rot", StringComparison.Ordinal) ? Rejects(name[..^4], blockTokens, headDim) :
         (name is "q8_0" or "q4_0" && headDim % 32 != 0)
         || (name.EndsWith("-g64") && headDim > 64 && headDim % 64 != 0)
         || (name.StartsWith("kivi") && blockTokens != 32)
@@ -37,10 +38,14 @@ internal static class CodecTestData
 
     /// <summary>A codec for the matrix. Calibrated formats (KVQuant's nuq*, low-rank lrR+*) get a profile fitted on
     /// <see cref="Tokens"/> for the head dim, so that they run on the same data as every other format.</summary>
-    public static KvCodec Create(string name, KvSide side, int bt, int hd) =>
-        Kvq.Cache.Codecs.KvQuant.KvQuantSpec.TryParse(name) is null && Kvq.Cache.Codecs.LowRank.LowRankSpec.TryParse(name) is null
+    /// Codecs with sparse rows beside their blocks come wrapped in <see cref="BlockOutliersTestCodec"/>.
+    public static KvCodec Create(string name, KvSide side, int bt, int hd)
+    {
+        var codec = Kvq.Cache.Codecs.KvQuant.KvQuantSpec.TryParse(name) is null && Kvq.Cache.Codecs.LowRank.LowRankSpec.TryParse(name) is null
             ? KvCodecRegistry.Create(name, side, bt, hd)
             : KvCodecRegistry.Create(name, new KvCodecContext(side, bt, hd, 0, 0, CalibratedProfiles.GetOrAdd(hd, CalibratedProfile)));
+        return codec.HasBlockOutliers ? new BlockOutliersTestCodec(codec) : codec;
+    }
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, IKvProfile> CalibratedProfiles = new();
 
@@ -90,6 +95,7 @@ internal static class CodecTestData
     public static byte[] Encode(KvCodec codec, float[] xs, int seed)
     {
         var block = Garbage(codec.BlockBytes, seed);
+        (codec as BlockOutliersTestCodec)?.Rows.Clear();
         int bt = codec.BlockTokens, hd = codec.HeadDim;
         if (codec.EncodesWholeBlocks) codec.EncodeBlock(xs, block);
         else
@@ -115,6 +121,21 @@ internal static class CodecTestData
     {
         if (codec is IKvCodecReference r) r.MaxAbsError(xs, bound);
         else FloatBound(codec, xs, bound);
+    }
+
+    /// <summary>
+    /// How close the largest round-trip error must come to the stated bound. 0.25 for codecs whose bound is per value;
+    /// a rotated codec's bound is the worst case over the signs of n = run length rotated errors summed, which real
+    /// errors (random signs) stay about sqrt(n) below, so its floor is 0.25 / sqrt(n) (and the rotated round trip is
+    /// checked exactly against the inner codec in RotatedCodecTests). QJL's residual estimate, a sum of d signed
+    /// Gaussians bounded by the sum of their magnitudes, likewise sits about sqrt(d) below its bound.
+    /// </summary>
+    public static double TightnessFloor(KvCodec codec)
+    {
+        if (codec is not Kvq.Cache.Codecs.Rotation.RotatedCodec r) return 0.25;
+        double floor = 0.25 / Math.Sqrt(Kvq.Tensors.Hadamard.BlockSize(codec.HeadDim));
+        if (r.Inner is Kvq.Cache.Codecs.TurboQuant.TurboQuantCodec { Qjl: true }) floor /= Math.Sqrt(codec.HeadDim);
+        return floor;
     }
 
     public static string Describe(KvCodec c, KvSide side) => $"{c.Name} {side} hd={c.HeadDim} bt={c.BlockTokens}";

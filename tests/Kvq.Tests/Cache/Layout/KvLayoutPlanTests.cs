@@ -107,18 +107,32 @@ public sealed class KvLayoutPlanTests
             KvMemoryEvaluator.Fill(seq, shape, n, seed: n);
             var mem = seq.Memory();
             var want = plan.MemoryAt(n);
-            Assert.Equal(want.Keys, mem.Keys);
-            Assert.Equal(want.Values, mem.Values);
+            // Sparse outlier rows beside blocks (KVQuant) are counted as held, on top of the plan's fixed block bytes.
+            long keyRows = 0, valueRows = 0;
+            for (int l = 0; l < shape.Layers; l++)
+            {
+                keyRows += cache.Keys[l].OutlierBytes;
+                valueRows += cache.Values[l].OutlierBytes;
+            }
+            Assert.Equal(plan.Keys.Codec.HasBlockOutliers, keyRows > 0);
+            Assert.Equal(plan.Values.Codec.HasBlockOutliers, valueRows > 0);
+            Assert.Equal(want.Keys + new KvBytes(0, 0, 0, keyRows, 0, 0), mem.Keys);
+            Assert.Equal(want.Values + new KvBytes(0, 0, 0, valueRows, 0, 0), mem.Values);
             Assert.Equal(want.StagingBytes, mem.StagingBytes);
-            Assert.Equal(want.TotalBytes, mem.TotalBytes);
-            Assert.Equal(want.BitsPerElement, mem.BitsPerElement);
+            Assert.Equal(want.TotalBytes + keyRows + valueRows, mem.TotalBytes);
+            Assert.Equal(cache.HeldBytes, mem.Keys.Total + mem.Values.Total);
+            if (keyRows + valueRows == 0) Assert.Equal(want.BitsPerElement, mem.BitsPerElement);
+            // The plan expects sparse rows exactly where the cache keeps them (their bytes depend on the data).
+            var expect = plan.MemoryAt(n, expectedOutliers: true);
+            long expectedRows = (expect.Keys + expect.Values).Outliers;
+            Assert.Equal(keyRows + valueRows > 0, expectedRows > 0);
             // Arenas of exactly n tokens' blocks hold them all once a block is written (a staging format writes its
-            // first block when one block and the residual window are staged).
+            // first block when one block and the residual window are staged), plus the sparse rows.
             for (int l = 0; l < shape.Layers; l++)
             {
                 var (k, v) = plan.LayerBlockBytes(l, plan.BlocksFor(n));
-                Assert.Equal(Written(plan.Keys, n) ? k.Total : 0, cache.Keys[l].AllocatedBytes);
-                Assert.Equal(Written(plan.Values, n) ? v.Total : 0, cache.Values[l].AllocatedBytes);
+                Assert.Equal(Written(plan.Keys, n) ? k.Total : 0, cache.Keys[l].AllocatedBytes - cache.Keys[l].OutlierBytes);
+                Assert.Equal(Written(plan.Values, n) ? v.Total : 0, cache.Values[l].AllocatedBytes - cache.Values[l].OutlierBytes);
             }
         }
         return 1;

@@ -47,7 +47,8 @@ public class PolicyMatrixTests
     {
         // ggml blocks need head dims of 32 and low-rank latents a head dim above the rank: books-19m (64) for those.
         bool lowRank = Kvq.Cache.Codecs.LowRank.LowRankSpec.TryParse(codec) != null;
-        bool small = !(codec is "q8_0" or "q4_0") && !lowRank;
+        string inner = codec.EndsWith(":rot", StringComparison.Ordinal) ? codec[..^4] : codec;
+        bool small = !(inner is "q8_0" or "q4_0") && !lowRank;
         var model = small ? EvalFixtures.StoriesTransformer() : EvalFixtures.BooksTransformer();
         var tokens = small ? EvalFixtures.StoriesTokens : EvalFixtures.MobyDickHeadTokens;
         var profile = lowRank ? BooksProfile.Value : codec.StartsWith("nuq") ? StoriesProfile.Value : null;

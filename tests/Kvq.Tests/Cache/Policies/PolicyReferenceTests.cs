@@ -155,6 +155,7 @@ public class PolicyReferenceTests(ITestOutputHelper log)
         {
             var head = row.AsSpan(h * HeadDim, HeadDim);
             var codec = config.CreateCodec(side, layer, h, HeadDim);
+            if (codec.HasBlockOutliers) codec = new Kvq.Tests.Cache.Codecs.BlockOutliersTestCodec(codec);
             bool rotateFirst = side == KvSide.Key && !codec.PreRope;
             if (rotateFirst) rope.RotateAt(head, 1, [position]);
             if (position < SinkTokens)

@@ -1,4 +1,5 @@
 using Kvq.Calibration.Fisher;
+using Kvq.Formats.Gguf;
 using Kvq.Model;
 using Kvq.Tensors;
 using Kvq.Tests.Model;
@@ -73,6 +74,24 @@ public class CalibrationGradientTests(ITestOutputHelper output)
         using var w = CalibrationModels.Tiny(new TinyModelSpec(arch, KvHeads: kvHeads, Biases: biases, Tied: biases, Seed: 3));
         Assert.Equal(arch == "qwen2" ? RopeStyle.Neox : RopeStyle.Normal, w.Config.RopeStyle);
         CheckAgainstFloat64(w, CalibrationModels.StoriesWindow(19), seed: 2);
+    }
+
+    /// <summary>The new operators of the model families: QK-norm (qwen3), RoPE frequency factors (llama3), YaRN's query
+    /// magnitude (qwen2-yarn), and a sliding window over a few tokens (mistral, window 5 of a 19-token window).</summary>
+    [Theory]
+    [InlineData("qwen3")]
+    [InlineData("llama3")]
+    [InlineData("qwen2-yarn")]
+    [InlineData("mistral-swa")]
+    [InlineData("phi3")]   // fused q|k|v and gate|up: row views of one matrix each
+    public void Family_gradients_match_float64_finite_differences(string name)
+    {
+        var spec = SyntheticFixtures.Spec(name) with { Layers = 2 };
+        if (name == "mistral-swa") spec = spec with { SlidingWindow = 5 };
+        using var w = GgufModelLoader.Load(SyntheticFixtures.Write(spec with { Name = spec.Name + "-fisher" }));
+        Assert.True(name != "qwen3" || w.Config.QkNorm);
+        Assert.True(name != "mistral-swa" || w.Config.WindowOf(0) == 5);
+        CheckAgainstFloat64(w, CalibrationModels.StoriesWindow(19), seed: 4);
     }
 
     [Fact]

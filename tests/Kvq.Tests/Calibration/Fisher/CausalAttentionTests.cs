@@ -8,7 +8,7 @@ namespace Kvq.Tests.Calibration.Fisher;
 public class CausalAttentionTests
 {
     /// <summary>Float64 twin of <see cref="CausalAttention.Forward"/>: returns o (T, heads*hd).</summary>
-    internal static double[] Forward64(double[] q, double[] k, double[] v, int tokens, int heads, int kvHeads, int hd)
+    internal static double[] Forward64(double[] q, double[] k, double[] v, int tokens, int heads, int kvHeads, int hd, int window = 0)
     {
         int group = heads / kvHeads, qDim = heads * hd, kvDim = kvHeads * hd;
         double scale = 1 / Math.Sqrt(hd);
@@ -19,7 +19,9 @@ public class CausalAttentionTests
             {
                 int kvOff = h / group * hd;
                 double max = double.NegativeInfinity;
-                for (int j = 0; j <= t; j++)
+                int first = window > 0 ? Math.Max(0, t - window + 1) : 0;   // sliding window: keys first..t
+                for (int j = 0; j < first; j++) s[j] = double.NegativeInfinity;
+                for (int j = first; j <= t; j++)
                 {
                     double d = 0;
                     for (int i = 0; i < hd; i++) d += q[t * qDim + h * hd + i] * k[j * kvDim + kvOff + i];

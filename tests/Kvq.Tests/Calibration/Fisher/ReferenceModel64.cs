@@ -19,7 +19,8 @@ internal sealed class ReferenceModel64
     private readonly Layer[] _layers;
 
     private sealed record Layer(double[] AttnNorm, double[] Wq, double[] Wk, double[] Wv, double[] Wo,
-        double[]? Bq, double[]? Bk, double[]? Bv, double[] FfnNorm, double[] WGate, double[] WUp, double[] WDown);
+        double[]? Bq, double[]? Bk, double[]? Bv, double[] FfnNorm, double[] WGate, double[] WUp, double[] WDown,
+        double[]? QNorm, double[]? KNorm);
 
     public ReferenceModel64(ModelWeights w)
     {
@@ -29,7 +30,7 @@ internal sealed class ReferenceModel64
         _output = Dense(w.Output);
         _outputNorm = D(w.OutputNorm)!;
         _layers = w.Layers.Select(l => new Layer(D(l.AttnNorm)!, Dense(l.Wq), Dense(l.Wk), Dense(l.Wv), Dense(l.Wo),
-            D(l.Bq), D(l.Bk), D(l.Bv), D(l.FfnNorm)!, Dense(l.WGate), Dense(l.WUp), Dense(l.WDown))).ToArray();
+            D(l.Bq), D(l.Bk), D(l.Bv), D(l.FfnNorm)!, Dense(l.WGate!), Dense(l.WUp!), Dense(l.WDown!), D(l.QNorm), D(l.KNorm))).ToArray();
     }
 
     private static double[]? D(float[]? a) => a?.Select(x => (double)x).ToArray();
@@ -60,13 +61,17 @@ internal sealed class ReferenceModel64
             var q = MatMul(w.Wq, w.Bq, xn, n, qDim, dim);
             var k = MatMul(w.Wk, w.Bk, xn, n, kvDim, dim);
             var v = MatMul(w.Wv, w.Bv, xn, n, kvDim, dim);
+            // QK-norm before RoPE; the nudge moves a normed key, as the cache holds it.
+            if (w.QNorm != null) HeadNorm(q, w.QNorm, n * _c.Heads);
+            if (w.KNorm != null) HeadNorm(k, w.KNorm, n * _c.KvHeads);
             if (nudge is { } p && p.Layer == l) (p.Key ? k : v)[p.Token * kvDim + p.Column] += p.Delta;
             for (int t = 0; t < n; t++)
             {
                 Rotate(q, t * qDim, _c.Heads, t);
                 Rotate(k, t * kvDim, _c.KvHeads, t);
             }
-            var att = CausalAttentionTests.Forward64(q, k, v, n, _c.Heads, _c.KvHeads, hd);
+            for (int i = 0; i < q.Length; i++) q[i] *= _rope.QueryScale;   // YaRN magnitude (1 otherwise)
+            var att = CausalAttentionTests.Forward64(q, k, v, n, _c.Heads, _c.KvHeads, hd, _c.WindowOf(l));
             var o = MatMul(w.Wo, null, att, n, dim, qDim);
             for (int i = 0; i < x.Length; i++) x[i] += o[i];
             Norm(x, w.FfnNorm, xn, n);
@@ -99,6 +104,19 @@ internal sealed class ReferenceModel64
             for (int i = 0; i < dim; i++) ss += x[t * dim + i] * x[t * dim + i];
             double r = 1 / Math.Sqrt(ss / dim + _c.NormEps);
             for (int i = 0; i < dim; i++) y[t * dim + i] = x[t * dim + i] * r * w[i];
+        }
+    }
+
+    /// <summary>RMSNorm of each of <paramref name="rows"/> head vectors of a flat array, in place.</summary>
+    private void HeadNorm(double[] a, double[] w, int rows)
+    {
+        int hd = _c.HeadDim;
+        for (int r = 0; r < rows; r++)
+        {
+            double ss = 0;
+            for (int i = 0; i < hd; i++) ss += a[r * hd + i] * a[r * hd + i];
+            double s = 1 / Math.Sqrt(ss / hd + _c.NormEps);
+            for (int i = 0; i < hd; i++) a[r * hd + i] = a[r * hd + i] * s * w[i];
         }
     }
 

@@ -58,9 +58,11 @@ public sealed class KvQuantProfileFileTests : IDisposable
             var c2 = (KvCacheConfig.Parse("nuq3-1%") with { Profile = q }).CreateCodec(side, 1, 1, 16);
             var b1 = new byte[c1.BlockBytes];
             var b2 = new byte[c2.BlockBytes];
-            c1.EncodeToken(x, b1, 3);
-            c2.EncodeToken(x, b2, 3);
+            BlockOutliers r1 = new(), r2 = new();
+            c1.EncodeToken(x, b1, r1, 3);
+            c2.EncodeToken(x, b2, r2, 3);
             Assert.Equal(b1, b2);
+            Assert.Equal(r1.Raw.ToArray(), r2.Raw.ToArray());
         }
     }
 

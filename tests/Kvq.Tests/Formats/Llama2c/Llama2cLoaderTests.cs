@@ -64,9 +64,9 @@ public sealed unsafe class Llama2cLoaderTests : IDisposable
             SameBytes(g, b + "attn_v.weight", L.Wv);
             SameBytes(g, b + "attn_output.weight", L.Wo);
             SameFloats(g, b + "ffn_norm.weight", L.FfnNorm);
-            SameBytes(g, b + "ffn_gate.weight", L.WGate);
-            SameBytes(g, b + "ffn_up.weight", L.WUp);
-            SameBytes(g, b + "ffn_down.weight", L.WDown);
+            SameBytes(g, b + "ffn_gate.weight", L.WGate!);
+            SameBytes(g, b + "ffn_up.weight", L.WUp!);
+            SameBytes(g, b + "ffn_down.weight", L.WDown!);
         }
         Assert.Equal(g.Tensors.Count, 3 + 9 * w.Config.Layers);
     }
@@ -97,8 +97,8 @@ public sealed unsafe class Llama2cLoaderTests : IDisposable
         for (int l = 0; l < h.Layers; l++)
         {
             Assert.True(w.Layers[l].Wq.Data == start + t["wq"].SliceOffset(l));
-            Assert.True(w.Layers[l].WDown.Data == start + t["w2"].SliceOffset(l));
-            Assert.True(w.Layers[l].WUp.Data == start + t["w3"].SliceOffset(l));
+            Assert.True(w.Layers[l].WDown!.Data == start + t["w2"].SliceOffset(l));
+            Assert.True(w.Layers[l].WUp!.Data == start + t["w3"].SliceOffset(l));
         }
         Assert.Equal(new FileInfo(Fixtures.StoriesBin).Length, h.FileLength);
     }
@@ -156,7 +156,7 @@ public sealed unsafe class Llama2cLoaderTests : IDisposable
         Assert.Equal((512, 64, 512), (w.Output.Rows, w.Output.Cols, w.Config.VocabSize));
         Assert.True(new ReadOnlySpan<float>(w.Output.Data, wcls.Length).SequenceEqual(wcls));
         using var shared = Llama2cLoader.Load(Fixtures.StoriesBin);
-        Assert.True(new ReadOnlySpan<byte>(w.Layers[4].WUp.Data, (int)w.Layers[4].WUp.ByteSize)
-            .SequenceEqual(new ReadOnlySpan<byte>(shared.Layers[4].WUp.Data, (int)shared.Layers[4].WUp.ByteSize)));
+        Assert.True(new ReadOnlySpan<byte>(w.Layers[4].WUp!.Data, (int)w.Layers[4].WUp!.ByteSize)
+            .SequenceEqual(new ReadOnlySpan<byte>(shared.Layers[4].WUp!.Data, (int)shared.Layers[4].WUp!.ByteSize)));
     }
 }

@@ -157,9 +157,9 @@ internal sealed class HfTestModel
             "self_attn.q_proj.bias" => l.Bq!,
             "self_attn.k_proj.bias" => l.Bk!,
             "self_attn.v_proj.bias" => l.Bv!,
-            "mlp.gate_proj.weight" => l.WGate,
-            "mlp.up_proj.weight" => l.WUp,
-            "mlp.down_proj.weight" => l.WDown,
+            "mlp.gate_proj.weight" => l.WGate!,
+            "mlp.up_proj.weight" => l.WUp!,
+            "mlp.down_proj.weight" => l.WDown!,
             _ => throw new ArgumentException(name),
         };
     }

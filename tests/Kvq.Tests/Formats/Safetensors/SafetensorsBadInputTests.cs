@@ -194,6 +194,7 @@ public sealed class SafetensorsBadInputTests : IDisposable
     [InlineData("architectures", "[\"GPT2LMHeadModel\"]", "'architectures'", "found [GPT2LMHeadModel]")]
     [InlineData("rope_scaling", "{\"type\":\"yarn\",\"factor\":4}", "'rope_scaling'", "found type 'yarn' (not supported)")]
     [InlineData("rope_scaling", "{\"type\":\"linear\"}", "'rope_scaling'", "expected a positive number 'factor'")]
+    [InlineData("rope_scaling", "{\"rope_type\":\"llama3\",\"factor\":8}", "'rope_scaling'", "expected a number 'low_freq_factor' for llama3 scaling")]
     [InlineData("hidden_act", "\"gelu\"", "'hidden_act'", "found 'gelu'")]
     [InlineData("attention_bias", "true", "'attention_bias'", "o_proj")]
     [InlineData("rms_norm_eps", "-1", "'rms_norm_eps'", "expected a positive number")]

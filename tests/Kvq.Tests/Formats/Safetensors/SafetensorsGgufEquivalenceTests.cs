@@ -142,9 +142,9 @@ public sealed unsafe class SafetensorsGgufEquivalenceTests(ITestOutputHelper out
             Same(L.Wk, b + "attn_k.weight", unpermute: true);
             Same(L.Wv, b + "attn_v.weight");
             Same(L.Wo, b + "attn_output.weight");
-            Same(L.WGate, b + "ffn_gate.weight");
-            Same(L.WUp, b + "ffn_up.weight");
-            Same(L.WDown, b + "ffn_down.weight");
+            Same(L.WGate!, b + "ffn_gate.weight");
+            Same(L.WUp!, b + "ffn_up.weight");
+            Same(L.WDown!, b + "ffn_down.weight");
             Assert.Equal(Floats(g, b + "attn_norm.weight"), L.AttnNorm);
             Assert.Equal(Floats(g, b + "ffn_norm.weight"), L.FfnNorm);
         }

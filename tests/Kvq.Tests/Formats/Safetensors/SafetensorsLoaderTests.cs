@@ -111,6 +111,25 @@ public sealed class SafetensorsLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Reads_llama3_rope_scaling_as_frequency_factors()
+    {
+        var m = HfTestModel.Random(seed: 6, "F32");
+        m.Config["rope_theta"] = 500000.0;
+        m.Config["rope_scaling"] = new JsonObject
+        {
+            ["rope_type"] = "llama3", ["factor"] = 8.0, ["low_freq_factor"] = 1.0, ["high_freq_factor"] = 4.0,
+            ["original_max_position_embeddings"] = 64,
+        };
+        m.Write(_dir);
+        using var w = SafetensorsLoader.Load(_dir, out _);
+        var c = w.Config;
+        var f = Assert.IsType<float[]>(c.RopeFreqFactors);
+        Assert.Equal(Kvq.Model.RopeFrequencyFactors.Llama3(c.HeadDim, 500000f, 8f, 1f, 4f, 64), f);
+        Assert.Equal(1f, f[0]);     // short wavelengths keep their frequency
+        Assert.Equal(8f, f[^1]);    // long ones are slowed by the factor
+    }
+
+    [Fact]
     public void Loads_every_safetensors_file_when_there_is_no_index()
     {
         var m = HfTestModel.Random(seed: 9, "F32");

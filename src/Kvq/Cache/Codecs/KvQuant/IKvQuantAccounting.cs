@@ -1,9 +1,11 @@
 namespace Kvq.Cache.Codecs.KvQuant;
 
 /// <summary>
-/// KVQuant's own bits-per-element accounting, next to the exact bytes of <see cref="KvCodec.BlockLayout"/>: B bits
-/// of code, each f16 scale or zero amortised over its vector, 32 bits (f16 value + 16-bit index) per outlier and a
-/// 32-bit per-token pointer into the sparse part (only with outliers). Vectors here are one KV head (HeadDim values).
+/// KVQuant's bits-per-element accounting at the nominal outlier fraction, next to the exact bytes the cache holds
+/// (<see cref="KvCodec.BlockLayout"/> plus the sparse rows beside each block): B bits of code, the token's packed
+/// scale amortised over its vector (values), and per outlier an f16 value plus a packed index of
+/// ceil(log2(T*D)) bits in the block's sparse rows, plus their 3-byte header per block.
+/// Vectors here are one KV head (HeadDim values).
 /// </summary>
 public interface IKvQuantAccounting
 {
@@ -13,11 +15,14 @@ public interface IKvQuantAccounting
 
 public static class KvQuantAccounting
 {
-    /// <summary>Per-channel keys: static scales (amortised over all tokens: ~0), nominal outlier fraction.</summary>
-    public static double PerChannel(int bits, double outlierFraction, int vectorLength) =>
-        bits + 32 * outlierFraction + (outlierFraction > 0 ? 32.0 / vectorLength : 0);
+    private static double Sparse(double outlierFraction, int vectorLength, int blockTokens) => outlierFraction <= 0 ? 0
+        : outlierFraction * (16 + BlockOutliers.IndexBitsFor(blockTokens, vectorLength)) + 24.0 / ((double)blockTokens * vectorLength);
 
-    /// <summary>Per-token scaling: f16 scale + zero per vector and 2k outliers per vector.</summary>
-    public static double PerToken(int bits, int outliersPerVector, int vectorLength) =>
-        bits + 32.0 / vectorLength + 32.0 * outliersPerVector / vectorLength + (outliersPerVector > 0 ? 32.0 / vectorLength : 0);
+    /// <summary>Per-channel keys: static scales (in the profile: ~0 per element), nominal outlier fraction.</summary>
+    public static double PerChannel(int bits, double outlierFraction, int vectorLength, int blockTokens) =>
+        bits + Sparse(outlierFraction, vectorLength, blockTokens);
+
+    /// <summary>Per-token scaling: a 16-bit packed zero and range per vector, nominal outlier fraction.</summary>
+    public static double PerToken(int bits, double outlierFraction, int vectorLength, int blockTokens) =>
+        bits + 16.0 / vectorLength + Sparse(outlierFraction, vectorLength, blockTokens);
 }

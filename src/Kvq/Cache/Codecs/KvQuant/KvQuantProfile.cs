@@ -15,9 +15,9 @@ public sealed class KvQuantProfile : ILowRankProfile
     public int Layers { get; }
     public int KvHeads { get; }
     public int HeadDim { get; }
-    /// <summary>Bit widths with codebooks. 1 bit is never a spec of its own (nuq2..nuq4); it is there for :mixed,
-    /// which gives layers the mean width plus or minus one.</summary>
-    public static readonly int[] BitWidths = [1, 2, 3, 4];
+    /// <summary>Bit widths with codebooks. 1 and 5 bits are never specs of their own (nuq2..nuq4); they are there for
+    /// :mixed, which gives layers the mean width plus or minus one, so one profile serves nuq2/3/4 and their :mixed.</summary>
+    public static readonly int[] BitWidths = [1, 2, 3, 4, 5];
 
     /// <summary>The widths a :mixed spec of mean <paramref name="meanBits"/> chooses from: the mean and its neighbours.</summary>
     public static int[] MixedWidths(int meanBits) => [.. BitWidths.Where(b => Math.Abs(b - meanBits) <= 1)];

@@ -48,6 +48,21 @@ public static class KvQuantProfileFile
 
     public static void Write(KvQuantProfile p, string path)
     {
+        var body = Body(p);
+        var hash = SHA256.HashData(body);
+        AtomicFile.Write(path, f =>
+        {
+            f.Write(body);
+            f.Write(hash);
+        });
+    }
+
+    /// <summary>SHA-256 (first 16 bytes, hex) of the profile as this build writes it: its identity for session files,
+    /// equal for two profiles exactly when their saved files are.</summary>
+    public static string ContentHash(KvQuantProfile p) => Convert.ToHexString(SHA256.HashData(Body(p)).AsSpan(0, 16)).ToLowerInvariant();
+
+    private static byte[] Body(KvQuantProfile p)
+    {
         var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
         {
@@ -70,13 +85,7 @@ public static class KvQuantProfileFile
             if (sens) w.Write((byte)(p.LowRank == null ? 0 : 1));
             if (p.LowRank is { } lr) WriteLowRank(w, lr, sens);
         }
-        var body = ms.ToArray();
-        var hash = SHA256.HashData(body);
-        AtomicFile.Write(path, f =>
-        {
-            f.Write(body);
-            f.Write(hash);
-        });
+        return ms.ToArray();
     }
 
     private static bool HasSensitivities(KvQuantProfile p)

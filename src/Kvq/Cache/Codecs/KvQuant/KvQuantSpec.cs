@@ -100,10 +100,14 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
     public static string FormatFraction(double fraction) =>
         (fraction * 100).ToString("0.###", CultureInfo.InvariantCulture) + "%";
 
-    /// <summary>Outlier slots per token for keys (static thresholds, so the count varies by token): twice the expected
-    /// count plus one, so that overflow (handled by clamping) stays rare. 0 without outliers.</summary>
+    /// <summary>Outlier slots per token for keys in the GPU's device layout (the CPU keeps every outlier in sparse rows
+    /// beside the block): twice the expected count plus one; overflow is clamped there. 0 without outliers.</summary>
     public static int KeyOutlierSlots(double fraction, int headDim) =>
         fraction <= 0 ? 0 : (int)Math.Ceiling(2 * fraction * headDim - 1e-9) + 1;
+
+    /// <summary>How far (in half-ranges of the rest, from the rest's middle) a per-token outlier candidate must lie to be
+    /// kept exactly; nearer ones join the dense part (<see cref="TokenOutliers.SplitBeyond"/>).</summary>
+    public const float ValueOutlierMargin = 1.5f;
 
     /// <summary>Outliers per tail for per-token (dynamic) scaling: the fraction split over both tails, at least one.</summary>
     public static int TokenOutliersPerTail(double fraction, int headDim) =>

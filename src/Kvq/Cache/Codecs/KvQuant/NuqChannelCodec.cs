@@ -2,17 +2,17 @@ using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Kvq.Model;
 using Kvq.Tensors;
+using Kvq.Tensors.Quant;
 
 namespace Kvq.Cache.Codecs.KvQuant;
 
 /// <summary>
 /// KVQuant keys: static per-channel scaling from the profile (this layer and KV head), nearest level of this layer's
-/// codebook, B-bit codes, and values outside [-1, 1] after normalization kept exactly (f16 + channel index) in
-/// <see cref="KvQuantSpec.KeyOutlierSlots"/> fixed per-token slots. When a token has more outliers than slots, the
-/// ones with the largest |normalized value| keep a slot and the rest are clamped to the extreme level (counted in
-/// <see cref="Counters"/>). Pre-RoPE unless the spec says post (then the sequence rotates keys before encoding and
-/// the scales and codebook are the post-RoPE ones).
-/// Block layout (T tokens): outlier values T*S*2 | codes T*ceil(D*B/8) | outlier indices T*S*(1 or 2).
+/// codebook, B-bit codes, and every value outside [-1, 1] after normalization kept exactly (f16) in the block's sparse
+/// rows beside it (<see cref="BlockOutliers"/>: no fixed slots, nothing clamped). Pre-RoPE unless the spec says post
+/// (then the sequence rotates keys before encoding and the scales and codebook are the post-RoPE ones).
+/// Block layout (T tokens): codes T*ceil(D*B/8); the outliers beside it; the per-channel scales live in the profile.
+/// Dense specs (no -F%) have no sparse part: values outside [-1, 1] decode to the extreme level (min/max calibration).
 /// </summary>
 public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecReference
 {
@@ -21,9 +21,8 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     private readonly float[] _zero, _range;   // (HeadDim)
     private readonly float[] _mids;           // codebook decision thresholds (levels - 1)
     private readonly float[] _decode;         // (HeadDim, levels): zero_c + range_c * level
-    private readonly int _levels, _codeBytes, _codesOffset;
+    private readonly int _levels, _codeBytes, _indexBits;
     private readonly float[] _decodeLevels;  // what each code decodes to on [-1, 1] (Q-Norm applied)
-    private readonly OutlierSlots _slots;
     // Fused kernels (NuqKernels): lane layouts built on first use, per RoPE style (pre-RoPE) or channel order (post).
     private readonly bool _fused;
     private readonly Vector512<float> _lut;
@@ -37,10 +36,15 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
 
     public override string Name => _spec.Name;
     public override bool PreRope => !_spec.PostRope;
+    public override bool HasBlockOutliers => _spec.HasOutliers;
+    /// <summary>Header + the nominal fraction's entries (index + f16 value each).</summary>
+    public override double ExpectedOutlierBytesPerBlock => _spec.HasOutliers
+        ? 3 + _spec.OutlierFraction * BlockTokens * HeadDim * (_indexBits + 16) / 8.0 : 0;
     public KvQuantSpec Spec => _spec;
     public NuqCodebook Codebook { get; }
     public KvQuantCounters Counters { get; } = new();
-    public int OutlierSlots => _slots.Slots;
+    /// <summary>Key outlier slots per token of the GPU's device layout (the CPU keeps every outlier in sparse rows).</summary>
+    public int OutlierSlots => _spec.HasOutliers ? _spec.KeySlots ?? KvQuantSpec.KeyOutlierSlots(_spec.OutlierFraction, HeadDim) : 0;
     /// <summary>Per-channel zero and range of this (layer, KV head): u = (x - zero) / range (device backends).</summary>
     public ReadOnlySpan<float> Zeros => _zero;
     public ReadOnlySpan<float> Ranges => _range;
@@ -65,23 +69,38 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         for (int c = 0; c < headDim; c++)
             for (int q = 0; q < _levels; q++) _decode[c * _levels + q] = _zero[c] + _range[c] * levels[q];
         _codeBytes = NuqBits.Bytes(headDim, spec.Bits);
-        int slots = spec.KeySlots ?? KvQuantSpec.KeyOutlierSlots(spec.OutlierFraction, headDim);
-        _codesOffset = blockTokens * slots * 2;
-        _slots = new OutlierSlots(slots, headDim, blockTokens, 0, _codesOffset + blockTokens * _codeBytes);
+        _indexBits = BlockOutliers.IndexBitsFor(blockTokens, headDim);
         _fused = NuqLanes.IsSupported(headDim, spec.Bits);
         if (_fused) _lut = NuqLanes.Repeat(levels);
     }
 
     private KeyLanes Lanes(NuqLanes lanes) => new(lanes, lanes.InLaneOrder(_zero), lanes.InLaneOrder(_range));
 
-    /// <summary>Fused: codes -> codebook -> scale/zero -> outliers -> RoPE at each position -> dots, in registers
-    /// (NuqKernels.KeyScores); the base class's decode + rotate + tile path where the kernel does not apply.</summary>
+    /// <summary>The block's sparse rows for a format that keeps them (refusing to go without), null for a dense spec
+    /// (rows passed to a dense spec are left untouched).</summary>
+    private BlockOutliers? Need(BlockOutliers? outliers) => !(_spec.HasOutliers) ? null
+        : outliers ?? throw new ArgumentException($"{Name}: blocks of this format keep their outliers beside them; pass the block's BlockOutliers");
+
     public override void ScoresPreRope(ReadOnlySpan<byte> block, int count, ReadOnlySpan<int> positions, Rope rope,
-        ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+        ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
+        ScoresPreRope(block, Need(null), count, positions, rope, q, nq, scores, tile);
+
+    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
+        Scores(block, Need(null), count, q, nq, scores, tile);
+
+    /// <summary>Fused: codes -> codebook -> scale/zero -> RoPE at each position -> dots, in registers
+    /// (NuqKernels.KeyScores), then each token with outliers gets q . R(pos) (x - decoded) at its outlier channels
+    /// added; the decode + rotate + tile path where the kernel does not apply.</summary>
+    public override void ScoresPreRope(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<int> positions,
+        Rope rope, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
     {
+        outliers = Need(outliers);
         if (!_fused || rope.RopeDims != HeadDim || rope.HeadDim != HeadDim || count == 0)
         {
-            base.ScoresPreRope(block, count, positions, rope, q, nq, scores, tile);
+            var t = tile[..(count * HeadDim)];
+            DecodeBlock(block, outliers, count, t);
+            rope.RotateAt(t, count, positions);
+            Attention.TileMath.Scores(t, count, HeadDim, q, nq, scores);
             return;
         }
         Check(block, count, q, nq, scores, tile);
@@ -89,22 +108,55 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         var set = rope.Style == RopeStyle.Normal
             ? _normal ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, RopeStyle.Normal))
             : _neox ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, rope.Style));
-        NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, _codesOffset, _codeBytes, _slots.Slots, 0,
-            _codesOffset + BlockTokens * _codeBytes, _slots.Empty, _lut, set.Zero, set.Range, q, nq, scores, tile);
+        NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, 0, _codeBytes, 0, 0, 0, 0xFF, _lut,
+            set.Zero, set.Range, q, nq, scores, tile);
+        if (outliers != null) AddOutlierScores(block, outliers, count, positions, rope, q, nq, scores);
     }
 
     /// <summary>Post-RoPE keys (the :post ablation): the same fused kernel without the rotation.</summary>
-    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    public override void Scores(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> q, int nq,
+        Span<float> scores, Span<float> tile)
     {
+        outliers = Need(outliers);
         if (!_fused || count == 0)
         {
-            base.Scores(block, count, q, nq, scores, tile);
+            DecodeBlock(block, outliers, count, tile);
+            Attention.TileMath.Scores(tile[..(count * HeadDim)], count, HeadDim, q, nq, scores);
             return;
         }
         Check(block, count, q, nq, scores, tile);
         var set = _natural ??= Lanes(NuqLanes.Natural(HeadDim, _spec.Bits));
-        NuqKernels.KeyScores(set.Lanes, block, count, default, null, _codesOffset, _codeBytes, _slots.Slots, 0,
-            _codesOffset + BlockTokens * _codeBytes, _slots.Empty, _lut, set.Zero, set.Range, q, nq, scores, tile);
+        NuqKernels.KeyScores(set.Lanes, block, count, default, null, 0, _codeBytes, 0, 0, 0, 0xFF, _lut,
+            set.Zero, set.Range, q, nq, scores, tile);
+        if (outliers != null) AddOutlierScores(block, outliers, count, default, null, q, nq, scores);
+    }
+
+    /// <summary>scores[i, t] += q_i . R(pos_t) d_t, d_t = the token's exact outliers minus what their codes decode to
+    /// (zero elsewhere): the sparse part of the dense-and-sparse sum, one token's row at a time.</summary>
+    private void AddOutlierScores(ReadOnlySpan<byte> block, BlockOutliers outliers, int count, ReadOnlySpan<int> positions, Rope? rope,
+        ReadOnlySpan<float> q, int nq, Span<float> scores)
+    {
+        int n = outliers.Count, d = HeadDim;
+        if (n == 0) return;
+        Span<float> row = stackalloc float[d];
+        int i = 0;
+        while (i < n)
+        {
+            var (index, _) = outliers.Entry(i);
+            int t = index / d;
+            if (t >= count) break;
+            row.Clear();
+            var codes = block.Slice(t * _codeBytes, _codeBytes);
+            for (; i < n; i++)
+            {
+                var (ix, h) = outliers.Entry(i);
+                if (ix / d != t) break;
+                int c = ix - t * d;
+                row[c] = QuantFormats.HalfToSingle(h) - _decode[c * _levels + NuqErrorBound.Code(codes, c, _spec.Bits)];
+            }
+            if (rope != null) rope.RotateAt(row, 1, positions.Slice(t, 1));
+            for (int r = 0; r < nq; r++) scores[r * count + t] += System.Numerics.Tensors.TensorPrimitives.Dot(q.Slice(r * d, d), row);
+        }
     }
 
     private void Check(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
@@ -115,115 +167,93 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
                 $"{q.Length} query values, {scores.Length} scores, {tile.Length} tile values");
     }
 
-    public override KvBytes BlockLayout =>
-        new(BlockTokens * (long)_codeBytes, 0, 0, _slots.ValueBytes, _slots.IndicesBytes, 0);
+    public override KvBytes BlockLayout => KvBytes.CodesOnly(BlockTokens * (long)_codeBytes);
 
-    /// <summary>Outlier values, codes, outlier indices: each a fixed record per token (static scales live in the codec).</summary>
-    protected override TokenSection[] DescribeTokenSections() =>
-        [new(0, 2 * _slots.Slots), new(_codesOffset, _codeBytes), new(_codesOffset + BlockTokens * _codeBytes, _slots.Slots * _slots.IndexBytes)];
+    /// <summary>Codes: a fixed record per token (outliers move with <see cref="CopySlot(ReadOnlySpan{byte}, BlockOutliers?, int, Span{byte}, BlockOutliers?, int)"/>).</summary>
+    protected override TokenSection[] DescribeTokenSections() => [new(0, _codeBytes)];
 
-    public double KvQuantBitsPerElement => KvQuantAccounting.PerChannel(_spec.Bits, _spec.OutlierFraction, HeadDim);
+    public override void CopySlot(ReadOnlySpan<byte> src, int srcSlot, Span<byte> dst, int dstSlot) =>
+        CopySlot(src, Need(null), srcSlot, dst, null, dstSlot);
+
+    public override void CopySlot(ReadOnlySpan<byte> src, BlockOutliers? srcOutliers, int srcSlot, Span<byte> dst,
+        BlockOutliers? dstOutliers, int dstSlot)
+    {
+        base.CopySlot(src, srcSlot, dst, dstSlot);
+        if (_spec.HasOutliers) NuqOutlierRows.CopyToken(Need(srcOutliers)!, srcSlot, Need(dstOutliers)!, dstSlot, HeadDim, _indexBits);
+    }
+
+    public double KvQuantBitsPerElement => KvQuantAccounting.PerChannel(_spec.Bits, _spec.OutlierFraction, HeadDim, BlockTokens);
 
     /// <summary>Normalized value of channel c: (x - zero) / range.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public float Normalize(float x, int c) => (x - _zero[c]) / _range[c];
 
-    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) => EncodeToken(x, block, Need(null), slot);
+
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, BlockOutliers? outliers, int slot)
     {
         if (x.Length != HeadDim || block.Length < BlockBytes || (uint)slot >= (uint)BlockTokens)
             throw new ArgumentException($"{Name}: encode of {x.Length} values into slot {slot} of a {block.Length}-byte block");
-        int d = HeadDim;
+        outliers = Need(outliers);
+        int d = HeadDim, n = 0;
         Span<byte> codes = stackalloc byte[d];
+        Span<int> channels = stackalloc int[d];
+        Span<ushort> halves = stackalloc ushort[d];
         var mids = _mids;
         for (int c = 0; c < d; c++)
         {
             float u = (x[c] - _zero[c]) / _range[c];
             int code = 0;
             for (int i = 0; i < mids.Length; i++) code += u > mids[i] ? 1 : 0;
-            codes[c] = (byte)code;   // outliers too: a clamped one decodes to its extreme level
+            codes[c] = (byte)code;   // outliers too (their exact value overrides the code)
+            if (outliers != null && (u > 1f || u < -1f))
+            {
+                channels[n] = c;
+                halves[n++] = QuantFormats.SingleToHalf(Math.Clamp(x[c], -65504f, 65504f));
+            }
         }
-        NuqBits.Pack(codes, _spec.Bits, block.Slice(_codesOffset + slot * _codeBytes, _codeBytes));
-        int s = _slots.Slots;
-        if (s == 0)
-        {
-            KvQuantCounters.Record(Counters, _side, d, 0, 0);
-            return;
-        }
-        Span<int> kept = stackalloc int[s];
-        var (n, k) = SelectOutliers(x, kept);
-        for (int j = 0; j < s; j++)
-        {
-            if (j < k) _slots.Set(block, slot, j, kept[j], x[kept[j]]);
-            else _slots.Set(block, slot, j, -1, 0f);
-        }
-        KvQuantCounters.Record(Counters, _side, d, k, n - k);
+        NuqBits.Pack(codes, _spec.Bits, block.Slice(slot * _codeBytes, _codeBytes));
+        outliers?.SetToken(slot, d, _indexBits, channels[..n], halves[..n]);
+        KvQuantCounters.Record(Counters, _side, d, n, 0);
     }
 
-    public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlock(block, Need(null), count, dst);
+
+    public override void DecodeBlock(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
     {
         if (block.Length < BlockBytes || (uint)count > (uint)BlockTokens || dst.Length < count * HeadDim)
             throw new ArgumentException($"{Name}: decode of {count} tokens from a {block.Length}-byte block into {dst.Length} values");
+        outliers = Need(outliers);
+        int d = HeadDim;
+        for (int t = 0; t < count; t++)
+            NuqDecode.Row(block.Slice(t * _codeBytes, _codeBytes), _spec.Bits, _decode, _levels, dst.Slice(t * d, d));
+        if (outliers != null) NuqOutlierRows.Apply(outliers, count, d, dst);
+    }
+
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlockReference(block, Need(null), count, dst);
+
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
+    {
+        outliers = Need(outliers);
         int d = HeadDim;
         for (int t = 0; t < count; t++)
         {
-            var row = dst.Slice(t * d, d);
-            NuqDecode.Row(block.Slice(_codesOffset + t * _codeBytes, _codeBytes), _spec.Bits, _decode, _levels, row);
-            if (_slots.Slots > 0) _slots.Apply(block, t, row);
-        }
-    }
-
-    /// <summary>Which of a token's outliers keep a slot: the <see cref="OutlierSlots"/> largest |u| (ties to the lower
-    /// channel). Writes the kept channels in channel order and returns how many there are of each.</summary>
-    private (int Outliers, int Kept) SelectOutliers(ReadOnlySpan<float> x, Span<int> kept)
-    {
-        int d = HeadDim, s = _slots.Slots, n = 0;
-        if (s == 0) return (0, 0);
-        Span<int> all = stackalloc int[d];
-        Span<float> mag = stackalloc float[d];
-        for (int c = 0; c < d; c++)
-        {
-            float u = (x[c] - _zero[c]) / _range[c];
-            if (u > 1f || u < -1f) { all[n] = c; mag[n++] = Math.Abs(u); }
-        }
-        if (n <= s)
-        {
-            all[..n].CopyTo(kept);
-            return (n, n);
-        }
-        Span<bool> keep = stackalloc bool[n];
-        for (int k = 0; k < s; k++)
-        {
-            int best = -1;
-            for (int i = 0; i < n; i++)
-                if (!keep[i] && (best < 0 || mag[i] > mag[best])) best = i;
-            keep[best] = true;
-        }
-        int w = 0;
-        for (int i = 0; i < n; i++) if (keep[i]) kept[w++] = all[i];
-        return (n, s);
-    }
-
-    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst)
-    {
-        int d = HeadDim, s = _slots.Slots, ib = _slots.IndexBytes, idxAt = _codesOffset + BlockTokens * _codeBytes;
-        for (int t = 0; t < count; t++)
-        {
-            var codes = block.Slice(_codesOffset + t * _codeBytes, _codeBytes);
+            var codes = block.Slice(t * _codeBytes, _codeBytes);
             for (int c = 0; c < d; c++) dst[t * d + c] = _zero[c] + _range[c] * _decodeLevels[NuqErrorBound.Code(codes, c, _spec.Bits)];
-            for (int j = 0; j < s; j++)
-            {
-                int i = t * s + j, idx = NuqErrorBound.Index(block, idxAt + i * ib, ib);
-                if (idx != _slots.Empty) dst[t * d + idx] = NuqErrorBound.Half(block, 2 * i);
-            }
+        }
+        if (outliers == null) return;
+        for (int i = 0; i < outliers.Count; i++)
+        {
+            var (index, h) = outliers.Entry(i);
+            if (index < count * d) dst[index] = (float)BitConverter.UInt16BitsToHalf(h);
         }
     }
 
-    /// <summary>Outliers that keep a slot: f16 rounding. Everything else: the range times the widest error of the
-    /// code interval holding its normalized value (reaching out to the value when it was clamped).</summary>
+    /// <summary>Outliers (|u| &gt; 1 with an outlier fraction): f16 rounding. Everything else: the range times the widest
+    /// error of the code interval holding its normalized value (reaching out to the value for dense specs).</summary>
     public void MaxAbsError(ReadOnlySpan<float> xs, Span<float> bound)
     {
         int d = HeadDim;
-        Span<int> kept = stackalloc int[Math.Max(1, _slots.Slots)];
         for (int t = 0; t < xs.Length / d; t++)
         {
             var x = xs.Slice(t * d, d);
@@ -231,10 +261,9 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
             for (int c = 0; c < d; c++)
             {
                 float u = (x[c] - _zero[c]) / _range[c];
-                b[c] = _range[c] * NuqErrorBound.Interval(u, Codebook, _decodeLevels) + NuqErrorBound.Slack(_zero[c], _range[c] * (1 + Math.Abs(u)));
+                b[c] = _spec.HasOutliers && (u > 1f || u < -1f) ? NuqErrorBound.F16(x[c])
+                    : _range[c] * NuqErrorBound.Interval(u, Codebook, _decodeLevels) + NuqErrorBound.Slack(_zero[c], _range[c] * (1 + Math.Abs(u)));
             }
-            var (_, k) = SelectOutliers(x, kept);
-            for (int j = 0; j < k; j++) b[kept[j]] = NuqErrorBound.F16(x[kept[j]]);
         }
     }
 }

@@ -241,7 +241,8 @@ internal static unsafe class NuqKernels
     private struct Rows4 : IRows { public static int N => 4; }
 
     /// <summary>acc[i, :] += sum_j w[i, j] v_j for a block of per-token values (channel lane order).</summary>
-    public static void ValueAccumulate(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, int rangesOffset, int zerosOffset,
+    /// <paramref name="scales"/>: per token its decoded zero then range (2 * count floats).
+    public static void ValueAccumulate(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, ReadOnlySpan<float> scales,
         int codesOffset, int codeBytes, int slots, int valuesOffset, int indicesOffset, Vector512<float> levels,
         ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
     {
@@ -250,11 +251,11 @@ internal static unsafe class NuqKernels
         bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
         Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
         fixed (byte* block = blockSpan, pad = padded)
-        fixed (float* pw = w, pa = acc, pt = tile)
+        fixed (float* pw = w, pa = acc, pt = tile, zr = scales)
         {
             byte* rows = block + codesOffset;
             if (copy) rows = lanes.CopyRows(rows, count, pad);
-            TokenTables(block, count, rangesOffset, zerosOffset, levels, luts);
+            TokenTables(zr, count, levels, luts);
             if (nq > 4)
             {
                 DecodeValues(lanes, rows, count, codeBytes, luts, pt);
@@ -314,12 +315,11 @@ internal static unsafe class NuqKernels
     }
 
     /// <summary>Each token's 16-lane table zero_j + range_j * level.</summary>
-    private static void TokenTables(byte* block, int count, int rangesOffset, int zerosOffset, Vector512<float> levels, Vector512<float>* luts)
+    private static void TokenTables(float* zr, int count, Vector512<float> levels, Vector512<float>* luts)
     {
         for (int j = 0; j < count; j++)
         {
-            float range = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + rangesOffset + 2 * j));
-            float zero = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(block + zerosOffset + 2 * j));
+            float zero = zr[2 * j], range = zr[2 * j + 1];
             luts[j] = Vector512.FusedMultiplyAdd(levels, Vector512.Create(range), Vector512.Create(zero));
         }
     }

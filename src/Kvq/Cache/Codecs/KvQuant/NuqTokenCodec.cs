@@ -6,11 +6,13 @@ using Kvq.Tensors.Quant;
 namespace Kvq.Cache.Codecs.KvQuant;
 
 /// <summary>
-/// KVQuant values (and keys in the per-token ablation): per-token dynamic scaling. The token's own k largest and k
-/// smallest values (<see cref="KvQuantSpec.TokenOutliersPerTail"/>) are kept exactly (f16 + channel index); the rest's
-/// min/max give an f16 zero = (max+min)/2 and range = (max-min)/2; each value encodes to the nearest level of this
-/// layer's codebook for the stream. Block layout (T tokens): outlier values T*2k*2 | ranges T*2 | zeros T*2 |
-/// codes T*ceil(D*B/8) | outlier indices T*2k*(1 or 2).
+/// KVQuant values (and keys in the per-token ablation): per-token dynamic scaling. The token's k largest and k smallest
+/// values (<see cref="KvQuantSpec.TokenOutliersPerTail"/>) are outlier candidates; a candidate further than
+/// <see cref="KvQuantSpec.ValueOutlierMargin"/> half-ranges of the rest from the rest's middle is kept exactly (f16)
+/// in the block's sparse rows beside it (<see cref="BlockOutliers"/>), the others join the dense part
+/// (<see cref="TokenOutliers.SplitBeyond"/>). The non-outliers' min/max give the token's zero and range, stored in 16
+/// bits (<see cref="TokenScale"/>: 10-bit log range, 6-bit zero), and each value encodes to the nearest level of this
+/// layer's codebook for the stream. Block layout (T tokens): scales T*2 | codes T*ceil(D*B/8); outliers beside.
 /// </summary>
 public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReference
 {
@@ -18,16 +20,20 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     private readonly KvSide _side;
     private readonly bool _preRope;
     private readonly float[] _mids, _levels;
-    private readonly int _k, _codeBytes, _rangesOffset, _zerosOffset, _codesOffset;
-    private readonly OutlierSlots _slots;
+    private readonly int _k, _codeBytes, _codesOffset, _indexBits;
     private readonly NuqLanes? _lanes;          // fused value kernels (NuqKernels), when the machine has them
     private readonly Vector512<float> _lut;
 
     public override string Name => _spec.Name;
     public override bool PreRope => _preRope;
+    public override bool HasBlockOutliers => _k > 0;
+    /// <summary>Header + the nominal fraction's entries (index + f16 value each).</summary>
+    public override double ExpectedOutlierBytesPerBlock => _k > 0
+        ? 3 + _spec.OutlierFraction * BlockTokens * HeadDim * (_indexBits + 16) / 8.0 : 0;
     public KvQuantSpec Spec => _spec;
     public NuqCodebook Codebook { get; }
     public KvQuantCounters Counters { get; } = new();
+    /// <summary>Outlier candidates per tail (the GPU's device layout keeps all 2k of them per token).</summary>
     public int OutliersPerTail => _k;
     /// <summary>What each code decodes to on [-1, 1] before the token's zero and range (device backends).</summary>
     public ReadOnlySpan<float> DecodeLevels => _levels;
@@ -45,11 +51,8 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         if (2 * _k >= headDim)
             throw new KvSpecException($"{spec.Name}: {2 * _k} outliers per token leave nothing of head dim {headDim}");
         _codeBytes = NuqBits.Bytes(headDim, spec.Bits);
-        int s = 2 * _k;
-        _rangesOffset = blockTokens * s * 2;
-        _zerosOffset = _rangesOffset + blockTokens * 2;
-        _codesOffset = _zerosOffset + blockTokens * 2;
-        _slots = new OutlierSlots(s, headDim, blockTokens, 0, _codesOffset + blockTokens * _codeBytes);
+        _codesOffset = blockTokens * 2;
+        _indexBits = BlockOutliers.IndexBitsFor(blockTokens, headDim);
         if (NuqLanes.IsSupported(headDim, spec.Bits))
         {
             _lanes = NuqLanes.Natural(headDim, spec.Bits);
@@ -57,95 +60,157 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         }
     }
 
-    /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes, outliers as sparse corrections
-    /// (NuqKernels.ValueAccumulate); the base class's decode + tile path where the kernel does not apply.</summary>
-    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
+    /// <summary>The block's sparse rows for a format that keeps them (refusing to go without), null for a dense spec
+    /// (rows passed to a dense spec are left untouched).</summary>
+    private BlockOutliers? Need(BlockOutliers? outliers) => !(_k > 0) ? null
+        : outliers ?? throw new ArgumentException($"{Name}: blocks of this format keep their outliers beside them; pass the block's BlockOutliers");
+
+    /// <summary>Token t's zero and range as stored.</summary>
+    private static (float Zero, float Range) ScaleOf(ReadOnlySpan<byte> block, int t) =>
+        TokenScale.Decode((ushort)(block[2 * t] | block[2 * t + 1] << 8));
+
+    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile) =>
+        Accumulate(block, Need(null), count, w, nq, acc, tile);
+
+    /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes (NuqKernels.ValueAccumulate), then the
+    /// outliers as sparse corrections w_j (x - decoded); the decode + tile path where the kernel does not apply.</summary>
+    public override void Accumulate(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> w, int nq,
+        Span<float> acc, Span<float> tile)
     {
+        outliers = Need(outliers);
         if (_lanes == null || count == 0)
         {
-            base.Accumulate(block, count, w, nq, acc, tile);
+            DecodeBlock(block, outliers, count, tile);
+            Attention.TileMath.Accumulate(tile[..(count * HeadDim)], count, HeadDim, w, nq, acc);
             return;
         }
         if (block.Length < BlockBytes || (uint)count > (uint)BlockTokens || w.Length < nq * count || acc.Length < nq * HeadDim
             || tile.Length < count * HeadDim)
             throw new ArgumentException($"{Name}: accumulate of {nq} rows over {count} tokens with a {block.Length}-byte block, " +
                 $"{w.Length} weights, {acc.Length} accumulator values, {tile.Length} tile values");
-        NuqKernels.ValueAccumulate(_lanes, block, count, _rangesOffset, _zerosOffset, _codesOffset, _codeBytes, _slots.Slots, 0,
-            _codesOffset + BlockTokens * _codeBytes, _lut, w, nq, acc, tile);
+        Span<float> scales = stackalloc float[2 * count];
+        for (int t = 0; t < count; t++) (scales[2 * t], scales[2 * t + 1]) = ScaleOf(block, t);
+        NuqKernels.ValueAccumulate(_lanes, block, count, scales, _codesOffset, _codeBytes, 0, 0, 0, _lut, w, nq, acc, tile);
+        if (outliers == null) return;
+        int n = outliers.Count, d = HeadDim, limit = count * d;
+        for (int i = 0; i < n; i++)
+        {
+            var (index, h) = outliers.Entry(i);
+            if (index >= limit) break;
+            int t = index / d, c = index - t * d;
+            var codes = block.Slice(_codesOffset + t * _codeBytes, _codeBytes);
+            float decoded = scales[2 * t] + scales[2 * t + 1] * _levels[NuqErrorBound.Code(codes, c, _spec.Bits)];
+            float delta = QuantFormats.HalfToSingle(h) - decoded;
+            for (int r = 0; r < nq; r++) acc[r * d + c] += w[r * count + t] * delta;
+        }
     }
 
-    public override KvBytes BlockLayout =>
-        new(BlockTokens * (long)_codeBytes, BlockTokens * 2L, BlockTokens * 2L, _slots.ValueBytes, _slots.IndicesBytes, 0);
+    public override KvBytes BlockLayout => new(BlockTokens * (long)_codeBytes, BlockTokens * 2L, 0, 0, 0, 0);
 
-    /// <summary>Outlier values, ranges, zeros, codes, outlier indices: each a fixed record per token.</summary>
-    protected override TokenSection[] DescribeTokenSections() =>
-        [new(0, 2 * 2 * _k), new(_rangesOffset, 2), new(_zerosOffset, 2), new(_codesOffset, _codeBytes),
-         new(_codesOffset + BlockTokens * _codeBytes, 2 * _k * _slots.IndexBytes)];
+    /// <summary>Scales (zero and range packed), codes: each a fixed record per token (outliers move with
+    /// <see cref="CopySlot(ReadOnlySpan{byte}, BlockOutliers?, int, Span{byte}, BlockOutliers?, int)"/>).</summary>
+    protected override TokenSection[] DescribeTokenSections() => [new(0, 2), new(_codesOffset, _codeBytes)];
 
-    public double KvQuantBitsPerElement => KvQuantAccounting.PerToken(_spec.Bits, 2 * _k, HeadDim);
+    public override void CopySlot(ReadOnlySpan<byte> src, int srcSlot, Span<byte> dst, int dstSlot) =>
+        CopySlot(src, Need(null), srcSlot, dst, null, dstSlot);
 
-    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)
+    public override void CopySlot(ReadOnlySpan<byte> src, BlockOutliers? srcOutliers, int srcSlot, Span<byte> dst,
+        BlockOutliers? dstOutliers, int dstSlot)
+    {
+        base.CopySlot(src, srcSlot, dst, dstSlot);
+        if (_k > 0) NuqOutlierRows.CopyToken(Need(srcOutliers)!, srcSlot, Need(dstOutliers)!, dstSlot, HeadDim, _indexBits);
+    }
+
+    public double KvQuantBitsPerElement => KvQuantAccounting.PerToken(_spec.Bits, _spec.OutlierFraction, HeadDim, BlockTokens);
+
+    /// <summary>Splits a token as encoding does: outlier flags, their channels, and the stored scale.</summary>
+    private (int Outliers, ushort Packed, float Zero, float Range) Split(ReadOnlySpan<float> x, Span<bool> isOutlier, Span<int> idx)
+    {
+        float min, max;
+        int n = 0;
+        if (_k > 0) (min, max, n) = TokenOutliers.SplitBeyond(x, _k, KvQuantSpec.ValueOutlierMargin, isOutlier, idx);
+        else
+        {
+            isOutlier[..x.Length].Clear();
+            min = float.PositiveInfinity;
+            max = float.NegativeInfinity;
+            foreach (float v in x) { min = Math.Min(min, v); max = Math.Max(max, v); }
+        }
+        var (packed, zero, range) = TokenScale.Encode(min, max);
+        return (n, packed, zero, range);
+    }
+
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) => EncodeToken(x, block, Need(null), slot);
+
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, BlockOutliers? outliers, int slot)
     {
         if (x.Length != HeadDim || block.Length < BlockBytes || (uint)slot >= (uint)BlockTokens)
             throw new ArgumentException($"{Name}: encode of {x.Length} values into slot {slot} of a {block.Length}-byte block");
-        int d = HeadDim, s = 2 * _k;
+        outliers = Need(outliers);
+        int d = HeadDim;
         Span<bool> isOutlier = stackalloc bool[d];
-        Span<int> idx = stackalloc int[Math.Max(1, s)];
+        Span<int> idx = stackalloc int[Math.Max(1, 2 * _k)];
+        Span<ushort> halves = stackalloc ushort[Math.Max(1, 2 * _k)];
         Span<byte> codes = stackalloc byte[d];
-        var (min, max) = TokenOutliers.Split(x, _k, isOutlier, idx);
-        ushort zh = QuantFormats.SingleToHalf(Math.Clamp((max + min) * 0.5f, -65504f, 65504f));
-        ushort rh = QuantFormats.SingleToHalf(Math.Min((max - min) * 0.5f, 65504f));
-        float zero = QuantFormats.HalfToSingle(zh), range = QuantFormats.HalfToSingle(rh);
-        Unsafe.WriteUnaligned(ref block[_rangesOffset + 2 * slot], rh);
-        Unsafe.WriteUnaligned(ref block[_zerosOffset + 2 * slot], zh);
+        var (n, packed, zero, range) = Split(x, isOutlier, idx);
+        block[2 * slot] = (byte)packed;
+        block[2 * slot + 1] = (byte)(packed >> 8);
         var mids = _mids;
         for (int c = 0; c < d; c++)
         {
-            float u = range > 0 ? (x[c] - zero) / range : 0f;
+            float u = (x[c] - zero) / range;
             int code = 0;
             for (int i = 0; i < mids.Length; i++) code += u > mids[i] ? 1 : 0;
             codes[c] = (byte)code;
         }
         NuqBits.Pack(codes, _spec.Bits, block.Slice(_codesOffset + slot * _codeBytes, _codeBytes));
-        for (int j = 0; j < s; j++) _slots.Set(block, slot, j, idx[j], x[idx[j]]);
-        KvQuantCounters.Record(Counters, _side, d, s, 0);
+        for (int j = 0; j < n; j++) halves[j] = QuantFormats.SingleToHalf(Math.Clamp(x[idx[j]], -65504f, 65504f));
+        outliers?.SetToken(slot, d, _indexBits, idx[..n], halves[..n]);
+        KvQuantCounters.Record(Counters, _side, d, n, 0);
     }
 
-    public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlock(block, Need(null), count, dst);
+
+    public override void DecodeBlock(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
     {
         if (block.Length < BlockBytes || (uint)count > (uint)BlockTokens || dst.Length < count * HeadDim)
             throw new ArgumentException($"{Name}: decode of {count} tokens from a {block.Length}-byte block into {dst.Length} values");
+        outliers = Need(outliers);
         int d = HeadDim;
         Span<float> lut = stackalloc float[_levels.Length];
-        ref byte b0 = ref MemoryMarshal.GetReference(block);
         for (int t = 0; t < count; t++)
         {
-            float range = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref b0, _rangesOffset + 2 * t)));
-            float zero = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref b0, _zerosOffset + 2 * t)));
+            var (zero, range) = ScaleOf(block, t);
             for (int q = 0; q < lut.Length; q++) lut[q] = zero + range * _levels[q];
-            var row = dst.Slice(t * d, d);
-            NuqDecode.Row(block.Slice(_codesOffset + t * _codeBytes, _codeBytes), _spec.Bits, lut, 0, row);
-            if (_slots.Slots > 0) _slots.Apply(block, t, row);
+            NuqDecode.Row(block.Slice(_codesOffset + t * _codeBytes, _codeBytes), _spec.Bits, lut, 0, dst.Slice(t * d, d));
         }
+        if (outliers != null) NuqOutlierRows.Apply(outliers, count, d, dst);
     }
 
-    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlockReference(block, Need(null), count, dst);
+
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
     {
-        int d = HeadDim, s = 2 * _k, ib = _slots.IndexBytes, idxAt = _codesOffset + BlockTokens * _codeBytes;
+        outliers = Need(outliers);
+        int d = HeadDim;
         for (int t = 0; t < count; t++)
         {
-            float range = NuqErrorBound.Half(block, _rangesOffset + 2 * t), zero = NuqErrorBound.Half(block, _zerosOffset + 2 * t);
+            int packed = block[2 * t] | block[2 * t + 1] << 8;
+            float range = (float)Math.Pow(2, (packed & 1023) / 32.0 - 16);
+            int z = (packed >> 10) >= 32 ? (packed >> 10) - 64 : packed >> 10;
+            float zero = z * (range / 16);
             var codes = block.Slice(_codesOffset + t * _codeBytes, _codeBytes);
             for (int c = 0; c < d; c++) dst[t * d + c] = zero + range * _levels[NuqErrorBound.Code(codes, c, _spec.Bits)];
-            for (int j = 0; j < s; j++)
-            {
-                int i = t * s + j;
-                dst[t * d + NuqErrorBound.Index(block, idxAt + i * ib, ib)] = NuqErrorBound.Half(block, 2 * i);
-            }
+        }
+        if (outliers == null) return;
+        for (int i = 0; i < outliers.Count; i++)
+        {
+            var (index, h) = outliers.Entry(i);
+            if (index < count * d) dst[index] = (float)BitConverter.UInt16BitsToHalf(h);
         }
     }
 
-    /// <summary>The 2k outliers: f16 rounding. The rest: the token's f16 range times the widest error of the code
+    /// <summary>The kept outliers: f16 rounding. The rest: the token's stored range times the widest error of the code
     /// interval holding the normalized value.</summary>
     public void MaxAbsError(ReadOnlySpan<float> xs, Span<float> bound)
     {
@@ -156,13 +221,10 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         {
             var x = xs.Slice(t * d, d);
             var b = bound.Slice(t * d, d);
-            var (min, max) = TokenOutliers.Split(x, _k, isOutlier, idx);
-            float zero = QuantFormats.HalfToSingle(QuantFormats.SingleToHalf(Math.Clamp((max + min) * 0.5f, -65504f, 65504f)));
-            float range = QuantFormats.HalfToSingle(QuantFormats.SingleToHalf(Math.Min((max - min) * 0.5f, 65504f)));
+            var (_, _, zero, range) = Split(x, isOutlier, idx);
             for (int c = 0; c < d; c++)
             {
                 if (isOutlier[c]) { b[c] = NuqErrorBound.F16(x[c]); continue; }
-                if (!(range > 0)) { b[c] = Math.Abs(x[c] - zero) + NuqErrorBound.Slack(zero, 0); continue; }
                 float u = (x[c] - zero) / range;
                 b[c] = range * NuqErrorBound.Interval(u, Codebook, _levels) + NuqErrorBound.Slack(zero, range * (1 + Math.Abs(u)));
             }

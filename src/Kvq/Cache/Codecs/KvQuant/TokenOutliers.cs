@@ -43,4 +43,29 @@ public static class TokenOutliers
         }
         return (min, max);
     }
+
+    /// <summary>Values' outliers beside a block: <see cref="Split"/>'s k largest and k smallest are candidates, and a
+    /// candidate stays an outlier only when it lies more than <paramref name="margin"/> times the rest's half-range
+    /// from the rest's middle (else it joins the dense part, widening the range a little). Marks the outliers in
+    /// <paramref name="isOutlier"/>, writes them in channel order to <paramref name="indices"/> and returns the min and
+    /// max of the non-outliers and how many outliers there are (0 to 2k).</summary>
+    public static (float Min, float Max, int Count) SplitBeyond(ReadOnlySpan<float> x, int k, float margin, Span<bool> isOutlier,
+        Span<int> indices)
+    {
+        var (min, max) = Split(x, k, isOutlier, indices);
+        float mid = (max + min) * 0.5f, half = (max - min) * 0.5f;
+        int w = 0;
+        for (int c = 0; c < x.Length; c++)
+        {
+            if (!isOutlier[c]) continue;
+            if (Math.Abs(x[c] - mid) <= margin * half)
+            {
+                isOutlier[c] = false;
+                min = Math.Min(min, x[c]);
+                max = Math.Max(max, x[c]);
+            }
+            else indices[w++] = c;
+        }
+        return (min, max, w);
+    }
 }

@@ -39,15 +39,29 @@ public sealed class LowRankCodec : KvCodec, IKvCodecReference
     /// <summary>The inner codec's per-token regions: a slot's latent moves as its bytes (token policies).</summary>
     protected override TokenSection[]? DescribeTokenSections() => Inner.TokenSections;
 
-    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot)
+    /// <summary>The inner codec's sparse part (e.g. KVQuant's outliers of the latents), kept beside the block.</summary>
+    public override bool HasBlockOutliers => Inner.HasBlockOutliers;
+    public override double ExpectedOutlierBytesPerBlock => Inner.ExpectedOutlierBytesPerBlock;
+
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) => EncodeToken(x, block, null, slot);
+
+    public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, BlockOutliers? outliers, int slot)
     {
         Span<float> latent = stackalloc float[Rank];
         Span<float> centered = stackalloc float[HeadDim];
         Projection.Project(x, latent, centered);
-        Inner.EncodeToken(latent, block, slot);
+        Inner.EncodeToken(latent, block, outliers, slot);
     }
 
-    public override void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block)
+    public override void CopySlot(ReadOnlySpan<byte> src, BlockOutliers? srcOutliers, int srcSlot, Span<byte> dst,
+        BlockOutliers? dstOutliers, int dstSlot) => Inner.CopySlot(src, srcOutliers, srcSlot, dst, dstOutliers, dstSlot);
+
+    public override void CopySlot(ReadOnlySpan<byte> src, int srcSlot, Span<byte> dst, int dstSlot) =>
+        Inner.CopySlot(src, srcSlot, dst, dstSlot);
+
+    public override void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block) => EncodeBlock(xs, block, null);
+
+    public override void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block, BlockOutliers? outliers)
     {
         // Whole-block inner codecs (per-channel scaling) see the block's latents together.
         int n = BlockTokens * Rank;
@@ -55,7 +69,7 @@ public sealed class LowRankCodec : KvCodec, IKvCodecReference
         try
         {
             Project(xs, BlockTokens, latents);
-            Inner.EncodeBlock(latents.AsSpan(0, n), block);
+            Inner.EncodeBlock(latents.AsSpan(0, n), block, outliers);
         }
         finally
         {
@@ -63,9 +77,11 @@ public sealed class LowRankCodec : KvCodec, IKvCodecReference
         }
     }
 
-    public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlock(block, null, count, dst);
+
+    public override void DecodeBlock(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
     {
-        Inner.DecodeBlock(block, count, dst[..(count * Rank)]);
+        Inner.DecodeBlock(block, outliers, count, dst[..(count * Rank)]);
         Projection.ReconstructInPlace(dst, count);
     }
 
@@ -76,11 +92,13 @@ public sealed class LowRankCodec : KvCodec, IKvCodecReference
         for (int t = 0; t < n; t++) Projection.Project(xs.Slice(t * HeadDim, HeadDim), latents.Slice(t * Rank, Rank), centered);
     }
 
-    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst)
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlockReference(block, null, count, dst);
+
+    public void DecodeBlockReference(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Span<float> dst)
     {
         var latents = new float[count * Rank];
-        if (Inner is IKvCodecReference r) r.DecodeBlockReference(block, count, latents);
-        else Inner.DecodeBlock(block, count, latents);
+        if (Inner is IKvCodecReference r) r.DecodeBlockReference(block, outliers, count, latents);
+        else Inner.DecodeBlock(block, outliers, count, latents);
         for (int t = 0; t < count; t++)
             Projection.ReconstructReference(latents.AsSpan(t * Rank, Rank), dst.Slice(t * HeadDim, HeadDim));
     }

@@ -43,6 +43,8 @@ public class KvQuantAttentionTests
         {
             var kc = cfg.CreateCodec(KvSide.Key, layer, h, headDim);
             var vc = cfg.CreateCodec(KvSide.Value, layer, h, headDim);
+            if (kc.HasBlockOutliers) kc = new BlockOutliersTestCodec(kc);   // one token at a time: the rows of that block
+            if (vc.HasBlockOutliers) vc = new BlockOutliersTestCodec(vc);
             var kb = new byte[kc.BlockBytes];
             var vb = new byte[vc.BlockBytes];
             var row = new float[headDim];

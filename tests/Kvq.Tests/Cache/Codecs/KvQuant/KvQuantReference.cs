@@ -5,7 +5,7 @@ namespace Kvq.Tests.Cache.Codecs.KvQuant;
 
 /// <summary>
 /// Scalar reference of the documented nuq block layouts, written independently of the codecs: codes read bit by bit,
-/// f16 through System.Half, outlier slots by their sentinel. The codecs' DecodeBlock must match it exactly.
+/// f16 through System.Half, sparse outlier rows bit by bit. The codecs' DecodeBlock must match it exactly.
 /// </summary>
 public static class KvQuantReference
 {
@@ -22,50 +22,68 @@ public static class KvQuantReference
 
     public static float Half(ReadOnlySpan<byte> block, int offset) => (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(block[offset..]));
 
-    public static int Index(ReadOnlySpan<byte> block, int offset, int headDim) =>
-        headDim < 255 ? block[offset] : BinaryPrimitives.ReadUInt16LittleEndian(block[offset..]);
-
-    /// <summary>Per-channel key block: outlier values T*S*2 | codes T*cb | indices T*S*ib.</summary>
-    public static float[] DecodeChannel(ReadOnlySpan<byte> block, int blockTokens, int headDim, int bits, int slots,
-        ReadOnlySpan<float> zero, ReadOnlySpan<float> range, ReadOnlySpan<float> levels, int count)
+    /// <summary>The sparse rows' bytes read by their documented format: u16 count, u8 index width w, then per entry w
+    /// bits of index (token * headDim + channel) and 16 bits of f16, little-endian bit order.</summary>
+    public static (int Index, float Value)[] Rows(ReadOnlySpan<byte> raw)
     {
-        int cb = (headDim * bits + 7) / 8, ib = headDim < 255 ? 1 : 2, empty = headDim < 255 ? 0xFF : 0xFFFF;
-        int codesAt = blockTokens * slots * 2, idxAt = codesAt + blockTokens * cb;
-        var outp = new float[count * headDim];
-        for (int t = 0; t < count; t++)
+        if (raw.Length == 0) return [];
+        int n = raw[0] | raw[1] << 8, w = raw[2];
+        var outp = new (int, float)[n];
+        for (int i = 0; i < n; i++)
         {
-            var codes = block.Slice(codesAt + t * cb, cb);
-            for (int c = 0; c < headDim; c++) outp[t * headDim + c] = zero[c] + range[c] * levels[Code(codes, c, bits)];
-            for (int s = 0; s < slots; s++)
-            {
-                int i = t * slots + s;
-                int idx = Index(block, idxAt + i * ib, headDim);
-                if (idx == empty) continue;
-                outp[t * headDim + idx] = Half(block, 2 * i);
-            }
+            long at = 24 + (long)i * (w + 16);
+            int index = 0, half = 0;
+            for (int b = 0; b < w; b++, at++) index |= ((raw[(int)(at >> 3)] >> (int)(at & 7)) & 1) << b;
+            for (int b = 0; b < 16; b++, at++) half |= ((raw[(int)(at >> 3)] >> (int)(at & 7)) & 1) << b;
+            outp[i] = (index, (float)BitConverter.UInt16BitsToHalf((ushort)half));
         }
         return outp;
     }
 
-    /// <summary>Per-token block: outlier values T*S*2 | ranges T*2 | zeros T*2 | codes T*cb | indices T*S*ib.</summary>
-    public static float[] DecodeToken(ReadOnlySpan<byte> block, int blockTokens, int headDim, int bits, int slots,
-        ReadOnlySpan<float> levels, int count)
+    private static void ApplyRows(ReadOnlySpan<byte> raw, int count, int headDim, float[] outp)
     {
-        int cb = (headDim * bits + 7) / 8, ib = headDim < 255 ? 1 : 2;
-        int rangesAt = blockTokens * slots * 2, zerosAt = rangesAt + 2 * blockTokens, codesAt = zerosAt + 2 * blockTokens;
-        int idxAt = codesAt + blockTokens * cb;
+        foreach (var (index, value) in Rows(raw))
+            if (index / headDim < count) outp[index] = value;
+    }
+
+    /// <summary>Per-channel key block: codes T*cb; outliers in the sparse rows beside it.</summary>
+    public static float[] DecodeChannel(ReadOnlySpan<byte> block, ReadOnlySpan<byte> rows, int headDim, int bits,
+        ReadOnlySpan<float> zero, ReadOnlySpan<float> range, ReadOnlySpan<float> levels, int count)
+    {
+        int cb = (headDim * bits + 7) / 8;
         var outp = new float[count * headDim];
         for (int t = 0; t < count; t++)
         {
-            float range = Half(block, rangesAt + 2 * t), zero = Half(block, zerosAt + 2 * t);
+            var codes = block.Slice(t * cb, cb);
+            for (int c = 0; c < headDim; c++) outp[t * headDim + c] = zero[c] + range[c] * levels[Code(codes, c, bits)];
+        }
+        ApplyRows(rows, count, headDim, outp);
+        return outp;
+    }
+
+    /// <summary>A per-token block's packed scale of token t: (zero, range) = (z * range / 16, 2^(r/32 - 16)).</summary>
+    public static (float Zero, float Range) Scale(ReadOnlySpan<byte> block, int t)
+    {
+        int p = BinaryPrimitives.ReadUInt16LittleEndian(block[(2 * t)..]);
+        float range = (float)Math.Pow(2, (p & 1023) / 32.0 - 16);
+        int z = p >> 10;
+        if (z >= 32) z -= 64;
+        return (z * (range / 16), range);
+    }
+
+    /// <summary>Per-token block: scales T*2 (10-bit log range | 6-bit zero) | codes T*cb; outliers beside it.</summary>
+    public static float[] DecodeToken(ReadOnlySpan<byte> block, ReadOnlySpan<byte> rows, int blockTokens, int headDim, int bits,
+        ReadOnlySpan<float> levels, int count)
+    {
+        int cb = (headDim * bits + 7) / 8, codesAt = 2 * blockTokens;
+        var outp = new float[count * headDim];
+        for (int t = 0; t < count; t++)
+        {
+            var (zero, range) = Scale(block, t);
             var codes = block.Slice(codesAt + t * cb, cb);
             for (int c = 0; c < headDim; c++) outp[t * headDim + c] = zero + range * levels[Code(codes, c, bits)];
-            for (int s = 0; s < slots; s++)
-            {
-                int i = t * slots + s;
-                outp[t * headDim + Index(block, idxAt + i * ib, headDim)] = Half(block, 2 * i);
-            }
         }
+        ApplyRows(rows, count, headDim, outp);
         return outp;
     }
 

@@ -60,21 +60,29 @@ public class NuqChannelCodecTests
         var codec = Codec(spec, d, d * 31 + spec.Length, out var zero, out var range);
         var x = Tokens(BlockTokens, zero, range, d, outlierRate: 0.01);
         var block = new byte[codec.BlockBytes];
+        var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
         new Random(5).NextBytes(block); // stale bytes of a reused block must not leak through
-        for (int t = 0; t < BlockTokens; t++) codec.EncodeToken(x.AsSpan(t * d, d), block, t);
+        // Tokens in scrambled order, a few written twice (the second write replaces the first's outliers).
+        var order = Enumerable.Range(0, BlockTokens).OrderBy(t => (t * 37 + 11) % BlockTokens).ToArray();
+        var noise = Tokens(BlockTokens, zero, range, d + 1, outlierRate: 0.2);
+        foreach (int t in order.Take(6)) codec.EncodeToken(noise.AsSpan(t * d, d), block, rows, t);
+        foreach (int t in order) codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
         var dec = new float[BlockTokens * d];
-        codec.DecodeBlock(block, BlockTokens, dec);
+        codec.DecodeBlock(block, rows, BlockTokens, dec);
         var levels = codec.Codebook.DecodeLevels(codec.Spec.QNorm);
-        var reference = KvQuantReference.DecodeChannel(block, BlockTokens, d, codec.Spec.Bits, codec.OutlierSlots, zero, range, levels, BlockTokens);
+        var reference = KvQuantReference.DecodeChannel(block, rows == null ? default : rows.Raw, d, codec.Spec.Bits, zero, range, levels, BlockTokens);
         Assert.Equal(reference, dec);
+        var scalar = new float[BlockTokens * d];
+        codec.DecodeBlockReference(block, rows, BlockTokens, scalar);
+        Assert.Equal(reference, scalar);
         // Partial decode agrees with the full one.
         var part = new float[5 * d];
-        codec.DecodeBlock(block, 5, part);
+        codec.DecodeBlock(block, rows, 5, part);
         Assert.Equal(dec.AsSpan(0, 5 * d).ToArray(), part);
 
         float maxErr = KvQuantReference.MaxError(codec.Codebook.Levels);
         var encLevels = codec.Codebook.Levels;
-        int cb = NuqBits.Bytes(d, codec.Spec.Bits), codesAt = BlockTokens * codec.OutlierSlots * 2;
+        int cb = NuqBits.Bytes(d, codec.Spec.Bits), codesAt = 0;
         for (int t = 0; t < BlockTokens; t++)
         {
             var codes = block.AsSpan(codesAt + t * cb, cb);
@@ -82,7 +90,11 @@ public class NuqChannelCodecTests
             {
                 float xv = x[t * d + c], u = (xv - zero[c]) / range[c];
                 float got = dec[t * d + c];
-                if (got == KvQuantReference.F16(xv) && (u > 1 || u < -1)) continue; // stored exactly
+                if (u > 1 || u < -1)
+                {
+                    // With an outlier fraction every value past the thresholds is stored exactly: nothing is clamped.
+                    if (codec.Spec.HasOutliers) { Assert.Equal(KvQuantReference.F16(xv), got); continue; }
+                }
                 // Dense: the nearest level (brute force agrees up to exact ties), error within the codebook's bound.
                 int code = KvQuantReference.Code(codes, c, codec.Spec.Bits);
                 int nearest = KvQuantReference.Nearest(u, encLevels);
@@ -94,57 +106,65 @@ public class NuqChannelCodecTests
     }
 
     [Fact]
-    public void OutliersAreExactWhileSlotsLast()
-    {
-        const int d = 64;
-        var codec = Codec("nuq3-1%", d, 3, out var zero, out var range);
-        Assert.Equal(KvQuantSpec.KeyOutlierSlots(0.01, d), codec.OutlierSlots);
-        Assert.Equal(3, codec.OutlierSlots);
-        var block = new byte[codec.BlockBytes];
-        var x = new float[d];
-        for (int c = 0; c < d; c++) x[c] = zero[c] + range[c] * 0.3f * ((c % 3) - 1 + 0.1f);
-        int[] outlierChannels = [5, 17, 63];
-        foreach (int c in outlierChannels) x[c] = zero[c] + range[c] * (c == 17 ? -7.25f : 3.5f);
-        codec.EncodeToken(x, block, 4);
-        var dec = new float[5 * d];
-        codec.DecodeBlock(block, 5, dec);
-        foreach (int c in outlierChannels) Assert.Equal(KvQuantReference.F16(x[c]), dec[4 * d + c]);
-        Assert.Equal(3, codec.Counters.Outliers);
-        Assert.Equal(0, codec.Counters.Clamped);
-    }
-
-    [Fact]
-    public void OverflowKeepsTheLargestAndClampsTheRest()
+    public void EveryOutlierIsKeptExactlyHoweverManyATokenHas()
     {
         const int d = 64;
         var codec = Codec("nuq3-1%", d, 4, out var zero, out var range);
         var block = new byte[codec.BlockBytes];
+        var rows = new BlockOutliers();
         var x = new float[d];
         for (int c = 0; c < d; c++) x[c] = zero[c] + range[c] * 0.5f;
-        // Six outliers, three slots: |u| of 2, 9, 3, 8, 1.5, 7 -> channels with 9, 8, 7 keep exact values.
-        (int C, float U)[] outs = [(1, 2f), (10, -9f), (20, 3f), (30, 8f), (40, -1.5f), (50, 7f)];
+        // 40 of 64 channels past the thresholds in one token (fixed slots used to keep 3 and clamp the rest).
+        var outs = Enumerable.Range(0, 40).Select(i => (C: i * 3 % d + (i * 3 >= d ? 1 : 0), U: (i % 2 == 0 ? 1 : -1) * (1.5f + i))).ToArray();
         foreach (var (c, u) in outs) x[c] = zero[c] + range[c] * u;
-        codec.EncodeToken(x, block, 0);
-        var dec = new float[d];
-        codec.DecodeBlock(block, 1, dec);
-        var levels = codec.Codebook.DecodeLevels(codec.Spec.QNorm);
-        foreach (var (c, u) in outs)
+        int n = outs.Select(o => o.C).Distinct().Count();
+        codec.EncodeToken(x, block, rows, 3);
+        var dec = new float[4 * d];
+        codec.DecodeBlock(block, rows, 4, dec);
+        foreach (var (c, _) in outs) Assert.Equal(KvQuantReference.F16(x[c]), dec[3 * d + c]);
+        Assert.Equal(n, rows.Count);
+        Assert.Equal(n, codec.Counters.Outliers);
+        Assert.Equal(0, codec.Counters.Clamped);
+        // Rewriting the token with no outliers empties its rows.
+        for (int c = 0; c < d; c++) x[c] = zero[c] + range[c] * 0.25f;
+        codec.EncodeToken(x, block, rows, 3);
+        Assert.Equal(0, rows.Count);
+        Assert.Equal(0, rows.Bytes);
+    }
+
+    [Fact]
+    public void SparseRowsAreCompressedSparseRowsOfTheBlock()
+    {
+        const int d = 64;
+        var codec = Codec("nuq2-1%", d, 8, out var zero, out var range);
+        var block = new byte[codec.BlockBytes];
+        var rows = new BlockOutliers();
+        var x = Tokens(BlockTokens, zero, range, 21, outlierRate: 0.02);
+        for (int t = BlockTokens - 1; t >= 0; t--) codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
+        var entries = KvQuantReference.Rows(rows.Raw);
+        // Sorted by (token, channel), exactly the values past the thresholds, 11-bit indices (32 x 64 = 2^11).
+        Assert.Equal(11, rows.IndexBits);
+        var expected = new List<int>();
+        for (int i = 0; i < x.Length; i++)
         {
-            if (Math.Abs(u) >= 7) Assert.Equal(KvQuantReference.F16(x[c]), dec[c]);
-            else Assert.Equal(zero[c] + range[c] * (u > 0 ? levels[^1] : levels[0]), dec[c]); // clamped to the extreme level
+            float u = (x[i] - zero[i % d]) / range[i % d];
+            if (u > 1 || u < -1) expected.Add(i);
         }
-        Assert.Equal(3, codec.Counters.Outliers);
-        Assert.Equal(3, codec.Counters.Clamped);
+        Assert.NotEmpty(expected);
+        Assert.Equal(expected, entries.Select(e => e.Index));
+        Assert.All(entries, e => Assert.Equal(KvQuantReference.F16(x[e.Index]), e.Value));
+        // Bytes: 3-byte header + 27 bits per entry, rounded up to 8 bytes.
+        long bytes = (3 + (expected.Count * 27 + 7) / 8 + 7) / 8 * 8;
+        Assert.Equal(bytes, rows.Bytes);
     }
 
     [Theory]
-    [InlineData("nuq4-1%", 64, 32 * 32, 0, 0, 32 * 3 * 2, 32 * 3)]
-    [InlineData("nuq3-1%", 64, 32 * 24, 0, 0, 32 * 3 * 2, 32 * 3)]
-    [InlineData("nuq2-1%", 64, 32 * 16, 0, 0, 32 * 3 * 2, 32 * 3)]
+    [InlineData("nuq4-1%", 64, 32 * 32, 0, 0, 0, 0)]
+    [InlineData("nuq3-1%", 64, 32 * 24, 0, 0, 0, 0)]
+    [InlineData("nuq2-1%", 64, 32 * 16, 0, 0, 0, 0)]
     [InlineData("nuq3", 64, 32 * 24, 0, 0, 0, 0)]
-    [InlineData("nuq3-0.5%", 96, 32 * 36, 0, 0, 32 * 2 * 2, 32 * 2)]
-    [InlineData("nuq3-1%", 300, 32 * 113, 0, 0, 32 * 7 * 2, 32 * 7 * 2)]
-    [InlineData("nuq3-1%:slots5", 64, 32 * 24, 0, 0, 32 * 5 * 2, 32 * 5)]
+    [InlineData("nuq3-0.5%", 96, 32 * 36, 0, 0, 0, 0)]
+    [InlineData("nuq3-1%", 300, 32 * 113, 0, 0, 0, 0)]
     public void BlockLayoutIsExact(string spec, int d, long codes, long scales, long zeros, long outliers, long indices)
     {
         var codec = Codec(spec, d, 1, out _, out _);
@@ -155,11 +175,12 @@ public class NuqChannelCodecTests
     [Fact]
     public void KvQuantAccountingMatchesThePaperAtItsGeometry()
     {
-        // Head dim 128 x 32 heads = 4096-value vectors: 3 + 0.32 + 32/4096 bits for nuq3-1% keys.
-        Assert.Equal(3.3278, KvQuantAccounting.PerChannel(3, 0.01, 4096), 4);
-        Assert.Equal(3, KvQuantAccounting.PerChannel(3, 0, 4096));
+        // 4096-value vectors in blocks of 32 tokens: 2^17 positions, 17-bit indices; 3 + 0.01 x 33 + 24/131072 bits.
+        Assert.Equal(3 + 0.33 + 24.0 / 131072, KvQuantAccounting.PerChannel(3, 0.01, 4096, 32), 9);
+        Assert.Equal(3, KvQuantAccounting.PerChannel(3, 0, 4096, 32));
         var codec = Codec("nuq3-1%", 64, 1, out _, out _);
-        Assert.Equal(3 + 0.32 + 0.5, codec.KvQuantBitsPerElement, 9);
+        Assert.Equal(3 + 0.01 * 27 + 24.0 / 2048, codec.KvQuantBitsPerElement, 9);
+        Assert.Equal(3 + 0.01 * 2048 * 27 / 8.0, codec.ExpectedOutlierBytesPerBlock, 9);
     }
 
     [Fact]
@@ -167,9 +188,14 @@ public class NuqChannelCodecTests
     {
         var codec = Codec("nuq3-1%", 64, 1, out _, out _);
         var block = new byte[codec.BlockBytes];
-        Assert.Throws<ArgumentException>(() => codec.EncodeToken(new float[63], block, 0));
-        Assert.Throws<ArgumentException>(() => codec.EncodeToken(new float[64], block, BlockTokens));
-        Assert.Throws<ArgumentException>(() => codec.DecodeBlock(block.AsSpan(1), 1, new float[64]));
-        Assert.Throws<ArgumentException>(() => codec.DecodeBlock(block, 2, new float[64]));
+        var rows = new BlockOutliers();
+        Assert.Throws<ArgumentException>(() => codec.EncodeToken(new float[63], block, rows, 0));
+        Assert.Throws<ArgumentException>(() => codec.EncodeToken(new float[64], block, rows, BlockTokens));
+        Assert.Throws<ArgumentException>(() => codec.DecodeBlock(block.AsSpan(1), rows, 1, new float[64]));
+        Assert.Throws<ArgumentException>(() => codec.DecodeBlock(block, rows, 2, new float[64]));
+        // Without the block's sparse rows a format with outliers refuses rather than drop them.
+        var e = Assert.Throws<ArgumentException>(() => codec.EncodeToken(new float[64], block, 0));
+        Assert.Contains("BlockOutliers", e.Message);
+        Assert.Throws<ArgumentException>(() => codec.DecodeBlock(block, 1, new float[64]));
     }
 }

@@ -24,6 +24,7 @@ public class NuqFusedKernelTests
         var profile = KvQuantTestData.Profile(shape, tokens: 1500);
         var cfg = KvCacheConfig.Parse(spec) with { Profile = profile };
         var codec = cfg.CreateCodec(side, 0, 0, headDim);
+        if (codec.HasBlockOutliers) codec = new BlockOutliersTestCodec(codec);   // the block's sparse rows go along
         var x = KvQuantTestData.Activations(count, headDim, seed);
         var block = new byte[codec.BlockBytes];
         if (codec.EncodesWholeBlocks)

@@ -35,33 +35,65 @@ public class NuqTokenCodecTests
         var codec = Codec(spec, d, d + spec.Length);
         var x = KvQuantTestData.Activations(BlockTokens, d, seed: d * 7);
         var block = new byte[codec.BlockBytes];
+        var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
         new Random(9).NextBytes(block);
-        for (int t = 0; t < BlockTokens; t++) codec.EncodeToken(x.AsSpan(t * d, d), block, t);
+        for (int t = BlockTokens - 1; t >= 0; t--) codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
         var dec = new float[BlockTokens * d];
-        codec.DecodeBlock(block, BlockTokens, dec);
-        int slots = 2 * codec.OutliersPerTail;
+        codec.DecodeBlock(block, rows, BlockTokens, dec);
         var levels = codec.Codebook.DecodeLevels(codec.Spec.QNorm);
-        Assert.Equal(KvQuantReference.DecodeToken(block, BlockTokens, d, codec.Spec.Bits, slots, levels, BlockTokens), dec);
+        var reference = KvQuantReference.DecodeToken(block, rows == null ? default : rows.Raw, BlockTokens, d, codec.Spec.Bits, levels, BlockTokens);
+        Assert.Equal(reference, dec);
+        var scalar = new float[BlockTokens * d];
+        codec.DecodeBlockReference(block, rows, BlockTokens, scalar);
+        Assert.Equal(reference, scalar);
         float maxErr = KvQuantReference.MaxError(codec.Codebook.Levels);
         int k = codec.OutliersPerTail;
+        var stored = rows == null ? [] : KvQuantReference.Rows(rows.Raw).Select(e => e.Index).ToHashSet();
         for (int t = 0; t < BlockTokens; t++)
         {
             var row = x.AsSpan(t * d, d).ToArray();
-            // The k largest and k smallest are exact; the rest lie within the token's range and its codebook's error.
+            // Candidates: the k largest and k smallest; one is kept exactly when it lies more than the margin times the
+            // rest's half-range from the rest's middle, else it joins the dense part.
             var order = Enumerable.Range(0, d).OrderBy(c => row[c]).ToArray();
-            var outliers = order.Take(k).Concat(order.Skip(d - k)).ToHashSet();
+            var candidates = order.Take(k).Concat(order.Skip(d - k)).ToHashSet();
+            float rmin = float.MaxValue, rmax = float.MinValue;
+            for (int c = 0; c < d; c++) if (!candidates.Contains(c)) { rmin = Math.Min(rmin, row[c]); rmax = Math.Max(rmax, row[c]); }
+            float mid = (rmax + rmin) / 2, half = (rmax - rmin) / 2;
+            var outliers = candidates.Where(c => Math.Abs(row[c] - mid) > KvQuantSpec.ValueOutlierMargin * half).ToHashSet();
+            Assert.Equal(outliers.OrderBy(c => c), stored.Where(i => i / d == t).Select(i => i % d).OrderBy(c => c));
             float min = float.MaxValue, max = float.MinValue;
             for (int c = 0; c < d; c++) if (!outliers.Contains(c)) { min = Math.Min(min, row[c]); max = Math.Max(max, row[c]); }
-            float range = (max - min) / 2, tol = (Math.Abs((max + min) / 2) + range) * 1e-3f + 1e-5f; // f16 zero and range
+            // The stored range covers the dense values around the stored zero, at most ~6% wider than (max - min) / 2.
+            var (zero, range) = KvQuantReference.Scale(block, t);
+            Assert.True(max - zero <= range && zero - min <= range, $"t{t}: [{min}, {max}] outside {zero} +- {range}");
+            Assert.True(range <= Math.Max((max - min) / 2 * 1.07f, 1.6e-5f), $"t{t}: range {range} for half-width {(max - min) / 2}");
             for (int c = 0; c < d; c++)
             {
                 float got = dec[t * d + c];
                 if (outliers.Contains(c)) Assert.Equal(KvQuantReference.F16(row[c]), got);
                 else if (!codec.Spec.QNorm)
-                    Assert.True(Math.Abs(row[c] - got) <= range * maxErr + tol,
+                    Assert.True(Math.Abs(row[c] - got) <= range * maxErr * 1.0001f + 1e-5f,
                         $"t{t} c{c}: {row[c]} -> {got} (range {range})");
             }
         }
+    }
+
+    [Theory]
+    [InlineData(0f, 0f)]
+    [InlineData(-1f, 1f)]
+    [InlineData(3.25f, 3.5f)]
+    [InlineData(-1000f, -990f)]
+    [InlineData(1e-7f, 2e-7f)]
+    [InlineData(0.1f, 60000f)]
+    public void TokenScaleCoversItsInterval(float min, float max)
+    {
+        var (packed, zero, range) = TokenScale.Encode(min, max);
+        Assert.Equal((zero, range), TokenScale.Decode(packed));
+        Assert.True(max - zero <= range && zero - min <= range, $"[{min}, {max}] outside {zero} +- {range}");
+        // Smallest range code that covers (one code less does not, unless at the bottom of the scale).
+        int r = packed & 1023;
+        if (r > 0) Assert.True(TokenScale.Range(r - 1) < (max - min) / 2 * 1.0001f || Math.Abs((max + min) / 2) > 1.9f * TokenScale.Range(r - 1),
+            $"code {r} could be {r - 1}");
     }
 
     [Fact]
@@ -88,10 +120,16 @@ public class NuqTokenCodecTests
         var codec = Codec("nuq3-1%", 16, 1);
         var x = Enumerable.Repeat(0.75f, 16).ToArray();
         var block = new byte[codec.BlockBytes];
-        codec.EncodeToken(x, block, 0);
+        var rows = new BlockOutliers();
+        codec.EncodeToken(x, block, rows, 0);
         var dec = new float[16];
-        codec.DecodeBlock(block, 1, dec);
-        Assert.All(dec, v => Assert.Equal(0.75f, v));
+        codec.DecodeBlock(block, rows, 1, dec);
+        // Every value decodes alike, within the stated bound (the 6-bit zero reaches +-2 ranges, so a constant far from
+        // zero gets a range of about a third of its value: exact no longer, bounded still).
+        Assert.All(dec, v => Assert.Equal(dec[0], v));
+        var bound = new float[16];
+        codec.MaxAbsError(x, bound);
+        Assert.True(Math.Abs(dec[0] - 0.75f) <= bound[0], $"{dec[0]} vs 0.75, bound {bound[0]}");
     }
 
     [Theory]
@@ -106,12 +144,14 @@ public class NuqTokenCodecTests
     public void BlockLayoutIsExact()
     {
         var codec = Codec("nuq3-1%", 64, 1);
-        // 24 code bytes, f16 range + zero, two outliers (f16 + 1-byte index) per token.
-        Assert.Equal(new KvBytes(32 * 24, 32 * 2, 32 * 2, 32 * 2 * 2, 32 * 2, 0), codec.BlockLayout);
-        Assert.Equal(32 * 34, codec.BlockBytes);
-        Assert.Equal(3 + 0.5 + 1.0 + 0.5, codec.KvQuantBitsPerElement, 9);
+        // 24 code bytes and a 16-bit packed zero/range per token; outliers in sparse rows beside the block.
+        Assert.Equal(new KvBytes(32 * 24, 32 * 2, 0, 0, 0, 0), codec.BlockLayout);
+        Assert.Equal(32 * 26, codec.BlockBytes);
+        Assert.True(codec.HasBlockOutliers);
+        Assert.Equal(3 + 0.25 + 0.01 * 27 + 24.0 / 2048, codec.KvQuantBitsPerElement, 9);
         var dense = Codec("nuq2", 64, 1);
-        Assert.Equal(new KvBytes(32 * 16, 64, 64, 0, 0, 0), dense.BlockLayout);
+        Assert.Equal(new KvBytes(32 * 16, 64, 0, 0, 0, 0), dense.BlockLayout);
+        Assert.False(dense.HasBlockOutliers);
     }
 
     [Fact]

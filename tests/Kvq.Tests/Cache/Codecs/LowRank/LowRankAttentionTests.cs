@@ -66,12 +66,14 @@ public class LowRankAttentionTests
         for (int h = 0; h < shape.KvHeads; h++)
         {
             var codec = cfg.CreateCodec(side, 1, h, hd);
+            if (codec.HasBlockOutliers) codec = new BlockOutliersTestCodec(codec);   // rows of the block being built
             for (int b0 = 0; b0 < n; b0 += bt)
             {
                 int cnt = Math.Min(bt, n - b0);
                 var rows = new float[bt * hd];
                 for (int t = 0; t < cnt; t++) x.AsSpan((b0 + t) * shape.KvDim + h * hd, hd).CopyTo(rows.AsSpan(t * hd));
                 var block = new byte[codec.BlockBytes];
+                (codec as BlockOutliersTestCodec)?.Rows.Clear();
                 var dec = new float[bt * hd];
                 if (codec.EncodesWholeBlocks && cnt < bt) dec = rows.Select(r => (float)(Half)r).ToArray();
                 else

@@ -215,10 +215,14 @@ public class LowRankCodecTests
         var centered = new float[24];
         for (int t = 0; t < 32; t++) codec.Projection.Project(xs.AsSpan(t * 24, 24), latents.AsSpan(t * 5, 5), centered);
         var expected = new byte[nuq.BlockBytes];
-        for (int t = 0; t < 32; t++) nuq.EncodeToken(latents.AsSpan(t * 5, 5), expected, t);
+        var expectedRows = new BlockOutliers();
+        for (int t = 0; t < 32; t++) nuq.EncodeToken(latents.AsSpan(t * 5, 5), expected, expectedRows, t);
         var actual = new byte[codec.BlockBytes];
-        for (int t = 0; t < 32; t++) codec.EncodeToken(xs.AsSpan(t * 24, 24), actual, t);
+        var actualRows = new BlockOutliers();
+        for (int t = 0; t < 32; t++) codec.EncodeToken(xs.AsSpan(t * 24, 24), actual, actualRows, t);
         Assert.Equal(expected, actual);
+        Assert.True(codec.HasBlockOutliers);
+        Assert.Equal(expectedRows.Raw.ToArray(), actualRows.Raw.ToArray());
         // Rank 8 has its own calibration; rank 6 has none: nuq refuses with a hint, f16 latents still work.
         Assert.Equal(8, ((LowRankCodec)Codec("lr8+nuq2")).Inner.HeadDim);
         var e = Assert.Throws<KvSpecException>(() => Codec("lr6+nuq3-1%"));

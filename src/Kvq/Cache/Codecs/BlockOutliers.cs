@@ -1,0 +1,164 @@
+namespace Kvq.Cache.Codecs;
+
+/// <summary>
+/// The sparse part of one block of one KV head, kept beside the block's fixed bytes because its size depends on the
+/// data (dense-and-sparse quantization keeps every element past a threshold exactly): a compressed sparse row list of
+/// the block, entries sorted by (token, channel). Stored as bytes, all counted: u16 entry count, u8 index width w,
+/// then per entry w bits of index (token * headDim + channel) and 16 bits of f16 value, bit-packed little-endian.
+/// Rows are found by the token part of the sorted indices (no row-pointer array: one w-bit index per entry is cheaper
+/// than a pointer per token at ~1 outlier per token). Writing a token replaces that token's entries, so tokens may be
+/// written (and rewritten) in any order. Hand-written: no library keeps a bit-packed sparse list of this shape.
+/// </summary>
+public sealed class BlockOutliers
+{
+    private const int Header = 3;
+    private static readonly byte[] Empty = [];
+    private byte[] _data = Empty;
+    private readonly OutlierBytes? _total;
+
+    /// <summary>A list that reports its byte changes to <paramref name="total"/> (an arena's running sum), if given.</summary>
+    public BlockOutliers(OutlierBytes? total = null) => _total = total;
+
+    public int Count => _data.Length == 0 ? 0 : _data[0] | _data[1] << 8;
+    public int IndexBits => _data.Length == 0 ? 0 : _data[2];
+    /// <summary>Bytes held (the allocation: header and packed entries, rounded up to 8 bytes).</summary>
+    public long Bytes => _data.Length;
+
+    /// <summary>Bits of the index part for a block of <paramref name="blockTokens"/> x <paramref name="headDim"/>.</summary>
+    public static int IndexBitsFor(int blockTokens, int headDim)
+    {
+        long n = (long)blockTokens * headDim;
+        int b = 1;
+        while ((1L << b) < n) b++;
+        if (b > 24) throw new ArgumentException($"a block of {blockTokens} x {headDim} values is too large for sparse outlier rows");
+        return b;
+    }
+
+    /// <summary>Entry i: index (token * headDim + channel) and f16 bits of the value.</summary>
+    public (int Index, ushort Half) Entry(int i)
+    {
+        int w = IndexBits;
+        long bit = (long)i * (w + 16);
+        ulong v = ReadBits(_data, Header * 8 + bit, w + 16);
+        return ((int)(v & ((1UL << w) - 1)), (ushort)(v >> w));
+    }
+
+    /// <summary>First entry whose index is at least <paramref name="index"/> (entries are sorted).</summary>
+    public int LowerBound(int index)
+    {
+        int lo = 0, hi = Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (Entry(mid).Index < index) lo = mid + 1;
+            else hi = mid;
+        }
+        return lo;
+    }
+
+    /// <summary>Replaces the entries of one token (indices in [token*headDim, (token+1)*headDim)) by
+    /// <paramref name="channels"/> (ascending) and their f16 values.</summary>
+    public void SetToken(int token, int headDim, int indexBits, ReadOnlySpan<int> channels, ReadOnlySpan<ushort> halves)
+    {
+        int n = Count;
+        if (n > 0 && IndexBits != indexBits)
+            throw new ArgumentException($"outlier rows hold {IndexBits}-bit indices, asked to write {indexBits}-bit ones");
+        int a = LowerBound(token * headDim), b = LowerBound((token + 1) * headDim);
+        if (b == a && channels.IsEmpty) return;
+        int m = n - (b - a) + channels.Length;
+        if (m > ushort.MaxValue) throw new InvalidOperationException($"{m} outliers in one block: more than the 65535 a count holds");
+        int[]? rentI = null;
+        ushort[]? rentV = null;
+        Span<int> idx = m <= 512 ? stackalloc int[m] : (rentI = System.Buffers.ArrayPool<int>.Shared.Rent(m)).AsSpan(0, m);
+        Span<ushort> val = m <= 512 ? stackalloc ushort[m] : (rentV = System.Buffers.ArrayPool<ushort>.Shared.Rent(m)).AsSpan(0, m);
+        int w = 0;
+        for (int i = 0; i < a; i++) (idx[w], val[w++]) = Entry(i);
+        for (int j = 0; j < channels.Length; j++) { idx[w] = token * headDim + channels[j]; val[w++] = halves[j]; }
+        for (int i = b; i < n; i++) (idx[w], val[w++]) = Entry(i);
+        Write(idx, val, indexBits);
+        if (rentI != null) System.Buffers.ArrayPool<int>.Shared.Return(rentI);
+        if (rentV != null) System.Buffers.ArrayPool<ushort>.Shared.Return(rentV);
+    }
+
+    /// <summary>Drops every entry (and the allocation).</summary>
+    public void Clear() => Resize(0);
+
+    /// <summary>Makes this list a copy of <paramref name="other"/>.</summary>
+    public void CopyFrom(BlockOutliers other)
+    {
+        Resize(other._data.Length);
+        other._data.CopyTo(_data, 0);
+    }
+
+    /// <summary>The stored bytes (swap out); <see cref="Load"/> takes them back.</summary>
+    public ReadOnlySpan<byte> Raw => _data;
+
+    public void Load(ReadOnlySpan<byte> raw)
+    {
+        if (raw.Length != 0 && (raw.Length < Header || raw.Length < Header + ((long)(raw[0] | raw[1] << 8) * (raw[2] + 16) + 7) / 8))
+            throw new ArgumentException($"{raw.Length} bytes are not a block's outlier rows");
+        Resize(raw.Length);
+        raw.CopyTo(_data);
+    }
+
+    /// <summary>Rewrites the list in place, growing the allocation (to the exact size rounded up to 8 bytes) only when
+    /// it is too small and shrinking it when less than half is used, so a block filled token by token reallocates
+    /// about every other outlier at most and holds no more than it needs plus 8 bytes most of the time.</summary>
+    private void Write(ReadOnlySpan<int> idx, ReadOnlySpan<ushort> val, int w)
+    {
+        int m = idx.Length;
+        if (m == 0)
+        {
+            Resize(0);
+            return;
+        }
+        long bits = (long)m * (w + 16);
+        int bytes = (int)((Header + (bits + 7) / 8 + 7) / 8 * 8);
+        if (bytes > _data.Length || bytes * 2 < _data.Length) Resize(bytes);
+        else _data.AsSpan().Clear();
+        var data = _data;
+        data[0] = (byte)m;
+        data[1] = (byte)(m >> 8);
+        data[2] = (byte)w;
+        for (int i = 0; i < m; i++)
+        {
+            if ((uint)idx[i] >= 1u << w) throw new ArgumentException($"outlier index {idx[i]} does not fit {w} bits");
+            WriteBits(data, Header * 8 + (long)i * (w + 16), w + 16, (ulong)(uint)idx[i] | (ulong)val[i] << w);
+        }
+    }
+
+    private void Resize(int bytes)
+    {
+        if (bytes == _data.Length) return;
+        _total?.Add(bytes - _data.Length);
+        _data = bytes == 0 ? Empty : new byte[bytes];
+    }
+
+    private static ulong ReadBits(byte[] data, long bit, int width)
+    {
+        ulong v = 0;
+        for (int k = 0; k < width; k++)
+        {
+            long b = bit + k;
+            v |= (ulong)((data[b >> 3] >> (int)(b & 7)) & 1) << k;
+        }
+        return v;
+    }
+
+    private static void WriteBits(byte[] data, long bit, int width, ulong v)
+    {
+        for (int k = 0; k < width; k++)
+        {
+            long b = bit + k;
+            if (((v >> k) & 1) != 0) data[b >> 3] |= (byte)(1 << (int)(b & 7));
+        }
+    }
+}
+
+/// <summary>A running sum of the bytes held by a set of <see cref="BlockOutliers"/> (one arena's).</summary>
+public sealed class OutlierBytes
+{
+    private long _total;
+    public long Total => Interlocked.Read(ref _total);
+    public void Add(long delta) => Interlocked.Add(ref _total, delta);
+}

@@ -1,0 +1,68 @@
+using Kvq.Formats;
+using Kvq.Formats.Gguf;
+using Kvq.Formats.Gguf.Synthetic;
+
+namespace Kvq.Tests.Model;
+
+/// <summary>Malformed fused and expert files are refused with a typed error naming the key or tensor.</summary>
+public class FamilyModelBadInputTests
+{
+    [Fact]
+    public void Qwen2MoeWithoutExpertCountIsRefused()
+    {
+        var arch = new SyntheticArchitecture
+        {
+            Name = "qwen2moe",
+            GlobalTensors = SyntheticFamilyArchitectures.Qwen2Moe.GlobalTensors,
+            LayerTensors = SyntheticFamilyArchitectures.Qwen2Moe.LayerTensors,   // tensors present, expert keys missing
+        };
+        var spec = SyntheticFixtures.Spec("qwen2moe") with { Name = "qwen2moe-no-count", Architecture = arch };
+        var e = Assert.Throws<ModelFormatException>(() => GgufModelLoader.Load(SyntheticFixtures.Write(spec)));
+        Assert.Contains("qwen2moe.expert_count", e.Message);
+    }
+
+    [Fact]
+    public void ExpertCountDisagreeingWithTheTensorsIsRefused()
+    {
+        var mixtral = SyntheticFamilyArchitectures.Mixtral;
+        var arch = new SyntheticArchitecture
+        {
+            Name = "llama",
+            // Says 3 experts; the tensors stack 4.
+            Metadata = s => [SyntheticMetadata.U32(s.Key("expert_count"), 3), SyntheticMetadata.U32(s.Key("expert_used_count"), 2)],
+            GlobalTensors = mixtral.GlobalTensors,
+            LayerTensors = mixtral.LayerTensors,
+        };
+        var spec = SyntheticFixtures.Spec("mixtral") with { Name = "mixtral-bad-count", Architecture = arch };
+        var e = Assert.Throws<ModelFormatException>(() => GgufModelLoader.Load(SyntheticFixtures.Write(spec)));
+        Assert.Contains("blk.0.ffn_gate_inp.weight", e.Message);
+    }
+
+    [Fact]
+    public void Phi3FusedTensorsOfTheWrongWidthAreRefused()
+    {
+        var arch = new SyntheticArchitecture
+        {
+            Name = "phi3",
+            GlobalTensors = SyntheticFamilyArchitectures.Phi3.GlobalTensors,
+            // ffn_up holding only the up rows (no gate half): llama.cpp refuses it too.
+            LayerTensors = (s, l) => SyntheticFamilyArchitectures.Phi3.LayerTensors(s, l)
+                .Select(t => t.Name.EndsWith("ffn_up.weight", StringComparison.Ordinal) ? SyntheticTensor.Matrix(t.Name, s.Dim, s.FfnDim) : t),
+        };
+        var spec = SyntheticFixtures.Spec("phi3") with { Name = "phi3-half-up", Architecture = arch };
+        var e = Assert.Throws<ModelFormatException>(() => GgufModelLoader.Load(SyntheticFixtures.Write(spec)));
+        Assert.Contains("blk.0.ffn_up.weight", e.Message);
+    }
+
+    [Fact]
+    public unsafe void LoadedPhi3ViewsShareTheFileBytes()
+    {
+        using var w = GgufModelLoader.Load(SyntheticFixtures.Get("phi3"));
+        var l = w.Layers[0];
+        Assert.True(l.Wk.Data - l.Wq.Data == l.Wq.RowBytes * w.Config.QDim);
+        Assert.True(l.Wv.Data - l.Wk.Data == l.Wk.RowBytes * w.Config.KvDim);
+        Assert.True(l.WUp!.Data - l.WGate!.Data == l.WGate.RowBytes * w.Config.FfnDim);
+        Assert.Null(l.Experts);
+        Assert.Equal(Kvq.Model.RopeStyle.Neox, w.Config.RopeStyle);
+    }
+}

@@ -20,7 +20,7 @@ public static class PerplexityMode
         var peerKvs = opts.Get("--peer-kv", "f16,q8_0,q4_0").Split(',');
 
         using var peer = new LlamaCppModel(modelPath);
-        var tokens = peer.Tokenize(Kvq.Text.TextNormalizer.ReadNormalized(textPath), addBos: false);
+        var tokens = peer.Tokenize(Text.TextNormalizer.ReadNormalized(textPath), addBos: false);
         using var weights = GgufModelLoader.Load(modelPath);
         int vocab = weights.Config.VocabSize;
         windows = Math.Min(windows, PerplexityWindows.Count(tokens.Length, ctx));

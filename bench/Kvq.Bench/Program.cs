@@ -98,7 +98,7 @@ static ThroughputResult LlamaCppThroughput(LlamaCppModel peer, string name, int 
 {
     var prompt = ThroughputBenchmark.PromptTokens(ctx, peer.VocabSize);
     using var s = peer.CreateSession(ctx + decode + 8, threads, kv);
-    s.Eval(prompt[..Math.Min(64, ctx)], false); // warm-up
+    s.Eval(prompt.AsSpan(0, Math.Min(64, ctx)).ToArray(), false); // warm-up
     s.Reset();
     var cpu0 = ThroughputBenchmark.CpuSeconds();
     var sw = Stopwatch.StartNew();

@@ -60,7 +60,7 @@ public static class ServeMode
         var model = new Transformer(weights, new Parallelism(threads), step);
         foreach (var kv in kvs)
         {
-            var config = Kvq.Cache.KvCacheConfig.Parse(kv) with { Profile = profile, SinkTokens = profile?.Settings.SinkTokens ?? 0 };
+            var config = Cache.KvCacheConfig.Parse(kv) with { Profile = profile, SinkTokens = profile?.Settings.SinkTokens ?? 0 };
             var options = new EngineOptions { Kv = config, KvBudgetBytes = budget, StepTokens = step, PrefixCache = prefixCache, MaxRunning = 256 };
             var row = ServeBenchmark.Run(model, tokenizer, name, options, workload, requests).GetAwaiter().GetResult();
             rows.Add(row);

@@ -52,7 +52,7 @@ public class AttentionKernels
                 var t = _tile.AsSpan(0, n * KernelData.HeadDim);
                 c.DecodeBlock(_keys.Blocks[b], n, t);
                 if (c.PreRope) _keys.Rope.RotateAt(t, n, _keys.Positions.AsSpan(b * bt, n));
-                Kvq.Cache.Attention.TileMath.Scores(t, n, KernelData.HeadDim, _q, Rows, _scores);
+                Cache.Attention.TileMath.Scores(t, n, KernelData.HeadDim, _q, Rows, _scores);
             }
             else if (c.PreRope) c.ScoresPreRope(_keys.Blocks[b], n, _keys.Positions.AsSpan(b * bt, n), _keys.Rope, _q, Rows, _scores, _tile);
             else c.Scores(_keys.Blocks[b], n, _q, Rows, _scores, _tile);
@@ -72,7 +72,7 @@ public class AttentionKernels
             {
                 var t = _tile.AsSpan(0, n * KernelData.HeadDim);
                 c.DecodeBlock(_values.Blocks[b], n, t);
-                Kvq.Cache.Attention.TileMath.Accumulate(t, n, KernelData.HeadDim, _w.AsSpan(0, Rows * n), Rows, _acc);
+                Cache.Attention.TileMath.Accumulate(t, n, KernelData.HeadDim, _w.AsSpan(0, Rows * n), Rows, _acc);
             }
             else c.Accumulate(_values.Blocks[b], n, _w.AsSpan(0, Rows * n), Rows, _acc, _tile);
         }

@@ -52,7 +52,7 @@ public static class Program
     {
         public override int Invoke(ParseResult parseResult)
         {
-            Console.Out.WriteLine(Kvq.KvqInfo.InformationalVersion);
+            Console.Out.WriteLine(KvqInfo.InformationalVersion);
             return 0;
         }
     }

@@ -17,7 +17,7 @@ public sealed class DeviceBuffer : SafeHandle
         _ctx = ctx;
         _parent = parent;
         Bytes = bytes;
-        SetHandle((IntPtr)(long)ptr);
+        SetHandle(checked((IntPtr)(long)ptr));
     }
 
     public override bool IsInvalid => handle == IntPtr.Zero;
@@ -69,7 +69,7 @@ public sealed class DeviceBuffer : SafeHandle
     public T[] Download<T>(long count, long byteOffset = 0) where T : unmanaged
     {
         var a = new T[count];
-        CopyTo<T>(a, byteOffset);
+        CopyTo(a, byteOffset);
         return a;
     }
 

@@ -40,7 +40,7 @@ public sealed class KernelLoader
 
     public KernelCache Cache => _cache;
 
-    /// <summary>Loads a module compiled from <paramref name="source"/>; <paramref name="defines"/> become -D options.</summary>
+    /// <summary>Loads a module compiled from <paramref name="source"/>; <paramref name="options"/> are passed to NVRTC (e.g. -D defines).</summary>
     public CudaModule Load(string source, string name, params string[] options)
     {
         // No --use_fast_math: the encoders divide exactly like the CPU codecs (a fast division could move a value

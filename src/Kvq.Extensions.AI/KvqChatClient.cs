@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
-using System.Text;
 using Kvq.Sampling;
 using Kvq.Serving;
 using Microsoft.Extensions.AI;

@@ -90,7 +90,7 @@ public class CudaModelGpuTests
             double num = 0, den = 0;
             for (int i = 0; i < want.Length; i++) { double d = want[i] - got[i]; num += d * d; den += (double)want[i] * want[i]; }
             Assert.True(Math.Sqrt(num / den) < 1e-4, $"logits rel L2 {Math.Sqrt(num / den):E2}");
-            Assert.Equal(Kvq.Bench.ThroughputBenchmark.Argmax(want), Kvq.Bench.ThroughputBenchmark.Argmax(got));
+            Assert.Equal(Bench.ThroughputBenchmark.Argmax(want), Bench.ThroughputBenchmark.Argmax(got));
         }
     }
 
@@ -101,7 +101,7 @@ public class CudaModelGpuTests
         m.Forward(prompt, seq, logits);
         for (int i = 0; i < n; i++)
         {
-            outp[i] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
+            outp[i] = Bench.ThroughputBenchmark.Argmax(logits);
             if (i + 1 < n) m.Forward(new[] { outp[i] }, seq, logits);
         }
         (seq as IDisposable)?.Dispose();

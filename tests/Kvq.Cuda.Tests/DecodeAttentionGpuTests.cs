@@ -1,4 +1,3 @@
-using Kvq.Cuda;
 using Kvq.Cuda.Attention;
 using Kvq.KernelLab;
 
@@ -35,7 +34,7 @@ public class DecodeAttentionGpuTests
                 var q = new float[shape.QueryHeads * 128];
                 var rng = new Random(bits * 10 + version);
                 for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 2 - 1);
-                using var qd = ctx.Upload<float>(q);
+                using var qd = ctx.Upload(q);
                 using var outd = ctx.Allocate(q.Length * 4);
                 outd.Fill(0xff);
                 attn.Run(cache, qd, outd);
@@ -78,8 +77,8 @@ public class AppendGpuTests
             {
                 var k = SyntheticProfile.Materialize(kernels, 1u, shape.KvHeads, 1 + at, c);
                 var v = SyntheticProfile.Materialize(kernels, 2u, shape.KvHeads, 1 + at, c);
-                using var kb = ctx.Upload<float>(k);
-                using var vb = ctx.Upload<float>(v);
+                using var kb = ctx.Upload(k);
+                using var vb = ctx.Upload(v);
                 inc.Append(kb, vb, c);
                 at += c;
             }

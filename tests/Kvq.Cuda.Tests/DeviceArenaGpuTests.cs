@@ -12,8 +12,8 @@ public class DeviceArenaGpuTests
         var b = arena.Take(300);
         Assert.Equal(256ul, b.Pointer - a.Pointer);
         Assert.Equal(768, arena.Used);
-        a.CopyFrom<byte>(Enumerable.Repeat((byte)1, 100).ToArray());
-        b.CopyFrom<byte>(Enumerable.Repeat((byte)2, 300).ToArray());
+        a.CopyFrom(Enumerable.Repeat((byte)1, 100).ToArray());
+        b.CopyFrom(Enumerable.Repeat((byte)2, 300).ToArray());
         Assert.All(a.Download<byte>(100), x => Assert.Equal(1, x));
         var c = arena.Take(4096);   // past the block: an allocation of its own
         Assert.True(arena.Bytes >= 768 + 4096);

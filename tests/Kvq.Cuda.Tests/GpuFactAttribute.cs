@@ -1,5 +1,3 @@
-using Kvq.Cuda;
-
 namespace Kvq.Cuda.Tests;
 
 /// <summary>A test that needs a CUDA device: skipped, with the reason, where there is none (CI has no GPU). On a GPU

@@ -1,5 +1,3 @@
-using Kvq.Cuda;
-
 namespace Kvq.Cuda.Tests;
 
 public class KernelCacheTests

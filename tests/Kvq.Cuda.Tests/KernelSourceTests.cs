@@ -1,4 +1,3 @@
-using Kvq.Cuda;
 using Kvq.Cuda.Attention;
 
 namespace Kvq.Cuda.Tests;

@@ -1,5 +1,3 @@
-using Kvq.Cuda;
-
 namespace Kvq.Cuda.Tests;
 
 public class NativeAccessTests
@@ -61,7 +59,7 @@ public class CublasTests
     [Fact]
     public void CublasIsFoundOrReportedByName()
     {
-        try { Kvq.Cuda.Native.NativeLibraries.Require(Kvq.Cuda.Native.NativeLibraries.Cublas); }
+        try { Native.NativeLibraries.Require(Native.NativeLibraries.Cublas); }
         catch (CudaUnavailableException e) { Assert.Contains("cublas", e.Reason); }
     }
 
@@ -69,8 +67,8 @@ public class CublasTests
     public void LinearMatchesTheCpu()
     {
         using var ctx = CudaContext.Create();
-        using var kernels = new Kvq.Cuda.Attention.DecodeKernels(ctx);
+        using var kernels = new Attention.DecodeKernels(ctx);
         using var blas = new CublasHandle(ctx);
-        Assert.True(Kvq.KernelLab.SevenB.CheckLinear(kernels, blas) < 1e-4);
+        Assert.True(KernelLab.SevenB.CheckLinear(kernels, blas) < 1e-4);
     }
 }

@@ -27,11 +27,11 @@ public class PlanTests
     [InlineData(131072, 32, 132, 16)]  // long contexts: unchanged, about 8 blocks per SM
     public void ShortContextsTakeTwoChunksPerSplitWhileEverySmKeepsABlock(long tokens, int kvHeads, int sms, int per)
     {
-        var p = SplitPlan.For(tokens, kvHeads, sms, Kvq.Cuda.Attention.DecodeAttention.DefaultBlocksPerSm);
+        var p = SplitPlan.For(tokens, kvHeads, sms, DecodeAttention.DefaultBlocksPerSm);
         Assert.Equal(per, p.ChunksPerSplit);
         Assert.True((long)p.Splits * kvHeads >= sms || p.ChunksPerSplit == 1);
         // The f16 cache keeps one chunk per split at short contexts (its kernel was slower with two, run 27).
-        if (tokens <= 8192) Assert.Equal(1, SplitPlan.For(tokens, kvHeads, sms, Kvq.Cuda.Attention.DecodeAttention.DefaultBlocksPerSm, pairShortSplits: false).ChunksPerSplit);
+        if (tokens <= 8192) Assert.Equal(1, SplitPlan.For(tokens, kvHeads, sms, DecodeAttention.DefaultBlocksPerSm, pairShortSplits: false).ChunksPerSplit);
     }
 
     [Fact]

@@ -47,13 +47,13 @@ public sealed class AuthTests
     [InlineData("192.0.2.1")]
     public void ANonLoopbackAddressWithoutAKeyIsRefused(string host)
     {
-        using var engine = new InferenceEngine(new Kvq.Model.Transformer(Stories.Weights, new Kvq.Tensors.Parallelism(1), 64), Stories.Tokenizer,
-            new EngineOptions { Kv = Kvq.Cache.KvCacheConfig.Parse("f16"), KvBudgetBytes = 1 << 20 });
+        using var engine = new InferenceEngine(new Model.Transformer(Stories.Weights, new Tensors.Parallelism(1), 64), Stories.Tokenizer,
+            new EngineOptions { Kv = Cache.KvCacheConfig.Parse("f16"), KvBudgetBytes = 1 << 20 });
         var e = Assert.Throws<ArgumentException>(() => KvqServer.Create(engine, new KvqServerOptions { ModelId = "m", Host = host, Port = 0 }));
         Assert.Contains("API key", e.Message);
         Assert.Throws<ArgumentException>(() => KvqServer.Create(engine, new KvqServerOptions { ModelId = "m", Host = "example.com", Port = 0, ApiKey = "k" }));
     }
 
-    private static readonly Lazy<Kvq.Model.LoadedModel> StoriesModel = new(() => Kvq.Model.ModelLoader.Load(Kvq.Tests.Fixtures.StoriesGguf));
-    private static Kvq.Model.LoadedModel Stories => StoriesModel.Value;
+    private static readonly Lazy<Model.LoadedModel> StoriesModel = new(() => Model.ModelLoader.Load(Kvq.Tests.Fixtures.StoriesGguf));
+    private static Model.LoadedModel Stories => StoriesModel.Value;
 }

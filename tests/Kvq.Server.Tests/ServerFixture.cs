@@ -2,7 +2,6 @@ using System.Net.Http.Headers;
 using System.Text;
 using Kvq.Cache;
 using Kvq.Model;
-using Kvq.Server;
 using Kvq.Serving;
 using Kvq.Tensors;
 using Kvq.Tests;
@@ -19,7 +18,7 @@ internal static class ChatMl
         "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}" +
         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-    public static IChatPrompt For(Kvq.Tokenizers.ITokenizer tokenizer) => TemplateChatPrompt.Parse(Source, tokenizer);
+    public static IChatPrompt For(Tokenizers.ITokenizer tokenizer) => TemplateChatPrompt.Parse(Source, tokenizer);
 }
 
 /// <summary>A real Kestrel server on a free loopback port over stories260K, and an HttpClient pointed at it.</summary>

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
-using System.Text;
 using Kvq.Cuda;
 using Xunit;
 using Xunit.Abstractions;
@@ -51,7 +50,7 @@ public static class Program
             }
         }
 
-        var assembly = typeof(Kvq.Cuda.Tests.GpuFactAttribute).Assembly;
+        var assembly = typeof(Cuda.Tests.GpuFactAttribute).Assembly;
         List<TestCase> tests;
         try { tests = Discover(assembly); }
         catch (Exception e)

@@ -39,7 +39,7 @@ internal static class BatchCheck
                     _ => gpu.CreateKvQuantSequence(_ => SevenB.Codecs("nuq4-1%", cfg.KvHeads, cfg.HeadDim), sink, 256), f32 ? 1e-2 : 2e-2, f32, quantized: true);
                 if (profilePath.Length > 0)
                 {
-                    var cfgN = new KvCacheConfig("nuq3-1%", "nuq3-1%", 32, sink, Kvq.Cache.Codecs.KvQuant.KvQuantProfileFile.Read(profilePath));
+                    var cfgN = new KvCacheConfig("nuq3-1%", "nuq3-1%", 32, sink, Cache.Codecs.KvQuant.KvQuantProfileFile.Read(profilePath));
                     using var pool = gpu.CreateCache(cfgN, 4096);
                     failures += Run($"{wt} weights, nuq3-1% (profile, one pool)", gpu, _ => pool.CreateSequence(256), f32 ? 1e-2 : 2e-2, f32, quantized: true);
                 }
@@ -296,7 +296,7 @@ internal static class ServingBatch
                         s.CopyFrom(first);
                     }
                 }
-                catch (Kvq.Cuda.CudaException e)
+                catch (Cuda.CudaException e)
                 {
                     Console.WriteLine($"{kv}: allocating sequence {seqs.Count + 1} of the {fit} computed to fit failed: {e.Message}: FAIL");
                     failures++;

@@ -1,11 +1,10 @@
 using System.Diagnostics;
 using System.Globalization;
 using Kvq.Cache;
-using Kvq.Cuda;
 using Kvq.Cuda.Model;
 using Kvq.Model;
-using Kvq.Tensors;
 using Kvq.ModelCheck;
+using Kvq.Tensors;
 
 // CPU vs GPU on a real model, in one process on a GPU machine (NativeAOT: the machine has no .NET):
 //  1. logits of every position of a text window, CPU Transformer vs CudaTransformer (f32 and f16 weights);

@@ -42,7 +42,7 @@ internal static class SevenB
         // between the two sequences' calls.
         foreach (var kv in noCheck ? [] : new[] { "f16", "nuq4-1%", "nuq4-1%*" })
         {
-            CudaKvSequence Make() => kv == "f16" ? (CudaKvSequence)model.CreateSequence(new Kvq.Cache.KvCacheConfig("f16", "f16"), 700)
+            CudaKvSequence Make() => kv == "f16" ? (CudaKvSequence)model.CreateSequence(new Cache.KvCacheConfig("f16", "f16"), 700)
                 : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, 700, labDecode: !kv.EndsWith('*'));
             using var tc = Make();
             using var f32 = Make();
@@ -56,10 +56,10 @@ internal static class SevenB
             foreach (var kv in formats)   // nuq...*: the model's own KVQuant layout (model.cu), not the lab's
             {
                 var seq = kv == "f16"
-                    ? (CudaKvSequence)model.CreateSequence(new Kvq.Cache.KvCacheConfig("f16", "f16"), ctx + decode)
+                    ? (CudaKvSequence)model.CreateSequence(new Cache.KvCacheConfig("f16", "f16"), ctx + decode)
                     : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, ctx + decode, labDecode: !kv.EndsWith('*'));
                 double kvGib = seq.DeviceBytes / (double)(1L << 30);
-                var (pre, dec) = Timing.Run(model, seq, Kvq.Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize), decode);
+                var (pre, dec) = Timing.Run(model, seq, Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize), decode);
                 Console.WriteLine($"7B {kv} ctx {ctx}: prefill {pre:F0} tok/s ({ctx / pre:F1} s), decode {dec:F1} tok/s ({1e3 / dec:F2} ms/token), KV device {kvGib:F2} GiB");
                 Console.WriteLine($"{{\"kind\":\"7b\",\"kv\":\"{kv}\",\"ctx\":{ctx},\"prefill_tok_s\":{pre:F1},\"decode_tok_s\":{dec:F2},\"kv_gib\":{kvGib:F3}}}");
             }
@@ -81,10 +81,10 @@ internal static class SevenB
                 var ob = new float[n * c.QDim];
                 if (flip != null) flip.TensorCorePrefill = true;
                 a.Append(l, k, v, n);
-                a.Attend(l, q, n, oa, Kvq.Tensors.Parallelism.Default);
+                a.Attend(l, q, n, oa, Tensors.Parallelism.Default);
                 if (flip != null) flip.TensorCorePrefill = false;
                 b.Append(l, k, v, n);
-                b.Attend(l, q, n, ob, Kvq.Tensors.Parallelism.Default);
+                b.Attend(l, q, n, ob, Tensors.Parallelism.Default);
                 double num = 0, den = 0;
                 for (int i = 0; i < oa.Length; i++) { double d = oa[i] - ob[i]; num += d * d; den += (double)ob[i] * ob[i]; }
                 worst = Math.Max(worst, Math.Sqrt(num / den));

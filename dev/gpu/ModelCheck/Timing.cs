@@ -17,7 +17,7 @@ internal static class Timing
         t.Restart();
         for (int i = 0; i < decode; i++)
         {
-            one[0] = Kvq.Bench.ThroughputBenchmark.Argmax(logits);
+            one[0] = Bench.ThroughputBenchmark.Argmax(logits);
             model.Forward(one, seq, logits);
         }
         double dec = t.Elapsed.TotalSeconds;

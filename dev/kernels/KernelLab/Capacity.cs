@@ -60,7 +60,7 @@ public static class Capacity
         var rng = new Random(5);
         var q = new float[32 * 128];
         for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 2 - 1);
-        using var qd = ctx.Upload<float>(q);
+        using var qd = ctx.Upload(q);
         using var outd = ctx.Allocate(32 * 128 * 4);
         // One decode step = attention over every layer (the layers' queries would differ; the cost does not).
         double us = LabTimer.MedianMicroseconds(_ => { foreach (var c in caches) attn.Run(c, qd, outd); }, 1, steps);

@@ -47,8 +47,8 @@ public static class CpuReference
             var kblock = new byte[kc?.BlockBytes ?? 1];
             var vblock = new byte[vc?.BlockBytes ?? 1];
             var cblock = new byte[kclamp?.BlockBytes ?? 1];
-            var krows = new Kvq.Cache.Codecs.BlockOutliers();   // the sparse rows of the one-token block
-            var vrows = new Kvq.Cache.Codecs.BlockOutliers();
+            var krows = new BlockOutliers();   // the sparse rows of the one-token block
+            var vrows = new BlockOutliers();
             var row = new float[D];
             var clamped = new float[D];
             long chunk = -1;
@@ -81,9 +81,9 @@ public static class CpuReference
                     kclamp.DecodeBlock(cblock, 1, clamped);
                     // The device keeps S outlier slots per token (the largest |u|, the rest clamped) where the CPU keeps
                     // every outlier in sparse rows: take the token's rows and apply the device's slots and chunk cap.
-                    int s = ((Kvq.Cache.Codecs.KvQuant.NuqChannelCodec)kc).OutlierSlots;
+                    int s = ((NuqChannelCodec)kc).OutlierSlots;
                     var key = kr.ToArray();
-                    var nuqKeys = (Kvq.Cache.Codecs.KvQuant.NuqChannelCodec)kc;
+                    var nuqKeys = (NuqChannelCodec)kc;
                     var channels = Enumerable.Range(0, krows.Count).Select(i => krows.Entry(i).Index)
                         .OrderByDescending(c => Math.Abs(nuqKeys.Normalize(key[c], c))).ThenBy(c => c).ToArray();
                     for (int j = 0; j < channels.Length; j++)

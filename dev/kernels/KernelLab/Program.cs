@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using Kvq.Cuda;
 using Kvq.Cuda.Attention;
 using Kvq.KernelLab;
@@ -121,7 +120,7 @@ static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, stri
     using var cache = Build(k, shape, format, profiles, n);
     int sink = cache.Sink, positions = (int)(n + sink);
     var q = RandomQuery(shape.QueryHeads, 11);
-    using var qd = ctx.Upload<float>(q);
+    using var qd = ctx.Upload(q);
     using var outd = ctx.Allocate(shape.QueryHeads * 128 * 4);
     outd.Fill(0xff);   // NaN: an output the kernels forget stays visible
     attn.Run(cache, qd, outd);
@@ -192,7 +191,7 @@ static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, str
     long per = caches[0].DeviceBytes;
     int copies = (int)Math.Clamp((1L << 30) / per, 1, 32);
     for (int i = 1; i < copies; i++) caches.Add(Build(k, shape, format, profiles, n));
-    using var qd = ctx.Upload<float>(RandomQuery(shape.QueryHeads, 12));
+    using var qd = ctx.Upload(RandomQuery(shape.QueryHeads, 12));
     using var outd = ctx.Allocate(shape.QueryHeads * 128 * 4);
     ctx.Synchronize();
     double us = LabTimer.MedianMicroseconds(i => attn.Run(caches[i % caches.Count], qd, outd), 3, reps);

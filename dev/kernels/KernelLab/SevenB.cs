@@ -74,8 +74,8 @@ public sealed class SevenB : IDisposable
         var w = new Half[outF * kk];
         for (int i = 0; i < x.Length; i++) x[i] = (Half)(rng.NextDouble() * 2 - 1);
         for (int i = 0; i < w.Length; i++) w[i] = (Half)(rng.NextDouble() * 2 - 1);
-        using var xd = k.Context.Upload<Half>(x);
-        using var wd = k.Context.Upload<Half>(w);
+        using var xd = k.Context.Upload(x);
+        using var wd = k.Context.Upload(w);
         using var yd = k.Context.Allocate(rows * outF * 4);
         blas.Linear(xd, wd, yd, rows, kk, outF);
         k.Context.Synchronize();

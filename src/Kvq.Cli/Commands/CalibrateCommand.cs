@@ -1,10 +1,10 @@
 using System.CommandLine;
-using Kvq.Cli.Validation;
 using System.Diagnostics;
+using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
 using Kvq.Calibration.LowRank;
-using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cli.Validation;
 using Kvq.Model;
 using Kvq.Text;
 
@@ -76,7 +76,7 @@ public static class CalibrateCommand
             var fit = new KvQuantFitOptions(options.Fractions, options.Seed, nThreads);
             var calibrations = Progress.Run("fit scales and codebooks", p => KvQuantFitter.Fit(acts, fit, p));
             var profile = KvQuantCalibrator.Profile(transformer, options, KvQuantCalibrator.TextHash(content),
-                Path.GetFileName(textPath) + (rotated ? Kvq.Cache.Codecs.Rotation.RotatedSpec.ProfileTextMarker : ""), fisher, calibrations);
+                Path.GetFileName(textPath) + (rotated ? Cache.Codecs.Rotation.RotatedSpec.ProfileTextMarker : ""), fisher, calibrations);
             string lowRankNote = "";
             var latentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim);
             if (r.GetValue(lowRank) || latentRanks.Count > 0)
@@ -86,9 +86,9 @@ public static class CalibrateCommand
                     bases = Progress.Run("fit KVQuant on the key latents", p => LatentCalibration.Fit(acts, bases, latentRanks, fit, p));
                 profile = profile.WithLowRank(bases);
                 int hd = bases.HeadDim;
-                lowRankNote = $"; low-rank bases: key variance kept at rank {hd / 2} / {hd / 4} = {bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Key, hd / 2):P1} / " +
-                              $"{bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Key, hd / 4):P1}, values {bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Value, hd / 2):P1} / " +
-                              $"{bases.MeanEnergy(Kvq.Cache.Codecs.KvSide.Value, hd / 4):P1} (mean over layers and heads)";
+                lowRankNote = $"; low-rank bases: key variance kept at rank {hd / 2} / {hd / 4} = {bases.MeanEnergy(Cache.Codecs.KvSide.Key, hd / 2):P1} / " +
+                              $"{bases.MeanEnergy(Cache.Codecs.KvSide.Key, hd / 4):P1}, values {bases.MeanEnergy(Cache.Codecs.KvSide.Value, hd / 2):P1} / " +
+                              $"{bases.MeanEnergy(Cache.Codecs.KvSide.Value, hd / 4):P1} (mean over layers and heads)";
             }
             var outPath = r.GetValue(output)!;
             profile.Save(outPath);
@@ -126,7 +126,7 @@ public static class CalibrateCommand
             {
                 list.Add(KvQuantSpec.ParseFraction(part, "--outliers"));
             }
-            catch (Kvq.Cache.KvSpecException e)
+            catch (Cache.KvSpecException e)
             {
                 throw new CliException(e.Message);
             }

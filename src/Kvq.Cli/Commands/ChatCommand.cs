@@ -39,9 +39,9 @@ public static class ChatCommand
             };
             try
             {
-                Kvq.Serving.InferenceEngine.ValidateSampler(settings.Sampler);
+                Serving.InferenceEngine.ValidateSampler(settings.Sampler);
             }
-            catch (Kvq.Serving.EngineRequestException e)
+            catch (Serving.EngineRequestException e)
             {
                 throw new CliException(e.Message);
             }

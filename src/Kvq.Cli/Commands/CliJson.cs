@@ -19,7 +19,7 @@ namespace Kvq.Cli.Commands;
 [JsonSerializable(typeof(RetrievalCell))]
 [JsonSerializable(typeof(KvMemoryRow))]
 [JsonSerializable(typeof(ThroughputResult))]
-[JsonSerializable(typeof(Kvq.Bench.Serving.ServeBenchResult))]
+[JsonSerializable(typeof(Bench.Serving.ServeBenchResult))]
 public sealed partial class CliJson : JsonSerializerContext
 {
     /// <summary>One line of JSON for <paramref name="value"/>, whose type must be listed above.</summary>

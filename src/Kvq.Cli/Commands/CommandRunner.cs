@@ -12,9 +12,9 @@ public static class CommandRunner
             return body();
         }
         catch (Exception e) when (e is CliException or ModelFormatException or NotAModelException or FileNotFoundException
-                                      or DirectoryNotFoundException or ArgumentException or Kvq.Cache.KvSpecException
-                                      or Kvq.Cache.Sessions.KvSessionException
-                                      or Kvq.Model.UnsupportedArchitectureException)
+                                      or DirectoryNotFoundException or ArgumentException or Cache.KvSpecException
+                                      or Cache.Sessions.KvSessionException
+                                      or Model.UnsupportedArchitectureException)
         {
             Console.Error.WriteLine($"kvq: {e.Message}");
             return 2;

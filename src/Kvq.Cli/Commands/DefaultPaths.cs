@@ -22,7 +22,7 @@ public static class DefaultPaths
         if (!string.IsNullOrEmpty(given))
         {
             if (File.Exists(given) || Directory.Exists(given)) return given;
-            throw new CliException(Kvq.Formats.ModelSniffer.Missing(given).Message.Replace("model file not found", "model not found"));
+            throw new CliException(Formats.ModelSniffer.Missing(given).Message.Replace("model file not found", "model not found"));
         }
         foreach (var dir in SharedCandidates())
         {

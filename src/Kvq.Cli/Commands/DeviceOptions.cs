@@ -24,7 +24,7 @@ public sealed class DeviceOptions
     }
 
     /// <summary>The device asked for; with cuda, token policies are refused (they run on the CPU cache only).</summary>
-    public DeviceChoice Parse(ParseResult r, IReadOnlyList<Kvq.Cache.Policies.KvPolicyConfig?> policies)
+    public DeviceChoice Parse(ParseResult r, IReadOnlyList<Cache.Policies.KvPolicyConfig?> policies)
     {
         var device = r.GetValue(Device) ?? "cpu";
         bool cuda = device.Trim().ToLowerInvariant() switch
@@ -38,6 +38,6 @@ public sealed class DeviceOptions
             throw new CliException($"--device-weights {weights}: expected f16 or f32");
         if (cuda && policies.Any(p => p != null))
             throw new CliException("--policy: token policies run on the CPU cache only; not supported with --device cuda yet");
-        return new DeviceChoice(cuda, Kvq.Cuda.Model.CudaModelOptions.ParseWeights(weights));
+        return new DeviceChoice(cuda, Cuda.Model.CudaModelOptions.ParseWeights(weights));
     }
 }

@@ -37,7 +37,7 @@ public static class EvalCommand
             Console.WriteLine($"  {name,-10} {description}");
         Console.WriteLine();
         Console.WriteLine("Token policies (--policy NAME[:ARGS] with --budget 0.25|512 and --budget-per head|layer; 'none' keeps every token):");
-        foreach (var (name, description) in Kvq.Cache.Policies.KvPolicyRegistry.Policies)
+        foreach (var (name, description) in Cache.Policies.KvPolicyRegistry.Policies)
             Console.WriteLine($"  {name,-10} {description}");
     }
 }

@@ -66,7 +66,7 @@ public static class GenerateCommand
             using var loaded = model.Load(r);
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0], Offload = offloads.FirstOrDefault() });
+            var config = offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null });
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             var options = new GenerationOptions
@@ -152,11 +152,11 @@ public static class GenerateCommand
                                    $"{session.Length} tokens (they differ at token {i}); give the session's text plus what follows, or no prompt");
     }
 
-    private static string DecodeTokens(Kvq.Tokenizers.ITokenizer tokenizer, ReadOnlySpan<int> tokens)
+    private static string DecodeTokens(Tokenizers.ITokenizer tokenizer, ReadOnlySpan<int> tokens)
     {
         // As the prompt was written: BOS and the space the tokenizer put in front of the text dropped.
         if (tokens.Length > 0 && tokens[0] == tokenizer.BosId) tokens = tokens[1..];
-        var decoder = new Kvq.Tokenizers.TokenDecoder(tokenizer, atSequenceStart: true);
+        var decoder = new Tokenizers.TokenDecoder(tokenizer, atSequenceStart: true);
         var sb = new System.Text.StringBuilder();
         foreach (int t in tokens) sb.Append(decoder.Add(t));
         return sb.Append(decoder.Flush()).ToString();

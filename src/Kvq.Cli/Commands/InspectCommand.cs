@@ -1,9 +1,9 @@
 using System.CommandLine;
-using Kvq.Cli.Validation;
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cache.Layout;
+using Kvq.Cli.Validation;
 using Kvq.Formats.Gguf;
 using Kvq.Model;
 
@@ -25,7 +25,7 @@ public static class InspectCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
-            if (Kvq.Formats.ModelSniffer.Detect(file).Format == Kvq.Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
+            if (Formats.ModelSniffer.Detect(file).Format == Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
             PrintModel(loaded);
             if (r.GetValue(kv) is { } specs)

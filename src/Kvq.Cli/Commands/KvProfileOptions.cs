@@ -50,13 +50,13 @@ public static class KvQuantColumns
     /// sides and of the layers (which differ under :mixed).</summary>
     public static double KvQuantBits(KvCacheConfig cfg, int headDim, int layers)
     {
-        double Side(Kvq.Cache.Codecs.KvSide side, int layer)
+        double Side(Cache.Codecs.KvSide side, int layer)
         {
             var codec = cfg.CreateCodec(side, layer, 0, headDim);
             return codec is IKvQuantAccounting a ? a.KvQuantBitsPerElement : codec.BitsPerElement;
         }
         double sum = 0;
-        for (int l = 0; l < layers; l++) sum += Side(Kvq.Cache.Codecs.KvSide.Key, l) + Side(Kvq.Cache.Codecs.KvSide.Value, l);
+        for (int l = 0; l < layers; l++) sum += Side(Cache.Codecs.KvSide.Key, l) + Side(Cache.Codecs.KvSide.Value, l);
         return sum / (2.0 * layers);
     }
 

@@ -304,8 +304,8 @@ public sealed class NuqLayerCache : GpuLayerCache
 
     private DeviceBuffer Upload(CudaContext ctx, float[] data)
     {
-        var buf = Arena?.Take(data.Length * 4L) ?? ctx.Upload<float>(data);
-        if (Arena != null) buf.CopyFrom<float>(data);
+        var buf = Arena?.Take(data.Length * 4L) ?? ctx.Upload(data);
+        if (Arena != null) buf.CopyFrom(data);
         Buffers.Add(buf);
         return buf;
     }

@@ -193,7 +193,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         int need = (tokens + CudaKvCache.BlockTokens - 1) / CudaKvCache.BlockTokens;
         int first = _held;
         while (_held < need) _blocks[_held++] = _cache.Rent();
-        if (_held > first) _bt!.CopyFrom<int>(_blocks.AsSpan(first, _held - first), first * 4L);
+        if (_held > first) _bt!.CopyFrom(_blocks.AsSpan(first, _held - first), first * 4L);
     }
 
     /// <summary>Device-side causal attention of the last <paramref name="n"/> appended tokens: q f32 [n][Q dim]

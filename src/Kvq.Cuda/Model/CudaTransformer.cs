@@ -189,19 +189,19 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         _ctx.MakeCurrent();
     }
 
-    protected override void ForwardChunk(ReadOnlySpan<int> tokens, IKvSequence sequence)
+    protected override void ForwardChunk(ReadOnlySpan<int> tokens, IKvSequence kv)
     {
-        var kv = (CudaKvSequence)sequence;   // Prepare checked it
+        var seq = (CudaKvSequence)kv;   // Prepare checked it
         var c = Config;
         int n = tokens.Length;
         foreach (var id in tokens)
             if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} is outside the vocabulary (0..{c.VocabSize - 1})");
         _ids.CopyFrom(tokens);
         _kernels.Embed(_w.Embedding.Buffer, _f16, _ids, n, c.Dim, _x.Pointer);
-        long pos0 = kv.Length;
-        kv.BeginChunk(tokens);
-        Layers(n, kv, pos0, default, 0);
-        kv.Commit(n);
+        long pos0 = seq.Length;
+        seq.BeginChunk(tokens);
+        Layers(n, seq, pos0, default, 0);
+        seq.Commit(n);
     }
 
     /// <summary>
@@ -227,7 +227,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
                 throw new InvalidOperationException($"CUDA KV cache full: {kv.Length} + {s.Count} tokens exceed its capacity of {kv.Capacity} (create the sequence with a larger maxTokens)");
         }
         _ctx.MakeCurrent();
-        _step.CopyFrom<int>(_stepHost.AsSpan(0, 2 * n + wanted));
+        _step.CopyFrom(_stepHost.AsSpan(0, 2 * n + wanted));
         ulong ids = _step.Pointer, pos = ids + (ulong)(4L * n), rows = pos + (ulong)(4L * n);
         _kernels.Embed(_w.Embedding.Buffer, _f16, ids, n, c.Dim, _x.Pointer);
         foreach (var s in segments) s.Kv.BeginChunk(tokens.Slice(s.Start, s.Count));

@@ -33,9 +33,9 @@ internal sealed class DeviceMatrix : IDisposable
                 if (f16 != null)
                 {
                     System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(f32.AsSpan(0, nr * Cols), f16);
-                    Buffer.CopyFrom<Half>(f16.AsSpan(0, nr * Cols), (long)r0 * Cols * 2);
+                    Buffer.CopyFrom(f16.AsSpan(0, nr * Cols), (long)r0 * Cols * 2);
                 }
-                else Buffer.CopyFrom<float>(f32.AsSpan(0, nr * Cols), (long)r0 * Cols * 4);
+                else Buffer.CopyFrom(f32.AsSpan(0, nr * Cols), (long)r0 * Cols * 4);
             }
         }
         catch

@@ -49,22 +49,22 @@ internal sealed class DeviceWeights : IDisposable
                 var (gate, up, down) = s.DenseFfn("the CUDA backend");
                 Layers[l] = Own(new DeviceLayer
                 {
-                    AttnNorm = ctx.Upload<float>(s.AttnNorm),
+                    AttnNorm = ctx.Upload(s.AttnNorm),
                     Wq = new DeviceMatrix(ctx, s.Wq, type),
                     Wk = new DeviceMatrix(ctx, s.Wk, type),
                     Wv = new DeviceMatrix(ctx, s.Wv, type),
                     Wo = new DeviceMatrix(ctx, s.Wo, type),
-                    Bq = s.Bq == null ? null : ctx.Upload<float>(s.Bq),
-                    Bk = s.Bk == null ? null : ctx.Upload<float>(s.Bk),
-                    Bv = s.Bv == null ? null : ctx.Upload<float>(s.Bv),
-                    FfnNorm = ctx.Upload<float>(s.FfnNorm),
+                    Bq = s.Bq == null ? null : ctx.Upload(s.Bq),
+                    Bk = s.Bk == null ? null : ctx.Upload(s.Bk),
+                    Bv = s.Bv == null ? null : ctx.Upload(s.Bv),
+                    FfnNorm = ctx.Upload(s.FfnNorm),
                     WGate = new DeviceMatrix(ctx, gate, type),
                     WUp = new DeviceMatrix(ctx, up, type),
                     WDown = new DeviceMatrix(ctx, down, type),
                 });
                 progress?.Invoke(l + 1, Layers.Length);
             }
-            OutputNorm = Own(ctx.Upload<float>(w.OutputNorm));
+            OutputNorm = Own(ctx.Upload(w.OutputNorm));
             Output = w.TiedOutput ? Embedding : Own(new DeviceMatrix(ctx, w.Output, type));
         }
         catch
@@ -97,7 +97,7 @@ internal sealed class DeviceWeights : IDisposable
         }
         DeviceBuffer Ones(int n)
         {
-            var b = ctx.Upload<float>(Enumerable.Repeat(1f, n).ToArray());
+            var b = ctx.Upload(Enumerable.Repeat(1f, n).ToArray());
             owned.Add(b);
             return b;
         }

@@ -124,7 +124,7 @@ internal sealed class NuqDeviceLayer : IDisposable
 
     private DeviceBuffer Up(CudaContext ctx, float[] data)
     {
-        var b = ctx.Upload<float>(data);
+        var b = ctx.Upload(data);
         _owned.Add(b);
         return b;
     }

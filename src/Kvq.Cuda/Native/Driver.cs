@@ -32,7 +32,8 @@ internal static unsafe partial class Driver
     [LibraryImport(Lib)] internal static partial int cuModuleGetFunction(out IntPtr function, IntPtr module, byte* name);
     [LibraryImport(Lib)] internal static partial int cuFuncSetAttribute(IntPtr function, int attribute, int value);
     [LibraryImport(Lib)] internal static partial int cuFuncGetAttribute(out int value, int attribute, IntPtr function);
-    [LibraryImport(Lib)] internal static partial int cuLaunchKernel(IntPtr f, uint gx, uint gy, uint gz, uint bx, uint by, uint bz,
+    [LibraryImport(Lib)]
+    internal static partial int cuLaunchKernel(IntPtr f, uint gx, uint gy, uint gz, uint bx, uint by, uint bz,
         uint sharedBytes, IntPtr stream, void** args, void** extra);
     [LibraryImport(Lib)] internal static partial int cuStreamCreate(out IntPtr stream, uint flags);
     [LibraryImport(Lib, EntryPoint = "cuStreamDestroy_v2")] internal static partial int cuStreamDestroy(IntPtr stream);

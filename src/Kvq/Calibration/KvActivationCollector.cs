@@ -1,4 +1,3 @@
-using Kvq.Cache;
 using Kvq.Model;
 
 namespace Kvq.Calibration;

@@ -10,7 +10,7 @@ namespace Kvq.Chat;
 /// <remarks>
 /// Hand-written because no maintained Jinja engine exists for .NET (the ports found are abandoned or rely on
 /// reflection, which this trimmed, NativeAOT-compatible library cannot use). The interpreter in
-/// <see cref="Kvq.Chat.Templates"/> covers the subset Hugging Face chat templates use: for (loop variables,
+/// <see cref="Templates"/> covers the subset Hugging Face chat templates use: for (loop variables,
 /// else, inline if, unpacking), if/elif/else, set (namespaces, blocks), macro/call, filter blocks, whitespace control,
 /// Python's string and dict methods, Jinja's filters and tests, raise_exception, range, namespace and strftime_now.
 /// It renders as transformers does (trim_blocks and lstrip_blocks on, tojson without HTML escaping); the tests

@@ -36,7 +36,7 @@ public static class KvMemoryEvaluator
         var ids = new int[Chunk];
         var k = new float[Chunk * shape.KvDim];
         var v = new float[Chunk * shape.KvDim];
-        for (int done = 0; done < ctx; )
+        for (int done = 0; done < ctx;)
         {
             cancel.ThrowIfCancellationRequested();
             int n = Math.Min(Chunk, ctx - done);

@@ -1,7 +1,7 @@
 namespace Kvq.Eval;
 
 /// <summary>One row of `kvq eval memory`: what one sequence of <paramref name="Ctx"/> tokens holds in a cache format.</summary>
-/// <param name="KvBytes">Bytes the sequence's cache holds (<see cref="Kvq.Cache.PagedKvSequence.Memory"/>): its blocks in every
+/// <param name="KvBytes">Bytes the sequence's cache holds (<see cref="Cache.PagedKvSequence.Memory"/>): its blocks in every
 /// layer and head plus staging (f16 recent tokens of whole-block codecs) and sink copies.</param>
 /// <param name="LayoutBytes">The block-layout figure: ceil(ctx / block tokens) x layers x KV heads x (K + V bytes per block),
 /// as `kvq inspect --kv` computes it; <paramref name="KvBytes"/> = this + <paramref name="StagingBytes"/>.</param>

@@ -52,6 +52,7 @@ public sealed class PerplexityEvaluator(ILanguageModel model, int bos)
         }
         if (done == 0) throw new OperationCanceledException(cancel);
         return new PerplexityResult(config.Name, nll.Perplexity, nll.Count, done, ctx,
-            memory!.BitsPerElement, memory.BytesPerToken, sw.Elapsed.TotalSeconds, stride) { PplError = nll.PerplexityError };
+            memory!.BitsPerElement, memory.BytesPerToken, sw.Elapsed.TotalSeconds, stride)
+        { PplError = nll.PerplexityError };
     }
 }

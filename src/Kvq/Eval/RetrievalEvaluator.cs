@@ -43,7 +43,7 @@ public sealed class RetrievalEvaluator(ILanguageModel model, ITokenizer tokenize
             var sw = System.Diagnostics.Stopwatch.StartNew();
             var seq = model.CreateSequence(config, p.Tokens.Length + task.MaxNewTokens);
             using var owner = seq as IDisposable;
-            var result = generator.Generate(p.Tokens, options, seq);
+            var result = generator.Generate(p.Tokens, options, seq, cancel: CancellationToken.None); // a trial runs to its end; cancel stops between trials
             var memory = seq.ReportMemory();
             trials.Add(new RetrievalTrial(config.Name, task.Name, p.Length, p.Depth, p.Trial, p.Tokens.Length, p.NeedleDepth,
                 p.Answer, result.Text, task.IsCorrect(result.Text, p.Answer), task.PrefixMatch(result.Text, p.Answer), memory.BitsPerElement, memory.BytesPerToken,

@@ -32,7 +32,7 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
         CancellationToken cancel = default)
     {
         using var window = ContextWindow.Over(kv);
-        return Generate(promptTokens, options, window, onText, cancel);
+        return Generate(promptTokens, options, window, onText, cancel: cancel);
     }
 
     /// <summary>Generates in <paramref name="window"/>: a full fixed window stops with <see cref="StopReason.ContextFull"/>,
@@ -40,7 +40,7 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
     /// <param name="prompt">With a restored session: the window's sequence already holds the prompt's first tokens (they
     /// must be its first tokens; only the rest is run), and the logits after them; and a hook to save the prompt.</param>
     public GenerationResult Generate(int[] promptTokens, GenerationOptions options, ContextWindow window, Action<string>? onText = null,
-        CancellationToken cancel = default, PromptState? prompt = null)
+        PromptState? prompt = null, CancellationToken cancel = default)
     {
         int held = prompt == null ? 0 : window.Sequence.Length;
         if (held > promptTokens.Length)

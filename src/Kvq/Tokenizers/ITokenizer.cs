@@ -1,6 +1,6 @@
 namespace Kvq.Tokenizers;
 
-/// <summary>Text <-> token ids for one model vocabulary.</summary>
+/// <summary>Text &lt;-&gt; token ids for one model vocabulary.</summary>
 public interface ITokenizer
 {
     int VocabSize { get; }

@@ -14,7 +14,7 @@ internal static class ReferenceAttention
             maxDiff = Math.Max(maxDiff, Math.Abs(got[i] - expected[i]));
             maxAbs = Math.Max(maxAbs, Math.Abs(expected[i]));
         }
-        Xunit.Assert.True(maxDiff <= 1e-4 * Math.Max(1, maxAbs), $"max |diff| {maxDiff} (max |out| {maxAbs})");
+        Assert.True(maxDiff <= 1e-4 * Math.Max(1, maxAbs), $"max |diff| {maxDiff} (max |out| {maxAbs})");
     }
 
     /// <summary>Causal GQA attention in f64 over keys already rotated, queries as given; q (n, QDim), k and v (n, KvDim).</summary>

@@ -47,7 +47,7 @@ public sealed class ReportedFiguresTests : IDisposable
     {
         var v = InProcessCli.Run("--version");
         Assert.Equal(0, v.Code);
-        Assert.Equal(global::Kvq.KvqInfo.InformationalVersion, v.Out.Trim());
+        Assert.Equal(KvqInfo.InformationalVersion, v.Out.Trim());
         Assert.StartsWith("0.1.0", v.Out.Trim());
     }
 }

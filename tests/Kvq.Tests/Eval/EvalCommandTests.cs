@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Kvq.Cli;
 using Kvq.Cli.Commands.Eval;
 
 namespace Kvq.Tests.Eval;
@@ -62,7 +61,7 @@ public sealed class EvalCommandTests : IDisposable
     {
         var r = InProcessCli.Run("eval", "--list");
         Assert.Equal(0, r.Code);
-        foreach (var (name, _) in global::Kvq.Cache.Codecs.KvCodecRegistry.Formats) Assert.Contains($"  {name} ", r.Out);
+        foreach (var (name, _) in Kvq.Cache.Codecs.KvCodecRegistry.Formats) Assert.Contains($"  {name} ", r.Out);
     }
 
     [Fact]

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Kvq.Cli;
 
 namespace Kvq.Tests.Eval;
 

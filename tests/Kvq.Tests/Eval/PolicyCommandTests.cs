@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Kvq.Cli;
 
 namespace Kvq.Tests.Eval;
 
@@ -37,7 +36,7 @@ public sealed class PolicyCommandTests : IDisposable
     {
         var r = InProcessCli.Run("eval", "--list");
         Assert.Equal(0, r.Code);
-        foreach (var (name, _) in global::Kvq.Cache.Policies.KvPolicyRegistry.Policies) Assert.Contains($"  {name} ", r.Out);
+        foreach (var (name, _) in Kvq.Cache.Policies.KvPolicyRegistry.Policies) Assert.Contains($"  {name} ", r.Out);
     }
 
     [Fact]

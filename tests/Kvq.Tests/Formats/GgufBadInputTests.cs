@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Text;
 using Kvq.Formats;
 using Kvq.Formats.Gguf;
 using Kvq.Tensors;
@@ -273,7 +272,7 @@ public sealed class GgufBadInputTests : IDisposable
     [Fact]
     public void ModeratelyNestedArraysStillRead()
     {
-        var w = new GgufWriter().Add("nested", new object[] { new object[] { new int[] { 1, 2 } }, new object[0] });
+        var w = new GgufWriter().Add("nested", new object[] { new object[] { new int[] { 1, 2 } }, Array.Empty<object>() });
         var path = Write(Bytes(w));
         using var g = GgufFile.Open(path);
         var outer = Assert.IsType<object[]>(g.Metadata["nested"]);

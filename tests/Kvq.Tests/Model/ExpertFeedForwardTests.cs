@@ -21,7 +21,7 @@ public class ExpertFeedForwardTests
         var w = RandomWeights(config, rng);
         foreach (int n in new[] { 1, 7, 13 })
         {
-            var x = Kvq.Tests.Tensors.QuantTestData.RandomGaussian(n * Dim, rng);
+            var x = Tensors.QuantTestData.RandomGaussian(n * Dim, rng);
             foreach (bool vectorRows in new[] { true, false })
             {
                 var ffn = new ExpertFeedForward(config, Dim, 16);
@@ -46,7 +46,7 @@ public class ExpertFeedForwardTests
         var rng = new Random(5);
         var config = new ExpertConfig(4, 2, Ffn, true);
         var w = RandomWeights(config, rng);
-        var x = Kvq.Tests.Tensors.QuantTestData.RandomGaussian(9 * Dim, rng);
+        var x = Tensors.QuantTestData.RandomGaussian(9 * Dim, rng);
         var whole = new float[9 * Dim];
         var ffn = new ExpertFeedForward(config, Dim, 16);
         ffn.Forward(w, x, whole, 0, 9, vectorRows: true, Parallelism.Single);
@@ -122,7 +122,7 @@ public class ExpertFeedForwardTests
     private static ExpertWeights RandomWeights(ExpertConfig c, Random rng)
     {
         WeightMatrix M(string name, int rows, int cols, float gain = 1f) =>
-            WeightMatrix.FromFloats(name, rows, cols, Kvq.Tests.Tensors.QuantTestData.RandomGaussian(rows * cols, rng, gain / MathF.Sqrt(cols)));
+            WeightMatrix.FromFloats(name, rows, cols, Tensors.QuantTestData.RandomGaussian(rows * cols, rng, gain / MathF.Sqrt(cols)));
         // Stacked as in a GGUF (one tensor, experts as row blocks), then viewed per expert like the loader does.
         WeightMatrix[] Stacked(string name, int rows, int cols)
         {
@@ -138,7 +138,7 @@ public class ExpertFeedForwardTests
             SharedGate = c.SharedFfnDim > 0 ? M("sg", c.SharedFfnDim, Dim) : null,
             SharedUp = c.SharedFfnDim > 0 ? M("su", c.SharedFfnDim, Dim) : null,
             SharedDown = c.SharedFfnDim > 0 ? M("sd", Dim, c.SharedFfnDim) : null,
-            SharedGateInput = c.SharedFfnDim > 0 ? Kvq.Tests.Tensors.QuantTestData.RandomGaussian(Dim, rng, 0.2f) : null,
+            SharedGateInput = c.SharedFfnDim > 0 ? Tensors.QuantTestData.RandomGaussian(Dim, rng, 0.2f) : null,
         };
     }
 }

@@ -35,8 +35,8 @@ public class FamilyModelsVsLlamaCppTests(ITestOutputHelper output)
     /// <summary>
     /// Bounds, measured on a 2-core AVX-512 machine under load (numbers in docs/models.md). The relative error of a
     /// position is its largest logit error over its largest |logit|. F32 weights differ only by summation order
-    /// (measured <= 3.2e-4); F16: llama.cpp rounds activations to f16 for its f16 dot products, Kvq keeps f32 (measured
-    /// <= 7.3e-4 where no route flips); bound 1%. Q8_0: llama.cpp rounds activations to 8 bits in its quantized dot
+    /// (measured &lt;= 3.2e-4); F16: llama.cpp rounds activations to f16 for its f16 dot products, Kvq keeps f32 (measured
+    /// &lt;= 7.3e-4 where no route flips); bound 1%. Q8_0: llama.cpp rounds activations to 8 bits in its quantized dot
     /// products (phi3: top-1 1.000, max 1.5e-2), bound 5%. Mixture-of-experts models: that rounding moves a router's input
     /// enough to flip a near-tied expert choice at a few positions (the router weights stay f32, as llama-quantize leaves
     /// them), and a flipped choice changes that position's logits by O(1) (measured 0.11 with f16 at 1 of 512
@@ -181,7 +181,7 @@ public class FamilyModelsVsLlamaCppTests(ITestOutputHelper output)
         Assert.NotNull(weights.Config.Experts);
         var e = Assert.Throws<UnsupportedArchitectureException>(() => new Kvq.Calibration.Fisher.CalibrationForward(weights));
         Assert.Contains("mixture-of-experts", e.Message);
-        var c = Assert.Throws<UnsupportedArchitectureException>(() => Kvq.Cuda.Model.CudaArchitectureSupport.Check(weights.Config));
+        var c = Assert.Throws<UnsupportedArchitectureException>(() => Cuda.Model.CudaArchitectureSupport.Check(weights.Config));
         Assert.Contains("CUDA", c.Message);
         Assert.Throws<UnsupportedArchitectureException>(() => weights.Layers[0].DenseFfn("test"));
     }
@@ -196,8 +196,8 @@ public class FamilyModelsVsLlamaCppTests(ITestOutputHelper output)
             var text = Path.Combine(dir, "t.txt");
             File.WriteAllText(text, TextFixtures.Read(Fixtures.MobyDick)[..20000]);
             var outPath = Path.Combine(dir, "p.kvqp");
-            Kvq.Tests.Eval.InProcessCli.AssertUserError(
-                Kvq.Tests.Eval.InProcessCli.Run("calibrate", "-m", SyntheticFixtures.Get("qwen2moe"), "--text", text, "-o", outPath, "--length", "64"),
+            Eval.InProcessCli.AssertUserError(
+                Eval.InProcessCli.Run("calibrate", "-m", SyntheticFixtures.Get("qwen2moe"), "--text", text, "-o", outPath, "--length", "64"),
                 "does not cover mixture-of-experts routing");
             Assert.False(File.Exists(outPath));
         }

@@ -1,7 +1,6 @@
 using Kvq.Cache;
 using Kvq.Model;
 using Kvq.Tensors;
-using Kvq.Tensors.Quant;
 
 namespace Kvq.Tests.Serving;
 
@@ -122,7 +121,7 @@ public class BatchedForwardTests
 
     private static WeightMatrix RandomMatrix(GgmlType type, int rows, int cols, Random rng)
     {
-        var values = Kvq.Tests.Tensors.QuantTestData.RandomVector(rows * cols, rng);
+        var values = Tensors.QuantTestData.RandomVector(rows * cols, rng);
         switch (type)
         {
             case GgmlType.F32:
@@ -132,7 +131,7 @@ public class BatchedForwardTests
                 return WeightMatrix.FromBytes("w", rows, cols, type, System.Runtime.InteropServices.MemoryMarshal.AsBytes(halves.AsSpan()));
             default:
                 return WeightMatrix.FromBytes("w", rows, cols, type,
-                    Kvq.Tests.Tensors.QuantTestData.RandomBlocks(type, rows * cols / GgmlTypeInfo.BlockSize(type), rng));
+                    Tensors.QuantTestData.RandomBlocks(type, rows * cols / GgmlTypeInfo.BlockSize(type), rng));
         }
     }
 

@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using Kvq.Cli.Commands;
 using Kvq.Sampling;
@@ -108,7 +107,7 @@ public sealed class ChatSessionTests : IDisposable
 
 /// <summary>`kvq chat` end to end through Program.Main, stdin and stdout redirected: with the model's own template
 /// (a GGUF carrying tokenizer.chat_template) and with --chat-template FILE.</summary>
-[Collection(Kvq.Tests.Eval.ConsoleCollection.Name)]
+[Collection(Eval.ConsoleCollection.Name)]
 public sealed class ChatCommandTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("kvq-chat-cli-").FullName;
@@ -122,12 +121,12 @@ public sealed class ChatCommandTests : IDisposable
                                   "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     private static (int Code, string Out, string Err) Chat(string stdin, params string[] args) =>
-        Kvq.Tests.Eval.InProcessCli.RunWithInput(stdin, ["chat", .. args]);
+        Eval.InProcessCli.RunWithInput(stdin, ["chat", .. args]);
 
     [Fact]
     public void ChatsWithTheTemplateInTheModelFile()
     {
-        var model = Kvq.Tests.Model.TinyModelWriter.Write(new Kvq.Tests.Model.TinyModelSpec(), _dir, w => w.Add(Kvq.Chat.ChatTemplates.GgufKey, ChatMl));
+        var model = Model.TinyModelWriter.Write(new Model.TinyModelSpec(), _dir, w => w.Add(Kvq.Chat.ChatTemplates.GgufKey, ChatMl));
         var save = Path.Combine(_dir, "c.json");
         var r = Chat($"Hello there\nAnd again\n/save {save}\n", "--model", model, "--max-tokens", "5", "--temperature", "0", "--threads", "1");
         Assert.True(r.Code == 0, r.Err);
@@ -146,8 +145,8 @@ public sealed class ChatCommandTests : IDisposable
         var r = Chat("Once upon a time\n/exit\n", "--model", Fixtures.StoriesGguf, "--chat-template", template, "--max-tokens", "8", "--threads", "1");
         Assert.True(r.Code == 0, r.Err);
         Assert.True(r.Err.Contains("[8 tokens"), r.Err + "\nOUT:" + r.Out);
-        Kvq.Tests.Eval.InProcessCli.AssertUserError(Chat("hi\n", "--model", Fixtures.StoriesGguf), "no chat template");
+        Eval.InProcessCli.AssertUserError(Chat("hi\n", "--model", Fixtures.StoriesGguf), "no chat template");
         File.WriteAllText(template, "{% if %}");
-        Kvq.Tests.Eval.InProcessCli.AssertUserError(Chat("hi\n", "--model", Fixtures.StoriesGguf, "--chat-template", template), "--chat-template");
+        Eval.InProcessCli.AssertUserError(Chat("hi\n", "--model", Fixtures.StoriesGguf, "--chat-template", template), "--chat-template");
     }
 }

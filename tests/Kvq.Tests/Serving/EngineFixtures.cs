@@ -1,11 +1,9 @@
 using Kvq.Cache;
-using Kvq.Cache.Codecs;
 using Kvq.Generation;
 using Kvq.Model;
 using Kvq.Sampling;
 using Kvq.Serving;
 using Kvq.Tensors;
-using Kvq.Tokenizers;
 
 namespace Kvq.Tests.Serving;
 

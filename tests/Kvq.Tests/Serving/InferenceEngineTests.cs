@@ -63,12 +63,12 @@ public class InferenceEngineTests
     public async Task KvQuantRequestsSharingPrefixesUnderPressureGiveTheirLoneTokens()
     {
         var m = EngineFixtures.Books;
-        var profile = Kvq.Tests.Cache.Codecs.KvQuant.KvQuantTestData.Profile(EngineFixtures.Model(m).KvShape, tokens: 600);
+        var profile = Cache.Codecs.KvQuant.KvQuantTestData.Profile(EngineFixtures.Model(m).KvShape, tokens: 600);
         var config = Kvq.Cache.KvCacheConfig.Parse("nuq3-1%") with { Profile = profile, SinkTokens = 1 };
         var shared = EngineFixtures.MobyPrompt(20000, 100);
         var prompts = Enumerable.Range(0, 8).Select(i => (int[])[.. shared, .. EngineFixtures.MobyPrompt(30000 + 500 * i, 30 + 11 * i).AsSpan(1)]).ToArray();
         var expected = prompts.Select(p => EngineFixtures.SoloGreedy(m, p, 24, config)).ToArray();
-        var probe = new Kvq.Serving.KvPool(EngineFixtures.Model(m).KvShape, config, 64 << 20);
+        var probe = new KvPool(EngineFixtures.Model(m).KvShape, config, 64 << 20);
         long budget = 30 * probe.BytesPerBlock + probe.Cache.SinkBankBytes;
         using var engine = EngineFixtures.Engine(m, config, budget, stepTokens: 64);
         var results = await Task.WhenAll(prompts.Select(p => EngineFixtures.Collect(engine.Submit(EngineFixtures.Greedy(p, 24)))));
@@ -153,7 +153,8 @@ public class InferenceEngineTests
         var events = new List<TokenEvent>();
         await EngineFixtures.Collect(engine.Submit(EngineFixtures.Greedy(EngineFixtures.StoriesPrompt("Once upon a time"), 6) with
         {
-            Logprobs = true, TopLogprobs = 3,
+            Logprobs = true,
+            TopLogprobs = 3,
         }), events);
         foreach (var e in events.Where(e => e.Token >= 0))
         {

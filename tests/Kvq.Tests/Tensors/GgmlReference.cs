@@ -25,9 +25,16 @@ internal static unsafe class GgmlReference
 
     private static string Suffix(GgmlType t) => t switch
     {
-        GgmlType.Q4_0 => "q4_0", GgmlType.Q4_1 => "q4_1", GgmlType.Q5_0 => "q5_0", GgmlType.Q5_1 => "q5_1",
-        GgmlType.Q8_0 => "q8_0", GgmlType.Q4_K => "q4_K", GgmlType.Q5_K => "q5_K", GgmlType.Q6_K => "q6_K",
-        GgmlType.IQ4_NL => "iq4_nl", GgmlType.IQ4_XS => "iq4_xs",
+        GgmlType.Q4_0 => "q4_0",
+        GgmlType.Q4_1 => "q4_1",
+        GgmlType.Q5_0 => "q5_0",
+        GgmlType.Q5_1 => "q5_1",
+        GgmlType.Q8_0 => "q8_0",
+        GgmlType.Q4_K => "q4_K",
+        GgmlType.Q5_K => "q5_K",
+        GgmlType.Q6_K => "q6_K",
+        GgmlType.IQ4_NL => "iq4_nl",
+        GgmlType.IQ4_XS => "iq4_xs",
         _ => throw new ArgumentException(t.ToString()),
     };
 

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Text;
 using Kvq.Formats.Gguf;
 using Kvq.Tokenizers;
 using LLama.Native;

@@ -23,7 +23,7 @@ internal sealed unsafe class LlamaCppVocab
     static LlamaCppVocab()
     {
         // The peer project's static setup silences llama.cpp's logs; run it before the first load here.
-        System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(Kvq.LlamaCpp.LlamaCppModel).TypeHandle);
+        System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(typeof(LlamaCpp.LlamaCppModel).TypeHandle);
     }
 
     private LlamaCppVocab(string path)

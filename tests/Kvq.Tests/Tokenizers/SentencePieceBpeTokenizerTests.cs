@@ -1,4 +1,3 @@
-using System.Text;
 using Kvq.Formats.Gguf;
 using Kvq.Tokenizers;
 using LLama.Native;

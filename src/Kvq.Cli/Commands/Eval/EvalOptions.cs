@@ -1,5 +1,4 @@
 using System.CommandLine;
-using Kvq.Cli.Validation;
 using Kvq.Cache;
 
 namespace Kvq.Cli.Commands.Eval;

@@ -91,7 +91,7 @@ public static class EvalPlots
 
     /// <summary>Grouped bars: one group per category (e.g. a token policy), one coloured bar per series in each
     /// (e.g. a KV format), with the value written above each bar.</summary>
-    /// <param name="values">values[series][category]; NaN = no bar.</param>
+    /// <param name="series">One coloured bar per entry in each group: its values[category]; NaN = no bar.</param>
     public static void GroupedBars(string path, string title, string yLabel, IReadOnlyList<string> categories,
         IReadOnlyList<(string Name, double[] Values)> series, (string Name, double Y)? reference = null)
     {

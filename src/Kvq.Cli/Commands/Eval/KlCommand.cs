@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Kvq.Cli.Validation;
 using Kvq.Cache;
+using Kvq.Cli.Validation;
 using Kvq.Eval;
 
 namespace Kvq.Cli.Commands.Eval;
@@ -43,8 +43,8 @@ public static class KlCommand
             w = w <= 0 || w > available ? available : w;
             run.Settings.Add(("ctx", c.ToString()));
             run.Settings.Add(("windows", w.ToString()));
-            using var refLoaded = r.GetValue(referenceModel) is { } refPath ? Kvq.Model.ModelLoader.Load(DefaultPaths.ResolveModel(refPath)) : null;
-            Kvq.Model.ILanguageModel? refModel = null;
+            using var refLoaded = r.GetValue(referenceModel) is { } refPath ? Model.ModelLoader.Load(DefaultPaths.ResolveModel(refPath)) : null;
+            Model.ILanguageModel? refModel = null;
             if (refLoaded != null)
             {
                 if (refLoaded.Weights.Config.VocabSize != run.Model.Config.VocabSize)

@@ -39,7 +39,7 @@ public static class PplCommand
             var rows = new List<PerplexityResult>();
             foreach (var config in run.Configs)
             {
-                Kvq.Cache.Codecs.KvQuant.KvQuantCounters.ResetTotals();
+                Cache.Codecs.KvQuant.KvQuantCounters.ResetTotals();
                 var res = run.Measure($"ppl {config.Name}", (p, cancel) => evaluator.Evaluate(run.TextTokens, c, w, config, s, p, cancel));
                 if (res == null) break;
                 if (config.Profile != null)

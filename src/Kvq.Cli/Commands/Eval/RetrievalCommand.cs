@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Kvq.Cli.Validation;
 using System.Globalization;
+using Kvq.Cli.Validation;
 using Kvq.Eval;
 
 namespace Kvq.Cli.Commands.Eval;

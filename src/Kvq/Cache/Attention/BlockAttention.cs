@@ -38,7 +38,7 @@ internal static unsafe class BlockAttention
         public void Run(int start, int end)
         {
             var scratch = AttentionScratch.For(kv.Shape, kv.BlockTokens, QueryChunk);
-            int bt = kv.BlockTokens;
+            _ = kv.BlockTokens;
             for (int work = start; work < end; work++)
             {
                 int item = work / splits, sp = work % splits;

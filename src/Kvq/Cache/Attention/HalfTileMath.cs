@@ -42,7 +42,7 @@ public static unsafe class HalfTileMath
                         a2 = Vector512.FusedMultiplyAdd(Vector512.Load(b2 + c), qv, a2);
                         a3 = Vector512.FusedMultiplyAdd(Vector512.Load(b3 + c), qv, a3);
                     }
-                    Kvq.Tensors.Reductions.Sum4(a0, a1, a2, a3).Store(ps + i * count + j);
+                    Tensors.Reductions.Sum4(a0, a1, a2, a3).Store(ps + i * count + j);
                 }
             }
             if (j < count)
@@ -84,7 +84,7 @@ public static unsafe class HalfTileMath
                         a2 = Vector512.FusedMultiplyAdd(HalfDot.F16ToF32(Vector256.Load(k2 + c)), qv, a2);
                         a3 = Vector512.FusedMultiplyAdd(HalfDot.F16ToF32(Vector256.Load(k3 + c)), qv, a3);
                     }
-                    Kvq.Tensors.Reductions.Sum4(a0, a1, a2, a3).Store(ps + i * stride + col0 + j);
+                    Tensors.Reductions.Sum4(a0, a1, a2, a3).Store(ps + i * stride + col0 + j);
                 }
             }
             for (; j < count; j++)

@@ -43,7 +43,7 @@ public sealed class Q8_0Codec : KvCodec, IKvCodecReference
     /// <summary>ggml's encoder (Kvq.Tensors.Quant.QuantFormats, SIMD and bit-exact to quantize_row_q8_0_ref):
     /// a token's HeadDim values are HeadDim / 32 consecutive ggml blocks.</summary>
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) =>
-        Kvq.Tensors.Quant.QuantFormats.Quantize(Kvq.Tensors.GgmlType.Q8_0, x[..HeadDim], block.Slice(slot * _tokenBytes, _tokenBytes));
+        Tensors.Quant.QuantFormats.Quantize(Tensors.GgmlType.Q8_0, x[..HeadDim], block.Slice(slot * _tokenBytes, _tokenBytes));
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst)
     {

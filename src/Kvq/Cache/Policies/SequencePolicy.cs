@@ -134,7 +134,8 @@ internal sealed class SequencePolicy
         for (int s = 0; s < rt.Sinks(layer, head); s++)
             if (!kept[s]) throw new InvalidOperationException($"policy '{policy.Name}' evicted sink slot {s} of layer {layer} head {head}");
         if (policy.Merges) policy.BeforeEviction(rt, layer, head, kept);
-        int bt = _kv.BlockTokens, w = 0;
+        _ = _kv.BlockTokens;
+        int w = 0;
         var blocks = Slots.Blocks(layer);
         for (int s = 0; s < count; s++)
         {

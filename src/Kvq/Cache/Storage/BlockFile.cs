@@ -8,6 +8,8 @@ namespace Kvq.Cache.Storage;
 /// chunk is written with zeros before it is mapped, so a full disk is an <see cref="IOException"/> when the chunk is
 /// taken, never a fault later when a mapped page is first touched. The file is deleted when the last handle closes.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001",
+    Justification = "The file lives as long as its cache's arena; DeleteOnClose removes it when the process ends or the arena is collected.")]
 public sealed unsafe class BlockFile
 {
     private readonly FileStream _file;

@@ -21,7 +21,7 @@ public sealed class SinkStore(int layers, int kvHeads, int headDim, int tokens)
     public void Overwrite(int layer, int head, Span<float> tile, int count)
     {
         int n = Math.Min(tokens, count);
-        Kvq.Tensors.Quant.HalfDot.ToSingle(_data.AsSpan(Offset(layer, head, 0), n * headDim), tile[..(n * headDim)]);
+        Tensors.Quant.HalfDot.ToSingle(_data.AsSpan(Offset(layer, head, 0), n * headDim), tile[..(n * headDim)]);
     }
 
     public void CopyFrom(SinkStore other) => other._data.CopyTo(_data, 0);

@@ -27,7 +27,7 @@ public sealed class StagingBuffer(int kvHeads, int headDim, int capacityTokens)
     }
 
     public void Read(int head, int first, int count, Span<float> dst) =>
-        Kvq.Tensors.Quant.HalfDot.ToSingle(_data.AsSpan((head * capacityTokens + first) * headDim, count * headDim), dst);
+        Tensors.Quant.HalfDot.ToSingle(_data.AsSpan((head * capacityTokens + first) * headDim, count * headDim), dst);
 
     /// <summary>Drops the oldest <paramref name="n"/> tokens of every head.</summary>
     public void DropFront(int n)

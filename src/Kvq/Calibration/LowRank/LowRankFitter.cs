@@ -1,4 +1,3 @@
-using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.LowRank;
 
 namespace Kvq.Calibration.LowRank;

@@ -82,8 +82,14 @@ public sealed unsafe class GgufFile : IDisposable
             // Any integer type is accepted (the spec says uint32); anything else is a format error, not a cast error.
             alignment = al switch
             {
-                byte b => b, sbyte sb => sb, ushort us => us, short sh => sh, uint ui => ui, int i => i,
-                long l => l, ulong ul => ul > long.MaxValue ? -1 : (long)ul,
+                byte b => b,
+                sbyte sb => sb,
+                ushort us => us,
+                short sh => sh,
+                uint ui => ui,
+                int i => i,
+                long l => l,
+                ulong ul => ul > long.MaxValue ? -1 : (long)ul,
                 _ => throw r.Error("general.alignment", keyAt["general.alignment"], $"expected an integer, found {al.GetType().Name}"),
             };
             if (alignment <= 0 || alignment > MaxAlignment || (alignment & (alignment - 1)) != 0)
@@ -161,14 +167,23 @@ public sealed unsafe class GgufFile : IDisposable
     public long GetInt(string key) => TryGetInt(key) ?? throw Missing(key);
     public long? TryGetInt(string key) => Metadata.TryGetValue(key, out var v) ? v switch
     {
-        byte b => b, sbyte sb => sb, ushort us => us, short s => s, uint ui => ui, int i => i, ulong ul => (long)ul,
-        long l => l, bool bo => bo ? 1 : 0,
+        byte b => b,
+        sbyte sb => sb,
+        ushort us => us,
+        short s => s,
+        uint ui => ui,
+        int i => i,
+        ulong ul => (long)ul,
+        long l => l,
+        bool bo => bo ? 1 : 0,
         _ => throw new ModelFormatException(Path, $"metadata '{key}'", KeyOffset(key), $"expected an integer, found {v.GetType().Name}"),
     } : null;
 
     public double? TryGetFloat(string key) => Metadata.TryGetValue(key, out var v) ? v switch
     {
-        float f => f, double d => d, byte or sbyte or ushort or short or uint or int or ulong or long => Convert.ToDouble(v),
+        float f => f,
+        double d => d,
+        byte or sbyte or ushort or short or uint or int or ulong or long => Convert.ToDouble(v),
         _ => throw new ModelFormatException(Path, $"metadata '{key}'", KeyOffset(key), $"expected a number, found {v.GetType().Name}"),
     } : null;
 

@@ -216,7 +216,7 @@ public static unsafe class GgufModelLoader
             throw new ModelFormatException(gguf.Path, $"tensor '{name}'", t.HeaderOffset,
                 $"expected {length} elements, found {t.Shape}");
         var v = new float[length];
-        Kvq.Tensors.Quant.RowKernels.Dequantize(t.Type, gguf.TensorPointer(t), v);
+        Tensors.Quant.RowKernels.Dequantize(t.Type, gguf.TensorPointer(t), v);
         for (int i = 0; i < v.Length; i++)
             if (!float.IsFinite(v[i]))
                 throw new ModelFormatException(gguf.Path, $"tensor '{name}'", t.DataOffset + i * (t.ByteSize / length),

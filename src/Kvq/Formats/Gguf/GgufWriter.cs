@@ -138,10 +138,18 @@ public sealed class GgufWriter
     // long[] as ulong[], so a pattern switch (byte[] => ..., sbyte[] => ...) wrote int[] as UINT32, sbyte[] as UINT8.
     private static GgufValueType ElementType(Array a) => Type.GetTypeCode(a.GetType().GetElementType()) switch
     {
-        TypeCode.Byte => GgufValueType.UInt8, TypeCode.SByte => GgufValueType.Int8, TypeCode.UInt16 => GgufValueType.UInt16,
-        TypeCode.Int16 => GgufValueType.Int16, TypeCode.UInt32 => GgufValueType.UInt32, TypeCode.Int32 => GgufValueType.Int32,
-        TypeCode.Single => GgufValueType.Float32, TypeCode.Boolean => GgufValueType.Bool, TypeCode.String => GgufValueType.String,
-        TypeCode.UInt64 => GgufValueType.UInt64, TypeCode.Int64 => GgufValueType.Int64, TypeCode.Double => GgufValueType.Float64,
+        TypeCode.Byte => GgufValueType.UInt8,
+        TypeCode.SByte => GgufValueType.Int8,
+        TypeCode.UInt16 => GgufValueType.UInt16,
+        TypeCode.Int16 => GgufValueType.Int16,
+        TypeCode.UInt32 => GgufValueType.UInt32,
+        TypeCode.Int32 => GgufValueType.Int32,
+        TypeCode.Single => GgufValueType.Float32,
+        TypeCode.Boolean => GgufValueType.Bool,
+        TypeCode.String => GgufValueType.String,
+        TypeCode.UInt64 => GgufValueType.UInt64,
+        TypeCode.Int64 => GgufValueType.Int64,
+        TypeCode.Double => GgufValueType.Float64,
         _ when a is object[] => GgufValueType.Array, // arrays of arrays (object[] or jagged T[][])
         _ => throw new ArgumentException($"no GGUF array type for {a.GetType().Name}"),
     };

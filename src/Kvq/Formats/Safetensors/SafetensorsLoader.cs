@@ -185,13 +185,13 @@ public static unsafe class SafetensorsLoader
     {
         var where = new Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Tensor)>(StringComparer.Ordinal);
         foreach (var f in files.Files)
-        foreach (var t in f.Tensors)
-        {
-            if (where.TryGetValue(t.Name, out var first))
-                throw new ModelFormatException(f.Path, $"tensor '{t.Name}'", t.HeaderOffset,
-                    $"expected each tensor in one file, found it in {Path.GetFileName(first.File.Path)} too");
-            where[t.Name] = (f, t);
-        }
+            foreach (var t in f.Tensors)
+            {
+                if (where.TryGetValue(t.Name, out var first))
+                    throw new ModelFormatException(f.Path, $"tensor '{t.Name}'", t.HeaderOffset,
+                        $"expected each tensor in one file, found it in {Path.GetFileName(first.File.Path)} too");
+                where[t.Name] = (f, t);
+            }
         if (info.WeightMap != null)
         {
             foreach (var (name, shard) in info.WeightMap)

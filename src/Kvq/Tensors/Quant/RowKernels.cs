@@ -66,7 +66,7 @@ public static unsafe class RowKernels
     }
 }
 
-/// <summary>bfloat16 <-> float: bf16 is the upper half of an IEEE float.</summary>
+/// <summary>bfloat16 &lt;-&gt; float: bf16 is the upper half of an IEEE float.</summary>
 public static class Bf16
 {
     public static void ToSingle(ReadOnlySpan<ushort> src, Span<float> dst)

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Kvq.Cache;
 using Kvq.Cache.Codecs;
 
 namespace Kvq.Tests.Cache.Codecs;

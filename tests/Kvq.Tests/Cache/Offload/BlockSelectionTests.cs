@@ -171,7 +171,7 @@ public class BlockSelectionTests
     {
         var m = EngineFixtures.Books;
         var model = new Kvq.Model.Transformer(m.Weights, new Parallelism(threads), 64);
-        var profile = spec.StartsWith("nuq") ? Kvq.Tests.Cache.Codecs.KvQuant.KvQuantTestData.Profile(model.KvShape, tokens: 600) : null;
+        var profile = spec.StartsWith("nuq") ? Codecs.KvQuant.KvQuantTestData.Profile(model.KvShape, tokens: 600) : null;
         var plain = KvCacheConfig.Parse(spec) with { SinkTokens = sink, Profile = profile };
         var prompt = EngineFixtures.MobyPrompt(7000, 299);
         int vocab = model.Config.VocabSize;

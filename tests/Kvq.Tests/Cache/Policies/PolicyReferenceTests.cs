@@ -20,7 +20,7 @@ public class PolicyReferenceTests(ITestOutputHelper log)
     private static readonly int[] Chunks = [9, 13, 1, 1, 17, 1, 5, 2, 1];
     private static readonly KvShape Shape = new(Layers, KvHeads, KvHeads * Group, HeadDim, new Rope(HeadDim, HeadDim, 10000f, 1f, RopeStyle.Normal));
 
-    private static readonly Lazy<IKvProfile> Profile = new(() => Kvq.Tests.Cache.Codecs.KvQuant.KvQuantTestData.Profile(Shape, tokens: 600));
+    private static readonly Lazy<IKvProfile> Profile = new(() => Codecs.KvQuant.KvQuantTestData.Profile(Shape, tokens: 600));
 
     /// <summary>Each spec with f32 (exact), int4 (lossy, post-RoPE) and nuq3-1% (lossy, pre-RoPE: rotated at each
     /// slot's position inside attention).</summary>
@@ -155,7 +155,7 @@ public class PolicyReferenceTests(ITestOutputHelper log)
         {
             var head = row.AsSpan(h * HeadDim, HeadDim);
             var codec = config.CreateCodec(side, layer, h, HeadDim);
-            if (codec.HasBlockOutliers) codec = new Kvq.Tests.Cache.Codecs.BlockOutliersTestCodec(codec);
+            if (codec.HasBlockOutliers) codec = new Codecs.BlockOutliersTestCodec(codec);
             bool rotateFirst = side == KvSide.Key && !codec.PreRope;
             if (rotateFirst) rope.RotateAt(head, 1, [position]);
             if (position < SinkTokens)

@@ -85,7 +85,7 @@ public class CalibrationForwardTests(ITestOutputHelper output)
         var tokens = PerplexityWindows.Window(SharedModels.MobyDickTokens, n, 0, bos: 1);
         var weights = SharedModels.Books;
         var par = Parallelism.Default;
-        new CalibrationBackward(weights, par).Run(new CalibrationForward(weights, par).Run(tokens[..16]));   // JIT warm-up
+        new CalibrationBackward(weights, par).Run(new CalibrationForward(weights, par).Run(tokens.AsSpan(0, 16).ToArray()));   // JIT warm-up
         var process = Process.GetCurrentProcess();
         var cpu0 = process.TotalProcessorTime;
         var sw = Stopwatch.StartNew();

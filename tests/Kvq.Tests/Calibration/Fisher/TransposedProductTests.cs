@@ -20,7 +20,7 @@ public class TransposedProductTests
         else if (!QuantFormats.CanQuantize(type))
         {
             // K-quants have no encoder: random blocks with sane f16 scales (valid for any type with a decoder).
-            bytes = Kvq.Tests.Tensors.QuantTestData.RandomBlocks(type, rows * cols / GgmlTypeInfo.BlockSize(type), new Random(seed));
+            bytes = Tensors.QuantTestData.RandomBlocks(type, rows * cols / GgmlTypeInfo.BlockSize(type), new Random(seed));
         }
         else
         {

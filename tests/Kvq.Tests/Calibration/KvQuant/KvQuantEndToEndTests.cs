@@ -1,5 +1,4 @@
 using Kvq.Cache;
-using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
 using Kvq.Eval;

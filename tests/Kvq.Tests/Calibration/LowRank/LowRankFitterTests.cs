@@ -81,7 +81,7 @@ public class LowRankFitterTests
     [Fact]
     public void FitsEveryLayerHeadAndSideApart()
     {
-        var shape = Kvq.Tests.Cache.Codecs.KvQuant.KvQuantTestData.Shape(2, 2, 16);
+        var shape = Cache.Codecs.KvQuant.KvQuantTestData.Shape(2, 2, 16);
         var acts = LowRankTestData.ActivationSet(shape, 800, 3);
         var bases = LowRankFitter.Fit(acts, threads: 2);
         Assert.Equal((2, 2, 16, 800L), (bases.Layers, bases.KvHeads, bases.HeadDim, bases.Tokens));

@@ -14,7 +14,7 @@ public sealed class LowRankProfileFileTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "kvq-lowrank-profile-" + Guid.NewGuid().ToString("N"));
     // Without codebook sensitivities, so the file is version 2 (version 3 adds them: KvQuantProfileSensitivityTests).
-    private static readonly Lazy<KvQuantProfile> Sample = new(() => Kvq.Tests.Calibration.KvQuant.KvQuantProfileSensitivityTests.WithoutSensitivities(
+    private static readonly Lazy<KvQuantProfile> Sample = new(() => KvQuant.KvQuantProfileSensitivityTests.WithoutSensitivities(
         LowRankTestData.Profile(KvQuantTestData.Shape(2, 2, 16), tokens: 600, latentRanks: [4, 8])));
 
     public LowRankProfileFileTests() => Directory.CreateDirectory(_dir);

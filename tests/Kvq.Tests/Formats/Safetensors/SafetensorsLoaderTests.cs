@@ -124,7 +124,7 @@ public sealed class SafetensorsLoaderTests : IDisposable
         using var w = SafetensorsLoader.Load(_dir, out _);
         var c = w.Config;
         var f = Assert.IsType<float[]>(c.RopeFreqFactors);
-        Assert.Equal(Kvq.Model.RopeFrequencyFactors.Llama3(c.HeadDim, 500000f, 8f, 1f, 4f, 64), f);
+        Assert.Equal(RopeFrequencyFactors.Llama3(c.HeadDim, 500000f, 8f, 1f, 4f, 64), f);
         Assert.Equal(1f, f[0]);     // short wavelengths keep their frequency
         Assert.Equal(8f, f[^1]);    // long ones are slowed by the factor
     }

@@ -142,7 +142,7 @@ internal static class HfTokenizerJson
             AddedToken(Gpt2TestModel.User, "[USER]", special: false));
 
         JsonObject ByteLevelStep(bool useRegex) => new()
-            { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = useRegex };
+        { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = useRegex };
         JsonObject Split(string regex) => new()
         {
             ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = regex }, ["behavior"] = "Isolated", ["invert"] = false,

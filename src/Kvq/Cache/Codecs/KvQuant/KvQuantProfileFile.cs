@@ -1,8 +1,8 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
-using Kvq.Formats;
 using Kvq.Cache.Codecs.LowRank;
+using Kvq.Formats;
 using Kvq.IO;
 
 namespace Kvq.Cache.Codecs.KvQuant;

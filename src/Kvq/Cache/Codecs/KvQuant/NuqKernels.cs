@@ -278,13 +278,13 @@ internal static unsafe class NuqKernels
                 }
                 return;
             }
-                switch (nq)
-                {
-                    case 1: Accumulate<Rows1>(lanes, rows, count, codeBytes, luts, pw, pa); break;
-                    case 2: Accumulate<Rows2>(lanes, rows, count, codeBytes, luts, pw, pa); break;
-                    case 3: Accumulate<Rows3>(lanes, rows, count, codeBytes, luts, pw, pa); break;
-                    default: Accumulate<Rows4>(lanes, rows, count, codeBytes, luts, pw, pa); break;
-                }
+            switch (nq)
+            {
+                case 1: Accumulate<Rows1>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                case 2: Accumulate<Rows2>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                case 3: Accumulate<Rows3>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+                default: Accumulate<Rows4>(lanes, rows, count, codeBytes, luts, pw, pa); break;
+            }
             // Exact outliers: acc += w * (x - decoded) at their channels (2k per token, scalar).
             int bits = lanes.Bits, mask = (1 << bits) - 1;
             for (int j = 0; j < count; j++)

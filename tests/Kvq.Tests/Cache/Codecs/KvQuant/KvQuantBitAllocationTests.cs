@@ -1,5 +1,4 @@
 using Kvq.Cache.Codecs.KvQuant;
-using Xunit;
 
 namespace Kvq.Tests.Cache.Codecs.KvQuant;
 

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using Kvq.Cache.Codecs.KvQuant;
 
 namespace Kvq.Tests.Cache.Codecs.KvQuant;
 

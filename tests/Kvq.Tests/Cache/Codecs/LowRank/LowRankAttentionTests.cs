@@ -1,4 +1,3 @@
-using Kvq.Tests.Cache;
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
 using Kvq.Tensors;

@@ -1,6 +1,5 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs.KvQuant;
-using Kvq.Cache.Codecs.LowRank;
 using Kvq.Calibration;
 using Kvq.Calibration.LowRank;
 using Kvq.Tests.Cache.Codecs.KvQuant;

@@ -138,24 +138,44 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     {
         int n = outliers.Count, d = HeadDim;
         if (n == 0) return;
-        Span<float> row = stackalloc float[d];
-        int i = 0;
-        while (i < n)
+        // Each correction is one value at one channel: rotated, it touches only that channel's RoPE pair, so the score
+        // changes by q . R(pos) e_c delta = delta (q_c cos + q_partner sin') with the pair's angle from the cached table
+        // (no whole-row rotation, no transcendental call per token).
+        int half = rope?.RopeDims / 2 ?? 0;
+        float[]? bc = null, bs = null;
+        ReadOnlySpan<float> dc = default, ds = default;
+        if (rope != null)
         {
-            var (index, _) = outliers.Entry(i);
-            int t = index / d;
+            int maxPos = 0;
+            for (int t = 0; t < count; t++) maxPos = Math.Max(maxPos, positions[t]);
+            var table = rope.Table;
+            (bc, bs) = table.Bases(maxPos);
+            dc = table.DeltaCos;
+            ds = table.DeltaSin;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            var (ix, h) = outliers.Entry(i);
+            int t = ix / d;
             if (t >= count) break;
-            row.Clear();
+            int c = ix - t * d;
             var codes = block.Slice(t * _codeBytes, _codeBytes);
-            for (; i < n; i++)
+            float delta = QuantFormats.HalfToSingle(h) - _decode[c * _levels + NuqErrorBound.Code(codes, c, _spec.Bits)];
+            if (rope == null || c >= rope.RopeDims)
             {
-                var (ix, h) = outliers.Entry(i);
-                if (ix / d != t) break;
-                int c = ix - t * d;
-                row[c] = QuantFormats.HalfToSingle(h) - _decode[c * _levels + NuqErrorBound.Code(codes, c, _spec.Bits)];
+                for (int r = 0; r < nq; r++) scores[r * count + t] += q[r * d + c] * delta;
+                continue;
             }
-            if (rope != null) rope.RotateAt(row, 1, positions.Slice(t, 1));
-            for (int r = 0; r < nq; r++) scores[r * count + t] += System.Numerics.Tensors.TensorPrimitives.Dot(q.Slice(r * d, d), row);
+            int pair, a, b;
+            bool first;
+            if (rope.Style == RopeStyle.Normal) { pair = c >> 1; a = pair * 2; b = a + 1; first = (c & 1) == 0; }
+            else { first = c < half; pair = first ? c : c - half; a = pair; b = pair + half; }
+            int pos = positions[t], blk = pos / RopeAngleTable.Step, off = pos % RopeAngleTable.Step;
+            float c0 = bc![blk * half + pair], s0 = bs![blk * half + pair], c1 = dc[off * half + pair], s1 = ds[off * half + pair];
+            float cos = c0 * c1 - s0 * s1, sin = s0 * c1 + c0 * s1;
+            // R e_a = (cos, sin) on (a, b); R e_b = (-sin, cos).
+            float va = first ? delta * cos : -delta * sin, vb = first ? delta * sin : delta * cos;
+            for (int r = 0; r < nq; r++) scores[r * count + t] += q[r * d + a] * va + q[r * d + b] * vb;
         }
     }
 

@@ -44,10 +44,17 @@ public sealed class DecodeAllocationTests
         }
 
         for (int i = 0; i < 3; i++) Step();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 8; i++) Step();
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        Assert.Equal(0, allocated);
+        // Which thread runs which chunk varies (the caller takes chunks a worker has not started), so a path's one-time
+        // runtime setup can land in any round on this thread. A per-step allocation shows in every round; one-time
+        // costs do not: some round of 8 steps must allocate nothing.
+        var rounds = new List<long>();
+        for (int round = 0; round < 4 && (rounds.Count == 0 || rounds[^1] != 0); round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 8; i++) Step();
+            rounds.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.True(rounds[^1] == 0, $"bytes allocated per round of 8 decode steps: {string.Join(", ", rounds)}");
         Assert.All(o, x => Assert.True(float.IsFinite(x)));
     }
 }

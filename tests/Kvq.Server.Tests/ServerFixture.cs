@@ -40,12 +40,14 @@ public sealed class TestServer : IAsyncDisposable
     public Uri BaseAddress => Server.BaseAddress;
 
     public static async Task<TestServer> StartAsync(Func<KvqServerOptions, KvqServerOptions>? configure = null, bool chat = true,
-        long kvBudget = 8 << 20, int maxRunning = 64)
+        long kvBudget = 8 << 20, int maxRunning = 64, string? promptCacheDir = null)
     {
         var m = Stories.Value;
         var engine = new InferenceEngine(new Transformer(m.Weights, new Parallelism(2), 128), m.Tokenizer, new EngineOptions
         {
             Kv = KvCacheConfig.Parse("f16"), KvBudgetBytes = kvBudget, MaxRunning = maxRunning,
+            PromptCache = promptCacheDir == null ? null
+                : new PromptCacheStore(promptCacheDir, plan => Kvq.Cache.Sessions.KvSessionIdentity.For(m.Weights, m.Tokenizer, plan)),
         });
         var options = new KvqServerOptions { ModelId = ModelId, Port = 0, ChatPrompt = chat ? ChatMl.For(m.Tokenizer) : null };
         if (configure != null) options = configure(options);

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cache.Sessions;
 using Kvq.Model;
 using Kvq.Serving;
 using Kvq.Tensors;
@@ -35,6 +36,10 @@ public sealed class EngineSetup
         Description = "a Jinja chat template file (default: the model's own, from GGUF or tokenizer_config.json)",
     };
     public Option<int> Threads { get; } = CommonOptions.Threads();
+    public Option<string?> PromptCache { get; } = new("--prompt-cache")
+    {
+        Description = "a folder that keeps the prefix cache across restarts: saved when the engine stops, restored when it starts",
+    };
     /// <summary>A token policy per request (each keeps at most its budget, so more long requests fit the pool).</summary>
     public KvPolicyOptions Policy { get; } = new(grid: false);
     public DeviceOptions Device { get; } = new();
@@ -42,7 +47,7 @@ public sealed class EngineSetup
     public void AddTo(Command cmd)
     {
         Model.AddTo(cmd);
-        foreach (var o in new Option[] { Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads }) cmd.Add(o);
+        foreach (var o in new Option[] { Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, PromptCache }) cmd.Add(o);
         Policy.AddTo(cmd);
         Device.AddTo(cmd);
     }
@@ -82,6 +87,11 @@ public sealed class EngineSetup
         var templateFile = r.GetValue(ChatTemplate);
         if (templateFile != null && !File.Exists(templateFile)) throw new CliException($"--chat-template: '{templateFile}' not found");
 
+        var cacheDir = r.GetValue(PromptCache);
+        if (cacheDir != null && policy[0] != null)
+            throw new CliException("--prompt-cache: sequences under a token policy share no prefixes, so there is no prompt cache to keep");
+        if (cacheDir != null && File.Exists(cacheDir)) throw new CliException($"--prompt-cache: '{cacheDir}' is a file; give a folder");
+
         var path = Model.Path(r);
         var loaded = ModelOptions.Load(path, r.GetValue(Model.Tokenizer));
         ILanguageModel? lm = null;
@@ -95,7 +105,10 @@ public sealed class EngineSetup
             InferenceEngine engine;
             try
             {
-                engine = new InferenceEngine(lm, loaded.Tokenizer, new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency });
+                var store = cacheDir == null ? null
+                    : new PromptCacheStore(cacheDir, plan => KvSessionIdentity.For(loaded.Weights, loaded.Tokenizer, plan));
+                engine = new InferenceEngine(lm, loaded.Tokenizer,
+                    new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, PromptCache = store });
             }
             catch (EngineRequestException e)
             {

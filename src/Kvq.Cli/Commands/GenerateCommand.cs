@@ -98,6 +98,9 @@ public static class GenerateCommand
             bool promptGiven = r.GetValue(prompt) != null || r.GetValue(promptFile) != null;
             var promptTokens = session != null && !promptGiven ? session.Tokens.ToArray() : generator.EncodePrompt(p, options);
             if (session != null) CheckSessionPrefix(loadPath!, session.Tokens, promptTokens);
+            if (session is { Logits.Length: 0 } && promptTokens.Length <= session.Tokens.Length)
+                throw new CliException($"--load-session: {loadPath} holds a cached prefix without logits (a server's prompt cache): give a " +
+                                       "--prompt or --file that continues it");
             var restored = session?.Restore();
             double startSeconds = loadClock.Elapsed.TotalSeconds;   // tokenizing (and with a session, reading and restoring it)
             if (session != null && !promptGiven) p = DecodeTokens(loaded.Tokenizer, promptTokens);
@@ -110,7 +113,7 @@ public static class GenerateCommand
             stdout.Write(p);
             var promptState = identity == null ? null : new PromptState
             {
-                RestoredLogits = session?.Logits,
+                RestoredLogits = session?.Logits is { Length: > 0 } restoredLogits ? restoredLogits : null,
                 AfterPrompt = savePath == null ? null : (seq, logits) =>
                 {
                     var saveClock = Stopwatch.StartNew();

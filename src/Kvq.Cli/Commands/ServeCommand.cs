@@ -70,10 +70,22 @@ public static class ServeCommand
                                     $"({e.Pool.Blocks} blocks of {e.Pool.BlockTokens} tokens), context {e.ContextTokens}, " +
                                     $"chat {(options.ChatPrompt != null ? "on" : $"off ({built.ChatMissing}; --chat-template FILE)")}, " +
                                     $"API key {(options.ApiKey != null ? "required" : "off")}");
+            if (e.Options.PromptCache?.LastLoad is { } load)
+            {
+                Console.Error.WriteLine($"kvq serve: prompt cache {load.Folder}: {load.Prefixes} prefixes ({load.Tokens:N0} tokens) restored " +
+                                        $"from {load.Files} files");
+                foreach (var why in load.Skipped) Console.Error.WriteLine($"kvq serve: prompt cache: skipped {why}");
+            }
             Console.Error.WriteLine($"kvq serve: listening on {server.BaseAddress} (Ctrl-C or SIGTERM to stop)");
             // Returns once a stop signal has come and in-flight requests drained (or were cut off at the bound).
             server.RunAsync().GetAwaiter().GetResult();
             Console.Error.WriteLine("kvq serve: stopped");
+            e.Dispose();   // saves the prompt cache (with --prompt-cache)
+            if (e.Options.PromptCache is { } store)
+                Console.Error.WriteLine(store.SaveError is { } failed ? $"kvq serve: prompt cache not saved: {failed.Message}"
+                    : store.LastSave is { } saved ? $"kvq serve: prompt cache: {saved.Prefixes} prefixes ({saved.Tokens:N0} tokens, " +
+                                                    $"{Bytes.Format(saved.Bytes)}) saved to {saved.Folder}"
+                    : "kvq serve: prompt cache: nothing saved");
             return 0;
         }
         finally

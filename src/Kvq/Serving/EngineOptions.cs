@@ -37,6 +37,10 @@ public sealed record EngineOptions
     /// <summary>Requests waiting at most; more are refused at once.</summary>
     public int MaxQueued { get; init; } = 4096;
 
+    /// <summary>Where the prefix cache is kept across restarts (restored at start, saved at <see cref="InferenceEngine.Dispose"/>);
+    /// null: it lives only as long as the engine. Ignored without <see cref="PrefixCache"/> or under a token policy.</summary>
+    public PromptCacheStore? PromptCache { get; init; }
+
     /// <summary>Tokens a sequence may reach (prompt + output); null: the model's trained context.</summary>
     public int? ContextTokens { get; init; }
 }

@@ -30,6 +30,7 @@ public sealed class InferenceEngine : IDisposable
     private float[] _logits = [];
     private BatchSegment[] _segments = [];
     private long _generated;
+    private readonly RecentPrefixes? _recent;
 
     public InferenceEngine(ILanguageModel model, ITokenizer tokenizer, EngineOptions options)
     {
@@ -49,7 +50,12 @@ public sealed class InferenceEngine : IDisposable
         Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes, options.MaxRunning, options.PolicyChunkTokens);
         _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
         Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
-        _scheduler = new Scheduler(Pool, options, _stepTokens, Metrics) { OutOfBudget = r => Finish(r, FinishReason.Length) };
+        if (options.PromptCache is { } store && options.PrefixCache && Pool.Cache.SupportsPrefixSharing)
+        {
+            _recent = new RecentPrefixes(store.MaxPrefixes, Pool.BlockTokens);
+            store.Load(Pool.Cache, _recent);
+        }
+        _scheduler = new Scheduler(Pool, options, _stepTokens, Metrics) { OutOfBudget = r => Finish(r, FinishReason.Length), Recent = _recent };
         _snapshot = Snapshot(0);
         _thread = new Thread(Loop) { IsBackground = true, Name = "kvq-engine" };
         _thread.Start();
@@ -309,6 +315,15 @@ public sealed class InferenceEngine : IDisposable
         _stop.Cancel();
         _wake.Release();
         _thread.Join();
+        if (_recent != null)
+        {
+            // Every sequence is released by now: what the prefix cache holds is final.
+            try { Options.PromptCache!.Save(Pool.Cache, _recent); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Options.PromptCache!.SaveError = e;
+            }
+        }
         Metrics.Dispose();
         _wake.Dispose();
         _stop.Dispose();

@@ -41,6 +41,9 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
 
     public void Add(EngineRequest r) => _waiting.Add(r);
 
+    /// <summary>Where released requests' tokens are recorded for <see cref="PromptCacheStore"/> (null: not kept).</summary>
+    public RecentPrefixes? Recent { get; init; }
+
     /// <summary>Takes a request out (cancelled or failed): its blocks go back at once.</summary>
     public void Remove(EngineRequest r)
     {
@@ -51,6 +54,8 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
     /// <summary>A finished request's blocks go back (full registered ones stay cached for prefix reuse).</summary>
     public void Release(EngineRequest r)
     {
+        if (r.Kv is { } kv && Recent != null && kv.Length <= r.Tokens.Count)
+            Recent.Add(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens)[..kv.Length]);
         r.Kv?.Dispose();
         r.Kv = null;
         _running.Remove(r);

@@ -191,7 +191,7 @@ public static class KvSessionFile
         int length = r.Int("length", 0, int.MaxValue);
         r.Expect("token count", length);
         var tokens = r.Array<int>("tokens", length);
-        int vocab = r.Int("vocab", 1, 1 << 26);
+        int vocab = r.Int("vocab", 0, 1 << 26);   // 0: a cached prefix without logits (PromptCacheStore)
         var logits = r.Array<float>("logits", vocab);
         long blocks = plan.BlocksFor(length);
         var keys = new byte[shape.Layers][];

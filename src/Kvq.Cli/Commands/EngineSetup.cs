@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cache;
 using Kvq.Cache.Sessions;
 using Kvq.Model;
 using Kvq.Serving;
@@ -36,6 +37,10 @@ public sealed class EngineSetup
         Description = "a Jinja chat template file (default: the model's own, from GGUF or tokenizer_config.json)",
     };
     public Option<int> Threads { get; } = CommonOptions.Threads();
+    public Option<string?> HostPrefixCache { get; } = new("--host-prefix-cache")
+    {
+        Description = "host memory for cached prompt prefixes the KV pool evicts (e.g. 2GiB): they are copied back instead of recomputed",
+    };
     public Option<string?> PromptCache { get; } = new("--prompt-cache")
     {
         Description = "a folder that keeps the prefix cache across restarts: saved when the engine stops, restored when it starts",
@@ -47,7 +52,7 @@ public sealed class EngineSetup
     public void AddTo(Command cmd)
     {
         Model.AddTo(cmd);
-        foreach (var o in new Option[] { Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, PromptCache }) cmd.Add(o);
+        foreach (var o in new Option[] { Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, PromptCache, HostPrefixCache }) cmd.Add(o);
         Policy.AddTo(cmd);
         Device.AddTo(cmd);
     }
@@ -87,6 +92,14 @@ public sealed class EngineSetup
         var templateFile = r.GetValue(ChatTemplate);
         if (templateFile != null && !File.Exists(templateFile)) throw new CliException($"--chat-template: '{templateFile}' not found");
 
+        long hostPrefix = 0;
+        if (r.GetValue(HostPrefixCache) is { } hostSize)
+        {
+            try { hostPrefix = Bytes.Parse(hostSize); }
+            catch (FormatException e) { throw new CliException($"--host-prefix-cache: {e.Message}"); }
+            if (hostPrefix <= 0) throw new CliException($"--host-prefix-cache: give a size above 0 (got {hostSize})");
+            if (policy[0] != null) throw new CliException("--host-prefix-cache: sequences under a token policy share no prefixes");
+        }
         var cacheDir = r.GetValue(PromptCache);
         if (cacheDir != null && policy[0] != null)
             throw new CliException("--prompt-cache: sequences under a token policy share no prefixes, so there is no prompt cache to keep");
@@ -108,11 +121,15 @@ public sealed class EngineSetup
                 var store = cacheDir == null ? null
                     : new PromptCacheStore(cacheDir, plan => KvSessionIdentity.For(loaded.Weights, loaded.Tokenizer, plan));
                 engine = new InferenceEngine(lm, loaded.Tokenizer,
-                    new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, PromptCache = store });
+                    new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, PromptCache = store, HostPrefixBytes = hostPrefix });
             }
             catch (EngineRequestException e)
             {
                 throw new CliException($"--kv-budget: {e.Message}");
+            }
+            catch (KvSpecException e)
+            {
+                throw new CliException($"--host-prefix-cache: {e.Message}");
             }
             var id = Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
             return new Built(loaded, lm, engine, chat, missing, id);

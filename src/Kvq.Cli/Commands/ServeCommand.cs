@@ -70,6 +70,8 @@ public static class ServeCommand
                                     $"({e.Pool.Blocks} blocks of {e.Pool.BlockTokens} tokens), context {e.ContextTokens}, " +
                                     $"chat {(options.ChatPrompt != null ? "on" : $"off ({built.ChatMissing}; --chat-template FILE)")}, " +
                                     $"API key {(options.ApiKey != null ? "required" : "off")}");
+            if (e.Pool.Cache.HostPrefixes is { } host)
+                Console.Error.WriteLine($"kvq serve: evicted prompt prefixes kept in up to {Bytes.Format(host.BudgetBytes)} of host memory");
             if (e.Options.PromptCache?.LastLoad is { } load)
             {
                 Console.Error.WriteLine($"kvq serve: prompt cache {load.Folder}: {load.Prefixes} prefixes ({load.Tokens:N0} tokens) restored " +

@@ -96,6 +96,32 @@ public sealed class PagedKvCache
         }
     }
 
+    /// <summary>Where evicted prefix blocks go (null: they are lost on eviction). See <see cref="KeepEvictedPrefixes"/>.</summary>
+    public HostPrefixTier? HostPrefixes { get; private set; }
+
+    /// <summary>
+    /// From now on, a cached prefix block that the pool evicts is copied to a host tier of <paramref name="budgetBytes"/>
+    /// bytes, and a new sequence whose prompt continues past the pool's cached blocks takes matching blocks back from it.
+    /// </summary>
+    /// <exception cref="KvSpecException">The cache shares no prefixes (token policy, offloading) or a codec keeps
+    /// recent tokens in staging (KIVI's residual: its blocks are published late and restored with their staging).</exception>
+    public HostPrefixTier KeepEvictedPrefixes(long budgetBytes)
+    {
+        if (!SupportsPrefixSharing)
+            throw new KvSpecException($"{Config.Name}: sequences under a token policy or offloading share no prefixes, so there is no prefix to keep");
+        if (Plan.Keys.StagingTokens > 0 || Plan.Values.StagingTokens > 0)
+            throw new KvSpecException($"{Config.Name}: a codec that stages recent tokens (whole-block encoding) cannot keep evicted prefixes in host memory yet");
+        if (HostPrefixes != null) throw new InvalidOperationException("the host prefix tier is set already");
+        var tier = new HostPrefixTier(budgetBytes);
+        Sequences.Pool.Evicting += (id, hash) =>
+        {
+            (Half[], Half[])? sinks = Sinks != null && Sinks.TryGet(id, out var e) ? e : null;
+            int[] one = [id];
+            tier.Put(hash, Array.ConvertAll(Keys, a => a.CopyOut(one)), Array.ConvertAll(Values, a => a.CopyOut(one)), sinks);
+        };
+        return HostPrefixes = tier;
+    }
+
     private void ClearOutliers(int blockId)
     {
         for (int l = 0; l < Shape.Layers; l++)

@@ -65,11 +65,53 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
             cached = 0;
         }
         _sinkPublished = cached > 0;
-        Length = cached;
-        Array.Fill(_count, cached);
+        int fromHost = cache.HostPrefixes != null ? TakeFromHost(cache.HostPrefixes, prompt, cached) : 0;
+        Length = cached + fromHost;
+        Array.Fill(_count, Length);
         // Reused blocks are sealed: a staging format's new tokens stage from here.
-        Array.Fill(_keys.Sealed, _keys.Staging != null ? cached : 0);
-        Array.Fill(_values.Sealed, _values.Staging != null ? cached : 0);
+        Array.Fill(_keys.Sealed, _keys.Staging != null ? Length : 0);
+        Array.Fill(_values.Sealed, _values.Staging != null ? Length : 0);
+        if (fromHost > 0 && _deferRegister) PublishBlocks();
+    }
+
+    /// <summary>
+    /// Continues the prompt's cached prefix (<paramref name="cached"/> tokens from the pool) with blocks the host tier
+    /// kept: each matching whole block (at most all but the last prompt token, as from the pool) goes into a freshly
+    /// allocated block, as stored. Stops at the first miss or when no block is free. Returns the tokens added.
+    /// </summary>
+    private int TakeFromHost(HostPrefixTier tier, ReadOnlySpan<int> prompt, int cached)
+    {
+        int b = _cache.Config.BlockTokens, maxBlocks = prompt.IsEmpty ? 0 : (prompt.Length - 1) / b;
+        var parent = BlockHash.Root;
+        for (int i = 0; i < cached / b; i++) parent = BlockHash.Of(parent, prompt.Slice(i * b, b));
+        int added = 0;
+        for (int i = cached / b; i < maxBlocks; i++)
+        {
+            var tokens = prompt.Slice(i * b, b);
+            var hash = BlockHash.Of(parent, tokens);
+            if (!tier.TryTake(hash, out var entry)) break;
+            bool sinks = _keys.Sink != null;
+            if ((sinks && i == 0 && entry.Sinks == null) || _cache.Sequences.Pool.FreeBlockCount == 0)
+            {
+                tier.Return(entry);
+                break;
+            }
+            _cache.Sequences.Append(_id, tokens, register: !_deferRegister);
+            int[] block = [Blocks[^1]];
+            for (int l = 0; l < _shape.Layers; l++)
+            {
+                _cache.Keys[l].CopyIn(block, entry.Keys[l]);
+                _cache.Values[l].CopyIn(block, entry.Values[l]);
+            }
+            if (sinks && i == 0)
+            {
+                _keys.Sink!.Restore(entry.Sinks!.Value.Keys);
+                _values.Sink!.Restore(entry.Sinks.Value.Values);
+            }
+            parent = hash;
+            added += b;
+        }
+        return added;
     }
 
     /// <summary>Registers the full blocks whose content is final (staging formats: sealed on both sides), first

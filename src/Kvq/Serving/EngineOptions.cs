@@ -37,6 +37,10 @@ public sealed record EngineOptions
     /// <summary>Requests waiting at most; more are refused at once.</summary>
     public int MaxQueued { get; init; } = 4096;
 
+    /// <summary>Bytes of host memory for cached prefix blocks the pool evicts (0: none): a later prompt with such a
+    /// prefix copies them back instead of recomputing them (<see cref="Cache.Storage.HostPrefixTier"/>).</summary>
+    public long HostPrefixBytes { get; init; }
+
     /// <summary>Where the prefix cache is kept across restarts (restored at start, saved at <see cref="InferenceEngine.Dispose"/>);
     /// null: it lives only as long as the engine. Ignored without <see cref="PrefixCache"/> or under a token policy.</summary>
     public PromptCacheStore? PromptCache { get; init; }

@@ -50,6 +50,11 @@ public sealed class InferenceEngine : IDisposable
         Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes, options.MaxRunning, options.PolicyChunkTokens);
         _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
         Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
+        if (options.HostPrefixBytes > 0)
+        {
+            if (!options.PrefixCache) throw new ArgumentException("HostPrefixBytes keeps evicted prefixes: it needs PrefixCache", nameof(options));
+            Pool.Cache.KeepEvictedPrefixes(options.HostPrefixBytes);
+        }
         if (options.PromptCache is { } store && options.PrefixCache && Pool.Cache.SupportsPrefixSharing)
         {
             _recent = new RecentPrefixes(store.MaxPrefixes, Pool.BlockTokens);

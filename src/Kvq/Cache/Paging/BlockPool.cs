@@ -39,6 +39,10 @@ public sealed class BlockPool
     /// drops what it kept beside the block.</summary>
     public event Action<int>? Evicted;
 
+    /// <summary>Raised when a cached block is about to be reused for new content, while its content and prefix hash
+    /// are still there (before <see cref="Evicted"/>): a host tier may copy it out.</summary>
+    public event Action<int, BlockHash>? Evicting;
+
     /// <summary>Raised when a block becomes free with nothing worth keeping (released and not a cached prefix, or a
     /// free block unregistered): the storage layer may drop what it kept beside the block (sparse outlier rows).</summary>
     public event Action<int>? Freed;
@@ -71,7 +75,8 @@ public sealed class BlockPool
         int id = _free.PopFront();
         if (Prefixes.IsRegistered(id))
         {
-            // Its content is about to be overwritten, so no prompt may find it any more.
+            // Its content is about to be overwritten, so no prompt may find it any more (a host tier may keep a copy).
+            if (Evicting != null && Prefixes.TryGetHash(id, out var hash)) Evicting(id, hash);
             Prefixes.Forget(id);
             CachedFreeBlockCount--;
             EvictionCount++;

@@ -42,6 +42,9 @@ public sealed class SinkBank(int capacity, long entryBytes)
 
     public bool Contains(int blockId) => _byBlock.ContainsKey(blockId);
 
+    /// <summary>The entry of <paramref name="blockId"/> (not copied: the caller keeps it as it is), if any.</summary>
+    internal bool TryGet(int blockId, out (Half[] Keys, Half[] Values) entry) => _byBlock.TryGetValue(blockId, out entry);
+
     /// <summary>The block's content is being replaced: its entry goes.</summary>
     public void Remove(int blockId) => _byBlock.Remove(blockId);
 }

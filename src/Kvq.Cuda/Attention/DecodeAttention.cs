@@ -33,7 +33,7 @@ public sealed class DecodeAttention : IDisposable
         if (version < 7) return stage / 2;
         // decode_attention.cu kpair7 / vrep7: per version, key pair tables or not, and the value table's copies.
         bool keyPairs = version >= 9 ? bits == 2 : bits < 4;
-        int copies = version == 10 ? 8 : version == 9 ? (bits == 4 ? 0 : 32) : (bits == 4 ? 16 : 32);
+        int copies = version == 10 ? 8 : version >= 9 ? (bits == 4 ? 0 : 32) : (bits == 4 ? 16 : 32);   // v11: v9's tables
         int entries = 1 << (2 * bits);
         int values = entries * copies * 8, keys = keyPairs ? 2 * entries * 32 * 8 : 0;
         return stage / 2 + values + keys;

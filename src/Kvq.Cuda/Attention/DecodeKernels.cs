@@ -18,7 +18,7 @@ public sealed class DecodeKernels : IDisposable
     /// <summary>Latest version of the nuq decode kernel (decode_attention.cu lists what each one changed).</summary>
     public const int LatestVersion = 9;
 
-    /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 to v10.</summary>
+    /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 to v12.</summary>
     public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots)
     {
         if (keyBits == 16) return _attn.Kernel($"attn_f16_g{group}");

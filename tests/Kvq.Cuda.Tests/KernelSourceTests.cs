@@ -20,13 +20,14 @@ public class KernelSourceTests
             "NUQ_V7(4, 1, 2)", "NUQ_V7(4, 4, 2)", "NUQ_V7(3, 1, 2)", "NUQ_V7(3, 4, 2)", "NUQ_V7(2, 1, 3)", "NUQ_V7(2, 4, 2)", "_r##VER##SUFFIX",
             "NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0)", "NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)",
             "NUQ_V7_LAYOUTS(B, G, MINB, 7) NUQ_V7_LAYOUTS(B, G, MINB, 8)", "NUQ_V9(4) NUQ_V9(3) NUQ_V9(2)", "NUQ_V7_LAYOUTS(4, 1, 3, 10)",
-            "NUQ_V7_LAYOUTS(4, 4, 2, 10)" })
+            "NUQ_V7_LAYOUTS(4, 4, 2, 10)", "NUQ_V11(4) NUQ_V11(3) NUQ_V11(2)", "NUQ_V7_LAYOUTS(4, 4, 2, 12)", "NUQ_V7_LAYOUTS(3, 4, 2, 12)",
+            "NUQ_V7_LAYOUTS(2, 4, 2, 12)", "NUQ_V7_LAYOUTS(4, 1, 3, 12)", "NUQ_V7_LAYOUTS(3, 1, 3, 12)", "NUQ_V7_LAYOUTS(2, 1, 3, 12)" })
             Assert.Contains(macro, attn);
         Assert.Contains("attn_reduce", attn);
         foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)", "ENC_L(B, 0, 0, _dense)", "KLIST_ENC(2)", "#define KLIST 48" })
             Assert.Contains(name, enc);
         Assert.Equal(48, DecodeShape.KeyListWords);
-        Assert.Equal(9, DecodeKernels.LatestVersion);
+        Assert.Equal(12, DecodeKernels.LatestVersion);
     }
 
     [Fact]
@@ -65,6 +66,9 @@ public class KernelSourceTests
         Assert.Equal(DecodeAttention.StageBytes(3) / 2 + 64 * 32 * 8, DecodeAttention.SharedBytes(9, 3, 4, 2, 0));
         Assert.Equal(DecodeAttention.SharedBytes(8, 2, 4, 2, 0), DecodeAttention.SharedBytes(9, 2, 4, 2, 0));
         Assert.Equal(76800 / 2 + 256 * 8 * 8, DecodeAttention.SharedBytes(10, 4, 4, 2, 0));
+        // v11/v12: v9's tables, and for a GQA group 8 warps x 8 tokens x 128 f16 rotated keys; MHA is v9's kernel.
+        Assert.Equal(DecodeAttention.SharedBytes(9, 3, 4, 2, 0), DecodeAttention.SharedBytes(11, 3, 4, 2, 0, group: 1));
+        Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0) + 16384, DecodeAttention.SharedBytes(12, 4, 4, 2, 0, group: 4));
     }
 
     [Fact]

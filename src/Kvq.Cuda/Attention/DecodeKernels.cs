@@ -16,7 +16,7 @@ public sealed class DecodeKernels : IDisposable
     }
 
     /// <summary>Latest version of the nuq decode kernel (decode_attention.cu lists what each one changed).</summary>
-    public const int LatestVersion = 9;
+    public const int LatestVersion = 12;
 
     /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 to v12.</summary>
     public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots)

@@ -2074,10 +2074,14 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     extern __shared__ __align__(16) char s_stage[];   // the stage, then the value pair table, then the key pair tables
     const char* const s_vt2 = s_stage + S::BYTES;
     const char* const s_kt2 = s_vt2 + T::VBYTES;
+    // v11: then per warp one tile of rotated keys in f16, [token][16-byte chunk ^ token][8 channels] (the XOR keeps
+    // ldmatrix's 8 rows on 8 different bank groups); dynamic, since the static arrays already take ~40 of 48 KB.
+    constexpr int K16 = TC ? W4 * TILE * D * 2 : 0;
+    char* const s_k16 = s_stage + S::BYTES + T::VBYTES + T::KBYTES;
     {
         u32 dyn;
         asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES)) __trap();
+        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES + K16)) __trap();
     }
     const int h = blockIdx.y, split = blockIdx.x;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -2098,9 +2102,6 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
     __shared__ u8 s_olist[W4][32 * (KS > 0 ? KS : 1)];
     __shared__ float s_wm[WS ? W4 : 1][G], s_wl[WS ? W4 : 1][G], s_wpz[WS ? W4 : 1][G];   // v8: each warp's softmax state
-    // v11: per warp one tile of rotated keys in f16, [token][16-byte chunk ^ token][8 channels] (the XOR keeps ldmatrix's
-    // 8 rows on 8 different bank groups).
-    __shared__ __align__(16) u32 s_k16[TC ? W4 : 1][TC ? TILE * D / 2 : 1];
     // v12: the value codebook per lane as (hi, lo) tf32 pairs, [code][lane].
     __shared__ __align__(16) float2 s_vhl[TV ? L : 1][32];
     static_assert(!TV || (WS && G % 2 == 0 && G <= 8), "v12: warp-local softmax, heads in pairs of mma columns");
@@ -2210,7 +2211,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             qfr[sl][0] = gr < G ? pack_h2(s_q[gr][c], s_q[gr][c + 1]) : 0u;
             qfr[sl][1] = gr < G ? pack_h2(s_q[gr][c + 8], s_q[gr][c + 9]) : 0u;
         }
-        kBase = (u32)__cvta_generic_to_shared(&s_k16[warp][0]);
+        kBase = (u32)__cvta_generic_to_shared(s_k16 + warp * (TILE * D * 2));
     }
 
     for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
@@ -2291,7 +2292,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     if constexpr (TC)
                     {
                         // v11: the rotated key (channels 4 lane .. 4 lane + 3) to the warp's f16 tile, row t.
-                        *(uint2*)((char*)&s_k16[warp][0] + t * 256 + (((lane >> 1) ^ t) << 4) + ((lane & 1) << 3)) =
+                        *(uint2*)(s_k16 + warp * (TILE * D * 2) + t * 256 + (((lane >> 1) ^ t) << 4) + ((lane & 1) << 3)) =
                             make_uint2(pack_h2(r0, r1), pack_h2(r2, r3));
                     }
                     else

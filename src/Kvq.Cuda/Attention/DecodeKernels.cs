@@ -15,8 +15,9 @@ public sealed class DecodeKernels : IDisposable
         _encode = Loader.Load(KernelSources.Read("kv_encode.cu"), "kv_encode.cu");
     }
 
-    /// <summary>Latest version of the nuq decode kernel (decode_attention.cu lists what each one changed).</summary>
-    public const int LatestVersion = 12;
+    /// <summary>The production version of the nuq decode kernel (decode_attention.cu lists what each one changed). Not
+    /// the highest: v11 and v12 (the GQA group on tensor cores) were no faster on an H100 (docs/perf.md, run 29).</summary>
+    public const int LatestVersion = 9;
 
     /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 to v12.</summary>
     public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots)

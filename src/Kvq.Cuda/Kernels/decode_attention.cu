@@ -2678,13 +2678,12 @@ NUQ_VERSIONS(2)
 // v7: the tables take 4-32 KB more shared memory (Tabs7), hence 2 blocks per SM except 2-bit MHA.
 NUQ_V7(4, 1, 2) NUQ_V7(4, 4, 2) NUQ_V7(3, 1, 2) NUQ_V7(3, 4, 2) NUQ_V7(2, 1, 3) NUQ_V7(2, 4, 2)
 NUQ_V9(4) NUQ_V9(3) NUQ_V9(2) NUQ_V7_LAYOUTS(4, 1, 3, 10) NUQ_V7_LAYOUTS(4, 4, 2, 10)
-// Version 11 = v9 with the GQA group's scores on the tensor cores (G > 1; MHA compiles to v9's code under v11's name).
+// Version 11 = v9 with the GQA group's scores on the tensor cores (G > 1 only: DecodeKernels runs v9 for MHA).
 // Versions 11 and 12 did not win (H100 run 29, 32q/8kv at 128k, nuq4-1%: v9 306.9 us, v11 303.2, v12 356.1): v9's
 // scores were not what bounds it, and v12's 32 accumulators pushed 128-register threads into 176-232 B of spills.
-#define NUQ_V11(B) NUQ_V7_LAYOUTS(B, 1, 3, 11) NUQ_V7_LAYOUTS(B, 4, 2, 11)
+#define NUQ_V11(B) NUQ_V7_LAYOUTS(B, 4, 2, 11)
 NUQ_V11(4) NUQ_V11(3) NUQ_V11(2)
-// Version 12 = v11 with the group's P x V on the tensor cores too (G > 1; MHA again v9's code).
-NUQ_V7_LAYOUTS(4, 1, 3, 12) NUQ_V7_LAYOUTS(4, 4, 2, 12) NUQ_V7_LAYOUTS(3, 1, 3, 12) NUQ_V7_LAYOUTS(3, 4, 2, 12)
-NUQ_V7_LAYOUTS(2, 1, 3, 12) NUQ_V7_LAYOUTS(2, 4, 2, 12)
+// Version 12 = v11 with the group's P x V on the tensor cores too (G > 1 only, as v11).
+NUQ_V7_LAYOUTS(4, 4, 2, 12) NUQ_V7_LAYOUTS(3, 4, 2, 12) NUQ_V7_LAYOUTS(2, 4, 2, 12)
 F16_ENTRY(1)
 F16_ENTRY(4)

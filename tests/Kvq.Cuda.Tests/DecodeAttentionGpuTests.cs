@@ -22,7 +22,11 @@ public class DecodeAttentionGpuTests
                 (4, 7, S), (3, 7, S), (2, 7, S), (4, 7, NuqLayout.Dense), (3, 7, NuqLayout.Dense), (2, 7, NuqLayout.Dense), (4, 7, NuqLayout.SparseKeys),
                 (3, 7, NuqLayout.SparseKeys), (2, 7, NuqLayout.SparseKeys), (4, 8, S), (3, 8, S), (2, 8, S), (4, 8, NuqLayout.Dense),
                 (2, 8, NuqLayout.Dense), (3, 8, NuqLayout.SparseKeys), (4, 9, S), (3, 9, S), (2, 9, S), (4, 9, NuqLayout.Dense), (3, 9, NuqLayout.Dense),
-                (4, 9, NuqLayout.SparseKeys), (3, 9, NuqLayout.SparseKeys), (4, 10, S), (4, 10, NuqLayout.Dense), (4, 10, NuqLayout.SparseKeys) })
+                (4, 9, NuqLayout.SparseKeys), (3, 9, NuqLayout.SparseKeys), (4, 10, S), (4, 10, NuqLayout.Dense), (4, 10, NuqLayout.SparseKeys),
+                (4, 11, S), (3, 11, S), (2, 11, S), (4, 11, NuqLayout.Dense), (3, 11, NuqLayout.Dense), (2, 11, NuqLayout.Dense),
+                (4, 11, NuqLayout.SparseKeys), (3, 11, NuqLayout.SparseKeys), (2, 11, NuqLayout.SparseKeys),
+                (4, 12, S), (3, 12, S), (2, 12, S), (4, 12, NuqLayout.Dense), (3, 12, NuqLayout.Dense), (2, 12, NuqLayout.Dense),
+                (4, 12, NuqLayout.SparseKeys), (3, 12, NuqLayout.SparseKeys), (2, 12, NuqLayout.SparseKeys) })
             {
                 attn.Version = version;
                 const long n = 517;

@@ -20,13 +20,29 @@ public class KernelSourceTests
             "NUQ_V7(4, 1, 2)", "NUQ_V7(4, 4, 2)", "NUQ_V7(3, 1, 2)", "NUQ_V7(3, 4, 2)", "NUQ_V7(2, 1, 3)", "NUQ_V7(2, 4, 2)", "_r##VER##SUFFIX",
             "NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0)", "NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)",
             "NUQ_V7_LAYOUTS(B, G, MINB, 7) NUQ_V7_LAYOUTS(B, G, MINB, 8)", "NUQ_V9(4) NUQ_V9(3) NUQ_V9(2)", "NUQ_V7_LAYOUTS(4, 1, 3, 10)",
-            "NUQ_V7_LAYOUTS(4, 4, 2, 10)" })
+            "NUQ_V7_LAYOUTS(4, 4, 2, 10)", "#define NUQ_V11(B) NUQ_V7_LAYOUTS(B, 4, 2, 11)", "NUQ_V11(4) NUQ_V11(3) NUQ_V11(2)",
+            "NUQ_V7_LAYOUTS(4, 4, 2, 12) NUQ_V7_LAYOUTS(3, 4, 2, 12) NUQ_V7_LAYOUTS(2, 4, 2, 12)" })
             Assert.Contains(macro, attn);
         Assert.Contains("attn_reduce", attn);
         foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)", "ENC_L(B, 0, 0, _dense)", "KLIST_ENC(2)", "#define KLIST 48" })
             Assert.Contains(name, enc);
         Assert.Equal(48, DecodeShape.KeyListWords);
         Assert.Equal(9, DecodeKernels.LatestVersion);
+    }
+
+    [Fact]
+    public void VersionsElevenAndTwelveRunVersionNineForMhaAndTheirOwnKernelsForGqa()
+    {
+        Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernels.AttentionName(4, 4, 1, 11));
+        Assert.Equal("attn_nuq_k2_v2_g1_r9_dense", DecodeKernels.AttentionName(2, 2, 1, 12, NuqLayout.Dense));
+        Assert.Equal("attn_nuq_k3_v3_g4_r12_sparse", DecodeKernels.AttentionName(3, 3, 4, 12, NuqLayout.SparseKeys));
+        Assert.Equal("attn_nuq_k4_v4_g4_r11", DecodeKernels.AttentionName(4, 4, 4, 11));
+        Assert.Equal("attn_nuq_k4_v4_g1_r10", DecodeKernels.AttentionName(4, 4, 1, 10));
+        Assert.Equal("attn_f16_g4", DecodeKernels.AttentionName(16, 16, 4, 12));
+        Assert.Throws<NotSupportedException>(() => DecodeKernels.AttentionName(4, 4, 4, 5, NuqLayout.Dense));
+        var attn = KernelSources.Read("decode_attention.cu");
+        Assert.DoesNotContain("NUQ_V7_LAYOUTS(B, 1, 3, 11)", attn);
+        Assert.DoesNotContain("NUQ_V7_LAYOUTS(4, 1, 3, 12)", attn);
     }
 
     [Fact]
@@ -65,6 +81,9 @@ public class KernelSourceTests
         Assert.Equal(DecodeAttention.StageBytes(3) / 2 + 64 * 32 * 8, DecodeAttention.SharedBytes(9, 3, 4, 2, 0));
         Assert.Equal(DecodeAttention.SharedBytes(8, 2, 4, 2, 0), DecodeAttention.SharedBytes(9, 2, 4, 2, 0));
         Assert.Equal(76800 / 2 + 256 * 8 * 8, DecodeAttention.SharedBytes(10, 4, 4, 2, 0));
+        // v11/v12: v9's tables, and for a GQA group 8 warps x 8 tokens x 128 f16 rotated keys; MHA is v9's kernel.
+        Assert.Equal(DecodeAttention.SharedBytes(9, 3, 4, 2, 0), DecodeAttention.SharedBytes(11, 3, 4, 2, 0, group: 1));
+        Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0) + 16384, DecodeAttention.SharedBytes(12, 4, 4, 2, 0, group: 4));
     }
 
     [Fact]

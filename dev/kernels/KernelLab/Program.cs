@@ -21,7 +21,9 @@ try
         (4, 1, 7, false), (3, 1, 7, false), (2, 1, 7, false), (4, 4, 7, false), (3, 4, 7, false), (2, 4, 7, false), (4, 1, 7, true), (3, 1, 7, true),
         (2, 1, 7, true), (4, 4, 7, true), (2, 4, 7, true), (4, 1, 8, false), (3, 1, 8, false), (2, 1, 8, false), (4, 4, 8, false), (2, 4, 8, false),
         (4, 1, 8, true), (2, 1, 8, true), (4, 4, 8, true), (4, 1, 9, false), (3, 1, 9, false), (2, 1, 9, false), (4, 4, 9, false), (3, 4, 9, false),
-        (4, 1, 9, true), (3, 1, 9, true), (4, 1, 10, false), (4, 4, 10, false), (4, 1, 10, true) })
+        (4, 1, 9, true), (3, 1, 9, true), (4, 1, 10, false), (4, 4, 10, false), (4, 1, 10, true), (4, 4, 9, true), (2, 4, 9, false),
+        (4, 1, 11, false), (4, 4, 11, false), (3, 4, 11, false), (2, 4, 11, false), (4, 4, 11, true), (2, 4, 11, true),
+        (4, 1, 12, false), (4, 4, 12, false), (3, 4, 12, false), (2, 4, 12, false), (4, 4, 12, true), (3, 4, 12, true), (2, 4, 12, true) })
     {
         foreach (var layout in dense ? new[] { NuqLayout.Dense, NuqLayout.SparseKeys } : [NuqLayout.Slots])
         {

@@ -15,17 +15,24 @@ public sealed class DecodeKernels : IDisposable
         _encode = Loader.Load(KernelSources.Read("kv_encode.cu"), "kv_encode.cu");
     }
 
-    /// <summary>Latest version of the nuq decode kernel (decode_attention.cu lists what each one changed).</summary>
+    /// <summary>The production version of the nuq decode kernel (decode_attention.cu lists what each one changed). Not
+    /// the highest: v11 and v12 (the GQA group on tensor cores) were no faster on an H100 (docs/perf.md, run 29).</summary>
     public const int LatestVersion = 9;
 
-    /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 to v10.</summary>
-    public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots)
+    /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 to v12.</summary>
+    public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots) =>
+        _attn.Kernel(AttentionName(keyBits, valueBits, group, version, layout));
+
+    /// <summary>The entry name of a decode kernel in decode_attention.cu.</summary>
+    public static string AttentionName(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots)
     {
-        if (keyBits == 16) return _attn.Kernel($"attn_f16_g{group}");
+        if (keyBits == 16) return $"attn_f16_g{group}";
         if (layout != NuqLayout.Slots && version < 6)
-            throw new NotSupportedException($"the {layout} nuq layout is compiled for kernel versions 6 and 7 only (asked: v{version})");
+            throw new NotSupportedException($"the {layout} nuq layout is compiled for kernel versions 6 and up only (asked: v{version})");
         var suffix = layout switch { NuqLayout.Dense => "_dense", NuqLayout.SparseKeys => "_sparse", _ => "" };
-        return _attn.Kernel($"attn_nuq_k{keyBits}_v{valueBits}_g{group}_r{version}{suffix}");
+        // v11 and v12 change only the GQA path (G > 1); for MHA they are v9, compiled once under v9's name.
+        if (version >= 11 && group == 1) version = 9;
+        return $"attn_nuq_k{keyBits}_v{valueBits}_g{group}_r{version}{suffix}";
     }
 
     public CudaKernel Reduce() => _attn.Kernel("attn_reduce");

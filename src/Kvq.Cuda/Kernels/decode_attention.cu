@@ -1990,7 +1990,7 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
 // value pairs at 2 and 3 bits (v9) and at 4 bits in 8 copies (v10; 16 KB; a half-warp then hits each bank pair about
 // twice, as many wavefronts as v6's four single loads); VREP 0 = v6's single lookups in a 2 KB per-lane codebook.
 __device__ constexpr bool kpair7(int B, int ver) { return ver >= 9 ? B == 2 : B < 4; }
-__device__ constexpr int vrep7(int B, int ver) { return ver == 10 ? 8 : ver == 9 ? (B == 4 ? 0 : 32) : (B == 4 ? 16 : 32); }
+__device__ constexpr int vrep7(int B, int ver) { return ver == 10 ? 8 : ver >= 9 ? (B == 4 ? 0 : 32) : (B == 4 ? 16 : 32); }
 __device__ constexpr int log2c(int x) { return x <= 1 ? 0 : 1 + log2c(x / 2); }
 
 template <int B, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32)> struct Tabs7
@@ -2014,7 +2014,50 @@ __device__ __forceinline__ u32 pair_addr(const u32 (&w)[B], int t, int p, u32 la
     return and_or(x, (u32)((1 << (2 * B)) - 1) << SH, laneOff);
 }
 
-template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32)>
+// v11 (tensor cores for a GQA group's scores): f16 pairs, ldmatrix and mma.m16n8k16 (sm_80+, PTX).
+// pack_h2(lo, hi): lo in the lower half (the smaller k index of an mma operand register).
+__device__ __forceinline__ u32 pack_h2(float lo, float hi)
+{
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ void ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+// d += A (16 x 16, row) x B (16 x 8, col); A's rows 8-15 are zero here (a1 = a3 = 0), so d2, d3 stay 0.
+__device__ __forceinline__ void mma_16816(float (&d)[4], u32 a0, u32 a2, u32 b0, u32 b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+// v12 (the group's P x V on the tensor cores): tf32 m16n8k8 (one f32 register per element, no pairing along k, which
+// runs over tokens here). tf32 keeps 10 mantissa bits, so each value level is split into hi = tf32(level) and lo =
+// tf32(level - hi), both multiplied (two mmas): a level's rounding would otherwise repeat for every token that uses it
+// (relative error ~1e-4 on the output, measured on the CPU); p x range is rounded per token, which averages out.
+__device__ __forceinline__ u32 tf32r(float x)
+{
+    u32 r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ void mma_1688(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// Byte address of code i of a token's 4B-bit field f (the lane's 4 channels) in a [code][lane] float2 table.
+template <int B>
+__device__ __forceinline__ u32 vcode_addr(u32 f, int i, u32 laneOff8)
+{
+    const int sh = i * B;
+    const u32 x = sh <= 8 ? (f << (8 - sh)) : (f >> (sh - 8));
+    return and_or(x, (u32)((1 << B) - 1) << 8, laneOff8);
+}
+
+template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
+    bool TV = false>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -2031,10 +2074,14 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     extern __shared__ __align__(16) char s_stage[];   // the stage, then the value pair table, then the key pair tables
     const char* const s_vt2 = s_stage + S::BYTES;
     const char* const s_kt2 = s_vt2 + T::VBYTES;
+    // v11: then per warp one tile of rotated keys in f16, [token][16-byte chunk ^ token][8 channels] (the XOR keeps
+    // ldmatrix's 8 rows on 8 different bank groups); dynamic, since the static arrays already take ~40 of 48 KB.
+    constexpr int K16 = TC ? W4 * TILE * D * 2 : 0;
+    char* const s_k16 = s_stage + S::BYTES + T::VBYTES + T::KBYTES;
     {
         u32 dyn;
         asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES)) __trap();
+        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES + K16)) __trap();
     }
     const int h = blockIdx.y, split = blockIdx.x;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -2055,6 +2102,9 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
     __shared__ u8 s_olist[W4][32 * (KS > 0 ? KS : 1)];
     __shared__ float s_wm[WS ? W4 : 1][G], s_wl[WS ? W4 : 1][G], s_wpz[WS ? W4 : 1][G];   // v8: each warp's softmax state
+    // v12: the value codebook per lane as (hi, lo) tf32 pairs, [code][lane].
+    __shared__ __align__(16) float2 s_vhl[TV ? L : 1][32];
+    static_assert(!TV || (WS && G % 2 == 0 && G <= 8), "v12: warp-local softmax, heads in pairs of mma columns");
     float wm[G], wl[G], wpz[G];   // v8: the warp's running max, sum and zero term (the same in every lane)
 #pragma unroll
     for (int g = 0; g < G; ++g) { wm[g] = -INFINITY; wl[g] = 0.f; wpz[g] = 0.f; }
@@ -2083,10 +2133,19 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             ((float2*)(s_stage + S::BYTES))[i] = make_float2(vcb[(i / T::VREP) & (L - 1)], vcb[(i / T::VREP) >> B]);
     else
         for (int i = threadIdx.x; i < L * 32; i += T4) s_vt[i / 32][i % 32] = vcb[i / 32];
+    if constexpr (TV)
+        for (int i = threadIdx.x; i < L * 32; i += T4)
+        {
+            const float lev = vcb[i / 32];
+            const u32 hi = tf32r(lev);
+            s_vhl[i / 32][i % 32] = make_float2(__uint_as_float(hi), __uint_as_float(tf32r(lev - __uint_as_float(hi))));
+        }
     u32 laneOff, vOff, kOff;   // opaque to the compiler: otherwise it re-derives threadIdx << 2 inside every address
     asm("mov.b32 %0, %1;" : "=r"(laneOff) : "r"(lane << 2));
     asm("mov.b32 %0, %1;" : "=r"(vOff) : "r"((lane & (VR > 0 ? VR - 1 : 0)) << 3));
     asm("mov.b32 %0, %1;" : "=r"(kOff) : "r"(lane << 3));
+    u32 vOff8;
+    asm("mov.b32 %0, %1;" : "=r"(vOff8) : "r"(lane << 3));
     if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; s_pz[threadIdx.x] = 0.f; }
     double dc = 1, ds = 0, stc = 1, sts = 0;
     if (threadIdx.x < D / 2)
@@ -2109,17 +2168,51 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
 #pragma unroll
     for (int p = 0; p < 2; ++p)
     {
-        double th = rope_theta(2 * lane + p, a.log2base), sn, cs;
-        sincos(th, &sn, &cs);
-        stepc[p] = (float)cs; steps[p] = (float)sn;
-        sincos((double)(warp * (CHUNK / W4)) * th, &sn, &cs);
-        wc[p] = (float)cs; ws[p] = (float)sn;
-        ua[p] = kr[2 * p] / kr[2 * p + 1] * steps[p];
-        ub[p] = kr[2 * p + 1] / kr[2 * p] * steps[p];
+        if constexpr (TC)
+        {
+            // v11: the per-token step and the warp's offset (< 256 positions) in float: the recurrence restarts every
+            // chunk from the block's double-precision chunk angles (s_cb, s_sb), so at most 31 steps accumulate.
+            const float th = (float)rope_theta(2 * lane + p, a.log2base);
+            sincosf(th, &steps[p], &stepc[p]);
+            sincosf((float)(warp * (CHUNK / W4)) * th, &ws[p], &wc[p]);
+            ua[p] = ub[p] = 0.f;
+        }
+        else
+        {
+            double th = rope_theta(2 * lane + p, a.log2base), sn, cs;
+            sincos(th, &sn, &cs);
+            stepc[p] = (float)cs; steps[p] = (float)sn;
+            sincos((double)(warp * (CHUNK / W4)) * th, &sn, &cs);
+            wc[p] = (float)cs; ws[p] = (float)sn;
+            ua[p] = kr[2 * p] / kr[2 * p + 1] * steps[p];
+            ub[p] = kr[2 * p + 1] / kr[2 * p] * steps[p];
+        }
     }
     float acc[G][4];
 #pragma unroll
     for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+    // v11: the scaled queries as mma A fragments (rows = query heads, only rows 0 .. G-1 non-zero; k = 16 channels per
+    // slice): lane (gr = lane / 4, tq = lane % 4) holds head gr's channels 16 s + 2 tq, +1 (qfr[s][0]) and +8, +9 (qfr[s][1]).
+    u32 qfr[TC ? D / 16 : 1][2];
+    // v12: O^T (channels x heads) accumulators, one m16n8 tile per 16 channels: lane (gr, tq) holds channels ch(m, gr)
+    // = 4 (4 gr + m / 2) + 2 (m % 2) and ch(m, gr) + 1 (rows gr, gr + 8) for heads 2 tq, 2 tq + 1 (columns).
+    float acc2[TV ? D / 16 : 1][4];
+#pragma unroll
+    for (int m = 0; m < (TV ? D / 16 : 1); ++m) acc2[m][0] = acc2[m][1] = acc2[m][2] = acc2[m][3] = 0.f;
+    u32 kBase = 0;
+    if constexpr (TC)
+    {
+        static_assert(G <= 8, "the mma rows hold the group's query heads");
+        const int gr = lane >> 2, tq = lane & 3;
+#pragma unroll
+        for (int sl = 0; sl < D / 16; ++sl)
+        {
+            const int c = 16 * sl + 2 * tq;
+            qfr[sl][0] = gr < G ? pack_h2(s_q[gr][c], s_q[gr][c + 1]) : 0u;
+            qfr[sl][1] = gr < G ? pack_h2(s_q[gr][c + 8], s_q[gr][c + 9]) : 0u;
+        }
+        kBase = (u32)__cvta_generic_to_shared(s_k16 + warp * (TILE * D * 2));
+    }
 
     for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
     {
@@ -2165,7 +2258,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             u32 kw[B];
 #pragma unroll
             for (int b = 0; b < B; ++b) kw[b] = kc[((w0 / TILE + tile) * B + b) * 32 + lane];
-            float part[TILE * G];
+            float part[TC ? 1 : TILE * G];
 #pragma unroll
             for (int t = 0; t < TILE; ++t)
             {
@@ -2196,8 +2289,17 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 {
                     float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
                     float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+                    if constexpr (TC)
+                    {
+                        // v11: the rotated key (channels 4 lane .. 4 lane + 3) to the warp's f16 tile, row t.
+                        *(uint2*)(s_k16 + warp * (TILE * D * 2) + t * 256 + (((lane >> 1) ^ t) << 4) + ((lane & 1) << 3)) =
+                            make_uint2(pack_h2(r0, r1), pack_h2(r2, r3));
+                    }
+                    else
+                    {
 #pragma unroll
-                    for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+                        for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+                    }
 #pragma unroll
                     for (int p = 0; p < 2; ++p)
                     {
@@ -2207,12 +2309,36 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     }
                 }
             }
-            rs_step<TILE * G, 16>(part, lane);
-            constexpr int SH = 5 - Log2<TILE * G>::value;
-            if ((lane & ((1 << SH) - 1)) == 0)
+            if constexpr (TC)
             {
-                int idx = lane >> SH, t = idx / G, g = idx % G;
-                s_sc[g][w0 + tile * TILE + t] = cbase + w0 + tile * TILE + t < a.n ? part[0] : -INFINITY;
+                // v11: scores of the tile's 8 tokens for the group's heads on the tensor cores: S (heads x tokens) =
+                // Q (heads x 128) x K^T (128 x 8 tokens), 8 slices of 16 channels, ldmatrix.x4 = two slices.
+                __syncwarp();
+                float d0[4] = {0.f, 0.f, 0.f, 0.f}, d1[4] = {0.f, 0.f, 0.f, 0.f};
+                const u32 row = kBase + (u32)((lane & 7) * 256);
+#pragma unroll
+                for (int j = 0; j < D / 32; ++j)
+                {
+                    u32 b0, b1, b2, b3;
+                    ldsm_x4(row + (u32)((((4 * j + (lane >> 3)) ^ (lane & 7))) << 4), b0, b1, b2, b3);
+                    mma_16816(d0, qfr[2 * j][0], qfr[2 * j][1], b0, b1);
+                    mma_16816(d1, qfr[2 * j + 1][0], qfr[2 * j + 1][1], b2, b3);
+                }
+                const int gr = lane >> 2, tok = w0 + tile * TILE + 2 * (lane & 3);
+                if (gr < G)
+                    *(float2*)&s_sc[gr][tok] = make_float2(cbase + tok < a.n ? d0[0] + d1[0] : -INFINITY,
+                                                           cbase + tok + 1 < a.n ? d0[1] + d1[1] : -INFINITY);
+                __syncwarp();
+            }
+            else
+            {
+                rs_step<TILE * G, 16>(part, lane);
+                constexpr int SH = 5 - Log2<TILE * G>::value;
+                if ((lane & ((1 << SH) - 1)) == 0)
+                {
+                    int idx = lane >> SH, t = idx / G, g = idx % G;
+                    s_sc[g][w0 + tile * TILE + t] = cbase + w0 + tile * TILE + t < a.n ? part[0] : -INFINITY;
+                }
             }
         }
         __syncwarp();
@@ -2273,6 +2399,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             // softmax and the values, and no phase where one warp per head works while the others wait.
             const u32 z = zr[w0 + lane];
             const float zz = h2f(z & 0xffff), zrng = h2f(z >> 16);
+            float alpha0 = 1.f, alpha1 = 1.f;   // v12: the factors of this lane's two mma columns (heads 2 tq, 2 tq + 1)
 #pragma unroll
             for (int g = 0; g < G; ++g)
             {
@@ -2291,6 +2418,16 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 wm[g] = mn; wl[g] = wl[g] * alpha + sum; wpz[g] = wpz[g] * alpha + pz;
 #pragma unroll
                 for (int i = 0; i < 4; ++i) { acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
+                if constexpr (TV)
+                {
+                    if (g == 2 * (lane & 3)) alpha0 = alpha;
+                    if (g == 2 * (lane & 3) + 1) alpha1 = alpha;
+                }
+            }
+            if constexpr (TV)
+            {
+#pragma unroll
+                for (int m = 0; m < D / 16; ++m) { acc2[m][0] *= alpha0; acc2[m][1] *= alpha1; acc2[m][2] *= alpha0; acc2[m][3] *= alpha1; }
             }
             __syncwarp();
         }
@@ -2334,6 +2471,53 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         }
 
         // ---- values: two codes per lookup ----
+        if constexpr (TV)
+        {
+            // v12: O^T += V^T (16 channels x 8 tokens) x (p x range)^T (8 tokens x heads), per code tile and 16-channel
+            // slice two tf32 mmas (level hi and lo parts). Lane (gr, tq) decodes tokens tq and tq + 4 of source lanes
+            // 4 gr .. 4 gr + 3 (one 16-byte shared load per token and word).
+            const int gr = lane >> 2, tq = lane & 3;
+            const char* const vt = (const char*)&s_vhl[0][0];
+#pragma unroll
+            for (int tile = 0; tile < TPW4; ++tile)
+            {
+                const int stt = w0 + tile * TILE;
+                const u32 pb0 = gr < G ? tf32r(s_pr[gr < G ? gr : 0][stt + tq]) : 0u;
+                const u32 pb1 = gr < G ? tf32r(s_pr[gr < G ? gr : 0][stt + tq + 4]) : 0u;
+                const u32* base = vc + (w0 / TILE + tile) * B * 32 + 4 * gr;
+                u32 f[2][4];
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh)
+                {
+                    const int o = 4 * (tq + 4 * hh) * B, wi = o >> 5, bi = o & 31;
+                    const uint4 w = *(const uint4*)(base + wi * 32);
+                    if constexpr (B == 3)
+                    {
+                        const uint4 x = *(const uint4*)(base + min(wi + 1, B - 1) * 32);
+                        f[hh][0] = __funnelshift_r(w.x, x.x, bi); f[hh][1] = __funnelshift_r(w.y, x.y, bi);
+                        f[hh][2] = __funnelshift_r(w.z, x.z, bi); f[hh][3] = __funnelshift_r(w.w, x.w, bi);
+                    }
+                    else
+                    {
+                        f[hh][0] = w.x >> bi; f[hh][1] = w.y >> bi; f[hh][2] = w.z >> bi; f[hh][3] = w.w >> bi;
+                    }
+                }
+#pragma unroll
+                for (int l = 0; l < 4; ++l)
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        const float2 e00 = *(const float2*)(vt + vcode_addr<B>(f[0][l], 2 * p, vOff8));
+                        const float2 e01 = *(const float2*)(vt + vcode_addr<B>(f[0][l], 2 * p + 1, vOff8));
+                        const float2 e10 = *(const float2*)(vt + vcode_addr<B>(f[1][l], 2 * p, vOff8));
+                        const float2 e11 = *(const float2*)(vt + vcode_addr<B>(f[1][l], 2 * p + 1, vOff8));
+                        mma_1688(acc2[2 * l + p], __float_as_uint(e00.y), __float_as_uint(e01.y), __float_as_uint(e10.y), __float_as_uint(e11.y), pb0, pb1);
+                        mma_1688(acc2[2 * l + p], __float_as_uint(e00.x), __float_as_uint(e01.x), __float_as_uint(e10.x), __float_as_uint(e11.x), pb0, pb1);
+                    }
+            }
+        }
+        else
+        {
 #pragma unroll
         for (int tile = 0; tile < TPW4; ++tile)
         {
@@ -2373,6 +2557,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 }
             }
         }
+        }
         __syncwarp();
         if constexpr (VS > 0)
         {
@@ -2399,6 +2584,19 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     for (int g = 0; g < G; ++g)
 #pragma unroll
         for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] += acc[g][i];
+    if constexpr (TV)
+    {
+        __syncwarp();
+        const int gr = lane >> 2, tq = lane & 3;
+        if (2 * tq < G)
+#pragma unroll
+            for (int m = 0; m < D / 16; ++m)
+            {
+                const int c = 4 * (4 * gr + m / 2) + 2 * (m % 2);
+                s_vout[warp][2 * tq][c] += acc2[m][0]; s_vout[warp][2 * tq + 1][c] += acc2[m][1];
+                s_vout[warp][2 * tq][c + 1] += acc2[m][2]; s_vout[warp][2 * tq + 1][c + 1] += acc2[m][3];
+            }
+    }
     if constexpr (WS)
     {
         if (lane == 0)
@@ -2443,7 +2641,7 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER >= 12 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 #define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
     NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
 // Version 8 = v7 with the warp-local online softmax (attn_v7's WS: each warp a split of its own, merged at the end).
@@ -2480,5 +2678,12 @@ NUQ_VERSIONS(2)
 // v7: the tables take 4-32 KB more shared memory (Tabs7), hence 2 blocks per SM except 2-bit MHA.
 NUQ_V7(4, 1, 2) NUQ_V7(4, 4, 2) NUQ_V7(3, 1, 2) NUQ_V7(3, 4, 2) NUQ_V7(2, 1, 3) NUQ_V7(2, 4, 2)
 NUQ_V9(4) NUQ_V9(3) NUQ_V9(2) NUQ_V7_LAYOUTS(4, 1, 3, 10) NUQ_V7_LAYOUTS(4, 4, 2, 10)
+// Version 11 = v9 with the GQA group's scores on the tensor cores (G > 1 only: DecodeKernels runs v9 for MHA).
+// Versions 11 and 12 did not win (H100 run 29, 32q/8kv at 128k, nuq4-1%: v9 306.9 us, v11 303.2, v12 356.1): v9's
+// scores were not what bounds it, and v12's 32 accumulators pushed 128-register threads into 176-232 B of spills.
+#define NUQ_V11(B) NUQ_V7_LAYOUTS(B, 4, 2, 11)
+NUQ_V11(4) NUQ_V11(3) NUQ_V11(2)
+// Version 12 = v11 with the group's P x V on the tensor cores too (G > 1 only, as v11).
+NUQ_V7_LAYOUTS(4, 4, 2, 12) NUQ_V7_LAYOUTS(3, 4, 2, 12) NUQ_V7_LAYOUTS(2, 4, 2, 12)
 F16_ENTRY(1)
 F16_ENTRY(4)

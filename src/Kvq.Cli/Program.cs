@@ -7,6 +7,7 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        IsaDispatch.ToFastestBuild(args);
         var root = new RootCommand("kvq: long-context LLM inference with a compressed KV cache")
         {
             GenerateCommand.Create(),

@@ -17,13 +17,14 @@ public static class BenchCommand
         var repetitions = CheckedOption.Int("--repetitions", "measured runs after the warm-up; the best is reported, with the spread of all",
             2, ValueRange.Between(1, 1000), null, "-r");
         var kv = CommonOptions.Kv();
+        var maxPpl = KvAuto.MaxPplIncrease();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
         var device = new DeviceOptions();
-        var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { ctx, decode, repetitions, kv, threads, json, profile, sink };
+        var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { ctx, decode, repetitions, kv, maxPpl, threads, json, profile, sink };
         model.AddTo(cmd);
         policy.AddTo(cmd);
         device.AddTo(cmd);
@@ -39,7 +40,7 @@ public static class BenchCommand
             ContextOption.Check("--ctx", c, loaded.Weights.Config);
             ContextOption.Check($"--ctx {c} + --decode", (long)c + d, loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0] };
+            var config = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl)) with { Policy = policies[0] };
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             DeviceChoice.Check(lm, config);

@@ -19,7 +19,8 @@ public static class CommonOptions
 
     public static Option<string> Kv() => new("--kv")
     {
-        Description = "KV cache format for keys and values (f32, f16, bf16, q8_0, q4_0, int8, int4, int2, kivi2, kivi4, ...)",
+        Description = "KV cache format for keys and values (f32, f16, bf16, q8_0, q4_0, int8, int4, int2, kivi2, kivi4, nuq3-1%, ...; " +
+                      "auto: the smallest calibrated format within --max-ppl-increase, from --profile)",
         DefaultValueFactory = _ => "f16",
     };
 

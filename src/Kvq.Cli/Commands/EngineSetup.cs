@@ -17,9 +17,10 @@ public sealed class EngineSetup
     public ModelOptions Model { get; } = new();
     public Option<string> Kv { get; } = new("--kv")
     {
-        Description = "KV cache format (f16, q8_0, nuq3-1%, ...; see 'kvq eval --list')",
+        Description = "KV cache format (f16, q8_0, nuq3-1%, ...; see 'kvq eval --list'; auto: the smallest calibrated format within --max-ppl-increase)",
         DefaultValueFactory = _ => "f16",
     };
+    public Option<double?> MaxPplIncrease { get; } = KvAuto.MaxPplIncrease();
     public Option<string?> Profile { get; } = KvProfileOptions.Profile();
     public Option<int?> Sink { get; } = KvProfileOptions.Sink();
     public Option<string> KvBudget { get; } = new("--kv-budget")
@@ -52,7 +53,7 @@ public sealed class EngineSetup
     public void AddTo(Command cmd)
     {
         Model.AddTo(cmd);
-        foreach (var o in new Option[] { Kv, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, PromptCache, HostPrefixCache }) cmd.Add(o);
+        foreach (var o in new Option[] { Kv, MaxPplIncrease, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, PromptCache, HostPrefixCache }) cmd.Add(o);
         Policy.AddTo(cmd);
         Device.AddTo(cmd);
     }
@@ -111,7 +112,7 @@ public sealed class EngineSetup
         try
         {
             var profile = KvProfileOptions.Load(r.GetValue(Profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink)) with { Policy = policy[0] };
+            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink), r.GetValue(MaxPplIncrease)) with { Policy = policy[0] };
             var (chat, missing) = ChatPromptSource.Load(templateFile, loaded);
             lm = where.Cuda ? where.Load(loaded.Weights, threads) : new Transformer(loaded.Weights, new Parallelism(threads), 256);
             if (where.Cuda) DeviceChoice.Check(lm, config);

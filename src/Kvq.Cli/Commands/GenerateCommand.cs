@@ -29,6 +29,7 @@ public static class GenerateCommand
         var stop = new Option<string[]>("--stop") { Description = "stop when this text appears (repeatable)", AllowMultipleArgumentsPerToken = false };
         var threads = CommonOptions.Threads();
         var kv = CommonOptions.Kv();
+        var maxPpl = KvAuto.MaxPplIncrease();
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
@@ -46,7 +47,7 @@ public static class GenerateCommand
         };
         var cmd = new Command("generate", "generate text from a prompt")
         {
-            prompt, promptFile, maxTokens, ctx, temperature, topK, topP, minP, repeat, seed, stop, threads, kv, profile, sink,
+            prompt, promptFile, maxTokens, ctx, temperature, topK, topP, minP, repeat, seed, stop, threads, kv, maxPpl, profile, sink,
             saveSession, loadSession,
         };
         model.AddTo(cmd);
@@ -66,7 +67,7 @@ public static class GenerateCommand
             using var loaded = model.Load(r);
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink)) with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null });
+            var config = offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl)) with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null });
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             var options = new GenerationOptions

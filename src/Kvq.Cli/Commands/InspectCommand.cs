@@ -20,22 +20,42 @@ public static class InspectCommand
         var ctx = ContextOption.Create("context length for the KV memory figures");
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
+        var maxPpl = KvAuto.MaxPplIncrease();
         var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's")
-            { path, all, kv, ctx, profile, sink };
+            { path, all, kv, ctx, profile, sink, maxPpl };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
             if (Formats.ModelSniffer.Detect(file).Format == Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
             PrintModel(loaded);
+            var p = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
+            if (p != null) PrintEstimates(p);
             if (r.GetValue(kv) is { } specs)
-            {
-                var p = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-                PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, spec => KvProfileOptions.Config(spec, p, r.GetValue(sink)));
-            }
+                PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength,
+                    spec => KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null));
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>What --kv auto chooses from: each format the profile can estimate, its size and estimated perplexity increase.</summary>
+    private static void PrintEstimates(KvQuantProfile p)
+    {
+        IReadOnlyList<KvAuto.Candidate> candidates;
+        try
+        {
+            candidates = KvAuto.Candidates(p);
+        }
+        catch (CliException e)
+        {
+            Console.WriteLine($"profile: {e.Message}");
+            return;
+        }
+        Console.WriteLine($"profile: {p.Settings.Samples} x {p.Settings.Length} tokens of {p.Settings.Text}; estimated perplexity increase " +
+                          "per format, from its calibration errors (what --kv auto picks from):");
+        foreach (var c in candidates)
+            Console.WriteLine($"  {c.Spec,-22} {c.BitsPerElement,6:F2} bits/value  {(c.PplIncrease * 100).ToString("+0.###", System.Globalization.CultureInfo.InvariantCulture),8}%");
     }
 
     private static void PrintGguf(string file, bool all)

@@ -33,11 +33,21 @@ public static class KvProfileOptions
         }
     }
 
-    /// <summary>A cache config from a spec with the profile and the sink (given, else the profile's, else 0).</summary>
-    public static KvCacheConfig Config(string spec, KvQuantProfile? profile, int? sink)
+    /// <summary>A cache config from a spec with the profile and the sink (given, else the profile's, else 0). The spec
+    /// <c>auto</c> is the smallest format within <paramref name="maxPplIncrease"/> (<see cref="KvAuto"/>), printed with
+    /// the reason to standard error.</summary>
+    public static KvCacheConfig Config(string spec, KvQuantProfile? profile, int? sink, double? maxPplIncrease = null)
     {
         int s = sink ?? profile?.Settings.SinkTokens ?? 0;
         if (s < 0) throw new CliException($"--sink {s} must be >= 0");
+        if (KvAuto.Is(spec))
+        {
+            var choice = KvAuto.Choose(profile, maxPplIncrease);
+            Console.Error.WriteLine(choice.Explain(profile!));
+            spec = choice.Chosen.Spec;
+        }
+        else if (maxPplIncrease != null)
+            throw new CliException($"--max-ppl-increase bounds the format --kv auto picks; --kv {spec} names one");
         return KvCacheConfig.Parse(spec) with { Profile = profile, SinkTokens = s };
     }
 }

@@ -52,6 +52,33 @@ public static class CheckedOption
             CustomParser = r => ParseFloat(r, name, range, hint),
         };
 
+    /// <summary>A relative amount given as a percentage ("2%") or a fraction ("0.02"), in <paramref name="range"/> (as a
+    /// fraction), or null when the option is not given.</summary>
+    public static Option<double?> OptionalPercent(string name, string description, ValueRange range) =>
+        new(name)
+        {
+            Description = description,
+            CustomParser = r =>
+            {
+                var (used, text) = Token(r, name);
+                if (text == null) return null;
+                var expected = $"expected a percentage or fraction {range.Describe(whole: false)} (e.g. 2% or 0.02)";
+                bool pct = text.EndsWith('%');
+                if (!double.TryParse(pct ? text[..^1] : text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+                {
+                    r.AddError($"{used} {text}: {expected}");
+                    return null;
+                }
+                if (pct) v /= 100;
+                if (!range.Contains(v))
+                {
+                    r.AddError($"{used} {text}: {expected}");
+                    return null;
+                }
+                return v;
+            },
+        };
+
     /// <summary>A check across options of <paramref name="cmd"/>: <paramref name="check"/> returns the message of what is
     /// wrong (in the user's terms, naming the options), or null.</summary>
     public static void Require(Command cmd, Func<CommandResult, string?> check) =>

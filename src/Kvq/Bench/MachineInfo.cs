@@ -16,7 +16,10 @@ public static class MachineInfo
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
-        string simd = Avx512F.IsSupported ? "AVX-512" : Avx2.IsSupported ? "AVX2" : "no AVX2";
-        return $"{cpu}, {Environment.ProcessorCount} cores, {simd}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}";
+        // What the running code uses: under NativeAOT the instruction sets the binary was compiled for, not the CPU's.
+        string simd = Avx512F.IsSupported && System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512"
+            : Avx2.IsSupported ? "AVX2" : "no AVX2";
+        string runtime = System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported ? "" : " NativeAOT";
+        return $"{cpu}, {Environment.ProcessorCount} cores, {simd}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}{runtime}";
     }
 }

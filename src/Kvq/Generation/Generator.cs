@@ -19,6 +19,21 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
         CancellationToken cancel = default) =>
         Generate(EncodePrompt(prompt, options), options, kv, onText, cancel);
 
+    /// <summary>Starts generating on a background thread and returns at once: <c>await foreach</c> the text pieces, then
+    /// <c>await stream.Completion</c> for the result. The prompt is tokenized (and checked) before this returns. The
+    /// sequence belongs to the generation until <see cref="GenerationStream.Completion"/> completes.</summary>
+    public GenerationStream GenerateAsync(string prompt, GenerationOptions options, IKvSequence kv, CancellationToken cancel = default)
+    {
+        var tokens = EncodePrompt(prompt, options);
+        return GenerationStream.Start(onText => Generate(tokens, options, kv, onText, cancel));
+    }
+
+    /// <summary>As <see cref="GenerateAsync(string, GenerationOptions, IKvSequence, CancellationToken)"/>, in a
+    /// <see cref="ContextWindow"/> (a shifting one goes on past its size).</summary>
+    public GenerationStream GenerateAsync(int[] promptTokens, GenerationOptions options, ContextWindow window,
+        CancellationToken cancel = default) =>
+        GenerationStream.Start(onText => Generate(promptTokens, options, window, onText, cancel: cancel));
+
     /// <summary>The prompt's tokens as <see cref="Generate(string, GenerationOptions, IKvSequence, Action{string}?, CancellationToken)"/>
     /// feeds them (to size a sequence before generating: prompt + <see cref="GenerationOptions.MaxTokens"/>).</summary>
     public int[] EncodePrompt(string prompt, GenerationOptions options)

@@ -16,6 +16,7 @@ public sealed class EvalOptions
     public Option<int> Threads { get; } = CommonOptions.Threads();
     public Option<bool> Json { get; } = CommonOptions.Json();
     public Option<string?> Profile { get; } = KvProfileOptions.Profile();
+    public Option<double?> MaxPplIncrease { get; } = KvAuto.MaxPplIncrease();
     public Option<int?> Sink { get; } = KvProfileOptions.Sink();
     public KvPolicyOptions Policy { get; } = new(grid: true);
     public KvOffloadOptions Offload { get; } = new(grid: true);
@@ -35,7 +36,8 @@ public sealed class EvalOptions
         Device = device ? new DeviceOptions() : null;
         Kv = new Option<string>("--kv")
         {
-            Description = "comma-separated KV specs to compare (a grid): NAME or KEYS/VALUES, e.g. f16,q8_0,q4_0,kivi2 (kvq eval --list)",
+            Description = "comma-separated KV specs to compare (a grid): NAME or KEYS/VALUES, e.g. f16,q8_0,q4_0,kivi2 (kvq eval --list); " +
+                          "auto: the smallest calibrated format within --max-ppl-increase",
             DefaultValueFactory = _ => defaultKv,
         };
         Text = new Option<string?>("--text")
@@ -54,6 +56,7 @@ public sealed class EvalOptions
         cmd.Add(Threads);
         cmd.Add(Json);
         cmd.Add(Profile);
+        cmd.Add(MaxPplIncrease);
         cmd.Add(Sink);
         Policy.AddTo(cmd);
         Offload.AddTo(cmd);
@@ -73,7 +76,7 @@ public sealed class EvalOptions
         var offloads = Offload.Parse(r);
         foreach (var s in specs)
         {
-            var config = Offload.WithDir(r, KvProfileOptions.Config(s, profile, r.GetValue(Sink)));
+            var config = Offload.WithDir(r, KvProfileOptions.Config(s, profile, r.GetValue(Sink), KvAuto.Is(s) ? r.GetValue(MaxPplIncrease) : null));
             configs.AddRange(KvPolicyOptions.Cross(config, policies));
             foreach (var o in offloads) configs.Add(config with { Offload = o });
         }
@@ -83,8 +86,11 @@ public sealed class EvalOptions
     /// <summary>Fails fast on malformed --kv, --policy and --device before the model is loaded; the device to use.</summary>
     public DeviceChoice CheckSpecs(ParseResult r)
     {
-        foreach (var s in (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            KvCacheConfig.Parse(s);
+        var specs = (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var s in specs)
+            if (!KvAuto.Is(s)) KvCacheConfig.Parse(s);
+        if (r.GetValue(MaxPplIncrease) != null && !specs.Any(KvAuto.Is))
+            throw new CliException("--max-ppl-increase bounds the format --kv auto picks; add auto to --kv");
         var policies = Policy.Parse(r);
         var device = Device?.Parse(r, policies) ?? DeviceChoice.Cpu;
         if (Offload.Parse(r).Count > 0 && device.Cuda) throw new CliException("--offload-budget runs on the host cache: use --device cpu");

@@ -48,6 +48,7 @@ public sealed class EvalRun : IDisposable
         }
         var report = r.GetValue(o.Report);
         if (report != null && File.Exists(report)) throw new CliException($"--report {report}: a file of that name exists (give a folder)");
+        if (report != null) PlotSupport.Ensure("--report");
         Loaded = ModelOptions.Load(ModelPath, r.GetValue(o.Model.Tokenizer));
         try
         {

@@ -41,17 +41,18 @@ public sealed class DenseF32Sequence : IKvSequence
         EnsureCapacity(start + n);
         var kl = _k[layer];
         var vl = _v[layer];
-        Span<float> cos = stackalloc float[_shape.Rope.RopeDims / 2];
-        Span<float> sin = stackalloc float[_shape.Rope.RopeDims / 2];
+        var rope = _shape.RopeOf(layer);
+        Span<float> cos = stackalloc float[rope.RopeDims / 2];
+        Span<float> sin = stackalloc float[rope.RopeDims / 2];
         for (int t = 0; t < n; t++)
         {
             int pos = start + t;
-            _shape.Rope.Angles(pos, cos, sin);
+            rope.Angles(pos, cos, sin);
             for (int h = 0; h < _shape.KvHeads; h++)
             {
                 var dstK = kl.AsSpan((h * _capacity + pos) * hd, hd);
                 k.Slice(t * _shape.KvDim + h * hd, hd).CopyTo(dstK);
-                _shape.Rope.Rotate(dstK, cos, sin);
+                rope.Rotate(dstK, cos, sin);
                 v.Slice(t * _shape.KvDim + h * hd, hd).CopyTo(vl.AsSpan((h * _capacity + pos) * hd, hd));
             }
         }
@@ -93,6 +94,7 @@ public sealed class DenseF32Sequence : IKvSequence
                 var vh = s._v[layer].AsSpan(kvh * s._capacity * hd);
                 var sc = scores.AsSpan(0, visible - first);
                 for (int j = first; j < visible; j++) sc[j - first] = TensorPrimitives.Dot(qh, kh.Slice(j * hd, hd)) * shape.ScoreScale;
+                Model.DecoderExtras.SoftCap(sc, shape.AttnSoftCap);
                 Kernels.Softmax(sc);
                 var oh = new Span<float>(o + (long)t * shape.QDim + h * hd, hd);
                 oh.Clear();

@@ -17,8 +17,29 @@ public sealed record KvShape(int Layers, int KvHeads, int Heads, int HeadDim, Ro
     /// <summary>How many of the latest stored tokens a query of <paramref name="layer"/> sees, itself included (0: all).</summary>
     public int WindowOf(int layer) => LayerWindows?[layer] ?? 0;
 
-    public static KvShape For(ModelConfig c) => new(c.Layers, c.KvHeads, c.Heads, c.HeadDim, Rope.For(c))
+    /// <summary>RoPE of each layer where layers differ (Gemma 3's sliding layers use another base); null: <see cref="Rope"/> everywhere.</summary>
+    public Rope[]? LayerRopes { get; init; }
+
+    /// <summary>The RoPE that rotates keys and queries of <paramref name="layer"/>.</summary>
+    public Rope RopeOf(int layer) => LayerRopes?[layer] ?? Rope;
+
+    /// <summary>Attention scores become cap * tanh(score / cap) before the mask and softmax (Gemma 2); 0: none.</summary>
+    public float AttnSoftCap { get; init; }
+
+    public static KvShape For(ModelConfig c)
     {
-        LayerWindows = c.SlidingWindow > 0 ? Enumerable.Range(0, c.Layers).Select(c.WindowOf).ToArray() : null,
-    };
+        var rope = Rope.For(c);
+        Rope[]? layers = null;
+        if (c.LocalRopeBase > 0 && c.SlidingWindow > 0)
+        {
+            var local = new Rope(c.HeadDim, c.RopeDims, c.LocalRopeBase, c.LocalRopeScale, c.RopeStyle);
+            layers = Enumerable.Range(0, c.Layers).Select(l => c.WindowOf(l) > 0 ? local : rope).ToArray();
+        }
+        return new(c.Layers, c.KvHeads, c.Heads, c.HeadDim, rope)
+        {
+            LayerWindows = c.SlidingWindow > 0 ? Enumerable.Range(0, c.Layers).Select(c.WindowOf).ToArray() : null,
+            LayerRopes = layers,
+            AttnSoftCap = c.Extras?.AttnSoftCap ?? 0f,
+        };
+    }
 }

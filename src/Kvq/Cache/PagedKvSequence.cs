@@ -150,7 +150,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
     {
         int hd = _shape.HeadDim;
-        var rope = _shape.Rope;
+        var rope = _shape.RopeOf(layer);
         Span<float> cos = stackalloc float[rope.RopeDims / 2];
         Span<float> sin = stackalloc float[rope.RopeDims / 2];
         bool rotate = !_keys.Codec.PreRope;
@@ -306,7 +306,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
                 {
                     var t = tile.AsSpan(0, cnt * hd);
                     _keys.ReadTile(l, h, s0, cnt, Blocks[s0 / bt], t);
-                    if (_keys.Codec.PreRope) _shape.Rope.RotateAt(t, cnt, reader.Positions(l, h, s0, cnt));
+                    if (_keys.Codec.PreRope) _shape.RopeOf(l).RotateAt(t, cnt, reader.Positions(l, h, s0, cnt));
                     for (int i = 0; i < cnt; i++) _offload.Summaries.Add(l, h, s0 + i, t.Slice(i * hd, hd));
                 }
             }

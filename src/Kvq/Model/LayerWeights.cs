@@ -16,6 +16,8 @@ public sealed class LayerWeights
     public float[]? QNorm { get; init; }               // (headDim) per-head RMSNorm of queries before RoPE (QK-norm)
     public float[]? KNorm { get; init; }               // (headDim) per-head RMSNorm of keys before RoPE; the cache gets normed keys
     public required float[] FfnNorm { get; init; }     // (dim)
+    public float[]? AttnPostNorm { get; init; }        // (dim) RMSNorm of the attention output before the residual add (Gemma)
+    public float[]? FfnPostNorm { get; init; }         // (dim) RMSNorm of the feed-forward output before the residual add
     // The dense SwiGLU feed-forward; null in a mixture-of-experts layer (then Experts holds it).
     public WeightMatrix? WGate { get; init; }          // (ffn, dim)  "w1"
     public WeightMatrix? WUp { get; init; }            // (ffn, dim)  "w3"
@@ -40,5 +42,6 @@ public sealed class LayerWeights
 
     /// <summary>Floats held outside the matrices (norms, QK-norms, biases, the shared expert's gate vector).</summary>
     public long VectorFloats => AttnNorm.Length + FfnNorm.Length + (Bq?.Length ?? 0) + (Bk?.Length ?? 0) + (Bv?.Length ?? 0)
-                                + (QNorm?.Length ?? 0) + (KNorm?.Length ?? 0) + (Experts?.SharedGateInput?.Length ?? 0);
+                                + (QNorm?.Length ?? 0) + (KNorm?.Length ?? 0)
+                                + (AttnPostNorm?.Length ?? 0) + (FfnPostNorm?.Length ?? 0) + (Experts?.SharedGateInput?.Length ?? 0);
 }

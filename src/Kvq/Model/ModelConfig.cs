@@ -27,6 +27,12 @@ public sealed record ModelConfig
     /// <see cref="SlidingLayers"/> marks (all when null); 0: every layer attends to the whole context.</summary>
     public int SlidingWindow { get; init; }
     public bool[]? SlidingLayers { get; init; }
+    /// <summary>RoPE base and linear scale of the sliding layers where they differ from the global ones (Gemma 3: local
+    /// base 10000, global 1e6 with the file's scaling); 0: the sliding layers rotate as the global ones.</summary>
+    public float LocalRopeBase { get; init; }
+    public float LocalRopeScale { get; init; } = 1f;
+    /// <summary>Gemma-style decoder parts (<see cref="DecoderExtras"/>); null: a plain Llama decoder.</summary>
+    public DecoderExtras? Extras { get; init; }
 
     /// <summary>The window of <paramref name="layer"/> in tokens, or 0 where it sees the whole context.</summary>
     public int WindowOf(int layer) => SlidingWindow > 0 && (SlidingLayers == null || SlidingLayers[layer]) ? SlidingWindow : 0;
@@ -39,6 +45,8 @@ public sealed record ModelConfig
         if (RopeYarn != null) f.Add("YaRN RoPE scaling");
         if (QkNorm) f.Add("QK-norm");
         if (SlidingWindow > 0) f.Add($"sliding-window attention ({SlidingWindow} tokens)");
+        if (LocalRopeBase > 0) f.Add($"a RoPE base of {LocalRopeBase} on sliding layers");
+        if (Extras != null) f.AddRange(Extras.Features());
         return f;
     }
     public required int ContextLength { get; init; }     // trained context, for information
@@ -68,6 +76,8 @@ public sealed record ModelConfig
             $"YaRN factor {RopeYarn?.Factor} must be >= 1 and its original context {RopeYarn?.OriginalContext} positive");
         Check(SlidingWindow >= 0, $"sliding window {SlidingWindow} must not be negative");
         Check(SlidingLayers == null || SlidingLayers.Length == Layers, $"{SlidingLayers?.Length} sliding-layer flags for {Layers} layers");
+        Check(LocalRopeBase >= 0 && float.IsFinite(LocalRopeBase) && LocalRopeScale > 0, $"local rope base {LocalRopeBase} and scale {LocalRopeScale} must be positive");
+        Extras?.Validate(source);
         Experts?.Validate(source);
     }
 }

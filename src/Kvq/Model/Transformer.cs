@@ -15,7 +15,8 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     public override ModelConfig Config => Weights.Config;
     public override int MaxBatch { get; }
     public Parallelism Parallelism { get; }
-    private readonly Rope _rope;
+    private readonly Rope[] _ropes;   // per layer (Gemma 3's sliding layers rotate with another base)
+    private readonly float _queryScale; // a model's own attention scale relative to the cache's 1/sqrt(head dim), times YaRN's
 
     // Run state, reused across calls (no allocation per token). Shapes are (batch, width) row-major.
     private readonly float[] _x;      // (batch, dim) residual stream
@@ -36,7 +37,9 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         MaxBatch = maxBatch;
         Parallelism = parallelism ?? Parallelism.Default;
         var c = weights.Config;
-        _rope = Rope.For(c);
+        var shape = KvShape.For(c);
+        _ropes = Enumerable.Range(0, c.Layers).Select(shape.RopeOf).ToArray();
+        _queryScale = c.Extras is { AttentionScale: > 0 } e ? e.AttentionScale * MathF.Sqrt(c.HeadDim) : 1f;
         _x = new float[maxBatch * c.Dim];
         _xn = new float[maxBatch * c.Dim];
         _q = new float[maxBatch * c.QDim];
@@ -71,6 +74,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} is outside the vocabulary (0..{c.VocabSize - 1})");
             Weights.TokenEmbedding.DequantizeRow(id, _x.AsSpan(t * dim, dim));
         }
+        if (c.Extras is { EmbeddingScale: not 1f } ex) TensorPrimitives.Multiply(_x.AsSpan(0, n * dim), ex.EmbeddingScale, _x.AsSpan(0, n * dim));
         int pos0 = kv.Length;
         kv.BeginChunk(tokens);
         for (int l = 0; l < c.Layers; l++)
@@ -87,11 +91,12 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
                 if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
                 if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
                 if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
-                PrepareQueryAndKey(w, t, pos0 + t);
+                PrepareQueryAndKey(w, l, t, pos0 + t);
             }
             kv.Append(l, _k.AsSpan(0, n * kvDim), _v.AsSpan(0, n * kvDim), n);
             kv.Attend(l, _q.AsSpan(0, n * qDim), n, _att.AsSpan(0, n * qDim), par);
             Project(w.Wo, _att, _proj, n);
+            PostNorm(w.AttnPostNorm, n);
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
             // Feed-forward block (SwiGLU).
             for (int t = 0; t < n; t++)
@@ -101,9 +106,10 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             {
                 Project(w.WGate!, _xn, _gate, n);
                 Project(w.WUp!, _xn, _up, n);
-                Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
                 Project(w.WDown!, _gate, _proj, n);
             }
+            PostNorm(w.FfnPostNorm, n);
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         kv.Commit(n);
@@ -122,6 +128,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} is outside the vocabulary (0..{c.VocabSize - 1})");
             Weights.TokenEmbedding.DequantizeRow(id, _x.AsSpan(t * dim, dim));
         }
+        if (c.Extras is { EmbeddingScale: not 1f } ex) TensorPrimitives.Multiply(_x.AsSpan(0, n * dim), ex.EmbeddingScale, _x.AsSpan(0, n * dim));
         foreach (var s in segments) s.Kv.BeginChunk(tokens.Slice(s.Start, s.Count));
         for (int l = 0; l < c.Layers; l++)
         {
@@ -139,12 +146,13 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
                     if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
                     if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
                     if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
-                    PrepareQueryAndKey(w, t, pos0 + t - s.Start);
+                    PrepareQueryAndKey(w, l, t, pos0 + t - s.Start);
                 }
                 s.Kv.Append(l, _k.AsSpan(s.Start * kvDim, s.Count * kvDim), _v.AsSpan(s.Start * kvDim, s.Count * kvDim), s.Count);
                 s.Kv.Attend(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count, _att.AsSpan(s.Start * qDim, s.Count * qDim), par);
             }
             ProjectBatch(w.Wo, _att, _proj, segments, decodeRows);
+            PostNorm(w.AttnPostNorm, n);
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
             for (int t = 0; t < n; t++)
                 Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
@@ -153,9 +161,10 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             {
                 ProjectBatch(w.WGate!, _xn, _gate, segments, decodeRows);
                 ProjectBatch(w.WUp!, _xn, _up, segments, decodeRows);
-                Kernels.SwiGlu(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
                 ProjectBatch(w.WDown!, _gate, _proj, segments, decodeRows);
             }
+            PostNorm(w.FfnPostNorm, n);
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         foreach (var s in segments) s.Kv.Commit(s.Count);
@@ -165,18 +174,36 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             if (s.Logits)
                 Kernels.RmsNorm(_x.AsSpan((s.Start + s.Count - 1) * dim, dim), Weights.OutputNorm, c.NormEps, _last.AsSpan(wanted++ * dim, dim));
         if (wanted > 0) Weights.Output.MatVecRows(_last.AsSpan(0, wanted * dim), logits[..(wanted * c.VocabSize)], wanted, par);
+        if (wanted > 0 && c.Extras is { FinalSoftCap: > 0 } fc) DecoderExtras.SoftCap(logits[..(wanted * c.VocabSize)], fc.FinalSoftCap);
     }
 
     /// <summary>Row <paramref name="t"/>'s query and key after projection: QK-norm (per-head RMSNorm of both, before RoPE;
     /// the cache gets the normed keys), then RoPE on the query and YaRN's magnitude (<see cref="Rope.QueryScale"/>).</summary>
-    private void PrepareQueryAndKey(LayerWeights w, int t, long position)
+    private void PrepareQueryAndKey(LayerWeights w, int layer, int t, long position)
     {
         var c = Config;
         var q = _q.AsSpan(t * c.QDim, c.QDim);
         if (w.QNorm != null) HeadNorm(q, c.Heads, c.HeadDim, w.QNorm, c.NormEps);
         if (w.KNorm != null) HeadNorm(_k.AsSpan(t * c.KvDim, c.KvDim), c.KvHeads, c.HeadDim, w.KNorm, c.NormEps);
-        _rope.RotateHeads(q, c.Heads, position);
-        if (_rope.QueryScale != 1f) TensorPrimitives.Multiply(q, _rope.QueryScale, q);
+        var rope = _ropes[layer];
+        rope.RotateHeads(q, c.Heads, position);
+        float scale = rope.QueryScale * _queryScale;
+        if (scale != 1f) TensorPrimitives.Multiply(q, scale, q);
+    }
+
+    /// <summary>Gemma's post-norm: RMSNorm of each row of a sub-block's output (_proj) before the residual add.</summary>
+    private void PostNorm(float[]? weight, int n)
+    {
+        if (weight == null) return;
+        int dim = Config.Dim;
+        for (int t = 0; t < n; t++) Kernels.RmsNorm(_proj.AsSpan(t * dim, dim), weight, Config.NormEps, _proj.AsSpan(t * dim, dim));
+    }
+
+    /// <summary>gate = act(gate) * up: SwiGLU, or GeGLU for Gemma.</summary>
+    private void Activate(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        if (Config.Extras is { Activation: FfnActivation.GeluTanh }) DecoderExtras.GeGlu(gate, up);
+        else Kernels.SwiGlu(gate, up);
     }
 
     /// <summary>RMSNorm of each head of a (heads*headDim) vector with one (headDim) weight, in place.</summary>
@@ -245,5 +272,6 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             Kernels.RmsNorm(_x.AsSpan((first + t) * dim, dim), Weights.OutputNorm, Config.NormEps, _xn.AsSpan(t * dim, dim));
         if (count == 1) Weights.Output.MatVec(_xn.AsSpan(0, dim), logits, Parallelism);
         else Weights.Output.MatMul(_xn.AsSpan(0, count * dim), logits, count, Parallelism);
+        if (Config.Extras is { FinalSoftCap: > 0 } e) DecoderExtras.SoftCap(logits[..(count * Config.VocabSize)], e.FinalSoftCap);
     }
 }

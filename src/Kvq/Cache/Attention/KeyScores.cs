@@ -20,16 +20,18 @@ internal static class KeyScores
         {
             var kb = keys.Block(layer, blockId, head);
             var ko = keys.Outliers(layer, blockId, head);
-            if (codec.PreRope) codec.ScoresPreRope(kb, ko, count, kv.Positions(layer, head, s0, count), kv.Shape.Rope, qs, nq, scores, tile);
+            if (codec.PreRope) codec.ScoresPreRope(kb, ko, count, kv.Positions(layer, head, s0, count), kv.Shape.RopeOf(layer), qs, nq, scores, tile);
             else codec.Scores(kb, ko, count, qs, nq, scores, tile);
         }
         else
         {
             var t = tile.AsSpan(0, count * kv.Shape.HeadDim);
             keys.ReadTile(layer, head, s0, count, blockId, t);
-            if (codec.PreRope) kv.Shape.Rope.RotateAt(t, count, kv.Positions(layer, head, s0, count));
+            if (codec.PreRope) kv.Shape.RopeOf(layer).RotateAt(t, count, kv.Positions(layer, head, s0, count));
             TileMath.Scores(t, count, kv.Shape.HeadDim, qs, nq, scores);
         }
+        // Gemma 2: scores soft-capped before the mask, softmax and any slot weights.
+        if (kv.Shape.AttnSoftCap > 0) Model.DecoderExtras.SoftCap(scores[..(nq * count)], kv.Shape.AttnSoftCap);
         // Scores of merged slots get + ln(weight): a slot standing for w tokens draws their attention.
         var w = kv.LogWeights(layer, head, s0, count);
         if (w.IsEmpty) return;

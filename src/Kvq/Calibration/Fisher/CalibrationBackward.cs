@@ -12,13 +12,14 @@ public sealed class CalibrationBackward
 {
     public ModelWeights Weights { get; }
     public Parallelism Parallelism { get; }
-    private readonly Rope _rope;
+    private readonly Rope[] _ropes;
+    private readonly float _queryScale;
 
     public CalibrationBackward(ModelWeights weights, Parallelism? parallelism = null)
     {
         Weights = weights;
         Parallelism = parallelism ?? Parallelism.Default;
-        _rope = Rope.For(weights.Config);
+        (_ropes, _queryScale) = CalibrationForward.LayerRopes(weights.Config);
     }
 
     /// <summary>Forward and backward over one window.</summary>
@@ -51,29 +52,38 @@ public sealed class CalibrationBackward
             var w = Weights.Layers[l];
             var s = tape.Layers[l];
             // Feed-forward block: x_out = XMid + WDown (silu(gate) * up), gate/up = WGate/WUp RmsNorm(XMid).
-            var (wGate, wUp, wDown) = w.DenseFfn("the calibration's Fisher backward pass (kvq calibrate)");
-            Array.Clear(dh);
-            TransposedProduct.AddTo(wDown, dx, dh, n, par);
-            BackwardKernels.SwiGluBackward(s.Gate, s.Up, dh, dGate, dUp);
-            Array.Clear(dxn);
-            TransposedProduct.AddTo(wGate, dGate, dxn, n, par);
-            TransposedProduct.AddTo(wUp, dUp, dxn, n, par);
+            var dyFfn = PostNormBackward(s.FfnProj, w.FfnPostNorm, dx, n, dim, c.NormEps);
+            if (w.Experts != null) ExpertCalibration.Backward(c.Experts!, w.Experts, s.Experts!, dyFfn, dxn, n, dim, par);
+            else
+            {
+                var (wGate, wUp, wDown) = w.DenseFfn("the calibration's Fisher backward pass (kvq calibrate)");
+                Array.Clear(dh);
+                TransposedProduct.AddTo(wDown, dyFfn, dh, n, par);
+                if (c.Extras?.Activation == FfnActivation.GeluTanh) GeGluBackward(s.Gate, s.Up, dh, dGate, dUp);
+                else BackwardKernels.SwiGluBackward(s.Gate, s.Up, dh, dGate, dUp);
+                Array.Clear(dxn);
+                TransposedProduct.AddTo(wGate, dGate, dxn, n, par);
+                TransposedProduct.AddTo(wUp, dUp, dxn, n, par);
+            }
             for (int t = 0; t < n; t++)
                 BackwardKernels.RmsNormBackwardAdd(s.XMid.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps,
                     dxn.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim));
             // Attention block: XMid = XIn + Wo attention(RoPE(q), RoPE(k), v), q/k/v = W RmsNorm(XIn) + b.
             Array.Clear(dAtt);
-            TransposedProduct.AddTo(w.Wo, dx, dAtt, n, par);
+            TransposedProduct.AddTo(w.Wo, PostNormBackward(s.AttnProj, w.AttnPostNorm, dx, n, dim, c.NormEps), dAtt, n, par);
             var dV = new float[n * kvDim];
-            CausalAttention.Backward(s.Q, s.KRot, s.V, dAtt, dQ, dKRot, dV, n, c.Heads, c.KvHeads, c.HeadDim, par, c.WindowOf(l));
+            CausalAttention.Backward(s.Q, s.KRot, s.V, dAtt, dQ, dKRot, dV, n, c.Heads, c.KvHeads, c.HeadDim, par, c.WindowOf(l),
+                c.Extras?.AttnSoftCap ?? 0f);
             var dK = dKRot;
             dKRot = new float[n * kvDim];
+            var rope = _ropes[l];
             for (int t = 0; t < n; t++)
             {
-                BackwardKernels.RotateHeadsTransposed(_rope, dQ.AsSpan(t * qDim, qDim), c.Heads, t);
-                BackwardKernels.RotateHeadsTransposed(_rope, dK.AsSpan(t * kvDim, kvDim), c.KvHeads, t);
+                BackwardKernels.RotateHeadsTransposed(rope, dQ.AsSpan(t * qDim, qDim), c.Heads, t);
+                BackwardKernels.RotateHeadsTransposed(rope, dK.AsSpan(t * kvDim, kvDim), c.KvHeads, t);
             }
-            if (_rope.QueryScale != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(dQ, _rope.QueryScale, dQ);
+            float qScale = rope.QueryScale * _queryScale;
+            if (qScale != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(dQ, qScale, dQ);
             // Through QK-norm: dK stays the gradient of the normed keys (what the cache holds); the projections get the raw ones.
             var dQIn = dQ;
             var dKIn = dK;
@@ -92,6 +102,27 @@ public sealed class CalibrationBackward
             result[l] = new LayerKvGradients(s.KPre, s.V, dK, dV);
         }
         return new KvGradients(n, kvDim, tape.Loss, result);
+    }
+
+    /// <summary>The gradient of a sub-block's output before its post-norm (<paramref name="before"/>: the rows the norm
+    /// read), or <paramref name="dy"/> itself without one.</summary>
+    private static float[] PostNormBackward(float[]? before, float[]? weight, float[] dy, int n, int dim, float eps)
+    {
+        if (before == null || weight == null) return dy;
+        var d = new float[n * dim];
+        for (int t = 0; t < n; t++)
+            BackwardKernels.RmsNormBackwardAdd(before.AsSpan(t * dim, dim), weight, eps, dy.AsSpan(t * dim, dim), d.AsSpan(t * dim, dim));
+        return d;
+    }
+
+    /// <summary>Backward of h = gelu(gate) * up (tanh approximation).</summary>
+    private static void GeGluBackward(float[] gate, float[] up, float[] dh, float[] dGate, float[] dUp)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            dUp[i] = dh[i] * DecoderExtras.Gelu(gate[i]);
+            dGate[i] = dh[i] * up[i] * DecoderExtras.GeluDerivative(gate[i]);
+        }
     }
 
     /// <summary>Gradient before <see cref="Transformer.HeadNorm"/> of every (token, head) of <paramref name="raw"/>.</summary>

@@ -15,17 +15,23 @@ public sealed class CalibrationForward
     public Parallelism Parallelism { get; }
     /// <summary>Optional hook on each layer's pre-RoPE keys and values (see <see cref="KvInjection"/>).</summary>
     public KvInjection? Injection { get; set; }
-    private readonly Rope _rope;
+    private readonly Rope[] _ropes;
+    private readonly float _queryScale;
 
     public CalibrationForward(ModelWeights weights, Parallelism? parallelism = null)
     {
-        if (weights.Config.Experts != null)
-            throw new UnsupportedArchitectureException(
-                $"kvq calibrate: the Fisher backward pass does not cover mixture-of-experts routing ({weights.Config.Architecture}, " +
-                $"{weights.Config.Experts.Count} experts); calibrate a dense model or use a KV format without a profile");
         Weights = weights;
         Parallelism = parallelism ?? Parallelism.Default;
-        _rope = Rope.For(weights.Config);
+        (_ropes, _queryScale) = LayerRopes(weights.Config);
+    }
+
+    /// <summary>Each layer's RoPE (as the cache's <see cref="Cache.KvShape.RopeOf"/>) and the factor on queries beyond
+    /// YaRN's: a model's own attention scale relative to 1/sqrt(head dim) (Gemma's query_pre_attn_scalar).</summary>
+    internal static (Rope[] Ropes, float QueryScale) LayerRopes(ModelConfig c)
+    {
+        var shape = Cache.KvShape.For(c);
+        float qs = c.Extras is { AttentionScale: > 0 } e ? e.AttentionScale * MathF.Sqrt(c.HeadDim) : 1f;
+        return (Enumerable.Range(0, c.Layers).Select(shape.RopeOf).ToArray(), qs);
     }
 
     public CalibrationTape Run(ReadOnlySpan<int> tokens)
@@ -46,6 +52,9 @@ public sealed class CalibrationForward
             if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} at {t} is outside the vocabulary (0..{vocab - 1})");
             Weights.TokenEmbedding.DequantizeRow(id, x.AsSpan(t * dim, dim));
         }
+        var extras = c.Extras;
+        if (extras != null) TensorPrimitives.Multiply(x, extras.EmbeddingScale, x);
+        float attnCap = extras?.AttnSoftCap ?? 0f;
         var layers = new LayerTape[c.Layers];
         for (int l = 0; l < c.Layers; l++)
         {
@@ -80,35 +89,74 @@ public sealed class CalibrationForward
             }
             Injection?.Invoke(l, kPre, v);
             var kRot = (float[])kPre.Clone();
+            var rope = _ropes[l];
             for (int t = 0; t < n; t++)
             {
-                _rope.RotateHeads(q.AsSpan(t * qDim, qDim), c.Heads, t);
-                _rope.RotateHeads(kRot.AsSpan(t * kvDim, kvDim), c.KvHeads, t);
+                rope.RotateHeads(q.AsSpan(t * qDim, qDim), c.Heads, t);
+                rope.RotateHeads(kRot.AsSpan(t * kvDim, kvDim), c.KvHeads, t);
             }
-            if (_rope.QueryScale != 1f) TensorPrimitives.Multiply(q, _rope.QueryScale, q);
-            CausalAttention.Forward(q, kRot, v, att, n, c.Heads, c.KvHeads, c.HeadDim, par, c.WindowOf(l));
+            float qScale = rope.QueryScale * _queryScale;
+            if (qScale != 1f) TensorPrimitives.Multiply(q, qScale, q);
+            CausalAttention.Forward(q, kRot, v, att, n, c.Heads, c.KvHeads, c.HeadDim, par, c.WindowOf(l), attnCap);
             w.Wo.MatMul(att, proj, n, par);
+            var attnProj = PostNorm(w.AttnPostNorm, proj, n, dim, c.NormEps);
             TensorPrimitives.Add(x, proj, x);
             var xMid = (float[])x.Clone();
             for (int t = 0; t < n; t++)
                 Kernels.RmsNorm(x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, xn.AsSpan(t * dim, dim));
-            var gate = new float[n * ffn];
-            var up = new float[n * ffn];
-            var (wGate, wUp, wDown) = w.DenseFfn("the calibration's Fisher backward pass (kvq calibrate)");
-            wGate.MatMul(xn, gate, n, par);
-            wUp.MatMul(xn, up, n, par);
-            gate.CopyTo(h, 0);
-            Kernels.SwiGlu(h, up);
-            wDown.MatMul(h, proj, n, par);
+            float[] gate = [], up = [];
+            ExpertTape? experts = null;
+            if (w.Experts != null) experts = ExpertCalibration.Forward(c.Experts!, w.Experts, xn, proj, n, dim, par);
+            else
+            {
+                gate = new float[n * ffn];
+                up = new float[n * ffn];
+                var (wGate, wUp, wDown) = w.DenseFfn("the calibration's Fisher backward pass (kvq calibrate)");
+                wGate.MatMul(xn, gate, n, par);
+                wUp.MatMul(xn, up, n, par);
+                gate.CopyTo(h, 0);
+                if (extras?.Activation == FfnActivation.GeluTanh) DecoderExtras.GeGlu(h, up);
+                else Kernels.SwiGlu(h, up);
+                wDown.MatMul(h, proj, n, par);
+            }
+            var ffnProj = PostNorm(w.FfnPostNorm, proj, n, dim, c.NormEps);
             TensorPrimitives.Add(x, proj, x);
-            layers[l] = new LayerTape { XIn = xIn, Q = q, KPre = kPre, KRot = kRot, V = v, XMid = xMid, Gate = gate, Up = up, QRaw = qRaw, KRaw = kRaw };
+            layers[l] = new LayerTape
+            {
+                XIn = xIn, Q = q, KPre = kPre, KRot = kRot, V = v, XMid = xMid, Gate = gate, Up = up, QRaw = qRaw, KRaw = kRaw,
+                AttnProj = attnProj, FfnProj = ffnProj, Experts = experts,
+            };
         }
         for (int t = 0; t < n; t++)
             Kernels.RmsNorm(x.AsSpan(t * dim, dim), Weights.OutputNorm, c.NormEps, xn.AsSpan(t * dim, dim));
         var logits = new float[(long)n * vocab];
         Weights.Output.MatMul(xn, logits, n, par);
+        float finalCap = extras?.FinalSoftCap ?? 0f;
+        float[]? capped = null;
+        if (finalCap > 0)
+        {
+            DecoderExtras.SoftCap(logits, finalCap);
+            capped = (float[])logits.Clone();
+        }
         double loss = CrossEntropy(logits, tokens, vocab, par);
+        // Through the final soft-cap: d/dz cap tanh(z / cap) = 1 - tanh^2.
+        if (capped != null)
+            for (long i = 0; i < logits.Length; i++)
+            {
+                float th = capped[i] / finalCap;
+                logits[i] *= 1f - th * th;
+            }
         return new CalibrationTape(tokens.ToArray(), loss, logits, x, layers);
+    }
+
+    /// <summary>Gemma's post-norm of a sub-block's output rows, in place; returns the rows before it (for the backward
+    /// pass), or null without one.</summary>
+    private static float[]? PostNorm(float[]? weight, float[] proj, int n, int dim, float eps)
+    {
+        if (weight == null) return null;
+        var before = (float[])proj.Clone();
+        for (int t = 0; t < n; t++) Kernels.RmsNorm(before.AsSpan(t * dim, dim), weight, eps, proj.AsSpan(t * dim, dim));
+        return before;
     }
 
     /// <summary>Mean cross-entropy of rows 0..T-2 against the next token; turns logits into d loss / d logits in place.</summary>

@@ -39,8 +39,11 @@ internal sealed class LayerTape
     public required float[] KRot { get; init; }  // (T, kvDim) keys after RoPE
     public required float[] V { get; init; }     // (T, kvDim)
     public required float[] XMid { get; init; }  // (T, dim) residual stream after the attention block
-    public required float[] Gate { get; init; }  // (T, ffn) WGate x before silu
+    public required float[] Gate { get; init; }  // (T, ffn) WGate x before silu (empty in a mixture-of-experts layer)
     public required float[] Up { get; init; }    // (T, ffn) WUp x
+    public ExpertTape? Experts { get; init; }    // a mixture-of-experts layer's routing and expert activations
     public float[]? QRaw { get; init; }          // (T, qDim) queries before QK-norm (null without it)
     public float[]? KRaw { get; init; }          // (T, kvDim) keys before QK-norm
+    public float[]? AttnProj { get; init; }      // (T, dim) attention output before its post-norm (Gemma; null without)
+    public float[]? FfnProj { get; init; }       // (T, dim) feed-forward output before its post-norm
 }

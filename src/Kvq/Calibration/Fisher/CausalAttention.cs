@@ -14,9 +14,9 @@ namespace Kvq.Calibration.Fisher;
 public static unsafe class CausalAttention
 {
     public static void Forward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o,
-        int tokens, int heads, int kvHeads, int headDim, Parallelism par, int window = 0)
+        int tokens, int heads, int kvHeads, int headDim, Parallelism par, int window = 0, float softCap = 0)
     {
-        var g = new Geometry(tokens, heads, kvHeads, headDim, window);
+        var g = new Geometry(tokens, heads, kvHeads, headDim, window, softCap);
         g.Check(q.Length, k.Length, v.Length, o.Length);
         fixed (float* pq = q)
         fixed (float* pk = k)
@@ -36,9 +36,10 @@ public static unsafe class CausalAttention
     /// A KV head's gradient sums the gradients of its query heads.
     /// </summary>
     public static void Backward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> dO,
-        Span<float> dQ, Span<float> dK, Span<float> dV, int tokens, int heads, int kvHeads, int headDim, Parallelism par, int window = 0)
+        Span<float> dQ, Span<float> dK, Span<float> dV, int tokens, int heads, int kvHeads, int headDim, Parallelism par, int window = 0,
+        float softCap = 0)
     {
-        var g = new Geometry(tokens, heads, kvHeads, headDim, window);
+        var g = new Geometry(tokens, heads, kvHeads, headDim, window, softCap);
         g.Check(q.Length, k.Length, v.Length, dO.Length);
         g.Check(dQ.Length, dK.Length, dV.Length, dQ.Length);
         // Per query head: (heads, T, headDim), so that heads run in parallel without sharing a KV gradient.
@@ -74,9 +75,12 @@ public static unsafe class CausalAttention
         }
     }
 
-    /// <summary>Window: a query at t sees keys t-Window+1..t (sliding-window layers); 0: all keys up to t.</summary>
-    private readonly record struct Geometry(int Tokens, int Heads, int KvHeads, int HeadDim, int Window = 0)
+    /// <summary>Window: a query at t sees keys t-Window+1..t (sliding-window layers); 0: all keys up to t. SoftCap: scores
+    /// become cap * tanh(score / cap) before the softmax (Gemma 2; its backward multiplies by 1 - tanh^2); 0: none.</summary>
+    private readonly record struct Geometry(int Tokens, int Heads, int KvHeads, int HeadDim, int Window = 0, float SoftCap = 0)
     {
+        public float Cap(float score) => SoftCap > 0 ? SoftCap * MathF.Tanh(score / SoftCap) : score;
+
         /// <summary>Key j is outside query t's sliding window (its score becomes -inf, its probability 0).</summary>
         public bool Hidden(int t, int j) => Window > 0 && j <= t - Window;
 
@@ -119,7 +123,7 @@ public static unsafe class CausalAttention
                     {
                         float* kj = k + (long)j * g.KvDim + kvOff;
                         for (int t = Math.Max(t0, j); t < t1; t++)
-                            s[(t - t0) * n + j] = g.Hidden(t, j) ? float.NegativeInfinity : Dot(qh + (long)t * g.QDim, kj, hd) * g.Scale;
+                            s[(t - t0) * n + j] = g.Hidden(t, j) ? float.NegativeInfinity : g.Cap(Dot(qh + (long)t * g.QDim, kj, hd) * g.Scale);
                     }
                     for (int t = t0; t < t1; t++)
                     {
@@ -145,8 +149,10 @@ public static unsafe class CausalAttention
             float scale = g.Scale;
             var pBuf = new float[QueryBlock * n];    // P of the block's queries
             var sBuf = new float[QueryBlock * n];    // dP, then dS in place
+            var cBuf = new float[g.SoftCap > 0 ? QueryBlock * n : 1];  // soft-capped scores / cap (tanh), for its derivative
             fixed (float* p = pBuf)
             fixed (float* ds = sBuf)
+            fixed (float* th = cBuf)
             {
                 for (int h = start; h < end; h++)
                 {
@@ -166,7 +172,8 @@ public static unsafe class CausalAttention
                             {
                                 int b = (t - t0) * n + j;
                                 TwoDots(qh + (long)t * g.QDim, k + at, doh + (long)t * g.QDim, v + at, hd, out float sc, out ds[b]);
-                                p[b] = g.Hidden(t, j) ? float.NegativeInfinity : sc * scale;
+                                p[b] = g.Hidden(t, j) ? float.NegativeInfinity : g.Cap(sc * scale);
+                                if (g.SoftCap > 0) th[b] = g.Hidden(t, j) ? 0f : p[b] / g.SoftCap;   // hidden: P = 0, and no inf * 0
                             }
                         }
                         for (int t = t0; t < t1; t++)
@@ -177,7 +184,13 @@ public static unsafe class CausalAttention
                             double rowDot = 0;
                             for (int j = 0; j <= t; j++) rowDot += (double)pt[j] * dst[j];
                             float d = (float)rowDot;
-                            for (int j = 0; j <= t; j++) dst[j] = pt[j] * (dst[j] - d) * scale;
+                            if (g.SoftCap > 0)
+                            {
+                                var tt = new Span<float>(th + (t - t0) * n, t + 1);
+                                for (int j = 0; j <= t; j++) dst[j] = pt[j] * (dst[j] - d) * (1f - tt[j] * tt[j]) * scale;
+                            }
+                            else
+                                for (int j = 0; j <= t; j++) dst[j] = pt[j] * (dst[j] - d) * scale;
                             new Span<float>(dqh + (long)t * g.QDim, hd).Clear();
                         }
                         for (int j = 0; j < t1; j++)

@@ -81,7 +81,7 @@ public static class KvQuantFitter
         var shape = acts.Shape;
         int n = acts.Tokens, heads = shape.KvHeads, dim = shape.HeadDim, kvDim = shape.KvDim;
         var pre = acts.Keys[layer];
-        var post = Rotate(pre, acts.Positions, shape);
+        var post = Rotate(pre, acts.Positions, shape, layer);
         var values = acts.Values[layer];
         var kw = acts.KeyWeights?[layer];
         var vw = acts.ValueWeights?[layer];
@@ -199,10 +199,11 @@ public static class KvQuantFitter
         return (min, max, 0);
     }
 
-    /// <summary>Keys rotated at their positions (what a post-RoPE cache stores).</summary>
-    public static float[] Rotate(float[] keys, int[] positions, KvShape shape)
+    /// <summary>Keys rotated at their positions (what a post-RoPE cache stores), with <paramref name="layer"/>'s RoPE
+    /// (-1: the model's global one).</summary>
+    public static float[] Rotate(float[] keys, int[] positions, KvShape shape, int layer = -1)
     {
-        var rope = shape.Rope;
+        var rope = layer >= 0 ? shape.RopeOf(layer) : shape.Rope;
         int kvDim = shape.KvDim, dim = shape.HeadDim;
         var outp = (float[])keys.Clone();
         Span<float> cos = stackalloc float[rope.RopeDims / 2];

@@ -78,8 +78,8 @@ internal sealed unsafe class GgufLayerParts(GgufFile gguf, ModelConfig config, F
         long count = gguf.TryGetInt($"{arch}.expert_count") ?? 0;
         if (count == 0)
         {
-            if (arch == "qwen2moe")
-                throw new ModelFormatException(gguf.Path, $"metadata '{arch}.expert_count'", 0, "a qwen2moe model needs its expert count");
+            if (arch is "qwen2moe" or "qwen3moe")
+                throw new ModelFormatException(gguf.Path, $"metadata '{arch}.expert_count'", 0, $"a {arch} model needs its expert count");
             return null;
         }
         int used = (int)(gguf.TryGetInt($"{arch}.expert_used_count")

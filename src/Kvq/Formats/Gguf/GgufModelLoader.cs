@@ -5,19 +5,20 @@ using Kvq.Tensors;
 namespace Kvq.Formats.Gguf;
 
 /// <summary>
-/// Maps a GGUF file of architecture llama (also Mixtral) / mistral / qwen2 / qwen3 / phi3 / qwen2moe onto <see cref="ModelWeights"/>. Matrices point into the
+/// Maps a GGUF file of architecture llama (also Mixtral) / mistral / qwen2 / qwen3 / phi3 / qwen2moe / qwen3moe / gemma2 /
+/// gemma3 onto <see cref="ModelWeights"/>. Matrices point into the
 /// memory map (quantized ones stay quantized); norms and biases are small and decoded to f32.
 /// </summary>
 public static unsafe class GgufModelLoader
 {
-    public static readonly string[] Architectures = ["llama", "mistral", "qwen2", "qwen3", "phi3", "qwen2moe"];
+    public static readonly string[] Architectures = ["llama", "mistral", "qwen2", "qwen3", "phi3", "qwen2moe", "qwen3moe", "gemma2", "gemma3"];
 
     /// <summary>Architectures whose output matrix llama.cpp takes from token_embd.weight when output.weight is absent
     /// (tied embeddings); for any other, a missing output.weight is an error.</summary>
-    public static readonly string[] TiedOutputArchitectures = ["llama", "mistral", "qwen2", "qwen3"];
+    public static readonly string[] TiedOutputArchitectures = ["llama", "mistral", "qwen2", "qwen3", "qwen3moe"];
 
     /// <summary>Architectures whose blocks norm each query and key head before RoPE (attn_q_norm / attn_k_norm).</summary>
-    public static readonly string[] QkNormArchitectures = ["qwen3"];
+    public static readonly string[] QkNormArchitectures = ["qwen3", "qwen3moe", "gemma3"];
 
     public static ModelWeights Load(string path)
     {
@@ -56,6 +57,8 @@ public static unsafe class GgufModelLoader
                 QNorm = config.QkNorm ? Vector(p + "attn_q_norm.weight", config.HeadDim, isNorm: true) : null,
                 KNorm = config.QkNorm ? Vector(p + "attn_k_norm.weight", config.HeadDim, isNorm: true) : null,
                 FfnNorm = Vector(p + "ffn_norm.weight", config.Dim, isNorm: true),
+                AttnPostNorm = config.Extras?.PostNorms == true ? Vector(p + "post_attention_norm.weight", config.Dim, isNorm: true) : null,
+                FfnPostNorm = config.Extras?.PostNorms == true ? Vector(p + "post_ffw_norm.weight", config.Dim, isNorm: true) : null,
                 WGate = gate,
                 WUp = up,
                 WDown = down,
@@ -64,7 +67,10 @@ public static unsafe class GgufModelLoader
         }
         var notes = new List<string>();
         WeightMatrix output;
-        if (gguf.HasTensor("output.weight")) output = Matrix("output.weight", config.VocabSize, config.Dim);
+        // Gemma always ties its output to token_embd (llama.cpp does not look for output.weight; one in the file is left
+        // over and refused by the inventory check below).
+        if (GgufGemma.IsGemma(config.Architecture)) output = embd;
+        else if (gguf.HasTensor("output.weight")) output = Matrix("output.weight", config.VocabSize, config.Dim);
         else if (Array.IndexOf(TiedOutputArchitectures, config.Architecture) >= 0)
         {
             output = embd;
@@ -149,7 +155,7 @@ public static unsafe class GgufModelLoader
             RopeDims = ropeDims,
             // llama.cpp: llama/mistral rotate adjacent pairs (Q/K rows were permuted at conversion); qwen2/3, qwen2moe
             // and phi3 use neox.
-            RopeStyle = arch is "qwen2" or "qwen3" or "qwen2moe" or "phi3" ? RopeStyle.Neox : RopeStyle.Normal,
+            RopeStyle = arch is "qwen2" or "qwen3" or "qwen2moe" or "qwen3moe" or "phi3" or "gemma2" or "gemma3" ? RopeStyle.Neox : RopeStyle.Normal,
             RopeFreqFactors = gguf.HasTensor(RopeFreqsTensor) ? Vector(gguf, RopeFreqsTensor, ropeDims / 2) : null,
             RopeYarn = yarn,
             QkNorm = qkNorm,
@@ -158,6 +164,7 @@ public static unsafe class GgufModelLoader
             ContextLength = context,
             Experts = GgufLayerParts.ReadExperts(gguf, arch, I("feed_forward_length")),
         };
+        if (GgufGemma.IsGemma(arch)) config = GgufGemma.Apply(gguf, arch, config);
         config.Validate(gguf.Path);
         return config;
     }

@@ -84,13 +84,22 @@ public class CalibrationGradientTests(ITestOutputHelper output)
     [InlineData("qwen2-yarn")]
     [InlineData("mistral-swa")]
     [InlineData("phi3")]   // fused q|k|v and gate|up: row views of one matrix each
+    [InlineData("phi3-partial")]   // half of each head rotates
+    [InlineData("gemma2")] // embedding scale, GeGLU, post-norms, attention and final soft-caps, window 5 on layer 0
+    [InlineData("gemma3")] // QK-norm, post-norms, GeGLU, local RoPE base on the sliding layer 0, global layer 1
+    [InlineData("mixtral")]  // experts: router softmax, top-2, renormalised weights
+    [InlineData("qwen2moe")] // weights as they are, sigmoid-gated shared expert
+    [InlineData("qwen3moe")] // QK-norm and experts
     public void Family_gradients_match_float64_finite_differences(string name)
     {
         var spec = SyntheticFixtures.Spec(name) with { Layers = 2 };
-        if (name == "mistral-swa") spec = spec with { SlidingWindow = 5 };
+        if (name is "mistral-swa" or "gemma2" or "gemma3") spec = spec with { SlidingWindow = 5 };
+        // Gemma 3 slides on 5 of every 6 layers: a period of 2 gives the 2-layer check one sliding and one global layer.
+        if (name == "gemma3") spec = spec with { ExtraMetadata = [Kvq.Formats.Gguf.Synthetic.SyntheticMetadata.U32("gemma3.attention.sliding_window_pattern", 2)] };
         using var w = GgufModelLoader.Load(SyntheticFixtures.Write(spec with { Name = spec.Name + "-fisher" }));
         Assert.True(name != "qwen3" || w.Config.QkNorm);
         Assert.True(name != "mistral-swa" || w.Config.WindowOf(0) == 5);
+        Assert.True(!name.StartsWith("gemma") || (w.Config.WindowOf(0) == 5 && w.Config.WindowOf(1) == 0));
         CheckAgainstFloat64(w, CalibrationModels.StoriesWindow(19), seed: 4);
     }
 

@@ -8,7 +8,8 @@ namespace Kvq.Tests.Calibration.Fisher;
 public class CausalAttentionTests
 {
     /// <summary>Float64 twin of <see cref="CausalAttention.Forward"/>: returns o (T, heads*hd).</summary>
-    internal static double[] Forward64(double[] q, double[] k, double[] v, int tokens, int heads, int kvHeads, int hd, int window = 0)
+    internal static double[] Forward64(double[] q, double[] k, double[] v, int tokens, int heads, int kvHeads, int hd, int window = 0,
+        double softCap = 0)
     {
         int group = heads / kvHeads, qDim = heads * hd, kvDim = kvHeads * hd;
         double scale = 1 / Math.Sqrt(hd);
@@ -25,7 +26,7 @@ public class CausalAttentionTests
                 {
                     double d = 0;
                     for (int i = 0; i < hd; i++) d += q[t * qDim + h * hd + i] * k[j * kvDim + kvOff + i];
-                    s[j] = d * scale;
+                    s[j] = softCap > 0 ? softCap * Math.Tanh(d * scale / softCap) : d * scale;
                     max = Math.Max(max, s[j]);
                 }
                 double sum = 0;

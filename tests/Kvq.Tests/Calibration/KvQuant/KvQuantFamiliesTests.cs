@@ -21,9 +21,8 @@ public class KvQuantFamiliesTests(ITestOutputHelper output)
 {
     private static readonly Parallelism Two = new(2);
 
-    /// <summary>Every synthetic family but the mixtures of experts, whose routing the Fisher pass does not cover (they are
-    /// refused with a typed error: FamilyModelsVsLlamaCppTests.ExpertModelsRefuseCalibrationAndCudaWithTypedErrors).</summary>
-    public static TheoryData<string> Names() => new(SyntheticModels.Names.Where(n => SyntheticFixtures.Spec(n).Experts == 0));
+    /// <summary>Every synthetic family, mixtures of experts included (the Fisher pass goes through their routing).</summary>
+    public static TheoryData<string> Names() => new(SyntheticModels.Names);
 
     public static double Bound(string spec) => spec switch { "f32" => 1e-5, "nuq4-1%" => 0.2, _ => 0.4 };
 
@@ -65,7 +64,7 @@ public class KvQuantFamiliesTests(ITestOutputHelper output)
             {
                 seq.Append(l, tape.Keys(l).AsSpan((n - 1) * kvDim, kvDim), tape.Values(l).AsSpan((n - 1) * kvDim, kvDim), 1);
                 seq.Attend(l, q, 1, o, Two);
-                var reference = Reference(shape, q, tape.Keys(l), tape.Values(l), n, shape.WindowOf(l));
+                var reference = Reference(shape, l, q, tape.Keys(l), tape.Values(l), n);
                 double err = 0, norm = 0;
                 for (int i = 0; i < qDim; i++)
                 {
@@ -84,11 +83,12 @@ public class KvQuantFamiliesTests(ITestOutputHelper output)
     }
 
     /// <summary>Float64 attention of query <paramref name="q"/> (already rotated) at position n-1 over pre-RoPE keys
-    /// rotated here at their positions, with the layer's window.</summary>
-    private static double[] Reference(KvShape shape, float[] q, float[] keys, float[] values, int n, int window)
+    /// rotated here at their positions with the layer's RoPE, with the layer's window and soft-cap.</summary>
+    private static double[] Reference(KvShape shape, int layer, float[] q, float[] keys, float[] values, int n)
     {
-        int hd = shape.HeadDim, g = shape.GroupSize, kvDim = shape.KvDim;
-        var rope = shape.Rope;
+        int hd = shape.HeadDim, g = shape.GroupSize, kvDim = shape.KvDim, window = shape.WindowOf(layer);
+        var rope = shape.RopeOf(layer);
+        double cap = shape.AttnSoftCap;
         var kRot = (float[])keys.Clone();
         for (int t = 0; t < n; t++) rope.RotateHeads(kRot.AsSpan(t * kvDim, kvDim), shape.KvHeads, t);
         int first = window > 0 ? Math.Max(0, n - window) : 0;
@@ -103,6 +103,7 @@ public class KvQuantFamiliesTests(ITestOutputHelper output)
                 double d = 0;
                 for (int i = 0; i < hd; i++) d += (double)q[h * hd + i] * kRot[j * kvDim + kvh * hd + i];
                 s[j] = d / Math.Sqrt(hd);
+                if (cap > 0) s[j] = cap * Math.Tanh(s[j] / cap);
                 max = Math.Max(max, s[j]);
             }
             double sum = 0;

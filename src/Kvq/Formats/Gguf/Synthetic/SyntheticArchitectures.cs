@@ -11,8 +11,8 @@ public static class SyntheticArchitectures
     /// <summary>token_embd, output_norm and (unless tied) output.</summary>
     public static IEnumerable<SyntheticTensor> EmbeddingAndOutput(SyntheticModelSpec s)
     {
-        yield return Embedding("token_embd.weight", s.Dim, s.Vocabulary.Count);
-        yield return Norm("output_norm.weight", s.Dim);
+        yield return Embedding("token_embd.weight", s.Dim, s.Vocabulary.Count, s.EmbeddingGain);
+        yield return Norm("output_norm.weight", s.Dim) with { NormCenter = s.OutputNormCenter };
         if (!s.TiedOutput)
             yield return Matrix("output.weight", s.Dim, s.Vocabulary.Count, s.OutputGain) with { Echo = "token_embd.weight", EchoGain = s.OutputEcho };
     }
@@ -93,6 +93,7 @@ public static class SyntheticArchitectures
         foreach (var a in new[] { Llama, Qwen2, Qwen3, Mistral }) Register(a);
         // Mixtral is a llama file (same name), so only its catalog entry refers to it.
         foreach (var a in new[] { SyntheticFamilyArchitectures.Phi3, SyntheticFamilyArchitectures.Qwen2Moe }) Register(a);
+        foreach (var a in new[] { SyntheticGemmaArchitectures.Gemma2, SyntheticGemmaArchitectures.Gemma3, SyntheticGemmaArchitectures.Qwen3Moe }) Register(a);
     }
 
     /// <summary>Adds an architecture (by its general.architecture name) to the registry.</summary>

@@ -58,7 +58,7 @@ public static class SyntheticFamilyArchitectures
         yield return Matrix(p + "ffn_down.weight", s.FfnDim, s.Dim);
     }
 
-    private static IEnumerable<SyntheticMetadata> ExpertCounts(SyntheticModelSpec s)
+    internal static IEnumerable<SyntheticMetadata> ExpertCounts(SyntheticModelSpec s)
     {
         if (s.Experts < 2 || s.ExpertsUsed < 1 || s.ExpertsUsed > s.Experts)
             throw new ArgumentException($"synthetic model '{s.Name}': {s.Arch} with experts needs 2 or more experts and 1..experts used " +
@@ -68,7 +68,7 @@ public static class SyntheticFamilyArchitectures
     }
 
     /// <summary>The router (ffn_gate_inp) and the stacked expert matrices, shapes [in, out, experts].</summary>
-    private static IEnumerable<SyntheticTensor> Experts(SyntheticModelSpec s, int l, int width)
+    internal static IEnumerable<SyntheticTensor> Experts(SyntheticModelSpec s, int l, int width)
     {
         string p = $"blk.{l}.";
         // Router gain 2: the chosen experts are clear winners (no near-ties that float rounding could flip).

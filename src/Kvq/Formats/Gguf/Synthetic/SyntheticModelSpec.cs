@@ -42,6 +42,10 @@ public sealed record SyntheticModelSpec
     /// <summary>Gain of the embedding rows (permuted) added to the output matrix: each token's own embedding then
     /// votes for one successor (see <see cref="SyntheticTensor.Echo"/>); 0: none.</summary>
     public float OutputEcho { get; init; } = 16f;
+    /// <summary>Gain of the embedding table's values (uniform +- gain).</summary>
+    public float EmbeddingGain { get; init; } = 1f;
+    /// <summary>Centre of output_norm's weights: with a tied output (Gemma) it sets the logits' scale.</summary>
+    public float OutputNormCenter { get; init; } = 1f;
     public int Seed { get; init; } = 1;
     /// <summary>Keys added after the shared and architecture ones (RoPE scaling, chat template, ...).</summary>
     public IReadOnlyList<SyntheticMetadata> ExtraMetadata { get; init; } = [];

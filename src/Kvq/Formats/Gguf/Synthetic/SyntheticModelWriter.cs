@@ -107,7 +107,7 @@ public static class SyntheticModelWriter
             SyntheticInit.Matrix => t.Gain * MathF.Sqrt(3f / t.Dims[0]),
             _ => t.Gain,
         };
-        float center = t.Init == SyntheticInit.Norm ? 1f : 0f;
+        float center = t.Init == SyntheticInit.Norm ? t.NormCenter : 0f;
         var v = new float[n];
         for (long i = 0; i < n; i++) v[i] = center + (float)(rng.NextDouble() * 2 - 1) * a;
         return v;

@@ -74,6 +74,39 @@ public static class SyntheticModels
             Name = "qwen2moe", Architecture = SyntheticFamilyArchitectures.Qwen2Moe, Vocabulary = v.SentencePiece, Seed = 23,
             FfnDim = 96, Experts = 6, ExpertsUsed = 2, ExpertFfnDim = 32, QkvBiases = true, RopeBase = 1000000f,
         }),
+        // Phi-3 rotating only the first half of each head (rope.dimension_count 16 of head width 32, as Phi-2-style
+        // partial rotary files do); llama.cpp's phi3 graph rotates n_rot dims and passes the rest through.
+        ("phi3-partial", v => new SyntheticModelSpec
+        {
+            Name = "phi3-partial", Architecture = SyntheticFamilyArchitectures.Phi3, Seed = 24,
+            Vocabulary = new SpecialTokensVocabulary(v.SentencePiece, ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]),
+            KvHeads = 4, FfnDim = 96, RopeDims = 16,
+        }),
+        // Qwen3-MoE: QK-norm, 8 heads of 32 (GQA 4:1), 8 experts of width 32, 2 per token, renormalised, no shared expert.
+        ("qwen3moe", v => new SyntheticModelSpec
+        {
+            Name = "qwen3moe", Architecture = SyntheticGemmaArchitectures.Qwen3Moe, Vocabulary = v.SentencePiece, Seed = 25,
+            HeadDim = 32, Heads = 8, KvHeads = 2, FfnDim = 96, Experts = 8, ExpertsUsed = 2, ExpertFfnDim = 32, RopeBase = 1000000f,
+        }),
+        // Gemma 2: layer 0 slides over 32 tokens, layer 1 is global (period 2); soft-caps small enough to bend this
+        // random model's scores and logits (Gemma 2's own are 50 and 30); tied output; norm epsilon 1e-6.
+        ("gemma2", v => new SyntheticModelSpec
+        {
+            Name = "gemma2", Architecture = SyntheticGemmaArchitectures.Gemma2, Vocabulary = v.SentencePiece, Seed = 31,
+            TiedOutput = true, SlidingWindow = 32, NormEps = 1e-6f, EmbeddingGain = 0.03f, OutputNormCenter = 40f,
+            ExtraMetadata =
+            [
+                SyntheticMetadata.F32("gemma2.attn_logit_softcapping", 3f),
+                SyntheticMetadata.F32("gemma2.final_logit_softcapping", 20f),
+            ],
+        }),
+        // Gemma 3: 6 layers (5 sliding over 32 tokens with RoPE base 10000, then 1 global with base 1e6), QK-norm, heads of
+        // 64 over a width of 128 (q wider than the model, key_length written), GQA 2:1, tied output.
+        ("gemma3", v => new SyntheticModelSpec
+        {
+            Name = "gemma3", Architecture = SyntheticGemmaArchitectures.Gemma3, Vocabulary = v.SentencePiece, Seed = 32,
+            TiedOutput = true, EmbeddingGain = 0.03f, OutputNormCenter = 40f, Layers = 6, HeadDim = 64, Heads = 4, KvHeads = 2, SlidingWindow = 32, RopeBase = 1000000f, NormEps = 1e-6f,
+        }),
     ];
 
     public static IReadOnlyList<string> Names => Entries.Select(e => e.Name).ToList();

@@ -26,6 +26,8 @@ public sealed record SyntheticTensor(string Name, long[] Dims, SyntheticInit Ini
     /// are and top-1 comparisons are not decided by near-ties.</summary>
     public string? Echo { get; init; }
     public float EchoGain { get; init; }
+    /// <summary>Centre of a <see cref="SyntheticInit.Norm"/> tensor's values (1: an identity-like norm).</summary>
+    public float NormCenter { get; init; } = 1f;
 
     public static SyntheticTensor Matrix(string name, long cols, long rows, float gain = 1f) => new(name, [cols, rows], SyntheticInit.Matrix, gain);
     public static SyntheticTensor Embedding(string name, long cols, long rows, float gain = 1f) => new(name, [cols, rows], SyntheticInit.Embedding, gain);

@@ -9,11 +9,14 @@ using Xunit.Abstractions;
 namespace Kvq.Cuda.Tests;
 
 /// <summary>Sequence parallelism on one GPU (checking mode, docs/multigpu.md): N = 2, 4, 8 shards attended by the
-/// model's own kernels over their block ranges and merged by shard_combine equal the unsharded attention and the whole
-/// model's logits within 1e-5 relative; NCCL with world size 1 runs the real path (all-gather of the states).</summary>
+/// model's own kernels over their block ranges and merged by shard_combine equal the unsharded attention within 1e-5
+/// relative (run 28, H100: 4.7-7.4e-7); the whole model's logits move by the model's amplification of that f32
+/// reassociation (run 28: 8.9e-5 of the largest logit, N = 2, f16), checked at <see cref="LogitTolerance"/>, the order
+/// of the CPU-vs-GPU f32 check; NCCL with world size 1 runs the real path (all-gather of the states) and, one shard
+/// being the unsharded split plan, gives the unsharded logits bit for bit.</summary>
 public class ShardedAttentionGpuTests(ITestOutputHelper output)
 {
-    private const double Tolerance = 1e-5;
+    private const double Tolerance = 1e-5, LogitTolerance = 3e-4;
 
     private static string BooksGguf()
     {
@@ -41,7 +44,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
         return diff / max;
     }
 
-    private static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values) Codecs(string spec, int kvHeads, int headDim)
+    internal static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values) Codecs(string spec, int kvHeads, int headDim)
     {
         var s = KvQuantSpec.TryParse(spec)!;
         var rng = new Random(3);
@@ -160,7 +163,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
                     : gpu.CreateShardedKvQuantSequence(_ => Codecs(spec, shape.KvHeads, shape.HeadDim), sink, layout));
                 double rel = RelDiff(want, got);
                 output.WriteLine($"books-19m {spec} sink {sink} {layout}: {ids.Length} positions, logits max rel diff {rel:E2}");
-                Assert.True(rel <= Tolerance, $"{spec} {layout}: logits rel diff {rel:E2}");
+                Assert.True(rel <= LogitTolerance, $"{spec} {layout}: logits rel diff {rel:E2}");
             }
         }
     }
@@ -206,15 +209,22 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
         var want = new float[ids.Length * cfg.VocabSize];
         var got = new float[want.Length];
         var kv = new KvCacheConfig("f16", "f16");
-        using (var s = gpu.CreateSequence(kv, 384) as CudaKvSequence) gpu.Forward(ids, s!, default, want);
+        // The same chunks on both sides (a 290-token prompt, then 10 decode steps): with one shard the split plan and the
+        // fold are the unsharded ones, so only the all-gather is new (run 28 compared a 300-token prompt against
+        // 290 + 10 steps, other kernels for the last rows: 5.5e-5).
+        void Run(IKvSequence s, float[] logits)
+        {
+            gpu.Forward(ids.AsSpan(0, 290), s, default, logits.AsSpan(0, 290 * cfg.VocabSize));
+            for (int t = 290; t < ids.Length; t++) gpu.Forward(ids.AsSpan(t, 1), s, default, logits.AsSpan(t * cfg.VocabSize, cfg.VocabSize));
+        }
+        using (var s = (CudaKvSequence)gpu.CreateSequence(kv, 384)) Run(s, want);
         using (var s = gpu.CreateShardedSequence(kv, ShardLayout.Even(384, 1), comm))
         {
-            gpu.Forward(ids.AsSpan(0, 290), s, default, got.AsSpan(0, 290 * cfg.VocabSize));
-            for (int t = 290; t < ids.Length; t++) gpu.Forward(ids.AsSpan(t, 1), s, default, got.AsSpan(t * cfg.VocabSize, cfg.VocabSize));
+            Run(s, got);
             comm.Synchronize();
         }
         double rel = RelDiff(want, got);
         output.WriteLine($"NCCL world size 1, books-19m f16 cache: logits max rel diff {rel:E2}");
-        Assert.True(rel <= Tolerance, $"logits rel diff {rel:E2}");
+        Assert.True(rel <= 1e-6, $"logits rel diff {rel:E2}");
     }
 }

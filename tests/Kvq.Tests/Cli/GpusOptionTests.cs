@@ -63,3 +63,33 @@ public sealed class GpusOptionTests
         Assert.Contains("signal 9", log.ToString());
     }
 }
+
+/// <summary>`kvq inspect --gpus N --ctx T`: the multi-GPU capacity plan (docs/multigpu.md).</summary>
+[Collection(ConsoleCollection.Name)]
+public sealed class InspectGpusTests
+{
+    [Fact]
+    public void SevenBShapeOnEightGpusAtTenMillionTokens()
+    {
+        var r = InProcessCli.Run("inspect", "--shape", "llama-7b", "--gpus", "8", "--ctx", "10000000", "--kv", "f16,nuq2-1%,nuq2");
+        Assert.Equal(0, r.Code);
+        Assert.Contains("sequence parallelism over 8 GPUs of 79.18 GiB, 10,000,000 tokens (1,249,920 per GPU", r.Out);
+        Assert.Contains("weights (f16, replicated) 12.55 GiB", r.Out);
+        // Dense nuq2: 74 B per token and KV head on the device, 32 x 32 of them; 7,403,520 tokens fit, not 10M.
+        Assert.Contains("| nuq2 | 75,776 | - |", r.Out);
+        Assert.Contains("| no | 7,403,520 |", r.Out);
+        Assert.Contains("| f16 | 524,288 | 524,288 |", r.Out);
+        Assert.Contains("time model:", r.Out);
+    }
+
+    [Fact]
+    public void AModelFilePlanNeedsTheFormats()
+    {
+        InProcessCli.AssertUserError(InProcessCli.Run("inspect", Fixtures.StoriesGguf, "--gpus", "2"), "--gpus plans the KV cache: give the formats with --kv");
+        InProcessCli.AssertUserError(InProcessCli.Run("inspect", "--shape", "llama-7b", "--kv", "nuq2"), "--shape plans sequence parallelism: give --gpus N");
+        InProcessCli.AssertUserError(InProcessCli.Run("inspect", "--shape", "gpt-9", "--gpus", "1", "--kv", "nuq2"), "--shape gpt-9: expected llama-7b");
+        var ok = InProcessCli.Run("inspect", Fixtures.StoriesGguf, "--kv", "f16", "--gpus", "2", "--ctx", "1000");
+        Assert.Equal(0, ok.Code);
+        Assert.Contains("sequence parallelism over 2 GPUs", ok.Out);
+    }
+}

@@ -4,7 +4,8 @@
 # test assembly compiled in; books-19m (CudaModelGpuTests); and device-gpu-tests.sh.
 # Then, on the GPU machine (the `run` tool, carry [".devrun-gputests"]), from the checkout root:
 #   bash .devrun-gputests/device-gpu-tests.sh       (log in $OUT/gpu-tests.log; every GpuFact must run and pass)
-# Usage: dev/gpu/stage-gpu-tests.sh [STAGE_DIR]. KVQ_ISA: the CPU instruction set the binary assumes (default
+# Usage: dev/gpu/stage-gpu-tests.sh [STAGE_DIR]. KVQ_WITH_CLI=1 adds the kvq binary (NativeAOT, ~12 MB) for the
+# device script's `kvq generate --gpus` checks. KVQ_ISA: the CPU instruction set the binary assumes (default
 # x86-64-v4, AVX-512, as the JIT uses here; x86-64-v3 for a host without AVX-512). KVQ_SHARED: fixtures.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -25,8 +26,17 @@ if grep -q ": warning " "$log"; then
   echo "the runner's NativeAOT publish gave warnings" >&2
   exit 1
 fi
+if [ "${KVQ_WITH_CLI:-0}" = 1 ]; then
+  cli="$(mktemp -d)"
+  trap 'rm -rf "$publish" "$log" "$cli"' EXIT
+  if ! dotnet publish "$repo/src/Kvq.Cli" -r linux-x64 -c Release -p:PublishAot=true -p:IlcInstructionSet="$isa" -o "$cli" >"$log" 2>&1; then
+    cat "$log"
+    exit 1
+  fi
+fi
 rm -rf "$stage"
 mkdir -p "$stage/models"
+[ "${KVQ_WITH_CLI:-0}" = 1 ] && install -m 755 "$cli/kvq" "$stage/kvq"
 # Only the native binary: the test assembly, xunit and Kvq are compiled into it (the rest of the folder is symbols,
 # the JIT apphost of KernelLab and xunit's VSTest adapter, none of which it loads).
 install -m 755 "$publish/GpuTests" "$stage/GpuTests"

@@ -57,6 +57,18 @@ public sealed class CudaContext : IDisposable
         return c;
     }
 
+    /// <summary>How many CUDA devices the driver sees (throws <see cref="CudaUnavailableException"/> without a driver;
+    /// 0 when it found none).</summary>
+    public static int DeviceCount()
+    {
+        NativeLibraries.Require(NativeLibraries.Cuda);
+        int r = Driver.cuInit(0);
+        if (r == 100) return 0;
+        Driver.Check(r, "cuInit");
+        Driver.Check(Driver.cuDeviceGetCount(out int count), "cuDeviceGetCount");
+        return count;
+    }
+
     private static int Attr(int dev, int attribute)
     {
         Driver.Check(Driver.cuDeviceGetAttribute(out int v, attribute, dev), $"cuDeviceGetAttribute({attribute})");

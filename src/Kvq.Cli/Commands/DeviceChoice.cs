@@ -1,6 +1,7 @@
 using Kvq.Cache;
 using Kvq.Cache.Layout;
 using Kvq.Cuda;
+using Kvq.Cuda.Distributed;
 using Kvq.Cuda.Model;
 using Kvq.Model;
 using Kvq.Tensors;
@@ -13,6 +14,13 @@ public sealed record DeviceChoice(bool Cuda, CudaWeightType Weights)
 {
     public static readonly DeviceChoice Cpu = new(false, CudaWeightType.F16);
 
+    /// <summary>--gpus: sequence parallelism over this many GPUs, one process each (0 = off).</summary>
+    public int Gpus { get; init; }
+
+    /// <summary>With --gpus, in the launcher (not a rank): start the ranks and return their exit code; null where this
+    /// process should run the command itself.</summary>
+    public int? LaunchRanks() => Gpus > 0 && RankLauncher.Current() == null ? RankLauncher.Launch(Gpus) : null;
+
     /// <summary>How KV bytes are described in reports: a GPU sequence's live in device memory.</summary>
     public string MemoryKind => Cuda ? "device memory" : "host memory";
 
@@ -21,6 +29,21 @@ public sealed record DeviceChoice(bool Cuda, CudaWeightType Weights)
         if (!Cuda) return new Transformer(weights, new Parallelism(threads));
         try
         {
+            if (Gpus > 0 && RankLauncher.Current() is { } rank)
+            {
+                if (rank.World != Gpus) throw new CliException($"--gpus {Gpus} in a rank of a world of {rank.World}");
+                var model = CudaTransformer.Load(weights, new CudaModelOptions(Weights, DeviceOrdinal: rank.Rank, LabDecode: false));
+                try
+                {
+                    model.Sharding = new SequenceParallel(rank.World, NcclCommunicator.Create(model.Context, rank.Rank, rank.World, rank.Id));
+                }
+                catch
+                {
+                    model.Dispose();
+                    throw;
+                }
+                return model;
+            }
             return CudaTransformer.Load(weights, new CudaModelOptions(Weights));
         }
         catch (CudaUnavailableException e)

@@ -34,7 +34,7 @@ public static class GenerateCommand
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
         var offload = new KvOffloadOptions(grid: false);
-        var device = new DeviceOptions();
+        var device = new DeviceOptions(gpus: true);
         var saveSession = new Option<string?>("--save-session")
         {
             Description = "once the prompt is in, save its compressed KV cache and last logits to this file (atomic; bound to the " +
@@ -61,6 +61,7 @@ public static class GenerateCommand
             var policies = policy.Parse(r);
             if (policies.Count > 1) throw new CliException("generate takes one --policy");
             var where = device.Parse(r, policies);
+            if (where.LaunchRanks() is { } ranksExit) return ranksExit;
             var offloads = offload.Parse(r);
             if (offloads.Count > 0 && where.Cuda) throw new CliException("--offload-budget runs on the host cache: use --device cpu");
             var p = ReadPrompt(r.GetValue(prompt), r.GetValue(promptFile));

@@ -4,6 +4,7 @@ using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cache.Layout;
 using Kvq.Cli.Validation;
+using Kvq.Cuda.Distributed;
 using Kvq.Formats.Gguf;
 using Kvq.Model;
 
@@ -21,10 +22,26 @@ public static class InspectCommand
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var maxPpl = KvAuto.MaxPplIncrease();
+        var gpus = CheckedOption.Int("--gpus", "with --kv: plan sequence parallelism over N GPUs (per GPU memory, tokens that fit; docs/multigpu.md)",
+            0, ValueRange.AtLeast(0), "0 = off");
+        var gpuGib = CheckedOption.Float("--gpu-gib", "with --gpus: memory of each GPU in GiB (an 80 GB H100 reports 79.18)", 79.18f, ValueRange.Above(0), null);
+        var shapeOpt = new Option<string?>("--shape")
+        {
+            Description = "plan for a built-in model shape instead of a file: llama-7b (32 layers, 32 heads x 128, FFN 11008, vocab 32000)",
+        };
         var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's")
-            { path, all, kv, ctx, profile, sink, maxPpl };
+            { path, all, kv, ctx, profile, sink, maxPpl, gpus, gpuGib, shapeOpt };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
+            if (r.GetValue(shapeOpt) is { } shapeName)
+            {
+                var shapeCfg = Shapes.Get(shapeName);
+                var planSpecs = r.GetValue(kv) ?? throw new CliException("--shape: give the KV formats to plan with --kv (e.g. --kv f16,nuq2-1%,nuq2)");
+                int planGpus = r.GetValue(gpus);
+                if (planGpus < 1) throw new CliException("--shape plans sequence parallelism: give --gpus N (1 for one GPU)");
+                PrintParallelPlan(shapeCfg, planSpecs, r.GetValue(ctx) ?? shapeCfg.ContextLength, planGpus, r.GetValue(gpuGib), spec => KvProfileOptions.Config(spec, null, r.GetValue(sink)), timed: true);
+                return 0;
+            }
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
             if (Formats.ModelSniffer.Detect(file).Format == Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
@@ -32,8 +49,14 @@ public static class InspectCommand
             var p = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
             if (p != null) PrintEstimates(p);
             if (r.GetValue(kv) is { } specs)
-                PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength,
-                    spec => KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null));
+            {
+                Func<string, KvCacheConfig> config = spec => KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null);
+                PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, config);
+                if (r.GetValue(gpus) > 0)
+                    PrintParallelPlan(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, r.GetValue(gpus), r.GetValue(gpuGib),
+                        config, timed: false);
+            }
+            else if (r.GetValue(gpus) > 0) throw new CliException("--gpus plans the KV cache: give the formats with --kv");
             return 0;
         }));
         return cmd;
@@ -107,6 +130,47 @@ public static class InspectCommand
         }
         foreach (var (name, w) in widths)
             if (w != null) Console.WriteLine($"{name}: layers differ ({w}); K/V bytes/block/head above are layer 0's");
+    }
+
+    /// <summary>Sequence-parallel capacity over <paramref name="gpus"/> GPUs (<see cref="CapacityPlan"/>): per GPU the fixed
+    /// parts, then per format the KV bytes per GPU at <paramref name="ctx"/> tokens, whether that fits and how many tokens
+    /// would; with <paramref name="timed"/> (the 7B shape, whose one-GPU rates are measured) the decode step's time model.</summary>
+    private static void PrintParallelPlan(ModelConfig c, string specs, long ctx, int gpus, float gpuGib, Func<string, KvCacheConfig> config, bool timed)
+    {
+        const double GiB = 1 << 30;
+        var plan = new CapacityPlan(c, gpus, (long)(gpuGib * GiB));
+        Console.WriteLine($"sequence parallelism over {gpus} GPU{(gpus == 1 ? "" : "s")} of {gpuGib:F2} GiB, {ctx:N0} tokens " +
+                          $"({ShardLayout.Even(ctx, gpus).Capacity[0]:N0} per GPU, whole 128-token blocks; docs/multigpu.md):");
+        Console.WriteLine($"per GPU: weights (f16, replicated) {plan.WeightBytes / GiB:F2} GiB | activations ({plan.MaxBatch}-row chunk) " +
+                          $"{plan.ActivationBytes / 1048576.0:F1} MiB | attention partials {plan.PartialBytes / 1048576.0:F1} MiB | gathered states " +
+                          $"{plan.StateBytes / 1024.0:F0} KiB | NCCL internal (assumed) {CapacityPlan.NcclInternalBytes / 1048576.0:F0} MiB | " +
+                          $"context + libraries (assumed) {CapacityPlan.ReserveBytes / GiB:F1} GiB | total {plan.FixedBytes / GiB:F2} GiB");
+        Console.WriteLine("| kv | device B/token | plan B/token | KV GiB per GPU at ctx | GiB per GPU at ctx | fits | tokens that fit |" +
+                          (timed ? " step ms (weights + attention + combine) at ctx | tok/s |" : ""));
+        Console.WriteLine("|---|---:|---:|---:|---:|---|---:|" + (timed ? "---:|---:|" : ""));
+        foreach (var spec in specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var f = CapacityPlan.FormatBytes(c, config(spec));
+            long kvBytes = plan.KvBytesPerGpu(f, ctx);
+            long total = kvBytes + plan.FixedBytes;
+            var line = $"| {f.Name} | {f.DeviceBytesPerToken:N0} | {(f.PlanBytesPerToken is { } pb ? pb.ToString("N0") : "-")} | {kvBytes / GiB:F2} | " +
+                       $"{total / GiB:F2} | {(total <= plan.GpuBytes ? "yes" : "no")} | {plan.TokensThatFit(f):N0} |";
+            if (timed)
+            {
+                var model = DecodeTimeModel.H100(f.Name);
+                if (double.IsNaN(model.AttentionNsPerToken)) line += " - | - |";
+                else
+                {
+                    var (att, comb, tot) = model.Step(c, ctx, gpus);
+                    line += $" {model.WeightsMs:F2} + {att:F2} + {comb:F2} = {tot:F2} | {1000 / tot:F1} |";
+                }
+            }
+            Console.WriteLine(line);
+        }
+        if (timed)
+            Console.WriteLine($"time model: weights {DecodeTimeModel.H100WeightsMs7B} ms and attention per token from one H100 (docs/perf.md); combine per layer = " +
+                              $"NCCL all-gather ({DecodeTimeModel.NcclLatencyUsH100x8} us + bytes at {DecodeTimeModel.NcclBusGBpsH100x8} GB/s, nccl-tests 8 x H100) " +
+                              $"+ {DecodeTimeModel.CombineKernelsUsDefault} us of combine kernels");
     }
 
     /// <summary>Per-layer widths when the layers of a plan differ (KVQuant :mixed), else null: nominal bits for the

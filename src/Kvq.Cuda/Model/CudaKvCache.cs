@@ -36,11 +36,20 @@ public sealed class CudaKvCache : IDisposable
     public long MaxTokens { get; }
     public int FreeBlocks => _free.Count;
     public bool Paged => LabLayout == null;
+    /// <summary>The sequence position of slot 0 (a multiple of <see cref="BlockTokens"/>): 0, or for one shard of a
+    /// sequence-parallel cache (Distributed/ShardedKvSequence) the first position of its range. f16 keys are rotated at
+    /// slot + this; KVQuant keys by an angle table whose coarse rows start at this position.</summary>
+    public long FirstPosition { get; }
 
     internal CudaKvCache(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, long poolTokens,
-        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs, Func<DecodeKernels>? labKernels)
+        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs, Func<DecodeKernels>? labKernels, long firstPosition = 0)
     {
         if (poolTokens <= 0) throw new ArgumentOutOfRangeException(nameof(poolTokens), poolTokens, "a device KV cache needs room for at least one token");
+        if (firstPosition < 0 || firstPosition % BlockTokens != 0)
+            throw new ArgumentOutOfRangeException(nameof(firstPosition), firstPosition, $"a cache's first position is a multiple of {BlockTokens}");
+        if (firstPosition > 0 && labKernels != null)
+            throw new ArgumentException("the kernel lab's decode layout starts at position 0 (a shard of a sequence-parallel cache takes the model's layout)", nameof(labKernels));
+        FirstPosition = firstPosition;
         Context = ctx;
         Kernels = kernels;
         Shape = shape;
@@ -58,9 +67,21 @@ public sealed class CudaKvCache : IDisposable
         {
             if (codecs != null)
             {
-                long rows = 128 + MaxTokens / 128;
-                Table = ctx.Allocate(rows * (shape.Rope.RopeDims / 2) * 8);
-                kernels.RopeTable(rows, Rope, Table);
+                long rows = 128 + MaxTokens / 128, rowBytes = shape.Rope.RopeDims / 2 * 8L;
+                Table = ctx.Allocate(rows * rowBytes);
+                if (firstPosition == 0) kernels.RopeTable(rows, Rope, Table);
+                else
+                {
+                    // The fine rows (positions 0..127) as always; the coarse rows of positions firstPosition + 128 k,
+                    // taken from a table that reaches this cache's last position: the kernels rotate slot 128 k + r by
+                    // coarse[k] x fine[r], which is then position firstPosition + 128 k + r, with the unsharded numbers.
+                    long full = 128 + (firstPosition + MaxTokens) / 128;
+                    using var whole = ctx.Allocate(full * rowBytes);
+                    kernels.RopeTable(full, Rope, whole);
+                    Table.CopyFromDevice(whole, 0, 0, 128 * rowBytes);
+                    Table.CopyFromDevice(whole, (128 + firstPosition / 128) * rowBytes, 128 * rowBytes, (rows - 128) * rowBytes);
+                    ctx.Synchronize();   // before the temporary table is freed
+                }
             }
             if (LabLayout == null)
             {

@@ -17,7 +17,7 @@ namespace Kvq.Cuda.Model;
 /// <see cref="IKvSequence"/> methods take host spans (copied up and down), so the CPU <c>Transformer</c> can run over
 /// this cache too.
 /// </summary>
-public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
+public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, IDeviceKvSequence
 {
     private readonly CudaKvCache _cache;
     private readonly bool _ownsCache;
@@ -182,7 +182,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
             _kernels.AppendNuqKeys(k, n, _shape.KvHeads, _shape.HeadDim, slot, nuq[layer], Config.SinkTokens, _sinkK[layer].Pointer, _bt!.Pointer);
             _kernels.AppendNuqValues(v, n, _shape.KvHeads, _shape.HeadDim, slot, nuq[layer], Config.SinkTokens, _sinkV[layer].Pointer, _bt.Pointer);
         }
-        else _kernels.AppendF16(k, v, n, _shape.KvHeads, _rope, slot, slot, _cache.MaxTokens, _cache.K[layer], _cache.V[layer], _bt!.Pointer);
+        else _kernels.AppendF16(k, v, n, _shape.KvHeads, _rope, _cache.FirstPosition + slot, slot, _cache.MaxTokens, _cache.K[layer], _cache.V[layer], _bt!.Pointer);
         _count[layer] = slot + n;
     }
 
@@ -225,6 +225,36 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable
         _kernels.AttentionF16(q, _cache.K[layer], _cache.V[layer], _cache.MaxTokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
             _shape.ScoreScale, _part, output, _bt!.Pointer);
     }
+
+    /// <summary>
+    /// The split partials only (no merge) of the last <paramref name="n"/> query rows <paramref name="q"/> over this
+    /// sequence's first tokens, as the kernels of <see cref="AttendDevice"/> compute them, into <paramref name="part"/>
+    /// ([row][split][head dim + 2]): row t sees min(<paramref name="count"/> - n + t + 1, ...) tokens, cut by
+    /// <paramref name="split"/>. A caller that passes a count beyond the tokens held gives a split plan whose ranges end
+    /// at the last held token (Distributed/ShardedKvSequence: a full shard before the query rows).
+    /// </summary>
+    internal void AttendPartial(int layer, ulong q, int n, long count, AttentionSplit split, DeviceBuffer part)
+    {
+        if (_lab != null) throw new NotSupportedException("partial attention states over the kernel lab's decode layout");
+        var nuq = _cache.Nuq?[layer];
+        var sinks = nuq != null ? (_sinkK[layer].Pointer, _sinkV[layer].Pointer) : (0UL, 0UL);
+        if (n > 1)
+            _kernels.AttentionTile(q, nuq == null ? _cache.K[layer] : null, nuq == null ? _cache.V[layer] : null, nuq, _cache.Table, _cache.MaxTokens,
+                _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale, part, 0, Config.SinkTokens, sinks, _rope,
+                _bt!.Pointer);
+        else if (nuq != null)
+            _kernels.AttentionNuq(q, nuq, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
+                part, 0, Config.SinkTokens, sinks, _rope, _bt!.Pointer);
+        else
+            _kernels.AttentionF16(q, _cache.K[layer], _cache.V[layer], _cache.MaxTokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
+                _shape.ScoreScale, part, 0, _bt!.Pointer);
+    }
+
+    void IDeviceKvSequence.AppendDevice(int layer, ulong k, ulong v, int n) => AppendDevice(layer, k, v, n);
+    void IDeviceKvSequence.AttendDevice(int layer, ulong q, int n, ulong output) => AttendDevice(layer, q, n, output);
+
+    /// <summary>Tokens layer <paramref name="layer"/> holds (between appends of a chunk, ahead of <see cref="Length"/>).</summary>
+    internal int Count(int layer) => _count[layer];
 
     /// <summary>The lab layout's decode kernels take one query token: for a decode step each token is encoded (or, at
     /// a sink position, copied to the sink) right before its own query attends, which keeps attention causal; a

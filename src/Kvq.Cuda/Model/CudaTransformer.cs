@@ -24,6 +24,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     private Attention.DecodeKernels? _lab;   // the kernel lab's decode and append modules, compiled on first use
 
     private Attention.DecodeKernels LabKernels() => _lab ??= new Attention.DecodeKernels(_ctx, _loader);
+    private Distributed.ShardKernels? _shardKernels;   // shard_combine.cu, compiled on first use
     // Activations for one chunk of at most MaxBatch tokens, row-major [token][width].
     // A batched step's ids, positions and logit rows (BatchLayout), uploaded once per step.
     private readonly DeviceBuffer _step;
@@ -45,6 +46,8 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         set => _kernels.TensorCorePrefill = value && _f16;
     }
     public CudaDeviceInfo DeviceInfo => _ctx.Device;
+    /// <summary>The device context the model lives in (an NCCL communicator joins on it).</summary>
+    public CudaContext Context => _ctx;
     /// <summary>Device bytes of the weights.</summary>
     public long WeightBytes => _w.Bytes;
     /// <summary>Free and total bytes of the device (cuMemGetInfo).</summary>
@@ -134,11 +137,44 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         }
     }
 
-    /// <summary>A sequence whose cache lives on this device, with room for <paramref name="maxTokens"/> tokens.</summary>
+    /// <summary>A sequence whose cache lives on this device, with room for <paramref name="maxTokens"/> tokens; with
+    /// <see cref="Sharding"/> set, a sequence-parallel one over that many shards, cut evenly.</summary>
     public override IKvSequence CreateSequence(KvCacheConfig config, int maxTokens)
     {
         _ctx.MakeCurrent();   // callers may run on another thread than Load's (the driver binds contexts to threads)
+        if (Sharding is { } sp) return CreateShardedSequence(config, Distributed.ShardLayout.Even(maxTokens, sp.Shards), sp.Exchange);
         return CreateCache(config, maxTokens).CreateOwnedSequence(maxTokens);
+    }
+
+    /// <summary>Sequence parallelism for every sequence <see cref="CreateSequence"/> makes (the CLI's --gpus; null: one
+    /// cache per sequence). The model disposes an exchange it is given here.</summary>
+    public Distributed.SequenceParallel? Sharding { get; set; }
+
+    /// <summary>A sequence-parallel sequence (docs/multigpu.md): its tokens cut into the shards of
+    /// <paramref name="layout"/>, all on this device (checking mode, <paramref name="exchange"/> null), or this
+    /// process's one shard with the others' attention states gathered through <paramref name="exchange"/>. The model's
+    /// own KVQuant or f16 layout (not the kernel lab's); no prefix sharing or batching.</summary>
+    public Distributed.ShardedKvSequence CreateShardedSequence(KvCacheConfig config, Distributed.ShardLayout layout, Distributed.IShardExchange? exchange = null)
+    {
+        _ctx.MakeCurrent();
+        return CreateShardedSequence(config, CudaKvSequence.Check(config, KvShape), layout, exchange);
+    }
+
+    /// <summary>The same with KVQuant codecs given per layer (as <see cref="CreateKvQuantSequence"/>).</summary>
+    public Distributed.ShardedKvSequence CreateShardedKvQuantSequence(Func<int, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)> layerCodecs, int sink,
+        Distributed.ShardLayout layout, Distributed.IShardExchange? exchange = null)
+    {
+        _ctx.MakeCurrent();
+        var codecs = Enumerable.Range(0, Config.Layers).Select(layerCodecs).ToArray();
+        var name = codecs[0].Keys[0].Spec.Name;
+        return CreateShardedSequence(new KvCacheConfig(name, name, 32, sink), codecs, layout, exchange);
+    }
+
+    private Distributed.ShardedKvSequence CreateShardedSequence(KvCacheConfig config, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs,
+        Distributed.ShardLayout layout, Distributed.IShardExchange? exchange)
+    {
+        _shardKernels ??= new Distributed.ShardKernels(_loader);
+        return new Distributed.ShardedKvSequence(_ctx, _kernels, _shardKernels, KvShape, config, codecs, layout, exchange, MaxBatch);
     }
 
     /// <summary>A paged cache on this device whose sequences (<see cref="CudaKvCache.CreateSequence"/>) share a pool of
@@ -184,14 +220,14 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
 
     protected override void Prepare(IKvSequence kv)
     {
-        if (kv is not CudaKvSequence)
+        if (kv is not IDeviceKvSequence)
             throw new ArgumentException($"the CUDA model attends over its own device cache (CreateSequence), not a {kv.GetType().Name}", nameof(kv));
         _ctx.MakeCurrent();
     }
 
     protected override void ForwardChunk(ReadOnlySpan<int> tokens, IKvSequence kv)
     {
-        var seq = (CudaKvSequence)kv;   // Prepare checked it
+        var seq = (IDeviceKvSequence)kv;   // Prepare checked it
         var c = Config;
         int n = tokens.Length;
         foreach (var id in tokens)
@@ -241,7 +277,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
 
     /// <summary>The layers over the n rows in _x: for one sequence <paramref name="one"/> at positions pos0.. (the
     /// chunk path), else for <paramref name="segments"/>, row t at position pos[t] (device ints).</summary>
-    private void Layers(int n, CudaKvSequence? one, long pos0, ReadOnlySpan<BatchSegment> segments, ulong pos)
+    private void Layers(int n, IDeviceKvSequence? one, long pos0, ReadOnlySpan<BatchSegment> segments, ulong pos)
     {
         var c = Config;
         ulong xin = _f16 ? _xh.Pointer : _xn.Pointer;
@@ -303,6 +339,8 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits }) b?.Dispose();
         _w?.Dispose();
         _lab?.Dispose();
+        _shardKernels?.Dispose();
+        (Sharding?.Exchange as IDisposable)?.Dispose();
         _blas.Dispose();
         _kernels.Dispose();
         _ctx.Dispose();

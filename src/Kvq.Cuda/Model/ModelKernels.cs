@@ -71,8 +71,7 @@ internal sealed class ModelKernels : IDisposable
     {
         K($"attn_f16_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
             _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part).Add(bt));
-        K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
-            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
+        Merge(part, split, n, kvHeads, group, headDim, output);
     }
 
     /// <summary>The sequence's angle table (model.cu rope_table): <paramref name="rows"/> rows of (cos, sin) per pair.</summary>
@@ -97,8 +96,7 @@ internal sealed class ModelKernels : IDisposable
             _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(sinks.K).Add(sinks.V).Add(table)
               .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part)
               .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(bt));
-        K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
-            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
+        Merge(part, split, n, kvHeads, group, headDim, output);
     }
 
     /// <summary>Tiled prefill attention (model.cu attn_tile): RB query rows share each staged key/value tile. f16
@@ -162,6 +160,14 @@ internal sealed class ModelKernels : IDisposable
         int rowBlocks = (n * group + rowsPerBlock - 1) / rowsPerBlock;
         k.Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)rowBlocks, (uint)threads, (uint)shared),
             _a.Clear().Add(q).Add(args).Add(cap).Add(kvHeads).Add(group).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part));
+        Merge(part, split, n, kvHeads, group, headDim, output);
+    }
+
+    /// <summary>attn_merge of the split partials into <paramref name="output"/>; output 0 keeps the partials only (a
+    /// shard of a sequence-parallel cache merges them with the other shards': Distributed/ShardedKvSequence).</summary>
+    private void Merge(DeviceBuffer part, AttentionSplit split, int n, int kvHeads, int group, int headDim, ulong output)
+    {
+        if (output == 0) return;
         K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
             _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
     }

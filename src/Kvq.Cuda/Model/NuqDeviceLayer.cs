@@ -33,6 +33,15 @@ internal sealed class NuqDeviceLayer : IDisposable
     public DeviceBuffer VSlotC { get; }
     public DeviceBuffer VMids { get; }
     public DeviceBuffer VLevels { get; }
+    /// <summary>Device bytes allocated per token slot (all KV heads) for these widths and slot counts: codes, key and
+    /// value slots (at least one of each is allocated), value zero/range (the pool arrays of the constructor, less the
+    /// 16 spare bytes per array).</summary>
+    internal static long AllocatedBytesPerToken(int kvHeads, int headDim, int keyBits, int valueBits, int keySlots, int valueSlots)
+    {
+        long kw = (headDim * keyBits + 31) / 32, vw = (headDim * valueBits + 31) / 32;
+        return kvHeads * (kw * 4 + Math.Max(keySlots, 1) * 3L + vw * 4 + 4 + Math.Max(valueSlots, 1) * 3L);
+    }
+
     /// <summary>Bytes per stored token (all KV heads): codes, slots, value zero/range.</summary>
     public long BytesPerToken { get; }
 

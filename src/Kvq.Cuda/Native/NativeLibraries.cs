@@ -7,13 +7,14 @@ namespace Kvq.Cuda.Native;
 /// Maps the logical library names of the P/Invoke declarations ("cuda", "nvrtc", "cublas") to the shared objects
 /// present on this machine. The driver keeps a stable soname (libcuda.so.1); NVRTC and cuBLAS carry the toolkit's
 /// major version in theirs (libnvrtc.so.13 with CUDA 13), so several are probed, in the toolkit folders too, and
-/// KVQ_NVRTC / KVQ_CUBLAS name an exact file when set.
+/// KVQ_NVRTC / KVQ_CUBLAS / KVQ_NCCL name an exact file when set.
 /// </summary>
 internal static class NativeLibraries
 {
     public const string Cuda = "cuda";
     public const string Nvrtc = "nvrtc";
     public const string Cublas = "cublas";
+    public const string Nccl = "nccl";
 
     private static readonly string[] Folders =
         ["", "/usr/local/cuda/lib64/", "/usr/local/cuda/targets/x86_64-linux/lib/", "/usr/lib/x86_64-linux-gnu/"];
@@ -61,6 +62,9 @@ internal static class NativeLibraries
             Cuda => ["libcuda.so.1", "libcuda.so"],
             Nvrtc => Env("KVQ_NVRTC", ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]),
             Cublas => Env("KVQ_CUBLAS", ["libcublas.so.13", "libcublas.so.12", "libcublas.so"]),
+            // NCCL ships with PyTorch's wheels (site-packages/nvidia/nccl/lib): KVQ_NCCL names that file, or the loader
+            // path finds it (dev/gpu/device-gpu-tests.sh sets both).
+            Nccl => Env("KVQ_NCCL", ["libnccl.so.2", "libnccl.so"]),
             _ => [],
         };
         if (name == Cuda) return files;   // the driver lives where the loader finds it, never in a toolkit folder

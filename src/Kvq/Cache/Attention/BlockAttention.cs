@@ -26,13 +26,48 @@ internal static unsafe class BlockAttention
         fixed (float* po = output)
         {
             var partial = splits > 1 ? PartialStates.For(items * splits, shape.GroupSize * Math.Min(n, QueryChunk), shape.HeadDim) : null;
-            var job = new Job(kv, layer, pq, po, n, chunks, splits, blocks, partial);
+            var job = new Job(kv, layer, pq, po, n, chunks, splits, 0, blocks, partial);
             par.For(items * splits, 1, ref job);
             if (partial != null) MergeSplits(shape, partial, items, splits, po, n, chunks);
         }
     }
 
-    private readonly struct Job(IKvBlockReader kv, int layer, float* q, float* o, int n, int chunks, int splits, int blocks,
+    /// <summary>The unnormalised states of queries q (n, qDim) over blocks [b0, b1) of the layer only (one shard of a
+    /// sequence-parallel cache: <see cref="ShardedAttention"/>), with the causal mask and windows of
+    /// <see cref="Attend"/>: written to part <paramref name="part"/> of <paramref name="states"/>, row t x heads + query
+    /// head; rows that see no key of the range stay empty (max -inf, sum 0).</summary>
+    public static void AttendRange(IKvBlockReader kv, int layer, ReadOnlySpan<float> q, int n, int b0, int b1, AttentionStates states, int part,
+        Parallelism par)
+    {
+        var shape = kv.Shape;
+        int hd = shape.HeadDim, g = shape.GroupSize;
+        if (states.Rows != n * shape.Heads || states.HeadDim != hd || (uint)part >= (uint)states.Parts)
+            throw new ArgumentException($"states of {states.Parts} parts x {states.Rows} rows x {states.HeadDim} do not fit part {part} of {n} tokens x {shape.Heads} heads x {hd}", nameof(states));
+        int chunks = (n + QueryChunk - 1) / QueryChunk;
+        int items = shape.KvHeads * chunks;
+        int rows = g * Math.Min(n, QueryChunk);
+        var partial = PartialStates.For(items, rows, hd);
+        fixed (float* pq = q)
+        {
+            var job = new Job(kv, layer, pq, null, n, chunks, 1, b0, b1, partial);
+            par.For(items, 1, ref job);
+        }
+        for (int item = 0; item < items; item++)
+        {
+            int head = item / chunks, c = item % chunks;
+            int t0 = c * QueryChunk, t1 = Math.Min(n, t0 + QueryChunk);
+            for (int r = 0; r < (t1 - t0) * g; r++)
+            {
+                int row = (t0 + r / g) * shape.Heads + head * g + r % g;
+                int dst = part * states.Rows + row, src = item * rows + r;
+                states.Max[dst] = partial.Max[src];
+                states.Sum[dst] = partial.Sum[src];
+                partial.Acc.AsSpan(src * hd, hd).CopyTo(states.Acc.AsSpan(dst * hd, hd));
+            }
+        }
+    }
+
+    private readonly struct Job(IKvBlockReader kv, int layer, float* q, float* o, int n, int chunks, int splits, int first, int last,
         PartialStates? partial) : IRangeJob
     {
         public void Run(int start, int end)
@@ -44,7 +79,7 @@ internal static unsafe class BlockAttention
                 int item = work / splits, sp = work % splits;
                 int head = item / chunks, c = item % chunks;
                 int t0 = c * QueryChunk, t1 = Math.Min(n, t0 + QueryChunk);
-                int b0 = (int)((long)blocks * sp / splits), b1 = (int)((long)blocks * (sp + 1) / splits);
+                int b0 = first + (int)((long)(last - first) * sp / splits), b1 = first + (int)((long)(last - first) * (sp + 1) / splits);
                 Head(kv, layer, head, q, o, n, t0, t1, b0, b1, scratch, partial, work);
             }
         }

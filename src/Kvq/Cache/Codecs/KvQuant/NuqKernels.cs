@@ -13,12 +13,15 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// <see cref="RopeAngleTable"/>: 4 multiplies per pair, no cos/sin), and dot it with the group's query rows, so no
 /// tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
 /// zero_j + range_j * cb built once per block, accumulator rows in registers across the block's tokens, and the
-/// token's exact outliers blended into its decoded registers (head dim 64) or added afterwards as sparse corrections
-/// w_j * (x - decoded) (other head dims). With more query rows than the
+/// token's exact outliers (the sparse rows of a block, <see cref="BlockOutliers"/>) added afterwards as sparse
+/// corrections w_j * (x - decoded) by the codec. With more query rows than the
 /// register kernels take (prefill), blocks are decoded once into a tile by the same vector decode and the dense
 /// <see cref="Attention.TileMath"/> kernels serve all rows.
 /// Every kernel is checked against the codec's DecodeBlock + Rope.RotateAt + TileMath path in the tests.
 /// </summary>
+// Scratch (stackalloc) is written before it is read, so it is not zeroed per call (SkipLocalsInit: zeroing the 2 KB
+// of per-token tables and partial sums showed beside the value kernel itself in a profile).
+[SkipLocalsInit]
 internal static unsafe class NuqKernels
 {
     /// <summary>Most query rows the fused key kernel serves; above it the block goes through a decoded tile.</summary>

@@ -72,6 +72,7 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
 
     /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes (NuqKernels.ValueAccumulate), then the
     /// outliers as sparse corrections w_j (x - decoded); the decode + tile path where the kernel does not apply.</summary>
+    [System.Runtime.CompilerServices.SkipLocalsInit]   // scales: every entry written before use
     public override void Accumulate(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> w, int nq,
         Span<float> acc, Span<float> tile)
     {

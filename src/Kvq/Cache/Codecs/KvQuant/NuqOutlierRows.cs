@@ -72,10 +72,10 @@ internal static class NuqOutlierRows
             channels = default;
             values = default;
             if (n == 0) return 0;
-            int slots = 0, run = 0, last = -1;
+            int slots = 0, run = 0, last = -1, shift = TokenShift(headDim);
             for (int i = 0; i < n; i++)
             {
-                int t = Index[i] / headDim;
+                int t = shift >= 0 ? Index[i] >> shift : Index[i] / headDim;
                 run = t == last ? run + 1 : 1;
                 last = t;
                 slots = Math.Max(slots, run);
@@ -93,7 +93,7 @@ internal static class NuqOutlierRows
             int at = 0;
             for (int i = 0; i < n; i++)
             {
-                int t = Index[i] / headDim, c = Index[i] - t * headDim;
+                int t = shift >= 0 ? Index[i] >> shift : Index[i] / headDim, c = Index[i] - t * headDim;
                 at = t == last ? at + 1 : t * slots;
                 last = t;
                 channels[at] = (byte)c;
@@ -101,6 +101,10 @@ internal static class NuqOutlierRows
             }
             return slots;
         }
+
+        /// <summary>log2 of a power-of-two head dim (an entry's token is then its index shifted right), else -1.</summary>
+        public static int TokenShift(int headDim) =>
+            (headDim & (headDim - 1)) == 0 ? System.Numerics.BitOperations.TrailingZeroCount(headDim) : -1;
 
         public void Dispose()
         {

@@ -103,11 +103,12 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         using var e = new NuqOutlierRows.Unpacked(total);
         int n = e.Read(outliers, count * d);
         int bits = _spec.Bits, mask = (1 << bits) - 1, codeBytes = _codeBytes, codesOffset = _codesOffset;
+        int shift = NuqOutlierRows.Unpacked.TokenShift(d);
         var levels = _levels;
         for (int i = 0; i < n; i++)
         {
             int ix = e.Index[i];
-            int t = ix / d, c = ix - t * d;
+            int t = shift >= 0 ? ix >> shift : ix / d, c = ix - t * d;
             int bit = c * bits, at = codesOffset + t * codeBytes + (bit >> 3);
             int word = at + 1 < block.Length ? block[at] | block[at + 1] << 8 : block[at];
             float delta = e.Value[i] - (scales[2 * t] + scales[2 * t + 1] * levels[(word >> (bit & 7)) & mask]);

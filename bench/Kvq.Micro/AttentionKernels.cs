@@ -39,6 +39,10 @@ public class AttentionKernels
         _tile = new float[KernelData.BlockTokens * KernelData.HeadDim];
     }
 
+    /// <summary>Sparse outlier entries per cached token (keys, values).</summary>
+    public (double Keys, double Values) OutliersPerToken =>
+        (_keys.Outliers.Sum(o => o?.Count ?? 0) / (double)Tokens, _values.Outliers.Sum(o => o?.Count ?? 0) / (double)Tokens);
+
     [Benchmark]
     public float Scores()
     {
@@ -50,12 +54,13 @@ public class AttentionKernels
             if (Tile)
             {
                 var t = _tile.AsSpan(0, n * KernelData.HeadDim);
-                c.DecodeBlock(_keys.Blocks[b], n, t);
+                c.DecodeBlock(_keys.Blocks[b], _keys.Outliers[b], n, t);
                 if (c.PreRope) _keys.Rope.RotateAt(t, n, _keys.Positions.AsSpan(b * bt, n));
                 Cache.Attention.TileMath.Scores(t, n, KernelData.HeadDim, _q, Rows, _scores);
             }
-            else if (c.PreRope) c.ScoresPreRope(_keys.Blocks[b], n, _keys.Positions.AsSpan(b * bt, n), _keys.Rope, _q, Rows, _scores, _tile);
-            else c.Scores(_keys.Blocks[b], n, _q, Rows, _scores, _tile);
+            else if (c.PreRope)
+                c.ScoresPreRope(_keys.Blocks[b], _keys.Outliers[b], n, _keys.Positions.AsSpan(b * bt, n), _keys.Rope, _q, Rows, _scores, _tile);
+            else c.Scores(_keys.Blocks[b], _keys.Outliers[b], n, _q, Rows, _scores, _tile);
         }
         return _scores[0];
     }
@@ -71,10 +76,10 @@ public class AttentionKernels
             if (Tile)
             {
                 var t = _tile.AsSpan(0, n * KernelData.HeadDim);
-                c.DecodeBlock(_values.Blocks[b], n, t);
+                c.DecodeBlock(_values.Blocks[b], _values.Outliers[b], n, t);
                 Cache.Attention.TileMath.Accumulate(t, n, KernelData.HeadDim, _w.AsSpan(0, Rows * n), Rows, _acc);
             }
-            else c.Accumulate(_values.Blocks[b], n, _w.AsSpan(0, Rows * n), Rows, _acc, _tile);
+            else c.Accumulate(_values.Blocks[b], _values.Outliers[b], n, _w.AsSpan(0, Rows * n), Rows, _acc, _tile);
         }
         return _acc[0];
     }

@@ -76,6 +76,9 @@ if (args.Length > 0 && args[0] == "--quick")
             best[i, 1] = Math.Min(best[i, 1], sw.Elapsed.TotalNanoseconds / 5);
         }
     Console.WriteLine($"rows {rows}, {AttentionKernels.Tokens} tokens, ns per cached token (best of 200 rounds)");
+    foreach (var b in benches)
+        if (b.OutliersPerToken is var (k, v) && (k > 0 || v > 0))
+            Console.WriteLine($"{b.Spec}: exact outliers per token: keys {k:F2}, values {v:F2}");
     Console.WriteLine("| kv | scores | accumulate | total |");
     Console.WriteLine("|---|---:|---:|---:|");
     for (int i = 0; i < specs.Length; i++)

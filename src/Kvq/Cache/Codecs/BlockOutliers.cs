@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+
 namespace Kvq.Cache.Codecs;
 
 /// <summary>
@@ -43,6 +45,30 @@ public sealed class BlockOutliers
         return ((int)(v & ((1UL << w) - 1)), (ushort)(v >> w));
     }
 
+    /// <summary>Unpacks every entry whose index is below <paramref name="limit"/> (a prefix: entries are sorted) into
+    /// <paramref name="index"/> and <paramref name="half"/> (room for <see cref="Count"/> entries) and returns how many:
+    /// one 64-bit read per entry, for the attention kernels' per-block correction passes.</summary>
+    public int Unpack(int limit, Span<int> index, Span<ushort> half)
+    {
+        int n = Count, w = IndexBits;
+        if (n == 0) return 0;
+        if (index.Length < n || half.Length < n)
+            throw new ArgumentException($"room for {Math.Min(index.Length, half.Length)} outlier entries, the block holds {n}");
+        var data = _data;
+        ulong mask = (1UL << w) - 1;
+        int width = w + 16;
+        long bit = Header * 8;
+        for (int i = 0; i < n; i++, bit += width)
+        {
+            ulong v = ReadBits(data, bit, width);
+            int ix = (int)(v & mask);
+            if (ix >= limit) return i;
+            index[i] = ix;
+            half[i] = (ushort)(v >> w);
+        }
+        return n;
+    }
+
     /// <summary>First entry whose index is at least <paramref name="index"/> (entries are sorted).</summary>
     public int LowerBound(int index)
     {
@@ -67,6 +93,7 @@ public sealed class BlockOutliers
         if (b == a && channels.IsEmpty) return;
         int m = n - (b - a) + channels.Length;
         if (m > ushort.MaxValue) throw new InvalidOperationException($"{m} outliers in one block: more than the 65535 a count holds");
+        if (a == n && n > 0 && Append(token * headDim, channels, halves, indexBits, m)) return;
         int[]? rentI = null;
         ushort[]? rentV = null;
         Span<int> idx = m <= 512 ? stackalloc int[m] : (rentI = System.Buffers.ArrayPool<int>.Shared.Rent(m)).AsSpan(0, m);
@@ -78,6 +105,34 @@ public sealed class BlockOutliers
         Write(idx, val, indexBits);
         if (rentI != null) System.Buffers.ArrayPool<int>.Shared.Return(rentI);
         if (rentV != null) System.Buffers.ArrayPool<ushort>.Shared.Return(rentV);
+    }
+
+    /// <summary>Writes a token's entries after every stored one (the usual case: tokens arrive in order) without
+    /// rewriting the others, growing the allocation by the same rule as <see cref="Write"/> (exact size rounded up to 8
+    /// bytes, the old bytes copied over); false when the list must be rewritten instead.</summary>
+    private bool Append(int baseIndex, ReadOnlySpan<int> channels, ReadOnlySpan<ushort> halves, int w, int m)
+    {
+        long bits = (long)m * (w + 16);
+        int bytes = (int)((Header + (bits + 7) / 8 + 7) / 8 * 8);
+        int n = Count;
+        if (bytes * 2 < _data.Length) return false;
+        if (bytes > _data.Length)
+        {
+            var grown = new byte[bytes];
+            _data.AsSpan(0, Header + (int)(((long)n * (w + 16) + 7) / 8)).CopyTo(grown);
+            _total?.Add(bytes - _data.Length);
+            _data = grown;
+        }
+        var data = _data;
+        for (int j = 0; j < channels.Length; j++)
+        {
+            int ix = baseIndex + channels[j];
+            if ((uint)ix >= 1u << w) throw new ArgumentException($"outlier index {ix} does not fit {w} bits");
+            WriteBits(data, Header * 8 + (long)(n + j) * (w + 16), w + 16, (ulong)(uint)ix | (ulong)halves[j] << w);
+        }
+        data[0] = (byte)m;
+        data[1] = (byte)(m >> 8);
+        return true;
     }
 
     /// <summary>Drops every entry (and the allocation).</summary>
@@ -134,24 +189,33 @@ public sealed class BlockOutliers
         _data = bytes == 0 ? Empty : new byte[bytes];
     }
 
+    /// <summary>width (up to 40) bits from bit offset <paramref name="bit"/>: one little-endian 64-bit read, or byte
+    /// by byte at the end of the array.</summary>
     private static ulong ReadBits(byte[] data, long bit, int width)
     {
-        ulong v = 0;
-        for (int k = 0; k < width; k++)
+        int at = (int)(bit >> 3), shift = (int)(bit & 7);
+        ulong v;
+        if (at + 8 <= data.Length) v = BinaryPrimitives.ReadUInt64LittleEndian(data.AsSpan(at, 8));
+        else
         {
-            long b = bit + k;
-            v |= (ulong)((data[b >> 3] >> (int)(b & 7)) & 1) << k;
+            v = 0;
+            for (int k = 0; at + k < data.Length; k++) v |= (ulong)data[at + k] << (8 * k);
         }
-        return v;
+        return (v >> shift) & ((1UL << width) - 1);
     }
 
+    /// <summary>ORs width bits of v in at bit offset <paramref name="bit"/> (the bits there must be clear).</summary>
     private static void WriteBits(byte[] data, long bit, int width, ulong v)
     {
-        for (int k = 0; k < width; k++)
+        int at = (int)(bit >> 3), shift = (int)(bit & 7);
+        v = (v & ((1UL << width) - 1)) << shift;
+        if (at + 8 <= data.Length)
         {
-            long b = bit + k;
-            if (((v >> k) & 1) != 0) data[b >> 3] |= (byte)(1 << (int)(b & 7));
+            var span = data.AsSpan(at, 8);
+            BinaryPrimitives.WriteUInt64LittleEndian(span, BinaryPrimitives.ReadUInt64LittleEndian(span) | v);
+            return;
         }
+        for (int k = 0; at + k < data.Length && v >> (8 * k) != 0; k++) data[at + k] |= (byte)(v >> (8 * k));
     }
 }
 

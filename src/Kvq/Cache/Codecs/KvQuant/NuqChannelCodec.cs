@@ -88,9 +88,9 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
         Scores(block, Need(null), count, q, nq, scores, tile);
 
-    /// <summary>Fused: codes -> codebook -> scale/zero -> RoPE at each position -> dots, in registers
-    /// (NuqKernels.KeyScores), then each token with outliers gets q . R(pos) (x - decoded) at its outlier channels
-    /// added; the decode + rotate + tile path where the kernel does not apply.</summary>
+    /// <summary>Fused: codes -> codebook -> scale/zero -> exact outliers blended into their lanes -> RoPE at each
+    /// position -> dots, in registers (NuqKernels.KeyScores; the block's sparse rows unpacked once into per-token
+    /// slots); the decode + rotate + tile path where the kernel does not apply.</summary>
     public override void ScoresPreRope(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<int> positions,
         Rope rope, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
     {
@@ -108,9 +108,10 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         var set = rope.Style == RopeStyle.Normal
             ? _normal ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, RopeStyle.Normal))
             : _neox ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, rope.Style));
-        NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, 0, _codeBytes, 0, 0, 0, 0xFF, _lut,
+        using var e = new NuqOutlierRows.Unpacked(outliers?.Count ?? 0);
+        int slots = Slots(e, outliers, count, out var channels, out var values);
+        NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, 0, _codeBytes, slots, channels, values, _lut,
             set.Zero, set.Range, q, nq, scores, tile);
-        if (outliers != null) AddOutlierScores(block, outliers, count, positions, rope, q, nq, scores);
     }
 
     /// <summary>Post-RoPE keys (the :post ablation): the same fused kernel without the rotation.</summary>
@@ -126,57 +127,18 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         }
         Check(block, count, q, nq, scores, tile);
         var set = _natural ??= Lanes(NuqLanes.Natural(HeadDim, _spec.Bits));
-        NuqKernels.KeyScores(set.Lanes, block, count, default, null, 0, _codeBytes, 0, 0, 0, 0xFF, _lut,
+        using var e = new NuqOutlierRows.Unpacked(outliers?.Count ?? 0);
+        int slots = Slots(e, outliers, count, out var channels, out var values);
+        NuqKernels.KeyScores(set.Lanes, block, count, default, null, 0, _codeBytes, slots, channels, values, _lut,
             set.Zero, set.Range, q, nq, scores, tile);
-        if (outliers != null) AddOutlierScores(block, outliers, count, default, null, q, nq, scores);
     }
 
-    /// <summary>scores[i, t] += q_i . R(pos_t) d_t, d_t = the token's exact outliers minus what their codes decode to
-    /// (zero elsewhere): the sparse part of the dense-and-sparse sum, one token's row at a time.</summary>
-    private void AddOutlierScores(ReadOnlySpan<byte> block, BlockOutliers outliers, int count, ReadOnlySpan<int> positions, Rope? rope,
-        ReadOnlySpan<float> q, int nq, Span<float> scores)
+    /// <summary>The block's exact outliers of its first count tokens as per-token slots for the kernel's lane blends.</summary>
+    private int Slots(in NuqOutlierRows.Unpacked e, BlockOutliers? outliers, int count, out Span<byte> channels, out Span<float> values)
     {
-        int n = outliers.Count, d = HeadDim;
-        if (n == 0) return;
-        // Each correction is one value at one channel: rotated, it touches only that channel's RoPE pair, so the score
-        // changes by q . R(pos) e_c delta = delta (q_c cos + q_partner sin') with the pair's angle from the cached table
-        // (no whole-row rotation, no transcendental call per token).
-        int half = rope?.RopeDims / 2 ?? 0;
-        float[]? bc = null, bs = null;
-        ReadOnlySpan<float> dc = default, ds = default;
-        if (rope != null)
-        {
-            int maxPos = 0;
-            for (int t = 0; t < count; t++) maxPos = Math.Max(maxPos, positions[t]);
-            var table = rope.Table;
-            (bc, bs) = table.Bases(maxPos);
-            dc = table.DeltaCos;
-            ds = table.DeltaSin;
-        }
-        for (int i = 0; i < n; i++)
-        {
-            var (ix, h) = outliers.Entry(i);
-            int t = ix / d;
-            if (t >= count) break;
-            int c = ix - t * d;
-            var codes = block.Slice(t * _codeBytes, _codeBytes);
-            float delta = QuantFormats.HalfToSingle(h) - _decode[c * _levels + NuqErrorBound.Code(codes, c, _spec.Bits)];
-            if (rope == null || c >= rope.RopeDims)
-            {
-                for (int r = 0; r < nq; r++) scores[r * count + t] += q[r * d + c] * delta;
-                continue;
-            }
-            int pair, a, b;
-            bool first;
-            if (rope.Style == RopeStyle.Normal) { pair = c >> 1; a = pair * 2; b = a + 1; first = (c & 1) == 0; }
-            else { first = c < half; pair = first ? c : c - half; a = pair; b = pair + half; }
-            int pos = positions[t], blk = pos / RopeAngleTable.Step, off = pos % RopeAngleTable.Step;
-            float c0 = bc![blk * half + pair], s0 = bs![blk * half + pair], c1 = dc[off * half + pair], s1 = ds[off * half + pair];
-            float cos = c0 * c1 - s0 * s1, sin = s0 * c1 + c0 * s1;
-            // R e_a = (cos, sin) on (a, b); R e_b = (-sin, cos).
-            float va = first ? delta * cos : -delta * sin, vb = first ? delta * sin : delta * cos;
-            for (int r = 0; r < nq; r++) scores[r * count + t] += q[r * d + a] * va + q[r * d + b] * vb;
-        }
+        channels = default;
+        values = default;
+        return outliers == null ? 0 : e.ToSlots(e.Read(outliers, count * HeadDim), count, HeadDim, out channels, out values);
     }
 
     private void Check(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)

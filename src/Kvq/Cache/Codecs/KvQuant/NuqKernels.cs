@@ -13,12 +13,15 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// <see cref="RopeAngleTable"/>: 4 multiplies per pair, no cos/sin), and dot it with the group's query rows, so no
 /// tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
 /// zero_j + range_j * cb built once per block, accumulator rows in registers across the block's tokens, and the
-/// token's exact outliers blended into its decoded registers (head dim 64) or added afterwards as sparse corrections
-/// w_j * (x - decoded) (other head dims). With more query rows than the
+/// token's exact outliers (the sparse rows of a block, <see cref="BlockOutliers"/>) added afterwards as sparse
+/// corrections w_j * (x - decoded) by the codec. With more query rows than the
 /// register kernels take (prefill), blocks are decoded once into a tile by the same vector decode and the dense
 /// <see cref="Attention.TileMath"/> kernels serve all rows.
 /// Every kernel is checked against the codec's DecodeBlock + Rope.RotateAt + TileMath path in the tests.
 /// </summary>
+// Scratch (stackalloc) is written before it is read, so it is not zeroed per call (SkipLocalsInit: zeroing the 2 KB
+// of per-token tables and partial sums showed beside the value kernel itself in a profile).
+[SkipLocalsInit]
 internal static unsafe class NuqKernels
 {
     /// <summary>Most query rows the fused key kernel serves; above it the block goes through a decoded tile.</summary>
@@ -33,12 +36,19 @@ internal static unsafe class NuqKernels
         return b;
     }
 
+    /// <summary>Channel of an empty outlier slot (matches no lane).</summary>
+    public const byte EmptySlot = 0xFF;
+
     /// <summary>scores[i, j] = q_i . R(positions[j]) k_j (or q_i . k_j when <paramref name="positions"/> is empty: keys
-    /// stored after RoPE) for a block of per-channel keys.</summary>
+    /// stored after RoPE) for a block of per-channel keys. Token j's exact outliers are slots j*slots .. j*slots+slots-1
+    /// of <paramref name="slotChannels"/> (channel, or <see cref="EmptySlot"/> after the last) and
+    /// <paramref name="slotValues"/>; each replaces its lane of the decoded key before the rotation.</summary>
     public static void KeyScores(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, ReadOnlySpan<int> positions, Rope? rope,
-        int codesOffset, int codeBytes, int slots, int valuesOffset, int indicesOffset, int empty,
+        int codesOffset, int codeBytes, int slots, ReadOnlySpan<byte> slotChannels, ReadOnlySpan<float> slotValues,
         Vector512<float> lut, float[] zeroLanes, float[] rangeLanes, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
     {
+        if (slotChannels.Length < count * slots || slotValues.Length < count * slots)
+            throw new ArgumentException($"{count} tokens x {slots} outlier slots, {slotChannels.Length} channels / {slotValues.Length} values given");
         int d = lanes.HeadDim, nv = lanes.Vectors;
         bool rotate = !positions.IsEmpty;
         float[] baseCos = [], baseSin = [];
@@ -55,8 +65,8 @@ internal static unsafe class NuqKernels
         bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
         Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
         var part = stackalloc Vector512<float>[4 * MaxFusedRows];
-        var outliers = stackalloc float[count * slots + 16];
-        fixed (byte* block = blockSpan, pad = padded)
+        fixed (byte* block = blockSpan, pad = padded, sc = slotChannels)
+        fixed (float* sv = slotValues)
         fixed (float* pq = q, ps = scores, pt = tile, ql = qBuf, z = zeroLanes, r = rangeLanes)
         fixed (float* bc = baseCos, bs = baseSin, dc = table == null ? default : table.DeltaCos, ds = table == null ? default : table.DeltaSin)
         fixed (int* pos = positions)
@@ -65,9 +75,7 @@ internal static unsafe class NuqKernels
             if (copy) rows = lanes.CopyRows(rows, count, pad);
             lanes.Gather(pq, nq, ql);
             bool fused = nq <= MaxFusedRows;
-            OutlierFloats(block + valuesOffset, count * slots, outliers);
-            var k = new KeyRows(rows, codeBytes, block + valuesOffset, block + indicesOffset, slots, empty, lut, z, r,
-                rotate, bc, bs, dc, ds, table?.Pairs ?? 0, pos, outliers);
+            var k = new KeyRows(rows, codeBytes, sc, slots, EmptySlot, lut, z, r, rotate, bc, bs, dc, ds, table?.Pairs ?? 0, pos, sv);
             if (d == 64) KeyScores64(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt, part);
             else KeyScoresAnyDim(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt);
             if (!fused) Attention.TileMath.Scores(tile[..(count * d)], count, d, new ReadOnlySpan<float>(ql, nq * d), nq, scores);
@@ -75,12 +83,12 @@ internal static unsafe class NuqKernels
     }
 
     /// <summary>What the key kernels read: code rows, outlier slots, per-channel scale/zero in lane order, angles.</summary>
-    private readonly struct KeyRows(byte* rows, int codeBytes, byte* values, byte* indices, int slots, int empty,
+    private readonly struct KeyRows(byte* rows, int codeBytes, byte* indices, int slots, int empty,
         Vector512<float> lut, float* zero, float* range, bool rotate, float* baseCos, float* baseSin, float* deltaCos,
         float* deltaSin, int pairs, int* positions, float* outlierValues)
     {
         public readonly float* OutlierValues = outlierValues;
-        public readonly byte* Rows = rows, Values = values, Indices = indices;
+        public readonly byte* Rows = rows, Indices = indices;
         public readonly int CodeBytes = codeBytes, Slots = slots, Empty = empty, Pairs = pairs;
         public readonly Vector512<float> Lut = lut;
         public readonly float* Zero = zero, Range = range, BaseCos = baseCos, BaseSin = baseSin, DeltaCos = deltaCos, DeltaSin = deltaSin;
@@ -129,7 +137,7 @@ internal static unsafe class NuqKernels
                     k2 = Vector512.ConditionalSelect(Vector512.Equals(ch2, vc).AsSingle(), vx, k2);
                     k3 = Vector512.ConditionalSelect(Vector512.Equals(ch3, vc).AsSingle(), vx, k3);
                     if (slots > 1 && idx[1] != empty)
-                        for (int s = 1; s < slots; s++)
+                        for (int s = 1; s < slots && idx[s] != empty; s++)
                         {
                             vc = Vector512.Create((int)idx[s]);
                             vx = Vector512.Create(ov[s]);
@@ -200,7 +208,7 @@ internal static unsafe class NuqKernels
                 int i = j * k.Slots + s;
                 int c = k.Indices[i];
                 if (c == k.Empty) break;
-                float x = QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(k.Values + 2 * i));
+                float x = k.OutlierValues[i];
                 int v = lanes.VectorOf[c];
                 buf[v] = Vector512.ConditionalSelect(Vector512.Equals(lanes.Channel[v], Vector512.Create(c)).AsSingle(), Vector512.Create(x), buf[v]);
             }

@@ -72,6 +72,7 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
 
     /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes (NuqKernels.ValueAccumulate), then the
     /// outliers as sparse corrections w_j (x - decoded); the decode + tile path where the kernel does not apply.</summary>
+    [System.Runtime.CompilerServices.SkipLocalsInit]   // scales: every entry written before use
     public override void Accumulate(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> w, int nq,
         Span<float> acc, Span<float> tile)
     {
@@ -89,16 +90,28 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         Span<float> scales = stackalloc float[2 * count];
         for (int t = 0; t < count; t++) (scales[2 * t], scales[2 * t + 1]) = ScaleOf(block, t);
         NuqKernels.ValueAccumulate(_lanes, block, count, scales, _codesOffset, _codeBytes, 0, 0, 0, _lut, w, nq, acc, tile);
-        if (outliers == null) return;
-        int n = outliers.Count, d = HeadDim, limit = count * d;
+        if (outliers != null) AddOutlierValues(block, outliers, count, scales, w, nq, acc);
+    }
+
+    /// <summary>acc[i, c] += w[i, t] (x - decoded) for each exact outlier x at (t, c): one pass over the block's
+    /// entries, unpacked at once (<see cref="NuqOutlierRows.Unpacked"/>).</summary>
+    private void AddOutlierValues(ReadOnlySpan<byte> block, BlockOutliers outliers, int count, ReadOnlySpan<float> scales,
+        ReadOnlySpan<float> w, int nq, Span<float> acc)
+    {
+        int total = outliers.Count, d = HeadDim;
+        if (total == 0) return;
+        using var e = new NuqOutlierRows.Unpacked(total);
+        int n = e.Read(outliers, count * d);
+        int bits = _spec.Bits, mask = (1 << bits) - 1, codeBytes = _codeBytes, codesOffset = _codesOffset;
+        int shift = NuqOutlierRows.Unpacked.TokenShift(d);
+        var levels = _levels;
         for (int i = 0; i < n; i++)
         {
-            var (index, h) = outliers.Entry(i);
-            if (index >= limit) break;
-            int t = index / d, c = index - t * d;
-            var codes = block.Slice(_codesOffset + t * _codeBytes, _codeBytes);
-            float decoded = scales[2 * t] + scales[2 * t + 1] * _levels[NuqErrorBound.Code(codes, c, _spec.Bits)];
-            float delta = QuantFormats.HalfToSingle(h) - decoded;
+            int ix = e.Index[i];
+            int t = shift >= 0 ? ix >> shift : ix / d, c = ix - t * d;
+            int bit = c * bits, at = codesOffset + t * codeBytes + (bit >> 3);
+            int word = at + 1 < block.Length ? block[at] | block[at + 1] << 8 : block[at];
+            float delta = e.Value[i] - (scales[2 * t] + scales[2 * t + 1] * levels[(word >> (bit & 7)) & mask]);
             for (int r = 0; r < nq; r++) acc[r * d + c] += w[r * count + t] * delta;
         }
     }

@@ -24,6 +24,7 @@ public static class TokenScale
     public static float Range(int r) => Ranges[r];
 
     /// <summary>(zero, range) of a packed scale: bits 0-9 range code, 10-15 zero steps (signed).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public static (float Zero, float Range) Decode(ushort packed)
     {
         float range = Ranges[packed & 1023];

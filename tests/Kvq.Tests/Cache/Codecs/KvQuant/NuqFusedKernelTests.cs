@@ -7,8 +7,8 @@ using Kvq.Tensors;
 namespace Kvq.Tests.Cache.Codecs.KvQuant;
 
 /// <summary>
-/// The fused KVQuant kernels (NuqChannelCodec.ScoresPreRope / Scores, NuqTokenCodec.Accumulate) against the base
-/// class's tile path (DecodeBlock, Rope.RotateAt, TileMath reference) on random blocks: odd token counts, outliers
+/// The fused KVQuant kernels (NuqChannelCodec.ScoresPreRope / Scores, NuqTokenCodec.Accumulate) against the plain
+/// scalar path (the codec's DecodeBlockReference, Rope.RotateAt, TileMath reference) on random blocks: odd token counts, outliers
 /// present, query row counts on both sides of the register kernels' limit, consecutive and non-consecutive positions.
 /// Tolerance per score: 2e-4 |q_i| |k_j| (float rounding plus the angle table's addition formula, which differs from
 /// Rope.Angles by a few ulps of an angle of up to ~5000 rad); per accumulated value: 1e-5 sum_j |w_ij| max|v_j|.
@@ -18,7 +18,7 @@ public class NuqFusedKernelTests
     private const int HeadDim = 64;
 
     private static (KvCodec Codec, byte[] Block, float[] X) Block(string spec, KvSide side, int count, int seed,
-        RopeStyle style = RopeStyle.Normal, int headDim = HeadDim)
+        RopeStyle style = RopeStyle.Normal, int headDim = HeadDim, int crowded = 0)
     {
         var shape = new KvShape(1, 1, 3, headDim, new Rope(headDim, headDim, 10000f, 1f, style));
         var profile = KvQuantTestData.Profile(shape, tokens: 1500);
@@ -26,6 +26,15 @@ public class NuqFusedKernelTests
         var codec = cfg.CreateCodec(side, 0, 0, headDim);
         if (codec.HasBlockOutliers) codec = new BlockOutliersTestCodec(codec);   // the block's sparse rows go along
         var x = KvQuantTestData.Activations(count, headDim, seed);
+        if (crowded > 0)
+        {
+            // Every third token gets up to `crowded` channels pushed far out (exact outliers, several per token:
+            // the kernels' extra slots), the rest keep what the data gives them (often none).
+            var rng = new Random(seed);
+            for (int t = 0; t < count; t += 3)
+                for (int k = rng.Next(1, crowded + 1); k > 0; k--)
+                    x[t * headDim + rng.Next(headDim)] *= 40f;
+        }
         var block = new byte[codec.BlockBytes];
         if (codec.EncodesWholeBlocks)
         {
@@ -87,7 +96,7 @@ public class NuqFusedKernelTests
             codec.ScoresPreRope(block, count, positions, rope, q, nq, got, new float[codec.BlockTokens * HeadDim]);
 
             var tile = new float[count * HeadDim];
-            codec.DecodeBlock(block, count, tile);
+            ((IKvCodecReference)codec).DecodeBlockReference(block, count, tile);
             rope.RotateAt(tile, count, positions);
             var expected = new float[nq * count];
             TileMath.ScoresReference(tile, count, HeadDim, q, nq, expected);
@@ -107,7 +116,7 @@ public class NuqFusedKernelTests
         var got = new float[nq * count];
         codec.Scores(block, count, q, nq, got, new float[codec.BlockTokens * HeadDim]);
         var tile = new float[count * HeadDim];
-        codec.DecodeBlock(block, count, tile);
+        ((IKvCodecReference)codec).DecodeBlockReference(block, count, tile);
         var expected = new float[nq * count];
         TileMath.ScoresReference(tile, count, HeadDim, q, nq, expected);
         AssertScores(expected, got, q, tile, nq, count, spec);
@@ -152,7 +161,7 @@ public class NuqFusedKernelTests
         codec.Accumulate(block, count, w, nq, got, new float[codec.BlockTokens * HeadDim]);
 
         var tile = new float[count * HeadDim];
-        codec.DecodeBlock(block, count, tile);
+        ((IKvCodecReference)codec).DecodeBlockReference(block, count, tile);
         var expected = (float[])acc0.Clone();
         TileMath.AccumulateReference(tile, count, HeadDim, w, nq, expected);
         for (int i = 0; i < nq; i++)
@@ -186,7 +195,7 @@ public class NuqFusedKernelTests
         var got = new float[nq * count];
         keys.ScoresPreRope(kb, count, positions, rope, q, nq, got, new float[keys.BlockTokens * d]);
         var tile = new float[count * d];
-        keys.DecodeBlock(kb, count, tile);
+        ((IKvCodecReference)keys).DecodeBlockReference(kb, count, tile);
         rope.RotateAt(tile, count, positions);
         var expected = new float[nq * count];
         TileMath.ScoresReference(tile, count, d, q, nq, expected);
@@ -203,10 +212,50 @@ public class NuqFusedKernelTests
         var acc = new float[nq * d];
         values.Accumulate(vb, count, w, nq, acc, new float[values.BlockTokens * d]);
         var vt = new float[count * d];
-        values.DecodeBlock(vb, count, vt);
+        ((IKvCodecReference)values).DecodeBlockReference(vb, count, vt);
         var accRef = new float[nq * d];
         TileMath.AccumulateReference(vt, count, d, w, nq, accRef);
         for (int i = 0; i < acc.Length; i++)
             Assert.True(Math.Abs(acc[i] - accRef[i]) <= 1e-4 * (1 + Math.Abs(accRef[i])), $"{spec} d {d}: acc {i} {acc[i]} vs {accRef[i]}");
+    }
+
+    /// <summary>Blocks whose tokens carry several exact outliers each (up to 9; the block's slot count is its most
+    /// crowded token's), keys and values, against the plain scalar path.</summary>
+    [Theory]
+    [InlineData("nuq4-1%", 32, 3, 9)]
+    [InlineData("nuq3-1%", 29, 1, 4)]
+    [InlineData("nuq2-1%", 5, 8, 2)]
+    [InlineData("nuq4-1%", 17, 12, 6)]
+    public void CrowdedOutliersMatchScalarPath(string spec, int count, int nq, int crowded)
+    {
+        var (keys, kb, _) = Block(spec, KvSide.Key, count, seed: 21 + crowded, crowded: crowded);
+        var rows = ((BlockOutliersTestCodec)keys).Rows;
+        var perToken = Enumerable.Range(0, rows.Count).GroupBy(i => rows.Entry(i).Index / HeadDim).Max(g => g.Count());
+        Assert.True(crowded < 3 || perToken >= 3, $"{spec}: the most crowded token has {perToken} outliers");
+        var rope = new Rope(HeadDim, HeadDim, 10000f, 1f, RopeStyle.Normal);
+        var positions = Positions("gaps", count, 5);
+        var q = Queries(nq, 6);
+        var got = new float[nq * count];
+        keys.ScoresPreRope(kb, count, positions, rope, q, nq, got, new float[keys.BlockTokens * HeadDim]);
+        var tile = new float[count * HeadDim];
+        ((IKvCodecReference)keys).DecodeBlockReference(kb, count, tile);
+        rope.RotateAt(tile, count, positions);
+        var expected = new float[nq * count];
+        TileMath.ScoresReference(tile, count, HeadDim, q, nq, expected);
+        AssertScores(expected, got, q, tile, nq, count, $"{spec} crowded {crowded}");
+
+        var (values, vb, _) = Block(spec, KvSide.Value, count, seed: 31 + crowded, crowded: crowded);
+        var w = Queries(nq, 7, count);
+        for (int i = 0; i < w.Length; i++) w[i] = Math.Abs(w[i]);
+        var acc = new float[nq * HeadDim];
+        values.Accumulate(vb, count, w, nq, acc, new float[values.BlockTokens * HeadDim]);
+        var vt = new float[count * HeadDim];
+        ((IKvCodecReference)values).DecodeBlockReference(vb, count, vt);
+        var accRef = new float[nq * HeadDim];
+        TileMath.AccumulateReference(vt, count, HeadDim, w, nq, accRef);
+        double scale = 0;
+        foreach (var v in vt) scale = Math.Max(scale, Math.Abs(v));
+        for (int i = 0; i < acc.Length; i++)
+            Assert.True(Math.Abs(acc[i] - accRef[i]) <= 1e-5 * scale * count, $"{spec} crowded {crowded}: acc {i} {acc[i]} vs {accRef[i]}");
     }
 }

@@ -1,0 +1,93 @@
+using Kvq.Cache.Codecs;
+
+namespace Kvq.Tests.Cache.Codecs;
+
+/// <summary>
+/// <see cref="BlockOutliers"/> (word-at-a-time bit packing, in-place appends, bulk <see cref="BlockOutliers.Unpack"/>)
+/// against a plain model: a sorted list of (index, half) packed bit by bit into the documented layout (u16 count, u8
+/// index width, then per entry w index bits and 16 value bits, little-endian). Random tokens written in order (the
+/// append path) and out of order or rewritten (the rewrite path), odd block shapes (index widths 5 to 17 bits).
+/// </summary>
+public class BlockOutliersTests
+{
+    private static byte[] ReferenceBytes(SortedDictionary<int, ushort> entries, int w)
+    {
+        if (entries.Count == 0) return [];
+        int bits = entries.Count * (w + 16);
+        var data = new byte[3 + (bits + 7) / 8];
+        data[0] = (byte)entries.Count;
+        data[1] = (byte)(entries.Count >> 8);
+        data[2] = (byte)w;
+        long at = 24;
+        foreach (var (index, half) in entries)
+        {
+            ulong v = (ulong)(uint)index | (ulong)half << w;
+            for (int k = 0; k < w + 16; k++, at++)
+                if (((v >> k) & 1) != 0) data[at >> 3] |= (byte)(1 << (int)(at & 7));
+        }
+        return data;
+    }
+
+    [Theory]
+    [InlineData(32, 64, true)]
+    [InlineData(32, 64, false)]
+    [InlineData(7, 5, true)]
+    [InlineData(3, 11, false)]
+    [InlineData(64, 128, true)]
+    [InlineData(17, 96, false)]
+    [InlineData(1, 32, true)]
+    public void MatchesBitByBitModel(int blockTokens, int headDim, bool inOrder)
+    {
+        var rng = new Random(TestSeeds.Of(nameof(MatchesBitByBitModel), blockTokens, headDim, inOrder));
+        int w = BlockOutliers.IndexBitsFor(blockTokens, headDim);
+        var total = new OutlierBytes();
+        var rows = new BlockOutliers(total);
+        var model = new SortedDictionary<int, ushort>();
+        var order = Enumerable.Range(0, blockTokens).ToList();
+        if (!inOrder)
+        {
+            order = order.OrderBy(_ => rng.Next()).ToList();
+            order.AddRange(Enumerable.Range(0, blockTokens / 2 + 1).Select(_ => rng.Next(blockTokens)));   // rewrites
+        }
+        foreach (int t in order)
+        {
+            // 0 to 4 channels, ascending; sometimes none (a token without outliers, or one whose outliers go away).
+            int k = rng.Next(0, Math.Min(5, headDim + 1));
+            var channels = Enumerable.Range(0, headDim).OrderBy(_ => rng.Next()).Take(k).Order().ToArray();
+            var halves = channels.Select(_ => (ushort)rng.Next(1, 65536)).ToArray();
+            rows.SetToken(t, headDim, w, channels, halves);
+            foreach (var key in model.Keys.Where(i => i / headDim == t).ToList()) model.Remove(key);
+            for (int j = 0; j < k; j++) model[t * headDim + channels[j]] = halves[j];
+
+            var expected = ReferenceBytes(model, w);
+            Assert.Equal(model.Count, rows.Count);
+            Assert.Equal(expected, rows.Raw[..expected.Length].ToArray());
+            Assert.All(rows.Raw[expected.Length..].ToArray(), b => Assert.Equal(0, b));
+            Assert.True(rows.Bytes % 8 == 0 && rows.Bytes >= expected.Length, $"{rows.Bytes} bytes held for {expected.Length}");
+            if (inOrder) Assert.True(rows.Bytes < expected.Length + 8, $"{rows.Bytes} bytes held for {expected.Length} (in-order appends grow exactly)");
+            Assert.Equal(rows.Bytes, total.Total);
+        }
+
+        var keys = model.Keys.ToArray();
+        for (int i = 0; i < keys.Length; i++) Assert.Equal((keys[i], model[keys[i]]), rows.Entry(i));
+        var index = new int[rows.Count];
+        var half = new ushort[rows.Count];
+        foreach (int count in new[] { 0, 1, blockTokens / 2, blockTokens - 1, blockTokens })
+        {
+            int n = rows.Unpack(count * headDim, index, half);
+            var want = keys.Where(i => i < count * headDim).ToArray();
+            Assert.Equal(want, index[..n]);
+            Assert.Equal(want.Select(i => model[i]).ToArray(), half[..n]);
+        }
+    }
+
+    [Fact]
+    public void UnpackRefusesTooSmallBuffers()
+    {
+        var rows = new BlockOutliers();
+        int w = BlockOutliers.IndexBitsFor(32, 64);
+        rows.SetToken(3, 64, w, [1, 9], [0x3c00, 0xbc00]);
+        var ex = Assert.Throws<ArgumentException>(() => rows.Unpack(32 * 64, new int[1], new ushort[1]));
+        Assert.Contains("2", ex.Message);
+    }
+}

@@ -10,14 +10,15 @@
 # Usage: dev/bench/fidelity-table.sh [PROFILE.kvqp] [OUT_DIR]
 #   PROFILE  books-19m KVQuant profile (default: OUT_DIR/books19m.kvqp, calibrated here on tinyshakespeare if missing;
 #            the nuq formats need it, the others ignore it)
-#   env FORMATS  comma list (default below); CTXS (default "512 2048"); WINDOWS (default 20); TEXTS (default both);
+#   env FORMATS  comma list (default below); CTXS (default "512 2048"); WINDOWS (default 20; WINDOWS_<ctx>, e.g.
+#       WINDOWS_2048=5, overrides it for one context); TEXTS (default both);
 #       RECALL=0 skips copy recall; THREADS (default 2); KVQ (path of a built kvq; default: build src/Kvq.Cli)
 # Example (rivals only, 512 only): FORMATS=f16,q4_0,q4_0:rot,tq3 CTXS=512 dev/bench/fidelity-table.sh P.kvqp out
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${2:-reports/fidelity}
 profile=${1:-$out/books19m.kvqp}
-formats=${FORMATS:-f16,q8_0,q4_0,q4_0:rot,int4:rot,tq3,tq3:qjl,tq2.5,nuq4-1%,nuq3-1%,nuq3-1%:mixed,nuq3-1%:rot,nuq2-1%,nuq2-1%:mixed}
+formats=${FORMATS:-f16,q8_0,q4_0,q4_0:rot,int4:rot,tq3,tq3:qjl,tq2.5,nuq4-1%,nuq4-1%:mixed,nuq3-1%,nuq3-1%:mixed,nuq3-1%:rot,nuq2-1%,nuq2-1%:mixed}
 ctxs=${CTXS:-512 2048}
 windows=${WINDOWS:-20}
 threads=${THREADS:-2}
@@ -40,7 +41,8 @@ for entry in $texts; do
   for ctx in $ctxs; do
     f="$out/kl-$name-$ctx.jsonl"
     [[ -s "$f" ]] && { echo "have $f"; continue; }
-    "$KVQ" eval kl --model "$model" --text "$text" --ctx "$ctx" --windows "$windows" --kv "$formats" --reference f16 \
+    w_var="WINDOWS_$ctx"
+    "$KVQ" eval kl --model "$model" --text "$text" --ctx "$ctx" --windows "${!w_var:-$windows}" --kv "$formats" --reference f16 \
       --profile "$profile" -t "$threads" --json > "$f.tmp"
     mv "$f.tmp" "$f"
   done
@@ -71,7 +73,8 @@ for name in texts:
     for c in ctxs: head += [f'ppl Δ {c}']
     for c in ctxs: head += [f'KL mean {c}', f'KL 99.9% {c}', f'top-1 {c}']
     head += ['copy recall vs f16']
-    lines += [f'### {name}, books-19m, {windows} windows', '', '| ' + ' | '.join(head) + ' |', '|' + '---|' + '---:|' * (len(head) - 1)]
+    wins = ', '.join(f"{c}: {next(iter(kl[c].values()))['windows']} windows" for c in ctxs if kl[c])
+    lines += [f'### {name}, books-19m ({wins})', '', '| ' + ' | '.join(head) + ' |', '|' + '---|' + '---:|' * (len(head) - 1)]
     for f in formats:
         any_row = next((kl[c][f] for c in ctxs if f in kl[c]), None)
         if any_row is None: continue

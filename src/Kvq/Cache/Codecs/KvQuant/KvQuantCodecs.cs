@@ -26,7 +26,7 @@ public static class KvQuantCodecs
             // "nuqB-1%" parses the whole family (any fraction and modifiers); "nuqB" is listed for the dense-only variant.
             KvCodecRegistry.Register(new KvFormat($"nuq{bits}-1%",
                 $"KVQuant {bits}-bit non-uniform, 1% outliers kept exact (calibrated: needs --profile); any -F%, and modifiers " +
-                ":uniform :token :post :qnorm :slotsN :mixed (docs/kvquant.md)", KvQuantSpec.TryParse), KvQuantSpec.Prefix);
+                ":uniform :token :post :qnorm :slotsN :mixed :mixedkv :clip :wDDD.. (docs/kvquant.md)", KvQuantSpec.TryParse), KvQuantSpec.Prefix);
             KvCodecRegistry.Register(new KvFormat($"nuq{bits}", $"KVQuant {bits}-bit non-uniform, dense only (calibrated: needs --profile)",
                 KvQuantSpec.TryParse));
         }
@@ -36,7 +36,7 @@ public static class KvQuantCodecs
     {
         var stream = KvQuantStreams.For(ctx.Side, spec);
         // A plan chose the layer's width already (KvQuantSpec.ForLayers); a lone codec allocates for itself.
-        if (spec.Mixed && !spec.Allocated) spec = spec with { Bits = LayerWidths(spec, ctx)[ctx.Layer], Allocated = true };
+        if ((spec.Mixed || spec.LayerBits != null) && !spec.Allocated) spec = spec with { Bits = LayerWidths(spec, ctx)[ctx.Layer], Allocated = true };
         bool perToken = ctx.Side == KvSide.Value || spec.KeyScaling == KeyScaling.PerToken;
         if (perToken)
         {
@@ -55,17 +55,26 @@ public static class KvQuantCodecs
     internal static int[] LayerWidths(KvQuantSpec spec, KvCodecContext ctx)
     {
         var cal = Calibration(spec, ctx);
-        return AllocateLayers(spec, KvQuantStreams.For(ctx.Side, spec), cal, ((KvQuantProfile)ctx.Profile!).Layers);
+        int layers = ((KvQuantProfile)ctx.Profile!).Layers;
+        if (spec.LayerBits != null)
+            return spec.LayerBits.Length == layers ? spec.LayerBits
+                : throw new KvSpecException($"'{spec.Name}': {spec.LayerBits.Length} layer widths for a profile of {layers} layers");
+        if (!spec.Joint) return AllocateLayers(spec, [KvQuantStreams.For(ctx.Side, spec)], cal, layers);
+        // Keys and values together: one allocation over 2 x layers slots (keys first), this side's half returned.
+        var both = AllocateLayers(spec, [KvQuantStreams.For(KvSide.Key, spec), KvQuantStreams.For(KvSide.Value, spec)], cal, layers);
+        return ctx.Side == KvSide.Key ? both[..layers] : both[layers..];
     }
 
-    private static int[] AllocateLayers(KvQuantSpec spec, KvQuantStream stream, KvQuantCalibration cal, int layers)
+    private static int[] AllocateLayers(KvQuantSpec spec, KvQuantStream[] streams, KvQuantCalibration cal, int layers)
     {
         var widths = KvQuantProfile.MixedWidths(spec.Bits);
-        var sens = new double[layers][];
-        for (int l = 0; l < layers; l++)
+        var sens = new double[layers * streams.Length][];
+        for (int j = 0; j < sens.Length; j++)
         {
-            sens[l] = new double[widths.Length];
-            for (int i = 0; i < sens[l].Length; i++)
+            int l = j % layers;
+            var stream = streams[j / layers];
+            sens[j] = new double[widths.Length];
+            for (int i = 0; i < sens[j].Length; i++)
             {
                 int b = widths[i];
                 var book = cal.Codebook(stream, l, b)
@@ -74,7 +83,7 @@ public static class KvQuantCodecs
                 if (double.IsNaN(book.Sensitivity))
                     throw new KvSpecException($"'{spec.Name}': the profile has no calibration errors for its codebooks (written by an " +
                                               "older kvq); run 'kvq calibrate' again to use :mixed");
-                sens[l][i] = book.Sensitivity;
+                sens[j][i] = book.Sensitivity;
             }
         }
         return KvQuantBitAllocation.Allocate(sens, widths, spec.Bits);

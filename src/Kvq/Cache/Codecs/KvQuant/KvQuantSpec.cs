@@ -17,12 +17,26 @@ public enum KeyScaling { PerChannel, PerToken }
 /// <item><c>slotsN</c>: N outlier slots per key token instead of <see cref="KeyOutlierSlots"/>;</item>
 /// <item><c>mixed</c>: B is the mean width: each layer gets 2, 3 or 4 bits, chosen from the profile's calibration
 /// sensitivities (<see cref="KvQuantBitAllocation"/>), keys and values separately.</item>
+/// <item><c>wDDD..</c>: explicit per-layer widths, one digit 1..5 per layer (<c>nuq3-1%:w33335333</c>); a diagnostic
+/// for per-layer ablations (one layer wider or narrower than the rest), not a size-matched format.</item>
 /// </list>
 /// Value codecs ignore the key-only modifiers, so one name can serve both sides ("--kv nuq3-1%:post").
 /// </summary>
 public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, bool Uniform, KeyScaling KeyScaling,
     bool PostRope, bool QNorm, int? KeySlots = null, bool Mixed = false) : KvCodecSpec(Name)
 {
+    /// <summary><c>:clip</c>: per-token scales (values; keys under <c>:token</c>) chosen by the encoder to minimise the
+    /// token's squared error with this codebook (a narrower range clips the extremes to the outer levels) instead of the
+    /// non-outliers' min/max. Same bytes, same decoder.</summary>
+    public bool Clip { get; init; }
+
+    /// <summary><c>:mixedkv</c>: like <c>:mixed</c>, but the widths are chosen over keys and values together (bits may
+    /// move from one side to the other; the mean over both sides stays B).</summary>
+    public bool Joint { get; init; }
+
+    /// <summary>Explicit per-layer widths (<c>:wDDD..</c>), or null.</summary>
+    public int[]? LayerBits { get; init; }
+
     public const string Prefix = "nuq";
 
     /// <summary>Under <c>:mixed</c>: <see cref="Bits"/> is this layer's width, already chosen (not the mean).</summary>
@@ -34,7 +48,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
     public override KvCodecSpec[] ForLayers(KvCodecContext context, int layers)
     {
         var all = base.ForLayers(context, layers);
-        if (!Mixed || Allocated) return all;
+        if (!(Mixed || LayerBits != null) || Allocated) return all;
         var widths = KvQuantCodecs.LayerWidths(this, context);
         // Layers past the profile's keep the mean spec: creating their codecs reports the mismatch.
         for (int l = 0; l < Math.Min(layers, widths.Length); l++) all[l] = this with { Bits = widths[l], Allocated = true };
@@ -56,10 +70,11 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
             throw new KvSpecException($"'{name}': expected nuq2, nuq3 or nuq4 (bits 2..4), optionally with -F% outliers");
         double fraction = 0;
         if (dash >= 0) fraction = ParseFraction(head[(dash + 1)..], name);
-        bool uniform = false, post = false, mixed = false;
+        bool uniform = false, post = false, mixed = false, clip = false, joint = false;
         bool? qnorm = null;
         var scaling = KeyScaling.PerChannel;
         int? slots = null;
+        int[]? layerBits = null;
         for (int i = 1; i < parts.Length; i++)
         {
             if (parts[i].StartsWith("slots", StringComparison.Ordinal))
@@ -70,6 +85,13 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                 slots = sl;
                 continue;
             }
+            if (parts[i].Length > 1 && parts[i][0] == 'w' && parts[i].Skip(1).All(char.IsAsciiDigit))
+            {
+                layerBits = [.. parts[i].Skip(1).Select(ch => ch - '0')];
+                if (layerBits.Any(b => b < 1 || b > 5))
+                    throw new KvSpecException($"'{name}': '{parts[i]}' must give one width 1..5 per layer (e.g. w33343333)");
+                continue;
+            }
             switch (parts[i])
             {
                 case "uniform": uniform = true; break;
@@ -78,13 +100,18 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                 case "qnorm": qnorm = true; break;
                 case "noqnorm": qnorm = false; break;
                 case "mixed": mixed = true; break;
+                case "mixedkv": mixed = true; joint = true; break;
+                case "clip": clip = true; break;
                 default:
-                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN, mixed)");
+                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN, mixed, mixedkv, clip, wDDD..)");
             }
         }
+        if (layerBits != null && (mixed || uniform))
+            throw new KvSpecException($"'{name}': explicit layer widths (w...) exclude :mixed and :uniform");
         if (uniform && mixed) throw new KvSpecException($"'{name}': mixed widths are chosen from calibrated codebooks' errors; they do not apply to uniform levels");
         if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
-        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots, mixed);
+        return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots, mixed)
+            { LayerBits = layerBits, Clip = clip, Joint = joint };
     }
 
     /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>

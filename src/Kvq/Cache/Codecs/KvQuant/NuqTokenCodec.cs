@@ -148,7 +148,52 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
             foreach (float v in x) { min = Math.Min(min, v); max = Math.Max(max, v); }
         }
         var (packed, zero, range) = TokenScale.Encode(min, max);
+        if (_spec.Clip) (packed, zero, range) = BestScale(x, isOutlier, min, max, packed);
         return (n, packed, zero, range);
+    }
+
+    /// <summary>Range steps tried below the min/max scale under <c>:clip</c> (each 2.2% narrower: down to ~0.70x).</summary>
+    private const int ClipSteps = 16;
+
+    /// <summary><c>:clip</c>: among the 16-bit scales from the min/max one down to ~0.70x its range (zero rounded to the
+    /// middle and its two neighbours), the one whose decoded non-outliers have the least squared error with this
+    /// codebook (values past the range take the outer level). Encoder only: the decoder reads any scale.</summary>
+    private (ushort Packed, float Zero, float Range) BestScale(ReadOnlySpan<float> x, ReadOnlySpan<bool> isOutlier, float min, float max,
+        ushort minMax)
+    {
+        var (z0, r0) = TokenScale.Decode(minMax);
+        float bestErr = Error(x, isOutlier, z0, r0);
+        var best = (minMax, z0, r0);
+        int rc = minMax & (TokenScale.RangeCodes - 1);
+        float mid = (max + min) * 0.5f;
+        for (int r = rc - 1; r >= Math.Max(0, rc - ClipSteps); r--)
+        {
+            int zc = TokenScale.ZeroCode(mid, r);
+            for (int dz = -1; dz <= 1; dz++)
+            {
+                var (packed, zero, range) = TokenScale.Pack(r, zc + dz);
+                if (packed == best.Item1) continue;
+                float e = Error(x, isOutlier, zero, range);
+                if (e < bestErr) { bestErr = e; best = (packed, zero, range); }
+            }
+        }
+        return best;
+    }
+
+    private float Error(ReadOnlySpan<float> x, ReadOnlySpan<bool> isOutlier, float zero, float range)
+    {
+        var mids = _mids;
+        float inv = 1f / range, err = 0;
+        for (int c = 0; c < x.Length; c++)
+        {
+            if (isOutlier[c]) continue;
+            float u = (x[c] - zero) * inv;
+            int code = 0;
+            for (int i = 0; i < mids.Length; i++) code += u > mids[i] ? 1 : 0;
+            float e = x[c] - (zero + range * _levels[code]);
+            err += e * e;
+        }
+        return err;
     }
 
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) => EncodeToken(x, block, Need(null), slot);

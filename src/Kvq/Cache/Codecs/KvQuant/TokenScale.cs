@@ -32,6 +32,17 @@ public static class TokenScale
         return (z * (range / ZeroSteps), range);
     }
 
+    /// <summary>The zero step nearest to <paramref name="mid"/> at range code <paramref name="r"/> (unclamped).</summary>
+    public static int ZeroCode(float mid, int r) => (int)MathF.Round(mid / (Ranges[r] / ZeroSteps));
+
+    /// <summary>Range code r and zero step z (clamped to the 6 signed bits) packed, with what they decode to.</summary>
+    public static (ushort Packed, float Zero, float Range) Pack(int r, int z)
+    {
+        z = Math.Clamp(z, ZeroMin, ZeroMax);
+        float range = Ranges[r];
+        return ((ushort)(r | (z & 63) << 10), z * (range / ZeroSteps), range);
+    }
+
     /// <summary>The packed scale for non-outlier values in [min, max] (finite, min &lt;= max) and what it decodes to.</summary>
     public static (ushort Packed, float Zero, float Range) Encode(float min, float max)
     {

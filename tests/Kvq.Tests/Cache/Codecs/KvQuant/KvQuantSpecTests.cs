@@ -39,6 +39,10 @@ public class KvQuantSpecTests
     [InlineData("nuq3-1%:uniform:qnorm")]
     [InlineData("nuq3:slots4")]
     [InlineData("nuq3-1%:slots0")]
+    [InlineData("nuq3-1%:w3363")]
+    [InlineData("nuq3-1%:w3303")]
+    [InlineData("nuq3-1%:w3333:mixed")]
+    [InlineData("nuq3-1%:w3333:uniform")]
     public void RejectsMalformedNames(string name) => Assert.Throws<KvSpecException>(() => KvQuantSpec.TryParse(name));
 
     [Fact]
@@ -75,5 +79,52 @@ public class KvQuantSpecTests
         Assert.Contains("2 layers", geometry.Message);
         // Uniform values need no profile at all.
         Assert.IsType<NuqTokenCodec>(KvCacheConfig.Parse("nuq3-1%:uniform").CreateCodec(KvSide.Value, 0, 0, 16));
+    }
+
+    [Fact]
+    public void ClipJointAndExplicitWidthsParse()
+    {
+        var clip = KvQuantSpec.TryParse("nuq3-1%:clip")!;
+        Assert.True(clip.Clip);
+        Assert.False(clip.Mixed);
+        var joint = KvQuantSpec.TryParse("nuq2-1%:mixedkv")!;
+        Assert.True(joint.Mixed && joint.Joint);
+        Assert.False(KvQuantSpec.TryParse("nuq2-1%:mixed")!.Joint);
+        Assert.Equal([3, 5, 1, 2], KvQuantSpec.TryParse("nuq3-1%:w3512")!.LayerBits!);
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void JointWidthsKeepTheMeanOverBothSidesAndExplicitWidthsAreTaken(int bits)
+    {
+        var shape = KvQuantTestData.Shape(4, 2, 16);
+        var profile = KvQuantTestData.Profile(shape, tokens: 300, weighted: true);
+        var spec = KvQuantSpec.TryParse($"nuq{bits}-1%:mixedkv")!;
+        var keys = spec.ForLayers(new KvCodecContext(KvSide.Key, 32, 16, 0, 0, profile), 4).Cast<KvQuantSpec>().Select(s => s.Bits).ToArray();
+        var values = spec.ForLayers(new KvCodecContext(KvSide.Value, 32, 16, 0, 0, profile), 4).Cast<KvQuantSpec>().Select(s => s.Bits).ToArray();
+        Assert.Equal(2 * 4 * bits, keys.Sum() + values.Sum());
+        Assert.All(keys.Concat(values), b => Assert.InRange(b, Math.Max(1, bits - 1), bits + 1));
+        // The joint optimum is never worse than the two sides' separate optima (same objective, a larger feasible set).
+        double Cost(int[] k, int[] v)
+        {
+            var cal = profile.For(0.01, "t");
+            double e = 0;
+            for (int l = 0; l < 4; l++)
+                e += cal.Codebook(KvQuantStream.KeyChannelPreRope, l, k[l])!.Sensitivity + cal.Codebook(KvQuantStream.Value, l, v[l])!.Sensitivity;
+            return e;
+        }
+        var sep = KvQuantSpec.TryParse($"nuq{bits}-1%:mixed")!;
+        var sk = sep.ForLayers(new KvCodecContext(KvSide.Key, 32, 16, 0, 0, profile), 4).Cast<KvQuantSpec>().Select(s => s.Bits).ToArray();
+        var sv = sep.ForLayers(new KvCodecContext(KvSide.Value, 32, 16, 0, 0, profile), 4).Cast<KvQuantSpec>().Select(s => s.Bits).ToArray();
+        Assert.True(Cost(keys, values) <= Cost(sk, sv) * (1 + 1e-12));
+
+        var explicitWidths = KvQuantSpec.TryParse("nuq3-1%:w5132")!;
+        var w = explicitWidths.ForLayers(new KvCodecContext(KvSide.Value, 32, 16, 0, 0, profile), 4).Cast<KvQuantSpec>().Select(s => s.Bits);
+        Assert.Equal([5, 1, 3, 2], w);
+        var wrongCount = Assert.Throws<KvSpecException>(() =>
+            KvQuantSpec.TryParse("nuq3-1%:w333")!.ForLayers(new KvCodecContext(KvSide.Key, 32, 16, 0, 0, profile), 4));
+        Assert.Contains("3 layer widths", wrongCount.Message);
     }
 }

@@ -14,6 +14,10 @@ for path in args:
     sources = [s.text or "" for s in root.iter("source")]
     for cls in root.iter("class"):
         f = cls.get("filename").replace("\\", "/")
+        if not f.startswith("/") and sources:
+            f = sources[0].rstrip("/") + "/" + f
+        if "/obj/" in f:
+            continue  # generated code
         for ln in cls.iter("line"):
             key = (f, int(ln.get("number")))
             lines[key] = lines.get(key, False) or int(ln.get("hits")) > 0

@@ -5,7 +5,8 @@
 #   dev/mutation/coverage.sh                                   # whole suite
 #   dev/mutation/coverage.sh 'FullyQualifiedName~Kvq.Tests.Cache'
 #
-# Environment: DEPTH (folder depth under src/Kvq, default 2). Reports go to dev/mutation/out/coverage/ (ignored).
+# Environment: DEPTH (folder depth under src/Kvq, default 2), CONFIGURATION (default Release), NO_BUILD=1 (test the
+# build already there). Reports go to dev/mutation/out/coverage/ (ignored).
 set -euo pipefail
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 out="$root/dev/mutation/out/coverage"
@@ -14,7 +15,9 @@ cd "$root"
 filter=()
 [[ $# -gt 0 ]] && filter=(--filter "$1")
 # Kvq.Core is src/Kvq, kvq is src/Kvq.Cli.
-dotnet test tests/Kvq.Tests -c Release "${filter[@]}" --collect "XPlat Code Coverage" --results-directory "$out" \
+build=()
+[[ -n "${NO_BUILD:-}" ]] && build=(--no-build)
+dotnet test tests/Kvq.Tests -c "${CONFIGURATION:-Release}" "${build[@]}" "${filter[@]}" --collect "XPlat Code Coverage" --results-directory "$out" \
   -- DataCollectionRunSettings.DataCollectors.DataCollector.Configuration.Format=cobertura \
      "DataCollectionRunSettings.DataCollectors.DataCollector.Configuration.Include=[Kvq.Core]*,[kvq]*" \
   || echo "(some tests failed: coverage still summarised)" >&2

@@ -46,7 +46,7 @@ public class StridedPerplexityTests(ITestOutputHelper output)
         Assert.Equal(windows * stride, ours.Tokens);
         Assert.Equal(windows * stride, count);
         Assert.InRange(ours.Ppl / peer, 0.998, 1.002);
-        // Scoring every position of the same windows gives a clearly different number: the stride is what is measured.
+        // Non-overlapping windows over the same text, every position scored, give a clearly different number.
         var everyPosition = new PerplexityEvaluator(new Transformer(SharedModels.Books, new Parallelism(2)), bos: 1)
             .Evaluate(text, ctx, windows, KvCacheConfig.Parse("f32"), stride: 0);
         Assert.True(Math.Abs(everyPosition.Ppl / peer - 1) > 0.02, $"plain windows {everyPosition.Ppl:F4} vs strided {peer:F4}");

@@ -42,3 +42,12 @@ public sealed class Avx512FactAttribute : FactAttribute
         if (!Avx512TheoryAttribute.Supported) Skip = $"this machine has no AVX-512: {why}";
     }
 }
+
+/// <summary>A [Fact] of the AVX2 kernels (x64 with AVX2 and FMA); skipped, saying so, elsewhere.</summary>
+public sealed class Avx2FactAttribute : FactAttribute
+{
+    public Avx2FactAttribute(string why)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Skip = $"this machine has no AVX2/FMA: {why}";
+    }
+}

@@ -78,3 +78,53 @@ public class SplitKTests
             Assert.True(Math.Abs(expected[i] - actual[i]) <= tol * (1 + Math.Abs(expected[i])), $"logit {i}: {expected[i]} vs {actual[i]}");
     }
 }
+
+/// <summary>Split-K decode over lossy codecs: each split decodes its own range of blocks (outlier rows, sink copies and
+/// the staging window included) and the partial softmax states are merged. One KV head and one query token, so with
+/// 8 threads each head's blocks are cut into up to 8 ranges; the same sequence (the same stored codes) attended with
+/// one thread (no split) must give the same output to float rounding, while the codec's own error (against an f32
+/// cache of the same tokens) is orders of magnitude larger.</summary>
+public class SplitKLossyTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("q8_0", 8, 0, 300)]
+    [InlineData("int4:rot", 8, 0, 301)]
+    [InlineData("q4_0/int2-tok", 16, 2, 333)]
+    [InlineData("nuq4-1%", 8, 1, 290)]
+    [InlineData("tq3", 8, 0, 260)]
+    [InlineData("kivi2", 32, 0, 700)]  // KIVI's blocks are 32 tokens and its last 128 tokens stage in f16
+    [InlineData("int4-ch/kivi4", 32, 1, 611)]
+    public void SplitKDecodeEqualsOneThreadOverTheSameCodes(string spec, int blockTokens, int sink, int tokens)
+    {
+        var shape = new KvShape(2, 1, 4, 64, new Kvq.Tensors.Rope(64, 64, 10000f, 1f, Kvq.Model.RopeStyle.Normal));
+        var config = KvCacheConfig.Parse(spec, blockTokens) with { SinkTokens = sink };
+        if (spec.StartsWith("nuq")) config = config with { Profile = Codecs.KvQuant.KvQuantTestData.Profile(shape) };
+        int seed = TestSeeds.Of(nameof(SplitKDecodeEqualsOneThreadOverTheSameCodes), spec);
+        var rng = new Random(seed);
+        var q = new float[shape.QDim];
+        for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() - 0.5) * 4;
+        float[] Attend(KvCacheConfig c, int threads)
+        {
+            using var seq = new PagedKvCache(shape, c).CreateSequence();
+            Kvq.Eval.KvMemoryEvaluator.Fill(seq, shape, tokens, seed);
+            using var par = new Parallelism(threads);
+            var o = new float[shape.QDim];
+            seq.Attend(1, q, 1, o, par);
+            return o;
+        }
+        var one = Attend(config, 1);
+        var split = Attend(config, 8);
+        var exact = Attend(new KvCacheConfig("f32", "f32", blockTokens), 1);
+        double splitErr = 0, codecErr = 0, scale = 0;
+        for (int i = 0; i < one.Length; i++)
+        {
+            splitErr = Math.Max(splitErr, Math.Abs(one[i] - split[i]));
+            codecErr = Math.Max(codecErr, Math.Abs(one[i] - exact[i]));
+            scale = Math.Max(scale, Math.Abs(exact[i]));
+        }
+        output.WriteLine($"{spec}, {tokens} tokens in {blockTokens}-token blocks, sink {sink}, seed {seed}: max |split-K - one thread| {splitErr:E2}, " +
+                         $"max |codec - f32| {codecErr:E2}, max |out| {scale:F3}");
+        Assert.True(splitErr <= 1e-5 * Math.Max(1, scale), $"{spec}: split-K differs from one thread by {splitErr:E2}");
+        Assert.True(codecErr > 100 * splitErr && codecErr > 1e-4, $"{spec}: the codec error {codecErr:E2} does not stand out");
+    }
+}

@@ -3,6 +3,7 @@ using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cuda.Model;
 using Kvq.Model;
+using Kvq.Tensors;
 
 namespace Kvq.ModelCheck;
 

@@ -1,4 +1,3 @@
-using Kvq.Model;
 using Kvq.Tensors;
 
 namespace Kvq.Cache;
@@ -16,9 +15,4 @@ public sealed record KvShape(int Layers, int KvHeads, int Heads, int HeadDim, Ro
 
     /// <summary>How many of the latest stored tokens a query of <paramref name="layer"/> sees, itself included (0: all).</summary>
     public int WindowOf(int layer) => LayerWindows?[layer] ?? 0;
-
-    public static KvShape For(ModelConfig c) => new(c.Layers, c.KvHeads, c.Heads, c.HeadDim, Rope.For(c))
-    {
-        LayerWindows = c.SlidingWindow > 0 ? Enumerable.Range(0, c.Layers).Select(c.WindowOf).ToArray() : null,
-    };
 }

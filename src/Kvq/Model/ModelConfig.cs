@@ -1,3 +1,6 @@
+using Kvq.Cache;
+using Kvq.Tensors;
+
 namespace Kvq.Model;
 
 /// <summary>Hyper-parameters of a Llama-family decoder (llama, mistral, qwen2).</summary>
@@ -46,6 +49,15 @@ public sealed record ModelConfig
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
     public int GroupSize => Heads / KvHeads;             // query heads per KV head
+
+    /// <summary>A new <see cref="Rope"/> for these RoPE settings (each has its own cached angle table).</summary>
+    public Rope CreateRope() => new(HeadDim, RopeDims, RopeBase, RopeScale, RopeStyle, RopeFreqFactors, RopeYarn);
+
+    /// <summary>The geometry of this model's KV cache: layers, KV heads, head dim, GQA group, RoPE and per-layer windows.</summary>
+    public KvShape CreateKvShape() => new(Layers, KvHeads, Heads, HeadDim, CreateRope())
+    {
+        LayerWindows = SlidingWindow > 0 ? Enumerable.Range(0, Layers).Select(WindowOf).ToArray() : null,
+    };
 
     public void Validate(string source)
     {

@@ -36,7 +36,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         MaxBatch = maxBatch;
         Parallelism = parallelism ?? Parallelism.Default;
         var c = weights.Config;
-        _rope = Rope.For(c);
+        _rope = c.CreateRope();
         _x = new float[maxBatch * c.Dim];
         _xn = new float[maxBatch * c.Dim];
         _q = new float[maxBatch * c.QDim];
@@ -52,7 +52,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
 
     public int MaxBatchTokens => MaxBatch;
 
-    public override KvShape KvShape => KvShape.For(Config);
+    public override KvShape KvShape => Config.CreateKvShape();
     public override string Device => $"cpu, {Parallelism.Threads} thread{(Parallelism.Threads == 1 ? "" : "s")}";
     public override int Threads => Parallelism.Threads;
 

@@ -18,7 +18,7 @@ public sealed class CalibrationBackward
     {
         Weights = weights;
         Parallelism = parallelism ?? Parallelism.Default;
-        _rope = Rope.For(weights.Config);
+        _rope = weights.Config.CreateRope();
     }
 
     /// <summary>Forward and backward over one window.</summary>

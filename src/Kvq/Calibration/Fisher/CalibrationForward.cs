@@ -25,7 +25,7 @@ public sealed class CalibrationForward
                 $"{weights.Config.Experts.Count} experts); calibrate a dense model or use a KV format without a profile");
         Weights = weights;
         Parallelism = parallelism ?? Parallelism.Default;
-        _rope = Rope.For(weights.Config);
+        _rope = weights.Config.CreateRope();
     }
 
     public CalibrationTape Run(ReadOnlySpan<int> tokens)

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Kvq.Model;
+using Kvq.Tensors;
 
 namespace Kvq.Formats.Safetensors;
 

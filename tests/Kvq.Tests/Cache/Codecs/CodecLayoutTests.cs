@@ -58,7 +58,7 @@ public class CodecLayoutTests
     public void StoriesHeadDim8RefusesGgmlBlocksAtCacheCreation()
     {
         using var weights = Kvq.Formats.Gguf.GgufModelLoader.Load(Fixtures.StoriesGguf);
-        var shape = KvShape.For(weights.Config);
+        var shape = weights.Config.CreateKvShape();
         Assert.Equal(8, shape.HeadDim);
         foreach (var name in new[] { "q8_0", "q4_0" })
         {

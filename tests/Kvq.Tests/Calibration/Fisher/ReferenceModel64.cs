@@ -25,7 +25,7 @@ internal sealed class ReferenceModel64
     public ReferenceModel64(ModelWeights w)
     {
         _c = w.Config;
-        _rope = Rope.For(_c);
+        _rope = _c.CreateRope();
         _embedding = Dense(w.TokenEmbedding);
         _output = Dense(w.Output);
         _outputNorm = D(w.OutputNorm)!;

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using Kvq.Formats.Safetensors;
-using Kvq.Model;
+using Kvq.Tensors;
 
 namespace Kvq.Tests.Formats.Safetensors;
 

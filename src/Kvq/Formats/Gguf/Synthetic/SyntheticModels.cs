@@ -33,7 +33,7 @@ public static class SyntheticModels
         {
             Name = "llama3", Architecture = SyntheticArchitectures.Llama, Vocabulary = v.SentencePiece, Seed = 14,
             Heads = 4, KvHeads = 1, RopeBase = 500000f,
-            ExtraTensors = [SyntheticTensor.Exact("rope_freqs.weight", Model.RopeFrequencyFactors.Llama3(32, 500000f, 8f, 1f, 4f, 64))],
+            ExtraTensors = [SyntheticTensor.Exact("rope_freqs.weight", RopeFrequencyFactors.Llama3(32, 500000f, 8f, 1f, 4f, 64))],
         }),
         // Qwen2.5 with YaRN (rope.scaling.type yarn, factor 4) over an original context of 64 tokens, as its long-context
         // GGUFs do over 32768.

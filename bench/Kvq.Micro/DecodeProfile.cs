@@ -2,8 +2,8 @@ using System.Diagnostics;
 using System.Numerics.Tensors;
 using Kvq.Bench;
 using Kvq.Cache;
-using Kvq.Formats.Gguf;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 
 namespace Kvq.Micro;

@@ -1,6 +1,6 @@
 using Kvq.Formats;
-using Kvq.Formats.Gguf;
 using Kvq.Formats.Gguf.Synthetic;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 
 namespace Kvq.Tests.Model;

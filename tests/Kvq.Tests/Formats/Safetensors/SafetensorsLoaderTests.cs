@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Kvq.Formats.Safetensors;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 
 namespace Kvq.Tests.Formats.Safetensors;

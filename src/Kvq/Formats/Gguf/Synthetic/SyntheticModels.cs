@@ -118,8 +118,8 @@ public static class SyntheticModels
 public sealed class SyntheticVocabularies(SyntheticVocabulary sentencePiece, SyntheticVocabulary? llama3Bpe = null, SyntheticVocabulary? qwen2Bpe = null)
 {
     public SyntheticVocabulary SentencePiece { get; } = sentencePiece;
-    /// <summary>Byte-level BPE with the llama-bpe pre-tokenizer (<see cref="TrainedBpeVocabulary.Llama3"/>); null: not made.</summary>
+    /// <summary>Byte-level BPE with the llama-bpe pre-tokenizer (<c>Kvq.Tokenizers.TrainedBpeVocabulary.Llama3</c>); null: not made.</summary>
     public SyntheticVocabulary? Llama3Bpe { get; } = llama3Bpe;
-    /// <summary>Byte-level BPE with the qwen2 pre-tokenizer (<see cref="TrainedBpeVocabulary.Qwen2"/>); null: not made.</summary>
+    /// <summary>Byte-level BPE with the qwen2 pre-tokenizer (<c>Kvq.Tokenizers.TrainedBpeVocabulary.Qwen2</c>); null: not made.</summary>
     public SyntheticVocabulary? Qwen2Bpe { get; } = qwen2Bpe;
 }

@@ -200,7 +200,7 @@ internal sealed class ModelKernels : IDisposable
     }
 }
 
-/// <summary>RoPE as the kernels take it: the CPU <see cref="Tensors.Rope"/>'s float recurrence (theta = pos /
+/// <summary>RoPE as the kernels take it: the CPU <see cref="Rope"/>'s float recurrence (theta = pos /
 /// scale, times base^(-2/ropeDims) per pair).</summary>
 internal readonly record struct RopeParams(int HeadDim, int RopeDims, bool Neox, float Scale, float ThetaScale)
 {

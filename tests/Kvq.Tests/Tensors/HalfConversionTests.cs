@@ -36,7 +36,7 @@ public class RopeRunTests
     [InlineData(RopeStyle.Normal, 8, 1_000_000)]
     public void RotateRunEqualsPerRowRotation(RopeStyle style, int headDim, long first)
     {
-        var rope = new Kvq.Tensors.Rope(headDim, headDim, 10000f, 1f, style);
+        var rope = new Rope(headDim, headDim, 10000f, 1f, style);
         var r = new Random(headDim);
         const int rows = 32;
         var a = Enumerable.Range(0, rows * headDim).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
@@ -60,7 +60,7 @@ public class RopeRunTests
     [InlineData(RopeStyle.Neox, 128)]
     public void RotateAtFollowsEachRowsPosition(RopeStyle style, int headDim)
     {
-        var rope = new Kvq.Tensors.Rope(headDim, headDim, 10000f, 1f, style);
+        var rope = new Rope(headDim, headDim, 10000f, 1f, style);
         var r = new Random(headDim + 1);
         // Runs, gaps and a repeat, as a cache whose policy evicted tokens holds them.
         int[] positions = [3, 4, 5, 9, 10, 40, 41, 42, 43, 7, 7, 2000, 2001, 13];

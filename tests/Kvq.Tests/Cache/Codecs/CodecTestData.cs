@@ -134,7 +134,7 @@ internal static class CodecTestData
     public static double TightnessFloor(KvCodec codec)
     {
         if (codec is not Kvq.Cache.Codecs.Rotation.RotatedCodec r) return 0.25;
-        double floor = 0.25 / Math.Sqrt(Kvq.Tensors.Hadamard.BlockSize(codec.HeadDim));
+        double floor = 0.25 / Math.Sqrt(Hadamard.BlockSize(codec.HeadDim));
         if (r.Inner is Kvq.Cache.Codecs.TurboQuant.TurboQuantCodec { Qjl: true }) floor /= Math.Sqrt(codec.HeadDim);
         return floor;
     }

@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Kvq.Bench;
-using Kvq.Formats.Gguf;
 using Kvq.LlamaCpp;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 
 // Usage: dotnet run --project bench/Kvq.Bench -c Release -- [--model M] [--ctx 512,4000] [--kv f16] [--peer-kv f16] [--threads 2] [--decode 32]

@@ -4,6 +4,7 @@ using Kvq.Bench.Serving;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Formats.Gguf;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Serving;
 using Kvq.Tensors;
 using Kvq.Text;

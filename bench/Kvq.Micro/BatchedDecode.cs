@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Kvq.Cache;
-using Kvq.Formats.Gguf;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 
 namespace Kvq.Micro;

@@ -2,8 +2,8 @@ using System.Diagnostics;
 using System.Numerics.Tensors;
 using Kvq.Bench;
 using Kvq.Cache;
-using Kvq.Formats.Gguf;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 
 namespace Kvq.Micro;
@@ -92,7 +92,7 @@ public static class DecodeProfile
     private sealed class Replica(Transformer m)
     {
         private readonly ModelConfig _c = m.Config;
-        private readonly Rope _rope = Rope.For(m.Config);
+        private readonly Rope _rope = m.Config.CreateRope();
         private readonly float[] _x = new float[m.Config.Dim], _xn = new float[m.Config.Dim], _q = new float[m.Config.QDim];
         private readonly float[] _k = new float[m.Config.KvDim], _v = new float[m.Config.KvDim], _att = new float[m.Config.QDim];
         private readonly float[] _proj = new float[m.Config.Dim], _gate = new float[m.Config.FfnDim], _up = new float[m.Config.FfnDim];

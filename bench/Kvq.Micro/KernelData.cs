@@ -3,7 +3,6 @@ using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
-using Kvq.Model;
 using Kvq.Tensors;
 
 namespace Kvq.Micro;

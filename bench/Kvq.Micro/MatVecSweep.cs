@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Kvq.Formats.Gguf;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 using Kvq.Tensors.Quant;
 

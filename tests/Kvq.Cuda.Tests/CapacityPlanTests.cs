@@ -22,7 +22,7 @@ public class CapacityPlanTests(ITestOutputHelper output)
     {
         var f16 = CapacityPlan.FormatBytes(SevenB, new KvCacheConfig("f16", "f16"));
         Assert.Equal(2L * 2 * 32 * 4096, f16.DeviceBytesPerToken);   // 512 KiB per token
-        var plan = KvLayoutPlan.Build(KvShape.For(SevenB), new KvCacheConfig("f16", "f16"));
+        var plan = KvLayoutPlan.Build(SevenB.CreateKvShape(), new KvCacheConfig("f16", "f16"));
         Assert.Equal((double)plan.BytesPerBlock / plan.BlockTokens, f16.PlanBytesPerToken);
         // Dense nuq2 at head dim 128: 32 B of key codes + 32 B of value codes + 4 B value zero/range, and one (unused)
         // 3-byte slot each side that the model layout allocates anyway = 74 B per token and KV head.

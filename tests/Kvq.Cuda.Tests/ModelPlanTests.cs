@@ -4,6 +4,7 @@ using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cuda.Attention;
 using Kvq.Cuda.Model;
 using Kvq.Model;
+using Kvq.Tensors;
 
 namespace Kvq.Cuda.Tests;
 
@@ -28,11 +29,11 @@ public class ModelPlanTests
     }
 
     private static KvShape Shape(int headDim, int kvHeads, int heads, RopeStyle style = RopeStyle.Normal, int layers = 2) =>
-        KvShape.For(new ModelConfig
+        (new ModelConfig
         {
             Architecture = "llama", Dim = heads * headDim, Layers = layers, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, FfnDim = 64,
             VocabSize = 32, NormEps = 1e-5f, RopeBase = 10000f, RopeDims = headDim, RopeStyle = style, ContextLength = 4096,
-        });
+        }).CreateKvShape();
 
     private static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values) Codecs(string spec, int kvHeads, int headDim, bool sameBooks = true)
     {

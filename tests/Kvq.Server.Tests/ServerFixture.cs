@@ -47,7 +47,7 @@ public sealed class TestServer : IAsyncDisposable
         {
             Kv = KvCacheConfig.Parse("f16"), KvBudgetBytes = kvBudget, MaxRunning = maxRunning,
             PromptCache = promptCacheDir == null ? null
-                : new PromptCacheStore(promptCacheDir, plan => Kvq.Cache.Sessions.KvSessionIdentity.For(m.Weights, m.Tokenizer, plan)),
+                : new PromptCacheStore(promptCacheDir, ModelIdentity.Of(m).Session),
         });
         var options = new KvqServerOptions { ModelId = ModelId, Port = 0, ChatPrompt = chat ? ChatMl.For(m.Tokenizer) : null };
         if (configure != null) options = configure(options);

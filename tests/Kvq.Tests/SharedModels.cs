@@ -1,6 +1,6 @@
-using Kvq.Formats.Gguf;
 using Kvq.LlamaCpp;
 using Kvq.Model;
+using Kvq.Model.Loading;
 
 namespace Kvq.Tests;
 

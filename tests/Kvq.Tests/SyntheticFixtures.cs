@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Kvq.Formats.Gguf.Synthetic;
 using Kvq.Tensors;
+using Kvq.Tokenizers;
 
 namespace Kvq.Tests;
 

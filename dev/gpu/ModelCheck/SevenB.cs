@@ -3,6 +3,7 @@ using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cuda.Model;
 using Kvq.Model;
+using Kvq.Tensors;
 
 namespace Kvq.ModelCheck;
 
@@ -81,10 +82,10 @@ internal static class SevenB
                 var ob = new float[n * c.QDim];
                 if (flip != null) flip.TensorCorePrefill = true;
                 a.Append(l, k, v, n);
-                a.Attend(l, q, n, oa, Tensors.Parallelism.Default);
+                a.Attend(l, q, n, oa, Parallelism.Default);
                 if (flip != null) flip.TensorCorePrefill = false;
                 b.Append(l, k, v, n);
-                b.Attend(l, q, n, ob, Tensors.Parallelism.Default);
+                b.Attend(l, q, n, ob, Parallelism.Default);
                 double num = 0, den = 0;
                 for (int i = 0; i < oa.Length; i++) { double d = oa[i] - ob[i]; num += d * d; den += (double)ob[i] * ob[i]; }
                 worst = Math.Max(worst, Math.Sqrt(num / den));

@@ -1,7 +1,5 @@
 using System.CommandLine;
-using System.Diagnostics;
 using Kvq.Cache.Codecs.KvQuant;
-using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
 using Kvq.Calibration.LowRank;
 using Kvq.Cli.Validation;
@@ -65,26 +63,18 @@ public static class CalibrateCommand
             int nThreads = r.GetValue(threads);
             var transformer = new Transformer(loaded.Weights, new Tensors.Parallelism(nThreads));
             var content = TextNormalizer.ReadNormalized(textPath);
-            var options = new KvQuantCalibrateOptions(r.GetValue(samples), len, fractions, sinkTokens, SeedOption.Resolve(r.GetValue(seed), Console.Error), nThreads);
-            var sw = Stopwatch.StartNew();
-            var tokens = loaded.Tokenizer.Encode(content, addBos: false);
-            var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, loaded.Tokenizer.BosId, options.Seed);
-            IKvActivationSource source = fisher ? new FisherActivationSource() : new KvActivationCollector();
-            var acts = Progress.Run(fisher ? "forward + backward (Fisher)" : "forward", p => source.Collect(transformer, windows, sinkTokens, p));
-            if (rotated) acts = RotatedActivations.Rotate(acts);
-            double collectSeconds = sw.Elapsed.TotalSeconds;
-            var fit = new KvQuantFitOptions(options.Fractions, options.Seed, nThreads);
-            var calibrations = Progress.Run("fit scales and codebooks", p => KvQuantFitter.Fit(acts, fit, p));
-            var profile = KvQuantCalibrator.Profile(transformer, options, KvQuantCalibrator.TextHash(content),
-                Path.GetFileName(textPath) + (rotated ? Cache.Codecs.Rotation.RotatedSpec.ProfileTextMarker : ""), fisher, calibrations);
-            string lowRankNote = "";
-            var latentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim);
-            if (r.GetValue(lowRank) || latentRanks.Count > 0)
+            var options = new KvQuantCalibrateOptions(r.GetValue(samples), len, fractions, sinkTokens, SeedOption.Resolve(r.GetValue(seed), Console.Error), nThreads)
             {
-                var bases = Progress.Run("fit low-rank bases", p => { var b = LowRankFitter.Fit(acts, nThreads); p(1, 1); return b; });
-                if (latentRanks.Count > 0)
-                    bases = Progress.Run("fit KVQuant on the key latents", p => LatentCalibration.Fit(acts, bases, latentRanks, fit, p));
-                profile = profile.WithLowRank(bases);
+                Fisher = fisher,
+                Rotate = rotated,
+                LowRank = r.GetValue(lowRank),
+                LatentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim),
+            };
+            var result = Progress.RunPhases(p => KvQuantCalibrator.Calibrate(transformer, content, Path.GetFileName(textPath), loaded.Tokenizer, options, p));
+            var profile = result.Profile;
+            string lowRankNote = "";
+            if (profile.LowRank is { } bases)
+            {
                 int hd = bases.HeadDim;
                 lowRankNote = $"; low-rank bases: key variance kept at rank {hd / 2} / {hd / 4} = {bases.MeanEnergy(Cache.Codecs.KvSide.Key, hd / 2):P1} / " +
                               $"{bases.MeanEnergy(Cache.Codecs.KvSide.Key, hd / 4):P1}, values {bases.MeanEnergy(Cache.Codecs.KvSide.Value, hd / 2):P1} / " +
@@ -94,9 +84,9 @@ public static class CalibrateCommand
             profile.Save(outPath);
             Console.WriteLine($"wrote {outPath}: model {Path.GetFileName(modelPath)} ({profile.ModelFingerprint}), text {Path.GetFileName(textPath)}, " +
                               $"{options.Samples} x {options.Length} tokens (sink {sinkTokens}), outliers " +
-                              $"{string.Join(", ", calibrations.Select(c => c.OutlierFraction == 0 ? "0%" : KvQuantSpec.FormatFraction(c.OutlierFraction)))}, " +
-                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}{(rotated ? ", Hadamard-rotated" : "")}; {collectSeconds:F1} s activations, " +
-                              $"{sw.Elapsed.TotalSeconds - collectSeconds:F1} s fit{lowRankNote}");
+                              $"{string.Join(", ", profile.Calibrations.Select(c => c.OutlierFraction == 0 ? "0%" : KvQuantSpec.FormatFraction(c.OutlierFraction)))}, " +
+                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}{(rotated ? ", Hadamard-rotated" : "")}; " +
+                              $"{result.Activations.TotalSeconds:F1} s activations, {result.Fit.TotalSeconds:F1} s fit{lowRankNote}");
             return 0;
         }));
         return cmd;

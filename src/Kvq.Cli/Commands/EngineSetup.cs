@@ -120,7 +120,7 @@ public sealed class EngineSetup
             try
             {
                 var store = cacheDir == null ? null
-                    : new PromptCacheStore(cacheDir, plan => KvSessionIdentity.For(loaded.Weights, loaded.Tokenizer, plan));
+                    : new PromptCacheStore(cacheDir, ModelIdentity.Of(loaded).Session);
                 engine = new InferenceEngine(lm, loaded.Tokenizer,
                     new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, PromptCache = store, HostPrefixBytes = hostPrefix });
             }

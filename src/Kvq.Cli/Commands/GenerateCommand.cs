@@ -5,6 +5,7 @@ using Kvq.Cache.Layout;
 using Kvq.Cache.Sessions;
 using Kvq.Cli.Validation;
 using Kvq.Generation;
+using Kvq.Model;
 using Kvq.Sampling;
 
 namespace Kvq.Cli.Commands;
@@ -92,7 +93,7 @@ public static class GenerateCommand
             {
                 if (where.Cuda) throw new CliException("--save-session/--load-session keep the host cache: use --device cpu");
                 if (policies[0] != null) throw new CliException("--save-session/--load-session: a cache under a token policy (--policy) cannot be saved");
-                identity = KvSessionIdentity.For(loaded.Weights, loaded.Tokenizer, KvLayoutPlan.Build(lm.KvShape, config));
+                identity = ModelIdentity.Of(loaded.Weights, loaded.Tokenizer).Session(KvLayoutPlan.Build(lm.KvShape, config));
             }
             var loadClock = Stopwatch.StartNew();
             KvSession? session = loadPath == null ? null : KvSession.Load(loadPath, identity!);

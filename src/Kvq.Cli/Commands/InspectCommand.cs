@@ -111,7 +111,7 @@ public static class InspectCommand
     /// (whole blocks, as allocated; staging and sink buffers are counted by eval memory), from each spec's layout plan.</summary>
     private static void PrintCache(ModelConfig c, string specs, int ctx, Func<string, KvCacheConfig> config)
     {
-        var shape = KvShape.For(c);
+        var shape = c.CreateKvShape();
         Console.WriteLine($"KV cache at {ctx} tokens ({c.Layers} layers x {c.KvHeads} KV heads x head dim {c.HeadDim}, keys and values):");
         Console.WriteLine("| kv | block tokens | K bytes/block/head | V bytes/block/head | codes | scales | zeros | outliers+indices | bits/element | bytes/token | MiB at ctx |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

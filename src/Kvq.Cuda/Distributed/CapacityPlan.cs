@@ -98,7 +98,7 @@ public sealed class CapacityPlan
     /// so only the plan counts it.</summary>
     public static KvFormatBytes FormatBytes(ModelConfig model, KvCacheConfig config)
     {
-        var shape = KvShape.For(model);
+        var shape = model.CreateKvShape();
         double? plan = null;
         try
         {

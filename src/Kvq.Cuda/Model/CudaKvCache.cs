@@ -1,6 +1,7 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cuda.Attention;
+using Kvq.Tensors;
 
 namespace Kvq.Cuda.Model;
 
@@ -55,7 +56,7 @@ public sealed class CudaKvCache : IDisposable
         Shape = shape;
         Config = config;
         Codecs = codecs;
-        Rope = new RopeParams(shape.HeadDim, shape.Rope.RopeDims, shape.Rope.Style == Kvq.Model.RopeStyle.Neox, shape.Rope.Scale,
+        Rope = new RopeParams(shape.HeadDim, shape.Rope.RopeDims, shape.Rope.Style == RopeStyle.Neox, shape.Rope.Scale,
             MathF.Pow(shape.Rope.Base, -2.0f / shape.Rope.RopeDims));
         LabLayout = codecs != null && labKernels != null ? CudaKvSequence.LabLayout(codecs, shape, config.SinkTokens) : null;
         LabKernels = LabLayout != null ? labKernels : null;

@@ -128,7 +128,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     internal static NuqLayout? LabLayout((NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[] layers, KvShape shape, int sink)
     {
         var r = shape.Rope;
-        if (shape.HeadDim != 128 || shape.GroupSize is not (1 or 4) || r.Style != Kvq.Model.RopeStyle.Normal || r.RopeDims != 128
+        if (shape.HeadDim != 128 || shape.GroupSize is not (1 or 4) || r.Style != RopeStyle.Normal || r.RopeDims != 128
             || r.Scale != 1f || sink > 1)
             return null;
         NuqLayout? layout = null;

@@ -32,7 +32,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     private readonly DeviceBuffer _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits;
 
     public override ModelConfig Config { get; }
-    public override KvShape KvShape => KvShape.For(Config);
+    public override KvShape KvShape => Config.CreateKvShape();
     public override string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights";
     public override int Threads => 1;
     public override int MaxBatch { get; }

@@ -1,3 +1,5 @@
+using Kvq.Tensors;
+
 namespace Kvq.Cuda.Model;
 
 /// <summary>
@@ -204,12 +206,12 @@ internal sealed class ModelKernels : IDisposable
     }
 }
 
-/// <summary>RoPE as the kernels take it: the CPU <see cref="Tensors.Rope"/>'s float recurrence (theta = pos /
+/// <summary>RoPE as the kernels take it: the CPU <see cref="Rope"/>'s float recurrence (theta = pos /
 /// scale, times base^(-2/ropeDims) per pair).</summary>
 internal readonly record struct RopeParams(int HeadDim, int RopeDims, bool Neox, float Scale, float ThetaScale)
 {
     public static RopeParams For(Kvq.Model.ModelConfig c) =>
-        new(c.HeadDim, c.RopeDims, c.RopeStyle == Kvq.Model.RopeStyle.Neox, c.RopeScale, MathF.Pow(c.RopeBase, -2.0f / c.RopeDims));
+        new(c.HeadDim, c.RopeDims, c.RopeStyle == RopeStyle.Neox, c.RopeScale, MathF.Pow(c.RopeBase, -2.0f / c.RopeDims));
 }
 
 /// <summary>How one attention call is cut along the stored tokens: <see cref="Splits"/> ranges of

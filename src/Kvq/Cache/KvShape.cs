@@ -1,4 +1,3 @@
-using Kvq.Model;
 using Kvq.Tensors;
 
 namespace Kvq.Cache;
@@ -25,21 +24,4 @@ public sealed record KvShape(int Layers, int KvHeads, int Heads, int HeadDim, Ro
 
     /// <summary>Attention scores become cap * tanh(score / cap) before the mask and softmax (Gemma 2); 0: none.</summary>
     public float AttnSoftCap { get; init; }
-
-    public static KvShape For(ModelConfig c)
-    {
-        var rope = Rope.For(c);
-        Rope[]? layers = null;
-        if (c.LocalRopeBase > 0 && c.SlidingWindow > 0)
-        {
-            var local = new Rope(c.HeadDim, c.RopeDims, c.LocalRopeBase, c.LocalRopeScale, c.RopeStyle);
-            layers = Enumerable.Range(0, c.Layers).Select(l => c.WindowOf(l) > 0 ? local : rope).ToArray();
-        }
-        return new(c.Layers, c.KvHeads, c.Heads, c.HeadDim, rope)
-        {
-            LayerWindows = c.SlidingWindow > 0 ? Enumerable.Range(0, c.Layers).Select(c.WindowOf).ToArray() : null,
-            LayerRopes = layers,
-            AttnSoftCap = c.Extras?.AttnSoftCap ?? 0f,
-        };
-    }
 }

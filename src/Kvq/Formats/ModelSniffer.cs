@@ -5,7 +5,7 @@ using Kvq.Formats.Llama2c;
 
 namespace Kvq.Formats;
 
-/// <summary>The kinds of model input that <see cref="Model.ModelLoader"/> reads.</summary>
+/// <summary>The kinds of model input that <c>Kvq.Model.ModelLoader</c> reads.</summary>
 public enum ModelFormat { Gguf, Llama2c, HuggingFaceFolder }
 
 /// <summary>What a path holds, decided by its content (magic bytes and structure), never by its name.</summary>
@@ -55,14 +55,14 @@ public static class ModelSniffer
 
     private static SniffedModel DetectFolder(string dir)
     {
-        if (File.Exists(Path.Combine(dir, Safetensors.SafetensorsLoader.ConfigFileName)))
+        if (File.Exists(Path.Combine(dir, Safetensors.HfFolder.ConfigFileName)))
             return new SniffedModel(ModelFormat.HuggingFaceFolder, dir);
         // A Hugging Face cache root (models--org--name): snapshots/<revision>/ holds the model.
         var snapshots = Path.Combine(dir, "snapshots");
         if (Directory.Exists(snapshots))
         {
             var revisions = Directory.GetDirectories(snapshots)
-                .Where(d => File.Exists(Path.Combine(d, Safetensors.SafetensorsLoader.ConfigFileName))).ToList();
+                .Where(d => File.Exists(Path.Combine(d, Safetensors.HfFolder.ConfigFileName))).ToList();
             if (revisions.Count == 1) return new SniffedModel(ModelFormat.HuggingFaceFolder, revisions[0]);
             throw new NotAModelException(dir, revisions.Count == 0
                 ? "a Hugging Face cache folder with no downloaded snapshot (no snapshots/*/config.json)"
@@ -88,7 +88,7 @@ public static class ModelSniffer
     private static SniffedModel SafetensorsFile(string path)
     {
         var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        if (File.Exists(Path.Combine(dir, Safetensors.SafetensorsLoader.ConfigFileName)))
+        if (File.Exists(Path.Combine(dir, Safetensors.HfFolder.ConfigFileName)))
             return new SniffedModel(ModelFormat.HuggingFaceFolder, dir);
         throw new NotAModelException(path,
             "a lone safetensors file: its folder has no config.json (a Hugging Face model needs config.json, the weights and tokenizer.json together)");

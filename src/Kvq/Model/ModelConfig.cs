@@ -1,3 +1,6 @@
+using Kvq.Cache;
+using Kvq.Tensors;
+
 namespace Kvq.Model;
 
 /// <summary>Hyper-parameters of a Llama-family decoder (llama, mistral, qwen2).</summary>
@@ -54,6 +57,28 @@ public sealed record ModelConfig
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
     public int GroupSize => Heads / KvHeads;             // query heads per KV head
+
+    /// <summary>A new <see cref="Rope"/> for these RoPE settings (each has its own cached angle table).</summary>
+    public Rope CreateRope() => new(HeadDim, RopeDims, RopeBase, RopeScale, RopeStyle, RopeFreqFactors, RopeYarn);
+
+    /// <summary>The geometry of this model's KV cache: layers, KV heads, head dim, GQA group, RoPE and per-layer windows.</summary>
+    public KvShape CreateKvShape()
+    {
+        var rope = CreateRope();
+        Rope[]? layers = null;
+        if (LocalRopeBase > 0 && SlidingWindow > 0)
+        {
+            // Gemma 3: sliding layers rotate with their own base.
+            var local = new Rope(HeadDim, RopeDims, LocalRopeBase, LocalRopeScale, RopeStyle);
+            layers = Enumerable.Range(0, Layers).Select(l => WindowOf(l) > 0 ? local : rope).ToArray();
+        }
+        return new(Layers, KvHeads, Heads, HeadDim, rope)
+        {
+            LayerWindows = SlidingWindow > 0 ? Enumerable.Range(0, Layers).Select(WindowOf).ToArray() : null,
+            LayerRopes = layers,
+            AttnSoftCap = Extras?.AttnSoftCap ?? 0f,
+        };
+    }
 
     public void Validate(string source)
     {

@@ -1,10 +1,8 @@
 using Kvq.Chat;
 using Kvq.Formats;
 using Kvq.Formats.Gguf;
-using Kvq.Formats.Llama2c;
-using Kvq.Formats.Safetensors;
+using Kvq.Model.Loading;
 using Kvq.Tokenizers;
-using Kvq.Tokenizers.HuggingFace;
 
 namespace Kvq.Model;
 
@@ -30,7 +28,7 @@ public static class ModelLoader
     {
         // The tokenizer first: it is quick to read and checks the folder's config before the weights are mapped.
         var info = SafetensorsLoader.ReadInfo(dir);
-        var tokenizer = HfTokenizerLoader.Load(info, tokenizerPath);
+        var tokenizer = SafetensorsLoader.LoadTokenizer(info, tokenizerPath);
         var chatTemplate = ChatTemplates.FromHfFolder(info.Directory, info.TokenizerConfigPath);
         return new LoadedModel(SafetensorsLoader.Load(dir), tokenizer, chatTemplate);
     }

@@ -37,7 +37,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         MaxBatch = maxBatch;
         Parallelism = parallelism ?? Parallelism.Default;
         var c = weights.Config;
-        var shape = KvShape.For(c);
+        var shape = c.CreateKvShape();
         _ropes = Enumerable.Range(0, c.Layers).Select(shape.RopeOf).ToArray();
         _queryScale = c.Extras is { AttentionScale: > 0 } e ? e.AttentionScale * MathF.Sqrt(c.HeadDim) : 1f;
         _x = new float[maxBatch * c.Dim];
@@ -55,7 +55,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
 
     public int MaxBatchTokens => MaxBatch;
 
-    public override KvShape KvShape => KvShape.For(Config);
+    public override KvShape KvShape => Config.CreateKvShape();
     public override string Device => $"cpu, {Parallelism.Threads} thread{(Parallelism.Threads == 1 ? "" : "s")}";
     public override int Threads => Parallelism.Threads;
 

@@ -59,14 +59,15 @@ public sealed class KvPool
 
     /// <summary>
     /// The most slots a layer of a sequence growing to <paramref name="tokens"/> tokens holds at once: the tokens
-    /// themselves, or under a token policy its budget at that length plus one chunk (<see cref="KvPolicyConfig.PeakSlots"/>).
+    /// themselves, or under a token policy its budget at that length plus one chunk (<see cref="KvPolicyConfig.PeakSlots"/>),
+    /// never more than the tokens.
     /// </summary>
     public int SlotCap(long tokens) => Cache.Config.Policy is { } p
         ? p.PeakSlots((int)Math.Min(tokens, int.MaxValue), _policyChunk, Cache.Shape.Layers, Cache.Config.SinkTokens)
         : (int)Math.Min(tokens, int.MaxValue);
 
     /// <summary>Blocks (in every layer) a sequence growing to <paramref name="tokens"/> tokens holds at its peak.</summary>
-    public int PeakBlocks(long tokens) => BlocksFor(Math.Min(tokens, SlotCap(tokens)));
+    public int PeakBlocks(long tokens) => BlocksFor(SlotCap(tokens));
 
     /// <summary>Blocks a sequence of <paramref name="tokens"/> tokens takes, counted from empty.</summary>
     public int BlocksFor(long tokens) => (int)((tokens + BlockTokens - 1) / BlockTokens);

@@ -18,7 +18,7 @@ namespace Kvq.Serving;
 /// </summary>
 /// <param name="directory">The root folder (created at the first save).</param>
 /// <param name="identity">The model's session identity for the engine's layout (e.g.
-/// <c>plan => KvSessionIdentity.For(weights, tokenizer, plan)</c>).</param>
+/// <c>ModelIdentity.Of(loaded).Session</c>).</param>
 /// <param name="maxPrefixes">Prefixes kept at most (the most recently used).</param>
 public sealed class PromptCacheStore(string directory, Func<KvLayoutPlan, KvSessionIdentity> identity, int maxPrefixes = 64)
 {

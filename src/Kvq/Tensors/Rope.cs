@@ -1,5 +1,3 @@
-using Kvq.Model;
-
 namespace Kvq.Tensors;
 
 /// <summary>
@@ -47,8 +45,6 @@ public sealed class Rope
 
     /// <summary>Cached angles for kernels that rotate many positions per call (fused pre-RoPE key scores).</summary>
     public RopeAngleTable Table => _table ?? Interlocked.CompareExchange(ref _table, new RopeAngleTable(this), null) ?? _table!;
-
-    public static Rope For(ModelConfig c) => new(c.HeadDim, c.RopeDims, c.RopeBase, c.RopeScale, c.RopeStyle, c.RopeFreqFactors, c.RopeYarn);
 
     /// <summary>cos and sin of each rotated pair's angle at <paramref name="position"/> (RopeDims/2 each).</summary>
     public void Angles(long position, Span<float> cos, Span<float> sin)

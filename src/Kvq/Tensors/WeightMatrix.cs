@@ -177,7 +177,8 @@ public sealed unsafe class WeightMatrix
             {
                 decoded = Decoded(rows * k);
                 if (w.FiniteHalf) // the same floats as RowKernels.Dequantize, with the cheaper exact widening
-                    for (int i = 0; i < rows; i++) HalfDot.ToSingleFinite(new ReadOnlySpan<Half>(w.Row(start + i), k), decoded.AsSpan(i * k, k));
+                    for (int i = 0; i < rows; i++)
+                        HalfDot.ToSingle(new ReadOnlySpan<Half>(w.Row(start + i), k), decoded.AsSpan(i * k, k), finite: true);
                 else
                     for (int i = 0; i < rows; i++) RowKernels.Dequantize(w.Type, w.Row(start + i), decoded.AsSpan(i * k, k));
                 a = null;

@@ -85,7 +85,7 @@ public class LibraryGuideTests
         // -- 5. Save a prompt's compressed cache and restore it: session files --
         {
             var config = KvCacheConfig.Parse("q8_0");
-            var identity = KvSessionIdentity.For(loaded, KvLayoutPlan.Build(model.KvShape, config));   // this model and format
+            var identity = ModelIdentity.Of(loaded).Session(KvLayoutPlan.Build(model.KvShape, config));   // this model and format
             var promptTokens = loaded.Tokenizer.Encode("Call me Ishmael. Some years ago", addBos: true);
             var logits = new float[model.Config.VocabSize];
             using (var kv = new PagedKvCache(identity.Plan).CreateSequence())

@@ -6,7 +6,7 @@ namespace Kvq.Tests.Eval;
 /// <summary>Memory rows are the bytes real caches hold, and agree with the block-layout arithmetic.</summary>
 public class KvMemoryEvaluatorTests
 {
-    private static KvShape Shape => KvShape.For(EvalFixtures.Books.Weights.Config); // 8 layers x 2 KV heads x 64
+    private static KvShape Shape => EvalFixtures.Books.Weights.Config.CreateKvShape(); // 8 layers x 2 KV heads x 64
 
     [Theory]
     [InlineData("f16", 1000)]

@@ -1,8 +1,8 @@
 using Kvq.Cache;
-using Kvq.Formats.Gguf;
 using Kvq.Formats.Gguf.Synthetic;
 using Kvq.LlamaCpp;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 using Xunit.Abstractions;
 

@@ -1,6 +1,7 @@
 using Kvq.Formats;
-using Kvq.Formats.Gguf;
 using Kvq.Formats.Gguf.Synthetic;
+using Kvq.Model.Loading;
+using Kvq.Tensors;
 
 namespace Kvq.Tests.Model;
 
@@ -63,6 +64,6 @@ public class FamilyModelBadInputTests
         Assert.True(l.Wv.Data - l.Wk.Data == l.Wk.RowBytes * w.Config.KvDim);
         Assert.True(l.WUp!.Data - l.WGate!.Data == l.WGate.RowBytes * w.Config.FfnDim);
         Assert.Null(l.Experts);
-        Assert.Equal(Kvq.Model.RopeStyle.Neox, w.Config.RopeStyle);
+        Assert.Equal(RopeStyle.Neox, w.Config.RopeStyle);
     }
 }

@@ -1,7 +1,7 @@
 using Kvq.Cache;
-using Kvq.Formats.Gguf;
 using Kvq.LlamaCpp;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 using Xunit.Abstractions;
 

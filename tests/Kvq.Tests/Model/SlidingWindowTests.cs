@@ -1,6 +1,6 @@
 using Kvq.Cache;
-using Kvq.Formats.Gguf;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 using Xunit.Abstractions;
 

@@ -1,6 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Layout;
-using Kvq.Cache.Sessions;
+using Kvq.Model;
 using Kvq.Serving;
 using Kvq.Tests.Cache.Codecs.KvQuant;
 
@@ -22,7 +22,7 @@ public sealed class PromptCacheStoreTests : IDisposable
         KvCacheConfig.Parse(spec) with { SinkTokens = sink, Profile = spec.StartsWith("nuq", StringComparison.Ordinal) ? Profile.Value : null };
 
     private PromptCacheStore Store(int maxPrefixes = 64) =>
-        new(_dir, plan => KvSessionIdentity.For(EngineFixtures.Books, plan), maxPrefixes);
+        new(_dir, ModelIdentity.Of(EngineFixtures.Books).Session, maxPrefixes);
 
     private static InferenceEngine Engine(KvCacheConfig config, PromptCacheStore store, long budget = 16 * MiB) =>
         new(EngineFixtures.Model(EngineFixtures.Books), EngineFixtures.Books.Tokenizer, new EngineOptions

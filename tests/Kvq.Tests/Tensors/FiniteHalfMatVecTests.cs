@@ -36,7 +36,7 @@ public class FiniteHalfMatVecTests
             var a = new float[n];
             var b = new float[n];
             HalfDot.ToSingle(src, a);
-            HalfDot.ToSingleFinite(src, b);
+            HalfDot.ToSingle(src, b, finite: true);
             for (int i = 0; i < n; i++)
                 Assert.True(BitConverter.SingleToUInt32Bits(a[i]) == BitConverter.SingleToUInt32Bits(b[i]), $"n {n}, {i}: {a[i]:R} vs {b[i]:R}");
         }

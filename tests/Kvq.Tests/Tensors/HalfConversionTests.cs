@@ -1,3 +1,4 @@
+using Kvq.Tensors;
 using Kvq.Tensors.Quant;
 
 namespace Kvq.Tests.Tensors;
@@ -30,12 +31,12 @@ public class HalfConversionTests
 public class RopeRunTests
 {
     [Theory]
-    [InlineData(Kvq.Model.RopeStyle.Normal, 64, 0)]
-    [InlineData(Kvq.Model.RopeStyle.Neox, 128, 4064)]
-    [InlineData(Kvq.Model.RopeStyle.Normal, 8, 1_000_000)]
-    public void RotateRunEqualsPerRowRotation(Kvq.Model.RopeStyle style, int headDim, long first)
+    [InlineData(RopeStyle.Normal, 64, 0)]
+    [InlineData(RopeStyle.Neox, 128, 4064)]
+    [InlineData(RopeStyle.Normal, 8, 1_000_000)]
+    public void RotateRunEqualsPerRowRotation(RopeStyle style, int headDim, long first)
     {
-        var rope = new Kvq.Tensors.Rope(headDim, headDim, 10000f, 1f, style);
+        var rope = new Rope(headDim, headDim, 10000f, 1f, style);
         var r = new Random(headDim);
         const int rows = 32;
         var a = Enumerable.Range(0, rows * headDim).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
@@ -55,11 +56,11 @@ public class RopeRunTests
     }
 
     [Theory]
-    [InlineData(Kvq.Model.RopeStyle.Normal, 64)]
-    [InlineData(Kvq.Model.RopeStyle.Neox, 128)]
-    public void RotateAtFollowsEachRowsPosition(Kvq.Model.RopeStyle style, int headDim)
+    [InlineData(RopeStyle.Normal, 64)]
+    [InlineData(RopeStyle.Neox, 128)]
+    public void RotateAtFollowsEachRowsPosition(RopeStyle style, int headDim)
     {
-        var rope = new Kvq.Tensors.Rope(headDim, headDim, 10000f, 1f, style);
+        var rope = new Rope(headDim, headDim, 10000f, 1f, style);
         var r = new Random(headDim + 1);
         // Runs, gaps and a repeat, as a cache whose policy evicted tokens holds them.
         int[] positions = [3, 4, 5, 9, 10, 40, 41, 42, 43, 7, 7, 2000, 2001, 13];

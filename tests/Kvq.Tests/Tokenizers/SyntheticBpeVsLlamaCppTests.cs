@@ -1,5 +1,4 @@
 using Kvq.Formats.Gguf;
-using Kvq.Formats.Gguf.Synthetic;
 using Kvq.LlamaCpp;
 using Kvq.Tokenizers;
 using Xunit.Abstractions;

@@ -3,7 +3,7 @@ namespace Kvq.Cache.Codecs;
 /// <summary>Calibration data a codec may need (KVQuant's per-channel scales and codebooks), tied to one model.</summary>
 public interface IKvProfile
 {
-    /// <summary><see cref="Model.ModelWeights.Fingerprint"/> of the model the profile was calibrated on.</summary>
+    /// <summary><c>ModelWeights.Fingerprint</c> of the model the profile was calibrated on.</summary>
     string ModelFingerprint { get; }
 }
 

@@ -315,14 +315,10 @@ public static class KvSessionFile
             Need(item, size);
             var a = new byte[size];
             s.ReadExactly(a);
-            long at = dense;
+            var rows = new Storage.SparseRows(a, (int)dense);
             for (long e = 0; e < sparseEntries; e++)
-            {
-                int n = at + 4 <= size ? BitConverter.ToInt32(a, (int)at) : -1;
-                if (n < 0 || at + 4 + n > size) throw Bad(item, $"sparse rows {e} run past the item's {size} bytes");
-                at += 4 + n;
-            }
-            if (at != size) throw Bad(item, $"{size - at} bytes after the last sparse rows");
+                if (!rows.TryNext(out _)) throw Bad(item, $"sparse rows {e} run past the item's {size} bytes");
+            if (rows.Offset != size) throw Bad(item, $"{size - rows.Offset} bytes after the last sparse rows");
             return a;
         }
 

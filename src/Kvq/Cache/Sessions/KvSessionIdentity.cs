@@ -2,8 +2,6 @@ using System.Security.Cryptography;
 using System.Text;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cache.Layout;
-using Kvq.Model;
-using Kvq.Tokenizers;
 
 namespace Kvq.Cache.Sessions;
 
@@ -43,37 +41,10 @@ public sealed class KvSessionIdentity
         Format = Hash(sb.ToString());
     }
 
-    /// <summary>The identity of <paramref name="plan"/>'s cache for the model of <paramref name="weights"/> and
-    /// <paramref name="tokenizer"/>.</summary>
-    public static KvSessionIdentity For(ModelWeights weights, ITokenizer tokenizer, KvLayoutPlan plan) =>
-        new(ModelHash(weights.Config, tokenizer, weights.Fingerprint),
-            $"{weights.Config.Architecture} {weights.Config.Layers} layers, dim {weights.Config.Dim}, vocab {tokenizer.VocabSize}, weights {weights.Fingerprint}",
-            plan);
-
-    public static KvSessionIdentity For(LoadedModel model, KvLayoutPlan plan) => For(model.Weights, model.Tokenizer, plan);
-
-    /// <summary>SHA-256 (first 16 bytes, hex) over the config's fields, every token's bytes, piece and end flag, the
-    /// special ids, and the weights' fingerprint.</summary>
-    private static string ModelHash(ModelConfig config, ITokenizer tok, string weightsFingerprint)
-    {
-        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        h.AppendData(Encoding.UTF8.GetBytes(config.ToString()));
-        h.AppendData(Encoding.UTF8.GetBytes($"|{tok.VocabSize}|{tok.BosId}|{tok.EosId}|{tok.AddBos}|{tok.AddSpacePrefix}|{weightsFingerprint}|"));
-        Span<byte> len = stackalloc byte[4];
-        for (int id = 0; id < tok.VocabSize; id++)
-        {
-            var bytes = tok.TokenBytes(id);
-            BitConverter.TryWriteBytes(len, bytes.Length);
-            h.AppendData(len);
-            h.AppendData(bytes);
-            var piece = Encoding.UTF8.GetBytes(tok.Piece(id));
-            BitConverter.TryWriteBytes(len, piece.Length);
-            h.AppendData(len);
-            h.AppendData(piece);
-            h.AppendData(tok.IsEndOfGeneration(id) ? [1] : [0]);
-        }
-        return Convert.ToHexString(h.GetHashAndReset().AsSpan(0, 16)).ToLowerInvariant();
-    }
+    /// <summary>The identity of <paramref name="plan"/>'s cache for a model: <paramref name="model"/> a hash that changes
+    /// with anything that changes the model's outputs, <paramref name="modelDescription"/> what errors name (the
+    /// model layer's <c>ModelIdentity</c> gives both).</summary>
+    public static KvSessionIdentity For(string model, string modelDescription, KvLayoutPlan plan) => new(model, modelDescription, plan);
 
     private static string Hash(string s) =>
         Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(s)).AsSpan(0, 16)).ToLowerInvariant();

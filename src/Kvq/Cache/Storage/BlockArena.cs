@@ -113,13 +113,7 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
         if (!outliers) return bytes;
         int at = (int)dense;
         foreach (int b in blocks)
-            for (int h = 0; h < kvHeads; h++)
-            {
-                var raw = Outliers(b, h)!.Raw;
-                System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(at), raw.Length);
-                raw.CopyTo(bytes.AsSpan(at + 4));
-                at += 4 + raw.Length;
-            }
+            for (int h = 0; h < kvHeads; h++) at = SparseRows.Write(bytes, at, Outliers(b, h)!.Raw);
         return bytes;
     }
 
@@ -130,13 +124,10 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
             for (int h = 0; h < kvHeads; h++)
                 bytes.AsSpan((i * kvHeads + h) * blockBytes, blockBytes).CopyTo(Block(blocks[i], h));
         if (!outliers) return;
-        int at = blocks.Length * kvHeads * blockBytes;
+        var rows = new SparseRows(bytes, blocks.Length * kvHeads * blockBytes);
         foreach (int b in blocks)
             for (int h = 0; h < kvHeads; h++)
-            {
-                int n = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(at));
-                Outliers(b, h)!.Load(bytes.AsSpan(at + 4, n));
-                at += 4 + n;
-            }
+                Outliers(b, h)!.Load(rows.TryNext(out var r) ? r
+                    : throw new InvalidDataException($"swapped bytes end inside the sparse rows of block {b}, head {h}"));
     }
 }

@@ -29,7 +29,7 @@ public sealed class CalibrationForward
     /// YaRN's: a model's own attention scale relative to 1/sqrt(head dim) (Gemma's query_pre_attn_scalar).</summary>
     internal static (Rope[] Ropes, float QueryScale) LayerRopes(ModelConfig c)
     {
-        var shape = Cache.KvShape.For(c);
+        var shape = c.CreateKvShape();
         float qs = c.Extras is { AttentionScale: > 0 } e ? e.AttentionScale * MathF.Sqrt(c.HeadDim) : 1f;
         return (Enumerable.Range(0, c.Layers).Select(shape.RopeOf).ToArray(), qs);
     }

@@ -1,7 +1,11 @@
+using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cache.Codecs.Rotation;
+using Kvq.Calibration.LowRank;
 using Kvq.Model;
+using Kvq.Tokenizers;
 
 namespace Kvq.Calibration.KvQuant;
 
@@ -16,23 +20,61 @@ public sealed record KvQuantCalibrateOptions(int Samples = 16, int Length = 2048
     int SinkTokens = 1, ulong Seed = 0, int Threads = 1)
 {
     public IReadOnlyList<double> Fractions => OutlierFractions ?? [0.01];
+    /// <summary>Weight k-means by Fisher information (a backward pass per window); false: uniformly, forward passes only.</summary>
+    public bool Fisher { get; init; } = true;
+    /// <summary>Fit on Hadamard-rotated keys and values (each KV head over the head dim), for the nuqB:rot formats.</summary>
+    public bool Rotate { get; init; }
+    /// <summary>Also fit low-rank bases (every principal direction of pre-RoPE keys and of values per layer and KV head)
+    /// for the lrR+FORMAT formats.</summary>
+    public bool LowRank { get; init; }
+    /// <summary>Ranks whose key latent gets a KVQuant calibration, for lrR+nuq* (implies <see cref="LowRank"/>).</summary>
+    public IReadOnlyList<int> LatentRanks { get; init; } = [];
 }
 
-/// <summary>Calibration end to end: windows of the text, activations (with or without Fisher weights), fit, profile.</summary>
+/// <summary>What <see cref="KvQuantCalibrator.Calibrate"/> made, and how long its two halves took.</summary>
+/// <param name="Activations">Tokenizing, choosing windows and running them (forward, and backward for Fisher).</param>
+/// <param name="Fit">Scales, codebooks and, when asked, low-rank bases and latent calibrations.</param>
+public sealed record KvQuantCalibrationResult(KvQuantProfile Profile, TimeSpan Activations, TimeSpan Fit);
+
+/// <summary>Calibration end to end, the one entry point of the library and of <c>kvq calibrate</c>: windows of the
+/// text, activations (with or without Fisher weights, rotated or not), the KVQuant fit, optional low-rank bases and
+/// latent calibrations, and the profile.</summary>
 public static class KvQuantCalibrator
 {
-    /// <param name="source">Forward-only (<see cref="KvActivationCollector"/>, uniform weights) or with Fisher information.</param>
-    /// <param name="progress">Called with (phase, done, total); phases "forward" and "fit".</param>
-    public static KvQuantProfile Calibrate(Transformer model, string text, string textName, Tokenizers.ITokenizer tokenizer,
-        KvQuantCalibrateOptions options, IKvActivationSource source, bool fisher,
-        Action<string, int, int>? progress = null, CancellationToken cancel = default)
+    /// <summary>The phases <see cref="Calibrate"/> reports, in order (the low-rank ones only when asked).</summary>
+    public const string ForwardPhase = "forward", FisherPhase = "forward + backward (Fisher)", FitPhase = "fit scales and codebooks",
+        LowRankPhase = "fit low-rank bases", LatentPhase = "fit KVQuant on the key latents";
+
+    /// <param name="textName">Name of the text in the profile (a rotated fit adds <see cref="RotatedSpec.ProfileTextMarker"/>).</param>
+    /// <param name="progress">Called with (phase, done, total); phases are the constants above.</param>
+    public static KvQuantCalibrationResult Calibrate(Transformer model, string text, string textName, ITokenizer tokenizer,
+        KvQuantCalibrateOptions options, Action<string, int, int>? progress = null, CancellationToken cancel = default)
     {
+        bool lowRank = options.LowRank || options.LatentRanks.Count > 0;
+        if (options.Rotate && lowRank)
+            throw new ArgumentException("a rotated fit uses the rotated channels; low-rank bases need the plain ones: calibrate them apart", nameof(options));
+        var sw = Stopwatch.StartNew();
         var tokens = tokenizer.Encode(text, addBos: false);
         var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, tokenizer.BosId, options.Seed);
-        var acts = source.Collect(model, windows, options.SinkTokens, (d, t) => progress?.Invoke("forward", d, t), cancel);
+        IKvActivationSource source = options.Fisher ? new FisherActivationSource() : new KvActivationCollector();
+        string collect = options.Fisher ? FisherPhase : ForwardPhase;
+        var acts = source.Collect(model, windows, options.SinkTokens, (d, t) => progress?.Invoke(collect, d, t), cancel);
+        if (options.Rotate) acts = RotatedActivations.Rotate(acts);
+        var activations = sw.Elapsed;
+
         var fit = new KvQuantFitOptions(options.Fractions, options.Seed, options.Threads);
-        var calibrations = KvQuantFitter.Fit(acts, fit, (d, t) => progress?.Invoke("fit", d, t), cancel);
-        return Profile(model, options, TextHash(text), textName, fisher, calibrations);
+        var calibrations = KvQuantFitter.Fit(acts, fit, (d, t) => progress?.Invoke(FitPhase, d, t), cancel);
+        var profile = Profile(model, options, TextHash(text), textName + (options.Rotate ? RotatedSpec.ProfileTextMarker : ""),
+            options.Fisher, calibrations);
+        if (lowRank)
+        {
+            var bases = LowRankFitter.Fit(acts, options.Threads, cancel);
+            progress?.Invoke(LowRankPhase, 1, 1);
+            if (options.LatentRanks.Count > 0)
+                bases = LatentCalibration.Fit(acts, bases, options.LatentRanks, fit, (d, t) => progress?.Invoke(LatentPhase, d, t), cancel);
+            profile = profile.WithLowRank(bases);
+        }
+        return new KvQuantCalibrationResult(profile, activations, sw.Elapsed - activations);
     }
 
     public static KvQuantProfile Profile(Transformer model, KvQuantCalibrateOptions options, string textSha256, string textName,

@@ -1,5 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Tensors;
 
 namespace Kvq.Calibration.KvQuant;
 
@@ -225,7 +226,7 @@ public static class KvQuantFitter
         for (long off = 0; off < w.Length; off += dim)
             for (int i = 0; i < half; i++)
             {
-                var (a, b) = rope.Style == Model.RopeStyle.Normal ? (2 * i, 2 * i + 1) : (i, i + half);
+                var (a, b) = rope.Style == RopeStyle.Normal ? (2 * i, 2 * i + 1) : (i, i + half);
                 float m = (w[off + a] + w[off + b]) * 0.5f;
                 outp[off + a] = m;
                 outp[off + b] = m;

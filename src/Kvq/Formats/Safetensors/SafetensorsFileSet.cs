@@ -1,6 +1,6 @@
 namespace Kvq.Formats.Safetensors;
 
-/// <summary>The open .safetensors files of one model; owns their maps (<see cref="Model.ModelWeights.Owner"/>).</summary>
+/// <summary>The open .safetensors files of one model; owns their maps (<c>ModelWeights.Owner</c>).</summary>
 internal sealed class SafetensorsFileSet : IDisposable
 {
     private readonly List<SafetensorsFile> _files = [];

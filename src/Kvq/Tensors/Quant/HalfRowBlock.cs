@@ -32,8 +32,8 @@ public static unsafe class HalfRowBlock
                 // Finite rows (the matrix was scanned) widen with the cheaper exact conversion: the same floats.
                 if (finite)
                 {
-                    HalfDot.ToSingleFinite(new ReadOnlySpan<Half>(w + r * rowStride, k), new Span<float>(f0, k));
-                    HalfDot.ToSingleFinite(new ReadOnlySpan<Half>(w + (r + 1) * rowStride, k), new Span<float>(f1, k));
+                    HalfDot.ToSingle(new ReadOnlySpan<Half>(w + r * rowStride, k), new Span<float>(f0, k), finite: true);
+                    HalfDot.ToSingle(new ReadOnlySpan<Half>(w + (r + 1) * rowStride, k), new Span<float>(f1, k), finite: true);
                 }
                 else
                 {

@@ -35,24 +35,13 @@ public static partial class HfTokenizerLoader
     /// <summary>Token ids must stay below this (the vocabulary is an array indexed by id).</summary>
     public const int MaxTokenId = 1 << 24;
 
-    /// <summary>The tokenizer of a model folder found by <see cref="SafetensorsLoader.ReadInfo"/>: its tokenizer.json
-    /// (or <paramref name="tokenizerJsonPath"/>), tokenizer_config.json, and config.json's vocab_size and token ids.</summary>
-    /// <exception cref="ModelFormatException">no tokenizer.json, or one of the files is malformed or unsupported.</exception>
-    public static ITokenizer Load(SafetensorsModelInfo info, string? tokenizerJsonPath = null)
-    {
-        string path = tokenizerJsonPath ?? info.TokenizerPath ?? throw new ModelFormatException(
-            Path.Combine(info.Directory, SafetensorsLoader.TokenizerFileName), SafetensorsLoader.TokenizerFileName, 0,
-            "expected a tokenizer.json (Hugging Face tokenizers format) in the model folder, found none");
-        return Load(path, info.TokenizerConfigPath, info.Config, info.ConfigPath);
-    }
-
     /// <param name="tokenizerJsonPath">tokenizer.json.</param>
     /// <param name="tokenizerConfigPath">tokenizer_config.json (add_bos_token, bos_token, eos_token), if any.</param>
-    /// <param name="config">the model's config.json: the vocabulary is padded to its vocab_size, and its
+    /// <param name="config">what the model's config.json says of tokens: the vocabulary is padded to its vocab_size, and its
     /// bos_token_id / eos_token_id fill in what the tokenizer files leave open (every eos id ends generation).</param>
     /// <param name="configPath">where <paramref name="config"/> came from, for error messages.</param>
     /// <exception cref="ModelFormatException">a file is missing, malformed or describes an unsupported tokenizer.</exception>
-    public static ITokenizer Load(string tokenizerJsonPath, string? tokenizerConfigPath = null, HfConfig? config = null,
+    public static ITokenizer Load(string tokenizerJsonPath, string? tokenizerConfigPath = null, HfModelTokens? config = null,
         string? configPath = null)
     {
         using var json = HfJsonFile.Read(tokenizerJsonPath);
@@ -73,7 +62,7 @@ public static partial class HfTokenizerLoader
 
         var vocab = ReadVocab(model.Required("vocab", "an object of piece -> id"));
         var added = ReadAddedTokens(root.Optional("added_tokens"), vocab);
-        int modelVocab = config?.Model.VocabSize ?? 0;
+        int modelVocab = config?.VocabSize ?? 0;
         int count = Math.Max(modelVocab, Math.Max(vocab.MaxId, added.Count == 0 ? -1 : added.Max(a => a.Id)) + 1);
         if (count > modelVocab && modelVocab > 0)
         {
@@ -292,10 +281,10 @@ public static partial class HfTokenizerLoader
     /// eos_token_id, "&lt;/s&gt;". add_bos_token: tokenizer_config.json's, else whether the template starts with a
     /// special token. End of generation: EOS, every config.json eos id, and llama.cpp's detection by text.
     /// </summary>
-    private static SpecialTokens Specials(TokenVocabulary vocab, HfNode root, HfNode? tokenizerConfig, HfConfig? config,
+    private static SpecialTokens Specials(TokenVocabulary vocab, HfNode root, HfNode? tokenizerConfig, HfModelTokens? config,
         string? configPath, int unk, bool sentencePiece)
     {
-        string configFile = configPath ?? SafetensorsLoader.ConfigFileName;
+        string configFile = configPath ?? HfFolder.ConfigFileName;
         int ConfigId(int id, string key) => (uint)id < (uint)vocab.Count ? id
             : throw new ModelFormatException(configFile, $"'{key}'", 0, $"expected a token id below {vocab.Count} (the tokenizer's vocabulary), found {id}");
 

@@ -18,7 +18,7 @@ public sealed class DecodeAllocationTests
     public void DecodeStepAllocatesNothing(string spec, int threads)
     {
         // One KV head: fewer work items than threads, so with 4 threads the 20 blocks are split (split-K) and merged.
-        var shape = new KvShape(2, 1, 4, 64, new Rope(64, 64, 10000f, 1f, Kvq.Model.RopeStyle.Normal));
+        var shape = new KvShape(2, 1, 4, 64, new Rope(64, 64, 10000f, 1f, RopeStyle.Normal));
         var cache = new PagedKvCache(shape, KvCacheConfig.Parse(spec) with { SinkTokens = 1 });
         using var seq = cache.CreateSequence();
         // 610 tokens: the steps below stay inside block 19 (608..639), so no block fills, registers or seals.

@@ -1,5 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
+using Kvq.Model.Loading;
 
 namespace Kvq.Tests.Cache.Codecs;
 
@@ -57,8 +58,8 @@ public class CodecLayoutTests
     [Fact]
     public void StoriesHeadDim8RefusesGgmlBlocksAtCacheCreation()
     {
-        using var weights = Kvq.Formats.Gguf.GgufModelLoader.Load(Fixtures.StoriesGguf);
-        var shape = KvShape.For(weights.Config);
+        using var weights = GgufModelLoader.Load(Fixtures.StoriesGguf);
+        var shape = weights.Config.CreateKvShape();
         Assert.Equal(8, shape.HeadDim);
         foreach (var name in new[] { "q8_0", "q4_0" })
         {

@@ -1,5 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
+using Kvq.Tensors;
 
 namespace Kvq.Tests.Cache.Codecs;
 
@@ -52,7 +53,7 @@ internal static class CodecTestData
     private static IKvProfile CalibratedProfile(int hd)
     {
         const int n = 2000;
-        var shape = new KvShape(1, 1, 1, hd, new Kvq.Tensors.Rope(hd, hd, 10000f, 1f, Kvq.Model.RopeStyle.Normal));
+        var shape = new KvShape(1, 1, 1, hd, new Rope(hd, hd, 10000f, 1f, RopeStyle.Normal));
         var positions = Enumerable.Range(1, n).ToArray();
         var acts = new Kvq.Calibration.KvActivations(shape, positions, [Tokens(n, hd, 101)], [Tokens(n, hd, 102)]);
         var fit = Kvq.Calibration.KvQuant.KvQuantFitter.Fit(acts, new Kvq.Calibration.KvQuant.KvQuantFitOptions([0.01], Bins: 4096, Restarts: 1));
@@ -133,7 +134,7 @@ internal static class CodecTestData
     public static double TightnessFloor(KvCodec codec)
     {
         if (codec is not Kvq.Cache.Codecs.Rotation.RotatedCodec r) return 0.25;
-        double floor = 0.25 / Math.Sqrt(Kvq.Tensors.Hadamard.BlockSize(codec.HeadDim));
+        double floor = 0.25 / Math.Sqrt(Hadamard.BlockSize(codec.HeadDim));
         if (r.Inner is Kvq.Cache.Codecs.TurboQuant.TurboQuantCodec { Qjl: true }) floor /= Math.Sqrt(codec.HeadDim);
         return floor;
     }

@@ -3,6 +3,7 @@ using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cache.Layout;
 using Kvq.Eval;
+using Kvq.Tensors;
 using Kvq.Tests.Cache.Codecs;
 using Kvq.Tests.Cache.Codecs.KvQuant;
 using Kvq.Tests.Cache.Codecs.LowRank;
@@ -18,7 +19,7 @@ public sealed class KvLayoutPlanTests
     private static readonly Lazy<KvQuantProfile> Profile = new(() => LowRankTestData.Profile(ProfileShape, tokens: 600, latentRanks: [8]));
 
     private static KvShape Shape(int layers, int kvHeads, int heads, int headDim) =>
-        new(layers, kvHeads, heads, headDim, new Kvq.Tensors.Rope(headDim, headDim, 10000f, 1f, Kvq.Model.RopeStyle.Normal));
+        new(layers, kvHeads, heads, headDim, new Rope(headDim, headDim, 10000f, 1f, RopeStyle.Normal));
 
     public static IEnumerable<object[]> Names() => CodecTestData.Names();
 

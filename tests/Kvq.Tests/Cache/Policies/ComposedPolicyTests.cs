@@ -1,6 +1,5 @@
 using Kvq.Cache;
 using Kvq.Cache.Policies;
-using Kvq.Model;
 using Kvq.Tensors;
 
 namespace Kvq.Tests.Cache.Policies;

@@ -1,6 +1,5 @@
 using Kvq.Cache;
 using Kvq.Cache.Policies;
-using Kvq.Model;
 using Kvq.Tensors;
 using Kvq.Tests.Cache.Policies.Reference;
 using Xunit.Abstractions;

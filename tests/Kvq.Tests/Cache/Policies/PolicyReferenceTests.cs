@@ -1,7 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
 using Kvq.Cache.Policies;
-using Kvq.Model;
 using Kvq.Tensors;
 using Xunit.Abstractions;
 

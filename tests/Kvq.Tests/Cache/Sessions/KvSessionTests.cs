@@ -22,7 +22,7 @@ public sealed class KvSessionTests : IDisposable
     private static KvSessionIdentity Identity(KvCacheConfig config, Kvq.Model.LoadedModel? m = null)
     {
         m ??= EngineFixtures.Books;
-        return KvSessionIdentity.For(m, KvLayoutPlan.Build(EngineFixtures.Model(m, 16).KvShape, config));
+        return Kvq.Model.ModelIdentity.Of(m).Session(KvLayoutPlan.Build(EngineFixtures.Model(m, 16).KvShape, config));
     }
 
     /// <summary>Prompt of 107 tokens (3 full blocks and a partial one) prefilled into one sequence and saved; a second

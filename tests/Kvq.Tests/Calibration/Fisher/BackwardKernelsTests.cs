@@ -1,5 +1,4 @@
 using Kvq.Calibration.Fisher;
-using Kvq.Model;
 using Kvq.Tensors;
 using static Kvq.Tests.Calibration.Fisher.GradientCheck;
 

@@ -1,6 +1,6 @@
 using Kvq.Calibration.Fisher;
-using Kvq.Formats.Gguf;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 using Kvq.Tests.Model;
 using Xunit.Abstractions;

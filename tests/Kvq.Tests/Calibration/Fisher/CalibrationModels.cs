@@ -1,5 +1,6 @@
 using Kvq.Formats.Gguf;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tests.Model;
 using Kvq.Tokenizers;
 

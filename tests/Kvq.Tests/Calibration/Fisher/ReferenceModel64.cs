@@ -31,7 +31,7 @@ internal sealed class ReferenceModel64
     public ReferenceModel64(ModelWeights w)
     {
         _c = w.Config;
-        var shape = Kvq.Cache.KvShape.For(_c);
+        var shape = _c.CreateKvShape();
         _ropes = Enumerable.Range(0, _c.Layers).Select(shape.RopeOf).ToArray();
         _queryScale = _c.Extras is { AttentionScale: > 0 } e ? e.AttentionScale * Math.Sqrt(_c.HeadDim) : 1;
         _embedding = Dense(w.TokenEmbedding);

@@ -1,5 +1,4 @@
 using Kvq.Cache;
-using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
 using Kvq.Eval;
 using Kvq.Model;
@@ -21,8 +20,7 @@ public class KvQuantEndToEndTests(ITestOutputHelper output)
         var model = new Transformer(loaded.Weights, new Parallelism(2));
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var profile = KvQuantCalibrator.Calibrate(model, TextFixtures.Read(Fixtures.Text("tinyshakespeare/input.txt")), "input.txt",
-            loaded.Tokenizer, new KvQuantCalibrateOptions(Samples: 4, Length: 512, SinkTokens: 1, Seed: 0, Threads: 2),
-            new FisherActivationSource(), fisher: true);
+            loaded.Tokenizer, new KvQuantCalibrateOptions(Samples: 4, Length: 512, SinkTokens: 1, Seed: 0, Threads: 2)).Profile;
         output.WriteLine($"calibration {sw.Elapsed.TotalSeconds:F1} s");
         Assert.Equal(loaded.Weights.Fingerprint, profile.ModelFingerprint);
         Assert.True(profile.Settings.Fisher);

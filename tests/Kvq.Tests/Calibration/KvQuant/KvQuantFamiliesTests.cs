@@ -1,5 +1,4 @@
 using Kvq.Cache;
-using Kvq.Calibration;
 using Kvq.Calibration.Fisher;
 using Kvq.Calibration.KvQuant;
 using Kvq.Formats.Gguf.Synthetic;
@@ -35,7 +34,7 @@ public class KvQuantFamiliesTests(ITestOutputHelper output)
         var model = new Transformer(w, Two, maxBatch: 32);
         var text = TextFixtures.Read(Fixtures.Text("tinyshakespeare/input.txt"))[..30000];
         var profile = KvQuantCalibrator.Calibrate(model, text, "input.txt", loaded.Tokenizer,
-            new KvQuantCalibrateOptions(Samples: 2, Length: 128, SinkTokens: 1, Seed: 0, Threads: 2), new FisherActivationSource(), fisher: true);
+            new KvQuantCalibrateOptions(Samples: 2, Length: 128, SinkTokens: 1, Seed: 0, Threads: 2)).Profile;
         Assert.True(profile.Settings.Fisher);
 
         // Real keys and values of 160 tokens: what the model hands the cache (normed, pre-RoPE keys).

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Kvq.Formats;
 using Kvq.Formats.Llama2c;
+using Kvq.Model.Loading;
 
 namespace Kvq.Tests.Formats.Llama2c;
 

@@ -1,7 +1,6 @@
 using Kvq.Cache;
-using Kvq.Formats.Gguf;
-using Kvq.Formats.Llama2c;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 
 namespace Kvq.Tests.Formats.Llama2c;

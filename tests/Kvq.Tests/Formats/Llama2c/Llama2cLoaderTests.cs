@@ -1,8 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Kvq.Formats.Gguf;
-using Kvq.Formats.Llama2c;
-using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 
 namespace Kvq.Tests.Formats.Llama2c;

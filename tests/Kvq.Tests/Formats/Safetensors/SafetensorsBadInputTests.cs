@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json.Nodes;
 using Kvq.Formats;
-using Kvq.Formats.Safetensors;
+using Kvq.Model.Loading;
 
 namespace Kvq.Tests.Formats.Safetensors;
 

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using Kvq.Formats.Gguf;
-using Kvq.Formats.Safetensors;
 using Kvq.Model;
+using Kvq.Model.Loading;
 using Kvq.Tensors;
 using Kvq.Tests.Formats.Llama2c;
 using Xunit.Abstractions;

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Kvq.Formats.Safetensors;
-using Kvq.Model;
+using Kvq.Model.Loading;
+using Kvq.Tensors;
 
 namespace Kvq.Tests.Formats.Safetensors;
 

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using Kvq.Model;
 using Kvq.Tensors;
 using Kvq.Tensors.Quant;
 

@@ -33,7 +33,7 @@ public static class SyntheticModels
         {
             Name = "llama3", Architecture = SyntheticArchitectures.Llama, Vocabulary = v.SentencePiece, Seed = 14,
             Heads = 4, KvHeads = 1, RopeBase = 500000f,
-            ExtraTensors = [SyntheticTensor.Exact("rope_freqs.weight", Model.RopeFrequencyFactors.Llama3(32, 500000f, 8f, 1f, 4f, 64))],
+            ExtraTensors = [SyntheticTensor.Exact("rope_freqs.weight", RopeFrequencyFactors.Llama3(32, 500000f, 8f, 1f, 4f, 64))],
         }),
         // Qwen2.5 with YaRN (rope.scaling.type yarn, factor 4) over an original context of 64 tokens, as its long-context
         // GGUFs do over 32768.
@@ -151,8 +151,8 @@ public static class SyntheticModels
 public sealed class SyntheticVocabularies(SyntheticVocabulary sentencePiece, SyntheticVocabulary? llama3Bpe = null, SyntheticVocabulary? qwen2Bpe = null)
 {
     public SyntheticVocabulary SentencePiece { get; } = sentencePiece;
-    /// <summary>Byte-level BPE with the llama-bpe pre-tokenizer (<see cref="TrainedBpeVocabulary.Llama3"/>); null: not made.</summary>
+    /// <summary>Byte-level BPE with the llama-bpe pre-tokenizer (<c>Kvq.Tokenizers.TrainedBpeVocabulary.Llama3</c>); null: not made.</summary>
     public SyntheticVocabulary? Llama3Bpe { get; } = llama3Bpe;
-    /// <summary>Byte-level BPE with the qwen2 pre-tokenizer (<see cref="TrainedBpeVocabulary.Qwen2"/>); null: not made.</summary>
+    /// <summary>Byte-level BPE with the qwen2 pre-tokenizer (<c>Kvq.Tokenizers.TrainedBpeVocabulary.Qwen2</c>); null: not made.</summary>
     public SyntheticVocabulary? Qwen2Bpe { get; } = qwen2Bpe;
 }

@@ -2,7 +2,6 @@ using Kvq.Cache;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
-using Kvq.Model;
 using Kvq.Tensors;
 
 namespace Kvq.Tests.Cache.Codecs.KvQuant;

@@ -1,7 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Attention;
 using Kvq.Cache.Codecs;
-using Kvq.Model;
 using Kvq.Tensors;
 
 namespace Kvq.Tests.Cache.Codecs.KvQuant;

@@ -1,4 +1,4 @@
-namespace Kvq.Model;
+namespace Kvq.Tensors;
 
 /// <summary>Per-pair RoPE frequency factors (divisors of each pair's angle) of the scaling schemes that define them.</summary>
 public static class RopeFrequencyFactors

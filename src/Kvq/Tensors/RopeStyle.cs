@@ -1,4 +1,4 @@
-namespace Kvq.Model;
+namespace Kvq.Tensors;
 
 /// <summary>How RoPE pairs the dimensions of a head.</summary>
 public enum RopeStyle

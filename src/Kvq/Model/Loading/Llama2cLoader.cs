@@ -1,7 +1,8 @@
-using Kvq.Model;
+using Kvq.Formats;
+using Kvq.Formats.Llama2c;
 using Kvq.Tensors;
 
-namespace Kvq.Formats.Llama2c;
+namespace Kvq.Model.Loading;
 
 /// <summary>
 /// Maps a legacy (version 0) llama2.c checkpoint onto <see cref="ModelWeights"/>. Matrices point into the memory map

@@ -1,7 +1,9 @@
 using System.Text.Json;
-using Kvq.Model;
+using Kvq.Formats.Safetensors;
+using Kvq.Tensors;
+using Kvq.Tokenizers.HuggingFace;
 
-namespace Kvq.Formats.Safetensors;
+namespace Kvq.Model.Loading;
 
 /// <summary>
 /// A Hugging Face config.json of a Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM),
@@ -21,6 +23,9 @@ public sealed record HfConfig
     public int? BosTokenId { get; init; }
     public int[] EosTokenIds { get; init; } = [];
     public string? TorchDtype { get; init; }
+
+    /// <summary>What this config tells the tokenizer (vocab_size, bos_token_id, eos_token_id).</summary>
+    public HfModelTokens Tokens => new(Model.VocabSize, BosTokenId, EosTokenIds);
 
     private static readonly (string Class, string ModelType)[] Known =
         [("LlamaForCausalLM", "llama"), ("MistralForCausalLM", "mistral"), ("Qwen2ForCausalLM", "qwen2")];

@@ -1,8 +1,9 @@
-using Kvq.Model;
+using Kvq.Formats;
+using Kvq.Formats.Gguf;
 using Kvq.Model.Experts;
 using Kvq.Tensors;
 
-namespace Kvq.Formats.Gguf;
+namespace Kvq.Model.Loading;
 
 /// <summary>
 /// The parts of a block whose tensors differ between architectures: attention projections stored separately or fused

@@ -1,8 +1,9 @@
 using System.Security.Cryptography;
-using Kvq.Model;
+using Kvq.Formats;
+using Kvq.Formats.Gguf;
 using Kvq.Tensors;
 
-namespace Kvq.Formats.Gguf;
+namespace Kvq.Model.Loading;
 
 /// <summary>
 /// Maps a GGUF file of architecture llama (also Mixtral) / mistral / qwen2 / qwen3 / phi3 / qwen2moe / qwen3moe / gemma2 /

@@ -1,6 +1,6 @@
-using Kvq.Tokenizers;
+using Kvq.Formats.Gguf.Synthetic;
 
-namespace Kvq.Formats.Gguf.Synthetic;
+namespace Kvq.Tokenizers;
 
 /// <summary>
 /// A byte-level BPE vocabulary (tokenizer.ggml.model "gpt2") learned from a text with a family's pre-tokenizer

@@ -1,4 +1,4 @@
-namespace Kvq.Formats.Safetensors;
+namespace Kvq.Model.Loading;
 
 /// <summary>
 /// What a Hugging Face model folder holds, as found by <see cref="SafetensorsLoader.ReadInfo"/>: the parsed

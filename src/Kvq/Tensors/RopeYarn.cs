@@ -1,4 +1,4 @@
-namespace Kvq.Model;
+namespace Kvq.Tensors;
 
 /// <summary>
 /// YaRN RoPE scaling (Peng et al. 2023) as llama.cpp applies it (ggml's rope_yarn): each pair's angle mixes the

@@ -1,9 +1,13 @@
 using System.Text.Json;
+using Kvq.Formats;
 using Kvq.Formats.Llama2c;
-using Kvq.Model;
+using Kvq.Formats.Safetensors;
 using Kvq.Tensors;
+using Kvq.Tokenizers;
+using Kvq.Tokenizers.HuggingFace;
+using static Kvq.Formats.Safetensors.HfFolder;
 
-namespace Kvq.Formats.Safetensors;
+namespace Kvq.Model.Loading;
 
 /// <summary>
 /// Maps a Hugging Face model folder (config.json + model.safetensors, or shards listed by
@@ -14,12 +18,6 @@ namespace Kvq.Formats.Safetensors;
 /// </summary>
 public static unsafe class SafetensorsLoader
 {
-    public const string ConfigFileName = "config.json";
-    public const string SingleFileName = "model.safetensors";
-    public const string IndexFileName = "model.safetensors.index.json";
-    public const string TokenizerFileName = "tokenizer.json";
-    public const string TokenizerConfigFileName = "tokenizer_config.json";
-
     /// <summary>
     /// Parses config.json and finds the weight files: model.safetensors if present (as transformers does), else the
     /// shards named by model.safetensors.index.json, else every *.safetensors file in the folder.
@@ -62,6 +60,17 @@ public static unsafe class SafetensorsLoader
             TokenizerPath = Optional(TokenizerFileName),
             TokenizerConfigPath = Optional(TokenizerConfigFileName),
         };
+    }
+
+    /// <summary>The tokenizer of a model folder found by <see cref="ReadInfo"/>: its tokenizer.json
+    /// (or <paramref name="tokenizerJsonPath"/>), tokenizer_config.json, and config.json's vocab_size and token ids.</summary>
+    /// <exception cref="ModelFormatException">no tokenizer.json, or one of the files is malformed or unsupported.</exception>
+    public static ITokenizer LoadTokenizer(SafetensorsModelInfo info, string? tokenizerJsonPath = null)
+    {
+        string path = tokenizerJsonPath ?? info.TokenizerPath ?? throw new ModelFormatException(
+            Path.Combine(info.Directory, TokenizerFileName), TokenizerFileName, 0,
+            "expected a tokenizer.json (Hugging Face tokenizers format) in the model folder, found none");
+        return HfTokenizerLoader.Load(path, info.TokenizerConfigPath, info.Config.Tokens, info.ConfigPath);
     }
 
     private static Dictionary<string, string> ReadIndex(string indexPath, string dir)

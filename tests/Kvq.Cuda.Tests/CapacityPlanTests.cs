@@ -3,6 +3,7 @@ using Kvq.Cache.Layout;
 using Kvq.Cuda.Distributed;
 using Kvq.Cuda.Model;
 using Kvq.Model;
+using Kvq.Tensors;
 using Xunit.Abstractions;
 
 namespace Kvq.Cuda.Tests;

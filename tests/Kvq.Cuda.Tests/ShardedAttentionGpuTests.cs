@@ -4,6 +4,7 @@ using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cuda.Distributed;
 using Kvq.Cuda.Model;
 using Kvq.Model;
+using Kvq.Tensors;
 using Xunit.Abstractions;
 
 namespace Kvq.Cuda.Tests;
@@ -194,7 +195,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
         Assert.Equal((0, 1), (comm.Rank, comm.WorldSize));
         // The collectives themselves: an all-reduce of one rank leaves the buffer as it was; an all-gather of one rank too.
         var data = Enumerable.Range(0, 1000).Select(i => (float)Math.Sin(i)).ToArray();
-        using (var buf = gpu.Context.Upload<float>(data))
+        using (var buf = gpu.Context.Upload(data))
         {
             comm.AllReduce(buf.Pointer, data.Length);
             comm.AllGather(buf.Pointer, data.Length * 4L);

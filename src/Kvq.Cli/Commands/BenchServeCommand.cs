@@ -51,7 +51,7 @@ public static class BenchServeCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var policyList = policies.Parse(r);
-            if (r.GetValue(report) != null) Eval.PlotSupport.Ensure("--report");
+            if (r.GetValue(report) != null) PlotSupport.Ensure("--report");
             long kvBudget = ParseBudget(r.GetValue(budget)!);
             int n = r.GetValue(requests), pt = r.GetValue(promptTokens), ot = r.GetValue(outputTokens);
             double sp = r.GetValue(spread), sh = r.GetValue(shared);

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Kvq.Cache;
-using Kvq.Cache.Sessions;
 using Kvq.Model;
 using Kvq.Serving;
 using Kvq.Tensors;

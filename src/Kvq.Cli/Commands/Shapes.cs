@@ -1,4 +1,5 @@
 using Kvq.Model;
+using Kvq.Tensors;
 
 namespace Kvq.Cli.Commands;
 

@@ -6,7 +6,7 @@ namespace Kvq.Generation;
 /// A generation running in the background, as its caller sees it: text pieces as they become final
 /// (<see cref="IAsyncEnumerable{T}"/>), then the result (<see cref="Completion"/>), as the serving engine's
 /// <c>RequestStream</c> does for many sequences. Reading the pieces is optional; <see cref="Completion"/> completes
-/// either way. Cancelling the token given to <see cref="Generator.GenerateAsync(string, GenerationOptions, Kvq.Cache.IKvSequence, CancellationToken)"/>
+/// either way. Cancelling the token given to <see cref="Generator.GenerateAsync(string, GenerationOptions, Cache.IKvSequence, CancellationToken)"/>
 /// stops after the current step with <see cref="StopReason.Cancelled"/>.
 /// </summary>
 public sealed class GenerationStream : IAsyncEnumerable<string>

@@ -96,7 +96,7 @@ public class SplitKLossyTests(Xunit.Abstractions.ITestOutputHelper output)
     [InlineData("int4-ch/kivi4", 32, 1, 611)]
     public void SplitKDecodeEqualsOneThreadOverTheSameCodes(string spec, int blockTokens, int sink, int tokens)
     {
-        var shape = new KvShape(2, 1, 4, 64, new Kvq.Tensors.Rope(64, 64, 10000f, 1f, Kvq.Model.RopeStyle.Normal));
+        var shape = new KvShape(2, 1, 4, 64, new Rope(64, 64, 10000f, 1f, RopeStyle.Normal));
         var config = KvCacheConfig.Parse(spec, blockTokens) with { SinkTokens = sink };
         if (spec.StartsWith("nuq")) config = config with { Profile = Codecs.KvQuant.KvQuantTestData.Profile(shape) };
         int seed = TestSeeds.Of(nameof(SplitKDecodeEqualsOneThreadOverTheSameCodes), spec);

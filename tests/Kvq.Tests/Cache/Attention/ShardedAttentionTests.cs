@@ -11,7 +11,7 @@ namespace Kvq.Tests.Cache.Attention;
 public sealed class ShardedAttentionTests
 {
     private static KvShape Shape(int kvHeads, int heads, int headDim) =>
-        new(2, kvHeads, heads, headDim, new Rope(headDim, headDim, 10000f, 1f, Kvq.Model.RopeStyle.Normal));
+        new(2, kvHeads, heads, headDim, new Rope(headDim, headDim, 10000f, 1f, RopeStyle.Normal));
 
     /// <summary>max |got - want| within <paramref name="tol"/> of the largest |want|.</summary>
     private static void AssertRelClose(ReadOnlySpan<float> want, ReadOnlySpan<float> got, double tol, string what)

@@ -111,7 +111,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
         if (uniform && mixed) throw new KvSpecException($"'{name}': mixed widths are chosen from calibrated codebooks' errors; they do not apply to uniform levels");
         if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
         return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots, mixed)
-            { LayerBits = layerBits, Clip = clip, Joint = joint };
+        { LayerBits = layerBits, Clip = clip, Joint = joint };
     }
 
     /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>

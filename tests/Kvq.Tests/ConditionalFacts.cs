@@ -51,3 +51,12 @@ public sealed class Avx2FactAttribute : FactAttribute
         if (!(Avx2.IsSupported && Fma.IsSupported)) Skip = $"this machine has no AVX2/FMA: {why}";
     }
 }
+
+/// <summary>A [Theory] of the AVX2 kernels (x64 with AVX2 and FMA); skipped, saying so, elsewhere.</summary>
+public sealed class Avx2TheoryAttribute : TheoryAttribute
+{
+    public Avx2TheoryAttribute(string why)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Skip = $"this machine has no AVX2/FMA: {why}";
+    }
+}

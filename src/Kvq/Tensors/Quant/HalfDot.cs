@@ -10,6 +10,7 @@ public static unsafe class HalfDot
     public static float Dot(ReadOnlySpan<Half> a, ReadOnlySpan<float> x)
     {
         if (Avx512F.IsSupported && a.Length >= 16) return DotAvx512(a, x);
+        if (Avx2.IsSupported && Fma.IsSupported && a.Length >= 8) return DotAvx2(a, x);
         return Reference(a, x);
     }
 
@@ -37,6 +38,43 @@ public static unsafe class HalfDot
         var infnan = Vector512.GreaterThanOrEqual(em, Vector512.Create(0x7c00u));
         var fixedUp = f.AsUInt32() | (infnan & Vector512.Create(0x7f800000u));
         return (fixedUp | sign).AsSingle();
+    }
+
+    /// <summary>The AVX2 twin of <see cref="F16ToF32"/> for 8 values (CPUs without AVX-512): the same integer steps and
+    /// multiply by 2^112, exact for every input (normals, subnormals, zeros, inf, NaN). Without it the f16 paths fell
+    /// back to a software conversion per value, ~70-100x slower decode on AVX2-only machines.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> F16ToF32x8(Vector128<ushort> h)
+    {
+        var w = Avx2.ConvertToVector256Int32(h).AsUInt32();
+        var sign = (w & Vector256.Create(0x8000u)) << 16;
+        var em = w & Vector256.Create(0x7fffu);
+        var f = (em << 13).AsSingle() * Vector256.Create(0x77800000u).AsSingle();
+        var infnan = Vector256.GreaterThanOrEqual(em, Vector256.Create(0x7c00u));
+        return (f.AsUInt32() | (infnan & Vector256.Create(0x7f800000u)) | sign).AsSingle();
+    }
+
+    /// <summary>The dot on AVX2 + FMA: two 8-lane accumulators, then the scalar tail.</summary>
+    internal static float DotAvx2(ReadOnlySpan<Half> a, ReadOnlySpan<float> x)
+    {
+        int n = x.Length;
+        fixed (Half* pa = a)
+        fixed (float* px = x)
+        {
+            var acc0 = Vector256<float>.Zero;
+            var acc1 = Vector256<float>.Zero;
+            int i = 0;
+            for (; i + 16 <= n; i += 16)
+            {
+                acc0 = Fma.MultiplyAdd(F16ToF32x8(Vector128.Load((ushort*)pa + i)), Vector256.Load(px + i), acc0);
+                acc1 = Fma.MultiplyAdd(F16ToF32x8(Vector128.Load((ushort*)pa + i + 8)), Vector256.Load(px + i + 8), acc1);
+            }
+            for (; i + 8 <= n; i += 8)
+                acc0 = Fma.MultiplyAdd(F16ToF32x8(Vector128.Load((ushort*)pa + i)), Vector256.Load(px + i), acc0);
+            float s = Vector256.Sum(acc0 + acc1);
+            for (; i < n; i++) s += (float)pa[i] * px[i];
+            return s;
+        }
     }
 
     /// <summary>
@@ -127,6 +165,9 @@ public static unsafe class HalfDot
             else if (Avx512F.IsSupported)
                 for (; i + 16 <= n; i += 16)
                     F16ToF32(Vector256.Load((ushort*)ps + i)).Store(pd + i);
+            else if (Avx2.IsSupported)
+                for (; i + 8 <= n; i += 8)
+                    F16ToF32x8(Vector128.Load((ushort*)ps + i)).Store(pd + i);
             for (; i < n; i++) pd[i] = (float)ps[i];
         }
     }

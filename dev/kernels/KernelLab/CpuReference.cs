@@ -18,10 +18,14 @@ public static class CpuReference
     /// <summary>Rows [head][pos][D] as the cache stores them (pre-RoPE for nuq and the sink, f16-rounded for f16)
     /// then rotated at their positions; returns post-RoPE keys and values in double. <paramref name="format"/>: f16,
     /// or the KVQuant spec the GPU cache implements (<see cref="NuqLayerCache.KeySpec"/>: nuqB-1%, nuqB when dense,
-    /// nuqB-0.1% for the sparse layout's keys), whose CPU codecs decode the tokens; <paramref name="valueSpec"/> for the
-    /// values when it differs. <paramref name="keyChunkCap"/> &gt; 0: at most that many key outliers per 256-token chunk
-    /// of the stream keep their exact value, in token and channel order (the sparse layout's record); later ones decode
-    /// as the spec without outliers does (clamped).</summary>
+    /// nuqB-0.1% for the sparse layout's keys), whose CPU codec encodes the key codes; <paramref name="valueSpec"/> for
+    /// the values when it differs. The device keeps its own layout (decode_attention.cu), not the CPU codecs' (every
+    /// key outlier and a 16-bit value scale in sparse rows beside the block, since issue 17): keys take the CPU codec's
+    /// codes and sparse rows with only the device's <see cref="NuqChannelCodec.OutlierSlots"/> largest |u| per token
+    /// kept (the rest decode clamped); <paramref name="keyChunkCap"/> &gt; 0: also at most that many per 256-token
+    /// chunk of the stream, in token and channel order (the sparse layout's record). Values: the spec's k largest and
+    /// k smallest (<see cref="TokenOutliers.Split"/>) kept in f16, the zero and range of the rest rounded to f16, codes
+    /// from the value codebook's midpoints (<see cref="DeviceValueRow"/>).</summary>
     public static (double[] K, double[] V) DecodedCache(string format, NuqLayerProfile? profile, float[] rawK, float[] rawV,
         int heads, int positions, int sink, string? valueSpec = null, int keyChunkCap = 0)
     {
@@ -41,14 +45,12 @@ public static class CpuReference
                 var spec = Parse(format);
                 kc = new NuqChannelCodec(spec, KvSide.Key, 1, D, profile.KeyZero.AsSpan(h * D, D), profile.KeyRange.AsSpan(h * D, D), profile.KeyCodebook);
                 vc = new NuqTokenCodec(Parse(valueSpec ?? format), KvSide.Value, 1, D, profile.ValueCodebook);
-                if (keyChunkCap > 0)
+                if (spec.HasOutliers)
                     kclamp = new NuqChannelCodec(Parse($"nuq{profile.Bits}"), KvSide.Key, 1, D, profile.KeyZero.AsSpan(h * D, D), profile.KeyRange.AsSpan(h * D, D), profile.KeyCodebook);
             }
             var kblock = new byte[kc?.BlockBytes ?? 1];
-            var vblock = new byte[vc?.BlockBytes ?? 1];
             var cblock = new byte[kclamp?.BlockBytes ?? 1];
             var krows = new BlockOutliers();   // the sparse rows of the one-token block
-            var vrows = new BlockOutliers();
             var row = new float[D];
             var clamped = new float[D];
             long chunk = -1;
@@ -81,25 +83,51 @@ public static class CpuReference
                     kclamp.DecodeBlock(cblock, 1, clamped);
                     // The device keeps S outlier slots per token (the largest |u|, the rest clamped) where the CPU keeps
                     // every outlier in sparse rows: take the token's rows and apply the device's slots and chunk cap.
-                    int s = ((NuqChannelCodec)kc).OutlierSlots;
+                    var nuqKeys = kc;
+                    int s = nuqKeys.OutlierSlots;
                     var key = kr.ToArray();
-                    var nuqKeys = (NuqChannelCodec)kc;
-                    var channels = Enumerable.Range(0, krows.Count).Select(i => krows.Entry(i).Index)
-                        .OrderByDescending(c => Math.Abs(nuqKeys.Normalize(key[c], c))).ThenBy(c => c).ToArray();
-                    for (int j = 0; j < channels.Length; j++)
+                    // The S largest |u| (ties to the lower channel) keep a slot; the chunk's record then takes them in
+                    // channel order (kv_encode.cu encode_key_list) until it is full.
+                    var kept = Enumerable.Range(0, krows.Count).Select(i => krows.Entry(i).Index)
+                        .OrderByDescending(c => Math.Abs(nuqKeys.Normalize(key[c], c))).ThenBy(c => c).Take(s).ToHashSet();
+                    for (int i = 0; i < krows.Count; i++)
                     {
-                        int c = channels[j];
-                        if (j < s && inChunk < keyChunkCap) inChunk++;
+                        int c = krows.Entry(i).Index;   // channel order: a one-token block's rows
+                        if (kept.Contains(c) && (keyChunkCap <= 0 || inChunk < keyChunkCap)) inChunk++;
                         else row[c] = clamped[c];
                     }
                 }
                 Store(k, o, Rotate(row, p, Math.Log2(10000)));
-                vc!.EncodeToken(vr, vblock, vrows, 0);
-                vc.DecodeBlock(vblock, vrows, 1, row);
+                DeviceValueRow(vr, vc!, row);
                 for (int c = 0; c < D; c++) v[o + c] = row[c];
             }
         }
         return (k, v);
+    }
+
+    /// <summary>One value token as the device layout holds it (kv_encode.cu encode_values, written here from the CPU
+    /// codec's parts rather than from the kernel): the codec's <see cref="NuqTokenCodec.OutliersPerTail"/> largest and
+    /// smallest values (<see cref="TokenOutliers.Split"/>: the same choice and ties) kept in f16, the zero and range of
+    /// the rest in f16, each value's code the number of codebook midpoints below (x - zero) / range, decoded with the
+    /// codec's levels. The CPU codec itself has stored a 16-bit scale and kept only candidates beyond a margin since
+    /// issue 17 (<see cref="TokenScale"/>, <see cref="TokenOutliers.SplitBeyond"/>), which the device has not adopted.</summary>
+    public static void DeviceValueRow(ReadOnlySpan<float> x, NuqTokenCodec codec, Span<float> row)
+    {
+        int k = codec.OutliersPerTail;
+        var isOut = new bool[D];
+        var idx = new int[Math.Max(1, 2 * k)];
+        var (min, max) = TokenOutliers.Split(x, k, isOut, idx);
+        float zero = (float)(Half)Math.Clamp((max + min) * 0.5f, -65504f, 65504f), range = (float)(Half)Math.Min((max - min) * 0.5f, 65504f);
+        var mids = codec.Codebook.Midpoints;
+        var levels = codec.DecodeLevels;
+        for (int c = 0; c < D; c++)
+        {
+            if (isOut[c]) { row[c] = (float)(Half)x[c]; continue; }
+            float u = range > 0 ? (x[c] - zero) / range : 0;
+            int code = 0;
+            foreach (float m in mids) code += u > m ? 1 : 0;
+            row[c] = zero + range * levels[code];
+        }
     }
 
     /// <summary>Exact attention over unquantized f32 keys and values (to show the quantization error separately).</summary>

@@ -16,17 +16,18 @@ public class DeviceLayoutReferenceTests
 {
     private const int D = 128;
 
-    /// <summary>Widths and the lab's layouts: slots (nuqB-1%), dense (nuqBd), sparse keys (nuqBs).</summary>
-    public static TheoryData<int, string> Layouts()
-    {
-        var data = new TheoryData<int, string>();
-        foreach (int bits in new[] { 2, 3, 4 })
-            foreach (var layout in new[] { "slots", "dense", "sparse" }) data.Add(bits, layout);
-        return data;
-    }
-
+    /// <summary>Widths and the lab's layouts: slots (nuqB-1%), dense (nuqBd), sparse keys (nuqBs). InlineData, not
+    /// MemberData: the NativeAOT GPU test runner (dev/gpu/GpuTests) cannot publish xunit's MemberData reflection.</summary>
     [Theory]
-    [MemberData(nameof(Layouts))]
+    [InlineData(2, "slots")]
+    [InlineData(2, "dense")]
+    [InlineData(2, "sparse")]
+    [InlineData(3, "slots")]
+    [InlineData(3, "dense")]
+    [InlineData(3, "sparse")]
+    [InlineData(4, "slots")]
+    [InlineData(4, "dense")]
+    [InlineData(4, "sparse")]
     public void TheDeviceLayoutAsTheKernelsReadItIsWhatTheReferenceHoldsThemTo(int bits, string layout)
     {
         const int heads = 2, sink = 1, tokens = 45, positions = sink + tokens;   // a partial last tile

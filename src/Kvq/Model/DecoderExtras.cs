@@ -53,13 +53,7 @@ public sealed record DecoderExtras
     }
 
     /// <summary>x = cap * tanh(x / cap) in place (cap 0: unchanged).</summary>
-    public static void SoftCap(Span<float> x, float cap)
-    {
-        if (cap <= 0) return;
-        System.Numerics.Tensors.TensorPrimitives.Multiply(x, 1f / cap, x);
-        System.Numerics.Tensors.TensorPrimitives.Tanh(x, x);
-        System.Numerics.Tensors.TensorPrimitives.Multiply(x, cap, x);
-    }
+    public static void SoftCap(Span<float> x, float cap) => Tensors.Kernels.SoftCap(x, cap);
 
     /// <summary>gate = gelu(gate) * up with GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).</summary>
     public static void GeGlu(Span<float> gate, ReadOnlySpan<float> up)

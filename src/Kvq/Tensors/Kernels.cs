@@ -5,6 +5,15 @@ namespace Kvq.Tensors;
 /// <summary>Element-wise kernels of the forward pass, over spans (SIMD through TensorPrimitives).</summary>
 public static class Kernels
 {
+    /// <summary>x = cap * tanh(x / cap) in place (cap 0: unchanged): Gemma 2's attention and final logit soft-capping.</summary>
+    public static void SoftCap(Span<float> x, float cap)
+    {
+        if (cap <= 0) return;
+        System.Numerics.Tensors.TensorPrimitives.Multiply(x, 1f / cap, x);
+        System.Numerics.Tensors.TensorPrimitives.Tanh(x, x);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(x, cap, x);
+    }
+
     /// <summary>out = x / rms(x) * weight.</summary>
     public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> output)
     {

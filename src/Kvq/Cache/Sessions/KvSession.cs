@@ -6,7 +6,7 @@ namespace Kvq.Cache.Sessions;
 /// restored session samples its next token without running the model.
 /// </summary>
 /// <param name="Logits">(vocab) logits after the last token; restoring gives them back bit for bit. Empty for a cached
-/// prefix saved without them (a server's prompt cache, <see cref="Serving.PromptCacheStore"/>).</param>
+/// prefix saved without them (a server's prompt cache: Serving.PromptCacheStore).</param>
 public sealed record KvSession(KvSessionIdentity Identity, SwappedKv Kv, float[] Logits)
 {
     /// <summary>Token ids the session holds (prompt and whatever followed), in order.</summary>

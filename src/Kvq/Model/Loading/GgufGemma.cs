@@ -1,6 +1,7 @@
-using Kvq.Model;
+using Kvq.Formats;
+using Kvq.Formats.Gguf;
 
-namespace Kvq.Formats.Gguf;
+namespace Kvq.Model.Loading;
 
 /// <summary>
 /// What a gemma2 / gemma3 GGUF adds to a Llama-style config, read as llama.cpp's loaders (llama_model_gemma2/3) read it:

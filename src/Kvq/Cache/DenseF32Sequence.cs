@@ -94,7 +94,7 @@ public sealed class DenseF32Sequence : IKvSequence
                 var vh = s._v[layer].AsSpan(kvh * s._capacity * hd);
                 var sc = scores.AsSpan(0, visible - first);
                 for (int j = first; j < visible; j++) sc[j - first] = TensorPrimitives.Dot(qh, kh.Slice(j * hd, hd)) * shape.ScoreScale;
-                Kvq.Tensors.Kernels.SoftCap(sc, shape.AttnSoftCap);
+                Kernels.SoftCap(sc, shape.AttnSoftCap);
                 Kernels.Softmax(sc);
                 var oh = new Span<float>(o + (long)t * shape.QDim + h * hd, hd);
                 oh.Clear();

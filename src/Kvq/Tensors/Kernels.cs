@@ -9,9 +9,9 @@ public static class Kernels
     public static void SoftCap(Span<float> x, float cap)
     {
         if (cap <= 0) return;
-        System.Numerics.Tensors.TensorPrimitives.Multiply(x, 1f / cap, x);
-        System.Numerics.Tensors.TensorPrimitives.Tanh(x, x);
-        System.Numerics.Tensors.TensorPrimitives.Multiply(x, cap, x);
+        TensorPrimitives.Multiply(x, 1f / cap, x);
+        TensorPrimitives.Tanh(x, x);
+        TensorPrimitives.Multiply(x, cap, x);
     }
 
     /// <summary>out = x / rms(x) * weight.</summary>

@@ -31,7 +31,7 @@ internal static class KeyScores
             TileMath.Scores(t, count, kv.Shape.HeadDim, qs, nq, scores);
         }
         // Gemma 2: scores soft-capped before the mask, softmax and any slot weights.
-        if (kv.Shape.AttnSoftCap > 0) Kvq.Tensors.Kernels.SoftCap(scores[..(nq * count)], kv.Shape.AttnSoftCap);
+        if (kv.Shape.AttnSoftCap > 0) Tensors.Kernels.SoftCap(scores[..(nq * count)], kv.Shape.AttnSoftCap);
         // Scores of merged slots get + ln(weight): a slot standing for w tokens draws their attention.
         var w = kv.LogWeights(layer, head, s0, count);
         if (w.IsEmpty) return;

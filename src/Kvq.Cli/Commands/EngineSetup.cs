@@ -36,6 +36,7 @@ public sealed class EngineSetup
         Description = "a Jinja chat template file (default: the model's own, from GGUF or tokenizer_config.json)",
     };
     public Option<int> Threads { get; } = CommonOptions.Threads();
+    public Option<int?> Ctx { get; } = Validation.ContextOption.Create("tokens a conversation or request may reach, prompt + answer");
     /// <summary>A token policy per request (each keeps at most its budget, so more long requests fit the pool).</summary>
     public KvPolicyOptions Policy { get; } = new(grid: false);
     public DeviceOptions Device { get; } = new();
@@ -43,7 +44,7 @@ public sealed class EngineSetup
     public void AddTo(Command cmd)
     {
         Model.AddTo(cmd);
-        foreach (var o in new Option[] { Kv, MaxPplIncrease, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads }) cmd.Add(o);
+        foreach (var o in new Option[] { Kv, MaxPplIncrease, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, Ctx }) cmd.Add(o);
         Policy.AddTo(cmd);
         Device.AddTo(cmd);
     }
@@ -88,6 +89,7 @@ public sealed class EngineSetup
         ILanguageModel? lm = null;
         try
         {
+            int context = Validation.ContextOption.Resolve(r.GetValue(Ctx), loaded.Weights.Config);
             var profile = KvProfileOptions.Load(r.GetValue(Profile), loaded.Weights.Fingerprint);
             var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink), r.GetValue(MaxPplIncrease)) with { Policy = policy[0] };
             var (chat, missing) = ChatPromptSource.Load(templateFile, loaded);
@@ -96,7 +98,7 @@ public sealed class EngineSetup
             InferenceEngine engine;
             try
             {
-                engine = new InferenceEngine(lm, loaded.Tokenizer, new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency });
+                engine = new InferenceEngine(lm, loaded.Tokenizer, new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, ContextTokens = context });
             }
             catch (EngineRequestException e)
             {

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using Kvq.Sampling;
 
 namespace Kvq.Cli.Commands;
@@ -10,12 +11,13 @@ public static class ChatCommand
     {
         var setup = new EngineSetup();
         var system = new Option<string?>("--system", "-s") { Description = "system prompt" };
-        var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "most tokens per answer", DefaultValueFactory = _ => 512 };
-        var temperature = new Option<float>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0.8f };
-        var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0 = off)", DefaultValueFactory = _ => 40 };
-        var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass (1 = off)", DefaultValueFactory = _ => 0.95f };
-        var minP = new Option<float>("--min-p") { Description = "drop tokens below min-p x the top probability (0 = off)", DefaultValueFactory = _ => 0.05f };
-        var seed = new Option<ulong>("--seed") { Description = "random seed", DefaultValueFactory = _ => 42UL };
+        // The same checks and messages as generate's (CheckedOption): a bad value is one line and exit code 2.
+        var maxTokens = CheckedOption.Int("--max-tokens", "most tokens per answer", 512, ValueRange.Between(1, int.MaxValue), null, "-n");
+        var temperature = CheckedOption.Float("--temperature", "0 = greedy", 0.8f, ValueRange.AtLeast(0), "0 = greedy");
+        var topK = CheckedOption.Int("--top-k", "keep the k most likely tokens (0 = off)", 40, ValueRange.AtLeast(0), "0 = off");
+        var topP = CheckedOption.Float("--top-p", "nucleus sampling mass (1 = off)", 0.95f, new ValueRange(0, 1, MinOpen: true), "1 = off");
+        var minP = CheckedOption.Float("--min-p", "drop tokens below min-p x the top probability (0 = off)", 0.05f, ValueRange.Between(0, 1), "0 = off");
+        var seed = SeedOption.Create("random seed", 42);
         var cmd = new Command("chat", "talk with the model in the terminal (Ctrl-C stops an answer; /reset, /save FILE, /exit)")
         {
             system, maxTokens, temperature, topK, topP, minP, seed,
@@ -23,7 +25,6 @@ public static class ChatCommand
         setup.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
-            if (r.GetValue(maxTokens) < 1) throw new CliException($"--max-tokens must be at least 1 (got {r.GetValue(maxTokens)})");
             using var built = setup.Build(r);
             var prompt = built.Chat ?? throw new CliException(
                 $"{built.ModelId}: {built.ChatMissing}: pass one with --chat-template FILE (or use 'kvq generate')");
@@ -34,7 +35,7 @@ public static class ChatCommand
                 MaxTokens = r.GetValue(maxTokens),
                 Sampler = new SamplerOptions
                 {
-                    Temperature = r.GetValue(temperature), TopK = r.GetValue(topK), TopP = r.GetValue(topP), MinP = r.GetValue(minP), Seed = r.GetValue(seed),
+                    Temperature = r.GetValue(temperature), TopK = r.GetValue(topK), TopP = r.GetValue(topP), MinP = r.GetValue(minP), Seed = SeedOption.Resolve(r.GetValue(seed), Console.Error),
                 },
             };
             try

@@ -10,7 +10,9 @@ namespace Kvq.Cli.Commands;
 /// An interactive conversation over an engine, line by line from <c>input</c>: each turn re-sends the whole history
 /// (rendered with the chat template), so the engine's prefix cache serves the earlier turns' tokens and only the new
 /// ones are computed. Commands: /reset, /save FILE, /help, /exit. <see cref="CancelAnswer"/> (Ctrl-C) stops the
-/// answer being written, not the session; the part written stays in the history.
+/// answer being written, not the session; the part written stays in the history. When the history outgrows the engine's
+/// context (leaving less than the answer's room), the oldest messages after the system prompt are dropped, and said:
+/// chat's context shift, so a long conversation goes on.
 /// </summary>
 public sealed class ChatSession(InferenceEngine engine, IChatPrompt prompt, ChatSession.Settings settings,
     TextReader input, TextWriter output, TextWriter status)
@@ -108,9 +110,15 @@ public sealed class ChatSession(InferenceEngine engine, IChatPrompt prompt, Chat
         using var cancel = new CancellationTokenSource();
         try
         {
-            var tokens = ChatPrompts.Encode(engine.Tokenizer, prompt.Render(_history));
+            var (tokens, kept, dropped) = Within(_history);
             lock (_lock) _answer = cancel;
             stream = engine.Submit(new CompletionRequest { PromptTokens = tokens, MaxTokens = settings.MaxTokens, Sampler = settings.Sampler }, cancel.Token);
+            if (dropped > 0)
+            {
+                _history.Clear();
+                _history.AddRange(kept);
+                status.WriteLine($"(the conversation outgrew the {Context}-token context: dropped the oldest {dropped} messages)");
+            }
         }
         catch (Exception e) when (e is ChatPromptException or EngineRequestException)
         {
@@ -144,6 +152,30 @@ public sealed class ChatSession(InferenceEngine engine, IChatPrompt prompt, Chat
         finally
         {
             lock (_lock) _answer = null;
+        }
+    }
+
+    private int Context => engine.Options.ContextTokens ?? engine.Model.Config.ContextLength;
+
+    /// <summary>The prompt of <paramref name="history"/>, or of the history without its oldest messages after the system
+    /// prompt (a user message with its answer at a time) when it would leave less than the answer's room
+    /// (--max-tokens, at most half the context); the newest message always stays.</summary>
+    private (int[] Tokens, List<ChatTurn> Kept, int Dropped) Within(IReadOnlyList<ChatTurn> history)
+    {
+        int room = Math.Min(settings.MaxTokens, Context / 2);
+        var kept = new List<ChatTurn>(history);
+        int first = kept.Count > 0 && kept[0].Role == "system" ? 1 : 0, dropped = 0;
+        while (true)
+        {
+            var tokens = ChatPrompts.Encode(engine.Tokenizer, prompt.Render(kept));
+            if (tokens.Length + room <= Context || kept.Count - first <= 1) return (tokens, kept, dropped);
+            kept.RemoveAt(first);
+            dropped++;
+            if (kept.Count - first > 1 && kept[first].Role == "assistant")
+            {
+                kept.RemoveAt(first);
+                dropped++;
+            }
         }
     }
 

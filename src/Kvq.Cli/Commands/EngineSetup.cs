@@ -45,6 +45,7 @@ public sealed class EngineSetup
     {
         Description = "a folder that keeps the prefix cache across restarts: saved when the engine stops, restored when it starts",
     };
+    public Option<int?> Ctx { get; } = Validation.ContextOption.Create("tokens a conversation or request may reach, prompt + answer");
     /// <summary>A token policy per request (each keeps at most its budget, so more long requests fit the pool).</summary>
     public KvPolicyOptions Policy { get; } = new(grid: false);
     public DeviceOptions Device { get; } = new();
@@ -52,7 +53,7 @@ public sealed class EngineSetup
     public void AddTo(Command cmd)
     {
         Model.AddTo(cmd);
-        foreach (var o in new Option[] { Kv, MaxPplIncrease, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, PromptCache, HostPrefixCache }) cmd.Add(o);
+        foreach (var o in new Option[] { Kv, MaxPplIncrease, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, Ctx, PromptCache, HostPrefixCache }) cmd.Add(o);
         Policy.AddTo(cmd);
         Device.AddTo(cmd);
     }
@@ -110,6 +111,7 @@ public sealed class EngineSetup
         ILanguageModel? lm = null;
         try
         {
+            int context = Validation.ContextOption.Resolve(r.GetValue(Ctx), loaded.Weights.Config);
             var profile = KvProfileOptions.Load(r.GetValue(Profile), loaded.Weights.Fingerprint);
             var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink), r.GetValue(MaxPplIncrease)) with { Policy = policy[0] };
             var (chat, missing) = ChatPromptSource.Load(templateFile, loaded);
@@ -120,8 +122,10 @@ public sealed class EngineSetup
             {
                 var store = cacheDir == null ? null
                     : new PromptCacheStore(cacheDir, ModelIdentity.Of(loaded).Session);
-                engine = new InferenceEngine(lm, loaded.Tokenizer,
-                    new EngineOptions { Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, PromptCache = store, HostPrefixBytes = hostPrefix });
+                engine = new InferenceEngine(lm, loaded.Tokenizer, new EngineOptions
+                {
+                    Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, ContextTokens = context, PromptCache = store, HostPrefixBytes = hostPrefix,
+                });
             }
             catch (EngineRequestException e)
             {

@@ -82,8 +82,8 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     private int TakeFromHost(HostPrefixTier tier, ReadOnlySpan<int> prompt, int cached)
     {
         int b = _cache.Config.BlockTokens, maxBlocks = prompt.IsEmpty ? 0 : (prompt.Length - 1) / b;
-        var parent = BlockHash.Root;
-        for (int i = 0; i < cached / b; i++) parent = BlockHash.Of(parent, prompt.Slice(i * b, b));
+        // The pool hit's blocks were hashed while they were looked up: continue the chain from the last one.
+        var parent = _cache.Sequences.LastBlockHash(_id);
         int added = 0;
         for (int i = cached / b; i < maxBlocks; i++)
         {

@@ -54,6 +54,10 @@ internal sealed class PagedSequence
         return copy;
     }
 
+    /// <summary>The chained hash of the last full block hashed so far (<see cref="BlockHash.Root"/> before any): the
+    /// parent of the next one.</summary>
+    public BlockHash LastBlockHash => _hashes.Count == 0 ? BlockHash.Root : _hashes[^1];
+
     public PagedSequence Fork() =>
         new(_pool, Table.Fork(), new List<int>(_tokens), new List<BlockHash>(_hashes));
 

@@ -81,6 +81,9 @@ public sealed class PagedSequences
 
     public ReadOnlySpan<int> TokenIds(int sequenceId) => Get(sequenceId).Tokens;
 
+    /// <summary>The chained hash of the sequence's last hashed full block (the root before any).</summary>
+    public BlockHash LastBlockHash(int sequenceId) => Get(sequenceId).LastBlockHash;
+
     /// <summary>Blocks an append of <paramref name="tokens"/> tokens would take from the pool (admission checks).</summary>
     public int BlocksNeededToAppend(int sequenceId, int tokens) => Get(sequenceId).Table.BlocksNeededToAppend(tokens);
 

@@ -37,8 +37,8 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         MaxBatch = maxBatch;
         Parallelism = parallelism ?? Parallelism.Default;
         var c = weights.Config;
-        var shape = c.CreateKvShape();
-        _ropes = Enumerable.Range(0, c.Layers).Select(shape.RopeOf).ToArray();
+        KvShape = c.CreateKvShape();
+        _ropes = Enumerable.Range(0, c.Layers).Select(KvShape.RopeOf).ToArray();
         _queryScale = c.Extras is { AttentionScale: > 0 } e ? e.AttentionScale * MathF.Sqrt(c.HeadDim) : 1f;
         _x = new float[maxBatch * c.Dim];
         _xn = new float[maxBatch * c.Dim];
@@ -55,7 +55,8 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
 
     public int MaxBatchTokens => MaxBatch;
 
-    public override KvShape KvShape => Config.CreateKvShape();
+    /// <summary>Built once: every sequence's cache shares its RoPE angle tables with the queries' rotation.</summary>
+    public override KvShape KvShape { get; }
     public override string Device => $"cpu, {Parallelism.Threads} thread{(Parallelism.Threads == 1 ? "" : "s")}";
     public override int Threads => Parallelism.Threads;
 

@@ -70,11 +70,8 @@ public static class KvQuantColumns
         return sum / (2.0 * layers);
     }
 
-    /// <summary>What the nuq codecs counted since <see cref="KvQuantCounters.ResetTotals"/>, with the config's accounting.</summary>
-    public static Kvq.Eval.KvQuantStats Stats(KvCacheConfig cfg, int headDim, int layers)
-    {
-        var k = KvQuantCounters.TotalKeys;
-        var v = KvQuantCounters.TotalValues;
-        return new Kvq.Eval.KvQuantStats(KvQuantBits(cfg, headDim, layers), k.OutlierRate, v.OutlierRate, k.ClampedRate);
-    }
+    /// <summary>The config's accounting with the outliers the evaluated sequences stored (<paramref name="result"/>'s own
+    /// counts: rows measured one after another, or at the same time, each report theirs).</summary>
+    public static Kvq.Eval.KvQuantStats Stats(KvCacheConfig cfg, int headDim, int layers, Kvq.Eval.PerplexityResult result) =>
+        new(KvQuantBits(cfg, headDim, layers), result.KeyOutliers.OutlierRate, result.ValueOutliers.OutlierRate);
 }

@@ -15,7 +15,7 @@ namespace Kvq.Cache;
 /// <see cref="BlockAttention"/> over this sequence as an <see cref="IKvBlockReader"/>; a token policy's state is a
 /// <see cref="SequencePolicy"/>.
 /// </summary>
-public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable, IKvBlockReader
+public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierReport, IDisposable, IKvBlockReader
 {
     private readonly PagedKvCache _cache;
     private readonly KvShape _shape;
@@ -205,6 +205,10 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
         ? IdentityPositions.Span(slot0 + count).Slice(slot0, count) : _policy.Slots.Positions(layer, head).Slice(slot0, count);
     ReadOnlySpan<float> IKvBlockReader.LogWeights(int layer, int head, int slot0, int count) =>
         _policy is { Slots.HasLogWeights: true } ? _policy.Slots.LogWeights(layer, head).Slice(slot0, count) : default;
+
+    /// <summary>Outliers this sequence's key encodes stored exactly (its own: not shared with other sequences).</summary>
+    public KvOutlierCounts KeyOutliers => _keys.OutlierCounts;
+    public KvOutlierCounts ValueOutliers => _values.OutlierCounts;
 
     /// <summary>Tokens each layer holds (slots), for tests and reports; equals Length without a policy.</summary>
     public int SlotCount(int layer) => _count[layer];

@@ -1,4 +1,5 @@
 using Kvq.Cache;
+using Kvq.Cache.Codecs;
 using Kvq.Model;
 
 namespace Kvq.Eval;
@@ -35,6 +36,7 @@ public sealed class PerplexityEvaluator(ILanguageModel model, int bos)
         var logits = new float[ctx * vocab];
         var nll = new NllSums();
         KvMemory? memory = null;
+        KvOutlierCounts keyOutliers = default, valueOutliers = default;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         int done = 0;
         for (int w = 0; w < windows && !cancel.IsCancellationRequested; w++)
@@ -47,12 +49,17 @@ public sealed class PerplexityEvaluator(ILanguageModel model, int bos)
             int first = stride == 0 ? 1 : ctx - stride;
             nll += PerplexityWindows.NllSums(logits, win, vocab, first, ctx);
             memory = seq.ReportMemory();
+            if (seq is IKvOutlierReport counted)
+            {
+                keyOutliers += counted.KeyOutliers;
+                valueOutliers += counted.ValueOutliers;
+            }
             done++;
             progress?.Invoke(w + 1, windows);
         }
         if (done == 0) throw new OperationCanceledException(cancel);
         return new PerplexityResult(config.Name, nll.Perplexity, nll.Count, done, ctx,
             memory!.BitsPerElement, memory.BytesPerToken, sw.Elapsed.TotalSeconds, stride)
-        { PplError = nll.PerplexityError };
+        { PplError = nll.PerplexityError, KeyOutliers = keyOutliers, ValueOutliers = valueOutliers };
     }
 }

@@ -39,11 +39,10 @@ public static class PplCommand
             var rows = new List<PerplexityResult>();
             foreach (var config in run.Configs)
             {
-                Cache.Codecs.KvQuant.KvQuantCounters.ResetTotals();
                 var res = run.Measure($"ppl {config.Name}", (p, cancel) => evaluator.Evaluate(run.TextTokens, c, w, config, s, p, cancel));
                 if (res == null) break;
                 if (config.Profile != null)
-                    res = res with { KvQuant = KvQuantColumns.Stats(config, run.Model.KvShape.HeadDim, run.Model.KvShape.Layers) };
+                    res = res with { KvQuant = KvQuantColumns.Stats(config, run.Model.KvShape.HeadDim, run.Model.KvShape.Layers, res) };
                 rows.Add(res);
                 run.Output.Row(res, table);
             }
@@ -62,7 +61,7 @@ public static class PplCommand
     }
 
     /// <param name="kvquant">With a calibration profile: KVQuant's bit accounting and the outliers the nuq codecs
-    /// stored and clamped ("-" for rows that store no nuq side).</param>
+    /// stored ("-" for rows that store no nuq side).</param>
     private static MarkdownTable<PerplexityResult> Table(bool kvquant)
     {
         var t = new MarkdownTable<PerplexityResult>()
@@ -78,7 +77,6 @@ public static class PplCommand
         {
             t.Right("outliers/element K, V", x => x.KvQuant is { } q && q.KeyOutlierRate + q.ValueOutlierRate > 0
                 ? $"{q.KeyOutlierRate * 100:F2}%, {q.ValueOutlierRate * 100:F2}%" : "-");
-            t.Right("clamped K", x => x.KvQuant is { } q && q.KeyOutlierRate > 0 ? $"{q.KeyClampedRate * 100:F3}%" : "-");
         }
         return t;
     }

@@ -82,6 +82,9 @@ public sealed class BlockOutliers
         return lo;
     }
 
+    /// <summary>Entries of token <paramref name="token"/> (indices in [token*rowLength, (token+1)*rowLength)).</summary>
+    public int TokenCount(int token, int rowLength) => LowerBound((token + 1) * rowLength) - LowerBound(token * rowLength);
+
     /// <summary>Replaces the entries of one token (indices in [token*headDim, (token+1)*headDim)) by
     /// <paramref name="channels"/> (ascending) and their f16 values.</summary>
     public void SetToken(int token, int headDim, int indexBits, ReadOnlySpan<int> channels, ReadOnlySpan<ushort> halves)

@@ -86,6 +86,10 @@ public abstract class KvCodec
     /// the cache counts what is really held). 0 without a sparse part.</summary>
     public virtual double ExpectedOutlierBytesPerBlock => 0;
 
+    /// <summary>Values per token in the sparse part's index space (entries of token t sit at t * this + channel):
+    /// <see cref="HeadDim"/>, or what a decorator's inner codec stores (a low-rank latent's rank).</summary>
+    public virtual int OutlierRowLength => HeadDim;
+
     /// <summary><see cref="EncodeToken(ReadOnlySpan{float}, Span{byte}, int)"/> with the block's sparse part.</summary>
     public virtual void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, BlockOutliers? outliers, int slot) => EncodeToken(x, block, slot);
 

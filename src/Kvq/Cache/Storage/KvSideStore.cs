@@ -17,6 +17,7 @@ internal sealed class KvSideStore
     public readonly int[] Sealed;               // per layer: tokens encoded into blocks (multiple of block size)
     private readonly int _blockTokens, _kvHeads;
     private readonly float[] _sealTile;         // (blockTokens, headDim) scratch for a staged block being encoded
+    private long _vectors, _elements, _outliers; // what this sequence's encodes stored in sparse rows (one appender at a time)
 
     public KvSideStore(KvSidePlan plan, BlockArena[] arenas, KvShape shape, int sinkTokens)
     {
@@ -63,9 +64,22 @@ internal sealed class KvSideStore
         if (Staging is { } staging) staging[layer].Add(head, pos - Sealed[layer], x);
         else
         {
-            int b = blocks[slot / _blockTokens];
-            Codecs[layer][head].EncodeToken(x, Arenas[layer].Block(b, head), Arenas[layer].Outliers(b, head), slot % _blockTokens);
+            int b = blocks[slot / _blockTokens], s = slot % _blockTokens;
+            var codec = Codecs[layer][head];
+            var rows = Arenas[layer].Outliers(b, head);
+            codec.EncodeToken(x, Arenas[layer].Block(b, head), rows, s);
+            if (rows != null) Count(1, codec.OutlierRowLength, rows.TokenCount(s, codec.OutlierRowLength));
         }
+    }
+
+    /// <summary>What this sequence's encodes stored in sparse rows (formats without them count nothing).</summary>
+    public KvOutlierCounts OutlierCounts => new(_vectors, _elements, _outliers);
+
+    private void Count(int vectors, int rowLength, int outliers)
+    {
+        _vectors += vectors;
+        _elements += (long)vectors * rowLength;
+        _outliers += outliers;
     }
 
     /// <summary>Encodes the oldest staged block once it is full and older than the residual window (the layer holds
@@ -81,7 +95,9 @@ internal sealed class KvSideStore
         for (int h = 0; h < _kvHeads; h++)
         {
             staging.Read(h, 0, bt, _sealTile);
-            Codecs[layer][h].EncodeBlock(_sealTile, Arenas[layer].Block(block, h), Arenas[layer].Outliers(block, h));
+            var rows = Arenas[layer].Outliers(block, h);
+            Codecs[layer][h].EncodeBlock(_sealTile, Arenas[layer].Block(block, h), rows);
+            if (rows != null) Count(bt, Codecs[layer][h].OutlierRowLength, rows.Count);
         }
         staging.DropFront(bt);
         Sealed[layer] += bt;

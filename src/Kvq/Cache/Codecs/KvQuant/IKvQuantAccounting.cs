@@ -10,7 +10,6 @@ namespace Kvq.Cache.Codecs.KvQuant;
 public interface IKvQuantAccounting
 {
     double KvQuantBitsPerElement { get; }
-    KvQuantCounters Counters { get; }
 }
 
 public static class KvQuantAccounting

@@ -16,7 +16,6 @@ namespace Kvq.Cache.Codecs.KvQuant;
 public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecReference
 {
     private readonly KvQuantSpec _spec;
-    private readonly KvSide _side;
     private readonly float[] _zero, _range;   // (HeadDim)
     private readonly float[] _mids;           // codebook decision thresholds (levels - 1)
     private readonly float[] _decode;         // (HeadDim, levels): zero_c + range_c * level
@@ -41,7 +40,6 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         ? 3 + _spec.OutlierFraction * BlockTokens * HeadDim * (_indexBits + 16) / 8.0 : 0;
     public KvQuantSpec Spec => _spec;
     public NuqCodebook Codebook { get; }
-    public KvQuantCounters Counters { get; } = new();
     /// <summary>Key outlier slots per token of the GPU's device layout (the CPU keeps every outlier in sparse rows).</summary>
     public int OutlierSlots => _spec.HasOutliers ? _spec.KeySlots ?? KvQuantSpec.KeyOutlierSlots(_spec.OutlierFraction, HeadDim) : 0;
     /// <summary>Per-channel zero and range of this (layer, KV head): u = (x - zero) / range (device backends).</summary>
@@ -57,7 +55,6 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
             throw new ArgumentException($"{spec.Name}: {zero.Length} zeros / {range.Length} ranges for head dim {headDim}");
         if (codebook.Bits != spec.Bits) throw new ArgumentException($"{spec.Name}: a {codebook.Bits}-bit codebook");
         _spec = spec;
-        _side = side;
         Codebook = codebook;
         _zero = zero.ToArray();
         _range = range.ToArray();
@@ -195,7 +192,6 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         }
         NuqBits.Pack(codes, _spec.Bits, block.Slice(slot * _codeBytes, _codeBytes));
         outliers?.SetToken(slot, d, _indexBits, channels[..n], halves[..n]);
-        KvQuantCounters.Record(Counters, _side, d, n, 0);
     }
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlock(block, Need(null), count, dst);

@@ -15,7 +15,6 @@ namespace Kvq.Cache.Codecs.KvQuant;
 public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReference
 {
     private readonly KvQuantSpec _spec;
-    private readonly KvSide _side;
     private readonly bool _preRope;
     private readonly float[] _mids, _levels;
     private readonly int _k, _codeBytes, _codesOffset, _indexBits;
@@ -30,7 +29,6 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         ? 3 + _spec.OutlierFraction * BlockTokens * HeadDim * (_indexBits + 16) / 8.0 : 0;
     public KvQuantSpec Spec => _spec;
     public NuqCodebook Codebook { get; }
-    public KvQuantCounters Counters { get; } = new();
     /// <summary>Outlier candidates per tail (the GPU's device layout keeps all 2k of them per token).</summary>
     public int OutliersPerTail => _k;
     /// <summary>What each code decodes to on [-1, 1] before the token's zero and range (device backends).</summary>
@@ -40,7 +38,6 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     {
         if (codebook.Bits != spec.Bits) throw new ArgumentException($"{spec.Name}: a {codebook.Bits}-bit codebook");
         _spec = spec;
-        _side = side;
         _preRope = side == KvSide.Key && !spec.PostRope;
         Codebook = codebook;
         _mids = codebook.Midpoints;
@@ -222,7 +219,6 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         NuqBits.Pack(codes, _spec.Bits, block.Slice(_codesOffset + slot * _codeBytes, _codeBytes));
         for (int j = 0; j < n; j++) halves[j] = QuantFormats.SingleToHalf(Math.Clamp(x[idx[j]], -65504f, 65504f));
         outliers?.SetToken(slot, d, _indexBits, idx[..n], halves[..n]);
-        KvQuantCounters.Record(Counters, _side, d, n, 0);
     }
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlock(block, Need(null), count, dst);

@@ -42,6 +42,7 @@ public sealed class LowRankCodec : KvCodec, IKvCodecReference
     /// <summary>The inner codec's sparse part (e.g. KVQuant's outliers of the latents), kept beside the block.</summary>
     public override bool HasBlockOutliers => Inner.HasBlockOutliers;
     public override double ExpectedOutlierBytesPerBlock => Inner.ExpectedOutlierBytesPerBlock;
+    public override int OutlierRowLength => Inner.OutlierRowLength;
 
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) => EncodeToken(x, block, null, slot);
 

@@ -42,6 +42,7 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
     // hands it through, and the rotation is undone after both are read.
     public override bool HasBlockOutliers => Inner.HasBlockOutliers;
     public override double ExpectedOutlierBytesPerBlock => Inner.ExpectedOutlierBytesPerBlock;
+    public override int OutlierRowLength => Inner.OutlierRowLength;
 
     /// <summary>y = R x for each of the n-value rows of <paramref name="x"/>, in place.</summary>
     public void Rotate(Span<float> x)

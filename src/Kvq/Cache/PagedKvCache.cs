@@ -116,8 +116,8 @@ public sealed class PagedKvCache
         Sequences.Pool.Evicting += (id, hash) =>
         {
             (Half[], Half[])? sinks = Sinks != null && Sinks.TryGet(id, out var e) ? e : null;
-            int[] one = [id];
-            tier.Put(hash, Array.ConvertAll(Keys, a => a.CopyOut(one)), Array.ConvertAll(Values, a => a.CopyOut(one)), sinks);
+            var (keys, values) = CopyOut([id]);
+            tier.Put(hash, keys, values, sinks);
         };
         return HostPrefixes = tier;
     }
@@ -187,6 +187,21 @@ public sealed class PagedKvCache
             long n = 0;
             for (int l = 0; l < Shape.Layers; l++) n += Keys[l].AllocatedBytes + Values[l].AllocatedBytes;
             return n;
+        }
+    }
+
+    /// <summary>The encoded bytes of <paramref name="blocks"/> in every layer (keys, values), as
+    /// <see cref="BlockArena.CopyOut"/> writes them.</summary>
+    internal (byte[][] Keys, byte[][] Values) CopyOut(int[] blocks) =>
+        (Array.ConvertAll(Keys, a => a.CopyOut(blocks)), Array.ConvertAll(Values, a => a.CopyOut(blocks)));
+
+    /// <summary>Writes what <see cref="CopyOut"/> took into <paramref name="blocks"/> (the same count), every layer.</summary>
+    internal void CopyIn(int[] blocks, byte[][] keys, byte[][] values)
+    {
+        for (int l = 0; l < Shape.Layers; l++)
+        {
+            Keys[l].CopyIn(blocks, keys[l]);
+            Values[l].CopyIn(blocks, values[l]);
         }
     }
 

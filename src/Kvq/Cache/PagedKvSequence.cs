@@ -24,7 +24,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     private readonly KvSideStore _keys, _values;
     private readonly SequencePolicy? _policy;
     private readonly BlockSelector? _offload;   // block summaries and the budget, when attention reads selected blocks
-    private readonly float[] _rotated;        // (headDim) scratch for a key being rotated before encoding
+    private readonly TokenWriter _writer;
     // Blocks are registered for prefix sharing only once their content is final: at append for formats that encode
     // each token as it comes; after sealing (and with the sink copies banked) otherwise.
     private readonly bool _deferRegister;
@@ -40,7 +40,6 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         _cache = cache;
         _shape = cache.Shape;
         _count = parent != null ? (int[])parent._count.Clone() : new int[_shape.Layers];
-        _rotated = new float[_shape.HeadDim];
         _keys = new KvSideStore(cache.Plan.Keys, cache.Keys, _shape, cache.Config.SinkTokens);
         _values = new KvSideStore(cache.Plan.Values, cache.Values, _shape, cache.Config.SinkTokens);
         _deferRegister = _keys.Staging != null || _values.Staging != null || _keys.Sink != null;
@@ -48,6 +47,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         if (cache.Config.Offload is { } offload)
             _offload = new BlockSelector(offload, new BlockSummaries(_shape.Layers, _shape.KvHeads, _shape.HeadDim, cache.Config.BlockTokens,
                 offload.BoxTokens));
+        _writer = new TokenWriter(_shape, _keys, _values, _offload?.Summaries);
         if (parent != null)
         {
             _keys.CopySinkFrom(parent._keys);
@@ -58,60 +58,14 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
             return;
         }
         _id = cache.Sequences.Create(prompt, out int cached);
-        if (cached > 0 && _keys.Sink != null && !cache.Sinks!.TryRestore(Blocks[0], _keys.Sink, _values.Sink!))
-        {
-            // The prefix's sink copies are gone (cannot happen while the bank unregisters what it drops): start empty.
-            cache.Sequences.Truncate(_id, 0);
-            cached = 0;
-        }
-        _sinkPublished = cached > 0;
-        int fromHost = cache.HostPrefixes != null ? TakeFromHost(cache.HostPrefixes, prompt, cached) : 0;
-        Length = cached + fromHost;
+        var (fromPool, fromHost) = PrefixReuse.Restore(cache, _id, prompt, cached, _keys, _values, register: !_deferRegister);
+        _sinkPublished = fromPool > 0;
+        Length = fromPool + fromHost;
         Array.Fill(_count, Length);
         // Reused blocks are sealed: a staging format's new tokens stage from here.
         Array.Fill(_keys.Sealed, _keys.Staging != null ? Length : 0);
         Array.Fill(_values.Sealed, _values.Staging != null ? Length : 0);
         if (fromHost > 0 && _deferRegister) PublishBlocks();
-    }
-
-    /// <summary>
-    /// Continues the prompt's cached prefix (<paramref name="cached"/> tokens from the pool) with blocks the host tier
-    /// kept: each matching whole block (at most all but the last prompt token, as from the pool) goes into a freshly
-    /// allocated block, as stored. Stops at the first miss or when no block is free. Returns the tokens added.
-    /// </summary>
-    private int TakeFromHost(HostPrefixTier tier, ReadOnlySpan<int> prompt, int cached)
-    {
-        int b = _cache.Config.BlockTokens, maxBlocks = prompt.IsEmpty ? 0 : (prompt.Length - 1) / b;
-        // The pool hit's blocks were hashed while they were looked up: continue the chain from the last one.
-        var parent = _cache.Sequences.LastBlockHash(_id);
-        int added = 0;
-        for (int i = cached / b; i < maxBlocks; i++)
-        {
-            var tokens = prompt.Slice(i * b, b);
-            var hash = BlockHash.Of(parent, tokens);
-            if (!tier.TryTake(hash, out var entry)) break;
-            bool sinks = _keys.Sink != null;
-            if ((sinks && i == 0 && entry.Sinks == null) || _cache.Sequences.Pool.FreeBlockCount == 0)
-            {
-                tier.Return(entry);
-                break;
-            }
-            _cache.Sequences.Append(_id, tokens, register: !_deferRegister);
-            int[] block = [Blocks[^1]];
-            for (int l = 0; l < _shape.Layers; l++)
-            {
-                _cache.Keys[l].CopyIn(block, entry.Keys[l]);
-                _cache.Values[l].CopyIn(block, entry.Values[l]);
-            }
-            if (sinks && i == 0)
-            {
-                _keys.Sink!.Restore(entry.Sinks!.Value.Keys);
-                _values.Sink!.Restore(entry.Sinks.Value.Values);
-            }
-            parent = hash;
-            added += b;
-        }
-        return added;
     }
 
     /// <summary>Registers the full blocks whose content is final (staging formats: sealed on both sides), first
@@ -149,31 +103,13 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
 
     public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
     {
-        int hd = _shape.HeadDim;
-        var rope = _shape.RopeOf(layer);
-        Span<float> cos = stackalloc float[rope.RopeDims / 2];
-        Span<float> sin = stackalloc float[rope.RopeDims / 2];
-        bool rotate = !_keys.Codec.PreRope;
         var blocks = ((IKvBlockReader)this).Blocks(layer);
+        int kvDim = _shape.KvDim;
         for (int t = 0; t < n; t++)
         {
             int slot = _count[layer];
             int pos = _policy == null ? slot : _policy.Slots.Positions(layer, 0)[slot];
-            if (rotate || _offload != null) rope.Angles(pos, cos, sin);
-            for (int h = 0; h < _shape.KvHeads; h++)
-            {
-                var kh = k.Slice(t * _shape.KvDim + h * hd, hd);
-                if (rotate || _offload != null)
-                {
-                    kh.CopyTo(_rotated);
-                    rope.Rotate(_rotated, cos, sin);
-                    // Summaries bound post-RoPE keys (what attention scores), whatever the codec stores.
-                    _offload?.Summaries.Add(layer, h, slot, _rotated);
-                    if (rotate) kh = _rotated;
-                }
-                _keys.Store(layer, h, slot, pos, kh, blocks);
-                _values.Store(layer, h, slot, pos, v.Slice(t * _shape.KvDim + h * hd, hd), blocks);
-            }
+            _writer.Write(layer, slot, pos, k.Slice(t * kvDim, kvDim), v.Slice(t * kvDim, kvDim), blocks);
             _count[layer] = slot + 1;
             _keys.Seal(layer, slot + 1, Blocks);
             _values.Seal(layer, slot + 1, Blocks);
@@ -258,9 +194,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     {
         if (_policy != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence under a token policy cannot be swapped or saved");
         if (_count.Any(c => c != Length)) throw new InvalidOperationException("swap out between chunks only (every layer at the same length)");
-        var blocks = Blocks.ToArray();
-        var keys = Array.ConvertAll(_cache.Keys, a => a.CopyOut(blocks));
-        var values = Array.ConvertAll(_cache.Values, a => a.CopyOut(blocks));
+        var (keys, values) = _cache.CopyOut(Blocks.ToArray());
         return new SwappedKv(_cache.Sequences.TokenIds(_id).ToArray(), Length, keys, values, _keys.Save(), _values.Save());
     }
 
@@ -273,17 +207,12 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         try
         {
             cache.Sequences.Append(seq._id, swapped.Tokens, register: !seq._deferRegister);
-            var blocks = seq.Blocks.ToArray();
-            for (int l = 0; l < seq._shape.Layers; l++)
-            {
-                cache.Keys[l].CopyIn(blocks, swapped.Keys[l]);
-                cache.Values[l].CopyIn(blocks, swapped.Values[l]);
-            }
+            cache.CopyIn(seq.Blocks.ToArray(), swapped.Keys, swapped.Values);
             seq._keys.Restore(swapped.KeyState);
             seq._values.Restore(swapped.ValueState);
             Array.Fill(seq._count, swapped.Length);
             seq.Length = swapped.Length;
-            seq.RebuildSummaries();
+            if (seq._offload is { } offload) seq._keys.Summarize(offload.Summaries, seq._shape, seq._count, seq.Blocks);
             if (seq._deferRegister) seq.PublishBlocks();
             return seq;
         }
@@ -292,28 +221,6 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
             seq.Dispose();
             throw;
         }
-    }
-
-    /// <summary>Offloaded: the block summaries of a sequence whose blocks came from host memory or a session file,
-    /// from its keys as stored (decoded, rotated at their positions).</summary>
-    private void RebuildSummaries()
-    {
-        if (_offload == null) return;
-        int bt = _cache.Config.BlockTokens, hd = _shape.HeadDim;
-        var tile = new float[bt * hd];
-        var reader = (IKvBlockReader)this;
-        for (int l = 0; l < _shape.Layers; l++)
-            for (int s0 = 0; s0 < _count[l]; s0 += bt)
-            {
-                int cnt = Math.Min(bt, _count[l] - s0);
-                for (int h = 0; h < _shape.KvHeads; h++)
-                {
-                    var t = tile.AsSpan(0, cnt * hd);
-                    _keys.ReadTile(l, h, s0, cnt, Blocks[s0 / bt], t);
-                    if (_keys.Codec.PreRope) _shape.RopeOf(l).RotateAt(t, cnt, reader.Positions(l, h, s0, cnt));
-                    for (int i = 0; i < cnt; i++) _offload.Summaries.Add(l, h, s0 + i, t.Slice(i * hd, hd));
-                }
-            }
     }
 
     public SequenceBlockUsage BlockUsage => _cache.Sequences.Usage(_id);

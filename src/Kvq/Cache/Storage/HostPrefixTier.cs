@@ -53,10 +53,12 @@ public sealed class HostPrefixTier(long budgetBytes)
         }
     }
 
-    /// <summary>Takes the block out (it goes back into the pool, which registers it again).</summary>
-    internal bool TryTake(BlockHash hash, out Entry entry)
+    /// <summary>Takes the block out (it goes back into the pool, which registers it again). With
+    /// <paramref name="needsSinks"/> (a first block under sink tokens) an entry stored without its sink copies is a miss
+    /// and stays here.</summary>
+    internal bool TryTake(BlockHash hash, bool needsSinks, out Entry entry)
     {
-        if (!_byHash.TryGetValue(hash, out var node))
+        if (!_byHash.TryGetValue(hash, out var node) || (needsSinks && node.Value.Sinks == null))
         {
             entry = null!;
             return false;
@@ -65,14 +67,6 @@ public sealed class HostPrefixTier(long budgetBytes)
         Remove(hash);
         Hits++;
         return true;
-    }
-
-    /// <summary>Puts back an entry taken but not used (no free block for it).</summary>
-    internal void Return(Entry entry)
-    {
-        Hits--;
-        Stored--;
-        Put(entry.Hash, entry.Keys, entry.Values, entry.Sinks);
     }
 
     private void Remove(BlockHash hash)

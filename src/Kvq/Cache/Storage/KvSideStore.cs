@@ -1,5 +1,6 @@
 using Kvq.Cache.Codecs;
 using Kvq.Cache.Layout;
+using Kvq.Cache.Offload;
 
 namespace Kvq.Cache.Storage;
 
@@ -101,6 +102,28 @@ internal sealed class KvSideStore
         }
         staging.DropFront(bt);
         Sealed[layer] += bt;
+    }
+
+    /// <summary>Offloaded keys: adds the first <paramref name="counts"/>[l] tokens of every layer to
+    /// <paramref name="summaries"/> as attention scores them (decoded, rotated at their positions when stored pre-RoPE),
+    /// for a sequence whose blocks came from host memory or a session file.</summary>
+    public void Summarize(BlockSummaries summaries, KvShape shape, ReadOnlySpan<int> counts, ReadOnlySpan<int> blocks)
+    {
+        int bt = _blockTokens, hd = shape.HeadDim;
+        var tile = new float[bt * hd];
+        for (int l = 0; l < shape.Layers; l++)
+            for (int s0 = 0; s0 < counts[l]; s0 += bt)
+            {
+                int cnt = Math.Min(bt, counts[l] - s0);
+                var positions = IdentityPositions.Span(s0 + cnt).Slice(s0, cnt);
+                for (int h = 0; h < _kvHeads; h++)
+                {
+                    var t = tile.AsSpan(0, cnt * hd);
+                    ReadTile(l, h, s0, cnt, blocks[s0 / bt], t);
+                    if (Codec.PreRope) shape.RopeOf(l).RotateAt(t, cnt, positions);
+                    for (int i = 0; i < cnt; i++) summaries.Add(l, h, s0 + i, t.Slice(i * hd, hd));
+                }
+            }
     }
 
     /// <summary>Bytes held outside blocks: staging and sink copies.</summary>

@@ -61,6 +61,42 @@ public sealed class HostPrefixTierTests
         Assert.True(small.Sequences.Pool.Prefixes.CountCachedBlocks(a) == 5, "the blocks taken back are registered again");
     }
 
+    /// <summary>With fewer free blocks than the tier holds for a prompt, a sequence takes back as many as fit and the
+    /// rest stay in the tier, counted neither as hits nor as stored again.</summary>
+    [Theory]
+    [InlineData("f16", 0)]
+    [InlineData("nuq3-1%", 1)]
+    public void APromptTakesBackOnlyWhatFreeBlocksHold(string spec, int sink)
+    {
+        var config = Config(spec, sink);
+        var model = EngineFixtures.Model(EngineFixtures.Books, 256);
+        var logits = new float[model.Config.VocabSize];
+        var a = EngineFixtures.MobyPrompt(4000, 160);
+        var b = EngineFixtures.MobyPrompt(9000, 200);
+        var cache = new PagedKvCache(model.KvShape, config, maxTokens: 7 * 32);
+        var tier = cache.KeepEvictedPrefixes(64 << 20);
+        using (var first = cache.CreateSequence(a)) model.Forward(a, first, logits);
+        using (var other = cache.CreateSequence(b)) model.Forward(b, other, logits);
+        Assert.Equal(0, cache.Sequences.Pool.Prefixes.CountCachedBlocks(a));
+        // A sequence of other tokens holds 5 of the 7 blocks: 2 stay free.
+        using var holder = cache.CreateSequence();
+        holder.BeginChunk(EngineFixtures.MobyPrompt(12000, 150));
+        int free = cache.Sequences.Pool.FreeBlockCount;
+        Assert.Equal(2, free);
+        Assert.True(tier.Count >= 5, $"the tier holds {tier.Count} blocks");
+        using (var again = cache.CreateSequence(a))
+        {
+            Assert.Equal(free * 32, again.Length);
+            Assert.Equal(free, tier.Hits);
+            Assert.Equal(0, cache.Sequences.Pool.FreeBlockCount);
+        }
+        // The blocks not taken stayed in the tier: with the holder gone, the whole prefix is found (pool + tier).
+        holder.Dispose();
+        using var whole = cache.CreateSequence(a);
+        Assert.Equal(160, whole.Length);
+        Assert.Equal(0, tier.Dropped);
+    }
+
     /// <summary>The tier keeps within its budget, dropping the least recently stored blocks first.</summary>
     [Fact]
     public void TheTierKeepsItsBudgetDroppingTheOldest()

@@ -81,6 +81,42 @@ public class BlockOutliersTests
         }
     }
 
+    /// <summary>Lists of one arena (one <see cref="OutlierBytes"/>) reuse the arrays others let go: a second block filled
+    /// token by token with as many outliers per token as the first, after the first was cleared, allocates nothing and
+    /// holds exactly its own entries (the reused arrays come back zeroed).</summary>
+    [Theory]
+    [InlineData(32, 64)]
+    [InlineData(17, 96)]
+    public void ArraysALetGoListServeTheNextOne(int blockTokens, int headDim)
+    {
+        var rng = new Random(TestSeeds.Of(nameof(ArraysALetGoListServeTheNextOne), blockTokens, headDim));
+        int w = BlockOutliers.IndexBitsFor(blockTokens, headDim);
+        var counts = Enumerable.Range(0, blockTokens).Select(_ => rng.Next(0, 4)).ToArray();
+        (int[] Channels, ushort[] Halves)[] Tokens() => counts.Select(k =>
+        {
+            var c = Enumerable.Range(0, headDim).OrderBy(_ => rng.Next()).Take(k).Order().ToArray();
+            return (c, c.Select(_ => (ushort)rng.Next(1, 65536)).ToArray());
+        }).ToArray();
+        var first = Tokens();
+        var second = Tokens();
+        var total = new OutlierBytes();
+        var a = new BlockOutliers(total);
+        var b = new BlockOutliers(total);
+        for (int t = 0; t < blockTokens; t++) a.SetToken(t, headDim, w, first[t].Channels, first[t].Halves);
+        a.Clear();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int t = 0; t < blockTokens; t++) b.SetToken(t, headDim, w, second[t].Channels, second[t].Halves);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(0, allocated);
+        var model = new SortedDictionary<int, ushort>();
+        for (int t = 0; t < blockTokens; t++)
+            for (int j = 0; j < second[t].Channels.Length; j++) model[t * headDim + second[t].Channels[j]] = second[t].Halves[j];
+        var expected = ReferenceBytes(model, w);
+        Assert.Equal(expected, b.Raw[..expected.Length].ToArray());
+        Assert.All(b.Raw[expected.Length..].ToArray(), x => Assert.Equal(0, x));
+        Assert.Equal(b.Bytes, total.Total);
+    }
+
     [Fact]
     public void UnpackRefusesTooSmallBuffers()
     {

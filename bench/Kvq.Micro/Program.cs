@@ -22,6 +22,12 @@ if (args.Length > 0 && args[0] == "--decode-profile")
         args.Length > 4 ? int.Parse(args[4]) : 64, args.Length > 5 ? args[5] : "f16", args.Length > 6 ? int.Parse(args[6]) : 5);
     return;
 }
+// dotnet run --project bench/Kvq.Micro -c Release -- --decode-alloc [kv,kv] [rounds]   managed bytes per decode token (BDN: --filter '*DecodeAllocations*')
+if (args.Length > 0 && args[0] == "--decode-alloc")
+{
+    DecodeAllocations.Quick((args.Length > 1 ? args[1] : "f16,nuq4-1%").Split(','), args.Length > 2 ? int.Parse(args[2]) : 10);
+    return;
+}
 // dotnet run --project bench/Kvq.Micro -c Release -- --quick-matvec [model] [rounds]   a token's weight products, old vs new
 if (args.Length > 0 && args[0] == "--quick-matvec")
 {

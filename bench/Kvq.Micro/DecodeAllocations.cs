@@ -98,7 +98,8 @@ public class DecodeAllocations
     /// <summary>--decode-alloc [kv,kv] [rounds]: bytes per decode token (all threads), after warm-up rounds.</summary>
     public static void Quick(string[] kvs, int rounds)
     {
-        Console.WriteLine($"books-19m, prompt {PromptTokens}, {Steps} decode tokens per round, 2 threads; load {File.ReadAllText("/proc/loadavg").Trim()}");
+        Console.WriteLine($"books-19m, prompt {PromptTokens}, {Steps} decode tokens per round, 2 threads; " +
+                          $"load {File.ReadAllText("/proc/loadavg").Trim()}");
         Console.WriteLine("| kv | bytes/token (min over rounds) | bytes/token (first measured round) |");
         Console.WriteLine("|---|---:|---:|");
         foreach (var kv in kvs)

@@ -11,8 +11,9 @@ public sealed class KvOffloadOptions(bool grid)
     public Option<string[]> Budget { get; } = new("--offload-budget")
     {
         Description = (grid ? "repeatable; each adds a row per --kv spec: " : "") +
-                      "read only the top blocks by a Quest-style key bound per layer, KV head and step (sinks and the recent " +
-                      "32 tokens always): a fraction of the blocks (25% or 0.25), a block count (16), or 'full' (every block, for checking)",
+                      "read only the top blocks by an estimate of their softmax mass from per-block key boxes, per layer, KV head and step (sinks and the recent " +
+                      "32 tokens always): a fraction of the blocks (25% or 0.25), a block count (16), or 'full' (every block, for checking); " +
+                      "options after a colon: recent=N, sink=N, box=N, rule=mass|total|bound, spread=P, cover=P, dense=N (docs/offload.md)",
         AllowMultipleArgumentsPerToken = false,
     };
 

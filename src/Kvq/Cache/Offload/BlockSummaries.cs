@@ -30,6 +30,8 @@ public sealed class BlockSummaries
 
     public int BoxTokens => _boxTokens;
 
+    public int Layers => _layers;
+
     public int BlockTokens => _blockTokens;
 
     /// <summary>Blocks of <paramref name="layer"/> with a summary.</summary>
@@ -90,5 +92,36 @@ public sealed class BlockSummaries
             }
         }
         return best;
+    }
+
+    /// <summary>Per query row, a score estimate for block <paramref name="block"/>: over its boxes, the largest
+    /// q·c + <paramref name="spread"/> x Σ|q_i| w_i, with c the box's centre ((min + max) / 2) and w its half width.
+    /// At spread 1 this is the upper bound (<see cref="UpperBound"/>, row by row); at 0 the score of the box centre,
+    /// a typical rather than a best-case score (a mean-key estimate at no extra bytes).</summary>
+    /// <param name="tokens">Tokens of the block summarised so far (its boxes past them are not read).</param>
+    /// <param name="rows">(nq) output: row r's estimate.</param>
+    public void RowEstimates(int layer, int head, int block, int tokens, ReadOnlySpan<float> qs, int nq, float spread, Span<float> rows)
+    {
+        int hd = _headDim;
+        var all = _data[layer * _kvHeads + head];
+        rows[..nq].Fill(float.NegativeInfinity);
+        int boxes = Math.Clamp((tokens + _boxTokens - 1) / _boxTokens, 1, _boxes);
+        for (int x = block * _boxes; x < block * _boxes + boxes; x++)
+        {
+            var min = all.AsSpan(x * 2 * hd, hd);
+            var max = all.AsSpan(x * 2 * hd + hd, hd);
+            for (int r = 0; r < nq; r++)
+            {
+                var q = qs.Slice(r * hd, hd);
+                float centre = 0, width = 0;
+                // Scalar on purpose, as in UpperBound.
+                for (int i = 0; i < hd; i++)
+                {
+                    centre += q[i] * (min[i] + max[i]);
+                    width += MathF.Abs(q[i]) * (max[i] - min[i]);
+                }
+                rows[r] = MathF.Max(rows[r], 0.5f * (centre + spread * width));
+            }
+        }
     }
 }

@@ -72,8 +72,9 @@ public class BlockSelectionTests
         Assert.True(preViolations > 0, "a box of pre-RoPE keys happened to bound every rotated score");
     }
 
-    /// <summary>The choice against a brute-force reference: sink blocks, the recent window's blocks, then the highest
-    /// bounds, ascending, budget respected (never below the forced blocks).</summary>
+    /// <summary>The choice under Quest's bound (rule=bound,spread=100) against a brute-force reference: sink blocks, the
+    /// recent window's blocks, then the highest bounds, ascending, budget respected (never below the forced blocks).
+    /// The other rules: <see cref="BlockRuleTests"/>.</summary>
     [Theory]
     [InlineData("25%", 0, 1)]
     [InlineData("25%", 40, 1)]
@@ -84,7 +85,7 @@ public class BlockSelectionTests
     public void SelectorKeepsForcedBlocksThenTheHighestBounds(string budgetText, int firstOffset, int nq)
     {
         int hd = 16, bt = 8, tokens = 413;
-        var budget = KvOffloadBudget.Parse(budgetText) with { SinkTokens = 4, RecentTokens = 20 };
+        var budget = KvOffloadBudget.Parse(budgetText) with { SinkTokens = 4, RecentTokens = 20, Rule = BlockRule.Bound, Spread = 100 };
         var rng = new Random(TestSeeds.Of(nameof(SelectorKeepsForcedBlocksThenTheHighestBounds), budgetText, firstOffset));
         var sums = new BlockSummaries(2, 2, hd, bt);
         for (int t = 0; t < tokens; t++)
@@ -107,16 +108,18 @@ public class BlockSelectionTests
         Assert.Equal(expected, chosen[..n]);
     }
 
-    /// <summary>An f32 cache of random keys and values, offloaded at 25% with 5-token blocks: one decode query's output
-    /// equals f64 attention over exactly the tokens of the blocks the selector reports, and differs from attention over
-    /// all of them.</summary>
-    [Fact]
-    public void AttentionIsExactOverTheChosenBlocks()
+    /// <summary>An f32 cache of random keys and values, offloaded at 25% with 5-token blocks (Quest's bound, and the
+    /// default mass rule): one decode query's output equals f64 attention over exactly the tokens of the blocks the selector
+    /// reports, and differs from attention over all of them.</summary>
+    [Theory]
+    [InlineData("25%:rule=bound,spread=100")]
+    [InlineData("25%")]
+    public void AttentionIsExactOverTheChosenBlocks(string budgetText)
     {
         var shape = BooksShape;
         int bt = 5, n = 203, hd = shape.HeadDim;
         var rng = new Random(TestSeeds.Of(nameof(AttentionIsExactOverTheChosenBlocks)));
-        var config = new KvCacheConfig("f32", "f32", bt, Offload: KvOffloadBudget.Parse("25%"));
+        var config = new KvCacheConfig("f32", "f32", bt, Offload: KvOffloadBudget.Parse(budgetText));
         using var seq = new PagedKvCache(shape, config).CreateSequence();
         var k = Gaussian(rng, n * shape.KvDim);
         var v = Gaussian(rng, n * shape.KvDim);

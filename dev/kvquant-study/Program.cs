@@ -15,7 +15,7 @@ using Kvq.Text;
 // Usage: KvqStudy MODEL TEXT [SAMPLES=4] [LENGTH=2048] [THREADS=2]
 // Usage 2: KvqStudy merge KEYS.kvqp VALUES.kvqp OUT.kvqp -- a profile with the keys' scales and codebooks of the first
 // and the value codebooks of the second (e.g. plain keys, values from a `--rotate` profile: values-only rotation as
-// `nuq3-1%/nuq3-1%:rot`). The text name keeps the second's rotation marker, so the values' `:rot` is accepted.
+// `nuq3-1%/nuq3-1%:rot`, or the reverse). The text name ends with the rotation marker when either side is rotated.
 if (args.Length == 4 && args[0] == "merge")
 {
     var kp = KvQuantProfile.Load(args[1]);
@@ -27,7 +27,12 @@ if (args.Length == 4 && args[0] == "merge")
         var books = kc.Codebooks.Where(b => b.Stream != KvQuantStream.Value).Concat(vc.Codebooks.Where(b => b.Stream == KvQuantStream.Value));
         cals.Add(new KvQuantCalibration(kc.OutlierFraction, kc.KeysPreRope, kc.KeysPostRope, books));
     }
-    var st = kp.Settings with { Text = "keys " + kp.Settings.Text + ", values " + vp.Settings.Text };
+    // The rotation marker goes last when either side was fitted rotated, so that side's `:rot` is accepted (the
+    // codecs check only the marker; which side is rotated is the user's to match, as the spec `K/V` names it).
+    string marker = Kvq.Cache.Codecs.Rotation.RotatedSpec.ProfileTextMarker;
+    string Plain(string t) => t.EndsWith(marker, StringComparison.Ordinal) ? t[..^marker.Length] + " (rotated)" : t;
+    bool anyRotated = kp.Settings.Text.EndsWith(marker, StringComparison.Ordinal) || vp.Settings.Text.EndsWith(marker, StringComparison.Ordinal);
+    var st = kp.Settings with { Text = "keys " + Plain(kp.Settings.Text) + ", values " + Plain(vp.Settings.Text) + (anyRotated ? marker : "") };
     new KvQuantProfile(kp.ModelFingerprint, st, kp.Layers, kp.KvHeads, kp.HeadDim, cals).Save(args[3]);
     Console.WriteLine($"wrote {args[3]}: {st.Text}");
     return 0;

@@ -61,6 +61,58 @@ public class RotatedKvQuantTests
         Assert.Contains("nuq3-1%:rot", e.Message);
     }
 
+    /// <summary>KVQuant values (and post-RoPE keys) behind the rotation are read through the inner codec's fused kernels
+    /// in the rotated basis, the rotation applied once to the query / undone once on the output; this must equal the
+    /// plain tile path (decode, un-rotate each token, then dot or accumulate), outliers included.</summary>
+    [Theory]
+    [InlineData("nuq3-1%:rot", 32, 2)]
+    [InlineData("nuq2-1%:rot", 19, 3)]
+    [InlineData("nuq4-1%:rot", 7, 1)]
+    [InlineData("nuq3-1%:post:rot", 27, 3)]
+    public void FusedReadsEqualTheTilePathWithOutliers(string spec, int count, int nq)
+    {
+        const int headDim = 64;
+        var shape = KvQuantTestData.Shape(2, 2, headDim);
+        var cfg = KvCacheConfig.Parse(spec) with { Profile = RotatedProfile(shape) };
+        foreach (var side in new[] { KvSide.Key, KvSide.Value })
+        {
+            var codec = cfg.CreateCodec(side, 1, 1, headDim);
+            if (side == KvSide.Key && codec.PreRope) continue; // pre-RoPE keys take the tile path by design
+            Assert.True(codec.HasBlockOutliers);
+            int seed = TestSeeds.Of(spec, side, count, nq);
+            var x = KvQuantTestData.Activations(32, headDim, seed);
+            var rng = new Random(seed);
+            for (int i = 0; i < 40; i++) x[rng.Next(x.Length)] *= 25f; // outliers that the sparse rows must carry
+            var block = new byte[codec.BlockBytes];
+            var rows = new BlockOutliers();
+            for (int t = 0; t < count; t++) codec.EncodeToken(x.AsSpan(t * headDim, headDim), block, rows, t);
+            Assert.True(rows.Count > 0, "the test data must produce exact outliers");
+            var tile = new float[32 * headDim];
+            codec.DecodeBlock(block, rows, count, tile);
+            var q = KvQuantTestData.Activations(nq, headDim, seed + 1);
+            var w = new float[nq * count];
+            for (int i = 0; i < w.Length; i++) w[i] = (float)rng.NextDouble();
+            var scratch = new float[32 * headDim];
+            if (side == KvSide.Key)
+            {
+                var want = new float[nq * count];
+                global::Kvq.Cache.Attention.TileMath.Scores(tile.AsSpan(0, count * headDim), count, headDim, q, nq, want);
+                var got = new float[nq * count];
+                codec.Scores(block, rows, count, q, nq, got, scratch);
+                for (int i = 0; i < got.Length; i++) Assert.Equal(want[i], got[i], 1e-3 * (1 + Math.Abs(want[i])));
+            }
+            else
+            {
+                var want = new float[nq * headDim];
+                var got = new float[nq * headDim];
+                for (int i = 0; i < want.Length; i++) want[i] = got[i] = 0.25f * i; // accumulates onto what is there
+                global::Kvq.Cache.Attention.TileMath.Accumulate(tile.AsSpan(0, count * headDim), count, headDim, w, nq, want);
+                codec.Accumulate(block, rows, count, w, nq, got, scratch);
+                for (int i = 0; i < got.Length; i++) Assert.Equal(want[i], got[i], 1e-3 * (1 + Math.Abs(want[i])));
+            }
+        }
+    }
+
     [Theory]
     [InlineData("nuq3-1%:rot", 0)]
     [InlineData("nuq4-1%:rot", 1)]

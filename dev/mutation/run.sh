@@ -13,6 +13,9 @@
 # FILES (paths relative to the folder to mutate, space-separated globs; default every .cs file of the folder), PART
 # (a name for that selection: reports go to out/<folder>-<part>/). Stryker compiles the mutants of the whole project
 # whatever is mutated (about 15 minutes on 2 busy cores before the first mutant runs), so a part saves test time only.
+# CONFIG: a Stryker config file for what the command line cannot say (dev/mutation/codecs.sh passes
+# dev/mutation/codecs-config.json: methods whose mutants are not generated, i.e. exception constructors and argument
+# guards, whose only effect is the message, and logging; an extra timeout for a loaded machine).
 set -euo pipefail
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
@@ -47,6 +50,7 @@ rm -rf "$out"
 cd "$root/tests/Kvq.Tests"
 dotnet tool restore >/dev/null
 dotnet stryker \
+  ${CONFIG:+--config-file "$CONFIG"} \
   --project Kvq.csproj \
   "${mutate[@]}" \
   --test-case-filter "$filter" \

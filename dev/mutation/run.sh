@@ -11,7 +11,8 @@
 #
 # Environment: CONCURRENCY (test runners in parallel, default 1), LEVEL (Stryker mutation level, default Standard),
 # FILES (paths relative to the folder to mutate, space-separated globs; default every .cs file of the folder), PART
-# (a name for that selection: reports go to out/<folder>-<part>/). Stryker compiles the mutants of the whole project
+# (a name for that selection: reports go to out/<folder>-<part>/), EXTRA (more globs, relative to src/Kvq, mutated
+# with the folder's files; a glob may end in {start..end} line spans). Stryker compiles the mutants of the whole project
 # whatever is mutated (about 15 minutes on 2 busy cores before the first mutant runs), so a part saves test time only.
 # CONFIG: a Stryker config file for what the command line cannot say (dev/mutation/codecs.sh passes
 # dev/mutation/codecs-config.json: methods whose mutants are not generated, i.e. exception constructors and argument
@@ -44,6 +45,9 @@ if [[ -n "${FILES:-}" ]]; then
   set -f; for f in $FILES; do mutate+=(--mutate "**/src/Kvq/$rel/$f"); done; set +f
 else
   mutate=(--mutate "**/src/Kvq/$rel/**/*.cs")
+fi
+if [[ -n "${EXTRA:-}" ]]; then
+  set -f; for f in $EXTRA; do mutate+=(--mutate "**/src/Kvq/$f"); done; set +f
 fi
 rm -rf "$out"
 

@@ -203,4 +203,79 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
         }
         output.WriteLine($"{entries.Count} outliers");
     }
+
+    /// <summary><c>:clip</c>: each token's stored scale is, among the documented candidates (the min/max scale's range
+    /// code and the 16 below it, each with the zero rounded to the dense values' middle and its two neighbours, clamped
+    /// to 6 bits), one whose decoded dense values have the least squared error (computed here in double); the codes
+    /// are the nearest levels under that scale.</summary>
+    [Theory]
+    [InlineData("nuq2-1%:clip", 64, 16)]
+    [InlineData("nuq3-1%:clip", 13, 9)]
+    [InlineData("nuq4:clip", 40, 7)]
+    [InlineData("nuq3-5%:clip", 96, 5)]
+    public void ClipPicksTheBestCandidateScale(string spec, int d, int blockTokens)
+    {
+        int seed = TestSeeds.Of(nameof(ClipPicksTheBestCandidateScale), spec, d, blockTokens);
+        output.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
+        var s = KvQuantSpec.TryParse(spec)!;
+        var book = Book(s.Bits, false, rng);
+        var codec = new NuqTokenCodec(s, KvSide.Value, blockTokens, d, book);
+        var plain = new NuqTokenCodec(KvQuantSpec.TryParse(spec.Replace(":clip", ""))!, KvSide.Value, blockTokens, d, book);
+        var x = KvQuantTestData.Activations(blockTokens, d, seed);
+        var block = new byte[codec.BlockBytes];
+        var plainBlock = new byte[codec.BlockBytes];
+        var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
+        var plainRows = codec.HasBlockOutliers ? new BlockOutliers() : null;
+        for (int t = 0; t < blockTokens; t++)
+        {
+            codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
+            plain.EncodeToken(x.AsSpan(t * d, d), plainBlock, plainRows, t);
+        }
+        var outlierIndex = rows == null ? new HashSet<int>() : Enumerable.Range(0, rows.Count).Select(i => rows.Entry(i).Index).ToHashSet();
+        int cb = (d * s.Bits + 7) / 8, moved = 0;
+        for (int t = 0; t < blockTokens; t++)
+        {
+            var dense = Enumerable.Range(0, d).Where(c => !outlierIndex.Contains(t * d + c)).Select(c => x[t * d + c]).ToArray();
+            double Error(int r, int z)
+            {
+                float range = RangeOf(r), zero = z * (range / 16);
+                double e = 0;
+                foreach (float v in dense)
+                {
+                    double dv = zero + range * book.Levels[Nearest((v - zero) / range, book.Levels)] - (double)v;
+                    e += dv * dv;
+                }
+                return e;
+            }
+            int minMax = plainBlock[2 * t] | plainBlock[2 * t + 1] << 8, rc = minMax & 1023;
+            float mid = (dense.Max() + dense.Min()) * 0.5f;
+            double best = Error(rc, (minMax >> 10) >= 32 ? (minMax >> 10) - 64 : minMax >> 10);
+            var candidates = new HashSet<int> { minMax };
+            for (int r = rc - 1; r >= Math.Max(0, rc - 16); r--)
+            {
+                int zc = (int)MathF.Round(mid / (RangeOf(r) / 16));
+                for (int dz = -1; dz <= 1; dz++)
+                {
+                    int z = Math.Clamp(zc + dz, -32, 31);
+                    candidates.Add(r | (z & 63) << 10);
+                    best = Math.Min(best, Error(r, z));
+                }
+            }
+            int packed = block[2 * t] | block[2 * t + 1] << 8;
+            Assert.Contains(packed, candidates);
+            int pz = (packed >> 10) >= 32 ? (packed >> 10) - 64 : packed >> 10;
+            double got = Error(packed & 1023, pz);
+            Assert.True(got <= best * (1 + 1e-5) + 1e-12, $"t{t}: scale {packed:x4} leaves {got}, a candidate leaves {best}");
+            if (packed != minMax) moved++;
+            float gr = RangeOf(packed & 1023), gz = pz * (gr / 16);
+            var codes = new int[d];
+            for (int c = 0; c < d; c++) codes[c] = Nearest((x[t * d + c] - gz) / gr, book.Levels);
+            var expected = new byte[cb];
+            PutCodes(expected, 0, codes, s.Bits);
+            Assert.Equal(expected, block.AsSpan(2 * blockTokens + t * cb, cb).ToArray());
+        }
+        output.WriteLine($"{moved} of {blockTokens} tokens moved off the min/max scale");
+        Assert.True(moved > 0, "no token moved off the min/max scale: the data does not test the search");
+    }
 }

@@ -6,7 +6,8 @@
 #   dev/mutation/coverage.sh 'FullyQualifiedName~Kvq.Tests.Cache'
 #
 # Environment: DEPTH (folder depth under src/Kvq, default 2), CONFIGURATION (default Release), NO_BUILD=1 (test the
-# build already there). Reports go to dev/mutation/out/coverage/ (ignored).
+# build already there), ARTIFACTS=DIR (build into DIR with --artifacts-path: leaves the worktree's bin/ alone, where a
+# Stryker run may be injecting its mutated assembly). Reports go to dev/mutation/out/coverage/ (ignored).
 set -euo pipefail
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 out="$root/dev/mutation/out/coverage"
@@ -17,6 +18,7 @@ filter=()
 # Kvq.Core is src/Kvq, kvq is src/Kvq.Cli.
 build=()
 [[ -n "${NO_BUILD:-}" ]] && build=(--no-build)
+[[ -n "${ARTIFACTS:-}" ]] && build+=(--artifacts-path "$ARTIFACTS")
 dotnet test tests/Kvq.Tests -c "${CONFIGURATION:-Release}" "${build[@]}" "${filter[@]}" --collect "XPlat Code Coverage" --results-directory "$out" \
   -- DataCollectionRunSettings.DataCollectors.DataCollector.Configuration.Format=cobertura \
      "DataCollectionRunSettings.DataCollectors.DataCollector.Configuration.Include=[Kvq.Core]*,[kvq]*" \

@@ -11,8 +11,12 @@
 #
 # Environment: CONCURRENCY (test runners in parallel, default 1), LEVEL (Stryker mutation level, default Standard),
 # FILES (paths relative to the folder to mutate, space-separated globs; default every .cs file of the folder), PART
-# (a name for that selection: reports go to out/<folder>-<part>/). Stryker compiles the mutants of the whole project
+# (a name for that selection: reports go to out/<folder>-<part>/), EXTRA (more globs, relative to src/Kvq, mutated
+# with the folder's files; a glob may end in {start..end} line spans). Stryker compiles the mutants of the whole project
 # whatever is mutated (about 15 minutes on 2 busy cores before the first mutant runs), so a part saves test time only.
+# CONFIG: a Stryker config file for what the command line cannot say (dev/mutation/codecs.sh passes
+# dev/mutation/codecs-config.json: methods whose mutants are not generated, i.e. exception constructors and argument
+# guards, whose only effect is the message, and logging; an extra timeout for a loaded machine).
 set -euo pipefail
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
@@ -42,11 +46,15 @@ if [[ -n "${FILES:-}" ]]; then
 else
   mutate=(--mutate "**/src/Kvq/$rel/**/*.cs")
 fi
+if [[ -n "${EXTRA:-}" ]]; then
+  set -f; for f in $EXTRA; do mutate+=(--mutate "**/src/Kvq/$f"); done; set +f
+fi
 rm -rf "$out"
 
 cd "$root/tests/Kvq.Tests"
 dotnet tool restore >/dev/null
 dotnet stryker \
+  ${CONFIG:+--config-file "$CONFIG"} \
   --project Kvq.csproj \
   "${mutate[@]}" \
   --test-case-filter "$filter" \

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Mutation testing of the codecs, one part at a time (the whole folder at once does not finish in a session on the
+# shared 2-core machine: ~2,500 codec mutants on top of Stryker's build and its compile of the whole project).
+# Each part mutates a few files of src/Kvq/Cache/Codecs and runs only the tests that check them (Stryker runs, per
+# mutant, only the tests of the filter that cover it). Reports: dev/mutation/out/Cache-Codecs-<part>/reports/.
+#
+#   dev/mutation/codecs.sh kvquant           # one part
+#   dev/mutation/codecs.sh kvquant ggml      # several, one after the other
+#   dev/mutation/codecs.sh ggml+uniform      # two parts in one run
+#
+# Parts:
+#   kvquant   KVQuant's encoder and decoder: nuq per-token and per-channel codecs, their outlier/sparse rows,
+#             token scales, channel scales, codebook, bit packing (KvQuant/Nuq*.cs less the fused attention
+#             kernels NuqKernels.cs and NuqLanes.cs, see docs/testing.md), against Kvq.Tests.Cache.Codecs.KvQuant
+#   ggml      q8_0, q4_0 and the block outliers (BlockOutliers.cs), with the q8_0/q4_0 encoders they call (ggml's,
+#             in Tensors/Quant/QuantFormats.Quantize.cs: the f16 rounding, the scalar references and the AVX2 paths),
+#             against the codec matrix, GgmlBlockTests (byte for byte against ggml's own encoders) and
+#             QuantFormatsQuantizeTests
+#   uniform   intB/-g64/-tok/-ch, KIVI and the packing they share
+# Environment: CONCURRENCY (default 2), LEVEL (default Standard); the ignored methods (exception constructors, argument
+# guards, logging) are in dev/mutation/codecs-config.json.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+codec='FullyQualifiedName~Kvq.Tests.Cache.Codecs'
+# A part named a+b (e.g. ggml+uniform) is one Stryker run over both parts' files with both filters: one build and one
+# compile of the project's mutants instead of two (the survivors script gives the scores per file).
+pick() {
+  case "$1" in
+    kvquant)
+      files+=" KvQuant/NuqTokenCodec.cs KvQuant/NuqChannelCodec.cs KvQuant/NuqOutlierRows.cs KvQuant/NuqCodebook.cs
+             KvQuant/NuqBits.cs KvQuant/NuqDecode.cs KvQuant/NuqErrorBound.cs KvQuant/TokenOutliers.cs
+             KvQuant/TokenScale.cs KvQuant/ChannelScales.cs"
+      filter+="|$codec.KvQuant" ;;
+    ggml)
+      files+=" Q8_0Codec.cs Q4_0Codec.cs BlockOutliers.cs"
+      extra+=" Tensors/Quant/QuantFormats.Quantize.cs{77..146} Tensors/Quant/QuantFormats.Quantize.cs{238..319}"
+      filter+="|$codec.CodecMatrixTests|$codec.GgmlBlockTests|$codec.BlockOutliersTests|$codec.CopySlotTests|$codec.CodecLayoutTests|FullyQualifiedName~Kvq.Tests.Tensors.QuantFormatsQuantizeTests" ;;
+    uniform)
+      files+=" AsymmetricQuantizer.cs UniformTokenCodec.cs UniformChannelCodec.cs PackedCodes.cs KiviCodec.cs"
+      filter+="|$codec.CodecMatrixTests|$codec.UniformEncodeReferenceTests|$codec.PackedCodesTests|$codec.CopySlotTests|$codec.CodecLayoutTests" ;;
+    *) echo "unknown part '$1' (kvquant, ggml, uniform)" >&2; exit 2 ;;
+  esac
+}
+for part in "$@"; do
+  files= extra= filter=
+  IFS=+ read -ra pieces <<< "$part"
+  for piece in "${pieces[@]}"; do pick "$piece"; done
+  filter=${filter#|}
+  echo "== part $part: $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  CONFIG="$here/codecs-config.json" CONCURRENCY=${CONCURRENCY:-2} FILES="$(echo $files)" EXTRA="$(echo $extra)" PART=$part \
+    "$here/run.sh" src/Kvq/Cache/Codecs "$filter"
+  echo "== part $part done: $(date -u +%FT%TZ)"
+done

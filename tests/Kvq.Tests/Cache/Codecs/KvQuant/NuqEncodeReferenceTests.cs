@@ -1,0 +1,281 @@
+using Kvq.Cache.Codecs;
+using Kvq.Cache.Codecs.KvQuant;
+using Xunit.Abstractions;
+
+namespace Kvq.Tests.Cache.Codecs.KvQuant;
+
+/// <summary>
+/// The nuq encoders against a plain restatement of what they are documented to write (written for the codecs'
+/// mutation run: the decode tests compare DecodeBlock with a reference decode of whatever bytes the encoder wrote, and
+/// bound the error, which a slightly wrong scale, code or outlier choice can still meet). Per token (values): the k
+/// largest then the k smallest values are candidates, a candidate further than the margin times the rest's half-range
+/// from the rest's middle is kept exactly, the smallest log range (2^(r/32 - 16)) whose interval around the rounded
+/// zero (a multiple of range/16 in 6 signed bits) holds the rest, and each value's nearest level (ties to the lower).
+/// Per channel (keys): the profile's zero and range, the nearest level, and every value whose normalized value lies
+/// outside [-1, 1] kept exactly. Codes packed little-endian bit by bit, padding zero; sparse entries sorted by index.
+/// Random seeded data written slot by slot in a shuffled order into blocks that start as random bytes; the block and
+/// its sparse rows must equal the reference's bit for bit.
+/// </summary>
+public class NuqEncodeReferenceTests(ITestOutputHelper output)
+{
+    private static NuqCodebook Book(int bits, bool uniform, Random rng)
+    {
+        if (uniform) return NuqCodebook.Uniform(bits);
+        var levels = new float[1 << bits];
+        for (int i = 0; i < levels.Length; i++) levels[i] = -1f + 2f * (i + (float)(rng.NextDouble() * 0.8 - 0.4)) / (levels.Length - 1);
+        Array.Sort(levels);
+        return new NuqCodebook(levels, 1.03f, -0.02f);
+    }
+
+    /// <summary>Nearest level by distance (ties to the lower level), of the codebook's levels as the encoder sees them:
+    /// the midpoints are computed in f32, so a tie is a value equal to the f32 midpoint.</summary>
+    private static int Nearest(float u, float[] levels)
+    {
+        int code = 0;
+        for (int i = 0; i + 1 < levels.Length; i++)
+            if (u > (levels[i] + levels[i + 1]) * 0.5f) code = i + 1;
+        return code;
+    }
+
+    private static void PutCodes(byte[] block, int offset, int[] codes, int bits)
+    {
+        int bytes = (codes.Length * bits + 7) / 8;
+        Array.Clear(block, offset, bytes);
+        for (int i = 0; i < codes.Length; i++)
+            for (int b = 0; b < bits; b++)
+                if ((codes[i] >> b & 1) != 0) block[offset + (i * bits + b) / 8] |= (byte)(1 << ((i * bits + b) % 8));
+    }
+
+    private static float RangeOf(int r) => (float)Math.Pow(2, r / 32.0 - 16);
+
+    /// <summary>The smallest range code (searched from 0) whose interval around its rounded zero holds [min, max].</summary>
+    private static (int R, int Z) Scale(float min, float max)
+    {
+        float mid = (max + min) * 0.5f;
+        for (int r = 0; ; r++)
+        {
+            float range = RangeOf(r);
+            int z = Math.Clamp((int)MathF.Round(mid / (range / 16)), -32, 31);
+            float zero = z * (range / 16);
+            if ((max - zero <= range && zero - min <= range) || r == 1023) return (r, z);
+        }
+    }
+
+    private static int[] Shuffled(int n, Random rng)
+    {
+        var order = Enumerable.Range(0, n).ToArray();
+        rng.Shuffle(order);
+        return order;
+    }
+
+    [Theory]
+    [InlineData("nuq4-1%", 64, 32)]
+    [InlineData("nuq3-1%", 13, 31)]
+    [InlineData("nuq2-1%", 67, 7)]
+    [InlineData("nuq3-5%", 96, 17)]
+    [InlineData("nuq4-10%", 21, 9)]
+    [InlineData("nuq3", 40, 11)]
+    [InlineData("nuq2-1%:uniform", 9, 5)]
+    [InlineData("nuq3-1%:qnorm", 64, 16)]
+    public void PerTokenBlocksAreWhatTheSchemeWrites(string spec, int d, int blockTokens)
+    {
+        int seed = TestSeeds.Of(nameof(PerTokenBlocksAreWhatTheSchemeWrites), spec, d, blockTokens);
+        output.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
+        var s = KvQuantSpec.TryParse(spec)!;
+        var book = Book(s.Bits, s.Uniform, rng);
+        var codec = new NuqTokenCodec(s, KvSide.Value, blockTokens, d, book);
+        var x = KvQuantTestData.Activations(blockTokens, d, seed);
+        // A few tokens with exact repeats, a constant token and one far from zero (the 6-bit zero clamps).
+        for (int c = 0; c < d; c += 3) x[c] = x[1];
+        if (blockTokens > 2) for (int c = 0; c < d; c++) x[2 * d + c] = 0.37f;
+        if (blockTokens > 3) for (int c = 0; c < d; c++) x[3 * d + c] = 500f + (float)rng.NextDouble();
+        var block = new byte[codec.BlockBytes];
+        rng.NextBytes(block);
+        var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
+        foreach (int t in Shuffled(blockTokens, rng)) codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
+
+        int k = KvQuantSpec.TokenOutliersPerTail(s.OutlierFraction, d), cb = (d * s.Bits + 7) / 8;
+        Assert.Equal(k, codec.OutliersPerTail);
+        var expected = new byte[codec.BlockBytes];
+        var entries = new List<(int Index, ushort Half)>();
+        int kept = 0;
+        for (int t = 0; t < blockTokens; t++)
+        {
+            var row = x.AsSpan(t * d, d).ToArray();
+            var candidate = new bool[d];
+            for (int j = 0; j < 2 * k; j++)
+            {
+                int best = -1;
+                for (int c = 0; c < d; c++)
+                    if (!candidate[c] && (best < 0 || (j < k ? row[c] > row[best] : row[c] < row[best]))) best = c;
+                candidate[best] = true;
+            }
+            float rmin = float.PositiveInfinity, rmax = float.NegativeInfinity;
+            for (int c = 0; c < d; c++) if (!candidate[c]) { rmin = Math.Min(rmin, row[c]); rmax = Math.Max(rmax, row[c]); }
+            float mid = (rmax + rmin) * 0.5f, half = (rmax - rmin) * 0.5f;
+            var outlier = new bool[d];
+            for (int c = 0; c < d; c++) outlier[c] = candidate[c] && Math.Abs(row[c] - mid) > KvQuantSpec.ValueOutlierMargin * half;
+            float min = float.PositiveInfinity, max = float.NegativeInfinity;
+            for (int c = 0; c < d; c++) if (!outlier[c]) { min = Math.Min(min, row[c]); max = Math.Max(max, row[c]); }
+            var (r, z) = Scale(min, max);
+            float range = RangeOf(r), zero = z * (range / 16);
+            int packed = r | (z & 63) << 10;
+            expected[2 * t] = (byte)packed;
+            expected[2 * t + 1] = (byte)(packed >> 8);
+            var codes = new int[d];
+            for (int c = 0; c < d; c++) codes[c] = Nearest((row[c] - zero) / range, book.Levels);
+            PutCodes(expected, 2 * blockTokens + t * cb, codes, s.Bits);
+            for (int c = 0; c < d; c++)
+                if (outlier[c]) { entries.Add((t * d + c, BitConverter.HalfToUInt16Bits((Half)row[c]))); kept++; }
+        }
+        Assert.Equal(expected, block);
+        if (rows == null) Assert.Equal(0, k);
+        else
+        {
+            var got = Enumerable.Range(0, rows.Count).Select(rows.Entry).ToArray();
+            Assert.Equal(entries, got);
+            Assert.Equal(BlockOutliers.IndexBitsFor(blockTokens, d), rows.IndexBits);
+        }
+        output.WriteLine($"{kept} outliers kept of {2 * k * blockTokens} candidates");
+        if (k > 0) Assert.True(kept > 0, "no candidate was kept: the data does not test the margin");
+    }
+
+    [Theory]
+    [InlineData("nuq4-1%", 64, 32)]
+    [InlineData("nuq3-1%", 13, 31)]
+    [InlineData("nuq2-1%", 67, 7)]
+    [InlineData("nuq3-0.5%", 96, 17)]
+    [InlineData("nuq3", 40, 11)]
+    [InlineData("nuq4-1%:uniform", 9, 5)]
+    [InlineData("nuq2-1%:qnorm", 64, 16)]
+    public void PerChannelBlocksAreWhatTheSchemeWrites(string spec, int d, int blockTokens)
+    {
+        int seed = TestSeeds.Of(nameof(PerChannelBlocksAreWhatTheSchemeWrites), spec, d, blockTokens);
+        output.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
+        var s = KvQuantSpec.TryParse(spec)!;
+        var book = Book(s.Bits, s.Uniform, rng);
+        var zero = new float[d];
+        var range = new float[d];
+        for (int c = 0; c < d; c++)
+        {
+            zero[c] = (float)(rng.NextDouble() * 4 - 2);
+            range[c] = 0.1f + (float)rng.NextDouble() * 3;
+        }
+        var codec = new NuqChannelCodec(s, KvSide.Key, blockTokens, d, zero, range, book);
+        var x = new float[blockTokens * d];
+        for (int i = 0; i < x.Length; i++)
+        {
+            int c = i % d;
+            double u = rng.NextDouble() * 2.2 - 1.1;             // some just outside [-1, 1]
+            if (rng.NextDouble() < 0.03) u *= 1 + rng.NextDouble() * 4;
+            x[i] = zero[c] + range[c] * (float)u;
+        }
+        // Exactly on the edges: u = +-1 stays dense.
+        x[0] = zero[0] + range[0];
+        x[1] = zero[1] - range[1];
+        var block = new byte[codec.BlockBytes];
+        rng.NextBytes(block);
+        var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
+        foreach (int t in Shuffled(blockTokens, rng)) codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
+
+        int cb = (d * s.Bits + 7) / 8;
+        var expected = new byte[codec.BlockBytes];
+        var entries = new List<(int Index, ushort Half)>();
+        for (int t = 0; t < blockTokens; t++)
+        {
+            var codes = new int[d];
+            for (int c = 0; c < d; c++)
+            {
+                float u = (x[t * d + c] - zero[c]) / range[c];
+                codes[c] = Nearest(u, book.Levels);
+                if (s.HasOutliers && Math.Abs(u) > 1f) entries.Add((t * d + c, BitConverter.HalfToUInt16Bits((Half)x[t * d + c])));
+            }
+            PutCodes(expected, t * cb, codes, s.Bits);
+        }
+        Assert.Equal(expected, block);
+        if (rows == null) Assert.False(s.HasOutliers);
+        else
+        {
+            Assert.Equal(entries, Enumerable.Range(0, rows.Count).Select(rows.Entry).ToArray());
+            Assert.NotEmpty(entries);
+        }
+        output.WriteLine($"{entries.Count} outliers");
+    }
+
+    /// <summary><c>:clip</c>: each token's stored scale is, among the documented candidates (the min/max scale's range
+    /// code and the 16 below it, each with the zero rounded to the dense values' middle and its two neighbours, clamped
+    /// to 6 bits), one whose decoded dense values have the least squared error (computed here in double); the codes
+    /// are the nearest levels under that scale.</summary>
+    [Theory]
+    [InlineData("nuq2-1%:clip", 64, 16)]
+    [InlineData("nuq3-1%:clip", 13, 9)]
+    [InlineData("nuq4:clip", 40, 7)]
+    [InlineData("nuq3-5%:clip", 96, 5)]
+    public void ClipPicksTheBestCandidateScale(string spec, int d, int blockTokens)
+    {
+        int seed = TestSeeds.Of(nameof(ClipPicksTheBestCandidateScale), spec, d, blockTokens);
+        output.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
+        var s = KvQuantSpec.TryParse(spec)!;
+        var book = Book(s.Bits, false, rng);
+        var codec = new NuqTokenCodec(s, KvSide.Value, blockTokens, d, book);
+        var plain = new NuqTokenCodec(KvQuantSpec.TryParse(spec.Replace(":clip", ""))!, KvSide.Value, blockTokens, d, book);
+        var x = KvQuantTestData.Activations(blockTokens, d, seed);
+        var block = new byte[codec.BlockBytes];
+        var plainBlock = new byte[codec.BlockBytes];
+        var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
+        var plainRows = codec.HasBlockOutliers ? new BlockOutliers() : null;
+        for (int t = 0; t < blockTokens; t++)
+        {
+            codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
+            plain.EncodeToken(x.AsSpan(t * d, d), plainBlock, plainRows, t);
+        }
+        var outlierIndex = rows == null ? new HashSet<int>() : Enumerable.Range(0, rows.Count).Select(i => rows.Entry(i).Index).ToHashSet();
+        int cb = (d * s.Bits + 7) / 8, moved = 0;
+        for (int t = 0; t < blockTokens; t++)
+        {
+            var dense = Enumerable.Range(0, d).Where(c => !outlierIndex.Contains(t * d + c)).Select(c => x[t * d + c]).ToArray();
+            double Error(int r, int z)
+            {
+                float range = RangeOf(r), zero = z * (range / 16);
+                double e = 0;
+                foreach (float v in dense)
+                {
+                    double dv = zero + range * book.Levels[Nearest((v - zero) / range, book.Levels)] - (double)v;
+                    e += dv * dv;
+                }
+                return e;
+            }
+            int minMax = plainBlock[2 * t] | plainBlock[2 * t + 1] << 8, rc = minMax & 1023;
+            float mid = (dense.Max() + dense.Min()) * 0.5f;
+            double best = Error(rc, (minMax >> 10) >= 32 ? (minMax >> 10) - 64 : minMax >> 10);
+            var candidates = new HashSet<int> { minMax };
+            for (int r = rc - 1; r >= Math.Max(0, rc - 16); r--)
+            {
+                int zc = (int)MathF.Round(mid / (RangeOf(r) / 16));
+                for (int dz = -1; dz <= 1; dz++)
+                {
+                    int z = Math.Clamp(zc + dz, -32, 31);
+                    candidates.Add(r | (z & 63) << 10);
+                    best = Math.Min(best, Error(r, z));
+                }
+            }
+            int packed = block[2 * t] | block[2 * t + 1] << 8;
+            Assert.Contains(packed, candidates);
+            int pz = (packed >> 10) >= 32 ? (packed >> 10) - 64 : packed >> 10;
+            double got = Error(packed & 1023, pz);
+            Assert.True(got <= best * (1 + 1e-5) + 1e-12, $"t{t}: scale {packed:x4} leaves {got}, a candidate leaves {best}");
+            if (packed != minMax) moved++;
+            float gr = RangeOf(packed & 1023), gz = pz * (gr / 16);
+            var codes = new int[d];
+            for (int c = 0; c < d; c++) codes[c] = Nearest((x[t * d + c] - gz) / gr, book.Levels);
+            var expected = new byte[cb];
+            PutCodes(expected, 0, codes, s.Bits);
+            Assert.Equal(expected, block.AsSpan(2 * blockTokens + t * cb, cb).ToArray());
+        }
+        output.WriteLine($"{moved} of {blockTokens} tokens moved off the min/max scale");
+        Assert.True(moved > 0, "no token moved off the min/max scale: the data does not test the search");
+    }
+}

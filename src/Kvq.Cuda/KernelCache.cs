@@ -4,7 +4,7 @@ using System.Text;
 namespace Kvq.Cuda;
 
 /// <summary>
-/// Cubins on disk, keyed by SHA-256 of (source, options, architecture, NVRTC version), so a changed kernel, flag or
+/// Cubins on disk, keyed by SHA-256 of (source and its include headers, options, architecture, NVRTC version), so a changed kernel, flag or
 /// compiler never reuses a stale binary. Folder: KVQ_CUBIN_CACHE, else $XDG_CACHE_HOME/kvq/cubin, else
 /// ~/.cache/kvq/cubin. Writes are atomic (temp file + rename) so concurrent processes never read half a file;
 /// an unreadable cache only costs a compile.
@@ -26,10 +26,16 @@ public sealed class KernelCache
         return Path.Combine(root, "kvq", "cubin");
     }
 
-    public static string Key(string source, string arch, IReadOnlyList<string> options, string compilerVersion)
+    public static string Key(string source, string arch, IReadOnlyList<string> options, string compilerVersion) =>
+        Key(source, [], arch, options, compilerVersion);
+
+    /// <summary>The key of a source compiled with include headers: each header's name and text count like the source's
+    /// (no headers: the same key as <see cref="Key(string, string, IReadOnlyList{string}, string)"/>).</summary>
+    public static string Key(string source, IReadOnlyList<KernelHeader> headers, string arch, IReadOnlyList<string> options, string compilerVersion)
     {
-        var text = $"{compilerVersion}\n{arch}\n{string.Join('\u0001', options)}\n{source}";
-        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+        var text = new StringBuilder($"{compilerVersion}\n{arch}\n{string.Join('\u0001', options)}\n{source}");
+        foreach (var h in headers) text.Append('\u0002').Append(h.Name).Append('\n').Append(h.Text);
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
     }
 
     /// <summary>The cached cubin for this key, or the result of <paramref name="compile"/>, stored for next time.</summary>

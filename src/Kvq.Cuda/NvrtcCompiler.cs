@@ -16,14 +16,34 @@ public static unsafe class NvrtcCompiler
 
     /// <summary>Compiles <paramref name="source"/> for <paramref name="arch"/> (e.g. sm_90, sm_90a) and returns the
     /// cubin. A compile error becomes an <see cref="NvrtcException"/> carrying the compiler's log.</summary>
-    public static byte[] Compile(string source, string name, string arch, IReadOnlyList<string> options)
+    /// <param name="headers">the files the source may #include (NVRTC reads no file system): name and text each.</param>
+    public static byte[] Compile(string source, string name, string arch, IReadOnlyList<string> options, IReadOnlyList<KernelHeader>? headers = null)
     {
         NativeLibraries.Require(NativeLibraries.Nvrtc);
         var src = Z(source);
         var nm = Z(name);
         IntPtr prog;
-        fixed (byte* s = src, n = nm)
-            Nvrtc.Check(Nvrtc.nvrtcCreateProgram(out prog, s, n, 0, null, null), $"nvrtcCreateProgram({name})");
+        headers ??= [];
+        var texts = headers.Select(h => Z(h.Text)).ToArray();
+        var names = headers.Select(h => Z(h.Name)).ToArray();
+        var pins = texts.Concat(names).Select(b => System.Runtime.InteropServices.GCHandle.Alloc(b, System.Runtime.InteropServices.GCHandleType.Pinned)).ToArray();
+        try
+        {
+            var hp = stackalloc byte*[Math.Max(1, texts.Length)];
+            var np = stackalloc byte*[Math.Max(1, names.Length)];
+            for (int i = 0; i < texts.Length; i++)
+            {
+                hp[i] = (byte*)pins[i].AddrOfPinnedObject();
+                np[i] = (byte*)pins[texts.Length + i].AddrOfPinnedObject();
+            }
+            fixed (byte* s = src, n = nm)
+                Nvrtc.Check(Nvrtc.nvrtcCreateProgram(out prog, s, n, texts.Length, texts.Length > 0 ? hp : null, texts.Length > 0 ? np : null),
+                    $"nvrtcCreateProgram({name}, {texts.Length} headers)");
+        }
+        finally
+        {
+            foreach (var h in pins) h.Free();   // nvrtcCreateProgram copies the headers
+        }
         try
         {
             var all = new List<string> { $"--gpu-architecture={arch}", "--std=c++17" };

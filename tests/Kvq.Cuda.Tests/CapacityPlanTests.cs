@@ -79,13 +79,13 @@ public class CapacityPlanTests(ITestOutputHelper output)
             Architecture = "llama", Dim = 384, Layers = 8, Heads = 6, KvHeads = 2, HeadDim = 64, FfnDim = 1024, VocabSize = 8192,
             NormEps = 1e-5f, RopeBase = 10000f, RopeDims = 64, RopeStyle = RopeStyle.Normal, ContextLength = 4096,
         };
-        using var model = CudaTransformer.CreateRandom(cfg, new CudaModelOptions(CudaWeightType.F32, LabDecode: false));
+        using var model = CudaTransformer.CreateRandom(cfg, new CudaModelOptions(CudaWeightType.F32, ContiguousNuq: false));
         foreach (var spec in new[] { "f16", "nuq2", "nuq4-1%" })
         {
             var f = CapacityPlan.FormatBytes(cfg, new KvCacheConfig(spec, spec));
             using var seq = spec == "f16"
                 ? (CudaKvSequence)model.CreateSequence(new KvCacheConfig("f16", "f16"), 1024)
-                : model.CreateKvQuantSequence(_ => ShardedAttentionGpuTests.Codecs(spec, cfg.KvHeads, cfg.HeadDim), 0, 1024, labDecode: false);
+                : model.CreateKvQuantSequence(_ => ShardedAttentionGpuTests.Codecs(spec, cfg.KvHeads, cfg.HeadDim), 0, 1024, contiguousNuq: false);
             long pool = seq.Cache.DeviceBytes, want = 1024L * f.DeviceBytesPerToken;
             output.WriteLine($"{spec}: pool {pool:N0} bytes, plan {want:N0} ({f.DeviceBytesPerToken} B/token)");
             Assert.InRange(pool - want, 0, 64 * 1024);

@@ -12,23 +12,14 @@ public class DecodeAttentionGpuTests
     {
         using var ctx = CudaContext.Create();
         using var kernels = new DecodeKernels(ctx);
+        using var versions = new DecodeKernelVersions(kernels);   // v9 from production's module, the rest from the lab's
         using var attn = new DecodeAttention(kernels);
         foreach (var shape in new[] { new DecodeShape(4, 1), new DecodeShape(2, 4) })
         {
             var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, 0x1234567u, 0x89abcdefu, tokens: 256);
-            var S = NuqLayout.Slots;
-            foreach (var (bits, version, layout) in new[] { (16, 1, S), (4, 1, S), (4, 2, S), (4, 3, S), (4, 4, S), (4, 5, S), (4, 6, S), (3, 6, S), (2, 6, S),
-                (4, 6, NuqLayout.Dense), (3, 6, NuqLayout.Dense), (2, 6, NuqLayout.Dense), (4, 6, NuqLayout.SparseKeys), (2, 6, NuqLayout.SparseKeys),
-                (4, 7, S), (3, 7, S), (2, 7, S), (4, 7, NuqLayout.Dense), (3, 7, NuqLayout.Dense), (2, 7, NuqLayout.Dense), (4, 7, NuqLayout.SparseKeys),
-                (3, 7, NuqLayout.SparseKeys), (2, 7, NuqLayout.SparseKeys), (4, 8, S), (3, 8, S), (2, 8, S), (4, 8, NuqLayout.Dense),
-                (2, 8, NuqLayout.Dense), (3, 8, NuqLayout.SparseKeys), (4, 9, S), (3, 9, S), (2, 9, S), (4, 9, NuqLayout.Dense), (3, 9, NuqLayout.Dense),
-                (4, 9, NuqLayout.SparseKeys), (3, 9, NuqLayout.SparseKeys), (4, 10, S), (4, 10, NuqLayout.Dense), (4, 10, NuqLayout.SparseKeys),
-                (4, 11, S), (3, 11, S), (2, 11, S), (4, 11, NuqLayout.Dense), (3, 11, NuqLayout.Dense), (2, 11, NuqLayout.Dense),
-                (4, 11, NuqLayout.SparseKeys), (3, 11, NuqLayout.SparseKeys), (2, 11, NuqLayout.SparseKeys),
-                (4, 12, S), (3, 12, S), (2, 12, S), (4, 12, NuqLayout.Dense), (3, 12, NuqLayout.Dense), (2, 12, NuqLayout.Dense),
-                (4, 12, NuqLayout.SparseKeys), (3, 12, NuqLayout.SparseKeys), (2, 12, NuqLayout.SparseKeys) })
+            foreach (var (bits, version, layout) in Cases)
             {
-                attn.Version = version;
+                attn.Split = versions.For(version);
                 const long n = 517;
                 var profile = bits == 16 ? null : profiles[$"nuq{bits}{Suffix(layout)}"];
                 using GpuLayerCache cache = bits == 16
@@ -54,6 +45,24 @@ public class DecodeAttentionGpuTests
                 Assert.True(rel < 2e-4, $"{shape} {cache.Name} v{version}: relative error {rel}");
             }
         }
+    }
+
+    /// <summary>(bits, version, layout) of each check (16 bits: the f16 cache), run at G = 1 and G = 4.</summary>
+    internal static readonly (int Bits, int Version, NuqLayout Layout)[] Cases = Build();
+
+    private static (int, int, NuqLayout)[] Build()
+    {
+        var S = NuqLayout.Slots;
+        return [(16, 1, S), (4, 1, S), (4, 2, S), (4, 3, S), (4, 4, S), (4, 5, S), (4, 6, S), (3, 6, S), (2, 6, S),
+            (4, 6, NuqLayout.Dense), (3, 6, NuqLayout.Dense), (2, 6, NuqLayout.Dense), (4, 6, NuqLayout.SparseKeys), (2, 6, NuqLayout.SparseKeys),
+            (4, 7, S), (3, 7, S), (2, 7, S), (4, 7, NuqLayout.Dense), (3, 7, NuqLayout.Dense), (2, 7, NuqLayout.Dense), (4, 7, NuqLayout.SparseKeys),
+            (3, 7, NuqLayout.SparseKeys), (2, 7, NuqLayout.SparseKeys), (4, 8, S), (3, 8, S), (2, 8, S), (4, 8, NuqLayout.Dense),
+            (2, 8, NuqLayout.Dense), (3, 8, NuqLayout.SparseKeys), (4, 9, S), (3, 9, S), (2, 9, S), (4, 9, NuqLayout.Dense), (3, 9, NuqLayout.Dense),
+            (4, 9, NuqLayout.SparseKeys), (3, 9, NuqLayout.SparseKeys), (4, 10, S), (4, 10, NuqLayout.Dense), (4, 10, NuqLayout.SparseKeys),
+            (4, 11, S), (3, 11, S), (2, 11, S), (4, 11, NuqLayout.Dense), (3, 11, NuqLayout.Dense), (2, 11, NuqLayout.Dense),
+            (4, 11, NuqLayout.SparseKeys), (3, 11, NuqLayout.SparseKeys), (2, 11, NuqLayout.SparseKeys),
+            (4, 12, S), (3, 12, S), (2, 12, S), (4, 12, NuqLayout.Dense), (3, 12, NuqLayout.Dense), (2, 12, NuqLayout.Dense),
+            (4, 12, NuqLayout.SparseKeys), (3, 12, NuqLayout.SparseKeys), (2, 12, NuqLayout.SparseKeys)];
     }
 
     internal static string Suffix(NuqLayout layout) => layout switch { NuqLayout.Dense => "d", NuqLayout.SparseKeys => "s", _ => "" };

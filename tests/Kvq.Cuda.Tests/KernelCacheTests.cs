@@ -15,6 +15,17 @@ public class KernelCacheTests
     }
 
     [Fact]
+    public void KeyCoversTheIncludedHeadersText()
+    {
+        var k = KernelCache.Key("src", "sm_90", ["-lineinfo"], "nvrtc 13.0");
+        Assert.Equal(k, KernelCache.Key("src", [], "sm_90", ["-lineinfo"], "nvrtc 13.0"));   // no headers: the old key
+        var h = KernelCache.Key("src", [new KernelHeader("common.cuh", "typedef unsigned int u32;")], "sm_90", ["-lineinfo"], "nvrtc 13.0");
+        Assert.NotEqual(k, h);
+        Assert.NotEqual(h, KernelCache.Key("src", [new KernelHeader("common.cuh", "typedef unsigned int  u32;")], "sm_90", ["-lineinfo"], "nvrtc 13.0"));
+        Assert.NotEqual(h, KernelCache.Key("src", [new KernelHeader("other.cuh", "typedef unsigned int u32;")], "sm_90", ["-lineinfo"], "nvrtc 13.0"));
+    }
+
+    [Fact]
     public void CompilesOnceThenReadsTheFile()
     {
         var dir = Path.Combine(Path.GetTempPath(), "kvq-cubin-test-" + Guid.NewGuid().ToString("N"));

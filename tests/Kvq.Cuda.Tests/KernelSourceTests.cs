@@ -1,48 +1,132 @@
 using Kvq.Cuda.Attention;
+using Kvq.KernelLab;
 
 namespace Kvq.Cuda.Tests;
 
 public class KernelSourceTests
 {
-    [Fact]
-    public void EveryKernelTheHostLaunchesIsDefinedInTheEmbeddedSources()
+    private static readonly NuqLayout[] Layouts = [NuqLayout.Slots, NuqLayout.Dense, NuqLayout.SparseKeys];
+
+    /// <summary>Every decode kernel production asks for (DecodeKernels.AttentionName for each cache it builds: f16 and
+    /// nuq2-4 in the three layouts, 1 or 4 query heads per KV head) and the reduce.</summary>
+    private static HashSet<string> ProductionNames()
     {
-        var attn = KernelSources.Read("decode_attention.cu");
-        var enc = KernelSources.Read("kv_encode.cu");
-        foreach (int g in new[] { 1, 4 })
+        var names = new HashSet<string> { "attn_reduce" };
+        foreach (int g in DecodeKernels.Groups)
         {
-            Assert.Contains($"F16_ENTRY({g})", attn);
-            foreach (int b in new[] { 2, 3, 4 })
-                Assert.Contains($"NUQ_VERSIONS({b})", attn);
+            names.Add(DecodeKernels.AttentionName(16, 16, g));
+            foreach (int b in DecodeKernels.NuqBits)
+                foreach (var layout in Layouts)
+                    names.Add(DecodeKernels.AttentionName(b, b, g, layout));
         }
-        foreach (var macro in new[] { "NUQ_ENTRY(B, B, 1, 1, 1)", "NUQ_ENTRY(B, B, 1, 2, 4)", "NUQ_V3(B, 1, 4)", "NUQ_V4(B, 1, 2)", "NUQ_V5(B, 1, 3)", "NUQ_V6(B, 1, 3)",
-            "NUQ_V6_DENSE(B, 1, 3)", "NUQ_V6_DENSE(B, 4, 2)", "NUQ_V6_SPARSE(B, 1, 3)", "NUQ_V6_SPARSE(B, 4, 2)", "_r##VER", "_r6_dense", "_r6_sparse",
-            "NUQ_V7(4, 1, 2)", "NUQ_V7(4, 4, 2)", "NUQ_V7(3, 1, 2)", "NUQ_V7(3, 4, 2)", "NUQ_V7(2, 1, 3)", "NUQ_V7(2, 4, 2)", "_r##VER##SUFFIX",
-            "NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0)", "NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)",
-            "NUQ_V7_LAYOUTS(B, G, MINB, 7) NUQ_V7_LAYOUTS(B, G, MINB, 8)", "NUQ_V9(4) NUQ_V9(3) NUQ_V9(2)", "NUQ_V7_LAYOUTS(4, 1, 3, 10)",
-            "NUQ_V7_LAYOUTS(4, 4, 2, 10)", "#define NUQ_V11(B) NUQ_V7_LAYOUTS(B, 4, 2, 11)", "NUQ_V11(4) NUQ_V11(3) NUQ_V11(2)",
-            "NUQ_V7_LAYOUTS(4, 4, 2, 12) NUQ_V7_LAYOUTS(3, 4, 2, 12) NUQ_V7_LAYOUTS(2, 4, 2, 12)" })
-            Assert.Contains(macro, attn);
-        Assert.Contains("attn_reduce", attn);
-        foreach (var name in new[] { "kv_materialize", "kv_write_f16", "ENC(2)", "ENC(3)", "ENC(4)", "ENC_L(B, 0, 0, _dense)", "KLIST_ENC(2)", "#define KLIST 48" })
-            Assert.Contains(name, enc);
-        Assert.Equal(48, DecodeShape.KeyListWords);
-        Assert.Equal(9, DecodeKernels.LatestVersion);
+        return names;
     }
 
     [Fact]
-    public void VersionsElevenAndTwelveRunVersionNineForMhaAndTheirOwnKernelsForGqa()
+    public void DecodeAttentionDefinesExactlyTheKernelsProductionLaunches()
     {
-        Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernels.AttentionName(4, 4, 1, 11));
-        Assert.Equal("attn_nuq_k2_v2_g1_r9_dense", DecodeKernels.AttentionName(2, 2, 1, 12, NuqLayout.Dense));
-        Assert.Equal("attn_nuq_k3_v3_g4_r12_sparse", DecodeKernels.AttentionName(3, 3, 4, 12, NuqLayout.SparseKeys));
-        Assert.Equal("attn_nuq_k4_v4_g4_r11", DecodeKernels.AttentionName(4, 4, 4, 11));
-        Assert.Equal("attn_nuq_k4_v4_g1_r10", DecodeKernels.AttentionName(4, 4, 1, 10));
-        Assert.Equal("attn_f16_g4", DecodeKernels.AttentionName(16, 16, 4, 12));
-        Assert.Throws<NotSupportedException>(() => DecodeKernels.AttentionName(4, 4, 4, 5, NuqLayout.Dense));
-        var attn = KernelSources.Read("decode_attention.cu");
-        Assert.DoesNotContain("NUQ_V7_LAYOUTS(B, 1, 3, 11)", attn);
-        Assert.DoesNotContain("NUQ_V7_LAYOUTS(4, 1, 3, 12)", attn);
+        var defined = KernelEntries.Of(KernelSources.Read("decode_attention.cu"));
+        var wanted = ProductionNames();
+        Assert.Equal(2 + 2 * 3 * 3 + 1, wanted.Count);
+        Assert.Empty(wanted.Except(defined));   // a kernel the host asks for and the file lacks
+        Assert.Empty(defined.Except(wanted));   // a kernel compiled at every start that production never runs
+        Assert.Contains("attn_nuq_k3_v3_g4_r9_sparse", defined);
+        Assert.Contains("attn_f16_g1", defined);
+        // What production does not compile is refused by name, not left to a failed cuModuleGetFunction.
+        Assert.Throws<NotSupportedException>(() => DecodeKernels.AttentionName(4, 4, 2));
+        Assert.Throws<NotSupportedException>(() => DecodeKernels.AttentionName(5, 5, 1));
+        Assert.Throws<NotSupportedException>(() => DecodeKernels.AttentionName(4, 2, 1));
+    }
+
+    [Fact]
+    public void TheLabFileDefinesEveryOtherVersionAndNothingProductionHas()
+    {
+        var lab = KernelEntries.Of(DecodeKernelVersions.Source());
+        var production = KernelEntries.Of(KernelSources.Read("decode_attention.cu"));
+        var wantLab = new HashSet<string>();
+        int inProduction = 0;
+        foreach (int version in Enumerable.Range(DecodeKernelVersions.FirstVersion, DecodeKernelVersions.LastVersion))
+            foreach (int g in DecodeKernels.Groups)
+                foreach (int b in DecodeKernels.NuqBits.Append(16))
+                    foreach (var layout in Layouts)
+                    {
+                        if (!DecodeKernelVersions.Compiled(b, b, g, version, layout)) continue;
+                        var name = DecodeKernelVersions.AttentionName(b, b, g, version, layout);
+                        if (DecodeKernelVersions.InProduction(b, g, version)) { Assert.Contains(name, production); inProduction++; }
+                        else wantLab.Add(name);
+                    }
+        Assert.True(inProduction > 0);
+        Assert.Empty(wantLab.Except(lab));
+        Assert.Empty(lab.Except(wantLab));
+        Assert.Empty(lab.Intersect(production));   // the lab loads beside production: no name in both
+        // Every case the GPU test runs (both shapes) names a kernel that one of the two files defines.
+        foreach (int g in new[] { 1, 4 })
+            foreach (var (bits, version, layout) in DecodeAttentionGpuTests.Cases)
+            {
+                var name = DecodeKernelVersions.AttentionName(bits, bits, g, version, layout);
+                Assert.True(lab.Contains(name) || production.Contains(name), $"{name} (v{version}, {bits} bits, G = {g}, {layout})");
+            }
+        // The kernel list (run first by the lab's Program) also resolves to existing kernels.
+        foreach (var (bits, g, version, layout) in DecodeKernelVersions.Listed)
+        {
+            var name = DecodeKernelVersions.AttentionName(bits, bits, g, version, layout);
+            Assert.True(lab.Contains(name) || production.Contains(name), name);
+        }
+    }
+
+    [Fact]
+    public void KvEncodeDefinesEveryKernelTheAppendPathLaunches()
+    {
+        var enc = KernelEntries.Of(KernelSources.Read("kv_encode.cu"));
+        var wanted = new List<string> { "encode_key_list_s2", "append_key_list_s2", "kv_materialize", "kv_write_f16" };
+        foreach (int b in DecodeKernels.NuqBits)
+            foreach (var suffix in new[] { "", "_dense" })
+                wanted.AddRange([$"encode_keys_b{b}{suffix}", $"encode_values_b{b}{suffix}", $"append_keys_b{b}{suffix}", $"append_values_b{b}{suffix}"]);
+        Assert.Empty(wanted.Except(enc));
+        Assert.Equal(48, DecodeShape.KeyListWords);
+        Assert.Equal(9, DecodeKernels.NuqVersion);
+    }
+
+    [Fact]
+    public void TheHeadersNvrtcGetsAreTheIncludedOnesEachOnce()
+    {
+        var attn = KernelSources.Includes(KernelSources.Read("decode_attention.cu")).Select(h => h.Name).ToList();
+        Assert.Equal(["attn_split.cuh", "decode_common.cuh", "common.cuh", "attn_v7.cuh", "decode_stage.cuh"], attn);
+        Assert.Equal(["common.cuh"], KernelSources.Includes(KernelSources.Read("model.cu")).Select(h => h.Name));
+        Assert.Equal(["common.cuh"], KernelSources.Includes(KernelSources.Read("kv_encode.cu")).Select(h => h.Name));
+        Assert.Empty(KernelSources.Includes(KernelSources.Read("shard_combine.cu")));
+        Assert.Equal(attn, KernelSources.Includes(DecodeKernelVersions.Source()).Select(h => h.Name));
+        // u32 and the f16 conversions are defined once, in common.cuh, for every kernel file.
+        foreach (var file in new[] { "decode_attention.cu", "kv_encode.cu", "model.cu", "attn_v7.cuh", "decode_common.cuh" })
+            Assert.DoesNotContain("typedef unsigned int u32;", KernelSources.Read(file));
+        var e = Assert.Throws<FileNotFoundException>(() => KernelSources.Includes("#include \"gone.cuh\"\n"));
+        Assert.Contains("gone.cuh", e.Message);
+        Assert.Contains("common.cuh", e.Message);   // the message lists what is embedded
+    }
+
+    [Fact]
+    public void TheEntryReaderExpandsPastesAndSkipsComments()
+    {
+        const string src = "#define E(N, S) \\\nextern \"C\" __global__ void __launch_bounds__(T, 2) k_##N##S(int a) { f(a, (b)); }\n" +
+            "#define TWO(N) E(N, ) E(N, _x)\nTWO(1) TWO(2)\n// TWO(3)\n/* TWO(4) */\nextern \"C\" __global__ void plain(int a) {}\n";
+        Assert.Equal(["k_1", "k_1_x", "k_2", "k_2_x", "plain"], KernelEntries.Of(src).Order(StringComparer.Ordinal));
+        Assert.Throws<InvalidOperationException>(() => KernelEntries.Of("#define E(A, B) A B\nE(1)\n"));
+    }
+
+    [Fact]
+    public void LabNamesMapVersionsElevenAndTwelveToVersionNineForMha()
+    {
+        Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 11));
+        Assert.Equal("attn_nuq_k2_v2_g1_r9_dense", DecodeKernelVersions.AttentionName(2, 2, 1, 12, NuqLayout.Dense));
+        Assert.Equal("attn_nuq_k3_v3_g4_r12_sparse", DecodeKernelVersions.AttentionName(3, 3, 4, 12, NuqLayout.SparseKeys));
+        Assert.Equal("attn_nuq_k4_v4_g4_r11", DecodeKernelVersions.AttentionName(4, 4, 4, 11));
+        Assert.Equal("attn_nuq_k4_v4_g1_r10", DecodeKernelVersions.AttentionName(4, 4, 1, 10));
+        Assert.Equal("attn_f16_g4", DecodeKernelVersions.AttentionName(16, 16, 4, 12));
+        Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(4, 4, 4, 5, NuqLayout.Dense));
+        Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(3, 3, 1, 10));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 13));
+        Assert.True(DecodeKernelVersions.InProduction(4, 1, 12));
+        Assert.False(DecodeKernelVersions.InProduction(4, 4, 12));
     }
 
     [Fact]

@@ -9,7 +9,7 @@ using Kvq.Tensors;
 namespace Kvq.Cuda.Tests;
 
 /// <summary>The CUDA model's host-side decisions, checked without a GPU: how attention is split, which caches the
-/// device takes, which take the kernel lab's layout, and the RoPE parameters handed to the kernels.</summary>
+/// device takes, which take the contiguous decode layout, and the RoPE parameters handed to the kernels.</summary>
 public class ModelPlanTests
 {
     [Theory]
@@ -54,21 +54,21 @@ public class ModelPlanTests
     }
 
     [Fact]
-    public void TheLabLayoutTakesHeadDim128WithOneOrFourQueryHeadsAndItsSlotCounts()
+    public void TheContiguousLayoutTakesHeadDim128WithOneOrFourQueryHeadsAndItsSlotCounts()
     {
         var mha = Shape(128, 4, 4);
         var gqa4 = Shape(128, 2, 8);
-        Assert.Equal(NuqLayout.Slots, CudaKvSequence.LabLayout([Codecs("nuq4-1%", 4, 128), Codecs("nuq4-1%", 4, 128)], mha, 1));
-        Assert.Equal(NuqLayout.Dense, CudaKvSequence.LabLayout([Codecs("nuq2", 2, 128), Codecs("nuq2", 2, 128)], gqa4, 0));
+        Assert.Equal(NuqLayout.Slots, CudaKvSequence.ContiguousLayout([Codecs("nuq4-1%", 4, 128), Codecs("nuq4-1%", 4, 128)], mha, 1));
+        Assert.Equal(NuqLayout.Dense, CudaKvSequence.ContiguousLayout([Codecs("nuq2", 2, 128), Codecs("nuq2", 2, 128)], gqa4, 0));
         // Head dim 64 (books-19m), 3 query heads per KV head, 2 sink tokens, NeoX RoPE, 0.5% outliers, per-head
         // codebooks, mixed layouts across layers: the model's own layout.
-        Assert.Null(CudaKvSequence.LabLayout([Codecs("nuq4-1%", 2, 64), Codecs("nuq4-1%", 2, 64)], Shape(64, 2, 6), 1));
-        Assert.Null(CudaKvSequence.LabLayout([Codecs("nuq4-1%", 2, 128), Codecs("nuq4-1%", 2, 128)], Shape(128, 2, 6), 1));
-        Assert.Null(CudaKvSequence.LabLayout([Codecs("nuq4-1%", 4, 128), Codecs("nuq4-1%", 4, 128)], mha, 2));
-        Assert.Null(CudaKvSequence.LabLayout([Codecs("nuq4-1%", 4, 128), Codecs("nuq4-1%", 4, 128)], Shape(128, 4, 4, RopeStyle.Neox), 1));
-        Assert.Null(CudaKvSequence.LabLayout([Codecs("nuq4-0.5%", 4, 128), Codecs("nuq4-0.5%", 4, 128)], mha, 1));
-        Assert.Null(CudaKvSequence.LabLayout([Codecs("nuq4-1%", 4, 128, sameBooks: false), Codecs("nuq4-1%", 4, 128)], mha, 1));
-        Assert.Null(CudaKvSequence.LabLayout([Codecs("nuq4-1%", 4, 128), Codecs("nuq4", 4, 128)], mha, 1));
+        Assert.Null(CudaKvSequence.ContiguousLayout([Codecs("nuq4-1%", 2, 64), Codecs("nuq4-1%", 2, 64)], Shape(64, 2, 6), 1));
+        Assert.Null(CudaKvSequence.ContiguousLayout([Codecs("nuq4-1%", 2, 128), Codecs("nuq4-1%", 2, 128)], Shape(128, 2, 6), 1));
+        Assert.Null(CudaKvSequence.ContiguousLayout([Codecs("nuq4-1%", 4, 128), Codecs("nuq4-1%", 4, 128)], mha, 2));
+        Assert.Null(CudaKvSequence.ContiguousLayout([Codecs("nuq4-1%", 4, 128), Codecs("nuq4-1%", 4, 128)], Shape(128, 4, 4, RopeStyle.Neox), 1));
+        Assert.Null(CudaKvSequence.ContiguousLayout([Codecs("nuq4-0.5%", 4, 128), Codecs("nuq4-0.5%", 4, 128)], mha, 1));
+        Assert.Null(CudaKvSequence.ContiguousLayout([Codecs("nuq4-1%", 4, 128, sameBooks: false), Codecs("nuq4-1%", 4, 128)], mha, 1));
+        Assert.Null(CudaKvSequence.ContiguousLayout([Codecs("nuq4-1%", 4, 128), Codecs("nuq4", 4, 128)], mha, 1));
     }
 
     [Fact]

@@ -82,7 +82,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
                 Architecture = "llama", Dim = 8 * hd, Layers = 2, Heads = 8, KvHeads = 2, HeadDim = hd, FfnDim = 64, VocabSize = 32,
                 NormEps = 1e-5f, RopeBase = 10000f, RopeDims = hd, RopeStyle = RopeStyle.Normal, ContextLength = 4096,
             };
-            using var model = CudaTransformer.CreateRandom(cfg, new CudaModelOptions(CudaWeightType.F32, MaxBatch: 48, LabDecode: false));
+            using var model = CudaTransformer.CreateRandom(cfg, new CudaModelOptions(CudaWeightType.F32, MaxBatch: 48, ContiguousNuq: false));
             var shape = model.KvShape;
             foreach (var (spec, sink) in new[] { ("f16", 0), ("nuq4-1%", 3), ("nuq3", 0) })
                 foreach (var layout in Layouts(1400))
@@ -90,7 +90,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
                     int tokens = (int)Math.Min(layout.Total, 1400) - 4;
                     using var whole = spec == "f16"
                         ? (CudaKvSequence)model.CreateSequence(new KvCacheConfig("f16", "f16"), (int)layout.Total)
-                        : model.CreateKvQuantSequence(_ => Codecs(spec, shape.KvHeads, hd), sink, (int)layout.Total, labDecode: false);
+                        : model.CreateKvQuantSequence(_ => Codecs(spec, shape.KvHeads, hd), sink, (int)layout.Total, contiguousNuq: false);
                     using var sharded = spec == "f16"
                         ? model.CreateShardedSequence(new KvCacheConfig("f16", "f16"), layout)
                         : model.CreateShardedKvQuantSequence(_ => Codecs(spec, shape.KvHeads, hd), sink, layout);
@@ -135,7 +135,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
     {
         using var loaded = ModelLoader.Load(BooksGguf());
         var cfg = loaded.Weights.Config;
-        using var gpu = CudaTransformer.Load(loaded.Weights, new CudaModelOptions(CudaWeightType.F32, MaxBatch: 48, LabDecode: false));
+        using var gpu = CudaTransformer.Load(loaded.Weights, new CudaModelOptions(CudaWeightType.F32, MaxBatch: 48, ContiguousNuq: false));
         var rng = new Random(21);
         var ids = new int[1001];   // odd: prompt chunks of 48 cross every shard boundary, then decode steps
         ids[0] = 1;
@@ -156,7 +156,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
             }
             var want = Run(() => spec == "f16"
                 ? gpu.CreateSequence(new KvCacheConfig("f16", "f16"), 1024)
-                : gpu.CreateKvQuantSequence(_ => Codecs(spec, shape.KvHeads, shape.HeadDim), sink, 1024, labDecode: false));
+                : gpu.CreateKvQuantSequence(_ => Codecs(spec, shape.KvHeads, shape.HeadDim), sink, 1024, contiguousNuq: false));
             foreach (var layout in new[] { ShardLayout.Even(1024, 2), ShardLayout.Even(1024, 4), ShardLayout.Even(1024, 8), new ShardLayout([128, 512, 256, 128]) })
             {
                 var got = Run(() => spec == "f16"
@@ -187,7 +187,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
     {
         using var loaded = ModelLoader.Load(BooksGguf());
         var cfg = loaded.Weights.Config;
-        using var gpu = CudaTransformer.Load(loaded.Weights, new CudaModelOptions(CudaWeightType.F32, MaxBatch: 48, LabDecode: false));
+        using var gpu = CudaTransformer.Load(loaded.Weights, new CudaModelOptions(CudaWeightType.F32, MaxBatch: 48, ContiguousNuq: false));
         output.WriteLine($"NCCL {NcclCommunicator.Version()} on {gpu.DeviceInfo.Name}");
         var id = NcclCommunicator.CreateUniqueId();
         Assert.Equal(256, id.Length);

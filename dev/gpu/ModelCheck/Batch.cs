@@ -20,7 +20,7 @@ internal static class BatchCheck
 
     /// <summary>Every check: books-19m with f32 and f16 weights (f16 cache in one shared pool, hand-made nuq4-1% in the
     /// model's generic layout, the profile's nuq3-1% when given), then the 7B shape (random f16 weights; f16, nuq4-1% in
-    /// the lab's decode layout and nuq4-1%* in the model's layout).</summary>
+    /// the contiguous decode layout and nuq4-1%* in the model's layout).</summary>
     public static int RunAll(string modelPath, string profilePath, int sink)
     {
         int failures = 0;
@@ -50,8 +50,8 @@ internal static class BatchCheck
             Console.WriteLine($"\n== batched steps, 7B shape (random f16 weights) on {model.Device}");
             failures += Run("7B f16 cache", model, _ => (CudaKvSequence)model.CreateSequence(new KvCacheConfig("f16", "f16"), 256), 2e-2, false);
             foreach (var kv in new[] { "nuq4-1%", "nuq4-1%*" })
-                failures += Run($"7B {kv} ({(kv.EndsWith('*') ? "model" : "lab decode")} layout)", model,
-                    _ => model.CreateKvQuantSequence(_ => SevenB.Codecs(kv.TrimEnd('*')), 1, 256, labDecode: !kv.EndsWith('*')), 2e-2, false, quantized: true);
+                failures += Run($"7B {kv} ({(kv.EndsWith('*') ? "model" : "contiguous decode")} layout)", model,
+                    _ => model.CreateKvQuantSequence(_ => SevenB.Codecs(kv.TrimEnd('*')), 1, 256, contiguousNuq: !kv.EndsWith('*')), 2e-2, false, quantized: true);
         }
         Console.WriteLine(failures == 0 ? "\nbatch: all checks passed" : $"\nbatch: {failures} check(s) FAILED");
         return failures == 0 ? 0 : 1;
@@ -263,7 +263,7 @@ internal static class ServingBatch
         {
             CudaKvSequence Make() => kv == "f16"
                 ? (CudaKvSequence)model.CreateSequence(new KvCacheConfig("f16", "f16"), ctx + Slack)
-                : model.CreateKvQuantSequence(_ => SevenB.Codecs(kv.TrimEnd('*')), 1, ctx + Slack, labDecode: !kv.EndsWith('*'));
+                : model.CreateKvQuantSequence(_ => SevenB.Codecs(kv.TrimEnd('*')), 1, ctx + Slack, contiguousNuq: !kv.EndsWith('*'));
             var seqs = new List<CudaKvSequence>();
             try
             {

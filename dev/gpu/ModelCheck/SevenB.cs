@@ -27,16 +27,16 @@ internal static class SevenB
         using var model = CudaTransformer.CreateRandom(Config, new CudaModelOptions(CudaWeightType.F16, MaxBatch: 512));
         Console.WriteLine($"7B-shaped model, random f16 weights on {model.Device}: {model.WeightBytes / (double)(1L << 30):F2} GiB, made in {sw.ElapsedMilliseconds} ms");
         int failures = 0;
-        // The kernel lab's decode layout behind the model (v6) against the model's own KVQuant layout: same codecs,
+        // The contiguous decode layout behind the model (v6) against the model's own KVQuant layout: same codecs,
         // same random keys, values and queries through IKvSequence (prefill chunks, then decode steps).
         foreach (var kv in noCheck ? [] : new[] { "nuq4-1%", "nuq2-1%", "nuq2" })
         {
-            using var lab = model.CreateKvQuantSequence(_ => Codecs(kv), 1, 700, labDecode: true);
-            using var own = model.CreateKvQuantSequence(_ => Codecs(kv), 1, 700, labDecode: false);
+            using var lab = model.CreateKvQuantSequence(_ => Codecs(kv), 1, 700, contiguousNuq: true);
+            using var own = model.CreateKvQuantSequence(_ => Codecs(kv), 1, 700, contiguousNuq: false);
             double rel = Compare(lab, own, new Random(7));
             bool ok = rel < 1e-3;
             if (!ok) failures++;
-            Console.WriteLine($"check {kv}: lab decode layout (v6) vs the model's KVQuant layout, 7B shape: rel L2 {rel:E2} (tolerance 1E-003; RoPE angles " +
+            Console.WriteLine($"check {kv}: contiguous decode layout (v9) vs the model's KVQuant layout, 7B shape: rel L2 {rel:E2} (tolerance 1E-003; RoPE angles " +
                               $"in double there, in float here): {(ok ? "ok" : "FAIL")}");
         }
         // Tensor-core prefill (f16 products) against the f32 tiles, every cache layout: same inputs, the flag flipped
@@ -44,7 +44,7 @@ internal static class SevenB
         foreach (var kv in noCheck ? [] : new[] { "f16", "nuq4-1%", "nuq4-1%*" })
         {
             CudaKvSequence Make() => kv == "f16" ? (CudaKvSequence)model.CreateSequence(new Cache.KvCacheConfig("f16", "f16"), 700)
-                : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, 700, labDecode: !kv.EndsWith('*'));
+                : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, 700, contiguousNuq: !kv.EndsWith('*'));
             using var tc = Make();
             using var f32 = Make();
             double rel = Compare(tc, f32, new Random(9), model);
@@ -54,11 +54,11 @@ internal static class SevenB
         }
         model.TensorCorePrefill = true;
         foreach (int ctx in contexts)
-            foreach (var kv in formats)   // nuq...*: the model's own KVQuant layout (model.cu), not the lab's
+            foreach (var kv in formats)   // nuq...*: the model's own KVQuant layout (model.cu), not the contiguous decode layout
             {
                 var seq = kv == "f16"
                     ? (CudaKvSequence)model.CreateSequence(new Cache.KvCacheConfig("f16", "f16"), ctx + decode)
-                    : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, ctx + decode, labDecode: !kv.EndsWith('*'));
+                    : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, ctx + decode, contiguousNuq: !kv.EndsWith('*'));
                 double kvGib = seq.DeviceBytes / (double)(1L << 30);
                 var (pre, dec) = Timing.Run(model, seq, Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize), decode);
                 Console.WriteLine($"7B {kv} ctx {ctx}: prefill {pre:F0} tok/s ({ctx / pre:F1} s), decode {dec:F1} tok/s ({1e3 / dec:F2} ms/token), KV device {kvGib:F2} GiB");

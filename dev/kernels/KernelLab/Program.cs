@@ -14,22 +14,12 @@ try
     Console.WriteLine($"device: {ctx.Device}; nvrtc {nmaj}.{nmin}");
     var sw = System.Diagnostics.Stopwatch.StartNew();
     using var kernels = new DecodeKernels(ctx);
+    using var versions = new DecodeKernelVersions(kernels);
     Console.WriteLine($"kernels: {sw.ElapsedMilliseconds} ms to compile/load (cache {kernels.Loader.Cache.Folder}: {kernels.Loader.Cache.Hits} hits, {kernels.Loader.Cache.Compiles} compiles)");
-    foreach (var (kb, g, v, dense) in new[] { (16, 1, 1, false), (16, 4, 1, false), (4, 1, 1, false), (4, 4, 1, false), (4, 1, 2, false),
-        (4, 4, 2, false), (4, 1, 3, false), (4, 4, 3, false), (4, 1, 4, false), (4, 4, 4, false), (4, 1, 5, false), (4, 4, 5, false), (4, 1, 6, false),
-        (3, 1, 6, false), (2, 1, 6, false), (4, 4, 6, false), (3, 4, 6, false), (2, 4, 6, false), (4, 1, 6, true), (2, 1, 6, true), (4, 4, 6, true), (2, 4, 6, true),
-        (4, 1, 7, false), (3, 1, 7, false), (2, 1, 7, false), (4, 4, 7, false), (3, 4, 7, false), (2, 4, 7, false), (4, 1, 7, true), (3, 1, 7, true),
-        (2, 1, 7, true), (4, 4, 7, true), (2, 4, 7, true), (4, 1, 8, false), (3, 1, 8, false), (2, 1, 8, false), (4, 4, 8, false), (2, 4, 8, false),
-        (4, 1, 8, true), (2, 1, 8, true), (4, 4, 8, true), (4, 1, 9, false), (3, 1, 9, false), (2, 1, 9, false), (4, 4, 9, false), (3, 4, 9, false),
-        (4, 1, 9, true), (3, 1, 9, true), (4, 1, 10, false), (4, 4, 10, false), (4, 1, 10, true), (4, 4, 9, true), (2, 4, 9, false),
-        (4, 1, 11, false), (4, 4, 11, false), (3, 4, 11, false), (2, 4, 11, false), (4, 4, 11, true), (2, 4, 11, true),
-        (4, 1, 12, false), (4, 4, 12, false), (3, 4, 12, false), (2, 4, 12, false), (4, 4, 12, true), (3, 4, 12, true), (2, 4, 12, true) })
+    foreach (var (kb, g, v, layout) in DecodeKernelVersions.Listed)
     {
-        foreach (var layout in dense ? new[] { NuqLayout.Dense, NuqLayout.SparseKeys } : [NuqLayout.Slots])
-        {
-            var k = kernels.Attention(kb, kb, g, v, layout);
-            Console.WriteLine($"  {k.Name}: {k.Registers} registers, {k.LocalBytes} B local, {k.StaticSharedBytes} B shared");
-        }
+        var k = versions.Attention(kb, kb, g, v, layout);
+        Console.WriteLine($"  {k.Name}: {k.Registers} registers, {k.LocalBytes} B local, {k.StaticSharedBytes} B shared");
     }
     using var json = opt.Json != null ? new StreamWriter(opt.Json) : null;
     double copyBw = LabTimer.CopyBandwidth(ctx);
@@ -43,11 +33,11 @@ try
         var profiles = SyntheticProfile.FitFormats(kernels, shape.KvHeads, LabOptions.SeedK, LabOptions.SeedV);
         if ((opt.CheckShapes ?? opt.Shapes).Contains(shape))
             foreach (var f in opt.Formats.Concat(opt.Formats.Where(f => f.Contains('@')).Select(f => Split(f).Cache)).Distinct())
-                if (opt.CheckTokens > 0 && !Check(kernels, attn, shape, f, profiles, opt.CheckTokens, json)) failures++;
+                if (opt.CheckTokens > 0 && !Check(kernels, versions, attn, shape, f, profiles, opt.CheckTokens, json)) failures++;
         if (opt.Shapes.Contains(shape))
             foreach (long n in opt.Sizes)
                 foreach (var f in opt.Formats)
-                    rows.Add(Time(kernels, attn, shape, f, profiles, n, copyBw, opt.Reps, json));
+                    rows.Add(Time(kernels, versions, attn, shape, f, profiles, n, copyBw, opt.Reps, json));
     }
     if (opt.CapacityTokens.Count > 0)
     {
@@ -85,7 +75,7 @@ catch (CudaUnavailableException e)
 // A format is f16, nuq4, nuq3 or nuq2 (= nuqB-1%: 4 key and 2 value outlier slots per token) or nuq4d, nuq3d,
 // nuq2d (dense: no outlier slots, the CPU spec nuqB) or nuq4s, nuq3s, nuq2s (dense codes + per-chunk key outlier
 // records: keys nuqB-0.1% capped at 47 per chunk, values nuqB), optionally @version of the nuq kernel (nuq4@1); no
-// version = the latest (the dense and sparse layouts exist in v6 to v10).
+// version = production's (DecodeKernels.NuqVersion; the dense and sparse layouts exist in v6 to v12).
 // A ":N" after the version (nuq2d@9:3) plans the split-K for N blocks per SM instead of DecodeAttention's default.
 static (string Cache, int Version) Split(string format)
 {
@@ -93,7 +83,7 @@ static (string Cache, int Version) Split(string format)
     var cache = parts[0];
     if (cache != "f16" && !LabOptions.NuqFormats.Contains(cache))
         throw new ArgumentException($"format {cache}: f16, {string.Join(", ", LabOptions.NuqFormats)}");
-    return (cache, parts.Length > 1 ? int.Parse(parts[1]) : DecodeKernels.LatestVersion);
+    return (cache, parts.Length > 1 ? int.Parse(parts[1]) : DecodeKernels.NuqVersion);
 }
 
 static int BlocksPerSm(string format) => format.Contains(':') ? int.Parse(format.Split(':')[1]) : DecodeAttention.DefaultBlocksPerSm;
@@ -114,10 +104,10 @@ static float[] RandomQuery(int heads, int seed)
     return q;
 }
 
-static bool Check(DecodeKernels k, DecodeAttention attn, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles, long n, StreamWriter? json)
+static bool Check(DecodeKernels k, DecodeKernelVersions versions, DecodeAttention attn, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles, long n, StreamWriter? json)
 {
     var ctx = k.Context;
-    attn.Version = Split(format).Version;
+    attn.Split = versions.For(Split(format).Version);
     attn.BlocksPerSm = BlocksPerSm(format);
     using var cache = Build(k, shape, format, profiles, n);
     int sink = cache.Sink, positions = (int)(n + sink);
@@ -182,11 +172,11 @@ static bool CheckAppend(DecodeKernels k, DecodeShape shape, NuqLayerProfile prof
     return ok;
 }
 
-static string Time(DecodeKernels k, DecodeAttention attn, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles,
+static string Time(DecodeKernels k, DecodeKernelVersions versions, DecodeAttention attn, DecodeShape shape, string format, Dictionary<string, NuqLayerProfile> profiles,
     long n, double copyBw, int reps, StreamWriter? json)
 {
     var ctx = k.Context;
-    attn.Version = Split(format).Version;
+    attn.Split = versions.For(Split(format).Version);
     attn.BlocksPerSm = BlocksPerSm(format);
     // Rotate over enough copies of the layer that the 50 MB L2 cannot hold them: every pass reads from memory.
     var caches = new List<GpuLayerCache> { Build(k, shape, format, profiles, n) };

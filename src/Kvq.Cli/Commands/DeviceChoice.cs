@@ -32,7 +32,7 @@ public sealed record DeviceChoice(bool Cuda, CudaWeightType Weights)
             if (Gpus > 0 && RankLauncher.Current() is { } rank)
             {
                 if (rank.World != Gpus) throw new CliException($"--gpus {Gpus} in a rank of a world of {rank.World}");
-                var model = CudaTransformer.Load(weights, new CudaModelOptions(Weights, DeviceOrdinal: rank.Rank, LabDecode: false));
+                var model = CudaTransformer.Load(weights, new CudaModelOptions(Weights, DeviceOrdinal: rank.Rank, ContiguousNuq: false));
                 try
                 {
                     model.Sharding = new SequenceParallel(rank.World, NcclCommunicator.Create(model.Context, rank.Rank, rank.World, rank.Id));

@@ -13,7 +13,7 @@ public sealed class DecodeAttention : IDisposable
     private readonly HashSet<string> _sharedSet = new();
     public double Log2Base { get; }
 
-    /// <summary>v4's two shared-memory stages (v5 keeps one) (decode_attention.cu, Stage&lt;B, KS, VS&gt;): per 256-token
+    /// <summary>v4's two shared-memory stages (v5 keeps one) (decode_stage.cuh, Stage&lt;B, KS, VS&gt;): per 256-token
     /// chunk the key and value codes, key slots (f16 + u8), value zero/range words and value slots. The dense layout
     /// has no slots (<paramref name="keySlots"/> = <paramref name="valueSlots"/> = 0); the sparse one adds its key
     /// outlier record (<paramref name="keyListWords"/> u32).</summary>
@@ -24,31 +24,33 @@ public sealed class DecodeAttention : IDisposable
         return 2 * (2 * codes + rest);
     }
     /// <summary>Dynamic shared memory of a nuq kernel version: v4 two stages, v5/v6 one, v7-v10 one stage and their
-    /// lookup tables (decode_attention.cu, Tabs7: a float2 value pair table in 8-32 copies, per-lane key pair tables;
+    /// lookup tables (attn_v7.cuh, Tabs7: a float2 value pair table in 8-32 copies, per-lane key pair tables;
     /// which ones per version and width: kpair7, vrep7).</summary>
     public static int SharedBytes(int version, int bits, int keySlots, int valueSlots, int keyListWords, int group = 1)
     {
         int stage = StageBytes(bits, keySlots, valueSlots, keyListWords);
         if (version < 5) return stage;
         if (version < 7) return stage / 2;
-        // decode_attention.cu kpair7 / vrep7: per version, key pair tables or not, and the value table's copies.
+        // attn_v7.cuh kpair7 / vrep7: per version, key pair tables or not, and the value table's copies.
         bool keyPairs = version >= 9 ? bits == 2 : bits < 4;
         int copies = version == 10 ? 8 : version >= 9 ? (bits == 4 ? 0 : 32) : (bits == 4 ? 16 : 32);   // v11: v9's tables
         int entries = 1 << (2 * bits);
         int values = entries * copies * 8, keys = keyPairs ? 2 * entries * 32 * 8 : 0;
-        // v11+: a GQA block's 8 warps each keep one 8-token tile of rotated f16 keys (decode_attention.cu, K16).
+        // v11+: a GQA block's 8 warps each keep one 8-token tile of rotated f16 keys (attn_v7.cuh, K16).
         int keyTiles = version >= 11 && group > 1 ? 8 * DecodeShape.Tile * 128 * 2 : 0;
         return stage / 2 + values + keys + keyTiles;
     }
     /// <summary>Blocks per SM the split-K plan aims at (kv heads x splits), more than fit at once: the waves even out.</summary>
     public const int DefaultBlocksPerSm = 8;
     public int BlocksPerSm { get; set; } = DefaultBlocksPerSm;
-    /// <summary>Which nuq kernel version runs (the lab times older ones too).</summary>
-    public int Version { get; set; } = DecodeKernels.LatestVersion;
+    /// <summary>Where the split kernel comes from: production's <see cref="DecodeKernels"/> (the default), or in the
+    /// kernel lab another nuq version (its reduce stays production's: every version writes the same partials).</summary>
+    public ISplitKernels Split { get; set; }
 
     public DecodeAttention(DecodeKernels kernels, double ropeBase = 10000.0)
     {
         _kernels = kernels;
+        Split = kernels;
         Log2Base = Math.Log2(ropeBase);
     }
 
@@ -76,9 +78,10 @@ public sealed class DecodeAttention : IDisposable
         cache.AddAttentionArgs(_args, q);
         _args.Add(_acc).Add(_ml).Add(cache.Padded);
         var nuq = cache as NuqLayerCache;
-        var kernel = _kernels.Attention(cache.KeyBits, cache.KeyBits, s.Group, Version, nuq?.Layout ?? NuqLayout.Slots);
-        bool staged = cache.KeyBits != 16 && Version >= 4;
-        int shared = staged ? SharedBytes(Version, cache.KeyBits, nuq!.KeySlots, nuq.ValueSlots, nuq.KeyListWords, s.Group) : 0;
+        var kernel = Split.Attention(cache.KeyBits, cache.KeyBits, s.Group, nuq?.Layout ?? NuqLayout.Slots);
+        int version = Split.Version;
+        bool staged = cache.KeyBits != 16 && version >= 4;
+        int shared = staged ? SharedBytes(version, cache.KeyBits, nuq!.KeySlots, nuq.ValueSlots, nuq.KeyListWords, s.Group) : 0;
         if (staged && _sharedSet.Add(kernel.Name)) kernel.SetMaxDynamicShared(shared);
         kernel.Launch(new LaunchShape((uint)plan.Splits, (uint)s.KvHeads, 1, staged ? 256u : 128u, (uint)shared), _args, stream);
         var (sk, sv) = cache.SinkBuffers;

@@ -1,7 +1,8 @@
 namespace Kvq.Cuda.Attention;
 
-/// <summary>The compiled decode-attention and KV-append modules for one context (NVRTC, cached on disk).</summary>
-public sealed class DecodeKernels : IDisposable
+/// <summary>The compiled decode-attention and KV-append modules for one context (NVRTC, cached on disk):
+/// decode_attention.cu (nuq version <see cref="NuqVersion"/>, the f16 kernels, the reduce) and kv_encode.cu.</summary>
+public sealed class DecodeKernels : ISplitKernels, IDisposable
 {
     private readonly CudaModule _attn, _encode;
     public CudaContext Context { get; }
@@ -15,25 +16,42 @@ public sealed class DecodeKernels : IDisposable
         _encode = Loader.Load(KernelSources.Read("kv_encode.cu"), "kv_encode.cu");
     }
 
-    /// <summary>The production version of the nuq decode kernel (decode_attention.cu lists what each one changed). Not
-    /// the highest: v11 and v12 (the GQA group on tensor cores) were no faster on an H100 (docs/perf.md, run 29).</summary>
-    public const int LatestVersion = 9;
+    /// <summary>The nuq decode kernel version production runs, the only one decode_attention.cu compiles (the kernel
+    /// lab keeps the others: dev/kernels/README.md lists what each changed). Not the highest: v10-v12 were no faster
+    /// on an H100 (docs/perf.md, runs 25 and 29).</summary>
+    public const int NuqVersion = 9;
 
-    /// <summary>The decode kernel for a cache; the dense and sparse nuq layouts are compiled for v6 to v12.</summary>
-    public CudaKernel Attention(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots) =>
-        _attn.Kernel(AttentionName(keyBits, valueBits, group, version, layout));
+    /// <summary>Key (= value) bits of the nuq kernels decode_attention.cu compiles.</summary>
+    public static readonly IReadOnlyList<int> NuqBits = [2, 3, 4];
 
-    /// <summary>The entry name of a decode kernel in decode_attention.cu.</summary>
-    public static string AttentionName(int keyBits, int valueBits, int group, int version = LatestVersion, NuqLayout layout = NuqLayout.Slots)
+    /// <summary>Query heads per KV head that decode_attention.cu compiles, for the f16 and the nuq kernels.</summary>
+    public static readonly IReadOnlyList<int> Groups = [1, 4];
+
+    int ISplitKernels.Version => NuqVersion;
+
+    /// <summary>The decode kernel for a cache: f16 (<paramref name="keyBits"/> 16) or nuq in one of the three layouts.</summary>
+    public CudaKernel Attention(int keyBits, int valueBits, int group, NuqLayout layout = NuqLayout.Slots) =>
+        _attn.Kernel(AttentionName(keyBits, valueBits, group, layout));
+
+    /// <summary>The entry name of a decode kernel in decode_attention.cu; what it does not compile throws.</summary>
+    public static string AttentionName(int keyBits, int valueBits, int group, NuqLayout layout = NuqLayout.Slots)
     {
-        if (keyBits == 16) return $"attn_f16_g{group}";
-        if (layout != NuqLayout.Slots && version < 6)
-            throw new NotSupportedException($"the {layout} nuq layout is compiled for kernel versions 6 and up only (asked: v{version})");
-        var suffix = layout switch { NuqLayout.Dense => "_dense", NuqLayout.SparseKeys => "_sparse", _ => "" };
-        // v11 and v12 change only the GQA path (G > 1); for MHA they are v9, compiled once under v9's name.
-        if (version >= 11 && group == 1) version = 9;
-        return $"attn_nuq_k{keyBits}_v{valueBits}_g{group}_r{version}{suffix}";
+        if (!Groups.Contains(group))
+            throw new NotSupportedException($"decode_attention.cu is compiled for {string.Join(" or ", Groups)} query heads per KV head (asked: {group})");
+        if (keyBits == 16 && valueBits == 16) return $"attn_f16_g{group}";
+        if (keyBits != valueBits || !NuqBits.Contains(keyBits))
+            throw new NotSupportedException($"decode_attention.cu holds f16 and nuq{string.Join("/", NuqBits)} kernels with equal key and value bits (asked: keys {keyBits}, values {valueBits})");
+        return $"attn_nuq_k{keyBits}_v{valueBits}_g{group}_r{NuqVersion}{LayoutSuffix(layout)}";
     }
+
+    /// <summary>The kernel name suffix of a nuq layout (decode_attention.cu NUQ_V7_LAYOUTS).</summary>
+    public static string LayoutSuffix(NuqLayout layout) => layout switch
+    {
+        NuqLayout.Slots => "",
+        NuqLayout.Dense => "_dense",
+        NuqLayout.SparseKeys => "_sparse",
+        _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "no such nuq layout"),
+    };
 
     public CudaKernel Reduce() => _attn.Kernel("attn_reduce");
     public CudaKernel EncodeKeys(int bits, bool dense = false) => _encode.Kernel($"encode_keys_b{bits}{Suffix(dense)}");

@@ -367,8 +367,8 @@ public sealed class NuqLayerCache : GpuLayerCache
 
     internal override (ulong SinkK, ulong SinkV) SinkBuffers => (_sinkK.Pointer, _sinkV.Pointer);
 
-    /// <summary>Device addresses of the layout's arrays (0 where the layout has none), for kernels outside the lab
-    /// that read it (the model's tiled prefill attention, model.cu load_tile).</summary>
+    /// <summary>Device addresses of the layout's arrays (0 where the layout has none), for kernels other than the decode
+    /// kernels that read it (the model's tiled prefill attention, model.cu load_tile).</summary>
     internal (ulong KCodes, ulong KSlotV, ulong KSlotC, ulong KZero, ulong KRange, ulong KLevels, ulong VCodes, ulong VZeroRange,
         ulong VSlotV, ulong VSlotC, ulong VLevels) Arrays =>
         (_kcodes.Pointer, Ptr(_kslotv), Ptr(_kslotc), _kz.Pointer, _kr.Pointer, _kcb.Pointer, _vcodes.Pointer, _vzr.Pointer,

@@ -5,15 +5,7 @@
 //
 // Row layouts are the CPU's: activations [token][width] row-major; the KV cache [KV head][slot][head dim] f16.
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-#define FULL 0xffffffffu
-#ifndef INFINITY
-#define INFINITY __int_as_float(0x7f800000)
-#endif
-
-__device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
-__device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+#include "common.cuh"
 
 __device__ __forceinline__ float warp_sum(float v)
 {
@@ -688,13 +680,13 @@ struct TileArgs
     NuqLayer L; const u32* vzr; const u16* vslotv; const unsigned char* vslotc; const float* vlev;
     const u16* sinkK; const u16* sinkV; const float* table;
     int kbits, vbits, S, VS, sink, ropeDims, neox;
-    long labPadded;   // the kernel lab's layout (LAB loader): stream tokens per KV head in its arrays
+    long contigPadded;   // the contiguous KVQuant decode layout (mode 2): stream tokens per KV head in its arrays
     const int* bt;    // block table of a paged cache (modes 0 and 1)
 };
 
-// MODE 0: f16 cache; 1: the model's KVQuant layout; 2: the kernel lab's KVQuant layout (decode_attention.cu: stream
-// token s = position - sink, codes [KV head][8-token tile][word][lane], lane owns channels 4 lane .. 4 lane + 3 at bit
-// (4 t + i) B of its words; slots [KV head][token][S]; one codebook per layer).
+// MODE 0: f16 cache; 1: the model's KVQuant layout; 2: the contiguous KVQuant decode layout (NuqLayerCache,
+// decode_attention.cu: stream token s = position - sink, codes [KV head][8-token tile][word][lane], lane owns channels
+// 4 lane .. 4 lane + 3 at bit (4 t + i) B of its words; slots [KV head][token][S]; one codebook per layer).
 template <int D, int MODE>
 __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, long base, int cnt, float* sk, float* sv, int tid, int nt = TT)
 {
@@ -703,7 +695,7 @@ __device__ __forceinline__ void load_tile(const TileArgs& A, int h, long cap, lo
     {
         const int B = A.kbits;
         const u32 mask = (1u << B) - 1;
-        const long P = A.labPadded, tiles = P / 8;
+        const long P = A.contigPadded, tiles = P / 8;
         for (int i = tid; i < cnt * D; i += nt)
         {
             int j = i / D, c = i % D;
@@ -916,7 +908,7 @@ ATTN_TILE(64, f16, 0)
 ATTN_TILE(128, f16, 0)
 ATTN_TILE(64, nuq, 1)
 ATTN_TILE(128, nuq, 1)
-ATTN_TILE(128, lab, 2)
+ATTN_TILE(128, contig, 2)
 
 // Random weights for timing runs (CudaTransformer.CreateRandom): n uniform values in [-scale, scale).
 __device__ __forceinline__ u32 hash32(u32 x) { x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16; return x; }
@@ -929,7 +921,7 @@ extern "C" __global__ void fill_random(void* p, long n, int f16, u32 seed, float
     if (f16) ((u16*)p)[i] = f2h(v); else ((float*)p)[i] = v;
 }
 
-// The KVQuant decode layout of the kernel lab (decode_attention.cu v6) behind the model: the f16 sink copies of one
+// The contiguous KVQuant decode layout (NuqLayerCache, decode_attention.cu) behind the model: the f16 sink copies of one
 // token at position pos < sink (k, v: [kvHeads][D] rows of the chunk). Grid: kvHeads blocks of D threads.
 extern "C" __global__ void sink_write(const float* k, const float* v, int D, long pos, int sink, u16* sinkK, u16* sinkV)
 {
@@ -1109,4 +1101,4 @@ ATTN_MMA(64, f16, 0)
 ATTN_MMA(128, f16, 0)
 ATTN_MMA(64, nuq, 1)
 ATTN_MMA(128, nuq, 1)
-ATTN_MMA(128, lab, 2)
+ATTN_MMA(128, contig, 2)

@@ -1,5 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cache.Layout;
 using Kvq.Cuda.Attention;
 using Kvq.Tensors;
 
@@ -9,7 +10,7 @@ namespace Kvq.Cuda.Model;
 /// Paged KV storage in device memory for one model and one KV format: per layer, a pool of blocks of
 /// <see cref="BlockTokens"/> tokens (f16, or the model's KVQuant layout <see cref="NuqDeviceLayer"/>), shared by the
 /// sequences made from it. A sequence takes blocks as it grows and gives them back when disposed; its block table
-/// maps its tokens to physical slots (model.cu phys). The kernel lab's KVQuant decode layout (<see cref="LabLayout"/>)
+/// maps its tokens to physical slots (model.cu phys). The contiguous KVQuant decode layout (<see cref="ContiguousLayout"/>)
 /// is not paged: there every sequence holds its own contiguous cache and the pool is empty.
 /// </summary>
 public sealed class CudaKvCache : IDisposable
@@ -23,33 +24,41 @@ public sealed class CudaKvCache : IDisposable
     internal KvShape Shape { get; }
     internal RopeParams Rope { get; }
     internal (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? Codecs { get; }
-    internal NuqLayout? LabLayout { get; }
-    internal Func<DecodeKernels>? LabKernels { get; }
+    internal NuqLayout? ContiguousLayout { get; }
+    internal Func<DecodeKernels>? ContiguousKernels { get; }
     internal DeviceBuffer[] K { get; }
     internal DeviceBuffer[] V { get; }
     internal NuqDeviceLayer[]? Nuq { get; }
     /// <summary>(cos, sin) per RoPE pair: rows for positions 0..127 and one per 128 positions (model.cu rope_table).</summary>
     internal DeviceBuffer? Table { get; }
     public KvCacheConfig Config { get; }
-    /// <summary>Physical blocks in the pool (0 for the lab layout).</summary>
+    /// <summary>The layout plan the cache was built from (the CPU cache's: per layer and side the codecs whose
+    /// parameters the device arrays mirror); null for codecs given by hand (<see cref="CudaTransformer.CreateKvQuantSequence"/>).</summary>
+    public KvLayoutPlan? Plan { get; }
+    /// <summary>Physical blocks in the pool (0 for the contiguous layout).</summary>
     public int Blocks { get; }
     /// <summary>The longest sequence this cache serves (positions covered by the angle table).</summary>
     public long MaxTokens { get; }
     public int FreeBlocks => _free.Count;
-    public bool Paged => LabLayout == null;
+    public bool Paged => ContiguousLayout == null;
     /// <summary>The sequence position of slot 0 (a multiple of <see cref="BlockTokens"/>): 0, or for one shard of a
     /// sequence-parallel cache (Distributed/ShardedKvSequence) the first position of its range. f16 keys are rotated at
     /// slot + this; KVQuant keys by an angle table whose coarse rows start at this position.</summary>
     public long FirstPosition { get; }
 
+    /// <summary>A cache for a layout plan: f16 or the plan's KVQuant codecs (<see cref="CudaKvSequence.Check(KvLayoutPlan)"/>
+    /// refuses what the device does not store).</summary>
+    internal CudaKvCache(CudaContext ctx, ModelKernels kernels, KvLayoutPlan plan, long poolTokens, Func<DecodeKernels>? contiguousKernels)
+        : this(ctx, kernels, plan.Shape, plan.Config, poolTokens, CudaKvSequence.Check(plan), contiguousKernels) => Plan = plan;
+
     internal CudaKvCache(CudaContext ctx, ModelKernels kernels, KvShape shape, KvCacheConfig config, long poolTokens,
-        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs, Func<DecodeKernels>? labKernels, long firstPosition = 0)
+        (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? codecs, Func<DecodeKernels>? contiguousKernels, long firstPosition = 0)
     {
         if (poolTokens <= 0) throw new ArgumentOutOfRangeException(nameof(poolTokens), poolTokens, "a device KV cache needs room for at least one token");
         if (firstPosition < 0 || firstPosition % BlockTokens != 0)
             throw new ArgumentOutOfRangeException(nameof(firstPosition), firstPosition, $"a cache's first position is a multiple of {BlockTokens}");
-        if (firstPosition > 0 && labKernels != null)
-            throw new ArgumentException("the kernel lab's decode layout starts at position 0 (a shard of a sequence-parallel cache takes the model's layout)", nameof(labKernels));
+        if (firstPosition > 0 && contiguousKernels != null)
+            throw new ArgumentException("the contiguous decode layout starts at position 0 (a shard of a sequence-parallel cache takes the model's layout)", nameof(contiguousKernels));
         FirstPosition = firstPosition;
         Context = ctx;
         Kernels = kernels;
@@ -58,8 +67,8 @@ public sealed class CudaKvCache : IDisposable
         Codecs = codecs;
         Rope = new RopeParams(shape.HeadDim, shape.Rope.RopeDims, shape.Rope.Style == RopeStyle.Neox, shape.Rope.Scale,
             MathF.Pow(shape.Rope.Base, -2.0f / shape.Rope.RopeDims));
-        LabLayout = codecs != null && labKernels != null ? CudaKvSequence.LabLayout(codecs, shape, config.SinkTokens) : null;
-        LabKernels = LabLayout != null ? labKernels : null;
+        ContiguousLayout = codecs != null && contiguousKernels != null ? CudaKvSequence.ContiguousLayout(codecs, shape, config.SinkTokens) : null;
+        ContiguousKernels = ContiguousLayout != null ? contiguousKernels : null;
         int blocks = (int)((poolTokens + BlockTokens - 1) / BlockTokens);
         MaxTokens = (long)blocks * BlockTokens;
         K = new DeviceBuffer[shape.Layers];
@@ -84,7 +93,7 @@ public sealed class CudaKvCache : IDisposable
                     ctx.Synchronize();   // before the temporary table is freed
                 }
             }
-            if (LabLayout == null)
+            if (ContiguousLayout == null)
             {
                 Blocks = blocks;
                 if (codecs != null)

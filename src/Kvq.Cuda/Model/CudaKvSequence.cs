@@ -1,6 +1,7 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cache.Layout;
 using Kvq.Cuda.Attention;
 using Kvq.Tensors;
 
@@ -11,9 +12,9 @@ namespace Kvq.Cuda.Model;
 /// <see cref="CudaKvCache"/> pool (blocks taken as it grows, given back on dispose) and the sequence's own sink copies.
 /// f16: keys rotated at their positions, then rounded to f16 (as the CPU f16 cache keeps them), and values. KVQuant
 /// (nuqB, nuqB-F%, :mixed, with sink tokens): <see cref="NuqDeviceLayer"/>, encoded on the device with the CPU codecs'
-/// math, pre-RoPE keys rotated inside attention from the pool's angle table; where the kernel lab's faster decode
-/// layout holds the codecs (<see cref="LabLayout"/>), a contiguous <see cref="NuqLayerCache"/> per layer of this
-/// sequence, decoded by the v6 kernels. The model appends and attends through device addresses; the
+/// math, pre-RoPE keys rotated inside attention from the pool's angle table; where the contiguous decode layout holds
+/// the codecs (<see cref="ContiguousLayout"/>), a contiguous <see cref="NuqLayerCache"/> per layer of this sequence,
+/// decoded by the split-K decode kernels (decode_attention.cu, version 9). The model appends and attends through device addresses; the
 /// <see cref="IKvSequence"/> methods take host spans (copied up and down), so the CPU <c>Transformer</c> can run over
 /// this cache too.
 /// </summary>
@@ -29,10 +30,10 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     private int _held;                                // blocks taken
     private readonly DeviceBuffer? _bt;               // the block table on the device
     private readonly DeviceBuffer[] _sinkK, _sinkV;   // KVQuant: per layer, the sink tokens' f16 pre-RoPE copies
-    private readonly NuqLayerCache[]? _lab;           // KVQuant in the kernel lab's decode layout (v6 kernels), contiguous
-    private readonly DeviceArena? _labArena;          // all layers' lab arrays in one allocation
-    private readonly DecodeAttention? _labAttn;
-    private readonly ulong[] _pendK, _pendV;          // lab layout: the chunk's key/value rows, encoded token by token at attention
+    private readonly NuqLayerCache[]? _contiguous;    // KVQuant in the contiguous decode layout (decode_attention.cu)
+    private readonly DeviceArena? _contiguousArena;   // all layers' contiguous arrays in one allocation
+    private readonly DecodeAttention? _contiguousAttention;
+    private readonly ulong[] _pendK, _pendV;          // contiguous layout: the chunk's rows, encoded token by token at attention
     private readonly DeviceBuffer _part;
     private readonly int[] _count;
     private readonly int _maxStates;
@@ -65,12 +66,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         int sink = Config.SinkTokens;
         try
         {
-            if (cache.LabLayout is { } layout)
+            if (cache.ContiguousLayout is { } layout)
             {
-                var dk = cache.LabKernels!();
-                _lab = new NuqLayerCache[_shape.Layers];
+                var dk = cache.ContiguousKernels!();
+                _contiguous = new NuqLayerCache[_shape.Layers];
                 var decodeShape = new DecodeShape(_shape.KvHeads, _shape.GroupSize, _shape.HeadDim);
-                _labArena = new DeviceArena(_ctx, cache.Codecs!.Sum(c =>
+                _contiguousArena = new DeviceArena(_ctx, cache.Codecs!.Sum(c =>
                     DeviceArena.SizeFor(NuqLayerCache.ArraySizes(decodeShape, c.Keys[0].Spec.Bits, Capacity, sink, layout))));
                 for (int l = 0; l < _shape.Layers; l++)
                 {
@@ -83,9 +84,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
                         keys[h].Ranges.CopyTo(kr.AsSpan(h * _shape.HeadDim));
                     }
                     var profile = new NuqLayerProfile(_shape.KvHeads, _shape.HeadDim, kz, kr, keys[0].Codebook, values[0].Codebook);
-                    _lab[l] = new NuqLayerCache(dk, decodeShape, profile, Capacity, sink, layout, _labArena);
+                    _contiguous[l] = new NuqLayerCache(dk, decodeShape, profile, Capacity, sink, layout, _contiguousArena);
                 }
-                _labAttn = new DecodeAttention(dk, _shape.Rope.Base);
+                _contiguousAttention = new DecodeAttention(dk, _shape.Rope.Base);
             }
             else
             {
@@ -107,25 +108,34 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     }
 
     /// <summary>What this cache can store: f16 keys and values, or KVQuant pre-RoPE per-channel nuq keys with per-token
-    /// nuq values (returns their CPU codecs per layer); every token (no policy).</summary>
+    /// nuq values (returns their CPU codecs per layer); every token (no policy). Builds the layout plan the CPU cache
+    /// uses (<see cref="KvLayoutPlan"/>) and reads it.</summary>
     internal static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? Check(KvCacheConfig config, KvShape shape)
     {
         CheckShape(shape);
+        return Check(KvLayoutPlan.Build(shape, config));
+    }
+
+    /// <summary>The same from a layout plan: its codecs decide, by type, what the device holds.</summary>
+    internal static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[]? Check(KvLayoutPlan plan)
+    {
+        var (shape, config) = (plan.Shape, plan.Config);
+        CheckShape(shape);
         if (config.Policy != null)
             throw new KvSpecException($"KV policy '{config.Policy.Name}' is not available on the CUDA device (every token is kept there)");
-        if (config.KeyFormat == "f16" && config.ValueFormat == "f16") return null;
+        if (plan.Keys.Codec is F16Codec && plan.Values.Codec is F16Codec) return null;
         var layers = new (NuqChannelCodec[], NuqTokenCodec[])[shape.Layers];
         for (int l = 0; l < shape.Layers; l++)
-            layers[l] = NuqDeviceLayer.Codecs(config, l, shape)
+            layers[l] = NuqDeviceLayer.Codecs(plan, l)
                 ?? throw new KvSpecException($"KV format '{config.Name}' is not available on the CUDA device: it stores f16, or KVQuant nuqB[-F%] " +
                                              "with pre-RoPE per-channel keys and per-token values (optionally :mixed, with --sink)");
         return layers;
     }
 
-    /// <summary>The kernel lab's layout when it holds exactly these codecs: head dim 128, 1 or 4 query heads per KV
+    /// <summary>The contiguous decode layout when it holds exactly these codecs: head dim 128, 1 or 4 query heads per KV
     /// head, adjacent-pair RoPE over the whole head without scaling, 2-4 bits, one codebook per layer (no Q-Norm), and
     /// either 4 key slots with 1 value outlier per tail (nuqB-1% at D = 128) or none (nuqB); sink 0 or 1.</summary>
-    internal static NuqLayout? LabLayout((NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[] layers, KvShape shape, int sink)
+    internal static NuqLayout? ContiguousLayout((NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[] layers, KvShape shape, int sink)
     {
         var r = shape.Rope;
         if (shape.HeadDim != 128 || shape.GroupSize is not (1 or 4) || r.Style != RopeStyle.Normal || r.RopeDims != 128
@@ -169,7 +179,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         int slot = _count[layer];
         if (slot + n > Capacity)
             throw new InvalidOperationException($"CUDA KV cache full: {slot} + {n} tokens exceed its capacity of {Capacity} (create the sequence with a larger maxTokens)");
-        if (_lab != null)
+        if (_contiguous != null)
         {
             _pendK[layer] = k;   // encoded one token at a time in AttendDevice, each before its own query
             _pendV[layer] = v;
@@ -201,9 +211,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     internal void AttendDevice(int layer, ulong q, int n, ulong output)
     {
         long count = _count[layer];
-        if (_lab != null)
+        if (_contiguous != null)
         {
-            AttendLab(layer, q, n, output, count);
+            AttendContiguous(layer, q, n, output, count);
             return;
         }
         var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
@@ -235,7 +245,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     /// </summary>
     internal void AttendPartial(int layer, ulong q, int n, long count, AttentionSplit split, DeviceBuffer part)
     {
-        if (_lab != null) throw new NotSupportedException("partial attention states over the kernel lab's decode layout");
+        if (_contiguous != null) throw new NotSupportedException("partial attention states over the contiguous decode layout");
         var nuq = _cache.Nuq?[layer];
         var sinks = nuq != null ? (_sinkK[layer].Pointer, _sinkV[layer].Pointer) : (0UL, 0UL);
         if (n > 1)
@@ -256,12 +266,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     /// <summary>Tokens layer <paramref name="layer"/> holds (between appends of a chunk, ahead of <see cref="Length"/>).</summary>
     internal int Count(int layer) => _count[layer];
 
-    /// <summary>The lab layout's decode kernels take one query token: for a decode step each token is encoded (or, at
-    /// a sink position, copied to the sink) right before its own query attends, which keeps attention causal; a
-    /// prefill chunk is encoded whole, then the tiled kernel reads the lab layout with a causal mask per row.</summary>
-    private void AttendLab(int layer, ulong q, int n, ulong output, long count)
+    /// <summary>The contiguous layout's decode kernels take one query token: for a decode step each token is encoded
+    /// (or, at a sink position, copied to the sink) right before its own query attends, which keeps attention causal; a
+    /// prefill chunk is encoded whole, then the tiled kernel reads the contiguous layout with a causal mask per row.</summary>
+    private void AttendContiguous(int layer, ulong q, int n, ulong output, long count)
     {
-        var cache = _lab![layer];
+        var cache = _contiguous![layer];
         var (sinkK, sinkV) = cache.SinkBuffers;
         long kvRow = (long)_shape.KvDim * 4, qRow = (long)_shape.QDim * 4;
         if (n > 1)
@@ -274,7 +284,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
                 else cache.Append(kt, vt, 1);
             }
             var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
-            _kernels.AttentionTileLab(q, cache, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
+            _kernels.AttentionTileContiguous(q, cache, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
                 _part, output, Config.SinkTokens, _rope);
             return;
         }
@@ -286,14 +296,14 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
             else cache.Append(kt, vt, 1);
             ulong qt = q + (ulong)(t * qRow), ot = output + (ulong)(t * qRow);
             if (cache.Tokens == 0) _kernels.SinkOnly(sinkV, _shape.Heads, _shape.GroupSize, _shape.HeadDim, Config.SinkTokens, ot);
-            else _labAttn!.Run(cache, qt, ot);
+            else _contiguousAttention!.Run(cache, qt, ot);
         }
     }
 
     /// <summary>
     /// Makes this empty sequence a device copy of <paramref name="source"/>'s tokens (same model and KV format; a fork:
     /// both go on independently). Paged layouts: this sequence takes blocks of its own pool and the source's blocks are
-    /// copied into them (every KV head and per-token array), with the sink copies; the kernel lab's contiguous layout:
+    /// copied into them (every KV head and per-token array), with the sink copies; the contiguous decode layout:
     /// every array of every layer (both sequences made with the same capacity).
     /// </summary>
     public void CopyFrom(CudaKvSequence source)
@@ -301,13 +311,13 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         ArgumentNullException.ThrowIfNull(source);
         if (Length != 0 || _count.Any(c => c != 0)) throw new InvalidOperationException($"copy into a sequence that holds {Length} tokens");
         if (!ReferenceEquals(source._kernels, _kernels) || source.Config.Name != Config.Name || source.Config.SinkTokens != Config.SinkTokens
-            || (source._lab == null) != (_lab == null) || (source._cache.Nuq == null) != (_cache.Nuq == null))
+            || (source._contiguous == null) != (_contiguous == null) || (source._cache.Nuq == null) != (_cache.Nuq == null))
             throw new ArgumentException($"a {source.Config.Name} sequence cannot be copied into a {Config.Name} sequence of {(ReferenceEquals(source._kernels, _kernels) ? "this" : "another")} model");
         if (source._count.Any(c => c != source.Length)) throw new InvalidOperationException("copy of a sequence in the middle of a chunk");
         if (source.Length > Capacity) throw new InvalidOperationException($"CUDA KV cache full: a copy of {source.Length} tokens exceeds its capacity of {Capacity}");
         _ctx.MakeCurrent();
-        if (_lab != null)
-            for (int l = 0; l < _lab.Length; l++) _lab[l].CopyFrom(source._lab![l]);
+        if (_contiguous != null)
+            for (int l = 0; l < _contiguous.Length; l++) _contiguous[l].CopyFrom(source._contiguous![l]);
         else
         {
             Hold(source.Length);
@@ -381,9 +391,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     /// allocation itself is <see cref="DeviceBytes"/> (sized for <see cref="Capacity"/>).</summary>
     public KvMemory Memory()
     {
-        if (_lab != null)
+        if (_contiguous != null)
         {
-            long held = _lab.Sum(c => c.BytesPerDecode);
+            long held = _contiguous.Sum(c => c.BytesPerDecode);
             return new KvMemory(KvBytes.CodesOnly(held / 2), KvBytes.CodesOnly(held - held / 2), 0, Length, _shape.Layers * _shape.KvDim);
         }
         if (_cache.Nuq != null)
@@ -396,11 +406,11 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         return new KvMemory(KvBytes.CodesOnly(perSide), KvBytes.CodesOnly(perSide), 0, Length, _shape.Layers * _shape.KvDim);
     }
 
-    /// <summary>Device bytes this sequence holds: its pool blocks (or its own contiguous lab-layout cache), sink copies
+    /// <summary>Device bytes this sequence holds: its pool blocks (or its own contiguous-layout cache), sink copies
     /// and attention partials; with a cache of its own (<see cref="CudaTransformer.CreateSequence"/>), the whole pool.</summary>
     public long DeviceBytes =>
         (_ownsCache ? _cache.DeviceBytes : (long)_held * CudaKvCache.BlockTokens * _cache.BytesPerToken)
-        + (_labArena?.Bytes ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
+        + (_contiguousArena?.Bytes ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
         + (_bt?.Bytes ?? 0) + (_part?.Bytes ?? 0);
 
     private void Stage(ref DeviceBuffer? buf, ReadOnlySpan<float> data)
@@ -422,9 +432,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         _held = 0;
         foreach (var b in _sinkK) b?.Dispose();
         foreach (var b in _sinkV) b?.Dispose();
-        if (_lab != null) foreach (var l in _lab) l?.Dispose();
-        _labArena?.Dispose();
-        _labAttn?.Dispose();
+        if (_contiguous != null) foreach (var l in _contiguous) l?.Dispose();
+        _contiguousArena?.Dispose();
+        _contiguousAttention?.Dispose();
         _bt?.Dispose();
         _part?.Dispose();
         _hostK?.Dispose();

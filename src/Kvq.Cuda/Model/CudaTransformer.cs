@@ -1,5 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cache.Layout;
 using Kvq.Model;
 
 namespace Kvq.Cuda.Model;
@@ -20,10 +21,10 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     private readonly CublasHandle _blas;
     private readonly DeviceWeights _w;
     private readonly RopeParams _rope;
-    private readonly bool _f16, _labDecode;
-    private Attention.DecodeKernels? _lab;   // the kernel lab's decode and append modules, compiled on first use
+    private readonly bool _f16, _contiguousNuq;
+    private Attention.DecodeKernels? _contiguousKernels;   // the contiguous layout's decode and append modules, on first use
 
-    private Attention.DecodeKernels LabKernels() => _lab ??= new Attention.DecodeKernels(_ctx, _loader);
+    private Attention.DecodeKernels ContiguousKernels() => _contiguousKernels ??= new Attention.DecodeKernels(_ctx, _loader);
     private Distributed.ShardKernels? _shardKernels;   // shard_combine.cu, compiled on first use
     // Activations for one chunk of at most MaxBatch tokens, row-major [token][width].
     // A batched step's ids, positions and logit rows (BatchLayout), uploaded once per step.
@@ -73,7 +74,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
                 $"(a {config.Architecture} model needs it); run this model on the CPU backend");
         MaxBatch = Math.Max(1, o.MaxBatch);
         _f16 = o.Weights == CudaWeightType.F16;
-        _labDecode = o.LabDecode;
+        _contiguousNuq = o.ContiguousNuq;
         var shape = KvShape;
         CudaKvSequence.CheckShape(shape);
         _rope = RopeParams.For(Config);
@@ -153,7 +154,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     /// <summary>A sequence-parallel sequence (docs/multigpu.md): its tokens cut into the shards of
     /// <paramref name="layout"/>, all on this device (checking mode, <paramref name="exchange"/> null), or this
     /// process's one shard with the others' attention states gathered through <paramref name="exchange"/>. The model's
-    /// own KVQuant or f16 layout (not the kernel lab's); no prefix sharing or batching.</summary>
+    /// own KVQuant or f16 layout (not the contiguous decode layout); no prefix sharing or batching.</summary>
     public Distributed.ShardedKvSequence CreateShardedSequence(KvCacheConfig config, Distributed.ShardLayout layout, Distributed.IShardExchange? exchange = null)
     {
         _ctx.MakeCurrent();
@@ -182,21 +183,21 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     public CudaKvCache CreateCache(KvCacheConfig config, int poolTokens)
     {
         _ctx.MakeCurrent();
-        var codecs = CudaKvSequence.Check(config, KvShape);
-        return new CudaKvCache(_ctx, _kernels, KvShape, config, poolTokens, codecs, codecs != null && _labDecode ? LabKernels : null);
+        CudaKvSequence.CheckShape(KvShape);
+        return new CudaKvCache(_ctx, _kernels, KvLayoutPlan.Build(KvShape, config), poolTokens, _contiguousNuq ? ContiguousKernels : null);
     }
 
     /// <summary>A KVQuant sequence from codecs given per layer (one per KV head) instead of a calibration profile:
     /// for shapes no profile exists for (timing runs on random weights, research on hand-made codebooks).</summary>
     public CudaKvSequence CreateKvQuantSequence(Func<int, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)> layerCodecs, int sink, int maxTokens,
-        bool? labDecode = null)
+        bool? contiguousNuq = null)
     {
         _ctx.MakeCurrent();
         CudaKvSequence.CheckShape(KvShape);
         var codecs = Enumerable.Range(0, Config.Layers).Select(layerCodecs).ToArray();
         var name = codecs[0].Keys[0].Spec.Name;
         return new CudaKvCache(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs,
-            labDecode ?? _labDecode ? LabKernels : null).CreateOwnedSequence(maxTokens);
+            contiguousNuq ?? _contiguousNuq ? ContiguousKernels : null).CreateOwnedSequence(maxTokens);
     }
 
     /// <summary>A model of <paramref name="config"/>'s shape with random weights made on the device (uniform,
@@ -338,7 +339,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     {
         foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits }) b?.Dispose();
         _w?.Dispose();
-        _lab?.Dispose();
+        _contiguousKernels?.Dispose();
         _shardKernels?.Dispose();
         (Sharding?.Exchange as IDisposable)?.Dispose();
         _blas.Dispose();

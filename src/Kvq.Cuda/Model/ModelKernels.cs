@@ -120,20 +120,20 @@ internal sealed class ModelKernels : IDisposable
         LaunchTile($"attn_tile_{(nuq == null ? "f16" : "nuq")}_d{headDim}", q, args, cap, kvHeads, group, headDim, count, n, split, scale, part, output);
     }
 
-    /// <summary>Tiled prefill attention over a KVQuant cache in the kernel lab's layout (model.cu load_tile mode 2).</summary>
-    public void AttentionTileLab(ulong q, Attention.NuqLayerCache lab, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
+    /// <summary>Tiled prefill attention over a KVQuant cache in the contiguous decode layout (model.cu load_tile mode 2).</summary>
+    public void AttentionTileContiguous(ulong q, Attention.NuqLayerCache cache, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
         AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, RopeParams r)
     {
-        var a = lab.Arrays;
-        var (sinkK, sinkV) = lab.SinkBuffers;
+        var a = cache.Arrays;
+        var (sinkK, sinkV) = cache.SinkBuffers;
         var args = new TileArgs
         {
             L = new NuqKeyArgs(a.KCodes, a.KSlotV, a.KSlotC, a.KZero, a.KRange, a.KLevels, a.VCodes),
             Vzr = a.VZeroRange, VSlotV = a.VSlotV, VSlotC = a.VSlotC, VLev = a.VLevels, SinkK = sinkK, SinkV = sinkV, Table = table.Pointer,
-            KBits = lab.KeyBits, VBits = lab.KeyBits, S = lab.KeySlots, VS = lab.ValueSlots, Sink = sink, RopeDims = r.RopeDims,
-            Neox = r.Neox ? 1 : 0, LabPadded = lab.Padded,
+            KBits = cache.KeyBits, VBits = cache.KeyBits, S = cache.KeySlots, VS = cache.ValueSlots, Sink = sink, RopeDims = r.RopeDims,
+            Neox = r.Neox ? 1 : 0, ContiguousPadded = cache.Padded,
         };
-        LaunchTile($"attn_tile_lab_d{headDim}", q, args, 0, kvHeads, group, headDim, count, n, split, scale, part, output);
+        LaunchTile($"attn_tile_contig_d{headDim}", q, args, 0, kvHeads, group, headDim, count, n, split, scale, part, output);
     }
 
     /// <summary>Prefill chunks on tensor cores (attn_mma_*: f16 products, the fast mode of f16 weights) instead of the
@@ -185,7 +185,7 @@ internal sealed class ModelKernels : IDisposable
         public NuqKeyArgs L;
         public ulong Vzr, VSlotV, VSlotC, VLev, SinkK, SinkV, Table;
         public int KBits, VBits, S, VS, Sink, RopeDims, Neox;
-        public long LabPadded;
+        public long ContiguousPadded;
         public ulong Bt;
     }
 

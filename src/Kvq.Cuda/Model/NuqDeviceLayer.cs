@@ -1,6 +1,5 @@
-using Kvq.Cache;
-using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Cache.Layout;
 
 namespace Kvq.Cuda.Model;
 
@@ -106,16 +105,17 @@ internal sealed class NuqDeviceLayer : IDisposable
     /// <summary>The per-token arrays, each [KV head][<see cref="Capacity"/>][bytes per slot]: what a block copy moves.</summary>
     public (DeviceBuffer Buffer, int SlotBytes)[] PagedArrays { get; }
 
-    /// <summary>The CPU codecs of one layer's KV heads when they are ones this cache mirrors (pre-RoPE per-channel
-    /// nuq keys, per-token nuq values), else null.</summary>
-    public static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)? Codecs(KvCacheConfig config, int layer, KvShape shape)
+    /// <summary>The CPU codecs of one layer's KV heads, as the layout plan built them, when they are ones this cache
+    /// mirrors (pre-RoPE per-channel nuq keys, per-token nuq values), else null.</summary>
+    public static (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)? Codecs(KvLayoutPlan plan, int layer)
     {
+        var shape = plan.Shape;
         var keys = new NuqChannelCodec[shape.KvHeads];
         var values = new NuqTokenCodec[shape.KvHeads];
         for (int h = 0; h < shape.KvHeads; h++)
         {
-            if (config.CreateCodec(KvSide.Key, layer, h, shape.HeadDim) is not NuqChannelCodec k || !k.PreRope) return null;
-            if (config.CreateCodec(KvSide.Value, layer, h, shape.HeadDim) is not NuqTokenCodec v || v.PreRope) return null;
+            if (plan.Keys.CodecOf(layer, h) is not NuqChannelCodec k || !k.PreRope) return null;
+            if (plan.Values.CodecOf(layer, h) is not NuqTokenCodec v || v.PreRope) return null;
             if (k.Codebook.Levels.Length > 16 || v.Codebook.Levels.Length > 16) return null;
             keys[h] = k;
             values[h] = v;

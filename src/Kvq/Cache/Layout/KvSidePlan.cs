@@ -52,6 +52,10 @@ public sealed class KvSidePlan
     /// <summary>The codec of a layer's head 0 (the heads of a layer share its layout).</summary>
     public KvCodec CodecOf(int layer) => Codecs[layer][0];
 
+    /// <summary>The codec of one (layer, KV head): calibrated formats differ per head in their parameters (KVQuant's
+    /// per-channel key scales), which a device cache copies.</summary>
+    public KvCodec CodecOf(int layer, int kvHead) => Codecs[layer][kvHead];
+
     /// <summary>Bytes of one block of one KV head of a layer, by kind.</summary>
     public KvBytes BlockLayout(int layer) => Codecs[layer][0].BlockLayout;
 }

@@ -1,0 +1,684 @@
+// Versions 7 to 12 of the nuq decode kernel: one template (attn_v7) whose switches make each version, and the entry
+// macro that names its kernels attn_nuq_k<B>_v<B>_g<G>_r<version><layout suffix>. Production compiles version 9
+// (decode_attention.cu, NUQ_V9); the kernel lab the others (dev/kernels/KernelLab/Kernels/decode_attention_lab.cu).
+#ifndef KVQ_ATTN_V7_CUH
+#define KVQ_ATTN_V7_CUH
+
+#include "decode_stage.cuh"
+
+// ---------------------------------------------------------------------------------------------------------------
+// Version 7 (from v6, whose 79 warp instructions per token and KV head went mostly to turning codes into numbers:
+// per code a shift, a LOP3 and a 4-byte shared load): several codes per lookup. A lane's two RoPE pairs (channels
+// 4 lane + {0,1} and {2,3}) are adjacent 2B-bit fields of its code stream, so one field indexes a table of float2:
+//  - values: one pair table (the value codebook is shared by every channel; per-token zero/range are folded into
+//    the softmax pass as in v6): entry e = (cb[e & (L-1)], cb[e >> B]); replicated per lane ([e][lane], 2^2B x 32
+//    x 8 B: 4 KB at 2 bits, 16 KB at 3) or, at 4 bits, per half-warp lane ([e][lane & 15], 256 x 16 x 8 B = 32 KB):
+//    a 64-bit load serves a half-warp per wavefront, so 16 copies are conflict-free;
+//  - keys at 2 and 3 bits: per lane and pair its own table with the channel's zero folded in (G = 1: level +
+//    zero/range, G > 1: zero + range x level), [pair][e][lane] (8 KB / 32 KB); 4-bit keys keep v6's one lookup per
+//    code (per-lane pair tables would need 128 KB).
+// Per token and lane: values 2 x (shift, LOP3, LDS.64) + 4 FMA per query head instead of 4 x (shift, LOP3, LDS) + 4;
+// keys (2-3 bits) 2 x 3 instead of 4 x 3. The tables live in dynamic shared memory after the stage
+// (DecodeAttention.SharedBytes mirrors the sizes; the kernel traps if it was given less). Table addresses are
+// (field | copy offset) + a constant: the base folds into the load's immediate.
+// Which tables a version uses (v7 and v8: key pairs below 4 bits, value pairs everywhere; v9 and v10, after run 25
+// showed that v7's 32 KB tables cost the 3- and 4-bit kernels their third block per SM: key pairs at 2 bits only,
+// value pairs at 2 and 3 bits (v9) and at 4 bits in 8 copies (v10; 16 KB; a half-warp then hits each bank pair about
+// twice, as many wavefronts as v6's four single loads); VREP 0 = v6's single lookups in a 2 KB per-lane codebook.
+__device__ constexpr bool kpair7(int B, int ver) { return ver >= 9 ? B == 2 : B < 4; }
+__device__ constexpr int vrep7(int B, int ver) { return ver == 10 ? 8 : ver >= 9 ? (B == 4 ? 0 : 32) : (B == 4 ? 16 : 32); }
+__device__ constexpr int log2c(int x) { return x <= 1 ? 0 : 1 + log2c(x / 2); }
+
+template <int B, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32)> struct Tabs7
+{
+    static constexpr int E = 1 << (2 * B);                        // entries of a pair table
+    static constexpr int VREP = VR;                                // value table copies (0: single lookups)
+    static constexpr int VSH = log2c(VR * 8);                      // log2 of an entry's bytes (copies x 8)
+    static constexpr int VBYTES = VR ? E * VR * 8 : 0;
+    static constexpr int KBYTES = KP ? 2 * E * 32 * 8 : 0;        // per-lane key pair tables
+};
+
+// Byte address of the pair field (token t, lane pair p) of a lane's B code words in a [e][copies] float2 table whose
+// entries are 1 << SH bytes apart: the field is shifted into place and masked, the copy offset or-ed in (one LOP3).
+template <int B, int SH>
+__device__ __forceinline__ u32 pair_addr(const u32 (&w)[B], int t, int p, u32 laneOff)
+{
+    const int o = (4 * t + 2 * p) * B, wi = o >> 5, bi = o & 31;
+    u32 x;
+    if (bi + 2 * B <= 32) x = bi >= SH ? (w[wi] >> (bi - SH)) : (w[wi] << (SH - bi));
+    else x = __funnelshift_r(w[wi], w[wi + 1], bi - SH);
+    return and_or(x, (u32)((1 << (2 * B)) - 1) << SH, laneOff);
+}
+
+// v11 (tensor cores for a GQA group's scores): f16 pairs, ldmatrix and mma.m16n8k16 (sm_80+, PTX).
+// pack_h2(lo, hi): lo in the lower half (the smaller k index of an mma operand register).
+__device__ __forceinline__ u32 pack_h2(float lo, float hi)
+{
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ void ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+// d += A (16 x 16, row) x B (16 x 8, col); A's rows 8-15 are zero here (a1 = a3 = 0), so d2, d3 stay 0.
+__device__ __forceinline__ void mma_16816(float (&d)[4], u32 a0, u32 a2, u32 b0, u32 b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+// v12 (the group's P x V on the tensor cores): tf32 m16n8k8 (one f32 register per element, no pairing along k, which
+// runs over tokens here). tf32 keeps 10 mantissa bits, so each value level is split into hi = tf32(level) and lo =
+// tf32(level - hi), both multiplied (two mmas): a level's rounding would otherwise repeat for every token that uses it
+// (relative error ~1e-4 on the output, measured on the CPU); p x range is rounded per token, which averages out.
+__device__ __forceinline__ u32 tf32r(float x)
+{
+    u32 r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ void mma_1688(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// Byte address of code i of a token's 4B-bit field f (the lane's 4 channels) in a [code][lane] float2 table.
+template <int B>
+__device__ __forceinline__ u32 vcode_addr(u32 f, int i, u32 laneOff8)
+{
+    const int sh = i * B;
+    const u32 x = sh <= 8 ? (f << (8 - sh)) : (f >> (sh - 8));
+    return and_or(x, (u32)((1 << B) - 1) << 8, laneOff8);
+}
+
+template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
+    bool TV = false>
+__device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
+    const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
+    const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
+    const u32* __restrict__ vcodes, const u32* __restrict__ vzr, const u16* __restrict__ vslotv,
+    const u8* __restrict__ vslotc, const float* __restrict__ vcb,
+    float* __restrict__ part_acc, float2* __restrict__ part_ml, long padded)
+{
+    static_assert((KS == 0 || KS == 4) && (VS == 0 || VS == 2), "slot layouts: 4 + 2 (nuqB-1%) or none (dense)");
+    static_assert(KL == 0 || (KS == 0 && KL % 4 == 0), "the sparse key list replaces the key slots; whole 16-byte copies");
+    using S = Stage<B, KS, VS, KL>;
+    using T = Tabs7<B, KP, VR>;
+    constexpr int L = 1 << B;
+    constexpr bool KPAIR = KP;
+    extern __shared__ __align__(16) char s_stage[];   // the stage, then the value pair table, then the key pair tables
+    const char* const s_vt2 = s_stage + S::BYTES;
+    const char* const s_kt2 = s_vt2 + T::VBYTES;
+    // v11: then per warp one tile of rotated keys in f16, [token][16-byte chunk ^ token][8 channels] (the XOR keeps
+    // ldmatrix's 8 rows on 8 different bank groups); dynamic, since the static arrays already take ~40 of 48 KB.
+    constexpr int K16 = TC ? W4 * TILE * D * 2 : 0;
+    char* const s_k16 = s_stage + S::BYTES + T::VBYTES + T::KBYTES;
+    {
+        u32 dyn;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES + K16)) __trap();
+    }
+    const int h = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int numChunks = (a.n + CHUNK - 1) / CHUNK;
+    const int c0 = split * a.chunksPerSplit, c1 = min(numChunks, c0 + a.chunksPerSplit);
+    const long hb = (long)h * padded;
+    if (c0 < c1) issue_keys<B, KS, KL>(s_stage, hb, (long)c0 * CHUNK, kcodes, kslotv, kslotc);
+
+    __shared__ __align__(16) float s_sc[G][CHUNK];
+    __shared__ __align__(16) float s_pr[G][CHUNK];
+    __shared__ float s_q[G][D];
+    __shared__ float s_kt[KPAIR ? 1 : 4][KPAIR ? 1 : L][32];   // single key lookups: v6's [lane channel][code][lane]
+    __shared__ float s_vt[VR ? 1 : L][32];                       // single value lookups: v6's codebook once per lane
+    __shared__ float s_kcb[16], s_vcb[16];
+    __shared__ float s_kz[D], s_kr[D];
+    __shared__ float s_vout[W4][G][D];
+    __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
+    __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
+    __shared__ u8 s_olist[W4][32 * (KS > 0 ? KS : 1)];
+    __shared__ float s_wm[WS ? W4 : 1][G], s_wl[WS ? W4 : 1][G], s_wpz[WS ? W4 : 1][G];   // v8: each warp's softmax state
+    // v12: the value codebook per lane as (hi, lo) tf32 pairs, [code][lane].
+    __shared__ __align__(16) float2 s_vhl[TV ? L : 1][32];
+    static_assert(!TV || (WS && G % 2 == 0 && G <= 8), "v12: warp-local softmax, heads in pairs of mma columns");
+    float wm[G], wl[G], wpz[G];   // v8: the warp's running max, sum and zero term (the same in every lane)
+#pragma unroll
+    for (int g = 0; g < G; ++g) { wm[g] = -INFINITY; wl[g] = 0.f; wpz[g] = 0.f; }
+
+    for (int i = threadIdx.x; i < G * D; i += T4) s_q[i / D][i % D] = q[(long)(h * G + i / D) * D + i % D] * a.scale;
+    for (int i = threadIdx.x; i < W4 * G * D; i += T4) (&s_vout[0][0][0])[i] = 0.f;
+    if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & (L - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & (L - 1)]; }
+    for (int i = threadIdx.x; i < D; i += T4) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
+    if constexpr (!KPAIR)
+        for (int i = threadIdx.x; i < L * D; i += T4)
+        {
+            int l = i / D, ci = (i % D) / 32, ln = i % 32, c = 4 * ln + ci;
+            float z = kzero[h * D + c], r = krange[h * D + c], lev = kcb[l];
+            s_kt[ci][l][ln] = G == 1 ? lev + z / r : fmaf(r, lev, z);
+        }
+    else
+        for (int i = threadIdx.x; i < 2 * T::E * 32; i += T4)
+        {
+            int ln = i % 32, e = (i / 32) % T::E, p = i / (32 * T::E), c = 4 * ln + 2 * p;
+            float z0 = kzero[h * D + c], r0 = krange[h * D + c], z1 = kzero[h * D + c + 1], r1 = krange[h * D + c + 1];
+            float l0 = kcb[e & (L - 1)], l1 = kcb[e >> B];
+            ((float2*)(s_stage + S::BYTES + T::VBYTES))[i] = G == 1 ? make_float2(l0 + z0 / r0, l1 + z1 / r1) : make_float2(fmaf(r0, l0, z0), fmaf(r1, l1, z1));
+        }
+    if constexpr (VR > 0)
+        for (int i = threadIdx.x; i < T::E * T::VREP; i += T4)
+            ((float2*)(s_stage + S::BYTES))[i] = make_float2(vcb[(i / T::VREP) & (L - 1)], vcb[(i / T::VREP) >> B]);
+    else
+        for (int i = threadIdx.x; i < L * 32; i += T4) s_vt[i / 32][i % 32] = vcb[i / 32];
+    if constexpr (TV)
+        for (int i = threadIdx.x; i < L * 32; i += T4)
+        {
+            const float lev = vcb[i / 32];
+            const u32 hi = tf32r(lev);
+            s_vhl[i / 32][i % 32] = make_float2(__uint_as_float(hi), __uint_as_float(tf32r(lev - __uint_as_float(hi))));
+        }
+    u32 laneOff, vOff, kOff;   // opaque to the compiler: otherwise it re-derives threadIdx << 2 inside every address
+    asm("mov.b32 %0, %1;" : "=r"(laneOff) : "r"(lane << 2));
+    asm("mov.b32 %0, %1;" : "=r"(vOff) : "r"((lane & (VR > 0 ? VR - 1 : 0)) << 3));
+    asm("mov.b32 %0, %1;" : "=r"(kOff) : "r"(lane << 3));
+    u32 vOff8;
+    asm("mov.b32 %0, %1;" : "=r"(vOff8) : "r"(lane << 3));
+    if (threadIdx.x < G) { s_m[threadIdx.x] = -INFINITY; s_l[threadIdx.x] = 0.f; s_pz[threadIdx.x] = 0.f; }
+    double dc = 1, ds = 0, stc = 1, sts = 0;
+    if (threadIdx.x < D / 2)
+    {
+        double th = rope_theta(threadIdx.x, a.log2base);
+        s_th[threadIdx.x] = (float)th;
+        sincos((double)(a.sink + (long)c0 * CHUNK) * th, &ds, &dc);
+        sincos((double)CHUNK * th, &sts, &stc);
+    }
+    __syncthreads();
+
+    float qr[G][4], kr[4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[g][i] = s_q[g][4 * lane + i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) kr[i] = s_kr[4 * lane + i];
+    float stepc[2], steps[2], wc[2], ws[2], ua[2], ub[2];
+#pragma unroll
+    for (int p = 0; p < 2; ++p)
+    {
+        if constexpr (TC)
+        {
+            // v11: the per-token step and the warp's offset (< 256 positions) in float: the recurrence restarts every
+            // chunk from the block's double-precision chunk angles (s_cb, s_sb), so at most 31 steps accumulate.
+            const float th = (float)rope_theta(2 * lane + p, a.log2base);
+            sincosf(th, &steps[p], &stepc[p]);
+            sincosf((float)(warp * (CHUNK / W4)) * th, &ws[p], &wc[p]);
+            ua[p] = ub[p] = 0.f;
+        }
+        else
+        {
+            double th = rope_theta(2 * lane + p, a.log2base), sn, cs;
+            sincos(th, &sn, &cs);
+            stepc[p] = (float)cs; steps[p] = (float)sn;
+            sincos((double)(warp * (CHUNK / W4)) * th, &sn, &cs);
+            wc[p] = (float)cs; ws[p] = (float)sn;
+            ua[p] = kr[2 * p] / kr[2 * p + 1] * steps[p];
+            ub[p] = kr[2 * p + 1] / kr[2 * p] * steps[p];
+        }
+    }
+    float acc[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.f;
+    // v11: the scaled queries as mma A fragments (rows = query heads, only rows 0 .. G-1 non-zero; k = 16 channels per
+    // slice): lane (gr = lane / 4, tq = lane % 4) holds head gr's channels 16 s + 2 tq, +1 (qfr[s][0]) and +8, +9 (qfr[s][1]).
+    u32 qfr[TC ? D / 16 : 1][2];
+    // v12: O^T (channels x heads) accumulators, one m16n8 tile per 16 channels: lane (gr, tq) holds channels ch(m, gr)
+    // = 4 (4 gr + m / 2) + 2 (m % 2) and ch(m, gr) + 1 (rows gr, gr + 8) for heads 2 tq, 2 tq + 1 (columns).
+    float acc2[TV ? D / 16 : 1][4];
+#pragma unroll
+    for (int m = 0; m < (TV ? D / 16 : 1); ++m) acc2[m][0] = acc2[m][1] = acc2[m][2] = acc2[m][3] = 0.f;
+    u32 kBase = 0;
+    if constexpr (TC)
+    {
+        static_assert(G <= 8, "the mma rows hold the group's query heads");
+        const int gr = lane >> 2, tq = lane & 3;
+#pragma unroll
+        for (int sl = 0; sl < D / 16; ++sl)
+        {
+            const int c = 16 * sl + 2 * tq;
+            qfr[sl][0] = gr < G ? pack_h2(s_q[gr][c], s_q[gr][c + 1]) : 0u;
+            qfr[sl][1] = gr < G ? pack_h2(s_q[gr][c + 8], s_q[gr][c + 9]) : 0u;
+        }
+        kBase = (u32)__cvta_generic_to_shared(s_k16 + warp * (TILE * D * 2));
+    }
+
+    for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
+    {
+        const long cbase = (long)chunk * CHUNK;
+        char* st = s_stage;
+        if (threadIdx.x < D / 2)
+        {
+            s_cb[threadIdx.x] = (float)dc; s_sb[threadIdx.x] = (float)ds;
+            double t = dc * stc - ds * sts;
+            ds = ds * stc + dc * sts;
+            dc = t;
+        }
+        cp_async_wait_all();
+        __syncthreads();
+        issue_values<B, KS, VS, KL>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
+        const u32* kc = (const u32*)(st + S::KC);
+        const u32* vc = (const u32*)(st + S::VC);
+        const int w0 = warp * (CHUNK / W4);
+
+        // ---- scores ----
+        float rc[2], rs[2];
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+        {
+            float cb = s_cb[2 * lane + p], sb = s_sb[2 * lane + p];
+            rc[p] = cb * wc[p] - sb * ws[p];
+            rs[p] = sb * wc[p] + cb * ws[p];
+        }
+        float u[4];
+        if constexpr (G == 1)
+        {
+#pragma unroll
+            for (int p = 0; p < 2; ++p)
+            {
+                float qa = qr[0][2 * p], qb = qr[0][2 * p + 1];
+                u[2 * p] = (qa * rc[p] + qb * rs[p]) * kr[2 * p];
+                u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
+            }
+        }
+#pragma unroll
+        for (int tile = 0; tile < TPW4; ++tile)
+        {
+            u32 kw[B];
+#pragma unroll
+            for (int b = 0; b < B; ++b) kw[b] = kc[((w0 / TILE + tile) * B + b) * 32 + lane];
+            float part[TC ? 1 : TILE * G];
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float k[4];
+                if constexpr (KPAIR)
+                {
+                    float2 k01 = *(const float2*)(s_kt2 + pair_addr<B, 8>(kw, t, 0, kOff));
+                    float2 k23 = *(const float2*)(s_kt2 + T::E * 256 + pair_addr<B, 8>(kw, t, 1, kOff));
+                    k[0] = k01.x; k[1] = k01.y; k[2] = k23.x; k[3] = k23.y;
+                }
+                else
+                {
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) k[i] = *(const float*)((const char*)&s_kt[i][0][0] + code_addr6<B>(kw, t, i, laneOff));
+                }
+                if constexpr (G == 1)
+                {
+                    part[t] = u[0] * k[0] + u[1] * k[1] + u[2] * k[2] + u[3] * k[3];
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float u0 = u[2 * p], u1 = u[2 * p + 1];
+                        u[2 * p] = u0 * stepc[p] + u1 * ua[p];
+                        u[2 * p + 1] = u1 * stepc[p] - u0 * ub[p];
+                    }
+                }
+                else
+                {
+                    float r0 = k[0] * rc[0] - k[1] * rs[0], r1 = k[0] * rs[0] + k[1] * rc[0];
+                    float r2 = k[2] * rc[1] - k[3] * rs[1], r3 = k[2] * rs[1] + k[3] * rc[1];
+                    if constexpr (TC)
+                    {
+                        // v11: the rotated key (channels 4 lane .. 4 lane + 3) to the warp's f16 tile, row t.
+                        *(uint2*)(s_k16 + warp * (TILE * D * 2) + t * 256 + (((lane >> 1) ^ t) << 4) + ((lane & 1) << 3)) =
+                            make_uint2(pack_h2(r0, r1), pack_h2(r2, r3));
+                    }
+                    else
+                    {
+#pragma unroll
+                        for (int g = 0; g < G; ++g) part[t * G + g] = qr[g][0] * r0 + qr[g][1] * r1 + qr[g][2] * r2 + qr[g][3] * r3;
+                    }
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        float c = rc[p] * stepc[p] - rs[p] * steps[p];
+                        rs[p] = rs[p] * stepc[p] + rc[p] * steps[p];
+                        rc[p] = c;
+                    }
+                }
+            }
+            if constexpr (TC)
+            {
+                // v11: scores of the tile's 8 tokens for the group's heads on the tensor cores: S (heads x tokens) =
+                // Q (heads x 128) x K^T (128 x 8 tokens), 8 slices of 16 channels, ldmatrix.x4 = two slices.
+                __syncwarp();
+                float d0[4] = {0.f, 0.f, 0.f, 0.f}, d1[4] = {0.f, 0.f, 0.f, 0.f};
+                const u32 row = kBase + (u32)((lane & 7) * 256);
+#pragma unroll
+                for (int j = 0; j < D / 32; ++j)
+                {
+                    u32 b0, b1, b2, b3;
+                    ldsm_x4(row + (u32)((((4 * j + (lane >> 3)) ^ (lane & 7))) << 4), b0, b1, b2, b3);
+                    mma_16816(d0, qfr[2 * j][0], qfr[2 * j][1], b0, b1);
+                    mma_16816(d1, qfr[2 * j + 1][0], qfr[2 * j + 1][1], b2, b3);
+                }
+                const int gr = lane >> 2, tok = w0 + tile * TILE + 2 * (lane & 3);
+                if (gr < G)
+                    *(float2*)&s_sc[gr][tok] = make_float2(cbase + tok < a.n ? d0[0] + d1[0] : -INFINITY,
+                                                           cbase + tok + 1 < a.n ? d0[1] + d1[1] : -INFINITY);
+                __syncwarp();
+            }
+            else
+            {
+                rs_step<TILE * G, 16>(part, lane);
+                constexpr int SH = 5 - Log2<TILE * G>::value;
+                if ((lane & ((1 << SH) - 1)) == 0)
+                {
+                    int idx = lane >> SH, t = idx / G, g = idx % G;
+                    s_sc[g][w0 + tile * TILE + t] = cbase + w0 + tile * TILE + t < a.n ? part[0] : -INFINITY;
+                }
+            }
+        }
+        __syncwarp();
+        if constexpr (KS > 0)
+        {
+            const u32* ksc = (const u32*)(st + S::KSC);
+            const u16* ksv = (const u16*)(st + S::KSV);
+            u32 cs4 = ksc[w0 + lane];
+            int cnt = cbase + w0 + lane < a.n ? __popc(~__vcmpeq4(cs4, 0xffffffffu)) >> 3 : 0;
+            int total, at = warp_prefix(cnt, lane, total);
+            for (int k = 0; k < cnt; ++k) s_olist[warp][at + k] = (u8)((lane << 2) | k);
+            __syncwarp();
+            for (int e = lane; e < total; e += 32)
+            {
+                int ent = s_olist[warp][e], tt = w0 + (ent >> 2), sl = ent & 3;
+                int c = (ksc[tt] >> (8 * sl)) & 0xff;
+                float d = h2f(ksv[tt * KS + sl]) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
+                float so, co;
+                sincosf((float)tt * s_th[c >> 1], &so, &co);
+                float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+        }
+        if constexpr (KL > 0)
+        {
+            const u32* rec = (const u32*)(st + S::KLR);
+            const int total = (int)rec[0];
+            for (int e = lane; e < total; e += 32)
+            {
+                u32 ent = rec[1 + e];
+                int tt = (ent >> 8) & 0xff, c = ent & 0xff;
+                if (tt < w0 || tt >= w0 + CHUNK / W4) continue;
+                float d = h2f(ent >> 16) - fmaf(s_kr[c], s_kcb[code_at<B>(kc, tt, c)], s_kz[c]);
+                float so, co;
+                sincosf((float)tt * s_th[c >> 1], &so, &co);
+                float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                int c0e = c & ~1;
+                float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
+        }
+        cp_async_wait_all();
+        __syncthreads();
+        if (chunk + 1 < c1) issue_keys<B, KS, KL>(st, hb, cbase + CHUNK, kcodes, kslotv, kslotc);
+
+        // ---- softmax, value scales folded in ----
+        const u32* zr = (const u32*)(st + S::VZR);
+        if constexpr (WS)
+        {
+            // v8: every warp runs its own online softmax over its own 32 tokens (one per lane) and keeps its own
+            // max and sums, like a split of its own; the warps merge once at the end. No block barrier between the
+            // softmax and the values, and no phase where one warp per head works while the others wait.
+            const u32 z = zr[w0 + lane];
+            const float zz = h2f(z & 0xffff), zrng = h2f(z >> 16);
+            float alpha0 = 1.f, alpha1 = 1.f;   // v12: the factors of this lane's two mma columns (heads 2 tq, 2 tq + 1)
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                const float v = s_sc[g][w0 + lane];
+                float cm = v;
+#pragma unroll
+                for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+                const float mn = fmaxf(wm[g], cm);
+                const float alpha = mn == -INFINITY ? 1.f : __expf(wm[g] - mn);
+                const float p = mn == -INFINITY ? 0.f : __expf(v - mn);
+                s_sc[g][w0 + lane] = p;
+                s_pr[g][w0 + lane] = p * zrng;
+                float sum = p, pz = p * zz;
+#pragma unroll
+                for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+                wm[g] = mn; wl[g] = wl[g] * alpha + sum; wpz[g] = wpz[g] * alpha + pz;
+#pragma unroll
+                for (int i = 0; i < 4; ++i) { acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
+                if constexpr (TV)
+                {
+                    if (g == 2 * (lane & 3)) alpha0 = alpha;
+                    if (g == 2 * (lane & 3) + 1) alpha1 = alpha;
+                }
+            }
+            if constexpr (TV)
+            {
+#pragma unroll
+                for (int m = 0; m < D / 16; ++m) { acc2[m][0] *= alpha0; acc2[m][1] *= alpha1; acc2[m][2] *= alpha0; acc2[m][3] *= alpha1; }
+            }
+            __syncwarp();
+        }
+        else
+        for (int g = warp; g < G; g += W4)
+        {
+            float v[CHUNK / 32];
+            float cm = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j) { v[j] = s_sc[g][lane + 32 * j]; cm = fmaxf(cm, v[j]); }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+            float mo = s_m[g], mn = fmaxf(mo, cm);
+            float alpha = mn == -INFINITY ? 1.f : __expf(mo - mn);
+            float sum = 0.f, pz = 0.f;
+#pragma unroll
+            for (int j = 0; j < CHUNK / 32; ++j)
+            {
+                float p = mn == -INFINITY ? 0.f : __expf(v[j] - mn);
+                u32 z = zr[lane + 32 * j];
+                s_sc[g][lane + 32 * j] = p;
+                s_pr[g][lane + 32 * j] = p * h2f(z >> 16);
+                sum += p;
+                pz = fmaf(p, h2f(z & 0xffff), pz);
+            }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+            __syncwarp();
+            if (lane == 0) { s_m[g] = mn; s_l[g] = s_l[g] * alpha + sum; s_alpha[g] = alpha; s_pz[g] = s_pz[g] * alpha + pz; }
+        }
+        if constexpr (!WS)
+        {
+            __syncthreads();
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float al = s_alpha[g];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) { acc[g][i] *= al; s_vout[warp][g][4 * lane + i] *= al; }
+            }
+        }
+
+        // ---- values: two codes per lookup ----
+        if constexpr (TV)
+        {
+            // v12: O^T += V^T (16 channels x 8 tokens) x (p x range)^T (8 tokens x heads), per code tile and 16-channel
+            // slice two tf32 mmas (level hi and lo parts). Lane (gr, tq) decodes tokens tq and tq + 4 of source lanes
+            // 4 gr .. 4 gr + 3 (one 16-byte shared load per token and word).
+            const int gr = lane >> 2, tq = lane & 3;
+            const char* const vt = (const char*)&s_vhl[0][0];
+#pragma unroll
+            for (int tile = 0; tile < TPW4; ++tile)
+            {
+                const int stt = w0 + tile * TILE;
+                const u32 pb0 = gr < G ? tf32r(s_pr[gr < G ? gr : 0][stt + tq]) : 0u;
+                const u32 pb1 = gr < G ? tf32r(s_pr[gr < G ? gr : 0][stt + tq + 4]) : 0u;
+                const u32* base = vc + (w0 / TILE + tile) * B * 32 + 4 * gr;
+                u32 f[2][4];
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh)
+                {
+                    const int o = 4 * (tq + 4 * hh) * B, wi = o >> 5, bi = o & 31;
+                    const uint4 w = *(const uint4*)(base + wi * 32);
+                    if constexpr (B == 3)
+                    {
+                        const uint4 x = *(const uint4*)(base + min(wi + 1, B - 1) * 32);
+                        f[hh][0] = __funnelshift_r(w.x, x.x, bi); f[hh][1] = __funnelshift_r(w.y, x.y, bi);
+                        f[hh][2] = __funnelshift_r(w.z, x.z, bi); f[hh][3] = __funnelshift_r(w.w, x.w, bi);
+                    }
+                    else
+                    {
+                        f[hh][0] = w.x >> bi; f[hh][1] = w.y >> bi; f[hh][2] = w.z >> bi; f[hh][3] = w.w >> bi;
+                    }
+                }
+#pragma unroll
+                for (int l = 0; l < 4; ++l)
+#pragma unroll
+                    for (int p = 0; p < 2; ++p)
+                    {
+                        const float2 e00 = *(const float2*)(vt + vcode_addr<B>(f[0][l], 2 * p, vOff8));
+                        const float2 e01 = *(const float2*)(vt + vcode_addr<B>(f[0][l], 2 * p + 1, vOff8));
+                        const float2 e10 = *(const float2*)(vt + vcode_addr<B>(f[1][l], 2 * p, vOff8));
+                        const float2 e11 = *(const float2*)(vt + vcode_addr<B>(f[1][l], 2 * p + 1, vOff8));
+                        mma_1688(acc2[2 * l + p], __float_as_uint(e00.y), __float_as_uint(e01.y), __float_as_uint(e10.y), __float_as_uint(e11.y), pb0, pb1);
+                        mma_1688(acc2[2 * l + p], __float_as_uint(e00.x), __float_as_uint(e01.x), __float_as_uint(e10.x), __float_as_uint(e11.x), pb0, pb1);
+                    }
+            }
+        }
+        else
+        {
+#pragma unroll
+        for (int tile = 0; tile < TPW4; ++tile)
+        {
+            u32 vw[B];
+#pragma unroll
+            for (int b = 0; b < B; ++b) vw[b] = vc[((w0 / TILE + tile) * B + b) * 32 + lane];
+            const int stt = w0 + tile * TILE;
+            float pr[G][TILE];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                float4 a0 = *(const float4*)&s_pr[g][stt], a1 = *(const float4*)&s_pr[g][stt + 4];
+                pr[g][0] = a0.x; pr[g][1] = a0.y; pr[g][2] = a0.z; pr[g][3] = a0.w;
+                pr[g][4] = a1.x; pr[g][5] = a1.y; pr[g][6] = a1.z; pr[g][7] = a1.w;
+            }
+#pragma unroll
+            for (int t = 0; t < TILE; ++t)
+            {
+                float l0, l1, l2, l3;
+                if constexpr (VR > 0)
+                {
+                    const float2 v01 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 0, vOff));
+                    const float2 v23 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 1, vOff));
+                    l0 = v01.x; l1 = v01.y; l2 = v23.x; l3 = v23.y;
+                }
+                else
+                {
+                    const char* vt = (const char*)&s_vt[0][0];
+                    l0 = *(const float*)(vt + code_addr6<B>(vw, t, 0, laneOff)); l1 = *(const float*)(vt + code_addr6<B>(vw, t, 1, laneOff));
+                    l2 = *(const float*)(vt + code_addr6<B>(vw, t, 2, laneOff)); l3 = *(const float*)(vt + code_addr6<B>(vw, t, 3, laneOff));
+                }
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                {
+                    acc[g][0] = fmaf(pr[g][t], l0, acc[g][0]); acc[g][1] = fmaf(pr[g][t], l1, acc[g][1]);
+                    acc[g][2] = fmaf(pr[g][t], l2, acc[g][2]); acc[g][3] = fmaf(pr[g][t], l3, acc[g][3]);
+                }
+            }
+        }
+        }
+        __syncwarp();
+        if constexpr (VS > 0)
+        {
+            const int tt = w0 + lane;
+            if (cbase + tt < a.n)
+            {
+                u32 cc = *(const u16*)(st + S::VSC + tt * VS);
+                u32 vv = *(const u32*)(st + S::VSV + tt * VS * 2);
+                u32 zrt = zr[tt];
+                float z = h2f(zrt & 0xffff), r = h2f(zrt >> 16);
+#pragma unroll
+                for (int sl = 0; sl < VS; ++sl)
+                {
+                    int c = (cc >> (8 * sl)) & 0xff;
+                    float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<B>(vc, tt, c)], z);
+#pragma unroll
+                    for (int g = 0; g < G; ++g) atomicAdd(&s_vout[warp][g][c], s_sc[g][tt] * d);
+                }
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] += acc[g][i];
+    if constexpr (TV)
+    {
+        __syncwarp();
+        const int gr = lane >> 2, tq = lane & 3;
+        if (2 * tq < G)
+#pragma unroll
+            for (int m = 0; m < D / 16; ++m)
+            {
+                const int c = 4 * (4 * gr + m / 2) + 2 * (m % 2);
+                s_vout[warp][2 * tq][c] += acc2[m][0]; s_vout[warp][2 * tq + 1][c] += acc2[m][1];
+                s_vout[warp][2 * tq][c + 1] += acc2[m][2]; s_vout[warp][2 * tq + 1][c + 1] += acc2[m][3];
+            }
+    }
+    if constexpr (WS)
+    {
+        if (lane == 0)
+#pragma unroll
+            for (int g = 0; g < G; ++g) { s_wm[warp][g] = wm[g]; s_wl[warp][g] = wl[g]; s_wpz[warp][g] = wpz[g]; }
+        __syncthreads();
+        // Merge the warps as attn_reduce merges splits: rescale each to the largest max (a warp that saw only masked
+        // tokens has max -inf and weight 0).
+        for (int i = threadIdx.x; i < G * D; i += T4)
+        {
+            int g = i / D, c = i % D;
+            float M = -INFINITY;
+#pragma unroll
+            for (int w = 0; w < W4; ++w) M = fmaxf(M, s_wm[w][g]);
+            float v = 0.f, l = 0.f;
+#pragma unroll
+            for (int w = 0; w < W4; ++w)
+            {
+                float f = s_wm[w][g] == -INFINITY ? 0.f : __expf(s_wm[w][g] - M);
+                v += f * (s_vout[w][g][c] + s_wpz[w][g]);
+                l += f * s_wl[w][g];
+            }
+            part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+            if (c == 0) part_ml[(long)(h * G + g) * a.splits + split] = make_float2(M, l);
+        }
+        return;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += T4)
+    {
+        int g = i / D, c = i % D;
+        float v = s_pz[g];
+#pragma unroll
+        for (int w = 0; w < W4; ++w) v += s_vout[w][g][c];
+        part_acc[((long)(h * G + g) * a.splits + split) * D + c] = v;
+    }
+    if (threadIdx.x < G) part_ml[(long)(h * G + threadIdx.x) * a.splits + split] = make_float2(s_m[threadIdx.x], s_l[threadIdx.x]);
+}
+
+#define NUQ_V7_ANY(B, G, MINB, VER, SUFFIX, KS, VS, KL) \
+extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g##G##_r##VER##SUFFIX(const AttnArgs a, const float* q, \
+    const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
+    const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
+    float* part_acc, float2* part_ml, long padded) \
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER >= 12 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+#define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
+    NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
+
+#endif

@@ -107,6 +107,21 @@ public class ShardSplitPlanTests
     private static int TestSeedsOf(string name) => name.Aggregate(17, (h, c) => h * 31 + c);
 
     [Fact]
+    public void OverSeveralGpusEachShardFillsItsOwn()
+    {
+        // Aligned (the unsharded plan: 14 splits of 256 tokens), but one shard per GPU: each takes the plan of its own
+        // tokens (one split per 128-token tile here) instead of its 2 to 4 unsharded splits.
+        var layout = new ShardLayout([1024, 1024, 1024, 1024]);
+        var one = ShardSplitPlan.For(layout, 3500, 1, 32, 132, States);
+        var many = ShardSplitPlan.For(layout, 3500, 1, 32, 132, States, unshardedSplits: false);
+        Assert.Equal(new AttentionSplit(14, 256), one.Unsharded);
+        Assert.True(one.Aligned);
+        Assert.False(many.Aligned);
+        Assert.Equal([4, 4, 4, 2], one.Splits.Select(s => s!.Value.Splits).ToArray());
+        Assert.Equal([8, 8, 8, 4], many.Splits.Select(s => s!.Value.Splits).ToArray());
+    }
+
+    [Fact]
     public void BadCallsAreRefused()
     {
         var layout = new ShardLayout([128, 256]);

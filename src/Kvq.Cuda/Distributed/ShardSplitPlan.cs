@@ -43,14 +43,18 @@ internal sealed class ShardSplitPlan
 
     /// <summary>The plan of an attention call of <paramref name="rows"/> query rows (the newest tokens) over the first
     /// <paramref name="count"/> tokens of a sequence cut by <paramref name="layout"/>, on a device of
-    /// <paramref name="multiprocessors"/> SMs (<paramref name="maxStates"/>: <see cref="CudaKvSequence.MaxSplitStates"/>).</summary>
-    public static ShardSplitPlan For(ShardLayout layout, long count, int rows, int kvHeads, int multiprocessors, int maxStates)
+    /// <paramref name="multiprocessors"/> SMs (<paramref name="maxStates"/>: <see cref="CudaKvSequence.MaxSplitStates"/>).
+    /// <paramref name="unshardedSplits"/>: take the unsharded splits where aligned (checking mode: all shards share one
+    /// GPU, and the output is the unsharded one bit for bit); false: always a plan per shard, each filling its own GPU
+    /// (N GPUs: the unsharded plan's share of splits would leave most of each GPU idle).</summary>
+    public static ShardSplitPlan For(ShardLayout layout, long count, int rows, int kvHeads, int multiprocessors, int maxStates,
+        bool unshardedSplits = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         if (count < rows || count > layout.Total)
             throw new ArgumentOutOfRangeException(nameof(count), count, $"attention of {rows} rows over {count} tokens of {layout}");
         var whole = AttentionSplit.For(count, rows, kvHeads, multiprocessors, maxStates);
-        bool aligned = true;
+        bool aligned = unshardedSplits;
         for (int s = 1; s < layout.Shards; s++)
             if (layout.First[s] < count && layout.First[s] % whole.PerSplit != 0) aligned = false;
         var splits = new AttentionSplit?[layout.Shards];

@@ -16,8 +16,9 @@ namespace Kvq.Cuda.Distributed;
 /// (<see cref="CudaKvSequence.AttendPartial"/>), every query row of the call at once, with the splits of a
 /// <see cref="ShardSplitPlan"/>; the split partials of all shards, laid out [shard][row][split slot] as an all-gather
 /// leaves them, merge in order into the output (shard_merge, attn_merge's arithmetic). Where the shard boundaries fall
-/// on the unsharded split plan's boundaries (<see cref="ShardSplitPlan.Aligned"/>), the output is the unsharded
-/// output bit for bit.
+/// on the unsharded split plan's boundaries (<see cref="ShardSplitPlan.Aligned"/>), the shards of one GPU (checking
+/// mode, or NCCL world size 1) run the unsharded splits and the output is the unsharded output bit for bit; over N GPUs
+/// each shard takes a plan that fills its own GPU.
 /// <para>Checking mode (no <see cref="IShardExchange"/>): every shard in this process, on one GPU. With an exchange
 /// (<see cref="NcclCommunicator"/>), this process holds shard <see cref="IShardExchange.Rank"/> only and the partials
 /// of the others arrive by all-gather; every rank computes the same output. Every rank runs the whole model on every
@@ -102,7 +103,8 @@ public sealed class ShardedKvSequence : IKvSequence, IKvMemoryReport, IDisposabl
     public void AttendDevice(int layer, ulong q, int n, ulong output)
     {
         if (n > _maxRows) throw new ArgumentOutOfRangeException(nameof(n), n, $"a sharded sequence attends at most {_maxRows} query rows at once");
-        var plan = ShardSplitPlan.For(Layout, _count[layer], n, _shape.KvHeads, _ctx.Device.Multiprocessors, CudaKvSequence.MaxSplitStates);
+        var plan = ShardSplitPlan.For(Layout, _count[layer], n, _shape.KvHeads, _ctx.Device.Multiprocessors, CudaKvSequence.MaxSplitStates,
+            unshardedSplits: _exchange == null || _exchange.WorldSize == 1);
         if (plan.Aligned) _aligned++;
         else _unaligned++;
         int rows = n * _shape.Heads, hd = _shape.HeadDim;

@@ -22,15 +22,15 @@ public class ShardSplitPlanTests
     }
 
     [Theory]
-    // shard capacities, tokens, query rows, KV heads, SMs
-    [InlineData(new[] { 256, 512, 256, 256 }, 990, 30, 2, 132)]    // books-19m's last prompt chunk: 8 splits of 128
-    [InlineData(new[] { 256, 512, 256, 256 }, 960, 48, 2, 132)]    // a 48-row chunk: 4 splits of 256
-    [InlineData(new[] { 512, 512 }, 1001, 1, 2, 132)]              // decode: one 128-token split per tile
-    [InlineData(new[] { 1024, 1024, 1024, 1024 }, 3000, 1, 32, 132)]
-    [InlineData(new[] { 256, 256, 256, 256, 256, 256, 256, 256 }, 700, 37, 2, 114)]   // shards 3-7 hold nothing yet
-    public void AlignedShardsRunTheUnshardedSplits(int[] caps, long tokens, int rows, int kvHeads, int sms)
+    // shard capacities (a string: the AOT GPU runner takes plain values), tokens, query rows, KV heads, SMs
+    [InlineData("256,512,256,256", 990, 30, 2, 132)]    // books-19m's last prompt chunk: 8 splits of 128
+    [InlineData("256,512,256,256", 960, 48, 2, 132)]    // a 48-row chunk: 4 splits of 256
+    [InlineData("512,512", 1001, 1, 2, 132)]              // decode: one 128-token split per tile
+    [InlineData("1024,1024,1024,1024", 3000, 1, 32, 132)]
+    [InlineData("256,256,256,256,256,256,256,256", 700, 37, 2, 114)]   // shards 3-7 hold nothing yet
+    public void AlignedShardsRunTheUnshardedSplits(string caps, long tokens, int rows, int kvHeads, int sms)
     {
-        var layout = new ShardLayout(caps);
+        var layout = new ShardLayout(caps.Split(',').Select(int.Parse).ToArray());
         var plan = ShardSplitPlan.For(layout, tokens, rows, kvHeads, sms, States);
         var whole = AttentionSplit.For(tokens, rows, kvHeads, sms, States);
         Assert.True(plan.Aligned, plan.ToString());

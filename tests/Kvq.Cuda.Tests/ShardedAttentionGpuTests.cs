@@ -72,7 +72,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
         new ShardLayout([128, 640, 128, 384, 256, 128]),
         // On 256-token boundaries: the unsharded splits (bit for bit).
         ShardLayout.Even(tokens, 4, align: 256),
-        new ShardLayout([256, 512, 256, 512]),
+        new ShardLayout([768, 256, 512]),
     ];
 
     /// <summary>Every shard boundary on a multiple of 256 tokens: at these sizes the unsharded split plans of an H100 or
@@ -83,7 +83,8 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
     public void ShardedAttentionEqualsUnshardedOnRandomKeysAndValues()
     {
         // GQA (8 query heads on 2 KV heads) at head dim 64 and 128; f16 and KVQuant (nuq4-1% with 3 sink tokens, nuq3);
-        // prompt chunks of 37 rows that cross shard boundaries, then decode steps.
+        // prompt chunks of 37 rows that cross shard boundaries, then decode steps. Every case runs and prints first.
+        var failures = new List<string>();
         foreach (int hd in new[] { 64, 128 })
         {
             var cfg = new ModelConfig
@@ -124,7 +125,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
                             worst = Math.Max(worst, rel);
                             calls++;
                             if (a.AsSpan().SequenceEqual(b)) bitwise++;
-                            Assert.True(rel <= Tolerance, $"hd {hd} {spec} {layout}: tokens {done}..{done + n} layer {l}: rel diff {rel:E2}");
+                            if (rel > Tolerance) failures.Add($"hd {hd} {spec} {layout}: tokens {done}..{done + n} layer {l}: rel diff {rel:E2}");
                         }
                         whole.Commit(n);
                         sharded.Commit(n);
@@ -133,9 +134,10 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
                     var (aligned, unaligned) = sharded.PlanCounts;
                     output.WriteLine($"hd {hd} {spec} sink {sink} {layout}: {tokens} tokens, worst rel diff {worst:E2}; " +
                                      $"{bitwise} of {calls} calls bit for bit; plans aligned {aligned}, unaligned {unaligned}");
-                    if (OnChunks(layout)) Assert.True(unaligned == 0, $"{layout}: {unaligned} calls not on the unsharded splits");
+                    if (OnChunks(layout) && unaligned != 0) failures.Add($"hd {hd} {spec} {layout}: {unaligned} calls not on the unsharded splits");
                 }
         }
+        Assert.True(failures.Count == 0, string.Join("; ", failures.Take(20)));
     }
 
     private static float[] Random(Random rng, int n)
@@ -157,6 +159,7 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
         for (int i = 1; i < ids.Length; i++) ids[i] = rng.Next(3, cfg.VocabSize);
         int prompt = 990;
         var shape = gpu.KvShape;
+        var failures = new List<string>();
         foreach (var (spec, sink) in new[] { ("f16", 0), ("nuq4-1%", 2) })
         {
             (int Aligned, int Unaligned) plans = default;
@@ -191,14 +194,12 @@ public class ShardedAttentionGpuTests(ITestOutputHelper output)
                 bool onChunks = OnChunks(layout);
                 output.WriteLine($"books-19m {spec} sink {sink} {layout}: {ids.Length} positions, logits max rel diff {rel:E2}" +
                                  $"{(want.AsSpan().SequenceEqual(got) ? " (bit for bit)" : "")}; plans aligned {plans.Aligned}, unaligned {plans.Unaligned}");
-                if (onChunks)
-                {
-                    Assert.True(plans.Unaligned == 0, $"{spec} {layout}: {plans.Unaligned} attention calls not on the unsharded splits");
-                    Assert.True(rel <= Tolerance, $"{spec} {layout}: logits rel diff {rel:E2}");
-                }
-                else Assert.True(rel <= UnalignedLogitTolerance, $"{spec} {layout}: logits rel diff {rel:E2}");
+                // Every case runs and prints before the verdict (one GPU run shows them all).
+                if (onChunks && plans.Unaligned != 0) failures.Add($"{spec} {layout}: {plans.Unaligned} attention calls not on the unsharded splits");
+                if (rel > (onChunks ? Tolerance : UnalignedLogitTolerance)) failures.Add($"{spec} {layout}: logits rel diff {rel:E2}");
             }
         }
+        Assert.True(failures.Count == 0, string.Join("; ", failures));
     }
 
     [GpuFact]

@@ -24,6 +24,19 @@ public class ShardLayoutTests
     }
 
     [Fact]
+    public void EvenShardsAlignToTheGivenUnit()
+    {
+        // Units of 256 tokens (two blocks): boundaries on multiples of 256 whatever the token count.
+        var l = ShardLayout.Even(1000, 3, align: 256);   // 4 units over 3 shards: 1, 1, 2
+        Assert.Equal([256, 256, 512], l.Capacity);
+        Assert.All(l.First, f => Assert.Equal(0, f % 256));
+        Assert.Equal([256, 256, 256, 256, 256, 256, 256, 256], ShardLayout.Even(1001, 8, align: 256).Capacity);   // one unit per shard at least
+        Assert.Equal(ShardLayout.Even(1000, 3).Capacity, ShardLayout.Even(1000, 3, align: 128).Capacity);
+        Assert.Throws<ArgumentOutOfRangeException>(() => ShardLayout.Even(1000, 3, align: 200));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ShardLayout.Even(1000, 3, align: 64));
+    }
+
+    [Fact]
     public void AChunkIsCutWhereItCrossesShards()
     {
         var l = new ShardLayout([128, 256, 128]);

@@ -142,7 +142,7 @@ public static class InspectCommand
         Console.WriteLine($"sequence parallelism over {gpus} GPU{(gpus == 1 ? "" : "s")} of {gpuGib:F2} GiB, {ctx:N0} tokens " +
                           $"({ShardLayout.Even(ctx, gpus).Capacity[0]:N0} per GPU, whole 128-token blocks; docs/multigpu.md):");
         Console.WriteLine($"per GPU: weights (f16, replicated) {plan.WeightBytes / GiB:F2} GiB | activations ({plan.MaxBatch}-row chunk) " +
-                          $"{plan.ActivationBytes / 1048576.0:F1} MiB | attention partials {plan.PartialBytes / 1048576.0:F1} MiB | gathered states " +
+                          $"{plan.ActivationBytes / 1048576.0:F1} MiB | attention partials {plan.PartialBytes / 1048576.0:F1} MiB | gathered partials " +
                           $"{plan.StateBytes / 1024.0:F0} KiB | NCCL internal (assumed) {CapacityPlan.NcclInternalBytes / 1048576.0:F0} MiB | " +
                           $"context + libraries (assumed) {CapacityPlan.ReserveBytes / GiB:F1} GiB | total {plan.FixedBytes / GiB:F2} GiB");
         Console.WriteLine("| kv | device B/token | plan B/token | KV GiB per GPU at ctx | GiB per GPU at ctx | fits | tokens that fit |" +
@@ -170,7 +170,7 @@ public static class InspectCommand
         if (timed)
             Console.WriteLine($"time model: weights {DecodeTimeModel.H100WeightsMs7B} ms and attention per token from one H100 (docs/perf.md); combine per layer = " +
                               $"NCCL all-gather ({DecodeTimeModel.NcclLatencyUsH100x8} us + bytes at {DecodeTimeModel.NcclBusGBpsH100x8} GB/s, nccl-tests 8 x H100) " +
-                              $"+ {DecodeTimeModel.CombineKernelsUsDefault} us of combine kernels");
+                              $"+ {DecodeTimeModel.CombineKernelsUsDefault} us of merge kernels");
     }
 
     /// <summary>Per-layer widths when the layers of a plan differ (KVQuant :mixed), else null: nominal bits for the

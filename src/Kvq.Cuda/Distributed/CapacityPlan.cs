@@ -14,8 +14,8 @@ public sealed record KvFormatBytes(string Name, long DeviceBytesPerToken, double
 
 /// <summary>
 /// Memory of sequence-parallel decoding on N GPUs (docs/multigpu.md, `kvq inspect --gpus N --ctx T`): per GPU the
-/// weights (replicated, f16), the model's activation buffers, the attention partials, the states all-gathered per layer
-/// and NCCL's own buffers, a reserve for the CUDA context and libraries, and the KV cache of T / N tokens; how many
+/// weights (replicated, f16), the model's activation buffers, the attention partials, the split partials all-gathered
+/// per layer and NCCL's own buffers, a reserve for the CUDA context and libraries, and the KV cache of T / N tokens; how many
 /// tokens fit. Figures follow the allocations of <see cref="CudaTransformer"/>, <see cref="CudaKvSequence"/> and
 /// <see cref="ShardedKvSequence"/>; NCCL's internal buffers and the reserve are assumptions (named as such).
 /// </summary>
@@ -25,8 +25,10 @@ public sealed class CapacityPlan
     public const long NcclInternalBytes = 2L * 32 * (4L << 20);
     /// <summary>CUDA context, cuBLAS workspace and the compiled modules, assumed 1 GiB per GPU.</summary>
     public const long ReserveBytes = 1L << 30;
-    /// <summary>Split-K partial states a sequence keeps room for (CudaKvSequence, ShardedKvSequence: 1024 per query head).</summary>
-    public const int PartialStates = 1024;
+    /// <summary>Split-K partial states a sequence keeps room for (CudaKvSequence: 1024 per query head).</summary>
+    public const int PartialStates = CudaKvSequence.MaxSplitStates;
+    /// <summary>SMs of the GPU the split plans are made for (an H100 SXM's 132): how many splits a shard's partials hold.</summary>
+    public const int Multiprocessors = 132;
 
     public ModelConfig Model { get; }
     public int Gpus { get; }
@@ -70,11 +72,13 @@ public sealed class CapacityPlan
         }
     }
 
-    /// <summary>Split-K partials: the shard's own sequence and the sharded sequence, 1024 states per query head each.</summary>
-    public long PartialBytes => 2L * PartialStates * Model.Heads * (Model.HeadDim + 2) * 4;
+    /// <summary>Split-K partials of the shard's own sequence (CudaKvSequence), 1024 states per query head.</summary>
+    public long PartialBytes => (long)PartialStates * Model.Heads * (Model.HeadDim + 2) * 4;
 
-    /// <summary>The states gathered per layer: [GPU][rows][query head][head dim + 2] f32, rows up to <see cref="MaxBatch"/>.</summary>
-    public long StateBytes => (long)Gpus * MaxBatch * Model.Heads * (Model.HeadDim + 2) * 4;
+    /// <summary>The split partials gathered per layer (ShardedKvSequence): [GPU][rows x split slots][query head][head
+    /// dim + 2] f32, rows x slots up to <see cref="ShardSplitPlan.SlotsPerPart"/> (rows up to <see cref="MaxBatch"/>).</summary>
+    public long StateBytes => (long)Gpus * ShardSplitPlan.SlotsPerPart(MaxBatch, Model.KvHeads, Multiprocessors, PartialStates)
+                              * Model.Heads * (Model.HeadDim + 2) * 4;
 
     /// <summary>Bytes per GPU besides the KV cache.</summary>
     public long FixedBytes => WeightBytes + ActivationBytes + PartialBytes + StateBytes + NcclInternalBytes + ReserveBytes;
@@ -125,7 +129,7 @@ public sealed class CapacityPlan
 /// <summary>
 /// Time of one decode step of sequence-parallel decoding, modelled (docs/multigpu.md): the replicated weight products,
 /// attention over each GPU's T / N tokens at a measured one-GPU rate, and per layer the combine: an all-gather of every
-/// GPU's states (latency + bytes at NCCL's bus bandwidth) and the two small combine kernels. Rates are inputs: the
+/// GPU's split partials (latency + bytes at NCCL's bus bandwidth) and the merge kernel. Rates are inputs: the
 /// defaults are the H100 numbers of docs/perf.md and NCCL's published all-gather figures for 8 x H100 (NVLink).
 /// </summary>
 public sealed record DecodeTimeModel(double WeightsMs, double AttentionNsPerToken, double NcclBusGBps, double NcclLatencyUs, double CombineKernelsUs)
@@ -150,7 +154,7 @@ public sealed record DecodeTimeModel(double WeightsMs, double AttentionNsPerToke
     /// at large sizes, ~15 us per call at the few-hundred-KB sizes of a layer's states.</summary>
     public const double NcclBusGBpsH100x8 = 360, NcclLatencyUsH100x8 = 15;
 
-    /// <summary>shard_state + shard_combine per layer (two small launches), assumed 6 us.</summary>
+    /// <summary>The partials' clearing memset + shard_merge per layer (two small launches), assumed 6 us.</summary>
     public const double CombineKernelsUsDefault = 6;
 
     public static DecodeTimeModel H100(string format) =>
@@ -161,7 +165,9 @@ public sealed record DecodeTimeModel(double WeightsMs, double AttentionNsPerToke
     public (double AttentionMs, double CombineMs, double TotalMs) Step(ModelConfig model, long tokens, int gpus)
     {
         double local = (double)ShardLayout.Even(tokens, gpus).Capacity[0] * AttentionNsPerToken / 1e6;
-        double bytes = (double)gpus * model.Heads * (model.HeadDim + 2) * 4;   // one row's states from every GPU
+        // One row's split partials from every GPU: as many splits as the local plan over T / N tokens takes.
+        int splits = AttentionSplit.For(ShardLayout.Even(tokens, gpus).Capacity[0], 1, model.KvHeads, CapacityPlan.Multiprocessors, CapacityPlan.PartialStates).Splits;
+        double bytes = (double)gpus * model.Heads * splits * (model.HeadDim + 2) * 4;
         double perLayerUs = gpus > 1 ? NcclLatencyUs + bytes * (gpus - 1) / gpus / (NcclBusGBps * 1e3) + CombineKernelsUs : CombineKernelsUs;
         double combine = model.Layers * perLayerUs / 1e3;
         return (local, combine, WeightsMs + local + combine);

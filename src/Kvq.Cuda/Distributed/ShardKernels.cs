@@ -1,30 +1,26 @@
 namespace Kvq.Cuda.Distributed;
 
-/// <summary>The launchers of shard_combine.cu: a shard's split partials folded into one state per query row
-/// (<see cref="State"/>), and the states of all shards merged into the attention output (<see cref="Combine"/>), on
-/// the legacy default stream like the model's kernels.</summary>
+/// <summary>The launcher of shard_combine.cu: the split partials of every shard, gathered [shard][row][split slot],
+/// merged into the attention output with attn_merge's arithmetic (<see cref="Merge"/>), on the legacy default stream
+/// like the model's kernels.</summary>
 internal sealed class ShardKernels : IDisposable
 {
     private readonly CudaModule _module;
-    private readonly CudaKernel _state, _combine;
+    private readonly CudaKernel _merge;
     private readonly KernelArgs _a = new();
 
     public ShardKernels(KernelLoader loader)
     {
         _module = loader.Load(KernelSources.Read("shard_combine.cu"), "shard_combine.cu");
-        _state = _module.Kernel("shard_state");
-        _combine = _module.Kernel("shard_combine");
+        _merge = _module.Kernel("shard_merge");
     }
 
     private static uint Pad32(int x) => (uint)((x + 31) / 32 * 32);
 
-    /// <summary>state[row] (head dim + 2 floats) = the fold of part[row][0..splits) for <paramref name="rows"/> rows.</summary>
-    public void State(ulong part, int splits, int rows, int headDim, ulong state) =>
-        _state.Launch(new LaunchShape((uint)rows, 1, 1, Pad32(headDim)), _a.Clear().Add(part).Add(splits).Add(headDim).Add(state));
-
-    /// <summary>output[row][head dim] from state[shard][rows][head dim + 2].</summary>
-    public void Combine(ulong states, int shards, int rows, int headDim, ulong output) =>
-        _combine.Launch(new LaunchShape((uint)rows, 1, 1, Pad32(headDim)), _a.Clear().Add(states).Add(shards).Add((long)rows).Add(headDim).Add(output));
+    /// <summary>output[row][head dim] from part[shard][rows][stride][head dim + 2] (partials with sum 0 are skipped).</summary>
+    public void Merge(ulong part, int shards, int stride, int rows, int headDim, ulong output) =>
+        _merge.Launch(new LaunchShape((uint)rows, 1, 1, Pad32(headDim)),
+            _a.Clear().Add(part).Add(shards).Add(stride).Add((long)rows).Add(headDim).Add(output));
 
     public void Dispose()
     {

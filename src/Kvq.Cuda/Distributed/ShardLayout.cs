@@ -34,15 +34,19 @@ public sealed class ShardLayout
         Total = at;
     }
 
-    /// <summary><paramref name="shards"/> shards of equal whole blocks (the first ones one block longer where the
-    /// blocks do not divide), together at least <paramref name="tokens"/> tokens (and one block per shard).</summary>
-    public static ShardLayout Even(long tokens, int shards)
+    /// <summary><paramref name="shards"/> shards of equal whole units of <paramref name="align"/> tokens (a multiple of
+    /// the 128-token block; the first shards one unit longer where the units do not divide), together at least
+    /// <paramref name="tokens"/> tokens (and one unit per shard). Boundaries on multiples of the unsharded split plan's
+    /// split length let the shards run the unsharded splits (<see cref="ShardSplitPlan.Aligned"/>).</summary>
+    public static ShardLayout Even(long tokens, int shards, int align = BlockTokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(shards);
-        long blocks = Math.Max(shards, (tokens + BlockTokens - 1) / BlockTokens);
+        if (align < BlockTokens || align % BlockTokens != 0)
+            throw new ArgumentOutOfRangeException(nameof(align), align, $"shards are aligned to whole blocks of {BlockTokens} tokens");
+        long units = Math.Max(shards, (tokens + align - 1) / align);
         var cap = new int[shards];
         for (int s = 0; s < shards; s++)
-            cap[s] = checked((int)((blocks * (s + 1) / shards - blocks * s / shards) * BlockTokens));
+            cap[s] = checked((int)((units * (s + 1) / shards - units * s / shards) * align));
         return new ShardLayout(cap);
     }
 

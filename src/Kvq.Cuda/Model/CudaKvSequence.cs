@@ -37,7 +37,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     private readonly DeviceBuffer _part;
     private readonly int[] _count;
     private readonly int _maxStates;
-    private DeviceBuffer? _hostK, _hostV, _hostQ, _hostOut;   // staging for the host-span methods, grown on demand
+    private readonly HostStaging _staging;            // the host-span methods' device buffers
+
+    /// <summary>The most split partial states one attention call writes (query rows x splits, per query head): the
+    /// split plan's cap (<see cref="AttentionSplit.For"/>); a sharded sequence plans with the same number so that its
+    /// splits are the unsharded ones (Distributed/ShardSplitPlan).</summary>
+    internal const int MaxSplitStates = 1024;
 
     public int Length { get; private set; }
     /// <summary>Tokens this sequence has room for.</summary>
@@ -62,7 +67,8 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         _pendV = new ulong[_shape.Layers];
         _sinkK = new DeviceBuffer[_shape.Layers];
         _sinkV = new DeviceBuffer[_shape.Layers];
-        _maxStates = 1024;
+        _maxStates = MaxSplitStates;
+        _staging = new HostStaging(_ctx);
         int sink = Config.SinkTokens;
         try
         {
@@ -222,28 +228,29 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         if (n > 1)   // a prefill chunk: the tiled kernel reads each key once per block of query rows
         {
             _kernels.AttentionTile(q, nuq == null ? _cache.K[layer] : null, nuq == null ? _cache.V[layer] : null, nuq, _cache.Table, _cache.MaxTokens,
-                _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale, _part, output, Config.SinkTokens, sinks, _rope,
+                _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale, _part.Pointer, output, Config.SinkTokens, sinks, _rope,
                 _bt!.Pointer);
             return;
         }
         if (nuq != null)
         {
             _kernels.AttentionNuq(q, nuq, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
-                _part, output, Config.SinkTokens, sinks, _rope, _bt!.Pointer);
+                _part.Pointer, output, Config.SinkTokens, sinks, _rope, _bt!.Pointer);
             return;
         }
         _kernels.AttentionF16(q, _cache.K[layer], _cache.V[layer], _cache.MaxTokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
-            _shape.ScoreScale, _part, output, _bt!.Pointer);
+            _shape.ScoreScale, _part.Pointer, output, _bt!.Pointer);
     }
 
     /// <summary>
     /// The split partials only (no merge) of the last <paramref name="n"/> query rows <paramref name="q"/> over this
     /// sequence's first tokens, as the kernels of <see cref="AttendDevice"/> compute them, into <paramref name="part"/>
-    /// ([row][split][head dim + 2]): row t sees min(<paramref name="count"/> - n + t + 1, ...) tokens, cut by
-    /// <paramref name="split"/>. A caller that passes a count beyond the tokens held gives a split plan whose ranges end
-    /// at the last held token (Distributed/ShardedKvSequence: a full shard before the query rows).
+    /// ([row][split slot][head dim + 2], <see cref="AttentionSplit.PartStride"/> slots per row): row t sees the tokens
+    /// before <paramref name="count"/> - n + t + 1 (none when that is 0 or less: an empty state, sum 0), cut by
+    /// <paramref name="split"/>, whose ranges must end within the tokens held (Distributed/ShardedKvSequence: the
+    /// count is the whole sequence's, shifted to this shard's first position).
     /// </summary>
-    internal void AttendPartial(int layer, ulong q, int n, long count, AttentionSplit split, DeviceBuffer part)
+    internal void AttendPartial(int layer, ulong q, int n, long count, AttentionSplit split, ulong part)
     {
         if (_contiguous != null) throw new NotSupportedException("partial attention states over the contiguous decode layout");
         var nuq = _cache.Nuq?[layer];
@@ -258,6 +265,32 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         else
             _kernels.AttentionF16(q, _cache.K[layer], _cache.V[layer], _cache.MaxTokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
                 _shape.ScoreScale, part, 0, _bt!.Pointer);
+    }
+
+    /// <summary>The stored bytes of tokens [<paramref name="from"/>, from + <paramref name="count"/>) of one layer of the
+    /// paged layout, array by array (f16 keys and values, or every per-token array of the KVQuant layout), KV head by KV
+    /// head, token by token (for checks: Distributed/ShardedKvSequence shards hold the unsharded cache's bytes).</summary>
+    internal byte[] StoredBytes(int layer, int from, int count)
+    {
+        if (_contiguous != null) throw new NotSupportedException("stored bytes of the contiguous decode layout");
+        if (from < 0 || count < 0 || from + count > _count[layer])
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"tokens {from}..{from + count} of a layer that holds {_count[layer]}");
+        (DeviceBuffer Buffer, int SlotBytes)[] arrays = _cache.Nuq is { } nuq
+            ? nuq[layer].PagedArrays
+            : [(_cache.K[layer], _shape.HeadDim * 2), (_cache.V[layer], _shape.HeadDim * 2)];
+        _ctx.Synchronize();
+        using var bytes = new MemoryStream();
+        foreach (var (buffer, slot) in arrays)
+        {
+            var all = buffer.Download<byte>((long)_shape.KvHeads * _cache.MaxTokens * slot);
+            for (int h = 0; h < _shape.KvHeads; h++)
+                for (int t = from; t < from + count; t++)
+                {
+                    long phys = (long)_blocks[t / CudaKvCache.BlockTokens] * CudaKvCache.BlockTokens + t % CudaKvCache.BlockTokens;
+                    bytes.Write(all, (int)(((long)h * _cache.MaxTokens + phys) * slot), slot);
+                }
+        }
+        return bytes.ToArray();
     }
 
     void IDeviceKvSequence.AppendDevice(int layer, ulong k, ulong v, int n) => AppendDevice(layer, k, v, n);
@@ -285,7 +318,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
             }
             var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
             _kernels.AttentionTileContiguous(q, cache, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split, _shape.ScoreScale,
-                _part, output, Config.SinkTokens, _rope);
+                _part.Pointer, output, Config.SinkTokens, _rope);
             return;
         }
         for (int t = 0; t < n; t++)
@@ -360,24 +393,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         }
     }
 
-    public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
-    {
-        int len = n * _shape.KvDim;
-        _ctx.MakeCurrent();
-        Stage(ref _hostK, k[..len]);
-        Stage(ref _hostV, v[..len]);
-        AppendDevice(layer, _hostK!.Pointer, _hostV!.Pointer, n);
-    }
+    public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n) => _staging.Append(this, layer, k, v, n, _shape.KvDim);
 
-    public void Attend(int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par)
-    {
-        int len = n * _shape.QDim;
-        _ctx.MakeCurrent();
-        Stage(ref _hostQ, q[..len]);
-        Grow(ref _hostOut, len * 4L);
-        AttendDevice(layer, _hostQ!.Pointer, n, _hostOut!.Pointer);
-        _hostOut.CopyTo(output[..len]);
-    }
+    public void Attend(int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par) => _staging.Attend(this, layer, q, n, output, _shape.QDim);
 
     public void Commit(int n)
     {
@@ -413,19 +431,6 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         + (_contiguousArena?.Bytes ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
         + (_bt?.Bytes ?? 0) + (_part?.Bytes ?? 0);
 
-    private void Stage(ref DeviceBuffer? buf, ReadOnlySpan<float> data)
-    {
-        Grow(ref buf, data.Length * 4L);
-        buf!.CopyFrom(data);
-    }
-
-    private void Grow(ref DeviceBuffer? buf, long bytes)
-    {
-        if (buf != null && buf.Bytes >= bytes) return;
-        buf?.Dispose();
-        buf = _ctx.Allocate(Math.Max(bytes, 256));
-    }
-
     public void Dispose()
     {
         for (int i = 0; i < _held; i++) _cache.Return(_blocks[i]);
@@ -437,10 +442,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         _contiguousAttention?.Dispose();
         _bt?.Dispose();
         _part?.Dispose();
-        _hostK?.Dispose();
-        _hostV?.Dispose();
-        _hostQ?.Dispose();
-        _hostOut?.Dispose();
+        _staging?.Dispose();
         if (_ownsCache) _cache.Dispose();
     }
 }

@@ -69,10 +69,10 @@ internal sealed class ModelKernels : IDisposable
 
     /// <summary>Split partials of causal attention over the f16 cache, then their merge into <paramref name="output"/>.</summary>
     public void AttentionF16(ulong q, DeviceBuffer kc, DeviceBuffer vc, long cap, int kvHeads, int group, int headDim, long count,
-        int n, AttentionSplit split, float scale, DeviceBuffer part, ulong output, ulong bt)
+        int n, AttentionSplit split, float scale, ulong part, ulong output, ulong bt)
     {
         K($"attn_f16_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
-            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part).Add(bt));
+            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part).Add(bt));
         Merge(part, split, n, kvHeads, group, headDim, output);
     }
 
@@ -91,12 +91,12 @@ internal sealed class ModelKernels : IDisposable
               .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(sinkV).Add(bt));
 
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt)
+        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt)
     {
         var keys = NuqKeyArgs.Of(l);
         K($"attn_nuq_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
             _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(sinks.K).Add(sinks.V).Add(table)
-              .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part)
+              .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part)
               .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(bt));
         Merge(part, split, n, kvHeads, group, headDim, output);
     }
@@ -104,7 +104,7 @@ internal sealed class ModelKernels : IDisposable
     /// <summary>Tiled prefill attention (model.cu attn_tile): RB query rows share each staged key/value tile. f16
     /// cache when <paramref name="nuq"/> is null (then <paramref name="kc"/>/<paramref name="vc"/>), else the KVQuant layer.</summary>
     public void AttentionTile(ulong q, DeviceBuffer? kc, DeviceBuffer? vc, NuqDeviceLayer? nuq, DeviceBuffer? table, long cap, int kvHeads,
-        int group, int headDim, long count, int n, AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, (ulong K, ulong V) sinks,
+        int group, int headDim, long count, int n, AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks,
         RopeParams r, ulong bt)
     {
         var args = nuq == null
@@ -122,7 +122,7 @@ internal sealed class ModelKernels : IDisposable
 
     /// <summary>Tiled prefill attention over a KVQuant cache in the contiguous decode layout (model.cu load_tile mode 2).</summary>
     public void AttentionTileContiguous(ulong q, Attention.NuqLayerCache cache, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, DeviceBuffer part, ulong output, int sink, RopeParams r)
+        AttentionSplit split, float scale, ulong part, ulong output, int sink, RopeParams r)
     {
         var a = cache.Arrays;
         var (sinkK, sinkV) = cache.SinkBuffers;
@@ -141,7 +141,7 @@ internal sealed class ModelKernels : IDisposable
     public bool TensorCorePrefill { get; set; }
 
     private void LaunchTile(string name, ulong q, TileArgs args, long cap, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, DeviceBuffer part, ulong output)
+        AttentionSplit split, float scale, ulong part, ulong output)
     {
         int dp = headDim + 1, shared, rowsPerBlock, threads;
         if (TensorCorePrefill)
@@ -161,15 +161,16 @@ internal sealed class ModelKernels : IDisposable
         if (_tileShared.Add(k.Name)) k.SetMaxDynamicShared(shared);
         int rowBlocks = (n * group + rowsPerBlock - 1) / rowsPerBlock;
         k.Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)rowBlocks, (uint)threads, (uint)shared),
-            _a.Clear().Add(q).Add(args).Add(cap).Add(kvHeads).Add(group).Add(count).Add(n).Add((long)split.PerSplit).Add(split.Splits).Add(scale).Add(part));
+            _a.Clear().Add(q).Add(args).Add(cap).Add(kvHeads).Add(group).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part));
         Merge(part, split, n, kvHeads, group, headDim, output);
     }
 
     /// <summary>attn_merge of the split partials into <paramref name="output"/>; output 0 keeps the partials only (a
     /// shard of a sequence-parallel cache merges them with the other shards': Distributed/ShardedKvSequence).</summary>
-    private void Merge(DeviceBuffer part, AttentionSplit split, int n, int kvHeads, int group, int headDim, ulong output)
+    private void Merge(ulong part, AttentionSplit split, int n, int kvHeads, int group, int headDim, ulong output)
     {
         if (output == 0) return;
+        if (split.PartStride != split.Splits) throw new ArgumentException($"attn_merge reads {split.Splits} splits packed per row, not {split.PartStride} slots", nameof(split));
         K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
             _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
     }
@@ -216,8 +217,12 @@ internal readonly record struct RopeParams(int HeadDim, int RopeDims, bool Neox,
 
 /// <summary>How one attention call is cut along the stored tokens: <see cref="Splits"/> ranges of
 /// <see cref="PerSplit"/> tokens (a multiple of 128), enough blocks to fill the device, within the partials' room.</summary>
-internal readonly record struct AttentionSplit(int Splits, int PerSplit)
+internal readonly record struct AttentionSplit(int Splits, int PerSplit, int Stride = 0)
 {
+    /// <summary>Split slots per query row in the partials (the kernels' <c>splits</c> argument): <see cref="Splits"/>,
+    /// or a larger <see cref="Stride"/> where several shards' partials share one buffer (Distributed/ShardSplitPlan).</summary>
+    public int PartStride => Stride > 0 ? Stride : Splits;
+
     public static AttentionSplit For(long tokens, int n, int kvHeads, int multiprocessors, int maxStates)
     {
         int tiles = (int)Math.Max(1, (tokens + 127) / 128);

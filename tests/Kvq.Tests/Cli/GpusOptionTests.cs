@@ -75,9 +75,9 @@ public sealed class InspectGpusTests
         Assert.Equal(0, r.Code);
         Assert.Contains("sequence parallelism over 8 GPUs of 79.18 GiB, 10,000,000 tokens (1,249,920 per GPU", r.Out);
         Assert.Contains("weights (f16, replicated) 12.55 GiB", r.Out);
-        // Dense nuq2: 74 B per token and KV head on the device, 32 x 32 of them; 7,403,520 tokens fit, not 10M.
+        // Dense nuq2: 74 B per token and KV head on the device, 32 x 32 of them; 7,405,568 tokens fit, not 10M.
         Assert.Contains("| nuq2 | 75,776 | - |", r.Out);
-        Assert.Contains("| no | 7,403,520 |", r.Out);
+        Assert.Contains("| no | 7,405,568 |", r.Out);
         Assert.Contains("| f16 | 524,288 | 524,288 |", r.Out);
         Assert.Contains("time model:", r.Out);
     }

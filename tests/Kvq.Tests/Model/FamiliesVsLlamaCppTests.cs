@@ -18,6 +18,8 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
 {
     public static int Positions => EnvInt("KVQ_FAMILY_POSITIONS", 128);
     public static int GreedySteps => EnvInt("KVQ_FAMILY_GREEDY", 32);
+    /// <summary>Kvq's KV format in the logit comparison (KVQ_FAMILY_KV; f32 by default, llama.cpp's cache is f16).</summary>
+    public static string KvFormat => Environment.GetEnvironmentVariable("KVQ_FAMILY_KV") is { Length: > 0 } kv ? kv : "f32";
 
     private static int EnvInt(string name, int fallback) =>
         int.TryParse(Environment.GetEnvironmentVariable(name), out int v) && v > 0 ? v : fallback;
@@ -76,9 +78,9 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
         using var weights = GgufModelLoader.Load(path);
         var model = new Transformer(weights, new Parallelism(2), maxBatch: 32);
         var actual = new float[expected.Length];
-        model.Forward(tokens, new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f32")).CreateSequence(), default, actual);
+        model.Forward(tokens, new PagedKvCache(model.KvShape, KvCacheConfig.Parse(KvFormat)).CreateSequence(), default, actual);
         var stats = LogitComparison.Compare(expected, actual, tokens.Length, weights.Config.VocabSize);
-        output.WriteLine($"{name} {type}: {stats}");
+        output.WriteLine($"{name} {type} (kv {KvFormat}): {stats}");
         var (top1, rel) = Bounds(name, type);
         Assert.True(stats.Top1Agreement >= top1, stats.ToString());
         Assert.True(stats.MaxRelativeError < rel, stats.ToString());

@@ -23,7 +23,8 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     private readonly int[] _count;            // per layer: tokens (slots) held
     private readonly KvSideStore _keys, _values;
     private readonly SequencePolicy? _policy;
-    private readonly BlockSelector? _offload;   // block summaries and the budget, when attention reads selected blocks
+    private readonly BlockSelector? _offload;
+    private readonly SlidingRings? _rings;      // sliding-window layers' own blocks (KvCacheConfig.SlidingRing)   // block summaries and the budget, when attention reads selected blocks
     private readonly float[] _rotated;        // (headDim) scratch for a key being rotated before encoding
     // Blocks are registered for prefix sharing only once their content is final: at append for formats that encode
     // each token as it comes; after sealing (and with the sink copies banked) otherwise.
@@ -45,6 +46,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
         _values = new KvSideStore(cache.Plan.Values, cache.Values, _shape, cache.Config.SinkTokens);
         _deferRegister = _keys.Staging != null || _values.Staging != null || _keys.Sink != null;
         _policy = SequencePolicy.For(cache, this, _count);
+        _rings = SlidingRings.For(cache);
         if (cache.Config.Offload is { } offload)
             _offload = new BlockSelector(offload, new BlockSummaries(_shape.Layers, _shape.KvHeads, _shape.HeadDim, cache.Config.BlockTokens,
                 offload.BoxTokens));
@@ -154,6 +156,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
         Span<float> cos = stackalloc float[rope.RopeDims / 2];
         Span<float> sin = stackalloc float[rope.RopeDims / 2];
         bool rotate = !_keys.Codec.PreRope;
+        if (_rings != null && _rings.Has(layer)) _rings.Reserve(layer, _count[layer] + n);
         var blocks = ((IKvBlockReader)this).Blocks(layer);
         for (int t = 0; t < n; t++)
         {
@@ -183,6 +186,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     public void Commit(int n)
     {
         Length += n;
+        _rings?.Release(Length);
         if (_policy != null) _policy.Apply(n, Length);
         else if (_deferRegister) PublishBlocks();
     }
@@ -200,7 +204,8 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     int IKvBlockReader.Count(int layer) => _count[layer];
     /// <summary>Offloaded: the block summaries and the selection attention reads through; null otherwise.</summary>
     public BlockSelector? Offload => _offload;
-    ReadOnlySpan<int> IKvBlockReader.Blocks(int layer) => _policy != null ? _policy.Slots.Blocks(layer) : Blocks;
+    ReadOnlySpan<int> IKvBlockReader.Blocks(int layer) =>
+        _policy != null ? _policy.Slots.Blocks(layer) : _rings != null && _rings.Has(layer) ? _rings.Blocks(layer) : Blocks;
     ReadOnlySpan<int> IKvBlockReader.Positions(int layer, int head, int slot0, int count) => _policy == null
         ? IdentityPositions.Span(slot0 + count).Slice(slot0, count) : _policy.Slots.Positions(layer, head).Slice(slot0, count);
     ReadOnlySpan<float> IKvBlockReader.LogWeights(int layer, int head, int slot0, int count) =>
@@ -228,6 +233,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
         for (int l = 0; l < _shape.Layers; l++)
         {
             var blocks = ((IKvBlockReader)this).Blocks(l);
+            if (_rings != null && _rings.Has(l)) blocks = blocks[(blocks.Length - _rings.HeldBlocks(l))..]; // released ones are -1
             var (k, v) = _cache.Plan.LayerBlockBytes(l, blocks.Length);
             keys += k + new KvBytes(0, 0, 0, _cache.Keys[l].OutlierBytesOf(blocks), 0, 0);
             values += v + new KvBytes(0, 0, 0, _cache.Values[l].OutlierBytesOf(blocks), 0, 0);
@@ -253,6 +259,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
     public SwappedKv Snapshot()
     {
         if (_policy != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence under a token policy cannot be swapped or saved");
+        if (_rings != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence with sliding-window rings cannot be swapped or saved yet");
         if (_count.Any(c => c != Length)) throw new InvalidOperationException("swap out between chunks only (every layer at the same length)");
         var blocks = Blocks.ToArray();
         var keys = Array.ConvertAll(_cache.Keys, a => a.CopyOut(blocks));
@@ -326,6 +333,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IDisposable,
         if (_disposed) return;
         _disposed = true;
         _policy?.Slots.ReleaseAll();
+        _rings?.ReleaseAll();
         _cache.Sequences.Free(_id);
     }
 }

@@ -93,7 +93,11 @@ public sealed unsafe class WeightMatrix
         }
     }
 
-    private bool IntegerDot(GgmlType act) => act == GgmlType.Q8_0 && Q8Dot.Handles(Type);
+    private bool IntegerDot(GgmlType act) => act == GgmlType.Q8_0 && Q8Dot.Handles(Type) && (IntegerDots ?? Q8Dot.Preferred);
+
+    /// <summary>Whether rows of a Q8_0/Q4_0/IQ4_NL matrix dot the encoded activations on integers (<see cref="Q8Dot"/>)
+    /// or their float kernels dot the round-tripped row (the same sums to float rounding); null: <see cref="Q8Dot.Preferred"/>.</summary>
+    internal bool? IntegerDots { get; set; }
 
     /// <summary>The activation rows as <see cref="ActivationQuant.RoundTrip"/> gives them, in a buffer of the calling
     /// thread (the workers of the product only read it while the caller waits for them).</summary>

@@ -65,7 +65,18 @@ public unsafe class ActivationQuantTests(ITestOutputHelper output)
 
     [LinuxTheory("compares with ggml-cpu's vec_dot from the libggml-cpu that LLamaSharp loads")]
     [MemberData(nameof(QuantTestData.AllBlockTypes), MemberType = typeof(QuantTestData))]
-    public void ProductsMatchGgmlCpuVecDot(GgmlType weight)
+    public void ProductsMatchGgmlCpuVecDot(GgmlType weight) => ProductsMatchGgml(weight, integerDots: null);
+
+    [LinuxTheory("compares with ggml-cpu's vec_dot from the libggml-cpu that LLamaSharp loads")]
+    [InlineData(GgmlType.Q8_0, true)]
+    [InlineData(GgmlType.Q8_0, false)]
+    [InlineData(GgmlType.Q4_0, true)]
+    [InlineData(GgmlType.Q4_0, false)]
+    [InlineData(GgmlType.IQ4_NL, true)]
+    [InlineData(GgmlType.IQ4_NL, false)]
+    public void BothProductPathsMatchGgmlCpuVecDot(GgmlType weight, bool integerDots) => ProductsMatchGgml(weight, integerDots);
+
+    private void ProductsMatchGgml(GgmlType weight, bool? integerDots)
     {
         // Every product path of a quantized matrix (MatVec, MatVecRows, MatMul) against ggml's own vec_dot of the same
         // weight bytes with ggml's own encoding of the activations; the f32 path (ExactActivations) differs by more.
@@ -77,6 +88,7 @@ public unsafe class ActivationQuantTests(ITestOutputHelper output)
         int rowBytes = (int)GgmlTypeInfo.RowBytes(weight, cols);
         var data = QuantTestData.RandomBlocks(weight, rows * cols / GgmlTypeInfo.BlockSize(weight), rng);
         var w = WeightMatrix.FromBytes("w", rows, cols, weight, data);
+        w.IntegerDots = integerDots;
         var x = Activations(tokens * cols, rng);
         var par = new Parallelism(2);
 

@@ -16,6 +16,15 @@ public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int Blo
     /// is collected or the process ends) instead of RAM; null = RAM. Where the bytes live changes no result.</summary>
     public string? BlockDirectory { get; init; }
 
+    /// <summary>
+    /// Sliding-window layers keep only the blocks their window can still see, in a pool of their own per layer (a ring:
+    /// a block the window has passed goes back to that pool and takes the next tokens), so such a layer's memory is
+    /// bounded by its window instead of growing with the sequence; logits are those of full storage. Such a cache shares
+    /// no prefixes between sequences and its sequences cannot be forked, swapped or saved yet; token policies, offloading,
+    /// staging codecs (KIVI's residual) and sink tokens are refused with it. False: every layer stores every token.
+    /// </summary>
+    public bool SlidingRing { get; init; }
+
     /// <summary>The name used in reports: "f16", or "q4_0/f16" when keys and values differ; with a policy,
     /// "f16 h2o@25%"; offloaded, "f16 offload@25%".</summary>
     public string Name => FormatName + (Policy is { } p ? " " + p.Name : "") + (Offload is { } o ? " " + o.Name : "");

@@ -29,12 +29,16 @@ public sealed class PagedKvCache
     /// <summary>With a token policy: one pool per layer (layers keep different numbers of tokens, PyramidKV), whose
     /// block ids address that layer's arenas; null without a policy (all layers share <see cref="Sequences"/>' ids).</summary>
     public BlockPool[]? LayerPools { get; }
+    /// <summary>With <see cref="KvCacheConfig.SlidingRing"/>: per layer, the pool of a sliding-window layer's ring
+    /// (<see cref="SlidingRings"/>), whose ids address that layer's arenas; null entries (and null without rings) for
+    /// layers that use <see cref="Sequences"/>' ids.</summary>
+    public BlockPool?[]? RingPools { get; }
 
     /// <summary>Whether full blocks can be shared between sequences: every format can (a staging format's blocks are
     /// registered once sealed, sink copies travel through <see cref="Sinks"/>), except under a token policy, whose
     /// layers each keep their own blocks.</summary>
     /// Offloaded sequences keep block summaries of their own, so they do not share either.
-    public bool SupportsPrefixSharing => Config.Policy == null && Config.Offload == null;
+    public bool SupportsPrefixSharing => Config.Policy == null && Config.Offload == null && RingPools == null;
 
     /// <summary>Sink copies of registered first blocks (null without sink tokens).</summary>
     internal SinkBank? Sinks { get; }
@@ -78,9 +82,17 @@ public sealed class PagedKvCache
             LayerPools = new BlockPool[shape.Layers];
             for (int l = 0; l < shape.Layers; l++) LayerPools[l] = new BlockPool(blocks, bt);
         }
+        RingPools = SlidingRingPools(plan, blocks);
         // Sparse outlier rows beside blocks (KVQuant) go when their block is freed or reused for new content.
         if (Keys.Any(a => a.HasOutliers) || Values.Any(a => a.HasOutliers))
         {
+            if (RingPools != null)
+                for (int l = 0; l < shape.Layers; l++)
+                {
+                    if (RingPools[l] is not { } ring) continue;
+                    int layer = l;
+                    ring.Freed += id => { Keys[layer].ClearOutliers(id); Values[layer].ClearOutliers(id); };
+                }
             if (LayerPools == null)
             {
                 Sequences.Pool.Freed += ClearOutliers;
@@ -94,6 +106,24 @@ public sealed class PagedKvCache
                     LayerPools[l].Evicted += id => { Keys[layer].ClearOutliers(id); Values[layer].ClearOutliers(id); };
                 }
         }
+    }
+
+    /// <summary>The ring pools of <see cref="KvCacheConfig.SlidingRing"/>, or null when it is off or no layer slides;
+    /// refuses what rings do not combine with yet.</summary>
+    private static BlockPool?[]? SlidingRingPools(KvLayoutPlan plan, int blocks)
+    {
+        var config = plan.Config;
+        var shape = plan.Shape;
+        if (!config.SlidingRing || shape.LayerWindows == null || !shape.LayerWindows.Any(w => w > 0)) return null;
+        string? conflict = config.Policy != null ? "a token policy" : config.Offload != null ? "offloading"
+            : plan.Keys.StagingTokens > 0 || plan.Values.StagingTokens > 0 ? "a codec that stages recent tokens"
+            : plan.SinkTokens > 0 ? "sink tokens" : null;
+        if (conflict != null)
+            throw new KvSpecException($"{config.Name}: sliding-window rings (SlidingRing) do not combine with {conflict} yet");
+        var pools = new BlockPool?[shape.Layers];
+        for (int l = 0; l < shape.Layers; l++)
+            if (shape.WindowOf(l) > 0) pools[l] = new BlockPool(blocks, plan.BlockTokens);
+        return pools;
     }
 
     /// <summary>Where evicted prefix blocks go (null: they are lost on eviction). See <see cref="KeepEvictedPrefixes"/>.</summary>
@@ -126,6 +156,7 @@ public sealed class PagedKvCache
     {
         for (int l = 0; l < Shape.Layers; l++)
         {
+            if (RingPools?[l] != null) continue; // that layer's arenas are addressed by its ring's ids
             Keys[l].ClearOutliers(blockId);
             Values[l].ClearOutliers(blockId);
         }
@@ -141,6 +172,16 @@ public sealed class PagedKvCache
     {
         get
         {
+            if (RingPools != null)
+            {
+                long n = 0;
+                for (int l = 0; l < Shape.Layers; l++)
+                {
+                    var pool = RingPools[l] ?? Sequences.Pool;
+                    n += pool.HeldBlockCount * BytesPerLayerBlock(l) + HeldOutlierBytes(pool, l);
+                }
+                return n;
+            }
             if (LayerPools == null) return (long)Sequences.Pool.Usage.HeldBlocks * BytesPerBlock + HeldOutlierBytes(Sequences.Pool, -1);
             long blocks = 0;
             for (int l = 0; l < LayerPools.Length; l++)

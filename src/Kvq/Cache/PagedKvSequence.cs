@@ -24,6 +24,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     private readonly KvSideStore _keys, _values;
     private readonly SequencePolicy? _policy;
     private readonly BlockSelector? _offload;   // block summaries and the budget, when attention reads selected blocks
+    private readonly SlidingRings? _rings;      // sliding-window layers' own blocks (KvCacheConfig.SlidingRing)
     private readonly TokenWriter _writer;
     // Blocks are registered for prefix sharing only once their content is final: at append for formats that encode
     // each token as it comes; after sealing (and with the sink copies banked) otherwise.
@@ -44,6 +45,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         _values = new KvSideStore(cache.Plan.Values, cache.Values, _shape, cache.Config.SinkTokens);
         _deferRegister = _keys.Staging != null || _values.Staging != null || _keys.Sink != null;
         _policy = SequencePolicy.For(cache, this, _count);
+        _rings = SlidingRings.For(cache);
         if (cache.Config.Offload is { } offload)
             _offload = new BlockSelector(offload, new BlockSummaries(_shape.Layers, _shape.KvHeads, _shape.HeadDim, cache.Config.BlockTokens,
                 offload.BoxTokens));
@@ -103,6 +105,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
 
     public void Append(int layer, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n)
     {
+        if (_rings != null && _rings.Has(layer)) _rings.Reserve(layer, _count[layer] + n);
         var blocks = ((IKvBlockReader)this).Blocks(layer);
         int kvDim = _shape.KvDim;
         for (int t = 0; t < n; t++)
@@ -119,6 +122,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     public void Commit(int n)
     {
         Length += n;
+        _rings?.Release(Length);
         if (_policy != null) _policy.Apply(n, Length);
         else if (_deferRegister) PublishBlocks();
     }
@@ -136,7 +140,8 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     int IKvBlockReader.Count(int layer) => _count[layer];
     /// <summary>Offloaded: the block summaries and the selection attention reads through; null otherwise.</summary>
     public BlockSelector? Offload => _offload;
-    ReadOnlySpan<int> IKvBlockReader.Blocks(int layer) => _policy != null ? _policy.Slots.Blocks(layer) : Blocks;
+    ReadOnlySpan<int> IKvBlockReader.Blocks(int layer) =>
+        _policy != null ? _policy.Slots.Blocks(layer) : _rings != null && _rings.Has(layer) ? _rings.Blocks(layer) : Blocks;
     ReadOnlySpan<int> IKvBlockReader.Positions(int layer, int head, int slot0, int count) => _policy == null
         ? IdentityPositions.Span(slot0 + count).Slice(slot0, count) : _policy.Slots.Positions(layer, head).Slice(slot0, count);
     ReadOnlySpan<float> IKvBlockReader.LogWeights(int layer, int head, int slot0, int count) =>
@@ -168,6 +173,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         for (int l = 0; l < _shape.Layers; l++)
         {
             var blocks = ((IKvBlockReader)this).Blocks(l);
+            if (_rings != null && _rings.Has(l)) blocks = blocks[(blocks.Length - _rings.HeldBlocks(l))..]; // released ones are -1
             var (k, v) = _cache.Plan.LayerBlockBytes(l, blocks.Length);
             keys += k + new KvBytes(0, 0, 0, _cache.Keys[l].OutlierBytesOf(blocks), 0, 0);
             values += v + new KvBytes(0, 0, 0, _cache.Values[l].OutlierBytesOf(blocks), 0, 0);
@@ -193,6 +199,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     public SwappedKv Snapshot()
     {
         if (_policy != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence under a token policy cannot be swapped or saved");
+        if (_rings != null) throw new KvSpecException($"{_cache.Config.Name}: a sequence with sliding-window rings cannot be swapped or saved yet");
         if (_count.Any(c => c != Length)) throw new InvalidOperationException("swap out between chunks only (every layer at the same length)");
         var (keys, values) = _cache.CopyOut(Blocks.ToArray());
         return new SwappedKv(_cache.Sequences.TokenIds(_id).ToArray(), Length, keys, values, _keys.Save(), _values.Save());
@@ -237,6 +244,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         if (_disposed) return;
         _disposed = true;
         _policy?.Slots.ReleaseAll();
+        _rings?.ReleaseAll();
         _cache.Sequences.Free(_id);
     }
 }

@@ -23,6 +23,24 @@ public sealed class ModelWeights : IDisposable
     /// the GGUF has none), for a front end to show the user.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
+    /// <summary>Every weight matrix once (the tied output is the embedding).</summary>
+    public IEnumerable<WeightMatrix> Matrices
+    {
+        get
+        {
+            yield return TokenEmbedding;
+            if (!TiedOutput) yield return Output;
+            foreach (var l in Layers) foreach (var m in l.Matrices) yield return m;
+        }
+    }
+
+    /// <summary>Research option: keep activations in f32 in every quantized product (true), or round them to 8 bits as
+    /// llama.cpp's CPU backend does (false, the default; see <see cref="WeightMatrix.ExactActivations"/>).</summary>
+    public void UseExactActivations(bool exact)
+    {
+        foreach (var m in Matrices) m.ExactActivations = exact;
+    }
+
     public long ParameterCount
     {
         get

@@ -16,6 +16,17 @@ public sealed unsafe class WeightMatrix
     public byte* Data { get; }
     public long ByteSize => RowBytes * Rows;
 
+    /// <summary>
+    /// Research option: keep the activations in f32 in this matrix's products. By default (false) a quantized matrix
+    /// rounds each activation row to 8 bits first, in the encoding ggml's CPU backend pairs with its type
+    /// (<see cref="ActivationQuant"/>; Q8_0, Q4_0, IQ4_NL rows then dot on integers, <see cref="Q8Dot"/>), so that Kvq's
+    /// logits follow llama.cpp's. F32, F16 and BF16 matrices always keep f32 activations.
+    /// </summary>
+    public bool ExactActivations { get; set; }
+
+    /// <summary>The encoding the activation rows get before this matrix's products, or null (kept in f32).</summary>
+    public GgmlType? ActivationType => ExactActivations ? null : ActivationQuant.VecDotType(Type);
+
     /// <summary>Keeps whatever owns <see cref="Data"/> alive (a pinned array, a native buffer, a map).</summary>
     private readonly object? _owner;
 
@@ -57,17 +68,23 @@ public sealed unsafe class WeightMatrix
     {
         if (first < 0 || count <= 0 || first + count > Rows)
             throw new ArgumentOutOfRangeException(nameof(count), $"{Name}: rows [{first}, {first + count}) are outside 0..{Rows}");
-        return new WeightMatrix(name, count, Cols, Type, Row(first), _owner);
+        return new WeightMatrix(name, count, Cols, Type, Row(first), _owner) { ExactActivations = ExactActivations };
     }
 
     public void DequantizeRow(int r, Span<float> dst) => RowKernels.Dequantize(Type, Row(r), dst[..Cols]);
 
+    /// <summary>One row's dot with f32 <paramref name="x"/> as given (no activation rounding).</summary>
     public float DotRow(int r, ReadOnlySpan<float> x) => RowKernels.Dot(Type, Row(r), x[..Cols]);
 
     /// <summary>y[r] = W[r,:] . x for all rows.</summary>
     public void MatVec(ReadOnlySpan<float> x, Span<float> y, Parallelism par)
     {
         if (x.Length < Cols || y.Length < Rows) throw new ArgumentException($"{Name}: MatVec shapes x {x.Length} y {y.Length} vs {Rows}x{Cols}");
+        if (ActivationType is { } act)
+        {
+            if (IntegerDot(act)) { MatVecInt8(x, y, 1, par); return; }
+            x = RoundTripped(act, x[..Cols]);
+        }
         fixed (float* px = x)
         fixed (float* py = y)
         {
@@ -76,10 +93,59 @@ public sealed unsafe class WeightMatrix
         }
     }
 
+    private bool IntegerDot(GgmlType act) => act == GgmlType.Q8_0 && Q8Dot.Handles(Type) && (IntegerDots ?? Q8Dot.Preferred);
+
+    /// <summary>Whether rows of a Q8_0/Q4_0/IQ4_NL matrix dot the encoded activations on integers (<see cref="Q8Dot"/>)
+    /// or their float kernels dot the round-tripped row (the same sums to float rounding); null: <see cref="Q8Dot.Preferred"/>.</summary>
+    internal bool? IntegerDots { get; set; }
+
+    /// <summary>The activation rows as <see cref="ActivationQuant.RoundTrip"/> gives them, in a buffer of the calling
+    /// thread (the workers of the product only read it while the caller waits for them).</summary>
+    private static ReadOnlySpan<float> RoundTripped(GgmlType act, ReadOnlySpan<float> x)
+    {
+        var buf = _roundTripped;
+        if (buf == null || buf.Length < x.Length) _roundTripped = buf = GC.AllocateUninitializedArray<float>(x.Length, pinned: true);
+        ActivationQuant.RoundTrip(act, x, buf);
+        return buf.AsSpan(0, x.Length);
+    }
+
+    [ThreadStatic] private static float[]? _roundTripped;
+    [ThreadStatic] private static byte[]? _encoded;
+
+    /// <summary>y[t, r] for n activation rows encoded as Q8_0 once each, every weight row dotted on integers.</summary>
+    private void MatVecInt8(ReadOnlySpan<float> x, Span<float> y, int n, Parallelism par)
+    {
+        int rowBytes = (int)GgmlTypeInfo.RowBytes(GgmlType.Q8_0, Cols);
+        var buf = _encoded;
+        if (buf == null || buf.Length < n * rowBytes) _encoded = buf = GC.AllocateUninitializedArray<byte>(n * rowBytes, pinned: true);
+        for (int t = 0; t < n; t++)
+            ActivationQuant.Quantize(GgmlType.Q8_0, x.Slice(t * Cols, Cols), buf.AsSpan(t * rowBytes, rowBytes));
+        fixed (byte* pq = buf)
+        fixed (float* py = y)
+        {
+            var job = new Int8Job(this, pq, rowBytes, py, n);
+            par.For(Rows, n == 1 ? 64 : 16, ref job);
+        }
+    }
+
+    private readonly struct Int8Job(WeightMatrix w, byte* xq, int xRowBytes, float* y, int n) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            int nb = w.Cols / 32;
+            // Each weight row stays in L1 across the n activation rows, so it is read from memory once.
+            for (int r = start; r < end; r++)
+                for (int t = 0; t < n; t++)
+                    y[(long)t * w.Rows + r] = Q8Dot.Dot(w.Type, w.Row(r), xq + (long)t * xRowBytes, nb);
+        }
+    }
+
     /// <summary>Y[t, r] = W[r,:] . X[t,:] for t in [0, n): X is (n, Cols), Y is (n, Rows), both row-major.</summary>
     public void MatMul(ReadOnlySpan<float> x, Span<float> y, int n, Parallelism par)
     {
         if (x.Length < n * Cols || y.Length < n * Rows) throw new ArgumentException($"{Name}: MatMul shapes");
+        // The activation rounding, then the same f32 GEMM: it equals ggml's integer products to float rounding.
+        if (ActivationType is { } act) x = RoundTripped(act, x[..(n * Cols)]);
         fixed (float* px = x)
         fixed (float* py = y)
         {
@@ -98,6 +164,11 @@ public sealed unsafe class WeightMatrix
     {
         if (x.Length < n * Cols || y.Length < n * Rows) throw new ArgumentException($"{Name}: MatVecRows shapes");
         if (n == 1) { MatVec(x, y, par); return; }
+        if (ActivationType is { } act)
+        {
+            if (IntegerDot(act)) { MatVecInt8(x, y, n, par); return; }
+            x = RoundTripped(act, x[..(n * Cols)]);
+        }
         fixed (float* px = x)
         fixed (float* py = y)
         {

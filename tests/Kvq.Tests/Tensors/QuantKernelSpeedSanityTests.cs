@@ -33,6 +33,7 @@ public class QuantKernelSpeedSanityTests(ITestOutputHelper output)
         {
             var data = QuantTestData.RandomBlocks(type, Rows * Cols / GgmlTypeInfo.BlockSize(type), rng);
             var w = WeightMatrix.FromBytes("w", Rows, Cols, type, data);
+            w.ExactActivations = true; // the fused f32 kernels themselves (8-bit activations: ActivationQuantTests)
             double ns = Time(() => w.MatVec(x, y, Parallelism.Single));
             int rb = (int)w.RowBytes;
             double scalarNs = Time(() =>

@@ -89,6 +89,15 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
                 $"{w.Length} weights, {acc.Length} accumulator values, {tile.Length} tile values");
         Span<float> scales = stackalloc float[2 * count];
         for (int t = 0; t < count; t++) (scales[2 * t], scales[2 * t + 1]) = ScaleOf(block, t);
+        if (HeadDim == 64 && outliers != null && outliers.Count > 0)
+        {
+            // The register kernel's case: each token's outliers blended in as a lane mask and replacement row.
+            Span<ulong> masks = count <= 64 ? stackalloc ulong[count] : new ulong[count];
+            Span<float> dense = count <= 64 ? stackalloc float[count * 64] : new float[count * 64];
+            outliers.ToLanes(count, HeadDim, _lanes.LaneOf, masks, dense);
+            NuqKernels.ValueAccumulate(_lanes, block, count, scales, _codesOffset, _codeBytes, 0, 0, 0, masks, dense, _lut, w, nq, acc, tile);
+            return;
+        }
         NuqKernels.ValueAccumulate(_lanes, block, count, scales, _codesOffset, _codeBytes, 0, 0, 0, _lut, w, nq, acc, tile);
         if (outliers != null) AddOutlierValues(block, outliers, count, scales, w, nq, acc);
     }

@@ -339,10 +339,10 @@ internal static unsafe class NuqKernels
                 var o = new ValueOutliers(block + indicesOffset, ov, slots, masked ? lm : null, lv);
                 switch (nq)
                 {
-                    case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
-                    case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
-                    case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
-                    default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                    case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
                 }
                 return;
             }
@@ -370,6 +370,37 @@ internal static unsafe class NuqKernels
                     float delta = x - lut[code];
                     for (int r = 0; r < nq; r++) pa[r * d + c] += pw[r * count + j] * delta;
                 }
+            }
+        }
+    }
+
+    /// <summary>acc[i, :] += sum_j w[i, j] v_j for a block of per-token values, head dim 64 and at most 4 query rows (decode),
+    /// the tokens' packed scales (<see cref="TokenScale"/>, 2 bytes each from the block's start) decoded inside the
+    /// register kernel, and the block's exact outliers, if any, as lane masks and replacement rows
+    /// (<see cref="BlockOutliers.ToLanes"/>; empty spans: none).</summary>
+    public static void ValueAccumulate64(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, int codesOffset, int codeBytes,
+        ReadOnlySpan<ulong> laneMasks, ReadOnlySpan<float> laneValues, Vector512<float> levels, ReadOnlySpan<float> w, int nq, Span<float> acc)
+    {
+        bool masked = !laneMasks.IsEmpty;
+        if (lanes.HeadDim != 64 || nq < 1 || nq > 4 || count < 1 || 2 * count > codesOffset || blockSpan.Length < codesOffset + count * codeBytes
+            || w.Length < nq * count || acc.Length < nq * 64 || (masked && (laneMasks.Length < count || laneValues.Length < count * 64)))
+            throw new ArgumentException($"value accumulate of {nq} rows over {count} tokens (head dim {lanes.HeadDim}) with a {blockSpan.Length}-byte " +
+                $"block, codes at {codesOffset}, {w.Length} weights, {acc.Length} accumulator values, {laneMasks.Length} masks, {laneValues.Length} outlier values");
+        bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
+        Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
+        fixed (byte* block = blockSpan, pad = padded)
+        fixed (float* pw = w, pa = acc, lv = laneValues, rt = TokenScale.RangeTable)
+        fixed (ulong* lm = laneMasks)
+        {
+            byte* rows = block + codesOffset;
+            if (copy) rows = lanes.CopyRows(rows, count, pad);
+            var o = new ValueOutliers(null, null, 0, masked ? lm : null, lv);
+            switch (nq)
+            {
+                case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
+                case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
+                case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
+                default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
             }
         }
     }
@@ -405,7 +436,7 @@ internal static unsafe class NuqKernels
     /// row's accumulators, which stay in registers for the whole block (up to 4 rows x 4 registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Accumulate64<TRows>(NuqLanes lanes, byte* rows, int count, int codeBytes, Vector512<float>* luts,
-        in ValueOutliers o, float* w, float* acc) where TRows : struct, IRows
+        byte* packedScales, float* rangeTable, Vector512<float> levels, in ValueOutliers o, float* w, float* acc) where TRows : struct, IRows
     {
         var ch0 = lanes.Channel[0]; var ch1 = lanes.Channel[1]; var ch2 = lanes.Channel[2]; var ch3 = lanes.Channel[3];
         int slots = o.Slots;
@@ -420,7 +451,18 @@ internal static unsafe class NuqKernels
         for (int j = 0; j < count; j++)
         {
             var row = Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
-            var lut = luts[j];
+            Vector512<float> lut;
+            if (packedScales != null)
+            {
+                // The token's scale decoded here (TokenScale.Decode, the same float operations) and its 16-entry
+                // table built in a register: no per-block scale pass, no table array written and read back.
+                int packed = Unsafe.ReadUnaligned<ushort>(packedScales + 2 * j);
+                if (!BitConverter.IsLittleEndian) packed = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness((ushort)packed);
+                float range = rangeTable[packed & (TokenScale.RangeCodes - 1)];
+                float zero = ((short)packed >> 10) * (range / 16f);
+                lut = Vector512.FusedMultiplyAdd(levels, Vector512.Create(range), Vector512.Create(zero));
+            }
+            else lut = luts[j];
             var x0 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c0, s0));
             var x1 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1));
             var x2 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2));

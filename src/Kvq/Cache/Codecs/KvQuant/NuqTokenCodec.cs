@@ -87,17 +87,26 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
             || tile.Length < count * HeadDim)
             throw new ArgumentException($"{Name}: accumulate of {nq} rows over {count} tokens with a {block.Length}-byte block, " +
                 $"{w.Length} weights, {acc.Length} accumulator values, {tile.Length} tile values");
-        Span<float> scales = stackalloc float[2 * count];
-        for (int t = 0; t < count; t++) (scales[2 * t], scales[2 * t + 1]) = ScaleOf(block, t);
-        if (HeadDim == 64 && outliers != null && outliers.Count > 0)
+        if (HeadDim == 64)
         {
-            // The register kernel's case: each token's outliers blended in as a lane mask and replacement row.
-            Span<ulong> masks = count <= 64 ? stackalloc ulong[count] : new ulong[count];
-            Span<float> dense = count <= 64 ? stackalloc float[count * 64] : new float[count * 64];
-            outliers.ToLanes(count, HeadDim, _lanes.LaneOf, masks, dense);
-            NuqKernels.ValueAccumulate(_lanes, block, count, scales, _codesOffset, _codeBytes, 0, 0, 0, masks, dense, _lut, w, nq, acc, tile);
+            // The register kernels' case: each token's outliers blended in as a lane mask and replacement row.
+            int rows = outliers != null && outliers.Count > 0 ? count : 0;   // no rows: no outliers to blend
+            Span<ulong> masks = rows <= 64 ? stackalloc ulong[rows] : new ulong[rows];
+            Span<float> dense = rows <= 64 ? stackalloc float[rows * 64] : new float[rows * 64];
+            if (rows > 0) outliers!.ToLanes(count, HeadDim, _lanes.LaneOf, masks, dense);
+            if (nq <= 4)
+            {
+                // Decode: scales decoded inside the kernel.
+                NuqKernels.ValueAccumulate64(_lanes, block, count, _codesOffset, _codeBytes, masks, dense, _lut, w, nq, acc);
+                return;
+            }
+            Span<float> tileScales = stackalloc float[2 * count];
+            for (int t = 0; t < count; t++) (tileScales[2 * t], tileScales[2 * t + 1]) = ScaleOf(block, t);
+            NuqKernels.ValueAccumulate(_lanes, block, count, tileScales, _codesOffset, _codeBytes, 0, 0, 0, masks, dense, _lut, w, nq, acc, tile);
             return;
         }
+        Span<float> scales = stackalloc float[2 * count];
+        for (int t = 0; t < count; t++) (scales[2 * t], scales[2 * t + 1]) = ScaleOf(block, t);
         NuqKernels.ValueAccumulate(_lanes, block, count, scales, _codesOffset, _codeBytes, 0, 0, 0, _lut, w, nq, acc, tile);
         if (outliers != null) AddOutlierValues(block, outliers, count, scales, w, nq, acc);
     }

@@ -12,9 +12,11 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// (one FMA), put its exact outliers in by lane blends, rotate it at its position in registers (angles from
 /// <see cref="RopeAngleTable"/>: 4 multiplies per pair, no cos/sin), and dot it with the group's query rows, so no
 /// tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
-/// zero_j + range_j * cb built once per block, accumulator rows in registers across the block's tokens, and the
-/// token's exact outliers (the sparse rows of a block, <see cref="BlockOutliers"/>) added afterwards as sparse
-/// corrections w_j * (x - decoded) by the codec. With more query rows than the
+/// zero_j + range_j * cb built once per block (at head dim 64 and decode: in a register per token, from the packed
+/// scale), accumulator rows in registers across the block's tokens, and the token's exact outliers (the sparse rows
+/// of a block, <see cref="BlockOutliers"/>) blended in by a lane mask per token at head dim 64
+/// (<see cref="BlockOutliers.ToLanes"/>), else added afterwards as sparse corrections w_j * (x - decoded) by the
+/// codec. With more query rows than the
 /// register kernels take (prefill), blocks are decoded once into a tile by the same vector decode and the dense
 /// <see cref="Attention.TileMath"/> kernels serve all rows.
 /// Every kernel is checked against the codec's DecodeBlock + Rope.RotateAt + TileMath path in the tests.

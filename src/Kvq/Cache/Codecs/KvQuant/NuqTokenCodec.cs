@@ -70,8 +70,9 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile) =>
         Accumulate(block, Need(null), count, w, nq, acc, tile);
 
-    /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes (NuqKernels.ValueAccumulate), then the
-    /// outliers as sparse corrections w_j (x - decoded); the decode + tile path where the kernel does not apply.</summary>
+    /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes (NuqKernels.ValueAccumulate), with the
+    /// outliers blended in by lane masks at head dim 64 (NuqKernels.ValueAccumulate64 for decode: scales decoded in the
+    /// kernel), else as sparse corrections w_j (x - decoded); the decode + tile path where the kernel does not apply.</summary>
     [System.Runtime.CompilerServices.SkipLocalsInit]   // scales: every entry written before use
     public override void Accumulate(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> w, int nq,
         Span<float> acc, Span<float> tile)

@@ -19,7 +19,7 @@ public static class DecodeProfile
 {
     private enum Op { Embed, Norms, Wq, Wk, Wv, Rope, Append, Attend, Wo, Residual, Gate, Up, SwiGlu, Down, Output, Sample, Count }
 
-    public static void Run(string modelPath, int threads, int ctx, int steps, string kv, int rounds)
+    public static void Run(string modelPath, int threads, int ctx, int steps, string kv, int rounds, string? profile = null)
     {
         using var weights = GgufModelLoader.Load(modelPath);
         if (weights.Layers.Any(l => l.WGate == null))
@@ -28,6 +28,11 @@ public static class DecodeProfile
         var model = new Transformer(weights, par);
         var c = weights.Config;
         var config = KvCacheConfig.Parse(kv);
+        if (profile != null)
+        {
+            var p = Kvq.Cache.Codecs.KvQuant.KvQuantProfile.Load(profile);
+            config = config with { Profile = p, SinkTokens = p.Settings.SinkTokens };
+        }
         ThroughputBenchmark.WarmUp(model, Path.GetFileName(modelPath), ctx, config);
         var replica = new Replica(model);
         var prompt = ThroughputBenchmark.PromptTokens(ctx, c.VocabSize);

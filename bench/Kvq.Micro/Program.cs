@@ -14,12 +14,22 @@ if (args.Length > 0 && args[0] == "--quick-batch")
         (args.Length > 4 ? args[4] : "1,4,16,32").Split(',').Select(int.Parse).ToArray(), args.Length > 5 ? args[5] : "f16");
     return;
 }
-// dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv] [rounds]   per-op decode breakdown
+// dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv] [rounds] [profile.kvqp]   per-op decode breakdown
 if (args.Length > 0 && args[0] == "--decode-profile")
 {
     DecodeProfile.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
         args.Length > 2 ? int.Parse(args[2]) : 1, args.Length > 3 ? int.Parse(args[3]) : 512,
-        args.Length > 4 ? int.Parse(args[4]) : 64, args.Length > 5 ? args[5] : "f16", args.Length > 6 ? int.Parse(args[6]) : 5);
+        args.Length > 4 ? int.Parse(args[4]) : 64, args.Length > 5 ? args[5] : "f16", args.Length > 6 ? int.Parse(args[6]) : 5,
+        args.Length > 7 ? args[7] : null);
+    return;
+}
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick-attend [model] [threads] [ctx] [kv,kv,...] [rounds] [profile.kvqp]
+if (args.Length > 0 && args[0] == "--quick-attend")
+{
+    AttendAB.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
+        args.Length > 2 ? int.Parse(args[2]) : 1, args.Length > 3 ? int.Parse(args[3]) : 4000,
+        (args.Length > 4 ? args[4] : "f16,nuq4-1%,nuq3-1%").Split(','), args.Length > 6 ? args[6] : null,
+        args.Length > 5 ? int.Parse(args[5]) : 50);
     return;
 }
 // dotnet run --project bench/Kvq.Micro -c Release -- --decode-alloc [kv,kv] [rounds]   managed bytes per decode token (BDN: --filter '*DecodeAllocations*')

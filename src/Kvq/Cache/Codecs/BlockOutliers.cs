@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 
 namespace Kvq.Cache.Codecs;
 
@@ -67,6 +68,51 @@ public sealed class BlockOutliers
             half[i] = (ushort)(v >> w);
         }
         return n;
+    }
+
+    /// <summary>The entries of tokens below <paramref name="count"/> as a lane mask and a replacement row per token, in
+    /// one pass over the packed bits (for the fused attention kernels, which blend a whole token's outliers into its
+    /// decoded registers with one masked blend per register, however many it has): entry (t, c) sets bit
+    /// <c>laneOf[c]</c> of <c>masks[t]</c> and writes its value (f32) to <c>dense[t * 64 + laneOf[c]]</c>.
+    /// masks[0..count) are cleared first; lanes of <paramref name="dense"/> whose bit is clear are left as they were.
+    /// Head dims up to 64 (one mask word per token).</summary>
+    public unsafe void ToLanes(int count, int headDim, ReadOnlySpan<byte> laneOf, Span<ulong> masks, Span<float> dense)
+    {
+        if (headDim > 64 || laneOf.Length < headDim || masks.Length < count || dense.Length < count * 64)
+            throw new ArgumentException($"{count} tokens of head dim {headDim}: {laneOf.Length} lanes, room for {masks.Length} masks, {dense.Length} values");
+        masks[..count].Clear();
+        int n = Count;
+        if (n == 0) return;
+        int w = IndexBits, width = w + 16, limit = count * headDim;
+        int shift = (headDim & (headDim - 1)) == 0 ? System.Numerics.BitOperations.TrailingZeroCount(headDim) : -1;
+        uint mask = (uint)((1UL << w) - 1);
+        var data = _data;
+        // Entries whose 64-bit read stays inside the array (the last few may not: read byte by byte).
+        long safeBits = (data.Length - 8L) * 8 - Header * 8;
+        int safe = safeBits < 0 ? 0 : (int)Math.Min(n, safeBits / width + 1);
+        fixed (byte* p = data, lanes = laneOf)
+        fixed (ulong* m = masks)
+        fixed (float* x = dense)
+        {
+            long bit = Header * 8;
+            for (int i = 0; i < n; i++, bit += width)
+            {
+                ulong v;
+                if (i < safe)
+                {
+                    v = Unsafe.ReadUnaligned<ulong>(p + (bit >> 3));
+                    if (!BitConverter.IsLittleEndian) v = BinaryPrimitives.ReverseEndianness(v);
+                    v >>= (int)(bit & 7);
+                }
+                else v = ReadBits(data, bit, width);
+                int ix = (int)((uint)v & mask);
+                if (ix >= limit) break;   // sorted: the rest belong to later tokens
+                int t = shift >= 0 ? ix >> shift : ix / headDim;
+                int lane = lanes[ix - t * headDim];
+                m[t] |= 1UL << lane;
+                x[t * 64 + lane] = Kvq.Tensors.Quant.QuantFormats.HalfToSingle((ushort)(v >> w));
+            }
+        }
     }
 
     /// <summary>First entry whose index is at least <paramref name="index"/> (entries are sorted).</summary>

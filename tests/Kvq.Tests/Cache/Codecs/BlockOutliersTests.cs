@@ -3,7 +3,8 @@ using Kvq.Cache.Codecs;
 namespace Kvq.Tests.Cache.Codecs;
 
 /// <summary>
-/// <see cref="BlockOutliers"/> (word-at-a-time bit packing, in-place appends, bulk <see cref="BlockOutliers.Unpack"/>)
+/// <see cref="BlockOutliers"/> (word-at-a-time bit packing, in-place appends, bulk <see cref="BlockOutliers.Unpack"/> and
+/// <see cref="BlockOutliers.ToLanes"/>)
 /// against a plain model: a sorted list of (index, half) packed bit by bit into the documented layout (u16 count, u8
 /// index width, then per entry w index bits and 16 value bits, little-endian). Random tokens written in order (the
 /// append path) and out of order or rewritten (the rewrite path), odd block shapes (index widths 5 to 17 bits).
@@ -78,6 +79,7 @@ public class BlockOutliersTests
             var want = keys.Where(i => i < count * headDim).ToArray();
             Assert.Equal(want, index[..n]);
             Assert.Equal(want.Select(i => model[i]).ToArray(), half[..n]);
+            if (headDim <= 64) CheckLanes(rows, model, count, headDim, rng);
         }
     }
 
@@ -115,6 +117,34 @@ public class BlockOutliersTests
         Assert.Equal(expected, b.Raw[..expected.Length].ToArray());
         Assert.All(b.Raw[expected.Length..].ToArray(), x => Assert.Equal(0, x));
         Assert.Equal(b.Bytes, total.Total);
+    }
+
+    /// <summary><see cref="BlockOutliers.ToLanes"/> against the model: under a random channel -> lane map, each token's
+    /// mask has exactly its entries' lanes, those lanes hold the f32 of the entries' f16, every other lane is untouched
+    /// and masks start from garbage.</summary>
+    private static void CheckLanes(BlockOutliers rows, SortedDictionary<int, ushort> model, int count, int headDim, Random rng)
+    {
+        var laneOf = Enumerable.Range(0, 64).OrderBy(_ => rng.Next()).Take(headDim).Select(l => (byte)l).ToArray();
+        var masks = Enumerable.Range(0, count + 1).Select(_ => (ulong)rng.NextInt64()).ToArray();
+        const float Untouched = -12345.5f;
+        var dense = Enumerable.Repeat(Untouched, (count + 1) * 64).ToArray();
+        ulong beyond = masks[count];
+        rows.ToLanes(count, headDim, laneOf, masks, dense);
+        Assert.Equal(beyond, masks[count]);
+        for (int t = 0; t < count; t++)
+        {
+            ulong want = 0;
+            foreach (var (index, h) in model.Where(e => e.Key / headDim == t))
+            {
+                int lane = laneOf[index % headDim];
+                want |= 1UL << lane;
+                Assert.Equal((float)BitConverter.UInt16BitsToHalf(h), dense[t * 64 + lane]);
+            }
+            Assert.Equal(want, masks[t]);
+            for (int lane = 0; lane < 64; lane++)
+                if ((want >> lane & 1) == 0) Assert.Equal(Untouched, dense[t * 64 + lane]);
+        }
+        for (int i = count * 64; i < dense.Length; i++) Assert.Equal(Untouched, dense[i]);
     }
 
     [Fact]

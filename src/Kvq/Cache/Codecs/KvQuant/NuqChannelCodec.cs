@@ -87,6 +87,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     /// <summary>Fused: codes -> codebook -> scale/zero -> exact outliers blended into their lanes -> RoPE at each
     /// position -> dots, in registers (NuqKernels.KeyScores; the block's sparse rows unpacked once into per-token
     /// slots); the decode + rotate + tile path where the kernel does not apply.</summary>
+    [SkipLocalsInit]   // lane-mask buffers: ToLanes clears the masks and writes every value a set bit selects
     public override void ScoresPreRope(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<int> positions,
         Rope rope, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
     {
@@ -104,13 +105,27 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         var set = rope.Style == RopeStyle.Normal
             ? _normal ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, RopeStyle.Normal))
             : _neox ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, rope.Style));
+        if (HeadDim == LaneMaskDim && outliers != null && outliers.Count > 0)
+        {
+            // The register kernel's case (head dim 64): each token's outliers as a lane mask and replacement row.
+            Span<ulong> masks = count <= 64 ? stackalloc ulong[count] : new ulong[count];
+            Span<float> dense = count <= 64 ? stackalloc float[count * LaneMaskDim] : new float[count * LaneMaskDim];
+            outliers.ToLanes(count, HeadDim, set.Lanes.LaneOf, masks, dense);
+            NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, 0, _codeBytes, 0, default, default, masks, dense,
+                _lut, set.Zero, set.Range, q, nq, scores, tile);
+            return;
+        }
         using var e = new NuqOutlierRows.Unpacked(outliers?.Count ?? 0);
         int slots = Slots(e, outliers, count, out var channels, out var values);
         NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, 0, _codeBytes, slots, channels, values, _lut,
             set.Zero, set.Range, q, nq, scores, tile);
     }
 
+    /// <summary>The head dim whose register kernels take outliers as per-token lane masks (one 64-bit word a token).</summary>
+    private const int LaneMaskDim = 64;
+
     /// <summary>Post-RoPE keys (the :post ablation): the same fused kernel without the rotation.</summary>
+    [SkipLocalsInit]
     public override void Scores(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> q, int nq,
         Span<float> scores, Span<float> tile)
     {
@@ -123,6 +138,15 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         }
         Check(block, count, q, nq, scores, tile);
         var set = _natural ??= Lanes(NuqLanes.Natural(HeadDim, _spec.Bits));
+        if (HeadDim == LaneMaskDim && outliers != null && outliers.Count > 0)
+        {
+            Span<ulong> masks = count <= 64 ? stackalloc ulong[count] : new ulong[count];
+            Span<float> dense = count <= 64 ? stackalloc float[count * LaneMaskDim] : new float[count * LaneMaskDim];
+            outliers.ToLanes(count, HeadDim, set.Lanes.LaneOf, masks, dense);
+            NuqKernels.KeyScores(set.Lanes, block, count, default, null, 0, _codeBytes, 0, default, default, masks, dense,
+                _lut, set.Zero, set.Range, q, nq, scores, tile);
+            return;
+        }
         using var e = new NuqOutlierRows.Unpacked(outliers?.Count ?? 0);
         int slots = Slots(e, outliers, count, out var channels, out var values);
         NuqKernels.KeyScores(set.Lanes, block, count, default, null, 0, _codeBytes, slots, channels, values, _lut,

@@ -12,9 +12,11 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// (one FMA), put its exact outliers in by lane blends, rotate it at its position in registers (angles from
 /// <see cref="RopeAngleTable"/>: 4 multiplies per pair, no cos/sin), and dot it with the group's query rows, so no
 /// tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
-/// zero_j + range_j * cb built once per block, accumulator rows in registers across the block's tokens, and the
-/// token's exact outliers (the sparse rows of a block, <see cref="BlockOutliers"/>) added afterwards as sparse
-/// corrections w_j * (x - decoded) by the codec. With more query rows than the
+/// zero_j + range_j * cb built once per block (at head dim 64 and decode: in a register per token, from the packed
+/// scale), accumulator rows in registers across the block's tokens, and the token's exact outliers (the sparse rows
+/// of a block, <see cref="BlockOutliers"/>) blended in by a lane mask per token at head dim 64
+/// (<see cref="BlockOutliers.ToLanes"/>), else added afterwards as sparse corrections w_j * (x - decoded) by the
+/// codec. With more query rows than the
 /// register kernels take (prefill), blocks are decoded once into a tile by the same vector decode and the dense
 /// <see cref="Attention.TileMath"/> kernels serve all rows.
 /// Every kernel is checked against the codec's DecodeBlock + Rope.RotateAt + TileMath path in the tests.
@@ -45,10 +47,24 @@ internal static unsafe class NuqKernels
     /// <paramref name="slotValues"/>; each replaces its lane of the decoded key before the rotation.</summary>
     public static void KeyScores(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, ReadOnlySpan<int> positions, Rope? rope,
         int codesOffset, int codeBytes, int slots, ReadOnlySpan<byte> slotChannels, ReadOnlySpan<float> slotValues,
+        Vector512<float> lut, float[] zeroLanes, float[] rangeLanes, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
+        KeyScores(lanes, blockSpan, count, positions, rope, codesOffset, codeBytes, slots, slotChannels, slotValues, default, default,
+            lut, zeroLanes, rangeLanes, q, nq, scores, tile);
+
+    /// <summary><see cref="KeyScores(NuqLanes, ReadOnlySpan{byte}, int, ReadOnlySpan{int}, Rope?, int, int, int, ReadOnlySpan{byte}, ReadOnlySpan{float}, Vector512{float}, float[], float[], ReadOnlySpan{float}, int, Span{float}, Span{float})"/>
+    /// with the exact outliers given instead (head dim 64) as a lane mask per token and a replacement row per token
+    /// (<see cref="BlockOutliers.ToLanes"/>: lane bits in <paramref name="laneMasks"/>[j], values at
+    /// <paramref name="laneValues"/>[j * 64 + lane]): one masked blend per register whatever the token's count.</summary>
+    public static void KeyScores(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, ReadOnlySpan<int> positions, Rope? rope,
+        int codesOffset, int codeBytes, int slots, ReadOnlySpan<byte> slotChannels, ReadOnlySpan<float> slotValues,
+        ReadOnlySpan<ulong> laneMasks, ReadOnlySpan<float> laneValues,
         Vector512<float> lut, float[] zeroLanes, float[] rangeLanes, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
     {
         if (slotChannels.Length < count * slots || slotValues.Length < count * slots)
             throw new ArgumentException($"{count} tokens x {slots} outlier slots, {slotChannels.Length} channels / {slotValues.Length} values given");
+        bool masked = !laneMasks.IsEmpty;
+        if (masked && (lanes.HeadDim != 64 || slots != 0 || laneMasks.Length < count || laneValues.Length < count * 64))
+            throw new ArgumentException($"lane-mask outliers need head dim 64 and no slots: {lanes.HeadDim}, {slots} slots, {laneMasks.Length} masks, {laneValues.Length} values for {count} tokens");
         int d = lanes.HeadDim, nv = lanes.Vectors;
         bool rotate = !positions.IsEmpty;
         float[] baseCos = [], baseSin = [];
@@ -66,7 +82,8 @@ internal static unsafe class NuqKernels
         Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
         var part = stackalloc Vector512<float>[4 * MaxFusedRows];
         fixed (byte* block = blockSpan, pad = padded, sc = slotChannels)
-        fixed (float* sv = slotValues)
+        fixed (float* sv = slotValues, lv = laneValues)
+        fixed (ulong* lm = laneMasks)
         fixed (float* pq = q, ps = scores, pt = tile, ql = qBuf, z = zeroLanes, r = rangeLanes)
         fixed (float* bc = baseCos, bs = baseSin, dc = table == null ? default : table.DeltaCos, ds = table == null ? default : table.DeltaSin)
         fixed (int* pos = positions)
@@ -75,7 +92,8 @@ internal static unsafe class NuqKernels
             if (copy) rows = lanes.CopyRows(rows, count, pad);
             lanes.Gather(pq, nq, ql);
             bool fused = nq <= MaxFusedRows;
-            var k = new KeyRows(rows, codeBytes, sc, slots, EmptySlot, lut, z, r, rotate, bc, bs, dc, ds, table?.Pairs ?? 0, pos, sv);
+            var k = new KeyRows(rows, codeBytes, sc, slots, EmptySlot, lut, z, r, rotate, bc, bs, dc, ds, table?.Pairs ?? 0, pos, sv,
+                masked ? lm : null, lv);
             if (d == 64) KeyScores64(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt, part);
             else KeyScoresAnyDim(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt);
             if (!fused) Attention.TileMath.Scores(tile[..(count * d)], count, d, new ReadOnlySpan<float>(ql, nq * d), nq, scores);
@@ -85,9 +103,12 @@ internal static unsafe class NuqKernels
     /// <summary>What the key kernels read: code rows, outlier slots, per-channel scale/zero in lane order, angles.</summary>
     private readonly struct KeyRows(byte* rows, int codeBytes, byte* indices, int slots, int empty,
         Vector512<float> lut, float* zero, float* range, bool rotate, float* baseCos, float* baseSin, float* deltaCos,
-        float* deltaSin, int pairs, int* positions, float* outlierValues)
+        float* deltaSin, int pairs, int* positions, float* outlierValues, ulong* laneMasks, float* laneValues)
     {
         public readonly float* OutlierValues = outlierValues;
+        /// <summary>Per token a mask of lanes holding exact outliers (null: slots are used), values at j * 64 + lane.</summary>
+        public readonly ulong* LaneMasks = laneMasks;
+        public readonly float* LaneValues = laneValues;
         public readonly byte* Rows = rows, Indices = indices;
         public readonly int CodeBytes = codeBytes, Slots = slots, Empty = empty, Pairs = pairs;
         public readonly Vector512<float> Lut = lut;
@@ -126,6 +147,17 @@ internal static unsafe class NuqKernels
                 // matches no channel): whether a token has an outlier at all is data-dependent (about half of them at
                 // 1%), and a branch on it mispredicted more than the blend costs. Slots fill from the first, and a
                 // second outlier is rare, so the rest sit behind one mostly-not-taken branch.
+                if (k.LaneMasks != null)
+                {
+                    // A token's outliers, however many, by one masked blend per register (no branch on the count:
+                    // real blocks hold ~1.4 per token, unevenly, so per-slot blends and branches cost more).
+                    ulong m = k.LaneMasks[j];
+                    float* lv = k.LaneValues + j * 64;
+                    k0 = Vector512.ConditionalSelect(LaneBits((uint)m), Vector512.Load(lv), k0);
+                    k1 = Vector512.ConditionalSelect(LaneBits((uint)m >> 16), Vector512.Load(lv + 16), k1);
+                    k2 = Vector512.ConditionalSelect(LaneBits((uint)(m >> 32)), Vector512.Load(lv + 32), k2);
+                    k3 = Vector512.ConditionalSelect(LaneBits((uint)(m >> 48)), Vector512.Load(lv + 48), k3);
+                }
                 byte* idx = k.Indices + j * slots;
                 float* ov = k.OutlierValues + j * slots;
                 if (slots > 0)
@@ -190,6 +222,16 @@ internal static unsafe class NuqKernels
         }
     }
 
+    private static readonly Vector512<uint> LaneBit = Vector512.Create(1u, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
+
+    /// <summary>All-ones in lane l where bit l of <paramref name="bits"/> (low 16) is set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> LaneBits(uint bits)
+    {
+        var b = LaneBit;
+        return Vector512.Equals(Vector512.Create(bits) & b, b).AsSingle();
+    }
+
     /// <summary>Any head dim the lanes take (multiple of 32, up to 128): the decoded key goes through a small buffer.</summary>
     private static void KeyScoresAnyDim(NuqLanes lanes, in KeyRows k, int count, float* q, int nq, float* scores, float* tile)
     {
@@ -252,14 +294,27 @@ internal static unsafe class NuqKernels
     /// <paramref name="scales"/>: per token its decoded zero then range (2 * count floats).
     public static void ValueAccumulate(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, ReadOnlySpan<float> scales,
         int codesOffset, int codeBytes, int slots, int valuesOffset, int indicesOffset, Vector512<float> levels,
-        ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
+        ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile) =>
+        ValueAccumulate(lanes, blockSpan, count, scales, codesOffset, codeBytes, slots, valuesOffset, indicesOffset, default, default,
+            levels, w, nq, acc, tile);
+
+    /// <summary>The same, with the block's exact outliers (head dim 64) as a lane mask and replacement row per token
+    /// (<see cref="BlockOutliers.ToLanes"/>), blended into each token's decoded registers (or into the decoded tile
+    /// above 4 rows).</summary>
+    public static void ValueAccumulate(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, ReadOnlySpan<float> scales,
+        int codesOffset, int codeBytes, int slots, int valuesOffset, int indicesOffset, ReadOnlySpan<ulong> laneMasks,
+        ReadOnlySpan<float> laneValues, Vector512<float> levels, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
     {
         int d = lanes.HeadDim;
+        bool masked = !laneMasks.IsEmpty;
+        if (masked && (d != 64 || slots != 0 || laneMasks.Length < count || laneValues.Length < count * 64))
+            throw new ArgumentException($"lane-mask outliers need head dim 64 and no slots: {d}, {slots} slots, {laneMasks.Length} masks, {laneValues.Length} values for {count} tokens");
         var luts = stackalloc Vector512<float>[count];
         bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
         Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
         fixed (byte* block = blockSpan, pad = padded)
-        fixed (float* pw = w, pa = acc, pt = tile, zr = scales)
+        fixed (float* pw = w, pa = acc, pt = tile, zr = scales, lv = laneValues)
+        fixed (ulong* lm = laneMasks)
         {
             byte* rows = block + codesOffset;
             if (copy) rows = lanes.CopyRows(rows, count, pad);
@@ -268,6 +323,13 @@ internal static unsafe class NuqKernels
             {
                 DecodeValues(lanes, rows, count, codeBytes, luts, pt);
                 ApplyValueOutliers(block, count, slots, valuesOffset, indicesOffset, d, pt);
+                if (masked)
+                    for (int j = 0; j < count; j++)
+                        for (ulong m = lm[j]; m != 0; m &= m - 1)
+                        {
+                            int lane = System.Numerics.BitOperations.TrailingZeroCount(m);
+                            pt[j * d + lanes.LaneChannel[lane]] = lv[j * 64 + lane];
+                        }
                 Attention.TileMath.Accumulate(tile[..(count * d)], count, d, w, nq, acc);
                 return;
             }
@@ -276,13 +338,13 @@ internal static unsafe class NuqKernels
                 // Outliers blended into the decoded registers (every token has 2k of them: no branch).
                 var ov = stackalloc float[count * slots + 16];
                 OutlierFloats(block + valuesOffset, count * slots, ov);
-                var o = new ValueOutliers(block + indicesOffset, ov, slots);
+                var o = new ValueOutliers(block + indicesOffset, ov, slots, masked ? lm : null, lv);
                 switch (nq)
                 {
-                    case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
-                    case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
-                    case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
-                    default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, luts, o, pw, pa); break;
+                    case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
                 }
                 return;
             }
@@ -314,6 +376,37 @@ internal static unsafe class NuqKernels
         }
     }
 
+    /// <summary>acc[i, :] += sum_j w[i, j] v_j for a block of per-token values, head dim 64 and at most 4 query rows (decode),
+    /// the tokens' packed scales (<see cref="TokenScale"/>, 2 bytes each from the block's start) decoded inside the
+    /// register kernel, and the block's exact outliers, if any, as lane masks and replacement rows
+    /// (<see cref="BlockOutliers.ToLanes"/>; empty spans: none).</summary>
+    public static void ValueAccumulate64(NuqLanes lanes, ReadOnlySpan<byte> blockSpan, int count, int codesOffset, int codeBytes,
+        ReadOnlySpan<ulong> laneMasks, ReadOnlySpan<float> laneValues, Vector512<float> levels, ReadOnlySpan<float> w, int nq, Span<float> acc)
+    {
+        bool masked = !laneMasks.IsEmpty;
+        if (lanes.HeadDim != 64 || nq < 1 || nq > 4 || count < 1 || 2 * count > codesOffset || blockSpan.Length < codesOffset + count * codeBytes
+            || w.Length < nq * count || acc.Length < nq * 64 || (masked && (laneMasks.Length < count || laneValues.Length < count * 64)))
+            throw new ArgumentException($"value accumulate of {nq} rows over {count} tokens (head dim {lanes.HeadDim}) with a {blockSpan.Length}-byte " +
+                $"block, codes at {codesOffset}, {w.Length} weights, {acc.Length} accumulator values, {laneMasks.Length} masks, {laneValues.Length} outlier values");
+        bool copy = !lanes.RowsLoadable(blockSpan.Length, codesOffset, count);
+        Span<byte> padded = copy ? stackalloc byte[lanes.PaddedRowsBytes(count)] : default;
+        fixed (byte* block = blockSpan, pad = padded)
+        fixed (float* pw = w, pa = acc, lv = laneValues, rt = TokenScale.RangeTable)
+        fixed (ulong* lm = laneMasks)
+        {
+            byte* rows = block + codesOffset;
+            if (copy) rows = lanes.CopyRows(rows, count, pad);
+            var o = new ValueOutliers(null, null, 0, masked ? lm : null, lv);
+            switch (nq)
+            {
+                case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
+                case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
+                case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
+                default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
+            }
+        }
+    }
+
     /// <summary>The block's first n outlier values (f16) as floats, 16 at a time (dst has room for n rounded up to 16).</summary>
     private static void OutlierFloats(byte* values, int n, float* dst)
     {
@@ -332,8 +425,10 @@ internal static unsafe class NuqKernels
         }
     }
 
-    private readonly struct ValueOutliers(byte* indices, float* values, int slots)
+    private readonly struct ValueOutliers(byte* indices, float* values, int slots, ulong* laneMasks, float* laneValues)
     {
+        public readonly ulong* LaneMasks = laneMasks;
+        public readonly float* LaneValues = laneValues;
         public readonly byte* Indices = indices;
         public readonly float* Values = values;
         public readonly int Slots = slots;
@@ -343,7 +438,7 @@ internal static unsafe class NuqKernels
     /// row's accumulators, which stay in registers for the whole block (up to 4 rows x 4 registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Accumulate64<TRows>(NuqLanes lanes, byte* rows, int count, int codeBytes, Vector512<float>* luts,
-        in ValueOutliers o, float* w, float* acc) where TRows : struct, IRows
+        byte* packedScales, float* rangeTable, Vector512<float> levels, in ValueOutliers o, float* w, float* acc) where TRows : struct, IRows
     {
         var ch0 = lanes.Channel[0]; var ch1 = lanes.Channel[1]; var ch2 = lanes.Channel[2]; var ch3 = lanes.Channel[3];
         int slots = o.Slots;
@@ -358,11 +453,31 @@ internal static unsafe class NuqKernels
         for (int j = 0; j < count; j++)
         {
             var row = Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
-            var lut = luts[j];
+            Vector512<float> lut;
+            if (packedScales != null)
+            {
+                // The token's scale decoded here (TokenScale.Decode, the same float operations) and its 16-entry
+                // table built in a register: no per-block scale pass, no table array written and read back.
+                int packed = Unsafe.ReadUnaligned<ushort>(packedScales + 2 * j);
+                if (!BitConverter.IsLittleEndian) packed = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness((ushort)packed);
+                float range = rangeTable[packed & (TokenScale.RangeCodes - 1)];
+                float zero = ((short)packed >> 10) * (range / 16f);
+                lut = Vector512.FusedMultiplyAdd(levels, Vector512.Create(range), Vector512.Create(zero));
+            }
+            else lut = luts[j];
             var x0 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c0, s0));
             var x1 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1));
             var x2 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2));
             var x3 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c3, s3));
+            if (o.LaneMasks != null)
+            {
+                ulong m = o.LaneMasks[j];
+                float* lv = o.LaneValues + j * 64;
+                x0 = Vector512.ConditionalSelect(LaneBits((uint)m), Vector512.Load(lv), x0);
+                x1 = Vector512.ConditionalSelect(LaneBits((uint)m >> 16), Vector512.Load(lv + 16), x1);
+                x2 = Vector512.ConditionalSelect(LaneBits((uint)(m >> 32)), Vector512.Load(lv + 32), x2);
+                x3 = Vector512.ConditionalSelect(LaneBits((uint)(m >> 48)), Vector512.Load(lv + 48), x3);
+            }
             for (int s = 0; s < slots; s++)
             {
                 var vc = Vector512.Create((int)o.Indices[j * slots + s]);

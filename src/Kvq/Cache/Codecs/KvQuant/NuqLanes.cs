@@ -24,6 +24,7 @@ internal sealed class NuqLanes
     public readonly Vector512<int>[] Channel;    // per vector: the channel of each lane (outlier blends)
     public readonly int[] LaneChannel;           // lane (v*16+l) -> channel
     public readonly int[] VectorOf;              // channel -> vector index
+    public readonly byte[] LaneOf;               // channel -> lane (v*16+l)
 
     public static bool IsSupported(int headDim, int bits) =>
         Avx512F.IsSupported && Avx512Vbmi.IsSupported && Vector512.IsHardwareAccelerated
@@ -38,6 +39,8 @@ internal sealed class NuqLanes
         LoadBytes = CodeBytes <= 32 ? 32 : 64;
         LaneChannel = laneChannel;
         VectorOf = new int[headDim];
+        LaneOf = new byte[headDim];
+        for (int k = 0; k < headDim; k++) LaneOf[laneChannel[k]] = (byte)k;
         Control = new Vector512<byte>[Vectors];
         Shift = new Vector512<uint>[Vectors];
         Channel = new Vector512<int>[Vectors];

@@ -67,8 +67,9 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile) =>
         Accumulate(block, Need(null), count, w, nq, acc, tile);
 
-    /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes (NuqKernels.ValueAccumulate), then the
-    /// outliers as sparse corrections w_j (x - decoded); the decode + tile path where the kernel does not apply.</summary>
+    /// <summary>Fused: acc += w_j (cb[code] range_j + zero_j) from the codes (NuqKernels.ValueAccumulate), with the
+    /// outliers blended in by lane masks at head dim 64 (NuqKernels.ValueAccumulate64 for decode: scales decoded in the
+    /// kernel), else as sparse corrections w_j (x - decoded); the decode + tile path where the kernel does not apply.</summary>
     [System.Runtime.CompilerServices.SkipLocalsInit]   // scales: every entry written before use
     public override void Accumulate(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> w, int nq,
         Span<float> acc, Span<float> tile)
@@ -84,6 +85,24 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
             || tile.Length < count * HeadDim)
             throw new ArgumentException($"{Name}: accumulate of {nq} rows over {count} tokens with a {block.Length}-byte block, " +
                 $"{w.Length} weights, {acc.Length} accumulator values, {tile.Length} tile values");
+        if (HeadDim == 64)
+        {
+            // The register kernels' case: each token's outliers blended in as a lane mask and replacement row.
+            int rows = outliers != null && outliers.Count > 0 ? count : 0;   // no rows: no outliers to blend
+            Span<ulong> masks = rows <= 64 ? stackalloc ulong[rows] : new ulong[rows];
+            Span<float> dense = rows <= 64 ? stackalloc float[rows * 64] : new float[rows * 64];
+            if (rows > 0) outliers!.ToLanes(count, HeadDim, _lanes.LaneOf, masks, dense);
+            if (nq <= 4)
+            {
+                // Decode: scales decoded inside the kernel.
+                NuqKernels.ValueAccumulate64(_lanes, block, count, _codesOffset, _codeBytes, masks, dense, _lut, w, nq, acc);
+                return;
+            }
+            Span<float> tileScales = stackalloc float[2 * count];
+            for (int t = 0; t < count; t++) (tileScales[2 * t], tileScales[2 * t + 1]) = ScaleOf(block, t);
+            NuqKernels.ValueAccumulate(_lanes, block, count, tileScales, _codesOffset, _codeBytes, 0, 0, 0, masks, dense, _lut, w, nq, acc, tile);
+            return;
+        }
         Span<float> scales = stackalloc float[2 * count];
         for (int t = 0; t < count; t++) (scales[2 * t], scales[2 * t + 1]) = ScaleOf(block, t);
         NuqKernels.ValueAccumulate(_lanes, block, count, scales, _codesOffset, _codeBytes, 0, 0, 0, _lut, w, nq, acc, tile);

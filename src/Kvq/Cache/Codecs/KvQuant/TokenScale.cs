@@ -20,6 +20,9 @@ public static class TokenScale
         return r;
     }
 
+    /// <summary>Every code's range (the fused value kernel decodes scales itself; read only).</summary>
+    internal static float[] RangeTable => Ranges;
+
     /// <summary>Range of code r (the exact float both encoder and decoder use).</summary>
     public static float Range(int r) => Ranges[r];
 

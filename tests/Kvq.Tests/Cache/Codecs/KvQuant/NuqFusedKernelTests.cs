@@ -17,7 +17,7 @@ public class NuqFusedKernelTests
     private const int HeadDim = 64;
 
     private static (KvCodec Codec, byte[] Block, float[] X) Block(string spec, KvSide side, int count, int seed,
-        RopeStyle style = RopeStyle.Normal, int headDim = HeadDim, int crowded = 0)
+        RopeStyle style = RopeStyle.Normal, int headDim = HeadDim, int crowded = 0, bool edges = false)
     {
         var shape = new KvShape(1, 1, 3, headDim, new Rope(headDim, headDim, 10000f, 1f, style));
         var profile = KvQuantTestData.Profile(shape, tokens: 1500);
@@ -33,6 +33,14 @@ public class NuqFusedKernelTests
             for (int t = 0; t < count; t += 3)
                 for (int k = rng.Next(1, crowded + 1); k > 0; k--)
                     x[t * headDim + rng.Next(headDim)] *= 40f;
+        }
+        if (edges)
+        {
+            // Exact outliers on the block's first and last token, in the first and last channels and both halves of
+            // the first RoPE pairs (lanes 0, 15, 16, 31, 48, 63 of the kernels' registers), sign mixed.
+            foreach (int t in new[] { 0, count - 1 })
+                foreach (int c in new[] { 0, 1, headDim / 2 - 1, headDim / 2, headDim - 2, headDim - 1 })
+                    x[t * headDim + c] = (c % 2 == 0 ? 1 : -1) * (60f + t + c);
         }
         var block = new byte[codec.BlockBytes];
         if (codec.EncodesWholeBlocks)
@@ -216,6 +224,46 @@ public class NuqFusedKernelTests
         TileMath.AccumulateReference(vt, count, d, w, nq, accRef);
         for (int i = 0; i < acc.Length; i++)
             Assert.True(Math.Abs(acc[i] - accRef[i]) <= 1e-4 * (1 + Math.Abs(accRef[i])), $"{spec} d {d}: acc {i} {acc[i]} vs {accRef[i]}");
+    }
+
+    /// <summary>Outliers on the block's edge tokens and in the edge channels and lanes (the lane-mask blend's first and
+    /// last bits of each mask word), keys and values, decode rows (GQA groups 1, 3, 4) and a tile, odd and full counts.</summary>
+    [Theory]
+    [InlineData("nuq4-1%", 32, 3)]
+    [InlineData("nuq3-1%", 32, 4)]
+    [InlineData("nuq4-1%", 13, 1)]
+    [InlineData("nuq2-1%", 2, 3)]
+    [InlineData("nuq3-1%", 31, 9)]
+    public void EdgeOutliersMatchScalarPath(string spec, int count, int nq)
+    {
+        var (keys, kb, _) = Block(spec, KvSide.Key, count, seed: 41 + count, edges: true);
+        var rows = ((BlockOutliersTestCodec)keys).Rows;
+        Assert.Contains(Enumerable.Range(0, rows.Count), i => rows.Entry(i).Index == (count - 1) * HeadDim + HeadDim - 1);
+        var rope = new Rope(HeadDim, HeadDim, 10000f, 1f, RopeStyle.Normal);
+        var positions = Positions("run4000", count, 3);
+        var q = Queries(nq, 8);
+        var got = new float[nq * count];
+        keys.ScoresPreRope(kb, count, positions, rope, q, nq, got, new float[keys.BlockTokens * HeadDim]);
+        var tile = new float[count * HeadDim];
+        ((IKvCodecReference)keys).DecodeBlockReference(kb, count, tile);
+        rope.RotateAt(tile, count, positions);
+        var expected = new float[nq * count];
+        TileMath.ScoresReference(tile, count, HeadDim, q, nq, expected);
+        AssertScores(expected, got, q, tile, nq, count, $"{spec} edges");
+
+        var (values, vb, _) = Block(spec, KvSide.Value, count, seed: 43 + count, edges: true);
+        var w = Queries(nq, 9, count);
+        for (int i = 0; i < w.Length; i++) w[i] = Math.Abs(w[i]);
+        var acc = Queries(nq, 10);   // accumulators already holding something
+        var accRef = (float[])acc.Clone();
+        values.Accumulate(vb, count, w, nq, acc, new float[values.BlockTokens * HeadDim]);
+        var vt = new float[count * HeadDim];
+        ((IKvCodecReference)values).DecodeBlockReference(vb, count, vt);
+        TileMath.AccumulateReference(vt, count, HeadDim, w, nq, accRef);
+        double scale = 0;
+        foreach (var v in vt) scale = Math.Max(scale, Math.Abs(v));
+        for (int i = 0; i < acc.Length; i++)
+            Assert.True(Math.Abs(acc[i] - accRef[i]) <= 1e-5 * scale * count + 1e-5, $"{spec} edges: acc {i} {acc[i]} vs {accRef[i]}");
     }
 
     /// <summary>Blocks whose tokens carry several exact outliers each (up to 9; the block's slot count is its most

@@ -1,0 +1,64 @@
+using System.Diagnostics;
+using Kvq.Bench;
+using Kvq.Cache;
+using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Model;
+using Kvq.Model.Loading;
+using Kvq.Tensors;
+
+namespace Kvq.Micro;
+
+/// <summary>
+/// --quick-attend: a decode token's attention (every layer's <see cref="IKvSequence.Attend"/> for one query token)
+/// over a real model's cache after a prompt of <c>ctx</c> tokens, per KV format, in interleaved rounds; each layer's
+/// call is timed alone and its best kept (a call is ~0.1-1 ms, short enough that some rounds escape preemption on a
+/// loaded machine), and the per-token figure is the sum of the layers' bests. Queries are the model's last prompt
+/// token's projections replaced by a seeded random vector (attention's cost does not depend on their values).
+/// </summary>
+public static class AttendAB
+{
+    public static void Run(string modelPath, int threads, int ctx, string[] kvs, string? profilePath, int rounds)
+    {
+        using var weights = GgufModelLoader.Load(modelPath);
+        var par = new Parallelism(threads);
+        var model = new Transformer(weights, par);
+        var c = weights.Config;
+        var profile = profilePath == null ? null : KvQuantProfile.Load(profilePath);
+        var prompt = ThroughputBenchmark.PromptTokens(ctx, c.VocabSize);
+        var logits = new float[c.VocabSize];
+        var seqs = new IKvSequence[kvs.Length];
+        for (int i = 0; i < kvs.Length; i++)
+        {
+            var config = KvCacheConfig.Parse(kvs[i]);
+            if (profile != null) config = config with { Profile = profile, SinkTokens = profile.Settings.SinkTokens };
+            seqs[i] = model.CreateSequence(config, ctx + 1);
+            model.Forward(prompt, seqs[i], logits);
+        }
+        var rng = new Random(11);
+        var q = new float[c.QDim];
+        for (int j = 0; j < q.Length; j++) q[j] = (float)(rng.NextDouble() * 2 - 1);
+        var o = new float[c.QDim];
+        var best = new double[kvs.Length, c.Layers];
+        for (int i = 0; i < kvs.Length; i++) for (int l = 0; l < c.Layers; l++) best[i, l] = double.MaxValue;
+        var check = new float[kvs.Length];
+        for (int round = 0; round < rounds; round++)
+            for (int i = 0; i < kvs.Length; i++)
+                for (int l = 0; l < c.Layers; l++)
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    seqs[i].Attend(l, q, 1, o, par);
+                    best[i, l] = Math.Min(best[i, l], Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
+                    check[i] += o[l];
+                }
+        Console.WriteLine($"{Path.GetFileName(modelPath)}, ctx {ctx}, {threads} thread(s), best of {rounds} rounds per layer; load {File.ReadAllText("/proc/loadavg").Trim()}");
+        Console.WriteLine("| kv | attention us/token (sum of layers) | ns per cached token and KV head |");
+        Console.WriteLine("|---|---:|---:|");
+        for (int i = 0; i < kvs.Length; i++)
+        {
+            double sum = 0;
+            for (int l = 0; l < c.Layers; l++) sum += best[i, l];
+            Console.WriteLine($"| {kvs[i]} | {sum:F1} | {sum * 1e3 / ((double)ctx * c.Layers * c.KvHeads):F2} |");
+        }
+        foreach (var s in seqs) (s as IDisposable)?.Dispose();
+    }
+}

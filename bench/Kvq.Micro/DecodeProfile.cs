@@ -30,7 +30,7 @@ public static class DecodeProfile
         var config = KvCacheConfig.Parse(kv);
         if (profile != null)
         {
-            var p = Kvq.Cache.Codecs.KvQuant.KvQuantProfile.Load(profile);
+            var p = Cache.Codecs.KvQuant.KvQuantProfile.Load(profile);
             config = config with { Profile = p, SinkTokens = p.Settings.SinkTokens };
         }
         ThroughputBenchmark.WarmUp(model, Path.GetFileName(modelPath), ctx, config);

@@ -110,7 +110,7 @@ public sealed class BlockOutliers
                 int t = shift >= 0 ? ix >> shift : ix / headDim;
                 int lane = lanes[ix - t * headDim];
                 m[t] |= 1UL << lane;
-                x[t * 64 + lane] = Kvq.Tensors.Quant.QuantFormats.HalfToSingle((ushort)(v >> w));
+                x[t * 64 + lane] = Tensors.Quant.QuantFormats.HalfToSingle((ushort)(v >> w));
             }
         }
     }

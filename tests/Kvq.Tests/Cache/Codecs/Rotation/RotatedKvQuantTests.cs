@@ -96,7 +96,7 @@ public class RotatedKvQuantTests
             if (side == KvSide.Key)
             {
                 var want = new float[nq * count];
-                global::Kvq.Cache.Attention.TileMath.Scores(tile.AsSpan(0, count * headDim), count, headDim, q, nq, want);
+                Kvq.Cache.Attention.TileMath.Scores(tile.AsSpan(0, count * headDim), count, headDim, q, nq, want);
                 var got = new float[nq * count];
                 codec.Scores(block, rows, count, q, nq, got, scratch);
                 for (int i = 0; i < got.Length; i++) Assert.Equal(want[i], got[i], 1e-3 * (1 + Math.Abs(want[i])));
@@ -106,7 +106,7 @@ public class RotatedKvQuantTests
                 var want = new float[nq * headDim];
                 var got = new float[nq * headDim];
                 for (int i = 0; i < want.Length; i++) want[i] = got[i] = 0.25f * i; // accumulates onto what is there
-                global::Kvq.Cache.Attention.TileMath.Accumulate(tile.AsSpan(0, count * headDim), count, headDim, w, nq, want);
+                Kvq.Cache.Attention.TileMath.Accumulate(tile.AsSpan(0, count * headDim), count, headDim, w, nq, want);
                 codec.Accumulate(block, rows, count, w, nq, got, scratch);
                 for (int i = 0; i < got.Length; i++) Assert.Equal(want[i], got[i], 1e-3 * (1 + Math.Abs(want[i])));
             }

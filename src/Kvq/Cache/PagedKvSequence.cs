@@ -46,9 +46,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         _deferRegister = _keys.Staging != null || _values.Staging != null || _keys.Sink != null;
         _policy = SequencePolicy.For(cache, this, _count);
         _rings = SlidingRings.For(cache);
-        if (cache.Config.Offload is { } offload)
-            _offload = new BlockSelector(offload, new BlockSummaries(_shape.Layers, _shape.KvHeads, _shape.HeadDim, cache.Config.BlockTokens,
-                offload.BoxTokens));
+        _offload = BlockSelector.For(cache.Config, _shape);
         _writer = new TokenWriter(_shape, _keys, _values, _offload?.Summaries);
         if (parent != null)
         {

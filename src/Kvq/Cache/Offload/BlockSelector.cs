@@ -12,6 +12,11 @@ public sealed class BlockSelector(KvOffloadBudget budget, BlockSummaries summari
     [ThreadStatic] private static float[]? _estimates;
     [ThreadStatic] private static float[]? _covered;
 
+    /// <summary>The selector of a sequence in a cache with <see cref="KvCacheConfig.Offload"/> (empty summaries); null without.</summary>
+    public static BlockSelector? For(KvCacheConfig config, KvShape shape) => config.Offload is { } offload
+        ? new BlockSelector(offload, new BlockSummaries(shape.Layers, shape.KvHeads, shape.HeadDim, config.BlockTokens, offload.BoxTokens))
+        : null;
+
     public KvOffloadBudget Budget => budget;
 
     public BlockSummaries Summaries => summaries;

@@ -111,27 +111,25 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
     public override void CopySlot(ReadOnlySpan<byte> src, BlockOutliers? srcOutliers, int srcSlot, Span<byte> dst,
         BlockOutliers? dstOutliers, int dstSlot) => Inner.CopySlot(src, srcOutliers, srcSlot, dst, dstOutliers, dstSlot);
 
-    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
-    {
-        int n = nq * HeadDim;
-        float[]? rented = n > 4096 ? ArrayPool<float>.Shared.Rent(n) : null;
-        Span<float> rq = rented != null ? rented.AsSpan(0, n) : stackalloc float[n];
-        try
-        {
-            q[..n].CopyTo(rq);
-            Rotate(rq);
-            Inner.Scores(block, count, rq, nq, scores, tile);
-        }
-        finally { if (rented != null) ArrayPool<float>.Shared.Return(rented); }
-    }
+    public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
+        ScoresRotated(block, null, sparse: false, count, q, nq, scores, tile);
 
     // With a sparse part (KVQuant values behind the rotation, `nuqB:rot`) the same folding holds: the inner codec's
     // fused kernels (NuqKernels: codebook lookups plus the outliers' corrections) work in the rotated basis, and the
     // rotation is applied once to the query or undone once on the accumulated output, not per token.
     public override void Scores(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> q, int nq,
+        Span<float> scores, Span<float> tile) => ScoresRotated(block, outliers, sparse: HasBlockOutliers, count, q, nq, scores, tile);
+
+    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile) =>
+        AccumulateRotated(block, null, sparse: false, count, w, nq, acc, tile);
+
+    public override void Accumulate(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> w, int nq,
+        Span<float> acc, Span<float> tile) => AccumulateRotated(block, outliers, sparse: HasBlockOutliers, count, w, nq, acc, tile);
+
+    /// <summary>The inner codec's scores against the rotated queries (its outlier overload when <paramref name="sparse"/>).</summary>
+    private void ScoresRotated(ReadOnlySpan<byte> block, BlockOutliers? outliers, bool sparse, int count, ReadOnlySpan<float> q, int nq,
         Span<float> scores, Span<float> tile)
     {
-        if (!HasBlockOutliers) { Scores(block, count, q, nq, scores, tile); return; }
         int n = nq * HeadDim;
         float[]? rented = n > 4096 ? ArrayPool<float>.Shared.Rent(n) : null;
         Span<float> rq = rented != null ? rented.AsSpan(0, n) : stackalloc float[n];
@@ -139,37 +137,24 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
         {
             q[..n].CopyTo(rq);
             Rotate(rq);
-            Inner.Scores(block, outliers, count, rq, nq, scores, tile);
+            if (sparse) Inner.Scores(block, outliers, count, rq, nq, scores, tile);
+            else Inner.Scores(block, count, rq, nq, scores, tile);
         }
         finally { if (rented != null) ArrayPool<float>.Shared.Return(rented); }
     }
 
-    public override void Accumulate(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> w, int nq,
+    /// <summary>The inner codec's weighted values in the rotated basis, unrotated once and added to <paramref name="acc"/>.</summary>
+    private void AccumulateRotated(ReadOnlySpan<byte> block, BlockOutliers? outliers, bool sparse, int count, ReadOnlySpan<float> w, int nq,
         Span<float> acc, Span<float> tile)
     {
-        if (!HasBlockOutliers) { Accumulate(block, count, w, nq, acc, tile); return; }
         int n = nq * HeadDim;
         float[]? rented = n > 4096 ? ArrayPool<float>.Shared.Rent(n) : null;
         Span<float> racc = rented != null ? rented.AsSpan(0, n) : stackalloc float[n];
         try
         {
             racc.Clear();
-            Inner.Accumulate(block, outliers, count, w, nq, racc, tile);
-            Unrotate(racc);
-            System.Numerics.Tensors.TensorPrimitives.Add(acc[..n], racc, acc[..n]);
-        }
-        finally { if (rented != null) ArrayPool<float>.Shared.Return(rented); }
-    }
-
-    public override void Accumulate(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> w, int nq, Span<float> acc, Span<float> tile)
-    {
-        int n = nq * HeadDim;
-        float[]? rented = n > 4096 ? ArrayPool<float>.Shared.Rent(n) : null;
-        Span<float> racc = rented != null ? rented.AsSpan(0, n) : stackalloc float[n];
-        try
-        {
-            racc.Clear();
-            Inner.Accumulate(block, count, w, nq, racc, tile);
+            if (sparse) Inner.Accumulate(block, outliers, count, w, nq, racc, tile);
+            else Inner.Accumulate(block, count, w, nq, racc, tile);
             Unrotate(racc);
             System.Numerics.Tensors.TensorPrimitives.Add(acc[..n], racc, acc[..n]);
         }

@@ -42,7 +42,8 @@ public class DecodeAttentionGpuTests
                     nuq?.ValueSpec, nuq?.KeyListWords > 0 ? DecodeShape.KeyListWords - 1 : 0);
                 var want = CpuReference.Attention(q, k, v, shape.KvHeads, shape.Group, positions);
                 var (rel, _) = CpuReference.Compare(got, want);
-                Assert.True(rel < 2e-4, $"{shape} {cache.Name} v{version}: relative error {rel}");
+                double tolerance = DecodeKernelVersions.CheckTolerance(version, shape.Group);
+                Assert.True(rel < tolerance, $"{shape} {cache.Name} v{version}: relative error {rel} (tolerance {tolerance})");
             }
         }
     }
@@ -62,7 +63,9 @@ public class DecodeAttentionGpuTests
             (4, 11, S), (3, 11, S), (2, 11, S), (4, 11, NuqLayout.Dense), (3, 11, NuqLayout.Dense), (2, 11, NuqLayout.Dense),
             (4, 11, NuqLayout.SparseKeys), (3, 11, NuqLayout.SparseKeys), (2, 11, NuqLayout.SparseKeys),
             (4, 12, S), (3, 12, S), (2, 12, S), (4, 12, NuqLayout.Dense), (3, 12, NuqLayout.Dense), (2, 12, NuqLayout.Dense),
-            (4, 12, NuqLayout.SparseKeys), (3, 12, NuqLayout.SparseKeys), (2, 12, NuqLayout.SparseKeys)];
+            (4, 12, NuqLayout.SparseKeys), (3, 12, NuqLayout.SparseKeys), (2, 12, NuqLayout.SparseKeys),
+            (4, 13, S), (3, 13, S), (2, 13, S), (4, 13, NuqLayout.Dense), (2, 13, NuqLayout.Dense), (3, 13, NuqLayout.SparseKeys),
+            (4, 14, S), (3, 14, S), (2, 14, NuqLayout.Dense)];
     }
 
     internal static string Suffix(NuqLayout layout) => layout switch { NuqLayout.Dense => "d", NuqLayout.SparseKeys => "s", _ => "" };

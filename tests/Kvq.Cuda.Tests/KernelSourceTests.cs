@@ -168,6 +168,8 @@ public class KernelSourceTests
         // v11/v12: v9's tables, and for a GQA group 8 warps x 8 tokens x 128 f16 rotated keys; MHA is v9's kernel.
         Assert.Equal(DecodeAttention.SharedBytes(9, 3, 4, 2, 0), DecodeAttention.SharedBytes(11, 3, 4, 2, 0, group: 1));
         Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0) + 16384, DecodeAttention.SharedBytes(12, 4, 4, 2, 0, group: 4));
+        // v13/v14: 16-token tiles (the values pass writes 16 f16 value rows per tensor-core step).
+        Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0) + 32768, DecodeAttention.SharedBytes(13, 4, 4, 2, 0, group: 4));
     }
 
     [Fact]

@@ -13,9 +13,15 @@ public sealed class DecodeKernelVersions : IDisposable
 {
     public const string SourceFile = "decode_attention_lab.cu";
     public const string ResourcePrefix = "Kvq.KernelLab.Kernels.";
-    public const int FirstVersion = 1, LastVersion = 12;
+    public const int FirstVersion = 1, LastVersion = 14;
     /// <summary>The first version with the dense and sparse-key layouts.</summary>
     public const int FirstLayoutVersion = 6;
+
+    /// <summary>Relative L2 error against the CPU codec reference that a version must stay under: 2e-4, and 1e-3 for
+    /// v13+ on a GQA group, which rounds each whole value and each softmax weight to f16 once per token (2^-12
+    /// relative each, as FlashAttention-class f16 kernels do): on random zero-mean values the output is itself an
+    /// average of about that size, so the rounding does not shrink relative to it.</summary>
+    public static double CheckTolerance(int version, int group) => version >= 13 && group > 1 ? 1e-3 : 2e-4;
 
     private readonly DecodeKernels _production;
     private CudaModule? _lab;
@@ -83,7 +89,9 @@ public sealed class DecodeKernelVersions : IDisposable
             (4, 1, 8, true), (2, 1, 8, true), (4, 4, 8, true), (4, 1, 9, false), (3, 1, 9, false), (2, 1, 9, false), (4, 4, 9, false), (3, 4, 9, false),
             (4, 1, 9, true), (3, 1, 9, true), (4, 1, 10, false), (4, 4, 10, false), (4, 1, 10, true), (4, 4, 9, true), (2, 4, 9, false),
             (4, 1, 11, false), (4, 4, 11, false), (3, 4, 11, false), (2, 4, 11, false), (4, 4, 11, true), (2, 4, 11, true),
-            (4, 1, 12, false), (4, 4, 12, false), (3, 4, 12, false), (2, 4, 12, false), (4, 4, 12, true), (3, 4, 12, true), (2, 4, 12, true) }
+            (4, 1, 12, false), (4, 4, 12, false), (3, 4, 12, false), (2, 4, 12, false), (4, 4, 12, true), (3, 4, 12, true), (2, 4, 12, true),
+            (4, 4, 13, false), (3, 4, 13, false), (2, 4, 13, false), (4, 4, 13, true), (2, 4, 13, true),
+            (4, 4, 14, false), (3, 4, 14, false), (2, 4, 14, false), (4, 4, 14, true), (2, 4, 14, true) }
         .SelectMany(e => (e.Item4 ? new[] { NuqLayout.Dense, NuqLayout.SparseKeys } : new[] { NuqLayout.Slots }).Select(l => (e.Item1, e.Item2, e.Item3, l)))
         .ToArray();
 

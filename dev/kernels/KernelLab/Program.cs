@@ -131,7 +131,7 @@ static bool Check(DecodeKernels k, DecodeKernelVersions versions, DecodeAttentio
     var exact = CpuReference.Attention(q, ke, ve, shape.KvHeads, shape.Group, positions);
     var (rel, max) = CpuReference.Compare(got, want);
     var (qrel, _) = CpuReference.Compare(Array.ConvertAll(want, x => (float)x), exact);
-    const double Tolerance = 2e-4;
+    double Tolerance = DecodeKernelVersions.CheckTolerance(Split(format).Version, shape.Group);
     bool ok = rel <= Tolerance;
     Console.WriteLine($"check {Describe(shape)} {format} ({cache.Name}, {cache.BytesPerDecode / (double)(n * shape.KvHeads):F1} B per token and KV head) n={n} sink={sink}: rel L2 {rel:E2} (max abs {max:E2}) vs CPU codec reference, tolerance {Tolerance:E0}: {(ok ? "ok" : "FAIL")}; quantization error vs exact f32 {qrel:E2}");
     json?.WriteLine($"{{\"kind\":\"check\",\"shape\":\"{Describe(shape)}\",\"cache\":\"{format}\",\"tokens\":{n},\"rel\":{rel:E3},\"maxabs\":{max:E3},\"quant_rel\":{qrel:E3},\"ok\":{(ok ? "true" : "false")}}}");

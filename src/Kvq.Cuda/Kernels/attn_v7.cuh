@@ -83,6 +83,17 @@ __device__ __forceinline__ void mma_1688(float (&d)[4], u32 a0, u32 a1, u32 a2, 
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+// v13 (the group's P x V on the tensor cores in f16): A = V^T read with ldmatrix.trans from a [token][channel] tile.
+__device__ __forceinline__ void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+// d += A (16 x 16, row) x B (16 x 8, col), all four A registers.
+__device__ __forceinline__ void mma_16816_a4(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 // Byte address of code i of a token's 4B-bit field f (the lane's 4 channels) in a [code][lane] float2 table.
 template <int B>
 __device__ __forceinline__ u32 vcode_addr(u32 f, int i, u32 laneOff8)
@@ -93,7 +104,7 @@ __device__ __forceinline__ u32 vcode_addr(u32 f, int i, u32 laneOff8)
 }
 
 template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
-    bool TV = false>
+    bool TV = false, bool TH = false>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -112,7 +123,10 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const char* const s_kt2 = s_vt2 + T::VBYTES;
     // v11: then per warp one tile of rotated keys in f16, [token][16-byte chunk ^ token][8 channels] (the XOR keeps
     // ldmatrix's 8 rows on 8 different bank groups); dynamic, since the static arrays already take ~40 of 48 KB.
-    constexpr int K16 = TC ? W4 * TILE * D * 2 : 0;
+    // v13 (TH): the tile holds 16 tokens, since the values pass writes 16 dequantized value rows there for one f16 mma.
+    constexpr int WT = (TH ? 2 * TILE : TILE) * D * 2;   // bytes of a warp's tile
+    constexpr int K16 = TC ? W4 * WT : 0;
+    static_assert(!TH || (TC && WS && !TV && G % 2 == 0 && G <= 8), "v13: v11's keys, warp-local softmax, heads in pairs of mma columns");
     char* const s_k16 = s_stage + S::BYTES + T::VBYTES + T::KBYTES;
     {
         u32 dyn;
@@ -232,9 +246,11 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     u32 qfr[TC ? D / 16 : 1][2];
     // v12: O^T (channels x heads) accumulators, one m16n8 tile per 16 channels: lane (gr, tq) holds channels ch(m, gr)
     // = 4 (4 gr + m / 2) + 2 (m % 2) and ch(m, gr) + 1 (rows gr, gr + 8) for heads 2 tq, 2 tq + 1 (columns).
-    float acc2[TV ? D / 16 : 1][4];
+    // v13: the same O^T tiles (channels x heads) from m16n8k16 f16 mmas: lane (gr, tq) holds channels 16 m + gr (d0, d1)
+    // and 16 m + gr + 8 (d2, d3) for heads 2 tq (d0, d2) and 2 tq + 1 (d1, d3).
+    float acc2[TV || TH ? D / 16 : 1][4];
 #pragma unroll
-    for (int m = 0; m < (TV ? D / 16 : 1); ++m) acc2[m][0] = acc2[m][1] = acc2[m][2] = acc2[m][3] = 0.f;
+    for (int m = 0; m < (TV || TH ? D / 16 : 1); ++m) acc2[m][0] = acc2[m][1] = acc2[m][2] = acc2[m][3] = 0.f;
     u32 kBase = 0;
     if constexpr (TC)
     {
@@ -247,7 +263,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             qfr[sl][0] = gr < G ? pack_h2(s_q[gr][c], s_q[gr][c + 1]) : 0u;
             qfr[sl][1] = gr < G ? pack_h2(s_q[gr][c + 8], s_q[gr][c + 9]) : 0u;
         }
-        kBase = (u32)__cvta_generic_to_shared(s_k16 + warp * (TILE * D * 2));
+        kBase = (u32)__cvta_generic_to_shared(s_k16 + warp * WT);
     }
 
     for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
@@ -328,7 +344,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     if constexpr (TC)
                     {
                         // v11: the rotated key (channels 4 lane .. 4 lane + 3) to the warp's f16 tile, row t.
-                        *(uint2*)(s_k16 + warp * (TILE * D * 2) + t * 256 + (((lane >> 1) ^ t) << 4) + ((lane & 1) << 3)) =
+                        *(uint2*)(s_k16 + warp * WT + t * 256 + (((lane >> 1) ^ t) << 4) + ((lane & 1) << 3)) =
                             make_uint2(pack_h2(r0, r1), pack_h2(r2, r3));
                     }
                     else
@@ -447,20 +463,20 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 const float alpha = mn == -INFINITY ? 1.f : __expf(wm[g] - mn);
                 const float p = mn == -INFINITY ? 0.f : __expf(v - mn);
                 s_sc[g][w0 + lane] = p;
-                s_pr[g][w0 + lane] = p * zrng;
-                float sum = p, pz = p * zz;
+                if constexpr (!TH) s_pr[g][w0 + lane] = p * zrng;
+                float sum = p, pz = TH ? 0.f : p * zz;   // v13: the tile holds whole values (zero included)
 #pragma unroll
                 for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
                 wm[g] = mn; wl[g] = wl[g] * alpha + sum; wpz[g] = wpz[g] * alpha + pz;
 #pragma unroll
-                for (int i = 0; i < 4; ++i) { acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
-                if constexpr (TV)
+                for (int i = 0; i < 4; ++i) { if constexpr (!TH) acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
+                if constexpr (TV || TH)
                 {
                     if (g == 2 * (lane & 3)) alpha0 = alpha;
                     if (g == 2 * (lane & 3) + 1) alpha1 = alpha;
                 }
             }
-            if constexpr (TV)
+            if constexpr (TV || TH)
             {
 #pragma unroll
                 for (int m = 0; m < D / 16; ++m) { acc2[m][0] *= alpha0; acc2[m][1] *= alpha1; acc2[m][2] *= alpha0; acc2[m][3] *= alpha1; }
@@ -507,7 +523,71 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         }
 
         // ---- values: two codes per lookup ----
-        if constexpr (TV)
+        if constexpr (TH)
+        {
+            // v13: per 16 tokens the warp decodes whole values (zero + range x level, as v9 decodes levels) into its
+            // f16 tile [token][16-byte chunk ^ (token & 7)][8 channels], then O^T (16 channels x heads) += V^T (16
+            // channels x 16 tokens, ldmatrix.trans) x P^T (16 tokens x heads, p in f16) for the 8 channel slices.
+            // Rounding a value or p to f16 happens once per token (2^-12 relative, averaging out over the tokens);
+            // the levels are not rounded alone (v12's reason for its hi/lo split).
+            const int gr = lane >> 2, tq = lane & 3;
+            char* const vt16 = s_k16 + warp * WT;
+            const int rr = (lane & 7) + ((lane >> 4) << 3);            // ldmatrix row (token) this lane addresses
+            const u32 rowA = (u32)__cvta_generic_to_shared(vt16) + (u32)(rr * 256);
+#pragma unroll
+            for (int ks = 0; ks < TPW4 / 2; ++ks)
+            {
+                __syncwarp();
+#pragma unroll
+                for (int hf = 0; hf < 2; ++hf)
+                {
+                    const int tile = 2 * ks + hf, stt = w0 + tile * TILE;
+                    u32 vw[B];
+#pragma unroll
+                    for (int b = 0; b < B; ++b) vw[b] = vc[((w0 / TILE + tile) * B + b) * 32 + lane];
+#pragma unroll
+                    for (int t = 0; t < TILE; ++t)
+                    {
+                        float l0, l1, l2, l3;
+                        if constexpr (VR > 0)
+                        {
+                            const float2 v01 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 0, vOff));
+                            const float2 v23 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 1, vOff));
+                            l0 = v01.x; l1 = v01.y; l2 = v23.x; l3 = v23.y;
+                        }
+                        else
+                        {
+                            const char* vt = (const char*)&s_vt[0][0];
+                            l0 = *(const float*)(vt + code_addr6<B>(vw, t, 0, laneOff)); l1 = *(const float*)(vt + code_addr6<B>(vw, t, 1, laneOff));
+                            l2 = *(const float*)(vt + code_addr6<B>(vw, t, 2, laneOff)); l3 = *(const float*)(vt + code_addr6<B>(vw, t, 3, laneOff));
+                        }
+                        const u32 z = zr[stt + t];
+                        const float zz = h2f(z & 0xffff), rg = h2f(z >> 16);
+                        const bool live = cbase + stt + t < a.n;   // padding past the stream: zeros, never NaN x 0
+                        *(uint2*)(vt16 + (hf * TILE + t) * 256 + (((lane >> 1) ^ t) << 4) + ((lane & 1) << 3)) = live
+                            ? make_uint2(pack_h2(fmaf(rg, l0, zz), fmaf(rg, l1, zz)), pack_h2(fmaf(rg, l2, zz), fmaf(rg, l3, zz)))
+                            : make_uint2(0u, 0u);
+                    }
+                }
+                __syncwarp();
+                const int s0 = w0 + ks * 2 * TILE;
+                u32 b0 = 0u, b1 = 0u;
+                if (gr < G)
+                {
+                    const float2 pa = *(const float2*)&s_sc[gr < G ? gr : 0][s0 + 2 * tq];
+                    const float2 pb = *(const float2*)&s_sc[gr < G ? gr : 0][s0 + 2 * tq + 8];
+                    b0 = pack_h2(pa.x, pa.y); b1 = pack_h2(pb.x, pb.y);
+                }
+#pragma unroll
+                for (int m = 0; m < D / 16; ++m)
+                {
+                    u32 a0, a1, a2, a3;
+                    ldsm_x4_t(rowA + (u32)(((2 * m + ((lane >> 3) & 1)) ^ (rr & 7)) << 4), a0, a1, a2, a3);
+                    mma_16816_a4(acc2[m], a0, a1, a2, a3, b0, b1);
+                }
+            }
+        }
+        else if constexpr (TV)
         {
             // v12: O^T += V^T (16 channels x 8 tokens) x (p x range)^T (8 tokens x heads), per code tile and 16-channel
             // slice two tf32 mmas (level hi and lo parts). Lane (gr, tq) decodes tokens tq and tq + 4 of source lanes
@@ -616,10 +696,24 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         }
     }
     __syncthreads();
+    if constexpr (!TH)
 #pragma unroll
-    for (int g = 0; g < G; ++g)
+        for (int g = 0; g < G; ++g)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] += acc[g][i];
+            for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] += acc[g][i];
+    if constexpr (TH)
+    {
+        __syncwarp();
+        const int gr = lane >> 2, tq = lane & 3;
+        if (2 * tq < G)
+#pragma unroll
+            for (int m = 0; m < D / 16; ++m)
+            {
+                const int c = 16 * m + gr;
+                s_vout[warp][2 * tq][c] += acc2[m][0]; s_vout[warp][2 * tq + 1][c] += acc2[m][1];
+                s_vout[warp][2 * tq][c + 8] += acc2[m][2]; s_vout[warp][2 * tq + 1][c + 8] += acc2[m][3];
+            }
+    }
     if constexpr (TV)
     {
         __syncwarp();
@@ -677,7 +771,7 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER >= 12 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 #define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
     NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
 

@@ -1339,3 +1339,8 @@ NUQ_V7_LAYOUTS(4, 1, 3, 10) NUQ_V7_LAYOUTS(4, 4, 2, 10)
 NUQ_V11(4) NUQ_V11(3) NUQ_V11(2)
 // Version 12 = v11 with the group's P x V on the tensor cores too (G > 1 only, as v11).
 NUQ_V7_LAYOUTS(4, 4, 2, 12) NUQ_V7_LAYOUTS(3, 4, 2, 12) NUQ_V7_LAYOUTS(2, 4, 2, 12)
+// Version 13 = v11 with P x V on the tensor cores in f16 (G > 1 only): whole values (zero + range x level) decoded into
+// a 16-token f16 tile per warp, ldmatrix.trans, m16n8k16; no per-head value FMAs and no level hi/lo split (v12).
+// Version 14 = v13 compiled for 3 blocks per SM (at most 85 registers a thread) instead of 2.
+NUQ_V7_LAYOUTS(4, 4, 2, 13) NUQ_V7_LAYOUTS(3, 4, 2, 13) NUQ_V7_LAYOUTS(2, 4, 2, 13)
+NUQ_V7_LAYOUTS(4, 4, 3, 14) NUQ_V7_LAYOUTS(3, 4, 3, 14) NUQ_V7_LAYOUTS(2, 4, 3, 14)

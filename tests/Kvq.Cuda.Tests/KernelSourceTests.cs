@@ -114,7 +114,7 @@ public class KernelSourceTests
     }
 
     [Fact]
-    public void LabNamesMapVersionsElevenAndTwelveToVersionNineForMha()
+    public void LabNamesMapVersionsElevenToFourteenToVersionNineForMha()
     {
         Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 11));
         Assert.Equal("attn_nuq_k2_v2_g1_r9_dense", DecodeKernelVersions.AttentionName(2, 2, 1, 12, NuqLayout.Dense));
@@ -124,7 +124,9 @@ public class KernelSourceTests
         Assert.Equal("attn_f16_g4", DecodeKernelVersions.AttentionName(16, 16, 4, 12));
         Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(4, 4, 4, 5, NuqLayout.Dense));
         Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(3, 3, 1, 10));
-        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 13));
+        Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 13));
+        Assert.Equal("attn_nuq_k2_v2_g4_r14_dense", DecodeKernelVersions.AttentionName(2, 2, 4, 14, NuqLayout.Dense));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 15));
         Assert.True(DecodeKernelVersions.InProduction(4, 1, 12));
         Assert.False(DecodeKernelVersions.InProduction(4, 4, 12));
     }

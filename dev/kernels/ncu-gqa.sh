@@ -18,7 +18,7 @@ sections="--section SpeedOfLight --section Occupancy --section LaunchStats --sec
 : >"$out/ncu-summary.txt"
 for k in $kernels; do
   shape="${k%%:*}"; rest="${k#*:}"; fmt="${rest%%:*}"; rx="${rest#*:}"
-  name="ncu-${shape}-${fmt}-${tokens}.txt"
+  name="ncu-${shape}-${fmt//@/-v}-${tokens}.txt"
   # shellcheck disable=SC2086
   timeout 240 "$ncu" --kernel-name "regex:$rx" --launch-count 1 $sections \
     "$here/lab/KernelLab" --sizes "$tokens" --shapes "$shape" --formats "$fmt" --check 0 --reps 3 >"$out/$name" 2>&1

@@ -29,6 +29,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     private readonly bool _fused;
     private readonly float[] _luts = [];
     private NuqChannelKernels.DeltaTables? _deltas;
+    private readonly System.Runtime.Intrinsics.Vector512<byte>[]? _controls;   // the buffered kernel's byte permutes
 
     public override string Name => _spec.Name;
     public override bool PreRope => !_spec.PostRope;
@@ -66,6 +67,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         _indexBits = BlockOutliers.IndexBitsFor(blockTokens, headDim);
         _fused = NuqChannelKernels.IsSupported(spec.Bits);
         if (_fused) _luts = NuqChannelKernels.ChannelTables(_zero, _range, levels);
+        if (_fused && NuqChannelKernels.Buffered(headDim, blockTokens, 1)) _controls = NuqChannelKernels.GroupControls(_chanBytes, spec.Bits);
     }
 
     /// <summary>The block's sparse rows for a format that keeps them (refusing to go without), null for a dense spec
@@ -100,6 +102,15 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         var table = rope.Table;
         var deltas = _deltas;
         if (deltas == null || deltas.Table != table) _deltas = deltas = new NuqChannelKernels.DeltaTables(table);
+        if (_controls != null && NuqChannelKernels.Buffered(HeadDim, BlockTokens, nq))
+        {
+            // Decode (at most 8 query rows, blocks of up to 32 tokens): the buffered kernel, outliers as sorted entries.
+            using var e = new NuqOutlierRows.Unpacked(outliers?.Count ?? 0);
+            int n = outliers == null ? 0 : e.Read(outliers, count * HeadDim);
+            NuqChannelKernels.KeyScoresBuffered(block[..(HeadDim * _chanBytes)], _chanBytes, _spec.Bits, HeadDim, count, _luts, _controls,
+                e.Index[..n], e.Value[..n], rope, positions, deltas, q, nq, scores);
+            return;
+        }
         Fused(block, outliers, count, rope, positions, deltas, q, nq, scores, tile);
     }
 

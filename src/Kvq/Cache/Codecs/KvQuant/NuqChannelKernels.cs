@@ -197,6 +197,184 @@ internal static unsafe class NuqChannelKernels
         }
     }
 
+    /// <summary>Whether <see cref="KeyScoresBuffered"/> takes a block: pre-RoPE, full rotation, head dim a multiple of 4
+    /// and at most 256, blocks of at most 32 tokens, at most <see cref="MaxFusedRows"/> query rows.</summary>
+    public static bool Buffered(int headDim, int blockTokens, int nq) =>
+        headDim % 4 == 0 && headDim <= 256 && blockTokens <= 32 && nq >= 1 && nq <= MaxFusedRows;
+
+    /// <summary>vpermb controls for <see cref="KeyScoresBuffered"/>: for channel k = 0..3 of a 64-byte load (4 channel
+    /// runs of chanBytes) and token group g = 0..1, lane l takes the bytes holding token 16 g + l's code.</summary>
+    public static Vector512<byte>[] GroupControls(int chanBytes, int bits)
+    {
+        var r = new Vector512<byte>[8];
+        Span<byte> ctrl = stackalloc byte[64];
+        for (int k = 0; k < 4; k++)
+            for (int g = 0; g < 2; g++)
+            {
+                for (int l = 0; l < 16; l++)
+                {
+                    int bit = (16 * g + l) * bits, b = Math.Min(k * chanBytes + (bit >> 3), 63);
+                    ctrl[4 * l] = (byte)b;
+                    ctrl[4 * l + 1] = (byte)Math.Min(b + 1, 63);
+                    ctrl[4 * l + 2] = ctrl[4 * l + 3] = (byte)b;
+                }
+                r[2 * k + g] = Vector512.Create((ReadOnlySpan<byte>)ctrl);
+            }
+        return r;
+    }
+
+    /// <summary>The decode-time path of <see cref="KeyScores"/> (same inputs; outliers as the block's unpacked sparse
+    /// entries, sorted by index): per 16 tokens, every channel decoded into an L1 buffer (one 64-byte load per 4
+    /// channels, vpermb + vpsrlvd + vpermps per channel), the group's exact outliers stored over their lanes, then per
+    /// RoPE pair the two channels rotated and dotted with each query row into per-token lanes.</summary>
+    public static void KeyScoresBuffered(ReadOnlySpan<byte> codes, int chanBytes, int bits, int headDim, int count, ReadOnlySpan<float> luts,
+        Vector512<byte>[] controls, ReadOnlySpan<int> outlierIndex, ReadOnlySpan<float> outlierValue, Rope rope, ReadOnlySpan<int> positions,
+        DeltaTables deltas, ReadOnlySpan<float> q, int nq, Span<float> scores)
+    {
+        int groups = (count + 15) >> 4, half = headDim / 2, pairs = half;
+        if (count < 1 || count > 32 || !Buffered(headDim, 32, nq) || codes.Length < headDim * chanBytes || chanBytes < NuqBits.Bytes(count, bits)
+            || luts.Length < headDim * 16 || controls.Length < 8 || outlierValue.Length < outlierIndex.Length || positions.Length < count
+            || rope.RopeDims != headDim || q.Length < nq * headDim || scores.Length < nq * count)
+            throw new ArgumentException($"buffered channel-major key scores: {nq} rows over {count} tokens, head dim {headDim}, {codes.Length} code bytes " +
+                $"({chanBytes} a channel), {luts.Length} table values, {positions.Length} positions, {q.Length} query values, {scores.Length} scores");
+        int p0 = positions[0];
+        bool run = p0 >= 0 && p0 % RopeAngleTable.Step + count <= RopeAngleTable.Step;
+        for (int j = 1; run && j < count; j++) run = positions[j] == p0 + j;
+        int own = run ? 0 : pairs * groups * 16;
+        Span<float> ownCos = own <= 4096 ? stackalloc float[own] : new float[own];
+        Span<float> ownSin = own <= 4096 ? stackalloc float[own] : new float[own];
+        Span<float> unitBase = stackalloc float[run ? 0 : 2 * pairs];
+        float[]? baseCos = null, baseSin = null;
+        int angleStride, angle0 = 0;
+        if (run)
+        {
+            (baseCos, baseSin) = deltas.Table.Bases(p0);
+            angleStride = DeltaTables.DeltaStride;
+            angle0 = p0 % RopeAngleTable.Step;
+        }
+        else
+        {
+            unitBase[..pairs].Fill(1f);
+            unitBase[pairs..].Clear();
+            BlockAngles(deltas.Table, positions[..count], pairs, groups * 16, ownCos, ownSin);
+            angleStride = groups * 16;
+        }
+        // The last 64-byte load starts at channel headDim - 4: past the block when a channel's run is under 16 bytes.
+        bool copy = (headDim - 4) * chanBytes + 64 > codes.Length;
+        Span<byte> padded = stackalloc byte[copy ? headDim * chanBytes + 64 : 0];
+        if (copy) codes[..(headDim * chanBytes)].CopyTo(padded);
+        var buf = stackalloc Vector512<float>[headDim];
+        var acc = stackalloc Vector512<float>[MaxFusedRows];
+        var shift = Unpacker(bits).Shift;
+        bool normal = rope.Style == RopeStyle.Normal;
+        int shiftD = (headDim & (headDim - 1)) == 0 ? System.Numerics.BitOperations.TrailingZeroCount(headDim) : -1;
+        fixed (byte* pc0 = codes, pp = padded)
+        fixed (float* pl = luts, pq = q, ps = scores, oc = ownCos, os = ownSin, ub = unitBase, ov = outlierValue)
+        fixed (float* bc = baseCos, bs = baseSin, dc = deltas.Cos, ds = deltas.Sin)
+        fixed (int* oi = outlierIndex)
+        fixed (Vector512<byte>* ctl = controls)
+        {
+            byte* pc = copy ? pp : pc0;
+            float* cbase, sbase, cd, sd;
+            if (run)
+            {
+                int b = p0 / RopeAngleTable.Step * pairs;
+                cbase = bc + b; sbase = bs + b; cd = dc; sd = ds;
+            }
+            else { cbase = ub; sbase = ub + pairs; cd = oc; sd = os; }
+            var a = new Angles(cbase, sbase, cd, sd, angleStride, angle0);
+            int e = 0, entries = outlierIndex.Length;
+            for (int g = 0; g < groups; g++)
+            {
+                // Decode: 4 channels per load.
+                var k0 = ctl[g]; var k1 = ctl[2 + g]; var k2 = ctl[4 + g]; var k3 = ctl[6 + g];
+                for (int c = 0; c < headDim; c += 4)
+                {
+                    var row = Vector512.Load(pc + c * chanBytes);
+                    float* l = pl + 16 * c;
+                    buf[c] = Avx512F.PermuteVar16x32(Vector512.Load(l), Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(row, k0).AsUInt32(), shift).AsInt32());
+                    buf[c + 1] = Avx512F.PermuteVar16x32(Vector512.Load(l + 16), Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(row, k1).AsUInt32(), shift).AsInt32());
+                    buf[c + 2] = Avx512F.PermuteVar16x32(Vector512.Load(l + 32), Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(row, k2).AsUInt32(), shift).AsInt32());
+                    buf[c + 3] = Avx512F.PermuteVar16x32(Vector512.Load(l + 48), Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(row, k3).AsUInt32(), shift).AsInt32());
+                }
+                // Exact outliers of the group's tokens over their lanes (entries sorted by token).
+                float* fb = (float*)buf;
+                int limit = Math.Min(count, 16 * g + 16) * headDim;
+                for (; e < entries && oi[e] < limit; e++)
+                {
+                    int ix = oi[e], t = shiftD >= 0 ? ix >> shiftD : ix / headDim;
+                    fb[(ix - t * headDim) * 16 + (t & 15)] = ov[e];
+                }
+                int n16 = Math.Min(16, count - 16 * g);
+                for (int r0 = 0; r0 < nq; r0 += 4)
+                {
+                    int rows = Math.Min(4, nq - r0);
+                    float* qr = pq + r0 * headDim;
+                    switch (rows)
+                    {
+                        case 1: Pairs<Rows1>(buf, pairs, half, normal, a, g, headDim, qr, acc); break;
+                        case 2: Pairs<Rows2>(buf, pairs, half, normal, a, g, headDim, qr, acc); break;
+                        case 3: Pairs<Rows3>(buf, pairs, half, normal, a, g, headDim, qr, acc); break;
+                        default: Pairs<Rows4>(buf, pairs, half, normal, a, g, headDim, qr, acc); break;
+                    }
+                    for (int i = 0; i < rows; i++)
+                    {
+                        float* o = ps + (r0 + i) * count + 16 * g;
+                        if (n16 == 16) acc[i].Store(o);
+                        else for (int l = 0; l < n16; l++) o[l] = acc[i].GetElement(l);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Rotation and dots of one decoded group (buf: a vector of 16 tokens per channel).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Pairs<TRows>(Vector512<float>* buf, int pairs, int half, bool normal, in Angles a, int g, int d, float* q,
+        Vector512<float>* acc) where TRows : struct, IRows
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        float* bcos = a.BaseCos, bsin = a.BaseSin;
+        float* cd = a.Cos + a.First + 16 * g, sd = a.Sin + a.First + 16 * g;
+        int stride = a.Stride;
+        int stepA = normal ? 2 : 1, offB = normal ? 1 : half;
+        for (int p = 0; p < pairs; p++)
+        {
+            int ca = p * stepA, cb = ca + offB;
+            var x = buf[ca];
+            var y = buf[cb];
+            var cbv = Vector512.Create(bcos[p]);
+            var sbv = Vector512.Create(bsin[p]);
+            var cdv = Vector512.Load(cd + p * stride);
+            var sdv = Vector512.Load(sd + p * stride);
+            var cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
+            var sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+            var u = Avx512F.FusedMultiplySubtract(x, cos, y * sin);
+            var v = Vector512.FusedMultiplyAdd(x, sin, y * cos);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[ca]), u, a0);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[cb]), v, a0);
+            if (TRows.N > 1)
+            {
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Create(q[d + ca]), u, a1);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Create(q[d + cb]), v, a1);
+            }
+            if (TRows.N > 2)
+            {
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Create(q[2 * d + ca]), u, a2);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Create(q[2 * d + cb]), v, a2);
+            }
+            if (TRows.N > 3)
+            {
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Create(q[3 * d + ca]), u, a3);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Create(q[3 * d + cb]), v, a3);
+            }
+        }
+        acc[0] = a0;
+        if (TRows.N > 1) acc[1] = a1;
+        if (TRows.N > 2) acc[2] = a2;
+        if (TRows.N > 3) acc[3] = a3;
+    }
+
     /// <summary>Per-token angles of a block laid out (pairs, stride): the table's own formula (base at p / Step times
     /// the offset p % Step), as the token-major kernel computes them.</summary>
     private static void BlockAngles(RopeAngleTable table, ReadOnlySpan<int> positions, int pairs, int stride, Span<float> cos, Span<float> sin)

@@ -115,50 +115,6 @@ public sealed class BlockOutliers
         }
     }
 
-    /// <summary>The entries of tokens below <paramref name="count"/> as lane masks and replacement values per channel
-    /// and 16 tokens, in one pass over the packed bits (for the channel-major key kernels, tokens in lanes): entry
-    /// (t, c) sets bit t % 16 of <c>masks[c * groups + t / 16]</c> and writes its value (f32) to
-    /// <c>dense[(c * groups + t / 16) * 16 + t % 16]</c>, groups = ceil(count / 16). The masks are cleared first;
-    /// values whose bit is clear are left as they were.</summary>
-    public unsafe void ToChannelLanes(int count, int headDim, Span<ushort> masks, Span<float> dense)
-    {
-        int groups = (count + 15) >> 4;
-        if (masks.Length < headDim * groups || dense.Length < headDim * groups * 16)
-            throw new ArgumentException($"{count} tokens of head dim {headDim}: room for {masks.Length} masks, {dense.Length} values");
-        masks[..(headDim * groups)].Clear();
-        int n = Count;
-        if (n == 0) return;
-        int w = IndexBits, width = w + 16, limit = count * headDim;
-        int shift = (headDim & (headDim - 1)) == 0 ? System.Numerics.BitOperations.TrailingZeroCount(headDim) : -1;
-        uint mask = (uint)((1UL << w) - 1);
-        var data = _data;
-        long safeBits = (data.Length - 8L) * 8 - Header * 8;
-        int safe = safeBits < 0 ? 0 : (int)Math.Min(n, safeBits / width + 1);
-        fixed (byte* p = data)
-        fixed (ushort* m = masks)
-        fixed (float* x = dense)
-        {
-            long bit = Header * 8;
-            for (int i = 0; i < n; i++, bit += width)
-            {
-                ulong v;
-                if (i < safe)
-                {
-                    v = Unsafe.ReadUnaligned<ulong>(p + (bit >> 3));
-                    if (!BitConverter.IsLittleEndian) v = BinaryPrimitives.ReverseEndianness(v);
-                    v >>= (int)(bit & 7);
-                }
-                else v = ReadBits(data, bit, width);
-                int ix = (int)((uint)v & mask);
-                if (ix >= limit) break;   // sorted: the rest belong to later tokens
-                int t = shift >= 0 ? ix >> shift : ix / headDim;
-                int cg = (ix - t * headDim) * groups + (t >> 4);
-                m[cg] |= (ushort)(1 << (t & 15));
-                x[cg * 16 + (t & 15)] = Tensors.Quant.QuantFormats.HalfToSingle((ushort)(v >> w));
-            }
-        }
-    }
-
     /// <summary>First entry whose index is at least <paramref name="index"/> (entries are sorted).</summary>
     public int LowerBound(int index)
     {

@@ -156,9 +156,8 @@ public abstract class KvCodec
     /// <summary>Per-token codecs override this to describe their layout; null = slots cannot be copied one by one.</summary>
     protected virtual TokenSection[]? DescribeTokenSections() => null;
 
-    /// <summary>Whether <see cref="CopySlot"/> works (token policies need it to compact blocks after an eviction); a codec
-    /// whose tokens share bytes may still say yes when it copies slots bit by bit (KVQuant's channel-major keys).</summary>
-    public virtual bool CanCopySlots => !EncodesWholeBlocks && TokenSections != null;
+    /// <summary>Whether <see cref="CopySlot"/> works (token policies need it to compact blocks after an eviction).</summary>
+    public bool CanCopySlots => !EncodesWholeBlocks && TokenSections != null;
 
     /// <summary>Copies the encoded token in slot <paramref name="srcSlot"/> of <paramref name="src"/> to slot
     /// <paramref name="dstSlot"/> of <paramref name="dst"/> (the same block or another), bit for bit.</summary>

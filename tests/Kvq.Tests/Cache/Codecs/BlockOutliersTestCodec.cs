@@ -20,7 +20,6 @@ internal sealed class BlockOutliersTestCodec(KvCodec inner) : KvCodec(inner.Bloc
     public override bool EncodesWholeBlocks => inner.EncodesWholeBlocks;
     public override int ResidualTokens => inner.ResidualTokens;
     protected override TokenSection[]? DescribeTokenSections() => inner.TokenSections;
-    public override bool CanCopySlots => inner.CanCopySlots;
 
     public override void EncodeToken(ReadOnlySpan<float> x, Span<byte> block, int slot) => inner.EncodeToken(x, block, Rows, slot);
     public override void EncodeBlock(ReadOnlySpan<float> xs, Span<byte> block) => inner.EncodeBlock(xs, block, Rows);

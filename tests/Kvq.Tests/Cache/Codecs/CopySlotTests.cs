@@ -25,15 +25,11 @@ public class CopySlotTests
                 Assert.Throws<KvSpecException>(() => codec.CopySlot(new byte[codec.BlockBytes], 0, new byte[codec.BlockBytes], 1));
                 continue;
             }
-            // Regions cover every byte exactly once (codecs whose tokens share bytes, KVQuant's channel-major keys,
-            // copy bit by bit and describe no regions: the copies below check them).
-            if (codec.TokenSections is { } sections)
-            {
-                var owner = new int[codec.BlockBytes];
-                foreach (var s in sections)
-                    for (int i = 0; i < bt * s.BytesPerToken; i++) owner[s.Offset + i]++;
-                Assert.All(owner, c => Assert.Equal(1, c));
-            }
+            // Regions cover every byte exactly once.
+            var owner = new int[codec.BlockBytes];
+            foreach (var s in codec.TokenSections!)
+                for (int i = 0; i < bt * s.BytesPerToken; i++) owner[s.Offset + i]++;
+            Assert.All(owner, c => Assert.Equal(1, c));
 
             // Codecs with sparse rows beside blocks: each block has its own, and a copied slot takes its outliers along.
             var inner = codec is BlockOutliersTestCodec w ? w.Inner : codec;

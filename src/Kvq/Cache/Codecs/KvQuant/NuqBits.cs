@@ -27,18 +27,6 @@ public static class NuqBits
         for (; have > 0; have -= 8, acc >>= 8) dst[o++] = (byte)acc;
     }
 
-    /// <summary>Writes code <paramref name="i"/> (the low <paramref name="bits"/> of <paramref name="code"/>) in place,
-    /// leaving every other bit of <paramref name="packed"/> as it was.</summary>
-    public static void Set(Span<byte> packed, int i, int bits, int code)
-    {
-        int bit = i * bits, at = bit >> 3, sh = bit & 7;
-        if (bits < 1 || bits > 8 || at >= packed.Length || (sh + bits > 8 && at + 1 >= packed.Length))
-            throw new ArgumentException($"code {i} of {bits} bits does not fit {packed.Length} bytes");
-        int mask = ((1 << bits) - 1) << sh, v = (code << sh) & mask;
-        packed[at] = (byte)((packed[at] & ~mask) | v);
-        if (sh + bits > 8) packed[at + 1] = (byte)((packed[at + 1] & ~(mask >> 8)) | (v >> 8));
-    }
-
     public static void Unpack(ReadOnlySpan<byte> src, int bits, Span<byte> codes)
     {
         int n = codes.Length, i = 0, have = 0, s = 0;

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using Kvq.Tensors;
 using Kvq.Tensors.Quant;
 
@@ -9,11 +10,7 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// codebook, B-bit codes, and every value outside [-1, 1] after normalization kept exactly (f16) in the block's sparse
 /// rows beside it (<see cref="BlockOutliers"/>: no fixed slots, nothing clamped). Pre-RoPE unless the spec says post
 /// (then the sequence rotates keys before encoding and the scales and codebook are the post-RoPE ones).
-/// Block layout (T tokens, channel-major): channel c's codes of all T tokens packed together (token t at bits
-/// [tB, tB+B) of bytes [c*ceil(T*B/8), (c+1)*ceil(T*B/8))), D*ceil(T*B/8) bytes in all, so the fused score kernel
-/// (<see cref="NuqChannelKernels"/>) decodes one channel of 16 tokens with one load, one byte permute and one table
-/// permute; the outliers beside it; the per-channel scales live in the profile. Tokens share bytes, so a slot is
-/// copied bit by bit (<see cref="CopySlot(ReadOnlySpan{byte}, BlockOutliers?, int, Span{byte}, BlockOutliers?, int)"/>).
+/// Block layout (T tokens): codes T*ceil(D*B/8); the outliers beside it; the per-channel scales live in the profile.
 /// Dense specs (no -F%) have no sparse part: values outside [-1, 1] decode to the extreme level (min/max calibration).
 /// </summary>
 public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecReference
@@ -22,14 +19,18 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     private readonly float[] _zero, _range;   // (HeadDim)
     private readonly float[] _mids;           // codebook decision thresholds (levels - 1)
     private readonly float[] _decode;         // (HeadDim, levels): zero_c + range_c * level
-    private readonly int _levels, _chanBytes, _indexBits;
+    private readonly int _levels, _codeBytes, _indexBits;
     private readonly float[] _decodeLevels;  // what each code decodes to on [-1, 1] (Q-Norm applied)
-    // Fused kernel (NuqChannelKernels): per-channel 16-lane tables, and the RoPE offsets' transposed angle tables of
-    // the last rope seen (one per model in practice).
+    // Fused kernels (NuqKernels): lane layouts built on first use, per RoPE style (pre-RoPE) or channel order (post).
     private readonly bool _fused;
-    private readonly float[] _luts = [];
-    private NuqChannelKernels.DeltaTables? _deltas;
-    private readonly System.Runtime.Intrinsics.Vector512<byte>[]? _controls;   // the buffered kernel's byte permutes
+    private readonly Vector512<float> _lut;
+    private KeyLanes? _normal, _neox, _natural;
+
+    private sealed class KeyLanes(NuqLanes lanes, float[] zero, float[] range)
+    {
+        public readonly NuqLanes Lanes = lanes;
+        public readonly float[] Zero = zero, Range = range;
+    }
 
     public override string Name => _spec.Name;
     public override bool PreRope => !_spec.PostRope;
@@ -63,12 +64,13 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         _decode = new float[headDim * _levels];
         for (int c = 0; c < headDim; c++)
             for (int q = 0; q < _levels; q++) _decode[c * _levels + q] = _zero[c] + _range[c] * levels[q];
-        _chanBytes = NuqBits.Bytes(blockTokens, spec.Bits);
+        _codeBytes = NuqBits.Bytes(headDim, spec.Bits);
         _indexBits = BlockOutliers.IndexBitsFor(blockTokens, headDim);
-        _fused = NuqChannelKernels.IsSupported(spec.Bits);
-        if (_fused) _luts = NuqChannelKernels.ChannelTables(_zero, _range, levels);
-        if (_fused && NuqChannelKernels.Buffered(headDim, blockTokens, 1)) _controls = NuqChannelKernels.GroupControls(_chanBytes, spec.Bits);
+        _fused = NuqLanes.IsSupported(headDim, spec.Bits);
+        if (_fused) _lut = NuqLanes.Repeat(levels);
     }
+
+    private KeyLanes Lanes(NuqLanes lanes) => new(lanes, lanes.InLaneOrder(_zero), lanes.InLaneOrder(_range));
 
     /// <summary>The block's sparse rows for a format that keeps them (refusing to go without), null for a dense spec
     /// (rows passed to a dense spec are left untouched).</summary>
@@ -82,9 +84,10 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     public override void Scores(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile) =>
         Scores(block, Need(null), count, q, nq, scores, tile);
 
-    /// <summary>Fused: codes -> per-channel table (codebook, scale and zero) -> exact outliers blended into their
-    /// lanes -> RoPE at each position -> dots, tokens in lanes and in registers (<see cref="NuqChannelKernels"/>); the
-    /// decode + rotate + tile path where the kernel does not apply.</summary>
+    /// <summary>Fused: codes -> codebook -> scale/zero -> exact outliers blended into their lanes -> RoPE at each
+    /// position -> dots, in registers (NuqKernels.KeyScores; the block's sparse rows unpacked once into per-token
+    /// slots); the decode + rotate + tile path where the kernel does not apply.</summary>
+    [SkipLocalsInit]   // lane-mask buffers: ToLanes clears the masks and writes every value a set bit selects
     public override void ScoresPreRope(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<int> positions,
         Rope rope, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
     {
@@ -99,22 +102,30 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         }
         Check(block, count, q, nq, scores, tile);
         if (positions.Length < count) throw new ArgumentException($"{Name}: {positions.Length} positions for {count} tokens");
-        var table = rope.Table;
-        var deltas = _deltas;
-        if (deltas == null || deltas.Table != table) _deltas = deltas = new NuqChannelKernels.DeltaTables(table);
-        if (_controls != null && NuqChannelKernels.Buffered(HeadDim, BlockTokens, nq))
+        var set = rope.Style == RopeStyle.Normal
+            ? _normal ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, RopeStyle.Normal))
+            : _neox ??= Lanes(NuqLanes.RopeOrder(HeadDim, _spec.Bits, rope.Style));
+        if (HeadDim == LaneMaskDim && outliers != null && outliers.Count > 0)
         {
-            // Decode (at most 8 query rows, blocks of up to 32 tokens): the buffered kernel, outliers as sorted entries.
-            using var e = new NuqOutlierRows.Unpacked(outliers?.Count ?? 0);
-            int n = outliers == null ? 0 : e.Read(outliers, count * HeadDim);
-            NuqChannelKernels.KeyScoresBuffered(block[..(HeadDim * _chanBytes)], _chanBytes, _spec.Bits, HeadDim, count, _luts, _controls,
-                e.Index[..n], e.Value[..n], rope, positions, deltas, q, nq, scores);
+            // The register kernel's case (head dim 64): each token's outliers as a lane mask and replacement row.
+            Span<ulong> masks = count <= 64 ? stackalloc ulong[count] : new ulong[count];
+            Span<float> dense = count <= 64 ? stackalloc float[count * LaneMaskDim] : new float[count * LaneMaskDim];
+            outliers.ToLanes(count, HeadDim, set.Lanes.LaneOf, masks, dense);
+            NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, 0, _codeBytes, 0, default, default, masks, dense,
+                _lut, set.Zero, set.Range, q, nq, scores, tile);
             return;
         }
-        Fused(block, outliers, count, rope, positions, deltas, q, nq, scores, tile);
+        using var e = new NuqOutlierRows.Unpacked(outliers?.Count ?? 0);
+        int slots = Slots(e, outliers, count, out var channels, out var values);
+        NuqKernels.KeyScores(set.Lanes, block, count, positions[..count], rope, 0, _codeBytes, slots, channels, values, _lut,
+            set.Zero, set.Range, q, nq, scores, tile);
     }
 
+    /// <summary>The head dim whose register kernels take outliers as per-token lane masks (one 64-bit word a token).</summary>
+    private const int LaneMaskDim = 64;
+
     /// <summary>Post-RoPE keys (the :post ablation): the same fused kernel without the rotation.</summary>
+    [SkipLocalsInit]
     public override void Scores(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, ReadOnlySpan<float> q, int nq,
         Span<float> scores, Span<float> tile)
     {
@@ -126,22 +137,28 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
             return;
         }
         Check(block, count, q, nq, scores, tile);
-        Fused(block, outliers, count, null, default, null, q, nq, scores, tile);
+        var set = _natural ??= Lanes(NuqLanes.Natural(HeadDim, _spec.Bits));
+        if (HeadDim == LaneMaskDim && outliers != null && outliers.Count > 0)
+        {
+            Span<ulong> masks = count <= 64 ? stackalloc ulong[count] : new ulong[count];
+            Span<float> dense = count <= 64 ? stackalloc float[count * LaneMaskDim] : new float[count * LaneMaskDim];
+            outliers.ToLanes(count, HeadDim, set.Lanes.LaneOf, masks, dense);
+            NuqKernels.KeyScores(set.Lanes, block, count, default, null, 0, _codeBytes, 0, default, default, masks, dense,
+                _lut, set.Zero, set.Range, q, nq, scores, tile);
+            return;
+        }
+        using var e = new NuqOutlierRows.Unpacked(outliers?.Count ?? 0);
+        int slots = Slots(e, outliers, count, out var channels, out var values);
+        NuqKernels.KeyScores(set.Lanes, block, count, default, null, 0, _codeBytes, slots, channels, values, _lut,
+            set.Zero, set.Range, q, nq, scores, tile);
     }
 
-    /// <summary>The block's outliers as per-channel lane masks (stack buffers up to 32 KB) and the channel-major kernel.</summary>
-    [SkipLocalsInit]   // ToChannelLanes clears the masks and writes every value a set bit selects
-    private void Fused(ReadOnlySpan<byte> block, BlockOutliers? outliers, int count, Rope? rope, ReadOnlySpan<int> positions,
-        NuqChannelKernels.DeltaTables? deltas, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
+    /// <summary>The block's exact outliers of its first count tokens as per-token slots for the kernel's lane blends.</summary>
+    private int Slots(in NuqOutlierRows.Unpacked e, BlockOutliers? outliers, int count, out Span<byte> channels, out Span<float> values)
     {
-        int groups = (count + 15) >> 4, cells = HeadDim * groups;
-        bool sparse = outliers != null && outliers.Count > 0;
-        int n = sparse ? cells : 0;   // no outliers: empty masks
-        Span<ushort> masks = n <= 1024 ? stackalloc ushort[n] : new ushort[n];
-        Span<float> dense = n <= 512 ? stackalloc float[n * 16] : new float[n * 16];
-        if (sparse) outliers!.ToChannelLanes(count, HeadDim, masks, dense);
-        NuqChannelKernels.KeyScores(block[..(HeadDim * _chanBytes)], _chanBytes, _spec.Bits, HeadDim, count, _luts, masks, dense, rope,
-            positions, deltas, q, nq, scores, tile);
+        channels = default;
+        values = default;
+        return outliers == null ? 0 : e.ToSlots(e.Read(outliers, count * HeadDim), count, HeadDim, out channels, out values);
     }
 
     private void Check(ReadOnlySpan<byte> block, int count, ReadOnlySpan<float> q, int nq, Span<float> scores, Span<float> tile)
@@ -152,10 +169,10 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
                 $"{q.Length} query values, {scores.Length} scores, {tile.Length} tile values");
     }
 
-    public override KvBytes BlockLayout => KvBytes.CodesOnly(HeadDim * (long)_chanBytes);
+    public override KvBytes BlockLayout => KvBytes.CodesOnly(BlockTokens * (long)_codeBytes);
 
-    /// <summary>Channel-major codes: tokens share bytes, so no byte sections, but slots copy bit by bit.</summary>
-    public override bool CanCopySlots => true;
+    /// <summary>Codes: a fixed record per token (outliers move with <see cref="CopySlot(ReadOnlySpan{byte}, BlockOutliers?, int, Span{byte}, BlockOutliers?, int)"/>).</summary>
+    protected override TokenSection[] DescribeTokenSections() => [new(0, _codeBytes)];
 
     public override void CopySlot(ReadOnlySpan<byte> src, int srcSlot, Span<byte> dst, int dstSlot) =>
         CopySlot(src, Need(null), srcSlot, dst, null, dstSlot);
@@ -163,12 +180,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     public override void CopySlot(ReadOnlySpan<byte> src, BlockOutliers? srcOutliers, int srcSlot, Span<byte> dst,
         BlockOutliers? dstOutliers, int dstSlot)
     {
-        if ((uint)srcSlot >= (uint)BlockTokens || (uint)dstSlot >= (uint)BlockTokens || src.Length < BlockBytes || dst.Length < BlockBytes)
-            throw new ArgumentOutOfRangeException(nameof(srcSlot), $"{Name}: slots {srcSlot} -> {dstSlot} outside 0..{BlockTokens - 1} " +
-                $"or blocks of {src.Length} / {dst.Length} bytes");
-        int cb = _chanBytes, bits = _spec.Bits;
-        for (int c = 0; c < HeadDim; c++)
-            NuqBits.Set(dst.Slice(c * cb, cb), dstSlot, bits, NuqErrorBound.Code(src.Slice(c * cb, cb), srcSlot, bits));
+        base.CopySlot(src, srcSlot, dst, dstSlot);
         if (_spec.HasOutliers) NuqOutlierRows.CopyToken(Need(srcOutliers)!, srcSlot, Need(dstOutliers)!, dstSlot, HeadDim, _indexBits);
     }
 
@@ -202,14 +214,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
                 halves[n++] = QuantFormats.SingleToHalf(Math.Clamp(x[c], -65504f, 65504f));
             }
         }
-        int bits = _spec.Bits, pad = _chanBytes * 8 - BlockTokens * bits;
-        for (int c = 0; c < d; c++)
-        {
-            var chunk = block.Slice(c * _chanBytes, _chanBytes);
-            NuqBits.Set(chunk, slot, bits, codes[c]);
-            // The last slot also zeroes the channel's padding bits, so a full block's bytes depend only on its tokens.
-            if (slot == BlockTokens - 1 && pad > 0) chunk[^1] &= (byte)(0xFF >> pad);
-        }
+        NuqBits.Pack(codes, _spec.Bits, block.Slice(slot * _codeBytes, _codeBytes));
         outliers?.SetToken(slot, d, _indexBits, channels[..n], halves[..n]);
     }
 
@@ -221,13 +226,8 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
             throw new ArgumentException($"{Name}: decode of {count} tokens from a {block.Length}-byte block into {dst.Length} values");
         outliers = Need(outliers);
         int d = HeadDim;
-        if (count == 0) return;
-        Span<float> column = count <= 1024 ? stackalloc float[count] : new float[count];
-        for (int c = 0; c < d; c++)
-        {
-            NuqDecode.Row(block.Slice(c * _chanBytes, _chanBytes), _spec.Bits, _decode.AsSpan(c * _levels, _levels), 0, column);
-            for (int t = 0; t < count; t++) dst[t * d + c] = column[t];
-        }
+        for (int t = 0; t < count; t++)
+            NuqDecode.Row(block.Slice(t * _codeBytes, _codeBytes), _spec.Bits, _decode, _levels, dst.Slice(t * d, d));
         if (outliers != null) NuqOutlierRows.Apply(outliers, count, d, dst);
     }
 
@@ -237,10 +237,10 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     {
         outliers = Need(outliers);
         int d = HeadDim;
-        for (int c = 0; c < d; c++)
+        for (int t = 0; t < count; t++)
         {
-            var codes = block.Slice(c * _chanBytes, _chanBytes);
-            for (int t = 0; t < count; t++) dst[t * d + c] = _zero[c] + _range[c] * _decodeLevels[NuqErrorBound.Code(codes, t, _spec.Bits)];
+            var codes = block.Slice(t * _codeBytes, _codeBytes);
+            for (int c = 0; c < d; c++) dst[t * d + c] = _zero[c] + _range[c] * _decodeLevels[NuqErrorBound.Code(codes, c, _spec.Bits)];
         }
         if (outliers == null) return;
         for (int i = 0; i < outliers.Count; i++)

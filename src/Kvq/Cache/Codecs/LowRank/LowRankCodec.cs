@@ -38,7 +38,6 @@ public sealed class LowRankCodec : KvCodec, IKvCodecReference
     public override int ResidualTokens => Inner.ResidualTokens;
     /// <summary>The inner codec's per-token regions: a slot's latent moves as its bytes (token policies).</summary>
     protected override TokenSection[]? DescribeTokenSections() => Inner.TokenSections;
-    public override bool CanCopySlots => Inner.CanCopySlots;
 
     /// <summary>The inner codec's sparse part (e.g. KVQuant's outliers of the latents), kept beside the block.</summary>
     public override bool HasBlockOutliers => Inner.HasBlockOutliers;

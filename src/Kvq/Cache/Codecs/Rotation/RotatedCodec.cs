@@ -38,7 +38,6 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
     public override bool EncodesWholeBlocks => Inner.EncodesWholeBlocks;
     public override int ResidualTokens => Inner.ResidualTokens;
     protected override TokenSection[]? DescribeTokenSections() => Inner.TokenSections;
-    public override bool CanCopySlots => Inner.CanCopySlots;
     // The inner codec's sparse part (KVQuant's outliers) holds rotated values like its dense codes: every overload below
     // hands it through, and the rotation is undone after both are read.
     public override bool HasBlockOutliers => Inner.HasBlockOutliers;
@@ -108,9 +107,6 @@ public sealed class RotatedCodec : KvCodec, IKvCodecReference
         Inner.DecodeBlock(block, outliers, count, dst);
         Unrotate(dst[..(count * HeadDim)]);
     }
-
-    public override void CopySlot(ReadOnlySpan<byte> src, int srcSlot, Span<byte> dst, int dstSlot) =>
-        Inner.CopySlot(src, srcSlot, dst, dstSlot);
 
     public override void CopySlot(ReadOnlySpan<byte> src, BlockOutliers? srcOutliers, int srcSlot, Span<byte> dst,
         BlockOutliers? dstOutliers, int dstSlot) => Inner.CopySlot(src, srcOutliers, srcSlot, dst, dstOutliers, dstSlot);

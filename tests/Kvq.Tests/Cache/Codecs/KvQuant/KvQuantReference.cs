@@ -45,17 +45,16 @@ public static class KvQuantReference
             if (index / headDim < count) outp[index] = value;
     }
 
-    /// <summary>Per-channel key block, channel-major: channel c's codes of the block's T tokens at c * ceil(T B / 8),
-    /// token t at bits [tB, tB + B); outliers in the sparse rows beside it.</summary>
+    /// <summary>Per-channel key block: codes T*cb; outliers in the sparse rows beside it.</summary>
     public static float[] DecodeChannel(ReadOnlySpan<byte> block, ReadOnlySpan<byte> rows, int headDim, int bits,
-        ReadOnlySpan<float> zero, ReadOnlySpan<float> range, ReadOnlySpan<float> levels, int count, int blockTokens)
+        ReadOnlySpan<float> zero, ReadOnlySpan<float> range, ReadOnlySpan<float> levels, int count)
     {
-        int cb = (blockTokens * bits + 7) / 8;
+        int cb = (headDim * bits + 7) / 8;
         var outp = new float[count * headDim];
-        for (int c = 0; c < headDim; c++)
+        for (int t = 0; t < count; t++)
         {
-            var codes = block.Slice(c * cb, cb);
-            for (int t = 0; t < count; t++) outp[t * headDim + c] = zero[c] + range[c] * levels[Code(codes, t, bits)];
+            var codes = block.Slice(t * cb, cb);
+            for (int c = 0; c < headDim; c++) outp[t * headDim + c] = zero[c] + range[c] * levels[Code(codes, c, bits)];
         }
         ApplyRows(rows, count, headDim, outp);
         return outp;

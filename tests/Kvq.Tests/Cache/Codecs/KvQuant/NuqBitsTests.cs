@@ -24,34 +24,6 @@ public class NuqBitsTests
         }
     }
 
-    /// <summary>NuqBits.Set (channel-major key blocks write one token's code into each channel's run) against the
-    /// bit-by-bit model: random starting bytes, every slot rewritten in a shuffled order, the other bits untouched.</summary>
-    [Theory]
-    [InlineData(2, 7)]
-    [InlineData(3, 31)]
-    [InlineData(3, 32)]
-    [InlineData(4, 17)]
-    public void SetWritesOneCodeAndLeavesTheRest(int bits, int n)
-    {
-        var rng = new Random(bits * 100 + n);
-        var packed = new byte[NuqBits.Bytes(n, bits)];
-        rng.NextBytes(packed);
-        var model = (byte[])packed.Clone();
-        foreach (int i in Enumerable.Range(0, n).OrderBy(_ => rng.Next()))
-        {
-            int code = rng.Next(1 << bits);
-            NuqBits.Set(packed, i, bits, code | (1 << bits));   // bits above the code are ignored
-            for (int b = 0; b < bits; b++)
-            {
-                int bit = i * bits + b;
-                model[bit >> 3] = (byte)((model[bit >> 3] & ~(1 << (bit & 7))) | ((code >> b & 1) << (bit & 7)));
-            }
-            Assert.Equal(model, packed);
-            Assert.Equal(code, KvQuantReference.Code(packed, i, bits));
-        }
-        Assert.Throws<ArgumentException>(() => NuqBits.Set(packed, n + 8 / bits + 1, bits, 0));
-    }
-
     [Fact]
     public void ShortBuffersAreRejected()
     {

@@ -70,7 +70,7 @@ public class NuqChannelCodecTests
         var dec = new float[BlockTokens * d];
         codec.DecodeBlock(block, rows, BlockTokens, dec);
         var levels = codec.Codebook.DecodeLevels(codec.Spec.QNorm);
-        var reference = KvQuantReference.DecodeChannel(block, rows == null ? default : rows.Raw, d, codec.Spec.Bits, zero, range, levels, BlockTokens, BlockTokens);
+        var reference = KvQuantReference.DecodeChannel(block, rows == null ? default : rows.Raw, d, codec.Spec.Bits, zero, range, levels, BlockTokens);
         Assert.Equal(reference, dec);
         var scalar = new float[BlockTokens * d];
         codec.DecodeBlockReference(block, rows, BlockTokens, scalar);
@@ -82,12 +82,12 @@ public class NuqChannelCodecTests
 
         float maxErr = KvQuantReference.MaxError(codec.Codebook.Levels);
         var encLevels = codec.Codebook.Levels;
-        int cb = NuqBits.Bytes(BlockTokens, codec.Spec.Bits);   // channel-major: a channel's codes of every token
+        int cb = NuqBits.Bytes(d, codec.Spec.Bits), codesAt = 0;
         for (int t = 0; t < BlockTokens; t++)
         {
+            var codes = block.AsSpan(codesAt + t * cb, cb);
             for (int c = 0; c < d; c++)
             {
-                var codes = block.AsSpan(c * cb, cb);
                 float xv = x[t * d + c], u = (xv - zero[c]) / range[c];
                 float got = dec[t * d + c];
                 if (u > 1 || u < -1)
@@ -96,7 +96,7 @@ public class NuqChannelCodecTests
                     if (codec.Spec.HasOutliers) { Assert.Equal(KvQuantReference.F16(xv), got); continue; }
                 }
                 // Dense: the nearest level (brute force agrees up to exact ties), error within the codebook's bound.
-                int code = KvQuantReference.Code(codes, t, codec.Spec.Bits);
+                int code = KvQuantReference.Code(codes, c, codec.Spec.Bits);
                 int nearest = KvQuantReference.Nearest(u, encLevels);
                 if (code != nearest) Assert.Equal(Math.Abs(u - encLevels[nearest]), Math.Abs(u - encLevels[code]), 5);
                 if (u <= 1 && u >= -1 && !codec.Spec.QNorm)
@@ -159,13 +159,12 @@ public class NuqChannelCodecTests
     }
 
     [Theory]
-    // Channel-major codes: head dim x ceil(32 tokens x B bits / 8) bytes.
-    [InlineData("nuq4-1%", 64, 64 * 16, 0, 0, 0, 0)]
-    [InlineData("nuq3-1%", 64, 64 * 12, 0, 0, 0, 0)]
-    [InlineData("nuq2-1%", 64, 64 * 8, 0, 0, 0, 0)]
-    [InlineData("nuq3", 64, 64 * 12, 0, 0, 0, 0)]
-    [InlineData("nuq3-0.5%", 96, 96 * 12, 0, 0, 0, 0)]
-    [InlineData("nuq3-1%", 300, 300 * 12, 0, 0, 0, 0)]
+    [InlineData("nuq4-1%", 64, 32 * 32, 0, 0, 0, 0)]
+    [InlineData("nuq3-1%", 64, 32 * 24, 0, 0, 0, 0)]
+    [InlineData("nuq2-1%", 64, 32 * 16, 0, 0, 0, 0)]
+    [InlineData("nuq3", 64, 32 * 24, 0, 0, 0, 0)]
+    [InlineData("nuq3-0.5%", 96, 32 * 36, 0, 0, 0, 0)]
+    [InlineData("nuq3-1%", 300, 32 * 113, 0, 0, 0, 0)]
     public void BlockLayoutIsExact(string spec, int d, long codes, long scales, long zeros, long outliers, long indices)
     {
         var codec = Codec(spec, d, 1, out _, out _);

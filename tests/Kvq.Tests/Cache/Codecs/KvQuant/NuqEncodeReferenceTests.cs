@@ -180,21 +180,20 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
         var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
         foreach (int t in Shuffled(blockTokens, rng)) codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
 
-        // Channel-major: channel c's codes of all the block's tokens packed together, ceil(T B / 8) bytes a channel.
-        int cb = (blockTokens * s.Bits + 7) / 8;
-        Assert.Equal(d * cb, codec.BlockBytes);
+        int cb = (d * s.Bits + 7) / 8;
         var expected = new byte[codec.BlockBytes];
         var entries = new List<(int Index, ushort Half)>();
-        var codes = new int[d, blockTokens];
         for (int t = 0; t < blockTokens; t++)
+        {
+            var codes = new int[d];
             for (int c = 0; c < d; c++)
             {
                 float u = (x[t * d + c] - zero[c]) / range[c];
-                codes[c, t] = Nearest(u, book.Levels);
+                codes[c] = Nearest(u, book.Levels);
                 if (s.HasOutliers && Math.Abs(u) > 1f) entries.Add((t * d + c, BitConverter.HalfToUInt16Bits((Half)x[t * d + c])));
             }
-        for (int c = 0; c < d; c++)
-            PutCodes(expected, c * cb, Enumerable.Range(0, blockTokens).Select(t => codes[c, t]).ToArray(), s.Bits);
+            PutCodes(expected, t * cb, codes, s.Bits);
+        }
         Assert.Equal(expected, block);
         if (rows == null) Assert.False(s.HasOutliers);
         else

@@ -82,7 +82,7 @@ public class NuqFusedKernelTests
         }
         else
         {
-            // run4005: consecutive but across a RopeAngleTable step (the channel-major kernel's per-block angles).
+            // run4005: consecutive but not starting on a RopeAngleTable step (tokens of one block on two base angles).
             int first = kind switch { "run4000" => 4000, "run4005" => 4005, _ => 0 };
             for (int j = 0; j < count; j++) p[j] = first + j;
         }

@@ -66,7 +66,7 @@ public class NuqFusedKernelTests
         var d = new TheoryData<string, int, int, string>();
         foreach (var spec in new[] { "nuq4-1%", "nuq3-1%", "nuq2-1%", "nuq3", "nuq4-1%:qnorm" })
             foreach (var (count, nq) in new[] { (32, 3), (31, 1), (7, 8), (1, 3), (32, 9), (19, 48) })
-                foreach (var pos in new[] { "run0", "run4000", "gaps" })
+                foreach (var pos in new[] { "run0", "run4000", "run4005", "gaps" })
                     d.Add(spec, count, nq, pos);
         return d;
     }
@@ -82,7 +82,8 @@ public class NuqFusedKernelTests
         }
         else
         {
-            int first = kind == "run4000" ? 4000 : 0;
+            // run4005: consecutive but not starting on a RopeAngleTable step (tokens of one block on two base angles).
+            int first = kind switch { "run4000" => 4000, "run4005" => 4005, _ => 0 };
             for (int j = 0; j < count; j++) p[j] = first + j;
         }
         return p;

@@ -185,7 +185,7 @@ public sealed unsafe class WeightMatrix
             if (w.Type == GgmlType.F16)
             {
                 if (HalfRowBlock.Supported(k))
-                    HalfRowBlock.Rows(w.Row(start), w.RowBytes, end - start, k, x, n, y + start, w.Rows, Decoded(2 * k), w.FiniteHalf);
+                    HalfRowBlock.Rows(w.Row(start), w.RowBytes, end - start, k, x, n, y + start, w.Rows, Decoded(HalfRowBlock.ScratchFloats(k)), w.FiniteHalf);
                 else
                     for (int r = start; r < end; r++)
                         HalfDot.DotMany(new ReadOnlySpan<Half>(w.Row(r), k), x, k, n, y + r, w.Rows);

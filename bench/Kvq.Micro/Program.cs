@@ -14,6 +14,21 @@ if (args.Length > 0 && args[0] == "--quick-batch")
         (args.Length > 4 ? args[4] : "1,4,16,32").Split(',').Select(int.Parse).ToArray(), args.Length > 5 ? args[5] : "f16");
     return;
 }
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick-rows [model] [n] [rounds]   batched decode kernel alone, old vs new
+if (args.Length > 0 && args[0] == "--quick-rows")
+{
+    BatchKernels.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
+        args.Length > 2 ? int.Parse(args[2]) : 16, args.Length > 3 ? int.Parse(args[3]) : 200);
+    return;
+}
+// dotnet run --project bench/Kvq.Micro -c Release -- --batch-profile [model] [threads] [ctx] [n] [rounds]   batched step: products vs attention
+if (args.Length > 0 && args[0] == "--batch-profile")
+{
+    BatchProfile.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
+        args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 512,
+        args.Length > 4 ? int.Parse(args[4]) : 16, args.Length > 5 ? int.Parse(args[5]) : 10);
+    return;
+}
 // dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv] [rounds] [profile.kvqp]   per-op decode breakdown
 if (args.Length > 0 && args[0] == "--decode-profile")
 {

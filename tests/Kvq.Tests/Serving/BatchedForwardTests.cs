@@ -12,6 +12,8 @@ public class BatchedForwardTests
     [InlineData(GgmlType.F16, 7, 384)]
     [InlineData(GgmlType.F16, 13, 67)]
     [InlineData(GgmlType.F16, 21, 160)]
+    [InlineData(GgmlType.F16, 16, 384)] // 4 x 4 panels only (45 rows: 22 and 23 per thread, so row tails too)
+    [InlineData(GgmlType.F16, 9, 183)]  // odd 16-column chunk, scalar tail: the per-output finish
     [InlineData(GgmlType.F32, 5, 96)]
     [InlineData(GgmlType.Q8_0, 6, 64)]
     public unsafe void MatVecRowsEqualsMatVecPerRowBitwise(GgmlType type, int n, int cols)

@@ -249,10 +249,10 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
     {
         if (from < 0 || to <= from || (long)to * BT > Length)
             throw new ArgumentOutOfRangeException(nameof(to), $"blocks {from}..{to} of a sequence of {Length} tokens (whole blocks only)");
-        if (_hostUsed + (to - from) > _sizes.HostBlocks)
-            throw new HostMemoryException($"the host tier holds {_sizes.HostBlocks} blocks: {_hostUsed} used, {to - from} more asked");
         for (int b = from; b < to; b++)
             if (_home[b] < 0) throw new InvalidOperationException($"block {b} is not on the device");
+        if (_hostUsed + (to - from) > _sizes.HostBlocks)
+            throw new HostMemoryException($"the host tier holds {_sizes.HostBlocks} blocks: {_hostUsed} used, {to - from} more asked");
         _ctx.MakeCurrent();
         int heads = _shape.KvHeads;
         for (int l = 0; l < _shape.Layers; l++)
@@ -388,9 +388,22 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
     /// </summary>
     private int Choose(int layer, SelectionPlan plan, PinnedHostBuffer est, int count, bool prefetch, PinnedHostBuffer?[] jobLists)
     {
-        int heads = _shape.KvHeads, g = _shape.GroupSize;
         var sw = Stopwatch.StartNew();
-        Parallel.For(0, heads, h =>
+        try
+        {
+            Parallel.For(0, _shape.KvHeads, h => ChooseHead(layer, h, plan, est, count, prefetch));
+        }
+        catch (AggregateException e)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
+        return Gather(layer, prefetch, jobLists, sw);
+    }
+
+    /// <summary>One KV head's part of <see cref="Choose"/>.</summary>
+    private void ChooseHead(int layer, int h, SelectionPlan plan, PinnedHostBuffer est, int count, bool prefetch)
+    {
+        int heads = _shape.KvHeads, g = _shape.GroupSize;
         {
             var chosen = _chosen[h];
             int n = plan.All ? BlockSelector.Identity(plan.Visible, chosen)
@@ -399,6 +412,15 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
             var ws = _ws[layer * heads + h];
             var jobs = _headJobs[h];
             jobs.Clear();
+            int hostChosen = 0;
+            for (int i = 0; i < n; i++) if (_hostIndex[chosen[i]] >= 0) hostChosen++;
+            if (hostChosen > ws.Slots)
+            {
+                // More host blocks than working slots: a prediction is dropped; a real choice cannot be served.
+                if (prefetch) { _nChosen[h] = 0; _hits[h] = _pfUsed[h] = _hostChosen[h] = 0; return; }
+                throw new InvalidOperationException($"offloaded KV sequence: layer {layer}, KV head {h} chose {hostChosen} host blocks, more than its " +
+                                                    $"{ws.Slots} working slots (OffloadSizes.WorkingBlocks)");
+            }
             long hits = 0, used = 0, host = 0;
             for (int i = 0; i < n; i++)
             {
@@ -427,7 +449,13 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
             _pfUsed[h] = used;
             _hostChosen[h] = host;
             if (prefetch) _nChosen[h] = 0;   // a prediction leaves no block list
-        });
+        }
+    }
+
+    /// <summary>The heads' copies into the layer's job list, and the counters; returns the number of copies.</summary>
+    private int Gather(int layer, bool prefetch, PinnedHostBuffer?[] jobLists, Stopwatch sw)
+    {
+        int heads = _shape.KvHeads;
         int total = 0;
         foreach (var j in _headJobs) total += j.Count;
         if (total > 0)

@@ -210,7 +210,11 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
             _ctx.MakeCurrent();
             _ctx.Synchronize();
             _copy.Synchronize();
-            for (int l = 0; l < _shape.Layers; l++) ReadTimes(l);
+            for (int l = 0; l < _shape.Layers; l++)
+            {
+                ReadTimes(l, prefetch: false);
+                ReadTimes(l, prefetch: true);
+            }
             return _stats.Clone();
         }
     }
@@ -319,7 +323,7 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
         var spec = _specLayer >= 0 ? BlockSelector.Plan(_budget, _specLayer, _shape.Layers, BT, _specCount, _specCount) : default;
         if (_specLayer >= 0 && !spec.All) CopyDown(_estSpec, _estSpecDev, (long)heads * spec.Visible * g * 4);
         Driver.Check(Driver.cuStreamSynchronize(IntPtr.Zero), "cuStreamSynchronize");
-        ReadTimes(layer);
+        ReadTimes(layer, prefetch: false);   // the last step's demand copies (waited for); this step's prefetch may still run
 
         // This layer's choice, its misses fetched on the copy stream, the block lists.
         int jobs = Choose(layer, plan, _est, (int)count, prefetch: false, _demandJobs);
@@ -331,7 +335,7 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
             _dTimed[layer] = true;
             _copiesPending[layer] = true;
         }
-        int stride = 0;
+        int stride = 1;   // at least 1: a stride of 0 means "no block lists" to the kernel
         for (int h = 0; h < heads; h++) stride = Math.Max(stride, _nChosen[h]);
         long longest = 0;
         for (int h = 0; h < heads; h++)
@@ -367,7 +371,7 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
             int pj = Choose(sl, spec, _estSpec, _specCount, prefetch: true, _prefetchJobs);
             if (pj > 0)
             {
-                if (_pTimed[sl]) ReadTimes(sl);
+                ReadTimes(sl, prefetch: true);   // the last step's prefetch for this layer (its attention waited for it)
                 _p0[sl].Record(_copy);
                 _kernels.OffloadCopy(_prefetchJobs[sl]!.DevicePointer, pj, _copy);
                 _p1[sl].Record(_copy);
@@ -505,17 +509,16 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
         return buf;
     }
 
-    /// <summary>Adds the copy times a layer's last recorded copies took (they have completed when this is called).</summary>
-    private void ReadTimes(int layer)
+    /// <summary>Adds the time a layer's last recorded demand or prefetch copies took (complete when this is called).</summary>
+    private void ReadTimes(int layer, bool prefetch)
     {
-        if (_dTimed[layer])
+        if (!prefetch && _dTimed[layer])
         {
             _stats.DemandMs += CudaEvent.Elapsed(_d0[layer], _d1[layer]);
             _dTimed[layer] = false;
         }
-        if (_pTimed[layer])
+        if (prefetch && _pTimed[layer])
         {
-            _d1[layer].Synchronize();
             _p1[layer].Synchronize();
             _stats.PrefetchMs += CudaEvent.Elapsed(_p0[layer], _p1[layer]);
             _pTimed[layer] = false;

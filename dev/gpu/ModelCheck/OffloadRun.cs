@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Kvq.Cache.Offload;
 using Kvq.Cuda.Model;
 using Kvq.Cuda.Offload;
-using Kvq.Model;
 
 namespace Kvq.ModelCheck;
 

@@ -1118,6 +1118,22 @@ ATTN_MMA(128, contig, 2)
 // Offload (Offload/OffloadedKvSequence): per-block key summaries on the device, their scores, and block copies
 // between pinned host memory (mapped) and the device.
 
+// f16 rounding toward -inf / +inf: round to nearest, then one step outward where that went the wrong way (f16 bit
+// patterns are ordered by magnitude within a sign).
+__device__ __forceinline__ u16 f2h_down(float f)
+{
+    u16 h = f2h(f);
+    if (h2f(h) > f) h = (h & 0x8000) ? (u16)(h + 1) : (h == 0 ? (u16)0x8001 : (u16)(h - 1));
+    return h;
+}
+
+__device__ __forceinline__ u16 f2h_up(float f)
+{
+    u16 h = f2h(f);
+    if (h2f(h) < f) h = (h & 0x8000) ? (h == 0x8000 ? (u16)0x0001 : (u16)(h - 1)) : (u16)(h + 1);
+    return h;
+}
+
 // Per (KV head, block): the per-channel minimum and maximum of the block's keys AFTER RoPE (the CPU's
 // Cache/Offload/BlockSummaries with one box per 128-token block), f16 rounded outward, [h][block][min | max][hd].
 // Folds n new pre-RoPE keys k [n][kvHeads][hd] at positions pos0.. in. Grid (blocks touched, KV heads), hd threads.
@@ -1136,11 +1152,8 @@ extern "C" __global__ void offload_summarize(const float* k, int n, int kvHeads,
         lo = fminf(lo, r);
         hi = fmaxf(hi, r);
     }
-    u16 l16, h16;
-    asm("cvt.rm.f16.f32 %0, %1;" : "=h"(l16) : "f"(lo));   // outward: the f16 box still holds every key
-    asm("cvt.rp.f16.f32 %0, %1;" : "=h"(h16) : "f"(hi));
-    mn[ch] = l16;
-    mx[ch] = h16;
+    mn[ch] = f2h_down(lo);   // rounded outward: the f16 box still holds every key
+    mx[ch] = f2h_up(hi);
 }
 
 // est[h][b][g] = 0.5 (q.(min + max) + spread |q|.(max - min)), q scaled as attention scores it: the CPU's

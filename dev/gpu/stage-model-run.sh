@@ -27,17 +27,17 @@ if ! dotnet publish "$here/ModelCheck" -r linux-x64 -c Release -p:PublishAot=tru
   cat "$log"
   exit 1
 fi
-rm -f "$log" "$stage"/check/*.dbg "$stage"/check/*.pdb
+rm -f "$log" "$stage"/check/*.dbg "$stage"/check/*.pdb "$stage"/check/*.xml
 # A KVQuant profile of books-19m (kvq calibrate; bench/results.sh makes reports/books19m.kvqp), for the nuq runs.
 profile="${KVQ_PROFILE:-$repo/reports/books19m.kvqp}"
 if [ -f "$profile" ]; then install -m 644 "$profile" "$stage/models/books19m.kvqp"
 else rm -f "$stage/models/books19m.kvqp"; echo "no KVQuant profile at $profile (KVQ_PROFILE=...): the nuq steps will be skipped"; fi
 # Debug symbols, and SkiaSharp/HarfBuzz (only the eval report's PNG plots load them; kvq runs without).
-rm -f "$stage"/kvq/*.dbg "$stage"/kvq/*.pdb "$stage"/kvq/libSkiaSharp.so "$stage"/kvq/libHarfBuzzSharp.so
+rm -f "$stage"/kvq/*.dbg "$stage"/kvq/*.pdb "$stage"/kvq/*.xml "$stage"/kvq/libSkiaSharp.so "$stage"/kvq/libHarfBuzzSharp.so
 install -m 644 "$shared/models/books-19m.gguf" "$shared/models/books-19m.tokenizer.model" "$stage/models/"
 # ~60 KB of the book, cut at a line end (the file is UTF-8 with CRLF; kvq normalises it).
 head -c 61440 "$shared/text/books/pg2489_moby_dick.txt" | head -n -1 >"$stage/text/moby-dick-60k.txt"
-cp "$here/device-model-run.sh" "$stage/"
+cp "$here/device-model-run.sh" "$here/offload-2m.sh" "$stage/"
 bytes=$(du -sb "$stage" | cut -f1)
 echo "staged in $stage: $(du -sh "$stage" | cut -f1) ($bytes bytes; kvq $(du -h "$stage/kvq/kvq" | cut -f1), $isa)"
 if [ "$bytes" -gt $((60 * 1024 * 1024)) ]; then

@@ -24,3 +24,13 @@ public sealed class GpuFactAttribute : FactAttribute
         if (Missing.Value is { } why) Skip = $"no usable CUDA device here: {why}";
     }
 }
+
+/// <summary>A theory that needs a CUDA device (InlineData rows; not MemberData, which the NativeAOT runner cannot
+/// publish): skipped with <see cref="GpuFactAttribute"/>'s reason where there is none.</summary>
+public sealed class GpuTheoryAttribute : TheoryAttribute
+{
+    public GpuTheoryAttribute()
+    {
+        if (new GpuFactAttribute().Skip is { } why) Skip = why;
+    }
+}

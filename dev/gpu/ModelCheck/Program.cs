@@ -31,6 +31,11 @@ if (sevenB.Length > 0)
     return SevenB.Run(sevenB.Split(',').Select(int.Parse).ToArray(), int.Parse(Arg("--decode", "32")),
         Arg("--sevenb-kv", "f16,nuq4-1%,nuq2-1%,nuq2,nuq4-1%*").Split(','), args.Contains("--no-check"));
 
+// Issue 20: the host tier behind the device cache (OffloadRun.cs; dev/gpu/offload-2m.sh).
+if (args.Contains("--offload"))
+    return OffloadRun.Run(int.Parse(Arg("--offload-check", "131072")), int.Parse(Arg("--offload-ctx", "2000000")), Arg("--offload-budget", "2%"),
+        int.Parse(Arg("--offload-warmup", "3")), int.Parse(Arg("--offload-steps", "16")), Arg("--offload-kv", "nuq2"));
+
 if (args.Contains("--batch"))
     return BatchCheck.RunAll(modelPath, profilePath, sink);
 var servingBatch = Arg("--sevenb-batch", "");

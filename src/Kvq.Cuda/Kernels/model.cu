@@ -468,6 +468,14 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* 
     pack_codes(scode, D, bits, vw, codes + ((long)h * cap + ps) * vw, lane);
 }
 
+// Offload (Offload/OffloadedKvSequence): per KV head its own chosen blocks. stride 0: none (the sequence's table bt
+// serves every head, count is the call's). Else head h reads bt[h * stride + i] (the physical block of its i-th chosen
+// block), pos[h * stride + i] (that block's index in the sequence: its RoPE angles and sink test) and count[h] tokens.
+struct HeadBlocks
+{
+    const int* pos; const int* count; long stride;
+};
+
 struct NuqLayer
 {
     const u32* kcodes; const u16* kslotv; const unsigned char* kslotc; const float* kzero; const float* krange; const float* klev;
@@ -483,7 +491,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     const u32* __restrict__ vzr, const u16* __restrict__ vslotv, const unsigned char* __restrict__ vslotc, const float* __restrict__ vlev,
     const u16* __restrict__ sinkK, const u16* __restrict__ sinkV, const float2* __restrict__ table,
     long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part,
-    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* __restrict__ bt)
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* __restrict__ bt, const HeadBlocks hb)
 {
     constexpr int TPC = AT / D;                 // token lanes per value channel (2 at D = 64, 1 at D = 128)
     __shared__ float sq[G][D];
@@ -494,6 +502,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     __shared__ float2 shi[D / 2];
     const int split = blockIdx.x, h = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
     const int heads = kvHeads * G, half = ropeDims >> 1;
+    if (hb.stride) { bt += (long)h * hb.stride; count = hb.count[h]; }   // this KV head's own chosen blocks (offload)
     const long visible = count - n + t + 1;
     const long s0 = (long)split * per, s1 = min(s0 + per, visible);
     const int kw = (D * kbits + 31) / 32, vw = (D * vbits + 31) / 32;
@@ -514,12 +523,14 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     for (long base = s0; base < s1; base += AT)   // base is a multiple of 128: the tile's positions share one hi row
     {
         int cnt = (int)min((long)AT, s1 - base);
-        if (tid < half) shi[tid] = table[(128 + base / 128) * half + tid];
+        // The tile's first position: base, or the block's own where the table lists chosen blocks (offload).
+        const long rbase = hb.stride ? (long)hb.pos[(long)h * hb.stride + (base >> 7)] * PB : base;
+        if (tid < half) shi[tid] = table[(128 + rbase / 128) * half + tid];
         const long pb = phys(bt, base);           // the tile's first physical slot (a tile is one block)
         __syncthreads();
         if (tid < cnt)
         {
-            long j = base + tid, pj = pb + tid;
+            long j = rbase + tid, pj = pb + tid;
             float dot[G];
 #pragma unroll
             for (int g = 0; g < G; ++g) dot[g] = 0.0f;
@@ -615,7 +626,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
         for (int g = 0; g < G; ++g) acc[g] *= sa[g];
         for (int jj = vpart; jj < cnt; jj += TPC)
         {
-            long j = base + jj, pj = pb + jj;
+            long j = rbase + jj, pj = pb + jj;
             float vv;
             if (j < sink) vv = h2f(sinkV[((long)h * sink + j) * D + vc]);
             else
@@ -655,9 +666,9 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
 extern "C" __global__ void __launch_bounds__(AT) attn_nuq_d##D##_g##G(const float* q, const NuqLayer L, const u32* vzr, \
     const u16* vslotv, const unsigned char* vslotc, const float* vlev, const u16* sinkK, const u16* sinkV, const float* table, \
     long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* part, \
-    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* bt) \
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* bt, const HeadBlocks hb) \
 { attn_nuq_part<D, G>(q, L, vzr, vslotv, vslotc, vlev, sinkK, sinkV, (const float2*)table, cap, kvHeads, count, n, per, splits, \
-    scale, part, kbits, vbits, S, VS, sink, ropeDims, neox, bt); }
+    scale, part, kbits, vbits, S, VS, sink, ropeDims, neox, bt, hb); }
 #define ATTN_NUQ_D(D) ATTN_NUQ(D, 1) ATTN_NUQ(D, 2) ATTN_NUQ(D, 3) ATTN_NUQ(D, 4) ATTN_NUQ(D, 5) ATTN_NUQ(D, 6) ATTN_NUQ(D, 7) ATTN_NUQ(D, 8)
 ATTN_NUQ_D(64)
 ATTN_NUQ_D(128)
@@ -1102,3 +1113,86 @@ ATTN_MMA(128, f16, 0)
 ATTN_MMA(64, nuq, 1)
 ATTN_MMA(128, nuq, 1)
 ATTN_MMA(128, contig, 2)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Offload (Offload/OffloadedKvSequence): per-block key summaries on the device, their scores, and block copies
+// between pinned host memory (mapped) and the device.
+
+// f16 rounding toward -inf / +inf: round to nearest, then one step outward where that went the wrong way (f16 bit
+// patterns are ordered by magnitude within a sign).
+__device__ __forceinline__ u16 f2h_down(float f)
+{
+    u16 h = f2h(f);
+    if (h2f(h) > f) h = (h & 0x8000) ? (u16)(h + 1) : (h == 0 ? (u16)0x8001 : (u16)(h - 1));
+    return h;
+}
+
+__device__ __forceinline__ u16 f2h_up(float f)
+{
+    u16 h = f2h(f);
+    if (h2f(h) < f) h = (h & 0x8000) ? (h == 0x8000 ? (u16)0x0001 : (u16)(h - 1)) : (u16)(h + 1);
+    return h;
+}
+
+// Per (KV head, block): the per-channel minimum and maximum of the block's keys AFTER RoPE (the CPU's
+// Cache/Offload/BlockSummaries with one box per 128-token block), f16 rounded outward, [h][block][min | max][hd].
+// Folds n new pre-RoPE keys k [n][kvHeads][hd] at positions pos0.. in. Grid (blocks touched, KV heads), hd threads.
+extern "C" __global__ void offload_summarize(const float* k, int n, int kvHeads, int hd, int ropeDims, int neox, long pos0,
+    float scale, float thetaScale, long maxBlocks, u16* sum)
+{
+    const int h = blockIdx.y, ch = threadIdx.x;
+    const long b = pos0 / PB + blockIdx.x, t0 = max(pos0, b * PB), t1 = min(pos0 + n, (b + 1) * PB);
+    u16* mn = sum + ((long)h * maxBlocks + b) * 2 * hd;
+    u16* mx = mn + hd;
+    float lo = INFINITY, hi = -INFINITY;
+    if (t0 > b * PB) { lo = h2f(mn[ch]); hi = h2f(mx[ch]); }   // the block was begun by an earlier call
+    for (long t = t0; t < t1; ++t)
+    {
+        float r = rope_channel(k + ((t - pos0) * kvHeads + h) * hd, ch, ropeDims, neox, t, scale, thetaScale);
+        lo = fminf(lo, r);
+        hi = fmaxf(hi, r);
+    }
+    mn[ch] = f2h_down(lo);   // rounded outward: the f16 box still holds every key
+    mx[ch] = f2h_up(hi);
+}
+
+// est[h][b][g] = 0.5 (q.(min + max) + spread |q|.(max - min)), q scaled as attention scores it: the CPU's
+// BlockSummaries.RowEstimates for one box per block. Grid (ceil(visible / 8), KV heads), 256 threads: a warp per block.
+extern "C" __global__ void offload_score(const float* q, int G, int hd, int kvHeads, long visible, long maxBlocks, const u16* sum,
+    float scale, float spread, float* est)
+{
+    const int h = blockIdx.y, lane = threadIdx.x & 31;
+    const long b = (long)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (b >= visible) return;
+    const u16* mn = sum + ((long)h * maxBlocks + b) * 2 * hd;
+    const u16* mx = mn + hd;
+    for (int g = 0; g < G; ++g)
+    {
+        const float* qr = q + ((long)h * G + g) * hd;
+        float c = 0.0f, w = 0.0f;
+        for (int i = lane; i < hd; i += 32)
+        {
+            float qi = qr[i] * scale, lo = h2f(mn[i]), hi = h2f(mx[i]);
+            c += qi * (lo + hi);
+            w += fabsf(qi) * (hi - lo);
+        }
+        c = warp_sum(c);
+        w = warp_sum(w);
+        if (lane == 0) est[((long)h * visible + b) * G + g] = 0.5f * (c + spread * w);
+    }
+}
+
+// Block copies: job i moves bytes[i] (a multiple of 16) from src[i] to dst[i], either side device memory or pinned host
+// memory mapped into the device's address space (zero-copy: the reads or writes cross PCIe). One block per job.
+struct CopyJob
+{
+    unsigned long long src, dst; long bytes;
+};
+
+extern "C" __global__ void offload_copy(const CopyJob* jobs)
+{
+    const CopyJob j = jobs[blockIdx.x];
+    const uint4* s = (const uint4*)j.src;
+    uint4* d = (uint4*)j.dst;
+    for (long i = threadIdx.x; i < j.bytes / 16; i += blockDim.x) d[i] = s[i];
+}

@@ -31,6 +31,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     private readonly DeviceBuffer _step;
     private readonly int[] _stepHost;
     private readonly DeviceBuffer _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits;
+    private readonly DeviceBuffer _qs;   // the next layer's predicted query (offload speculation)
 
     public override ModelConfig Config { get; }
     public override KvShape KvShape => Config.CreateKvShape();
@@ -109,6 +110,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             _up = A((long)b * c.FfnDim);
             _gateh = A((long)b * c.FfnDim, 2);
             _logits = A((long)b * c.VocabSize);
+            _qs = A(c.QDim);
         }
         catch
         {
@@ -198,6 +200,51 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         var name = codecs[0].Keys[0].Spec.Name;
         return new CudaKvCache(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), maxTokens, codecs,
             contiguousNuq ?? _contiguousNuq ? ContiguousKernels : null).CreateOwnedSequence(maxTokens);
+    }
+
+    /// <summary>A KVQuant sequence whose blocks can move to a pinned host tier and whose attention reads the blocks a
+    /// budget chooses (<see cref="Offload.OffloadedKvSequence"/>, issue 20), codecs given per layer as
+    /// <see cref="CreateKvQuantSequence"/>.</summary>
+    public Offload.OffloadedKvSequence CreateOffloadedKvQuantSequence(Func<int, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)> layerCodecs, int sink,
+        int maxTokens, Kvq.Cache.Offload.KvOffloadBudget budget, Offload.OffloadSizes sizes)
+    {
+        _ctx.MakeCurrent();
+        CudaKvSequence.CheckShape(KvShape);
+        var codecs = Enumerable.Range(0, Config.Layers).Select(layerCodecs).ToArray();
+        return new Offload.OffloadedKvSequence(_ctx, _kernels, KvShape, codecs, sink, maxTokens, budget, sizes);
+    }
+
+    /// <summary>
+    /// Fills sequences of this model with <paramref name="tokens"/> tokens of synthetic KV: random keys and values
+    /// (uniform in [-<paramref name="scale"/>, scale), made on the device per layer and chunk), appended to every
+    /// sequence alike through the device encoders, as a prefill would hand them (keys pre-RoPE, rotated by the
+    /// cache). For capacity and speed runs at lengths no prefill reaches in the time (2M tokens); the same seed gives
+    /// the same keys and values. <paramref name="afterChunk"/> runs after each chunk is committed (tokens so far).
+    /// </summary>
+    public void FillSyntheticKv(IReadOnlyList<IKvSequence> sequences, int tokens, int chunk, uint seed, float scale = 1.5f, Action<int>? afterChunk = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunk, 1);
+        foreach (var s in sequences)
+            if (s is not IDeviceKvSequence) throw new ArgumentException($"synthetic KV goes to this model's device sequences, not a {s.GetType().Name}", nameof(sequences));
+        _ctx.MakeCurrent();
+        var c = Config;
+        using var k = _ctx.Allocate((long)chunk * c.KvDim * 4);
+        using var v = _ctx.Allocate((long)chunk * c.KvDim * 4);
+        for (int done = 0; done < tokens;)
+        {
+            int n = Math.Min(chunk, tokens - done);
+            for (int l = 0; l < c.Layers; l++)
+            {
+                uint s = seed * 0x9E3779B1u ^ (uint)(done * 31 + l) * 0x85EBCA77u;
+                _kernels.FillRandom(k.Pointer, (long)n * c.KvDim, false, s, scale);
+                _kernels.FillRandom(v.Pointer, (long)n * c.KvDim, false, s ^ 0x5bd1e995u, scale);
+                foreach (var seq in sequences) ((IDeviceKvSequence)seq).AppendDevice(l, k.Pointer, v.Pointer, n);
+            }
+            foreach (var seq in sequences) seq.Commit(n);
+            done += n;
+            afterChunk?.Invoke(done);
+        }
+        _ctx.Synchronize();
     }
 
     /// <summary>A model of <paramref name="config"/>'s shape with random weights made on the device (uniform,
@@ -297,6 +344,16 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             if (one != null)
             {
                 _kernels.Rope(_q.Pointer, n, c.Heads, _rope, pos0);
+                if (n == 1 && l + 1 < c.Layers && one is Offload.ISpeculativeKvSequence { Speculates: true } spec)
+                {
+                    // Layer l+1's query from layer l's normalised input (InfiniGen: the residual stream changes little
+                    // between layers), so an offloaded cache can start copying its blocks while layer l computes.
+                    var next = _w.Layers[l + 1];
+                    next.Wq.Apply(_blas, xin, _qs.Pointer, 1);
+                    if (next.Bq != null) _kernels.AddBias(_qs.Pointer, next.Bq, c.QDim, c.QDim);
+                    _kernels.Rope(_qs.Pointer, 1, c.Heads, _rope, pos0);
+                    spec.Speculate(l + 1, _qs.Pointer);
+                }
                 one.AppendDevice(l, _k.Pointer, _v.Pointer, n);
                 one.AttendDevice(l, _q.Pointer, n, _att.Pointer);
             }
@@ -337,7 +394,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
 
     public void Dispose()
     {
-        foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits }) b?.Dispose();
+        foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits, _qs }) b?.Dispose();
         _w?.Dispose();
         _contiguousKernels?.Dispose();
         _shardKernels?.Dispose();

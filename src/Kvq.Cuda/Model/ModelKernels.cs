@@ -91,15 +91,41 @@ internal sealed class ModelKernels : IDisposable
               .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(sinkV).Add(bt));
 
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt)
+        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt) =>
+        AttentionNuq(q, l, table, kvHeads, group, headDim, count, n, split, scale, part, output, sink, sinks, r, bt, default);
+
+    /// <summary>The same with a block list per KV head (<paramref name="heads"/>: model.cu HeadBlocks; Offload/OffloadedKvSequence):
+    /// head h reads its own chosen blocks, <paramref name="count"/> being the longest head's tokens.</summary>
+    public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
+        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, HeadBlocks heads)
     {
         var keys = NuqKeyArgs.Of(l);
         K($"attn_nuq_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
             _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(sinks.K).Add(sinks.V).Add(table)
               .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part)
-              .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(bt));
+              .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(bt)
+              .Add(heads));
         Merge(part, split, n, kvHeads, group, headDim, output);
     }
+
+    /// <summary>Folds n new pre-RoPE keys (f32 [n][KV dim], positions pos0..) into the per-block post-RoPE min/max
+    /// summaries <paramref name="sum"/> ([KV head][maxBlocks][min | max][head dim] f16; model.cu offload_summarize).</summary>
+    public void OffloadSummarize(ulong k, int n, int kvHeads, RopeParams r, long pos0, long maxBlocks, DeviceBuffer sum)
+    {
+        long blocks = (pos0 + n - 1) / CudaKvCache.BlockTokens - pos0 / CudaKvCache.BlockTokens + 1;
+        K("offload_summarize").Launch(new LaunchShape((uint)blocks, (uint)kvHeads, 1, (uint)r.HeadDim),
+            _a.Clear().Add(k).Add(n).Add(kvHeads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(r.Scale).Add(r.ThetaScale)
+              .Add(maxBlocks).Add(sum));
+    }
+
+    /// <summary>Row estimates of blocks [0, visible) for one query token (model.cu offload_score): est [KV head][block][group].</summary>
+    public void OffloadScore(ulong q, int group, int headDim, int kvHeads, long visible, long maxBlocks, DeviceBuffer sum, float scale, float spread, ulong est) =>
+        K("offload_score").Launch(new LaunchShape((uint)((visible + 7) / 8), (uint)kvHeads, 1, 256),
+            _a.Clear().Add(q).Add(group).Add(headDim).Add(kvHeads).Add(visible).Add(maxBlocks).Add(sum).Add(scale).Add(spread).Add(est));
+
+    /// <summary>Runs <paramref name="count"/> block copies listed at <paramref name="jobs"/> (model.cu CopyJob: src, dst, bytes).</summary>
+    public void OffloadCopy(ulong jobs, int count, CudaStream? stream) =>
+        K("offload_copy").Launch(LaunchShape.Grid1(count, 256), _a.Clear().Add(jobs), stream);
 
     /// <summary>Tiled prefill attention (model.cu attn_tile): RB query rows share each staged key/value tile. f16
     /// cache when <paramref name="nuq"/> is null (then <paramref name="kc"/>/<paramref name="vc"/>), else the KVQuant layer.</summary>
@@ -206,6 +232,14 @@ internal sealed class ModelKernels : IDisposable
         _module.Dispose();
     }
 }
+
+/// <summary>model.cu's HeadBlocks (offload): per KV head, the chosen blocks' positions and the tokens read; stride 0 = none.</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+internal readonly record struct HeadBlocks(ulong Pos, ulong Count, long Stride);
+
+/// <summary>model.cu's CopyJob (24 bytes).</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+internal readonly record struct CopyJob(ulong Src, ulong Dst, long Bytes);
 
 /// <summary>RoPE as the kernels take it: the CPU <see cref="Rope"/>'s float recurrence (theta = pos /
 /// scale, times base^(-2/ropeDims) per pair).</summary>

@@ -27,6 +27,11 @@ internal static unsafe partial class Driver
     [LibraryImport(Lib, EntryPoint = "cuMemcpyDtoH_v2")] internal static partial int cuMemcpyDtoH(void* dst, ulong src, nuint bytes);
     [LibraryImport(Lib, EntryPoint = "cuMemcpyDtoDAsync_v2")] internal static partial int cuMemcpyDtoDAsync(ulong dst, ulong src, nuint bytes, IntPtr stream);
     [LibraryImport(Lib, EntryPoint = "cuMemsetD8Async")] internal static partial int cuMemsetD8Async(ulong dst, byte value, nuint count, IntPtr stream);
+    [LibraryImport(Lib, EntryPoint = "cuMemcpyDtoHAsync_v2")] internal static partial int cuMemcpyDtoHAsync(void* dst, ulong src, nuint bytes, IntPtr stream);
+    [LibraryImport(Lib)] internal static partial int cuMemHostAlloc(out void* p, nuint bytes, uint flags);
+    [LibraryImport(Lib)] internal static partial int cuMemFreeHost(void* p);
+    [LibraryImport(Lib, EntryPoint = "cuMemHostGetDevicePointer_v2")] internal static partial int cuMemHostGetDevicePointer(out ulong dptr, void* p, uint flags);
+    [LibraryImport(Lib)] internal static partial int cuStreamWaitEvent(IntPtr stream, IntPtr ev, uint flags);
     [LibraryImport(Lib)] internal static partial int cuModuleLoadData(out IntPtr module, void* image);
     [LibraryImport(Lib)] internal static partial int cuModuleUnload(IntPtr module);
     [LibraryImport(Lib)] internal static partial int cuModuleGetFunction(out IntPtr function, IntPtr module, byte* name);

@@ -272,4 +272,39 @@ public class BlockRuleTests
     [InlineData("25%:dense=-1")]
     public void BadRuleArgumentsAreSpecErrors(string text) =>
         Assert.Contains($"offload budget '{text}'", Assert.Throws<KvSpecException>(() => KvOffloadBudget.Parse(text)).Message);
+
+    /// <summary>The device tier (Kvq.Cuda Offload/OffloadedKvSequence) scores the summaries on the device and hands the
+    /// estimates to <see cref="BlockSelector.Plan"/> and <see cref="BlockSelector.Rank"/>: from the same estimates
+    /// (RowEstimates, every visible block) they choose exactly what Select chooses, for every rule but Quest's bound
+    /// (spread 100, which Select scores by UpperBound), on random keys and queries, prefill chunks and decode steps.</summary>
+    [Theory]
+    [InlineData("25%", 1, 700, 700)]
+    [InlineData("25%:rule=total,spread=50", 4, 640, 655)]
+    [InlineData("30%:rule=bound,spread=35", 4, 333, 333)]
+    [InlineData("5:rule=mass,cover=60", 2, 500, 515)]
+    [InlineData("40%:dense=1", 1, 900, 900)]
+    [InlineData("full", 1, 300, 300)]
+    public void RankFromEstimatesChoosesWhatSelectChooses(string budgetText, int nq, int firstVisible, int lastVisible)
+    {
+        const int hd = 16, bt = 32, layers = 3;
+        var rng = new Random(TestSeeds.Of(budgetText, nq, firstVisible));
+        var budget = KvOffloadBudget.Parse(budgetText);
+        var sums = new BlockSummaries(layers, 1, hd, bt, budget.BoxTokens);
+        for (int l = 0; l < layers; l++)
+            for (int t = 0; t < lastVisible; t++) sums.Add(l, 0, t, Gaussian(rng, hd));
+        var selector = new BlockSelector(budget, sums);
+        for (int l = 0; l < layers; l++)
+        {
+            var q = Gaussian(rng, nq * hd, 0.5f);
+            Select(selector, l, q, nq, firstVisible, lastVisible, out var want);
+            var plan = BlockSelector.Plan(budget, l, layers, bt, firstVisible, lastVisible);
+            var est = new float[plan.Visible * nq];
+            for (int b = 0; b < plan.Visible; b++)
+                sums.RowEstimates(l, 0, b, Math.Min(bt, lastVisible - b * bt), q, nq, budget.Spread / 100f, est.AsSpan(b * nq, nq));
+            var got = new int[plan.Visible];
+            int n = BlockSelector.Rank(budget, plan, est, nq, lastVisible, bt, got, new float[plan.Visible], new int[plan.Visible]);
+            Assert.Equal(want, got[..n]);
+            Assert.True(n < plan.Visible || budget.Full || plan.All, "a budget below every block read them all");
+        }
+    }
 }

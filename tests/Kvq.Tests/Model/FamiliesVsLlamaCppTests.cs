@@ -61,8 +61,14 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
     /// few: last-bit differences of the two engines' f32 attention sums (Kvq's online softmax over blocks against
     /// llama.cpp's whole-row softmax) move an 8-bit activation code or an f16 GELU input now and then, and 6 layers
     /// compound it (512 positions: 98.8%, 3.3e-2; docs/models.md). Everything else meets the common bounds.</summary>
-    public static (double Top1, double Rel) Bounds(string name, GgmlType type) =>
-        name == "gemma3" && type == GgmlType.Q8_0 ? (0.97, 0.05) : (0.99, Bound(type));
+    public static (double Top1, double Rel) Bounds(string name, GgmlType type) => (name, type) switch
+    {
+        ("gemma3", GgmlType.Q8_0) => (0.97, 0.05),
+        // Measured 2.9e-7 (128 positions) and 3.4e-7 (512) on an AVX-512 machine; 1e-3 leaves room for another
+        // libggml-cpu variant's sum order and still fails by 30x if the GELU or the attention rounds unlike ggml's.
+        ("gemma2", GgmlType.Q8_0) => (0.99, 1e-3),
+        _ => (0.99, Bound(type)),
+    };
 
     /// <summary>The first <paramref name="count"/> tokens of Moby Dick from a chapter start, BOS first.</summary>
     public static int[] RealText(LlamaCppModel peer, int count, int offset = 20000)

@@ -49,7 +49,8 @@ public sealed class LlamaCppModel : IDisposable
         _ => throw new ArgumentException($"llama.cpp has no cache type '{name}'"),
     };
 
-    public LlamaCppSession CreateSession(int contextSize, int threads = 2, string cacheType = "f16", int batch = 512)
+    /// <param name="flashAttention">null: llama.cpp's default for the cache type (on for quantized caches, which need it).</param>
+    public LlamaCppSession CreateSession(int contextSize, int threads = 2, string cacheType = "f16", int batch = 512, bool? flashAttention = null)
     {
         var p = new ModelParams(Path)
         {
@@ -62,7 +63,7 @@ public sealed class LlamaCppModel : IDisposable
             TypeK = CacheType(cacheType),
             TypeV = CacheType(cacheType),
             // Quantized V caches need flash attention in llama.cpp.
-            FlashAttention = cacheType != "f16" && cacheType != "f32" ? true : null,
+            FlashAttention = flashAttention ?? (cacheType != "f16" && cacheType != "f32" ? true : null),
         };
         return new LlamaCppSession(_weights.CreateContext(p), batch);
     }

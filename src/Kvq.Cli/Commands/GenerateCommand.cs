@@ -35,6 +35,7 @@ public static class GenerateCommand
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
         var offload = new KvOffloadOptions(grid: false);
+        var sliding = new KvSlidingOption();
         var device = new DeviceOptions(gpus: true);
         var saveSession = new Option<string?>("--save-session")
         {
@@ -54,6 +55,7 @@ public static class GenerateCommand
         model.AddTo(cmd);
         policy.AddTo(cmd);
         offload.AddTo(cmd);
+        sliding.AddTo(cmd);
         device.AddTo(cmd);
         CheckedOption.Require(cmd, r => r.GetValue(prompt) != null && r.GetValue(promptFile) != null
             ? "--prompt and --file both give the prompt: use one" : null);
@@ -65,11 +67,13 @@ public static class GenerateCommand
             if (where.LaunchRanks() is { } ranksExit) return ranksExit;
             var offloads = offload.Parse(r);
             if (offloads.Count > 0 && where.Cuda) throw new CliException("--offload-budget runs on the host cache: use --device cpu");
+            sliding.Check(r, policies, offloads.Count > 0, r.GetValue(sink), where.Cuda,
+                session: r.GetValue(saveSession) != null || r.GetValue(loadSession) != null);
             var p = ReadPrompt(r.GetValue(prompt), r.GetValue(promptFile));
             using var loaded = model.Load(r);
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl)) with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null });
+            var config = sliding.Apply(r, offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl)) with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null }));
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             var options = new GenerationOptions

@@ -25,14 +25,16 @@ public static class InspectCommand
         var gpus = CheckedOption.Int("--gpus", "with --kv: plan sequence parallelism over N GPUs (per GPU memory, tokens that fit; docs/multigpu.md)",
             0, ValueRange.AtLeast(0), "0 = off");
         var gpuGib = CheckedOption.Float("--gpu-gib", "with --gpus: memory of each GPU in GiB (an 80 GB H100 reports 79.18)", 79.18f, ValueRange.Above(0), null);
+        var sliding = new KvSlidingOption();
         var shapeOpt = new Option<string?>("--shape")
         {
             Description = "plan for a built-in model shape instead of a file: llama-7b (32 layers, 32 heads x 128, FFN 11008, vocab 32000)",
         };
         var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's")
-            { path, all, kv, ctx, profile, sink, maxPpl, gpus, gpuGib, shapeOpt };
+            { path, all, kv, ctx, profile, sink, maxPpl, gpus, gpuGib, shapeOpt, sliding.Option };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
+            sliding.Check(r, [], offload: false, r.GetValue(sink), cuda: r.GetValue(gpus) > 0);
             if (r.GetValue(shapeOpt) is { } shapeName)
             {
                 var shapeCfg = Shapes.Get(shapeName);
@@ -50,7 +52,7 @@ public static class InspectCommand
             if (p != null) PrintEstimates(p);
             if (r.GetValue(kv) is { } specs)
             {
-                Func<string, KvCacheConfig> config = spec => KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null);
+                Func<string, KvCacheConfig> config = spec => sliding.Apply(r, KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null));
                 PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, config);
                 if (r.GetValue(gpus) > 0)
                     PrintParallelPlan(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, r.GetValue(gpus), r.GetValue(gpuGib),
@@ -116,9 +118,11 @@ public static class InspectCommand
         Console.WriteLine("| kv | block tokens | K bytes/block/head | V bytes/block/head | codes | scales | zeros | outliers+indices | bits/element | bytes/token | MiB at ctx |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var widths = new List<(string Name, string? Widths)>();
+        var plans = new List<KvLayoutPlan>();
         foreach (var spec in specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             var plan = KvLayoutPlan.Build(shape, config(spec));
+            plans.Add(plan);
             widths.Add((plan.Config.Name, Widths(plan)));
             var k = plan.Keys.BlockLayout(0);
             var v = plan.Values.BlockLayout(0);
@@ -130,6 +134,41 @@ public static class InspectCommand
         }
         foreach (var (name, w) in widths)
             if (w != null) Console.WriteLine($"{name}: layers differ ({w}); K/V bytes/block/head above are layer 0's");
+        foreach (var plan in plans)
+            if (LayerBlocks(plan, ctx) is { } lines)
+                Console.WriteLine($"{plan.Config.Name}, {(plan.Config.SlidingRing ? "--sliding ring" : "--sliding full")}, blocks per layer at {ctx} tokens: {lines}");
+    }
+
+    /// <summary>Blocks and bytes each layer holds at <paramref name="ctx"/> tokens, layers of the same kind together
+    /// (rings: at most ceil((window - 1) / B) + 1 blocks); null for a model without sliding-window layers.</summary>
+    private static string? LayerBlocks(KvLayoutPlan plan, int ctx)
+    {
+        var shape = plan.Shape;
+        if (shape.LayerWindows == null || !shape.LayerWindows.Any(w => w > 0)) return null;
+        var groups = Enumerable.Range(0, shape.Layers)
+            .GroupBy(l => (Window: shape.WindowOf(l), Blocks: plan.HeldBlocks(l, ctx), Bytes: plan.HeldBlocks(l, ctx) * plan.BytesPerLayerBlock(l)))
+            .Select(g =>
+            {
+                string kind = g.Key.Window == 0 ? "global"
+                    : plan.RingBlocks(g.First()) is { } ring ? $"window {g.Key.Window}, ring of at most {ring} blocks"
+                    : $"window {g.Key.Window}, every token kept";
+                return $"layers {Ranges(g.ToList())} ({kind}): {g.Key.Blocks} blocks, {g.Key.Bytes:N0} bytes each";
+            });
+        return string.Join("; ", groups);
+    }
+
+    /// <summary>"0-4,6-10" for [0,1,2,3,4,6,7,8,9,10].</summary>
+    private static string Ranges(List<int> layers)
+    {
+        var parts = new List<string>();
+        for (int i = 0; i < layers.Count;)
+        {
+            int j = i;
+            while (j + 1 < layers.Count && layers[j + 1] == layers[j] + 1) j++;
+            parts.Add(i == j ? $"{layers[i]}" : $"{layers[i]}-{layers[j]}");
+            i = j + 1;
+        }
+        return string.Join(",", parts);
     }
 
     /// <summary>Sequence-parallel capacity over <paramref name="gpus"/> GPUs (<see cref="CapacityPlan"/>): per GPU the fixed

@@ -108,18 +108,13 @@ public sealed class PagedKvCache
         }
     }
 
-    /// <summary>The ring pools of <see cref="KvCacheConfig.SlidingRing"/>, or null when it is off or no layer slides;
-    /// refuses what rings do not combine with yet.</summary>
+    /// <summary>The ring pools of <see cref="KvCacheConfig.SlidingRing"/>, or null when it is off or no layer slides.</summary>
     private static BlockPool?[]? SlidingRingPools(KvLayoutPlan plan, int blocks)
     {
         var config = plan.Config;
         var shape = plan.Shape;
         if (!config.SlidingRing || shape.LayerWindows == null || !shape.LayerWindows.Any(w => w > 0)) return null;
-        string? conflict = config.Policy != null ? "a token policy" : config.Offload != null ? "offloading"
-            : plan.Keys.StagingTokens > 0 || plan.Values.StagingTokens > 0 ? "a codec that stages recent tokens"
-            : plan.SinkTokens > 0 ? "sink tokens" : null;
-        if (conflict != null)
-            throw new KvSpecException($"{config.Name}: sliding-window rings (SlidingRing) do not combine with {conflict} yet");
+        // KvLayoutPlan has refused what rings do not combine with (a token policy, offloading, staging codecs, sinks).
         var pools = new BlockPool?[shape.Layers];
         for (int l = 0; l < shape.Layers; l++)
             if (shape.WindowOf(l) > 0) pools[l] = new BlockPool(blocks, plan.BlockTokens);

@@ -21,7 +21,7 @@ public static class KvMemoryEvaluator
         using var seq = cache.CreateSequence();
         Fill(seq, shape, ctx, seed, cancel);
         var mem = seq.Memory();
-        long layout = plan.BlocksFor(ctx) * plan.BytesPerBlock;
+        long layout = plan.BlockBytesAt(ctx);   // sliding-window rings: only the blocks their windows still see
         var all = mem.Keys + mem.Values;
         return new KvMemoryRow(config.Name, ctx, mem.TotalBytes, layout, mem.StagingBytes, cache.HeldBytes, all.Codes, all.Scales,
             all.Zeros, all.Outliers + all.Indices, all.Residual, mem.BitsPerElement, mem.BytesPerToken,

@@ -39,7 +39,12 @@ public sealed class ModelWeights : IDisposable
     public void UseExactActivations(bool exact)
     {
         foreach (var m in Matrices) m.ExactActivations = exact;
+        ExactGelu = exact;
     }
+
+    /// <summary>Gemma's GELU in f32 (true), or through ggml's f16 table as llama.cpp's CPU backend does (false, the
+    /// default; <see cref="GeluHalfTable"/>). Set with the activations by <see cref="UseExactActivations"/>.</summary>
+    public bool ExactGelu { get; set; }
 
     public long ParameterCount
     {

@@ -203,8 +203,9 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     /// <summary>gate = act(gate) * up: SwiGLU, or GeGLU for Gemma.</summary>
     private void Activate(Span<float> gate, ReadOnlySpan<float> up)
     {
-        if (Config.Extras is { Activation: FfnActivation.GeluTanh }) DecoderExtras.GeGlu(gate, up);
-        else Kernels.SwiGlu(gate, up);
+        if (Config.Extras is not { Activation: FfnActivation.GeluTanh }) Kernels.SwiGlu(gate, up);
+        else if (Weights.ExactGelu) DecoderExtras.GeGlu(gate, up);
+        else GeluHalfTable.GeGlu(gate, up);
     }
 
     /// <summary>RMSNorm of each head of a (heads*headDim) vector with one (headDim) weight, in place.</summary>

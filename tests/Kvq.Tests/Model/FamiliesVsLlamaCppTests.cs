@@ -21,6 +21,12 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
     /// <summary>Kvq's KV format in the logit comparison (KVQ_FAMILY_KV; f32 by default, llama.cpp's cache is f16).</summary>
     public static string KvFormat => Environment.GetEnvironmentVariable("KVQ_FAMILY_KV") is { Length: > 0 } kv ? kv : "f32";
 
+    /// <summary>llama.cpp's cache in the logit comparison: Kvq's format where llama.cpp has it (f32, f16), with flash
+    /// attention off. llama.cpp's default (flash attention on CPU) rounds the queries to f16 and sums softmax . V in f16
+    /// whatever the cache type (its logits are bitwise the same with an f16 or f32 cache then), and the 8-bit activations
+    /// of Q8_0 products amplify that rounding into flipped top-1s on Gemma's near-tied logits (docs/models.md).</summary>
+    public static string PeerCache => KvFormat is "f32" or "f16" ? KvFormat : "f16";
+
     private static int EnvInt(string name, int fallback) =>
         int.TryParse(Environment.GetEnvironmentVariable(name), out int v) && v > 0 ? v : fallback;
 
@@ -49,13 +55,20 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
     private static bool IsGemma(string name) => name.StartsWith("gemma", StringComparison.Ordinal);
 
     /// <summary>(top-1, max relative error) required. Gemma's output is tied to its embeddings, so its synthetic logits are
-    /// a random projection of the last hidden state (no output matrix to echo the embeddings into a peaked bigram):
-    /// near-ties are common, and the engines' Q8_0 products (both with 8-bit activations, compounded by the post-norms
-    /// over 2-6 layers) still differ enough to flip some (512 positions, f32 KV: gemma2 98.4% / 3.1%, gemma3 97.5% / 4.2%;
-    /// with KVQ_FAMILY_KV=f16, llama.cpp's cache format: 99.4% / 2.4%, 98.2% / 3.1%; gemma3 over the default 128
-    /// positions, f32 KV: 96.9%, 4.2%). F32 and F16 meet the common bounds.</summary>
-    public static (double Top1, double Rel) Bounds(string name, GgmlType type) =>
-        IsGemma(name) && type == GgmlType.Q8_0 ? (0.96, 0.06) : (0.99, Bound(type));
+    /// a random projection of the last hidden state (no output matrix to echo the embeddings into a peaked bigram) and
+    /// near-ties are common. With llama.cpp's f16 flash attention off (<see cref="PeerCache"/>) and Kvq's GELU through
+    /// ggml's f16 table, gemma2 Q8_0 agrees to 3.4e-7 (every op rounds alike); gemma3 Q8_0 (6 layers) still flips a
+    /// few: last-bit differences of the two engines' f32 attention sums (Kvq's online softmax over blocks against
+    /// llama.cpp's whole-row softmax) move an 8-bit activation code or an f16 GELU input now and then, and 6 layers
+    /// compound it (512 positions: 98.8%, 3.3e-2; docs/models.md). Everything else meets the common bounds.</summary>
+    public static (double Top1, double Rel) Bounds(string name, GgmlType type) => (name, type) switch
+    {
+        ("gemma3", GgmlType.Q8_0) => (0.97, 0.05),
+        // Measured 2.9e-7 (128 positions) and 3.4e-7 (512) on an AVX-512 machine; 1e-3 leaves room for another
+        // libggml-cpu variant's sum order and still fails by 30x if the GELU or the attention rounds unlike ggml's.
+        ("gemma2", GgmlType.Q8_0) => (0.99, 1e-3),
+        _ => (0.99, Bound(type)),
+    };
 
     /// <summary>The first <paramref name="count"/> tokens of Moby Dick from a chapter start, BOS first.</summary>
     public static int[] RealText(LlamaCppModel peer, int count, int offset = 20000)
@@ -73,7 +86,7 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
         var path = SyntheticFixtures.Get(name, type);
         using var peer = new LlamaCppModel(path);
         var tokens = RealText(peer, Positions);
-        using var session = peer.CreateSession(Positions);
+        using var session = peer.CreateSession(Positions, cacheType: PeerCache, flashAttention: false);
         var expected = session.Eval(tokens, allLogits: true);
 
         using var weights = GgufModelLoader.Load(path);

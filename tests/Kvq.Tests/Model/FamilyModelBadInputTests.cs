@@ -23,6 +23,22 @@ public class FamilyModelBadInputTests
     }
 
     [Fact]
+    public void UnknownRopeScalingTypeIsRefusedByName()
+    {
+        // NTK-aware scaling has no GGUF key (converters bake it into rope.freq_base); a type Kvq does not know is refused.
+        var spec = SyntheticFixtures.Spec("llama-linear") with
+        {
+            Name = "llama-ntk",
+            ExtraMetadata = [SyntheticMetadata.Str("llama.rope.scaling.type", "ntk"), SyntheticMetadata.F32("llama.rope.scaling.factor", 4f)],
+        };
+        var e = Assert.Throws<ModelFormatException>(() => GgufModelLoader.Load(SyntheticFixtures.Write(spec)));
+        Assert.Contains("llama.rope.scaling.type", e.Message);
+        Assert.Contains("rope scaling 'ntk' is not supported", e.Message);
+        using var linear = GgufModelLoader.Load(SyntheticFixtures.Get("llama-linear"));
+        Assert.Equal(4f, linear.Config.RopeScale);   // positions divided by 4
+    }
+
+    [Fact]
     public void ExpertCountDisagreeingWithTheTensorsIsRefused()
     {
         var mixtral = SyntheticFamilyArchitectures.Mixtral;

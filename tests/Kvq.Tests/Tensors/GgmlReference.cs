@@ -91,6 +91,15 @@ internal static unsafe class GgmlReference
         return ((GgmlType)(*(int*)(traits + 16)), *(IntPtr*)(traits + 8));
     }
 
+    /// <summary>ggml-cpu's GELU table (ggml_table_gelu_f16: gelu of every f16 bit pattern, as f16 bits), after
+    /// ggml_cpu_init (which fills it; called again here, it does nothing).</summary>
+    public static ushort[] CpuGeluTable()
+    {
+        ((delegate* unmanaged<void>)CpuExport("ggml_cpu_init"))();
+        var table = (ushort*)CpuExport("ggml_table_gelu_f16");
+        return new ReadOnlySpan<ushort>(table, 1 << 16).ToArray();
+    }
+
     /// <summary>ggml-cpu's own dot of a weight row with an encoded activation row (one row, nrc 1).</summary>
     public static float CpuVecDot(GgmlType weight, int n, ReadOnlySpan<byte> w, ReadOnlySpan<byte> xq)
     {

@@ -20,6 +20,7 @@ public sealed class EvalOptions
     public Option<int?> Sink { get; } = KvProfileOptions.Sink();
     public KvPolicyOptions Policy { get; } = new(grid: true);
     public KvOffloadOptions Offload { get; } = new(grid: true);
+    public KvSlidingOption Sliding { get; } = new();
     /// <summary>--device and --device-weights; null for a measure that runs no model (memory).</summary>
     public DeviceOptions? Device { get; }
     public Option<string?> Report { get; } = new("--report")
@@ -60,6 +61,7 @@ public sealed class EvalOptions
         cmd.Add(Sink);
         Policy.AddTo(cmd);
         Offload.AddTo(cmd);
+        Sliding.AddTo(cmd);
         Device?.AddTo(cmd);
         cmd.Add(Report);
     }
@@ -76,14 +78,14 @@ public sealed class EvalOptions
         var offloads = Offload.Parse(r);
         foreach (var s in specs)
         {
-            var config = Offload.WithDir(r, KvProfileOptions.Config(s, profile, r.GetValue(Sink), KvAuto.Is(s) ? r.GetValue(MaxPplIncrease) : null));
+            var config = Sliding.Apply(r, Offload.WithDir(r, KvProfileOptions.Config(s, profile, r.GetValue(Sink), KvAuto.Is(s) ? r.GetValue(MaxPplIncrease) : null)));
             configs.AddRange(KvPolicyOptions.Cross(config, policies));
             foreach (var o in offloads) configs.Add(config with { Offload = o });
         }
         return configs;
     }
 
-    /// <summary>Fails fast on malformed --kv, --policy and --device before the model is loaded; the device to use.</summary>
+    /// <summary>Fails fast on malformed --kv, --policy, --device and --sliding (and its conflicts) before the model is loaded; the device to use.</summary>
     public DeviceChoice CheckSpecs(ParseResult r)
     {
         var specs = (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -94,6 +96,7 @@ public sealed class EvalOptions
         var policies = Policy.Parse(r);
         var device = Device?.Parse(r, policies) ?? DeviceChoice.Cpu;
         if (Offload.Parse(r).Count > 0 && device.Cuda) throw new CliException("--offload-budget runs on the host cache: use --device cpu");
+        Sliding.Check(r, policies, Offload.Parse(r).Count > 0, r.GetValue(Sink), device.Cuda);
         return device;
     }
 }

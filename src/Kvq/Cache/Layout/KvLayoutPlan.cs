@@ -38,7 +38,17 @@ public sealed class KvLayoutPlan
                           "(recent tokens staged, then quantized together); use a per-token format"
                         : $"policy '{policy.Policy.Name}' moves single tokens, but '{codec.Name}' does not describe its per-token " +
                           "layout (KvCodec.TokenSections)");
+        if (config.SlidingRing && RingConflict() is { } conflict)
+            throw new KvSpecException($"{config.Name}: sliding-window rings (--sliding ring) do not combine with {conflict} yet");
     }
+
+    /// <summary>What <see cref="KvCacheConfig.SlidingRing"/> does not combine with in this plan, or null.</summary>
+    private string? RingConflict() =>
+        Config.Policy is { } p ? $"a token policy ({p.Name})"
+        : Config.Offload is { } o ? $"offloading ({o.Name})"
+        : Keys.StagingTokens > 0 || Values.StagingTokens > 0 ? $"a codec that stages recent tokens ({(Keys.StagingTokens > 0 ? Keys : Values).Codec.Name})"
+        : Config.SinkTokens > 0 ? $"sink tokens (--sink {Config.SinkTokens})"
+        : null;
 
     /// <summary>Parses the spec's formats and builds every codec; throws <see cref="KvSpecException"/> when the model
     /// cannot hold the spec (unknown names, a key-only format for values, a profile of another shape, ...).</summary>
@@ -86,6 +96,38 @@ public sealed class KvLayoutPlan
     /// <summary>Blocks that hold <paramref name="tokens"/> tokens (the last one partial).</summary>
     public long BlocksFor(long tokens) => (tokens + BlockTokens - 1) / BlockTokens;
 
+    /// <summary>Whether <paramref name="layer"/> keeps its blocks in a ring (<see cref="KvCacheConfig.SlidingRing"/> on a
+    /// sliding-window layer).</summary>
+    public bool IsRing(int layer) => Config.SlidingRing && Shape.WindowOf(layer) > 0;
+
+    /// <summary>
+    /// Blocks one layer of a sequence of <paramref name="tokens"/> tokens holds between chunks: every block of the
+    /// tokens, or in a ring (<see cref="IsRing"/>) only those the next query (position <paramref name="tokens"/>) can
+    /// still see: a block ending at or before its window's first token, tokens + 1 - window, is back in the pool
+    /// (the rule of <c>Paging.SlidingRings.Release</c>). At most ceil((window - 1) / B) + 1 blocks whatever the length.
+    /// </summary>
+    public long HeldBlocks(int layer, long tokens)
+    {
+        long blocks = BlocksFor(tokens);
+        if (!IsRing(layer)) return blocks;
+        long firstSeen = Math.Max(0, tokens + 1 - Shape.WindowOf(layer));
+        return blocks - Math.Min(blocks, firstSeen / BlockTokens);
+    }
+
+    /// <summary>The most blocks a ring layer holds between chunks, ceil((window - 1) / B) + 1; for a layer that keeps
+    /// every token, null.</summary>
+    public long? RingBlocks(int layer) =>
+        IsRing(layer) ? (Shape.WindowOf(layer) - 1 + BlockTokens - 1) / BlockTokens + 1 : null;
+
+    /// <summary>Bytes of the blocks one sequence of <paramref name="tokens"/> tokens holds, every layer (rings counted
+    /// by <see cref="HeldBlocks"/>), keys and values; no staging, sinks or sparse rows.</summary>
+    public long BlockBytesAt(long tokens)
+    {
+        long n = 0;
+        for (int l = 0; l < Shape.Layers; l++) n += HeldBlocks(l, tokens) * BytesPerLayerBlock(l);
+        return n;
+    }
+
     /// <summary>Keys and values of <paramref name="blocks"/> blocks of one layer, every head, by kind.</summary>
     public (KvBytes Keys, KvBytes Values) LayerBlockBytes(int layer, long blocks) =>
         (Keys.BlockLayout(layer) * (blocks * Shape.KvHeads), Values.BlockLayout(layer) * (blocks * Shape.KvHeads));
@@ -103,16 +145,16 @@ public sealed class KvLayoutPlan
     /// sink tokens or under a token policy (whose blocks are never shared).</summary>
     public long SinkBankBytes => Config.Policy == null ? SinkBankEntries * 2 * SinkBytesPerSide : 0;
 
-    /// <summary>What one sequence of <paramref name="tokens"/> tokens holds when every layer keeps them all (no token
-    /// policy): whole blocks, the last one partial, plus <see cref="BytesPerSequence"/>; with
+    /// <summary>What one sequence of <paramref name="tokens"/> tokens holds (no token policy): whole blocks, the last one
+    /// partial, in every layer or, for ring layers, those of <see cref="HeldBlocks"/>, plus <see cref="BytesPerSequence"/>; with
     /// <paramref name="expectedOutliers"/>, plus the sparse rows beside blocks at the nominal outlier rate (as
     /// <see cref="KvBytes.Outliers"/>; a real cache counts what the data gave).</summary>
     public KvMemory MemoryAt(int tokens, bool expectedOutliers = false)
     {
-        long blocks = BlocksFor(tokens);
         KvBytes keys = default, values = default;
         for (int l = 0; l < Shape.Layers; l++)
         {
+            long blocks = HeldBlocks(l, tokens);
             var (k, v) = LayerBlockBytes(l, blocks);
             keys += k;
             values += v;

@@ -48,6 +48,17 @@ public static class SyntheticModels
                 SyntheticMetadata.U32("qwen2.rope.scaling.original_context_length", 64),
             ],
         }),
+        // Linear RoPE scaling (rope.scaling.type linear, factor 4: positions divided by 4), as older long-context Llama
+        // fine-tunes state it; llama.cpp reads it as freq_scale 1/4.
+        ("llama-linear", v => new SyntheticModelSpec
+        {
+            Name = "llama-linear", Architecture = SyntheticArchitectures.Llama, Vocabulary = v.SentencePiece, Seed = 16,
+            ExtraMetadata =
+            [
+                SyntheticMetadata.Str("llama.rope.scaling.type", "linear"),
+                SyntheticMetadata.F32("llama.rope.scaling.factor", 4f),
+            ],
+        }),
         // Mistral with a 32-token sliding window on every layer. llama.cpp has no "mistral" architecture (it runs Mistral
         // GGUFs as "llama", with full attention), so this one is checked against Kvq's own references.
         ("mistral-swa", v => new SyntheticModelSpec

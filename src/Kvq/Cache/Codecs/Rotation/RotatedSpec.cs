@@ -14,6 +14,18 @@ public sealed record RotatedSpec(string Name, KvCodecSpec Inner) : KvCodecSpec(N
     /// the rotated ones (the profile file has no field of its own for it).</summary>
     public const string ProfileTextMarker = " [Hadamard-rotated]";
 
+    /// <summary>Markers of a profile whose keys only (<c>--rotate-side keys</c>) or values only were fitted rotated.</summary>
+    public const string ProfileKeysMarker = " [Hadamard-rotated keys]", ProfileValuesMarker = " [Hadamard-rotated values]";
+
+    /// <summary>The marker for a profile fitted rotated on the given sides ("" for neither).</summary>
+    public static string ProfileMarker(bool keys, bool values) =>
+        keys && values ? ProfileTextMarker : keys ? ProfileKeysMarker : values ? ProfileValuesMarker : "";
+
+    /// <summary>Whether a profile with this text name was fitted rotated on <paramref name="side"/>.</summary>
+    public static bool ProfileRotates(string profileText, KvSide side) =>
+        profileText.EndsWith(ProfileTextMarker, StringComparison.Ordinal) ||
+        profileText.EndsWith(side == KvSide.Key ? ProfileKeysMarker : ProfileValuesMarker, StringComparison.Ordinal);
+
     public override KvCodec Create(KvCodecContext context) => RotationCodecs.Create(this, context);
 
     /// <summary>Per-layer inner specs (KVQuant's <c>:mixed</c> widths), each behind the rotation.</summary>

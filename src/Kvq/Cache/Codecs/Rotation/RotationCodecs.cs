@@ -29,8 +29,8 @@ public static class RotationCodecs
     {
         // KVQuant's per-channel scales and codebooks must be fitted to the channels it stores: the rotated ones.
         if (spec.Inner is KvQuant.KvQuantSpec && ctx.Profile is KvQuant.KvQuantProfile p
-            && !p.Settings.Text.EndsWith(RotatedSpec.ProfileTextMarker, StringComparison.Ordinal))
-            throw new KvSpecException($"'{spec.Name}': the profile ({p.Settings.Text}) was calibrated on unrotated keys and values; " +
+            && !RotatedSpec.ProfileRotates(p.Settings.Text, ctx.Side))
+            throw new KvSpecException($"'{spec.Name}': the profile ({p.Settings.Text}) was calibrated on unrotated {(ctx.Side == KvSide.Key ? "keys" : "values")}; " +
                                       "KVQuant behind a rotation needs one fitted to the rotated channels: kvq calibrate --rotate");
         KvCodec inner;
         try { inner = spec.Inner.Create(ctx); }

@@ -25,8 +25,10 @@ public static class RotationCodecs
         KvCodecRegistry.RegisterSuffix(RotatedSpec.Suffix, RotatedSpec.TryParse);
     }
 
-    public static RotatedCodec Create(RotatedSpec spec, KvCodecContext ctx)
+    /// <summary>The layer's codec: rotated, or the inner format alone for a layer that <c>:rot@</c> leaves out.</summary>
+    public static KvCodec Create(RotatedSpec spec, KvCodecContext ctx)
     {
+        if (!spec.Rotates(ctx.Layer)) return spec.Inner.Create(ctx);
         // KVQuant's per-channel scales and codebooks must be fitted to the channels it stores: the rotated ones.
         if (spec.Inner is KvQuant.KvQuantSpec && ctx.Profile is KvQuant.KvQuantProfile p
             && !RotatedSpec.ProfileRotates(p.Settings.Text, ctx.Side))

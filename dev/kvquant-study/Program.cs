@@ -37,6 +37,73 @@ if (args.Length == 4 && args[0] == "merge")
     Console.WriteLine($"wrote {args[3]}: {st.Text}");
     return 0;
 }
+// Usage 4: KvqStudy mergelayers PLAIN.kvqp ROTATED.kvqp OUT.kvqp KEYLAYERS VALUELAYERS -- a per-layer rotation
+// choice (idea (a)): the listed layers' key scales and codebooks (KEYLAYERS, '.'-separated, or '-' for none) and value
+// codebooks come from the `--rotate` profile, every other layer's from the plain one. Use with `FORMAT:rot@KEYLAYERS` /
+// `FORMAT:rot@VALUELAYERS` (e.g. `nuq3-1%:mixed:rot@4/nuq3-1%:mixed`). Both profiles need this build's exact rotated
+// Fisher weights for the merged sensitivities (`:mixed`) to be comparable across layers.
+if (args.Length == 6 && args[0] == "mergelayers")
+{
+    var pp = KvQuantProfile.Load(args[1]);
+    var rp = KvQuantProfile.Load(args[2], pp.ModelFingerprint);
+    HashSet<int> Layers(string t) => t == "-" ? [] : [.. t.Split('.').Select(int.Parse)];
+    var keyLayers = Layers(args[4]);
+    var valueLayers = Layers(args[5]);
+    var cals = new List<KvQuantCalibration>();
+    foreach (var pc in pp.Calibrations)
+    {
+        var rc = rp.For(pc.OutlierFraction, "mergelayers");
+        ChannelScales Mix(ChannelScales a, ChannelScales b)
+        {
+            var zero = (float[])a.Zero.Clone();
+            var range = (float[])a.Range.Clone();
+            int per = a.KvHeads * a.HeadDim;
+            foreach (int l in keyLayers)
+            {
+                Array.Copy(b.Zero, l * per, zero, l * per, per);
+                Array.Copy(b.Range, l * per, range, l * per, per);
+            }
+            return new ChannelScales(a.Layers, a.KvHeads, a.HeadDim, zero, range);
+        }
+        var books = pc.Codebooks.Where(c => c.Stream == KvQuantStream.Value ? !valueLayers.Contains(c.Layer) : !keyLayers.Contains(c.Layer))
+            .Concat(rc.Codebooks.Where(c => c.Stream == KvQuantStream.Value ? valueLayers.Contains(c.Layer) : keyLayers.Contains(c.Layer)));
+        cals.Add(new KvQuantCalibration(pc.OutlierFraction, Mix(pc.KeysPreRope, rc.KeysPreRope), Mix(pc.KeysPostRope, rc.KeysPostRope), books));
+    }
+    string mk = Kvq.Cache.Codecs.Rotation.RotatedSpec.ProfileTextMarker;
+    var st = pp.Settings with { Text = $"keys rotated in layers {args[4]}, values in {args[5]}" + mk };
+    new KvQuantProfile(pp.ModelFingerprint, st, pp.Layers, pp.KvHeads, pp.HeadDim, cals).Save(args[3]);
+    Console.WriteLine($"wrote {args[3]}: {st.Text}");
+    return 0;
+}
+// Usage 3: KvqStudy compare PLAIN.kvqp ROTATED.kvqp -- per side, layer and width, the codebooks' sensitivities (the
+// Fisher-weighted squared error, KVQuant's loss estimate) of a plain and of a `--rotate` profile at 1% outliers, and
+// their ratio: with Fisher weights of the rotated coordinates (this build's `--rotate`) the two estimate the same loss,
+// so a ratio below 1 says rotating that layer's side is predicted to help (idea (a): a per-layer rotation choice).
+if (args.Length == 3 && args[0] == "compare")
+{
+    var pp = KvQuantProfile.Load(args[1]);
+    var rp = KvQuantProfile.Load(args[2], pp.ModelFingerprint);
+    var pc = pp.For(0.01, "compare");
+    var rc = rp.For(0.01, "compare");
+    Console.WriteLine($"# {pp.Settings.Text} vs {rp.Settings.Text}, 1% outliers: rotated / plain sensitivity");
+    Console.WriteLine("| side | bits | " + string.Join(" | ", Enumerable.Range(0, pp.Layers).Select(l => $"L{l}")) + " | sum |");
+    Console.WriteLine("|---|---:|" + string.Concat(Enumerable.Repeat("---:|", pp.Layers + 1)));
+    foreach (var stream in new[] { KvQuantStream.KeyChannelPreRope, KvQuantStream.Value })
+        foreach (int bits in new[] { 1, 2, 3, 4 })
+        {
+            double ps = 0, rs = 0;
+            var cells = new List<string>();
+            for (int l = 0; l < pp.Layers; l++)
+            {
+                double a = pc.Codebook(stream, l, bits)?.Sensitivity ?? double.NaN, b = rc.Codebook(stream, l, bits)?.Sensitivity ?? double.NaN;
+                ps += a;
+                rs += b;
+                cells.Add($"{b / a:F2}");
+            }
+            Console.WriteLine($"| {(stream == KvQuantStream.Value ? "values" : "keys")} | {bits} | {string.Join(" | ", cells)} | {rs / ps:F2} ({ps:E2} -> {rs:E2}) |");
+        }
+    return 0;
+}
 if (args.Length < 2) { Console.Error.WriteLine("usage: KvqStudy MODEL TEXT [SAMPLES] [LENGTH] [THREADS]"); return 2; }
 int samples = args.Length > 2 ? int.Parse(args[2]) : 4, length = args.Length > 3 ? int.Parse(args[3]) : 2048;
 int threads = args.Length > 4 ? int.Parse(args[4]) : 2;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Kvq.Cache.Codecs.KvQuant;
+using Kvq.Calibration;
 using Kvq.Calibration.KvQuant;
 using Kvq.Calibration.LowRank;
 using Kvq.Cli.Validation;
@@ -37,16 +38,21 @@ public static class CalibrateCommand
         {
             Description = "fit on Hadamard-rotated keys and values (each KV head over the head dim), for the nuqB:rot formats",
         };
+        var rotateSide = new Option<string?>("--rotate-side")
+        {
+            Description = "with --rotate: the side fitted rotated, keys (for nuqB:rot/nuqB), values (nuqB/nuqB:rot) or both (default)",
+        };
         var output = new Option<string>("--out", "-o") { Description = "profile file to write", Required = true };
         var threads = CommonOptions.Threads();
         var cmd = new Command("calibrate", "calibrate KVQuant (nuq2/3/4) for a model: per-channel key scales and codebooks")
         {
-            text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, rotate, output, threads,
+            text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, rotate, rotateSide, output, threads,
         };
         model.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             bool rotated = r.GetValue(rotate);
+            var sides = ParseRotateSide(r.GetValue(rotateSide), rotated);
             if (rotated && (r.GetValue(lowRank) || !string.IsNullOrWhiteSpace(r.GetValue(lowRankNuq))))
                 throw new CliException("--rotate fits the rotated channels; low-rank bases (--lowrank, --lowrank-nuq) need the plain ones: calibrate them apart");
             var textPath = r.GetValue(text)!;
@@ -66,7 +72,7 @@ public static class CalibrateCommand
             var options = new KvQuantCalibrateOptions(r.GetValue(samples), len, fractions, sinkTokens, SeedOption.Resolve(r.GetValue(seed), Console.Error), nThreads)
             {
                 Fisher = fisher,
-                Rotate = rotated,
+                RotateSides = sides,
                 LowRank = r.GetValue(lowRank),
                 LatentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim),
             };
@@ -85,11 +91,24 @@ public static class CalibrateCommand
             Console.WriteLine($"wrote {outPath}: model {Path.GetFileName(modelPath)} ({profile.ModelFingerprint}), text {Path.GetFileName(textPath)}, " +
                               $"{options.Samples} x {options.Length} tokens (sink {sinkTokens}), outliers " +
                               $"{string.Join(", ", profile.Calibrations.Select(c => c.OutlierFraction == 0 ? "0%" : KvQuantSpec.FormatFraction(c.OutlierFraction)))}, " +
-                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}{(rotated ? ", Hadamard-rotated" : "")}; " +
+                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}{(rotated ? ", Hadamard-rotated " + (sides == KvRotationSides.Both ? "keys and values" : sides == KvRotationSides.Keys ? "keys" : "values") : "")}; " +
                               $"{result.Activations.TotalSeconds:F1} s activations, {result.Fit.TotalSeconds:F1} s fit{lowRankNote}");
             return 0;
         }));
         return cmd;
+    }
+
+    private static KvRotationSides ParseRotateSide(string? text, bool rotated)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return rotated ? KvRotationSides.Both : KvRotationSides.None;
+        if (!rotated) throw new CliException($"--rotate-side {text} needs --rotate");
+        return text.Trim().ToLowerInvariant() switch
+        {
+            "keys" => KvRotationSides.Keys,
+            "values" => KvRotationSides.Values,
+            "both" => KvRotationSides.Both,
+            _ => throw new CliException($"--rotate-side '{text}': expected keys, values or both"),
+        };
     }
 
     private static List<int> ParseRanks(string? text, int headDim)

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Kvq.Cache;
+using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cache.Codecs.Rotation;
 using Kvq.Cli.Validation;
@@ -65,7 +66,7 @@ public static class KvAuto
     /// <summary>Every format the profile can estimate, smallest first, then f16.</summary>
     public static IReadOnlyList<Candidate> Candidates(KvQuantProfile profile)
     {
-        bool rotated = profile.Settings.Text.EndsWith(RotatedSpec.ProfileTextMarker, StringComparison.Ordinal);
+        bool rotKeys = RotatedSpec.ProfileRotates(profile.Settings.Text, KvSide.Key), rotValues = RotatedSpec.ProfileRotates(profile.Settings.Text, KvSide.Value);
         var list = new List<Candidate>();
         string? why = null;
         foreach (var cal in profile.Calibrations)
@@ -74,7 +75,8 @@ public static class KvAuto
                 {
                     var inner = $"{KvQuantSpec.Prefix}{bits}" + (cal.OutlierFraction > 0 ? "-" + KvQuantSpec.FormatFraction(cal.OutlierFraction) : "") +
                                 (mixed ? ":mixed" : "");
-                    var name = rotated ? inner + RotatedSpec.Suffix : inner;
+                    string Side(bool rot) => rot ? inner + RotatedSpec.Suffix : inner;
+                    var name = rotKeys == rotValues ? Side(rotKeys) : Side(rotKeys) + "/" + Side(rotValues);
                     double increase;
                     try
                     {

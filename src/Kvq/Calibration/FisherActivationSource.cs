@@ -8,9 +8,14 @@ namespace Kvq.Calibration;
 /// Activations with Fisher information ("Fisher on"): per window, a forward and a backward pass
 /// (<see cref="CalibrationBackward"/>) give the pre-RoPE keys and values and the gradient of the window's mean
 /// next-token loss with respect to each; the weights are the squared gradients (<see cref="FisherAccumulator"/>).
+/// With <paramref name="rotate"/>, the named sides and their gradients are Hadamard-rotated per window before the
+/// gradients are squared (<see cref="RotatedActivations.RotateWindow"/>): the weights are then the Fisher information of
+/// the rotated coordinates that a <c>:rot</c> codec quantizes.
 /// </summary>
-public sealed class FisherActivationSource : IKvActivationSource
+public sealed class FisherActivationSource(KvRotationSides rotate = KvRotationSides.None) : IKvActivationSource
 {
+    public KvRotationSides Rotation { get; } = rotate;
+
     public KvActivations Collect(Transformer model, IReadOnlyList<int[]> windows, int sink, Action<int, int>? progress = null,
         CancellationToken cancel = default)
     {
@@ -21,7 +26,9 @@ public sealed class FisherActivationSource : IKvActivationSource
         {
             cancel.ThrowIfCancellationRequested();
             var w = windows[i];
-            acc.Add(CalibrationBackward.Compute(model.Weights, w, model.Parallelism));
+            var g = CalibrationBackward.Compute(model.Weights, w, model.Parallelism);
+            if (Rotation != KvRotationSides.None) RotatedActivations.RotateWindow(g, shape.HeadDim, Rotation);
+            acc.Add(g);
             for (int p = sink; p < w.Length; p++) positions.Add(p);
             progress?.Invoke(i + 1, windows.Count);
         }

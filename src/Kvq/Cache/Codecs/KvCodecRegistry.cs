@@ -80,6 +80,14 @@ public static class KvCodecRegistry
         lock (Rows) BySuffix.Add((suffix, parse));
     }
 
+    /// <summary>A modifier with an argument as the name's last part: <c>SUFFIX@ARG</c>, ARG without ':' (e.g.
+    /// <c>nuq3-1%:rot@4</c>).</summary>
+    private static bool HasArgument(string name, string suffix)
+    {
+        int at = name.LastIndexOf(suffix + "@", StringComparison.Ordinal);
+        return at >= 0 && name.IndexOf(':', at + suffix.Length) < 0;
+    }
+
     /// <summary>The typed spec of a format name (as <c>--kv</c> takes it, one side).</summary>
     /// <exception cref="KvSpecException">Unknown or malformed name.</exception>
     public static KvCodecSpec Parse(string name)
@@ -90,7 +98,7 @@ public static class KvCodecRegistry
         {
             if (!ByName.TryGetValue(name, out row))
                 foreach (var (suffix, parse) in BySuffix)
-                    if (name.EndsWith(suffix, StringComparison.Ordinal)) { modifier = parse; break; }
+                    if (name.EndsWith(suffix, StringComparison.Ordinal) || HasArgument(name, suffix)) { modifier = parse; break; }
             if (row == null && modifier == null)
                 foreach (var (prefix, family) in ByFamilyPrefix)
                     if (name.StartsWith(prefix, StringComparison.Ordinal)) { row = family; break; }

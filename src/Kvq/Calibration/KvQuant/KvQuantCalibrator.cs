@@ -22,8 +22,11 @@ public sealed record KvQuantCalibrateOptions(int Samples = 16, int Length = 2048
     public IReadOnlyList<double> Fractions => OutlierFractions ?? [0.01];
     /// <summary>Weight k-means by Fisher information (a backward pass per window); false: uniformly, forward passes only.</summary>
     public bool Fisher { get; init; } = true;
-    /// <summary>Fit on Hadamard-rotated keys and values (each KV head over the head dim), for the nuqB:rot formats.</summary>
-    public bool Rotate { get; init; }
+    /// <summary>Fit on Hadamard-rotated keys and values (each KV head over the head dim), for the nuqB:rot formats
+    /// (<see cref="RotateSides"/> = both sides).</summary>
+    public bool Rotate { get => RotateSides != KvRotationSides.None; init => RotateSides = value ? KvRotationSides.Both : KvRotationSides.None; }
+    /// <summary>The sides fitted rotated (keys only: <c>nuqB:rot/nuqB</c>; values only: <c>nuqB/nuqB:rot</c>).</summary>
+    public KvRotationSides RotateSides { get; init; }
     /// <summary>Also fit low-rank bases (every principal direction of pre-RoPE keys and of values per layer and KV head)
     /// for the lrR+FORMAT formats.</summary>
     public bool LowRank { get; init; }
@@ -56,15 +59,16 @@ public static class KvQuantCalibrator
         var sw = Stopwatch.StartNew();
         var tokens = tokenizer.Encode(text, addBos: false);
         var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, tokenizer.BosId, options.Seed);
-        IKvActivationSource source = options.Fisher ? new FisherActivationSource() : new KvActivationCollector();
+        // Fisher weights are rotated exactly (signed gradients, per window); forward-only activations have none to rotate.
+        IKvActivationSource source = options.Fisher ? new FisherActivationSource(options.RotateSides) : new KvActivationCollector();
         string collect = options.Fisher ? FisherPhase : ForwardPhase;
         var acts = source.Collect(model, windows, options.SinkTokens, (d, t) => progress?.Invoke(collect, d, t), cancel);
-        if (options.Rotate) acts = RotatedActivations.Rotate(acts);
+        if (options.Rotate && !options.Fisher) acts = RotatedActivations.Rotate(acts, options.RotateSides);
         var activations = sw.Elapsed;
 
         var fit = new KvQuantFitOptions(options.Fractions, options.Seed, options.Threads);
         var calibrations = KvQuantFitter.Fit(acts, fit, (d, t) => progress?.Invoke(FitPhase, d, t), cancel);
-        var profile = Profile(model, options, TextHash(text), textName + (options.Rotate ? RotatedSpec.ProfileTextMarker : ""),
+        var profile = Profile(model, options, TextHash(text), textName + RotatedSpec.ProfileMarker(options.RotateSides.HasFlag(KvRotationSides.Keys), options.RotateSides.HasFlag(KvRotationSides.Values)),
             options.Fisher, calibrations);
         if (lowRank)
         {

@@ -25,12 +25,14 @@ public static class RotationCodecs
         KvCodecRegistry.RegisterSuffix(RotatedSpec.Suffix, RotatedSpec.TryParse);
     }
 
-    public static RotatedCodec Create(RotatedSpec spec, KvCodecContext ctx)
+    /// <summary>The layer's codec: rotated, or the inner format alone for a layer that <c>:rot@</c> leaves out.</summary>
+    public static KvCodec Create(RotatedSpec spec, KvCodecContext ctx)
     {
+        if (!spec.Rotates(ctx.Layer)) return spec.Inner.Create(ctx);
         // KVQuant's per-channel scales and codebooks must be fitted to the channels it stores: the rotated ones.
         if (spec.Inner is KvQuant.KvQuantSpec && ctx.Profile is KvQuant.KvQuantProfile p
-            && !p.Settings.Text.EndsWith(RotatedSpec.ProfileTextMarker, StringComparison.Ordinal))
-            throw new KvSpecException($"'{spec.Name}': the profile ({p.Settings.Text}) was calibrated on unrotated keys and values; " +
+            && !RotatedSpec.ProfileRotates(p.Settings.Text, ctx.Side))
+            throw new KvSpecException($"'{spec.Name}': the profile ({p.Settings.Text}) was calibrated on unrotated {(ctx.Side == KvSide.Key ? "keys" : "values")}; " +
                                       "KVQuant behind a rotation needs one fitted to the rotated channels: kvq calibrate --rotate");
         KvCodec inner;
         try { inner = spec.Inner.Create(ctx); }

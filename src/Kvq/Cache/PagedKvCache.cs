@@ -138,7 +138,9 @@ public sealed class PagedKvCache
     public HostPrefixTier KeepEvictedPrefixes(long budgetBytes)
     {
         if (!SupportsPrefixSharing)
-            throw new KvSpecException($"{Config.Name}: sequences under a token policy or offloading share no prefixes, so there is no prefix to keep");
+            throw new KvSpecException(LayerPools != null
+                ? $"{Config.Name}: under a token policy prefixes are policy states shared in the pool only (no block prefix to keep in host memory yet)"
+                : $"{Config.Name}: offloaded sequences share no prefixes, so there is no prefix to keep");
         if (Plan.Keys.StagingTokens > 0 || Plan.Values.StagingTokens > 0)
             throw new KvSpecException($"{Config.Name}: a codec that stages recent tokens (whole-block encoding) cannot keep evicted prefixes in host memory yet");
         if (HostPrefixes != null) throw new InvalidOperationException("the host prefix tier is set already");

@@ -205,7 +205,11 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         }
         else
         {
-            kv = pool.Cache.CreateSequence(options.PrefixCache ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens) : default);
+            var tokens = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens);
+            // Under a policy a kept prefix state covers whole prompt chunks; a recomputed request's generated tokens
+            // ran one per step, so only its prompt may come from such a state.
+            if (pool.HasPolicy) tokens = tokens[..r.PromptLength];
+            kv = pool.Cache.CreateSequence(options.PrefixCache ? tokens : default);
             int total = r.Tokens.Count + options.DecodeReserveTokens;
             int need = kv.BlocksNeededToAppend(total - kv.Length, pool.SlotCap(total));
             if (need > Available - promised)

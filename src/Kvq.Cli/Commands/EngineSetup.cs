@@ -99,11 +99,11 @@ public sealed class EngineSetup
             try { hostPrefix = Bytes.Parse(hostSize); }
             catch (FormatException e) { throw new CliException($"--host-prefix-cache: {e.Message}"); }
             if (hostPrefix <= 0) throw new CliException($"--host-prefix-cache: give a size above 0 (got {hostSize})");
-            if (policy[0] != null) throw new CliException("--host-prefix-cache: sequences under a token policy share no prefixes");
+            if (policy[0] != null) throw new CliException("--host-prefix-cache: prefixes under a token policy are shared in the KV pool only (no host tier yet)");
         }
         var cacheDir = r.GetValue(PromptCache);
         if (cacheDir != null && policy[0] != null)
-            throw new CliException("--prompt-cache: sequences under a token policy share no prefixes, so there is no prompt cache to keep");
+            throw new CliException("--prompt-cache: prefixes under a token policy are shared in the KV pool only and cannot be saved yet");
         if (cacheDir != null && File.Exists(cacheDir)) throw new CliException($"--prompt-cache: '{cacheDir}' is a file; give a folder");
 
         var path = Model.Path(r);

@@ -133,7 +133,9 @@ public sealed class PagedKvCache
     public HostPrefixTier KeepEvictedPrefixes(long budgetBytes)
     {
         if (!SupportsPrefixSharing)
-            throw new KvSpecException($"{Config.Name}: sequences under a token policy or offloading share no prefixes, so there is no prefix to keep");
+            throw new KvSpecException(LayerPools != null
+                ? $"{Config.Name}: under a token policy prefixes are policy states shared in the pool only (no block prefix to keep in host memory yet)"
+                : $"{Config.Name}: offloaded sequences share no prefixes, so there is no prefix to keep");
         if (Plan.Keys.StagingTokens > 0 || Plan.Values.StagingTokens > 0)
             throw new KvSpecException($"{Config.Name}: a codec that stages recent tokens (whole-block encoding) cannot keep evicted prefixes in host memory yet");
         if (HostPrefixes != null) throw new InvalidOperationException("the host prefix tier is set already");
@@ -157,10 +159,32 @@ public sealed class PagedKvCache
         }
     }
 
-    /// <summary>A new sequence. With a prompt, leading full blocks already cached for the same tokens are reused:
+    /// <summary>Under a token policy: the prompt prefixes kept for sharing (null until <see cref="SharePolicyPrefixes"/>).</summary>
+    public Policies.PolicyPrefixes? PolicyPrefixes { get; private set; }
+
+    /// <summary>
+    /// From now on, sequences under this cache's token policy that take their tokens in chunks of
+    /// <paramref name="chunkTokens"/> keep the policy's state after each prompt prefix (a multiple of the chunk and of the
+    /// block size), and a new sequence whose prompt starts with such a prefix starts from it (see
+    /// <see cref="Policies.PolicyPrefixes"/>): exactly the state it would reach alone, its blocks shared until the
+    /// policy next changes them (copy-on-write per layer).
+    /// </summary>
+    /// <param name="capacity">Prefixes kept at most (their positions and statistics live in host memory).</param>
+    /// <exception cref="KvSpecException">No token policy, or sink tokens (their exact copies are per sequence).</exception>
+    public Policies.PolicyPrefixes SharePolicyPrefixes(int chunkTokens, int capacity = 1024)
+    {
+        if (LayerPools == null) throw new KvSpecException($"{Config.Name}: no token policy; prefixes are shared by block already");
+        if (Config.SinkTokens > 0)
+            throw new KvSpecException($"{Config.Name}: prefixes under a token policy are not shared with sink tokens yet");
+        if (PolicyPrefixes != null) throw new InvalidOperationException("policy prefixes are shared already");
+        return PolicyPrefixes = new Policies.PolicyPrefixes(LayerPools, chunkTokens, capacity);
+    }
+
+    /// <summary>A new sequence. With a prompt, leading full blocks already cached for the same tokens are reused
+    /// (under a token policy: the policy's state after the longest kept prefix, see <see cref="SharePolicyPrefixes"/>):
     /// the returned sequence's Length tells how many prompt tokens are already present.</summary>
     public PagedKvSequence CreateSequence(ReadOnlySpan<int> prompt = default) =>
-        new(this, SupportsPrefixSharing ? prompt : default);
+        new(this, SupportsPrefixSharing || PolicyPrefixes != null ? prompt : default);
 
     /// <summary>Bytes of all blocks held by live sequences, each shared block counted once.</summary>
     public long HeldBytes

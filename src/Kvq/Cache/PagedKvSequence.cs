@@ -50,11 +50,19 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         _writer = new TokenWriter(_shape, _keys, _values, _offload?.Summaries);
         if (parent != null)
         {
+            if (parent._policy != null) _policy!.CopyFrom(parent._policy);
             _keys.CopySinkFrom(parent._keys);
             _values.CopySinkFrom(parent._values);
             _id = cache.Sequences.Fork(parent._id);
             _sinkPublished = parent._sinkPublished;
             Length = parent.Length;
+            return;
+        }
+        if (_policy != null)
+        {
+            // Under a token policy the blocks are each layer's own: a prefix is the policy's state after it.
+            _id = cache.Sequences.Create(default, out _);
+            Length = _policy.TryAdopt(prompt);
             return;
         }
         _id = cache.Sequences.Create(prompt, out int cached);
@@ -85,9 +93,11 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         _cache.Sequences.Register(_id, durable);
     }
 
-    /// <summary>A sequence that shares all of this one's tokens (copy-on-write on the partial last block).</summary>
+    /// <summary>A sequence that shares all of this one's tokens (copy-on-write on the partial last block; under a token
+    /// policy, on every shared block of a layer the first time the policy changes that layer).</summary>
     public PagedKvSequence Fork()
     {
+        if (_policy != null) return new PagedKvSequence(_cache, default, this);
         if (!_cache.SupportsPrefixSharing || _keys.Staging != null || _values.Staging != null)
             throw new KvSpecException($"{_cache.Config.Name}: sequences cannot be forked while a codec keeps recent tokens in staging " +
                                       "or a token policy owns the blocks");
@@ -96,7 +106,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
 
     public void BeginChunk(ReadOnlySpan<int> tokens)
     {
-        if (_policy != null) { _policy.Slots.Reserve(_count, tokens.Length, Length); return; }
+        if (_policy != null) { _policy.BeginChunk(tokens, Length); return; }
         var copy = _cache.Sequences.Append(_id, tokens, register: !_deferRegister);
         if (copy is { } c) _cache.CopyBlock(c);
     }

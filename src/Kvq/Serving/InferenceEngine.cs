@@ -50,6 +50,8 @@ public sealed class InferenceEngine : IDisposable
         Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes, options.MaxRunning, options.PolicyChunkTokens);
         _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
         Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
+        // Under a token policy a prefix is the policy's state after it, kept per prompt chunk (sink tokens: not yet).
+        if (options.PrefixCache && Pool.HasPolicy && options.Kv.SinkTokens == 0) Pool.Cache.SharePolicyPrefixes(options.PolicyChunkTokens);
         if (options.HostPrefixBytes > 0)
         {
             if (!options.PrefixCache) throw new ArgumentException("HostPrefixBytes keeps evicted prefixes: it needs PrefixCache", nameof(options));

@@ -54,7 +54,8 @@ public sealed class KvPool
     }
 
     /// <summary>Whether sequences run under a token policy: each layer then draws blocks from a pool of its own (all
-    /// of <see cref="Blocks"/> blocks), no prefix is shared, and preemption recomputes.</summary>
+    /// of <see cref="Blocks"/> blocks), a prefix is shared as the policy's state after it
+    /// (<see cref="PagedKvCache.SharePolicyPrefixes"/>), and preemption recomputes.</summary>
     public bool HasPolicy => Cache.LayerPools != null;
 
     /// <summary>

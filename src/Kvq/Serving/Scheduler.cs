@@ -13,7 +13,8 @@ namespace Kvq.Serving;
 /// Under a token policy the policy runs after every chunk, so its choices depend on where chunks end. To keep a
 /// request's tokens independent of what else runs, its prompt goes in chunks of exactly
 /// <see cref="EngineOptions.PolicyChunkTokens"/> (the last one shorter) and its generated tokens one per step, also
-/// when recomputed after a preemption; and preemption always recomputes (no prefix is shared under a policy).
+/// when recomputed after a preemption; and preemption always recomputes. A prompt prefix is the policy's state after
+/// whole chunks (<see cref="Kvq.Cache.PagedKvCache.SharePolicyPrefixes"/>), so a hit leaves the chunks where they were.
 /// </para>
 /// </summary>
 internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepTokens, EngineMetrics metrics)
@@ -204,7 +205,11 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         }
         else
         {
-            kv = pool.Cache.CreateSequence(options.PrefixCache ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens) : default);
+            var tokens = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens);
+            // Under a policy a kept prefix state covers whole prompt chunks; a recomputed request's generated tokens
+            // ran one per step, so only its prompt may come from such a state.
+            if (pool.HasPolicy) tokens = tokens[..r.PromptLength];
+            kv = pool.Cache.CreateSequence(options.PrefixCache ? tokens : default);
             int total = r.Tokens.Count + options.DecodeReserveTokens;
             int need = kv.BlocksNeededToAppend(total - kv.Length, pool.SlotCap(total));
             if (need > Available - promised)

@@ -9,9 +9,9 @@ namespace Kvq.Tests.Cache;
 
 /// <summary>
 /// Prefix sharing with lossy per-token codecs (reused blocks read back exactly what a fresh run stores, so the logits
-/// agree to float noise), and the rule that turns sharing off: a token policy (each layer keeps its own blocks) or
-/// offload (per-sequence block summaries) never reuses a cached prefix, and a fork is refused while a codec keeps
-/// recent tokens in staging or a policy owns the blocks.
+/// agree to float noise), and the rule that turns block sharing off: a token policy (each layer keeps its own blocks;
+/// its prefixes are shared as policy states only when asked, PolicyPrefixSharingTests) or offload (per-sequence block
+/// summaries) never reuses a cached prefix, and a fork is refused while a codec keeps recent tokens in staging.
 /// </summary>
 public class PrefixSharingRuleTests(ITestOutputHelper output)
 {
@@ -68,7 +68,8 @@ public class PrefixSharingRuleTests(ITestOutputHelper output)
         Assert.True(lossy > 1e-3, $"{spec}: the codec looks lossless here ({lossy:E2}), so the test shows nothing");
     }
 
-    /// <summary>A token policy or offload turns sharing off: the same prompt again starts from zero (while the plain
+    /// <summary>A token policy (without <see cref="PagedKvCache.SharePolicyPrefixes"/>: PolicyPrefixSharingTests) or offload
+    /// turns block sharing off: the same prompt again starts from zero (while the plain
     /// cache of the same format reuses it), and the second run computes what the first did.</summary>
     [Theory]
     [InlineData("policy")]
@@ -99,10 +100,10 @@ public class PrefixSharingRuleTests(ITestOutputHelper output)
         Assert.Equal(first, second);
     }
 
-    /// <summary>Forking: refused (typed error naming the format) while a codec stages recent tokens or a policy owns
-    /// the blocks; allowed for a per-token lossy codec, where the fork continues exactly as the parent would.</summary>
+    /// <summary>Forking: refused (typed error naming the format) while a codec stages recent tokens; allowed for a
+    /// per-token lossy codec (and under a token policy: PolicyPrefixSharingTests), where the fork continues exactly as the parent would.</summary>
     [Fact]
-    public void ForkIsRefusedForStagingAndPolicyAndExactOtherwise()
+    public void ForkIsRefusedForStagingAndExactOtherwise()
     {
         var model = new Transformer(SharedModels.Books, new Parallelism(2));
         int vocab = model.Config.VocabSize;
@@ -117,14 +118,6 @@ public class PrefixSharingRuleTests(ITestOutputHelper output)
             Assert.Contains("kivi2", e.Message);
             Assert.Contains("staging", e.Message);
         }
-        var policy = new PagedKvCache(model.KvShape,
-            KvCacheConfig.Parse("q8_0", Block) with { Policy = new KvPolicyConfig(KvPolicyRegistry.Parse("tova"), KvBudget.Parse("32")) });
-        using (var s = policy.CreateSequence())
-        {
-            model.Forward(prompt, s, logits);
-            Assert.Contains("policy", Assert.Throws<KvSpecException>(() => s.Fork()).Message);
-        }
-
         var cache = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("q4_0", Block));
         using var parent = cache.CreateSequence();
         model.Forward(prompt, parent, logits);

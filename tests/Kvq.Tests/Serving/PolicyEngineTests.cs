@@ -75,6 +75,66 @@ public sealed class PolicyEngineTests
         Assert.Equal(8, boundedRunning);
     }
 
+    /// <summary>
+    /// Requests that share a 201-token system prompt under H2O and under a merging policy: the first leaves the policy's
+    /// state after each whole 64-token chunk in the prefix cache, the next five (running at once) start from the state
+    /// after 192 tokens, every one gets exactly the greedy tokens of a lone run (no sharing), and the prefix hit rate is
+    /// above 0. Then half of four more requests are cancelled mid-stream: every layer's pool gets back every block it
+    /// lent (cached prefix states stay, at reference count 0) and the pool never passes its budget.
+    /// </summary>
+    [Theory]
+    [InlineData("f16", "h2o", "0.5")]
+    [InlineData("q8_0", "merge", "96")]
+    public async Task SharedSystemPromptsHitThePrefixCacheUnderAPolicy(string kv, string policy, string budget)
+    {
+        var m = EngineFixtures.Books;
+        var config = Config(kv, policy, budget);
+        var system = EngineFixtures.MobyPrompt(30000, 200);
+        int[][] prompts = Enumerable.Range(0, 10)
+            .Select(i => (int[])[.. system, .. EngineFixtures.MobyPrompt(61000 + 500 * i, 20 + 9 * i).AsSpan(1)]).ToArray();
+        const int maxTokens = 12;
+        var expected = prompts.Take(6).Select(p => EngineFixtures.SoloGreedy(m, p, maxTokens, config)).ToArray();
+        long budgetBytes = 64 << 20, maxInUse = 0;
+        using var engine = EngineFixtures.Engine(m, config, budgetBytes);
+        engine.StepCompleted += s => maxInUse = Math.Max(maxInUse, s.KvBytes);
+        var results = new List<CompletionResult> { await EngineFixtures.Collect(engine.Submit(EngineFixtures.Greedy(prompts[0], maxTokens))) };
+        results.AddRange(await Task.WhenAll(prompts.Skip(1).Take(5).Select(p => EngineFixtures.Collect(engine.Submit(EngineFixtures.Greedy(p, maxTokens))))));
+        for (int i = 0; i < 6; i++)
+            Assert.True(expected[i].SequenceEqual(results[i].Tokens),
+                $"request {i} (cached {results[i].CachedPromptTokens}): {string.Join(',', results[i].Tokens)} vs alone {string.Join(',', expected[i])}");
+        Assert.Equal(0, results[0].CachedPromptTokens);
+        Assert.All(results.Skip(1), r => Assert.Equal(192, r.CachedPromptTokens));
+        var snap = engine.Snapshot();
+        Assert.Equal(5 * 192, snap.PrefixHitTokens);
+        Assert.True(snap.PrefixHitRate > 0);
+
+        var sources = Enumerable.Range(0, 4).Select(_ => new CancellationTokenSource()).ToArray();
+        engine.StepCompleted += _ =>
+        {
+            if (sources.Where((_, i) => i % 2 == 0).Any(s => !s.IsCancellationRequested)) Thread.Sleep(10);
+        };
+        var streams = prompts.Skip(6).Select((p, i) => engine.Submit(EngineFixtures.Greedy(p, 40), sources[i].Token)).ToArray();
+        var late = await Task.WhenAll(streams.Select(async (s, i) =>
+        {
+            int seen = 0;
+            await foreach (var _ in s)
+                if (++seen == 3 && i % 2 == 0) sources[i].Cancel();
+            return await s.Completion;
+        }));
+        for (int i = 0; i < late.Length; i++)
+            if (i % 2 == 0) Assert.Equal(FinishReason.Cancelled, late[i].FinishReason);
+            else Assert.NotEqual(FinishReason.Cancelled, late[i].FinishReason);
+        Assert.All(late, r => Assert.Equal(192, r.CachedPromptTokens));
+        foreach (var layerPool in engine.Pool.Cache.LayerPools!)
+        {
+            Assert.Equal(0, layerPool.HeldBlockCount);
+            Assert.Equal(0, layerPool.ReferenceCount);
+            Assert.Equal(layerPool.BlockCount, layerPool.FreeBlockCount);
+            Assert.True(layerPool.CachedFreeBlockCount > 0);
+        }
+        Assert.InRange(maxInUse, 1, budgetBytes);
+    }
+
     [Fact]
     public void APolicyChunkThatIsNotAMultipleOf16IsRefused()
     {

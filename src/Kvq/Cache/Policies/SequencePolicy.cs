@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using Kvq.Cache.Attention;
+using Kvq.Cache.Paging;
 using Kvq.Cache.Storage;
 
 namespace Kvq.Cache.Policies;
@@ -16,6 +17,13 @@ internal sealed class SequencePolicy
     private readonly IKvBlockReader _kv;
     private readonly int[] _count;     // the sequence's slots per layer (shared: compaction shrinks them)
     private PolicyRuntime? _runtime;
+    private bool[] _evicts;
+    // Prefix sharing (PolicyPrefixes): the tokens and chained block hashes so far, while every chunk had the prefix
+    // chunk size (the state is then the one a lone prefill reaches, and worth keeping).
+    private readonly PolicyPrefixes? _prefixes;
+    private readonly List<int> _tokens = new();
+    private readonly List<BlockHash> _hashes = new();
+    private bool _aligned;
 
     public PolicySlots Slots { get; }
     public int SinkTokens { get; }
@@ -29,7 +37,77 @@ internal sealed class SequencePolicy
         _count = count;
         SinkTokens = cache.Config.SinkTokens;
         var p = config.Policy;
-        Slots = new PolicySlots(cache.LayerPools!, cache.Shape.KvHeads, cache.Config.BlockTokens, p.Merges, p.ObservedQueries > 0);
+        Slots = new PolicySlots(cache.LayerPools!, cache.Shape.KvHeads, cache.Config.BlockTokens, p.Merges, p.ObservedQueries > 0,
+            (layer, src, dst) => { cache.Keys[layer].CopyBlock(src, dst); cache.Values[layer].CopyBlock(src, dst); });
+        _evicts = new bool[cache.Shape.Layers];
+        _prefixes = cache.PolicyPrefixes;
+        _aligned = _prefixes != null;
+    }
+
+    /// <summary>Starts this new sequence on the longest prefix of <paramref name="prompt"/> (all but its last token at
+    /// most) that <see cref="PolicyPrefixes"/> keeps; returns its length in tokens (0: none). counts is set.</summary>
+    public int TryAdopt(ReadOnlySpan<int> prompt)
+    {
+        if (_prefixes == null || prompt.Length < 2) return 0;
+        int step = _prefixes.Step, bt = _kv.BlockTokens;
+        int max = (prompt.Length - 1) / step * step;
+        if (max == 0) return 0;
+        var hashes = new BlockHash[max / bt];
+        var parent = BlockHash.Root;
+        for (int i = 0; i < hashes.Length; i++) parent = hashes[i] = BlockHash.Of(parent, prompt.Slice(i * bt, bt));
+        for (int p = max; p > 0; p -= step)
+        {
+            if (!_prefixes.TryGet(hashes[p / bt - 1], out var snapshot)) continue;
+            Slots.Adopt(snapshot);
+            snapshot.Counts.CopyTo(_count, 0);
+            Length = p;
+            LastChunk = _prefixes.ChunkTokens;
+            _tokens.AddRange(prompt[..p]);
+            _hashes.AddRange(hashes.AsSpan(0, p / bt));
+            _prefixes.CountHit();
+            return p;
+        }
+        return 0;
+    }
+
+    /// <summary>Takes <paramref name="parent"/>'s state (a fork): its blocks shared, its bookkeeping copied.</summary>
+    public void CopyFrom(SequencePolicy parent)
+    {
+        Slots.CopyFrom(parent.Slots);
+        Length = parent.Length;
+        LastChunk = parent.LastChunk;
+        _aligned = parent._aligned;
+        _tokens.AddRange(parent._tokens);
+        _hashes.AddRange(parent._hashes);
+    }
+
+    /// <summary>The tokens of the chunk about to be appended (kept for prefix hashes while the chunks are aligned).</summary>
+    public void BeginChunk(ReadOnlySpan<int> tokens, int length)
+    {
+        Slots.Reserve(_count, tokens.Length, length);
+        if (_aligned) _tokens.AddRange(tokens);
+    }
+
+    /// <summary>After a policy step: keeps the state in <see cref="PolicyPrefixes"/> when every chunk so far had the
+    /// prefix chunk size and the length is a multiple of <see cref="PolicyPrefixes.Step"/>.</summary>
+    private void KeepPrefix(int n, int length)
+    {
+        if (!_aligned) return;
+        if (n != _prefixes!.ChunkTokens || _tokens.Count != length)
+        {
+            _aligned = false;
+            _tokens.Clear();
+            _hashes.Clear();
+            return;
+        }
+        if (length % _prefixes.Step != 0) return;
+        int bt = _kv.BlockTokens;
+        var tokens = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens);
+        for (int i = _hashes.Count; i < length / bt; i++)
+            _hashes.Add(BlockHash.Of(i == 0 ? BlockHash.Root : _hashes[i - 1], tokens.Slice(i * bt, bt)));
+        var key = _hashes[length / bt - 1];
+        if (_prefixes.Has(key)) return;
+        _prefixes.Put(key, Slots.Snapshot(length, _count));
     }
 
     /// <summary>The policy state of a new sequence of <paramref name="cache"/>, or null without a policy.</summary>
@@ -101,11 +179,17 @@ internal sealed class SequencePolicy
         var rt = Runtime;
         int layers = _kv.Shape.Layers, kvHeads = _kv.Shape.KvHeads;
         int average = _config.Budget.Tokens(length);
+        // Layers about to change first copy the blocks they share (a fork, an adopted prefix): check that every such
+        // copy fits before anything changes.
+        for (int layer = 0; layer < layers; layer++)
+            _evicts[layer] = _count[layer] > Math.Max(policy.LayerBudget(layer, layers, average), rt.Sinks(layer, -1) + 1);
+        Slots.CheckCanOwn(_evicts);
         for (int layer = 0; layer < layers; layer++)
         {
             int count = _count[layer];
             int keep = Math.Max(policy.LayerBudget(layer, layers, average), rt.Sinks(layer, -1) + 1);
             if (count <= keep) continue;
+            Slots.OwnAll(layer);
             rt.BeginLayer(layer, keep);
             var kept = rt.Kept(count);
             if (_config.Budget.Scope == BudgetScope.Layer)
@@ -122,6 +206,7 @@ internal sealed class SequencePolicy
             _count[layer] = keep;
             Slots.Shrink(layer, keep);
         }
+        if (_prefixes != null) KeepPrefix(n, length);
     }
 
     private void EvictHead(PolicyRuntime rt, int layer, int head, ReadOnlySpan<bool> kept)

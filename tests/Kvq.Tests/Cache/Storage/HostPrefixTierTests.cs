@@ -127,7 +127,7 @@ public sealed class HostPrefixTierTests
         if (policy != null) config = config with { Policy = new KvPolicyConfig(KvPolicyRegistry.Parse(policy), KvBudget.Parse("64")) };
         var cache = new PagedKvCache(EngineFixtures.Model(EngineFixtures.Books).KvShape, config);
         var e = Assert.Throws<KvSpecException>(() => cache.KeepEvictedPrefixes(1 << 20));
-        Assert.Contains(policy != null ? "share no prefixes" : "stages recent tokens", e.Message, StringComparison.Ordinal);
+        Assert.Contains(policy != null ? "policy states shared in the pool only" : "stages recent tokens", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>In the engine, with a pool that holds two prompts: the first prompt, evicted by two others, is found

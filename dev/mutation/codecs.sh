@@ -2,7 +2,9 @@
 # Mutation testing of the codecs, one part at a time (the whole folder at once does not finish in a session on the
 # shared 2-core machine: ~2,500 codec mutants on top of Stryker's build and its compile of the whole project).
 # Each part mutates a few files of src/Kvq/Cache/Codecs and runs only the tests that check them (Stryker runs, per
-# mutant, only the tests of the filter that cover it). Reports: dev/mutation/out/Cache-Codecs-<part>/reports/.
+# mutant, only the tests of the filter that cover it); the codec matrix only with its rows for the part's formats
+# (DisplayName~NAME: xunit theory rows are separate test cases), since Stryker's initial run and its coverage run
+# execute the whole filter, and the matrix's calibrated formats (nuq, low-rank) fit a profile per head dim. Reports: dev/mutation/out/Cache-Codecs-<part>/reports/.
 #
 #   dev/mutation/codecs.sh kvquant           # one part
 #   dev/mutation/codecs.sh kvquant ggml      # several, one after the other
@@ -30,14 +32,14 @@ pick() {
       files+=" KvQuant/NuqTokenCodec.cs KvQuant/NuqChannelCodec.cs KvQuant/NuqOutlierRows.cs KvQuant/NuqCodebook.cs
              KvQuant/NuqBits.cs KvQuant/NuqDecode.cs KvQuant/NuqErrorBound.cs KvQuant/TokenOutliers.cs
              KvQuant/TokenScale.cs KvQuant/ChannelScales.cs"
-      filter+="|$codec.KvQuant" ;;
+      filter+="|$codec.KvQuant|($codec.CodecMatrixTests&DisplayName~nuq)" ;;
     ggml)
       files+=" Q8_0Codec.cs Q4_0Codec.cs BlockOutliers.cs"
       extra+=" Tensors/Quant/QuantFormats.Quantize.cs{77..146} Tensors/Quant/QuantFormats.Quantize.cs{238..319}"
-      filter+="|$codec.CodecMatrixTests|$codec.GgmlBlockTests|$codec.BlockOutliersTests|$codec.CopySlotTests|$codec.CodecLayoutTests|FullyQualifiedName~Kvq.Tests.Tensors.QuantFormatsQuantizeTests" ;;
+      filter+="|($codec.CodecMatrixTests&(DisplayName~q8_0|DisplayName~q4_0))|$codec.GgmlBlockTests|$codec.BlockOutliersTests|$codec.BlockOutliersEdgeTests|$codec.CopySlotTests|$codec.CodecLayoutTests|FullyQualifiedName~Kvq.Tests.Tensors.QuantFormatsQuantizeTests|FullyQualifiedName~Kvq.Tests.Tensors.QuantFormatsLayoutTests.ScaleEncodingRoundsToNearestEvenLikeHalf" ;;
     uniform)
       files+=" AsymmetricQuantizer.cs UniformTokenCodec.cs UniformChannelCodec.cs PackedCodes.cs KiviCodec.cs"
-      filter+="|$codec.CodecMatrixTests|$codec.UniformEncodeReferenceTests|$codec.PackedCodesTests|$codec.CopySlotTests|$codec.CodecLayoutTests" ;;
+      filter+="|($codec.CodecMatrixTests&(DisplayName~int|DisplayName~kivi))|$codec.UniformEncodeReferenceTests|$codec.PackedCodesTests|$codec.CopySlotTests|$codec.CodecLayoutTests" ;;
     *) echo "unknown part '$1' (kvquant, ggml, uniform)" >&2; exit 2 ;;
   esac
 }

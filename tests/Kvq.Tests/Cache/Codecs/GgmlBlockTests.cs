@@ -51,6 +51,41 @@ public class GgmlBlockTests
         Assert.True(FormulaQ4_0(x).AsSpan().SequenceEqual(block.AsSpan(18 * 4, 18 * 4)), what);
     }
 
+    /// <summary>
+    /// The error bounds the codec matrix checks round trips against (<see cref="Q8_0Codec.MaxAbsError"/>,
+    /// <see cref="Q4_0Codec.MaxAbsError"/>) hold on every vector and are met exactly where the error is known: q8_0 with
+    /// d = 1 (an f16) at the ties k + 0.5 (error d/2), q4_0 where +-8 clamps to code 15 (error |d|), with the first of two
+    /// equal magnitudes setting the sign of d as the encoder does, and an all-zero group (d = 0: bound and error 0).
+    /// </summary>
+    [Theory, MemberData(nameof(Vectors))]
+    public void BoundsHoldAndAreMetWhereTheErrorIsExact(string what, float[] x)
+    {
+        foreach (var codec in new KvCodec[] { new Q8_0Codec(1, x.Length), new Q4_0Codec(1, x.Length) })
+        {
+            var block = new byte[codec.BlockBytes];
+            codec.EncodeToken(x, block, 0);
+            var y = new float[x.Length];
+            codec.DecodeBlock(block, 1, y);
+            var bound = new float[x.Length];
+            ((IKvCodecReference)codec).MaxAbsError(x, bound);
+            for (int i = 0; i < x.Length; i++)
+                Assert.True(MathF.Abs(y[i] - x[i]) <= bound[i], $"{codec.Name} {what} value {i}: {x[i]} -> {y[i]}, bound {bound[i]}");
+            if (what == "edges") Assert.All(bound.AsSpan(0, 32).ToArray(), b => Assert.Equal(0f, b));   // all-zero group
+            if (what != "ties") continue;
+            // The slack beyond the exact error is the f32 term alone (4e-7 of the group's largest magnitude).
+            void Exact(int i, float error, float amax) =>
+                Assert.True(MathF.Abs(y[i] - x[i]) == error && bound[i] >= error && bound[i] <= error + 4e-7f * amax * 1.01f,
+                    $"{codec.Name} value {i}: {x[i]} -> {y[i]} (error {error} expected), bound {bound[i]}");
+            if (codec is Q8_0Codec)
+                for (int j = 1; j < 32; j++) Exact(j, 0.5f, 127f);         // block 0: d = 1, every value a tie
+            else
+            {
+                Exact(32 + 31, 1f, 8f);                                      // block 1: -8 first, d = 1, +8 -> 7
+                Exact(64 + 20, 1f, 8f);                                      // block 2: +8 first, d = -1, -8 -> -7
+            }
+        }
+    }
+
     [Fact]
     public void TiesRoundAsGgmlDoes()
     {

@@ -158,7 +158,7 @@ public static unsafe class BatchKernels
 
 /// <summary>
 /// --batch-profile: where a batched decode step's time goes (books-19m, n sequences at a context): the step itself
-/// (<see cref="Kvq.Model.Transformer.ForwardBatch"/>), then its weight products alone (every matrix through
+/// (<see cref="Model.Transformer.ForwardBatch"/>), then its weight products alone (every matrix through
 /// MatVecRows with n rows, in forward order, the step's threads) and its attention alone (every layer x sequence
 /// Attend over the same caches), interleaved rounds, best of each; the rest is norms, RoPE, KV appends, residuals.
 /// Each is given in wall time and in the process's CPU time: at 1 thread (no spinning workers) CPU time counts the
@@ -170,11 +170,11 @@ public static class BatchProfile
     {
         using var weights = GgufModelLoader.Load(modelPath);
         var par = new Parallelism(threads);
-        var model = new Kvq.Model.Transformer(weights, par, 256);
+        var model = new Model.Transformer(weights, par, 256);
         var c = weights.Config;
         var rng = new Random(7);
-        var cache = new Kvq.Cache.PagedKvCache(model.KvShape, Kvq.Cache.KvCacheConfig.Parse("f16"));
-        var seqs = new Kvq.Cache.PagedKvSequence[n];
+        var cache = new Cache.PagedKvCache(model.KvShape, Cache.KvCacheConfig.Parse("f16"));
+        var seqs = new Cache.PagedKvSequence[n];
         var logits = new float[n * c.VocabSize];
         for (int i = 0; i < n; i++)
         {
@@ -183,7 +183,7 @@ public static class BatchProfile
             for (int t = 0; t < context; t++) prompt[t] = rng.Next(3, c.VocabSize);
             model.Forward(prompt, seqs[i], logits.AsSpan(0, c.VocabSize));
         }
-        var segments = seqs.Select((s, i) => new Kvq.Model.BatchSegment(s, i, 1, Decode: true, Logits: true)).ToArray();
+        var segments = seqs.Select((s, i) => new Model.BatchSegment(s, i, 1, Decode: true, Logits: true)).ToArray();
         var tokens = new int[n];
         var mats = new List<WeightMatrix>();
         foreach (var l in weights.Layers) mats.AddRange([l.Wq, l.Wk, l.Wv, l.Wo, l.WGate!, l.WUp!, l.WDown!]);

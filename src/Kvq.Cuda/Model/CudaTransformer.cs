@@ -206,7 +206,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     /// budget chooses (<see cref="Offload.OffloadedKvSequence"/>, issue 20), codecs given per layer as
     /// <see cref="CreateKvQuantSequence"/>.</summary>
     public Offload.OffloadedKvSequence CreateOffloadedKvQuantSequence(Func<int, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)> layerCodecs, int sink,
-        int maxTokens, Kvq.Cache.Offload.KvOffloadBudget budget, Offload.OffloadSizes sizes)
+        int maxTokens, Cache.Offload.KvOffloadBudget budget, Offload.OffloadSizes sizes)
     {
         _ctx.MakeCurrent();
         CudaKvSequence.CheckShape(KvShape);

@@ -14,7 +14,7 @@ namespace Kvq.Serving;
 /// request's tokens independent of what else runs, its prompt goes in chunks of exactly
 /// <see cref="EngineOptions.PolicyChunkTokens"/> (the last one shorter) and its generated tokens one per step, also
 /// when recomputed after a preemption; and preemption always recomputes. A prompt prefix is the policy's state after
-/// whole chunks (<see cref="Kvq.Cache.PagedKvCache.SharePolicyPrefixes"/>), so a hit leaves the chunks where they were.
+/// whole chunks (<see cref="PagedKvCache.SharePolicyPrefixes"/>), so a hit leaves the chunks where they were.
 /// </para>
 /// </summary>
 internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepTokens, EngineMetrics metrics)

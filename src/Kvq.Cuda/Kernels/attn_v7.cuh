@@ -103,6 +103,23 @@ __device__ __forceinline__ u32 vcode_addr(u32 f, int i, u32 laneOff8)
     return and_or(x, (u32)((1 << B) - 1) << 8, laneOff8);
 }
 
+// Value levels of a lane's 4 channels for token t of a tile (v9's values pass and v13's tile fill): two pair lookups
+// in the value pair table (VR copies, entries 1 << VSH bytes apart) or, with VR = 0, v6's four single lookups in the
+// per-lane codebook vt1.
+template <int B, int VSH, int VR>
+__device__ __forceinline__ float4 value_levels(const u32 (&vw)[B], int t, const char* vt2, const char* vt1, u32 vOff, u32 laneOff)
+{
+    if constexpr (VR > 0)
+    {
+        const float2 v01 = *(const float2*)(vt2 + pair_addr<B, VSH>(vw, t, 0, vOff));
+        const float2 v23 = *(const float2*)(vt2 + pair_addr<B, VSH>(vw, t, 1, vOff));
+        return make_float4(v01.x, v01.y, v23.x, v23.y);
+    }
+    else
+        return make_float4(*(const float*)(vt1 + code_addr6<B>(vw, t, 0, laneOff)), *(const float*)(vt1 + code_addr6<B>(vw, t, 1, laneOff)),
+                           *(const float*)(vt1 + code_addr6<B>(vw, t, 2, laneOff)), *(const float*)(vt1 + code_addr6<B>(vw, t, 3, laneOff)));
+}
+
 template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
     bool TV = false, bool TH = false>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
@@ -548,19 +565,8 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
 #pragma unroll
                     for (int t = 0; t < TILE; ++t)
                     {
-                        float l0, l1, l2, l3;
-                        if constexpr (VR > 0)
-                        {
-                            const float2 v01 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 0, vOff));
-                            const float2 v23 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 1, vOff));
-                            l0 = v01.x; l1 = v01.y; l2 = v23.x; l3 = v23.y;
-                        }
-                        else
-                        {
-                            const char* vt = (const char*)&s_vt[0][0];
-                            l0 = *(const float*)(vt + code_addr6<B>(vw, t, 0, laneOff)); l1 = *(const float*)(vt + code_addr6<B>(vw, t, 1, laneOff));
-                            l2 = *(const float*)(vt + code_addr6<B>(vw, t, 2, laneOff)); l3 = *(const float*)(vt + code_addr6<B>(vw, t, 3, laneOff));
-                        }
+                        const float4 lv = value_levels<B, T::VSH, VR>(vw, t, s_vt2, (const char*)&s_vt[0][0], vOff, laneOff);
+                        const float l0 = lv.x, l1 = lv.y, l2 = lv.z, l3 = lv.w;
                         const u32 z = zr[stt + t];
                         const float zz = h2f(z & 0xffff), rg = h2f(z >> 16);
                         const bool live = cbase + stt + t < a.n;   // padding past the stream: zeros, never NaN x 0
@@ -652,19 +658,8 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
 #pragma unroll
             for (int t = 0; t < TILE; ++t)
             {
-                float l0, l1, l2, l3;
-                if constexpr (VR > 0)
-                {
-                    const float2 v01 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 0, vOff));
-                    const float2 v23 = *(const float2*)(s_vt2 + pair_addr<B, T::VSH>(vw, t, 1, vOff));
-                    l0 = v01.x; l1 = v01.y; l2 = v23.x; l3 = v23.y;
-                }
-                else
-                {
-                    const char* vt = (const char*)&s_vt[0][0];
-                    l0 = *(const float*)(vt + code_addr6<B>(vw, t, 0, laneOff)); l1 = *(const float*)(vt + code_addr6<B>(vw, t, 1, laneOff));
-                    l2 = *(const float*)(vt + code_addr6<B>(vw, t, 2, laneOff)); l3 = *(const float*)(vt + code_addr6<B>(vw, t, 3, laneOff));
-                }
+                const float4 lv = value_levels<B, T::VSH, VR>(vw, t, s_vt2, (const char*)&s_vt[0][0], vOff, laneOff);
+                const float l0 = lv.x, l1 = lv.y, l2 = lv.z, l3 = lv.w;
 #pragma unroll
                 for (int g = 0; g < G; ++g)
                 {

@@ -126,7 +126,12 @@ public class KernelSourceTests
         Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(3, 3, 1, 10));
         Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 13));
         Assert.Equal("attn_nuq_k2_v2_g4_r14_dense", DecodeKernelVersions.AttentionName(2, 2, 4, 14, NuqLayout.Dense));
-        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 15));
+        // v15: 4 bits, G = 4 in the lab file; MHA is v9; no 2- or 3-bit kernel.
+        Assert.Equal("attn_nuq_k4_v4_g4_r15", DecodeKernelVersions.AttentionName(4, 4, 4, 15));
+        Assert.Equal("attn_nuq_k4_v4_g4_r15_sparse", DecodeKernelVersions.AttentionName(4, 4, 4, 15, NuqLayout.SparseKeys));
+        Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 15));
+        Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(3, 3, 4, 15));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 16));
         Assert.True(DecodeKernelVersions.InProduction(4, 1, 12));
         Assert.False(DecodeKernelVersions.InProduction(4, 4, 12));
     }
@@ -172,6 +177,8 @@ public class KernelSourceTests
         Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0) + 16384, DecodeAttention.SharedBytes(12, 4, 4, 2, 0, group: 4));
         // v13/v14: 16-token tiles (the values pass writes 16 f16 value rows per tensor-core step).
         Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0) + 32768, DecodeAttention.SharedBytes(13, 4, 4, 2, 0, group: 4));
+        // v15: v11's 8-token key tiles only (its value operands are made in registers).
+        Assert.Equal(DecodeAttention.SharedBytes(11, 4, 4, 2, 0, group: 4), DecodeAttention.SharedBytes(15, 4, 4, 2, 0, group: 4));
     }
 
     [Fact]

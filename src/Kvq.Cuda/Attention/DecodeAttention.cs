@@ -36,9 +36,9 @@ public sealed class DecodeAttention : IDisposable
         int copies = version == 10 ? 8 : version >= 9 ? (bits == 4 ? 0 : 32) : (bits == 4 ? 16 : 32);   // v11: v9's tables
         int entries = 1 << (2 * bits);
         int values = entries * copies * 8, keys = keyPairs ? 2 * entries * 32 * 8 : 0;
-        // v11+: a GQA block's 8 warps each keep one 8-token tile of rotated f16 keys (attn_v7.cuh, K16); v13+ 16 tokens,
-        // where the values pass writes its 16 f16 value rows for one tensor-core step.
-        int tileTokens = version >= 13 ? 2 * DecodeShape.Tile : DecodeShape.Tile;
+        // v11+: a GQA block's 8 warps each keep one 8-token tile of rotated f16 keys (attn_v7.cuh, K16); v13 and v14 16
+        // tokens, where the values pass writes its 16 f16 value rows for one tensor-core step (v15 makes them in registers).
+        int tileTokens = version is 13 or 14 ? 2 * DecodeShape.Tile : DecodeShape.Tile;
         int keyTiles = version >= 11 && group > 1 ? 8 * tileTokens * 128 * 2 : 0;
         return stage / 2 + values + keys + keyTiles;
     }

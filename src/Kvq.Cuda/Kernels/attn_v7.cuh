@@ -1,4 +1,4 @@
-// Versions 7 to 12 of the nuq decode kernel: one template (attn_v7) whose switches make each version, and the entry
+// Versions 7 to 15 of the nuq decode kernel: one template (attn_v7) whose switches make each version, and the entry
 // macro that names its kernels attn_nuq_k<B>_v<B>_g<G>_r<version><layout suffix>. Production compiles version 9
 // (decode_attention.cu, NUQ_V9); the kernel lab the others (dev/kernels/KernelLab/Kernels/decode_attention_lab.cu).
 #ifndef KVQ_ATTN_V7_CUH
@@ -120,8 +120,60 @@ __device__ __forceinline__ float4 value_levels(const u32 (&vw)[B], int t, const 
                            *(const float*)(vt1 + code_addr6<B>(vw, t, 2, laneOff)), *(const float*)(vt1 + code_addr6<B>(vw, t, 3, laneOff)));
 }
 
+// v15 (the group's P x V on the tensor cores with operands made in registers): a 4-bit code word becomes f16 mma
+// operands through byte permutes (prmt), without shared-memory lookups, conversions or a value tile. The 16 f16 value
+// levels sit in 8 registers as two byte planes, lo[k] byte j = low byte of level 4k + j, hi[k] the high bytes. A
+// prmt picks 4 bytes out of 8 by four 3-bit selectors (the low 16 bits of its selector register, a nibble each; a
+// nibble's bit 3 asks for the selected byte's sign instead of the byte): one prmt on (plane[0], plane[1]) with the
+// codes themselves as the selectors finds the levels 0-7, one on (plane[2], plane[3]) with bit 3 flipped the levels
+// 8-15, and a third picks per byte by bit 3 (the other prmt's byte is a sign byte there, never used). So 4 codes cost
+// 3 prmt per byte plane; a word of 8 codes 12, 6 for the selectors and 8 to pair the bytes into f16 pairs.
+__device__ __forceinline__ u32 prmt32(u32 a, u32 b, u32 s)
+{
+    u32 d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));
+    return d;
+}
+// BEGIN v15 lookup (dev/kernels/prmt-emu.c compiles the text up to END on the host, with an emulated prmt32)
+// Byte planes of a 16-level f16 codebook.
+__device__ __forceinline__ void lut16_planes(const u16 (&lev)[16], u32 (&lo)[4], u32 (&hi)[4])
+{
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+    {
+        lo[k] = hi[k] = 0u;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) { lo[k] |= (u32)(lev[4 * k + j] & 0xff) << (8 * j); hi[k] |= (u32)(lev[4 * k + j] >> 8) << (8 * j); }
+    }
+}
+// One byte plane of the levels of the 4 codes in the low 16 bits of s (x = s with every bit 3 flipped, sel = the
+// per-byte choice: nibble i = i + 4 x bit 3 of code i).
+__device__ __forceinline__ u32 lut16_plane(const u32 (&t)[4], u32 s, u32 x, u32 sel)
+{
+    return prmt32(prmt32(t[0], t[1], s), prmt32(t[2], t[3], x), sel);
+}
+// The 8 levels of a 4-bit code word w as f16 pairs: w holds a lane's channels 0-3 (nibbles 0-3) at an even token and
+// at the next token (nibbles 4-7); h[i] = (level of channel i at the even token | level at the odd token << 16), an
+// mma A register (two k = tokens of one row = channel). 26 instructions for 8 levels.
+__device__ __forceinline__ void lut16_word(const u32 (&lo)[4], const u32 (&hi)[4], u32 w, u32 (&h)[4])
+{
+    const u32 x = w ^ 0x88888888u;
+    const u32 sel = ((w >> 1) & 0x44444444u) | 0x32103210u;
+    const u32 l0 = lut16_plane(lo, w, x, sel), h0 = lut16_plane(hi, w, x, sel);
+    const u32 l1 = lut16_plane(lo, w >> 16, x >> 16, sel >> 16), h1 = lut16_plane(hi, w >> 16, x >> 16, sel >> 16);
+    const u32 xa = prmt32(l0, l1, 0x5140u), ya = prmt32(h0, h1, 0x5140u);   // bytes of channels 0, 1: (lo even, lo odd) ...
+    const u32 xb = prmt32(l0, l1, 0x7362u), yb = prmt32(h0, h1, 0x7362u);   // ... and of channels 2, 3
+    h[0] = prmt32(xa, ya, 0x5140u); h[1] = prmt32(xa, ya, 0x7362u);
+    h[2] = prmt32(xb, yb, 0x5140u); h[3] = prmt32(xb, yb, 0x7362u);
+}
+// Channel of row r (0-15) of v15's O^T slice m (0-7): rows r and r + 8 are channels 2 (m & 1) and 2 (m & 1) + 1 of
+// lane 8 (m >> 1) + (r & 7), so that one code word (lane (gr, tq) reads word tq of that lane) gives a lane both rows
+// of two slices (lut16_word's h[0..3]).
+__device__ __forceinline__ int pv_channel(int m, int r) { return 4 * (8 * (m >> 1) + (r & 7)) + 2 * (m & 1) + (r >> 3); }
+// END v15 lookup
+
 template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
-    bool TV = false, bool TH = false>
+    bool TV = false, bool TH = false, bool PV = false>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -144,6 +196,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     constexpr int WT = (TH ? 2 * TILE : TILE) * D * 2;   // bytes of a warp's tile
     constexpr int K16 = TC ? W4 * WT : 0;
     static_assert(!TH || (TC && WS && !TV && G % 2 == 0 && G <= 8), "v13: v11's keys, warp-local softmax, heads in pairs of mma columns");
+    static_assert(!PV || (TC && WS && !TV && !TH && B == 4 && G % 2 == 0 && G <= 8), "v15: v11's keys, warp-local softmax, 4-bit values, heads in pairs of mma columns");
     char* const s_k16 = s_stage + S::BYTES + T::VBYTES + T::KBYTES;
     {
         u32 dyn;
@@ -171,6 +224,9 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     __shared__ float s_wm[WS ? W4 : 1][G], s_wl[WS ? W4 : 1][G], s_wpz[WS ? W4 : 1][G];   // v8: each warp's softmax state
     // v12: the value codebook per lane as (hi, lo) tf32 pairs, [code][lane].
     __shared__ __align__(16) float2 s_vhl[TV ? L : 1][32];
+    // v15: v11's query fragments in shared memory ([slice pair][lane]: 16 registers fewer a thread, one 16-byte load per
+    // slice pair and tile instead), beside its 32 accumulators and 8 codebook registers.
+    __shared__ __align__(16) uint4 s_qf[PV ? D / 32 : 1][32];
     static_assert(!TV || (WS && G % 2 == 0 && G <= 8), "v12: warp-local softmax, heads in pairs of mma columns");
     float wm[G], wl[G], wpz[G];   // v8: the warp's running max, sum and zero term (the same in every lane)
 #pragma unroll
@@ -265,9 +321,10 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     // = 4 (4 gr + m / 2) + 2 (m % 2) and ch(m, gr) + 1 (rows gr, gr + 8) for heads 2 tq, 2 tq + 1 (columns).
     // v13: the same O^T tiles (channels x heads) from m16n8k16 f16 mmas: lane (gr, tq) holds channels 16 m + gr (d0, d1)
     // and 16 m + gr + 8 (d2, d3) for heads 2 tq (d0, d2) and 2 tq + 1 (d1, d3).
-    float acc2[TV || TH ? D / 16 : 1][4];
+    // v15: the same O^T tiles with the rows in pv_channel's order.
+    float acc2[TV || TH || PV ? D / 16 : 1][4];
 #pragma unroll
-    for (int m = 0; m < (TV || TH ? D / 16 : 1); ++m) acc2[m][0] = acc2[m][1] = acc2[m][2] = acc2[m][3] = 0.f;
+    for (int m = 0; m < (TV || TH || PV ? D / 16 : 1); ++m) acc2[m][0] = acc2[m][1] = acc2[m][2] = acc2[m][3] = 0.f;
     u32 kBase = 0;
     if constexpr (TC)
     {
@@ -280,7 +337,21 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             qfr[sl][0] = gr < G ? pack_h2(s_q[gr][c], s_q[gr][c + 1]) : 0u;
             qfr[sl][1] = gr < G ? pack_h2(s_q[gr][c + 8], s_q[gr][c + 9]) : 0u;
         }
+        if constexpr (PV)   // read after the chunk loop's first barrier
+            if (warp == 0)
+#pragma unroll
+                for (int j = 0; j < D / 32; ++j) s_qf[j][lane] = make_uint4(qfr[2 * j][0], qfr[2 * j][1], qfr[2 * j + 1][0], qfr[2 * j + 1][1]);
         kBase = (u32)__cvta_generic_to_shared(s_k16 + warp * WT);
+    }
+
+    // v15: the value codebook in f16 as two byte planes in registers (lut16_planes).
+    u32 vlo[PV ? 4 : 1], vhi[PV ? 4 : 1];
+    if constexpr (PV)
+    {
+        u16 lev[16];
+#pragma unroll
+        for (int e = 0; e < 16; ++e) lev[e] = f2h(s_vcb[e]);
+        lut16_planes(lev, vlo, vhi);
     }
 
     for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
@@ -390,8 +461,17 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 {
                     u32 b0, b1, b2, b3;
                     ldsm_x4(row + (u32)((((4 * j + (lane >> 3)) ^ (lane & 7))) << 4), b0, b1, b2, b3);
-                    mma_16816(d0, qfr[2 * j][0], qfr[2 * j][1], b0, b1);
-                    mma_16816(d1, qfr[2 * j + 1][0], qfr[2 * j + 1][1], b2, b3);
+                    if constexpr (PV)
+                    {
+                        const uint4 qf = s_qf[j][lane];
+                        mma_16816(d0, qf.x, qf.y, b0, b1);
+                        mma_16816(d1, qf.z, qf.w, b2, b3);
+                    }
+                    else
+                    {
+                        mma_16816(d0, qfr[2 * j][0], qfr[2 * j][1], b0, b1);
+                        mma_16816(d1, qfr[2 * j + 1][0], qfr[2 * j + 1][1], b2, b3);
+                    }
                 }
                 const int gr = lane >> 2, tok = w0 + tile * TILE + 2 * (lane & 3);
                 if (gr < G)
@@ -486,14 +566,14 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
                 wm[g] = mn; wl[g] = wl[g] * alpha + sum; wpz[g] = wpz[g] * alpha + pz;
 #pragma unroll
-                for (int i = 0; i < 4; ++i) { if constexpr (!TH) acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
-                if constexpr (TV || TH)
+                for (int i = 0; i < 4; ++i) { if constexpr (!TH && !PV) acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
+                if constexpr (TV || TH || PV)
                 {
                     if (g == 2 * (lane & 3)) alpha0 = alpha;
                     if (g == 2 * (lane & 3) + 1) alpha1 = alpha;
                 }
             }
-            if constexpr (TV || TH)
+            if constexpr (TV || TH || PV)
             {
 #pragma unroll
                 for (int m = 0; m < D / 16; ++m) { acc2[m][0] *= alpha0; acc2[m][1] *= alpha1; acc2[m][2] *= alpha0; acc2[m][3] *= alpha1; }
@@ -540,7 +620,39 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         }
 
         // ---- values: two codes per lookup ----
-        if constexpr (TH)
+        if constexpr (PV)
+        {
+            // v15: O^T (16 channels x heads) += V^T (16 channels x 16 tokens) x (p x range)^T (16 tokens x heads) per
+            // slice, the A registers straight from the code words (lut16_word: levels in f16, no shared-memory
+            // lookup, no tile), B = p x range in f16 (s_pr); the zero term is wpz, as in v9. Lane (gr, tq) reads word
+            // tq (tokens 2 tq, 2 tq + 1) of lane 8 M + gr in both tiles of the 16 tokens: slices 2 M and 2 M + 1.
+            // A level is rounded to f16 once for every token that uses it (v12's hi/lo reason; v13+'s 1e-3 check).
+            const int gr = lane >> 2, tq = lane & 3;
+#pragma unroll
+            for (int ks = 0; ks < TPW4 / 2; ++ks)
+            {
+                const int s0 = w0 + ks * 2 * TILE;
+                u32 b0 = 0u, b1 = 0u;
+                if (gr < G)
+                {
+                    const float2 pa = *(const float2*)&s_pr[gr < G ? gr : 0][s0 + 2 * tq];
+                    const float2 pb = *(const float2*)&s_pr[gr < G ? gr : 0][s0 + TILE + 2 * tq];
+                    b0 = pack_h2(pa.x, pa.y); b1 = pack_h2(pb.x, pb.y);
+                }
+                const u32* const wa = vc + ((w0 / TILE + 2 * ks) * B + tq) * 32 + gr;
+                const u32* const wb = wa + B * 32;
+#pragma unroll
+                for (int M = 0; M < D / 32; ++M)
+                {
+                    u32 ha[4], hb[4];
+                    lut16_word(vlo, vhi, wa[8 * M], ha);
+                    lut16_word(vlo, vhi, wb[8 * M], hb);
+                    mma_16816_a4(acc2[2 * M], ha[0], ha[1], hb[0], hb[1], b0, b1);
+                    mma_16816_a4(acc2[2 * M + 1], ha[2], ha[3], hb[2], hb[3], b0, b1);
+                }
+            }
+        }
+        else if constexpr (TH)
         {
             // v13: per 16 tokens the warp decodes whole values (zero + range x level, as v9 decodes levels) into its
             // f16 tile [token][16-byte chunk ^ (token & 7)][8 channels], then O^T (16 channels x heads) += V^T (16
@@ -691,7 +803,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         }
     }
     __syncthreads();
-    if constexpr (!TH)
+    if constexpr (!TH && !PV)
 #pragma unroll
         for (int g = 0; g < G; ++g)
 #pragma unroll
@@ -707,6 +819,19 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 const int c = 16 * m + gr;
                 s_vout[warp][2 * tq][c] += acc2[m][0]; s_vout[warp][2 * tq + 1][c] += acc2[m][1];
                 s_vout[warp][2 * tq][c + 8] += acc2[m][2]; s_vout[warp][2 * tq + 1][c + 8] += acc2[m][3];
+            }
+    }
+    if constexpr (PV)
+    {
+        __syncwarp();
+        const int gr = lane >> 2, tq = lane & 3;
+        if (2 * tq < G)
+#pragma unroll
+            for (int m = 0; m < D / 16; ++m)
+            {
+                const int c = pv_channel(m, gr);   // row gr + 8: c + 1
+                s_vout[warp][2 * tq][c] += acc2[m][0]; s_vout[warp][2 * tq + 1][c] += acc2[m][1];
+                s_vout[warp][2 * tq][c + 1] += acc2[m][2]; s_vout[warp][2 * tq + 1][c + 1] += acc2[m][3];
             }
     }
     if constexpr (TV)
@@ -766,7 +891,7 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && VER <= 14 && G > 1), (VER == 15 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 #define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
     NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
 

@@ -1,4 +1,4 @@
-// The kernel lab's decode-attention versions: every nuq version that production does not run (1-8, 10, 11 and 12;
+// The kernel lab's decode-attention versions: every nuq version that production does not run (1-8 and 10-15;
 // production runs 9, src/Kvq.Cuda/Kernels/decode_attention.cu), kept to time and check against the CPU reference
 // (dev/kernels/README.md lists what each one changed and what it measured). Loaded only by the lab
 // (KernelLab's DecodeKernelVersions: KernelLab, Kvq.Cuda.Tests); the f16 kernels, version 9 and attn_reduce come
@@ -1344,3 +1344,6 @@ NUQ_V7_LAYOUTS(4, 4, 2, 12) NUQ_V7_LAYOUTS(3, 4, 2, 12) NUQ_V7_LAYOUTS(2, 4, 2, 
 // Version 14 = v13 compiled for 3 blocks per SM (at most 85 registers a thread) instead of 2.
 NUQ_V7_LAYOUTS(4, 4, 2, 13) NUQ_V7_LAYOUTS(3, 4, 2, 13) NUQ_V7_LAYOUTS(2, 4, 2, 13)
 NUQ_V7_LAYOUTS(4, 4, 3, 14) NUQ_V7_LAYOUTS(3, 4, 3, 14) NUQ_V7_LAYOUTS(2, 4, 3, 14)
+// Version 15 = v11's keys and P x V on the tensor cores with the value operands made in registers: 4-bit codes become
+// f16 levels by byte permutes (attn_v7.cuh, lut16_word; no shared-memory lookups, no f16 value tile). 4 bits only.
+NUQ_V7_LAYOUTS(4, 4, 2, 15)

@@ -9,12 +9,16 @@
 //     i at bit 16 t + 4 i of the lane's 4 words) against the m16n8k16 A fragment layout (register 0: row gr, k = 2 tq,
 //     2 tq + 1; 1: row gr + 8; 2: row gr, k + 8; 3: row gr + 8, k + 8; the smaller k in the low half), with row r of
 //     slice m = channel pv_channel(m, r) and k = token in the 16 tokens of the two tiles;
-//  3. pv_channel covers the 128 channels once over (slice, row), row r + 8 being row r's channel + 1.
+//  3. pv_channel covers the 128 channels once over (slice, row), row r + 8 being row r's channel + 1;
+//  4. order_flip (the softmax's warp maximum through redux.sync on integers) keeps the order of floats and infinities.
 // Exit code 0 and "ok" when everything matches.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <cmath>
+#include <cstring>
+#include <vector>
 
 typedef uint32_t u32;
 typedef uint16_t u16;
@@ -118,6 +122,21 @@ int main()
             if (r < 8) expect(pv_channel(m, r + 8) == c + 1, "row r + 8 is channel + 1 (the kernel's write-back)", m, r, c);
         }
     for (int c = 0; c < 128; ++c) expect(seen[c] == 1, "pv_channel once", c, seen[c], 0);
+    // 4. order_flip (warp_max's integer key): an involution that orders floats and infinities as the floats.
+    {
+        std::vector<float> xs = {-INFINITY, -1e30f, -2.5f, -1.f, -1e-30f, -0.f, 0.f, 1e-30f, 0.5f, 1.f, 3.f, 1e30f, INFINITY};
+        for (int i = 0; i < 20000; ++i) xs.push_back(std::ldexp((float)rng() / 4294967296.f - 0.5f, (int)(rng() % 60) - 30));
+        auto key = [](float f) { int i; std::memcpy(&i, &f, 4); return order_flip(i); };
+        for (size_t i = 0; i < xs.size(); ++i)
+        {
+            int k = key(xs[i]), back = order_flip(k);
+            float f; std::memcpy(&f, &back, 4);
+            expect(std::memcmp(&f, &xs[i], 4) == 0, "order_flip involution", (long)i, 0, 0);
+            for (size_t j = 0; j < 13; ++j)
+                expect((xs[i] < xs[j]) == (k < key(xs[j])) || (xs[i] == xs[j]), "order_flip order", (long)i, (long)j, 0);
+            ++checked;
+        }
+    }
     if (failures) { std::printf("FAILED: %d mismatches in %ld checks\n", failures, checked); return 1; }
     std::printf("ok: %ld lookups and fragment registers match\n", checked);
     return 0;

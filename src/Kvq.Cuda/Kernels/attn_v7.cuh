@@ -170,7 +170,16 @@ __device__ __forceinline__ void lut16_word(const u32 (&lo)[4], const u32 (&hi)[4
 // lane 8 (m >> 1) + (r & 7), so that one code word (lane (gr, tq) reads word tq of that lane) gives a lane both rows
 // of two slices (lut16_word's h[0..3]).
 __device__ __forceinline__ int pv_channel(int m, int r) { return 4 * (8 * (m >> 1) + (r & 7)) + 2 * (m & 1) + (r >> 3); }
+// Float <-> int with the same order (finite values and infinities; an involution), for redux.sync's integer max.
+__device__ __forceinline__ int order_flip(int i) { return i ^ ((i >> 31) & 0x7fffffff); }
 // END v15 lookup
+// The warp's maximum of v in one redux.sync (sm_80+) on order-preserving integers.
+__device__ __forceinline__ float warp_max(float v)
+{
+    int r;
+    asm("redux.sync.max.s32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(order_flip(__float_as_int(v))));
+    return __int_as_float(order_flip(r));
+}
 
 template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
     bool TV = false, bool TH = false, bool PV = false>
@@ -549,24 +558,40 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             const u32 z = zr[w0 + lane];
             const float zz = h2f(z & 0xffff), zrng = h2f(z >> 16);
             float alpha0 = 1.f, alpha1 = 1.f;   // v12: the factors of this lane's two mma columns (heads 2 tq, 2 tq + 1)
+            bool rescale = false;               // v15: whether any head's max moved (warp-uniform)
 #pragma unroll
             for (int g = 0; g < G; ++g)
             {
                 const float v = s_sc[g][w0 + lane];
                 float cm = v;
+                if constexpr (PV) cm = warp_max(v);   // v15: one redux.sync instead of 5 shuffles and maxima
+                else
 #pragma unroll
-                for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+                    for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
                 const float mn = fmaxf(wm[g], cm);
-                const float alpha = mn == -INFINITY ? 1.f : __expf(wm[g] - mn);
+                // v15: exactly 1 when the max did not move, so that the rescaling below can be skipped.
+                const float alpha = mn == -INFINITY || (PV && mn == wm[g]) ? 1.f : __expf(wm[g] - mn);
                 const float p = mn == -INFINITY ? 0.f : __expf(v - mn);
                 s_sc[g][w0 + lane] = p;
                 if constexpr (!TH) s_pr[g][w0 + lane] = p * zrng;
                 float sum = p, pz = TH ? 0.f : p * zz;   // v13: the tile holds whole values (zero included)
+                // v15: each lane keeps its own partial sums (alpha is the same in every lane), summed once at the end.
+                if constexpr (!PV)
 #pragma unroll
-                for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+                    for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
                 wm[g] = mn; wl[g] = wl[g] * alpha + sum; wpz[g] = wpz[g] * alpha + pz;
+                if constexpr (PV)
+                {
+                    if (alpha != 1.f)
+                    {
+                        rescale = true;
 #pragma unroll
-                for (int i = 0; i < 4; ++i) { if constexpr (!TH && !PV) acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
+                        for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] *= alpha;
+                    }
+                }
+                else
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) { if constexpr (!TH) acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
                 if constexpr (TV || TH || PV)
                 {
                     if (g == 2 * (lane & 3)) alpha0 = alpha;
@@ -574,6 +599,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 }
             }
             if constexpr (TV || TH || PV)
+                if (!PV || rescale)
             {
 #pragma unroll
                 for (int m = 0; m < D / 16; ++m) { acc2[m][0] *= alpha0; acc2[m][1] *= alpha1; acc2[m][2] *= alpha0; acc2[m][3] *= alpha1; }
@@ -849,6 +875,11 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     }
     if constexpr (WS)
     {
+        if constexpr (PV)   // the lanes' partial sums (softmax above)
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int o = 16; o; o >>= 1) { wl[g] += __shfl_xor_sync(FULL, wl[g], o); wpz[g] += __shfl_xor_sync(FULL, wpz[g], o); }
         if (lane == 0)
 #pragma unroll
             for (int g = 0; g < G; ++g) { s_wm[warp][g] = wm[g]; s_wl[warp][g] = wl[g]; s_wpz[warp][g] = wpz[g]; }

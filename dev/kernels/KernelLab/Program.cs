@@ -75,7 +75,7 @@ catch (CudaUnavailableException e)
 // A format is f16, nuq4, nuq3 or nuq2 (= nuqB-1%: 4 key and 2 value outlier slots per token) or nuq4d, nuq3d,
 // nuq2d (dense: no outlier slots, the CPU spec nuqB) or nuq4s, nuq3s, nuq2s (dense codes + per-chunk key outlier
 // records: keys nuqB-0.1% capped at 47 per chunk, values nuqB), optionally @version of the nuq kernel (nuq4@1); no
-// version = production's (DecodeKernels.NuqVersion; the dense and sparse layouts exist in v6 to v12).
+// version = production's (DecodeKernels.NuqVersion; the dense and sparse layouts exist from v6 on; v10 and v15: 4 bits only).
 // A ":N" after the version (nuq2d@9:3) plans the split-K for N blocks per SM instead of DecodeAttention's default.
 static (string Cache, int Version) Split(string format)
 {

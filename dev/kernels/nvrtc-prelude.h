@@ -98,6 +98,7 @@ __device__ float cosf(float);
 __device__ double sin(double);
 __device__ double cos(double);
 __device__ void sincosf(float, float*, float*);
+__device__ void __sincosf(float, float*, float*);
 __device__ void sincos(double, double*, double*);
 __device__ float floorf(float);
 __device__ double floor(double);

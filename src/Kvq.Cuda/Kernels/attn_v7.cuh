@@ -504,6 +504,44 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         {
             const u32* ksc = (const u32*)(st + S::KSC);
             const u16* ksv = (const u16*)(st + S::KSV);
+            if constexpr (PV)
+            {
+                // v15: each lane corrects its own token's slots (at most 4; empty = 0xff), so the token's scores are
+                // the lane's alone: plain adds instead of a compacted list, a warp prefix count and 4 shared-memory
+                // float atomics (compare-and-swap loops) per outlier. sin/cos by the approximate instructions: the
+                // angle (float)tt * theta is < 256 rad, where their absolute error stays under 1e-6 (the angle's
+                // own rounding is ~1.5e-5).
+                const int tt = w0 + lane;
+                const u32 cs4 = ksc[tt];
+                // 4-bit codes: channel c of token tt is bits 16 (tt & 1) + 4 (c & 3) of word tt >> 1 of lane c >> 2.
+                const u32* const kct = kc + (tt >> 1) * 32;
+                const int sh0 = 16 * (tt & 1);
+                float add[G];
+#pragma unroll
+                for (int g = 0; g < G; ++g) add[g] = 0.f;
+#pragma unroll
+                for (int sl = 0; sl < KS; ++sl)
+                {
+                    const int c = (cs4 >> (8 * sl)) & 0xff;
+                    if (c != 0xff && cbase + tt < a.n)
+                    {
+                        const int code = (kct[c >> 2] >> (sh0 + 4 * (c & 3))) & 15;
+                        const float d = h2f(ksv[tt * KS + sl]) - fmaf(s_kr[c], s_kcb[code], s_kz[c]);
+                        float so, co;
+                        __sincosf((float)tt * s_th[c >> 1], &so, &co);
+                        const float cb = s_cb[c >> 1], sb = s_sb[c >> 1];
+                        const float cs = cb * co - sb * so, sn = sb * co + cb * so;
+                        const int c0e = c & ~1;
+                        const float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
+#pragma unroll
+                        for (int g = 0; g < G; ++g) add[g] += s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1;
+                    }
+                }
+#pragma unroll
+                for (int g = 0; g < G; ++g) s_sc[g][tt] += add[g];
+            }
+            else
+            {
             u32 cs4 = ksc[w0 + lane];
             int cnt = cbase + w0 + lane < a.n ? __popc(~__vcmpeq4(cs4, 0xffffffffu)) >> 3 : 0;
             int total, at = warp_prefix(cnt, lane, total);
@@ -522,6 +560,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 float x0 = (c & 1) ? -d * sn : d * cs, x1 = (c & 1) ? d * cs : d * sn;
 #pragma unroll
                 for (int g = 0; g < G; ++g) atomicAdd(&s_sc[g][tt], s_q[g][c0e] * x0 + s_q[g][c0e + 1] * x1);
+            }
             }
         }
         if constexpr (KL > 0)

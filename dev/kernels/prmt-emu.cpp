@@ -10,7 +10,8 @@
 //     2 tq + 1; 1: row gr + 8; 2: row gr, k + 8; 3: row gr + 8, k + 8; the smaller k in the low half), with row r of
 //     slice m = channel pv_channel(m, r) and k = token in the 16 tokens of the two tiles;
 //  3. pv_channel covers the 128 channels once over (slice, row), row r + 8 being row r's channel + 1;
-//  4. order_flip (the softmax's warp maximum through redux.sync on integers) keeps the order of floats and infinities.
+//  4. order_flip (the softmax's warp maximum through redux.sync on integers) keeps the order of floats and infinities;
+//  5. code4_at (v15's key outlier pass) reads the code that decode_common.cuh's code_of / code_at read.
 // Exit code 0 and "ok" when everything matches.
 #include <cstdint>
 #include <cstdio>
@@ -122,6 +123,19 @@ int main()
             if (r < 8) expect(pv_channel(m, r + 8) == c + 1, "row r + 8 is channel + 1 (the kernel's write-back)", m, r, c);
         }
     for (int c = 0; c < 128; ++c) expect(seen[c] == 1, "pv_channel once", c, seen[c], 0);
+    // 5. code4_at (the key outlier pass) against code_of's bit stream on a random chunk of 4-bit codes.
+    {
+        std::vector<u32> kc(32 * 4 * 32);   // 32 tiles x 4 words x 32 lanes
+        for (auto& x : kc) x = (u32)rng();
+        for (int tt = 0; tt < 256; ++tt)
+            for (int c = 0; c < 128; ++c)
+            {
+                const int tile = tt / 8, t = tt % 8, ln = c >> 2, i = c & 3, o = (4 * t + i) * 4;
+                const int want = (int)((kc[(tile * 4 + (o >> 5)) * 32 + ln] >> (o & 31)) & 15);
+                expect(code4_at(kc.data(), tt, c) == want, "code4_at", tt, c, want);
+                ++checked;
+            }
+    }
     // 4. order_flip (warp_max's integer key): an involution that orders floats and infinities as the floats.
     {
         std::vector<float> xs = {-INFINITY, -1e30f, -2.5f, -1.f, -1e-30f, -0.f, 0.f, 1e-30f, 0.5f, 1.f, 3.f, 1e30f, INFINITY};

@@ -170,6 +170,12 @@ __device__ __forceinline__ void lut16_word(const u32 (&lo)[4], const u32 (&hi)[4
 // lane 8 (m >> 1) + (r & 7), so that one code word (lane (gr, tq) reads word tq of that lane) gives a lane both rows
 // of two slices (lut16_word's h[0..3]).
 __device__ __forceinline__ int pv_channel(int m, int r) { return 4 * (8 * (m >> 1) + (r & 7)) + 2 * (m & 1) + (r >> 3); }
+// 4-bit code of channel c of token tt of a staged chunk (tt < 256): bits 16 (tt & 1) + 4 (c & 3) of word tt >> 1 of
+// lane c >> 2 ([tile][word][lane], tile = tt >> 3, word = (tt & 7) >> 1): code_at<4> without its 64-bit arithmetic.
+__device__ __forceinline__ int code4_at(const u32* codes, int tt, int c)
+{
+    return (int)((codes[(tt >> 1) * 32 + (c >> 2)] >> (16 * (tt & 1) + 4 * (c & 3))) & 15u);
+}
 // Float <-> int with the same order (finite values and infinities; an involution), for redux.sync's integer max.
 __device__ __forceinline__ int order_flip(int i) { return i ^ ((i >> 31) & 0x7fffffff); }
 // END v15 lookup
@@ -513,9 +519,6 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 // own rounding is ~1.5e-5).
                 const int tt = w0 + lane;
                 const u32 cs4 = ksc[tt];
-                // 4-bit codes: channel c of token tt is bits 16 (tt & 1) + 4 (c & 3) of word tt >> 1 of lane c >> 2.
-                const u32* const kct = kc + (tt >> 1) * 32;
-                const int sh0 = 16 * (tt & 1);
                 float add[G];
 #pragma unroll
                 for (int g = 0; g < G; ++g) add[g] = 0.f;
@@ -525,8 +528,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     const int c = (cs4 >> (8 * sl)) & 0xff;
                     if (c != 0xff && cbase + tt < a.n)
                     {
-                        const int code = (kct[c >> 2] >> (sh0 + 4 * (c & 3))) & 15;
-                        const float d = h2f(ksv[tt * KS + sl]) - fmaf(s_kr[c], s_kcb[code], s_kz[c]);
+                        const float d = h2f(ksv[tt * KS + sl]) - fmaf(s_kr[c], s_kcb[code4_at(kc, tt, c)], s_kz[c]);
                         float so, co;
                         __sincosf((float)tt * s_th[c >> 1], &so, &co);
                         const float cb = s_cb[c >> 1], sb = s_sb[c >> 1];

@@ -242,6 +242,11 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     // v15: v11's query fragments in shared memory ([slice pair][lane]: 16 registers fewer a thread, one 16-byte load per
     // slice pair and tile instead), beside its 32 accumulators and 8 codebook registers.
     __shared__ __align__(16) uint4 s_qf[PV ? D / 32 : 1][32];
+    // v15: the f16 value codebook's byte planes (lut16_planes; loaded into 8 registers for the values pass only) and
+    // the chunk-angle recurrence of threads 0-63 (cos, sin, step cos, step sin) in shared memory instead of 8 registers
+    // live through the chunk loop: with both in registers ptxas (11.8) spilled 124 B, with both here 8 B.
+    __shared__ __align__(16) u32 s_vlut[PV ? 8 : 1];
+    __shared__ double s_rot[PV ? 4 : 1][PV ? D / 2 : 1];
     static_assert(!TV || (WS && G % 2 == 0 && G <= 8), "v12: warp-local softmax, heads in pairs of mma columns");
     float wm[G], wl[G], wpz[G];   // v8: the warp's running max, sum and zero term (the same in every lane)
 #pragma unroll
@@ -292,6 +297,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         s_th[threadIdx.x] = (float)th;
         sincos((double)(a.sink + (long)c0 * CHUNK) * th, &ds, &dc);
         sincos((double)CHUNK * th, &sts, &stc);
+        if constexpr (PV) { s_rot[0][threadIdx.x] = dc; s_rot[1][threadIdx.x] = ds; s_rot[2][threadIdx.x] = stc; s_rot[3][threadIdx.x] = sts; }
     }
     __syncthreads();
 
@@ -360,14 +366,17 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     }
 
     // v15: the value codebook in f16 as two byte planes in registers (lut16_planes).
-    u32 vlo[PV ? 4 : 1], vhi[PV ? 4 : 1];
     if constexpr (PV)
-    {
-        u16 lev[16];
+        if (threadIdx.x == 0)
+        {
+            u16 lev[16];
+            u32 vlo[4], vhi[4];
 #pragma unroll
-        for (int e = 0; e < 16; ++e) lev[e] = f2h(s_vcb[e]);
-        lut16_planes(lev, vlo, vhi);
-    }
+            for (int e = 0; e < 16; ++e) lev[e] = f2h(s_vcb[e]);
+            lut16_planes(lev, vlo, vhi);
+            *(uint4*)&s_vlut[0] = make_uint4(vlo[0], vlo[1], vlo[2], vlo[3]);
+            *(uint4*)&s_vlut[4] = make_uint4(vhi[0], vhi[1], vhi[2], vhi[3]);
+        }
 
     for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
     {
@@ -375,10 +384,12 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         char* st = s_stage;
         if (threadIdx.x < D / 2)
         {
+            if constexpr (PV) { dc = s_rot[0][threadIdx.x]; ds = s_rot[1][threadIdx.x]; stc = s_rot[2][threadIdx.x]; sts = s_rot[3][threadIdx.x]; }
             s_cb[threadIdx.x] = (float)dc; s_sb[threadIdx.x] = (float)ds;
             double t = dc * stc - ds * sts;
             ds = ds * stc + dc * sts;
             dc = t;
+            if constexpr (PV) { s_rot[0][threadIdx.x] = dc; s_rot[1][threadIdx.x] = ds; }
         }
         cp_async_wait_all();
         __syncthreads();
@@ -607,8 +618,10 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 float cm = v;
                 if constexpr (PV) cm = warp_max(v);   // v15: one redux.sync instead of 5 shuffles and maxima
                 else
+                {
 #pragma unroll
                     for (int o = 16; o; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL, cm, o));
+                }
                 const float mn = fmaxf(wm[g], cm);
                 // v15: exactly 1 when the max did not move, so that the rescaling below can be skipped.
                 const float alpha = mn == -INFINITY || (PV && mn == wm[g]) ? 1.f : __expf(wm[g] - mn);
@@ -618,8 +631,10 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 float sum = p, pz = TH ? 0.f : p * zz;   // v13: the tile holds whole values (zero included)
                 // v15: each lane keeps its own partial sums (alpha is the same in every lane), summed once at the end.
                 if constexpr (!PV)
+                {
 #pragma unroll
                     for (int o = 16; o; o >>= 1) { sum += __shfl_xor_sync(FULL, sum, o); pz += __shfl_xor_sync(FULL, pz, o); }
+                }
                 wm[g] = mn; wl[g] = wl[g] * alpha + sum; wpz[g] = wpz[g] * alpha + pz;
                 if constexpr (PV)
                 {
@@ -631,8 +646,10 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     }
                 }
                 else
+                {
 #pragma unroll
                     for (int i = 0; i < 4; ++i) { if constexpr (!TH) acc[g][i] *= alpha; s_vout[warp][g][4 * lane + i] *= alpha; }
+                }
                 if constexpr (TV || TH || PV)
                 {
                     if (g == 2 * (lane & 3)) alpha0 = alpha;
@@ -695,6 +712,8 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             // tq (tokens 2 tq, 2 tq + 1) of lane 8 M + gr in both tiles of the 16 tokens: slices 2 M and 2 M + 1.
             // A level is rounded to f16 once for every token that uses it (v12's hi/lo reason; v13+'s 1e-3 check).
             const int gr = lane >> 2, tq = lane & 3;
+            const uint4 lo4 = *(const uint4*)&s_vlut[0], hi4 = *(const uint4*)&s_vlut[4];
+            const u32 vlo[4] = {lo4.x, lo4.y, lo4.z, lo4.w}, vhi[4] = {hi4.x, hi4.y, hi4.z, hi4.w};
 #pragma unroll
             for (int ks = 0; ks < TPW4 / 2; ++ks)
             {

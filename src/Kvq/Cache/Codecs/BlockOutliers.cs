@@ -137,20 +137,10 @@ public sealed class BlockOutliers
     private unsafe void ToLanesVector(int n, int w, int limit, int shift, int headDim, ReadOnlySpan<byte> laneOf, Span<ulong> masks, Span<float> dense)
     {
         int width = w + 16, groups = (n + 7) / 8;
-        Span<byte> ctrlBytes = stackalloc byte[64];
-        Span<ulong> shifts = stackalloc ulong[8];
-        for (int i = 0; i < 8; i++)
-        {
-            int bit = i * width;
-            for (int k = 0; k < 8; k++) ctrlBytes[8 * i + k] = (byte)((bit >> 3) + k);
-            shifts[i] = (ulong)(bit & 7);
-        }
-        var ctrl = Vector512.Create((ReadOnlySpan<byte>)ctrlBytes);
-        var sh = Vector512.Create((ReadOnlySpan<ulong>)shifts);
+        var (ctrl, sh) = GroupPlans[w];
         var indexMask = Vector512.Create((1UL << w) - 1);
         int* idx = stackalloc int[groups * 8];
         float* val = stackalloc float[groups * 8];
-        byte* tail = stackalloc byte[64];
         var data = _data;
         int len = data.Length, cmask = headDim - 1;
         fixed (byte* p = data, lanes = laneOf)
@@ -160,13 +150,10 @@ public sealed class BlockOutliers
             for (int g = 0; g < groups; g++)
             {
                 int start = Header + g * width;
-                byte* src = p + start;
-                if (start + 64 > len)
-                {
-                    Buffer.MemoryCopy(src, tail, 64, len - start);
-                    src = tail;
-                }
-                var v = Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(Vector512.Load(src), ctrl).AsUInt64(), sh);
+                // The last windows would read past the array: a masked load (no fault past the mask) takes what is there.
+                var window = start + 64 <= len ? Vector512.Load(p + start)
+                    : Avx512BW.MaskLoad(p + start, Vector512.LessThan(ByteIndices, Vector512.Create((byte)(len - start))), default);
+                var v = Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(window, ctrl).AsUInt64(), sh);
                 Avx512F.ConvertToVector256Int32(v & indexMask).Store(idx + 8 * g);
                 HalfDot.F16ToF32x8(Avx512F.ConvertToVector128UInt16(v >> w)).Store(val + 8 * g);
             }
@@ -179,6 +166,28 @@ public sealed class BlockOutliers
                 x[(t << 6) + lane] = val[i];
             }
         }
+    }
+
+    /// <summary><see cref="GroupPlan"/> for each index width 0..24 (built once: no race between threads).</summary>
+    private static readonly (Vector512<byte> Control, Vector512<ulong> Shift)[] GroupPlans =
+        Enumerable.Range(0, 25).Select(w => GroupPlan(w + 16)).ToArray();
+    private static readonly Vector512<byte> ByteIndices = Vector512.Create(
+        (byte)0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+        32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63);
+
+    /// <summary>For entries of <paramref name="width"/> bits, the byte permute that brings entry i of a group's window
+    /// (bytes (i * width) / 8 onwards) into 64-bit lane i, and the shift of each lane.</summary>
+    private static (Vector512<byte>, Vector512<ulong>) GroupPlan(int width)
+    {
+        Span<byte> ctrl = stackalloc byte[64];
+        Span<ulong> shifts = stackalloc ulong[8];
+        for (int i = 0; i < 8; i++)
+        {
+            int bit = i * width;
+            for (int k = 0; k < 8; k++) ctrl[8 * i + k] = (byte)((bit >> 3) + k);
+            shifts[i] = (ulong)(bit & 7);
+        }
+        return (Vector512.Create((ReadOnlySpan<byte>)ctrl), Vector512.Create((ReadOnlySpan<ulong>)shifts));
     }
 
     /// <summary>First entry whose index is at least <paramref name="index"/> (entries are sorted).</summary>

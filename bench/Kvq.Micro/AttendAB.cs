@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Kvq.Bench;
 using Kvq.Cache;
 using Kvq.Cache.Codecs.KvQuant;
@@ -15,8 +16,18 @@ namespace Kvq.Micro;
 /// loaded machine), and the per-token figure is the sum of the layers' bests. Queries are the model's last prompt
 /// token's projections replaced by a seeded random vector (attention's cost does not depend on their values).
 /// </summary>
-public static class AttendAB
+public static partial class AttendAB
 {
+    [StructLayout(LayoutKind.Sequential)]
+    private struct TimeSpec { public long Sec, Nsec; }
+
+    [LibraryImport("libc", EntryPoint = "clock_gettime")]
+    private static partial int ClockGetTime(int clock, out TimeSpec t);
+
+    /// <summary>CPU time of the calling thread in ns (CLOCK_THREAD_CPUTIME_ID; Linux): with 1 thread the attention
+    /// runs on the caller, so this is the work done, not the time preempted by other processes.</summary>
+    private static long ThreadCpuNs() => ClockGetTime(3, out var t) == 0 ? t.Sec * 1_000_000_000L + t.Nsec : 0;
+
     public static void Run(string modelPath, int threads, int ctx, string[] kvs, string? profilePath, int rounds)
     {
         using var weights = GgufModelLoader.Load(modelPath);
@@ -41,8 +52,11 @@ public static class AttendAB
         var best = new double[kvs.Length, c.Layers];
         for (int i = 0; i < kvs.Length; i++) for (int l = 0; l < c.Layers; l++) best[i, l] = double.MaxValue;
         var check = new float[kvs.Length];
+        var cpu = new double[kvs.Length, rounds];   // thread CPU us of a round's 8 layers (1 thread: the caller's)
         for (int round = 0; round < rounds; round++)
             for (int i = 0; i < kvs.Length; i++)
+            {
+                long c0 = ThreadCpuNs();
                 for (int l = 0; l < c.Layers; l++)
                 {
                     long t0 = Stopwatch.GetTimestamp();
@@ -50,14 +64,21 @@ public static class AttendAB
                     best[i, l] = Math.Min(best[i, l], Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
                     check[i] += o[l];
                 }
+                cpu[i, round] = (ThreadCpuNs() - c0) / 1e3;
+            }
         Console.WriteLine($"{Path.GetFileName(modelPath)}, ctx {ctx}, {threads} thread(s), best of {rounds} rounds per layer; load {File.ReadAllText("/proc/loadavg").Trim()}");
-        Console.WriteLine("| kv | attention us/token (sum of layers) | ns per cached token and KV head |");
-        Console.WriteLine("|---|---:|---:|");
+        Console.WriteLine("| kv | attention us/token (sum of layers' best wall) | ns per cached token and KV head | thread CPU us/token (min / median of rounds) | CPU ns per cached token and KV head (median) |");
+        Console.WriteLine("|---|---:|---:|---:|---:|");
+        double perToken = (double)ctx * c.Layers * c.KvHeads;
         for (int i = 0; i < kvs.Length; i++)
         {
             double sum = 0;
             for (int l = 0; l < c.Layers; l++) sum += best[i, l];
-            Console.WriteLine($"| {kvs[i]} | {sum:F1} | {sum * 1e3 / ((double)ctx * c.Layers * c.KvHeads):F2} |");
+            var r = new double[rounds];
+            for (int k = 0; k < rounds; k++) r[k] = cpu[i, k];
+            Array.Sort(r);
+            double med = r[rounds / 2];
+            Console.WriteLine($"| {kvs[i]} | {sum:F1} | {sum * 1e3 / perToken:F2} | {r[0]:F1} / {med:F1} | {med * 1e3 / perToken:F2} |");
         }
         foreach (var s in seqs) (s as IDisposable)?.Dispose();
     }

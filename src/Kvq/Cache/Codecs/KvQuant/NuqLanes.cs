@@ -65,6 +65,7 @@ internal sealed class NuqLanes
             Channel[v] = Vector512.Create((ReadOnlySpan<int>)chan);
         }
         (_gatherA, _gatherB, _gatherControl) = GatherPlan(laneChannel, Vectors);
+        if (headDim == 64) _gather64 = new Gather64Plan(_gatherA, _gatherB, _gatherControl);
     }
 
     /// <summary>Channel order: vector v holds channels 16v..16v+15.</summary>
@@ -131,6 +132,19 @@ internal sealed class NuqLanes
     public unsafe void Gather(float* src, int n, float* dst)
     {
         int d = HeadDim;
+        if (d == 64)
+        {
+            // Head dim 64 (the decode kernels' case, once per block): the plan in locals, no array reads per vector.
+            var g = _gather64;
+            for (int i = 0; i < n; i++, src += 64, dst += 64)
+            {
+                Avx512F.PermuteVar16x32x2(Vector512.Load(src + g.A0), g.C0, Vector512.Load(src + g.B0)).Store(dst);
+                Avx512F.PermuteVar16x32x2(Vector512.Load(src + g.A1), g.C1, Vector512.Load(src + g.B1)).Store(dst + 16);
+                Avx512F.PermuteVar16x32x2(Vector512.Load(src + g.A2), g.C2, Vector512.Load(src + g.B2)).Store(dst + 32);
+                Avx512F.PermuteVar16x32x2(Vector512.Load(src + g.A3), g.C3, Vector512.Load(src + g.B3)).Store(dst + 48);
+            }
+            return;
+        }
         for (int i = 0; i < n; i++)
             for (int v = 0; v < Vectors; v++)
                 Avx512F.PermuteVar16x32x2(Vector512.Load(src + i * d + 16 * _gatherA[v]), _gatherControl[v],
@@ -138,6 +152,16 @@ internal sealed class NuqLanes
     }
 
     private readonly int[] _gatherA = [], _gatherB = [];
+
+    /// <summary>The gather plan of head dim 64 as one object (source offsets in floats, permute controls).</summary>
+    private sealed class Gather64Plan(int[] a, int[] b, Vector512<int>[] c)
+    {
+        public readonly int A0 = 16 * a[0], A1 = 16 * a[1], A2 = 16 * a[2], A3 = 16 * a[3];
+        public readonly int B0 = 16 * b[0], B1 = 16 * b[1], B2 = 16 * b[2], B3 = 16 * b[3];
+        public readonly Vector512<int> C0 = c[0], C1 = c[1], C2 = c[2], C3 = c[3];
+    }
+
+    private readonly Gather64Plan _gather64 = null!;
     private readonly Vector512<int>[] _gatherControl = [];
 
     /// <summary>For each lane vector, the (at most two) 16-channel source vectors its lanes come from.</summary>

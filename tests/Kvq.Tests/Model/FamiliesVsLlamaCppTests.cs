@@ -9,9 +9,10 @@ using Xunit.Abstractions;
 namespace Kvq.Tests.Model;
 
 /// <summary>
-/// Every synthetic model family (<see cref="SyntheticModels"/>: Llama 3 RoPE factors, YaRN, partial rotary, QK-norm, ...)
-/// against llama.cpp on real text: logits of 128 positions (Moby Dick, tokenized by llama.cpp with the model's own
-/// vocabulary) in f32 and Q8_0 weights, and 32 greedy tokens. KVQ_FAMILY_POSITIONS=512 KVQ_FAMILY_GREEDY=64 give the
+/// Every synthetic model family llama.cpp runs (<see cref="SyntheticModels"/>: Llama 3 RoPE factors, YaRN, partial
+/// rotary, QK-norm, Gemma, Phi-3, mixtures of experts) against llama.cpp on real text: logits of 128 positions (Moby
+/// Dick, tokenized by llama.cpp with the model's own vocabulary) in f32 and Q8_0 weights (and f16 for Gemma, Phi-3 and
+/// MoE), and 32 greedy tokens with f32 and Q8_0 weights. KVQ_FAMILY_POSITIONS=512 KVQ_FAMILY_GREEDY=64 give the
 /// report's numbers (docs/models.md).
 /// </summary>
 public class FamiliesVsLlamaCppTests(ITestOutputHelper output)

@@ -29,4 +29,21 @@ public sealed record LogitComparison(int Positions, double Top1Agreement, double
         }
         return new LogitComparison(positions, (double)agree / positions, maxAbs, maxRel, sumAbs / ((double)positions * vocab));
     }
+
+    /// <summary>Per position: the largest |expected - actual| over the position's largest |expected|.</summary>
+    public static double[] PositionErrors(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, int positions, int vocab)
+    {
+        var r = new double[positions];
+        for (int p = 0; p < positions; p++)
+        {
+            double scale = 0, err = 0;
+            for (int i = 0; i < vocab; i++)
+            {
+                scale = Math.Max(scale, Math.Abs(expected[p * vocab + i]));
+                err = Math.Max(err, Math.Abs(expected[p * vocab + i] - actual[p * vocab + i]));
+            }
+            r[p] = err / Math.Max(scale, 1e-6);
+        }
+        return r;
+    }
 }

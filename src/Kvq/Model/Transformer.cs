@@ -55,6 +55,10 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
 
     public int MaxBatchTokens => MaxBatch;
 
+    /// <summary>The mixture-of-experts feed-forward shared by every expert layer (null for dense models); set its
+    /// <see cref="Experts.ExpertFeedForward.RouterHook"/> to see the router logits.</summary>
+    public Experts.ExpertFeedForward? ExpertFfn => _experts;
+
     /// <summary>Built once: every sequence's cache shares its RoPE angle tables with the queries' rotation.</summary>
     public override KvShape KvShape { get; }
     public override string Device => $"cpu, {Parallelism.Threads} thread{(Parallelism.Threads == 1 ? "" : "s")}";
@@ -102,7 +106,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             // Feed-forward block (SwiGLU).
             for (int t = 0; t < n; t++)
                 Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
-            if (w.Experts != null) _experts!.Forward(w.Experts, _xn, _proj, 0, n, vectorRows: n == 1, par);
+            if (w.Experts != null) _experts!.Forward(w.Experts, _xn, _proj, 0, n, vectorRows: n == 1, par, l);
             else
             {
                 Project(w.WGate!, _xn, _gate, n);
@@ -157,7 +161,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
             for (int t = 0; t < n; t++)
                 Kernels.RmsNorm(_x.AsSpan(t * dim, dim), w.FfnNorm, c.NormEps, _xn.AsSpan(t * dim, dim));
-            if (w.Experts != null) ExpertsBatch(w.Experts, segments, decodeRows);
+            if (w.Experts != null) ExpertsBatch(w.Experts, segments, decodeRows, l);
             else
             {
                 ProjectBatch(w.WGate!, _xn, _gate, segments, decodeRows);
@@ -253,11 +257,11 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
 
     /// <summary>The mixture-of-experts feed-forward of a batch, split as <see cref="ProjectBatch"/> splits: the decode
     /// rows together (each expert's weights read once for all of them), each prompt chunk on its own.</summary>
-    private void ExpertsBatch(Experts.ExpertWeights w, ReadOnlySpan<BatchSegment> segments, int decodeRows)
+    private void ExpertsBatch(Experts.ExpertWeights w, ReadOnlySpan<BatchSegment> segments, int decodeRows, int layer)
     {
-        if (decodeRows > 0) _experts!.Forward(w, _xn, _proj, 0, decodeRows, vectorRows: true, Parallelism);
+        if (decodeRows > 0) _experts!.Forward(w, _xn, _proj, 0, decodeRows, vectorRows: true, Parallelism, layer);
         foreach (var s in segments)
-            if (!s.Decode) _experts!.Forward(w, _xn, _proj, s.Start, s.Count, vectorRows: false, Parallelism);
+            if (!s.Decode) _experts!.Forward(w, _xn, _proj, s.Start, s.Count, vectorRows: false, Parallelism, layer);
     }
 
     private void Project(WeightMatrix w, float[] input, float[] output, int n)

@@ -9,9 +9,10 @@ using Xunit.Abstractions;
 namespace Kvq.Tests.Model;
 
 /// <summary>
-/// Every synthetic model family (<see cref="SyntheticModels"/>: Llama 3 RoPE factors, YaRN, partial rotary, QK-norm, ...)
-/// against llama.cpp on real text: logits of 128 positions (Moby Dick, tokenized by llama.cpp with the model's own
-/// vocabulary) in f32 and Q8_0 weights, and 32 greedy tokens. KVQ_FAMILY_POSITIONS=512 KVQ_FAMILY_GREEDY=64 give the
+/// Every synthetic model family llama.cpp runs (<see cref="SyntheticModels"/>: Llama 3 RoPE factors, YaRN, partial
+/// rotary, QK-norm, Gemma, Phi-3, mixtures of experts) against llama.cpp on real text: logits of 128 positions (Moby
+/// Dick, tokenized by llama.cpp with the model's own vocabulary) in f32 and Q8_0 weights (and f16 for Gemma, Phi-3 and
+/// MoE), and 32 greedy tokens with f32 and Q8_0 weights. KVQ_FAMILY_POSITIONS=512 KVQ_FAMILY_GREEDY=64 give the
 /// report's numbers (docs/models.md).
 /// </summary>
 public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
@@ -27,26 +28,50 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
     /// of Q8_0 products amplify that rounding into flipped top-1s on Gemma's near-tied logits (docs/models.md).</summary>
     public static string PeerCache => KvFormat is "f32" or "f16" ? KvFormat : "f16";
 
+    /// <summary>KVQ_FAMILY_ORACLE=defaults runs llama.cpp with its own defaults instead (f16 cache, flash attention on
+    /// CPU), the oracle these rows were first measured against (docs/models.md compares the two).</summary>
+    public static bool PeerDefaults => Environment.GetEnvironmentVariable("KVQ_FAMILY_ORACLE") == "defaults";
+
+    private static LlamaCppSession PeerSession(LlamaCppModel peer, int context) =>
+        PeerDefaults ? peer.CreateSession(context) : peer.CreateSession(context, cacheType: PeerCache, flashAttention: false);
+
     private static int EnvInt(string name, int fallback) =>
         int.TryParse(Environment.GetEnvironmentVariable(name), out int v) && v > 0 ? v : fallback;
 
-    /// <summary>The dense families. Mixtures of experts have their own bounds (a routing flip under llama.cpp's activation
-    /// rounding moves a position by O(1)): FamilyModelsVsLlamaCppTests.</summary>
-    private static IEnumerable<string> Dense => SyntheticModels.LlamaCppNames.Where(n => SyntheticFixtures.Spec(n).Experts == 0);
+    /// <summary>Every synthetic family llama.cpp runs, mixtures of experts included.</summary>
+    private static IEnumerable<string> All => SyntheticModels.LlamaCppNames;
+
+    private static bool IsMoe(string name) => SyntheticFixtures.Spec(name).Experts > 0;
 
     public static TheoryData<string, GgmlType> Cases()
     {
         var d = new TheoryData<string, GgmlType>();
-        foreach (var n in Dense)
+        foreach (var n in All)
         {
             d.Add(n, GgmlType.F32);
-            if (IsGemma(n)) d.Add(n, GgmlType.F16);
+            if (IsGemma(n) || IsMoe(n) || n == "phi3") d.Add(n, GgmlType.F16);
             d.Add(n, GgmlType.Q8_0);
         }
         return d;
     }
 
-    public static TheoryData<string> Names() => new(Dense);
+    public static TheoryData<string, GgmlType> GreedyCases()
+    {
+        var d = new TheoryData<string, GgmlType>();
+        foreach (var n in All)
+        {
+            d.Add(n, GgmlType.F32);
+            d.Add(n, GgmlType.Q8_0);
+        }
+        return d;
+    }
+
+    /// <summary>Mixtures of experts: a router's k-th and next logits closer than this (in logits) are a near tie that
+    /// last-bit differences between the engines can tip (docs/models.md: the margins measured where they differ).</summary>
+    public const float NearTie = 0.02f;
+
+    /// <summary>Mixtures of experts: at most this share of positions may need a swapped near tie to agree.</summary>
+    public const double MaxTippedShare = 0.03;
 
     /// <summary>Max relative logit error allowed: llama.cpp rounds activations to f16 (f32 weights), where Kvq stays in
     /// f32; with Q8_0 weights both round them to 8 bits, but the engines still differ more (docs/models.md).</summary>
@@ -60,7 +85,7 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
     /// ggml's f16 table, gemma2 Q8_0 agrees to 3.4e-7 (every op rounds alike); gemma3 Q8_0 (6 layers) still flips a
     /// few: last-bit differences of the two engines' f32 attention sums (Kvq's online softmax over blocks against
     /// llama.cpp's whole-row softmax) move an 8-bit activation code or an f16 GELU input now and then, and 6 layers
-    /// compound it (512 positions: 98.8%, 3.3e-2; docs/models.md). Everything else meets the common bounds.</summary>
+    /// compound it (512 positions: 99.0%, 2.9e-2; docs/models.md). Everything else meets the common bounds.</summary>
     public static (double Top1, double Rel) Bounds(string name, GgmlType type) => (name, type) switch
     {
         ("gemma3", GgmlType.Q8_0) => (0.97, 0.05),
@@ -86,41 +111,79 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
         var path = SyntheticFixtures.Get(name, type);
         using var peer = new LlamaCppModel(path);
         var tokens = RealText(peer, Positions);
-        using var session = peer.CreateSession(Positions, cacheType: PeerCache, flashAttention: false);
+        using var session = PeerSession(peer, Positions);
         var expected = session.Eval(tokens, allLogits: true);
 
         using var weights = GgufModelLoader.Load(path);
-        var model = new Transformer(weights, new Parallelism(2), maxBatch: 32);
-        var actual = new float[expected.Length];
-        model.Forward(tokens, new PagedKvCache(model.KvShape, KvCacheConfig.Parse(KvFormat)).CreateSequence(), default, actual);
-        var stats = LogitComparison.Compare(expected, actual, tokens.Length, weights.Config.VocabSize);
-        output.WriteLine($"{name} {type} (kv {KvFormat}): {stats}");
+        int vocab = weights.Config.VocabSize;
+        var (actual, trace) = KvqLogits(weights, tokens, swaps: null);
+        var stats = LogitComparison.Compare(expected, actual, tokens.Length, vocab);
+        output.WriteLine($"{name} {type} (kv {KvFormat}{(PeerDefaults ? ", llama.cpp defaults" : "")}): {stats}");
         var (top1, rel) = Bounds(name, type);
         Assert.True(stats.Top1Agreement >= top1, stats.ToString());
-        Assert.True(stats.MaxRelativeError < rel, stats.ToString());
+        if (trace == null)
+        {
+            Assert.True(stats.MaxRelativeError < rel, stats.ToString());
+            return;
+        }
+
+        // Mixture of experts: where a position is off by more than the bound, a router of Kvq's must have had a near
+        // tie there (k-th and next expert logits within NearTie) that llama.cpp's rounding tipped the other way; taking
+        // the other expert at those (layer, position)s must then bring every position within the bound.
+        var errors = LogitComparison.PositionErrors(expected, actual, tokens.Length, vocab);
+        var over = Enumerable.Range(0, tokens.Length).Where(p => errors[p] >= rel).ToArray();
+        var closest = Enumerable.Range(0, tokens.Length).Select(p => trace.Closest(p).Margin).Order().ToArray();
+        output.WriteLine($"  {over.Length} positions over {rel:G2}; routing margin over all positions: median {closest[closest.Length / 2]:E2}, " +
+            $"1st percentile {closest[closest.Length / 100]:E2}, {closest.Count(m => m < NearTie)} positions under {NearTie}");
+        foreach (var p in over)
+            output.WriteLine($"  position {p}: error {errors[p]:E2}, closest route layer {trace.Closest(p).Layer} margin {trace.Closest(p).Margin:E2}");
+        Assert.True(over.Length <= MaxTippedShare * tokens.Length, $"{over.Length} of {tokens.Length} positions over {rel}");
+        if (over.Length == 0) return;
+        var unexplained = over.Where(p => trace.Closest(p).Margin >= NearTie).ToArray();
+        Assert.True(unexplained.Length == 0, $"positions {string.Join(", ", unexplained)} differ by more than {rel} without a near-tied route");
+        var swaps = over.Select(p => (trace.Closest(p).Layer, p)).ToArray();
+        var (tipped, again) = KvqLogits(weights, tokens, swaps);
+        Assert.Equal(swaps.Length, again!.Swapped);
+        var after = LogitComparison.Compare(expected, tipped, tokens.Length, vocab);
+        output.WriteLine($"  near ties at those positions tipped the other way: {after}");
+        Assert.True(after.MaxRelativeError < rel, after.ToString());
     }
 
+    /// <summary>Kvq's logits of every position (one prefill), with a <see cref="RouteTrace"/> on expert models.</summary>
+    private static (float[] Logits, RouteTrace? Trace) KvqLogits(ModelWeights weights, int[] tokens, IEnumerable<(int, int)>? swaps)
+    {
+        var model = new Transformer(weights, new Parallelism(2), maxBatch: 32);
+        var trace = model.ExpertFfn != null ? new RouteTrace(model, swaps) : null;
+        var logits = new float[tokens.Length * weights.Config.VocabSize];
+        model.Forward(tokens, new PagedKvCache(model.KvShape, KvCacheConfig.Parse(KvFormat)).CreateSequence(), default, logits);
+        return (logits, trace);
+    }
+
+    /// <summary>64 tokens (KVQ_FAMILY_GREEDY; 32 in the suite) of greedy decoding after 16 prompt tokens, one token per
+    /// step on both sides, llama.cpp with the logit comparison's cache and flash attention off.</summary>
     [Theory]
-    [MemberData(nameof(Names))]
-    public void GreedyTokensMatchLlamaCpp(string name)
+    [MemberData(nameof(GreedyCases))]
+    public void GreedyTokensMatchLlamaCpp(string name, GgmlType type)
     {
         int steps = GreedySteps;
-        var path = SyntheticFixtures.Get(name);
+        var path = SyntheticFixtures.Get(name, type);
         using var peer = new LlamaCppModel(path);
         var prompt = RealText(peer, 16, offset: 50000);
-        using var session = peer.CreateSession(16 + steps);
+        using var session = PeerSession(peer, 16 + steps);
         var theirs = new List<int>();
+        var theirLogits = new List<float[]>();
         var logits = session.Eval(prompt, allLogits: false);
         for (int i = 0; i < steps; i++)
         {
             int next = ArgMax(logits);
             theirs.Add(next);
+            theirLogits.Add(logits);
             logits = session.Eval([next], allLogits: false);
         }
 
         using var weights = GgufModelLoader.Load(path);
         var model = new Transformer(weights, new Parallelism(2), maxBatch: 16);
-        var kv = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f32")).CreateSequence();
+        var kv = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(KvFormat)).CreateSequence();
         var last = new float[weights.Config.VocabSize];
         model.Forward(prompt, kv, last);
         var ours = new List<int>();
@@ -130,10 +193,25 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
             ours.Add(next);
             model.Forward([next], kv, last);
         }
-        output.WriteLine($"{name}: {string.Join(' ', ours)}");
+        output.WriteLine($"{name} {type}: {string.Join(' ', ours)}");
+        int split = Enumerable.Range(0, steps).FirstOrDefault(i => theirs[i] != ours[i], steps);
+        if (split < steps && GreedyNearTieAllowed(name, type))
+        {
+            // gemma3 Q8_0 (see Bounds): a split is allowed only after half the run, where llama.cpp's own logits of the
+            // two tokens are closer than the logit bound (a near tie that the engines' last-bit differences tip).
+            var l = theirLogits[split];
+            double gap = l[theirs[split]] - l[ours[split]], scale = l.Max(Math.Abs);
+            output.WriteLine($"  split at step {split}: llama.cpp {theirs[split]}, Kvq {ours[split]}; llama.cpp's gap {gap:E2} = {gap / scale:E2} of its largest |logit|");
+            Assert.True(split >= steps / 2 && gap < Bounds(name, type).Rel * scale, $"split at step {split}, gap {gap / scale:E2}");
+            return;
+        }
         Assert.Equal(theirs, ours);
         Assert.True(ours.Distinct().Count() > 1, "a greedy run of one repeated token tests little");
     }
+
+    /// <summary>gemma3 with Q8_0 weights: the one row whose logits differ by more than near-float rounding at ~1% of
+    /// positions (top-1 0.990 over 512; Bounds), so a 64-token greedy run may split at a near tie.</summary>
+    private static bool GreedyNearTieAllowed(string name, GgmlType type) => name == "gemma3" && type == GgmlType.Q8_0;
 
     private static int ArgMax(ReadOnlySpan<float> x)
     {

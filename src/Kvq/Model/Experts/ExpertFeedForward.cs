@@ -44,17 +44,27 @@ public sealed class ExpertFeedForward
     /// <summary>How many experts the last <see cref="Forward"/> ran (for tests: each at most once per call).</summary>
     public int ExpertsRun { get; private set; }
 
+    /// <summary>Called with the router logits of every <see cref="Forward"/> call before routing; null (nothing called)
+    /// by default. For diagnostics: the family tests measure routing margins with it and swap near-tied choices to show
+    /// where llama.cpp routed otherwise (docs/models.md); what it writes into the logits is routed.</summary>
+    public RouterLogitsHook? RouterHook { get; set; }
+
+    /// <summary>The router logits of <paramref name="rows"/> rows, row-major (rows x experts), of layer
+    /// <paramref name="layer"/> (-1 where the caller did not say).</summary>
+    public delegate void RouterLogitsHook(int layer, Span<float> logits, int rows);
+
     /// <summary>
     /// output rows [start, start+count) = MoE(xn rows [start, start+count)). <paramref name="vectorRows"/> runs the
     /// products through the matrix-vector kernels (bitwise what a lone row gets: decode rows), else through
-    /// matrix-matrix products (prompt chunks).
+    /// matrix-matrix products (prompt chunks). <paramref name="layer"/> only labels the rows for <see cref="RouterHook"/>.
     /// </summary>
-    public void Forward(ExpertWeights w, float[] xn, float[] output, int start, int count, bool vectorRows, Parallelism par)
+    public void Forward(ExpertWeights w, float[] xn, float[] output, int start, int count, bool vectorRows, Parallelism par, int layer = -1)
     {
         int dim = _dim, k = _c.Used, ne = _c.Count, ffn = _c.FfnDim;
         var x = xn.AsSpan(start * dim, count * dim);
         var y = output.AsSpan(start * dim, count * dim);
         Apply(w.Router, x, _logits, count, vectorRows, par);
+        RouterHook?.Invoke(layer, _logits.AsSpan(0, count * ne), count);
         for (int t = 0; t < count; t++)
             ExpertRouter.Route(_logits.AsSpan(t * ne, ne), _c.NormalizeWeights, _chosen.AsSpan(t * k, k), _weights.AsSpan(t * k, k), _probs);
         y.Clear();

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics.X86;
 using Kvq.Tensors;
 
 namespace Kvq.Cache.Attention;
@@ -127,6 +128,7 @@ internal static unsafe class BlockAttention
             order = sc.Chosen.AsSpan(0, selector.Select(layer, head, qs, nq, count - n + t0 + 1, lastVisible, sc.Chosen, sc.Bounds, sc.Order));
         }
         else order = IdentityPositions.Span(b1);
+        bool selectorOff = kv.Offload == null;
         foreach (int bi in order)
         {
             if (bi < b0 || bi < firstSeen / bt) continue;
@@ -135,6 +137,7 @@ internal static unsafe class BlockAttention
             int cnt = Math.Min(bt, lastVisible - s0);
             var scores = sc.Scores.AsSpan(0, nq * cnt);
             int block = blocks[s0 / bt];
+            if (PrefetchNextBlock && selectorOff && bi + 1 < b1 && s0 + bt < lastVisible) Prefetch(kv, layer, head, s0 + bt, blocks[bi + 1]);
             KeyScores.Block(kv, layer, head, s0, cnt, block, qs, nq, scores, sc.Tile);
             // Causal mask + online softmax.
             for (int r = 0; r < nq; r++)
@@ -171,6 +174,29 @@ internal static unsafe class BlockAttention
             var dst = new Span<float>(o + (long)t * shape.QDim + (head * g + j) * hd, hd);
             TensorPrimitives.Multiply(acc.Slice(r * hd, hd), 1f / l[r], dst);
         }
+    }
+
+    /// <summary>Whether <see cref="Head"/> asks for the next block's keys and values while it works on the current one
+    /// (a switch for the benchmarks' A/B only: <c>bench/Kvq.Micro --batch-profile</c>; results do not depend on it).</summary>
+    internal static bool PrefetchNextBlock = true;
+
+    /// <summary>Prefetches (into L2) the encoded key and value bytes of one KV head in block <paramref name="blockId"/>.
+    /// A sequence's blocks lie wherever the pool put them, so the hardware prefetcher, which follows addresses within
+    /// a page, cannot run ahead across blocks: at short contexts with many sequences (a batched decode step reads
+    /// 16 x 2 MB of KV for books-19m at 512 tokens) each block's first lines came from memory on demand.</summary>
+    private static void Prefetch(IKvBlockReader kv, int layer, int head, int s0, int blockId)
+    {
+        if (!Sse.IsSupported) return;
+        var keys = kv.Keys;
+        if (keys.IsEncodedTile(layer, s0)) Touch(keys.Block(layer, blockId, head));
+        var values = kv.Values;
+        if (values.IsEncodedTile(layer, s0)) Touch(values.Block(layer, blockId, head));
+    }
+
+    private static void Touch(Span<byte> bytes)
+    {
+        fixed (byte* p = bytes)
+            for (int i = 0; i < bytes.Length; i += 64) Sse.Prefetch1(p + i);
     }
 
     /// <summary>Merges the split states of one call (states <paramref name="state0"/> on, item-major) into o (n, qDim).</summary>

@@ -196,8 +196,13 @@ public static class BatchProfile
         var att = new float[c.QDim];
         const int Steps = 16;
         var proc = Process.GetCurrentProcess();
-        var wall = new double[3];
-        var cpu = new double[3];
+        var wall = new double[6];
+        var cpu = new double[6];
+        var together = new Cache.Attention.BatchAttention();
+        for (int i = 0; i < n; i++) together.TryAdd(seqs[i], i, 1);
+        var qs = new float[n * c.QDim];
+        for (int i = 0; i < qs.Length; i++) qs[i] = (float)(rng.NextDouble() * 2 - 1);
+        var atts = new float[n * c.QDim];
         Array.Fill(wall, double.MaxValue);
         Array.Fill(cpu, double.MaxValue);
         for (int i = 0; i < 50; i++) { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); }
@@ -215,10 +220,21 @@ public static class BatchProfile
         {
             Time(0, () => { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); });
             Time(1, () => { foreach (var m in mats) m.MatVecRows(x.AsSpan(0, n * m.Cols), y.AsSpan(0, n * m.Rows), n, par); });
-            Time(2, () => { for (int l = 0; l < c.Layers; l++) foreach (var seq in seqs) seq.Attend(l, q, 1, att, par); });
+            // Attention three ways: one region per sequence and layer (before the batched region), the batched region
+            // (what ForwardBatch runs), and the batched region without prefetching the next block; then the step
+            // without prefetching.
+            Time(2, () => { for (int l = 0; l < c.Layers; l++) for (int i = 0; i < n; i++) seqs[i].Attend(l, qs.AsSpan(i * c.QDim, c.QDim), 1, atts.AsSpan(i * c.QDim, c.QDim), par); });
+            Time(3, () => { for (int l = 0; l < c.Layers; l++) together.Attend(l, qs, atts, par); });
+            Cache.Attention.BlockAttention.PrefetchNextBlock = false;
+            Time(4, () => { for (int l = 0; l < c.Layers; l++) together.Attend(l, qs, atts, par); });
+            Time(5, () => { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); });
+            Cache.Attention.BlockAttention.PrefetchNextBlock = true;
         }
         Console.WriteLine($"books-19m, {threads} threads, f16 cache, {n} sequences at context {context}+, best of {rounds} rounds x {Steps} steps");
-        Console.WriteLine($"wall: step {wall[0]:F0} us ({n * 1e6 / wall[0]:F0} tok/s); weight products {wall[1]:F0} us; attention {wall[2]:F0} us; rest {wall[0] - wall[1] - wall[2]:F0} us");
-        Console.WriteLine($"cpu:  step {cpu[0]:F0} us ({n * 1e6 / cpu[0]:F0} tok/cpu-s); weight products {cpu[1]:F0} us ({cpu[1] / cpu[0]:P0}); attention {cpu[2]:F0} us ({cpu[2] / cpu[0]:P0}); rest {cpu[0] - cpu[1] - cpu[2]:F0} us");
+        Console.WriteLine($"wall: step {wall[0]:F0} us ({n * 1e6 / wall[0]:F0} tok/s); weight products {wall[1]:F0} us; attention {wall[3]:F0} us; rest {wall[0] - wall[1] - wall[3]:F0} us");
+        Console.WriteLine($"cpu:  step {cpu[0]:F0} us ({n * 1e6 / cpu[0]:F0} tok/cpu-s); weight products {cpu[1]:F0} us ({cpu[1] / cpu[0]:P0}); attention {cpu[3]:F0} us ({cpu[3] / cpu[0]:P0}); rest {cpu[0] - cpu[1] - cpu[3]:F0} us");
+        Console.WriteLine($"attention, wall / cpu us: a region per sequence and layer {wall[2]:F0} / {cpu[2]:F0}; one region per layer {wall[3]:F0} / {cpu[3]:F0}; " +
+                          $"one region, no prefetch {wall[4]:F0} / {cpu[4]:F0}");
+        Console.WriteLine($"step without prefetch, wall / cpu us: {wall[5]:F0} / {cpu[5]:F0} ({n * 1e6 / cpu[5]:F0} tok/cpu-s); load {File.ReadAllText("/proc/loadavg").Trim()}");
     }
 }

@@ -138,6 +138,13 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     public void Attend(int layer, ReadOnlySpan<float> q, int n, Span<float> output, Parallelism par)
     {
         BlockAttention.Attend(this, layer, q, n, output, par);
+        AttendedBatch(layer, q, n);
+    }
+
+    /// <summary>What <see cref="Attend"/> does after the attention itself, for a caller that attended this sequence
+    /// within a <see cref="BatchAttention"/> (a token policy observes the layer's attention).</summary>
+    internal void AttendedBatch(int layer, ReadOnlySpan<float> q, int n)
+    {
         if (_policy is { Slots.HasAttention: true }) _policy.ObserveAttention(layer, q, n);
     }
 

@@ -30,6 +30,8 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     private readonly float[] _up;     // (batch, ffn)
     private readonly float[] _last;   // (batch, dim) last rows of a batch's segments, normed, for the logits
     private readonly Experts.ExpertFeedForward? _experts;   // mixture-of-experts layers' feed-forward
+    private readonly Cache.Attention.BatchAttention _batchAttention = new(); // a batched step's paged sequences, one region per layer
+    private readonly bool[] _together;  // per segment of a batched step: attended within _batchAttention
 
     public Transformer(ModelWeights weights, Parallelism? parallelism = null, int maxBatch = 64)
     {
@@ -50,6 +52,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         _gate = new float[maxBatch * c.FfnDim];
         _up = new float[maxBatch * c.FfnDim];
         _last = new float[maxBatch * c.Dim];
+        _together = new bool[maxBatch];
         if (c.Experts != null) _experts = new Experts.ExpertFeedForward(c.Experts, c.Dim, maxBatch);
     }
 
@@ -135,6 +138,17 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         }
         if (c.Extras is { EmbeddingScale: not 1f } ex) TensorPrimitives.Multiply(_x.AsSpan(0, n * dim), ex.EmbeddingScale, _x.AsSpan(0, n * dim));
         foreach (var s in segments) s.Kv.BeginChunk(tokens.Slice(s.Start, s.Count));
+        // Paged sequences are attended together, one parallel region per layer (bitwise what each gets alone); any
+        // other kind of sequence attends by itself.
+        var together = _batchAttention;
+        together.Clear();
+        for (int i = 0; i < segments.Length; i++)
+            _together[i] = segments[i].Kv is PagedKvSequence p && together.TryAdd(p, segments[i].Start, segments[i].Count);
+        if (together.Count == 1)
+        {
+            together.Clear();
+            _together.AsSpan(0, segments.Length).Clear();
+        }
         for (int l = 0; l < c.Layers; l++)
         {
             var w = Weights.Layers[l];
@@ -143,8 +157,9 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             ProjectBatch(w.Wq, _xn, _q, segments, decodeRows);
             ProjectBatch(w.Wk, _xn, _k, segments, decodeRows);
             ProjectBatch(w.Wv, _xn, _v, segments, decodeRows);
-            foreach (var s in segments)
+            for (int i = 0; i < segments.Length; i++)
             {
+                var s = segments[i];
                 int pos0 = s.Kv.Length;
                 for (int t = s.Start; t < s.Start + s.Count; t++)
                 {
@@ -154,7 +169,18 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
                     PrepareQueryAndKey(w, l, t, pos0 + t - s.Start);
                 }
                 s.Kv.Append(l, _k.AsSpan(s.Start * kvDim, s.Count * kvDim), _v.AsSpan(s.Start * kvDim, s.Count * kvDim), s.Count);
-                s.Kv.Attend(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count, _att.AsSpan(s.Start * qDim, s.Count * qDim), par);
+                if (!_together[i])
+                    s.Kv.Attend(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count, _att.AsSpan(s.Start * qDim, s.Count * qDim), par);
+            }
+            if (together.Count > 0)
+            {
+                together.Attend(l, _q.AsSpan(0, n * qDim), _att.AsSpan(0, n * qDim), par);
+                for (int i = 0; i < segments.Length; i++)
+                    if (_together[i])
+                    {
+                        var s = segments[i];
+                        ((PagedKvSequence)s.Kv).AttendedBatch(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count);
+                    }
             }
             ProjectBatch(w.Wo, _att, _proj, segments, decodeRows);
             PostNorm(w.AttnPostNorm, n);

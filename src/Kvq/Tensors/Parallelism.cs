@@ -63,6 +63,27 @@ public sealed class Parallelism : IDisposable
         _s.Run(runner, count, pieces);
     }
 
+    /// <summary>Runs <paramref name="job"/> over [0, <paramref name="count"/>) one index per piece: the calling thread
+    /// and the workers claim indices one at a time, so items of uneven cost (one sequence's attention each) balance
+    /// themselves and a late worker costs at most the item it started. An index's work never depends on who runs it.
+    /// Inline with one thread or one item.</summary>
+    public void ForEach<TJob>(int count, ref TJob job) where TJob : struct, IRangeJob
+    {
+        if (Threads <= 1 || count <= 1)
+        {
+            job.Run(0, count);
+            return;
+        }
+        JobRunner<TJob> runner;
+        lock (_runners)
+        {
+            if (!_runners.TryGetValue(typeof(TJob), out var r)) _runners[typeof(TJob)] = r = new JobRunner<TJob>();
+            runner = (JobRunner<TJob>)r;
+        }
+        runner.Job = job;
+        _s.Run(runner, count, count);
+    }
+
     private interface IChunkRunner
     {
         void Run(int piece, int count, int pieces);

@@ -32,6 +32,12 @@ public sealed class BenchServeCommandTests : IDisposable
             Assert.InRange(row.GetProperty("max_running").GetInt32(), 1, row.GetProperty("concurrency").GetInt32());
             Assert.True(row.GetProperty("output_tok_s").GetDouble() > 0);
             Assert.InRange(row.GetProperty("peak_kv_bytes").GetInt64(), 1, 2 << 20);
+            // Per running request: no more than the peak, and at one client (one running at a time) a request's own
+            // 140 + 9 tokens at most (5 blocks of 32).
+            long perRunning = row.GetProperty("kv_held_per_running_bytes").GetInt64();
+            Assert.InRange(perRunning, 1, row.GetProperty("peak_kv_bytes").GetInt64());
+            Assert.InRange(row.GetProperty("mean_running").GetDouble(), 1, row.GetProperty("max_running").GetInt32());
+            if (row.GetProperty("concurrency").GetInt32() == 1) Assert.Equal(1, row.GetProperty("mean_running").GetDouble());
             Assert.True(row.GetProperty("ttft_p50_ms").GetDouble() <= row.GetProperty("ttft_p99_ms").GetDouble());
             // BOS + 112 shared tokens of each 140-token prompt: 3 full blocks (96 tokens) come from the cache for every request
             // admitted after the first one has run (5 of 6 one at a time; at least 3 of 6 with 3 clients).

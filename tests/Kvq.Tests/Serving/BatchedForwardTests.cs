@@ -1,4 +1,5 @@
 using Kvq.Cache;
+using Kvq.Cache.Policies;
 using Kvq.Model;
 using Kvq.Tensors;
 
@@ -88,6 +89,53 @@ public class BatchedForwardTests
             }
         }
     }
+
+    /// <summary>Five threads (more than books-19m's two KV heads): sequences of 600+ tokens split their blocks
+    /// (split-K) and short ones do not, all attended in one region per layer; a token policy's sequence (h2o, which
+    /// observes the attention) decodes in the same steps. Every decode row's logits equal a lone decode's, bitwise.</summary>
+    [Fact]
+    public void BatchedDecodeEqualsLoneDecodeWithSplitKAndAPolicy()
+    {
+        var m = EngineFixtures.Books;
+        using var par = new Parallelism(5);
+        var batchedModel = new Transformer(m.Weights, par, 64);
+        var soloModel = new Transformer(m.Weights, par, 64);
+        int vocab = m.Weights.Config.VocabSize;
+        string[] specs = ["f16", "f16", "f16", "f16 h2o"];
+        int[][] prompts = [EngineFixtures.MobyPrompt(100, 700), EngineFixtures.MobyPrompt(900, 40), EngineFixtures.MobyPrompt(2000, 530),
+            EngineFixtures.MobyPrompt(3000, 300)];
+        var batched = new IKvSequence[prompts.Length];
+        var solo = new IKvSequence[prompts.Length];
+        var logits = new float[vocab];
+        var next = new int[prompts.Length];
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            batched[i] = new PagedKvCache(batchedModel.KvShape, Config(specs[i])).CreateSequence();
+            solo[i] = new PagedKvCache(soloModel.KvShape, Config(specs[i])).CreateSequence();
+            batchedModel.Forward(prompts[i], batched[i], logits);
+            soloModel.Forward(prompts[i], solo[i], logits);
+            next[i] = Argmax(logits);
+        }
+        var batchLogits = new float[prompts.Length * vocab];
+        var segments = Enumerable.Range(0, prompts.Length).Select(i => new BatchSegment(batched[i], i, 1, Decode: true, Logits: true)).ToArray();
+        for (int step = 0; step < 4; step++)
+        {
+            batchedModel.ForwardBatch(next, segments, batchLogits);
+            for (int i = 0; i < prompts.Length; i++)
+            {
+                soloModel.Forward([next[i]], solo[i], logits);
+                var row = batchLogits.AsSpan(i * vocab, vocab);
+                for (int v = 0; v < vocab; v++)
+                    Assert.True(BitConverter.SingleToInt32Bits(logits[v]) == BitConverter.SingleToInt32Bits(row[v]),
+                        $"step {step} sequence {i} ({specs[i]}) vocab {v}: alone {logits[v]:R}, batched {row[v]:R}");
+                next[i] = Argmax(logits);
+            }
+        }
+    }
+
+    private static KvCacheConfig Config(string spec) => spec.Split(' ') is [var kv, var policy]
+        ? KvCacheConfig.Parse(kv) with { Policy = new KvPolicyConfig(KvPolicyRegistry.Parse(policy), KvBudget.Parse("0.5")) }
+        : KvCacheConfig.Parse(spec);
 
     /// <summary>A steady-state batched decode step allocates nothing on the calling thread (no per-step buffers,
     /// segment lists or scratch): 16 sequences, between block boundaries.</summary>

@@ -9,6 +9,15 @@ public sealed record ServeBenchResult(
     long PeakKvAllocatedBytes, long KvBudgetBytes, long Preemptions, double PrefixHitRate, double Seconds, int Threads, string Workload, string Machine,
     string? FirstError = null)
 {
+    /// <summary>KV bytes held per running request, averaged over the engine's steps with at least one running: held
+    /// bytes / running requests at each step. Beside <see cref="PeakKvBytes"/>, a comparison at equal concurrency: when
+    /// prefills bound how many requests run at once (prefix cache off), the peak stops growing with clients while the
+    /// bytes each running request costs do not change.</summary>
+    public long KvHeldPerRunningBytes { get; init; }
+
+    /// <summary>Running requests averaged over the engine's steps with at least one running.</summary>
+    public double MeanRunning { get; init; }
+
     /// <summary>Aggregates per-request timings: throughput over the whole run, percentiles over requests (time to
     /// first token) and over every gap between consecutive tokens of a request (inter-token latency).</summary>
     public static ServeBenchResult From(string engine, string model, string kv, ServeWorkload w, IReadOnlyList<RequestTiming> timings,

@@ -16,9 +16,17 @@ public static class ServeBenchmark
         using var engine = new InferenceEngine(model, tokenizer, options);
         int maxRunning = 0;
         long peakHeld = 0, peakAllocated = 0;
+        double heldPerRunning = 0, running = 0;
+        long busySteps = 0;
         engine.StepCompleted += s =>
         {
             maxRunning = Math.Max(maxRunning, s.Running);
+            if (s.Running > 0)
+            {
+                busySteps++;
+                heldPerRunning += (double)s.KvHeldBytes / s.Running;
+                running += s.Running;
+            }
             peakHeld = Math.Max(peakHeld, s.KvHeldBytes);
             peakAllocated = Math.Max(peakAllocated, s.KvBytes);
         };
@@ -37,6 +45,10 @@ public static class ServeBenchmark
         var (timings, seconds) = await LoadGenerator.Run(requests, workload, Send, progress);
         var snap = engine.Snapshot();
         return ServeBenchResult.From("kvq", modelName, options.Kv.Name, workload, timings, seconds, maxRunning, peakHeld,
-            peakAllocated, options.KvBudgetBytes, snap.Preemptions, snap.PrefixHitRate, model.Threads);
+            peakAllocated, options.KvBudgetBytes, snap.Preemptions, snap.PrefixHitRate, model.Threads) with
+        {
+            KvHeldPerRunningBytes = busySteps == 0 ? 0 : (long)(heldPerRunning / busySteps),
+            MeanRunning = busySteps == 0 ? 0 : running / busySteps,
+        };
     }
 }

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics.X86;
 using Kvq.Tensors;
 
 namespace Kvq.Cache.Attention;
@@ -11,7 +12,13 @@ namespace Kvq.Cache.Attention;
 /// </summary>
 internal static unsafe class BlockAttention
 {
-    private const int QueryChunk = 16;
+    internal const int QueryChunk = 16;
+
+    /// <summary>How many block ranges (split-K) each of a call's <paramref name="items"/> work items is cut into: a
+    /// function of the sequence and the thread count only, never of which thread runs what, so a sequence attended
+    /// alone (<see cref="Attend"/>) and within a batch (<see cref="BatchAttention"/>) computes the same states.</summary>
+    internal static int SplitsFor(int items, int blocks, int threads) =>
+        items >= threads ? 1 : Math.Clamp(threads * 2 / items, 1, Math.Max(1, blocks / 8));
 
     /// <summary>output (n, qDim) = attention of queries q (n, qDim), the chunk's last token being the layer's last, over
     /// the layer's stored tokens.</summary>
@@ -21,14 +28,14 @@ internal static unsafe class BlockAttention
         int chunks = (n + QueryChunk - 1) / QueryChunk;
         int blocks = (kv.Count(layer) + kv.BlockTokens - 1) / kv.BlockTokens;
         int items = shape.KvHeads * chunks;
-        int splits = items >= par.Threads ? 1 : Math.Clamp(par.Threads * 2 / items, 1, Math.Max(1, blocks / 8));
+        int splits = SplitsFor(items, blocks, par.Threads);
         fixed (float* pq = q)
         fixed (float* po = output)
         {
             var partial = splits > 1 ? PartialStates.For(items * splits, shape.GroupSize * Math.Min(n, QueryChunk), shape.HeadDim) : null;
             var job = new Job(kv, layer, pq, po, n, chunks, splits, 0, blocks, partial);
             par.For(items * splits, 1, ref job);
-            if (partial != null) MergeSplits(shape, partial, items, splits, po, n, chunks);
+            if (partial != null) MergeSplits(shape, partial, 0, items, splits, po, n, chunks);
         }
     }
 
@@ -89,7 +96,7 @@ internal static unsafe class BlockAttention
     /// over the stored tokens of blocks [b0, b1) (offloaded: of those the selector picks for this chunk). Writes the
     /// normalised output, or with <paramref name="partial"/> the unnormalised state number <paramref name="state"/>
     /// for a later merge.</summary>
-    private static void Head(IKvBlockReader kv, int layer, int head, float* q, float* o, int n, int t0, int t1, int b0, int b1,
+    internal static void Head(IKvBlockReader kv, int layer, int head, float* q, float* o, int n, int t0, int t1, int b0, int b1,
         AttentionScratch sc, PartialStates? partial, int state)
     {
         var shape = kv.Shape;
@@ -121,6 +128,7 @@ internal static unsafe class BlockAttention
             order = sc.Chosen.AsSpan(0, selector.Select(layer, head, qs, nq, count - n + t0 + 1, lastVisible, sc.Chosen, sc.Bounds, sc.Order));
         }
         else order = IdentityPositions.Span(b1);
+        bool selectorOff = kv.Offload == null;
         foreach (int bi in order)
         {
             if (bi < b0 || bi < firstSeen / bt) continue;
@@ -129,6 +137,7 @@ internal static unsafe class BlockAttention
             int cnt = Math.Min(bt, lastVisible - s0);
             var scores = sc.Scores.AsSpan(0, nq * cnt);
             int block = blocks[s0 / bt];
+            if (PrefetchNextBlock && selectorOff && bi + 1 < b1 && s0 + bt < lastVisible) Prefetch(kv, layer, head, s0 + bt, blocks[bi + 1]);
             KeyScores.Block(kv, layer, head, s0, cnt, block, qs, nq, scores, sc.Tile);
             // Causal mask + online softmax.
             for (int r = 0; r < nq; r++)
@@ -167,7 +176,31 @@ internal static unsafe class BlockAttention
         }
     }
 
-    private static void MergeSplits(KvShape shape, PartialStates p, int items, int splits, float* o, int n, int chunks)
+    /// <summary>Whether <see cref="Head"/> asks for the next block's keys and values while it works on the current one
+    /// (a switch for the benchmarks' A/B only: <c>bench/Kvq.Micro --batch-profile</c>; results do not depend on it).</summary>
+    internal static bool PrefetchNextBlock = true;
+
+    /// <summary>Prefetches (into L2) the encoded key and value bytes of one KV head in block <paramref name="blockId"/>.
+    /// A sequence's blocks lie wherever the pool put them, so the hardware prefetcher, which follows addresses within
+    /// a page, cannot run ahead across blocks: at short contexts with many sequences (a batched decode step reads
+    /// 16 x 2 MB of KV for books-19m at 512 tokens) each block's first lines came from memory on demand.</summary>
+    private static void Prefetch(IKvBlockReader kv, int layer, int head, int s0, int blockId)
+    {
+        if (!Sse.IsSupported) return;
+        var keys = kv.Keys;
+        if (keys.IsEncodedTile(layer, s0)) Touch(keys.Block(layer, blockId, head));
+        var values = kv.Values;
+        if (values.IsEncodedTile(layer, s0)) Touch(values.Block(layer, blockId, head));
+    }
+
+    private static void Touch(Span<byte> bytes)
+    {
+        fixed (byte* p = bytes)
+            for (int i = 0; i < bytes.Length; i += 64) Sse.Prefetch1(p + i);
+    }
+
+    /// <summary>Merges the split states of one call (states <paramref name="state0"/> on, item-major) into o (n, qDim).</summary>
+    internal static void MergeSplits(KvShape shape, PartialStates p, int state0, int items, int splits, float* o, int n, int chunks)
     {
         int hd = shape.HeadDim, g = shape.GroupSize;
         Span<float> outRow = hd <= 1024 ? stackalloc float[hd] : new float[hd];
@@ -178,12 +211,12 @@ internal static unsafe class BlockAttention
             for (int r = 0; r < (t1 - t0) * g; r++)
             {
                 float mx = float.NegativeInfinity;
-                for (int sp = 0; sp < splits; sp++) mx = Math.Max(mx, p.Max[(item * splits + sp) * p.Rows + r]);
+                for (int sp = 0; sp < splits; sp++) mx = Math.Max(mx, p.Max[(state0 + item * splits + sp) * p.Rows + r]);
                 double total = 0;
                 outRow.Clear();
                 for (int sp = 0; sp < splits; sp++)
                 {
-                    int st = (item * splits + sp) * p.Rows + r;
+                    int st = (state0 + item * splits + sp) * p.Rows + r;
                     if (p.Sum[st] == 0f) continue;
                     float f = MathF.Exp(p.Max[st] - mx);
                     total += p.Sum[st] * f;

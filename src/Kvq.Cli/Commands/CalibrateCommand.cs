@@ -34,9 +34,12 @@ public static class CalibrateCommand
         {
             Description = "ranks whose key latent gets a KVQuant calibration (per-channel scales, codebooks) for lrR+nuq*, comma-separated, e.g. 32,16 (implies --lowrank)",
         };
-        var rotate = new Option<bool>("--rotate")
+        var rotate = new Option<string?>("--rotate")
         {
-            Description = "fit on Hadamard-rotated keys and values (each KV head over the head dim), for the nuqB:rot formats",
+            Description = "fit on Hadamard-rotated keys and values (each KV head over the head dim), for the nuqB:rot formats; " +
+                          "'--rotate auto': fit plain and rotated and keep, per layer and side, the one with the lower calibration error " +
+                          "(the profile records the choice; plain nuqB formats then use it)",
+            Arity = ArgumentArity.ZeroOrOne,
         };
         var rotateSide = new Option<string?>("--rotate-side")
         {
@@ -51,9 +54,11 @@ public static class CalibrateCommand
         model.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
-            bool rotated = r.GetValue(rotate);
+            var (rotated, auto) = ParseRotate(r.GetResult(rotate) != null, r.GetValue(rotate));
+            if (auto && !string.IsNullOrWhiteSpace(r.GetValue(rotateSide)))
+                throw new CliException("--rotate auto chooses the side (and layer) itself: leave out --rotate-side");
             var sides = ParseRotateSide(r.GetValue(rotateSide), rotated);
-            if (rotated && (r.GetValue(lowRank) || !string.IsNullOrWhiteSpace(r.GetValue(lowRankNuq))))
+            if ((rotated || auto) && (r.GetValue(lowRank) || !string.IsNullOrWhiteSpace(r.GetValue(lowRankNuq))))
                 throw new CliException("--rotate fits the rotated channels; low-rank bases (--lowrank, --lowrank-nuq) need the plain ones: calibrate them apart");
             var textPath = r.GetValue(text)!;
             TextInput.Check(textPath, "--text", Console.Error);
@@ -73,6 +78,7 @@ public static class CalibrateCommand
             {
                 Fisher = fisher,
                 RotateSides = sides,
+                RotateAuto = auto,
                 LowRank = r.GetValue(lowRank),
                 LatentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim),
             };
@@ -93,9 +99,27 @@ public static class CalibrateCommand
                               $"{string.Join(", ", profile.Calibrations.Select(c => c.OutlierFraction == 0 ? "0%" : KvQuantSpec.FormatFraction(c.OutlierFraction)))}, " +
                               $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}{(rotated ? ", Hadamard-rotated " + (sides == KvRotationSides.Both ? "keys and values" : sides == KvRotationSides.Keys ? "keys" : "values") : "")}; " +
                               $"{result.Activations.TotalSeconds:F1} s activations, {result.Fit.TotalSeconds:F1} s fit{lowRankNote}");
+            if (auto)
+                foreach (var c in profile.Calibrations)
+                    Console.WriteLine($"--rotate auto, {(c.OutlierFraction == 0 ? "dense" : KvQuantSpec.FormatFraction(c.OutlierFraction) + " outliers")}: " +
+                                      $"keys rotated in layers {Layers(c.RotatedLayers(Cache.Codecs.KvSide.Key))}, values in {Layers(c.RotatedLayers(Cache.Codecs.KvSide.Value))}");
             return 0;
         }));
         return cmd;
+    }
+
+    private static string Layers(int[] layers) => layers.Length == 0 ? "none" : string.Join(", ", layers);
+
+    /// <summary>(fit rotated, choose per layer) from --rotate [auto|all].</summary>
+    private static (bool Rotated, bool Auto) ParseRotate(bool given, string? value)
+    {
+        if (!given) return (false, false);
+        return value?.Trim().ToLowerInvariant() switch
+        {
+            null or "" or "all" => (true, false),
+            "auto" => (false, true),
+            _ => throw new CliException($"--rotate '{value}': expected no value (every layer rotated), 'all' or 'auto' (chosen per layer and side)"),
+        };
     }
 
     private static KvRotationSides ParseRotateSide(string? text, bool rotated)

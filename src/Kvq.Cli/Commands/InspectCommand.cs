@@ -80,7 +80,13 @@ public static class InspectCommand
         Console.WriteLine($"profile: {p.Settings.Samples} x {p.Settings.Length} tokens of {p.Settings.Text}; estimated perplexity increase " +
                           "per format, from its calibration errors (what --kv auto picks from):");
         foreach (var c in candidates)
-            Console.WriteLine($"  {c.Spec,-22} {c.BitsPerElement,6:F2} bits/value  {(c.PplIncrease * 100).ToString("+0.###", System.Globalization.CultureInfo.InvariantCulture),8}%");
+            Console.WriteLine($"  {c.Spec,-22} {c.BitsPerElement,6:F2} bits/value  {(c.PplIncrease * 100).ToString("+0.###", System.Globalization.CultureInfo.InvariantCulture),8}%");        // A --rotate auto profile: which layers every nuq spec stores rotated.
+        foreach (var cal in p.Calibrations.Where(c => c.RotatesAny))
+        {
+            static string L(int[] l) => l.Length == 0 ? "none" : string.Join(",", l);
+            Console.WriteLine($"profile: {(cal.OutlierFraction == 0 ? "dense" : KvQuantSpec.FormatFraction(cal.OutlierFraction) + " outliers")}: " +
+                              $"keys stored Hadamard-rotated in layers {L(cal.RotatedLayers(KvSide.Key))}, values in {L(cal.RotatedLayers(KvSide.Value))} (--rotate auto)");
+        }
     }
 
     private static void PrintGguf(string file, bool all)

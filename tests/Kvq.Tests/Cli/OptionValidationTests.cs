@@ -108,6 +108,21 @@ public sealed class OptionValidationTests : IDisposable
     }
 
     [Fact]
+    public void CalibrateRefusesBadRotateValuesAndAutoWithASide()
+    {
+        var text = Path.Combine(_dir, "t.txt");
+        File.WriteAllText(text, "Once upon a time. ");
+        var outPath = Path.Combine(_dir, "p.kvqp");
+        InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "64", "--rotate", "sometimes"),
+            "--rotate 'sometimes': expected");
+        InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "64", "--rotate", "auto", "--rotate-side", "keys"),
+            "--rotate auto chooses the side");
+        InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "64", "--rotate", "auto", "--lowrank"),
+            "low-rank bases");
+        Assert.False(File.Exists(outPath));
+    }
+
+    [Fact]
     public void DirectoryAsTextSaysSo() =>
         InProcessCli.AssertUserError(InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", _dir), $"--text {_dir} is a directory: give a text file");
 

@@ -27,6 +27,10 @@ public sealed record KvQuantCalibrateOptions(int Samples = 16, int Length = 2048
     public bool Rotate { get => RotateSides != KvRotationSides.None; init => RotateSides = value ? KvRotationSides.Both : KvRotationSides.None; }
     /// <summary>The sides fitted rotated (keys only: <c>nuqB:rot/nuqB</c>; values only: <c>nuqB/nuqB:rot</c>).</summary>
     public KvRotationSides RotateSides { get; init; }
+    /// <summary>Fit plain and rotated from the same windows (one Fisher pass) and keep, per layer and side, the fit whose
+    /// calibration error is lower (<see cref="KvQuantRotationChoice"/>); the profile records the choice, so plain
+    /// <c>nuqB</c> specs store those layers rotated. Excludes <see cref="RotateSides"/>.</summary>
+    public bool RotateAuto { get; init; }
     /// <summary>Also fit low-rank bases (every principal direction of pre-RoPE keys and of values per layer and KV head)
     /// for the lrR+FORMAT formats.</summary>
     public bool LowRank { get; init; }
@@ -46,7 +50,8 @@ public static class KvQuantCalibrator
 {
     /// <summary>The phases <see cref="Calibrate"/> reports, in order (the low-rank ones only when asked).</summary>
     public const string ForwardPhase = "forward", FisherPhase = "forward + backward (Fisher)", FitPhase = "fit scales and codebooks",
-        LowRankPhase = "fit low-rank bases", LatentPhase = "fit KVQuant on the key latents";
+        LowRankPhase = "fit low-rank bases", LatentPhase = "fit KVQuant on the key latents",
+        RotatedFitPhase = "fit rotated scales and codebooks (--rotate auto)";
 
     /// <param name="textName">Name of the text in the profile (a rotated fit adds <see cref="RotatedSpec.ProfileTextMarker"/>).</param>
     /// <param name="progress">Called with (phase, done, total); phases are the constants above.</param>
@@ -56,18 +61,33 @@ public static class KvQuantCalibrator
         bool lowRank = options.LowRank || options.LatentRanks.Count > 0;
         if (options.Rotate && lowRank)
             throw new ArgumentException("a rotated fit uses the rotated channels; low-rank bases need the plain ones: calibrate them apart", nameof(options));
+        if (options.RotateAuto && (options.Rotate || lowRank))
+            throw new ArgumentException("the automatic rotation choice fits both bases itself; it takes no rotated side and no low-rank bases", nameof(options));
         var sw = Stopwatch.StartNew();
         var tokens = tokenizer.Encode(text, addBos: false);
         var windows = CalibrationWindows.Choose(tokens, options.Samples, options.Length, tokenizer.BosId, options.Seed);
         // Fisher weights are rotated exactly (signed gradients, per window); forward-only activations have none to rotate.
-        IKvActivationSource source = options.Fisher ? new FisherActivationSource(options.RotateSides) : new KvActivationCollector();
         string collect = options.Fisher ? FisherPhase : ForwardPhase;
-        var acts = source.Collect(model, windows, options.SinkTokens, (d, t) => progress?.Invoke(collect, d, t), cancel);
-        if (options.Rotate && !options.Fisher) acts = RotatedActivations.Rotate(acts, options.RotateSides);
+        KvActivations acts;
+        KvActivations? rotatedActs = null;
+        if (options.RotateAuto && options.Fisher)
+            (acts, rotatedActs) = FisherActivationSource.CollectPlainAndRotated(model, windows, options.SinkTokens, (d, t) => progress?.Invoke(collect, d, t), cancel);
+        else
+        {
+            IKvActivationSource source = options.Fisher ? new FisherActivationSource(options.RotateSides) : new KvActivationCollector();
+            acts = source.Collect(model, windows, options.SinkTokens, (d, t) => progress?.Invoke(collect, d, t), cancel);
+            if (options.Rotate && !options.Fisher) acts = RotatedActivations.Rotate(acts, options.RotateSides);
+            if (options.RotateAuto) rotatedActs = RotatedActivations.Rotate(acts, KvRotationSides.Both);
+        }
         var activations = sw.Elapsed;
 
         var fit = new KvQuantFitOptions(options.Fractions, options.Seed, options.Threads);
         var calibrations = KvQuantFitter.Fit(acts, fit, (d, t) => progress?.Invoke(FitPhase, d, t), cancel);
+        if (rotatedActs != null)
+        {
+            var rotated = KvQuantFitter.Fit(rotatedActs, fit, (d, t) => progress?.Invoke(RotatedFitPhase, d, t), cancel);
+            calibrations = KvQuantRotationChoice.ChooseAndMerge(calibrations, rotated, model.KvShape.Layers);
+        }
         var profile = Profile(model, options, TextHash(text), textName + RotatedSpec.ProfileMarker(options.RotateSides.HasFlag(KvRotationSides.Keys), options.RotateSides.HasFlag(KvRotationSides.Values)),
             options.Fisher, calibrations);
         if (lowRank)

@@ -34,6 +34,20 @@ public static class KvQuantCodecs
 
     public static KvCodec Create(KvQuantSpec spec, KvCodecContext ctx)
     {
+        var codec = CreateStored(spec, ctx);
+        // A profile that chose the rotation per layer (kvq calibrate --rotate auto) fitted this layer's side rotated: the
+        // codec stores the rotated vectors, exactly as FORMAT:rot@L with a merged profile would.
+        return RotatedByProfile(spec, ctx) ? new Rotation.RotatedCodec(spec.Name, codec) : codec;
+    }
+
+    /// <summary>Whether the profile stores this layer's side rotated (<see cref="KvQuantCalibration.Rotates"/>).</summary>
+    internal static bool RotatedByProfile(KvQuantSpec spec, KvCodecContext ctx) =>
+        ctx.Profile is KvQuantProfile p
+        && p.Calibrations.FirstOrDefault(c => Math.Abs(c.OutlierFraction - spec.OutlierFraction) < 1e-9) is { } cal
+        && cal.Rotates(ctx.Side, ctx.Layer);
+
+    private static KvCodec CreateStored(KvQuantSpec spec, KvCodecContext ctx)
+    {
         var stream = KvQuantStreams.For(ctx.Side, spec);
         // A plan chose the layer's width already (KvQuantSpec.ForLayers); a lone codec allocates for itself.
         if ((spec.Mixed || spec.LayerBits != null) && !spec.Allocated) spec = spec with { Bits = LayerWidths(spec, ctx)[ctx.Layer], Allocated = true };

@@ -29,6 +29,9 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// version 3: as version 2, except that every codebook record ends with f64 sensitivity (the Fisher-weighted squared
 ///   error the codebook leaves on the calibration data, NaN = unknown; used by :mixed bit allocation), and the
 ///   low-rank section is preceded by u8 present (0 or 1)
+/// version 4: as version 3, then, after the low-rank section, per calibration (in the order above) u8 keys rotated
+///   [layers] and u8 values rotated[layers] (0 or 1): the layers whose side was fitted, and is stored, in the
+///   Walsh-Hadamard-rotated basis (kvq calibrate --rotate auto)
 /// 32 bytes SHA-256 of everything above
 /// </code>
 /// The oldest version that holds the profile is written (no sensitivities and no bases: version 1, byte for byte as
@@ -42,6 +45,8 @@ public static class KvQuantProfileFile
     public const int VersionLowRank = 2;
     /// <summary>Codebook sensitivities; the low-rank section optional.</summary>
     public const int VersionSensitivity = 3;
+    /// <summary>Version 3 plus the per-layer rotation flags of each calibration.</summary>
+    public const int VersionRotation = 4;
     private static readonly byte[] Magic = "KVQPROF\0"u8.ToArray();
     private const int MaxString = 4096;
     private const int MaxDim = 1 << 16;
@@ -67,8 +72,9 @@ public static class KvQuantProfileFile
         using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
         {
             w.Write(Magic);
-            bool sens = HasSensitivities(p);
-            w.Write((uint)(sens ? VersionSensitivity : p.LowRank == null ? Version : VersionLowRank));
+            bool rot = p.Calibrations.Any(c => c.RotatesAny);
+            bool sens = rot || HasSensitivities(p);
+            w.Write((uint)(rot ? VersionRotation : sens ? VersionSensitivity : p.LowRank == null ? Version : VersionLowRank));
             Str(w, p.ModelFingerprint);
             var s = p.Settings;
             Str(w, s.Text);
@@ -84,6 +90,11 @@ public static class KvQuantProfileFile
             WriteCalibrations(w, p.Calibrations, sens);
             if (sens) w.Write((byte)(p.LowRank == null ? 0 : 1));
             if (p.LowRank is { } lr) WriteLowRank(w, lr, sens);
+            if (rot)
+                foreach (var c in p.Calibrations)
+                    foreach (var side in new[] { KvSide.Key, KvSide.Value })
+                        for (int l = 0; l < p.Layers; l++)
+                            w.Write((byte)(c.Rotates(side, l) ? 1 : 0));
         }
         return ms.ToArray();
     }
@@ -161,9 +172,9 @@ public static class KvQuantProfileFile
             throw new ModelFormatException(path, "magic", 0, "not a KVQuant profile (expected \"KVQPROF\\0\")");
         r.Skip(Magic.Length);
         uint version = r.U32("version");
-        if (version is not (Version or VersionLowRank or VersionSensitivity))
+        if (version is not (Version or VersionLowRank or VersionSensitivity or VersionRotation))
             throw new ModelFormatException(path, "version", 8,
-                $"version {version} is not supported (this build reads versions {Version} to {VersionSensitivity})");
+                $"version {version} is not supported (this build reads versions {Version} to {VersionRotation})");
         int bodyLength = data.Length - 32;
         var expected = SHA256.HashData(data.AsSpan(0, bodyLength));
         if (!expected.AsSpan().SequenceEqual(data.AsSpan(bodyLength)))
@@ -193,7 +204,7 @@ public static class KvQuantProfileFile
         int layers = r.I32("layers", 1, MaxDim);
         int heads = r.I32("kv heads", 1, MaxDim);
         int dim = r.I32("head dim", 1, MaxDim);
-        bool sens = version == VersionSensitivity;
+        bool sens = version >= VersionSensitivity;
         var calibrations = ReadCalibrations(r, layers, heads, dim, sens);
         bool lowRank = version == VersionLowRank;
         if (sens)
@@ -204,6 +215,7 @@ public static class KvQuantProfileFile
             lowRank = present == 1;
         }
         var bases = lowRank ? ReadLowRank(r, layers, heads, dim, sens) : null;
+        if (version == VersionRotation) calibrations = ReadRotation(r, calibrations, layers);
         if (r.Offset != r.End) r.Fail("end", $"{r.End - r.Offset} unexpected bytes before the checksum");
         var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1);
         return new KvQuantProfile(fingerprint, settings, layers, heads, dim, calibrations, bases);
@@ -247,6 +259,29 @@ public static class KvQuantProfileFile
             calibrations.Add(new KvQuantCalibration(fraction, pre, post, list));
         }
         return calibrations;
+    }
+
+    private static List<KvQuantCalibration> ReadRotation(Reader r, List<KvQuantCalibration> calibrations, int layers)
+    {
+        var result = new List<KvQuantCalibration>(calibrations.Count);
+        foreach (var c in calibrations)
+        {
+            var sides = new List<int>[2];
+            for (int s = 0; s < 2; s++)
+            {
+                sides[s] = [];
+                for (int l = 0; l < layers; l++)
+                {
+                    long at = r.Offset;
+                    string item = $"{(s == 0 ? "key" : "value")} rotation flag of layer {l}";
+                    byte f = r.U8(item);
+                    if (f > 1) r.Fail(item, $"flag is {f}, expected 0 or 1", at);
+                    if (f == 1) sides[s].Add(l);
+                }
+            }
+            result.Add(new KvQuantCalibration(c.OutlierFraction, c.KeysPreRope, c.KeysPostRope, c.Codebooks, sides[0], sides[1]));
+        }
+        return result;
     }
 
     private static LowRankBases ReadLowRank(Reader r, int layers, int heads, int dim, bool sensitivities)

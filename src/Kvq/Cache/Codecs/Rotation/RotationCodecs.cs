@@ -28,6 +28,9 @@ public static class RotationCodecs
     /// <summary>The layer's codec: rotated, or the inner format alone for a layer that <c>:rot@</c> leaves out.</summary>
     public static KvCodec Create(RotatedSpec spec, KvCodecContext ctx)
     {
+        if (spec.Inner is KvQuant.KvQuantSpec && ctx.Profile is KvQuant.KvQuantProfile auto && auto.Calibrations.Any(c => c.RotatesAny))
+            throw new KvSpecException($"'{spec.Name}': the profile chooses the rotation per layer itself (kvq calibrate --rotate auto); " +
+                                      $"give the format without ':rot' ('{spec.Inner.Name}')");
         if (!spec.Rotates(ctx.Layer)) return spec.Inner.Create(ctx);
         // KVQuant's per-channel scales and codebooks must be fitted to the channels it stores: the rotated ones.
         if (spec.Inner is KvQuant.KvQuantSpec && ctx.Profile is KvQuant.KvQuantProfile p

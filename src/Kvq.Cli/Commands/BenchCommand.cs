@@ -23,11 +23,13 @@ public static class BenchCommand
         var profile = KvProfileOptions.Profile();
         var sink = KvProfileOptions.Sink();
         var policy = new KvPolicyOptions(grid: false);
+        var offload = new KvOffloadOptions(grid: false);
         var device = new DeviceOptions();
         var sliding = new KvSlidingOption();
         var cmd = new Command("bench", "measure prefill tok/s, decode tok/s and peak memory") { ctx, decode, repetitions, kv, maxPpl, threads, json, profile, sink };
         model.AddTo(cmd);
         policy.AddTo(cmd);
+        offload.AddTo(cmd);
         sliding.AddTo(cmd);
         device.AddTo(cmd);
         cmd.Subcommands.Add(BenchServeCommand.Create());
@@ -36,14 +38,20 @@ public static class BenchCommand
             var policies = policy.Parse(r);
             if (policies.Count > 1) throw new CliException("bench takes one --policy");
             var where = device.Parse(r, policies);
-            sliding.Check(r, policies, offload: false, r.GetValue(sink), where.Cuda);
+            var offloads = offload.Parse(r);
+            GpuOffload.CheckOptions(where, offloads.Count > 0, r.GetValue(offload.Dir));
+            sliding.Check(r, policies, offloads.Count > 0, r.GetValue(sink), where.Cuda);
             var path = model.Path(r);
             using var loaded = ModelOptions.Load(path, r.GetValue(model.Tokenizer));
             int c = r.GetValue(ctx), d = r.GetValue(decode);
             ContextOption.Check("--ctx", c, loaded.Weights.Config);
             ContextOption.Check($"--ctx {c} + --decode", (long)c + d, loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = sliding.Apply(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl)) with { Policy = policies[0] });
+            var config = sliding.Apply(r, offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl)) with
+            {
+                Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null,
+            }));
+            GpuOffload.CheckFormat(where, config, loaded.Weights.Config);
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             DeviceChoice.Check(lm, config);

@@ -1,4 +1,5 @@
 using Kvq.Cache;
+using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Kvq.Cache.Offload;
 using Kvq.Cuda.Model;
@@ -23,7 +24,7 @@ namespace Kvq.Cuda.Offload;
 /// same kernel as <see cref="CudaKvSequence"/> with the same split: the same bits as on-device attention.
 /// Decode steps only once blocks are on the host (a prefill chunk before that attends as <see cref="CudaKvSequence"/>).
 /// </summary>
-public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpeculativeKvSequence, IDisposable
+public sealed class OffloadedKvSequence : IKvSequence, IKvMemoryReport, IDeviceKvSequence, ISpeculativeKvSequence, IDisposable
 {
     private const int BT = CudaKvCache.BlockTokens;
     private readonly CudaKvCache _pool;        // device slots: home blocks (rented per block) and the working slots
@@ -31,6 +32,7 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
     private readonly KvShape _shape;
     private readonly KvOffloadBudget _budget;
     private readonly OffloadSizes _sizes;
+    private readonly HostSpill? _spill;
     private readonly int[] _count;             // tokens appended per layer
     private readonly OffloadStats _stats = new();
     private readonly BlockHomes _homes;
@@ -52,9 +54,11 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
     public OffloadSizes Sizes => _sizes;
     /// <summary>Blocks whose home is the host tier now.</summary>
     public int HostBlocksUsed => _homes.HostUsed;
+    /// <summary>When blocks move to the host on their own (after each decode step); null: only through <see cref="MoveToHost"/>.</summary>
+    public HostSpill? Spill => _spill;
 
     internal OffloadedKvSequence(CudaContext ctx, ModelKernels kernels, KvShape shape, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)[] codecs,
-        int sink, int maxTokens, KvOffloadBudget budget, OffloadSizes sizes)
+        int sink, int maxTokens, KvOffloadBudget budget, OffloadSizes sizes, HostSpill? spill = null)
     {
         ArgumentNullException.ThrowIfNull(budget);
         ArgumentNullException.ThrowIfNull(sizes);
@@ -66,6 +70,7 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
         _shape = shape;
         _budget = budget;
         _sizes = sizes;
+        _spill = spill;
         var rope = new RopeParams(shape.HeadDim, shape.Rope.RopeDims, shape.Rope.Style == RopeStyle.Neox, shape.Rope.Scale,
             MathF.Pow(shape.Rope.Base, -2.0f / shape.Rope.RopeDims));
         int maxBlocks = (maxTokens + BT - 1) / BT;
@@ -119,6 +124,18 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
         }
     }
 
+    /// <summary>What the tokens held take in their format, both tiers together (codes split evenly between keys and
+    /// values as <see cref="CudaKvSequence"/> reports them), the summaries of their blocks as key indices, and the f16
+    /// sink copies as staging. <see cref="DeviceBytes"/> and <see cref="HostBytes"/> are what each tier allocated.</summary>
+    public KvMemory Memory()
+    {
+        long held = _pool.BytesPerToken * Length;
+        long summaries = (long)(Length + BT - 1) / BT * _shape.Layers * _shape.KvHeads * 2 * _shape.HeadDim * 2;
+        long sink = 2L * _shape.Layers * _shape.KvHeads * Math.Min(Config.SinkTokens, Length) * _shape.HeadDim * 2;
+        return new KvMemory(KvBytes.CodesOnly(held / 2) with { Indices = summaries }, KvBytes.CodesOnly(held - held / 2), sink, Length,
+            _shape.Layers * _shape.KvDim);
+    }
+
     public void BeginChunk(ReadOnlySpan<int> tokens) { }
 
     void IDeviceKvSequence.AppendDevice(int layer, ulong k, ulong v, int n)
@@ -140,6 +157,9 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
     {
         _homes.CheckMove(from, to, Length);
         _ctx.MakeCurrent();
+        // The device may still be behind (a step's copies read the demand job lists rewritten below): wait for it.
+        _ctx.Synchronize();
+        _copies.Synchronize();
         int heads = _shape.KvHeads;
         for (int l = 0; l < _shape.Layers; l++)
         {
@@ -212,6 +232,9 @@ public sealed class OffloadedKvSequence : IKvSequence, IDeviceKvSequence, ISpecu
         for (int l = 0; l < _count.Length; l++)
             if (_count[l] != Length)
                 throw new InvalidOperationException($"commit of {n} tokens: layer {l} holds {_count[l]} tokens, expected {Length}");
+        if (n == 1 && _spill != null)   // a decode step (a prefill chunk attends over device-home blocks only)
+            foreach (var (from, to) in _spill.Runs(Length, b => _homes.DeviceHome(b) >= 0))
+                MoveToHost(from, to);
     }
 
     public void Dispose()

@@ -72,10 +72,11 @@ public class OffloadRouteTests
     [Theory]
     // budget, window, prompt, recent tokens -> device, working, host blocks (128-token blocks)
     [InlineData("25%", 4096, 1000, 32, 8, 18, 32)]      // prefill 8 blocks; 2 x ceil(0.25 x 32) + 2 working slots
-    [InlineData("25%", 4096, 10, 32, 3, 18, 32)]        // a short prompt: the first block, one kept and the one filling
+    [InlineData("25%", 4096, 10, 32, 4, 18, 32)]        // a short prompt: the first block, one kept, the one filled and the one opened
+    [InlineData("25%", 4096, 1024, 32, 9, 18, 32)]      // the first decode step's token opens block 8 before anything moves
     [InlineData("2%", 2_000_000, 100_000, 32, 782, 628, 15625)]
     [InlineData("16", 4096, 1000, 300, 8, 32, 32)]      // 2 x 16 + 2 = 34, at most every block
-    [InlineData("7", 4096, 129, 300, 5, 16, 32)]        // recent=300 keeps 3 whole blocks: 1 + 3 + 1
+    [InlineData("7", 4096, 129, 300, 6, 16, 32)]        // recent=300 keeps 3 whole blocks: 1 + 3 + 2
     [InlineData("full", 4000, 1000, 32, 8, 32, 32)]     // `full` reads every block
     [InlineData("25%:dense=1", 4096, 1000, 32, 8, 32, 32)]
     public void TiersAreSizedForThePrefillAndTheBudget(string budget, int window, int prompt, int recent, int device, int working, int host)

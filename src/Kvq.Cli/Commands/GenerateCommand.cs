@@ -64,9 +64,9 @@ public static class GenerateCommand
             var policies = policy.Parse(r);
             if (policies.Count > 1) throw new CliException("generate takes one --policy");
             var where = device.Parse(r, policies);
-            if (where.LaunchRanks() is { } ranksExit) return ranksExit;
             var offloads = offload.Parse(r);
             GpuOffload.CheckOptions(where, offloads.Count > 0, r.GetValue(offload.Dir));
+            if (where.LaunchRanks() is { } ranksExit) return ranksExit;
             sliding.Check(r, policies, offloads.Count > 0, r.GetValue(sink), where.Cuda,
                 session: r.GetValue(saveSession) != null || r.GetValue(loadSession) != null);
             var p = ReadPrompt(r.GetValue(prompt), r.GetValue(promptFile));

@@ -19,8 +19,9 @@ public sealed record OffloadSizes(int DeviceBlocks, int WorkingBlocks, int HostB
     /// <summary>
     /// Sizes for a sequence of at most <paramref name="maxTokens"/> tokens whose first <paramref name="prefillTokens"/>
     /// come as a prefill and whose older blocks then move to the host as <paramref name="spill"/> says: the device holds
-    /// the prefill (a prefill chunk attends over device-home blocks only) or, once blocks move, the first block, the
-    /// kept recent blocks and the one being filled, whichever is more; the working slots hold twice the most blocks the
+    /// the prefill and the first decode step's token (a prefill chunk attends over device-home blocks only, and blocks
+    /// move after that step) or, once blocks move, the first block, the kept recent blocks, the one just filled and the
+    /// one a step opens before the spill (<see cref="HostSpill"/> moves blocks after the step), whichever is more; the working slots hold twice the most blocks the
     /// budget reads in a step (every block for `full` and dense layers), at most every block; the host holds every block.
     /// </summary>
     public static OffloadSizes For(KvOffloadBudget budget, int maxTokens, int prefillTokens, HostSpill spill)
@@ -29,8 +30,8 @@ public sealed record OffloadSizes(int DeviceBlocks, int WorkingBlocks, int HostB
         ArgumentNullException.ThrowIfNull(spill);
         if (maxTokens <= 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "an offloaded sequence holds at least one token");
         int maxBlocks = (maxTokens + BT - 1) / BT;
-        int prefill = (Math.Clamp(prefillTokens, 0, maxTokens) + BT - 1) / BT;
-        int device = Math.Min(maxBlocks, Math.Max(prefill, 1 + spill.KeepRecentBlocks + 1));
+        int prefill = (Math.Clamp(prefillTokens + 1, 1, maxTokens) + BT - 1) / BT;   // + the first decode step's token, appended before anything moves
+        int device = Math.Min(maxBlocks, Math.Max(prefill, 1 + spill.KeepRecentBlocks + 2));
         int working = budget.Full || budget.DenseLayers > 0 ? maxBlocks : Math.Min(maxBlocks, 2 * budget.BlocksFor(maxBlocks) + 2);
         return new OffloadSizes(device, Math.Max(1, working), maxBlocks);
     }

@@ -9,7 +9,7 @@ namespace Kvq.Cuda.Tests;
 /// checks, with KVQuant and timings, on a GPU machine without .NET).</summary>
 public class CudaModelGpuTests
 {
-    private static string BooksGguf()
+    internal static string BooksGguf()
     {
         var env = Environment.GetEnvironmentVariable("KVQ_SHARED");
         if (!string.IsNullOrEmpty(env)) return Path.Combine(env, "models", "books-19m.gguf");

@@ -19,5 +19,16 @@ public static class CommandRunner
             Console.Error.WriteLine($"kvq: {e.Message}");
             return 2;
         }
+        catch (Cache.KvHostMemoryException e)
+        {
+            Console.Error.WriteLine($"kvq: {e.Message}");
+            return 2;
+        }
+        catch (OutOfMemoryException)
+        {
+            // Elsewhere than the cache's arenas (weights, scratch): still one line, not a stack trace.
+            Console.Error.WriteLine("kvq: out of host memory; give a smaller --ctx or --kv format, or run on a machine with more memory");
+            return 2;
+        }
     }
 }

@@ -64,9 +64,9 @@ public static class GenerateCommand
             var policies = policy.Parse(r);
             if (policies.Count > 1) throw new CliException("generate takes one --policy");
             var where = device.Parse(r, policies);
-            if (where.LaunchRanks() is { } ranksExit) return ranksExit;
             var offloads = offload.Parse(r);
-            if (offloads.Count > 0 && where.Cuda) throw new CliException("--offload-budget runs on the host cache: use --device cpu");
+            GpuOffload.CheckOptions(where, offloads.Count > 0, r.GetValue(offload.Dir));
+            if (where.LaunchRanks() is { } ranksExit) return ranksExit;
             sliding.Check(r, policies, offloads.Count > 0, r.GetValue(sink), where.Cuda,
                 session: r.GetValue(saveSession) != null || r.GetValue(loadSession) != null);
             var p = ReadPrompt(r.GetValue(prompt), r.GetValue(promptFile));
@@ -74,6 +74,7 @@ public static class GenerateCommand
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
             var config = sliding.Apply(r, offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl)) with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null }));
+            GpuOffload.CheckFormat(where, config, loaded.Weights.Config);
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;
             var options = new GenerationOptions
@@ -115,7 +116,7 @@ public static class GenerateCommand
                 throw new CliException($"the prompt is {promptTokens.Length} tokens, which leaves no room in the context window of {window} " +
                                        $"(--ctx; the model was trained on {loaded.Weights.Config.ContextLength}): shorten the prompt" +
                                        (window < loaded.Weights.Config.ContextLength ? " or give a larger --ctx" : ""));
-            using var ctxWindow = ContextWindow.Shifting(lm, config, window, first: restored);
+            using var ctxWindow = ContextWindow.Shifting(lm, config, window, first: restored ?? GpuOffload.First(lm, config, window, promptTokens.Length));
             var stdout = Console.Out;
             stdout.Write(p);
             var promptState = identity == null ? null : new PromptState
@@ -141,6 +142,7 @@ public static class GenerateCommand
                 Console.Error.WriteLine($"context: window of {window} tokens full {result.ContextShifts} time(s); each time the first " +
                                         $"{ctxWindow.Keep} and the most recent {(window - ctxWindow.Keep) / 2} tokens were kept and re-read");
             Console.Error.WriteLine(MemoryLine(config, ctxWindow.Sequence, where));
+            if (GpuOffload.Report(ctxWindow.Sequence) is { } offloadLine) Console.Error.WriteLine(offloadLine);
             if (session != null)
                 Console.Error.WriteLine($"session: loaded {session.Tokens.Length} tokens from {loadPath} in {loadSeconds * 1000:F1} ms, " +
                                         $"ran {ran} more prompt tokens");
@@ -187,7 +189,8 @@ public static class GenerateCommand
     {
         var mem = seq.ReportMemory();
         var kept = seq is PagedKvSequence paged ? $", {paged.SlotCount(0)} kept in layer 0" : "";
-        var held = where.Cuda ? $"bytes of {where.MemoryKind}" : "bytes held";
+        var held = seq is Cuda.Offload.OffloadedKvSequence ? "bytes over device and pinned host memory"
+            : where.Cuda ? $"bytes of {where.MemoryKind}" : "bytes held";
         return $"KV cache {config.Name}: {mem.Tokens} tokens seen{kept}, {mem.TotalBytes:N0} {held} " +
                $"({mem.BitsPerElement:F2} bits/element, {mem.BytesPerToken:F0} bytes/token)";
     }

@@ -145,8 +145,27 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     public override IKvSequence CreateSequence(KvCacheConfig config, int maxTokens)
     {
         _ctx.MakeCurrent();   // callers may run on another thread than Load's (the driver binds contexts to threads)
+        if (config.Offload != null) return CreateOffloadedKvSequence(config, maxTokens, maxTokens);
         if (Sharding is { } sp) return CreateShardedSequence(config, Distributed.ShardLayout.Even(maxTokens, sp.Shards), sp.Exchange);
         return CreateCache(config, maxTokens).CreateOwnedSequence(maxTokens);
+    }
+
+    /// <summary>A KVQuant sequence of <paramref name="config"/> (its profile's codecs) on the device's host tier under
+    /// <paramref name="config"/>'s offload budget (<see cref="Offload.OffloadedKvSequence"/>, issue 20): its first
+    /// <paramref name="prefillTokens"/> tokens are prefilled on the device, then after each decode step every whole block
+    /// but the first and those of the budget's recent window moves to pinned host memory (<see cref="Offload.HostSpill"/>),
+    /// tiers sized by <see cref="Offload.OffloadSizes.For"/>. What the tier does not take is a <see cref="KvSpecException"/>
+    /// (<see cref="Offload.OffloadFormat"/>).</summary>
+    public Offload.OffloadedKvSequence CreateOffloadedKvSequence(KvCacheConfig config, int maxTokens, int prefillTokens)
+    {
+        _ctx.MakeCurrent();
+        CudaKvSequence.CheckShape(KvShape);
+        if (Sharding != null) throw new KvSpecException("offloading on the CUDA device runs on one GPU (no sequence parallelism, --gpus)");
+        var codecs = Offload.OffloadFormat.Codecs(config, KvShape);
+        var budget = config.Offload!;
+        var spill = Offload.HostSpill.ForRecent(budget.RecentTokens);
+        return new Offload.OffloadedKvSequence(_ctx, _kernels, KvShape, codecs, config.SinkTokens, maxTokens, budget,
+            Offload.OffloadSizes.For(budget, maxTokens, prefillTokens, spill), spill);
     }
 
     /// <summary>Sequence parallelism for every sequence <see cref="CreateSequence"/> makes (the CLI's --gpus; null: one

@@ -86,8 +86,27 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
             while (_mapped.Count <= chunk) _mapped.Add((IntPtr)file.AddChunk(NextChunkBytes(_mapped.Count)));
             return new Span<byte>((byte*)_mapped[chunk] + offset, blockBytes);
         }
-        while (_chunks.Count <= chunk) _chunks.Add(new byte[NextChunkBytes(_chunks.Count)]);
+        while (_chunks.Count <= chunk) _chunks.Add(NewChunk());
         return _chunks[chunk].AsSpan(offset, blockBytes);
+    }
+
+    /// <summary>The next RAM chunk; host memory that cannot be had is a <see cref="KvHostMemoryException"/> naming the
+    /// size (the CLI prints it as one line), the arena unchanged.</summary>
+    private byte[] NewChunk()
+    {
+        long held = _allocated;
+        int bytes = NextChunkBytes(_chunks.Count);
+        try
+        {
+            return new byte[bytes];
+        }
+        catch (OutOfMemoryException e)
+        {
+            _allocated = held;
+            throw new KvHostMemoryException($"out of host memory for the KV cache: {bytes:N0} more bytes could not be had for a chunk of " +
+                                            $"{ChunkBlocks} blocks ({held:N0} bytes held in this layer's arena); give a smaller --ctx or --kv " +
+                                            "format, or keep the blocks in memory-mapped files (--offload-dir DIR)", e);
+        }
     }
 
     /// <summary>Bytes of chunk <paramref name="index"/> (the last one cut at the capacity), counted as allocated.</summary>

@@ -19,6 +19,8 @@
 #             against the codec matrix, GgmlBlockTests (byte for byte against ggml's own encoders) and
 #             QuantFormatsQuantizeTests
 #   uniform   intB/-g64/-tok/-ch, KIVI and the packing they share
+#   paging    not a codec: src/Kvq/Cache/Paging against Kvq.Tests.Cache.Paging, to share a run with the codecs
+#             (dev/mutation/codecs.sh kvquant+ggml+uniform+paging: all in one run, about an hour here)
 # Environment: CONCURRENCY (default 2), LEVEL (default Standard); the ignored methods (exception constructors, argument
 # guards, logging) are in dev/mutation/codecs-config.json.
 set -euo pipefail
@@ -40,7 +42,12 @@ pick() {
     uniform)
       files+=" AsymmetricQuantizer.cs UniformTokenCodec.cs UniformChannelCodec.cs PackedCodes.cs KiviCodec.cs"
       filter+="|($codec.CodecMatrixTests&(DisplayName~int|DisplayName~kivi))|$codec.UniformEncodeReferenceTests|$codec.PackedCodesTests|$codec.CopySlotTests|$codec.CodecLayoutTests" ;;
-    *) echo "unknown part '$1' (kvquant, ggml, uniform)" >&2; exit 2 ;;
+    paging)
+      # Not a codec: src/Kvq/Cache/Paging with its own tests, so that one run (one build, one compile of the
+      # project's mutants) can measure the codecs and the paging together (reports in out/Cache-Codecs-...+paging/).
+      extra+=" Cache/Paging/*.cs"
+      filter+="|FullyQualifiedName~Kvq.Tests.Cache.Paging" ;;
+    *) echo "unknown part '$1' (kvquant, ggml, uniform, paging)" >&2; exit 2 ;;
   esac
 }
 for part in "$@"; do

@@ -14,6 +14,7 @@
 #   kvquant   KVQuant's encoder and decoder: nuq per-token and per-channel codecs, their outlier/sparse rows,
 #             token scales, channel scales, codebook, bit packing (KvQuant/Nuq*.cs less the fused attention
 #             kernels NuqKernels.cs and NuqLanes.cs, see docs/testing.md), against Kvq.Tests.Cache.Codecs.KvQuant
+#             less NuqFusedKernelTests and the model-driven KvOutlierCountsTests
 #   ggml      q8_0, q4_0 and the block outliers (BlockOutliers.cs), with the q8_0/q4_0 encoders they call (ggml's,
 #             in Tensors/Quant/QuantFormats.Quantize.cs: the f16 rounding, the scalar references and the AVX2 paths),
 #             against the codec matrix, GgmlBlockTests (byte for byte against ggml's own encoders) and

@@ -19,6 +19,11 @@ filter=()
 build=()
 [[ -n "${NO_BUILD:-}" ]] && build=(--no-build)
 [[ -n "${ARTIFACTS:-}" ]] && build+=(--artifacts-path "$ARTIFACTS")
+# The fixtures are found by walking up from the test binary to a shared/ folder; from an artifacts folder outside the
+# repository's parent that walk misses them, so point at the one beside the repository.
+if [[ -n "${ARTIFACTS:-}" && -z "${KVQ_SHARED:-}" && -d "$root/../shared/models" ]]; then
+  export KVQ_SHARED=$(cd "$root/../shared" && pwd)
+fi
 dotnet test tests/Kvq.Tests -c "${CONFIGURATION:-Release}" "${build[@]}" "${filter[@]}" --collect "XPlat Code Coverage" --results-directory "$out" \
   -- DataCollectionRunSettings.DataCollectors.DataCollector.Configuration.Format=cobertura \
      "DataCollectionRunSettings.DataCollectors.DataCollector.Configuration.Include=[Kvq.Core]*,[kvq]*" \

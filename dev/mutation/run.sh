@@ -9,7 +9,8 @@
 #   dev/mutation/run.sh src/Kvq/Cache/Paging 'FullyQualifiedName~Kvq.Tests.Cache.Paging'   # any folder, own filter
 #   FILES="Q8_0Codec.cs Q4_0Codec.cs" PART=ggml dev/mutation/run.sh src/Kvq/Cache/Codecs       # some files of a folder
 #
-# Environment: CONCURRENCY (test runners in parallel, default 1), LEVEL (Stryker mutation level, default Standard),
+# Environment: TEST_PROJECT (the test project Stryker runs, relative to the root: tests/Kvq.MutationTests for the
+# codecs and the paging, tests/Kvq.Tests otherwise), CONCURRENCY (test runners in parallel, default 1), LEVEL (Stryker mutation level, default Standard),
 # FILES (paths relative to the folder to mutate, space-separated globs; default every .cs file of the folder), PART
 # (a name for that selection: reports go to out/<folder>-<part>/), EXTRA (more globs, relative to src/Kvq, mutated
 # with the folder's files; a glob may end in {start..end} line spans). Stryker compiles the mutants of the whole project
@@ -51,7 +52,13 @@ if [[ -n "${EXTRA:-}" ]]; then
 fi
 rm -rf "$out"
 
-cd "$root/tests/Kvq.Tests"
+# The test host: tests/Kvq.MutationTests (only the codec and paging tests and their helpers, linked from Kvq.Tests)
+# for the folders it holds tests for, so that each mutant's test run loads a few hundred tests, not Kvq.Tests' 2,500.
+case "$rel" in
+  Cache/Codecs|Cache/Paging) tests=${TEST_PROJECT:-tests/Kvq.MutationTests} ;;
+  *) tests=${TEST_PROJECT:-tests/Kvq.Tests} ;;
+esac
+cd "$root/$tests"
 dotnet tool restore >/dev/null
 dotnet stryker \
   ${CONFIG:+--config-file "$CONFIG"} \

@@ -34,7 +34,7 @@ public sealed class NuqLayerProfile
     public static NuqLayerProfile From(KvQuantProfile p, int layer, int bits, double fraction)
     {
         var c = p.For(fraction, $"nuq{bits}");
-        if (c.Rotates(Kvq.Cache.Codecs.KvSide.Key, layer) || c.Rotates(Kvq.Cache.Codecs.KvSide.Value, layer))
+        if (c.Rotates(Cache.Codecs.KvSide.Key, layer) || c.Rotates(Cache.Codecs.KvSide.Value, layer))
             throw new ArgumentException($"the profile stores layer {layer} Hadamard-rotated (kvq calibrate --rotate auto); the device's nuq layout has no rotation: use a profile calibrated without --rotate");
         var s = c.KeysPreRope;
         int n = s.KvHeads * s.HeadDim, off = layer * n;

@@ -118,7 +118,7 @@ public sealed class BlockOutliers
                 int t = shift >= 0 ? ix >> shift : ix / headDim;
                 int lane = lanes[ix - t * headDim];
                 m[t] |= 1UL << lane;
-                x[t * 64 + lane] = Tensors.Quant.QuantFormats.HalfToSingle((ushort)(v >> w));
+                x[t * 64 + lane] = QuantFormats.HalfToSingle((ushort)(v >> w));
             }
         }
     }
@@ -130,7 +130,7 @@ public sealed class BlockOutliers
     /// (8 entries of w + 16 bits are w + 16 whole bytes, so every group starts on a byte and each entry sits at the same
     /// bit offset in its group's 64-byte window: one byte permute and one variable shift per group take all 8 out) and
     /// their f16 values widened 8 at a time (<see cref="HalfDot.F16ToF32x8"/>, exact for every bit pattern, the same
-    /// floats as <see cref="Tensors.Quant.QuantFormats.HalfToSingle"/>); then one scalar pass sets each entry's mask bit
+    /// floats as <see cref="QuantFormats.HalfToSingle"/>); then one scalar pass sets each entry's mask bit
     /// and lane. The scalar loop spent ~10 cycles an entry on the bit read and the conversion (profile: 11% of a
     /// nuq4-1% decode token's attention samples at 4000 tokens).</summary>
     [SkipLocalsInit]   // idx/val are written before they are read; the window copy's bytes past the data are never used

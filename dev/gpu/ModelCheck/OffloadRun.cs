@@ -105,7 +105,10 @@ internal static class OffloadRun
         int perStep = budget.BlocksFor(n);
         int working = Math.Min(n, 3 * perStep + 8);   // this step's blocks, the next layer's prediction, and reuse
         long summaries = (long)n * c.Layers * c.KvHeads * 2 * c.HeadDim * 2;
-        long scratch = 4L << 30;
+        // What the fill and the decode steps allocate beside the tiers (the 16k-token fill chunk's activations and
+        // f32 keys, cuBLAS workspace, the driver's own pools). Run 35 (H100, session 9) sized this as a flat 4 GiB and
+        // ran out of device memory building the tiers (8 MiB free): keep a sixth of what is free, at least 4 GiB.
+        long scratch = Math.Max(4L << 30, free0 / 6);
         long homeBytes = free0 - summaries - (long)working * blockBytes - scratch;
         int home = (int)Math.Min(n, homeBytes / blockBytes);
         int hostBlocks = Math.Max(0, n - home + chunkBlocks + 2);

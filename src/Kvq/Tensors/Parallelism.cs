@@ -53,12 +53,7 @@ public sealed class Parallelism : IDisposable
             job.Run(0, count);
             return;
         }
-        JobRunner<TJob> runner;
-        lock (_runners)
-        {
-            if (!_runners.TryGetValue(typeof(TJob), out var r)) _runners[typeof(TJob)] = r = new JobRunner<TJob>();
-            runner = (JobRunner<TJob>)r;
-        }
+        var runner = RunnerFor<TJob>();
         runner.Job = job;
         _s.Run(runner, count, pieces);
     }
@@ -74,14 +69,19 @@ public sealed class Parallelism : IDisposable
             job.Run(0, count);
             return;
         }
-        JobRunner<TJob> runner;
+        var runner = RunnerFor<TJob>();
+        runner.Job = job;
+        _s.Run(runner, count, count);
+    }
+
+    /// <summary>The cached runner of job type <typeparamref name="TJob"/> (one per type, made on first use).</summary>
+    private JobRunner<TJob> RunnerFor<TJob>() where TJob : struct, IRangeJob
+    {
         lock (_runners)
         {
             if (!_runners.TryGetValue(typeof(TJob), out var r)) _runners[typeof(TJob)] = r = new JobRunner<TJob>();
-            runner = (JobRunner<TJob>)r;
+            return (JobRunner<TJob>)r;
         }
-        runner.Job = job;
-        _s.Run(runner, count, count);
     }
 
     private interface IChunkRunner

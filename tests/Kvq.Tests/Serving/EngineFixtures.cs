@@ -79,4 +79,50 @@ internal static class EngineFixtures
         await foreach (var e in stream) events?.Add(e);
         return await stream.Completion;
     }
+
+    /// <summary>
+    /// Submits <paramref name="requests"/> at once and reads every stream; a request for which
+    /// <paramref name="cancel"/> holds is cancelled by its reader once it has seen <paramref name="after"/> tokens.
+    /// </summary>
+    /// <remarks>
+    /// The engine runs ahead of its readers (a token stream is unbounded) and a small model finishes a request in a
+    /// few milliseconds, so a request could end before its reader got to cancel it. A timed brake (10 ms per step)
+    /// still lost that race twice under CI load. So while a request to be cancelled has not been, each step waits
+    /// (10 s at most, so a fault cannot hang the suite) until the readers have taken every token the engine made since
+    /// this began: a reader then cancels before the engine makes its request's next token.
+    /// </remarks>
+    public static async Task<CompletionResult[]> ReadCancellingSome(InferenceEngine engine,
+        IReadOnlyList<CompletionRequest> requests, Func<int, bool> cancel, int after)
+    {
+        var sources = requests.Select(_ => new CancellationTokenSource()).ToArray();
+        long start = engine.Snapshot().GeneratedTokens, read = 0;
+        bool Pending() => sources.Where((_, i) => cancel(i)).Any(s => !s.IsCancellationRequested);
+        void Brake(EngineSnapshot s)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (Pending() && s.GeneratedTokens - start > Interlocked.Read(ref read) && clock.Elapsed.TotalSeconds < 10)
+                Thread.Sleep(1);
+        }
+        engine.StepCompleted += Brake;
+        try
+        {
+            var streams = requests.Select((r, i) => engine.Submit(r, sources[i].Token)).ToArray();
+            return await Task.WhenAll(streams.Select(async (stream, i) =>
+            {
+                int seen = 0;
+                await foreach (var e in stream)
+                {
+                    if (e.Token < 0) continue; // the text-only tail of a finished request
+                    if (++seen == after && cancel(i)) sources[i].Cancel();
+                    Interlocked.Increment(ref read); // after the cancel: the engine waits for it
+                }
+                return await stream.Completion;
+            }));
+        }
+        finally
+        {
+            engine.StepCompleted -= Brake;
+            foreach (var s in sources) s.Dispose();
+        }
+    }
 }

@@ -82,26 +82,10 @@ public class InferenceEngineTests
     {
         using var engine = EngineFixtures.Engine(EngineFixtures.Stories, "f32", 4 * MiB);
         var prompts = Enumerable.Range(0, 10).Select(i => EngineFixtures.StoriesPrompt($"Once upon a time there was a {i} little")).ToArray();
-        var sources = prompts.Select(_ => new CancellationTokenSource()).ToArray();
-        // The engine runs ahead of the readers (a token stream is unbounded) and this model decodes 200 tokens in a few
-        // milliseconds, so without a brake a request may finish before its reader has seen 5 tokens (CI failed so once).
-        // While a request to be cancelled has not been, each step waits 10 ms: 195 steps give a reader ~2 s to get there.
-        engine.StepCompleted += _ =>
-        {
-            if (sources.Where((_, i) => i % 2 == 0).Any(s => !s.IsCancellationRequested)) Thread.Sleep(10);
-        };
-        var streams = prompts.Select((p, i) => engine.Submit(new CompletionRequest
+        var results = await EngineFixtures.ReadCancellingSome(engine, prompts.Select((p, i) => new CompletionRequest
         {
             PromptTokens = p, MaxTokens = 200, Sampler = new SamplerOptions { Seed = (ulong)i },
-        }, sources[i].Token)).ToArray();
-        var reading = streams.Select(async (s, i) =>
-        {
-            int seen = 0;
-            await foreach (var _ in s)
-                if (++seen == 5 && i % 2 == 0) sources[i].Cancel();
-            return await s.Completion;
-        }).ToArray();
-        var results = await Task.WhenAll(reading);
+        }).ToArray(), i => i % 2 == 0, after: 5);
         for (int i = 0; i < results.Length; i++)
         {
             if (i % 2 == 0)

@@ -108,19 +108,8 @@ public sealed class PolicyEngineTests
         Assert.Equal(5 * 192, snap.PrefixHitTokens);
         Assert.True(snap.PrefixHitRate > 0);
 
-        var sources = Enumerable.Range(0, 4).Select(_ => new CancellationTokenSource()).ToArray();
-        engine.StepCompleted += _ =>
-        {
-            if (sources.Where((_, i) => i % 2 == 0).Any(s => !s.IsCancellationRequested)) Thread.Sleep(10);
-        };
-        var streams = prompts.Skip(6).Select((p, i) => engine.Submit(EngineFixtures.Greedy(p, 40), sources[i].Token)).ToArray();
-        var late = await Task.WhenAll(streams.Select(async (s, i) =>
-        {
-            int seen = 0;
-            await foreach (var _ in s)
-                if (++seen == 3 && i % 2 == 0) sources[i].Cancel();
-            return await s.Completion;
-        }));
+        var late = await EngineFixtures.ReadCancellingSome(engine,
+            prompts.Skip(6).Select(p => EngineFixtures.Greedy(p, 40)).ToArray(), i => i % 2 == 0, after: 3);
         for (int i = 0; i < late.Length; i++)
             if (i % 2 == 0) Assert.Equal(FinishReason.Cancelled, late[i].FinishReason);
             else Assert.NotEqual(FinishReason.Cancelled, late[i].FinishReason);

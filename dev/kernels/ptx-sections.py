@@ -8,34 +8,14 @@
 # with run-time trip counts (outliers, copies) are counted once. PTX, not SASS: ptxas removes moves and conversions,
 # so the differences between versions are the useful part. Used for kernel v15's prediction (docs/perf.md).
 # Usage: dev/kernels/ptx-sections.py [VERSION ...]   (default 9 11 13 15; 4 bits, G = 4, slots layout)
-import ctypes, os, re, sys, tempfile
-here = os.path.dirname(os.path.abspath(__file__))
-kernels = os.path.join(here, "..", "..", "src", "Kvq.Cuda", "Kernels")
-libdir = os.path.join(os.environ.get("NVRTC_CACHE", "/tmp/kvq-nvrtc11"), "root/usr/lib/x86_64-linux-gnu")
-ctypes.CDLL(os.path.join(libdir, "libnvrtc-builtins.so.11.8"), mode=ctypes.RTLD_GLOBAL)   # found by its soname later
-lib = ctypes.CDLL(os.path.join(libdir, "libnvrtc.so.11.2"))
+import os, re, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nvrtc11
 versions = [int(v) for v in sys.argv[1:]] or [9, 11, 13, 15]
 src = '#include "attn_v7.cuh"\n' + "".join(f"NUQ_V7_ANY(4, 4, 2, {v}, , KSLOTS, VSLOTS, 0)\n" for v in versions)
-headers = {}
-def walk(text):
-    for name in re.findall(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"', text, re.M):
-        if name not in headers:
-            headers[name] = open(os.path.join(kernels, name)).read()
-            walk(headers[name])
-walk(src)
-prog = ctypes.c_void_p()
-n = len(headers)
-texts = (ctypes.c_char_p * n)(*[t.encode() for t in headers.values()])
-names = (ctypes.c_char_p * n)(*[k.encode() for k in headers])
-assert lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"sections.cu", n, texts, names) == 0
-opts = [b"--gpu-architecture=compute_90", b"--std=c++17", b"-lineinfo"]
-if lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts)):
-    size = ctypes.c_size_t(); lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-    log = ctypes.create_string_buffer(size.value); lib.nvrtcGetProgramLog(prog, log)
-    sys.exit(log.value.decode())
-size = ctypes.c_size_t(); lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
-buf = ctypes.create_string_buffer(size.value); lib.nvrtcGetPTX(prog, buf)
-ptx = buf.value.decode()
+ok, log, prog, headers = nvrtc11.compile(src, "sections.cu", ["--gpu-architecture=compute_90", "--std=c++17", "-lineinfo"])
+if not ok: sys.exit(log)
+ptx = nvrtc11.ptx(prog)
 files = dict(re.findall(r'^\s*\.file\s+(\d+)\s+"([^"]+)"', ptx, re.M))
 v7 = next(k for k, f in files.items() if f.endswith("attn_v7.cuh"))
 lines = headers["attn_v7.cuh"].split("\n")

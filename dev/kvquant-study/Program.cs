@@ -49,26 +49,8 @@ if (args.Length == 6 && args[0] == "mergelayers")
     HashSet<int> Layers(string t) => t == "-" ? [] : [.. t.Split('.').Select(int.Parse)];
     var keyLayers = Layers(args[4]);
     var valueLayers = Layers(args[5]);
-    var cals = new List<KvQuantCalibration>();
-    foreach (var pc in pp.Calibrations)
-    {
-        var rc = rp.For(pc.OutlierFraction, "mergelayers");
-        ChannelScales Mix(ChannelScales a, ChannelScales b)
-        {
-            var zero = (float[])a.Zero.Clone();
-            var range = (float[])a.Range.Clone();
-            int per = a.KvHeads * a.HeadDim;
-            foreach (int l in keyLayers)
-            {
-                Array.Copy(b.Zero, l * per, zero, l * per, per);
-                Array.Copy(b.Range, l * per, range, l * per, per);
-            }
-            return new ChannelScales(a.Layers, a.KvHeads, a.HeadDim, zero, range);
-        }
-        var books = pc.Codebooks.Where(c => c.Stream == KvQuantStream.Value ? !valueLayers.Contains(c.Layer) : !keyLayers.Contains(c.Layer))
-            .Concat(rc.Codebooks.Where(c => c.Stream == KvQuantStream.Value ? valueLayers.Contains(c.Layer) : keyLayers.Contains(c.Layer)));
-        cals.Add(new KvQuantCalibration(pc.OutlierFraction, Mix(pc.KeysPreRope, rc.KeysPreRope), Mix(pc.KeysPostRope, rc.KeysPostRope), books));
-    }
+    // The same merge `kvq calibrate --rotate auto` makes, with the layers given instead of chosen.
+    var cals = pp.Calibrations.Select(pc => KvQuantRotationChoice.Merge(pc, rp.For(pc.OutlierFraction, "mergelayers"), keyLayers, valueLayers)).ToList();
     string mk = Kvq.Cache.Codecs.Rotation.RotatedSpec.ProfileTextMarker;
     var st = pp.Settings with { Text = $"keys rotated in layers {args[4]}, values in {args[5]}" + mk };
     new KvQuantProfile(pp.ModelFingerprint, st, pp.Layers, pp.KvHeads, pp.HeadDim, cals).Save(args[3]);

@@ -156,15 +156,25 @@ public static unsafe partial class QuantFormats
                     s1 = TL.Add(s1, x1);
                     s2 = TL.Add(s2, x2);
                 }
-                ScaleMinK4(2 * c, scales, out int sc1, out int m1);
-                ScaleMinK4(2 * c + 1, scales, out int sc2, out int m2);
-                acc0 = TL.Fma(t1, TL.Broadcast(d * sc1), acc0);
-                acc1 = TL.Fma(s1, TL.Broadcast(-dmin * m1), acc1);
-                acc0 = TL.Fma(t2, TL.Broadcast(d * sc2), acc0);
-                acc1 = TL.Fma(s2, TL.Broadcast(-dmin * m2), acc1);
+                ScaleMinPair<TV, TL>(c, scales, d, dmin, t1, t2, s1, s2, ref acc0, ref acc1);
             }
         }
         return TL.Sum(TL.Add(acc0, acc1));
+    }
+
+    /// <summary>Q4_K's and Q5_K's sub-blocks 2c and 2c+1 of a chunk into the accumulators: the code sums
+    /// <paramref name="t1"/>/<paramref name="t2"/> times d x scale, the input sums <paramref name="s1"/>/<paramref name="s2"/>
+    /// times -dmin x min (the two formats differ only in how they unpack the codes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaleMinPair<TV, TL>(int c, byte* scales, float d, float dmin, TV t1, TV t2, TV s1, TV s2, ref TV acc0, ref TV acc1)
+        where TV : struct where TL : IQuantLanes<TV>
+    {
+        ScaleMinK4(2 * c, scales, out int sc1, out int m1);
+        ScaleMinK4(2 * c + 1, scales, out int sc2, out int m2);
+        acc0 = TL.Fma(t1, TL.Broadcast(d * sc1), acc0);
+        acc1 = TL.Fma(s1, TL.Broadcast(-dmin * m1), acc1);
+        acc0 = TL.Fma(t2, TL.Broadcast(d * sc2), acc0);
+        acc1 = TL.Fma(s2, TL.Broadcast(-dmin * m2), acc1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -189,12 +199,7 @@ public static unsafe partial class QuantFormats
                     s1 = TL.Add(s1, x1);
                     s2 = TL.Add(s2, x2);
                 }
-                ScaleMinK4(2 * c, scales, out int sc1, out int m1);
-                ScaleMinK4(2 * c + 1, scales, out int sc2, out int m2);
-                acc0 = TL.Fma(t1, TL.Broadcast(d * sc1), acc0);
-                acc1 = TL.Fma(s1, TL.Broadcast(-dmin * m1), acc1);
-                acc0 = TL.Fma(t2, TL.Broadcast(d * sc2), acc0);
-                acc1 = TL.Fma(s2, TL.Broadcast(-dmin * m2), acc1);
+                ScaleMinPair<TV, TL>(c, scales, d, dmin, t1, t2, s1, s2, ref acc0, ref acc1);
             }
         }
         return TL.Sum(TL.Add(acc0, acc1));

@@ -258,25 +258,33 @@ public static class BatchSteps
         var model = new Model.Transformer(weights, new Parallelism(threads), 256);
         var c = weights.Config;
         var rng = new Random(7);
+        // The context stays near `context`: sets of n sequences prefilled to context - 128, each decoding 256 steps in turn
+        // (contexts context - 128 .. context + 128).
+        const int PerSet = 256;
+        int sets = Math.Max(1, (steps + PerSet - 1) / PerSet);
         var cache = new Cache.PagedKvCache(model.KvShape, Cache.KvCacheConfig.Parse("f16"));
-        var seqs = new Cache.PagedKvSequence[n];
         var logits = new float[n * c.VocabSize];
-        for (int i = 0; i < n; i++)
+        var all = new Model.BatchSegment[sets][];
+        for (int set = 0; set < sets; set++)
         {
-            seqs[i] = cache.CreateSequence();
-            var prompt = new int[context];
-            for (int t = 0; t < context; t++) prompt[t] = rng.Next(3, c.VocabSize);
-            model.Forward(prompt, seqs[i], logits.AsSpan(0, c.VocabSize));
+            all[set] = new Model.BatchSegment[n];
+            for (int i = 0; i < n; i++)
+            {
+                var seq = cache.CreateSequence();
+                var prompt = new int[Math.Max(1, context - PerSet / 2)];
+                for (int t = 0; t < prompt.Length; t++) prompt[t] = rng.Next(3, c.VocabSize);
+                model.Forward(prompt, seq, logits.AsSpan(0, c.VocabSize));
+                all[set][i] = new Model.BatchSegment(seq, i, 1, Decode: true, Logits: true);
+            }
         }
-        var segments = seqs.Select((s, i) => new Model.BatchSegment(s, i, 1, Decode: true, Logits: true)).ToArray();
         var tokens = new int[n];
-        for (int s = 0; s < 50; s++) { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); }
+        for (int s = 0; s < 30; s++) { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, all[0], logits); }
         var proc = Process.GetCurrentProcess();
         proc.Refresh();
         var c0 = proc.TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         Console.Error.WriteLine("steps start");
-        for (int s = 0; s < steps; s++) { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); }
+        for (int s = 0; s < steps; s++) { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, all[s / PerSet], logits); }
         proc.Refresh();
         double wall = sw.Elapsed.TotalMicroseconds / steps, cpu = (proc.TotalProcessorTime - c0).TotalMicroseconds / steps;
         Console.WriteLine($"books-19m, {threads} threads, f16, {n} sequences at context {context}+, {steps} steps: wall {wall:F0} us/step ({n * 1e6 / wall:F0} tok/s), " +

@@ -196,8 +196,8 @@ public static class BatchProfile
         var att = new float[c.QDim];
         const int Steps = 16;
         var proc = Process.GetCurrentProcess();
-        var wall = new double[6];
-        var cpu = new double[6];
+        var wall = new double[7];
+        var cpu = new double[7];
         var together = new Cache.Attention.BatchAttention();
         for (int i = 0; i < n; i++) together.TryAdd(seqs[i], i, 1);
         var qs = new float[n * c.QDim];
@@ -216,25 +216,78 @@ public static class BatchProfile
             proc.Refresh();
             cpu[what] = Math.Min(cpu[what], (proc.TotalProcessorTime - c0).TotalMicroseconds / Steps);
         }
+        var argmax = 0;
         for (int round = 0; round < rounds; round++)
         {
-            Time(0, () => { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); });
-            Time(1, () => { foreach (var m in mats) m.MatVecRows(x.AsSpan(0, n * m.Cols), y.AsSpan(0, n * m.Rows), n, par); });
-            // Attention three ways: one region per sequence and layer (before the batched region), the batched region
-            // (what ForwardBatch runs), and the batched region without prefetching the next block; then the step
-            // without prefetching.
-            Time(2, () => { for (int l = 0; l < c.Layers; l++) for (int i = 0; i < n; i++) seqs[i].Attend(l, qs.AsSpan(i * c.QDim, c.QDim), 1, atts.AsSpan(i * c.QDim, c.QDim), par); });
-            Time(3, () => { for (int l = 0; l < c.Layers; l++) together.Attend(l, qs, atts, par); });
-            Cache.Attention.BlockAttention.PrefetchNextBlock = false;
-            Time(4, () => { for (int l = 0; l < c.Layers; l++) together.Attend(l, qs, atts, par); });
-            Time(5, () => { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); });
-            Cache.Attention.BlockAttention.PrefetchNextBlock = true;
+            // A/B in one process: the step, its weight products and its attention with this branch's levers (weight
+            // rows prefetched a block ahead, f16 tiles without inf/NaN widened the cheap way) on, then off.
+            foreach (bool on in new[] { true, false })
+            {
+                int o = on ? 0 : 3;
+                Tensors.Quant.HalfRowBlock.PrefetchNextRows = on;
+                Cache.Attention.HalfTileMath.FiniteWidening = on;
+                Time(o, () => { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); });
+                Time(o + 1, () => { foreach (var m in mats) m.MatVecRows(x.AsSpan(0, n * m.Cols), y.AsSpan(0, n * m.Rows), n, par); });
+                Time(o + 2, () => { for (int l = 0; l < c.Layers; l++) together.Attend(l, qs, atts, par); });
+            }
+            Tensors.Quant.HalfRowBlock.PrefetchNextRows = true;
+            Cache.Attention.HalfTileMath.FiniteWidening = true;
+            // Greedy sampling of the step's rows (what the engine does after the step; not inside ForwardBatch).
+            Time(6, () => { for (int t = 0; t < n; t++) argmax += System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.AsSpan(t * c.VocabSize, c.VocabSize)); });
         }
-        Console.WriteLine($"books-19m, {threads} threads, f16 cache, {n} sequences at context {context}+, best of {rounds} rounds x {Steps} steps");
-        Console.WriteLine($"wall: step {wall[0]:F0} us ({n * 1e6 / wall[0]:F0} tok/s); weight products {wall[1]:F0} us; attention {wall[3]:F0} us; rest {wall[0] - wall[1] - wall[3]:F0} us");
-        Console.WriteLine($"cpu:  step {cpu[0]:F0} us ({n * 1e6 / cpu[0]:F0} tok/cpu-s); weight products {cpu[1]:F0} us ({cpu[1] / cpu[0]:P0}); attention {cpu[3]:F0} us ({cpu[3] / cpu[0]:P0}); rest {cpu[0] - cpu[1] - cpu[3]:F0} us");
-        Console.WriteLine($"attention, wall / cpu us: a region per sequence and layer {wall[2]:F0} / {cpu[2]:F0}; one region per layer {wall[3]:F0} / {cpu[3]:F0}; " +
-                          $"one region, no prefetch {wall[4]:F0} / {cpu[4]:F0}");
-        Console.WriteLine($"step without prefetch, wall / cpu us: {wall[5]:F0} / {cpu[5]:F0} ({n * 1e6 / cpu[5]:F0} tok/cpu-s); load {File.ReadAllText("/proc/loadavg").Trim()}");
+        Console.WriteLine($"books-19m, {threads} threads, f16 cache, {n} sequences at context {context}+, best of {rounds} rounds x {Steps} steps (argmax {argmax % 10})");
+        Console.WriteLine("| levers | step wall us | step CPU us | tok per CPU-s | products CPU us | attention CPU us | rest CPU us |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+        foreach (int o in new[] { 0, 3 })
+            Console.WriteLine($"| {(o == 0 ? "on" : "off")} | {wall[o]:F0} | {cpu[o]:F0} | {n * 1e6 / cpu[o]:F0} | {cpu[o + 1]:F0} ({cpu[o + 1] / cpu[o]:P0}) | " +
+                              $"{cpu[o + 2]:F0} ({cpu[o + 2] / cpu[o]:P0}) | {cpu[o] - cpu[o + 1] - cpu[o + 2]:F0} |");
+        Console.WriteLine($"greedy sampling of {n} rows (outside the step): {cpu[6]:F0} us CPU; load {File.ReadAllText("/proc/loadavg").Trim()}");
+    }
+}
+
+/// <summary>
+/// --batch-steps: only batched decode steps, for <c>perf record</c> (n sequences prefilled to a context, then
+/// <c>steps</c> ForwardBatch calls; prints the step's wall and CPU time). With <c>DOTNET_PerfMapEnabled=1</c> the
+/// JIT's symbols reach perf, so the samples split by kernel: products, attention, norms/RoPE, hand-offs.
+/// </summary>
+public static class BatchSteps
+{
+    public static void Run(string modelPath, int threads, int context, int n, int steps)
+    {
+        using var weights = GgufModelLoader.Load(modelPath);
+        var model = new Model.Transformer(weights, new Parallelism(threads), 256);
+        var c = weights.Config;
+        var rng = new Random(7);
+        // The context stays near `context`: sets of n sequences prefilled to context - 128, each decoding 256 steps in turn
+        // (contexts context - 128 .. context + 128).
+        const int PerSet = 256;
+        int sets = Math.Max(1, (steps + PerSet - 1) / PerSet);
+        var cache = new Cache.PagedKvCache(model.KvShape, Cache.KvCacheConfig.Parse("f16"));
+        var logits = new float[n * c.VocabSize];
+        var all = new Model.BatchSegment[sets][];
+        for (int set = 0; set < sets; set++)
+        {
+            all[set] = new Model.BatchSegment[n];
+            for (int i = 0; i < n; i++)
+            {
+                var seq = cache.CreateSequence();
+                var prompt = new int[Math.Max(1, context - PerSet / 2)];
+                for (int t = 0; t < prompt.Length; t++) prompt[t] = rng.Next(3, c.VocabSize);
+                model.Forward(prompt, seq, logits.AsSpan(0, c.VocabSize));
+                all[set][i] = new Model.BatchSegment(seq, i, 1, Decode: true, Logits: true);
+            }
+        }
+        var tokens = new int[n];
+        for (int s = 0; s < 30; s++) { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, all[0], logits); }
+        var proc = Process.GetCurrentProcess();
+        proc.Refresh();
+        var c0 = proc.TotalProcessorTime;
+        var sw = Stopwatch.StartNew();
+        Console.Error.WriteLine("steps start");
+        for (int s = 0; s < steps; s++) { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, all[s / PerSet], logits); }
+        proc.Refresh();
+        double wall = sw.Elapsed.TotalMicroseconds / steps, cpu = (proc.TotalProcessorTime - c0).TotalMicroseconds / steps;
+        Console.WriteLine($"books-19m, {threads} threads, f16, {n} sequences at context {context}+, {steps} steps: wall {wall:F0} us/step ({n * 1e6 / wall:F0} tok/s), " +
+                          $"cpu {cpu:F0} us/step ({n * 1e6 / cpu:F0} tok/cpu-s); load {File.ReadAllText("/proc/loadavg").Trim()}");
     }
 }

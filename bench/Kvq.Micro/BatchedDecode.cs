@@ -15,12 +15,17 @@ public static class BatchedDecode
 {
     public static void Run(string modelPath, int threads, int context, int[] batches, string kv)
     {
+        // KVQ_BATCH_LEVERS=off: the weight-row prefetch and the cheap f16 widening off (the kernels as before them),
+        // for old/new A/B runs of one build.
+        bool levers = Environment.GetEnvironmentVariable("KVQ_BATCH_LEVERS") != "off";
+        Tensors.Quant.HalfRowBlock.PrefetchNextRows = levers;
+        Cache.Attention.HalfTileMath.FiniteWidening = levers;
         using var weights = GgufModelLoader.Load(modelPath);
         var model = new Transformer(weights, new Parallelism(threads), 256);
         int vocab = weights.Config.VocabSize;
         const int Steps = 48, Rounds = 5;
         var rng = new Random(11);
-        Console.WriteLine($"books-19m, {threads} threads, kv {kv}, context {context}, {Steps} decode steps, best of {Rounds} rounds");
+        Console.WriteLine($"books-19m, {threads} threads, kv {kv}, context {context}, {Steps} decode steps, best of {Rounds} rounds, levers {(levers ? "on" : "off")}; load {File.ReadAllText("/proc/loadavg").Trim()}");
         Console.WriteLine("| sequences | batched tok/s | one at a time tok/s | batched / one at a time | vs 1 sequence |");
         Console.WriteLine("|---:|---:|---:|---:|---:|");
         // Warm-up: ForwardBatch and the batched kernels reach the JIT's optimised tier before anything is timed (the
@@ -72,5 +77,6 @@ public static class BatchedDecode
             if (b == batches[0]) single = bestBatched;
             Console.WriteLine($"| {b} | {bestBatched:F0} | {bestSeq:F0} | {bestBatched / bestSeq:F2}x | {bestBatched / single:F2}x |");
         }
+        Console.WriteLine($"load {File.ReadAllText("/proc/loadavg").Trim()}");
     }
 }

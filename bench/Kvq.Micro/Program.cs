@@ -29,6 +29,14 @@ if (args.Length > 0 && args[0] == "--batch-profile")
         args.Length > 4 ? int.Parse(args[4]) : 16, args.Length > 5 ? int.Parse(args[5]) : 10);
     return;
 }
+// dotnet run --project bench/Kvq.Micro -c Release -- --batch-steps [model] [threads] [ctx] [n] [steps]   batched steps only (for perf record)
+if (args.Length > 0 && args[0] == "--batch-steps")
+{
+    BatchSteps.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
+        args.Length > 2 ? int.Parse(args[2]) : 1, args.Length > 3 ? int.Parse(args[3]) : 512,
+        args.Length > 4 ? int.Parse(args[4]) : 16, args.Length > 5 ? int.Parse(args[5]) : 400);
+    return;
+}
 // dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv] [rounds] [profile.kvqp]   per-op decode breakdown
 if (args.Length > 0 && args[0] == "--decode-profile")
 {

@@ -1,4 +1,5 @@
 using Kvq.Cache.Attention;
+using Kvq.Tensors.Quant;
 
 namespace Kvq.Tests.Cache;
 
@@ -89,5 +90,82 @@ public class HalfTileMathTests
         HalfTileMath.AccumulatePerRow(tile, count, d, w, nq, a2);
         for (int i = 0; i < a1.Length; i++)
             Assert.True(BitConverter.SingleToInt32Bits(a1[i]) == BitConverter.SingleToInt32Bits(a2[i]), $"acc {i}: {a1[i]:R} vs {a2[i]:R}");
+    }
+
+    /// <summary>The decode kernels widen a tile without inf/NaN the cheaper way (<see cref="HalfDot.F16ToF32Finite"/>)
+    /// and any other tile the exact way: either way their sums stay bitwise those of the per-row kernels (which always
+    /// widen exactly), for random tiles with subnormals, zeros of both signs and the largest finite values, and for
+    /// tiles with one inf or NaN anywhere (the check must see it, also in the last keys that the widened path leaves
+    /// to the per-row tail).</summary>
+    [Avx512Theory("HalfTileMath is the AVX-512 f16 kernel")]
+    [InlineData(32, 64, 3, 0)]
+    [InlineData(32, 64, 3, 1)]
+    [InlineData(32, 64, 3, 2)]
+    [InlineData(29, 64, 4, 1)]
+    [InlineData(31, 128, 2, 2)]
+    [InlineData(5, 64, 3, 1)]
+    [InlineData(17, 48, 3, 0)]
+    [InlineData(17, 48, 3, 1)]
+    [InlineData(1, 64, 1, 2)]
+    [InlineData(9, 16, 2, 0)]
+    public void FiniteWideningKeepsTheSumsBitwise(int count, int d, int nq, int special)
+    {
+        var r = new Random(TestSeeds.Of("finitewiden", count, d, nq, special));
+        var tile = new Half[count * d];
+        for (int i = 0; i < tile.Length; i++)
+            tile[i] = (r.Next(8)) switch
+            {
+                0 => BitConverter.UInt16BitsToHalf((ushort)(r.Next(1, 0x400) | (r.Next(2) << 15))), // subnormal
+                1 => r.Next(2) == 0 ? (Half)0f : BitConverter.UInt16BitsToHalf(0x8000),              // +-0
+                2 => r.Next(2) == 0 ? Half.MaxValue : Half.MinValue,
+                _ => (Half)(r.NextDouble() * 4 - 2),
+            };
+        // 1: an inf, 2: a NaN, at a random place (half the time among the last keys)
+        if (special > 0)
+        {
+            int at = r.Next(2) == 0 ? r.Next(tile.Length) : tile.Length - 1 - r.Next(Math.Min(tile.Length, d));
+            tile[at] = special == 1 ? (r.Next(2) == 0 ? Half.PositiveInfinity : Half.NegativeInfinity) : Half.NaN;
+        }
+        var q = Enumerable.Range(0, nq * d).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var s1 = new float[nq * count];
+        var s2 = new float[nq * count];
+        HalfTileMath.Scores(tile, count, d, q, nq, s1);
+        HalfTileMath.ScoresPerRow(tile, count, d, q, nq, s2);
+        for (int i = 0; i < s1.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(s1[i]) == BitConverter.SingleToInt32Bits(s2[i]), $"score {i}: {s1[i]:R} vs {s2[i]:R}");
+        if (special > 0) Assert.Contains(s1, x => !float.IsFinite(x));
+        var w = Enumerable.Range(0, nq * count).Select(_ => (float)r.NextDouble()).ToArray();
+        var a1 = Enumerable.Range(0, nq * d).Select(_ => (float)r.NextDouble()).ToArray();
+        var a2 = (float[])a1.Clone();
+        HalfTileMath.Accumulate(tile, count, d, w, nq, a1);
+        HalfTileMath.AccumulatePerRow(tile, count, d, w, nq, a2);
+        for (int i = 0; i < a1.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(a1[i]) == BitConverter.SingleToInt32Bits(a2[i]), $"acc {i}: {a1[i]:R} vs {a2[i]:R}");
+    }
+
+    /// <summary>The finiteness check against a scalar statement of it, at every length around the 32-value steps and
+    /// with the one inf/NaN at every position of a short tile.</summary>
+    [Avx512Fact("HalfTileMath is the AVX-512 f16 kernel")]
+    public unsafe void AllFiniteFindsEveryInfAndNaN()
+    {
+        var r = new Random(TestSeeds.Of("allfinite"));
+        for (int n = 0; n <= 100; n++)
+        {
+            var t = Enumerable.Range(0, n).Select(_ => (Half)(r.NextDouble() * 200 - 100)).ToArray();
+            fixed (Half* p = t) Assert.True(HalfTileMath.AllFinite((ushort*)p, n), $"{n} finite values");
+            // A value past the first n is not looked at.
+            var longer = t.Append(Half.NaN).ToArray();
+            fixed (Half* p = longer) Assert.True(HalfTileMath.AllFinite((ushort*)p, n), $"{n} finite values before a NaN");
+            for (int at = 0; at < n; at++)
+            {
+                var saved = t[at];
+                foreach (var bad in new[] { Half.PositiveInfinity, Half.NegativeInfinity, Half.NaN, BitConverter.UInt16BitsToHalf(0xFFFF) })
+                {
+                    t[at] = bad;
+                    fixed (Half* p = t) Assert.False(HalfTileMath.AllFinite((ushort*)p, n), $"{n} values, {bad} at {at}");
+                }
+                t[at] = saved;
+            }
+        }
     }
 }

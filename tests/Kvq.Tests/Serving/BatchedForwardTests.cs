@@ -133,6 +133,64 @@ public class BatchedForwardTests
         }
     }
 
+    /// <summary>An odd number of sequences (11) at odd contexts around the 32-token block edges (1 to 200 tokens of
+    /// random ids), decoded together at 3 threads with the batched step's fast paths on (weight rows prefetched a block
+    /// ahead, f16 tiles without inf/NaN widened the cheap way), against each sequence decoded alone with them off (the
+    /// plain kernels): every row's logits equal, bitwise.</summary>
+    [Fact]
+    public void OddBatchWithFastPathsEqualsLoneDecodeWithPlainKernels()
+    {
+        var m = EngineFixtures.Books;
+        using var par = new Parallelism(3);
+        var batchedModel = new Transformer(m.Weights, par, 64);
+        var soloModel = new Transformer(m.Weights, par, 64); // the same threads: a prompt's GEMM panels start where a thread's rows do
+        int vocab = m.Weights.Config.VocabSize;
+        var rng = new Random(TestSeeds.Of("oddbatch"));
+        int[] contexts = [1, 5, 31, 32, 33, 47, 64, 65, 95, 127, 200];
+        var cache = new PagedKvCache(batchedModel.KvShape, KvCacheConfig.Parse("f16"));
+        var soloCache = new PagedKvCache(soloModel.KvShape, KvCacheConfig.Parse("f16"));
+        var batched = new IKvSequence[contexts.Length];
+        var solo = new IKvSequence[contexts.Length];
+        var logits = new float[vocab];
+        var next = new int[contexts.Length];
+        try
+        {
+            for (int i = 0; i < contexts.Length; i++)
+            {
+                var prompt = Enumerable.Range(0, contexts[i]).Select(_ => rng.Next(3, vocab)).ToArray();
+                batched[i] = cache.CreateSequence();
+                solo[i] = soloCache.CreateSequence();
+                batchedModel.Forward(prompt, batched[i], logits);
+                soloModel.Forward(prompt, solo[i], logits);
+                next[i] = Argmax(logits);
+            }
+            var batchLogits = new float[contexts.Length * vocab];
+            var segments = Enumerable.Range(0, contexts.Length).Select(i => new BatchSegment(batched[i], i, 1, Decode: true, Logits: true)).ToArray();
+            for (int step = 0; step < 5; step++)
+            {
+                Kvq.Tensors.Quant.HalfRowBlock.PrefetchNextRows = true;
+                Kvq.Cache.Attention.HalfTileMath.FiniteWidening = true;
+                batchedModel.ForwardBatch(next, segments, batchLogits);
+                Kvq.Tensors.Quant.HalfRowBlock.PrefetchNextRows = false;
+                Kvq.Cache.Attention.HalfTileMath.FiniteWidening = false;
+                for (int i = 0; i < contexts.Length; i++)
+                {
+                    soloModel.Forward([next[i]], solo[i], logits);
+                    var row = batchLogits.AsSpan(i * vocab, vocab);
+                    for (int v = 0; v < vocab; v++)
+                        Assert.True(BitConverter.SingleToInt32Bits(logits[v]) == BitConverter.SingleToInt32Bits(row[v]),
+                            $"step {step} sequence {i} (context {contexts[i]}) vocab {v}: alone {logits[v]:R}, batched {row[v]:R}");
+                    next[i] = rng.Next(3, vocab); // random next tokens: no argmax ties to care about
+                }
+            }
+        }
+        finally
+        {
+            Kvq.Tensors.Quant.HalfRowBlock.PrefetchNextRows = true;
+            Kvq.Cache.Attention.HalfTileMath.FiniteWidening = true;
+        }
+    }
+
     private static KvCacheConfig Config(string spec) => spec.Split(' ') is [var kv, var policy]
         ? KvCacheConfig.Parse(kv) with { Policy = new KvPolicyConfig(KvPolicyRegistry.Parse(policy), KvBudget.Parse("0.5")) }
         : KvCacheConfig.Parse(spec);

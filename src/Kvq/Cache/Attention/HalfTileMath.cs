@@ -20,6 +20,19 @@ public static unsafe class HalfTileMath
     public static void Scores(ReadOnlySpan<Half> tile, int count, int d, ReadOnlySpan<float> q, int nq, Span<float> scores)
     {
         if (nq == 1 || d > MaxWidenedDim) { ScoresPerRow(tile, count, d, q, nq, scores); return; }
+        fixed (Half* pt = tile)
+        {
+            if (FiniteWidening && AllFinite((ushort*)pt, (count & ~3) * d)) ScoresWidened<FiniteWiden>(tile, count, d, q, nq, scores);
+            else ScoresWidened<ExactWiden>(tile, count, d, q, nq, scores);
+        }
+    }
+
+    /// <summary><see cref="Scores"/>'s body: every group of four keys widened by <typeparamref name="TWiden"/> (the
+    /// same floats either way) into an L1 buffer that serves every query row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    private static void ScoresWidened<TWiden>(ReadOnlySpan<Half> tile, int count, int d, ReadOnlySpan<float> q, int nq, Span<float> scores)
+        where TWiden : struct, IHalfWiden
+    {
         float* kb = stackalloc float[4 * d];
         fixed (Half* pt = tile) fixed (float* pq = q) fixed (float* ps = scores)
         {
@@ -28,7 +41,7 @@ public static unsafe class HalfTileMath
             for (; j + 4 <= count; j += 4)
             {
                 ushort* k0 = t + j * d;
-                for (int c = 0; c < 4 * d; c += 16) HalfDot.F16ToF32(Vector256.Load(k0 + c)).Store(kb + c);
+                for (int c = 0; c < 4 * d; c += 16) TWiden.Widen(k0 + c).Store(kb + c);
                 float* b0 = kb, b1 = kb + d, b2 = kb + 2 * d, b3 = kb + 3 * d;
                 for (int i = 0; i < nq; i++)
                 {
@@ -111,6 +124,19 @@ public static unsafe class HalfTileMath
     public static void Accumulate(ReadOnlySpan<Half> tile, int count, int d, ReadOnlySpan<float> w, int nq, Span<float> acc)
     {
         if (nq > 4 || d % 64 != 0) { AccumulatePerRow(tile, count, d, w, nq, acc); return; }
+        fixed (Half* pt = tile)
+        {
+            if (FiniteWidening && AllFinite((ushort*)pt, count * d)) Accumulate<FiniteWiden>(tile, count, d, w, nq, acc);
+            else Accumulate<ExactWiden>(tile, count, d, w, nq, acc);
+        }
+    }
+
+    /// <summary><see cref="Accumulate(ReadOnlySpan{Half}, int, int, ReadOnlySpan{float}, int, Span{float})"/>'s body,
+    /// each value slice widened by <typeparamref name="TWiden"/> (the same floats either way).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Accumulate<TWiden>(ReadOnlySpan<Half> tile, int count, int d, ReadOnlySpan<float> w, int nq, Span<float> acc)
+        where TWiden : struct, IHalfWiden
+    {
         fixed (Half* pt = tile) fixed (float* pw = w) fixed (float* pa = acc)
         {
             ushort* t = (ushort*)pt;
@@ -128,10 +154,10 @@ public static unsafe class HalfTileMath
                 for (int j = 0; j < count; j++)
                 {
                     ushort* v = t + j * d + c;
-                    var v0 = HalfDot.F16ToF32(Vector256.Load(v));
-                    var v1 = HalfDot.F16ToF32(Vector256.Load(v + 16));
-                    var v2 = HalfDot.F16ToF32(Vector256.Load(v + 32));
-                    var v3 = HalfDot.F16ToF32(Vector256.Load(v + 48));
+                    var v0 = TWiden.Widen(v);
+                    var v1 = TWiden.Widen(v + 16);
+                    var v2 = TWiden.Widen(v + 32);
+                    var v3 = TWiden.Widen(v + 48);
                     var b = Vector512.Create(w0[j]);
                     p0 = Vector512.FusedMultiplyAdd(v0, b, p0); p1 = Vector512.FusedMultiplyAdd(v1, b, p1);
                     p2 = Vector512.FusedMultiplyAdd(v2, b, p2); p3 = Vector512.FusedMultiplyAdd(v3, b, p3);
@@ -179,5 +205,46 @@ public static unsafe class HalfTileMath
                     a.Store(pa + i * d + c);
                 }
         }
+    }
+
+    /// <summary>Whether the decode kernels widen tiles without inf/NaN the cheaper way (a switch for the benchmarks' A/B
+    /// only: <c>bench/Kvq.Micro --batch-profile</c>; results do not depend on it).</summary>
+    internal static bool FiniteWidening = true;
+
+    /// <summary>Whether none of the first <paramref name="halves"/> values of a tile is an inf or NaN (exponent bits all
+    /// ones), so that <see cref="HalfDot.F16ToF32Finite"/> (4 instructions per 16 values) widens them to exactly the
+    /// floats of <see cref="HalfDot.F16ToF32"/> (9). One AND and one unsigned max per 32 values: a decode block's keys
+    /// or values are widened once and checked once, so the check costs ~1/10 of what the cheaper widening saves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool AllFinite(ushort* t, int halves)
+    {
+        var exp = Vector512.Create((ushort)0x7c00);
+        var any = Vector512<ushort>.Zero;
+        int i = 0;
+        for (; i + 32 <= halves; i += 32) any = Vector512.Max(any, Vector512.Load(t + i) & exp);
+        if (Vector512.EqualsAny(any, exp)) return false;
+        for (; i < halves; i++)
+            if ((t[i] & 0x7c00) == 0x7c00) return false;
+        return true;
+    }
+
+    /// <summary>How a kernel widens 16 halves (a struct type parameter, so the JIT compiles one loop per choice).</summary>
+    internal interface IHalfWiden
+    {
+        static abstract Vector512<float> Widen(ushort* p);
+    }
+
+    /// <summary>Exact for every input, inf and NaN included (<see cref="HalfDot.F16ToF32"/>).</summary>
+    internal struct ExactWiden : IHalfWiden
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Widen(ushort* p) => HalfDot.F16ToF32(Vector256.Load(p));
+    }
+
+    /// <summary>Exact for finite inputs only (<see cref="HalfDot.F16ToF32Finite"/>): callers check the tile first.</summary>
+    internal struct FiniteWiden : IHalfWiden
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Widen(ushort* p) => HalfDot.F16ToF32Finite((Half*)p);
     }
 }

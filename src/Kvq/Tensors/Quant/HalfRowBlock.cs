@@ -69,6 +69,8 @@ public static unsafe class HalfRowBlock
                 int m = Math.Min(block, rows - r);
                 for (int i = 0; i < m; i++)
                     HalfDot.ToSingle(new ReadOnlySpan<Half>(w + (r + i) * rowStride, k), new Span<float>(f + i * k, k), finite && wide);
+                if (PrefetchNextRows && n >= 4)
+                    for (int i = r + block; i < Math.Min(rows, r + 2 * block); i++) PrefetchRow(w + i * rowStride, 2 * k);
                 if (m < block)
                     for (int i = 0; i < m; i++)
                         for (int t = 0; t < n; t++)
@@ -77,6 +79,19 @@ public static unsafe class HalfRowBlock
                 else Block256(f, k, x, n, y + r, yStride, parked);
             }
         }
+    }
+
+    /// <summary>Whether <see cref="Blocks"/> asks for the next block's f16 rows (into L2) before the panels of the current
+    /// one: a batched step streams every weight from memory (31 MB for books-19m, more than the L3 keeps beside the KV
+    /// blocks), and between two blocks' conversions the panels run ~1,500 cycles without touching the weights, so the
+    /// hardware prefetcher, which follows demand misses, has stopped by the time the next rows are read. Results do not
+    /// depend on it (a switch for the benchmarks' A/B: <c>bench/Kvq.Micro --batch-profile</c>).</summary>
+    internal static bool PrefetchNextRows = true;
+
+    private static void PrefetchRow(byte* p, int bytes)
+    {
+        if (!Sse.IsSupported) return;
+        for (int i = 0; i < bytes; i += 64) Sse.Prefetch1(p + i);
     }
 
     /// <summary>The scalar statement of what <see cref="Rows"/> (and the lone dot) computes for one output: lane l of

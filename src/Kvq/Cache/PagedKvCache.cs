@@ -209,15 +209,41 @@ public sealed class PagedKvCache
         }
     }
 
-    /// <summary>Sparse outlier rows beside the held blocks of a pool (one layer's, or every layer's for -1).</summary>
-    private long HeldOutlierBytes(BlockPool pool, int layer)
+    /// <summary>Bytes of the free blocks that still cache a prefix (refcount 0, registered: revivable by a prefix hit
+    /// until the pool hands them out again). Not part of <see cref="HeldBytes"/>: the pool reuses them, least recently
+    /// released first, whenever it needs a block.</summary>
+    public long CachedBytes
+    {
+        get
+        {
+            if (RingPools != null)
+            {
+                long n = 0;
+                for (int l = 0; l < Shape.Layers; l++)
+                {
+                    var pool = RingPools[l] ?? Sequences.Pool;
+                    n += pool.CachedFreeBlockCount * BytesPerLayerBlock(l) + HeldOutlierBytes(pool, l, cached: true);
+                }
+                return n;
+            }
+            if (LayerPools == null) return (long)Sequences.Pool.CachedFreeBlockCount * BytesPerBlock + HeldOutlierBytes(Sequences.Pool, -1, cached: true);
+            long blocks = 0;
+            for (int l = 0; l < LayerPools.Length; l++)
+                blocks += LayerPools[l].CachedFreeBlockCount * BytesPerLayerBlock(l) + HeldOutlierBytes(LayerPools[l], l, cached: true);
+            return blocks;
+        }
+    }
+
+    /// <summary>Sparse outlier rows beside the held blocks of a pool (one layer's, or every layer's for -1); with
+    /// <paramref name="cached"/>, beside its cached free blocks instead.</summary>
+    private long HeldOutlierBytes(BlockPool pool, int layer, bool cached = false)
     {
         if (!Keys.Any(a => a.HasOutliers) && !Values.Any(a => a.HasOutliers)) return 0;
         long n = 0;
         Span<int> one = stackalloc int[1];
         for (int id = 0; id < pool.BlockCount; id++)
         {
-            if (pool.IsFree(id)) continue;
+            if (cached ? !pool.IsFree(id) || !pool.Prefixes.IsRegistered(id) : pool.IsFree(id)) continue;
             one[0] = id;
             for (int l = layer < 0 ? 0 : layer; l < (layer < 0 ? Shape.Layers : layer + 1); l++)
                 n += Keys[l].OutlierBytesOf(one) + Values[l].OutlierBytesOf(one);

@@ -99,8 +99,27 @@ public sealed class KvPool
     }
 
     /// <summary>Bytes the <paramref name="running"/> sequences hold: their blocks (a shared block once, each layer's own
-    /// under a token policy) and what they keep outside blocks.</summary>
+    /// under a token policy) and what they keep outside blocks (staging, sink copies: <see cref="BytesPerSequence"/>
+    /// each). Cached prefixes that no sequence references are not held (<see cref="BytesCached"/>); nor are the blocks
+    /// admission set aside for tokens not appended yet (the decode reserve), which stay free.</summary>
     public long BytesHeld(int running) => Cache.HeldBytes + running * BytesPerSequence;
+
+    /// <summary>What the <paramref name="sequences"/> would hold if nothing were shared: each one's blocks counted
+    /// for it (<see cref="PagedKvSequence.Memory"/>, outlier rows included) plus what it keeps outside blocks. Without
+    /// forks or prefix hits this equals <see cref="BytesHeld"/> for the same sequences.</summary>
+    public long BytesUnshared(IEnumerable<PagedKvSequence> sequences)
+    {
+        long n = 0;
+        foreach (var s in sequences)
+        {
+            var m = s.Memory();
+            n += m.Keys.Total + m.Values.Total + BytesPerSequence;
+        }
+        return n;
+    }
+
+    /// <summary>Bytes of cached prefixes no running sequence references (free, reused least recently released first).</summary>
+    public long BytesCached => Cache.CachedBytes;
 
     /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>), the running sequences'
     /// outside-block bytes and the sink bank.</summary>

@@ -42,6 +42,27 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
 
     public void Add(EngineRequest r) => _waiting.Add(r);
 
+    /// <summary>The running requests' sequences (those holding KV).</summary>
+    public IEnumerable<PagedKvSequence> RunningKv
+    {
+        get
+        {
+            foreach (var r in _running)
+                if (r.Kv is { } kv) yield return kv;
+        }
+    }
+
+    /// <summary>Tokens the running requests have in their KV (prompt and generated tokens appended so far).</summary>
+    public long RunningContextTokens
+    {
+        get
+        {
+            long n = 0;
+            foreach (var r in _running) n += r.Kv?.Length ?? 0;
+            return n;
+        }
+    }
+
     /// <summary>Where released requests' tokens are recorded for <see cref="PromptCacheStore"/> (null: not kept).</summary>
     public RecentPrefixes? Recent { get; init; }
 

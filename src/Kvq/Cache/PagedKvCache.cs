@@ -210,40 +210,36 @@ public sealed class PagedKvCache
     }
 
     /// <summary>Bytes of the free blocks that still cache a prefix (refcount 0, registered: revivable by a prefix hit
-    /// until the pool hands them out again). Not part of <see cref="HeldBytes"/>: the pool reuses them, least recently
+    /// until the pool hands them out again), block bytes only (the sparse outlier rows kept beside them are not
+    /// counted, so this costs O(layers)). Not part of <see cref="HeldBytes"/>: the pool reuses them, least recently
     /// released first, whenever it needs a block.</summary>
-    public long CachedBytes
+    public long CachedBytes => SumOverPools(static p => p.CachedFreeBlockCount);
+
+    /// <summary>What the references to shared blocks beyond each block's first would take if every holder had its own
+    /// copy: <see cref="HeldBytes"/> plus this is what the live sequences would hold with nothing shared. Block bytes
+    /// only (a shared block's sparse outlier rows are counted once, in <see cref="HeldBytes"/>), so this costs
+    /// O(layers).</summary>
+    public long SharedReferenceBytes => SumOverPools(static p => p.ReferenceCount - p.HeldBlockCount);
+
+    /// <summary>Sum over the layers of (blocks the layer's pool counts) x bytes of one block of that layer.</summary>
+    private long SumOverPools(Func<BlockPool, int> blocks)
     {
-        get
-        {
-            if (RingPools != null)
-            {
-                long n = 0;
-                for (int l = 0; l < Shape.Layers; l++)
-                {
-                    var pool = RingPools[l] ?? Sequences.Pool;
-                    n += pool.CachedFreeBlockCount * BytesPerLayerBlock(l) + HeldOutlierBytes(pool, l, cached: true);
-                }
-                return n;
-            }
-            if (LayerPools == null) return (long)Sequences.Pool.CachedFreeBlockCount * BytesPerBlock + HeldOutlierBytes(Sequences.Pool, -1, cached: true);
-            long blocks = 0;
-            for (int l = 0; l < LayerPools.Length; l++)
-                blocks += LayerPools[l].CachedFreeBlockCount * BytesPerLayerBlock(l) + HeldOutlierBytes(LayerPools[l], l, cached: true);
-            return blocks;
-        }
+        if (RingPools == null && LayerPools == null) return blocks(Sequences.Pool) * BytesPerBlock;
+        long n = 0;
+        for (int l = 0; l < Shape.Layers; l++)
+            n += (long)blocks(RingPools != null ? RingPools[l] ?? Sequences.Pool : LayerPools![l]) * BytesPerLayerBlock(l);
+        return n;
     }
 
-    /// <summary>Sparse outlier rows beside the held blocks of a pool (one layer's, or every layer's for -1); with
-    /// <paramref name="cached"/>, beside its cached free blocks instead.</summary>
-    private long HeldOutlierBytes(BlockPool pool, int layer, bool cached = false)
+    /// <summary>Sparse outlier rows beside the held blocks of a pool (one layer's, or every layer's for -1).</summary>
+    private long HeldOutlierBytes(BlockPool pool, int layer)
     {
         if (!Keys.Any(a => a.HasOutliers) && !Values.Any(a => a.HasOutliers)) return 0;
         long n = 0;
         Span<int> one = stackalloc int[1];
         for (int id = 0; id < pool.BlockCount; id++)
         {
-            if (cached ? !pool.IsFree(id) || !pool.Prefixes.IsRegistered(id) : pool.IsFree(id)) continue;
+            if (pool.IsFree(id)) continue;
             one[0] = id;
             for (int l = layer < 0 ? 0 : layer; l < (layer < 0 ? Shape.Layers : layer + 1); l++)
                 n += Keys[l].OutlierBytesOf(one) + Values[l].OutlierBytesOf(one);

@@ -316,7 +316,7 @@ public sealed class InferenceEngine : IDisposable
             _scheduler.PrefixHitTokens, _generated)
         {
             KvContextTokens = _scheduler.RunningContextTokens,
-            KvUnsharedBytes = Pool.BytesUnshared(_scheduler.RunningKv),
+            KvUnsharedBytes = Pool.BytesUnshared(_scheduler.Running),
             // Without the prefix cache full blocks are still registered as they fill, but no prompt ever looks
             // them up: nothing is cached for reuse.
             KvCachedBytes = Options.PrefixCache ? Pool.BytesCached : 0,

@@ -104,21 +104,13 @@ public sealed class KvPool
     /// admission set aside for tokens not appended yet (the decode reserve), which stay free.</summary>
     public long BytesHeld(int running) => Cache.HeldBytes + running * BytesPerSequence;
 
-    /// <summary>What the <paramref name="sequences"/> would hold if nothing were shared: each one's blocks counted
-    /// for it (<see cref="PagedKvSequence.Memory"/>, outlier rows included) plus what it keeps outside blocks. Without
-    /// forks or prefix hits this equals <see cref="BytesHeld"/> for the same sequences.</summary>
-    public long BytesUnshared(IEnumerable<PagedKvSequence> sequences)
-    {
-        long n = 0;
-        foreach (var s in sequences)
-        {
-            var m = s.Memory();
-            n += m.Keys.Total + m.Values.Total + BytesPerSequence;
-        }
-        return n;
-    }
+    /// <summary>What the <paramref name="running"/> sequences would hold if nothing were shared: <see cref="BytesHeld"/>
+    /// plus, for every reference to a shared block beyond its first, that block's bytes (its sparse outlier rows once).
+    /// Without forks or prefix hits, equal to <see cref="BytesHeld"/>.</summary>
+    public long BytesUnshared(int running) => BytesHeld(running) + Cache.SharedReferenceBytes;
 
-    /// <summary>Bytes of cached prefixes no running sequence references (free, reused least recently released first).</summary>
+    /// <summary>Bytes of cached prefixes no running sequence references (free, reused least recently released first);
+    /// block bytes only.</summary>
     public long BytesCached => Cache.CachedBytes;
 
     /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>), the running sequences'

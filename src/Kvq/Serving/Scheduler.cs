@@ -42,16 +42,6 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
 
     public void Add(EngineRequest r) => _waiting.Add(r);
 
-    /// <summary>The running requests' sequences (those holding KV).</summary>
-    public IEnumerable<PagedKvSequence> RunningKv
-    {
-        get
-        {
-            foreach (var r in _running)
-                if (r.Kv is { } kv) yield return kv;
-        }
-    }
-
     /// <summary>Tokens the running requests have in their KV (prompt and generated tokens appended so far).</summary>
     public long RunningContextTokens
     {

@@ -125,6 +125,9 @@ public sealed class CompletionsTests : IAsyncLifetime
         var text = await metrics.Content.ReadAsStringAsync();
         Assert.Contains("kvq_engine_generated_tokens", text);
         Assert.Contains("kvq_engine_kv_blocks_free", text);
+        // The KV byte gauges under the names docs/serving.md gives.
+        foreach (var name in new[] { "kvq_engine_kv_held_bytes", "kvq_engine_kv_unshared_bytes", "kvq_engine_kv_cached_bytes", "kvq_engine_kv_context_tokens" })
+            Assert.Matches(new System.Text.RegularExpressions.Regex($"(?m)^{name}[{{ ]"), text);
         Assert.Contains("# TYPE", text);
     }
 }

@@ -121,11 +121,11 @@ public static class BenchServeCommand
     {
         var f = CultureInfo.InvariantCulture;
         Console.WriteLine($"{rows[0].Model} on {model.Device}; {rows[0].Workload}; KV budget {Bytes.Format(rows[0].KvBudgetBytes)}; {rows[0].Machine}");
-        Console.WriteLine("| kv | clients | completed | max running | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | peak KV | mean running | KV per running | preemptions | prefix hits |");
-        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| kv | clients | completed | max running | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | peak KV | mean running | KV per running | KV B/token | held / unshared | preemptions | prefix hits |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var x in rows)
             Console.WriteLine(string.Create(f, $"| {x.Kv} | {x.Concurrency} | {x.Completed}/{x.Requests} | {x.MaxRunning} | {x.OutputTokS:F1} | " +
-                $"{x.TtftP50Ms:F0} / {x.TtftP99Ms:F0} | {x.ItlP50Ms:F1} / {x.ItlP99Ms:F1} | {Bytes.Format(x.PeakKvBytes)} | {x.MeanRunning:F1} | {Bytes.Format(x.KvHeldPerRunningBytes)} | {x.Preemptions} | {x.PrefixHitRate:P0} |"));
+                $"{x.TtftP50Ms:F0} / {x.TtftP99Ms:F0} | {x.ItlP50Ms:F1} / {x.ItlP99Ms:F1} | {Bytes.Format(x.PeakKvBytes)} | {x.MeanRunning:F1} | {Bytes.Format(x.KvHeldPerRunningBytes)} | {x.KvHeldPerTokenBytes:F0} | {x.KvHeldVsUnshared:F2} | {x.Preemptions} | {x.PrefixHitRate:P0} |"));
     }
 
     private static void Report(string dir, List<ServeBenchResult> rows)

@@ -209,6 +209,28 @@ public sealed class PagedKvCache
         }
     }
 
+    /// <summary>Bytes of the free blocks that still cache a prefix (refcount 0, registered: revivable by a prefix hit
+    /// until the pool hands them out again), block bytes only (the sparse outlier rows kept beside them are not
+    /// counted, so this costs O(layers)). Not part of <see cref="HeldBytes"/>: the pool reuses them, least recently
+    /// released first, whenever it needs a block.</summary>
+    public long CachedBytes => SumOverPools(static p => p.CachedFreeBlockCount);
+
+    /// <summary>What the references to shared blocks beyond each block's first would take if every holder had its own
+    /// copy: <see cref="HeldBytes"/> plus this is what the live sequences would hold with nothing shared. Block bytes
+    /// only (a shared block's sparse outlier rows are counted once, in <see cref="HeldBytes"/>), so this costs
+    /// O(layers).</summary>
+    public long SharedReferenceBytes => SumOverPools(static p => p.ReferenceCount - p.HeldBlockCount);
+
+    /// <summary>Sum over the layers of (blocks the layer's pool counts) x bytes of one block of that layer.</summary>
+    private long SumOverPools(Func<BlockPool, int> blocks)
+    {
+        if (RingPools == null && LayerPools == null) return blocks(Sequences.Pool) * BytesPerBlock;
+        long n = 0;
+        for (int l = 0; l < Shape.Layers; l++)
+            n += (long)blocks(RingPools != null ? RingPools[l] ?? Sequences.Pool : LayerPools![l]) * BytesPerLayerBlock(l);
+        return n;
+    }
+
     /// <summary>Sparse outlier rows beside the held blocks of a pool (one layer's, or every layer's for -1).</summary>
     private long HeldOutlierBytes(BlockPool pool, int layer)
     {

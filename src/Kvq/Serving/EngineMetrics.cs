@@ -21,7 +21,10 @@ public sealed class EngineMetrics : IDisposable
         _meter.CreateObservableGauge("kvq.engine.kv.blocks.used", () => new Measurement<int>(snapshot().BlocksUsed, tag), "{block}", "KV blocks held by running sequences");
         _meter.CreateObservableGauge("kvq.engine.kv.blocks.free", () => new Measurement<int>(snapshot().BlocksFree, tag), "{block}", "KV blocks free (cached prefixes included)");
         _meter.CreateObservableGauge("kvq.engine.kv.bytes", () => new Measurement<long>(snapshot().KvBytes, tag), "By", "KV bytes allocated");
-        _meter.CreateObservableGauge("kvq.engine.kv.held_bytes", () => new Measurement<long>(snapshot().KvHeldBytes, tag), "By", "KV bytes held by running requests");
+        _meter.CreateObservableGauge("kvq.engine.kv.held_bytes", () => new Measurement<long>(snapshot().KvHeldBytes, tag), "By", "KV bytes held by running requests (shared blocks once)");
+        _meter.CreateObservableGauge("kvq.engine.kv.unshared_bytes", () => new Measurement<long>(snapshot().KvUnsharedBytes, tag), "By", "KV bytes the running requests would hold if nothing were shared");
+        _meter.CreateObservableGauge("kvq.engine.kv.cached_bytes", () => new Measurement<long>(snapshot().KvCachedBytes, tag), "By", "KV bytes of cached prefixes no running request references");
+        _meter.CreateObservableGauge("kvq.engine.kv.context_tokens", () => snapshot().KvContextTokens, "{token}", "Tokens in the running requests' KV");
         PromptTokens = _meter.CreateCounter<long>("kvq.engine.prompt_tokens", "{token}", "Prompt tokens submitted");
         PrefixHitTokens = _meter.CreateCounter<long>("kvq.engine.prefix_cache.hit_tokens", "{token}", "Prompt tokens found in the prefix cache");
         GeneratedTokens = _meter.CreateCounter<long>("kvq.engine.generated_tokens", "{token}", "Tokens generated");
@@ -43,12 +46,25 @@ public sealed class EngineMetrics : IDisposable
 }
 
 /// <summary>The engine's state after its latest step (read from any thread). <see cref="KvBytes"/>: allocated (block
-/// arenas, which keep cached prefixes, plus reservations) — never above <see cref="KvBudgetBytes"/>;
-/// <see cref="KvHeldBytes"/>: what the running requests hold (their blocks, shared ones once, and reservations).</summary>
+/// arenas, which keep cached prefixes, plus the outside-block bytes of running sequences and the sink bank) — never
+/// above <see cref="KvBudgetBytes"/>; <see cref="KvHeldBytes"/>: what the running requests hold (the distinct blocks
+/// they reference, a shared block once, and their outside-block bytes: staging, sink copies). Not held: cached
+/// prefixes no running request references (<see cref="KvCachedBytes"/>) and blocks only promised at admission.</summary>
 public sealed record EngineSnapshot(
     long Step, int Waiting, int Running, int BlocksUsed, int BlocksFree, long KvBytes, long KvHeldBytes, long KvBudgetBytes,
     long Preemptions, long PromptTokens, long PrefixHitTokens, long GeneratedTokens)
 {
+    /// <summary>Tokens in the running requests' KV (prompt and generated tokens appended so far, summed over them).</summary>
+    public long KvContextTokens { get; init; }
+
+    /// <summary>What the running requests would hold if nothing were shared: each one's blocks counted for it. Equal
+    /// to <see cref="KvHeldBytes"/> without prefix hits; <see cref="KvHeldBytes"/> / this is what sharing saves now.</summary>
+    public long KvUnsharedBytes { get; init; }
+
+    /// <summary>Bytes of cached prefixes that no running request references (free blocks kept for prefix hits until
+    /// the pool needs them).</summary>
+    public long KvCachedBytes { get; init; }
+
     /// <summary>Share of admitted prompt tokens found in the prefix cache.</summary>
     public double PrefixHitRate => PromptTokens == 0 ? 0 : (double)PrefixHitTokens / PromptTokens;
 }

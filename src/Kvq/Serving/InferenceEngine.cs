@@ -313,7 +313,14 @@ public sealed class InferenceEngine : IDisposable
     {
         return new EngineSnapshot(step, _scheduler.Waiting, _scheduler.Running, Pool.HeldBlocks, Pool.FreeBlocks,
             Pool.BytesInUse(_scheduler.Running), Pool.BytesHeld(_scheduler.Running), Pool.BudgetBytes, _scheduler.Preemptions, _scheduler.AdmittedPromptTokens,
-            _scheduler.PrefixHitTokens, _generated);
+            _scheduler.PrefixHitTokens, _generated)
+        {
+            KvContextTokens = _scheduler.RunningContextTokens,
+            KvUnsharedBytes = Pool.BytesUnshared(_scheduler.Running),
+            // Without the prefix cache full blocks are still registered as they fill, but no prompt ever looks
+            // them up: nothing is cached for reuse.
+            KvCachedBytes = Options.PrefixCache ? Pool.BytesCached : 0,
+        };
     }
 
     public void Dispose()

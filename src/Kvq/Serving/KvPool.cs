@@ -99,8 +99,19 @@ public sealed class KvPool
     }
 
     /// <summary>Bytes the <paramref name="running"/> sequences hold: their blocks (a shared block once, each layer's own
-    /// under a token policy) and what they keep outside blocks.</summary>
+    /// under a token policy) and what they keep outside blocks (staging, sink copies: <see cref="BytesPerSequence"/>
+    /// each). Cached prefixes that no sequence references are not held (<see cref="BytesCached"/>); nor are the blocks
+    /// admission set aside for tokens not appended yet (the decode reserve), which stay free.</summary>
     public long BytesHeld(int running) => Cache.HeldBytes + running * BytesPerSequence;
+
+    /// <summary>What the <paramref name="running"/> sequences would hold if nothing were shared: <see cref="BytesHeld"/>
+    /// plus, for every reference to a shared block beyond its first, that block's bytes (its sparse outlier rows once).
+    /// Without forks or prefix hits, equal to <see cref="BytesHeld"/>.</summary>
+    public long BytesUnshared(int running) => BytesHeld(running) + Cache.SharedReferenceBytes;
+
+    /// <summary>Bytes of cached prefixes no running sequence references (free, reused least recently released first);
+    /// block bytes only.</summary>
+    public long BytesCached => Cache.CachedBytes;
 
     /// <summary>Bytes allocated right now: block arenas (never past <see cref="Blocks"/>), the running sequences'
     /// outside-block bytes and the sink bank.</summary>

@@ -42,6 +42,17 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
 
     public void Add(EngineRequest r) => _waiting.Add(r);
 
+    /// <summary>Tokens the running requests have in their KV (prompt and generated tokens appended so far).</summary>
+    public long RunningContextTokens
+    {
+        get
+        {
+            long n = 0;
+            foreach (var r in _running) n += r.Kv?.Length ?? 0;
+            return n;
+        }
+    }
+
     /// <summary>Where released requests' tokens are recorded for <see cref="PromptCacheStore"/> (null: not kept).</summary>
     public RecentPrefixes? Recent { get; init; }
 

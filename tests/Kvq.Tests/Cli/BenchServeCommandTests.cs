@@ -25,6 +25,7 @@ public sealed class BenchServeCommandTests : IDisposable
         Assert.Equal(4, rows.Count);
         Assert.Equal(["f32", "f16", "f32", "f16"], rows.Select(x => x.GetProperty("kv").GetString()));
         Assert.Equal([1, 1, 3, 3], rows.Select(x => x.GetProperty("concurrency").GetInt32()));
+        var shape = Kvq.Tests.Serving.EngineFixtures.Model(Kvq.Tests.Serving.EngineFixtures.Stories).KvShape;
         foreach (var row in rows)
         {
             Assert.Equal(6, row.GetProperty("completed").GetInt32());
@@ -38,6 +39,17 @@ public sealed class BenchServeCommandTests : IDisposable
             Assert.InRange(perRunning, 1, row.GetProperty("peak_kv_bytes").GetInt64());
             Assert.InRange(row.GetProperty("mean_running").GetDouble(), 1, row.GetProperty("max_running").GetInt32());
             if (row.GetProperty("concurrency").GetInt32() == 1) Assert.Equal(1, row.GetProperty("mean_running").GetDouble());
+            // Per token of context: at least the format's bytes per token (layers x KV dims x keys and values), partial
+            // blocks only add (and at one client nothing is shared). Held vs unshared: one running at a time shares
+            // nothing (exactly 1); with 3 clients, prefix hits among running requests can only lower it.
+            long perToken = (long)shape.Layers * shape.KvDim * 2 * (row.GetProperty("kv").GetString() == "f32" ? 4 : 2);
+            double heldPerToken = row.GetProperty("kv_held_per_token_bytes").GetDouble();
+            if (row.GetProperty("concurrency").GetInt32() == 1) Assert.InRange(heldPerToken, perToken, perToken * 2);
+            else Assert.InRange(heldPerToken, perToken * 0.1, perToken * 2);
+            Assert.InRange(row.GetProperty("mean_kv_context_tokens").GetDouble(), 1, 3 * 149);
+            if (row.GetProperty("concurrency").GetInt32() == 1) Assert.Equal(1, row.GetProperty("kv_held_vs_unshared").GetDouble(), 12);
+            else Assert.InRange(row.GetProperty("kv_held_vs_unshared").GetDouble(), 0.1, 1);
+            Assert.True(row.GetProperty("peak_kv_cached_bytes").GetInt64() > 0); // the shared prefix, once a request ends
             Assert.True(row.GetProperty("ttft_p50_ms").GetDouble() <= row.GetProperty("ttft_p99_ms").GetDouble());
             // BOS + 112 shared tokens of each 140-token prompt: 3 full blocks (96 tokens) come from the cache for every request
             // admitted after the first one has run (5 of 6 one at a time; at least 3 of 6 with 3 clients).

@@ -18,6 +18,24 @@ public sealed record ServeBenchResult(
     /// <summary>Running requests averaged over the engine's steps with at least one running.</summary>
     public double MeanRunning { get; init; }
 
+    /// <summary>KV bytes held per token of context the running requests have: held bytes summed over the steps with
+    /// at least one running, over the running requests' tokens (prompt and generated so far) summed over the same
+    /// steps. A comparison at equal context: it does not depend on how many tokens the runs happen to keep resident
+    /// (without the prefix cache most running requests are mid-prefill and hold part of their prompt), only on what
+    /// each token of context costs; a prefix held once for N requests lowers it, partial blocks raise it.</summary>
+    public double KvHeldPerTokenBytes { get; init; }
+
+    /// <summary>Held bytes over what the same running requests would hold with nothing shared (each one's blocks
+    /// counted for it), both summed over the steps with at least one running: 1 without prefix hits or forks.</summary>
+    public double KvHeldVsUnshared { get; init; }
+
+    /// <summary>Tokens in the running requests' KV, averaged over the steps with at least one running.</summary>
+    public double MeanKvContextTokens { get; init; }
+
+    /// <summary>The most bytes of cached prefixes that no running request referenced (free blocks kept for prefix hits,
+    /// not counted in <see cref="PeakKvBytes"/>; the pool reuses them when it needs blocks).</summary>
+    public long PeakKvCachedBytes { get; init; }
+
     /// <summary>Aggregates per-request timings: throughput over the whole run, percentiles over requests (time to
     /// first token) and over every gap between consecutive tokens of a request (inter-token latency).</summary>
     public static ServeBenchResult From(string engine, string model, string kv, ServeWorkload w, IReadOnlyList<RequestTiming> timings,

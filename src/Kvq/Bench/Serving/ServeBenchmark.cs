@@ -16,8 +16,8 @@ public static class ServeBenchmark
         using var engine = new InferenceEngine(model, tokenizer, options);
         int maxRunning = 0;
         long peakHeld = 0, peakAllocated = 0;
-        double heldPerRunning = 0, running = 0;
-        long busySteps = 0;
+        double heldPerRunning = 0, running = 0, heldSum = 0, unsharedSum = 0, contextSum = 0;
+        long busySteps = 0, peakCached = 0;
         engine.StepCompleted += s =>
         {
             maxRunning = Math.Max(maxRunning, s.Running);
@@ -26,9 +26,13 @@ public static class ServeBenchmark
                 busySteps++;
                 heldPerRunning += (double)s.KvHeldBytes / s.Running;
                 running += s.Running;
+                heldSum += s.KvHeldBytes;
+                unsharedSum += s.KvUnsharedBytes;
+                contextSum += s.KvContextTokens;
             }
             peakHeld = Math.Max(peakHeld, s.KvHeldBytes);
             peakAllocated = Math.Max(peakAllocated, s.KvBytes);
+            peakCached = Math.Max(peakCached, s.KvCachedBytes);
         };
         async Task<RequestTiming> Send(ServeRequest q)
         {
@@ -49,6 +53,10 @@ public static class ServeBenchmark
         {
             KvHeldPerRunningBytes = busySteps == 0 ? 0 : (long)(heldPerRunning / busySteps),
             MeanRunning = busySteps == 0 ? 0 : running / busySteps,
+            KvHeldPerTokenBytes = contextSum == 0 ? 0 : heldSum / contextSum,
+            KvHeldVsUnshared = unsharedSum == 0 ? 0 : heldSum / unsharedSum,
+            MeanKvContextTokens = busySteps == 0 ? 0 : contextSum / busySteps,
+            PeakKvCachedBytes = peakCached,
         };
     }
 }

@@ -74,6 +74,10 @@ public sealed class PagedSequences
 
     public bool IsLive(int sequenceId) => _live.ContainsKey(sequenceId);
 
+    /// <summary>Ids of the live sequences (for accounting checks and diagnostics; do not create or free while
+    /// enumerating).</summary>
+    public IEnumerable<int> LiveIds => _live.Keys;
+
     public int TokenCount(int sequenceId) => Get(sequenceId).Table.TokenCount;
 
     /// <summary>Physical block id of each logical block, in order.</summary>

@@ -29,7 +29,8 @@ if (args.Length > 0 && args[0] == "--batch-profile")
         args.Length > 4 ? int.Parse(args[4]) : 16, args.Length > 5 ? int.Parse(args[5]) : 10);
     return;
 }
-// dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv] [rounds] [profile.kvqp]   per-op decode breakdown
+// dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv,kv,...] [rounds] [profile.kvqp]   per-op decode breakdown
+// (formats in interleaved rounds, wall and thread CPU per op; KV#base runs with the outlier-row prefetch off)
 if (args.Length > 0 && args[0] == "--decode-profile")
 {
     DecodeProfile.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),

@@ -39,6 +39,12 @@ if (args.Length > 0 && args[0] == "--decode-profile")
         args.Length > 7 ? args[7] : null);
     return;
 }
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick-encode [bits] [rounds]   a decode token's key encode, vector vs the old scalar loop
+if (args.Length > 0 && args[0] == "--quick-encode")
+{
+    EncodeAB.Run(args.Length > 1 ? int.Parse(args[1]) : 4, args.Length > 2 ? int.Parse(args[2]) : 50);
+    return;
+}
 // dotnet run --project bench/Kvq.Micro -c Release -- --quick-attend [model] [threads] [ctx] [kv,kv,...] [rounds] [profile.kvqp]
 if (args.Length > 0 && args[0] == "--quick-attend")
 {

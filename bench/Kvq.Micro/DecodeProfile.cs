@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using Kvq.Bench;
 using Kvq.Cache;
 using Kvq.Model;
@@ -13,13 +14,27 @@ namespace Kvq.Micro;
 /// by op (the same calls in the same order, so the same bytes stream through the caches) with a timestamp around
 /// each, after a prompt of <c>ctx</c> tokens; the replica's logits are checked bitwise against the model's own
 /// Forward on a twin sequence, and the model's own step is timed in the same rounds, so the table sums to a figure
-/// it can be compared with. Per-op times are the median over the steps of the best round (load only adds time).
+/// it can be compared with. Several KV formats (comma-separated) are run in interleaved rounds in one process, so
+/// their ratio comes from the same minutes. Per op: the wall time (median over the steps of the best round: load
+/// only adds time) and the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID, median over all steps of all rounds;
+/// at 1 thread every op runs on the caller, so this is the work done, not the time preempted by other processes).
+/// With the environment variable KVQ_PERF_FIFO naming a <c>perf record --control fifo:PATH -D -1</c> control fifo,
+/// perf is enabled around the replica's decode steps of every round (the prefills left out).
 /// </summary>
-public static class DecodeProfile
+public static partial class DecodeProfile
 {
-    private enum Op { Embed, Norms, Wq, Wk, Wv, Rope, Append, Attend, Wo, Residual, Gate, Up, SwiGlu, Down, Output, Sample, Count }
+    private enum Op { Embed, BeginChunk, Norms, Wq, Wk, Wv, Rope, Append, Attend, Wo, Residual, Gate, Up, SwiGlu, Down, Commit, Output, Sample, Count }
 
-    public static void Run(string modelPath, int threads, int ctx, int steps, string kv, int rounds, string? profile = null)
+    [StructLayout(LayoutKind.Sequential)]
+    private struct TimeSpec { public long Sec, Nsec; }
+
+    [LibraryImport("libc", EntryPoint = "clock_gettime")]
+    private static partial int ClockGetTime(int clock, out TimeSpec t);
+
+    /// <summary>CPU time of the calling thread in ns (CLOCK_THREAD_CPUTIME_ID = 3; Linux).</summary>
+    private static long ThreadCpuNs() => ClockGetTime(3, out var t) == 0 ? t.Sec * 1_000_000_000L + t.Nsec : 0;
+
+    public static void Run(string modelPath, int threads, int ctx, int steps, string kvList, int rounds, string? profile = null)
     {
         using var weights = GgufModelLoader.Load(modelPath);
         if (weights.Layers.Any(l => l.WGate == null))
@@ -27,70 +42,115 @@ public static class DecodeProfile
         var par = new Parallelism(threads);
         var model = new Transformer(weights, par);
         var c = weights.Config;
-        var config = KvCacheConfig.Parse(kv);
-        if (profile != null)
+        var kvs = kvList.Split(',');
+        var configs = new KvCacheConfig[kvs.Length];
+        var p = profile != null ? Cache.Codecs.KvQuant.KvQuantProfile.Load(profile) : null;
+        for (int i = 0; i < kvs.Length; i++)
         {
-            var p = Cache.Codecs.KvQuant.KvQuantProfile.Load(profile);
-            config = config with { Profile = p, SinkTokens = p.Settings.SinkTokens };
+            configs[i] = KvCacheConfig.Parse(Spec(kvs[i]));
+            if (p != null) configs[i] = configs[i] with { Profile = p, SinkTokens = p.Settings.SinkTokens };
+            Cache.Attention.BlockAttention.PrefetchOutlierRows = !kvs[i].EndsWith(BaseSuffix);
+            ThroughputBenchmark.WarmUp(model, Path.GetFileName(modelPath), Math.Min(ctx, 256), configs[i]);
         }
-        ThroughputBenchmark.WarmUp(model, Path.GetFileName(modelPath), ctx, config);
         var replica = new Replica(model);
         var prompt = ThroughputBenchmark.PromptTokens(ctx, c.VocabSize);
         var logits = new float[c.VocabSize];
         var twinLogits = new float[c.VocabSize];
-        var perOp = new long[steps, (int)Op.Count];
-        double bestReplica = double.MaxValue, bestModel = double.MaxValue;
-        long[] bestMedians = new long[(int)Op.Count];
+        int ops = (int)Op.Count;
+        var perOp = new long[steps, ops];
+        var cpuOp = new long[steps, ops];
+        var cpuAll = new List<long>[kvs.Length, ops];
+        for (int i = 0; i < kvs.Length; i++) for (int op = 0; op < ops; op++) cpuAll[i, op] = [];
+        var stepCpu = new List<double>[kvs.Length];   // thread CPU of Transformer.Forward per token, every round
+        var bestReplica = new double[kvs.Length];
+        var bestModel = new double[kvs.Length];
+        Array.Fill(bestReplica, double.MaxValue);
+        Array.Fill(bestModel, double.MaxValue);
+        var bestMedians = new long[kvs.Length, ops];
+        string? fifo = Environment.GetEnvironmentVariable("KVQ_PERF_FIFO");
+        for (int i = 0; i < kvs.Length; i++) stepCpu[i] = [];
+        Console.WriteLine("warm-up done");
         for (int round = 0; round < rounds; round++)
-        {
-            var seq = model.CreateSequence(config, ctx + steps);
-            var twin = model.CreateSequence(config, ctx + steps);
-            model.Forward(prompt, seq, logits);
-            model.Forward(prompt, twin, twinLogits);
-            Array.Clear(perOp);
-            long t0 = Stopwatch.GetTimestamp();
-            int token = ThroughputBenchmark.Argmax(logits);
-            for (int s = 0; s < steps; s++) token = replica.Step(token, seq, logits, perOp, s);
-            double replicaS = Stopwatch.GetElapsedTime(t0).TotalSeconds;
-            // The model's own decode over the same tokens on the twin: timed, and checked bitwise at the end.
-            t0 = Stopwatch.GetTimestamp();
-            var one = new int[1];
-            for (int s = 0; s < steps; s++)
+            for (int i = 0; i < kvs.Length; i++)
             {
-                one[0] = ThroughputBenchmark.Argmax(twinLogits);
-                model.Forward(one, twin, twinLogits);
-            }
-            double modelS = Stopwatch.GetElapsedTime(t0).TotalSeconds;
-            if (!logits.AsSpan().SequenceEqual(twinLogits)) throw new InvalidOperationException("the replica's logits differ from Transformer.Forward's");
-            (seq as IDisposable)?.Dispose();
-            (twin as IDisposable)?.Dispose();
-            if (replicaS < bestReplica)
-            {
-                bestReplica = replicaS;
-                for (int op = 0; op < (int)Op.Count; op++)
+                Cache.Attention.BlockAttention.PrefetchOutlierRows = !kvs[i].EndsWith(BaseSuffix);
+                var seq = model.CreateSequence(configs[i], ctx + steps);
+                var twin = model.CreateSequence(configs[i], ctx + steps);
+                model.Forward(prompt, seq, logits);
+                model.Forward(prompt, twin, twinLogits);
+                Array.Clear(perOp);
+                Array.Clear(cpuOp);
+                bool perf = fifo != null;
+                if (perf) PerfControl(fifo!, "enable");
+                long t0 = Stopwatch.GetTimestamp();
+                int token = ThroughputBenchmark.Argmax(logits);
+                for (int s = 0; s < steps; s++) token = replica.Step(token, seq, logits, perOp, cpuOp, s);
+                double replicaS = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                if (perf) PerfControl(fifo!, "disable");
+                // The model's own decode over the same tokens on the twin: timed, and checked bitwise at the end.
+                t0 = Stopwatch.GetTimestamp();
+                var one = new int[1];
+                for (int s = 0; s < steps; s++)
                 {
-                    var col = new long[steps];
-                    for (int s = 0; s < steps; s++) col[s] = perOp[s, op];
-                    Array.Sort(col);
-                    bestMedians[op] = col[steps / 2];
+                    one[0] = ThroughputBenchmark.Argmax(twinLogits);
+                    long c0 = ThreadCpuNs();
+                    model.Forward(one, twin, twinLogits);
+                    stepCpu[i].Add((ThreadCpuNs() - c0) / 1e3);
                 }
+                double modelS = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                if (!logits.AsSpan().SequenceEqual(twinLogits)) throw new InvalidOperationException("the replica's logits differ from Transformer.Forward's");
+                (seq as IDisposable)?.Dispose();
+                (twin as IDisposable)?.Dispose();
+                for (int s = 0; s < steps; s++) for (int op = 0; op < ops; op++) cpuAll[i, op].Add(cpuOp[s, op]);
+                if (replicaS < bestReplica[i])
+                {
+                    bestReplica[i] = replicaS;
+                    for (int op = 0; op < ops; op++)
+                    {
+                        var col = new long[steps];
+                        for (int s = 0; s < steps; s++) col[s] = perOp[s, op];
+                        Array.Sort(col);
+                        bestMedians[i, op] = col[steps / 2];
+                    }
+                }
+                bestModel[i] = Math.Min(bestModel[i], modelS);
             }
-            bestModel = Math.Min(bestModel, modelS);
-        }
         double us(long ticks) => ticks * 1e6 / Stopwatch.Frequency;
-        double sum = bestMedians.Sum(us);
-        Console.WriteLine($"{Path.GetFileName(modelPath)}, kv {kv}, ctx {ctx}, {threads} thread(s), {steps} decode steps, best of {rounds} rounds; " +
+        static double Median(List<long> xs) { var a = xs.ToArray(); Array.Sort(a); return a.Length == 0 ? 0 : a[a.Length / 2] / 1e3; }
+        static double MedianD(List<double> xs) { var a = xs.ToArray(); Array.Sort(a); return a.Length == 0 ? 0 : a[a.Length / 2]; }
+        Console.WriteLine($"{Path.GetFileName(modelPath)}, ctx {ctx}, {threads} thread(s), {steps} decode steps, {rounds} interleaved rounds; " +
                           $"load {File.ReadAllText("/proc/loadavg").Trim()}");
-        Console.WriteLine($"Transformer.Forward: {bestModel * 1e6 / steps:F0} us/token ({steps / bestModel:F0} tok/s); replica: {bestReplica * 1e6 / steps:F0} us/token; " +
-                          $"sum of per-op medians: {sum:F0} us");
-        Console.WriteLine("| op | us/token (median) | share | weight MB/token | GB/s |");
-        Console.WriteLine("|---|---:|---:|---:|---:|");
-        for (int op = 0; op < (int)Op.Count; op++)
+        for (int i = 0; i < kvs.Length; i++)
         {
-            double t = us(bestMedians[op]);
-            double mb = replica.BytesOf((Op)op) / 1e6;
-            Console.WriteLine($"| {(Op)op} | {t:F1} | {t / sum:P1} | {(mb > 0 ? mb.ToString("F2") : "")} | {(mb > 0 ? (mb / 1e3 / (t * 1e-6)).ToString("F1") : "")} |");
+            double sum = 0, cpuSum = 0;
+            for (int op = 0; op < ops; op++) { sum += us(bestMedians[i, op]); cpuSum += Median(cpuAll[i, op]); }
+            Console.WriteLine($"kv {kvs[i]}: Transformer.Forward best {bestModel[i] * 1e6 / steps:F0} us/token wall ({steps / bestModel[i]:F0} tok/s), " +
+                              $"thread CPU median {MedianD(stepCpu[i]):F0} us/token; replica best {bestReplica[i] * 1e6 / steps:F0} us/token; " +
+                              $"sums of per-op medians: wall {sum:F0} us, thread CPU {cpuSum:F0} us");
         }
+        Console.WriteLine($"| op | {string.Join(" | ", kvs.Select(k => $"{k} wall us | {k} CPU us | {k} CPU share"))} | {(kvs.Length > 1 ? $"CPU {kvs[1]} - {kvs[0]} us |" : "")} weight MB/token |");
+        Console.WriteLine($"|---|{string.Concat(Enumerable.Repeat("---:|---:|---:|", kvs.Length))}{(kvs.Length > 1 ? "---:|" : "")}---:|");
+        var cpuSums = Enumerable.Range(0, kvs.Length).Select(i => Enumerable.Range(0, ops).Sum(op => Median(cpuAll[i, op]))).ToArray();
+        for (int op = 0; op < ops; op++)
+        {
+            double mb = replica.BytesOf((Op)op) / 1e6;
+            var cells = Enumerable.Range(0, kvs.Length).Select(i =>
+                $"{us(bestMedians[i, op]):F1} | {Median(cpuAll[i, op]):F1} | {Median(cpuAll[i, op]) / cpuSums[i]:P1}");
+            string diff = kvs.Length > 1 ? $" {Median(cpuAll[1, op]) - Median(cpuAll[0, op]):+0.0;-0.0} |" : "";
+            Console.WriteLine($"| {(Op)op} | {string.Join(" | ", cells)} |{diff} {(mb > 0 ? mb.ToString("F2") : "")} |");
+        }
+    }
+
+    /// <summary>A KV entry ending in this runs with <see cref="Cache.Attention.BlockAttention.PrefetchOutlierRows"/> off
+    /// (the build's A/B in one process).</summary>
+    private const string BaseSuffix = "#base";
+
+    private static string Spec(string entry) => entry.EndsWith(BaseSuffix) ? entry[..^BaseSuffix.Length] : entry;
+
+    private static void PerfControl(string fifo, string command)
+    {
+        File.WriteAllText(fifo, command + "\n");
+        Thread.Sleep(20);   // perf acts on the command asynchronously
     }
 
     /// <summary>Transformer.ForwardChunk + Logits for one token, with a timestamp between ops.</summary>
@@ -119,21 +179,24 @@ public static class DecodeProfile
             };
         }
 
-        public int Step(int token, IKvSequence kv, float[] logits, long[,] perOp, int s)
+        public int Step(int token, IKvSequence kv, float[] logits, long[,] perOp, long[,] cpuOp, int s)
         {
             var par = m.Parallelism;
             var c = _c;
-            long t = Stopwatch.GetTimestamp();
+            long t = Stopwatch.GetTimestamp(), cpu = ThreadCpuNs();
             void Mark(Op op)
             {
-                long now = Stopwatch.GetTimestamp();
+                long now = Stopwatch.GetTimestamp(), nowCpu = ThreadCpuNs();
                 perOp[s, (int)op] += now - t;
+                cpuOp[s, (int)op] += nowCpu - cpu;
                 t = now;
+                cpu = nowCpu;
             }
             m.Weights.TokenEmbedding.DequantizeRow(token, _x);
             int pos = kv.Length;
-            kv.BeginChunk([token]);
             Mark(Op.Embed);
+            kv.BeginChunk([token]);
+            Mark(Op.BeginChunk);
             for (int l = 0; l < c.Layers; l++)
             {
                 var w = m.Weights.Layers[l];
@@ -172,6 +235,7 @@ public static class DecodeProfile
                 Mark(Op.Residual);
             }
             kv.Commit(1);
+            Mark(Op.Commit);
             Kernels.RmsNorm(_x, m.Weights.OutputNorm, c.NormEps, _xn);
             Mark(Op.Norms);
             m.Weights.Output.MatVec(_xn, logits, par);

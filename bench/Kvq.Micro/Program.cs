@@ -37,13 +37,20 @@ if (args.Length > 0 && args[0] == "--batch-steps")
         args.Length > 4 ? int.Parse(args[4]) : 16, args.Length > 5 ? int.Parse(args[5]) : 400);
     return;
 }
-// dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv] [rounds] [profile.kvqp]   per-op decode breakdown
+// dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv,kv,...] [rounds] [profile.kvqp]   per-op decode breakdown
+// (formats in interleaved rounds, wall and thread CPU per op; KV#base runs with the outlier-row prefetch off)
 if (args.Length > 0 && args[0] == "--decode-profile")
 {
     DecodeProfile.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
         args.Length > 2 ? int.Parse(args[2]) : 1, args.Length > 3 ? int.Parse(args[3]) : 512,
         args.Length > 4 ? int.Parse(args[4]) : 64, args.Length > 5 ? args[5] : "f16", args.Length > 6 ? int.Parse(args[6]) : 5,
         args.Length > 7 ? args[7] : null);
+    return;
+}
+// dotnet run --project bench/Kvq.Micro -c Release -- --quick-encode [bits] [rounds]   a decode token's key encode, vector vs the old scalar loop
+if (args.Length > 0 && args[0] == "--quick-encode")
+{
+    EncodeAB.Run(args.Length > 1 ? int.Parse(args[1]) : 4, args.Length > 2 ? int.Parse(args[2]) : 50);
     return;
 }
 // dotnet run --project bench/Kvq.Micro -c Release -- --quick-attend [model] [threads] [ctx] [kv,kv,...] [rounds] [profile.kvqp]

@@ -1,5 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics.X86;
+using Kvq.Cache.Codecs;
+using Kvq.Cache.Storage;
 using Kvq.Tensors;
 
 namespace Kvq.Cache.Attention;
@@ -129,6 +131,9 @@ internal static unsafe class BlockAttention
         }
         else order = IdentityPositions.Span(b1);
         bool selectorOff = kv.Offload == null;
+        var keyArena = kv.Keys.Arenas[layer];
+        var valueArena = values.Arenas[layer];
+        bool prefetchRows = PrefetchOutlierRows && selectorOff && (keyArena.HasOutliers || valueArena.HasOutliers);
         foreach (int bi in order)
         {
             if (bi < b0 || bi < firstSeen / bt) continue;
@@ -138,6 +143,7 @@ internal static unsafe class BlockAttention
             var scores = sc.Scores.AsSpan(0, nq * cnt);
             int block = blocks[s0 / bt];
             if (PrefetchNextBlock && selectorOff && bi + 1 < b1 && s0 + bt < lastVisible) Prefetch(kv, layer, head, s0 + bt, blocks[bi + 1]);
+            if (prefetchRows) PrefetchOutliers(keyArena, valueArena, head, blocks, bi, b1, bt, lastVisible);
             KeyScores.Block(kv, layer, head, s0, cnt, block, qs, nq, scores, sc.Tile);
             // Causal mask + online softmax.
             for (int r = 0; r < nq; r++)
@@ -191,6 +197,32 @@ internal static unsafe class BlockAttention
         if (keys.IsEncodedTile(layer, s0)) Touch(keys.Block(layer, blockId, head));
         var values = kv.Values;
         if (values.IsEncodedTile(layer, s0)) Touch(values.Block(layer, blockId, head));
+    }
+
+    /// <summary>Whether <see cref="Head"/> prefetches the sparse outlier rows of the next blocks (a switch for the
+    /// benchmarks' A/B only: <c>bench/Kvq.Micro --decode-profile</c> with a <c>KV@base</c> entry; results do not
+    /// depend on it).</summary>
+    internal static bool PrefetchOutlierRows = true;
+
+    /// <summary>Prefetches the sparse rows of the blocks after <paramref name="bi"/> (keys and values, this head): the
+    /// rows object of block bi + 2, then the packed bytes of block bi + 1 (whose object the previous block asked
+    /// for). Each block's rows are two small heap objects found by pointer (the list, then its byte array); a decode
+    /// token streams all its weights between two visits of a layer, so both were cache misses on every block, which the
+    /// hardware prefetcher cannot follow (profile: ~7% of a nuq4-1% decode token at 4000 tokens in the loads that
+    /// first touch them).</summary>
+    private static void PrefetchOutliers(BlockArena keys, BlockArena values, int head, ReadOnlySpan<int> blocks, int bi, int b1, int bt,
+        int lastVisible)
+    {
+        if (bi + 1 < b1 && (bi + 1) * bt < lastVisible)
+        {
+            keys.PeekOutliers(blocks[bi + 1], head)?.PrefetchRows();
+            values.PeekOutliers(blocks[bi + 1], head)?.PrefetchRows();
+        }
+        if (bi + 2 < b1 && (bi + 2) * bt < lastVisible)
+        {
+            if (keys.PeekOutliers(blocks[bi + 2], head) is { } k) BlockOutliers.PrefetchObject(k);
+            if (values.PeekOutliers(blocks[bi + 2], head) is { } v) BlockOutliers.PrefetchObject(v);
+        }
     }
 
     private static void Touch(Span<byte> bytes)

@@ -44,6 +44,15 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
         return o ??= new BlockOutliers(_outlierBytes);
     }
 
+    /// <summary>The sparse rows of (block, head) if they were ever created, else null; never creates them (read-only:
+    /// attention's prefetch of the next blocks' rows calls this from its worker threads).</summary>
+    public BlockOutliers? PeekOutliers(int blockId, int head)
+    {
+        if (!outliers || (uint)blockId >= (uint)capacityBlocks) return null;
+        int chunk = blockId / ChunkBlocks;
+        return chunk < _outliers.Count ? _outliers[chunk][(blockId % ChunkBlocks) * kvHeads + head] : null;
+    }
+
     /// <summary>Bytes of the sparse rows of the given blocks, every head (what a sequence holds beside its blocks).</summary>
     public long OutlierBytesOf(ReadOnlySpan<int> blocks)
     {

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Kvq.Tensors;
 using Kvq.Tensors.Quant;
 
@@ -197,12 +198,13 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         if (x.Length != HeadDim || block.Length < BlockBytes || (uint)slot >= (uint)BlockTokens)
             throw new ArgumentException($"{Name}: encode of {x.Length} values into slot {slot} of a {block.Length}-byte block");
         outliers = Need(outliers);
-        int d = HeadDim, n = 0;
+        int d = HeadDim, n = 0, c = 0;
         Span<byte> codes = stackalloc byte[d];
         Span<int> channels = stackalloc int[d];
         Span<ushort> halves = stackalloc ushort[d];
         var mids = _mids;
-        for (int c = 0; c < d; c++)
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported) c = EncodeVector(x, codes, outliers != null, channels, halves, ref n);
+        for (; c < d; c++)
         {
             float u = (x[c] - _zero[c]) / _range[c];
             int code = 0;
@@ -216,6 +218,36 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
         }
         NuqBits.Pack(codes, _spec.Bits, block.Slice(slot * _codeBytes, _codeBytes));
         outliers?.SetToken(slot, d, _indexBits, channels[..n], halves[..n]);
+    }
+
+    /// <summary>The encoder's code search and outlier test 16 channels at a time (AVX-512), for the channels of whole
+    /// vectors; returns how many it did (the scalar loop does the rest). The same float operations as the scalar
+    /// loop (u = (x - zero) / range, code = how many midpoints u exceeds, NaN exceeding none; outlier when |u| &gt; 1),
+    /// so the same codes and entries bit for bit (<c>NuqEncodeReferenceTests</c>): a decode token encodes 16 keys, and
+    /// the scalar search cost ~15 compares per value.</summary>
+    private int EncodeVector(ReadOnlySpan<float> x, Span<byte> codes, bool keepOutliers, Span<int> channels, Span<ushort> halves, ref int n)
+    {
+        int d = HeadDim, c = 0;
+        var mids = _mids;
+        var one = Vector512.Create(1f);
+        var minusOne = Vector512.Create(-1f);
+        for (; c + 16 <= d; c += 16)
+        {
+            var u = (Vector512.Create(x.Slice(c, 16)) - Vector512.Create(_zero.AsSpan(c, 16))) / Vector512.Create(_range.AsSpan(c, 16));
+            var code = Vector512<int>.Zero;
+            for (int i = 0; i < mids.Length; i++) code -= Vector512.GreaterThan(u, Vector512.Create(mids[i])).AsInt32();
+            Avx512F.ConvertToVector128Byte(code).CopyTo(codes.Slice(c, 16));   // codes < 256: no saturation
+            if (!keepOutliers) continue;
+            ulong out16 = (Vector512.GreaterThan(u, one) | Vector512.LessThan(u, minusOne)).ExtractMostSignificantBits();
+            while (out16 != 0)
+            {
+                int ch = c + System.Numerics.BitOperations.TrailingZeroCount(out16);
+                out16 &= out16 - 1;
+                channels[n] = ch;
+                halves[n++] = QuantFormats.SingleToHalf(Math.Clamp(x[ch], -65504f, 65504f));
+            }
+        }
+        return c;
     }
 
     public override void DecodeBlock(ReadOnlySpan<byte> block, int count, Span<float> dst) => DecodeBlock(block, Need(null), count, dst);

@@ -69,6 +69,7 @@ public static class GenerateCommand
             if (where.LaunchRanks() is { } ranksExit) return ranksExit;
             sliding.Check(r, policies, offloads.Count > 0, r.GetValue(sink), where.Cuda,
                 session: r.GetValue(saveSession) != null || r.GetValue(loadSession) != null);
+            if (r.GetValue(saveSession) is { } sessionOut) OutputFile.Check("--save-session", sessionOut);
             var p = ReadPrompt(r.GetValue(prompt), r.GetValue(promptFile));
             using var loaded = model.Load(r);
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);

@@ -51,7 +51,11 @@ public static class BenchServeCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var policyList = policies.Parse(r);
-            if (r.GetValue(report) != null) PlotSupport.Ensure("--report");
+            if (r.GetValue(report) is { } reportDir)
+            {
+                PlotSupport.Ensure("--report");
+                OutputFile.CheckFolder("--report", reportDir);   // before the benchmark, not after it
+            }
             long kvBudget = ParseBudget(r.GetValue(budget)!);
             int n = r.GetValue(requests), pt = r.GetValue(promptTokens), ot = r.GetValue(outputTokens);
             double sp = r.GetValue(spread), sh = r.GetValue(shared);

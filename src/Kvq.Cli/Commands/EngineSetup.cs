@@ -105,6 +105,8 @@ public sealed class EngineSetup
         if (cacheDir != null && policy[0] != null)
             throw new CliException("--prompt-cache: prefixes under a token policy are shared in the KV pool only and cannot be saved yet");
         if (cacheDir != null && File.Exists(cacheDir)) throw new CliException($"--prompt-cache: '{cacheDir}' is a file; give a folder");
+        // Now, not when the server stops: the cache is saved at stop, and a folder it cannot write lost it then.
+        if (cacheDir != null) Validation.OutputFile.CheckFolder("--prompt-cache", cacheDir);
 
         var path = Model.Path(r);
         var loaded = ModelOptions.Load(path, r.GetValue(Model.Tokenizer));

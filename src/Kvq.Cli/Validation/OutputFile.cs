@@ -2,8 +2,9 @@ using Kvq.IO;
 
 namespace Kvq.Cli.Validation;
 
-/// <summary>A file the command will write at the end (--out, --save-session): checked before the work, so a folder in
-/// the way or a read-only place is one line at once rather than an error after minutes of calibration.</summary>
+/// <summary>A file (--out, --save-session) or folder (--report, --prompt-cache) the command will write at the end: checked
+/// before the work, so a folder or file in the way or a read-only place is one line at once rather than an error after
+/// minutes of calibration, a whole benchmark, or a server's life.</summary>
 public static class OutputFile
 {
     public static void Check(string option, string path)
@@ -11,6 +12,19 @@ public static class OutputFile
         try
         {
             AtomicFile.CheckWritable(path);
+        }
+        catch (FileWriteException e)
+        {
+            throw new CliException($"{option}: {e.Message}");
+        }
+    }
+
+    /// <summary>A folder the command will write files into (--report, --prompt-cache), checked the same way.</summary>
+    public static void CheckFolder(string option, string folder)
+    {
+        try
+        {
+            AtomicFile.CheckWritableFolder(folder);
         }
         catch (FileWriteException e)
         {

@@ -49,7 +49,22 @@ public static class AtomicFile
     {
         var full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new FileWriteException(full, "it is a folder");
-        var dir = Path.GetDirectoryName(full)!;
+        Probe(full, Path.GetDirectoryName(full)!);
+    }
+
+    /// <summary>The same for a folder that files will be written into (made if missing): it is not a file, nor under
+    /// one, and a file can be created in it or in its nearest existing parent. Creates nothing that stays.</summary>
+    /// <exception cref="FileWriteException">Files cannot be written there.</exception>
+    public static void CheckWritableFolder(string folder)
+    {
+        var full = Path.GetFullPath(folder);
+        if (File.Exists(full)) throw new FileWriteException(full, "it is a file, not a folder");
+        Probe(full, full);
+    }
+
+    /// <summary>Creates and removes a probe file in <paramref name="dir"/>, or in its nearest existing parent.</summary>
+    private static void Probe(string full, string dir)
+    {
         var existing = dir;
         while (!Directory.Exists(existing))
         {

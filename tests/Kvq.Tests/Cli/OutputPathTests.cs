@@ -4,7 +4,9 @@ namespace Kvq.Tests.Cli;
 
 /// <summary>Files kvq writes, as a new user gets them wrong: an --out or --save-session that is a folder or lies under a
 /// file is one line and exit code 2 before any work (it was an unhandled IOException with a stack trace and exit code
-/// 1, after the whole calibration); --offload-dir leaves no block file behind (ten were left after every run).</summary>
+/// 1, after the whole calibration); so are a --report or --prompt-cache folder that cannot be written (found only after
+/// the benchmark, or when the server stopped); --offload-dir leaves no block file behind (ten were left after every
+/// run). And a KEYS/VALUES spec with one side empty names the side.</summary>
 [Collection(ConsoleCollection.Name)]
 public sealed class OutputPathTests : IDisposable
 {
@@ -70,6 +72,35 @@ public sealed class OutputPathTests : IDisposable
         Assert.True(new FileInfo(target).Length > 0);
         Assert.Empty(Directory.GetFiles(_dir, "*.tmp", SearchOption.AllDirectories));
     }
+
+    [Fact]
+    public void ServePromptCacheUnderAFileFailsAtStart()
+    {
+        // It was accepted, and the cache was lost when the server stopped ("prompt cache not saved").
+        var file = AFile();
+        var target = Path.Combine(file, "pc");
+        InProcessCli.AssertUserError(InProcessCli.Run("serve", "-m", Stories, "--port", "0", "--prompt-cache", target),
+            $"--prompt-cache: cannot write {target}: {file} is a file, not a folder");
+    }
+
+    [Fact]
+    public void BenchServeReportUnderAFileFailsBeforeTheBenchmark()
+    {
+        // It ran the whole benchmark, then said "Could not find a part of the path".
+        var file = AFile();
+        var target = Path.Combine(file, "r");
+        var r = InProcessCli.Run("bench", "serve", "-m", Stories, "--kv", "f16", "--requests", "2", "--prompt-tokens", "32",
+            "--output-tokens", "4", "--concurrency", "1", "--report", target);
+        InProcessCli.AssertUserError(r, $"--report: cannot write {target}: {file} is a file, not a folder");
+        Assert.Equal("", r.Out);
+    }
+
+    [Theory]
+    [InlineData("f16/", "KV spec 'f16/': the values' format is missing")]
+    [InlineData("/q8_0", "KV spec '/q8_0': the keys' format is missing")]
+    public void AKvSpecWithAnEmptySideSaysWhichSide(string kv, string expected) =>
+        // It said "unknown KV format ''".
+        InProcessCli.AssertUserError(InProcessCli.Run("generate", "-m", Stories, "-p", "Once", "-n", "2", "--kv", kv), expected);
 
     [Fact]
     public void OffloadDirIsEmptyAfterTheRun()

@@ -68,7 +68,7 @@ public static class BenchServeCommand
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
             var specs = r.GetValue(kv)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             if (specs.Length == 0) throw new CliException("--kv: no KV spec given");
-            var configs = specs.SelectMany(s => policyList.Select(p => KvProfileOptions.Config(s, prof, r.GetValue(sink)) with { Policy = p })).ToArray();
+            var configs = specs.SelectMany(s => policyList.Select(p => KvProfileOptions.Config(s, prof, r.GetValue(sink), contextTokens: loaded.Weights.Config.ContextLength) with { Policy = p })).ToArray();
             int ctx = loaded.Weights.Config.ContextLength;
             if (pt * (1 + sp) + ot * (1 + sp) > ctx)
                 throw new CliException($"--prompt-tokens {pt} + --output-tokens {ot} (with spread {sp}) pass the model's context of {ctx} tokens");

@@ -115,7 +115,7 @@ public sealed class EngineSetup
         {
             int context = Validation.ContextOption.Resolve(r.GetValue(Ctx), loaded.Weights.Config);
             var profile = KvProfileOptions.Load(r.GetValue(Profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink), r.GetValue(MaxPplIncrease)) with { Policy = policy[0] };
+            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink), r.GetValue(MaxPplIncrease), loaded.Weights.Config.ContextLength) with { Policy = policy[0] };
             var (chat, missing) = ChatPromptSource.Load(templateFile, loaded);
             lm = where.Cuda ? where.Load(loaded.Weights, threads) : new Transformer(loaded.Weights, new Parallelism(threads), 256);
             if (where.Cuda) DeviceChoice.Check(lm, config);

@@ -102,6 +102,7 @@ public static class BenchServeCommand
                             workload, list, new Progress<int>(done => report(done, n))).GetAwaiter().GetResult());
                     }
                     catch (EngineRequestException e) { throw new CliException($"{config.Name}: {e.Message}"); }
+                    catch (OverflowException) { throw EngineSetup.BudgetTooLarge(r.GetValue(budget)!, config.BlockTokens); }
                     rows.Add(row);
                     if (row.Failed > 0)
                         Console.Error.WriteLine($"kvq: {config.Name}, {c} clients: {row.Failed} of {row.Requests} requests failed; the first: {row.FirstError}");

@@ -77,6 +77,12 @@ public sealed class EngineSetup
         }
     }
 
+    /// <summary>--kv-budget past what the pool can count (its blocks are counted in 32 bits): 1000TiB was an unhandled
+    /// OverflowException.</summary>
+    internal static CliException BudgetTooLarge(string text, int blockTokens) =>
+        new($"--kv-budget {text}: too large: the KV pool counts its {blockTokens}-token blocks in 32 bits; give a budget " +
+            "within this machine's memory (e.g. 4GiB)");
+
     public Built Build(ParseResult r)
     {
         int threads = r.GetValue(Threads);
@@ -132,6 +138,10 @@ public sealed class EngineSetup
             catch (EngineRequestException e)
             {
                 throw new CliException($"--kv-budget: {e.Message}");
+            }
+            catch (OverflowException)
+            {
+                throw BudgetTooLarge(r.GetValue(KvBudget)!, config.BlockTokens);
             }
             catch (KvSpecException e)
             {

@@ -196,4 +196,14 @@ public sealed class OptionValidationTests : IDisposable
             InProcessCli.AssertUserError(InProcessCli.Run([.. args, "--sink", sink]),
                 $"--sink {sink} is longer than the model's context (2048 tokens)");
     }
+
+    /// <summary>A --kv-budget far past any machine (the pool counts blocks in 32 bits) was an unhandled OverflowException.</summary>
+    [Theory]
+    [InlineData("serve", "--port", "0")]
+    [InlineData("chat")]
+    [InlineData("bench", "serve", "--kv", "f16", "--requests", "1", "--prompt-tokens", "16", "--output-tokens", "2", "--concurrency", "1", "--text", "TEXT")]
+    public void KvBudgetTooLargeForThePoolIsRefused(params string[] command) =>
+        InProcessCli.AssertUserError(InProcessCli.Run([.. command.Select(a => a == "TEXT" ? Fixtures.Text("tinystories/TinyStories-valid.first1000.txt") : a),
+                "-m", Stories, "--kv-budget", "1000TiB"]),
+            "--kv-budget 1000TiB: too large: the KV pool counts its 32-token blocks in 32 bits");
 }

@@ -47,7 +47,7 @@ public static class BenchCommand
             ContextOption.Check("--ctx", c, loaded.Weights.Config);
             ContextOption.Check($"--ctx {c} + --decode", (long)c + d, loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var plain = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl));
+            var plain = KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl), loaded.Weights.Config.ContextLength);
             var config = sliding.Apply(r, offload.WithDir(r, plain with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null }));
             GpuOffload.CheckFormat(where, config, loaded.Weights.Config);
             var lm = where.Load(loaded.Weights, r.GetValue(threads));

@@ -51,7 +51,11 @@ public static class BenchServeCommand
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var policyList = policies.Parse(r);
-            if (r.GetValue(report) != null) PlotSupport.Ensure("--report");
+            if (r.GetValue(report) is { } reportDir)
+            {
+                PlotSupport.Ensure("--report");
+                OutputFile.CheckFolder("--report", reportDir);   // before the benchmark, not after it
+            }
             long kvBudget = ParseBudget(r.GetValue(budget)!);
             int n = r.GetValue(requests), pt = r.GetValue(promptTokens), ot = r.GetValue(outputTokens);
             double sp = r.GetValue(spread), sh = r.GetValue(shared);
@@ -64,7 +68,7 @@ public static class BenchServeCommand
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
             var specs = r.GetValue(kv)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             if (specs.Length == 0) throw new CliException("--kv: no KV spec given");
-            var configs = specs.SelectMany(s => policyList.Select(p => KvProfileOptions.Config(s, prof, r.GetValue(sink)) with { Policy = p })).ToArray();
+            var configs = specs.SelectMany(s => policyList.Select(p => KvProfileOptions.Config(s, prof, r.GetValue(sink), contextTokens: loaded.Weights.Config.ContextLength) with { Policy = p })).ToArray();
             int ctx = loaded.Weights.Config.ContextLength;
             if (pt * (1 + sp) + ot * (1 + sp) > ctx)
                 throw new CliException($"--prompt-tokens {pt} + --output-tokens {ot} (with spread {sp}) pass the model's context of {ctx} tokens");
@@ -98,6 +102,7 @@ public static class BenchServeCommand
                             workload, list, new Progress<int>(done => report(done, n))).GetAwaiter().GetResult());
                     }
                     catch (EngineRequestException e) { throw new CliException($"{config.Name}: {e.Message}"); }
+                    catch (OverflowException) { throw EngineSetup.BudgetTooLarge(r.GetValue(budget)!, config.BlockTokens); }
                     rows.Add(row);
                     if (row.Failed > 0)
                         Console.Error.WriteLine($"kvq: {config.Name}, {c} clients: {row.Failed} of {row.Requests} requests failed; the first: {row.FirstError}");

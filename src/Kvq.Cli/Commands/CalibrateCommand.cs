@@ -62,6 +62,8 @@ public static class CalibrateCommand
                 throw new CliException("--rotate fits the rotated channels; low-rank bases (--lowrank, --lowrank-nuq) need the plain ones: calibrate them apart");
             var textPath = r.GetValue(text)!;
             TextInput.Check(textPath, "--text", Console.Error);
+            // Before the calibration's minutes of work, not after: a profile that cannot be written is found out now.
+            OutputFile.Check("--out", r.GetValue(output)!);
             var fractions = ParseFractions(r.GetValue(outliers)!);
             int sinkTokens = r.GetValue(sink), len = r.GetValue(length);
             // Checked here, not in a command validator: validators see 0 for options left at their defaults.

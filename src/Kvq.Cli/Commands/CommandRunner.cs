@@ -14,7 +14,8 @@ public static class CommandRunner
         catch (Exception e) when (e is CliException or ModelFormatException or NotAModelException or FileNotFoundException
                                       or DirectoryNotFoundException or ArgumentException or Cache.KvSpecException
                                       or Cache.Sessions.KvSessionException
-                                      or Model.UnsupportedArchitectureException)
+                                      or Model.UnsupportedArchitectureException
+                                      or Kvq.IO.FileWriteException or UnauthorizedAccessException)
         {
             Console.Error.WriteLine($"kvq: {e.Message}");
             return 2;

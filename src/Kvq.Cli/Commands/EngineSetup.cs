@@ -77,6 +77,12 @@ public sealed class EngineSetup
         }
     }
 
+    /// <summary>--kv-budget past what the pool can count (its blocks are counted in 32 bits): 1000TiB was an unhandled
+    /// OverflowException.</summary>
+    internal static CliException BudgetTooLarge(string text, int blockTokens) =>
+        new($"--kv-budget {text}: too large: the KV pool counts its {blockTokens}-token blocks in 32 bits; give a budget " +
+            "within this machine's memory (e.g. 4GiB)");
+
     public Built Build(ParseResult r)
     {
         int threads = r.GetValue(Threads);
@@ -105,6 +111,8 @@ public sealed class EngineSetup
         if (cacheDir != null && policy[0] != null)
             throw new CliException("--prompt-cache: prefixes under a token policy are shared in the KV pool only and cannot be saved yet");
         if (cacheDir != null && File.Exists(cacheDir)) throw new CliException($"--prompt-cache: '{cacheDir}' is a file; give a folder");
+        // Now, not when the server stops: the cache is saved at stop, and a folder it cannot write lost it then.
+        if (cacheDir != null) Validation.OutputFile.CheckFolder("--prompt-cache", cacheDir);
 
         var path = Model.Path(r);
         var loaded = ModelOptions.Load(path, r.GetValue(Model.Tokenizer));
@@ -113,7 +121,7 @@ public sealed class EngineSetup
         {
             int context = Validation.ContextOption.Resolve(r.GetValue(Ctx), loaded.Weights.Config);
             var profile = KvProfileOptions.Load(r.GetValue(Profile), loaded.Weights.Fingerprint);
-            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink), r.GetValue(MaxPplIncrease)) with { Policy = policy[0] };
+            var config = KvProfileOptions.Config(r.GetValue(Kv)!, profile, r.GetValue(Sink), r.GetValue(MaxPplIncrease), loaded.Weights.Config.ContextLength) with { Policy = policy[0] };
             var (chat, missing) = ChatPromptSource.Load(templateFile, loaded);
             lm = where.Cuda ? where.Load(loaded.Weights, threads) : new Transformer(loaded.Weights, new Parallelism(threads), 256);
             if (where.Cuda) DeviceChoice.Check(lm, config);
@@ -130,6 +138,10 @@ public sealed class EngineSetup
             catch (EngineRequestException e)
             {
                 throw new CliException($"--kv-budget: {e.Message}");
+            }
+            catch (OverflowException)
+            {
+                throw BudgetTooLarge(r.GetValue(KvBudget)!, config.BlockTokens);
             }
             catch (KvSpecException e)
             {

@@ -69,11 +69,12 @@ public static class GenerateCommand
             if (where.LaunchRanks() is { } ranksExit) return ranksExit;
             sliding.Check(r, policies, offloads.Count > 0, r.GetValue(sink), where.Cuda,
                 session: r.GetValue(saveSession) != null || r.GetValue(loadSession) != null);
+            if (r.GetValue(saveSession) is { } sessionOut) OutputFile.Check("--save-session", sessionOut);
             var p = ReadPrompt(r.GetValue(prompt), r.GetValue(promptFile));
             using var loaded = model.Load(r);
             int window = ContextOption.Resolve(r.GetValue(ctx), loaded.Weights.Config);
             var prof = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
-            var config = sliding.Apply(r, offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl)) with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null }));
+            var config = sliding.Apply(r, offload.WithDir(r, KvProfileOptions.Config(r.GetValue(kv)!, prof, r.GetValue(sink), r.GetValue(maxPpl), loaded.Weights.Config.ContextLength) with { Policy = policies[0], Offload = offloads.Count > 0 ? offloads[0] : null }));
             GpuOffload.CheckFormat(where, config, loaded.Weights.Config);
             var lm = where.Load(loaded.Weights, r.GetValue(threads));
             using var lmOwner = lm as IDisposable;

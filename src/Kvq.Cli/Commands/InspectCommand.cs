@@ -41,7 +41,7 @@ public static class InspectCommand
                 var planSpecs = r.GetValue(kv) ?? throw new CliException("--shape: give the KV formats to plan with --kv (e.g. --kv f16,nuq2-1%,nuq2)");
                 int planGpus = r.GetValue(gpus);
                 if (planGpus < 1) throw new CliException("--shape plans sequence parallelism: give --gpus N (1 for one GPU)");
-                PrintParallelPlan(shapeCfg, planSpecs, r.GetValue(ctx) ?? shapeCfg.ContextLength, planGpus, r.GetValue(gpuGib), spec => KvProfileOptions.Config(spec, null, r.GetValue(sink)), timed: true);
+                PrintParallelPlan(shapeCfg, planSpecs, r.GetValue(ctx) ?? shapeCfg.ContextLength, planGpus, r.GetValue(gpuGib), spec => KvProfileOptions.Config(spec, null, r.GetValue(sink), contextTokens: shapeCfg.ContextLength), timed: true);
                 return 0;
             }
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
@@ -52,7 +52,7 @@ public static class InspectCommand
             if (p != null) PrintEstimates(p);
             if (r.GetValue(kv) is { } specs)
             {
-                Func<string, KvCacheConfig> config = spec => sliding.Apply(r, KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null));
+                Func<string, KvCacheConfig> config = spec => sliding.Apply(r, KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null, loaded.Weights.Config.ContextLength));
                 PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, config);
                 if (r.GetValue(gpus) > 0)
                     PrintParallelPlan(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, r.GetValue(gpus), r.GetValue(gpuGib),

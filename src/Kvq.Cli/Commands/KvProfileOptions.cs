@@ -35,11 +35,15 @@ public static class KvProfileOptions
 
     /// <summary>A cache config from a spec with the profile and the sink (given, else the profile's, else 0). The spec
     /// <c>auto</c> is the smallest format within <paramref name="maxPplIncrease"/> (<see cref="KvAuto"/>), printed with
-    /// the reason to standard error.</summary>
-    public static KvCacheConfig Config(string spec, KvQuantProfile? profile, int? sink, double? maxPplIncrease = null)
+    /// the reason to standard error. A sink longer than <paramref name="contextTokens"/> (the model's trained context) is
+    /// refused: sink tokens are the first tokens of a sequence, and a huge one overflowed the sink bank's size (an
+    /// unhandled OverflowException) or reserved gigabytes for copies of tokens that never come.</summary>
+    public static KvCacheConfig Config(string spec, KvQuantProfile? profile, int? sink, double? maxPplIncrease = null, int? contextTokens = null)
     {
         int s = sink ?? profile?.Settings.SinkTokens ?? 0;
         if (s < 0) throw new CliException($"--sink {s} must be >= 0");
+        if (contextTokens is { } ctx && s > ctx)
+            throw new CliException($"--sink {s} is longer than the model's context ({ctx} tokens): sink tokens are a sequence's first tokens; give at most {ctx}");
         if (KvAuto.Is(spec))
         {
             var choice = KvAuto.Choose(profile, maxPplIncrease);

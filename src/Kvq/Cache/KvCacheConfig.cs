@@ -39,6 +39,9 @@ public sealed record KvCacheConfig(string KeyFormat, string ValueFormat, int Blo
         if (spec.Length == 0) throw new KvSpecException("empty KV spec");
         var parts = spec.Split('/');
         if (parts.Length > 2) throw new KvSpecException($"KV spec '{spec}': expected NAME or KEYS/VALUES");
+        if (parts.Length == 2 && (parts[0].Trim().Length == 0 || parts[1].Trim().Length == 0))
+            throw new KvSpecException($"KV spec '{spec}': the {(parts[0].Trim().Length == 0 ? "keys'" : "values'")} format is missing " +
+                                      "(KEYS/VALUES, e.g. q4_0/f16)");
         return new KvCacheConfig(parts[0], parts.Length == 2 ? parts[1] : parts[0], blockTokens);
     }
 

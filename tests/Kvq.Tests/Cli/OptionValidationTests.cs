@@ -174,4 +174,36 @@ public sealed class OptionValidationTests : IDisposable
         InProcessCli.AssertUserError(InProcessCli.Run("generate", "-m", Stories, "--tokenizer", Fixtures.StoriesTokenizerBin, "-p", "x"),
             "is a GGUF file, which carries its own tokenizer");
     }
+
+    /// <summary>A --sink past the model's context (stories260K: 2048 tokens) is refused on every command that builds a
+    /// cache; 2000000000 was an unhandled OverflowException (the sink bank's size), 99999 reserved copies for tokens that
+    /// never come.</summary>
+    [Theory]
+    [InlineData("generate -p Once -n 2")]
+    [InlineData("bench --ctx 64 --decode 4 -r 1")]
+    [InlineData("eval memory --kv f16")]
+    [InlineData("eval ppl --ctx 64 --windows 1 --text TEXT")]
+    [InlineData("bench serve --kv f16 --requests 1 --prompt-tokens 16 --output-tokens 2 --concurrency 1")]
+    [InlineData("serve --port 0")]
+    [InlineData("inspect --kv f16")]
+    public void SinkLongerThanTheContextIsRefused(string command)
+    {
+        var text = Fixtures.Text("tinystories/TinyStories-valid.first1000.txt");
+        var args = command.Split(' ').Select(a => a == "TEXT" ? text : a).ToList();
+        int at = args[0] is "bench" or "eval" && args[1] is "serve" or "memory" or "ppl" ? 2 : 1;
+        args.InsertRange(at, args[0] == "inspect" ? [Stories] : ["-m", Stories]);
+        foreach (var sink in new[] { "2049", "2000000000" })
+            InProcessCli.AssertUserError(InProcessCli.Run([.. args, "--sink", sink]),
+                $"--sink {sink} is longer than the model's context (2048 tokens)");
+    }
+
+    /// <summary>A --kv-budget far past any machine (the pool counts blocks in 32 bits) was an unhandled OverflowException.</summary>
+    [Theory]
+    [InlineData("serve", "--port", "0")]
+    [InlineData("chat")]
+    [InlineData("bench", "serve", "--kv", "f16", "--requests", "1", "--prompt-tokens", "16", "--output-tokens", "2", "--concurrency", "1", "--text", "TEXT")]
+    public void KvBudgetTooLargeForThePoolIsRefused(params string[] command) =>
+        InProcessCli.AssertUserError(InProcessCli.Run([.. command.Select(a => a == "TEXT" ? Fixtures.Text("tinystories/TinyStories-valid.first1000.txt") : a),
+                "-m", Stories, "--kv-budget", "1000TiB"]),
+            "--kv-budget 1000TiB: too large: the KV pool counts its 32-token blocks in 32 bits");
 }

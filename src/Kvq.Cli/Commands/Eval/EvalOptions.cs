@@ -68,7 +68,7 @@ public sealed class EvalOptions
 
     /// <summary>The specs of --kv with --profile (checked against the model's fingerprint) and --sink applied, each
     /// crossed with every --policy (not yet checked against the model's shape: <see cref="EvalRun"/> does that).</summary>
-    public IReadOnlyList<KvCacheConfig> Configs(ParseResult r, string modelFingerprint)
+    public IReadOnlyList<KvCacheConfig> Configs(ParseResult r, string modelFingerprint, int? contextTokens = null)
     {
         var specs = (r.GetValue(Kv) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (specs.Length == 0) throw new CliException("--kv: no KV spec given");
@@ -78,7 +78,7 @@ public sealed class EvalOptions
         var offloads = Offload.Parse(r);
         foreach (var s in specs)
         {
-            var config = Sliding.Apply(r, Offload.WithDir(r, KvProfileOptions.Config(s, profile, r.GetValue(Sink), KvAuto.Is(s) ? r.GetValue(MaxPplIncrease) : null)));
+            var config = Sliding.Apply(r, Offload.WithDir(r, KvProfileOptions.Config(s, profile, r.GetValue(Sink), KvAuto.Is(s) ? r.GetValue(MaxPplIncrease) : null, contextTokens)));
             configs.AddRange(KvPolicyOptions.Cross(config, policies));
             foreach (var o in offloads) configs.Add(config with { Offload = o });
         }

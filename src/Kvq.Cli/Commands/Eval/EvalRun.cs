@@ -52,7 +52,7 @@ public sealed class EvalRun : IDisposable
         Loaded = ModelOptions.Load(ModelPath, r.GetValue(o.Model.Tokenizer));
         try
         {
-            Configs = o.Configs(r, Loaded.Weights.Fingerprint);
+            Configs = o.Configs(r, Loaded.Weights.Fingerprint, Loaded.Weights.Config.ContextLength);
             Model = LoadModel(Loaded.Weights);
             foreach (var c in Configs) DeviceChoice.Check(Model, c); // unknown names, values in a key-only format
             if (readText && tokenize) TextTokens = Loaded.Tokenizer.Encode(TextNormalizer.ReadNormalized(TextPath!), addBos: false);

@@ -27,6 +27,8 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
     public bool HasOutliers => outliers;
     /// <summary>The file holding the blocks (file tier), or null when they are in RAM.</summary>
     public string? FilePath => file?.Path;
+    /// <summary>Bytes of the file tier's file (0 in RAM).</summary>
+    internal long FileBytes => file?.Length ?? 0;
     /// <summary>Fixed block bytes of every chunk handed out plus the sparse rows held beside blocks.</summary>
     public long AllocatedBytes => _allocated + _outlierBytes.Total;
     /// <summary>Bytes of sparse rows held beside blocks (part of <see cref="AllocatedBytes"/>).</summary>

@@ -6,10 +6,13 @@ namespace Kvq.Cache.Storage;
 /// The file tier: one arena's chunks in a temporary file, memory-mapped, so the operating system keeps the blocks
 /// attention reads in RAM and may write cold ones out (offloaded attention reads a budget of blocks per step). Each
 /// chunk is written with zeros before it is mapped, so a full disk is an <see cref="IOException"/> when the chunk is
-/// taken, never a fault later when a mapped page is first touched. The file is deleted when the last handle closes.
+/// taken, never a fault later when a mapped page is first touched. On Unix the file is unlinked as soon as it is open
+/// (its blocks live on while the handle and the maps do, and the kernel frees them however the process ends: exit,
+/// Ctrl-C, a kill); .NET's DeleteOnClose alone left the files behind, since a process's exit runs no finalizers. On
+/// Windows, where an open file cannot be unlinked, DeleteOnClose is the operating system's and removes it at exit.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001",
-    Justification = "The file lives as long as its cache's arena; DeleteOnClose removes it when the process ends or the arena is collected.")]
+    Justification = "The file lives as long as its cache's arena; the handle's close (or the process's end) frees it.")]
 public sealed unsafe class BlockFile
 {
     private readonly FileStream _file;
@@ -21,8 +24,13 @@ public sealed unsafe class BlockFile
     {
         Directory.CreateDirectory(directory);
         Path = System.IO.Path.Combine(directory, $"kvq-blocks-{Environment.ProcessId}-{Guid.NewGuid():N}.bin");
-        _file = new FileStream(Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.DeleteOnClose);
+        _file = new FileStream(Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16,
+            OperatingSystem.IsWindows() ? FileOptions.DeleteOnClose : FileOptions.None);
+        if (!OperatingSystem.IsWindows()) File.Delete(Path);
     }
+
+    /// <summary>Bytes the file holds (every chunk taken so far).</summary>
+    internal long Length => _file.Length;
 
     /// <summary>Appends a zeroed chunk of <paramref name="bytes"/> and returns where it is mapped.</summary>
     /// <exception cref="IOException">The disk has no room for it (the message names the file).</exception>

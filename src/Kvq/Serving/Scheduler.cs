@@ -42,13 +42,21 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
 
     public void Add(EngineRequest r) => _waiting.Add(r);
 
+    /// <summary>Where swapped-out sequences go (null: preemption recomputes).</summary>
+    public Cache.Storage.SwapSpace? Swap { get; init; }
+
     /// <summary>Where released requests' tokens are recorded for <see cref="PromptCacheStore"/> (null: not kept).</summary>
     public RecentPrefixes? Recent { get; init; }
 
     /// <summary>Takes a request out (cancelled or failed): its blocks go back at once.</summary>
     public void Remove(EngineRequest r)
     {
-        if (r.State == RequestState.Waiting) _waiting.Remove(r);
+        if (r.State == RequestState.Waiting)
+        {
+            _waiting.Remove(r);
+            if (r.Swapped is { } ticket) Swap!.Drop(ticket);
+            r.Swapped = null;
+        }
         else if (r.State == RequestState.Running) Release(r);
     }
 
@@ -170,11 +178,12 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             _plannedBlocks -= _plan[at].Blocks;
             _plan.RemoveAt(at);
         }
-        if (options.Preemption == PreemptionMode.Swap && !pool.HasPolicy)
+        if (Swap != null && !pool.HasPolicy)
         {
-            victim.Swapped = victim.Kv!.SwapOut();
+            // Its blocks go back either way (full ones stay cached); with no room in the swap tiers it is recomputed.
+            victim.Swapped = Swap.TryPut(victim.Kv!.SwapOut());
             victim.Kv = null;
-            SwappedOut++;
+            if (victim.Swapped != null) SwappedOut++;
         }
         Release(victim);
         victim.State = RequestState.Waiting;
@@ -195,15 +204,16 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         // Blocks of prompt chunks planned this step are part of `promised` already.
         foreach (var item in _plan)
             if (!item.Decode) promised -= item.Blocks;
-        PagedKvSequence kv;
-        if (r.Swapped is { } swapped)
+        PagedKvSequence? kv = null;
+        if (r.Swapped is { } ticket)
         {
-            // Swapped out: its blocks come back as they were (no prefix lookup, no model work).
-            if (pool.BlocksFor(swapped.Length + options.DecodeReserveTokens) > Available - promised) return false;
-            kv = PagedKvSequence.SwapIn(pool.Cache, swapped);
+            // Swapped out: its blocks come back as they were (no prefix lookup, no model work). A file that cannot be
+            // read back leaves it to be recomputed from its tokens, below.
+            if (pool.BlocksFor(ticket.Length + options.DecodeReserveTokens) > Available - promised) return false;
             r.Swapped = null;
+            if (Swap!.TryTake(ticket) is { } swapped) kv = PagedKvSequence.SwapIn(pool.Cache, swapped);
         }
-        else
+        if (kv == null)
         {
             var tokens = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens);
             // Under a policy a kept prefix state covers whole prompt chunks; a recomputed request's generated tokens

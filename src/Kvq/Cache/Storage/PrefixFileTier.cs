@@ -115,11 +115,9 @@ public sealed class PrefixFileTier : IDisposable
     {
         entry = null!;
         if (_disposed || !_byHash.TryGetValue(hash, out var node) || (needsSinks && !node.Value.HasSinks)) return false;
-        var stored = node.Value;
-        Remove(hash);
         try
         {
-            entry = Read(stored.Path, hash);
+            entry = Read(node.Value.Path, hash);
             Hits++;
             return true;
         }
@@ -128,6 +126,10 @@ public sealed class PrefixFileTier : IDisposable
             Failed++;
             LastError = x;
             return false;
+        }
+        finally
+        {
+            Remove(hash);   // and its file: taken back into the pool, or unusable
         }
     }
 

@@ -178,12 +178,16 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             _plannedBlocks -= _plan[at].Blocks;
             _plan.RemoveAt(at);
         }
-        if (Swap != null && !pool.HasPolicy)
+        if (Swap != null && !pool.HasPolicy && Snapshot(victim.Kv!) is { } copy)
         {
             // Its blocks go back either way (full ones stay cached); with no room in the swap tiers it is recomputed.
-            victim.Swapped = Swap.TryPut(victim.Kv!.SwapOut());
-            victim.Kv = null;
-            if (victim.Swapped != null) SwappedOut++;
+            victim.Swapped = Swap.TryPut(copy);
+            if (victim.Swapped != null)
+            {
+                victim.Kv!.Dispose();
+                victim.Kv = null;
+                SwappedOut++;
+            }
         }
         Release(victim);
         victim.State = RequestState.Waiting;
@@ -191,6 +195,14 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         _waiting.Add(victim);
         Preemptions++;
         metrics.Preemptions.Add(1);
+    }
+
+    /// <summary>A host copy of the sequence to swap, or null where it cannot be swapped (sliding-window rings): it is
+    /// recomputed instead.</summary>
+    private static SwappedKv? Snapshot(PagedKvSequence kv)
+    {
+        try { return kv.Snapshot(); }
+        catch (KvSpecException) { return null; }
     }
 
     /// <summary>Starts a waiting request if its prompt (what the prefix cache lacks) and the decode reserve fit in

@@ -34,6 +34,8 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
     public long Preemptions { get; private set; }
     /// <summary>Sequences copied to host memory (swap preemption).</summary>
     public long SwappedOut { get; private set; }
+    /// <summary>Where swapped-out sequences go (null: preemption recomputes).</summary>
+    public Cache.Storage.SwapSpace? Swap { get; init; }
     /// <summary>Prompt tokens of requests admitted (first admission only) and how many of them the prefix cache held.</summary>
     public long AdmittedPromptTokens { get; private set; }
     public long PrefixHitTokens { get; private set; }
@@ -41,9 +43,6 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
     public IEnumerable<EngineRequest> All => _running.Concat(_waiting);
 
     public void Add(EngineRequest r) => _waiting.Add(r);
-
-    /// <summary>Where swapped-out sequences go (null: preemption recomputes).</summary>
-    public Cache.Storage.SwapSpace? Swap { get; init; }
 
     /// <summary>Where released requests' tokens are recorded for <see cref="PromptCacheStore"/> (null: not kept).</summary>
     public RecentPrefixes? Recent { get; init; }

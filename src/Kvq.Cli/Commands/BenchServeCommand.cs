@@ -42,15 +42,18 @@ public static class BenchServeCommand
         var json = CommonOptions.Json();
         var report = new Option<string?>("--report") { Description = "folder for rows.jsonl and plots of throughput and latency against concurrency" };
         var policies = new KvPolicyOptions(grid: true);
+        var tierOptions = new KvTierOptions();
         var cmd = new Command("serve", "load-test the serving engine: many requests over one compressed KV budget")
         {
             model, kv, profile, sink, budget, requests, promptTokens, outputTokens, spread, shared, concurrency, rate, seed, noPrefix,
             maxRunning, step, text, threads, json, report,
         };
         policies.AddTo(cmd);
+        tierOptions.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
             var policyList = policies.Parse(r);
+            var tiers = tierOptions.Parse(r, policyList.Any(p => p != null), prefixCache: !r.GetValue(noPrefix));
             if (r.GetValue(report) is { } reportDir)
             {
                 PlotSupport.Ensure("--report");
@@ -90,11 +93,11 @@ public static class BenchServeCommand
                 catch (ArgumentException e) { throw new CliException($"--text: {e.Message}"); }
                 foreach (var config in configs)
                 {
-                    var options = new EngineOptions
+                    var options = tiers(new EngineOptions
                     {
                         Kv = config, KvBudgetBytes = kvBudget, MaxRunning = r.GetValue(maxRunning), PrefixCache = !r.GetValue(noPrefix),
                         StepTokens = stepTokens,
-                    };
+                    });
                     ServeBenchResult row;
                     try
                     {
@@ -103,6 +106,7 @@ public static class BenchServeCommand
                     }
                     catch (EngineRequestException e) { throw new CliException($"{config.Name}: {e.Message}"); }
                     catch (OverflowException) { throw EngineSetup.BudgetTooLarge(r.GetValue(budget)!, config.BlockTokens); }
+                    catch (Kvq.Cache.KvSpecException e) { throw new CliException($"{config.Name}: {e.Message}"); }
                     rows.Add(row);
                     if (row.Failed > 0)
                         Console.Error.WriteLine($"kvq: {config.Name}, {c} clients: {row.Failed} of {row.Requests} requests failed; the first: {row.FirstError}");

@@ -49,6 +49,8 @@ public sealed class EngineSetup
     /// <summary>A token policy per request (each keeps at most its budget, so more long requests fit the pool).</summary>
     public KvPolicyOptions Policy { get; } = new(grid: false);
     public DeviceOptions Device { get; } = new();
+    /// <summary>Swap preemption's tiers and the prefix cache's disk tier.</summary>
+    public KvTierOptions Tiers { get; } = new();
 
     public void AddTo(Command cmd)
     {
@@ -56,6 +58,7 @@ public sealed class EngineSetup
         foreach (var o in new Option[] { Kv, MaxPplIncrease, Profile, Sink, KvBudget, MaxConcurrency, ChatTemplate, Threads, Ctx, PromptCache, HostPrefixCache }) cmd.Add(o);
         Policy.AddTo(cmd);
         Device.AddTo(cmd);
+        Tiers.AddTo(cmd);
     }
 
     /// <summary>The loaded model, its engine and its chat prompt (null when the model has no template and none was given).</summary>
@@ -107,6 +110,7 @@ public sealed class EngineSetup
             if (hostPrefix <= 0) throw new CliException($"--host-prefix-cache: give a size above 0 (got {hostSize})");
             if (policy[0] != null) throw new CliException("--host-prefix-cache: prefixes under a token policy are shared in the KV pool only (no host tier yet)");
         }
+        var tiers = Tiers.Parse(r, policy[0] != null);
         var cacheDir = r.GetValue(PromptCache);
         if (cacheDir != null && policy[0] != null)
             throw new CliException("--prompt-cache: prefixes under a token policy are shared in the KV pool only and cannot be saved yet");
@@ -130,10 +134,10 @@ public sealed class EngineSetup
             {
                 var store = cacheDir == null ? null
                     : new PromptCacheStore(cacheDir, ModelIdentity.Of(loaded).Session);
-                engine = new InferenceEngine(lm, loaded.Tokenizer, new EngineOptions
+                engine = new InferenceEngine(lm, loaded.Tokenizer, tiers(new EngineOptions
                 {
                     Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, ContextTokens = context, PromptCache = store, HostPrefixBytes = hostPrefix,
-                });
+                }));
             }
             catch (EngineRequestException e)
             {
@@ -145,7 +149,7 @@ public sealed class EngineSetup
             }
             catch (KvSpecException e)
             {
-                throw new CliException($"--host-prefix-cache: {e.Message}");
+                throw new CliException($"{(hostPrefix > 0 ? "--host-prefix-cache" : r.GetValue(Tiers.DiskPrefixCache) != null ? "--disk-prefix-cache" : "--kv")}: {e.Message}");
             }
             var id = Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
             return new Built(loaded, lm, engine, chat, missing, id);

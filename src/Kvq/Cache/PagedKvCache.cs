@@ -130,7 +130,9 @@ public sealed class PagedKvCache
     /// </summary>
     /// <exception cref="KvSpecException">The cache shares no prefixes (token policy, offloading) or a codec keeps
     /// recent tokens in staging (KIVI's residual: its blocks are published late and restored with their staging).</exception>
-    public HostPrefixTier KeepEvictedPrefixes(long budgetBytes)
+    /// <param name="disk">A disk tier behind host memory (<see cref="PrefixFileTier"/>): blocks host memory has no room
+    /// for go there instead of being dropped. Null: none.</param>
+    public HostPrefixTier KeepEvictedPrefixes(long budgetBytes, PrefixFileTier? disk = null)
     {
         if (!SupportsPrefixSharing)
             throw new KvSpecException(LayerPools != null
@@ -139,7 +141,7 @@ public sealed class PagedKvCache
         if (Plan.Keys.StagingTokens > 0 || Plan.Values.StagingTokens > 0)
             throw new KvSpecException($"{Config.Name}: a codec that stages recent tokens (whole-block encoding) cannot keep evicted prefixes in host memory yet");
         if (HostPrefixes != null) throw new InvalidOperationException("the host prefix tier is set already");
-        var tier = new HostPrefixTier(budgetBytes);
+        var tier = new HostPrefixTier(budgetBytes, disk);
         Sequences.Pool.Evicting += (id, hash) =>
         {
             (Half[], Half[])? sinks = Sinks != null && Sinks.TryGet(id, out var e) ? e : null;

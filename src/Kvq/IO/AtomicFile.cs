@@ -5,7 +5,12 @@ namespace Kvq.IO;
 public static class AtomicFile
 {
     /// <exception cref="FileWriteException">The file or its folder cannot be written.</exception>
-    public static void Write(string path, Action<Stream> write)
+    public static void Write(string path, Action<Stream> write) => Write(path, write, flushToDisk: true);
+
+    /// <param name="flushToDisk">False for files that live only as long as the process (spill tiers, removed when
+    /// their owner is disposed): the rename still means a reader never sees half a file, without an fsync per file.</param>
+    /// <exception cref="FileWriteException">The file or its folder cannot be written.</exception>
+    public static void Write(string path, Action<Stream> write, bool flushToDisk)
     {
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;
@@ -17,7 +22,7 @@ public static class AtomicFile
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
             {
                 write(fs);
-                fs.Flush(flushToDisk: true);
+                fs.Flush(flushToDisk);
             }
             File.Move(tmp, full, overwrite: true);
         }

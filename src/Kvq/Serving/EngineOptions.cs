@@ -34,6 +34,28 @@ public sealed record EngineOptions
     /// prefix cache until evicted, so often little is recomputed), or copy them to host memory and back.</summary>
     public PreemptionMode Preemption { get; init; } = PreemptionMode.Recompute;
 
+    /// <summary>Under <see cref="PreemptionMode.Swap"/>: host bytes that swapped-out sequences may hold together (null:
+    /// no limit; 0: none, every swap goes to the file tier). What fits neither this nor <see cref="SwapFileBytes"/> is
+    /// recomputed instead (<see cref="Cache.Storage.SwapSpace"/>).</summary>
+    public long? SwapHostBytes { get; init; }
+
+    /// <summary>Under <see cref="PreemptionMode.Swap"/>: bytes of files that swapped-out sequences may take in
+    /// <see cref="SwapDirectory"/> once <see cref="SwapHostBytes"/> is full (0: no file tier).</summary>
+    public long SwapFileBytes { get; init; }
+
+    /// <summary>Where the swap file tier makes its folder (removed when the engine is disposed); null: the system's
+    /// temporary folder.</summary>
+    public string? SwapDirectory { get; init; }
+
+    /// <summary>Bytes of files for cached prefix blocks that neither the pool nor <see cref="HostPrefixBytes"/> has room
+    /// for (0: none): they are written to <see cref="PrefixDiskDirectory"/> and read back instead of recomputed
+    /// (<see cref="Cache.Storage.PrefixFileTier"/>). Needs <see cref="PrefixCache"/>.</summary>
+    public long PrefixDiskBytes { get; init; }
+
+    /// <summary>Where the prefix disk tier makes its folder (removed when the engine is disposed); null: the system's
+    /// temporary folder.</summary>
+    public string? PrefixDiskDirectory { get; init; }
+
     /// <summary>Requests waiting at most; more are refused at once.</summary>
     public int MaxQueued { get; init; } = 4096;
 
@@ -54,6 +76,7 @@ public enum PreemptionMode
 {
     /// <summary>Its blocks are released; on return its tokens are run again (minus cached prefix blocks).</summary>
     Recompute,
-    /// <summary>Its encoded blocks are copied to host memory and copied back on return (no model work).</summary>
+    /// <summary>Its encoded blocks are copied to host memory (or, past <see cref="EngineOptions.SwapHostBytes"/>, to a
+    /// file) and copied back on return (no model work); recomputed when neither has room.</summary>
     Swap,
 }

@@ -62,8 +62,8 @@ internal sealed class EngineRequest
     public int Pending => Tokens.Count - Computed;
     /// <summary>Whether the next tokens to run are prompt tokens (matrix-matrix chunks) or generated ones.</summary>
     public bool InPrompt => Computed < PromptLength;
-    /// <summary>The KV of a request preempted by swapping, in host memory until it runs again.</summary>
-    public SwappedKv? Swapped { get; set; }
+    /// <summary>The KV of a request preempted by swapping, in host memory or a file until it runs again.</summary>
+    public Cache.Storage.SwapTicket? Swapped { get; set; }
     public int CachedPromptTokens { get; set; }
     public int Preemptions { get; set; }
     public volatile bool CancelRequested;

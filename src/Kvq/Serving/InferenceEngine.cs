@@ -52,20 +52,62 @@ public sealed class InferenceEngine : IDisposable
         Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
         // Under a token policy a prefix is the policy's state after it, kept per prompt chunk (sink tokens: not yet).
         if (options.PrefixCache && Pool.HasPolicy && options.Kv.SinkTokens == 0) Pool.Cache.SharePolicyPrefixes(options.PolicyChunkTokens);
-        if (options.HostPrefixBytes > 0)
+        if (options.HostPrefixBytes < 0 || options.PrefixDiskBytes < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), $"HostPrefixBytes ({options.HostPrefixBytes}) and PrefixDiskBytes " +
+                                                                   $"({options.PrefixDiskBytes}) must be >= 0");
+        if (options.HostPrefixBytes > 0 || options.PrefixDiskBytes > 0)
         {
-            if (!options.PrefixCache) throw new ArgumentException("HostPrefixBytes keeps evicted prefixes: it needs PrefixCache", nameof(options));
-            Pool.Cache.KeepEvictedPrefixes(options.HostPrefixBytes);
+            if (!options.PrefixCache)
+                throw new ArgumentException("HostPrefixBytes and PrefixDiskBytes keep evicted prefixes: they need PrefixCache", nameof(options));
+            var disk = options.PrefixDiskBytes > 0
+                ? new Cache.Storage.PrefixFileTier(Pool.Cache.Plan, options.PrefixDiskDirectory ?? Path.GetTempPath(), options.PrefixDiskBytes)
+                : null;
+            Pool.Cache.KeepEvictedPrefixes(options.HostPrefixBytes, disk);
+            _prefixDisk = disk;
         }
+        _swap = SwapSpaceFor(options, Pool);
         if (options.PromptCache is { } store && options.PrefixCache && Pool.Cache.SupportsPrefixSharing)
         {
             _recent = new RecentPrefixes(store.MaxPrefixes, Pool.BlockTokens);
             store.Load(Pool.Cache, _recent);
         }
-        _scheduler = new Scheduler(Pool, options, _stepTokens, Metrics) { OutOfBudget = r => Finish(r, FinishReason.Length), Recent = _recent };
+        _scheduler = new Scheduler(Pool, options, _stepTokens, Metrics)
+        {
+            OutOfBudget = r => Finish(r, FinishReason.Length), Recent = _recent, Swap = _swap,
+        };
         _snapshot = Snapshot(0);
         _thread = new Thread(Loop) { IsBackground = true, Name = "kvq-engine" };
         _thread.Start();
+    }
+
+    /// <summary>The tiers swap preemption keeps sequences in (null unless <see cref="PreemptionMode.Swap"/> without a
+    /// token policy). Read it from the engine thread (<see cref="StepCompleted"/>) or once requests are done.</summary>
+    public Cache.Storage.SwapSpace? Swap => _swap;
+
+    /// <summary>The prefix cache's disk tier (null unless <see cref="EngineOptions.PrefixDiskBytes"/>).</summary>
+    public Cache.Storage.PrefixFileTier? PrefixDisk => _prefixDisk;
+
+    private readonly Cache.Storage.SwapSpace? _swap;
+    private readonly Cache.Storage.PrefixFileTier? _prefixDisk;
+
+    /// <summary>The swap tiers of <paramref name="options"/> (null: preemption recomputes); bad budgets are refused here.</summary>
+    private static Cache.Storage.SwapSpace? SwapSpaceFor(EngineOptions options, KvPool pool)
+    {
+        if (options.SwapHostBytes < 0 || options.SwapFileBytes < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), $"SwapHostBytes ({options.SwapHostBytes}) and SwapFileBytes ({options.SwapFileBytes}) must be >= 0");
+        if (options.Preemption != PreemptionMode.Swap)
+        {
+            if (options.SwapHostBytes != null || options.SwapFileBytes > 0)
+                throw new ArgumentException("SwapHostBytes and SwapFileBytes are for PreemptionMode.Swap", nameof(options));
+            return null;
+        }
+        // Under a token policy preemption recomputes (the policy's state is per chunk).
+        if (pool.HasPolicy) return null;
+        long host = options.SwapHostBytes ?? long.MaxValue;
+        if (host == 0 && options.SwapFileBytes == 0)
+            throw new ArgumentOutOfRangeException(nameof(options), "swap preemption with SwapHostBytes 0 needs SwapFileBytes above 0");
+        return new Cache.Storage.SwapSpace(pool.Cache.Plan, host, options.SwapFileBytes > 0 ? options.SwapDirectory ?? Path.GetTempPath() : null,
+            options.SwapFileBytes);
     }
 
     public ITokenizer Tokenizer { get; }
@@ -338,6 +380,8 @@ public sealed class InferenceEngine : IDisposable
                 Options.PromptCache!.SaveError = e;
             }
         }
+        _swap?.Dispose();
+        _prefixDisk?.Dispose();
         Metrics.Dispose();
         _wake.Dispose();
         _stop.Dispose();

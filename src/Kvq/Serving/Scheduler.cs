@@ -34,6 +34,8 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
     public long Preemptions { get; private set; }
     /// <summary>Sequences copied to host memory (swap preemption).</summary>
     public long SwappedOut { get; private set; }
+    /// <summary>Where swapped-out sequences go (null: preemption recomputes).</summary>
+    public Cache.Storage.SwapSpace? Swap { get; init; }
     /// <summary>Prompt tokens of requests admitted (first admission only) and how many of them the prefix cache held.</summary>
     public long AdmittedPromptTokens { get; private set; }
     public long PrefixHitTokens { get; private set; }
@@ -59,7 +61,12 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
     /// <summary>Takes a request out (cancelled or failed): its blocks go back at once.</summary>
     public void Remove(EngineRequest r)
     {
-        if (r.State == RequestState.Waiting) _waiting.Remove(r);
+        if (r.State == RequestState.Waiting)
+        {
+            _waiting.Remove(r);
+            if (r.Swapped is { } ticket) Swap!.Drop(ticket);
+            r.Swapped = null;
+        }
         else if (r.State == RequestState.Running) Release(r);
     }
 
@@ -181,11 +188,16 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             _plannedBlocks -= _plan[at].Blocks;
             _plan.RemoveAt(at);
         }
-        if (options.Preemption == PreemptionMode.Swap && !pool.HasPolicy)
+        if (Swap != null && !pool.HasPolicy && Snapshot(victim.Kv!) is { } copy)
         {
-            victim.Swapped = victim.Kv!.SwapOut();
-            victim.Kv = null;
-            SwappedOut++;
+            // Its blocks go back either way (full ones stay cached); with no room in the swap tiers it is recomputed.
+            victim.Swapped = Swap.TryPut(copy);
+            if (victim.Swapped != null)
+            {
+                victim.Kv!.Dispose();
+                victim.Kv = null;
+                SwappedOut++;
+            }
         }
         Release(victim);
         victim.State = RequestState.Waiting;
@@ -193,6 +205,14 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         _waiting.Add(victim);
         Preemptions++;
         metrics.Preemptions.Add(1);
+    }
+
+    /// <summary>A host copy of the sequence to swap, or null where it cannot be swapped (sliding-window rings): it is
+    /// recomputed instead.</summary>
+    private static SwappedKv? Snapshot(PagedKvSequence kv)
+    {
+        try { return kv.Snapshot(); }
+        catch (KvSpecException) { return null; }
     }
 
     /// <summary>Starts a waiting request if its prompt (what the prefix cache lacks) and the decode reserve fit in
@@ -206,15 +226,16 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         // Blocks of prompt chunks planned this step are part of `promised` already.
         foreach (var item in _plan)
             if (!item.Decode) promised -= item.Blocks;
-        PagedKvSequence kv;
-        if (r.Swapped is { } swapped)
+        PagedKvSequence? kv = null;
+        if (r.Swapped is { } ticket)
         {
-            // Swapped out: its blocks come back as they were (no prefix lookup, no model work).
-            if (pool.BlocksFor(swapped.Length + options.DecodeReserveTokens) > Available - promised) return false;
-            kv = PagedKvSequence.SwapIn(pool.Cache, swapped);
+            // Swapped out: its blocks come back as they were (no prefix lookup, no model work). A file that cannot be
+            // read back leaves it to be recomputed from its tokens, below.
+            if (pool.BlocksFor(ticket.Length + options.DecodeReserveTokens) > Available - promised) return false;
             r.Swapped = null;
+            if (Swap!.TryTake(ticket) is { } swapped) kv = PagedKvSequence.SwapIn(pool.Cache, swapped);
         }
-        else
+        if (kv == null)
         {
             var tokens = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(r.Tokens);
             // Under a policy a kept prefix state covers whole prompt chunks; a recomputed request's generated tokens

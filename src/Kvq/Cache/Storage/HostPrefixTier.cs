@@ -12,7 +12,9 @@ namespace Kvq.Cache.Storage;
 /// tier matters as a second, larger budget for cold prefixes (the pool's budget is for running sequences); the same
 /// type sits behind a device pool.
 /// </summary>
-public sealed class HostPrefixTier(long budgetBytes)
+/// <remarks>With a <see cref="Disk"/> tier behind it, what host memory has no room for goes to disk instead of being
+/// dropped (the least recently stored blocks first), and a take looks there after host memory.</remarks>
+public sealed class HostPrefixTier(long budgetBytes, PrefixFileTier? disk = null)
 {
     private readonly Dictionary<BlockHash, LinkedListNode<Entry>> _byHash = new();
     private readonly LinkedList<Entry> _lru = new();   // newest first
@@ -20,36 +22,53 @@ public sealed class HostPrefixTier(long budgetBytes)
     /// <summary>One block's content as stored: per layer, keys and values as <see cref="BlockArena.CopyOut"/> wrote them.</summary>
     internal sealed record Entry(BlockHash Hash, byte[][] Keys, byte[][] Values, (Half[] Keys, Half[] Values)? Sinks, long Bytes);
 
-    public long BudgetBytes { get; } = budgetBytes > 0 ? budgetBytes : throw new ArgumentOutOfRangeException(nameof(budgetBytes));
+    /// <summary>Host bytes (0 only with a disk tier: every block then goes straight to disk).</summary>
+    public long BudgetBytes { get; } = budgetBytes > 0 || (budgetBytes == 0 && disk != null) ? budgetBytes
+        : throw new ArgumentOutOfRangeException(nameof(budgetBytes), $"the host prefix tier's budget must be above 0 bytes (got {budgetBytes})");
+    /// <summary>The disk tier behind host memory (null: blocks with no room are dropped).</summary>
+    public PrefixFileTier? Disk { get; } = disk;
     /// <summary>Bytes held now.</summary>
     public long Bytes { get; private set; }
     public int Count => _byHash.Count;
     /// <summary>Blocks copied in from evictions.</summary>
     public long Stored { get; private set; }
-    /// <summary>Blocks taken back by a prompt.</summary>
+    /// <summary>Blocks taken back by a prompt from host memory (<see cref="PrefixFileTier.Hits"/>: from disk).</summary>
     public long Hits { get; private set; }
-    /// <summary>Blocks dropped for room (or larger than the whole budget).</summary>
+    /// <summary>Blocks that left host memory for room (or larger than the whole budget): dropped, or moved to
+    /// <see cref="Disk"/>.</summary>
     public long Dropped { get; private set; }
 
-    internal void Put(BlockHash hash, byte[][] keys, byte[][] values, (Half[] Keys, Half[] Values)? sinks)
+    /// <summary>Bytes an entry takes in host memory: its arrays.</summary>
+    internal static long EntryBytes(byte[][] keys, byte[][] values, (Half[] Keys, Half[] Values)? sinks)
     {
         long bytes = 0;
         foreach (var k in keys) bytes += k.Length;
         foreach (var v in values) bytes += v.Length;
         if (sinks is { } s) bytes += 2L * (s.Keys.Length + s.Values.Length);
+        return bytes;
+    }
+
+    internal void Put(BlockHash hash, byte[][] keys, byte[][] values, (Half[] Keys, Half[] Values)? sinks)
+    {
+        long bytes = EntryBytes(keys, values, sinks);
         Remove(hash);
+        Disk?.Remove(hash);   // one copy: the newest, in host memory
+        var entry = new Entry(hash, keys, values, sinks, bytes);
         if (bytes > BudgetBytes)
         {
             Dropped++;
+            Disk?.Put(entry);
             return;
         }
-        _byHash[hash] = _lru.AddFirst(new Entry(hash, keys, values, sinks, bytes));
+        _byHash[hash] = _lru.AddFirst(entry);
         Bytes += bytes;
         Stored++;
         while (Bytes > BudgetBytes)
         {
-            Remove(_lru.Last!.Value.Hash);
+            var oldest = _lru.Last!.Value;
+            Remove(oldest.Hash);
             Dropped++;
+            Disk?.Put(oldest);
         }
     }
 
@@ -61,7 +80,7 @@ public sealed class HostPrefixTier(long budgetBytes)
         if (!_byHash.TryGetValue(hash, out var node) || (needsSinks && node.Value.Sinks == null))
         {
             entry = null!;
-            return false;
+            return Disk != null && Disk.TryTake(hash, needsSinks, out entry);
         }
         entry = node.Value;
         Remove(hash);

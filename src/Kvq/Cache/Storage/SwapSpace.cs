@@ -1,0 +1,231 @@
+using Kvq.Cache.Layout;
+using Kvq.Cache.Sessions;
+
+namespace Kvq.Cache.Storage;
+
+/// <summary>Where a swapped-out sequence's KV is kept.</summary>
+public enum SwapTier
+{
+    /// <summary>Host memory (the <see cref="SwappedKv"/> itself).</summary>
+    Host,
+    /// <summary>A file in the swap space's folder (a <see cref="KvSessionFile"/> without logits).</summary>
+    File,
+}
+
+/// <summary>A swapped-out sequence's place in a <see cref="SwapSpace"/>: which tier, its tokens, its bytes there.</summary>
+public sealed class SwapTicket
+{
+    internal SwapTicket(SwapTier tier, int length, long bytes, SwappedKv? kv, string? path)
+    {
+        Tier = tier;
+        Length = length;
+        Bytes = bytes;
+        Kv = kv;
+        Path = path;
+    }
+
+    public SwapTier Tier { get; }
+    /// <summary>Tokens the sequence held (its blocks on return).</summary>
+    public int Length { get; }
+    /// <summary>Bytes it takes in its tier: <see cref="SwappedKv.Bytes"/> in host memory, the file's length on disk.</summary>
+    public long Bytes { get; }
+    internal SwappedKv? Kv { get; }
+    internal string? Path { get; }
+}
+
+/// <summary>
+/// The tiers behind a block pool for sequences preempted by swapping (issue 20 item 6): host memory under
+/// <see cref="HostBudgetBytes"/>, then, when that is full, a folder of files under <see cref="FileBudgetBytes"/>. A
+/// swapped sequence's compressed blocks, staging and sink copies (<see cref="SwappedKv"/>) are kept as they are in host
+/// memory, or written as a session file (<see cref="KvSessionFile"/>: atomic, SHA-256, bound to this swap space's own
+/// identity and the cache's layout) and read back, checked, on return. When neither tier has room (or the disk refuses
+/// the write), <see cref="TryPut"/> says so and the caller recomputes instead; a file that cannot be read back is a
+/// refusal too (<see cref="TryTake"/>), never a crash. Bytes are counted exactly per tier (host: what the arrays hold;
+/// file: the files' lengths). The folder (a fresh subfolder of the one given) and every file in it are removed on
+/// <see cref="Dispose"/>; a file is removed as soon as its sequence is taken back or dropped. Not thread-safe (the
+/// engine thread owns it).
+/// </summary>
+public sealed class SwapSpace : IDisposable
+{
+    private readonly KvSessionIdentity _identity;
+    private readonly string? _root;
+    private readonly HashSet<SwapTicket> _held = [];
+    private string? _folder;
+    private long _nextFile;
+
+    /// <param name="plan">The cache's layout: spilled files are checked against it when read back.</param>
+    /// <param name="hostBudgetBytes">Host bytes for swapped sequences (0: none, every swap goes to the file tier).</param>
+    /// <param name="fileDirectory">Where the file tier's folder is made (null: no file tier).</param>
+    /// <param name="fileBudgetBytes">Bytes the file tier may hold on disk (needs <paramref name="fileDirectory"/>).</param>
+    /// <exception cref="ArgumentOutOfRangeException">A negative budget, a file budget without a folder, or no tier at all.</exception>
+    public SwapSpace(KvLayoutPlan plan, long hostBudgetBytes, string? fileDirectory = null, long fileBudgetBytes = 0)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        if (hostBudgetBytes < 0) throw new ArgumentOutOfRangeException(nameof(hostBudgetBytes), $"swap host budget must be >= 0 bytes (got {hostBudgetBytes})");
+        if (fileBudgetBytes < 0) throw new ArgumentOutOfRangeException(nameof(fileBudgetBytes), $"swap file budget must be >= 0 bytes (got {fileBudgetBytes})");
+        if (fileBudgetBytes > 0 && fileDirectory == null)
+            throw new ArgumentOutOfRangeException(nameof(fileDirectory), "a swap file budget needs a folder for the files");
+        if (hostBudgetBytes == 0 && fileBudgetBytes == 0)
+            throw new ArgumentOutOfRangeException(nameof(hostBudgetBytes), "a swap space needs a host or a file budget above 0");
+        HostBudgetBytes = hostBudgetBytes;
+        FileBudgetBytes = fileDirectory == null ? 0 : fileBudgetBytes;
+        _root = fileDirectory;
+        // Bound to this instance: a file is read back only by the swap space that wrote it.
+        _identity = KvSessionIdentity.For("swap-" + Guid.NewGuid().ToString("N"), "this engine's swap space", plan);
+    }
+
+    public long HostBudgetBytes { get; }
+    public long FileBudgetBytes { get; }
+    /// <summary>The file tier's folder once a file was written (removed on <see cref="Dispose"/>); null before.</summary>
+    public string? Folder => _folder;
+
+    /// <summary>Bytes held now in host memory (the swapped arrays) and in files (their lengths on disk).</summary>
+    public long HostBytes { get; private set; }
+    public long FileBytes { get; private set; }
+    public long PeakHostBytes { get; private set; }
+    public long PeakFileBytes { get; private set; }
+    public int HostCount { get; private set; }
+    public int FileCount { get; private set; }
+    /// <summary>Sequences put in host memory, written to files, and refused (no room in either tier, or the write failed).</summary>
+    public long ToHost { get; private set; }
+    public long ToFile { get; private set; }
+    public long Refused { get; private set; }
+    /// <summary>Sequences taken back, and those whose file could not be read back (the caller recomputes them).</summary>
+    public long Restored { get; private set; }
+    public long Unreadable { get; private set; }
+    /// <summary>Why the latest refusal or unreadable file happened (null if none).</summary>
+    public Exception? LastError { get; private set; }
+
+    /// <summary>Keeps <paramref name="kv"/>: in host memory if it fits the host budget, else in a file if it fits the
+    /// file budget. Null when it fits neither or the file could not be written (the caller recomputes).</summary>
+    public SwapTicket? TryPut(SwappedKv kv)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        long bytes = kv.Bytes;
+        if (HostBytes + bytes <= HostBudgetBytes)
+        {
+            var t = new SwapTicket(SwapTier.Host, kv.Length, bytes, kv, null);
+            HostBytes += bytes;
+            HostCount++;
+            PeakHostBytes = Math.Max(PeakHostBytes, HostBytes);
+            ToHost++;
+            _held.Add(t);
+            return t;
+        }
+        // A file holds at least the arrays' bytes: skip the write when even that passes the budget.
+        if (FileBudgetBytes == 0 || FileBytes + bytes > FileBudgetBytes) return Refuse(null);
+        string path = System.IO.Path.Combine(Folder ?? CreateFolder(), $"seq-{_nextFile++}.kvqswap");
+        long size;
+        try
+        {
+            KvSessionFile.Write(path, new KvSession(_identity, kv, []));
+            size = new FileInfo(path).Length;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            TryDelete(path);
+            return Refuse(e);
+        }
+        if (FileBytes + size > FileBudgetBytes)
+        {
+            TryDelete(path);
+            return Refuse(null);
+        }
+        var ticket = new SwapTicket(SwapTier.File, kv.Length, size, null, path);
+        FileBytes += size;
+        FileCount++;
+        PeakFileBytes = Math.Max(PeakFileBytes, FileBytes);
+        ToFile++;
+        _held.Add(ticket);
+        return ticket;
+    }
+
+    /// <summary>Takes a sequence back out (its file read, checked and removed). Null when its file cannot be read back
+    /// (removed, corrupted, unreadable: <see cref="LastError"/> says why); the ticket is spent either way.</summary>
+    /// <exception cref="InvalidOperationException">The ticket is not held here (taken or dropped already).</exception>
+    public SwappedKv? TryTake(SwapTicket ticket)
+    {
+        Forget(ticket);
+        if (ticket.Tier == SwapTier.Host)
+        {
+            Restored++;
+            return ticket.Kv;
+        }
+        try
+        {
+            var kv = KvSessionFile.Read(ticket.Path!, _identity).Kv;
+            Restored++;
+            return kv;
+        }
+        catch (KvSessionException e)
+        {
+            Unreadable++;
+            LastError = e;
+            return null;
+        }
+        finally
+        {
+            TryDelete(ticket.Path!);
+        }
+    }
+
+    /// <summary>Lets a swapped sequence go (its request ended while swapped out): its bytes, and its file, are freed.</summary>
+    public void Drop(SwapTicket ticket)
+    {
+        Forget(ticket);
+        if (ticket.Path != null) TryDelete(ticket.Path);
+    }
+
+    private void Forget(SwapTicket ticket)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!_held.Remove(ticket)) throw new InvalidOperationException("this swap ticket is not held here (taken or dropped already)");
+        if (ticket.Tier == SwapTier.Host)
+        {
+            HostBytes -= ticket.Bytes;
+            HostCount--;
+        }
+        else
+        {
+            FileBytes -= ticket.Bytes;
+            FileCount--;
+        }
+    }
+
+    private SwapTicket? Refuse(Exception? e)
+    {
+        Refused++;
+        if (e != null) LastError = e;
+        return null;
+    }
+
+    private string CreateFolder()
+    {
+        var folder = System.IO.Path.Combine(_root!, $"kvq-swap-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(folder);
+        return _folder = folder;
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
+
+    private bool _disposed;
+
+    /// <summary>Drops everything held and removes the file tier's folder.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _held.Clear();
+        HostBytes = FileBytes = 0;
+        HostCount = FileCount = 0;
+        if (_folder != null)
+        {
+            try { Directory.Delete(_folder, recursive: true); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+    }
+}

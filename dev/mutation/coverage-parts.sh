@@ -18,10 +18,11 @@ root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 out="$root/dev/mutation/out/coverage-parts"
 mkdir -p "$out"
 cd "$root"
-t='FullyQualifiedName~Kvq.Tests'
+ns='Kvq.Tests'
+t="FullyQualifiedName~$ns"
 declare -A parts=(
   [codecs]="$t.Cache.Codecs&FullyQualifiedName!~NuqFusedKernelTests"
-  [cache]="$t.Cache&FullyQualifiedName!~$t.Cache.Codecs"
+  [cache]="$t.Cache&FullyQualifiedName!~$ns.Cache.Codecs"
   [sampling]="$t.Sampling|$t.Generation|$t.Chat"
   [tensors]="$t.Tensors"
   [model]="$t.Model"
@@ -35,8 +36,8 @@ declare -A parts=(
 order=(codecs cache sampling tensors model formats calibration eval serving cli rest fused)
 # rest: whatever no part names (none today; keeps a new top-level test folder from being missed).
 rest=
-for ns in Cache Sampling Generation Chat Tensors Model Formats Tokenizers Calibration Eval Serving Cli Docs Architecture; do
-  rest+="${rest:+&}FullyQualifiedName!~$t.$ns"
+for n in Cache Sampling Generation Chat Tensors Model Formats Tokenizers Calibration Eval Serving Cli Docs Architecture; do
+  rest+="${rest:+&}FullyQualifiedName!~$ns.$n."
 done
 parts[rest]=$rest
 summary() {

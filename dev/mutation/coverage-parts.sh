@@ -11,6 +11,9 @@
 #
 # NuqFusedKernelTests (the AVX-512 fused attention kernels against decode + dense: about 740 s of test time on its own)
 # is its own last part, `fused`, so that the rest does not wait for it.
+# One run at a time: coverlet instruments Kvq.Core.dll and kvq.dll in the test output folder in place and puts them
+# back at the end, so two runs over one build corrupt each other (BadImageFormatException, an aborted run): a lock
+# file in the reports folder refuses a second run.
 # Environment: as coverage.sh (DEPTH, CONFIGURATION, NO_BUILD=1, ARTIFACTS=DIR, KVQ_SHARED). Reports go to
 # dev/mutation/out/coverage-parts/<part>/ (ignored); a part whose report is there is skipped unless REDO=1.
 set -euo pipefail
@@ -18,6 +21,10 @@ root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 out="$root/dev/mutation/out/coverage-parts"
 mkdir -p "$out"
 cd "$root"
+if [[ "${1:-}" != --summary ]]; then
+  exec 9>"$out/.lock"
+  flock -n 9 || { echo "another coverage-parts run is going on (lock $out/.lock)" >&2; exit 2; }
+fi
 ns='Kvq.Tests'
 t="FullyQualifiedName~$ns"
 declare -A parts=(

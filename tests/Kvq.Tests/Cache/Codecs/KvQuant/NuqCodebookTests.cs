@@ -103,6 +103,13 @@ public class NuqCodebookTests(ITestOutputHelper output)
             l[2] = bad;
             Assert.Throws<ArgumentException>(() => new NuqCodebook(l));
         }
+        // An infinite first or last level passes the increasing check, so only the finite check refuses it.
+        var infLast = Even(4);
+        infLast[3] = float.PositiveInfinity;
+        Assert.Throws<ArgumentException>(() => new NuqCodebook(infLast));
+        var infFirst = Even(4);
+        infFirst[0] = float.NegativeInfinity;
+        Assert.Throws<ArgumentException>(() => new NuqCodebook(infFirst));
         foreach (int at in new[] { 1, 3 })
         {
             var l = Even(4);
@@ -184,5 +191,11 @@ public class NuqCodebookTests(ITestOutputHelper output)
         Assert.Equal(1, shortIdx[0]);
         Assert.Equal((0.5f, 2f), (min, max));
         Assert.Equal(new[] { false, true, false, true, true, false, true }, isOut);
+        // Channel 1 the largest (the search must not start from an already chosen channel): 1 and 6 largest, 3 and 4
+        // smallest.
+        var z = new float[] { 0.5f, 9f, 2f, -3f, -0.25f, 1f, 4f };
+        (min, max) = TokenOutliers.Split(z, 2, isOut, new int[4]);
+        Assert.Equal(new[] { false, true, false, true, true, false, true }, isOut);
+        Assert.Equal((0.5f, 2f), (min, max));
     }
 }

@@ -89,6 +89,8 @@ public class TokenScaleTests(ITestOutputHelper output)
         Assert.Equal(1023, p & 1023);
         Assert.Equal(31, p >> 10);
         Assert.Equal(31 * (range / 16), zero);
+        // A half-width past the top range: the code's estimate is clamped to the top code, not read past the table.
+        Assert.Equal(1023, TokenScale.Encode(-1e6f, 1e6f).Packed & 1023);
         (p, zero, range) = TokenScale.Encode(-1e6f, -1e6f + 1);
         Assert.Equal(1023, p & 1023);
         Assert.Equal(32, p >> 10);   // -32 in 6 signed bits

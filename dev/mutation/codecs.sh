@@ -19,6 +19,8 @@
 #             in Tensors/Quant/QuantFormats.Quantize.cs: the f16 rounding, the scalar references and the AVX2 paths),
 #             against the codec matrix, GgmlBlockTests (byte for byte against ggml's own encoders) and
 #             QuantFormatsQuantizeTests
+#   kvquant-core  a narrow cut of kvquant (scale, split, codebook, packing, decode helpers; the two encoders and block
+#             decoders by line span) against the nuq unit tests only: what fits a session on the loaded machine
 #   uniform   intB/-g64/-tok/-ch, KIVI and the packing they share
 #   paging    not a codec: src/Kvq/Cache/Paging against Kvq.Tests.Cache.Paging, to share a run with the codecs
 #             (dev/mutation/codecs.sh kvquant+ggml+uniform+paging: all in one run, about an hour here)
@@ -38,6 +40,16 @@ pick() {
       # Not NuqFusedKernelTests (the fused kernels are not mutated: 739 of the filter's 998 s of test time) nor the
       # model-driven KvOutlierCountsTests (90 s): Stryker's coverage capture runs every test of the filter once.
       filter+="|($codec.KvQuant&FullyQualifiedName!~NuqFusedKernelTests&FullyQualifiedName!~KvOutlierCountsTests)|($codec.CodecMatrixTests&DisplayName~nuq)" ;;
+    kvquant-core)
+      # The narrow cut of kvquant that fits a session at load 40-60: the scale, split, codebook, packing and decode
+      # helpers whole, and the encoders and block decoders of the two codecs by line span (not their fused attention
+      # paths, their test oracles or their error bounds), against the fast unit tests only (no codec matrix rows,
+      # which fit a profile per head dim, no KvQuantAttentionTests or KvQuantSpecTests: tens of seconds each).
+      files+=" KvQuant/TokenScale.cs KvQuant/TokenOutliers.cs KvQuant/NuqBits.cs KvQuant/NuqCodebook.cs KvQuant/ChannelScales.cs
+             KvQuant/NuqDecode.cs KvQuant/NuqErrorBound.cs KvQuant/NuqTokenCodec.cs{152..259} KvQuant/NuqChannelCodec.cs{189..232}"
+      for t in NuqTokenCodecTests NuqChannelCodecTests NuqEncodeReferenceTests NuqErrorBoundTests NuqBitsTests NuqCodebookTests TokenScaleTests; do
+        filter+="|$codec.KvQuant.$t"
+      done ;;
     ggml)
       files+=" Q8_0Codec.cs Q4_0Codec.cs BlockOutliers.cs"
       extra+=" Tensors/Quant/QuantFormats.Quantize.cs{77..146} Tensors/Quant/QuantFormats.Quantize.cs{238..319}"
@@ -50,7 +62,7 @@ pick() {
       # project's mutants) can measure the codecs and the paging together (reports in out/Cache-Codecs-...+paging/).
       extra+=" Cache/Paging/*.cs"
       filter+="|FullyQualifiedName~Kvq.Tests.Cache.Paging" ;;
-    *) echo "unknown part '$1' (kvquant, ggml, uniform, paging)" >&2; exit 2 ;;
+    *) echo "unknown part '$1' (kvquant, kvquant-core, ggml, uniform, paging)" >&2; exit 2 ;;
   esac
 }
 for part in "$@"; do

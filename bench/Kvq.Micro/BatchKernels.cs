@@ -224,13 +224,13 @@ public static class BatchProfile
             foreach (bool on in new[] { true, false })
             {
                 int o = on ? 0 : 3;
-                Tensors.Quant.HalfRowBlock.PrefetchNextRows = on;
+                HalfRowBlock.PrefetchNextRows = on;
                 Cache.Attention.HalfTileMath.FiniteWidening = on;
                 Time(o, () => { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); });
                 Time(o + 1, () => { foreach (var m in mats) m.MatVecRows(x.AsSpan(0, n * m.Cols), y.AsSpan(0, n * m.Rows), n, par); });
                 Time(o + 2, () => { for (int l = 0; l < c.Layers; l++) together.Attend(l, qs, atts, par); });
             }
-            Tensors.Quant.HalfRowBlock.PrefetchNextRows = true;
+            HalfRowBlock.PrefetchNextRows = true;
             Cache.Attention.HalfTileMath.FiniteWidening = true;
             // Greedy sampling of the step's rows (what the engine does after the step; not inside ForwardBatch).
             Time(6, () => { for (int t = 0; t < n; t++) argmax += System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.AsSpan(t * c.VocabSize, c.VocabSize)); });

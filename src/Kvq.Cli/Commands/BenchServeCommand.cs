@@ -106,7 +106,7 @@ public static class BenchServeCommand
                     }
                     catch (EngineRequestException e) { throw new CliException($"{config.Name}: {e.Message}"); }
                     catch (OverflowException) { throw EngineSetup.BudgetTooLarge(r.GetValue(budget)!, config.BlockTokens); }
-                    catch (Kvq.Cache.KvSpecException e) { throw new CliException($"{config.Name}: {e.Message}"); }
+                    catch (Cache.KvSpecException e) { throw new CliException($"{config.Name}: {e.Message}"); }
                     rows.Add(row);
                     if (row.Failed > 0)
                         Console.Error.WriteLine($"kvq: {config.Name}, {c} clients: {row.Failed} of {row.Requests} requests failed; the first: {row.FirstError}");

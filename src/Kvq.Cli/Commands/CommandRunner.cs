@@ -15,7 +15,7 @@ public static class CommandRunner
                                       or DirectoryNotFoundException or ArgumentException or Cache.KvSpecException
                                       or Cache.Sessions.KvSessionException
                                       or Model.UnsupportedArchitectureException
-                                      or Kvq.IO.FileWriteException or UnauthorizedAccessException)
+                                      or IO.FileWriteException or UnauthorizedAccessException)
         {
             Console.Error.WriteLine($"kvq: {e.Message}");
             return 2;

@@ -70,8 +70,12 @@ public sealed class KvTierOptions
         if (prefixDir != null && prefixDisk == 0) throw new CliException("--disk-prefix-dir: give --disk-prefix-cache SIZE too");
         return options => options with
         {
-            Preemption = mode, SwapHostBytes = swapHost, SwapFileBytes = swapDisk, SwapDirectory = swapDir,
-            PrefixDiskBytes = prefixDisk, PrefixDiskDirectory = prefixDir,
+            Preemption = mode,
+            SwapHostBytes = swapHost,
+            SwapFileBytes = swapDisk,
+            SwapDirectory = swapDir,
+            PrefixDiskBytes = prefixDisk,
+            PrefixDiskDirectory = prefixDir,
         };
     }
 

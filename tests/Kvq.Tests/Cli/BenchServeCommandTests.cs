@@ -25,7 +25,7 @@ public sealed class BenchServeCommandTests : IDisposable
         Assert.Equal(4, rows.Count);
         Assert.Equal(["f32", "f16", "f32", "f16"], rows.Select(x => x.GetProperty("kv").GetString()));
         Assert.Equal([1, 1, 3, 3], rows.Select(x => x.GetProperty("concurrency").GetInt32()));
-        var shape = Kvq.Tests.Serving.EngineFixtures.Model(Kvq.Tests.Serving.EngineFixtures.Stories).KvShape;
+        var shape = Serving.EngineFixtures.Model(Serving.EngineFixtures.Stories).KvShape;
         foreach (var row in rows)
         {
             Assert.Equal(6, row.GetProperty("completed").GetInt32());

@@ -114,7 +114,7 @@ public sealed class SwapSpace : IDisposable
         }
         // A file holds at least the arrays' bytes: skip the write when even that passes the budget.
         if (FileBudgetBytes == 0 || FileBytes + bytes > FileBudgetBytes) return Refuse(null);
-        string path = System.IO.Path.Combine(Folder ?? CreateFolder(), $"seq-{_nextFile++}.kvqswap");
+        string path = Path.Combine(Folder ?? CreateFolder(), $"seq-{_nextFile++}.kvqswap");
         long size;
         try
         {
@@ -201,7 +201,7 @@ public sealed class SwapSpace : IDisposable
 
     private string CreateFolder()
     {
-        var folder = System.IO.Path.Combine(_root!, $"kvq-swap-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        var folder = Path.Combine(_root!, $"kvq-swap-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(folder);
         return _folder = folder;
     }

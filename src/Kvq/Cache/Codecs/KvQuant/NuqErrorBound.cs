@@ -28,6 +28,7 @@ internal static class NuqErrorBound
     /// <summary>Rounding of the decode arithmetic (zero + range * level, normalization) in f32.</summary>
     public static float Slack(float zero, float range) => (Math.Abs(zero) + Math.Abs(range)) * 4e-7f + 1e-30f;
 
+    /// <summary>Code <paramref name="i"/> of <paramref name="bits"/> bits, read bit by bit (the oracle's own reading).</summary>
     public static int Code(ReadOnlySpan<byte> packed, int i, int bits)
     {
         int v = 0;
@@ -38,10 +39,4 @@ internal static class NuqErrorBound
         }
         return v;
     }
-
-    public static float Half(ReadOnlySpan<byte> block, int offset) =>
-        (float)BitConverter.UInt16BitsToHalf((ushort)(block[offset] | block[offset + 1] << 8));
-
-    public static int Index(ReadOnlySpan<byte> block, int offset, int indexBytes) =>
-        indexBytes == 1 ? block[offset] : block[offset] | block[offset + 1] << 8;
 }

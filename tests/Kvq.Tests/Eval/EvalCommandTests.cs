@@ -42,6 +42,13 @@ public sealed class EvalCommandTests : IDisposable
         InProcessCli.AssertUserError(InProcessCli.Run("eval", "needle", "-m", Stories, "--text", text, "--kv", "f16", "--depths", "1.5"), "--depths: '1.5'");
         InProcessCli.AssertUserError(InProcessCli.Run("eval", "memory", "-m", Stories, "--kv", "f16/int4-bad"), "unknown KV format 'int4-bad'");
         InProcessCli.AssertUserError(InProcessCli.Run("eval"), "needs a subcommand");
+        // A spec of the default grid that the model's shape refuses (q8_0 at stories260K's head dim 8) says it came
+        // from the default; the same spec given by the user is named as given.
+        InProcessCli.AssertUserError(InProcessCli.Run("eval", "recall", "-m", Stories, "--text", text, "--filler", "100"),
+            "--kv q8_0 (from this command's default --kv f16,q8_0,q4_0): q8_0 stores groups of 32");
+        var given = InProcessCli.Run("eval", "recall", "-m", Stories, "--text", text, "--filler", "100", "--kv", "q8_0");
+        InProcessCli.AssertUserError(given, "q8_0 stores groups of 32");
+        Assert.DoesNotContain("default", given.Err);
         Assert.Equal(2, InProcessCli.Run("eval", "ppl", "--no-such-option").Code);
     }
 

@@ -54,7 +54,18 @@ public sealed class EvalRun : IDisposable
         {
             Configs = o.Configs(r, Loaded.Weights.Fingerprint, Loaded.Weights.Config.ContextLength);
             Model = LoadModel(Loaded.Weights);
-            foreach (var c in Configs) DeviceChoice.Check(Model, c); // unknown names, values in a key-only format
+            foreach (var c in Configs)
+            {
+                try
+                {
+                    DeviceChoice.Check(Model, c); // unknown names, values in a key-only format, the model's shape
+                }
+                catch (KvSpecException e) when (r.GetResult(o.Kv) is null or { Implicit: true })
+                {
+                    // The user gave no --kv: say the spec came from this command's default grid.
+                    throw new CliException($"--kv {c.Name} (from this command's default --kv {r.GetValue(o.Kv)}): {e.Message}; give --kv to choose the specs");
+                }
+            }
             if (readText && tokenize) TextTokens = Loaded.Tokenizer.Encode(TextNormalizer.ReadNormalized(TextPath!), addBos: false);
         }
         catch

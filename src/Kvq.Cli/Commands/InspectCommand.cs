@@ -45,6 +45,7 @@ public static class InspectCommand
                 return 0;
             }
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
+            KvProfileOptions.CheckReadable(r.GetValue(profile));
             if (Formats.ModelSniffer.Detect(file).Format == Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
             PrintModel(loaded);

@@ -19,6 +19,15 @@ public static class KvProfileOptions
     };
 
     /// <summary>Loads the profile (checking that it belongs to the model), or null when none is given.</summary>
+    /// <summary>Reads the profile once before anything is printed (the model's fingerprint is checked later, by
+    /// <see cref="Load"/>), so that a missing or unreadable one is one line, not half a table and then the error.</summary>
+    public static void CheckReadable(string? path)
+    {
+        if (string.IsNullOrEmpty(path)) return;
+        if (!File.Exists(path)) throw new CliException($"profile not found: {path}");
+        KvQuantProfile.Load(path);
+    }
+
     public static KvQuantProfile? Load(string? path, string modelFingerprint)
     {
         if (string.IsNullOrEmpty(path)) return null;

@@ -53,6 +53,20 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Equal(0, InProcessCli.Run(Generate("--threads", MaxThreads.ToString())).Code);
     }
 
+    /// <summary>A missing or unreadable profile is one line before any of the model's table (it came after half of it).</summary>
+    [Fact]
+    public void InspectRefusesABadProfileBeforePrintingAnything()
+    {
+        var missing = InProcessCli.Run("inspect", Stories, "--profile", Path.Combine(_dir, "missing.kvqp"));
+        InProcessCli.AssertUserError(missing, "profile not found");
+        Assert.Equal("", missing.Out);
+        var notAProfile = Path.Combine(_dir, "model.kvqp");
+        File.WriteAllBytes(notAProfile, File.ReadAllBytes(Stories).AsSpan(0, 3000).ToArray());
+        var bad = InProcessCli.Run("inspect", Stories, "--profile", notAProfile);
+        InProcessCli.AssertUserError(bad, "not a KVQuant profile");
+        Assert.Equal("", bad.Out);
+    }
+
     [Fact]
     public void PromptAndFileTogetherAreRefused() =>
         InProcessCli.AssertUserError(InProcessCli.Run(Generate("-f", "x.txt")), "--prompt and --file both give the prompt: use one");

@@ -104,8 +104,11 @@ public static class BenchServeCommand
                         row = Progress.Run($"serve {config.Name}, {c} clients", report => ServeBenchmark.Run(model1, loaded.Tokenizer, name, options,
                             workload, list, new Progress<int>(done => report(done, n))).GetAwaiter().GetResult());
                     }
+                    catch (EngineRequestException e) when (e.Code == KvPool.BudgetTooLargeCode)
+                    {
+                        throw EngineSetup.BudgetTooLarge(r.GetValue(budget)!, config.BlockTokens);
+                    }
                     catch (EngineRequestException e) { throw new CliException($"{config.Name}: {e.Message}"); }
-                    catch (OverflowException) { throw EngineSetup.BudgetTooLarge(r.GetValue(budget)!, config.BlockTokens); }
                     catch (Cache.KvSpecException e) { throw new CliException($"{config.Name}: {e.Message}"); }
                     rows.Add(row);
                     if (row.Failed > 0)

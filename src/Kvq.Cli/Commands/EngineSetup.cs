@@ -80,8 +80,8 @@ public sealed class EngineSetup
         }
     }
 
-    /// <summary>--kv-budget past what the pool can count (its blocks are counted in 32 bits): 1000TiB was an unhandled
-    /// OverflowException.</summary>
+    /// <summary>--kv-budget past what the pool can count (<see cref="KvPool.BudgetTooLargeCode"/>: its tokens are counted
+    /// in 32 bits); 1000TiB was an unhandled OverflowException.</summary>
     internal static CliException BudgetTooLarge(string text, int blockTokens) =>
         new($"--kv-budget {text}: too large: the KV pool counts its {blockTokens}-token blocks in 32 bits; give a budget " +
             "within this machine's memory (e.g. 4GiB)");
@@ -139,13 +139,13 @@ public sealed class EngineSetup
                     Kv = config, KvBudgetBytes = budget, MaxRunning = concurrency, ContextTokens = context, PromptCache = store, HostPrefixBytes = hostPrefix,
                 }));
             }
+            catch (EngineRequestException e) when (e.Code == KvPool.BudgetTooLargeCode)
+            {
+                throw BudgetTooLarge(r.GetValue(KvBudget)!, config.BlockTokens);
+            }
             catch (EngineRequestException e)
             {
                 throw new CliException($"--kv-budget: {e.Message}");
-            }
-            catch (OverflowException)
-            {
-                throw BudgetTooLarge(r.GetValue(KvBudget)!, config.BlockTokens);
             }
             catch (KvSpecException e)
             {

@@ -4,6 +4,7 @@ namespace Kvq.Serving;
 /// machine-readable <see cref="Code"/> (OpenAI's codes where one fits) and the offending field.</summary>
 public sealed class EngineRequestException(string message, string code, string? param = null) : ArgumentException(message, param)
 {
-    /// <summary>"context_length_exceeded", "invalid_value", "kv_budget_exceeded", "queue_full", "engine_stopped".</summary>
+    /// <summary>"context_length_exceeded", "invalid_value", "kv_budget_exceeded", "kv_budget_too_large" (<see cref="KvPool"/>),
+    /// "queue_full", "engine_stopped".</summary>
     public string Code { get; } = code;
 }

@@ -48,10 +48,19 @@ public sealed class KvPool
             throw new EngineRequestException($"a KV budget of {Bytes.Format(budgetBytes)} holds no sequence of {config.Name}: one block is " +
                                              $"{Bytes.Format(BytesPerBlock)} ({config.BlockTokens} tokens) and a sequence keeps " +
                                              $"{Bytes.Format(BytesPerSequence)} outside blocks", "kv_budget_exceeded", "kv_budget");
-        Blocks = (int)Math.Min(blocks, int.MaxValue / 2);
+        blocks = Math.Min(blocks, int.MaxValue / 2);
+        // The cache counts the pool's tokens in 32 bits: a budget past that is refused here, by name, rather than
+        // overflowing below (callers map the code to their own option, e.g. the CLI's --kv-budget).
+        if (blocks > int.MaxValue / config.BlockTokens)
+            throw new EngineRequestException($"a KV budget of {Bytes.Format(budgetBytes)} is too large: the pool counts its " +
+                                             $"{config.BlockTokens}-token blocks' tokens in 32 bits", BudgetTooLargeCode, "kv_budget");
+        Blocks = (int)blocks;
         BudgetBytes = budgetBytes;
         Cache = new PagedKvCache(plan, checked(Blocks * config.BlockTokens));
     }
+
+    /// <summary>The <see cref="EngineRequestException.Code"/> of a budget whose tokens the pool cannot count.</summary>
+    public const string BudgetTooLargeCode = "kv_budget_too_large";
 
     /// <summary>Whether sequences run under a token policy: each layer then draws blocks from a pool of its own (all
     /// of <see cref="Blocks"/> blocks), a prefix is shared as the policy's state after it

@@ -45,11 +45,11 @@ public static class InspectCommand
                 return 0;
             }
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
-            KvProfileOptions.CheckReadable(r.GetValue(profile));
+            var p = KvProfileOptions.Read(r.GetValue(profile));   // before any output: a bad one is one line
             if (Formats.ModelSniffer.Detect(file).Format == Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
             using var loaded = ModelLoader.Load(file);
             PrintModel(loaded);
-            var p = KvProfileOptions.Load(r.GetValue(profile), loaded.Weights.Fingerprint);
+            KvProfileOptions.EnsureModel(p, r.GetValue(profile), loaded.Weights.Fingerprint);
             if (p != null) PrintEstimates(p);
             if (r.GetValue(kv) is { } specs)
             {

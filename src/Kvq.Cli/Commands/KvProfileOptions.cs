@@ -18,29 +18,33 @@ public static class KvProfileOptions
         Description = "leading tokens kept as exact f16 copies (attention sinks); default: the profile's, else 0",
     };
 
-    /// <summary>Loads the profile (checking that it belongs to the model), or null when none is given.</summary>
-    /// <summary>Reads the profile once before anything is printed (the model's fingerprint is checked later, by
-    /// <see cref="Load"/>), so that a missing or unreadable one is one line, not half a table and then the error.</summary>
-    public static void CheckReadable(string? path)
-    {
-        if (string.IsNullOrEmpty(path)) return;
-        if (!File.Exists(path)) throw new CliException($"profile not found: {path}");
-        KvQuantProfile.Load(path);
-    }
-
-    public static KvQuantProfile? Load(string? path, string modelFingerprint)
+    /// <summary>Reads the profile without checking its model, or null when none is given. <c>inspect</c> reads it
+    /// before printing anything, so a missing or unreadable one is one line, not half a table and then the error;
+    /// <see cref="EnsureModel"/> checks the model once it is loaded.</summary>
+    public static KvQuantProfile? Read(string? path)
     {
         if (string.IsNullOrEmpty(path)) return null;
         if (!File.Exists(path)) throw new CliException($"profile not found: {path}");
+        return KvQuantProfile.Load(path);
+    }
+
+    /// <summary><paramref name="profile"/> (read from <paramref name="path"/>) if it belongs to the model; a
+    /// <see cref="CliException"/> if not.</summary>
+    public static KvQuantProfile? EnsureModel(KvQuantProfile? profile, string? path, string modelFingerprint)
+    {
         try
         {
-            return KvQuantProfile.Load(path, modelFingerprint);
+            profile?.EnsureModel(modelFingerprint, path!);
+            return profile;
         }
         catch (KvProfileMismatchException e)
         {
             throw new CliException(e.Message);
         }
     }
+
+    /// <summary>Loads the profile (checking that it belongs to the model), or null when none is given.</summary>
+    public static KvQuantProfile? Load(string? path, string modelFingerprint) => EnsureModel(Read(path), path, modelFingerprint);
 
     /// <summary>A cache config from a spec with the profile and the sink (given, else the profile's, else 0). The spec
     /// <c>auto</c> is the smallest format within <paramref name="maxPplIncrease"/> (<see cref="KvAuto"/>), printed with

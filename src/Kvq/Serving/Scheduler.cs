@@ -188,7 +188,8 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             _plannedBlocks -= _plan[at].Blocks;
             _plan.RemoveAt(at);
         }
-        if (Swap != null && !pool.HasPolicy && Snapshot(victim.Kv!) is { } copy)
+        // Swap is null under a token policy (InferenceEngine.SwapSpaceFor): such a victim is recomputed.
+        if (Swap != null && Snapshot(victim.Kv!) is { } copy)
         {
             // Its blocks go back either way (full ones stay cached); with no room in the swap tiers it is recomputed.
             victim.Swapped = Swap.TryPut(copy);

@@ -89,12 +89,10 @@ public sealed class PrefixFileTier : IDisposable
                 Magic.CopyTo(head, 0);
                 BinaryPrimitives.WriteUInt32LittleEndian(head.AsSpan(8), Version);
                 BinaryPrimitives.WriteInt64LittleEndian(head.AsSpan(12), body.Length);
-                using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                h.AppendData(head);
-                h.AppendData(body);
-                f.Write(head);
-                f.Write(body);
-                f.Write(h.GetHashAndReset());
+                using var hashed = new HashingWriteStream(f);
+                hashed.Write(head);
+                hashed.Write(body);
+                f.Write(hashed.HashAndReset());
             }, flushToDisk: false);
         }
         catch (Exception x) when (x is IOException or UnauthorizedAccessException)

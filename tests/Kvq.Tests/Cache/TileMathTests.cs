@@ -62,6 +62,26 @@ public class HalfTileMathTests
         for (int i = 0; i < a1.Length; i++) Assert.True(Math.Abs(a1[i] - a2[i]) <= 1e-4f * (1 + Math.Abs(a2[i])), $"acc {i}");
     }
 
+    /// <summary>Scores of <paramref name="q"/> and then accumulators of random weights and starting values (drawn from
+    /// <paramref name="r"/>) by the decode kernels, bitwise those of the per-row kernels; returns the scores.</summary>
+    private static float[] AssertDecodeKernelsEqualPerRow(Half[] tile, int count, int d, float[] q, int nq, Random r)
+    {
+        var s1 = new float[nq * count];
+        var s2 = new float[nq * count];
+        HalfTileMath.Scores(tile, count, d, q, nq, s1);
+        HalfTileMath.ScoresPerRow(tile, count, d, q, nq, s2);
+        for (int i = 0; i < s1.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(s1[i]) == BitConverter.SingleToInt32Bits(s2[i]), $"score {i}: {s1[i]:R} vs {s2[i]:R}");
+        var w = Enumerable.Range(0, nq * count).Select(_ => (float)r.NextDouble()).ToArray();
+        var a1 = Enumerable.Range(0, nq * d).Select(_ => (float)r.NextDouble()).ToArray();
+        var a2 = (float[])a1.Clone();
+        HalfTileMath.Accumulate(tile, count, d, w, nq, a1);
+        HalfTileMath.AccumulatePerRow(tile, count, d, w, nq, a2);
+        for (int i = 0; i < a1.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(a1[i]) == BitConverter.SingleToInt32Bits(a2[i]), $"acc {i}: {a1[i]:R} vs {a2[i]:R}");
+        return s1;
+    }
+
     /// <summary>The decode kernels (keys widened once for all query rows, values once per token for every row's
     /// accumulators) give bitwise the sums of the per-row kernels they replaced.</summary>
     [Avx512Theory("HalfTileMath is the AVX-512 f16 kernel")]
@@ -77,19 +97,7 @@ public class HalfTileMathTests
         var r = new Random(TestSeeds.Of("halfdecode", count, d, nq));
         var tile = Enumerable.Range(0, count * d).Select(_ => (Half)(r.NextDouble() * 4 - 2)).ToArray();
         var q = Enumerable.Range(0, nq * d).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
-        var s1 = new float[nq * count];
-        var s2 = new float[nq * count];
-        HalfTileMath.Scores(tile, count, d, q, nq, s1);
-        HalfTileMath.ScoresPerRow(tile, count, d, q, nq, s2);
-        for (int i = 0; i < s1.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(s1[i]) == BitConverter.SingleToInt32Bits(s2[i]), $"score {i}: {s1[i]:R} vs {s2[i]:R}");
-        var w = Enumerable.Range(0, nq * count).Select(_ => (float)r.NextDouble()).ToArray();
-        var a1 = Enumerable.Range(0, nq * d).Select(_ => (float)r.NextDouble()).ToArray();
-        var a2 = (float[])a1.Clone();
-        HalfTileMath.Accumulate(tile, count, d, w, nq, a1);
-        HalfTileMath.AccumulatePerRow(tile, count, d, w, nq, a2);
-        for (int i = 0; i < a1.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(a1[i]) == BitConverter.SingleToInt32Bits(a2[i]), $"acc {i}: {a1[i]:R} vs {a2[i]:R}");
+        AssertDecodeKernelsEqualPerRow(tile, count, d, q, nq, r);
     }
 
     /// <summary>The decode kernels widen a tile without inf/NaN the cheaper way (<see cref="HalfDot.F16ToF32Finite"/>)
@@ -127,20 +135,8 @@ public class HalfTileMathTests
             tile[at] = special == 1 ? (r.Next(2) == 0 ? Half.PositiveInfinity : Half.NegativeInfinity) : Half.NaN;
         }
         var q = Enumerable.Range(0, nq * d).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
-        var s1 = new float[nq * count];
-        var s2 = new float[nq * count];
-        HalfTileMath.Scores(tile, count, d, q, nq, s1);
-        HalfTileMath.ScoresPerRow(tile, count, d, q, nq, s2);
-        for (int i = 0; i < s1.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(s1[i]) == BitConverter.SingleToInt32Bits(s2[i]), $"score {i}: {s1[i]:R} vs {s2[i]:R}");
-        if (special > 0) Assert.Contains(s1, x => !float.IsFinite(x));
-        var w = Enumerable.Range(0, nq * count).Select(_ => (float)r.NextDouble()).ToArray();
-        var a1 = Enumerable.Range(0, nq * d).Select(_ => (float)r.NextDouble()).ToArray();
-        var a2 = (float[])a1.Clone();
-        HalfTileMath.Accumulate(tile, count, d, w, nq, a1);
-        HalfTileMath.AccumulatePerRow(tile, count, d, w, nq, a2);
-        for (int i = 0; i < a1.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(a1[i]) == BitConverter.SingleToInt32Bits(a2[i]), $"acc {i}: {a1[i]:R} vs {a2[i]:R}");
+        var scores = AssertDecodeKernelsEqualPerRow(tile, count, d, q, nq, r);
+        if (special > 0) Assert.Contains(scores, x => !float.IsFinite(x));
     }
 
     /// <summary>The finiteness check against a scalar statement of it, at every length around the 32-value steps and

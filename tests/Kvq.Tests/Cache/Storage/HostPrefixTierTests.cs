@@ -2,7 +2,6 @@ using Kvq.Cache;
 using Kvq.Cache.Policies;
 using Kvq.Cache.Storage;
 using Kvq.Serving;
-using Kvq.Tests.Cache.Codecs.KvQuant;
 using Kvq.Tests.Serving;
 
 namespace Kvq.Tests.Cache.Storage;
@@ -11,12 +10,6 @@ namespace Kvq.Tests.Cache.Storage;
 /// prompt (<see cref="HostPrefixTier"/>): the sequence then holds exactly what a pool hit would hold.</summary>
 public sealed class HostPrefixTierTests
 {
-    private static readonly Lazy<Kvq.Cache.Codecs.IKvProfile> Profile =
-        new(() => KvQuantTestData.Profile(EngineFixtures.Model(EngineFixtures.Books).KvShape, tokens: 600));
-
-    private static KvCacheConfig Config(string spec, int sink) =>
-        KvCacheConfig.Parse(spec) with { SinkTokens = sink, Profile = spec.StartsWith("nuq", StringComparison.Ordinal) ? Profile.Value : null };
-
     /// <summary>Prompt A (161 tokens: 5 whole blocks of 32) runs in a pool of 7 blocks, then prompt B (6 blocks) evicts
     /// A's cached blocks; A again finds its 5 blocks in the host tier (none in the pool), and its logits after the last
     /// prompt token equal bit for bit those of a second sequence that found the same blocks in a large pool.</summary>
@@ -28,7 +21,7 @@ public sealed class HostPrefixTierTests
     [InlineData("f16", 4)]
     public void EvictedPrefixBlocksComeBackAsTheyWereStored(string spec, int sink)
     {
-        var config = Config(spec, sink);
+        var config = StorageFixtures.Config(spec, sink);
         var model = EngineFixtures.Model(EngineFixtures.Books, 256);
         int vocab = model.Config.VocabSize;
         var a = EngineFixtures.MobyPrompt(4000, 160);
@@ -49,15 +42,7 @@ public sealed class HostPrefixTierTests
             model.Forward(a.AsSpan(again.Length), again, fromTier);
         }
 
-        var large = new PagedKvCache(model.KvShape, config);
-        var fromPool = new float[vocab];
-        using (var first = large.CreateSequence(a)) model.Forward(a, first, logits);
-        using (var again = large.CreateSequence(a))
-        {
-            Assert.Equal(160, again.Length);
-            model.Forward(a.AsSpan(again.Length), again, fromPool);
-        }
-        Assert.Equal(fromPool, fromTier);
+        Assert.Equal(StorageFixtures.PoolHitLogits(model, config, a, 160), fromTier);
         Assert.True(small.Sequences.Pool.Prefixes.CountCachedBlocks(a) == 5, "the blocks taken back are registered again");
     }
 
@@ -68,7 +53,7 @@ public sealed class HostPrefixTierTests
     [InlineData("nuq3-1%", 1)]
     public void APromptTakesBackOnlyWhatFreeBlocksHold(string spec, int sink)
     {
-        var config = Config(spec, sink);
+        var config = StorageFixtures.Config(spec, sink);
         var model = EngineFixtures.Model(EngineFixtures.Books, 256);
         var logits = new float[model.Config.VocabSize];
         var a = EngineFixtures.MobyPrompt(4000, 160);
@@ -101,7 +86,7 @@ public sealed class HostPrefixTierTests
     [Fact]
     public void TheTierKeepsItsBudgetDroppingTheOldest()
     {
-        var config = Config("f16", 0);
+        var config = StorageFixtures.Config("f16", 0);
         var model = EngineFixtures.Model(EngineFixtures.Books, 256);
         var cache = new PagedKvCache(model.KvShape, config, maxTokens: 4 * 32);
         long blockBytes = cache.Plan.BytesPerBlock;

@@ -1,7 +1,6 @@
 using Kvq.Cache;
 using Kvq.Cache.Storage;
 using Kvq.Serving;
-using Kvq.Tests.Cache.Codecs.KvQuant;
 using Kvq.Tests.Serving;
 
 namespace Kvq.Tests.Cache.Storage;
@@ -16,12 +15,6 @@ public sealed class PrefixFileTierTests : IDisposable
     {
         if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
     }
-
-    private static readonly Lazy<Kvq.Cache.Codecs.IKvProfile> Profile =
-        new(() => KvQuantTestData.Profile(EngineFixtures.Model(EngineFixtures.Books).KvShape, tokens: 600));
-
-    private static KvCacheConfig Config(string spec, int sink) =>
-        KvCacheConfig.Parse(spec) with { SinkTokens = sink, Profile = spec.StartsWith("nuq", StringComparison.Ordinal) ? Profile.Value : null };
 
     private static (int Files, long Bytes) OnDisk(PrefixFileTier disk) =>
         disk.Folder == null ? (0, 0) : (Directory.GetFiles(disk.Folder).Length, Directory.GetFiles(disk.Folder).Sum(f => new FileInfo(f).Length));
@@ -39,7 +32,7 @@ public sealed class PrefixFileTierTests : IDisposable
     [InlineData("f16", 4, 1)]
     public void ColdPrefixBlocksComeBackFromDiskAsTheyWereStored(string spec, int sink, int hostBlocks)
     {
-        var config = Config(spec, sink);
+        var config = StorageFixtures.Config(spec, sink);
         var model = EngineFixtures.Model(EngineFixtures.Books, 256);
         int vocab = model.Config.VocabSize;
         var a = EngineFixtures.MobyPrompt(4000, 160);
@@ -68,15 +61,7 @@ public sealed class PrefixFileTierTests : IDisposable
         Assert.Equal(0, disk.Failed);
         Assert.Equal((disk.Count, disk.Bytes), OnDisk(disk));
 
-        var large = new PagedKvCache(model.KvShape, config);
-        var fromPool = new float[vocab];
-        using (var first = large.CreateSequence(a)) model.Forward(a, first, logits);
-        using (var again = large.CreateSequence(a))
-        {
-            Assert.Equal(160, again.Length);
-            model.Forward(a.AsSpan(again.Length), again, fromPool);
-        }
-        Assert.Equal(fromPool, fromTiers);
+        Assert.Equal(StorageFixtures.PoolHitLogits(model, config, a, 160), fromTiers);
         string folder = disk.Folder!;
         disk.Dispose();
         Assert.False(Directory.Exists(folder));

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using Kvq.Cache;
 using Kvq.Cache.Storage;
 using Kvq.Serving;
-using Kvq.Tests.Cache.Codecs.KvQuant;
 using Kvq.Tests.Serving;
 
 namespace Kvq.Tests.Cache.Storage;
@@ -18,12 +17,6 @@ public sealed class SwapSpaceTests : IDisposable
         if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
     }
 
-    private static readonly Lazy<Kvq.Cache.Codecs.IKvProfile> Profile =
-        new(() => KvQuantTestData.Profile(EngineFixtures.Model(EngineFixtures.Books).KvShape, tokens: 600));
-
-    private static KvCacheConfig Config(string spec, int sink) =>
-        KvCacheConfig.Parse(spec) with { SinkTokens = sink, Profile = spec.StartsWith("nuq", StringComparison.Ordinal) ? Profile.Value : null };
-
     private static long FilesBytes(string? folder) =>
         folder == null || !Directory.Exists(folder) ? 0 : Directory.GetFiles(folder).Sum(f => new FileInfo(f).Length);
 
@@ -37,7 +30,7 @@ public sealed class SwapSpaceTests : IDisposable
     [InlineData("nuq3-1%", 1)]
     public void SequencesSwappedToHostAndFileComeBackExactly(string spec, int sink)
     {
-        var config = Config(spec, sink);
+        var config = StorageFixtures.Config(spec, sink);
         var model = EngineFixtures.Model(EngineFixtures.Books, 256);
         int vocab = model.Config.VocabSize;
         var cache = new PagedKvCache(model.KvShape, config);

@@ -1,6 +1,7 @@
 using Kvq.Cache.Codecs;
 using Kvq.Cache.Codecs.KvQuant;
 using Xunit.Abstractions;
+using static Kvq.Tests.Cache.Codecs.KvQuant.TokenScaleReference;
 
 namespace Kvq.Tests.Cache.Codecs.KvQuant;
 
@@ -44,21 +45,6 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
         for (int i = 0; i < codes.Length; i++)
             for (int b = 0; b < bits; b++)
                 if ((codes[i] >> b & 1) != 0) block[offset + (i * bits + b) / 8] |= (byte)(1 << ((i * bits + b) % 8));
-    }
-
-    private static float RangeOf(int r) => (float)Math.Pow(2, r / 32.0 - 16);
-
-    /// <summary>The smallest range code (searched from 0) whose interval around its rounded zero holds [min, max].</summary>
-    private static (int R, int Z) Scale(float min, float max)
-    {
-        float mid = (max + min) * 0.5f;
-        for (int r = 0; ; r++)
-        {
-            float range = RangeOf(r);
-            int z = Math.Clamp((int)MathF.Round(mid / (range / 16)), -32, 31);
-            float zero = z * (range / 16);
-            if ((max - zero <= range && zero - min <= range) || r == 1023) return (r, z);
-        }
     }
 
     private static int[] Shuffled(int n, Random rng)
@@ -118,7 +104,7 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
             for (int c = 0; c < d; c++) outlier[c] = candidate[c] && Math.Abs(row[c] - mid) > KvQuantSpec.ValueOutlierMargin * half;
             float min = float.PositiveInfinity, max = float.NegativeInfinity;
             for (int c = 0; c < d; c++) if (!outlier[c]) { min = Math.Min(min, row[c]); max = Math.Max(max, row[c]); }
-            var (r, z) = Scale(min, max);
+            var (r, z) = Smallest(min, max);
             float range = RangeOf(r), zero = z * (range / 16);
             int packed = r | (z & 63) << 10;
             expected[2 * t] = (byte)packed;

@@ -1,5 +1,6 @@
 using Kvq.Cache.Codecs.KvQuant;
 using Xunit.Abstractions;
+using static Kvq.Tests.Cache.Codecs.KvQuant.TokenScaleReference;
 
 namespace Kvq.Tests.Cache.Codecs.KvQuant;
 
@@ -11,22 +12,6 @@ namespace Kvq.Tests.Cache.Codecs.KvQuant;
 /// </summary>
 public class TokenScaleTests(ITestOutputHelper output)
 {
-    private static float RangeOf(int r) => (float)Math.Pow(2, r / 32.0 - 16);
-
-    /// <summary>The scheme: the smallest range code whose interval around its rounded zero (clamped to 6 signed bits)
-    /// holds [min, max], the top code when none does.</summary>
-    private static (int R, int Z) Smallest(float min, float max)
-    {
-        float mid = (max + min) * 0.5f;
-        for (int r = 0; ; r++)
-        {
-            float range = RangeOf(r);
-            int z = Math.Clamp((int)MathF.Round(mid / (range / 16)), -32, 31);
-            float zero = z * (range / 16);
-            if ((max - zero <= range && zero - min <= range) || r == 1023) return (r, z);
-        }
-    }
-
     [Fact]
     public void EveryPackedValueDecodesToItsRangeAndSignedZero()
     {

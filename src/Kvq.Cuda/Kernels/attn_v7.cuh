@@ -179,6 +179,87 @@ __device__ __forceinline__ int code4_at(const u32* codes, int tt, int c)
 // Float <-> int with the same order (finite values and infinities; an involution), for redux.sync's integer max.
 __device__ __forceinline__ int order_flip(int i) { return i ^ ((i >> 31) & 0x7fffffff); }
 // END v15 lookup
+// v16 (the group's keys on the tensor cores without decoding them on the CUDA cores): keys are the mma A operand
+// (rows = 16 tokens, k = channels), the group's rotated queries B (k = channels, columns = heads), scores D. The key
+// of channel c at token t is z_c + r_c L[code] (one 16-level codebook per layer, per-channel zero and range) rotated
+// by RoPE at position P + t. RoPE cannot move to the query side alone: q . R(P + t) k needs a query rotated per token.
+// It splits instead, R(P + t) = R(P) R(t): the warp's own position P (chunk base + warp offset) goes to the query once
+// per chunk (R(-P) q, f32, rounded to f16 once), and the token's offset t < 32 within the warp's 32 tokens, with the
+// per-channel range and zero, goes into a per-block table of 2 x 2 matrices (per offset and RoPE pair):
+// R(t)(z + r o L) = L0 (c r0, s r0) + L1 (-s r1, c r1) + R(t) z, so each rotated key pair is two f16x2 FMAs on its
+// two looked-up levels (f16 byte planes through prmt, v15's lut16_plane) - no per-token sincos recurrence, no
+// conversions, no key tile, no ldmatrix. The channel order of the k dimension is free (it is summed over), so lane
+// (gr, tq) of slice s takes the 4 channels of code lane 8 tq + s, and rows gr, gr + 8 are the tokens 2 gr, 2 gr + 1
+// of one code word: one 32-bit word gives the lane all 4 A registers of a slice.
+// f16x2 fma with the multiplicand broadcast from one half of p (ptxas folds the unpack into the HFMA2's operand
+// selectors): d = a x (p.lo, p.lo) + c, e = b x (p.hi, p.hi) + d.
+__device__ __forceinline__ u32 kq_key(u32 col0, u32 col1, u32 v, u32 p)
+{
+    u32 d;
+    asm("{\n\t.reg .b16 l, h;\n\t.reg .b32 ll, hh, t;\n\tmov.b32 {l, h}, %4;\n\tmov.b32 ll, {l, l};\n\tmov.b32 hh, {h, h};\n\t"
+        "fma.rn.f16x2 t, %2, hh, %3;\n\tfma.rn.f16x2 %0, %1, ll, t;\n\t}" : "=r"(d) : "r"(col0), "r"(col1), "r"(v), "r"(p));
+    return d;
+}
+__device__ __forceinline__ void kq_sincos(float x, float& s, float& c) { __sincosf(x, &s, &c); }
+// BEGIN v16 keys (dev/kernels/kq-emu.sh compiles the text up to END on the host with emulated prmt32, kq_key,
+// pack_h2 and kq_sincos, and checks the scores of whole chunks against RoPE in double)
+// The 8 key levels of a code word w (lane channels 0-3 at an even token in nibbles 0-3, at the odd token in 4-7) as
+// f16 pairs of RoPE partners: p[0] = (ch 0, ch 1) and p[1] = (ch 2, ch 3) at the even token, p[2], p[3] at the odd
+// one. 22 instructions for 8 levels (v15's lut16_word: 26, pairing tokens instead of channels).
+__device__ __forceinline__ void lut16_pairs(const u32 (&lo)[4], const u32 (&hi)[4], u32 w, u32 (&p)[4])
+{
+    const u32 x = w ^ 0x88888888u;
+    const u32 sel = ((w >> 1) & 0x44444444u) | 0x32103210u;
+    const u32 l0 = lut16_plane(lo, w, x, sel), h0 = lut16_plane(hi, w, x, sel);
+    const u32 l1 = lut16_plane(lo, w >> 16, x >> 16, sel >> 16), h1 = lut16_plane(hi, w >> 16, x >> 16, sel >> 16);
+    p[0] = prmt32(l0, h0, 0x5140u); p[1] = prmt32(l0, h0, 0x7362u);
+    p[2] = prmt32(l1, h1, 0x5140u); p[3] = prmt32(l1, h1, 0x7362u);
+}
+// Entries of the per-block key table: [half hb][slice s][part i][lane] uint4 (2 x 8 x 3 x 32 x 16 B = 24 KB; a warp's
+// load of one (hb, s, i) is 512 contiguous bytes, no bank conflicts). Lane (gr, tq) of half hb, slice s handles the
+// offsets t0 = 16 hb + 2 gr, t1 = t0 + 1 and the pairs j0 = 2 l, j1 = 2 l + 1 of code lane l = 8 tq + s:
+// part 0: (col0, col1) of (t0, j0), (t0, j1); part 1: the same at t1; part 2: R(t) z of (t0, j0), (t0, j1), (t1, j0),
+// (t1, j1). th: RoPE frequencies per pair, kr / kz: the KV head's key ranges and zeros per channel.
+#define KQ_ENTRIES (2 * 8 * 3 * 32)
+__device__ __forceinline__ void kq_cols(int t, int j, const float* th, const float* kr, u32& c0, u32& c1)
+{
+    float sn, cs;
+    kq_sincos((float)t * th[j], sn, cs);
+    c0 = pack_h2(cs * kr[2 * j], sn * kr[2 * j]);
+    c1 = pack_h2(-sn * kr[2 * j + 1], cs * kr[2 * j + 1]);
+}
+__device__ __forceinline__ u32 kq_zero(int t, int j, const float* th, const float* kz)
+{
+    float sn, cs;
+    kq_sincos((float)t * th[j], sn, cs);
+    return pack_h2(cs * kz[2 * j] - sn * kz[2 * j + 1], sn * kz[2 * j] + cs * kz[2 * j + 1]);
+}
+__device__ __forceinline__ void kq_entry(int e, const float* th, const float* kr, const float* kz, u32 (&o)[4])
+{
+    const int lane = e & 31, i = (e >> 5) % 3, s = (e / 96) & 7, hb = e / 768;
+    const int gr = lane >> 2, tq = lane & 3, l = 8 * tq + s, t0 = 16 * hb + 2 * gr;
+    if (i < 2)
+    {
+        kq_cols(t0 + i, 2 * l, th, kr, o[0], o[1]);
+        kq_cols(t0 + i, 2 * l + 1, th, kr, o[2], o[3]);
+    }
+    else
+    {
+        o[0] = kq_zero(t0, 2 * l, th, kz); o[1] = kq_zero(t0, 2 * l + 1, th, kz);
+        o[2] = kq_zero(t0 + 1, 2 * l, th, kz); o[3] = kq_zero(t0 + 1, 2 * l + 1, th, kz);
+    }
+}
+// Where the rotated query of head g, code lane l (pairs 2 l, 2 l + 1) goes in a warp's [slice][lane] uint2 table of
+// B registers: slice l & 7, lane 4 g + (l >> 3) (column g, k rows of code lane l's channels).
+__device__ __forceinline__ int kq_qb_index(int g, int l) { return (l & 7) * 32 + 4 * g + (l >> 3); }
+// The code word (u32 index into the staged chunk's codes, [tile][word][lane]) whose 8 codes lane (gr, tq) turns into
+// its A registers for half hb of the warp's 32 tokens (from w0), slice s: tokens w0 + 16 hb + 2 gr, + 1.
+__device__ __forceinline__ int kq_word(int w0, int hb, int lane, int s)
+{
+    const int gr = lane >> 2, tq = lane & 3;
+    return ((w0 / 8 + 2 * hb + (gr >> 2)) * 4 + (gr & 3)) * 32 + 8 * tq + s;
+}
+// END v16 keys
 // The warp's maximum of v in one redux.sync (sm_80+) on order-preserving integers.
 __device__ __forceinline__ float warp_max(float v)
 {
@@ -188,7 +269,7 @@ __device__ __forceinline__ float warp_max(float v)
 }
 
 template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
-    bool TV = false, bool TH = false, bool PV = false>
+    bool TV = false, bool TH = false, bool PV = false, bool KQ = false>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -212,11 +293,16 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     constexpr int K16 = TC ? W4 * WT : 0;
     static_assert(!TH || (TC && WS && !TV && G % 2 == 0 && G <= 8), "v13: v11's keys, warp-local softmax, heads in pairs of mma columns");
     static_assert(!PV || (TC && WS && !TV && !TH && B == 4 && G % 2 == 0 && G <= 8), "v15: v11's keys, warp-local softmax, 4-bit values, heads in pairs of mma columns");
+    static_assert(!KQ || PV, "v16: v15 with the keys as tensor-core operands made by prmt");
     char* const s_k16 = s_stage + S::BYTES + T::VBYTES + T::KBYTES;
+    // v16: s_k16 holds each warp's rotated query B registers instead ([slice][lane] uint2, 2 KB, the same size), and
+    // after it the per-block key table (kq_entry, 24 KB).
+    constexpr int KMB = KQ ? KQ_ENTRIES * 16 : 0;
+    uint4* const s_km = (uint4*)(s_k16 + K16);
     {
         u32 dyn;
         asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES + K16)) __trap();
+        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES + K16 + KMB)) __trap();
     }
     const int h = blockIdx.y, split = blockIdx.x;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -228,8 +314,8 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     __shared__ __align__(16) float s_sc[G][CHUNK];
     __shared__ __align__(16) float s_pr[G][CHUNK];
     __shared__ float s_q[G][D];
-    __shared__ float s_kt[KPAIR ? 1 : 4][KPAIR ? 1 : L][32];   // single key lookups: v6's [lane channel][code][lane]
-    __shared__ float s_vt[VR ? 1 : L][32];                       // single value lookups: v6's codebook once per lane
+    __shared__ float s_kt[KPAIR || KQ ? 1 : 4][KPAIR || KQ ? 1 : L][32];   // single key lookups: v6's [lane channel][code][lane]
+    __shared__ float s_vt[VR || KQ ? 1 : L][32];                             // single value lookups: v6's codebook once per lane
     __shared__ float s_kcb[16], s_vcb[16];
     __shared__ float s_kz[D], s_kr[D];
     __shared__ float s_vout[W4][G][D];
@@ -246,6 +332,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     // the chunk-angle recurrence of threads 0-63 (cos, sin, step cos, step sin) in shared memory instead of 8 registers
     // live through the chunk loop: with both in registers ptxas (11.8) spilled 124 B, with both here 8 B.
     __shared__ __align__(16) u32 s_vlut[PV ? 8 : 1];
+    __shared__ __align__(16) u32 s_klut[KQ ? 8 : 1];   // v16: the key codebook's f16 byte planes
     __shared__ double s_rot[PV ? 4 : 1][PV ? D / 2 : 1];
     static_assert(!TV || (WS && G % 2 == 0 && G <= 8), "v12: warp-local softmax, heads in pairs of mma columns");
     float wm[G], wl[G], wpz[G];   // v8: the warp's running max, sum and zero term (the same in every lane)
@@ -256,7 +343,9 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     for (int i = threadIdx.x; i < W4 * G * D; i += T4) (&s_vout[0][0][0])[i] = 0.f;
     if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & (L - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & (L - 1)]; }
     for (int i = threadIdx.x; i < D; i += T4) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
-    if constexpr (!KPAIR)
+    if constexpr (KQ)   // v16: the lanes' B registers of heads G..7 stay zero; the others are written per chunk
+        for (int i = threadIdx.x; i < W4 * WT / 16; i += T4) ((uint4*)s_k16)[i] = make_uint4(0u, 0u, 0u, 0u);
+    else if constexpr (!KPAIR)
         for (int i = threadIdx.x; i < L * D; i += T4)
         {
             int l = i / D, ci = (i % D) / 32, ln = i % 32, c = 4 * ln + ci;
@@ -274,7 +363,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     if constexpr (VR > 0)
         for (int i = threadIdx.x; i < T::E * T::VREP; i += T4)
             ((float2*)(s_stage + S::BYTES))[i] = make_float2(vcb[(i / T::VREP) & (L - 1)], vcb[(i / T::VREP) >> B]);
-    else
+    else if constexpr (!KQ)
         for (int i = threadIdx.x; i < L * 32; i += T4) s_vt[i / 32][i % 32] = vcb[i / 32];
     if constexpr (TV)
         for (int i = threadIdx.x; i < L * 32; i += T4)
@@ -376,6 +465,23 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             lut16_planes(lev, vlo, vhi);
             *(uint4*)&s_vlut[0] = make_uint4(vlo[0], vlo[1], vlo[2], vlo[3]);
             *(uint4*)&s_vlut[4] = make_uint4(vhi[0], vhi[1], vhi[2], vhi[3]);
+            if constexpr (KQ)
+            {
+#pragma unroll
+                for (int e = 0; e < 16; ++e) lev[e] = f2h(s_kcb[e]);
+                lut16_planes(lev, vlo, vhi);
+                *(uint4*)&s_klut[0] = make_uint4(vlo[0], vlo[1], vlo[2], vlo[3]);
+                *(uint4*)&s_klut[4] = make_uint4(vhi[0], vhi[1], vhi[2], vhi[3]);
+            }
+        }
+    // v16: the key table (offsets 0-31 of a warp's tokens x RoPE pairs: rotation, range and zero; kq_entry), read
+    // after the chunk loop's first barrier.
+    if constexpr (KQ)
+        for (int e = threadIdx.x; e < KQ_ENTRIES; e += T4)
+        {
+            u32 o[4];
+            kq_entry(e, s_th, s_kr, s_kz, o);
+            s_km[e] = make_uint4(o[0], o[1], o[2], o[3]);
         }
 
     for (int chunk = c0, it = 0; chunk < c1; ++chunk, ++it)
@@ -418,6 +524,54 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
             }
         }
+        if constexpr (KQ)
+        {
+            // v16: the group's queries rotated back by the warp's position P (rc, rs: cos and sin of P x theta for
+            // this lane's pairs 2 lane, 2 lane + 1), R(-P) q, as the warp's B registers (kq_qb_index).
+            uint2* const qb = (uint2*)(s_k16 + warp * WT);
+            __syncwarp();   // the previous chunk's reads are done
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+            {
+                const float q0 = s_q[g][4 * lane], q1 = s_q[g][4 * lane + 1], q2 = s_q[g][4 * lane + 2], q3 = s_q[g][4 * lane + 3];
+                qb[kq_qb_index(g, lane)] = make_uint2(pack_h2(q0 * rc[0] + q1 * rs[0], q1 * rc[0] - q0 * rs[0]),
+                                                      pack_h2(q2 * rc[1] + q3 * rs[1], q3 * rc[1] - q2 * rs[1]));
+            }
+            __syncwarp();
+            // S (16 tokens x heads) = K (16 tokens x 128 channels, rotated by the token's offset, range and zero
+            // applied: kq_key) x R(-P) Q^T, per half of the warp's 32 tokens 8 slices of 16 channels.
+            const int gr = lane >> 2, tq = lane & 3;
+            const uint4 kl4 = *(const uint4*)&s_klut[0], kh4 = *(const uint4*)&s_klut[4];
+            const u32 klo[4] = {kl4.x, kl4.y, kl4.z, kl4.w}, khi[4] = {kh4.x, kh4.y, kh4.z, kh4.w};
+#pragma unroll
+            for (int hb = 0; hb < 2; ++hb)
+            {
+                const uint4 wa = *(const uint4*)(kc + kq_word(w0, hb, lane, 0)), wb = *(const uint4*)(kc + kq_word(w0, hb, lane, 4));
+                const u32 kw8[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
+                float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int sl = 0; sl < D / 16; ++sl)
+                {
+                    const uint4 m0 = s_km[((hb * 8 + sl) * 3) * 32 + lane], m1 = s_km[((hb * 8 + sl) * 3 + 1) * 32 + lane],
+                        mz = s_km[((hb * 8 + sl) * 3 + 2) * 32 + lane];
+                    u32 p[4];
+                    lut16_pairs(klo, khi, kw8[sl], p);
+                    const uint2 bq = qb[sl * 32 + lane];
+                    mma_16816_a4(d, kq_key(m0.x, m0.y, mz.x, p[0]), kq_key(m1.x, m1.y, mz.z, p[2]),
+                                 kq_key(m0.z, m0.w, mz.y, p[1]), kq_key(m1.z, m1.w, mz.w, p[3]), bq.x, bq.y);
+                }
+                // D: rows gr, gr + 8 = tokens 2 gr, 2 gr + 1 of the half; columns 2 tq, 2 tq + 1 = heads.
+                if (2 * tq < G)
+                {
+                    const int tok = w0 + 16 * hb + 2 * gr;
+                    const bool l0 = cbase + tok < a.n, l1 = cbase + tok + 1 < a.n;
+                    *(float2*)&s_sc[2 * tq][tok] = make_float2(l0 ? d[0] : -INFINITY, l1 ? d[2] : -INFINITY);
+                    *(float2*)&s_sc[2 * tq + 1][tok] = make_float2(l0 ? d[1] : -INFINITY, l1 ? d[3] : -INFINITY);
+                }
+            }
+        }
+        else
+        {
 #pragma unroll
         for (int tile = 0; tile < TPW4; ++tile)
         {
@@ -515,6 +669,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     s_sc[g][w0 + tile * TILE + t] = cbase + w0 + tile * TILE + t < a.n ? part[0] : -INFINITY;
                 }
             }
+        }
         }
         __syncwarp();
         if constexpr (KS > 0)
@@ -982,7 +1137,7 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && VER <= 14 && G > 1), (VER == 15 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && VER <= 14 && G > 1), (VER >= 15 && VER <= 16 && G > 1), (VER == 16 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 #define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
     NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
 

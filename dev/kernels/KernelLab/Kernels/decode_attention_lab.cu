@@ -1,4 +1,4 @@
-// The kernel lab's decode-attention versions: every nuq version that production does not run (1-8 and 10-15;
+// The kernel lab's decode-attention versions: every nuq version that production does not run (1-8 and 10-16;
 // production runs 9, src/Kvq.Cuda/Kernels/decode_attention.cu), kept to time and check against the CPU reference
 // (dev/kernels/README.md lists what each one changed and what it measured). Loaded only by the lab
 // (KernelLab's DecodeKernelVersions: KernelLab, Kvq.Cuda.Tests); the f16 kernels, version 9 and attn_reduce come
@@ -1347,3 +1347,7 @@ NUQ_V7_LAYOUTS(4, 4, 3, 14) NUQ_V7_LAYOUTS(3, 4, 3, 14) NUQ_V7_LAYOUTS(2, 4, 3, 
 // Version 15 = v11's keys and P x V on the tensor cores with the value operands made in registers: 4-bit codes become
 // f16 levels by byte permutes (attn_v7.cuh, lut16_word; no shared-memory lookups, no f16 value tile). 4 bits only.
 NUQ_V7_LAYOUTS(4, 4, 2, 15)
+// Version 16 = v15 with the keys as tensor-core A operands made by prmt too (attn_v7.cuh, "v16"): levels from the
+// layer's key codebook in f16 byte planes, each rotated key pair two f16x2 FMAs with a per-block table of RoPE offset
+// x range x zero per pair (the warp's own position goes to the query, once per chunk). 4 bits, G = 4 only.
+NUQ_V7_LAYOUTS(4, 4, 2, 16)

@@ -131,7 +131,12 @@ public class KernelSourceTests
         Assert.Equal("attn_nuq_k4_v4_g4_r15_sparse", DecodeKernelVersions.AttentionName(4, 4, 4, 15, NuqLayout.SparseKeys));
         Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 15));
         Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(3, 3, 4, 15));
-        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 16));
+        // v16: the same shapes and layouts as v15.
+        Assert.Equal("attn_nuq_k4_v4_g4_r16", DecodeKernelVersions.AttentionName(4, 4, 4, 16));
+        Assert.Equal("attn_nuq_k4_v4_g4_r16_dense", DecodeKernelVersions.AttentionName(4, 4, 4, 16, NuqLayout.Dense));
+        Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 16));
+        Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(2, 2, 4, 16));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 17));
         Assert.True(DecodeKernelVersions.InProduction(4, 1, 12));
         Assert.False(DecodeKernelVersions.InProduction(4, 4, 12));
     }
@@ -179,6 +184,9 @@ public class KernelSourceTests
         Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0) + 32768, DecodeAttention.SharedBytes(13, 4, 4, 2, 0, group: 4));
         // v15: v11's 8-token key tiles only (its value operands are made in registers).
         Assert.Equal(DecodeAttention.SharedBytes(11, 4, 4, 2, 0, group: 4), DecodeAttention.SharedBytes(15, 4, 4, 2, 0, group: 4));
+        // v16: the same 16 KB hold each warp's rotated query B registers, and the key table (2 x 8 x 3 x 32 x 16 B) follows.
+        Assert.Equal(DecodeAttention.SharedBytes(15, 4, 4, 2, 0, group: 4) + 24576, DecodeAttention.SharedBytes(16, 4, 4, 2, 0, group: 4));
+        Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0), DecodeAttention.SharedBytes(16, 4, 4, 2, 0, group: 1));
     }
 
     [Fact]

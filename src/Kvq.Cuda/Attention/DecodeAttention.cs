@@ -40,7 +40,10 @@ public sealed class DecodeAttention : IDisposable
         // tokens, where the values pass writes its 16 f16 value rows for one tensor-core step (v15 makes them in registers).
         int tileTokens = version is 13 or 14 ? 2 * DecodeShape.Tile : DecodeShape.Tile;
         int keyTiles = version >= 11 && group > 1 ? 8 * tileTokens * 128 * 2 : 0;
-        return stage / 2 + values + keys + keyTiles;
+        // v16: the tiles' bytes hold each warp's rotated query instead, and the per-block key table follows (attn_v7.cuh
+        // KQ_ENTRIES: 2 halves x 8 slices x 3 parts x 32 lanes x 16 B: RoPE offset x range and the rotated zero per pair).
+        int keyTable = version == 16 && group > 1 ? 2 * 8 * 3 * 32 * 16 : 0;
+        return stage / 2 + values + keys + keyTiles + keyTable;
     }
     /// <summary>Blocks per SM the split-K plan aims at (kv heads x splits), more than fit at once: the waves even out.</summary>
     public const int DefaultBlocksPerSm = 8;

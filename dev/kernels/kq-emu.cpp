@@ -1,0 +1,241 @@
+// Host check of kernel v16's keys (attn_v7.cuh, the text between "BEGIN v16 keys" and "END v16 keys", with v15's
+// lookup text before it; dev/kernels/kq-emu.sh extracts both): one whole chunk's scores as the kernel makes them - the
+// per-block key table (kq_entry), each warp's rotated query B registers (kq_qb_index), the code words each lane reads
+// (kq_word), the prmt lookups (lut16_pairs), the f16x2 FMAs (kq_key) and m16n8k16 with its PTX fragment layouts
+// (A: register 0 row gr, k = 2 tq, 2 tq + 1; 1 row gr + 8; 2 row gr, k + 8; 3 row gr + 8, k + 8; B: register 0 k =
+// 2 tq, 2 tq + 1 of column gr, 1 k + 8; D: d0, d1 row gr, columns 2 tq, 2 tq + 1, d2, d3 row gr + 8), the scores
+// written where the kernel writes them - against attention scores computed plainly in double (key = zero + range x
+// level, RoPE at the token's position, adjacent pairs, as decode_common.cuh's rope_theta and CpuReference).
+//  1. Exact mode: no rotation (sin 0, cos 1) and small dyadic levels, zeros, ranges and queries, so that every f16
+//     step is exact: the scores must equal the reference bit for bit (any wrong token, channel, head or register
+//     mapping shows as a mismatch).
+//  2. RoPE mode: real rotations at positions up to ~1M, random levels, zeros, ranges and queries: relative L2 error
+//     of the scores from the f16 steps (queries rotated once per warp and chunk, key table entries, two rounded f16x2
+//     FMAs per key pair); must stay under 2e-3 (v11's f16 keys: ~1e-3 of a score's size per token).
+// prmt.b32, pack_h2 (cvt.rn.f16x2.f32), kq_key (fma.rn.f16x2 twice, each rounding once) and kq_sincos are emulated
+// here with the PTX ISA's semantics (_Float16 conversions round to nearest even).
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+typedef uint32_t u32;
+typedef uint16_t u16;
+#define __device__
+#define __forceinline__ inline
+
+static u32 prmt32(u32 a, u32 b, u32 s)
+{
+    const uint64_t src = ((uint64_t)b << 32) | a;
+    u32 d = 0;
+    for (int i = 0; i < 4; ++i)
+    {
+        const u32 nib = (s >> (4 * i)) & 0xf;
+        u32 byte = (u32)(src >> (8 * (nib & 7))) & 0xff;
+        if (nib & 8) byte = (byte & 0x80) ? 0xff : 0x00;
+        d |= byte << (8 * i);
+    }
+    return d;
+}
+static u16 h_bits(double x) { _Float16 h = (_Float16)x; u16 b; __builtin_memcpy(&b, &h, 2); return b; }
+static double h_val(u16 b) { _Float16 h; __builtin_memcpy(&h, &b, 2); return (double)h; }
+static u32 pack_h2(float lo, float hi) { return h_bits(lo) | ((u32)h_bits(hi) << 16); }
+static double lo_of(u32 x) { return h_val((u16)(x & 0xffff)); }
+static double hi_of(u32 x) { return h_val((u16)(x >> 16)); }
+// fma.rn.f16x2 t = col1 x (p.hi, p.hi) + v; d = col0 x (p.lo, p.lo) + t (one rounding each: products of f16 values
+// and their sums are exact in double here).
+static u32 kq_key(u32 col0, u32 col1, u32 v, u32 p)
+{
+    const double l = lo_of(p), h = hi_of(p);
+    const u32 t = h_bits(lo_of(col1) * h + lo_of(v)) | ((u32)h_bits(hi_of(col1) * h + hi_of(v)) << 16);
+    return h_bits(lo_of(col0) * l + lo_of(t)) | ((u32)h_bits(hi_of(col0) * l + hi_of(t)) << 16);
+}
+static bool g_norot = false;
+static void kq_sincos(float x, float& s, float& c)
+{
+    if (g_norot) { s = 0.f; c = 1.f; return; }
+    s = std::sin(x); c = std::cos(x);
+}
+
+#include "v16_keys.inc"
+
+struct uint4_ { u32 x, y, z, w; };
+
+static int failures = 0;
+static void expect(bool ok, const char* what, long a, long b, double c)
+{
+    if (!ok && failures++ < 10) std::fprintf(stderr, "mismatch: %s (%ld, %ld, %g)\n", what, a, b, c);
+}
+
+// One chunk: codes kc ([tile][word][lane], 32 tiles x 4 words x 32 lanes), levels, per-channel zero and range, G = 4
+// scaled queries, chunk position pc. Returns the kernel's scores [G][256] and the reference's.
+static void chunk(const std::vector<u32>& kc, const float (&kcb)[16], const std::vector<float>& kz, const std::vector<float>& kr,
+                  const std::vector<float>& q, double pc, double log2base, std::vector<double>& got, std::vector<double>& want,
+                  std::vector<double>& v11)
+{
+    const int G = 4;
+    float th[64];
+    for (int j = 0; j < 64; ++j) th[j] = (float)std::exp2(-2.0 * j / 128 * log2base);
+    // the per-block table
+    std::vector<uint4_> km(KQ_ENTRIES);
+    for (int e = 0; e < KQ_ENTRIES; ++e) { u32 o[4]; kq_entry(e, th, kr.data(), kz.data(), o); km[e] = {o[0], o[1], o[2], o[3]}; }
+    u16 lev[16];
+    for (int e = 0; e < 16; ++e) lev[e] = h_bits(kcb[e]);
+    u32 klo[4], khi[4];
+    lut16_planes(lev, klo, khi);
+    got.assign(G * 256, NAN);
+    for (int warp = 0; warp < 8; ++warp)
+    {
+        const int w0 = warp * 32;
+        // R(-P) q for P = pc + w0, as the kernel composes it: chunk angles (double, rounded to float) and the warp's
+        // offset (float).
+        std::vector<u32> qb(8 * 32 * 2, 0u);
+        for (int lane = 0; lane < 32; ++lane)
+        {
+            float rc[2], rs[2];
+            for (int p = 0; p < 2; ++p)
+            {
+                const int j = 2 * lane + p;
+                const double thd = std::exp2(-2.0 * j / 128 * log2base);
+                float cb = (float)std::cos(pc * thd), sb = (float)std::sin(pc * thd), wc, ws;
+                kq_sincos((float)w0 * (float)thd, ws, wc);
+                if (g_norot) { cb = 1.f; sb = 0.f; }
+                rc[p] = cb * wc - sb * ws; rs[p] = sb * wc + cb * ws;
+            }
+            for (int g = 0; g < G; ++g)
+            {
+                const float* qq = &q[g * 128 + 4 * lane];
+                const int at = kq_qb_index(g, lane);
+                qb[2 * at] = pack_h2(qq[0] * rc[0] + qq[1] * rs[0], qq[1] * rc[0] - qq[0] * rs[0]);
+                qb[2 * at + 1] = pack_h2(qq[2] * rc[1] + qq[3] * rs[1], qq[3] * rc[1] - qq[2] * rs[1]);
+            }
+        }
+        for (int hb = 0; hb < 2; ++hb)
+        {
+            double Dm[16][8] = {};
+            for (int sl = 0; sl < 8; ++sl)
+            {
+                double A[16][16], Bm[16][8];
+                for (int lane = 0; lane < 32; ++lane)
+                {
+                    const int gr = lane >> 2, tq = lane & 3;
+                    expect(kq_word(w0, hb, lane, 0) % 4 == 0 && kq_word(w0, hb, lane, 4) == kq_word(w0, hb, lane, 0) + 4,
+                           "kq_word: two aligned 16-byte loads", lane, hb, 0);
+                    const u32 w = kc[kq_word(w0, hb, lane, sl)];
+                    const uint4_ m0 = km[((hb * 8 + sl) * 3) * 32 + lane], m1 = km[((hb * 8 + sl) * 3 + 1) * 32 + lane],
+                        mz = km[((hb * 8 + sl) * 3 + 2) * 32 + lane];
+                    u32 p[4];
+                    lut16_pairs(klo, khi, w, p);
+                    const u32 a0 = kq_key(m0.x, m0.y, mz.x, p[0]), a1 = kq_key(m1.x, m1.y, mz.z, p[2]);
+                    const u32 a2 = kq_key(m0.z, m0.w, mz.y, p[1]), a3 = kq_key(m1.z, m1.w, mz.w, p[3]);
+                    A[gr][2 * tq] = lo_of(a0); A[gr][2 * tq + 1] = hi_of(a0);
+                    A[gr + 8][2 * tq] = lo_of(a1); A[gr + 8][2 * tq + 1] = hi_of(a1);
+                    A[gr][2 * tq + 8] = lo_of(a2); A[gr][2 * tq + 9] = hi_of(a2);
+                    A[gr + 8][2 * tq + 8] = lo_of(a3); A[gr + 8][2 * tq + 9] = hi_of(a3);
+                    const u32 b0 = qb[2 * (sl * 32 + lane)], b1 = qb[2 * (sl * 32 + lane) + 1];
+                    Bm[2 * tq][gr] = lo_of(b0); Bm[2 * tq + 1][gr] = hi_of(b0);
+                    Bm[2 * tq + 8][gr] = lo_of(b1); Bm[2 * tq + 9][gr] = hi_of(b1);
+                }
+                for (int r = 0; r < 16; ++r)
+                    for (int n = 0; n < 8; ++n)
+                        for (int k = 0; k < 16; ++k) Dm[r][n] += A[r][k] * Bm[k][n];
+            }
+            for (int lane = 0; lane < 32; ++lane)
+            {
+                const int gr = lane >> 2, tq = lane & 3;
+                if (2 * tq >= G) continue;
+                const int tok = w0 + 16 * hb + 2 * gr;
+                got[(2 * tq) * 256 + tok] = Dm[gr][2 * tq]; got[(2 * tq) * 256 + tok + 1] = Dm[gr + 8][2 * tq];
+                got[(2 * tq + 1) * 256 + tok] = Dm[gr][2 * tq + 1]; got[(2 * tq + 1) * 256 + tok + 1] = Dm[gr + 8][2 * tq + 1];
+            }
+        }
+    }
+    // the reference
+    want.assign(G * 256, 0.0);
+    v11.assign(G * 256, 0.0);
+    for (int tt = 0; tt < 256; ++tt)
+    {
+        double k[128];
+        for (int c = 0; c < 128; ++c)
+        {
+            const int tile = tt / 8, t = tt % 8, ln = c >> 2, i = c & 3, o = (4 * t + i) * 4;
+            const int code = (int)((kc[(tile * 4 + (o >> 5)) * 32 + ln] >> (o & 31)) & 15);
+            k[c] = (double)kz[c] + (double)kr[c] * (double)kcb[code];
+        }
+        for (int j = 0; j < 64; ++j)
+        {
+            const double a = g_norot ? 0.0 : (pc + tt) * std::exp2(-2.0 * j / 128 * log2base), cs = std::cos(a), sn = std::sin(a);
+            const double k0 = k[2 * j], k1 = k[2 * j + 1];
+            k[2 * j] = k0 * cs - k1 * sn; k[2 * j + 1] = k0 * sn + k1 * cs;
+        }
+        for (int g = 0; g < G; ++g)
+        {
+            double s = 0, s11 = 0;
+            for (int c = 0; c < 128; ++c)
+            {
+                s += (double)q[g * 128 + c] * k[c];
+                s11 += h_val(h_bits(q[g * 128 + c])) * h_val(h_bits((float)k[c]));   // v11: rotated key and query in f16
+            }
+            want[g * 256 + tt] = s;
+            v11[g * 256 + tt] = s11;
+        }
+    }
+}
+
+int main()
+{
+    std::mt19937 rng(20261207);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::uniform_real_distribution<float> ud(0.f, 1.f);
+    long checked = 0;
+    const double log2base = std::log2(10000.0);
+    // 1. exact mode: dyadic values whose f16 products and sums are exact.
+    g_norot = true;
+    for (int rep = 0; rep < 20; ++rep)
+    {
+        std::vector<u32> kc(32 * 4 * 32);
+        for (auto& x : kc) x = (u32)rng();
+        float kcb[16];
+        for (int e = 0; e < 16; ++e) kcb[e] = (float)((int)(rng() % 33) - 16) / 8.f;
+        std::vector<float> kz(128), kr(128), q(4 * 128);
+        for (auto& x : kz) x = (float)((int)(rng() % 17) - 8) / 4.f;
+        for (auto& x : kr) x = (float)(1 + rng() % 8) / 4.f;
+        for (auto& x : q) x = (float)((int)(rng() % 17) - 8) / 16.f;
+        std::vector<double> got, want, v11;
+        chunk(kc, kcb, kz, kr, q, 0.0, log2base, got, want, v11);
+        for (int i = 0; i < 4 * 256; ++i) { expect(got[i] == want[i], "exact scores", rep, i, got[i] - want[i]); ++checked; }
+    }
+    // 2. RoPE mode: random data, positions from 0 to ~1M.
+    g_norot = false;
+    double worst = 0, worst11 = 0;
+    const double positions[] = {1.0, 257.0, 4097.0, 131073.0 - 256, 1048577.0 - 256};
+    for (double pc : positions)
+        for (int rep = 0; rep < 3; ++rep)
+        {
+            std::vector<u32> kc(32 * 4 * 32);
+            for (auto& x : kc) x = (u32)rng();
+            float kcb[16];
+            for (int e = 0; e < 16; ++e) kcb[e] = -1.f + 2.f * e / 15.f + 0.03f * nd(rng);
+            std::vector<float> kz(128), kr(128), q(4 * 128);
+            for (int c = 0; c < 128; ++c) { kz[c] = 2.f * nd(rng); kr[c] = 0.2f + 3.f * ud(rng) * (c % 17 == 0 ? 4.f : 1.f); }
+            for (auto& x : q) x = nd(rng) / std::sqrt(128.f);
+            std::vector<double> got, want, v11;
+            chunk(kc, kcb, kz, kr, q, pc, log2base, got, want, v11);
+            double e2 = 0, w2 = 0, f2 = 0;
+            for (int i = 0; i < 4 * 256; ++i)
+            {
+                e2 += (got[i] - want[i]) * (got[i] - want[i]); w2 += want[i] * want[i]; f2 += (v11[i] - want[i]) * (v11[i] - want[i]);
+                ++checked;
+            }
+            const double rel = std::sqrt(e2 / w2);
+            worst = std::max(worst, rel);
+            worst11 = std::max(worst11, std::sqrt(f2 / w2));
+            expect(rel < 2e-3, "RoPE scores rel L2", (long)pc, rep, rel);
+        }
+    std::printf("v16 keys: RoPE scores worst rel L2 %.3g (positions up to %.0f); v11's f16 keys and queries on the same data: %.3g\n",
+                worst, positions[4] + 255, worst11);
+    if (failures) { std::printf("FAILED: %d mismatches in %ld checks\n", failures, checked); return 1; }
+    std::printf("ok: %ld scores match (exact mode bit for bit, RoPE mode under 2e-3)\n", checked);
+    return 0;
+}

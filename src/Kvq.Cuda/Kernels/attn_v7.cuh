@@ -513,17 +513,6 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             rc[p] = cb * wc[p] - sb * ws[p];
             rs[p] = sb * wc[p] + cb * ws[p];
         }
-        float u[4];
-        if constexpr (G == 1)
-        {
-#pragma unroll
-            for (int p = 0; p < 2; ++p)
-            {
-                float qa = qr[0][2 * p], qb = qr[0][2 * p + 1];
-                u[2 * p] = (qa * rc[p] + qb * rs[p]) * kr[2 * p];
-                u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
-            }
-        }
         if constexpr (KQ)
         {
             // v16: the group's queries rotated back by the warp's position P (rc, rs: cos and sin of P x theta for
@@ -570,10 +559,22 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 }
             }
         }
-        else
+        float u[4];
+        if constexpr (G == 1)
         {
 #pragma unroll
-        for (int tile = 0; tile < TPW4; ++tile)
+            for (int p = 0; p < 2; ++p)
+            {
+                float qa = qr[0][2 * p], qb = qr[0][2 * p + 1];
+                u[2 * p] = (qa * rc[p] + qb * rs[p]) * kr[2 * p];
+                u[2 * p + 1] = (qb * rc[p] - qa * rs[p]) * kr[2 * p + 1];
+            }
+        }
+        // (v16 skips the loop by its bound and has its block above the G == 1 one: an "else" around the loop, or a
+        // discarded "if constexpr" block right before its #pragma unroll, made NVRTC 11.8 unroll the other versions
+        // differently; this way their PTX stays what it was.)
+#pragma unroll
+        for (int tile = 0; tile < (KQ ? 0 : TPW4); ++tile)
         {
             u32 kw[B];
 #pragma unroll
@@ -669,7 +670,6 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     s_sc[g][w0 + tile * TILE + t] = cbase + w0 + tile * TILE + t < a.n ? part[0] : -INFINITY;
                 }
             }
-        }
         }
         __syncwarp();
         if constexpr (KS > 0)

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+# Static SASS instructions of attn_v7 kernels' score (keys) loop, no GPU: NVRTC 11.8 (dev/kernels/nvrtc-check.sh
+# unpacks it into /tmp/kvq-nvrtc11; run that once first) compiles each asked version (4 bits, G = 4, slots layout) to
+# an sm_90 cubin twice - as it is, and with the score loop compiled out (a copy of the headers where "if constexpr
+# (!NOKEYS)" guards v16's two halves and the older versions' tile loop) - and prints the kernels' .text sizes / 16
+# bytes (one SASS instruction each) and their difference: the score loop's instructions per warp and chunk (32 tokens),
+# and per (token, KV head). The difference also holds what only the loop used (the compiler drops it with the loop),
+# so it is the loop's cost as the kernel pays it. Used for kernel v16's prediction (docs/perf.md).
+# Usage: dev/kernels/sass-keys.py [VERSION ...]   (default 11 15 16; about a minute per version on a loaded machine)
+import ctypes, os, re, shutil, struct, sys, tempfile
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nvrtc11
+
+versions = [int(v) for v in sys.argv[1:]] or [11, 15, 16]
+
+
+def text_instructions(src):
+    ok, log, prog, _ = nvrtc11.compile(src, "keys.cu", ["--gpu-architecture=sm_90", "--std=c++17"])
+    if not ok: sys.exit(log)
+    size = ctypes.c_size_t(); nvrtc11._lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+    buf = ctypes.create_string_buffer(size.value); nvrtc11._lib.nvrtcGetCUBIN(prog, buf)
+    b = buf.raw   # ELF64: section headers, their names, the .text.<kernel> sizes
+    shoff, = struct.unpack_from("<Q", b, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", b, 0x3A)
+    secs = [struct.unpack_from("<IIQQQQIIQQ", b, shoff + i * shentsize) for i in range(shnum)]
+    names = secs[shstrndx][4]
+    out = {}
+    for s in secs:
+        name = b[names + s[0]: b.index(b"\0", names + s[0])].decode()
+        if name.startswith(".text.attn_"): out[name[6:]] = s[5] // 16
+    return out
+
+
+tmp = tempfile.mkdtemp()
+try:
+    for f in os.listdir(nvrtc11.KERNELS):
+        if f.endswith(".cuh"): shutil.copy(os.path.join(nvrtc11.KERNELS, f), tmp)
+    path = os.path.join(tmp, "attn_v7.cuh")
+    s = open(path).read()
+    hooks = [("#pragma unroll\n            for (int hb = 0; hb < 2; ++hb)",
+              "            if constexpr (!NOKEYS)\n#pragma unroll\n            for (int hb = 0; hb < 2; ++hb)"),
+             ("#pragma unroll\n        for (int tile = 0; tile < (KQ ? 0 : TPW4); ++tile)",
+              "        if constexpr (!NOKEYS)\n#pragma unroll\n        for (int tile = 0; tile < (KQ ? 0 : TPW4); ++tile)")]
+    for a, b in hooks:
+        if s.count(a) != 1: sys.exit(f"sass-keys: attn_v7.cuh no longer has one '{a.splitlines()[-1].strip()}'")
+        s = s.replace(a, b)
+    s = s.replace("#define KVQ_ATTN_V7_CUH", "#define KVQ_ATTN_V7_CUH\n#ifndef NOKEYS\n#define NOKEYS 0\n#endif", 1)
+    open(path, "w").write(s)
+    nvrtc11.KERNELS = tmp
+    for v in versions:
+        n = [list(text_instructions(f'#define NOKEYS {k}\n#include "attn_v7.cuh"\nNUQ_V7_ANY(4, 4, 2, {v}, , KSLOTS, VSLOTS, 0)\n').values())[0]
+             for k in (0, 1)]
+        print(f"v{v}: kernel {n[0]} SASS instructions, without the score loop {n[1]}: the loop {n[0] - n[1]} per warp and chunk, "
+              f"{(n[0] - n[1]) / 32:.1f} per (token, KV head)")
+finally:
+    shutil.rmtree(tmp)

@@ -6,12 +6,12 @@
 # chunk's key copy), values, value outliers, epilogue. The score loop is compiled once per 8-token tile (count / 8 =
 # per token and KV head); the softmax and values sections are unrolled over a warp's 32 tokens (count / 32); loops
 # with run-time trip counts (outliers, copies) are counted once. PTX, not SASS: ptxas removes moves and conversions,
-# so the differences between versions are the useful part. Used for kernel v15's prediction (docs/perf.md).
-# Usage: dev/kernels/ptx-sections.py [VERSION ...]   (default 9 11 13 15; 4 bits, G = 4, slots layout)
+# so the differences between versions are the useful part. Used for kernels v15 and v16's predictions (docs/perf.md).
+# Usage: dev/kernels/ptx-sections.py [VERSION ...]   (default 9 11 13 15 16; 4 bits, G = 4, slots layout)
 import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nvrtc11
-versions = [int(v) for v in sys.argv[1:]] or [9, 11, 13, 15]
+versions = [int(v) for v in sys.argv[1:]] or [9, 11, 13, 15, 16]
 src = '#include "attn_v7.cuh"\n' + "".join(f"NUQ_V7_ANY(4, 4, 2, {v}, , KSLOTS, VSLOTS, 0)\n" for v in versions)
 ok, log, prog, headers = nvrtc11.compile(src, "sections.cu", ["--gpu-architecture=compute_90", "--std=c++17", "-lineinfo"])
 if not ok: sys.exit(log)

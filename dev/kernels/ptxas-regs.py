@@ -3,11 +3,11 @@
 # dev/kernels/nvrtc-check.sh into /tmp/kvq-nvrtc11) compiles a small file that instantiates only the asked versions
 # (4 bits, G = 4, the three layouts) to an sm_90 cubin with --ptxas-options=-v. The device compiles with NVRTC 13, whose
 # ptxas may allocate differently; the whole lab file is too big for NVRTC 11.8's cubin step (hence nvrtc-check's PTX).
-# Usage: dev/kernels/ptxas-regs.py [VERSION ...]   (default 9 15; about a minute per version on a loaded machine)
+# Usage: dev/kernels/ptxas-regs.py [VERSION ...]   (default 9 15 16; about a minute per version on a loaded machine)
 import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nvrtc11
-versions = [int(v) for v in sys.argv[1:]] or [9, 15]
+versions = [int(v) for v in sys.argv[1:]] or [9, 15, 16]
 src = '#include "attn_v7.cuh"\n' + "".join(f"NUQ_V7_LAYOUTS(4, 4, 2, {v})\n" for v in versions)
 ok, text, _, _ = nvrtc11.compile(src, "regs.cu", ["--gpu-architecture=sm_90", "--std=c++17", "--ptxas-options=-v"])
 if not ok: sys.exit(text)

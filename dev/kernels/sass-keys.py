@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # Static SASS instructions of attn_v7 kernels' score (keys) loop, no GPU: NVRTC 11.8 (dev/kernels/nvrtc-check.sh
 # unpacks it into /tmp/kvq-nvrtc11; run that once first) compiles each asked version (4 bits, G = 4, slots layout) to
-# an sm_90 cubin twice - as it is, and with the score loop compiled out (a copy of the headers where "if constexpr
-# (!NOKEYS)" guards v16's two halves and the older versions' tile loop) - and prints the kernels' .text sizes / 16
+# an sm_90 cubin twice - as it is, and with the score loop compiled out (a copy of the headers where NOKEYS sets the
+# trip count of v16's two halves and of the older versions' tile loop to 0) - and prints the kernels' .text sizes / 16
 # bytes (one SASS instruction each) and their difference: the score loop's instructions per warp and chunk (32 tokens),
 # and per (token, KV head). The difference also holds what only the loop used (the compiler drops it with the loop),
 # so it is the loop's cost as the kernel pays it. Used for kernel v16's prediction (docs/perf.md).
@@ -37,12 +37,12 @@ try:
         if f.endswith(".cuh"): shutil.copy(os.path.join(nvrtc11.KERNELS, f), tmp)
     path = os.path.join(tmp, "attn_v7.cuh")
     s = open(path).read()
-    hooks = [("#pragma unroll\n            for (int hb = 0; hb < 2; ++hb)",
-              "            if constexpr (!NOKEYS)\n#pragma unroll\n            for (int hb = 0; hb < 2; ++hb)"),
-             ("#pragma unroll\n        for (int tile = 0; tile < (KQ ? 0 : TPW4); ++tile)",
-              "        if constexpr (!NOKEYS)\n#pragma unroll\n        for (int tile = 0; tile < (KQ ? 0 : TPW4); ++tile)")]
+    # The loops are compiled out through their bounds: a statement wrapped around a "#pragma unroll" loop changes how
+    # NVRTC 11.8 unrolls it (docs/perf.md, v16), so the kernel "with" must be the kernel as it is.
+    hooks = [("for (int hb = 0; hb < 2; ++hb)", "for (int hb = 0; hb < (NOKEYS ? 0 : 2); ++hb)"),
+             ("for (int tile = 0; tile < (KQ ? 0 : TPW4); ++tile)", "for (int tile = 0; tile < (KQ || NOKEYS ? 0 : TPW4); ++tile)")]
     for a, b in hooks:
-        if s.count(a) != 1: sys.exit(f"sass-keys: attn_v7.cuh no longer has one '{a.splitlines()[-1].strip()}'")
+        if s.count(a) != 1: sys.exit(f"sass-keys: attn_v7.cuh no longer has one '{a}'")
         s = s.replace(a, b)
     s = s.replace("#define KVQ_ATTN_V7_CUH", "#define KVQ_ATTN_V7_CUH\n#ifndef NOKEYS\n#define NOKEYS 0\n#endif", 1)
     open(path, "w").write(s)

@@ -3,8 +3,8 @@
 # unpacks it into /tmp/kvq-nvrtc11; run that once first) compiles each asked version (4 bits, G = 4, slots layout) to
 # an sm_90 cubin twice - as it is, and with the score loop compiled out (a copy of the headers where NOKEYS sets the
 # trip count of v16's two halves and of the older versions' tile loop to 0) - and prints the kernels' .text sizes / 16
-# bytes (one SASS instruction each) and their difference: the score loop's instructions per warp and chunk (32 tokens),
-# and per (token, KV head). The difference also holds what only the loop used (the compiler drops it with the loop),
+# bytes (one SASS instruction each) and their difference: the score loop's instructions (v16: per warp and chunk of 32
+# tokens, and per (token, KV head); v9-v15 at G = 4 run theirs as a run-time loop over 4 tiles, so theirs is static only). The difference also holds what only the loop used (the compiler drops it with the loop),
 # so it is the loop's cost as the kernel pays it. Used for kernel v16's prediction (docs/perf.md).
 # Usage: dev/kernels/sass-keys.py [VERSION ...]   (default 11 15 16; about a minute per version on a loaded machine)
 import ctypes, os, re, shutil, struct, sys, tempfile
@@ -50,7 +50,12 @@ try:
     for v in versions:
         n = [list(text_instructions(f'#define NOKEYS {k}\n#include "attn_v7.cuh"\nNUQ_V7_ANY(4, 4, 2, {v}, , KSLOTS, VSLOTS, 0)\n').values())[0]
              for k in (0, 1)]
-        print(f"v{v}: kernel {n[0]} SASS instructions, without the score loop {n[1]}: the loop {n[0] - n[1]} per warp and chunk, "
-              f"{(n[0] - n[1]) / 32:.1f} per (token, KV head)")
+        loop = n[0] - n[1]
+        if v >= 16:   # v16's halves are unrolled: the static count is what a warp runs per chunk (32 tokens)
+            print(f"v{v}: kernel {n[0]} SASS instructions, without the score loop {n[1]}: the loop {loop} per warp and chunk, "
+                  f"{loop / 32:.1f} per (token, KV head)")
+        else:         # a run-time loop over the warp's 4 tiles at G = 4 (its #pragma unroll is not applied)
+            print(f"v{v}: kernel {n[0]} SASS instructions, without the score loop {n[1]}: the loop {loop} static "
+                  f"(a run-time loop over 4 tiles of 8 tokens, which ptxas may unroll in part)")
 finally:
     shutil.rmtree(tmp)

@@ -78,6 +78,8 @@ public class OffloadGenerationGpuTests
         Assert.InRange(st.HitRate, 0, 1);
         Assert.InRange(st.HiddenShare, 0, 1);
         Assert.Equal(st.DemandFetched * st.BlockBytes, st.DemandBytes);
-        Assert.Contains($"offload {budget} (GPU host tier): {run.HostBlocks} of {(run.Length + 127) / 128} blocks on the host", run.Report);
+        // The report names the budget as parsed: a count of blocks reads "4blk".
+        var name = KvOffloadBudget.Parse(budget).Name["offload@".Length..];
+        Assert.Contains($"offload {name} (GPU host tier): {run.HostBlocks} of {(run.Length + 127) / 128} blocks on the host", run.Report);
     }
 }

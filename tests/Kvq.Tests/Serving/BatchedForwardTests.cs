@@ -191,6 +191,70 @@ public class BatchedForwardTests
         }
     }
 
+    /// <summary>The batched step's per-sequence region (biases, RoPE, the cache append with its encode) and row-parallel
+    /// activation against the same step with both on the calling thread (<see cref="Transformer.ParallelRest"/> off):
+    /// two copies of 9 sequences at odd contexts across the 32-token block edges (random ids), plus a 23-token prompt
+    /// chunk in some steps, decoded at 3 threads in each format (whole-token, per-channel staging, KVQuant with its
+    /// sparse outlier rows and a sink). Every logit equal bitwise, every step: an append that raced or landed in another
+    /// sequence's block would show in the next step's attention.</summary>
+    [Theory]
+    [InlineData("f16", 0)]
+    [InlineData("q4_0", 0)]
+    [InlineData("kivi2", 0)]
+    [InlineData("nuq3-1%", 1)]
+    public void ParallelAppendsEqualTheSerialStep(string spec, int sink)
+    {
+        var m = EngineFixtures.Books;
+        using var par = new Parallelism(3);
+        var model = new Transformer(m.Weights, par, 64);
+        int vocab = m.Weights.Config.VocabSize;
+        var rng = new Random(TestSeeds.Of("parallelrest" + spec));
+        var config = Kvq.Tests.Cache.Storage.StorageFixtures.Config(spec, sink);
+        int[] contexts = [1, 9, 31, 33, 63, 64, 95, 97, 150];
+        var caches = new[] { new PagedKvCache(model.KvShape, config), new PagedKvCache(model.KvShape, config) };
+        var seqs = new IKvSequence[2][];
+        var logits = new float[vocab];
+        var prompts = contexts.Select(n => Enumerable.Range(0, n).Select(_ => rng.Next(3, vocab)).ToArray()).ToArray();
+        for (int copy = 0; copy < 2; copy++)
+        {
+            seqs[copy] = new IKvSequence[contexts.Length + 1];
+            for (int i = 0; i < contexts.Length; i++)
+            {
+                seqs[copy][i] = caches[copy].CreateSequence();
+                model.Forward(prompts[i], seqs[copy][i], logits);
+            }
+            seqs[copy][^1] = caches[copy].CreateSequence(); // fed in 23-token prompt chunks
+        }
+        var chunkPrompt = Enumerable.Range(0, 3 * 23).Select(_ => rng.Next(3, vocab)).ToArray();
+        var got = new float[2][];
+        try
+        {
+            for (int step = 0; step < 40; step++)
+            {
+                var tokens = new List<int>();
+                for (int i = 0; i < contexts.Length; i++) tokens.Add(rng.Next(3, vocab));
+                bool chunk = step % 7 == 2 && step / 7 < 3;
+                if (chunk) tokens.AddRange(chunkPrompt.AsSpan(step / 7 * 23, 23).ToArray());
+                for (int copy = 0; copy < 2; copy++)
+                {
+                    var segments = Enumerable.Range(0, contexts.Length).Select(i => new BatchSegment(seqs[copy][i], i, 1, Decode: true, Logits: true)).ToList();
+                    if (chunk) segments.Add(new BatchSegment(seqs[copy][^1], contexts.Length, 23, Decode: false, Logits: true));
+                    got[copy] = new float[segments.Count * vocab];
+                    Transformer.ParallelRest = copy == 0;
+                    model.ForwardBatch(tokens.ToArray(), segments.ToArray(), got[copy]);
+                }
+                for (int v = 0; v < got[0].Length; v++)
+                    Assert.True(BitConverter.SingleToInt32Bits(got[0][v]) == BitConverter.SingleToInt32Bits(got[1][v]),
+                        $"{spec}, step {step}, row {v / vocab}, vocab {v % vocab}: parallel {got[0][v]:R}, serial {got[1][v]:R}");
+            }
+        }
+        finally
+        {
+            Transformer.ParallelRest = true;
+        }
+        for (int i = 0; i < seqs[0].Length; i++) Assert.Equal(seqs[1][i].Length, seqs[0][i].Length);
+    }
+
     private static KvCacheConfig Config(string spec) => spec.Split(' ') is [var kv, var policy]
         ? KvCacheConfig.Parse(kv) with { Policy = new KvPolicyConfig(KvPolicyRegistry.Parse(policy), KvBudget.Parse("0.5")) }
         : KvCacheConfig.Parse(spec);

@@ -35,8 +35,8 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     private BatchSegment[] _stepSegments = new BatchSegment[8]; // a batched step's segments, for its per-sequence region
 
     /// <summary>Whether a batched step runs its per-sequence work (biases, QK-norm, the queries' RoPE, the cache append:
-    /// KV encode included) over the sequences in one parallel region per layer, and the feed-forward activation over the
-    /// rows in another, instead of on the calling thread (a switch for the benchmarks' A/B, <c>bench/Kvq.Micro
+    /// KV encode included) over the sequences in one parallel region per layer, and the feed-forward activation (of a
+    /// batched step or a prompt chunk) over the rows in another, instead of on the calling thread (a switch for the benchmarks' A/B, <c>bench/Kvq.Micro
     /// --batch-profile</c>; results do not depend on it: each row's and each sequence's work is the same code either way).</summary>
     internal static bool ParallelRest = true;
 
@@ -121,7 +121,13 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             {
                 Project(w.WGate!, _xn, _gate, n);
                 Project(w.WUp!, _xn, _up, n);
-                Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                if (ParallelRest && n > 1 && par.Threads > 1)
+                {
+                    // A prompt chunk's activation over its rows on every thread (elementwise: the same floats).
+                    var job = new ActivateJob(this);
+                    par.For(n, 1, ref job);
+                }
+                else Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
                 Project(w.WDown!, _gate, _proj, n);
             }
             PostNorm(w.FfnPostNorm, n);
@@ -156,7 +162,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             together.Clear();
             _together.AsSpan(0, segments.Length).Clear();
         }
-        bool parallelRest = ParallelRest && par.Threads > 1 && segments.Length > 1 && AppendConcurrently(segments);
+        bool parallelAppends = ParallelRest && par.Threads > 1 && segments.Length > 1 && AppendConcurrently(segments);
         for (int l = 0; l < c.Layers; l++)
         {
             var w = Weights.Layers[l];
@@ -165,7 +171,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             ProjectBatch(w.Wq, _xn, _q, segments, decodeRows);
             ProjectBatch(w.Wk, _xn, _k, segments, decodeRows);
             ProjectBatch(w.Wv, _xn, _v, segments, decodeRows);
-            if (parallelRest)
+            if (parallelAppends)
             {
                 var job = new SegmentJob(this, l);
                 try
@@ -206,7 +212,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             {
                 ProjectBatch(w.WGate!, _xn, _gate, segments, decodeRows);
                 ProjectBatch(w.WUp!, _xn, _up, segments, decodeRows);
-                if (parallelRest)
+                if (ParallelRest && n > 1 && par.Threads > 1)
                 {
                     var job = new ActivateJob(this);
                     par.For(n, 1, ref job);
@@ -218,7 +224,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         foreach (var s in segments) s.Kv.Commit(s.Count);
-        if (parallelRest) _stepSegments.AsSpan(0, segments.Length).Clear(); // holds no sequence past its step
+        if (parallelAppends) _stepSegments.AsSpan(0, segments.Length).Clear(); // holds no sequence past its step
         // Logits of the wanted rows through the matrix-vector kernels: what a lone sequence's last row gets.
         int wanted = 0;
         foreach (var s in segments)

@@ -255,6 +255,40 @@ public class BatchedForwardTests
         for (int i = 0; i < seqs[0].Length; i++) Assert.Equal(seqs[1][i].Length, seqs[0][i].Length);
     }
 
+    /// <summary>A prompt's chunks (odd lengths: 77 tokens in chunks of up to 64, so 64 + 13 rows) with the activation
+    /// split over 3 threads' rows against it on the calling thread (<see cref="Transformer.ParallelRest"/> off): the
+    /// last row's logits and the next decode's equal bitwise.</summary>
+    [Fact]
+    public void ParallelActivationOfAPromptEqualsTheSerialOne()
+    {
+        var m = EngineFixtures.Books;
+        using var par = new Parallelism(3);
+        var model = new Transformer(m.Weights, par, 64);
+        int vocab = m.Weights.Config.VocabSize;
+        var rng = new Random(TestSeeds.Of("parallelactivation"));
+        var prompt = Enumerable.Range(0, 77).Select(_ => rng.Next(3, vocab)).ToArray();
+        int next = rng.Next(3, vocab);
+        var got = new float[2][];
+        try
+        {
+            for (int copy = 0; copy < 2; copy++)
+            {
+                Transformer.ParallelRest = copy == 0;
+                var seq = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f16")).CreateSequence();
+                got[copy] = new float[2 * vocab];
+                model.Forward(prompt, seq, got[copy].AsSpan(0, vocab));
+                model.Forward([next], seq, got[copy].AsSpan(vocab, vocab));
+            }
+        }
+        finally
+        {
+            Transformer.ParallelRest = true;
+        }
+        for (int v = 0; v < got[0].Length; v++)
+            Assert.True(BitConverter.SingleToInt32Bits(got[0][v]) == BitConverter.SingleToInt32Bits(got[1][v]),
+                $"row {v / vocab}, vocab {v % vocab}: parallel {got[0][v]:R}, serial {got[1][v]:R}");
+    }
+
     private static KvCacheConfig Config(string spec) => spec.Split(' ') is [var kv, var policy]
         ? KvCacheConfig.Parse(kv) with { Policy = new KvPolicyConfig(KvPolicyRegistry.Parse(policy), KvBudget.Parse("0.5")) }
         : KvCacheConfig.Parse(spec);

@@ -72,6 +72,21 @@ public static class ServeSplit
             runCpu[k] = (prefillCpu[k] + decodeCpu) / 1000;
             Console.WriteLine($"| {kvs[k]} | {b} | {bestPrefill:F0} | {bestStep:F1} | {bestStep / b:F2} | {runCpu[k]:F1} | {prefillCpu[k] / 1000 / runCpu[k]:P0} |");
         }
+        // The feed-forward activation of one 256-row chunk, every layer, on one thread (what ForwardChunk ran serially
+        // before branch batch14): its share of a chunk's prefill.
+        {
+            var gate = new float[256 * c.FfnDim];
+            var up = new float[256 * c.FfnDim];
+            for (int i = 0; i < gate.Length; i++) { gate[i] = (float)(rng.NextDouble() * 8 - 4); up[i] = (float)(rng.NextDouble() * 2 - 1); }
+            double best = double.MaxValue;
+            for (int round = 0; round < 5; round++)
+            {
+                var sw = Stopwatch.StartNew();
+                for (int l = 0; l < c.Layers; l++) Kernels.SwiGlu(gate, up);
+                best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+            }
+            Console.WriteLine($"SwiGLU of a 256-row chunk, {c.Layers} layers, 1 thread: {best:F2} ms (prefill of the chunk at 1 thread: ~{prefillCpu[0] / 32 * 256 / prompt:F0} ms CPU for {kvs[0]})");
+        }
         for (int k = 1; k < kvs.Length; k++)
             Console.WriteLine($"{kvs[k]} vs {kvs[0]}: modelled output tok/s {runCpu[0] / runCpu[k]:F2}x; with a free decode (prefill only) at most {runCpu[0] / (prefillCpu[k] / 1000):F2}x");
         Console.WriteLine($"load {File.ReadAllText("/proc/loadavg").Trim()}");

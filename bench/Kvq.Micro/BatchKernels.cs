@@ -168,6 +168,10 @@ public static class BatchProfile
 {
     public static void Run(string modelPath, int threads, int context, int n, int rounds)
     {
+        // KVQ_AB=levers: the A/B of branch batchdec (weight-row prefetch and cheap f16 widening on/off); otherwise (the
+        // default) that of branch batch14: the step's per-sequence work and activation in parallel regions on/off
+        // (products and attention are the same code either way, so only the step's columns differ).
+        bool abRest = Environment.GetEnvironmentVariable("KVQ_AB") != "levers";
         using var weights = GgufModelLoader.Load(modelPath);
         var par = new Parallelism(threads);
         var model = new Model.Transformer(weights, par, 256);
@@ -224,19 +228,25 @@ public static class BatchProfile
             foreach (bool on in new[] { true, false })
             {
                 int o = on ? 0 : 3;
-                HalfRowBlock.PrefetchNextRows = on;
-                Cache.Attention.HalfTileMath.FiniteWidening = on;
+                if (abRest) Model.Transformer.ParallelRest = on;
+                else
+                {
+                    HalfRowBlock.PrefetchNextRows = on;
+                    Cache.Attention.HalfTileMath.FiniteWidening = on;
+                }
                 Time(o, () => { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); });
                 Time(o + 1, () => { foreach (var m in mats) m.MatVecRows(x.AsSpan(0, n * m.Cols), y.AsSpan(0, n * m.Rows), n, par); });
                 Time(o + 2, () => { for (int l = 0; l < c.Layers; l++) together.Attend(l, qs, atts, par); });
             }
             HalfRowBlock.PrefetchNextRows = true;
             Cache.Attention.HalfTileMath.FiniteWidening = true;
+            Model.Transformer.ParallelRest = true;
             // Greedy sampling of the step's rows (what the engine does after the step; not inside ForwardBatch).
             Time(6, () => { for (int t = 0; t < n; t++) argmax += System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.AsSpan(t * c.VocabSize, c.VocabSize)); });
         }
         Console.WriteLine($"books-19m, {threads} threads, f16 cache, {n} sequences at context {context}+, best of {rounds} rounds x {Steps} steps (argmax {argmax % 10})");
-        Console.WriteLine("| levers | step wall us | step CPU us | tok per CPU-s | products CPU us | attention CPU us | rest CPU us |");
+        Console.WriteLine($"A/B: {(abRest ? "parallel rest (Transformer.ParallelRest)" : "levers (row prefetch, finite widening)")}");
+        Console.WriteLine("| on/off | step wall us | step CPU us | tok per CPU-s | products CPU us | attention CPU us | rest CPU us |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
         foreach (int o in new[] { 0, 3 })
             Console.WriteLine($"| {(o == 0 ? "on" : "off")} | {wall[o]:F0} | {cpu[o]:F0} | {n * 1e6 / cpu[o]:F0} | {cpu[o + 1]:F0} ({cpu[o + 1] / cpu[o]:P0}) | " +

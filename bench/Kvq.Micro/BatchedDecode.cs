@@ -13,6 +13,16 @@ namespace Kvq.Micro;
 /// </summary>
 public static class BatchedDecode
 {
+    /// <summary>The cache config of <paramref name="kv"/>; calibrated formats (nuq) read their profile from the file that
+    /// KVQ_PROFILE names (a books-19m profile from <c>kvq calibrate</c>).</summary>
+    private static KvCacheConfig Config(string kv) => KvCacheConfig.Parse(kv) with
+    {
+        Profile = kv.StartsWith("nuq", StringComparison.Ordinal)
+            ? Cache.Codecs.KvQuant.KvQuantProfileFile.Read(Environment.GetEnvironmentVariable("KVQ_PROFILE")
+                ?? throw new ArgumentException($"{kv} needs a profile: set KVQ_PROFILE to a books-19m .kvqp file"))
+            : null,
+    };
+
     public static void Run(string modelPath, int threads, int context, int[] batches, string kv)
     {
         // KVQ_BATCH_LEVERS=off: the weight-row prefetch and the cheap f16 widening off (the kernels as before them),
@@ -26,12 +36,12 @@ public static class BatchedDecode
         const int Steps = 48, Rounds = 5;
         var rng = new Random(11);
         Console.WriteLine($"books-19m, {threads} threads, kv {kv}, context {context}, {Steps} decode steps, best of {Rounds} rounds, levers {(levers ? "on" : "off")}; load {File.ReadAllText("/proc/loadavg").Trim()}");
-        Console.WriteLine("| sequences | batched tok/s | one at a time tok/s | batched / one at a time | vs 1 sequence |");
-        Console.WriteLine("|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| sequences | batched tok/s | one at a time tok/s | batched / one at a time | vs 1 sequence | batched, rest serial tok/s | parallel / serial rest |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|");
         // Warm-up: ForwardBatch and the batched kernels reach the JIT's optimised tier before anything is timed (the
         // lone Forward is warmed by every prefill already).
         {
-            var cache = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(kv));
+            var cache = new PagedKvCache(model.KvShape, Config(kv));
             var warm = Enumerable.Range(0, 4).Select(_ => cache.CreateSequence()).ToArray();
             var logits = new float[4 * vocab];
             foreach (var s in warm) model.Forward(Enumerable.Range(3, 64).ToArray(), s, logits.AsSpan(0, vocab));
@@ -43,12 +53,16 @@ public static class BatchedDecode
         double single = 0;
         foreach (int b in batches)
         {
-            double bestBatched = 0, bestSeq = 0;
+            double bestBatched = 0, bestSeq = 0, bestSerial = 0;
             for (int round = 0; round < Rounds; round++)
             {
-                foreach (bool batched in new[] { true, false })
+                // Three arms per round: the batched step, the batched step with its per-sequence work and activation on
+                // the calling thread (Transformer.ParallelRest off: as before branch batch14), one Forward at a time.
+                foreach (int arm in new[] { 0, 1, 2 })
                 {
-                    var cache = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(kv));
+                    bool batched = arm < 2;
+                    Transformer.ParallelRest = arm == 0;
+                    var cache = new PagedKvCache(model.KvShape, Config(kv));
                     var seqs = new PagedKvSequence[b];
                     var logits = new float[b * vocab];
                     for (int i = 0; i < b; i++)
@@ -70,12 +84,14 @@ public static class BatchedDecode
                             for (int i = 0; i < b; i++) model.Forward(tokens.AsSpan(i, 1), seqs[i], logits.AsSpan(i * vocab, vocab));
                     }
                     double tokS = b * Steps / sw.Elapsed.TotalSeconds;
-                    if (batched) bestBatched = Math.Max(bestBatched, tokS);
+                    if (arm == 0) bestBatched = Math.Max(bestBatched, tokS);
+                    else if (arm == 1) bestSerial = Math.Max(bestSerial, tokS);
                     else bestSeq = Math.Max(bestSeq, tokS);
                 }
             }
+            Transformer.ParallelRest = true;
             if (b == batches[0]) single = bestBatched;
-            Console.WriteLine($"| {b} | {bestBatched:F0} | {bestSeq:F0} | {bestBatched / bestSeq:F2}x | {bestBatched / single:F2}x |");
+            Console.WriteLine($"| {b} | {bestBatched:F0} | {bestSeq:F0} | {bestBatched / bestSeq:F2}x | {bestBatched / single:F2}x | {bestSerial:F0} | {bestBatched / bestSerial:F2}x |");
         }
         Console.WriteLine($"load {File.ReadAllText("/proc/loadavg").Trim()}");
     }

@@ -32,6 +32,13 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     private readonly Experts.ExpertFeedForward? _experts;   // mixture-of-experts layers' feed-forward
     private readonly Cache.Attention.BatchAttention _batchAttention = new(); // a batched step's paged sequences, one region per layer
     private readonly bool[] _together;  // per segment of a batched step: attended within _batchAttention
+    private BatchSegment[] _stepSegments = new BatchSegment[8]; // a batched step's segments, for its per-sequence region
+
+    /// <summary>Whether a batched step runs its per-sequence work (biases, QK-norm, the queries' RoPE, the cache append:
+    /// KV encode included) over the sequences in one parallel region per layer, and the feed-forward activation (of a
+    /// batched step or a prompt chunk) over the rows in another, instead of on the calling thread (a switch for the benchmarks' A/B, <c>bench/Kvq.Micro
+    /// --batch-profile</c>; results do not depend on it: each row's and each sequence's work is the same code either way).</summary>
+    internal static bool ParallelRest = true;
 
     public Transformer(ModelWeights weights, Parallelism? parallelism = null, int maxBatch = 64)
     {
@@ -114,7 +121,13 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             {
                 Project(w.WGate!, _xn, _gate, n);
                 Project(w.WUp!, _xn, _up, n);
-                Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                if (ParallelRest && n > 1 && par.Threads > 1)
+                {
+                    // A prompt chunk's activation over its rows on every thread (elementwise: the same floats).
+                    var job = new ActivateJob(this);
+                    par.For(n, 1, ref job);
+                }
+                else Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
                 Project(w.WDown!, _gate, _proj, n);
             }
             PostNorm(w.FfnPostNorm, n);
@@ -127,7 +140,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     {
         var c = Config;
         int n = tokens.Length;
-        int dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim, ffn = c.FfnDim;
+        int dim = c.Dim, qDim = c.QDim, ffn = c.FfnDim;
         int decodeRows = CheckBatch(tokens, segments);
         var par = Parallelism;
         for (int t = 0; t < n; t++)
@@ -149,6 +162,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             together.Clear();
             _together.AsSpan(0, segments.Length).Clear();
         }
+        bool parallelAppends = ParallelRest && par.Threads > 1 && segments.Length > 1 && AppendConcurrently(segments);
         for (int l = 0; l < c.Layers; l++)
         {
             var w = Weights.Layers[l];
@@ -157,21 +171,27 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             ProjectBatch(w.Wq, _xn, _q, segments, decodeRows);
             ProjectBatch(w.Wk, _xn, _k, segments, decodeRows);
             ProjectBatch(w.Wv, _xn, _v, segments, decodeRows);
-            for (int i = 0; i < segments.Length; i++)
+            if (parallelAppends)
             {
-                var s = segments[i];
-                int pos0 = s.Kv.Length;
-                for (int t = s.Start; t < s.Start + s.Count; t++)
+                var job = new SegmentJob(this, l);
+                try
                 {
-                    if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
-                    if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
-                    if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
-                    PrepareQueryAndKey(w, l, t, pos0 + t - s.Start);
+                    par.ForEach(segments.Length, ref job);
                 }
-                s.Kv.Append(l, _k.AsSpan(s.Start * kvDim, s.Count * kvDim), _v.AsSpan(s.Start * kvDim, s.Count * kvDim), s.Count);
-                if (!_together[i])
-                    s.Kv.Attend(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count, _att.AsSpan(s.Start * qDim, s.Count * qDim), par);
+                catch (AggregateException e) when (e.InnerExceptions.Count == 1)
+                {
+                    // What the serial loop would throw (a host-memory refusal of the arena, say), not the region's wrapper.
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+                }
             }
+            else
+                foreach (var s in segments) PrepareAndAppend(l, s);
+            for (int i = 0; i < segments.Length; i++)
+                if (!_together[i])
+                {
+                    var s = segments[i];
+                    s.Kv.Attend(l, _q.AsSpan(s.Start * qDim, s.Count * qDim), s.Count, _att.AsSpan(s.Start * qDim, s.Count * qDim), par);
+                }
             if (together.Count > 0)
             {
                 together.Attend(l, _q.AsSpan(0, n * qDim), _att.AsSpan(0, n * qDim), par);
@@ -192,13 +212,19 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             {
                 ProjectBatch(w.WGate!, _xn, _gate, segments, decodeRows);
                 ProjectBatch(w.WUp!, _xn, _up, segments, decodeRows);
-                Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                if (ParallelRest && n > 1 && par.Threads > 1)
+                {
+                    var job = new ActivateJob(this);
+                    par.For(n, 1, ref job);
+                }
+                else Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
                 ProjectBatch(w.WDown!, _gate, _proj, segments, decodeRows);
             }
             PostNorm(w.FfnPostNorm, n);
             TensorPrimitives.Add(_x.AsSpan(0, n * dim), _proj.AsSpan(0, n * dim), _x.AsSpan(0, n * dim));
         }
         foreach (var s in segments) s.Kv.Commit(s.Count);
+        if (parallelAppends) _stepSegments.AsSpan(0, segments.Length).Clear(); // holds no sequence past its step
         // Logits of the wanted rows through the matrix-vector kernels: what a lone sequence's last row gets.
         int wanted = 0;
         foreach (var s in segments)
@@ -206,6 +232,58 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
                 Kernels.RmsNorm(_x.AsSpan((s.Start + s.Count - 1) * dim, dim), Weights.OutputNorm, c.NormEps, _last.AsSpan(wanted++ * dim, dim));
         if (wanted > 0) Weights.Output.MatVecRows(_last.AsSpan(0, wanted * dim), logits[..(wanted * c.VocabSize)], wanted, par);
         if (wanted > 0 && c.Extras is { FinalSoftCap: > 0 } fc) DecoderExtras.SoftCap(logits[..(wanted * c.VocabSize)], fc.FinalSoftCap);
+    }
+
+    /// <summary>One segment's rows after the Q/K/V products: biases, QK-norm and the queries' RoPE, then the append
+    /// of its keys and values to its sequence (encoded by the sequence's codecs). Touches only the segment's rows and
+    /// its own sequence, so the segments of a step may run on different threads (<see cref="SegmentJob"/>).</summary>
+    private void PrepareAndAppend(int l, in BatchSegment s)
+    {
+        var c = Config;
+        var w = Weights.Layers[l];
+        int qDim = c.QDim, kvDim = c.KvDim;
+        int pos0 = s.Kv.Length;
+        for (int t = s.Start; t < s.Start + s.Count; t++)
+        {
+            if (w.Bq != null) TensorPrimitives.Add(_q.AsSpan(t * qDim, qDim), w.Bq, _q.AsSpan(t * qDim, qDim));
+            if (w.Bk != null) TensorPrimitives.Add(_k.AsSpan(t * kvDim, kvDim), w.Bk, _k.AsSpan(t * kvDim, kvDim));
+            if (w.Bv != null) TensorPrimitives.Add(_v.AsSpan(t * kvDim, kvDim), w.Bv, _v.AsSpan(t * kvDim, kvDim));
+            PrepareQueryAndKey(w, l, t, pos0 + t - s.Start);
+        }
+        s.Kv.Append(l, _k.AsSpan(s.Start * kvDim, s.Count * kvDim), _v.AsSpan(s.Start * kvDim, s.Count * kvDim), s.Count);
+    }
+
+    /// <summary>Whether every segment's sequence may append while the others do (paged, without a token policy, rings or
+    /// offload: <see cref="PagedKvSequence.AppendsConcurrently"/>); if so the segments are kept for the step's
+    /// per-sequence regions (<see cref="SegmentJob"/>, which cannot hold the caller's span).</summary>
+    private bool AppendConcurrently(ReadOnlySpan<BatchSegment> segments)
+    {
+        foreach (var s in segments)
+            if (s.Kv is not PagedKvSequence { AppendsConcurrently: true }) return false;
+        if (_stepSegments.Length < segments.Length) _stepSegments = new BatchSegment[Math.Max(segments.Length, _stepSegments.Length * 2)];
+        segments.CopyTo(_stepSegments);
+        return true;
+    }
+
+    /// <summary>A batched step's per-sequence work of one layer, one segment per index (claimed one at a time: a prompt
+    /// chunk's segment costs as much as many decode rows).</summary>
+    private readonly struct SegmentJob(Transformer t, int layer) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            for (int i = start; i < end; i++) t.PrepareAndAppend(layer, t._stepSegments[i]);
+        }
+    }
+
+    /// <summary>The feed-forward activation of rows [start, end) of a batched step (elementwise, so any split of the
+    /// rows gives the same floats as one call over all of them).</summary>
+    private readonly struct ActivateJob(Transformer t) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            int ffn = t.Config.FfnDim;
+            t.Activate(t._gate.AsSpan(start * ffn, (end - start) * ffn), t._up.AsSpan(start * ffn, (end - start) * ffn));
+        }
     }
 
     /// <summary>Row <paramref name="t"/>'s query and key after projection: QK-norm (per-head RMSNorm of both, before RoPE;

@@ -191,6 +191,108 @@ public class BatchedForwardTests
         }
     }
 
+    /// <summary>The batched step's per-sequence region (biases, RoPE, the cache append with its encode) and row-parallel
+    /// activation against the same step with both on the calling thread (<see cref="Transformer.ParallelRest"/> off):
+    /// two copies of 10 sequences at odd contexts across the 32-token block edges (random ids), plus a 23-token prompt
+    /// chunk in some steps, the appends passing into a new 64-block arena chunk (formats that write at append), decoded at 3 threads in each format (whole-token, per-channel staging, KVQuant with its
+    /// sparse outlier rows and a sink). Every logit equal bitwise, every step: an append that raced or landed in another
+    /// sequence's block would show in the next step's attention.</summary>
+    [Theory]
+    [InlineData("f16", 0, true)]
+    [InlineData("q4_0", 0, true)]
+    [InlineData("kivi2", 0, false)] // staged: a block's bytes are written at its seal, 32 + the residual tokens after it is allocated
+    [InlineData("nuq3-1%", 1, true)]
+    public void ParallelAppendsEqualTheSerialStep(string spec, int sink, bool reachesNewChunk)
+    {
+        var m = EngineFixtures.Books;
+        using var par = new Parallelism(3);
+        var model = new Transformer(m.Weights, par, 64);
+        int vocab = m.Weights.Config.VocabSize;
+        var rng = new Random(TestSeeds.Of("parallelrest" + spec));
+        var config = Kvq.Tests.Cache.Storage.StorageFixtures.Config(spec, sink);
+        int[] contexts = [1, 9, 31, 33, 63, 64, 95, 97, 150, 1000]; // 53 blocks after the prompts: the steps pass block 64
+        var caches = new[] { new PagedKvCache(model.KvShape, config), new PagedKvCache(model.KvShape, config) };
+        var seqs = new IKvSequence[2][];
+        var logits = new float[vocab];
+        var prompts = contexts.Select(n => Enumerable.Range(0, n).Select(_ => rng.Next(3, vocab)).ToArray()).ToArray();
+        for (int copy = 0; copy < 2; copy++)
+        {
+            seqs[copy] = new IKvSequence[contexts.Length + 1];
+            for (int i = 0; i < contexts.Length; i++)
+            {
+                seqs[copy][i] = caches[copy].CreateSequence();
+                model.Forward(prompts[i], seqs[copy][i], logits);
+            }
+            seqs[copy][^1] = caches[copy].CreateSequence(); // fed in 23-token prompt chunks
+        }
+        var chunkPrompt = Enumerable.Range(0, 3 * 23).Select(_ => rng.Next(3, vocab)).ToArray();
+        var got = new float[2][];
+        long ArenaBytes() => caches[0].Keys[0].AllocatedBytes + caches[0].Values[0].AllocatedBytes;
+        long arenaBefore = ArenaBytes();
+        try
+        {
+            for (int step = 0; step < 40; step++)
+            {
+                var tokens = new List<int>();
+                for (int i = 0; i < contexts.Length; i++) tokens.Add(rng.Next(3, vocab));
+                bool chunk = step % 7 == 2 && step / 7 < 3;
+                if (chunk) tokens.AddRange(chunkPrompt.AsSpan(step / 7 * 23, 23).ToArray());
+                for (int copy = 0; copy < 2; copy++)
+                {
+                    var segments = Enumerable.Range(0, contexts.Length).Select(i => new BatchSegment(seqs[copy][i], i, 1, Decode: true, Logits: true)).ToList();
+                    if (chunk) segments.Add(new BatchSegment(seqs[copy][^1], contexts.Length, 23, Decode: false, Logits: true));
+                    got[copy] = new float[segments.Count * vocab];
+                    Transformer.ParallelRest = copy == 0;
+                    model.ForwardBatch(tokens.ToArray(), segments.ToArray(), got[copy]);
+                }
+                for (int v = 0; v < got[0].Length; v++)
+                    Assert.True(BitConverter.SingleToInt32Bits(got[0][v]) == BitConverter.SingleToInt32Bits(got[1][v]),
+                        $"{spec}, step {step}, row {v / vocab}, vocab {v % vocab}: parallel {got[0][v]:R}, serial {got[1][v]:R}");
+            }
+        }
+        finally
+        {
+            Transformer.ParallelRest = true;
+        }
+        for (int i = 0; i < seqs[0].Length; i++) Assert.Equal(seqs[1][i].Length, seqs[0][i].Length);
+        // The parallel appends reached a new 64-block chunk of the arenas (added under their lock) at least once.
+        if (reachesNewChunk) Assert.True(ArenaBytes() > arenaBefore, $"{spec}: no arena chunk was added during the parallel steps");
+    }
+
+    /// <summary>A prompt's chunks (odd lengths: 77 tokens in chunks of up to 64, so 64 + 13 rows) with the activation
+    /// split over 3 threads' rows against it on the calling thread (<see cref="Transformer.ParallelRest"/> off): the
+    /// last row's logits and the next decode's equal bitwise.</summary>
+    [Fact]
+    public void ParallelActivationOfAPromptEqualsTheSerialOne()
+    {
+        var m = EngineFixtures.Books;
+        using var par = new Parallelism(3);
+        var model = new Transformer(m.Weights, par, 64);
+        int vocab = m.Weights.Config.VocabSize;
+        var rng = new Random(TestSeeds.Of("parallelactivation"));
+        var prompt = Enumerable.Range(0, 77).Select(_ => rng.Next(3, vocab)).ToArray();
+        int next = rng.Next(3, vocab);
+        var got = new float[2][];
+        try
+        {
+            for (int copy = 0; copy < 2; copy++)
+            {
+                Transformer.ParallelRest = copy == 0;
+                var seq = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f16")).CreateSequence();
+                got[copy] = new float[2 * vocab];
+                model.Forward(prompt, seq, got[copy].AsSpan(0, vocab));
+                model.Forward([next], seq, got[copy].AsSpan(vocab, vocab));
+            }
+        }
+        finally
+        {
+            Transformer.ParallelRest = true;
+        }
+        for (int v = 0; v < got[0].Length; v++)
+            Assert.True(BitConverter.SingleToInt32Bits(got[0][v]) == BitConverter.SingleToInt32Bits(got[1][v]),
+                $"row {v / vocab}, vocab {v % vocab}: parallel {got[0][v]:R}, serial {got[1][v]:R}");
+    }
+
     private static KvCacheConfig Config(string spec) => spec.Split(' ') is [var kv, var policy]
         ? KvCacheConfig.Parse(kv) with { Policy = new KvPolicyConfig(KvPolicyRegistry.Parse(policy), KvBudget.Parse("0.5")) }
         : KvCacheConfig.Parse(spec);

@@ -41,7 +41,9 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
         if ((uint)blockId >= (uint)capacityBlocks)
             throw new ArgumentOutOfRangeException(nameof(blockId), blockId, $"block id must be below the arena's {capacityBlocks} blocks");
         int chunk = blockId / ChunkBlocks;
-        while (_outliers.Count <= chunk) _outliers.Add(new BlockOutliers?[ChunkBlocks * kvHeads]);
+        if (_outliers.Count <= chunk)
+            lock (_outliers)
+                while (_outliers.Count <= chunk) _outliers.Add(new BlockOutliers?[ChunkBlocks * kvHeads]);
         ref var o = ref _outliers[chunk][(blockId % ChunkBlocks) * kvHeads + head];
         return o ??= new BlockOutliers(_outlierBytes);
     }
@@ -92,12 +94,19 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
             throw new ArgumentOutOfRangeException(nameof(blockId), blockId, $"block id must be below the arena's {capacityBlocks} blocks");
         int chunk = blockId / ChunkBlocks;
         int offset = ((blockId % ChunkBlocks) * kvHeads + head) * blockBytes;
+        // Chunks are added under a lock: sequences of one cache append on several threads at once in a batched step
+        // (Transformer.ForwardBatch), and two of them may reach a new chunk together. Readers need no lock: a chunk,
+        // once listed, never moves.
         if (file != null)
         {
-            while (_mapped.Count <= chunk) _mapped.Add((IntPtr)file.AddChunk(NextChunkBytes(_mapped.Count)));
+            if (_mapped.Count <= chunk)
+                lock (_mapped)
+                    while (_mapped.Count <= chunk) _mapped.Add((IntPtr)file.AddChunk(NextChunkBytes(_mapped.Count)));
             return new Span<byte>((byte*)_mapped[chunk] + offset, blockBytes);
         }
-        while (_chunks.Count <= chunk) _chunks.Add(NewChunk());
+        if (_chunks.Count <= chunk)
+            lock (_chunks)
+                while (_chunks.Count <= chunk) _chunks.Add(NewChunk());
         return _chunks[chunk].AsSpan(offset, blockBytes);
     }
 

@@ -8,9 +8,11 @@ public class NuqChannelCodecTests
     private const int BlockTokens = 32;
 
     /// <summary>A key codec on random scales and a random codebook (any head dim, odd ones included).</summary>
-    private static NuqChannelCodec Codec(string spec, int headDim, int seed, out float[] zero, out float[] range)
+    private static NuqChannelCodec Codec(string spec, int headDim, int seed, out float[] zero, out float[] range, int layerBits = 0)
     {
         var s = KvQuantSpec.TryParse(spec)!;
+        // A :mixed layer's codec: the spec with the width its plan chose (KvQuantSpec.ForLayers), 1 bit included.
+        if (layerBits > 0) s = s with { Bits = layerBits, Allocated = true };
         var rng = new Random(seed);
         zero = new float[headDim];
         range = new float[headDim];
@@ -55,9 +57,13 @@ public class NuqChannelCodecTests
     [InlineData("nuq3", 64)]
     [InlineData("nuq3-1%:uniform", 96)]
     [InlineData("nuq2-1%:qnorm", 64)]
-    public void DecodeMatchesReferenceAndErrorIsBounded(string spec, int d)
+    [InlineData("nuq2-1%:mixed:qnorm", 64, 1)]
+    [InlineData("nuq2-1%:mixed:qnorm", 13, 3)]
+    [InlineData("nuq2-1%:mixed", 64, 1)]
+    public void DecodeMatchesReferenceAndErrorIsBounded(string spec, int d, int layerBits = 0)
     {
-        var codec = Codec(spec, d, d * 31 + spec.Length, out var zero, out var range);
+        var codec = Codec(spec, d, d * 31 + spec.Length + layerBits, out var zero, out var range, layerBits);
+        if (layerBits > 0) Assert.Equal(layerBits, codec.Codebook.Bits);
         var x = Tokens(BlockTokens, zero, range, d, outlierRate: 0.01);
         var block = new byte[codec.BlockBytes];
         var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
@@ -70,6 +76,9 @@ public class NuqChannelCodecTests
         var dec = new float[BlockTokens * d];
         codec.DecodeBlock(block, rows, BlockTokens, dec);
         var levels = codec.Codebook.DecodeLevels(codec.Spec.QNorm);
+        // Q-Norm decodes level x scale + offset (the calibration's mean/std match), at every width.
+        var book = codec.Codebook;
+        Assert.Equal(codec.Spec.QNorm ? book.Levels.Select(l => l * book.NormScale + book.NormOffset).ToArray() : book.Levels.ToArray(), levels);
         var reference = KvQuantReference.DecodeChannel(block, rows == null ? default : rows.Raw, d, codec.Spec.Bits, zero, range, levels, BlockTokens);
         Assert.Equal(reference, dec);
         var scalar = new float[BlockTokens * d];

@@ -8,9 +8,11 @@ public class NuqTokenCodecTests
 {
     private const int BlockTokens = 32;
 
-    private static NuqTokenCodec Codec(string spec, int headDim, int seed, KvSide side = KvSide.Value)
+    private static NuqTokenCodec Codec(string spec, int headDim, int seed, KvSide side = KvSide.Value, int layerBits = 0)
     {
         var s = KvQuantSpec.TryParse(spec)!;
+        // A :mixed layer's codec: the spec with the width its plan chose (KvQuantSpec.ForLayers), 1 bit included.
+        if (layerBits > 0) s = s with { Bits = layerBits, Allocated = true };
         var rng = new Random(seed);
         var levels = new float[1 << s.Bits];
         for (int i = 0; i < levels.Length; i++) levels[i] = -1f + 2f * (i + (float)(rng.NextDouble() * 0.8 - 0.4)) / (levels.Length - 1);
@@ -30,9 +32,14 @@ public class NuqTokenCodecTests
     [InlineData("nuq3-1%", 300)]
     [InlineData("nuq3", 64)]
     [InlineData("nuq3-1%:uniform", 64)]
-    public void DecodeMatchesReferenceAndErrorIsBounded(string spec, int d)
+    [InlineData("nuq2-1%:qnorm", 64)]
+    [InlineData("nuq2-1%:mixed:qnorm", 64, 1)]
+    [InlineData("nuq2-1%:mixed:qnorm", 13, 3)]
+    [InlineData("nuq2-1%:mixed", 64, 1)]
+    public void DecodeMatchesReferenceAndErrorIsBounded(string spec, int d, int layerBits = 0)
     {
-        var codec = Codec(spec, d, d + spec.Length);
+        var codec = Codec(spec, d, d + spec.Length + layerBits, layerBits: layerBits);
+        if (layerBits > 0) Assert.Equal(layerBits, codec.Codebook.Bits);
         var x = KvQuantTestData.Activations(BlockTokens, d, seed: d * 7);
         var block = new byte[codec.BlockBytes];
         var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
@@ -41,6 +48,9 @@ public class NuqTokenCodecTests
         var dec = new float[BlockTokens * d];
         codec.DecodeBlock(block, rows, BlockTokens, dec);
         var levels = codec.Codebook.DecodeLevels(codec.Spec.QNorm);
+        // Q-Norm decodes level x scale + offset (the calibration's mean/std match), at every width.
+        var book = codec.Codebook;
+        Assert.Equal(codec.Spec.QNorm ? book.Levels.Select(l => l * book.NormScale + book.NormOffset).ToArray() : book.Levels.ToArray(), levels);
         var reference = KvQuantReference.DecodeToken(block, rows == null ? default : rows.Raw, BlockTokens, d, codec.Spec.Bits, levels, BlockTokens);
         Assert.Equal(reference, dec);
         var scalar = new float[BlockTokens * d];

@@ -16,8 +16,9 @@
 # with the folder's files; a glob may end in {start..end} line spans, 1-based and inclusive, turned into Stryker's
 # character spans by linespans.py). Stryker compiles the mutants of the whole project
 # whatever is mutated (about 15 minutes on 2 busy cores before the first mutant runs), so a part saves test time only.
-# LOG_FILE=1: Stryker's trace log to out/.../logs/ (each mutant's outcome as it is tested: the only record of a run
-# stopped before its end, since the reports are written only when every mutant is tested).
+# LOG_FILE=1: Stryker's debug log to out/.../logs/ (which file each mutant is in, which mutants each test run held and
+# whether a test failed; not each mutant's status): the only record of a run stopped before its end, since the reports
+# are written only when every mutant is tested. dev/mutation/partial.py reads it.
 # CONFIG: a Stryker config file for what the command line cannot say (dev/mutation/codecs.sh passes
 # dev/mutation/codecs-config.json: methods whose mutants are not generated, i.e. exception constructors and argument
 # guards, whose only effect is the message, and logging; an extra timeout for a loaded machine).

@@ -19,6 +19,8 @@
 #             in Tensors/Quant/QuantFormats.Quantize.cs: the f16 rounding, the scalar references and the AVX2 paths),
 #             against the codec matrix, GgmlBlockTests (byte for byte against ggml's own encoders) and
 #             QuantFormatsQuantizeTests
+#   nuq-encoders  the two nuq encoders and block decoders only (line spans of NuqTokenCodec and NuqChannelCodec)
+#             against the fast nuq unit tests
 #   kvquant-core  a narrow cut of kvquant (scale, split, codebook, packing, decode helpers; the two encoders and block
 #             decoders by line span) against the nuq unit tests only: what fits a session on the loaded machine
 #   uniform   intB/-g64/-tok/-ch, KIVI and the packing they share
@@ -46,8 +48,17 @@ pick() {
       # paths, their test oracles or their error bounds), against the fast unit tests only (no codec matrix rows,
       # which fit a profile per head dim, no KvQuantAttentionTests or KvQuantSpecTests: tens of seconds each).
       files+=" KvQuant/TokenScale.cs KvQuant/TokenOutliers.cs KvQuant/NuqBits.cs KvQuant/NuqCodebook.cs KvQuant/ChannelScales.cs
-             KvQuant/NuqDecode.cs KvQuant/NuqErrorBound.cs KvQuant/NuqTokenCodec.cs{152..259} KvQuant/NuqChannelCodec.cs{189..232}"
+             KvQuant/NuqDecode.cs KvQuant/NuqErrorBound.cs KvQuant/NuqTokenCodec.cs{153..259} KvQuant/NuqChannelCodec.cs{190..264}"
       for t in NuqTokenCodecTests NuqChannelCodecTests NuqEncodeReferenceTests NuqErrorBoundTests NuqBitsTests NuqCodebookTests TokenScaleTests; do
+        filter+="|$codec.KvQuant.$t"
+      done ;;
+    nuq-encoders)
+      # The two nuq encoders and block decoders by line span (1-based, inclusive; run.sh turns them into Stryker's
+      # character spans): NuqTokenCodec's outlier-rows guard, stored scale, split, :clip search, encode and decode;
+      # NuqChannelCodec's guard, normalize, encode (scalar and AVX-512) and decode. Not their fused attention paths,
+      # test oracles (DecodeBlockReference) or error bounds. Against the fast nuq unit tests, as kvquant-core.
+      files+=" KvQuant/NuqTokenCodec.cs{60..65}{153..259} KvQuant/NuqChannelCodec.cs{78..79}{190..264}"
+      for t in NuqTokenCodecTests NuqChannelCodecTests NuqEncodeReferenceTests NuqCodecEdgeTests; do
         filter+="|$codec.KvQuant.$t"
       done ;;
     ggml)
@@ -62,7 +73,7 @@ pick() {
       # project's mutants) can measure the codecs and the paging together (reports in out/Cache-Codecs-...+paging/).
       extra+=" Cache/Paging/*.cs"
       filter+="|FullyQualifiedName~Kvq.Tests.Cache.Paging" ;;
-    *) echo "unknown part '$1' (kvquant, kvquant-core, ggml, uniform, paging)" >&2; exit 2 ;;
+    *) echo "unknown part '$1' (kvquant, kvquant-core, nuq-encoders, ggml, uniform, paging)" >&2; exit 2 ;;
   esac
 }
 for part in "$@"; do

@@ -13,8 +13,12 @@
 # codecs and the paging, tests/Kvq.Tests otherwise), CONCURRENCY (test runners in parallel, default 1), LEVEL (Stryker mutation level, default Standard),
 # FILES (paths relative to the folder to mutate, space-separated globs; default every .cs file of the folder), PART
 # (a name for that selection: reports go to out/<folder>-<part>/), EXTRA (more globs, relative to src/Kvq, mutated
-# with the folder's files; a glob may end in {start..end} line spans). Stryker compiles the mutants of the whole project
+# with the folder's files; a glob may end in {start..end} line spans, 1-based and inclusive, turned into Stryker's
+# character spans by linespans.py). Stryker compiles the mutants of the whole project
 # whatever is mutated (about 15 minutes on 2 busy cores before the first mutant runs), so a part saves test time only.
+# LOG_FILE=1: Stryker's debug log to out/.../logs/ (which file each mutant is in, which mutants each test run held and
+# whether a test failed; not each mutant's status): the only record of a run stopped before its end, since the reports
+# are written only when every mutant is tested. dev/mutation/partial.py reads it.
 # CONFIG: a Stryker config file for what the command line cannot say (dev/mutation/codecs.sh passes
 # dev/mutation/codecs-config.json: methods whose mutants are not generated, i.e. exception constructors and argument
 # guards, whose only effect is the message, and logging; an extra timeout for a loaded machine).
@@ -41,15 +45,27 @@ case "$rel" in
 esac
 filter=${2:-$filter}
 out="$root/dev/mutation/out/${rel//\//-}${PART:+-$PART}"
+# A glob with line spans ({start..end}, 1-based, inclusive) names one file; Stryker's spans are character offsets,
+# so linespans.py turns the lines into them (a span of lines given to Stryker as is matches no mutant).
+glob() { # glob, relative to src/Kvq
+  if [[ "$1" =~ \{[0-9]+\.\.[0-9]+\}$ ]]; then
+    local file=${1%%\{*}
+    [[ -f "$root/src/Kvq/$file" ]] || { echo "line spans need one file, not '$file'" >&2; exit 2; }
+    python3 "$root/dev/mutation/linespans.py" "**/src/Kvq/$1" "$root/src/Kvq/$file"
+  else
+    echo "**/src/Kvq/$1"
+  fi
+}
 mutate=()
 if [[ -n "${FILES:-}" ]]; then
-  set -f; for f in $FILES; do mutate+=(--mutate "**/src/Kvq/$rel/$f"); done; set +f
+  set -f; for f in $FILES; do mutate+=(--mutate "$(glob "$rel/$f")"); done; set +f
 else
   mutate=(--mutate "**/src/Kvq/$rel/**/*.cs")
 fi
 if [[ -n "${EXTRA:-}" ]]; then
-  set -f; for f in $EXTRA; do mutate+=(--mutate "**/src/Kvq/$f"); done; set +f
+  set -f; for f in $EXTRA; do mutate+=(--mutate "$(glob "$f")"); done; set +f
 fi
+echo "mutate: ${mutate[*]}"
 rm -rf "$out"
 
 # The test host: tests/Kvq.MutationTests (only the codec and paging tests and their helpers, linked from Kvq.Tests)
@@ -70,5 +86,6 @@ dotnet stryker \
   --configuration Release \
   --reporter Progress --reporter ClearText --reporter Json --reporter Html --reporter Markdown \
   --output "$out" \
-  --skip-version-check
+  --skip-version-check \
+  ${LOG_FILE:+--log-to-file}
 echo "reports: $out/reports"

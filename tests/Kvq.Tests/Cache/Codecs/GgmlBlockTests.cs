@@ -201,6 +201,30 @@ public class GgmlBlockTests
         return y;
     }
 
+    /// <summary>q8_0's fused scores of no keys or no query rows write nothing and read nothing (the SIMD kernels index
+    /// the last key and query row up front, so without the early return they would run off the spans).</summary>
+    [Fact]
+    public void Q8_0ScoresOfNoKeysOrNoRowsWriteNothing()
+    {
+        var codec = new Q8_0Codec(4, 64);
+        var block = CodecTestData.Encode(codec, CodecTestData.Tokens(4, 64, 31), 31);
+        var q = CodecTestData.Tokens(3, 64, 32);
+        var tile = new float[4 * 64];
+        foreach (var (count, nq) in new[] { (0, 1), (0, 3), (3, 0), (0, 0) })
+        {
+            var scores = Enumerable.Repeat(float.NaN, 12).ToArray();
+            codec.Scores(block, count, q.AsSpan(0, nq * 64), nq, scores, tile);
+            Assert.All(scores, s => Assert.True(float.IsNaN(s), $"{count} keys, {nq} rows: a score was written"));
+        }
+        // One key, one row: the dot product of the decoded key and the query.
+        var one = new float[1];
+        codec.Scores(block, 1, q.AsSpan(0, 64), 1, one, tile);
+        codec.DecodeBlock(block, 1, tile);
+        double dot = 0;
+        for (int k = 0; k < 64; k++) dot += (double)tile[k] * q[k];
+        Assert.Equal(dot, one[0], 1e-3);
+    }
+
     private static readonly Lazy<GgmlReference> GgmlLibrary = new(GgmlReference.Load);
 
     /// <summary>ggml's reference (de)quantizers from the libggml-base the llama.cpp peer has loaded into this process.</summary>

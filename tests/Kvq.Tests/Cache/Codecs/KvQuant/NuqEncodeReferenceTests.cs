@@ -264,4 +264,84 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
         output.WriteLine($"{moved} of {blockTokens} tokens moved off the min/max scale");
         Assert.True(moved > 0, "no token moved off the min/max scale: the data does not test the search");
     }
+    /// <summary>The <c>:clip</c> search reaches both ends of its candidates: on tokens made of a tight cluster and one or
+    /// two far values (the narrowest candidate, 16 range codes below the min/max one, often wins there) and plain
+    /// Gaussian ones, every token's scale is a candidate with the least error, and where one candidate is better than
+    /// every other by 0.1% it is exactly the one chosen; among those, the narrowest range, the zero one step below the
+    /// middle and one step above each win somewhere (a search that stops a code early or skips a zero neighbour fails
+    /// there; <see cref="ClipPicksTheBestCandidateScale"/>'s random data did not decide these).</summary>
+    [Theory]
+    [InlineData("nuq3:clip", 32, false)]
+    [InlineData("nuq2:clip", 24, true)]
+    [InlineData("nuq2:clip", 17, false)]
+    public void ClipSearchReachesEveryEdgeOfItsCandidates(string spec, int d, bool uniform)
+    {
+        int seed = TestSeeds.Of(nameof(ClipSearchReachesEveryEdgeOfItsCandidates), spec, d);
+        output.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
+        var s = KvQuantSpec.TryParse(spec)!;
+        var book = Book(s.Bits, uniform, rng);
+        const int bt = 8, tokens = 400;
+        var codec = new NuqTokenCodec(s, KvSide.Value, bt, d, book);
+        var plain = new NuqTokenCodec(KvQuantSpec.TryParse(spec.Replace(":clip", ""))!, KvSide.Value, bt, d, book);
+        int narrowest = 0, below = 0, above = 0, decided = 0;
+        var block = new byte[codec.BlockBytes];
+        var plainBlock = new byte[codec.BlockBytes];
+        var x = new float[d];
+        for (int n = 0; n < tokens; n++)
+        {
+            int t = n % bt;
+            double centre = rng.NextDouble() * 2 - 1, sigma = 0.02 + rng.NextDouble() * 0.3;
+            for (int c = 0; c < d; c++)
+                x[c] = (float)(centre + sigma * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+            if (n % 4 != 3)
+            {
+                // One or two far values: the min/max scale spends its levels on them.
+                double far = sigma * (3 + rng.NextDouble() * 12);
+                x[rng.Next(d)] = (float)(centre + far);
+                if (n % 2 == 0) x[rng.Next(d)] = (float)(centre - far * rng.NextDouble());
+            }
+            codec.EncodeToken(x, block, t);
+            plain.EncodeToken(x, plainBlock, t);
+            double Error(int r, int z)
+            {
+                float range = RangeOf(r), zero = z * (range / 16);
+                double e = 0;
+                foreach (float v in x)
+                {
+                    double dv = zero + range * book.Levels[Nearest((v - zero) / range, book.Levels)] - (double)v;
+                    e += dv * dv;
+                }
+                return e;
+            }
+            int minMax = plainBlock[2 * t] | plainBlock[2 * t + 1] << 8, rc = minMax & 1023;
+            int Z(int packed) => (packed >> 10) >= 32 ? (packed >> 10) - 64 : packed >> 10;
+            float mid = (x.Max() + x.Min()) * 0.5f;
+            var candidates = new List<(int Packed, double Error, int R, int Dz)> { (minMax, Error(rc, Z(minMax)), rc, 0) };
+            for (int r = rc - 1; r >= Math.Max(0, rc - 16); r--)
+            {
+                int zc = (int)MathF.Round(mid / (RangeOf(r) / 16));
+                for (int dz = -1; dz <= 1; dz++)
+                {
+                    int z = Math.Clamp(zc + dz, -32, 31);
+                    candidates.Add((r | (z & 63) << 10, Error(r, z), r, dz));
+                }
+            }
+            int got = block[2 * t] | block[2 * t + 1] << 8;
+            var sorted = candidates.DistinctBy(c => c.Packed).OrderBy(c => c.Error).ToArray();
+            Assert.Contains(got, sorted.Select(c => c.Packed));
+            double gotError = sorted.First(c => c.Packed == got).Error;
+            Assert.True(gotError <= sorted[0].Error * (1 + 1e-5) + 1e-12, $"token {n}: scale {got:x4} leaves {gotError}, a candidate leaves {sorted[0].Error}");
+            if (sorted.Length > 1 && sorted[1].Error > sorted[0].Error * 1.001)
+            {
+                decided++;
+                Assert.True(got == sorted[0].Packed, $"token {n}: scale {got:x4}, the best candidate is {sorted[0].Packed:x4}");
+                if (sorted[0].R == rc - 16) narrowest++;
+                if (sorted[0].R < rc && sorted[0].Dz == -1) below++;
+                if (sorted[0].R < rc && sorted[0].Dz == 1) above++;
+            }
+        }
+        output.WriteLine($"{decided} tokens with one best candidate: the narrowest range won {narrowest}, the zero below the middle {below}, above {above}");
+        Assert.True(narrowest > 0 && below > 0 && above > 0, "the data does not reach every edge of the search");
+    }
 }

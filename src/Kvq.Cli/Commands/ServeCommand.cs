@@ -33,16 +33,12 @@ public static class ServeCommand
             long body;
             try { body = Bytes.Parse(r.GetValue(maxBody)!); }
             catch (FormatException e) { throw new CliException($"--max-body: {e.Message}"); }
-            if (r.GetValue(timeout) < 1 || r.GetValue(drain) < 0 || r.GetValue(maxTokens) < 1 || r.GetValue(maxRequests) < 1)
-                throw new CliException("--request-timeout, --max-tokens-limit and --max-requests must be at least 1, --shutdown-timeout at least 0");
-            using var built = setup.Build(r);
             var options = new KvqServerOptions
             {
-                ModelId = r.GetValue(modelId) ?? built.ModelId,
+                ModelId = r.GetValue(modelId) ?? "(the model's name)",
                 Host = r.GetValue(host)!,
                 Port = r.GetValue(port),
                 ApiKey = string.IsNullOrEmpty(key) ? null : key,
-                ChatPrompt = built.Chat,
                 MaxTokensLimit = r.GetValue(maxTokens),
                 MaxConcurrentRequests = r.GetValue(maxRequests),
                 MaxRequestBodyBytes = body,
@@ -51,7 +47,11 @@ public static class ServeCommand
                 CorsOrigins = r.GetValue(cors) ?? [],
                 Verbose = r.GetValue(verbose),
             };
-            return Run(built, options);
+            // Every bound in its range before the model loads (a --request-timeout past a timer's reach failed each request).
+            try { options.Validate(); }
+            catch (ArgumentOutOfRangeException e) { throw new CliException(e.Message); }
+            using var built = setup.Build(r);
+            return Run(built, options with { ModelId = r.GetValue(modelId) ?? built.ModelId, ChatPrompt = built.Chat });
         }));
         return cmd;
     }

@@ -67,6 +67,19 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Equal("", bad.Out);
     }
 
+    /// <summary>A profile fitted to another model is refused before any output too (the GGUF and model tables came
+    /// first, then the error).</summary>
+    [Fact]
+    public void InspectRefusesAnotherModelsProfileBeforePrintingAnything()
+    {
+        var other = Path.Combine(_dir, "other-model.kvqp");
+        Cache.Codecs.KvQuant.KvQuantTestData.Profile(Cache.Codecs.KvQuant.KvQuantTestData.Shape(2, 2, 16), tokens: 300).Save(other);
+        var r = InProcessCli.Run("inspect", Stories, "--profile", other, "--kv", "nuq3");
+        InProcessCli.AssertUserError(r, "");
+        Assert.Contains("test-model", r.Err, StringComparison.Ordinal);
+        Assert.Equal("", r.Out);
+    }
+
     [Fact]
     public void PromptAndFileTogetherAreRefused() =>
         InProcessCli.AssertUserError(InProcessCli.Run(Generate("-f", "x.txt")), "--prompt and --file both give the prompt: use one");

@@ -72,6 +72,9 @@ public static class ServeCommand
                                     $"API key {(options.ApiKey != null ? "required" : "off")}");
             if (e.Pool.Cache.HostPrefixes is { } host)
                 Console.Error.WriteLine($"kvq serve: evicted prompt prefixes kept in up to {Bytes.Format(host.BudgetBytes)} of host memory");
+            foreach (var (tier, swept, folder) in new[] { ("swap", e.Swap?.SweptFiles ?? 0, e.Options.SwapDirectory), ("prefix", e.PrefixDisk?.SweptFiles ?? 0, e.Options.PrefixDiskDirectory) })
+                if (swept > 0)
+                    Console.Error.WriteLine($"kvq serve: removed {swept} {tier} files a stopped kvq left in {folder ?? Path.GetTempPath()}");
             if (e.Options.PromptCache?.LastLoad is { } load)
             {
                 Console.Error.WriteLine($"kvq serve: prompt cache {load.Folder}: {load.Prefixes} prefixes ({load.Tokens:N0} tokens) restored " +

@@ -80,6 +80,22 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Equal("", r.Out);
     }
 
+    /// <summary>kvq serve's bounds have upper ends, checked before the model loads (the model path here does not exist):
+    /// a --request-timeout of 2^31 seconds was accepted and every request then failed with a 500.</summary>
+    [Theory]
+    [InlineData("--request-timeout 2147483647", "--request-timeout 2147483647: expected 1..604800 seconds")]
+    [InlineData("--max-tokens-limit 100000000", "--max-tokens-limit 100000000: expected 1..16777216")]
+    [InlineData("--max-requests 0", "--max-requests 0: expected 1..65536")]
+    [InlineData("--shutdown-timeout 999999", "--shutdown-timeout 999999: expected 0..3600 seconds")]
+    [InlineData("--port 65536", "--port 65536: expected 0..65535")]
+    [InlineData("--max-body 2GiB", "--max-body 2147483648: expected 1 byte..1 GiB")]
+    public void ServeBoundsAreCheckedBeforeTheModelLoads(string option, string message) =>
+        InProcessCli.AssertUserError(InProcessCli.Run(["serve", "-m", Path.Combine(_dir, "missing.gguf"), .. option.Split(' ')]), message);
+
+    [Fact]
+    public void ServeMaxConcurrencyHasAnUpperBound() =>
+        InProcessCli.AssertUserError(InProcessCli.Run("serve", "-m", Stories, "--max-concurrency", "100000"), "--max-concurrency must be in 1..65536 (got 100000)");
+
     [Fact]
     public void PromptAndFileTogetherAreRefused() =>
         InProcessCli.AssertUserError(InProcessCli.Run(Generate("-f", "x.txt")), "--prompt and --file both give the prompt: use one");

@@ -26,7 +26,7 @@ public sealed class KvTierOptions
     };
     public Option<string?> SwapDir { get; } = new("--swap-dir")
     {
-        Description = "folder for --swap-disk's files (an own subfolder, removed at exit; default: the system's temporary folder)",
+        Description = "folder for --swap-disk's files (an own subfolder, removed at exit; swap files a killed kvq left there are removed at start; default: the system's temporary folder)",
     };
     public Option<string?> DiskPrefixCache { get; } = new("--disk-prefix-cache")
     {
@@ -34,7 +34,7 @@ public sealed class KvTierOptions
     };
     public Option<string?> DiskPrefixDir { get; } = new("--disk-prefix-dir")
     {
-        Description = "folder for --disk-prefix-cache's files (an own subfolder, removed at exit; default: the system's temporary folder)",
+        Description = "folder for --disk-prefix-cache's files (an own subfolder, removed at exit; block files a killed kvq left there are removed at start; default: the system's temporary folder)",
     };
 
     public void AddTo(Command cmd)

@@ -72,8 +72,9 @@ public sealed record KvqServerOptions
             $"1..{MaxConcurrentRequestsCap}");
         Check(MaxRequestBodyBytes is >= 1 and <= MaxRequestBodyCap, "--max-body", nameof(MaxRequestBodyBytes), MaxRequestBodyBytes,
             $"1 byte..{Bytes.Format(MaxRequestBodyCap)}");
-        Check(RequestTimeout >= TimeSpan.FromSeconds(1) && RequestTimeout <= MaxRequestTimeout, "--request-timeout", nameof(RequestTimeout),
-            $"{RequestTimeout.TotalSeconds:0}", $"1..{MaxRequestTimeout.TotalSeconds:0} seconds");
+        // Above 0 (the library may give less than a second; kvq serve gives whole seconds), within a timer's reach.
+        Check(RequestTimeout > TimeSpan.Zero && RequestTimeout <= MaxRequestTimeout, "--request-timeout", nameof(RequestTimeout),
+            $"{RequestTimeout.TotalSeconds:0.###}", $"above 0 and at most {MaxRequestTimeout.TotalSeconds:0} seconds");
         Check(ShutdownTimeout >= TimeSpan.Zero && ShutdownTimeout <= MaxShutdownTimeout, "--shutdown-timeout", nameof(ShutdownTimeout),
             $"{ShutdownTimeout.TotalSeconds:0}", $"0..{MaxShutdownTimeout.TotalSeconds:0} seconds");
     }

@@ -31,8 +31,8 @@ public sealed class OptionBoundsTests
     [InlineData("messages=0", "max messages 0: expected 1..1048576")]
     [InlineData("body=0", "--max-body 0: expected 1 byte..1 GiB")]
     [InlineData("body=1099511627776", "--max-body 1099511627776: expected 1 byte..1 GiB")]
-    [InlineData("timeout=0", "--request-timeout 0: expected 1..604800 seconds")]
-    [InlineData("timeout=2147483647", "--request-timeout 2147483647: expected 1..604800 seconds")]
+    [InlineData("timeout=0", "--request-timeout 0: expected above 0 and at most 604800 seconds")]
+    [InlineData("timeout=2147483647", "--request-timeout 2147483647: expected above 0 and at most 604800 seconds")]
     [InlineData("drain=-1", "--shutdown-timeout -1: expected 0..3600 seconds")]
     [InlineData("drain=86400", "--shutdown-timeout 86400: expected 0..3600 seconds")]
     public async Task AValueOutsideItsRangeIsRefusedWhenTheServerIsMade(string setting, string message)

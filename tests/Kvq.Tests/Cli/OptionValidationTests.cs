@@ -83,7 +83,7 @@ public sealed class OptionValidationTests : IDisposable
     /// <summary>kvq serve's bounds have upper ends, checked before the model loads (the model path here does not exist):
     /// a --request-timeout of 2^31 seconds was accepted and every request then failed with a 500.</summary>
     [Theory]
-    [InlineData("--request-timeout 2147483647", "--request-timeout 2147483647: expected 1..604800 seconds")]
+    [InlineData("--request-timeout 2147483647", "--request-timeout 2147483647: expected above 0 and at most 604800 seconds")]
     [InlineData("--max-tokens-limit 100000000", "--max-tokens-limit 100000000: expected 1..16777216")]
     [InlineData("--max-requests 0", "--max-requests 0: expected 1..65536")]
     [InlineData("--shutdown-timeout 999999", "--shutdown-timeout 999999: expected 0..3600 seconds")]

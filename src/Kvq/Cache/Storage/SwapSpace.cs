@@ -141,6 +141,7 @@ public sealed class SwapSpace : IDisposable
         catch (OutOfMemoryException e) { return Refuse(e); }
         return TryPut(copy);
     }
+
     /// <summary>Why the latest refusal or unreadable file happened (null if none).</summary>
     public Exception? LastError { get; private set; }
 

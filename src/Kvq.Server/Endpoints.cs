@@ -16,6 +16,14 @@ internal sealed class Endpoints(InferenceEngine engine, KvqServerOptions options
 {
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
+    /// <summary>Every route and its one method, for <see cref="AllowedMethod"/> (/metrics is the Prometheus exporter's,
+    /// which answers any method).</summary>
+    private static readonly (string Method, string Path)[] Routes =
+    [
+        ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"), ("GET", "/v1/models/{id}"),
+        ("GET", "/health"), ("POST", "/tokenize"), ("POST", "/detokenize"),
+    ];
+
     public void Map(IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/chat/completions", ChatAsync);
@@ -29,6 +37,24 @@ internal sealed class Endpoints(InferenceEngine engine, KvqServerOptions options
         app.MapGet("/health", Health);
         app.MapPost("/tokenize", TokenizeAsync);
         app.MapPost("/detokenize", DetokenizeAsync);
+    }
+
+    /// <summary>The method a route takes when <paramref name="path"/> is one of ours (null: no such route). The fallback
+    /// answers a known path asked with another method 405 with this in <c>Allow</c> (routing's own 405 never comes: the
+    /// fallback matches every method first). A {id} segment matches any one non-empty segment.</summary>
+    public static string? AllowedMethod(string path)
+    {
+        var asked = path.TrimEnd('/').Split('/');
+        foreach (var (method, route) in Routes)
+        {
+            var parts = route.Split('/');
+            if (parts.Length != asked.Length) continue;
+            bool match = true;
+            for (int i = 0; i < parts.Length && match; i++)
+                match = parts[i].StartsWith('{') ? asked[i].Length > 0 : string.Equals(parts[i], asked[i], StringComparison.OrdinalIgnoreCase);
+            if (match) return method;
+        }
+        return null;
     }
 
     private async Task ChatAsync(HttpContext ctx)

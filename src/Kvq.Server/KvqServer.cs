@@ -34,12 +34,14 @@ public sealed class KvqServer : IAsyncDisposable
     /// <summary>The address the server listens on once started (with the port Kestrel picked for port 0).</summary>
     public Uri BaseAddress => new(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
 
-    /// <summary>Builds the server. Refuses (ArgumentException) a host that is not an IP address or "localhost", and a
-    /// non-loopback address without an API key.</summary>
+    /// <summary>Builds the server. Refuses (ArgumentException) a host that is not an IP address or "localhost", a
+    /// non-loopback address without an API key, and a bound outside its range (<see cref="KvqServerOptions.Validate"/>:
+    /// ArgumentOutOfRangeException).</summary>
     public static KvqServer Create(InferenceEngine engine, KvqServerOptions options)
     {
         ArgumentNullException.ThrowIfNull(engine);
         ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
         var address = Bind(options);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.SetMinimumLevel(options.Verbose ? LogLevel.Information : LogLevel.Warning);
@@ -84,7 +86,11 @@ public sealed class KvqServer : IAsyncDisposable
         endpoints.Map(app);
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapFallback((RequestDelegate)(ctx =>
-            throw new ApiException(404, $"no such endpoint: {ctx.Request.Method} {ctx.Request.Path}", null, "not_found")));
+        {
+            if (Endpoints.AllowedMethod(ctx.Request.Path.Value ?? "") is { } allowed)
+                throw new ApiException(405, $"{ctx.Request.Method} {ctx.Request.Path}: this endpoint takes {allowed} only", null, "method_not_allowed");
+            throw new ApiException(404, $"no such endpoint: {ctx.Request.Method} {ctx.Request.Path}", null, "not_found");
+        }));
         return new KvqServer(app, options);
     }
 
@@ -98,7 +104,6 @@ public sealed class KvqServer : IAsyncDisposable
         if (!IPAddress.IsLoopback(address) && string.IsNullOrEmpty(options.ApiKey))
             throw new ArgumentException($"--host {host} is reachable from other machines: it needs an API key (--api-key or KVQ_API_KEY); " +
                                         "without one the server binds loopback only");
-        if (options.Port is < 0 or > 65535) throw new ArgumentException($"--port {options.Port}: expected 0..65535");
         return address;
     }
 
@@ -130,6 +135,7 @@ public sealed class KvqServer : IAsyncDisposable
             ctx.Response.Clear();
             ctx.Response.StatusCode = error.Status;
             if (error.Status == 401) ctx.Response.Headers.WWWAuthenticate = "Bearer";
+            if (error.Status == 405 && Endpoints.AllowedMethod(ctx.Request.Path.Value ?? "") is { } allowed) ctx.Response.Headers.Allow = allowed;
             ctx.Response.ContentType = "application/json";
             await ctx.Response.Body.WriteAsync(JsonSerializer.SerializeToUtf8Bytes(error.Body, OpenAiJson.Default.ErrorBody));
         }

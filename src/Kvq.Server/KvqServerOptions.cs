@@ -44,4 +44,38 @@ public sealed record KvqServerOptions
 
     /// <summary>Log requests and the host's own lines at Information (else warnings and errors only).</summary>
     public bool Verbose { get; init; }
+
+    /// <summary>The largest values the bounds take: beyond them a bound no longer bounds anything (a body limit past what
+    /// a request may hold in memory) or breaks where it is used (a request timeout past what a timer can wait).</summary>
+    public const int MaxPort = 65535;
+    public const int MaxTokensLimitCap = 1 << 24;
+    public const int MaxMessagesCap = 1 << 20;
+    public const int MaxConcurrentRequestsCap = 65536;
+    public const long MaxRequestBodyCap = 1L << 30;
+    public static readonly TimeSpan MaxRequestTimeout = TimeSpan.FromDays(7);
+    public static readonly TimeSpan MaxShutdownTimeout = TimeSpan.FromHours(1);
+
+    /// <summary>Checks every bound against its range; <see cref="KvqServer.Create"/> calls it, and kvq serve before it
+    /// loads the model. Messages name kvq serve's option.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A value outside its range, named with the range.</exception>
+    public void Validate()
+    {
+        static void Check(bool ok, string option, string name, object got, string range)
+        {
+            // No paramName: its "(Parameter ...)" suffix would break the one-line message kvq serve prints.
+            if (!ok) throw new ArgumentOutOfRangeException(null, $"{option} {got}: expected {range} (KvqServerOptions.{name})");
+        }
+        Check(Port is >= 0 and <= MaxPort, "--port", nameof(Port), Port, $"0..{MaxPort}");
+        Check(MaxTokensLimit is >= 1 and <= MaxTokensLimitCap, "--max-tokens-limit", nameof(MaxTokensLimit), MaxTokensLimit, $"1..{MaxTokensLimitCap}");
+        Check(MaxMessages is >= 1 and <= MaxMessagesCap, "max messages", nameof(MaxMessages), MaxMessages, $"1..{MaxMessagesCap}");
+        Check(MaxConcurrentRequests is >= 1 and <= MaxConcurrentRequestsCap, "--max-requests", nameof(MaxConcurrentRequests), MaxConcurrentRequests,
+            $"1..{MaxConcurrentRequestsCap}");
+        Check(MaxRequestBodyBytes is >= 1 and <= MaxRequestBodyCap, "--max-body", nameof(MaxRequestBodyBytes), MaxRequestBodyBytes,
+            $"1 byte..{Bytes.Format(MaxRequestBodyCap)}");
+        // Above 0 (the library may give less than a second; kvq serve gives whole seconds), within a timer's reach.
+        Check(RequestTimeout > TimeSpan.Zero && RequestTimeout <= MaxRequestTimeout, "--request-timeout", nameof(RequestTimeout),
+            $"{RequestTimeout.TotalSeconds:0.###}", $"above 0 and at most {MaxRequestTimeout.TotalSeconds:0} seconds");
+        Check(ShutdownTimeout >= TimeSpan.Zero && ShutdownTimeout <= MaxShutdownTimeout, "--shutdown-timeout", nameof(ShutdownTimeout),
+            $"{ShutdownTimeout.TotalSeconds:0}", $"0..{MaxShutdownTimeout.TotalSeconds:0} seconds");
+    }
 }

@@ -131,6 +131,47 @@ public sealed class ErrorTests : IAsyncLifetime
         await AssertErrorAsync(await _server.Http.GetAsync("/v1/embeddings"), HttpStatusCode.NotFound, null, "not_found");
     }
 
+    /// <summary>A known path asked with the wrong method is 405 with an Allow header and OpenAI's error shape (it was a
+    /// 404 "no such endpoint", as if the route did not exist); unknown paths stay 404.</summary>
+    [Theory]
+    [InlineData("GET", "/v1/completions", "POST")]
+    [InlineData("GET", "/v1/chat/completions", "POST")]
+    [InlineData("PUT", "/v1/chat/completions", "POST")]
+    [InlineData("GET", "/tokenize", "POST")]
+    [InlineData("DELETE", "/detokenize", "POST")]
+    [InlineData("POST", "/v1/models", "GET")]
+    [InlineData("DELETE", "/v1/models/stories260K", "GET")]
+    [InlineData("POST", "/health", "GET")]
+    public async Task AKnownPathWithTheWrongMethodIs405(string method, string path, string allowed)
+    {
+        using var request = new HttpRequestMessage(new HttpMethod(method), path);
+        if (method != "GET" && method != "DELETE") request.Content = new StringContent("{}", Encoding.UTF8, "application/json");
+        var r = await _server.Http.SendAsync(request);
+        var error = await AssertErrorAsync(r, HttpStatusCode.MethodNotAllowed, null, "method_not_allowed");
+        Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+        Assert.Contains($"{method} {path}", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Equal([allowed], r.Content.Headers.Allow);
+    }
+
+    /// <summary>Through the official OpenAI SDK's raw protocol call: a GET where a POST belongs reads as a client error
+    /// with status 405 (the SDK surfaces it as ClientResultException).</summary>
+    [Fact]
+    public async Task TheOpenAiSdkSeesA405ForAGetOnCompletions()
+    {
+        var client = new OpenAI.OpenAIClient(new System.ClientModel.ApiKeyCredential("unused"),
+            new OpenAI.OpenAIClientOptions { Endpoint = new Uri(_server.BaseAddress, "/v1") });
+        var pipeline = client.Pipeline;
+        using var message = pipeline.CreateMessage();
+        message.Request.Method = "GET";
+        message.Request.Uri = new Uri(_server.BaseAddress, "/v1/completions");
+        message.ResponseClassifier = System.ClientModel.Primitives.PipelineMessageClassifier.Create([200]);
+        await pipeline.SendAsync(message);
+        Assert.Equal(405, message.Response!.Status);
+        Assert.True(message.Response.IsError);
+        var error = JsonDocument.Parse(message.Response.Content.ToString()).RootElement.GetProperty("error");
+        Assert.Equal("method_not_allowed", error.GetProperty("code").GetString());
+    }
+
     [Fact]
     public async Task AfterAllThatTheServerStillAnswers()
     {

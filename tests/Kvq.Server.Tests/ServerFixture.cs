@@ -40,18 +40,26 @@ public sealed class TestServer : IAsyncDisposable
     public Uri BaseAddress => Server.BaseAddress;
 
     public static async Task<TestServer> StartAsync(Func<KvqServerOptions, KvqServerOptions>? configure = null, bool chat = true,
-        long kvBudget = 8 << 20, int maxRunning = 64, string? promptCacheDir = null)
+        long kvBudget = 8 << 20, int maxRunning = 64, string? promptCacheDir = null, Func<EngineOptions, EngineOptions>? engineOptions = null)
     {
         var m = Stories.Value;
-        var engine = new InferenceEngine(new Transformer(m.Weights, new Parallelism(2), 128), m.Tokenizer, new EngineOptions
+        var engineSettings = new EngineOptions
         {
             Kv = KvCacheConfig.Parse("f16"), KvBudgetBytes = kvBudget, MaxRunning = maxRunning,
             PromptCache = promptCacheDir == null ? null
                 : new PromptCacheStore(promptCacheDir, ModelIdentity.Of(m).Session),
-        });
+        };
+        var engine = new InferenceEngine(new Transformer(m.Weights, new Parallelism(2), 128), m.Tokenizer,
+            engineOptions == null ? engineSettings : engineOptions(engineSettings));
         var options = new KvqServerOptions { ModelId = ModelId, Port = 0, ChatPrompt = chat ? ChatMl.For(m.Tokenizer) : null };
         if (configure != null) options = configure(options);
-        var server = KvqServer.Create(engine, options);
+        KvqServer server;
+        try { server = KvqServer.Create(engine, options); }
+        catch
+        {
+            engine.Dispose();
+            throw;
+        }
         await server.StartAsync();
         var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
         if (options.ApiKey != null) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", options.ApiKey);

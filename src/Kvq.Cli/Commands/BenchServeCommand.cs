@@ -138,6 +138,14 @@ public static class BenchServeCommand
         foreach (var x in rows)
             Console.WriteLine(string.Create(f, $"| {x.Kv} | {x.Concurrency} | {x.Completed}/{x.Requests} | {x.MaxRunning} | {x.OutputTokS:F1} | " +
                 $"{x.TtftP50Ms:F0} / {x.TtftP99Ms:F0} | {x.ItlP50Ms:F1} / {x.ItlP99Ms:F1} | {Bytes.Format(x.PeakKvBytes)} | {x.MeanRunning:F1} | {Bytes.Format(x.KvHeldPerRunningBytes)} | {x.KvHeldPerTokenBytes:F0} | {x.KvHeldVsUnshared:F2} | {x.Preemptions} | {x.PrefixHitRate:P0} |"));
+        // Under --preemption swap, once something was swapped: where the preempted requests went.
+        if (!rows.Any(x => x.SwapOutHost + x.SwapOutFile + x.SwapRecomputes > 0)) return;
+        Console.WriteLine();
+        Console.WriteLine("| kv | clients | preemptions | swapped to host | swapped to files | back from host / files | recomputed |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+        foreach (var x in rows)
+            Console.WriteLine($"| {x.Kv} | {x.Concurrency} | {x.Preemptions} | {x.SwapOutHost} ({Bytes.Format(x.SwapOutHostBytes)}) | " +
+                              $"{x.SwapOutFile} ({Bytes.Format(x.SwapOutFileBytes)}) | {x.SwapInHost} / {x.SwapInFile} | {x.SwapRecomputes} |");
     }
 
     private static void Report(string dir, List<ServeBenchResult> rows)

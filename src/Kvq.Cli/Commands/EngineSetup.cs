@@ -27,6 +27,8 @@ public sealed class EngineSetup
         Description = "bytes the KV cache may hold, all requests together (e.g. 256MiB, 4GiB)",
         DefaultValueFactory = _ => "256MiB",
     };
+    /// <summary>The most --max-concurrency takes (as bench serve's --max-running).</summary>
+    public const int MaxConcurrencyCap = 65536;
     public Option<int> MaxConcurrency { get; } = new("--max-concurrency")
     {
         Description = "sequences generated at once (one batched step); more requests wait in the engine's queue",
@@ -92,7 +94,7 @@ public sealed class EngineSetup
         if (threads < 1 || threads > 4 * Environment.ProcessorCount)
             throw new CliException($"--threads must be in 1..{4 * Environment.ProcessorCount} (got {threads})");
         int concurrency = r.GetValue(MaxConcurrency);
-        if (concurrency < 1) throw new CliException($"--max-concurrency must be at least 1 (got {concurrency})");
+        if (concurrency is < 1 or > MaxConcurrencyCap) throw new CliException($"--max-concurrency must be in 1..{MaxConcurrencyCap} (got {concurrency})");
         long budget;
         try { budget = Bytes.Parse(r.GetValue(KvBudget)!); }
         catch (FormatException e) { throw new CliException($"--kv-budget: {e.Message}"); }

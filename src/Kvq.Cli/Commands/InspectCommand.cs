@@ -46,10 +46,18 @@ public static class InspectCommand
             }
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
             var p = KvProfileOptions.Read(r.GetValue(profile));   // before any output: a bad one is one line
+            // With a profile, the model loads first so another model's profile is refused before any table too; without
+            // one the GGUF table comes first, so a model that does not load (an unsupported architecture) still shows it.
+            LoadedModel? early = p == null ? null : ModelLoader.Load(file);
+            try { KvProfileOptions.EnsureModel(p, r.GetValue(profile), early?.Weights.Fingerprint ?? ""); }
+            catch
+            {
+                early?.Dispose();
+                throw;
+            }
             if (Formats.ModelSniffer.Detect(file).Format == Formats.ModelFormat.Gguf) PrintGguf(file, r.GetValue(all));
-            using var loaded = ModelLoader.Load(file);
+            using var loaded = early ?? ModelLoader.Load(file);
             PrintModel(loaded);
-            KvProfileOptions.EnsureModel(p, r.GetValue(profile), loaded.Weights.Fingerprint);
             if (p != null) PrintEstimates(p);
             if (r.GetValue(kv) is { } specs)
             {

@@ -6,7 +6,8 @@ namespace Kvq.Cli.Commands;
 /// <summary>
 /// The engine's tiers behind the KV pool (issue 20 item 6), for serve, chat and bench serve: preemption by swapping
 /// with a host budget and a file tier behind it, and a disk tier for cold prompt prefixes. <see cref="Parse"/> checks
-/// the values (one line naming the option, exit code 2) and sets them on the engine's options.
+/// the values (one line naming the option, exit code 2), probes the folders the files go to (a folder that cannot take
+/// files is refused at start, like every other output) and sets them on the engine's options.
 /// </summary>
 public sealed class KvTierOptions
 {
@@ -25,7 +26,7 @@ public sealed class KvTierOptions
     };
     public Option<string?> SwapDir { get; } = new("--swap-dir")
     {
-        Description = "folder for --swap-disk's files (an own subfolder, removed at exit; default: the system's temporary folder)",
+        Description = "folder for --swap-disk's files (an own subfolder, removed at exit; swap files a killed kvq left there are removed at start; default: the system's temporary folder)",
     };
     public Option<string?> DiskPrefixCache { get; } = new("--disk-prefix-cache")
     {
@@ -33,7 +34,7 @@ public sealed class KvTierOptions
     };
     public Option<string?> DiskPrefixDir { get; } = new("--disk-prefix-dir")
     {
-        Description = "folder for --disk-prefix-cache's files (an own subfolder, removed at exit; default: the system's temporary folder)",
+        Description = "folder for --disk-prefix-cache's files (an own subfolder, removed at exit; block files a killed kvq left there are removed at start; default: the system's temporary folder)",
     };
 
     public void AddTo(Command cmd)
@@ -68,6 +69,10 @@ public sealed class KvTierOptions
             throw new CliException("--disk-prefix-cache: prefixes under a token policy are shared in the KV pool only (no disk tier yet)");
         if (prefixDisk > 0 && !prefixCache) throw new CliException("--disk-prefix-cache needs the prefix cache (drop --no-prefix-cache)");
         if (prefixDir != null && prefixDisk == 0) throw new CliException("--disk-prefix-dir: give --disk-prefix-cache SIZE too");
+        // Now, like every other output: a folder that cannot take files would only show when the first request is
+        // swapped or the first prefix evicted (and then quietly recompute every time).
+        if (swapDisk > 0) Validation.OutputFile.CheckFolder("--swap-dir", swapDir ?? Path.GetTempPath());
+        if (prefixDisk > 0) Validation.OutputFile.CheckFolder("--disk-prefix-dir", prefixDir ?? Path.GetTempPath());
         return options => options with
         {
             Preemption = mode,
@@ -87,10 +92,7 @@ public sealed class KvTierOptions
         catch (FormatException e) { throw new CliException($"{option.Name}: {e.Message}"); }
     }
 
-    private static string? Folder(ParseResult r, Option<string?> option)
-    {
-        if (r.GetValue(option) is not { } dir) return null;
-        if (File.Exists(dir)) throw new CliException($"{option.Name}: '{dir}' is a file; give a folder");
-        return dir;
-    }
+    private static string? Folder(ParseResult r, Option<string?> option) =>
+        r.GetValue(option) is { } dir && !string.IsNullOrWhiteSpace(dir) ? dir
+        : r.GetValue(option) is null ? null : throw new CliException($"{option.Name}: give a folder (got an empty name)");
 }

@@ -33,16 +33,12 @@ public static class ServeCommand
             long body;
             try { body = Bytes.Parse(r.GetValue(maxBody)!); }
             catch (FormatException e) { throw new CliException($"--max-body: {e.Message}"); }
-            if (r.GetValue(timeout) < 1 || r.GetValue(drain) < 0 || r.GetValue(maxTokens) < 1 || r.GetValue(maxRequests) < 1)
-                throw new CliException("--request-timeout, --max-tokens-limit and --max-requests must be at least 1, --shutdown-timeout at least 0");
-            using var built = setup.Build(r);
             var options = new KvqServerOptions
             {
-                ModelId = r.GetValue(modelId) ?? built.ModelId,
+                ModelId = r.GetValue(modelId) ?? "(the model's name)",
                 Host = r.GetValue(host)!,
                 Port = r.GetValue(port),
                 ApiKey = string.IsNullOrEmpty(key) ? null : key,
-                ChatPrompt = built.Chat,
                 MaxTokensLimit = r.GetValue(maxTokens),
                 MaxConcurrentRequests = r.GetValue(maxRequests),
                 MaxRequestBodyBytes = body,
@@ -51,7 +47,11 @@ public static class ServeCommand
                 CorsOrigins = r.GetValue(cors) ?? [],
                 Verbose = r.GetValue(verbose),
             };
-            return Run(built, options);
+            // Every bound in its range before the model loads (a --request-timeout past a timer's reach failed each request).
+            try { options.Validate(); }
+            catch (ArgumentOutOfRangeException e) { throw new CliException(e.Message); }
+            using var built = setup.Build(r);
+            return Run(built, options with { ModelId = r.GetValue(modelId) ?? built.ModelId, ChatPrompt = built.Chat });
         }));
         return cmd;
     }
@@ -72,6 +72,9 @@ public static class ServeCommand
                                     $"API key {(options.ApiKey != null ? "required" : "off")}");
             if (e.Pool.Cache.HostPrefixes is { } host)
                 Console.Error.WriteLine($"kvq serve: evicted prompt prefixes kept in up to {Bytes.Format(host.BudgetBytes)} of host memory");
+            foreach (var (tier, swept, folder) in new[] { ("swap", e.Swap?.SweptFiles ?? 0, e.Options.SwapDirectory), ("prefix", e.PrefixDisk?.SweptFiles ?? 0, e.Options.PrefixDiskDirectory) })
+                if (swept > 0)
+                    Console.Error.WriteLine($"kvq serve: removed {swept} {tier} files a stopped kvq left in {folder ?? Path.GetTempPath()}");
             if (e.Options.PromptCache?.LastLoad is { } load)
             {
                 Console.Error.WriteLine($"kvq serve: prompt cache {load.Folder}: {load.Prefixes} prefixes ({load.Tokens:N0} tokens) restored " +

@@ -279,6 +279,14 @@ public sealed class PagedKvCache
     internal (byte[][] Keys, byte[][] Values) CopyOut(int[] blocks) =>
         (Array.ConvertAll(Keys, a => a.CopyOut(blocks)), Array.ConvertAll(Values, a => a.CopyOut(blocks)));
 
+    /// <summary>Bytes <see cref="CopyOut"/> returns for <paramref name="blocks"/>, every layer, keys and values.</summary>
+    internal long CopyOutBytes(ReadOnlySpan<int> blocks)
+    {
+        long n = 0;
+        for (int l = 0; l < Shape.Layers; l++) n += Keys[l].CopyOutBytes(blocks) + Values[l].CopyOutBytes(blocks);
+        return n;
+    }
+
     /// <summary>Writes what <see cref="CopyOut"/> took into <paramref name="blocks"/> (the same count), every layer.</summary>
     internal void CopyIn(int[] blocks, byte[][] keys, byte[][] values)
     {

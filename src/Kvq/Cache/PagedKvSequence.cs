@@ -226,6 +226,11 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
         return new SwappedKv(_cache.Sequences.TokenIds(_id).ToArray(), Length, keys, values, _keys.Save(), _values.Save());
     }
 
+    /// <summary>Exactly <see cref="SwappedKv.Bytes"/> of the <see cref="Snapshot"/> this sequence would give now,
+    /// counted without copying anything: its blocks' encoded bytes as <see cref="Storage.BlockArena.CopyOut"/> lays them
+    /// out (sparse rows with their lengths), plus its staging and sink copies.</summary>
+    public long SnapshotBytes => _cache.CopyOutBytes(Blocks) + _keys.OutsideBlockBytes + _values.OutsideBlockBytes;
+
     /// <summary>A sequence in <paramref name="cache"/> (the one it was swapped out of, or one of the same shape and
     /// formats) holding exactly what <paramref name="swapped"/> held, in freshly allocated blocks.</summary>
     /// <exception cref="KvCacheFullException">Not enough free blocks; nothing changed.</exception>

@@ -25,6 +25,22 @@ public sealed class EngineMetrics : IDisposable
         _meter.CreateObservableGauge("kvq.engine.kv.unshared_bytes", () => new Measurement<long>(snapshot().KvUnsharedBytes, tag), "By", "KV bytes the running requests would hold if nothing were shared");
         _meter.CreateObservableGauge("kvq.engine.kv.cached_bytes", () => new Measurement<long>(snapshot().KvCachedBytes, tag), "By", "KV bytes of cached prefixes no running request references");
         _meter.CreateObservableGauge("kvq.engine.kv.context_tokens", () => snapshot().KvContextTokens, "{token}", "Tokens in the running requests' KV");
+        // Swap preemption, per tier (all zero without it).
+        var host = new KeyValuePair<string, object?>("tier", "host");
+        var file = new KeyValuePair<string, object?>("tier", "file");
+        Measurement<long>[] PerTier(long onHost, long inFiles) => [new(onHost, host), new(inFiles, file)];
+        _meter.CreateObservableCounter("kvq.engine.swap.out", () => PerTier(snapshot().Swap.OutHost, snapshot().Swap.OutFile), "{sequence}",
+            "Preempted sequences swapped out, by tier");
+        _meter.CreateObservableCounter("kvq.engine.swap.out_bytes", () => PerTier(snapshot().Swap.OutHostBytes, snapshot().Swap.OutFileBytes), "By",
+            "Bytes swapped out (host: the arrays; file: the files' lengths), by tier");
+        _meter.CreateObservableCounter("kvq.engine.swap.in", () => PerTier(snapshot().Swap.InHost, snapshot().Swap.InFile), "{sequence}",
+            "Swapped sequences taken back, by tier");
+        _meter.CreateObservableCounter("kvq.engine.swap.in_bytes", () => PerTier(snapshot().Swap.InHostBytes, snapshot().Swap.InFileBytes), "By",
+            "Bytes taken back from the swap tiers, by tier");
+        _meter.CreateObservableCounter("kvq.engine.swap.recomputes", () => snapshot().Swap.Recomputes, "{sequence}",
+            "Under swap preemption, sequences recomputed instead (no room in the swap tiers, a failed write, an unreadable file)");
+        _meter.CreateObservableGauge("kvq.engine.swap.held_bytes", () => PerTier(snapshot().Swap.HeldHostBytes, snapshot().Swap.HeldFileBytes), "By",
+            "Bytes swapped-out sequences hold now, by tier");
         PromptTokens = _meter.CreateCounter<long>("kvq.engine.prompt_tokens", "{token}", "Prompt tokens submitted");
         PrefixHitTokens = _meter.CreateCounter<long>("kvq.engine.prefix_cache.hit_tokens", "{token}", "Prompt tokens found in the prefix cache");
         GeneratedTokens = _meter.CreateCounter<long>("kvq.engine.generated_tokens", "{token}", "Tokens generated");
@@ -65,6 +81,18 @@ public sealed record EngineSnapshot(
     /// the pool needs them).</summary>
     public long KvCachedBytes { get; init; }
 
+    /// <summary>What swap preemption did (all zero unless <see cref="EngineOptions.Preemption"/> is
+    /// <see cref="PreemptionMode.Swap"/>).</summary>
+    public SwapStats Swap { get; init; }
+
     /// <summary>Share of admitted prompt tokens found in the prefix cache.</summary>
     public double PrefixHitRate => PromptTokens == 0 ? 0 : (double)PrefixHitTokens / PromptTokens;
 }
+
+/// <summary>Swap preemption's counts since the engine started: sequences swapped out and taken back per tier (host
+/// memory, files) with their bytes (host: the arrays; file: the files' lengths), <see cref="Recomputes"/> (preempted
+/// sequences recomputed after all: no room in either tier, a failed write, a sequence that cannot be swapped, or a file
+/// that could not be read back), and the bytes held in each tier now.</summary>
+public readonly record struct SwapStats(
+    long OutHost, long OutFile, long OutHostBytes, long OutFileBytes, long InHost, long InFile, long InHostBytes, long InFileBytes,
+    long Recomputes, long HeldHostBytes, long HeldFileBytes);

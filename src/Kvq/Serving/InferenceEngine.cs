@@ -48,8 +48,6 @@ public sealed class InferenceEngine : IDisposable
                 $"chunk must be a multiple of {Scheduler.ChunkAlignment} and at most the step's {_stepTokens} tokens");
         _context = options.ContextTokens ?? model.Config.ContextLength;
         Pool = new KvPool(model.KvShape, options.Kv, options.KvBudgetBytes, options.MaxRunning, options.PolicyChunkTokens);
-        _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
-        Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
         // Under a token policy a prefix is the policy's state after it, kept per prompt chunk (sink tokens: not yet).
         if (options.PrefixCache && Pool.HasPolicy && options.Kv.SinkTokens == 0) Pool.Cache.SharePolicyPrefixes(options.PolicyChunkTokens);
         if (options.HostPrefixBytes < 0 || options.PrefixDiskBytes < 0)
@@ -71,6 +69,9 @@ public sealed class InferenceEngine : IDisposable
             _recent = new RecentPrefixes(store.MaxPrefixes, Pool.BlockTokens);
             store.Load(Pool.Cache, _recent);
         }
+        // After the tiers (their folders are probed and swept first): a refused folder leaves no meter behind.
+        _snapshot = new EngineSnapshot(0, 0, 0, 0, 0, 0, 0, options.KvBudgetBytes, 0, 0, 0, 0);
+        Metrics = new EngineMetrics(() => _snapshot, options.Kv.Name);
         _scheduler = new Scheduler(Pool, options, _stepTokens, Metrics)
         {
             OutOfBudget = r => Finish(r, FinishReason.Length), Recent = _recent, Swap = _swap,
@@ -362,6 +363,10 @@ public sealed class InferenceEngine : IDisposable
             // Without the prefix cache full blocks are still registered as they fill, but no prompt ever looks
             // them up: nothing is cached for reuse.
             KvCachedBytes = Options.PrefixCache ? Pool.BytesCached : 0,
+            Swap = _swap is { } w
+                ? new SwapStats(w.ToHost, w.ToFile, w.ToHostBytes, w.ToFileBytes, w.FromHost, w.FromFile, w.FromHostBytes, w.FromFileBytes,
+                    _scheduler.SwapRecomputes, w.HostBytes, w.FileBytes)
+                : default,
         };
     }
 

@@ -32,8 +32,11 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
     public int Waiting => _waiting.Count;
     public int Running => _running.Count;
     public long Preemptions { get; private set; }
-    /// <summary>Sequences copied to host memory (swap preemption).</summary>
+    /// <summary>Sequences swapped out (to host memory or a file: <see cref="Swap"/> says which).</summary>
     public long SwappedOut { get; private set; }
+    /// <summary>Under swap preemption, sequences recomputed after all: preempted with no room in the swap tiers (or a
+    /// failed write, or a sequence that cannot be swapped), or swapped to a file that could not be read back.</summary>
+    public long SwapRecomputes { get; private set; }
     /// <summary>Where swapped-out sequences go (null: preemption recomputes).</summary>
     public Cache.Storage.SwapSpace? Swap { get; init; }
     /// <summary>Prompt tokens of requests admitted (first admission only) and how many of them the prefix cache held.</summary>
@@ -189,16 +192,18 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             _plan.RemoveAt(at);
         }
         // Swap is null under a token policy (InferenceEngine.SwapSpaceFor): such a victim is recomputed.
-        if (Swap != null && Snapshot(victim.Kv!) is { } copy)
+        if (Swap != null)
         {
-            // Its blocks go back either way (full ones stay cached); with no room in the swap tiers it is recomputed.
-            victim.Swapped = Swap.TryPut(copy);
+            // Its blocks go back either way (full ones stay cached); with no room in the swap tiers (checked before any
+            // copy is made) it is recomputed.
+            victim.Swapped = SwapOut(victim.Kv!);
             if (victim.Swapped != null)
             {
                 victim.Kv!.Dispose();
                 victim.Kv = null;
                 SwappedOut++;
             }
+            else SwapRecomputes++;
         }
         Release(victim);
         victim.State = RequestState.Waiting;
@@ -208,11 +213,11 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         metrics.Preemptions.Add(1);
     }
 
-    /// <summary>A host copy of the sequence to swap, or null where it cannot be swapped (sliding-window rings): it is
-    /// recomputed instead.</summary>
-    private static SwappedKv? Snapshot(PagedKvSequence kv)
+    /// <summary>The sequence in a swap tier, or null where no tier has room or it cannot be swapped (sliding-window
+    /// rings): it is recomputed instead.</summary>
+    private Cache.Storage.SwapTicket? SwapOut(PagedKvSequence kv)
     {
-        try { return kv.Snapshot(); }
+        try { return Swap!.TryPut(kv); }
         catch (KvSpecException) { return null; }
     }
 
@@ -235,6 +240,7 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
             if (pool.BlocksFor(ticket.Length + options.DecodeReserveTokens) > Available - promised) return false;
             r.Swapped = null;
             if (Swap!.TryTake(ticket) is { } swapped) kv = PagedKvSequence.SwapIn(pool.Cache, swapped);
+            else SwapRecomputes++;
         }
         if (kv == null)
         {

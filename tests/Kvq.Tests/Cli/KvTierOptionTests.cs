@@ -33,14 +33,32 @@ public sealed class KvTierOptionTests : IDisposable
     }
 
     [Theory]
-    [InlineData("--preemption swap --swap-budget 0 --swap-disk 4GiB --swap-dir FILE", "--swap-dir: '")]
+    [InlineData("--preemption swap --swap-budget 0 --swap-disk 4GiB --swap-dir FILE", "--swap-dir: cannot write FILE: it is a file, not a folder")]
+    [InlineData("--preemption swap --swap-disk 4GiB --swap-dir FILE/swap", "--swap-dir: cannot write FILE/swap: FILE is a file, not a folder")]
+    [InlineData("--disk-prefix-cache 1GiB --disk-prefix-dir FILE/prefixes", "--disk-prefix-dir: cannot write FILE/prefixes: FILE is a file, not a folder")]
     [InlineData("--disk-prefix-cache 1MiB --policy h2o --budget 64", "--disk-prefix-cache: prefixes under a token policy")]
     public void ServeRefusesBadTierValuesBeforeLoadingTheModel(string options, string message)
     {
         var file = Path.Combine(_dir, "a-file");
         File.WriteAllText(file, "x");
         var r = InProcessCli.Run(["serve", "-m", Path.Combine(_dir, "missing.gguf"), .. options.Replace("FILE", file, StringComparison.Ordinal).Split(' ')]);
-        InProcessCli.AssertUserError(r, message);
+        InProcessCli.AssertUserError(r, message.Replace("FILE", file, StringComparison.Ordinal));
+        Assert.Equal("x", File.ReadAllText(file));
+    }
+
+    /// <summary>bench serve probes the folders before the benchmark too (it loaded the model and ran the requests, each
+    /// swap quietly recomputed).</summary>
+    [Theory]
+    [InlineData("--preemption swap --swap-budget 0 --swap-disk 1MiB --swap-dir FILE/s", "--swap-dir: cannot write FILE/s: FILE is a file, not a folder")]
+    [InlineData("--disk-prefix-cache 1MiB --disk-prefix-dir FILE/p", "--disk-prefix-dir: cannot write FILE/p: FILE is a file, not a folder")]
+    public void BenchServeRefusesAnUnwritableFolderBeforeTheBenchmark(string options, string message)
+    {
+        var file = Path.Combine(_dir, "a-file");
+        File.WriteAllText(file, "x");
+        var r = InProcessCli.Run(["bench", "serve", "-m", Fixtures.StoriesGguf, "--requests", "2", "--prompt-tokens", "20", "--output-tokens", "2",
+            "-t", "1", .. options.Replace("FILE", file, StringComparison.Ordinal).Split(' ')]);
+        InProcessCli.AssertUserError(r, message.Replace("FILE", file, StringComparison.Ordinal));
+        Assert.Equal("", r.Out);
     }
 
     /// <summary>Eight requests at 6 clients on a budget that admits several but cannot grow them all to 160 tokens:
@@ -60,7 +78,14 @@ public sealed class KvTierOptionTests : IDisposable
         Assert.True(r.Code == 0, r.Err);
         var row = JsonDocument.Parse(r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Single()).RootElement;
         Assert.Equal(8, row.GetProperty("completed").GetInt32());
-        Assert.True(row.GetProperty("preemptions").GetInt64() > 0, "the budget was meant to force preemptions");
+        long preemptions = row.GetProperty("preemptions").GetInt64();
+        Assert.True(preemptions > 0, "the budget was meant to force preemptions");
+        // With no host memory for swaps and room on disk, every preemption is a swap to a file, and each comes back.
+        Assert.Equal(0, row.GetProperty("swap_out_host").GetInt64());
+        Assert.Equal(preemptions, row.GetProperty("swap_out_file").GetInt64());
+        Assert.Equal(preemptions, row.GetProperty("swap_in_file").GetInt64());
+        Assert.Equal(0, row.GetProperty("swap_recomputes").GetInt64());
+        Assert.True(row.GetProperty("swap_out_file_bytes").GetInt64() > 0);
         Assert.Empty(Directory.Exists(swapDir) ? Directory.GetFileSystemEntries(swapDir) : []);
         Assert.Empty(Directory.Exists(prefixDir) ? Directory.GetFileSystemEntries(prefixDir) : []);
     }

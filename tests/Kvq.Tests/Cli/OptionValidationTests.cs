@@ -67,6 +67,35 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Equal("", bad.Out);
     }
 
+    /// <summary>A profile fitted to another model is refused before any output too (the GGUF and model tables came
+    /// first, then the error).</summary>
+    [Fact]
+    public void InspectRefusesAnotherModelsProfileBeforePrintingAnything()
+    {
+        var other = Path.Combine(_dir, "other-model.kvqp");
+        Cache.Codecs.KvQuant.KvQuantTestData.Profile(Cache.Codecs.KvQuant.KvQuantTestData.Shape(2, 2, 16), tokens: 300).Save(other);
+        var r = InProcessCli.Run("inspect", Stories, "--profile", other, "--kv", "nuq3");
+        InProcessCli.AssertUserError(r, "");
+        Assert.Contains("test-model", r.Err, StringComparison.Ordinal);
+        Assert.Equal("", r.Out);
+    }
+
+    /// <summary>kvq serve's bounds have upper ends, checked before the model loads (the model path here does not exist):
+    /// a --request-timeout of 2^31 seconds was accepted and every request then failed with a 500.</summary>
+    [Theory]
+    [InlineData("--request-timeout 2147483647", "--request-timeout 2147483647: expected above 0 and at most 604800 seconds")]
+    [InlineData("--max-tokens-limit 100000000", "--max-tokens-limit 100000000: expected 1..16777216")]
+    [InlineData("--max-requests 0", "--max-requests 0: expected 1..65536")]
+    [InlineData("--shutdown-timeout 999999", "--shutdown-timeout 999999: expected 0..3600 seconds")]
+    [InlineData("--port 65536", "--port 65536: expected 0..65535")]
+    [InlineData("--max-body 2GiB", "--max-body 2147483648: expected 1 byte..1 GiB")]
+    public void ServeBoundsAreCheckedBeforeTheModelLoads(string option, string message) =>
+        InProcessCli.AssertUserError(InProcessCli.Run(["serve", "-m", Path.Combine(_dir, "missing.gguf"), .. option.Split(' ')]), message);
+
+    [Fact]
+    public void ServeMaxConcurrencyHasAnUpperBound() =>
+        InProcessCli.AssertUserError(InProcessCli.Run("serve", "-m", Stories, "--max-concurrency", "100000"), "--max-concurrency must be in 1..65536 (got 100000)");
+
     [Fact]
     public void PromptAndFileTogetherAreRefused() =>
         InProcessCli.AssertUserError(InProcessCli.Run(Generate("-f", "x.txt")), "--prompt and --file both give the prompt: use one");

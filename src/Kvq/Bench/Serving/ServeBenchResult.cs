@@ -36,6 +36,17 @@ public sealed record ServeBenchResult(
     /// not counted in <see cref="PeakKvBytes"/>; the pool reuses them when it needs blocks).</summary>
     public long PeakKvCachedBytes { get; init; }
 
+    /// <summary>Under --preemption swap: preempted requests swapped out to host memory and to files, with their bytes
+    /// (host: the arrays; files: their lengths), swapped requests taken back from each tier, and preempted requests
+    /// recomputed after all (no room in either tier, a failed write, an unreadable file). All 0 under recompute.</summary>
+    public long SwapOutHost { get; init; }
+    public long SwapOutFile { get; init; }
+    public long SwapOutHostBytes { get; init; }
+    public long SwapOutFileBytes { get; init; }
+    public long SwapInHost { get; init; }
+    public long SwapInFile { get; init; }
+    public long SwapRecomputes { get; init; }
+
     /// <summary>Aggregates per-request timings: throughput over the whole run, percentiles over requests (time to
     /// first token) and over every gap between consecutive tokens of a request (inter-token latency).</summary>
     public static ServeBenchResult From(string engine, string model, string kv, ServeWorkload w, IReadOnlyList<RequestTiming> timings,

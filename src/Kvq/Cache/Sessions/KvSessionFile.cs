@@ -315,10 +315,7 @@ public static class KvSessionFile
             Need(item, size);
             var a = new byte[size];
             s.ReadExactly(a);
-            var rows = new Storage.SparseRows(a, (int)dense);
-            for (long e = 0; e < sparseEntries; e++)
-                if (!rows.TryNext(out _)) throw Bad(item, $"sparse rows {e} run past the item's {size} bytes");
-            if (rows.Offset != size) throw Bad(item, $"{size - rows.Offset} bytes after the last sparse rows");
+            if (Storage.SparseRows.Check(a, (int)dense, sparseEntries) is { } wrong) throw Bad(item, wrong);
             return a;
         }
 

@@ -141,11 +141,8 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
     /// sparse rows, per (block, head) an i32 length and the rows' bytes.</summary>
     public byte[] CopyOut(int[] blocks)
     {
-        long dense = (long)blocks.Length * kvHeads * blockBytes, total = dense;
-        if (outliers)
-            foreach (int b in blocks)
-                for (int h = 0; h < kvHeads; h++) total += 4 + Outliers(b, h)!.Raw.Length;
-        var bytes = new byte[total];
+        long dense = (long)blocks.Length * kvHeads * blockBytes;
+        var bytes = new byte[CopyOutBytes(blocks)];
         for (int i = 0; i < blocks.Length; i++)
             for (int h = 0; h < kvHeads; h++)
                 Block(blocks[i], h).CopyTo(bytes.AsSpan((i * kvHeads + h) * blockBytes, blockBytes));
@@ -154,6 +151,18 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
         foreach (int b in blocks)
             for (int h = 0; h < kvHeads; h++) at = SparseRows.Write(bytes, at, Outliers(b, h)!.Raw);
         return bytes;
+    }
+
+    /// <summary>The length of what <see cref="CopyOut"/> returns for <paramref name="blocks"/>, without copying (the swap
+    /// tiers check their room before a copy is made): the dense blocks, and per (block, head) an i32 length and its
+    /// sparse rows.</summary>
+    public long CopyOutBytes(ReadOnlySpan<int> blocks)
+    {
+        long total = (long)blocks.Length * kvHeads * blockBytes;
+        if (outliers)
+            foreach (int b in blocks)
+                for (int h = 0; h < kvHeads; h++) total += 4 + (PeekOutliers(b, h)?.Raw.Length ?? 0);
+        return total;
     }
 
     /// <summary>Writes what <see cref="CopyOut"/> returned into <paramref name="blocks"/> (swap in).</summary>

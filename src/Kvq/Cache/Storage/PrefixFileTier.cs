@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using System.Text.RegularExpressions;
 using Kvq.Cache.Layout;
 using Kvq.Cache.Paging;
 using Kvq.IO;
@@ -14,7 +15,8 @@ namespace Kvq.Cache.Storage;
 /// recently stored first out when <see cref="BudgetBytes"/> would be passed; <see cref="Bytes"/> is the files' exact
 /// length on disk. A file that cannot be written or read back (disk full, removed, corrupted) is a miss, never an
 /// error: the prompt recomputes the block. Files are written atomically and removed when taken back, dropped, or at
-/// <see cref="Dispose"/> (the folder too).
+/// <see cref="Dispose"/> (the folder too: a <see cref="SpillFolder"/>). The folder given is probed for writing when the
+/// tier is made, and the folders that killed processes left there are swept (<see cref="SweptFiles"/>).
 /// <para>File format, version 1 (little-endian): "KVQPBLK\0", u32 version, i64 body bytes; body: u64 hash low, u64 hash
 /// high, i32 layers, per layer i32 n + key bytes[n], i32 n + value bytes[n] (as <see cref="BlockArena.CopyOut"/> wrote
 /// one block), u8 sinks, if 1: i32 n + f16 key sinks[n], i32 n + f16 value sinks[n]; then 32 bytes SHA-256 of all
@@ -30,8 +32,13 @@ public sealed class PrefixFileTier : IDisposable
     private readonly string _root;
     private readonly Dictionary<BlockHash, LinkedListNode<Stored>> _byHash = new();
     private readonly LinkedList<Stored> _lru = new();   // newest first
-    private string? _folder;
+    private SpillFolder? _folder;
     private long _nextFile;
+
+    /// <summary>The tier's folders under the folder given: <c>kvq-prefix-PID-GUID</c>.</summary>
+    internal const string FolderPrefix = "kvq-prefix";
+    /// <summary>The files in one: <c>block-N.kvqblk</c>.</summary>
+    internal static readonly Regex FileName = new(@"^block-[0-9]{1,19}\.kvqblk$", RegexOptions.CultureInvariant);
     private bool _disposed;
 
     private sealed record Stored(BlockHash Hash, string Path, long Bytes, bool HasSinks);
@@ -39,6 +46,7 @@ public sealed class PrefixFileTier : IDisposable
     /// <param name="plan">The cache's layout (block bytes are checked against it when read back).</param>
     /// <param name="directory">Where the tier's own folder is made.</param>
     /// <param name="budgetBytes">Bytes the files may take on disk.</param>
+    /// <exception cref="FileWriteException">The folder cannot take files (a file, under a file, no right to write).</exception>
     public PrefixFileTier(KvLayoutPlan plan, string directory, long budgetBytes)
     {
         ArgumentNullException.ThrowIfNull(plan);
@@ -47,6 +55,8 @@ public sealed class PrefixFileTier : IDisposable
         _plan = plan;
         _root = directory;
         BudgetBytes = budgetBytes;
+        AtomicFile.CheckWritableFolder(directory);
+        (SweptFiles, _) = SpillFolder.Sweep(directory, FolderPrefix, FileName);
     }
 
     public long BudgetBytes { get; }
@@ -62,7 +72,10 @@ public sealed class PrefixFileTier : IDisposable
     /// <summary>Why the latest write or read failed (null if none did).</summary>
     public Exception? LastError { get; private set; }
     /// <summary>The tier's folder once a file was written (removed on <see cref="Dispose"/>); null before.</summary>
-    public string? Folder => _folder;
+    public string? Folder => _folder?.Path;
+    /// <summary>Block files that processes which died (killed, crashed) left in the folder given, removed when this
+    /// tier was made.</summary>
+    public int SweptFiles { get; }
 
     internal void Put(HostPrefixTier.Entry e)
     {
@@ -80,9 +93,9 @@ public sealed class PrefixFileTier : IDisposable
             Remove(_lru.Last!.Value.Hash);
             Dropped++;
         }
-        var path = Path.Combine(_folder ?? CreateFolder(), $"block-{_nextFile++}.kvqblk");
         try
         {
+            var path = Path.Combine((_folder ??= SpillFolder.Create(_root, FolderPrefix)).Path, $"block-{_nextFile++}.kvqblk");
             AtomicFile.Write(path, f =>
             {
                 var head = new byte[HeaderBytes];
@@ -94,6 +107,7 @@ public sealed class PrefixFileTier : IDisposable
                 hashed.Write(body);
                 f.Write(hashed.HashAndReset());
             }, flushToDisk: false);
+            _byHash[e.Hash] = _lru.AddFirst(new Stored(e.Hash, path, size, e.Sinks != null));
         }
         catch (Exception x) when (x is IOException or UnauthorizedAccessException)
         {
@@ -101,7 +115,6 @@ public sealed class PrefixFileTier : IDisposable
             LastError = x;
             return;
         }
-        _byHash[e.Hash] = _lru.AddFirst(new Stored(e.Hash, path, size, e.Sinks != null));
         Bytes += size;
         Written++;
     }
@@ -225,10 +238,7 @@ public sealed class PrefixFileTier : IDisposable
             return;
         }
         if (a.Length < dense + 4L * _plan.Shape.KvHeads) throw bad($"{what}: {a.Length} bytes, less than a block's {dense} and its row counts");
-        var rows = new SparseRows(a, (int)dense);
-        for (int h = 0; h < _plan.Shape.KvHeads; h++)
-            if (!rows.TryNext(out _)) throw bad($"{what}: sparse rows of head {h} run past the end");
-        if (rows.Offset != a.Length) throw bad($"{what}: {a.Length - rows.Offset} bytes after the last sparse rows");
+        if (SparseRows.Check(a, (int)dense, _plan.Shape.KvHeads) is { } wrong) throw bad($"{what}: {wrong}");
     }
 
     /// <summary>Removes a block's file (host memory holds it again, or it is dropped).</summary>
@@ -241,13 +251,6 @@ public sealed class PrefixFileTier : IDisposable
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
-    private string CreateFolder()
-    {
-        var folder = Path.Combine(_root, $"kvq-prefix-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(folder);
-        return _folder = folder;
-    }
-
     /// <summary>Removes every file and the folder.</summary>
     public void Dispose()
     {
@@ -256,10 +259,6 @@ public sealed class PrefixFileTier : IDisposable
         _byHash.Clear();
         _lru.Clear();
         Bytes = 0;
-        if (_folder != null)
-        {
-            try { Directory.Delete(_folder, recursive: true); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        }
+        _folder?.Dispose();
     }
 }

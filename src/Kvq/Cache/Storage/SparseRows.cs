@@ -28,6 +28,18 @@ public ref struct SparseRows(ReadOnlySpan<byte> bytes, int start)
         return true;
     }
 
+    /// <summary>Checks that <paramref name="bytes"/> hold <paramref name="dense"/> bytes of blocks, then exactly
+    /// <paramref name="entries"/> entries that end at the last byte: null when they do, else what is wrong. The session
+    /// file reader and the prefix block files both check their items here.</summary>
+    public static string? Check(ReadOnlySpan<byte> bytes, int dense, long entries)
+    {
+        if (dense < 0 || dense > bytes.Length) return $"{bytes.Length} bytes, less than the {dense} bytes of the blocks";
+        var rows = new SparseRows(bytes, dense);
+        for (long e = 0; e < entries; e++)
+            if (!rows.TryNext(out _)) return $"sparse rows {e} of {entries} run past the {bytes.Length} bytes";
+        return rows.Offset != bytes.Length ? $"{bytes.Length - rows.Offset} bytes after the last sparse rows" : null;
+    }
+
     /// <summary>Writes one entry (length, rows) at <paramref name="at"/>; returns the offset after it.</summary>
     public static int Write(Span<byte> bytes, int at, ReadOnlySpan<byte> rows)
     {

@@ -123,6 +123,23 @@ public sealed class PrefixFileTierTests : IDisposable
             new EngineOptions { Kv = KvCacheConfig.Parse("f16"), KvBudgetBytes = 1 << 24, PrefixDiskBytes = -1 }));
     }
 
+    /// <summary>A folder that cannot take files is refused when the tier (or the engine) is made, naming it, not found
+    /// at the first eviction (where every write would fail and every prefix be recomputed, quietly).</summary>
+    [Fact]
+    public void AnUnwritableFolderIsRefusedAtStart()
+    {
+        var file = Path.Combine(Directory.CreateDirectory(_dir).FullName, "a-file");
+        File.WriteAllText(file, "x");
+        var under = Path.Combine(file, "prefixes");
+        var plan = Kvq.Cache.Layout.KvLayoutPlan.Build(EngineFixtures.Model(EngineFixtures.Books).KvShape, KvCacheConfig.Parse("f16"));
+        var e = Assert.Throws<Kvq.IO.FileWriteException>(() => new PrefixFileTier(plan, under, 1 << 20));
+        Assert.Equal($"cannot write {under}: {file} is a file, not a folder", e.Message);
+        var m = EngineFixtures.Books;
+        e = Assert.Throws<Kvq.IO.FileWriteException>(() => new InferenceEngine(EngineFixtures.Model(m), m.Tokenizer,
+            new EngineOptions { Kv = KvCacheConfig.Parse("f16"), KvBudgetBytes = 1 << 24, PrefixDiskBytes = 1 << 20, PrefixDiskDirectory = under }));
+        Assert.Equal(under, e.FilePath);
+    }
+
     /// <summary>In the engine, with a pool that holds one prompt and no host memory for prefixes: the first prompt,
     /// evicted by two others, is found again on disk (192 of its 201 tokens, counted as prefix hits) and answers the
     /// same greedy tokens as without the tier (recomputed) and as alone. The folder goes with the engine.</summary>

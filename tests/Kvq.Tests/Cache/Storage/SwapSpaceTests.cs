@@ -118,6 +118,70 @@ public sealed class SwapSpaceTests : IDisposable
         Assert.Empty(Directory.GetFiles(space.Folder!));
     }
 
+    /// <summary><see cref="PagedKvSequence.SnapshotBytes"/> is exactly the bytes of the copy, for formats with sparse
+    /// outlier rows (nuq3-1%), staged recent tokens (kivi2) and sink copies, at odd lengths.</summary>
+    [Theory]
+    [InlineData("f16", 0, 77)]
+    [InlineData("q4_0", 0, 33)]
+    [InlineData("kivi2", 0, 101)]
+    [InlineData("nuq3-1%", 1, 95)]
+    public void SnapshotBytesAreTheCopysBytes(string spec, int sink, int length)
+    {
+        var model = EngineFixtures.Model(EngineFixtures.Books, 256);
+        var cache = new PagedKvCache(model.KvShape, StorageFixtures.Config(spec, sink));
+        using var s = cache.CreateSequence();
+        model.Forward(EngineFixtures.MobyPrompt(5000 + length, length), s, new float[model.Config.VocabSize]);
+        Assert.Equal(s.Snapshot().Bytes, s.SnapshotBytes);
+    }
+
+    /// <summary>Room is checked before the copy is made: a sequence that fits no tier is refused without copying its
+    /// blocks (the thread allocates far less than the copy's bytes), is left as it was, and no file is written; one that
+    /// fits goes in with the bytes the check counted.</summary>
+    [Fact]
+    public void NoRoomIsFoundBeforeTheCopyIsMade()
+    {
+        var model = EngineFixtures.Model(EngineFixtures.Books, 256);
+        var cache = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f16"));
+        using var s = cache.CreateSequence();
+        model.Forward(EngineFixtures.MobyPrompt(7000, 120), s, new float[model.Config.VocabSize]);
+        long bytes = s.SnapshotBytes;
+        int length = s.Length;
+        using var space = new SwapSpace(cache.Plan, bytes - 1, _dir, bytes / 2);
+        Assert.False(space.HasRoomFor(bytes));
+        space.TryPut(s);   // warm up (JIT) before measuring
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Assert.Null(space.TryPut(s));
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < bytes / 20, $"a refused swap allocated {allocated} bytes; the copy is {bytes}");
+        Assert.Equal((0L, 0L, 0L, 2L), (space.ToHost, space.ToFile, space.HostBytes, space.Refused));
+        Assert.Null(space.Folder);
+        Assert.Equal(length, s.Length);
+        using var roomy = new SwapSpace(cache.Plan, bytes);
+        var ticket = roomy.TryPut(s)!;
+        Assert.Equal((SwapTier.Host, bytes, bytes), (ticket.Tier, ticket.Bytes, roomy.ToHostBytes));
+    }
+
+    /// <summary>A file tier whose folder cannot take files is refused when the swap space (or the engine) is made, not
+    /// at the first swap: the typed error names the folder.</summary>
+    [Fact]
+    public void AnUnwritableSwapFolderIsRefusedAtStart()
+    {
+        var file = Path.Combine(Directory.CreateDirectory(_dir).FullName, "a-file");
+        File.WriteAllText(file, "x");
+        var under = Path.Combine(file, "swap");
+        var plan = Kvq.Cache.Layout.KvLayoutPlan.Build(EngineFixtures.Model(EngineFixtures.Books).KvShape, KvCacheConfig.Parse("f16"));
+        var e = Assert.Throws<Kvq.IO.FileWriteException>(() => new SwapSpace(plan, 0, under, 1 << 20));
+        Assert.Equal($"cannot write {under}: {file} is a file, not a folder", e.Message);
+        var m = EngineFixtures.Books;
+        e = Assert.Throws<Kvq.IO.FileWriteException>(() => new InferenceEngine(EngineFixtures.Model(m), m.Tokenizer, new EngineOptions
+        {
+            Kv = KvCacheConfig.Parse("f16"), KvBudgetBytes = 1 << 24, Preemption = PreemptionMode.Swap, SwapHostBytes = 0, SwapFileBytes = 1 << 20,
+            SwapDirectory = file,
+        }));
+        Assert.Equal($"cannot write {file}: it is a file, not a folder", e.Message);
+        Assert.Equal("x", File.ReadAllText(file));
+    }
+
     [Fact]
     public void BadBudgetsAreRefusedWithTheirNames()
     {
@@ -137,6 +201,7 @@ public sealed class SwapSpaceTests : IDisposable
     /// <summary>Requests under memory pressure, preempted by swapping with no host memory for it (every swap goes to a
     /// file) or room for about one sequence (some in host memory, the rest in files): each gets exactly its lone greedy
     /// tokens; the host bytes never pass their budget; afterwards nothing is held and the folder is gone with the engine.
+    /// The engine's swap metrics (<see cref="EngineSnapshot.Swap"/>) account for every preemption the requests saw.
     /// With <paramref name="corrupt"/> the first swap file seen gets a flipped bit: that request is recomputed instead,
     /// with the same tokens.</summary>
     [Theory]
@@ -159,8 +224,13 @@ public sealed class SwapSpaceTests : IDisposable
         var swap = engine.Swap!;
         var violations = new ConcurrentBag<string>();
         bool corrupted = false;
+        var filesSeen = new Dictionary<string, long>();   // every swap file seen after a step, with its length
         engine.StepCompleted += s =>
         {
+            if (swap.Folder is { } seen)
+                foreach (var file in Directory.GetFiles(seen)) filesSeen.TryAdd(Path.GetFileName(file), new FileInfo(file).Length);
+            if (s.Swap.HeldHostBytes != swap.HostBytes || s.Swap.HeldFileBytes != swap.FileBytes)
+                violations.Add($"step {s.Step}: the snapshot holds {s.Swap.HeldHostBytes}/{s.Swap.HeldFileBytes} bytes, the swap space {swap.HostBytes}/{swap.FileBytes}");
             if (swap.HostBytes > hostBytes) violations.Add($"step {s.Step}: {swap.HostBytes} host bytes > {hostBytes}");
             if (swap.FileBytes != FilesBytes(swap.Folder)) violations.Add($"step {s.Step}: {swap.FileBytes} file bytes counted, {FilesBytes(swap.Folder)} on disk");
             if (corrupt && !corrupted && swap.Folder is { } folder && Directory.GetFiles(folder).FirstOrDefault() is { } f)
@@ -185,6 +255,27 @@ public sealed class SwapSpaceTests : IDisposable
         Assert.Equal(swap.ToHost + swap.ToFile - swap.Unreadable, swap.Restored);
         Assert.Equal((0L, 0L), (swap.HostBytes, swap.FileBytes));
         Assert.True(swap.PeakHostBytes <= hostBytes);
+
+        // The engine's metrics say what happened: each preemption the requests saw was a swap to host memory or a file
+        // or a recompute; the files swapped out are the files seen on disk (count and bytes); each swapped sequence came
+        // back but the corrupted one, which is the one recompute.
+        var snap = engine.Snapshot();
+        var w = snap.Swap;
+        long preempted = results.Sum(r => (long)r.Preemptions);
+        Assert.Equal(preempted, snap.Preemptions);
+        Assert.Equal(preempted, w.OutHost + w.OutFile + w.Recomputes - swap.Unreadable);
+        Assert.Equal((swap.ToHost, swap.ToFile, swap.ToHostBytes, swap.ToFileBytes), (w.OutHost, w.OutFile, w.OutHostBytes, w.OutFileBytes));
+        // Files seen between steps are some of those counted (a file can be written and taken back within one plan).
+        Assert.InRange(filesSeen.Count, w.OutFile > 0 ? 1 : 0, w.OutFile);
+        Assert.InRange(filesSeen.Values.Sum(), w.OutFile > 0 ? 1 : 0, w.OutFileBytes);
+        if (hostBytes == 0) Assert.Equal(0, w.OutHostBytes);
+        Assert.Equal(w.OutHost, w.InHost);
+        Assert.Equal(w.OutHostBytes, w.InHostBytes);
+        Assert.Equal(w.OutFile - (corrupt ? 1 : 0), w.InFile);
+        Assert.Equal(corrupt ? 1 : 0, w.Recomputes);
+        if (!corrupt) Assert.Equal(w.OutFileBytes, w.InFileBytes);
+        else Assert.True(w.InFileBytes < w.OutFileBytes);
+        Assert.Equal((0L, 0L), (w.HeldHostBytes, w.HeldFileBytes));
         Assert.Empty(Directory.GetFiles(swap.Folder!));
         engine.Dispose();
         Assert.False(Directory.Exists(swap.Folder));

@@ -32,6 +32,11 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
     /// CPU), the oracle these rows were first measured against (docs/models.md compares the two).</summary>
     public static bool PeerDefaults => Environment.GetEnvironmentVariable("KVQ_FAMILY_ORACLE") == "defaults";
 
+    /// <summary>Q8_0 products in ggml-cpu's order of float operations (<see cref="WeightMatrix.LlamaCppSumOrder"/>),
+    /// bitwise llama.cpp's; KVQ_FAMILY_SUM_ORDER=kvq measures Kvq's default (faster) kernels instead (docs/models.md
+    /// gives both).</summary>
+    public static bool LlamaCppOrder => Environment.GetEnvironmentVariable("KVQ_FAMILY_SUM_ORDER") != "kvq";
+
     private static LlamaCppSession PeerSession(LlamaCppModel peer, int context) =>
         PeerDefaults ? peer.CreateSession(context) : peer.CreateSession(context, cacheType: PeerCache, flashAttention: false);
 
@@ -118,7 +123,7 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
         int vocab = weights.Config.VocabSize;
         var (actual, trace) = KvqLogits(weights, tokens, swaps: null);
         var stats = LogitComparison.Compare(expected, actual, tokens.Length, vocab);
-        output.WriteLine($"{name} {type} (kv {KvFormat}{(PeerDefaults ? ", llama.cpp defaults" : "")}): {stats}");
+        output.WriteLine($"{name} {type} (kv {KvFormat}{(PeerDefaults ? ", llama.cpp defaults" : "")}{(LlamaCppOrder ? "" : ", Kvq's sum order")}): {stats}");
         var (top1, rel) = Bounds(name, type);
         Assert.True(stats.Top1Agreement >= top1, stats.ToString());
         if (trace == null)
@@ -152,6 +157,7 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
     /// <summary>Kvq's logits of every position (one prefill), with a <see cref="RouteTrace"/> on expert models.</summary>
     private static (float[] Logits, RouteTrace? Trace) KvqLogits(ModelWeights weights, int[] tokens, IEnumerable<(int, int)>? swaps)
     {
+        weights.UseLlamaCppSumOrder(LlamaCppOrder);
         var model = new Transformer(weights, new Parallelism(2), maxBatch: 32);
         var trace = model.ExpertFfn != null ? new RouteTrace(model, swaps) : null;
         var logits = new float[tokens.Length * weights.Config.VocabSize];
@@ -182,6 +188,7 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
         }
 
         using var weights = GgufModelLoader.Load(path);
+        weights.UseLlamaCppSumOrder(LlamaCppOrder);
         var model = new Transformer(weights, new Parallelism(2), maxBatch: 16);
         var kv = new PagedKvCache(model.KvShape, KvCacheConfig.Parse(KvFormat)).CreateSequence();
         var last = new float[weights.Config.VocabSize];

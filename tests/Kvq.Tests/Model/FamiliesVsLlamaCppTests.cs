@@ -84,19 +84,14 @@ public class FamiliesVsLlamaCppTests(ITestOutputHelper output)
 
     private static bool IsGemma(string name) => name.StartsWith("gemma", StringComparison.Ordinal);
 
-    /// <summary>(top-1, max relative error) required. Every op of Kvq's forward but attention is bitwise llama.cpp's CPU
-    /// result with Q8_0 weights in <see cref="LlamaCppOrder"/> (its Q8_0 products, RMSNorm, RoPE, Gemma's f16 GELU
-    /// table; checked on llama.cpp's own graph, docs/models.md). Attention still sums in another order (Kvq's online
-    /// softmax over blocks against ggml's whole-row softmax), a last-bit difference at ~80% of its outputs, and the 8-bit
-    /// activations of the next product turn one now and then into a flipped code. Gemma's output is tied to its
-    /// embeddings, so its synthetic logits are a random projection of the last hidden state and near-ties are common:
-    /// gemma3 (6 layers) keeps the most flips (512 positions: 99.0%, 1.9e-2; at 128 positions one flipped top-1 is
-    /// 0.8%). Everything else meets the common bounds.</summary>
-    public static (double Top1, double Rel) Bounds(string name, GgmlType type) => (name, type) switch
-    {
-        ("gemma3", GgmlType.Q8_0) => (0.97, Bound(type)),
-        _ => (0.99, Bound(type)),
-    };
+    /// <summary>(top-1, max relative error) required: the same on every row. Every op of Kvq's forward but attention is
+    /// bitwise llama.cpp's CPU result with Q8_0 weights in <see cref="LlamaCppOrder"/> (its Q8_0 products, RMSNorm,
+    /// RoPE, Gemma's f16 GELU table; checked on llama.cpp's own graph, docs/models.md). Attention still sums in another
+    /// order (Kvq's online softmax over blocks against ggml's whole-row softmax), a last-bit difference at ~80% of its
+    /// outputs, which the 8-bit activations of the next product turn one now and then into a flipped code. gemma3 Q8_0
+    /// keeps the most (tied output, so near-tied logits; 6 layers): top-1 1.000 over 128 positions, 0.990 over 512,
+    /// max 1.9e-2; with Kvq's default Q8_0 kernels (KVQ_FAMILY_SUM_ORDER=kvq) 0.988 over 512, below the bound.</summary>
+    public static (double Top1, double Rel) Bounds(string name, GgmlType type) => (0.99, Bound(type));
 
     /// <summary>The first <paramref name="count"/> tokens of Moby Dick from a chapter start, BOS first.</summary>
     public static int[] RealText(LlamaCppModel peer, int count, int offset = 20000)

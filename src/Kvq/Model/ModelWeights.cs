@@ -42,6 +42,13 @@ public sealed class ModelWeights : IDisposable
         ExactGelu = exact;
     }
 
+    /// <summary>Q8_0 products in ggml-cpu's order of float operations (<see cref="WeightMatrix.LlamaCppSumOrder"/>: bitwise
+    /// llama.cpp's CPU products, slower than the default kernels); for comparisons with llama.cpp.</summary>
+    public void UseLlamaCppSumOrder(bool on)
+    {
+        foreach (var m in Matrices) m.LlamaCppSumOrder = on;
+    }
+
     /// <summary>Gemma's GELU in f32 (true), or through ggml's f16 table as llama.cpp's CPU backend does (false, the
     /// default; <see cref="GeluHalfTable"/>). Set with the activations by <see cref="UseExactActivations"/>.</summary>
     public bool ExactGelu { get; set; }

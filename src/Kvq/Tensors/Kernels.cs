@@ -17,7 +17,17 @@ public static class Kernels
     /// <summary>out = x / rms(x) * weight.</summary>
     public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> output)
     {
-        float ss = TensorPrimitives.Dot(x, x) / x.Length;
+        // ggml-cpu's order (rms_norm_f32): each square rounded to f32, summed in f64 in index order, the mean rounded to
+        // f32. Bitwise llama.cpp's norms then (checked on its graph, docs/models.md); a float SIMD dot differed in the last
+        // bit at ~12% of values, which 8-bit activations downstream turn into flipped codes. O(n) against the O(n^2)
+        // products around it.
+        double sum = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float sq = x[i] * x[i];
+            sum += sq;
+        }
+        float ss = (float)(sum / x.Length);
         float scale = 1f / MathF.Sqrt(ss + eps);
         TensorPrimitives.Multiply(x, scale, output);
         TensorPrimitives.Multiply(output, weight, output);

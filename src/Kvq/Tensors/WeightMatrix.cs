@@ -24,6 +24,18 @@ public sealed unsafe class WeightMatrix
     /// </summary>
     public bool ExactActivations { get; set; }
 
+    /// <summary>
+    /// Q8_0 matrices only (ignored otherwise, and with <see cref="ExactActivations"/>): every product (MatVec,
+    /// MatVecRows, MatMul) dots the Q8_0-encoded activations in ggml-cpu's order of float operations
+    /// (<see cref="Q8Dot.DotQ8_0LlamaCppOrder"/>), bitwise llama.cpp's CPU result. Off by default: the default kernels
+    /// sum in other orders (faster: two accumulators, AVX-512, and the f32 GEMM for prompt batches), equal to it to
+    /// float rounding. For comparisons with llama.cpp (docs/models.md), where last-bit differences turn into flipped
+    /// 8-bit codes downstream.
+    /// </summary>
+    public bool LlamaCppSumOrder { get; set; }
+
+    private bool LlamaCppOrdered(GgmlType act) => LlamaCppSumOrder && Type == GgmlType.Q8_0 && act == GgmlType.Q8_0;
+
     /// <summary>The encoding the activation rows get before this matrix's products, or null (kept in f32).</summary>
     public GgmlType? ActivationType => ExactActivations ? null : ActivationQuant.VecDotType(Type);
 
@@ -68,7 +80,7 @@ public sealed unsafe class WeightMatrix
     {
         if (first < 0 || count <= 0 || first + count > Rows)
             throw new ArgumentOutOfRangeException(nameof(count), $"{Name}: rows [{first}, {first + count}) are outside 0..{Rows}");
-        return new WeightMatrix(name, count, Cols, Type, Row(first), _owner) { ExactActivations = ExactActivations };
+        return new WeightMatrix(name, count, Cols, Type, Row(first), _owner) { ExactActivations = ExactActivations, LlamaCppSumOrder = LlamaCppSumOrder };
     }
 
     public void DequantizeRow(int r, Span<float> dst) => RowKernels.Dequantize(Type, Row(r), dst[..Cols]);
@@ -93,7 +105,7 @@ public sealed unsafe class WeightMatrix
         }
     }
 
-    private bool IntegerDot(GgmlType act) => act == GgmlType.Q8_0 && Q8Dot.Handles(Type) && (IntegerDots ?? Q8Dot.Preferred);
+    private bool IntegerDot(GgmlType act) => LlamaCppOrdered(act) || act == GgmlType.Q8_0 && Q8Dot.Handles(Type) && (IntegerDots ?? Q8Dot.Preferred);
 
     /// <summary>Whether rows of a Q8_0/Q4_0/IQ4_NL matrix dot the encoded activations on integers (<see cref="Q8Dot"/>)
     /// or their float kernels dot the round-tripped row (the same sums to float rounding); null: <see cref="Q8Dot.Preferred"/>.</summary>
@@ -123,12 +135,12 @@ public sealed unsafe class WeightMatrix
         fixed (byte* pq = buf)
         fixed (float* py = y)
         {
-            var job = new Int8Job(this, pq, rowBytes, py, n);
+            var job = new Int8Job(this, pq, rowBytes, py, n, LlamaCppOrdered(GgmlType.Q8_0));
             par.For(Rows, n == 1 ? 64 : 16, ref job);
         }
     }
 
-    private readonly struct Int8Job(WeightMatrix w, byte* xq, int xRowBytes, float* y, int n) : IRangeJob
+    private readonly struct Int8Job(WeightMatrix w, byte* xq, int xRowBytes, float* y, int n, bool llamaCppOrder) : IRangeJob
     {
         public void Run(int start, int end)
         {
@@ -136,7 +148,8 @@ public sealed unsafe class WeightMatrix
             // Each weight row stays in L1 across the n activation rows, so it is read from memory once.
             for (int r = start; r < end; r++)
                 for (int t = 0; t < n; t++)
-                    y[(long)t * w.Rows + r] = Q8Dot.Dot(w.Type, w.Row(r), xq + (long)t * xRowBytes, nb);
+                    y[(long)t * w.Rows + r] = llamaCppOrder ? Q8Dot.DotQ8_0LlamaCppOrder(w.Row(r), xq + (long)t * xRowBytes, nb)
+                        : Q8Dot.Dot(w.Type, w.Row(r), xq + (long)t * xRowBytes, nb);
         }
     }
 
@@ -144,8 +157,13 @@ public sealed unsafe class WeightMatrix
     public void MatMul(ReadOnlySpan<float> x, Span<float> y, int n, Parallelism par)
     {
         if (x.Length < n * Cols || y.Length < n * Rows) throw new ArgumentException($"{Name}: MatMul shapes");
-        // The activation rounding, then the same f32 GEMM: it equals ggml's integer products to float rounding.
-        if (ActivationType is { } act) x = RoundTripped(act, x[..(n * Cols)]);
+        // The activation rounding, then the same f32 GEMM: it equals ggml's integer products to float rounding (or, in
+        // llama.cpp's sum order, its integer products bit for bit).
+        if (ActivationType is { } act)
+        {
+            if (LlamaCppOrdered(act)) { MatVecInt8(x, y, n, par); return; }
+            x = RoundTripped(act, x[..(n * Cols)]);
+        }
         fixed (float* px = x)
         fixed (float* py = y)
         {

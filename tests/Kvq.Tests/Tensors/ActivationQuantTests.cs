@@ -131,6 +131,53 @@ public unsafe class ActivationQuantTests(ITestOutputHelper output)
     /// (its min term m·Σx then differs by up to 2^-11 of m·d·Σcodes).</summary>
     private static double Tolerance(GgmlType act) => act == GgmlType.Q8_1 ? 2e-3 : 1e-5;
 
+    [LinuxFact("compares with ggml-cpu's vec_dot from the libggml-cpu that LLamaSharp loads")]
+    public void LlamaCppSumOrderIsGgmlCpuBitForBit()
+    {
+        // Q8_0 weights in ggml-cpu's order of float operations: every product path equals ggml's own vec_dot bit for bit
+        // (odd block counts, codes -128 included), and the AVX2 kernel its scalar twin.
+        Assert.True(GgmlReference.CpuAvailable, "libggml-cpu not found in this process");
+        var rng = new Random(4242);
+        var par = new Parallelism(2);
+        foreach (int nb in new[] { 1, 3, 7, 13 })
+        {
+            const int rows = 29, tokens = 5;
+            int cols = 32 * nb, rowBytes = 34 * nb;
+            var data = QuantTestData.RandomBlocks(GgmlType.Q8_0, rows * nb, rng);
+            for (int b = 0; b < rows * nb; b += 3) data[b * 34 + 2 + rng.Next(32)] = 0x80;
+            var w = WeightMatrix.FromBytes("w", rows, cols, GgmlType.Q8_0, data);
+            w.LlamaCppSumOrder = true;
+            var x = Activations(tokens * cols, rng);
+            var vec = new float[rows];
+            w.MatVec(x.AsSpan(0, cols), vec, par);
+            var vecRows = new float[tokens * rows];
+            w.MatVecRows(x, vecRows, tokens, par);
+            var mm = new float[tokens * rows];
+            w.MatMul(x, mm, tokens, par);
+            var xq = new byte[rowBytes];
+            int ordinary = 0;
+            for (int t = 0; t < tokens; t++)
+            {
+                GgmlReference.CpuQuantizeActivations(GgmlType.Q8_0, x.AsSpan(t * cols, cols), xq);
+                for (int r = 0; r < rows; r++)
+                {
+                    float theirs = GgmlReference.CpuVecDot(GgmlType.Q8_0, cols, data.AsSpan(r * rowBytes, rowBytes), xq);
+                    Assert.Equal(BitConverter.SingleToInt32Bits(theirs), BitConverter.SingleToInt32Bits(mm[t * rows + r]));
+                    Assert.Equal(BitConverter.SingleToInt32Bits(theirs), BitConverter.SingleToInt32Bits(vecRows[t * rows + r]));
+                    if (t == 0) Assert.Equal(BitConverter.SingleToInt32Bits(theirs), BitConverter.SingleToInt32Bits(vec[r]));
+                    fixed (byte* pw = data)
+                    fixed (byte* px = xq)
+                    {
+                        float scalar = Q8Dot.DotQ8_0LlamaCppOrderScalar(pw + r * rowBytes, px, nb);
+                        Assert.Equal(BitConverter.SingleToInt32Bits(theirs), BitConverter.SingleToInt32Bits(scalar));
+                        if (Q8Dot.Dot(GgmlType.Q8_0, pw + r * rowBytes, px, nb) != theirs) ordinary++;
+                    }
+                }
+            }
+            output.WriteLine($"{nb} blocks: {ordinary} of {rows * tokens} default-order dots differ from ggml's in the last bits");
+        }
+    }
+
     [Theory]
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.Q4_0)]
@@ -174,6 +221,8 @@ public unsafe class ActivationQuantTests(ITestOutputHelper output)
         w.ExactActivations = true;
         Assert.Null(w.ActivationType);
         Assert.True(w.SliceRows("half", 4, 4).ExactActivations);
+        w.LlamaCppSumOrder = true;
+        Assert.True(w.SliceRows("half", 4, 4).LlamaCppSumOrder);
         Assert.Null(WeightMatrix.FromFloats("f", 2, 3, new float[6]).ActivationType);
         Assert.Throws<NotSupportedException>(() => ActivationQuant.Quantize(GgmlType.Q4_0, new float[32], new byte[64]));
         Assert.Throws<ArgumentException>(() => ActivationQuant.Quantize(GgmlType.Q8_K, new float[255], new byte[292]));

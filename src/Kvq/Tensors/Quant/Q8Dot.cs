@@ -81,6 +81,44 @@ public static unsafe class Q8Dot
         return sum;
     }
 
+    /// <summary>
+    /// Q8_0 weights dotted with a Q8_0 activation row in ggml-cpu's own order of float operations, so that the result is
+    /// bitwise what llama.cpp's CPU backend computes (its vec_dot_q8_0_q8_0 for one row and llamafile's tinyBLAS_Q0 tiles
+    /// for prompt batches sum alike): eight int32 lanes per block (lane i = codes 4i..4i+3), one accumulator over the
+    /// blocks in order, acc = fma(d_w · d_x, lanes, acc), then the lanes summed as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+    /// Checked bit for bit against the libggml-cpu LLamaSharp loads (tests) and on llama.cpp's own graph (docs/models.md).
+    /// One dependent FMA chain per row, so slower than <see cref="Dot"/>; <see cref="WeightMatrix.LlamaCppSumOrder"/>
+    /// chooses it.
+    /// </summary>
+    public static float DotQ8_0LlamaCppOrder(byte* w, byte* x, int nb)
+    {
+        if (!Avx2.IsSupported || !Fma.IsSupported) return DotQ8_0LlamaCppOrderScalar(w, x, nb);
+        var acc = Vector256<float>.Zero;
+        for (int i = 0; i < nb; i++, w += 34, x += 34)
+            acc = Fma.MultiplyAdd(Vector256.Create(F16(w) * F16(x)), Block<Q8_0Codes>(w, x), acc);
+        var r = acc.GetUpper() + acc.GetLower();
+        return (r.GetElement(0) + r.GetElement(2)) + (r.GetElement(1) + r.GetElement(3));
+    }
+
+    /// <summary>Scalar twin of <see cref="DotQ8_0LlamaCppOrder"/> (the reference its AVX2 form is tested against).</summary>
+    public static float DotQ8_0LlamaCppOrderScalar(byte* w, byte* x, int nb)
+    {
+        Span<float> acc = stackalloc float[8];
+        acc.Clear();
+        for (int i = 0; i < nb; i++, w += 34, x += 34)
+        {
+            float d = F16(w) * F16(x);
+            sbyte* wc = (sbyte*)(w + 2), xc = (sbyte*)(x + 2);
+            for (int lane = 0; lane < 8; lane++)
+            {
+                int s = 0;
+                for (int j = 4 * lane; j < 4 * lane + 4; j++) s += wc[j] * xc[j];
+                acc[lane] = MathF.FusedMultiplyAdd(d, s, acc[lane]);
+            }
+        }
+        return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotAvx2<TC>(byte* w, byte* x, int nb) where TC : struct, IBlockCodes
     {

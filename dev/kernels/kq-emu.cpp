@@ -52,6 +52,7 @@ static u32 kq_key(u32 col0, u32 col1, u32 v, u32 p)
     return h_bits(lo_of(col0) * l + lo_of(t)) | ((u32)h_bits(hi_of(col0) * l + hi_of(t)) << 16);
 }
 static bool g_norot = false;
+static bool g_v17 = false;   // v17's swizzled B-register table (kq_qb_index17, kq_qb_load17)
 static void kq_sincos(float x, float& s, float& c)
 {
     if (g_norot) { s = 0.f; c = 1.f; return; }
@@ -90,7 +91,7 @@ static void chunk(const std::vector<u32>& kc, const float (&kcb)[16], const std:
         const int w0 = warp * 32;
         // R(-P) q for P = pc + w0, as the kernel composes it: chunk angles (double, rounded to float) and the warp's
         // offset (float).
-        std::vector<u32> qb(8 * 32 * 2, 0u);
+        std::vector<u32> qb(8 * KQ_QB17 * 2, 0u);   // v16's 8 x 32 fit in v17's padded rows
         for (int lane = 0; lane < 32; ++lane)
         {
             float rc[2], rs[2];
@@ -106,7 +107,8 @@ static void chunk(const std::vector<u32>& kc, const float (&kcb)[16], const std:
             for (int g = 0; g < G; ++g)
             {
                 const float* qq = &q[g * 128 + 4 * lane];
-                const int at = kq_qb_index(g, lane);
+                const int at = g_v17 ? kq_qb_index17(g, lane) : kq_qb_index(g, lane);
+                expect(at % (g_v17 ? KQ_QB17 : 32) < 16, "B registers of heads 0-3 in lanes 0-15 of their slice", g, lane, at);
                 qb[2 * at] = pack_h2(qq[0] * rc[0] + qq[1] * rs[0], qq[1] * rc[0] - qq[0] * rs[0]);
                 qb[2 * at + 1] = pack_h2(qq[2] * rc[1] + qq[3] * rs[1], qq[3] * rc[1] - qq[2] * rs[1]);
             }
@@ -133,7 +135,8 @@ static void chunk(const std::vector<u32>& kc, const float (&kcb)[16], const std:
                     A[gr + 8][2 * tq] = lo_of(a1); A[gr + 8][2 * tq + 1] = hi_of(a1);
                     A[gr][2 * tq + 8] = lo_of(a2); A[gr][2 * tq + 9] = hi_of(a2);
                     A[gr + 8][2 * tq + 8] = lo_of(a3); A[gr + 8][2 * tq + 9] = hi_of(a3);
-                    const u32 b0 = qb[2 * (sl * 32 + lane)], b1 = qb[2 * (sl * 32 + lane) + 1];
+                    const int li = g_v17 ? kq_qb_load17(sl, lane) : sl * 32 + lane;
+                    const u32 b0 = qb[2 * li], b1 = qb[2 * li + 1];
                     Bm[2 * tq][gr] = lo_of(b0); Bm[2 * tq + 1][gr] = hi_of(b0);
                     Bm[2 * tq + 8][gr] = lo_of(b1); Bm[2 * tq + 9][gr] = hi_of(b1);
                 }
@@ -183,8 +186,91 @@ static void chunk(const std::vector<u32>& kc, const float (&kcb)[16], const std:
     }
 }
 
+// Shared-memory wavefronts of one warp's 8-byte accesses at these byte addresses: two half-warp phases, each as many
+// wavefronts as the most distinct 4-byte words one bank is asked for (the hardware's bank-conflict rule).
+static int wavefronts8(const int (&addr)[32])
+{
+    int total = 0;
+    for (int half = 0; half < 2; ++half)
+    {
+        std::vector<std::vector<int>> words(32);
+        for (int l = 16 * half; l < 16 * half + 16; ++l)
+            for (int w = addr[l] / 4; w < addr[l] / 4 + 2; ++w)
+            {
+                auto& b = words[w % 32];
+                bool seen = false;
+                for (int x : b) seen |= x == w;
+                if (!seen) b.push_back(w);
+            }
+        size_t most = 1;
+        for (auto& b : words) most = std::max(most, b.size());
+        total += (int)most;
+    }
+    return total;
+}
+
+static int run(bool v17);
+
 int main()
 {
+    // v17's B-register table: the stores of a head and the loads of a slice, in wavefronts per warp instruction.
+    for (int v = 0; v < 2; ++v)
+    {
+        int st = 0, ld = 0;
+        for (int g = 0; g < 4; ++g)
+        {
+            int a[32];
+            for (int lane = 0; lane < 32; ++lane) a[lane] = 8 * (v ? kq_qb_index17(g, lane) : kq_qb_index(g, lane));
+            st = std::max(st, wavefronts8(a));
+        }
+        for (int sl = 0; sl < 8; ++sl)
+        {
+            int a[32];
+            for (int lane = 0; lane < 32; ++lane) a[lane] = 8 * (v ? kq_qb_load17(sl, lane) : sl * 32 + lane);
+            ld = std::max(ld, wavefronts8(a));
+        }
+        std::printf("%s B-register table: %d wavefronts per store (a head), %d per load (a slice); 2 without conflicts\n",
+                    v ? "v17" : "v16", st, ld);
+        if (v) expect(st == 2 && ld == 2, "v17 B-register table without bank conflicts", st, ld, 0);
+    }
+    // v17's skewed value codes: the stage copy (vskew17) and its readers (the values pass, code4_at17) against the
+    // plain layout, and the values pass's 4-byte loads in wavefronts.
+    {
+        std::mt19937 r2(17);
+        std::vector<u32> plain(32 * 4 * 32), skew(32 * 4 * 32, 0u);
+        for (auto& x : plain) x = (u32)r2();
+        for (int off = 0; off < (int)plain.size() * 4; off += 16)
+            for (int k = 0; k < 4; ++k) skew[(vskew17(off) >> 2) + k] = plain[(off >> 2) + k];
+        for (int tt = 0; tt < 256; ++tt)
+            for (int c = 0; c < 128; ++c) expect(code4_at17(skew.data(), tt, c) == code4_at(plain.data(), tt, c), "code4_at17", tt, c, 0);
+        int w16 = 0, w17 = 0;
+        for (int w0 = 0; w0 < 256; w0 += 32)
+            for (int ks = 0; ks < 2; ++ks)
+                for (int M = 0; M < 4; ++M)
+                {
+                    std::vector<std::vector<int>> b16(32), b17(32);
+                    for (int lane = 0; lane < 32; ++lane)
+                    {
+                        const int gr = lane >> 2, tq = lane & 3, R = (w0 / 8 + 2 * ks) * 4 + tq;
+                        const int a16 = R * 32 + gr + 8 * M, a17 = R * 32 + gr + 8 * ((M + tq) & 3);
+                        expect(skew[a17] == plain[a16] && skew[a17 + 128] == plain[a16 + 128], "values pass words", lane, M, 0);
+                        auto add = [](std::vector<int>& b, int w) { for (int x : b) if (x == w) return; b.push_back(w); };
+                        add(b16[a16 % 32], a16); add(b17[a17 % 32], a17);
+                    }
+                    for (int k = 0; k < 32; ++k) { w16 = std::max(w16, (int)b16[k].size()); w17 = std::max(w17, (int)b17[k].size()); }
+                }
+        std::printf("values pass code-word loads: v16 %d wavefronts each, v17 (skewed stage) %d\n", w16, w17);
+        expect(w17 == 1, "v17 value code loads without bank conflicts", w17, 0, 0);
+    }
+    const int skewFailures = failures;
+    int rc = run(false);
+    return run(true) | rc | (skewFailures ? 1 : 0);
+}
+
+static int run(bool v17)
+{
+    g_v17 = v17;
+    failures = 0;
     std::mt19937 rng(20261207);
     std::normal_distribution<float> nd(0.f, 1.f);
     std::uniform_real_distribution<float> ud(0.f, 1.f);
@@ -233,8 +319,8 @@ int main()
             worst11 = std::max(worst11, std::sqrt(f2 / w2));
             expect(rel < 2e-3, "RoPE scores rel L2", (long)pc, rep, rel);
         }
-    std::printf("v16 keys: RoPE scores worst rel L2 %.3g (positions up to %.0f); v11's f16 keys and queries on the same data: %.3g\n",
-                worst, positions[4] + 255, worst11);
+    std::printf("%s keys: RoPE scores worst rel L2 %.3g (positions up to %.0f); v11's f16 keys and queries on the same data: %.3g\n",
+                v17 ? "v17" : "v16", worst, positions[4] + 255, worst11);
     if (failures) { std::printf("FAILED: %d mismatches in %ld checks\n", failures, checked); return 1; }
     std::printf("ok: %ld scores match (exact mode bit for bit, RoPE mode under 2e-3)\n", checked);
     return 0;

@@ -136,7 +136,11 @@ public class KernelSourceTests
         Assert.Equal("attn_nuq_k4_v4_g4_r16_dense", DecodeKernelVersions.AttentionName(4, 4, 4, 16, NuqLayout.Dense));
         Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 16));
         Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(2, 2, 4, 16));
-        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 17));
+        // v17: the same shapes and layouts as v16.
+        Assert.Equal("attn_nuq_k4_v4_g4_r17_sparse", DecodeKernelVersions.AttentionName(4, 4, 4, 17, NuqLayout.SparseKeys));
+        Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 17));
+        Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(3, 3, 4, 17));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 18));
         Assert.True(DecodeKernelVersions.InProduction(4, 1, 12));
         Assert.False(DecodeKernelVersions.InProduction(4, 4, 12));
     }
@@ -187,6 +191,9 @@ public class KernelSourceTests
         // v16: the same 16 KB hold each warp's rotated query B registers, and the key table (2 x 8 x 3 x 32 x 16 B) follows.
         Assert.Equal(DecodeAttention.SharedBytes(15, 4, 4, 2, 0, group: 4) + 24576, DecodeAttention.SharedBytes(16, 4, 4, 2, 0, group: 4));
         Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0), DecodeAttention.SharedBytes(16, 4, 4, 2, 0, group: 1));
+        // v17: v16's, with the query rows padded by 16 bytes (8 warps x 8 slices).
+        Assert.Equal(DecodeAttention.SharedBytes(16, 4, 4, 2, 0, group: 4) + 1024, DecodeAttention.SharedBytes(17, 4, 4, 2, 0, group: 4));
+        Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0), DecodeAttention.SharedBytes(17, 4, 4, 2, 0, group: 1));
     }
 
     [Fact]

@@ -1,4 +1,4 @@
-// Versions 7 to 15 of the nuq decode kernel: one template (attn_v7) whose switches make each version, and the entry
+// Versions 7 to 17 of the nuq decode kernel: one template (attn_v7) whose switches make each version, and the entry
 // macro that names its kernels attn_nuq_k<B>_v<B>_g<G>_r<version><layout suffix>. Production compiles version 9
 // (decode_attention.cu, NUQ_V9); the kernel lab the others (dev/kernels/KernelLab/Kernels/decode_attention_lab.cu).
 #ifndef KVQ_ATTN_V7_CUH
@@ -252,6 +252,24 @@ __device__ __forceinline__ void kq_entry(int e, const float* th, const float* kr
 // Where the rotated query of head g, code lane l (pairs 2 l, 2 l + 1) goes in a warp's [slice][lane] uint2 table of
 // B registers: slice l & 7, lane 4 g + (l >> 3) (column g, k rows of code lane l's channels).
 __device__ __forceinline__ int kq_qb_index(int g, int l) { return (l & 7) * 32 + 4 * g + (l >> 3); }
+// v17: the same table with each slice's row padded by 16 bytes (KQ_QB17 uint2 a row), so that the stores of one head
+// (a half-warp writes 8 slices x 2 lanes) fall on 16 different bank pairs instead of 8 lanes on one (kq_qb_index:
+// 8-way conflicts, 16 wavefronts a store instead of 2); the loads of a slice stay one row, lane by lane (an XOR swizzle
+// of the row did the same for the stores, but its 8 per-slice addresses cost ptxas 11.8 a 28-byte spill).
+#define KQ_QB17 34
+__device__ __forceinline__ int kq_qb_index17(int g, int l) { return (l & 7) * KQ_QB17 + 4 * g + (l >> 3); }
+__device__ __forceinline__ int kq_qb_load17(int s, int lane) { return s * KQ_QB17 + lane; }
+// v17: the staged value codes skewed per row (a row = one word of a tile for the 32 code lanes, 128 B): the 16-byte
+// piece p of row R goes to piece (p + 2 R) & 7, i.e. code lane c of row R to word (c + 8 R) & 31. The values pass's lane
+// (gr, tq) reads code lanes gr + 8 M of rows = tq (mod 4): unskewed the 4 tq lanes of a gr hit one bank (4 wavefronts
+// a load), skewed they hit gr + 8 ((M + tq) & 3), 32 banks (1). vskew17: byte offset in the stage -> skewed offset.
+__device__ __forceinline__ int vskew17(int off) { return (off & ~0x7f) | ((((off >> 4) + 2 * (off >> 7)) & 7) << 4) | (off & 15); }
+__device__ __forceinline__ int vword17(int row, int c) { return row * 32 + ((c + 8 * row) & 31); }
+// Code of channel c of staged token tt (< 256) in the skewed value codes (v15's code4_at on the skewed layout).
+__device__ __forceinline__ int code4_at17(const u32* codes, int tt, int c)
+{
+    return (int)((codes[vword17(tt >> 1, c >> 2)] >> (16 * (tt & 1) + 4 * (c & 3))) & 15u);
+}
 // The code word (u32 index into the staged chunk's codes, [tile][word][lane]) whose 8 codes lane (gr, tq) turns into
 // its A registers for half hb of the warp's 32 tokens (from w0), slice s: tokens w0 + 16 hb + 2 gr, + 1.
 __device__ __forceinline__ int kq_word(int w0, int hb, int lane, int s)
@@ -268,8 +286,24 @@ __device__ __forceinline__ float warp_max(float v)
     return __int_as_float(order_flip(r));
 }
 
+// v17: decode_stage.cuh's issue_values with the value codes copied to their skewed places (vskew17).
+template <int B, int KS, int VS, int KL>
+__device__ __forceinline__ void issue_values17(char* st, long hb, long cbase, const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc)
+{
+    using S = Stage<B, KS, VS, KL>;
+    const char* const src = (const char*)(vcodes + (hb + cbase) / TILE * B * 32);
+    for (int off = threadIdx.x * 16; off < S::VC; off += T4 * 16) cp_async16(st + S::VC + vskew17(off), src + off);
+    copy_range(st + S::VZR, (const char*)(vzr + hb + cbase), CHUNK * 4);
+    if constexpr (VS > 0)
+    {
+        copy_range(st + S::VSV, (const char*)(vslotv + (hb + cbase) * VS), CHUNK * VS * 2);
+        copy_range(st + S::VSC, (const char*)(vslotc + (hb + cbase) * VS), CHUNK * VS);
+    }
+    cp_async_commit();
+}
+
 template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
-    bool TV = false, bool TH = false, bool PV = false, bool KQ = false>
+    bool TV = false, bool TH = false, bool PV = false, bool KQ = false, bool K17 = false>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -294,15 +328,19 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     static_assert(!TH || (TC && WS && !TV && G % 2 == 0 && G <= 8), "v13: v11's keys, warp-local softmax, heads in pairs of mma columns");
     static_assert(!PV || (TC && WS && !TV && !TH && B == 4 && G % 2 == 0 && G <= 8), "v15: v11's keys, warp-local softmax, 4-bit values, heads in pairs of mma columns");
     static_assert(!KQ || PV, "v16: v15 with the keys as tensor-core operands made by prmt");
+    static_assert(!K17 || KQ, "v17: v16 with fewer shared-memory wavefronts");
     char* const s_k16 = s_stage + S::BYTES + T::VBYTES + T::KBYTES;
     // v16: s_k16 holds each warp's rotated query B registers instead ([slice][lane] uint2, 2 KB, the same size), and
     // after it the per-block key table (kq_entry, 24 KB).
     constexpr int KMB = KQ ? KQ_ENTRIES * 16 : 0;
-    uint4* const s_km = (uint4*)(s_k16 + K16);
+    // v17: each warp's B registers in padded rows (kq_qb_index17): 8 x 272 B a warp instead of v11's 2 KB tile.
+    constexpr int WQ = K17 ? 8 * KQ_QB17 * 8 : WT;
+    constexpr int KQB = K17 ? W4 * WQ : K16;
+    uint4* const s_km = (uint4*)(s_k16 + KQB);
     {
         u32 dyn;
         asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES + K16 + KMB)) __trap();
+        if (dyn < (u32)(S::BYTES + T::VBYTES + T::KBYTES + KQB + KMB)) __trap();
     }
     const int h = blockIdx.y, split = blockIdx.x;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -313,12 +351,13 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
 
     __shared__ __align__(16) float s_sc[G][CHUNK];
     __shared__ __align__(16) float s_pr[G][CHUNK];
-    __shared__ float s_q[G][D];
+    // v17: s_q and s_vout 16-byte aligned for float4 accesses (alignas(4) is a float's own: the older versions' PTX).
+    alignas(K17 ? 16 : 4) __shared__ float s_q[G][D];
     __shared__ float s_kt[KPAIR || KQ ? 1 : 4][KPAIR || KQ ? 1 : L][32];   // single key lookups: v6's [lane channel][code][lane]
     __shared__ float s_vt[VR || KQ ? 1 : L][32];                             // single value lookups: v6's codebook once per lane
     __shared__ float s_kcb[16], s_vcb[16];
     __shared__ float s_kz[D], s_kr[D];
-    __shared__ float s_vout[W4][G][D];
+    alignas(K17 ? 16 : 4) __shared__ float s_vout[W4][G][D];
     __shared__ float s_m[G], s_l[G], s_alpha[G], s_pz[G];
     __shared__ float s_th[D / 2], s_cb[D / 2], s_sb[D / 2];
     __shared__ u8 s_olist[W4][32 * (KS > 0 ? KS : 1)];
@@ -344,7 +383,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     if (threadIdx.x < 16) { s_kcb[threadIdx.x] = kcb[threadIdx.x & (L - 1)]; s_vcb[threadIdx.x] = vcb[threadIdx.x & (L - 1)]; }
     for (int i = threadIdx.x; i < D; i += T4) { s_kz[i] = kzero[h * D + i]; s_kr[i] = krange[h * D + i]; }
     if constexpr (KQ)   // v16: the lanes' B registers of heads G..7 stay zero; the others are written per chunk
-        for (int i = threadIdx.x; i < W4 * WT / 16; i += T4) ((uint4*)s_k16)[i] = make_uint4(0u, 0u, 0u, 0u);
+        for (int i = threadIdx.x; i < KQB / 16; i += T4) ((uint4*)s_k16)[i] = make_uint4(0u, 0u, 0u, 0u);
     else if constexpr (!KPAIR)
         for (int i = threadIdx.x; i < L * D; i += T4)
         {
@@ -499,7 +538,8 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         }
         cp_async_wait_all();
         __syncthreads();
-        issue_values<B, KS, VS, KL>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
+        if constexpr (K17) issue_values17<B, KS, VS, KL>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
+        else issue_values<B, KS, VS, KL>(st, hb, cbase, vcodes, vzr, vslotv, vslotc);
         const u32* kc = (const u32*)(st + S::KC);
         const u32* vc = (const u32*)(st + S::VC);
         const int w0 = warp * (CHUNK / W4);
@@ -517,13 +557,19 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         {
             // v16: the group's queries rotated back by the warp's position P (rc, rs: cos and sin of P x theta for
             // this lane's pairs 2 lane, 2 lane + 1), R(-P) q, as the warp's B registers (kq_qb_index).
-            uint2* const qb = (uint2*)(s_k16 + warp * WT);
+            uint2* const qb = (uint2*)(s_k16 + warp * WQ);
             __syncwarp();   // the previous chunk's reads are done
 #pragma unroll
             for (int g = 0; g < G; ++g)
             {
-                const float q0 = s_q[g][4 * lane], q1 = s_q[g][4 * lane + 1], q2 = s_q[g][4 * lane + 2], q3 = s_q[g][4 * lane + 3];
-                qb[kq_qb_index(g, lane)] = make_uint2(pack_h2(q0 * rc[0] + q1 * rs[0], q1 * rc[0] - q0 * rs[0]),
+                float q0, q1, q2, q3;
+                if constexpr (K17)   // v17: one 16-byte load (4 wavefronts) instead of 4 scalar loads 4-way conflicted (16)
+                {
+                    const float4 q4 = *(const float4*)&s_q[g][4 * lane];
+                    q0 = q4.x; q1 = q4.y; q2 = q4.z; q3 = q4.w;
+                }
+                else { q0 = s_q[g][4 * lane]; q1 = s_q[g][4 * lane + 1]; q2 = s_q[g][4 * lane + 2]; q3 = s_q[g][4 * lane + 3]; }
+                qb[K17 ? kq_qb_index17(g, lane) : kq_qb_index(g, lane)] = make_uint2(pack_h2(q0 * rc[0] + q1 * rs[0], q1 * rc[0] - q0 * rs[0]),
                                                       pack_h2(q2 * rc[1] + q3 * rs[1], q3 * rc[1] - q2 * rs[1]));
             }
             __syncwarp();
@@ -545,7 +591,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                         mz = s_km[((hb * 8 + sl) * 3 + 2) * 32 + lane];
                     u32 p[4];
                     lut16_pairs(klo, khi, kw8[sl], p);
-                    const uint2 bq = qb[sl * 32 + lane];
+                    const uint2 bq = qb[K17 ? kq_qb_load17(sl, lane) : sl * 32 + lane];
                     mma_16816_a4(d, kq_key(m0.x, m0.y, mz.x, p[0]), kq_key(m1.x, m1.y, mz.z, p[2]),
                                  kq_key(m0.z, m0.w, mz.y, p[1]), kq_key(m1.z, m1.w, mz.w, p[3]), bq.x, bq.y);
                 }
@@ -779,7 +825,9 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 }
                 const float mn = fmaxf(wm[g], cm);
                 // v15: exactly 1 when the max did not move, so that the rescaling below can be skipped.
-                const float alpha = mn == -INFINITY || (PV && mn == wm[g]) ? 1.f : __expf(wm[g] - mn);
+                // v17: also 1 while the warp has seen no live token (wm = -inf): every sum and accumulator is still 0,
+                // so the first chunk's rescaling (alpha = 0 on zeros) is skipped too.
+                const float alpha = mn == -INFINITY || (PV && mn == wm[g]) || (K17 && wm[g] == -INFINITY) ? 1.f : __expf(wm[g] - mn);
                 const float p = mn == -INFINITY ? 0.f : __expf(v - mn);
                 s_sc[g][w0 + lane] = p;
                 if constexpr (!TH) s_pr[g][w0 + lane] = p * zrng;
@@ -796,8 +844,18 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     if (alpha != 1.f)
                     {
                         rescale = true;
+                        if constexpr (K17)   // v17: one 16-byte load and store (4 wavefronts each) instead of 4 + 4 scalar (16 each)
+                        {
+                            float4& o4 = *(float4*)&s_vout[warp][g][4 * lane];
+                            float4 o = o4;
+                            o.x *= alpha; o.y *= alpha; o.z *= alpha; o.w *= alpha;
+                            o4 = o;
+                        }
+                        else
+                        {
 #pragma unroll
-                        for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] *= alpha;
+                            for (int i = 0; i < 4; ++i) s_vout[warp][g][4 * lane + i] *= alpha;
+                        }
                     }
                 }
                 else
@@ -886,8 +944,10 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 for (int M = 0; M < D / 32; ++M)
                 {
                     u32 ha[4], hb[4];
-                    lut16_word(vlo, vhi, wa[8 * M], ha);
-                    lut16_word(vlo, vhi, wb[8 * M], hb);
+                    // v17: the skewed rows (vword17; rows 4 apart share the skew, so wb stays wa + 4 rows)
+                    const int cm = K17 ? 8 * ((M + tq) & 3) : 8 * M;
+                    lut16_word(vlo, vhi, wa[cm], ha);
+                    lut16_word(vlo, vhi, wb[cm], hb);
                     mma_16816_a4(acc2[2 * M], ha[0], ha[1], hb[0], hb[1], b0, b1);
                     mma_16816_a4(acc2[2 * M + 1], ha[2], ha[3], hb[2], hb[3], b0, b1);
                 }
@@ -1036,7 +1096,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 for (int sl = 0; sl < VS; ++sl)
                 {
                     int c = (cc >> (8 * sl)) & 0xff;
-                    float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[code_at<B>(vc, tt, c)], z);
+                    float d = h2f((vv >> (16 * sl)) & 0xffff) - fmaf(r, s_vcb[K17 ? code4_at17(vc, tt, c) : code_at<B>(vc, tt, c)], z);
 #pragma unroll
                     for (int g = 0; g < G; ++g) atomicAdd(&s_vout[warp][g][c], s_sc[g][tt] * d);
                 }
@@ -1137,7 +1197,7 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && VER <= 14 && G > 1), (VER >= 15 && VER <= 16 && G > 1), (VER == 16 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && VER <= 14 && G > 1), (VER >= 15 && VER <= 17 && G > 1), (VER >= 16 && VER <= 17 && G > 1), (VER == 17 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 #define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
     NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
 

@@ -1,4 +1,4 @@
-// The kernel lab's decode-attention versions: every nuq version that production does not run (1-8 and 10-16;
+// The kernel lab's decode-attention versions: every nuq version that production does not run (1-8 and 10-17;
 // production runs 9, src/Kvq.Cuda/Kernels/decode_attention.cu), kept to time and check against the CPU reference
 // (dev/kernels/README.md lists what each one changed and what it measured). Loaded only by the lab
 // (KernelLab's DecodeKernelVersions: KernelLab, Kvq.Cuda.Tests); the f16 kernels, version 9 and attn_reduce come
@@ -1351,3 +1351,7 @@ NUQ_V7_LAYOUTS(4, 4, 2, 15)
 // layer's key codebook in f16 byte planes, each rotated key pair two f16x2 FMAs with a per-block table of RoPE offset
 // x range x zero per pair (the warp's own position goes to the query, once per chunk). 4 bits, G = 4 only.
 NUQ_V7_LAYOUTS(4, 4, 2, 16)
+// Version 17 = v16 with fewer shared-memory wavefronts (run 38: v16's shared pipe ~70% busy, 36% of its wavefronts
+// bank-conflict excess, MIO stalls the top reason): the rotated query's B registers swizzled per slice, the query and
+// the value-outlier sums read and rescaled 16 bytes a lane, no rescaling before a warp's first live token. 4 bits, G = 4.
+NUQ_V7_LAYOUTS(4, 4, 2, 17)

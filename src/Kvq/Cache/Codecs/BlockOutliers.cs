@@ -177,16 +177,43 @@ public sealed class BlockOutliers
                 Avx512F.ConvertToVector256Int32(v & indexMask).Store(idx + 8 * g);
                 HalfDot.F16ToF32x8(Avx512F.ConvertToVector128UInt16(v >> w)).Store(val + 8 * g);
             }
+            if (!MaskRunInRegister)
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    int ix = idx[i];
+                    if (ix >= limit) break;   // sorted: the rest belong to later tokens
+                    int t = ix >> shift, lane = lanes[ix & cmask];
+                    m[t] |= 1UL << lane;
+                    x[(t << 6) + lane] = val[i];
+                }
+                return;
+            }
+            // Entries are sorted by token, so a token's mask is built in a register over its run of entries and
+            // stored whole after each (a later entry of the run overwrites it with a superset): no read-modify-write
+            // of m[t] in memory, whose store-to-load forwarding chained consecutive entries of one token (values: 2 a
+            // token, keys ~1.4). The run restarts without a branch: `same` is all ones when t equals the previous
+            // token (t ^ prev == 0), else zero (t, prev >= 0; prev starts at a token no entry has).
+            ulong run = 0;
+            int prev = int.MaxValue;
             for (int i = 0; i < n; i++)
             {
                 int ix = idx[i];
                 if (ix >= limit) break;   // sorted: the rest belong to later tokens
                 int t = ix >> shift, lane = lanes[ix & cmask];
-                m[t] |= 1UL << lane;
+                ulong same = (ulong)(((long)(t ^ prev) - 1) >> 63);
+                run = (run & same) | 1UL << lane;
+                m[t] = run;
+                prev = t;
                 x[(t << 6) + lane] = val[i];
             }
         }
     }
+
+    /// <summary>Whether <see cref="ToLanesVector"/> builds each token's mask in a register (else by a read-modify-write
+    /// of masks[t] per entry): a switch for the benchmarks' A/B only (<c>bench/Kvq.Micro --decode-profile</c> with a
+    /// <c>KV#old</c> entry); both write the same masks and values (<c>BlockOutliersTests</c>).</summary>
+    internal static bool MaskRunInRegister = true;
 
     /// <summary><see cref="GroupPlan"/> for each index width 0..24 (built once: no race between threads).</summary>
     private static readonly (Vector512<byte> Control, Vector512<ulong> Shift)[] GroupPlans =

@@ -10,8 +10,9 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// Fused attention kernels for the KVQuant codecs (AVX-512 + VBMI; <see cref="NuqLanes"/> says how codes reach
 /// registers). Keys: decode a token's codes through the per-layer codebook (vpermps) and the per-channel scale/zero
 /// (one FMA), put its exact outliers in by lane blends, rotate it at its position in registers (angles from
-/// <see cref="RopeAngleTable"/>: 4 multiplies per pair, no cos/sin), and dot it with the group's query rows, so no
-/// tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
+/// <see cref="RopeAngleTable"/>, no cos/sin; when the block's positions share one base angle, as in any sequence
+/// without eviction, the base rotation goes onto the query rows once per block and each key turns by its offset
+/// only), and dot it with the group's query rows, so no tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
 /// zero_j + range_j * cb built once per block (at head dim 64 and decode: in a register per token, from the packed
 /// scale), accumulator rows in registers across the block's tokens, and the token's exact outliers (the sparse rows
 /// of a block, <see cref="BlockOutliers"/>) blended in by a lane mask per token at head dim 64

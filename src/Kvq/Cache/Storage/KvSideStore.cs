@@ -46,7 +46,8 @@ internal sealed class KvSideStore
     /// <summary>Whether block 0 (from <paramref name="s0"/> = 0) is encoded and its first rows are replaced by sink rows:
     /// a fused kernel may read the block if the sink rows' share is put right afterwards
     /// (<see cref="Attention.KeyScores.Block"/>, <see cref="Attention.BlockAttention"/>).</summary>
-    public bool IsEncodedUnderSink(int layer, int s0) => s0 == 0 && Sink != null && (Staging == null || Sealed[layer] > 0);
+    public bool IsEncodedUnderSink(int layer, int s0) => s0 == 0 && Sink != null && (Staging == null || Sealed[layer] > 0)
+        && Codecs[layer][0].FusesUnderSink;
 
     public Span<byte> Block(int layer, int blockId, int head) => Arenas[layer].Block(blockId, head);
 

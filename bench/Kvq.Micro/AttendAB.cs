@@ -15,6 +15,7 @@ namespace Kvq.Micro;
 /// call is timed alone and its best kept (a call is ~0.1-1 ms, short enough that some rounds escape preemption on a
 /// loaded machine), and the per-token figure is the sum of the layers' bests. Queries are the model's last prompt
 /// token's projections replaced by a seeded random vector (attention's cost does not depend on their values).
+/// KV entries take the suffixes of <see cref="DecodeProfile"/> (<c>#base</c>, <c>#old</c>) for A/B runs of one build.
 /// </summary>
 public static partial class AttendAB
 {
@@ -40,7 +41,7 @@ public static partial class AttendAB
         var seqs = new IKvSequence[kvs.Length];
         for (int i = 0; i < kvs.Length; i++)
         {
-            var config = KvCacheConfig.Parse(kvs[i]);
+            var config = KvCacheConfig.Parse(DecodeProfile.Spec(kvs[i]));
             if (profile != null) config = config with { Profile = profile, SinkTokens = profile.Settings.SinkTokens };
             seqs[i] = model.CreateSequence(config, ctx + 1);
             model.Forward(prompt, seqs[i], logits);
@@ -56,6 +57,7 @@ public static partial class AttendAB
         for (int round = 0; round < rounds; round++)
             for (int i = 0; i < kvs.Length; i++)
             {
+                DecodeProfile.Switch(kvs[i]);
                 long c0 = ThreadCpuNs();
                 for (int l = 0; l < c.Layers; l++)
                 {
@@ -80,6 +82,7 @@ public static partial class AttendAB
             double med = r[rounds / 2];
             Console.WriteLine($"| {kvs[i]} | {sum:F1} | {sum * 1e3 / perToken:F2} | {r[0]:F1} / {med:F1} | {med * 1e3 / perToken:F2} |");
         }
+        DecodeProfile.Switch("");
         foreach (var s in seqs) (s as IDisposable)?.Dispose();
     }
 }

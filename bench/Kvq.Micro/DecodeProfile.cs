@@ -49,7 +49,7 @@ public static partial class DecodeProfile
         {
             configs[i] = KvCacheConfig.Parse(Spec(kvs[i]));
             if (p != null) configs[i] = configs[i] with { Profile = p, SinkTokens = p.Settings.SinkTokens };
-            Cache.Attention.BlockAttention.PrefetchOutlierRows = !kvs[i].EndsWith(BaseSuffix);
+            Switch(kvs[i]);
             ThroughputBenchmark.WarmUp(model, Path.GetFileName(modelPath), Math.Min(ctx, 256), configs[i]);
         }
         var replica = new Replica(model);
@@ -73,7 +73,7 @@ public static partial class DecodeProfile
         for (int round = 0; round < rounds; round++)
             for (int i = 0; i < kvs.Length; i++)
             {
-                Cache.Attention.BlockAttention.PrefetchOutlierRows = !kvs[i].EndsWith(BaseSuffix);
+                Switch(kvs[i]);
                 var seq = model.CreateSequence(configs[i], ctx + steps);
                 var twin = model.CreateSequence(configs[i], ctx + steps);
                 model.Forward(prompt, seq, logits);
@@ -145,7 +145,24 @@ public static partial class DecodeProfile
     /// (the build's A/B in one process).</summary>
     private const string BaseSuffix = "#base";
 
-    private static string Spec(string entry) => entry.EndsWith(BaseSuffix) ? entry[..^BaseSuffix.Length] : entry;
+    /// <summary>A KV entry ending in this runs with the per-block trims of branch cpu23 off: the base angle on the
+    /// query rows (<see cref="Cache.Codecs.KvQuant.NuqKernels.RotateQueriesPerBlock"/>), masks built in a register
+    /// (<see cref="Cache.Codecs.BlockOutliers.MaskRunInRegister"/>) and block 0 under sink rows through the fused
+    /// kernels (<see cref="Cache.Attention.KeyScores.FusedSinkBlock"/>).</summary>
+    private const string OldSuffix = "#old";
+
+    internal static string Spec(string entry) => entry.EndsWith(BaseSuffix) ? entry[..^BaseSuffix.Length]
+        : entry.EndsWith(OldSuffix) ? entry[..^OldSuffix.Length] : entry;
+
+    /// <summary>Sets the library's A/B switches for a KV entry (all on unless its suffix turns some off).</summary>
+    internal static void Switch(string entry)
+    {
+        Cache.Attention.BlockAttention.PrefetchOutlierRows = !entry.EndsWith(BaseSuffix);
+        bool now = !entry.EndsWith(OldSuffix);
+        Cache.Codecs.KvQuant.NuqKernels.RotateQueriesPerBlock = now;
+        Cache.Codecs.BlockOutliers.MaskRunInRegister = now;
+        Cache.Attention.KeyScores.FusedSinkBlock = now;
+    }
 
     private static void PerfControl(string fifo, string command)
     {

@@ -160,6 +160,8 @@ internal static unsafe class BlockAttention
             if (values.IsEncodedTile(layer, s0))
                 values.Codecs[layer][head].Accumulate(values.Block(layer, block, head), values.Outliers(layer, block, head), cnt, scores, nq,
                     acc, sc.Tile);
+            else if (KeyScores.FusedSinkBlock && values.IsEncodedUnderSink(layer, s0) && nq * Math.Min(values.Sink!.Tokens, cnt) <= MaxSinkWeights)
+                AccumulateUnderSink(values, layer, head, block, cnt, hd, scores, nq, acc, sc.Tile);
             else
             {
                 var tile = sc.Tile.AsSpan(0, cnt * hd);
@@ -180,6 +182,31 @@ internal static unsafe class BlockAttention
             var dst = new Span<float>(o + (long)t * shape.QDim + (head * g + j) * hd, hd);
             TensorPrimitives.Multiply(acc.Slice(r * hd, hd), 1f / l[r], dst);
         }
+    }
+
+    /// <summary>Most sink weights (query rows x sink rows) <see cref="AccumulateUnderSink"/> sets aside on the stack.</summary>
+    private const int MaxSinkWeights = 256;
+
+    /// <summary>acc += w x V over block 0 under sink rows through the codec's fused kernel: the sink rows' weights are
+    /// set aside and zeroed (their decoded rows then add exactly 0), and the exact rows added with them after.</summary>
+    private static void AccumulateUnderSink(KvSideStore values, int layer, int head, int block, int cnt, int hd, Span<float> w, int nq,
+        Span<float> acc, float[] tile)
+    {
+        int n = Math.Min(values.Sink!.Tokens, cnt);
+        Span<float> kept = stackalloc float[nq * n];
+        for (int r = 0; r < nq; r++)
+            for (int j = 0; j < n; j++)
+            {
+                kept[r * n + j] = w[r * cnt + j];
+                w[r * cnt + j] = 0f;
+            }
+        values.Codecs[layer][head].Accumulate(values.Block(layer, block, head), values.Outliers(layer, block, head), cnt, w, nq, acc, tile);
+        var rows = tile.AsSpan(0, n * hd);
+        values.Sink.Overwrite(layer, head, rows, n);
+        for (int r = 0; r < nq; r++)
+            for (int j = 0; j < n; j++)
+                if (kept[r * n + j] != 0f)
+                    TensorPrimitives.MultiplyAdd(rows.Slice(j * hd, hd), kept[r * n + j], acc.Slice(r * hd, hd), acc.Slice(r * hd, hd));
     }
 
     /// <summary>Whether <see cref="Head"/> asks for the next block's keys and values while it works on the current one

@@ -16,12 +16,14 @@ internal static class KeyScores
     {
         var keys = kv.Keys;
         var codec = keys.Codecs[layer][head];
-        if (keys.IsEncodedTile(layer, s0))
+        bool underSink = FusedSinkBlock && keys.IsEncodedUnderSink(layer, s0);
+        if (keys.IsEncodedTile(layer, s0) || underSink)
         {
             var kb = keys.Block(layer, blockId, head);
             var ko = keys.Outliers(layer, blockId, head);
             if (codec.PreRope) codec.ScoresPreRope(kb, ko, count, kv.Positions(layer, head, s0, count), kv.Shape.RopeOf(layer), qs, nq, scores, tile);
             else codec.Scores(kb, ko, count, qs, nq, scores, tile);
+            if (underSink) SinkScores(kv, layer, head, count, qs, nq, scores, tile);
         }
         else
         {
@@ -36,6 +38,27 @@ internal static class KeyScores
         var w = kv.LogWeights(layer, head, s0, count);
         if (w.IsEmpty) return;
         for (int r = 0; r < nq; r++) TensorPrimitives.Add(scores.Slice(r * count, count), w, scores.Slice(r * count, count));
+    }
+
+    /// <summary>Whether block 0 under sink rows goes through the codec's fused kernel, the sink rows' scores then
+    /// recomputed from their exact copies (else the whole block is decoded into a tile with the sink rows put in):
+    /// a switch for the benchmarks' A/B only (<c>bench/Kvq.Micro --decode-profile</c> with a <c>KV#old</c> entry);
+    /// both give the scores within float rounding (<c>SinkBlockTests</c>).</summary>
+    internal static bool FusedSinkBlock = true;
+
+    /// <summary>Replaces the scores of the block-0 slots that sink rows stand for (the first min(sink, count)) by the
+    /// query rows' dots with the exact rows, rotated at their positions for pre-RoPE keys.</summary>
+    private static void SinkScores(IKvBlockReader kv, int layer, int head, int count, ReadOnlySpan<float> qs, int nq, Span<float> scores,
+        float[] tile)
+    {
+        var keys = kv.Keys;
+        int hd = kv.Shape.HeadDim, n = Math.Min(keys.Sink!.Tokens, count);
+        var t = tile.AsSpan(0, n * hd);
+        keys.Sink.Overwrite(layer, head, t, n);
+        if (keys.Codecs[layer][head].PreRope) kv.Shape.RopeOf(layer).RotateAt(t, n, kv.Positions(layer, head, 0, n));
+        for (int r = 0; r < nq; r++)
+            for (int j = 0; j < n; j++)
+                scores[r * count + j] = TensorPrimitives.Dot(qs.Slice(r * hd, hd), t.Slice(j * hd, hd));
     }
 
     /// <summary>Gathers the query rows of one KV head's group for query tokens [t0, t1) of a (n, qDim) batch, token-major,

@@ -150,10 +150,14 @@ public sealed class BlockOutliers
     /// (8 entries of w + 16 bits are w + 16 whole bytes, so every group starts on a byte and each entry sits at the same
     /// bit offset in its group's 64-byte window: one byte permute and one variable shift per group take all 8 out) and
     /// their f16 values widened 8 at a time (<see cref="HalfDot.F16ToF32x8"/>, exact for every bit pattern, the same
-    /// floats as <see cref="QuantFormats.HalfToSingle"/>); then one scalar pass sets each entry's mask bit
-    /// and lane. The scalar loop spent ~10 cycles an entry on the bit read and the conversion (profile: 11% of a
-    /// nuq4-1% decode token's attention samples at 4000 tokens).</summary>
-    [SkipLocalsInit]   // idx/val are written before they are read; the window copy's bytes past the data are never used
+    /// floats as <see cref="QuantFormats.HalfToSingle"/>). Each entry's token, lane (a byte permute through the lane
+    /// map), value offset and mask bit are worked out 8 at a time too, and the bits OR-ed over each token's run of
+    /// entries in the register (entries are sorted by token, so a run is contiguous: a segmented scan in 3 steps,
+    /// carried across groups), so the last pass only stores: masks[t] = the run's bits so far (the run's last entry
+    /// stores them all) and the value at its lane. The scalar pass this replaces (token, lane lookup and a
+    /// read-modify-write of masks[t] per entry, chained through store forwarding within a token) was 7.5% of a
+    /// nuq4-1% decode token at 4000 tokens (session 10's profile).</summary>
+    [SkipLocalsInit]   // the per-entry arrays are written before they are read; the window copy's bytes past the data are never used
     private unsafe void ToLanesVector(int n, int w, int limit, int shift, int headDim, ReadOnlySpan<byte> laneOf, Span<ulong> masks, Span<float> dense)
     {
         int width = w + 16, groups = (n + 7) / 8;
@@ -167,26 +171,90 @@ public sealed class BlockOutliers
         fixed (ulong* m = masks)
         fixed (float* x = dense)
         {
+            if (!MaskRunInRegister)
+            {
+                for (int g = 0; g < groups; g++)
+                {
+                    var v = Window(p, len, Header + g * width, ctrl, sh);
+                    Avx512F.ConvertToVector256Int32(v & indexMask).Store(idx + 8 * g);
+                    HalfDot.F16ToF32x8(Avx512F.ConvertToVector128UInt16(v >> w)).Store(val + 8 * g);
+                }
+                for (int i = 0; i < n; i++)
+                {
+                    int ix = idx[i];
+                    if (ix >= limit) break;   // sorted: the rest belong to later tokens
+                    int t = ix >> shift, lane = lanes[ix & cmask];
+                    m[t] |= 1UL << lane;
+                    x[(t << 6) + lane] = val[i];
+                }
+                return;
+            }
+            // The lane map as a 64-byte permute table (head dims below 64: the rest unused, channels stay below headDim).
+            byte* table = stackalloc byte[64];
+            Buffer.MemoryCopy(lanes, table, 64, headDim);
+            var laneTable = Vector512.Load(table);
+            int* tok = idx, off = stackalloc int[groups * 8];
+            ulong* bits = stackalloc ulong[groups * 8];
+            var chanMask = Vector512.Create((ulong)cmask);
+            var byteMask = Vector512.Create(0xFFUL);
+            // Lane i's neighbour i - s (s = 1, 2, 4) for the segmented scan; lanes below s have none (masked out by fromS).
+            var up1 = Vector512.Create(0UL, 0, 1, 2, 3, 4, 5, 6);
+            var up2 = Vector512.Create(0UL, 0, 0, 1, 2, 3, 4, 5);
+            var up4 = Vector512.Create(0UL, 0, 0, 0, 0, 1, 2, 3);
+            var from1 = Vector512.Create(0UL, ~0UL, ~0UL, ~0UL, ~0UL, ~0UL, ~0UL, ~0UL);
+            var from2 = Vector512.Create(0UL, 0UL, ~0UL, ~0UL, ~0UL, ~0UL, ~0UL, ~0UL);
+            var from4 = Vector512.Create(0UL, 0UL, 0UL, 0UL, ~0UL, ~0UL, ~0UL, ~0UL);
+            ulong carryT = ulong.MaxValue, carryBits = 0;
             for (int g = 0; g < groups; g++)
             {
-                int start = Header + g * width;
-                // The last windows would read past the array: a masked load (no fault past the mask) takes what is there.
-                var window = start + 64 <= len ? Vector512.Load(p + start)
-                    : Avx512BW.MaskLoad(p + start, Vector512.LessThan(ByteIndices, Vector512.Create((byte)(len - start))), default);
-                var v = Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(window, ctrl).AsUInt64(), sh);
-                Avx512F.ConvertToVector256Int32(v & indexMask).Store(idx + 8 * g);
+                var v = Window(p, len, Header + g * width, ctrl, sh);
                 HalfDot.F16ToF32x8(Avx512F.ConvertToVector128UInt16(v >> w)).Store(val + 8 * g);
+                var ix = v & indexMask;
+                var t = Vector512.ShiftRightLogical(ix, shift);
+                var lane = Avx512Vbmi.PermuteVar64x8(laneTable, (ix & chanMask).AsByte()).AsUInt64() & byteMask;
+                var bit = Avx512F.ShiftLeftLogicalVariable(Vector512<ulong>.One, lane);
+                Avx512F.ConvertToVector256Int32(t).Store(tok + 8 * g);
+                Avx512F.ConvertToVector256Int32((t << 6) + lane).Store(off + 8 * g);
+                // Segmented inclusive OR-scan of the bits over runs of equal tokens (contiguous: entries are sorted).
+                bit |= Vector512.Equals(Avx512F.PermuteVar8x64(t, up1), t) & from1
+                    & Avx512F.PermuteVar8x64(bit, up1);
+                bit |= Vector512.Equals(Avx512F.PermuteVar8x64(t, up2), t) & from2
+                    & Avx512F.PermuteVar8x64(bit, up2);
+                bit |= Vector512.Equals(Avx512F.PermuteVar8x64(t, up4), t) & from4
+                    & Avx512F.PermuteVar8x64(bit, up4);
+                // The previous group's last run goes on into this group's first lanes when they hold the same token.
+                bit |= Vector512.Equals(t, Vector512.Create(carryT)) & Vector512.Create(carryBits);
+                bit.Store(bits + 8 * g);
+                carryT = t.GetElement(7);
+                carryBits = bit.GetElement(7);
             }
+            int tokens = limit >> shift;   // entries of tokens from here on lie past the limit (sorted: stop at the first)
             for (int i = 0; i < n; i++)
             {
-                int ix = idx[i];
-                if (ix >= limit) break;   // sorted: the rest belong to later tokens
-                int t = ix >> shift, lane = lanes[ix & cmask];
-                m[t] |= 1UL << lane;
-                x[(t << 6) + lane] = val[i];
+                int t = tok[i];
+                if (t >= tokens) break;
+                m[t] = bits[i];
+                x[off[i]] = val[i];
             }
         }
     }
+
+    /// <summary>The 8 entries of the group whose window starts at byte <paramref name="start"/>, each in its 64-bit
+    /// lane's low bits (garbage above). The last windows would read past the array: a masked load (no fault past the
+    /// mask) takes what is there.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector512<ulong> Window(byte* p, int len, int start, Vector512<byte> ctrl, Vector512<ulong> sh)
+    {
+        var window = start + 64 <= len ? Vector512.Load(p + start)
+            : Avx512BW.MaskLoad(p + start, Vector512.LessThan(ByteIndices, Vector512.Create((byte)(len - start))), default);
+        return Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(window, ctrl).AsUInt64(), sh);
+    }
+
+    /// <summary>Whether <see cref="ToLanesVector"/> works out tokens, lanes and masks 8 entries at a time (else one entry
+    /// at a time with a read-modify-write of masks[t]): a switch for the benchmarks' A/B only
+    /// (<c>bench/Kvq.Micro --decode-profile</c> with a <c>KV#old</c> entry); both write the same masks and values
+    /// (<c>BlockOutliersTests</c>).</summary>
+    internal static bool MaskRunInRegister = true;
 
     /// <summary><see cref="GroupPlan"/> for each index width 0..24 (built once: no race between threads).</summary>
     private static readonly (Vector512<byte> Control, Vector512<ulong> Shift)[] GroupPlans =

@@ -82,6 +82,12 @@ public abstract class KvCodec
     /// overloads below; codecs without one ignore it.</summary>
     public virtual bool HasBlockOutliers => false;
 
+    /// <summary>Whether attention reads block 0 under sink rows through this codec's fused kernels and puts the sink
+    /// rows' share right afterwards (<see cref="Attention.KeyScores.FusedSinkBlock"/>): for codecs whose fused kernels
+    /// are much cheaper than decode + tile (KVQuant). Others keep the tile path, whose arithmetic on the sink rows is
+    /// the same as on any decoded row (an f16 cache with f16 sink copies gives the same bits as without them).</summary>
+    internal virtual bool FusesUnderSink => false;
+
     /// <summary>Bytes a block's sparse part is expected to hold at the format's nominal outlier rate (planning of budgets;
     /// the cache counts what is really held). 0 without a sparse part.</summary>
     public virtual double ExpectedOutlierBytesPerBlock => 0;

@@ -43,6 +43,12 @@ internal sealed class KvSideStore
     /// fused kernel may score or accumulate them: not when staged, nor block 0 while sink rows replace its first tokens.</summary>
     public bool IsEncodedTile(int layer, int s0) => (Staging == null || s0 < Sealed[layer]) && !(s0 == 0 && Sink != null);
 
+    /// <summary>Whether block 0 (from <paramref name="s0"/> = 0) is encoded and its first rows are replaced by sink rows:
+    /// a fused kernel may read the block if the sink rows' share is put right afterwards
+    /// (<see cref="Attention.KeyScores.Block"/>, <see cref="Attention.BlockAttention"/>).</summary>
+    public bool IsEncodedUnderSink(int layer, int s0) => s0 == 0 && Sink != null && (Staging == null || Sealed[layer] > 0)
+        && Codecs[layer][0].FusesUnderSink;
+
     public Span<byte> Block(int layer, int blockId, int head) => Arenas[layer].Block(blockId, head);
 
     /// <summary>The sparse rows beside a block (formats with <see cref="KvCodec.HasBlockOutliers"/>), else null.</summary>

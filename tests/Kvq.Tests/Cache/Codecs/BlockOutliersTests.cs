@@ -119,6 +119,31 @@ public class BlockOutliersTests
         Assert.Equal(b.Bytes, total.Total);
     }
 
+    /// <summary>Tokens with many outliers (runs of up to 15 entries: one token's run spans up to three of the vector
+    /// unpacker's 8-entry groups, so its mask is carried across groups) and tokens with none between them, power-of-two
+    /// head dims (the vector path) with every prefix of tokens as the limit.</summary>
+    [Theory]
+    [InlineData(32, 64, 15)]
+    [InlineData(32, 16, 9)]
+    [InlineData(16, 32, 12)]
+    public void LanesOfCrowdedTokensMatchTheModel(int blockTokens, int headDim, int most)
+    {
+        var rng = new Random(TestSeeds.Of(nameof(LanesOfCrowdedTokensMatchTheModel), blockTokens, headDim, most));
+        int w = BlockOutliers.IndexBitsFor(blockTokens, headDim);
+        var rows = new BlockOutliers();
+        var model = new SortedDictionary<int, ushort>();
+        for (int t = 0; t < blockTokens; t++)
+        {
+            int k = rng.Next(3) == 0 ? 0 : rng.Next(1, most + 1);
+            var channels = Enumerable.Range(0, headDim).OrderBy(_ => rng.Next()).Take(k).Order().ToArray();
+            var halves = channels.Select(_ => (ushort)(rng.Next(1, 0x7C00) | rng.Next(2) << 15)).ToArray();   // finite f16, either sign
+            rows.SetToken(t, headDim, w, channels, halves);
+            for (int j = 0; j < k; j++) model[t * headDim + channels[j]] = halves[j];
+        }
+        Assert.True(rows.Count > 8 * 3, $"{rows.Count} entries: too few to span several groups");
+        for (int count = 0; count <= blockTokens; count++) CheckLanes(rows, model, count, headDim, rng);
+    }
+
     /// <summary><see cref="BlockOutliers.ToLanes"/> against the model: under a random channel -> lane map, each token's
     /// mask has exactly its entries' lanes, those lanes hold the f32 of the entries' f16, every other lane is untouched
     /// and masks start from garbage.</summary>

@@ -34,6 +34,7 @@ public sealed class NuqChannelCodec : KvCodec, IKvQuantAccounting, IKvCodecRefer
     }
 
     public override string Name => _spec.Name;
+    internal override bool FusesUnderSink => true;
     public override bool PreRope => !_spec.PostRope;
     public override bool HasBlockOutliers => _spec.HasOutliers;
     /// <summary>Header + the nominal fraction's entries (index + f16 value each).</summary>

@@ -10,8 +10,9 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// Fused attention kernels for the KVQuant codecs (AVX-512 + VBMI; <see cref="NuqLanes"/> says how codes reach
 /// registers). Keys: decode a token's codes through the per-layer codebook (vpermps) and the per-channel scale/zero
 /// (one FMA), put its exact outliers in by lane blends, rotate it at its position in registers (angles from
-/// <see cref="RopeAngleTable"/>: 4 multiplies per pair, no cos/sin), and dot it with the group's query rows, so no
-/// tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
+/// <see cref="RopeAngleTable"/>, no cos/sin; when the block's positions share one base angle, as in any sequence
+/// without eviction, the base rotation goes onto the query rows once per block and each key turns by its offset
+/// only), and dot it with the group's query rows, so no tile is written. Values: acc += w_j * (cb[code] * range_j + zero_j) with each token's 16-entry table
 /// zero_j + range_j * cb built once per block (at head dim 64 and decode: in a register per token, from the packed
 /// scale), accumulator rows in registers across the block's tokens, and the token's exact outliers (the sparse rows
 /// of a block, <see cref="BlockOutliers"/>) blended in by a lane mask per token at head dim 64
@@ -69,12 +70,15 @@ internal static unsafe class NuqKernels
         bool rotate = !positions.IsEmpty;
         float[] baseCos = [], baseSin = [];
         RopeAngleTable? table = null;
+        int sharedBase = -1;   // the one RopeAngleTable base all the block's positions share, or -1
         if (rotate)
         {
             table = rope!.Table;
-            int maxPos = 0;
-            for (int j = 0; j < count; j++) maxPos = Math.Max(maxPos, positions[j]);
+            int minPos = count > 0 ? System.Numerics.Tensors.TensorPrimitives.Min(positions[..count]) : 0;
+            int maxPos = count > 0 ? Math.Max(0, System.Numerics.Tensors.TensorPrimitives.Max(positions[..count])) : 0;
             (baseCos, baseSin) = table.Bases(maxPos);
+            if (RotateQueriesPerBlock && minPos >= 0 && minPos / RopeAngleTable.Step == maxPos / RopeAngleTable.Step)
+                sharedBase = minPos / RopeAngleTable.Step;
         }
         // Query rows in lane order: on the stack for the register kernel, a per-thread buffer for the tile path.
         Span<float> qBuf = nq <= MaxFusedRows ? stackalloc float[nq * d] : QBuffer(nq * d);
@@ -91,8 +95,14 @@ internal static unsafe class NuqKernels
             byte* rows = block + codesOffset;
             if (copy) rows = lanes.CopyRows(rows, count, pad);
             lanes.Gather(pq, nq, ql);
+            // One base angle for the whole block (every block of a plain sequence: 32 positions from a multiple of
+            // 32): q . R(b + d) k = (R(b)^T q) . (R(d) k), so the base rotation goes onto the nq query rows once and
+            // each key turns by its offset d alone, its cos/sin read from the table as they are (no addition formula
+            // per token: 4 loads and 8 multiplies fewer per cached token).
+            bool deltaOnly = sharedBase >= 0;
+            if (deltaOnly) RotateBack(ql, nq, d, bc + sharedBase * table!.Pairs, bs + sharedBase * table.Pairs);
             bool fused = nq <= MaxFusedRows;
-            var k = new KeyRows(rows, codeBytes, sc, slots, EmptySlot, lut, z, r, rotate, bc, bs, dc, ds, table?.Pairs ?? 0, pos, sv,
+            var k = new KeyRows(rows, codeBytes, sc, slots, EmptySlot, lut, z, r, rotate, deltaOnly, bc, bs, dc, ds, table?.Pairs ?? 0, pos, sv,
                 masked ? lm : null, lv);
             if (d == 64) KeyScores64(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt, part);
             else KeyScoresAnyDim(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt);
@@ -100,9 +110,33 @@ internal static unsafe class NuqKernels
         }
     }
 
-    /// <summary>What the key kernels read: code rows, outlier slots, per-channel scale/zero in lane order, angles.</summary>
+    /// <summary>Whether <see cref="KeyScores(NuqLanes, ReadOnlySpan{byte}, int, ReadOnlySpan{int}, Rope?, int, int, int, ReadOnlySpan{byte}, ReadOnlySpan{float}, ReadOnlySpan{ulong}, ReadOnlySpan{float}, Vector512{float}, float[], float[], ReadOnlySpan{float}, int, Span{float}, Span{float})"/>
+    /// rotates the query rows by a block's shared base angle (the keys by their offsets only) instead of each key by its
+    /// whole angle (a switch for the benchmarks' A/B only: <c>bench/Kvq.Micro --decode-profile</c> with a <c>KV#old</c>
+    /// entry; both give the scores within float rounding, <c>NuqFusedKernelTests</c>).</summary>
+    internal static bool RotateQueriesPerBlock = true;
+
+    /// <summary>Rows q (n, d, lane order) := R(b)^T q: each pair (x, y) of the rows turned back by the base angle whose
+    /// cos/sin start at <paramref name="cos"/>/<paramref name="sin"/> (pairs in lane order: vectors 2m and 2m + 1
+    /// hold pairs 16m..16m+15).</summary>
+    private static void RotateBack(float* q, int n, int d, float* cos, float* sin)
+    {
+        for (int i = 0; i < n; i++, q += d)
+            for (int m = 0; m < d / 32; m++)
+            {
+                var c = Vector512.Load(cos + 16 * m);
+                var s = Vector512.Load(sin + 16 * m);
+                var x = Vector512.Load(q + 32 * m);
+                var y = Vector512.Load(q + 32 * m + 16);
+                Vector512.FusedMultiplyAdd(x, c, y * s).Store(q + 32 * m);
+                Avx512F.FusedMultiplySubtract(y, c, x * s).Store(q + 32 * m + 16);
+            }
+    }
+
+    /// <summary>What the key kernels read: code rows, outlier slots, per-channel scale/zero in lane order, angles
+    /// (with <c>deltaOnly</c> the keys turn by their offset from the block's base only).</summary>
     private readonly struct KeyRows(byte* rows, int codeBytes, byte* indices, int slots, int empty,
-        Vector512<float> lut, float* zero, float* range, bool rotate, float* baseCos, float* baseSin, float* deltaCos,
+        Vector512<float> lut, float* zero, float* range, bool rotate, bool deltaOnly, float* baseCos, float* baseSin, float* deltaCos,
         float* deltaSin, int pairs, int* positions, float* outlierValues, ulong* laneMasks, float* laneValues)
     {
         public readonly float* OutlierValues = outlierValues;
@@ -113,7 +147,7 @@ internal static unsafe class NuqKernels
         public readonly int CodeBytes = codeBytes, Slots = slots, Empty = empty, Pairs = pairs;
         public readonly Vector512<float> Lut = lut;
         public readonly float* Zero = zero, Range = range, BaseCos = baseCos, BaseSin = baseSin, DeltaCos = deltaCos, DeltaSin = deltaSin;
-        public readonly bool Rotate = rotate;
+        public readonly bool Rotate = rotate, DeltaOnly = deltaOnly;
         public readonly int* Positions = positions;
     }
 
@@ -179,7 +213,22 @@ internal static unsafe class NuqKernels
                             k3 = Vector512.ConditionalSelect(Vector512.Equals(ch3, vc).AsSingle(), vx, k3);
                         }
                 }
-                if (k.Rotate)
+                if (k.DeltaOnly)
+                {
+                    int dO = (int)((uint)k.Positions[j] % RopeAngleTable.Step) * pairs;
+                    float* dc = k.DeltaCos + dO, ds = k.DeltaSin + dO;
+                    var cos = Vector512.Load(dc);
+                    var sin = Vector512.Load(ds);
+                    var f = k0;
+                    k0 = Avx512F.FusedMultiplySubtract(f, cos, k1 * sin);
+                    k1 = Vector512.FusedMultiplyAdd(f, sin, k1 * cos);
+                    cos = Vector512.Load(dc + 16);
+                    sin = Vector512.Load(ds + 16);
+                    f = k2;
+                    k2 = Avx512F.FusedMultiplySubtract(f, cos, k3 * sin);
+                    k3 = Vector512.FusedMultiplyAdd(f, sin, k3 * cos);
+                }
+                else if (k.Rotate)
                 {
                     uint p = (uint)k.Positions[j];
                     int bo = (int)(p / RopeAngleTable.Step) * pairs, dO = (int)(p % RopeAngleTable.Step) * pairs;
@@ -259,10 +308,14 @@ internal static unsafe class NuqKernels
                 int p = k.Positions[j], b = (p / RopeAngleTable.Step) * k.Pairs, dd = (p % RopeAngleTable.Step) * k.Pairs;
                 for (int m = 0; m < nv / 2; m++)
                 {
-                    var cbv = Vector512.Load(k.BaseCos + b + 16 * m); var sbv = Vector512.Load(k.BaseSin + b + 16 * m);
                     var cdv = Vector512.Load(k.DeltaCos + dd + 16 * m); var sdv = Vector512.Load(k.DeltaSin + dd + 16 * m);
-                    var cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
-                    var sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+                    Vector512<float> cos = cdv, sin = sdv;
+                    if (!k.DeltaOnly)
+                    {
+                        var cbv = Vector512.Load(k.BaseCos + b + 16 * m); var sbv = Vector512.Load(k.BaseSin + b + 16 * m);
+                        cos = Avx512F.FusedMultiplySubtract(cbv, cdv, sbv * sdv);
+                        sin = Vector512.FusedMultiplyAdd(sbv, cdv, cbv * sdv);
+                    }
                     var f = buf[2 * m];
                     var g = buf[2 * m + 1];
                     buf[2 * m] = Vector512.FusedMultiplyAdd(f, cos, -(g * sin));

@@ -22,6 +22,7 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     private readonly Vector512<float> _lut;
 
     public override string Name => _spec.Name;
+    internal override bool FusesUnderSink => true;
     public override bool PreRope => _preRope;
     public override bool HasBlockOutliers => _k > 0;
     /// <summary>Header + the nominal fraction's entries (index + f16 value each).</summary>

@@ -33,7 +33,54 @@ public class KvQuantAttentionTests
         seq.Attend(layer, q, n, got, new Parallelism(2));
         seq.Commit(n);
 
-        // Reference: encode/decode each token with this layer's codecs, rotate keys by hand unless the codec stores post-RoPE.
+        var (kHat, vHat) = HandDecoded(cfg, shape, k, v, n, sink, layer);
+        var expected = ReferenceAttention.CausalGqa(shape, q, kHat, vHat, n);
+        ReferenceAttention.AssertClose(got, expected);
+    }
+
+    /// <summary>A decode token (one query token, the register kernels: 3 query rows a KV head) over blocks whose first
+    /// holds sink rows: block 0 goes through the fused kernels with the sink rows' scores and values put right after
+    /// (<see cref="Kvq.Cache.Attention.KeyScores.FusedSinkBlock"/>); the output must equal f64 attention over the
+    /// hand-decoded keys and values. Sinks of 1..5 rows, a partial last block, pre- and post-RoPE keys, 1 and 2
+    /// threads (split-K: block 0 in the first range only).</summary>
+    [Theory]
+    [InlineData("nuq4-1%", 1, 75, 1)]
+    [InlineData("nuq3-1%", 4, 97, 2)]
+    [InlineData("nuq4-1%:post", 1, 64, 1)]
+    [InlineData("nuq3-1%:token", 2, 70, 1)]
+    [InlineData("nuq2", 5, 33, 2)]
+    public void DecodeOverASinkBlockEqualsHandRotatedDecodedKeys(string spec, int sink, int n, int threads)
+    {
+        const int layers = 2, kvHeads = 2, headDim = 64, layer = 1;
+        var shape = KvQuantTestData.Shape(layers, kvHeads, headDim, groupSize: 3);
+        var profile = KvQuantTestData.Profile(shape, tokens: 1500);
+        var cfg = KvCacheConfig.Parse(spec) with { Profile = profile, SinkTokens = sink };
+        var cache = new PagedKvCache(shape, cfg);
+        using var seq = cache.CreateSequence();
+        int seed = TestSeeds.Of(spec, n);
+        var k = KvQuantTestData.Activations(n, shape.KvDim, seed + 1);
+        var v = KvQuantTestData.Activations(n, shape.KvDim, seed + 2);
+        var q = KvQuantTestData.Activations(n, shape.QDim, seed + 3);
+        // The prompt (n - 1 tokens), then one decode token.
+        seq.BeginChunk(new int[n - 1]);
+        for (int l = 0; l < layers; l++) seq.Append(l, k.AsSpan(0, (n - 1) * shape.KvDim), v.AsSpan(0, (n - 1) * shape.KvDim), n - 1);
+        seq.Commit(n - 1);
+        seq.BeginChunk(new int[1]);
+        for (int l = 0; l < layers; l++) seq.Append(l, k.AsSpan((n - 1) * shape.KvDim), v.AsSpan((n - 1) * shape.KvDim), 1);
+        var got = new float[shape.QDim];
+        seq.Attend(layer, q.AsSpan((n - 1) * shape.QDim), 1, got, new Parallelism(threads));
+        seq.Commit(1);
+
+        var (kHat, vHat) = HandDecoded(cfg, shape, k, v, n, sink, layer);
+        var all = ReferenceAttention.CausalGqa(shape, q, kHat, vHat, n);
+        ReferenceAttention.AssertClose(got, all.AsSpan((n - 1) * shape.QDim).ToArray());
+    }
+
+    /// <summary>Encodes and decodes each token with this layer's codecs (the first <paramref name="sink"/> as exact f16
+    /// copies), rotating keys by hand unless the codec stores post-RoPE: the keys and values attention should see.</summary>
+    private static (float[] K, float[] V) HandDecoded(KvCacheConfig cfg, KvShape shape, float[] k, float[] v, int n, int sink, int layer)
+    {
+        int kvHeads = shape.KvHeads, headDim = shape.HeadDim;
         var kHat = new float[n * shape.KvDim];
         var vHat = new float[n * shape.KvDim];
         var cos = new float[headDim / 2];
@@ -70,8 +117,7 @@ public class KvQuantAttentionTests
                 row.CopyTo(vHat.AsSpan(t * shape.KvDim + h * headDim, headDim));
             }
         }
-        var expected = ReferenceAttention.CausalGqa(shape, q, kHat, vHat, n);
-        ReferenceAttention.AssertClose(got, expected);
+        return (kHat, vHat);
     }
 
     private static void RoundToHalf(Span<float> x)

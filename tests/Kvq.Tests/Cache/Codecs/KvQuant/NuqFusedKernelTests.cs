@@ -66,7 +66,7 @@ public class NuqFusedKernelTests
         var d = new TheoryData<string, int, int, string>();
         foreach (var spec in new[] { "nuq4-1%", "nuq3-1%", "nuq2-1%", "nuq3", "nuq4-1%:qnorm" })
             foreach (var (count, nq) in new[] { (32, 3), (31, 1), (7, 8), (1, 3), (32, 9), (19, 48) })
-                foreach (var pos in new[] { "run0", "run4000", "run4005", "gaps" })
+                foreach (var pos in new[] { "run0", "run4000", "run4005", "gaps", "shuffled4064" })
                     d.Add(spec, count, nq, pos);
         return d;
     }
@@ -74,7 +74,14 @@ public class NuqFusedKernelTests
     private static int[] Positions(string kind, int count, int seed)
     {
         var p = new int[count];
-        if (kind == "gaps")
+        if (kind == "shuffled4064")
+        {
+            // Positions of one RopeAngleTable step (one base angle: the kernels turn the queries by it and each key by
+            // its offset only), out of order, repeats allowed (merged or reordered slots).
+            var rng = new Random(seed);
+            for (int j = 0; j < count; j++) p[j] = 4064 + rng.Next(RopeAngleTable.Step);
+        }
+        else if (kind == "gaps")
         {
             var rng = new Random(seed);
             int at = rng.Next(0, 50);

@@ -33,7 +33,7 @@ if (args.Length > 0 && args[0] == "--batch-profile")
 // (KVQ_PROFILE=books19m.kvqp for nuq formats)   where the budget serve run's CPU goes: prefills vs batched decode steps
 if (args.Length > 0 && args[0] == "--serve-split")
 {
-    Kvq.Micro.ServeSplit.Run(args.Length > 1 ? args[1] : "../shared/models/books-19m.gguf", args.Length > 2 ? int.Parse(args[2]) : 1,
+    ServeSplit.Run(args.Length > 1 ? args[1] : "../shared/models/books-19m.gguf", args.Length > 2 ? int.Parse(args[2]) : 1,
         (args.Length > 3 ? args[3] : "f16,nuq3-1%").Split(','), (args.Length > 4 ? args[4] : "7,30").Split(',').Select(int.Parse).ToArray(),
         args.Length > 5 ? int.Parse(args[5]) : 2000, args.Length > 6 ? int.Parse(args[6]) : 200, args.Length > 7 ? int.Parse(args[7]) : 2);
     return;

@@ -48,8 +48,11 @@ public sealed class OptionBoundsTests
     {
         await using var server = await TestServer.StartAsync(o => o with
         {
-            MaxTokensLimit = KvqServerOptions.MaxTokensLimitCap, MaxConcurrentRequests = KvqServerOptions.MaxConcurrentRequestsCap,
-            MaxMessages = 1, MaxRequestBodyBytes = KvqServerOptions.MaxRequestBodyCap, RequestTimeout = KvqServerOptions.MaxRequestTimeout,
+            MaxTokensLimit = KvqServerOptions.MaxTokensLimitCap,
+            MaxConcurrentRequests = KvqServerOptions.MaxConcurrentRequestsCap,
+            MaxMessages = 1,
+            MaxRequestBodyBytes = KvqServerOptions.MaxRequestBodyCap,
+            RequestTimeout = KvqServerOptions.MaxRequestTimeout,
             ShutdownTimeout = TimeSpan.Zero,
         });
         Assert.True((await server.Http.GetAsync("/health")).IsSuccessStatusCode);

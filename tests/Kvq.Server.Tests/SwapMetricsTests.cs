@@ -31,7 +31,11 @@ public sealed class SwapMetricsTests : IDisposable
         // pool and every answer that grows past its block preempts another request.
         await using var server = await TestServer.StartAsync(kvBudget: 6 * 20 * 1024, engineOptions: o => o with
         {
-            DecodeReserveTokens = 0, Preemption = PreemptionMode.Swap, SwapHostBytes = 30 * 1024, SwapFileBytes = 16 << 20, SwapDirectory = _dir,
+            DecodeReserveTokens = 0,
+            Preemption = PreemptionMode.Swap,
+            SwapHostBytes = 30 * 1024,
+            SwapFileBytes = 16 << 20,
+            SwapDirectory = _dir,
         });
         var client = new ChatClient(TestServer.ModelId, new ApiKeyCredential("unused"),
             new OpenAIClientOptions { Endpoint = new Uri(server.BaseAddress, "/v1") });

@@ -227,7 +227,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     }
 
     /// <summary>Exactly <see cref="SwappedKv.Bytes"/> of the <see cref="Snapshot"/> this sequence would give now,
-    /// counted without copying anything: its blocks' encoded bytes as <see cref="Storage.BlockArena.CopyOut"/> lays them
+    /// counted without copying anything: its blocks' encoded bytes as <see cref="BlockArena.CopyOut"/> lays them
     /// out (sparse rows with their lengths), plus its staging and sink copies.</summary>
     public long SnapshotBytes => _cache.CopyOutBytes(Blocks) + _keys.OutsideBlockBytes + _values.OutsideBlockBytes;
 

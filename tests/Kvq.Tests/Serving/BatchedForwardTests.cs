@@ -209,7 +209,7 @@ public class BatchedForwardTests
         var model = new Transformer(m.Weights, par, 64);
         int vocab = m.Weights.Config.VocabSize;
         var rng = new Random(TestSeeds.Of("parallelrest" + spec));
-        var config = Kvq.Tests.Cache.Storage.StorageFixtures.Config(spec, sink);
+        var config = Cache.Storage.StorageFixtures.Config(spec, sink);
         int[] contexts = [1, 9, 31, 33, 63, 64, 95, 97, 150, 1000]; // 53 blocks after the prompts: the steps pass block 64
         var caches = new[] { new PagedKvCache(model.KvShape, config), new PagedKvCache(model.KvShape, config) };
         var seqs = new IKvSequence[2][];

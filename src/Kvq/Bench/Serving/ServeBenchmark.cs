@@ -57,8 +57,12 @@ public static class ServeBenchmark
             KvHeldVsUnshared = unsharedSum == 0 ? 0 : heldSum / unsharedSum,
             MeanKvContextTokens = busySteps == 0 ? 0 : contextSum / busySteps,
             PeakKvCachedBytes = peakCached,
-            SwapOutHost = snap.Swap.OutHost, SwapOutFile = snap.Swap.OutFile, SwapOutHostBytes = snap.Swap.OutHostBytes,
-            SwapOutFileBytes = snap.Swap.OutFileBytes, SwapInHost = snap.Swap.InHost, SwapInFile = snap.Swap.InFile,
+            SwapOutHost = snap.Swap.OutHost,
+            SwapOutFile = snap.Swap.OutFile,
+            SwapOutHostBytes = snap.Swap.OutHostBytes,
+            SwapOutFileBytes = snap.Swap.OutFileBytes,
+            SwapInHost = snap.Swap.InHost,
+            SwapInFile = snap.Swap.InFile,
             SwapRecomputes = snap.Swap.Recomputes,
         };
     }

@@ -128,7 +128,7 @@ public sealed class PagedKvSequence : IKvSequence, IKvMemoryReport, IKvOutlierRe
     }
 
     /// <summary>Whether <see cref="Append"/> may run on one thread while other sequences of the same cache append on
-    /// others (a batched step's per-sequence region, <see cref="Model.Transformer.ForwardBatch"/>): it touches only this
+    /// others (the per-sequence region of the model's batched step): it touches only this
     /// sequence's stores, its own blocks (allocated serially by <see cref="BeginChunk"/>) and the arenas' chunk lists
     /// (grown under a lock). Not with a token policy, sliding rings or offload summaries, whose state is kept elsewhere.</summary>
     internal bool AppendsConcurrently => _policy == null && _rings == null && _offload == null;

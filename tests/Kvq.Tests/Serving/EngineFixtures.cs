@@ -81,6 +81,44 @@ internal static class EngineFixtures
     }
 
     /// <summary>
+    /// Submits <paramref name="requests"/> so that the engine takes them all in the same step: a one-token opener is
+    /// submitted first and the engine thread is held inside that step's <see cref="InferenceEngine.StepCompleted"/>
+    /// (10 s at most) until every request is queued.
+    /// </summary>
+    /// <remarks>
+    /// Submitting in a loop races the engine thread: under CI load it admitted and ran the first requests before the
+    /// rest arrived, so a budget meant to force preemptions sometimes forced none. The opener (a 4-token prompt, one
+    /// token out) ends by itself and is not returned.
+    /// </remarks>
+    public static RequestStream[] SubmitTogether(InferenceEngine engine, IReadOnlyList<CompletionRequest> requests)
+    {
+        using var held = new ManualResetEventSlim();
+        using var gate = new ManualResetEventSlim();
+        int first = 0;
+        void Hold(EngineSnapshot _)
+        {
+            if (Interlocked.Exchange(ref first, 1) != 0) return;
+            held.Set();
+            gate.Wait(TimeSpan.FromSeconds(10));
+        }
+        engine.StepCompleted += Hold;
+        try
+        {
+            var opener = engine.Submit(Greedy(MobyPrompt(0, 4), 1));
+            if (!held.Wait(TimeSpan.FromSeconds(30))) throw new TimeoutException("the engine did not run the opener's step");
+            var streams = requests.Select(r => engine.Submit(r)).ToArray();
+            gate.Set();
+            _ = Collect(opener); // it ends by itself after its one token; nothing waits on it
+            return streams;
+        }
+        finally
+        {
+            gate.Set();
+            engine.StepCompleted -= Hold;
+        }
+    }
+
+    /// <summary>
     /// Submits <paramref name="requests"/> at once and reads every stream; a request for which
     /// <paramref name="cancel"/> holds is cancelled by its reader once it has seen <paramref name="after"/> tokens.
     /// </summary>

@@ -45,7 +45,8 @@ public class InferenceEngineTests
             if (s.KvBytes > s.KvBudgetBytes) violations.Add($"step {s.Step}: {s.KvBytes} bytes > budget {s.KvBudgetBytes}");
             maxRunning = Math.Max(maxRunning, s.Running);
         };
-        var streams = prompts.Select((p, i) => engine.Submit(EngineFixtures.Greedy(p, maxTokens[i], priority: i % 3))).ToArray();
+        var streams = EngineFixtures.SubmitTogether(engine,
+            prompts.Select((p, i) => EngineFixtures.Greedy(p, maxTokens[i], priority: i % 3)).ToArray());
         var results = await Task.WhenAll(streams.Select(s => EngineFixtures.Collect(s)));
         Assert.Empty(violations);
         for (int i = 0; i < prompts.Length; i++)

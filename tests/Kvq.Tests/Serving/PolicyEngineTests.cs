@@ -38,7 +38,8 @@ public sealed class PolicyEngineTests
             Kv = config, KvBudgetBytes = poolBytes, DecodeReserveTokens = 0,
         });
         engine.StepCompleted += s => maxInUse = Math.Max(maxInUse, s.KvBytes);
-        var results = await Task.WhenAll(prompts.Select(p => EngineFixtures.Collect(engine.Submit(EngineFixtures.Greedy(p, maxTokens)))));
+        var streams = EngineFixtures.SubmitTogether(engine, prompts.Select(p => EngineFixtures.Greedy(p, maxTokens)).ToArray());
+        var results = await Task.WhenAll(streams.Select(s => EngineFixtures.Collect(s)));
         for (int i = 0; i < prompts.Length; i++)
             Assert.True(expected[i].SequenceEqual(results[i].Tokens),
                 $"request {i} ({prompts[i].Length} prompt tokens, preempted {results[i].Preemptions}x): " +

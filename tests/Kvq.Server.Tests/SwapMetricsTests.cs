@@ -10,6 +10,10 @@ namespace Kvq.Server.Tests;
 /// <summary>Swap preemption's counts on GET /metrics: a real server with a KV pool too small for its clients and
 /// --preemption swap (a little host memory, the rest in files), driven by the official OpenAI SDK. What /metrics says
 /// per tier equals the engine's snapshot, and accounts for every preemption the engine made.</summary>
+/// <remarks>Alone (the "load" collection runs with nothing beside it): OpenTelemetry's exporter listens to every meter
+/// named Kvq.Engine in the process, so a server another test class runs at the same time puts its own engine's
+/// series on this server's /metrics, and the value read could be the other engine's (CI saw 0 for 7).</remarks>
+[Collection("load")]
 public sealed class SwapMetricsTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("kvq-server-swap-test-").FullName;

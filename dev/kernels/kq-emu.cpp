@@ -20,24 +20,7 @@
 #include <random>
 #include <vector>
 
-typedef uint32_t u32;
-typedef uint16_t u16;
-#define __device__
-#define __forceinline__ inline
-
-static u32 prmt32(u32 a, u32 b, u32 s)
-{
-    const uint64_t src = ((uint64_t)b << 32) | a;
-    u32 d = 0;
-    for (int i = 0; i < 4; ++i)
-    {
-        const u32 nib = (s >> (4 * i)) & 0xf;
-        u32 byte = (u32)(src >> (8 * (nib & 7))) & 0xff;
-        if (nib & 8) byte = (byte & 0x80) ? 0xff : 0x00;
-        d |= byte << (8 * i);
-    }
-    return d;
-}
+#include "prmt-emu.h"
 static u16 h_bits(double x) { _Float16 h = (_Float16)x; u16 b; __builtin_memcpy(&b, &h, 2); return b; }
 static double h_val(u16 b) { _Float16 h; __builtin_memcpy(&h, &b, 2); return (double)h; }
 static u32 pack_h2(float lo, float hi) { return h_bits(lo) | ((u32)h_bits(hi) << 16); }

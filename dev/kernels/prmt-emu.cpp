@@ -21,24 +21,7 @@
 #include <cstring>
 #include <vector>
 
-typedef uint32_t u32;
-typedef uint16_t u16;
-#define __device__
-#define __forceinline__ inline
-
-static u32 prmt32(u32 a, u32 b, u32 s)
-{
-    const uint64_t src = ((uint64_t)b << 32) | a;
-    u32 d = 0;
-    for (int i = 0; i < 4; ++i)
-    {
-        const u32 nib = (s >> (4 * i)) & 0xf;
-        u32 byte = (u32)(src >> (8 * (nib & 7))) & 0xff;
-        if (nib & 8) byte = (byte & 0x80) ? 0xff : 0x00;
-        d |= byte << (8 * i);
-    }
-    return d;
-}
+#include "prmt-emu.h"
 
 #include "v15_lookup.inc"
 

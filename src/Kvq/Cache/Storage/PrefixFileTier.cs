@@ -247,8 +247,7 @@ public sealed class PrefixFileTier : IDisposable
         if (!_byHash.Remove(hash, out var node)) return;
         _lru.Remove(node);
         Bytes -= node.Value.Bytes;
-        try { File.Delete(node.Value.Path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        SpillFolder.TryDelete(node.Value.Path);
     }
 
     /// <summary>Removes every file and the folder.</summary>

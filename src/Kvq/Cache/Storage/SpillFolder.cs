@@ -166,7 +166,9 @@ internal sealed class SpillFolder : IDisposable
         }
     }
 
-    private static bool TryDelete(string path)
+    /// <summary>Deletes a file if it is there; an I/O or permission error only returns false (a spill file that
+    /// cannot go is left for the next start's <see cref="Sweep"/>).</summary>
+    internal static bool TryDelete(string path)
     {
         try
         {

@@ -174,12 +174,12 @@ public sealed class SwapSpace : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or KvSessionException)
         {
-            if (path != null) TryDelete(path);
+            if (path != null) SpillFolder.TryDelete(path);
             return Refuse(e);
         }
         if (FileBytes + size > FileBudgetBytes)
         {
-            TryDelete(path);
+            SpillFolder.TryDelete(path);
             return Refuse(null);
         }
         var ticket = new SwapTicket(SwapTier.File, kv.Length, size, null, path);
@@ -219,7 +219,7 @@ public sealed class SwapSpace : IDisposable
         }
         finally
         {
-            TryDelete(ticket.Path!);
+            SpillFolder.TryDelete(ticket.Path!);
         }
     }
 
@@ -227,7 +227,7 @@ public sealed class SwapSpace : IDisposable
     public void Drop(SwapTicket ticket)
     {
         Forget(ticket);
-        if (ticket.Path != null) TryDelete(ticket.Path);
+        if (ticket.Path != null) SpillFolder.TryDelete(ticket.Path);
     }
 
     private void Forget(SwapTicket ticket)
@@ -251,12 +251,6 @@ public sealed class SwapSpace : IDisposable
         Refused++;
         if (e != null) LastError = e;
         return null;
-    }
-
-    private static void TryDelete(string path)
-    {
-        try { File.Delete(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
     private bool _disposed;

@@ -30,6 +30,20 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
 
     /// <summary>Nearest level by distance (ties to the lower level), of the codebook's levels as the encoder sees them:
     /// the midpoints are computed in f32, so a tie is a value equal to the f32 midpoint.</summary>
+    /// <summary>Squared error, in double, of <paramref name="values"/> decoded at their nearest levels under range code
+    /// <paramref name="r"/> and zero step <paramref name="z"/> (the <c>:clip</c> search's measure).</summary>
+    private static double ScaleError(float[] values, int r, int z, float[] levels)
+    {
+        float range = RangeOf(r), zero = z * (range / 16);
+        double e = 0;
+        foreach (float v in values)
+        {
+            double dv = zero + range * levels[Nearest((v - zero) / range, levels)] - (double)v;
+            e += dv * dv;
+        }
+        return e;
+    }
+
     private static int Nearest(float u, float[] levels)
     {
         int code = 0;
@@ -223,17 +237,7 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
         for (int t = 0; t < blockTokens; t++)
         {
             var dense = Enumerable.Range(0, d).Where(c => !outlierIndex.Contains(t * d + c)).Select(c => x[t * d + c]).ToArray();
-            double Error(int r, int z)
-            {
-                float range = RangeOf(r), zero = z * (range / 16);
-                double e = 0;
-                foreach (float v in dense)
-                {
-                    double dv = zero + range * book.Levels[Nearest((v - zero) / range, book.Levels)] - (double)v;
-                    e += dv * dv;
-                }
-                return e;
-            }
+            double Error(int r, int z) => ScaleError(dense, r, z, book.Levels);
             int minMax = plainBlock[2 * t] | plainBlock[2 * t + 1] << 8, rc = minMax & 1023;
             float mid = (dense.Max() + dense.Min()) * 0.5f;
             double best = Error(rc, (minMax >> 10) >= 32 ? (minMax >> 10) - 64 : minMax >> 10);
@@ -303,17 +307,7 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
             }
             codec.EncodeToken(x, block, t);
             plain.EncodeToken(x, plainBlock, t);
-            double Error(int r, int z)
-            {
-                float range = RangeOf(r), zero = z * (range / 16);
-                double e = 0;
-                foreach (float v in x)
-                {
-                    double dv = zero + range * book.Levels[Nearest((v - zero) / range, book.Levels)] - (double)v;
-                    e += dv * dv;
-                }
-                return e;
-            }
+            double Error(int r, int z) => ScaleError(x, r, z, book.Levels);
             int minMax = plainBlock[2 * t] | plainBlock[2 * t + 1] << 8, rc = minMax & 1023;
             int Z(int packed) => (packed >> 10) >= 32 ? (packed >> 10) - 64 : packed >> 10;
             float mid = (x.Max() + x.Min()) * 0.5f;

@@ -1,4 +1,4 @@
-// Host check of kernel v16's keys (attn_v7.cuh, the text between "BEGIN v16 keys" and "END v16 keys", with v15's
+// Host check of kernel v16-v18 keys (attn_v7.cuh, the text between "BEGIN v16 keys" and "END v16 keys", with v15's
 // lookup text before it; dev/kernels/kq-emu.sh extracts both): one whole chunk's scores as the kernel makes them - the
 // per-block key table (kq_entry), each warp's rotated query B registers (kq_qb_index), the code words each lane reads
 // (kq_word), the prmt lookups (lut16_pairs), the f16x2 FMAs (kq_key) and m16n8k16 with its PTX fragment layouts
@@ -12,6 +12,10 @@
 //  2. RoPE mode: real rotations at positions up to ~1M, random levels, zeros, ranges and queries: relative L2 error
 //     of the scores from the f16 steps (queries rotated once per warp and chunk, key table entries, two rounded f16x2
 //     FMAs per key pair); must stay under 2e-3 (v11's f16 keys: ~1e-3 of a score's size per token).
+// v17 reads the B registers from padded rows (kq_qb_index17); v18 (g_v18) uses half the table (KQ_ENTRIES18), B columns
+// 4-7 for the second half's rotation (kq_qb_index18) and two mmas per slice by offset parity. The helpers come from
+// attn_v7.cuh; the loops around them (which lane reads what, where each lane writes its scores) are written out here
+// after the kernel's, so a change to the kernel's loop must be made here too.
 // prmt.b32, pack_h2 (cvt.rn.f16x2.f32), kq_key (fma.rn.f16x2 twice, each rounding once) and kq_sincos are emulated
 // here with the PTX ISA's semantics (_Float16 conversions round to nearest even).
 #include <cmath>
@@ -36,6 +40,7 @@ static u32 kq_key(u32 col0, u32 col1, u32 v, u32 p)
 }
 static bool g_norot = false;
 static bool g_v17 = false;   // v17's swizzled B-register table (kq_qb_index17, kq_qb_load17)
+static bool g_v18 = false;   // v18: one 16-offset table for both halves, B columns 4-7 = the second half's rotation
 static void kq_sincos(float x, float& s, float& c)
 {
     if (g_norot) { s = 0.f; c = 1.f; return; }
@@ -62,8 +67,9 @@ static void chunk(const std::vector<u32>& kc, const float (&kcb)[16], const std:
     float th[64];
     for (int j = 0; j < 64; ++j) th[j] = (float)std::exp2(-2.0 * j / 128 * log2base);
     // the per-block table
-    std::vector<uint4_> km(KQ_ENTRIES);
-    for (int e = 0; e < KQ_ENTRIES; ++e) { u32 o[4]; kq_entry(e, th, kr.data(), kz.data(), o); km[e] = {o[0], o[1], o[2], o[3]}; }
+    const int entries = g_v18 ? KQ_ENTRIES18 : KQ_ENTRIES;
+    std::vector<uint4_> km(entries);
+    for (int e = 0; e < entries; ++e) { u32 o[4]; kq_entry(e, th, kr.data(), kz.data(), o); km[e] = {o[0], o[1], o[2], o[3]}; }
     u16 lev[16];
     for (int e = 0; e < 16; ++e) lev[e] = h_bits(kcb[e]);
     u32 klo[4], khi[4];
@@ -77,7 +83,7 @@ static void chunk(const std::vector<u32>& kc, const float (&kcb)[16], const std:
         std::vector<u32> qb(8 * KQ_QB17 * 2, 0u);   // v16's 8 x 32 fit in v17's padded rows
         for (int lane = 0; lane < 32; ++lane)
         {
-            float rc[2], rs[2];
+            float rc[2], rs[2], rc16[2], rs16[2];
             for (int p = 0; p < 2; ++p)
             {
                 const int j = 2 * lane + p;
@@ -86,15 +92,68 @@ static void chunk(const std::vector<u32>& kc, const float (&kcb)[16], const std:
                 kq_sincos((float)w0 * (float)thd, ws, wc);
                 if (g_norot) { cb = 1.f; sb = 0.f; }
                 rc[p] = cb * wc - sb * ws; rs[p] = sb * wc + cb * ws;
+                float ws16, wc16;   // v18: R(-(P + 16)) as the kernel composes it (the offset w0 + 16 x s_th in float)
+                kq_sincos((float)(w0 + 16) * th[j], ws16, wc16);
+                rc16[p] = cb * wc16 - sb * ws16; rs16[p] = sb * wc16 + cb * ws16;
             }
             for (int g = 0; g < G; ++g)
             {
                 const float* qq = &q[g * 128 + 4 * lane];
-                const int at = g_v17 ? kq_qb_index17(g, lane) : kq_qb_index(g, lane);
-                expect(at % (g_v17 ? KQ_QB17 : 32) < 16, "B registers of heads 0-3 in lanes 0-15 of their slice", g, lane, at);
-                qb[2 * at] = pack_h2(qq[0] * rc[0] + qq[1] * rs[0], qq[1] * rc[0] - qq[0] * rs[0]);
-                qb[2 * at + 1] = pack_h2(qq[2] * rc[1] + qq[3] * rs[1], qq[3] * rc[1] - qq[2] * rs[1]);
+                for (int half = 0; half < (g_v18 ? 2 : 1); ++half)
+                {
+                    const float* c = half ? rc16 : rc;
+                    const float* sn = half ? rs16 : rs;
+                    const int at = g_v18 ? kq_qb_index18(g, lane, half) : g_v17 ? kq_qb_index17(g, lane) : kq_qb_index(g, lane);
+                    expect(at % (g_v17 ? KQ_QB17 : 32) / 16 == half, "B registers of heads 0-3 in lanes 0-15 of their slice (v18: 16-31 the second half's)", g, lane, at);
+                    qb[2 * at] = pack_h2(qq[0] * c[0] + qq[1] * sn[0], qq[1] * c[0] - qq[0] * sn[0]);
+                    qb[2 * at + 1] = pack_h2(qq[2] * c[1] + qq[3] * sn[1], qq[3] * c[1] - qq[2] * sn[1]);
+                }
             }
+        }
+        if (g_v18)
+        {
+            // v18's key loop (attn_v7.cuh, "if constexpr (K18)"): per slice one table entry per lane for both halves,
+            // two mmas by offset parity (rows gr: the first half's token, rows gr + 8: the second half's).
+            double De[16][8] = {}, Do[16][8] = {};
+            for (int sl = 0; sl < 8; ++sl)
+            {
+                double Ae[16][16], Ao[16][16], Bm[16][8];
+                for (int lane = 0; lane < 32; ++lane)
+                {
+                    const int gr = lane >> 2, tq = lane & 3;
+                    const u32 k0 = kc[kq_word(w0, 0, lane, sl)], k1 = kc[kq_word(w0, 1, lane, sl)];
+                    const uint4_ m0 = km[(sl * 3) * 32 + lane], m1 = km[(sl * 3 + 1) * 32 + lane], mz = km[(sl * 3 + 2) * 32 + lane];
+                    u32 p0[4], p1[4];
+                    lut16_pairs(klo, khi, k0, p0);
+                    lut16_pairs(klo, khi, k1, p1);
+                    u32 a[4] = {kq_key(m0.x, m0.y, mz.x, p0[0]), kq_key(m0.x, m0.y, mz.x, p1[0]), kq_key(m0.z, m0.w, mz.y, p0[1]), kq_key(m0.z, m0.w, mz.y, p1[1])};
+                    for (int par = 0; par < 2; ++par)
+                    {
+                        double (&A)[16][16] = par ? Ao : Ae;
+                        A[gr][2 * tq] = lo_of(a[0]); A[gr][2 * tq + 1] = hi_of(a[0]);
+                        A[gr + 8][2 * tq] = lo_of(a[1]); A[gr + 8][2 * tq + 1] = hi_of(a[1]);
+                        A[gr][2 * tq + 8] = lo_of(a[2]); A[gr][2 * tq + 9] = hi_of(a[2]);
+                        A[gr + 8][2 * tq + 8] = lo_of(a[3]); A[gr + 8][2 * tq + 9] = hi_of(a[3]);
+                        if (par) break;
+                        a[0] = kq_key(m1.x, m1.y, mz.z, p0[2]); a[1] = kq_key(m1.x, m1.y, mz.z, p1[2]);
+                        a[2] = kq_key(m1.z, m1.w, mz.w, p0[3]); a[3] = kq_key(m1.z, m1.w, mz.w, p1[3]);
+                    }
+                    const int li = kq_qb_load17(sl, lane);
+                    const u32 b0 = qb[2 * li], b1 = qb[2 * li + 1];
+                    Bm[2 * tq][gr] = lo_of(b0); Bm[2 * tq + 1][gr] = hi_of(b0);
+                    Bm[2 * tq + 8][gr] = lo_of(b1); Bm[2 * tq + 9][gr] = hi_of(b1);
+                }
+                for (int r = 0; r < 16; ++r)
+                    for (int n = 0; n < 8; ++n)
+                        for (int k = 0; k < 16; ++k) { De[r][n] += Ae[r][k] * Bm[k][n]; Do[r][n] += Ao[r][k] * Bm[k][n]; }
+            }
+            for (int lane = 0; lane < 32; ++lane)
+            {
+                const int gr = lane >> 2, tq = lane & 3, hf = tq >> 1, g0 = 2 * (tq & 1), tok = w0 + 16 * hf + 2 * gr, r = gr + 8 * hf;
+                got[g0 * 256 + tok] = De[r][2 * tq]; got[g0 * 256 + tok + 1] = Do[r][2 * tq];
+                got[(g0 + 1) * 256 + tok] = De[r][2 * tq + 1]; got[(g0 + 1) * 256 + tok + 1] = Do[r][2 * tq + 1];
+            }
+            continue;
         }
         for (int hb = 0; hb < 2; ++hb)
         {
@@ -192,7 +251,7 @@ static int wavefronts8(const int (&addr)[32])
     return total;
 }
 
-static int run(bool v17);
+static int run(int version);
 
 int main()
 {
@@ -245,14 +304,36 @@ int main()
         std::printf("values pass code-word loads: v16 %d wavefronts each, v17 (skewed stage) %d\n", w16, w17);
         expect(w17 == 1, "v17 value code loads without bank conflicts", w17, 0, 0);
     }
+    // v18's B-register table: the stores of a (head, half) and the loads of a slice (all 32 lanes hold data now).
+    {
+        int st = 0, ld = 0;
+        for (int g = 0; g < 4; ++g)
+            for (int half = 0; half < 2; ++half)
+            {
+                int a[32];
+                for (int lane = 0; lane < 32; ++lane) a[lane] = 8 * kq_qb_index18(g, lane, half);
+                st = std::max(st, wavefronts8(a));
+            }
+        for (int sl = 0; sl < 8; ++sl)
+        {
+            int a[32];
+            for (int lane = 0; lane < 32; ++lane) a[lane] = 8 * kq_qb_load17(sl, lane);
+            ld = std::max(ld, wavefronts8(a));
+        }
+        std::printf("v18 B-register table: %d wavefronts per store (a head and half), %d per load (a slice); 2 without conflicts\n", st, ld);
+        expect(st == 2 && ld == 2, "v18 B-register table without bank conflicts", st, ld, 0);
+    }
     const int skewFailures = failures;
-    int rc = run(false);
-    return run(true) | rc | (skewFailures ? 1 : 0);
+    int rc = run(16);
+    rc |= run(17);
+    return run(18) | rc | (skewFailures ? 1 : 0);
 }
 
-static int run(bool v17)
+static int run(int version)
 {
+    const bool v17 = version >= 17;
     g_v17 = v17;
+    g_v18 = version == 18;
     failures = 0;
     std::mt19937 rng(20261207);
     std::normal_distribution<float> nd(0.f, 1.f);
@@ -302,8 +383,8 @@ static int run(bool v17)
             worst11 = std::max(worst11, std::sqrt(f2 / w2));
             expect(rel < 2e-3, "RoPE scores rel L2", (long)pc, rep, rel);
         }
-    std::printf("%s keys: RoPE scores worst rel L2 %.3g (positions up to %.0f); v11's f16 keys and queries on the same data: %.3g\n",
-                v17 ? "v17" : "v16", worst, positions[4] + 255, worst11);
+    std::printf("v%d keys: RoPE scores worst rel L2 %.3g (positions up to %.0f); v11's f16 keys and queries on the same data: %.3g\n",
+                version, worst, positions[4] + 255, worst11);
     if (failures) { std::printf("FAILED: %d mismatches in %ld checks\n", failures, checked); return 1; }
     std::printf("ok: %ld scores match (exact mode bit for bit, RoPE mode under 2e-3)\n", checked);
     return 0;

@@ -39,7 +39,8 @@ try:
     s = open(path).read()
     # The loops are compiled out through their bounds: a statement wrapped around a "#pragma unroll" loop changes how
     # NVRTC 11.8 unrolls it (docs/perf.md, v16), so the kernel "with" must be the kernel as it is.
-    hooks = [("for (int hb = 0; hb < 2; ++hb)", "for (int hb = 0; hb < (NOKEYS ? 0 : 2); ++hb)"),
+    hooks = [("for (int hb = 0; hb < (K18 ? 0 : 2); ++hb)", "for (int hb = 0; hb < (K18 || NOKEYS ? 0 : 2); ++hb)"),
+             ("for (int sq = 0; sq < 2; ++sq)", "for (int sq = 0; sq < (NOKEYS ? 0 : 2); ++sq)"),
              ("for (int tile = 0; tile < (KQ ? 0 : TPW4); ++tile)", "for (int tile = 0; tile < (KQ || NOKEYS ? 0 : TPW4); ++tile)")]
     for a, b in hooks:
         if s.count(a) != 1: sys.exit(f"sass-keys: attn_v7.cuh no longer has one '{a}'")
@@ -51,7 +52,7 @@ try:
         n = [list(text_instructions(f'#define NOKEYS {k}\n#include "attn_v7.cuh"\nNUQ_V7_ANY(4, 4, 2, {v}, , KSLOTS, VSLOTS, 0)\n').values())[0]
              for k in (0, 1)]
         loop = n[0] - n[1]
-        if v >= 16:   # v16's halves are unrolled: the static count is what a warp runs per chunk (32 tokens)
+        if v >= 16:   # v16's halves (v18's two groups of 4 slices) are unrolled: the static count is what a warp runs per chunk (32 tokens)
             print(f"v{v}: kernel {n[0]} SASS instructions, without the score loop {n[1]}: the loop {loop} per warp and chunk, "
                   f"{loop / 32:.1f} per (token, KV head)")
         else:         # a run-time loop over the warp's 4 tiles at G = 4 (its #pragma unroll is not applied)

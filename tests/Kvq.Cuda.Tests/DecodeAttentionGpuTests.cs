@@ -68,7 +68,8 @@ public class DecodeAttentionGpuTests
             (4, 14, S), (3, 14, S), (2, 14, NuqLayout.Dense),
             (4, 15, S), (4, 15, NuqLayout.Dense), (4, 15, NuqLayout.SparseKeys),
             (4, 16, S), (4, 16, NuqLayout.Dense), (4, 16, NuqLayout.SparseKeys),
-            (4, 17, S), (4, 17, NuqLayout.Dense), (4, 17, NuqLayout.SparseKeys)];
+            (4, 17, S), (4, 17, NuqLayout.Dense), (4, 17, NuqLayout.SparseKeys),
+            (4, 18, S), (4, 18, NuqLayout.Dense), (4, 18, NuqLayout.SparseKeys)];
     }
 
     internal static string Suffix(NuqLayout layout) => layout switch { NuqLayout.Dense => "d", NuqLayout.SparseKeys => "s", _ => "" };

@@ -140,7 +140,12 @@ public class KernelSourceTests
         Assert.Equal("attn_nuq_k4_v4_g4_r17_sparse", DecodeKernelVersions.AttentionName(4, 4, 4, 17, NuqLayout.SparseKeys));
         Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 17));
         Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(3, 3, 4, 17));
-        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 18));
+        // v18: the same shapes and layouts as v17.
+        Assert.Equal("attn_nuq_k4_v4_g4_r18", DecodeKernelVersions.AttentionName(4, 4, 4, 18));
+        Assert.Equal("attn_nuq_k4_v4_g4_r18_dense", DecodeKernelVersions.AttentionName(4, 4, 4, 18, NuqLayout.Dense));
+        Assert.Equal("attn_nuq_k4_v4_g1_r9", DecodeKernelVersions.AttentionName(4, 4, 1, 18));
+        Assert.Throws<NotSupportedException>(() => DecodeKernelVersions.AttentionName(3, 3, 4, 18));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeKernelVersions.AttentionName(4, 4, 1, 19));
         Assert.True(DecodeKernelVersions.InProduction(4, 1, 12));
         Assert.False(DecodeKernelVersions.InProduction(4, 4, 12));
     }
@@ -194,6 +199,9 @@ public class KernelSourceTests
         // v17: v16's, with the query rows padded by 16 bytes (8 warps x 8 slices).
         Assert.Equal(DecodeAttention.SharedBytes(16, 4, 4, 2, 0, group: 4) + 1024, DecodeAttention.SharedBytes(17, 4, 4, 2, 0, group: 4));
         Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0), DecodeAttention.SharedBytes(17, 4, 4, 2, 0, group: 1));
+        // v18: v17's, with half of the key table (one 16-offset table for both halves of a warp's tokens).
+        Assert.Equal(DecodeAttention.SharedBytes(17, 4, 4, 2, 0, group: 4) - 12288, DecodeAttention.SharedBytes(18, 4, 4, 2, 0, group: 4));
+        Assert.Equal(DecodeAttention.SharedBytes(9, 4, 4, 2, 0), DecodeAttention.SharedBytes(18, 4, 4, 2, 0, group: 1));
     }
 
     [Fact]

@@ -6,14 +6,14 @@ namespace Kvq.KernelLab;
 /// <summary>
 /// Every nuq decode kernel version, for the lab and its GPU test: production's module (<see cref="DecodeKernels"/>:
 /// version 9, the f16 kernels, the reduce) and the lab's own, Kernels/decode_attention_lab.cu (versions 1-8 and
-/// 10-17), embedded in this assembly and compiled by NVRTC on first use with Kvq.Cuda's shared headers. Production
+/// 10-18), embedded in this assembly and compiled by NVRTC on first use with Kvq.Cuda's shared headers. Production
 /// never loads the lab file.
 /// </summary>
 public sealed class DecodeKernelVersions : IDisposable
 {
     public const string SourceFile = "decode_attention_lab.cu";
     public const string ResourcePrefix = "Kvq.KernelLab.Kernels.";
-    public const int FirstVersion = 1, LastVersion = 17;
+    public const int FirstVersion = 1, LastVersion = 18;
     /// <summary>The first version with the dense and sparse-key layouts.</summary>
     public const int FirstLayoutVersion = 6;
 
@@ -40,14 +40,14 @@ public sealed class DecodeKernelVersions : IDisposable
 
     /// <summary>Whether a kernel of this version exists (in production's module or the lab file): every version for
     /// nuq2-4 at G = 1 and 4 in the slots layout, the dense and sparse-key layouts from version 6 on, versions 10 and
-    /// 15-17 at 4 bits only, versions 11-17 for G = 4 (for G = 1 they are version 9); f16 at G = 1 and 4 whatever the version.</summary>
+    /// 15-18 at 4 bits only, versions 11-18 for G = 4 (for G = 1 they are version 9); f16 at G = 1 and 4 whatever the version.</summary>
     public static bool Compiled(int keyBits, int valueBits, int group, int version, NuqLayout layout = NuqLayout.Slots)
     {
         if (version is < FirstVersion or > LastVersion || !DecodeKernels.Groups.Contains(group)) return false;
         if (keyBits == 16) return valueBits == 16;
         if (keyBits != valueBits || !DecodeKernels.NuqBits.Contains(keyBits)) return false;
         if (layout != NuqLayout.Slots && version < FirstLayoutVersion) return false;
-        return version is not (10 or 15 or 16 or 17) || keyBits == 4;
+        return version is not (10 or 15 or 16 or 17 or 18) || keyBits == 4;
     }
 
     /// <summary>The entry name of a decode kernel of any version (production's or the lab file's); what neither
@@ -93,7 +93,7 @@ public sealed class DecodeKernelVersions : IDisposable
             (4, 4, 13, false), (3, 4, 13, false), (2, 4, 13, false), (4, 4, 13, true), (2, 4, 13, true),
             (4, 4, 14, false), (3, 4, 14, false), (2, 4, 14, false), (4, 4, 14, true), (2, 4, 14, true),
             (4, 4, 15, false), (4, 4, 15, true), (4, 4, 16, false), (4, 4, 16, true),
-            (4, 4, 17, false), (4, 4, 17, true) }
+            (4, 4, 17, false), (4, 4, 17, true), (4, 4, 18, false), (4, 4, 18, true) }
         .SelectMany(e => (e.Item4 ? new[] { NuqLayout.Dense, NuqLayout.SparseKeys } : new[] { NuqLayout.Slots }).Select(l => (e.Item1, e.Item2, e.Item3, l)))
         .ToArray();
 

@@ -41,10 +41,11 @@ public sealed class DecodeAttention : IDisposable
         int tileTokens = version is 13 or 14 ? 2 * DecodeShape.Tile : DecodeShape.Tile;
         int keyTiles = version >= 11 && group > 1 ? 8 * tileTokens * 128 * 2 : 0;
         // v17: the rotated query's rows padded by 16 bytes against bank conflicts (attn_v7.cuh KQ_QB17: 8 x 34 x 8 B a warp).
-        if (version == 17 && group > 1) keyTiles = 8 * 8 * 34 * 8;
+        if (version is 17 or 18 && group > 1) keyTiles = 8 * 8 * 34 * 8;
         // v16: the tiles' bytes hold each warp's rotated query instead, and the per-block key table follows (attn_v7.cuh
         // KQ_ENTRIES: 2 halves x 8 slices x 3 parts x 32 lanes x 16 B: RoPE offset x range and the rotated zero per pair).
-        int keyTable = version is 16 or 17 && group > 1 ? 2 * 8 * 3 * 32 * 16 : 0;
+        // v18: one half of that table, shared by both halves of a warp's tokens (KQ_ENTRIES18: 8 x 3 x 32 x 16 B).
+        int keyTable = version is 16 or 17 && group > 1 ? 2 * 8 * 3 * 32 * 16 : version == 18 && group > 1 ? 8 * 3 * 32 * 16 : 0;
         return stage / 2 + values + keys + keyTiles + keyTable;
     }
     /// <summary>Blocks per SM the split-K plan aims at (kv heads x splits), more than fit at once: the waves even out.</summary>

@@ -1,4 +1,4 @@
-// Versions 7 to 17 of the nuq decode kernel: one template (attn_v7) whose switches make each version, and the entry
+// Versions 7 to 18 of the nuq decode kernel: one template (attn_v7) whose switches make each version, and the entry
 // macro that names its kernels attn_nuq_k<B>_v<B>_g<G>_r<version><layout suffix>. Production compiles version 9
 // (decode_attention.cu, NUQ_V9); the kernel lab the others (dev/kernels/KernelLab/Kernels/decode_attention_lab.cu).
 #ifndef KVQ_ATTN_V7_CUH
@@ -277,6 +277,17 @@ __device__ __forceinline__ int kq_word(int w0, int hb, int lane, int s)
     const int gr = lane >> 2, tq = lane & 3;
     return ((w0 / 8 + 2 * hb + (gr >> 2)) * 4 + (gr & 3)) * 32 + 8 * tq + s;
 }
+// v18: one 16-offset table for both halves of a warp's 32 tokens (v16's half hb = 0: kq_entry for e < KQ_ENTRIES18,
+// 12 KB), each entry loaded once per slice and used for two tokens 16 apart. RoPE splits once more: a token of the
+// second half, at P + 16 + t', is R(P + 16) R(t') k, so its query side is R(-(P + 16)) q. The mma's 8 columns hold
+// both: columns 0-3 the group's heads rotated by R(-P), columns 4-7 the same heads by R(-(P + 16)) (v16 left 4-7
+// zero). Per slice two mmas, one per offset parity: rows gr = the first half's token 2 gr (+ 1), rows gr + 8 = the
+// second half's token 16 + 2 gr (+ 1), the same table entry for both rows; the useful outputs are rows gr x columns
+// 0-3 and rows gr + 8 x columns 4-7 (the other two quarters mix a half's keys with the other half's query: unused).
+#define KQ_ENTRIES18 (8 * 3 * 32)
+// Where the rotated query of head g, code lane l goes in v18's B-register table: v17's padded rows, lanes 16-31 of a
+// row (the B columns 4-7) for the second half's rotation (half = 1). A store of one (g, half) stays 2 wavefronts.
+__device__ __forceinline__ int kq_qb_index18(int g, int l, int half) { return kq_qb_index17(g, l) + 16 * half; }
 // END v16 keys
 // The warp's maximum of v in one redux.sync (sm_80+) on order-preserving integers.
 __device__ __forceinline__ float warp_max(float v)
@@ -303,7 +314,7 @@ __device__ __forceinline__ void issue_values17(char* st, long hb, long cbase, co
 }
 
 template <int B, int G, int KS = KSLOTS, int VS = VSLOTS, int KL = 0, bool WS = false, bool KP = (B < 4), int VR = (B == 4 ? 16 : 32), bool TC = false,
-    bool TV = false, bool TH = false, bool PV = false, bool KQ = false, bool K17 = false>
+    bool TV = false, bool TH = false, bool PV = false, bool KQ = false, bool K17 = false, bool K18 = false>
 __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     const u32* __restrict__ kcodes, const u16* __restrict__ kslotv, const u8* __restrict__ kslotc,
     const float* __restrict__ kzero, const float* __restrict__ krange, const float* __restrict__ kcb,
@@ -329,10 +340,11 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     static_assert(!PV || (TC && WS && !TV && !TH && B == 4 && G % 2 == 0 && G <= 8), "v15: v11's keys, warp-local softmax, 4-bit values, heads in pairs of mma columns");
     static_assert(!KQ || PV, "v16: v15 with the keys as tensor-core operands made by prmt");
     static_assert(!K17 || KQ, "v17: v16 with fewer shared-memory wavefronts");
+    static_assert(!K18 || K17, "v18: v17 with one 16-offset key table for both halves of a warp's tokens");
     char* const s_k16 = s_stage + S::BYTES + T::VBYTES + T::KBYTES;
     // v16: s_k16 holds each warp's rotated query B registers instead ([slice][lane] uint2, 2 KB, the same size), and
     // after it the per-block key table (kq_entry, 24 KB).
-    constexpr int KMB = KQ ? KQ_ENTRIES * 16 : 0;
+    constexpr int KMB = KQ ? (K18 ? KQ_ENTRIES18 : KQ_ENTRIES) * 16 : 0;   // v18: half of v16's
     // v17: each warp's B registers in padded rows (kq_qb_index17): 8 x 272 B a warp instead of v11's 2 KB tile.
     constexpr int WQ = K17 ? 8 * KQ_QB17 * 8 : WT;
     constexpr int KQB = K17 ? W4 * WQ : K16;
@@ -516,7 +528,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
     // v16: the key table (offsets 0-31 of a warp's tokens x RoPE pairs: rotation, range and zero; kq_entry), read
     // after the chunk loop's first barrier.
     if constexpr (KQ)
-        for (int e = threadIdx.x; e < KQ_ENTRIES; e += T4)
+        for (int e = threadIdx.x; e < (K18 ? KQ_ENTRIES18 : KQ_ENTRIES); e += T4)
         {
             u32 o[4];
             kq_entry(e, s_th, s_kr, s_kz, o);
@@ -545,13 +557,28 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
         const int w0 = warp * (CHUNK / W4);
 
         // ---- scores ----
-        float rc[2], rs[2];
+        float rc[2], rs[2], rc16[2], rs16[2];
 #pragma unroll
         for (int p = 0; p < 2; ++p)
         {
             float cb = s_cb[2 * lane + p], sb = s_sb[2 * lane + p];
-            rc[p] = cb * wc[p] - sb * ws[p];
-            rs[p] = sb * wc[p] + cb * ws[p];
+            if constexpr (K18)
+            {
+                // v18: the warp's offsets (P and P + 16 from the chunk's start, < 256 positions) by __sincosf per chunk
+                // instead of 4 registers held through the loop (wc, ws): absolute error ~1e-5 at 240 rad, far under the
+                // f16 rounding of the B registers (2^-11 relative). rc16, rs16: the second half's R(-(P + 16)).
+                const float th = s_th[2 * lane + p];
+                float w_c, w_s;
+                kq_sincos((float)w0 * th, w_s, w_c);
+                rc[p] = cb * w_c - sb * w_s; rs[p] = sb * w_c + cb * w_s;
+                kq_sincos((float)(w0 + 16) * th, w_s, w_c);
+                rc16[p] = cb * w_c - sb * w_s; rs16[p] = sb * w_c + cb * w_s;
+            }
+            else
+            {
+                rc[p] = cb * wc[p] - sb * ws[p];
+                rs[p] = sb * wc[p] + cb * ws[p];
+            }
         }
         if constexpr (KQ)
         {
@@ -571,6 +598,9 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                 else { q0 = s_q[g][4 * lane]; q1 = s_q[g][4 * lane + 1]; q2 = s_q[g][4 * lane + 2]; q3 = s_q[g][4 * lane + 3]; }
                 qb[K17 ? kq_qb_index17(g, lane) : kq_qb_index(g, lane)] = make_uint2(pack_h2(q0 * rc[0] + q1 * rs[0], q1 * rc[0] - q0 * rs[0]),
                                                       pack_h2(q2 * rc[1] + q3 * rs[1], q3 * rc[1] - q2 * rs[1]));
+                if constexpr (K18)
+                    qb[kq_qb_index18(g, lane, 1)] = make_uint2(pack_h2(q0 * rc16[0] + q1 * rs16[0], q1 * rc16[0] - q0 * rs16[0]),
+                                                               pack_h2(q2 * rc16[1] + q3 * rs16[1], q3 * rc16[1] - q2 * rs16[1]));
             }
             __syncwarp();
             // S (16 tokens x heads) = K (16 tokens x 128 channels, rotated by the token's offset, range and zero
@@ -579,7 +609,7 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
             const uint4 kl4 = *(const uint4*)&s_klut[0], kh4 = *(const uint4*)&s_klut[4];
             const u32 klo[4] = {kl4.x, kl4.y, kl4.z, kl4.w}, khi[4] = {kh4.x, kh4.y, kh4.z, kh4.w};
 #pragma unroll
-            for (int hb = 0; hb < 2; ++hb)
+            for (int hb = 0; hb < (K18 ? 0 : 2); ++hb)   // v18: its own loop below
             {
                 const uint4 wa = *(const uint4*)(kc + kq_word(w0, hb, lane, 0)), wb = *(const uint4*)(kc + kq_word(w0, hb, lane, 4));
                 const u32 kw8[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
@@ -603,6 +633,42 @@ __device__ void attn_v7(const AttnArgs a, const float* __restrict__ q,
                     *(float2*)&s_sc[2 * tq][tok] = make_float2(l0 ? d[0] : -INFINITY, l1 ? d[2] : -INFINITY);
                     *(float2*)&s_sc[2 * tq + 1][tok] = make_float2(l0 ? d[1] : -INFINITY, l1 ? d[3] : -INFINITY);
                 }
+            }
+            if constexpr (K18)
+            {
+                // v18: per slice the table's 3 entries are loaded once for both halves (v17: once per half: 24 16-byte
+                // loads a lane and chunk instead of 48), and two mmas by offset parity: de for offsets 2 gr, dd for
+                // 2 gr + 1; rows gr = the first half's token, rows gr + 8 = the second half's (16 tokens later, the
+                // same entry), columns 0-3 / 4-7 = the heads rotated by R(-P) / R(-(P + 16)) (kq_qb_index18).
+                static_assert(G == 4, "v18: B columns 0-3 and 4-7 are the group's 4 heads at two rotations");
+                float de[4] = {0.f, 0.f, 0.f, 0.f}, dd[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int sq = 0; sq < 2; ++sq)
+                {
+                    const uint4 wa = *(const uint4*)(kc + kq_word(w0, 0, lane, 4 * sq)), wb = *(const uint4*)(kc + kq_word(w0, 1, lane, 4 * sq));
+                    const u32 k0[4] = {wa.x, wa.y, wa.z, wa.w}, k1[4] = {wb.x, wb.y, wb.z, wb.w};
+#pragma unroll
+                    for (int s4 = 0; s4 < 4; ++s4)
+                    {
+                        const int sl = 4 * sq + s4;
+                        const uint4 m0 = s_km[(sl * 3) * 32 + lane], m1 = s_km[(sl * 3 + 1) * 32 + lane], mz = s_km[(sl * 3 + 2) * 32 + lane];
+                        const uint2 bq = qb[kq_qb_load17(sl, lane)];
+                        u32 p0[4], p1[4];
+                        lut16_pairs(klo, khi, k0[s4], p0);
+                        lut16_pairs(klo, khi, k1[s4], p1);
+                        mma_16816_a4(de, kq_key(m0.x, m0.y, mz.x, p0[0]), kq_key(m0.x, m0.y, mz.x, p1[0]),
+                                     kq_key(m0.z, m0.w, mz.y, p0[1]), kq_key(m0.z, m0.w, mz.y, p1[1]), bq.x, bq.y);
+                        mma_16816_a4(dd, kq_key(m1.x, m1.y, mz.z, p0[2]), kq_key(m1.x, m1.y, mz.z, p1[2]),
+                                     kq_key(m1.z, m1.w, mz.w, p0[3]), kq_key(m1.z, m1.w, mz.w, p1[3]), bq.x, bq.y);
+                    }
+                }
+                // Lane (gr, tq) holds columns 2 tq, 2 tq + 1: tq < 2 heads 2 tq, + 1 of the first half (rows gr: d[0],
+                // d[1]), tq >= 2 heads 2 (tq - 2), + 1 of the second half (rows gr + 8: d[2], d[3]); every lane writes.
+                const int hf = tq >> 1, g0 = 2 * (tq & 1), tok = w0 + 16 * hf + 2 * gr;
+                const bool l0 = cbase + tok < a.n, l1 = cbase + tok + 1 < a.n;
+                const float e0 = hf ? de[2] : de[0], e1 = hf ? de[3] : de[1], o0 = hf ? dd[2] : dd[0], o1 = hf ? dd[3] : dd[1];
+                *(float2*)&s_sc[g0][tok] = make_float2(l0 ? e0 : -INFINITY, l1 ? o0 : -INFINITY);
+                *(float2*)&s_sc[g0 + 1][tok] = make_float2(l0 ? e1 : -INFINITY, l1 ? o1 : -INFINITY);
             }
         }
         float u[4];
@@ -1197,7 +1263,7 @@ extern "C" __global__ void __launch_bounds__(T4, MINB) attn_nuq_k##B##_v##B##_g#
     const u32* kcodes, const u16* kslotv, const u8* kslotc, const float* kzero, const float* krange, const float* kcb, \
     const u32* vcodes, const u32* vzr, const u16* vslotv, const u8* vslotc, const float* vcb, \
     float* part_acc, float2* part_ml, long padded) \
-{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && VER <= 14 && G > 1), (VER >= 15 && VER <= 17 && G > 1), (VER >= 16 && VER <= 17 && G > 1), (VER == 17 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
+{ attn_v7<B, G, KS, VS, KL, (VER >= 8), kpair7(B, VER), vrep7(B, VER), (VER >= 11 && G > 1), (VER == 12 && G > 1), (VER >= 13 && VER <= 14 && G > 1), (VER >= 15 && VER <= 18 && G > 1), (VER >= 16 && VER <= 18 && G > 1), (VER >= 17 && VER <= 18 && G > 1), (VER == 18 && G > 1)>(a, q, kcodes, kslotv, kslotc, kzero, krange, kcb, vcodes, vzr, vslotv, vslotc, vcb, part_acc, part_ml, padded); }
 #define NUQ_V7_LAYOUTS(B, G, MINB, VER) NUQ_V7_ANY(B, G, MINB, VER, , KSLOTS, VSLOTS, 0) NUQ_V7_ANY(B, G, MINB, VER, _dense, 0, 0, 0) \
     NUQ_V7_ANY(B, G, MINB, VER, _sparse, 0, 0, 48)
 

@@ -1,4 +1,4 @@
-// The kernel lab's decode-attention versions: every nuq version that production does not run (1-8 and 10-17;
+// The kernel lab's decode-attention versions: every nuq version that production does not run (1-8 and 10-18;
 // production runs 9, src/Kvq.Cuda/Kernels/decode_attention.cu), kept to time and check against the CPU reference
 // (dev/kernels/README.md lists what each one changed and what it measured). Loaded only by the lab
 // (KernelLab's DecodeKernelVersions: KernelLab, Kvq.Cuda.Tests); the f16 kernels, version 9 and attn_reduce come
@@ -1355,3 +1355,8 @@ NUQ_V7_LAYOUTS(4, 4, 2, 16)
 // bank-conflict excess, MIO stalls the top reason): the rotated query's B registers swizzled per slice, the query and
 // the value-outlier sums read and rescaled 16 bytes a lane, no rescaling before a warp's first live token. 4 bits, G = 4.
 NUQ_V7_LAYOUTS(4, 4, 2, 17)
+// Version 18 = v17 with one 16-offset key table (12 KB instead of 24) shared by both halves of a warp's 32 tokens:
+// each table entry is loaded once per slice for two tokens 16 apart, the mma's B columns 4-7 (zero in v16/v17) hold
+// the group's heads rotated by the second half's position. Half the key-table loads (run 39's ncu: latency-bound,
+// MIO stalls at 2 blocks per SM). 4 bits, G = 4.
+NUQ_V7_LAYOUTS(4, 4, 2, 18)

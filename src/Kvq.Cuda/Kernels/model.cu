@@ -68,6 +68,17 @@ extern "C" __global__ void rmsnorm_rows(const float* x, const float* w, int dim,
     rmsnorm_row(x + (long)blockIdx.x * dim, w, dim, eps, blockIdx.x, y, yh);
 }
 
+// x += r, then RMSNorm per row as rmsnorm_rows: the residual add and the next norm in one launch (the same values as
+// add_inplace then rmsnorm_rows: each thread adds the channels it then reads). Grid: rows.
+extern "C" __global__ void add_rmsnorm_rows(float* x, const float* r, const float* w, int dim, float eps, float* y, u16* yh)
+{
+    float* xr = x + (long)blockIdx.x * dim;
+    const float* rr = r + (long)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = __fadd_rn(xr[i], rr[i]);
+    __syncthreads();
+    rmsnorm_row(xr, w, dim, eps, blockIdx.x, y, yh);
+}
+
 // RMSNorm of the rows rows[i] of x, to rows i of y / yh (a batch's last rows, for its logits). Grid: count.
 extern "C" __global__ void rmsnorm_gather(const float* x, const int* rows, const float* w, int dim, float eps, float* y, u16* yh)
 {
@@ -101,6 +112,15 @@ extern "C" __global__ void swiglu(float* gate, const float* up, long n)
     if (i >= n) return;
     float g = gate[i];
     gate[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
+}
+
+// swiglu then to_f16 in one launch (f16 weights: the down projection takes f16): gh = f16(silu(gate) * up).
+extern "C" __global__ void swiglu_f16(const float* gate, const float* up, u16* gh, long n)
+{
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = gate[i];
+    gh[i] = f2h(__fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]));
 }
 
 // RoPE angle of pair i at a position, by the CPU's float recurrence: theta = pos / scale, then * thetaScale per pair.

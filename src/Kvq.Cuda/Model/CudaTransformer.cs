@@ -440,11 +440,14 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         var c = Config;
         ulong xin = _f16 ? _xh.Pointer : _xn.Pointer;
         ulong kvRow = (ulong)c.KvDim * 4, qRow = (ulong)c.QDim * 4;
+        ulong y = _f16 ? 0 : _xn.Pointer, yh = _f16 ? _xh.Pointer : 0;
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _w.Layers[l];
-            // Attention block.
-            _kernels.RmsNorm(_x.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+            // Attention block. The previous layer's residual add (its down projection in _proj) goes with this norm:
+            // one launch, the same values (model.cu add_rmsnorm_rows).
+            if (l == 0) _kernels.RmsNorm(_x.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
+            else _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
             w.Wq.Apply(_blas, xin, _q.Pointer, n);
             w.Wk.Apply(_blas, xin, _k.Pointer, n);
             w.Wv.Apply(_blas, xin, _v.Pointer, n);
@@ -486,15 +489,15 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             }
             if (_f16) _kernels.ToF16(_att.Pointer, _atth.Pointer, (long)n * c.QDim);
             w.Wo.Apply(_blas, _f16 ? _atth.Pointer : _att.Pointer, _proj.Pointer, n);
-            _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
-            // Feed-forward block (SwiGLU).
-            _kernels.RmsNorm(_x.Pointer, w.FfnNorm, n, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+            // Feed-forward block (SwiGLU), its norm fused with the attention block's residual add.
+            _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.FfnNorm, n, c.Dim, c.NormEps, y, yh);
             w.WGate.Apply(_blas, xin, _gate.Pointer, n);
             w.WUp.Apply(_blas, xin, _up.Pointer, n);
-            _kernels.SwiGlu(_gate.Pointer, _up.Pointer, (long)n * c.FfnDim);
-            if (_f16) _kernels.ToF16(_gate.Pointer, _gateh.Pointer, (long)n * c.FfnDim);
+            if (_f16) _kernels.SwiGluF16(_gate.Pointer, _up.Pointer, _gateh.Pointer, (long)n * c.FfnDim);
+            else _kernels.SwiGlu(_gate.Pointer, _up.Pointer, (long)n * c.FfnDim);
             w.WDown.Apply(_blas, _f16 ? _gateh.Pointer : _gate.Pointer, _proj.Pointer, n);
-            _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
+            // The last residual add: the next layer's norm takes the others.
+            if (l + 1 == c.Layers) _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
         }
     }
 

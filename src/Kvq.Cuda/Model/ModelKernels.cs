@@ -60,6 +60,15 @@ internal sealed class ModelKernels : IDisposable
         K("add_bias_rows").Launch(Elementwise(n), _a.Clear().Add(x).Add(b).Add(width).Add(n), Stream);
     public void SwiGlu(ulong gate, ulong up, long n) => K("swiglu").Launch(Elementwise(n), _a.Clear().Add(gate).Add(up).Add(n), Stream);
 
+    /// <summary>f16 <paramref name="gh"/> = silu(gate) * up: <see cref="SwiGlu"/> and <see cref="ToF16"/> in one launch.</summary>
+    public void SwiGluF16(ulong gate, ulong up, ulong gh, long n) =>
+        K("swiglu_f16").Launch(Elementwise(n), _a.Clear().Add(gate).Add(up).Add(gh).Add(n), Stream);
+
+    /// <summary>x += r over <paramref name="rows"/> rows, then <see cref="RmsNorm"/> of them: the residual add and the next
+    /// norm in one launch, the same values.</summary>
+    public void AddRmsNorm(ulong x, ulong r, DeviceBuffer w, int rows, int dim, float eps, ulong y, ulong yh) =>
+        K("add_rmsnorm_rows").Launch(LaunchShape.Grid1(rows, 256), _a.Clear().Add(x).Add(r).Add(w).Add(dim).Add(eps).Add(y).Add(yh), Stream);
+
     public void Rope(ulong x, int rows, int heads, RopeParams r, long pos0) =>
         K("rope_rows").Launch(LaunchShape.Grid1((long)rows * heads, Pad32(r.HeadDim)),
             _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(r.Scale).Add(r.ThetaScale), Stream);

@@ -4,7 +4,7 @@
 # same machine's CPU (all its threads): one table, time-boxed (BUDGET seconds, default 240; a row that would start
 # past it is skipped and says so).
 # Staged with the model run (dev/gpu/stage-model-run.sh copies this script; KVQ_PROFILE=... stages a books-19m
-# KVQuant profile, without one a small one is calibrated here first, ~30-60 s). On the GPU machine (the `run` tool,
+# KVQuant profile, without one a small one is calibrated here first, ~20-60 s). On the GPU machine (the `run` tool,
 # carry [".devrun-model"]), from the checkout root:
 #   bash .devrun-model/graph-bench.sh          # table on stdout and in $OUT/graph-bench.log (OUT default /tmp/kvq-graph)
 # Knobs: DECODE (tokens per run, default 96: 4000 + 96 = books-19m's trained 4096), REPS (runs after the warm-up, best
@@ -32,8 +32,8 @@ say "graph-bench: $(nvidia-smi --query-gpu=name,driver_version --format=csv,nohe
 say "books-19m, kvq bench --decode $decode -r $reps (best of $reps after a warm-up), decode tok/s"
 if [ ! -f "$prof" ] && [[ " ${KVS:-f16 nuq4-1%} " == *nuq* ]]; then
   prof="$out/books19m-small.kvqp"
-  say "no staged KVQuant profile: calibrating a small one ($text, 4 x 1024 tokens, $threads threads; speed runs only)"
-  timeout 90 "$kvq" calibrate -m "$model" --text "$text" --samples 4 --length 1024 -t "$threads" --out "$prof" >>"$log" 2>&1 \
+  say "no staged KVQuant profile: calibrating a small one ($text, 2 x 512 tokens, $threads threads; speed runs only)"
+  timeout 100 "$kvq" calibrate -m "$model" --text "$text" --samples 2 --length 512 -t "$threads" --out "$prof" >>"$log" 2>&1 \
     || say "calibration failed or timed out: the nuq rows will fail"
 fi
 
@@ -42,8 +42,10 @@ row() {
   local label=$1 env=$2
   shift 2
   if [ "$SECONDS" -ge "$budget" ]; then say "$(printf '%-34s %s' "$label" "skipped (past the ${budget}s budget)")"; return; fi
-  local res
-  res=$(env $env timeout 60 "$@" 2>&1)
+  local res limit=60
+  # The first CUDA row may compile model.cu with NVRTC (cached in KVQ_CUBIN_CACHE afterwards): more time for it.
+  if [ -z "${cuda_warm:-}" ] && [[ " $* " == *" --device cuda "* ]]; then limit=200; cuda_warm=1; fi
+  res=$(env $env timeout "$limit" "$@" 2>&1)
   echo "$res" >>"$log.raw"
   local tok dev
   tok=$(grep -o 'decode [0-9.]* tok/s' <<<"$res" | head -1 | awk '{print $2}')

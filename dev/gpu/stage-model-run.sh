@@ -37,7 +37,7 @@ rm -f "$stage"/kvq/*.dbg "$stage"/kvq/*.pdb "$stage"/kvq/*.xml "$stage"/kvq/libS
 install -m 644 "$shared/models/books-19m.gguf" "$shared/models/books-19m.tokenizer.model" "$stage/models/"
 # ~60 KB of the book, cut at a line end (the file is UTF-8 with CRLF; kvq normalises it).
 head -c 61440 "$shared/text/books/pg2489_moby_dick.txt" | head -n -1 >"$stage/text/moby-dick-60k.txt"
-cp "$here/device-model-run.sh" "$here/offload-2m.sh" "$stage/"
+cp "$here/device-model-run.sh" "$here/offload-2m.sh" "$here/graph-bench.sh" "$stage/"
 bytes=$(du -sb "$stage" | cut -f1)
 echo "staged in $stage: $(du -sh "$stage" | cut -f1) ($bytes bytes; kvq $(du -h "$stage/kvq/kvq" | cut -f1), $isa)"
 if [ "$bytes" -gt $((60 * 1024 * 1024)) ]; then

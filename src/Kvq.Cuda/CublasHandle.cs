@@ -20,7 +20,27 @@ public sealed class CublasHandle : SafeHandle
 
     public override bool IsInvalid => handle == IntPtr.Zero;
 
-    public void SetStream(CudaStream? stream) => Cublas.Check(Cublas.cublasSetStream(handle, stream?.Handle ?? IntPtr.Zero), "cublasSetStream_v2");
+    private DeviceBuffer? _workspace;
+
+    /// <summary>Sends later products to <paramref name="stream"/> (null: the legacy default stream). cublasSetStream puts
+    /// the handle back on cuBLAS's own workspace pool, so a workspace given by <see cref="SetWorkspace"/> is set again.</summary>
+    public void SetStream(CudaStream? stream)
+    {
+        Cublas.Check(Cublas.cublasSetStream(handle, stream?.Handle ?? IntPtr.Zero), "cublasSetStream_v2");
+        if (_workspace != null) ApplyWorkspace();
+    }
+
+    /// <summary>Gives the handle a workspace of its own (the caller keeps <paramref name="workspace"/> alive): products then
+    /// allocate nothing, so they can be captured into a CUDA graph, and captured and direct products see the same
+    /// workspace size (cuBLAS picks its kernel by it), so both give the same bits.</summary>
+    public void SetWorkspace(DeviceBuffer workspace)
+    {
+        _workspace = workspace;
+        ApplyWorkspace();
+    }
+
+    private void ApplyWorkspace() =>
+        Cublas.Check(Cublas.cublasSetWorkspace(handle, _workspace!.Pointer, (nuint)_workspace.Bytes), $"cublasSetWorkspace_v2({_workspace.Bytes} bytes)");
 
     /// <summary>y = x W^T for row-major x [rows][k] (f16), W [outFeatures][k] (f16); y [rows][outFeatures] in f32
     /// (<paramref name="f32Out"/>) or f16.</summary>

@@ -68,6 +68,17 @@ extern "C" __global__ void rmsnorm_rows(const float* x, const float* w, int dim,
     rmsnorm_row(x + (long)blockIdx.x * dim, w, dim, eps, blockIdx.x, y, yh);
 }
 
+// x += r, then RMSNorm per row as rmsnorm_rows: the residual add and the next norm in one launch (the same values as
+// add_inplace then rmsnorm_rows: each thread adds the channels it then reads). Grid: rows.
+extern "C" __global__ void add_rmsnorm_rows(float* x, const float* r, const float* w, int dim, float eps, float* y, u16* yh)
+{
+    float* xr = x + (long)blockIdx.x * dim;
+    const float* rr = r + (long)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = __fadd_rn(xr[i], rr[i]);
+    __syncthreads();
+    rmsnorm_row(xr, w, dim, eps, blockIdx.x, y, yh);
+}
+
 // RMSNorm of the rows rows[i] of x, to rows i of y / yh (a batch's last rows, for its logits). Grid: count.
 extern "C" __global__ void rmsnorm_gather(const float* x, const int* rows, const float* w, int dim, float eps, float* y, u16* yh)
 {
@@ -101,6 +112,15 @@ extern "C" __global__ void swiglu(float* gate, const float* up, long n)
     if (i >= n) return;
     float g = gate[i];
     gate[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
+}
+
+// swiglu then to_f16 in one launch (f16 weights: the down projection takes f16): gh = f16(silu(gate) * up).
+extern "C" __global__ void swiglu_f16(const float* gate, const float* up, u16* gh, long n)
+{
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = gate[i];
+    gh[i] = f2h(__fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]));
 }
 
 // RoPE angle of pair i at a position, by the CPU's float recurrence: theta = pos / scale, then * thetaScale per pair.
@@ -148,11 +168,19 @@ extern "C" __global__ void rope_rows_at(float* x, int heads, int hd, int ropeDim
     if (ch < hd) row[ch] = r;
 }
 
+// A decode step replayed from a CUDA graph (Model/DecodeStep.cs) reads what changes per token from device ints that
+// one copy updates before each launch: at[STEP_KPOS] the new key's position, at[STEP_SLOT] its slot, at[STEP_COUNT]
+// the tokens attention sees. at == nullptr: the launch's own arguments (every other launch).
+#define STEP_KPOS 2
+#define STEP_SLOT 3
+#define STEP_COUNT 4
+
 // Appends n tokens' keys (rotated at positions pos0 + t, then rounded to f16, as the CPU f16 cache) and values to
 // slots slot0 + t (through the block table) of the f16 cache [kvHeads][cap][hd]. k, v: [n][kvHeads][hd]. Grid: n * kvHeads blocks of hd threads.
 extern "C" __global__ void kv_append_f16(const float* k, const float* v, int kvHeads, int hd, int ropeDims, int neox,
-    long pos0, long slot0, long cap, float scale, float thetaScale, u16* kc, u16* vc, const int* bt)
+    long pos0, long slot0, long cap, float scale, float thetaScale, u16* kc, u16* vc, const int* bt, const int* at)
 {
+    if (at) { pos0 = at[STEP_KPOS]; slot0 = at[STEP_SLOT]; }
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, ch = threadIdx.x;
     if (ch >= hd) return;
     const float* kr = k + (long)blockIdx.x * hd;
@@ -276,8 +304,8 @@ __device__ __forceinline__ void attn_f16_part(const float* __restrict__ q, const
 // attn_f16_d{D}_g{G}: head dim 64 or 128, G query heads per KV head (1..8).
 #define ATTN_F16(D, G) \
 extern "C" __global__ void __launch_bounds__(AT) attn_f16_d##D##_g##G(const float* q, const u16* kc, const u16* vc, long cap, \
-    int kvHeads, long count, int n, long per, int splits, float scale, float* part, const int* bt) \
-{ attn_f16_part<D, G>(q, kc, vc, cap, kvHeads, count, n, per, splits, scale, part, bt); }
+    int kvHeads, long count, int n, long per, int splits, float scale, float* part, const int* bt, const int* at) \
+{ attn_f16_part<D, G>(q, kc, vc, cap, kvHeads, at ? (long)at[STEP_COUNT] : count, n, per, splits, scale, part, bt); }
 #define ATTN_F16_D(D) ATTN_F16(D, 1) ATTN_F16(D, 2) ATTN_F16(D, 3) ATTN_F16(D, 4) ATTN_F16(D, 5) ATTN_F16(D, 6) ATTN_F16(D, 7) ATTN_F16(D, 8)
 ATTN_F16_D(64)
 ATTN_F16_D(128)
@@ -366,13 +394,13 @@ __device__ __forceinline__ float2 rot_at(const float2* lo, const float2* shi, in
 // Keys of n tokens [n][kvHeads][D] (pre-RoPE) into slots slot0 + t. One warp per (token, KV head).
 extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k, int kvHeads, int D, long slot0, long cap, int bits,
     int S, const float* kzero, const float* krange, const float* kmids, int nmids, u32* codes, u16* slotv, unsigned char* slotc,
-    int sink, u16* sinkK, const int* bt)
+    int sink, u16* sinkK, const int* bt, const int* at)
 {
     __shared__ float su[128], smag[128];
     __shared__ unsigned char scode[128], skeep[128];
     __shared__ short scand[128];
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, lane = threadIdx.x;
-    long slot = slot0 + t;
+    long slot = (at ? (long)at[STEP_SLOT] : slot0) + t;
     const float* x = k + (long)blockIdx.x * D;
     for (int c = lane; c < D; c += 32)
     {
@@ -414,12 +442,13 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k,
 // Values of n tokens [n][kvHeads][D] into slots slot0 + t: k largest and k smallest kept exactly, f16 zero and
 // range from the rest, codes of (x - zero) / range. One warp per (token, KV head).
 extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* v, int kvHeads, int D, long slot0, long cap, int bits,
-    int K, const float* vmids, int nmids, u32* codes, u32* vzr, u16* slotv, unsigned char* slotc, int sink, u16* sinkV, const int* bt)
+    int K, const float* vmids, int nmids, u32* codes, u32* vzr, u16* slotv, unsigned char* slotc, int sink, u16* sinkV, const int* bt,
+    const int* at)
 {
     __shared__ unsigned char sout[128], scode[128];
     __shared__ float szr[2];
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, lane = threadIdx.x;
-    long slot = slot0 + t;
+    long slot = (at ? (long)at[STEP_SLOT] : slot0) + t;
     const long ps = phys(bt, slot);
     const float* x = v + (long)blockIdx.x * D;
     if (lane == 0)
@@ -666,8 +695,9 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
 extern "C" __global__ void __launch_bounds__(AT) attn_nuq_d##D##_g##G(const float* q, const NuqLayer L, const u32* vzr, \
     const u16* vslotv, const unsigned char* vslotc, const float* vlev, const u16* sinkK, const u16* sinkV, const float* table, \
     long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* part, \
-    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* bt, const HeadBlocks hb) \
-{ attn_nuq_part<D, G>(q, L, vzr, vslotv, vslotc, vlev, sinkK, sinkV, (const float2*)table, cap, kvHeads, count, n, per, splits, \
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* bt, const HeadBlocks hb, const int* at) \
+{ attn_nuq_part<D, G>(q, L, vzr, vslotv, vslotc, vlev, sinkK, sinkV, (const float2*)table, cap, kvHeads, \
+    at ? (long)at[STEP_COUNT] : count, n, per, splits, \
     scale, part, kbits, vbits, S, VS, sink, ropeDims, neox, bt, hb); }
 #define ATTN_NUQ_D(D) ATTN_NUQ(D, 1) ATTN_NUQ(D, 2) ATTN_NUQ(D, 3) ATTN_NUQ(D, 4) ATTN_NUQ(D, 5) ATTN_NUQ(D, 6) ATTN_NUQ(D, 7) ATTN_NUQ(D, 8)
 ATTN_NUQ_D(64)

@@ -293,6 +293,59 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         return bytes.ToArray();
     }
 
+    /// <summary>Whether a single-token step over this sequence can be replayed from a CUDA graph (<see cref="DecodeGraph"/>):
+    /// the paged layouts (f16 and the model's KVQuant layout), whose kernels read position, slot and count from a
+    /// <see cref="DecodeStep"/> on the device. Not the contiguous decode layout (its appends keep counters on the host).</summary>
+    internal bool GraphCapable => _contiguous == null && !_disposed;
+
+    /// <summary>The split of the attention of a one-token step appended at <see cref="Length"/> (what
+    /// <see cref="AttendDevice"/> would choose for it).</summary>
+    internal AttentionSplit DecodeSplit() => AttentionSplit.For(Length + 1L, 1, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
+
+    /// <summary>The host side of a one-token step whose kernels run from a graph: checks room, takes the block the slot
+    /// needs (its table entry goes up now, before the replay) and says what the kernels read (<see cref="DecodeStep"/>).
+    /// <see cref="EndDecodeStep"/> then counts the token in every layer, as the direct appends would have.</summary>
+    internal DecodeStep BeginDecodeStep(int token)
+    {
+        if (!GraphCapable) throw new InvalidOperationException("a decode step from a CUDA graph over the contiguous decode layout or a disposed sequence");
+        for (int l = 0; l < _count.Length; l++)
+            if (_count[l] != Length) throw new InvalidOperationException($"a decode step in the middle of a chunk: layer {l} holds {_count[l]} tokens, the sequence {Length}");
+        if (Length + 1L > Capacity)
+            throw new InvalidOperationException($"CUDA KV cache full: {Length} + 1 tokens exceed its capacity of {Capacity} (create the sequence with a larger maxTokens)");
+        var step = DecodeStep.For(token, Length, _cache.FirstPosition);
+        Hold(Length + 1);
+        return step;
+    }
+
+    internal void EndDecodeStep()
+    {
+        for (int l = 0; l < _count.Length; l++) _count[l]++;
+    }
+
+    /// <summary>The append of <see cref="AppendDevice"/> for one token, position and slot read from the
+    /// <see cref="DecodeStep"/> at <paramref name="at"/> (recorded into a graph; no host bookkeeping).</summary>
+    internal void AppendStep(int layer, ulong k, ulong v, ulong at)
+    {
+        if (_cache.Nuq is { } nuq)
+        {
+            _kernels.AppendNuqKeys(k, 1, _shape.KvHeads, _shape.HeadDim, 0, nuq[layer], Config.SinkTokens, _sinkK[layer].Pointer, _bt!.Pointer, at);
+            _kernels.AppendNuqValues(v, 1, _shape.KvHeads, _shape.HeadDim, 0, nuq[layer], Config.SinkTokens, _sinkV[layer].Pointer, _bt.Pointer, at);
+        }
+        else _kernels.AppendF16(k, v, 1, _shape.KvHeads, _rope, 0, 0, _cache.MaxTokens, _cache.K[layer], _cache.V[layer], _bt!.Pointer, at);
+    }
+
+    /// <summary>The attention of <see cref="AttendDevice"/> for one query token with <paramref name="split"/> (the step's
+    /// <see cref="DecodeSplit"/>), the token count read from the <see cref="DecodeStep"/> at <paramref name="at"/>.</summary>
+    internal void AttendStep(int layer, ulong q, ulong output, AttentionSplit split, ulong at)
+    {
+        if (_cache.Nuq?[layer] is { } nuq)
+            _kernels.AttentionNuq(q, nuq, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, 0, 1, split, _shape.ScoreScale,
+                _part.Pointer, output, Config.SinkTokens, (_sinkK[layer].Pointer, _sinkV[layer].Pointer), _rope, _bt!.Pointer, at);
+        else
+            _kernels.AttentionF16(q, _cache.K[layer], _cache.V[layer], _cache.MaxTokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, 0, 1, split,
+                _shape.ScoreScale, _part.Pointer, output, _bt!.Pointer, at);
+    }
+
     void IDeviceKvSequence.AppendDevice(int layer, ulong k, ulong v, int n) => AppendDevice(layer, k, v, n);
     void IDeviceKvSequence.AttendDevice(int layer, ulong q, int n, ulong output) => AttendDevice(layer, q, n, output);
 
@@ -431,8 +484,11 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         + (_contiguousArena?.Bytes ?? 0) + _sinkK.Sum(b => b?.Bytes ?? 0) + _sinkV.Sum(b => b?.Bytes ?? 0)
         + (_bt?.Bytes ?? 0) + (_part?.Bytes ?? 0);
 
+    private bool _disposed;
+
     public void Dispose()
     {
+        _disposed = true;
         for (int i = 0; i < _held; i++) _cache.Return(_blocks[i]);
         _held = 0;
         foreach (var b in _sinkK) b?.Dispose();

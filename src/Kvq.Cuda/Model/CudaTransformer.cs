@@ -32,10 +32,17 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     private readonly int[] _stepHost;
     private readonly DeviceBuffer _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits;
     private readonly DeviceBuffer _qs;   // the next layer's predicted query (offload speculation)
+    // Single-token decode steps replayed from a CUDA graph: the step's ints (DecodeStep) go up in one copy before each
+    // replay; cuBLAS works in a workspace of its own so that captured and direct products pick the same kernels.
+    private readonly DecodeGraph _graph;
+    private readonly DeviceBuffer _decodeStep, _blasWorkspace;
+    private readonly int[] _decodeStepHost = new int[DecodeStep.Ints];
+    private bool _graphLogits;   // the last step's logits row is in _logits already (computed inside the graph)
 
     public override ModelConfig Config { get; }
     public override KvShape KvShape => Config.CreateKvShape();
-    public override string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights";
+    public override string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights, decode graphs " +
+        (GraphFailure != null ? $"off after a failed capture ({GraphFailure.Message})" : _decodeGraphs ? "on" : "off");
     public override int Threads => 1;
     public override int MaxBatch { get; }
     /// <summary>Most tokens one <see cref="ForwardBatch"/> step carries (all segments together): <see cref="MaxBatch"/>.</summary>
@@ -47,6 +54,28 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         get => _kernels.TensorCorePrefill;
         set => _kernels.TensorCorePrefill = value && _f16;
     }
+    /// <summary>Single-token decode steps (<see cref="ChunkedLanguageModel.Forward"/> of one token over a paged
+    /// <see cref="CudaKvSequence"/>) replayed from a CUDA graph: one launch a token instead of ~20 a layer. Off: every
+    /// kernel launched directly, the reference path (<see cref="CudaModelOptions.DecodeGraphs"/>; env KVQ_CUDA_GRAPHS).</summary>
+    public bool DecodeGraphs
+    {
+        get => _decodeGraphs;
+        set
+        {
+            _decodeGraphs = value;
+            if (value) GraphFailure = null;
+            else _graph.Drop();
+        }
+    }
+    private bool _decodeGraphs;
+
+    /// <summary>Why graphs were turned off by a capture that failed (the step itself had run directly, so the model goes
+    /// on without them); null when none did.</summary>
+    public CudaException? GraphFailure { get; private set; }
+
+    /// <summary>Decode steps replayed from a graph and graphs captured by this model so far.</summary>
+    public (long Replays, long Captures) GraphStats => (_graph.Replays, _graph.Captures);
+
     public CudaDeviceInfo DeviceInfo => _ctx.Device;
     /// <summary>The device context the model lives in (an NCCL communicator joins on it).</summary>
     public CudaContext Context => _ctx;
@@ -82,6 +111,8 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         _loader = new KernelLoader(ctx);
         _kernels = new ModelKernels(_loader) { TensorCorePrefill = _f16 && o.TensorCorePrefill };
         _blas = new CublasHandle(ctx);
+        _graph = new DecodeGraph(_kernels, _blas);
+        _decodeGraphs = DecodeGraph.Enabled(o.DecodeGraphs, Environment.GetEnvironmentVariable(DecodeGraph.EnvSwitch));
         var c = Config;
         var owned = new List<IDisposable>();
         DeviceBuffer A(long floats, int elem = 4)
@@ -111,11 +142,16 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             _gateh = A((long)b * c.FfnDim, 2);
             _logits = A((long)b * c.VocabSize);
             _qs = A(c.QDim);
+            _decodeStep = A(DecodeStep.Ints);
+            // cuBLAS's own default: 32 MiB on Hopper and later, 4 MiB before.
+            _blasWorkspace = A(ctx.Device.ComputeMajor >= 9 ? 32L << 20 : 4L << 20, 1);
+            _blas.SetWorkspace(_blasWorkspace);
         }
         catch
         {
             foreach (var d in owned) d.Dispose();
             _w?.Dispose();
+            _graph.Dispose();
             _blas.Dispose();
             _kernels.Dispose();
             throw;
@@ -297,8 +333,61 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         var seq = (IDeviceKvSequence)kv;   // Prepare checked it
         var c = Config;
         int n = tokens.Length;
+        _graphLogits = false;
         foreach (var id in tokens)
             if ((uint)id >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} is outside the vocabulary (0..{c.VocabSize - 1})");
+        if (n == 1 && _decodeGraphs && seq is CudaKvSequence { GraphCapable: true } one && ReferenceEquals(one.Cache.Kernels, _kernels))
+        {
+            var split = one.DecodeSplit();
+            if (_graph.Next(one, split) == DecodeGraphAction.Replay)
+            {
+                var step = one.BeginDecodeStep(tokens[0]);
+                step.Pack(_decodeStepHost);
+                _decodeStep.CopyFrom<int>(_decodeStepHost);
+                _graph.Replay();
+                one.EndDecodeStep();
+                one.Commit(1);
+                _graphLogits = true;
+                return;
+            }
+            DirectChunk(tokens, one);
+            // The same step recorded for the next tokens of this shape: every kernel in it has just run directly.
+            try
+            {
+                _kernels.PrepareDecodeGraph();
+                _graph.Capture(one, split, () => RecordDecodeStep(one, split));
+            }
+            catch (CudaException e)
+            {
+                GraphFailure = e;   // reported in Device; the direct path is the reference, so nothing is lost but speed
+                _decodeGraphs = false;
+            }
+            return;
+        }
+        DirectChunk(tokens, seq);
+    }
+
+    /// <summary>Launches a step of the chunk path into the graph being captured: the embedding of the token at
+    /// <see cref="DecodeStep.TokenIndex"/>, every layer with position, slot and count read from the step's ints, the
+    /// final norm and the logits row (left in _logits for <see cref="Logits"/>).</summary>
+    private void RecordDecodeStep(CudaKvSequence one, AttentionSplit split)
+    {
+        var c = Config;
+        ulong at = _decodeStep.Pointer;
+        _kernels.Embed(_w.Embedding.Buffer, _f16, DecodeStep.Field(at, DecodeStep.TokenIndex), 1, c.Dim, _x.Pointer);
+        Layers(1, one, 0, default, 0, new GraphStep(one, split, at));
+        _kernels.RmsNorm(_x.Pointer, _w.OutputNorm, 1, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+        _w.Output.Apply(_blas, _f16 ? _xh.Pointer : _xn.Pointer, _logits.Pointer, 1);
+    }
+
+    /// <summary>A layer pass recorded into a decode graph: the sequence, its attention split and the step's device ints.</summary>
+    private readonly record struct GraphStep(CudaKvSequence Sequence, AttentionSplit Split, ulong At);
+
+    /// <summary>The chunk through every kernel launched directly (the reference path; prefill and decode).</summary>
+    private void DirectChunk(ReadOnlySpan<int> tokens, IDeviceKvSequence seq)
+    {
+        var c = Config;
+        int n = tokens.Length;
         _ids.CopyFrom(tokens);
         _kernels.Embed(_w.Embedding.Buffer, _f16, _ids, n, c.Dim, _x.Pointer);
         long pos0 = seq.Length;
@@ -319,6 +408,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     {
         var c = Config;
         int n = tokens.Length;
+        _graphLogits = false;
         int wanted = BatchLayout.Stage(tokens, segments, MaxBatch, c.VocabSize, _stepHost);
         if (logits.Length < (long)wanted * c.VocabSize)
             throw new ArgumentException($"logits hold {logits.Length} floats; {wanted} rows of {c.VocabSize} are wanted", nameof(logits));
@@ -343,24 +433,34 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     }
 
     /// <summary>The layers over the n rows in _x: for one sequence <paramref name="one"/> at positions pos0.. (the
-    /// chunk path), else for <paramref name="segments"/>, row t at position pos[t] (device ints).</summary>
-    private void Layers(int n, IDeviceKvSequence? one, long pos0, ReadOnlySpan<BatchSegment> segments, ulong pos)
+    /// chunk path), else for <paramref name="segments"/>, row t at position pos[t] (device ints). With
+    /// <paramref name="graph"/>, a one-token step recorded into a decode graph (positions from its device ints).</summary>
+    private void Layers(int n, IDeviceKvSequence? one, long pos0, ReadOnlySpan<BatchSegment> segments, ulong pos, GraphStep? graph = null)
     {
         var c = Config;
         ulong xin = _f16 ? _xh.Pointer : _xn.Pointer;
         ulong kvRow = (ulong)c.KvDim * 4, qRow = (ulong)c.QDim * 4;
+        ulong y = _f16 ? 0 : _xn.Pointer, yh = _f16 ? _xh.Pointer : 0;
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _w.Layers[l];
-            // Attention block.
-            _kernels.RmsNorm(_x.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+            // Attention block. The previous layer's residual add (its down projection in _proj) goes with this norm:
+            // one launch, the same values (model.cu add_rmsnorm_rows).
+            if (l == 0) _kernels.RmsNorm(_x.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
+            else _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
             w.Wq.Apply(_blas, xin, _q.Pointer, n);
             w.Wk.Apply(_blas, xin, _k.Pointer, n);
             w.Wv.Apply(_blas, xin, _v.Pointer, n);
             if (w.Bq != null) _kernels.AddBias(_q.Pointer, w.Bq, c.QDim, (long)n * c.QDim);
             if (w.Bk != null) _kernels.AddBias(_k.Pointer, w.Bk, c.KvDim, (long)n * c.KvDim);
             if (w.Bv != null) _kernels.AddBias(_v.Pointer, w.Bv, c.KvDim, (long)n * c.KvDim);
-            if (one != null)
+            if (graph is { } g)
+            {
+                _kernels.RopeAt(_q.Pointer, 1, c.Heads, _rope, DecodeStep.Field(g.At, DecodeStep.QueryPositionIndex));
+                g.Sequence.AppendStep(l, _k.Pointer, _v.Pointer, g.At);
+                g.Sequence.AttendStep(l, _q.Pointer, _att.Pointer, g.Split, g.At);
+            }
+            else if (one != null)
             {
                 _kernels.Rope(_q.Pointer, n, c.Heads, _rope, pos0);
                 if (n == 1 && l + 1 < c.Layers && one is Offload.ISpeculativeKvSequence { Speculates: true } spec)
@@ -389,15 +489,15 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             }
             if (_f16) _kernels.ToF16(_att.Pointer, _atth.Pointer, (long)n * c.QDim);
             w.Wo.Apply(_blas, _f16 ? _atth.Pointer : _att.Pointer, _proj.Pointer, n);
-            _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
-            // Feed-forward block (SwiGLU).
-            _kernels.RmsNorm(_x.Pointer, w.FfnNorm, n, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+            // Feed-forward block (SwiGLU), its norm fused with the attention block's residual add.
+            _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.FfnNorm, n, c.Dim, c.NormEps, y, yh);
             w.WGate.Apply(_blas, xin, _gate.Pointer, n);
             w.WUp.Apply(_blas, xin, _up.Pointer, n);
-            _kernels.SwiGlu(_gate.Pointer, _up.Pointer, (long)n * c.FfnDim);
-            if (_f16) _kernels.ToF16(_gate.Pointer, _gateh.Pointer, (long)n * c.FfnDim);
+            if (_f16) _kernels.SwiGluF16(_gate.Pointer, _up.Pointer, _gateh.Pointer, (long)n * c.FfnDim);
+            else _kernels.SwiGlu(_gate.Pointer, _up.Pointer, (long)n * c.FfnDim);
             w.WDown.Apply(_blas, _f16 ? _gateh.Pointer : _gate.Pointer, _proj.Pointer, n);
-            _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
+            // The last residual add: the next layer's norm takes the others.
+            if (l + 1 == c.Layers) _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
         }
     }
 
@@ -405,6 +505,13 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     protected override void Logits(int first, int count, Span<float> logits)
     {
         var c = Config;
+        if (_graphLogits)
+        {
+            _graphLogits = false;
+            if (first != 0 || count != 1) throw new InvalidOperationException($"logits rows {first}..{first + count} of a one-token step");
+            _logits.CopyTo(logits[..c.VocabSize]);
+            return;
+        }
         ulong x = _x.Pointer + (ulong)((long)first * c.Dim * 4);
         _kernels.RmsNorm(x, _w.OutputNorm, count, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
         _w.Output.Apply(_blas, _f16 ? _xh.Pointer : _xn.Pointer, _logits.Pointer, count);
@@ -413,7 +520,8 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
 
     public void Dispose()
     {
-        foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits, _qs }) b?.Dispose();
+        _graph?.Dispose();
+        foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits, _qs, _decodeStep, _blasWorkspace }) b?.Dispose();
         _w?.Dispose();
         _contiguousKernels?.Dispose();
         _shardKernels?.Dispose();

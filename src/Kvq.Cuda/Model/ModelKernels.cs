@@ -4,7 +4,8 @@ namespace Kvq.Cuda.Model;
 
 /// <summary>
 /// The forward-pass kernels of model.cu for one context (compiled by NVRTC for the device, cached on disk), with
-/// typed launchers. All launches go to the legacy default stream, in order with cuBLAS and the copies.
+/// typed launchers. Launches go to the legacy default stream, in order with cuBLAS and the copies, except while
+/// <see cref="Stream"/> names another (a CUDA graph being captured: Model/DecodeGraph).
 /// </summary>
 internal sealed class ModelKernels : IDisposable
 {
@@ -15,96 +16,117 @@ internal sealed class ModelKernels : IDisposable
 
     public ModelKernels(KernelLoader loader) => _module = loader.Load(KernelSources.Read("model.cu"), "model.cu");
 
+    /// <summary>The stream launches go to (null: the legacy default stream); an explicit stream argument wins.</summary>
+    public CudaStream? Stream { get; set; }
+
     private CudaKernel K(string name)
     {
         if (!_kernels.TryGetValue(name, out var k)) _kernels[name] = k = _module.Kernel(name);
         return k;
     }
 
+    /// <summary>Loads the kernels a captured decode step launches and the direct step does not (rope_rows_at), so that no
+    /// kernel is first loaded inside a capture (drivers before CUDA 12.3 refuse that).</summary>
+    public void PrepareDecodeGraph() => K("rope_rows_at");
+
     private static LaunchShape Elementwise(long n) => LaunchShape.Grid1((n + Threads - 1) / Threads, Threads);
 
     public void Embed(DeviceBuffer table, bool f16, DeviceBuffer ids, int n, int dim, ulong x) => Embed(table, f16, ids.Pointer, n, dim, x);
 
     public void Embed(DeviceBuffer table, bool f16, ulong ids, int n, int dim, ulong x) =>
-        K("embed_rows").Launch(LaunchShape.Grid1(n, 128), _a.Clear().Add(table).Add(f16 ? 1 : 0).Add(ids).Add(dim).Add(x));
+        K("embed_rows").Launch(LaunchShape.Grid1(n, 128), _a.Clear().Add(table).Add(f16 ? 1 : 0).Add(ids).Add(dim).Add(x), Stream);
 
     /// <summary>RMSNorm of <paramref name="rows"/> rows to f32 <paramref name="y"/> and/or f16 <paramref name="yh"/> (0 = skip).</summary>
     public void RmsNorm(ulong x, DeviceBuffer w, int rows, int dim, float eps, ulong y, ulong yh) =>
-        K("rmsnorm_rows").Launch(LaunchShape.Grid1(rows, 256), _a.Clear().Add(x).Add(w).Add(dim).Add(eps).Add(y).Add(yh));
+        K("rmsnorm_rows").Launch(LaunchShape.Grid1(rows, 256), _a.Clear().Add(x).Add(w).Add(dim).Add(eps).Add(y).Add(yh), Stream);
 
     /// <summary>RMSNorm of rows <paramref name="rows"/>[i] (device int array) of x to rows i of y / yh (0 = skip).</summary>
     public void RmsNormGather(ulong x, ulong rows, int count, DeviceBuffer w, int dim, float eps, ulong y, ulong yh) =>
-        K("rmsnorm_gather").Launch(LaunchShape.Grid1(count, 256), _a.Clear().Add(x).Add(rows).Add(w).Add(dim).Add(eps).Add(y).Add(yh));
+        K("rmsnorm_gather").Launch(LaunchShape.Grid1(count, 256), _a.Clear().Add(x).Add(rows).Add(w).Add(dim).Add(eps).Add(y).Add(yh), Stream);
 
     public void SinkWrite(ulong k, ulong v, int kvHeads, int headDim, long pos, int sink, ulong sinkK, ulong sinkV) =>
-        K("sink_write").Launch(LaunchShape.Grid1(kvHeads, Pad32(headDim)), _a.Clear().Add(k).Add(v).Add(headDim).Add(pos).Add(sink).Add(sinkK).Add(sinkV));
+        K("sink_write").Launch(LaunchShape.Grid1(kvHeads, Pad32(headDim)), _a.Clear().Add(k).Add(v).Add(headDim).Add(pos).Add(sink).Add(sinkK).Add(sinkV), Stream);
 
     public void SinkOnly(ulong sinkV, int queryHeads, int group, int headDim, int sink, ulong output) =>
-        K("sink_only").Launch(LaunchShape.Grid1(queryHeads, Pad32(headDim)), _a.Clear().Add(sinkV).Add(group).Add(headDim).Add(sink).Add(output));
+        K("sink_only").Launch(LaunchShape.Grid1(queryHeads, Pad32(headDim)), _a.Clear().Add(sinkV).Add(group).Add(headDim).Add(sink).Add(output), Stream);
 
     /// <summary>n uniform values in [-scale, scale) from a counter hash (f16 or f32).</summary>
     public void FillRandom(ulong p, long n, bool f16, uint seed, float scale) =>
-        K("fill_random").Launch(Elementwise(n), _a.Clear().Add(p).Add(n).Add(f16 ? 1 : 0).Add(seed).Add(scale));
+        K("fill_random").Launch(Elementwise(n), _a.Clear().Add(p).Add(n).Add(f16 ? 1 : 0).Add(seed).Add(scale), Stream);
 
-    public void ToF16(ulong x, ulong y, long n) => K("to_f16").Launch(Elementwise(n), _a.Clear().Add(x).Add(y).Add(n));
-    public void Add(ulong x, ulong y, long n) => K("add_inplace").Launch(Elementwise(n), _a.Clear().Add(x).Add(y).Add(n));
+    public void ToF16(ulong x, ulong y, long n) => K("to_f16").Launch(Elementwise(n), _a.Clear().Add(x).Add(y).Add(n), Stream);
+    public void Add(ulong x, ulong y, long n) => K("add_inplace").Launch(Elementwise(n), _a.Clear().Add(x).Add(y).Add(n), Stream);
     public void AddBias(ulong x, DeviceBuffer b, int width, long n) =>
-        K("add_bias_rows").Launch(Elementwise(n), _a.Clear().Add(x).Add(b).Add(width).Add(n));
-    public void SwiGlu(ulong gate, ulong up, long n) => K("swiglu").Launch(Elementwise(n), _a.Clear().Add(gate).Add(up).Add(n));
+        K("add_bias_rows").Launch(Elementwise(n), _a.Clear().Add(x).Add(b).Add(width).Add(n), Stream);
+    public void SwiGlu(ulong gate, ulong up, long n) => K("swiglu").Launch(Elementwise(n), _a.Clear().Add(gate).Add(up).Add(n), Stream);
+
+    /// <summary>f16 <paramref name="gh"/> = silu(gate) * up: <see cref="SwiGlu"/> and <see cref="ToF16"/> in one launch.</summary>
+    public void SwiGluF16(ulong gate, ulong up, ulong gh, long n) =>
+        K("swiglu_f16").Launch(Elementwise(n), _a.Clear().Add(gate).Add(up).Add(gh).Add(n), Stream);
+
+    /// <summary>x += r over <paramref name="rows"/> rows, then <see cref="RmsNorm"/> of them: the residual add and the next
+    /// norm in one launch, the same values.</summary>
+    public void AddRmsNorm(ulong x, ulong r, DeviceBuffer w, int rows, int dim, float eps, ulong y, ulong yh) =>
+        K("add_rmsnorm_rows").Launch(LaunchShape.Grid1(rows, 256), _a.Clear().Add(x).Add(r).Add(w).Add(dim).Add(eps).Add(y).Add(yh), Stream);
 
     public void Rope(ulong x, int rows, int heads, RopeParams r, long pos0) =>
         K("rope_rows").Launch(LaunchShape.Grid1((long)rows * heads, Pad32(r.HeadDim)),
-            _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(r.Scale).Add(r.ThetaScale));
+            _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(r.Scale).Add(r.ThetaScale), Stream);
 
     /// <summary>RoPE of rows [n][heads][head dim], row t at position <paramref name="pos"/>[t] (device int array).</summary>
     public void RopeAt(ulong x, int rows, int heads, RopeParams r, ulong pos) =>
         K("rope_rows_at").Launch(LaunchShape.Grid1((long)rows * heads, Pad32(r.HeadDim)),
-            _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos).Add(r.Scale).Add(r.ThetaScale));
+            _a.Clear().Add(x).Add(heads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos).Add(r.Scale).Add(r.ThetaScale), Stream);
 
-    /// <summary>Stores n tokens' keys (rotated at pos0 + t, f16) and values (f16) at slots slot0 + t.</summary>
-    public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc, ulong bt) =>
+    /// <summary>Stores n tokens' keys (rotated at pos0 + t, f16) and values (f16) at slots slot0 + t; with
+    /// <paramref name="at"/> (a <see cref="DecodeStep"/> on the device) the position and slot are read from there.</summary>
+    public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc, ulong bt,
+        ulong at = 0) =>
         K("kv_append_f16").Launch(LaunchShape.Grid1((long)n * kvHeads, Pad32(r.HeadDim)),
             _a.Clear().Add(k).Add(v).Add(kvHeads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(slot0).Add(cap)
-              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc).Add(bt));
+              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc).Add(bt).Add(at), Stream);
 
-    /// <summary>Split partials of causal attention over the f16 cache, then their merge into <paramref name="output"/>.</summary>
+    /// <summary>Split partials of causal attention over the f16 cache, then their merge into <paramref name="output"/>;
+    /// with <paramref name="at"/> (a <see cref="DecodeStep"/> on the device) the token count is read from there.</summary>
     public void AttentionF16(ulong q, DeviceBuffer kc, DeviceBuffer vc, long cap, int kvHeads, int group, int headDim, long count,
-        int n, AttentionSplit split, float scale, ulong part, ulong output, ulong bt)
+        int n, AttentionSplit split, float scale, ulong part, ulong output, ulong bt, ulong at = 0)
     {
         K($"attn_f16_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
-            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part).Add(bt));
+            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part).Add(bt).Add(at), Stream);
         Merge(part, split, n, kvHeads, group, headDim, output);
     }
 
     /// <summary>The sequence's angle table (model.cu rope_table): <paramref name="rows"/> rows of (cos, sin) per pair.</summary>
     public void RopeTable(long rows, RopeParams r, DeviceBuffer table) =>
-        K("rope_table").Launch(LaunchShape.Grid1(rows, Pad32(r.RopeDims / 2)), _a.Clear().Add(r.RopeDims / 2).Add(r.Scale).Add(r.ThetaScale).Add(table));
+        K("rope_table").Launch(LaunchShape.Grid1(rows, Pad32(r.RopeDims / 2)), _a.Clear().Add(r.RopeDims / 2).Add(r.Scale).Add(r.ThetaScale).Add(table), Stream);
 
-    public void AppendNuqKeys(ulong k, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkK, ulong bt) =>
+    public void AppendNuqKeys(ulong k, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkK, ulong bt, ulong at = 0) =>
         K("nuq_append_keys").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),
             _a.Clear().Add(k).Add(kvHeads).Add(headDim).Add(slot0).Add(l.Capacity).Add(l.KeyBits).Add(l.KeySlots).Add(l.KZero).Add(l.KRange)
-              .Add(l.KMids).Add(l.KMidCount).Add(l.KCodes).Add(l.KSlotV).Add(l.KSlotC).Add(sink).Add(sinkK).Add(bt));
+              .Add(l.KMids).Add(l.KMidCount).Add(l.KCodes).Add(l.KSlotV).Add(l.KSlotC).Add(sink).Add(sinkK).Add(bt).Add(at), Stream);
 
-    public void AppendNuqValues(ulong v, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkV, ulong bt) =>
+    public void AppendNuqValues(ulong v, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkV, ulong bt, ulong at = 0) =>
         K("nuq_append_values").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),
             _a.Clear().Add(v).Add(kvHeads).Add(headDim).Add(slot0).Add(l.Capacity).Add(l.ValueBits).Add(l.ValueOutliersPerTail).Add(l.VMids)
-              .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(sinkV).Add(bt));
+              .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(sinkV).Add(bt).Add(at), Stream);
 
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt) =>
-        AttentionNuq(q, l, table, kvHeads, group, headDim, count, n, split, scale, part, output, sink, sinks, r, bt, default);
+        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, ulong at = 0) =>
+        AttentionNuq(q, l, table, kvHeads, group, headDim, count, n, split, scale, part, output, sink, sinks, r, bt, default, at);
 
     /// <summary>The same with a block list per KV head (<paramref name="heads"/>: model.cu HeadBlocks; Offload/OffloadedKvSequence):
-    /// head h reads its own chosen blocks, <paramref name="count"/> being the longest head's tokens.</summary>
+    /// head h reads its own chosen blocks, <paramref name="count"/> being the longest head's tokens. <paramref name="at"/>: as
+    /// <see cref="AttentionF16"/>'s.</summary>
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, HeadBlocks heads)
+        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, HeadBlocks heads,
+        ulong at = 0)
     {
         var keys = NuqKeyArgs.Of(l);
         K($"attn_nuq_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
             _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(sinks.K).Add(sinks.V).Add(table)
               .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part)
               .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(bt)
-              .Add(heads));
+              .Add(heads).Add(at), Stream);
         Merge(part, split, n, kvHeads, group, headDim, output);
     }
 
@@ -115,13 +137,13 @@ internal sealed class ModelKernels : IDisposable
         long blocks = (pos0 + n - 1) / CudaKvCache.BlockTokens - pos0 / CudaKvCache.BlockTokens + 1;
         K("offload_summarize").Launch(new LaunchShape((uint)blocks, (uint)kvHeads, 1, (uint)r.HeadDim),
             _a.Clear().Add(k).Add(n).Add(kvHeads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(r.Scale).Add(r.ThetaScale)
-              .Add(maxBlocks).Add(sum));
+              .Add(maxBlocks).Add(sum), Stream);
     }
 
     /// <summary>Row estimates of blocks [0, visible) for one query token (model.cu offload_score): est [KV head][block][group].</summary>
     public void OffloadScore(ulong q, int group, int headDim, int kvHeads, long visible, long maxBlocks, DeviceBuffer sum, float scale, float spread, ulong est) =>
         K("offload_score").Launch(new LaunchShape((uint)((visible + 7) / 8), (uint)kvHeads, 1, 256),
-            _a.Clear().Add(q).Add(group).Add(headDim).Add(kvHeads).Add(visible).Add(maxBlocks).Add(sum).Add(scale).Add(spread).Add(est));
+            _a.Clear().Add(q).Add(group).Add(headDim).Add(kvHeads).Add(visible).Add(maxBlocks).Add(sum).Add(scale).Add(spread).Add(est), Stream);
 
     /// <summary>Runs <paramref name="count"/> block copies listed at <paramref name="jobs"/> (model.cu CopyJob: src, dst, bytes).</summary>
     public void OffloadCopy(ulong jobs, int count, CudaStream? stream) =>
@@ -187,7 +209,7 @@ internal sealed class ModelKernels : IDisposable
         if (_tileShared.Add(k.Name)) k.SetMaxDynamicShared(shared);
         int rowBlocks = (n * group + rowsPerBlock - 1) / rowsPerBlock;
         k.Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)rowBlocks, (uint)threads, (uint)shared),
-            _a.Clear().Add(q).Add(args).Add(cap).Add(kvHeads).Add(group).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part));
+            _a.Clear().Add(q).Add(args).Add(cap).Add(kvHeads).Add(group).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part), Stream);
         Merge(part, split, n, kvHeads, group, headDim, output);
     }
 
@@ -198,7 +220,7 @@ internal sealed class ModelKernels : IDisposable
         if (output == 0) return;
         if (split.PartStride != split.Splits) throw new ArgumentException($"attn_merge reads {split.Splits} splits packed per row, not {split.PartStride} slots", nameof(split));
         K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
-            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output));
+            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output), Stream);
     }
 
     private const int TileRows = 32, TileKeys = 64, MmaRows = 64;   // model.cu RB, KT, MR

@@ -10,6 +10,7 @@ internal static unsafe partial class Cublas
     [LibraryImport(Lib, EntryPoint = "cublasCreate_v2")] internal static partial int cublasCreate(out IntPtr handle);
     [LibraryImport(Lib, EntryPoint = "cublasDestroy_v2")] internal static partial int cublasDestroy(IntPtr handle);
     [LibraryImport(Lib, EntryPoint = "cublasSetStream_v2")] internal static partial int cublasSetStream(IntPtr handle, IntPtr stream);
+    [LibraryImport(Lib, EntryPoint = "cublasSetWorkspace_v2")] internal static partial int cublasSetWorkspace(IntPtr handle, ulong workspace, nuint bytes);
     [LibraryImport(Lib)]
     internal static partial int cublasGemmEx(IntPtr handle, int transa, int transb, int m, int n, int k,
         void* alpha, ulong a, int aType, int lda, ulong b, int bType, int ldb, void* beta, ulong c, int cType, int ldc,

@@ -48,11 +48,21 @@ internal static unsafe partial class Driver
     [LibraryImport(Lib)] internal static partial int cuEventRecord(IntPtr ev, IntPtr stream);
     [LibraryImport(Lib)] internal static partial int cuEventSynchronize(IntPtr ev);
     [LibraryImport(Lib)] internal static partial int cuEventElapsedTime(out float ms, IntPtr start, IntPtr end);
+    // Stream capture and graphs (CudaGraph). cuda.h maps cuStreamBeginCapture to the _v2 entry (with a capture mode) and
+    // cuGraphInstantiate to cuGraphInstantiateWithFlags (CUDA 12); cuGraphLaunch and cuStreamEndCapture without _ptsz
+    // treat stream 0 as the legacy default stream, as every other call here does.
+    [LibraryImport(Lib, EntryPoint = "cuStreamBeginCapture_v2")] internal static partial int cuStreamBeginCapture(IntPtr stream, int mode);
+    [LibraryImport(Lib)] internal static partial int cuStreamEndCapture(IntPtr stream, out IntPtr graph);
+    [LibraryImport(Lib)] internal static partial int cuGraphInstantiateWithFlags(out IntPtr exec, IntPtr graph, ulong flags);
+    [LibraryImport(Lib)] internal static partial int cuGraphLaunch(IntPtr exec, IntPtr stream);
+    [LibraryImport(Lib)] internal static partial int cuGraphExecDestroy(IntPtr exec);
+    [LibraryImport(Lib)] internal static partial int cuGraphDestroy(IntPtr graph);
     [LibraryImport(Lib)] internal static partial int cuGetErrorName(int error, out byte* name);
     [LibraryImport(Lib)] internal static partial int cuGetErrorString(int error, out byte* text);
 
     internal const int AttrMaxThreadsPerBlock = 1, AttrMaxSharedPerBlockOptin = 97, AttrMultiprocessors = 16,
         AttrComputeMajor = 75, AttrComputeMinor = 76, AttrL2Bytes = 38, AttrMemoryClockKhz = 36, AttrBusWidth = 37;
+    internal const int CaptureModeGlobal = 0, CaptureModeThreadLocal = 1, CaptureModeRelaxed = 2;   // CUstreamCaptureMode
     internal const int FuncAttrMaxDynamicShared = 8, FuncAttrNumRegs = 4, FuncAttrLocalBytes = 3, FuncAttrSharedBytes = 1;
 
     /// <summary>Throws a <see cref="CudaException"/> naming <paramref name="call"/> unless <paramref name="result"/> is CUDA_SUCCESS.</summary>

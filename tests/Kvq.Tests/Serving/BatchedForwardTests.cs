@@ -170,9 +170,17 @@ public class BatchedForwardTests
             {
                 Kvq.Tensors.Quant.HalfRowBlock.PrefetchNextRows = true;
                 Kvq.Cache.Attention.HalfTileMath.FiniteWidening = true;
+                // Prefetches three blocks ahead (past the ends of matrices and of short sequences), KV non-temporal
+                // on odd steps: only timing may change.
+                Kvq.Tensors.Quant.HalfRowBlock.PrefetchRowBlocks = 3;
+                Kvq.Cache.Attention.BlockAttention.PrefetchBlocks = 3;
+                Kvq.Cache.Attention.BlockAttention.NonTemporalKv = step % 2 == 1;
                 batchedModel.ForwardBatch(next, segments, batchLogits);
                 Kvq.Tensors.Quant.HalfRowBlock.PrefetchNextRows = false;
                 Kvq.Cache.Attention.HalfTileMath.FiniteWidening = false;
+                Kvq.Tensors.Quant.HalfRowBlock.PrefetchRowBlocks = 1;
+                Kvq.Cache.Attention.BlockAttention.PrefetchBlocks = 1;
+                Kvq.Cache.Attention.BlockAttention.NonTemporalKv = false;
                 for (int i = 0; i < contexts.Length; i++)
                 {
                     soloModel.Forward([next[i]], solo[i], logits);
@@ -188,6 +196,9 @@ public class BatchedForwardTests
         {
             Kvq.Tensors.Quant.HalfRowBlock.PrefetchNextRows = true;
             Kvq.Cache.Attention.HalfTileMath.FiniteWidening = true;
+            Kvq.Tensors.Quant.HalfRowBlock.PrefetchRowBlocks = 2;
+            Kvq.Cache.Attention.BlockAttention.PrefetchBlocks = 2;
+            Kvq.Cache.Attention.BlockAttention.NonTemporalKv = false;
         }
     }
 

@@ -134,6 +134,7 @@ internal static unsafe class BlockAttention
         var keyArena = kv.Keys.Arenas[layer];
         var valueArena = values.Arenas[layer];
         bool prefetchRows = PrefetchOutlierRows && selectorOff && (keyArena.HasOutliers || valueArena.HasOutliers);
+        bool prefetched = false;
         foreach (int bi in order)
         {
             if (bi < b0 || bi < firstSeen / bt) continue;
@@ -142,7 +143,15 @@ internal static unsafe class BlockAttention
             int cnt = Math.Min(bt, lastVisible - s0);
             var scores = sc.Scores.AsSpan(0, nq * cnt);
             int block = blocks[s0 / bt];
-            if (PrefetchNextBlock && selectorOff && bi + 1 < b1 && s0 + bt < lastVisible) Prefetch(kv, layer, head, s0 + bt, blocks[bi + 1]);
+            if (PrefetchNextBlock && selectorOff)
+            {
+                // The first block read asks for the next PrefetchBlocks blocks, each later one for the block that many
+                // ahead (the nearer ones were asked for already).
+                int ahead = PrefetchBlocks;
+                for (int a = prefetched ? ahead : 1; a <= ahead && bi + a < b1 && s0 + a * bt < lastVisible; a++)
+                    Prefetch(kv, layer, head, s0 + a * bt, blocks[bi + a]);
+                prefetched = true;
+            }
             if (prefetchRows) PrefetchOutliers(keyArena, valueArena, head, blocks, bi, b1, bt, lastVisible);
             KeyScores.Block(kv, layer, head, s0, cnt, block, qs, nq, scores, sc.Tile);
             // Causal mask + online softmax.
@@ -213,6 +222,13 @@ internal static unsafe class BlockAttention
     /// (a switch for the benchmarks' A/B only: <c>bench/Kvq.Micro --batch-profile</c>; results do not depend on it).</summary>
     internal static bool PrefetchNextBlock = true;
 
+    /// <summary>How many blocks ahead <see cref="Head"/> asks for keys and values (1: the next block only, as branch
+    /// serving did). In a batched step the KV blocks of 16 sequences stream beside the weights, and one block of one
+    /// KV head is ~0.4-1.3 us of work for 8 KB of f16: two blocks ahead gave the step -4..5% CPU with the weight rows
+    /// also two ahead, -1% with only the rows (branch batch14b, load ~45; attention alone moved within noise). Results
+    /// do not depend on it (<c>bench/Kvq.Micro --batch-profile</c>, <c>KVQ_AB=prefetch</c> with <c>KVQ_PF_KV</c>).</summary>
+    internal static int PrefetchBlocks = 2;
+
     /// <summary>Prefetches (into L2) the encoded key and value bytes of one KV head in block <paramref name="blockId"/>.
     /// A sequence's blocks lie wherever the pool put them, so the hardware prefetcher, which follows addresses within
     /// a page, cannot run ahead across blocks: at short contexts with many sequences (a batched decode step reads
@@ -255,8 +271,19 @@ internal static unsafe class BlockAttention
     private static void Touch(Span<byte> bytes)
     {
         fixed (byte* p = bytes)
-            for (int i = 0; i < bytes.Length; i += 64) Sse.Prefetch1(p + i);
+            if (NonTemporalKv)
+                for (int i = 0; i < bytes.Length; i += 64) Sse.PrefetchNonTemporal(p + i);
+            else
+                for (int i = 0; i < bytes.Length; i += 64) Sse.Prefetch1(p + i);
     }
+
+    /// <summary>Whether <see cref="Prefetch"/> asks for KV blocks with the non-temporal hint (prefetchnta) instead of
+    /// into L2: a decode step reads each block once, and 16 sequences' blocks at 512 tokens (33.5 MB of f16 for
+    /// books-19m) pass through a 32 MB L3 that could otherwise keep the 31.5 MB of weights the same step reads again
+    /// next step. Off: measured worse (attention +32% CPU at 16 sequences, 1 thread, load ~40; branch batch14b), as
+    /// a line prefetched two blocks ahead without the hint into L2 is not always in L1 by its turn. Kept for a quiet
+    /// re-measure (<c>bench/Kvq.Micro --batch-profile</c>, <c>KVQ_AB=nta</c>); results do not depend on it.</summary>
+    internal static bool NonTemporalKv;
 
     /// <summary>Merges the split states of one call (states <paramref name="state0"/> on, item-major) into o (n, qDim).</summary>
     internal static void MergeSplits(KvShape shape, PartialStates p, int state0, int items, int splits, float* o, int n, int chunks)

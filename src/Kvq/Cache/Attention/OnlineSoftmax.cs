@@ -23,7 +23,8 @@ internal static class OnlineSoftmax
             TensorPrimitives.Exp(live, live);
             sum = TensorPrimitives.Sum(live);
         }
-        float corr = float.IsNegativeInfinity(m) ? 0f : MathF.Exp(m - mx);
+        // An unchanged max (most blocks after the first few) skips the call: exp(0) is exactly 1.
+        float corr = float.IsNegativeInfinity(m) ? 0f : m == mx ? 1f : MathF.Exp(m - mx);
         if (corr != 1f) TensorPrimitives.Multiply(acc, corr, acc);
         l = l * corr + sum;
         m = mx;

@@ -70,7 +70,13 @@ public static unsafe class HalfRowBlock
                 for (int i = 0; i < m; i++)
                     HalfDot.ToSingle(new ReadOnlySpan<Half>(w + (r + i) * rowStride, k), new Span<float>(f + i * k, k), finite && wide);
                 if (PrefetchNextRows && n >= 4)
-                    for (int i = r + block; i < Math.Min(rows, r + 2 * block); i++) PrefetchRow(w + i * rowStride, 2 * k);
+                {
+                    // The first block asks for the next PrefetchRowBlocks blocks, each later one for the block that
+                    // many ahead (the nearer ones were asked for already).
+                    int ahead = PrefetchRowBlocks;
+                    for (int i = r == 0 ? block : r + ahead * block; i < Math.Min(rows, r + (ahead + 1) * block); i++)
+                        PrefetchRow(w + i * rowStride, 2 * k);
+                }
                 if (m < block)
                     for (int i = 0; i < m; i++)
                         for (int t = 0; t < n; t++)
@@ -87,6 +93,12 @@ public static unsafe class HalfRowBlock
     /// hardware prefetcher, which follows demand misses, has stopped by the time the next rows are read. Results do not
     /// depend on it (a switch for the benchmarks' A/B: <c>bench/Kvq.Micro --batch-profile</c>).</summary>
     internal static bool PrefetchNextRows = true;
+
+    /// <summary>How many blocks ahead <see cref="Blocks"/> asks for f16 rows (1: the next block only, as branch
+    /// batchdec did). A block's panels at 16 vectors run ~2,000 cycles; one block ahead leaves a prefetch that long to
+    /// come from memory, which a loaded memory system (the KV blocks of 16 sequences stream beside the weights) does
+    /// not always meet. Results do not depend on it (<c>bench/Kvq.Micro --batch-profile</c>, <c>KVQ_AB=prefetch</c>).</summary>
+    internal static int PrefetchRowBlocks = 2;
 
     private static void PrefetchRow(byte* p, int bytes)
     {

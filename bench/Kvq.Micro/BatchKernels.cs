@@ -168,10 +168,9 @@ public static class BatchProfile
 {
     public static void Run(string modelPath, int threads, int context, int n, int rounds)
     {
-        // KVQ_AB=levers: the A/B of branch batchdec (weight-row prefetch and cheap f16 widening on/off); otherwise (the
-        // default) that of branch batch14: the step's per-sequence work and activation in parallel regions on/off
-        // (products and attention are the same code either way, so only the step's columns differ).
-        bool abRest = Environment.GetEnvironmentVariable("KVQ_AB") != "levers";
+        // The A/B of branch batchdec (weight-row prefetch and cheap f16 widening on/off). Branch batch14's (the step's
+        // per-sequence work and activation in parallel regions on/off, KVQ_AB) went with its switch once the parallel
+        // rest had won (+5% at 16 and 32 sequences, docs/perf.md).
         using var weights = GgufModelLoader.Load(modelPath);
         var par = new Parallelism(threads);
         var model = new Model.Transformer(weights, par, 256);
@@ -228,24 +227,19 @@ public static class BatchProfile
             foreach (bool on in new[] { true, false })
             {
                 int o = on ? 0 : 3;
-                if (abRest) Model.Transformer.ParallelRest = on;
-                else
-                {
-                    HalfRowBlock.PrefetchNextRows = on;
-                    Cache.Attention.HalfTileMath.FiniteWidening = on;
-                }
+                HalfRowBlock.PrefetchNextRows = on;
+                Cache.Attention.HalfTileMath.FiniteWidening = on;
                 Time(o, () => { for (int t = 0; t < n; t++) tokens[t] = rng.Next(3, c.VocabSize); model.ForwardBatch(tokens, segments, logits); });
                 Time(o + 1, () => { foreach (var m in mats) m.MatVecRows(x.AsSpan(0, n * m.Cols), y.AsSpan(0, n * m.Rows), n, par); });
                 Time(o + 2, () => { for (int l = 0; l < c.Layers; l++) together.Attend(l, qs, atts, par); });
             }
             HalfRowBlock.PrefetchNextRows = true;
             Cache.Attention.HalfTileMath.FiniteWidening = true;
-            Model.Transformer.ParallelRest = true;
             // Greedy sampling of the step's rows (what the engine does after the step; not inside ForwardBatch).
             Time(6, () => { for (int t = 0; t < n; t++) argmax += System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.AsSpan(t * c.VocabSize, c.VocabSize)); });
         }
         Console.WriteLine($"books-19m, {threads} threads, f16 cache, {n} sequences at context {context}+, best of {rounds} rounds x {Steps} steps (argmax {argmax % 10})");
-        Console.WriteLine($"A/B: {(abRest ? "parallel rest (Transformer.ParallelRest)" : "levers (row prefetch, finite widening)")}");
+        Console.WriteLine("A/B: levers (row prefetch, finite widening)");
         Console.WriteLine("| on/off | step wall us | step CPU us | tok per CPU-s | products CPU us | attention CPU us | rest CPU us |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
         foreach (int o in new[] { 0, 3 })

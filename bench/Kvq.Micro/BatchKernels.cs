@@ -168,13 +168,12 @@ public static class BatchProfile
 {
     public static void Run(string modelPath, int threads, int context, int n, int rounds)
     {
-        // KVQ_AB=levers: the A/B of branch batchdec (weight-row prefetch and cheap f16 widening on/off); otherwise (the
-        // default) that of branch batch14: the step's per-sequence work and activation in parallel regions on/off
-        // (products and attention are the same code either way, so only the step's columns differ).
+        // KVQ_AB unset or "levers": the A/B of branch batchdec (weight-row prefetch and cheap f16 widening on/off).
         // KVQ_AB=prefetch: the A/B of branch batch14b: weight rows and KV blocks asked for two blocks ahead (KVQ_PF_ROWS,
         // KVQ_PF_KV override the distances) vs one and one (as before); KVQ_AB=nta: KV blocks prefetched non-temporal.
-        string ab = Environment.GetEnvironmentVariable("KVQ_AB") ?? "rest";
-        bool abRest = ab == "rest";
+        // Branch batch14's A/B (the parallel rest, KVQ_AB=rest) went with its switch once the parallel rest had won (+5% at
+        // 16 and 32 sequences, docs/perf.md).
+        string ab = Environment.GetEnvironmentVariable("KVQ_AB") ?? "levers";
         int pfRows = int.Parse(Environment.GetEnvironmentVariable("KVQ_PF_ROWS") ?? "2"), pfKv = int.Parse(Environment.GetEnvironmentVariable("KVQ_PF_KV") ?? "2");
         using var weights = GgufModelLoader.Load(modelPath);
         var par = new Parallelism(threads);
@@ -232,8 +231,7 @@ public static class BatchProfile
             foreach (bool on in new[] { true, false })
             {
                 int o = on ? 0 : 3;
-                if (abRest) Model.Transformer.ParallelRest = on;
-                else if (ab == "nta") Cache.Attention.BlockAttention.NonTemporalKv = on;
+                if (ab == "nta") Cache.Attention.BlockAttention.NonTemporalKv = on;
                 else if (ab == "prefetch")
                 {
                     HalfRowBlock.PrefetchRowBlocks = on ? pfRows : 1;
@@ -250,7 +248,6 @@ public static class BatchProfile
             }
             HalfRowBlock.PrefetchNextRows = true;
             Cache.Attention.HalfTileMath.FiniteWidening = true;
-            Model.Transformer.ParallelRest = true;
             HalfRowBlock.PrefetchRowBlocks = 2;
             Cache.Attention.BlockAttention.NonTemporalKv = false;
             Cache.Attention.BlockAttention.PrefetchBlocks = 2;
@@ -258,7 +255,7 @@ public static class BatchProfile
             Time(6, () => { for (int t = 0; t < n; t++) argmax += System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.AsSpan(t * c.VocabSize, c.VocabSize)); });
         }
         Console.WriteLine($"books-19m, {threads} threads, f16 cache, {n} sequences at context {context}+, best of {rounds} rounds x {Steps} steps (argmax {argmax % 10})");
-        Console.WriteLine($"A/B: {ab switch { "rest" => "parallel rest (Transformer.ParallelRest)", "prefetch" => $"prefetch distance: weight rows {pfRows} blocks, KV {pfKv} blocks (off: 1 and 1)", "nta" => "KV blocks prefetched non-temporal (off: into L2)", _ => "levers (row prefetch, finite widening)" }}");
+        Console.WriteLine($"A/B: {ab switch { "prefetch" => $"prefetch distance: weight rows {pfRows} blocks, KV {pfKv} blocks (off: 1 and 1)", "nta" => "KV blocks prefetched non-temporal (off: into L2)", _ => "levers (row prefetch, finite widening)" }}");
         Console.WriteLine("| on/off | step wall us | step CPU us | tok per CPU-s | products CPU us | attention CPU us | rest CPU us |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
         foreach (int o in new[] { 0, 3 })

@@ -145,10 +145,10 @@ public static partial class DecodeProfile
     /// (the build's A/B in one process).</summary>
     private const string BaseSuffix = "#base";
 
-    /// <summary>A KV entry ending in this runs with the per-block trims of branch cpu23 off: the base angle on the
-    /// query rows (<see cref="Cache.Codecs.KvQuant.NuqKernels.RotateQueriesPerBlock"/>), masks built in a register
-    /// (<see cref="Cache.Codecs.BlockOutliers.MaskRunInRegister"/>) and block 0 under sink rows through the fused
-    /// kernels (<see cref="Cache.Attention.KeyScores.FusedSinkBlock"/>).</summary>
+    /// <summary>A KV entry ending in this runs with the per-block trims of branch cpu23 that still have a switch off:
+    /// the base angle on the query rows (<see cref="Cache.Codecs.KvQuant.NuqKernels.RotateQueriesPerBlock"/>) and masks
+    /// built in a register (<see cref="Cache.Codecs.BlockOutliers.MaskRunInRegister"/>). The third trim, block 0 under
+    /// sink rows through the fused kernels, won with them (docs/perf.md) and has no switch any more.</summary>
     private const string OldSuffix = "#old";
 
     internal static string Spec(string entry) => entry.EndsWith(BaseSuffix) ? entry[..^BaseSuffix.Length]
@@ -161,7 +161,6 @@ public static partial class DecodeProfile
         bool now = !entry.EndsWith(OldSuffix);
         Cache.Codecs.KvQuant.NuqKernels.RotateQueriesPerBlock = now;
         Cache.Codecs.BlockOutliers.MaskRunInRegister = now;
-        Cache.Attention.KeyScores.FusedSinkBlock = now;
     }
 
     private static void PerfControl(string fifo, string command)

@@ -49,7 +49,8 @@ if (args.Length > 0 && args[0] == "--batch-steps")
 }
 // dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv,kv,...] [rounds] [profile.kvqp]   per-op decode breakdown
 // (formats in interleaved rounds, wall and thread CPU per op; KV#base runs with the outlier-row prefetch off,
-// KV#old with the per-block trims of branch cpu23 off: base angle on the queries, masks in a register, fused sink block)
+// KV#old with the per-block trims of branch cpu23 off: base angle on the queries, masks in a register; the fused sink
+// block is always on)
 if (args.Length > 0 && args[0] == "--decode-profile")
 {
     DecodeProfile.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),

@@ -34,12 +34,6 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     private readonly bool[] _together;  // per segment of a batched step: attended within _batchAttention
     private BatchSegment[] _stepSegments = new BatchSegment[8]; // a batched step's segments, for its per-sequence region
 
-    /// <summary>Whether a batched step runs its per-sequence work (biases, QK-norm, the queries' RoPE, the cache append:
-    /// KV encode included) over the sequences in one parallel region per layer, and the feed-forward activation (of a
-    /// batched step or a prompt chunk) over the rows in another, instead of on the calling thread (a switch for the benchmarks' A/B, <c>bench/Kvq.Micro
-    /// --batch-profile</c>; results do not depend on it: each row's and each sequence's work is the same code either way).</summary>
-    internal static bool ParallelRest = true;
-
     public Transformer(ModelWeights weights, Parallelism? parallelism = null, int maxBatch = 64)
     {
         Weights = weights;
@@ -81,7 +75,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     {
         var c = Config;
         int n = tokens.Length;
-        int dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim, ffn = c.FfnDim;
+        int dim = c.Dim, qDim = c.QDim, kvDim = c.KvDim;
         var par = Parallelism;
         for (int t = 0; t < n; t++)
         {
@@ -121,13 +115,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             {
                 Project(w.WGate!, _xn, _gate, n);
                 Project(w.WUp!, _xn, _up, n);
-                if (ParallelRest && n > 1 && par.Threads > 1)
-                {
-                    // A prompt chunk's activation over its rows on every thread (elementwise: the same floats).
-                    var job = new ActivateJob(this);
-                    par.For(n, 1, ref job);
-                }
-                else Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                ActivateRows(_gate, _up, n);
                 Project(w.WDown!, _gate, _proj, n);
             }
             PostNorm(w.FfnPostNorm, n);
@@ -140,7 +128,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     {
         var c = Config;
         int n = tokens.Length;
-        int dim = c.Dim, qDim = c.QDim, ffn = c.FfnDim;
+        int dim = c.Dim, qDim = c.QDim;
         int decodeRows = CheckBatch(tokens, segments);
         var par = Parallelism;
         for (int t = 0; t < n; t++)
@@ -162,7 +150,11 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             together.Clear();
             _together.AsSpan(0, segments.Length).Clear();
         }
-        bool parallelAppends = ParallelRest && par.Threads > 1 && segments.Length > 1 && AppendConcurrently(segments);
+        // Each layer's per-sequence work (biases, QK-norm, the queries' RoPE, the cache append with its encode) runs over
+        // the sequences in one parallel region, and the activation over the rows in another: +5% at 16 and 32 decode
+        // sequences on 2 threads (docs/perf.md, branch batch14). Each row's and each sequence's work is the same code on
+        // any thread, so the results are those of the calling thread alone (BatchedForwardTests).
+        bool parallelAppends = par.Threads > 1 && segments.Length > 1 && AppendConcurrently(segments);
         for (int l = 0; l < c.Layers; l++)
         {
             var w = Weights.Layers[l];
@@ -212,12 +204,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
             {
                 ProjectBatch(w.WGate!, _xn, _gate, segments, decodeRows);
                 ProjectBatch(w.WUp!, _xn, _up, segments, decodeRows);
-                if (ParallelRest && n > 1 && par.Threads > 1)
-                {
-                    var job = new ActivateJob(this);
-                    par.For(n, 1, ref job);
-                }
-                else Activate(_gate.AsSpan(0, n * ffn), _up.AsSpan(0, n * ffn));
+                ActivateRows(_gate, _up, n);
                 ProjectBatch(w.WDown!, _gate, _proj, segments, decodeRows);
             }
             PostNorm(w.FfnPostNorm, n);
@@ -275,14 +262,27 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
         }
     }
 
-    /// <summary>The feed-forward activation of rows [start, end) of a batched step (elementwise, so any split of the
-    /// rows gives the same floats as one call over all of them).</summary>
-    private readonly struct ActivateJob(Transformer t) : IRangeJob
+    /// <summary>The feed-forward activation of <paramref name="n"/> rows of <paramref name="gate"/> and
+    /// <paramref name="up"/> ((n, ffn) each; gate gets the result): with several rows and threads, over the rows on every
+    /// thread (a prompt chunk's or a batched step's), else on the calling thread. Elementwise, so any split of the rows
+    /// gives the floats of one <see cref="Activate"/> over all of them (<c>BatchedForwardTests</c>).</summary>
+    internal void ActivateRows(float[] gate, float[] up, int n)
+    {
+        if (n > 1 && Parallelism.Threads > 1)
+        {
+            var job = new ActivateJob(this, gate, up);
+            Parallelism.For(n, 1, ref job);
+        }
+        else Activate(gate.AsSpan(0, n * Config.FfnDim), up.AsSpan(0, n * Config.FfnDim));
+    }
+
+    /// <summary>The feed-forward activation of rows [start, end).</summary>
+    private readonly struct ActivateJob(Transformer t, float[] gate, float[] up) : IRangeJob
     {
         public void Run(int start, int end)
         {
             int ffn = t.Config.FfnDim;
-            t.Activate(t._gate.AsSpan(start * ffn, (end - start) * ffn), t._up.AsSpan(start * ffn, (end - start) * ffn));
+            t.Activate(gate.AsSpan(start * ffn, (end - start) * ffn), up.AsSpan(start * ffn, (end - start) * ffn));
         }
     }
 
@@ -309,7 +309,7 @@ public sealed class Transformer : ChunkedLanguageModel, IBatchedLanguageModel
     }
 
     /// <summary>gate = act(gate) * up: SwiGLU, or GeGLU for Gemma.</summary>
-    private void Activate(Span<float> gate, ReadOnlySpan<float> up)
+    internal void Activate(Span<float> gate, ReadOnlySpan<float> up)
     {
         if (Config.Extras is not { Activation: FfnActivation.GeluTanh }) Kernels.SwiGlu(gate, up);
         else if (Weights.ExactGelu) DecoderExtras.GeGlu(gate, up);

@@ -236,8 +236,11 @@ internal sealed class Scheduler(KvPool pool, EngineOptions options, int stepToke
         if (r.Swapped is { } ticket)
         {
             // Swapped out: its blocks come back as they were (no prefix lookup, no model work). A file that cannot be
-            // read back leaves it to be recomputed from its tokens, below.
-            if (pool.BlocksFor(ticket.Length + options.DecodeReserveTokens) > Available - promised) return false;
+            // read back leaves it to be recomputed from its tokens, below. Room is counted as for a recompute: for every
+            // token it has (the ones still to run too: its last sampled token, or generated tokens not yet recomputed
+            // if it fell back to recompute before) plus the reserve. Counting only the swapped tokens let it in without
+            // a block for its next token, so its own step preempted it again: out, in and out in one step.
+            if (pool.BlocksFor(r.Tokens.Count + options.DecodeReserveTokens) > Available - promised) return false;
             r.Swapped = null;
             if (Swap!.TryTake(ticket) is { } swapped) kv = PagedKvSequence.SwapIn(pool.Cache, swapped);
             else SwapRecomputes++;

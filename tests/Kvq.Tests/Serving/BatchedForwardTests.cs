@@ -202,18 +202,20 @@ public class BatchedForwardTests
         }
     }
 
-    /// <summary>The batched step's per-sequence region (biases, RoPE, the cache append with its encode) and row-parallel
-    /// activation against the same step with both on the calling thread (<see cref="Transformer.ParallelRest"/> off):
-    /// two copies of 10 sequences at odd contexts across the 32-token block edges (random ids), plus a 23-token prompt
-    /// chunk in some steps, the appends passing into a new 64-block arena chunk (formats that write at append), decoded at 3 threads in each format (whole-token, per-channel staging, KVQuant with its
-    /// sparse outlier rows and a sink). Every logit equal bitwise, every step: an append that raced or landed in another
-    /// sequence's block would show in the next step's attention.</summary>
+    /// <summary>The batched step's per-sequence region (biases, RoPE, the cache append with its encode) against each
+    /// sequence stepped alone (<c>Forward</c>: its append on the calling thread, a decode row's
+    /// activation too), same threads: two copies of 10 sequences at odd contexts across the 32-token block edges (random
+    /// ids), plus a 23-token prompt chunk in some steps, the appends passing into a new 64-block arena chunk (formats that
+    /// write at append), decoded at 3 threads in each format (whole-token, per-channel staging, KVQuant with its sparse
+    /// outlier rows and a sink). Every logit equal bitwise, every step: an append that raced or landed in another
+    /// sequence's block would show in the next step's attention. (The serial loop over the sequences was the reference
+    /// behind a switch, Transformer.ParallelRest, until the parallel one won; lone steps are the engine's own promise.)</summary>
     [Theory]
     [InlineData("f16", 0, true)]
     [InlineData("q4_0", 0, true)]
     [InlineData("kivi2", 0, false)] // staged: a block's bytes are written at its seal, 32 + the residual tokens after it is allocated
     [InlineData("nuq3-1%", 1, true)]
-    public void ParallelAppendsEqualTheSerialStep(string spec, int sink, bool reachesNewChunk)
+    public void ParallelAppendsEqualLoneSteps(string spec, int sink, bool reachesNewChunk)
     {
         var m = EngineFixtures.Books;
         using var par = new Parallelism(3);
@@ -240,68 +242,56 @@ public class BatchedForwardTests
         var got = new float[2][];
         long ArenaBytes() => caches[0].Keys[0].AllocatedBytes + caches[0].Values[0].AllocatedBytes;
         long arenaBefore = ArenaBytes();
-        try
+        for (int step = 0; step < 40; step++)
         {
-            for (int step = 0; step < 40; step++)
-            {
-                var tokens = new List<int>();
-                for (int i = 0; i < contexts.Length; i++) tokens.Add(rng.Next(3, vocab));
-                bool chunk = step % 7 == 2 && step / 7 < 3;
-                if (chunk) tokens.AddRange(chunkPrompt.AsSpan(step / 7 * 23, 23).ToArray());
-                for (int copy = 0; copy < 2; copy++)
-                {
-                    var segments = Enumerable.Range(0, contexts.Length).Select(i => new BatchSegment(seqs[copy][i], i, 1, Decode: true, Logits: true)).ToList();
-                    if (chunk) segments.Add(new BatchSegment(seqs[copy][^1], contexts.Length, 23, Decode: false, Logits: true));
-                    got[copy] = new float[segments.Count * vocab];
-                    Transformer.ParallelRest = copy == 0;
-                    model.ForwardBatch(tokens.ToArray(), segments.ToArray(), got[copy]);
-                }
-                for (int v = 0; v < got[0].Length; v++)
-                    Assert.True(BitConverter.SingleToInt32Bits(got[0][v]) == BitConverter.SingleToInt32Bits(got[1][v]),
-                        $"{spec}, step {step}, row {v / vocab}, vocab {v % vocab}: parallel {got[0][v]:R}, serial {got[1][v]:R}");
-            }
-        }
-        finally
-        {
-            Transformer.ParallelRest = true;
+            var tokens = new List<int>();
+            for (int i = 0; i < contexts.Length; i++) tokens.Add(rng.Next(3, vocab));
+            bool chunk = step % 7 == 2 && step / 7 < 3;
+            if (chunk) tokens.AddRange(chunkPrompt.AsSpan(step / 7 * 23, 23).ToArray());
+            var segments = Enumerable.Range(0, contexts.Length).Select(i => new BatchSegment(seqs[0][i], i, 1, Decode: true, Logits: true)).ToList();
+            if (chunk) segments.Add(new BatchSegment(seqs[0][^1], contexts.Length, 23, Decode: false, Logits: true));
+            got[0] = new float[segments.Count * vocab];
+            got[1] = new float[segments.Count * vocab];
+            model.ForwardBatch(tokens.ToArray(), segments.ToArray(), got[0]);
+            for (int i = 0; i < segments.Count; i++)
+                model.Forward(tokens.GetRange(segments[i].Start, segments[i].Count).ToArray(), seqs[1][i], got[1].AsSpan(i * vocab, vocab));
+            for (int v = 0; v < got[0].Length; v++)
+                Assert.True(BitConverter.SingleToInt32Bits(got[0][v]) == BitConverter.SingleToInt32Bits(got[1][v]),
+                    $"{spec}, step {step}, row {v / vocab}, vocab {v % vocab}: batched {got[0][v]:R}, alone {got[1][v]:R}");
         }
         for (int i = 0; i < seqs[0].Length; i++) Assert.Equal(seqs[1][i].Length, seqs[0][i].Length);
         // The parallel appends reached a new 64-block chunk of the arenas (added under their lock) at least once.
         if (reachesNewChunk) Assert.True(ArenaBytes() > arenaBefore, $"{spec}: no arena chunk was added during the parallel steps");
     }
 
-    /// <summary>A prompt's chunks (odd lengths: 77 tokens in chunks of up to 64, so 64 + 13 rows) with the activation
-    /// split over 3 threads' rows against it on the calling thread (<see cref="Transformer.ParallelRest"/> off): the
-    /// last row's logits and the next decode's equal bitwise.</summary>
+    /// <summary>The activation of a prompt chunk's or a batched step's rows split over 3 threads
+    /// (<see cref="Transformer.ActivateRows"/>) against one <see cref="Transformer.Activate"/> over all rows on the
+    /// calling thread, the plain reference it replaced (behind Transformer.ParallelRest until the split won): random gate
+    /// and up values (fixed seed), 1 to 77 rows, odd counts included; bitwise equal, and rows past n untouched.</summary>
     [Fact]
-    public void ParallelActivationOfAPromptEqualsTheSerialOne()
+    public void ParallelActivationEqualsOneCallOverAllRows()
     {
         var m = EngineFixtures.Books;
         using var par = new Parallelism(3);
-        var model = new Transformer(m.Weights, par, 64);
-        int vocab = m.Weights.Config.VocabSize;
+        var model = new Transformer(m.Weights, par, 80);
+        int ffn = m.Weights.Config.FfnDim;
         var rng = new Random(TestSeeds.Of("parallelactivation"));
-        var prompt = Enumerable.Range(0, 77).Select(_ => rng.Next(3, vocab)).ToArray();
-        int next = rng.Next(3, vocab);
-        var got = new float[2][];
-        try
+        foreach (int n in new[] { 1, 2, 3, 5, 13, 64, 77 })
         {
-            for (int copy = 0; copy < 2; copy++)
+            var gate = new float[(n + 1) * ffn];
+            var up = new float[(n + 1) * ffn];
+            for (int i = 0; i < gate.Length; i++)
             {
-                Transformer.ParallelRest = copy == 0;
-                var seq = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f16")).CreateSequence();
-                got[copy] = new float[2 * vocab];
-                model.Forward(prompt, seq, got[copy].AsSpan(0, vocab));
-                model.Forward([next], seq, got[copy].AsSpan(vocab, vocab));
+                gate[i] = (float)(rng.NextDouble() * 8 - 4);
+                up[i] = (float)(rng.NextDouble() * 8 - 4);
             }
+            var expected = (float[])gate.Clone();
+            model.Activate(expected.AsSpan(0, n * ffn), up.AsSpan(0, n * ffn));
+            model.ActivateRows(gate, up, n);
+            for (int i = 0; i < gate.Length; i++)
+                Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(gate[i]),
+                    $"{n} rows: row {i / ffn}, column {i % ffn}: split {gate[i]:R}, one call {expected[i]:R}");
         }
-        finally
-        {
-            Transformer.ParallelRest = true;
-        }
-        for (int v = 0; v < got[0].Length; v++)
-            Assert.True(BitConverter.SingleToInt32Bits(got[0][v]) == BitConverter.SingleToInt32Bits(got[1][v]),
-                $"row {v / vocab}, vocab {v % vocab}: parallel {got[0][v]:R}, serial {got[1][v]:R}");
     }
 
     private static KvCacheConfig Config(string spec) => spec.Split(' ') is [var kv, var policy]

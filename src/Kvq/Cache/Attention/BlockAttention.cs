@@ -169,7 +169,7 @@ internal static unsafe class BlockAttention
             if (values.IsEncodedTile(layer, s0))
                 values.Codecs[layer][head].Accumulate(values.Block(layer, block, head), values.Outliers(layer, block, head), cnt, scores, nq,
                     acc, sc.Tile);
-            else if (KeyScores.FusedSinkBlock && values.IsEncodedUnderSink(layer, s0) && nq * Math.Min(values.Sink!.Tokens, cnt) <= MaxSinkWeights)
+            else if (values.IsEncodedUnderSink(layer, s0) && nq * Math.Min(values.Sink!.Tokens, cnt) <= MaxSinkWeights)
                 AccumulateUnderSink(values, layer, head, block, cnt, hd, scores, nq, acc, sc.Tile);
             else
             {

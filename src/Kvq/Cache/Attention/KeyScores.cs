@@ -10,13 +10,15 @@ internal static class KeyScores
 {
     /// <summary>scores (nq, count) = qs (nq, headDim, pre-scaled) x keys of slots [s0, s0 + count) of one head (in
     /// block <paramref name="blockId"/>), plus the slots' log-weights under a merging policy. A codec's fused kernel
-    /// reads encoded blocks; staged tokens and the sink block go through a decoded <paramref name="tile"/>.</summary>
+    /// reads encoded blocks, and block 0 under sink rows too where the codec fuses it (<see cref="Codecs.KvCodec.FusesUnderSink"/>:
+    /// its sink rows' scores are then recomputed from their exact copies, <see cref="SinkScores"/>); staged tokens and
+    /// other codecs' sink block go through a decoded <paramref name="tile"/>.</summary>
     public static void Block(IKvBlockReader kv, int layer, int head, int s0, int count, int blockId, ReadOnlySpan<float> qs, int nq,
         Span<float> scores, float[] tile)
     {
         var keys = kv.Keys;
         var codec = keys.Codecs[layer][head];
-        bool underSink = FusedSinkBlock && keys.IsEncodedUnderSink(layer, s0);
+        bool underSink = keys.IsEncodedUnderSink(layer, s0);
         if (keys.IsEncodedTile(layer, s0) || underSink)
         {
             var kb = keys.Block(layer, blockId, head);
@@ -39,12 +41,6 @@ internal static class KeyScores
         if (w.IsEmpty) return;
         for (int r = 0; r < nq; r++) TensorPrimitives.Add(scores.Slice(r * count, count), w, scores.Slice(r * count, count));
     }
-
-    /// <summary>Whether block 0 under sink rows goes through the codec's fused kernel, the sink rows' scores then
-    /// recomputed from their exact copies (else the whole block is decoded into a tile with the sink rows put in):
-    /// a switch for the benchmarks' A/B only (<c>bench/Kvq.Micro --decode-profile</c> with a <c>KV#old</c> entry);
-    /// both give the scores within float rounding (<c>SinkBlockTests</c>).</summary>
-    internal static bool FusedSinkBlock = true;
 
     /// <summary>Replaces the scores of the block-0 slots that sink rows stand for (the first min(sink, count)) by the
     /// query rows' dots with the exact rows, rotated at their positions for pre-RoPE keys.</summary>

@@ -83,7 +83,7 @@ public abstract class KvCodec
     public virtual bool HasBlockOutliers => false;
 
     /// <summary>Whether attention reads block 0 under sink rows through this codec's fused kernels and puts the sink
-    /// rows' share right afterwards (<see cref="Attention.KeyScores.FusedSinkBlock"/>): for codecs whose fused kernels
+    /// rows' share right afterwards (<see cref="Attention.KeyScores.Block"/>): for codecs whose fused kernels
     /// are much cheaper than decode + tile (KVQuant). Others keep the tile path, whose arithmetic on the sink rows is
     /// the same as on any decoded row (an f16 cache with f16 sink copies gives the same bits as without them).</summary>
     internal virtual bool FusesUnderSink => false;

@@ -40,7 +40,7 @@ public class KvQuantAttentionTests
 
     /// <summary>A decode token (one query token, the register kernels: 3 query rows a KV head) over blocks whose first
     /// holds sink rows: block 0 goes through the fused kernels with the sink rows' scores and values put right after
-    /// (<see cref="Kvq.Cache.Attention.KeyScores.FusedSinkBlock"/>); the output must equal f64 attention over the
+    /// (<see cref="Kvq.Cache.Attention.KeyScores.Block"/>); the output must equal f64 attention over the
     /// hand-decoded keys and values. Sinks of 1..5 rows, a partial last block, pre- and post-RoPE keys, 1 and 2
     /// threads (split-K: block 0 in the first range only).</summary>
     [Theory]

@@ -145,23 +145,29 @@ public static partial class DecodeProfile
     /// (the build's A/B in one process).</summary>
     private const string BaseSuffix = "#base";
 
-    /// <summary>A KV entry ending in this runs with the per-block trims of branch cpu23 off: the base angle on the
-    /// query rows (<see cref="Cache.Codecs.KvQuant.NuqKernels.RotateQueriesPerBlock"/>), masks built in a register
+    /// <summary>A KV entry ending in this runs with the per-block trims of branch cpu23 that still have a switch off
+    /// (the base angle on the query rows has none since session 12: with the two below and session 12's paths it took
+    /// nuq4-1% attention -6% in `--quick-attend`, as in session 11; the per-token angle sum stays for blocks whose
+    /// positions span two bases): masks built in a register
     /// (<see cref="Cache.Codecs.BlockOutliers.MaskRunInRegister"/>) and block 0 under sink rows through the fused
     /// kernels (<see cref="Cache.Attention.KeyScores.FusedSinkBlock"/>).</summary>
     private const string OldSuffix = "#old";
 
+    /// <summary>A KV entry ending in this runs with session 12's register-kernel paths off
+    /// (<see cref="Cache.Codecs.KvQuant.NuqKernels.Session12"/>: paired-nibble code loads, outlier masks by test).</summary>
+    private const string S11Suffix = "#s11";
+
     internal static string Spec(string entry) => entry.EndsWith(BaseSuffix) ? entry[..^BaseSuffix.Length]
-        : entry.EndsWith(OldSuffix) ? entry[..^OldSuffix.Length] : entry;
+        : entry.EndsWith(OldSuffix) ? entry[..^OldSuffix.Length] : entry.EndsWith(S11Suffix) ? entry[..^S11Suffix.Length] : entry;
 
     /// <summary>Sets the library's A/B switches for a KV entry (all on unless its suffix turns some off).</summary>
     internal static void Switch(string entry)
     {
         Cache.Attention.BlockAttention.PrefetchOutlierRows = !entry.EndsWith(BaseSuffix);
         bool now = !entry.EndsWith(OldSuffix);
-        Cache.Codecs.KvQuant.NuqKernels.RotateQueriesPerBlock = now;
         Cache.Codecs.BlockOutliers.MaskRunInRegister = now;
         Cache.Attention.KeyScores.FusedSinkBlock = now;
+        Cache.Codecs.KvQuant.NuqKernels.Session12 = now && !entry.EndsWith(S11Suffix);
     }
 
     private static void PerfControl(string fifo, string command)

@@ -77,7 +77,7 @@ internal static unsafe class NuqKernels
             int minPos = count > 0 ? System.Numerics.Tensors.TensorPrimitives.Min(positions[..count]) : 0;
             int maxPos = count > 0 ? Math.Max(0, System.Numerics.Tensors.TensorPrimitives.Max(positions[..count])) : 0;
             (baseCos, baseSin) = table.Bases(maxPos);
-            if (RotateQueriesPerBlock && minPos >= 0 && minPos / RopeAngleTable.Step == maxPos / RopeAngleTable.Step)
+            if (minPos >= 0 && minPos / RopeAngleTable.Step == maxPos / RopeAngleTable.Step)
                 sharedBase = minPos / RopeAngleTable.Step;
         }
         // Query rows in lane order: on the stack for the register kernel, a per-thread buffer for the tile path.
@@ -104,17 +104,86 @@ internal static unsafe class NuqKernels
             bool fused = nq <= MaxFusedRows;
             var k = new KeyRows(rows, codeBytes, sc, slots, EmptySlot, lut, z, r, rotate, deltaOnly, bc, bs, dc, ds, table?.Pairs ?? 0, pos, sv,
                 masked ? lm : null, lv);
-            if (d == 64) KeyScores64(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt, part);
+            if (d == 64)
+            {
+                float* so = fused ? ps : null, to = fused ? null : pt;
+                if (!Session12) KeyScores64<Plain>(lanes, k, count, ql, nq, so, to, part);
+                else if (lanes.PairedNibbles) KeyScores64<NibblesTested>(lanes, k, count, ql, nq, so, to, part);
+                else KeyScores64<Tested>(lanes, k, count, ql, nq, so, to, part);
+            }
             else KeyScoresAnyDim(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt);
             if (!fused) Attention.TileMath.Scores(tile[..(count * d)], count, d, new ReadOnlySpan<float>(ql, nq * d), nq, scores);
         }
     }
 
-    /// <summary>Whether <see cref="KeyScores(NuqLanes, ReadOnlySpan{byte}, int, ReadOnlySpan{int}, Rope?, int, int, int, ReadOnlySpan{byte}, ReadOnlySpan{float}, ReadOnlySpan{ulong}, ReadOnlySpan{float}, Vector512{float}, float[], float[], ReadOnlySpan{float}, int, Span{float}, Span{float})"/>
-    /// rotates the query rows by a block's shared base angle (the keys by their offsets only) instead of each key by its
-    /// whole angle (a switch for the benchmarks' A/B only: <c>bench/Kvq.Micro --decode-profile</c> with a <c>KV#old</c>
-    /// entry; both give the scores within float rounding, <c>NuqFusedKernelTests</c>).</summary>
-    internal static bool RotateQueriesPerBlock = true;
+    /// <summary>Whether the head-dim-64 register kernels take session 12's paths: 4-bit key codes of
+    /// <see cref="NuqLanes.PairedNibbles"/> lanes (RoPE order of normal-style pairs) by one zero-extending load and a
+    /// shift per vector pair, and the outlier lane masks of keys and values by an and and a test against a constant per
+    /// register (vptestnmd) instead of shift, broadcast, and and compare. A switch for the
+    /// benchmarks' A/B only (<c>bench/Kvq.Micro</c> with a <c>KV#s11</c> entry); both are checked by
+    /// <c>NuqFusedKernelTests</c>.</summary>
+    internal static bool Session12 = true;
+
+    /// <summary>Which code decode and which outlier-mask build a register kernel uses (generic, so each is compiled
+    /// without a branch).</summary>
+    private interface IPath
+    {
+        static abstract bool Nibbles { get; }
+        static abstract bool TestMasks { get; }
+    }
+    private struct Plain : IPath { public static bool Nibbles => false; public static bool TestMasks => false; }
+    private struct Tested : IPath { public static bool Nibbles => false; public static bool TestMasks => true; }
+    private struct NibblesTested : IPath { public static bool Nibbles => true; public static bool TestMasks => true; }
+
+    /// <summary>Lane l of the low / high mask half's test vector: bit l / bit 16 + l (a register's 16 lanes take 16
+    /// consecutive bits of the token's 64-bit mask word; a broadcast 32-bit half serves two registers).</summary>
+    private static readonly Vector512<uint> TestBitLow = Vector512.Create(1u, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
+    private static readonly Vector512<uint> TestBitHigh = TestBitLow << 16;
+
+    /// <summary>The token's 4 lane-order registers with its exact outliers blended in: lane l of register r takes
+    /// <paramref name="exact"/>[16r + l] where bit 16r + l of <paramref name="mask"/> is set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BlendOutliers<TPath>(ulong mask, float* exact, Vector512<uint> bl, Vector512<uint> bh, ref Vector512<float> x0,
+        ref Vector512<float> x1, ref Vector512<float> x2, ref Vector512<float> x3) where TPath : struct, IPath
+    {
+        if (TPath.TestMasks)
+        {
+            // Equals(word & bit, 0) is an and and a vptestnmd into a mask register (bl, bh: TestBitLow/High, kept in
+            // registers by the caller), and the blend keeps the decoded lane where the bit is clear.
+            var lo = Vector512.Create((uint)mask);
+            var hi = Vector512.Create((uint)(mask >> 32));
+            x0 = Vector512.ConditionalSelect(Vector512.Equals(lo & bl, Vector512<uint>.Zero).AsSingle(), x0, Vector512.Load(exact));
+            x1 = Vector512.ConditionalSelect(Vector512.Equals(lo & bh, Vector512<uint>.Zero).AsSingle(), x1, Vector512.Load(exact + 16));
+            x2 = Vector512.ConditionalSelect(Vector512.Equals(hi & bl, Vector512<uint>.Zero).AsSingle(), x2, Vector512.Load(exact + 32));
+            x3 = Vector512.ConditionalSelect(Vector512.Equals(hi & bh, Vector512<uint>.Zero).AsSingle(), x3, Vector512.Load(exact + 48));
+        }
+        else
+        {
+            x0 = Vector512.ConditionalSelect(LaneBits((uint)mask), Vector512.Load(exact), x0);
+            x1 = Vector512.ConditionalSelect(LaneBits((uint)mask >> 16), Vector512.Load(exact + 16), x1);
+            x2 = Vector512.ConditionalSelect(LaneBits((uint)(mask >> 32)), Vector512.Load(exact + 32), x2);
+            x3 = Vector512.ConditionalSelect(LaneBits((uint)(mask >> 48)), Vector512.Load(exact + 48), x3);
+        }
+    }
+
+    /// <summary>The codebook indices of a head-dim-64 token row's 4 registers (lanes hold the code in their low 4 bits).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowCodes<TPath>(byte* row, Vector512<byte> c0, Vector512<byte> c1, Vector512<byte> c2, Vector512<byte> c3,
+        Vector512<uint> s0, Vector512<uint> s1, Vector512<uint> s2, Vector512<uint> s3,
+        out Vector512<int> i0, out Vector512<int> i1, out Vector512<int> i2, out Vector512<int> i3) where TPath : struct, IPath
+    {
+        if (TPath.Nibbles)
+        {
+            NuqLanes.PairedNibbleCodes(row, out i0, out i1);
+            NuqLanes.PairedNibbleCodes(row + 16, out i2, out i3);
+        }
+        else
+        {
+            var r = Vector256.Load(row).ToVector512Unsafe();
+            i0 = NuqLanes.Codes(r, c0, s0); i1 = NuqLanes.Codes(r, c1, s1);
+            i2 = NuqLanes.Codes(r, c2, s2); i3 = NuqLanes.Codes(r, c3, s3);
+        }
+    }
 
     /// <summary>Rows q (n, d, lane order) := R(b)^T q: each pair (x, y) of the rows turned back by the base angle whose
     /// cos/sin start at <paramref name="cos"/>/<paramref name="sin"/> (pairs in lane order: vectors 2m and 2m + 1
@@ -156,7 +225,8 @@ internal static unsafe class NuqKernels
     /// of Vector512.Sum, which adds 128-bit lanes separately). With <paramref name="scores"/> null, rows go to
     /// <paramref name="tile"/> instead (lane order) for the dense tile kernel.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void KeyScores64(NuqLanes lanes, in KeyRows k, int count, float* q, int nq, float* scores, float* tile, Vector512<float>* part)
+    private static void KeyScores64<TPath>(NuqLanes lanes, in KeyRows k, int count, float* q, int nq, float* scores, float* tile, Vector512<float>* part)
+        where TPath : struct, IPath
     {
         var c0 = lanes.Control[0]; var c1 = lanes.Control[1]; var c2 = lanes.Control[2]; var c3 = lanes.Control[3];
         var s0 = lanes.Shift[0]; var s1 = lanes.Shift[1]; var s2 = lanes.Shift[2]; var s3 = lanes.Shift[3];
@@ -166,17 +236,18 @@ internal static unsafe class NuqKernels
         byte* rows = k.Rows;
         int cb = k.CodeBytes, slots = k.Slots, empty = k.Empty, pairs = k.Pairs;
         var ch0 = lanes.Channel[0]; var ch1 = lanes.Channel[1]; var ch2 = lanes.Channel[2]; var ch3 = lanes.Channel[3];
+        var bl = TestBitLow; var bh = TestBitHigh;
         for (int j0 = 0; j0 < count; j0 += 4)
         {
             int n4 = Math.Min(4, count - j0);
             for (int t = 0; t < n4; t++)
             {
                 int j = j0 + t;
-                var row = Vector256.Load(rows + j * cb).ToVector512Unsafe();
-                var k0 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c0, s0)), r0, z0);
-                var k1 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1)), r1, z1);
-                var k2 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2)), r2, z2);
-                var k3 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c3, s3)), r3, z3);
+                RowCodes<TPath>(rows + j * cb, c0, c1, c2, c3, s0, s1, s2, s3, out var i0, out var i1, out var i2, out var i3);
+                var k0 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, i0), r0, z0);
+                var k1 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, i1), r1, z1);
+                var k2 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, i2), r2, z2);
+                var k3 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(lut, i3), r3, z3);
                 // Exact outliers replace their lane. The first slot is blended unconditionally (an empty slot's index
                 // matches no channel): whether a token has an outlier at all is data-dependent (about half of them at
                 // 1%), and a branch on it mispredicted more than the blend costs. Slots fill from the first, and a
@@ -185,12 +256,7 @@ internal static unsafe class NuqKernels
                 {
                     // A token's outliers, however many, by one masked blend per register (no branch on the count:
                     // real blocks hold ~1.4 per token, unevenly, so per-slot blends and branches cost more).
-                    ulong m = k.LaneMasks[j];
-                    float* lv = k.LaneValues + j * 64;
-                    k0 = Vector512.ConditionalSelect(LaneBits((uint)m), Vector512.Load(lv), k0);
-                    k1 = Vector512.ConditionalSelect(LaneBits((uint)m >> 16), Vector512.Load(lv + 16), k1);
-                    k2 = Vector512.ConditionalSelect(LaneBits((uint)(m >> 32)), Vector512.Load(lv + 32), k2);
-                    k3 = Vector512.ConditionalSelect(LaneBits((uint)(m >> 48)), Vector512.Load(lv + 48), k3);
+                    BlendOutliers<TPath>(k.LaneMasks[j], k.LaneValues + j * 64, bl, bh, ref k0, ref k1, ref k2, ref k3);
                 }
                 byte* idx = k.Indices + j * slots;
                 float* ov = k.OutlierValues + j * slots;
@@ -394,10 +460,10 @@ internal static unsafe class NuqKernels
                 var o = new ValueOutliers(block + indicesOffset, ov, slots, masked ? lm : null, lv);
                 switch (nq)
                 {
-                    case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
-                    case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
-                    case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
-                    default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    case 1: Accumulate64<Rows1, Plain>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    case 2: Accumulate64<Rows2, Plain>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    case 3: Accumulate64<Rows3, Plain>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
+                    default: Accumulate64<Rows4, Plain>(lanes, rows, count, codeBytes, luts, null, null, default, o, pw, pa); break;
                 }
                 return;
             }
@@ -450,13 +516,22 @@ internal static unsafe class NuqKernels
             byte* rows = block + codesOffset;
             if (copy) rows = lanes.CopyRows(rows, count, pad);
             var o = new ValueOutliers(null, null, 0, masked ? lm : null, lv);
-            switch (nq)
-            {
-                case 1: Accumulate64<Rows1>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
-                case 2: Accumulate64<Rows2>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
-                case 3: Accumulate64<Rows3>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
-                default: Accumulate64<Rows4>(lanes, rows, count, codeBytes, null, block, rt, levels, o, pw, pa); break;
-            }
+            // Values stay in channel order (no paired-nibble lanes): gathering the accumulators into that order and
+            // back per block cost more than the cheaper code loads saved (session 12, `--quick`: +2.6% on nuq4-1%).
+            if (!Session12) Accumulate64<Plain>(lanes, rows, count, codeBytes, block, rt, levels, o, pw, nq, pa);
+            else Accumulate64<Tested>(lanes, rows, count, codeBytes, block, rt, levels, o, pw, nq, pa);
+        }
+    }
+
+    private static void Accumulate64<TPath>(NuqLanes lanes, byte* rows, int count, int codeBytes, byte* packedScales, float* rangeTable,
+        Vector512<float> levels, in ValueOutliers o, float* w, int nq, float* acc) where TPath : struct, IPath
+    {
+        switch (nq)
+        {
+            case 1: Accumulate64<Rows1, TPath>(lanes, rows, count, codeBytes, null, packedScales, rangeTable, levels, o, w, acc); break;
+            case 2: Accumulate64<Rows2, TPath>(lanes, rows, count, codeBytes, null, packedScales, rangeTable, levels, o, w, acc); break;
+            case 3: Accumulate64<Rows3, TPath>(lanes, rows, count, codeBytes, null, packedScales, rangeTable, levels, o, w, acc); break;
+            default: Accumulate64<Rows4, TPath>(lanes, rows, count, codeBytes, null, packedScales, rangeTable, levels, o, w, acc); break;
         }
     }
 
@@ -490,10 +565,12 @@ internal static unsafe class NuqKernels
     /// <summary>Head dim 64: a token's four value registers are decoded once (outliers blended in) and feed every
     /// row's accumulators, which stay in registers for the whole block (up to 4 rows x 4 registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate64<TRows>(NuqLanes lanes, byte* rows, int count, int codeBytes, Vector512<float>* luts,
-        byte* packedScales, float* rangeTable, Vector512<float> levels, in ValueOutliers o, float* w, float* acc) where TRows : struct, IRows
+    private static void Accumulate64<TRows, TPath>(NuqLanes lanes, byte* rows, int count, int codeBytes, Vector512<float>* luts,
+        byte* packedScales, float* rangeTable, Vector512<float> levels, in ValueOutliers o, float* w, float* acc)
+        where TRows : struct, IRows where TPath : struct, IPath
     {
         var ch0 = lanes.Channel[0]; var ch1 = lanes.Channel[1]; var ch2 = lanes.Channel[2]; var ch3 = lanes.Channel[3];
+        var bl = TestBitLow; var bh = TestBitHigh;
         int slots = o.Slots;
         var c0 = lanes.Control[0]; var c1 = lanes.Control[1]; var c2 = lanes.Control[2]; var c3 = lanes.Control[3];
         var s0 = lanes.Shift[0]; var s1 = lanes.Shift[1]; var s2 = lanes.Shift[2]; var s3 = lanes.Shift[3];
@@ -505,7 +582,7 @@ internal static unsafe class NuqKernels
         if (TRows.N > 3) { a30 = Vector512.Load(acc + 192); a31 = Vector512.Load(acc + 208); a32 = Vector512.Load(acc + 224); a33 = Vector512.Load(acc + 240); }
         for (int j = 0; j < count; j++)
         {
-            var row = Vector256.Load(rows + j * codeBytes).ToVector512Unsafe();
+            RowCodes<TPath>(rows + j * codeBytes, c0, c1, c2, c3, s0, s1, s2, s3, out var i0, out var i1, out var i2, out var i3);
             Vector512<float> lut;
             if (packedScales != null)
             {
@@ -518,19 +595,11 @@ internal static unsafe class NuqKernels
                 lut = Vector512.FusedMultiplyAdd(levels, Vector512.Create(range), Vector512.Create(zero));
             }
             else lut = luts[j];
-            var x0 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c0, s0));
-            var x1 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c1, s1));
-            var x2 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c2, s2));
-            var x3 = Avx512F.PermuteVar16x32(lut, NuqLanes.Codes(row, c3, s3));
-            if (o.LaneMasks != null)
-            {
-                ulong m = o.LaneMasks[j];
-                float* lv = o.LaneValues + j * 64;
-                x0 = Vector512.ConditionalSelect(LaneBits((uint)m), Vector512.Load(lv), x0);
-                x1 = Vector512.ConditionalSelect(LaneBits((uint)m >> 16), Vector512.Load(lv + 16), x1);
-                x2 = Vector512.ConditionalSelect(LaneBits((uint)(m >> 32)), Vector512.Load(lv + 32), x2);
-                x3 = Vector512.ConditionalSelect(LaneBits((uint)(m >> 48)), Vector512.Load(lv + 48), x3);
-            }
+            var x0 = Avx512F.PermuteVar16x32(lut, i0);
+            var x1 = Avx512F.PermuteVar16x32(lut, i1);
+            var x2 = Avx512F.PermuteVar16x32(lut, i2);
+            var x3 = Avx512F.PermuteVar16x32(lut, i3);
+            if (o.LaneMasks != null) BlendOutliers<TPath>(o.LaneMasks[j], o.LaneValues + j * 64, bl, bh, ref x0, ref x1, ref x2, ref x3);
             for (int s = 0; s < slots; s++)
             {
                 var vc = Vector512.Create((int)o.Indices[j * slots + s]);

@@ -25,6 +25,11 @@ internal sealed class NuqLanes
     public readonly int[] LaneChannel;           // lane (v*16+l) -> channel
     public readonly int[] VectorOf;              // channel -> vector index
     public readonly byte[] LaneOf;               // channel -> lane (v*16+l)
+    /// <summary>4-bit codes whose lanes pair up with the bytes: vector 2m lane l holds the low nibble of byte 16m + l
+    /// (channel 32m + 2l) and vector 2m + 1 its high nibble (channel 32m + 2l + 1), as in RoPE order of normal-style
+    /// pairs. Then a vector pair's codes are one zero-extending load of 16 bytes (vpmovzxbd) and that shifted right by
+    /// 4 (<see cref="PairedNibbleCodes"/>), instead of a byte permute and a variable shift per vector.</summary>
+    public readonly bool PairedNibbles;
 
     public static bool IsSupported(int headDim, int bits) =>
         Avx512F.IsSupported && Avx512Vbmi.IsSupported && Vector512.IsHardwareAccelerated
@@ -66,6 +71,22 @@ internal sealed class NuqLanes
         }
         (_gatherA, _gatherB, _gatherControl) = GatherPlan(laneChannel, Vectors);
         if (headDim == 64) _gather64 = new Gather64Plan(_gatherA, _gatherB, _gatherControl);
+        PairedNibbles = bits == 4 && Vectors % 2 == 0;
+        for (int k = 0; k < headDim && PairedNibbles; k++)
+        {
+            int v = k / 16, l = k % 16;
+            PairedNibbles = laneChannel[k] == 32 * (v / 2) + 2 * l + (v % 2);
+        }
+    }
+
+    /// <summary>Codes of vectors 2m and 2m + 1 of a token row when <see cref="PairedNibbles"/>: the 16 bytes at
+    /// <paramref name="bytes"/> zero-extended to lanes (vpmovzxbd; the permute of the codebook reads the low 4 bits)
+    /// and the same shifted right by 4.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void PairedNibbleCodes(byte* bytes, out Vector512<int> low, out Vector512<int> high)
+    {
+        low = Avx512F.ConvertToVector512Int32(Vector128.Load(bytes));
+        high = Avx512F.ShiftRightLogical(low, 4);
     }
 
     /// <summary>Channel order: vector v holds channels 16v..16v+15.</summary>

@@ -91,6 +91,12 @@ public class KvQuantSpecTests
         Assert.True(joint.Mixed && joint.Joint);
         Assert.False(KvQuantSpec.TryParse("nuq2-1%:mixed")!.Joint);
         Assert.Equal([3, 5, 1, 2], KvQuantSpec.TryParse("nuq3-1%:w3512")!.LayerBits!);
+        var fit = KvQuantSpec.TryParse("nuq2-1%:mixedkv:qnorm:fit")!;
+        Assert.True(fit.Fit && fit.Mixed && fit.Joint && fit.QNorm);
+        Assert.False(fit.Clip);
+        Assert.False(clip.Fit);
+        var both = Assert.Throws<KvSpecException>(() => KvQuantSpec.TryParse("nuq2-1%:clip:fit"));
+        Assert.Contains("nuq2-1%:clip:fit", both.Message);
     }
 
     [Theory]

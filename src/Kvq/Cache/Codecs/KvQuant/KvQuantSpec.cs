@@ -37,6 +37,12 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
     /// Same bytes, same decoder.</summary>
     public bool Fit { get; init; }
 
+    /// <summary><c>:marginM</c>: how far (in half-ranges of the rest, from the rest's middle) a per-token outlier
+    /// candidate must lie to be kept exactly (<see cref="TokenOutliers.SplitBeyond"/>); default
+    /// <see cref="ValueOutlierMargin"/>, the one calibration uses. A lower margin keeps more candidates exact (more
+    /// sparse-row bytes, counted in the real bits).</summary>
+    public float ValueMargin { get; init; } = ValueOutlierMargin;
+
     /// <summary><c>:mixedkv</c>: like <c>:mixed</c>, but the widths are chosen over keys and values together (bits may
     /// move from one side to the other; the mean over both sides stays B).</summary>
     public bool Joint { get; init; }
@@ -82,6 +88,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
         var scaling = KeyScaling.PerChannel;
         int? slots = null;
         int[]? layerBits = null;
+        float margin = ValueOutlierMargin;
         for (int i = 1; i < parts.Length; i++)
         {
             if (parts[i].StartsWith("slots", StringComparison.Ordinal))
@@ -90,6 +97,14 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                     throw new KvSpecException($"'{name}': '{parts[i]}' must be slotsN with N in 1..255 (key outlier slots per token)");
                 if (dash < 0) throw new KvSpecException($"'{name}': outlier slots need an outlier fraction (e.g. nuq3-1%:{parts[i]})");
                 slots = sl;
+                continue;
+            }
+            if (parts[i].StartsWith("margin", StringComparison.Ordinal))
+            {
+                if (!float.TryParse(parts[i].AsSpan(6), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out margin)
+                    || !(margin > 0 && margin <= 100))
+                    throw new KvSpecException($"'{name}': '{parts[i]}' must be marginM with M in (0, 100] (half-ranges beyond which a value outlier candidate is kept exactly, e.g. margin1.2)");
+                if (dash < 0) throw new KvSpecException($"'{name}': an outlier margin needs an outlier fraction (e.g. nuq2-1%:{parts[i]})");
                 continue;
             }
             if (parts[i].Length > 1 && parts[i][0] == 'w' && parts[i].Skip(1).All(char.IsAsciiDigit))
@@ -111,7 +126,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                 case "clip": clip = true; break;
                 case "fit": fit = true; break;
                 default:
-                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN, mixed, mixedkv, clip, fit, wDDD..)");
+                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN, marginM, mixed, mixedkv, clip, fit, wDDD..)");
             }
         }
         if (layerBits != null && (mixed || uniform))
@@ -120,7 +135,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
         if (uniform && mixed) throw new KvSpecException($"'{name}': mixed widths are chosen from calibrated codebooks' errors; they do not apply to uniform levels");
         if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
         return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots, mixed)
-        { LayerBits = layerBits, Clip = clip, Fit = fit, Joint = joint };
+        { LayerBits = layerBits, Clip = clip, Fit = fit, Joint = joint, ValueMargin = margin };
     }
 
     /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>

@@ -6,7 +6,7 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// <summary>
 /// KVQuant values (and keys in the per-token ablation): per-token dynamic scaling. The token's k largest and k smallest
 /// values (<see cref="KvQuantSpec.TokenOutliersPerTail"/>) are outlier candidates; a candidate further than
-/// <see cref="KvQuantSpec.ValueOutlierMargin"/> half-ranges of the rest from the rest's middle is kept exactly (f16)
+/// <see cref="KvQuantSpec.ValueMargin"/> half-ranges of the rest from the rest's middle is kept exactly (f16)
 /// in the block's sparse rows beside it (<see cref="BlockOutliers"/>), the others join the dense part
 /// (<see cref="TokenOutliers.SplitBeyond"/>). The non-outliers' min/max give the token's zero and range, stored in 16
 /// bits (<see cref="TokenScale"/>: 10-bit log range, 6-bit zero), and each value encodes to the nearest level of this
@@ -158,7 +158,7 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
     {
         float min, max;
         int n = 0;
-        if (_k > 0) (min, max, n) = TokenOutliers.SplitBeyond(x, _k, KvQuantSpec.ValueOutlierMargin, isOutlier, idx);
+        if (_k > 0) (min, max, n) = TokenOutliers.SplitBeyond(x, _k, _spec.ValueMargin, isOutlier, idx);
         else
         {
             isOutlier[..x.Length].Clear();

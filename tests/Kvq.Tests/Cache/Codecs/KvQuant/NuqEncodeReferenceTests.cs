@@ -77,6 +77,8 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
     [InlineData("nuq3", 40, 11)]
     [InlineData("nuq2-1%:uniform", 9, 5)]
     [InlineData("nuq3-1%:qnorm", 64, 16)]
+    [InlineData("nuq2-1%:margin1.2", 67, 7)]
+    [InlineData("nuq3-3%:margin2.5", 13, 31)]
     public void PerTokenBlocksAreWhatTheSchemeWrites(string spec, int d, int blockTokens)
     {
         int seed = TestSeeds.Of(nameof(PerTokenBlocksAreWhatTheSchemeWrites), spec, d, blockTokens);
@@ -115,7 +117,7 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
             for (int c = 0; c < d; c++) if (!candidate[c]) { rmin = Math.Min(rmin, row[c]); rmax = Math.Max(rmax, row[c]); }
             float mid = (rmax + rmin) * 0.5f, half = (rmax - rmin) * 0.5f;
             var outlier = new bool[d];
-            for (int c = 0; c < d; c++) outlier[c] = candidate[c] && Math.Abs(row[c] - mid) > KvQuantSpec.ValueOutlierMargin * half;
+            for (int c = 0; c < d; c++) outlier[c] = candidate[c] && Math.Abs(row[c] - mid) > s.ValueMargin * half;
             float min = float.PositiveInfinity, max = float.NegativeInfinity;
             for (int c = 0; c < d; c++) if (!outlier[c]) { min = Math.Min(min, row[c]); max = Math.Max(max, row[c]); }
             var (r, z) = Smallest(min, max);

@@ -36,6 +36,8 @@ public class NuqTokenCodecTests
     [InlineData("nuq2-1%:mixed:qnorm", 64, 1)]
     [InlineData("nuq2-1%:mixed:qnorm", 13, 3)]
     [InlineData("nuq2-1%:mixed", 64, 1)]
+    [InlineData("nuq2-1%:margin1.1", 64)]
+    [InlineData("nuq3-2%:mixed:qnorm:margin1.25", 21, 2)]
     public void DecodeMatchesReferenceAndErrorIsBounded(string spec, int d, int layerBits = 0)
     {
         var codec = Codec(spec, d, d + spec.Length + layerBits, layerBits: layerBits);
@@ -69,7 +71,7 @@ public class NuqTokenCodecTests
             float rmin = float.MaxValue, rmax = float.MinValue;
             for (int c = 0; c < d; c++) if (!candidates.Contains(c)) { rmin = Math.Min(rmin, row[c]); rmax = Math.Max(rmax, row[c]); }
             float mid = (rmax + rmin) / 2, half = (rmax - rmin) / 2;
-            var outliers = candidates.Where(c => Math.Abs(row[c] - mid) > KvQuantSpec.ValueOutlierMargin * half).ToHashSet();
+            var outliers = candidates.Where(c => Math.Abs(row[c] - mid) > codec.Spec.ValueMargin * half).ToHashSet();
             Assert.Equal(outliers.OrderBy(c => c), stored.Where(i => i / d == t).Select(i => i % d).OrderBy(c => c));
             float min = float.MaxValue, max = float.MinValue;
             for (int c = 0; c < d; c++) if (!outliers.Contains(c)) { min = Math.Min(min, row[c]); max = Math.Max(max, row[c]); }

@@ -30,6 +30,19 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
     /// non-outliers' min/max. Same bytes, same decoder.</summary>
     public bool Clip { get; init; }
 
+    /// <summary><c>:fit</c>: per-token scales (values; keys under <c>:token</c>) refitted after the codes are chosen: the
+    /// codes are the min/max scale's, and the stored 16-bit scale is the one (of the min/max scale and the codes around
+    /// the least-squares zero and range for those codes) whose decoded non-outliers have the least squared error. Unlike
+    /// <c>:clip</c> no value changes its code (nothing is clipped); the decoded token is the best affine map of its codes.
+    /// Same bytes, same decoder.</summary>
+    public bool Fit { get; init; }
+
+    /// <summary><c>:marginM</c>: how far (in half-ranges of the rest, from the rest's middle) a per-token outlier
+    /// candidate must lie to be kept exactly (<see cref="TokenOutliers.SplitBeyond"/>); default
+    /// <see cref="ValueOutlierMargin"/>, the one calibration uses. A lower margin keeps more candidates exact (more
+    /// sparse-row bytes, counted in the real bits).</summary>
+    public float ValueMargin { get; init; } = ValueOutlierMargin;
+
     /// <summary><c>:mixedkv</c>: like <c>:mixed</c>, but the widths are chosen over keys and values together (bits may
     /// move from one side to the other; the mean over both sides stays B).</summary>
     public bool Joint { get; init; }
@@ -70,11 +83,12 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
             throw new KvSpecException($"'{name}': expected nuq2, nuq3 or nuq4 (bits 2..4), optionally with -F% outliers");
         double fraction = 0;
         if (dash >= 0) fraction = ParseFraction(head[(dash + 1)..], name);
-        bool uniform = false, post = false, mixed = false, clip = false, joint = false;
+        bool uniform = false, post = false, mixed = false, clip = false, joint = false, fit = false;
         bool? qnorm = null;
         var scaling = KeyScaling.PerChannel;
         int? slots = null;
         int[]? layerBits = null;
+        float margin = ValueOutlierMargin;
         for (int i = 1; i < parts.Length; i++)
         {
             if (parts[i].StartsWith("slots", StringComparison.Ordinal))
@@ -83,6 +97,14 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                     throw new KvSpecException($"'{name}': '{parts[i]}' must be slotsN with N in 1..255 (key outlier slots per token)");
                 if (dash < 0) throw new KvSpecException($"'{name}': outlier slots need an outlier fraction (e.g. nuq3-1%:{parts[i]})");
                 slots = sl;
+                continue;
+            }
+            if (parts[i].StartsWith("margin", StringComparison.Ordinal))
+            {
+                if (!float.TryParse(parts[i].AsSpan(6), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out margin)
+                    || !(margin > 0 && margin <= 100))
+                    throw new KvSpecException($"'{name}': '{parts[i]}' must be marginM with M in (0, 100] (half-ranges beyond which a value outlier candidate is kept exactly, e.g. margin1.2)");
+                if (dash < 0) throw new KvSpecException($"'{name}': an outlier margin needs an outlier fraction (e.g. nuq2-1%:{parts[i]})");
                 continue;
             }
             if (parts[i].Length > 1 && parts[i][0] == 'w' && parts[i].Skip(1).All(char.IsAsciiDigit))
@@ -102,16 +124,18 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                 case "mixed": mixed = true; break;
                 case "mixedkv": mixed = true; joint = true; break;
                 case "clip": clip = true; break;
+                case "fit": fit = true; break;
                 default:
-                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN, mixed, mixedkv, clip, wDDD..)");
+                    throw new KvSpecException($"'{name}': unknown modifier '{parts[i]}' (known: uniform, token, post, qnorm, noqnorm, slotsN, marginM, mixed, mixedkv, clip, fit, wDDD..)");
             }
         }
         if (layerBits != null && (mixed || uniform))
             throw new KvSpecException($"'{name}': explicit layer widths (w...) exclude :mixed and :uniform");
+        if (clip && fit) throw new KvSpecException($"'{name}': :clip and :fit both choose the per-token scale; give one");
         if (uniform && mixed) throw new KvSpecException($"'{name}': mixed widths are chosen from calibrated codebooks' errors; they do not apply to uniform levels");
         if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
         return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots, mixed)
-        { LayerBits = layerBits, Clip = clip, Joint = joint };
+        { LayerBits = layerBits, Clip = clip, Fit = fit, Joint = joint, ValueMargin = margin };
     }
 
     /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>

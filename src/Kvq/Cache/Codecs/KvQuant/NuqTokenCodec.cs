@@ -6,7 +6,7 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// <summary>
 /// KVQuant values (and keys in the per-token ablation): per-token dynamic scaling. The token's k largest and k smallest
 /// values (<see cref="KvQuantSpec.TokenOutliersPerTail"/>) are outlier candidates; a candidate further than
-/// <see cref="KvQuantSpec.ValueOutlierMargin"/> half-ranges of the rest from the rest's middle is kept exactly (f16)
+/// <see cref="KvQuantSpec.ValueMargin"/> half-ranges of the rest from the rest's middle is kept exactly (f16)
 /// in the block's sparse rows beside it (<see cref="BlockOutliers"/>), the others join the dense part
 /// (<see cref="TokenOutliers.SplitBeyond"/>). The non-outliers' min/max give the token's zero and range, stored in 16
 /// bits (<see cref="TokenScale"/>: 10-bit log range, 6-bit zero), and each value encodes to the nearest level of this
@@ -151,12 +151,14 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
 
     public double KvQuantBitsPerElement => KvQuantAccounting.PerToken(_spec.Bits, _spec.OutlierFraction, HeadDim, BlockTokens);
 
-    /// <summary>Splits a token as encoding does: outlier flags, their channels, and the stored scale.</summary>
-    private (int Outliers, ushort Packed, float Zero, float Range) Split(ReadOnlySpan<float> x, Span<bool> isOutlier, Span<int> idx)
+    /// <summary>Splits a token as encoding does: outlier flags, their channels, the stored scale, and the scale the codes
+    /// are chosen under (the stored one, except under <c>:fit</c>, where the codes are the min/max scale's).</summary>
+    private (int Outliers, ushort Packed, float Zero, float Range, float CodeZero, float CodeRange) Split(ReadOnlySpan<float> x,
+        Span<bool> isOutlier, Span<int> idx)
     {
         float min, max;
         int n = 0;
-        if (_k > 0) (min, max, n) = TokenOutliers.SplitBeyond(x, _k, KvQuantSpec.ValueOutlierMargin, isOutlier, idx);
+        if (_k > 0) (min, max, n) = TokenOutliers.SplitBeyond(x, _k, _spec.ValueMargin, isOutlier, idx);
         else
         {
             isOutlier[..x.Length].Clear();
@@ -166,7 +168,76 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         }
         var (packed, zero, range) = TokenScale.Encode(min, max);
         if (_spec.Clip) (packed, zero, range) = BestScale(x, isOutlier, min, max, packed);
-        return (n, packed, zero, range);
+        if (_spec.Fit)
+        {
+            var (fp, fz, fr) = FittedScale(x, isOutlier, zero, range, packed);
+            return (n, fp, fz, fr, zero, range);
+        }
+        return (n, packed, zero, range, zero, range);
+    }
+
+    /// <summary>Code of normalized value u: the nearest level (ties to the lower), by the codebook's midpoints.</summary>
+    private int CodeOf(float u)
+    {
+        var mids = _mids;
+        int code = 0;
+        for (int i = 0; i < mids.Length; i++) code += u > mids[i] ? 1 : 0;
+        return code;
+    }
+
+    /// <summary><c>:fit</c>: with every non-outlier's code fixed by (<paramref name="zero"/>, <paramref name="range"/>),
+    /// the least-squares affine map a + b x level of those codes, rounded to the 16-bit scales around it (range code
+    /// below and above log2 b, zero step below and above a), and kept only where its squared error beats the min/max
+    /// scale's. A token whose codes are all equal (nothing to fit a range to) keeps the min/max scale.</summary>
+    private (ushort Packed, float Zero, float Range) FittedScale(ReadOnlySpan<float> x, ReadOnlySpan<bool> isOutlier,
+        float zero, float range, ushort minMax)
+    {
+        int d = x.Length, n = 0;
+        Span<byte> codes = d <= 512 ? stackalloc byte[d] : new byte[d];
+        double sl = 0, sx = 0, sll = 0, slx = 0;
+        for (int c = 0; c < d; c++)
+        {
+            if (isOutlier[c]) continue;
+            int code = CodeOf((x[c] - zero) / range);   // as EncodeToken writes it
+            codes[c] = (byte)code;
+            double l = _levels[code];
+            n++;
+            sl += l;
+            sx += x[c];
+            sll += l * l;
+            slx += l * x[c];
+        }
+        double varL = sll - sl * sl / Math.Max(1, n);
+        var best = (minMax, zero, range);
+        if (n < 2 || !(varL > 1e-12 * Math.Max(1, sll))) return best;
+        double b = (slx - sl * sx / n) / varL, a = (sx - b * sl) / n;
+        if (!(b > 0) || !double.IsFinite(a)) return best;
+        float bestErr = FixedCodeError(x, isOutlier, codes, zero, range);
+        int rb = (int)Math.Floor(32 * (Math.Log2(b) + 16));
+        for (int r = rb; r <= rb + 1; r++)
+        {
+            if (r < 0 || r >= TokenScale.RangeCodes) continue;
+            int z0 = (int)Math.Floor(a / (TokenScale.Range(r) / 16));
+            for (int z = z0; z <= z0 + 1; z++)
+            {
+                var (packed, fz, fr) = TokenScale.Pack(r, z);
+                float e = FixedCodeError(x, isOutlier, codes, fz, fr);
+                if (e < bestErr) { bestErr = e; best = (packed, fz, fr); }
+            }
+        }
+        return best;
+    }
+
+    private float FixedCodeError(ReadOnlySpan<float> x, ReadOnlySpan<bool> isOutlier, ReadOnlySpan<byte> codes, float zero, float range)
+    {
+        float err = 0;
+        for (int c = 0; c < x.Length; c++)
+        {
+            if (isOutlier[c]) continue;
+            float e = x[c] - (zero + range * _levels[codes[c]]);
+            err += e * e;
+        }
+        return err;
     }
 
     /// <summary>Range steps tried below the min/max scale under <c>:clip</c> (each 2.2% narrower: down to ~0.70x).</summary>
@@ -197,17 +268,15 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         return best;
     }
 
+    private float MaxAbsLevel => Math.Max(Math.Abs(_levels[0]), Math.Abs(_levels[^1]));
+
     private float Error(ReadOnlySpan<float> x, ReadOnlySpan<bool> isOutlier, float zero, float range)
     {
-        var mids = _mids;
         float inv = 1f / range, err = 0;
         for (int c = 0; c < x.Length; c++)
         {
             if (isOutlier[c]) continue;
-            float u = (x[c] - zero) * inv;
-            int code = 0;
-            for (int i = 0; i < mids.Length; i++) code += u > mids[i] ? 1 : 0;
-            float e = x[c] - (zero + range * _levels[code]);
+            float e = x[c] - (zero + range * _levels[CodeOf((x[c] - zero) * inv)]);
             err += e * e;
         }
         return err;
@@ -225,17 +294,10 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         Span<int> idx = stackalloc int[Math.Max(1, 2 * _k)];
         Span<ushort> halves = stackalloc ushort[Math.Max(1, 2 * _k)];
         Span<byte> codes = stackalloc byte[d];
-        var (n, packed, zero, range) = Split(x, isOutlier, idx);
+        var (n, packed, _, _, codeZero, codeRange) = Split(x, isOutlier, idx);
         block[2 * slot] = (byte)packed;
         block[2 * slot + 1] = (byte)(packed >> 8);
-        var mids = _mids;
-        for (int c = 0; c < d; c++)
-        {
-            float u = (x[c] - zero) / range;
-            int code = 0;
-            for (int i = 0; i < mids.Length; i++) code += u > mids[i] ? 1 : 0;
-            codes[c] = (byte)code;
-        }
+        for (int c = 0; c < d; c++) codes[c] = (byte)CodeOf((x[c] - codeZero) / codeRange);
         NuqBits.Pack(codes, _spec.Bits, block.Slice(_codesOffset + slot * _codeBytes, _codeBytes));
         for (int j = 0; j < n; j++) halves[j] = QuantFormats.SingleToHalf(Math.Clamp(x[idx[j]], -65504f, 65504f));
         outliers?.SetToken(slot, d, _indexBits, idx[..n], halves[..n]);
@@ -293,12 +355,16 @@ public sealed class NuqTokenCodec : KvCodec, IKvQuantAccounting, IKvCodecReferen
         {
             var x = xs.Slice(t * d, d);
             var b = bound.Slice(t * d, d);
-            var (_, _, zero, range) = Split(x, isOutlier, idx);
+            var (_, _, zero, range, codeZero, codeRange) = Split(x, isOutlier, idx);
+            // Under :fit the codes are the min/max scale's and the stored scale moves their decoded values by at most
+            // |zero shift| + |range change| x |level|.
+            float moved = Math.Abs(zero - codeZero) + Math.Abs(range - codeRange) * MaxAbsLevel;
             for (int c = 0; c < d; c++)
             {
                 if (isOutlier[c]) { b[c] = NuqErrorBound.F16(x[c]); continue; }
-                float u = (x[c] - zero) / range;
-                b[c] = range * NuqErrorBound.Interval(u, Codebook, _levels) + NuqErrorBound.Slack(zero, range * (1 + Math.Abs(u)));
+                float u = (x[c] - codeZero) / codeRange;
+                b[c] = codeRange * NuqErrorBound.Interval(u, Codebook, _levels) + moved
+                    + NuqErrorBound.Slack(zero, range * (1 + Math.Abs(u))) + NuqErrorBound.Slack(codeZero, codeRange * (1 + Math.Abs(u)));
             }
         }
     }

@@ -91,6 +91,17 @@ public class KvQuantSpecTests
         Assert.True(joint.Mixed && joint.Joint);
         Assert.False(KvQuantSpec.TryParse("nuq2-1%:mixed")!.Joint);
         Assert.Equal([3, 5, 1, 2], KvQuantSpec.TryParse("nuq3-1%:w3512")!.LayerBits!);
+        var fit = KvQuantSpec.TryParse("nuq2-1%:mixedkv:qnorm:fit")!;
+        Assert.True(fit.Fit && fit.Mixed && fit.Joint && fit.QNorm);
+        Assert.False(fit.Clip);
+        Assert.False(clip.Fit);
+        var both = Assert.Throws<KvSpecException>(() => KvQuantSpec.TryParse("nuq2-1%:clip:fit"));
+        Assert.Contains("nuq2-1%:clip:fit", both.Message);
+        Assert.Equal(KvQuantSpec.ValueOutlierMargin, clip.ValueMargin);
+        Assert.Equal(1.25f, KvQuantSpec.TryParse("nuq2-1%:mixedkv:margin1.25")!.ValueMargin);
+        Assert.Equal(1.25f, (KvQuantSpec.TryParse("nuq2-1%:mixed:margin1.25")! with { Bits = 3, Allocated = true }).ValueMargin);
+        foreach (var bad in new[] { "nuq2-1%:margin", "nuq2-1%:margin0", "nuq2-1%:margin-1", "nuq2-1%:marginx", "nuq2:margin1.2" })
+            Assert.Contains(bad, Assert.Throws<KvSpecException>(() => KvQuantSpec.TryParse(bad)).Message);
     }
 
     [Theory]

@@ -77,6 +77,8 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
     [InlineData("nuq3", 40, 11)]
     [InlineData("nuq2-1%:uniform", 9, 5)]
     [InlineData("nuq3-1%:qnorm", 64, 16)]
+    [InlineData("nuq2-1%:margin1.2", 67, 7)]
+    [InlineData("nuq3-3%:margin2.5", 13, 31)]
     public void PerTokenBlocksAreWhatTheSchemeWrites(string spec, int d, int blockTokens)
     {
         int seed = TestSeeds.Of(nameof(PerTokenBlocksAreWhatTheSchemeWrites), spec, d, blockTokens);
@@ -115,7 +117,7 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
             for (int c = 0; c < d; c++) if (!candidate[c]) { rmin = Math.Min(rmin, row[c]); rmax = Math.Max(rmax, row[c]); }
             float mid = (rmax + rmin) * 0.5f, half = (rmax - rmin) * 0.5f;
             var outlier = new bool[d];
-            for (int c = 0; c < d; c++) outlier[c] = candidate[c] && Math.Abs(row[c] - mid) > KvQuantSpec.ValueOutlierMargin * half;
+            for (int c = 0; c < d; c++) outlier[c] = candidate[c] && Math.Abs(row[c] - mid) > s.ValueMargin * half;
             float min = float.PositiveInfinity, max = float.NegativeInfinity;
             for (int c = 0; c < d; c++) if (!outlier[c]) { min = Math.Min(min, row[c]); max = Math.Max(max, row[c]); }
             var (r, z) = Smallest(min, max);
@@ -337,5 +339,74 @@ public class NuqEncodeReferenceTests(ITestOutputHelper output)
         }
         output.WriteLine($"{decided} tokens with one best candidate: the narrowest range won {narrowest}, the zero below the middle {below}, above {above}");
         Assert.True(narrowest > 0 && below > 0 && above > 0, "the data does not reach every edge of the search");
+    }
+
+    /// <summary><c>:fit</c>: the codes (and outliers) are the min/max scale's; the stored scale is, among the documented
+    /// candidates (the min/max scale, and range codes floor(32 (log2 b + 16)) and the one above, each with zero steps
+    /// floor(a / (range/16)) and the one above, clamped to 6 bits, where a + b x level is the least-squares fit of the
+    /// dense values on their codes' levels, computed here in double), one with the least squared error with those codes
+    /// fixed.</summary>
+    [Theory]
+    [InlineData("nuq2-1%:fit", 64, 16)]
+    [InlineData("nuq2-1%:qnorm:fit", 67, 9)]
+    [InlineData("nuq3-1%:fit", 13, 9)]
+    [InlineData("nuq4:fit", 40, 7)]
+    [InlineData("nuq3-5%:fit", 96, 5)]
+    public void FitStoresTheBestAffineScaleForTheMinMaxCodes(string spec, int d, int blockTokens)
+    {
+        int seed = TestSeeds.Of(nameof(FitStoresTheBestAffineScaleForTheMinMaxCodes), spec, d, blockTokens);
+        output.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
+        var s = KvQuantSpec.TryParse(spec)!;
+        var book = Book(s.Bits, false, rng);
+        var levels = book.DecodeLevels(s.QNorm);
+        var codec = new NuqTokenCodec(s, KvSide.Value, blockTokens, d, book);
+        var plain = new NuqTokenCodec(s with { Fit = false }, KvSide.Value, blockTokens, d, book);
+        var x = KvQuantTestData.Activations(blockTokens, d, seed);
+        var block = new byte[codec.BlockBytes];
+        var plainBlock = new byte[codec.BlockBytes];
+        var rows = codec.HasBlockOutliers ? new BlockOutliers() : null;
+        var plainRows = codec.HasBlockOutliers ? new BlockOutliers() : null;
+        foreach (int t in Shuffled(blockTokens, rng))
+        {
+            codec.EncodeToken(x.AsSpan(t * d, d), block, rows, t);
+            plain.EncodeToken(x.AsSpan(t * d, d), plainBlock, plainRows, t);
+        }
+        Assert.Equal(plainBlock.AsSpan(2 * blockTokens).ToArray(), block.AsSpan(2 * blockTokens).ToArray());
+        var outlierIndex = rows == null ? new HashSet<int>() : Enumerable.Range(0, rows.Count).Select(i => rows.Entry(i).Index).ToHashSet();
+        int cb = (d * s.Bits + 7) / 8, moved = 0;
+        for (int t = 0; t < blockTokens; t++)
+        {
+            var dense = Enumerable.Range(0, d).Where(c => !outlierIndex.Contains(t * d + c)).ToArray();
+            var codes = block.AsSpan(2 * blockTokens + t * cb, cb).ToArray();
+            double Error(int r, int z)
+            {
+                float range = RangeOf(r), zero = Math.Clamp(z, -32, 31) * (range / 16);
+                return dense.Sum(c => Math.Pow(zero + range * levels[KvQuantReference.Code(codes, c, s.Bits)] - (double)x[t * d + c], 2));
+            }
+            int minMax = plainBlock[2 * t] | plainBlock[2 * t + 1] << 8;
+            int Z(int packed) => (packed >> 10) >= 32 ? (packed >> 10) - 64 : packed >> 10;
+            var candidates = new List<(int Packed, double Error)> { (minMax, Error(minMax & 1023, Z(minMax))) };
+            var l = dense.Select(c => (double)levels[KvQuantReference.Code(codes, c, s.Bits)]).ToArray();
+            var v = dense.Select(c => (double)x[t * d + c]).ToArray();
+            double ml = l.Average(), mv = v.Average(), sll = l.Sum(q => (q - ml) * (q - ml));
+            double b = sll > 0 ? l.Zip(v, (q, w) => (q - ml) * (w - mv)).Sum() / sll : 0, a = mv - b * ml;
+            if (b > 0)
+            {
+                int rb = (int)Math.Floor(32 * (Math.Log2(b) + 16));
+                for (int r = Math.Max(0, rb); r <= Math.Min(1023, rb + 1); r++)
+                {
+                    int z0 = (int)Math.Floor(a / (RangeOf(r) / 16));
+                    for (int z = z0; z <= z0 + 1; z++) candidates.Add((r | (Math.Clamp(z, -32, 31) & 63) << 10, Error(r, z)));
+                }
+            }
+            int got = block[2 * t] | block[2 * t + 1] << 8;
+            Assert.Contains(got, candidates.Select(c => c.Packed));
+            double best = candidates.Min(c => c.Error), gotError = candidates.First(c => c.Packed == got).Error;
+            Assert.True(gotError <= best * (1 + 1e-5) + 1e-12, $"t{t}: scale {got:x4} leaves {gotError}, a candidate leaves {best}");
+            if (got != minMax) moved++;
+        }
+        output.WriteLine($"{moved} of {blockTokens} tokens moved off the min/max scale");
+        Assert.True(moved > 0, "no token moved off the min/max scale: the data does not test the fit");
     }
 }

@@ -36,6 +36,8 @@ public class NuqTokenCodecTests
     [InlineData("nuq2-1%:mixed:qnorm", 64, 1)]
     [InlineData("nuq2-1%:mixed:qnorm", 13, 3)]
     [InlineData("nuq2-1%:mixed", 64, 1)]
+    [InlineData("nuq2-1%:margin1.1", 64)]
+    [InlineData("nuq3-2%:mixed:qnorm:margin1.25", 21, 2)]
     public void DecodeMatchesReferenceAndErrorIsBounded(string spec, int d, int layerBits = 0)
     {
         var codec = Codec(spec, d, d + spec.Length + layerBits, layerBits: layerBits);
@@ -69,7 +71,7 @@ public class NuqTokenCodecTests
             float rmin = float.MaxValue, rmax = float.MinValue;
             for (int c = 0; c < d; c++) if (!candidates.Contains(c)) { rmin = Math.Min(rmin, row[c]); rmax = Math.Max(rmax, row[c]); }
             float mid = (rmax + rmin) / 2, half = (rmax - rmin) / 2;
-            var outliers = candidates.Where(c => Math.Abs(row[c] - mid) > KvQuantSpec.ValueOutlierMargin * half).ToHashSet();
+            var outliers = candidates.Where(c => Math.Abs(row[c] - mid) > codec.Spec.ValueMargin * half).ToHashSet();
             Assert.Equal(outliers.OrderBy(c => c), stored.Where(i => i / d == t).Select(i => i % d).OrderBy(c => c));
             float min = float.MaxValue, max = float.MinValue;
             for (int c = 0; c < d; c++) if (!outliers.Contains(c)) { min = Math.Min(min, row[c]); max = Math.Max(max, row[c]); }
@@ -132,6 +134,64 @@ public class NuqTokenCodecTests
         }
         // The search does move: some tokens of Gaussian data are better served by a narrower range.
         Assert.True(narrower > 0, "no token chose a narrower range");
+    }
+
+    /// <summary><c>:fit</c> (random seeded activations, odd head dims, 1-4 bits, with and without Q-Norm levels): every
+    /// code is the plain (min/max) codec's, bit for bit, and so are the outliers; only the stored scale moves, never to
+    /// more squared error than the min/max scale leaves; the block decodes as the independent reader of the documented
+    /// bytes says, within <see cref="NuqTokenCodec.MaxAbsError"/>.</summary>
+    [Theory]
+    [InlineData("nuq2-1%", 64, 0)]
+    [InlineData("nuq2-1%:qnorm", 64, 0)]
+    [InlineData("nuq3-1%", 13, 0)]
+    [InlineData("nuq4-1%", 67, 0)]
+    [InlineData("nuq3", 96, 0)]
+    [InlineData("nuq2-1%:mixed:qnorm", 21, 1)]
+    [InlineData("nuq2-1%:mixed:qnorm", 64, 3)]
+    public void FitKeepsEveryCodeAndNeverAddsSquaredError(string spec, int d, int layerBits)
+    {
+        int seed = TestSeeds.Of(nameof(FitKeepsEveryCodeAndNeverAddsSquaredError), spec, d, layerBits);
+        var plain = Codec(spec, d, seed, layerBits: layerBits);
+        var fs = KvQuantSpec.TryParse(spec + ":fit")!;
+        if (layerBits > 0) fs = fs with { Bits = layerBits, Allocated = true };
+        Assert.True(fs.Fit);
+        var fit = new NuqTokenCodec(fs, KvSide.Value, BlockTokens, d, plain.Codebook);
+        var x = KvQuantTestData.Activations(BlockTokens, d, seed: seed);
+        var rows = plain.HasBlockOutliers ? new BlockOutliers() : null;
+        var fitRows = plain.HasBlockOutliers ? new BlockOutliers() : null;
+        var a = new byte[plain.BlockBytes];
+        var b = new byte[fit.BlockBytes];
+        new Random(seed).NextBytes(b);
+        for (int t = BlockTokens - 1; t >= 0; t--)
+        {
+            plain.EncodeToken(x.AsSpan(t * d, d), a, rows, t);
+            fit.EncodeToken(x.AsSpan(t * d, d), b, fitRows, t);
+        }
+        Assert.Equal(a.AsSpan(2 * BlockTokens).ToArray(), b.AsSpan(2 * BlockTokens).ToArray());
+        if (rows != null) Assert.Equal(rows.Raw.ToArray(), fitRows!.Raw.ToArray());
+        var levels = plain.Codebook.DecodeLevels(plain.Spec.QNorm);
+        var da = new float[BlockTokens * d];
+        var db = new float[BlockTokens * d];
+        plain.DecodeBlock(a, rows, BlockTokens, da);
+        fit.DecodeBlock(b, fitRows, BlockTokens, db);
+        Assert.Equal(KvQuantReference.DecodeToken(b, fitRows == null ? default : fitRows.Raw, BlockTokens, d, fit.Spec.Bits, levels, BlockTokens), db);
+        var bound = new float[BlockTokens * d];
+        fit.MaxAbsError(x, bound);
+        int moved = 0;
+        for (int t = 0; t < BlockTokens; t++)
+        {
+            double ea = 0, eb = 0;
+            for (int c = 0; c < d; c++)
+            {
+                int i = t * d + c;
+                ea += (x[i] - da[i]) * (double)(x[i] - da[i]);
+                eb += (x[i] - db[i]) * (double)(x[i] - db[i]);
+                Assert.True(Math.Abs(x[i] - db[i]) <= bound[i] * 1.0001f + 1e-6f, $"seed {seed} t{t} c{c}: {x[i]} -> {db[i]}, bound {bound[i]}");
+            }
+            Assert.True(eb <= ea * (1 + 1e-5) + 1e-9, $"seed {seed} t{t}: fitted error {eb} > min/max error {ea}");
+            if (b[2 * t] != a[2 * t] || b[2 * t + 1] != a[2 * t + 1]) moved++;
+        }
+        Assert.True(moved > 0, $"seed {seed}: no token moved off the min/max scale: the data does not test the fit");
     }
 
     [Theory]

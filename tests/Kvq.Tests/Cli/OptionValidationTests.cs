@@ -83,11 +83,15 @@ public sealed class OptionValidationTests : IDisposable
     /// <summary>kvq serve's bounds have upper ends, checked before the model loads (the model path here does not exist):
     /// a --request-timeout of 2^31 seconds was accepted and every request then failed with a 500.</summary>
     [Theory]
-    [InlineData("--request-timeout 2147483647", "--request-timeout 2147483647: expected above 0 and at most 604800 seconds")]
-    [InlineData("--max-tokens-limit 100000000", "--max-tokens-limit 100000000: expected 1..16777216")]
-    [InlineData("--max-requests 0", "--max-requests 0: expected 1..65536")]
-    [InlineData("--shutdown-timeout 999999", "--shutdown-timeout 999999: expected 0..3600 seconds")]
-    [InlineData("--port 65536", "--port 65536: expected 0..65535")]
+    [InlineData("--request-timeout 2147483647", "--request-timeout 2147483647: expected a whole number from 1 to 604800 (seconds)")]
+    [InlineData("--request-timeout 0", "--request-timeout 0: expected a whole number from 1 to 604800 (seconds)")]
+    [InlineData("--max-tokens-limit 100000000", "--max-tokens-limit 100000000: expected a whole number from 1 to 16777216")]
+    [InlineData("--max-requests 0", "--max-requests 0: expected a whole number from 1 to 65536")]
+    [InlineData("--shutdown-timeout 999999", "--shutdown-timeout 999999: expected a whole number from 0 to 3600 (seconds)")]
+    [InlineData("--port 65536", "--port 65536: expected a whole number from 0 to 65535")]
+    // Not a number: System.CommandLine's "Cannot parse argument 'abc' for option '--port' as expected type 'System.Int32'".
+    [InlineData("--port abc", "--port abc: expected a whole number from 0 to 65535")]
+    [InlineData("--request-timeout 1.5", "--request-timeout 1.5: expected a whole number from 1 to 604800 (seconds)")]
     [InlineData("--max-body 2GiB", "--max-body 2147483648: expected 1 byte..1 GiB")]
     public void ServeBoundsAreCheckedBeforeTheModelLoads(string option, string message) =>
         InProcessCli.AssertUserError(InProcessCli.Run(["serve", "-m", Path.Combine(_dir, "missing.gguf"), .. option.Split(' ')]), message);

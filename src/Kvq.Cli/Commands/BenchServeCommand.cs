@@ -110,6 +110,10 @@ public static class BenchServeCommand
                     }
                     catch (EngineRequestException e) { throw new CliException($"{config.Name}: {e.Message}"); }
                     catch (Cache.KvSpecException e) { throw new CliException($"{config.Name}: {e.Message}"); }
+                    // No request finished: a row of NaN and 0 tok/s measured nothing (a prompt over the --kv-budget
+                    // failed every request and printed such a row, exit code 1); the engine's refusal is the one line.
+                    if (row.Completed == 0 && row.Failed > 0)
+                        throw new CliException($"{config.Name}, {c} clients: every request failed, so nothing was measured: {row.FirstError}");
                     rows.Add(row);
                     if (row.Failed > 0)
                         Console.Error.WriteLine($"kvq: {config.Name}, {c} clients: {row.Failed} of {row.Requests} requests failed; the first: {row.FirstError}");

@@ -184,6 +184,16 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Contains($"kvq: warning: --text {text} is not valid UTF-8 (first bad byte at offset 3; Latin-1 or another legacy encoding?)", r.Err);
     }
 
+    /// <summary>The engine's refusals are one line in the user's terms: ArgumentException's " (Parameter 'kv_budget')"
+    /// was printed after them.</summary>
+    [Fact]
+    public void AKvBudgetThatHoldsNoSequenceIsOneLineWithoutTheParameterName()
+    {
+        var r = InProcessCli.Run("serve", "-m", Stories, "--port", "0", "--kv-budget", "1KiB");
+        InProcessCli.AssertUserError(r, "holds no sequence of f16");
+        Assert.DoesNotContain("(Parameter", r.Err, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void BinaryTextGetsAWarning()
     {

@@ -90,6 +90,16 @@ public sealed class BenchServeCommandTests : IDisposable
         Assert.Equal("", r.Out);
     }
 
+    /// <summary>The table's heading names every concurrency it ran (it said "1 concurrent clients" over -C 1,2).</summary>
+    [Fact]
+    public void TheHeadingNamesEveryConcurrency()
+    {
+        var r = InProcessCli.Run("bench", "serve", "-m", Fixtures.StoriesGguf, "--kv", "f16", "--kv-budget", "2MiB",
+            "--requests", "2", "--prompt-tokens", "20", "--output-tokens", "2", "-C", "1,2", "-t", "1");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains("2 requests, prompts 20 tokens, 2 output tokens, 1,2 concurrent clients (closed loop)", r.Out, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--kv-budget", "lots", "not a size")]
     [InlineData("--kv-budget", "1KiB", "holds no sequence")]

@@ -184,6 +184,18 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Contains($"kvq: warning: --text {text} is not valid UTF-8 (first bad byte at offset 3; Latin-1 or another legacy encoding?)", r.Err);
     }
 
+    /// <summary>A bad --kv spec for inspect is one line before any of the model's tables (it printed the GGUF and model
+    /// tables and a KV table header, then the error).</summary>
+    [Theory]
+    [InlineData("bogus", "unknown KV format 'bogus'")]
+    [InlineData("f16,nuq3-1%", "needs a calibration profile")]
+    public void InspectRefusesABadKvSpecBeforePrintingAnything(string spec, string expected)
+    {
+        var r = InProcessCli.Run("inspect", Stories, "--kv", spec);
+        InProcessCli.AssertUserError(r, expected);
+        Assert.Equal("", r.Out);
+    }
+
     /// <summary>The engine's refusals are one line in the user's terms: ArgumentException's " (Parameter 'kv_budget')"
     /// was printed after them.</summary>
     [Fact]

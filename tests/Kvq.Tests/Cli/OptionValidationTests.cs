@@ -196,6 +196,15 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Equal("", r.Out);
     }
 
+    /// <summary>A folder given as --profile or --chat-template says so (it said "not found").</summary>
+    [Fact]
+    public void AFolderAsProfileOrChatTemplateSaysSo()
+    {
+        InProcessCli.AssertUserError(InProcessCli.Run(Generate("--kv", "nuq3-1%", "--profile", _dir)), $"--profile {_dir} is a directory");
+        InProcessCli.AssertUserError(InProcessCli.Run("inspect", Stories, "--profile", _dir), $"--profile {_dir} is a directory");
+        InProcessCli.AssertUserError(InProcessCli.Run("serve", "-m", Stories, "--port", "0", "--chat-template", _dir), $"--chat-template {_dir} is a directory");
+    }
+
     /// <summary>The engine's refusals are one line in the user's terms: ArgumentException's " (Parameter 'kv_budget')"
     /// was printed after them.</summary>
     [Fact]

@@ -184,6 +184,30 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Contains($"kvq: warning: --text {text} is not valid UTF-8 (first bad byte at offset 3; Latin-1 or another legacy encoding?)", r.Err);
     }
 
+    /// <summary>A UTF-16 file with its byte order mark (Notepad's "Unicode") is read as UTF-16, so it scores as the
+    /// text it is and gets no warning; the warning said its bytes were read as U+FFFD, which they were not.</summary>
+    [Fact]
+    public void Utf16TextWithAByteOrderMarkIsReadWithoutAWarning()
+    {
+        var story = TextFixtures.Read(Fixtures.Text("tinystories/TinyStories-valid.first1000.txt"))[..3_000];
+        var utf8 = Path.Combine(_dir, "utf8.txt");
+        var utf16 = Path.Combine(_dir, "utf16.txt");
+        File.WriteAllText(utf8, story, new UTF8Encoding(false));
+        File.WriteAllText(utf16, story, Encoding.Unicode);   // FF FE, then UTF-16 LE
+        Assert.Null(Kvq.Cli.Validation.TextInput.FirstInvalidUtf8(utf16));
+        var a = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", utf8, "--ctx", "64", "--windows", "1", "-t", "1", "--json");
+        var b = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", utf16, "--ctx", "64", "--windows", "1", "-t", "1", "--json");
+        Assert.True(b.Code == 0, b.Err);
+        Assert.DoesNotContain("warning", b.Err, StringComparison.Ordinal);
+        // The same text: the same tokens scored, the same perplexity.
+        static (double Ppl, int Tokens) Row(string json)
+        {
+            var row = System.Text.Json.JsonDocument.Parse(json.Trim()).RootElement;
+            return (row.GetProperty("ppl").GetDouble(), row.GetProperty("tokens").GetInt32());
+        }
+        Assert.Equal(Row(a.Out), Row(b.Out));
+    }
+
     /// <summary>A bad --kv spec for inspect is one line before any of the model's tables (it printed the GGUF and model
     /// tables and a KV table header, then the error).</summary>
     [Theory]

@@ -30,7 +30,7 @@ public static class InspectCommand
         {
             Description = "plan for a built-in model shape instead of a file: llama-7b (32 layers, 32 heads x 128, FFN 11008, vocab 32000)",
         };
-        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's")
+        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's layout and memory")
             { path, all, kv, ctx, profile, sink, maxPpl, gpus, gpuGib, shapeOpt, sliding.Option };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {

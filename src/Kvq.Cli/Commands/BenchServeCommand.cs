@@ -110,6 +110,10 @@ public static class BenchServeCommand
                     }
                     catch (EngineRequestException e) { throw new CliException($"{config.Name}: {e.Message}"); }
                     catch (Cache.KvSpecException e) { throw new CliException($"{config.Name}: {e.Message}"); }
+                    // No request finished: a row of NaN and 0 tok/s measured nothing (a prompt over the --kv-budget
+                    // failed every request and printed such a row, exit code 1); the engine's refusal is the one line.
+                    if (row.Completed == 0 && row.Failed > 0)
+                        throw new CliException($"{config.Name}, {c} clients: every request failed, so nothing was measured: {row.FirstError}");
                     rows.Add(row);
                     if (row.Failed > 0)
                         Console.Error.WriteLine($"kvq: {config.Name}, {c} clients: {row.Failed} of {row.Requests} requests failed; the first: {row.FirstError}");
@@ -132,7 +136,11 @@ public static class BenchServeCommand
     private static void Print(List<ServeBenchResult> rows, ILanguageModel model)
     {
         var f = CultureInfo.InvariantCulture;
-        Console.WriteLine($"{rows[0].Model} on {model.Device}; {rows[0].Workload}; KV budget {Bytes.Format(rows[0].KvBudgetBytes)}; {rows[0].Machine}");
+        // The workload as run: the first row's names its own concurrency only ("1 concurrent clients" over -C 1,8,32).
+        var levels = rows.Select(x => x.Concurrency).Distinct().ToList();
+        var workload = levels.Count == 1 ? rows[0].Workload
+            : rows[0].Workload.Replace($"{rows[0].Concurrency} concurrent clients", $"{string.Join(",", levels)} concurrent clients", StringComparison.Ordinal);
+        Console.WriteLine($"{rows[0].Model} on {model.Device}; {workload}; KV budget {Bytes.Format(rows[0].KvBudgetBytes)}; {rows[0].Machine}");
         Console.WriteLine("| kv | clients | completed | max running | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | peak KV | mean running | KV per running | KV B/token | held / unshared | preemptions | prefix hits |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var x in rows)

@@ -102,6 +102,7 @@ public sealed class EngineSetup
         var policy = Policy.Parse(r);
         if (policy.Count > 1) throw new CliException("--policy: give one token policy (the engine runs every request under it)");
         var templateFile = r.GetValue(ChatTemplate);
+        if (templateFile != null && Directory.Exists(templateFile)) throw new CliException($"--chat-template {templateFile} is a directory: give a Jinja template file");
         if (templateFile != null && !File.Exists(templateFile)) throw new CliException($"--chat-template: '{templateFile}' not found");
 
         long hostPrefix = 0;

@@ -40,7 +40,7 @@ public static class GenerateCommand
         var saveSession = new Option<string?>("--save-session")
         {
             Description = "once the prompt is in, save its compressed KV cache and last logits to this file (atomic; bound to the " +
-                          "model and to --kv, --kv-profile and --sink)",
+                          "model and to --kv, --profile and --sink)",
         };
         var loadSession = new Option<string?>("--load-session")
         {

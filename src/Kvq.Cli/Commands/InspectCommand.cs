@@ -30,7 +30,7 @@ public static class InspectCommand
         {
             Description = "plan for a built-in model shape instead of a file: llama-7b (32 layers, 32 heads x 128, FFN 11008, vocab 32000)",
         };
-        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's")
+        var cmd = new Command("inspect", "print a model's metadata, tensor table, parameter count and memory; with --kv, the KV cache's layout and memory")
             { path, all, kv, ctx, profile, sink, maxPpl, gpus, gpuGib, shapeOpt, sliding.Option };
         cmd.SetAction(r => CommandRunner.Run(() =>
         {
@@ -46,10 +46,29 @@ public static class InspectCommand
             }
             var file = DefaultPaths.ResolveModel(r.GetValue(path));
             var p = KvProfileOptions.Read(r.GetValue(profile));   // before any output: a bad one is one line
-            // With a profile, the model loads first so another model's profile is refused before any table too; without
-            // one the GGUF table comes first, so a model that does not load (an unsupported architecture) still shows it.
-            LoadedModel? early = p == null ? null : ModelLoader.Load(file);
-            try { KvProfileOptions.EnsureModel(p, r.GetValue(profile), early?.Weights.Fingerprint ?? ""); }
+            // With a profile or --kv, the model loads first so another model's profile or a bad --kv spec is refused
+            // before any table too (--kv bogus printed the whole model, then the error); without either the GGUF table
+            // comes first, so a model that does not load (an unsupported architecture) still shows it.
+            var specs = r.GetValue(kv);
+            LoadedModel? early = p == null && specs == null ? null : ModelLoader.Load(file);
+            Func<string, KvCacheConfig>? config = null;
+            try
+            {
+                KvProfileOptions.EnsureModel(p, r.GetValue(profile), early?.Weights.Fingerprint ?? "");
+                if (specs != null)
+                {
+                    var c = early!.Weights.Config;
+                    // Each spec made once (--kv auto prints its choice as it is made) and planned once here.
+                    var made = new Dictionary<string, KvCacheConfig>();
+                    foreach (var spec in SplitSpecs(specs))
+                    {
+                        var one = sliding.Apply(r, KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null, c.ContextLength));
+                        KvLayoutPlan.Build(c.CreateKvShape(), one);
+                        made[spec] = one;
+                    }
+                    config = spec => made[spec];
+                }
+            }
             catch
             {
                 early?.Dispose();
@@ -59,9 +78,8 @@ public static class InspectCommand
             using var loaded = early ?? ModelLoader.Load(file);
             PrintModel(loaded);
             if (p != null) PrintEstimates(p);
-            if (r.GetValue(kv) is { } specs)
+            if (specs != null && config != null)
             {
-                Func<string, KvCacheConfig> config = spec => sliding.Apply(r, KvProfileOptions.Config(spec, p, r.GetValue(sink), KvAuto.Is(spec) ? r.GetValue(maxPpl) : null, loaded.Weights.Config.ContextLength));
                 PrintCache(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, config);
                 if (r.GetValue(gpus) > 0)
                     PrintParallelPlan(loaded.Weights.Config, specs, r.GetValue(ctx) ?? loaded.Weights.Config.ContextLength, r.GetValue(gpus), r.GetValue(gpuGib),
@@ -124,6 +142,9 @@ public static class InspectCommand
         Console.WriteLine($"fingerprint: {m.Weights.Fingerprint}");
     }
 
+    private static string[] SplitSpecs(string specs) =>
+        specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
     /// <summary>Layout of each spec's blocks and the bytes a sequence of <paramref name="ctx"/> tokens would hold
     /// (whole blocks, as allocated; staging and sink buffers are counted by eval memory), from each spec's layout plan.</summary>
     private static void PrintCache(ModelConfig c, string specs, int ctx, Func<string, KvCacheConfig> config)
@@ -134,7 +155,7 @@ public static class InspectCommand
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var widths = new List<(string Name, string? Widths)>();
         var plans = new List<KvLayoutPlan>();
-        foreach (var spec in specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        foreach (var spec in SplitSpecs(specs))
         {
             var plan = KvLayoutPlan.Build(shape, config(spec));
             plans.Add(plan);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Kvq.Cache;
 using Kvq.Cache.Offload;
+using Kvq.Cli.Validation;
 
 namespace Kvq.Cli.Commands;
 
@@ -28,9 +29,14 @@ public sealed class KvOffloadOptions(bool grid)
         cmd.Add(Dir);
     }
 
-    /// <summary>--offload-dir applied to a config.</summary>
-    public KvCacheConfig WithDir(ParseResult r, KvCacheConfig config) =>
-        r.GetValue(Dir) is { } dir ? config with { BlockDirectory = Path.GetFullPath(dir) } : config;
+    /// <summary>--offload-dir applied to a config, probed for writing first: a file in the way or a read-only folder
+    /// was an unhandled IOException with a stack trace when the cache made its first block file.</summary>
+    public KvCacheConfig WithDir(ParseResult r, KvCacheConfig config)
+    {
+        if (r.GetValue(Dir) is not { } dir) return config;
+        OutputFile.CheckFolder("--offload-dir", dir);
+        return config with { BlockDirectory = Path.GetFullPath(dir) };
+    }
 
     /// <summary>The budgets given (checked: a bad one is a <see cref="KvSpecException"/>, exit code 2).</summary>
     public IReadOnlyList<KvOffloadBudget> Parse(ParseResult r)

@@ -24,6 +24,7 @@ public static class KvProfileOptions
     public static KvQuantProfile? Read(string? path)
     {
         if (string.IsNullOrEmpty(path)) return null;
+        if (Directory.Exists(path)) throw new CliException($"--profile {path} is a directory: give the file 'kvq calibrate --out' wrote");
         if (!File.Exists(path)) throw new CliException($"profile not found: {path}");
         return KvQuantProfile.Load(path);
     }

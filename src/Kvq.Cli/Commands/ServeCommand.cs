@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Kvq.Cli.Validation;
 using Kvq.Server;
 using Kvq.Serving;
 
@@ -11,14 +12,19 @@ public static class ServeCommand
     {
         var setup = new EngineSetup();
         var host = new Option<string>("--host") { Description = "address to listen on; anything but loopback needs an API key", DefaultValueFactory = _ => "127.0.0.1" };
-        var port = new Option<int>("--port") { Description = "port (0: any free one)", DefaultValueFactory = _ => 8080 };
+        // Parsed with the library's ranges (KvqServerOptions.Validate checks them again): "--port abc" named System.Int32.
+        var port = CheckedOption.Int("--port", "port (0: any free one)", 8080, ValueRange.Between(0, KvqServerOptions.MaxPort));
         var apiKey = new Option<string?>("--api-key") { Description = "require 'Authorization: Bearer KEY' (default: $KVQ_API_KEY)" };
         var modelId = new Option<string?>("--model-id") { Description = "the name clients pass as \"model\" (default: the model file's name)" };
-        var maxTokens = new Option<int>("--max-tokens-limit") { Description = "most max_tokens a request may ask for (also its default)", DefaultValueFactory = _ => 4096 };
-        var maxRequests = new Option<int>("--max-requests") { Description = "generation requests in flight at most; more get 429", DefaultValueFactory = _ => 256 };
+        var maxTokens = CheckedOption.Int("--max-tokens-limit", "most max_tokens a request may ask for (also its default)", 4096,
+            ValueRange.Between(1, KvqServerOptions.MaxTokensLimitCap));
+        var maxRequests = CheckedOption.Int("--max-requests", "generation requests in flight at most; more get 429", 256,
+            ValueRange.Between(1, KvqServerOptions.MaxConcurrentRequestsCap));
         var maxBody = new Option<string>("--max-body") { Description = "largest request body", DefaultValueFactory = _ => "4MiB" };
-        var timeout = new Option<int>("--request-timeout") { Description = "seconds a generation request may take, streaming included", DefaultValueFactory = _ => 600 };
-        var drain = new Option<int>("--shutdown-timeout") { Description = "seconds a stop (SIGTERM, Ctrl-C) waits for in-flight requests", DefaultValueFactory = _ => 10 };
+        var timeout = CheckedOption.Int("--request-timeout", "seconds a generation request may take, streaming included", 600,
+            ValueRange.Between(1, KvqServerOptions.MaxRequestTimeout.TotalSeconds), "seconds");
+        var drain = CheckedOption.Int("--shutdown-timeout", "seconds a stop (SIGTERM, Ctrl-C) waits for in-flight requests", 10,
+            ValueRange.Between(0, KvqServerOptions.MaxShutdownTimeout.TotalSeconds), "seconds");
         var cors = new Option<string[]>("--cors-origin") { Description = "allow browser calls from this origin (repeatable; default: no CORS)" };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "log every request" };
         var cmd = new Command("serve", "serve the model over an OpenAI-compatible HTTP API")

@@ -17,10 +17,13 @@ public static class TextInput
                           "): undecodable bytes are read as U+FFFD");
     }
 
-    /// <summary>The offset of the first byte that is not part of valid UTF-8, or null.</summary>
+    /// <summary>The offset of the first byte that is not part of valid UTF-8, or null. Null too for a file that starts
+    /// with a UTF-16 or UTF-32 byte order mark: .NET's readers decode those as such (a Notepad "Unicode" file reads
+    /// right), so warning that its bytes become U+FFFD was wrong.</summary>
     public static long? FirstInvalidUtf8(string path)
     {
         var bytes = File.ReadAllBytes(path);
+        if (HasUtf16Or32Bom(bytes)) return null;
         var decoder = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
         try
         {
@@ -32,6 +35,11 @@ public static class TextInput
             return e.Index;
         }
     }
+
+    // FF FE (UTF-16 LE; FF FE 00 00 is UTF-32 LE), FE FF (UTF-16 BE), 00 00 FE FF (UTF-32 BE): what StreamReader detects.
+    private static bool HasUtf16Or32Bom(ReadOnlySpan<byte> b) =>
+        b.StartsWith((ReadOnlySpan<byte>)[0xFF, 0xFE]) || b.StartsWith((ReadOnlySpan<byte>)[0xFE, 0xFF])
+        || b.StartsWith((ReadOnlySpan<byte>)[0x00, 0x00, 0xFE, 0xFF]);
 
     private static bool HasNul(string path)
     {

@@ -94,13 +94,16 @@ public static class AtomicFile
     /// <summary>Why writing <paramref name="full"/> failed, in terms of the paths the user gave (not the temp file).</summary>
     private static string Reason(string full, Exception e, string tmp)
     {
-        if (Directory.Exists(full)) return "it is a folder";
+        // The folder the file was to be made in: for a folder target (CheckWritableFolder) that is the target itself,
+        // which exists and is no reason ("cannot write /sys: it is a folder" was said of every read-only folder).
+        var where = Path.TrimEndingDirectorySeparator(Path.GetDirectoryName(tmp)!);
+        if (Directory.Exists(full) && Path.TrimEndingDirectorySeparator(full) != where) return "it is a folder";
         for (var d = Path.GetDirectoryName(full); d != null; d = Path.GetDirectoryName(d))
         {
             if (Directory.Exists(d)) break;
             if (File.Exists(d)) return $"{d} is a file, not a folder";
         }
-        if (e is UnauthorizedAccessException) return $"permission denied in {Path.GetDirectoryName(full)}";
+        if (e is UnauthorizedAccessException) return $"permission denied in {where}";
         return e.Message.Replace(tmp, full, StringComparison.Ordinal);
     }
 }

@@ -77,6 +77,29 @@ public sealed class BenchServeCommandTests : IDisposable
             $"max_running {rows[1].GetProperty("max_running")} under the policy vs {rows[0].GetProperty("max_running")} without");
     }
 
+    /// <summary>Prompts that the KV budget cannot hold fail every request: one line naming why, exit code 2, no table
+    /// (a row of NaN latencies and 0 tok/s came out, with exit code 1 and " (Parameter 'messages')" on the error).</summary>
+    [Fact]
+    public void PromptsOverTheBudgetAreOneLineNotARowOfNaN()
+    {
+        var r = InProcessCli.Run("bench", "serve", "-m", Fixtures.StoriesGguf, "--kv", "f16", "--kv-budget", "64KiB",
+            "--requests", "2", "--prompt-tokens", "400", "--output-tokens", "2", "-C", "1", "-t", "1");
+        Assert.Equal(2, r.Code);   // progress lines ("serve f16, 1 clients: 1/2") come before the error on stderr
+        Assert.Contains("kvq: f16, 1 clients: every request failed, so nothing was measured: the prompt has 400 tokens", r.Err, StringComparison.Ordinal);
+        Assert.DoesNotContain("(Parameter", r.Err, StringComparison.Ordinal);
+        Assert.Equal("", r.Out);
+    }
+
+    /// <summary>The table's heading names every concurrency it ran (it said "1 concurrent clients" over -C 1,2).</summary>
+    [Fact]
+    public void TheHeadingNamesEveryConcurrency()
+    {
+        var r = InProcessCli.Run("bench", "serve", "-m", Fixtures.StoriesGguf, "--kv", "f16", "--kv-budget", "2MiB",
+            "--requests", "2", "--prompt-tokens", "20", "--output-tokens", "2", "-C", "1,2", "-t", "1");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains("2 requests, prompts 20 tokens, 2 output tokens, 1,2 concurrent clients (closed loop)", r.Out, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--kv-budget", "lots", "not a size")]
     [InlineData("--kv-budget", "1KiB", "holds no sequence")]

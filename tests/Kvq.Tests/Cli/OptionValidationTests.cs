@@ -83,11 +83,15 @@ public sealed class OptionValidationTests : IDisposable
     /// <summary>kvq serve's bounds have upper ends, checked before the model loads (the model path here does not exist):
     /// a --request-timeout of 2^31 seconds was accepted and every request then failed with a 500.</summary>
     [Theory]
-    [InlineData("--request-timeout 2147483647", "--request-timeout 2147483647: expected above 0 and at most 604800 seconds")]
-    [InlineData("--max-tokens-limit 100000000", "--max-tokens-limit 100000000: expected 1..16777216")]
-    [InlineData("--max-requests 0", "--max-requests 0: expected 1..65536")]
-    [InlineData("--shutdown-timeout 999999", "--shutdown-timeout 999999: expected 0..3600 seconds")]
-    [InlineData("--port 65536", "--port 65536: expected 0..65535")]
+    [InlineData("--request-timeout 2147483647", "--request-timeout 2147483647: expected a whole number from 1 to 604800 (seconds)")]
+    [InlineData("--request-timeout 0", "--request-timeout 0: expected a whole number from 1 to 604800 (seconds)")]
+    [InlineData("--max-tokens-limit 100000000", "--max-tokens-limit 100000000: expected a whole number from 1 to 16777216")]
+    [InlineData("--max-requests 0", "--max-requests 0: expected a whole number from 1 to 65536")]
+    [InlineData("--shutdown-timeout 999999", "--shutdown-timeout 999999: expected a whole number from 0 to 3600 (seconds)")]
+    [InlineData("--port 65536", "--port 65536: expected a whole number from 0 to 65535")]
+    // Not a number: System.CommandLine's "Cannot parse argument 'abc' for option '--port' as expected type 'System.Int32'".
+    [InlineData("--port abc", "--port abc: expected a whole number from 0 to 65535")]
+    [InlineData("--request-timeout 1.5", "--request-timeout 1.5: expected a whole number from 1 to 604800 (seconds)")]
     [InlineData("--max-body 2GiB", "--max-body 2147483648: expected 1 byte..1 GiB")]
     public void ServeBoundsAreCheckedBeforeTheModelLoads(string option, string message) =>
         InProcessCli.AssertUserError(InProcessCli.Run(["serve", "-m", Path.Combine(_dir, "missing.gguf"), .. option.Split(' ')]), message);
@@ -178,6 +182,61 @@ public sealed class OptionValidationTests : IDisposable
         var r = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", text, "--ctx", "64", "--windows", "1", "-t", "1");
         Assert.Equal(0, r.Code);
         Assert.Contains($"kvq: warning: --text {text} is not valid UTF-8 (first bad byte at offset 3; Latin-1 or another legacy encoding?)", r.Err);
+    }
+
+    /// <summary>A UTF-16 file with its byte order mark (Notepad's "Unicode") is read as UTF-16, so it scores as the
+    /// text it is and gets no warning; the warning said its bytes were read as U+FFFD, which they were not.</summary>
+    [Fact]
+    public void Utf16TextWithAByteOrderMarkIsReadWithoutAWarning()
+    {
+        var story = TextFixtures.Read(Fixtures.Text("tinystories/TinyStories-valid.first1000.txt"))[..3_000];
+        var utf8 = Path.Combine(_dir, "utf8.txt");
+        var utf16 = Path.Combine(_dir, "utf16.txt");
+        File.WriteAllText(utf8, story, new UTF8Encoding(false));
+        File.WriteAllText(utf16, story, Encoding.Unicode);   // FF FE, then UTF-16 LE
+        Assert.Null(Kvq.Cli.Validation.TextInput.FirstInvalidUtf8(utf16));
+        var a = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", utf8, "--ctx", "64", "--windows", "1", "-t", "1", "--json");
+        var b = InProcessCli.Run("eval", "ppl", "-m", Stories, "--text", utf16, "--ctx", "64", "--windows", "1", "-t", "1", "--json");
+        Assert.True(b.Code == 0, b.Err);
+        Assert.DoesNotContain("warning", b.Err, StringComparison.Ordinal);
+        // The same text: the same tokens scored, the same perplexity.
+        static (double Ppl, int Tokens) Row(string json)
+        {
+            var row = System.Text.Json.JsonDocument.Parse(json.Trim()).RootElement;
+            return (row.GetProperty("ppl").GetDouble(), row.GetProperty("tokens").GetInt32());
+        }
+        Assert.Equal(Row(a.Out), Row(b.Out));
+    }
+
+    /// <summary>A bad --kv spec for inspect is one line before any of the model's tables (it printed the GGUF and model
+    /// tables and a KV table header, then the error).</summary>
+    [Theory]
+    [InlineData("bogus", "unknown KV format 'bogus'")]
+    [InlineData("f16,nuq3-1%", "needs a calibration profile")]
+    public void InspectRefusesABadKvSpecBeforePrintingAnything(string spec, string expected)
+    {
+        var r = InProcessCli.Run("inspect", Stories, "--kv", spec);
+        InProcessCli.AssertUserError(r, expected);
+        Assert.Equal("", r.Out);
+    }
+
+    /// <summary>A folder given as --profile or --chat-template says so (it said "not found").</summary>
+    [Fact]
+    public void AFolderAsProfileOrChatTemplateSaysSo()
+    {
+        InProcessCli.AssertUserError(InProcessCli.Run(Generate("--kv", "nuq3-1%", "--profile", _dir)), $"--profile {_dir} is a directory");
+        InProcessCli.AssertUserError(InProcessCli.Run("inspect", Stories, "--profile", _dir), $"--profile {_dir} is a directory");
+        InProcessCli.AssertUserError(InProcessCli.Run("serve", "-m", Stories, "--port", "0", "--chat-template", _dir), $"--chat-template {_dir} is a directory");
+    }
+
+    /// <summary>The engine's refusals are one line in the user's terms: ArgumentException's " (Parameter 'kv_budget')"
+    /// was printed after them.</summary>
+    [Fact]
+    public void AKvBudgetThatHoldsNoSequenceIsOneLineWithoutTheParameterName()
+    {
+        var r = InProcessCli.Run("serve", "-m", Stories, "--port", "0", "--kv-budget", "1KiB");
+        InProcessCli.AssertUserError(r, "holds no sequence of f16");
+        Assert.DoesNotContain("(Parameter", r.Err, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -102,6 +102,18 @@ public sealed class OutputPathTests : IDisposable
         // It said "unknown KV format ''".
         InProcessCli.AssertUserError(InProcessCli.Run("generate", "-m", Stories, "-p", "Once", "-n", "2", "--kv", kv), expected);
 
+    /// <summary>An --offload-dir that is a file (or a read-only folder) is one line and exit code 2 before generating: it
+    /// was an unhandled IOException ("The file ... already exists") with a stack trace and exit code 1.</summary>
+    [Fact]
+    public void OffloadDirOnAFileFailsBeforeGenerating()
+    {
+        var file = AFile();
+        var r = InProcessCli.Run("generate", "-m", Stories, "-p", "Once upon a time", "-n", "2", "--offload-budget", "25%", "--offload-dir", file);
+        InProcessCli.AssertUserError(r, $"--offload-dir: cannot write {file}: it is a file, not a folder");
+        Assert.Equal("", r.Out);
+        Assert.Equal("a file, not a folder", File.ReadAllText(file));
+    }
+
     [Fact]
     public void OffloadDirIsEmptyAfterTheRun()
     {

@@ -47,6 +47,18 @@ public sealed class AtomicFileTests : IDisposable
         Assert.StartsWith($"cannot write {target}: ", Assert.Throws<FileWriteException>(() => AtomicFile.CheckWritable(target)).Message);
     }
 
+    /// <summary>A folder that exists but takes no files (sysfs, a read-only mount) is refused for its permission, not
+    /// for being a folder: "cannot write /sys: it is a folder" was said for --offload-dir, --swap-dir, --prompt-cache.</summary>
+    [LinuxFact("sysfs refuses new files even to root, so the test needs no unprivileged user")]
+    public void AFolderWithoutPermissionIsRefusedForThatNotForBeingAFolder()
+    {
+        var e = Assert.Throws<FileWriteException>(() => AtomicFile.CheckWritableFolder("/sys"));
+        Assert.Equal("cannot write /sys: permission denied in /sys", e.Message);
+        // Under it, a folder to be made: the nearest existing one is named.
+        Assert.Equal("cannot write /sys/kvq-test/blocks: permission denied in /sys",
+            Assert.Throws<FileWriteException>(() => AtomicFile.CheckWritableFolder("/sys/kvq-test/blocks")).Message);
+    }
+
     [Fact]
     public void CheckWritableCreatesNothingAndWriteThenCreatesTheFolders()
     {

@@ -46,7 +46,7 @@ public partial class DecodeGraphTests
     [Fact]
     public void TheKernelsReadTheIndicesTheHostWrites()
     {
-        var source = Kvq.Cuda.KernelSources.Read("model.cu");
+        var source = KernelSources.Read("model.cu");
         int Define(string name) => int.Parse(Regex.Match(source, $@"#define {name} (\d+)").Groups[1].Value);
         Assert.Equal(DecodeStep.KeyPositionIndex, Define("STEP_KPOS"));
         Assert.Equal(DecodeStep.SlotIndex, Define("STEP_SLOT"));

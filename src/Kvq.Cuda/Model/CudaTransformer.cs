@@ -343,7 +343,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             {
                 var step = one.BeginDecodeStep(tokens[0]);
                 step.Pack(_decodeStepHost);
-                _decodeStep.CopyFrom<int>(_decodeStepHost);
+                _decodeStep.CopyFrom(_decodeStepHost);
                 _graph.Replay();
                 one.EndDecodeStep();
                 one.Commit(1);

@@ -98,8 +98,8 @@ public partial class DecodeGraphTests
     }
 
     [Theory]
-    [InlineData(null, null, false)]
-    [InlineData(null, "", false)]
+    [InlineData(null, null, true)]
+    [InlineData(null, "", true)]
     [InlineData(null, "1", true)]
     [InlineData(null, " on ", true)]
     [InlineData(null, "TRUE", true)]

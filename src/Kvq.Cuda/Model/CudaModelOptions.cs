@@ -15,7 +15,7 @@ public enum CudaWeightType { F16, F32 }
 /// <param name="TensorCorePrefill">With f16 weights, prefill attention on tensor cores (f16 products; model.cu
 /// attn_mma); f32 weights always take the f32 tiles (exact to f32 rounding, for comparing with the CPU).</param>
 /// <param name="DecodeGraphs">Single-token decode steps replayed from a CUDA graph (<see cref="CudaTransformer.DecodeGraphs"/>);
-/// null: the KVQ_CUDA_GRAPHS environment variable (1 on, 0 off), off when it is unset.</param>
+/// null: the KVQ_CUDA_GRAPHS environment variable (1 on, 0 off), on when it is unset.</param>
 public sealed record CudaModelOptions(CudaWeightType Weights = CudaWeightType.F16, int DeviceOrdinal = 0, int MaxBatch = 64, bool ContiguousNuq = true,
     bool TensorCorePrefill = true, bool? DecodeGraphs = null)
 {

@@ -172,6 +172,33 @@ public class BlockOutliersTests
         for (int i = count * 64; i < dense.Length; i++) Assert.Equal(Untouched, dense[i]);
     }
 
+    /// <summary><see cref="BlockOutliers.ToLanes"/> takes buffers of exactly the size it needs (count masks, count x 64
+    /// values, headDim lanes) and refuses each one a unit short, and head dims past 64, naming the sizes (found by
+    /// mutation testing: the guard's comparisons could be weakened or inverted unnoticed while every call passed room
+    /// to spare).</summary>
+    [Theory]
+    [InlineData(7, 24)]
+    [InlineData(13, 64)]
+    public void LanesTakeExactBuffersAndRefuseShortOnes(int count, int headDim)
+    {
+        var rows = new BlockOutliers();
+        int w = BlockOutliers.IndexBitsFor(16, headDim);
+        rows.SetToken(count - 1, headDim, w, [0, headDim - 1], [0x3c00, 0xbc00]);
+        var laneOf = Enumerable.Range(0, headDim).Select(l => (byte)l).ToArray();
+        var masks = new ulong[count];
+        var dense = new float[count * 64];
+        rows.ToLanes(count, headDim, laneOf, masks, dense);
+        Assert.Equal(1UL | 1UL << (headDim - 1), masks[count - 1]);
+        Assert.Equal(-1f, dense[(count - 1) * 64 + headDim - 1]);
+        var e1 = Assert.Throws<ArgumentException>(() => rows.ToLanes(count, headDim, laneOf.AsSpan(0, headDim - 1), new ulong[count], new float[count * 64]));
+        Assert.Contains($"{headDim - 1} lanes", e1.Message);
+        var e2 = Assert.Throws<ArgumentException>(() => rows.ToLanes(count, headDim, laneOf, new ulong[count - 1], new float[count * 64]));
+        Assert.Contains($"room for {count - 1} masks", e2.Message);
+        var e3 = Assert.Throws<ArgumentException>(() => rows.ToLanes(count, headDim, laneOf, new ulong[count], new float[count * 64 - 1]));
+        Assert.Contains($"{count * 64 - 1} values", e3.Message);
+        Assert.Throws<ArgumentException>(() => rows.ToLanes(count, 65, new byte[65], new ulong[count], new float[count * 64]));
+    }
+
     [Fact]
     public void UnpackRefusesTooSmallBuffers()
     {

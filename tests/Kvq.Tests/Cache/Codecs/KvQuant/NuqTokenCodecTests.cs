@@ -118,20 +118,8 @@ public class NuqTokenCodecTests
         Assert.Equal(reference, db);
         var bound = new float[BlockTokens * d];
         clip.MaxAbsError(x, bound);
-        int narrower = 0;
-        for (int t = 0; t < BlockTokens; t++)
-        {
-            double ea = 0, eb = 0;
-            for (int c = 0; c < d; c++)
-            {
-                int i = t * d + c;
-                ea += (x[i] - da[i]) * (double)(x[i] - da[i]);
-                eb += (x[i] - db[i]) * (double)(x[i] - db[i]);
-                Assert.True(Math.Abs(x[i] - db[i]) <= bound[i] * 1.0001f + 1e-6f, $"t{t} c{c}: {x[i]} -> {db[i]}, bound {bound[i]}");
-            }
-            Assert.True(eb <= ea * (1 + 1e-5) + 1e-9, $"t{t}: clip error {eb} > min/max error {ea}");
-            if (KvQuantReference.Scale(b, t).Range < KvQuantReference.Scale(a, t).Range) narrower++;
-        }
+        int narrower = WithinBoundsAndNoWorseThanMinMax(x, da, db, bound, d, "clip",
+            t => KvQuantReference.Scale(b, t).Range < KvQuantReference.Scale(a, t).Range);
         // The search does move: some tokens of Gaussian data are better served by a narrower range.
         Assert.True(narrower > 0, "no token chose a narrower range");
     }
@@ -177,21 +165,32 @@ public class NuqTokenCodecTests
         Assert.Equal(KvQuantReference.DecodeToken(b, fitRows == null ? default : fitRows.Raw, BlockTokens, d, fit.Spec.Bits, levels, BlockTokens), db);
         var bound = new float[BlockTokens * d];
         fit.MaxAbsError(x, bound);
-        int moved = 0;
+        int moved = WithinBoundsAndNoWorseThanMinMax(x, da, db, bound, d, $"seed {seed}, fit",
+            t => b[2 * t] != a[2 * t] || b[2 * t + 1] != a[2 * t + 1]);
+        Assert.True(moved > 0, $"seed {seed}: no token moved off the min/max scale: the data does not test the fit");
+    }
+
+    /// <summary>Per token of a block decoded by a codec whose stored scale may move off the min/max one (<c>:clip</c>,
+    /// <c>:fit</c>): every value within its <see cref="NuqTokenCodec.MaxAbsError"/> bound, and no more squared error
+    /// than the min/max codec's decode of the same token. Returns how many tokens <paramref name="moved"/> says moved.</summary>
+    private static int WithinBoundsAndNoWorseThanMinMax(float[] x, float[] minMax, float[] decoded, float[] bound, int d, string what,
+        Func<int, bool> moved)
+    {
+        int count = 0;
         for (int t = 0; t < BlockTokens; t++)
         {
             double ea = 0, eb = 0;
             for (int c = 0; c < d; c++)
             {
                 int i = t * d + c;
-                ea += (x[i] - da[i]) * (double)(x[i] - da[i]);
-                eb += (x[i] - db[i]) * (double)(x[i] - db[i]);
-                Assert.True(Math.Abs(x[i] - db[i]) <= bound[i] * 1.0001f + 1e-6f, $"seed {seed} t{t} c{c}: {x[i]} -> {db[i]}, bound {bound[i]}");
+                ea += (x[i] - minMax[i]) * (double)(x[i] - minMax[i]);
+                eb += (x[i] - decoded[i]) * (double)(x[i] - decoded[i]);
+                Assert.True(Math.Abs(x[i] - decoded[i]) <= bound[i] * 1.0001f + 1e-6f, $"{what}: t{t} c{c}: {x[i]} -> {decoded[i]}, bound {bound[i]}");
             }
-            Assert.True(eb <= ea * (1 + 1e-5) + 1e-9, $"seed {seed} t{t}: fitted error {eb} > min/max error {ea}");
-            if (b[2 * t] != a[2 * t] || b[2 * t + 1] != a[2 * t + 1]) moved++;
+            Assert.True(eb <= ea * (1 + 1e-5) + 1e-9, $"{what}: t{t}: error {eb} > min/max error {ea}");
+            if (moved(t)) count++;
         }
-        Assert.True(moved > 0, $"seed {seed}: no token moved off the min/max scale: the data does not test the fit");
+        return count;
     }
 
     [Theory]

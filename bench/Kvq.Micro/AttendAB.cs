@@ -15,7 +15,7 @@ namespace Kvq.Micro;
 /// call is timed alone and its best kept (a call is ~0.1-1 ms, short enough that some rounds escape preemption on a
 /// loaded machine), and the per-token figure is the sum of the layers' bests. Queries are the model's last prompt
 /// token's projections replaced by a seeded random vector (attention's cost does not depend on their values).
-/// KV entries take the suffixes of <see cref="DecodeProfile"/> (<c>#base</c>, <c>#old</c>) for A/B runs of one build.
+/// KV entries take the suffixes of <see cref="DecodeProfile"/> (<c>#base</c>) for A/B runs of one build.
 /// </summary>
 public static partial class AttendAB
 {

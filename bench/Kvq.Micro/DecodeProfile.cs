@@ -145,28 +145,13 @@ public static partial class DecodeProfile
     /// (the build's A/B in one process).</summary>
     private const string BaseSuffix = "#base";
 
-    /// <summary>A KV entry ending in this runs with the per-block trim of branch cpu23 that still has a switch off: masks
-    /// built in a register (<see cref="Cache.Codecs.BlockOutliers.MaskRunInRegister"/>). The other two won and have no
-    /// switch any more (docs/perf.md): block 0 under sink rows through the fused kernels (session 12, branch tidy) and the
-    /// base angle on the query rows (session 12, branch cpu23b; the per-token angle sum stays for blocks whose positions
-    /// span two bases).</summary>
-    private const string OldSuffix = "#old";
-
-    /// <summary>A KV entry ending in this runs with session 12's register-kernel paths off
-    /// (<see cref="Cache.Codecs.KvQuant.NuqKernels.Session12"/>: paired-nibble code loads, outlier masks by test).</summary>
-    private const string S11Suffix = "#s11";
-
-    internal static string Spec(string entry) => entry.EndsWith(BaseSuffix) ? entry[..^BaseSuffix.Length]
-        : entry.EndsWith(OldSuffix) ? entry[..^OldSuffix.Length] : entry.EndsWith(S11Suffix) ? entry[..^S11Suffix.Length] : entry;
+    // The #old and #s11 switches (masks in a register, session 12's register-kernel paths) were settled by session 13's
+    // A/B (the new paths won by 2-4% of attention CPU) and removed with their slower arms.
+    internal static string Spec(string entry) => entry.EndsWith(BaseSuffix) ? entry[..^BaseSuffix.Length] : entry;
 
     /// <summary>Sets the library's A/B switches for a KV entry (all on unless its suffix turns some off).</summary>
-    internal static void Switch(string entry)
-    {
+    internal static void Switch(string entry) =>
         Cache.Attention.BlockAttention.PrefetchOutlierRows = !entry.EndsWith(BaseSuffix);
-        bool now = !entry.EndsWith(OldSuffix);
-        Cache.Codecs.BlockOutliers.MaskRunInRegister = now;
-        Cache.Codecs.KvQuant.NuqKernels.Session12 = now && !entry.EndsWith(S11Suffix);
-    }
 
     private static void PerfControl(string fifo, string command)
     {

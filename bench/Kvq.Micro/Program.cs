@@ -48,9 +48,7 @@ if (args.Length > 0 && args[0] == "--batch-steps")
     return;
 }
 // dotnet run --project bench/Kvq.Micro -c Release -- --decode-profile [model] [threads] [ctx] [steps] [kv,kv,...] [rounds] [profile.kvqp]   per-op decode breakdown
-// (formats in interleaved rounds, wall and thread CPU per op; KV#base runs with the outlier-row prefetch off,
-// KV#old with the per-block trim of branch cpu23 that keeps a switch off (masks in a register; the fused sink block and
-// the base angle on the queries are always on); KV#s11 with session 12's paired-nibble key codes and tested outlier masks off)
+// (formats in interleaved rounds, wall and thread CPU per op; KV#base runs with the outlier-row prefetch off)
 if (args.Length > 0 && args[0] == "--decode-profile")
 {
     DecodeProfile.Run(args.Length > 1 ? args[1] : Path.Combine("..", "shared", "models", "books-19m.gguf"),
@@ -120,7 +118,7 @@ if (args.Length > 0 && args[0] == "--quick")
 {
     var specs = (args.Length > 1 ? args[1] : "f16,q4_0,nuq4-1%,nuq3-1%").Split(',');
     int rows = args.Length > 2 ? int.Parse(args[2]) : 3;
-    // Entries take DecodeProfile's suffixes (KV#s11, KV#old): the library's A/B switches are set before each timing.
+    // Entries take DecodeProfile's suffix (KV#base): the library's A/B switch is set before each timing.
     var benches = specs.Select(s => { var b = new AttentionKernels { Spec = DecodeProfile.Spec(s), Rows = rows }; b.Setup(); return b; }).ToArray();
     var best = new double[specs.Length, 2];
     for (int i = 0; i < specs.Length; i++) best[i, 0] = best[i, 1] = double.MaxValue;

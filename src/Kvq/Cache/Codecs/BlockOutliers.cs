@@ -171,24 +171,6 @@ public sealed class BlockOutliers
         fixed (ulong* m = masks)
         fixed (float* x = dense)
         {
-            if (!MaskRunInRegister)
-            {
-                for (int g = 0; g < groups; g++)
-                {
-                    var v = Window(p, len, Header + g * width, ctrl, sh);
-                    Avx512F.ConvertToVector256Int32(v & indexMask).Store(idx + 8 * g);
-                    HalfDot.F16ToF32x8(Avx512F.ConvertToVector128UInt16(v >> w)).Store(val + 8 * g);
-                }
-                for (int i = 0; i < n; i++)
-                {
-                    int ix = idx[i];
-                    if (ix >= limit) break;   // sorted: the rest belong to later tokens
-                    int t = ix >> shift, lane = lanes[ix & cmask];
-                    m[t] |= 1UL << lane;
-                    x[(t << 6) + lane] = val[i];
-                }
-                return;
-            }
             // The lane map as a 64-byte permute table (head dims below 64: the rest unused, channels stay below headDim).
             byte* table = stackalloc byte[64];
             Buffer.MemoryCopy(lanes, table, 64, headDim);
@@ -249,12 +231,6 @@ public sealed class BlockOutliers
             : Avx512BW.MaskLoad(p + start, Vector512.LessThan(ByteIndices, Vector512.Create((byte)(len - start))), default);
         return Avx512F.ShiftRightLogicalVariable(Avx512Vbmi.PermuteVar64x8(window, ctrl).AsUInt64(), sh);
     }
-
-    /// <summary>Whether <see cref="ToLanesVector"/> works out tokens, lanes and masks 8 entries at a time (else one entry
-    /// at a time with a read-modify-write of masks[t]): a switch for the benchmarks' A/B only
-    /// (<c>bench/Kvq.Micro --decode-profile</c> with a <c>KV#old</c> entry); both write the same masks and values
-    /// (<c>BlockOutliersTests</c>).</summary>
-    internal static bool MaskRunInRegister = true;
 
     /// <summary><see cref="GroupPlan"/> for each index width 0..24 (built once: no race between threads).</summary>
     private static readonly (Vector512<byte> Control, Vector512<ulong> Shift)[] GroupPlans =

@@ -107,22 +107,13 @@ internal static unsafe class NuqKernels
             if (d == 64)
             {
                 float* so = fused ? ps : null, to = fused ? null : pt;
-                if (!Session12) KeyScores64<Plain>(lanes, k, count, ql, nq, so, to, part);
-                else if (lanes.PairedNibbles) KeyScores64<NibblesTested>(lanes, k, count, ql, nq, so, to, part);
+                if (lanes.PairedNibbles) KeyScores64<NibblesTested>(lanes, k, count, ql, nq, so, to, part);
                 else KeyScores64<Tested>(lanes, k, count, ql, nq, so, to, part);
             }
             else KeyScoresAnyDim(lanes, k, count, ql, nq, fused ? ps : null, fused ? null : pt);
             if (!fused) Attention.TileMath.Scores(tile[..(count * d)], count, d, new ReadOnlySpan<float>(ql, nq * d), nq, scores);
         }
     }
-
-    /// <summary>Whether the head-dim-64 register kernels take session 12's paths: 4-bit key codes of
-    /// <see cref="NuqLanes.PairedNibbles"/> lanes (RoPE order of normal-style pairs) by one zero-extending load and a
-    /// shift per vector pair, and the outlier lane masks of keys and values by an and and a test against a constant per
-    /// register (vptestnmd) instead of shift, broadcast, and and compare. A switch for the
-    /// benchmarks' A/B only (<c>bench/Kvq.Micro</c> with a <c>KV#s11</c> entry); both are checked by
-    /// <c>NuqFusedKernelTests</c>.</summary>
-    internal static bool Session12 = true;
 
     /// <summary>Which code decode and which outlier-mask build a register kernel uses (generic, so each is compiled
     /// without a branch).</summary>
@@ -131,6 +122,8 @@ internal static unsafe class NuqKernels
         static abstract bool Nibbles { get; }
         static abstract bool TestMasks { get; }
     }
+    // Plain serves the fixed-slot layout's value kernel only; the sparse-row layout takes Tested / NibblesTested (session
+    // 13's A/B, `--decode-profile` at 4000 tokens under load 14-17: Plain's attention +2..4% CPU, its switch removed).
     private struct Plain : IPath { public static bool Nibbles => false; public static bool TestMasks => false; }
     private struct Tested : IPath { public static bool Nibbles => false; public static bool TestMasks => true; }
     private struct NibblesTested : IPath { public static bool Nibbles => true; public static bool TestMasks => true; }
@@ -518,8 +511,7 @@ internal static unsafe class NuqKernels
             var o = new ValueOutliers(null, null, 0, masked ? lm : null, lv);
             // Values stay in channel order (no paired-nibble lanes): gathering the accumulators into that order and
             // back per block cost more than the cheaper code loads saved (session 12, `--quick`: +2.6% on nuq4-1%).
-            if (!Session12) Accumulate64<Plain>(lanes, rows, count, codeBytes, block, rt, levels, o, pw, nq, pa);
-            else Accumulate64<Tested>(lanes, rows, count, codeBytes, block, rt, levels, o, pw, nq, pa);
+            Accumulate64<Tested>(lanes, rows, count, codeBytes, block, rt, levels, o, pw, nq, pa);
         }
     }
 

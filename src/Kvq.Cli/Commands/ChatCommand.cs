@@ -18,7 +18,7 @@ public static class ChatCommand
         var topP = CheckedOption.Float("--top-p", "nucleus sampling mass (1 = off)", 0.95f, new ValueRange(0, 1, MinOpen: true), "1 = off");
         var minP = CheckedOption.Float("--min-p", "drop tokens below min-p x the top probability (0 = off)", 0.05f, ValueRange.Between(0, 1), "0 = off");
         var seed = SeedOption.Create("random seed", 42);
-        var cmd = new Command("chat", "talk with the model in the terminal (Ctrl-C stops an answer; /reset, /save FILE, /exit)")
+        var cmd = new Command("chat", "talk with the model in the terminal (Ctrl-C stops an answer; /reset, /save FILE, /help, /exit)")
         {
             system, maxTokens, temperature, topK, topP, minP, seed,
         };

@@ -71,6 +71,8 @@ public sealed class ChatSession(InferenceEngine engine, IChatPrompt prompt, Chat
         if (!string.IsNullOrWhiteSpace(settings.SystemPrompt)) _history.Add(new ChatTurn("system", settings.SystemPrompt));
     }
 
+    private const string Commands = "commands: /reset (start over), /save FILE (the conversation as JSON), /help, /exit";
+
     /// <summary>A /command; false to quit.</summary>
     private bool Command(string line)
     {
@@ -97,8 +99,12 @@ public sealed class ChatSession(InferenceEngine engine, IChatPrompt prompt, Chat
             case "/save":
                 status.WriteLine("(usage: /save FILE)");
                 return true;
+            case "/help":
+                status.WriteLine(Commands);
+                return true;
             default:
-                status.WriteLine("commands: /reset (start over), /save FILE (the conversation as JSON), /exit");
+                status.WriteLine($"(unknown command '{parts[0]}')");
+                status.WriteLine(Commands);
                 return true;
         }
     }

@@ -59,19 +59,26 @@ internal sealed class PromptConverter : JsonConverter<PromptInput>
         if (reader.TokenType != JsonTokenType.StartArray) throw Wrong();
         using var doc = JsonDocument.ParseValue(ref reader);
         var items = doc.RootElement.EnumerateArray().ToList();
-        if (items.Count > 0 && items.All(i => i.ValueKind == JsonValueKind.Number)) return new PromptInput(null, Ids(items));
+        if (items.Count > 0 && items.All(i => i.ValueKind == JsonValueKind.Number)) return new PromptInput(null, Ids(items, "prompt"));
         if (items.Count == 1 && items[0].ValueKind == JsonValueKind.String) return new PromptInput(items[0].GetString(), null);
-        if (items.Count == 1 && items[0].ValueKind == JsonValueKind.Array) return new PromptInput(null, Ids(items[0].EnumerateArray().ToList()));
+        if (items.Count == 1 && items[0].ValueKind == JsonValueKind.Array) return new PromptInput(null, Ids(items[0].EnumerateArray().ToList(), "prompt[0]"));
         if (items.Count > 1 && items.All(i => i.ValueKind is JsonValueKind.String or JsonValueKind.Array))
             throw new ApiException(400, "a batch of prompts is not supported: send one prompt per request", "prompt");
         throw Wrong();
     }
 
-    private static int[] Ids(List<JsonElement> items)
+    private static int[] Ids(List<JsonElement> items, string where)
     {
         var ids = new int[items.Count];
         for (int i = 0; i < ids.Length; i++)
-            if (items[i].ValueKind != JsonValueKind.Number || !items[i].TryGetInt32(out ids[i])) throw Wrong();
+        {
+            if (items[i].ValueKind != JsonValueKind.Number) throw Wrong();
+            if (items[i].TryGetInt32(out ids[i])) continue;
+            // A whole number past int's range is a token id out of range, not a wrong type (1.5 and 1e3 are).
+            if (JsonBody.IsWholeNumber(items[i].GetRawText()))
+                throw JsonBody.OutOfRange($"{where}[{i}]", items[i].GetRawText(), (int.MinValue, int.MaxValue), "prompt");
+            throw Wrong();
+        }
         return ids;
     }
 

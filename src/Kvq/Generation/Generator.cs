@@ -24,15 +24,26 @@ public sealed class Generator(ILanguageModel model, ITokenizer tokenizer)
     /// sequence belongs to the generation until <see cref="GenerationStream.Completion"/> completes.</summary>
     public GenerationStream GenerateAsync(string prompt, GenerationOptions options, IKvSequence kv, CancellationToken cancel = default)
     {
+        CheckStreamCapacity(options);
         var tokens = EncodePrompt(prompt, options);
-        return GenerationStream.Start(onText => Generate(tokens, options, kv, onText, cancel));
+        return GenerationStream.Start(onText => Generate(tokens, options, kv, onText, cancel), options.StreamCapacity, cancel);
     }
 
     /// <summary>As <see cref="GenerateAsync(string, GenerationOptions, IKvSequence, CancellationToken)"/>, in a
     /// <see cref="ContextWindow"/> (a shifting one goes on past its size).</summary>
     public GenerationStream GenerateAsync(int[] promptTokens, GenerationOptions options, ContextWindow window,
-        CancellationToken cancel = default) =>
-        GenerationStream.Start(onText => Generate(promptTokens, options, window, onText, cancel: cancel));
+        CancellationToken cancel = default)
+    {
+        CheckStreamCapacity(options);
+        return GenerationStream.Start(onText => Generate(promptTokens, options, window, onText, cancel: cancel), options.StreamCapacity, cancel);
+    }
+
+    private static void CheckStreamCapacity(GenerationOptions options)
+    {
+        if (options.StreamCapacity is < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), options.StreamCapacity,
+                $"GenerationOptions.StreamCapacity must be at least 1 piece, or null for no bound (got {options.StreamCapacity})");
+    }
 
     /// <summary>The prompt's tokens as <see cref="Generate(string, GenerationOptions, IKvSequence, Action{string}?, CancellationToken)"/>
     /// feeds them (to size a sequence before generating: prompt + <see cref="GenerationOptions.MaxTokens"/>).</summary>

@@ -72,6 +72,24 @@ public sealed class ChatSessionTests : IDisposable
     }
 
     [Fact]
+    public async Task AnUnknownCommandIsNamedAsUnknownAndHelpIsNot()
+    {
+        using var engine = EngineFixtures.Engine(EngineFixtures.Stories, "f16", 4 << 20);
+        var input = new StringReader("/help\n/bogus extra words\n/Reset\n/exit\n");
+        var status = new StringWriter();
+        var session = new ChatSession(engine, new ChatMl(), Greedy(8), input, new StringWriter(), status);
+        await session.RunAsync();
+        var lines = status.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        // The banner, then /help: the list alone; /bogus and /Reset (commands are case-sensitive): named, then the list.
+        Assert.Equal(["commands: /reset (start over), /save FILE (the conversation as JSON), /help, /exit",
+                      "(unknown command '/bogus')",
+                      "commands: /reset (start over), /save FILE (the conversation as JSON), /help, /exit",
+                      "(unknown command '/Reset')",
+                      "commands: /reset (start over), /save FILE (the conversation as JSON), /help, /exit"], lines[1..]);
+        Assert.StartsWith("kvq chat: stories260K;", lines[0]);
+    }
+
+    [Fact]
     public async Task CtrlCStopsTheAnswerNotTheSession()
     {
         using var engine = EngineFixtures.Engine(EngineFixtures.Stories, "f16", 4 << 20);

@@ -140,12 +140,12 @@ public sealed class CudaKvCache : IDisposable
     private PrefillScratch? _scratch;
 
     /// <summary>The f16 rows KVQuant prefill chunks decode into (<see cref="NuqPrefill.F16Chunk"/>, <see cref="NuqPrefill.Decoded"/>),
-    /// shared by this cache's sequences and layers, made at first use with room for <paramref name="tokens"/>.</summary>
-    internal PrefillScratch PrefillScratch(long tokens)
+    /// shared by this cache's sequences and layers, made at first use with room for <paramref name="tokens"/>; null when
+    /// the device has no memory left for them (<see cref="Kvq.Cuda.Model.PrefillScratch.TryEnsure"/>).</summary>
+    internal PrefillScratch? PrefillScratch(long tokens)
     {
         _scratch ??= new PrefillScratch(Context, Shape.KvHeads, Shape.HeadDim, MaxTokens);
-        _scratch.Ensure(tokens);
-        return _scratch;
+        return _scratch.TryEnsure(tokens) ? _scratch : null;
     }
 
     internal int Rent() => _free.Count > 0 ? _free.Pop()

@@ -220,9 +220,9 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     internal void AttendDevice(int layer, ulong q, int n, ulong output)
     {
         long count = _count[layer];
-        if (n > 1 && DecodesOnce(layer, n))
+        if (n > 1 && DecodesOnce(layer, n) && _cache.PrefillScratch(count) is { } scratch)
         {
-            AttendDecodedOnce(layer, q, n, output, count);
+            AttendDecodedOnce(layer, q, n, output, count, scratch);
             return;
         }
         if (_contiguous != null)
@@ -264,12 +264,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     /// (<see cref="NuqPrefill.F16Chunk"/>) or decoded with the past (<see cref="NuqPrefill.Decoded"/>), then the f16
     /// tensor-core kernel over the rows. The decode costs one read of the codes and one f16 write per chunk and layer,
     /// where <see cref="NuqPrefill.Tiles"/> decodes and rotates every tile once per 64 query rows inside attention.
+    /// Where the device has no room for the scratch, the chunk takes the tiles path (the same codes either way).
     /// </summary>
-    private void AttendDecodedOnce(int layer, ulong q, int n, ulong output, long count)
+    private void AttendDecodedOnce(int layer, ulong q, int n, ulong output, long count, PrefillScratch scratch)
     {
         long past = count - n;
         var mode = _kernels.NuqPrefill;
-        var scratch = _cache.PrefillScratch(count);
         if (_contiguous != null) EncodeChunk(layer, n, past);
         long decoded = mode == NuqPrefill.Decoded ? count : past;
         if (_contiguous != null) _kernels.ContiguousToF16(_contiguous[layer], _cache.Table!, Config.SinkTokens, _rope, _shape.KvHeads, decoded, scratch);

@@ -36,18 +36,31 @@ internal sealed class PrefillScratch : IDisposable
     }
 
     /// <summary>Makes room for <paramref name="tokens"/> tokens (grown as <see cref="GrowTo"/> says; the rows' old contents
-    /// are not kept: each chunk rewrites what it reads).</summary>
-    public void Ensure(long tokens)
+    /// are not kept: each chunk rewrites what it reads). False when the device has no memory for them (a cache filling
+    /// the card, e.g. 1M tokens of dense nuq2 beside 7B weights, whose scratch would be 16 GiB): the caller takes the
+    /// tiles path, which needs none.</summary>
+    public bool TryEnsure(long tokens)
     {
         long want = GrowTo(tokens, Tokens, _limit);
-        if (want == Tokens) return;
+        if (want == Tokens) return true;
         Free();
         long bytes = (long)_kvHeads * want * _headDim * 2;
-        _k = _ctx.Allocate(bytes);
-        _v = _ctx.Allocate(bytes);
-        _bt = _ctx.Upload<int>(IdentityTable(want));
+        try
+        {
+            _k = _ctx.Allocate(bytes);
+            _v = _ctx.Allocate(bytes);
+            _bt = _ctx.Upload<int>(IdentityTable(want));
+        }
+        catch (CudaException e) when (e.Code == OutOfMemory)
+        {
+            Free();
+            return false;
+        }
         Tokens = want;
+        return true;
     }
+
+    private const int OutOfMemory = 2;   // CUDA_ERROR_OUT_OF_MEMORY
 
     /// <summary>The rows' size after a request for <paramref name="tokens"/> with <paramref name="current"/> allocated:
     /// unchanged while they fit, else whole blocks, at least twice the current size (a prefill grows a chunk at a time:

@@ -92,6 +92,13 @@ done
 # The whole forward pass of a LLaMA-7B-shaped model (random f16 weights made on the device), f16 vs KVQuant caches.
 step sevenb "$stage/check/ModelCheck" --sevenb "${SEVENB:-4096,16384}" --decode 32
 step sevenb-32k "$stage/check/ModelCheck" --sevenb 32768 --decode 32 --sevenb-kv f16,nuq4-1%,nuq2-1% --no-check
+# Issue 19's KVQuant prefill at f16 speed: per context, f16 then each KVQuant cache with the old path (tiles) and the
+# decode-once path (f16 chunk), one process (docs/perf.md, "KVQuant prefill at f16 speed"). Not in the default run
+# (~5 min): STEPS=sevenb-prefill; PREFILL_MODES=tiles,f16,decoded adds the decoded-chunk variant.
+if [ -n "${STEPS:-}" ] && [[ " $STEPS " == *" sevenb-prefill "* ]]; then
+  step sevenb-prefill "$stage/check/ModelCheck" --sevenb "${SEVENB_PREFILL:-4096,16384,32768}" --sevenb-kv "${PREFILL_KV:-f16,nuq4-1%,nuq2-1%}" \
+    --nuq-prefill "${PREFILL_MODES:-tiles,f16}" --decode 8
+fi
 
 # Batched steps (CudaTransformer.ForwardBatch, the serving engine's) against separate Forward calls, books-19m and 7B
 # shape; then the serving row: the largest batch of 8k-token sequences in 70 GB and its batched decode tok/s.

@@ -81,10 +81,21 @@ public class KernelSourceTests
         var wanted = new List<string> { "encode_key_list_s2", "append_key_list_s2", "kv_materialize", "kv_write_f16" };
         foreach (int b in DecodeKernels.NuqBits)
             foreach (var suffix in new[] { "", "_dense" })
-                wanted.AddRange([$"encode_keys_b{b}{suffix}", $"encode_values_b{b}{suffix}", $"append_keys_b{b}{suffix}", $"append_values_b{b}{suffix}"]);
+                wanted.AddRange([$"encode_keys_b{b}{suffix}", $"encode_values_b{b}{suffix}", $"append_keys_b{b}{suffix}", $"append_values_b{b}{suffix}",
+                    $"append_rows_keys_b{b}{suffix}", $"append_rows_values_b{b}{suffix}"]);
         Assert.Empty(wanted.Except(enc));
         Assert.Equal(48, DecodeShape.KeyListWords);
         Assert.Equal(9, DecodeKernels.NuqVersion);
+    }
+
+    [Fact]
+    public void ModelDefinesTheDecodeOncePrefillKernels()
+    {
+        // CudaKvSequence's NuqPrefill paths: ModelKernels.NuqToF16 / ContiguousToF16 (head dim 64 and 128; the contiguous
+        // layout is 128 only) and the f16 prefill kernels they hand the scratch to (AttentionTileF16, both modes).
+        var model = KernelEntries.Of(KernelSources.Read("model.cu"));
+        Assert.Empty(new[] { "nuq_to_f16_nuq_d64", "nuq_to_f16_nuq_d128", "nuq_to_f16_contig_d128", "attn_mma_f16_d64", "attn_mma_f16_d128",
+            "attn_tile_f16_d64", "attn_tile_f16_d128", "kv_append_f16" }.Except(model));
     }
 
     [Fact]

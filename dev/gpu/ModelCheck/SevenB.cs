@@ -21,7 +21,11 @@ internal static class SevenB
         NormEps = 1e-5f, RopeBase = 10000f, RopeDims = 128, RopeStyle = RopeStyle.Normal, ContextLength = 1 << 20,
     };
 
-    public static int Run(int[] contexts, int decode, string[] formats, bool noCheck)
+    public static int Run(int[] contexts, int decode, string[] formats, bool noCheck) => Run(contexts, decode, formats, noCheck, [NuqPrefill.Tiles]);
+
+    /// <param name="prefillModes">Per KVQuant format, the prefill modes timed one after the other in this process (an
+    /// A/B on the same warm model; f16 runs once per context).</param>
+    public static int Run(int[] contexts, int decode, string[] formats, bool noCheck, NuqPrefill[] prefillModes)
     {
         var sw = Stopwatch.StartNew();
         using var model = CudaTransformer.CreateRandom(Config, new CudaModelOptions(CudaWeightType.F16, MaxBatch: 512));
@@ -53,21 +57,56 @@ internal static class SevenB
             Console.WriteLine($"check {kv}: tensor-core prefill vs f32 tiles, 7B shape: rel L2 {rel:E2} (tolerance 1E-002, f16 products): {(ok ? "ok" : "FAIL")}");
         }
         model.TensorCorePrefill = true;
+        // Issue 19's decode-once prefill against the tiles (tensor cores both): Decoded attends over the very f16 tiles
+        // the tiles path makes (decoded once per chunk and layer instead of per 64 query rows), so it must agree to the
+        // last bits; F16Chunk lets the chunk see itself unquantized, so it differs by the chunk's own quantization (shown,
+        // with the f16 cache's distance to the tiles for scale: F16Chunk should lie between).
+        foreach (var kv in noCheck ? [] : new[] { "nuq4-1%", "nuq2-1%", "nuq4-1%*" })
+        {
+            CudaKvSequence Make() => model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, 700, contiguousNuq: !kv.EndsWith('*'));
+            using (var tiles = Make())
+            using (var once = Make())
+            {
+                double rel = Compare(tiles, once, new Random(11), before: (first, _) => model.NuqPrefill = first ? NuqPrefill.Tiles : NuqPrefill.Decoded);
+                bool ok = rel < 1e-4;
+                if (!ok) failures++;
+                Console.WriteLine($"check {kv}: prefill decoded once per chunk vs tiles, 7B shape: rel L2 {rel:E2} (tolerance 1E-004, the same f16 tiles): {(ok ? "ok" : "FAIL")}");
+            }
+            using (var tiles = Make())
+            using (var chunk = Make())
+            using (var f16 = (CudaKvSequence)model.CreateSequence(new Cache.KvCacheConfig("f16", "f16"), 700))
+            using (var tiles2 = Make())
+            {
+                double rel = Compare(tiles, chunk, new Random(11), before: (first, _) => model.NuqPrefill = first ? NuqPrefill.Tiles : NuqPrefill.F16Chunk);
+                model.NuqPrefill = NuqPrefill.Tiles;
+                double scale = Compare(tiles2, f16, new Random(11));
+                Console.WriteLine($"info {kv}: prefill with the chunk in f16 vs tiles, 7B shape: rel L2 {rel:E2} (the f16 cache vs tiles: {scale:E2})");
+            }
+        }
+        model.NuqPrefill = NuqPrefill.Tiles;
         foreach (int ctx in contexts)
             foreach (var kv in formats)   // nuq...*: the model's own KVQuant layout (model.cu), not the contiguous decode layout
-            {
-                var seq = kv == "f16"
-                    ? (CudaKvSequence)model.CreateSequence(new Cache.KvCacheConfig("f16", "f16"), ctx + decode)
-                    : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, ctx + decode, contiguousNuq: !kv.EndsWith('*'));
-                double kvGib = seq.DeviceBytes / (double)(1L << 30);
-                var (pre, dec) = Timing.Run(model, seq, Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize), decode);
-                Console.WriteLine($"7B {kv} ctx {ctx}: prefill {pre:F0} tok/s ({ctx / pre:F1} s), decode {dec:F1} tok/s ({1e3 / dec:F2} ms/token), KV device {kvGib:F2} GiB");
-                Console.WriteLine($"{{\"kind\":\"7b\",\"kv\":\"{kv}\",\"ctx\":{ctx},\"prefill_tok_s\":{pre:F1},\"decode_tok_s\":{dec:F2},\"kv_gib\":{kvGib:F3}}}");
-            }
+                foreach (var mode in kv == "f16" ? [NuqPrefill.Tiles] : prefillModes)
+                {
+                    model.NuqPrefill = mode;
+                    var seq = kv == "f16"
+                        ? (CudaKvSequence)model.CreateSequence(new Cache.KvCacheConfig("f16", "f16"), ctx + decode)
+                        : model.CreateKvQuantSequence(_ => Codecs(kv.TrimEnd('*')), 1, ctx + decode, contiguousNuq: !kv.EndsWith('*'));
+                    double kvGib = seq.DeviceBytes / (double)(1L << 30);
+                    var name = kv == "f16" ? kv : $"{kv}/{NuqPrefillSwitch.Name(mode)}";
+                    var (pre, dec) = Timing.Run(model, seq, Bench.ThroughputBenchmark.PromptTokens(ctx, Config.VocabSize), decode);
+                    Console.WriteLine($"7B {name} ctx {ctx}: prefill {pre:F0} tok/s ({ctx / pre:F1} s), decode {dec:F1} tok/s ({1e3 / dec:F2} ms/token), KV device {kvGib:F2} GiB");
+                    Console.WriteLine($"{{\"kind\":\"7b\",\"kv\":\"{kv}\",\"prefill_mode\":\"{NuqPrefillSwitch.Name(mode)}\",\"ctx\":{ctx},\"prefill_tok_s\":{pre:F1},\"decode_tok_s\":{dec:F2},\"kv_gib\":{kvGib:F3}}}");
+                }
+        model.NuqPrefill = NuqPrefill.Tiles;
         return failures == 0 ? 0 : 1;
     }
 
-    private static double Compare(CudaKvSequence a, CudaKvSequence b, Random rng, CudaTransformer? flip = null)
+    private static double Compare(CudaKvSequence a, CudaKvSequence b, Random rng, CudaTransformer? flip = null) =>
+        Compare(a, b, rng, flip == null ? null : (first, _) => flip.TensorCorePrefill = first);
+
+    /// <param name="before">Called before each sequence's calls (true: <paramref name="a"/>'s), to flip a model switch.</param>
+    private static double Compare(CudaKvSequence a, CudaKvSequence b, Random rng, Action<bool, int>? before)
     {
         var c = Config;
         double worst = 0;
@@ -80,10 +119,10 @@ internal static class SevenB
             {
                 var oa = new float[n * c.QDim];
                 var ob = new float[n * c.QDim];
-                if (flip != null) flip.TensorCorePrefill = true;
+                before?.Invoke(true, l);
                 a.Append(l, k, v, n);
                 a.Attend(l, q, n, oa, Parallelism.Default);
-                if (flip != null) flip.TensorCorePrefill = false;
+                before?.Invoke(false, l);
                 b.Append(l, k, v, n);
                 b.Attend(l, q, n, ob, Parallelism.Default);
                 double num = 0, den = 0;

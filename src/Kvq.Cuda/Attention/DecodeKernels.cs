@@ -58,6 +58,9 @@ public sealed class DecodeKernels : ISplitKernels, IDisposable
     public CudaKernel EncodeValues(int bits, bool dense = false) => _encode.Kernel($"encode_values_b{bits}{Suffix(dense)}");
     public CudaKernel AppendKeys(int bits, bool dense = false) => _encode.Kernel($"append_keys_b{bits}{Suffix(dense)}");
     public CudaKernel AppendValues(int bits, bool dense = false) => _encode.Kernel($"append_values_b{bits}{Suffix(dense)}");
+    /// <summary>The append kernels over the model's rows [token][KV head][head dim] (a prefill chunk in one launch).</summary>
+    public CudaKernel AppendRowKeys(int bits, bool dense = false) => _encode.Kernel($"append_rows_keys_b{bits}{Suffix(dense)}");
+    public CudaKernel AppendRowValues(int bits, bool dense = false) => _encode.Kernel($"append_rows_values_b{bits}{Suffix(dense)}");
     private static string Suffix(bool dense) => dense ? "_dense" : "";
     /// <summary>The sparse layout's per-chunk key outlier records (2 outliers per token at most, like nuqB-0.1%).</summary>
     public CudaKernel EncodeKeyList() => _encode.Kernel("encode_key_list_s2");

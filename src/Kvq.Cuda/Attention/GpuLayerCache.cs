@@ -269,6 +269,33 @@ public sealed class NuqLayerCache : GpuLayerCache
         Tokens += count;
     }
 
+    /// <summary>Encodes <paramref name="count"/> new tokens from a model's rows: <paramref name="keys"/> (pre-RoPE) and
+    /// <paramref name="values"/> f32 [count][KV head][head dim] on the device, one launch per side for the whole chunk
+    /// (<see cref="Append(ulong, ulong, int, CudaStream?)"/> reads [KV head][count][head dim], the same only for one token).
+    /// Same bytes as appending the tokens one by one (a warp owns an 8-token tile and keeps the bits of tokens it does
+    /// not write). Not for the sparse layout (its key records are appended by the head-major kernel only).</summary>
+    public void AppendRows(ulong keys, ulong values, int count, CudaStream? stream = null)
+    {
+        if (count <= 0) throw new ArgumentOutOfRangeException(nameof(count), count, "append of no tokens");
+        if (Layout == NuqLayout.SparseKeys) throw new NotSupportedException("row appends into the sparse-key layout (append its tokens one at a time)");
+        if (Tokens + count > Padded)
+            throw new InvalidOperationException($"{Name} cache: {Tokens} tokens + {count} exceed its capacity of {Padded}");
+        int b = Profile.Bits;
+        long firstTile = Tokens / DecodeShape.Tile, lastTile = (Tokens + count - 1) / DecodeShape.Tile;
+        var grid = new LaunchShape((uint)((lastTile - firstTile + 1 + 3) / 4), (uint)Shape.KvHeads, 1, 128);
+        using (var a = new KernelArgs())
+        {
+            a.Add(keys).Add(Tokens).Add((long)count).Add(Shape.KvHeads).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(Ptr(_kslotv)).Add(Ptr(_kslotc));
+            _kernels.AppendRowKeys(b, KeySlots == 0).Launch(grid, a, stream);
+        }
+        using (var a = new KernelArgs())
+        {
+            a.Add(values).Add(Tokens).Add((long)count).Add(Shape.KvHeads).Add(Padded).Add(_vmids).Add(_vcodes).Add(_vzr).Add(Ptr(_vslotv)).Add(Ptr(_vslotc));
+            _kernels.AppendRowValues(b, ValueSlots == 0).Launch(grid, a, stream);
+        }
+        Tokens += count;
+    }
+
     /// <summary>The sink's exact (f16) pre-RoPE copies of positions 0 .. sink-1 from the synthetic source.</summary>
     public void FillSyntheticSink(uint seedK, uint seedV)
     {

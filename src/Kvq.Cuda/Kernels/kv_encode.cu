@@ -133,6 +133,13 @@ struct BufferSource
     const float* p; long tok0, count;
     __device__ float operator()(int h, long tok, int c) const { return p[((long)h * count + (tok - tok0)) * D + c]; }
 };
+// A model's chunk as the forward pass holds it: rows [token][KV head][D] for stream tokens tok0 .. (the fused append of
+// a whole prefill chunk in one launch; BufferSource's head-major layout equals it only for one token).
+struct RowSource
+{
+    const float* p; long tok0; int heads;
+    __device__ float operator()(int h, long tok, int c) const { return p[((tok - tok0) * heads + h) * D + c]; }
+};
 
 // Stores a lane's code words of one tile: whole tiles are written, partly covered ones (an append that starts or
 // ends inside a tile) keep the other tokens' bits. One launch must not cover a tile from two warps (it never does:
@@ -329,9 +336,10 @@ extern "C" __global__ void __launch_bounds__(128) append_key_list_s##KS(const fl
     const float* kz, const float* kr, u32* list) { encode_key_list<KS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, list); }
 KLIST_ENC(2)
 
-// encode_*: the synthetic source for stream tokens 0 .. n-1; append_*: count tokens from a buffer at stream index
-// tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block). SUF: "" for nuqB-1% (KS = 4,
-// VS = 2), _dense for the dense layout (no slots; the slot pointers are not touched and may be null).
+// encode_*: the synthetic source for stream tokens 0 .. n-1; append_*: count tokens from a buffer [KV head][count][D]
+// at stream index tok0 (grid: the tiles from tok0 / 8 to (tok0 + count - 1) / 8, four per block); append_rows_*: the
+// same from the model's rows [count][heads][D] (a prefill chunk in one launch: NuqLayerCache.AppendRows). SUF: ""
+// for nuqB-1% (KS = 4, VS = 2), _dense for the dense layout (no slots; the slot pointers are not touched and may be null).
 #define ENC_L(B, KS, VS, SUF) \
 extern "C" __global__ void __launch_bounds__(128) encode_keys_b##B##SUF(u32 seed, int sink, long n, long padded, const float* kz, const float* kr, \
     const float* mids, u32* codes, u16* slotv, u8* slotc) { encode_keys<B, KS>(GenSource{seed, sink}, 0, n, padded, kz, kr, mids, codes, slotv, slotc); } \
@@ -342,7 +350,13 @@ extern "C" __global__ void __launch_bounds__(128) append_keys_b##B##SUF(const fl
 { encode_keys<B, KS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, kz, kr, mids, codes, slotv, slotc); } \
 extern "C" __global__ void __launch_bounds__(128) append_values_b##B##SUF(const float* src, long tok0, long count, long padded, const float* mids, \
     u32* codes, u32* zr, u16* slotv, u8* slotc) \
-{ encode_values<B, VS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); }
+{ encode_values<B, VS>(BufferSource{src, tok0, count}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_rows_keys_b##B##SUF(const float* src, long tok0, long count, int heads, long padded, \
+    const float* kz, const float* kr, const float* mids, u32* codes, u16* slotv, u8* slotc) \
+{ encode_keys<B, KS>(RowSource{src, tok0, heads}, tok0, tok0 + count, padded, kz, kr, mids, codes, slotv, slotc); } \
+extern "C" __global__ void __launch_bounds__(128) append_rows_values_b##B##SUF(const float* src, long tok0, long count, int heads, long padded, \
+    const float* mids, u32* codes, u32* zr, u16* slotv, u8* slotc) \
+{ encode_values<B, VS>(RowSource{src, tok0, heads}, tok0, tok0 + count, padded, mids, codes, zr, slotv, slotc); }
 #define ENC(B) ENC_L(B, KSLOTS, VSLOTS, ) ENC_L(B, 0, 0, _dense)
 
 ENC(4)

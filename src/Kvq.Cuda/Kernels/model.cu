@@ -951,6 +951,41 @@ ATTN_TILE(64, nuq, 1)
 ATTN_TILE(128, nuq, 1)
 ATTN_TILE(128, contig, 2)
 
+// A KVQuant prefill chunk at f16 speed (CudaKvSequence, NuqPrefill.F16Chunk / Decoded): tokens [0, tokens) of a
+// KVQuant cache (MODE 1: the model's paged layout; 2: the contiguous decode layout) decoded once per chunk and layer
+// into f16 rows laid out as the f16 cache ([KV head][scap][D], post-RoPE keys, slot = token; PrefillScratch), which the
+// f16 tensor-core kernel (attn_mma_f16) then reads like any f16 cache. Through load_tile, so the rows are the very f16
+// values attn_mma_nuq / attn_mma_contig round their tiles to: decoding once instead of once per block of query rows
+// changes no bit. Grid: (ceil(tokens / KT), KV heads) blocks of TT threads; dynamic shared (KT (D + 1) + KT D) floats.
+template <int D, int MODE>
+__device__ __forceinline__ void nuq_to_f16(const TileArgs& A, long cap, long tokens, long scap, u32* ok, u32* ov)
+{
+    constexpr int DP = D + 1, H = D / 2;
+    extern __shared__ float smem[];
+    float* sk = smem;            // [KT][DP]
+    float* sv = sk + KT * DP;    // [KT][D]
+    const int h = blockIdx.y, tid = threadIdx.x;
+    const long base = (long)blockIdx.x * KT;
+    if (base >= tokens) return;   // the whole block alike: no barrier is skipped by part of it
+    const int cnt = (int)min((long)KT, tokens - base);
+    load_tile<D, MODE>(A, h, cap, base, cnt, sk, sv, tid);
+    __syncthreads();
+    for (int i = tid; i < cnt * H; i += TT)   // two channels a thread: 4-byte stores, a row's 2 D bytes contiguous
+    {
+        int j = i / H, c = 2 * (i % H);
+        long dst = (((long)h * scap + base + j) * D + c) >> 1;
+        ok[dst] = (u32)f2h(sk[j * DP + c]) | ((u32)f2h(sk[j * DP + c + 1]) << 16);
+        ov[dst] = (u32)f2h(sv[j * D + c]) | ((u32)f2h(sv[j * D + c + 1]) << 16);
+    }
+}
+
+#define NUQ_TO_F16(D, NAME, MODE) \
+extern "C" __global__ void __launch_bounds__(TT) nuq_to_f16_##NAME##_d##D(const TileArgs A, long cap, long tokens, long scap, u32* ok, u32* ov) \
+{ nuq_to_f16<D, MODE>(A, cap, tokens, scap, ok, ov); }
+NUQ_TO_F16(64, nuq, 1)
+NUQ_TO_F16(128, nuq, 1)
+NUQ_TO_F16(128, contig, 2)
+
 // Random weights for timing runs (CudaTransformer.CreateRandom): n uniform values in [-scale, scale).
 __device__ __forceinline__ u32 hash32(u32 x) { x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16; return x; }
 extern "C" __global__ void fill_random(void* p, long n, int f16, u32 seed, float scale)

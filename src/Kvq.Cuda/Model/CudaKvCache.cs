@@ -137,13 +137,25 @@ public sealed class CudaKvCache : IDisposable
         }
     }
 
+    private PrefillScratch? _scratch;
+
+    /// <summary>The f16 rows KVQuant prefill chunks decode into (<see cref="NuqPrefill.F16Chunk"/>, <see cref="NuqPrefill.Decoded"/>),
+    /// shared by this cache's sequences and layers, made at first use with room for <paramref name="tokens"/>; null when
+    /// the device has no memory left for them (<see cref="Kvq.Cuda.Model.PrefillScratch.TryEnsure"/>).</summary>
+    internal PrefillScratch? PrefillScratch(long tokens)
+    {
+        _scratch ??= new PrefillScratch(Context, Shape.KvHeads, Shape.HeadDim, MaxTokens);
+        return _scratch.TryEnsure(tokens) ? _scratch : null;
+    }
+
     internal int Rent() => _free.Count > 0 ? _free.Pop()
         : throw new InvalidOperationException($"CUDA KV cache full: all {Blocks} blocks of {BlockTokens} tokens are held by sequences");
 
     internal void Return(int block) => _free.Push(block);
 
-    /// <summary>Device bytes of the pool (every block, held or free) and the angle table.</summary>
-    public long DeviceBytes => K.Sum(b => b?.Bytes ?? 0) + V.Sum(b => b?.Bytes ?? 0) + (Nuq?.Sum(l => l?.DeviceBytes ?? 0) ?? 0) + (Table?.Bytes ?? 0);
+    /// <summary>Device bytes of the pool (every block, held or free), the angle table and the prefill scratch (once made).</summary>
+    public long DeviceBytes => K.Sum(b => b?.Bytes ?? 0) + V.Sum(b => b?.Bytes ?? 0) + (Nuq?.Sum(l => l?.DeviceBytes ?? 0) ?? 0) + (Table?.Bytes ?? 0)
+        + (_scratch?.DeviceBytes ?? 0);
 
     /// <summary>Stored bytes per token over all layers (codes, slots, scales), for memory reports.</summary>
     internal long BytesPerToken => Nuq != null ? Nuq.Sum(l => l.BytesPerToken) : 2L * 2 * Shape.Layers * Shape.KvDim;
@@ -154,5 +166,6 @@ public sealed class CudaKvCache : IDisposable
         foreach (var b in V) b?.Dispose();
         if (Nuq != null) foreach (var l in Nuq) l?.Dispose();
         Table?.Dispose();
+        _scratch?.Dispose();
     }
 }

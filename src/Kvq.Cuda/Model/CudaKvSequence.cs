@@ -33,7 +33,8 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     private readonly NuqLayerCache[]? _contiguous;    // KVQuant in the contiguous decode layout (decode_attention.cu)
     private readonly DeviceArena? _contiguousArena;   // all layers' contiguous arrays in one allocation
     private readonly DecodeAttention? _contiguousAttention;
-    private readonly ulong[] _pendK, _pendV;          // contiguous layout: the chunk's rows, encoded token by token at attention
+    private readonly ulong[] _pendK, _pendV;          // the chunk's rows (contiguous layout: encoded at attention; NuqPrefill: f16 rows)
+    private readonly int[] _pendN;                    // tokens of the chunk whose rows _pendK/_pendV hold, per layer
     private readonly DeviceBuffer _part;
     private readonly int[] _count;
     private readonly int _maxStates;
@@ -65,6 +66,7 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         _blocks = new int[Capacity / CudaKvCache.BlockTokens];
         _pendK = new ulong[_shape.Layers];
         _pendV = new ulong[_shape.Layers];
+        _pendN = new int[_shape.Layers];
         _sinkK = new DeviceBuffer[_shape.Layers];
         _sinkV = new DeviceBuffer[_shape.Layers];
         _maxStates = MaxSplitStates;
@@ -185,10 +187,11 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         int slot = _count[layer];
         if (slot + n > Capacity)
             throw new InvalidOperationException($"CUDA KV cache full: {slot} + {n} tokens exceed its capacity of {Capacity} (create the sequence with a larger maxTokens)");
+        _pendK[layer] = k;   // the contiguous layout: encoded in AttendDevice; a NuqPrefill chunk's f16 rows: read there too
+        _pendV[layer] = v;
+        _pendN[layer] = n;
         if (_contiguous != null)
         {
-            _pendK[layer] = k;   // encoded one token at a time in AttendDevice, each before its own query
-            _pendV[layer] = v;
             _count[layer] = slot + n;
             return;
         }
@@ -217,6 +220,11 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     internal void AttendDevice(int layer, ulong q, int n, ulong output)
     {
         long count = _count[layer];
+        if (n > 1 && DecodesOnce(layer, n) && _cache.PrefillScratch(count) is { } scratch)
+        {
+            AttendDecodedOnce(layer, q, n, output, count, scratch);
+            return;
+        }
         if (_contiguous != null)
         {
             AttendContiguous(layer, q, n, output, count);
@@ -240,6 +248,53 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         }
         _kernels.AttentionF16(q, _cache.K[layer], _cache.V[layer], _cache.MaxTokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
             _shape.ScoreScale, _part.Pointer, output, _bt!.Pointer);
+    }
+
+    /// <summary>Whether this prefill chunk of <paramref name="n"/> tokens takes the decode-once path (<see cref="NuqPrefill.F16Chunk"/>
+    /// or <see cref="NuqPrefill.Decoded"/>): a KVQuant cache starting at position 0, tensor-core prefill (its tiles are f16
+    /// anyway; the f32 tiles stay exact), and the chunk's rows still at the addresses its append gave.</summary>
+    private bool DecodesOnce(int layer, int n) =>
+        _kernels.NuqPrefill != NuqPrefill.Tiles && _kernels.TensorCorePrefill && (_contiguous != null || _cache.Nuq != null)
+        && _cache.FirstPosition == 0 && _pendN[layer] == n;
+
+    /// <summary>
+    /// A prefill chunk at f16 speed: the chunk encoded (the contiguous layout: one launch a side, not a token at a time;
+    /// the paged layout encoded it at append), the past decoded once into the cache's <see cref="PrefillScratch"/> (f16
+    /// rows laid out as the f16 cache, post-RoPE keys), the chunk's own rows written there as the f16 cache writes them
+    /// (<see cref="NuqPrefill.F16Chunk"/>) or decoded with the past (<see cref="NuqPrefill.Decoded"/>), then the f16
+    /// tensor-core kernel over the rows. The decode costs one read of the codes and one f16 write per chunk and layer,
+    /// where <see cref="NuqPrefill.Tiles"/> decodes and rotates every tile once per 64 query rows inside attention.
+    /// Where the device has no room for the scratch, the chunk takes the tiles path (the same codes either way).
+    /// </summary>
+    private void AttendDecodedOnce(int layer, ulong q, int n, ulong output, long count, PrefillScratch scratch)
+    {
+        long past = count - n;
+        var mode = _kernels.NuqPrefill;
+        if (_contiguous != null) EncodeChunk(layer, n, past);
+        long decoded = mode == NuqPrefill.Decoded ? count : past;
+        if (_contiguous != null) _kernels.ContiguousToF16(_contiguous[layer], _cache.Table!, Config.SinkTokens, _rope, _shape.KvHeads, decoded, scratch);
+        else
+            _kernels.NuqToF16(_cache.Nuq![layer], _cache.Table!, Config.SinkTokens, (_sinkK[layer].Pointer, _sinkV[layer].Pointer), _rope, _bt!.Pointer,
+                _cache.MaxTokens, _shape.KvHeads, decoded, scratch);
+        if (mode == NuqPrefill.F16Chunk)
+            _kernels.AppendF16(_pendK[layer], _pendV[layer], n, _shape.KvHeads, _rope, past, past, scratch.Tokens, scratch.K, scratch.V, scratch.BlockTable);
+        var split = AttentionSplit.For(count, n, _shape.KvHeads, _ctx.Device.Multiprocessors, _maxStates);
+        _kernels.AttentionTileF16(q, scratch.K, scratch.V, scratch.Tokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, count, n, split,
+            _shape.ScoreScale, _part.Pointer, output, scratch.BlockTable);
+    }
+
+    /// <summary>The contiguous layout's fused chunk append: tokens at sink positions to the sink's f16 copies, the rest
+    /// in one launch per side (<see cref="NuqLayerCache.AppendRows"/>: the same bytes as token by token).</summary>
+    private void EncodeChunk(int layer, int n, long first)
+    {
+        var cache = _contiguous![layer];
+        var (sinkK, sinkV) = cache.SinkBuffers;
+        long kvRow = (long)_shape.KvDim * 4;
+        int lead = (int)Math.Clamp(Config.SinkTokens - first, 0, n);
+        for (int t = 0; t < lead; t++)
+            _kernels.SinkWrite(_pendK[layer] + (ulong)(t * kvRow), _pendV[layer] + (ulong)(t * kvRow), _shape.KvHeads, _shape.HeadDim, first + t,
+                Config.SinkTokens, sinkK, sinkV);
+        if (n > lead) cache.AppendRows(_pendK[layer] + (ulong)(lead * kvRow), _pendV[layer] + (ulong)(lead * kvRow), n - lead);
     }
 
     /// <summary>

@@ -42,7 +42,8 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     public override ModelConfig Config { get; }
     public override KvShape KvShape => Config.CreateKvShape();
     public override string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights, decode graphs " +
-        (GraphFailure != null ? $"off after a failed capture ({GraphFailure.Message})" : _decodeGraphs ? "on" : "off");
+        (GraphFailure != null ? $"off after a failed capture ({GraphFailure.Message})" : _decodeGraphs ? "on" : "off") +
+        $", KVQuant prefill {NuqPrefillSwitch.Name(NuqPrefill)}";
     public override int Threads => 1;
     public override int MaxBatch { get; }
     /// <summary>Most tokens one <see cref="ForwardBatch"/> step carries (all segments together): <see cref="MaxBatch"/>.</summary>
@@ -53,6 +54,13 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     {
         get => _kernels.TensorCorePrefill;
         set => _kernels.TensorCorePrefill = value && _f16;
+    }
+    /// <summary>How prefill chunks attend over KVQuant caches (<see cref="CudaModelOptions.NuqPrefill"/>; env KVQ_NUQ_PREFILL);
+    /// applies with <see cref="TensorCorePrefill"/> only.</summary>
+    public NuqPrefill NuqPrefill
+    {
+        get => _kernels.NuqPrefill;
+        set => _kernels.NuqPrefill = value;
     }
     /// <summary>Single-token decode steps (<see cref="ChunkedLanguageModel.Forward"/> of one token over a paged
     /// <see cref="CudaKvSequence"/>) replayed from a CUDA graph: one launch a token instead of ~20 a layer. Off: every
@@ -109,7 +117,11 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         CudaKvSequence.CheckShape(shape);
         _rope = RopeParams.For(Config);
         _loader = new KernelLoader(ctx);
-        _kernels = new ModelKernels(_loader) { TensorCorePrefill = _f16 && o.TensorCorePrefill };
+        _kernels = new ModelKernels(_loader)
+        {
+            TensorCorePrefill = _f16 && o.TensorCorePrefill,
+            NuqPrefill = NuqPrefillSwitch.Resolve(o.NuqPrefill, Environment.GetEnvironmentVariable(NuqPrefillSwitch.EnvVar)),
+        };
         _blas = new CublasHandle(ctx);
         _graph = new DecodeGraph(_kernels, _blas);
         _decodeGraphs = DecodeGraph.Enabled(o.DecodeGraphs, Environment.GetEnvironmentVariable(DecodeGraph.EnvSwitch));

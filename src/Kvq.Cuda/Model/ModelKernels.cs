@@ -81,6 +81,10 @@ internal sealed class ModelKernels : IDisposable
     /// <summary>Stores n tokens' keys (rotated at pos0 + t, f16) and values (f16) at slots slot0 + t; with
     /// <paramref name="at"/> (a <see cref="DecodeStep"/> on the device) the position and slot are read from there.</summary>
     public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc, ulong bt,
+        ulong at = 0) => AppendF16(k, v, n, kvHeads, r, pos0, slot0, cap, kc.Pointer, vc.Pointer, bt, at);
+
+    /// <summary>The same into f16 rows at device addresses (a KVQuant sequence's <see cref="PrefillScratch"/>).</summary>
+    public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, ulong kc, ulong vc, ulong bt,
         ulong at = 0) =>
         K("kv_append_f16").Launch(LaunchShape.Grid1((long)n * kvHeads, Pad32(r.HeadDim)),
             _a.Clear().Add(k).Add(v).Add(kvHeads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(slot0).Add(cap)
@@ -155,34 +159,67 @@ internal sealed class ModelKernels : IDisposable
         int group, int headDim, long count, int n, AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks,
         RopeParams r, ulong bt)
     {
-        var args = nuq == null
-            ? new TileArgs { Kc = kc!.Pointer, Vc = vc!.Pointer, Bt = bt }
-            : new TileArgs
-            {
-                L = NuqKeyArgs.Of(nuq),
-                Vzr = nuq.VZeroRange.Pointer, VSlotV = nuq.VSlotV.Pointer, VSlotC = nuq.VSlotC.Pointer, VLev = nuq.VLevels.Pointer,
-                SinkK = sinks.K, SinkV = sinks.V, Table = table!.Pointer,
-                KBits = nuq.KeyBits, VBits = nuq.ValueBits, S = nuq.KeySlots, VS = 2 * nuq.ValueOutliersPerTail, Sink = sink,
-                RopeDims = r.RopeDims, Neox = r.Neox ? 1 : 0, Bt = bt,
-            };
-        LaunchTile($"attn_tile_{(nuq == null ? "f16" : "nuq")}_d{headDim}", q, args, cap, kvHeads, group, headDim, count, n, split, scale, part, output);
+        if (nuq == null) AttentionTileF16(q, kc!.Pointer, vc!.Pointer, cap, kvHeads, group, headDim, count, n, split, scale, part, output, bt);
+        else LaunchTile($"attn_tile_nuq_d{headDim}", q, PagedNuqArgs(nuq, table!, sink, sinks, r, bt), cap, kvHeads, group, headDim, count, n, split, scale, part, output);
     }
+
+    /// <summary>Tiled prefill attention over f16 rows [KV head][cap][head dim] through block table <paramref name="bt"/>
+    /// (an f16 cache, or a KVQuant sequence's <see cref="PrefillScratch"/> with its identity table).</summary>
+    public void AttentionTileF16(ulong q, ulong kc, ulong vc, long cap, int kvHeads, int group, int headDim, long count, int n, AttentionSplit split,
+        float scale, ulong part, ulong output, ulong bt) =>
+        LaunchTile($"attn_tile_f16_d{headDim}", q, new TileArgs { Kc = kc, Vc = vc, Bt = bt }, cap, kvHeads, group, headDim, count, n, split, scale, part, output);
 
     /// <summary>Tiled prefill attention over a KVQuant cache in the contiguous decode layout (model.cu load_tile mode 2).</summary>
     public void AttentionTileContiguous(ulong q, Attention.NuqLayerCache cache, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, ulong part, ulong output, int sink, RopeParams r)
+        AttentionSplit split, float scale, ulong part, ulong output, int sink, RopeParams r) =>
+        LaunchTile($"attn_tile_contig_d{headDim}", q, ContiguousArgs(cache, table, sink, r), 0, kvHeads, group, headDim, count, n, split, scale, part, output);
+
+    /// <summary>Decodes tokens [0, <paramref name="tokens"/>) of one layer of the model's paged KVQuant layout into
+    /// <paramref name="scratch"/> (f16 rows, post-RoPE keys: model.cu nuq_to_f16, the values attn_mma_nuq's tiles hold).</summary>
+    public void NuqToF16(NuqDeviceLayer nuq, DeviceBuffer table, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, long cap, int kvHeads,
+        long tokens, PrefillScratch scratch) =>
+        LaunchToF16($"nuq_to_f16_nuq_d{r.HeadDim}", PagedNuqArgs(nuq, table, sink, sinks, r, bt), cap, r.HeadDim, kvHeads, tokens, scratch);
+
+    /// <summary>The same for a cache in the contiguous decode layout.</summary>
+    public void ContiguousToF16(Attention.NuqLayerCache cache, DeviceBuffer table, int sink, RopeParams r, int kvHeads, long tokens, PrefillScratch scratch) =>
+        LaunchToF16($"nuq_to_f16_contig_d{r.HeadDim}", ContiguousArgs(cache, table, sink, r), 0, r.HeadDim, kvHeads, tokens, scratch);
+
+    private void LaunchToF16(string name, TileArgs args, long cap, int headDim, int kvHeads, long tokens, PrefillScratch scratch)
+    {
+        if (tokens <= 0) return;
+        if (tokens > scratch.Tokens) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"decode of {tokens} tokens into a scratch of {scratch.Tokens}");
+        int shared = (TileKeys * (headDim + 1) + TileKeys * headDim) * 4;
+        var k = K(name);
+        if (_tileShared.Add(k.Name)) k.SetMaxDynamicShared(shared);
+        k.Launch(new LaunchShape((uint)((tokens + TileKeys - 1) / TileKeys), (uint)kvHeads, 1, 256, (uint)shared),
+            _a.Clear().Add(args).Add(cap).Add(tokens).Add(scratch.Tokens).Add(scratch.K).Add(scratch.V), Stream);
+    }
+
+    private static TileArgs PagedNuqArgs(NuqDeviceLayer nuq, DeviceBuffer table, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt) => new()
+    {
+        L = NuqKeyArgs.Of(nuq),
+        Vzr = nuq.VZeroRange.Pointer, VSlotV = nuq.VSlotV.Pointer, VSlotC = nuq.VSlotC.Pointer, VLev = nuq.VLevels.Pointer,
+        SinkK = sinks.K, SinkV = sinks.V, Table = table.Pointer,
+        KBits = nuq.KeyBits, VBits = nuq.ValueBits, S = nuq.KeySlots, VS = 2 * nuq.ValueOutliersPerTail, Sink = sink,
+        RopeDims = r.RopeDims, Neox = r.Neox ? 1 : 0, Bt = bt,
+    };
+
+    private static TileArgs ContiguousArgs(Attention.NuqLayerCache cache, DeviceBuffer table, int sink, RopeParams r)
     {
         var a = cache.Arrays;
         var (sinkK, sinkV) = cache.SinkBuffers;
-        var args = new TileArgs
+        return new TileArgs
         {
             L = new NuqKeyArgs(a.KCodes, a.KSlotV, a.KSlotC, a.KZero, a.KRange, a.KLevels, a.VCodes),
             Vzr = a.VZeroRange, VSlotV = a.VSlotV, VSlotC = a.VSlotC, VLev = a.VLevels, SinkK = sinkK, SinkV = sinkV, Table = table.Pointer,
             KBits = cache.KeyBits, VBits = cache.KeyBits, S = cache.KeySlots, VS = cache.ValueSlots, Sink = sink, RopeDims = r.RopeDims,
             Neox = r.Neox ? 1 : 0, ContiguousPadded = cache.Padded,
         };
-        LaunchTile($"attn_tile_contig_d{headDim}", q, args, 0, kvHeads, group, headDim, count, n, split, scale, part, output);
     }
+
+    /// <summary>How prefill chunks attend over KVQuant caches (<see cref="Kvq.Cuda.Model.NuqPrefill"/>; read by every sequence
+    /// at each chunk, so a test may flip it between calls).</summary>
+    public NuqPrefill NuqPrefill { get; set; }
 
     /// <summary>Prefill chunks on tensor cores (attn_mma_*: f16 products, the fast mode of f16 weights) instead of the
     /// f32 CUDA-core tiles (attn_tile_*, exact to f32 rounding).</summary>

@@ -129,7 +129,7 @@ public class NuqPrefillGpuTests(ITestOutputHelper output)
     /// Per chunk and layer, the same keys, values and queries through five sequences: KVQuant with the tiles (the
     /// reference), decoded once, the chunk in f16; the f16 cache; the CPU's KVQuant cache. Decoded once must equal the
     /// tiles (the same f16 tiles); the f16 chunk must equal the f16 cache while there is no past and lie closer to it
-    /// than the tiles afterwards (only the past is quantized); both stay as near the CPU as the tiles.
+    /// than the tiles afterwards (only the past is quantized); both stay about as near the CPU's cache as the tiles.
     /// </summary>
     private void CompareAttention(CudaTransformer gpu, string spec, KvQuantProfile profile, int seed, bool expectContiguous)
     {
@@ -180,7 +180,13 @@ public class NuqPrefillGpuTests(ITestOutputHelper output)
                     // The same f16 tiles (expected bit for bit; 1e-4 leaves room for a compiler that contracts the
                     // tiles' RoPE product differently in the two kernels: an f16 step in a few keys).
                     Assert.True(once < 1e-4, $"tokens {past}..: decoded once vs tiles rel L2 {once:E2}");
-                    Assert.True(onceCpu < 5e-2, $"tokens {past}..: decoded once vs the CPU rel L2 {onceCpu:E2}");
+                    // The GPU's KVQuant layout is not the CPU's (fixed outlier slots that clamp vs sparse rows that keep
+                    // every outlier; random keys on a hand-made profile have many): tiles lie 0.09 (nuq4-1%) to 0.34
+                    // (nuq2-1%) from the CPU on these inputs (run 45, H100). The new modes must stay as near as the
+                    // tiles: decoded once to within its tiny distance from the tiles, the f16 chunk (only its past
+                    // quantized, where the CPU quantizes the chunk too) within 1.5x the tiles' distance.
+                    Assert.True(onceCpu <= tilesCpu + 1e-3, $"tokens {past}..: decoded once vs the CPU rel L2 {onceCpu:E2}, tiles {tilesCpu:E2}");
+                    Assert.True(chunkCpu < 1.5 * tilesCpu + 1e-3, $"tokens {past}..: f16 chunk vs the CPU rel L2 {chunkCpu:E2}, tiles {tilesCpu:E2}");
                     if (n == 1) continue;   // a decode step: every mode takes the decode kernels
                     if (past == 0) Assert.True(chunkF16 < 1e-6, $"first chunk in f16 vs the f16 cache rel L2 {chunkF16:E2}");
                     else Assert.True(chunkF16 < tilesF16, $"tokens {past}..: the f16 chunk ({chunkF16:E2}) is not nearer the f16 cache than the tiles ({tilesF16:E2})");

@@ -27,8 +27,8 @@ public class NuqPrefillTests
     [Fact]
     public void TheOptionWinsOverTheEnvironmentAndTilesIsTheDefault()
     {
-        Assert.Equal(NuqPrefill.Tiles, NuqPrefillSwitch.Resolve(null, null));
-        Assert.Equal(NuqPrefill.Tiles, NuqPrefillSwitch.Resolve(null, "  "));
+        Assert.Equal(NuqPrefill.Decoded, NuqPrefillSwitch.Resolve(null, null));
+        Assert.Equal(NuqPrefill.Decoded, NuqPrefillSwitch.Resolve(null, "  "));
         Assert.Equal(NuqPrefill.F16Chunk, NuqPrefillSwitch.Resolve(null, "f16"));
         Assert.Equal(NuqPrefill.Decoded, NuqPrefillSwitch.Resolve(NuqPrefill.Decoded, "f16"));
         Assert.Equal(NuqPrefill.Tiles, NuqPrefillSwitch.Resolve(NuqPrefill.Tiles, "garbage"));   // not read when the option is set

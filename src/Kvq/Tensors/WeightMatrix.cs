@@ -106,7 +106,7 @@ public sealed unsafe class WeightMatrix
         }
     }
 
-    /// <summary>Whether products go through <see cref="Int8MatVec"/> (Q8_0/Q4_0 weights with AVX-512BW, Q8_0
+    /// <summary>Whether products go through <see cref="Int8MatVec"/> (Q8_0/Q4_0/Q5_0 weights with AVX-512BW, Q8_0
     /// activations, neither llama.cpp's sum order nor a forced <see cref="IntegerDots"/> asked for).</summary>
     private bool FastInt8(GgmlType act) => act == GgmlType.Q8_0 && IntegerDots == null && !LlamaCppOrdered(act) && Int8MatVec.Handles(Type);
 
@@ -156,7 +156,7 @@ public sealed unsafe class WeightMatrix
 
     /// <summary>Whether rows of a Q8_0/Q4_0/IQ4_NL matrix dot the encoded activations on integers (<see cref="Q8Dot"/>)
     /// or their float kernels dot the round-tripped row (the same sums to float rounding); null: <see cref="Int8MatVec"/>
-    /// for MatVec/MatVecRows of Q8_0 and Q4_0 where the machine has AVX-512BW, else <see cref="Q8Dot.Preferred"/>.</summary>
+    /// for MatVec/MatVecRows of Q8_0, Q4_0 and Q5_0 where the machine has AVX-512BW, else <see cref="Q8Dot.Preferred"/>.</summary>
     internal bool? IntegerDots { get; set; }
 
     /// <summary>The activation rows as <see cref="ActivationQuant.RoundTrip"/> gives them, in a buffer of the calling

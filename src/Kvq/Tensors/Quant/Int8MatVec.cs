@@ -5,15 +5,15 @@ using System.Runtime.Intrinsics.X86;
 namespace Kvq.Tensors.Quant;
 
 /// <summary>
-/// Matrix-vector products of Q8_0 and Q4_0 weights (read in place, ggml's layout) with an activation row rounded to
+/// Matrix-vector products of Q8_0, Q4_0 and Q5_0 weights (read in place, ggml's layout) with an activation row rounded to
 /// Q8_0 (<see cref="ActivationQuant"/>), on integers with AVX-512BW, for decode. Per weight block: Σ w_code · x_code in
 /// int32 (vpmaddubsw, unsigned by signed bytes, then vpmaddwd with ones), converted once and multiplied by
 /// d_w · d_x, as <see cref="Q8Dot"/> computes it. What makes it faster than <see cref="Q8Dot"/>'s per-row kernel and
 /// the float kernels over the round-tripped row:
 /// <list type="bullet">
 /// <item>The activation row is prepared once per product (not once per weight row): its codes in the order the kernel
-/// reads them, its scales d_x in f32, and (Q4_0) 8 · Σ x_code per block, so that the weights' unsigned nibbles go into
-/// vpmaddubsw as they are and the -8 offset is one integer subtraction per four blocks.</item>
+/// reads them, its scales d_x in f32, and (Q4_0, Q5_0) 8 or 16 · Σ x_code per block, so that the weights' unsigned
+/// codes go into vpmaddubsw as they are and the -8 or -16 offset is one integer subtraction per four blocks.</item>
 /// <item>The weights' f16 scales are copied once per matrix into a contiguous array (<see cref="ScaleCopy"/>, 2 bytes a
 /// block; the codes are read in place), so a row's scales are widened 16 at a time in vector registers (.NET has no
 /// vcvtph2ps; a scalar conversion per block cost as much as the block's dot, a gather from the blocks ~40% of a
@@ -23,7 +23,7 @@ namespace Kvq.Tensors.Quant;
 /// </list>
 /// Rows stay one stream each, in order (the f16 kernel measured that interleaved row streams defeat the prefetcher).
 /// A row's value does not depend on which rows share its pass, so <see cref="WeightMatrix.MatVecRows"/> equals
-/// <see cref="WeightMatrix.MatVec"/> bit for bit. Blocks past the last whole pair (Q8_0) or quad (Q4_0) take the scalar
+/// <see cref="WeightMatrix.MatVec"/> bit for bit. Blocks past the last whole pair (Q8_0) or quad (Q4_0, Q5_0) take the scalar
 /// loop. The sums equal <see cref="Q8Dot.DotScalar"/>'s to float rounding (other order of the block terms).
 /// </summary>
 public static unsafe class Int8MatVec
@@ -34,9 +34,9 @@ public static unsafe class Int8MatVec
     public static bool IsSupported => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
 
     /// <summary>Whether <paramref name="weight"/> rows have this kernel on this machine (and it is switched on).</summary>
-    public static bool Handles(GgmlType weight) => Enabled && IsSupported && weight is GgmlType.Q8_0 or GgmlType.Q4_0;
+    public static bool Handles(GgmlType weight) => Enabled && IsSupported && weight is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0;
 
-    /// <summary>Blocks a row's code loop takes together: 2 (Q8_0, one 512-bit register) or 4 (Q4_0).</summary>
+    /// <summary>Blocks a row's code loop takes together: 2 (Q8_0, one 512-bit register) or 4 (Q4_0, Q5_0).</summary>
     private static int Unit(GgmlType weight) => weight == GgmlType.Q8_0 ? 2 : 4;
 
     /// <summary>Bytes of one prepared activation row of <paramref name="cols"/> values (64-byte multiple).</summary>
@@ -53,9 +53,10 @@ public static unsafe class Int8MatVec
     /// <summary>
     /// Rounds <paramref name="x"/> to Q8_0 (ggml's encoder, <see cref="ActivationQuant.Quantize"/>) into
     /// <paramref name="dst"/> (<see cref="PreparedBytes"/>, 64-byte aligned) in the layout the <paramref name="weight"/>
-    /// kernel reads: codes (Q8_0: in value order; Q4_0: per quad of blocks the four blocks' values 0-15, then their
+    /// kernel reads: codes (Q8_0: in value order; Q4_0, Q5_0: per quad of blocks the four blocks' values 0-15, then their
     /// values 16-31, matching a nibble register's low and high halves; blocks past the last quad in value order), then
-    /// d_x per block in f32 (zero-padded to 16), then (Q4_0) per quad 16 int32 with 8 · Σ x_code of block k in lane 4k.
+    /// d_x per block in f32 (zero-padded to 16), then (Q4_0, Q5_0) per quad 16 int32 with 8 (Q5_0: 16) · Σ x_code of
+    /// block k in lane 4k.
     /// </summary>
     public static void Prepare(GgmlType weight, ReadOnlySpan<float> x, byte* dst)
     {
@@ -64,7 +65,8 @@ public static unsafe class Int8MatVec
         sbyte* codes = (sbyte*)dst;
         float* dx = (float*)(dst + CodesBytes(nb));
         int* corr = (int*)(dst + CodesBytes(nb) + ScalesBytes(nb));
-        int quads = weight == GgmlType.Q4_0 ? nb / 4 : 0;
+        int quads = weight == GgmlType.Q8_0 ? 0 : nb / 4;
+        int offset = weight == GgmlType.Q5_0 ? 16 : 8; // the codes' offset: Σ (q - o)·x = Σ q·x - o·Σ x
         new Span<int>(corr, 16 * (nb / 4)).Clear();
         new Span<float>(dx, Round16(nb)).Clear();
         sbyte* block = stackalloc sbyte[32];
@@ -78,7 +80,7 @@ public static unsafe class Int8MatVec
                 {
                     int q = b / 4, k = b % 4, sum = 0;
                     for (int j = 0; j < 32; j++) sum += block[j];
-                    corr[16 * q + 4 * k] = 8 * sum;
+                    corr[16 * q + 4 * k] = offset * sum;
                     new ReadOnlySpan<sbyte>(block, 16).CopyTo(new Span<sbyte>(codes + 128 * q + 16 * k, 16));
                     new ReadOnlySpan<sbyte>(block + 16, 16).CopyTo(new Span<sbyte>(codes + 128 * q + 64 + 16 * k, 16));
                 }
@@ -91,11 +93,11 @@ public static unsafe class Int8MatVec
     /// The f16 scale of every block of <paramref name="rows"/> rows of <paramref name="nb"/> blocks, contiguous (row r's
     /// at r · nb), plus 16 zero halves so that a 16-half load at any block stays inside. The code loop reads these
     /// instead of the blocks' own: gathering them from 18- or 34-byte strides took ~40% of a 384-column row's time.
-    /// 2 bytes a block: 6% of a Q8_0 matrix, 11% of a Q4_0 one.
+    /// 2 bytes a block: 6% of a Q8_0 matrix, 11% of a Q4_0 one, 9% of a Q5_0 one.
     /// </summary>
     public static ushort[] ScaleCopy(GgmlType weight, byte* w, long rowBytes, int rows, int nb)
     {
-        int ts = weight == GgmlType.Q8_0 ? 34 : 18;
+        int ts = GgmlTypeInfo.TypeSize(weight);
         var h = GC.AllocateArray<ushort>(rows * nb + 16, pinned: true);
         for (int r = 0; r < rows; r++)
         {
@@ -113,7 +115,7 @@ public static unsafe class Int8MatVec
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows(GgmlType weight, byte* w, long rowBytes, ushort* scales, int rows, int nb, byte* prepared, float* y)
     {
-        if (!IsSupported || weight is not (GgmlType.Q8_0 or GgmlType.Q4_0))
+        if (!IsSupported || weight is not (GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0))
             throw new NotSupportedException($"Int8MatVec: no AVX-512BW kernel for {weight} on this machine");
         sbyte* codes = (sbyte*)prepared;
         float* dx = (float*)(prepared + CodesBytes(nb));
@@ -129,7 +131,12 @@ public static unsafe class Int8MatVec
             {
                 byte* row = w + (r + i) * rowBytes;
                 ushort* sc = scales + (long)(r + i) * nb;
-                var acc = weight == GgmlType.Q8_0 ? RowQ8_0(row, sc, nbMain, codes, dx) : RowQ4_0(row, sc, nbMain, codes, corr, dx);
+                var acc = weight switch
+                {
+                    GgmlType.Q8_0 => RowQ8_0(row, sc, nbMain, codes, dx),
+                    GgmlType.Q4_0 => RowNibbles<Q4Codes>(row, sc, nbMain, codes, corr, dx),
+                    _ => RowNibbles<Q5Codes>(row, sc, nbMain, codes, corr, dx),
+                };
                 float tail = nbMain < nb ? Tail(weight, row, nbMain, nb, codes, dx) : 0;
                 switch (i)
                 {
@@ -194,57 +201,110 @@ public static unsafe class Int8MatVec
         return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(p32), scale, acc);
     }
 
-    /// <summary>Q4_0: four blocks per register (block k's 16 nibble bytes in 128-bit lane k); low nibbles (values 0-15)
-    /// and high nibbles (16-31) meet x's codes as they are (unsigned 0-15), the -8 offset taken off in int32.</summary>
+    /// <summary>Q4_0 and Q5_0: four blocks per register (block k's 16 nibble bytes in 128-bit lane k); low nibbles
+    /// (values 0-15) and high nibbles (16-31), with Q5_0's fifth bit or'ed in, meet x's codes as they are (unsigned
+    /// 0-15 or 0-31), the -8 or -16 offset taken off in int32.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static Vector512<float> RowQ4_0(byte* row, ushort* sc, int nbMain, sbyte* x, int* corr, float* dx)
+    private static Vector512<float> RowNibbles<TC>(byte* row, ushort* sc, int nbMain, sbyte* x, int* corr, float* dx) where TC : struct, INibbleCodes
     {
         var acc0 = Vector512<float>.Zero;
         var acc1 = Vector512<float>.Zero;
         var ones = Vector512.Create((short)1);
         var four = Vector512.Create(4);
+        int ts = TC.Bytes;
         for (int g = 0; g < nbMain; g += 16)
         {
             // Quad j's lanes 4k..4k+3 take block 4j + k.
             var d = Scales16(sc + g, dx + g);
             var idx = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
             int quads = Math.Min(16, nbMain - g) / 4, q = 0;
-            byte* w = row + 18 * g;
+            byte* w = row + ts * g;
             sbyte* xg = x + 32 * g;
             int* cg = corr + 4 * g;
-            for (; q + 2 <= quads; q += 2, w += 144, xg += 256, cg += 32)
+            for (; q + 2 <= quads; q += 2, w += 8 * ts, xg += 256, cg += 32)
             {
-                acc0 = QuadQ4_0(w, xg, cg, Avx512F.PermuteVar16x32(d, idx), ones, acc0);
+                acc0 = Quad<TC>(w, xg, cg, Avx512F.PermuteVar16x32(d, idx), ones, acc0);
                 idx += four;
-                acc1 = QuadQ4_0(w + 72, xg + 128, cg + 16, Avx512F.PermuteVar16x32(d, idx), ones, acc1);
+                acc1 = Quad<TC>(w + 4 * ts, xg + 128, cg + 16, Avx512F.PermuteVar16x32(d, idx), ones, acc1);
                 idx += four;
             }
-            if (q < quads) acc0 = QuadQ4_0(w, xg, cg, Avx512F.PermuteVar16x32(d, idx), ones, acc0);
+            if (q < quads) acc0 = Quad<TC>(w, xg, cg, Avx512F.PermuteVar16x32(d, idx), ones, acc0);
         }
         return acc0 + acc1;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> QuadQ4_0(byte* w, sbyte* x, int* corr, Vector512<float> scale, Vector512<short> ones, Vector512<float> acc)
+    private static Vector512<float> Quad<TC>(byte* w, sbyte* x, int* corr, Vector512<float> scale, Vector512<short> ones, Vector512<float> acc)
+        where TC : struct, INibbleCodes
     {
-        var v = Vector128.Load(w + 2).ToVector256Unsafe().ToVector512Unsafe();
-        v = Avx512F.InsertVector128(v, Vector128.Load(w + 20), 1);
-        v = Avx512F.InsertVector128(v, Vector128.Load(w + 38), 2);
-        v = Avx512F.InsertVector128(v, Vector128.Load(w + 56), 3);
-        var m = Vector512.Create((byte)15);
-        var lo = v & m;
-        var hi = (v.AsUInt16() >> 4).AsByte() & m;
-        // Each 16-bit sum is at most 2 x 2 x 15 x 127 = 7620 in magnitude: the add cannot overflow.
+        TC.Codes(w, out var lo, out var hi);
+        // Each 16-bit sum is at most 2 x 2 x 31 x 127 = 15748 in magnitude: the add cannot overflow.
         var p16 = Avx512BW.MultiplyAddAdjacent(lo, Vector512.Load(x)) + Avx512BW.MultiplyAddAdjacent(hi, Vector512.Load(x + 64));
         var p32 = Avx512BW.MultiplyAddAdjacent(p16, ones) - Vector512.Load(corr);
         return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(p32), scale, acc);
+    }
+
+    /// <summary>Four consecutive blocks of 16 nibble bytes: their codes as unsigned bytes, block k in 128-bit lane k.</summary>
+    private interface INibbleCodes
+    {
+        static abstract int Bytes { get; }
+        static abstract void Codes(byte* quad, out Vector512<byte> lo, out Vector512<byte> hi);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Nibbles(byte* q0, int stride, out Vector512<byte> lo, out Vector512<byte> hi)
+    {
+        var v = Vector128.Load(q0).ToVector256Unsafe().ToVector512Unsafe();
+        v = Avx512F.InsertVector128(v, Vector128.Load(q0 + stride), 1);
+        v = Avx512F.InsertVector128(v, Vector128.Load(q0 + 2 * stride), 2);
+        v = Avx512F.InsertVector128(v, Vector128.Load(q0 + 3 * stride), 3);
+        var m = Vector512.Create((byte)15);
+        lo = v & m;
+        hi = (v.AsUInt16() >> 4).AsByte() & m;
+    }
+
+    private readonly struct Q4Codes : INibbleCodes
+    {
+        public static int Bytes => 18;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Codes(byte* quad, out Vector512<byte> lo, out Vector512<byte> hi) => Nibbles(quad + 2, 18, out lo, out hi);
+    }
+
+    /// <summary>Q5_0 (d, 32 high bits, 16 nibble bytes): bit j of the high word is value j's fifth bit. Each block's word
+    /// goes to its lane, a byte shuffle puts high-word byte j / 8 (low half) or 2 + j / 8 (high half) in byte j, and a
+    /// test against 1 &lt;&lt; (j mod 8) sets 16.</summary>
+    private readonly struct Q5Codes : INibbleCodes
+    {
+        public static int Bytes => 22;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Codes(byte* quad, out Vector512<byte> lo, out Vector512<byte> hi)
+        {
+            Nibbles(quad + 6, 22, out lo, out hi);
+            var words = Vector128.Create(Unsafe.ReadUnaligned<uint>(quad + 2), Unsafe.ReadUnaligned<uint>(quad + 24),
+                Unsafe.ReadUnaligned<uint>(quad + 46), Unsafe.ReadUnaligned<uint>(quad + 68));
+            var qh = Avx512F.PermuteVar16x32(words.ToVector256Unsafe().ToVector512Unsafe(),
+                Vector512.Create(0u, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)).AsByte();
+            // Per 128-bit lane: shuffle indices [0 x 8, 1 x 8] (low half) and [2 x 8, 3 x 8] (high half); bit masks
+            // 1, 2, .., 128 repeated (each 8 bytes one little-endian ulong).
+            const ulong b0 = 0, b1 = 0x0101010101010101, b2 = 2 * b1, b3 = 3 * b1;
+            var lowBytes = Vector512.Create(b0, b1, b0, b1, b0, b1, b0, b1).AsByte();
+            var highBytes = Vector512.Create(b2, b3, b2, b3, b2, b3, b2, b3).AsByte();
+            var bits = Vector512.Create(0x8040201008040201UL).AsByte();
+            var sixteen = Vector512.Create((byte)16);
+            var bl = Avx512BW.Shuffle(qh, lowBytes) & bits;
+            var bh = Avx512BW.Shuffle(qh, highBytes) & bits;
+            lo |= Vector512.AndNot(sixteen, Vector512.Equals(bl, Vector512<byte>.Zero));
+            hi |= Vector512.AndNot(sixteen, Vector512.Equals(bh, Vector512<byte>.Zero));
+        }
     }
 
     /// <summary>Blocks [<paramref name="from"/>, <paramref name="nb"/>) (fewer than a pair or quad), scalar, x in value order.</summary>
     private static float Tail(GgmlType weight, byte* row, int from, int nb, sbyte* x, float* dx)
     {
         float sum = 0;
-        int ts = weight == GgmlType.Q8_0 ? 34 : 18;
+        int ts = GgmlTypeInfo.TypeSize(weight);
         for (int b = from; b < nb; b++)
         {
             byte* blk = row + b * ts;
@@ -252,7 +312,12 @@ public static unsafe class Int8MatVec
             int isum = 0;
             for (int j = 0; j < 32; j++)
             {
-                int code = weight == GgmlType.Q8_0 ? ((sbyte*)(blk + 2))[j] : (j < 16 ? blk[2 + j] & 15 : blk[2 + j - 16] >> 4) - 8;
+                int code = weight switch
+                {
+                    GgmlType.Q8_0 => ((sbyte*)(blk + 2))[j],
+                    GgmlType.Q4_0 => (j < 16 ? blk[2 + j] & 15 : blk[2 + j - 16] >> 4) - 8,
+                    _ => ((j < 16 ? blk[6 + j] & 15 : blk[6 + j - 16] >> 4) | (int)((Unsafe.ReadUnaligned<uint>(blk + 2) >> j) & 1) << 4) - 16,
+                };
                 isum += code * xc[j];
             }
             sum += isum * (QuantFormats.HalfToSingle(Unsafe.ReadUnaligned<ushort>(blk)) * dx[b]);

@@ -53,8 +53,10 @@ using var peer = new LlamaCppModel(modelPath);
 string name = Path.GetFileName(modelPath);
 // KVQuant specs need a calibration profile (checked against the model); the sink defaults to the profile's.
 var profile = string.IsNullOrEmpty(profilePath) ? null : Kvq.Cache.Codecs.KvQuant.KvQuantProfile.Load(profilePath, weights.Fingerprint);
+// A kv entry KV#old runs with Int8MatVec switched off (Q8_0/Q4_0 weights through the float kernels used before it),
+// interleaved with the plain KV rows in the same process: an A/B of the weight products.
 Kvq.Cache.KvCacheConfig Config(string kv) =>
-    Kvq.Cache.KvCacheConfig.Parse(kv) with { Profile = profile, SinkTokens = sinkOpt ?? profile?.Settings.SinkTokens ?? 0 };
+    Kvq.Cache.KvCacheConfig.Parse(kv.Split('#')[0]) with { Profile = profile, SinkTokens = sinkOpt ?? profile?.Settings.SinkTokens ?? 0 };
 foreach (var kv in kvs) ThroughputBenchmark.WarmUp(model, name, 256, Config(kv));
 // Each figure is the better of two runs (ThroughputBenchmark.Best), for both engines, and the best over rounds.
 foreach (var ctx in ctxs)
@@ -70,7 +72,11 @@ foreach (var ctx in ctxs)
         foreach (var pkv in peerKvs)
             Keep("peer " + pkv, ThroughputBenchmark.Repeat(repetitions, () => LlamaCppThroughput(peer, name, ctx, pkv, threads, decode)));
         foreach (var kv in kvs)
-            Keep("kvq " + kv, ThroughputBenchmark.Repeat(repetitions, () => ThroughputBenchmark.Run(model, name, ctx, Config(kv), decode)));
+        {
+            Kvq.Tensors.Quant.Int8MatVec.Enabled = !kv.EndsWith("#old", StringComparison.Ordinal);
+            Keep("kvq " + kv, ThroughputBenchmark.Repeat(repetitions, () => ThroughputBenchmark.Run(model, name, ctx, Config(kv), decode)) with { Kv = kv });
+            Kvq.Tensors.Quant.Int8MatVec.Enabled = true;
+        }
     }
     foreach (var pkv in peerKvs) rows.Add(best["peer " + pkv]);
     foreach (var kv in kvs) rows.Add(best["kvq " + kv]);

@@ -27,10 +27,18 @@ public static class MatVecSweep
         var yNew = mats.Select(m => new float[m.Rows]).ToArray();
         using var p1 = new Parallelism(1);
         using var p2 = new Parallelism(2);
+        // Quantized matrices: "old" is MatVec with Int8MatVec off (the float kernels over the Q8_0-rounded activations).
         void Old(int i)
         {
             var m = mats[i];
             var xs = x.AsSpan(0, m.Cols);
+            if (m.ActivationType != null)
+            {
+                Int8MatVec.Enabled = false;
+                m.MatVec(xs, yOld[i], p1);
+                Int8MatVec.Enabled = true;
+                return;
+            }
             for (int r = 0; r < m.Rows; r++) yOld[i][r] = RowKernels.Dot(m.Type, m.Row(r), xs);
         }
         var names = new[] { "old, 1 thread", "new, 1 thread", "new, 2 threads" };
@@ -50,8 +58,14 @@ public static class MatVecSweep
                 best[a] = Math.Min(best[a], Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
             }
         for (int i = 0; i < mats.Count; i++)
-            if (!yOld[i].AsSpan().SequenceEqual(yNew[i])) throw new InvalidOperationException($"{mats[i].Name}: new MatVec differs from the per-row dot");
-        Console.WriteLine($"{Path.GetFileName(modelPath)}: {mats.Count} matrices, {bytes / 1e6:F2} MB of {mats[0].Type} weights per token; best of {rounds} rounds; " +
+            if (mats[i].ActivationType != null)
+            {
+                for (int r = 0; r < mats[i].Rows; r++)
+                    if (Math.Abs(yOld[i][r] - yNew[i][r]) > 1e-4f * (1 + Math.Abs(yOld[i][r])))
+                        throw new InvalidOperationException($"{mats[i].Name} row {r}: new MatVec {yNew[i][r]} vs old {yOld[i][r]}");
+            }
+            else if (!yOld[i].AsSpan().SequenceEqual(yNew[i])) throw new InvalidOperationException($"{mats[i].Name}: new MatVec differs from the per-row dot");
+        Console.WriteLine($"{Path.GetFileName(modelPath)}: {mats.Count} matrices, {bytes / 1e6:F2} MB of {string.Join("/", mats.Select(m => m.Type).Distinct())} weights per token; best of {rounds} rounds; " +
                           $"load {File.ReadAllText("/proc/loadavg").Trim()}");
         Console.WriteLine("| kernel | us per token's weights | GB/s |");
         Console.WriteLine("|---|---:|---:|");

@@ -92,13 +92,16 @@ if (args.Length > 0 && args[0] == "--quick-half-attention")
 }
 if (args.Length > 0 && args[0] == "--quick-weights")
 {
-    var types = (args.Length > 1 ? args[1] : "F16,Q8_0,Q4_0").Split(',').Select(Enum.Parse<Kvq.Tensors.GgmlType>).ToArray();
+    // An entry TYPE#old runs the products with Int8MatVec switched off (the float kernels over the round-tripped row).
+    var names = (args.Length > 1 ? args[1] : "F16,Q8_0#old,Q8_0,Q4_0#old,Q4_0").Split(',');
+    var types = names.Select(n => Enum.Parse<Kvq.Tensors.GgmlType>(n.Split('#')[0])).ToArray();
     var wb = types.Select(t => { var b = new WeightKernels { Type = t }; b.Setup(); return b; }).ToArray();
     var bw = new double[types.Length, 2];
     for (int i = 0; i < types.Length; i++) bw[i, 0] = bw[i, 1] = double.MaxValue;
     for (int round = 0; round < 30; round++)
         for (int i = 0; i < types.Length; i++)
         {
+            Kvq.Tensors.Quant.Int8MatVec.Enabled = !names[i].EndsWith("#old");
             var sw = Stopwatch.StartNew();
             for (int k = 0; k < 20; k++) wb[i].MatVec();
             bw[i, 0] = Math.Min(bw[i, 0], sw.Elapsed.TotalMicroseconds / 20);
@@ -107,11 +110,12 @@ if (args.Length > 0 && args[0] == "--quick-weights")
             bw[i, 1] = Math.Min(bw[i, 1], sw.Elapsed.TotalMicroseconds);
         }
     var w0 = wb[0];
-    Console.WriteLine($"{w0.Rows} x {w0.Cols}, 1 thread, microseconds (best of 30 rounds); MatMul over {w0.Tokens} tokens");
+    Kvq.Tensors.Quant.Int8MatVec.Enabled = true;
+    Console.WriteLine($"{w0.Rows} x {w0.Cols}, 1 thread, microseconds (best of 30 rounds); MatMul over {w0.Tokens} tokens; load {File.ReadAllText("/proc/loadavg").Trim()}");
     Console.WriteLine("| type | matvec | matmul | matmul per token |");
     Console.WriteLine("|---|---:|---:|---:|");
     for (int i = 0; i < types.Length; i++)
-        Console.WriteLine($"| {types[i]} | {bw[i, 0]:F1} | {bw[i, 1]:F0} | {bw[i, 1] / w0.Tokens:F2} |");
+        Console.WriteLine($"| {names[i]} | {bw[i, 0]:F1} | {bw[i, 1]:F0} | {bw[i, 1] / w0.Tokens:F2} |");
     return;
 }
 if (args.Length > 0 && args[0] == "--quick")

@@ -94,6 +94,7 @@ public sealed unsafe class WeightMatrix
         if (x.Length < Cols || y.Length < Rows) throw new ArgumentException($"{Name}: MatVec shapes x {x.Length} y {y.Length} vs {Rows}x{Cols}");
         if (ActivationType is { } act)
         {
+            if (FastInt8(act)) { MatVecFast(x, y, 1, par); return; }
             if (IntegerDot(act)) { MatVecInt8(x, y, 1, par); return; }
             x = RoundTripped(act, x[..Cols]);
         }
@@ -105,10 +106,57 @@ public sealed unsafe class WeightMatrix
         }
     }
 
+    /// <summary>Whether products go through <see cref="Int8MatVec"/> (Q8_0/Q4_0/Q5_0 weights with AVX-512BW, Q8_0
+    /// activations, neither llama.cpp's sum order nor a forced <see cref="IntegerDots"/> asked for).</summary>
+    private bool FastInt8(GgmlType act) => act == GgmlType.Q8_0 && IntegerDots == null && !LlamaCppOrdered(act) && Int8MatVec.Handles(Type);
+
+    [ThreadStatic] private static byte[]? _prepared;
+
+    /// <summary>y[t, r] for n activation rows, each prepared once (<see cref="Int8MatVec.Prepare"/>) by the calling
+    /// thread; the workers only read the prepared rows while the caller waits for them.</summary>
+    private void MatVecFast(ReadOnlySpan<float> x, Span<float> y, int n, Parallelism par)
+    {
+        int bytes = Int8MatVec.PreparedBytes(Cols);
+        var buf = _prepared;
+        if (buf == null || buf.Length < n * bytes + 64) _prepared = buf = GC.AllocateUninitializedArray<byte>(n * bytes + 64, pinned: true);
+        _ = BlockScales; // made by the caller, not by a worker inside the product
+        fixed (byte* p = buf) // pinned array: the pointer stays valid after the block
+        fixed (float* py = y)
+        {
+            byte* aligned = (byte*)(((nint)p + 63) & ~(nint)63);
+            for (int t = 0; t < n; t++) Int8MatVec.Prepare(Type, x.Slice(t * Cols, Cols), aligned + (long)t * bytes);
+            var job = new FastInt8Job(this, aligned, bytes, py, n);
+            par.For(Rows, n == 1 ? 64 : 16, ref job);
+        }
+    }
+
+    private readonly struct FastInt8Job(WeightMatrix w, byte* xp, int xBytes, float* y, int n) : IRangeJob
+    {
+        public void Run(int start, int end)
+        {
+            int nb = w.Cols / 32;
+            fixed (ushort* sc = w.BlockScales)
+                for (int t = 0; t < n; t++)
+                    Int8MatVec.Rows(w.Type, w.Row(start), w.RowBytes, sc + (long)start * nb, end - start, nb, xp + (long)t * xBytes, y + (long)t * w.Rows + start);
+        }
+    }
+
+    private ushort[]? _blockScales;
+
+    /// <summary>The f16 block scales in one array for <see cref="Int8MatVec"/> (2 bytes a block), made on first use.</summary>
+    private ushort[] BlockScales => Volatile.Read(ref _blockScales) ?? MakeBlockScales();
+
+    private ushort[] MakeBlockScales()
+    {
+        var h = Int8MatVec.ScaleCopy(Type, Data, RowBytes, Rows, Cols / 32);
+        return Interlocked.CompareExchange(ref _blockScales, h, null) ?? h;
+    }
+
     private bool IntegerDot(GgmlType act) => LlamaCppOrdered(act) || act == GgmlType.Q8_0 && Q8Dot.Handles(Type) && (IntegerDots ?? Q8Dot.Preferred);
 
     /// <summary>Whether rows of a Q8_0/Q4_0/IQ4_NL matrix dot the encoded activations on integers (<see cref="Q8Dot"/>)
-    /// or their float kernels dot the round-tripped row (the same sums to float rounding); null: <see cref="Q8Dot.Preferred"/>.</summary>
+    /// or their float kernels dot the round-tripped row (the same sums to float rounding); null: <see cref="Int8MatVec"/>
+    /// for MatVec/MatVecRows of Q8_0, Q4_0 and Q5_0 where the machine has AVX-512BW, else <see cref="Q8Dot.Preferred"/>.</summary>
     internal bool? IntegerDots { get; set; }
 
     /// <summary>The activation rows as <see cref="ActivationQuant.RoundTrip"/> gives them, in a buffer of the calling
@@ -184,6 +232,7 @@ public sealed unsafe class WeightMatrix
         if (n == 1) { MatVec(x, y, par); return; }
         if (ActivationType is { } act)
         {
+            if (FastInt8(act)) { MatVecFast(x, y, n, par); return; }
             if (IntegerDot(act)) { MatVecInt8(x, y, n, par); return; }
             x = RoundTripped(act, x[..(n * Cols)]);
         }

@@ -38,4 +38,43 @@ public class QuantizedModelsVsLlamaCppTests(ITestOutputHelper output)
         Assert.True(stats.Top1Agreement >= 0.96, stats.ToString());
         Assert.True(stats.MaxRelativeError < 0.05, stats.ToString());
     }
+
+    /// <summary>
+    /// One token at a time after a 64-token prompt, the way decode runs: each step's products go through MatVec (the
+    /// integer Int8MatVec kernels for Q8_0/Q4_0 weights on AVX-512BW), unlike the prompt batch above (MatMul). Both
+    /// engines are fed llama.cpp's greedy token, so the 32 steps stay aligned; the same bounds as the prompt batch.
+    /// </summary>
+    [Theory]
+    [InlineData("Q8_0")]
+    [InlineData("Q4_0")]
+    [InlineData("Q4_K_M")]
+    public void DecodeStepsMatchLlamaCpp(string variant)
+    {
+        const int steps = 32;
+        var path = QuantizedFixtures.Get(variant);
+        var prompt = SharedModels.MobyDickTokens.AsSpan(3000, 64).ToArray();
+        prompt[0] = 1;
+        using var peer = new LlamaCppModel(path);
+        using var session = peer.CreateSession(256);
+        using var weights = GgufModelLoader.Load(path);
+        var model = new Transformer(weights, new Parallelism(2));
+        var seq = new PagedKvCache(model.KvShape, KvCacheConfig.Parse("f16")).CreateSequence();
+        int vocab = weights.Config.VocabSize;
+        var expected = new float[steps * vocab];
+        var actual = new float[steps * vocab];
+        var theirs = session.Eval(prompt, false);
+        model.Forward(prompt, seq, actual.AsSpan(0, vocab));
+        for (int i = 0; i < steps; i++)
+        {
+            theirs.AsSpan(0, vocab).CopyTo(expected.AsSpan(i * vocab, vocab));
+            if (i == steps - 1) break;
+            int next = Kvq.Bench.ThroughputBenchmark.Argmax(theirs.AsSpan(0, vocab));
+            theirs = session.Eval([next], false);
+            model.Forward([next], seq, actual.AsSpan((i + 1) * vocab, vocab));
+        }
+        var stats = LogitComparison.Compare(expected, actual, steps, vocab);
+        output.WriteLine($"{variant}, {steps} decode steps: {stats}");
+        Assert.True(stats.Top1Agreement >= 0.96, stats.ToString());
+        Assert.True(stats.MaxRelativeError < 0.05, stats.ToString());
+    }
 }

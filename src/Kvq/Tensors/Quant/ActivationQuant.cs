@@ -108,6 +108,14 @@ public static unsafe class ActivationQuant
         }
     }
 
+    /// <summary>One Q8_0 block's 32 codes into <paramref name="codes"/>; returns its f16 d's bits.</summary>
+    internal static ushort BlockQ8_0(float* x, byte* codes)
+    {
+        ushort h;
+        BlockQ8_0(x, codes, (byte*)&h);
+        return h;
+    }
+
     /// <summary>One Q8_0 block: 32 codes at <paramref name="codes"/>, f16 d at <paramref name="scale"/> (or just before the
     /// codes when null). Returns d in f32, before the f16 rounding (Q8_1's s uses it).</summary>
     private static float BlockQ8_0(float* x, byte* codes, byte* scale)

@@ -16,7 +16,9 @@ namespace Kvq.Tensors.Quant;
 public static unsafe class Q8Dot
 {
     /// <summary>
-    /// Whether <see cref="WeightMatrix"/> uses these kernels by default. With AVX-512 the float kernels over the
+    /// Whether <see cref="WeightMatrix"/> uses these kernels by default where <see cref="Int8MatVec"/> does not apply
+    /// (Q8_0, Q4_0 and Q5_0 products with AVX-512BW take that one: activations prepared once per product, scales widened 16 at
+    /// a time, ~2x faster than either path here). With AVX-512 the float kernels over the
     /// round-tripped row (<see cref="ActivationQuant.RoundTrip"/>) measured as fast or faster (one 2048x2048 MatVec on one
     /// thread of the AMD EPYC, best of 40: Q8_0 0.23 vs 0.31 ms, Q4_0 0.30 vs 0.30, IQ4_NL 0.29 vs 0.31): widening bytes
     /// to 16 float lanes is cheap there, while the integer path pays for the per-block f16 scales in scalar code. Below

@@ -45,11 +45,14 @@ public static class CalibrateCommand
         {
             Description = "with --rotate: the side fitted rotated, keys (for nuqB:rot/nuqB), values (nuqB/nuqB:rot) or both (default)",
         };
+        var valueMargin = CheckedOption.Float("--value-margin",
+            "per-token outlier margin (half-ranges of the rest) the value codebooks are fitted at; recorded in the profile, and nuq specs without :marginM split at it",
+            KvQuantSpec.ValueOutlierMargin, new ValueRange(0, 100, MinOpen: true));
         var output = new Option<string>("--out", "-o") { Description = "profile file to write", Required = true };
         var threads = CommonOptions.Threads();
         var cmd = new Command("calibrate", "calibrate KVQuant (nuq2/3/4) for a model: per-channel key scales and codebooks")
         {
-            text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, rotate, rotateSide, output, threads,
+            text, samples, length, outliers, sink, seed, noFisher, lowRank, lowRankNuq, rotate, rotateSide, valueMargin, output, threads,
         };
         model.AddTo(cmd);
         cmd.SetAction(r => CommandRunner.Run(() =>
@@ -81,6 +84,7 @@ public static class CalibrateCommand
                 Fisher = fisher,
                 RotateSides = sides,
                 RotateAuto = auto,
+                ValueMargin = r.GetValue(valueMargin),
                 LowRank = r.GetValue(lowRank),
                 LatentRanks = ParseRanks(r.GetValue(lowRankNuq), transformer.KvShape.HeadDim),
             };
@@ -99,7 +103,7 @@ public static class CalibrateCommand
             Console.WriteLine($"wrote {outPath}: model {Path.GetFileName(modelPath)} ({profile.ModelFingerprint}), text {Path.GetFileName(textPath)}, " +
                               $"{options.Samples} x {options.Length} tokens (sink {sinkTokens}), outliers " +
                               $"{string.Join(", ", profile.Calibrations.Select(c => c.OutlierFraction == 0 ? "0%" : KvQuantSpec.FormatFraction(c.OutlierFraction)))}, " +
-                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}{(rotated ? ", Hadamard-rotated " + (sides == KvRotationSides.Both ? "keys and values" : sides == KvRotationSides.Keys ? "keys" : "values") : "")}; " +
+                              $"Fisher {(fisher ? "on" : "off")}, seed {options.Seed}{(options.ValueMargin != KvQuantSpec.ValueOutlierMargin ? $", value margin {options.ValueMargin}" : "")}{(rotated ? ", Hadamard-rotated " + (sides == KvRotationSides.Both ? "keys and values" : sides == KvRotationSides.Keys ? "keys" : "values") : "")}; " +
                               $"{result.Activations.TotalSeconds:F1} s activations, {result.Fit.TotalSeconds:F1} s fit{lowRankNote}");
             if (auto)
                 foreach (var c in profile.Calibrations)

@@ -104,7 +104,9 @@ public static class InspectCommand
             Console.WriteLine($"profile: {e.Message}");
             return;
         }
-        Console.WriteLine($"profile: {p.Settings.Samples} x {p.Settings.Length} tokens of {p.Settings.Text}; estimated perplexity increase " +
+        string margin = p.Settings.ValueMargin != KvQuantSpec.ValueOutlierMargin
+            ? $", value codebooks fitted at outlier margin {p.Settings.ValueMargin} (nuq specs without :marginM split there)" : "";
+        Console.WriteLine($"profile: {p.Settings.Samples} x {p.Settings.Length} tokens of {p.Settings.Text}{margin}; estimated perplexity increase " +
                           "per format, from its calibration errors (what --kv auto picks from):");
         foreach (var c in candidates)
             Console.WriteLine($"  {c.Spec,-22} {c.BitsPerElement,6:F2} bits/value  {(c.PplIncrease * 100).ToString("+0.###", System.Globalization.CultureInfo.InvariantCulture),8}%");        // A --rotate auto profile: which layers every nuq spec stores rotated.

@@ -36,6 +36,8 @@ public sealed class NuqLayerProfile
         var c = p.For(fraction, $"nuq{bits}");
         if (c.Rotates(Cache.Codecs.KvSide.Key, layer) || c.Rotates(Cache.Codecs.KvSide.Value, layer))
             throw new ArgumentException($"the profile stores layer {layer} Hadamard-rotated (kvq calibrate --rotate auto); the device's nuq layout has no rotation: use a profile calibrated without --rotate");
+        if (p.Settings.ValueMargin != KvQuantSpec.ValueOutlierMargin)
+            throw new ArgumentException($"the profile's value codebooks were fitted at outlier margin {p.Settings.ValueMargin} (kvq calibrate --value-margin); the device's nuq layout splits at {KvQuantSpec.ValueOutlierMargin}: use a profile calibrated without --value-margin");
         var s = c.KeysPreRope;
         int n = s.KvHeads * s.HeadDim, off = layer * n;
         var kcb = c.Codebook(KvQuantStream.KeyChannelPreRope, layer, bits) ?? throw new ArgumentException($"profile has no {bits}-bit key codebook for layer {layer}");

@@ -166,6 +166,9 @@ public sealed class OptionValidationTests : IDisposable
             "--rotate auto chooses the side");
         InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "64", "--rotate", "auto", "--lowrank"),
             "low-rank bases");
+        foreach (var margin in new[] { "0", "-1", "101", "NaN" })
+            InProcessCli.AssertUserError(InProcessCli.Run("calibrate", "-m", Stories, "--text", text, "-o", outPath, "--length", "64", "--value-margin", margin),
+                "--value-margin");
         Assert.False(File.Exists(outPath));
     }
 

@@ -36,6 +36,9 @@ public sealed record KvQuantCalibrateOptions(int Samples = 16, int Length = 2048
     public bool LowRank { get; init; }
     /// <summary>Ranks whose key latent gets a KVQuant calibration, for lrR+nuq* (implies <see cref="LowRank"/>).</summary>
     public IReadOnlyList<int> LatentRanks { get; init; } = [];
+    /// <summary>Per-token outlier margin the value (and per-token key) codebooks are fitted at, recorded in the profile;
+    /// nuq specs without <c>:marginM</c> then split at it (<see cref="KvQuantSpec.ValueMargin"/>).</summary>
+    public float ValueMargin { get; init; } = KvQuantSpec.ValueOutlierMargin;
 }
 
 /// <summary>What <see cref="KvQuantCalibrator.Calibrate"/> made, and how long its two halves took.</summary>
@@ -81,7 +84,8 @@ public static class KvQuantCalibrator
         }
         var activations = sw.Elapsed;
 
-        var fit = new KvQuantFitOptions(options.Fractions, options.Seed, options.Threads);
+        var fit = new KvQuantFitOptions(options.Fractions, options.Seed, options.Threads, ValueMargin: options.ValueMargin);
+        fit.Validate();
         var calibrations = KvQuantFitter.Fit(acts, fit, (d, t) => progress?.Invoke(FitPhase, d, t), cancel);
         if (rotatedActs != null)
         {
@@ -106,7 +110,7 @@ public static class KvQuantCalibrator
     {
         var shape = model.KvShape;
         var settings = new KvQuantCalibrationSettings(textName, textSha256, options.Samples, options.Length, options.SinkTokens,
-            options.Seed, fisher);
+            options.Seed, fisher, options.ValueMargin);
         return new KvQuantProfile(model.Weights.Fingerprint, settings, shape.Layers, shape.KvHeads, shape.HeadDim, calibrations);
     }
 

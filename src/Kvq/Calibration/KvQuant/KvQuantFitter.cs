@@ -25,6 +25,7 @@ public static class KvQuantFitter
     {
         var shape = acts.Shape;
         var fractions = options.AllFractions();
+        options.Validate();
         int layers = shape.Layers, heads = shape.KvHeads, dim = shape.HeadDim;
         long per = (long)layers * heads * dim;
         var zero = new float[fractions.Length, 2][];
@@ -131,7 +132,7 @@ public static class KvQuantFitter
                         KvQuantStream.KeyTokenPreRope => (pre, kw),
                         _ => (post, kwPost),
                     };
-                    AddPerToken(hist, x, w, n, heads, dim, KvQuantSpec.TokenOutliersPerTail(fraction, dim));
+                    AddPerToken(hist, x, w, n, heads, dim, KvQuantSpec.TokenOutliersPerTail(fraction, dim), options.ValueMargin);
                 }
                 var cells = hist.Cells(weighted: acts.Weighted);
                 foreach (int bits in KvQuantProfile.BitWidths)
@@ -168,7 +169,8 @@ public static class KvQuantFitter
         }
     }
 
-    private static void AddPerToken(WeightedHistogram hist, float[] x, float[]? weights, int n, int heads, int dim, int k)
+    private static void AddPerToken(WeightedHistogram hist, float[] x, float[]? weights, int n, int heads, int dim, int k,
+        float margin)
     {
         Span<bool> isOutlier = stackalloc bool[dim];
         Span<int> idx = stackalloc int[Math.Max(1, 2 * k)];
@@ -177,8 +179,9 @@ public static class KvQuantFitter
             {
                 long off = ((long)t * heads + h) * dim;
                 var v = x.AsSpan((int)off, dim);
-                // The same split and stored scale as the codec (NuqTokenCodec): outliers beyond the margin, 16-bit scale.
-                var (min, max, _) = k > 0 ? TokenOutliers.SplitBeyond(v, k, KvQuantSpec.ValueOutlierMargin, isOutlier, idx)
+                // The same split and stored scale as the codec (NuqTokenCodec): outliers beyond the margin (the profile records it
+                // and the codecs default to it), 16-bit scale.
+                var (min, max, _) = k > 0 ? TokenOutliers.SplitBeyond(v, k, margin, isOutlier, idx)
                     : Dense(v, isOutlier);
                 if (!(max > min)) continue;
                 var (_, zero, range) = TokenScale.Encode(min, max);

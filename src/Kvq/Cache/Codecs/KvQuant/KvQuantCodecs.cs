@@ -34,6 +34,8 @@ public static class KvQuantCodecs
 
     public static KvCodec Create(KvQuantSpec spec, KvCodecContext ctx)
     {
+        // Without :marginM the split is the one the profile's codebooks were fitted at (1.5 unless calibrated otherwise).
+        if (!spec.MarginGiven && ctx.Profile is KvQuantProfile p) spec = spec with { ValueMargin = p.Settings.ValueMargin };
         var codec = CreateStored(spec, ctx);
         // A profile that chose the rotation per layer (kvq calibrate --rotate auto) fitted this layer's side rotated: the
         // codec stores the rotated vectors, exactly as FORMAT:rot@L with a merged profile would.

@@ -32,6 +32,8 @@ namespace Kvq.Cache.Codecs.KvQuant;
 /// version 4: as version 3, then, after the low-rank section, per calibration (in the order above) u8 keys rotated
 ///   [layers] and u8 values rotated[layers] (0 or 1): the layers whose side was fitted, and is stored, in the
 ///   Walsh-Hadamard-rotated basis (kvq calibrate --rotate auto)
+/// version 5: as version 4 (the rotation flags always present), then f32 value margin: the per-token outlier margin the
+///   codebooks were fitted at (kvq calibrate --value-margin; written only when it is not the default 1.5)
 /// 32 bytes SHA-256 of everything above
 /// </code>
 /// The oldest version that holds the profile is written (no sensitivities and no bases: version 1, byte for byte as
@@ -47,6 +49,8 @@ public static class KvQuantProfileFile
     public const int VersionSensitivity = 3;
     /// <summary>Version 3 plus the per-layer rotation flags of each calibration.</summary>
     public const int VersionRotation = 4;
+    /// <summary>Version 4 plus the per-token outlier margin of the fit.</summary>
+    public const int VersionMargin = 5;
     private static readonly byte[] Magic = "KVQPROF\0"u8.ToArray();
     private const int MaxString = 4096;
     private const int MaxDim = 1 << 16;
@@ -72,9 +76,10 @@ public static class KvQuantProfileFile
         using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
         {
             w.Write(Magic);
-            bool rot = p.Calibrations.Any(c => c.RotatesAny);
+            bool margin = p.Settings.ValueMargin != KvQuantSpec.ValueOutlierMargin;
+            bool rot = margin || p.Calibrations.Any(c => c.RotatesAny);
             bool sens = rot || HasSensitivities(p);
-            w.Write((uint)(rot ? VersionRotation : sens ? VersionSensitivity : p.LowRank == null ? Version : VersionLowRank));
+            w.Write((uint)(margin ? VersionMargin : rot ? VersionRotation : sens ? VersionSensitivity : p.LowRank == null ? Version : VersionLowRank));
             Str(w, p.ModelFingerprint);
             var s = p.Settings;
             Str(w, s.Text);
@@ -95,6 +100,7 @@ public static class KvQuantProfileFile
                     foreach (var side in new[] { KvSide.Key, KvSide.Value })
                         for (int l = 0; l < p.Layers; l++)
                             w.Write((byte)(c.Rotates(side, l) ? 1 : 0));
+            if (margin) w.Write(p.Settings.ValueMargin);
         }
         return ms.ToArray();
     }
@@ -172,9 +178,9 @@ public static class KvQuantProfileFile
             throw new ModelFormatException(path, "magic", 0, "not a KVQuant profile (expected \"KVQPROF\\0\")");
         r.Skip(Magic.Length);
         uint version = r.U32("version");
-        if (version is not (Version or VersionLowRank or VersionSensitivity or VersionRotation))
+        if (version is not (Version or VersionLowRank or VersionSensitivity or VersionRotation or VersionMargin))
             throw new ModelFormatException(path, "version", 8,
-                $"version {version} is not supported (this build reads versions {Version} to {VersionRotation})");
+                $"version {version} is not supported (this build reads versions {Version} to {VersionMargin})");
         int bodyLength = data.Length - 32;
         var expected = SHA256.HashData(data.AsSpan(0, bodyLength));
         if (!expected.AsSpan().SequenceEqual(data.AsSpan(bodyLength)))
@@ -215,9 +221,16 @@ public static class KvQuantProfileFile
             lowRank = present == 1;
         }
         var bases = lowRank ? ReadLowRank(r, layers, heads, dim, sens) : null;
-        if (version == VersionRotation) calibrations = ReadRotation(r, calibrations, layers);
+        if (version >= VersionRotation) calibrations = ReadRotation(r, calibrations, layers);
+        float margin = KvQuantSpec.ValueOutlierMargin;
+        if (version >= VersionMargin)
+        {
+            long at = r.Offset;
+            margin = r.F32("value margin");
+            if (!(margin > 0 && margin <= 100)) r.Fail("value margin", $"{margin} is outside (0, 100] half-ranges", at);
+        }
         if (r.Offset != r.End) r.Fail("end", $"{r.End - r.Offset} unexpected bytes before the checksum");
-        var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1);
+        var settings = new KvQuantCalibrationSettings(text, sha, samples, length, sink, seed, fisher == 1, margin);
         return new KvQuantProfile(fingerprint, settings, layers, heads, dim, calibrations, bases);
     }
 

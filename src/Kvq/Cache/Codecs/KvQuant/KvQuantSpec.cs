@@ -43,6 +43,11 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
     /// sparse-row bytes, counted in the real bits).</summary>
     public float ValueMargin { get; init; } = ValueOutlierMargin;
 
+    /// <summary>Whether the name gave <c>:marginM</c>. Without it the codecs split at the margin the profile's codebooks
+    /// were fitted at (<see cref="KvQuantCalibrationSettings.ValueMargin"/>: 1.5 for every profile before it was
+    /// recorded, so those specs code as before).</summary>
+    public bool MarginGiven { get; init; }
+
     /// <summary><c>:mixedkv</c>: like <c>:mixed</c>, but the widths are chosen over keys and values together (bits may
     /// move from one side to the other; the mean over both sides stays B).</summary>
     public bool Joint { get; init; }
@@ -89,6 +94,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
         int? slots = null;
         int[]? layerBits = null;
         float margin = ValueOutlierMargin;
+        bool marginGiven = false;
         for (int i = 1; i < parts.Length; i++)
         {
             if (parts[i].StartsWith("slots", StringComparison.Ordinal))
@@ -105,6 +111,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
                     || !(margin > 0 && margin <= 100))
                     throw new KvSpecException($"'{name}': '{parts[i]}' must be marginM with M in (0, 100] (half-ranges beyond which a value outlier candidate is kept exactly, e.g. margin1.2)");
                 if (dash < 0) throw new KvSpecException($"'{name}': an outlier margin needs an outlier fraction (e.g. nuq2-1%:{parts[i]})");
+                marginGiven = true;
                 continue;
             }
             if (parts[i].Length > 1 && parts[i][0] == 'w' && parts[i].Skip(1).All(char.IsAsciiDigit))
@@ -135,7 +142,7 @@ public sealed record KvQuantSpec(string Name, int Bits, double OutlierFraction, 
         if (uniform && mixed) throw new KvSpecException($"'{name}': mixed widths are chosen from calibrated codebooks' errors; they do not apply to uniform levels");
         if (uniform && qnorm == true) throw new KvSpecException($"'{name}': Q-Norm adjusts calibrated codebooks; it does not apply to uniform levels");
         return new KvQuantSpec(name, bits, fraction, uniform, scaling, post, !uniform && (qnorm ?? false), slots, mixed)
-        { LayerBits = layerBits, Clip = clip, Fit = fit, Joint = joint, ValueMargin = margin };
+        { LayerBits = layerBits, Clip = clip, Fit = fit, Joint = joint, ValueMargin = margin, MarginGiven = marginGiven };
     }
 
     /// <summary>"1%" -> 0.01. Fractions are given in percent, 0 &lt; F &lt; 50.</summary>

@@ -30,7 +30,7 @@ var sevenB = Arg("--sevenb", "");
 if (sevenB.Length > 0)
     return SevenB.Run(sevenB.Split(',').Select(int.Parse).ToArray(), int.Parse(Arg("--decode", "32")),
         Arg("--sevenb-kv", "f16,nuq4-1%,nuq2-1%,nuq2,nuq4-1%*").Split(','), args.Contains("--no-check"),
-        [.. Arg("--nuq-prefill", "tiles").Split(',').Select(m => NuqPrefillSwitch.Parse(m, "--nuq-prefill"))]);
+        [.. Arg("--nuq-prefill", "decoded").Split(',').Select(m => NuqPrefillSwitch.Parse(m, "--nuq-prefill"))]);
 
 // Issue 20: the host tier behind the device cache (OffloadRun.cs; dev/gpu/offload-2m.sh).
 if (args.Contains("--offload"))

@@ -21,7 +21,7 @@ internal static class SevenB
         NormEps = 1e-5f, RopeBase = 10000f, RopeDims = 128, RopeStyle = RopeStyle.Normal, ContextLength = 1 << 20,
     };
 
-    public static int Run(int[] contexts, int decode, string[] formats, bool noCheck) => Run(contexts, decode, formats, noCheck, [NuqPrefill.Tiles]);
+    public static int Run(int[] contexts, int decode, string[] formats, bool noCheck) => Run(contexts, decode, formats, noCheck, [NuqPrefill.Decoded]);
 
     /// <param name="prefillModes">Per KVQuant format, the prefill modes timed one after the other in this process (an
     /// A/B on the same warm model; f16 runs once per context).</param>

@@ -105,7 +105,8 @@ public sealed class LoadTests
                     Assert.Equal(HttpStatusCode.OK, r.StatusCode);
                     var events = await Sse.ReadAllAsync(r);
                     Assert.Equal("[DONE]", events[^1]);
-                    var usage = JsonDocument.Parse(events[^2]).RootElement.GetProperty("usage");
+                    Assert.True(JsonDocument.Parse(events[^2]).RootElement.TryGetProperty("usage", out var usage),
+                        $"client {i} of round {round}: the event before [DONE] has no usage: {events[^2]} (events: {events.Count})");
                     Assert.InRange(usage.GetProperty("completion_tokens").GetInt32(), 1, 12);
                 }
                 catch (Exception)

@@ -105,9 +105,14 @@ public sealed class Parallelism : IDisposable
     /// The state the calling thread and the workers share (the workers hold this, not the <see cref="Parallelism"/>,
     /// so an undisposed instance is still collected and its finalizer stops them).
     /// A region is published as a claim word: generation in the high 32 bits, next unclaimed piece in the low 32.
-    /// A thread claims by compare-and-swap on the word it read, after reading the region's parameters; the swap
-    /// fails if the region changed meanwhile (the caller publishes a new region only after every piece of the last
-    /// was claimed and finished), so a piece is never run with another region's parameters.
+    /// A thread claims by compare-and-swap on the word it read, after reading the region's parameters. The swap alone
+    /// did not keep regions apart: the caller writes the next region's parameters before it swaps the word, so a worker
+    /// could read the last region's final word (every piece claimed), then the next region's larger piece count and
+    /// runner, and its swap on the unchanged word succeeded: it ran a piece of the next region before the region began,
+    /// and the region ran it again (a serving step's sequence appended twice: IndexOutOfRangeException in
+    /// KvSideStore.Store, ~1 in 4 runs of Kvq.Server.Tests' load test, session 13). So the parameters carry their
+    /// generation (<c>_paramGen</c>, a sequence lock): 0 while the caller writes them, the region's generation once
+    /// written; a thread uses them only if the stamp equals the word's generation before and after it reads them.
     /// </summary>
     private sealed class Shared(int workers)
     {
@@ -115,6 +120,7 @@ public sealed class Parallelism : IDisposable
         private IChunkRunner? _runner;
         private int _count, _pieces;
         private int _done;              // pieces finished in the current region
+        private long _paramGen;         // the generation _runner/_count/_pieces belong to; 0 while they are written
         private Exception? _error;
         private volatile bool _stop;
         private readonly int[] _sleeping = new int[workers];
@@ -122,12 +128,14 @@ public sealed class Parallelism : IDisposable
 
         public void Run(IChunkRunner runner, int count, int pieces)
         {
+            long gen = (Volatile.Read(ref _claim) >> 32) + 1;
+            Interlocked.Exchange(ref _paramGen, 0);      // full fence: the stamp is void before any parameter changes
             _runner = runner;
             _count = count;
             _pieces = pieces;
             _error = null;
             Volatile.Write(ref _done, 0);
-            long gen = (Volatile.Read(ref _claim) >> 32) + 1;
+            Interlocked.Exchange(ref _paramGen, gen);    // full fence: the parameters are written, then stamped
             Interlocked.Exchange(ref _claim, gen << 32); // full fence: workers see the parameters, then the word
             for (int w = 0; w < _sleeping.Length; w++)
                 if (Volatile.Read(ref _sleeping[w]) != 0) _wake[w].Set();
@@ -144,9 +152,19 @@ public sealed class Parallelism : IDisposable
             while (true)
             {
                 long c = Volatile.Read(ref _claim);
+                long gen = c >> 32;
+                if (Volatile.Read(ref _paramGen) != gen)
+                {
+                    // The caller is between regions: the parameters are being replaced (or are already the next
+                    // region's while the word is still the last one's). Nothing here is ours to run yet.
+                    if (Volatile.Read(ref _claim) == c) Thread.SpinWait(1);
+                    continue;
+                }
                 int piece = (int)c;
                 var runner = _runner;
                 int count = _count, pieces = _pieces;
+                Interlocked.MemoryBarrier(); // the parameter reads above complete before the stamp is read again
+                if (Volatile.Read(ref _paramGen) != gen) continue;
                 if (piece >= pieces || runner == null) return ran;
                 if (Interlocked.CompareExchange(ref _claim, c + 1, c) != c) continue;
                 try

@@ -109,8 +109,8 @@ public class NuqPrefillGpuTests(ITestOutputHelper output)
         int total = pieces.Sum(), row = shape.KvHeads * 128;
         var k = RandomRows(rng, total, shape.KvHeads, 128);
         var v = RandomRows(rng, total, shape.KvHeads, 128);
-        using var dk = ctx.Upload<float>(k);
-        using var dv = ctx.Upload<float>(v);
+        using var dk = ctx.Upload(k);
+        using var dv = ctx.Upload(v);
         using var one = new NuqLayerCache(kernels, shape, profile, 256, 1, layout);
         using var rows = new NuqLayerCache(kernels, shape, profile, 256, 1, layout);
         for (int t = 0; t < total; t++) one.Append(dk.Pointer + (ulong)(t * row * 4L), dv.Pointer + (ulong)(t * row * 4L), 1);

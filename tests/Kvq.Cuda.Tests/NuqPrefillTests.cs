@@ -43,10 +43,10 @@ public class NuqPrefillTests
         // NuqPrefillGpuTests holds the decode-once path to the tiles on both KVQuant layouts: this checks, without a
         // GPU, that its two configurations land on the layouts it names.
         var seven = NuqPrefillGpuTests.SevenBLike.CreateKvShape();
-        var config = new Kvq.Cache.KvCacheConfig(spec, spec, 32, 1, SyntheticKvQuantProfile.Create(seven.Layers, seven.KvHeads, seven.HeadDim));
+        var config = new Cache.KvCacheConfig(spec, spec, 32, 1, SyntheticKvQuantProfile.Create(seven.Layers, seven.KvHeads, seven.HeadDim));
         Assert.Equal(Attention.NuqLayout.Slots, CudaKvSequence.ContiguousLayout(CudaKvSequence.Check(config, seven)!, seven, 1));
-        var books = new Kvq.Cache.KvShape(8, 2, 6, 64, new Kvq.Tensors.Rope(64, 64, 10000f, 1f, Kvq.Tensors.RopeStyle.Normal));
-        var booksConfig = new Kvq.Cache.KvCacheConfig(spec, spec, 32, 1, SyntheticKvQuantProfile.Create(8, 2, 64));
+        var books = new Cache.KvShape(8, 2, 6, 64, new Tensors.Rope(64, 64, 10000f, 1f, Tensors.RopeStyle.Normal));
+        var booksConfig = new Cache.KvCacheConfig(spec, spec, 32, 1, SyntheticKvQuantProfile.Create(8, 2, 64));
         Assert.Null(CudaKvSequence.ContiguousLayout(CudaKvSequence.Check(booksConfig, books)!, books, 1));
     }
 

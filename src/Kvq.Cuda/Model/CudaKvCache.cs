@@ -141,7 +141,7 @@ public sealed class CudaKvCache : IDisposable
 
     /// <summary>The f16 rows KVQuant prefill chunks decode into (<see cref="NuqPrefill.F16Chunk"/>, <see cref="NuqPrefill.Decoded"/>),
     /// shared by this cache's sequences and layers, made at first use with room for <paramref name="tokens"/>; null when
-    /// the device has no memory left for them (<see cref="Kvq.Cuda.Model.PrefillScratch.TryEnsure"/>).</summary>
+    /// the device has no memory left for them (<see cref="PrefillScratch.TryEnsure"/>).</summary>
     internal PrefillScratch? PrefillScratch(long tokens)
     {
         _scratch ??= new PrefillScratch(Context, Shape.KvHeads, Shape.HeadDim, MaxTokens);

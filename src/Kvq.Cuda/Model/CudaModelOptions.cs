@@ -17,7 +17,7 @@ public enum CudaWeightType { F16, F32 }
 /// <param name="DecodeGraphs">Single-token decode steps replayed from a CUDA graph (<see cref="CudaTransformer.DecodeGraphs"/>);
 /// null: the KVQ_CUDA_GRAPHS environment variable (1 on, 0 off), on when it is unset.</param>
 /// <param name="NuqPrefill">How a prefill chunk attends over a KVQuant cache with tensor-core prefill
-/// (<see cref="Kvq.Cuda.Model.NuqPrefill"/>); null: the KVQ_NUQ_PREFILL environment variable (tiles, f16, decoded), decoded when
+/// (<see cref="Model.NuqPrefill"/>); null: the KVQ_NUQ_PREFILL environment variable (tiles, f16, decoded), decoded when
 /// it is unset (<see cref="NuqPrefillSwitch.Resolve"/>: measured in run 46).</param>
 public sealed record CudaModelOptions(CudaWeightType Weights = CudaWeightType.F16, int DeviceOrdinal = 0, int MaxBatch = 64, bool ContiguousNuq = true,
     bool TensorCorePrefill = true, bool? DecodeGraphs = null, NuqPrefill? NuqPrefill = null)

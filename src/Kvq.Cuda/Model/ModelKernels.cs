@@ -217,7 +217,7 @@ internal sealed class ModelKernels : IDisposable
         };
     }
 
-    /// <summary>How prefill chunks attend over KVQuant caches (<see cref="Kvq.Cuda.Model.NuqPrefill"/>; read by every sequence
+    /// <summary>How prefill chunks attend over KVQuant caches (<see cref="Model.NuqPrefill"/>; read by every sequence
     /// at each chunk, so a test may flip it between calls).</summary>
     public NuqPrefill NuqPrefill { get; set; }
 

@@ -49,7 +49,7 @@ internal sealed class PrefillScratch : IDisposable
         {
             _k = _ctx.Allocate(bytes);
             _v = _ctx.Allocate(bytes);
-            _bt = _ctx.Upload<int>(IdentityTable(want));
+            _bt = _ctx.Upload(IdentityTable(want));
         }
         catch (CudaException e) when (e.Code == OutOfMemory)
         {

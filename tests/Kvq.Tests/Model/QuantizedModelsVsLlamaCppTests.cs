@@ -68,7 +68,7 @@ public class QuantizedModelsVsLlamaCppTests(ITestOutputHelper output)
         {
             theirs.AsSpan(0, vocab).CopyTo(expected.AsSpan(i * vocab, vocab));
             if (i == steps - 1) break;
-            int next = Kvq.Bench.ThroughputBenchmark.Argmax(theirs.AsSpan(0, vocab));
+            int next = Bench.ThroughputBenchmark.Argmax(theirs.AsSpan(0, vocab));
             theirs = session.Eval([next], false);
             model.Forward([next], seq, actual.AsSpan((i + 1) * vocab, vocab));
         }

@@ -244,11 +244,8 @@ public sealed class NuqLayerCache : GpuLayerCache
     public void Append(ulong keys, ulong values, int count, CudaStream? stream = null)
     {
         if (count <= 0) throw new ArgumentOutOfRangeException(nameof(count), count, "append of no tokens");
-        if (Tokens + count > Padded)
-            throw new InvalidOperationException($"{Name} cache: {Tokens} tokens + {count} exceed its capacity of {Padded}");
+        var grid = AppendGrid(count);
         int b = Profile.Bits;
-        long firstTile = Tokens / DecodeShape.Tile, lastTile = (Tokens + count - 1) / DecodeShape.Tile;
-        var grid = new LaunchShape((uint)((lastTile - firstTile + 1 + 3) / 4), (uint)Shape.KvHeads, 1, 128);
         using (var a = new KernelArgs())
         {
             a.Add(keys).Add(Tokens).Add((long)count).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(Ptr(_kslotv)).Add(Ptr(_kslotc));
@@ -278,11 +275,8 @@ public sealed class NuqLayerCache : GpuLayerCache
     {
         if (count <= 0) throw new ArgumentOutOfRangeException(nameof(count), count, "append of no tokens");
         if (Layout == NuqLayout.SparseKeys) throw new NotSupportedException("row appends into the sparse-key layout (append its tokens one at a time)");
-        if (Tokens + count > Padded)
-            throw new InvalidOperationException($"{Name} cache: {Tokens} tokens + {count} exceed its capacity of {Padded}");
+        var grid = AppendGrid(count);
         int b = Profile.Bits;
-        long firstTile = Tokens / DecodeShape.Tile, lastTile = (Tokens + count - 1) / DecodeShape.Tile;
-        var grid = new LaunchShape((uint)((lastTile - firstTile + 1 + 3) / 4), (uint)Shape.KvHeads, 1, 128);
         using (var a = new KernelArgs())
         {
             a.Add(keys).Add(Tokens).Add((long)count).Add(Shape.KvHeads).Add(Padded).Add(_kz).Add(_kr).Add(_kmids).Add(_kcodes).Add(Ptr(_kslotv)).Add(Ptr(_kslotc));
@@ -294,6 +288,16 @@ public sealed class NuqLayerCache : GpuLayerCache
             _kernels.AppendRowValues(b, ValueSlots == 0).Launch(grid, a, stream);
         }
         Tokens += count;
+    }
+
+    /// <summary>The launch of an append of <paramref name="count"/> tokens (both layouts' kernels): one 128-thread block per
+    /// 4 of the 8-token tiles it touches, per KV head; refuses an append past the capacity.</summary>
+    private LaunchShape AppendGrid(int count)
+    {
+        if (Tokens + count > Padded)
+            throw new InvalidOperationException($"{Name} cache: {Tokens} tokens + {count} exceed its capacity of {Padded}");
+        long firstTile = Tokens / DecodeShape.Tile, lastTile = (Tokens + count - 1) / DecodeShape.Tile;
+        return new LaunchShape((uint)((lastTile - firstTile + 1 + 3) / 4), (uint)Shape.KvHeads, 1, 128);
     }
 
     /// <summary>The sink's exact (f16) pre-RoPE copies of positions 0 .. sink-1 from the synthetic source.</summary>

@@ -49,27 +49,28 @@ public sealed class CublasHandle : SafeHandle
         long need = (long)rows * k * 2, yneed = (long)rows * outFeatures * (f32Out ? 4 : 2);
         if (x.Bytes < need || y.Bytes < yneed)
             throw new ArgumentException($"linear {rows}x{k} by {outFeatures}x{k}: buffers of {x.Bytes}, {w.Bytes}, {y.Bytes} bytes (need {need}, {(long)outFeatures * k * 2}, {yneed})");
-        Gemm(x.Pointer, w, y.Pointer, rows, k, outFeatures, Cublas.R16F, f32Out ? Cublas.R32F : Cublas.R16F);
+        Gemm(x.Pointer, w, 0, y.Pointer, rows, k, outFeatures, Cublas.R16F, f32Out ? Cublas.R32F : Cublas.R16F);
     }
 
     /// <summary>The same in f32: x [rows][k], W [outFeatures][k], y [rows][outFeatures], all f32, f32 compute
     /// (no TF32: the default math mode), for products that must match the CPU's f32 arithmetic.</summary>
-    public void LinearF32(ulong x, DeviceBuffer w, ulong y, int rows, int k, int outFeatures) =>
-        Gemm(x, w, y, rows, k, outFeatures, Cublas.R32F, Cublas.R32F);
+    public void LinearF32(ulong x, DeviceBuffer w, ulong y, int rows, int k, int outFeatures, long wOffset = 0) =>
+        Gemm(x, w, wOffset, y, rows, k, outFeatures, Cublas.R32F, Cublas.R32F);
 
-    /// <summary>f16 x and W, f32 y, by raw device addresses (activation buffers are sliced per chunk).</summary>
-    public void LinearF16(ulong x, DeviceBuffer w, ulong y, int rows, int k, int outFeatures) =>
-        Gemm(x, w, y, rows, k, outFeatures, Cublas.R16F, Cublas.R32F);
+    /// <summary>f16 x and W, f32 y, by raw device addresses (activation buffers are sliced per chunk); W starts
+    /// <paramref name="wOffset"/> bytes into <paramref name="w"/> (a matrix that is rows of a stacked one).</summary>
+    public void LinearF16(ulong x, DeviceBuffer w, ulong y, int rows, int k, int outFeatures, long wOffset = 0) =>
+        Gemm(x, w, wOffset, y, rows, k, outFeatures, Cublas.R16F, Cublas.R32F);
 
     /// <summary>y = x W^T with x and W of type <paramref name="inType"/>, y of <paramref name="outType"/>, f32 compute.
     /// Column-major view: y^T [out][rows] = W [out][k] (stored as k x out column-major, so transposed) * x^T [k][rows].</summary>
-    private unsafe void Gemm(ulong x, DeviceBuffer w, ulong y, int rows, int k, int outFeatures, int inType, int outType)
+    private unsafe void Gemm(ulong x, DeviceBuffer w, long wOffset, ulong y, int rows, int k, int outFeatures, int inType, int outType)
     {
         long wneed = (long)outFeatures * k * (inType == Cublas.R32F ? 4 : 2);
-        if (w.Bytes < wneed)
-            throw new ArgumentException($"linear {rows}x{k} by {outFeatures}x{k}: weight buffer of {w.Bytes} bytes (need {wneed})");
+        if (wOffset < 0 || w.Bytes - wOffset < wneed)
+            throw new ArgumentException($"linear {rows}x{k} by {outFeatures}x{k}: weight buffer of {w.Bytes} bytes from byte {wOffset} (need {wneed})");
         float alpha = 1f, beta = 0f;
-        Cublas.Check(Cublas.cublasGemmEx(handle, Cublas.OpT, Cublas.OpN, outFeatures, rows, k, &alpha, w.Pointer, inType, k,
+        Cublas.Check(Cublas.cublasGemmEx(handle, Cublas.OpT, Cublas.OpN, outFeatures, rows, k, &alpha, w.Pointer + (ulong)wOffset, inType, k,
             x, inType, k, &beta, y, outType, outFeatures, Cublas.Compute32F, Cublas.GemmDefault),
             $"cublasGemmEx(linear {(inType == Cublas.R32F ? "f32" : "f16")} {rows}x{k} -> {outFeatures})");
     }

@@ -169,24 +169,38 @@ extern "C" __global__ void rope_rows_at(float* x, int heads, int hd, int ropeDim
 }
 
 // A decode step replayed from a CUDA graph (Model/DecodeStep.cs) reads what changes per token from device ints that
-// one copy updates before each launch: at[STEP_KPOS] the new key's position, at[STEP_SLOT] its slot, at[STEP_COUNT]
+// one copy updates before each launch: at[STEP_QPOS] the query's position, at[STEP_KPOS] the new key's position, at[STEP_SLOT] its slot, at[STEP_COUNT]
 // the tokens attention sees. at == nullptr: the launch's own arguments (every other launch).
+#define STEP_QPOS 1
 #define STEP_KPOS 2
 #define STEP_SLOT 3
 #define STEP_COUNT 4
 
 // Appends n tokens' keys (rotated at positions pos0 + t, then rounded to f16, as the CPU f16 cache) and values to
 // slots slot0 + t (through the block table) of the f16 cache [kvHeads][cap][hd]. k, v: [n][kvHeads][hd]. Grid: n * kvHeads blocks of hd threads.
+// With q (the chunk's queries [n][kvHeads * group][hd]), block (t, h) also rotates the group's query rows of token t in
+// place at position qpos0 + t (at[STEP_QPOS] from a graph): rope_rows's arithmetic, one launch fewer per layer.
 extern "C" __global__ void kv_append_f16(const float* k, const float* v, int kvHeads, int hd, int ropeDims, int neox,
-    long pos0, long slot0, long cap, float scale, float thetaScale, u16* kc, u16* vc, const int* bt, const int* at)
+    long pos0, long slot0, long cap, float scale, float thetaScale, u16* kc, u16* vc, const int* bt, const int* at,
+    float* q, int group, long qpos0)
 {
-    if (at) { pos0 = at[STEP_KPOS]; slot0 = at[STEP_SLOT]; }
+    if (at) { pos0 = at[STEP_KPOS]; slot0 = at[STEP_SLOT]; qpos0 = at[STEP_QPOS]; }
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, ch = threadIdx.x;
-    if (ch >= hd) return;
-    const float* kr = k + (long)blockIdx.x * hd;
-    long dst = ((long)h * cap + phys(bt, slot0 + t)) * hd + ch;
-    kc[dst] = f2h(rope_channel(kr, ch, ropeDims, neox, pos0 + t, scale, thetaScale));
-    vc[dst] = f2h(v[(long)blockIdx.x * hd + ch]);
+    if (ch < hd)
+    {
+        const float* kr = k + (long)blockIdx.x * hd;
+        long dst = ((long)h * cap + phys(bt, slot0 + t)) * hd + ch;
+        kc[dst] = f2h(rope_channel(kr, ch, ropeDims, neox, pos0 + t, scale, thetaScale));
+        vc[dst] = f2h(v[(long)blockIdx.x * hd + ch]);
+    }
+    if (!q) return;
+    for (int g = 0; g < group; ++g)
+    {
+        float* row = q + ((long)blockIdx.x * group + g) * hd;
+        float r = ch < hd ? rope_channel(row, ch, ropeDims, neox, qpos0 + t, scale, thetaScale) : 0.0f;
+        __syncthreads();
+        if (ch < hd) row[ch] = r;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -311,7 +325,8 @@ ATTN_F16_D(64)
 ATTN_F16_D(128)
 
 // out[t][head][c] = sum_s acc_s[c] e^(m_s - M) / sum_s l_s e^(m_s - M). Grid: n * heads blocks of hd threads.
-extern "C" __global__ void attn_merge(const float* part, int splits, int hd, float* out)
+// outh (optional): the same output rounded to f16 (to_f16's rounding), the input of an f16 output projection.
+extern "C" __global__ void attn_merge(const float* part, int splits, int hd, float* out, u16* outh)
 {
     const float* st = part + (long)blockIdx.x * splits * (hd + 2);
     float mx = -INFINITY;
@@ -326,7 +341,12 @@ extern "C" __global__ void attn_merge(const float* part, int splits, int hd, flo
         l += p[hd + 1] * f;
         if (c < hd) a += p[c] * f;
     }
-    if (c < hd) out[(long)blockIdx.x * hd + c] = a / l;
+    if (c < hd)
+    {
+        float o = a / l;
+        out[(long)blockIdx.x * hd + c] = o;
+        if (outh) outh[(long)blockIdx.x * hd + c] = f2h(o);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -378,27 +378,33 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
     }
 
     /// <summary>The append of <see cref="AppendDevice"/> for one token, position and slot read from the
-    /// <see cref="DecodeStep"/> at <paramref name="at"/> (recorded into a graph; no host bookkeeping).</summary>
-    internal void AppendStep(int layer, ulong k, ulong v, ulong at)
+    /// <see cref="DecodeStep"/> at <paramref name="at"/> (recorded into a graph; no host bookkeeping), and the RoPE of
+    /// the step's query <paramref name="q"/> at its query position: in the f16 append's own launch, before the KVQuant
+    /// appends otherwise.</summary>
+    internal void AppendStep(int layer, ulong q, ulong k, ulong v, ulong at)
     {
         if (_cache.Nuq is { } nuq)
         {
+            _kernels.RopeAt(q, 1, _shape.Heads, _rope, DecodeStep.Field(at, DecodeStep.QueryPositionIndex));
             _kernels.AppendNuqKeys(k, 1, _shape.KvHeads, _shape.HeadDim, 0, nuq[layer], Config.SinkTokens, _sinkK[layer].Pointer, _bt!.Pointer, at);
             _kernels.AppendNuqValues(v, 1, _shape.KvHeads, _shape.HeadDim, 0, nuq[layer], Config.SinkTokens, _sinkV[layer].Pointer, _bt.Pointer, at);
         }
-        else _kernels.AppendF16(k, v, 1, _shape.KvHeads, _rope, 0, 0, _cache.MaxTokens, _cache.K[layer], _cache.V[layer], _bt!.Pointer, at);
+        else _kernels.AppendF16(k, v, 1, _shape.KvHeads, _rope, 0, 0, _cache.MaxTokens, _cache.K[layer], _cache.V[layer], _bt!.Pointer, at,
+            new QueryRope(q, _shape.GroupSize, 0));
     }
 
     /// <summary>The attention of <see cref="AttendDevice"/> for one query token with <paramref name="split"/> (the step's
-    /// <see cref="DecodeSplit"/>), the token count read from the <see cref="DecodeStep"/> at <paramref name="at"/>.</summary>
-    internal void AttendStep(int layer, ulong q, ulong output, AttentionSplit split, ulong at)
+    /// <see cref="DecodeSplit"/>), the token count read from the <see cref="DecodeStep"/> at <paramref name="at"/>; the
+    /// merge also writes the output rounded to f16 at <paramref name="outputF16"/> when given (the f16 output
+    /// projection's input, one launch fewer).</summary>
+    internal void AttendStep(int layer, ulong q, ulong output, ulong outputF16, AttentionSplit split, ulong at)
     {
         if (_cache.Nuq?[layer] is { } nuq)
             _kernels.AttentionNuq(q, nuq, _cache.Table!, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, 0, 1, split, _shape.ScoreScale,
-                _part.Pointer, output, Config.SinkTokens, (_sinkK[layer].Pointer, _sinkV[layer].Pointer), _rope, _bt!.Pointer, at);
+                _part.Pointer, output, Config.SinkTokens, (_sinkK[layer].Pointer, _sinkV[layer].Pointer), _rope, _bt!.Pointer, at, outputF16);
         else
             _kernels.AttentionF16(q, _cache.K[layer], _cache.V[layer], _cache.MaxTokens, _shape.KvHeads, _shape.GroupSize, _shape.HeadDim, 0, 1, split,
-                _shape.ScoreScale, _part.Pointer, output, _bt!.Pointer, at);
+                _shape.ScoreScale, _part.Pointer, output, _bt!.Pointer, at, outputF16);
     }
 
     void IDeviceKvSequence.AppendDevice(int layer, ulong k, ulong v, int n) => AppendDevice(layer, k, v, n);

@@ -30,7 +30,9 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     // A batched step's ids, positions and logit rows (BatchLayout), uploaded once per step.
     private readonly DeviceBuffer _step;
     private readonly int[] _stepHost;
-    private readonly DeviceBuffer _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits;
+    // q, k and v of a chunk: [n][QDim] rows, then [n][KvDim] twice (each projection's own product); for a single row
+    // the stacked product writes them side by side ([QDim | KvDim | KvDim]). Gate and up alike.
+    private readonly DeviceBuffer _ids, _x, _xn, _xh, _qkv, _att, _atth, _proj, _gateUp, _gateh, _logits;
     private readonly DeviceBuffer _qs;   // the next layer's predicted query (offload speculation)
     // Single-token decode steps replayed from a CUDA graph: the step's ints (DecodeStep) go up in one copy before each
     // replay; cuBLAS works in a workspace of its own so that captured and direct products pick the same kernels.
@@ -143,14 +145,11 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             _x = A((long)b * c.Dim);
             _xn = A((long)b * c.Dim);
             _xh = A((long)b * c.Dim, 2);
-            _q = A((long)b * c.QDim);
-            _k = A((long)b * c.KvDim);
-            _v = A((long)b * c.KvDim);
+            _qkv = A((long)b * (c.QDim + 2 * c.KvDim));
             _att = A((long)b * c.QDim);
             _atth = A((long)b * c.QDim, 2);
             _proj = A((long)b * c.Dim);
-            _gate = A((long)b * c.FfnDim);
-            _up = A((long)b * c.FfnDim);
+            _gateUp = A((long)b * 2 * c.FfnDim);
             _gateh = A((long)b * c.FfnDim, 2);
             _logits = A((long)b * c.VocabSize);
             _qs = A(c.QDim);
@@ -453,6 +452,10 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         ulong xin = _f16 ? _xh.Pointer : _xn.Pointer;
         ulong kvRow = (ulong)c.KvDim * 4, qRow = (ulong)c.QDim * 4;
         ulong y = _f16 ? 0 : _xn.Pointer, yh = _f16 ? _xh.Pointer : 0;
+        // One row: q, k, v side by side from one stacked product, gate and up alike (two launches a layer instead of five).
+        bool stacked = n == 1;
+        ulong q = _qkv.Pointer, k = q + (stacked ? 1UL : (ulong)MaxBatch) * qRow, v = k + (stacked ? 1UL : (ulong)MaxBatch) * kvRow;
+        ulong gate = _gateUp.Pointer, up = gate + (stacked ? 1UL : (ulong)MaxBatch) * (ulong)c.FfnDim * 4;
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _w.Layers[l];
@@ -460,21 +463,28 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             // one launch, the same values (model.cu add_rmsnorm_rows).
             if (l == 0) _kernels.RmsNorm(_x.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
             else _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
-            w.Wq.Apply(_blas, xin, _q.Pointer, n);
-            w.Wk.Apply(_blas, xin, _k.Pointer, n);
-            w.Wv.Apply(_blas, xin, _v.Pointer, n);
-            if (w.Bq != null) _kernels.AddBias(_q.Pointer, w.Bq, c.QDim, (long)n * c.QDim);
-            if (w.Bk != null) _kernels.AddBias(_k.Pointer, w.Bk, c.KvDim, (long)n * c.KvDim);
-            if (w.Bv != null) _kernels.AddBias(_v.Pointer, w.Bv, c.KvDim, (long)n * c.KvDim);
+            if (stacked) w.Qkv.Apply(_blas, xin, q, 1);
+            else
+            {
+                w.Wq.Apply(_blas, xin, q, n);
+                w.Wk.Apply(_blas, xin, k, n);
+                w.Wv.Apply(_blas, xin, v, n);
+            }
+            if (w.Bq != null) _kernels.AddBias(q, w.Bq, c.QDim, (long)n * c.QDim);
+            if (w.Bk != null) _kernels.AddBias(k, w.Bk, c.KvDim, (long)n * c.KvDim);
+            if (w.Bv != null) _kernels.AddBias(v, w.Bv, c.KvDim, (long)n * c.KvDim);
+            bool attF16 = false;   // the attention wrote its f16 copy itself (graph steps)
             if (graph is { } g)
             {
-                _kernels.RopeAt(_q.Pointer, 1, c.Heads, _rope, DecodeStep.Field(g.At, DecodeStep.QueryPositionIndex));
-                g.Sequence.AppendStep(l, _k.Pointer, _v.Pointer, g.At);
-                g.Sequence.AttendStep(l, _q.Pointer, _att.Pointer, g.Split, g.At);
+                // The query's RoPE rides in the append, the f16 copy of the output in the merge: the direct path below
+                // launches both on their own and stays the reference (DecodeGraphGpuTests compare the two).
+                g.Sequence.AppendStep(l, q, k, v, g.At);
+                g.Sequence.AttendStep(l, q, _att.Pointer, _f16 ? _atth.Pointer : 0, g.Split, g.At);
+                attF16 = _f16;
             }
             else if (one != null)
             {
-                _kernels.Rope(_q.Pointer, n, c.Heads, _rope, pos0);
+                _kernels.Rope(q, n, c.Heads, _rope, pos0);
                 if (n == 1 && l + 1 < c.Layers && one is Offload.ISpeculativeKvSequence { Speculates: true } spec)
                 {
                     // Layer l+1's query from layer l's normalised input (InfiniGen: the residual stream changes little
@@ -485,29 +495,33 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
                     _kernels.Rope(_qs.Pointer, 1, c.Heads, _rope, pos0);
                     spec.Speculate(l + 1, _qs.Pointer);
                 }
-                one.AppendDevice(l, _k.Pointer, _v.Pointer, n);
-                one.AttendDevice(l, _q.Pointer, n, _att.Pointer);
+                one.AppendDevice(l, k, v, n);
+                one.AttendDevice(l, q, n, _att.Pointer);
             }
             else
             {
-                _kernels.RopeAt(_q.Pointer, n, c.Heads, _rope, pos);
+                _kernels.RopeAt(q, n, c.Heads, _rope, pos);
                 foreach (var s in segments)
                 {
                     var kv = (CudaKvSequence)s.Kv;
                     ulong at = (ulong)s.Start;
-                    kv.AppendDevice(l, _k.Pointer + at * kvRow, _v.Pointer + at * kvRow, s.Count);
-                    kv.AttendDevice(l, _q.Pointer + at * qRow, s.Count, _att.Pointer + at * qRow);
+                    kv.AppendDevice(l, k + at * kvRow, v + at * kvRow, s.Count);
+                    kv.AttendDevice(l, q + at * qRow, s.Count, _att.Pointer + at * qRow);
                 }
             }
-            if (_f16) _kernels.ToF16(_att.Pointer, _atth.Pointer, (long)n * c.QDim);
+            if (_f16 && !attF16) _kernels.ToF16(_att.Pointer, _atth.Pointer, (long)n * c.QDim);
             w.Wo.Apply(_blas, _f16 ? _atth.Pointer : _att.Pointer, _proj.Pointer, n);
             // Feed-forward block (SwiGLU), its norm fused with the attention block's residual add.
             _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.FfnNorm, n, c.Dim, c.NormEps, y, yh);
-            w.WGate.Apply(_blas, xin, _gate.Pointer, n);
-            w.WUp.Apply(_blas, xin, _up.Pointer, n);
-            if (_f16) _kernels.SwiGluF16(_gate.Pointer, _up.Pointer, _gateh.Pointer, (long)n * c.FfnDim);
-            else _kernels.SwiGlu(_gate.Pointer, _up.Pointer, (long)n * c.FfnDim);
-            w.WDown.Apply(_blas, _f16 ? _gateh.Pointer : _gate.Pointer, _proj.Pointer, n);
+            if (stacked) w.GateUp.Apply(_blas, xin, gate, 1);
+            else
+            {
+                w.WGate.Apply(_blas, xin, gate, n);
+                w.WUp.Apply(_blas, xin, up, n);
+            }
+            if (_f16) _kernels.SwiGluF16(gate, up, _gateh.Pointer, (long)n * c.FfnDim);
+            else _kernels.SwiGlu(gate, up, (long)n * c.FfnDim);
+            w.WDown.Apply(_blas, _f16 ? _gateh.Pointer : gate, _proj.Pointer, n);
             // The last residual add: the next layer's norm takes the others.
             if (l + 1 == c.Layers) _kernels.Add(_x.Pointer, _proj.Pointer, (long)n * c.Dim);
         }
@@ -533,7 +547,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     public void Dispose()
     {
         _graph?.Dispose();
-        foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _q, _k, _v, _att, _atth, _proj, _gate, _up, _gateh, _logits, _qs, _decodeStep, _blasWorkspace }) b?.Dispose();
+        foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _qkv, _att, _atth, _proj, _gateUp, _gateh, _logits, _qs, _decodeStep, _blasWorkspace }) b?.Dispose();
         _w?.Dispose();
         _contiguousKernels?.Dispose();
         _shardKernels?.Dispose();

@@ -2,28 +2,37 @@ using Kvq.Model;
 
 namespace Kvq.Cuda.Model;
 
-/// <summary>One layer's weights on the device.</summary>
+/// <summary>One layer's weights on the device. The q, k and v projections are rows of one stacked matrix
+/// (<see cref="Qkv"/>), as are gate and up (<see cref="GateUp"/>): a one-token step applies each stack once.</summary>
 internal sealed class DeviceLayer : IDisposable
 {
     public required DeviceBuffer AttnNorm { get; init; }
-    public required DeviceMatrix Wq { get; init; }
-    public required DeviceMatrix Wk { get; init; }
-    public required DeviceMatrix Wv { get; init; }
+    /// <summary>Wq, Wk and Wv stacked by rows: y = [q | k | v] for one input row.</summary>
+    public required DeviceMatrix Qkv { get; init; }
     public required DeviceMatrix Wo { get; init; }
     public DeviceBuffer? Bq { get; init; }
     public DeviceBuffer? Bk { get; init; }
     public DeviceBuffer? Bv { get; init; }
     public required DeviceBuffer FfnNorm { get; init; }
-    public required DeviceMatrix WGate { get; init; }
-    public required DeviceMatrix WUp { get; init; }
+    /// <summary>WGate and WUp stacked by rows: y = [gate | up] for one input row.</summary>
+    public required DeviceMatrix GateUp { get; init; }
     public required DeviceMatrix WDown { get; init; }
 
-    public long Bytes => AttnNorm.Bytes + FfnNorm.Bytes + Wq.Bytes + Wk.Bytes + Wv.Bytes + Wo.Bytes + WGate.Bytes + WUp.Bytes + WDown.Bytes
+    private DeviceMatrix? _wq, _wk, _wv, _wGate, _wUp;
+    public DeviceMatrix Wq => _wq ??= Qkv.Slice(0, QDim);
+    public DeviceMatrix Wk => _wk ??= Qkv.Slice(QDim, KvDim);
+    public DeviceMatrix Wv => _wv ??= Qkv.Slice(QDim + KvDim, KvDim);
+    public DeviceMatrix WGate => _wGate ??= GateUp.Slice(0, GateUp.Rows / 2);
+    public DeviceMatrix WUp => _wUp ??= GateUp.Slice(GateUp.Rows / 2, GateUp.Rows / 2);
+    public required int QDim { get; init; }
+    public required int KvDim { get; init; }
+
+    public long Bytes => AttnNorm.Bytes + FfnNorm.Bytes + Qkv.Bytes + Wo.Bytes + GateUp.Bytes + WDown.Bytes
                          + (Bq?.Bytes ?? 0) + (Bk?.Bytes ?? 0) + (Bv?.Bytes ?? 0);
 
     public void Dispose()
     {
-        foreach (var d in new IDisposable?[] { AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown }) d?.Dispose();
+        foreach (var d in new IDisposable?[] { AttnNorm, Qkv, Wo, Bq, Bk, Bv, FfnNorm, GateUp, WDown }) d?.Dispose();
     }
 }
 
@@ -50,16 +59,15 @@ internal sealed class DeviceWeights : IDisposable
                 Layers[l] = Own(new DeviceLayer
                 {
                     AttnNorm = ctx.Upload(s.AttnNorm),
-                    Wq = new DeviceMatrix(ctx, s.Wq, type),
-                    Wk = new DeviceMatrix(ctx, s.Wk, type),
-                    Wv = new DeviceMatrix(ctx, s.Wv, type),
+                    Qkv = DeviceMatrix.Stack(ctx, type, s.Wq, s.Wk, s.Wv),
+                    QDim = s.Wq.Rows,
+                    KvDim = s.Wk.Rows,
                     Wo = new DeviceMatrix(ctx, s.Wo, type),
                     Bq = s.Bq == null ? null : ctx.Upload(s.Bq),
                     Bk = s.Bk == null ? null : ctx.Upload(s.Bk),
                     Bv = s.Bv == null ? null : ctx.Upload(s.Bv),
                     FfnNorm = ctx.Upload(s.FfnNorm),
-                    WGate = new DeviceMatrix(ctx, gate, type),
-                    WUp = new DeviceMatrix(ctx, up, type),
+                    GateUp = DeviceMatrix.Stack(ctx, type, gate, up),
                     WDown = new DeviceMatrix(ctx, down, type),
                 });
                 progress?.Invoke(l + 1, Layers.Length);
@@ -110,8 +118,8 @@ internal sealed class DeviceWeights : IDisposable
                 float sd = 1f / MathF.Sqrt(c.Dim), sf = 1f / MathF.Sqrt(c.FfnDim), sq = 1f / MathF.Sqrt(c.QDim);
                 layers[l] = new DeviceLayer
                 {
-                    AttnNorm = Ones(c.Dim), Wq = M(c.QDim, c.Dim, sd), Wk = M(c.KvDim, c.Dim, sd), Wv = M(c.KvDim, c.Dim, sd), Wo = M(c.Dim, c.QDim, sq),
-                    FfnNorm = Ones(c.Dim), WGate = M(c.FfnDim, c.Dim, sd), WUp = M(c.FfnDim, c.Dim, sd), WDown = M(c.Dim, c.FfnDim, sf),
+                    AttnNorm = Ones(c.Dim), Qkv = M(c.QDim + 2 * c.KvDim, c.Dim, sd), QDim = c.QDim, KvDim = c.KvDim, Wo = M(c.Dim, c.QDim, sq),
+                    FfnNorm = Ones(c.Dim), GateUp = M(2 * c.FfnDim, c.Dim, sd), WDown = M(c.Dim, c.FfnDim, sf),
                 };
             }
             var outNorm = Ones(c.Dim);

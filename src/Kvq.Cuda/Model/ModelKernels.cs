@@ -81,23 +81,25 @@ internal sealed class ModelKernels : IDisposable
     /// <summary>Stores n tokens' keys (rotated at pos0 + t, f16) and values (f16) at slots slot0 + t; with
     /// <paramref name="at"/> (a <see cref="DecodeStep"/> on the device) the position and slot are read from there.</summary>
     public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc, ulong bt,
-        ulong at = 0) => AppendF16(k, v, n, kvHeads, r, pos0, slot0, cap, kc.Pointer, vc.Pointer, bt, at);
+        ulong at = 0, QueryRope query = default) => AppendF16(k, v, n, kvHeads, r, pos0, slot0, cap, kc.Pointer, vc.Pointer, bt, at, query);
 
-    /// <summary>The same into f16 rows at device addresses (a KVQuant sequence's <see cref="PrefillScratch"/>).</summary>
+    /// <summary>The same into f16 rows at device addresses (a KVQuant sequence's <see cref="PrefillScratch"/>). With
+    /// <paramref name="query"/> the same launch rotates the chunk's query rows as <see cref="Rope"/> would (at the
+    /// step's query position when <paramref name="at"/> is given).</summary>
     public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, ulong kc, ulong vc, ulong bt,
-        ulong at = 0) =>
+        ulong at = 0, QueryRope query = default) =>
         K("kv_append_f16").Launch(LaunchShape.Grid1((long)n * kvHeads, Pad32(r.HeadDim)),
             _a.Clear().Add(k).Add(v).Add(kvHeads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(slot0).Add(cap)
-              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc).Add(bt).Add(at), Stream);
+              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc).Add(bt).Add(at).Add(query.Q).Add(query.Group).Add(query.Pos0), Stream);
 
     /// <summary>Split partials of causal attention over the f16 cache, then their merge into <paramref name="output"/>;
     /// with <paramref name="at"/> (a <see cref="DecodeStep"/> on the device) the token count is read from there.</summary>
     public void AttentionF16(ulong q, DeviceBuffer kc, DeviceBuffer vc, long cap, int kvHeads, int group, int headDim, long count,
-        int n, AttentionSplit split, float scale, ulong part, ulong output, ulong bt, ulong at = 0)
+        int n, AttentionSplit split, float scale, ulong part, ulong output, ulong bt, ulong at = 0, ulong outputF16 = 0)
     {
         K($"attn_f16_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
             _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part).Add(bt).Add(at), Stream);
-        Merge(part, split, n, kvHeads, group, headDim, output);
+        Merge(part, split, n, kvHeads, group, headDim, output, outputF16);
     }
 
     /// <summary>The sequence's angle table (model.cu rope_table): <paramref name="rows"/> rows of (cos, sin) per pair.</summary>
@@ -115,15 +117,16 @@ internal sealed class ModelKernels : IDisposable
               .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(sinkV).Add(bt).Add(at), Stream);
 
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
-        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, ulong at = 0) =>
-        AttentionNuq(q, l, table, kvHeads, group, headDim, count, n, split, scale, part, output, sink, sinks, r, bt, default, at);
+        AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, ulong at = 0,
+        ulong outputF16 = 0) =>
+        AttentionNuq(q, l, table, kvHeads, group, headDim, count, n, split, scale, part, output, sink, sinks, r, bt, default, at, outputF16);
 
     /// <summary>The same with a block list per KV head (<paramref name="heads"/>: model.cu HeadBlocks; Offload/OffloadedKvSequence):
     /// head h reads its own chosen blocks, <paramref name="count"/> being the longest head's tokens. <paramref name="at"/>: as
     /// <see cref="AttentionF16"/>'s.</summary>
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
         AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, HeadBlocks heads,
-        ulong at = 0)
+        ulong at = 0, ulong outputF16 = 0)
     {
         var keys = NuqKeyArgs.Of(l);
         K($"attn_nuq_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
@@ -131,7 +134,7 @@ internal sealed class ModelKernels : IDisposable
               .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part)
               .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(bt)
               .Add(heads).Add(at), Stream);
-        Merge(part, split, n, kvHeads, group, headDim, output);
+        Merge(part, split, n, kvHeads, group, headDim, output, outputF16);
     }
 
     /// <summary>Folds n new pre-RoPE keys (f32 [n][KV dim], positions pos0..) into the per-block post-RoPE min/max
@@ -252,12 +255,12 @@ internal sealed class ModelKernels : IDisposable
 
     /// <summary>attn_merge of the split partials into <paramref name="output"/>; output 0 keeps the partials only (a
     /// shard of a sequence-parallel cache merges them with the other shards': Distributed/ShardedKvSequence).</summary>
-    private void Merge(ulong part, AttentionSplit split, int n, int kvHeads, int group, int headDim, ulong output)
+    private void Merge(ulong part, AttentionSplit split, int n, int kvHeads, int group, int headDim, ulong output, ulong outputF16 = 0)
     {
         if (output == 0) return;
         if (split.PartStride != split.Splits) throw new ArgumentException($"attn_merge reads {split.Splits} splits packed per row, not {split.PartStride} slots", nameof(split));
         K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
-            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output), Stream);
+            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output).Add(outputF16), Stream);
     }
 
     private const int TileRows = 32, TileKeys = 64, MmaRows = 64;   // model.cu RB, KT, MR

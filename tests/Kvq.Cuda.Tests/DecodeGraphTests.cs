@@ -52,16 +52,16 @@ public partial class DecodeGraphTests
         Assert.Equal(DecodeStep.KeyPositionIndex, Define("STEP_KPOS"));
         Assert.Equal(DecodeStep.SlotIndex, Define("STEP_SLOT"));
         Assert.Equal(DecodeStep.CountIndex, Define("STEP_COUNT"));
-        // The five kernels a captured step launches with a step pointer take it as their last parameter (kv_append_f16:
-        // before the query rows it may rotate, which the direct path passes too).
+        // The five kernels a captured step launches with a step pointer take it after the block table, and a batched
+        // step's rows (DecodeRows) last; ModelKernels passes them in that order.
         foreach (var kernel in new[] { "kv_append_f16", "nuq_append_keys", "nuq_append_values", "attn_f16_d##D##_g##G", "attn_nuq_d##D##_g##G" })
         {
             int at = source.IndexOf(kernel + "(", StringComparison.Ordinal);
             Assert.True(at >= 0, kernel);
-            int close = source.IndexOf(')', source.IndexOf("const int* bt", at, StringComparison.Ordinal));
-            var parameters = source[at..close].TrimEnd();
-            if (kernel == "kv_append_f16") Assert.EndsWith("const int* at,\n    float* q, int group, long qpos0", parameters.ReplaceLineEndings("\n"), StringComparison.Ordinal);
-            else Assert.EndsWith("const int* at", parameters, StringComparison.Ordinal);
+            int close = source.IndexOf(')', source.IndexOf("const DecodeRow* rows", at, StringComparison.Ordinal));
+            var parameters = Regex.Replace(source[at..close], @"[\s\\]+", " ").Trim();
+            Assert.EndsWith("const DecodeRow* rows", parameters, StringComparison.Ordinal);
+            Assert.Matches(@"const int\* bt, (const HeadBlocks hb, )?const int\* at,", parameters);
         }
     }
 

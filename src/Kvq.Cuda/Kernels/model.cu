@@ -91,6 +91,55 @@ extern "C" __global__ void to_f16(const float* x, u16* y, long n)
     if (i < n) y[i] = f2h(x[i]);
 }
 
+// Products of one row for a decode step with f16 weights (CudaTransformer.Layers, one token): y = W x, W f16
+// [rows][cols] (cols a multiple of 8), f32 sums, with the element-wise work next to the product in the same launch:
+// the input x is staged as f16 in shared memory by every block, as
+//   GEMV_F16IN:  the f16 row in (an attention output the merge wrote in f16);
+//   GEMV_NORM:   f16(rmsnorm(in) * nw), rmsnorm_row's values (256 threads, as rmsnorm_rows), in the residual stream;
+//   GEMV_SWIGLU: f16(silu(in) * in2), swiglu_f16's values (gate and up).
+// residual: y[r] += the sum (the residual stream, each row owned by one warp) instead of y[r] = the sum.
+// Each warp takes rpw consecutive rows, 16-byte loads of the weights (8 halves a lane). Grid: ceil(rows / (8 rpw))
+// blocks of 256 threads, cols * 2 bytes of dynamic shared memory.
+#define GEMV_F16IN 0
+#define GEMV_NORM 1
+#define GEMV_SWIGLU 2
+extern "C" __global__ void __launch_bounds__(256) gemv_f16(const u16* __restrict__ W, int rows, int cols, int rpw, int mode,
+    const void* in, const float* in2, const float* nw, float eps, float* y, int residual)
+{
+    extern __shared__ __align__(16) u16 sx[];
+    if (mode == GEMV_NORM) rmsnorm_row((const float*)in, nw, cols, eps, 0, nullptr, sx);
+    else if (mode == GEMV_SWIGLU)
+        for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        {
+            float g = ((const float*)in)[i];
+            sx[i] = f2h(__fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), in2[i]));
+        }
+    else for (int i = threadIdx.x; i < cols; i += blockDim.x) sx[i] = ((const u16*)in)[i];
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c8s = cols >> 3;
+    const int r0 = (blockIdx.x * (blockDim.x >> 5) + warp) * rpw, r1 = min(r0 + rpw, rows);
+    const uint4* xs = (const uint4*)sx;
+    for (int r = r0; r < r1; ++r)
+    {
+        const uint4* wr = (const uint4*)(W + (long)r * cols);
+        float acc = 0.0f;
+#pragma unroll 4
+        for (int c8 = lane; c8 < c8s; c8 += 32)
+        {
+            uint4 w = wr[c8], x = xs[c8];
+            u32 ws[4] = { w.x, w.y, w.z, w.w }, xv[4] = { x.x, x.y, x.z, x.w };
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+            {
+                acc = fmaf(h2f((u16)(ws[j] & 0xffff)), h2f((u16)(xv[j] & 0xffff)), acc);
+                acc = fmaf(h2f((u16)(ws[j] >> 16)), h2f((u16)(xv[j] >> 16)), acc);
+            }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) y[r] = residual ? __fadd_rn(y[r], acc) : acc;
+    }
+}
+
 // x[i] += y[i]
 extern "C" __global__ void add_inplace(float* x, const float* y, long n)
 {
@@ -176,27 +225,44 @@ extern "C" __global__ void rope_rows_at(float* x, int heads, int hd, int ropeDim
 #define STEP_SLOT 3
 #define STEP_COUNT 4
 
+// A batched decode step (CudaTransformer.ForwardBatch, Model/DecodeRows.cs): one launch serves the decode rows of many
+// sequences, row r reading its own sequence's block table, slot, positions, visible tokens, split length and sink
+// copies here (48 bytes; the host struct must match), and tok, the row's index in the step's activations (its q, k, v
+// and output rows). rows == nullptr: the launch's own arguments.
+struct DecodeRow
+{
+    const int* bt; u16* sinkK; u16* sinkV;
+    int count, per, slot, kpos, qpos, tok;
+};
+
 // Appends n tokens' keys (rotated at positions pos0 + t, then rounded to f16, as the CPU f16 cache) and values to
 // slots slot0 + t (through the block table) of the f16 cache [kvHeads][cap][hd]. k, v: [n][kvHeads][hd]. Grid: n * kvHeads blocks of hd threads.
 // With q (the chunk's queries [n][kvHeads * group][hd]), block (t, h) also rotates the group's query rows of token t in
 // place at position qpos0 + t (at[STEP_QPOS] from a graph): rope_rows's arithmetic, one launch fewer per layer.
 extern "C" __global__ void kv_append_f16(const float* k, const float* v, int kvHeads, int hd, int ropeDims, int neox,
     long pos0, long slot0, long cap, float scale, float thetaScale, u16* kc, u16* vc, const int* bt, const int* at,
-    float* q, int group, long qpos0)
+    float* q, int group, long qpos0, const DecodeRow* rows)
 {
     if (at) { pos0 = at[STEP_KPOS]; slot0 = at[STEP_SLOT]; qpos0 = at[STEP_QPOS]; }
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, ch = threadIdx.x;
+    long at_row = blockIdx.x;                   // (token, KV head) row of k, v; its group's query rows follow from it
+    if (rows)
+    {
+        const DecodeRow& r = rows[t];           // launch row t: token 0 of its own sequence, at row r.tok of the step
+        bt = r.bt; pos0 = r.kpos; slot0 = r.slot; qpos0 = r.qpos; t = 0;
+        at_row = (long)r.tok * kvHeads + h;
+    }
     if (ch < hd)
     {
-        const float* kr = k + (long)blockIdx.x * hd;
+        const float* kr = k + at_row * hd;
         long dst = ((long)h * cap + phys(bt, slot0 + t)) * hd + ch;
         kc[dst] = f2h(rope_channel(kr, ch, ropeDims, neox, pos0 + t, scale, thetaScale));
-        vc[dst] = f2h(v[(long)blockIdx.x * hd + ch]);
+        vc[dst] = f2h(v[at_row * hd + ch]);
     }
     if (!q) return;
     for (int g = 0; g < group; ++g)
     {
-        float* row = q + ((long)blockIdx.x * group + g) * hd;
+        float* row = q + (at_row * group + g) * hd;
         float r = ch < hd ? rope_channel(row, ch, ropeDims, neox, qpos0 + t, scale, thetaScale) : 0.0f;
         __syncthreads();
         if (ch < hd) row[ch] = r;
@@ -214,13 +280,13 @@ extern "C" __global__ void kv_append_f16(const float* k, const float* v, int kvH
 
 template <int D, int G>
 __device__ __forceinline__ void attn_f16_part(const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
-    long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part, const int* __restrict__ bt)
+    long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part, const int* __restrict__ bt, int t)
 {
     constexpr int group = G, OUTS = (G * D + AT - 1) / AT;
     __shared__ float sq[G][D];
     __shared__ float sp[G][AT];
     __shared__ float sm[G], sl[G], sa[G];
-    const int split = blockIdx.x, h = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
+    const int split = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
     const int heads = kvHeads * group;
     const long visible = count - n + t + 1;
     const long s0 = (long)split * per, s1 = min(s0 + per, visible);
@@ -315,18 +381,32 @@ __device__ __forceinline__ void attn_f16_part(const float* __restrict__ q, const
     }
 }
 
+// Row t of a batched decode launch (rows != nullptr) is the one query token of its own sequence: its query and partial
+// states sit at row t of the launch's arrays, the rest (table, visible tokens, split length, sinks) comes from rows[t].
+#define DECODE_ROW_ARGS(G, D) \
+    const DecodeRow& r = rows[t]; \
+    q += (long)r.tok * kvHeads * (G) * (D); \
+    part += (long)t * kvHeads * (G) * splits * ((D) + 2); \
+    bt = r.bt; count = r.count; per = r.per; n = 1; t = 0
+
 // attn_f16_d{D}_g{G}: head dim 64 or 128, G query heads per KV head (1..8).
 #define ATTN_F16(D, G) \
 extern "C" __global__ void __launch_bounds__(AT) attn_f16_d##D##_g##G(const float* q, const u16* kc, const u16* vc, long cap, \
-    int kvHeads, long count, int n, long per, int splits, float scale, float* part, const int* bt, const int* at) \
-{ attn_f16_part<D, G>(q, kc, vc, cap, kvHeads, at ? (long)at[STEP_COUNT] : count, n, per, splits, scale, part, bt); }
+    int kvHeads, long count, int n, long per, int splits, float scale, float* part, const int* bt, const int* at, const DecodeRow* rows) \
+{ \
+    int t = blockIdx.z; \
+    if (at) count = at[STEP_COUNT]; \
+    if (rows) { DECODE_ROW_ARGS(G, D); } \
+    attn_f16_part<D, G>(q, kc, vc, cap, kvHeads, count, n, per, splits, scale, part, bt, t); \
+}
 #define ATTN_F16_D(D) ATTN_F16(D, 1) ATTN_F16(D, 2) ATTN_F16(D, 3) ATTN_F16(D, 4) ATTN_F16(D, 5) ATTN_F16(D, 6) ATTN_F16(D, 7) ATTN_F16(D, 8)
 ATTN_F16_D(64)
 ATTN_F16_D(128)
 
 // out[t][head][c] = sum_s acc_s[c] e^(m_s - M) / sum_s l_s e^(m_s - M). Grid: n * heads blocks of hd threads.
-// outh (optional): the same output rounded to f16 (to_f16's rounding), the input of an f16 output projection.
-extern "C" __global__ void attn_merge(const float* part, int splits, int hd, float* out, u16* outh)
+// outh (optional): the same output rounded to f16 (to_f16's rounding), the input of an f16 output projection. rows
+// (a batched decode launch): partial row r goes to the step's row rows[r].tok (heads query heads a row).
+extern "C" __global__ void attn_merge(const float* part, int splits, int hd, float* out, u16* outh, const DecodeRow* rows, int heads)
 {
     const float* st = part + (long)blockIdx.x * splits * (hd + 2);
     float mx = -INFINITY;
@@ -344,8 +424,9 @@ extern "C" __global__ void attn_merge(const float* part, int splits, int hd, flo
     if (c < hd)
     {
         float o = a / l;
-        out[(long)blockIdx.x * hd + c] = o;
-        if (outh) outh[(long)blockIdx.x * hd + c] = f2h(o);
+        long at = rows ? (long)rows[blockIdx.x / heads].tok * heads + blockIdx.x % heads : (long)blockIdx.x;
+        out[at * hd + c] = o;
+        if (outh) outh[at * hd + c] = f2h(o);
     }
 }
 
@@ -414,7 +495,7 @@ __device__ __forceinline__ float2 rot_at(const float2* lo, const float2* shi, in
 // Keys of n tokens [n][kvHeads][D] (pre-RoPE) into slots slot0 + t. One warp per (token, KV head).
 extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k, int kvHeads, int D, long slot0, long cap, int bits,
     int S, const float* kzero, const float* krange, const float* kmids, int nmids, u32* codes, u16* slotv, unsigned char* slotc,
-    int sink, u16* sinkK, const int* bt, const int* at)
+    int sink, u16* sinkK, const int* bt, const int* at, const DecodeRow* rows)
 {
     __shared__ float su[128], smag[128];
     __shared__ unsigned char scode[128], skeep[128];
@@ -422,6 +503,7 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k,
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, lane = threadIdx.x;
     long slot = (at ? (long)at[STEP_SLOT] : slot0) + t;
     const float* x = k + (long)blockIdx.x * D;
+    if (rows) { const DecodeRow& r = rows[t]; bt = r.bt; slot = r.slot; sinkK = r.sinkK; x = k + ((long)r.tok * kvHeads + h) * D; }
     for (int c = lane; c < D; c += 32)
     {
         float u = __fdiv_rn(__fsub_rn(x[c], kzero[h * D + c]), krange[h * D + c]);
@@ -463,14 +545,15 @@ extern "C" __global__ void __launch_bounds__(32) nuq_append_keys(const float* k,
 // range from the rest, codes of (x - zero) / range. One warp per (token, KV head).
 extern "C" __global__ void __launch_bounds__(32) nuq_append_values(const float* v, int kvHeads, int D, long slot0, long cap, int bits,
     int K, const float* vmids, int nmids, u32* codes, u32* vzr, u16* slotv, unsigned char* slotc, int sink, u16* sinkV, const int* bt,
-    const int* at)
+    const int* at, const DecodeRow* rows)
 {
     __shared__ unsigned char sout[128], scode[128];
     __shared__ float szr[2];
     int t = blockIdx.x / kvHeads, h = blockIdx.x % kvHeads, lane = threadIdx.x;
     long slot = (at ? (long)at[STEP_SLOT] : slot0) + t;
-    const long ps = phys(bt, slot);
     const float* x = v + (long)blockIdx.x * D;
+    if (rows) { const DecodeRow& r = rows[t]; bt = r.bt; slot = r.slot; sinkV = r.sinkV; x = v + ((long)r.tok * kvHeads + h) * D; }
+    const long ps = phys(bt, slot);
     if (lane == 0)
     {
         for (int c = 0; c < D; ++c) sout[c] = 0;
@@ -540,7 +623,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     const u32* __restrict__ vzr, const u16* __restrict__ vslotv, const unsigned char* __restrict__ vslotc, const float* __restrict__ vlev,
     const u16* __restrict__ sinkK, const u16* __restrict__ sinkV, const float2* __restrict__ table,
     long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* __restrict__ part,
-    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* __restrict__ bt, const HeadBlocks hb)
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* __restrict__ bt, const HeadBlocks hb, int t)
 {
     constexpr int TPC = AT / D;                 // token lanes per value channel (2 at D = 64, 1 at D = 128)
     __shared__ float sq[G][D];
@@ -549,7 +632,7 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
     __shared__ float sm[G], sl[G], sa[G];
     __shared__ float skz[D], skr[D], sklev[16], svlev[16], svz[AT], svr[AT];
     __shared__ float2 shi[D / 2];
-    const int split = blockIdx.x, h = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
+    const int split = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
     const int heads = kvHeads * G, half = ropeDims >> 1;
     if (hb.stride) { bt += (long)h * hb.stride; count = hb.count[h]; }   // this KV head's own chosen blocks (offload)
     const long visible = count - n + t + 1;
@@ -715,10 +798,15 @@ __device__ __forceinline__ void attn_nuq_part(const float* __restrict__ q, const
 extern "C" __global__ void __launch_bounds__(AT) attn_nuq_d##D##_g##G(const float* q, const NuqLayer L, const u32* vzr, \
     const u16* vslotv, const unsigned char* vslotc, const float* vlev, const u16* sinkK, const u16* sinkV, const float* table, \
     long cap, int kvHeads, long count, int n, long per, int splits, float scale, float* part, \
-    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* bt, const HeadBlocks hb, const int* at) \
-{ attn_nuq_part<D, G>(q, L, vzr, vslotv, vslotc, vlev, sinkK, sinkV, (const float2*)table, cap, kvHeads, \
-    at ? (long)at[STEP_COUNT] : count, n, per, splits, \
-    scale, part, kbits, vbits, S, VS, sink, ropeDims, neox, bt, hb); }
+    int kbits, int vbits, int S, int VS, int sink, int ropeDims, int neox, const int* bt, const HeadBlocks hb, const int* at, \
+    const DecodeRow* rows) \
+{ \
+    int t = blockIdx.z; \
+    if (at) count = at[STEP_COUNT]; \
+    if (rows) { DECODE_ROW_ARGS(G, D); sinkK = r.sinkK; sinkV = r.sinkV; } \
+    attn_nuq_part<D, G>(q, L, vzr, vslotv, vslotc, vlev, sinkK, sinkV, (const float2*)table, cap, kvHeads, count, n, per, splits, \
+    scale, part, kbits, vbits, S, VS, sink, ropeDims, neox, bt, hb, t); \
+}
 #define ATTN_NUQ_D(D) ATTN_NUQ(D, 1) ATTN_NUQ(D, 2) ATTN_NUQ(D, 3) ATTN_NUQ(D, 4) ATTN_NUQ(D, 5) ATTN_NUQ(D, 6) ATTN_NUQ(D, 7) ATTN_NUQ(D, 8)
 ATTN_NUQ_D(64)
 ATTN_NUQ_D(128)

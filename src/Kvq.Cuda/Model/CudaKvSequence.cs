@@ -372,6 +372,12 @@ public sealed class CudaKvSequence : IKvSequence, IKvMemoryReport, IDisposable, 
         return step;
     }
 
+    /// <summary>The device address of this sequence's block table (paged layouts).</summary>
+    internal ulong BlockTablePointer => _bt?.Pointer ?? throw new InvalidOperationException("the contiguous decode layout has no block table");
+
+    /// <summary>The f16 copies of <paramref name="layer"/>'s sink tokens (KVQuant; 0 for an f16 cache).</summary>
+    internal (ulong K, ulong V) SinkPointers(int layer) => (_sinkK[layer]?.Pointer ?? 0, _sinkV[layer]?.Pointer ?? 0);
+
     internal void EndDecodeStep()
     {
         for (int l = 0; l < _count.Length; l++) _count[l]++;

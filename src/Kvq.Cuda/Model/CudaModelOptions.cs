@@ -19,8 +19,11 @@ public enum CudaWeightType { F16, F32 }
 /// <param name="NuqPrefill">How a prefill chunk attends over a KVQuant cache with tensor-core prefill
 /// (<see cref="Model.NuqPrefill"/>); null: the KVQ_NUQ_PREFILL environment variable (tiles, f16, decoded), decoded when
 /// it is unset (<see cref="NuqPrefillSwitch.Resolve"/>: measured in run 46).</param>
+/// <param name="FusedDecodeProducts">One-row steps with f16 weights run each product as one gemv_f16 launch with its
+/// norm, SwiGLU or residual add (<see cref="CudaTransformer.FusedDecodeProducts"/>); null: the KVQ_FUSED_PRODUCTS
+/// environment variable (1 on, 0 off), on when it is unset.</param>
 public sealed record CudaModelOptions(CudaWeightType Weights = CudaWeightType.F16, int DeviceOrdinal = 0, int MaxBatch = 64, bool ContiguousNuq = true,
-    bool TensorCorePrefill = true, bool? DecodeGraphs = null, NuqPrefill? NuqPrefill = null)
+    bool TensorCorePrefill = true, bool? DecodeGraphs = null, NuqPrefill? NuqPrefill = null, bool? FusedDecodeProducts = null)
 {
     public static CudaWeightType ParseWeights(string s) => s.Trim().ToLowerInvariant() switch
     {
@@ -80,4 +83,21 @@ public static class NuqPrefillSwitch
         NuqPrefill.Decoded => "decoded",
         _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, "no such KVQuant prefill mode"),
     };
+}
+
+/// <summary>An on/off switch of the CUDA model: the option when set, else its environment variable (1/on/true,
+/// 0/off/false; anything else is an error naming the variable), else on.</summary>
+internal static class OnOffSwitch
+{
+    public static bool Resolve(bool? option, string envVar, string? env)
+    {
+        if (option is { } o) return o;
+        return env?.Trim().ToLowerInvariant() switch
+        {
+            null or "" => true,
+            "1" or "on" or "true" => true,
+            "0" or "off" or "false" => false,
+            _ => throw new ArgumentException($"{envVar}='{env}': expected 1 (on) or 0 (off)"),
+        };
+    }
 }

@@ -22,6 +22,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     private readonly DeviceWeights _w;
     private readonly RopeParams _rope;
     private readonly bool _f16, _contiguousNuq;
+    private readonly bool _gemvShapes;   // every matrix takes model.cu gemv_f16 (f16 weights, widths multiples of 8)
     private Attention.DecodeKernels? _contiguousKernels;   // the contiguous layout's decode and append modules, on first use
 
     private Attention.DecodeKernels ContiguousKernels() => _contiguousKernels ??= new Attention.DecodeKernels(_ctx, _loader);
@@ -40,11 +41,15 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
     private readonly DeviceBuffer _decodeStep, _blasWorkspace;
     private readonly int[] _decodeStepHost = new int[DecodeStep.Ints];
     private bool _graphLogits;   // the last step's logits row is in _logits already (computed inside the graph)
+    // A batched step's one-token rows of one paged cache: one append and one attention launch a layer for all of them.
+    private readonly DecodeRows _rows;
+    private bool[] _batched = new bool[64];
 
     public override ModelConfig Config { get; }
     public override KvShape KvShape => Config.CreateKvShape();
     public override string Device => $"cuda: {_ctx.Device.Name} ({_ctx.Device.Arch}), {(_f16 ? "f16" : "f32")} weights, decode graphs " +
         (GraphFailure != null ? $"off after a failed capture ({GraphFailure.Message})" : _decodeGraphs ? "on" : "off") +
+        (Fused ? ", fused decode products" : "") +
         $", KVQuant prefill {NuqPrefillSwitch.Name(NuqPrefill)}";
     public override int Threads => 1;
     public override int MaxBatch { get; }
@@ -78,6 +83,22 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         }
     }
     private bool _decodeGraphs;
+
+    /// <summary>One-row steps with f16 weights (decode, graph or direct) run each product as one model.cu gemv_f16 launch that
+    /// also makes its input (the RMSNorm, SwiGLU) or adds to the residual stream: 6 launches a layer instead of 10; off:
+    /// cuBLAS and the element-wise kernels (<see cref="CudaModelOptions.FusedDecodeProducts"/>; env KVQ_FUSED_PRODUCTS).</summary>
+    public bool FusedDecodeProducts
+    {
+        get => _fusedProducts;
+        set
+        {
+            _fusedProducts = value;
+            _graph.Drop();   // a captured step has the other kernels in it
+        }
+    }
+    private bool _fusedProducts;
+    public const string FusedProductsEnv = "KVQ_FUSED_PRODUCTS";
+    private bool Fused => _fusedProducts && _gemvShapes;
 
     /// <summary>Why graphs were turned off by a capture that failed (the step itself had run directly, so the model goes
     /// on without them); null when none did.</summary>
@@ -114,6 +135,8 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
                 $"(a {config.Architecture} model needs it); run this model on the CPU backend");
         MaxBatch = Math.Max(1, o.MaxBatch);
         _f16 = o.Weights == CudaWeightType.F16;
+        _gemvShapes = _f16 && new[] { config.Dim, config.QDim, config.FfnDim }.All(ModelKernels.GemvFits);
+        _fusedProducts = OnOffSwitch.Resolve(o.FusedDecodeProducts, FusedProductsEnv, Environment.GetEnvironmentVariable(FusedProductsEnv));
         _contiguousNuq = o.ContiguousNuq;
         var shape = KvShape;
         CudaKvSequence.CheckShape(shape);
@@ -126,6 +149,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         };
         _blas = new CublasHandle(ctx);
         _graph = new DecodeGraph(_kernels, _blas);
+        _rows = new DecodeRows(ctx);
         _decodeGraphs = DecodeGraph.Enabled(o.DecodeGraphs, Environment.GetEnvironmentVariable(DecodeGraph.EnvSwitch));
         var c = Config;
         var owned = new List<IDisposable>();
@@ -268,6 +292,17 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             contiguousNuq ?? _contiguousNuq ? ContiguousKernels : null).CreateOwnedSequence(maxTokens);
     }
 
+    /// <summary>A paged KVQuant cache in the model's own layout from codecs given per layer (as <see cref="CreateKvQuantSequence"/>),
+    /// whose sequences share a pool of <paramref name="poolTokens"/> tokens (batched steps over many of them: <see cref="ForwardBatch"/>).</summary>
+    public CudaKvCache CreateKvQuantCache(Func<int, (NuqChannelCodec[] Keys, NuqTokenCodec[] Values)> layerCodecs, int sink, int poolTokens)
+    {
+        _ctx.MakeCurrent();
+        CudaKvSequence.CheckShape(KvShape);
+        var codecs = Enumerable.Range(0, Config.Layers).Select(layerCodecs).ToArray();
+        var name = codecs[0].Keys[0].Spec.Name;
+        return new CudaKvCache(_ctx, _kernels, KvShape, new KvCacheConfig(name, name, 32, sink), poolTokens, codecs, null);
+    }
+
     /// <summary>A KVQuant sequence whose blocks can move to a pinned host tier and whose attention reads the blocks a
     /// budget chooses (<see cref="Offload.OffloadedKvSequence"/>, issue 20), codecs given per layer as
     /// <see cref="CreateKvQuantSequence"/>.</summary>
@@ -387,8 +422,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         ulong at = _decodeStep.Pointer;
         _kernels.Embed(_w.Embedding.Buffer, _f16, DecodeStep.Field(at, DecodeStep.TokenIndex), 1, c.Dim, _x.Pointer);
         Layers(1, one, 0, default, 0, new GraphStep(one, split, at));
-        _kernels.RmsNorm(_x.Pointer, _w.OutputNorm, 1, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
-        _w.Output.Apply(_blas, _f16 ? _xh.Pointer : _xn.Pointer, _logits.Pointer, 1);
+        OutputRow(_x.Pointer);
     }
 
     /// <summary>A layer pass recorded into a decode graph: the sequence, its attention split and the step's device ints.</summary>
@@ -431,11 +465,16 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
                 throw new InvalidOperationException($"CUDA KV cache full: {kv.Length} + {s.Count} tokens exceed its capacity of {kv.Capacity} (create the sequence with a larger maxTokens)");
         }
         _ctx.MakeCurrent();
+        if (_batched.Length < segments.Length) _batched = new bool[Math.Max(segments.Length, 2 * _batched.Length)];
+        var batched = _batched.AsSpan(0, segments.Length);
+        _rows.Plan(segments, _kernels, batched);
         _step.CopyFrom(_stepHost.AsSpan(0, 2 * n + wanted));
         ulong ids = _step.Pointer, pos = ids + (ulong)(4L * n), rows = pos + (ulong)(4L * n);
         _kernels.Embed(_w.Embedding.Buffer, _f16, ids, n, c.Dim, _x.Pointer);
         foreach (var s in segments) s.Kv.BeginChunk(tokens.Slice(s.Start, s.Count));
+        if (_rows.Count > 0) _rows.Begin(tokens, segments, batched);
         Layers(n, null, 0, segments, pos);
+        if (_rows.Count > 0) _rows.End();
         foreach (var s in segments) s.Kv.Commit(s.Count);
         if (wanted == 0) return;
         _kernels.RmsNormGather(_x.Pointer, rows, wanted, _w.OutputNorm, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
@@ -456,19 +495,27 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         bool stacked = n == 1;
         ulong q = _qkv.Pointer, k = q + (stacked ? 1UL : (ulong)MaxBatch) * qRow, v = k + (stacked ? 1UL : (ulong)MaxBatch) * kvRow;
         ulong gate = _gateUp.Pointer, up = gate + (stacked ? 1UL : (ulong)MaxBatch) * (ulong)c.FfnDim * 4;
+        // One row with f16 weights: each product also makes its input (norm, SwiGLU) or adds into the residual stream
+        // (gemv_f16), so _x is whole after every product. Not with offload speculation (it reads the normalised input).
+        bool fused = stacked && Fused && one is not Offload.ISpeculativeKvSequence { Speculates: true };
+        int sms = _ctx.Device.Multiprocessors;
         for (int l = 0; l < c.Layers; l++)
         {
             var w = _w.Layers[l];
             // Attention block. The previous layer's residual add (its down projection in _proj) goes with this norm:
             // one launch, the same values (model.cu add_rmsnorm_rows).
-            if (l == 0) _kernels.RmsNorm(_x.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
-            else _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
-            if (stacked) w.Qkv.Apply(_blas, xin, q, 1);
+            if (fused) _kernels.Gemv(w.Qkv, GemvInput.Norm, _x.Pointer, 0, w.AttnNorm, c.NormEps, q, residual: false, sms);
             else
             {
-                w.Wq.Apply(_blas, xin, q, n);
-                w.Wk.Apply(_blas, xin, k, n);
-                w.Wv.Apply(_blas, xin, v, n);
+                if (l == 0) _kernels.RmsNorm(_x.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
+                else _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.AttnNorm, n, c.Dim, c.NormEps, y, yh);
+                if (stacked) w.Qkv.Apply(_blas, xin, q, 1);
+                else
+                {
+                    w.Wq.Apply(_blas, xin, q, n);
+                    w.Wk.Apply(_blas, xin, k, n);
+                    w.Wv.Apply(_blas, xin, v, n);
+                }
             }
             if (w.Bq != null) _kernels.AddBias(q, w.Bq, c.QDim, (long)n * c.QDim);
             if (w.Bk != null) _kernels.AddBias(k, w.Bk, c.KvDim, (long)n * c.KvDim);
@@ -501,8 +548,15 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             else
             {
                 _kernels.RopeAt(q, n, c.Heads, _rope, pos);
-                foreach (var s in segments)
+                if (_rows.Count > 0)
                 {
+                    _rows.Append(l, k, v);
+                    _rows.Attend(l, q, _att.Pointer, 0);
+                }
+                for (int i = 0; i < segments.Length; i++)
+                {
+                    if (_rows.Count > 0 && _batched[i]) continue;
+                    var s = segments[i];
                     var kv = (CudaKvSequence)s.Kv;
                     ulong at = (ulong)s.Start;
                     kv.AppendDevice(l, k + at * kvRow, v + at * kvRow, s.Count);
@@ -510,6 +564,15 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
                 }
             }
             if (_f16 && !attF16) _kernels.ToF16(_att.Pointer, _atth.Pointer, (long)n * c.QDim);
+            if (fused)
+            {
+                // Feed-forward block: the output projection adds into _x, the gate/up product normalises _x itself,
+                // the down projection makes SwiGLU of gate and up and adds into _x.
+                _kernels.Gemv(w.Wo, GemvInput.F16, _atth.Pointer, 0, null, 0, _x.Pointer, residual: true, sms);
+                _kernels.Gemv(w.GateUp, GemvInput.Norm, _x.Pointer, 0, w.FfnNorm, c.NormEps, gate, residual: false, sms);
+                _kernels.Gemv(w.WDown, GemvInput.SwiGlu, gate, up, null, 0, _x.Pointer, residual: true, sms);
+                continue;
+            }
             w.Wo.Apply(_blas, _f16 ? _atth.Pointer : _att.Pointer, _proj.Pointer, n);
             // Feed-forward block (SwiGLU), its norm fused with the attention block's residual add.
             _kernels.AddRmsNorm(_x.Pointer, _proj.Pointer, w.FfnNorm, n, c.Dim, c.NormEps, y, yh);
@@ -527,6 +590,20 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         }
     }
 
+    /// <summary>The final norm and the logits of the one row at <paramref name="x"/> into _logits: one gemv_f16 launch
+    /// when the steps are fused, else RMSNorm and cuBLAS.</summary>
+    private void OutputRow(ulong x)
+    {
+        var c = Config;
+        if (Fused && _w.Output.Type == CudaWeightType.F16)
+        {
+            _kernels.Gemv(_w.Output, GemvInput.Norm, x, 0, _w.OutputNorm, c.NormEps, _logits.Pointer, residual: false, _ctx.Device.Multiprocessors);
+            return;
+        }
+        _kernels.RmsNorm(x, _w.OutputNorm, 1, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+        _w.Output.Apply(_blas, _f16 ? _xh.Pointer : _xn.Pointer, _logits.Pointer, 1);
+    }
+
     /// <summary>Final norm and output projection for chunk rows [first, first+count), copied to the host.</summary>
     protected override void Logits(int first, int count, Span<float> logits)
     {
@@ -539,14 +616,19 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
             return;
         }
         ulong x = _x.Pointer + (ulong)((long)first * c.Dim * 4);
-        _kernels.RmsNorm(x, _w.OutputNorm, count, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
-        _w.Output.Apply(_blas, _f16 ? _xh.Pointer : _xn.Pointer, _logits.Pointer, count);
+        if (count == 1) OutputRow(x);
+        else
+        {
+            _kernels.RmsNorm(x, _w.OutputNorm, count, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);
+            _w.Output.Apply(_blas, _f16 ? _xh.Pointer : _xn.Pointer, _logits.Pointer, count);
+        }
         _logits.CopyTo(logits[..(count * c.VocabSize)]);
     }
 
     public void Dispose()
     {
         _graph?.Dispose();
+        _rows?.Dispose();
         foreach (var b in new[] { _step, _ids, _x, _xn, _xh, _qkv, _att, _atth, _proj, _gateUp, _gateh, _logits, _qs, _decodeStep, _blasWorkspace }) b?.Dispose();
         _w?.Dispose();
         _contiguousKernels?.Dispose();

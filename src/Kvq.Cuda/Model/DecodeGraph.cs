@@ -32,17 +32,7 @@ internal sealed class DecodeGraph : IDisposable
     /// <summary>Whether graphs are on: <paramref name="option"/> when set, else the value of <see cref="EnvSwitch"/>
     /// (<paramref name="env"/>), else on (run 41, H100: every GPU test passes with graphs and the
     /// graph steps give the direct steps' logits; decode 2.0x faster on books-19m). Anything but 1/0/on/off/true/false in the variable is an error naming it.</summary>
-    public static bool Enabled(bool? option, string? env)
-    {
-        if (option is { } o) return o;
-        return env?.Trim().ToLowerInvariant() switch
-        {
-            null or "" => true,
-            "1" or "on" or "true" => true,
-            "0" or "off" or "false" => false,
-            _ => throw new ArgumentException($"{EnvSwitch}='{env}': expected 1 (on) or 0 (off)"),
-        };
-    }
+    public static bool Enabled(bool? option, string? env) => OnOffSwitch.Resolve(option, EnvSwitch, env);
 
     public DecodeGraphAction Next(CudaKvSequence sequence, AttentionSplit split) =>
         _graph == null ? DecodeGraphAction.RunThenCapture : _policy.Next(sequence, split);

@@ -64,6 +64,29 @@ internal sealed class ModelKernels : IDisposable
     public void SwiGluF16(ulong gate, ulong up, ulong gh, long n) =>
         K("swiglu_f16").Launch(Elementwise(n), _a.Clear().Add(gate).Add(up).Add(gh).Add(n), Stream);
 
+    /// <summary>y = W x for one row with f16 weights (model.cu gemv_f16), the input made in the same launch as
+    /// <paramref name="input"/> says: an f16 row at <paramref name="x"/>; or <see cref="RmsNorm"/> of the f32 row at
+    /// <paramref name="x"/> with <paramref name="norm"/> (rounded to f16 as the norm's f16 output); or SwiGLU of gate
+    /// <paramref name="x"/> and up <paramref name="x2"/> (as <see cref="SwiGluF16"/>). With <paramref name="residual"/>
+    /// y += W x (the residual stream). f32 sums in another order than cuBLAS's: equal to rounding.</summary>
+    public void Gemv(DeviceMatrix w, GemvInput input, ulong x, ulong x2, DeviceBuffer? norm, float eps, ulong y, bool residual, int multiprocessors)
+    {
+        if (w.Type != CudaWeightType.F16 || !GemvFits(w.Cols))
+            throw new ArgumentException($"gemv_f16 takes f16 weights with a multiple of 8 columns up to {GemvMaxCols}, not {w.Type} x {w.Cols}", nameof(w));
+        if (input == GemvInput.Norm && norm == null) throw new ArgumentNullException(nameof(norm));
+        int rpw = Math.Clamp(w.Rows / (8 * 4 * Math.Max(1, multiprocessors)), 1, 8);
+        long warps = (w.Rows + rpw - 1) / rpw;
+        K("gemv_f16").Launch(new LaunchShape((uint)((warps + 7) / 8), 1, 1, 256, (uint)(w.Cols * 2)),
+            _a.Clear().Add(w.Buffer.Pointer + (ulong)w.Offset).Add(w.Rows).Add(w.Cols).Add(rpw).Add((int)input).Add(x).Add(x2).Add(norm?.Pointer ?? 0)
+              .Add(eps).Add(y).Add(residual ? 1 : 0), Stream);
+    }
+
+    /// <summary>Most columns <see cref="Gemv"/> stages (48 KiB of f16 in shared memory without opting in to more).</summary>
+    public const int GemvMaxCols = 24576;
+
+    /// <summary>Whether <see cref="Gemv"/> takes a matrix of <paramref name="cols"/> columns.</summary>
+    public static bool GemvFits(int cols) => cols > 0 && cols % 8 == 0 && cols <= GemvMaxCols;
+
     /// <summary>x += r over <paramref name="rows"/> rows, then <see cref="RmsNorm"/> of them: the residual add and the next
     /// norm in one launch, the same values.</summary>
     public void AddRmsNorm(ulong x, ulong r, DeviceBuffer w, int rows, int dim, float eps, ulong y, ulong yh) =>
@@ -81,60 +104,67 @@ internal sealed class ModelKernels : IDisposable
     /// <summary>Stores n tokens' keys (rotated at pos0 + t, f16) and values (f16) at slots slot0 + t; with
     /// <paramref name="at"/> (a <see cref="DecodeStep"/> on the device) the position and slot are read from there.</summary>
     public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, DeviceBuffer kc, DeviceBuffer vc, ulong bt,
-        ulong at = 0, QueryRope query = default) => AppendF16(k, v, n, kvHeads, r, pos0, slot0, cap, kc.Pointer, vc.Pointer, bt, at, query);
+        ulong at = 0, QueryRope query = default, ulong rows = 0) => AppendF16(k, v, n, kvHeads, r, pos0, slot0, cap, kc.Pointer, vc.Pointer, bt, at, query, rows);
 
     /// <summary>The same into f16 rows at device addresses (a KVQuant sequence's <see cref="PrefillScratch"/>). With
     /// <paramref name="query"/> the same launch rotates the chunk's query rows as <see cref="Rope"/> would (at the
-    /// step's query position when <paramref name="at"/> is given).</summary>
+    /// step's query position when <paramref name="at"/> is given). With <paramref name="rows"/> (model.cu DecodeRow
+    /// [n], <see cref="DecodeRows"/>) the n rows are decode tokens of as many sequences, each with its own table, slot
+    /// and positions (pos0, slot0 and bt unused).</summary>
     public void AppendF16(ulong k, ulong v, int n, int kvHeads, RopeParams r, long pos0, long slot0, long cap, ulong kc, ulong vc, ulong bt,
-        ulong at = 0, QueryRope query = default) =>
+        ulong at = 0, QueryRope query = default, ulong rows = 0) =>
         K("kv_append_f16").Launch(LaunchShape.Grid1((long)n * kvHeads, Pad32(r.HeadDim)),
             _a.Clear().Add(k).Add(v).Add(kvHeads).Add(r.HeadDim).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(pos0).Add(slot0).Add(cap)
-              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc).Add(bt).Add(at).Add(query.Q).Add(query.Group).Add(query.Pos0), Stream);
+              .Add(r.Scale).Add(r.ThetaScale).Add(kc).Add(vc).Add(bt).Add(at).Add(query.Q).Add(query.Group).Add(query.Pos0).Add(rows), Stream);
 
     /// <summary>Split partials of causal attention over the f16 cache, then their merge into <paramref name="output"/>;
-    /// with <paramref name="at"/> (a <see cref="DecodeStep"/> on the device) the token count is read from there.</summary>
+    /// with <paramref name="at"/> (a <see cref="DecodeStep"/> on the device) the token count is read from there. With
+    /// <paramref name="rows"/> (as <see cref="AppendF16(ulong, ulong, int, int, RopeParams, long, long, long, ulong, ulong, ulong, ulong, QueryRope, ulong)"/>'s)
+    /// each of the n rows attends over its own sequence, <paramref name="split"/> giving the most splits of any row.</summary>
     public void AttentionF16(ulong q, DeviceBuffer kc, DeviceBuffer vc, long cap, int kvHeads, int group, int headDim, long count,
-        int n, AttentionSplit split, float scale, ulong part, ulong output, ulong bt, ulong at = 0, ulong outputF16 = 0)
+        int n, AttentionSplit split, float scale, ulong part, ulong output, ulong bt, ulong at = 0, ulong outputF16 = 0, ulong rows = 0)
     {
         K($"attn_f16_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
-            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part).Add(bt).Add(at), Stream);
-        Merge(part, split, n, kvHeads, group, headDim, output, outputF16);
+            _a.Clear().Add(q).Add(kc).Add(vc).Add(cap).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part).Add(bt).Add(at)
+              .Add(rows), Stream);
+        Merge(part, split, n, kvHeads, group, headDim, output, outputF16, rows);
     }
 
     /// <summary>The sequence's angle table (model.cu rope_table): <paramref name="rows"/> rows of (cos, sin) per pair.</summary>
     public void RopeTable(long rows, RopeParams r, DeviceBuffer table) =>
         K("rope_table").Launch(LaunchShape.Grid1(rows, Pad32(r.RopeDims / 2)), _a.Clear().Add(r.RopeDims / 2).Add(r.Scale).Add(r.ThetaScale).Add(table), Stream);
 
-    public void AppendNuqKeys(ulong k, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkK, ulong bt, ulong at = 0) =>
+    public void AppendNuqKeys(ulong k, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkK, ulong bt, ulong at = 0,
+        ulong rows = 0) =>
         K("nuq_append_keys").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),
             _a.Clear().Add(k).Add(kvHeads).Add(headDim).Add(slot0).Add(l.Capacity).Add(l.KeyBits).Add(l.KeySlots).Add(l.KZero).Add(l.KRange)
-              .Add(l.KMids).Add(l.KMidCount).Add(l.KCodes).Add(l.KSlotV).Add(l.KSlotC).Add(sink).Add(sinkK).Add(bt).Add(at), Stream);
+              .Add(l.KMids).Add(l.KMidCount).Add(l.KCodes).Add(l.KSlotV).Add(l.KSlotC).Add(sink).Add(sinkK).Add(bt).Add(at).Add(rows), Stream);
 
-    public void AppendNuqValues(ulong v, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkV, ulong bt, ulong at = 0) =>
+    public void AppendNuqValues(ulong v, int n, int kvHeads, int headDim, long slot0, NuqDeviceLayer l, int sink, ulong sinkV, ulong bt, ulong at = 0,
+        ulong rows = 0) =>
         K("nuq_append_values").Launch(LaunchShape.Grid1((long)n * kvHeads, 32),
             _a.Clear().Add(v).Add(kvHeads).Add(headDim).Add(slot0).Add(l.Capacity).Add(l.ValueBits).Add(l.ValueOutliersPerTail).Add(l.VMids)
-              .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(sinkV).Add(bt).Add(at), Stream);
+              .Add(l.VMidCount).Add(l.VCodes).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(sink).Add(sinkV).Add(bt).Add(at).Add(rows), Stream);
 
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
         AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, ulong at = 0,
-        ulong outputF16 = 0) =>
-        AttentionNuq(q, l, table, kvHeads, group, headDim, count, n, split, scale, part, output, sink, sinks, r, bt, default, at, outputF16);
+        ulong outputF16 = 0, ulong rows = 0) =>
+        AttentionNuq(q, l, table, kvHeads, group, headDim, count, n, split, scale, part, output, sink, sinks, r, bt, default, at, outputF16, rows);
 
     /// <summary>The same with a block list per KV head (<paramref name="heads"/>: model.cu HeadBlocks; Offload/OffloadedKvSequence):
     /// head h reads its own chosen blocks, <paramref name="count"/> being the longest head's tokens. <paramref name="at"/>: as
     /// <see cref="AttentionF16"/>'s.</summary>
     public void AttentionNuq(ulong q, NuqDeviceLayer l, DeviceBuffer table, int kvHeads, int group, int headDim, long count, int n,
         AttentionSplit split, float scale, ulong part, ulong output, int sink, (ulong K, ulong V) sinks, RopeParams r, ulong bt, HeadBlocks heads,
-        ulong at = 0, ulong outputF16 = 0)
+        ulong at = 0, ulong outputF16 = 0, ulong rows = 0)
     {
         var keys = NuqKeyArgs.Of(l);
         K($"attn_nuq_d{headDim}_g{group}").Launch(new LaunchShape((uint)split.Splits, (uint)kvHeads, (uint)n, 128),
             _a.Clear().Add(q).Add(keys).Add(l.VZeroRange).Add(l.VSlotV).Add(l.VSlotC).Add(l.VLevels).Add(sinks.K).Add(sinks.V).Add(table)
               .Add(l.Capacity).Add(kvHeads).Add(count).Add(n).Add((long)split.PerSplit).Add(split.PartStride).Add(scale).Add(part)
               .Add(l.KeyBits).Add(l.ValueBits).Add(l.KeySlots).Add(2 * l.ValueOutliersPerTail).Add(sink).Add(r.RopeDims).Add(r.Neox ? 1 : 0).Add(bt)
-              .Add(heads).Add(at), Stream);
-        Merge(part, split, n, kvHeads, group, headDim, output, outputF16);
+              .Add(heads).Add(at).Add(rows), Stream);
+        Merge(part, split, n, kvHeads, group, headDim, output, outputF16, rows);
     }
 
     /// <summary>Folds n new pre-RoPE keys (f32 [n][KV dim], positions pos0..) into the per-block post-RoPE min/max
@@ -255,12 +285,12 @@ internal sealed class ModelKernels : IDisposable
 
     /// <summary>attn_merge of the split partials into <paramref name="output"/>; output 0 keeps the partials only (a
     /// shard of a sequence-parallel cache merges them with the other shards': Distributed/ShardedKvSequence).</summary>
-    private void Merge(ulong part, AttentionSplit split, int n, int kvHeads, int group, int headDim, ulong output, ulong outputF16 = 0)
+    private void Merge(ulong part, AttentionSplit split, int n, int kvHeads, int group, int headDim, ulong output, ulong outputF16 = 0, ulong rows = 0)
     {
         if (output == 0) return;
         if (split.PartStride != split.Splits) throw new ArgumentException($"attn_merge reads {split.Splits} splits packed per row, not {split.PartStride} slots", nameof(split));
         K("attn_merge").Launch(LaunchShape.Grid1((long)n * kvHeads * group, Pad32(headDim)),
-            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output).Add(outputF16), Stream);
+            _a.Clear().Add(part).Add(split.Splits).Add(headDim).Add(output).Add(outputF16).Add(rows).Add(kvHeads * group), Stream);
     }
 
     private const int TileRows = 32, TileKeys = 64, MmaRows = 64;   // model.cu RB, KT, MR
@@ -298,6 +328,14 @@ internal sealed class ModelKernels : IDisposable
 /// <summary>model.cu's HeadBlocks (offload): per KV head, the chosen blocks' positions and the tokens read; stride 0 = none.</summary>
 [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
 internal readonly record struct HeadBlocks(ulong Pos, ulong Count, long Stride);
+
+/// <summary>How <see cref="ModelKernels.Gemv"/> makes its input row (model.cu GEMV_F16IN, GEMV_NORM, GEMV_SWIGLU).</summary>
+internal enum GemvInput
+{
+    F16 = 0,
+    Norm = 1,
+    SwiGlu = 2,
+}
 
 /// <summary>model.cu's CopyJob (24 bytes).</summary>
 [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]

@@ -17,9 +17,10 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
     BlockFile? file = null)
 {
     public const int ChunkBlocks = 64;
-    private readonly List<byte[]> _chunks = [];
-    private readonly List<IntPtr> _mapped = [];   // file tier: where each chunk is mapped
-    private readonly List<BlockOutliers?[]> _outliers = [];
+    // Extended while other threads read them (a batched step's appends): ChunkTable, not List.
+    private readonly ChunkTable<byte[]> _chunks = new();
+    private readonly ChunkTable<IntPtr> _mapped = new();   // file tier: where each chunk is mapped
+    private readonly ChunkTable<BlockOutliers?[]> _outliers = new();
     private readonly OutlierBytes _outlierBytes = new();
     private long _allocated;
 
@@ -41,10 +42,8 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
         if ((uint)blockId >= (uint)capacityBlocks)
             throw new ArgumentOutOfRangeException(nameof(blockId), blockId, $"block id must be below the arena's {capacityBlocks} blocks");
         int chunk = blockId / ChunkBlocks;
-        if (_outliers.Count <= chunk)
-            lock (_outliers)
-                while (_outliers.Count <= chunk) _outliers.Add(new BlockOutliers?[ChunkBlocks * kvHeads]);
-        ref var o = ref _outliers[chunk][(blockId % ChunkBlocks) * kvHeads + head];
+        var table = _outliers.GetOrAdd(chunk, kvHeads, static (heads, _) => new BlockOutliers?[ChunkBlocks * heads]);
+        ref var o = ref table[(blockId % ChunkBlocks) * kvHeads + head];
         return o ??= new BlockOutliers(_outlierBytes);
     }
 
@@ -54,7 +53,8 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
     {
         if (!outliers || (uint)blockId >= (uint)capacityBlocks) return null;
         int chunk = blockId / ChunkBlocks;
-        return chunk < _outliers.Count ? _outliers[chunk][(blockId % ChunkBlocks) * kvHeads + head] : null;
+        var tables = _outliers.Items;
+        return chunk < tables.Length ? tables[chunk][(blockId % ChunkBlocks) * kvHeads + head] : null;
     }
 
     /// <summary>Bytes of the sparse rows of the given blocks, every head (what a sequence holds beside its blocks).</summary>
@@ -62,11 +62,12 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
     {
         if (!outliers) return 0;
         long n = 0;
+        var tables = _outliers.Items;
         foreach (int b in blocks)
         {
             int chunk = b / ChunkBlocks;
-            if (chunk >= _outliers.Count) continue;
-            for (int h = 0; h < kvHeads; h++) n += _outliers[chunk][(b % ChunkBlocks) * kvHeads + h]?.Bytes ?? 0;
+            if (chunk >= tables.Length) continue;
+            for (int h = 0; h < kvHeads; h++) n += tables[chunk][(b % ChunkBlocks) * kvHeads + h]?.Bytes ?? 0;
         }
         return n;
     }
@@ -74,8 +75,9 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
     /// <summary>Drops the sparse rows of a block (every head): the block was freed or is reused for new content.</summary>
     public void ClearOutliers(int blockId)
     {
-        if (!outliers || blockId / ChunkBlocks >= _outliers.Count) return;
-        for (int h = 0; h < kvHeads; h++) _outliers[blockId / ChunkBlocks][(blockId % ChunkBlocks) * kvHeads + h]?.Clear();
+        var tables = _outliers.Items;
+        if (!outliers || blockId / ChunkBlocks >= tables.Length) return;
+        for (int h = 0; h < kvHeads; h++) tables[blockId / ChunkBlocks][(blockId % ChunkBlocks) * kvHeads + h]?.Clear();
     }
 
     /// <summary>Copies block <paramref name="src"/> to <paramref name="dst"/> in every head, sparse rows included.</summary>
@@ -94,28 +96,26 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
             throw new ArgumentOutOfRangeException(nameof(blockId), blockId, $"block id must be below the arena's {capacityBlocks} blocks");
         int chunk = blockId / ChunkBlocks;
         int offset = ((blockId % ChunkBlocks) * kvHeads + head) * blockBytes;
-        // Chunks are added under a lock: sequences of one cache append on several threads at once in a batched step
-        // (Transformer.ForwardBatch), and two of them may reach a new chunk together. Readers need no lock: a chunk,
-        // once listed, never moves.
+        // Chunks are added under a lock (ChunkTable): sequences of one cache append on several threads at once in a
+        // batched step (Transformer.ForwardBatch), and two of them may reach a new chunk together. Readers need no
+        // lock: a chunk, once published, never moves.
         if (file != null)
         {
-            if (_mapped.Count <= chunk)
-                lock (_mapped)
-                    while (_mapped.Count <= chunk) _mapped.Add((IntPtr)file.AddChunk(NextChunkBytes(_mapped.Count)));
-            return new Span<byte>((byte*)_mapped[chunk] + offset, blockBytes);
+            var mapped = _mapped.GetOrAdd(chunk, this, static (a, i) => a.MapChunk(i));
+            return new Span<byte>((byte*)mapped + offset, blockBytes);
         }
-        if (_chunks.Count <= chunk)
-            lock (_chunks)
-                while (_chunks.Count <= chunk) _chunks.Add(NewChunk());
-        return _chunks[chunk].AsSpan(offset, blockBytes);
+        return _chunks.GetOrAdd(chunk, this, static (a, i) => a.NewChunk(i)).AsSpan(offset, blockBytes);
     }
 
     /// <summary>The next RAM chunk; host memory that cannot be had is a <see cref="KvHostMemoryException"/> naming the
     /// size (the CLI prints it as one line), the arena unchanged.</summary>
-    private byte[] NewChunk()
+    /// <summary>Chunk <paramref name="index"/> of the file tier, mapped.</summary>
+    private IntPtr MapChunk(int index) => (IntPtr)file!.AddChunk(NextChunkBytes(index));
+
+    private byte[] NewChunk(int index)
     {
         long held = _allocated;
-        int bytes = NextChunkBytes(_chunks.Count);
+        int bytes = NextChunkBytes(index);
         try
         {
             return new byte[bytes];

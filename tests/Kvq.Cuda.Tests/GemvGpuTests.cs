@@ -28,16 +28,16 @@ public class GemvGpuTests(ITestOutputHelper output)
         // The matrix under test is rows [5, 5 + rows) of a larger one: a view at an offset, as Wq of the stacked q/k/v.
         var wh = Enumerable.Range(0, (rows + 9) * cols).Select(_ => (Half)R(0.05f)).ToArray();
         using var whole = new DeviceMatrix(ctx, rows + 9, cols, CudaWeightType.F16);
-        whole.Buffer.CopyFrom<Half>(wh);
+        whole.Buffer.CopyFrom(wh);
         var w = whole.Slice(5, rows);
         var x = Enumerable.Range(0, cols).Select(_ => R(2f)).ToArray();
         var x2 = Enumerable.Range(0, cols).Select(_ => R(2f)).ToArray();
         var nw = Enumerable.Range(0, cols).Select(_ => 0.5f + R(0.4f)).ToArray();
         var y0 = Enumerable.Range(0, rows).Select(_ => R(3f)).ToArray();
-        using var dx = ctx.Upload<float>(x);
-        using var dx2 = ctx.Upload<float>(x2);
-        using var dnw = ctx.Upload<float>(nw);
-        using var xh = ctx.Upload<Half>(x.Select(v => (Half)v).ToArray());
+        using var dx = ctx.Upload(x);
+        using var dx2 = ctx.Upload(x2);
+        using var dnw = ctx.Upload(nw);
+        using var xh = ctx.Upload(x.Select(v => (Half)v).ToArray());
         using var yh = ctx.Allocate(cols * 2L);
         using var yRef = ctx.Allocate(rows * 4L);
         using var yGot = ctx.Allocate(rows * 4L);
@@ -59,7 +59,7 @@ public class GemvGpuTests(ITestOutputHelper output)
         kernels.SwiGluF16(dx.Pointer, dx2.Pointer, yh.Pointer, cols);
         w.Apply(blas, yh.Pointer, yRef.Pointer, 1);
         var want = yRef.Download<float>(rows).Select((v, i) => y0[i] + v).ToArray();
-        yGot.CopyFrom<float>(y0);
+        yGot.CopyFrom(y0);
         kernels.Gemv(w, GemvInput.SwiGlu, dx.Pointer, dx2.Pointer, null, 0, yGot.Pointer, residual: true, sms);
         Close("swiglu + residual", want, yGot.Download<float>(rows));
         // The rows around the view are not written.

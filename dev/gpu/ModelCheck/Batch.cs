@@ -242,11 +242,14 @@ internal static class BatchCheck
 /// the largest number of CTX-token sequences whose device caches fit in a byte budget (default 70 GB) minus the
 /// weights, from one sequence's exact device bytes; all of them allocated (the proof); sequence 0 prefilled through
 /// the model, the others device copies of it (<see cref="CudaKvSequence.CopyFrom"/>: decode reads the same bytes
-/// whatever the tokens were); then batched decode steps, every sequence one token per step, timed.
+/// whatever the tokens were); then batched decode steps, every sequence one token per step, timed. With
+/// <c>--batch-pool</c> the timed sequences are copies of sequence 0 in one paged pool (f16, or nuqB-1%* in the model's
+/// layout): a step's decode rows then go through one append and one attention launch a layer (Model/DecodeRows), where
+/// sequences of caches of their own launch theirs one by one; the run without the flag is the comparison.
 /// </summary>
 internal static class ServingBatch
 {
-    public static int Run(int ctx, int steps, string[] formats, double budgetGb, int maxBatch)
+    public static int Run(int ctx, int steps, string[] formats, double budgetGb, int maxBatch, bool pooled = false)
     {
         if (steps < 1 || 3 * (steps + 2) > Slack) throw new ArgumentOutOfRangeException(nameof(steps), steps, $"1 to {Slack / 3 - 2} timed steps");
         var c = SevenB.Config;
@@ -259,6 +262,7 @@ internal static class ServingBatch
                           $"budget {budgetGb:F0} GB = weights + KV of N sequences of {ctx} tokens (+{Slack} decode slots each)");
         int failures = 0, f16Batch = 0;
         double f16TokS = 0;
+        CudaKvCache? pool = null;
         foreach (var kv in formats)
         {
             CudaKvSequence Make() => kv == "f16"
@@ -289,12 +293,35 @@ internal static class ServingBatch
                 t.Restart();
                 try
                 {
-                    while (seqs.Count < fit)
+                    if (pooled)
                     {
-                        var s = Make();
-                        seqs.Add(s);
-                        s.CopyFrom(first);
+                        // fit - 1 copies in one pool (sequence 0 stays in its own cache as their source; it is not timed).
+                        pool?.Dispose();
+                        pool = null;
+                        int n = Math.Max(1, fit - 1);
+                        pool = kv == "f16"
+                            ? model.CreateCache(new KvCacheConfig("f16", "f16"), n * (ctx + Slack))
+                            : model.CreateKvQuantCache(_ => SevenB.Codecs(kv.TrimEnd('*')), 1, n * (ctx + Slack));
+                        if (!kv.EndsWith('*') && kv != "f16") Console.WriteLine($"{kv}: the pool takes the model's layout (as {kv}*)");
+                        seqs.Clear();
+                        seqs.Add(first);
+                        for (int i = 0; i < n; i++)
+                        {
+                            var s = pool.CreateSequence(ctx + Slack);
+                            s.CopyFrom(first);
+                            seqs.Add(s);
+                        }
+                        seqs.RemoveAt(0);
+                        seqs.Add(first);   // last: batch 1 times it (its own cache, as before)
+                        fit = n;
                     }
+                    else
+                        while (seqs.Count < fit)
+                        {
+                            var s = Make();
+                            seqs.Add(s);
+                            s.CopyFrom(first);
+                        }
                 }
                 catch (Cuda.CudaException e)
                 {
@@ -338,6 +365,8 @@ internal static class ServingBatch
             finally
             {
                 foreach (var s in seqs) s.Dispose();
+                pool?.Dispose();
+                pool = null;
             }
         }
         return failures == 0 ? 0 : 1;

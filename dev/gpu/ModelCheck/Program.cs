@@ -42,7 +42,7 @@ if (args.Contains("--batch"))
 var servingBatch = Arg("--sevenb-batch", "");
 if (servingBatch.Length > 0)
     return ServingBatch.Run(int.Parse(servingBatch), int.Parse(Arg("--batch-steps", "32")), Arg("--batch-kv", "f16,nuq4-1%").Split(','),
-        double.Parse(Arg("--batch-budget-gb", "70")), int.Parse(Arg("--batch-max", "32")));
+        double.Parse(Arg("--batch-budget-gb", "70")), int.Parse(Arg("--batch-max", "32")), args.Contains("--batch-pool"));
 
 using var loaded = ModelLoader.Load(modelPath);
 var cfg = loaded.Weights.Config;

@@ -97,6 +97,11 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         }
     }
     private bool _fusedProducts;
+
+    /// <summary>A batched step's one-token rows of one paged cache in one append and one attention launch a layer
+    /// (<see cref="DecodeRows"/>, on); off, each sequence launches its own: the same values (BatchedDecodeRowsGpuTests
+    /// compares the two bit for bit).</summary>
+    public bool BatchedDecodeRows { get; set; } = true;
     public const string FusedProductsEnv = "KVQ_FUSED_PRODUCTS";
     private bool Fused => _fusedProducts && _gemvShapes;
 
@@ -467,7 +472,7 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         _ctx.MakeCurrent();
         if (_batched.Length < segments.Length) _batched = new bool[Math.Max(segments.Length, 2 * _batched.Length)];
         var batched = _batched.AsSpan(0, segments.Length);
-        _rows.Plan(segments, _kernels, batched);
+        _rows.Plan(BatchedDecodeRows ? segments : default, _kernels, batched);
         _step.CopyFrom(_stepHost.AsSpan(0, 2 * n + wanted));
         ulong ids = _step.Pointer, pos = ids + (ulong)(4L * n), rows = pos + (ulong)(4L * n);
         _kernels.Embed(_w.Embedding.Buffer, _f16, ids, n, c.Dim, _x.Pointer);

@@ -43,21 +43,26 @@ internal sealed class DecodeRows : IDisposable
         s.Count == 1 && s.Kv is CudaKvSequence { GraphCapable: true } seq && ReferenceEquals(seq.Cache.Kernels, kernels)
         && (cache == null || ReferenceEquals(seq.Cache, cache));
 
-    /// <summary>Picks the step's rows (at least two one-token segments of one cache; else none: the per-sequence path is
-    /// as good for one) and marks them in <paramref name="batched"/>. Nothing changes on the sequences yet.</summary>
+    /// <summary>Picks the step's rows (the one-token segments of the cache that has most of them, at least two; else none:
+    /// the per-sequence path is as good for one) and marks them in <paramref name="batched"/>. Nothing changes on the
+    /// sequences yet.</summary>
     public void Plan(ReadOnlySpan<BatchSegment> segments, ModelKernels kernels, Span<bool> batched)
     {
         _seqs.Clear();
         Cache = null;
-        batched.Clear();
+        batched.Clear();   // all of it: segments may be empty (rows off) while the step has segments
         CudaKvCache? cache = null;
         int rows = 0;
         for (int i = 0; i < segments.Length; i++)
-            if (Fits(segments[i], kernels, cache))
-            {
-                cache ??= ((CudaKvSequence)segments[i].Kv).Cache;
-                rows++;
-            }
+        {
+            if (!Fits(segments[i], kernels, null)) continue;
+            var c = ((CudaKvSequence)segments[i].Kv).Cache;
+            if (ReferenceEquals(c, cache)) continue;
+            int n = 0;
+            for (int j = i; j < segments.Length; j++)
+                if (Fits(segments[j], kernels, c)) n++;
+            if (n > rows) (cache, rows) = (c, n);
+        }
         if (rows < 2) return;
         Cache = cache;
         for (int i = 0; i < segments.Length; i++)

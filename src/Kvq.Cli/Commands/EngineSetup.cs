@@ -99,6 +99,11 @@ public sealed class EngineSetup
         try { budget = Bytes.Parse(r.GetValue(KvBudget)!); }
         catch (FormatException e) { throw new CliException($"--kv-budget: {e.Message}"); }
         var where = Device.Parse(r, [null]);
+        // The engine's KV pool (its budget, prefix sharing, preemption and swap tiers) is host memory, which the CUDA
+        // model does not attend over (it reads its own device caches): every request would fail in its first step.
+        if (where.Cuda)
+            throw new CliException("--device cuda: the serving engine (serve, chat) keeps its KV pool in host memory and runs the model " +
+                                   "on the CPU for now; --device cuda is for generate, eval, recall and bench");
         var policy = Policy.Parse(r);
         if (policy.Count > 1) throw new CliException("--policy: give one token policy (the engine runs every request under it)");
         var templateFile = r.GetValue(ChatTemplate);

@@ -80,6 +80,17 @@ public sealed class OptionValidationTests : IDisposable
         Assert.Equal("", r.Out);
     }
 
+    /// <summary>The serving engine's KV pool is host memory: serve and chat on the CUDA model would fail every request in
+    /// its first step, so they refuse --device cuda up front, by name, before the model loads (exit 2).</summary>
+    [Theory]
+    [InlineData("serve", "--port", "0")]
+    [InlineData("chat")]
+    public void ServingCommandsRefuseTheCudaDevice(params string[] command)
+    {
+        InProcessCli.AssertUserError(InProcessCli.Run([.. command, "-m", Stories, "--device", "cuda"]),
+            "--device cuda: the serving engine (serve, chat) keeps its KV pool in host memory");
+    }
+
     /// <summary>kvq serve's bounds have upper ends, checked before the model loads (the model path here does not exist):
     /// a --request-timeout of 2^31 seconds was accepted and every request then failed with a 500.</summary>
     [Theory]

@@ -81,6 +81,16 @@ public class GemvGpuTests(ITestOutputHelper output)
         Assert.True(rel < 1e-5, $"{what}: rel L2 {rel:E2} vs cuBLAS");
     }
 
+    [Fact]
+    public void TakesWidthsWhoseRowFitsBesideTheNormsStaticSharedMemory()
+    {
+        // The staged row (f16) and block_sum's 32 floats must fit 48 KiB of shared memory: widths are multiples of 8.
+        Assert.True(ModelKernels.GemvFits(384) && ModelKernels.GemvFits(11008) && ModelKernels.GemvFits(ModelKernels.GemvMaxCols));
+        Assert.True(ModelKernels.GemvMaxCols * 2 + 32 * 4 <= 48 * 1024);
+        Assert.False(ModelKernels.GemvFits(ModelKernels.GemvMaxCols + 8));
+        Assert.False(ModelKernels.GemvFits(0) || ModelKernels.GemvFits(12) || ModelKernels.GemvFits(390));
+    }
+
     [GpuFact]
     public void RejectsMatricesItCannotStage()
     {

@@ -477,9 +477,16 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         ulong ids = _step.Pointer, pos = ids + (ulong)(4L * n), rows = pos + (ulong)(4L * n);
         _kernels.Embed(_w.Embedding.Buffer, _f16, ids, n, c.Dim, _x.Pointer);
         foreach (var s in segments) s.Kv.BeginChunk(tokens.Slice(s.Start, s.Count));
-        if (_rows.Count > 0) _rows.Begin(tokens, segments, batched);
-        Layers(n, null, 0, segments, pos);
-        if (_rows.Count > 0) _rows.End();
+        try
+        {
+            if (_rows.Count > 0) _rows.Begin(tokens, segments, batched);
+            Layers(n, null, 0, segments, pos);
+            if (_rows.Count > 0) _rows.End();
+        }
+        finally
+        {
+            _rows.Forget();   // after a failed step: no sequence of it is held here (the caller fails them)
+        }
         foreach (var s in segments) s.Kv.Commit(s.Count);
         if (wanted == 0) return;
         _kernels.RmsNormGather(_x.Pointer, rows, wanted, _w.OutputNorm, c.Dim, c.NormEps, _f16 ? 0 : _xn.Pointer, _f16 ? _xh.Pointer : 0);

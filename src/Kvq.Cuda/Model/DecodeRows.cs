@@ -158,6 +158,14 @@ internal sealed class DecodeRows : IDisposable
         Cache = null;
     }
 
+    /// <summary>Drops the planned rows without counting their token (a step that failed; <see cref="End"/> already
+    /// cleared them after one that did not).</summary>
+    public void Forget()
+    {
+        _seqs.Clear();
+        Cache = null;
+    }
+
     private ulong RowsOf(int layer) => _table!.Pointer + (ulong)((long)layer * _seqs.Count * RowBytes);
 
     public void Dispose()

@@ -81,8 +81,9 @@ internal sealed class ModelKernels : IDisposable
               .Add(eps).Add(y).Add(residual ? 1 : 0), Stream);
     }
 
-    /// <summary>Most columns <see cref="Gemv"/> stages (48 KiB of f16 in shared memory without opting in to more).</summary>
-    public const int GemvMaxCols = 24576;
+    /// <summary>Most columns <see cref="Gemv"/> stages: 48 KiB of shared memory without opting in to more, less the
+    /// 128 bytes of block_sum's static array (the RMSNorm input mode), in f16, a multiple of 8.</summary>
+    public const int GemvMaxCols = (48 * 1024 - 128) / 2 / 8 * 8;
 
     /// <summary>Whether <see cref="Gemv"/> takes a matrix of <paramref name="cols"/> columns.</summary>
     public static bool GemvFits(int cols) => cols > 0 && cols % 8 == 0 && cols <= GemvMaxCols;

@@ -107,11 +107,11 @@ public sealed unsafe class BlockArena(int kvHeads, int blockBytes, int capacityB
         return _chunks.GetOrAdd(chunk, this, static (a, i) => a.NewChunk(i)).AsSpan(offset, blockBytes);
     }
 
-    /// <summary>The next RAM chunk; host memory that cannot be had is a <see cref="KvHostMemoryException"/> naming the
-    /// size (the CLI prints it as one line), the arena unchanged.</summary>
     /// <summary>Chunk <paramref name="index"/> of the file tier, mapped.</summary>
     private IntPtr MapChunk(int index) => (IntPtr)file!.AddChunk(NextChunkBytes(index));
 
+    /// <summary>The next RAM chunk; host memory that cannot be had is a <see cref="KvHostMemoryException"/> naming the
+    /// size (the CLI prints it as one line), the arena unchanged.</summary>
     private byte[] NewChunk(int index)
     {
         long held = _allocated;

@@ -99,6 +99,20 @@ public class CudaModelGpuTests
     }
 
     [GpuFact]
+    public void TheServingEngineRefusesTheDeviceModel()
+    {
+        // Its KV pool is host memory, which the device model does not read: refused at construction, not per request.
+        using var loaded = ModelLoader.Load(BooksGguf());
+        using var gpu = CudaTransformer.Load(loaded.Weights);
+        Assert.False(((ILanguageModel)gpu).AttendsOverHostCaches);
+        var e = Assert.Throws<ArgumentException>(() => new Serving.InferenceEngine(gpu, loaded.Tokenizer, new Serving.EngineOptions
+        {
+            Kv = new KvCacheConfig("f16", "f16"), KvBudgetBytes = 8 << 20,
+        }));
+        Assert.Contains("host memory", e.Message);
+    }
+
+    [GpuFact]
     public void FusedDecodeProductsGiveTheUnfusedLogits()
     {
         // gemv_f16 makes the same f16 inputs as RMSNorm / SwiGLU and sums the same products as cuBLAS in another

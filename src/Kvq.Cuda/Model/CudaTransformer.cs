@@ -52,6 +52,9 @@ public sealed class CudaTransformer : ChunkedLanguageModel, IBatchedLanguageMode
         (Fused ? ", fused decode products" : "") +
         $", KVQuant prefill {NuqPrefillSwitch.Name(NuqPrefill)}";
     public override int Threads => 1;
+
+    /// <summary>False: the model attends only over its own device caches (<see cref="CreateSequence"/>, <see cref="CreateCache"/>).</summary>
+    public bool AttendsOverHostCaches => false;
     public override int MaxBatch { get; }
     /// <summary>Most tokens one <see cref="ForwardBatch"/> step carries (all segments together): <see cref="MaxBatch"/>.</summary>
     public int MaxBatchTokens => MaxBatch;

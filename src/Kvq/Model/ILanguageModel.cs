@@ -28,4 +28,8 @@ public interface ILanguageModel
     /// <paramref name="maxTokens"/> tokens (a paged host cache grows as needed; a device cache is sized up front).
     /// Dispose it when done.</summary>
     IKvSequence CreateSequence(KvCacheConfig config, int maxTokens);
+
+    /// <summary>Whether <see cref="Forward"/> takes sequences of a host <see cref="PagedKvCache"/> (the serving engine's
+    /// KV pool) besides its own; false for a model that attends only over its device caches.</summary>
+    bool AttendsOverHostCaches => true;
 }

@@ -34,6 +34,10 @@ public sealed class InferenceEngine : IDisposable
 
     public InferenceEngine(ILanguageModel model, ITokenizer tokenizer, EngineOptions options)
     {
+        // The pool below is host memory: a model that reads only its device caches would fail every request's first step.
+        if (!model.AttendsOverHostCaches)
+            throw new ArgumentException($"the serving engine keeps its KV pool in host memory, and the model on {model.Device} attends " +
+                                        "only over its own device caches: give the engine a CPU model", nameof(model));
         _model = model;
         _batched = model as IBatchedLanguageModel;
         Tokenizer = tokenizer;

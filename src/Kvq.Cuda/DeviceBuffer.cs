@@ -32,6 +32,17 @@ public sealed class DeviceBuffer : SafeHandle
         return new DeviceBuffer(_ctx, Pointer + (ulong)offset, bytes, _parent ?? this);
     }
 
+    /// <summary>Scratch that grows with its largest use: <paramref name="buffer"/> itself when it holds at least
+    /// <paramref name="bytes"/>, else a new buffer of that size in <paramref name="ctx"/> (the old one disposed first,
+    /// and the reference cleared, so a failed allocation leaves no disposed buffer behind).</summary>
+    internal static DeviceBuffer AtLeast([System.Diagnostics.CodeAnalysis.NotNull] ref DeviceBuffer? buffer, CudaContext ctx, long bytes)
+    {
+        if (buffer != null && buffer.Bytes >= bytes) return buffer;
+        buffer?.Dispose();
+        buffer = null;
+        return buffer = Allocate(ctx, bytes);
+    }
+
     internal static DeviceBuffer Allocate(CudaContext ctx, long bytes)
     {
         if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "a device buffer needs at least one byte");

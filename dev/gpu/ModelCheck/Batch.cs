@@ -296,16 +296,12 @@ internal static class ServingBatch
                     if (pooled)
                     {
                         // fit - 1 copies in one pool (sequence 0 stays in its own cache as their source; it is not timed).
-                        pool?.Dispose();
-                        pool = null;
                         int n = Math.Max(1, fit - 1);
                         pool = kv == "f16"
                             ? model.CreateCache(new KvCacheConfig("f16", "f16"), n * (ctx + Slack))
                             : model.CreateKvQuantCache(_ => SevenB.Codecs(kv.TrimEnd('*')), 1, n * (ctx + Slack));
                         if (!kv.EndsWith('*') && kv != "f16") Console.WriteLine($"{kv}: the pool takes the model's layout (as {kv}*)");
-                        seqs.Clear();
-                        seqs.Add(first);
-                        for (int i = 0; i < n; i++)
+                        for (int i = 0; i < n; i++)   // after sequence 0, which is seqs' only entry so far
                         {
                             var s = pool.CreateSequence(ctx + Slack);
                             s.CopyFrom(first);

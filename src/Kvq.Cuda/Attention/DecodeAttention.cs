@@ -75,8 +75,8 @@ public sealed class DecodeAttention : IDisposable
         var s = cache.Shape;
         var plan = Plan(cache);
         long accBytes = (long)s.QueryHeads * plan.Splits * s.HeadDim * 4, mlBytes = (long)s.QueryHeads * plan.Splits * 8;
-        if (_acc == null || _acc.Bytes < accBytes) { _acc?.Dispose(); _acc = _kernels.Context.Allocate(accBytes); }
-        if (_ml == null || _ml.Bytes < mlBytes) { _ml?.Dispose(); _ml = _kernels.Context.Allocate(mlBytes); }
+        DeviceBuffer.AtLeast(ref _acc, _kernels.Context, accBytes);
+        DeviceBuffer.AtLeast(ref _ml, _kernels.Context, mlBytes);
         var args = new AttnArgs
         {
             N = (int)cache.Tokens, Sink = cache.Sink, ChunksPerSplit = plan.ChunksPerSplit, Splits = plan.Splits,

@@ -100,21 +100,9 @@ internal sealed class DecodeRows : IDisposable
             r++;
         }
         long bytes = (long)rows * layers * RowBytes;
-        if (_table == null || _table.Bytes < bytes)
-        {
-            _table?.Dispose();
-            _table = null;
-            _table = _ctx.Allocate(Math.Max(bytes, 4096));
-        }
-        _table.CopyFrom((ReadOnlySpan<DecodeRow>)_host.AsSpan(0, rows * layers));
+        DeviceBuffer.AtLeast(ref _table, _ctx, Math.Max(bytes, 4096)).CopyFrom((ReadOnlySpan<DecodeRow>)_host.AsSpan(0, rows * layers));
         var s = Cache.Shape;
-        long partBytes = (long)rows * _splits * s.Heads * (s.HeadDim + 2) * 4;
-        if (_part == null || _part.Bytes < partBytes)
-        {
-            _part?.Dispose();
-            _part = null;
-            _part = _ctx.Allocate(Math.Max(partBytes, 4096));
-        }
+        DeviceBuffer.AtLeast(ref _part, _ctx, Math.Max((long)rows * _splits * s.Heads * (s.HeadDim + 2) * 4, 4096));
     }
 
     /// <summary>Appends the rows' keys and values of <paramref name="layer"/> (f32 [step rows][KV dim], pre-RoPE) in one
